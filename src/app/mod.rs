@@ -1,0 +1,4 @@
+//! Use cases shared by the CLI and the HTTP server. Both edges call these;
+//! neither re-implements them.
+
+pub mod scaffold;

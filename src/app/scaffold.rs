@@ -1,0 +1,1 @@
+//! The files `gov init` writes, embedded in the binary.

@@ -1,0 +1,68 @@
+//! The `gov` command line: one file per subcommand, each with a plain
+//! `Args` struct and a `run` function. Errors become a message on stderr and
+//! an exit code here, once.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod exit;
+pub mod init;
+
+pub use exit::{ExitCode, Failure};
+
+#[derive(Debug, Parser)]
+#[command(name = "gov", version, about = "A governance harness for autonomous AI agents")]
+pub struct Cli {
+    /// The governance repository (default: the nearest folder upwards with a
+    /// `gov.toml`).
+    #[arg(long, global = true, env = "GOV_REPO")]
+    pub repo: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a governance repository.
+    Init(init::Args),
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one command and reports a failure on stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Init(args) => init::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+/// The governance repository a command works on: `--repo`, else the nearest
+/// folder upwards from the current directory with a `gov.toml`.
+pub fn repo_root(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot read the current directory: {e}")))?;
+    crate::config::Settings::discover(&cwd).ok_or_else(|| {
+        Failure::new(
+            ExitCode::Config,
+            "not in a governance repository (no `gov.toml` here or above); run `gov init DIR` or pass --repo",
+        )
+    })
+}

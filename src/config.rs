@@ -1,0 +1,425 @@
+//! `gov.toml` and `agents/<id>/agent.toml`: the raw files, parsed with
+//! unknown fields refused, and the resolved settings with defaults and paths
+//! filled in once.
+//!
+//! The example `gov.toml` that `gov init` writes (`defaults/gov.toml`) is the
+//! same file the defaults below are checked against in tests.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::money::{Micros, MoneyError};
+
+/// A number of dollars as written in a TOML file: `50`, `0.015` or `"0.015"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDollars {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl RawDollars {
+    pub fn to_micros(&self) -> Result<Micros, MoneyError> {
+        match self {
+            RawDollars::Int(i) => Micros::from_dollars_str(&i.to_string()),
+            RawDollars::Float(f) => Micros::from_dollars_f64(*f),
+            RawDollars::Text(s) => Micros::from_dollars_str(s),
+        }
+    }
+}
+
+/// How often spend starts again from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    #[default]
+    Lifetime,
+    Daily,
+    Monthly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGovToml {
+    #[serde(default)]
+    pub repo: RawRepo,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub budget: RawBudget,
+    #[serde(default)]
+    pub watchdog: RawWatchdog,
+    #[serde(default)]
+    pub signers: RawSigners,
+    #[serde(default)]
+    pub remote: RawRemote,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepo {
+    pub main_branch: Option<String>,
+    pub audit_ref: Option<String>,
+    pub proposal_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub port: Option<u16>,
+    pub agent_auth: Option<AgentAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub tokens_cap: Option<u64>,
+    pub dollars_cap: Option<RawDollars>,
+    pub dollars_per_1k_tokens: Option<RawDollars>,
+    pub period: Option<Period>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatchdog {
+    pub interval_seconds: Option<u64>,
+    pub stuck_after_minutes: Option<u64>,
+    pub repeat_payload_count: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigners {
+    pub server_key: Option<PathBuf>,
+    pub watchdog_key: Option<PathBuf>,
+    pub operator_key: Option<PathBuf>,
+    pub operator_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub name: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Budget caps and pricing, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetSettings {
+    pub tokens_cap: u64,
+    pub dollars_cap: Micros,
+    pub dollars_per_1k_tokens: Micros,
+    pub period: Period,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            tokens_cap: 200_000,
+            dollars_cap: Micros(50 * crate::domain::money::MICROS_PER_DOLLAR),
+            dollars_per_1k_tokens: Micros(15_000),
+            period: Period::Lifetime,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogSettings {
+    pub interval_seconds: u64,
+    pub stuck_after_minutes: u64,
+    pub repeat_payload_count: u32,
+}
+
+/// Everything `gov.toml` says, with defaults applied and paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub root: PathBuf,
+    pub main_branch: String,
+    pub audit_ref: String,
+    pub proposal_prefix: String,
+    pub port: u16,
+    pub agent_auth: AgentAuth,
+    pub budget: BudgetSettings,
+    pub watchdog: WatchdogSettings,
+    pub server_key: PathBuf,
+    pub watchdog_key: PathBuf,
+    pub operator_key: PathBuf,
+    pub operator_name: String,
+    pub remote: Option<String>,
+    pub webhook_secret_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Settings {
+    /// The directory that holds local, git-ignored state.
+    pub fn local_dir(&self) -> PathBuf {
+        self.root.join(".gov")
+    }
+    pub fn index_path(&self) -> PathBuf {
+        self.local_dir().join("index.sqlite")
+    }
+    pub fn operator_token_path(&self) -> PathBuf {
+        self.local_dir().join("operator-token")
+    }
+    pub fn runner_token_path(&self) -> PathBuf {
+        self.local_dir().join("runner-token")
+    }
+    pub fn policies_dir(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+    pub fn agents_dir(&self) -> PathBuf {
+        self.root.join("agents")
+    }
+    pub fn allowed_signers_path(&self) -> PathBuf {
+        self.policies_dir().join("allowed_signers")
+    }
+    /// The full name of the audit ref, e.g. `refs/heads/gov/audit`.
+    pub fn audit_refname(&self) -> String {
+        format!("refs/heads/{}", self.audit_ref)
+    }
+    pub fn main_refname(&self) -> String {
+        format!("refs/heads/{}", self.main_branch)
+    }
+
+    /// Reads `gov.toml` at the root of a governance repository. A missing file
+    /// is an error: it is what marks the folder as one.
+    pub fn load(root: &Path) -> Result<Settings, ConfigError> {
+        let path = root.join("gov.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_toml(root, &path, &text)
+    }
+
+    pub fn from_toml(root: &Path, path: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawGovToml = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        let budget = resolve_budget(&BudgetSettings::default(), &raw.budget)
+            .map_err(|e| invalid(format!("budget: {e}")))?;
+        let abs = |p: Option<PathBuf>, default: &str| {
+            let p = p.unwrap_or_else(|| PathBuf::from(default));
+            if p.is_absolute() {
+                p
+            } else {
+                root.join(p)
+            }
+        };
+        let port = raw.server.port.unwrap_or(8005);
+        let watchdog = WatchdogSettings {
+            interval_seconds: raw.watchdog.interval_seconds.unwrap_or(30).max(1),
+            stuck_after_minutes: raw.watchdog.stuck_after_minutes.unwrap_or(30),
+            repeat_payload_count: raw.watchdog.repeat_payload_count.unwrap_or(3).max(2),
+        };
+        Ok(Settings {
+            root: root.to_path_buf(),
+            main_branch: raw.repo.main_branch.unwrap_or_else(|| "main".into()),
+            audit_ref: raw.repo.audit_ref.unwrap_or_else(|| "gov/audit".into()),
+            proposal_prefix: raw
+                .repo
+                .proposal_prefix
+                .unwrap_or_else(|| "gov/proposal/".into()),
+            port,
+            agent_auth: raw.server.agent_auth.unwrap_or_default(),
+            budget,
+            watchdog,
+            server_key: abs(raw.signers.server_key, ".gov/keys/server"),
+            watchdog_key: abs(raw.signers.watchdog_key, ".gov/keys/watchdog"),
+            operator_key: abs(raw.signers.operator_key, ".gov/keys/operator"),
+            operator_name: raw.signers.operator_name.unwrap_or_else(|| "operator".into()),
+            remote: raw.remote.name.filter(|n| !n.is_empty()),
+            webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+        })
+    }
+
+    /// Finds the governance repository that contains `start`: the nearest
+    /// ancestor with a `gov.toml`.
+    pub fn discover(start: &Path) -> Option<PathBuf> {
+        start
+            .ancestors()
+            .find(|d| d.join("gov.toml").is_file())
+            .map(Path::to_path_buf)
+    }
+}
+
+/// Applies a `[budget]` table over a base (the defaults, or `gov.toml`'s).
+pub fn resolve_budget(base: &BudgetSettings, raw: &RawBudget) -> Result<BudgetSettings, String> {
+    let money = |v: &Option<RawDollars>, base: Micros, name: &str| -> Result<Micros, String> {
+        match v {
+            None => Ok(base),
+            Some(d) => {
+                let m = d.to_micros().map_err(|e| format!("{name}: {e}"))?;
+                if m.0 < 0 {
+                    Err(format!("{name}: must not be negative"))
+                } else {
+                    Ok(m)
+                }
+            }
+        }
+    };
+    Ok(BudgetSettings {
+        tokens_cap: raw.tokens_cap.unwrap_or(base.tokens_cap),
+        dollars_cap: money(&raw.dollars_cap, base.dollars_cap, "dollars_cap")?,
+        dollars_per_1k_tokens: money(
+            &raw.dollars_per_1k_tokens,
+            base.dollars_per_1k_tokens,
+            "dollars_per_1k_tokens",
+        )?,
+        period: raw.period.unwrap_or(base.period),
+    })
+}
+
+/// What kind of program an agent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    Command,
+    Claude,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentToml {
+    pub kind: AgentKind,
+    pub description: Option<String>,
+    /// A label policies can match on (`principal.group`).
+    pub group: Option<String>,
+    pub wallclock_seconds: Option<u64>,
+    #[serde(default)]
+    pub budget: RawBudget,
+    pub command: Option<RawCommand>,
+    pub claude: Option<RawClaude>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaude {
+    pub model: Option<String>,
+    pub max_budget_usd: Option<RawDollars>,
+    pub prompt_file: Option<String>,
+}
+
+/// One agent's settings, resolved against `gov.toml`.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub id: String,
+    pub dir: PathBuf,
+    pub kind: AgentKind,
+    pub description: String,
+    pub group: String,
+    pub wallclock_seconds: u64,
+    pub budget: BudgetSettings,
+    pub command: Option<(String, Vec<String>)>,
+    pub claude_model: Option<String>,
+    pub claude_max_budget: Option<Micros>,
+    pub claude_prompt_file: String,
+}
+
+/// An agent id is a folder name and appears in Cedar ids and Git ref names:
+/// keep it to a safe alphabet.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !id.starts_with('-')
+}
+
+impl AgentSettings {
+    pub fn load(settings: &Settings, id: &str) -> Result<AgentSettings, ConfigError> {
+        let dir = settings.agents_dir().join(id);
+        let path = dir.join("agent.toml");
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        if !valid_agent_id(id) {
+            return Err(invalid(format!(
+                "`{id}` is not a valid agent id (letters, digits, `-` and `_`)"
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let raw: RawAgentToml = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        let budget = resolve_budget(&settings.budget, &raw.budget).map_err(|e| invalid(format!("budget: {e}")))?;
+        let command = match (raw.kind, raw.command) {
+            (AgentKind::Command, Some(c)) => Some((c.program, c.args)),
+            (AgentKind::Command, None) => {
+                return Err(invalid("kind `command` needs a [command] table with `program`".into()))
+            }
+            (AgentKind::Claude, _) => None,
+        };
+        let (claude_model, claude_max_budget, claude_prompt_file) = match raw.claude {
+            Some(c) => (
+                c.model,
+                c.max_budget_usd
+                    .map(|d| d.to_micros())
+                    .transpose()
+                    .map_err(|e| invalid(format!("claude.max_budget_usd: {e}")))?,
+                c.prompt_file.unwrap_or_else(|| "CLAUDE.md".into()),
+            ),
+            None => (None, None, "CLAUDE.md".into()),
+        };
+        Ok(AgentSettings {
+            id: id.to_string(),
+            dir,
+            kind: raw.kind,
+            description: raw.description.unwrap_or_default(),
+            group: raw.group.unwrap_or_else(|| "default".into()),
+            wallclock_seconds: raw.wallclock_seconds.unwrap_or(600).max(1),
+            budget,
+            command,
+            claude_model,
+            claude_max_budget,
+            claude_prompt_file,
+        })
+    }
+
+    /// The ids of every agent folder that has an `agent.toml`, sorted.
+    pub fn list(settings: &Settings) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(settings.agents_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("agent.toml").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| valid_agent_id(id))
+            .collect();
+        ids.sort();
+        ids
+    }
+}

@@ -1,0 +1,7 @@
+//! The pure core: no file system, processes, Git, SQLite, HTTP or async here.
+//! The clock is passed in. Everything that decides something lives below this
+//! module so that it can be tested with plain values.
+
+pub mod audit;
+pub mod money;
+pub mod request;

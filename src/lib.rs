@@ -1,0 +1,21 @@
+//! gov: a governance harness for autonomous AI agents.
+//!
+//! Layout (see ARCHITECTURE.md for the whole map and the invariants):
+//!
+//! - [`domain`]: the pure core: policy decisions, proposals, budget ledger,
+//!   watchdog rules, audit entries. No I/O.
+//! - [`config`]: `gov.toml` and `agent.toml`, raw and resolved.
+//! - [`store`]: adapters: Git (signed commits, the audit chain, proposal
+//!   branches), SQLite (the rebuildable index), keys.
+//! - [`app`]: the use cases that the CLI and the HTTP server share.
+//! - [`cli`]: one file per subcommand; maps errors to exit codes once.
+//! - [`server`]: the HTTP API and the dashboard.
+//! - [`runner`]: spawning and supervising agents; the tool-call hook.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod runner;
+pub mod server;
+pub mod store;

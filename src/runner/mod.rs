@@ -1,0 +1,1 @@
+//! Running agents under governance, and the tool-call hook.

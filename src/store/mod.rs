@@ -1,0 +1,2 @@
+//! Adapters to the outside world: Git, SQLite, key files.
+pub mod keys;
