@@ -1,0 +1,5 @@
+//! The one integration-test binary. Each area of gov has a module here;
+//! `support` holds the shared harness (temporary governance repositories,
+//! the `gov` binary, servers on 127.0.0.1:0).
+
+mod support;
