@@ -249,7 +249,10 @@ impl Settings {
             server_key: abs(raw.signers.server_key, ".gov/keys/server"),
             watchdog_key: abs(raw.signers.watchdog_key, ".gov/keys/watchdog"),
             operator_key: abs(raw.signers.operator_key, ".gov/keys/operator"),
-            operator_name: raw.signers.operator_name.unwrap_or_else(|| "operator".into()),
+            operator_name: raw
+                .signers
+                .operator_name
+                .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
         })
@@ -374,12 +377,16 @@ impl AgentSettings {
             path: path.clone(),
             source,
         })?;
-        let raw: RawAgentToml = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
-        let budget = resolve_budget(&settings.budget, &raw.budget).map_err(|e| invalid(format!("budget: {e}")))?;
+        let raw: RawAgentToml =
+            toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        let budget = resolve_budget(&settings.budget, &raw.budget)
+            .map_err(|e| invalid(format!("budget: {e}")))?;
         let command = match (raw.kind, raw.command) {
             (AgentKind::Command, Some(c)) => Some((c.program, c.args)),
             (AgentKind::Command, None) => {
-                return Err(invalid("kind `command` needs a [command] table with `program`".into()))
+                return Err(invalid(
+                    "kind `command` needs a [command] table with `program`".into(),
+                ))
             }
             (AgentKind::Claude, _) => None,
         };

@@ -99,8 +99,7 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
     pub fn to_rfc3339(self) -> String {
-        self.0
-            .to_rfc3339_opts(SecondsFormat::Micros, false)
+        self.0.to_rfc3339_opts(SecondsFormat::Micros, false)
     }
 }
 
@@ -152,14 +151,12 @@ impl AuditEntry {
     /// Parses an entry back out of a commit message written by
     /// [`AuditEntry::commit_message`].
     pub fn from_commit_message(message: &str) -> Result<Self, EntryParseError> {
-        let (head, body) = message
-            .split_once("\n\n")
-            .ok_or(EntryParseError::NoBody)?;
+        let (head, body) = message.split_once("\n\n").ok_or(EntryParseError::NoBody)?;
         if !head.starts_with(MESSAGE_PREFIX) {
             return Err(EntryParseError::NotAnEntry);
         }
-        let entry: AuditEntry =
-            serde_json::from_str(body.trim_end()).map_err(|e| EntryParseError::Json(e.to_string()))?;
+        let entry: AuditEntry = serde_json::from_str(body.trim_end())
+            .map_err(|e| EntryParseError::Json(e.to_string()))?;
         let expected_head = format!("{MESSAGE_PREFIX} #{} ", entry.seq);
         if !head.starts_with(&expected_head) {
             return Err(EntryParseError::HeadMismatch);

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// An amount of US dollars in millionths. Negative amounts exist only as the
 /// result of arithmetic; charges and caps are checked to be non-negative.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Micros(pub i64);
 
@@ -76,7 +78,11 @@ impl std::fmt::Display for Micros {
         } else {
             let frac = format!("{frac:06}");
             let frac = frac.trim_end_matches('0');
-            let frac = if frac.len() < 2 { format!("{frac:0<2}") } else { frac.to_string() };
+            let frac = if frac.len() < 2 {
+                format!("{frac:0<2}")
+            } else {
+                frac.to_string()
+            };
             write!(f, "{sign}${whole}.{frac}")
         }
     }
@@ -103,7 +109,7 @@ mod tests {
         assert_eq!(Micros::from_dollars_str("$1.5"), Ok(Micros(1_500_000)));
         assert_eq!(Micros::from_dollars_str(".25"), Ok(Micros(250_000)));
         assert_eq!(Micros::from_dollars_f64(0.1), Ok(Micros(100_000)));
-        assert_eq!(Micros::from_dollars_f64(1e-7).is_err(), true);
+        assert!(Micros::from_dollars_f64(1e-7).is_err());
         assert!(Micros::from_dollars_str("1.2.3").is_err());
         assert!(Micros::from_dollars_str("").is_err());
         assert!(Micros::from_dollars_str("99999999999999999").is_err());

@@ -195,7 +195,9 @@ pub struct AllowedSigner {
 impl AllowedSigner {
     /// The roles this signer holds, from its principals.
     pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
-        self.principals.iter().filter_map(|p| Role::from_principal(p))
+        self.principals
+            .iter()
+            .filter_map(|p| Role::from_principal(p))
     }
 }
 
@@ -269,10 +271,13 @@ impl AllowedSigners {
             let rest: Vec<&str> = fields.collect();
             let kt = rest
                 .iter()
-                .position(|f| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-"))
+                .position(|f| {
+                    f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-")
+                })
                 .ok_or_else(|| perr("no key type (expected e.g. `ssh-ed25519`)".into()))?;
             let key_text = rest[kt..].join(" ");
-            let key = PublicKey::from_openssh(&key_text).map_err(|e| perr(format!("bad public key: {e}")))?;
+            let key = PublicKey::from_openssh(&key_text)
+                .map_err(|e| perr(format!("bad public key: {e}")))?;
             signers.push(AllowedSigner { principals, key });
         }
         Ok(AllowedSigners { signers })
@@ -285,7 +290,10 @@ impl AllowedSigners {
             Err(e) => return SignatureCheck::Bad(format!("signature does not parse: {e}")),
         };
         if sig.namespace() != GIT_NAMESPACE {
-            return SignatureCheck::Bad(format!("signature namespace is `{}`, not `git`", sig.namespace()));
+            return SignatureCheck::Bad(format!(
+                "signature namespace is `{}`, not `git`",
+                sig.namespace()
+            ));
         }
         let Some(signer) = self
             .signers
@@ -324,20 +332,31 @@ mod tests {
         let other = SigningKey::generate("other")?;
         let signers = AllowedSigners::parse(
             Path::new("allowed_signers"),
-            &format!("# comment\n{}\n", AllowedSigners::line_for(Role::Server, "gov", &k)),
+            &format!(
+                "# comment\n{}\n",
+                AllowedSigners::line_for(Role::Server, "gov", &k)
+            ),
         )?;
         let sig = k.sign_git(b"hello")?;
         assert!(sig.starts_with("-----BEGIN SSH SIGNATURE-----"));
         match signers.check(&sig, b"hello") {
-            SignatureCheck::Good { roles, principal, .. } => {
+            SignatureCheck::Good {
+                roles, principal, ..
+            } => {
                 assert_eq!(roles, vec![Role::Server]);
                 assert_eq!(principal, "gov@server.gov");
             }
             other => panic!("expected good, got {other:?}"),
         }
-        assert!(matches!(signers.check(&sig, b"hellO"), SignatureCheck::Bad(_)));
+        assert!(matches!(
+            signers.check(&sig, b"hellO"),
+            SignatureCheck::Bad(_)
+        ));
         let foreign = other.sign_git(b"hello")?;
-        assert!(matches!(signers.check(&foreign, b"hello"), SignatureCheck::Bad(_)));
+        assert!(matches!(
+            signers.check(&foreign, b"hello"),
+            SignatureCheck::Bad(_)
+        ));
         assert!(!format!("{k:?}").contains("PRIVATE"));
         Ok(())
     }
