@@ -3,5 +3,8 @@
 //! module so that it can be tested with plain values.
 
 pub mod audit;
+pub mod budget;
+pub mod credential;
 pub mod money;
+pub mod proposal;
 pub mod request;
