@@ -5,3 +5,4 @@
 pub mod audit;
 pub mod money;
 pub mod request;
+pub mod watchdog;
