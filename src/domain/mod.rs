@@ -8,3 +8,4 @@ pub mod credential;
 pub mod money;
 pub mod proposal;
 pub mod request;
+pub mod watchdog;
