@@ -620,4 +620,266 @@ fn diagnostic_message(d: &dyn Diagnostic) -> String {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shipped(file: &str) -> PolicySource {
+        let path = format!("{}/policies/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("shipped policy file");
+        PolicySource::new(format!("policies/{file}"), text)
+    }
+
+    fn shipped_set() -> PolicySet {
+        let policies: Vec<PolicySource> = [
+            "approvers.cedar",
+            "proposals.cedar",
+            "tools.cedar",
+            "watchdog.cedar",
+        ]
+        .into_iter()
+        .map(shipped)
+        .collect();
+        PolicySet::load(
+            &shipped("schema.cedarschema"),
+            &policies,
+            Some(&shipped("entities.json")),
+            "v1",
+        )
+        .expect("the shipped set loads")
+    }
+
+    fn propose(action_type: &str, reversible: bool, requires_approval: bool) -> CedarRequest {
+        let context = json!({
+            "reversible": reversible,
+            "requires_approval": requires_approval,
+            "expected_cost_tokens": 10,
+            "expected_cost_micros": 0,
+            "payload_hash": "abc",
+        });
+        CedarRequest {
+            principal: EntityRef::new("Agent", "noop"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", action_type),
+            context: context.as_object().cloned().unwrap_or_default(),
+            entities: Vec::new(),
+        }
+    }
+
+    fn ids(d: &Decision) -> Vec<&str> {
+        d.policies.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn policy_set_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PolicySet>();
+    }
+
+    #[test]
+    fn three_outcomes() {
+        let set = shipped_set();
+        let auto = set.decide(&propose("research_only", true, false));
+        assert_eq!(auto.outcome, Outcome::Auto);
+        assert_eq!(ids(&auto), ["proposals-allowed"]);
+        assert_eq!(auto.policy_version, "v1");
+
+        let person = set.decide(&propose("research_only", false, false));
+        assert_eq!(person.outcome, Outcome::NeedsPerson);
+        assert_eq!(
+            ids(&person),
+            ["proposals-allowed", "irreversible-needs-person"]
+        );
+        assert!(!person.self_approve_blocked);
+
+        let mut bash = propose("x", true, false);
+        bash.action = "use_tool".into();
+        bash.resource = EntityRef::new("Tool", "Bash");
+        bash.context = json!({"command": "bash smoke.sh; rm -rf /"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let denied = set.decide(&bash);
+        assert_eq!(denied.outcome, Outcome::Forbidden);
+        assert!(denied.policies.is_empty(), "default deny cites nothing");
+        assert!(denied.errors.is_empty());
+    }
+
+    #[test]
+    fn reserved_actions_block_self_approval() {
+        let set = shipped_set();
+        let d = set.decide(&propose("purchase", true, false));
+        assert_eq!(d.outcome, Outcome::NeedsPerson);
+        assert!(d.self_approve_blocked);
+        assert!(ids(&d).contains(&"reserved-for-person"));
+        let unknown = set.decide(&propose("launch_rocket", true, false));
+        assert_eq!(unknown.outcome, Outcome::NeedsPerson);
+        assert!(!unknown.self_approve_blocked);
+        let json = serde_json::to_value(&unknown).expect("json");
+        assert!(json.get("self_approve_blocked").is_none());
+    }
+
+    #[test]
+    fn a_request_cannot_recategorise_a_static_entity_or_approve_itself() {
+        let set = shipped_set();
+        let mut req = propose("purchase", true, false);
+        req.entities.push(EntityData {
+            uid: EntityRef::new("ActionType", "purchase"),
+            attrs: serde_json::Map::new(),
+            parents: vec![EntityRef::new("Category", "auto_approvable")],
+        });
+        req.context.insert("human_approved".into(), json!(true));
+        assert_eq!(set.decide(&req).outcome, Outcome::NeedsPerson);
+    }
+
+    #[test]
+    fn a_request_that_does_not_match_the_schema_is_forbidden() {
+        let set = shipped_set();
+        let mut missing = propose("research_only", true, false);
+        missing.context.remove("reversible");
+        let d = set.decide(&missing);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(d.errors[0].contains("reversible"), "{:?}", d.errors);
+
+        let mut wrong_type = propose("research_only", true, false);
+        wrong_type.entities.push(EntityData {
+            uid: EntityRef::new("Agent", "noop"),
+            attrs: json!({"group": 3}).as_object().cloned().unwrap_or_default(),
+            parents: Vec::new(),
+        });
+        assert_eq!(set.decide(&wrong_type).outcome, Outcome::Forbidden);
+
+        let mut bad_action = propose("research_only", true, false);
+        bad_action.action = "launch".into();
+        assert_eq!(set.decide(&bad_action).outcome, Outcome::Forbidden);
+
+        let mut bad_type = propose("research_only", true, false);
+        bad_type.principal = EntityRef::new("not a type!", "x");
+        let d = set.decide(&bad_type);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(!d.errors.is_empty());
+    }
+
+    const SCHEMA: &str = "entity Agent = { group: String };\nentity ActionType;\n\
+        action propose appliesTo { principal: [Agent], resource: [ActionType], \
+        context: { human_approved: Bool, n: Long } };\n";
+
+    fn small(policies: &str) -> Result<PolicySet, PolicyLoadError> {
+        PolicySet::load(
+            &PolicySource::new("schema.cedarschema", SCHEMA),
+            &[PolicySource::new("p.cedar", policies)],
+            None,
+            "v",
+        )
+    }
+
+    #[test]
+    fn an_evaluation_error_is_a_deny() {
+        // Cedar skips a forbid that errors (here: overflow) and would allow.
+        let set = small(
+            "@id(\"all\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"big\") @reason(\"r\") forbid (principal, action, resource) when { context.n + 1 > 0 };",
+        )
+        .expect("loads");
+        let req = CedarRequest {
+            principal: EntityRef::new("Agent", "a"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: json!({"n": i64::MAX})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            entities: Vec::new(),
+        };
+        let d = set.decide(&req);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(d.errors[0].contains("overflow"), "{:?}", d.errors);
+        let mut ok = req.clone();
+        ok.context.insert("n".into(), json!(1));
+        assert_eq!(
+            set.decide(&ok).outcome,
+            Outcome::Forbidden,
+            "the forbid holds"
+        );
+        ok.context.insert("n".into(), json!(-5));
+        assert_eq!(set.decide(&ok).outcome, Outcome::Auto);
+    }
+
+    #[test]
+    fn load_errors_name_file_line_and_policy() {
+        let err = small("permit (principal, action, resource);").expect_err("no id");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 1: policy has no `@id(\"...\")` annotation"
+        );
+
+        let err =
+            small("\n@id(\"a\")\npermit (principal, action, resource);").expect_err("no reason");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 2: `a`: policy has no `@reason(\"...\")` annotation"
+        );
+
+        let err = small(
+            "@id(\"a\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"a\") @reason(\"r\") forbid (principal, action, resource);",
+        )
+        .expect_err("duplicate");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 2: policy id `a` is already used at `p.cedar` line 1"
+        );
+
+        let err =
+            small("@id(\"a\") @reason(\"r\")\npermit (principal, action, resource)\nwhen { 1 + };")
+                .expect_err("syntax");
+        assert!(
+            err.to_string()
+                .starts_with("`p.cedar` line 3: syntax error"),
+            "{err}"
+        );
+
+        let err = small("@id(\"a\") @reason(\"r\")\npermit (principal, action, resource)\nwhen { context.nope };")
+            .expect_err("type");
+        assert!(
+            err.to_string()
+                .starts_with("`p.cedar` line 3: policy `a`: "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nope"), "{err}");
+
+        let err = PolicySet::load(
+            &PolicySource::new("s.cedarschema", "entity ;"),
+            &[],
+            None,
+            "v",
+        )
+        .expect_err("schema");
+        assert!(
+            err.to_string()
+                .starts_with("`s.cedarschema` line 1: invalid schema"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn several_problems_are_reported_one_per_line() {
+        let err = small(
+            "permit (principal, action, resource);\n\
+             @id(\"b\") @reason(\"r\") permit (principal, action, resource) when { context.x };",
+        )
+        .expect_err("two problems");
+        assert_eq!(err.problems().len(), 2, "{err}");
+        assert_eq!(err.to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn parses_entity_refs() {
+        assert_eq!(
+            parse_entity_ref(r#"Agent::"noop""#),
+            Some(EntityRef::new("Agent", "noop"))
+        );
+        assert_eq!(parse_entity_ref("Agent::noop"), None);
+        assert_eq!(parse_entity_ref(r#"::"x""#), None);
+    }
+}

@@ -338,6 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn loads_the_policies_of_a_commit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = git2::Repository::init(tmp.path()).expect("init");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(POLICIES_DIR);
+        let mut index = repo.index().expect("index");
+        for name in [
+            "schema.cedarschema",
+            "entities.json",
+            "proposals.cedar",
+            "watchdog.cedar",
+        ] {
+            let text = std::fs::read(shipped.join(name)).expect("read");
+            let dest = tmp.path().join(POLICIES_DIR).join(name);
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&dest, text).expect("write");
+            index
+                .add_path(&Path::new(POLICIES_DIR).join(name))
+                .expect("add");
+        }
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("tree");
+        let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+        let oid = repo
+            .commit(None, &sig, &sig, "policies", &tree, &[])
+            .expect("commit");
+        let set = load_commit(&repo, oid).expect("loads");
+        assert_eq!(set.version(), oid.to_string());
+        let files: Vec<String> = set.policies().into_iter().map(|p| p.file).collect();
+        assert!(files.contains(&"policies/proposals.cedar".to_string()));
+        assert!(files.contains(&"policies/watchdog.cedar".to_string()));
+        assert!(!files.iter().any(|f| f.contains("tools")));
+        let from_disk = load_dir(&tmp.path().join(POLICIES_DIR), "x").expect("loads");
+        assert_eq!(from_disk.policies().len(), set.policies().len());
+    }
+
+    #[test]
     fn missing_schema_is_a_clear_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let err = load_dir(tmp.path(), "v").expect_err("no schema");
