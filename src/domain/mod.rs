@@ -6,6 +6,8 @@ pub mod audit;
 pub mod budget;
 pub mod credential;
 pub mod money;
+pub mod paths;
+pub mod policy;
 pub mod proposal;
 pub mod request;
 pub mod watchdog;

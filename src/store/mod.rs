@@ -1,3 +1,4 @@
 //! Adapters to the outside world: Git, SQLite, key files.
 pub mod keys;
+pub mod policies;
 pub mod projection;
