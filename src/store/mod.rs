@@ -1,2 +1,6 @@
 //! Adapters to the outside world: Git, SQLite, key files.
+pub mod audit;
+pub mod git;
+pub mod index;
 pub mod keys;
+pub mod lock;
