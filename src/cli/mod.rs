@@ -6,13 +6,19 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod exit;
 pub mod init;
+pub mod reindex;
 
 pub use exit::{ExitCode, Failure};
 
 #[derive(Debug, Parser)]
-#[command(name = "gov", version, about = "A governance harness for autonomous AI agents")]
+#[command(
+    name = "gov",
+    version,
+    about = "A governance harness for autonomous AI agents"
+)]
 pub struct Cli {
     /// The governance repository (default: the nearest folder upwards with a
     /// `gov.toml`).
@@ -26,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// Create a governance repository.
     Init(init::Args),
+    /// Check and read the audit chain.
+    Audit(audit::Args),
+    /// Rebuild the index database from the audit chain.
+    Reindex(reindex::Args),
 }
 
 pub fn init_logging() {
@@ -41,6 +51,8 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Audit(args) => audit::run(cli.repo, args),
+        Command::Reindex(args) => reindex::run(cli.repo, args),
     };
     match result {
         Ok(code) => code,
@@ -57,8 +69,12 @@ pub fn repo_root(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(p) = explicit {
         return Ok(p);
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        Failure::new(
+            ExitCode::Failure,
+            format!("cannot read the current directory: {e}"),
+        )
+    })?;
     crate::config::Settings::discover(&cwd).ok_or_else(|| {
         Failure::new(
             ExitCode::Config,
