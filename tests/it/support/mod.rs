@@ -1,5 +1,8 @@
 //! Shared test harness.
-#![allow(dead_code, reason = "each test module uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test module uses a different part of the harness"
+)]
 
 use std::path::PathBuf;
 
@@ -7,3 +10,4 @@ use std::path::PathBuf;
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
 }
+pub mod repo;
