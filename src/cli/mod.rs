@@ -14,11 +14,7 @@ pub mod reindex;
 pub use exit::{ExitCode, Failure};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "gov",
-    version,
-    about = "A governance harness for autonomous AI agents"
-)]
+#[command(name = "gov", version, about = "A governance harness for autonomous AI agents")]
 pub struct Cli {
     /// The governance repository (default: the nearest folder upwards with a
     /// `gov.toml`).
@@ -69,12 +65,8 @@ pub fn repo_root(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(p) = explicit {
         return Ok(p);
     }
-    let cwd = std::env::current_dir().map_err(|e| {
-        Failure::new(
-            ExitCode::Failure,
-            format!("cannot read the current directory: {e}"),
-        )
-    })?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot read the current directory: {e}")))?;
     crate::config::Settings::discover(&cwd).ok_or_else(|| {
         Failure::new(
             ExitCode::Config,

@@ -1,8 +1,5 @@
 //! Shared test harness.
-#![allow(
-    dead_code,
-    reason = "each test module uses a different part of the harness"
-)]
+#![allow(dead_code, reason = "each test module uses a different part of the harness")]
 
 use std::path::PathBuf;
 
