@@ -35,7 +35,11 @@ pub fn known(svc: &Service, conn: &rusqlite::Connection, agent_id: &str) -> Resu
     Ok(svc.agent_settings(agent_id).is_some() || projection::agent(conn, agent_id)?.is_some())
 }
 
-fn spent(conn: &rusqlite::Connection, caps: &BudgetSettings, agent: &str) -> Result<Spend, AppError> {
+fn spent(
+    conn: &rusqlite::Connection,
+    caps: &BudgetSettings,
+    agent: &str,
+) -> Result<Spend, AppError> {
     let key = PeriodKeys::current(caps.period, Utc::now());
     Ok(projection::spend(conn, agent, key.as_deref())?)
 }
@@ -86,9 +90,10 @@ impl ChargeInput {
     pub fn to_charge(&self, per_1k: Micros) -> Result<Charge, AppError> {
         let micros = match self.dollars {
             None => None,
-            Some(d) => Some(Micros::from_dollars_f64(d).map_err(|e| {
-                AppError::invalid("dollars", e.to_string())
-            })?),
+            Some(d) => Some(
+                Micros::from_dollars_f64(d)
+                    .map_err(|e| AppError::invalid("dollars", e.to_string()))?,
+            ),
         };
         Charge::new(self.tokens, micros, per_1k).map_err(|e| {
             let field = match e {
@@ -269,11 +274,19 @@ pub fn state(svc: &Service, agent_id: &str) -> Result<AgentState, AppError> {
 
 /// Pauses one agent (operator or watchdog). Pausing a paused agent changes
 /// nothing and writes nothing.
-pub fn pause(svc: &Service, agent_id: &str, reason: &str, actor: Actor) -> Result<AgentState, AppError> {
+pub fn pause(
+    svc: &Service,
+    agent_id: &str,
+    reason: &str,
+    actor: Actor,
+) -> Result<AgentState, AppError> {
     svc.transact(|tx| -> Step<()> {
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
-            return Ok((Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))), vec![]));
+            return Ok((
+                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                vec![],
+            ));
         }
         if projection::agent(conn, agent_id)?.is_some_and(|a| a.paused) {
             return Ok((Ok(()), vec![]));
@@ -291,7 +304,10 @@ pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState,
     svc.transact(|tx| -> Step<()> {
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
-            return Ok((Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))), vec![]));
+            return Ok((
+                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                vec![],
+            ));
         }
         match projection::agent(conn, agent_id)? {
             Some(a) if a.paused => {

@@ -9,7 +9,9 @@ use super::error::AppError;
 use super::proposals::refuse_if_paused;
 use super::service::{random_bytes, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
-use crate::domain::credential::{check_ttl, redeem as redeem_state, token_from_bytes, token_hash, Redemption};
+use crate::domain::credential::{
+    check_ttl, redeem as redeem_state, token_from_bytes, token_hash, Redemption,
+};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -18,12 +20,20 @@ pub struct Issued {
     pub expires_at: Timestamp,
 }
 
-pub fn issue(svc: &Service, agent_id: &str, scope: &str, ttl_seconds: i64) -> Result<Issued, AppError> {
+pub fn issue(
+    svc: &Service,
+    agent_id: &str,
+    scope: &str,
+    ttl_seconds: i64,
+) -> Result<Issued, AppError> {
     if !crate::config::valid_agent_id(agent_id) {
         return Err(AppError::invalid("agent_id", "not a valid agent id"));
     }
     if scope.trim().is_empty() || scope.len() > 200 {
-        return Err(AppError::invalid("scope", "scope must be non-empty (at most 200)"));
+        return Err(AppError::invalid(
+            "scope",
+            "scope must be non-empty (at most 200)",
+        ));
     }
     check_ttl(ttl_seconds).map_err(|e| AppError::invalid("ttl_seconds", e.to_string()))?;
     let token = token_from_bytes("gov_cred", &random_bytes());

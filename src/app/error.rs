@@ -8,6 +8,9 @@ pub enum AppError {
     /// A field of a request is malformed (HTTP 422 naming the field).
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A query parameter is malformed (HTTP 422 naming it).
+    #[error("{field}: {message}")]
+    InvalidQuery { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the state (a duplicate id).

@@ -74,7 +74,10 @@ impl Submission {
             }
         }
         if self.action_type.trim().is_empty() || self.action_type.len() > 200 {
-            return Err(AppError::invalid("action_type", "action_type must be non-empty"));
+            return Err(AppError::invalid(
+                "action_type",
+                "action_type must be non-empty",
+            ));
         }
         if self.expected_cost_tokens < 0 {
             return Err(AppError::invalid(
@@ -133,7 +136,9 @@ pub fn refuse_if_paused(
             let reason = a.paused_reason.unwrap_or_else(|| "paused".into());
             let entry = NewEntry::new(Actor::server(), "agent_request_refused")
                 .agent(agent_id)
-                .payload(json!({"request": what, "reason": "agent_paused", "paused_reason": reason}));
+                .payload(
+                    json!({"request": what, "reason": "agent_paused", "paused_reason": reason}),
+                );
             Ok(Some((
                 AppError::Paused {
                     agent_id: agent_id.into(),
@@ -165,7 +170,9 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
                 .is_ok();
         if exists {
             return Ok((
-                Err(AppError::Conflict(format!("proposal_id '{id}' already exists"))),
+                Err(AppError::Conflict(format!(
+                    "proposal_id '{id}' already exists"
+                ))),
                 vec![],
             ));
         }
@@ -262,7 +269,12 @@ fn file_decided(
             let commit = git_proposals::write_auto(tx.repo(), key, &main_ref, &p)
                 .map_err(AppError::internal)?;
             p.commit = Some(commit.to_string());
-            Ok((Ok(Submitted { proposal: p.clone() }), vec![submitted_entry(&p, record)]))
+            Ok((
+                Ok(Submitted {
+                    proposal: p.clone(),
+                }),
+                vec![submitted_entry(&p, record)],
+            ))
         }
         Outcome::NeedsPerson => {
             p.requires_approval = true;

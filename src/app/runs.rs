@@ -168,14 +168,19 @@ pub fn finish_run(
         task_id: None,
     };
     let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    svc.transact(|tx| -> Step<BudgetView> {
+    svc.transact(|tx| -> Step<()> {
         let conn = tx.index().conn();
         let Some((_, task, finished)) = projection::run(conn, run_id)? else {
-            return Ok((Err(AppError::NotFound(format!("unknown run_id: {run_id}"))), vec![]));
+            return Ok((
+                Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
+                vec![],
+            ));
         };
         if let Some(f) = finished {
             return Ok((
-                Err(AppError::Conflict(format!("run '{run_id}' already finished ({f})"))),
+                Err(AppError::Conflict(format!(
+                    "run '{run_id}' already finished ({f})"
+                ))),
                 vec![],
             ));
         }
@@ -191,13 +196,15 @@ pub fn finish_run(
             RunStatus::Complete => "agent_run_complete",
             RunStatus::Failed => "agent_run_failed",
         };
-        let mut e = NewEntry::new(actor.clone(), event).agent(&agent_id).payload(json!({
-            "run_id": run_id,
-            "reason": end.reason,
-            "tokens": charge.tokens,
-            "dollars": charge.micros.as_dollars_f64(),
-            "usage_missing": end.usage_missing,
-        }));
+        let mut e = NewEntry::new(actor.clone(), event)
+            .agent(&agent_id)
+            .payload(json!({
+                "run_id": run_id,
+                "reason": end.reason,
+                "tokens": charge.tokens,
+                "dollars": charge.micros.as_dollars_f64(),
+                "usage_missing": end.usage_missing,
+            }));
         if let Some(t) = &task {
             e = e.task(t);
         }
@@ -216,7 +223,10 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     let hash = token_hash(&token);
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
-            return Ok((Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))), vec![]));
+            return Ok((
+                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                vec![],
+            ));
         }
         let e = NewEntry::new(actor, "agent_token_issued")
             .agent(agent_id)
@@ -227,7 +237,10 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
 }
 
 /// The agent (and run) a bearer token was minted for, if it is live.
-pub fn token_agent(svc: &Service, token: &str) -> Result<Option<(String, Option<String>)>, AppError> {
+pub fn token_agent(
+    svc: &Service,
+    token: &str,
+) -> Result<Option<(String, Option<String>)>, AppError> {
     svc.read(|c| projection::agent_token(c, &token_hash(token)))
 }
 
@@ -288,7 +301,10 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
         return Err(AppError::invalid("agent_id", "not a valid agent id"));
     }
     if call.tool_name.trim().is_empty() || call.tool_name.len() > 200 {
-        return Err(AppError::invalid("tool_name", "tool_name must be non-empty"));
+        return Err(AppError::invalid(
+            "tool_name",
+            "tool_name must be non-empty",
+        ));
     }
     let action_type = format!("use_tool:{}", call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
@@ -345,8 +361,15 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
         };
         match decision.outcome {
             Outcome::Auto => {
-                let r = if reasons.is_empty() { "allowed by policy".into() } else { reasons };
-                Ok((Ok(answer("allow", r.clone(), None)), vec![base("allow", &r, None).decision(record)]))
+                let r = if reasons.is_empty() {
+                    "allowed by policy".into()
+                } else {
+                    reasons
+                };
+                Ok((
+                    Ok(answer("allow", r.clone(), None)),
+                    vec![base("allow", &r, None).decision(record)],
+                ))
             }
             Outcome::Forbidden => {
                 let r = if reasons.is_empty() {
@@ -354,7 +377,10 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 } else {
                     reasons
                 };
-                Ok((Ok(answer("deny", r.clone(), None)), vec![base("deny", &r, None).decision(record)]))
+                Ok((
+                    Ok(answer("deny", r.clone(), None)),
+                    vec![base("deny", &r, None).decision(record)],
+                ))
             }
             Outcome::NeedsPerson => {
                 if let Some(pid) =

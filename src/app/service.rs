@@ -11,7 +11,7 @@ use chrono::Utc;
 use git2::{Oid, Repository};
 
 use super::error::AppError;
-use super::governance::{Governance, GovError, Tx};
+use super::governance::{GovError, Governance, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
 use crate::domain::audit::{NewEntry, Timestamp};
 use crate::domain::policy::PolicySet;

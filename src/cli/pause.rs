@@ -40,7 +40,8 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
         }
         reply.body["status"].as_str().unwrap_or("").to_string()
     } else {
-        let svc = Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+        let svc =
+            Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
         let actor = Actor::operator(&settings.operator_name);
         let s = match pause {
             Some(r) => agents::pause(&svc, agent, &r, actor),
@@ -54,7 +55,9 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
 }
 
 pub fn run_pause(args: PauseArgs, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let reason = args.reason.unwrap_or_else(|| "paused by the operator".into());
+    let reason = args
+        .reason
+        .unwrap_or_else(|| "paused by the operator".into());
     apply(&args.agent, Some(reason), repo)
 }
 

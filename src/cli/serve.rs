@@ -17,7 +17,8 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
     let port = args.port.unwrap_or(settings.port);
-    let state = AppState::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let state =
+        AppState::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -40,11 +40,18 @@ fn text(v: &Value) -> String {
 
 pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let s = fetch("/status", repo)?;
-    println!("server          http://{}:{}/", text(&s["host"]), text(&s["port"]));
+    println!(
+        "server          http://{}:{}/",
+        text(&s["host"]),
+        text(&s["port"])
+    );
     println!("started at      {}", text(&s["started_at"]));
     println!("policy version  {}", text(&s["policy_version"]));
     if !s["policy_error"].is_null() {
-        println!("policy error    {} (the last good set stays in force)", text(&s["policy_error"]));
+        println!(
+            "policy error    {} (the last good set stays in force)",
+            text(&s["policy_error"])
+        );
     }
     println!("audit entries   {}", text(&s["audit_entries"]));
     println!("pending         {}", text(&s["pending_proposals"]));
@@ -54,7 +61,11 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
         .unwrap_or_default();
     println!(
         "paused agents   {}",
-        if paused.is_empty() { "none".into() } else { paused.join(", ") }
+        if paused.is_empty() {
+            "none".into()
+        } else {
+            paused.join(", ")
+        }
     );
     Ok(ExitCode::Ok)
 }

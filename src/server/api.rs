@@ -92,16 +92,15 @@ struct ListQuery {
     limit: Option<String>,
 }
 
-fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, Response> {
+fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
     match raw {
         None => Ok(default),
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (1..=500).contains(&n) => Ok(n),
-            _ => Err(super::error::unprocessable(
-                &["query", "limit"],
-                "limit must be an integer from 1 to 500",
-                "value_error",
-            )),
+            _ => Err(ApiError(AppError::InvalidQuery {
+                field: "limit".into(),
+                message: "limit must be an integer from 1 to 500".into(),
+            })),
         },
     }
 }
@@ -112,10 +111,7 @@ async fn list_proposals(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
-    let limit = match parse_limit(q.limit.as_deref(), 100) {
-        Ok(l) => l,
-        Err(r) => return Ok(r),
-    };
+    let limit = parse_limit(q.limit.as_deref(), 100)?;
     let status = q.status.filter(|s| !s.is_empty() && s != "all");
     let svc = state.svc.clone();
     let list = blocking(move || {
@@ -192,11 +188,10 @@ async fn get_budget(
     caller.require_reader(state.svc.settings().agent_auth)?;
     let wave = q.wave.unwrap_or(0);
     if wave < 0 {
-        return Ok(super::error::unprocessable(
-            &["query", "wave"],
-            "wave must be at least 0",
-            "value_error",
-        ));
+        return Err(ApiError(AppError::InvalidQuery {
+            field: "wave".into(),
+            message: "wave must be at least 0".into(),
+        }));
     }
     let svc = state.svc.clone();
     let view = blocking(move || agents::budget(&svc, &agent, wave)).await?;
@@ -258,7 +253,10 @@ async fn post_audit(
     if !crate::store::projection::agent_may_post(&body.event_type) {
         return Err(AppError::invalid(
             "event_type",
-            format!("`{}` is recorded by gov itself and cannot be posted", body.event_type),
+            format!(
+                "`{}` is recorded by gov itself and cannot be posted",
+                body.event_type
+            ),
         )
         .into());
     }
@@ -268,7 +266,10 @@ async fn post_audit(
         (Caller::Anonymous, None) => caller.require_reader(state.svc.settings().agent_auth)?,
         _ => {}
     }
-    let actor = caller.actor(&state.svc.settings().operator_name, body.agent_id.as_deref());
+    let actor = caller.actor(
+        &state.svc.settings().operator_name,
+        body.agent_id.as_deref(),
+    );
     let mut entry = NewEntry::new(actor, body.event_type).payload(Value::Object(body.payload));
     entry.agent_id = body.agent_id;
     entry.proposal_id = body.proposal_id;
@@ -295,10 +296,7 @@ async fn list_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
-    let limit = match parse_limit(q.limit.as_deref(), 50) {
-        Ok(l) => l,
-        Err(r) => return Ok(r),
-    };
+    let limit = parse_limit(q.limit.as_deref(), 50)?;
     let filter = crate::store::index::AuditFilter {
         agent_id: q.agent_id.filter(|s| !s.is_empty()),
         event_type: q.event_type.filter(|s| !s.is_empty()),
@@ -405,12 +403,16 @@ fn reason_of(raw: &axum::body::Bytes) -> Result<Option<String>, ApiError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let b: ReasonBody = serde_json::from_slice(raw)
-        .map_err(|e| AppError::invalid("reason", e.to_string()))?;
+    let b: ReasonBody =
+        serde_json::from_slice(raw).map_err(|e| AppError::invalid("reason", e.to_string()))?;
     Ok(b.reason)
 }
 
-async fn pause_all(State(state): State<AppState>, caller: Caller, raw: axum::body::Bytes) -> ApiResult {
+async fn pause_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: axum::body::Bytes,
+) -> ApiResult {
     caller.require_operator()?;
     let reason = reason_of(&raw)?.unwrap_or_else(|| "manual_pause_all".into());
     let actor = caller.actor(&state.svc.settings().operator_name, None);
@@ -483,10 +485,9 @@ async fn issue_credential(
 ) -> ApiResult {
     act_for_agent(&state, &caller, &body.agent_id, "POST /credentials/issue").await?;
     let svc = state.svc.clone();
-    let issued = blocking(move || {
-        credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds)
-    })
-    .await?;
+    let issued =
+        blocking(move || credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds))
+            .await?;
     ok(json!({"token": issued.token, "expires_at": issued.expires_at}))
 }
 
@@ -495,7 +496,10 @@ struct RedeemBody {
     token: String,
 }
 
-async fn redeem_credential(State(state): State<AppState>, Body(body): Body<RedeemBody>) -> ApiResult {
+async fn redeem_credential(
+    State(state): State<AppState>,
+    Body(body): Body<RedeemBody>,
+) -> ApiResult {
     let svc = state.svc.clone();
     let r = blocking(move || credentials::redeem(&svc, &body.token)).await?;
     ok(json!({"scope": r.scope, "agent_id": r.agent_id}))
@@ -510,15 +514,22 @@ struct RunBody {
     task_id: Option<String>,
 }
 
-async fn start_run(State(state): State<AppState>, caller: Caller, Body(body): Body<RunBody>) -> ApiResult {
+async fn start_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<RunBody>,
+) -> ApiResult {
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let run = blocking(move || runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor))
-        .await?;
+    let run =
+        blocking(move || runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor))
+            .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"run_id": run.run_id, "agent_id": run.agent_id, "agent_token": run.agent_token})),
+        Json(
+            json!({"run_id": run.run_id, "agent_id": run.agent_id, "agent_token": run.agent_token}),
+        ),
     )
         .into_response())
 }

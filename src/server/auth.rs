@@ -43,7 +43,9 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <token>`"))?
+            .ok_or_else(|| {
+                unauthorized("malformed Authorization header; expected `Bearer <token>`")
+            })?
             .to_string();
         if secrets_equal(&token, state.operator_token.expose()) {
             return Ok(Caller::Operator);
@@ -69,7 +71,9 @@ impl Caller {
     pub fn require_operator(&self) -> Result<(), AppError> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Anonymous => Err(AppError::Unauthorized("the operator's token is required".into())),
+            Caller::Anonymous => Err(AppError::Unauthorized(
+                "the operator's token is required".into(),
+            )),
             _ => Err(AppError::Forbidden("only the operator may do this".into())),
         }
     }
@@ -78,7 +82,9 @@ impl Caller {
     pub fn require_runner(&self) -> Result<(), AppError> {
         match self {
             Caller::Operator | Caller::Runner => Ok(()),
-            Caller::Anonymous => Err(AppError::Unauthorized("the runner's token is required".into())),
+            Caller::Anonymous => Err(AppError::Unauthorized(
+                "the runner's token is required".into(),
+            )),
             _ => Err(AppError::Forbidden("only the runner may do this".into())),
         }
     }

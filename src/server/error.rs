@@ -4,7 +4,7 @@
 //! bodies 422 `{"detail": [{"loc": ["body", "field"], "msg", "type"}]}`.
 //! 5xx bodies say nothing internal; the cause is logged.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -43,6 +43,9 @@ impl IntoResponse for ApiError {
         let (status, body) = match &self.0 {
             AppError::Invalid { field, message } => {
                 return unprocessable(&["body", field], message, "value_error")
+            }
+            AppError::InvalidQuery { field, message } => {
+                return unprocessable(&["query", field], message, "value_error")
             }
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!({"detail": msg})),
             AppError::Conflict(_) => (StatusCode::CONFLICT, json!({"detail": msg})),
@@ -139,7 +142,9 @@ where
                 {
                     Some(f) if path == "." => (f.to_string(), "missing"),
                     Some(f) => (format!("{path}.{f}"), "missing"),
-                    None if inner.is_syntax() || inner.is_eof() => ("body".to_string(), "json_invalid"),
+                    None if inner.is_syntax() || inner.is_eof() => {
+                        ("body".to_string(), "json_invalid")
+                    }
                     None => (path, "value_error"),
                 };
                 let mut loc = vec!["body"];
@@ -149,12 +154,6 @@ where
             }
         }
     }
-}
-
-/// Map a `JsonRejection` (used nowhere on purpose; kept for completeness of
-/// the mapping if a handler ever takes `axum::Json`).
-pub fn json_rejection(e: JsonRejection) -> Response {
-    unprocessable(&["body"], &e.body_text(), "value_error")
 }
 
 /// A query string whose rejections are 422s naming the parameter.

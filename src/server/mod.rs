@@ -64,8 +64,9 @@ impl AppState {
         let svc = Arc::new(Service::open(settings)?);
         let op = crate::app::tokens::load_or_create(&settings.operator_token_path(), "gov_op")
             .map_err(AppError::internal)?;
-        let runner = crate::app::tokens::load_or_create(&settings.runner_token_path(), "gov_runner")
-            .map_err(AppError::internal)?;
+        let runner =
+            crate::app::tokens::load_or_create(&settings.runner_token_path(), "gov_runner")
+                .map_err(AppError::internal)?;
         Ok(AppState::new(svc, op, runner))
     }
 
@@ -84,7 +85,9 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, error::ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(error::ApiError),
-        Err(e) => Err(error::ApiError(AppError::internal(format!("worker failed: {e}")))),
+        Err(e) => Err(error::ApiError(AppError::internal(format!(
+            "worker failed: {e}"
+        )))),
     }
 }
 
@@ -92,7 +95,10 @@ pub async fn blocking<T: Send + 'static>(
 pub fn router(state: AppState) -> Router {
     api::routes()
         .merge(dashboard::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard_host_and_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard_host_and_origin,
+        ))
         .with_state(state)
 }
 
@@ -113,7 +119,11 @@ fn host_allowed(host: &str, port: u16) -> bool {
 
 /// DNS rebinding and cross-site requests: the Host must be the loopback
 /// address and port; a state change must not come from a foreign Origin.
-async fn guard_host_and_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn guard_host_and_origin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let port = state.port();
     let host = req
         .headers()

@@ -146,7 +146,11 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
             let (Some(agent), Some(micros)) = (&e.agent_id, e.payload.get("micros")) else {
                 return Ok(());
             };
-            let tokens = e.payload.get("tokens").and_then(|v| v.as_i64()).unwrap_or(0);
+            let tokens = e
+                .payload
+                .get("tokens")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
             tx.execute(
                 "INSERT OR REPLACE INTO ledger (seq, agent_id, tokens, micros, day, month)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -397,8 +401,8 @@ pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<AgentRow>> 
 }
 
 pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT agent_id, paused, paused_reason FROM agents ORDER BY agent_id")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT agent_id, paused, paused_reason FROM agents ORDER BY agent_id")?;
     let rows = stmt.query_map([], |r| {
         Ok(AgentRow {
             agent_id: r.get(0)?,
@@ -481,10 +485,9 @@ pub fn agent_token(
 }
 
 /// A run: its agent, its task and how it finished (if it did).
-pub fn run(
-    conn: &Connection,
-    run_id: &str,
-) -> rusqlite::Result<Option<(String, Option<String>, Option<String>)>> {
+pub type RunRow = (String, Option<String>, Option<String>);
+
+pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> {
     conn.query_row(
         "SELECT agent_id, task_id, finished FROM runs WHERE run_id = ?1",
         [run_id],

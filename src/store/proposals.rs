@@ -34,6 +34,10 @@ fn full_ref(branch: &str) -> String {
     format!("refs/heads/{branch}")
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the commit; a struct would only rename them"
+)]
 /// Writes the blob, the tree (base plus the proposal file) and a signed
 /// commit. Returns the commit and every new object id.
 fn commit_with_file(
@@ -116,7 +120,13 @@ pub fn write_auto(
     );
     let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
     make_durable(repo, &objects, None)?;
-    cas_ref(repo, main_ref, commit, Some(base.id()), "gov: auto-approved proposal")?;
+    cas_ref(
+        repo,
+        main_ref,
+        commit,
+        Some(base.id()),
+        "gov: auto-approved proposal",
+    )?;
     make_durable(repo, &[], Some(main_ref))?;
     sync_worktree(repo, main_ref, &path, text.as_bytes());
     Ok(commit)
@@ -188,7 +198,13 @@ pub fn merge_approved(
         &message,
     )?;
     make_durable(repo, &objects, None)?;
-    cas_ref(repo, main_ref, commit, Some(base.id()), "gov: approval merge")?;
+    cas_ref(
+        repo,
+        main_ref,
+        commit,
+        Some(base.id()),
+        "gov: approval merge",
+    )?;
     make_durable(repo, &[], Some(main_ref))?;
     if let Ok(blob) = repo.find_blob(entry.id()) {
         sync_worktree(repo, main_ref, &path, blob.content());
