@@ -11,3 +11,4 @@ pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
 }
 pub mod repo;
+pub mod server;
