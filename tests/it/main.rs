@@ -4,5 +4,6 @@
 
 mod audit;
 mod policy;
+mod serve;
 mod server;
 mod support;
