@@ -30,6 +30,9 @@ struct PolicyState {
     set: Option<Arc<PolicySet>>,
     /// The commit of main the state was last computed for.
     seen: Option<Oid>,
+    /// The `policies/` tree the set was loaded from: when main moves without
+    /// touching it (a proposal lands), the set is kept, not re-parsed.
+    tree: Option<Oid>,
     error: Option<String>,
 }
 
@@ -137,11 +140,16 @@ impl Service {
             .write()
             .map_err(|_| AppError::internal("policy lock poisoned"))?;
         if state.seen != tip || state.set.is_none() {
+            let tree = tip.and_then(|t| policies_tree(repo, t));
             match tip {
                 None => state.error = Some(format!("no `{}` branch", self.settings.main_branch)),
+                Some(_) if state.set.is_some() && tree.is_some() && tree == state.tree => {
+                    state.error = None;
+                }
                 Some(oid) => match crate::store::policies::load_commit(repo, oid) {
                     Ok(set) => {
                         state.set = Some(Arc::new(set));
+                        state.tree = tree;
                         state.error = None;
                     }
                     Err(e) => {
@@ -201,6 +209,13 @@ impl Service {
             .map(|a| a.group)
             .unwrap_or_else(|| "default".into())
     }
+}
+
+/// The id of the `policies/` tree at a commit.
+fn policies_tree(repo: &Repository, commit: Oid) -> Option<Oid> {
+    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
+    let entry = tree.get_path(std::path::Path::new("policies")).ok()?;
+    Some(entry.id())
 }
 
 /// 32 random bytes from the operating system.

@@ -927,7 +927,13 @@ fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
     )?;
     s.post("/admin/pause-all", Some(&s.operator), &json!({}))?;
     s.stop();
-    std::fs::remove_file(s.settings().index_path())?;
+    let index = s.settings().index_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", index.display()));
+        if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
     let settings = s.settings().clone();
     let svc = gov::app::service::Service::open(&settings)?;
     let p = svc.read(|c| gov::store::projection::proposal(c, &id))?;
@@ -946,4 +952,67 @@ fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+#[test]
+fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
+    let s = TestServer::start()?;
+    let before = s.get("/status", Some(&s.operator))?.body["policy_version"].clone();
+    assert!(before.is_string());
+    let repo = s.repo.repo()?;
+    let tip = repo.refname_to_id("refs/heads/main")?;
+    let key = s.repo.key(gov::store::keys::Role::Server)?;
+    let who = git2::Signature::now("someone", "someone@example.com")?;
+    gov::store::git::commit_files(
+        &repo,
+        &key,
+        &who,
+        "refs/heads/main",
+        Some(tip),
+        &[(
+            "policies/broken.cedar".into(),
+            b"permit (principal, action, resource) when { context.nope };".to_vec(),
+        )],
+        "a broken policy",
+    )?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(st.body["policy_version"], before, "the last good set stays");
+    assert!(
+        st.body["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.cedar")),
+        "{:?}",
+        st.body
+    );
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["policy_version"], before);
+
+    // A good change is loaded.
+    let tip = repo.refname_to_id("refs/heads/main")?;
+    gov::store::git::commit_files(
+        &repo,
+        &key,
+        &who,
+        "refs/heads/main",
+        Some(tip),
+        &[("policies/broken.cedar".into(), b"// fixed\n".to_vec())],
+        "fix",
+    )?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(
+        st.body["policy_version"].as_str(),
+        Some(tip_after(&repo)?.as_str())
+    );
+    assert!(st.body["policy_error"].is_null());
+    Ok(())
+}
+
+fn tip_after(repo: &git2::Repository) -> TestResult<String> {
+    Ok(repo.refname_to_id("refs/heads/main")?.to_string())
 }
