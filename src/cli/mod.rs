@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod exit;
+pub mod hook;
 pub mod init;
+pub mod run;
 
 pub use exit::{ExitCode, Failure};
 
@@ -26,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Create a governance repository.
     Init(init::Args),
+    /// Run an agent once under governance.
+    Run(run::Args),
+    /// Hooks that Claude Code calls (installed by `gov run`).
+    Hook(hook::Args),
 }
 
 pub fn init_logging() {
@@ -41,6 +47,8 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Run(args) => run::run(args, cli.repo),
+        Command::Hook(args) => hook::run(args),
     };
     match result {
         Ok(code) => code,
