@@ -70,9 +70,9 @@ pub fn child_env(
             {
                 return true;
             }
-            // Every GOV_ variable is the runner's business: drop them all
-            // (GOV_OPERATOR_TOKEN first of all) and set the run's below.
-            !k.starts_with("GOV_") && !looks_secret(k)
+            // GOV_OPERATOR_TOKEN goes with the other secrets; the run's own
+            // GOV_ variables are overwritten below.
+            !looks_secret(k)
         })
         .collect();
     env.insert("GOV_URL".into(), vars.url.clone());
@@ -119,6 +119,8 @@ mod tests {
             ("ANTHROPIC_API_KEY", "sk"),
             ("DB_PASSWORD", "pw"),
             ("FAKE_CLAUDE_SCENARIO", "/s.jsonl"),
+            ("GOV_RUN_ID", "stale"),
+            ("GOV_NOOP_TIMEOUT", "5"),
             ("EDITOR", "vi"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
@@ -131,6 +133,7 @@ mod tests {
                 "FAKE_CLAUDE_SCENARIO",
                 "GOV_AGENT_ID",
                 "GOV_AGENT_TOKEN",
+                "GOV_NOOP_TIMEOUT",
                 "GOV_REPO",
                 "GOV_RUN_ID",
                 "GOV_TASK_ID",
@@ -140,6 +143,7 @@ mod tests {
             ]
         );
         assert_eq!(env["GOV_AGENT_TOKEN"], "agent-secret");
+        assert_eq!(env["GOV_RUN_ID"], "r1");
         let env = child_env(parent, &vars(), true);
         assert_eq!(env["ANTHROPIC_API_KEY"], "sk");
         assert!(!env.contains_key("GITHUB_TOKEN"));
