@@ -690,3 +690,138 @@ fn a_command_agent_runs_in_its_folder_with_the_run_environment() {
         "exit_status: 7"
     );
 }
+
+// ---------------------------------------------------------------- bundled agents
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
+    let polls = std::sync::atomic::AtomicUsize::new(0);
+    move |method, path, body| match (method, path) {
+        ("POST", "/proposals") => (
+            201,
+            json!({"proposal_id": "p-1", "status": "pending", "action_type": body["action_type"]}),
+        ),
+        ("GET", "/proposals/p-1") => {
+            let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (
+                200,
+                json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
+            )
+        }
+        ("POST", "/audit") => (201, json!({"audit_id": "a-1"})),
+        _ => normal_route(method, path, body),
+    }
+}
+
+#[test]
+fn the_bundled_noop_agent_runs_the_whole_loop() {
+    for (decision, executed) in [("approved", true), ("rejected", false)] {
+        let repo = Repo::new(60);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
+            &repo.root().join("agents/noop"),
+        );
+        let stub = Stub::start(noop_route(decision));
+        let out = run(repo
+            .gov(&stub.url, "success.jsonl")
+            .env("GOV_NOOP_POLL", "0.05")
+            .args(["run", "noop", "smoke"]));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+
+        let proposal = &stub.seen("/proposals")[0];
+        assert_eq!(proposal.auth, "Bearer agent-secret");
+        assert_eq!(proposal.body["action_type"], "publish_content");
+        assert_eq!(proposal.body["requires_approval"], true);
+        let events: Vec<String> = stub
+            .seen("/audit")
+            .iter()
+            .map(|s| s.body["event_type"].as_str().expect("event").to_string())
+            .collect();
+        if executed {
+            assert_eq!(events, ["action_executed", "agent_stop"]);
+            let exec = &stub.seen("/audit")[0].body;
+            assert_eq!(exec["proposal_id"], "p-1");
+            assert_eq!(exec["task_id"], "smoke");
+            assert!(exec["payload"]["output"]
+                .as_str()
+                .expect("output")
+                .starts_with("noop smoke: hello"));
+        } else {
+            assert_eq!(events, ["agent_stop"]);
+        }
+        let memory =
+            std::fs::read_to_string(repo.root().join("agents/noop/memory.md")).expect("memory");
+        assert!(
+            memory
+                .lines()
+                .last()
+                .expect("line")
+                .contains(&format!("proposal p-1 {decision}")),
+            "{memory}"
+        );
+        assert_eq!(
+            stub.seen("/runs/run-1/finish")[0].body["status"],
+            "complete"
+        );
+    }
+}
+
+#[test]
+fn noop_gives_up_without_a_decision() {
+    let repo = Repo::new(60);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
+        &repo.root().join("agents/noop"),
+    );
+    let stub = Stub::start(noop_route("pending"));
+    let out = run(repo
+        .gov(&stub.url, "success.jsonl")
+        .env("GOV_NOOP_POLL", "0.05")
+        .env("GOV_NOOP_TIMEOUT", "0.3")
+        .args(["run", "noop"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no decision on proposal p-1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stub.seen("/runs/run-1/finish")[0].body["reason"],
+        "exit_status: 1"
+    );
+}
+
+#[test]
+fn the_bundled_agents_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings =
+        gov::config::Settings::from_toml(root, &root.join("gov.toml"), "").expect("settings");
+    let noop = gov::config::AgentSettings::load(&settings, "noop").expect("noop");
+    assert_eq!(noop.kind, gov::config::AgentKind::Command);
+    assert_eq!(noop.group, "smoke");
+    let researcher = gov::config::AgentSettings::load(&settings, "researcher").expect("researcher");
+    assert_eq!(researcher.kind, gov::config::AgentKind::Claude);
+    assert_eq!(researcher.group, "research");
+    assert!(researcher.claude_max_budget.is_some());
+    assert!(root
+        .join("agents/researcher")
+        .join(&researcher.claude_prompt_file)
+        .is_file());
+}
