@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod exit;
 pub mod hook;
 pub mod init;
 pub mod policy;
+pub mod reindex;
 pub mod run;
 
 pub use exit::{ExitCode, Failure};
@@ -39,6 +41,10 @@ pub enum Command {
     Run(run::Args),
     /// Hooks that Claude Code calls (installed by `gov run`).
     Hook(hook::Args),
+    /// Check and read the audit chain.
+    Audit(audit::Args),
+    /// Rebuild the index database from the audit chain.
+    Reindex(reindex::Args),
 }
 
 pub fn init_logging() {
@@ -57,6 +63,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args, cli.repo),
         Command::Run(args) => run::run(args, cli.repo),
         Command::Hook(args) => hook::run(args),
+        Command::Audit(args) => audit::run(cli.repo, args),
+        Command::Reindex(args) => reindex::run(cli.repo, args),
     };
     match result {
         Ok(code) => code,

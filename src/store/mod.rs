@@ -1,3 +1,7 @@
 //! Adapters to the outside world: Git, SQLite, key files.
+pub mod audit;
+pub mod git;
+pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod policies;

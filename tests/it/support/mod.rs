@@ -10,3 +10,4 @@ use std::path::PathBuf;
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
 }
+pub mod repo;
