@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod governance;
+pub mod init;
 pub mod scaffold;
