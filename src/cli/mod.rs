@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 pub mod audit;
 pub mod decide;
 pub mod exit;
+pub mod hook;
 pub mod http;
 pub mod init;
 pub mod pause;
 pub mod policy;
 pub mod proposals;
 pub mod reindex;
+pub mod run;
 pub mod serve;
 pub mod status;
 
@@ -41,6 +43,10 @@ pub enum Command {
     Init(init::Args),
     /// Check, test and evaluate the Cedar policy set.
     Policy(policy::Args),
+    /// Run an agent once under governance.
+    Run(run::Args),
+    /// Hooks that Claude Code calls (installed by `gov run`).
+    Hook(hook::Args),
     /// Check and read the audit chain.
     Audit(audit::Args),
     /// Rebuild the index database from the audit chain.
@@ -91,6 +97,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Resume(args) => pause::run_resume(args, cli.repo),
         Command::Status(args) => status::run_status(args, cli.repo),
         Command::Scoreboard(args) => status::run_scoreboard(args, cli.repo),
+        Command::Run(args) => run::run(args, cli.repo),
+        Command::Hook(args) => hook::run(args),
     };
     match result {
         Ok(code) => code,

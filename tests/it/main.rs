@@ -3,7 +3,9 @@
 //! the `gov` binary, servers on 127.0.0.1:0).
 
 mod audit;
+mod init;
 mod policy;
+mod runner;
 mod serve;
 mod server;
 mod support;
