@@ -231,7 +231,7 @@ impl Settings {
         let port = raw.server.port.unwrap_or(8005);
         let watchdog = WatchdogSettings {
             interval_seconds: raw.watchdog.interval_seconds.unwrap_or(30).max(1),
-            stuck_after_minutes: raw.watchdog.stuck_after_minutes.unwrap_or(30),
+            stuck_after_minutes: raw.watchdog.stuck_after_minutes.unwrap_or(30).max(1),
             repeat_payload_count: raw.watchdog.repeat_payload_count.unwrap_or(3).max(2),
         };
         Ok(Settings {

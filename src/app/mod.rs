@@ -12,3 +12,4 @@ pub mod runs;
 pub mod scaffold;
 pub mod service;
 pub mod tokens;
+pub mod watchdog;

@@ -371,7 +371,7 @@ pub fn decide(
                 ))
             }
             Err(DecideError::Expired) => {
-                let entry = expire_entry(tx, svc, &mut p)?;
+                let entry = expire_entry(tx, &mut p, Actor::server(), now)?;
                 return Ok((Err(AppError::Expired(id.into())), vec![entry]));
             }
         }
@@ -492,8 +492,9 @@ pub fn decide(
 /// Marks an expired pending proposal, renaming its branch.
 fn expire_entry(
     tx: &mut crate::app::governance::Tx<'_>,
-    _svc: &Service,
     p: &mut Proposal,
+    actor: Actor,
+    now: Timestamp,
 ) -> Result<NewEntry, AppError> {
     if let Some(branch) = p.branch.clone() {
         let to = format!("gov/expired/{}", p.proposal_id);
@@ -501,9 +502,9 @@ fn expire_entry(
         p.branch = Some(to);
     }
     p.status = ProposalStatus::Expired;
-    p.decided_at = Some(Timestamp(Utc::now()));
+    p.decided_at = Some(now);
     p.decided_by = Some("expiry".into());
-    Ok(NewEntry::new(Actor::server(), "proposal_expired")
+    Ok(NewEntry::new(actor, "proposal_expired")
         .agent(&p.agent_id)
         .proposal(&p.proposal_id)
         .payload(json!({"expires_at": p.expires_at, "branch": p.branch, "proposal": p})))
@@ -512,13 +513,23 @@ fn expire_entry(
 /// Expires every pending proposal whose `expires_at` has passed. Returns
 /// their ids.
 pub fn expire_stale(svc: &Service) -> Result<Vec<String>, AppError> {
+    expire_stale_as(svc, Actor::server(), Timestamp(Utc::now()))
+}
+
+/// Expires, as `actor`, every pending proposal whose `expires_at` is before
+/// `now`, under the chain lock (so a proposal decided meanwhile is left
+/// alone). Returns their ids.
+pub fn expire_stale_as(
+    svc: &Service,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<Vec<String>, AppError> {
     svc.transact(|tx| -> Step<Vec<String>> {
-        let now = Timestamp(Utc::now());
         let pending = projection::proposals(tx.index().conn(), Some("pending"), u32::MAX)?;
         let mut ids = Vec::new();
         let mut entries = Vec::new();
         for mut p in pending.into_iter().filter(|p| p.is_expired_at(now)) {
-            entries.push(expire_entry(tx, svc, &mut p)?);
+            entries.push(expire_entry(tx, &mut p, actor.clone(), now)?);
             ids.push(p.proposal_id);
         }
         Ok((Ok(ids), entries))

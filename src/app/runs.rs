@@ -11,11 +11,9 @@ use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::service::{new_uuid, random_bytes, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
-use crate::domain::budget::PeriodKeys;
 use crate::domain::credential::{token_from_bytes, token_hash};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
-use crate::domain::watchdog::{continue_request, Observation, Thresholds};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -33,9 +31,9 @@ pub fn start_run(
     task_id: Option<&str>,
     actor: Actor,
 ) -> Result<RunStarted, AppError> {
-    let Some(agent) = svc.agent_settings(agent_id) else {
+    if svc.agent_settings(agent_id).is_none() {
         return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
-    };
+    }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
     svc.transact(|tx| -> Step<RunStarted> {
@@ -59,45 +57,9 @@ pub fn start_run(
                 vec![skipped("agent_paused", &[])],
             ));
         }
-        let caps = agent.budget.clone();
-        let key = PeriodKeys::current(caps.period, Utc::now());
-        let spend = projection::spend(conn, agent_id, key.as_deref())?;
-        let recent: Vec<String> = projection::proposals_of(conn, agent_id, 20)?
-            .into_iter()
-            .map(|p| p.payload_hash)
-            .collect();
-        let now = Utc::now();
-        let expired_pending = projection::proposals_of(conn, agent_id, 1000)?
-            .iter()
-            .filter(|p| p.status == ProposalStatus::Pending && p.is_expired_at(Timestamp(now)))
-            .count() as u64;
-        let obs = Observation {
-            agent_id: agent_id.into(),
-            group: agent.group.clone(),
-            tokens_consumed: spend.tokens.max(0) as u64,
-            tokens_cap: caps.tokens_cap,
-            micros_consumed: spend.micros,
-            micros_cap: caps.dollars_cap,
-            open_approvals: vec![],
-            recent_payload_hashes: recent,
-            expired_pending,
-            last_activity: None,
-        };
-        let request = continue_request(
-            &obs,
-            Thresholds {
-                stuck_after_minutes: svc.settings().watchdog.stuck_after_minutes,
-                repeat_payload_count: svc.settings().watchdog.repeat_payload_count,
-            },
-            now,
-        );
-        let policy = svc.policy_at(tx.repo())?;
-        let decision = policy.decide(&request);
+        let (_, decision, record) =
+            super::watchdog::continue_check(svc, tx.repo(), conn, agent_id, Utc::now())?;
         if decision.outcome != Outcome::Auto {
-            let record = DecisionRecord {
-                decision: decision.clone(),
-                request,
-            };
             return Ok((
                 Err(AppError::ContinueDenied {
                     agent_id: agent_id.into(),

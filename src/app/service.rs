@@ -68,7 +68,14 @@ impl Service {
     /// Opens the repository as the server (audit entries signed with the
     /// server key; approvals with the operator key when it is present).
     pub fn open(settings: &Settings) -> Result<Service, AppError> {
-        let gov = Governance::open(settings, Role::Server)?;
+        Self::open_as(settings, Role::Server)
+    }
+
+    /// Opens the repository signing audit entries as `role`: the watchdog
+    /// opens it as [`Role::Watchdog`], so its entries verify as the
+    /// watchdog's.
+    pub fn open_as(settings: &Settings, role: Role) -> Result<Service, AppError> {
+        let gov = Governance::open(settings, role)?;
         let approver_key = SigningKey::load(&settings.operator_key).ok();
         let svc = Service {
             settings: settings.clone(),

@@ -19,6 +19,7 @@ pub mod reindex;
 pub mod run;
 pub mod serve;
 pub mod status;
+pub mod watchdog;
 
 pub use exit::{ExitCode, Failure};
 
@@ -67,6 +68,9 @@ pub enum Command {
     Status(status::Args),
     /// Per-agent spend, proposals, runs and pauses, from the running server.
     Scoreboard(status::Args),
+    /// Watch every agent: pause those the `continue` policies stop, expire
+    /// stale proposals. Its own process; works without the server.
+    Watchdog(watchdog::Args),
 }
 
 pub fn init_logging() {
@@ -99,6 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Scoreboard(args) => status::run_scoreboard(args, cli.repo),
         Command::Run(args) => run::run(args, cli.repo),
         Command::Hook(args) => hook::run(args),
+        Command::Watchdog(args) => watchdog::run(args, cli.repo),
     };
     match result {
         Ok(code) => code,

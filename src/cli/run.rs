@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ExitCode, Failure};
+use crate::app::runs::{finish_run, RunEnd};
+use crate::app::service::Service;
+use crate::client::ClientError;
 use crate::config::Settings;
+use crate::domain::audit::Actor;
 use crate::runner::process::stop_on_signals;
-use crate::runner::run::{run_agent, RunReport, RunRequest, RunStatus};
+use crate::runner::run::{run_agent, FinishBody, RunError, RunReport, RunRequest, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,6 +58,11 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot watch for Ctrl-C: {e}")))?;
     match run_agent(&settings, &request, &stop) {
         Ok(report) => Ok(print_report(&request.agent_id, &report)),
+        Err(RunError::Finish {
+            run_id,
+            body,
+            source,
+        }) => Err(record_locally(&settings, &run_id, &body, &source)),
         Err(e) => {
             let code = if e.is_config() {
                 ExitCode::Config
@@ -62,6 +71,53 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             };
             Err(Failure::from_error(code, &e))
         }
+    }
+}
+
+/// The reason recorded when the server could not be told how a run ended.
+pub fn unreachable_reason(body: &FinishBody) -> String {
+    match &body.reason {
+        Some(r) => format!("server_unreachable_at_finish: {r}"),
+        None => "server_unreachable_at_finish".to_string(),
+    }
+}
+
+/// The server could not be reached at the end of a run: record
+/// `agent_run_failed` (and the measured usage) on the chain directly, signed
+/// with the server's key, as the server would have. The run still fails
+/// (exit 1): whatever the agent did was not reported in time.
+fn record_locally(
+    settings: &Settings,
+    run_id: &str,
+    body: &FinishBody,
+    cause: &ClientError,
+) -> Failure {
+    let end = RunEnd {
+        status: crate::app::runs::RunStatus::Failed,
+        reason: Some(unreachable_reason(body)),
+        tokens: i64::try_from(body.tokens).unwrap_or(i64::MAX),
+        dollars: body.dollars,
+        usage_missing: body.usage_missing,
+    };
+    let recorded =
+        Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
+    let cause = crate::cli::exit::error_chain(cause);
+    match recorded {
+        Ok(_) => Failure::new(
+            ExitCode::Failure,
+            format!(
+                "failed: run `{run_id}`: {}: the server could not be told ({cause}); recorded on the audit chain directly",
+                unreachable_reason(body)
+            ),
+        ),
+        Err(e) => Failure::new(
+            ExitCode::Failure,
+            format!(
+                "run `{run_id}` ended but could not be recorded: the server could not be told ({cause}) and the chain could not be written ({}); the server must be told (`{}`)",
+                crate::cli::exit::error_chain(&e),
+                serde_json::to_string(body).unwrap_or_default()
+            ),
+        ),
     }
 }
 

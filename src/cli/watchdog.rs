@@ -1,0 +1,124 @@
+//! `gov watchdog [--once] [--interval SECONDS]`: the watchdog as its own
+//! process. Each pass is [`crate::app::watchdog::pass`]; this file is the
+//! loop around it, the signals and the printing.
+//!
+//! It opens the repository itself, signing as the watchdog, and never talks
+//! to the server, so it keeps working when the server is hung or down.
+//! SIGTERM or Ctrl-C lets the current pass finish, then it exits 0.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{ExitCode, Failure};
+use crate::app::service::Service;
+use crate::app::watchdog::{pass, PassReport};
+use crate::config::Settings;
+use crate::runner::process::stop_on_signals;
+use crate::store::keys::Role;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Do one pass, print what it did and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between two passes (default: `[watchdog] interval_seconds`
+    /// in gov.toml, 30).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+}
+
+/// The lines `--once` prints (and the loop logs when a pass did something).
+pub fn describe(report: &PassReport) -> Vec<String> {
+    let mut lines = vec![format!(
+        "checked {} agent(s){}",
+        report.checked.len(),
+        if report.already_paused.is_empty() {
+            String::new()
+        } else {
+            format!("; already paused: {}", report.already_paused.join(", "))
+        }
+    )];
+    for p in &report.paused {
+        let why: Vec<String> = p
+            .policies
+            .iter()
+            .map(|c| {
+                if c.reason.is_empty() {
+                    c.id.clone()
+                } else {
+                    format!("{} ({})", c.id, c.reason)
+                }
+            })
+            .collect();
+        let why = if why.is_empty() {
+            "no policy permits it to continue".to_string()
+        } else {
+            why.join("; ")
+        };
+        lines.push(format!("paused `{}`: {why}", p.agent_id));
+    }
+    for id in &report.expired {
+        lines.push(format!("expired proposal `{id}`"));
+    }
+    lines
+}
+
+fn open(settings: &Settings) -> Result<Service, Failure> {
+    Service::open_as(settings, Role::Watchdog)
+        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))
+}
+
+fn one_pass(svc: &Service) -> Result<PassReport, Failure> {
+    pass(svc, chrono::Utc::now()).map_err(|e| Failure::from_error(ExitCode::Failure, &e))
+}
+
+/// Sleeps up to `d`, waking early when `stop` is set.
+fn nap(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let root = super::repo_root(repo)?;
+    let settings = Settings::load(&root)?;
+    let svc = open(&settings)?;
+    if args.once {
+        let report = one_pass(&svc)?;
+        for line in describe(&report) {
+            println!("{line}");
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let interval = Duration::from_secs(args.interval.unwrap_or(settings.watchdog.interval_seconds));
+    let stop = stop_on_signals()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot watch for signals: {e}")))?;
+    println!(
+        "gov watchdog: watching `{}` every {}s",
+        root.display(),
+        interval.as_secs()
+    );
+    while !stop.load(Ordering::SeqCst) {
+        // A failed pass (a policy set that does not load, a busy disk) is
+        // reported and tried again next time; the watchdog keeps running.
+        match one_pass(&svc) {
+            Ok(report) => {
+                if !report.paused.is_empty() || !report.expired.is_empty() {
+                    for line in describe(&report) {
+                        println!("{line}");
+                    }
+                }
+            }
+            Err(f) => eprintln!("gov watchdog: pass failed: {}", f.message),
+        }
+        nap(interval, &stop);
+    }
+    println!("gov watchdog: stopped");
+    Ok(ExitCode::Ok)
+}
