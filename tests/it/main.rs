@@ -9,3 +9,4 @@ mod runner;
 mod serve;
 mod server;
 mod support;
+mod watchdog;

@@ -84,22 +84,17 @@ pub fn add_policies_and_agents(repo: &TestRepo) -> TestResult {
     Ok(())
 }
 
-impl TestServer {
-    pub fn start() -> TestResult<TestServer> {
-        Self::start_with(|_| {})
-    }
+/// A server thread and what it needs to be reached and stopped.
+struct Live {
+    operator: String,
+    runner: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
 
-    /// Starts a server after `tweak` adjusts the settings.
-    pub fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestResult<TestServer> {
-        let mut repo = TestRepo::new()?;
-        add_policies_and_agents(&repo)?;
-        tweak(&mut repo.settings);
-        Self::start_on(repo)
-    }
-
-    /// Starts a server on an existing repository.
-    pub fn start_on(repo: TestRepo) -> TestResult<TestServer> {
-        let state = AppState::open(&repo.settings)?;
+impl Live {
+    fn spawn(settings: &Settings) -> TestResult<(Live, String, u16)> {
+        let state = AppState::open(settings)?;
         let operator = state.operator_token.expose().to_string();
         let runner = state.runner_token.expose().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -126,15 +121,55 @@ impl TestServer {
             });
         });
         let port = port_rx.recv_timeout(Duration::from_secs(10))?;
-        Ok(TestServer {
-            repo,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
+        let live = Live {
             operator,
             runner,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            shutdown: tx,
+            thread,
+        };
+        Ok((live, format!("http://127.0.0.1:{port}"), port))
+    }
+}
+
+impl TestServer {
+    pub fn start() -> TestResult<TestServer> {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server after `tweak` adjusts the settings.
+    pub fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestResult<TestServer> {
+        let mut repo = TestRepo::new()?;
+        add_policies_and_agents(&repo)?;
+        tweak(&mut repo.settings);
+        Self::start_on(repo)
+    }
+
+    /// Starts a server on an existing repository.
+    pub fn start_on(repo: TestRepo) -> TestResult<TestServer> {
+        let (live, base, port) = Live::spawn(&repo.settings)?;
+        Ok(TestServer {
+            repo,
+            base,
+            port,
+            operator: live.operator,
+            runner: live.runner,
+            shutdown: Some(live.shutdown),
+            thread: Some(live.thread),
         })
+    }
+
+    /// Stops the server (if it runs) and starts a new one on the same
+    /// repository, as `gov serve` would after a restart (new port).
+    pub fn restart(&mut self) -> TestResult {
+        self.stop();
+        let (live, base, port) = Live::spawn(&self.repo.settings)?;
+        self.base = base;
+        self.port = port;
+        self.operator = live.operator;
+        self.runner = live.runner;
+        self.shutdown = Some(live.shutdown);
+        self.thread = Some(live.thread);
+        Ok(())
     }
 
     pub fn settings(&self) -> &Settings {
