@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod audit;
 pub mod decide;
+pub mod demo;
 pub mod exit;
 pub mod hook;
 pub mod http;
@@ -39,6 +40,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch the whole governance loop in a few seconds (no model, no key).
+    Demo(demo::Args),
     /// Create a governance repository.
     Init(init::Args),
     /// Check, test and evaluate the Cedar policy set.
@@ -81,6 +84,7 @@ pub fn init_logging() {
 /// Runs one command and reports a failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args),
         Command::Policy(args) => policy::run(args, cli.repo),
         Command::Audit(args) => audit::run(cli.repo, args),
