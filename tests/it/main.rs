@@ -2,4 +2,5 @@
 //! `support` holds the shared harness (temporary governance repositories,
 //! the `gov` binary, servers on 127.0.0.1:0).
 
+mod dashboard;
 mod support;
