@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod exit;
 pub mod init;
+pub mod policy;
 
 pub use exit::{ExitCode, Failure};
 
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a governance repository.
     Init(init::Args),
+    /// Check, test and evaluate the Cedar policy set.
+    Policy(policy::Args),
 }
 
 pub fn init_logging() {
@@ -45,6 +48,7 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Policy(args) => policy::run(args, cli.repo),
     };
     match result {
         Ok(code) => code,

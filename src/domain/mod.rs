@@ -4,4 +4,7 @@
 
 pub mod audit;
 pub mod money;
+pub mod paths;
+pub mod policy;
 pub mod request;
+pub mod watchdog;

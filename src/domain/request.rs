@@ -105,6 +105,11 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// The policy version: the commit of `main` the set was loaded from.
     pub policy_version: String,
+    /// A forbid among `policies` carries `@self_approve("blocked")`: the
+    /// action is reserved for a person, so an agent that asked to skip the
+    /// person (`requires_approval: false`) is refused (`self_approve_blocked`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_approve_blocked: bool,
 }
 
 /// What the audit chain records about a decision: the decision and the full

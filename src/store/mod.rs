@@ -1,2 +1,3 @@
 //! Adapters to the outside world: Git, SQLite, key files.
 pub mod keys;
+pub mod policies;

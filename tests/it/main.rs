@@ -3,4 +3,5 @@
 //! the `gov` binary, servers on 127.0.0.1:0).
 
 mod dashboard;
+mod policy;
 mod support;

@@ -1,0 +1,885 @@
+//! The policy set: Cedar policies, their schema and static entities, loaded
+//! once and asked many times.
+//!
+//! Three outcomes come from Cedar's two answers. [`PolicySet::decide`] asks
+//! first with `human_approved: false` (Allow means auto-approved), then with
+//! `true` (Allow means a person must approve); Deny both times is forbidden.
+//! Any error on the way (a request that does not match the schema, an
+//! evaluation error) is forbidden too: the set fails closed.
+//!
+//! Policies are re-keyed by their `@id` annotation so that decisions cite
+//! stable names, and every policy is validated strictly against the schema
+//! at load time: an unvalidated `forbid` that errors at run time would be
+//! skipped by Cedar, which fails open.
+//!
+//! Pure: the sources come in as strings, nothing here reads files or Git.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cedar_policy as cedar;
+use miette::Diagnostic;
+use serde::Serialize;
+
+use super::request::{CedarRequest, Decision, EntityData, EntityRef, Outcome, PolicyCitation};
+
+/// The annotation that marks a forbid reserving an action for a person: an
+/// agent that asks to skip the person on such an action is refused.
+pub const SELF_APPROVE_ANNOTATION: &str = "self_approve";
+/// The value of [`SELF_APPROVE_ANNOTATION`] that blocks self-approval.
+pub const SELF_APPROVE_BLOCKED: &str = "blocked";
+
+/// One source file: its path as shown in messages, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    pub path: String,
+    pub text: String,
+}
+
+impl PolicySource {
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+        PolicySource {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// What the dashboard and `gov policy` show about one policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    pub reason: String,
+    /// `permit` or `forbid`.
+    pub effect: String,
+    /// The file the policy comes from.
+    pub file: String,
+    /// The line its text starts on (1-based).
+    pub line: usize,
+    pub text: String,
+    /// Carries `@self_approve("blocked")`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_approve_blocked: bool,
+}
+
+/// Why a policy set could not be loaded. Each variant is one problem; a set
+/// with several problems is [`PolicyLoadError::Several`], displayed one
+/// problem per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("`{file}`{}: invalid schema: {message}", at_line(*line))]
+    Schema {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("`{file}`{}: syntax error: {message}", at_line(*line))]
+    Syntax {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("`{file}` line {line}: {}policy has no `@{annotation}(\"...\")` annotation", id.as_ref().map(|i| format!("`{i}`: ")).unwrap_or_default())]
+    MissingAnnotation {
+        file: String,
+        line: usize,
+        annotation: &'static str,
+        id: Option<String>,
+    },
+    #[error("`{file}` line {line}: policy id `{id}` is already used at `{first_file}` line {first_line}")]
+    DuplicateId {
+        file: String,
+        line: usize,
+        id: String,
+        first_file: String,
+        first_line: usize,
+    },
+    #[error("`{file}` line {line}: templates are not supported (policy `{id}` has a slot)")]
+    Template {
+        file: String,
+        line: usize,
+        id: String,
+    },
+    #[error("`{file}` line {line}: policy `{id}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        id: String,
+        message: String,
+    },
+    #[error("`{file}`: invalid entities: {message}")]
+    Entities { file: String, message: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<PolicyLoadError>),
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+impl PolicyLoadError {
+    /// Every single problem, flattening [`PolicyLoadError::Several`].
+    pub fn problems(&self) -> Vec<&PolicyLoadError> {
+        match self {
+            PolicyLoadError::Several(all) => all.iter().flat_map(|p| p.problems()).collect(),
+            one => vec![one],
+        }
+    }
+
+    fn from_problems(mut problems: Vec<PolicyLoadError>) -> Option<PolicyLoadError> {
+        match problems.len() {
+            0 => None,
+            1 => problems.pop(),
+            _ => Some(PolicyLoadError::Several(problems)),
+        }
+    }
+}
+
+/// A loaded, validated policy set: everything `decide` needs is built here
+/// once, so that a decision costs two Cedar evaluations and little else.
+pub struct PolicySet {
+    schema: cedar::Schema,
+    policies: cedar::PolicySet,
+    entities: cedar::Entities,
+    authorizer: cedar::Authorizer,
+    infos: Vec<PolicyInfo>,
+    by_id: HashMap<String, usize>,
+    version: String,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("version", &self.version)
+            .field(
+                "policies",
+                &self.infos.iter().map(|i| &i.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl PolicySet {
+    /// Parses, re-keys and strictly validates a policy set. Reports every
+    /// problem found, each naming its file (and line and policy id where they
+    /// apply).
+    pub fn load(
+        schema: &PolicySource,
+        policies: &[PolicySource],
+        entities: Option<&PolicySource>,
+        version: &str,
+    ) -> Result<PolicySet, PolicyLoadError> {
+        let cedar_schema = match cedar::Schema::from_cedarschema_str(&schema.text) {
+            Ok((s, _warnings)) => s,
+            Err(e) => {
+                return Err(PolicyLoadError::Schema {
+                    file: schema.path.clone(),
+                    line: first_label_line(&e, &schema.text),
+                    message: diagnostic_message(&e),
+                })
+            }
+        };
+
+        let mut problems = Vec::new();
+        let mut set = cedar::PolicySet::new();
+        let mut infos: Vec<PolicyInfo> = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        // Which file each policy came from, to place validation errors.
+        let mut source_of: HashMap<String, usize> = HashMap::new();
+        for (file_idx, source) in policies.iter().enumerate() {
+            for parsed in parse_file(source, &mut problems) {
+                if let Some(&first) = by_id.get(&parsed.info.id) {
+                    let first = &infos[first];
+                    problems.push(PolicyLoadError::DuplicateId {
+                        file: source.path.clone(),
+                        line: parsed.info.line,
+                        id: parsed.info.id.clone(),
+                        first_file: first.file.clone(),
+                        first_line: first.line,
+                    });
+                    continue;
+                }
+                let policy = parsed.policy.new_id(cedar::PolicyId::new(&parsed.info.id));
+                if let Err(e) = set.add(policy) {
+                    problems.push(PolicyLoadError::Invalid {
+                        file: source.path.clone(),
+                        line: parsed.info.line,
+                        id: parsed.info.id.clone(),
+                        message: diagnostic_message(&e),
+                    });
+                    continue;
+                }
+                by_id.insert(parsed.info.id.clone(), infos.len());
+                source_of.insert(parsed.info.id.clone(), file_idx);
+                infos.push(parsed.info);
+            }
+        }
+
+        let validator = cedar::Validator::new(cedar_schema.clone());
+        let result = validator.validate(&set, cedar::ValidationMode::Strict);
+        for err in result.validation_errors() {
+            let id = err.policy_id().to_string();
+            let (file, text, policy_line) = match (by_id.get(&id), source_of.get(&id)) {
+                (Some(&i), Some(&f)) => (
+                    policies[f].path.clone(),
+                    policies[f].text.as_str(),
+                    infos[i].line,
+                ),
+                _ => (String::from("?"), "", 0),
+            };
+            let line = first_label_line(err, text).unwrap_or(policy_line);
+            let message = diagnostic_message(err);
+            // Cedar repeats the policy id that the message already names.
+            let message = message
+                .strip_prefix(&format!("for policy `{id}`, "))
+                .map(str::to_string)
+                .unwrap_or(message);
+            problems.push(PolicyLoadError::Invalid {
+                file,
+                line,
+                id,
+                message,
+            });
+        }
+
+        let static_entities =
+            match entities {
+                Some(src) => cedar::Entities::from_json_str(&src.text, Some(&cedar_schema))
+                    .map_err(|e| PolicyLoadError::Entities {
+                        file: src.path.clone(),
+                        message: diagnostic_message(&e),
+                    }),
+                None => cedar::Entities::from_entities([], Some(&cedar_schema)).map_err(|e| {
+                    PolicyLoadError::Entities {
+                        file: schema.path.clone(),
+                        message: diagnostic_message(&e),
+                    }
+                }),
+            };
+        let static_entities = match static_entities {
+            Ok(e) => Some(e),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+
+        if let Some(err) = PolicyLoadError::from_problems(problems) {
+            return Err(err);
+        }
+        Ok(PolicySet {
+            schema: cedar_schema,
+            policies: set,
+            entities: static_entities.unwrap_or_else(cedar::Entities::empty),
+            authorizer: cedar::Authorizer::new(),
+            infos,
+            by_id,
+            version: version.to_string(),
+        })
+    }
+
+    /// The policy version: the commit the set was loaded from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every policy, in file order.
+    pub fn policies(&self) -> Vec<PolicyInfo> {
+        self.infos.clone()
+    }
+
+    /// The policy with this `@id`.
+    pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {
+        self.by_id.get(id).map(|&i| &self.infos[i])
+    }
+
+    /// Decides a request. Never panics; any error is `Forbidden` with the
+    /// error in `errors`.
+    pub fn decide(&self, req: &CedarRequest) -> Decision {
+        match self.try_decide(req) {
+            Ok(d) => d,
+            Err(e) => self.decision(Outcome::Forbidden, Vec::new(), vec![e]),
+        }
+    }
+
+    fn try_decide(&self, req: &CedarRequest) -> Result<Decision, String> {
+        let principal = entity_uid(&req.principal)?;
+        let resource = entity_uid(&req.resource)?;
+        let action = entity_uid(&EntityRef::new("Action", req.action.clone()))?;
+        let entities = self.request_entities(req, &principal, &resource)?;
+
+        let ask = |human_approved: bool| -> Result<cedar::Response, String> {
+            let mut context = req.context.clone();
+            context.insert(
+                "human_approved".into(),
+                serde_json::Value::Bool(human_approved),
+            );
+            let context = cedar::Context::from_json_value(
+                serde_json::Value::Object(context),
+                Some((&self.schema, &action)),
+            )
+            .map_err(|e| format!("invalid context: {}", diagnostic_message(&e)))?;
+            let request = cedar::Request::new(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+                context,
+                Some(&self.schema),
+            )
+            .map_err(|e| format!("invalid request: {}", diagnostic_message(&e)))?;
+            Ok(self
+                .authorizer
+                .is_authorized(&request, &self.policies, &entities))
+        };
+
+        let without = ask(false)?;
+        let errors = response_errors(&without);
+        if !errors.is_empty() {
+            return Ok(self.decision(Outcome::Forbidden, Vec::new(), errors));
+        }
+        if without.decision() == cedar::Decision::Allow {
+            return Ok(self.decision(Outcome::Auto, reasons(&without), Vec::new()));
+        }
+        let with = ask(true)?;
+        let errors = response_errors(&with);
+        if !errors.is_empty() {
+            return Ok(self.decision(Outcome::Forbidden, Vec::new(), errors));
+        }
+        if with.decision() == cedar::Decision::Allow {
+            // The permits that allow, and the forbids that held out for a person.
+            let mut ids = reasons(&with);
+            ids.extend(reasons(&without));
+            Ok(self.decision(Outcome::NeedsPerson, ids, Vec::new()))
+        } else {
+            Ok(self.decision(Outcome::Forbidden, reasons(&with), Vec::new()))
+        }
+    }
+
+    /// The static entities plus those the request brings. A static entity
+    /// always wins over one of the same name in the request, so a request
+    /// cannot re-categorise an action type or a tool. A principal or resource
+    /// known to neither is added with defaults.
+    fn request_entities(
+        &self,
+        req: &CedarRequest,
+        principal: &cedar::EntityUid,
+        resource: &cedar::EntityUid,
+    ) -> Result<cedar::Entities, String> {
+        let mut extra: Vec<cedar::Entity> = Vec::new();
+        let mut seen: Vec<cedar::EntityUid> = Vec::new();
+        for data in &req.entities {
+            let uid = entity_uid(&data.uid)?;
+            if self.entities.get(&uid).is_some() || seen.contains(&uid) {
+                continue;
+            }
+            extra.push(entity_from_data(data, &self.schema)?);
+            seen.push(uid);
+        }
+        for (uid, name) in [(principal, &req.principal), (resource, &req.resource)] {
+            if self.entities.get(uid).is_some() || seen.contains(uid) {
+                continue;
+            }
+            extra.push(entity_from_data(&default_entity(name), &self.schema)?);
+            seen.push(uid.clone());
+        }
+        self.entities
+            .clone()
+            .add_entities(extra, Some(&self.schema))
+            .map_err(|e| format!("invalid entities: {}", diagnostic_message(&e)))
+    }
+
+    fn decision(
+        &self,
+        outcome: Outcome,
+        ids: Vec<cedar::PolicyId>,
+        errors: Vec<String>,
+    ) -> Decision {
+        let mut cited: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.by_id.get(id.to_string().as_str()).copied())
+            .collect();
+        cited.sort_unstable();
+        cited.dedup();
+        let self_approve_blocked = cited
+            .iter()
+            .any(|&i| self.infos[i].effect == "forbid" && self.infos[i].self_approve_blocked);
+        Decision {
+            outcome,
+            policies: cited
+                .iter()
+                .map(|&i| PolicyCitation {
+                    id: self.infos[i].id.clone(),
+                    reason: self.infos[i].reason.clone(),
+                })
+                .collect(),
+            errors,
+            policy_version: self.version.clone(),
+            self_approve_blocked,
+        }
+    }
+}
+
+/// Parses `Type::"id"` (as Cedar writes an entity) into an [`EntityRef`].
+pub fn parse_entity_ref(s: &str) -> Option<EntityRef> {
+    let s = s.trim();
+    let (kind, rest) = s.split_once("::\"")?;
+    let id = rest.strip_suffix('"')?;
+    if kind.is_empty() {
+        return None;
+    }
+    Some(EntityRef::new(kind, id.replace("\\\"", "\"")))
+}
+
+/// The entity assumed for a principal or resource the request does not
+/// describe: an agent in the `default` group, an approver named by its id,
+/// anything else with no attributes and no parents.
+fn default_entity(uid: &EntityRef) -> EntityData {
+    let mut attrs = serde_json::Map::new();
+    match uid.kind.as_str() {
+        "Agent" => {
+            attrs.insert("group".into(), "default".into());
+        }
+        "Approver" => {
+            attrs.insert("name".into(), uid.id.clone().into());
+        }
+        _ => {}
+    }
+    EntityData {
+        uid: uid.clone(),
+        attrs,
+        parents: Vec::new(),
+    }
+}
+
+fn entity_uid(r: &EntityRef) -> Result<cedar::EntityUid, String> {
+    let kind = cedar::EntityTypeName::from_str(&r.kind)
+        .map_err(|_| format!("invalid entity type `{}`", r.kind))?;
+    Ok(cedar::EntityUid::from_type_name_and_id(
+        kind,
+        cedar::EntityId::new(&r.id),
+    ))
+}
+
+fn entity_from_data(data: &EntityData, schema: &cedar::Schema) -> Result<cedar::Entity, String> {
+    let json =
+        serde_json::to_value(data).map_err(|e| format!("invalid entity `{}`: {e}", data.uid))?;
+    cedar::Entity::from_json_value(json, Some(schema))
+        .map_err(|e| format!("invalid entity `{}`: {}", data.uid, diagnostic_message(&e)))
+}
+
+fn reasons(r: &cedar::Response) -> Vec<cedar::PolicyId> {
+    r.diagnostics().reason().cloned().collect()
+}
+
+fn response_errors(r: &cedar::Response) -> Vec<String> {
+    r.diagnostics()
+        .errors()
+        .map(|e| format!("evaluation error: {}", diagnostic_message(e)))
+        .collect()
+}
+
+/// A policy parsed from one file, with what we know about it.
+struct Parsed {
+    policy: cedar::Policy,
+    info: PolicyInfo,
+}
+
+/// Parses one file; problems are pushed, good policies returned in file order.
+fn parse_file(source: &PolicySource, problems: &mut Vec<PolicyLoadError>) -> Vec<Parsed> {
+    let set = match cedar::PolicySet::from_str(&source.text) {
+        Ok(set) => set,
+        Err(errs) => {
+            for e in errs.iter() {
+                problems.push(PolicyLoadError::Syntax {
+                    file: source.path.clone(),
+                    line: first_label_line(e, &source.text),
+                    message: diagnostic_message(e),
+                });
+            }
+            return Vec::new();
+        }
+    };
+    // Cedar numbers policies `policy0`, `policy1`, ... in file order.
+    let mut templates: Vec<&cedar::Template> = set.templates().collect();
+    templates.sort_by_key(|t| default_index(t.id()));
+    for t in templates {
+        let line = t
+            .to_string()
+            .lines()
+            .next()
+            .and_then(|first| source.text.find(first))
+            .map(|off| line_of(&source.text, off))
+            .unwrap_or(1);
+        problems.push(PolicyLoadError::Template {
+            file: source.path.clone(),
+            line,
+            id: t.annotation("id").unwrap_or("?").to_string(),
+        });
+    }
+    let mut policies: Vec<&cedar::Policy> = set.policies().filter(|p| p.is_static()).collect();
+    policies.sort_by_key(|p| default_index(p.id()));
+
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    for policy in policies {
+        let text = policy.to_cedar().unwrap_or_else(|| policy.to_string());
+        let line = match source.text[cursor..].find(&text) {
+            Some(off) => {
+                cursor += off + text.len();
+                line_of(&source.text, cursor - text.len())
+            }
+            None => line_of(&source.text, cursor),
+        };
+        let id = policy.annotation("id").map(str::to_string);
+        let reason = policy.annotation("reason").map(str::to_string);
+        let (id, reason) = match (id, reason) {
+            (Some(id), Some(reason)) if !id.trim().is_empty() && !reason.trim().is_empty() => {
+                (id, reason)
+            }
+            (id, _) => {
+                let missing_id = id.as_deref().is_none_or(|i| i.trim().is_empty());
+                problems.push(PolicyLoadError::MissingAnnotation {
+                    file: source.path.clone(),
+                    line,
+                    annotation: if missing_id { "id" } else { "reason" },
+                    id: if missing_id { None } else { id },
+                });
+                continue;
+            }
+        };
+        let effect = match policy.effect() {
+            cedar::Effect::Permit => "permit",
+            cedar::Effect::Forbid => "forbid",
+        };
+        let self_approve_blocked =
+            policy.annotation(SELF_APPROVE_ANNOTATION) == Some(SELF_APPROVE_BLOCKED);
+        out.push(Parsed {
+            policy: policy.clone(),
+            info: PolicyInfo {
+                id,
+                reason,
+                effect: effect.to_string(),
+                file: source.path.clone(),
+                line,
+                text,
+                self_approve_blocked,
+            },
+        });
+    }
+    out
+}
+
+fn default_index(id: &cedar::PolicyId) -> usize {
+    id.to_string()
+        .strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of the first labelled span of a diagnostic, looking into its
+/// related diagnostics when it has none of its own.
+fn first_label_line(d: &dyn Diagnostic, text: &str) -> Option<usize> {
+    if let Some(label) = d.labels().and_then(|mut l| l.next()) {
+        return Some(line_of(text, label.offset()));
+    }
+    if let Some(mut related) = d.related() {
+        if let Some(r) = related.find_map(|r| first_label_line(r, text)) {
+            return Some(r);
+        }
+    }
+    d.diagnostic_source()
+        .and_then(|s| first_label_line(s, text))
+}
+
+/// A diagnostic's message, its help, and its causes on one line.
+fn diagnostic_message(d: &dyn Diagnostic) -> String {
+    let mut msg = d.to_string();
+    let mut cur = d.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = e.source();
+    }
+    if let Some(help) = d.help() {
+        msg.push_str(&format!(" (help: {help})"));
+    }
+    msg.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shipped(file: &str) -> PolicySource {
+        let path = format!("{}/policies/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("shipped policy file");
+        PolicySource::new(format!("policies/{file}"), text)
+    }
+
+    fn shipped_set() -> PolicySet {
+        let policies: Vec<PolicySource> = [
+            "approvers.cedar",
+            "proposals.cedar",
+            "tools.cedar",
+            "watchdog.cedar",
+        ]
+        .into_iter()
+        .map(shipped)
+        .collect();
+        PolicySet::load(
+            &shipped("schema.cedarschema"),
+            &policies,
+            Some(&shipped("entities.json")),
+            "v1",
+        )
+        .expect("the shipped set loads")
+    }
+
+    fn propose(action_type: &str, reversible: bool, requires_approval: bool) -> CedarRequest {
+        let context = json!({
+            "reversible": reversible,
+            "requires_approval": requires_approval,
+            "expected_cost_tokens": 10,
+            "expected_cost_micros": 0,
+            "payload_hash": "abc",
+        });
+        CedarRequest {
+            principal: EntityRef::new("Agent", "noop"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", action_type),
+            context: context.as_object().cloned().unwrap_or_default(),
+            entities: Vec::new(),
+        }
+    }
+
+    fn ids(d: &Decision) -> Vec<&str> {
+        d.policies.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn policy_set_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PolicySet>();
+    }
+
+    #[test]
+    fn three_outcomes() {
+        let set = shipped_set();
+        let auto = set.decide(&propose("research_only", true, false));
+        assert_eq!(auto.outcome, Outcome::Auto);
+        assert_eq!(ids(&auto), ["proposals-allowed"]);
+        assert_eq!(auto.policy_version, "v1");
+
+        let person = set.decide(&propose("research_only", false, false));
+        assert_eq!(person.outcome, Outcome::NeedsPerson);
+        assert_eq!(
+            ids(&person),
+            ["proposals-allowed", "irreversible-needs-person"]
+        );
+        assert!(!person.self_approve_blocked);
+
+        let mut bash = propose("x", true, false);
+        bash.action = "use_tool".into();
+        bash.resource = EntityRef::new("Tool", "Bash");
+        bash.context = json!({"command": "bash smoke.sh; rm -rf /"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let denied = set.decide(&bash);
+        assert_eq!(denied.outcome, Outcome::Forbidden);
+        assert!(denied.policies.is_empty(), "default deny cites nothing");
+        assert!(denied.errors.is_empty());
+    }
+
+    #[test]
+    fn reserved_actions_block_self_approval() {
+        let set = shipped_set();
+        let d = set.decide(&propose("purchase", true, false));
+        assert_eq!(d.outcome, Outcome::NeedsPerson);
+        assert!(d.self_approve_blocked);
+        assert!(ids(&d).contains(&"reserved-for-person"));
+        let unknown = set.decide(&propose("launch_rocket", true, false));
+        assert_eq!(unknown.outcome, Outcome::NeedsPerson);
+        assert!(!unknown.self_approve_blocked);
+        let json = serde_json::to_value(&unknown).expect("json");
+        assert!(json.get("self_approve_blocked").is_none());
+    }
+
+    #[test]
+    fn a_request_cannot_recategorise_a_static_entity_or_approve_itself() {
+        let set = shipped_set();
+        let mut req = propose("purchase", true, false);
+        req.entities.push(EntityData {
+            uid: EntityRef::new("ActionType", "purchase"),
+            attrs: serde_json::Map::new(),
+            parents: vec![EntityRef::new("Category", "auto_approvable")],
+        });
+        req.context.insert("human_approved".into(), json!(true));
+        assert_eq!(set.decide(&req).outcome, Outcome::NeedsPerson);
+    }
+
+    #[test]
+    fn a_request_that_does_not_match_the_schema_is_forbidden() {
+        let set = shipped_set();
+        let mut missing = propose("research_only", true, false);
+        missing.context.remove("reversible");
+        let d = set.decide(&missing);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(d.errors[0].contains("reversible"), "{:?}", d.errors);
+
+        let mut wrong_type = propose("research_only", true, false);
+        wrong_type.entities.push(EntityData {
+            uid: EntityRef::new("Agent", "noop"),
+            attrs: json!({"group": 3}).as_object().cloned().unwrap_or_default(),
+            parents: Vec::new(),
+        });
+        assert_eq!(set.decide(&wrong_type).outcome, Outcome::Forbidden);
+
+        let mut bad_action = propose("research_only", true, false);
+        bad_action.action = "launch".into();
+        assert_eq!(set.decide(&bad_action).outcome, Outcome::Forbidden);
+
+        let mut bad_type = propose("research_only", true, false);
+        bad_type.principal = EntityRef::new("not a type!", "x");
+        let d = set.decide(&bad_type);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(!d.errors.is_empty());
+    }
+
+    const SCHEMA: &str = "entity Agent = { group: String };\nentity ActionType;\n\
+        action propose appliesTo { principal: [Agent], resource: [ActionType], \
+        context: { human_approved: Bool, n: Long } };\n";
+
+    fn small(policies: &str) -> Result<PolicySet, PolicyLoadError> {
+        PolicySet::load(
+            &PolicySource::new("schema.cedarschema", SCHEMA),
+            &[PolicySource::new("p.cedar", policies)],
+            None,
+            "v",
+        )
+    }
+
+    #[test]
+    fn an_evaluation_error_is_a_deny() {
+        // Cedar skips a forbid that errors (here: overflow) and would allow.
+        let set = small(
+            "@id(\"all\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"big\") @reason(\"r\") forbid (principal, action, resource) when { context.n + 1 > 0 };",
+        )
+        .expect("loads");
+        let req = CedarRequest {
+            principal: EntityRef::new("Agent", "a"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: json!({"n": i64::MAX})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            entities: Vec::new(),
+        };
+        let d = set.decide(&req);
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(d.errors[0].contains("overflow"), "{:?}", d.errors);
+        let mut ok = req.clone();
+        ok.context.insert("n".into(), json!(1));
+        assert_eq!(
+            set.decide(&ok).outcome,
+            Outcome::Forbidden,
+            "the forbid holds"
+        );
+        ok.context.insert("n".into(), json!(-5));
+        assert_eq!(set.decide(&ok).outcome, Outcome::Auto);
+    }
+
+    #[test]
+    fn load_errors_name_file_line_and_policy() {
+        let err = small("permit (principal, action, resource);").expect_err("no id");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 1: policy has no `@id(\"...\")` annotation"
+        );
+
+        let err =
+            small("\n@id(\"a\")\npermit (principal, action, resource);").expect_err("no reason");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 2: `a`: policy has no `@reason(\"...\")` annotation"
+        );
+
+        let err = small(
+            "@id(\"a\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"a\") @reason(\"r\") forbid (principal, action, resource);",
+        )
+        .expect_err("duplicate");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 2: policy id `a` is already used at `p.cedar` line 1"
+        );
+
+        let err =
+            small("@id(\"a\") @reason(\"r\")\npermit (principal, action, resource)\nwhen { 1 + };")
+                .expect_err("syntax");
+        assert!(
+            err.to_string()
+                .starts_with("`p.cedar` line 3: syntax error"),
+            "{err}"
+        );
+
+        let err = small("@id(\"a\") @reason(\"r\")\npermit (principal, action, resource)\nwhen { context.nope };")
+            .expect_err("type");
+        assert!(
+            err.to_string()
+                .starts_with("`p.cedar` line 3: policy `a`: "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nope"), "{err}");
+
+        let err = PolicySet::load(
+            &PolicySource::new("s.cedarschema", "entity ;"),
+            &[],
+            None,
+            "v",
+        )
+        .expect_err("schema");
+        assert!(
+            err.to_string()
+                .starts_with("`s.cedarschema` line 1: invalid schema"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn several_problems_are_reported_one_per_line() {
+        let err = small(
+            "permit (principal, action, resource);\n\
+             @id(\"b\") @reason(\"r\") permit (principal, action, resource) when { context.x };",
+        )
+        .expect_err("two problems");
+        assert_eq!(err.problems().len(), 2, "{err}");
+        assert_eq!(err.to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn parses_entity_refs() {
+        assert_eq!(
+            parse_entity_ref(r#"Agent::"noop""#),
+            Some(EntityRef::new("Agent", "noop"))
+        );
+        assert_eq!(parse_entity_ref("Agent::noop"), None);
+        assert_eq!(parse_entity_ref(r#"::"x""#), None);
+    }
+}
