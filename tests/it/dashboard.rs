@@ -350,7 +350,7 @@ mod client {
                 let app = Router::new()
                     .route("/", get(pending_page))
                     .route("/login", get(access::login::<Fixture>))
-                    .route("/assets/{name}", get(access::asset))
+                    .route("/dashboard/assets/{name}", get(access::asset))
                     .layer(axum::middleware::map_response(access::security_headers))
                     .with_state(fixture);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

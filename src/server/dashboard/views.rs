@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use crate::domain::money::Micros;
+use crate::domain::policy::PolicyInfo;
 
 /// What every page shares: its title, the active tab, the session's CSRF
 /// token for the forms, a one-shot message after a form was sent, and a
@@ -272,6 +273,18 @@ pub struct PolicyView {
     pub effect: String,
     pub file: String,
     pub text: String,
+}
+
+impl From<&PolicyInfo> for PolicyView {
+    fn from(p: &PolicyInfo) -> Self {
+        PolicyView {
+            id: p.id.clone(),
+            reason: Some(p.reason.clone()).filter(|r| !r.is_empty()),
+            effect: p.effect.clone(),
+            file: format!("{}:{}", p.file, p.line),
+            text: p.text.clone(),
+        }
+    }
 }
 
 /// `/policies`.
