@@ -337,6 +337,121 @@ mod client {
         access::html(axum::http::StatusCode::OK, render::pending(&page))
     }
 
+    fn router(fixture: Fixture) -> Router {
+        Router::new()
+            .route("/", get(pending_page))
+            .route("/login", get(access::login::<Fixture>))
+            .route("/dashboard/logout", axum::routing::post(access::logout))
+            .route("/dashboard/assets/{name}", get(access::asset))
+            .layer(axum::middleware::map_response(access::security_headers))
+            .with_state(fixture)
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            sessions: Arc::new(Sessions::new()),
+            pending: Arc::new(Mutex::new(vec![])),
+        }
+    }
+
+    async fn call(
+        app: &Router,
+        req: axum::http::Request<axum::body::Body>,
+    ) -> (u16, axum::http::HeaderMap, String) {
+        use tower::ServiceExt;
+        let resp = app.clone().oneshot(req).await.expect("a response");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("the body");
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        cookie: Option<&str>,
+        body: &str,
+    ) -> axum::http::Request<axum::body::Body> {
+        let mut b = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        b.body(axum::body::Body::from(body.to_string()))
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn login_link_sets_a_strict_http_only_cookie_once() {
+        let f = fixture();
+        let app = router(f.clone());
+
+        let (status, headers, body) = call(&app, request("GET", "/", None, "")).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("gov dashboard-link"), "{body}");
+        assert!(!body.contains("Pending proposals"));
+        let csp = headers["content-security-policy"].to_str().expect("ascii");
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+
+        let code = f.sessions.mint_code(Instant::now());
+        let uri = format!("/login?code={}", code.expose());
+        let (status, headers, _) = call(&app, request("GET", &uri, None, "")).await;
+        assert_eq!(status, 303);
+        assert_eq!(headers["location"], "/");
+        let set = headers["set-cookie"].to_str().expect("ascii").to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().expect("name=value").to_string();
+
+        let (status, _, body) = call(&app, request("GET", "/", Some(&cookie), "")).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("No proposals waiting"));
+
+        // The code is spent; a made-up one does not work either.
+        let (status, headers, body) = call(&app, request("GET", &uri, None, "")).await;
+        assert_eq!(status, 401);
+        assert!(headers.get("set-cookie").is_none());
+        assert!(body.contains("already used"));
+        let (status, _, _) = call(&app, request("GET", "/login?code=nope", None, "")).await;
+        assert_eq!(status, 401);
+
+        // Signing out needs the CSRF token; with it, the session ends.
+        let (status, _, _) = call(
+            &app,
+            request("POST", "/dashboard/logout", Some(&cookie), "csrf=wrong"),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, _, _) = call(&app, request("GET", "/", Some(&cookie), "")).await;
+        assert_eq!(status, 200, "a refused sign-out leaves the session open");
+        let csrf = {
+            let (_, _, body) = call(&app, request("GET", "/", Some(&cookie), "")).await;
+            let needle = "name=\"csrf\" value=\"";
+            let at = body.find(needle).expect("a csrf field") + needle.len();
+            body[at..at + 64].to_string()
+        };
+        let (status, _, _) = call(
+            &app,
+            request(
+                "POST",
+                "/dashboard/logout",
+                Some(&cookie),
+                &format!("csrf={csrf}"),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _, _) = call(&app, request("GET", "/", Some(&cookie), "")).await;
+        assert_eq!(status, 401);
+    }
+
     /// Serves the fixture on 127.0.0.1:0 from a thread of its own; returns
     /// its base URL.
     fn serve(fixture: Fixture) -> String {
@@ -347,12 +462,7 @@ mod client {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let app = Router::new()
-                    .route("/", get(pending_page))
-                    .route("/login", get(access::login::<Fixture>))
-                    .route("/dashboard/assets/{name}", get(access::asset))
-                    .layer(axum::middleware::map_response(access::security_headers))
-                    .with_state(fixture);
+                let app = router(fixture);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
@@ -366,10 +476,7 @@ mod client {
 
     #[test]
     fn live_updates_keep_what_is_being_typed() {
-        let fixture = Fixture {
-            sessions: Arc::new(Sessions::new()),
-            pending: Arc::new(Mutex::new(vec![])),
-        };
+        let fixture = fixture();
         let base = serve(fixture.clone());
         let browser = Browser::start();
 
