@@ -191,6 +191,14 @@ impl Browser {
             .to_string()
     }
 
+    /// The value of a cookie the browser holds for the current page, even
+    /// an `HttpOnly` one (WebDriver sees them; page scripts do not).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        get(&self.agent, &self.url(&format!("/cookie/{name}")))
+            .ok()
+            .and_then(|v| v["value"].as_str().map(str::to_string))
+    }
+
     /// Resizes the window (for narrow-width screenshots).
     pub fn resize(&self, width: u32, height: u32) {
         self.cmd_post("/window/rect", &json!({ "width": width, "height": height }));
