@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod exit;
+pub mod hook;
 pub mod init;
 pub mod policy;
+pub mod run;
 
 pub use exit::{ExitCode, Failure};
 
@@ -33,6 +35,10 @@ pub enum Command {
     Init(init::Args),
     /// Check, test and evaluate the Cedar policy set.
     Policy(policy::Args),
+    /// Run an agent once under governance.
+    Run(run::Args),
+    /// Hooks that Claude Code calls (installed by `gov run`).
+    Hook(hook::Args),
 }
 
 pub fn init_logging() {
@@ -49,6 +55,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
         Command::Policy(args) => policy::run(args, cli.repo),
+        Command::Run(args) => run::run(args, cli.repo),
+        Command::Hook(args) => hook::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,20 @@
 //! Running agents under governance, and the tool-call hook.
+//!
+//! - [`run`]: `gov run`: one run of one agent, from `POST /runs` to
+//!   `POST /runs/{id}/finish`.
+//! - [`process`]: spawning in a process group; wall clock and Ctrl-C
+//!   (SIGTERM, grace, SIGKILL).
+//! - [`env`]: the environment a child gets (operator secrets removed).
+//! - [`claude`]: the `claude -p` command line and the hook settings file.
+//! - [`stream_json`]: parsing Claude Code's stream-json for usage and outcome.
+//! - [`hook`]: `gov hook pre-tool-use`: every tool call asks the policy set;
+//!   any failure is a deny.
+//!
+//! The HTTP contract with the server is in `docs/RUNNER.md`.
+
+pub mod claude;
+pub mod env;
+pub mod hook;
+pub mod process;
+pub mod run;
+pub mod stream_json;

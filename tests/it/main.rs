@@ -4,4 +4,5 @@
 
 mod dashboard;
 mod policy;
+mod runner;
 mod support;

@@ -1,0 +1,54 @@
+//! `gov hook pre-tool-use`: Claude Code's PreToolUse hook. Reads the tool
+//! call on stdin, prints allow or deny on stdout, always exits 0 (a deny is
+//! an answer, not an error); see [`crate::runner::hook`].
+
+use std::io::{Read, Write};
+
+use super::{ExitCode, Failure};
+use crate::runner::hook::{self, HookOutput};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub event: Event,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Event {
+    /// Ask the policy set whether a tool call may run (Claude Code PreToolUse).
+    PreToolUse,
+}
+
+pub fn run(args: Args) -> Result<ExitCode, Failure> {
+    match args.event {
+        Event::PreToolUse => pre_tool_use(),
+    }
+}
+
+fn pre_tool_use() -> Result<ExitCode, Failure> {
+    let mut stdin = String::new();
+    let answer = match std::io::stdin()
+        .take(16 * 1024 * 1024)
+        .read_to_string(&mut stdin)
+    {
+        Err(e) => HookOutput::deny(format!(
+            "gov: tool call denied: cannot read the hook input: {e}"
+        )),
+        // A panic must not become a non-zero exit: Claude Code would then
+        // let the tool run.
+        Ok(_) => std::panic::catch_unwind(|| hook::run(&stdin, |k| std::env::var(k).ok()))
+            .unwrap_or_else(|_| {
+                HookOutput::deny("gov: tool call denied: the hook failed unexpectedly")
+            }),
+    };
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{}", answer.to_json())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        // Exit 2 is Claude Code's "block this call" when stdout is unusable.
+        eprintln!("gov hook: cannot write the answer; blocking the tool call");
+        return Ok(ExitCode::Config);
+    }
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,138 @@
+//! `gov run AGENT [TASK]`: run an agent once under governance; see
+//! [`crate::runner::run`]. Exit 0 when the run completed (or the server
+//! skipped it), 1 when it failed or could not be recorded, 2 for a
+//! configuration error.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ExitCode, Failure};
+use crate::config::Settings;
+use crate::runner::process::stop_on_signals;
+use crate::runner::run::{run_agent, RunReport, RunRequest, RunStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The agent: a folder `agents/AGENT` with an `agent.toml`.
+    pub agent: String,
+    /// The task: `agents/AGENT/tasks/TASK.md` (required for claude agents).
+    pub task: Option<String>,
+}
+
+/// The default time between SIGTERM and SIGKILL; `GOV_KILL_GRACE_MS`
+/// overrides it.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+fn kill_grace(var: Option<String>) -> Duration {
+    var.and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_KILL_GRACE)
+}
+
+pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let root = super::repo_root(repo)?;
+    let settings = Settings::load(&root)?;
+    let gov_exe = std::env::current_exe().map_err(|e| {
+        Failure::new(
+            ExitCode::Failure,
+            format!("cannot find the gov executable: {e}"),
+        )
+    })?;
+    let request = RunRequest {
+        agent_id: args.agent,
+        task_id: args.task,
+        server_url: crate::client::server_url(std::env::var("GOV_URL").ok(), settings.port),
+        gov_exe,
+        claude_bin: std::env::var_os("CLAUDE_BIN")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| OsString::from("claude")),
+        kill_grace: kill_grace(std::env::var("GOV_KILL_GRACE_MS").ok()),
+        parent_env: std::env::vars().collect(),
+    };
+    let stop = stop_on_signals()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot watch for Ctrl-C: {e}")))?;
+    match run_agent(&settings, &request, &stop) {
+        Ok(report) => Ok(print_report(&request.agent_id, &report)),
+        Err(e) => {
+            let code = if e.is_config() {
+                ExitCode::Config
+            } else {
+                ExitCode::Failure
+            };
+            Err(Failure::from_error(code, &e))
+        }
+    }
+}
+
+fn print_report(agent: &str, report: &RunReport) -> ExitCode {
+    match report {
+        RunReport::Skipped(skip) => {
+            let why = match skip.error.as_str() {
+                "agent_paused" => "the agent is paused".to_string(),
+                "continue_denied" => "a policy says it may not go on".to_string(),
+                "" => "the server refused the run".to_string(),
+                other => format!("the server refused the run (`{other}`)"),
+            };
+            let detail = if skip.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", skip.detail)
+            };
+            let ids: Vec<&str> = skip.policies.iter().map(|p| p.id.as_str()).collect();
+            let policies = if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" (policies: {})", ids.join(", "))
+            };
+            println!("skipped: agent `{agent}` did not run: {why}{detail}{policies}");
+            ExitCode::Ok
+        }
+        RunReport::Finished {
+            run_id,
+            body,
+            budget,
+            log,
+        } => {
+            let spend = match body.dollars {
+                Some(d) => format!("{} tokens, ${d:.4}", body.tokens),
+                None if body.usage_missing => "usage unknown".to_string(),
+                None => format!("{} tokens", body.tokens),
+            };
+            let remaining = budget
+                .get("remaining_pct")
+                .and_then(|v| v.as_f64())
+                .map(|p| format!("; {p:.0}% of the budget left"))
+                .unwrap_or_default();
+            let log = log
+                .as_ref()
+                .map(|p| format!("; log `{}`", p.display()))
+                .unwrap_or_default();
+            match body.status {
+                RunStatus::Complete => {
+                    println!(
+                        "complete: run `{run_id}` of agent `{agent}` ({spend}{remaining}{log})"
+                    );
+                    ExitCode::Ok
+                }
+                RunStatus::Failed => {
+                    let reason = body.reason.as_deref().unwrap_or("unknown");
+                    println!("failed: run `{run_id}` of agent `{agent}`: {reason} ({spend}{remaining}{log})");
+                    ExitCode::Failure
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_from_env() {
+        assert_eq!(kill_grace(None), DEFAULT_KILL_GRACE);
+        assert_eq!(kill_grace(Some("250".into())), Duration::from_millis(250));
+        assert_eq!(kill_grace(Some("soon".into())), DEFAULT_KILL_GRACE);
+    }
+}

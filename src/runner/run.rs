@@ -1,0 +1,587 @@
+//! One run of one agent, from asking the server for a run to reporting how
+//! it ended:
+//!
+//! 1. resolve everything local first (agent settings, task prompt, program),
+//!    so a configuration error never opens a run;
+//! 2. `POST /runs`: the server may refuse (paused agent, a `continue` policy)
+//!    and has then already audited the skip; an unreachable server means
+//!    nothing runs (fail closed);
+//! 3. spawn the child in its own process group with a cleaned environment,
+//!    tee a claude agent's stream-json to `.gov/runs/<run_id>.jsonl`;
+//! 4. supervise it (wall clock, Ctrl-C);
+//! 5. `POST /runs/{id}/finish` with the status, the reason and the usage the
+//!    runner measured itself; the server charges the budget and audits.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
+use super::env::{child_env, RunVars};
+use super::hook::PolicyRef;
+use super::process::{own_process_group, supervise, Ending, Outcome, Supervision};
+use super::stream_json::StreamSummary;
+use crate::client::{Client, ClientError, Timeouts, Token};
+use crate::config::{AgentKind, AgentSettings, ConfigError, Settings};
+
+/// What the command line resolved from flags and the environment.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub agent_id: String,
+    pub task_id: Option<String>,
+    /// The server's base URL (`GOV_URL` or the port in `gov.toml`).
+    pub server_url: String,
+    /// The `gov` executable the PreToolUse hook runs.
+    pub gov_exe: PathBuf,
+    /// `$CLAUDE_BIN`, else `claude` on PATH.
+    pub claude_bin: OsString,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// The runner's environment, filtered into the child's.
+    pub parent_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("unknown agent `{id}`: no `{}`{}", path.display(), known_list(.known))]
+    UnknownAgent {
+        id: String,
+        path: PathBuf,
+        known: Vec<String>,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "agent `{0}` is a claude agent: name a task (`gov run {0} TASK`, with `tasks/TASK.md`)"
+    )]
+    TaskRequired(String),
+    #[error("`{0}` is not a valid task name (letters, digits, `-` and `_`)")]
+    BadTaskName(String),
+    #[error("no task `{task}`: cannot read `{}`", path.display())]
+    TaskMissing { task: String, path: PathBuf },
+    #[error("cannot prepare the run: {0}")]
+    Prepare(String),
+    #[error("cannot read the runner token `{}` (is this repository initialised and `gov serve` started?): {source}", path.display())]
+    NoRunnerToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the server does not know agent `{0}`")]
+    UnknownToServer(String),
+    #[error("cannot start a run, nothing was run")]
+    Open(#[source] ClientError),
+    #[error("run `{run_id}` {} but its end could not be recorded; the server must be told (`{}`)", describe(.body), serde_json::to_string(.body).unwrap_or_default())]
+    Finish {
+        run_id: String,
+        body: Box<FinishBody>,
+        #[source]
+        source: ClientError,
+    },
+}
+
+impl RunError {
+    /// Configuration errors (exit 2) as opposed to failures (exit 1).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RunError::UnknownAgent { .. }
+                | RunError::Config(_)
+                | RunError::TaskRequired(_)
+                | RunError::BadTaskName(_)
+                | RunError::TaskMissing { .. }
+                | RunError::UnknownToServer(_)
+        )
+    }
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!(" (agents here: {})", known.join(", "))
+    }
+}
+
+fn describe(body: &FinishBody) -> String {
+    match (&body.status, &body.reason) {
+        (RunStatus::Complete, _) => "completed".into(),
+        (RunStatus::Failed, Some(r)) => format!("failed ({r})"),
+        (RunStatus::Failed, None) => "failed".into(),
+    }
+}
+
+/// The answer to `POST /runs`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenedRun {
+    pub run_id: String,
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    pub agent_token: String,
+}
+
+/// The body of a 423 answer to `POST /runs`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Skip {
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub policies: Vec<PolicyRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Complete,
+    Failed,
+}
+
+/// The body of `POST /runs/{id}/finish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishBody {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub tokens: u64,
+    pub dollars: Option<f64>,
+    pub usage_missing: bool,
+}
+
+/// How a run went, for the command line to print.
+#[derive(Debug, Clone)]
+pub enum RunReport {
+    Skipped(Skip),
+    Finished {
+        run_id: String,
+        body: FinishBody,
+        /// The server's `budget` after the charge.
+        budget: serde_json::Value,
+        /// Where a claude agent's stream was saved.
+        log: Option<PathBuf>,
+    },
+}
+
+/// What to start.
+#[derive(Debug)]
+struct Launch {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    /// Claude agents: stdout is stream-json to parse and tee.
+    stream: bool,
+    /// Holds the claude settings file for as long as the run lasts.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+fn valid_task_name(t: &str) -> bool {
+    crate::config::valid_agent_id(t)
+}
+
+fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> {
+    let path = settings.agents_dir().join(id).join("agent.toml");
+    if crate::config::valid_agent_id(id) && !path.is_file() {
+        return Err(RunError::UnknownAgent {
+            id: id.to_string(),
+            path,
+            known: AgentSettings::list(settings),
+        });
+    }
+    Ok(AgentSettings::load(settings, id)?)
+}
+
+/// A program path with a `/` in it is relative to the agent's folder; a bare
+/// name is looked up on PATH.
+fn resolve_program(agent_dir: &Path, program: &str) -> OsString {
+    let p = Path::new(program);
+    if p.is_absolute() || !program.contains('/') {
+        p.as_os_str().to_os_string()
+    } else {
+        agent_dir.join(p).into_os_string()
+    }
+}
+
+fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
+    if let Some(t) = req.task_id.as_deref() {
+        if !valid_task_name(t) {
+            return Err(RunError::BadTaskName(t.to_string()));
+        }
+    }
+    match agent.kind {
+        AgentKind::Command => {
+            let (program, args) = agent
+                .command
+                .clone()
+                .ok_or_else(|| RunError::Prepare(format!("agent `{}` has no command", agent.id)))?;
+            Ok(Launch {
+                program: resolve_program(&agent.dir, &program),
+                args: args.into_iter().map(OsString::from).collect(),
+                cwd: agent.dir.clone(),
+                stream: false,
+                _scratch: None,
+            })
+        }
+        AgentKind::Claude => {
+            let task = req
+                .task_id
+                .clone()
+                .ok_or_else(|| RunError::TaskRequired(agent.id.clone()))?;
+            let task_path = agent.dir.join("tasks").join(format!("{task}.md"));
+            let prompt =
+                std::fs::read_to_string(&task_path).map_err(|_| RunError::TaskMissing {
+                    task: task.clone(),
+                    path: task_path.clone(),
+                })?;
+            let system_prompt =
+                std::fs::read_to_string(agent.dir.join(&agent.claude_prompt_file)).ok();
+            let scratch = tempfile::Builder::new()
+                .prefix("gov-run-")
+                .tempdir()
+                .map_err(|e| RunError::Prepare(format!("cannot create a temporary folder: {e}")))?;
+            let settings_path = scratch.path().join("settings.json");
+            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe))
+                .map_err(|e| RunError::Prepare(e.to_string()))?;
+            std::fs::write(&settings_path, json).map_err(|e| {
+                RunError::Prepare(format!("cannot write `{}`: {e}", settings_path.display()))
+            })?;
+            let session_id = new_session_id()
+                .map_err(|e| RunError::Prepare(format!("no randomness for a session id: {e}")))?;
+            let inv = ClaudeInvocation {
+                prompt,
+                settings_path,
+                session_id,
+                system_prompt,
+            };
+            Ok(Launch {
+                program: req.claude_bin.clone(),
+                args: claude_args(agent, &inv),
+                cwd: agent.dir.clone(),
+                stream: true,
+                _scratch: Some(scratch),
+            })
+        }
+    }
+}
+
+/// `POST /runs`: `Ok(Err(skip))` when the server refused the run.
+fn open_run(
+    client: &Client,
+    agent_id: &str,
+    task_id: Option<&str>,
+) -> Result<Result<OpenedRun, Skip>, RunError> {
+    let body = serde_json::json!({"agent_id": agent_id, "task_id": task_id});
+    match client.post_json::<_, OpenedRun>("/runs", &body) {
+        Ok(run) => Ok(Ok(run)),
+        Err(e) => match e.status_json() {
+            Some((423, v)) => Ok(Err(serde_json::from_value(v).unwrap_or_default())),
+            Some((404, _)) => Err(RunError::UnknownToServer(agent_id.to_string())),
+            _ if matches!(e, ClientError::Status { code: 423, .. }) => Ok(Err(Skip::default())),
+            _ => Err(RunError::Open(e)),
+        },
+    }
+}
+
+/// Why a process ended, as the run's reason.
+fn exit_reason(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit_status: {c}"),
+        (None, Some(s)) => format!("killed_by_signal: {s}"),
+        (None, None) => "exit_status: unknown".into(),
+    }
+}
+
+/// How a run ended → what the server is told. `stream` is `Some` for claude
+/// agents (whose usage the runner measures), `None` for command agents.
+pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishBody {
+    let result = stream.and_then(|s| s.result.as_ref());
+    let usage_missing = stream.is_some() && result.is_none();
+    let reason = match outcome.ending {
+        Ending::Interrupted => Some("interrupted".to_string()),
+        Ending::WallClock => Some("wallclock".to_string()),
+        Ending::Exited => match (stream, result) {
+            (Some(_), Some(r)) if !r.succeeded() => Some(r.error_reason()),
+            (Some(_), None) => Some("no_result_event".to_string()),
+            _ if !outcome.status.success() => Some(exit_reason(&outcome.status)),
+            _ => None,
+        },
+    };
+    FinishBody {
+        status: if reason.is_none() {
+            RunStatus::Complete
+        } else {
+            RunStatus::Failed
+        },
+        reason,
+        tokens: result.map(|r| r.usage.total()).unwrap_or(0),
+        dollars: result.and_then(|r| r.total_cost_usd),
+        usage_missing,
+    }
+}
+
+/// Reads the child's stdout line by line as it comes, tees it to `log`, and
+/// keeps the summary up to date. Signals `done` at end of stream.
+fn spawn_reader(
+    stdout: impl Read + Send + 'static,
+    log: Option<std::fs::File>,
+    summary: Arc<Mutex<StreamSummary>>,
+    done: mpsc::Sender<()>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("gov-run-stream".into())
+        .spawn(move || {
+            let mut log = log;
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if let Some(f) = log.as_mut() {
+                    if f.write_all(&buf).is_err() {
+                        tracing::warn!("cannot write the run log; going on without it");
+                        log = None;
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf);
+                if let Ok(mut s) = summary.lock() {
+                    s.observe(&line);
+                }
+            }
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the stream reader: {e}");
+    }
+}
+
+/// How long the runner waits for a stream to end after its process did
+/// (something the agent started may still hold the pipe open).
+const STREAM_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs an agent once. `stop` is set by Ctrl-C / SIGTERM (see
+/// [`super::process::stop_on_signals`]).
+pub fn run_agent(
+    settings: &Settings,
+    req: &RunRequest,
+    stop: &AtomicBool,
+) -> Result<RunReport, RunError> {
+    let agent = load_agent(settings, &req.agent_id)?;
+    let launch = plan(&agent, req)?;
+    let token_path = settings.runner_token_path();
+    let token = std::fs::read_to_string(&token_path)
+        .map(Token::new)
+        .map_err(|source| RunError::NoRunnerToken {
+            path: token_path.clone(),
+            source,
+        })?;
+    let client = Client::new(&req.server_url, token, Timeouts::default());
+    let opened = match open_run(&client, &agent.id, req.task_id.as_deref())? {
+        Ok(run) => run,
+        Err(skip) => return Ok(RunReport::Skipped(skip)),
+    };
+    let run_id = opened.run_id.clone();
+    eprintln!("gov run: run `{run_id}` of agent `{}` started", agent.id);
+
+    let (body, log) = execute(settings, req, &agent, &launch, &opened, stop);
+    let path = format!("/runs/{run_id}/finish");
+    match client.post_json::<_, serde_json::Value>(&path, &body) {
+        Ok(answer) => Ok(RunReport::Finished {
+            run_id,
+            body,
+            budget: answer
+                .get("budget")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            log,
+        }),
+        Err(source) => Err(RunError::Finish {
+            run_id,
+            body: Box::new(body),
+            source,
+        }),
+    }
+}
+
+/// Spawns and supervises the child; never fails: a failure to start is a
+/// failed run with its reason.
+fn execute(
+    settings: &Settings,
+    req: &RunRequest,
+    agent: &AgentSettings,
+    launch: &Launch,
+    opened: &OpenedRun,
+    stop: &AtomicBool,
+) -> (FinishBody, Option<PathBuf>) {
+    let failed = |reason: String| FinishBody {
+        status: RunStatus::Failed,
+        reason: Some(reason),
+        tokens: 0,
+        dollars: None,
+        usage_missing: launch.stream,
+    };
+    if stop.load(Ordering::SeqCst) {
+        return (failed("interrupted".into()), None);
+    }
+    let vars = RunVars {
+        url: req.server_url.clone(),
+        agent_id: agent.id.clone(),
+        run_id: opened.run_id.clone(),
+        agent_token: Token::new(opened.agent_token.clone()),
+        task_id: req.task_id.clone(),
+        repo: settings.root.to_string_lossy().into_owned(),
+    };
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .current_dir(&launch.cwd)
+        .env_clear()
+        .envs(child_env(
+            req.parent_env.iter().cloned(),
+            &vars,
+            launch.stream,
+        ))
+        .stdin(Stdio::null())
+        .stdout(if launch.stream {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
+        .stderr(Stdio::inherit());
+    own_process_group(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let program = Path::new(&launch.program).display().to_string();
+            eprintln!("gov run: cannot start `{program}`: {e}");
+            return (failed(format!("spawn_failed: {program}: {e}")), None);
+        }
+    };
+
+    let summary = Arc::new(Mutex::new(StreamSummary::default()));
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut log_path = None;
+    if let Some(stdout) = child.stdout.take() {
+        let runs = settings.local_dir().join("runs");
+        let path = runs.join(format!("{}.jsonl", opened.run_id));
+        let file = std::fs::create_dir_all(&runs)
+            .and_then(|_| std::fs::File::create(&path))
+            .map_err(|e| {
+                eprintln!(
+                    "gov run: cannot write `{}`: {e}; the stream is not saved",
+                    path.display()
+                )
+            })
+            .ok();
+        if file.is_some() {
+            log_path = Some(path);
+        }
+        spawn_reader(stdout, file, Arc::clone(&summary), done_tx);
+    }
+
+    let sup = Supervision::new(Duration::from_secs(agent.wallclock_seconds), req.kill_grace);
+    let outcome = match supervise(&mut child, &sup, stop) {
+        Ok(o) => o,
+        Err(e) => {
+            // Cannot even wait for it: make sure it is gone, then say why.
+            let _ = child.kill();
+            let _ = child.wait();
+            return (failed(format!("supervision_failed: {e}")), log_path);
+        }
+    };
+    match outcome.ending {
+        Ending::WallClock => eprintln!(
+            "gov run: agent `{}` ran past its wall clock of {} s and was stopped",
+            agent.id, agent.wallclock_seconds
+        ),
+        Ending::Interrupted => eprintln!("gov run: interrupted; agent `{}` was stopped", agent.id),
+        Ending::Exited => {}
+    }
+    if !launch.stream {
+        return (finish_body(&outcome, None), log_path);
+    }
+    if done_rx.recv_timeout(STREAM_DRAIN).is_err() {
+        tracing::warn!("the agent's output did not end with its process; using what was read");
+    }
+    let snapshot = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    (finish_body(&outcome, Some(&snapshot)), log_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn outcome(ending: Ending, code: i32) -> Outcome {
+        Outcome {
+            ending,
+            status: ExitStatus::from_raw(code << 8),
+            killed: false,
+        }
+    }
+
+    const OK: &str = r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":5}}"#;
+
+    #[test]
+    fn command_agents_complete_on_exit_zero() {
+        let b = finish_body(&outcome(Ending::Exited, 0), None);
+        assert_eq!(b.status, RunStatus::Complete);
+        assert_eq!((b.tokens, b.dollars, b.usage_missing), (0, None, false));
+        let b = finish_body(&outcome(Ending::Exited, 3), None);
+        assert_eq!(b.reason.as_deref(), Some("exit_status: 3"));
+        let b = finish_body(&outcome(Ending::WallClock, 0), None);
+        assert_eq!(b.reason.as_deref(), Some("wallclock"));
+    }
+
+    #[test]
+    fn claude_agents_are_charged_from_the_result() {
+        let s = StreamSummary::from_text(OK);
+        let b = finish_body(&outcome(Ending::Exited, 0), Some(&s));
+        assert_eq!(
+            b,
+            FinishBody {
+                status: RunStatus::Complete,
+                reason: None,
+                tokens: 15,
+                dollars: Some(0.25),
+                usage_missing: false
+            }
+        );
+        // Interrupted after the result: still charged, still failed.
+        let b = finish_body(&outcome(Ending::Interrupted, 0), Some(&s));
+        assert_eq!(
+            (b.status, b.reason.as_deref(), b.tokens),
+            (RunStatus::Failed, Some("interrupted"), 15)
+        );
+        let b = finish_body(&outcome(Ending::Exited, 1), Some(&s));
+        assert_eq!(b.reason.as_deref(), Some("exit_status: 1"));
+        let none = StreamSummary::default();
+        let b = finish_body(&outcome(Ending::Exited, 0), Some(&none));
+        assert_eq!(
+            (b.reason.as_deref(), b.usage_missing),
+            (Some("no_result_event"), true)
+        );
+        let b = finish_body(&outcome(Ending::WallClock, 0), Some(&none));
+        assert_eq!(
+            (b.reason.as_deref(), b.usage_missing),
+            (Some("wallclock"), true)
+        );
+    }
+
+    #[test]
+    fn programs_resolve_against_the_agent_folder() {
+        let d = Path::new("/r/agents/a");
+        assert_eq!(resolve_program(d, "python3"), OsString::from("python3"));
+        assert_eq!(
+            resolve_program(d, "./smoke.sh"),
+            OsString::from("/r/agents/a/./smoke.sh")
+        );
+        assert_eq!(resolve_program(d, "/bin/sh"), OsString::from("/bin/sh"));
+    }
+}

@@ -1,0 +1,827 @@
+//! `gov run` and `gov hook pre-tool-use`, without the real server: a canned
+//! HTTP stub stands in for it, and `tests/fake-claude` for Claude Code.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
+use gov::runner::stream_json::StreamSummary;
+use serde_json::{json, Value};
+
+use crate::support::gov_bin;
+
+// ---------------------------------------------------------------- harness
+
+/// One request the stub received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    auth: String,
+    body: Value,
+}
+
+type Route = dyn Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1:0 answering canned JSON.
+struct Stub {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Stub {
+    fn start(route: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static) -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let route: Arc<Route> = Arc::new(route);
+        let rec = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (rec, route) = (Arc::clone(&rec), Arc::clone(&route));
+                std::thread::spawn(move || serve_one(stream, &rec, &*route));
+            }
+        });
+        Stub { url, seen }
+    }
+
+    fn seen(&self, path_prefix: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.path.starts_with(path_prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+fn serve_one(stream: TcpStream, rec: &Mutex<Vec<Seen>>, route: &Route) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let (mut len, mut auth) = (0usize, String::new());
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap_or(0),
+                "authorization" => auth = v.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = reader.read_exact(&mut body);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    rec.lock().expect("lock").push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        auth,
+        body: body.clone(),
+    });
+    let (code, answer) = route(&method, &path, &body);
+    let text = answer.to_string();
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+/// The usual server: runs open, finish, tool calls answered by tool name.
+fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
+    match (method, path) {
+        ("POST", "/runs") => (
+            201,
+            json!({"run_id": "run-1", "agent_id": body["agent_id"], "agent_token": "agent-secret"}),
+        ),
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
+            200,
+            json!({"budget": {"tokens_consumed": body["tokens"], "remaining_pct": 97.0}}),
+        ),
+        ("POST", "/tools/evaluate") => match body["tool_name"].as_str() {
+            Some("Read") => (
+                200,
+                json!({"decision": "allow", "reason": "reading is fine",
+                                         "policies": [{"id": "tools-read", "reason": ""}], "proposal_id": null}),
+            ),
+            Some("WebFetch") => (
+                200,
+                json!({"decision": "needs_person", "reason": "network access",
+                                             "policies": [{"id": "tools-web", "reason": ""}], "proposal_id": "p-7"}),
+            ),
+            _ => (
+                200,
+                json!({"decision": "deny", "reason": "no shell for researchers",
+                              "policies": [{"id": "tools-default-deny", "reason": ""}], "proposal_id": null}),
+            ),
+        },
+        _ => (404, json!({"error": "not_found"})),
+    }
+}
+
+/// A governance repository in a temp dir with one claude agent (`res`) and
+/// one command agent (`cmd`).
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(claude_wallclock: u64) -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let w = |p: &str, text: &str| {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        w("gov.toml", "[server]\nport = 1\n");
+        w(".gov/runner-token", "runner-secret\n");
+        w(
+            "agents/res/agent.toml",
+            &format!(
+                "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {claude_wallclock}\n\
+                 [claude]\nmodel = \"claude-sonnet-4-5\"\nmax_budget_usd = 1.5\n"
+            ),
+        );
+        w("agents/res/CLAUDE.md", "Propose before acting.\n");
+        w("agents/res/tasks/t.md", "Do the task.\n");
+        w(
+            "agents/cmd/agent.toml",
+            "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
+        );
+        w(
+            "agents/cmd/agent.sh",
+            "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
+        );
+        let sh = root.join("agents/cmd/agent.sh");
+        let mut perm = std::fs::metadata(&sh).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&sh, perm).expect("chmod");
+        Repo { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log(&self) -> PathBuf {
+        self.root().join("fake-claude.log")
+    }
+
+    /// The lines fake-claude logged: its argv and env first, then tool calls.
+    fn fake_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line"))
+            .collect()
+    }
+
+    fn gov(&self, url: &str, scenario: &str) -> Command {
+        let mut cmd = Command::new(gov_bin());
+        cmd.current_dir(self.root())
+            .env("GOV_REPO", self.root())
+            .env("GOV_URL", url)
+            .env("CLAUDE_BIN", fake_claude())
+            .env("FAKE_CLAUDE_SCENARIO", fixture(scenario))
+            .env("FAKE_CLAUDE_LOG", self.log())
+            .env("GOV_KILL_GRACE_MS", "300")
+            .env("GOV_OPERATOR_TOKEN", "operator-secret")
+            .env("SOME_API_KEY", "leak-me-not")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+fn fake_claude() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-claude")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/stream-json")
+        .join(name)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run gov")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A port on which nothing listens.
+fn dead_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    format!("http://127.0.0.1:{port}")
+}
+
+fn hook(stdin: &str, env: &[(&str, &str)]) -> (Output, Value) {
+    let mut child = Command::new(gov_bin())
+        .args(["hook", "pre-tool-use"])
+        .env_remove("GOV_URL")
+        .env_remove("GOV_AGENT_ID")
+        .env_remove("GOV_RUN_ID")
+        .env_remove("GOV_AGENT_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hook");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("hook output");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("hook prints JSON");
+    (out, v)
+}
+
+const HOOK_INPUT: &str = r#"{"session_id":"s","transcript_path":"/t","cwd":"/w","hook_event_name":"PreToolUse","tool_name":"Bash","tool_input":{"command":"ls"}}"#;
+
+fn decision(v: &Value) -> (&str, &str) {
+    let o = &v["hookSpecificOutput"];
+    assert_eq!(o["hookEventName"], "PreToolUse");
+    (
+        o["permissionDecision"].as_str().expect("decision"),
+        o["permissionDecisionReason"].as_str().expect("reason"),
+    )
+}
+
+// ---------------------------------------------------------------- the hook
+
+#[test]
+fn hook_with_no_server_denies_and_exits_zero() {
+    let url = dead_url();
+    let (out, v) = hook(
+        HOOK_INPUT,
+        &[
+            ("GOV_URL", &url),
+            ("GOV_AGENT_ID", "a"),
+            ("GOV_RUN_ID", "r"),
+            ("GOV_AGENT_TOKEN", "t"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let (d, why) = decision(&v);
+    assert_eq!(d, "deny");
+    assert!(why.contains("cannot reach"), "{why}");
+}
+
+#[test]
+fn hook_without_its_environment_denies() {
+    let (out, v) = hook(HOOK_INPUT, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let (d, why) = decision(&v);
+    assert_eq!(d, "deny");
+    assert!(why.contains("GOV_URL"), "{why}");
+}
+
+#[test]
+fn hook_with_bad_input_or_answer_denies() {
+    let stub = Stub::start(|_, _, _| (200, json!({"decision": "perhaps"})));
+    let env = [
+        ("GOV_URL", stub.url.as_str()),
+        ("GOV_AGENT_ID", "a"),
+        ("GOV_RUN_ID", "r"),
+        ("GOV_AGENT_TOKEN", "t"),
+    ];
+    let (_, v) = hook("not json", &env);
+    assert_eq!(decision(&v).0, "deny");
+    let (_, v) = hook(HOOK_INPUT, &env);
+    let (d, why) = decision(&v);
+    assert_eq!(d, "deny");
+    assert!(why.contains("not what was expected"), "{why}");
+    let stub = Stub::start(|_, _, _| (500, json!({"error": "internal"})));
+    let env = [
+        ("GOV_URL", stub.url.as_str()),
+        ("GOV_AGENT_ID", "a"),
+        ("GOV_RUN_ID", "r"),
+        ("GOV_AGENT_TOKEN", "t"),
+    ];
+    let (_, v) = hook(HOOK_INPUT, &env);
+    assert_eq!(decision(&v).0, "deny");
+}
+
+#[test]
+fn hook_asks_with_the_agent_token() {
+    let stub = Stub::start(normal_route);
+    let env = [
+        ("GOV_URL", stub.url.as_str()),
+        ("GOV_AGENT_ID", "res"),
+        ("GOV_RUN_ID", "run-9"),
+        ("GOV_AGENT_TOKEN", "tok-9"),
+    ];
+    let (_, v) = hook(&HOOK_INPUT.replace("Bash", "Read"), &env);
+    assert_eq!(decision(&v).0, "allow");
+    let seen = stub.seen("/tools/evaluate");
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].auth, "Bearer tok-9");
+    assert_eq!(
+        seen[0].body,
+        json!({"agent_id": "res", "run_id": "run-9", "tool_name": "Read", "tool_input": {"command": "ls"}, "cwd": "/w"})
+    );
+}
+
+// ---------------------------------------------------------------- stream-json
+
+#[test]
+fn usage_is_summed_from_the_fixtures() {
+    let read =
+        |n: &str| StreamSummary::from_text(&std::fs::read_to_string(fixture(n)).expect("fixture"));
+    let ok = read("success.jsonl").result.expect("result");
+    assert!(ok.succeeded());
+    assert_eq!(ok.usage.total(), 1200 + 300 + 4000 + 40);
+    assert_eq!(ok.total_cost_usd, Some(0.0123));
+    let err = read("error.jsonl").result.expect("result");
+    assert!(!err.succeeded());
+    assert_eq!(err.error_reason(), "error_result: error_max_turns");
+    assert_eq!(err.usage.total(), 10_000);
+    assert!(read("no-result.jsonl").result.is_none());
+}
+
+// ---------------------------------------------------------------- supervision
+
+fn sh(script: &str) -> std::process::Child {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    own_process_group(&mut cmd).spawn().expect("spawn")
+}
+
+#[test]
+fn a_child_past_its_wall_clock_is_terminated() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = sh("sleep 30");
+    let sup = Supervision::new(Duration::from_millis(200), Duration::from_secs(5));
+    let started = Instant::now();
+    let out = supervise(&mut child, &sup, &AtomicBool::new(false)).expect("supervise");
+    assert_eq!(out.ending, Ending::WallClock);
+    assert!(!out.killed, "SIGTERM was enough");
+    assert_eq!(out.status.signal(), Some(15));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_child_that_ignores_sigterm_is_killed() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = sh("trap '' TERM; sleep 30");
+    let sup = Supervision::new(Duration::from_millis(200), Duration::from_millis(300));
+    let started = Instant::now();
+    let out = supervise(&mut child, &sup, &AtomicBool::new(false)).expect("supervise");
+    assert_eq!(out.ending, Ending::WallClock);
+    assert!(out.killed);
+    assert_eq!(out.status.signal(), Some(9));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+// ---------------------------------------------------------------- gov run
+
+#[test]
+fn run_of_an_unknown_agent_is_a_config_error() {
+    let repo = Repo::new(60);
+    let out = run(repo
+        .gov(&dead_url(), "success.jsonl")
+        .args(["run", "nobody"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
+        "{err}"
+    );
+}
+
+#[test]
+fn claude_agents_need_an_existing_task() {
+    let repo = Repo::new(60);
+    let out = run(repo.gov(&dead_url(), "success.jsonl").args(["run", "res"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(repo
+        .gov(&dead_url(), "success.jsonl")
+        .args(["run", "res", "nope"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no task `nope`"));
+}
+
+#[test]
+fn run_with_the_server_down_starts_nothing() {
+    let repo = Repo::new(60);
+    let out = run(repo.gov(&dead_url(), "success.jsonl").args(["run", "cmd"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nothing was run"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!repo.root().join("agents/cmd/ran.txt").exists());
+    let out = run(repo
+        .gov(&dead_url(), "success.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!repo.log().exists(), "claude never started");
+}
+
+#[test]
+fn a_paused_agent_is_skipped() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(|_, _, _| {
+        (
+            423,
+            json!({"error": "agent_paused", "detail": "over budget", "policies": [{"id": "budget-cap", "reason": ""}]}),
+        )
+    });
+    let out = run(repo
+        .gov(&stub.url, "success.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(0));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("skipped") && said.contains("paused") && said.contains("budget-cap"),
+        "{said}"
+    );
+    assert!(!repo.log().exists());
+    assert!(stub.seen("/runs/").is_empty(), "nothing to finish");
+}
+
+#[test]
+fn a_claude_run_is_charged_its_usage() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let out = run(repo
+        .gov(&stub.url, "success.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("complete"));
+
+    let open = stub.seen("/runs");
+    assert_eq!(open[0].auth, "Bearer runner-secret");
+    assert_eq!(open[0].body, json!({"agent_id": "res", "task_id": "t"}));
+    let finish = stub.seen("/runs/run-1/finish");
+    assert_eq!(finish[0].auth, "Bearer runner-secret");
+    assert_eq!(
+        finish[0].body,
+        json!({"status": "complete", "reason": null, "tokens": 5540, "dollars": 0.0123, "usage_missing": false})
+    );
+
+    let log = repo.fake_log();
+    let argv: Vec<&str> = log[0]["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for flag in [
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--no-session-persistence",
+        "--strict-mcp-config",
+        "--settings",
+        "--session-id",
+        "--append-system-prompt",
+    ] {
+        assert!(argv.contains(&flag), "{flag} in {argv:?}");
+    }
+    assert_eq!(argv[1], "Do the task.\n");
+    let after = |f: &str| argv[argv.iter().position(|a| *a == f).expect(f) + 1];
+    assert_eq!(after("--model"), "claude-sonnet-4-5");
+    assert_eq!(after("--max-budget-usd"), "1.5");
+    assert_eq!(after("--setting-sources"), "project");
+    let env: Vec<&str> = log[0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for var in [
+        "GOV_URL",
+        "GOV_AGENT_ID",
+        "GOV_RUN_ID",
+        "GOV_AGENT_TOKEN",
+        "GOV_TASK_ID",
+        "GOV_REPO",
+    ] {
+        assert!(env.contains(&var), "{var}");
+    }
+    assert!(
+        !env.contains(&"GOV_OPERATOR_TOKEN") && !env.contains(&"SOME_API_KEY"),
+        "{env:?}"
+    );
+    assert!(log[0]["cwd"].as_str().expect("cwd").ends_with("agents/res"));
+
+    let saved =
+        std::fs::read_to_string(repo.root().join(".gov/runs/run-1.jsonl")).expect("run log");
+    assert_eq!(saved.lines().count(), 3);
+    assert!(saved
+        .lines()
+        .last()
+        .expect("line")
+        .contains("\"type\":\"result\""));
+}
+
+#[test]
+fn tool_calls_go_through_the_policy_set() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "tools.jsonl").args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let calls: Vec<(String, String, String)> = repo.fake_log()[1..]
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().expect(k).to_string();
+            (s("tool_name"), s("decision"), s("reason"))
+        })
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(
+        (calls[0].0.as_str(), calls[0].1.as_str()),
+        ("Read", "allow")
+    );
+    assert_eq!((calls[1].0.as_str(), calls[1].1.as_str()), ("Bash", "deny"));
+    assert!(
+        calls[1].2.contains("no shell for researchers"),
+        "{}",
+        calls[1].2
+    );
+    assert_eq!(
+        (calls[2].0.as_str(), calls[2].1.as_str()),
+        ("WebFetch", "deny")
+    );
+    assert!(
+        calls[2].2.contains("p-7") && calls[2].2.contains("identical call"),
+        "{}",
+        calls[2].2
+    );
+
+    let asked = stub.seen("/tools/evaluate");
+    assert_eq!(asked.len(), 3);
+    assert!(asked
+        .iter()
+        .all(|s| s.auth == "Bearer agent-secret" && s.body["run_id"] == "run-1"));
+    assert_eq!(
+        asked[1].body["tool_input"]["command"],
+        "curl https://example.com"
+    );
+    let finish = stub.seen("/runs/run-1/finish");
+    assert_eq!(finish[0].body["tokens"], 4080);
+}
+
+#[test]
+fn an_error_result_fails_the_run_and_still_charges() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "error.jsonl").args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("error_max_turns"));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    assert_eq!(
+        *body,
+        json!({"status": "failed", "reason": "error_result: error_max_turns", "tokens": 10000, "dollars": 0.0456, "usage_missing": false})
+    );
+}
+
+#[test]
+fn no_result_event_is_usage_missing() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let out = run(repo
+        .gov(&stub.url, "no-result.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(1));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    assert_eq!(
+        *body,
+        json!({"status": "failed", "reason": "no_result_event", "tokens": 0, "dollars": null, "usage_missing": true})
+    );
+}
+
+#[test]
+fn the_wall_clock_stops_a_slow_run() {
+    let repo = Repo::new(1);
+    let stub = Stub::start(normal_route);
+    let started = Instant::now();
+    let out = run(repo.gov(&stub.url, "slow.jsonl").args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        text(&out.stderr).contains("wall clock"),
+        "{}",
+        text(&out.stderr)
+    );
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    assert_eq!(body["reason"], "wallclock");
+    assert_eq!(body["usage_missing"], true);
+}
+
+#[test]
+fn sigterm_to_the_runner_stops_the_agent_and_records_it() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let child = repo
+        .gov(&stub.url, "slow.jsonl")
+        .args(["run", "res", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while repo.fake_log().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    assert_eq!(body["reason"], "interrupted");
+}
+
+#[test]
+fn a_command_agent_runs_in_its_folder_with_the_run_environment() {
+    let repo = Repo::new(60);
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "cmd"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ran = std::fs::read_to_string(repo.root().join("agents/cmd/ran.txt")).expect("ran");
+    let mut lines = ran.lines();
+    assert!(lines.next().expect("pwd").ends_with("agents/cmd"));
+    assert_eq!(lines.next(), Some("one"));
+    assert!(ran.contains("GOV_AGENT_TOKEN=agent-secret") && ran.contains("GOV_RUN_ID=run-1"));
+    assert!(ran.lines().any(|l| l == "GOV_TASK_ID="), "no task: empty");
+    assert!(!ran.contains("operator-secret") && !ran.contains("leak-me-not"));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    assert_eq!(
+        *body,
+        json!({"status": "complete", "reason": null, "tokens": 0, "dollars": null, "usage_missing": false})
+    );
+
+    let out = run(repo
+        .gov(&stub.url, "success.jsonl")
+        .env("CMD_EXIT", "7")
+        .args(["run", "cmd"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stub.seen("/runs/run-1/finish")[1].body["reason"],
+        "exit_status: 7"
+    );
+}
+
+// ---------------------------------------------------------------- bundled agents
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
+    let polls = std::sync::atomic::AtomicUsize::new(0);
+    move |method, path, body| match (method, path) {
+        ("POST", "/proposals") => (
+            201,
+            json!({"proposal_id": "p-1", "status": "pending", "action_type": body["action_type"]}),
+        ),
+        ("GET", "/proposals/p-1") => {
+            let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (
+                200,
+                json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
+            )
+        }
+        ("POST", "/audit") => (201, json!({"audit_id": "a-1"})),
+        _ => normal_route(method, path, body),
+    }
+}
+
+#[test]
+fn the_bundled_noop_agent_runs_the_whole_loop() {
+    for (decision, executed) in [("approved", true), ("rejected", false)] {
+        let repo = Repo::new(60);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
+            &repo.root().join("agents/noop"),
+        );
+        let stub = Stub::start(noop_route(decision));
+        let out = run(repo
+            .gov(&stub.url, "success.jsonl")
+            .env("GOV_NOOP_POLL", "0.05")
+            .args(["run", "noop", "smoke"]));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+
+        let proposal = &stub.seen("/proposals")[0];
+        assert_eq!(proposal.auth, "Bearer agent-secret");
+        assert_eq!(proposal.body["action_type"], "publish_content");
+        assert_eq!(proposal.body["requires_approval"], true);
+        let events: Vec<String> = stub
+            .seen("/audit")
+            .iter()
+            .map(|s| s.body["event_type"].as_str().expect("event").to_string())
+            .collect();
+        if executed {
+            assert_eq!(events, ["action_executed", "agent_stop"]);
+            let exec = &stub.seen("/audit")[0].body;
+            assert_eq!(exec["proposal_id"], "p-1");
+            assert_eq!(exec["task_id"], "smoke");
+            assert!(exec["payload"]["output"]
+                .as_str()
+                .expect("output")
+                .starts_with("noop smoke: hello"));
+        } else {
+            assert_eq!(events, ["agent_stop"]);
+        }
+        let memory =
+            std::fs::read_to_string(repo.root().join("agents/noop/memory.md")).expect("memory");
+        assert!(
+            memory
+                .lines()
+                .last()
+                .expect("line")
+                .contains(&format!("proposal p-1 {decision}")),
+            "{memory}"
+        );
+        assert_eq!(
+            stub.seen("/runs/run-1/finish")[0].body["status"],
+            "complete"
+        );
+    }
+}
+
+#[test]
+fn noop_gives_up_without_a_decision() {
+    let repo = Repo::new(60);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
+        &repo.root().join("agents/noop"),
+    );
+    let stub = Stub::start(noop_route("pending"));
+    let out = run(repo
+        .gov(&stub.url, "success.jsonl")
+        .env("GOV_NOOP_POLL", "0.05")
+        .env("GOV_NOOP_TIMEOUT", "0.3")
+        .args(["run", "noop"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no decision on proposal p-1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stub.seen("/runs/run-1/finish")[0].body["reason"],
+        "exit_status: 1"
+    );
+}
+
+#[test]
+fn the_bundled_agents_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings =
+        gov::config::Settings::from_toml(root, &root.join("gov.toml"), "").expect("settings");
+    let noop = gov::config::AgentSettings::load(&settings, "noop").expect("noop");
+    assert_eq!(noop.kind, gov::config::AgentKind::Command);
+    assert_eq!(noop.group, "smoke");
+    let researcher = gov::config::AgentSettings::load(&settings, "researcher").expect("researcher");
+    assert_eq!(researcher.kind, gov::config::AgentKind::Claude);
+    assert_eq!(researcher.group, "research");
+    assert!(researcher.claude_max_budget.is_some());
+    assert!(root
+        .join("agents/researcher")
+        .join(&researcher.claude_prompt_file)
+        .is_file());
+}
