@@ -1,4 +1,13 @@
 //! Use cases shared by the CLI and the HTTP server. Both edges call these;
 //! neither re-implements them.
 
+pub mod agents;
+pub mod audit;
+pub mod credentials;
+pub mod error;
+pub mod governance;
+pub mod proposals;
+pub mod runs;
 pub mod scaffold;
+pub mod service;
+pub mod tokens;

@@ -6,11 +6,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
+pub mod dashboard_link;
+pub mod decide;
 pub mod exit;
 pub mod hook;
+pub mod http;
 pub mod init;
+pub mod pause;
 pub mod policy;
+pub mod proposals;
+pub mod reindex;
 pub mod run;
+pub mod serve;
+pub mod status;
 
 pub use exit::{ExitCode, Failure};
 
@@ -39,6 +48,28 @@ pub enum Command {
     Run(run::Args),
     /// Hooks that Claude Code calls (installed by `gov run`).
     Hook(hook::Args),
+    /// Check and read the audit chain.
+    Audit(audit::Args),
+    /// Rebuild the index database from the audit chain.
+    Reindex(reindex::Args),
+    /// Serve the API and the dashboard on 127.0.0.1.
+    Serve(serve::Args),
+    /// Print a fresh one-time login link for the running server's dashboard.
+    DashboardLink(dashboard_link::Args),
+    /// List proposals, or show one.
+    Proposals(proposals::Args),
+    /// Approve a pending proposal (a signed merge into main).
+    Approve(decide::Args),
+    /// Reject a pending proposal.
+    Reject(decide::Args),
+    /// Pause an agent: its proposals, tool calls, credentials and runs are refused.
+    Pause(pause::PauseArgs),
+    /// Resume a paused agent.
+    Resume(pause::ResumeArgs),
+    /// The running server's state.
+    Status(status::Args),
+    /// Per-agent spend, proposals, runs and pauses, from the running server.
+    Scoreboard(status::Args),
 }
 
 pub fn init_logging() {
@@ -57,6 +88,21 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args, cli.repo),
         Command::Run(args) => run::run(args, cli.repo),
         Command::Hook(args) => hook::run(args),
+        Command::Audit(args) => audit::run(cli.repo, args),
+        Command::Reindex(args) => reindex::run(cli.repo, args),
+        Command::Serve(args) => serve::run(args, cli.repo),
+        Command::DashboardLink(args) => dashboard_link::run(args, cli.repo),
+        Command::Proposals(args) => proposals::run(args, cli.repo),
+        Command::Approve(args) => {
+            decide::run(args, crate::domain::proposal::Verdict::Approve, cli.repo)
+        }
+        Command::Reject(args) => {
+            decide::run(args, crate::domain::proposal::Verdict::Reject, cli.repo)
+        }
+        Command::Pause(args) => pause::run_pause(args, cli.repo),
+        Command::Resume(args) => pause::run_resume(args, cli.repo),
+        Command::Status(args) => status::run_status(args, cli.repo),
+        Command::Scoreboard(args) => status::run_scoreboard(args, cli.repo),
     };
     match result {
         Ok(code) => code,

@@ -3,8 +3,11 @@
 //! module so that it can be tested with plain values.
 
 pub mod audit;
+pub mod budget;
+pub mod credential;
 pub mod money;
 pub mod paths;
 pub mod policy;
+pub mod proposal;
 pub mod request;
 pub mod watchdog;

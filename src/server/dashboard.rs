@@ -3,6 +3,7 @@
 //! - [`views`]: display-ready view models, one per page;
 //! - [`render`]: the embedded minijinja templates and assets;
 //! - [`session`]: one-time login codes, session cookies and CSRF tokens;
+//! - `pages`: the routes, merged into the server's router by [`routes`];
 //! - [`access`]: the login route, the signed-in extractor, the CSRF check
 //!   and the security headers.
 //!
@@ -13,6 +14,9 @@
 //! regions marked `data-live` (see `assets/dashboard.js`).
 
 pub mod access;
+mod pages;
 pub mod render;
 pub mod session;
 pub mod views;
+
+pub use pages::{login_url, routes};

@@ -1,3 +1,216 @@
 //! The HTTP API and the dashboard, bound to 127.0.0.1 only.
+//!
+//! - [`router`] builds the routes over an [`AppState`]; [`serve`] runs them
+//!   on a listener the caller bound, until a shutdown future resolves.
+//! - `api`: the JSON API (the original's contract plus runs and tools).
+//! - `auth`: who is calling and who may do what.
+//! - `error`: the one mapping of errors to HTTP answers; the JSON extractor.
+//! - `dashboard`: the operator's pages at `/` and under `/dashboard/`.
+//!
+//! Every handler runs its use case in `spawn_blocking` (git2, SQLite and
+//! signing block); a 2xx is sent only once the audit entry is durable.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+use crate::app::error::AppError;
+use crate::app::service::Service;
+use crate::app::tokens::Secret;
+
+pub mod api;
+pub mod auth;
 pub mod dashboard;
+pub mod error;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Arc<Service>,
+    pub operator_token: Secret,
+    pub runner_token: Secret,
+    /// The dashboard's login codes and sessions.
+    pub dashboard: Arc<dashboard::session::Sessions>,
+    /// The port the server listens on, for the Host and Origin checks
+    /// (0 until [`serve`] knows it: then any port is accepted).
+    port: Arc<AtomicU16>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("port", &self.port())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(svc: Arc<Service>, operator_token: Secret, runner_token: Secret) -> Self {
+        AppState {
+            svc,
+            operator_token,
+            runner_token,
+            dashboard: Arc::new(dashboard::session::Sessions::new()),
+            port: Arc::new(AtomicU16::new(0)),
+        }
+    }
+
+    /// Opens the service and the operator's and runner's tokens (creating
+    /// the token files when missing).
+    pub fn open(settings: &crate::config::Settings) -> Result<AppState, AppError> {
+        let svc = Arc::new(Service::open(settings)?);
+        let op = crate::app::tokens::load_or_create(&settings.operator_token_path(), "gov_op")
+            .map_err(AppError::internal)?;
+        let runner =
+            crate::app::tokens::load_or_create(&settings.runner_token_path(), "gov_runner")
+                .map_err(AppError::internal)?;
+        Ok(AppState::new(svc, op, runner))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+
+    pub fn set_port(&self, port: u16) {
+        self.port.store(port, Ordering::Relaxed);
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<dashboard::session::Sessions> {
+    fn from_ref(state: &AppState) -> Self {
+        state.dashboard.clone()
+    }
+}
+
+/// Runs blocking work (Git, SQLite, signing) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, error::ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(error::ApiError),
+        Err(e) => Err(error::ApiError(AppError::internal(format!(
+            "worker failed: {e}"
+        )))),
+    }
+}
+
+/// The routes over `state`.
+pub fn router(state: AppState) -> Router {
+    api::routes()
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard_host_and_origin,
+        ))
+        .with_state(state)
+}
+
+fn host_allowed(host: &str, port: u16) -> bool {
+    let (name, p) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, p.parse::<u16>().ok()),
+        None => (host, None),
+    };
+    if !matches!(name, "127.0.0.1" | "localhost") {
+        return false;
+    }
+    match (port, p) {
+        (0, _) => true,
+        (port, Some(p)) => p == port,
+        (_, None) => false,
+    }
+}
+
+/// DNS rebinding and cross-site requests: the Host must be the loopback
+/// address and port; a state change must not come from a foreign Origin.
+async fn guard_host_and_origin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let port = state.port();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host, port) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            axum::Json(serde_json::json!({"detail": "this server answers only to 127.0.0.1 and localhost"})),
+        )
+            .into_response();
+    }
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let ok = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .is_some_and(|h| host_allowed(h, port));
+            if !ok {
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({"detail": "cross-origin requests may not change anything"})),
+                )
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    state.set_port(port);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_loopback_hosts_on_our_port() {
+        assert!(host_allowed("127.0.0.1:8005", 8005));
+        assert!(host_allowed("localhost:8005", 8005));
+        assert!(!host_allowed("127.0.0.1:8006", 8005));
+        assert!(!host_allowed("evil.example:8005", 8005));
+        assert!(!host_allowed("127.0.0.1", 8005));
+        assert!(!host_allowed("", 8005));
+        assert!(host_allowed("localhost", 0));
+    }
+}

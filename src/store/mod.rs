@@ -1,3 +1,9 @@
 //! Adapters to the outside world: Git, SQLite, key files.
+pub mod audit;
+pub mod git;
+pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod policies;
+pub mod projection;
+pub mod proposals;

@@ -396,7 +396,7 @@ mod client {
         assert!(!body.contains("Pending proposals"));
         let csp = headers["content-security-policy"].to_str().expect("ascii");
         assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
-        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["referrer-policy"], "same-origin");
 
         let code = f.sessions.mint_code(Instant::now());
         let uri = format!("/login?code={}", code.expose());
@@ -533,4 +533,363 @@ mod client {
         let reused = fixture.sessions.redeem(code.expose(), Instant::now());
         assert!(reused.is_none());
     }
+}
+
+/// The dashboard in headless Chromium against a real server on
+/// 127.0.0.1:0, logged in through the link `gov dashboard-link` prints.
+mod served {
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    use crate::support::browser::{Browser, WAIT};
+    use crate::support::server::TestServer;
+
+    /// A real server (in process, on 127.0.0.1:0) with the default
+    /// policies and the test agents, and a login link printed by
+    /// `gov dashboard-link`.
+    struct Served {
+        server: TestServer,
+        base: String,
+        login: String,
+        token: String,
+        http: ureq::Agent,
+    }
+
+    impl Served {
+        fn start() -> Served {
+            let server = TestServer::start().expect("a test server");
+            let out = server
+                .repo
+                .gov(&["dashboard-link", "--port", &server.port.to_string()])
+                .expect("run `gov dashboard-link`");
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "gov dashboard-link failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let login = stdout.trim().to_string();
+            assert!(
+                login.starts_with(&format!("{}/login?code=", server.base)),
+                "{login}"
+            );
+            Served {
+                base: server.base.clone(),
+                token: server.operator.clone(),
+                server,
+                login,
+                http: ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(30))
+                    .redirects(0)
+                    .build(),
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.base)
+        }
+
+        /// A JSON API call with the operator's token.
+        fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+            let req = self
+                .http
+                .request(method, &self.url(path))
+                .set("Authorization", &format!("Bearer {}", self.token));
+            let result = match body {
+                Some(b) => req.send_json(b),
+                None => req.call(),
+            };
+            let resp = match result {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("{method} {path}: {e}"),
+            };
+            let status = resp.status();
+            (status, resp.into_json().unwrap_or(Value::Null))
+        }
+
+        /// A form POST as a browser would send it (no bearer token).
+        fn form(&self, path: &str, cookie: Option<&str>, body: &str) -> u16 {
+            let mut req = self
+                .http
+                .post(&self.url(path))
+                .set("Content-Type", "application/x-www-form-urlencoded")
+                .set("Origin", &self.base);
+            if let Some(c) = cookie {
+                req = req.set("Cookie", c);
+            }
+            match req.send_string(body) {
+                Ok(r) => r.status(),
+                Err(ureq::Error::Status(code, _)) => code,
+                Err(e) => panic!("POST {path}: {e}"),
+            }
+        }
+
+        /// Submits a proposal that needs a person, for agent `noop`.
+        fn submit(&self, title: &str) -> String {
+            let now = chrono::Utc::now();
+            let (status, body) = self.api(
+                "POST",
+                "/proposals",
+                Some(json!({
+                    "agent_id": "noop",
+                    "wave": 0,
+                    "submitted_at": now.to_rfc3339(),
+                    "action_type": "publish_content",
+                    "payload": {"title": title, "body": "hello <world>"},
+                    "expected_outcome": "a post goes live",
+                    "expected_cost_tokens": 1500,
+                    "expected_cost_dollars": 0.02,
+                    "reversible": false,
+                    "requires_approval": true,
+                    "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+                    "rationale": "the release is out",
+                })),
+            );
+            assert!(status == 200 || status == 201, "submit: {status} {body}");
+            assert_eq!(body["status"], "pending", "{body}");
+            body["proposal_id"]
+                .as_str()
+                .expect("a proposal id")
+                .to_string()
+        }
+
+        fn status_of(&self, id: &str) -> String {
+            let (_, body) = self.api("GET", &format!("/proposals/{id}"), None);
+            body["status"].as_str().unwrap_or_default().to_string()
+        }
+
+        fn audit(&self, query: &str) -> Vec<Value> {
+            let (status, body) = self.api("GET", &format!("/audit?{query}"), None);
+            assert_eq!(status, 200, "{body}");
+            body.as_array()
+                .cloned()
+                .or_else(|| body["entries"].as_array().cloned())
+                .unwrap_or_default()
+        }
+    }
+
+    fn mark_page(browser: &Browser) {
+        browser.execute("window.__notReloaded = true; return 1;", json!([]));
+    }
+
+    fn assert_not_reloaded(browser: &Browser) {
+        assert_eq!(
+            browser.execute("return window.__notReloaded === true;", json!([])),
+            json!(true),
+            "the page was reloaded"
+        );
+    }
+
+    #[test]
+    fn operator_decides_pauses_and_verifies_in_the_browser() {
+        let server = Served::start();
+        let browser = Browser::start();
+
+        // Without a session: only how to get one.
+        browser.goto(&server.url("/"));
+        browser.wait_for_text("gov dashboard-link");
+        assert!(browser.try_find("form.decide").is_none());
+        browser.screenshot("01-sign-in-required");
+
+        // The printed link signs in once.
+        browser.goto(&server.login);
+        browser.wait_for_text("No proposals waiting");
+        browser.screenshot("02-pending-empty");
+
+        // A proposal submitted by an agent appears without a reload.
+        mark_page(&browser);
+        let first = server.submit("Release notes");
+        browser.wait_for_text(&first);
+        assert_not_reloaded(&browser);
+        let card = format!("#proposal-{first}");
+        browser.find(&card);
+        assert!(browser.body_text().contains("publish_content"));
+        browser.full_page_screenshot("03-pending", 1280);
+
+        // Approve it with a note: it leaves the list, main gets the merge.
+        let note = browser.find(&format!("#note-{first}"));
+        note.click();
+        note.type_text("ship it");
+        browser.find(&format!("{card} button.approve")).click();
+        browser.wait_for_text(&format!("approved `{first}`"));
+        assert!(browser.try_find(&card).is_none());
+        assert_eq!(server.status_of(&first), "approved");
+        let repo = server.server.repo.repo().expect("the repository");
+        let main = repo
+            .find_reference("refs/heads/main")
+            .and_then(|r| r.peel_to_commit())
+            .expect("main");
+        assert_eq!(main.parent_count(), 2, "approval is a merge commit");
+        let tree = main.tree().expect("tree");
+        assert!(
+            tree.get_path(std::path::Path::new(&format!("proposals/{first}.toml")))
+                .is_ok(),
+            "the approved proposal is on main"
+        );
+        let decided = server.audit("event_type=proposal_decided&limit=50");
+        let entry = decided
+            .iter()
+            .find(|e| e["proposal_id"] == json!(first))
+            .unwrap_or_else(|| panic!("no proposal_decided entry for {first}: {decided:?}"));
+        assert!(entry.to_string().contains("ship it"), "{entry}");
+
+        // Reject another, final.
+        let second = server.submit("Second post");
+        browser.wait_for_text(&second);
+        let card2 = format!("#proposal-{second}");
+        browser.find(&format!("{card2} input[name=final]")).click();
+        browser.find(&format!("{card2} button.reject")).click();
+        browser.wait_for_text(&format!("rejected `{second}`"));
+        assert_eq!(server.status_of(&second), "rejected");
+
+        // A decision made elsewhere (the API) leaves the list live.
+        let third = server.submit("Third post");
+        browser.wait_for_text(&third);
+        mark_page(&browser);
+        let (status, body) = server.api(
+            "POST",
+            &format!("/proposals/{third}/decision"),
+            Some(json!({"decision": "reject", "final": false, "note": "from the CLI"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        browser.wait_until("the third proposal to leave", WAIT, || {
+            browser.try_find(&format!("#proposal-{third}")).is_none()
+        });
+        assert_not_reloaded(&browser);
+
+        // History and detail pages.
+        browser.goto(&server.url("/dashboard/proposals"));
+        browser.wait_for_text(&first);
+        browser.full_page_screenshot("04-history", 1280);
+        browser.goto(&server.url("/dashboard/proposals?status=rejected"));
+        browser.wait_for_text(&second);
+        assert!(!browser.body_text().contains(&first));
+        browser.goto(&server.url(&format!("/dashboard/proposals/{first}")));
+        browser.wait_for_text("ship it");
+        browser.full_page_screenshot("05-proposal-detail", 1280);
+
+        // Pause and resume the agent.
+        browser.goto(&server.url("/dashboard/agents"));
+        browser.find("#agent-noop button.pause").click();
+        browser.wait_for_text("paused `noop`");
+        browser.find("#agent-noop button.resume");
+        let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);
+        assert_eq!(me["status"], "paused", "{me}");
+        browser.full_page_screenshot("06-agents-paused", 1280);
+        browser.find("#agent-noop button.resume").click();
+        browser.wait_for_text("resumed `noop`");
+        let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);
+        assert_ne!(me["status"], "paused", "{me}");
+
+        // The audit trail: verified signatures, and the whole chain verifies.
+        browser.goto(&server.url("/dashboard/audit"));
+        browser.wait_for_text("proposal_decided");
+        let text = browser.body_text();
+        assert!(text.contains("verified (server)"), "{text}");
+        assert!(
+            !text.contains("unsigned") && !text.contains(" bad"),
+            "{text}"
+        );
+        browser.find("form.verify button").click();
+        browser.wait_for_text("Chain verified");
+        browser.full_page_screenshot("07-audit", 1280);
+
+        // Policies in force.
+        browser.goto(&server.url("/dashboard/policies"));
+        browser.wait_for_text("Loaded from commit");
+        browser.full_page_screenshot("08-policies", 1280);
+
+        // Narrow screens.
+        browser.goto(&server.url("/"));
+        let fourth = server.submit("Narrow");
+        browser.wait_for_text(&fourth);
+        browser.full_page_screenshot("09-pending-narrow", 390);
+
+        // No session, or a bad CSRF token: nothing changes.
+        let cookie = browser
+            .cookie("gov_session")
+            .expect("the browser holds a session cookie");
+        let cookie = format!("gov_session={cookie}");
+        let path = format!("/dashboard/proposals/{fourth}/decision");
+        assert_eq!(server.form(&path, None, "decision=approve&csrf=x"), 401);
+        assert_eq!(
+            server.form(&path, Some(&cookie), "decision=approve&csrf=wrong"),
+            403
+        );
+        assert_eq!(server.form(&path, Some(&cookie), "decision=approve"), 403);
+        assert_eq!(
+            server.form("/dashboard/agents/noop/pause", Some(&cookie), "csrf=wrong"),
+            403
+        );
+        assert_eq!(server.status_of(&fourth), "pending");
+        let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);
+        assert_ne!(me["status"], "paused", "{me}");
+        // The real token works from the page, which proves the requests
+        // above were refused for their token only.
+        browser
+            .find(&format!("#proposal-{fourth} button.approve"))
+            .click();
+        browser.wait_for_text(&format!("approved `{fourth}`"));
+    }
+}
+
+/// `gov serve` prints a one-time login link that opens a session.
+#[test]
+fn gov_serve_prints_a_login_link_that_works_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let repo = crate::support::repo::TestRepo::new().expect("a governance repository");
+    let mut child = Command::new(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(repo.root())
+        .args(["serve", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start `gov serve`");
+    let stdout = child.stdout.take().expect("its stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut link = None;
+    while link.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("`gov serve` printed no login link in 30 s");
+        };
+        if line.contains("/login?code=") {
+            link = line.find("http://").map(|at| line[at..].trim().to_string());
+        }
+    }
+    let link = link.expect("a link");
+    let http = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .redirects(0)
+        .build();
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => (r.status(), r.header("set-cookie").map(str::to_string)),
+        Err(ureq::Error::Status(code, r)) => (code, r.header("set-cookie").map(str::to_string)),
+        Err(e) => panic!("{e}"),
+    };
+    let (first, cookie) = status(http.get(&link).call());
+    let (second, _) = status(http.get(&link).call());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first, 303);
+    let cookie = cookie.expect("a session cookie");
+    assert!(
+        cookie.starts_with("gov_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert_eq!(second, 401, "the link works once");
 }

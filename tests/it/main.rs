@@ -2,7 +2,10 @@
 //! `support` holds the shared harness (temporary governance repositories,
 //! the `gov` binary, servers on 127.0.0.1:0).
 
+mod audit;
 mod dashboard;
 mod policy;
 mod runner;
+mod serve;
+mod server;
 mod support;

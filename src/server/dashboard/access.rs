@@ -189,7 +189,9 @@ pub async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Re
 }
 
 /// Headers on every dashboard answer: no inline script or style, no
-/// framing, no referrer (the login link carries a code), nothing cached.
+/// framing, no referrer to other sites (the login link carries a code),
+/// nothing cached. (Not `no-referrer`: with it Chromium sends `Origin: null`
+/// on same-origin form posts, which the server's Origin check refuses.)
 pub async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
@@ -206,7 +208,7 @@ pub async fn security_headers(mut resp: Response) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -295,6 +295,7 @@ impl Browser {
     /// Saves a PNG of the whole page, however long, by resizing the window
     /// to the document's height for the shot.
     pub fn full_page_screenshot(&self, name: &str, width: u32) -> PathBuf {
+        self.resize(width, 900);
         let height = self
             .execute(
                 "return Math.ceil(document.documentElement.scrollHeight);",

@@ -12,3 +12,5 @@ pub mod browser;
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
 }
+pub mod repo;
+pub mod server;

@@ -1,0 +1,439 @@
+//! Checking the audit chain (`gov audit verify`) and reading it (`log`,
+//! `export`).
+//!
+//! Verification is done in Rust, without `git` or `ssh-keygen`:
+//! - every audit commit carries a good signature by a key listed in
+//!   `policies/allowed_signers` (as on `main`'s tip) with the server or the
+//!   watchdog role;
+//! - every message parses as an entry; the chain is linear, starts at #1 and
+//!   counts up by one; every commit has the empty tree;
+//! - the chain still contains the last tip `verify` accepted
+//!   (`.gov/verified-tip`), and the one the index last applied: a ref moved
+//!   back or rewritten is caught even with good signatures;
+//! - every merge on `main`'s first-parent history is signed by an approver
+//!   (merges made on a forge say so with a [`FORGE_MERGE_TRAILER`] line);
+//! - the index agrees with Git.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use git2::{Oid, Repository};
+
+use crate::app::governance::{open_index, open_repo, GovError};
+use crate::config::Settings;
+use crate::store::audit::{entries_from, read_entry};
+use crate::store::git::{StoreError, EMPTY_TREE};
+use crate::store::index::{AuditFilter, Index, IndexedEntry};
+use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
+
+/// A merge commit on `main` whose message has this line was made by a
+/// person on the forge; it is attributed to its author, not signed by gov.
+pub const FORGE_MERGE_TRAILER: &str = "Gov-Forge-Merge: true";
+
+/// Where `verify` keeps the last tip it accepted: `SEQ COMMIT`.
+pub fn verified_tip_path(settings: &Settings) -> PathBuf {
+    settings.local_dir().join("verified-tip")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Gov(#[from] GovError),
+    #[error(transparent)]
+    Signers(#[from] SignersError),
+    #[error("no allowed signers: `policies/allowed_signers` is neither on `{branch}` nor in the working tree")]
+    NoSigners { branch: String },
+}
+
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        VerifyError::Gov(e.into())
+    }
+}
+
+impl From<git2::Error> for VerifyError {
+    fn from(e: git2::Error) -> Self {
+        VerifyError::Gov(StoreError::from(e).into())
+    }
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The entry's sequence number, when it has one.
+    pub seq: Option<u64>,
+    pub commit: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.seq, &self.commit) {
+            (Some(s), Some(c)) => write!(f, "entry #{s} (commit {}): {}", short(c), self.reason),
+            (None, Some(c)) => write!(f, "commit {}: {}", short(c), self.reason),
+            (Some(s), None) => write!(f, "entry #{s}: {}", self.reason),
+            (None, None) => f.write_str(&self.reason),
+        }
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// What `verify` found. `problems` is in chain order: the first is the
+/// first bad entry.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub tip: Option<(u64, String)>,
+    pub merges_checked: u64,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The allowed signers as `main`'s tip has them, else the working file.
+pub fn load_signers(settings: &Settings, repo: &Repository) -> Result<AllowedSigners, VerifyError> {
+    let path = settings.allowed_signers_path();
+    let on_main = repo
+        .refname_to_id(&settings.main_refname())
+        .ok()
+        .and_then(|id| repo.find_commit(id).ok())
+        .and_then(|c| c.tree().ok())
+        .and_then(|t| {
+            t.get_path(std::path::Path::new("policies/allowed_signers"))
+                .ok()
+        })
+        .and_then(|e| repo.find_blob(e.id()).ok())
+        .map(|b| String::from_utf8_lossy(b.content()).into_owned());
+    match on_main {
+        Some(text) => Ok(AllowedSigners::parse(&path, &text)?),
+        None if path.is_file() => Ok(AllowedSigners::load(&path)?),
+        None => Err(VerifyError::NoSigners {
+            branch: settings.main_branch.clone(),
+        }),
+    }
+}
+
+/// Checks one commit's signature against the allowed signers.
+pub fn signature_status(
+    repo: &Repository,
+    signers: &AllowedSigners,
+    commit: Oid,
+) -> SignatureCheck {
+    match repo.extract_signature(&commit, Some("gpgsig")) {
+        Ok((sig, data)) => match sig.as_str() {
+            Some(s) => signers.check(s, &data),
+            None => SignatureCheck::Bad("signature is not text".into()),
+        },
+        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
+        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
+    }
+}
+
+/// Why a signature does not make a valid signer of `roles`; `None` if it does.
+fn signature_problem(check: &SignatureCheck, roles: &[Role]) -> Option<String> {
+    match check {
+        SignatureCheck::Good {
+            principal,
+            roles: has,
+            ..
+        } => {
+            if has.iter().any(|r| roles.contains(r)) {
+                None
+            } else {
+                let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                Some(format!(
+                    "signed by `{principal}`, which has no {} role",
+                    wanted.join(" or ")
+                ))
+            }
+        }
+        SignatureCheck::Missing => Some("not signed".into()),
+        SignatureCheck::Bad(why) => Some(format!("bad signature: {why}")),
+    }
+}
+
+/// A position in the chain recorded earlier: `SEQ COMMIT`.
+fn read_verified_tip(settings: &Settings) -> Option<(u64, Oid)> {
+    let text = std::fs::read_to_string(verified_tip_path(settings)).ok()?;
+    let (seq, commit) = text.trim().split_once(' ')?;
+    Some((seq.parse().ok()?, Oid::from_str(commit).ok()?))
+}
+
+fn write_verified_tip(settings: &Settings, seq: u64, commit: &str) -> Result<(), StoreError> {
+    let path = verified_tip_path(settings);
+    std::fs::create_dir_all(settings.local_dir())
+        .map_err(|e| StoreError::io("create", &settings.local_dir(), e))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{seq} {commit}\n"))
+        .map_err(|e| StoreError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("write", &path, e))
+}
+
+/// A chain position the chain must still contain.
+struct Checkpoint {
+    seq: u64,
+    commit: Oid,
+    what: &'static str,
+    seen: bool,
+}
+
+/// Walks the whole chain and `main`'s merges; see the module docs. When all
+/// is well, records the tip in `.gov/verified-tip`.
+pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
+    let repo = open_repo(settings)?;
+    let signers = load_signers(settings, &repo)?;
+    let mut report = VerifyReport::default();
+    // Read the index as it is: catching it up would forget what it saw.
+    let index = Index::open_existing(&settings.index_path())?;
+    let index_pos = match &index {
+        Some(i) => i.position().ok().flatten(),
+        None => None,
+    };
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    if let Some((seq, commit)) = read_verified_tip(settings) {
+        checkpoints.push(Checkpoint {
+            seq,
+            commit,
+            what: "last verified tip",
+            seen: false,
+        });
+    }
+    if let Some((seq, commit)) = index_pos {
+        checkpoints.push(Checkpoint {
+            seq,
+            commit,
+            what: "index's last entry",
+            seen: false,
+        });
+    }
+
+    // Walking back from the tip, each problem found is earlier in the chain
+    // than the ones before it: they are collected and reversed at the end.
+    let mut found: Vec<Problem> = Vec::new();
+    let refname = settings.audit_refname();
+    let mut next = match repo.refname_to_id(&refname) {
+        Ok(o) => Some(o),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    // (seq, commit) of the entry walked just before (its child).
+    let mut child: Option<(u64, Oid)> = None;
+    while let Some(oid) = next.take() {
+        let commit = repo.find_commit(oid)?;
+        report.entries += 1;
+        let mut bad = |seq: Option<u64>, reason: String| {
+            found.push(Problem {
+                seq,
+                commit: Some(oid.to_string()),
+                reason,
+            });
+        };
+        let entry = read_entry(&commit).ok().map(|e| e.entry);
+        let seq = entry.as_ref().map(|e| e.seq);
+        if report.tip.is_none() {
+            report.tip = Some((seq.unwrap_or(0), oid.to_string()));
+        }
+        if let Some(why) = signature_problem(
+            &signature_status(&repo, &signers, oid),
+            &[Role::Server, Role::Watchdog],
+        ) {
+            bad(seq, why);
+        }
+        if entry.is_none() {
+            bad(None, "message is not a valid audit entry".into());
+        }
+        if commit.tree_id().to_string() != EMPTY_TREE {
+            bad(
+                seq,
+                "commit carries files (an audit commit has the empty tree)".into(),
+            );
+        }
+        match commit.parent_count() {
+            0 | 1 => {}
+            n => bad(seq, format!("chain is not linear: commit has {n} parents")),
+        }
+        if let (Some((cseq, coid)), Some(s)) = (child, seq) {
+            if s + 1 != cseq {
+                // Report on the child: it does not follow its parent.
+                found.push(Problem {
+                    seq: Some(cseq),
+                    commit: Some(coid.to_string()),
+                    reason: format!("follows entry #{s}, expected #{}", cseq.saturating_sub(1)),
+                });
+            }
+        }
+        if commit.parent_count() == 0 && seq.is_some_and(|s| s != 1) {
+            found.push(Problem {
+                seq,
+                commit: Some(oid.to_string()),
+                reason: "the chain starts here, not at entry #1".into(),
+            });
+        }
+        for cp in checkpoints.iter_mut() {
+            if Some(cp.seq) == seq {
+                cp.seen = true;
+                if cp.commit != oid {
+                    found.push(Problem {
+                        seq,
+                        commit: Some(oid.to_string()),
+                        reason: format!(
+                            "the {} #{} was commit {}: the chain was rewritten",
+                            cp.what,
+                            cp.seq,
+                            short(&cp.commit.to_string())
+                        ),
+                    });
+                }
+            }
+        }
+        child = seq.map(|s| (s, oid));
+        next = commit.parent_ids().next();
+    }
+    found.reverse();
+    let tip_seq = report.tip.as_ref().map_or(0, |t| t.0);
+    for cp in &checkpoints {
+        if !cp.seen && cp.seq > tip_seq {
+            found.push(Problem {
+                seq: Some(cp.seq),
+                commit: Some(cp.commit.to_string()),
+                reason: format!(
+                    "the audit ref moved back: the {} #{} is no longer on the chain, whose tip is #{tip_seq}",
+                    cp.what, cp.seq
+                ),
+            });
+        }
+    }
+    check_index(
+        index.as_ref(),
+        index_pos,
+        tip_seq,
+        &mut report.notes,
+        &mut found,
+    );
+    check_main_merges(settings, &repo, &signers, &mut report, &mut found)?;
+    report.problems = found;
+    if report.is_ok() {
+        if let Some((seq, commit)) = &report.tip {
+            write_verified_tip(settings, *seq, commit)?;
+        }
+    }
+    Ok(report)
+}
+
+fn check_index(
+    index: Option<&Index>,
+    pos: Option<(u64, Oid)>,
+    tip_seq: u64,
+    notes: &mut Vec<String>,
+    found: &mut Vec<Problem>,
+) {
+    let Some(index) = index else {
+        notes.push("no index yet (it is built on the next open)".into());
+        return;
+    };
+    let indexed = pos.map_or(0, |p| p.0);
+    if let Ok(count) = index.count() {
+        if count != indexed {
+            found.push(Problem {
+                seq: None,
+                commit: None,
+                reason: format!("the index has {count} entries but says its last is #{indexed}; run `gov reindex`"),
+            });
+        }
+    }
+    if indexed < tip_seq {
+        notes.push(format!(
+            "the index is behind: it has #{indexed}, the chain #{tip_seq} (it catches up on the next open)"
+        ));
+    }
+}
+
+fn check_main_merges(
+    settings: &Settings,
+    repo: &Repository,
+    signers: &AllowedSigners,
+    report: &mut VerifyReport,
+    found: &mut Vec<Problem>,
+) -> Result<(), VerifyError> {
+    let Ok(mut oid) = repo.refname_to_id(&settings.main_refname()) else {
+        return Ok(());
+    };
+    loop {
+        let commit = repo.find_commit(oid)?;
+        if commit.parent_count() >= 2 {
+            let forge = commit
+                .message()
+                .is_some_and(|m| m.lines().any(|l| l.trim() == FORGE_MERGE_TRAILER));
+            if forge {
+                report.notes.push(format!(
+                    "merge {} on `{}` was made on the forge; not checked",
+                    short(&oid.to_string()),
+                    settings.main_branch
+                ));
+            } else {
+                report.merges_checked += 1;
+                if let Some(why) =
+                    signature_problem(&signature_status(repo, signers, oid), &[Role::Approver])
+                {
+                    found.push(Problem {
+                        seq: None,
+                        commit: Some(oid.to_string()),
+                        reason: format!("merge on `{}`: {why}", settings.main_branch),
+                    });
+                }
+            }
+        }
+        match commit.parent_ids().next() {
+            Some(p) => oid = p,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One line of `gov audit log`.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub indexed: IndexedEntry,
+    pub signature: SignatureCheck,
+}
+
+/// Entries from the index (caught up first), newest first, each with the
+/// status of its commit's signature.
+pub fn log(settings: &Settings, filter: &AuditFilter) -> Result<Vec<LogLine>, VerifyError> {
+    let (repo, index) = open_index(settings)?;
+    let signers = load_signers(settings, &repo)?;
+    let rows = index.query(filter)?;
+    Ok(rows
+        .into_iter()
+        .map(|indexed| {
+            let signature = match Oid::from_str(&indexed.commit) {
+                Ok(oid) => signature_status(&repo, &signers, oid),
+                Err(_) => SignatureCheck::Bad("commit id in the index is malformed".into()),
+            };
+            LogLine { indexed, signature }
+        })
+        .collect())
+}
+
+/// Writes every entry as one JSON line in the original's field names,
+/// oldest first, read from Git. Returns how many were written.
+pub fn export(settings: &Settings, out: &mut dyn Write) -> Result<u64, VerifyError> {
+    let repo = open_repo(settings)?;
+    let mut n = 0;
+    for e in entries_from(&repo, &settings.audit_refname(), 1)? {
+        let e = e?;
+        let line = e.entry.to_compat_json().to_string();
+        writeln!(out, "{line}")
+            .map_err(|err| StoreError::io("write", std::path::Path::new("<stdout>"), err))?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,512 @@
+//! Proposals: submit (the gate), decide (approve = signed merge; reject),
+//! expire. Shared by the HTTP API and `gov approve` / `gov reject`.
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::AppError;
+use super::service::{new_uuid, Service, Step};
+use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::money::Micros;
+use crate::domain::proposal::{
+    payload_hash, valid_proposal_id, DecideError, Proposal, ProposalStatus, Verdict,
+};
+use crate::domain::request::{
+    CedarRequest, Decision, DecisionRecord, EntityData, EntityRef, Outcome,
+};
+use crate::store::projection;
+use crate::store::proposals::{self as git_proposals, Tamper};
+
+/// A submission as the original's API takes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Submission {
+    #[serde(default)]
+    pub proposal_id: Option<String>,
+    pub agent_id: String,
+    pub wave: i64,
+    pub submitted_at: Timestamp,
+    pub action_type: String,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub expected_outcome: String,
+    #[serde(default)]
+    pub expected_cost_tokens: i64,
+    #[serde(default)]
+    pub expected_cost_dollars: f64,
+    #[serde(default = "yes")]
+    pub reversible: bool,
+    #[serde(default = "yes")]
+    pub requires_approval: bool,
+    pub expires_at: Timestamp,
+    #[serde(default)]
+    pub rationale: String,
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub proposal: Proposal,
+}
+
+impl Submission {
+    fn validate(&self) -> Result<(), AppError> {
+        if self.agent_id.trim().is_empty() {
+            return Err(AppError::invalid("agent_id", "agent_id must be non-empty"));
+        }
+        if !crate::config::valid_agent_id(&self.agent_id) {
+            return Err(AppError::invalid(
+                "agent_id",
+                "agent_id may hold letters, digits, `-` and `_` (at most 64)",
+            ));
+        }
+        if let Some(id) = &self.proposal_id {
+            if !valid_proposal_id(id) {
+                return Err(AppError::invalid(
+                    "proposal_id",
+                    "proposal_id may hold letters, digits, `-`, `_` and `.`",
+                ));
+            }
+        }
+        if self.action_type.trim().is_empty() || self.action_type.len() > 200 {
+            return Err(AppError::invalid(
+                "action_type",
+                "action_type must be non-empty",
+            ));
+        }
+        if self.expected_cost_tokens < 0 {
+            return Err(AppError::invalid(
+                "expected_cost_tokens",
+                "must not be negative",
+            ));
+        }
+        if !self.expected_cost_dollars.is_finite() || self.expected_cost_dollars < 0.0 {
+            return Err(AppError::invalid(
+                "expected_cost_dollars",
+                "must be a non-negative number",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The Cedar `propose` question for a proposal.
+pub fn propose_request(svc: &Service, p: &Proposal) -> CedarRequest {
+    let micros = Micros::from_dollars_f64(p.expected_cost_dollars)
+        .map(|m| m.0)
+        .unwrap_or(i64::MAX);
+    let mut context = serde_json::Map::new();
+    context.insert("reversible".into(), json!(p.reversible));
+    context.insert("requires_approval".into(), json!(p.requires_approval));
+    context.insert("expected_cost_tokens".into(), json!(p.expected_cost_tokens));
+    context.insert("expected_cost_micros".into(), json!(micros));
+    context.insert("payload_hash".into(), json!(p.payload_hash));
+    CedarRequest {
+        principal: EntityRef::new("Agent", &p.agent_id),
+        action: "propose".into(),
+        resource: EntityRef::new("ActionType", &p.action_type),
+        context,
+        entities: vec![agent_entity(svc, &p.agent_id)],
+    }
+}
+
+pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("group".into(), json!(svc.group(agent_id)));
+    EntityData {
+        uid: EntityRef::new("Agent", agent_id),
+        attrs,
+        parents: vec![],
+    }
+}
+
+/// Refuses the request of a paused agent, recording the refusal.
+pub fn refuse_if_paused(
+    conn: &rusqlite::Connection,
+    agent_id: &str,
+    what: &str,
+) -> Result<Option<(AppError, NewEntry)>, AppError> {
+    match projection::agent(conn, agent_id)? {
+        Some(a) if a.paused => {
+            let reason = a.paused_reason.unwrap_or_else(|| "paused".into());
+            let entry = NewEntry::new(Actor::server(), "agent_request_refused")
+                .agent(agent_id)
+                .payload(
+                    json!({"request": what, "reason": "agent_paused", "paused_reason": reason}),
+                );
+            Ok(Some((
+                AppError::Paused {
+                    agent_id: agent_id.into(),
+                    reason,
+                },
+                entry,
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Submits a proposal: the gate.
+pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
+    sub.validate()?;
+    let payload_value = serde_json::Value::Object(sub.payload.clone());
+    let hash = payload_hash(&payload_value);
+    svc.transact(|tx| -> Step<Submitted> {
+        let conn = tx.index().conn();
+        if let Some((err, entry)) = refuse_if_paused(conn, &sub.agent_id, "proposal")? {
+            return Ok((Err(err), vec![entry]));
+        }
+        let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
+        let branch = format!("{}{id}", svc.settings().proposal_prefix);
+        let exists = projection::proposal(conn, &id)?.is_some()
+            || tx
+                .repo()
+                .find_reference(&format!("refs/heads/{branch}"))
+                .is_ok();
+        if exists {
+            return Ok((
+                Err(AppError::Conflict(format!(
+                    "proposal_id '{id}' already exists"
+                ))),
+                vec![],
+            ));
+        }
+        let policy = svc.policy_at(tx.repo())?;
+        let mut p = Proposal {
+            proposal_id: id.clone(),
+            agent_id: sub.agent_id.clone(),
+            wave: sub.wave,
+            submitted_at: sub.submitted_at,
+            action_type: sub.action_type.clone(),
+            payload: sub.payload.clone(),
+            payload_hash: hash.clone(),
+            expected_outcome: sub.expected_outcome.clone(),
+            expected_cost_tokens: sub.expected_cost_tokens,
+            expected_cost_dollars: sub.expected_cost_dollars,
+            reversible: sub.reversible,
+            // An irreversible action always needs a person.
+            requires_approval: sub.requires_approval || !sub.reversible,
+            expires_at: sub.expires_at,
+            rationale: sub.rationale.clone(),
+            links: sub.links.clone(),
+            status: ProposalStatus::Pending,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            decision_final: false,
+            policies: vec![],
+            policy_version: policy.version().to_string(),
+            branch: None,
+            commit: None,
+            merge_commit: None,
+        };
+        let request = propose_request(svc, &p);
+        let decision = policy.decide(&request);
+        p.policies = decision.policies.clone();
+        let record = DecisionRecord {
+            decision: decision.clone(),
+            request,
+        };
+        file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
+    })
+}
+
+/// Files a proposal the policy set has decided, in Git and the chain.
+fn file_decided(
+    svc: &Service,
+    tx: &mut crate::app::governance::Tx<'_>,
+    mut p: Proposal,
+    asked_id: Option<String>,
+    decision: Decision,
+    record: DecisionRecord,
+) -> Step<Submitted> {
+    let (key, _) = tx.signer();
+    let main_ref = svc.settings().main_refname();
+    match decision.outcome {
+        Outcome::NeedsPerson if !p.requires_approval && decision.self_approve_blocked => {
+            let entry = NewEntry::new(Actor::server(), "audit_flag_self_approve_attempt")
+                .agent(&p.agent_id)
+                .payload(json!({
+                    "action_type": p.action_type,
+                    "proposal_id": asked_id,
+                    "reason": "requires_approval=false on an action reserved for a person",
+                }))
+                .decision(record);
+            let entry = match asked_id {
+                Some(id) => entry.proposal(id),
+                None => entry,
+            };
+            Ok((
+                Err(AppError::SelfApproveBlocked {
+                    action_type: p.action_type.clone(),
+                    policies: decision.policies,
+                }),
+                vec![entry],
+            ))
+        }
+        Outcome::Forbidden => {
+            let entry = NewEntry::new(Actor::server(), "proposal_forbidden")
+                .agent(&p.agent_id)
+                .proposal(&p.proposal_id)
+                .payload(json!({"action_type": p.action_type, "wave": p.wave}))
+                .decision(record);
+            Ok((
+                Err(AppError::ForbiddenByPolicy {
+                    policies: decision.policies,
+                }),
+                vec![entry],
+            ))
+        }
+        Outcome::Auto => {
+            p.status = ProposalStatus::AutoApproved;
+            p.decided_by = Some("auto_policy".into());
+            p.decided_at = Some(Timestamp(Utc::now()));
+            let commit = git_proposals::write_auto(tx.repo(), key, &main_ref, &p)
+                .map_err(AppError::internal)?;
+            p.commit = Some(commit.to_string());
+            Ok((
+                Ok(Submitted {
+                    proposal: p.clone(),
+                }),
+                vec![submitted_entry(&p, record)],
+            ))
+        }
+        Outcome::NeedsPerson => {
+            p.requires_approval = true;
+            let entry = file_pending(svc, tx, p, record)?;
+            let filed = entry
+                .payload
+                .get("proposal")
+                .cloned()
+                .map(serde_json::from_value::<Proposal>)
+                .transpose()
+                .map_err(AppError::internal)?
+                .ok_or_else(|| AppError::internal("filed proposal missing"))?;
+            Ok((Ok(Submitted { proposal: filed }), vec![entry]))
+        }
+    }
+}
+
+/// Files a proposal that waits for a person (its branch and commit) and
+/// returns the entry that records it.
+pub fn file_pending(
+    svc: &Service,
+    tx: &mut crate::app::governance::Tx<'_>,
+    mut p: Proposal,
+    record: DecisionRecord,
+) -> Result<NewEntry, AppError> {
+    let (key, _) = tx.signer();
+    let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
+    let commit =
+        git_proposals::write_pending(tx.repo(), key, &svc.settings().main_refname(), &branch, &p)
+            .map_err(AppError::internal)?;
+    p.branch = Some(branch);
+    p.commit = Some(commit.to_string());
+    Ok(submitted_entry(&p, record))
+}
+
+fn submitted_entry(p: &Proposal, record: DecisionRecord) -> NewEntry {
+    NewEntry::new(Actor::server(), "proposal_submitted")
+        .agent(&p.agent_id)
+        .proposal(&p.proposal_id)
+        .payload(json!({
+            "action_type": p.action_type,
+            "status": p.status,
+            "wave": p.wave,
+            "branch": p.branch,
+            "commit": p.commit,
+            "proposal": p,
+        }))
+        .decision(record)
+}
+
+/// A person's decision.
+#[derive(Debug, Clone)]
+pub struct DecisionInput {
+    pub verdict: Verdict,
+    pub note: Option<String>,
+    pub final_: bool,
+}
+
+/// Decides a pending proposal as the operator `decider`.
+pub fn decide(
+    svc: &Service,
+    id: &str,
+    input: &DecisionInput,
+    decider: &str,
+) -> Result<Proposal, AppError> {
+    svc.transact(|tx| -> Step<Proposal> {
+        let conn = tx.index().conn();
+        let Some(mut p) = projection::proposal(conn, id)? else {
+            return Ok((Err(AppError::NotFound("proposal not found".into())), vec![]));
+        };
+        let now = Timestamp(Utc::now());
+        match p.check_decidable(input.verdict, now) {
+            Ok(()) => {}
+            Err(DecideError::AlreadyDecided(status)) => {
+                return Ok((
+                    Err(AppError::BadRequest(format!(
+                        "proposal '{id}' already decided (status={status})"
+                    ))),
+                    vec![],
+                ))
+            }
+            Err(DecideError::Expired) => {
+                let entry = expire_entry(tx, svc, &mut p)?;
+                return Ok((Err(AppError::Expired(id.into())), vec![entry]));
+            }
+        }
+        let main_ref = svc.settings().main_refname();
+        let mut record = None;
+        let mut merge_commit = None;
+        match input.verdict {
+            Verdict::Approve => {
+                let policy = svc.policy_at(tx.repo())?;
+                let mut attrs = serde_json::Map::new();
+                attrs.insert("name".into(), json!(decider));
+                let request = CedarRequest {
+                    principal: EntityRef::new("Approver", decider),
+                    action: "approve".into(),
+                    resource: EntityRef::new("ActionType", &p.action_type),
+                    context: serde_json::Map::new(),
+                    entities: vec![EntityData {
+                        uid: EntityRef::new("Approver", decider),
+                        attrs,
+                        parents: vec![],
+                    }],
+                };
+                let decision = policy.decide(&request);
+                let rec = DecisionRecord {
+                    decision: decision.clone(),
+                    request,
+                };
+                if decision.outcome == Outcome::Forbidden {
+                    let entry = NewEntry::new(Actor::operator(decider), "approval_forbidden")
+                        .agent(&p.agent_id)
+                        .proposal(id)
+                        .decision(rec);
+                    return Ok((
+                        Err(AppError::ForbiddenByPolicy {
+                            policies: decision.policies,
+                        }),
+                        vec![entry],
+                    ));
+                }
+                let (Some(branch), Some(commit)) = (p.branch.clone(), p.commit.clone()) else {
+                    return Err(AppError::internal(format!("proposal {id} has no branch")));
+                };
+                let submitted = git2::Oid::from_str(&commit)?;
+                let tamper = git_proposals::check_untampered(tx.repo(), &branch, submitted, &p)
+                    .map_err(AppError::internal)?;
+                if let Some(t) = tamper {
+                    let what = match t {
+                        Tamper::Missing => json!({"branch": branch, "problem": "branch missing"}),
+                        Tamper::Moved { found } => {
+                            json!({"branch": branch, "problem": "branch moved", "expected": commit, "found": found})
+                        }
+                        Tamper::FileChanged => {
+                            json!({"branch": branch, "problem": "proposal file changed"})
+                        }
+                    };
+                    let entry = NewEntry::new(Actor::server(), "audit_flag_proposal_tampered")
+                        .agent(&p.agent_id)
+                        .proposal(id)
+                        .payload(what);
+                    return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
+                }
+                let key = svc.approver_key()?;
+                let merge = git_proposals::merge_approved(
+                    tx.repo(),
+                    key,
+                    decider,
+                    &main_ref,
+                    submitted,
+                    &p,
+                    input.note.as_deref(),
+                )
+                .map_err(AppError::internal)?;
+                merge_commit = Some(merge.to_string());
+                record = Some(rec);
+                p.status = ProposalStatus::Approved;
+            }
+            Verdict::Reject => {
+                if let Some(branch) = p.branch.clone() {
+                    let to = format!("gov/rejected/{id}");
+                    git_proposals::rename_branch(tx.repo(), &branch, &to)
+                        .map_err(AppError::internal)?;
+                    p.branch = Some(to);
+                }
+                p.status = ProposalStatus::Rejected;
+            }
+        }
+        p.decision = Some(
+            input
+                .note
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| input.verdict.as_str().into()),
+        );
+        p.decided_by = Some(decider.into());
+        p.decided_at = Some(now);
+        p.decision_final = input.final_;
+        p.merge_commit = merge_commit.clone();
+        let mut entry = NewEntry::new(Actor::operator(decider), "proposal_decided")
+            .agent(&p.agent_id)
+            .proposal(id)
+            .payload(json!({
+                "decision": input.verdict.as_str(),
+                "final": input.final_,
+                "note": input.note,
+                "status": p.status,
+                "decided_by": decider,
+                "merge_commit": merge_commit,
+                "branch": p.branch,
+                "proposal": p,
+            }));
+        if let Some(r) = record {
+            entry = entry.decision(r);
+        }
+        Ok((Ok(p), vec![entry]))
+    })
+}
+
+/// Marks an expired pending proposal, renaming its branch.
+fn expire_entry(
+    tx: &mut crate::app::governance::Tx<'_>,
+    _svc: &Service,
+    p: &mut Proposal,
+) -> Result<NewEntry, AppError> {
+    if let Some(branch) = p.branch.clone() {
+        let to = format!("gov/expired/{}", p.proposal_id);
+        git_proposals::rename_branch(tx.repo(), &branch, &to).map_err(AppError::internal)?;
+        p.branch = Some(to);
+    }
+    p.status = ProposalStatus::Expired;
+    p.decided_at = Some(Timestamp(Utc::now()));
+    p.decided_by = Some("expiry".into());
+    Ok(NewEntry::new(Actor::server(), "proposal_expired")
+        .agent(&p.agent_id)
+        .proposal(&p.proposal_id)
+        .payload(json!({"expires_at": p.expires_at, "branch": p.branch, "proposal": p})))
+}
+
+/// Expires every pending proposal whose `expires_at` has passed. Returns
+/// their ids.
+pub fn expire_stale(svc: &Service) -> Result<Vec<String>, AppError> {
+    svc.transact(|tx| -> Step<Vec<String>> {
+        let now = Timestamp(Utc::now());
+        let pending = projection::proposals(tx.index().conn(), Some("pending"), u32::MAX)?;
+        let mut ids = Vec::new();
+        let mut entries = Vec::new();
+        for mut p in pending.into_iter().filter(|p| p.is_expired_at(now)) {
+            entries.push(expire_entry(tx, svc, &mut p)?);
+            ids.push(p.proposal_id);
+        }
+        Ok((Ok(ids), entries))
+    })
+}

@@ -1,0 +1,449 @@
+//! Runs and tool calls, for the runner (`gov run`) and its hook: start a
+//! run (mint its agent token), finish it (charge, record, revoke), mint an
+//! agent token by hand, and evaluate one tool call against the policy set.
+
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::agents::{self, BudgetView, ChargeInput};
+use super::error::AppError;
+use super::proposals::{agent_entity, refuse_if_paused};
+use super::service::{new_uuid, random_bytes, Service, Step};
+use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::budget::PeriodKeys;
+use crate::domain::credential::{token_from_bytes, token_hash};
+use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
+use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::watchdog::{continue_request, Observation, Thresholds};
+use crate::store::projection;
+
+#[derive(Debug, Clone)]
+pub struct RunStarted {
+    pub run_id: String,
+    pub agent_id: String,
+    pub agent_token: String,
+}
+
+/// Starts a run: refuses a paused agent or one its `continue` policies
+/// stop (`agent_run_skipped`), else mints the run's agent token.
+pub fn start_run(
+    svc: &Service,
+    agent_id: &str,
+    task_id: Option<&str>,
+    actor: Actor,
+) -> Result<RunStarted, AppError> {
+    let Some(agent) = svc.agent_settings(agent_id) else {
+        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+    };
+    let token = token_from_bytes("gov_agent", &random_bytes());
+    let hash = token_hash(&token);
+    svc.transact(|tx| -> Step<RunStarted> {
+        let conn = tx.index().conn();
+        let skipped = |reason: &str, policies: &[PolicyCitation]| {
+            let e = NewEntry::new(actor.clone(), "agent_run_skipped")
+                .agent(agent_id)
+                .payload(json!({"reason": reason, "policies": policies}));
+            match task_id {
+                Some(t) => e.task(t),
+                None => e,
+            }
+        };
+        if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
+            let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
+            return Ok((
+                Err(AppError::Paused {
+                    agent_id: agent_id.into(),
+                    reason: reason.clone(),
+                }),
+                vec![skipped("agent_paused", &[])],
+            ));
+        }
+        let caps = agent.budget.clone();
+        let key = PeriodKeys::current(caps.period, Utc::now());
+        let spend = projection::spend(conn, agent_id, key.as_deref())?;
+        let recent: Vec<String> = projection::proposals_of(conn, agent_id, 20)?
+            .into_iter()
+            .map(|p| p.payload_hash)
+            .collect();
+        let now = Utc::now();
+        let expired_pending = projection::proposals_of(conn, agent_id, 1000)?
+            .iter()
+            .filter(|p| p.status == ProposalStatus::Pending && p.is_expired_at(Timestamp(now)))
+            .count() as u64;
+        let obs = Observation {
+            agent_id: agent_id.into(),
+            group: agent.group.clone(),
+            tokens_consumed: spend.tokens.max(0) as u64,
+            tokens_cap: caps.tokens_cap,
+            micros_consumed: spend.micros,
+            micros_cap: caps.dollars_cap,
+            open_approvals: vec![],
+            recent_payload_hashes: recent,
+            expired_pending,
+            last_activity: None,
+        };
+        let request = continue_request(
+            &obs,
+            Thresholds {
+                stuck_after_minutes: svc.settings().watchdog.stuck_after_minutes,
+                repeat_payload_count: svc.settings().watchdog.repeat_payload_count,
+            },
+            now,
+        );
+        let policy = svc.policy_at(tx.repo())?;
+        let decision = policy.decide(&request);
+        if decision.outcome != Outcome::Auto {
+            let record = DecisionRecord {
+                decision: decision.clone(),
+                request,
+            };
+            return Ok((
+                Err(AppError::ContinueDenied {
+                    agent_id: agent_id.into(),
+                    policies: decision.policies.clone(),
+                }),
+                vec![skipped("continue_denied", &decision.policies).decision(record)],
+            ));
+        }
+        let run_id = new_uuid();
+        let mut e = NewEntry::new(actor.clone(), "agent_run_started")
+            .agent(agent_id)
+            .payload(json!({"run_id": run_id, "token_hash": hash}));
+        if let Some(t) = task_id {
+            e = e.task(t);
+        }
+        Ok((
+            Ok(RunStarted {
+                run_id,
+                agent_id: agent_id.into(),
+                agent_token: token.clone(),
+            }),
+            vec![e],
+        ))
+    })
+}
+
+/// How a run ended, as the runner reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunEnd {
+    pub status: RunStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub tokens: i64,
+    #[serde(default)]
+    pub dollars: Option<f64>,
+    #[serde(default)]
+    pub usage_missing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Complete,
+    Failed,
+}
+
+/// Finishes a run: charges its spend (refused over the cap, which pauses
+/// the agent), records its end and revokes its token.
+pub fn finish_run(
+    svc: &Service,
+    run_id: &str,
+    end: &RunEnd,
+    actor: Actor,
+) -> Result<BudgetView, AppError> {
+    let agent_id = {
+        let index = svc.governance().index()?;
+        match projection::run(index.conn(), run_id)? {
+            Some((a, _, _)) => a,
+            None => return Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
+        }
+    };
+    let caps = svc.caps(&agent_id);
+    let input = ChargeInput {
+        tokens: end.tokens,
+        dollars: end.dollars,
+        tool: "run".into(),
+        task_id: None,
+    };
+    let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
+    svc.transact(|tx| -> Step<()> {
+        let conn = tx.index().conn();
+        let Some((_, task, finished)) = projection::run(conn, run_id)? else {
+            return Ok((
+                Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
+                vec![],
+            ));
+        };
+        if let Some(f) = finished {
+            return Ok((
+                Err(AppError::Conflict(format!(
+                    "run '{run_id}' already finished ({f})"
+                ))),
+                vec![],
+            ));
+        }
+        let mut entries = Vec::new();
+        let mut input = input.clone();
+        input.task_id = task.clone();
+        if charge.tokens > 0 || charge.micros.0 > 0 {
+            let (_answer, mut charged) =
+                agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
+            entries.append(&mut charged);
+        }
+        let event = match end.status {
+            RunStatus::Complete => "agent_run_complete",
+            RunStatus::Failed => "agent_run_failed",
+        };
+        let mut e = NewEntry::new(actor.clone(), event)
+            .agent(&agent_id)
+            .payload(json!({
+                "run_id": run_id,
+                "reason": end.reason,
+                "tokens": charge.tokens,
+                "dollars": charge.micros.as_dollars_f64(),
+                "usage_missing": end.usage_missing,
+            }));
+        if let Some(t) = &task {
+            e = e.task(t);
+        }
+        entries.push(e);
+        Ok((Ok(()), entries))
+    })?;
+    agents::budget(svc, &agent_id, 0)
+}
+
+/// Mints an agent token by hand (operator), not bound to a run.
+pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String, AppError> {
+    if !crate::config::valid_agent_id(agent_id) {
+        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+    }
+    let token = token_from_bytes("gov_agent", &random_bytes());
+    let hash = token_hash(&token);
+    svc.transact(|tx| -> Step<()> {
+        if !agents::known(svc, tx.index().conn(), agent_id)? {
+            return Ok((
+                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                vec![],
+            ));
+        }
+        let e = NewEntry::new(actor, "agent_token_issued")
+            .agent(agent_id)
+            .payload(json!({"token_hash": hash, "run_id": null}));
+        Ok((Ok(()), vec![e]))
+    })?;
+    Ok(token)
+}
+
+/// The agent (and run) a bearer token was minted for, if it is live.
+pub fn token_agent(
+    svc: &Service,
+    token: &str,
+) -> Result<Option<(String, Option<String>)>, AppError> {
+    svc.read(|c| projection::agent_token(c, &token_hash(token)))
+}
+
+/// A tool call to evaluate.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCall {
+    pub agent_id: String,
+    #[serde(default)]
+    pub run_id: Option<String>,
+    pub tool_name: String,
+    #[serde(default)]
+    pub tool_input: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ToolAnswer {
+    pub decision: &'static str,
+    pub reason: String,
+    pub policies: Vec<PolicyCitation>,
+    pub proposal_id: Option<String>,
+}
+
+/// The Cedar `use_tool` question for a call, paths made canonical relative
+/// to the agent's folder.
+pub fn tool_request(svc: &Service, call: &ToolCall) -> CedarRequest {
+    let mut context = serde_json::Map::new();
+    let agent_dir = svc.settings().agents_dir().join(&call.agent_id);
+    for key in ["file_path", "path", "notebook_path"] {
+        if let Some(raw) = call.tool_input.get(key).and_then(|v| v.as_str()) {
+            let (path, inside) =
+                crate::store::policies::canonical_tool_path(&svc.settings().root, &agent_dir, raw);
+            context.insert("path".into(), json!(path));
+            context.insert("inside_agent_dir".into(), json!(inside));
+            break;
+        }
+    }
+    if let Some(c) = call.tool_input.get("command").and_then(|v| v.as_str()) {
+        context.insert("command".into(), json!(c));
+    }
+    if let Some(u) = call.tool_input.get("url").and_then(|v| v.as_str()) {
+        context.insert("url".into(), json!(u));
+    }
+    CedarRequest {
+        principal: EntityRef::new("Agent", &call.agent_id),
+        action: "use_tool".into(),
+        resource: EntityRef::new("Tool", &call.tool_name),
+        context,
+        entities: vec![agent_entity(svc, &call.agent_id)],
+    }
+}
+
+/// Evaluates one tool call: allow, deny, or needs a person (filed as a
+/// proposal; once approved, one identical call is allowed).
+pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppError> {
+    if !crate::config::valid_agent_id(&call.agent_id) {
+        return Err(AppError::invalid("agent_id", "not a valid agent id"));
+    }
+    if call.tool_name.trim().is_empty() || call.tool_name.len() > 200 {
+        return Err(AppError::invalid(
+            "tool_name",
+            "tool_name must be non-empty",
+        ));
+    }
+    let action_type = format!("use_tool:{}", call.tool_name);
+    let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
+    let hash = payload_hash(&payload);
+    let request = tool_request(svc, call);
+    svc.transact(|tx| -> Step<ToolAnswer> {
+        let conn = tx.index().conn();
+        let base = |decision: &str, reason: &str, pid: Option<&str>| {
+            let e = NewEntry::new(Actor::server(), "tool_decision")
+                .agent(&call.agent_id)
+                .payload(json!({
+                    "tool_name": call.tool_name,
+                    "run_id": call.run_id,
+                    "decision": decision,
+                    "reason": reason,
+                    "payload_hash": hash,
+                }));
+            match pid {
+                Some(p) => e.proposal(p),
+                None => e,
+            }
+        };
+        if let Some((AppError::Paused { reason, .. }, _)) =
+            refuse_if_paused(conn, &call.agent_id, "tool")?
+        {
+            let why = format!("agent is paused: {reason}");
+            return Ok((
+                Ok(ToolAnswer {
+                    decision: "deny",
+                    reason: why.clone(),
+                    policies: vec![],
+                    proposal_id: None,
+                }),
+                vec![base("deny", &why, None)],
+            ));
+        }
+        let policy = svc.policy_at(tx.repo())?;
+        let decision = policy.decide(&request);
+        let record = DecisionRecord {
+            decision: decision.clone(),
+            request: request.clone(),
+        };
+        let reasons = decision
+            .policies
+            .iter()
+            .map(|p| p.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let answer = |d: &'static str, reason: String, pid: Option<String>| ToolAnswer {
+            decision: d,
+            reason,
+            policies: decision.policies.clone(),
+            proposal_id: pid,
+        };
+        match decision.outcome {
+            Outcome::Auto => {
+                let r = if reasons.is_empty() {
+                    "allowed by policy".into()
+                } else {
+                    reasons
+                };
+                Ok((
+                    Ok(answer("allow", r.clone(), None)),
+                    vec![base("allow", &r, None).decision(record)],
+                ))
+            }
+            Outcome::Forbidden => {
+                let r = if reasons.is_empty() {
+                    format!("no policy permits `{}`", call.tool_name)
+                } else {
+                    reasons
+                };
+                Ok((
+                    Ok(answer("deny", r.clone(), None)),
+                    vec![base("deny", &r, None).decision(record)],
+                ))
+            }
+            Outcome::NeedsPerson => {
+                if let Some(pid) =
+                    projection::unused_tool_approval(conn, &call.agent_id, &action_type, &hash)?
+                {
+                    let r = format!("approved by a person (proposal {pid}), once");
+                    let used = NewEntry::new(Actor::server(), "tool_approval_used")
+                        .agent(&call.agent_id)
+                        .proposal(&pid)
+                        .payload(json!({"tool_name": call.tool_name, "run_id": call.run_id}));
+                    return Ok((
+                        Ok(answer("allow", r.clone(), Some(pid.clone()))),
+                        vec![base("allow", &r, Some(&pid)).decision(record), used],
+                    ));
+                }
+                if let Some(pid) =
+                    projection::pending_tool_proposal(conn, &call.agent_id, &action_type, &hash)?
+                {
+                    let r = format!("waiting for a person: proposal {pid}");
+                    return Ok((
+                        Ok(answer("needs_person", r.clone(), Some(pid.clone()))),
+                        vec![base("needs_person", &r, Some(&pid)).decision(record)],
+                    ));
+                }
+                let now = Utc::now();
+                let id = new_uuid();
+                let p = Proposal {
+                    proposal_id: id.clone(),
+                    agent_id: call.agent_id.clone(),
+                    wave: 0,
+                    submitted_at: Timestamp(now),
+                    action_type: action_type.clone(),
+                    payload: match &payload {
+                        serde_json::Value::Object(m) => m.clone(),
+                        _ => serde_json::Map::new(),
+                    },
+                    payload_hash: hash.clone(),
+                    expected_outcome: format!("the agent calls `{}`", call.tool_name),
+                    expected_cost_tokens: 0,
+                    expected_cost_dollars: 0.0,
+                    reversible: false,
+                    requires_approval: true,
+                    expires_at: Timestamp(now + Duration::hours(24)),
+                    rationale: reasons.clone(),
+                    links: vec![],
+                    status: ProposalStatus::Pending,
+                    decision: None,
+                    decided_by: None,
+                    decided_at: None,
+                    decision_final: false,
+                    policies: decision.policies.clone(),
+                    policy_version: decision.policy_version.clone(),
+                    branch: None,
+                    commit: None,
+                    merge_commit: None,
+                };
+                let filed = super::proposals::file_pending(svc, tx, p, record.clone())?;
+                let r = format!("needs a person: proposal {id}");
+                Ok((
+                    Ok(answer("needs_person", r.clone(), Some(id.clone()))),
+                    vec![filed, base("needs_person", &r, Some(&id)).decision(record)],
+                ))
+            }
+        }
+    })
+}

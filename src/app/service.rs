@@ -1,0 +1,256 @@
+//! The governance service: settings, the write path ([`Governance`]), the
+//! policy set in force, and the keys and tokens the use cases need. The
+//! server holds one behind an `Arc`; the CLI opens one when no server runs.
+//! Every state change goes through [`Governance::transact`], so the
+//! invariants (decided once, redeemed once, cap checked and charged
+//! atomically, a pause holds) hold across threads and processes.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::Utc;
+use git2::{Oid, Repository};
+
+use super::error::AppError;
+use super::governance::{GovError, Governance, Tx};
+use crate::config::{AgentSettings, BudgetSettings, Settings};
+use crate::domain::audit::{NewEntry, Timestamp};
+use crate::domain::policy::PolicySet;
+use crate::store::keys::{Role, SigningKey};
+
+impl From<GovError> for AppError {
+    fn from(e: GovError) -> Self {
+        AppError::internal(crate::cli::exit::error_chain(&e))
+    }
+}
+
+/// The policy set in force and, when the newest `main` could not be loaded,
+/// why.
+#[derive(Default)]
+struct PolicyState {
+    set: Option<Arc<PolicySet>>,
+    /// The commit of main the state was last computed for.
+    seen: Option<Oid>,
+    /// The `policies/` tree the set was loaded from: when main moves without
+    /// touching it (a proposal lands), the set is kept, not re-parsed.
+    tree: Option<Oid>,
+    error: Option<String>,
+}
+
+/// What `/status` reports about the policy set.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyStatus {
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct Service {
+    settings: Settings,
+    gov: Governance,
+    approver_key: Option<SigningKey>,
+    policy: RwLock<PolicyState>,
+    pub started_at: Timestamp,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("root", &self.settings.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a transaction closure: the use case's own answer (which
+/// may be a refusal that still writes entries, such as an audit flag) and
+/// the entries to append.
+pub type Step<T> = Result<(Result<T, AppError>, Vec<NewEntry>), AppError>;
+
+impl Service {
+    /// Opens the repository as the server (audit entries signed with the
+    /// server key; approvals with the operator key when it is present).
+    pub fn open(settings: &Settings) -> Result<Service, AppError> {
+        let gov = Governance::open(settings, Role::Server)?;
+        let approver_key = SigningKey::load(&settings.operator_key).ok();
+        let svc = Service {
+            settings: settings.clone(),
+            gov,
+            approver_key,
+            policy: RwLock::new(PolicyState::default()),
+            started_at: Timestamp(Utc::now()),
+        };
+        let repo = svc.open_repo()?;
+        let _ = svc.policy_at(&repo);
+        Ok(svc)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn governance(&self) -> &Governance {
+        &self.gov
+    }
+
+    pub fn approver_key(&self) -> Result<&SigningKey, AppError> {
+        self.approver_key.as_ref().ok_or_else(|| {
+            AppError::internal(format!(
+                "the operator key `{}` cannot be loaded",
+                self.settings.operator_key.display()
+            ))
+        })
+    }
+
+    pub fn open_repo(&self) -> Result<Repository, AppError> {
+        Ok(Repository::open(&self.settings.root)?)
+    }
+
+    /// Runs a use case under the chain lock: `f` returns its answer and the
+    /// entries that record it; the entries are durable before this returns.
+    pub fn transact<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Step<T>) -> Result<T, AppError> {
+        let (answer, _written) = self.gov.transact(|tx| f(tx))?;
+        answer
+    }
+
+    /// Reads the index (caught up to the last write of this process).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, AppError> {
+        let index = self.gov.index()?;
+        Ok(f(index.conn())?)
+    }
+
+    /// The policy set in force for `main`'s current tip, reloading it when
+    /// main moved. A set that fails to load is not loaded: the last good set
+    /// stays and the reason is kept for `/status`.
+    pub fn policy_at(&self, repo: &Repository) -> Result<Arc<PolicySet>, AppError> {
+        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+        {
+            let state = self
+                .policy
+                .read()
+                .map_err(|_| AppError::internal("policy lock poisoned"))?;
+            if state.seen == tip && tip.is_some() {
+                if let Some(set) = &state.set {
+                    return Ok(set.clone());
+                }
+            }
+        }
+        let mut state = self
+            .policy
+            .write()
+            .map_err(|_| AppError::internal("policy lock poisoned"))?;
+        if state.seen != tip || state.set.is_none() {
+            let tree = tip.and_then(|t| policies_tree(repo, t));
+            match tip {
+                None => state.error = Some(format!("no `{}` branch", self.settings.main_branch)),
+                Some(_) if state.set.is_some() && tree.is_some() && tree == state.tree => {
+                    state.error = None;
+                }
+                Some(oid) => match crate::store::policies::load_commit(repo, oid) {
+                    Ok(set) => {
+                        state.set = Some(Arc::new(set));
+                        state.tree = tree;
+                        state.error = None;
+                    }
+                    Err(e) => {
+                        let why = crate::cli::exit::error_chain(&e);
+                        tracing::warn!(commit = %oid, error = %why, "policy set not loaded");
+                        state.error = Some(format!("commit {oid}: {why}"));
+                    }
+                },
+            }
+            state.seen = tip;
+        }
+        state
+            .set
+            .clone()
+            .ok_or_else(|| AppError::NoPolicy(state.error.clone().unwrap_or_default()))
+    }
+
+    pub fn policy_status(&self) -> PolicyStatus {
+        if let Ok(repo) = self.open_repo() {
+            let _ = self.policy_at(&repo);
+        }
+        match self.policy.read() {
+            Ok(s) => PolicyStatus {
+                version: s.set.as_ref().map(|p| p.version().to_string()),
+                error: s.error.clone(),
+            },
+            Err(_) => PolicyStatus {
+                version: None,
+                error: Some("policy lock poisoned".into()),
+            },
+        }
+    }
+
+    /// The current policy set without checking main (for listings).
+    pub fn current_policy(&self) -> Option<Arc<PolicySet>> {
+        self.policy.read().ok().and_then(|s| s.set.clone())
+    }
+
+    /// An agent's folder settings, if it has a folder.
+    pub fn agent_settings(&self, agent_id: &str) -> Option<AgentSettings> {
+        if !crate::config::valid_agent_id(agent_id) {
+            return None;
+        }
+        AgentSettings::load(&self.settings, agent_id).ok()
+    }
+
+    /// An agent's caps: its `agent.toml`, else `gov.toml`'s defaults.
+    pub fn caps(&self, agent_id: &str) -> BudgetSettings {
+        self.agent_settings(agent_id)
+            .map(|a| a.budget)
+            .unwrap_or_else(|| self.settings.budget.clone())
+    }
+
+    /// The agent's group for Cedar (`default` for agents without a folder).
+    pub fn group(&self, agent_id: &str) -> String {
+        self.agent_settings(agent_id)
+            .map(|a| a.group)
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+/// The id of the `policies/` tree at a commit.
+fn policies_tree(repo: &Repository, commit: Oid) -> Option<Oid> {
+    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
+    let entry = tree.get_path(std::path::Path::new("policies")).ok()?;
+    Some(entry.id())
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_bytes() -> [u8; 32] {
+    use ssh_key::rand_core::{OsRng, RngCore};
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// A random UUID v4, as the original generated proposal ids.
+pub fn new_uuid() -> String {
+    let mut b = random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(&b[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_look_like_v4() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(new_uuid(), u);
+    }
+}

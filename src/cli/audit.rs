@@ -1,0 +1,185 @@
+//! `gov audit verify|log|export`: check and read the audit chain.
+
+use std::path::PathBuf;
+
+use crate::app::audit::{self as app, VerifyError};
+use crate::app::governance::{GovError, Governance};
+use crate::config::Settings;
+use crate::domain::audit::{Actor, NewEntry};
+use crate::store::index::AuditFilter;
+use crate::store::keys::{Role, SignatureCheck};
+
+use super::{repo_root, ExitCode, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole chain: signatures, sequence, linearity, approval
+    /// merges on main, and that the index agrees (exit 3 if tampered).
+    Verify,
+    /// Show entries, newest first, with their signer and signature status.
+    Log(LogArgs),
+    /// Print every entry as a JSON line, oldest first.
+    Export,
+    /// Internal, for tests and benchmarks: append COUNT test entries.
+    #[command(hide = true)]
+    AppendTest(AppendTestArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct LogArgs {
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub event: Option<String>,
+    #[arg(long)]
+    pub proposal: Option<String>,
+    /// How many entries to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppendTestArgs {
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Entries per lock hold (group commit).
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
+    /// Sign as the watchdog instead of the server.
+    #[arg(long)]
+    pub watchdog: bool,
+}
+
+fn gov_failure(e: &GovError) -> Failure {
+    Failure::from_error(ExitCode::Failure, e)
+}
+
+fn verify_failure(e: &VerifyError) -> Failure {
+    let code = match e {
+        VerifyError::Signers(_) | VerifyError::NoSigners { .. } => ExitCode::Config,
+        VerifyError::Gov(_) => ExitCode::Failure,
+    };
+    Failure::from_error(code, e)
+}
+
+pub fn run(repo: Option<PathBuf>, args: Args) -> Result<ExitCode, Failure> {
+    let settings = Settings::load(&repo_root(repo)?)?;
+    match args.command {
+        AuditCommand::Verify => verify(&settings),
+        AuditCommand::Log(a) => log(&settings, a),
+        AuditCommand::Export => export(&settings),
+        AuditCommand::AppendTest(a) => append_test(&settings, a),
+    }
+}
+
+fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
+    let report = app::verify(settings).map_err(|e| verify_failure(&e))?;
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    match report.problems.first() {
+        None => {
+            println!(
+                "ok: {} entries, signatures good, chain linear",
+                report.entries
+            );
+            if report.merges_checked > 0 {
+                println!(
+                    "ok: {} approval merges on `{}` signed by approvers",
+                    report.merges_checked, settings.main_branch
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Some(first) => {
+            println!("tampered: {first}");
+            if report.problems.len() > 1 {
+                println!("({} more problems after it)", report.problems.len() - 1);
+            }
+            Ok(ExitCode::CheckFailed)
+        }
+    }
+}
+
+fn signature_text(check: &SignatureCheck) -> String {
+    match check {
+        SignatureCheck::Good { principal, .. } => format!("good ({principal})"),
+        SignatureCheck::Missing => "MISSING".into(),
+        SignatureCheck::Bad(why) => format!("BAD: {why}"),
+    }
+}
+
+fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
+    let filter = AuditFilter {
+        agent_id: a.agent,
+        event_type: a.event,
+        proposal_id: a.proposal,
+        limit: Some(a.limit),
+    };
+    let lines = app::log(settings, &filter).map_err(|e| verify_failure(&e))?;
+    for l in lines {
+        let e = &l.indexed.entry;
+        let mut ids = String::new();
+        for (k, v) in [
+            ("agent", &e.entry.agent_id),
+            ("proposal", &e.entry.proposal_id),
+            ("task", &e.entry.task_id),
+        ] {
+            if let Some(v) = v {
+                ids.push_str(&format!(" {k}={v}"));
+            }
+        }
+        println!(
+            "#{} {} {} by {}{} [{} {}; signature {}]",
+            e.seq,
+            e.ts.to_rfc3339(),
+            e.entry.event_type,
+            e.entry.actor.0,
+            ids,
+            l.indexed.commit.get(..12).unwrap_or(&l.indexed.commit),
+            l.indexed.signer_role.as_deref().unwrap_or("?"),
+            signature_text(&l.signature),
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn export(settings: &Settings) -> Result<ExitCode, Failure> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    app::export(settings, &mut out).map_err(|e| verify_failure(&e))?;
+    std::io::Write::flush(&mut out)
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot write the export: {e}")))?;
+    Ok(ExitCode::Ok)
+}
+
+fn append_test(settings: &Settings, a: AppendTestArgs) -> Result<ExitCode, Failure> {
+    let role = if a.watchdog {
+        Role::Watchdog
+    } else {
+        Role::Server
+    };
+    let gov = Governance::open(settings, role).map_err(|e| gov_failure(&e))?;
+    let pid = std::process::id();
+    let batch = a.batch.max(1);
+    let mut done = 0;
+    while done < a.count {
+        let n = batch.min(a.count - done);
+        let entries = (0..n)
+            .map(|i| {
+                NewEntry::new(Actor::runner(), "append_test")
+                    .agent(format!("test-{pid}"))
+                    .payload(serde_json::json!({"pid": pid, "i": done + i}))
+            })
+            .collect();
+        gov.append(entries).map_err(|e| gov_failure(&e))?;
+        done += n;
+    }
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,69 @@
+//! `gov approve ID [--note N] [--final]` and `gov reject ID ...`: through
+//! the running server with the operator's token when one answers, else
+//! directly on the repository through the same use case (the chain lock
+//! keeps the two from racing).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::http::{detail, Client};
+use super::{ExitCode, Failure};
+use crate::app::proposals::{decide, DecisionInput};
+use crate::app::service::Service;
+use crate::config::Settings;
+use crate::domain::proposal::Verdict;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The proposal id.
+    pub id: String,
+    /// A note recorded with the decision.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// The decision is final (the agent should not propose it again).
+    #[arg(long)]
+    pub r#final: bool,
+}
+
+pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let root = super::repo_root(repo)?;
+    let settings = Settings::load(&root)?;
+    let client = Client::new(&settings);
+    if client.is_up() {
+        let reply = client.post(
+            &format!("/proposals/{}/decision", args.id),
+            &json!({"decision": verdict.as_str(), "note": args.note, "final": args.r#final}),
+        )?;
+        if reply.status != 200 {
+            return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
+        }
+        println!(
+            "proposal {} {}{}",
+            args.id,
+            reply.body["status"].as_str().unwrap_or("decided"),
+            reply.body["merge_commit"]
+                .as_str()
+                .map(|c| format!(": merged into {} as {c}", settings.main_branch))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::Ok);
+    }
+    let svc = Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let input = DecisionInput {
+        verdict,
+        note: args.note,
+        final_: args.r#final,
+    };
+    let p = decide(&svc, &args.id, &input, &settings.operator_name)
+        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    println!(
+        "proposal {} {}{}",
+        p.proposal_id,
+        p.status.as_str(),
+        p.merge_commit
+            .map(|c| format!(": merged into {} as {c}", settings.main_branch))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::Ok)
+}

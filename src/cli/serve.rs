@@ -1,0 +1,62 @@
+//! `gov serve [--port PORT]`: the API and dashboard on 127.0.0.1 only.
+
+use std::path::PathBuf;
+
+use super::{ExitCode, Failure};
+use crate::config::Settings;
+use crate::server::{serve, shutdown_signal, AppState};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The port on 127.0.0.1 (default: `[server] port` in gov.toml, 8005).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let root = super::repo_root(repo)?;
+    let settings = Settings::load(&root)?;
+    let port = args.port.unwrap_or(settings.port);
+    let state =
+        AppState::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    ExitCode::Failure,
+                    format!("cannot listen on 127.0.0.1:{port}: {e}"),
+                )
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
+        println!("gov serve: listening on http://{addr}/");
+        println!(
+            "dashboard (this link works once, for 5 minutes; `gov dashboard-link` prints another): {}",
+            crate::server::dashboard::login_url(&state, addr.port())
+        );
+        println!(
+            "operator token: {} (send it as `Authorization: Bearer ...`)",
+            settings.operator_token_path().display()
+        );
+        match state.svc.policy_status() {
+            crate::app::service::PolicyStatus {
+                version: Some(v), ..
+            } => println!("policy set in force: {v}"),
+            crate::app::service::PolicyStatus { error, .. } => println!(
+                "warning: no policy set is in force ({}); every request is refused",
+                error.unwrap_or_default()
+            ),
+        }
+        serve(listener, state, shutdown_signal())
+            .await
+            .map_err(|e| Failure::new(ExitCode::Failure, format!("server failed: {e}")))?;
+        println!("gov serve: stopped");
+        Ok(ExitCode::Ok)
+    })
+}

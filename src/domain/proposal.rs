@@ -1,0 +1,415 @@
+//! Proposals: what an agent asks to do, its payload hash, its file in Git
+//! and its state machine (pending → approved | rejected | expired; or
+//! auto-approved at submission).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::audit::Timestamp;
+use super::request::PolicyCitation;
+
+/// Where a proposal stands. Serialised as the original's strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProposalStatus {
+    #[serde(rename = "pending")]
+    Pending,
+    #[serde(rename = "approved")]
+    Approved,
+    #[serde(rename = "auto-approved")]
+    AutoApproved,
+    #[serde(rename = "rejected")]
+    Rejected,
+    #[serde(rename = "expired")]
+    Expired,
+}
+
+impl ProposalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalStatus::Pending => "pending",
+            ProposalStatus::Approved => "approved",
+            ProposalStatus::AutoApproved => "auto-approved",
+            ProposalStatus::Rejected => "rejected",
+            ProposalStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ProposalStatus::Pending,
+            "approved" => ProposalStatus::Approved,
+            "auto-approved" => ProposalStatus::AutoApproved,
+            "rejected" => ProposalStatus::Rejected,
+            "expired" => ProposalStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Approved by a person or by policy: the action may go ahead.
+    pub fn is_approved(self) -> bool {
+        matches!(
+            self,
+            ProposalStatus::Approved | ProposalStatus::AutoApproved
+        )
+    }
+}
+
+impl std::fmt::Display for ProposalStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A person's verdict on a pending proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+/// A proposal with every field of the original's API, plus where it lives
+/// in Git and which policies decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub proposal_id: String,
+    pub agent_id: String,
+    pub wave: i64,
+    pub submitted_at: Timestamp,
+    pub action_type: String,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub payload_hash: String,
+    pub expected_outcome: String,
+    pub expected_cost_tokens: i64,
+    pub expected_cost_dollars: f64,
+    pub reversible: bool,
+    pub requires_approval: bool,
+    pub expires_at: Timestamp,
+    pub rationale: String,
+    pub links: Vec<String>,
+    pub status: ProposalStatus,
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Timestamp>,
+    pub decision_final: bool,
+    /// The policies that decided the submission (and, once decided, the
+    /// approval question).
+    #[serde(default)]
+    pub policies: Vec<PolicyCitation>,
+    #[serde(default)]
+    pub policy_version: String,
+    /// The branch that holds the proposal while it waits (renamed on
+    /// rejection or expiry); `None` when it went straight to main.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The commit that added `proposals/<id>.toml`.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The approval merge on main.
+    #[serde(default)]
+    pub merge_commit: Option<String>,
+}
+
+impl Proposal {
+    /// The path of the proposal's file in the governance repository.
+    pub fn file_path(id: &str) -> String {
+        format!("proposals/{id}.toml")
+    }
+
+    /// Whether the proposal's time to be decided has passed.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+
+    /// Checks that a person may decide this proposal now.
+    pub fn check_decidable(&self, verdict: Verdict, now: Timestamp) -> Result<(), DecideError> {
+        if self.status != ProposalStatus::Pending {
+            return Err(DecideError::AlreadyDecided(self.status));
+        }
+        if verdict == Verdict::Approve && self.is_expired_at(now) {
+            return Err(DecideError::Expired);
+        }
+        Ok(())
+    }
+
+    /// The proposal file: every field, TOML, the payload kept as its JSON
+    /// text so that nothing is lost in translation.
+    pub fn to_file(&self) -> String {
+        let file = ProposalFile {
+            proposal_id: &self.proposal_id,
+            agent_id: &self.agent_id,
+            wave: self.wave,
+            submitted_at: self.submitted_at.to_rfc3339(),
+            action_type: &self.action_type,
+            payload_hash: &self.payload_hash,
+            payload_json: serde_json::to_string_pretty(&self.payload).unwrap_or_default(),
+            expected_outcome: &self.expected_outcome,
+            expected_cost_tokens: self.expected_cost_tokens,
+            expected_cost_dollars: self.expected_cost_dollars,
+            reversible: self.reversible,
+            requires_approval: self.requires_approval,
+            expires_at: self.expires_at.to_rfc3339(),
+            rationale: &self.rationale,
+            links: &self.links,
+            policy_version: &self.policy_version,
+            policies: self.policies.iter().map(|p| p.id.as_str()).collect(),
+        };
+        let body = toml::to_string(&file).unwrap_or_default();
+        format!(
+            "# Proposal `{}` by agent `{}`: {}.\n# Approving it merges this file into main.\n{body}",
+            self.proposal_id, self.agent_id, self.action_type
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ProposalFile<'a> {
+    proposal_id: &'a str,
+    agent_id: &'a str,
+    wave: i64,
+    submitted_at: String,
+    action_type: &'a str,
+    payload_hash: &'a str,
+    payload_json: String,
+    expected_outcome: &'a str,
+    expected_cost_tokens: i64,
+    expected_cost_dollars: f64,
+    reversible: bool,
+    requires_approval: bool,
+    expires_at: String,
+    rationale: &'a str,
+    links: &'a [String],
+    policy_version: &'a str,
+    policies: Vec<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("proposal already decided (status={0})")]
+    AlreadyDecided(ProposalStatus),
+    #[error("proposal has expired and can no longer be approved")]
+    Expired,
+}
+
+/// A proposal id is a file name and part of a Git ref name.
+pub fn valid_proposal_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with(['.', '-'])
+        && !id.ends_with(".lock")
+        && !id.contains("..")
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The payload hash of the original: SHA-256 of
+/// `json.dumps(payload, sort_keys=True)` (keys sorted, `", "` and `": "` as
+/// separators, non-ASCII escaped), so hashes agree across both.
+pub fn payload_hash(payload: &serde_json::Value) -> String {
+    let mut s = String::new();
+    canonical_json(payload, &mut s);
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Python's `json.dumps(v, sort_keys=True)`.
+pub fn canonical_json(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                // Python's repr of a float: `1.0`, `0.015`, `1e+20`.
+                let mut text = format!("{f:?}");
+                if let Some((mant, exp)) = text.split_once('e') {
+                    let exp = if exp.starts_with('-') {
+                        exp.to_string()
+                    } else {
+                        format!("+{exp}")
+                    };
+                    text = format!("{mant}e{exp}");
+                }
+                out.push_str(&text);
+            } else {
+                out.push_str(&n.to_string());
+            }
+        }
+        Value::String(s) => python_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_string(k, out);
+                out.push_str(": ");
+                if let Some(val) = map.get(k) {
+                    canonical_json(val, out);
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn python_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn ts(h: u32) -> Timestamp {
+        Timestamp(
+            Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0)
+                .single()
+                .expect("valid"),
+        )
+    }
+
+    fn sample() -> Proposal {
+        Proposal {
+            proposal_id: "p-1".into(),
+            agent_id: "noop".into(),
+            wave: 1,
+            submitted_at: ts(8),
+            action_type: "publish_content".into(),
+            payload: serde_json::Map::new(),
+            payload_hash: payload_hash(&serde_json::json!({})),
+            expected_outcome: "a post".into(),
+            expected_cost_tokens: 0,
+            expected_cost_dollars: 0.0,
+            reversible: true,
+            requires_approval: true,
+            expires_at: ts(10),
+            rationale: String::new(),
+            links: vec![],
+            status: ProposalStatus::Pending,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            decision_final: false,
+            policies: vec![],
+            policy_version: "abc".into(),
+            branch: None,
+            commit: None,
+            merge_commit: None,
+        }
+    }
+
+    #[test]
+    fn hash_matches_python_json_dumps() {
+        // python3 -c 'import json,hashlib; print(hashlib.sha256(json.dumps(
+        //   {"b": [1, 2.5, "é"], "a": {"y": None, "x": True}}, sort_keys=True).encode()).hexdigest())'
+        let v = serde_json::json!({"b": [1, 2.5, "é"], "a": {"y": null, "x": true}});
+        let mut s = String::new();
+        canonical_json(&v, &mut s);
+        assert_eq!(
+            s,
+            r#"{"a": {"x": true, "y": null}, "b": [1, 2.5, "\u00e9"]}"#
+        );
+        assert_eq!(payload_hash(&v).len(), 64);
+        assert_eq!(
+            payload_hash(&serde_json::json!({})),
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+
+    #[test]
+    fn floats_print_like_python() {
+        let mut s = String::new();
+        canonical_json(&serde_json::json!([1.0, 0.015, 1e20]), &mut s);
+        assert_eq!(s, "[1.0, 0.015, 1e+20]");
+    }
+
+    #[test]
+    fn decided_once_and_not_after_expiry() {
+        let mut p = sample();
+        assert_eq!(p.check_decidable(Verdict::Approve, ts(9)), Ok(()));
+        assert_eq!(
+            p.check_decidable(Verdict::Approve, ts(11)),
+            Err(DecideError::Expired)
+        );
+        assert_eq!(p.check_decidable(Verdict::Reject, ts(11)), Ok(()));
+        p.status = ProposalStatus::Approved;
+        assert_eq!(
+            p.check_decidable(Verdict::Reject, ts(9)),
+            Err(DecideError::AlreadyDecided(ProposalStatus::Approved))
+        );
+    }
+
+    #[test]
+    fn ids_are_safe_for_refs_and_files() {
+        assert!(valid_proposal_id("3f2a-9b_x.1"));
+        for bad in ["", "../x", "a/b", ".x", "-x", "a..b", "x.lock", "a b"] {
+            assert!(!valid_proposal_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_holds_every_field() {
+        let text = sample().to_file();
+        let parsed: toml::Value = toml::from_str(&text).expect("valid toml");
+        assert_eq!(parsed["proposal_id"].as_str(), Some("p-1"));
+        assert_eq!(parsed["action_type"].as_str(), Some("publish_content"));
+        assert!(parsed.get("payload_hash").is_some());
+        assert!(parsed.get("expires_at").is_some());
+    }
+
+    #[test]
+    fn statuses_use_the_original_strings() {
+        assert_eq!(
+            serde_json::to_string(&ProposalStatus::AutoApproved).ok(),
+            Some("\"auto-approved\"".into())
+        );
+        assert_eq!(
+            ProposalStatus::parse("auto-approved"),
+            Some(ProposalStatus::AutoApproved)
+        );
+    }
+}

@@ -1,0 +1,559 @@
+//! The JSON API: the original's contract (same paths, fields, defaults and
+//! status codes) plus what gov adds (pause/resume, agent tokens, runs, tool
+//! evaluation). docs/API.md describes every endpoint.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{act_for_agent, Caller};
+use super::error::{ApiError, Body, Query};
+use super::{blocking, AppState};
+use crate::app::error::AppError;
+use crate::app::{agents, credentials, proposals, runs};
+use crate::domain::audit::NewEntry;
+use crate::domain::proposal::{Proposal, Verdict};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/proposals", post(submit_proposal).get(list_proposals))
+        .route("/proposals/{id}", get(get_proposal))
+        .route("/proposals/{id}/decision", post(decide_proposal))
+        .route("/budget/{agent}", get(get_budget))
+        .route("/budget/{agent}/charge", post(charge_budget))
+        .route("/audit", post(post_audit).get(list_audit))
+        .route("/scoreboard", get(scoreboard))
+        .route("/status", get(status))
+        .route("/status/me", get(status_me))
+        .route("/admin/pause-all", post(pause_all))
+        .route("/agents/{agent}/pause", post(pause_agent))
+        .route("/agents/{agent}/resume", post(resume_agent))
+        .route("/agents/{agent}/tokens", post(mint_token))
+        .route("/credentials/issue", post(issue_credential))
+        .route("/credentials/redeem", post(redeem_credential))
+        .route("/runs", post(start_run))
+        .route("/runs/{run}/finish", post(finish_run))
+        .route("/tools/evaluate", post(evaluate_tool))
+        .fallback(not_found)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
+}
+
+/// A proposal in the original's shape, plus gov's fields.
+pub fn proposal_json(p: &Proposal) -> Value {
+    to_json(p)
+}
+
+fn review_url(state: &AppState, id: &str) -> String {
+    format!("http://127.0.0.1:{}/#proposal-{id}", state.port())
+}
+
+// ------------------------------------------------------------- proposals
+
+async fn submit_proposal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(sub): Body<proposals::Submission>,
+) -> ApiResult {
+    act_for_agent(&state, &caller, &sub.agent_id, "POST /proposals").await?;
+    let svc = state.svc.clone();
+    let done = blocking(move || proposals::submit(&svc, sub)).await?;
+    let p = done.proposal;
+    ok(json!({
+        "proposal_id": p.proposal_id,
+        "status": p.status,
+        "review_url": review_url(&state, &p.proposal_id),
+        "policies": p.policies,
+        "policy_version": p.policy_version,
+        "branch": p.branch,
+        "commit": p.commit,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=500).contains(&n) => Ok(n),
+            _ => Err(ApiError(AppError::InvalidQuery {
+                field: "limit".into(),
+                message: "limit must be an integer from 1 to 500".into(),
+            })),
+        },
+    }
+}
+
+async fn list_proposals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let limit = parse_limit(q.limit.as_deref(), 100)?;
+    let status = q.status.filter(|s| !s.is_empty() && s != "all");
+    let svc = state.svc.clone();
+    let list = blocking(move || {
+        svc.read(|c| crate::store::projection::proposals(c, status.as_deref(), limit))
+    })
+    .await?;
+    ok(Value::Array(list.iter().map(proposal_json).collect()))
+}
+
+async fn get_proposal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let svc = state.svc.clone();
+    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &id))).await?;
+    match p {
+        Some(p) => ok(proposal_json(&p)),
+        None => Err(ApiError(AppError::NotFound("proposal not found".into()))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DecisionBody {
+    decision: Verdict,
+    #[serde(default)]
+    r#final: bool,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn decide_proposal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<DecisionBody>,
+) -> ApiResult {
+    caller.require_operator()?;
+    let svc = state.svc.clone();
+    let input = proposals::DecisionInput {
+        verdict: body.decision,
+        note: body.note,
+        final_: body.r#final,
+    };
+    let p = blocking(move || {
+        let decider = svc.settings().operator_name.clone();
+        proposals::decide(&svc, &id, &input, &decider)
+    })
+    .await?;
+    ok(json!({
+        "proposal_id": p.proposal_id,
+        "status": p.status,
+        "decided_at": p.decided_at,
+        "decided_by": p.decided_by,
+        "merge_commit": p.merge_commit,
+        "branch": p.branch,
+    }))
+}
+
+// ---------------------------------------------------------------- budget
+
+#[derive(Debug, Deserialize)]
+struct WaveQuery {
+    wave: Option<i64>,
+}
+
+async fn get_budget(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Query(q): Query<WaveQuery>,
+) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let wave = q.wave.unwrap_or(0);
+    if wave < 0 {
+        return Err(ApiError(AppError::InvalidQuery {
+            field: "wave".into(),
+            message: "wave must be at least 0".into(),
+        }));
+    }
+    let svc = state.svc.clone();
+    let view = blocking(move || agents::budget(&svc, &agent, wave)).await?;
+    ok(to_json(&view))
+}
+
+#[derive(Debug, Deserialize)]
+struct ChargeBody {
+    tokens: i64,
+    tool: String,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    dollars: Option<f64>,
+}
+
+async fn charge_budget(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Body(body): Body<ChargeBody>,
+) -> ApiResult {
+    caller.require_runner()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, Some(&agent));
+    let svc = state.svc.clone();
+    let input = agents::ChargeInput {
+        tokens: body.tokens,
+        dollars: body.dollars,
+        tool: body.tool,
+        task_id: body.task_id,
+    };
+    let view = blocking(move || agents::charge(&svc, &agent, &input, actor)).await?;
+    ok(to_json(&view))
+}
+
+// ----------------------------------------------------------------- audit
+
+#[derive(Debug, Deserialize)]
+struct AuditBody {
+    #[serde(default)]
+    agent_id: Option<String>,
+    event_type: String,
+    #[serde(default)]
+    proposal_id: Option<String>,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    payload: serde_json::Map<String, Value>,
+}
+
+async fn post_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(mut body): Body<AuditBody>,
+) -> ApiResult {
+    if body.event_type.trim().is_empty() || body.event_type.len() > 100 {
+        return Err(AppError::invalid("event_type", "event_type must be non-empty").into());
+    }
+    if !crate::store::projection::agent_may_post(&body.event_type) {
+        return Err(AppError::invalid(
+            "event_type",
+            format!(
+                "`{}` is recorded by gov itself and cannot be posted",
+                body.event_type
+            ),
+        )
+        .into());
+    }
+    match (&caller, &body.agent_id) {
+        (_, Some(a)) => act_for_agent(&state, &caller, a, "POST /audit").await?,
+        (Caller::Agent { agent_id, .. }, None) => body.agent_id = Some(agent_id.clone()),
+        (Caller::Anonymous, None) => caller.require_reader(state.svc.settings().agent_auth)?,
+        _ => {}
+    }
+    let actor = caller.actor(
+        &state.svc.settings().operator_name,
+        body.agent_id.as_deref(),
+    );
+    let mut entry = NewEntry::new(actor, body.event_type).payload(Value::Object(body.payload));
+    entry.agent_id = body.agent_id;
+    entry.proposal_id = body.proposal_id;
+    entry.task_id = body.task_id;
+    let svc = state.svc.clone();
+    let written = blocking(move || Ok(svc.governance().append(vec![entry])?)).await?;
+    match written.first() {
+        Some(e) => ok(json!({"audit_id": e.seq, "ts": e.ts})),
+        None => Err(AppError::internal("nothing was written").into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    agent_id: Option<String>,
+    event_type: Option<String>,
+    proposal_id: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let limit = parse_limit(q.limit.as_deref(), 50)?;
+    let filter = crate::store::index::AuditFilter {
+        agent_id: q.agent_id.filter(|s| !s.is_empty()),
+        event_type: q.event_type.filter(|s| !s.is_empty()),
+        proposal_id: q.proposal_id.filter(|s| !s.is_empty()),
+        limit: Some(u64::from(limit)),
+    };
+    let svc = state.svc.clone();
+    let rows = blocking(move || {
+        let index = svc.governance().index()?;
+        index.query(&filter).map_err(AppError::internal)
+    })
+    .await?;
+    ok(Value::Array(
+        rows.iter()
+            .map(|r| {
+                let mut v = r.entry.to_compat_json();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("commit".into(), json!(r.commit));
+                    o.insert("signer".into(), json!(r.signer_role));
+                }
+                v
+            })
+            .collect(),
+    ))
+}
+
+// ------------------------------------------------------------ live state
+
+async fn scoreboard(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let svc = state.svc.clone();
+    let rows = blocking(move || agents::scoreboard(&svc)).await?;
+    ok(to_json(&rows))
+}
+
+async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    caller.require_reader(state.svc.settings().agent_auth)?;
+    let svc = state.svc.clone();
+    let port = state.port();
+    let v = blocking(move || {
+        let policy = svc.policy_status();
+        let (paused, pending, entries) = {
+            let index = svc.governance().index()?;
+            let c = index.conn();
+            let paused: Vec<String> = crate::store::projection::agents(c)?
+                .into_iter()
+                .filter(|a| a.paused)
+                .map(|a| a.agent_id)
+                .collect();
+            let pending = crate::store::projection::pending_count(c)?;
+            let entries = index.count().map_err(AppError::internal)?;
+            (paused, pending, entries)
+        };
+        Ok(json!({
+            "ok": policy.version.is_some(),
+            "host": "127.0.0.1",
+            "port": port,
+            "db_ok": true,
+            "audit_jsonl_ok": true,
+            "audit_ok": true,
+            "audit_entries": entries,
+            "started_at": svc.started_at,
+            "agents_paused": paused,
+            "known_agents": crate::config::AgentSettings::list(svc.settings()),
+            "pending_proposals": pending,
+            "policy_version": policy.version,
+            "policy_error": policy.error,
+            "agent_auth": match svc.settings().agent_auth {
+                crate::config::AgentAuth::Required => "required",
+                crate::config::AgentAuth::Optional => "optional",
+            },
+        }))
+    })
+    .await?;
+    ok(v)
+}
+
+#[derive(Debug, Deserialize)]
+struct MeQuery {
+    agent_id: String,
+}
+
+async fn status_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<MeQuery>,
+) -> ApiResult {
+    act_for_agent(&state, &caller, &q.agent_id, "GET /status/me").await?;
+    let svc = state.svc.clone();
+    let s = blocking(move || agents::state(&svc, &q.agent_id)).await?;
+    ok(to_json(&s))
+}
+
+// ----------------------------------------------------------------- pause
+
+#[derive(Debug, Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body of pause calls is optional (`{}` or nothing).
+fn reason_of(raw: &axum::body::Bytes) -> Result<Option<String>, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let b: ReasonBody =
+        serde_json::from_slice(raw).map_err(|e| AppError::invalid("reason", e.to_string()))?;
+    Ok(b.reason)
+}
+
+async fn pause_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    caller.require_operator()?;
+    let reason = reason_of(&raw)?.unwrap_or_else(|| "manual_pause_all".into());
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let paused = blocking(move || agents::pause_all(&svc, &reason, actor)).await?;
+    ok(json!({"paused_agents": paused}))
+}
+
+async fn pause_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    caller.require_operator()?;
+    let reason = reason_of(&raw)?.unwrap_or_else(|| "paused by the operator".into());
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let s = blocking(move || agents::pause(&svc, &agent, &reason, actor)).await?;
+    ok(to_json(&s))
+}
+
+async fn resume_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> ApiResult {
+    caller.require_operator()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let s = blocking(move || agents::resume(&svc, &agent, actor)).await?;
+    ok(to_json(&s))
+}
+
+async fn mint_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> ApiResult {
+    caller.require_operator()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let a = agent.clone();
+    let token = blocking(move || runs::mint_token(&svc, &a, actor)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"agent_id": agent, "agent_token": token})),
+    )
+        .into_response())
+}
+
+// ----------------------------------------------------------- credentials
+
+fn default_ttl() -> i64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueBody {
+    agent_id: String,
+    scope: String,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: i64,
+}
+
+async fn issue_credential(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<IssueBody>,
+) -> ApiResult {
+    act_for_agent(&state, &caller, &body.agent_id, "POST /credentials/issue").await?;
+    let svc = state.svc.clone();
+    let issued =
+        blocking(move || credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds))
+            .await?;
+    ok(json!({"token": issued.token, "expires_at": issued.expires_at}))
+}
+
+#[derive(Debug, Deserialize)]
+struct RedeemBody {
+    token: String,
+}
+
+async fn redeem_credential(
+    State(state): State<AppState>,
+    Body(body): Body<RedeemBody>,
+) -> ApiResult {
+    let svc = state.svc.clone();
+    let r = blocking(move || credentials::redeem(&svc, &body.token)).await?;
+    ok(json!({"scope": r.scope, "agent_id": r.agent_id}))
+}
+
+// ------------------------------------------------------------ runs, tools
+
+#[derive(Debug, Deserialize)]
+struct RunBody {
+    agent_id: String,
+    #[serde(default)]
+    task_id: Option<String>,
+}
+
+async fn start_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<RunBody>,
+) -> ApiResult {
+    caller.require_runner()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let run =
+        blocking(move || runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor))
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"run_id": run.run_id, "agent_id": run.agent_id, "agent_token": run.agent_token}),
+        ),
+    )
+        .into_response())
+}
+
+async fn finish_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Body(end): Body<runs::RunEnd>,
+) -> ApiResult {
+    caller.require_runner()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let budget = blocking(move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
+    ok(json!({"budget": budget}))
+}
+
+async fn evaluate_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(call): Body<runs::ToolCall>,
+) -> ApiResult {
+    act_for_agent(&state, &caller, &call.agent_id, "POST /tools/evaluate").await?;
+    let svc = state.svc.clone();
+    let answer = blocking(move || runs::evaluate_tool(&svc, &call)).await?;
+    ok(to_json(&answer))
+}

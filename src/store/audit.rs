@@ -1,0 +1,268 @@
+//! The audit chain: one signed commit per entry on the audit ref.
+//!
+//! Each commit's parent is the previous entry, its message is
+//! [`AuditEntry::commit_message`], and its tree is git's empty tree, so an
+//! append costs the same at the 100,000th entry as at the first. The
+//! committer names the signer's role (`gov server <server@gov>`); the
+//! signature is what proves it, and `gov audit verify` checks that.
+//!
+//! Writers hold the [`ChainLock`]; [`append`] reads the tip, gives each entry
+//! the next sequence number and a non-decreasing timestamp, writes one
+//! signed commit per entry, moves the ref once by compare-and-swap and
+//! flushes it all to disk before returning.
+
+use chrono::{SubsecRound, Utc};
+use git2::{Commit, Oid, Repository, Signature};
+
+use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
+use crate::store::git::{cas_ref, empty_tree, make_durable, signed_commit, StoreError};
+use crate::store::keys::{Role, SigningKey};
+use crate::store::lock::ChainLock;
+
+/// An entry together with the commit that carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainEntry {
+    pub commit: Oid,
+    pub entry: AuditEntry,
+    /// The role the committer identity claims (not proof: see `verify`).
+    pub signer: Option<Role>,
+}
+
+/// The committer identity for entries signed in `role`.
+pub fn signer_identity(role: Role) -> Result<Signature<'static>, StoreError> {
+    Ok(Signature::now(
+        &format!("gov {}", role.as_str()),
+        &format!("{}@gov", role.as_str()),
+    )?)
+}
+
+/// The role a committer identity written by [`signer_identity`] names.
+pub fn role_from_email(email: &str) -> Option<Role> {
+    match email {
+        "server@gov" => Some(Role::Server),
+        "watchdog@gov" => Some(Role::Watchdog),
+        "approver@gov" => Some(Role::Approver),
+        _ => None,
+    }
+}
+
+/// The sequence number in a message's first line (`gov audit #N …`),
+/// without parsing the JSON.
+pub fn seq_of_message(message: &str) -> Option<u64> {
+    let rest = message.strip_prefix(MESSAGE_PREFIX)?.strip_prefix(" #")?;
+    let digits = rest.split(' ').next()?;
+    digits.parse().ok()
+}
+
+/// Reads the entry a commit carries.
+pub fn read_entry(commit: &Commit<'_>) -> Result<ChainEntry, StoreError> {
+    let bad = |reason: String| StoreError::BadEntry {
+        commit: commit.id().to_string(),
+        reason,
+    };
+    let message = commit
+        .message()
+        .ok_or_else(|| bad("message is not UTF-8".into()))?;
+    let entry = AuditEntry::from_commit_message(message).map_err(|e| bad(e.to_string()))?;
+    Ok(ChainEntry {
+        commit: commit.id(),
+        entry,
+        signer: commit.committer().email().and_then(role_from_email),
+    })
+}
+
+/// The tip of the chain, if it has one.
+pub fn tip(repo: &Repository, refname: &str) -> Result<Option<ChainEntry>, StoreError> {
+    let oid = match repo.refname_to_id(refname) {
+        Ok(oid) => oid,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    read_entry(&repo.find_commit(oid)?).map(Some)
+}
+
+/// Appends `entries` in one lock hold: one signed commit per entry, one ref
+/// update, one flush to disk. `lock` proves the caller holds the chain lock.
+pub fn append(
+    _lock: &ChainLock,
+    repo: &Repository,
+    refname: &str,
+    key: &SigningKey,
+    role: Role,
+    entries: Vec<NewEntry>,
+) -> Result<Vec<ChainEntry>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let old = tip(repo, refname)?;
+    let tree = repo.find_tree(empty_tree(repo)?)?;
+    let who = signer_identity(role)?;
+    let (mut seq, mut last_ts) = match &old {
+        Some(t) => (t.entry.seq, t.entry.ts.0),
+        None => (0, chrono::DateTime::<Utc>::MIN_UTC),
+    };
+    let mut parent = old
+        .as_ref()
+        .map(|t| repo.find_commit(t.commit))
+        .transpose()?;
+    let mut written = Vec::with_capacity(entries.len());
+    let mut objects = Vec::with_capacity(entries.len() + 1);
+    objects.push(tree.id());
+    for new in entries {
+        seq += 1;
+        // Clocks can step back; the chain's times never do. Microseconds
+        // are what the message keeps, so the returned entry equals it.
+        last_ts = last_ts.max(Utc::now().trunc_subsecs(6));
+        let entry = new.place(seq, last_ts);
+        let parents: Vec<&Commit<'_>> = parent.iter().collect();
+        let oid = signed_commit(repo, key, &who, &tree, &parents, &entry.commit_message())?;
+        objects.push(oid);
+        written.push(ChainEntry {
+            commit: oid,
+            entry,
+            signer: Some(role),
+        });
+        parent = Some(repo.find_commit(oid)?);
+    }
+    let new_tip = parent.map(|c| c.id()).ok_or_else(|| StoreError::BadEntry {
+        commit: "-".into(),
+        reason: "nothing was written".into(),
+    })?;
+    let log = format!("gov audit: append #{seq}");
+    // Objects first, then the ref: a crash in between leaves unreachable
+    // objects, never a ref to a missing commit.
+    make_durable(repo, &objects, None)?;
+    cas_ref(repo, refname, new_tip, old.map(|t| t.commit), &log)?;
+    make_durable(repo, &[], Some(refname))?;
+    Ok(written)
+}
+
+/// The commits after sequence number `after` up to the tip, oldest first;
+/// or `None` if the commit at `after` is not `expected` (or the chain does
+/// not reach that far): the chain was rewritten since.
+pub fn commits_after(
+    repo: &Repository,
+    refname: &str,
+    after: u64,
+    expected: Option<Oid>,
+) -> Result<Option<Vec<Oid>>, StoreError> {
+    let mut oid = match repo.refname_to_id(refname) {
+        Ok(o) => o,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => {
+            return Ok(if after == 0 { Some(Vec::new()) } else { None });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    loop {
+        let commit = repo.find_commit(oid)?;
+        let seq =
+            commit
+                .message()
+                .and_then(seq_of_message)
+                .ok_or_else(|| StoreError::BadEntry {
+                    commit: oid.to_string(),
+                    reason: "message is not an audit entry".into(),
+                })?;
+        if seq == after {
+            if expected.is_some_and(|e| e != oid) {
+                return Ok(None);
+            }
+            break;
+        }
+        if seq < after {
+            return Ok(None);
+        }
+        out.push(oid);
+        match commit.parent_ids().next() {
+            Some(p) => oid = p,
+            None if after == 0 => break,
+            None => return Ok(None),
+        }
+    }
+    out.reverse();
+    Ok(Some(out))
+}
+
+/// Entries from `from_seq` (1 for all) to the tip, oldest first. Holds only
+/// the commit ids in memory; entries are read one at a time.
+pub fn entries_from<'r>(
+    repo: &'r Repository,
+    refname: &str,
+    from_seq: u64,
+) -> Result<impl Iterator<Item = Result<ChainEntry, StoreError>> + 'r, StoreError> {
+    let oids = commits_after(repo, refname, from_seq.saturating_sub(1), None)?.unwrap_or_default();
+    Ok(oids
+        .into_iter()
+        .map(move |oid| read_entry(&repo.find_commit(oid)?)))
+}
+
+/// Entries from the tip back to the root, newest first.
+pub fn entries_back<'r>(
+    repo: &'r Repository,
+    refname: &str,
+) -> Result<impl Iterator<Item = Result<ChainEntry, StoreError>> + 'r, StoreError> {
+    let mut next = match repo.refname_to_id(refname) {
+        Ok(o) => Some(o),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(std::iter::from_fn(move || {
+        let oid = next.take()?;
+        let result = repo
+            .find_commit(oid)
+            .map_err(StoreError::from)
+            .and_then(|c| {
+                next = c.parent_ids().next();
+                read_entry(&c)
+            });
+        Some(result)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Actor;
+
+    #[test]
+    fn appends_a_linear_numbered_chain() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let lock = ChainLock::acquire(repo.path())?;
+        let r = "refs/heads/gov/audit";
+        let one = append(
+            &lock,
+            &repo,
+            r,
+            &key,
+            Role::Server,
+            vec![NewEntry::new(Actor::server(), "a")],
+        )?;
+        let batch: Vec<NewEntry> = (0..3)
+            .map(|_| NewEntry::new(Actor::server(), "b").agent("x"))
+            .collect();
+        let more = append(&lock, &repo, r, &key, Role::Watchdog, batch)?;
+        assert_eq!(one[0].entry.seq, 1);
+        assert_eq!(
+            more.iter().map(|e| e.entry.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        let back: Vec<u64> = entries_back(&repo, r)?
+            .map(|e| e.map(|e| e.entry.seq))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(back, vec![4, 3, 2, 1]);
+        let fwd: Vec<ChainEntry> = entries_from(&repo, r, 3)?.collect::<Result<_, _>>()?;
+        assert_eq!(fwd.len(), 2);
+        assert_eq!(fwd[0].signer, Some(Role::Watchdog));
+        assert_eq!(
+            commits_after(&repo, r, 2, Some(more[0].commit))?.map(|v| v.len()),
+            Some(2)
+        );
+        assert_eq!(commits_after(&repo, r, 2, Some(one[0].commit))?, None);
+        assert_eq!(commits_after(&repo, r, 9, None)?, None);
+        assert_eq!(seq_of_message("gov audit #12 x -\n\n{}"), Some(12));
+        Ok(())
+    }
+}

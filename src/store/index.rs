@@ -1,0 +1,366 @@
+//! The index: a SQLite projection of the audit chain, for queries.
+//!
+//! Git is the source of truth; this database can always be deleted and
+//! rebuilt from the chain (`gov reindex`). It therefore runs in WAL mode with
+//! `synchronous=NORMAL`: a lost tail after a power cut is caught up again
+//! from Git on the next open.
+//!
+//! Every entry goes through [`apply`], which writes the `audit` row and then
+//! calls [`project`]: the one place where features add their own tables
+//! (proposals, agents and the budget ledger, credentials), each derived only
+//! from audit entries, in chain order.
+//!
+//! `meta` holds `schema_version`, `audit_seq` and `audit_tip` (the last
+//! applied entry and its commit). When [`SCHEMA_VERSION`] changes, every table
+//! is dropped and rebuilt from Git.
+
+use std::path::Path;
+
+use git2::{Oid, Repository};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::domain::audit::{Actor, AuditEntry, NewEntry, Timestamp};
+use crate::store::audit::{commits_after, read_entry, ChainEntry};
+use crate::store::git::StoreError;
+use crate::store::keys::Role;
+
+/// Bump when any table changes shape; the index is then rebuilt from Git.
+pub const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    commit_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    agent_id TEXT,
+    proposal_id TEXT,
+    task_id TEXT,
+    payload_json TEXT NOT NULL,
+    decision_json TEXT,
+    signer_role TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_agent ON audit(agent_id);
+CREATE INDEX IF NOT EXISTS audit_event ON audit(event_type);
+CREATE INDEX IF NOT EXISTS audit_proposal ON audit(proposal_id);
+";
+
+/// Writes one entry into the index: its `audit` row, then its projection.
+pub fn apply(
+    tx: &Transaction<'_>,
+    entry: &AuditEntry,
+    commit: Oid,
+    signer: Option<Role>,
+) -> rusqlite::Result<()> {
+    let e = &entry.entry;
+    let decision = e
+        .decision
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    tx.prepare_cached(
+        "INSERT INTO audit (seq, commit_id, ts, actor, event_type, agent_id, proposal_id, task_id,
+                            payload_json, decision_json, signer_role)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        entry.seq as i64,
+        commit.to_string(),
+        entry.ts.to_rfc3339(),
+        e.actor.0,
+        e.event_type,
+        e.agent_id,
+        e.proposal_id,
+        e.task_id,
+        e.payload.to_string(),
+        decision,
+        signer.map(Role::as_str),
+    ])?;
+    project(tx, entry)?;
+    set_meta(tx, "audit_seq", &entry.seq.to_string())?;
+    set_meta(tx, "audit_tip", &commit.to_string())
+}
+
+/// EXTENSION POINT: derives feature tables from one entry.
+///
+/// Add an arm per event type that changes derived state (and its tables to
+/// [`SCHEMA`], bumping [`SCHEMA_VERSION`]). It must depend only on the entry
+/// and on rows earlier entries wrote, so that a rebuild from Git gives the
+/// same tables.
+#[allow(
+    clippy::match_single_binding,
+    reason = "the extension point: features add an arm per event type"
+)]
+fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+    // Proposals, agents and pauses, the ledger, credentials, tokens, runs.
+    crate::store::projection::project(tx, entry)
+}
+
+fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+/// A query over the audit table; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub agent_id: Option<String>,
+    pub event_type: Option<String>,
+    pub proposal_id: Option<String>,
+    pub limit: Option<u64>,
+}
+
+/// One row of the audit table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedEntry {
+    pub entry: AuditEntry,
+    pub commit: String,
+    pub signer_role: Option<String>,
+}
+
+/// An open index database.
+#[derive(Debug)]
+pub struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`, with its schema at the
+    /// current version. It may be behind the chain: see [`Index::catch_up`].
+    pub fn open(path: &Path) -> Result<Index, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut index = Index { conn };
+        index.ensure_schema()?;
+        Ok(index)
+    }
+
+    /// Opens an existing index without creating or changing anything;
+    /// `None` if there is none.
+    pub fn open_existing(path: &Path) -> Result<Option<Index>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        Ok(Some(Index { conn }))
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn ensure_schema(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )?;
+        let version = get_meta(&tx, "schema_version")?;
+        if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+            drop_all(&tx)?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(crate::store::projection::SCHEMA)?;
+            set_meta(&tx, "schema_version", &SCHEMA_VERSION.to_string())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last applied entry: its sequence number and commit.
+    pub fn position(&self) -> Result<Option<(u64, Oid)>, StoreError> {
+        let seq = get_meta(&self.conn, "audit_seq")?.and_then(|s| s.parse::<u64>().ok());
+        let tip = get_meta(&self.conn, "audit_tip")?.and_then(|s| Oid::from_str(&s).ok());
+        Ok(seq.zip(tip))
+    }
+
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Applies every chain entry after the index's position. If the index's
+    /// tip is no longer on the chain (the chain was rewritten or moved
+    /// back), rebuilds from scratch. Returns how many entries were applied.
+    pub fn catch_up(&mut self, repo: &Repository, refname: &str) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = catch_up_in(&tx, repo, refname)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Drops every table and rebuilds the index from the chain, in one
+    /// transaction: readers see the old index or the new one.
+    pub fn rebuild(&mut self, repo: &Repository, refname: &str) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        reset(&tx)?;
+        let n = catch_up_in(&tx, repo, refname)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Applies entries just appended to the chain. If the index is not right
+    /// behind them (another process wrote in between and nobody caught up),
+    /// it catches up from Git instead; if it already has them, nothing.
+    pub fn apply_written(
+        &mut self,
+        repo: &Repository,
+        refname: &str,
+        written: &[ChainEntry],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (written.first(), written.last()) else {
+            return Ok(());
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seq = position_in(&tx)?.map_or(0, |(s, _)| s);
+        if seq + 1 == first.entry.seq {
+            for w in written {
+                apply(&tx, &w.entry, w.commit, w.signer)?;
+            }
+        } else if seq < last.entry.seq {
+            catch_up_in(&tx, repo, refname)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Audit rows, newest first.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<IndexedEntry>, StoreError> {
+        let mut sql = String::from(
+            "SELECT seq, commit_id, ts, actor, event_type, agent_id, proposal_id, task_id,
+                    payload_json, decision_json, signer_role FROM audit WHERE 1=1",
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(a) = &filter.agent_id {
+            sql.push_str(" AND agent_id = ?");
+            args.push(a);
+        }
+        if let Some(e) = &filter.event_type {
+            sql.push_str(" AND event_type = ?");
+            args.push(e);
+        }
+        if let Some(p) = &filter.proposal_id {
+            sql.push_str(" AND proposal_id = ?");
+            args.push(p);
+        }
+        sql.push_str(" ORDER BY seq DESC");
+        let limit = filter.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        sql.push_str(" LIMIT ?");
+        args.push(&limit);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(args.as_slice(), row_to_entry)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {
+    let conv = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    let ts: String = r.get(2)?;
+    let ts = chrono::DateTime::parse_from_rfc3339(&ts).map_err(|e| conv(2, Box::new(e)))?;
+    let payload: String = r.get(8)?;
+    let decision: Option<String> = r.get(9)?;
+    let entry = NewEntry {
+        actor: Actor(r.get(3)?),
+        event_type: r.get(4)?,
+        agent_id: r.get(5)?,
+        proposal_id: r.get(6)?,
+        task_id: r.get(7)?,
+        payload: serde_json::from_str(&payload).map_err(|e| conv(8, Box::new(e)))?,
+        decision: decision
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| conv(9, Box::new(e)))?,
+    };
+    let seq: i64 = r.get(0)?;
+    Ok(IndexedEntry {
+        entry: AuditEntry {
+            seq: seq.max(0) as u64,
+            ts: Timestamp(ts.with_timezone(&chrono::Utc)),
+            entry,
+        },
+        commit: r.get(1)?,
+        signer_role: r.get(10)?,
+    })
+}
+
+fn position_in(conn: &Connection) -> Result<Option<(u64, Oid)>, StoreError> {
+    let seq = get_meta(conn, "audit_seq")?.and_then(|s| s.parse::<u64>().ok());
+    let tip = get_meta(conn, "audit_tip")?.and_then(|s| Oid::from_str(&s).ok());
+    Ok(seq.zip(tip))
+}
+
+fn catch_up_in(
+    tx: &Transaction<'_>,
+    repo: &Repository,
+    refname: &str,
+) -> Result<usize, StoreError> {
+    let pos = position_in(tx)?;
+    let (seq, tip) = pos.map_or((0, None), |(s, t)| (s, Some(t)));
+    let oids = match commits_after(repo, refname, seq, tip)? {
+        Some(oids) => oids,
+        None => {
+            tracing::warn!(
+                seq,
+                "the index's last entry is no longer on the audit chain; rebuilding it from git"
+            );
+            reset(tx)?;
+            commits_after(repo, refname, 0, None)?.unwrap_or_default()
+        }
+    };
+    for oid in &oids {
+        let e = read_entry(&repo.find_commit(*oid)?)?;
+        apply(tx, &e.entry, e.commit, e.signer)?;
+    }
+    Ok(oids.len())
+}
+
+/// Empties the index: every table dropped and created again.
+fn reset(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    drop_all(tx)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(crate::store::projection::SCHEMA)?;
+    set_meta(tx, "schema_version", &SCHEMA_VERSION.to_string())?;
+    Ok(())
+}
+
+fn drop_all(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let tables: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'meta'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for t in tables {
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS \"{}\"",
+            t.replace('"', "\"\"")
+        ))?;
+    }
+    tx.execute("DELETE FROM meta", [])?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The audit chain's cross-process writer lock.
+//!
+//! libgit2 fails a ref update at once when another process holds the ref's
+//! lock file, and a forced update would lose the other writer's entries, so
+//! every writer of the chain (server, watchdog, CLI) first takes an exclusive
+//! advisory lock on `.git/gov-audit.lock`. The lock is released when the
+//! [`ChainLock`] is dropped, or when the process dies.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use super::git::StoreError;
+
+/// Proof that this process holds the chain's writer lock.
+#[derive(Debug)]
+pub struct ChainLock {
+    file: File,
+}
+
+/// The lock file's name inside the `.git` directory.
+pub const LOCK_FILE: &str = "gov-audit.lock";
+
+impl ChainLock {
+    /// Blocks until the lock is ours.
+    pub fn acquire(git_dir: &Path) -> Result<ChainLock, StoreError> {
+        let path = git_dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("open", &path, e))?;
+        lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))?;
+        Ok(ChainLock { file })
+    }
+}
+
+#[allow(
+    clippy::incompatible_msrv,
+    reason = "File::lock is stable since 1.89; the toolchain in use is newer than rust-version"
+)]
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    file.lock()
+}
+
+impl Drop for ChainLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first makes the
+        // hand-over explicit.
+        #[allow(clippy::incompatible_msrv, reason = "see lock_exclusive")]
+        let _ = self.file.unlock();
+    }
+}

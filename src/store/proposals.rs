@@ -1,0 +1,255 @@
+//! Proposals in Git.
+//!
+//! - Waiting for a person: branch `<prefix><id>` with one commit on top of
+//!   main's tip adding `proposals/<id>.toml`, signed by the server key.
+//! - Auto-approved: one commit on main adding the file (CAS on main).
+//! - Approved: a merge commit on main (parents: main's tip, the proposal
+//!   commit; never a fast-forward), signed by the approver's key.
+//! - Rejected or expired: the branch is renamed `gov/rejected/<id>` or
+//!   `gov/expired/<id>`; its content is kept.
+//!
+//! Callers hold the chain lock (`Governance::transact`), so no two gov
+//! writers move these refs at once; refs are still moved by compare-and-swap
+//! so that a concurrent `git` command is detected, not overwritten.
+
+use git2::{FileMode, Oid, Repository, Signature};
+
+use crate::domain::proposal::Proposal;
+use crate::store::audit::signer_identity;
+use crate::store::git::{cas_ref, make_durable, signed_commit, StoreError};
+use crate::store::keys::{Role, SigningKey};
+
+/// Where a refused approval found the proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tamper {
+    /// The branch is gone.
+    Missing,
+    /// The branch points at another commit than the one submitted.
+    Moved { found: String },
+    /// The commit does not hold the file as submitted.
+    FileChanged,
+}
+
+fn full_ref(branch: &str) -> String {
+    format!("refs/heads/{branch}")
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the commit; a struct would only rename them"
+)]
+/// Writes the blob, the tree (base plus the proposal file) and a signed
+/// commit. Returns the commit and every new object id.
+fn commit_with_file(
+    repo: &Repository,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    base: &git2::Commit<'_>,
+    extra_parent: Option<&git2::Commit<'_>>,
+    path: &str,
+    blob: Oid,
+    message: &str,
+) -> Result<(Oid, Vec<Oid>), StoreError> {
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    update.upsert(path, blob, FileMode::Blob);
+    let tree_id = update.create_updated(repo, &base.tree()?)?;
+    let tree = repo.find_tree(tree_id)?;
+    let mut parents: Vec<&git2::Commit<'_>> = vec![base];
+    parents.extend(extra_parent);
+    let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
+    let mut objects = vec![blob, commit, tree_id];
+    // The `proposals/` subtree is new too.
+    if let Ok(entry) = tree.get_path(std::path::Path::new("proposals")) {
+        objects.push(entry.id());
+    }
+    Ok((commit, objects))
+}
+
+fn main_tip<'r>(repo: &'r Repository, main_ref: &str) -> Result<git2::Commit<'r>, StoreError> {
+    Ok(repo.find_commit(repo.refname_to_id(main_ref)?)?)
+}
+
+/// Files a proposal that waits for a person on its own branch. Returns the
+/// commit.
+pub fn write_pending(
+    repo: &Repository,
+    key: &SigningKey,
+    main_ref: &str,
+    branch: &str,
+    p: &Proposal,
+) -> Result<Oid, StoreError> {
+    let base = main_tip(repo, main_ref)?;
+    let path = Proposal::file_path(&p.proposal_id);
+    let blob = repo.blob(p.to_file().as_bytes())?;
+    let who = signer_identity(Role::Server)?;
+    let message = format!(
+        "proposal {}: {} by {}\n\nWaiting for a person. Approving merges this commit into main.\nPayload hash: {}\n",
+        p.proposal_id, p.action_type, p.agent_id, p.payload_hash
+    );
+    let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
+    make_durable(repo, &objects, None)?;
+    let refname = full_ref(branch);
+    cas_ref(repo, &refname, commit, None, "gov: proposal filed")?;
+    make_durable(repo, &[], Some(&refname))?;
+    Ok(commit)
+}
+
+/// Lands an auto-approved proposal on main. Returns the commit.
+pub fn write_auto(
+    repo: &Repository,
+    key: &SigningKey,
+    main_ref: &str,
+    p: &Proposal,
+) -> Result<Oid, StoreError> {
+    let base = main_tip(repo, main_ref)?;
+    let path = Proposal::file_path(&p.proposal_id);
+    let text = p.to_file();
+    let blob = repo.blob(text.as_bytes())?;
+    let who = signer_identity(Role::Server)?;
+    let message = format!(
+        "proposal {}: {} by {} (auto-approved)\n\nPolicies: {}\nPayload hash: {}\n",
+        p.proposal_id,
+        p.action_type,
+        p.agent_id,
+        p.policies
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        p.payload_hash
+    );
+    let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
+    make_durable(repo, &objects, None)?;
+    cas_ref(
+        repo,
+        main_ref,
+        commit,
+        Some(base.id()),
+        "gov: auto-approved proposal",
+    )?;
+    make_durable(repo, &[], Some(main_ref))?;
+    sync_worktree(repo, main_ref, &path, text.as_bytes());
+    Ok(commit)
+}
+
+/// Checks that the proposal's branch still holds exactly what was submitted.
+pub fn check_untampered(
+    repo: &Repository,
+    branch: &str,
+    submitted: Oid,
+    p: &Proposal,
+) -> Result<Option<Tamper>, StoreError> {
+    let found = match repo.refname_to_id(&full_ref(branch)) {
+        Ok(o) => o,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Some(Tamper::Missing)),
+        Err(e) => return Err(e.into()),
+    };
+    if found != submitted {
+        return Ok(Some(Tamper::Moved {
+            found: found.to_string(),
+        }));
+    }
+    let tree = repo.find_commit(found)?.tree()?;
+    let entry = match tree.get_path(std::path::Path::new(&Proposal::file_path(&p.proposal_id))) {
+        Ok(e) => e,
+        Err(_) => return Ok(Some(Tamper::FileChanged)),
+    };
+    let blob = repo.find_blob(entry.id())?;
+    if blob.content() != p.to_file().as_bytes() {
+        return Ok(Some(Tamper::FileChanged));
+    }
+    Ok(None)
+}
+
+/// Merges the submitted proposal commit into main, signed by the approver.
+/// Returns the merge commit.
+pub fn merge_approved(
+    repo: &Repository,
+    approver_key: &SigningKey,
+    approver_name: &str,
+    main_ref: &str,
+    submitted: Oid,
+    p: &Proposal,
+    note: Option<&str>,
+) -> Result<Oid, StoreError> {
+    let base = main_tip(repo, main_ref)?;
+    let proposal_commit = repo.find_commit(submitted)?;
+    let path = Proposal::file_path(&p.proposal_id);
+    let entry = proposal_commit
+        .tree()?
+        .get_path(std::path::Path::new(&path))?;
+    let email = Role::Approver.principal(approver_name);
+    let who = Signature::now(approver_name, &email)?;
+    let mut message = format!(
+        "approve proposal {}: {} by {}\n\nApproved by {approver_name}.\n",
+        p.proposal_id, p.action_type, p.agent_id
+    );
+    if let Some(n) = note.filter(|n| !n.is_empty()) {
+        message.push_str(&format!("Note: {n}\n"));
+    }
+    let (commit, objects) = commit_with_file(
+        repo,
+        approver_key,
+        &who,
+        &base,
+        Some(&proposal_commit),
+        &path,
+        entry.id(),
+        &message,
+    )?;
+    make_durable(repo, &objects, None)?;
+    cas_ref(
+        repo,
+        main_ref,
+        commit,
+        Some(base.id()),
+        "gov: approval merge",
+    )?;
+    make_durable(repo, &[], Some(main_ref))?;
+    if let Ok(blob) = repo.find_blob(entry.id()) {
+        sync_worktree(repo, main_ref, &path, blob.content());
+    }
+    Ok(commit)
+}
+
+/// Renames a proposal branch (keeping its content), e.g. to
+/// `gov/rejected/<id>`. A branch that is already gone is not an error.
+pub fn rename_branch(repo: &Repository, from: &str, to: &str) -> Result<(), StoreError> {
+    match repo.find_reference(&full_ref(from)) {
+        Ok(mut r) => {
+            r.rename(&full_ref(to), false, "gov: proposal decided")?;
+            make_durable(repo, &[], Some(&full_ref(to)))?;
+            Ok(())
+        }
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// When main is checked out, puts the new proposal file into the working
+/// tree and the Git index too, so that `git status` stays clean. Best
+/// effort: the commit on main is what counts.
+fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u8]) {
+    let Some(workdir) = repo.workdir() else {
+        return;
+    };
+    let head = repo
+        .find_reference("HEAD")
+        .ok()
+        .and_then(|h| h.symbolic_target().map(str::to_string));
+    if head.as_deref() != Some(main_ref) {
+        return;
+    }
+    let file = workdir.join(path);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if std::fs::write(&file, content).is_err() {
+        return;
+    }
+    if let Ok(mut index) = repo.index() {
+        if index.add_path(std::path::Path::new(path)).is_ok() {
+            let _ = index.write();
+        }
+    }
+}

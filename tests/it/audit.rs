@@ -1,0 +1,410 @@
+//! The audit chain: signed commits stock git accepts, `gov audit verify`
+//! catching each way of tampering, concurrent writers, the index rebuilt.
+
+use git2::Oid;
+use gov::app::governance::Governance;
+use gov::domain::audit::{Actor, AuditEntry, NewEntry};
+use gov::store::audit::entries_from;
+use gov::store::git::{cas_ref, signed_commit};
+use gov::store::keys::{Role, SigningKey};
+
+use crate::support::repo::{have_program, TestRepo, TestResult};
+
+const AUDIT_REF: &str = "refs/heads/gov/audit";
+
+fn append(t: &TestRepo, role: Role, n: usize) -> TestResult<Vec<AuditEntry>> {
+    let gov = Governance::open(&t.settings, role)?;
+    let entries = (0..n)
+        .map(|i| {
+            NewEntry::new(Actor::server(), "tool_call")
+                .agent("noop")
+                .payload(serde_json::json!({"i": i}))
+        })
+        .collect();
+    Ok(gov.append(entries)?)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `gov audit verify` and returns its exit code and output.
+fn verify(t: &TestRepo) -> TestResult<(i32, String)> {
+    let o = t.gov(&["audit", "verify"])?;
+    let text = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    Ok((o.status.code().unwrap_or(-1), text))
+}
+
+/// How a forger re-writes commits.
+enum Forger {
+    Unsigned,
+    Key(Box<SigningKey>),
+    /// Keeps each original commit's signature on the edited content.
+    OriginalSignature,
+}
+
+/// Rewrites the chain from entry `from` on as a forger would: `edit` may
+/// change an entry or drop it (`false`); the ref is then forced.
+fn rewrite(
+    t: &TestRepo,
+    from: u64,
+    forger: &Forger,
+    edit: impl Fn(&mut AuditEntry) -> bool,
+) -> TestResult {
+    let repo = t.repo()?;
+    let all: Vec<_> = entries_from(&repo, AUDIT_REF, 1)?.collect::<Result<_, _>>()?;
+    let mut parent: Option<Oid> = all
+        .iter()
+        .find(|e| e.entry.seq == from - 1)
+        .map(|e| e.commit);
+    let who = git2::Signature::now("gov server", "server@gov")?;
+    for e in all.iter().filter(|e| e.entry.seq >= from) {
+        let mut entry = e.entry.clone();
+        if !edit(&mut entry) {
+            continue;
+        }
+        let old = repo.find_commit(e.commit)?;
+        let tree = old.tree()?;
+        let parent_commit = parent.map(|p| repo.find_commit(p)).transpose()?;
+        let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
+        let msg = entry.commit_message();
+        let oid = match forger {
+            Forger::Unsigned => repo.commit(None, &who, &who, &msg, &tree, &parents)?,
+            Forger::Key(k) => signed_commit(&repo, k, &who, &tree, &parents, &msg)?,
+            Forger::OriginalSignature => {
+                let (sig, _) = repo.extract_signature(&e.commit, Some("gpgsig"))?;
+                let buf = repo.commit_create_buffer(&who, &who, &msg, &tree, &parents)?;
+                repo.commit_signed(
+                    buf.as_str().unwrap_or_default(),
+                    sig.as_str().unwrap_or_default(),
+                    Some("gpgsig"),
+                )?
+            }
+        };
+        parent = Some(oid);
+    }
+    let tip = parent.ok_or("nothing left")?;
+    repo.reference(AUDIT_REF, tip, true, "forged")?;
+    Ok(())
+}
+
+fn edit_payload(from: u64) -> impl Fn(&mut AuditEntry) -> bool {
+    move |e| {
+        if e.seq == from {
+            e.entry.payload = serde_json::json!({"i": "forged"});
+        }
+        true
+    }
+}
+
+fn assert_tampered(t: &TestRepo, needles: &[&str]) -> TestResult {
+    let (code, out) = verify(t)?;
+    assert_eq!(code, 3, "{out}");
+    for n in needles {
+        assert!(out.contains(n), "expected `{n}` in:\n{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 4)?;
+    let last = append(&t, Role::Watchdog, 2)?;
+    assert_eq!(last.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
+    let (code, out) = verify(&t)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok: 6 entries, signatures good, chain linear"),
+        "{out}"
+    );
+
+    let log = stdout(&t.gov(&["audit", "log", "--limit", "3"])?);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].starts_with("#6 ")
+            && lines[0].contains("watchdog")
+            && lines[0].contains("signature good"),
+        "{log}"
+    );
+    let export = stdout(&t.gov(&["audit", "export"])?);
+    let first: serde_json::Value =
+        serde_json::from_str(export.lines().next().ok_or("empty export")?)?;
+    assert_eq!(first["audit_id"], 1);
+    assert_eq!(first["event_type"], "tool_call");
+    assert_eq!(export.lines().count(), 6);
+
+    if !have_program("ssh-keygen") {
+        eprintln!("ssh-keygen is not installed: skipping the stock git checks");
+        return Ok(());
+    }
+    let signers = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        t.allowed_signers().display()
+    );
+    let tip = last[1].seq;
+    let o = t.git(&["-c", &signers, "verify-commit", "gov/audit"])?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("Good \"git\" signature"),
+        "entry #{tip}: {err}"
+    );
+    let o = t.git(&["-c", &signers, "log", "--show-signature", "gov/audit"])?;
+    let out = stdout(&o);
+    assert_eq!(out.matches("Good \"git\" signature").count(), 6, "{out}");
+    let o = t.git(&["-c", &signers, "verify-commit", "main"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let status = stdout(&t.git(&["status", "--porcelain"])?);
+    assert_eq!(status, "", "the first commit leaves a clean working tree");
+    Ok(())
+}
+
+#[test]
+fn an_edited_unsigned_entry_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 6)?;
+    rewrite(&t, 3, &Forger::Unsigned, edit_payload(3))?;
+    assert_tampered(&t, &["tampered: entry #3", "not signed"])
+}
+
+#[test]
+fn an_edited_entry_signed_by_an_unknown_key_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 6)?;
+    rewrite(
+        &t,
+        3,
+        &Forger::Key(Box::new(SigningKey::generate("intruder")?)),
+        edit_payload(3),
+    )?;
+    assert_tampered(&t, &["tampered: entry #3", "not in allowed_signers"])
+}
+
+#[test]
+fn an_edited_entry_keeping_its_signature_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 6)?;
+    rewrite(&t, 3, &Forger::OriginalSignature, edit_payload(3))?;
+    assert_tampered(&t, &["tampered: entry #3", "does not verify"])
+}
+
+#[test]
+fn an_entry_removed_from_the_middle_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 6)?;
+    // Even with the server's own key, the gap shows.
+    rewrite(&t, 3, &Forger::Key(Box::new(t.key(Role::Server)?)), |e| {
+        e.seq != 3
+    })?;
+    assert_tampered(&t, &["tampered: entry #4", "follows entry #2, expected #3"])
+}
+
+#[test]
+fn an_entry_signed_by_an_approver_key_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    append(&t, Role::Server, 5)?;
+    rewrite(
+        &t,
+        4,
+        &Forger::Key(Box::new(t.key(Role::Approver)?)),
+        |_| true,
+    )?;
+    assert_tampered(
+        &t,
+        &[
+            "tampered: entry #4",
+            "operator@approver.gov",
+            "which has no server or watchdog role",
+        ],
+    )
+}
+
+#[test]
+fn an_appended_foreign_entry_is_named() -> TestResult {
+    let t = TestRepo::new()?;
+    let written = append(&t, Role::Server, 3)?;
+    let repo = t.repo()?;
+    let intruder = SigningKey::generate("intruder")?;
+    let parent = repo.find_commit(repo.refname_to_id(AUDIT_REF)?)?;
+    let entry = NewEntry::new(Actor::server(), "forged").place(4, written[2].ts.0);
+    let who = git2::Signature::now("gov server", "server@gov")?;
+    let oid = signed_commit(
+        &repo,
+        &intruder,
+        &who,
+        &parent.tree()?,
+        &[&parent],
+        &entry.commit_message(),
+    )?;
+    cas_ref(&repo, AUDIT_REF, oid, Some(parent.id()), "forged")?;
+    assert_tampered(&t, &["tampered: entry #4", "not in allowed_signers"])
+}
+
+#[test]
+fn the_ref_moved_back_is_caught() -> TestResult {
+    let t = TestRepo::new()?;
+    let written = append(&t, Role::Server, 6)?;
+    assert_eq!(verify(&t)?.0, 0);
+    let repo = t.repo()?;
+    let four = entries_from(&repo, AUDIT_REF, 4)?.next().ok_or("no #4")??;
+    assert_eq!(four.entry, written[3]);
+    repo.reference(AUDIT_REF, four.commit, true, "moved back")?;
+    assert_tampered(&t, &["moved back", "last verified tip #6"])?;
+    // Without the record of the last verification, the index still knows.
+    std::fs::remove_file(gov::app::audit::verified_tip_path(&t.settings))?;
+    assert_tampered(&t, &["moved back", "index's last entry #6"])
+}
+
+#[test]
+fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
+    let t = TestRepo::new()?;
+    let repo = t.repo()?;
+    let main = repo.find_commit(repo.refname_to_id("refs/heads/main")?)?;
+    let side_files = vec![("proposals/p-1.toml".to_string(), b"id = \"p-1\"\n".to_vec())];
+    let who = git2::Signature::now("operator", "operator@gov")?;
+    let side = gov::store::git::commit_files(
+        &repo,
+        &t.key(Role::Server)?,
+        &who,
+        "refs/heads/gov/proposal/p-1",
+        Some(main.id()),
+        &side_files,
+        "proposal p-1",
+    )?;
+    let side = repo.find_commit(side)?;
+    let merge = |key: &SigningKey, msg: &str, parent: &git2::Commit<'_>| -> TestResult<Oid> {
+        let oid = signed_commit(&repo, key, &who, &side.tree()?, &[parent, &side], msg)?;
+        repo.reference("refs/heads/main", oid, true, "merge")?;
+        Ok(oid)
+    };
+    let good = merge(&t.key(Role::Approver)?, "approve p-1", &main)?;
+    let (code, out) = verify(&t)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 approval merges"), "{out}");
+    let good = repo.find_commit(good)?;
+    merge(&t.key(Role::Server)?, "merge p-1 again", &good)?;
+    assert_tampered(&t, &["merge on `main`", "which has no approver role"])?;
+    merge(
+        &t.key(Role::Server)?,
+        "merged on the forge\n\nGov-Forge-Merge: true\n",
+        &good,
+    )?;
+    let (code, out) = verify(&t)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("made on the forge"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn verify_without_a_repository_could_not_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let o = std::process::Command::new(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(dir.path())
+        .args(["audit", "verify"])
+        .output()?;
+    assert_ne!(o.status.code(), Some(0));
+    assert_ne!(o.status.code(), Some(3));
+    Ok(())
+}
+
+#[test]
+fn two_processes_appending_at_once_lose_nothing() -> TestResult {
+    let t = TestRepo::new()?;
+    let spawn = |extra: &[&str]| {
+        std::process::Command::new(crate::support::gov_bin())
+            .arg("--repo")
+            .arg(t.root())
+            .args(["audit", "append-test", "--count", "1000"])
+            .args(extra)
+            .spawn()
+    };
+    let mut a = spawn(&[])?;
+    let mut b = spawn(&["--watchdog"])?;
+    assert!(a.wait()?.success());
+    assert!(b.wait()?.success());
+    let repo = t.repo()?;
+    let seqs: Vec<u64> = entries_from(&repo, AUDIT_REF, 1)?
+        .map(|e| e.map(|e| e.entry.seq))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(seqs, (1..=2000).collect::<Vec<u64>>());
+    let (code, out) = verify(&t)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: 2000 entries"), "{out}");
+    Ok(())
+}
+
+fn dump(path: &std::path::Path) -> TestResult<Vec<Vec<String>>> {
+    let conn = rusqlite::Connection::open(path)?;
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT * FROM audit ORDER BY seq",
+        "SELECT * FROM meta ORDER BY key",
+    ] {
+        let mut stmt = conn.prepare(sql)?;
+        let n = stmt.column_count();
+        let rows = stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
+    let t = TestRepo::new()?;
+    let gov = Governance::open(&t.settings, Role::Server)?;
+    for i in 0..10 {
+        let batch = (0..5)
+            .map(|j| {
+                NewEntry::new(
+                    Actor::agent("a"),
+                    if j % 2 == 0 { "tool_call" } else { "charge" },
+                )
+                .agent(format!("agent-{}", i % 3))
+                .proposal(format!("p-{i}"))
+                .payload(serde_json::json!({"i": i, "j": j}))
+            })
+            .collect();
+        gov.append(batch)?;
+    }
+    drop(gov);
+    let path = t.settings.index_path();
+    let before = dump(&path)?;
+    assert_eq!(before.len(), 50 + 3);
+    let filtered =
+        gov::store::index::Index::open(&path)?.query(&gov::store::index::AuditFilter {
+            agent_id: Some("agent-1".into()),
+            event_type: Some("charge".into()),
+            ..Default::default()
+        })?;
+    assert_eq!(filtered.len(), 3 * 2);
+    assert!(filtered.windows(2).all(|w| w[0].entry.seq > w[1].entry.seq));
+
+    let o = t.gov(&["reindex"])?;
+    assert!(o.status.success());
+    assert_eq!(dump(&path)?, before);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    let o = t.gov(&["reindex"])?;
+    assert!(o.status.success() && stdout(&o).contains("reindexed 50 entries"));
+    assert_eq!(dump(&path)?, before);
+    // Opening with the index gone catches it up too.
+    std::fs::remove_file(&path)?;
+    drop(Governance::open(&t.settings, Role::Server)?);
+    assert_eq!(dump(&path)?, before);
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! `TestServer`: the real server, in-process on 127.0.0.1:0, over a
+//! temporary governance repository with the default policies and two
+//! agents (`noop`, and `capped` with small caps).
+
+use std::time::Duration;
+
+use gov::config::{AgentAuth, Settings};
+use gov::server::{serve, AppState};
+use serde_json::{json, Value};
+
+use super::repo::{TestRepo, TestResult};
+
+const AGENTS: &[(&str, &str)] = &[
+    (
+        "agents/noop/agent.toml",
+        "kind = \"command\"\ngroup = \"smoke\"\n[command]\nprogram = \"true\"\n",
+    ),
+    (
+        "agents/researcher/agent.toml",
+        "kind = \"command\"\ngroup = \"research\"\n[command]\nprogram = \"true\"\n",
+    ),
+    (
+        "agents/capped/agent.toml",
+        "kind = \"command\"\n[command]\nprogram = \"true\"\n[budget]\ntokens_cap = 1000\ndollars_cap = 1\n",
+    ),
+];
+
+pub struct TestServer {
+    pub repo: TestRepo,
+    pub base: String,
+    pub port: u16,
+    pub operator: String,
+    pub runner: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Commits the project's default policies and the test agents onto main
+/// (and into the working tree, where agent settings are read).
+pub fn add_policies_and_agents(repo: &TestRepo) -> TestResult {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(&src)? {
+        let p = entry?.path();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        if name.ends_with(".cedar") || name.ends_with(".cedarschema") || name == "entities.json" {
+            files.push((format!("policies/{name}"), std::fs::read(&p)?));
+        }
+    }
+    for (path, text) in AGENTS {
+        files.push((path.to_string(), text.as_bytes().to_vec()));
+    }
+    for (path, data) in &files {
+        let p = repo.root().join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(p, data)?;
+    }
+    let git = repo.repo()?;
+    let tip = git.refname_to_id(&repo.settings.main_refname())?;
+    let key = repo.key(gov::store::keys::Role::Server)?;
+    let who = git2::Signature::now("gov server", "server@gov")?;
+    gov::store::git::commit_files(
+        &git,
+        &key,
+        &who,
+        &repo.settings.main_refname(),
+        Some(tip),
+        &files,
+        "policies and agents",
+    )?;
+    Ok(())
+}
+
+impl TestServer {
+    pub fn start() -> TestResult<TestServer> {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server after `tweak` adjusts the settings.
+    pub fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestResult<TestServer> {
+        let mut repo = TestRepo::new()?;
+        add_policies_and_agents(&repo)?;
+        tweak(&mut repo.settings);
+        Self::start_on(repo)
+    }
+
+    /// Starts a server on an existing repository.
+    pub fn start_on(repo: TestRepo) -> TestResult<TestServer> {
+        let state = AppState::open(&repo.settings)?;
+        let operator = state.operator_token.expose().to_string();
+        let runner = state.runner_token.expose().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => return,
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await else {
+                    return;
+                };
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let _ = port_tx.send(port);
+                let _ = serve(listener, state, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        let port = port_rx.recv_timeout(Duration::from_secs(10))?;
+        Ok(TestServer {
+            repo,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            operator,
+            runner,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.repo.settings
+    }
+
+    pub fn set_agent_auth_optional(settings: &mut Settings) {
+        settings.agent_auth = AgentAuth::Optional;
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build()
+    }
+
+    /// Sends a request with an optional bearer token and extra headers.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResult<Reply> {
+        let mut req = Self::agent().request(method, &format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.into()),
+        };
+        let status = resp.status();
+        let text = resp.into_string()?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply { status, body })
+    }
+
+    /// Sends raw bytes as the body.
+    pub fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        raw: &str,
+    ) -> TestResult<Reply> {
+        let mut req = Self::agent()
+            .request(method, &format!("{}{path}", self.base))
+            .set("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match req.send_string(raw) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.into()),
+        };
+        let status = resp.status();
+        let body = serde_json::from_str(&resp.into_string()?).unwrap_or(Value::Null);
+        Ok(Reply { status, body })
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> TestResult<Reply> {
+        self.send("GET", path, token, None, &[])
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> TestResult<Reply> {
+        self.send("POST", path, token, Some(body), &[])
+    }
+
+    /// Mints an agent token with the operator's token.
+    pub fn agent_token(&self, agent: &str) -> TestResult<String> {
+        let r = self.post(
+            &format!("/agents/{agent}/tokens"),
+            Some(&self.operator),
+            &json!({}),
+        )?;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        Ok(r.body["agent_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Audit entries of one type (newest first).
+    pub fn audit(&self, event_type: &str) -> TestResult<Vec<Value>> {
+        let r = self.get(
+            &format!("/audit?event_type={event_type}&limit=500"),
+            Some(&self.operator),
+        )?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        Ok(r.body.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A proposal body as an agent of the original sends it.
+pub fn proposal(agent: &str, action_type: &str) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "agent_id": agent,
+        "wave": 1,
+        "submitted_at": now.to_rfc3339(),
+        "action_type": action_type,
+        "payload": {"title": "hello", "n": 1},
+        "expected_outcome": "a thing happens",
+        "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+    })
+}
