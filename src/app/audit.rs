@@ -193,8 +193,14 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     let mut report = VerifyReport::default();
     // Read the index as it is: catching it up would forget what it saw.
     let index = Index::open_existing(&settings.index_path())?;
-    let index_pos = match &index {
-        Some(i) => i.position().ok().flatten(),
+    let index_pos = match index.as_ref().map(Index::position) {
+        Some(Ok(pos)) => pos,
+        Some(Err(e)) => {
+            report
+                .notes
+                .push(format!("cannot read the index, not comparing it: {e}"));
+            None
+        }
         None => None,
     };
     let mut checkpoints: Vec<Checkpoint> = Vec::new();

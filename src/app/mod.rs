@@ -6,6 +6,7 @@ pub mod audit;
 pub mod credentials;
 pub mod error;
 pub mod governance;
+pub mod init;
 pub mod proposals;
 pub mod runs;
 pub mod scaffold;

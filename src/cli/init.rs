@@ -2,14 +2,61 @@
 
 use std::path::PathBuf;
 
+use crate::app::init::{init, InitError, InitOptions};
+
 use super::{ExitCode, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where to create the repository (default: the current folder).
+    /// Where to create the repository (default: the current folder). It may
+    /// exist, but none of the files gov writes may.
     pub dir: Option<PathBuf>,
+    /// The operator's name, as it appears in approvals.
+    #[arg(long, default_value = "operator")]
+    pub operator_name: String,
+    /// Approve with this existing OpenSSH Ed25519 private key instead of a
+    /// new one in `.gov/keys/operator`.
+    #[arg(long, value_name = "PATH")]
+    pub operator_key: Option<PathBuf>,
 }
 
-pub fn run(_args: Args) -> Result<ExitCode, Failure> {
-    Err(Failure::new(ExitCode::Failure, "gov init is being written"))
+pub fn run(args: Args) -> Result<ExitCode, Failure> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let report = init(&InitOptions {
+        dir,
+        operator_name: args.operator_name,
+        operator_key: args.operator_key,
+    })
+    .map_err(|e| match e {
+        InitError::Collisions(_) | InitError::BadOperatorName(_) | InitError::Config(_) => {
+            Failure::from_error(ExitCode::Config, &e)
+        }
+        InitError::Key(crate::store::keys::KeyError::Read { .. })
+        | InitError::Key(crate::store::keys::KeyError::Parse { .. })
+        | InitError::Key(crate::store::keys::KeyError::NotEd25519 { .. }) => {
+            Failure::from_error(ExitCode::Config, &e)
+        }
+        _ => Failure::from_error(ExitCode::Failure, &e),
+    })?;
+    let d = report.dir.display();
+    println!(
+        "created a governance repository in {d} ({} files)",
+        report.files
+    );
+    println!(
+        "  first commit on main: {} (signed by the operator)",
+        report.commit
+    );
+    println!("  server key:   {}", report.server_fingerprint);
+    println!("  watchdog key: {}", report.watchdog_fingerprint);
+    println!("  operator key: {}", report.operator_fingerprint);
+    println!();
+    println!("next steps:");
+    println!("  cd {d}");
+    println!("  gov policy test          # the policy set and its test cases");
+    println!("  gov serve                # server and dashboard on 127.0.0.1:8005");
+    println!("  gov watchdog             # in a second terminal");
+    println!("  gov run noop smoke       # in a third: the zero-cost smoke agent");
+    println!("  gov audit verify         # check the signed audit trail");
+    Ok(ExitCode::Ok)
 }

@@ -15,7 +15,7 @@ use chrono::{SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{cas_ref, empty_tree, make_durable, signed_commit, StoreError};
+use crate::store::git::{cas_ref, empty_tree, make_durable, signed_commit, StoreError, EMPTY_TREE};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -95,6 +95,8 @@ pub fn append(
         return Ok(Vec::new());
     }
     let old = tip(repo, refname)?;
+    // The empty tree is flushed once, when first written, not per append.
+    let tree_is_new = !repo.odb()?.exists(Oid::from_str(EMPTY_TREE)?);
     let tree = repo.find_tree(empty_tree(repo)?)?;
     let who = signer_identity(role)?;
     let (mut seq, mut last_ts) = match &old {
@@ -107,7 +109,9 @@ pub fn append(
         .transpose()?;
     let mut written = Vec::with_capacity(entries.len());
     let mut objects = Vec::with_capacity(entries.len() + 1);
-    objects.push(tree.id());
+    if tree_is_new {
+        objects.push(tree.id());
+    }
     for new in entries {
         seq += 1;
         // Clocks can step back; the chain's times never do. Microseconds

@@ -408,3 +408,27 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
     assert_eq!(dump(&path)?, before);
     Ok(())
 }
+
+#[test]
+fn transact_sees_the_caught_up_tip_and_writes_nothing_on_error() -> TestResult {
+    let t = TestRepo::new()?;
+    let gov = Governance::open(&t.settings, Role::Server)?;
+    // Another writer (a second process in real life) appends meanwhile.
+    append(&t, Role::Watchdog, 3)?;
+    let (seen, written) = gov.transact(|tx| {
+        let seen = (tx.tip().map(|e| e.seq), tx.index().count()?);
+        Ok::<_, gov::app::governance::GovError>((
+            seen,
+            vec![NewEntry::new(Actor::server(), "decided")],
+        ))
+    })?;
+    assert_eq!(seen, (Some(3), 3));
+    assert_eq!(written[0].seq, 4);
+    let failed: Result<((), _), gov::app::governance::GovError> =
+        gov.transact(|_| Err(gov::app::governance::GovError::Poisoned));
+    assert!(failed.is_err());
+    let again = gov.append(vec![NewEntry::new(Actor::server(), "after")])?;
+    assert_eq!(again[0].seq, 5);
+    assert_eq!(gov.index()?.count()?, 5);
+    Ok(())
+}

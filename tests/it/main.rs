@@ -4,6 +4,7 @@
 
 mod audit;
 mod dashboard;
+mod init;
 mod policy;
 mod runner;
 mod serve;

@@ -14,3 +14,57 @@ pub fn gov_bin() -> PathBuf {
 }
 pub mod repo;
 pub mod server;
+
+/// The output of one run of the `gov` binary.
+pub struct Output {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `gov ARGS` in `cwd` with no inherited `GOV_*` settings.
+pub fn gov(args: &[&str], cwd: &std::path::Path) -> Output {
+    let out = std::process::Command::new(gov_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("GOV_REPO")
+        .env_remove("GOV_URL")
+        .output()
+        .expect("the gov binary runs");
+    Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+/// Every file below `dir` (`.git` included) with its bytes, for before/after
+/// comparisons.
+pub fn snapshot_tree(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        d: &std::path::Path,
+        out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    ) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.insert(p.strip_prefix(root).unwrap_or(&p).to_path_buf(), bytes);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

@@ -1,0 +1,123 @@
+//! `gov init`: the scaffold, the keys, the signed first commit, no-clobber.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{gov, snapshot_tree};
+
+#[test]
+fn init_writes_the_projects_own_defaults_and_a_signed_commit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("gp");
+    let out = gov(&["init", dir.to_str().expect("utf-8 path")], tmp.path());
+    assert!(out.status.success(), "init failed: {}", out.stderr_text());
+    assert!(out.stdout_text().contains("next steps"));
+
+    // Every default file is byte-for-byte the project's own, except
+    // allowed_signers, which gains the three generated keys.
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (rel, _) in gov::app::scaffold::SCAFFOLD {
+        let ours = std::fs::read(project.join(rel)).expect("project file");
+        let theirs = std::fs::read(dir.join(rel)).expect("initialised file");
+        if *rel == "policies/allowed_signers" {
+            let text = String::from_utf8(theirs).expect("utf-8");
+            assert!(text.starts_with(&String::from_utf8_lossy(&ours).to_string()));
+            for principal in [
+                "gov@server.gov",
+                "gov@watchdog.gov",
+                "operator@approver.gov",
+            ] {
+                assert!(
+                    text.contains(principal),
+                    "allowed_signers lacks {principal}"
+                );
+            }
+        } else {
+            assert_eq!(ours, theirs, "{rel} differs from the project's own");
+        }
+    }
+
+    // Private keys are 0600 OpenSSH files.
+    #[cfg(unix)]
+    for k in ["server", "watchdog", "operator"] {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(".gov/keys").join(k);
+        let mode = std::fs::metadata(&p).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{k} key mode");
+        let text = std::fs::read_to_string(&p).expect("key text");
+        assert!(text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    }
+
+    // Stock git: the first commit on main is signed by the operator and
+    // verifies; the work tree is clean.
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(["-c", "gpg.ssh.allowedSignersFile=policies/allowed_signers"])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("git runs")
+    };
+    let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]);
+    assert_eq!(String::from_utf8_lossy(&branch.stdout).trim(), "main");
+    let v = git(&["verify-commit", "-v", "main"]);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(v.status.success(), "verify-commit failed: {err}");
+    assert!(
+        err.contains("Good \"git\" signature for operator@approver.gov"),
+        "{err}"
+    );
+    let log = git(&["log", "--show-signature", "-1", "main"]);
+    assert!(String::from_utf8_lossy(&log.stdout).contains("Good \"git\" signature"));
+    let status = git(&["status", "--porcelain"]);
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "",
+        "work tree not clean"
+    );
+}
+
+#[test]
+fn init_twice_lists_collisions_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("gp");
+    let d = dir.to_str().expect("utf-8 path");
+    assert!(gov(&["init", d], tmp.path()).status.success());
+    let before: BTreeMap<_, _> = snapshot_tree(&dir);
+
+    let again = gov(&["init", d], tmp.path());
+    assert_eq!(again.status.code(), Some(2));
+    let err = again.stderr_text();
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    for listed in [
+        "gov.toml",
+        "policies/schema.cedarschema",
+        "agents/noop/agent.toml",
+        ".gitignore",
+    ] {
+        assert!(err.contains(listed), "collision list lacks {listed}: {err}");
+    }
+    assert_eq!(before, snapshot_tree(&dir), "second init changed files");
+}
+
+#[test]
+fn init_with_one_colliding_file_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("gp");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("gov.toml"), "# mine\n").expect("write");
+    let out = gov(&["init", dir.to_str().expect("utf-8")], tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("gov.toml"));
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("gov.toml")]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("gov.toml")).expect("read"),
+        "# mine\n"
+    );
+}
