@@ -579,9 +579,13 @@ mod served {
                 token: server.operator.clone(),
                 server,
                 login,
+                // No pooled connections: a refused form may be answered
+                // before its body is read, and the server then closes the
+                // connection, which a pooled POST would trip on.
                 http: ureq::AgentBuilder::new()
                     .timeout(Duration::from_secs(30))
                     .redirects(0)
+                    .max_idle_connections(0)
                     .build(),
             }
         }
@@ -611,11 +615,24 @@ mod served {
 
         /// A form POST as a browser would send it (no bearer token).
         fn form(&self, path: &str, cookie: Option<&str>, body: &str) -> u16 {
+            self.form_with(path, cookie, body, &[("Origin", &self.base)])
+        }
+
+        /// A form POST with the given headers (`Origin`, `Host`, ...).
+        fn form_with(
+            &self,
+            path: &str,
+            cookie: Option<&str>,
+            body: &str,
+            headers: &[(&str, &str)],
+        ) -> u16 {
             let mut req = self
                 .http
                 .post(&self.url(path))
-                .set("Content-Type", "application/x-www-form-urlencoded")
-                .set("Origin", &self.base);
+                .set("Content-Type", "application/x-www-form-urlencoded");
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
             if let Some(c) = cookie {
                 req = req.set("Cookie", c);
             }
@@ -822,6 +839,25 @@ mod served {
         assert_eq!(
             server.form("/dashboard/agents/noop/pause", Some(&cookie), "csrf=wrong"),
             403
+        );
+        // With the session's real token, but from another site or through
+        // a rebound DNS name: refused all the same.
+        let csrf = browser.find("input[name=csrf]").property("value");
+        let csrf = csrf.as_str().expect("the page's CSRF token");
+        let good = format!("decision=approve&csrf={csrf}");
+        assert_eq!(
+            server.form_with(
+                &path,
+                Some(&cookie),
+                &good,
+                &[("Origin", "http://evil.example")]
+            ),
+            403
+        );
+        let host = format!("evil.example:{}", server.server.port);
+        assert_eq!(
+            server.form_with(&path, Some(&cookie), &good, &[("Host", &host)]),
+            421
         );
         assert_eq!(server.status_of(&fourth), "pending");
         let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);
