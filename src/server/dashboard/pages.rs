@@ -17,6 +17,7 @@ use super::render;
 use super::views::*;
 use crate::app::audit::{LogLine, VerifyReport};
 use crate::app::error::AppError;
+use crate::app::service::PolicyStatus;
 use crate::app::{agents, proposals};
 use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
@@ -55,14 +56,26 @@ fn when(t: Timestamp) -> String {
     t.0.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-fn layout(state: &AppState, user: &SignedIn, active: &str, title: &str) -> Layout {
+/// The policy set's state (it opens the repository: blocking work).
+async fn policy_status(state: &AppState) -> PolicyStatus {
+    let svc = state.svc.clone();
+    match tokio::task::spawn_blocking(move || svc.policy_status()).await {
+        Ok(status) => status,
+        Err(e) => PolicyStatus {
+            version: None,
+            error: Some(format!("cannot read the policy state: {e}")),
+        },
+    }
+}
+
+async fn layout(state: &AppState, user: &SignedIn, active: &str, title: &str) -> Layout {
     Layout {
         title: title.into(),
         active: active.into(),
         csrf: user.session.csrf.expose().to_string(),
         operator: state.svc.settings().operator_name.clone(),
         flash: user.sessions.take_flash(&user.session),
-        policy_warning: state.svc.policy_status().error,
+        policy_warning: policy_status(state).await.error,
     }
 }
 
@@ -221,7 +234,7 @@ async fn pending(user: SignedIn, State(state): State<AppState>) -> Response {
         Err(r) => return r,
     };
     let page_data = PendingPage {
-        layout: layout(&state, &user, "pending", "Pending proposals"),
+        layout: layout(&state, &user, "pending", "Pending proposals").await,
         proposals: list.iter().rev().map(proposal_view).collect(),
     };
     page(render::pending(&page_data))
@@ -267,7 +280,7 @@ async fn history(
         "expired",
     ];
     let page_data = HistoryPage {
-        layout: layout(&state, &user, "proposals", "Proposals"),
+        layout: layout(&state, &user, "proposals", "Proposals").await,
         filters: vec![
             filter_view(
                 "status",
@@ -320,7 +333,7 @@ async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<St
             .filter(|n| !n.is_empty());
     }
     let page_data = ProposalPage {
-        layout: layout(&state, &user, "proposals", &format!("Proposal {id}")),
+        layout: layout(&state, &user, "proposals", &format!("Proposal {id}")).await,
         proposal: view,
         audit: log.iter().map(audit_row).collect(),
     };
@@ -369,7 +382,7 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
         Err(r) => return r,
     };
     let page_data = AgentsPage {
-        layout: layout(&state, &user, "agents", "Agents"),
+        layout: layout(&state, &user, "agents", "Agents").await,
         agents,
     };
     page(render::agents(&page_data))
@@ -405,7 +418,7 @@ async fn audit_page(
     };
     let verify = user.sessions.take_verify(&user.session);
     let page_data = AuditPage {
-        layout: layout(&state, &user, "audit", "Audit trail"),
+        layout: layout(&state, &user, "audit", "Audit trail").await,
         filters: vec![
             filter_view("agent", "Agent", &q.agent, vec![]),
             filter_view("event", "Event type", &q.event, vec![]),
@@ -419,10 +432,10 @@ async fn audit_page(
 
 /// `/dashboard/policies`: the set in force and why a newer one was refused.
 async fn policies_page(user: SignedIn, State(state): State<AppState>) -> Response {
-    let status = state.svc.policy_status();
+    let status = policy_status(&state).await;
     let set = state.svc.current_policy();
     let page_data = PoliciesPage {
-        layout: layout(&state, &user, "policies", "Policies"),
+        layout: layout(&state, &user, "policies", "Policies").await,
         version: status.version.clone().unwrap_or_else(|| "none".into()),
         policies: set
             .map(|s| s.policies().iter().map(PolicyView::from).collect())
