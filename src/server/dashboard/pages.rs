@@ -137,11 +137,16 @@ fn proposal_view(p: &Proposal) -> ProposalView {
             .collect(),
         branch: p.branch.clone(),
         commit: p.merge_commit.clone().or_else(|| p.commit.clone()),
-        decision: p.decision.as_ref().map(|d| DecisionView {
-            decision: d.clone(),
+        // As in the original, `decision` holds the note, or the verdict
+        // when there was no note.
+        decision: p.decided_at.map(|at| DecisionView {
+            decision: p.status.as_str().into(),
             by: p.decided_by.clone().unwrap_or_default(),
-            at: p.decided_at.map(when).unwrap_or_default(),
-            note: None,
+            at: when(at),
+            note: p
+                .decision
+                .clone()
+                .filter(|d| !matches!(d.as_str(), "" | "approve" | "reject")),
             is_final: p.decision_final,
         }),
     }
@@ -322,16 +327,7 @@ async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<St
     let Some(p) = p else {
         return access::plain(StatusCode::NOT_FOUND, &format!("no proposal `{id}`"));
     };
-    let mut view = proposal_view(&p);
-    if let Some(d) = view.decision.as_mut() {
-        d.note = log
-            .iter()
-            .find(|l| l.indexed.entry.entry.event_type == "proposal_decided")
-            .and_then(|l| l.indexed.entry.entry.payload.get("note"))
-            .and_then(|n| n.as_str())
-            .map(str::to_string)
-            .filter(|n| !n.is_empty());
-    }
+    let view = proposal_view(&p);
     let page_data = ProposalPage {
         layout: layout(&state, &user, "proposals", &format!("Proposal {id}")).await,
         proposal: view,
