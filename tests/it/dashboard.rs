@@ -826,9 +826,9 @@ mod served {
 
         // No session, or a bad CSRF token: nothing changes.
         let cookie = browser
-            .cookie("gov_session")
+            .cookie(&format!("gov_session_{}", server.server.port))
             .expect("the browser holds a session cookie");
-        let cookie = format!("gov_session={cookie}");
+        let cookie = format!("gov_session_{}={cookie}", server.server.port);
         let path = format!("/dashboard/proposals/{fourth}/decision");
         assert_eq!(server.form(&path, None, "decision=approve&csrf=x"), 401);
         assert_eq!(
@@ -924,7 +924,7 @@ fn gov_serve_prints_a_login_link_that_works_once() {
     assert_eq!(first, 303);
     let cookie = cookie.expect("a session cookie");
     assert!(
-        cookie.starts_with("gov_session=") && cookie.contains("HttpOnly"),
+        cookie.starts_with("gov_session_") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
     assert_eq!(second, 401, "the link works once");

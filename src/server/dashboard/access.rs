@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::render;
 use super::session::{Current, Sessions, COOKIE};
+
 use super::views::LoginPage;
 
 /// A request from a signed-in operator. Without a valid session the
@@ -32,7 +33,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let sessions = Arc::<Sessions>::from_ref(state);
-        let session = cookie(&parts.headers, COOKIE)
+        let session = cookie(&parts.headers, &cookie_name(&parts.headers))
             .and_then(|value| sessions.current(value, Instant::now()));
         match session {
             Some(session) => Ok(SignedIn { session, sessions }),
@@ -63,6 +64,22 @@ impl IntoResponse for CsrfRejected {
             StatusCode::FORBIDDEN,
             "forbidden: the form's CSRF token is missing or does not belong to this session; reload the page and try again",
         )
+    }
+}
+
+/// The session cookie's name: `gov_session_<port>`, from the (already
+/// checked) `Host` header. Browsers do not keep cookies apart by port, so
+/// two gov servers on one machine would otherwise overwrite each other's
+/// session.
+pub fn cookie_name(headers: &HeaderMap) -> String {
+    let port = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    match port {
+        Some(p) => format!("{COOKIE}_{p}"),
+        None => COOKIE.to_string(),
     }
 }
 
@@ -124,6 +141,7 @@ pub struct LoginQuery {
 /// goes to `/`.
 pub async fn login<S>(
     axum::extract::State(state): axum::extract::State<S>,
+    headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response
 where
@@ -133,7 +151,8 @@ where
     match sessions.redeem(&q.code, Instant::now()) {
         Some(opened) => {
             let cookie = format!(
-                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                cookie_name(&headers),
                 opened.cookie.expose()
             );
             let mut resp = Redirect::to("/").into_response();
@@ -159,16 +178,23 @@ pub struct CsrfOnly {
 }
 
 /// `POST /logout`: ends the session and clears the cookie.
-pub async fn logout(user: SignedIn, axum::Form(form): axum::Form<CsrfOnly>) -> Response {
+pub async fn logout(
+    user: SignedIn,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Response {
     if let Err(r) = user.check_csrf(&form.csrf) {
         return r.into_response();
     }
     user.sessions.close(&user.session);
     let mut resp = login_page(StatusCode::OK, None);
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("gov_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    let clear = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        cookie_name(&headers)
     );
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 
@@ -188,7 +214,7 @@ pub async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Re
     }
 }
 
-/// Headers on every dashboard answer: no inline script or style, no
+/// HeaderMap on every dashboard answer: no inline script or style, no
 /// framing, no referrer to other sites (the login link carries a code),
 /// nothing cached. (Not `no-referrer`: with it Chromium sends `Origin: null`
 /// on same-origin form posts, which the server's Origin check refuses.)
@@ -219,6 +245,14 @@ pub async fn security_headers(mut resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cookie_is_named_after_the_port() {
+        let mut h = HeaderMap::new();
+        assert_eq!(cookie_name(&h), "gov_session");
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8005"));
+        assert_eq!(cookie_name(&h), "gov_session_8005");
+    }
 
     #[test]
     fn finds_a_cookie_among_others() {
