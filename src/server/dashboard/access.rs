@@ -13,7 +13,6 @@ use serde::Deserialize;
 
 use super::render;
 use super::session::{Current, Sessions, COOKIE};
-
 use super::views::LoginPage;
 
 /// A request from a signed-in operator. Without a valid session the
