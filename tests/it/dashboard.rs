@@ -497,6 +497,22 @@ mod client {
             "the session cookie is HttpOnly"
         );
 
+        // Keyboard: the first Tab reaches the skip link, the next the
+        // navigation, and the focus is visibly outlined.
+        let focused = |b: &Browser| {
+            b.execute(
+                "const e = document.activeElement; \
+                 return [e.textContent.trim(), getComputedStyle(e).outlineStyle];",
+                serde_json::json!([]),
+            )
+        };
+        browser.press_tab();
+        assert_eq!(focused(&browser)[0], "Skip to content");
+        browser.press_tab();
+        let nav = focused(&browser);
+        assert_eq!(nav[0], "Pending");
+        assert_ne!(nav[1], "none", "the focus is visible");
+
         // A proposal appears without a reload; a note being typed survives
         // the arrival of another.
         let marker = browser.execute("window.__marker = 42; return 1;", serde_json::json!([]));

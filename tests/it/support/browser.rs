@@ -199,6 +199,18 @@ impl Browser {
             .and_then(|v| v["value"].as_str().map(str::to_string))
     }
 
+    /// Presses Tab, as a keyboard user moves the focus.
+    pub fn press_tab(&self) {
+        let tab = "\u{E004}";
+        self.cmd_post(
+            "/actions",
+            &json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": tab},
+                {"type": "keyUp", "value": tab}
+            ]}]}),
+        );
+    }
+
     /// Resizes the window (for narrow-width screenshots).
     pub fn resize(&self, width: u32, height: u32) {
         self.cmd_post("/window/rect", &json!({ "width": width, "height": height }));
