@@ -24,8 +24,12 @@ pub struct Submission {
     #[serde(default)]
     pub proposal_id: Option<String>,
     pub agent_id: String,
+    /// Required by the original; gov defaults it to 0.
+    #[serde(default)]
     pub wave: i64,
-    pub submitted_at: Timestamp,
+    /// Required by the original; gov defaults it to the time of arrival.
+    #[serde(default)]
+    pub submitted_at: Option<Timestamp>,
     pub action_type: String,
     pub payload: serde_json::Map<String, serde_json::Value>,
     pub expected_outcome: String,
@@ -37,12 +41,17 @@ pub struct Submission {
     pub reversible: bool,
     #[serde(default = "yes")]
     pub requires_approval: bool,
-    pub expires_at: Timestamp,
+    /// Required by the original; gov defaults it to a day after submission.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub rationale: String,
     #[serde(default)]
     pub links: Vec<String>,
 }
+
+/// How long a proposal that names no `expires_at` waits for a person.
+pub const DEFAULT_EXPIRY_HOURS: i64 = 24;
 
 fn yes() -> bool {
     true
@@ -177,11 +186,16 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
             ));
         }
         let policy = svc.policy_at(tx.repo())?;
+        let now = Utc::now();
+        let submitted_at = sub.submitted_at.unwrap_or(Timestamp(now));
+        let expires_at = sub.expires_at.unwrap_or(Timestamp(
+            now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
+        ));
         let mut p = Proposal {
             proposal_id: id.clone(),
             agent_id: sub.agent_id.clone(),
             wave: sub.wave,
-            submitted_at: sub.submitted_at,
+            submitted_at,
             action_type: sub.action_type.clone(),
             payload: sub.payload.clone(),
             payload_hash: hash.clone(),
@@ -191,7 +205,7 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
             reversible: sub.reversible,
             // An irreversible action always needs a person.
             requires_approval: sub.requires_approval || !sub.reversible,
-            expires_at: sub.expires_at,
+            expires_at,
             rationale: sub.rationale.clone(),
             links: sub.links.clone(),
             status: ProposalStatus::Pending,

@@ -86,8 +86,6 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
         Command::Policy(args) => policy::run(args, cli.repo),
-        Command::Run(args) => run::run(args, cli.repo),
-        Command::Hook(args) => hook::run(args),
         Command::Audit(args) => audit::run(cli.repo, args),
         Command::Reindex(args) => reindex::run(cli.repo, args),
         Command::Serve(args) => serve::run(args, cli.repo),
@@ -103,6 +101,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Resume(args) => pause::run_resume(args, cli.repo),
         Command::Status(args) => status::run_status(args, cli.repo),
         Command::Scoreboard(args) => status::run_scoreboard(args, cli.repo),
+        Command::Run(args) => run::run(args, cli.repo),
+        Command::Hook(args) => hook::run(args),
     };
     match result {
         Ok(code) => code,

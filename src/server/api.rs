@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::auth::{act_for_agent, Caller};
 use super::error::{ApiError, Body, Query};
-use super::{blocking, AppState};
+use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
 use crate::app::{agents, credentials, proposals, runs};
 use crate::domain::audit::NewEntry;
@@ -73,7 +73,7 @@ async fn submit_proposal(
 ) -> ApiResult {
     act_for_agent(&state, &caller, &sub.agent_id, "POST /proposals").await?;
     let svc = state.svc.clone();
-    let done = blocking(move || proposals::submit(&svc, sub)).await?;
+    let done = blocking_write(&state, move || proposals::submit(&svc, sub)).await?;
     let p = done.proposal;
     ok(json!({
         "proposal_id": p.proposal_id,
@@ -157,7 +157,7 @@ async fn decide_proposal(
         note: body.note,
         final_: body.r#final,
     };
-    let p = blocking(move || {
+    let p = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
         proposals::decide(&svc, &id, &input, &decider)
     })
@@ -223,7 +223,7 @@ async fn charge_budget(
         tool: body.tool,
         task_id: body.task_id,
     };
-    let view = blocking(move || agents::charge(&svc, &agent, &input, actor)).await?;
+    let view = blocking_write(&state, move || agents::charge(&svc, &agent, &input, actor)).await?;
     ok(to_json(&view))
 }
 
@@ -275,7 +275,7 @@ async fn post_audit(
     entry.proposal_id = body.proposal_id;
     entry.task_id = body.task_id;
     let svc = state.svc.clone();
-    let written = blocking(move || Ok(svc.governance().append(vec![entry])?)).await?;
+    let written = blocking_write(&state, move || Ok(svc.governance().append(vec![entry])?)).await?;
     match written.first() {
         Some(e) => ok(json!({"audit_id": e.seq, "ts": e.ts})),
         None => Err(AppError::internal("nothing was written").into()),
@@ -417,7 +417,7 @@ async fn pause_all(
     let reason = reason_of(&raw)?.unwrap_or_else(|| "manual_pause_all".into());
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let paused = blocking(move || agents::pause_all(&svc, &reason, actor)).await?;
+    let paused = blocking_write(&state, move || agents::pause_all(&svc, &reason, actor)).await?;
     ok(json!({"paused_agents": paused}))
 }
 
@@ -431,7 +431,7 @@ async fn pause_agent(
     let reason = reason_of(&raw)?.unwrap_or_else(|| "paused by the operator".into());
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let s = blocking(move || agents::pause(&svc, &agent, &reason, actor)).await?;
+    let s = blocking_write(&state, move || agents::pause(&svc, &agent, &reason, actor)).await?;
     ok(to_json(&s))
 }
 
@@ -443,7 +443,7 @@ async fn resume_agent(
     caller.require_operator()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let s = blocking(move || agents::resume(&svc, &agent, actor)).await?;
+    let s = blocking_write(&state, move || agents::resume(&svc, &agent, actor)).await?;
     ok(to_json(&s))
 }
 
@@ -456,7 +456,7 @@ async fn mint_token(
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let a = agent.clone();
-    let token = blocking(move || runs::mint_token(&svc, &a, actor)).await?;
+    let token = blocking_write(&state, move || runs::mint_token(&svc, &a, actor)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"agent_id": agent, "agent_token": token})),
@@ -485,9 +485,10 @@ async fn issue_credential(
 ) -> ApiResult {
     act_for_agent(&state, &caller, &body.agent_id, "POST /credentials/issue").await?;
     let svc = state.svc.clone();
-    let issued =
-        blocking(move || credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds))
-            .await?;
+    let issued = blocking_write(&state, move || {
+        credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds)
+    })
+    .await?;
     ok(json!({"token": issued.token, "expires_at": issued.expires_at}))
 }
 
@@ -501,7 +502,7 @@ async fn redeem_credential(
     Body(body): Body<RedeemBody>,
 ) -> ApiResult {
     let svc = state.svc.clone();
-    let r = blocking(move || credentials::redeem(&svc, &body.token)).await?;
+    let r = blocking_write(&state, move || credentials::redeem(&svc, &body.token)).await?;
     ok(json!({"scope": r.scope, "agent_id": r.agent_id}))
 }
 
@@ -522,9 +523,10 @@ async fn start_run(
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let run =
-        blocking(move || runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor))
-            .await?;
+    let run = blocking_write(&state, move || {
+        runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -543,7 +545,8 @@ async fn finish_run(
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let budget = blocking(move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
+    let budget =
+        blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
     ok(json!({"budget": budget}))
 }
 
@@ -554,6 +557,6 @@ async fn evaluate_tool(
 ) -> ApiResult {
     act_for_agent(&state, &caller, &call.agent_id, "POST /tools/evaluate").await?;
     let svc = state.svc.clone();
-    let answer = blocking(move || runs::evaluate_tool(&svc, &call)).await?;
+    let answer = blocking_write(&state, move || runs::evaluate_tool(&svc, &call)).await?;
     ok(to_json(&answer))
 }

@@ -40,6 +40,10 @@ pub struct AppState {
     /// The port the server listens on, for the Host and Origin checks
     /// (0 until [`serve`] knows it: then any port is accepted).
     port: Arc<AtomicU16>,
+    /// Writers queue here first, in arrival order (tokio's mutex is fair),
+    /// so that the tail latency under load stays close to the median; the
+    /// chain lock underneath is what makes writes correct.
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +62,7 @@ impl AppState {
             runner_token,
             dashboard: Arc::new(dashboard::session::Sessions::new()),
             port: Arc::new(AtomicU16::new(0)),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -98,6 +103,16 @@ pub async fn blocking<T: Send + 'static>(
             "worker failed: {e}"
         )))),
     }
+}
+
+/// Runs a state change off the async runtime, writers served in arrival
+/// order.
+pub async fn blocking_write<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, error::ApiError> {
+    let _turn = state.writes.lock().await;
+    blocking(f).await
 }
 
 /// The routes over `state`.

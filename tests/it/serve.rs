@@ -242,3 +242,72 @@ fn every_answered_write_survives_a_sigkill() -> TestResult {
     s.stop();
     Ok(())
 }
+
+/// The whole loop end to end: `gov init`, the real server, `gov run noop`
+/// (propose, wait, a person approves, execute, audit), `gov audit verify`.
+#[test]
+fn gov_run_noop_against_the_real_server() -> TestResult {
+    if !have_program("python3") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("gov-repo");
+    gov::app::init::init(&gov::app::init::InitOptions {
+        dir: root.clone(),
+        operator_name: "ada".into(),
+        operator_key: None,
+    })?;
+    let settings = gov::config::Settings::load(&root)?;
+    let s = TestServer::start_on(TestRepo { dir, settings })?;
+    let mut child = Command::new(gov_bin())
+        .arg("--repo")
+        .arg(&root)
+        .args(["run", "noop"])
+        .env("GOV_URL", &s.base)
+        .env("GOV_NOOP_POLL", "0.1")
+        .env("GOV_NOOP_TIMEOUT", "30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pending = None;
+    for _ in 0..200 {
+        let r = s.get("/proposals?status=pending", Some(&s.operator))?;
+        if let Some(id) = r.body[0]["proposal_id"].as_str() {
+            pending = Some(id.to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(id) = pending else {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        let skipped = s.audit("agent_run_skipped")?;
+        return Err(format!(
+            "noop never proposed: {}{} skipped: {skipped:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    };
+    let d = s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &json!({"decision": "approve", "note": "go"}),
+    )?;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.audit("action_executed")?.len(), 1);
+    assert_eq!(s.audit("agent_run_complete")?.len(), 1);
+    let verify = s.repo.gov(&["audit", "verify"])?;
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    Ok(())
+}

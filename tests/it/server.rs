@@ -111,10 +111,10 @@ fn duplicate_ids_conflict_and_malformed_bodies_name_the_field() -> TestResult {
         .contains("already exists"));
 
     let mut missing = proposal("noop", "publish_content");
-    missing.as_object_mut().map(|o| o.remove("expires_at"));
+    missing.as_object_mut().map(|o| o.remove("action_type"));
     let r = submit(&s, &tok, &missing)?;
     assert_eq!(r.status, 422);
-    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "expires_at"]));
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "action_type"]));
 
     let mut wrong = proposal("noop", "publish_content");
     wrong["wave"] = json!("one");

@@ -23,7 +23,7 @@ use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
 use crate::domain::proposal::{Proposal, Verdict};
 use crate::server::auth::Caller;
-use crate::server::{blocking, AppState};
+use crate::server::{blocking, blocking_write, AppState};
 use crate::store::index::AuditFilter;
 use crate::store::keys::SignatureCheck;
 use crate::store::projection;
@@ -482,7 +482,7 @@ async fn decide(
     };
     let svc = state.svc.clone();
     let pid = id.clone();
-    let result = blocking(move || {
+    let result = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
         proposals::decide(&svc, &pid, &input, &decider)
     })
@@ -522,7 +522,7 @@ async fn pause_or_resume(
     }
     let svc = state.svc.clone();
     let agent = id.clone();
-    let result = blocking(move || {
+    let result = blocking_write(&state, move || {
         let actor = Actor::operator(&svc.settings().operator_name);
         if pause {
             agents::pause(&svc, &agent, "paused from the dashboard", actor)
