@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod audit;
+pub mod dashboard_link;
 pub mod decide;
 pub mod demo;
 pub mod exit;
@@ -56,6 +57,8 @@ pub enum Command {
     Reindex(reindex::Args),
     /// Serve the API and the dashboard on 127.0.0.1.
     Serve(serve::Args),
+    /// Print a fresh one-time login link for the running server's dashboard.
+    DashboardLink(dashboard_link::Args),
     /// List proposals, or show one.
     Proposals(proposals::Args),
     /// Approve a pending proposal (a signed merge into main).
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => audit::run(cli.repo, args),
         Command::Reindex(args) => reindex::run(cli.repo, args),
         Command::Serve(args) => serve::run(args, cli.repo),
+        Command::DashboardLink(args) => dashboard_link::run(args, cli.repo),
         Command::Proposals(args) => proposals::run(args, cli.repo),
         Command::Approve(args) => {
             decide::run(args, crate::domain::proposal::Verdict::Approve, cli.repo)

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+pub mod browser;
+
 /// The `gov` binary built for these tests.
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
