@@ -70,14 +70,7 @@ fn demo_keep_leaves_a_repository_that_stock_git_verifies() {
     );
     assert!(out.status.success(), "{}", out.stderr_text());
     assert!(out.stdout_text().contains("The repository is kept in"));
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(["-c", "gpg.ssh.allowedSignersFile=policies/allowed_signers"])
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("git runs")
-    };
+    let git = |args: &[&str]| crate::support::git_checked(&dir, args);
     // The approval is a merge commit on main, signed by the operator.
     let parents = git(&["rev-list", "--parents", "-n", "1", "main"]);
     assert_eq!(
