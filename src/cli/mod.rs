@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod audit;
+pub mod dashboard_link;
 pub mod decide;
+pub mod demo;
 pub mod exit;
 pub mod hook;
 pub mod http;
@@ -40,6 +42,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch the whole governance loop in a few seconds (no model, no key).
+    Demo(demo::Args),
     /// Create a governance repository.
     Init(init::Args),
     /// Check, test and evaluate the Cedar policy set.
@@ -54,6 +58,8 @@ pub enum Command {
     Reindex(reindex::Args),
     /// Serve the API and the dashboard on 127.0.0.1.
     Serve(serve::Args),
+    /// Print a fresh one-time login link for the running server's dashboard.
+    DashboardLink(dashboard_link::Args),
     /// List proposals, or show one.
     Proposals(proposals::Args),
     /// Approve a pending proposal (a signed merge into main).
@@ -85,11 +91,13 @@ pub fn init_logging() {
 /// Runs one command and reports a failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args),
         Command::Policy(args) => policy::run(args, cli.repo),
         Command::Audit(args) => audit::run(cli.repo, args),
         Command::Reindex(args) => reindex::run(cli.repo, args),
         Command::Serve(args) => serve::run(args, cli.repo),
+        Command::DashboardLink(args) => dashboard_link::run(args, cli.repo),
         Command::Proposals(args) => proposals::run(args, cli.repo),
         Command::Approve(args) => {
             decide::run(args, crate::domain::proposal::Verdict::Approve, cli.repo)

@@ -37,6 +37,10 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
         println!("gov serve: listening on http://{addr}/");
         println!(
+            "dashboard (this link works once, for 5 minutes; `gov dashboard-link` prints another): {}",
+            crate::server::dashboard::login_url(&state, addr.port())
+        );
+        println!(
             "operator token: {} (send it as `Authorization: Bearer ...`)",
             settings.operator_token_path().display()
         );

@@ -1,21 +1,22 @@
-//! The dashboard at `/`. A placeholder until the dashboard lands: it names
-//! the API and the commands that do the same from a terminal.
+//! The dashboard: server-rendered pages for the operator, at `/`.
+//!
+//! - [`views`]: display-ready view models, one per page;
+//! - [`render`]: the embedded minijinja templates and assets;
+//! - [`session`]: one-time login codes, session cookies and CSRF tokens;
+//! - `pages`: the routes, merged into the server's router by [`routes`];
+//! - [`access`]: the login route, the signed-in extractor, the CSRF check
+//!   and the security headers.
+//!
+//! Every page is a plain GET that renders a view model; every change is a
+//! form POST carrying the session's CSRF token that calls the same app use
+//! case as the JSON API and the CLI, then redirects back (post/redirect/get).
+//! Live updates are a small script that re-fetches the page and swaps the
+//! regions marked `data-live` (see `assets/dashboard.js`).
 
-use axum::response::Html;
-use axum::routing::get;
-use axum::Router;
+pub mod access;
+mod pages;
+pub mod render;
+pub mod session;
+pub mod views;
 
-use super::AppState;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(index))
-}
-
-async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>gov</title></head>\
-         <body><h1>gov</h1><p>The dashboard is not built yet. Use <code>gov proposals</code>, \
-         <code>gov approve ID</code>, <code>gov status</code> and <code>gov scoreboard</code>, \
-         or the JSON API (docs/API.md).</p></body></html>",
-    )
-}
+pub use pages::{login_url, routes};

@@ -5,7 +5,7 @@
 //! - `api`: the JSON API (the original's contract plus runs and tools).
 //! - `auth`: who is calling and who may do what.
 //! - `error`: the one mapping of errors to HTTP answers; the JSON extractor.
-//! - `dashboard`: the page at `/`.
+//! - `dashboard`: the operator's pages at `/` and under `/dashboard/`.
 //!
 //! Every handler runs its use case in `spawn_blocking` (git2, SQLite and
 //! signing block); a 2xx is sent only once the audit entry is durable.
@@ -35,6 +35,8 @@ pub struct AppState {
     pub svc: Arc<Service>,
     pub operator_token: Secret,
     pub runner_token: Secret,
+    /// The dashboard's login codes and sessions.
+    pub dashboard: Arc<dashboard::session::Sessions>,
     /// The port the server listens on, for the Host and Origin checks
     /// (0 until [`serve`] knows it: then any port is accepted).
     port: Arc<AtomicU16>,
@@ -58,6 +60,7 @@ impl AppState {
             svc,
             operator_token,
             runner_token,
+            dashboard: Arc::new(dashboard::session::Sessions::new()),
             port: Arc::new(AtomicU16::new(0)),
             writes: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -81,6 +84,12 @@ impl AppState {
 
     pub fn set_port(&self, port: u16) {
         self.port.store(port, Ordering::Relaxed);
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<dashboard::session::Sessions> {
+    fn from_ref(state: &AppState) -> Self {
+        state.dashboard.clone()
     }
 }
 

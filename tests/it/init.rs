@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::{gov, snapshot_tree};
 
@@ -51,14 +50,7 @@ fn init_writes_the_projects_own_defaults_and_a_signed_commit() {
 
     // Stock git: the first commit on main is signed by the operator and
     // verifies; the work tree is clean.
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(["-c", "gpg.ssh.allowedSignersFile=policies/allowed_signers"])
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("git runs")
-    };
+    let git = |args: &[&str]| crate::support::git_checked(&dir, args);
     let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]);
     assert_eq!(String::from_utf8_lossy(&branch.stdout).trim(), "main");
     let v = git(&["verify-commit", "-v", "main"]);

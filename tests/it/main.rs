@@ -3,6 +3,8 @@
 //! the `gov` binary, servers on 127.0.0.1:0).
 
 mod audit;
+mod dashboard;
+mod demo;
 mod init;
 mod policy;
 mod runner;

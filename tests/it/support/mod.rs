@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+pub mod browser;
+
 /// The `gov` binary built for these tests.
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
@@ -65,4 +67,15 @@ pub fn snapshot_tree(dir: &std::path::Path) -> std::collections::BTreeMap<PathBu
     let mut out = std::collections::BTreeMap::new();
     walk(dir, dir, &mut out);
     out
+}
+
+/// Runs stock `git ARGS` in `dir`, with the repository's allowed-signers
+/// file configured so that signatures can be checked.
+pub fn git_checked(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .args(["-c", "gpg.ssh.allowedSignersFile=policies/allowed_signers"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs")
 }

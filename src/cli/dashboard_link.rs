@@ -1,0 +1,43 @@
+//! `gov dashboard-link [--port PORT]`: asks the running server for a fresh
+//! one-time dashboard login link (with the operator's token) and prints it.
+
+use std::path::PathBuf;
+
+use super::http::Client;
+use super::{ExitCode, Failure};
+use crate::config::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server's port on 127.0.0.1 (default: `[server] port` in gov.toml).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let root = super::repo_root(repo)?;
+    let mut settings = Settings::load(&root)?;
+    if let Some(port) = args.port {
+        settings.port = port;
+    }
+    let client = Client::new(&settings);
+    let reply = client.post("/dashboard/login-codes", &serde_json::json!({}))?;
+    match (reply.status, reply.body["url"].as_str()) {
+        (200, Some(url)) => {
+            println!("{url}");
+            eprintln!(
+                "open it in a browser on this machine; it works once, within {} minutes",
+                reply.body["expires_in_seconds"].as_u64().unwrap_or(300) / 60
+            );
+            Ok(ExitCode::Ok)
+        }
+        (status, _) => Err(Failure::new(
+            ExitCode::Failure,
+            format!(
+                "the server at {} refused a login link (HTTP {status}): {}",
+                client.base(),
+                reply.body["detail"].as_str().unwrap_or("no reason given")
+            ),
+        )),
+    }
+}
