@@ -6,6 +6,7 @@ mod audit;
 mod dashboard;
 mod demo;
 mod init;
+mod live_run;
 mod policy;
 mod runner;
 mod serve;
