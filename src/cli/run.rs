@@ -186,6 +186,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fallback_reason_keeps_the_runs_own() {
+        let body = |reason: Option<&str>| FinishBody {
+            status: if reason.is_some() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Complete
+            },
+            reason: reason.map(String::from),
+            tokens: 0,
+            dollars: None,
+            usage_missing: false,
+        };
+        assert_eq!(
+            unreachable_reason(&body(None)),
+            "server_unreachable_at_finish"
+        );
+        assert_eq!(
+            unreachable_reason(&body(Some("wallclock"))),
+            "server_unreachable_at_finish: wallclock"
+        );
+    }
+
+    #[test]
     fn grace_from_env() {
         assert_eq!(kill_grace(None), DEFAULT_KILL_GRACE);
         assert_eq!(kill_grace(Some("250".into())), Duration::from_millis(250));

@@ -122,3 +122,35 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     println!("gov watchdog: stopped");
     Ok(ExitCode::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::watchdog::Paused;
+    use crate::domain::request::PolicyCitation;
+
+    #[test]
+    fn a_pass_is_described_line_by_line() {
+        let report = PassReport {
+            checked: vec!["a".into(), "b".into()],
+            already_paused: vec!["c".into()],
+            paused: vec![Paused {
+                agent_id: "b".into(),
+                policies: vec![PolicyCitation {
+                    id: "watchdog-looping".into(),
+                    reason: "the agent keeps proposing the same payload".into(),
+                }],
+            }],
+            expired: vec!["p-1".into()],
+        };
+        assert_eq!(
+            describe(&report),
+            [
+                "checked 2 agent(s); already paused: c",
+                "paused `b`: watchdog-looping (the agent keeps proposing the same payload)",
+                "expired proposal `p-1`",
+            ]
+        );
+        assert_eq!(describe(&PassReport::default()), ["checked 0 agent(s)"]);
+    }
+}
