@@ -289,12 +289,10 @@ fn gov_run_noop_against_the_real_server() -> TestResult {
         )
         .into());
     };
-    let d = s.post(
-        &format!("/proposals/{id}/decision"),
-        Some(&s.operator),
-        &json!({"decision": "approve", "note": "go"}),
-    )?;
-    assert_eq!(d.status, 200, "{:?}", d.body);
+    // A person approves from another process (`gov approve`, which goes
+    // through the running server).
+    let d = s.repo.gov(&["approve", &id, "--note", "go"])?;
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
     let out = child.wait_with_output()?;
     assert!(
         out.status.success(),
