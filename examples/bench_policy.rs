@@ -1,0 +1,133 @@
+//! Cedar decision latency (not a test): `PolicySet::decide` for the default
+//! policy set and for the default set plus 120 generated tool policies.
+//! Prints a table of median and p99. Run via `scripts/bench-policy.sh`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gov::domain::policy::{PolicySet, PolicySource};
+use gov::domain::request::{CedarRequest, EntityData, EntityRef};
+use serde_json::json;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const ROUNDS: usize = 20_000;
+
+fn sources(extra: usize) -> Res<(PolicySource, Vec<PolicySource>, PolicySource)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let read = |name: &str| -> Res<PolicySource> {
+        Ok(PolicySource::new(
+            format!("policies/{name}"),
+            std::fs::read_to_string(dir.join(name))?,
+        ))
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".cedar"))
+        .collect();
+    names.sort();
+    let mut policies = names.iter().map(|n| read(n)).collect::<Res<Vec<_>>>()?;
+    // Operator-written rules of a realistic shape: one per agent and file.
+    let mut text = String::new();
+    for i in 0..extra {
+        text.push_str(&format!(
+            "@id(\"bench-{i}\")\n@reason(\"generated rule {i}\")\n\
+             permit (principal == Agent::\"agent{i}\", action == Action::\"use_tool\", resource in ToolGroup::\"read\")\n\
+             when {{ context has path && context.path like \"agents/agent{i}/*\" }};\n\n"
+        ));
+    }
+    if extra > 0 {
+        policies.push(PolicySource::new("policies/bench.cedar", text));
+    }
+    Ok((
+        read("schema.cedarschema")?,
+        policies,
+        read("entities.json")?,
+    ))
+}
+
+fn agent(id: &str, group: &str) -> EntityData {
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("group".into(), json!(group));
+    EntityData {
+        uid: EntityRef::new("Agent", id),
+        attrs,
+        parents: vec![],
+    }
+}
+
+fn requests() -> Vec<(&'static str, CedarRequest)> {
+    let ctx = |v: serde_json::Value| match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    vec![
+        (
+            "propose (auto)",
+            CedarRequest {
+                principal: EntityRef::new("Agent", "noop"),
+                action: "propose".into(),
+                resource: EntityRef::new("ActionType", "research_only"),
+                context: ctx(json!({"reversible": true, "requires_approval": false,
+                    "expected_cost_tokens": 10, "expected_cost_micros": 0, "payload_hash": "x"})),
+                entities: vec![agent("noop", "smoke")],
+            },
+        ),
+        (
+            "propose (person)",
+            CedarRequest {
+                principal: EntityRef::new("Agent", "noop"),
+                action: "propose".into(),
+                resource: EntityRef::new("ActionType", "publish_content"),
+                context: ctx(json!({"reversible": true, "requires_approval": true,
+                    "expected_cost_tokens": 10, "expected_cost_micros": 0, "payload_hash": "x"})),
+                entities: vec![agent("noop", "smoke")],
+            },
+        ),
+        (
+            "use_tool (denied)",
+            CedarRequest {
+                principal: EntityRef::new("Agent", "noop"),
+                action: "use_tool".into(),
+                resource: EntityRef::new("Tool", "Write"),
+                context: ctx(json!({"path": "etc/passwd", "inside_agent_dir": false})),
+                entities: vec![agent("noop", "smoke")],
+            },
+        ),
+    ]
+}
+
+fn measure(set: &PolicySet, req: &CedarRequest) -> (Duration, Duration) {
+    for _ in 0..500 {
+        std::hint::black_box(set.decide(req));
+    }
+    let mut times = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        std::hint::black_box(set.decide(req));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (times[ROUNDS / 2], times[ROUNDS * 99 / 100])
+}
+
+fn main() -> Res {
+    println!("| policy set | policies | request | median | p99 |");
+    println!("|---|---|---|---|---|");
+    for extra in [0, 120] {
+        let (schema, policies, entities) = sources(extra)?;
+        let set = PolicySet::load(&schema, &policies, Some(&entities), "bench")?;
+        let n = set.policies().len();
+        let label = if extra == 0 {
+            "default"
+        } else {
+            "default + 120"
+        };
+        for (name, req) in requests() {
+            let (p50, p99) = measure(&set, &req);
+            println!("| {label} | {n} | {name} | {p50:?} | {p99:?} |");
+        }
+    }
+    Ok(())
+}
