@@ -16,11 +16,12 @@ pub struct Args {
 
 pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let root = super::repo_root(repo)?;
-    let mut settings = Settings::load(&root)?;
-    if let Some(port) = args.port {
-        settings.port = port;
-    }
-    let client = Client::new(&settings);
+    let settings = Settings::load(&root)?;
+    let client = match args.port {
+        Some(port) => Client::at_port(&settings, port),
+        None => Client::new(&settings),
+    };
+    client.require_server()?;
     let reply = client.post("/dashboard/login-codes", &serde_json::json!({}))?;
     match (reply.status, reply.body["url"].as_str()) {
         (200, Some(url)) => {

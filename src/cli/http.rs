@@ -12,6 +12,9 @@ use crate::config::Settings;
 #[derive(Debug)]
 pub struct Client {
     base: String,
+    /// Whether a server of this repository is known to run: `GOV_URL` is
+    /// set, or `.gov/server.json` names a live process.
+    known: bool,
     token: Option<String>,
     agent: ureq::Agent,
 }
@@ -29,8 +32,15 @@ impl Client {
             .ok()
             .flatten()
             .map(|s| s.expose().to_string());
+        let env_url = std::env::var("GOV_URL").ok().filter(|u| !u.is_empty());
+        let recorded = super::server_record::live(settings).map(|r| r.url);
+        let known = env_url.is_some() || recorded.is_some();
+        let base = env_url
+            .or(recorded)
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.port));
         Client {
-            base: format!("http://127.0.0.1:{}", settings.port),
+            base: base.trim_end_matches('/').to_string(),
+            known,
             token,
             agent: ureq::AgentBuilder::new()
                 .timeout_connect(Duration::from_millis(500))
@@ -39,13 +49,34 @@ impl Client {
         }
     }
 
+    /// A client for a server the user named by its port: it is taken to be
+    /// running.
+    pub fn at_port(settings: &Settings, port: u16) -> Client {
+        let mut c = Client::new(settings);
+        c.base = format!("http://127.0.0.1:{port}");
+        c.known = true;
+        c
+    }
+
+    /// Fails with a plain message when no server of this repository runs.
+    pub fn require_server(&self) -> Result<(), Failure> {
+        if self.known {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ExitCode::Failure,
+                "no gov server of this repository is running (`.gov/server.json` names no live process); start one with `gov serve`",
+            ))
+        }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// Whether a gov server answers on the port.
+    /// Whether the server of this repository runs and answers.
     pub fn is_up(&self) -> bool {
-        matches!(self.get("/status"), Ok(r) if r.status == 200)
+        self.known && matches!(self.get("/status"), Ok(r) if r.status == 200)
     }
 
     fn send(&self, req: ureq::Request, body: Option<&Value>) -> Result<Reply, Failure> {

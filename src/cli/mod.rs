@@ -20,6 +20,7 @@ pub mod proposals;
 pub mod reindex;
 pub mod run;
 pub mod serve;
+pub mod server_record;
 pub mod status;
 pub mod watchdog;
 

@@ -36,6 +36,16 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             .local_addr()
             .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
         println!("gov serve: listening on http://{addr}/");
+        let record = super::server_record::ServerRecord {
+            pid: std::process::id(),
+            url: format!("http://{addr}"),
+        };
+        if let Err(e) = super::server_record::write(&settings, &record) {
+            eprintln!(
+                "warning: cannot write `{}` ({e}): other gov commands will not find this server",
+                super::server_record::path(&settings).display()
+            );
+        }
         println!(
             "dashboard (this link works once, for 5 minutes; `gov dashboard-link` prints another): {}",
             crate::server::dashboard::login_url(&state, addr.port())
@@ -53,9 +63,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 error.unwrap_or_default()
             ),
         }
-        serve(listener, state, shutdown_signal())
-            .await
-            .map_err(|e| Failure::new(ExitCode::Failure, format!("server failed: {e}")))?;
+        let served = serve(listener, state, shutdown_signal()).await;
+        super::server_record::remove_own(&settings);
+        served.map_err(|e| Failure::new(ExitCode::Failure, format!("server failed: {e}")))?;
         println!("gov serve: stopped");
         Ok(ExitCode::Ok)
     })

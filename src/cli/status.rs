@@ -15,12 +15,13 @@ fn fetch(path: &str, repo: Option<PathBuf>) -> Result<Value, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
+    client.require_server()?;
     let reply = client.get(path).map_err(|_| {
         Failure::new(
             ExitCode::Failure,
             format!(
-                "no gov server is running on 127.0.0.1:{}; start one with `gov serve`",
-                settings.port
+                "no gov server answers at {}; start one with `gov serve`",
+                client.base()
             ),
         )
     })?;

@@ -111,11 +111,24 @@ fn status_and_scoreboard_say_plainly_when_no_server_runs() -> TestResult {
     let repo = TestRepo::new()?;
     let toml = "[server]\nport = 1\n";
     std::fs::write(repo.root().join("gov.toml"), toml)?;
+    // A record left by a server that was killed names a process that is
+    // gone: it is ignored.
+    let mut gone = Command::new("true").spawn()?;
+    let dead_pid = gone.id();
+    gone.wait()?;
+    std::fs::create_dir_all(repo.root().join(".gov"))?;
+    std::fs::write(
+        repo.root().join(".gov/server.json"),
+        format!("{{\"pid\":{dead_pid},\"url\":\"http://127.0.0.1:1\"}}"),
+    )?;
     for cmd in ["status", "scoreboard"] {
         let out = repo.gov(&[cmd])?;
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("no gov server is running"), "{err}");
+        assert!(
+            err.contains("no gov server of this repository is running"),
+            "{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     Ok(())
@@ -126,12 +139,11 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
     let repo = TestRepo::new()?;
     add_policies_and_agents(&repo)?;
     let (mut child, url) = spawn_serve(&repo)?;
-    let port = url.rsplit(':').next().unwrap_or("0").to_string();
-    let toml = std::fs::read_to_string(repo.root().join("gov.toml"))?;
-    std::fs::write(
-        repo.root().join("gov.toml"),
-        format!("{toml}\n[server]\nport = {port}\n"),
-    )?;
+    // The CLI finds this server through `.gov/server.json`, not through the
+    // port in gov.toml (which this server does not use).
+    let record = repo.root().join(".gov/server.json");
+    let text = std::fs::read_to_string(&record)?;
+    assert!(text.contains(&url), "{text}");
     let op = std::fs::read_to_string(repo.settings.operator_token_path())?
         .trim()
         .to_string();
@@ -172,6 +184,7 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
     Command::new("kill").args(["-TERM", &pid]).status()?;
     let code = child.wait()?;
     assert!(code.success(), "{code:?}");
+    assert!(!record.exists(), "gov serve left its record behind");
     Ok(())
 }
 
