@@ -232,14 +232,50 @@ pub struct ToolAnswer {
 pub fn tool_request(svc: &Service, call: &ToolCall) -> CedarRequest {
     let mut context = serde_json::Map::new();
     let agent_dir = svc.settings().agents_dir().join(&call.agent_id);
+    // Every path the call names is checked: `path` is the first one, and
+    // the call is inside the agent's folder only if all of them are. A path
+    // key that is not a string, or a glob that can leave its folder, counts
+    // as outside.
+    let mut first: Option<String> = None;
+    let mut inside = true;
+    let mut note = |path: String, ok: bool| {
+        first.get_or_insert(path);
+        inside &= ok;
+    };
     for key in ["file_path", "path", "notebook_path"] {
-        if let Some(raw) = call.tool_input.get(key).and_then(|v| v.as_str()) {
-            let (path, inside) =
-                crate::store::policies::canonical_tool_path(&svc.settings().root, &agent_dir, raw);
-            context.insert("path".into(), json!(path));
-            context.insert("inside_agent_dir".into(), json!(inside));
-            break;
+        match call.tool_input.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(raw)) => {
+                let (path, ok) = crate::store::policies::canonical_tool_path(
+                    &svc.settings().root,
+                    &agent_dir,
+                    raw,
+                );
+                note(path, ok);
+            }
+            Some(other) => note(other.to_string(), false),
         }
+    }
+    let glob_keys: &[&str] = if call.tool_name == "Glob" {
+        &["pattern", "glob"]
+    } else {
+        &["glob"]
+    };
+    for key in glob_keys {
+        match call.tool_input.get(*key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(g)) if !glob_may_escape(g) => {}
+            Some(other) => note(
+                other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string),
+                false,
+            ),
+        }
+    }
+    if let Some(path) = first {
+        context.insert("path".into(), json!(path));
+        context.insert("inside_agent_dir".into(), json!(inside));
     }
     if let Some(c) = call.tool_input.get("command").and_then(|v| v.as_str()) {
         context.insert("command".into(), json!(c));
@@ -254,6 +290,15 @@ pub fn tool_request(svc: &Service, call: &ToolCall) -> CedarRequest {
         context,
         entities: vec![agent_entity(svc, &call.agent_id)],
     }
+}
+
+/// Whether a glob pattern can match outside the folder it is searched
+/// from: absolute, from a home directory, or with a `..` component.
+fn glob_may_escape(pattern: &str) -> bool {
+    pattern.starts_with('/')
+        || pattern.starts_with('~')
+        || pattern.starts_with('\\')
+        || pattern.split(['/', '\\']).any(|c| c == "..")
 }
 
 /// Evaluates one tool call: allow, deny, or needs a person (filed as a

@@ -185,14 +185,31 @@ pub fn disk_version(policies_dir: &Path) -> String {
 /// those in the middle of the path), `.` and `..` resolved. Returns the path
 /// relative to `repo_root` with `/` separators (absolute when outside the
 /// repository) and whether it is inside `agent_dir`.
+///
+/// `~` and `~/…` are the home directory (`$HOME`), as tools expand them;
+/// `~user/…`, or `~` without a `$HOME`, is never inside. A path whose
+/// symlinks cannot be resolved (a loop, too many links) is never inside.
 pub fn canonical_tool_path(repo_root: &Path, agent_dir: &Path, raw: &str) -> (String, bool) {
     let agent = resolve(&absolute(agent_dir));
     let root = resolve(&absolute(repo_root));
-    let raw = Path::new(raw);
-    let target = if raw.is_absolute() {
-        resolve(raw)
+    let home_relative = raw == "~" || raw.starts_with("~/");
+    let raw = if home_relative {
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => PathBuf::from(home).join(raw[1..].trim_start_matches('/')),
+            None => return (raw.to_string(), false),
+        }
+    } else if raw.starts_with('~') {
+        return (raw.to_string(), false);
     } else {
-        resolve(&agent.join(raw))
+        PathBuf::from(raw)
+    };
+    let resolved = if raw.is_absolute() {
+        resolve_checked(&raw)
+    } else {
+        resolve_checked(&agent.join(&raw))
+    };
+    let Some(target) = resolved else {
+        return (paths::to_slash(&raw), false);
     };
     let inside = target.starts_with(&agent);
     let shown = paths::relative_to(&target, &root).unwrap_or_else(|| paths::to_slash(&target));
@@ -215,10 +232,16 @@ const MAX_SYMLINKS: u32 = 40;
 /// Resolves an absolute path component by component, following symlinks
 /// where they exist; components that do not exist are taken as written.
 fn resolve(path: &Path) -> PathBuf {
+    resolve_checked(path).unwrap_or_else(|| paths::normalize(path))
+}
+
+/// [`resolve`], or `None` when the OS would give up (more than
+/// [`MAX_SYMLINKS`] links): such a path is not known to be anywhere.
+fn resolve_checked(path: &Path) -> Option<PathBuf> {
     let mut cur = PathBuf::from("/");
     let mut followed = 0;
     resolve_into(&mut cur, path, &mut followed);
-    paths::normalize(&cur)
+    (followed <= MAX_SYMLINKS).then(|| paths::normalize(&cur))
 }
 
 fn resolve_into(cur: &mut PathBuf, path: &Path, followed: &mut u32) {
@@ -239,8 +262,11 @@ fn resolve_into(cur: &mut PathBuf, path: &Path, followed: &mut u32) {
                 let is_link = std::fs::symlink_metadata(&candidate)
                     .map(|m| m.file_type().is_symlink())
                     .unwrap_or(false);
-                if is_link && *followed < MAX_SYMLINKS {
+                if is_link {
                     *followed += 1;
+                    if *followed > MAX_SYMLINKS {
+                        return;
+                    }
                     match std::fs::read_link(&candidate) {
                         Ok(target) => resolve_into(cur, &target, followed),
                         Err(_) => *cur = candidate,
@@ -335,6 +361,20 @@ mod tests {
             canonical_tool_path(&root, &agent, "ws/a.txt"),
             ("agents/noop/workspace/a.txt".to_string(), true)
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_and_home_paths_are_never_inside() {
+        let (_tmp, root, agent) = repo();
+        std::os::unix::fs::symlink("loop-b", agent.join("loop-a")).expect("symlink");
+        std::os::unix::fs::symlink("loop-a", agent.join("loop-b")).expect("symlink");
+        assert!(!canonical_tool_path(&root, &agent, "loop-a/x").1);
+        assert!(!canonical_tool_path(&root, &agent, "~").1);
+        assert!(!canonical_tool_path(&root, &agent, "~/x").1);
+        assert!(!canonical_tool_path(&root, &agent, "~other/x").1);
+        // A name that merely contains `~` is an ordinary file.
+        assert!(canonical_tool_path(&root, &agent, "notes~").1);
     }
 
     #[test]

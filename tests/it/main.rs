@@ -9,6 +9,7 @@ mod init;
 mod live_run;
 mod policy;
 mod runner;
+mod security;
 mod serve;
 mod server;
 mod support;

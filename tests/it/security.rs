@@ -1,0 +1,85 @@
+//! Regression tests from the security review: each test is one way an agent
+//! (or a token-less caller, or a foreign page) tried to get more than the
+//! policy set grants.
+
+use serde_json::{json, Value};
+
+use crate::support::repo::TestResult;
+use crate::support::server::TestServer;
+
+/// Starts a run for `agent` and returns its run id and agent token.
+fn run_token(s: &TestServer, agent: &str) -> TestResult<(String, String)> {
+    let r = s.post("/runs", Some(&s.runner), &json!({"agent_id": agent}))?;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let field = |k: &str| r.body[k].as_str().unwrap_or_default().to_string();
+    Ok((field("run_id"), field("agent_token")))
+}
+
+fn tool_decision(
+    s: &TestServer,
+    tok: &str,
+    agent: &str,
+    tool: &str,
+    input: Value,
+) -> TestResult<String> {
+    let r = s.post(
+        "/tools/evaluate",
+        Some(tok),
+        &json!({"agent_id": agent, "tool_name": tool, "tool_input": input}),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    Ok(r.body["decision"].as_str().unwrap_or_default().to_string())
+}
+
+// ------------------------------------------------------------ tool paths
+
+#[test]
+fn tool_paths_that_leave_the_agent_folder_by_any_key_are_denied() -> TestResult {
+    let s = TestServer::start()?;
+    let (_, tok) = run_token(&s, "noop")?;
+    let d = |tool: &str, input: Value| tool_decision(&s, &tok, "noop", tool, input);
+    // Still allowed: a plain read inside its folder.
+    assert_eq!(d("Read", json!({"file_path": "memory.md"}))?, "allow");
+    assert_eq!(
+        d("Glob", json!({"pattern": "*.md", "path": "workspace"}))?,
+        "allow"
+    );
+    // `~` is the home directory to the tool, not a folder named `~`.
+    for input in [
+        json!({"file_path": "~/.ssh/id_ed25519"}),
+        json!({"file_path": "~"}),
+        json!({"file_path": "~root/.bashrc"}),
+        // A second path key that points outside.
+        json!({"file_path": "memory.md", "notebook_path": "/etc/passwd"}),
+        json!({"file_path": "memory.md", "path": "../../../etc"}),
+        // A path key that is not a string must not be skipped.
+        json!({"file_path": ["/etc/passwd"], "path": "memory.md"}),
+        json!({"file_path": {"p": "/etc/passwd"}}),
+    ] {
+        assert_ne!(d("Read", input.clone())?, "allow", "{input}");
+    }
+    // Glob patterns and Grep's file filter are paths too.
+    for (tool, input) in [
+        ("Glob", json!({"pattern": "/etc/*", "path": "workspace"})),
+        (
+            "Glob",
+            json!({"pattern": "../../../../etc/*", "path": "workspace"}),
+        ),
+        (
+            "Glob",
+            json!({"pattern": "**/../../../*", "path": "workspace"}),
+        ),
+        ("Glob", json!({"pattern": "~/.ssh/*", "path": "workspace"})),
+        (
+            "Grep",
+            json!({"pattern": "root", "path": "workspace", "glob": "../../../../etc/*"}),
+        ),
+        (
+            "Grep",
+            json!({"pattern": "root", "path": "workspace", "glob": "/etc/*"}),
+        ),
+    ] {
+        assert_ne!(d(tool, input.clone())?, "allow", "{tool} {input}");
+    }
+    Ok(())
+}
