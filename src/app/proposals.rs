@@ -50,6 +50,11 @@ pub struct Submission {
     pub links: Vec<String>,
 }
 
+/// The action types of the proposals gov files for tool calls that need a
+/// person (`use_tool:<Tool>`). Agents may not submit them: an approved one
+/// lets one tool call through.
+pub const TOOL_ACTION_PREFIX: &str = "use_tool:";
+
 /// How long a proposal that names no `expires_at` waits for a person.
 pub const DEFAULT_EXPIRY_HOURS: i64 = 24;
 
@@ -86,6 +91,12 @@ impl Submission {
             return Err(AppError::invalid(
                 "action_type",
                 "action_type must be non-empty",
+            ));
+        }
+        if self.action_type.starts_with(TOOL_ACTION_PREFIX) {
+            return Err(AppError::invalid(
+                "action_type",
+                "`use_tool:` action types are filed by gov itself for tool calls",
             ));
         }
         if self.expected_cost_tokens < 0 {

@@ -313,7 +313,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name must be non-empty",
         ));
     }
-    let action_type = format!("use_tool:{}", call.tool_name);
+    let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
     let hash = payload_hash(&payload);
     let request = tool_request(svc, call);

@@ -340,8 +340,8 @@ pub fn proposals_of(conn: &Connection, agent: &str, limit: u32) -> rusqlite::Res
     rows.map(|r| r.and_then(parse_proposal)).collect()
 }
 
-/// An approved tool-use proposal of this agent with this payload hash that
-/// has not been used yet.
+/// A tool-use proposal of this agent with this payload hash that a person
+/// approved (never an auto-approved one) and that has not been used yet.
 pub fn unused_tool_approval(
     conn: &Connection,
     agent: &str,
@@ -351,7 +351,7 @@ pub fn unused_tool_approval(
     conn.query_row(
         "SELECT proposal_id FROM proposals
          WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
-           AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
+           AND status = 'approved' AND used_seq IS NULL
          ORDER BY seq LIMIT 1",
         params![agent, action_type, hash],
         |r| r.get(0),

@@ -83,3 +83,29 @@ fn tool_paths_that_leave_the_agent_folder_by_any_key_are_denied() -> TestResult 
     }
     Ok(())
 }
+
+// ------------------------------------------------- tool approvals, forged
+
+#[test]
+fn an_agent_cannot_file_its_own_tool_approval_as_a_proposal() -> TestResult {
+    let s = TestServer::start()?;
+    let (_, tok) = run_token(&s, "researcher")?;
+    let input = json!({"url": "https://example.com", "prompt": "p"});
+    // The same action type and payload gov files for a WebFetch call.
+    let forged = json!({
+        "agent_id": "researcher",
+        "action_type": "use_tool:WebFetch",
+        "payload": {"tool_name": "WebFetch", "tool_input": input},
+        "expected_outcome": "routine research",
+        "reversible": true,
+        "requires_approval": false,
+    });
+    let r = s.post("/proposals", Some(&tok), &forged)?;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "action_type"]));
+    assert_eq!(
+        tool_decision(&s, &tok, "researcher", "WebFetch", input)?,
+        "needs_person"
+    );
+    Ok(())
+}
