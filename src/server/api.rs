@@ -260,6 +260,20 @@ async fn post_audit(
         )
         .into());
     }
+    if body
+        .agent_id
+        .as_deref()
+        .is_some_and(|a| !crate::config::valid_agent_id(a))
+    {
+        return Err(AppError::invalid("agent_id", "not a valid agent id").into());
+    }
+    if body
+        .proposal_id
+        .as_deref()
+        .is_some_and(|p| !crate::domain::proposal::valid_proposal_id(p))
+    {
+        return Err(AppError::invalid("proposal_id", "not a valid proposal id").into());
+    }
     match (&caller, &body.agent_id) {
         (_, Some(a)) => act_for_agent(&state, &caller, a, "POST /audit").await?,
         (Caller::Agent { agent_id, .. }, None) => body.agent_id = Some(agent_id.clone()),

@@ -109,3 +109,52 @@ fn an_agent_cannot_file_its_own_tool_approval_as_a_proposal() -> TestResult {
     );
     Ok(())
 }
+
+// ------------------------------------------------------ agent ids, audit
+
+#[test]
+fn posted_audit_entries_must_name_a_valid_agent_and_proposal() -> TestResult {
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let long = "a".repeat(5000);
+    for (agent, field) in [
+        ("../../etc", "agent_id"),
+        ("noop\n", "agent_id"),
+        ("Agent::\"noop\"", "agent_id"),
+        ("", "agent_id"),
+        (long.as_str(), "agent_id"),
+    ] {
+        for token in [None, Some(s.runner.as_str())] {
+            let r = s.post(
+                "/audit",
+                token,
+                &json!({"agent_id": agent, "event_type": "note"}),
+            )?;
+            assert_eq!(r.status, 422, "{agent:?}: {:?}", r.body);
+            assert_eq!(r.body["detail"][0]["loc"], json!(["body", field]));
+        }
+    }
+    let r = s.post(
+        "/audit",
+        None,
+        &json!({"agent_id": "noop", "event_type": "note", "proposal_id": "../x"}),
+    )?;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    // Nothing of it became an agent.
+    let known = s.get("/scoreboard", None)?;
+    let ids: Vec<&str> = known
+        .body
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["agent_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        ids.iter().all(|id| gov::config::valid_agent_id(id)),
+        "{ids:?}"
+    );
+    let ok = s.post(
+        "/audit",
+        None,
+        &json!({"agent_id": "noop", "event_type": "note"}),
+    )?;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    Ok(())
+}
