@@ -207,6 +207,7 @@ pub fn valid_proposal_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && !id.starts_with(['.', '-'])
+        && !id.ends_with(['.'])
         && !id.ends_with(".lock")
         && !id.contains("..")
         && id
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn ids_are_safe_for_refs_and_files() {
         assert!(valid_proposal_id("3f2a-9b_x.1"));
-        for bad in ["", "../x", "a/b", ".x", "-x", "a..b", "x.lock", "a b"] {
+        for bad in ["", "../x", "a/b", ".x", "-x", "a..b", "x.lock", "a b", "x."] {
             assert!(!valid_proposal_id(bad), "{bad}");
         }
     }

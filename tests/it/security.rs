@@ -158,3 +158,19 @@ fn posted_audit_entries_must_name_a_valid_agent_and_proposal() -> TestResult {
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     Ok(())
 }
+
+// ------------------------------------------------------------ proposal ids
+
+#[test]
+fn a_proposal_id_git_cannot_name_a_branch_after_is_a_422() -> TestResult {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    for id in ["x.", "a.lock", "a..b", ".a", "a/b", "a@{1}", "a\\b"] {
+        let mut body = crate::support::server::proposal("noop", "publish_content");
+        body["proposal_id"] = json!(id);
+        let r = s.post("/proposals", Some(&tok), &body)?;
+        assert_eq!(r.status, 422, "{id}: {:?}", r.body);
+        assert_eq!(r.body["detail"][0]["loc"], json!(["body", "proposal_id"]));
+    }
+    Ok(())
+}
