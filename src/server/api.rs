@@ -567,9 +567,24 @@ async fn finish_run(
 async fn evaluate_tool(
     State(state): State<AppState>,
     caller: Caller,
-    Body(call): Body<runs::ToolCall>,
+    Body(mut call): Body<runs::ToolCall>,
 ) -> ApiResult {
     act_for_agent(&state, &caller, &call.agent_id, "POST /tools/evaluate").await?;
+    // A run's token speaks for its own run only.
+    if let Caller::Agent {
+        run_id: Some(own), ..
+    } = &caller
+    {
+        match &call.run_id {
+            Some(named) if named != own => {
+                return Err(AppError::Forbidden(format!(
+                    "this token belongs to run `{own}`, not `{named}`"
+                ))
+                .into())
+            }
+            _ => call.run_id = Some(own.clone()),
+        }
+    }
     let svc = state.svc.clone();
     let answer = blocking_write(&state, move || runs::evaluate_tool(&svc, &call)).await?;
     ok(to_json(&answer))

@@ -174,3 +174,30 @@ fn a_proposal_id_git_cannot_name_a_branch_after_is_a_422() -> TestResult {
     }
     Ok(())
 }
+
+// ------------------------------------------------------------------ runs
+
+#[test]
+fn a_run_token_records_tool_calls_under_its_own_run_only() -> TestResult {
+    let s = TestServer::start()?;
+    let (run_a, tok_a) = run_token(&s, "noop")?;
+    let (run_b, _) = run_token(&s, "noop")?;
+    let r = s.post(
+        "/tools/evaluate",
+        Some(&tok_a),
+        &json!({"agent_id": "noop", "run_id": run_b, "tool_name": "Read",
+                "tool_input": {"file_path": "memory.md"}}),
+    )?;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = s.post(
+        "/tools/evaluate",
+        Some(&tok_a),
+        &json!({"agent_id": "noop", "tool_name": "Read",
+                "tool_input": {"file_path": "memory.md"}}),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let decisions = s.audit("tool_decision")?;
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["payload"]["run_id"], run_a.as_str());
+    Ok(())
+}
