@@ -35,7 +35,6 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         let addr = listener
             .local_addr()
             .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
-        println!("gov serve: listening on http://{addr}/");
         let record = super::server_record::ServerRecord {
             pid: std::process::id(),
             url: format!("http://{addr}"),
@@ -46,6 +45,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 super::server_record::path(&settings).display()
             );
         }
+        // Printed once the record is written: whoever reads this line can
+        // find the server through `.gov/server.json`.
+        println!("gov serve: listening on http://{addr}/");
         println!(
             "dashboard (this link works once, for 5 minutes; `gov dashboard-link` prints another): {}",
             crate::server::dashboard::login_url(&state, addr.port())
