@@ -429,3 +429,27 @@ fn the_webhook_without_a_remote_is_a_conflict() -> TestResult {
     assert_eq!(status, 401);
     Ok(())
 }
+
+#[test]
+fn the_watchdog_syncs_on_its_pass() -> TestResult {
+    let (t, forge) = team()?;
+    let id = submit_pending(&t)?;
+    let out = t.gov(&["watchdog", "--once"])?;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("synced with `origin`"), "{said}");
+    assert!(forge
+        .rev(&format!("refs/heads/gov/proposal/{id}"))
+        .is_some());
+    forge.merge_pull_request(&id, &[])?;
+    let out = t.gov(&["watchdog", "--once"])?;
+    assert!(
+        text(&out).contains(&format!("approved `{id}`")),
+        "{}",
+        text(&out)
+    );
+    // The approval was written by the watchdog; the chain still verifies.
+    let out = t.gov(&["audit", "verify"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    Ok(())
+}
