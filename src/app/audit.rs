@@ -10,8 +10,10 @@
 //! - the chain still contains the last tip `verify` accepted
 //!   (`.gov/verified-tip`), and the one the index last applied: a ref moved
 //!   back or rewritten is caught even with good signatures;
-//! - every merge on `main`'s first-parent history is signed by an approver
-//!   (merges made on a forge say so with a [`FORGE_MERGE_TRAILER`] line);
+//! - every merge on `main`'s first-parent history is signed by an approver,
+//!   or is a forge merge: exactly a submitted proposal commit (as a
+//!   `proposal_submitted` entry names it), adding nothing but its file as
+//!   submitted, and recorded as that proposal's approval (`via: forge`);
 //! - the index agrees with Git.
 
 use std::io::Write;
@@ -26,9 +28,76 @@ use crate::store::git::{StoreError, EMPTY_TREE};
 use crate::store::index::{AuditFilter, Index, IndexedEntry};
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
 
-/// A merge commit on `main` whose message has this line was made by a
-/// person on the forge; it is attributed to its author, not signed by gov.
-pub const FORGE_MERGE_TRAILER: &str = "Gov-Forge-Merge: true";
+/// What the chain says about proposal commits, for checking merges on
+/// `main` that no approver signed.
+#[derive(Debug, Default)]
+struct ForgeRecords {
+    /// Submitted proposal commits: the proposal's id and file as submitted.
+    submitted: Vec<(Oid, String, String)>,
+    /// Merge commits recorded as approvals made on the forge.
+    approvals: std::collections::HashSet<String>,
+}
+
+impl ForgeRecords {
+    fn note(&mut self, e: &crate::domain::audit::AuditEntry) {
+        let e = &e.entry;
+        match e.event_type.as_str() {
+            "proposal_submitted" => {
+                let commit = e.payload.get("commit").and_then(|c| c.as_str());
+                let proposal = e.payload.get("proposal").cloned().and_then(|p| {
+                    serde_json::from_value::<crate::domain::proposal::Proposal>(p).ok()
+                });
+                if let (Some(c), Some(p)) = (commit.and_then(|c| Oid::from_str(c).ok()), proposal) {
+                    if p.branch.is_some() {
+                        self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
+                    }
+                }
+            }
+            "proposal_decided"
+                if e.payload.get("via").and_then(|v| v.as_str()) == Some("forge") =>
+            {
+                if let Some(m) = e.payload.get("merge_commit").and_then(|m| m.as_str()) {
+                    self.approvals.insert(m.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Why merge `oid` is not a recorded forge merge of a submitted
+    /// proposal (`Err`), or the proposal it approved (`Ok`).
+    fn check(&self, repo: &Repository, oid: Oid) -> Result<Result<String, String>, VerifyError> {
+        let commit = repo.find_commit(oid)?;
+        let side = commit.parent_id(1)?;
+        let mut found = None;
+        for (submitted, id, file) in &self.submitted {
+            if *submitted == side || repo.graph_descendant_of(side, *submitted)? {
+                found = Some((*submitted, id, file));
+                break;
+            }
+        }
+        let Some((submitted, id, file)) = found else {
+            return Ok(Err(format!(
+                "it is not a forge merge of a submitted proposal either: it merges commit {}, which no `proposal_submitted` entry names",
+                short(&side.to_string())
+            )));
+        };
+        let path = crate::domain::proposal::Proposal::file_path(id);
+        if let Some(why) =
+            crate::store::remote::forge_merge_problem(repo, oid, submitted, &path, file.as_bytes())?
+        {
+            return Ok(Err(format!(
+                "it is not a faithful forge merge of proposal `{id}`: {why}"
+            )));
+        }
+        if !self.approvals.contains(&oid.to_string()) {
+            return Ok(Err(format!(
+                "it merges proposal `{id}` but no `proposal_decided` entry records it as the approval (run `gov sync`)"
+            )));
+        }
+        Ok(Ok(id.clone()))
+    }
+}
 
 /// Where `verify` keeps the last tip it accepted: `SEQ COMMIT`.
 pub fn verified_tip_path(settings: &Settings) -> PathBuf {
@@ -232,6 +301,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     };
     // (seq, commit) of the entry walked just before (its child).
     let mut child: Option<(u64, Oid)> = None;
+    let mut forge = ForgeRecords::default();
     while let Some(oid) = next.take() {
         let commit = repo.find_commit(oid)?;
         report.entries += 1;
@@ -244,6 +314,9 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         };
         let entry = read_entry(&commit).ok().map(|e| e.entry);
         let seq = entry.as_ref().map(|e| e.seq);
+        if let Some(e) = &entry {
+            forge.note(e);
+        }
         if report.tip.is_none() {
             report.tip = Some((seq.unwrap_or(0), oid.to_string()));
         }
@@ -324,7 +397,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut report.notes,
         &mut found,
     );
-    check_main_merges(settings, &repo, &signers, &mut report, &mut found)?;
+    check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
     report.problems = found;
     if report.is_ok() {
         if let Some((seq, commit)) = &report.tip {
@@ -366,6 +439,7 @@ fn check_main_merges(
     settings: &Settings,
     repo: &Repository,
     signers: &AllowedSigners,
+    forge: &ForgeRecords,
     report: &mut VerifyReport,
     found: &mut Vec<Problem>,
 ) -> Result<(), VerifyError> {
@@ -375,25 +449,24 @@ fn check_main_merges(
     loop {
         let commit = repo.find_commit(oid)?;
         if commit.parent_count() >= 2 {
-            let forge = commit
-                .message()
-                .is_some_and(|m| m.lines().any(|l| l.trim() == FORGE_MERGE_TRAILER));
-            if forge {
-                report.notes.push(format!(
-                    "merge {} on `{}` was made on the forge; not checked",
-                    short(&oid.to_string()),
-                    settings.main_branch
-                ));
-            } else {
-                report.merges_checked += 1;
-                if let Some(why) =
-                    signature_problem(&signature_status(repo, signers, oid), &[Role::Approver])
-                {
-                    found.push(Problem {
+            report.merges_checked += 1;
+            if let Some(why) =
+                signature_problem(&signature_status(repo, signers, oid), &[Role::Approver])
+            {
+                match forge.check(repo, oid)? {
+                    Ok(id) => report.notes.push(format!(
+                        "merge {} on `{}` was made on the forge: it approved proposal `{id}` and adds only its file as submitted",
+                        short(&oid.to_string()),
+                        settings.main_branch
+                    )),
+                    Err(forge_why) => found.push(Problem {
                         seq: None,
                         commit: Some(oid.to_string()),
-                        reason: format!("merge on `{}`: {why}", settings.main_branch),
-                    });
+                        reason: format!(
+                            "merge on `{}`: {why}, and {forge_why}",
+                            settings.main_branch
+                        ),
+                    }),
                 }
             }
         }

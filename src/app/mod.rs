@@ -8,6 +8,7 @@ pub mod error;
 pub mod governance;
 pub mod init;
 pub mod proposals;
+pub mod remote;
 pub mod runs;
 pub mod scaffold;
 pub mod service;

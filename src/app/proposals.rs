@@ -391,37 +391,10 @@ pub fn decide(
         let mut merge_commit = None;
         match input.verdict {
             Verdict::Approve => {
-                let policy = svc.policy_at(tx.repo())?;
-                let mut attrs = serde_json::Map::new();
-                attrs.insert("name".into(), json!(decider));
-                let request = CedarRequest {
-                    principal: EntityRef::new("Approver", decider),
-                    action: "approve".into(),
-                    resource: EntityRef::new("ActionType", &p.action_type),
-                    context: serde_json::Map::new(),
-                    entities: vec![EntityData {
-                        uid: EntityRef::new("Approver", decider),
-                        attrs,
-                        parents: vec![],
-                    }],
+                let rec = match approval_question(svc, tx.repo(), &p, decider)? {
+                    Ok(rec) => rec,
+                    Err((err, entry)) => return Ok((Err(err), vec![*entry])),
                 };
-                let decision = policy.decide(&request);
-                let rec = DecisionRecord {
-                    decision: decision.clone(),
-                    request,
-                };
-                if decision.outcome == Outcome::Forbidden {
-                    let entry = NewEntry::new(Actor::operator(decider), "approval_forbidden")
-                        .agent(&p.agent_id)
-                        .proposal(id)
-                        .decision(rec);
-                    return Ok((
-                        Err(AppError::ForbiddenByPolicy {
-                            policies: decision.policies,
-                        }),
-                        vec![entry],
-                    ));
-                }
                 let (Some(branch), Some(commit)) = (p.branch.clone(), p.commit.clone()) else {
                     return Err(AppError::internal(format!("proposal {id} has no branch")));
                 };
@@ -469,35 +442,182 @@ pub fn decide(
                 p.status = ProposalStatus::Rejected;
             }
         }
-        p.decision = Some(
-            input
-                .note
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| input.verdict.as_str().into()),
-        );
-        p.decided_by = Some(decider.into());
-        p.decided_at = Some(now);
-        p.decision_final = input.final_;
-        p.merge_commit = merge_commit.clone();
-        let mut entry = NewEntry::new(Actor::operator(decider), "proposal_decided")
-            .agent(&p.agent_id)
-            .proposal(id)
-            .payload(json!({
-                "decision": input.verdict.as_str(),
-                "final": input.final_,
-                "note": input.note,
-                "status": p.status,
-                "decided_by": decider,
-                "merge_commit": merge_commit,
-                "branch": p.branch,
-                "proposal": p,
-            }));
-        if let Some(r) = record {
-            entry = entry.decision(r);
-        }
+        let decided = Decided {
+            verdict: input.verdict,
+            note: input.note.clone(),
+            final_: input.final_,
+            decided_by: decider.into(),
+            merge_commit,
+        };
+        let entry = decided_entry(&mut p, decided, Actor::operator(decider), now, record);
         Ok((Ok(p), vec![entry]))
     })
+}
+
+/// Asks the policy set whether `decider` may approve `p`. A refusal comes
+/// with the entry that records it.
+#[allow(
+    clippy::type_complexity,
+    reason = "a refusal is the error and its entry; a named type would only rename the pair"
+)]
+fn approval_question(
+    svc: &Service,
+    repo: &git2::Repository,
+    p: &Proposal,
+    decider: &str,
+) -> Result<Result<DecisionRecord, (AppError, Box<NewEntry>)>, AppError> {
+    let policy = svc.policy_at(repo)?;
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("name".into(), json!(decider));
+    let request = CedarRequest {
+        principal: EntityRef::new("Approver", decider),
+        action: "approve".into(),
+        resource: EntityRef::new("ActionType", &p.action_type),
+        context: serde_json::Map::new(),
+        entities: vec![EntityData {
+            uid: EntityRef::new("Approver", decider),
+            attrs,
+            parents: vec![],
+        }],
+    };
+    let decision = policy.decide(&request);
+    let rec = DecisionRecord {
+        decision: decision.clone(),
+        request,
+    };
+    if decision.outcome == Outcome::Forbidden {
+        let entry = NewEntry::new(Actor::operator(decider), "approval_forbidden")
+            .agent(&p.agent_id)
+            .proposal(&p.proposal_id)
+            .decision(rec);
+        return Ok(Err((
+            AppError::ForbiddenByPolicy {
+                policies: decision.policies,
+            },
+            Box::new(entry),
+        )));
+    }
+    Ok(Ok(rec))
+}
+
+/// A decision about to be recorded.
+struct Decided {
+    verdict: Verdict,
+    note: Option<String>,
+    final_: bool,
+    decided_by: String,
+    merge_commit: Option<String>,
+}
+
+/// Marks `p` decided and returns the `proposal_decided` entry.
+fn decided_entry(
+    p: &mut Proposal,
+    d: Decided,
+    actor: Actor,
+    now: Timestamp,
+    record: Option<DecisionRecord>,
+) -> NewEntry {
+    p.decision = Some(
+        d.note
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| d.verdict.as_str().into()),
+    );
+    p.decided_by = Some(d.decided_by.clone());
+    p.decided_at = Some(now);
+    p.decision_final = d.final_;
+    p.merge_commit = d.merge_commit.clone();
+    let entry = NewEntry::new(actor, "proposal_decided")
+        .agent(&p.agent_id)
+        .proposal(&p.proposal_id)
+        .payload(json!({
+            "decision": d.verdict.as_str(),
+            "final": d.final_,
+            "note": d.note,
+            "status": p.status,
+            "decided_by": d.decided_by,
+            "merge_commit": d.merge_commit,
+            "branch": p.branch,
+            "proposal": p,
+        }));
+    match record {
+        Some(r) => entry.decision(r),
+        None => entry,
+    }
+}
+
+/// A proposal's pull request merged into the remote's `main` by a person
+/// with merge rights, already checked against what was submitted
+/// (`store::remote::forge_merge_problem`).
+#[derive(Debug, Clone)]
+pub struct ForgeMerge {
+    pub merge_commit: String,
+    /// `<name> <email>` of the merge commit's author.
+    pub merged_by: String,
+}
+
+/// Why a forge merge did not become an approval.
+#[derive(Debug)]
+pub struct ForgeRefusal {
+    pub error: AppError,
+    pub entries: Vec<NewEntry>,
+}
+
+/// Records the approval of pending proposal `p` by a forge merge, as
+/// [`decide`] records a person's: the same checks (still pending, not
+/// expired, the `approve` policies permit `forge:<name> <email>`), the same
+/// `proposal_decided` entry with `via: forge`. The caller holds the chain
+/// lock and moves `main` to the merge itself.
+pub fn approve_by_forge(
+    svc: &Service,
+    tx: &mut crate::app::governance::Tx<'_>,
+    mut p: Proposal,
+    merge: &ForgeMerge,
+    now: Timestamp,
+) -> Result<Result<(Proposal, NewEntry), ForgeRefusal>, AppError> {
+    let decider = format!("forge:{}", merge.merged_by);
+    match p.check_decidable(Verdict::Approve, now) {
+        Ok(()) => {}
+        Err(DecideError::AlreadyDecided(status)) => {
+            return Ok(Err(ForgeRefusal {
+                error: AppError::BadRequest(format!(
+                    "proposal `{}` already decided (status={status})",
+                    p.proposal_id
+                )),
+                entries: vec![],
+            }))
+        }
+        Err(DecideError::Expired) => {
+            let entry = expire_entry(tx, &mut p, Actor::server(), now)?;
+            return Ok(Err(ForgeRefusal {
+                error: AppError::Expired(p.proposal_id.clone()),
+                entries: vec![entry],
+            }));
+        }
+    }
+    let rec = match approval_question(svc, tx.repo(), &p, &decider)? {
+        Ok(rec) => rec,
+        Err((error, entry)) => {
+            return Ok(Err(ForgeRefusal {
+                error,
+                entries: vec![*entry],
+            }))
+        }
+    };
+    p.status = ProposalStatus::Approved;
+    let decided = Decided {
+        verdict: Verdict::Approve,
+        note: None,
+        final_: false,
+        decided_by: decider.clone(),
+        merge_commit: Some(merge.merge_commit.clone()),
+    };
+    let mut entry = decided_entry(&mut p, decided, Actor(decider), now, Some(rec));
+    if let Some(payload) = entry.payload.as_object_mut() {
+        payload.insert("via".into(), json!("forge"));
+        payload.insert("merged_by".into(), json!(merge.merged_by));
+    }
+    Ok(Ok((p, entry)))
 }
 
 /// Marks an expired pending proposal, renaming its branch.

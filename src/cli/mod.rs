@@ -22,6 +22,7 @@ pub mod run;
 pub mod serve;
 pub mod server_record;
 pub mod status;
+pub mod sync;
 pub mod watchdog;
 
 pub use exit::{ExitCode, Failure};
@@ -78,6 +79,9 @@ pub enum Command {
     /// Watch every agent: pause those the `continue` policies stop, expire
     /// stale proposals. Its own process; works without the server.
     Watchdog(watchdog::Args),
+    /// Exchange with the Git remote: push proposals and the audit chain,
+    /// take pull requests merged on the forge as approvals.
+    Sync(sync::Args),
 }
 
 pub fn init_logging() {
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args, cli.repo),
         Command::Hook(args) => hook::run(args),
         Command::Watchdog(args) => watchdog::run(args, cli.repo),
+        Command::Sync(args) => sync::run(cli.repo, args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,8 @@
 //!
 //! It opens the repository itself, signing as the watchdog, and never talks
 //! to the server, so it keeps working when the server is hung or down.
-//! SIGTERM or Ctrl-C lets the current pass finish, then it exits 0.
+//! SIGTERM or Ctrl-C lets the current pass finish, then it exits 0. With
+//! `[remote] name` set, each pass ends with a `gov sync`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +74,32 @@ fn one_pass(svc: &Service) -> Result<PassReport, Failure> {
     pass(svc, chrono::Utc::now()).map_err(|e| Failure::from_error(ExitCode::Failure, &e))
 }
 
+/// With a remote configured, one sync after the pass: a failure (the
+/// remote unreachable, a refused merge) is printed and tried again next
+/// pass; it never stops the watchdog. With `quiet`, a sync that found
+/// nothing to say prints nothing.
+fn sync_remote(svc: &Service, quiet: bool) {
+    if svc.settings().remote.is_none() {
+        return;
+    }
+    match crate::app::remote::sync(svc) {
+        Ok(report) => {
+            if !quiet || report.main_moved.is_some() || !report.approved.is_empty() {
+                for line in super::sync::describe(&report) {
+                    println!("{line}");
+                }
+            }
+            for why in &report.refused {
+                eprintln!("gov watchdog: sync refused: {why}");
+            }
+        }
+        Err(e) => eprintln!(
+            "gov watchdog: sync failed: {}",
+            super::exit::error_chain(&e)
+        ),
+    }
+}
+
 /// Sleeps up to `d`, waking early when `stop` is set.
 fn nap(d: Duration, stop: &AtomicBool) {
     let until = Instant::now() + d;
@@ -94,6 +121,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         for line in describe(&report) {
             println!("{line}");
         }
+        sync_remote(&svc, false);
         return Ok(ExitCode::Ok);
     }
     let interval = Duration::from_secs(args.interval.unwrap_or(settings.watchdog.interval_seconds));
@@ -117,6 +145,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             }
             Err(f) => eprintln!("gov watchdog: pass failed: {}", f.message),
         }
+        sync_remote(&svc, true);
         nap(interval, &stop);
     }
     println!("gov watchdog: stopped");

@@ -28,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod hooks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +36,9 @@ pub struct AppState {
     pub svc: Arc<Service>,
     pub operator_token: Secret,
     pub runner_token: Secret,
+    /// What a forge signs `POST /hooks/forge` with (`[remote]
+    /// webhook_secret_file`).
+    pub webhook_secret: Secret,
     /// The dashboard's login codes and sessions.
     pub dashboard: Arc<dashboard::session::Sessions>,
     /// The port the server listens on, for the Host and Origin checks
@@ -55,19 +59,25 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(svc: Arc<Service>, operator_token: Secret, runner_token: Secret) -> Self {
+    pub fn new(
+        svc: Arc<Service>,
+        operator_token: Secret,
+        runner_token: Secret,
+        webhook_secret: Secret,
+    ) -> Self {
         AppState {
             svc,
             operator_token,
             runner_token,
+            webhook_secret,
             dashboard: Arc::new(dashboard::session::Sessions::new()),
             port: Arc::new(AtomicU16::new(0)),
             writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Opens the service and the operator's and runner's tokens (creating
-    /// the token files when missing).
+    /// Opens the service, the operator's and runner's tokens and the
+    /// webhook secret (creating each file, 0600, when missing).
     pub fn open(settings: &crate::config::Settings) -> Result<AppState, AppError> {
         let svc = Arc::new(Service::open(settings)?);
         let op = crate::app::tokens::load_or_create(&settings.operator_token_path(), "gov_op")
@@ -75,7 +85,9 @@ impl AppState {
         let runner =
             crate::app::tokens::load_or_create(&settings.runner_token_path(), "gov_runner")
                 .map_err(AppError::internal)?;
-        Ok(AppState::new(svc, op, runner))
+        let hook = crate::app::tokens::load_or_create(&settings.webhook_secret_file, "gov_hook")
+            .map_err(AppError::internal)?;
+        Ok(AppState::new(svc, op, runner, hook))
     }
 
     pub fn port(&self) -> u16 {
@@ -118,6 +130,7 @@ pub async fn blocking_write<T: Send + 'static>(
 /// The routes over `state`.
 pub fn router(state: AppState) -> Router {
     api::routes()
+        .merge(hooks::routes())
         .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,3 +7,4 @@ pub mod lock;
 pub mod policies;
 pub mod projection;
 pub mod proposals;
+pub mod remote;

@@ -229,7 +229,7 @@ pub fn rename_branch(repo: &Repository, from: &str, to: &str) -> Result<(), Stor
 /// When main is checked out, puts the new proposal file into the working
 /// tree and the Git index too, so that `git status` stays clean. Best
 /// effort: the commit on main is what counts.
-fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u8]) {
+pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u8]) {
     let Some(workdir) = repo.workdir() else {
         return;
     };

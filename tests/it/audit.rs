@@ -285,14 +285,20 @@ fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
     let good = repo.find_commit(good)?;
     merge(&t.key(Role::Server)?, "merge p-1 again", &good)?;
     assert_tampered(&t, &["merge on `main`", "which has no approver role"])?;
+    // Saying it was merged on the forge is not enough: a forge merge must
+    // merge a submitted proposal commit (see tests/it/remote.rs).
     merge(
         &t.key(Role::Server)?,
         "merged on the forge\n\nGov-Forge-Merge: true\n",
         &good,
     )?;
-    let (code, out) = verify(&t)?;
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("made on the forge"), "{out}");
+    assert_tampered(
+        &t,
+        &[
+            "merge on `main`",
+            "not a forge merge of a submitted proposal",
+        ],
+    )?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod demo;
 mod init;
 mod live_run;
 mod policy;
+mod remote;
 mod runner;
 mod security;
 mod serve;

@@ -1,0 +1,74 @@
+//! `gov sync`: one exchange with the configured Git remote (see
+//! [`crate::app::remote`]). It opens the repository itself, like the
+//! watchdog: the chain lock keeps it and a running server from forking the
+//! chain.
+
+use std::path::PathBuf;
+
+use super::{repo_root, ExitCode, Failure};
+use crate::app::error::AppError;
+use crate::app::remote::{sync, SyncReport};
+use crate::app::service::Service;
+use crate::config::Settings;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {}
+
+/// The lines a sync prints on stdout; what was refused goes to stderr.
+pub fn describe(report: &SyncReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for a in &report.approved {
+        lines.push(format!(
+            "approved `{}`: merged by {} in {}",
+            a.proposal_id,
+            a.merged_by,
+            a.merge_commit.get(..12).unwrap_or(&a.merge_commit)
+        ));
+    }
+    if let Some((from, to)) = &report.main_moved {
+        lines.push(format!(
+            "main fast-forwarded: {}..{}",
+            from.get(..12).unwrap_or(from),
+            to.get(..12).unwrap_or(to)
+        ));
+    }
+    if !report.pushed.is_empty() {
+        lines.push(format!("pushed: {}", report.pushed.join(", ")));
+    }
+    if !report.deleted.is_empty() {
+        lines.push(format!(
+            "deleted on the remote: {}",
+            report.deleted.join(", ")
+        ));
+    }
+    lines.push(format!(
+        "synced with `{}`{}",
+        report.remote,
+        if report.refused.is_empty() {
+            String::new()
+        } else {
+            format!("; {} refusal(s)", report.refused.len())
+        }
+    ));
+    lines
+}
+
+pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
+    let settings = Settings::load(&repo_root(repo)?)?;
+    let svc = Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let report = sync(&svc).map_err(|e| match e {
+        AppError::Conflict(_) => Failure::from_error(ExitCode::Config, &e),
+        other => Failure::from_error(ExitCode::Failure, &other),
+    })?;
+    for line in describe(&report) {
+        println!("{line}");
+    }
+    for why in &report.refused {
+        eprintln!("refused: {why}");
+    }
+    Ok(if report.is_clean() {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
+}
