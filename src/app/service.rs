@@ -235,18 +235,10 @@ pub fn random_bytes() -> [u8; 32] {
 
 /// A random UUID v4, as the original generated proposal ids.
 pub fn new_uuid() -> String {
-    let mut b = random_bytes();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(&b[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let b = random_bytes();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&b[..16]);
+    crate::domain::ids::uuid_v4(first)
 }
 
 #[cfg(test)]

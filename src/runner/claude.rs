@@ -85,17 +85,7 @@ pub fn shell_quote(s: &str) -> String {
 pub fn new_session_id() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(crate::domain::ids::uuid_v4(b))
 }
 
 #[cfg(test)]
