@@ -163,6 +163,15 @@ impl Service {
                         let why = crate::cli::exit::error_chain(&e);
                         tracing::warn!(commit = %oid, error = %why, "policy set not loaded");
                         state.error = Some(format!("commit {oid}: {why}"));
+                        // A process that starts on a broken `main` has no
+                        // set in memory: the last good set is the newest
+                        // one in main's history that loads.
+                        if state.set.is_none() {
+                            if let Some((set, tree)) = last_good_policy(repo, oid) {
+                                state.set = Some(Arc::new(set));
+                                state.tree = tree;
+                            }
+                        }
                     }
                 },
             }
@@ -216,6 +225,30 @@ impl Service {
             .map(|a| a.group)
             .unwrap_or_else(|| "default".into())
     }
+}
+
+/// How far back in main's first-parent history to look for a policy set
+/// that loads, when the tip's does not.
+const POLICY_HISTORY_LIMIT: usize = 500;
+
+/// The newest policy set on main's first-parent history, below `broken`,
+/// that loads (and the id of its `policies/` tree).
+fn last_good_policy(repo: &Repository, broken: Oid) -> Option<(PolicySet, Option<Oid>)> {
+    let broken_tree = policies_tree(repo, broken);
+    let mut tried = vec![broken_tree];
+    let mut commit = repo.find_commit(broken).ok()?;
+    for _ in 0..POLICY_HISTORY_LIMIT {
+        commit = commit.parent(0).ok()?;
+        let tree = policies_tree(repo, commit.id());
+        if tried.contains(&tree) {
+            continue;
+        }
+        tried.push(tree);
+        if let Ok(set) = crate::store::policies::load_commit(repo, commit.id()) {
+            return Some((set, tree));
+        }
+    }
+    None
 }
 
 /// The id of the `policies/` tree at a commit.

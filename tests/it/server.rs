@@ -993,6 +993,28 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
     assert_eq!(r.status, 200);
     assert_eq!(r.body["policy_version"], before);
 
+    // A server started on the broken main finds the last good set in
+    // main's history instead of refusing everything or loading the bad one.
+    let mut s = s;
+    s.restart()?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(st.body["policy_version"], before, "{:?}", st.body);
+    assert!(
+        st.body["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.cedar")),
+        "{:?}",
+        st.body
+    );
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["policy_version"], before);
+
     // A good change is loaded.
     let tip = repo.refname_to_id("refs/heads/main")?;
     gov::store::git::commit_files(
