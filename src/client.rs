@@ -116,6 +116,40 @@ impl Client {
         read_answer(&url, result)
     }
 
+    /// Sends a request and returns the status and JSON body (`Null` when
+    /// the body is not JSON) of any HTTP answer, 2xx or not; only a server
+    /// that cannot be reached or does not answer in time is an error.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let url = self.url(path);
+        let mut req = self
+            .agent
+            .request(method, &url)
+            .set("Accept", "application/json");
+        if !self.token.is_empty() {
+            req = req.set("Authorization", &format!("Bearer {}", self.token.expose()));
+        }
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => return Err(transport_error(&url, &t)),
+        };
+        let status = resp.status();
+        let text = resp.into_string().map_err(|e| io_error(&url, &e))?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
     pub fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         let url = self.url(path);
         let result = self

@@ -1,22 +1,23 @@
-//! A small blocking HTTP client for the commands that talk to a running
-//! `gov serve` on 127.0.0.1 with the operator's token.
+//! How the operator's commands talk to this repository's running
+//! `gov serve`: the server is found through `.gov/server.json` (or
+//! `GOV_URL`), the operator's token is sent, and every answer comes back
+//! as a status and a JSON body. Transport is `crate::client`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{ExitCode, Failure};
+use crate::client::{Timeouts, Token};
 use crate::config::Settings;
 
-/// A client for the server on the configured port.
+/// A client for this repository's server, with the operator's token.
 #[derive(Debug)]
 pub struct Client {
-    base: String,
+    inner: crate::client::Client,
     /// Whether a server of this repository is known to run: `GOV_URL` is
     /// set, or `.gov/server.json` names a live process.
     known: bool,
-    token: Option<String>,
-    agent: ureq::Agent,
 }
 
 /// What came back: the status and the JSON body.
@@ -28,34 +29,35 @@ pub struct Reply {
 
 impl Client {
     pub fn new(settings: &Settings) -> Client {
-        let token = crate::app::tokens::read(&settings.operator_token_path())
-            .ok()
-            .flatten()
-            .map(|s| s.expose().to_string());
         let env_url = std::env::var("GOV_URL").ok().filter(|u| !u.is_empty());
         let recorded = super::server_record::live(settings).map(|r| r.url);
         let known = env_url.is_some() || recorded.is_some();
         let base = env_url
             .or(recorded)
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.port));
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            known,
-            token,
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_millis(500))
-                .timeout(Duration::from_secs(30))
-                .build(),
-        }
+        Client::with_base(settings, &base, known)
     }
 
     /// A client for a server the user named by its port: it is taken to be
     /// running.
     pub fn at_port(settings: &Settings, port: u16) -> Client {
-        let mut c = Client::new(settings);
-        c.base = format!("http://127.0.0.1:{port}");
-        c.known = true;
-        c
+        Client::with_base(settings, &format!("http://127.0.0.1:{port}"), true)
+    }
+
+    fn with_base(settings: &Settings, base: &str, known: bool) -> Client {
+        let token = crate::app::tokens::read(&settings.operator_token_path())
+            .ok()
+            .flatten()
+            .map(|s| Token::new(s.expose()))
+            .unwrap_or_else(|| Token::new(""));
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(500),
+            total: Duration::from_secs(30),
+        };
+        Client {
+            inner: crate::client::Client::new(base, token, timeouts),
+            known,
+        }
     }
 
     /// Fails with a plain message when no server of this repository runs.
@@ -71,7 +73,7 @@ impl Client {
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.inner.base_url()
     }
 
     /// Whether the server of this repository runs and answers.
@@ -79,36 +81,22 @@ impl Client {
         self.known && matches!(self.get("/status"), Ok(r) if r.status == 200)
     }
 
-    fn send(&self, req: ureq::Request, body: Option<&Value>) -> Result<Reply, Failure> {
-        let req = match &self.token {
-            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
-            None => req,
-        };
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => {
-                return Err(Failure::new(
-                    ExitCode::Failure,
-                    format!("no gov server answers at {}: {e}", self.base),
-                ))
-            }
-        };
-        let status = resp.status();
-        let body = resp.into_json::<Value>().unwrap_or(Value::Null);
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, Failure> {
+        let (status, body) = self.inner.exchange(method, path, body).map_err(|e| {
+            Failure::new(
+                ExitCode::Failure,
+                format!("no gov server answers at {}: {e}", self.base()),
+            )
+        })?;
         Ok(Reply { status, body })
     }
 
     pub fn get(&self, path: &str) -> Result<Reply, Failure> {
-        self.send(self.agent.get(&format!("{}{path}", self.base)), None)
+        self.send("GET", path, None)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Reply, Failure> {
-        self.send(self.agent.post(&format!("{}{path}", self.base)), Some(body))
+        self.send("POST", path, Some(body))
     }
 }
 
