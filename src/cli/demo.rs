@@ -96,10 +96,13 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => { let _ = writeln!($out, $($arg)*); };
 }
 
+/// The forbids among cited policies (the reasons a person is needed), as
+/// `id (reason); ...`.
 fn policies_line(v: &Value) -> String {
     v.as_array()
         .map(|ps| {
             ps.iter()
+                .filter(|p| p["effect"].as_str() != Some("permit"))
                 .map(|p| {
                     format!(
                         "{} ({})",

@@ -168,6 +168,7 @@ mod tests {
                 policies: vec![PolicyCitation {
                     id: "watchdog-looping".into(),
                     reason: "the agent keeps proposing the same payload".into(),
+                    effect: Some("forbid".into()),
                 }],
             }],
             expired: vec!["p-1".into()],

@@ -410,6 +410,7 @@ impl PolicySet {
                 .map(|&i| PolicyCitation {
                     id: self.infos[i].id.clone(),
                     reason: self.infos[i].reason.clone(),
+                    effect: Some(self.infos[i].effect.clone()),
                 })
                 .collect(),
             errors,

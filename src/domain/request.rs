@@ -88,6 +88,10 @@ impl std::fmt::Display for Outcome {
 pub struct PolicyCitation {
     pub id: String,
     pub reason: String,
+    /// `permit` or `forbid` (absent in entries written before gov recorded
+    /// it): for a proposal that needs a person, the forbids are the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
 }
 
 /// The answer to a [`CedarRequest`], with the explanation that goes into the

@@ -142,6 +142,23 @@ impl Index {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
         }
+        // Two processes creating the same new database at once can see
+        // SQLITE_BUSY from the journal-mode switch without SQLite calling
+        // its busy handler: retry that first contact for a bounded time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Index(e))
+                    if is_busy(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Index, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -363,4 +380,12 @@ fn drop_all(tx: &Transaction<'_>) -> Result<(), StoreError> {
     }
     tx.execute("DELETE FROM meta", [])?;
     Ok(())
+}
+
+/// Whether SQLite answered "busy" or "locked".
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }

@@ -35,10 +35,18 @@ fn proposal(id: &str, status: &str) -> ProposalView {
         reversible: false,
         rationale: Some("the team asked for it".into()),
         links: vec!["https://example.invalid/draft".into()],
-        policies: vec![Citation {
-            id: "publish-needs-person".into(),
-            reason: "publishing is public and needs a person".into(),
-        }],
+        policies: vec![
+            Citation {
+                id: "proposals-allowed".into(),
+                reason: "an agent may propose any action type".into(),
+                effect: Some("permit".into()),
+            },
+            Citation {
+                id: "publish-needs-person".into(),
+                reason: "publishing is public and needs a person".into(),
+                effect: Some("forbid".into()),
+            },
+        ],
         branch: Some(format!("gov/proposal/{id}")),
         commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         decision: None,

@@ -6,10 +6,10 @@ use crate::support::gov;
 
 const STEPS: &[&str] = &[
     "Blocked: HTTP 400 self_approve_blocked.",
-    "Policy: proposals-allowed",
-    "reserved-for-person",
+    "Policy: reserved-for-person (this action type is reserved for a person",
     ": pending.",
     "It waits on branch gov/proposal/",
+    "Why a person: reserved-for-person",
     "approved: merge commit ",
     "status approved.",
     "Posted action_executed and agent_stop.",

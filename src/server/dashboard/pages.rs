@@ -133,6 +133,7 @@ fn proposal_view(p: &Proposal) -> ProposalView {
             .map(|c| Citation {
                 id: c.id.clone(),
                 reason: c.reason.clone(),
+                effect: c.effect.clone(),
             })
             .collect(),
         branch: p.branch.clone(),

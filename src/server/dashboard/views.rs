@@ -53,6 +53,8 @@ impl Flash {
 pub struct Citation {
     pub id: String,
     pub reason: String,
+    /// `permit` or `forbid`, when the decision recorded it.
+    pub effect: Option<String>,
 }
 
 /// How a proposal was decided, once it was.
