@@ -361,11 +361,38 @@ pub fn valid_agent_id(id: &str) -> bool {
 }
 
 impl AgentSettings {
+    /// Reads `agents/<id>/agent.toml` from the working tree. The agents in
+    /// force are those on `main` (`store::agents::agents_at`); this is for
+    /// folders outside a Git repository and for comparing the working tree
+    /// with main.
     pub fn load(settings: &Settings, id: &str) -> Result<AgentSettings, ConfigError> {
-        let dir = settings.agents_dir().join(id);
-        let path = dir.join("agent.toml");
-        let invalid = |message: String| ConfigError::Invalid {
+        let path = settings.agents_dir().join(id).join("agent.toml");
+        if !valid_agent_id(id) {
+            return Err(ConfigError::Invalid {
+                path,
+                message: format!("`{id}` is not a valid agent id (letters, digits, `-` and `_`)"),
+            });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
             path: path.clone(),
+            source,
+        })?;
+        Self::parse(settings, id, &text, &path)
+    }
+
+    /// Parses the text of an agent's `agent.toml` (from the working tree or
+    /// from a commit), resolved against `gov.toml`. `path` names the file in
+    /// messages; the agent's folder is always the working-tree one, where
+    /// the runner executes its files.
+    pub fn parse(
+        settings: &Settings,
+        id: &str,
+        text: &str,
+        path: &Path,
+    ) -> Result<AgentSettings, ConfigError> {
+        let dir = settings.agents_dir().join(id);
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
             message,
         };
         if !valid_agent_id(id) {
@@ -373,12 +400,8 @@ impl AgentSettings {
                 "`{id}` is not a valid agent id (letters, digits, `-` and `_`)"
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
         let raw: RawAgentToml =
-            toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+            toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
         let budget = resolve_budget(&settings.budget, &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
         let command = match (raw.kind, raw.command) {

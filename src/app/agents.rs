@@ -30,9 +30,9 @@ pub struct BudgetView {
     pub paused_reason: Option<String>,
 }
 
-/// Whether gov knows the agent: it has a folder or the chain mentions it.
+/// Whether gov knows the agent: it is on main or the chain mentions it.
 pub fn known(svc: &Service, conn: &rusqlite::Connection, agent_id: &str) -> Result<bool, AppError> {
-    Ok(svc.agent_settings(agent_id).is_some() || projection::agent(conn, agent_id)?.is_some())
+    Ok(svc.agents().contains_key(agent_id) || projection::agent(conn, agent_id)?.is_some())
 }
 
 fn spent(
@@ -326,7 +326,7 @@ pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState,
 pub fn pause_all(svc: &Service, reason: &str, actor: Actor) -> Result<Vec<String>, AppError> {
     svc.transact(|tx| -> Step<Vec<String>> {
         let conn = tx.index().conn();
-        let mut ids: Vec<String> = crate::config::AgentSettings::list(svc.settings());
+        let mut ids: Vec<String> = svc.agent_ids();
         for a in projection::agents(conn)? {
             if !ids.contains(&a.agent_id) {
                 ids.push(a.agent_id);
@@ -363,7 +363,7 @@ pub struct ScoreRow {
 pub fn scoreboard(svc: &Service) -> Result<Vec<ScoreRow>, AppError> {
     let index = svc.governance().index()?;
     let conn = index.conn();
-    let mut ids: Vec<String> = crate::config::AgentSettings::list(svc.settings());
+    let mut ids: Vec<String> = svc.agent_ids();
     for a in projection::agents(conn)? {
         if !ids.contains(&a.agent_id) {
             ids.push(a.agent_id);

@@ -31,8 +31,17 @@ pub fn start_run(
     task_id: Option<&str>,
     actor: Actor,
 ) -> Result<RunStarted, AppError> {
+    if let Some(why) = svc.agent_error(agent_id) {
+        // Fail closed: an agent whose settings on main do not parse does
+        // not run (its pauses and history stay).
+        return Err(AppError::Conflict(format!(
+            "agent `{agent_id}` is not in force: its agent.toml on main is not valid: {why}"
+        )));
+    }
     if svc.agent_settings(agent_id).is_none() {
-        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+        return Err(AppError::NotFound(format!(
+            "unknown agent_id: {agent_id} (agents run only once their agent.toml is on main)"
+        )));
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);

@@ -36,6 +36,21 @@ struct PolicyState {
     error: Option<String>,
 }
 
+/// The agents in force: those of `main`'s tip, by id, each with its
+/// settings or why its `agent.toml` does not parse.
+pub type AgentsInForce = std::collections::BTreeMap<String, Result<AgentSettings, String>>;
+
+#[derive(Default)]
+struct AgentsState {
+    agents: Arc<AgentsInForce>,
+    /// The commit of main the agents were last read for.
+    seen: Option<Oid>,
+    /// The `agents/` tree they were read from: when main moves without
+    /// touching it, they are kept, not re-parsed.
+    tree: Option<Oid>,
+    loaded: bool,
+}
+
 /// What `/status` reports about the policy set.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PolicyStatus {
@@ -48,6 +63,7 @@ pub struct Service {
     gov: Governance,
     approver_key: Option<SigningKey>,
     policy: RwLock<PolicyState>,
+    agents: RwLock<AgentsState>,
     pub started_at: Timestamp,
 }
 
@@ -82,6 +98,7 @@ impl Service {
             gov,
             approver_key,
             policy: RwLock::new(PolicyState::default()),
+            agents: RwLock::new(AgentsState::default()),
             started_at: Timestamp(Utc::now()),
         };
         let repo = svc.open_repo()?;
@@ -204,22 +221,104 @@ impl Service {
         self.policy.read().ok().and_then(|s| s.set.clone())
     }
 
-    /// An agent's folder settings, if it has a folder.
-    pub fn agent_settings(&self, agent_id: &str) -> Option<AgentSettings> {
-        if !crate::config::valid_agent_id(agent_id) {
-            return None;
+    /// The agents in force: the `agents/*/agent.toml` of `main`'s current
+    /// tip, re-read when main moved (and its `agents/` tree changed). The
+    /// working tree is never read: an edit there changes nothing until it
+    /// reaches main through review. Without a readable `main`, no agent is
+    /// in force.
+    pub fn agents(&self) -> Arc<AgentsInForce> {
+        let Ok(repo) = self.open_repo() else {
+            return Arc::default();
+        };
+        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+        if let Ok(state) = self.agents.read() {
+            if state.loaded && state.seen == tip {
+                return state.agents.clone();
+            }
         }
-        AgentSettings::load(&self.settings, agent_id).ok()
+        let Ok(mut state) = self.agents.write() else {
+            return Arc::default();
+        };
+        if !state.loaded || state.seen != tip {
+            let mut tree = tip.and_then(|t| crate::store::agents::agents_tree(&repo, t));
+            match tip {
+                None => state.agents = Arc::default(),
+                Some(_) if state.loaded && tree == state.tree => {}
+                Some(oid) => match crate::store::agents::agents_at(&repo, oid, &self.settings) {
+                    Ok(agents) => {
+                        for (id, why) in agents
+                            .iter()
+                            .filter_map(|(i, a)| Some((i, a.as_ref().err()?)))
+                        {
+                            tracing::warn!(agent = %id, error = %why, "agent settings on main not valid");
+                        }
+                        state.agents = Arc::new(agents);
+                    }
+                    Err(e) => {
+                        // Reading the commit failed (not an invalid file):
+                        // no agent is in force until main can be read.
+                        tracing::warn!(commit = %oid, error = %e, "agents of main not read");
+                        state.agents = Arc::default();
+                        tree = None;
+                    }
+                },
+            }
+            state.tree = tree;
+            state.seen = tip;
+            state.loaded = true;
+        }
+        state.agents.clone()
     }
 
-    /// An agent's caps: its `agent.toml`, else `gov.toml`'s defaults.
+    /// The ids of the agents on main (also those whose `agent.toml` does not
+    /// parse), sorted.
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.agents().keys().cloned().collect()
+    }
+
+    /// The agents on main whose `agent.toml` does not parse, with why.
+    pub fn agent_errors(&self) -> std::collections::BTreeMap<String, String> {
+        self.agents()
+            .iter()
+            .filter_map(|(id, a)| Some((id.clone(), a.as_ref().err()?.clone())))
+            .collect()
+    }
+
+    /// An agent's settings in force, if it is on main and its `agent.toml`
+    /// there parses.
+    pub fn agent_settings(&self, agent_id: &str) -> Option<AgentSettings> {
+        match self.agents().get(agent_id) {
+            Some(Ok(a)) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// Why an agent on main is not in force: its `agent.toml` there does not
+    /// parse.
+    pub fn agent_error(&self, agent_id: &str) -> Option<String> {
+        match self.agents().get(agent_id) {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// An agent's caps: its `agent.toml` on main, else `gov.toml`'s
+    /// defaults. An agent whose `agent.toml` on main does not parse gets
+    /// caps of zero (fail closed: any charge is over the cap).
     pub fn caps(&self, agent_id: &str) -> BudgetSettings {
-        self.agent_settings(agent_id)
-            .map(|a| a.budget)
-            .unwrap_or_else(|| self.settings.budget.clone())
+        match self.agents().get(agent_id) {
+            Some(Ok(a)) => a.budget.clone(),
+            Some(Err(_)) => BudgetSettings {
+                tokens_cap: 0,
+                dollars_cap: crate::domain::money::Micros(0),
+                ..self.settings.budget.clone()
+            },
+            None => self.settings.budget.clone(),
+        }
     }
 
-    /// The agent's group for Cedar (`default` for agents without a folder).
+    /// The agent's group for Cedar, from main (`default` for agents not in
+    /// force).
     pub fn group(&self, agent_id: &str) -> String {
         self.agent_settings(agent_id)
             .map(|a| a.group)

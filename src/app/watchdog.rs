@@ -48,10 +48,10 @@ pub fn thresholds(settings: &Settings) -> Thresholds {
     }
 }
 
-/// Every agent the watchdog looks after: folders first, then ids only the
+/// Every agent the watchdog looks after: those on main first, then ids only the
 /// chain knows, sorted.
 pub fn agent_ids(svc: &Service, conn: &Connection) -> Result<Vec<String>, AppError> {
-    let mut ids = crate::config::AgentSettings::list(svc.settings());
+    let mut ids = svc.agent_ids();
     for a in projection::agents(conn)? {
         if !ids.contains(&a.agent_id) {
             ids.push(a.agent_id);
@@ -284,6 +284,12 @@ pub fn pass(svc: &Service, now: DateTime<Utc>) -> Result<PassReport, AppError> {
         for id in agent_ids(svc, conn)? {
             if projection::agent(conn, &id)?.is_some_and(|a| a.paused) {
                 report.already_paused.push(id);
+                continue;
+            }
+            if svc.agent_error(&id).is_some() {
+                // Not in force (its agent.toml on main does not parse): it
+                // cannot run, and its zero caps must not read as "over its
+                // cap" and pause it for the wrong reason.
                 continue;
             }
             let (_, decision, _) = continue_check(svc, &repo, conn, &id, now)?;

@@ -57,6 +57,22 @@ pub enum RunError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("agent `{id}` is not on `{branch}`: `agents/{id}/agent.toml` is only in the working tree; commit it to {branch} through review first{}", known_list(.known))]
+    NotOnMain {
+        id: String,
+        branch: String,
+        known: Vec<String>,
+    },
+    #[error("agent `{id}`: the working tree's `agents/{id}/agent.toml` differs from `{branch}`'s; commit it to {branch} through review first (or restore it: `git checkout {branch} -- agents/{id}/agent.toml`)")]
+    DiffersFromMain { id: String, branch: String },
+    #[error("agent `{id}` is not in force: its agent.toml on `{branch}` is not valid: {why}")]
+    InvalidOnMain {
+        id: String,
+        branch: String,
+        why: String,
+    },
+    #[error("cannot read the agents of `{branch}`: {message}")]
+    MainUnreadable { branch: String, message: String },
     #[error(
         "agent `{0}` is a claude agent: name a task (`gov run {0} TASK`, with `tasks/TASK.md`)"
     )]
@@ -92,6 +108,10 @@ impl RunError {
             self,
             RunError::UnknownAgent { .. }
                 | RunError::Config(_)
+                | RunError::NotOnMain { .. }
+                | RunError::DiffersFromMain { .. }
+                | RunError::InvalidOnMain { .. }
+                | RunError::MainUnreadable { .. }
                 | RunError::TaskRequired(_)
                 | RunError::BadTaskName(_)
                 | RunError::TaskMissing { .. }
@@ -183,16 +203,62 @@ fn valid_task_name(t: &str) -> bool {
     crate::config::valid_agent_id(t)
 }
 
+/// The agent's settings as they are in force.
+///
+/// In a Git repository (the governance repository), they come from the tip
+/// of `main`, like the policy set: an agent that is not on main, or whose
+/// `agent.toml` in the working tree differs from main's, is refused (the
+/// runner executes the agent's files from the working tree, so the two must
+/// agree; an edit reaches main through review first). A repository without
+/// a `main` branch has no agent in force. Outside a Git repository (a plain
+/// folder) there is no main: the working tree is read.
 fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> {
     let path = settings.agents_dir().join(id).join("agent.toml");
-    if crate::config::valid_agent_id(id) && !path.is_file() {
-        return Err(RunError::UnknownAgent {
+    let Ok(repo) = git2::Repository::open(&settings.root) else {
+        if crate::config::valid_agent_id(id) && !path.is_file() {
+            return Err(RunError::UnknownAgent {
+                id: id.to_string(),
+                path,
+                known: AgentSettings::list(settings),
+            });
+        }
+        return Ok(AgentSettings::load(settings, id)?);
+    };
+    let branch = settings.main_branch.clone();
+    let unreadable = |message: String| RunError::MainUnreadable {
+        branch: branch.clone(),
+        message,
+    };
+    let tip = repo
+        .refname_to_id(&settings.main_refname())
+        .map_err(|e| unreadable(e.message().to_string()))?;
+    let mut agents = crate::store::agents::agents_at(&repo, tip, settings)
+        .map_err(|e| unreadable(e.message().to_string()))?;
+    if !crate::config::valid_agent_id(id) {
+        // The same message as for a working-tree folder.
+        return Ok(AgentSettings::load(settings, id)?);
+    }
+    let Some(on_main) = agents.remove(id) else {
+        return Err(RunError::NotOnMain {
             id: id.to_string(),
-            path,
-            known: AgentSettings::list(settings),
+            branch,
+            known: agents.into_keys().collect(),
+        });
+    };
+    let agent = on_main.map_err(|why| RunError::InvalidOnMain {
+        id: id.to_string(),
+        branch: branch.clone(),
+        why,
+    })?;
+    let main_text = crate::store::agents::agent_file_at(&repo, tip, id);
+    let tree_text = std::fs::read(&path).ok();
+    if main_text != tree_text {
+        return Err(RunError::DiffersFromMain {
+            id: id.to_string(),
+            branch,
         });
     }
-    Ok(AgentSettings::load(settings, id)?)
+    Ok(agent)
 }
 
 /// A program path with a `/` in it is relative to the agent's folder; a bare

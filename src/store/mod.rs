@@ -1,4 +1,5 @@
 //! Adapters to the outside world: Git, SQLite, key files.
+pub mod agents;
 pub mod audit;
 pub mod git;
 pub mod index;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::gov_bin;
 use crate::support::repo::{TestRepo, TestResult};
-use crate::support::server::TestServer;
+use crate::support::server::{commit_agent, TestServer};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -28,11 +28,12 @@ fn fixture(name: &str) -> PathBuf {
 /// (where the runner and the server read agent settings).
 fn claude_agent(repo: &TestRepo, id: &str, wallclock: u64) -> TestResult {
     let dir = repo.root().join("agents").join(id);
-    std::fs::create_dir_all(dir.join("tasks"))?;
-    std::fs::write(
-        dir.join("agent.toml"),
-        format!("kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {wallclock}\n"),
+    commit_agent(
+        repo,
+        id,
+        &format!("kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {wallclock}\n"),
     )?;
+    std::fs::create_dir_all(dir.join("tasks"))?;
     std::fs::write(dir.join("tasks/t.md"), "Do the task.\n")?;
     std::fs::write(dir.join("notes.md"), "notes\n")?;
     Ok(())

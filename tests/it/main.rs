@@ -2,6 +2,7 @@
 //! `support` holds the shared harness (temporary governance repositories,
 //! the `gov` binary, servers on 127.0.0.1:0).
 
+mod agents;
 mod audit;
 mod dashboard;
 mod demo;

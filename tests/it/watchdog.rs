@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::support::gov_bin;
 use crate::support::repo::{TestRepo, TestResult};
-use crate::support::server::{proposal, TestServer};
+use crate::support::server::{commit_agent, proposal, TestServer};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -55,13 +55,11 @@ fn once(repo: &TestRepo) -> TestResult<String> {
 }
 
 fn add_agent(repo: &TestRepo, id: &str) -> TestResult {
-    let dir = repo.root().join("agents").join(id);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("agent.toml"),
+    commit_agent(
+        repo,
+        id,
         "kind = \"command\"\n[command]\nprogram = \"true\"\n",
-    )?;
-    Ok(())
+    )
 }
 
 #[test]

@@ -42,8 +42,49 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// Writes `files` (paths relative to the repository root) into the working
+/// tree and commits them onto main, signed by the server key, as a reviewed
+/// change would land: what is on main is what is in force (policies,
+/// agents).
+pub fn commit_to_main(repo: &TestRepo, files: &[(String, Vec<u8>)], message: &str) -> TestResult {
+    for (path, data) in files {
+        let p = repo.root().join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(p, data)?;
+    }
+    let git = repo.repo()?;
+    let tip = git.refname_to_id(&repo.settings.main_refname())?;
+    let key = repo.key(gov::store::keys::Role::Server)?;
+    let who = git2::Signature::now("gov server", "server@gov")?;
+    gov::store::git::commit_files(
+        &git,
+        &key,
+        &who,
+        &repo.settings.main_refname(),
+        Some(tip),
+        files,
+        message,
+    )?;
+    Ok(())
+}
+
+/// Commits an agent's `agent.toml` onto main (and into the working tree,
+/// where the runner executes its files).
+pub fn commit_agent(repo: &TestRepo, id: &str, agent_toml: &str) -> TestResult {
+    commit_to_main(
+        repo,
+        &[(
+            format!("agents/{id}/agent.toml"),
+            agent_toml.as_bytes().to_vec(),
+        )],
+        &format!("agent {id}"),
+    )
+}
+
 /// Commits the project's default policies and the test agents onto main
-/// (and into the working tree, where agent settings are read).
+/// (and into the working tree).
 pub fn add_policies_and_agents(repo: &TestRepo) -> TestResult {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -61,27 +102,7 @@ pub fn add_policies_and_agents(repo: &TestRepo) -> TestResult {
     for (path, text) in AGENTS {
         files.push((path.to_string(), text.as_bytes().to_vec()));
     }
-    for (path, data) in &files {
-        let p = repo.root().join(path);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(p, data)?;
-    }
-    let git = repo.repo()?;
-    let tip = git.refname_to_id(&repo.settings.main_refname())?;
-    let key = repo.key(gov::store::keys::Role::Server)?;
-    let who = git2::Signature::now("gov server", "server@gov")?;
-    gov::store::git::commit_files(
-        &git,
-        &key,
-        &who,
-        &repo.settings.main_refname(),
-        Some(tip),
-        &files,
-        "policies and agents",
-    )?;
-    Ok(())
+    commit_to_main(repo, &files, "policies and agents")
 }
 
 /// A server thread and what it needs to be reached and stopped.

@@ -1,0 +1,135 @@
+//! The agents in force are those on main: an `agent.toml` edited only in
+//! the working tree changes neither the caps the server enforces nor what
+//! `gov run` runs.
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::support::gov_bin;
+use crate::support::repo::TestResult;
+use crate::support::server::{commit_agent, TestServer};
+
+const CAPPED: &str = "kind = \"command\"\n[command]\nprogram = \"true\"\n[budget]\ntokens_cap = 1000\ndollars_cap = 1\n";
+const CAPPED_MORE: &str = "kind = \"command\"\n[command]\nprogram = \"true\"\n[budget]\ntokens_cap = 5000\ndollars_cap = 1\n";
+
+fn tokens_cap(s: &TestServer, agent: &str) -> TestResult<serde_json::Value> {
+    let b = s.get(&format!("/budget/{agent}"), Some(&s.operator))?;
+    assert_eq!(b.status, 200, "{:?}", b.body);
+    Ok(b.body["tokens_cap"].clone())
+}
+
+fn gov_run(s: &TestServer, agent: &str) -> TestResult<std::process::Output> {
+    Ok(Command::new(gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["run", agent])
+        .env_remove("GOV_REPO")
+        .env("GOV_URL", &s.base)
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+#[test]
+fn caps_come_from_main_not_the_working_tree() -> TestResult {
+    let s = TestServer::start()?;
+    assert_eq!(tokens_cap(&s, "capped")?, 1000);
+
+    // Edited in the working tree only: nothing changes.
+    let file = s.repo.root().join("agents/capped/agent.toml");
+    std::fs::write(&file, CAPPED_MORE)?;
+    assert_eq!(tokens_cap(&s, "capped")?, 1000);
+    let c = s.post(
+        "/budget/capped/charge",
+        Some(&s.runner),
+        &json!({"tokens": 2000, "tool": "x"}),
+    )?;
+    assert_ne!(c.status, 200, "over main's cap: {:?}", c.body);
+
+    // An agent only in the working tree is not in force.
+    let ghost = s.repo.root().join("agents/ghost/agent.toml");
+    std::fs::create_dir_all(ghost.parent().ok_or("parent")?)?;
+    std::fs::write(&ghost, CAPPED)?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(
+        st.body["known_agents"],
+        json!(["capped", "noop", "researcher"])
+    );
+    let r = s.post(
+        "/runs",
+        Some(&s.runner),
+        &json!({"agent_id": "ghost", "task_id": null}),
+    )?;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+
+    // The same edit committed to main is in force.
+    commit_agent(&s.repo, "capped", CAPPED_MORE)?;
+    assert_eq!(tokens_cap(&s, "capped")?, 5000);
+    Ok(())
+}
+
+#[test]
+fn an_agent_invalid_on_main_does_not_run() -> TestResult {
+    let s = TestServer::start()?;
+    commit_agent(&s.repo, "capped", "kind = \"command\"\n")?;
+    let st = s.get("/status", Some(&s.operator))?;
+    let why = st.body["agent_errors"]["capped"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("[command]"), "{:?}", st.body);
+    assert!(st.body["known_agents"]
+        .as_array()
+        .is_some_and(|a| a.contains(&json!("capped"))));
+    let r = s.post(
+        "/runs",
+        Some(&s.runner),
+        &json!({"agent_id": "capped", "task_id": null}),
+    )?;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(r.body.to_string().contains("not in force"), "{:?}", r.body);
+    // Fail closed: no caps to spend.
+    assert_eq!(tokens_cap(&s, "capped")?, 0);
+    // The watchdog leaves it alone (its zero caps are not "over the cap").
+    let svc = gov::app::service::Service::open_as(s.settings(), gov::store::keys::Role::Watchdog)?;
+    let report = gov::app::watchdog::pass(&svc, chrono::Utc::now())?;
+    assert!(report.paused.is_empty(), "{:?}", report.paused);
+    Ok(())
+}
+
+#[test]
+fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
+    let s = TestServer::start()?;
+    let out = gov_run(&s, "capped")?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(s.repo.root().join("agents/capped/agent.toml"), CAPPED_MORE)?;
+    let out = gov_run(&s, "capped")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("differs from"), "{err}");
+    assert!(err.contains("through review first"), "{err}");
+
+    let ghost = s.repo.root().join("agents/ghost/agent.toml");
+    std::fs::create_dir_all(ghost.parent().ok_or("parent")?)?;
+    std::fs::write(&ghost, CAPPED)?;
+    let out = gov_run(&s, "ghost")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not on `main`"), "{err}");
+
+    // Committed to main, it runs.
+    commit_agent(&s.repo, "capped", CAPPED_MORE)?;
+    let out = gov_run(&s, "capped")?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
