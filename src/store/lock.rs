@@ -35,10 +35,6 @@ impl ChainLock {
     }
 }
 
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "File::lock is stable since 1.89; the toolchain in use is newer than rust-version"
-)]
 fn lock_exclusive(file: &File) -> std::io::Result<()> {
     file.lock()
 }
