@@ -83,7 +83,7 @@ impl SyncReport {
 fn remote_error(e: RemoteError) -> AppError {
     match e {
         RemoteError::NotConfigured(_) => AppError::Conflict(e.to_string()),
-        other => AppError::internal(crate::cli::exit::error_chain(&other)),
+        other => AppError::internal(crate::domain::errors::error_chain(&other)),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::store::keys::{Role, SigningKey};
 
 impl From<GovError> for AppError {
     fn from(e: GovError) -> Self {
-        AppError::internal(crate::cli::exit::error_chain(&e))
+        AppError::internal(crate::domain::errors::error_chain(&e))
     }
 }
 
@@ -177,7 +177,7 @@ impl Service {
                         state.error = None;
                     }
                     Err(e) => {
-                        let why = crate::cli::exit::error_chain(&e);
+                        let why = crate::domain::errors::error_chain(&e);
                         tracing::warn!(commit = %oid, error = %why, "policy set not loaded");
                         state.error = Some(format!("commit {oid}: {why}"));
                         // A process that starts on a broken `main` has no

@@ -42,21 +42,7 @@ impl Failure {
     }
 }
 
-/// `outer: inner: innermost`, skipping a cause already spelled out by its
-/// parent's message.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !msg.contains(&s) {
-            msg.push_str(": ");
-            msg.push_str(&s);
-        }
-        cur = e.source();
-    }
-    msg
-}
+pub use crate::domain::errors::error_chain;
 
 impl From<crate::config::ConfigError> for Failure {
     fn from(e: crate::config::ConfigError) -> Self {

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod budget;
 pub mod credential;
+pub mod errors;
 pub mod ids;
 pub mod money;
 pub mod paths;

@@ -604,16 +604,7 @@ fn first_label_line(d: &dyn Diagnostic, text: &str) -> Option<usize> {
 
 /// A diagnostic's message, its help, and its causes on one line.
 fn diagnostic_message(d: &dyn Diagnostic) -> String {
-    let mut msg = d.to_string();
-    let mut cur = d.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !msg.contains(&s) {
-            msg.push_str(": ");
-            msg.push_str(&s);
-        }
-        cur = e.source();
-    }
+    let mut msg = super::errors::error_chain(d);
     if let Some(help) = d.help() {
         msg.push_str(&format!(" (help: {help})"));
     }

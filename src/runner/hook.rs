@@ -207,7 +207,7 @@ pub fn hook_output(tool_name: &str, resp: &EvaluateResponse) -> HookOutput {
 pub fn failure_output(err: &HookError) -> HookOutput {
     HookOutput::deny(format!(
         "gov: tool call denied because the policy check could not be completed: {}",
-        crate::cli::exit::error_chain(err)
+        crate::domain::errors::error_chain(err)
     ))
 }
 

@@ -53,7 +53,7 @@ pub fn agents_at(
         let blob = repo.find_blob(file.id())?;
         let parsed = match std::str::from_utf8(blob.content()) {
             Ok(text) => AgentSettings::parse(settings, id, text, Path::new(&shown))
-                .map_err(|e| crate::cli::exit::error_chain(&e)),
+                .map_err(|e| crate::domain::errors::error_chain(&e)),
             Err(_) => Err(format!("`{shown}` is not UTF-8 text")),
         };
         out.insert(id.to_string(), parsed);
