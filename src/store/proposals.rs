@@ -119,17 +119,31 @@ pub fn write_auto(
         p.payload_hash
     );
     let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
-    make_durable(repo, &objects, None)?;
-    cas_ref(
+    land_on_main(
         repo,
         main_ref,
+        &base,
         commit,
-        Some(base.id()),
+        &objects,
         "gov: auto-approved proposal",
     )?;
-    make_durable(repo, &[], Some(main_ref))?;
     sync_worktree(repo, main_ref, &path, text.as_bytes());
     Ok(commit)
+}
+
+/// Makes a new commit on top of `base` durable, then moves main to it by
+/// compare-and-swap (never forced) and makes the ref durable too.
+fn land_on_main(
+    repo: &Repository,
+    main_ref: &str,
+    base: &git2::Commit<'_>,
+    commit: Oid,
+    objects: &[Oid],
+    log_message: &str,
+) -> Result<(), StoreError> {
+    make_durable(repo, objects, None)?;
+    cas_ref(repo, main_ref, commit, Some(base.id()), log_message)?;
+    make_durable(repo, &[], Some(main_ref))
 }
 
 /// Checks that the proposal's branch still holds exactly what was submitted.
@@ -197,15 +211,14 @@ pub fn merge_approved(
         entry.id(),
         &message,
     )?;
-    make_durable(repo, &objects, None)?;
-    cas_ref(
+    land_on_main(
         repo,
         main_ref,
+        &base,
         commit,
-        Some(base.id()),
+        &objects,
         "gov: approval merge",
     )?;
-    make_durable(repo, &[], Some(main_ref))?;
     if let Ok(blob) = repo.find_blob(entry.id()) {
         sync_worktree(repo, main_ref, &path, blob.content());
     }
