@@ -8,44 +8,18 @@ use std::time::{Duration, Instant};
 use gov::app::governance::Governance;
 use gov::config::Settings;
 use gov::domain::audit::{Actor, NewEntry};
-use gov::store::git::{commit_files, init_repo};
-use gov::store::keys::{AllowedSigners, Role, SigningKey};
+use gov::store::keys::{Role, SigningKey};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-/// A governance repository made the way `TestRepo` makes one.
+/// A governance repository as `gov init` makes it.
 fn setup(root: &std::path::Path) -> Res<Settings> {
-    let repo = init_repo(root, "main")?;
-    std::fs::write(root.join("gov.toml"), "")?;
-    let settings = Settings::load(root)?;
-    let mut signers = String::new();
-    for (role, path) in [
-        (Role::Server, &settings.server_key),
-        (Role::Watchdog, &settings.watchdog_key),
-    ] {
-        let key = SigningKey::generate(role.as_str())?;
-        key.write_new(path)?;
-        signers.push_str(&AllowedSigners::line_for(role, "gov", &key));
-        signers.push('\n');
-    }
-    std::fs::create_dir_all(settings.policies_dir())?;
-    std::fs::write(settings.allowed_signers_path(), &signers)?;
-    let files = vec![
-        ("gov.toml".to_string(), Vec::new()),
-        ("policies/allowed_signers".to_string(), signers.into_bytes()),
-    ];
-    let key = SigningKey::load(&settings.server_key)?;
-    let who = git2::Signature::now("gov server", "server@gov")?;
-    commit_files(
-        &repo,
-        &key,
-        &who,
-        &settings.main_refname(),
-        None,
-        &files,
-        "init",
-    )?;
-    Ok(settings)
+    gov::app::init::init(&gov::app::init::InitOptions {
+        dir: root.to_path_buf(),
+        operator_name: "operator".into(),
+        operator_key: None,
+    })?;
+    Ok(Settings::load(root)?)
 }
 
 fn entry(i: u64) -> NewEntry {

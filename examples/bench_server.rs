@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use gov::config::Settings;
 use gov::server::{serve, AppState};
-use gov::store::keys::{AllowedSigners, Role, SigningKey};
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -50,71 +49,20 @@ fn opts() -> BoxResult<Opts> {
     Ok(o)
 }
 
+/// A governance repository as `gov init` makes it, with token-less agents
+/// accepted (as the original's clients send no token).
 fn make_repo(root: &std::path::Path) -> BoxResult<Settings> {
-    let repo = gov::store::git::init_repo(root, "main")?;
+    gov::app::init::init(&gov::app::init::InitOptions {
+        dir: root.to_path_buf(),
+        operator_name: "operator".into(),
+        operator_key: None,
+    })?;
+    let toml = std::fs::read_to_string(root.join("gov.toml"))?;
     std::fs::write(
         root.join("gov.toml"),
-        "[server]\nagent_auth = \"optional\"\n",
+        toml.replace("# agent_auth = \"required\"", "agent_auth = \"optional\""),
     )?;
-    let settings = Settings::load(root)?;
-    let mut signers = String::new();
-    for (role, path) in [
-        (Role::Server, &settings.server_key),
-        (Role::Watchdog, &settings.watchdog_key),
-        (Role::Approver, &settings.operator_key),
-    ] {
-        let key = SigningKey::generate(role.as_str())?;
-        key.write_new(path)?;
-        let name = if role == Role::Approver {
-            "operator"
-        } else {
-            "gov"
-        };
-        signers.push_str(&AllowedSigners::line_for(role, name, &key));
-        signers.push('\n');
-    }
-    let mut files = vec![
-        (
-            "gov.toml".to_string(),
-            std::fs::read(root.join("gov.toml"))?,
-        ),
-        ("policies/allowed_signers".to_string(), signers.into_bytes()),
-        (
-            "agents/bench/agent.toml".to_string(),
-            b"kind = \"command\"\n[command]\nprogram = \"true\"\n".to_vec(),
-        ),
-    ];
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(src)? {
-        let p = entry?.path();
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string();
-        if name.ends_with(".cedar") || name.ends_with(".cedarschema") || name == "entities.json" {
-            files.push((format!("policies/{name}"), std::fs::read(&p)?));
-        }
-    }
-    for (path, data) in &files {
-        let p = root.join(path);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(p, data)?;
-    }
-    let key = SigningKey::load(&settings.server_key)?;
-    let who = git2::Signature::now("gov server", "server@gov")?;
-    gov::store::git::commit_files(
-        &repo,
-        &key,
-        &who,
-        &settings.main_refname(),
-        None,
-        &files,
-        "bench repo",
-    )?;
-    Ok(settings)
+    Ok(Settings::load(root)?)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -172,7 +120,7 @@ fn main() -> BoxResult {
                     }
                     let now = chrono::Utc::now();
                     let body = serde_json::json!({
-                        "agent_id": "bench", "wave": 1, "submitted_at": now.to_rfc3339(),
+                        "agent_id": "noop", "wave": 1, "submitted_at": now.to_rfc3339(),
                         "action_type": action, "payload": {"n": n},
                         "expected_outcome": "benchmark",
                         "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
