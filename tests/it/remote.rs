@@ -369,10 +369,7 @@ fn the_webhook_syncs_only_when_signed() -> TestResult {
         &proposal("noop", "publish_content"),
     )?;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let id = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = r.text("proposal_id");
     let secret = secret(&s)?;
     let body = r#"{"ref":"refs/heads/main"}"#;
 

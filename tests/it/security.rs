@@ -28,7 +28,7 @@ fn tool_decision(
         &json!({"agent_id": agent, "tool_name": tool, "tool_input": input}),
     )?;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    Ok(r.body["decision"].as_str().unwrap_or_default().to_string())
+    Ok(r.text("decision"))
 }
 
 // ------------------------------------------------------------ tool paths

@@ -45,10 +45,7 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         &proposal("noop", "publish_content"),
     )?;
     assert_eq!(r.status, 200);
-    let id = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = r.text("proposal_id");
     s.stop();
     // The default port is 8005; make sure the CLI does not find a server
     // there by pointing it at a port nobody listens on.

@@ -21,10 +21,7 @@ fn auto_approvable_lands_on_main_and_needs_person_waits_on_a_branch() -> TestRes
     let r = submit(&s, &tok, &auto)?;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["status"], "auto-approved");
-    let id = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = r.text("proposal_id");
     assert_eq!(id.len(), 36, "server-generated uuid");
     assert!(r.body["review_url"]
         .as_str()
@@ -40,10 +37,7 @@ fn auto_approvable_lands_on_main_and_needs_person_waits_on_a_branch() -> TestRes
     let r = submit(&s, &tok, &proposal("noop", "publish_content"))?;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "pending");
-    let pid = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let pid = r.text("proposal_id");
     let branch = repo.refname_to_id(&format!("refs/heads/gov/proposal/{pid}"))?;
     let c = repo.find_commit(branch)?;
     assert_eq!(c.parent_id(0)?, main.id(), "one commit on top of main");
@@ -173,10 +167,7 @@ fn approval_is_a_signed_merge_that_stock_git_verifies() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
     let r = submit(&s, &tok, &proposal("noop", "publish_content"))?;
-    let id = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = r.text("proposal_id");
     let d = s.post(
         &format!("/proposals/{id}/decision"),
         Some(&s.operator),
@@ -234,10 +225,7 @@ fn approval_is_a_signed_merge_that_stock_git_verifies() -> TestResult {
 fn rejection_keeps_the_branch_under_rejected_and_expired_cannot_be_approved() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let id = submit(&s, &tok, &proposal("noop", "send_email"))?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &proposal("noop", "send_email"))?.text("proposal_id");
     let d = s.post(
         &format!("/proposals/{id}/decision"),
         Some(&s.operator),
@@ -254,10 +242,7 @@ fn rejection_keeps_the_branch_under_rejected_and_expired_cannot_be_approved() ->
 
     let mut old = proposal("noop", "send_email");
     old["expires_at"] = json!("2020-01-01T00:00:00+00:00");
-    let id = submit(&s, &tok, &old)?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &old)?.text("proposal_id");
     let d = s.post(
         &format!("/proposals/{id}/decision"),
         Some(&s.operator),
@@ -295,10 +280,7 @@ fn a_branch_changed_after_submission_cannot_be_approved() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
     let r = submit(&s, &tok, &proposal("noop", "publish_content"))?;
-    let id = r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = r.text("proposal_id");
     // Someone adds a commit to the proposal branch.
     let repo = s.repo.repo()?;
     let refname = format!("refs/heads/gov/proposal/{id}");
@@ -333,10 +315,7 @@ fn a_branch_changed_after_submission_cannot_be_approved() -> TestResult {
 fn agent_tokens_cannot_decide_charge_or_act_as_another_agent() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
     let d = s.post(
         &format!("/proposals/{id}/decision"),
         Some(&tok),
@@ -442,10 +421,7 @@ fn optional_agent_auth_accepts_token_less_agents() -> TestResult {
 fn foreign_host_or_origin_changes_nothing() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
     let body = json!({"decision": "approve"});
     let path = format!("/proposals/{id}/decision");
     let r = s.send(
@@ -638,7 +614,7 @@ fn a_credential_is_redeemed_once_under_eight_concurrent_clients() -> TestResult 
         &json!({"agent_id": "noop", "scope": "github:read"}),
     )?;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let token = r.body["token"].as_str().unwrap_or_default().to_string();
+    let token = r.text("token");
     assert!(r.body["expires_at"]
         .as_str()
         .unwrap_or_default()
@@ -692,7 +668,7 @@ fn an_expired_credential_is_refused() -> TestResult {
         Some(&s.operator),
         &json!({"agent_id": "noop", "scope": "s", "ttl_seconds": 1}),
     )?;
-    let token = r.body["token"].as_str().unwrap_or_default().to_string();
+    let token = r.text("token");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = s.post("/credentials/redeem", None, &json!({"token": token}))?;
     assert_eq!(r.status, 401);
@@ -707,10 +683,7 @@ fn an_expired_credential_is_refused() -> TestResult {
 fn eight_clients_deciding_one_proposal_make_one_decision() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let base = s.base.clone();
@@ -776,11 +749,8 @@ fn runs_mint_tokens_charge_on_finish_and_revoke() -> TestResult {
         &json!({"agent_id": "noop", "task_id": "t1"}),
     )?;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let run = r.body["run_id"].as_str().unwrap_or_default().to_string();
-    let tok = r.body["agent_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let run = r.text("run_id");
+    let tok = r.text("agent_token");
     assert_eq!(s.get("/status/me?agent_id=noop", Some(&tok))?.status, 200);
     assert_eq!(
         s.post("/runs", Some(&tok), &json!({"agent_id": "noop"}))?
@@ -833,11 +803,8 @@ fn runs_mint_tokens_charge_on_finish_and_revoke() -> TestResult {
 fn tool_calls_are_evaluated_and_a_person_approves_one_use() -> TestResult {
     let s = TestServer::start()?;
     let r = s.post("/runs", Some(&s.runner), &json!({"agent_id": "noop"}))?;
-    let run = r.body["run_id"].as_str().unwrap_or_default().to_string();
-    let tok = r.body["agent_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let run = r.text("run_id");
+    let tok = r.text("agent_token");
     let call = |tool: &str, input: Value| json!({"agent_id": "noop", "run_id": run, "tool_name": tool, "tool_input": input, "cwd": "."});
     let read = s.post(
         "/tools/evaluate",
@@ -854,7 +821,7 @@ fn tool_calls_are_evaluated_and_a_person_approves_one_use() -> TestResult {
     .iter()
     .map(|c| {
         s.post("/tools/evaluate", Some(&tok), c)
-            .map(|r| r.body["decision"].as_str().unwrap_or_default().to_string())
+            .map(|r| r.text("decision"))
             .unwrap_or_default()
     })
     .collect();
@@ -870,18 +837,12 @@ fn tool_calls_are_evaluated_and_a_person_approves_one_use() -> TestResult {
 
     // The researcher's web fetch needs a person: approve it, use it once.
     let r = s.post("/runs", Some(&s.runner), &json!({"agent_id": "researcher"}))?;
-    let tok = r.body["agent_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let tok = r.text("agent_token");
     let c = json!({"agent_id": "researcher", "tool_name": "WebFetch",
                    "tool_input": {"url": "https://example.com", "prompt": "summarise"}});
     let first = s.post("/tools/evaluate", Some(&tok), &c)?;
     assert_eq!(first.body["decision"], "needs_person", "{:?}", first.body);
-    let pid = first.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let pid = first.text("proposal_id");
     let p = s.get(&format!("/proposals/{pid}"), Some(&tok))?;
     assert_eq!(p.body["action_type"], "use_tool:WebFetch");
     assert_eq!(p.body["payload"]["tool_name"], "WebFetch");
@@ -911,10 +872,7 @@ fn tool_calls_are_evaluated_and_a_person_approves_one_use() -> TestResult {
 fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
     let mut s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
     s.post(
         &format!("/proposals/{id}/decision"),
         Some(&s.operator),

@@ -42,10 +42,7 @@ fn charge(s: &TestServer, agent: &str, tokens: i64, dollars: Option<f64>) -> Tes
 fn submit(s: &TestServer, token: &str, body: &Value) -> TestResult<String> {
     let r = s.post("/proposals", Some(token), body)?;
     assert!(r.status == 200 || r.status == 201, "{:?}", r.body);
-    Ok(r.body["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    Ok(r.text("proposal_id"))
 }
 
 fn once(repo: &TestRepo) -> TestResult<String> {

@@ -42,6 +42,13 @@ pub struct Reply {
     pub body: Value,
 }
 
+impl Reply {
+    /// A string field of the body (empty when absent), e.g. `proposal_id`.
+    pub fn text(&self, field: &str) -> String {
+        self.body[field].as_str().unwrap_or_default().to_string()
+    }
+}
+
 /// Writes `files` (paths relative to the repository root) into the working
 /// tree and commits them onto main, signed by the server key, as a reviewed
 /// change would land: what is on main is what is in force (policies,
