@@ -352,9 +352,7 @@ fn last_good_policy(repo: &Repository, broken: Oid) -> Option<(PolicySet, Option
 
 /// The id of the `policies/` tree at a commit.
 fn policies_tree(repo: &Repository, commit: Oid) -> Option<Oid> {
-    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
-    let entry = tree.get_path(std::path::Path::new("policies")).ok()?;
-    Some(entry.id())
+    crate::store::git::subtree_id(repo, commit, "policies")
 }
 
 /// 32 random bytes from the operating system.

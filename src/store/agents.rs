@@ -14,12 +14,9 @@ pub const AGENTS_DIR: &str = "agents";
 /// The file in an agent's folder that holds its settings.
 pub const AGENT_FILE: &str = "agent.toml";
 
-/// The id of the `agents/` tree at a commit (to tell whether a new tip of
-/// main changed the agents at all).
+/// The id of the `agents/` tree of a commit (equal ids: same agents).
 pub fn agents_tree(repo: &Repository, commit: Oid) -> Option<Oid> {
-    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
-    let entry = tree.get_path(Path::new(AGENTS_DIR)).ok()?;
-    Some(entry.id())
+    crate::store::git::subtree_id(repo, commit, AGENTS_DIR)
 }
 
 /// Every agent of a commit: each `agents/<id>/agent.toml` blob whose folder

@@ -55,6 +55,14 @@ impl StoreError {
     }
 }
 
+/// The id of the tree at `path` (a folder such as `policies`) in a commit,
+/// if the commit has one there. Equal ids mean equal folder contents.
+pub fn subtree_id(repo: &Repository, commit: Oid, path: &str) -> Option<Oid> {
+    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
+    let entry = tree.get_path(Path::new(path)).ok()?;
+    Some(entry.id())
+}
+
 /// Creates a non-bare repository at `root` whose HEAD names `main_branch`.
 pub fn init_repo(root: &Path, main_branch: &str) -> Result<Repository, StoreError> {
     let mut opts = RepositoryInitOptions::new();
