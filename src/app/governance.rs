@@ -2,19 +2,35 @@
 //! audit entry appended through [`Governance`], and the index is updated
 //! before the chain lock is released.
 //!
-//! Two locks serialise writers: a mutex inside the process and the chain's
-//! file lock across processes. Under both, the index is caught up to the
-//! chain's tip, so a [`Governance::transact`] closure reads current state,
-//! decides, and returns the entries that record its decision.
+//! **Group commit.** Concurrent writers form batches. A writer takes the
+//! writer mutex, runs its closure against the batch's state (the index
+//! with every earlier entry of the batch applied, the refs as the batch
+//! staged them), stages its entries (one signed commit each, appended to
+//! the batch's chain tip, their rows in the batch's SQLite transaction
+//! under a savepoint) and lets go of the mutex. The last writer in line
+//! (nobody else waiting, or the batch full) flushes the batch: its objects
+//! as one pack, its refs in one transaction (compare-and-swap), its rows in
+//! one SQLite commit; then every writer of the batch is answered. A writer
+//! whose closure fails is undone alone (savepoint, staged refs); a batch
+//! whose flush fails answers each of its writers with the error.
+//!
+//! Two locks serialise batches: the writer mutex inside the process and the
+//! chain's file lock across processes (held from a batch's first writer to
+//! its flush). When a batch opens, the index is caught up to the chain's
+//! tip, so a closure reads current state, decides, and returns the entries
+//! that record its decision.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
-use git2::Repository;
+use git2::{Oid, Repository};
 
 use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry};
-use crate::store::git::StoreError;
+use crate::store::git::{Staged, StoreError};
 use crate::store::index::Index;
 use crate::store::keys::{KeyError, Role, SigningKey};
 use crate::store::lock::ChainLock;
@@ -32,11 +48,47 @@ pub enum GovError {
     Key { role: Role, source: KeyError },
     #[error("a writer panicked while holding the audit chain; restart gov")]
     Poisoned,
+    #[error("a writer panicked; nothing it staged was written")]
+    Panicked,
+    #[error("the write was not made durable: {0}")]
+    BatchFailed(String),
+}
+
+/// At most this many writers share one flush.
+const MAX_BATCH: usize = 256;
+
+/// Background maintenance runs once there are more packs than this (each
+/// batch writes one)...
+const MAINTAIN_PACKS: usize = 16;
+/// ...or more loose objects than this (written by `git` or left by a
+/// crash).
+const MAINTAIN_LOOSE: usize = 1_000;
+
+/// A batch being formed: it holds the chain lock until it is flushed.
+struct Batch {
+    id: u64,
+    _lock: ChainLock,
+    staged: Staged,
+    /// The chain's tip as the batch sees it (its last staged entry).
+    tip: Option<ChainEntry>,
+    /// Writers whose entries are staged and who wait for the flush.
+    members: usize,
 }
 
 struct Writer {
     repo: Repository,
     index: Index,
+    batch: Option<Batch>,
+    next_batch: u64,
+}
+
+/// How flushed batches ended, for the writers waiting on them.
+#[derive(Default)]
+struct Outcomes {
+    /// Batches are flushed in order: every id up to this one is done.
+    done_through: u64,
+    /// Why recent batches failed.
+    failed: BTreeMap<u64, String>,
 }
 
 /// The governance repository opened for writing, signing as one role.
@@ -53,6 +105,11 @@ pub struct Governance {
     signer_key: Option<SigningKey>,
     signer: Role,
     writer: Mutex<Writer>,
+    /// Writers waiting for the writer mutex: while there are any, a writer
+    /// leaves the flush to the last of them.
+    waiting: AtomicUsize,
+    outcomes: Mutex<Outcomes>,
+    flushed: Condvar,
     reader: Mutex<Index>,
 }
 
@@ -73,14 +130,17 @@ pub struct Tx<'a> {
     signer_key: &'a SigningKey,
     signer: Role,
     tip: Option<&'a ChainEntry>,
+    staged: &'a mut Staged,
 }
 
 impl<'a> Tx<'a> {
-    /// The repository, to read `main` or write proposal branches.
+    /// The repository, to read objects and write new ones. Refs are read
+    /// and moved through [`Tx::staged`], never directly.
     pub fn repo(&self) -> &'a Repository {
         self.repo
     }
-    /// The index, caught up to the chain's tip.
+    /// The index, caught up to the chain's tip (earlier entries of the
+    /// batch included).
     pub fn index(&self) -> &'a Index {
         self.index
     }
@@ -94,6 +154,14 @@ impl<'a> Tx<'a> {
     /// The current last entry of the chain.
     pub fn tip(&self) -> Option<&'a AuditEntry> {
         self.tip.map(|t| &t.entry)
+    }
+    /// What the batch has staged: objects to flush and ref moves.
+    pub fn staged(&mut self) -> &mut Staged {
+        self.staged
+    }
+    /// A ref's value as the batch sees it.
+    pub fn ref_target(&self, refname: &str) -> Result<Option<Oid>, StoreError> {
+        self.staged.target(self.repo, refname)
     }
 }
 
@@ -131,6 +199,9 @@ impl Governance {
             Role::Approver => Some(load_key(settings, Role::Approver)?),
             _ => None,
         };
+        // libgit2 caches every object it reads (up to 256 MB): a writer
+        // reads each new commit once, so the cache only grows with history.
+        git2::opts::enable_caching(false);
         let repo = open_repo(settings)?;
         let mut index = Index::open(&settings.index_path())?;
         index.catch_up(&repo, &settings.audit_refname())?;
@@ -141,7 +212,15 @@ impl Governance {
             audit_role,
             signer_key,
             signer,
-            writer: Mutex::new(Writer { repo, index }),
+            writer: Mutex::new(Writer {
+                repo,
+                index,
+                batch: None,
+                next_batch: 1,
+            }),
+            waiting: AtomicUsize::new(0),
+            outcomes: Mutex::new(Outcomes::default()),
+            flushed: Condvar::new(),
             reader: Mutex::new(reader),
         })
     }
@@ -156,44 +235,205 @@ impl Governance {
         Ok(written)
     }
 
-    /// Runs `f` holding the chain's lock with the index caught up to the
-    /// tip; appends the entries it returns and applies them to the index
-    /// before the lock is released. If `f` fails, nothing is appended.
+    /// Runs `f` in a batch: holding the chain's lock, with the index caught
+    /// up to the tip and every earlier entry of the batch applied; stages
+    /// the entries it returns and answers once the batch is durable. If `f`
+    /// fails, nothing of it is written.
     pub fn transact<T, E: From<GovError>>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
     ) -> Result<(T, Vec<AuditEntry>), E> {
-        let mut guard = self.writer.lock().map_err(|_| GovError::Poisoned)?;
-        let w = &mut *guard;
-        let refname = self.settings.audit_refname();
-        let lock = ChainLock::acquire(w.repo.path()).map_err(GovError::from)?;
-        w.index
-            .catch_up(&w.repo, &refname)
-            .map_err(GovError::from)?;
-        let tip = chain::tip(&w.repo, &refname).map_err(GovError::from)?;
-        let mut tx = Tx {
-            repo: &w.repo,
-            index: &w.index,
-            settings: &self.settings,
-            signer_key: self.signer_key.as_ref().unwrap_or(&self.audit_key),
-            signer: self.signer,
-            tip: tip.as_ref(),
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let locked = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let mut guard = locked.map_err(|_| GovError::Poisoned)?;
+        let staged = self.run_in_batch(&mut guard, f);
+        let member = matches!(staged, Ok(Ok(_)));
+        let batch_id = guard.batch.as_ref().map(|b| b.id);
+        let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
+        if self.waiting.load(Ordering::SeqCst) > 0 && !full {
+            // Someone is in line for the mutex: the last of them flushes.
+            drop(guard);
+        } else {
+            self.finish_batch(&mut guard);
+            drop(guard);
+        }
+        let (value, written) = match staged {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let (value, entries) = f(&mut tx)?;
-        let written = chain::append(
-            &lock,
-            &w.repo,
-            &refname,
-            &self.audit_key,
-            self.audit_role,
-            entries,
-        )
-        .map_err(GovError::from)?;
-        w.index
-            .apply_written(&w.repo, &refname, &written)
-            .map_err(GovError::from)?;
-        drop(lock);
+        if member {
+            if let Some(id) = batch_id {
+                self.wait_for(id)?;
+            }
+        }
         Ok((value, written.into_iter().map(|w| w.entry).collect()))
+    }
+
+    /// Runs one writer's closure in the open batch (opening one if needed)
+    /// and stages its entries. The outer error is the batch's (it could not
+    /// be opened), the inner one the writer's own; either way nothing of
+    /// this writer stays staged.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the batch's error outside, the writer's own answer inside"
+    )]
+    fn run_in_batch<T, E: From<GovError>>(
+        &self,
+        w: &mut Writer,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
+    ) -> Result<Result<(T, Vec<ChainEntry>), E>, GovError> {
+        let refname = self.settings.audit_refname();
+        if w.batch.is_none() {
+            let lock = ChainLock::acquire(w.repo.path())?;
+            w.index.catch_up(&w.repo, &refname)?;
+            let tip = chain::tip(&w.repo, &refname)?;
+            w.index.begin_batch()?;
+            w.batch = Some(Batch {
+                id: w.next_batch,
+                _lock: lock,
+                staged: Staged::default(),
+                tip,
+                members: 0,
+            });
+            w.next_batch += 1;
+        }
+        let Writer {
+            repo, index, batch, ..
+        } = w;
+        let Some(batch) = batch.as_mut() else {
+            return Err(GovError::Poisoned);
+        };
+        index.savepoint()?;
+        let before = batch.staged.clone();
+        let signer_key = self.signer_key.as_ref().unwrap_or(&self.audit_key);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut tx = Tx {
+                repo,
+                index,
+                settings: &self.settings,
+                signer_key,
+                signer: self.signer,
+                tip: batch.tip.as_ref(),
+                staged: &mut batch.staged,
+            };
+            f(&mut tx)
+        }));
+        let staged = match outcome {
+            Ok(Ok((value, entries))) => chain::stage(
+                repo,
+                &mut batch.staged,
+                &refname,
+                &self.audit_key,
+                self.audit_role,
+                batch.tip.as_ref(),
+                entries,
+            )
+            .and_then(|written| index.apply_staged(&written).map(|()| written))
+            .map(|written| (value, written))
+            .map_err(|e| E::from(GovError::from(e))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(E::from(GovError::Panicked)),
+        };
+        match &staged {
+            Ok((_, written)) => {
+                index.end_savepoint(true)?;
+                if let Some(last) = written.last() {
+                    batch.tip = Some(last.clone());
+                }
+                batch.members += 1;
+            }
+            Err(_) => {
+                index.end_savepoint(false)?;
+                batch.staged = before;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Flushes the open batch (objects, refs, index rows) and tells its
+    /// writers how it ended; releases the chain lock.
+    fn finish_batch(&self, w: &mut Writer) {
+        let Some(batch) = w.batch.take() else {
+            return;
+        };
+        let result = if batch.members == 0 {
+            w.index.rollback_batch();
+            Ok(())
+        } else {
+            self.flush(w, batch.staged)
+        };
+        drop(batch._lock);
+        let mut outcomes = match self.outcomes.lock() {
+            Ok(o) => o,
+            Err(p) => p.into_inner(),
+        };
+        outcomes.done_through = batch.id;
+        if let Err(e) = result {
+            tracing::error!(error = %e, batch = batch.id, "a batch of writes failed");
+            outcomes.failed.insert(batch.id, e);
+            while outcomes.failed.len() > 64 {
+                outcomes.failed.pop_first();
+            }
+        }
+        drop(outcomes);
+        self.flushed.notify_all();
+    }
+
+    fn flush(&self, w: &mut Writer, staged: Staged) -> Result<(), String> {
+        let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
+        if let Err(e) = staged.flush(&w.repo, "gov: batch") {
+            w.index.rollback_batch();
+            return Err(why(&e));
+        }
+        // The entries are durable in Git now; the index is a projection of
+        // them, so a failed commit here is caught up from Git later.
+        if let Err(e) = w.index.commit_batch() {
+            tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
+            w.index.rollback_batch();
+        }
+        Ok(())
+    }
+
+    /// Waits until batch `id` is flushed; its error, if it failed.
+    fn wait_for(&self, id: u64) -> Result<(), GovError> {
+        let mut outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
+        while outcomes.done_through < id {
+            outcomes = self
+                .flushed
+                .wait(outcomes)
+                .map_err(|_| GovError::Poisoned)?;
+        }
+        match outcomes.failed.get(&id) {
+            Some(why) => Err(GovError::BatchFailed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// One pass of repository maintenance (`store::maintain`): it takes
+    /// neither the chain lock nor the writer mutex, except to let the
+    /// writer reopen the repository afterwards (so it lets go of merged
+    /// packs), which holds writers up for about a millisecond.
+    pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
+        let repo = open_repo(&self.settings)?;
+        let report = crate::store::maintain::run(&repo, &self.settings.audit_refname())?;
+        if report.packs_merged > 0 {
+            let fresh = open_repo(&self.settings)?;
+            let mut w = self.writer.lock().map_err(|_| GovError::Poisoned)?;
+            w.repo = fresh;
+        }
+        Ok(report)
+    }
+
+    /// Whether a maintenance pass is due: packs or loose objects piling up.
+    pub fn maintenance_due(&self) -> bool {
+        let Ok(repo) = open_repo(&self.settings) else {
+            return false;
+        };
+        let packs = crate::store::maintain::packs(&repo).map_or(0, |p| p.len());
+        packs > MAINTAIN_PACKS
+            || crate::store::maintain::loose_objects(&repo).map_or(0, |l| l.len()) > MAINTAIN_LOOSE
     }
 
     /// A read connection to the index (WAL: readers never wait for writers).
@@ -209,6 +449,16 @@ pub fn reindex(settings: &Settings) -> Result<usize, GovError> {
     let _lock = ChainLock::acquire(repo.path())?;
     let mut index = Index::open(&settings.index_path())?;
     Ok(index.rebuild(&repo, &settings.audit_refname())?)
+}
+
+/// One pass of repository maintenance by hand (`gov maintain`); safe while
+/// a server or watchdog writes. Needs no key.
+pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
+    let repo = open_repo(settings)?;
+    Ok(crate::store::maintain::run(
+        &repo,
+        &settings.audit_refname(),
+    )?)
 }
 
 /// Opens the index caught up to the chain, for reading. Needs no key.

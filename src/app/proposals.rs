@@ -185,9 +185,9 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
         let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
             || tx
-                .repo()
-                .find_reference(&format!("refs/heads/{branch}"))
-                .is_ok();
+                .ref_target(&format!("refs/heads/{branch}"))
+                .map_err(AppError::internal)?
+                .is_some();
         if exists {
             return Ok((
                 Err(AppError::Conflict(format!(
@@ -250,8 +250,6 @@ fn file_decided(
     decision: Decision,
     record: DecisionRecord,
 ) -> Step<Submitted> {
-    let (key, _) = tx.signer();
-    let main_ref = svc.settings().main_refname();
     match decision.outcome {
         Outcome::NeedsPerson if !p.requires_approval && decision.self_approve_blocked => {
             let entry = NewEntry::new(Actor::server(), "audit_flag_self_approve_attempt")
@@ -291,9 +289,8 @@ fn file_decided(
             p.status = ProposalStatus::AutoApproved;
             p.decided_by = Some("auto_policy".into());
             p.decided_at = Some(Timestamp(Utc::now()));
-            let commit = git_proposals::write_auto(tx.repo(), key, &main_ref, &p)
-                .map_err(AppError::internal)?;
-            p.commit = Some(commit.to_string());
+            // No commit: `main` moves only through review. The signed
+            // audit entry holds the whole proposal and its decision.
             Ok((
                 Ok(Submitted {
                     proposal: p.clone(),
@@ -327,9 +324,16 @@ pub fn file_pending(
 ) -> Result<NewEntry, AppError> {
     let (key, _) = tx.signer();
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
-    let commit =
-        git_proposals::write_pending(tx.repo(), key, &svc.settings().main_refname(), &branch, &p)
-            .map_err(AppError::internal)?;
+    let repo = tx.repo();
+    let commit = git_proposals::write_pending(
+        repo,
+        tx.staged(),
+        key,
+        &svc.settings().main_refname(),
+        &branch,
+        &p,
+    )
+    .map_err(AppError::internal)?;
     p.branch = Some(branch);
     p.commit = Some(commit.to_string());
     Ok(submitted_entry(&p, record))
@@ -399,7 +403,13 @@ pub fn decide(
                     return Err(AppError::internal(format!("proposal {id} has no branch")));
                 };
                 let submitted = git2::Oid::from_str(&commit)?;
-                let tamper = git_proposals::check_untampered(tx.repo(), &branch, submitted, &p)
+                let tamper = git_proposals::check_untampered(
+                    tx.repo(),
+                    tx.staged(),
+                    &branch,
+                    submitted,
+                    &p,
+                )
                     .map_err(AppError::internal)?;
                 if let Some(t) = tamper {
                     let what = match t {
@@ -418,8 +428,10 @@ pub fn decide(
                     return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
                 }
                 let key = svc.approver_key()?;
+                let repo = tx.repo();
                 let merge = git_proposals::merge_approved(
-                    tx.repo(),
+                    repo,
+                    tx.staged(),
                     key,
                     decider,
                     &main_ref,
@@ -435,7 +447,8 @@ pub fn decide(
             Verdict::Reject => {
                 if let Some(branch) = p.branch.clone() {
                     let to = format!("gov/rejected/{id}");
-                    git_proposals::rename_branch(tx.repo(), &branch, &to)
+                    let repo = tx.repo();
+                    git_proposals::rename_branch(repo, tx.staged(), &branch, &to)
                         .map_err(AppError::internal)?;
                     p.branch = Some(to);
                 }
@@ -629,7 +642,9 @@ fn expire_entry(
 ) -> Result<NewEntry, AppError> {
     if let Some(branch) = p.branch.clone() {
         let to = format!("gov/expired/{}", p.proposal_id);
-        git_proposals::rename_branch(tx.repo(), &branch, &to).map_err(AppError::internal)?;
+        let repo = tx.repo();
+        git_proposals::rename_branch(repo, tx.staged(), &branch, &to)
+            .map_err(AppError::internal)?;
         p.branch = Some(to);
     }
     p.status = ProposalStatus::Expired;

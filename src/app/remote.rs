@@ -34,11 +34,9 @@ use super::service::{Service, Step};
 use crate::config::Settings;
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
 use crate::domain::proposal::{Proposal, ProposalStatus};
-use crate::store::git::{cas_ref, make_durable};
 use crate::store::index::AuditFilter;
 use crate::store::keys::Role;
 use crate::store::projection;
-use crate::store::proposals::sync_worktree;
 use crate::store::remote::{
     self as git_remote, forge_merge_problem, is_fast_forward, tracking_ref, RefUpdate, RemoteError,
 };
@@ -225,7 +223,10 @@ fn take_forge_merges(
     };
     let mut entries = Vec::new();
     let main_ref = settings.main_refname();
-    let local = repo.refname_to_id(&main_ref)?;
+    let local = tx
+        .ref_target(&main_ref)
+        .map_err(AppError::internal)?
+        .ok_or_else(|| AppError::internal(format!("`{main_ref}` does not exist")))?;
     let remote_main = repo
         .refname_to_id(&tracking_ref(remote, &settings.main_branch))
         .ok();
@@ -310,7 +311,9 @@ fn take_forge_merges(
             author.name().unwrap_or("unknown"),
             author.email().unwrap_or("")
         );
-        let path = Proposal::file_path(&p.proposal_id);
+        let path = crate::store::proposals::file_in_commit(repo, submitted, &p)
+            .map_err(AppError::internal)?
+            .map_or_else(|| p.file_path(), |(path, _)| path);
         let content = p.to_file();
         if let Some(why) = forge_merge_problem(repo, oid, submitted, &path, content.as_bytes())? {
             if !already_flagged(
@@ -368,11 +371,11 @@ fn take_forge_merges(
         }
     }
     if good != local {
-        cas_ref(repo, &main_ref, good, Some(local), "gov sync: forge merge")
+        tx.staged()
+            .set(repo, &main_ref, Some(good), Some(local))
             .map_err(AppError::internal)?;
-        make_durable(repo, &[], Some(&main_ref)).map_err(AppError::internal)?;
         for (path, content) in &files {
-            sync_worktree(repo, &main_ref, path, content);
+            tx.staged().checkout_after(&main_ref, path, content);
         }
         report.main_moved = Some((local.to_string(), good.to_string()));
     }

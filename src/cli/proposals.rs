@@ -24,7 +24,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Show {
     /// Every field of one proposal, its payload, the policies that decided
-    /// it and its Git commit.
+    /// it, its Git commits and the audit commit that records it.
     Show { id: String },
 }
 
@@ -42,7 +42,10 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 .read(|c| projection::proposal(c, &id))
                 .map_err(failure)?
                 .ok_or_else(|| Failure::new(ExitCode::Failure, format!("no proposal `{id}`")))?;
-            print!("{}", render(&p));
+            let audit_commit = svc
+                .read(|c| crate::store::index::submitted_commit(c, &id))
+                .map_err(failure)?;
+            print!("{}", render(&p, audit_commit.as_deref()));
             Ok(ExitCode::Ok)
         }
         None => {
@@ -76,7 +79,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
 }
 
 /// One proposal, readable.
-pub fn render(p: &Proposal) -> String {
+pub fn render(p: &Proposal, audit_commit: Option<&str>) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<16} {v}\n"));
     line("proposal", p.proposal_id.clone());
@@ -103,6 +106,9 @@ pub fn render(p: &Proposal) -> String {
     }
     if let Some(m) = &p.merge_commit {
         line("merge commit", m.clone());
+    }
+    if let Some(a) = audit_commit {
+        line("audit commit", a.to_string());
     }
     if let Some(d) = &p.decided_by {
         line("decided by", d.clone());

@@ -128,9 +128,22 @@ async fn get_proposal(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
-    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &id))).await?;
+    let p = blocking(move || {
+        svc.read(|c| {
+            let p = crate::store::projection::proposal(c, &id)?;
+            let audit_commit = crate::store::index::submitted_commit(c, &id)?;
+            Ok(p.map(|p| (p, audit_commit)))
+        })
+    })
+    .await?;
     match p {
-        Some(p) => ok(proposal_json(&p)),
+        Some((p, audit_commit)) => {
+            let mut body = proposal_json(&p);
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("audit_commit".into(), json!(audit_commit));
+            }
+            ok(body)
+        }
         None => Err(ApiError(AppError::NotFound("proposal not found".into()))),
     }
 }

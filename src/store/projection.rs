@@ -6,7 +6,7 @@
 //! them from Git. Entries whose actor is an agent never change state: an
 //! agent cannot resume itself by posting `agent_resumed` to `/audit`.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::audit::AuditEntry;
 use crate::domain::budget::Spend;
@@ -107,7 +107,7 @@ fn str_field<'a>(entry: &'a AuditEntry, key: &str) -> Option<&'a str> {
 }
 
 /// Derives the server's tables from one entry.
-pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     let e = &entry.entry;
     let seq = entry.seq as i64;
     if let Some(agent) = &e.agent_id {
@@ -268,7 +268,7 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
     Ok(())
 }
 
-fn pause(tx: &Transaction<'_>, agent: &str, reason: &str) -> rusqlite::Result<()> {
+fn pause(tx: &Connection, agent: &str, reason: &str) -> rusqlite::Result<()> {
     // The first reason stays: a later pause does not rewrite why it stopped.
     tx.execute(
         "UPDATE agents SET paused_reason = CASE WHEN paused = 1 THEN paused_reason ELSE ?2 END,
@@ -279,7 +279,7 @@ fn pause(tx: &Transaction<'_>, agent: &str, reason: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-fn put_proposal(tx: &Transaction<'_>, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
+fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
     let json = serde_json::to_string(p).map_err(to_sql_err)?;
     tx.execute(
         "INSERT INTO proposals (proposal_id, agent_id, status, submitted_at, action_type, payload_hash, json, seq)
