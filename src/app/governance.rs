@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use git2::{Oid, Repository};
@@ -111,6 +111,8 @@ pub struct Governance {
     outcomes: Mutex<Outcomes>,
     flushed: Condvar,
     reader: Mutex<Index>,
+    /// Batches flushed and writers they carried, since opening.
+    stats: (AtomicU64, AtomicU64),
 }
 
 impl std::fmt::Debug for Governance {
@@ -222,6 +224,7 @@ impl Governance {
             outcomes: Mutex::new(Outcomes::default()),
             flushed: Condvar::new(),
             reader: Mutex::new(reader),
+            stats: (AtomicU64::new(0), AtomicU64::new(0)),
         })
     }
 
@@ -362,6 +365,10 @@ impl Governance {
             w.index.rollback_batch();
             Ok(())
         } else {
+            self.stats.0.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .1
+                .fetch_add(batch.members as u64, Ordering::Relaxed);
             self.flush(w, batch.staged)
         };
         drop(batch._lock);
@@ -424,6 +431,14 @@ impl Governance {
             w.repo = fresh;
         }
         Ok(report)
+    }
+
+    /// Batches flushed since opening, and the writers they carried.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        (
+            self.stats.0.load(Ordering::Relaxed),
+            self.stats.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether a maintenance pass is due: packs or loose objects piling up.

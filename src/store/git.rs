@@ -347,6 +347,12 @@ impl Staged {
             .filter(|(_, new)| new.is_some())
             .map(|(name, _)| git_dir.join(name.as_str()))
             .collect();
+        // Deleting a ref may remove its emptied folders: flush the nearest
+        // folder still there instead.
+        let dirs: BTreeSet<PathBuf> = dirs
+            .into_iter()
+            .filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf))
+            .collect();
         sync_all_at_once(&files, &dirs)?;
         for (branch, path, content) in &self.checkouts {
             crate::store::proposals::sync_worktree(repo, branch, path, content);

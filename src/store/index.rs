@@ -25,7 +25,7 @@ use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +46,10 @@ CREATE INDEX IF NOT EXISTS audit_agent ON audit(agent_id);
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event_type);
 CREATE INDEX IF NOT EXISTS audit_proposal ON audit(proposal_id);
 ";
+
+/// The audit table's schema, for tests of the queries over it.
+#[cfg(test)]
+pub(crate) const SCHEMA_FOR_TESTS: &str = SCHEMA;
 
 /// Writes one entry into the index: its `audit` row, then its projection.
 pub fn apply(
@@ -316,15 +320,16 @@ impl Index {
     }
 }
 
+pub(crate) const SQL_SUBMITTED_COMMIT: &str =
+    "SELECT commit_id FROM audit WHERE proposal_id = ?1 AND event_type = 'proposal_submitted'
+     ORDER BY seq LIMIT 1";
+
 /// The commit of the audit entry that recorded a proposal's submission:
 /// for an auto-approved proposal, the only record of it in Git.
 pub fn submitted_commit(conn: &Connection, proposal_id: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT commit_id FROM audit WHERE proposal_id = ?1 AND event_type = 'proposal_submitted'
-         ORDER BY seq LIMIT 1",
-    )?
-    .query_row([proposal_id], |r| r.get(0))
-    .optional()
+    conn.prepare_cached(SQL_SUBMITTED_COMMIT)?
+        .query_row([proposal_id], |r| r.get(0))
+        .optional()
 }
 
 fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {

@@ -16,3 +16,4 @@ mod serve;
 mod server;
 mod support;
 mod watchdog;
+mod writepath;
