@@ -424,16 +424,13 @@ fn main() -> BoxResult {
                     t.elapsed().as_secs_f64()
                 );
             }
-            o.operator_token = Some(
-                std::fs::read_to_string(s.operator_token_path())?
-                    .trim()
-                    .to_string(),
-            );
-            o.runner_token = Some(
-                std::fs::read_to_string(s.runner_token_path())?
-                    .trim()
-                    .to_string(),
-            );
+            let token = |path: &std::path::Path, prefix: &str| -> BoxResult<String> {
+                Ok(gov::app::tokens::load_or_create(path, prefix)?
+                    .expose()
+                    .to_string())
+            };
+            o.operator_token = Some(token(&s.operator_token_path(), "gov_op")?);
+            o.runner_token = Some(token(&s.runner_token_path(), "gov_runner")?);
             let c = start_child(dir.path())?;
             let u = c.url.clone();
             child = Some(c);

@@ -68,6 +68,11 @@ const MAINTAIN_LOOSE: usize = 1_000;
 struct Batch {
     id: u64,
     _lock: ChainLock,
+    /// The repository opened for this batch, writing new objects into
+    /// memory (a mempack backend): nothing is written loose, and the batch's
+    /// objects reach disk as one pack at the flush. Dropped with the batch,
+    /// so no cache outlives it.
+    repo: Repository,
     staged: Staged,
     /// The chain's tip as the batch sees it (its last staged entry).
     tip: Option<ChainEntry>,
@@ -76,7 +81,6 @@ struct Batch {
 }
 
 struct Writer {
-    repo: Repository,
     index: Index,
     batch: Option<Batch>,
     next_batch: u64,
@@ -179,6 +183,17 @@ fn load_key(settings: &Settings, role: Role) -> Result<SigningKey, GovError> {
     SigningKey::load(key_path(settings, role)).map_err(|source| GovError::Key { role, source })
 }
 
+/// The repository opened for one batch: new objects go to memory (a
+/// mempack backend, ahead of the loose and pack backends), so writing one
+/// costs no file; the flush packs them from there.
+fn open_batch_repo(settings: &Settings) -> Result<Repository, GovError> {
+    let repo = open_repo(settings)?;
+    repo.odb()
+        .and_then(|odb| odb.add_new_mempack_backend(1000).map(|_| ()))
+        .map_err(StoreError::from)?;
+    Ok(repo)
+}
+
 pub(crate) fn open_repo(settings: &Settings) -> Result<Repository, GovError> {
     Repository::open(&settings.root).map_err(|source| GovError::OpenRepo {
         path: settings.root.clone(),
@@ -201,9 +216,6 @@ impl Governance {
             Role::Approver => Some(load_key(settings, Role::Approver)?),
             _ => None,
         };
-        // libgit2 caches every object it reads (up to 256 MB): a writer
-        // reads each new commit once, so the cache only grows with history.
-        git2::opts::enable_caching(false);
         let repo = open_repo(settings)?;
         let mut index = Index::open(&settings.index_path())?;
         index.catch_up(&repo, &settings.audit_refname())?;
@@ -215,7 +227,6 @@ impl Governance {
             signer_key,
             signer,
             writer: Mutex::new(Writer {
-                repo,
                 index,
                 batch: None,
                 next_batch: 1,
@@ -289,25 +300,26 @@ impl Governance {
     ) -> Result<Result<(T, Vec<ChainEntry>), E>, GovError> {
         let refname = self.settings.audit_refname();
         if w.batch.is_none() {
-            let lock = ChainLock::acquire(w.repo.path())?;
-            w.index.catch_up(&w.repo, &refname)?;
-            let tip = chain::tip(&w.repo, &refname)?;
+            let repo = open_batch_repo(&self.settings)?;
+            let lock = ChainLock::acquire(repo.path())?;
+            w.index.catch_up(&repo, &refname)?;
+            let tip = chain::tip(&repo, &refname)?;
             w.index.begin_batch()?;
             w.batch = Some(Batch {
                 id: w.next_batch,
                 _lock: lock,
+                repo,
                 staged: Staged::default(),
                 tip,
                 members: 0,
             });
             w.next_batch += 1;
         }
-        let Writer {
-            repo, index, batch, ..
-        } = w;
+        let Writer { index, batch, .. } = w;
         let Some(batch) = batch.as_mut() else {
             return Err(GovError::Poisoned);
         };
+        let repo = &batch.repo;
         index.savepoint()?;
         let before = batch.staged.clone();
         let signer_key = self.signer_key.as_ref().unwrap_or(&self.audit_key);
@@ -369,7 +381,7 @@ impl Governance {
             self.stats
                 .1
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
-            self.flush(w, batch.staged)
+            self.flush(w, &batch.repo, batch.staged)
         };
         drop(batch._lock);
         let mut outcomes = match self.outcomes.lock() {
@@ -388,9 +400,9 @@ impl Governance {
         self.flushed.notify_all();
     }
 
-    fn flush(&self, w: &mut Writer, staged: Staged) -> Result<(), String> {
+    fn flush(&self, w: &mut Writer, repo: &Repository, staged: Staged) -> Result<(), String> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
-        if let Err(e) = staged.flush(&w.repo, "gov: batch") {
+        if let Err(e) = staged.flush(repo, "gov: batch") {
             w.index.rollback_batch();
             return Err(why(&e));
         }
@@ -418,19 +430,10 @@ impl Governance {
         }
     }
 
-    /// One pass of repository maintenance (`store::maintain`): it takes
-    /// neither the chain lock nor the writer mutex, except to let the
-    /// writer reopen the repository afterwards (so it lets go of merged
-    /// packs), which holds writers up for about a millisecond.
+    /// One pass of repository maintenance (`store::maintain`); it takes
+    /// neither the chain lock nor the writer mutex, so writers go on.
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
-        let repo = open_repo(&self.settings)?;
-        let report = crate::store::maintain::run(&repo, &self.settings.audit_refname())?;
-        if report.packs_merged > 0 {
-            let fresh = open_repo(&self.settings)?;
-            let mut w = self.writer.lock().map_err(|_| GovError::Poisoned)?;
-            w.repo = fresh;
-        }
-        Ok(report)
+        maintain(&self.settings)
     }
 
     /// Batches flushed since opening, and the writers they carried.

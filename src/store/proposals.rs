@@ -246,3 +246,74 @@ pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::git::{commit_files, init_repo};
+
+    fn sample() -> Result<Proposal, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "proposal_id": "p-1", "agent_id": "noop", "wave": 1,
+            "submitted_at": "2026-11-25T08:00:00Z", "action_type": "publish_content",
+            "payload": {}, "payload_hash": "h", "expected_outcome": "a post",
+            "expected_cost_tokens": 0, "expected_cost_dollars": 0.0, "reversible": true,
+            "requires_approval": true, "expires_at": "2026-11-26T08:00:00Z",
+            "rationale": "", "links": [], "status": "pending", "decision": null,
+            "decided_by": null, "decided_at": null, "decision_final": false,
+        }))
+    }
+
+    /// A proposal filed at the flat path by an older gov is still checked
+    /// and merged at that path; a new one goes under its month.
+    #[test]
+    fn old_flat_and_new_monthly_layouts() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let main_ref = "refs/heads/main";
+        let base = commit_files(
+            &repo,
+            &key,
+            &who,
+            main_ref,
+            None,
+            &[("a".into(), b"a".to_vec())],
+            "one",
+        )?;
+        let p = sample()?;
+        assert_eq!(p.file_path(), "proposals/2026/11/p-1.toml");
+        let old = vec![(Proposal::legacy_file_path("p-1"), p.to_file().into_bytes())];
+        let legacy = commit_files(&repo, &key, &who, "refs/heads/old", Some(base), &old, "old")?;
+        let staged = Staged::default();
+        assert_eq!(check_untampered(&repo, &staged, "old", legacy, &p)?, None);
+        let mut staged = Staged::default();
+        let merge = merge_approved(&repo, &mut staged, &key, "op", main_ref, legacy, &p, None)?;
+        staged.flush(&repo, "test")?;
+        assert_eq!(repo.refname_to_id(main_ref)?, merge);
+        let tree = repo.find_commit(merge)?.tree()?;
+        assert!(tree
+            .get_path(std::path::Path::new("proposals/p-1.toml"))
+            .is_ok());
+
+        let mut staged = Staged::default();
+        let filed = write_pending(&repo, &mut staged, &key, main_ref, "gov/proposal/p-1", &p)?;
+        assert_eq!(
+            staged.target(&repo, "refs/heads/gov/proposal/p-1")?,
+            Some(filed),
+            "the batch sees its own staged branch"
+        );
+        assert!(
+            repo.find_reference("refs/heads/gov/proposal/p-1").is_err(),
+            "not moved before the flush"
+        );
+        staged.flush(&repo, "test")?;
+        assert_eq!(
+            file_in_commit(&repo, filed, &p)?.map(|(path, _)| path),
+            Some("proposals/2026/11/p-1.toml".to_string())
+        );
+        assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, filed);
+        Ok(())
+    }
+}
