@@ -430,8 +430,8 @@ impl Governance {
         }
     }
 
-    /// One pass of repository maintenance (`store::maintain`); it takes
-    /// neither the chain lock nor the writer mutex, so writers go on.
+    /// One pass of repository maintenance (`store::maintain`): writers go
+    /// on, held up only while refs are packed.
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
         maintain(&self.settings)
     }

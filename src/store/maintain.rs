@@ -9,8 +9,10 @@
 //! loose object once a flushed pack holds it; a pack once a flushed pack
 //! holds every object of it; a loose ref only under its own lock, after
 //! checking it still has the value a flushed `packed-refs` holds), and
-//! nothing is dropped, reachable or not. It takes neither the chain lock
-//! nor a writer's mutex, so writers are not held up.
+//! nothing is dropped, reachable or not. Packing objects takes neither the
+//! chain lock nor a writer's mutex; packing refs holds the chain lock for
+//! the few milliseconds it takes, so a batch's ref transaction never meets
+//! a held `packed-refs.lock`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -60,7 +62,13 @@ pub fn run(repo: &Repository, audit_ref: &str) -> Result<Report, StoreError> {
         report.packs_merged = merge.len();
     }
     report.packs_after = packs_count(repo)?;
-    report.loose_refs_packed = pack_refs(repo, &[audit_ref])?;
+    // Under the chain lock: a batch deleting a packed ref (a rename on
+    // rejection) needs `packed-refs.lock`, which this step holds; taking the
+    // chain lock first makes writers wait a moment instead of failing.
+    {
+        let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
+        report.loose_refs_packed = pack_refs(repo, &[audit_ref])?;
+    }
     // The chain is its own log: its reflog would grow by a line per batch.
     let _ = repo.reflog_delete(audit_ref);
     report.loose_after = loose_objects(repo)?.len();
