@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::http::{detail, Client};
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
 
@@ -16,19 +16,16 @@ fn fetch(path: &str, repo: Option<PathBuf>) -> Result<Value, Failure> {
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
     client.require_server()?;
-    let reply = client.get(path).map_err(|_| {
+    let reply = client.get(path).map_err(|f| {
         Failure::new(
-            ExitCode::Failure,
+            f.code,
             format!(
                 "no gov server answers at {}; start one with `gov serve`",
                 client.base()
             ),
         )
     })?;
-    if reply.status != 200 {
-        return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-    }
-    Ok(reply.body)
+    reply.ok()
 }
 
 fn text(v: &Value) -> String {

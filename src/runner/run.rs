@@ -106,8 +106,7 @@ impl RunError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            RunError::UnknownAgent { .. }
-                | RunError::Config(_)
+            RunError::Config(_)
                 | RunError::NotOnMain { .. }
                 | RunError::DiffersFromMain { .. }
                 | RunError::InvalidOnMain { .. }
@@ -115,7 +114,6 @@ impl RunError {
                 | RunError::TaskRequired(_)
                 | RunError::BadTaskName(_)
                 | RunError::TaskMissing { .. }
-                | RunError::UnknownToServer(_)
         )
     }
 }
@@ -239,6 +237,13 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
         return Ok(AgentSettings::load(settings, id)?);
     }
     let Some(on_main) = agents.remove(id) else {
+        if !path.is_file() {
+            return Err(RunError::UnknownAgent {
+                id: id.to_string(),
+                path,
+                known: agents.into_keys().collect(),
+            });
+        }
         return Err(RunError::NotOnMain {
             id: id.to_string(),
             branch,

@@ -112,12 +112,14 @@ async fn list_proposals(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let limit = parse_limit(q.limit.as_deref(), 100)?;
-    let status = q.status.filter(|s| !s.is_empty() && s != "all");
+    let status = proposals::status_filter(q.status.as_deref()).map_err(|message| {
+        ApiError(AppError::InvalidQuery {
+            field: "status".into(),
+            message,
+        })
+    })?;
     let svc = state.svc.clone();
-    let list = blocking(move || {
-        svc.read(|c| crate::store::projection::proposals(c, status.as_deref(), limit))
-    })
-    .await?;
+    let list = blocking(move || proposals::list(&svc, status, limit)).await?;
     ok(Value::Array(list.iter().map(proposal_json).collect()))
 }
 
@@ -128,14 +130,8 @@ async fn get_proposal(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
-    let asked = id.clone();
-    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &asked))).await?;
-    match p {
-        Some(p) => ok(proposal_json(&p)),
-        None => Err(ApiError(AppError::NotFound(format!(
-            "proposal `{id}` not found"
-        )))),
-    }
+    let p = blocking(move || proposals::get(&svc, &id)).await?;
+    ok(proposal_json(&p))
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,7 +368,6 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             "port": port,
             "db_ok": true,
             "audit_jsonl_ok": true,
-            "audit_ok": true,
             "audit_entries": entries,
             "started_at": svc.started_at,
             "agents_paused": paused,

@@ -400,12 +400,12 @@ fn a_child_that_ignores_sigterm_is_killed() {
 // ---------------------------------------------------------------- gov run
 
 #[test]
-fn run_of_an_unknown_agent_is_a_config_error() {
+fn run_of_an_unknown_agent_is_not_found() {
     let repo = Repo::new(60);
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "nobody"]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
@@ -429,17 +429,18 @@ fn claude_agents_need_an_existing_task() {
 fn run_with_the_server_down_starts_nothing() {
     let repo = Repo::new(60);
     let out = run(repo.gov(&dead_url(), "success.jsonl").args(["run", "cmd"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("nothing was run"),
-        "{}",
-        text(&out.stderr)
+        err.starts_with("error: cannot start a run, nothing was run: cannot reach the gov server at `")
+            && err.ends_with("; is `gov serve` running for this repository? (the server is `GOV_URL`, else the one `.gov/server.json` names, else `[server] port`)\n"),
+        "{err}"
     );
     assert!(!repo.root().join("agents/cmd/ran.txt").exists());
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "res", "t"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     assert!(!repo.log().exists(), "claude never started");
 }
 

@@ -129,6 +129,16 @@ fn duplicate_ids_conflict_and_malformed_bodies_name_the_field() -> TestResult {
     let r = s.get("/proposals?limit=0", Some(&tok))?;
     assert_eq!(r.status, 422);
     assert_eq!(r.body["detail"][0]["loc"], json!(["query", "limit"]));
+    let r = s.get("/proposals?status=bogus", Some(&tok))?;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["query", "status"]));
+    assert_eq!(
+        r.body["detail"][0]["msg"],
+        "`bogus` is not a status (pending, approved, auto-approved, rejected, expired, all)"
+    );
+    let r = s.get("/proposals/no-such-id", Some(&tok))?;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["detail"], "proposal `no-such-id` not found");
     assert_eq!(s.get("/nowhere", Some(&tok))?.status, 404);
     Ok(())
 }
