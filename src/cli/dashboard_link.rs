@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
+use crate::wire::LoginLink;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,7 +26,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     client.require_server()?;
     let reply = client.post("/dashboard/login-codes", &serde_json::json!({}))?;
     let status = reply.status;
-    let body = reply.ok().map_err(|f| {
+    let link: LoginLink = reply.ok_as().map_err(|f| {
         Failure::new(
             f.code,
             format!(
@@ -35,16 +36,10 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             ),
         )
     })?;
-    let url = body["url"].as_str().ok_or_else(|| {
-        Failure::new(
-            ExitCode::Failure,
-            format!("the server at {} sent no login link", client.base()),
-        )
-    })?;
-    println!("{url}");
+    println!("{}", link.url);
     eprintln!(
         "open it in a browser on this machine; it works once, within {} minutes",
-        body["expires_in_seconds"].as_u64().unwrap_or(300) / 60
+        link.expires_in_seconds / 60
     );
     Ok(ExitCode::Ok)
 }

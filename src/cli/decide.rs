@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use crate::wire::{DecisionRequest, ProposalDecided};
 
 use super::http::Client;
 use super::{ExitCode, Failure};
@@ -31,18 +31,20 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
     if client.is_up() {
-        let body = client
-            .post(
-                &format!("/proposals/{}/decision", args.id),
-                &json!({"decision": verdict.as_str(), "note": args.note, "final": args.r#final}),
-            )?
-            .ok()?;
+        let request = DecisionRequest {
+            decision: verdict,
+            final_: args.r#final,
+            note: args.note,
+        };
+        let decided: ProposalDecided = client
+            .post(&format!("/proposals/{}/decision", args.id), &request)?
+            .ok_as()?;
         println!(
             "proposal {} {}{}",
-            args.id,
-            body["status"].as_str().unwrap_or("decided"),
-            body["merge_commit"]
-                .as_str()
+            decided.proposal_id,
+            decided.status.as_str(),
+            decided
+                .merge_commit
                 .map(|c| format!(": merged into {} as {c}", settings.main_branch))
                 .unwrap_or_default()
         );

@@ -111,8 +111,11 @@ impl Client {
         self.send("GET", path, None)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Reply, Failure> {
-        self.send("POST", path, Some(body))
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<Reply, Failure> {
+        let body = serde_json::to_value(body).map_err(|e| {
+            Failure::new(ExitCode::Failure, format!("cannot write the request: {e}"))
+        })?;
+        self.send("POST", path, Some(&body))
     }
 }
 
@@ -133,6 +136,17 @@ impl Reply {
             detail(&self.body)
         };
         Err(Failure::new(code, message))
+    }
+
+    /// The body of a 200 answer as its type from [`crate::wire`].
+    pub fn ok_as<T: serde::de::DeserializeOwned>(self) -> Result<T, Failure> {
+        let body = self.ok()?;
+        serde_json::from_value(body).map_err(|e| {
+            Failure::new(
+                ExitCode::Failure,
+                format!("the server sent an answer that is not what was expected: {e}"),
+            )
+        })
     }
 }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::wire::AgentState;
+
 use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::app::agents;
@@ -34,10 +36,10 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
             Some(r) => json!({"reason": r}),
             None => json!({}),
         };
-        let reply = client
+        let state: AgentState = client
             .post(&format!("/agents/{agent}/{verb}"), &body)?
-            .ok()?;
-        reply["status"].as_str().unwrap_or("").to_string()
+            .ok_as()?;
+        state.status
     } else {
         let svc = Service::open(&settings)?;
         let actor = Actor::operator(&settings.operator_name);
