@@ -14,6 +14,7 @@ use crate::domain::audit::{Actor, NewEntry, Timestamp};
 use crate::domain::credential::{token_from_bytes, token_hash};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -107,23 +108,37 @@ pub struct RunEnd {
     pub dollars: Option<f64>,
     #[serde(default)]
     pub usage_missing: bool,
+    /// The tool calls the agent's stream reported (claude agents): each
+    /// must have a decision of this run, or the run fails.
+    #[serde(default)]
+    pub tool_uses: Vec<ToolUse>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Complete,
     Failed,
 }
 
+/// How a run was recorded: the runner's status and reason, unless a tool
+/// call ran without a decision, which fails the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecorded {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+}
+
 /// Finishes a run: charges its spend (refused over the cap, which pauses
-/// the agent), records its end and revokes its token.
+/// the agent), records its end and revokes its token. A run whose agent
+/// reported a tool call that has no decision of this run is recorded as
+/// failed (`tool_without_gov_decision`), whatever the runner said.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
     end: &RunEnd,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
+) -> Result<(RunRecorded, BudgetView), AppError> {
     let agent_id = {
         let index = svc.governance().index()?;
         match projection::run(index.conn(), run_id)? {
@@ -139,7 +154,7 @@ pub fn finish_run(
         task_id: None,
     };
     let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    svc.transact(|tx| -> Step<()> {
+    let recorded = svc.transact(|tx| -> Step<RunRecorded> {
         let conn = tx.index().conn();
         let Some((_, task, finished)) = projection::run(conn, run_id)? else {
             return Ok((
@@ -155,6 +170,18 @@ pub fn finish_run(
                 vec![],
             ));
         }
+        let decided = projection::decided_tool_uses(conn, run_id)?;
+        let missing = undecided(&end.tool_uses, &decided);
+        let (status, reason) = if missing.is_empty() {
+            (end.status, end.reason.clone())
+        } else {
+            let why = undecided_reason(&missing);
+            let reason = match &end.reason {
+                Some(r) => format!("{why}; {r}"),
+                None => why,
+            };
+            (RunStatus::Failed, Some(reason))
+        };
         let mut entries = Vec::new();
         let mut input = input.clone();
         input.task_id = task.clone();
@@ -163,26 +190,30 @@ pub fn finish_run(
                 agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
             entries.append(&mut charged);
         }
-        let event = match end.status {
+        let event = match status {
             RunStatus::Complete => "agent_run_complete",
             RunStatus::Failed => "agent_run_failed",
         };
+        let mut payload = json!({
+            "run_id": run_id,
+            "reason": reason,
+            "tokens": charge.tokens,
+            "dollars": charge.micros.as_dollars_f64(),
+            "usage_missing": end.usage_missing,
+        });
+        if !missing.is_empty() {
+            payload["undecided_tool_uses"] = json!(missing);
+        }
         let mut e = NewEntry::new(actor.clone(), event)
             .agent(&agent_id)
-            .payload(json!({
-                "run_id": run_id,
-                "reason": end.reason,
-                "tokens": charge.tokens,
-                "dollars": charge.micros.as_dollars_f64(),
-                "usage_missing": end.usage_missing,
-            }));
+            .payload(payload);
         if let Some(t) = &task {
             e = e.task(t);
         }
         entries.push(e);
-        Ok((Ok(()), entries))
+        Ok((Ok(RunRecorded { status, reason }), entries))
     })?;
-    agents::budget(svc, &agent_id, 0)
+    Ok((recorded, agents::budget(svc, &agent_id, 0)?))
 }
 
 /// Mints an agent token by hand (operator), not bound to a run.
@@ -226,6 +257,10 @@ pub struct ToolCall {
     pub tool_input: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Claude Code's id for the call, recorded with the decision so the
+    /// runner can tell a call that was decided from one that was not.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -322,6 +357,14 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name must be non-empty",
         ));
     }
+    if let Some(id) = &call.tool_use_id {
+        if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AppError::invalid(
+                "tool_use_id",
+                "tool_use_id must be 1 to 200 visible ASCII characters",
+            ));
+        }
+    }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
     let hash = payload_hash(&payload);
@@ -334,6 +377,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 .payload(json!({
                     "tool_name": call.tool_name,
                     "run_id": call.run_id,
+                    "tool_use_id": call.tool_use_id,
                     "decision": decision,
                     "reason": reason,
                     "payload_hash": hash,
