@@ -851,6 +851,50 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_that_cannot_confine_is_a_configuration_error() {
+        for (why, says) in [
+            (
+                Unavailable::NoLandlock,
+                "this kernel has no Landlock (it is not built in, or not enabled at boot: the `lsm=` kernel parameter must list `landlock`)",
+            ),
+            (
+                Unavailable::TooOld,
+                "this kernel's Landlock is older than ABI 3 (Linux 6.2): it cannot stop an agent from truncating files it may only read",
+            ),
+        ] {
+            let e = RunError::SandboxUnavailable {
+                id: "noop".into(),
+                why,
+            };
+            assert!(e.is_config());
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "cannot confine agent `noop`: {says}: nothing was run; to run agents unconfined on this machine, set `sandbox = \"off\"` under `[runner]` in gov.toml"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_servers_recorded_end_wins() {
+        let mut body = finish_body(&outcome(Ending::Exited, 0), None);
+        take_recorded_end(&mut body, &serde_json::json!({"budget": {}}));
+        assert_eq!(
+            (body.status, body.reason.as_deref()),
+            (RunStatus::Complete, None)
+        );
+        take_recorded_end(
+            &mut body,
+            &serde_json::json!({"status": "failed", "reason": "tool_without_gov_decision: …"}),
+        );
+        assert_eq!(
+            (body.status, body.reason.as_deref()),
+            (RunStatus::Failed, Some("tool_without_gov_decision: …"))
+        );
+    }
+
+    #[test]
     fn programs_resolve_against_the_agent_folder() {
         let d = Path::new("/r/agents/a");
         assert_eq!(resolve_program(d, "python3"), OsString::from("python3"));

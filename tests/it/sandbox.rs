@@ -225,3 +225,77 @@ fn with_the_sandbox_off_the_same_agent_approves_itself_and_gov_run_says_so() -> 
     }
     Ok(())
 }
+
+#[test]
+fn the_launcher_runs_nothing_it_cannot_confine_or_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A program outside everything it may read: confined, it cannot even
+    // be executed.
+    let program = dir.path().join("agent.sh");
+    std::fs::write(&program, "#!/bin/sh\necho ran\n")?;
+    let mut perm = std::fs::metadata(&program)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&program, perm)?;
+    let out = Command::new(gov_bin())
+        .args(["sandbox-exec", "--read", "/usr", "--read", "/bin", "--"])
+        .arg(&program)
+        .output()?;
+    assert_eq!(out.status.code(), Some(126));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "gov sandbox-exec: cannot run `{}`: Permission denied (os error 13)\n",
+            program.display()
+        )
+    );
+    // Allowed to read it, it runs.
+    let out = Command::new(gov_bin())
+        .args([
+            "sandbox-exec",
+            "--read",
+            "/usr",
+            "--read",
+            "/bin",
+            "--read",
+            "/lib",
+        ])
+        .args(["--read", "/lib64", "--read"])
+        .arg(dir.path())
+        .arg("--")
+        .arg(&program)
+        .output()?;
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "ran\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It is not a command for people: `gov --help` does not list it.
+    let help = Command::new(gov_bin()).arg("--help").output()?;
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("sandbox-exec"));
+    Ok(())
+}
+
+#[test]
+fn a_tool_use_id_must_be_plain_visible_text() -> TestResult {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    for bad in ["", "toolu\n1", "toolu 1", &"x".repeat(201)] {
+        let r = s.post(
+            "/tools/evaluate",
+            Some(&tok),
+            &serde_json::json!({"agent_id": "noop", "tool_name": "Read",
+                    "tool_input": {"file_path": "memory.md"}, "tool_use_id": bad}),
+        )?;
+        assert_eq!(r.status, 422, "{bad:?}: {:?}", r.body);
+        assert_eq!(
+            r.body["detail"][0]["loc"],
+            serde_json::json!(["body", "tool_use_id"])
+        );
+    }
+    Ok(())
+}
