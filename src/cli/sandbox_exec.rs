@@ -2,15 +2,17 @@
 //! launcher `gov run` starts every agent through (hidden from `--help`). It
 //! confines itself with Landlock ([`crate::runner::sandbox`]) and then
 //! executes the agent in its place, same process, same environment and
-//! folder, so the agent and everything it starts stay confined. If the
-//! confinement cannot be enforced, nothing is executed (exit 126).
+//! folder, so the agent and everything it starts stay confined. It also
+//! drops every capability (an agent started as root keeps none of root's
+//! powers beyond its files). If either cannot be done, nothing is executed
+//! (exit 126).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use super::{ExitCode, Failure};
-use crate::runner::sandbox::{enforce, Confinement};
+use crate::runner::sandbox::{drop_capabilities, enforce, Confinement};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +40,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         return Err(Failure::new(ExitCode::Config, "sandbox-exec: no program"));
     };
     let shown = std::path::Path::new(program).display().to_string();
-    if let Err(e) = enforce(&confinement) {
+    if let Err(e) = enforce(&confinement).and_then(|_| drop_capabilities()) {
         eprintln!(
             "gov sandbox-exec: cannot confine `{shown}`, so it does not run: {}",
             crate::domain::errors::error_chain(&e)

@@ -289,6 +289,8 @@ pub enum SandboxError {
     },
     #[error("landlock: {0}")]
     Landlock(#[from] landlock::RulesetError),
+    #[error("cannot drop capabilities: {0}")]
+    Capabilities(String),
 }
 
 fn ruleset() -> Result<RulesetCreated, SandboxError> {
@@ -344,6 +346,31 @@ pub fn enforce(c: &Confinement) -> Result<Support, SandboxError> {
     Ok(Support {
         signals_scoped: status.ruleset == landlock::RulesetStatus::FullyEnforced,
     })
+}
+
+/// Drops every capability of this thread, for good (with no_new_privs,
+/// which [`enforce`] sets, executing a program cannot give them back). An
+/// agent started as root would otherwise keep root's powers that Landlock
+/// does not cover: loading kernel modules, reading other processes'
+/// memory and environment, raw network access. A no-op for an ordinary
+/// user, who has none.
+pub fn drop_capabilities() -> Result<(), SandboxError> {
+    use caps::{CapSet, Capability};
+    let err = |e: caps::errors::CapsError| SandboxError::Capabilities(e.to_string());
+    // The bounding set first: dropping from it takes CAP_SETPCAP, which
+    // clearing the permitted set below takes away.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(err)? {
+        caps::clear(None, CapSet::Bounding).map_err(err)?;
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

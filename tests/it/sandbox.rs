@@ -47,6 +47,13 @@ attempt("write gov.toml", lambda: write(root + "/gov.toml", "[runner]\nsandbox =
 attempt("write another agent's folder", lambda: write(root + "/agents/noop/planted.txt"))
 attempt("write a folder in /tmp", lambda: write(os.environ["GOV_TEST_OUTSIDE"] + "/planted.txt"))
 attempt("list /tmp", lambda: os.listdir("/tmp"))
+attempt("read the runner's environment", lambda: read("/proc/%d/environ" % os.getppid()))
+def capabilities():
+    for line in read("/proc/self/status").splitlines():
+        if line.startswith("CapEff:") or line.startswith("CapBnd:"):
+            if int(line.split()[1], 16) != 0:
+                raise PermissionError(line)
+attempt("hold no capability", capabilities)
 attempt("hard-link the operator token", lambda: os.link(root + "/.gov/operator-token", "stolen-token"))
 def via_symlink():
     os.symlink(os.path.abspath(root + "/.gov"), "gov-link")
@@ -137,11 +144,13 @@ const DENIED: &[&str] = &[
     "write another agent's folder",
     "write a folder in /tmp",
     "list /tmp",
+    "read the runner's environment",
     "hard-link the operator token",
     "read through a symlink",
 ];
 
 const ALLOWED: &[&str] = &[
+    "hold no capability",
     "read its own folder",
     "read the policies",
     "write its own folder",
