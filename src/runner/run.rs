@@ -714,6 +714,12 @@ fn execute(
         home: child.run_dir.home().to_string_lossy().into_owned(),
         tmp: child.run_dir.tmp().to_string_lossy().into_owned(),
     };
+    let program = Path::new(&launch.program).display().to_string();
+    if child.confinement.is_some() && launch.programs.is_empty() {
+        // The launcher would fail to execute it, with a less clear reason.
+        eprintln!("gov run: cannot start `{program}`: not found");
+        return (failed(format!("spawn_failed: {program}: not found")), None);
+    }
     let mut cmd = child.command(&req.gov_exe);
     cmd.current_dir(&launch.cwd)
         .env_clear()
@@ -733,7 +739,6 @@ fn execute(
     let mut process = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let program = Path::new(&launch.program).display().to_string();
             eprintln!("gov run: cannot start `{program}`: {e}");
             return (failed(format!("spawn_failed: {program}: {e}")), None);
         }

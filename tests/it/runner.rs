@@ -996,3 +996,24 @@ fn settings_an_agent_writes_do_not_switch_gov_off() {
     assert_eq!(asked[0].body["tool_use_id"], "toolu_fake_1");
     assert_eq!(asked[0].body["tool_name"], "Bash");
 }
+
+#[test]
+fn a_program_that_is_not_there_fails_the_run_as_spawn_failed() {
+    let repo = Repo::new(60);
+    let dir = repo.root().join("agents/gone");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("agent.toml"),
+        "kind = \"command\"\n[command]\nprogram = \"./missing.sh\"\n",
+    )
+    .expect("write");
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "gone"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    let program = dir.join("./missing.sh");
+    assert_eq!(
+        body["reason"],
+        format!("spawn_failed: {}: not found", program.display())
+    );
+}
