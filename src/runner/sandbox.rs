@@ -23,7 +23,9 @@
 //! the runner refuses to run unless `gov.toml` says `[runner] sandbox =
 //! "off"`. Signals to processes outside the sandbox are blocked where the
 //! kernel has ABI 6; TCP (the agent reaches the server on loopback) is not
-//! restricted.
+//! restricted. Landlock does not touch capabilities, so the launcher also
+//! drops them all ([`drop_capabilities`]): an agent started by root keeps
+//! none of root's powers beyond its files.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
