@@ -165,14 +165,10 @@ impl Repo {
             "agents/cmd/agent.toml",
             "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
         );
-        w(
-            "agents/cmd/agent.sh",
+        executable(
+            &root.join("agents/cmd/agent.sh"),
             "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
         );
-        let sh = root.join("agents/cmd/agent.sh");
-        let mut perm = std::fs::metadata(&sh).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        std::fs::set_permissions(&sh, perm).expect("chmod");
         Repo { dir }
     }
 
