@@ -63,6 +63,8 @@ pub struct RawGovToml {
     pub signers: RawSigners,
     #[serde(default)]
     pub remote: RawRemote,
+    #[serde(default)]
+    pub runner: RawRunner,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +115,38 @@ pub struct RawRemote {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunner {
+    pub sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    pub sandbox_read: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+/// Whether `gov run` confines its agents (`[runner] sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent runs confined; where the kernel cannot confine it, no
+    /// agent runs.
+    #[default]
+    Required,
+    /// Agents run with every right of the operator's user. Said on every run.
+    Off,
+}
+
+/// How `gov run` confines agents, resolved: extra paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    pub sandbox: SandboxMode,
+    /// Readable (and executable) for every agent, besides the defaults.
+    pub sandbox_read: Vec<PathBuf>,
+    /// Writable for every agent, besides its folder and its temporary one.
+    pub sandbox_write: Vec<PathBuf>,
+}
+
 /// Budget caps and pricing, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
@@ -157,6 +191,7 @@ pub struct Settings {
     pub operator_name: String,
     pub remote: Option<String>,
     pub webhook_secret_file: PathBuf,
+    pub runner: RunnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +312,21 @@ impl Settings {
                 .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+            runner: RunnerSettings {
+                sandbox: raw.runner.sandbox.unwrap_or_default(),
+                sandbox_read: raw
+                    .runner
+                    .sandbox_read
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+                sandbox_write: raw
+                    .runner
+                    .sandbox_write
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+            },
         })
     }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::audit::Timestamp;
 use crate::domain::proposal::{ProposalStatus, Verdict};
 use crate::domain::request::PolicyCitation;
+use crate::domain::run::ToolUse;
 
 /// `POST /proposals` → 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,10 @@ pub struct RunFinish {
     pub dollars: Option<f64>,
     #[serde(default)]
     pub usage_missing: bool,
+    /// The tool calls a claude agent's stream reported; the server fails the
+    /// run if one of them has no decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_uses: Vec<ToolUse>,
 }
 
 /// `POST /agents/{id}/pause`, `/resume` → 200 (and `GET /status/me`).
