@@ -168,10 +168,12 @@ fn preload(settings: &gov::config::Settings, n: usize) -> BoxResult {
             .map(|i| {
                 gov::domain::audit::NewEntry::new(
                     gov::domain::audit::Actor::server(),
-                    "action_executed",
+                    gov::domain::audit::Event::from_parts(
+                        "action_executed".into(),
+                        json!({"preloaded": i}),
+                    ),
                 )
                 .agent(format!("pre-{}", i % 16))
-                .payload(json!({"preloaded": i}))
             })
             .collect();
         g.append(entries)?;

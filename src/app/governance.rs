@@ -354,6 +354,13 @@ impl Governance {
         match &staged {
             Ok((_, written)) => {
                 index.end_savepoint(true)?;
+                for e in written {
+                    tracing::debug!(
+                        seq = e.entry.seq,
+                        event = e.entry.entry.event_type(),
+                        "staged"
+                    );
+                }
                 if let Some(last) = written.last() {
                     batch.tip = Some(last.clone());
                 }

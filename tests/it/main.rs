@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod cli_docs;
 mod dashboard;
 mod demo;
 mod init;
@@ -11,6 +12,7 @@ mod live_run;
 mod policy;
 mod remote;
 mod runner;
+mod sandbox;
 mod security;
 mod serve;
 mod server;

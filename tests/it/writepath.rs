@@ -273,10 +273,14 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
                 s.spawn(move || -> usize {
                     let mut n = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200 {
-                        let e =
-                            gov::domain::audit::NewEntry::new(Actor::server(), "action_executed")
-                                .agent(format!("w{w}"))
-                                .payload(json!({"n": n}));
+                        let e = gov::domain::audit::NewEntry::new(
+                            Actor::server(),
+                            gov::domain::audit::Event::from_parts(
+                                "action_executed".into(),
+                                json!({"n": n}),
+                            ),
+                        )
+                        .agent(format!("w{w}"));
                         if svc.governance().append(vec![e]).is_ok() {
                             n += 1;
                         }
@@ -381,8 +385,8 @@ fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
         .iter()
         .filter_map(|r| {
             Some((
-                r.entry.entry.payload.get("t")?.as_u64()?,
-                r.entry.entry.payload.get("n")?.as_u64()?,
+                r.entry.entry.payload().get("t")?.as_u64()?,
+                r.entry.entry.payload().get("n")?.as_u64()?,
             ))
         })
         .collect();
