@@ -355,26 +355,17 @@ fn loose_refs(git_dir: &Path) -> Result<Vec<(String, Oid)>, StoreError> {
 
 /// The bytes of every file under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    usage(dir).1
 }
 
 /// Files under `dir`.
 pub fn file_count(dir: &Path) -> usize {
-    let mut total = 0;
+    usage(dir).0
+}
+
+/// How many files are under `dir`, and their bytes.
+fn usage(dir: &Path) -> (usize, u64) {
+    let (mut files, mut bytes) = (0, 0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = fs::read_dir(&d) else {
@@ -383,10 +374,13 @@ pub fn file_count(dir: &Path) -> usize {
         for e in entries.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += 1,
+                Ok(_) => {
+                    files += 1;
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
                 Err(_) => {}
             }
         }
     }
-    total
+    (files, bytes)
 }

@@ -45,6 +45,17 @@ fn submission(agent: &str, action: &str) -> TestResult<gov::app::proposals::Subm
     Ok(serde_json::from_value(proposal(agent, action))?)
 }
 
+/// The index's `action_executed` entries, newest first.
+fn executed(svc: &Service) -> TestResult<Vec<gov::store::index::IndexedEntry>> {
+    Ok(svc
+        .governance()
+        .index()?
+        .query(&gov::store::index::AuditFilter {
+            event_type: Some("action_executed".into()),
+            ..Default::default()
+        })?)
+}
+
 fn verify_ok(repo: &TestRepo) -> TestResult {
     let report = gov::app::audit::verify(&repo.settings)?;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -304,14 +315,7 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
         files_after < files_before,
         "{files_before} -> {files_after}"
     );
-    let count = svc
-        .governance()
-        .index()?
-        .query(&gov::store::index::AuditFilter {
-            event_type: Some("action_executed".into()),
-            ..Default::default()
-        })?;
-    assert_eq!(count.len(), written);
+    assert_eq!(executed(&svc)?.len(), written);
     let o = repo.git(&["fsck", "--connectivity-only", "--no-dangling"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     verify_ok(&repo)
@@ -374,13 +378,7 @@ fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
     );
     // Restart: every acknowledged entry is in the chain; verify passes.
     let svc = Service::open(&repo.settings)?;
-    let rows = svc
-        .governance()
-        .index()?
-        .query(&gov::store::index::AuditFilter {
-            event_type: Some("action_executed".into()),
-            ..Default::default()
-        })?;
+    let rows = executed(&svc)?;
     let have: std::collections::BTreeSet<(u64, u64)> = rows
         .iter()
         .filter_map(|r| {
