@@ -552,8 +552,13 @@ fn decided_entry(
 #[derive(Debug, Clone)]
 pub struct ForgeMerge {
     pub merge_commit: String,
-    /// `<name> <email>` of the merge commit's author.
+    /// `<name> <email>` of the merge commit's author, or `@<login>` when
+    /// the forge's signed webhook named who merged.
     pub merged_by: String,
+    /// `merge` or `squash` (a one-commit squash or rebase merge).
+    pub kind: &'static str,
+    /// The webhook's evidence, when there is some (always for a squash).
+    pub evidence: Option<crate::domain::forge::MergeEvidence>,
 }
 
 /// Why a forge merge did not become an approval.
@@ -616,6 +621,10 @@ pub fn approve_by_forge(
     if let Some(payload) = entry.payload.as_object_mut() {
         payload.insert("via".into(), json!("forge"));
         payload.insert("merged_by".into(), json!(merge.merged_by));
+        payload.insert("kind".into(), json!(merge.kind));
+        if let Some(ev) = &merge.evidence {
+            payload.insert("evidence".into(), json!(ev));
+        }
     }
     Ok(Ok((p, entry)))
 }

@@ -68,7 +68,60 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
             paused.join(", ")
         }
     );
+    print_remote(&s["remote"]);
     Ok(ExitCode::Ok)
+}
+
+/// The remote's lines: its last sync and what waits to be pushed.
+fn print_remote(r: &Value) {
+    if r.is_null() {
+        return;
+    }
+    println!("remote          {} ({})", text(&r["name"]), text(&r["url"]));
+    let last = &r["last_sync"];
+    if last.is_null() {
+        println!("last sync       never");
+    } else if last["ok"] == Value::Bool(true) {
+        println!("last sync       {}: ok", text(&last["at"]));
+    } else {
+        let why: Vec<String> = last["error"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .chain(
+                ["refused", "forge_errors"]
+                    .iter()
+                    .flat_map(|k| last[*k].as_array().cloned().unwrap_or_default())
+                    .map(|v| text(&v)),
+            )
+            .collect();
+        println!(
+            "last sync       {}: failed: {}",
+            text(&last["at"]),
+            why.join("; ")
+        );
+    }
+    let w = &r["waiting"];
+    let branches: Vec<String> = w["proposal_branches"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    let main = w["main_commits"].as_u64().unwrap_or(0);
+    let audit = w["audit_entries"].as_u64().unwrap_or(0);
+    if main == 0 && audit == 0 && branches.is_empty() {
+        println!("not yet pushed  nothing");
+    } else {
+        println!(
+            "not yet pushed  {audit} audit entr{}, {main} commit(s) on main, {} proposal branch(es){}",
+            if audit == 1 { "y" } else { "ies" },
+            branches.len(),
+            if branches.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", branches.join(", "))
+            }
+        );
+    }
 }
 
 pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {

@@ -364,6 +364,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             let entries = index.count().map_err(AppError::internal)?;
             (paused, pending, entries)
         };
+        let remote = crate::app::remote::remote_status(&svc)?;
         Ok(json!({
             "ok": policy.version.is_some(),
             "host": "127.0.0.1",
@@ -379,6 +380,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             "pending_proposals": pending,
             "policy_version": policy.version,
             "policy_error": policy.error,
+            "remote": remote,
             "agent_auth": match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

@@ -6,6 +6,7 @@ mod agents;
 mod audit;
 mod dashboard;
 mod demo;
+mod forge;
 mod init;
 mod live_run;
 mod policy;

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 
 pub mod browser;
+pub mod github;
+pub mod sshd;
 
 /// The `gov` binary built for these tests.
 pub fn gov_bin() -> PathBuf {
