@@ -501,19 +501,22 @@ fn check_main_merges(
     };
     loop {
         let commit = repo.find_commit(oid)?;
-        if let Some(problem) = forge.tampered.get(&oid.to_string()) {
-            found.push(Problem {
-                seq: None,
-                commit: Some(oid.to_string()),
-                reason: format!(
-                    "commit on `{}` was refused as a forge merge and flagged: {problem}",
-                    settings.main_branch
-                ),
-            });
-        }
         if commit.parent_count() == 1 {
             match forge.check_squash(repo, oid)? {
-                None => {}
+                // A squash the chain flagged as tampered (a merge commit
+                // is judged by the checks below).
+                None => {
+                    if let Some(problem) = forge.tampered.get(&oid.to_string()) {
+                        found.push(Problem {
+                            seq: None,
+                            commit: Some(oid.to_string()),
+                            reason: format!(
+                                "commit on `{}` was refused as a forge merge and flagged: {problem}",
+                                settings.main_branch
+                            ),
+                        });
+                    }
+                }
                 Some(Ok(id)) => report.notes.push(format!(
                     "commit {} on `{}` was squash-merged on the forge: it approved proposal `{id}` and adds only its file as submitted",
                     short(&oid.to_string()),

@@ -255,10 +255,11 @@ impl GitCall<'_> {
     }
 }
 
-/// Fetches `branches` (exact names) and every branch under `prefixes`
-/// (e.g. `gov/proposal/`) into remote-tracking refs, pruning those the
-/// remote no longer has. The `+` on these refspecs only lets the local
-/// remote-tracking refs follow the remote; nothing is ever pushed with one.
+/// Fetches `branches` (exact names, those the remote has) and every branch
+/// under `prefixes` (e.g. `gov/proposal/`) into remote-tracking refs,
+/// pruning those the remote no longer has. The `+` on these refspecs only
+/// lets the local remote-tracking refs follow the remote; nothing is ever
+/// pushed with one.
 pub fn fetch(
     repo: &Repository,
     remote: &str,
@@ -266,7 +267,18 @@ pub fn fetch(
     prefixes: &[&str],
     timeout: Duration,
 ) -> Result<(), RemoteError> {
+    // An exact refspec the remote lacks fails the whole fetch (a new,
+    // empty remote has no `main`): ask which it has first.
     let call = GitCall::new(repo, remote, timeout, "fetching from")?;
+    let listed = call.run(&["ls-remote".into(), "--heads".into(), remote.into()])?;
+    if !listed.success {
+        return Err(call.failed(&listed.stderr));
+    }
+    let heads: Vec<&str> = listed
+        .stdout
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .collect();
     let mut args: Vec<String> = [
         "fetch",
         "--quiet",
@@ -277,11 +289,15 @@ pub fn fetch(
     .map(String::from)
     .to_vec();
     args.push(remote.to_string());
-    args.extend(
-        branches
-            .iter()
-            .map(|b| format!("+refs/heads/{b}:{}", tracking_ref(remote, b))),
-    );
+    for b in branches {
+        let head = format!("refs/heads/{b}");
+        if heads.contains(&head.as_str()) {
+            args.push(format!("+{head}:{}", tracking_ref(remote, b)));
+        } else if let Ok(mut stale) = repo.find_reference(&tracking_ref(remote, b)) {
+            // Gone from the remote: so is its tracking ref.
+            stale.delete()?;
+        }
+    }
     args.extend(
         prefixes
             .iter()
