@@ -29,13 +29,35 @@ fn gov_env(t: &TestRepo, args: &[&str], envs: &[(&str, &str)]) -> TestResult<std
     Ok(cmd.output()?)
 }
 
+/// A governance repository with the default policies whose `gov.toml` is
+/// `[remote] name = "origin"` and then `more`.
+fn repo_with_remote(more: &str) -> TestResult<TestRepo> {
+    let mut t = TestRepo::new()?;
+    add_policies_and_agents(&t)?;
+    std::fs::write(
+        t.root().join("gov.toml"),
+        format!("[remote]\nname = \"origin\"\n{more}"),
+    )?;
+    t.settings.remote = Some("origin".into());
+    Ok(t)
+}
+
+/// Submits a proposal that needs a person through the server's API.
+fn submit_over_api(s: &TestServer) -> TestResult<String> {
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    Ok(r.text("proposal_id"))
+}
+
 /// A governance repository whose `origin` is the bare repository behind
 /// `sshd`, reached over `ssh://`.
 fn team_over_ssh(sshd: &Sshd) -> TestResult<(TestRepo, Forge)> {
-    let mut t = TestRepo::new()?;
-    add_policies_and_agents(&t)?;
-    std::fs::write(t.root().join("gov.toml"), "[remote]\nname = \"origin\"\n")?;
-    t.settings.remote = Some("origin".into());
+    let t = repo_with_remote("")?;
     let forge = Forge::with_url(t.root(), |bare| sshd.url(bare), Some(sshd.ssh_command()))?;
     Ok((t, forge))
 }
@@ -112,10 +134,7 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
 
 #[test]
 fn over_a_file_url_as_over_a_path() -> TestResult {
-    let mut t = TestRepo::new()?;
-    add_policies_and_agents(&t)?;
-    std::fs::write(t.root().join("gov.toml"), "[remote]\nname = \"origin\"\n")?;
-    t.settings.remote = Some("origin".into());
+    let t = repo_with_remote("")?;
     let forge = Forge::with_url(
         t.root(),
         |bare| Ok(format!("file://{}", bare.display())),
@@ -155,16 +174,7 @@ fn while_the_remote_is_unreachable_writes_go_on_and_wait_then_all_is_pushed() ->
     let s = TestServer::start_on(t)?;
     let ssh = sshd.ssh_command();
     let env = [("GIT_SSH_COMMAND", ssh.as_str())];
-    let tok = s.agent_token("noop")?;
-    let submit = || -> TestResult<String> {
-        let r = s.post(
-            "/proposals",
-            Some(&tok),
-            &proposal("noop", "publish_content"),
-        )?;
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        Ok(r.text("proposal_id"))
-    };
+    let submit = || submit_over_api(&s);
     let first = submit()?;
     let out = gov_env(&s.repo, &["sync"], &env)?;
     assert!(out.status.success(), "{}", text(&out));
@@ -228,13 +238,7 @@ fn while_the_remote_is_unreachable_writes_go_on_and_wait_then_all_is_pushed() ->
 
 #[test]
 fn a_remote_that_does_not_answer_is_stopped_after_the_time_limit() -> TestResult {
-    let mut t = TestRepo::new()?;
-    add_policies_and_agents(&t)?;
-    std::fs::write(
-        t.root().join("gov.toml"),
-        "[remote]\nname = \"origin\"\ntimeout_seconds = 1\n",
-    )?;
-    t.settings.remote = Some("origin".into());
+    let t = repo_with_remote("timeout_seconds = 1\n")?;
     let dir = tempfile::tempdir()?;
     let pidfile = dir.path().join("pid");
     let hang = dir.path().join("hang");
@@ -282,13 +286,7 @@ fn a_remote_that_does_not_answer_is_stopped_after_the_time_limit() -> TestResult
 
 #[test]
 fn credentials_in_the_remote_url_are_never_printed_or_kept() -> TestResult {
-    let mut t = TestRepo::new()?;
-    add_policies_and_agents(&t)?;
-    std::fs::write(
-        t.root().join("gov.toml"),
-        "[remote]\nname = \"origin\"\ntimeout_seconds = 10\n",
-    )?;
-    t.settings.remote = Some("origin".into());
+    let t = repo_with_remote("timeout_seconds = 10\n")?;
     // Nothing listens on port 9 of the loopback: the fetch fails at once.
     git(
         t.root(),
@@ -505,14 +503,7 @@ fn squash_merge(forge: &Forge, id: &str, extra: &[(&str, &str)]) -> TestResult<S
 fn server_with_forge() -> TestResult<(TestServer, Forge, String)> {
     let s = TestServer::start_with(|st| st.remote = Some("origin".into()))?;
     let forge = Forge::new(s.repo.root())?;
-    let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    let id = r.text("proposal_id");
+    let id = submit_over_api(&s)?;
     let secret = secret(&s)?;
     let (status, reply) = hook(&s, "{}", Some(&sign(&secret, "{}")?))?;
     assert_eq!(status, 200, "{reply}");

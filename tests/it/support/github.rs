@@ -163,23 +163,37 @@ async fn update(
     Path((owner, _repo, n)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> Reply {
+    let shared = s.clone();
+    on_pull(&s, &headers, &owner, n, format!("PATCH /pulls/{n}"), |p| {
+        if let Some(state) = body["state"].as_str() {
+            if state != "open" && state != "closed" {
+                return err(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            }
+            p.state = state.into();
+        }
+        (StatusCode::OK, Json(pull_json(&shared, p)))
+    })
+}
+
+/// Runs `f` on pull request `n` after the checks every call gets; `what`
+/// is kept in the request log.
+fn on_pull(
+    s: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    n: u64,
+    what: String,
+    f: impl FnOnce(&mut Pull) -> Reply,
+) -> Reply {
     let mut inner = s.inner.lock().expect("stand-in state");
-    inner.requests.push(format!("PATCH /pulls/{n}"));
-    if let Err(e) = check(&s, &headers, &owner) {
+    inner.requests.push(what);
+    if let Err(e) = check(s, headers, owner) {
         return e;
     }
-    let p = match pull_mut(&mut inner, n) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    if let Some(state) = body["state"].as_str() {
-        if state != "open" && state != "closed" {
-            return err(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
-        }
-        p.state = state.into();
+    match pull_mut(&mut inner, n) {
+        Ok(p) => f(p),
+        Err(e) => e,
     }
-    let p = p.clone();
-    (StatusCode::OK, Json(pull_json(&s, &p)))
 }
 
 async fn labels(
@@ -188,24 +202,24 @@ async fn labels(
     Path((owner, _repo, n)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> Reply {
-    let mut inner = s.inner.lock().expect("stand-in state");
-    inner.requests.push(format!("POST /issues/{n}/labels"));
-    if let Err(e) = check(&s, &headers, &owner) {
-        return e;
-    }
-    let p = match pull_mut(&mut inner, n) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    for l in body["labels"].as_array().cloned().unwrap_or_default() {
-        if let Some(l) = l.as_str() {
-            if !p.labels.iter().any(|x| x == l) {
-                p.labels.push(l.to_string());
+    on_pull(
+        &s,
+        &headers,
+        &owner,
+        n,
+        format!("POST /issues/{n}/labels"),
+        |p| {
+            for l in body["labels"].as_array().cloned().unwrap_or_default() {
+                if let Some(l) = l.as_str() {
+                    if !p.labels.iter().any(|x| x == l) {
+                        p.labels.push(l.to_string());
+                    }
+                }
             }
-        }
-    }
-    let all: Vec<Value> = p.labels.iter().map(|l| json!({"name": l})).collect();
-    (StatusCode::OK, Json(Value::Array(all)))
+            let all: Vec<Value> = p.labels.iter().map(|l| json!({"name": l})).collect();
+            (StatusCode::OK, Json(Value::Array(all)))
+        },
+    )
 }
 
 async fn comment(
@@ -214,18 +228,18 @@ async fn comment(
     Path((owner, _repo, n)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> Reply {
-    let mut inner = s.inner.lock().expect("stand-in state");
-    inner.requests.push(format!("POST /issues/{n}/comments"));
-    if let Err(e) = check(&s, &headers, &owner) {
-        return e;
-    }
-    let p = match pull_mut(&mut inner, n) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    let text = body["body"].as_str().unwrap_or_default().to_string();
-    p.comments.push(text.clone());
-    (StatusCode::CREATED, Json(json!({"id": 1, "body": text})))
+    on_pull(
+        &s,
+        &headers,
+        &owner,
+        n,
+        format!("POST /issues/{n}/comments"),
+        |p| {
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            p.comments.push(text.clone());
+            (StatusCode::CREATED, Json(json!({"id": 1, "body": text})))
+        },
+    )
 }
 
 impl GitHub {
