@@ -537,3 +537,39 @@ impl AgentSettings {
         ids
     }
 }
+
+#[cfg(test)]
+mod forge_tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, String> {
+        let root = Path::new("/repo");
+        Settings::from_toml(root, &root.join("gov.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_forge_section_is_read_and_its_token_is_refused() -> Result<(), String> {
+        let s = load("[remote]\nname = \"origin\"\ntimeout_seconds = 7\n[remote.forge]\nkind = \"github\"\nrepo = \"acme/gov\"\n")?;
+        assert_eq!(s.remote_timeout_seconds, 7);
+        let f = s.forge.ok_or("no forge")?;
+        assert_eq!(f.api_url, "https://api.github.com");
+        assert_eq!((f.owner.as_str(), f.repo.as_str()), ("acme", "gov"));
+        assert_eq!(f.token_env, "GOV_FORGE_TOKEN");
+        assert_eq!(f.labels, ["gov"]);
+        assert_eq!(load("")?.remote_timeout_seconds, 120);
+
+        assert_eq!(
+            load("[remote.forge]\nkind = \"github\"\nrepo = \"acme/gov\"\ntoken = \"ghp_x\"\n").err(),
+            Some("`/repo/gov.toml` is not valid: forge: `token` is never read from gov.toml; put it in the environment variable named by `token_env` (default `GOV_FORGE_TOKEN`) or in a git credential helper".into())
+        );
+        assert_eq!(
+            load("[remote.forge]\nkind = \"github\"\nrepo = \"acme\"\n").err(),
+            Some(
+                "`/repo/gov.toml` is not valid: forge: `repo` must be `owner/name`, not `acme`"
+                    .into()
+            )
+        );
+        assert!(load("[remote.forge]\nkind = \"gitlab\"\nrepo = \"a/b\"\n").is_err());
+        Ok(())
+    }
+}
