@@ -38,13 +38,16 @@ use std::time::Duration;
 use chrono::Utc;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::error::AppError;
 use super::proposals::{approve_by_forge, ForgeMerge};
 use super::service::{Service, Step};
 use crate::config::{ForgeSettings, Settings};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
+use crate::domain::event::{
+    ForgeChangeMerged, MainDiverged, ProposalTampered, PullRequestClosed, PullRequestOpened,
+    VIA_FORGE,
+};
 use crate::domain::forge::{pull_request_text, redact_text, MergeEvidence};
 use crate::domain::proposal::{Proposal, ProposalStatus};
 use crate::store::forge::{self as forge_api, ForgeApi};
@@ -66,11 +69,9 @@ const KEPT_PREFIXES: &[&str] = &["gov/rejected/", "gov/expired/"];
 /// How far back the remote's `main` is walked looking for ours.
 const MAX_WALK: usize = 100_000;
 
-/// The audit event a signed webhook's evidence of a merge is recorded as.
-pub const MERGE_REPORTED: &str = "forge_merge_reported";
-/// The audit event that takes a merged pull request which is not a
-/// proposal (a change to policies, agents, settings) onto local `main`.
-pub const CHANGE_MERGED: &str = "forge_merge_recorded";
+/// The event types this module looks up in the index (named in
+/// `domain::event`'s table).
+const MERGE_REPORTED: &str = "forge_merge_reported";
 const PULL_REQUEST_OPENED: &str = "pull_request_opened";
 const PULL_REQUEST_CLOSED: &str = "pull_request_closed";
 
@@ -324,7 +325,7 @@ pub fn record_merge_evidence(svc: &Service, ev: &MergeEvidence) -> Result<bool, 
         if recorded_evidence(tx)?.get(&ev.merge_commit) == Some(ev) {
             return Ok((Ok(false), vec![]));
         }
-        let mut entry = NewEntry::new(actor_of(tx), MERGE_REPORTED).payload(json!(ev));
+        let mut entry = NewEntry::new(actor_of(tx), Event::ForgeMergeReported(ev.clone()));
         if let Some(id) = ev.head_ref.strip_prefix(&prefix) {
             entry = entry.proposal(id);
         }
@@ -346,7 +347,7 @@ fn recorded_evidence(
     // Newest first: the newest report of a merge commit wins.
     let mut out = HashMap::new();
     for r in rows.into_iter().rev() {
-        if let Ok(ev) = serde_json::from_value::<MergeEvidence>(r.entry.entry.payload) {
+        if let Event::ForgeMergeReported(ev) = r.entry.entry.event {
             out.insert(ev.merge_commit.clone(), ev);
         }
     }
@@ -432,26 +433,24 @@ fn already_flagged(
         .map_err(AppError::internal)?;
     Ok(rows
         .iter()
-        .any(|r| r.entry.entry.payload.get(key).and_then(|v| v.as_str()) == Some(value)))
+        .any(|r| r.entry.entry.payload().get(key).and_then(|v| v.as_str()) == Some(value)))
 }
 
-/// Flags `event_type` about `proposal` with `payload` unless an entry
-/// already carries `key` = `value` (a refusal is flagged once, not on
-/// every pass).
+/// Records `flag` about `proposal` unless an entry of its type already
+/// carries `key` = `value` (a refusal is flagged once, not on every pass).
 fn flag_once(
     tx: &crate::app::governance::Tx<'_>,
     entries: &mut Vec<NewEntry>,
-    event_type: &str,
+    flag: Event,
     proposal: Option<&Proposal>,
     key: &str,
     value: &str,
-    payload: serde_json::Value,
 ) -> Result<(), AppError> {
     let id = proposal.map(|p| p.proposal_id.as_str());
-    if already_flagged(tx, event_type, id, key, value)? {
+    if already_flagged(tx, flag.name(), id, key, value)? {
         return Ok(());
     }
-    let mut entry = NewEntry::new(actor_of(tx), event_type).payload(payload);
+    let mut entry = NewEntry::new(actor_of(tx), flag);
     if let Some(p) = proposal {
         entry = entry.agent(&p.agent_id).proposal(&p.proposal_id);
     }
@@ -501,19 +500,20 @@ fn take_forge_merges(
                 short(r),
                 short(local),
             );
+            let flag = MainDiverged {
+                remote: remote.into(),
+                local_main: local.to_string(),
+                remote_main: Some(r.to_string()),
+                commit: None,
+                reason: reason.clone(),
+            };
             flag_once(
                 tx,
                 &mut entries,
-                "audit_flag_main_diverged",
+                Event::AuditFlagMainDiverged(flag),
                 None,
                 "remote_main",
                 &r.to_string(),
-                json!({
-                    "remote": remote,
-                    "local_main": local.to_string(),
-                    "remote_main": r.to_string(),
-                    "reason": reason,
-                }),
             )?;
             report.refused.push(reason);
             return Ok((Ok(report), entries));
@@ -555,14 +555,18 @@ fn take_forge_merges(
                 // A reviewed change merged on the forge, not a proposal:
                 // recorded so that what it changes counts as authorized.
                 let paths = changed_paths(repo, &commit)?;
-                entries.push(NewEntry::new(actor.clone(), CHANGE_MERGED).payload(json!({
-                    "via": "forge",
-                    "merge_commit": oid.to_string(),
-                    "merged_by": format!("@{}", ev.merged_by),
-                    "kind": if is_merge { "merge" } else { "squash" },
-                    "paths": paths,
-                    "evidence": ev,
-                })));
+                let change = ForgeChangeMerged {
+                    via: VIA_FORGE.into(),
+                    merge_commit: oid.to_string(),
+                    merged_by: format!("@{}", ev.merged_by),
+                    kind: if is_merge { "merge" } else { "squash" }.into(),
+                    paths: paths.clone(),
+                    evidence: ev.clone(),
+                };
+                entries.push(NewEntry::new(
+                    actor.clone(),
+                    Event::ForgeMergeRecorded(change),
+                ));
                 report.changes.push(ChangeTaken {
                     merge_commit: oid.to_string(),
                     merged_by: format!("@{}", ev.merged_by),
@@ -576,20 +580,20 @@ fn take_forge_merges(
                 "commit {} on `{remote}/{main}` is not the merge of a pending proposal; local `{main}` stops before it",
                 short(oid),
             );
+            let flag = MainDiverged {
+                remote: remote.into(),
+                local_main: good.to_string(),
+                remote_main: remote_main.map(|r| r.to_string()),
+                commit: Some(oid.to_string()),
+                reason: reason.clone(),
+            };
             flag_once(
                 tx,
                 &mut entries,
-                "audit_flag_main_diverged",
+                Event::AuditFlagMainDiverged(flag),
                 None,
                 "commit",
                 &oid.to_string(),
-                json!({
-                    "remote": remote,
-                    "local_main": good.to_string(),
-                    "remote_main": remote_main.map(|r| r.to_string()),
-                    "commit": oid.to_string(),
-                    "reason": reason,
-                }),
             )?;
             report.refused.push(reason);
             break;
@@ -617,22 +621,23 @@ fn take_forge_merges(
             _ => squash_merge_problem(repo, oid, &path, content.as_bytes())?,
         };
         if let Some(why) = problem {
+            let flag = ProposalTampered {
+                via: Some(VIA_FORGE.into()),
+                branch: p.branch.clone(),
+                expected: Some(submitted.to_string()),
+                found: None,
+                merge_commit: Some(oid.to_string()),
+                merged_by: Some(merged_by.clone()),
+                problem: why.clone(),
+                evidence: ev.cloned().map(Box::new),
+            };
             flag_once(
                 tx,
                 &mut entries,
-                "audit_flag_proposal_tampered",
+                Event::AuditFlagProposalTampered(flag),
                 Some(&p),
                 "merge_commit",
                 &oid.to_string(),
-                json!({
-                    "via": "forge",
-                    "branch": p.branch,
-                    "expected": submitted.to_string(),
-                    "merge_commit": oid.to_string(),
-                    "merged_by": merged_by,
-                    "problem": why,
-                    "evidence": ev,
-                }),
             )?;
             report.refused.push(format!(
                 "merge {} of proposal `{}` by {merged_by} is not an approval: {why}",
@@ -779,7 +784,11 @@ fn recorded_pulls(svc: &Service, event_type: &str) -> Result<HashMap<String, u64
         .into_iter()
         .filter_map(|r| {
             let e = r.entry.entry;
-            let n = e.payload.get("number").and_then(|n| n.as_u64())?;
+            let n = match e.event {
+                Event::PullRequestOpened(o) => o.number,
+                Event::PullRequestClosed(c) => c.number,
+                _ => return None,
+            };
             Some((e.proposal_id?, n))
         })
         .collect())
@@ -852,15 +861,17 @@ fn pull_requests(
             }
         };
         entries.push(
-            NewEntry::new(Actor::server(), PULL_REQUEST_OPENED)
-                .agent(&p.agent_id)
-                .proposal(&p.proposal_id)
-                .payload(json!({
-                    "number": pr.number,
-                    "url": pr.html_url,
-                    "branch": branch,
-                    "labels": forge.labels,
-                })),
+            NewEntry::new(
+                Actor::server(),
+                Event::PullRequestOpened(PullRequestOpened {
+                    number: pr.number,
+                    url: pr.html_url.clone(),
+                    branch: branch.to_string(),
+                    labels: forge.labels.clone(),
+                }),
+            )
+            .agent(&p.agent_id)
+            .proposal(&p.proposal_id),
         );
         report.pull_requests.push(PullRequestNote {
             proposal_id: p.proposal_id.clone(),
@@ -880,10 +891,15 @@ fn pull_requests(
         match api.close_pull(number, &why) {
             Ok(pr) => {
                 entries.push(
-                    NewEntry::new(Actor::server(), PULL_REQUEST_CLOSED)
-                        .agent(&p.agent_id)
-                        .proposal(&p.proposal_id)
-                        .payload(json!({"number": number, "status": p.status.as_str()})),
+                    NewEntry::new(
+                        Actor::server(),
+                        Event::PullRequestClosed(PullRequestClosed {
+                            number,
+                            status: p.status,
+                        }),
+                    )
+                    .agent(&p.agent_id)
+                    .proposal(&p.proposal_id),
                 );
                 report.pull_requests.push(PullRequestNote {
                     proposal_id: p.proposal_id.clone(),

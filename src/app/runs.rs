@@ -10,8 +10,11 @@ use super::agents::{self, BudgetView, ChargeInput};
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::service::{new_uuid, random_bytes, Service, Step};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::credential::{token_from_bytes, token_hash};
+use crate::domain::event::{
+    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunEnded, ToolApprovalUsed, ToolDecision,
+};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
 use crate::store::projection;
@@ -48,13 +51,13 @@ pub fn start_run(
     svc.transact(|tx| -> Step<RunStarted> {
         let conn = tx.index().conn();
         let skipped = |reason: &str, policies: &[PolicyCitation]| {
-            let e = NewEntry::new(actor.clone(), "agent_run_skipped")
+            let skipped = AgentRunSkipped {
+                reason: reason.into(),
+                policies: policies.to_vec(),
+            };
+            NewEntry::new(actor.clone(), Event::AgentRunSkipped(skipped))
                 .agent(agent_id)
-                .payload(json!({"reason": reason, "policies": policies}));
-            match task_id {
-                Some(t) => e.task(t),
-                None => e,
-            }
+                .maybe_task(task_id)
         };
         if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
             let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
@@ -78,12 +81,13 @@ pub fn start_run(
             ));
         }
         let run_id = new_uuid();
-        let mut e = NewEntry::new(actor.clone(), "agent_run_started")
+        let started = AgentRunStarted {
+            run_id: run_id.clone(),
+            token_hash: hash.clone(),
+        };
+        let e = NewEntry::new(actor.clone(), Event::AgentRunStarted(started))
             .agent(agent_id)
-            .payload(json!({"run_id": run_id, "token_hash": hash}));
-        if let Some(t) = task_id {
-            e = e.task(t);
-        }
+            .maybe_task(task_id);
         Ok((
             Ok(RunStarted {
                 run_id,
@@ -163,23 +167,22 @@ pub fn finish_run(
                 agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
             entries.append(&mut charged);
         }
-        let event = match end.status {
-            RunStatus::Complete => "agent_run_complete",
-            RunStatus::Failed => "agent_run_failed",
+        let ended = RunEnded {
+            run_id: run_id.into(),
+            reason: end.reason.clone(),
+            tokens: charge.tokens,
+            dollars: charge.micros.as_dollars_f64(),
+            usage_missing: end.usage_missing,
         };
-        let mut e = NewEntry::new(actor.clone(), event)
-            .agent(&agent_id)
-            .payload(json!({
-                "run_id": run_id,
-                "reason": end.reason,
-                "tokens": charge.tokens,
-                "dollars": charge.micros.as_dollars_f64(),
-                "usage_missing": end.usage_missing,
-            }));
-        if let Some(t) = &task {
-            e = e.task(t);
-        }
-        entries.push(e);
+        let event = match end.status {
+            RunStatus::Complete => Event::AgentRunComplete(ended),
+            RunStatus::Failed => Event::AgentRunFailed(ended),
+        };
+        entries.push(
+            NewEntry::new(actor.clone(), event)
+                .agent(&agent_id)
+                .maybe_task(task),
+        );
         Ok((Ok(()), entries))
     })?;
     agents::budget(svc, &agent_id, 0)
@@ -199,9 +202,11 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
                 vec![],
             ));
         }
-        let e = NewEntry::new(actor, "agent_token_issued")
-            .agent(agent_id)
-            .payload(json!({"token_hash": hash, "run_id": null}));
+        let issued = AgentTokenIssued {
+            token_hash: hash.clone(),
+            run_id: None,
+        };
+        let e = NewEntry::new(actor, Event::AgentTokenIssued(issued)).agent(agent_id);
         Ok((Ok(()), vec![e]))
     })?;
     Ok(token)
@@ -329,19 +334,16 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
     svc.transact(|tx| -> Step<ToolAnswer> {
         let conn = tx.index().conn();
         let base = |decision: &str, reason: &str, pid: Option<&str>| {
-            let e = NewEntry::new(Actor::server(), "tool_decision")
+            let decided = ToolDecision {
+                tool_name: call.tool_name.clone(),
+                run_id: call.run_id.clone(),
+                decision: decision.into(),
+                reason: reason.into(),
+                payload_hash: hash.clone(),
+            };
+            NewEntry::new(Actor::server(), Event::ToolDecision(decided))
                 .agent(&call.agent_id)
-                .payload(json!({
-                    "tool_name": call.tool_name,
-                    "run_id": call.run_id,
-                    "decision": decision,
-                    "reason": reason,
-                    "payload_hash": hash,
-                }));
-            match pid {
-                Some(p) => e.proposal(p),
-                None => e,
-            }
+                .maybe_proposal(pid)
         };
         if let Some((AppError::Paused { reason, .. }, _)) =
             refuse_if_paused(conn, &call.agent_id, "tool")?
@@ -403,10 +405,13 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     projection::unused_tool_approval(conn, &call.agent_id, &action_type, &hash)?
                 {
                     let r = format!("approved by a person (proposal {pid}), once");
-                    let used = NewEntry::new(Actor::server(), "tool_approval_used")
+                    let used = ToolApprovalUsed {
+                        tool_name: call.tool_name.clone(),
+                        run_id: call.run_id.clone(),
+                    };
+                    let used = NewEntry::new(Actor::server(), Event::ToolApprovalUsed(used))
                         .agent(&call.agent_id)
-                        .proposal(&pid)
-                        .payload(json!({"tool_name": call.tool_name, "run_id": call.run_id}));
+                        .proposal(&pid);
                     return Ok((
                         Ok(answer("allow", r.clone(), Some(pid.clone()))),
                         vec![base("allow", &r, Some(&pid)).decision(record), used],
@@ -453,7 +458,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     commit: None,
                     merge_commit: None,
                 };
-                let filed = super::proposals::file_pending(svc, tx, p, record.clone())?;
+                let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
                 let r = format!("needs a person: proposal {id}");
                 Ok((
                     Ok(answer("needs_person", r.clone(), Some(id.clone()))),

@@ -163,8 +163,8 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     assert!(started.elapsed() < Duration::from_secs(15));
     let failed = entries(&s.repo, "agent_run_failed")?;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].entry.entry.payload["reason"], "wallclock");
-    assert_eq!(failed[0].entry.entry.payload["usage_missing"], true);
+    assert_eq!(failed[0].entry.entry.payload()["reason"], "wallclock");
+    assert_eq!(failed[0].entry.entry.payload()["usage_missing"], true);
 
     let pause = s.repo.gov(&["pause", "researcher", "--reason", "lunch"])?;
     assert!(pause.status.success(), "{}", text(&pause.stderr));
@@ -181,7 +181,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     );
     let skipped = entries(&s.repo, "agent_run_skipped")?;
     assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].entry.entry.payload["reason"], "agent_paused");
+    assert_eq!(skipped[0].entry.entry.payload()["reason"], "agent_paused");
     Ok(())
 }
 
@@ -210,10 +210,10 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     assert_eq!(failed.len(), 1);
     let e = &failed[0];
     assert_eq!(
-        e.entry.entry.payload["reason"],
+        e.entry.entry.payload()["reason"],
         "server_unreachable_at_finish"
     );
-    assert_eq!(e.entry.entry.payload["tokens"], 5540);
+    assert_eq!(e.entry.entry.payload()["tokens"], 5540);
     assert_eq!(e.entry.entry.actor.0, "runner");
     assert_eq!(e.signer_role.as_deref(), Some("server"));
     assert_eq!(entries(&s.repo, "budget_charge")?.len(), 1);

@@ -161,7 +161,7 @@ pub fn entries(t: &TestRepo, event_type: &str) -> TestResult<Vec<Value>> {
         event_type: Some(event_type.into()),
         ..AuditFilter::default()
     })?;
-    Ok(rows.into_iter().map(|r| r.entry.entry.payload).collect())
+    Ok(rows.into_iter().map(|r| r.entry.entry.payload()).collect())
 }
 
 pub fn local_rev(t: &TestRepo, refname: &str) -> TestResult<String> {
