@@ -682,3 +682,46 @@ fn a_reviewed_policy_change_merged_on_the_forge_is_recorded_and_taken() -> TestR
     assert_eq!(recorded[0]["payload"]["via"], "forge");
     Ok(())
 }
+
+#[test]
+fn the_webhook_names_the_merger_of_a_merge_commit() -> TestResult {
+    let (s, forge, id) = server_with_forge()?;
+    let secret = secret(&s)?;
+    let submitted = proposal_status(&s.repo, &id)?.commit.ok_or("no commit")?;
+    // The merge commit is authored by the forge's bot, not the person.
+    let merge = forge.merge_pull_request(&id, &[])?;
+    let body = merged_event(1, &format!("gov/proposal/{id}"), &submitted, &merge, "erin");
+    let (status, reply) = hook_event(&s, "pull_request", &body, Some(&sign(&secret, &body)?))?;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["approved"][0]["merged_by"], "@erin");
+    assert_eq!(reply["approved"][0]["kind"], "merge");
+    let p = proposal_status(&s.repo, &id)?;
+    assert_eq!(p.decided_by.as_deref(), Some("forge:@erin"));
+    assert_eq!(s.audit("forge_merge_reported")?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_squash_of_a_pull_request_whose_head_moved_is_flagged() -> TestResult {
+    let (s, forge, id) = server_with_forge()?;
+    let secret = secret(&s)?;
+    let squash = squash_merge(&forge, &id, &[])?;
+    // The forge says the pull request's head was another commit than the
+    // one gov submitted (someone pushed to the branch, then undid it).
+    let other = "f".repeat(40);
+    let body = merged_event(1, &format!("gov/proposal/{id}"), &other, &squash, "frank");
+    let (status, reply) = hook_event(&s, "pull_request", &body, Some(&sign(&secret, &body)?))?;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["refused"][0].as_str().unwrap_or_default().contains(
+            "the pull request's head was commit ffffffffffff, not the submitted proposal commit"
+        ),
+        "{reply}"
+    );
+    assert_eq!(
+        proposal_status(&s.repo, &id)?.status,
+        ProposalStatus::Pending
+    );
+    assert_eq!(s.audit("audit_flag_proposal_tampered")?.len(), 1);
+    Ok(())
+}
