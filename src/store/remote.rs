@@ -339,7 +339,7 @@ pub fn push(
         let summary = parts.next().unwrap_or("").trim();
         let dst = spec.rsplit(':').next().unwrap_or(spec);
         match flag {
-            "!" => refused.push(format!("`{dst}` ({summary})")),
+            "!" => refused.push(format!("`{dst}` ({})", plain_summary(summary))),
             " " | "+" | "-" | "*" | "=" => taken.push(dst.to_string()),
             _ => {}
         }
@@ -371,6 +371,16 @@ pub fn push(
         return Err(call.failed(&out.stderr));
     }
     Ok(())
+}
+
+/// git's `[rejected] (non-fast-forward)` as `rejected: non-fast-forward`.
+fn plain_summary(summary: &str) -> String {
+    let words: Vec<&str> = summary
+        .split(['[', ']', '(', ')'])
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.join(": ")
 }
 
 /// How many commits `local` has that the remote-tracking `theirs` lacks

@@ -725,3 +725,37 @@ fn a_squash_of_a_pull_request_whose_head_moved_is_flagged() -> TestResult {
     assert_eq!(s.audit("audit_flag_proposal_tampered")?.len(), 1);
     Ok(())
 }
+
+#[test]
+fn what_the_remote_refuses_is_named_and_waits() -> TestResult {
+    let (t, forge) = team()?;
+    submit_pending(&t)?;
+    let hook = forge.bare().join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n")?;
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = t.gov(&["sync"])?;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("error: pushing to `origin`: the remote refused `refs/heads/main` (remote rejected: pre-receive hook declined); "), "{said}");
+    assert!(
+        said.contains("`refs/heads/gov/audit` (remote rejected: pre-receive hook declined)"),
+        "{said}"
+    );
+    assert_eq!(forge.rev("refs/heads/gov/audit"), None, "nothing forced in");
+    let kept = std::fs::read_to_string(t.root().join(".gov/sync-state.json"))?;
+    let kept: serde_json::Value = serde_json::from_str(&kept)?;
+    assert_eq!(kept["ok"], false);
+    assert!(
+        kept["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pre-receive hook declined"),
+        "{kept}"
+    );
+    // Once the remote takes it, it is pushed.
+    std::fs::remove_file(&hook)?;
+    let out = t.gov(&["sync"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(remote_chain(&forge)?, local_chain(&t)?);
+    Ok(())
+}
