@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::remote::{
     entries, git, hook, hook_event, local_rev, secret, sign, submit_pending, team, text, Forge,
 };
+use crate::support::git_http::{GitHttp, PASSWORD, USER};
 use crate::support::github::GitHub;
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
@@ -757,5 +758,68 @@ fn what_the_remote_refuses_is_named_and_waits() -> TestResult {
     let out = t.gov(&["sync"])?;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(remote_chain(&forge)?, local_chain(&t)?);
+    Ok(())
+}
+
+#[test]
+fn over_http_the_password_comes_from_a_credential_helper_and_never_shows() -> TestResult {
+    let t = repo_with_remote("timeout_seconds = 30\n")?;
+    let mut http = None;
+    let forge = Forge::with_url(
+        t.root(),
+        |bare| {
+            let server = GitHttp::start(bare.parent().ok_or("no parent")?.to_path_buf())?;
+            let url = format!(
+                "{}/remote.git",
+                server.url.replace("http://", "http://gov@")
+            );
+            http = Some(server);
+            Ok(url)
+        },
+        None,
+    )?;
+    let host = forge.url.trim_start_matches("http://gov@").to_string();
+    submit_pending(&t)?;
+
+    // No credential: git may not ask on a terminal, so the sync fails.
+    let out = t.gov(&["sync"])?;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    // For http(s) the whole user part is taken out (a token is often given
+    // as the user name).
+    assert!(
+        said.contains(&format!("fetching from `origin` (http://***@{host}): ")),
+        "{said}"
+    );
+    assert!(said.contains("terminal prompts disabled"), "{said}");
+
+    // The user's credential helper answers, as for any git command.
+    git(
+        t.root(),
+        &[
+            "config",
+            "credential.helper",
+            &format!("!f() {{ test \"$1\" = get && echo username={USER} && echo password={PASSWORD}; }}; f"),
+        ],
+    )?;
+    let out = t.gov(&["sync"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(remote_chain(&forge)?, local_chain(&t)?);
+
+    // A password written into the URL works and is never shown.
+    git(t.root(), &["config", "--unset", "credential.helper"])?;
+    let with_password = format!("http://{USER}:{PASSWORD}@{host}");
+    git(t.root(), &["remote", "set-url", "origin", &with_password])?;
+    submit_pending(&t)?;
+    let out = t.gov(&["sync"])?;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("synced with `origin` (http://***@{host})")),
+        "{said}"
+    );
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert_eq!(remote_chain(&forge)?, local_chain(&t)?);
+    drop(http);
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod browser;
+pub mod git_http;
 pub mod github;
 pub mod sshd;
 
