@@ -246,7 +246,8 @@ fn a_remote_that_does_not_answer_is_stopped_after_the_time_limit() -> TestResult
     std::fs::write(
         &hang,
         format!(
-            "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+            "#!/bin/sh\necho \"$GIT_TERMINAL_PROMPT $*\" > {}.args\necho $$ > {}\nexec sleep 60\n",
+            pidfile.display(),
             pidfile.display()
         ),
     )?;
@@ -282,6 +283,10 @@ fn a_remote_that_does_not_answer_is_stopped_after_the_time_limit() -> TestResult
         !alive
     });
     assert!(gone, "process {pid} still runs");
+    // Nothing could have waited for a person: no terminal prompts, and ssh
+    // (here the script standing for it) was asked for batch mode.
+    let args = std::fs::read_to_string(dir.path().join("pid.args"))?;
+    assert!(args.starts_with("0 -o BatchMode=yes "), "{args}");
     Ok(())
 }
 
