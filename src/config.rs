@@ -63,6 +63,8 @@ pub struct RawGovToml {
     pub signers: RawSigners,
     #[serde(default)]
     pub remote: RawRemote,
+    #[serde(default)]
+    pub runner: RawRunner,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +188,38 @@ fn resolve_forge(raw: RawForge) -> Result<ForgeSettings, String> {
     })
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunner {
+    pub sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    pub sandbox_read: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+/// Whether `gov run` confines its agents (`[runner] sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent runs confined; where the kernel cannot confine it, no
+    /// agent runs.
+    #[default]
+    Required,
+    /// Agents run with every right of the operator's user. Said on every run.
+    Off,
+}
+
+/// How `gov run` confines agents, resolved: extra paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    pub sandbox: SandboxMode,
+    /// Readable (and executable) for every agent, besides the defaults.
+    pub sandbox_read: Vec<PathBuf>,
+    /// Writable for every agent, besides its folder and its temporary one.
+    pub sandbox_write: Vec<PathBuf>,
+}
+
 /// Budget caps and pricing, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
@@ -233,6 +267,7 @@ pub struct Settings {
     /// How long one `git fetch` or `git push` may take.
     pub remote_timeout_seconds: u64,
     pub forge: Option<ForgeSettings>,
+    pub runner: RunnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +374,21 @@ impl Settings {
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
             remote_timeout_seconds: raw.remote.timeout_seconds.unwrap_or(120).max(1),
             forge,
+            runner: RunnerSettings {
+                sandbox: raw.runner.sandbox.unwrap_or_default(),
+                sandbox_read: raw
+                    .runner
+                    .sandbox_read
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+                sandbox_write: raw
+                    .runner
+                    .sandbox_write
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+            },
         })
     }
 

@@ -17,6 +17,7 @@ use crate::domain::event::{
 };
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -111,23 +112,37 @@ pub struct RunEnd {
     pub dollars: Option<f64>,
     #[serde(default)]
     pub usage_missing: bool,
+    /// The tool calls the agent's stream reported (claude agents): each
+    /// must have a decision of this run, or the run fails.
+    #[serde(default)]
+    pub tool_uses: Vec<ToolUse>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Complete,
     Failed,
 }
 
+/// How a run was recorded: the runner's status and reason, unless a tool
+/// call ran without a decision, which fails the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecorded {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+}
+
 /// Finishes a run: charges its spend (refused over the cap, which pauses
-/// the agent), records its end and revokes its token.
+/// the agent), records its end and revokes its token. A run whose agent
+/// reported a tool call that has no decision of this run is recorded as
+/// failed (`tool_without_gov_decision`), whatever the runner said.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
     end: &RunEnd,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
+) -> Result<(RunRecorded, BudgetView), AppError> {
     let agent_id = {
         let index = svc.governance().index()?;
         match projection::run(index.conn(), run_id)? {
@@ -143,7 +158,7 @@ pub fn finish_run(
         task_id: None,
     };
     let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    svc.transact(|tx| -> Step<()> {
+    let recorded = svc.transact(|tx| -> Step<RunRecorded> {
         let conn = tx.index().conn();
         let Some((_, task, finished)) = projection::run(conn, run_id)? else {
             return Ok((
@@ -159,6 +174,18 @@ pub fn finish_run(
                 vec![],
             ));
         }
+        let decided = projection::decided_tool_uses(conn, run_id)?;
+        let missing = undecided(&end.tool_uses, &decided);
+        let (status, reason) = if missing.is_empty() {
+            (end.status, end.reason.clone())
+        } else {
+            let why = undecided_reason(&missing);
+            let reason = match &end.reason {
+                Some(r) => format!("{why}; {r}"),
+                None => why,
+            };
+            (RunStatus::Failed, Some(reason))
+        };
         let mut entries = Vec::new();
         let mut input = input.clone();
         input.task_id = task.clone();
@@ -169,12 +196,13 @@ pub fn finish_run(
         }
         let ended = RunEnded {
             run_id: run_id.into(),
-            reason: end.reason.clone(),
+            reason: reason.clone(),
             tokens: charge.tokens,
             dollars: charge.micros.as_dollars_f64(),
             usage_missing: end.usage_missing,
+            undecided_tool_uses: missing.into_iter().cloned().collect(),
         };
-        let event = match end.status {
+        let event = match status {
             RunStatus::Complete => Event::AgentRunComplete(ended),
             RunStatus::Failed => Event::AgentRunFailed(ended),
         };
@@ -183,9 +211,9 @@ pub fn finish_run(
                 .agent(&agent_id)
                 .maybe_task(task),
         );
-        Ok((Ok(()), entries))
+        Ok((Ok(RunRecorded { status, reason }), entries))
     })?;
-    agents::budget(svc, &agent_id, 0)
+    Ok((recorded, agents::budget(svc, &agent_id, 0)?))
 }
 
 /// Mints an agent token by hand (operator), not bound to a run.
@@ -231,6 +259,10 @@ pub struct ToolCall {
     pub tool_input: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Claude Code's id for the call, recorded with the decision so the
+    /// runner can tell a call that was decided from one that was not.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -327,6 +359,14 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name must be non-empty",
         ));
     }
+    if let Some(id) = &call.tool_use_id {
+        if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AppError::invalid(
+                "tool_use_id",
+                "tool_use_id must be 1 to 200 visible ASCII characters",
+            ));
+        }
+    }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
     let hash = payload_hash(&payload);
@@ -337,6 +377,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             let decided = ToolDecision {
                 tool_name: call.tool_name.clone(),
                 run_id: call.run_id.clone(),
+                tool_use_id: call.tool_use_id.clone(),
                 decision: decision.into(),
                 reason: reason.into(),
                 payload_hash: hash.clone(),

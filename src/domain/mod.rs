@@ -14,4 +14,5 @@ pub mod paths;
 pub mod policy;
 pub mod proposal;
 pub mod request;
+pub mod run;
 pub mod watchdog;

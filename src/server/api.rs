@@ -564,9 +564,9 @@ async fn finish_run(
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let budget =
+    let (recorded, budget) =
         blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
-    ok(json!({"budget": budget}))
+    ok(json!({"status": recorded.status, "reason": recorded.reason, "budget": budget}))
 }
 
 async fn evaluate_tool(
