@@ -828,3 +828,43 @@ fn over_http_the_password_comes_from_a_credential_helper_and_never_shows() -> Te
     drop(http);
     Ok(())
 }
+
+#[test]
+fn an_expired_proposal_has_its_pull_request_closed() -> TestResult {
+    let (t, forge) = team()?;
+    let gh = GitHub::start("acme", "test-token", forge.bare())?;
+    std::fs::write(t.root().join("gov.toml"), forge_toml(&gh.url))?;
+    let token = [("GOV_FORGE_TOKEN", "test-token")];
+    let id = submit_pending(&t)?;
+    let out = gov_env(&t, &["sync"], &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(gh.pulls()[0].state, "open");
+
+    // A month later the proposal has expired.
+    let svc = gov::app::service::Service::open(&t.settings)?;
+    let later = gov::domain::audit::Timestamp(chrono::Utc::now() + chrono::Duration::days(31));
+    let expired =
+        gov::app::proposals::expire_stale_as(&svc, gov::domain::audit::Actor::server(), later)?;
+    assert_eq!(expired, std::slice::from_ref(&id));
+    drop(svc);
+    let out = gov_env(&t, &["sync"], &token)?;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("pull request #1 closed for `{id}`")),
+        "{said}"
+    );
+    let pr = &gh.pulls()[0];
+    assert_eq!(pr.state, "closed");
+    assert!(
+        pr.comments[0].starts_with(&format!("gov: proposal `{id}` was expired (expiry)")),
+        "{:?}",
+        pr.comments
+    );
+    assert_eq!(
+        forge.rev(&format!("refs/heads/gov/expired/{id}")),
+        Some(local_rev(&t, &format!("refs/heads/gov/expired/{id}"))?),
+        "the expired branch is kept on the remote"
+    );
+    Ok(())
+}
