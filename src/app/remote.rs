@@ -881,11 +881,16 @@ fn pull_requests(
         });
     }
     for (p, number) in to_close {
+        let outcome = match p.status {
+            ProposalStatus::Expired => format!("expired at {}", p.expires_at.to_rfc3339()),
+            _ => format!(
+                "rejected by {}",
+                p.decided_by.as_deref().unwrap_or("an approver")
+            ),
+        };
         let why = format!(
-            "gov: proposal `{}` was {} ({}); this pull request is closed and its branch kept as `{}`.",
+            "gov: proposal `{}` {outcome}; this pull request is closed and its branch kept as `{}`.",
             p.proposal_id,
-            p.status,
-            p.decided_by.as_deref().unwrap_or("-"),
             p.branch.as_deref().unwrap_or("-")
         );
         match api.close_pull(number, &why) {

@@ -406,7 +406,7 @@ fn pull_requests_are_opened_once_labelled_and_closed_on_rejection() -> TestResul
         .ok_or("no pull request")?;
     assert_eq!(closed.state, "closed");
     assert!(
-        closed.comments[0].contains("was rejected"),
+        closed.comments[0].starts_with(&format!("gov: proposal `{b}` rejected by ")),
         "{:?}",
         closed.comments
     );
@@ -857,7 +857,7 @@ fn an_expired_proposal_has_its_pull_request_closed() -> TestResult {
     let pr = &gh.pulls()[0];
     assert_eq!(pr.state, "closed");
     assert!(
-        pr.comments[0].starts_with(&format!("gov: proposal `{id}` was expired (expiry)")),
+        pr.comments[0].starts_with(&format!("gov: proposal `{id}` expired at ")),
         "{:?}",
         pr.comments
     );
