@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use git2::{Oid, Repository};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::AppError;
 use super::proposals::{approve_by_forge, ForgeMerge};
@@ -61,6 +61,7 @@ use crate::store::remote::{
     self as git_remote, commits_ahead, forge_merge_problem, is_fast_forward, squash_merge_problem,
     tracking_ref, RefUpdate, RemoteError,
 };
+pub use crate::wire::{RemoteStatus, SyncRecord, Waiting};
 
 /// Where rejected and expired proposals' branches are kept (see
 /// `app::proposals`); pushed so that the team sees the outcome.
@@ -134,50 +135,9 @@ impl SyncReport {
     }
 }
 
-/// The last sync, as `gov status` and the dashboard show it. Kept in
-/// `.gov/sync-state.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRecord {
-    pub at: String,
-    pub ok: bool,
-    /// Why it failed (the remote unreachable, a push refused), redacted.
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub pushed: Vec<String>,
-    #[serde(default)]
-    pub refused: Vec<String>,
-    #[serde(default)]
-    pub forge_errors: Vec<String>,
-}
-
-/// What waits to be pushed: what local refs have that the remote's (as
-/// last fetched or pushed) lack.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Waiting {
-    pub main_commits: usize,
-    pub audit_entries: usize,
-    pub proposal_branches: Vec<String>,
-}
-
-impl Waiting {
-    pub fn is_empty(&self) -> bool {
-        self.main_commits == 0 && self.audit_entries == 0 && self.proposal_branches.is_empty()
-    }
-}
-
-/// The remote as `/status`, `gov status` and the dashboard show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RemoteStatus {
-    pub name: String,
-    pub url: String,
-    pub last_sync: Option<SyncRecord>,
-    pub waiting: Waiting,
-}
-
 fn remote_error(e: RemoteError) -> AppError {
     match e {
-        RemoteError::NotConfigured(_) => AppError::Conflict(e.to_string()),
+        RemoteError::NotConfigured(_) => AppError::NotConfigured(e.to_string()),
         other => AppError::internal(crate::domain::errors::error_chain(&other)),
     }
 }
@@ -185,7 +145,7 @@ fn remote_error(e: RemoteError) -> AppError {
 /// The configured remote's name, or why there is none.
 pub fn configured_remote(settings: &Settings) -> Result<String, AppError> {
     settings.remote.clone().ok_or_else(|| {
-        AppError::Conflict("no remote is configured: set `[remote] name` in gov.toml".into())
+        AppError::NotConfigured("no remote is configured: set `[remote] name` in gov.toml".into())
     })
 }
 

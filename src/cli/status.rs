@@ -4,31 +4,29 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::http::{detail, Client};
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
+use crate::wire::{RemoteStatus, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-fn fetch(path: &str, repo: Option<PathBuf>) -> Result<Value, Failure> {
+fn fetch<T: serde::de::DeserializeOwned>(path: &str, repo: Option<PathBuf>) -> Result<T, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
     client.require_server()?;
-    let reply = client.get(path).map_err(|_| {
+    let reply = client.get(path).map_err(|f| {
         Failure::new(
-            ExitCode::Failure,
+            f.code,
             format!(
                 "no gov server answers at {}; start one with `gov serve`",
                 client.base()
             ),
         )
     })?;
-    if reply.status != 200 {
-        return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-    }
-    Ok(reply.body)
+    reply.ok_as()
 }
 
 fn text(v: &Value) -> String {
@@ -40,92 +38,71 @@ fn text(v: &Value) -> String {
 }
 
 pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let s = fetch("/status", repo)?;
+    let s: Status = fetch("/status", repo)?;
+    println!("server          http://{}:{}/", s.host, s.port);
+    println!("started at      {}", s.started_at.to_rfc3339());
     println!(
-        "server          http://{}:{}/",
-        text(&s["host"]),
-        text(&s["port"])
+        "policy version  {}",
+        s.policy_version.as_deref().unwrap_or("-")
     );
-    println!("started at      {}", text(&s["started_at"]));
-    println!("policy version  {}", text(&s["policy_version"]));
-    if !s["policy_error"].is_null() {
-        println!(
-            "policy error    {} (the last good set stays in force)",
-            text(&s["policy_error"])
-        );
+    if let Some(e) = &s.policy_error {
+        println!("policy error    {e} (the last good set stays in force)");
     }
-    println!("audit entries   {}", text(&s["audit_entries"]));
-    println!("pending         {}", text(&s["pending_proposals"]));
-    let paused: Vec<String> = s["agents_paused"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default();
+    println!("audit entries   {}", s.audit_entries);
+    println!("pending         {}", s.pending_proposals);
     println!(
         "paused agents   {}",
-        if paused.is_empty() {
+        if s.agents_paused.is_empty() {
             "none".into()
         } else {
-            paused.join(", ")
+            s.agents_paused.join(", ")
         }
     );
-    print_remote(&s["remote"]);
+    print_remote(s.remote.as_ref());
     Ok(ExitCode::Ok)
 }
 
 /// The remote's lines: its last sync and what waits to be pushed.
-fn print_remote(r: &Value) {
-    if r.is_null() {
+fn print_remote(r: Option<&RemoteStatus>) {
+    let Some(r) = r else {
         return;
+    };
+    println!("remote          {} ({})", r.name, r.url);
+    match &r.last_sync {
+        None => println!("last sync       never"),
+        Some(l) if l.ok => println!("last sync       {}: ok", l.at),
+        Some(l) => {
+            let why: Vec<&str> = l
+                .error
+                .iter()
+                .chain(&l.refused)
+                .chain(&l.forge_errors)
+                .map(String::as_str)
+                .collect();
+            println!("last sync       {}: failed: {}", l.at, why.join("; "));
+        }
     }
-    println!("remote          {} ({})", text(&r["name"]), text(&r["url"]));
-    let last = &r["last_sync"];
-    if last.is_null() {
-        println!("last sync       never");
-    } else if last["ok"] == Value::Bool(true) {
-        println!("last sync       {}: ok", text(&last["at"]));
-    } else {
-        let why: Vec<String> = last["error"]
-            .as_str()
-            .map(str::to_string)
-            .into_iter()
-            .chain(
-                ["refused", "forge_errors"]
-                    .iter()
-                    .flat_map(|k| last[*k].as_array().cloned().unwrap_or_default())
-                    .map(|v| text(&v)),
-            )
-            .collect();
-        println!(
-            "last sync       {}: failed: {}",
-            text(&last["at"]),
-            why.join("; ")
-        );
-    }
-    let w = &r["waiting"];
-    let branches: Vec<String> = w["proposal_branches"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default();
-    let main = w["main_commits"].as_u64().unwrap_or(0);
-    let audit = w["audit_entries"].as_u64().unwrap_or(0);
-    if main == 0 && audit == 0 && branches.is_empty() {
+    let w = &r.waiting;
+    if w.is_empty() {
         println!("not yet pushed  nothing");
     } else {
         println!(
-            "not yet pushed  {audit} audit entr{}, {main} commit(s) on main, {} proposal branch(es){}",
-            if audit == 1 { "y" } else { "ies" },
-            branches.len(),
-            if branches.is_empty() {
+            "not yet pushed  {} audit entr{}, {} commit(s) on main, {} proposal branch(es){}",
+            w.audit_entries,
+            if w.audit_entries == 1 { "y" } else { "ies" },
+            w.main_commits,
+            w.proposal_branches.len(),
+            if w.proposal_branches.is_empty() {
                 String::new()
             } else {
-                format!(": {}", branches.join(", "))
+                format!(": {}", w.proposal_branches.join(", "))
             }
         );
     }
 }
 
 pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let rows = fetch("/scoreboard", repo)?;
+    let rows: Value = fetch("/scoreboard", repo)?;
     let rows = rows.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
         println!("no agents yet");
