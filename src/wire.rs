@@ -177,6 +177,21 @@ pub struct SyncRecord {
     pub forge_errors: Vec<String>,
 }
 
+impl SyncRecord {
+    /// Why it failed: the error, the refusals and the forge's failures,
+    /// joined by `; `.
+    pub fn problems(&self) -> String {
+        let all: Vec<&str> = self
+            .error
+            .iter()
+            .chain(&self.refused)
+            .chain(&self.forge_errors)
+            .map(String::as_str)
+            .collect();
+        all.join("; ")
+    }
+}
+
 /// What waits to be pushed: what local refs have that the remote's (as
 /// last fetched or pushed) lack.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,16 +71,7 @@ fn print_remote(r: Option<&RemoteStatus>) {
     match &r.last_sync {
         None => println!("last sync       never"),
         Some(l) if l.ok => println!("last sync       {}: ok", l.at),
-        Some(l) => {
-            let why: Vec<&str> = l
-                .error
-                .iter()
-                .chain(&l.refused)
-                .chain(&l.forge_errors)
-                .map(String::as_str)
-                .collect();
-            println!("last sync       {}: failed: {}", l.at, why.join("; "));
-        }
+        Some(l) => println!("last sync       {}: failed: {}", l.at, l.problems()),
     }
     let w = &r.waiting;
     if w.is_empty() {

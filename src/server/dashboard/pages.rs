@@ -91,19 +91,10 @@ async fn remote_view(state: &AppState) -> Option<RemoteView> {
     let (state, last_sync) = match &status.last_sync {
         None => ("never", "never synced".to_string()),
         Some(l) if l.ok => ("ok", format!("last sync {}: ok", l.at)),
-        Some(l) => {
-            let why: Vec<&str> = l
-                .error
-                .iter()
-                .chain(&l.refused)
-                .chain(&l.forge_errors)
-                .map(String::as_str)
-                .collect();
-            (
-                "error",
-                format!("last sync {}: failed: {}", l.at, why.join("; ")),
-            )
-        }
+        Some(l) => (
+            "error",
+            format!("last sync {}: failed: {}", l.at, l.problems()),
+        ),
     };
     let w = &status.waiting;
     let waiting = if w.is_empty() {
