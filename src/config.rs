@@ -63,6 +63,17 @@ pub struct RawGovToml {
     pub signers: RawSigners,
     #[serde(default)]
     pub remote: RawRemote,
+    #[serde(default)]
+    pub hook: RawHook,
+}
+
+/// The longest wait for a person the hook accepts (a day).
+pub const MAX_APPROVAL_WAIT_SECONDS: u64 = 24 * 60 * 60;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub approval_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +168,8 @@ pub struct Settings {
     pub operator_name: String,
     pub remote: Option<String>,
     pub webhook_secret_file: PathBuf,
+    /// How long the PreToolUse hook waits for a person (0: deny at once).
+    pub approval_wait_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +268,11 @@ impl Settings {
                 .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+            approval_wait_seconds: raw
+                .hook
+                .approval_wait_seconds
+                .unwrap_or(0)
+                .min(MAX_APPROVAL_WAIT_SECONDS),
         })
     }
 

@@ -142,6 +142,7 @@ pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
         uid: EntityRef::new("Agent", agent_id),
         attrs,
         parents: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -478,6 +479,7 @@ fn approval_question(
             uid: EntityRef::new("Approver", decider),
             attrs,
             parents: vec![],
+            tags: Default::default(),
         }],
     };
     let decision = policy.decide(&request);

@@ -12,4 +12,5 @@ pub mod paths;
 pub mod policy;
 pub mod proposal;
 pub mod request;
+pub mod shell;
 pub mod watchdog;

@@ -54,7 +54,9 @@ pub fn claude_args(agent: &AgentSettings, inv: &ClaudeInvocation) -> Vec<OsStrin
 
 /// The settings JSON that routes every tool call through `gov hook
 /// pre-tool-use`, run by the same `gov` executable as the runner.
-pub fn hook_settings(gov_exe: &Path) -> serde_json::Value {
+/// `timeout_secs` comes from [`super::hook::claude_hook_timeout_seconds`]:
+/// longer than the hook's own deadline.
+pub fn hook_settings(gov_exe: &Path, timeout_secs: u64) -> serde_json::Value {
     let command = format!(
         "{} hook pre-tool-use",
         shell_quote(&gov_exe.to_string_lossy())
@@ -62,7 +64,7 @@ pub fn hook_settings(gov_exe: &Path) -> serde_json::Value {
     serde_json::json!({
         "hooks": {
             "PreToolUse": [
-                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 30}]}
+                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": timeout_secs}]}
             ]
         }
     })
@@ -147,12 +149,13 @@ mod tests {
 
     #[test]
     fn settings_install_the_hook() {
-        let v = hook_settings(Path::new("/opt/my gov/gov"));
+        let v = hook_settings(Path::new("/opt/my gov/gov"), 60);
         assert_eq!(
             v["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
             "'/opt/my gov/gov' hook pre-tool-use"
         );
         assert_eq!(v["hooks"]["PreToolUse"][0]["matcher"], "*");
+        assert_eq!(v["hooks"]["PreToolUse"][0]["hooks"][0]["timeout"], 60);
         assert_eq!(shell_quote("/usr/bin/gov"), "/usr/bin/gov");
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }

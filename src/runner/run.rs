@@ -272,7 +272,7 @@ fn resolve_program(agent_dir: &Path, program: &str) -> OsString {
     }
 }
 
-fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
+fn plan(agent: &AgentSettings, req: &RunRequest, wait_seconds: u64) -> Result<Launch, RunError> {
     if let Some(t) = req.task_id.as_deref() {
         if !valid_task_name(t) {
             return Err(RunError::BadTaskName(t.to_string()));
@@ -310,7 +310,9 @@ fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
                 .tempdir()
                 .map_err(|e| RunError::Prepare(format!("cannot create a temporary folder: {e}")))?;
             let settings_path = scratch.path().join("settings.json");
-            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe))
+            let timeout =
+                super::hook::claude_hook_timeout_seconds(Duration::from_secs(wait_seconds));
+            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe, timeout))
                 .map_err(|e| RunError::Prepare(e.to_string()))?;
             std::fs::write(&settings_path, json).map_err(|e| {
                 RunError::Prepare(format!("cannot write `{}`: {e}", settings_path.display()))
@@ -440,7 +442,7 @@ pub fn run_agent(
     stop: &AtomicBool,
 ) -> Result<RunReport, RunError> {
     let agent = load_agent(settings, &req.agent_id)?;
-    let launch = plan(&agent, req)?;
+    let launch = plan(&agent, req, settings.approval_wait_seconds)?;
     let token_path = settings.runner_token_path();
     let token = std::fs::read_to_string(&token_path)
         .map(Token::new)
@@ -513,6 +515,10 @@ fn execute(
             &vars,
             launch.stream,
         ))
+        .env(
+            super::hook::WAIT_VAR,
+            settings.approval_wait_seconds.to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(if launch.stream {
             Stdio::piped()
