@@ -467,7 +467,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 if let Some(pid) =
                     projection::pending_tool_proposal(conn, &call.agent_id, &action_type, &hash)?
                 {
-                    let r = format!("waiting for a person: proposal {pid}");
+                    let r = with_why(format!("waiting for a person: proposal {pid}"), &reasons);
                     return Ok((
                         Ok(answer("needs_person", r.clone(), Some(pid.clone()))),
                         vec![base("needs_person", &r, Some(&pid)).decision(record)],
@@ -506,7 +506,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     merge_commit: None,
                 };
                 let filed = super::proposals::file_pending(svc, tx, p, record.clone())?;
-                let r = format!("needs a person: proposal {id}");
+                let r = with_why(format!("needs a person: proposal {id}"), &reasons);
                 Ok((
                     Ok(answer("needs_person", r.clone(), Some(id.clone()))),
                     vec![filed, base("needs_person", &r, Some(&id)).decision(record)],
@@ -514,4 +514,13 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             }
         }
     })
+}
+
+/// `what`, then why, when there is a why.
+fn with_why(what: String, why: &str) -> String {
+    if why.is_empty() {
+        what
+    } else {
+        format!("{what}: {why}")
+    }
 }

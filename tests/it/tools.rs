@@ -127,9 +127,11 @@ fn a_line_gov_cannot_reduce_needs_a_person_and_says_why() -> TestResult {
     assert_eq!(d["decision"], "needs_person", "{d}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with(
-            "the command cannot be judged from its text (command_substitution), so a person must approve it"
-        ),
+        reason.starts_with(&format!(
+            "needs a person: proposal {}: the command cannot be judged from its text \
+             (command_substitution), so a person must approve it",
+            d["proposal_id"].as_str().unwrap_or_default()
+        )),
         "{reason}"
     );
     // Each simple command is in the audit entry.
@@ -272,7 +274,10 @@ fn a_call_waits_for_a_person_is_approved_from_another_process_and_runs_once() ->
     assert_eq!(decision, "allow", "{reason}");
     assert_eq!(
         reason,
-        format!("gov: allowed: approved by a person (proposal {pid}), once")
+        format!(
+            "gov: allowed: approved by a person (proposal {pid}), once \
+             (policies: tools-network-needs-person, researcher-network)"
+        )
     );
     assert_eq!(s.audit("tool_approval_used")?.len(), 1);
     // Once: the identical call asks again.
