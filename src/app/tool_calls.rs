@@ -63,8 +63,9 @@ pub const SHELL_TOOLS: &[&str] = &["Bash", "Monitor"];
 
 /// The path-bearing fields of Claude Code's built-in tools (from the input
 /// types of `@anthropic-ai/claude-agent-sdk` 0.3.332, `sdk-tools.d.ts`).
-/// `Projects.path` names a document in a remote project, not a file, and is
-/// left out; its `local_path` is a file.
+/// `Projects.path` names a document in a remote project, not a file; its
+/// `local_path` is a file. Every tool is also checked on
+/// [`GENERIC_PATH_FIELDS`].
 pub const PATH_FIELDS: &[(&str, &[&str])] = &[
     ("Read", &["file_path"]),
     ("Write", &["file_path"]),
@@ -80,8 +81,9 @@ pub const PATH_FIELDS: &[(&str, &[&str])] = &[
     ("ReadMcpResourceDirTool", &["uri"]),
 ];
 
-/// Fields read as paths for any other tool (MCP tools, tools gov does not
-/// know yet): a path there is checked the same way.
+/// Fields read as paths for every tool, besides its own (MCP tools, tools
+/// gov does not know yet, keys a tool does not document): a path there is
+/// checked the same way.
 const GENERIC_PATH_FIELDS: &[&str] = &[
     "file_path",
     "notebook_path",
@@ -258,11 +260,15 @@ fn tag_value(v: &Value) -> String {
 /// a list of strings), or a glob that can leave its folder, counts as
 /// outside.
 fn paths(site: &CallSite, tool: &str, input: &Map<String, Value>) -> Option<(String, bool)> {
-    let fields = PATH_FIELDS
+    // The tool's own fields first, then every generic one: a path key the
+    // tool does not document may still be read by it, so it counts too.
+    let own = PATH_FIELDS
         .iter()
         .find(|(t, _)| *t == tool)
         .map(|(_, f)| *f)
-        .unwrap_or(GENERIC_PATH_FIELDS);
+        .unwrap_or(&[]);
+    let mut fields: Vec<&str> = own.to_vec();
+    fields.extend(GENERIC_PATH_FIELDS.iter().filter(|f| !own.contains(f)));
     let mut first: Option<String> = None;
     let mut inside = true;
     let mut note = |path: String, ok: bool| {
@@ -275,9 +281,9 @@ fn paths(site: &CallSite, tool: &str, input: &Map<String, Value>) -> Option<(Str
     };
     let mut any = false;
     for key in fields {
-        match input.get(*key) {
+        match input.get(key) {
             None | Some(Value::Null) => {}
-            Some(Value::String(raw)) if *key == "uri" => {
+            Some(Value::String(raw)) if key == "uri" => {
                 // An MCP resource: a `file:` URI names a file; other schemes
                 // are not paths (they reach the policies as `url`).
                 if let Some(p) = raw.strip_prefix("file://") {
@@ -476,10 +482,20 @@ mod tests {
             &input(json!({"file_paths": ["workspace/a", "/etc/passwd"]})),
         );
         assert_eq!(got, Some(("agents/a/workspace/a".to_string(), false)));
-        // `Projects.path` is a remote document, not a file.
+        // Any path key counts, also one the tool does not document
+        // (`Projects.path` names a remote document; an absolute one is
+        // still read as outside, to be safe).
         assert_eq!(
             paths(&site, "Projects", &input(json!({"path": "/x"}))),
-            None
+            Some(("/x".to_string(), false))
+        );
+        assert_eq!(
+            paths(
+                &site,
+                "Read",
+                &input(json!({"file_path": "a", "notebook_path": "/etc/passwd"}))
+            ),
+            Some(("agents/a/a".to_string(), false))
         );
         // A non-file resource URI is no path.
         assert_eq!(
