@@ -193,6 +193,80 @@ fn answer(child: std::process::Child) -> TestResult<(String, String)> {
     ))
 }
 
+/// The id of the first pending proposal `pick` accepts, once a hook filed it.
+fn pending_proposal(s: &TestServer, pick: impl Fn(&Value) -> bool) -> TestResult<String> {
+    let started = Instant::now();
+    loop {
+        let p = s.get("/proposals?status=pending", Some(&s.operator))?;
+        let found = p.body.as_array().and_then(|a| {
+            a.iter()
+                .find(|p| pick(p))
+                .and_then(|p| p["proposal_id"].as_str().map(str::to_string))
+        });
+        if let Some(id) = found {
+            return Ok(id);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no proposal filed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `gov approve ID` or `gov reject ID`, from another process.
+fn decide(s: &TestServer, verb: &str, pid: &str) -> TestResult {
+    let out = s.repo.gov(&[verb, pid])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A server that takes connections and never answers.
+fn silent_server() -> TestResult<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    Ok(url)
+}
+
+#[test]
+fn a_hook_facing_a_server_that_hangs_denies_within_its_deadline() -> TestResult {
+    let url = silent_server()?;
+    let started = Instant::now();
+    let mut child = Command::new(gov_bin())
+        .args(["hook", "pre-tool-use"])
+        .env_clear()
+        .env("GOV_URL", &url)
+        .env("GOV_AGENT_ID", "researcher")
+        .env("GOV_RUN_ID", "r")
+        .env("GOV_AGENT_TOKEN", "t")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(br#"{"tool_name": "Bash", "tool_input": {"command": "ls"}}"#)?;
+    let (decision, reason) = answer(child)?;
+    assert_eq!(decision, "deny");
+    assert!(
+        reason.starts_with("gov: tool call denied because the policy check could not be completed"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < gov::runner::hook::hook_deadline(Duration::ZERO));
+    Ok(())
+}
+
 fn fixture() -> TestResult<Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hook-input/claude-agent-sdk-0.3.332.json");
@@ -252,24 +326,8 @@ fn a_call_waits_for_a_person_is_approved_from_another_process_and_runs_once() ->
                       "cwd": s.repo.root().join("agents/researcher"), "tool_use_id": "toolu_w1"});
     let waiting = hook(&s, "researcher", &run, &call, 60)?;
     // The hook filed a proposal and waits on it.
-    let started = Instant::now();
-    let pid = loop {
-        let p = s.get("/proposals?status=pending", Some(&s.operator))?;
-        if let Some(id) = p.body[0]["proposal_id"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no proposal filed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let approve = s.repo.gov(&["approve", &pid])?;
-    assert!(
-        approve.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approve.stderr)
-    );
+    let pid = pending_proposal(&s, |_| true)?;
+    decide(&s, "approve", &pid)?;
     let (decision, reason) = answer(waiting)?;
     assert_eq!(decision, "allow", "{reason}");
     assert_eq!(
@@ -283,8 +341,22 @@ fn a_call_waits_for_a_person_is_approved_from_another_process_and_runs_once() ->
     // Once: the identical call asks again.
     let (decision, _) = answer(hook(&s, "researcher", &run, &call, 0)?)?;
     assert_eq!(decision, "deny");
-    // Bound to its run: another run of the same agent cannot spend it.
-    assert_eq!(s.audit("tool_approval_used")?.len(), 1);
+    // Bound to its run: approved for this run, another run of the same
+    // agent making the identical call does not get it.
+    let other_call = json!({"hook_event_name": "PreToolUse", "tool_name": "WebFetch",
+                            "tool_input": {"url": "https://example.org/", "prompt": "summarise"}});
+    let (decision, _) = answer(hook(&s, "researcher", &run, &other_call, 0)?)?;
+    assert_eq!(decision, "deny");
+    let p2 = pending_proposal(&s, |p| {
+        p["payload"]["tool_input"]["url"] == "https://example.org/"
+    })?;
+    decide(&s, "approve", &p2)?;
+    let other_run = open_run(&s, "researcher")?;
+    let (decision, _) = answer(hook(&s, "researcher", &other_run, &other_call, 0)?)?;
+    assert_eq!(decision, "deny");
+    let (decision, _) = answer(hook(&s, "researcher", &run, &other_call, 0)?)?;
+    assert_eq!(decision, "allow");
+    assert_eq!(s.audit("tool_approval_used")?.len(), 2);
     Ok(())
 }
 
@@ -310,28 +382,8 @@ fn a_call_nobody_decides_is_denied_when_the_wait_runs_out() -> TestResult {
     let call2 = json!({"hook_event_name": "PreToolUse", "tool_name": "WebSearch",
                        "tool_input": {"query": "y"}, "cwd": s.repo.root().join("agents/researcher")});
     let waiting = hook(&s, "researcher", &run, &call2, 60)?;
-    let pid = loop {
-        let p = s.get("/proposals?status=pending", Some(&s.operator))?;
-        let found = p.body.as_array().and_then(|a| {
-            a.iter()
-                .find(|p| p["payload"]["tool_input"]["query"] == "y")
-                .and_then(|p| p["proposal_id"].as_str().map(str::to_string))
-        });
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no proposal filed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let reject = s.repo.gov(&["reject", &pid])?;
-    assert!(
-        reject.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reject.stderr)
-    );
+    let pid = pending_proposal(&s, |p| p["payload"]["tool_input"]["query"] == "y")?;
+    decide(&s, "reject", &pid)?;
     let (decision, reason) = answer(waiting)?;
     assert_eq!(decision, "deny");
     assert_eq!(
