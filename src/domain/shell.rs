@@ -353,11 +353,10 @@ impl Walker<'_> {
             .flat_map(|p| p.0.iter())
             .chain(simple.suffix.iter().flat_map(|s| s.0.iter()));
         if let Some(w) = &simple.word_or_name {
-            // The program word comes between prefix and suffix; order of the
-            // arguments is kept below by handling it first.
-            if let Some(text) = self.word(w) {
-                words.push(text);
-            }
+            // A word whose value is only known at run time (flagged) is kept
+            // as written, so that it never shifts another word into its place.
+            let text = self.word(w).unwrap_or_else(|| w.value.clone());
+            words.push(text);
         }
         let mut args_after: Vec<String> = Vec::new();
         let mut stdin_doc = false;
@@ -373,9 +372,7 @@ impl Walker<'_> {
                     }
                 }
                 ast::CommandPrefixOrSuffixItem::Word(w) => {
-                    if let Some(text) = self.word(w) {
-                        args_after.push(text);
-                    }
+                    args_after.push(self.word(w).unwrap_or_else(|| w.value.clone()));
                 }
                 ast::CommandPrefixOrSuffixItem::AssignmentWord(a, _) => {
                     let name = match &a.name {
@@ -651,6 +648,9 @@ mod tests {
             assert!(!l.reducible(), "{line}");
             assert!(flags(line).contains(&flag), "{line}: {:?}", flags(line));
         }
+        // A word known only at run time stays as written, in its place.
+        assert_eq!(words("$x -rf ~"), ["$x -rf ~"]);
+        assert_eq!(words("git status $(curl x)"), ["git status $(curl x)"]);
         // A quoted here-doc is not expanded.
         assert!(parse("cat <<'EOF'\n$(rm x)\nEOF\n").reducible());
         // `bash script.sh` runs a file, which is an ordinary argument.

@@ -137,7 +137,10 @@ fn a_line_gov_cannot_reduce_needs_a_person_and_says_why() -> TestResult {
     // Each simple command is in the audit entry.
     let entries = s.audit("tool_decision")?;
     let last = &entries[0]["payload"];
-    assert_eq!(last["shell_commands"], json!(["git status"]));
+    assert_eq!(
+        last["shell_commands"],
+        json!(["git status $(echo --short)"])
+    );
     assert_eq!(last["not_reducible"], json!(["command_substitution"]));
     Ok(())
 }
