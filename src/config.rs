@@ -64,6 +64,8 @@ pub struct RawGovToml {
     #[serde(default)]
     pub remote: RawRemote,
     #[serde(default)]
+    pub runner: RawRunner,
+    #[serde(default)]
     pub hook: RawHook,
 }
 
@@ -124,6 +126,38 @@ pub struct RawRemote {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunner {
+    pub sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    pub sandbox_read: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+/// Whether `gov run` confines its agents (`[runner] sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent runs confined; where the kernel cannot confine it, no
+    /// agent runs.
+    #[default]
+    Required,
+    /// Agents run with every right of the operator's user. Said on every run.
+    Off,
+}
+
+/// How `gov run` confines agents, resolved: extra paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    pub sandbox: SandboxMode,
+    /// Readable (and executable) for every agent, besides the defaults.
+    pub sandbox_read: Vec<PathBuf>,
+    /// Writable for every agent, besides its folder and its temporary one.
+    pub sandbox_write: Vec<PathBuf>,
+}
+
 /// Budget caps and pricing, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
@@ -170,6 +204,7 @@ pub struct Settings {
     pub webhook_secret_file: PathBuf,
     /// How long the PreToolUse hook waits for a person (0: deny at once).
     pub approval_wait_seconds: u64,
+    pub runner: RunnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +308,21 @@ impl Settings {
                 .approval_wait_seconds
                 .unwrap_or(0)
                 .min(MAX_APPROVAL_WAIT_SECONDS),
+            runner: RunnerSettings {
+                sandbox: raw.runner.sandbox.unwrap_or_default(),
+                sandbox_read: raw
+                    .runner
+                    .sandbox_read
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+                sandbox_write: raw
+                    .runner
+                    .sandbox_write
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+            },
         })
     }
 

@@ -347,7 +347,7 @@ fn glob_may_escape(pattern: &str) -> bool {
 fn line_context(site: &CallSite, line: &ShellLine) -> Value {
     let writes: Vec<String> = line
         .redirects()
-        .filter(|r| r.writes)
+        .filter(|r| r.writes && !is_stream(&r.target))
         .map(|r| redirect_target(site, &r.target).0)
         .collect();
     json!({
@@ -360,10 +360,15 @@ fn line_context(site: &CallSite, line: &ShellLine) -> Value {
     })
 }
 
-/// A redirection target: `/dev/null` and the standard streams are not files
-/// in anyone's folder but are harmless, so they count as inside.
+/// `/dev/null` and the standard streams: no file is written through them.
+fn is_stream(target: &str) -> bool {
+    matches!(target, "/dev/null" | "/dev/stdout" | "/dev/stderr")
+}
+
+/// A redirection target: the streams of [`is_stream`] are not files in
+/// anyone's folder but are harmless, so they count as inside.
 fn redirect_target(site: &CallSite, raw: &str) -> (String, bool) {
-    if matches!(raw, "/dev/null" | "/dev/stdout" | "/dev/stderr") {
+    if is_stream(raw) {
         return (raw.to_string(), true);
     }
     site.canonical(raw)

@@ -13,7 +13,7 @@ use crate::client::{Client, Timeouts, Token};
 use crate::config::Settings;
 use crate::runner::claude::shell_quote;
 use crate::runner::guard::{self, GuardRecord};
-use crate::runner::hook::{claude_hook_timeout_seconds, SessionFile, SESSION_FILE_VAR};
+use crate::runner::hook::{hook_deadline, SessionFile, SESSION_FILE_VAR};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -150,7 +150,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         shell_quote(&session_path.to_string_lossy()),
         shell_quote(&gov_exe.to_string_lossy())
     );
-    let timeout = claude_hook_timeout_seconds(Duration::from_secs(settings.approval_wait_seconds));
+    let timeout = crate::runner::claude::hook_timeout_seconds(hook_deadline(Duration::from_secs(
+        settings.approval_wait_seconds,
+    )));
     let installed = guard::install(original.as_deref(), &shown, &command, timeout)
         .map_err(|e| Failure::from_error(ExitCode::Config, &e))?;
     let created_dir = !claude_dir.exists();

@@ -98,16 +98,17 @@ fn record_locally(
         tokens: i64::try_from(body.tokens).unwrap_or(i64::MAX),
         dollars: body.dollars,
         usage_missing: body.usage_missing,
+        tool_uses: body.tool_uses.clone(),
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
     let cause = crate::cli::exit::error_chain(cause);
     match recorded {
-        Ok(_) => Failure::new(
+        Ok((recorded, _)) => Failure::new(
             ExitCode::Failure,
             format!(
                 "failed: run `{run_id}`: {}: the server could not be told ({cause}); recorded on the audit chain directly",
-                unreachable_reason(body)
+                recorded.reason.unwrap_or_else(|| unreachable_reason(body))
             ),
         ),
         Err(e) => Failure::new(
@@ -197,6 +198,7 @@ mod tests {
             tokens: 0,
             dollars: None,
             usage_missing: false,
+            tool_uses: Vec::new(),
         };
         assert_eq!(
             unreachable_reason(&body(None)),

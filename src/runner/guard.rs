@@ -77,9 +77,11 @@ pub fn install(
     let Value::Array(pre) = pre else {
         return Err(GuardError::BadHooks(shown.into()));
     };
+    // `onFailure: block`: a hook that cannot answer blocks the call.
     pre.push(json!({
         "matcher": "*",
-        "hooks": [{"type": "command", "command": command, "timeout": timeout_secs}]
+        "hooks": [{"type": "command", "command": command, "timeout": timeout_secs,
+                   "onFailure": "block"}]
     }));
     Ok(to_text(&Value::Object(root)))
 }
@@ -163,6 +165,10 @@ mod tests {
         assert_eq!(v["hooks"]["PreToolUse"][1]["matcher"], "*");
         assert_eq!(v["hooks"]["PreToolUse"][1]["hooks"][0]["command"], CMD);
         assert_eq!(v["hooks"]["PreToolUse"][1]["hooks"][0]["timeout"], 100);
+        assert_eq!(
+            v["hooks"]["PreToolUse"][1]["hooks"][0]["onFailure"],
+            "block"
+        );
         // Taking gov's hook out gives the same settings back.
         let back: Value =
             serde_json::from_str(&uninstall(&after, "s", CMD).expect("uninstall")).expect("json");

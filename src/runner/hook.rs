@@ -14,8 +14,8 @@
 //! spends the one-time approval and audits it), deny when a person rejects,
 //! and deny when the wait runs out. The whole hook never takes longer than
 //! [`hook_deadline`]; the timeout gov writes into Claude Code's hook settings
-//! is [`claude_hook_timeout_seconds`], always longer, so Claude Code never
-//! times the hook out (which would let the tool run).
+//! is derived from it and always longer, so Claude Code never times the hook
+//! out.
 //!
 //! The translation (stdin → request body, answer → hook output) is pure; the
 //! I/O lives in [`run`].
@@ -38,6 +38,7 @@ pub struct HookInput {
     pub tool_name: String,
     #[serde(default)]
     pub tool_input: serde_json::Value,
+    /// Claude Code's id for the call, as in its stream's `tool_use` block.
     #[serde(default)]
     pub tool_use_id: Option<String>,
     /// Set when a subagent makes the call.
@@ -239,32 +240,29 @@ pub fn hook_env(get: impl Fn(&str) -> Option<String>) -> Result<HookEnv, HookErr
 /// The longest wait for a person gov accepts (a day).
 pub const MAX_WAIT_SECONDS: u64 = crate::config::MAX_APPROVAL_WAIT_SECONDS;
 
-/// What the hook spends besides waiting: the first request, the last poll
-/// and the request that spends the approval, each bounded by
-/// [`hook_timeouts`] or [`POLL_TIMEOUT`].
-const HOOK_OVERHEAD: Duration = Duration::from_secs(40);
 /// Between two looks at a proposal.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// The most one look at a proposal may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest the hook runs with this wait: after it, the process answers
-/// deny and exits whatever it is doing.
+/// The longest the hook runs with this wait for a person: without one,
+/// [`HOOK_DEADLINE`] (its one request); with one, the first request, the
+/// wait, the last look at the proposal and the request that spends the
+/// approval, each bounded. Past it, the process answers deny and exits
+/// whatever it is doing. The timeout gov writes into Claude Code's settings
+/// is derived from it ([`super::claude::hook_timeout_seconds`]) and longer.
 pub fn hook_deadline(wait: Duration) -> Duration {
-    wait + HOOK_OVERHEAD
+    if wait.is_zero() {
+        HOOK_DEADLINE
+    } else {
+        wait + HOOK_DEADLINE * 2 + POLL_TIMEOUT
+    }
 }
 
 /// The deadline of a hook process whose environment is read through `get`
 /// (an unreadable environment fails at once, so the shortest applies).
 pub fn deadline_from_env(get: impl Fn(&str) -> Option<String>) -> Duration {
     hook_deadline(hook_env(get).map(|e| e.wait).unwrap_or_default())
-}
-
-/// The `timeout` (seconds) to write into Claude Code's hook settings for
-/// this wait: always longer than [`hook_deadline`], so that Claude Code never
-/// times the hook out.
-pub fn claude_hook_timeout_seconds(wait: Duration) -> u64 {
-    hook_deadline(wait).as_secs() + 20
 }
 
 /// stdin JSON → the body of `POST /tools/evaluate`.
@@ -333,12 +331,17 @@ pub fn failure_output(err: &HookError) -> HookOutput {
     ))
 }
 
-/// The timeouts of the hook's one request: well under the 30 s Claude Code
-/// gives the hook.
+/// How long the hook may take, from start to answer. The timeout gov writes
+/// into Claude Code's hook settings is derived from it and always longer
+/// ([`super::claude::hook_timeout_seconds`]), so Claude Code never times the
+/// hook out (which it would treat as a failure).
+pub const HOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The timeouts of the hook's one request: within [`HOOK_DEADLINE`].
 pub fn hook_timeouts() -> Timeouts {
     Timeouts {
         connect: std::time::Duration::from_secs(2),
-        total: std::time::Duration::from_secs(15),
+        total: HOOK_DEADLINE,
     }
 }
 
@@ -427,14 +430,14 @@ mod tests {
         let stdin = json!({
             "session_id": "s", "transcript_path": "/t", "cwd": "/w",
             "hook_event_name": "PreToolUse", "tool_name": "Bash",
-            "tool_input": {"command": "ls"}
+            "tool_input": {"command": "ls"}, "tool_use_id": "toolu_1"
         })
         .to_string();
         let req = evaluate_request(&stdin, &env()).expect("request");
         assert_eq!(
             serde_json::to_value(&req).expect("json"),
             json!({"agent_id": "researcher", "run_id": "run-1", "tool_name": "Bash",
-                   "tool_input": {"command": "ls"}, "cwd": "/w"})
+                   "tool_input": {"command": "ls"}, "cwd": "/w", "tool_use_id": "toolu_1"})
         );
     }
 
@@ -521,11 +524,14 @@ mod tests {
     fn the_claude_code_timeout_is_always_longer_than_the_hook() {
         for secs in [0, 1, 30, 300, 3600, MAX_WAIT_SECONDS] {
             let wait = Duration::from_secs(secs);
-            assert!(
-                Duration::from_secs(claude_hook_timeout_seconds(wait)) > hook_deadline(wait),
-                "{secs}"
-            );
-            assert!(hook_deadline(wait) > wait);
+            let deadline = hook_deadline(wait);
+            let timeout = crate::runner::claude::hook_timeout_seconds(deadline);
+            assert!(Duration::from_secs(timeout) > deadline, "{secs}");
+            // The wait, one request before it and two after it all fit.
+            assert!(deadline >= wait + HOOK_DEADLINE);
+            if secs > 0 {
+                assert!(deadline >= wait + HOOK_DEADLINE * 2 + POLL_TIMEOUT);
+            }
         }
     }
 

@@ -55,6 +55,8 @@ const BYPASSES: &[&str] = &[
     "{ {}; rm -rf ~; }",
     "({}; rm -rf ~)",
     "{} > /etc/motd",
+    "{} > .claude/settings.json",
+    "{} 2> notes.txt",
     "{} > ../../outside.txt",
     "{} >> ~/.bashrc",
     "cat <<EOF | sh\n{}\n$(rm -rf ~)\nEOF",
