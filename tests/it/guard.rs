@@ -64,7 +64,11 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
     assert!(hook["command"]
         .as_str()
         .is_some_and(|c| c.starts_with("GOV_SESSION_FILE=") && c.ends_with(" hook pre-tool-use")));
-    assert!(hook["timeout"].as_u64().is_some_and(|t| t > 40));
+    let deadline = gov::runner::hook::hook_deadline(std::time::Duration::ZERO);
+    assert!(hook["timeout"]
+        .as_u64()
+        .is_some_and(|t| t > deadline.as_secs()));
+    assert_eq!(hook["onFailure"], "block");
     // A second guard on the same project is refused.
     let again = gov_guard(&s, &["--agent", "researcher", &shown])?;
     assert_eq!(again.status.code(), Some(2));
