@@ -6,8 +6,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::{ExitCode, Failure};
 use crate::client::{Client, Timeouts, Token};
 use crate::config::Settings;
@@ -30,12 +28,6 @@ pub struct Args {
     /// Take gov's hook out again and end the session's run.
     #[arg(long)]
     pub remove: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct OpenedRun {
-    run_id: String,
-    agent_token: String,
 }
 
 fn fail(code: ExitCode, message: impl Into<String>) -> Failure {
@@ -124,16 +116,21 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     guard::install(original.as_deref(), &shown, "probe", 1)
         .map_err(|e| Failure::from_error(ExitCode::Config, &e))?;
 
-    let body = serde_json::json!({"agent_id": agent, "folder": project.to_string_lossy()});
-    let opened: OpenedRun = client(runner()?).post_json("/runs", &body).map_err(|e| {
-        fail(
-            ExitCode::Failure,
-            format!(
-                "cannot register the session as a run of `{agent}`: {}",
-                super::exit::error_chain(&e)
-            ),
-        )
-    })?;
+    let body = crate::wire::RunOpen {
+        agent_id: agent.clone(),
+        task_id: None,
+        folder: Some(project.to_string_lossy().into_owned()),
+    };
+    let opened: crate::wire::RunOpened =
+        client(runner()?).post_json("/runs", &body).map_err(|e| {
+            fail(
+                ExitCode::Failure,
+                format!(
+                    "cannot register the session as a run of `{agent}`: {}",
+                    super::exit::error_chain(&e)
+                ),
+            )
+        })?;
     let dir = guard_dir(&settings);
     std::fs::create_dir_all(&dir).map_err(|e| io_fail("create", &dir, e))?;
     let session_path = dir.join(format!("{}.session.json", opened.run_id));
@@ -213,7 +210,15 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
             }
         }
     }
-    let end = serde_json::json!({"status": "complete", "reason": "gov guard removed"});
+    // An interactive session's usage is not measured: nothing is charged.
+    let end = crate::wire::RunFinish {
+        status: crate::wire::RunStatus::Complete,
+        reason: Some("gov guard removed".into()),
+        tokens: 0,
+        dollars: None,
+        usage_missing: true,
+        tool_uses: Vec::new(),
+    };
     let finished: Result<serde_json::Value, _> =
         runner.post_json(&format!("/runs/{}/finish", record.run_id), &end);
     let _ = std::fs::remove_file(&record.session_file);

@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod cli_docs;
 mod dashboard;
 mod demo;
 mod guard;
