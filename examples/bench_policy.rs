@@ -54,6 +54,7 @@ fn agent(id: &str, group: &str) -> EntityData {
         uid: EntityRef::new("Agent", id),
         attrs,
         parents: vec![],
+        tags: Default::default(),
     }
 }
 

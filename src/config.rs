@@ -65,6 +65,17 @@ pub struct RawGovToml {
     pub remote: RawRemote,
     #[serde(default)]
     pub runner: RawRunner,
+    #[serde(default)]
+    pub hook: RawHook,
+}
+
+/// The longest wait for a person the hook accepts (a day).
+pub const MAX_APPROVAL_WAIT_SECONDS: u64 = 24 * 60 * 60;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub approval_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +278,8 @@ pub struct Settings {
     /// How long one `git fetch` or `git push` may take.
     pub remote_timeout_seconds: u64,
     pub forge: Option<ForgeSettings>,
+    /// How long the PreToolUse hook waits for a person (0: deny at once).
+    pub approval_wait_seconds: u64,
     pub runner: RunnerSettings,
 }
 
@@ -396,6 +409,11 @@ impl Settings {
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
             remote_timeout_seconds: raw.remote.timeout_seconds.unwrap_or(120).max(1),
             forge,
+            approval_wait_seconds: raw
+                .hook
+                .approval_wait_seconds
+                .unwrap_or(0)
+                .min(MAX_APPROVAL_WAIT_SECONDS),
             runner: RunnerSettings {
                 sandbox: raw.runner.sandbox.unwrap_or_default(),
                 sandbox_read: raw

@@ -74,6 +74,10 @@ pub struct RunOpen {
     pub agent_id: String,
     #[serde(default)]
     pub task_id: Option<String>,
+    /// A `gov guard` session's project folder (absolute): its tool calls are
+    /// judged against it instead of `agents/<id>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 /// `POST /runs` → 201.

@@ -13,4 +13,5 @@ pub mod runs;
 pub mod scaffold;
 pub mod service;
 pub mod tokens;
+pub mod tool_calls;
 pub mod watchdog;

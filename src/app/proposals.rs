@@ -146,6 +146,7 @@ pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
         uid: EntityRef::new("Agent", agent_id),
         attrs,
         parents: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -512,6 +513,7 @@ fn approval_question(
             uid: EntityRef::new("Approver", decider),
             attrs,
             parents: vec![],
+            tags: Default::default(),
         }],
     };
     let decision = policy.decide(&request);

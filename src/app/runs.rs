@@ -10,13 +10,14 @@ use super::agents::{self, BudgetView, ChargeInput};
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::service::{new_uuid, random_bytes, Service, Step};
+use super::tool_calls::{self, CallInfo, CallSite, ToolQuestion};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::credential::{token_from_bytes, token_hash};
 use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunEnded, ToolApprovalUsed, ToolDecision,
 };
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
-use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
@@ -35,6 +36,27 @@ pub fn start_run(
     task_id: Option<&str>,
     actor: Actor,
 ) -> Result<RunStarted, AppError> {
+    start_run_in(svc, agent_id, task_id, None, actor)
+}
+
+/// [`start_run`] for a session in a project folder of its own (`gov
+/// guard`): the folder (absolute) is recorded with the run, and its tool
+/// calls are judged against it instead of `agents/<id>/`.
+pub fn start_run_in(
+    svc: &Service,
+    agent_id: &str,
+    task_id: Option<&str>,
+    folder: Option<&str>,
+    actor: Actor,
+) -> Result<RunStarted, AppError> {
+    if let Some(f) = folder {
+        if !std::path::Path::new(f).is_absolute() {
+            return Err(AppError::invalid(
+                "folder",
+                format!("must be an absolute path, got `{f}`"),
+            ));
+        }
+    }
     if let Some(why) = svc.agent_error(agent_id) {
         // Fail closed: an agent whose settings on main do not parse does
         // not run (its pauses and history stay).
@@ -85,6 +107,7 @@ pub fn start_run(
         let started = AgentRunStarted {
             run_id: run_id.clone(),
             token_hash: hash.clone(),
+            folder: folder.map(str::to_string),
         };
         let e = NewEntry::new(actor.clone(), Event::AgentRunStarted(started))
             .agent(agent_id)
@@ -263,6 +286,18 @@ pub struct ToolCall {
     /// runner can tell a call that was decided from one that was not.
     #[serde(default)]
     pub tool_use_id: Option<String>,
+    /// Claude Code's `agent_id`: set when a subagent makes the call.
+    #[serde(default)]
+    pub subagent_id: Option<String>,
+    /// Claude Code's `agent_type` (the subagent's type).
+    #[serde(default)]
+    pub agent_type: Option<String>,
+    /// Claude Code's permission mode for the session.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// The `PATH` the agent's programs are looked up on.
+    #[serde(default)]
+    pub path_var: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -273,78 +308,58 @@ pub struct ToolAnswer {
     pub proposal_id: Option<String>,
 }
 
-/// The Cedar `use_tool` question for a call, paths made canonical relative
-/// to the agent's folder.
-pub fn tool_request(svc: &Service, call: &ToolCall) -> CedarRequest {
-    let mut context = serde_json::Map::new();
-    let agent_dir = svc.settings().agents_dir().join(&call.agent_id);
-    // Every path the call names is checked: `path` is the first one, and
-    // the call is inside the agent's folder only if all of them are. A path
-    // key that is not a string, or a glob that can leave its folder, counts
-    // as outside.
-    let mut first: Option<String> = None;
-    let mut inside = true;
-    let mut note = |path: String, ok: bool| {
-        first.get_or_insert(path);
-        inside &= ok;
-    };
-    for key in ["file_path", "path", "notebook_path"] {
-        match call.tool_input.get(key) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(raw)) => {
-                let (path, ok) = crate::store::policies::canonical_tool_path(
-                    &svc.settings().root,
-                    &agent_dir,
-                    raw,
-                );
-                note(path, ok);
-            }
-            Some(other) => note(other.to_string(), false),
+/// The folder a call's agent works in: the project folder its run was
+/// registered with (`gov guard`), else `agents/<id>/`.
+fn agent_folder(svc: &Service, call: &ToolCall) -> Result<std::path::PathBuf, AppError> {
+    if let Some(run) = &call.run_id {
+        if let Some(folder) = svc.read(|c| projection::run_folder(c, run))? {
+            return Ok(std::path::PathBuf::from(folder));
         }
     }
-    let glob_keys: &[&str] = if call.tool_name == "Glob" {
-        &["pattern", "glob"]
-    } else {
-        &["glob"]
-    };
-    for key in glob_keys {
-        match call.tool_input.get(*key) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(g)) if !glob_may_escape(g) => {}
-            Some(other) => note(
-                other
-                    .as_str()
-                    .map_or_else(|| other.to_string(), str::to_string),
-                false,
-            ),
-        }
-    }
-    if let Some(path) = first {
-        context.insert("path".into(), json!(path));
-        context.insert("inside_agent_dir".into(), json!(inside));
-    }
-    if let Some(c) = call.tool_input.get("command").and_then(|v| v.as_str()) {
-        context.insert("command".into(), json!(c));
-    }
-    if let Some(u) = call.tool_input.get("url").and_then(|v| v.as_str()) {
-        context.insert("url".into(), json!(u));
-    }
-    CedarRequest {
-        principal: EntityRef::new("Agent", &call.agent_id),
-        action: "use_tool".into(),
-        resource: EntityRef::new("Tool", &call.tool_name),
-        context,
-        entities: vec![agent_entity(svc, &call.agent_id)],
-    }
+    Ok(svc.settings().agents_dir().join(&call.agent_id))
 }
 
-/// Whether a glob pattern can match outside the folder it is searched
-/// from: absolute, from a home directory, or with a `..` component.
-fn glob_may_escape(pattern: &str) -> bool {
-    pattern.starts_with('/')
-        || pattern.starts_with('~')
-        || pattern.starts_with('\\')
-        || pattern.split(['/', '\\']).any(|c| c == "..")
+/// The Cedar questions of a call (see [`super::tool_calls`]).
+pub fn tool_question(svc: &Service, call: &ToolCall) -> Result<ToolQuestion, AppError> {
+    let folder = agent_folder(svc, call)?;
+    let site = CallSite::new(
+        &svc.settings().root,
+        &folder,
+        call.cwd.as_deref(),
+        call.path_var.as_deref(),
+    );
+    let info = CallInfo {
+        agent_id: &call.agent_id,
+        tool_name: &call.tool_name,
+        tool_input: Some(&call.tool_input),
+        agent_type: call.agent_type.as_deref(),
+    };
+    let policy = svc.current_policy();
+    Ok(tool_calls::tool_question(
+        &site,
+        &info,
+        agent_entity(svc, &call.agent_id),
+        |e| policy.as_ref().is_some_and(|p| p.knows(e)),
+    ))
+}
+
+/// One decision for the whole call: denied if any question is forbidden,
+/// else a person's if any needs one, else allowed; a shell line gov cannot
+/// reduce is never allowed without a person. Returns the decision and the
+/// request that decided it.
+pub fn combine(
+    decisions: Vec<(Decision, CedarRequest)>,
+    not_reducible: &[&str],
+) -> Option<(Decision, CedarRequest)> {
+    let pick = |o: Outcome| decisions.iter().position(|(d, _)| d.outcome == o);
+    let at = pick(Outcome::Forbidden)
+        .or_else(|| pick(Outcome::NeedsPerson))
+        .unwrap_or(0);
+    let (mut decision, request) = decisions.into_iter().nth(at)?;
+    if decision.outcome == Outcome::Auto && !not_reducible.is_empty() {
+        decision.outcome = Outcome::NeedsPerson;
+    }
+    Some((decision, request))
 }
 
 /// Evaluates one tool call: allow, deny, or needs a person (filed as a
@@ -368,9 +383,17 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
         }
     }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
-    let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
+    // An approval is bound to this exact call: tool, input and run.
+    let payload =
+        json!({"tool_name": call.tool_name, "tool_input": call.tool_input, "run_id": call.run_id});
     let hash = payload_hash(&payload);
-    let request = tool_request(svc, call);
+    let question = tool_question(svc, call)?;
+    let not_reducible = question.not_reducible();
+    let commands: Vec<String> = question
+        .line
+        .as_ref()
+        .map(|l| l.commands.iter().map(|c| c.words()).collect())
+        .unwrap_or_default();
     svc.transact(|tx| -> Step<ToolAnswer> {
         let conn = tx.index().conn();
         let base = |decision: &str, reason: &str, pid: Option<&str>| {
@@ -381,6 +404,11 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 decision: decision.into(),
                 reason: reason.into(),
                 payload_hash: hash.clone(),
+                subagent_id: call.subagent_id.clone(),
+                agent_type: call.agent_type.clone(),
+                permission_mode: call.permission_mode.clone(),
+                shell_commands: commands.clone(),
+                not_reducible: not_reducible.iter().map(|s| s.to_string()).collect(),
             };
             NewEntry::new(Actor::server(), Event::ToolDecision(decided))
                 .agent(&call.agent_id)
@@ -401,17 +429,35 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             ));
         }
         let policy = svc.policy_at(tx.repo())?;
-        let decision = policy.decide(&request);
+        let decided = question
+            .requests
+            .iter()
+            .map(|r| (policy.decide(r), r.clone()))
+            .collect();
+        let Some((decision, request)) = combine(decided, &not_reducible) else {
+            return Err(AppError::internal("a tool call asked no question"));
+        };
         let record = DecisionRecord {
             decision: decision.clone(),
-            request: request.clone(),
+            request,
         };
-        let reasons = decision
+        let mut reasons = decision
             .policies
             .iter()
             .map(|p| p.reason.clone())
             .collect::<Vec<_>>()
             .join("; ");
+        if decision.outcome == Outcome::NeedsPerson && !not_reducible.is_empty() {
+            let why = format!(
+                "the command cannot be judged from its text ({}), so a person must approve it",
+                not_reducible.join(", ")
+            );
+            reasons = if reasons.is_empty() {
+                why
+            } else {
+                format!("{why}; {reasons}")
+            };
+        }
         let answer = |d: &'static str, reason: String, pid: Option<String>| ToolAnswer {
             decision: d,
             reason,
@@ -461,7 +507,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 if let Some(pid) =
                     projection::pending_tool_proposal(conn, &call.agent_id, &action_type, &hash)?
                 {
-                    let r = format!("waiting for a person: proposal {pid}");
+                    let r = with_why(format!("waiting for a person: proposal {pid}"), &reasons);
                     return Ok((
                         Ok(answer("needs_person", r.clone(), Some(pid.clone()))),
                         vec![base("needs_person", &r, Some(&pid)).decision(record)],
@@ -500,7 +546,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     merge_commit: None,
                 };
                 let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
-                let r = format!("needs a person: proposal {id}");
+                let r = with_why(format!("needs a person: proposal {id}"), &reasons);
                 Ok((
                     Ok(answer("needs_person", r.clone(), Some(id.clone()))),
                     vec![filed, base("needs_person", &r, Some(&id)).decision(record)],
@@ -508,4 +554,13 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             }
         }
     })
+}
+
+/// `what`, then why, when there is a why.
+fn with_why(what: String, why: &str) -> String {
+    if why.is_empty() {
+        what
+    } else {
+        format!("{what}: {why}")
+    }
 }

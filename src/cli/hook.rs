@@ -25,7 +25,36 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Whoever answers first (the hook or its deadline) prints; the other
+/// stays silent.
+static ANSWERED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// Prints the answer unless one was printed already. `false` when stdout
+/// cannot be written.
+fn answer_once(answer: &HookOutput) -> bool {
+    let mut done = ANSWERED.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return true;
+    }
+    *done = true;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", answer.to_json())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
 fn pre_tool_use() -> Result<ExitCode, Failure> {
+    // The hook never outlives its deadline: past it, deny and exit, whatever
+    // the request or the wait is doing.
+    let deadline = hook::deadline_from_env(|k| std::env::var(k).ok());
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        answer_once(&HookOutput::deny(format!(
+            "gov: tool call denied: the policy check took longer than its deadline of {} s",
+            deadline.as_secs()
+        )));
+        std::process::exit(0);
+    });
     let mut stdin = String::new();
     let answer = match std::io::stdin()
         .take(16 * 1024 * 1024)
@@ -41,11 +70,7 @@ fn pre_tool_use() -> Result<ExitCode, Failure> {
                 HookOutput::deny("gov: tool call denied: the hook failed unexpectedly")
             }),
     };
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", answer.to_json())
-        .and_then(|_| out.flush())
-        .is_err()
-    {
+    if !answer_once(&answer) {
         // Exit 2 is Claude Code's "block this call" when stdout is unusable.
         eprintln!("gov hook: cannot write the answer; blocking the tool call");
         return Ok(ExitCode::Config);

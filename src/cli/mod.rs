@@ -11,6 +11,7 @@ pub mod dashboard_link;
 pub mod decide;
 pub mod demo;
 pub mod exit;
+pub mod guard;
 pub mod hook;
 pub mod http;
 pub mod init;
@@ -53,8 +54,10 @@ pub enum Command {
     Policy(policy::Args),
     /// Run an agent once under governance.
     Run(run::Args),
-    /// Hooks that Claude Code calls (installed by `gov run`).
+    /// Hooks that Claude Code calls (installed by `gov run` and `gov guard`).
     Hook(hook::Args),
+    /// Put a Claude Code session in any project under gov (`--remove` to undo).
+    Guard(guard::Args),
     /// Check and read the audit chain.
     Audit(audit::Args),
     /// Rebuild the index database from the audit chain.
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Scoreboard(args) => status::run_scoreboard(args, cli.repo),
         Command::Run(args) => run::run(args, cli.repo),
         Command::Hook(args) => hook::run(args),
+        Command::Guard(args) => guard::run(args, cli.repo),
         Command::Watchdog(args) => watchdog::run(args, cli.repo),
         Command::Sync(args) => sync::run(cli.repo, args),
         Command::SandboxExec(args) => sandbox_exec::run(args),

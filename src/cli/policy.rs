@@ -172,6 +172,10 @@ struct Case {
     resource: String,
     #[serde(default)]
     context: toml::Table,
+    /// More entities for the request, as Cedar's JSON writes them
+    /// (`{ uid = { type = "McpArguments", id = "a" }, tags = { query = "q" } }`).
+    #[serde(default)]
+    entities: Vec<toml::Table>,
     expect: Outcome,
     #[serde(default)]
     expect_policies: Option<Vec<String>>,
@@ -188,7 +192,15 @@ impl Case {
                 uid: principal.clone(),
                 attrs: to_json_object(attrs)?,
                 parents: Vec::new(),
+                tags: Default::default(),
             });
+        }
+        for e in &self.entities {
+            let json = serde_json::Value::Object(to_json_object(e)?);
+            entities.push(
+                serde_json::from_value(json)
+                    .map_err(|e| format!("invalid entity in `entities`: {e}"))?,
+            );
         }
         Ok(CedarRequest {
             principal,
@@ -399,6 +411,7 @@ fn eval_request(args: &EvalArgs) -> Result<CedarRequest, Failure> {
             uid: principal.clone(),
             attrs,
             parents: Vec::new(),
+            tags: Default::default(),
         });
     }
     Ok(CedarRequest {

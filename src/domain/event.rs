@@ -332,6 +332,21 @@ pub struct ToolDecision {
     pub decision: String,
     pub reason: String,
     pub payload_hash: String,
+    /// Claude Code's `agent_id`: the subagent that made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_id: Option<String>,
+    /// Claude Code's `agent_type` of that subagent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    /// Claude Code's permission mode for the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// A shell line's simple commands, as words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shell_commands: Vec<String>,
+    /// Why a shell line could not be reduced (`command_substitution`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_reducible: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +451,10 @@ pub struct AgentTokenRevoked {
 pub struct AgentRunStarted {
     pub run_id: String,
     pub token_hash: String,
+    /// The project folder of a `gov guard` session (absolute): its tool
+    /// calls are judged against it instead of `agents/<id>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 /// A run's end, complete or failed.

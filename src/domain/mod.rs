@@ -15,4 +15,5 @@ pub mod policy;
 pub mod proposal;
 pub mod request;
 pub mod run;
+pub mod shell;
 pub mod watchdog;

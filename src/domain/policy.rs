@@ -293,6 +293,13 @@ impl PolicySet {
         self.by_id.get(id).map(|&i| &self.infos[i])
     }
 
+    /// Whether the static entities (`entities.json`) name this entity.
+    pub fn knows(&self, entity: &EntityRef) -> bool {
+        entity_uid(entity)
+            .map(|uid| self.entities.get(&uid).is_some())
+            .unwrap_or(false)
+    }
+
     /// Decides a request. Never panics; any error is `Forbidden` with the
     /// error in `errors`.
     pub fn decide(&self, req: &CedarRequest) -> Decision {
@@ -452,6 +459,7 @@ fn default_entity(uid: &EntityRef) -> EntityData {
         uid: uid.clone(),
         attrs,
         parents: Vec::new(),
+        tags: Default::default(),
     }
 }
 
@@ -722,6 +730,7 @@ mod tests {
             uid: EntityRef::new("ActionType", "purchase"),
             attrs: serde_json::Map::new(),
             parents: vec![EntityRef::new("Category", "auto_approvable")],
+            tags: Default::default(),
         });
         req.context.insert("human_approved".into(), json!(true));
         assert_eq!(set.decide(&req).outcome, Outcome::NeedsPerson);
@@ -741,6 +750,7 @@ mod tests {
             uid: EntityRef::new("Agent", "noop"),
             attrs: json!({"group": 3}).as_object().cloned().unwrap_or_default(),
             parents: Vec::new(),
+            tags: Default::default(),
         });
         assert_eq!(set.decide(&wrong_type).outcome, Outcome::Forbidden);
 

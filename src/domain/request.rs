@@ -36,6 +36,10 @@ pub struct EntityData {
     pub attrs: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub parents: Vec<EntityRef>,
+    /// Cedar entity tags: an open map of string values that policies read
+    /// with `hasTag`/`getTag` (the arguments of an MCP call).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub tags: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One authorization question: may `principal` do `action` on `resource` given

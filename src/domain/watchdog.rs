@@ -92,6 +92,7 @@ pub fn continue_request(obs: &Observation, limits: Thresholds, now: DateTime<Utc
             uid: principal,
             attrs,
             parents: vec![],
+            tags: Default::default(),
         }],
     }
 }

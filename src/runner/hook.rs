@@ -8,8 +8,19 @@
 //! Code a non-zero exit other than 2 is a *non-blocking* error that lets the
 //! tool run.
 //!
+//! A call that needs a person can wait for one: with a wait configured
+//! (`GOV_APPROVAL_WAIT_SECONDS`), the hook polls the proposal it filed and
+//! answers allow once a person approves (asking the server once more, which
+//! spends the one-time approval and audits it), deny when a person rejects,
+//! and deny when the wait runs out. The whole hook never takes longer than
+//! [`hook_deadline`]; the timeout gov writes into Claude Code's hook settings
+//! is derived from it and always longer, so Claude Code never times the hook
+//! out.
+//!
 //! The translation (stdin → request body, answer → hook output) is pure; the
 //! I/O lives in [`run`].
+
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +41,13 @@ pub struct HookInput {
     /// Claude Code's id for the call, as in its stream's `tool_use` block.
     #[serde(default)]
     pub tool_use_id: Option<String>,
+    /// Set when a subagent makes the call.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub agent_type: Option<String>,
+    #[serde(default)]
+    pub permission_mode: Option<String>,
 }
 
 /// What the runner put in the environment of the agent, read by the hook.
@@ -39,6 +57,10 @@ pub struct HookEnv {
     pub agent_id: String,
     pub run_id: String,
     pub agent_token: Token,
+    /// How long a call that needs a person waits for one (0: deny at once).
+    pub wait: Duration,
+    /// The agent's `PATH`, on which shell programs are resolved.
+    pub path_var: Option<String>,
 }
 
 /// The body of `POST /tools/evaluate`.
@@ -51,6 +73,21 @@ pub struct EvaluateRequest {
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_use_id: Option<String>,
+    /// Claude Code's `agent_id` (the subagent that makes the call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_var: Option<String>,
+}
+
+/// The part of `GET /proposals/{id}` the waiting hook reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProposalState {
+    pub status: String,
 }
 
 /// A policy that took part in a decision.
@@ -132,27 +169,100 @@ pub enum HookError {
     BadInput(String),
     #[error("unexpected hook event `{0}` (expected `PreToolUse`)")]
     WrongEvent(String),
-    #[error("`{0}` is not set: this session was not started by `gov run`")]
+    #[error("`{0}` is not set: this session was not started by `gov run` or `gov guard`")]
     MissingEnv(&'static str),
+    #[error("`{0}` is not a number of seconds")]
+    BadWait(String),
+    #[error("cannot read the session file `{path}`: {message}")]
+    Session { path: String, message: String },
     #[error("the policy check failed: {0}")]
     Server(#[from] ClientError),
 }
 
+/// The variable that names a `gov guard` session file.
+pub const SESSION_FILE_VAR: &str = "GOV_SESSION_FILE";
+/// The variable with the approval wait in seconds.
+pub const WAIT_VAR: &str = "GOV_APPROVAL_WAIT_SECONDS";
+
+/// A `gov guard` session file: what `gov run` puts in the environment,
+/// kept in a 0600 file of the governance repository instead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionFile {
+    pub url: String,
+    pub agent_id: String,
+    pub run_id: String,
+    pub agent_token: String,
+    #[serde(default)]
+    pub approval_wait_seconds: u64,
+}
+
 /// Reads the runner's variables through `get` (the process environment in
-/// production, a map in tests).
+/// production, a map in tests). With `GOV_SESSION_FILE` set (a `gov guard`
+/// session), they come from that file instead.
 pub fn hook_env(get: impl Fn(&str) -> Option<String>) -> Result<HookEnv, HookError> {
-    let need = |name: &'static str| {
+    let var = |name: &str| {
         get(name)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-            .ok_or(HookError::MissingEnv(name))
+    };
+    let path_var = get("PATH").filter(|p| !p.is_empty());
+    if let Some(path) = var(SESSION_FILE_VAR) {
+        let bad = |message: String| HookError::Session {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let f: SessionFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        return Ok(HookEnv {
+            url: f.url,
+            agent_id: f.agent_id,
+            run_id: f.run_id,
+            agent_token: Token::new(f.agent_token),
+            wait: Duration::from_secs(f.approval_wait_seconds.min(MAX_WAIT_SECONDS)),
+            path_var,
+        });
+    }
+    let need = |name: &'static str| var(name).ok_or(HookError::MissingEnv(name));
+    let wait = match var(WAIT_VAR) {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| HookError::BadWait(v))?,
     };
     Ok(HookEnv {
         url: need("GOV_URL")?,
         agent_id: need("GOV_AGENT_ID")?,
         run_id: need("GOV_RUN_ID")?,
         agent_token: Token::new(need("GOV_AGENT_TOKEN")?),
+        wait: Duration::from_secs(wait.min(MAX_WAIT_SECONDS)),
+        path_var,
     })
+}
+
+/// The longest wait for a person gov accepts (a day).
+pub const MAX_WAIT_SECONDS: u64 = crate::config::MAX_APPROVAL_WAIT_SECONDS;
+
+/// Between two looks at a proposal.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The most one look at a proposal may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest the hook runs with this wait for a person: without one,
+/// [`HOOK_DEADLINE`] (its one request); with one, the first request, the
+/// wait, the last look at the proposal and the request that spends the
+/// approval, each bounded. Past it, the process answers deny and exits
+/// whatever it is doing. The timeout gov writes into Claude Code's settings
+/// is derived from it ([`super::claude::hook_timeout_seconds`]) and longer.
+pub fn hook_deadline(wait: Duration) -> Duration {
+    if wait.is_zero() {
+        HOOK_DEADLINE
+    } else {
+        wait + HOOK_DEADLINE * 2 + POLL_TIMEOUT
+    }
+}
+
+/// The deadline of a hook process whose environment is read through `get`
+/// (an unreadable environment fails at once, so the shortest applies).
+pub fn deadline_from_env(get: impl Fn(&str) -> Option<String>) -> Duration {
+    hook_deadline(hook_env(get).map(|e| e.wait).unwrap_or_default())
 }
 
 /// stdin JSON → the body of `POST /tools/evaluate`.
@@ -175,6 +285,10 @@ pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<EvaluateRequest, H
         tool_input,
         cwd: input.cwd,
         tool_use_id: input.tool_use_id,
+        subagent_id: input.agent_id,
+        agent_type: input.agent_type,
+        permission_mode: input.permission_mode,
+        path_var: env.path_var.clone(),
     })
 }
 
@@ -234,13 +348,65 @@ pub fn hook_timeouts() -> Timeouts {
 /// Reads the environment through `get`, asks the server, and returns the
 /// answer for Claude Code. Never fails: errors are denies.
 pub fn run(stdin: &str, get: impl Fn(&str) -> Option<String>) -> HookOutput {
+    let started = Instant::now();
     let result = hook_env(get).and_then(|env| {
         let req = evaluate_request(stdin, &env)?;
         let client = Client::new(&env.url, env.agent_token.clone(), hook_timeouts());
         let resp: EvaluateResponse = client.post_json("/tools/evaluate", &req)?;
-        Ok(hook_output(&req.tool_name, &resp))
+        match (&resp.decision, &resp.proposal_id) {
+            (ToolDecision::NeedsPerson, Some(pid)) if !env.wait.is_zero() => {
+                wait_for_person(&env, &client, &req, pid, started)
+            }
+            _ => Ok(hook_output(&req.tool_name, &resp)),
+        }
     });
     result.unwrap_or_else(|e| failure_output(&e))
+}
+
+/// Polls proposal `pid` until a person decides or the wait runs out.
+fn wait_for_person(
+    env: &HookEnv,
+    client: &Client,
+    req: &EvaluateRequest,
+    pid: &str,
+    started: Instant,
+) -> Result<HookOutput, HookError> {
+    let until = started + env.wait;
+    let tool = &req.tool_name;
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(HookOutput::deny(format!(
+                "gov: `{tool}` needs a person's approval and none came within {} s (proposal `{pid}`); the call is denied",
+                env.wait.as_secs()
+            )));
+        }
+        std::thread::sleep(POLL_INTERVAL.min(until - now));
+        let timeouts = Timeouts {
+            connect: POLL_TIMEOUT.min(Duration::from_secs(2)),
+            total: POLL_TIMEOUT,
+        };
+        let poll = Client::new(&env.url, env.agent_token.clone(), timeouts);
+        let state: ProposalState = match poll.get_json(&format!("/proposals/{pid}")) {
+            Ok(s) => s,
+            // A lost poll is retried until the wait runs out.
+            Err(_) => continue,
+        };
+        match state.status.as_str() {
+            "pending" => continue,
+            "approved" => {
+                // Ask again: the server spends the one-time approval on this
+                // exact call and audits it.
+                let resp: EvaluateResponse = client.post_json("/tools/evaluate", req)?;
+                return Ok(hook_output(tool, &resp));
+            }
+            other => {
+                return Ok(HookOutput::deny(format!(
+                    "gov: `{tool}` was not approved: proposal `{pid}` is {other}"
+                )))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +420,8 @@ mod tests {
             agent_id: "researcher".into(),
             run_id: "run-1".into(),
             agent_token: Token::new("tok"),
+            wait: Duration::ZERO,
+            path_var: None,
         }
     }
 
@@ -292,8 +460,10 @@ mod tests {
 
     #[test]
     fn env_must_be_complete() {
-        let err =
-            hook_env(|k| (k != "GOV_AGENT_TOKEN").then(|| "x".to_string())).expect_err("missing");
+        let err = hook_env(|k| {
+            (!["GOV_AGENT_TOKEN", WAIT_VAR, SESSION_FILE_VAR].contains(&k)).then(|| "x".to_string())
+        })
+        .expect_err("missing");
         assert!(err.to_string().contains("GOV_AGENT_TOKEN"));
         let out = failure_output(&err);
         assert!(!out.is_allow());
@@ -351,11 +521,55 @@ mod tests {
     }
 
     #[test]
+    fn the_claude_code_timeout_is_always_longer_than_the_hook() {
+        for secs in [0, 1, 30, 300, 3600, MAX_WAIT_SECONDS] {
+            let wait = Duration::from_secs(secs);
+            let deadline = hook_deadline(wait);
+            let timeout = crate::runner::claude::hook_timeout_seconds(deadline);
+            assert!(Duration::from_secs(timeout) > deadline, "{secs}");
+            // The wait, one request before it and two after it all fit.
+            assert!(deadline >= wait + HOOK_DEADLINE);
+            if secs > 0 {
+                assert!(deadline >= wait + HOOK_DEADLINE * 2 + POLL_TIMEOUT);
+            }
+        }
+    }
+
+    #[test]
+    fn subagent_fields_reach_the_server() {
+        let stdin = json!({
+            "session_id": "s", "cwd": "/w", "hook_event_name": "PreToolUse",
+            "tool_name": "Read", "tool_input": {"file_path": "a"},
+            "tool_use_id": "toolu_1", "agent_id": "sub-7", "agent_type": "Explore",
+            "permission_mode": "default"
+        })
+        .to_string();
+        let req = evaluate_request(&stdin, &env()).expect("request");
+        assert_eq!(req.tool_use_id.as_deref(), Some("toolu_1"));
+        assert_eq!(req.subagent_id.as_deref(), Some("sub-7"));
+        assert_eq!(req.agent_type.as_deref(), Some("Explore"));
+        assert_eq!(req.permission_mode.as_deref(), Some("default"));
+        assert_eq!(req.agent_id, "researcher");
+    }
+
+    #[test]
+    fn a_bad_wait_is_an_error() {
+        let err = hook_env(|k| match k {
+            WAIT_VAR => Some("soon".into()),
+            SESSION_FILE_VAR => None,
+            _ => Some("x".into()),
+        })
+        .expect_err("bad wait");
+        assert_eq!(err.to_string(), "`soon` is not a number of seconds");
+    }
+
+    #[test]
     fn unreachable_server_denies() {
         let out = run(
             &json!({"tool_name": "Bash", "tool_input": {}}).to_string(),
             |k| match k {
                 "GOV_URL" => Some("http://127.0.0.1:1".into()),
+                WAIT_VAR | SESSION_FILE_VAR => None,
                 _ => Some("x".into()),
             },
         );

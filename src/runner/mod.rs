@@ -17,6 +17,7 @@
 
 pub mod claude;
 pub mod env;
+pub mod guard;
 pub mod hook;
 pub mod process;
 pub mod run;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
 use super::env::{child_env, RunVars};
-use super::hook::HOOK_DEADLINE;
+use super::hook::hook_deadline;
 use super::process::{own_process_group, supervise, Ending, Outcome, Supervision};
 use super::sandbox::{self, Confinement, SandboxInputs, Unavailable};
 use super::stream_json::StreamSummary;
@@ -290,7 +290,7 @@ fn resolve_program(agent_dir: &Path, program: &str) -> OsString {
     }
 }
 
-fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
+fn plan(agent: &AgentSettings, req: &RunRequest, wait_seconds: u64) -> Result<Launch, RunError> {
     if let Some(t) = req.task_id.as_deref() {
         if !valid_task_name(t) {
             return Err(RunError::BadTaskName(t.to_string()));
@@ -334,7 +334,8 @@ fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
                 .tempdir()
                 .map_err(|e| RunError::Prepare(format!("cannot create a temporary folder: {e}")))?;
             let settings_path = scratch.path().join("settings.json");
-            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe, HOOK_DEADLINE))
+            let deadline = hook_deadline(Duration::from_secs(wait_seconds));
+            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe, deadline))
                 .map_err(|e| RunError::Prepare(e.to_string()))?;
             std::fs::write(&settings_path, json).map_err(|e| {
                 RunError::Prepare(format!("cannot write `{}`: {e}", settings_path.display()))
@@ -454,6 +455,7 @@ fn open_run(
     let body = crate::wire::RunOpen {
         agent_id: agent_id.into(),
         task_id: task_id.map(str::to_string),
+        folder: None,
     };
     match client.post_json::<_, OpenedRun>("/runs", &body) {
         Ok(run) => Ok(Ok(run)),
@@ -555,7 +557,7 @@ pub fn run_agent(
     stop: &AtomicBool,
 ) -> Result<RunReport, RunError> {
     let agent = load_agent(settings, &req.agent_id)?;
-    let launch = plan(&agent, req)?;
+    let launch = plan(&agent, req, settings.approval_wait_seconds)?;
     let run_dir = RunDir::new()?;
     let confinement = confine(settings, req, &agent, &launch, &run_dir)?;
     let token_path = settings.runner_token_path();
@@ -696,6 +698,10 @@ fn execute(
             &vars,
             launch.stream,
         ))
+        .env(
+            super::hook::WAIT_VAR,
+            settings.approval_wait_seconds.to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(if launch.stream {
             Stdio::piped()

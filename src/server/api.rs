@@ -519,7 +519,13 @@ async fn start_run(
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let run = blocking_write(&state, move || {
-        runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor)
+        runs::start_run_in(
+            &svc,
+            &body.agent_id,
+            body.task_id.as_deref(),
+            body.folder.as_deref(),
+            actor,
+        )
     })
     .await?;
     let opened = wire::RunOpened {

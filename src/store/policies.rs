@@ -190,6 +190,18 @@ pub fn disk_version(policies_dir: &Path) -> String {
 /// `~user/…`, or `~` without a `$HOME`, is never inside. A path whose
 /// symlinks cannot be resolved (a loop, too many links) is never inside.
 pub fn canonical_tool_path(repo_root: &Path, agent_dir: &Path, raw: &str) -> (String, bool) {
+    canonical_tool_path_from(repo_root, agent_dir, agent_dir, raw)
+}
+
+/// [`canonical_tool_path`] with relative paths taken from `base` (the folder
+/// the call runs in, which Claude Code sends as `cwd`) instead of the agent's
+/// folder. Whether the result is inside is still judged against `agent_dir`.
+pub fn canonical_tool_path_from(
+    repo_root: &Path,
+    agent_dir: &Path,
+    base: &Path,
+    raw: &str,
+) -> (String, bool) {
     let agent = resolve(&absolute(agent_dir));
     let root = resolve(&absolute(repo_root));
     let home_relative = raw == "~" || raw.starts_with("~/");
@@ -206,7 +218,7 @@ pub fn canonical_tool_path(repo_root: &Path, agent_dir: &Path, raw: &str) -> (St
     let resolved = if raw.is_absolute() {
         resolve_checked(&raw)
     } else {
-        resolve_checked(&agent.join(&raw))
+        resolve_checked(&absolute(base).join(&raw))
     };
     let Some(target) = resolved else {
         return (paths::to_slash(&raw), false);
@@ -214,6 +226,45 @@ pub fn canonical_tool_path(repo_root: &Path, agent_dir: &Path, raw: &str) -> (St
     let inside = target.starts_with(&agent);
     let shown = paths::relative_to(&target, &root).unwrap_or_else(|| paths::to_slash(&target));
     (shown, inside)
+}
+
+/// The file a shell runs for `program`: a name with a `/` is a path from
+/// `cwd`; a bare name is searched in each folder of `path_var` (`$PATH`, an
+/// empty entry meaning `cwd`, as the shell does) for an executable file.
+/// Symlinks are resolved. `None` when nothing is found (a builtin, a typo).
+pub fn resolve_program(program: &str, path_var: &str, cwd: &Path) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    let cwd = absolute(cwd);
+    if program.contains('/') {
+        return resolve_checked(&cwd.join(program));
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() {
+            cwd.clone()
+        } else {
+            cwd.join(dir)
+        };
+        let candidate = dir.join(program);
+        if is_executable_file(&candidate) {
+            return resolve_checked(&candidate);
+        }
+    }
+    None
+}
+
+#[cfg(unix)]
+fn is_executable_file(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn is_executable_file(p: &Path) -> bool {
+    p.is_file()
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -375,6 +426,52 @@ mod tests {
         assert!(!canonical_tool_path(&root, &agent, "~other/x").1);
         // A name that merely contains `~` is an ordinary file.
         assert!(canonical_tool_path(&root, &agent, "notes~").1);
+    }
+
+    #[test]
+    fn relative_paths_start_from_the_cwd_claude_code_sends() {
+        let (_tmp, root, agent) = repo();
+        // `cwd: "/"` with `etc/passwd` is `/etc/passwd`, not a file in the
+        // agent's folder.
+        assert_eq!(
+            canonical_tool_path_from(&root, &agent, Path::new("/"), "etc/passwd"),
+            ("/etc/passwd".to_string(), false)
+        );
+        assert_eq!(
+            canonical_tool_path_from(&root, &agent, &agent.join("workspace"), "../memory.md"),
+            ("agents/noop/memory.md".to_string(), true)
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn programs_resolve_on_the_path_and_through_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, _root, agent) = repo();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let real = bin.join("real-git");
+        std::fs::write(&real, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::os::unix::fs::symlink(&real, bin.join("git")).expect("symlink");
+        std::fs::write(bin.join("notexec"), "x").expect("write");
+        let path_var = format!("/nonexistent-gov:{}", bin.display());
+        let want = resolve(&real);
+        assert_eq!(
+            resolve_program("git", &path_var, &agent),
+            Some(want.clone())
+        );
+        assert_eq!(resolve_program("notexec", &path_var, &agent), None);
+        assert_eq!(resolve_program("cd", &path_var, &agent), None);
+        assert_eq!(
+            resolve_program(&bin.join("git").to_string_lossy(), "", &agent),
+            Some(want)
+        );
+        // `./git` is the file in the folder the call runs in.
+        assert_eq!(
+            resolve_program("./memory.md", "", &agent),
+            Some(resolve(&agent.join("memory.md")))
+        );
     }
 
     #[test]

@@ -439,6 +439,19 @@ pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> 
     .optional()
 }
 
+/// The project folder a run was registered with (`gov guard`), read from
+/// its `agent_run_started` entry; `None` for a run of `agents/<id>/`.
+pub fn run_folder(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT json_extract(a.payload_json, '$.folder') FROM runs r \
+         JOIN audit a ON a.seq = r.started_seq WHERE r.run_id = ?1",
+        [run_id],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
 /// The `tool_use` ids of the tool calls the server decided for a run (its
 /// `tool_decision` entries since the run started).
 pub fn decided_tool_uses(

@@ -255,6 +255,8 @@ fn hook(stdin: &str, env: &[(&str, &str)]) -> (Output, Value) {
         .env_remove("GOV_AGENT_ID")
         .env_remove("GOV_RUN_ID")
         .env_remove("GOV_AGENT_TOKEN")
+        .env_remove("GOV_SESSION_FILE")
+        .env_remove("GOV_APPROVAL_WAIT_SECONDS")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -346,6 +348,7 @@ fn hook_asks_with_the_agent_token() {
         ("GOV_AGENT_ID", "res"),
         ("GOV_RUN_ID", "run-9"),
         ("GOV_AGENT_TOKEN", "tok-9"),
+        ("PATH", "/usr/bin:/bin"),
     ];
     let (_, v) = hook(&HOOK_INPUT.replace("Bash", "Read"), &env);
     assert_eq!(decision(&v).0, "allow");
@@ -354,7 +357,8 @@ fn hook_asks_with_the_agent_token() {
     assert_eq!(seen[0].auth, "Bearer tok-9");
     assert_eq!(
         seen[0].body,
-        json!({"agent_id": "res", "run_id": "run-9", "tool_name": "Read", "tool_input": {"command": "ls"}, "cwd": "/w"})
+        json!({"agent_id": "res", "run_id": "run-9", "tool_name": "Read", "tool_input": {"command": "ls"}, "cwd": "/w",
+               "path_var": "/usr/bin:/bin"})
     );
 }
 

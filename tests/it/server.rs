@@ -1059,6 +1059,7 @@ fn wire_types_are_what_the_server_sends() -> TestResult {
     let open = wire::RunOpen {
         agent_id: "noop".into(),
         task_id: None,
+        folder: None,
     };
     let r = s.post("/runs", Some(&s.runner), &serde_json::to_value(&open)?)?;
     assert_eq!(r.status, 201, "{:?}", r.body);
