@@ -6,12 +6,15 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::agents::{self, BudgetView, ChargeInput};
+use super::agents::{self, BudgetView};
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
+use super::run_budget;
 use super::service::{new_uuid, random_bytes, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::budget::Hold;
 use crate::domain::credential::{token_from_bytes, token_hash};
+use crate::domain::pricing::ModelCharge;
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
 use crate::store::projection;
@@ -21,10 +24,14 @@ pub struct RunStarted {
     pub run_id: String,
     pub agent_id: String,
     pub agent_token: String,
+    /// What the run reserved, and until when (Unix seconds) it holds.
+    pub reservation: Hold,
+    pub hold_until: i64,
 }
 
-/// Starts a run: refuses a paused agent or one its `continue` policies
-/// stop (`agent_run_skipped`), else mints the run's agent token.
+/// Starts a run: refuses a paused agent, one its `continue` policies stop,
+/// or one whose budget left cannot cover a run's reservation
+/// (`agent_run_skipped`); else reserves, and mints the run's agent token.
 pub fn start_run(
     svc: &Service,
     agent_id: &str,
@@ -47,10 +54,14 @@ pub fn start_run(
     let hash = token_hash(&token);
     svc.transact(|tx| -> Step<RunStarted> {
         let conn = tx.index().conn();
-        let skipped = |reason: &str, policies: &[PolicyCitation]| {
+        let skipped = |reason: &str, policies: &[PolicyCitation], detail: Option<&str>| {
+            let mut payload = json!({"reason": reason, "policies": policies});
+            if let (Some(d), Some(o)) = (detail, payload.as_object_mut()) {
+                o.insert("detail".into(), json!(d));
+            }
             let e = NewEntry::new(actor.clone(), "agent_run_skipped")
                 .agent(agent_id)
-                .payload(json!({"reason": reason, "policies": policies}));
+                .payload(payload);
             match task_id {
                 Some(t) => e.task(t),
                 None => e,
@@ -63,7 +74,7 @@ pub fn start_run(
                     agent_id: agent_id.into(),
                     reason: reason.clone(),
                 }),
-                vec![skipped("agent_paused", &[])],
+                vec![skipped("agent_paused", &[], None)],
             ));
         }
         let (_, decision, record) =
@@ -74,13 +85,40 @@ pub fn start_run(
                     agent_id: agent_id.into(),
                     policies: decision.policies.clone(),
                 }),
-                vec![skipped("continue_denied", &decision.policies).decision(record)],
+                vec![skipped("continue_denied", &decision.policies, None).decision(record)],
             ));
         }
+        let now = Utc::now();
+        let caps = svc.caps(agent_id);
+        let reservation = match run_budget::admit_run(conn, agent_id, &caps, now)? {
+            Ok(r) => r,
+            Err(detail) => {
+                return Ok((
+                    Err(AppError::BudgetInsufficient {
+                        agent_id: agent_id.into(),
+                        detail: detail.clone(),
+                    }),
+                    vec![skipped("budget_insufficient", &[], Some(&detail))],
+                ))
+            }
+        };
+        let wallclock = svc
+            .agent_settings(agent_id)
+            .map_or(0, |a| a.wallclock_seconds);
+        let hold_until = run_budget::hold_until(now, wallclock);
         let run_id = new_uuid();
         let mut e = NewEntry::new(actor.clone(), "agent_run_started")
             .agent(agent_id)
-            .payload(json!({"run_id": run_id, "token_hash": hash}));
+            .payload(json!({
+                "run_id": run_id,
+                "token_hash": hash,
+                "reservation": {
+                    "tokens": reservation.tokens,
+                    "micros": reservation.micros.0,
+                    "dollars": reservation.micros.as_dollars_f64(),
+                    "hold_until": hold_until,
+                },
+            }));
         if let Some(t) = task_id {
             e = e.task(t);
         }
@@ -89,6 +127,8 @@ pub fn start_run(
                 run_id,
                 agent_id: agent_id.into(),
                 agent_token: token.clone(),
+                reservation,
+                hold_until,
             }),
             vec![e],
         ))
@@ -107,6 +147,23 @@ pub struct RunEnd {
     pub dollars: Option<f64>,
     #[serde(default)]
     pub usage_missing: bool,
+    /// The run's spend not charged yet, per model, priced by the runner.
+    #[serde(default)]
+    pub charges: Vec<ModelCharge>,
+    /// The run ended before its final usage report (wall clock, a cap, a
+    /// crash): its spend is what the stream showed.
+    #[serde(default)]
+    pub estimate: bool,
+    /// Claude Code's own `total_cost_usd`, reconciled against the ledger.
+    #[serde(default)]
+    pub claude_cost_usd: Option<f64>,
+}
+
+/// The answer to the end of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunFinished {
+    pub budget: BudgetView,
+    pub run: run_budget::RunSpend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,32 +173,21 @@ pub enum RunStatus {
     Failed,
 }
 
-/// Finishes a run: charges its spend (refused over the cap, which pauses
-/// the agent), records its end and revokes its token.
+/// Finishes a run: charges the rest of its spend (a charge records a fact,
+/// crossing a cap pauses the agent), releases its reservation, records its
+/// end and revokes its token.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
     end: &RunEnd,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
-    let agent_id = {
-        let index = svc.governance().index()?;
-        match projection::run(index.conn(), run_id)? {
-            Some((a, _, _)) => a,
-            None => return Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
-        }
-    };
-    let caps = svc.caps(&agent_id);
-    let input = ChargeInput {
-        tokens: end.tokens,
-        dollars: end.dollars,
-        tool: "run".into(),
-        task_id: None,
-    };
-    let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    svc.transact(|tx| -> Step<()> {
+) -> Result<RunFinished, AppError> {
+    if end.tokens < 0 {
+        return Err(AppError::invalid("tokens", "tokens must not be negative"));
+    }
+    let (agent_id, run) = svc.transact(|tx| -> Step<(String, run_budget::RunSpend)> {
         let conn = tx.index().conn();
-        let Some((_, task, finished)) = projection::run(conn, run_id)? else {
+        let Some((agent_id, task, finished)) = projection::run(conn, run_id)? else {
             return Ok((
                 Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
                 vec![],
@@ -155,34 +201,34 @@ pub fn finish_run(
                 vec![],
             ));
         }
-        let mut entries = Vec::new();
-        let mut input = input.clone();
-        input.task_id = task.clone();
-        if charge.tokens > 0 || charge.micros.0 > 0 {
-            let (_answer, mut charged) =
-                agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
-            entries.append(&mut charged);
-        }
+        let run = run_budget::RunRef {
+            run_id,
+            agent: &agent_id,
+            task: &task,
+        };
+        let settled = run_budget::settle(svc, conn, run, end, actor.clone())?;
+        let mut entries = settled.entries;
         let event = match end.status {
             RunStatus::Complete => "agent_run_complete",
             RunStatus::Failed => "agent_run_failed",
         };
+        let mut payload = settled.payload;
+        payload.insert("run_id".into(), json!(run_id));
+        payload.insert("reason".into(), json!(end.reason));
+        payload.insert("usage_missing".into(), json!(end.usage_missing));
         let mut e = NewEntry::new(actor.clone(), event)
             .agent(&agent_id)
-            .payload(json!({
-                "run_id": run_id,
-                "reason": end.reason,
-                "tokens": charge.tokens,
-                "dollars": charge.micros.as_dollars_f64(),
-                "usage_missing": end.usage_missing,
-            }));
+            .payload(serde_json::Value::Object(payload));
         if let Some(t) = &task {
             e = e.task(t);
         }
         entries.push(e);
-        Ok((Ok(()), entries))
+        Ok((Ok((agent_id.clone(), settled.run)), entries))
     })?;
-    agents::budget(svc, &agent_id, 0)
+    Ok(RunFinished {
+        budget: agents::budget(svc, &agent_id, 0)?,
+        run,
+    })
 }
 
 /// Mints an agent token by hand (operator), not bound to a run.

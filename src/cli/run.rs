@@ -95,9 +95,12 @@ fn record_locally(
     let end = RunEnd {
         status: crate::app::runs::RunStatus::Failed,
         reason: Some(unreachable_reason(body)),
-        tokens: i64::try_from(body.tokens).unwrap_or(i64::MAX),
-        dollars: body.dollars,
+        tokens: 0,
+        dollars: None,
         usage_missing: body.usage_missing,
+        charges: body.charges.clone(),
+        estimate: body.estimate,
+        claude_cost_usd: body.claude_cost_usd,
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
@@ -148,12 +151,23 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             run_id,
             body,
             budget,
+            run,
             log,
         } => {
-            let spend = match body.dollars {
-                Some(d) => format!("{} tokens, ${d:.4}", body.tokens),
-                None if body.usage_missing => "usage unknown".to_string(),
-                None => format!("{} tokens", body.tokens),
+            let tokens = run
+                .get("tokens_spent")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let dollars = run
+                .get("dollars_spent")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            let spend = if body.usage_missing && tokens == 0 {
+                "usage unknown".to_string()
+            } else if body.estimate {
+                format!("{tokens} tokens, ${dollars:.4}, estimated from the stream")
+            } else {
+                format!("{tokens} tokens, ${dollars:.4}")
             };
             let remaining = budget
                 .get("remaining_pct")
@@ -194,9 +208,10 @@ mod tests {
                 RunStatus::Complete
             },
             reason: reason.map(String::from),
-            tokens: 0,
-            dollars: None,
             usage_missing: false,
+            charges: vec![],
+            estimate: false,
+            claude_cost_usd: None,
         };
         assert_eq!(
             unreachable_reason(&body(None)),

@@ -25,10 +25,12 @@ use serde::{Deserialize, Serialize};
 use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
 use super::env::{child_env, RunVars};
 use super::hook::PolicyRef;
-use super::process::{own_process_group, supervise, Ending, Outcome, Supervision};
+use super::meter::{Meter, UsageFile, BUDGET_REASON};
+use super::process::{own_process_group, supervise_with_budget, Ending, Outcome, Supervision};
 use super::stream_json::StreamSummary;
 use crate::client::{Client, ClientError, Timeouts, Token};
 use crate::config::{AgentKind, AgentSettings, ConfigError, Settings};
+use crate::domain::pricing::ModelCharge;
 
 /// What the command line resolved from flags and the environment.
 #[derive(Debug, Clone)]
@@ -168,9 +170,13 @@ pub enum RunStatus {
 pub struct FinishBody {
     pub status: RunStatus,
     pub reason: Option<String>,
-    pub tokens: u64,
-    pub dollars: Option<f64>,
     pub usage_missing: bool,
+    /// The run's spend not charged while it ran, per model, priced.
+    pub charges: Vec<ModelCharge>,
+    /// No final usage report: the spend is what the stream showed.
+    pub estimate: bool,
+    /// Claude Code's own `total_cost_usd`, reconciled by the server.
+    pub claude_cost_usd: Option<f64>,
 }
 
 /// How a run went, for the command line to print.
@@ -182,6 +188,8 @@ pub enum RunReport {
         body: FinishBody,
         /// The server's `budget` after the charge.
         budget: serde_json::Value,
+        /// The server's `run`: reserved and spent.
+        run: serde_json::Value,
         /// Where a claude agent's stream was saved.
         log: Option<PathBuf>,
     },
@@ -362,14 +370,16 @@ fn exit_reason(status: &ExitStatus) -> String {
     }
 }
 
-/// How a run ended → what the server is told. `stream` is `Some` for claude
-/// agents (whose usage the runner measures), `None` for command agents.
+/// How a run ended → what the server is told (its `charges` are the
+/// meter's to fill). `stream` is `Some` for claude agents (whose usage the
+/// runner reads from their stream), `None` for command agents.
 pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishBody {
     let result = stream.and_then(|s| s.result.as_ref());
     let usage_missing = stream.is_some() && result.is_none();
     let reason = match outcome.ending {
         Ending::Interrupted => Some("interrupted".to_string()),
         Ending::WallClock => Some("wallclock".to_string()),
+        Ending::Budget => Some(BUDGET_REASON.to_string()),
         Ending::Exited => match (stream, result) {
             (Some(_), Some(r)) if !r.succeeded() => Some(r.error_reason()),
             (Some(_), None) => Some("no_result_event".to_string()),
@@ -384,9 +394,10 @@ pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishB
             RunStatus::Failed
         },
         reason,
-        tokens: result.map(|r| r.usage.total()).unwrap_or(0),
-        dollars: result.and_then(|r| r.total_cost_usd),
         usage_missing,
+        charges: Vec::new(),
+        estimate: stream.is_some_and(|s| s.final_usage().estimate),
+        claude_cost_usd: result.and_then(|r| r.total_cost_usd),
     }
 }
 
@@ -396,6 +407,7 @@ fn spawn_reader(
     stdout: impl Read + Send + 'static,
     log: Option<std::fs::File>,
     summary: Arc<Mutex<StreamSummary>>,
+    meter: Arc<Mutex<Meter>>,
     done: mpsc::Sender<()>,
 ) {
     let spawned = std::thread::Builder::new()
@@ -417,8 +429,14 @@ fn spawn_reader(
                     }
                 }
                 let line = String::from_utf8_lossy(&buf);
-                if let Ok(mut s) = summary.lock() {
-                    s.observe(&line);
+                // Usage is charged as it streams, before the next line is
+                // read: a run is stopped within one usage report.
+                let seen = match summary.lock() {
+                    Ok(mut s) => s.observe(&line).then(|| s.stream_usage()),
+                    Err(_) => None,
+                };
+                if let (Some(seen), Ok(mut m)) = (seen, meter.lock()) {
+                    m.report(&seen, true);
                 }
             }
             let _ = done.send(());
@@ -456,7 +474,7 @@ pub fn run_agent(
     let run_id = opened.run_id.clone();
     eprintln!("gov run: run `{run_id}` of agent `{}` started", agent.id);
 
-    let (body, log) = execute(settings, req, &agent, &launch, &opened, stop);
+    let (body, log) = execute(settings, req, &agent, &launch, &opened, stop, &client);
     let path = format!("/runs/{run_id}/finish");
     match client.post_json::<_, serde_json::Value>(&path, &body) {
         Ok(answer) => Ok(RunReport::Finished {
@@ -464,6 +482,10 @@ pub fn run_agent(
             body,
             budget: answer
                 .get("budget")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            run: answer
+                .get("run")
                 .cloned()
                 .unwrap_or(serde_json::Value::Null),
             log,
@@ -485,13 +507,15 @@ fn execute(
     launch: &Launch,
     opened: &OpenedRun,
     stop: &AtomicBool,
+    client: &Client,
 ) -> (FinishBody, Option<PathBuf>) {
     let failed = |reason: String| FinishBody {
         status: RunStatus::Failed,
         reason: Some(reason),
-        tokens: 0,
-        dollars: None,
         usage_missing: launch.stream,
+        charges: Vec::new(),
+        estimate: false,
+        claude_cost_usd: None,
     };
     if stop.load(Ordering::SeqCst) {
         return (failed("interrupted".into()), None);
@@ -503,6 +527,29 @@ fn execute(
         agent_token: Token::new(opened.agent_token.clone()),
         task_id: req.task_id.clone(),
         repo: settings.root.to_string_lossy().into_owned(),
+    };
+    let runs = settings.local_dir().join("runs");
+    let budget_stop = Arc::new(AtomicBool::new(false));
+    let meter = Arc::new(Mutex::new(Meter::new(
+        client.clone(),
+        &opened.run_id,
+        settings.prices(&agent.budget),
+        Arc::clone(&budget_stop),
+    )));
+    // Command agents report usage through a file the runner reads.
+    let usage_file = if launch.stream {
+        None
+    } else {
+        let path = runs.join(format!("{}.usage.jsonl", opened.run_id));
+        match std::fs::create_dir_all(&runs).and_then(|_| UsageFile::create(path.clone())) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                return (
+                    failed(format!("usage_file: `{}`: {e}", path.display())),
+                    None,
+                )
+            }
+        }
     };
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.args)
@@ -520,6 +567,9 @@ fn execute(
             Stdio::inherit()
         })
         .stderr(Stdio::inherit());
+    if let Some(u) = &usage_file {
+        cmd.env("GOV_USAGE_FILE", &u.path);
+    }
     own_process_group(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -534,7 +584,6 @@ fn execute(
     let (done_tx, done_rx) = mpsc::channel();
     let mut log_path = None;
     if let Some(stdout) = child.stdout.take() {
-        let runs = settings.local_dir().join("runs");
         let path = runs.join(format!("{}.jsonl", opened.run_id));
         let file = std::fs::create_dir_all(&runs)
             .and_then(|_| std::fs::File::create(&path))
@@ -548,11 +597,20 @@ fn execute(
         if file.is_some() {
             log_path = Some(path);
         }
-        spawn_reader(stdout, file, Arc::clone(&summary), done_tx);
+        spawn_reader(
+            stdout,
+            file,
+            Arc::clone(&summary),
+            Arc::clone(&meter),
+            done_tx,
+        );
     }
+    let usage_done = Arc::new(AtomicBool::new(false));
+    let usage_reader =
+        usage_file.map(|f| spawn_usage_reader(f, Arc::clone(&meter), Arc::clone(&usage_done)));
 
     let sup = Supervision::new(Duration::from_secs(agent.wallclock_seconds), req.kill_grace);
-    let outcome = match supervise(&mut child, &sup, stop) {
+    let outcome = match supervise_with_budget(&mut child, &sup, stop, &budget_stop) {
         Ok(o) => o,
         Err(e) => {
             // Cannot even wait for it: make sure it is gone, then say why.
@@ -567,17 +625,56 @@ fn execute(
             agent.id, agent.wallclock_seconds
         ),
         Ending::Interrupted => eprintln!("gov run: interrupted; agent `{}` was stopped", agent.id),
+        Ending::Budget => eprintln!(
+            "gov run: agent `{}` was stopped: its budget is spent",
+            agent.id
+        ),
         Ending::Exited => {}
     }
-    if !launch.stream {
-        return (finish_body(&outcome, None), log_path);
+    usage_done.store(true, Ordering::SeqCst);
+    let (mut body, total) = if launch.stream {
+        if done_rx.recv_timeout(STREAM_DRAIN).is_err() {
+            tracing::warn!("the agent's output did not end with its process; using what was read");
+        }
+        let snapshot = summary.lock().map(|s| s.clone()).unwrap_or_default();
+        let total = snapshot.final_usage().by_model;
+        (finish_body(&outcome, Some(&snapshot)), total)
+    } else {
+        let total = usage_reader
+            .and_then(|h| h.join().ok())
+            .map(|f| f.totals)
+            .unwrap_or_default();
+        (finish_body(&outcome, None), total)
+    };
+    if let Ok(m) = meter.lock() {
+        body.charges = m.rest(&total);
     }
-    if done_rx.recv_timeout(STREAM_DRAIN).is_err() {
-        tracing::warn!("the agent's output did not end with its process; using what was read");
-    }
-    let snapshot = summary.lock().map(|s| s.clone()).unwrap_or_default();
-    (finish_body(&outcome, Some(&snapshot)), log_path)
+    (body, log_path)
 }
+
+/// Reads a command agent's usage file as it grows and charges it, until
+/// `done`; then reads it once more. Returns the file with its totals.
+fn spawn_usage_reader(
+    mut file: UsageFile,
+    meter: Arc<Mutex<Meter>>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<UsageFile> {
+    std::thread::spawn(move || loop {
+        let last = done.load(Ordering::SeqCst);
+        if file.poll() {
+            if let Ok(mut m) = meter.lock() {
+                m.report(&file.totals, false);
+            }
+        }
+        if last {
+            return file;
+        }
+        std::thread::sleep(USAGE_POLL);
+    })
+}
+
+/// How often a command agent's usage file is read.
+const USAGE_POLL: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
@@ -598,15 +695,17 @@ mod tests {
     fn command_agents_complete_on_exit_zero() {
         let b = finish_body(&outcome(Ending::Exited, 0), None);
         assert_eq!(b.status, RunStatus::Complete);
-        assert_eq!((b.tokens, b.dollars, b.usage_missing), (0, None, false));
+        assert_eq!((b.estimate, b.usage_missing), (false, false));
         let b = finish_body(&outcome(Ending::Exited, 3), None);
         assert_eq!(b.reason.as_deref(), Some("exit_status: 3"));
         let b = finish_body(&outcome(Ending::WallClock, 0), None);
         assert_eq!(b.reason.as_deref(), Some("wallclock"));
+        let b = finish_body(&outcome(Ending::Budget, 0), None);
+        assert_eq!(b.reason.as_deref(), Some("budget"));
     }
 
     #[test]
-    fn claude_agents_are_charged_from_the_result() {
+    fn claude_agents_report_the_result() {
         let s = StreamSummary::from_text(OK);
         let b = finish_body(&outcome(Ending::Exited, 0), Some(&s));
         assert_eq!(
@@ -614,24 +713,25 @@ mod tests {
             FinishBody {
                 status: RunStatus::Complete,
                 reason: None,
-                tokens: 15,
-                dollars: Some(0.25),
-                usage_missing: false
+                usage_missing: false,
+                charges: vec![],
+                estimate: false,
+                claude_cost_usd: Some(0.25),
             }
         );
-        // Interrupted after the result: still charged, still failed.
+        // Interrupted after the result: still failed.
         let b = finish_body(&outcome(Ending::Interrupted, 0), Some(&s));
         assert_eq!(
-            (b.status, b.reason.as_deref(), b.tokens),
-            (RunStatus::Failed, Some("interrupted"), 15)
+            (b.status, b.reason.as_deref()),
+            (RunStatus::Failed, Some("interrupted"))
         );
         let b = finish_body(&outcome(Ending::Exited, 1), Some(&s));
         assert_eq!(b.reason.as_deref(), Some("exit_status: 1"));
         let none = StreamSummary::default();
         let b = finish_body(&outcome(Ending::Exited, 0), Some(&none));
         assert_eq!(
-            (b.reason.as_deref(), b.usage_missing),
-            (Some("no_result_event"), true)
+            (b.reason.as_deref(), b.usage_missing, b.estimate),
+            (Some("no_result_event"), true, true)
         );
         let b = finish_body(&outcome(Ending::WallClock, 0), Some(&none));
         assert_eq!(
