@@ -27,8 +27,10 @@ use serde::Deserialize;
 use crate::client::Client;
 use crate::domain::pricing::{ModelCharge, Prices, TokenUsage, UsageByModel};
 
-/// Why the meter stopped a run.
+/// Why the meter stopped a run: its reservation or a cap was spent.
 pub const BUDGET_REASON: &str = "budget";
+/// Why the meter stopped a run: the server could not record its usage.
+pub const UNRECORDED_REASON: &str = "usage_unrecorded";
 
 /// The server's answer to a usage report (`POST /runs/{id}/usage`).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +52,9 @@ pub struct Meter {
     stop: Arc<AtomicBool>,
     /// Why it was stopped, for the run's end and the operator.
     pub stop_detail: Option<String>,
+    /// The run's reason when it was stopped: [`BUDGET_REASON`] or
+    /// [`UNRECORDED_REASON`].
+    pub stop_reason: &'static str,
 }
 
 impl Meter {
@@ -61,6 +66,7 @@ impl Meter {
             charged: UsageByModel::new(),
             stop,
             stop_detail: None,
+            stop_reason: BUDGET_REASON,
         }
     }
 
@@ -69,10 +75,11 @@ impl Meter {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn halt(&mut self, detail: String) {
+    fn halt(&mut self, reason: &'static str, detail: String) {
         if !self.stopped() {
             eprintln!("gov run: stopping run `{}`: {detail}", self.run_id);
             self.stop_detail = Some(detail);
+            self.stop_reason = reason;
         }
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -96,13 +103,16 @@ impl Meter {
                     let why = answer
                         .stop_reason
                         .unwrap_or_else(|| "the budget is spent".into());
-                    self.halt(format!("its budget is spent ({why})"));
+                    self.halt(BUDGET_REASON, format!("its budget is spent ({why})"));
                 }
             }
-            Err(e) => self.halt(format!(
-                "its usage could not be recorded ({}); it is charged at the end",
-                crate::domain::errors::error_chain(&e)
-            )),
+            Err(e) => self.halt(
+                UNRECORDED_REASON,
+                format!(
+                    "its usage could not be recorded ({}); it is charged at the end",
+                    crate::domain::errors::error_chain(&e)
+                ),
+            ),
         }
     }
 

@@ -625,11 +625,8 @@ fn execute(
             agent.id, agent.wallclock_seconds
         ),
         Ending::Interrupted => eprintln!("gov run: interrupted; agent `{}` was stopped", agent.id),
-        Ending::Budget => eprintln!(
-            "gov run: agent `{}` was stopped: its budget is spent",
-            agent.id
-        ),
-        Ending::Exited => {}
+        // The meter has said why.
+        Ending::Budget | Ending::Exited => {}
     }
     usage_done.store(true, Ordering::SeqCst);
     let (mut body, total) = if launch.stream {
@@ -648,6 +645,9 @@ fn execute(
     };
     if let Ok(m) = meter.lock() {
         body.charges = m.rest(&total);
+        if outcome.ending == Ending::Budget {
+            body.reason = Some(m.stop_reason.to_string());
+        }
     }
     (body, log_path)
 }

@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod budgets;
 mod dashboard;
 mod demo;
 mod init;
