@@ -1,7 +1,7 @@
 //! Agents: budgets (read, charge), pauses (pause, resume, pause-all), live
 //! state (`/status/me`, `/scoreboard`) and audit flags about them.
 
-use chrono::Utc;
+use chrono::{Datelike, Utc};
 use serde::Serialize;
 use serde_json::json;
 
@@ -77,6 +77,39 @@ pub fn budget_view(
     view.tokens_reserved = Some(held.tokens);
     view.dollars_reserved = Some(held.micros.as_dollars_f64());
     Ok(view)
+}
+
+/// The charges of an agent's current budget period in the order they were
+/// recorded (Unix seconds, micro-dollars), and when the period began (`None`
+/// for lifetime), for the dashboard's chart.
+pub fn spend_history(
+    svc: &Service,
+    agent_id: &str,
+) -> Result<(Vec<(i64, i64)>, Option<i64>), AppError> {
+    let caps = svc.caps(agent_id);
+    let now = Utc::now();
+    let key = PeriodKeys::current(caps.period, now);
+    let rows = svc.read(|c| projection::charges(c, agent_id, key.as_deref()))?;
+    let points = rows
+        .into_iter()
+        .filter_map(|(ts, _, micros)| {
+            chrono::DateTime::parse_from_rfc3339(&ts)
+                .ok()
+                .map(|t| (t.timestamp(), micros))
+        })
+        .collect();
+    let today = now.date_naive();
+    let start = match caps.period {
+        crate::config::Period::Lifetime => None,
+        crate::config::Period::Daily => Some(today),
+        crate::config::Period::Monthly => today.with_day(1),
+    };
+    Ok((
+        points,
+        start
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp()),
+    ))
 }
 
 pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<BudgetView, AppError> {
