@@ -80,12 +80,16 @@ pub fn budget_view(
 }
 
 /// The charges of an agent's current budget period in the order they were
-/// recorded (Unix seconds, micro-dollars), and when the period began (`None`
-/// for lifetime), for the dashboard's chart.
-pub fn spend_history(
-    svc: &Service,
-    agent_id: &str,
-) -> Result<(Vec<(i64, i64)>, Option<i64>), AppError> {
+/// recorded, and when the period began, for the dashboard's chart.
+#[derive(Debug, Clone, Default)]
+pub struct SpendHistory {
+    /// (Unix seconds, micro-dollars) of each charge.
+    pub charges: Vec<(i64, i64)>,
+    /// The start of the period in Unix seconds; `None` for lifetime.
+    pub from: Option<i64>,
+}
+
+pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppError> {
     let caps = svc.caps(agent_id);
     let now = Utc::now();
     let key = PeriodKeys::current(caps.period, now);
@@ -104,12 +108,12 @@ pub fn spend_history(
         crate::config::Period::Daily => Some(today),
         crate::config::Period::Monthly => today.with_day(1),
     };
-    Ok((
-        points,
-        start
+    Ok(SpendHistory {
+        charges: points,
+        from: start
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map(|t| t.and_utc().timestamp()),
-    ))
+    })
 }
 
 pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<BudgetView, AppError> {

@@ -357,8 +357,13 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
             };
             let spent = Micros::from_dollars_f64(budget.dollars_consumed).unwrap_or(Micros(0));
             let now = chrono::Utc::now();
-            let (charges, from) = agents::spend_history(&svc, &row.agent_id)?;
-            let chart = SpendChart::new(&charges, caps.dollars_cap, from, now.timestamp());
+            let history = agents::spend_history(&svc, &row.agent_id)?;
+            let chart = SpendChart::new(
+                &history.charges,
+                caps.dollars_cap,
+                history.from,
+                now.timestamp(),
+            );
             let reservations = {
                 let index = svc.governance().index()?;
                 run_budget::reservations(index.conn(), Some(&row.agent_id), &[], now)?
