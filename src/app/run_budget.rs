@@ -224,6 +224,21 @@ fn charge_inputs(
         .collect()
 }
 
+/// A run that has not finished: its agent and task, or why not (unknown,
+/// already finished).
+pub fn open_run(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+) -> Result<Result<(String, Option<String>), AppError>, AppError> {
+    Ok(match projection::run(conn, run_id)? {
+        None => Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
+        Some((_, _, Some(f))) => Err(AppError::Conflict(format!(
+            "run '{run_id}' already finished ({f})"
+        ))),
+        Some((agent, task, None)) => Ok((agent, task)),
+    })
+}
+
 /// Charges a usage report of a run that is under way.
 pub fn charge_run(
     svc: &Service,
@@ -233,20 +248,10 @@ pub fn charge_run(
 ) -> Result<RunCharged, AppError> {
     svc.transact(|tx| -> Step<RunCharged> {
         let conn = tx.index().conn();
-        let Some((agent, task, finished)) = projection::run(conn, run_id)? else {
-            return Ok((
-                Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
-                vec![],
-            ));
+        let (agent, task) = match open_run(conn, run_id)? {
+            Ok(run) => run,
+            Err(e) => return Ok((Err(e), vec![])),
         };
-        if let Some(f) = finished {
-            return Ok((
-                Err(AppError::Conflict(format!(
-                    "run '{run_id}' already finished ({f})"
-                ))),
-                vec![],
-            ));
-        }
         let caps = svc.caps(&agent);
         let inputs = charge_inputs(run_id, &task, &report.charges, report.estimate)?;
         let planned = agents::plan_charges(conn, &agent, &caps, &inputs, actor)?;

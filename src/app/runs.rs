@@ -187,20 +187,10 @@ pub fn finish_run(
     }
     let (agent_id, run) = svc.transact(|tx| -> Step<(String, run_budget::RunSpend)> {
         let conn = tx.index().conn();
-        let Some((agent_id, task, finished)) = projection::run(conn, run_id)? else {
-            return Ok((
-                Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
-                vec![],
-            ));
+        let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
+            Ok(run) => run,
+            Err(e) => return Ok((Err(e), vec![])),
         };
-        if let Some(f) = finished {
-            return Ok((
-                Err(AppError::Conflict(format!(
-                    "run '{run_id}' already finished ({f})"
-                ))),
-                vec![],
-            ));
-        }
         let run = run_budget::RunRef {
             run_id,
             agent: &agent_id,

@@ -22,39 +22,9 @@ use serde::Deserialize;
 
 use crate::domain::pricing::{TokenUsage, UsageByModel};
 
-/// Token counts of a session, as Claude Code reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub input_tokens: u64,
-    #[serde(default)]
-    pub output_tokens: u64,
-    #[serde(default)]
-    pub cache_creation_input_tokens: u64,
-    #[serde(default)]
-    pub cache_read_input_tokens: u64,
-}
-
-impl Usage {
-    /// Every token the session used, cached or not: what the budget counts.
-    pub fn total(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.output_tokens)
-            .saturating_add(self.cache_creation_input_tokens)
-            .saturating_add(self.cache_read_input_tokens)
-    }
-}
-
-impl From<Usage> for TokenUsage {
-    fn from(u: Usage) -> TokenUsage {
-        TokenUsage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            cache_creation_input_tokens: u.cache_creation_input_tokens,
-            cache_read_input_tokens: u.cache_read_input_tokens,
-        }
-    }
-}
+/// Token counts of a message or a session, as Claude Code reports them
+/// (the API's `usage`): the same four counts gov prices.
+pub type Usage = TokenUsage;
 
 /// One model's totals in a result's `modelUsage` (SDK type `ModelUsage`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -199,7 +169,7 @@ impl StreamSummary {
                 estimate: false,
             };
         }
-        let main: TokenUsage = r.usage.into();
+        let main = r.usage;
         let by_model = if main.total() > stream.values().map(TokenUsage::total).sum() {
             let mut m = UsageByModel::new();
             m.insert(self.model.clone().unwrap_or_default(), main);
@@ -249,7 +219,7 @@ impl StreamSummary {
                 let Ok(a) = serde_json::from_value::<AssistantUsage>(value) else {
                     return false;
                 };
-                let usage: TokenUsage = a.message.usage.into();
+                let usage = a.message.usage;
                 let model = a.message.model;
                 let slot = self
                     .messages
