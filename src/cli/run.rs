@@ -130,6 +130,9 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             let why = match skip.error.as_str() {
                 "agent_paused" => "the agent is paused".to_string(),
                 "continue_denied" => "a policy says it may not go on".to_string(),
+                "budget_insufficient" => {
+                    "its budget left cannot cover a run's reservation".to_string()
+                }
                 "" => "the server refused the run".to_string(),
                 other => format!("the server refused the run (`{other}`)"),
             };

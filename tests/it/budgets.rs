@@ -343,6 +343,21 @@ fn two_runs_racing_for_the_budget_left_exactly_one_starts() -> TestResult {
     );
     // 350 tokens left: not enough for another run of 600.
     assert_eq!(open_run(&s.base, &s.runner, "racer").0, 423);
+    let out = std::process::Command::new(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["run", "racer"])
+        .env_remove("GOV_REPO")
+        .env("GOV_URL", &s.base)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "skipped: agent `racer` did not run: its budget left cannot cover a run's reservation: \
+         agent `racer` has not enough budget left for a run: a run reserves 600 tokens and $0.60, \
+         but only 350 tokens and $0.75 are left (cap - spent - reserved)\n"
+    );
     Ok(())
 }
 
