@@ -3,14 +3,16 @@
 
 use chrono::{Datelike, Utc};
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::AppError;
 use super::service::{Service, Step};
 use crate::config::BudgetSettings;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
 use crate::domain::budget::{
     agent_status, charge_effect, remaining_pct, Charge, ChargeEffect, PeriodKeys, Spend,
+};
+use crate::domain::event::{
+    AdminPauseAll, AgentPaused, AgentResumed, BudgetCharge, BudgetPaused, Impersonation,
 };
 use crate::domain::money::Micros;
 use crate::domain::pricing::{Prices, TokenUsage};
@@ -238,34 +240,21 @@ pub fn plan_charges(
     let keys = PeriodKeys::at(Utc::now());
     let mut entries = Vec::new();
     for (charge, input) in charges {
-        let mut payload = json!({
-            "tokens": charge.tokens,
-            "dollars": charge.micros.as_dollars_f64(),
-            "micros": charge.micros.0,
-            "tool": input.tool,
-            "period_day": keys.day,
-            "period_month": keys.month,
-        });
-        if let Some(o) = payload.as_object_mut() {
-            if let Some(r) = &input.run_id {
-                o.insert("run_id".into(), json!(r));
-            }
-            if let Some(m) = &input.model {
-                o.insert("model".into(), json!(m));
-            }
-            if let Some(u) = &input.usage {
-                o.insert("usage".into(), json!(u));
-            }
-            if input.estimate {
-                o.insert("estimate".into(), json!(true));
-            }
-        }
-        let mut e = NewEntry::new(actor.clone(), "budget_charge")
+        let booked = BudgetCharge {
+            tokens: charge.tokens,
+            dollars: charge.micros.as_dollars_f64(),
+            micros: charge.micros.0,
+            tool: input.tool.clone(),
+            period_day: keys.day.clone(),
+            period_month: keys.month.clone(),
+            run_id: input.run_id.clone(),
+            model: input.model.clone(),
+            usage: input.usage,
+            estimate: input.estimate,
+        };
+        let e = NewEntry::new(actor.clone(), Event::BudgetCharge(booked))
             .agent(agent_id)
-            .payload(payload);
-        if let Some(t) = &input.task_id {
-            e = e.task(t);
-        }
+            .maybe_task(input.task_id.as_ref());
         entries.push(e);
         let effect = charge_effect(caps, spend, *charge, paused);
         spend = spend.plus(charge.tokens, charge.micros);
@@ -274,19 +263,19 @@ pub fn plan_charges(
             dollars_over,
         } = effect
         {
-            entries.push(
-                NewEntry::new(Actor::server(), "budget_paused")
-                    .agent(agent_id)
-                    .payload(json!({
-                        "reason": "budget_cap_exceeded",
-                        "tokens_consumed": spend.tokens,
-                        "dollars_consumed": spend.micros.as_dollars_f64(),
-                        "tokens_cap": caps.tokens_cap,
-                        "dollars_cap": caps.dollars_cap.as_dollars_f64(),
-                        "tokens_over": tokens_over,
-                        "dollars_over": dollars_over,
-                    })),
-            );
+            let pause = BudgetPaused {
+                reason: "budget_cap_exceeded".into(),
+                tokens_consumed: spend.tokens,
+                dollars_consumed: spend.micros.as_dollars_f64(),
+                tokens_cap: caps.tokens_cap,
+                dollars_cap: caps.dollars_cap.as_dollars_f64(),
+                refused_tokens: None,
+                refused_dollars: None,
+                tokens_over,
+                dollars_over,
+            };
+            entries
+                .push(NewEntry::new(Actor::server(), Event::BudgetPaused(pause)).agent(agent_id));
             paused = true;
             paused_reason = Some("budget_cap_exceeded".into());
         }
@@ -358,9 +347,10 @@ pub fn pause(
         if projection::agent(conn, agent_id)?.is_some_and(|a| a.paused) {
             return Ok((Ok(()), vec![]));
         }
-        let e = NewEntry::new(actor, "agent_paused")
-            .agent(agent_id)
-            .payload(json!({"reason": reason}));
+        let paused = AgentPaused {
+            reason: reason.into(),
+        };
+        let e = NewEntry::new(actor, Event::AgentPaused(paused)).agent(agent_id);
         Ok((Ok(()), vec![e]))
     })?;
     state(svc, agent_id)
@@ -378,9 +368,10 @@ pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState,
         }
         match projection::agent(conn, agent_id)? {
             Some(a) if a.paused => {
-                let e = NewEntry::new(actor, "agent_resumed")
-                    .agent(agent_id)
-                    .payload(json!({"was_paused_for": a.paused_reason}));
+                let resumed = AgentResumed {
+                    was_paused_for: a.paused_reason,
+                };
+                let e = NewEntry::new(actor, Event::AgentResumed(resumed)).agent(agent_id);
                 Ok((Ok(()), vec![e]))
             }
             _ => Ok((Ok(()), vec![])),
@@ -406,8 +397,11 @@ pub fn pause_all(svc: &Service, reason: &str, actor: Actor) -> Result<Vec<String
             }
         }
         now_paused.sort();
-        let e = NewEntry::new(actor, "admin_pause_all")
-            .payload(json!({"reason": reason, "paused_agents": now_paused}));
+        let all = AdminPauseAll {
+            reason: reason.into(),
+            paused_agents: now_paused.clone(),
+        };
+        let e = NewEntry::new(actor, Event::AdminPauseAll(all));
         Ok((Ok(now_paused), vec![e]))
     })
 }
@@ -465,11 +459,14 @@ pub fn flag_impersonation(
     claimed: &str,
     what: &str,
 ) -> Result<(), AppError> {
+    let flag = Impersonation {
+        claimed_agent_id: claimed.into(),
+        request: what.into(),
+    };
     svc.governance().append(vec![NewEntry::new(
         Actor::agent(token_agent),
-        "audit_flag_impersonation",
+        Event::AuditFlagImpersonation(flag),
     )
-    .agent(token_agent)
-    .payload(json!({"claimed_agent_id": claimed, "request": what}))])?;
+    .agent(token_agent)])?;
     Ok(())
 }

@@ -23,7 +23,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::agents::{self, BudgetView, ChargeInput};
 use super::error::AppError;
@@ -32,6 +31,7 @@ use super::service::{Service, Step};
 use crate::config::BudgetSettings;
 use crate::domain::audit::Actor;
 use crate::domain::budget::{admit, Hold, Spend};
+use crate::domain::event::{Reconciliation, RunEnded, RunRelease};
 use crate::domain::money::Micros;
 use crate::domain::pricing::ModelCharge;
 use crate::store::projection;
@@ -280,10 +280,11 @@ pub fn charge_run(
     })
 }
 
-/// What the end of a run settles, for its `agent_run_*` entry.
+/// What the end of a run settles: the charges' entries, and the run's end
+/// for its `agent_run_*` entry.
 pub struct Settlement {
     pub entries: Vec<crate::domain::audit::NewEntry>,
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub ended: RunEnded,
     pub run: RunSpend,
 }
 
@@ -328,35 +329,36 @@ pub fn settle(
             s.plus(c.tokens, c.micros)
         });
     let released = reserved.left_after(spent);
-    let mut payload = serde_json::Map::new();
-    payload.insert("tokens".into(), json!(spent.tokens));
-    payload.insert("dollars".into(), json!(spent.micros.as_dollars_f64()));
-    payload.insert("micros".into(), json!(spent.micros.0));
-    payload.insert(
-        "reservation".into(),
-        json!({"tokens": reserved.tokens, "micros": reserved.micros.0,
-               "released_tokens": released.tokens, "released_micros": released.micros.0}),
-    );
-    if end.estimate {
-        payload.insert("estimate".into(), json!(true));
-    }
-    if let Some(usd) = end.claude_cost_usd {
-        // Claude Code's own estimate against what the ledger holds for the
-        // run (gov's prices): the difference is recorded, not charged.
+    // Claude Code's own estimate against what the ledger holds for the run
+    // (gov's prices): the difference is recorded, not charged.
+    let reconciliation = end.claude_cost_usd.map(|usd| {
         let claude = dollars_to_micros(usd);
-        payload.insert(
-            "reconciliation".into(),
-            json!({
-                "claude_total_cost_usd": usd,
-                "claude_micros": claude.0,
-                "ledger_micros": spent.micros.0,
-                "difference_micros": claude.0 - spent.micros.0,
-            }),
-        );
-    }
+        Reconciliation {
+            claude_total_cost_usd: usd,
+            claude_micros: claude.0,
+            ledger_micros: spent.micros.0,
+            difference_micros: claude.0 - spent.micros.0,
+        }
+    });
+    let ended = RunEnded {
+        run_id: run.run_id.into(),
+        reason: end.reason.clone(),
+        tokens: spent.tokens,
+        dollars: spent.micros.as_dollars_f64(),
+        usage_missing: end.usage_missing,
+        micros: Some(spent.micros.0),
+        reservation: Some(RunRelease {
+            tokens: reserved.tokens,
+            micros: reserved.micros.0,
+            released_tokens: released.tokens,
+            released_micros: released.micros.0,
+        }),
+        estimate: end.estimate,
+        reconciliation,
+    };
     Ok(Settlement {
         entries: planned.entries,
-        payload,
+        ended,
         run: RunSpend::of(reserved, spent),
     })
 }

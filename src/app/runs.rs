@@ -11,9 +11,13 @@ use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::run_budget;
 use super::service::{new_uuid, random_bytes, Service, Step};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::budget::Hold;
 use crate::domain::credential::{token_from_bytes, token_hash};
+use crate::domain::event::{
+    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunReservation, ToolApprovalUsed,
+    ToolDecision,
+};
 use crate::domain::pricing::ModelCharge;
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
@@ -55,17 +59,14 @@ pub fn start_run(
     svc.transact(|tx| -> Step<RunStarted> {
         let conn = tx.index().conn();
         let skipped = |reason: &str, policies: &[PolicyCitation], detail: Option<&str>| {
-            let mut payload = json!({"reason": reason, "policies": policies});
-            if let (Some(d), Some(o)) = (detail, payload.as_object_mut()) {
-                o.insert("detail".into(), json!(d));
-            }
-            let e = NewEntry::new(actor.clone(), "agent_run_skipped")
+            let skipped = AgentRunSkipped {
+                reason: reason.into(),
+                policies: policies.to_vec(),
+                detail: detail.map(String::from),
+            };
+            NewEntry::new(actor.clone(), Event::AgentRunSkipped(skipped))
                 .agent(agent_id)
-                .payload(payload);
-            match task_id {
-                Some(t) => e.task(t),
-                None => e,
-            }
+                .maybe_task(task_id)
         };
         if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
             let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
@@ -107,21 +108,19 @@ pub fn start_run(
             .map_or(0, |a| a.wallclock_seconds);
         let hold_until = run_budget::hold_until(now, wallclock);
         let run_id = new_uuid();
-        let mut e = NewEntry::new(actor.clone(), "agent_run_started")
+        let started = AgentRunStarted {
+            run_id: run_id.clone(),
+            token_hash: hash.clone(),
+            reservation: Some(RunReservation {
+                tokens: reservation.tokens,
+                micros: reservation.micros.0,
+                dollars: reservation.micros.as_dollars_f64(),
+                hold_until,
+            }),
+        };
+        let e = NewEntry::new(actor.clone(), Event::AgentRunStarted(started))
             .agent(agent_id)
-            .payload(json!({
-                "run_id": run_id,
-                "token_hash": hash,
-                "reservation": {
-                    "tokens": reservation.tokens,
-                    "micros": reservation.micros.0,
-                    "dollars": reservation.micros.as_dollars_f64(),
-                    "hold_until": hold_until,
-                },
-            }));
-        if let Some(t) = task_id {
-            e = e.task(t);
-        }
+            .maybe_task(task_id);
         Ok((
             Ok(RunStarted {
                 run_id,
@@ -199,20 +198,14 @@ pub fn finish_run(
         let settled = run_budget::settle(svc, conn, run, end, actor.clone())?;
         let mut entries = settled.entries;
         let event = match end.status {
-            RunStatus::Complete => "agent_run_complete",
-            RunStatus::Failed => "agent_run_failed",
+            RunStatus::Complete => Event::AgentRunComplete(settled.ended),
+            RunStatus::Failed => Event::AgentRunFailed(settled.ended),
         };
-        let mut payload = settled.payload;
-        payload.insert("run_id".into(), json!(run_id));
-        payload.insert("reason".into(), json!(end.reason));
-        payload.insert("usage_missing".into(), json!(end.usage_missing));
-        let mut e = NewEntry::new(actor.clone(), event)
-            .agent(&agent_id)
-            .payload(serde_json::Value::Object(payload));
-        if let Some(t) = &task {
-            e = e.task(t);
-        }
-        entries.push(e);
+        entries.push(
+            NewEntry::new(actor.clone(), event)
+                .agent(&agent_id)
+                .maybe_task(task.as_ref()),
+        );
         Ok((Ok((agent_id.clone(), settled.run)), entries))
     })?;
     Ok(RunFinished {
@@ -235,9 +228,11 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
                 vec![],
             ));
         }
-        let e = NewEntry::new(actor, "agent_token_issued")
-            .agent(agent_id)
-            .payload(json!({"token_hash": hash, "run_id": null}));
+        let issued = AgentTokenIssued {
+            token_hash: hash.clone(),
+            run_id: None,
+        };
+        let e = NewEntry::new(actor, Event::AgentTokenIssued(issued)).agent(agent_id);
         Ok((Ok(()), vec![e]))
     })?;
     Ok(token)
@@ -365,19 +360,16 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
     svc.transact(|tx| -> Step<ToolAnswer> {
         let conn = tx.index().conn();
         let base = |decision: &str, reason: &str, pid: Option<&str>| {
-            let e = NewEntry::new(Actor::server(), "tool_decision")
+            let decided = ToolDecision {
+                tool_name: call.tool_name.clone(),
+                run_id: call.run_id.clone(),
+                decision: decision.into(),
+                reason: reason.into(),
+                payload_hash: hash.clone(),
+            };
+            NewEntry::new(Actor::server(), Event::ToolDecision(decided))
                 .agent(&call.agent_id)
-                .payload(json!({
-                    "tool_name": call.tool_name,
-                    "run_id": call.run_id,
-                    "decision": decision,
-                    "reason": reason,
-                    "payload_hash": hash,
-                }));
-            match pid {
-                Some(p) => e.proposal(p),
-                None => e,
-            }
+                .maybe_proposal(pid)
         };
         if let Some((AppError::Paused { reason, .. }, _)) =
             refuse_if_paused(conn, &call.agent_id, "tool")?
@@ -439,10 +431,13 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     projection::unused_tool_approval(conn, &call.agent_id, &action_type, &hash)?
                 {
                     let r = format!("approved by a person (proposal {pid}), once");
-                    let used = NewEntry::new(Actor::server(), "tool_approval_used")
+                    let used = ToolApprovalUsed {
+                        tool_name: call.tool_name.clone(),
+                        run_id: call.run_id.clone(),
+                    };
+                    let used = NewEntry::new(Actor::server(), Event::ToolApprovalUsed(used))
                         .agent(&call.agent_id)
-                        .proposal(&pid)
-                        .payload(json!({"tool_name": call.tool_name, "run_id": call.run_id}));
+                        .proposal(&pid);
                     return Ok((
                         Ok(answer("allow", r.clone(), Some(pid.clone()))),
                         vec![base("allow", &r, Some(&pid)).decision(record), used],
@@ -489,7 +484,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     commit: None,
                     merge_commit: None,
                 };
-                let filed = super::proposals::file_pending(svc, tx, p, record.clone())?;
+                let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
                 let r = format!("needs a person: proposal {id}");
                 Ok((
                     Ok(answer("needs_person", r.clone(), Some(id.clone()))),

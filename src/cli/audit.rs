@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use crate::app::audit::{self as app, VerifyError};
 use crate::app::governance::{GovError, Governance};
 use crate::config::Settings;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
 use crate::store::index::AuditFilter;
 use crate::store::keys::{Role, SignatureCheck};
 
 use super::{repo_root, ExitCode, Failure};
+
+/// The event type of the entries `gov audit append-test` writes.
+const APPEND_TEST: &str = "append_test";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -139,7 +142,7 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
             "#{} {} {} by {}{} [{} {}; signature {}]",
             e.seq,
             e.ts.to_rfc3339(),
-            e.entry.event_type,
+            e.entry.event_type(),
             e.entry.actor.0,
             ids,
             l.indexed.commit.get(..12).unwrap_or(&l.indexed.commit),
@@ -173,11 +176,12 @@ fn append_test(settings: &Settings, a: AppendTestArgs) -> Result<ExitCode, Failu
         let n = batch.min(a.count - done);
         let entries = (0..n)
             .map(|i| {
-                NewEntry::new(Actor::runner(), "append_test")
-                    .agent(format!("test-{pid}"))
-                    .payload(serde_json::json!({"pid": pid, "i": done + i}))
+                let payload = serde_json::json!({"pid": pid, "i": done + i});
+                Event::other(APPEND_TEST, payload)
+                    .map(|event| NewEntry::new(Actor::runner(), event).agent(format!("test-{pid}")))
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
         gov.append(entries).map_err(|e| gov_failure(&e))?;
         done += n;
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod budget;
 pub mod credential;
 pub mod errors;
+pub mod event;
 pub mod ids;
 pub mod money;
 pub mod paths;

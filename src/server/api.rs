@@ -15,7 +15,7 @@ use super::error::{ApiError, Body, Query};
 use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
 use crate::app::{agents, credentials, proposals, run_budget, runs};
-use crate::domain::audit::NewEntry;
+use crate::domain::audit::{Event, NewEntry};
 use crate::domain::proposal::{Proposal, Verdict};
 
 pub fn routes() -> Router<AppState> {
@@ -129,10 +129,13 @@ async fn get_proposal(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
-    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &id))).await?;
+    let asked = id.clone();
+    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &asked))).await?;
     match p {
         Some(p) => ok(proposal_json(&p)),
-        None => Err(ApiError(AppError::NotFound("proposal not found".into()))),
+        None => Err(ApiError(AppError::NotFound(format!(
+            "proposal `{id}` not found"
+        )))),
     }
 }
 
@@ -256,15 +259,14 @@ async fn post_audit(
     caller: Caller,
     Body(mut body): Body<AuditBody>,
 ) -> ApiResult {
-    if body.event_type.trim().is_empty() || body.event_type.len() > 100 {
-        return Err(AppError::invalid("event_type", "event_type must be non-empty").into());
-    }
-    if !crate::store::projection::agent_may_post(&body.event_type) {
+    let event = Event::posted(body.event_type, Value::Object(body.payload))
+        .map_err(|e| AppError::invalid("event_type", e.to_string()))?;
+    if !event.agent_may_post() {
         return Err(AppError::invalid(
             "event_type",
             format!(
                 "`{}` is recorded by gov itself and cannot be posted",
-                body.event_type
+                event.name()
             ),
         )
         .into());
@@ -293,7 +295,7 @@ async fn post_audit(
         &state.svc.settings().operator_name,
         body.agent_id.as_deref(),
     );
-    let mut entry = NewEntry::new(actor, body.event_type).payload(Value::Object(body.payload));
+    let mut entry = NewEntry::new(actor, event);
     entry.agent_id = body.agent_id;
     entry.proposal_id = body.proposal_id;
     entry.task_id = body.task_id;

@@ -132,7 +132,7 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     let done = entries(&s.repo, "agent_run_complete")?;
     assert_eq!(done.len(), 1);
     assert_eq!(
-        done[0].entry.entry.payload["reconciliation"],
+        done[0].entry.entry.payload()["reconciliation"],
         serde_json::json!({"claude_total_cost_usd": 0.031, "claude_micros": 31_000,
                            "ledger_micros": 61_350, "difference_micros": -30_350})
     );
@@ -172,8 +172,8 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     assert!(started.elapsed() < Duration::from_secs(15));
     let failed = entries(&s.repo, "agent_run_failed")?;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].entry.entry.payload["reason"], "wallclock");
-    assert_eq!(failed[0].entry.entry.payload["usage_missing"], true);
+    assert_eq!(failed[0].entry.entry.payload()["reason"], "wallclock");
+    assert_eq!(failed[0].entry.entry.payload()["usage_missing"], true);
 
     let pause = s.repo.gov(&["pause", "researcher", "--reason", "lunch"])?;
     assert!(pause.status.success(), "{}", text(&pause.stderr));
@@ -190,7 +190,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     );
     let skipped = entries(&s.repo, "agent_run_skipped")?;
     assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].entry.entry.payload["reason"], "agent_paused");
+    assert_eq!(skipped[0].entry.entry.payload()["reason"], "agent_paused");
     Ok(())
 }
 
@@ -219,10 +219,10 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     assert_eq!(failed.len(), 1);
     let e = &failed[0];
     assert_eq!(
-        e.entry.entry.payload["reason"],
+        e.entry.entry.payload()["reason"],
         "server_unreachable_at_finish"
     );
-    assert_eq!(e.entry.entry.payload["tokens"], 5540);
+    assert_eq!(e.entry.entry.payload()["tokens"], 5540);
     assert_eq!(e.entry.entry.actor.0, "runner");
     assert_eq!(e.signer_role.as_deref(), Some("server"));
     assert_eq!(entries(&s.repo, "budget_charge")?.len(), 1);
@@ -249,7 +249,7 @@ fn run_charges(repo: &TestRepo) -> TestResult<Vec<(i64, i64, bool)>> {
     let mut rows: Vec<(i64, i64, bool)> = entries(repo, "budget_charge")?
         .iter()
         .map(|e| {
-            let p = &e.entry.entry.payload;
+            let p = &e.entry.entry.payload();
             (
                 p["tokens"].as_i64().unwrap_or(-1),
                 p["micros"].as_i64().unwrap_or(-1),
@@ -304,7 +304,7 @@ fn a_stream_that_crosses_the_cap_is_stopped_within_one_usage_report() -> TestRes
     );
     let failed = entries(&s.repo, "agent_run_failed")?;
     assert_eq!(failed.len(), 1);
-    let p = &failed[0].entry.entry.payload;
+    let p = &failed[0].entry.entry.payload();
     assert_eq!(p["reason"], "budget");
     assert_eq!(
         (p["tokens"].clone(), p["micros"].clone()),
@@ -337,7 +337,7 @@ fn model_usage_counts_the_subagents_tokens() -> TestResult {
     assert_eq!(b.body["tokens_consumed"], 6890 + 860, "{:?}", b.body);
     assert_eq!(b.body["dollars_consumed"], 0.012275);
     let done = entries(&s.repo, "agent_run_complete")?;
-    let p = &done[0].entry.entry.payload;
+    let p = &done[0].entry.entry.payload();
     assert_eq!(p["estimate"], Value::Null);
     assert_eq!(p["reconciliation"]["claude_micros"], 12_200);
     assert_eq!(p["reconciliation"]["difference_micros"], -75);
@@ -388,7 +388,7 @@ fn a_command_agent_reporting_usage_is_stopped_at_its_reservation() -> TestResult
         ]
     );
     let failed = entries(&s.repo, "agent_run_failed")?;
-    assert_eq!(failed[0].entry.entry.payload["reason"], "budget");
+    assert_eq!(failed[0].entry.entry.payload()["reason"], "budget");
     let b = s.get("/budget/spender", Some(&s.operator))?;
     assert_eq!(
         b.body["status"], "ok",

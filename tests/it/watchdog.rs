@@ -98,7 +98,7 @@ fn default_rules_fire_on_their_history_and_not_on_a_healthy_one() -> TestResult 
         let d = p.entry.entry.decision.as_ref().ok_or("no decision")?;
         assert_eq!(d.request.action, "continue");
         assert!(!d.decision.policies.is_empty());
-        assert!(p.entry.entry.payload["reason"]
+        assert!(p.entry.entry.payload()["reason"]
             .as_str()
             .unwrap_or("")
             .starts_with("watchdog: watchdog-"));

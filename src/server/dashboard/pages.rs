@@ -182,10 +182,10 @@ fn audit_row(line: &LogLine) -> AuditRow {
         ts: when(e.ts),
         actor: e.entry.actor.0.clone(),
         agent_id: e.entry.agent_id.clone(),
-        event_type: e.entry.event_type.clone(),
+        event_type: e.entry.event_type().to_string(),
         proposal_id: e.entry.proposal_id.clone(),
         task_id: e.entry.task_id.clone(),
-        payload: e.entry.payload.to_string(),
+        payload: e.entry.payload().to_string(),
         signature: signature_view(&line.signature),
         commit: Some(line.indexed.commit.clone()),
     }
