@@ -67,6 +67,8 @@ pub struct RawGovToml {
     /// Token prices per model, in dollars per million tokens.
     #[serde(default)]
     pub prices: std::collections::BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    pub runner: RawRunner,
 }
 
 /// One model's prices in dollars per million tokens: numbers or decimal
@@ -131,6 +133,38 @@ pub struct RawRemote {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunner {
+    pub sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    pub sandbox_read: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+/// Whether `gov run` confines its agents (`[runner] sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent runs confined; where the kernel cannot confine it, no
+    /// agent runs.
+    #[default]
+    Required,
+    /// Agents run with every right of the operator's user. Said on every run.
+    Off,
+}
+
+/// How `gov run` confines agents, resolved: extra paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    pub sandbox: SandboxMode,
+    /// Readable (and executable) for every agent, besides the defaults.
+    pub sandbox_read: Vec<PathBuf>,
+    /// Writable for every agent, besides its folder and its temporary one.
+    pub sandbox_write: Vec<PathBuf>,
+}
+
 /// Budget caps and pricing, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
@@ -191,6 +225,7 @@ pub struct Settings {
     pub webhook_secret_file: PathBuf,
     /// Token prices per model (micro-dollars per million tokens).
     pub model_prices: std::collections::BTreeMap<String, ModelPrice>,
+    pub runner: RunnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +334,21 @@ impl Settings {
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
             model_prices,
+            runner: RunnerSettings {
+                sandbox: raw.runner.sandbox.unwrap_or_default(),
+                sandbox_read: raw
+                    .runner
+                    .sandbox_read
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+                sandbox_write: raw
+                    .runner
+                    .sandbox_write
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+            },
         })
     }
 

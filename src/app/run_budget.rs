@@ -355,6 +355,7 @@ pub fn settle(
         }),
         estimate: end.estimate,
         reconciliation,
+        undecided_tool_uses: Vec::new(),
     };
     Ok(Settlement {
         entries: planned.entries,

@@ -21,6 +21,7 @@ use crate::domain::event::{
 use crate::domain::pricing::ModelCharge;
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -156,25 +157,42 @@ pub struct RunEnd {
     /// Claude Code's own `total_cost_usd`, reconciled against the ledger.
     #[serde(default)]
     pub claude_cost_usd: Option<f64>,
+    /// The tool calls the agent's stream reported (claude agents): each
+    /// must have a decision of this run, or the run fails.
+    #[serde(default)]
+    pub tool_uses: Vec<ToolUse>,
 }
 
-/// The answer to the end of a run.
+/// The answer to the end of a run: how it was recorded, the agent's budget
+/// and the run's own spend.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunFinished {
+    pub status: RunStatus,
+    pub reason: Option<String>,
     pub budget: BudgetView,
     pub run: run_budget::RunSpend,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Complete,
     Failed,
 }
 
+/// How a run was recorded: the runner's status and reason, unless a tool
+/// call ran without a decision, which fails the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecorded {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+}
+
 /// Finishes a run: charges the rest of its spend (a charge records a fact,
 /// crossing a cap pauses the agent), releases its reservation, records its
-/// end and revokes its token.
+/// end and revokes its token. A run whose agent reported a tool call that
+/// has no decision of this run is recorded as failed
+/// (`tool_without_gov_decision`), whatever the runner said.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
@@ -184,31 +202,50 @@ pub fn finish_run(
     if end.tokens < 0 {
         return Err(AppError::invalid("tokens", "tokens must not be negative"));
     }
-    let (agent_id, run) = svc.transact(|tx| -> Step<(String, run_budget::RunSpend)> {
-        let conn = tx.index().conn();
-        let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
-            Ok(run) => run,
-            Err(e) => return Ok((Err(e), vec![])),
-        };
-        let run = run_budget::RunRef {
-            run_id,
-            agent: &agent_id,
-            task: &task,
-        };
-        let settled = run_budget::settle(svc, conn, run, end, actor.clone())?;
-        let mut entries = settled.entries;
-        let event = match end.status {
-            RunStatus::Complete => Event::AgentRunComplete(settled.ended),
-            RunStatus::Failed => Event::AgentRunFailed(settled.ended),
-        };
-        entries.push(
-            NewEntry::new(actor.clone(), event)
-                .agent(&agent_id)
-                .maybe_task(task.as_ref()),
-        );
-        Ok((Ok((agent_id.clone(), settled.run)), entries))
-    })?;
+    let (agent_id, recorded, run) =
+        svc.transact(|tx| -> Step<(String, RunRecorded, run_budget::RunSpend)> {
+            let conn = tx.index().conn();
+            let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
+                Ok(run) => run,
+                Err(e) => return Ok((Err(e), vec![])),
+            };
+            let decided = projection::decided_tool_uses(conn, run_id)?;
+            let missing = undecided(&end.tool_uses, &decided);
+            let (status, reason) = if missing.is_empty() {
+                (end.status, end.reason.clone())
+            } else {
+                let why = undecided_reason(&missing);
+                let reason = match &end.reason {
+                    Some(r) => format!("{why}; {r}"),
+                    None => why,
+                };
+                (RunStatus::Failed, Some(reason))
+            };
+            let run = run_budget::RunRef {
+                run_id,
+                agent: &agent_id,
+                task: &task,
+            };
+            let settled = run_budget::settle(svc, conn, run, end, actor.clone())?;
+            let mut entries = settled.entries;
+            let mut ended = settled.ended;
+            ended.reason = reason.clone();
+            ended.undecided_tool_uses = missing.into_iter().cloned().collect();
+            let event = match status {
+                RunStatus::Complete => Event::AgentRunComplete(ended),
+                RunStatus::Failed => Event::AgentRunFailed(ended),
+            };
+            entries.push(
+                NewEntry::new(actor.clone(), event)
+                    .agent(&agent_id)
+                    .maybe_task(task.as_ref()),
+            );
+            let recorded = RunRecorded { status, reason };
+            Ok((Ok((agent_id.clone(), recorded, settled.run)), entries))
+        })?;
     Ok(RunFinished {
+        status: recorded.status,
+        reason: recorded.reason,
         budget: agents::budget(svc, &agent_id, 0)?,
         run,
     })
@@ -257,6 +294,10 @@ pub struct ToolCall {
     pub tool_input: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Claude Code's id for the call, recorded with the decision so the
+    /// runner can tell a call that was decided from one that was not.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -353,6 +394,14 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name must be non-empty",
         ));
     }
+    if let Some(id) = &call.tool_use_id {
+        if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AppError::invalid(
+                "tool_use_id",
+                "tool_use_id must be 1 to 200 visible ASCII characters",
+            ));
+        }
+    }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
     let hash = payload_hash(&payload);
@@ -363,6 +412,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             let decided = ToolDecision {
                 tool_name: call.tool_name.clone(),
                 run_id: call.run_id.clone(),
+                tool_use_id: call.tool_use_id.clone(),
                 decision: decision.into(),
                 reason: reason.into(),
                 payload_hash: hash.clone(),

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod proposals;
 pub mod reindex;
 pub mod run;
+pub mod sandbox_exec;
 pub mod serve;
 pub mod server_record;
 pub mod status;
@@ -82,6 +83,10 @@ pub enum Command {
     /// Exchange with the Git remote: push proposals and the audit chain,
     /// take pull requests merged on the forge as approvals.
     Sync(sync::Args),
+    /// Confine this process with Landlock, then execute an agent (used by
+    /// `gov run`; see docs/RUNNER.md).
+    #[command(hide = true)]
+    SandboxExec(sandbox_exec::Args),
 }
 
 pub fn init_logging() {
@@ -118,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hook(args) => hook::run(args),
         Command::Watchdog(args) => watchdog::run(args, cli.repo),
         Command::Sync(args) => sync::run(cli.repo, args),
+        Command::SandboxExec(args) => sandbox_exec::run(args),
     };
     match result {
         Ok(code) => code,

@@ -101,16 +101,17 @@ fn record_locally(
         charges: body.charges.clone(),
         estimate: body.estimate,
         claude_cost_usd: body.claude_cost_usd,
+        tool_uses: body.tool_uses.clone(),
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
     let cause = crate::cli::exit::error_chain(cause);
     match recorded {
-        Ok(_) => Failure::new(
+        Ok(recorded) => Failure::new(
             ExitCode::Failure,
             format!(
                 "failed: run `{run_id}`: {}: the server could not be told ({cause}); recorded on the audit chain directly",
-                unreachable_reason(body)
+                recorded.reason.unwrap_or_else(|| unreachable_reason(body))
             ),
         ),
         Err(e) => Failure::new(
@@ -215,6 +216,7 @@ mod tests {
             charges: vec![],
             estimate: false,
             claude_cost_usd: None,
+            tool_uses: Vec::new(),
         };
         assert_eq!(
             unreachable_reason(&body(None)),

@@ -311,6 +311,10 @@ pub struct AgentRequestRefused {
 pub struct ToolDecision {
     pub tool_name: String,
     pub run_id: Option<String>,
+    /// Claude Code's id for the call: how a run's `tool_use` blocks are
+    /// matched with their decisions. Absent in entries before it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
     /// `allow`, `deny` or `needs_person`.
     pub decision: String,
     pub reason: String,
@@ -486,6 +490,10 @@ pub struct RunEnded {
     pub estimate: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciliation: Option<Reconciliation>,
+    /// The tool calls the stream reported that had no decision of the run
+    /// (which failed it: `tool_without_gov_decision`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecided_tool_uses: Vec<super::run::ToolUse>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

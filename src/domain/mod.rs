@@ -14,4 +14,5 @@ pub mod policy;
 pub mod pricing;
 pub mod proposal;
 pub mod request;
+pub mod run;
 pub mod watchdog;

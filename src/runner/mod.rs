@@ -5,6 +5,9 @@
 //! - [`process`]: spawning in a process group; wall clock and Ctrl-C
 //!   (SIGTERM, grace, SIGKILL).
 //! - [`env`]: the environment a child gets (operator secrets removed).
+//! - [`sandbox`]: the Landlock confinement every agent runs under (through
+//!   `gov sandbox-exec`): no `.gov/`, no Git directory, writes only in its
+//!   folder and its run's private folder.
 //! - [`claude`]: the `claude -p` command line and the hook settings file.
 //! - [`stream_json`]: parsing Claude Code's stream-json for usage and outcome.
 //! - [`meter`]: charging a run as its usage grows, stopping it when its
@@ -20,4 +23,5 @@ pub mod hook;
 pub mod meter;
 pub mod process;
 pub mod run;
+pub mod sandbox;
 pub mod stream_json;

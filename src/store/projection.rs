@@ -476,6 +476,23 @@ pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> 
     .optional()
 }
 
+/// The `tool_use` ids of the tool calls the server decided for a run (its
+/// `tool_decision` entries since the run started).
+pub fn decided_tool_uses(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<std::collections::BTreeSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT json_extract(a.payload_json, '$.tool_use_id') FROM audit a, runs r
+         WHERE r.run_id = ?1 AND a.seq > r.started_seq AND a.agent_id = r.agent_id
+           AND a.event_type = 'tool_decision'
+           AND json_extract(a.payload_json, '$.run_id') = ?1
+           AND json_type(a.payload_json, '$.tool_use_id') = 'text'",
+    )?;
+    let ids = stmt.query_map([run_id], |r| r.get::<_, String>(0))?;
+    ids.collect()
+}
+
 /// The token hashes of a run that are still live.
 pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt =

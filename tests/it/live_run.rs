@@ -39,9 +39,11 @@ fn claude_agent(repo: &TestRepo, id: &str, wallclock: u64) -> TestResult {
     Ok(())
 }
 
+/// In the agent's folder: the only place the confined agent may write that
+/// outlives its run.
 fn log_path(repo: &TestRepo, scenario: &str) -> PathBuf {
     repo.root()
-        .join(".gov")
+        .join("agents/researcher")
         .join(format!("fake-claude-{scenario}.log"))
 }
 
@@ -59,6 +61,7 @@ fn gov_run(s: &TestServer, agent: &str, scenario: &str) -> Command {
         .env("FAKE_CLAUDE_SCENARIO", fixture(scenario))
         .env("FAKE_CLAUDE_LOG", log_path(&s.repo, scenario))
         .env("GOV_KILL_GRACE_MS", "300")
+        .env("PATH", crate::support::SYSTEM_PATH)
         .stdin(Stdio::null());
     cmd
 }
@@ -128,7 +131,26 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     let b = s.get("/budget/researcher", Some(&s.operator))?;
     assert_eq!(b.body["tokens_consumed"], 4090, "{:?}", b.body);
     assert_eq!(b.body["dollars_consumed"], 0.06135, "{:?}", b.body);
-    assert_eq!(entries(&s.repo, "tool_decision")?.len(), 5);
+    let decisions = entries(&s.repo, "tool_decision")?;
+    let mut ids: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| {
+            d.entry.entry.payload()["tool_use_id"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "toolu_fake_1",
+            "toolu_fake_2",
+            "toolu_fake_3",
+            "toolu_fake_4",
+            "toolu_fake_5"
+        ]
+    );
     let done = entries(&s.repo, "agent_run_complete")?;
     assert_eq!(done.len(), 1);
     assert_eq!(
@@ -394,5 +416,35 @@ fn a_command_agent_reporting_usage_is_stopped_at_its_reservation() -> TestResult
         b.body["status"], "ok",
         "its reservation, not a cap: not paused"
     );
+    Ok(())
+}
+
+#[test]
+fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
+    let s = TestServer::start()?;
+    claude_agent(&s.repo, "researcher", 60)?;
+    // The stream reports a call that never reached gov's hook (a Claude
+    // Code whose hooks were off would do this), after one that did.
+    let out = run(&mut gov_run(&s, "researcher", "unhooked.jsonl"))?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("failed: run `")
+            && said.contains(
+                ": tool_without_gov_decision: 1 tool call(s) ran without a decision from gov: toolu_unhooked_1 (Bash) ("
+            ),
+        "{said}"
+    );
+    let failed = entries(&s.repo, "agent_run_failed")?;
+    assert_eq!(failed.len(), 1);
+    let payload = failed[0].entry.entry.payload();
+    assert_eq!(
+        payload["undecided_tool_uses"],
+        serde_json::json!([{"id": "toolu_unhooked_1", "name": "Bash"}])
+    );
+    assert!(entries(&s.repo, "agent_run_complete")?.is_empty());
+    // The usage is charged all the same.
+    let b = s.get("/budget/researcher", Some(&s.operator))?;
+    assert_eq!(b.body["tokens_consumed"], 1100, "{:?}", b.body);
     Ok(())
 }

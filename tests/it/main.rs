@@ -12,6 +12,7 @@ mod live_run;
 mod policy;
 mod remote;
 mod runner;
+mod sandbox;
 mod security;
 mod serve;
 mod server;

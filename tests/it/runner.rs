@@ -13,7 +13,7 @@ use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
 use gov::runner::stream_json::StreamSummary;
 use serde_json::{json, Value};
 
-use crate::support::gov_bin;
+use crate::support::{gov_bin, SYSTEM_PATH};
 
 // ---------------------------------------------------------------- harness
 
@@ -169,14 +169,10 @@ impl Repo {
             "agents/cmd/agent.toml",
             "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
         );
-        w(
-            "agents/cmd/agent.sh",
+        executable(
+            &root.join("agents/cmd/agent.sh"),
             "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
         );
-        let sh = root.join("agents/cmd/agent.sh");
-        let mut perm = std::fs::metadata(&sh).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        std::fs::set_permissions(&sh, perm).expect("chmod");
         Repo { dir }
     }
 
@@ -184,8 +180,10 @@ impl Repo {
         self.dir.path()
     }
 
+    /// In the claude agent's folder: under the sandbox, the agent writes
+    /// nowhere else that outlives the run.
     fn log(&self) -> PathBuf {
-        self.root().join("fake-claude.log")
+        self.root().join("agents/res/fake-claude.log")
     }
 
     /// The lines fake-claude logged: its argv and env first, then tool calls.
@@ -208,6 +206,8 @@ impl Repo {
             .env("GOV_KILL_GRACE_MS", "300")
             .env("GOV_OPERATOR_TOKEN", "operator-secret")
             .env("SOME_API_KEY", "leak-me-not")
+            .env("CLAUDE_CODE_SIMPLE", "1")
+            .env("PATH", SYSTEM_PATH)
             .stdin(Stdio::null());
         cmd
     }
@@ -524,6 +524,7 @@ fn a_claude_run_is_charged_its_usage() {
         "--settings",
         "--session-id",
         "--append-system-prompt",
+        "--setting-sources=",
     ] {
         assert!(argv.contains(&flag), "{flag} in {argv:?}");
     }
@@ -531,7 +532,7 @@ fn a_claude_run_is_charged_its_usage() {
     let after = |f: &str| argv[argv.iter().position(|a| *a == f).expect(f) + 1];
     assert_eq!(after("--model"), "claude-sonnet-4-5");
     assert_eq!(after("--max-budget-usd"), "1.5");
-    assert_eq!(after("--setting-sources"), "project");
+    assert_eq!(after("--permission-mode"), "dontAsk");
     let env: Vec<&str> = log[0]["env"]
         .as_array()
         .expect("env")
@@ -548,10 +549,9 @@ fn a_claude_run_is_charged_its_usage() {
     ] {
         assert!(env.contains(&var), "{var}");
     }
-    assert!(
-        !env.contains(&"GOV_OPERATOR_TOKEN") && !env.contains(&"SOME_API_KEY"),
-        "{env:?}"
-    );
+    for gone in ["GOV_OPERATOR_TOKEN", "SOME_API_KEY", "CLAUDE_CODE_SIMPLE"] {
+        assert!(!env.contains(&gone), "{gone} in {env:?}");
+    }
     assert!(log[0]["cwd"].as_str().expect("cwd").ends_with("agents/res"));
 
     let saved =
@@ -875,4 +875,192 @@ fn the_bundled_agents_load() {
         .join("agents/researcher")
         .join(&researcher.claude_prompt_file)
         .is_file());
+}
+
+// ---------------------------------------------------------------- Claude Code settings
+
+/// Runs fake-claude once, outside `gov run`, in `cwd` with `args`, on a
+/// scenario of one Bash call; returns its logged decision and reason.
+fn one_call(cwd: &Path, args: &[&str]) -> (String, String) {
+    let scenario = cwd.join("one-call.jsonl");
+    std::fs::write(
+        &scenario,
+        "{\"fake\":\"tool\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"ls\"}}\n",
+    )
+    .expect("scenario");
+    let log = cwd.join("one-call.log");
+    let _ = std::fs::remove_file(&log);
+    let out = Command::new(fake_claude())
+        .args(["-p", "task", "--output-format", "stream-json"])
+        .args(args)
+        .current_dir(cwd)
+        .env("FAKE_CLAUDE_SCENARIO", &scenario)
+        .env("FAKE_CLAUDE_LOG", &log)
+        .env("HOME", cwd)
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .env_remove("CLAUDE_CODE_SIMPLE")
+        .output()
+        .expect("fake-claude runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let call = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .find(|v| v.get("tool_name").is_some())
+        .expect("a tool call");
+    let s = |k: &str| call[k].as_str().expect(k).to_string();
+    (s("decision"), s("reason"))
+}
+
+fn executable(path: &Path, script: &str) {
+    std::fs::write(path, script).expect("write");
+    let mut perm = std::fs::metadata(path).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).expect("chmod");
+}
+
+#[test]
+fn a_hook_that_fails_under_govs_settings_blocks_the_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let deadline = gov::runner::hook::HOOK_DEADLINE;
+    for (name, script, timeout) in [
+        ("crashes", "#!/bin/sh\necho boom >&2\nexit 1\n", None),
+        (
+            "garbles",
+            "#!/bin/sh\necho '{\"hookSpecificOutput\": '\n",
+            None,
+        ),
+        // Claude Code's timeout is what gov writes (25 s); a shorter one
+        // keeps this test fast: what blocks is `onFailure`, whatever the
+        // timeout.
+        ("hangs", "#!/bin/sh\nsleep 30\n", Some(1)),
+        ("is missing", "", None),
+    ] {
+        let program = d.join(name.replace(' ', "-"));
+        if !script.is_empty() {
+            executable(&program, script);
+        }
+        let mut settings = gov::runner::claude::hook_settings(&program, deadline);
+        if let Some(t) = timeout {
+            settings["hooks"]["PreToolUse"][0]["hooks"][0]["timeout"] = json!(t);
+        }
+        let path = d.join("settings.json");
+        std::fs::write(&path, settings.to_string()).expect("settings");
+        let flags = [
+            "--setting-sources=",
+            "--settings",
+            path.to_str().expect("utf-8"),
+        ];
+        let (decision, reason) = one_call(d, &flags);
+        assert_eq!(decision, "deny", "a hook that {name}: {reason}");
+        assert!(reason.contains("onFailure: block"), "{name}: {reason}");
+
+        // Without `onFailure`, Claude Code's default lets the call run: the
+        // settings are what makes the difference.
+        let hook = &mut settings["hooks"]["PreToolUse"][0]["hooks"][0];
+        hook.as_object_mut().expect("hook").remove("onFailure");
+        std::fs::write(&path, settings.to_string()).expect("settings");
+        let (decision, reason) = one_call(d, &flags);
+        assert_eq!(decision, "allow", "{name} without onFailure: {reason}");
+    }
+}
+
+#[test]
+fn fake_claude_honours_disable_all_hooks_where_it_reads_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let deny = d.join("deny.sh");
+    executable(&deny, "#!/bin/sh\necho 'no' >&2\nexit 2\n");
+    let settings = gov::runner::claude::hook_settings(&deny, gov::runner::hook::HOOK_DEADLINE);
+    let path = d.join("gov-settings.json");
+    std::fs::write(&path, settings.to_string()).expect("settings");
+    std::fs::create_dir_all(d.join(".claude")).expect("mkdir");
+    std::fs::write(
+        d.join(".claude/settings.json"),
+        r#"{"disableAllHooks": true}"#,
+    )
+    .expect("write");
+    let settings_arg = path.to_str().expect("utf-8");
+    // What gov passed before: the project's settings are read, and the
+    // agent's `disableAllHooks` switches the hook off.
+    let (decision, reason) = one_call(
+        d,
+        &["--setting-sources", "project", "--settings", settings_arg],
+    );
+    assert_eq!(
+        (decision.as_str(), reason.as_str()),
+        ("allow", "hooks are off")
+    );
+    // What gov passes now: no settings source the agent can write.
+    let (decision, _) = one_call(d, &["--setting-sources=", "--settings", settings_arg]);
+    assert_eq!(decision, "deny");
+}
+
+#[test]
+fn settings_an_agent_writes_do_not_switch_gov_off() {
+    let repo = Repo::new(60);
+    // Left by an earlier run, in the agent's own folder...
+    let claude_dir = repo.root().join("agents/res/.claude");
+    std::fs::create_dir_all(&claude_dir).expect("mkdir");
+    std::fs::write(
+        claude_dir.join("settings.json"),
+        r#"{"disableAllHooks": true}"#,
+    )
+    .expect("write");
+    let stub = Stub::start(normal_route);
+    // ...and written during the run, in its folder and its home.
+    let out = run(repo
+        .gov(&stub.url, "disable-hooks.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = repo.fake_log();
+    let writes: Vec<(&str, bool)> = log
+        .iter()
+        .filter_map(|e| Some((e["write"].as_str()?, e["ok"].as_bool()?)))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("~/.claude/settings.json", true),
+            (".claude/settings.local.json", true)
+        ]
+    );
+    let call = log
+        .iter()
+        .find(|e| e.get("tool_name").is_some())
+        .expect("the Bash call");
+    assert_eq!(call["decision"], "deny", "{call}");
+    assert!(
+        call["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("no shell for researchers"),
+        "{call}"
+    );
+    let asked = stub.seen("/tools/evaluate");
+    assert_eq!(asked.len(), 1, "gov's hook was asked");
+    assert_eq!(asked[0].body["tool_use_id"], "toolu_fake_1");
+    assert_eq!(asked[0].body["tool_name"], "Bash");
+}
+
+#[test]
+fn a_program_that_is_not_there_fails_the_run_as_spawn_failed() {
+    let repo = Repo::new(60);
+    let dir = repo.root().join("agents/gone");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("agent.toml"),
+        "kind = \"command\"\n[command]\nprogram = \"./missing.sh\"\n",
+    )
+    .expect("write");
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "gone"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    let program = dir.join("./missing.sh");
+    assert_eq!(
+        body["reason"],
+        format!("spawn_failed: {}: not found", program.display())
+    );
 }
