@@ -443,8 +443,10 @@ fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
         serde_json::json!([{"id": "toolu_unhooked_1", "name": "Bash"}])
     );
     assert!(entries(&s.repo, "agent_run_complete")?.is_empty());
-    // The usage is charged all the same.
+    // The usage is charged all the same: the hooked call's message (2
+    // tokens, `claude-fake`) as it streamed, then the result's 1,100 (this
+    // fixture has no `modelUsage`).
     let b = s.get("/budget/researcher", Some(&s.operator))?;
-    assert_eq!(b.body["tokens_consumed"], 1100, "{:?}", b.body);
+    assert_eq!(b.body["tokens_consumed"], 1102, "{:?}", b.body);
     Ok(())
 }
