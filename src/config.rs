@@ -239,6 +239,27 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Parses a TOML file into its raw struct. The error is one line that
+/// names where: `line N`, and the key (`server.port`) when a value has the
+/// wrong type or is not allowed.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let message = inner.message().trim().replace('\n', ": ");
+        match (line, path.as_str()) {
+            (Some(l), "." | "") => format!("line {l}: {message}"),
+            (Some(l), key) => format!("line {l}: `{key}`: {message}"),
+            (None, "." | "") => message,
+            (None, key) => format!("`{key}`: {message}"),
+        }
+    })
+}
+
 impl Settings {
     /// The directory that holds local, git-ignored state.
     pub fn local_dir(&self) -> PathBuf {
@@ -286,6 +307,7 @@ impl Settings {
             path: path.clone(),
             source,
         })?;
+        tracing::debug!(path = %path.display(), "reading settings");
         Self::from_toml(root, &path, &text)
     }
 
@@ -294,7 +316,7 @@ impl Settings {
             path: path.to_path_buf(),
             message,
         };
-        let raw: RawGovToml = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        let raw: RawGovToml = parse_toml(text).map_err(invalid)?;
         let budget = resolve_budget(&BudgetSettings::default(), &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
         let model_prices = resolve_prices(&raw.prices).map_err(invalid)?;
@@ -527,8 +549,7 @@ impl AgentSettings {
                 "`{id}` is not a valid agent id (letters, digits, `-` and `_`)"
             )));
         }
-        let raw: RawAgentToml =
-            toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        let raw: RawAgentToml = parse_toml(text).map_err(invalid)?;
         let budget = resolve_budget(&settings.budget, &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
         let command = match (raw.kind, raw.command) {

@@ -149,6 +149,34 @@ pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
     }
 }
 
+/// One proposal as the index knows it.
+pub fn get(svc: &Service, id: &str) -> Result<Proposal, AppError> {
+    svc.read(|c| projection::proposal(c, id))?
+        .ok_or_else(|| AppError::NotFound(format!("proposal `{id}` not found")))
+}
+
+/// Proposals, newest first, of one status or all.
+pub fn list(
+    svc: &Service,
+    status: Option<ProposalStatus>,
+    limit: u32,
+) -> Result<Vec<Proposal>, AppError> {
+    svc.read(|c| projection::proposals(c, status.map(ProposalStatus::as_str), limit))
+}
+
+/// A status filter as users write it: a status, or `all` (or nothing) for
+/// every proposal.
+pub fn status_filter(s: Option<&str>) -> Result<Option<ProposalStatus>, String> {
+    match s.map(str::trim) {
+        None | Some("") | Some("all") => Ok(None),
+        Some(s) => ProposalStatus::parse(s).map(Some).ok_or_else(|| {
+            format!(
+                "`{s}` is not a status (pending, approved, auto-approved, rejected, expired, all)"
+            )
+        }),
+    }
+}
+
 /// Refuses the request of a paused agent, recording the refusal.
 pub fn refuse_if_paused(
     conn: &rusqlite::Connection,
@@ -372,7 +400,7 @@ pub fn decide(
             Err(DecideError::AlreadyDecided(status)) => {
                 return Ok((
                     Err(AppError::BadRequest(format!(
-                        "proposal '{id}' already decided (status={status})"
+                        "proposal `{id}` already decided (status={status})"
                     ))),
                     vec![],
                 ))

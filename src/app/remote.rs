@@ -82,7 +82,7 @@ impl SyncReport {
 
 fn remote_error(e: RemoteError) -> AppError {
     match e {
-        RemoteError::NotConfigured(_) => AppError::Conflict(e.to_string()),
+        RemoteError::NotConfigured(_) => AppError::NotConfigured(e.to_string()),
         other => AppError::internal(crate::domain::errors::error_chain(&other)),
     }
 }
@@ -90,7 +90,7 @@ fn remote_error(e: RemoteError) -> AppError {
 /// The configured remote's name, or why there is none.
 pub fn configured_remote(settings: &Settings) -> Result<String, AppError> {
     settings.remote.clone().ok_or_else(|| {
-        AppError::Conflict("no remote is configured: set `[remote] name` in gov.toml".into())
+        AppError::NotConfigured("no remote is configured: set `[remote] name` in gov.toml".into())
     })
 }
 

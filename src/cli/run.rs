@@ -46,7 +46,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let request = RunRequest {
         agent_id: args.agent,
         task_id: args.task,
-        server_url: crate::client::server_url(std::env::var("GOV_URL").ok(), settings.port),
+        server_url: super::http::server_base(&settings),
         gov_exe,
         claude_bin: std::env::var_os("CLAUDE_BIN")
             .filter(|v| !v.is_empty())
@@ -63,14 +63,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             body,
             source,
         }) => Err(record_locally(&settings, &run_id, &body, &source)),
-        Err(e) => {
-            let code = if e.is_config() {
-                ExitCode::Config
-            } else {
-                ExitCode::Failure
-            };
-            Err(Failure::from_error(code, &e))
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

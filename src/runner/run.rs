@@ -23,19 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
 use super::env::{child_env, RunVars};
-use super::hook::{PolicyRef, HOOK_DEADLINE};
+use super::hook::HOOK_DEADLINE;
 use super::meter::{Meter, UsageFile, BUDGET_REASON};
 use super::process::{own_process_group, supervise_with_budget, Ending, Outcome, Supervision};
 use super::sandbox::{self, Confinement, SandboxInputs, Unavailable};
 use super::stream_json::StreamSummary;
 use crate::client::{Client, ClientError, Timeouts, Token};
 use crate::config::{AgentKind, AgentSettings, ConfigError, SandboxMode, Settings};
-use crate::domain::pricing::ModelCharge;
-use crate::domain::run::ToolUse;
 
 /// What the command line resolved from flags and the environment.
 #[derive(Debug, Clone)]
@@ -115,8 +111,7 @@ impl RunError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            RunError::UnknownAgent { .. }
-                | RunError::Config(_)
+            RunError::Config(_)
                 | RunError::NotOnMain { .. }
                 | RunError::DiffersFromMain { .. }
                 | RunError::InvalidOnMain { .. }
@@ -124,7 +119,6 @@ impl RunError {
                 | RunError::TaskRequired(_)
                 | RunError::BadTaskName(_)
                 | RunError::TaskMissing { .. }
-                | RunError::UnknownToServer(_)
                 | RunError::SandboxUnavailable { .. }
         )
     }
@@ -146,50 +140,9 @@ fn describe(body: &FinishBody) -> String {
     }
 }
 
-/// The answer to `POST /runs`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct OpenedRun {
-    pub run_id: String,
-    #[serde(default)]
-    pub agent_id: Option<String>,
-    pub agent_token: String,
-}
-
-/// The body of a 423 answer to `POST /runs`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct Skip {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub detail: String,
-    #[serde(default)]
-    pub policies: Vec<PolicyRef>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Complete,
-    Failed,
-}
-
-/// The body of `POST /runs/{id}/finish`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinishBody {
-    pub status: RunStatus,
-    pub reason: Option<String>,
-    pub usage_missing: bool,
-    /// The run's spend not charged while it ran, per model, priced.
-    pub charges: Vec<ModelCharge>,
-    /// No final usage report: the spend is what the stream showed.
-    pub estimate: bool,
-    /// Claude Code's own `total_cost_usd`, reconciled by the server.
-    pub claude_cost_usd: Option<f64>,
-    /// The tool calls a claude agent's stream reported; the server fails the
-    /// run if one of them has no decision.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_uses: Vec<ToolUse>,
-}
+pub use crate::wire::{
+    RunFinish as FinishBody, RunOpened as OpenedRun, RunSkipped as Skip, RunStatus,
+};
 
 /// How a run went, for the command line to print.
 #[derive(Debug, Clone)]
@@ -300,6 +253,13 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
         return Ok(AgentSettings::load(settings, id)?);
     }
     let Some(on_main) = agents.remove(id) else {
+        if !path.is_file() {
+            return Err(RunError::UnknownAgent {
+                id: id.to_string(),
+                path,
+                known: agents.into_keys().collect(),
+            });
+        }
         return Err(RunError::NotOnMain {
             id: id.to_string(),
             branch,
@@ -494,7 +454,10 @@ fn open_run(
     agent_id: &str,
     task_id: Option<&str>,
 ) -> Result<Result<OpenedRun, Skip>, RunError> {
-    let body = serde_json::json!({"agent_id": agent_id, "task_id": task_id});
+    let body = crate::wire::RunOpen {
+        agent_id: agent_id.into(),
+        task_id: task_id.map(str::to_string),
+    };
     match client.post_json::<_, OpenedRun>("/runs", &body) {
         Ok(run) => Ok(Ok(run)),
         Err(e) => match e.status_json() {

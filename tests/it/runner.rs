@@ -9,8 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gov::domain::proposal::ProposalStatus;
 use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
 use gov::runner::stream_json::StreamSummary;
+use gov::wire;
 use serde_json::{json, Value};
 
 use crate::support::{gov_bin, SYSTEM_PATH};
@@ -103,12 +105,27 @@ fn serve_one(stream: TcpStream, rec: &Mutex<Vec<Seen>>, route: &Route) {
     );
 }
 
+/// A reply body built from the API's own type, so the stand-in answers what
+/// the server answers.
+fn wire_json(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 /// The usual server: runs open, finish, tool calls answered by tool name.
 fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
     match (method, path) {
         ("POST", "/runs") => (
             201,
-            json!({"run_id": "run-1", "agent_id": body["agent_id"], "agent_token": "agent-secret"}),
+            wire_json(&wire::RunOpened {
+                run_id: "run-1".into(),
+                agent_id: body["agent_id"].as_str().unwrap_or_default().into(),
+                agent_token: "agent-secret".into(),
+                reservation: Some(wire::RunReservation {
+                    tokens: 50_000,
+                    dollars: 5.0,
+                    hold_until: 0,
+                }),
+            }),
         ),
         ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
             200,
@@ -404,12 +421,12 @@ fn a_child_that_ignores_sigterm_is_killed() {
 // ---------------------------------------------------------------- gov run
 
 #[test]
-fn run_of_an_unknown_agent_is_a_config_error() {
+fn run_of_an_unknown_agent_is_not_found() {
     let repo = Repo::new(60);
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "nobody"]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
@@ -433,17 +450,18 @@ fn claude_agents_need_an_existing_task() {
 fn run_with_the_server_down_starts_nothing() {
     let repo = Repo::new(60);
     let out = run(repo.gov(&dead_url(), "success.jsonl").args(["run", "cmd"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("nothing was run"),
-        "{}",
-        text(&out.stderr)
+        err.starts_with("error: cannot start a run, nothing was run: cannot reach the gov server at `")
+            && err.ends_with("; is `gov serve` running for this repository? (the server is `GOV_URL`, else the one `.gov/server.json` names, else `[server] port`)\n"),
+        "{err}"
     );
     assert!(!repo.root().join("agents/cmd/ran.txt").exists());
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "res", "t"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     assert!(!repo.log().exists(), "claude never started");
 }
 
@@ -760,8 +778,16 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
     let polls = std::sync::atomic::AtomicUsize::new(0);
     move |method, path, body| match (method, path) {
         ("POST", "/proposals") => (
-            201,
-            json!({"proposal_id": "p-1", "status": "pending", "action_type": body["action_type"]}),
+            200,
+            wire_json(&wire::ProposalFiled {
+                proposal_id: "p-1".into(),
+                status: ProposalStatus::Pending,
+                review_url: "http://127.0.0.1:1/#proposal-p-1".into(),
+                policies: vec![],
+                policy_version: "v".into(),
+                branch: Some("gov/proposal/p-1".into()),
+                commit: None,
+            }),
         ),
         ("GET", "/proposals/p-1") => {
             let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -770,7 +796,13 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
                 json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
             )
         }
-        ("POST", "/audit") => (201, json!({"audit_id": "a-1"})),
+        ("POST", "/audit") => (
+            200,
+            wire_json(&wire::AuditPosted {
+                audit_id: 1,
+                ts: gov::domain::audit::Timestamp(chrono::Utc::now()),
+            }),
+        ),
         _ => normal_route(method, path, body),
     }
 }

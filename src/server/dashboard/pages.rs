@@ -614,10 +614,10 @@ async fn mint_login_code(caller: Caller, State(state): State<AppState>) -> Respo
     if let Err(e) = caller.require_operator() {
         return crate::server::error::ApiError(e).into_response();
     }
-    Json(serde_json::json!({
-        "url": login_url(&state, state.port()),
-        "expires_in_seconds": super::session::CODE_TTL.as_secs(),
-    }))
+    Json(crate::wire::LoginLink {
+        url: login_url(&state, state.port()),
+        expires_in_seconds: super::session::CODE_TTL.as_secs(),
+    })
     .into_response()
 }
 
