@@ -142,6 +142,16 @@ pub struct RunFinish {
     /// run if one of them has no decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_uses: Vec<ToolUse>,
+    /// A flat charge, for clients that do not itemize `charges` (priced as
+    /// `POST /budget/{agent}/charge` prices it); gov's runner sends none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dollars: Option<f64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// `POST /agents/{id}/pause`, `/resume` → 200 (and `GET /status/me`).

@@ -18,10 +18,9 @@ use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunReservation, ToolApprovalUsed,
     ToolDecision,
 };
-use crate::domain::pricing::ModelCharge;
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
-use crate::domain::run::{undecided, undecided_reason, ToolUse};
+use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -135,33 +134,8 @@ pub fn start_run(
     })
 }
 
-/// How a run ended, as the runner reports it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunEnd {
-    pub status: RunStatus,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub tokens: i64,
-    #[serde(default)]
-    pub dollars: Option<f64>,
-    #[serde(default)]
-    pub usage_missing: bool,
-    /// The run's spend not charged yet, per model, priced by the runner.
-    #[serde(default)]
-    pub charges: Vec<ModelCharge>,
-    /// The run ended before its final usage report (wall clock, a cap, a
-    /// crash): its spend is what the stream showed.
-    #[serde(default)]
-    pub estimate: bool,
-    /// Claude Code's own `total_cost_usd`, reconciled against the ledger.
-    #[serde(default)]
-    pub claude_cost_usd: Option<f64>,
-    /// The tool calls the agent's stream reported (claude agents): each
-    /// must have a decision of this run, or the run fails.
-    #[serde(default)]
-    pub tool_uses: Vec<ToolUse>,
-}
+/// How a run ended, as the runner reports it (the wire type).
+pub use crate::wire::{RunFinish as RunEnd, RunStatus};
 
 /// The answer to the end of a run: how it was recorded, the agent's budget
 /// and the run's own spend.
@@ -171,13 +145,6 @@ pub struct RunFinished {
     pub reason: Option<String>,
     pub budget: BudgetView,
     pub run: run_budget::RunSpend,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Complete,
-    Failed,
 }
 
 /// How a run was recorded: the runner's status and reason, unless a tool

@@ -86,15 +86,9 @@ fn record_locally(
     cause: &ClientError,
 ) -> Failure {
     let end = RunEnd {
-        status: crate::app::runs::RunStatus::Failed,
+        status: RunStatus::Failed,
         reason: Some(unreachable_reason(body)),
-        tokens: 0,
-        dollars: None,
-        usage_missing: body.usage_missing,
-        charges: body.charges.clone(),
-        estimate: body.estimate,
-        claude_cost_usd: body.claude_cost_usd,
-        tool_uses: body.tool_uses.clone(),
+        ..body.clone()
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
@@ -210,6 +204,8 @@ mod tests {
             estimate: false,
             claude_cost_usd: None,
             tool_uses: Vec::new(),
+            tokens: 0,
+            dollars: None,
         };
         assert_eq!(
             unreachable_reason(&body(None)),

@@ -508,6 +508,8 @@ pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishB
         estimate: stream.is_some_and(|s| s.final_usage().estimate),
         claude_cost_usd: result.and_then(|r| r.total_cost_usd),
         tool_uses: stream.map(|s| s.tool_uses.clone()).unwrap_or_default(),
+        tokens: 0,
+        dollars: None,
     }
 }
 
@@ -687,6 +689,8 @@ fn execute(
         estimate: false,
         claude_cost_usd: None,
         tool_uses: Vec::new(),
+        tokens: 0,
+        dollars: None,
     };
     if stop.load(Ordering::SeqCst) {
         return (failed("interrupted".into()), None);
@@ -896,6 +900,8 @@ mod tests {
                 estimate: false,
                 claude_cost_usd: Some(0.25),
                 tool_uses: Vec::new(),
+                tokens: 0,
+                dollars: None,
             }
         );
         // Interrupted after the result: still failed.
