@@ -8,6 +8,7 @@ mod budgets;
 mod cli_docs;
 mod dashboard;
 mod demo;
+mod forge;
 mod init;
 mod live_run;
 mod policy;
