@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::money::{Micros, MoneyError};
+use crate::domain::pricing::{ModelPrice, Prices};
 
 /// A number of dollars as written in a TOML file: `50`, `0.015` or `"0.015"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +64,9 @@ pub struct RawGovToml {
     pub signers: RawSigners,
     #[serde(default)]
     pub remote: RawRemote,
+    /// Token prices per model, in dollars per million tokens.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, RawPrice>,
     #[serde(default)]
     pub runner: RawRunner,
     #[serde(default)]
@@ -76,6 +80,17 @@ pub const MAX_APPROVAL_WAIT_SECONDS: u64 = 24 * 60 * 60;
 #[serde(deny_unknown_fields)]
 pub struct RawHook {
     pub approval_wait_seconds: Option<u64>,
+}
+
+/// One model's prices in dollars per million tokens: numbers or decimal
+/// strings (`"3.75"`), parsed exactly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: RawDollars,
+    pub output: RawDollars,
+    pub cache_write: RawDollars,
+    pub cache_read: RawDollars,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +115,9 @@ pub struct RawBudget {
     pub dollars_cap: Option<RawDollars>,
     pub dollars_per_1k_tokens: Option<RawDollars>,
     pub period: Option<Period>,
+    /// What one run reserves at admission, and may spend before it is stopped.
+    pub run_tokens: Option<u64>,
+    pub run_dollars: Option<RawDollars>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +256,8 @@ pub struct BudgetSettings {
     pub dollars_cap: Micros,
     pub dollars_per_1k_tokens: Micros,
     pub period: Period,
+    pub run_tokens: u64,
+    pub run_dollars: Micros,
 }
 
 impl Default for BudgetSettings {
@@ -247,6 +267,18 @@ impl Default for BudgetSettings {
             dollars_cap: Micros(50 * crate::domain::money::MICROS_PER_DOLLAR),
             dollars_per_1k_tokens: Micros(15_000),
             period: Period::Lifetime,
+            run_tokens: 50_000,
+            run_dollars: Micros(5 * crate::domain::money::MICROS_PER_DOLLAR),
+        }
+    }
+}
+
+impl BudgetSettings {
+    /// What one run reserves at admission.
+    pub fn run_hold(&self) -> crate::domain::budget::Hold {
+        crate::domain::budget::Hold {
+            tokens: i64::try_from(self.run_tokens).unwrap_or(i64::MAX),
+            micros: self.run_dollars,
         }
     }
 }
@@ -275,6 +307,8 @@ pub struct Settings {
     pub operator_name: String,
     pub remote: Option<String>,
     pub webhook_secret_file: PathBuf,
+    /// Token prices per model (micro-dollars per million tokens).
+    pub model_prices: std::collections::BTreeMap<String, ModelPrice>,
     /// How long one `git fetch` or `git push` may take.
     pub remote_timeout_seconds: u64,
     pub forge: Option<ForgeSettings>,
@@ -345,6 +379,14 @@ impl Settings {
     pub fn main_refname(&self) -> String {
         format!("refs/heads/{}", self.main_branch)
     }
+    /// The price table for an agent's budget (its flat rate per 1,000
+    /// tokens for tokens of no priced model).
+    pub fn prices(&self, budget: &BudgetSettings) -> Prices {
+        Prices {
+            models: self.model_prices.clone(),
+            per_1k_tokens: budget.dollars_per_1k_tokens,
+        }
+    }
 
     /// Reads `gov.toml` at the root of a governance repository. A missing file
     /// is an error: it is what marks the folder as one.
@@ -366,6 +408,7 @@ impl Settings {
         let raw: RawGovToml = parse_toml(text).map_err(invalid)?;
         let budget = resolve_budget(&BudgetSettings::default(), &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
+        let model_prices = resolve_prices(&raw.prices).map_err(invalid)?;
         let abs = |p: Option<PathBuf>, default: &str| {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
             if p.is_absolute() {
@@ -407,6 +450,7 @@ impl Settings {
                 .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+            model_prices,
             remote_timeout_seconds: raw.remote.timeout_seconds.unwrap_or(120).max(1),
             forge,
             approval_wait_seconds: raw
@@ -442,6 +486,37 @@ impl Settings {
     }
 }
 
+/// Resolves `[prices."MODEL"]` tables: every price non-negative, exact.
+fn resolve_prices(
+    raw: &std::collections::BTreeMap<String, RawPrice>,
+) -> Result<std::collections::BTreeMap<String, ModelPrice>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (model, p) in raw {
+        if model.trim().is_empty() {
+            return Err("prices: a model name must not be empty".into());
+        }
+        let get = |d: &RawDollars, what: &str| -> Result<Micros, String> {
+            let m = d
+                .to_micros()
+                .map_err(|e| format!("prices.`{model}`.{what}: {e}"))?;
+            if m.0 < 0 {
+                return Err(format!("prices.`{model}`.{what}: must not be negative"));
+            }
+            Ok(m)
+        };
+        out.insert(
+            model.clone(),
+            ModelPrice {
+                input: get(&p.input, "input")?,
+                output: get(&p.output, "output")?,
+                cache_write: get(&p.cache_write, "cache_write")?,
+                cache_read: get(&p.cache_read, "cache_read")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// Applies a `[budget]` table over a base (the defaults, or `gov.toml`'s).
 pub fn resolve_budget(base: &BudgetSettings, raw: &RawBudget) -> Result<BudgetSettings, String> {
     let money = |v: &Option<RawDollars>, base: Micros, name: &str| -> Result<Micros, String> {
@@ -466,6 +541,8 @@ pub fn resolve_budget(base: &BudgetSettings, raw: &RawBudget) -> Result<BudgetSe
             "dollars_per_1k_tokens",
         )?,
         period: raw.period.unwrap_or(base.period),
+        run_tokens: raw.run_tokens.unwrap_or(base.run_tokens),
+        run_dollars: money(&raw.run_dollars, base.run_dollars, "run_dollars")?,
     })
 }
 

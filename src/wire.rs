@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::Timestamp;
+use crate::domain::pricing::ModelCharge;
 use crate::domain::proposal::{ProposalStatus, Verdict};
 use crate::domain::request::PolicyCitation;
 use crate::domain::run::ToolUse;
@@ -81,11 +82,23 @@ pub struct RunOpen {
 }
 
 /// `POST /runs` → 201.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOpened {
     pub run_id: String,
     pub agent_id: String,
     pub agent_token: String,
+    /// What the run reserved at admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<RunReservation>,
+}
+
+/// A run's reservation: what it may spend, and until when (Unix seconds) it
+/// holds the agent's budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReservation {
+    pub tokens: i64,
+    pub dollars: f64,
+    pub hold_until: i64,
 }
 
 /// `POST /runs` → 423: the run was refused (a paused agent, a `continue`
@@ -119,15 +132,30 @@ pub struct RunFinish {
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
-    pub tokens: u64,
-    #[serde(default)]
-    pub dollars: Option<f64>,
-    #[serde(default)]
     pub usage_missing: bool,
+    /// The run's spend not charged while it ran, per model, priced.
+    #[serde(default)]
+    pub charges: Vec<ModelCharge>,
+    /// No final usage report: the spend is what the stream showed.
+    #[serde(default)]
+    pub estimate: bool,
+    /// Claude Code's own `total_cost_usd`, reconciled by the server.
+    #[serde(default)]
+    pub claude_cost_usd: Option<f64>,
     /// The tool calls a claude agent's stream reported; the server fails the
     /// run if one of them has no decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_uses: Vec<ToolUse>,
+    /// A flat charge, for clients that do not itemize `charges` (priced as
+    /// `POST /budget/{agent}/charge` prices it); gov's runner sends none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dollars: Option<f64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// `POST /agents/{id}/pause`, `/resume` → 200 (and `GET /status/me`).

@@ -1,7 +1,7 @@
 //! Agents: budgets (read, charge), pauses (pause, resume, pause-all), live
 //! state (`/status/me`, `/scoreboard`) and audit flags about them.
 
-use chrono::Utc;
+use chrono::{Datelike, Utc};
 use serde::Serialize;
 
 use super::error::AppError;
@@ -9,13 +9,13 @@ use super::service::{Service, Step};
 use crate::config::BudgetSettings;
 use crate::domain::audit::{Actor, Event, NewEntry};
 use crate::domain::budget::{
-    agent_status, check_charge, remaining_pct, Charge, ChargeCheck, PeriodKeys, Spend,
+    agent_status, charge_effect, remaining_pct, Charge, ChargeEffect, PeriodKeys, Spend,
 };
 use crate::domain::event::{
-    AdminPauseAll, AgentPaused, AgentResumed, BudgetCharge, BudgetChargeRefused, BudgetPaused,
-    Impersonation,
+    AdminPauseAll, AgentPaused, AgentResumed, BudgetCharge, BudgetPaused, Impersonation,
 };
 use crate::domain::money::Micros;
+use crate::domain::pricing::{Prices, TokenUsage};
 use crate::store::projection;
 
 /// The original's budget answer.
@@ -31,6 +31,12 @@ pub struct BudgetView {
     pub remaining_pct: f64,
     pub period: String,
     pub paused_reason: Option<String>,
+    /// What open reservations hold (runs under way, approved proposals not
+    /// yet executed); on `GET /budget` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_reserved: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dollars_reserved: Option<f64>,
 }
 
 /// Whether gov knows the agent: it is on main or the chain mentions it.
@@ -38,7 +44,7 @@ pub fn known(svc: &Service, conn: &rusqlite::Connection, agent_id: &str) -> Resu
     Ok(svc.agents().contains_key(agent_id) || projection::agent(conn, agent_id)?.is_some())
 }
 
-fn spent(
+pub(crate) fn spent(
     conn: &rusqlite::Connection,
     caps: &BudgetSettings,
     agent: &str,
@@ -61,17 +67,54 @@ pub fn budget_view(
     let spend = spent(conn, &caps, agent_id)?;
     let row = projection::agent(conn, agent_id)?;
     let paused = row.as_ref().is_some_and(|r| r.paused);
-    Ok(BudgetView {
-        agent_id: agent_id.into(),
+    let held = super::run_budget::held(conn, agent_id, Utc::now())?;
+    let mut view = view_of(
+        agent_id,
         wave,
-        tokens_consumed: spend.tokens,
-        tokens_cap: caps.tokens_cap,
-        dollars_consumed: spend.micros.as_dollars_f64(),
-        dollars_cap: caps.dollars_cap.as_dollars_f64(),
-        status: agent_status(&caps, spend, paused).as_str(),
-        remaining_pct: remaining_pct(&caps, spend),
-        period: crate::domain::budget::period_label(caps.period, Utc::now()),
-        paused_reason: row.and_then(|r| r.paused_reason),
+        &caps,
+        spend,
+        paused,
+        row.and_then(|r| r.paused_reason),
+    );
+    view.tokens_reserved = Some(held.tokens);
+    view.dollars_reserved = Some(held.micros.as_dollars_f64());
+    Ok(view)
+}
+
+/// The charges of an agent's current budget period in the order they were
+/// recorded, and when the period began, for the dashboard's chart.
+#[derive(Debug, Clone, Default)]
+pub struct SpendHistory {
+    /// (Unix seconds, micro-dollars) of each charge.
+    pub charges: Vec<(i64, i64)>,
+    /// The start of the period in Unix seconds; `None` for lifetime.
+    pub from: Option<i64>,
+}
+
+pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppError> {
+    let caps = svc.caps(agent_id);
+    let now = Utc::now();
+    let key = PeriodKeys::current(caps.period, now);
+    let rows = svc.read(|c| projection::charges(c, agent_id, key.as_deref()))?;
+    let points = rows
+        .into_iter()
+        .filter_map(|(ts, _, micros)| {
+            chrono::DateTime::parse_from_rfc3339(&ts)
+                .ok()
+                .map(|t| (t.timestamp(), micros))
+        })
+        .collect();
+    let today = now.date_naive();
+    let start = match caps.period {
+        crate::config::Period::Lifetime => None,
+        crate::config::Period::Daily => Some(today),
+        crate::config::Period::Monthly => today.with_day(1),
+    };
+    Ok(SpendHistory {
+        charges: points,
+        from: start
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp()),
     })
 }
 
@@ -81,24 +124,55 @@ pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<BudgetView, Ap
 }
 
 /// A charge as the API takes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChargeInput {
     pub tokens: i64,
     pub dollars: Option<f64>,
     pub tool: String,
     pub task_id: Option<String>,
+    /// The run the spend belongs to (the runner's charges).
+    pub run_id: Option<String>,
+    /// The model whose tokens these are: priced by `[prices]`.
+    pub model: Option<String>,
+    /// Tokens by kind, when known (each kind has its own price).
+    pub usage: Option<TokenUsage>,
+    /// The amount, already priced by the runner (exact micro-dollars).
+    pub micros: Option<Micros>,
+    /// Spend seen in a stream that never reached its final report.
+    pub estimate: bool,
 }
 
 impl ChargeInput {
-    pub fn to_charge(&self, per_1k: Micros) -> Result<Charge, AppError> {
-        let micros = match self.dollars {
-            None => None,
-            Some(d) => Some(
+    /// The charge: `micros` when the runner priced it, else `dollars`, else
+    /// the price of the tokens (the model's, or the flat rate per 1,000).
+    pub fn to_charge(&self, prices: &Prices) -> Result<Charge, AppError> {
+        if let Some(u) = &self.usage {
+            if u64::try_from(self.tokens).ok() != Some(u.total()) {
+                return Err(AppError::invalid(
+                    "tokens",
+                    format!("tokens must be the sum of usage ({})", u.total()),
+                ));
+            }
+        }
+        let micros = match (self.micros, self.dollars) {
+            (Some(m), _) => Some(m),
+            (None, Some(d)) => Some(
                 Micros::from_dollars_f64(d)
                     .map_err(|e| AppError::invalid("dollars", e.to_string()))?,
             ),
+            (None, None) if self.tokens >= 0 => {
+                let model = self.model.as_deref().unwrap_or("");
+                let usage = self.usage.unwrap_or(TokenUsage {
+                    input_tokens: u64::try_from(self.tokens).unwrap_or(0),
+                    ..TokenUsage::default()
+                });
+                // Tokens of no priced model keep the flat rate (the charge
+                // below prices them).
+                prices.of(model).map(|_| prices.cost(model, &usage))
+            }
+            (None, None) => None,
         };
-        Charge::new(self.tokens, micros, per_1k).map_err(|e| {
+        Charge::new(self.tokens, micros, prices.per_1k_tokens).map_err(|e| {
             let field = match e {
                 crate::domain::budget::ChargeError::NegativeTokens => "tokens",
                 crate::domain::budget::ChargeError::NegativeDollars => "dollars",
@@ -115,9 +189,9 @@ impl ChargeInput {
     }
 }
 
-/// Checks and records a charge atomically. One that would cross a cap is
-/// refused and pauses the agent (once: a paused agent's charges are refused
-/// before they are checked).
+/// Records a charge. A charge records money already spent: it is recorded
+/// whatever the caps and the pause say. One that crosses a cap pauses the
+/// agent (`budget_paused`, once) and the answer's status says `paused`.
 pub fn charge(
     svc: &Service,
     agent_id: &str,
@@ -125,7 +199,7 @@ pub fn charge(
     actor: Actor,
 ) -> Result<BudgetView, AppError> {
     let caps = svc.caps(agent_id);
-    let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
+    let charge = input.to_charge(&svc.settings().prices(&caps))?;
     svc.transact(|tx| -> Step<BudgetView> {
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
@@ -134,105 +208,88 @@ pub fn charge(
                 vec![],
             ));
         }
-        plan_charge(svc, conn, agent_id, &caps, charge, input, actor)
+        let planned = plan_charges(conn, agent_id, &caps, &[(charge, input.clone())], actor)?;
+        Ok((Ok(planned.view), planned.entries))
     })
 }
 
-/// Decides a charge under the chain lock: the entries that record it (a
-/// `budget_charge`; or a refusal, and the pause when it would cross a cap)
-/// and the budget after it.
-pub fn plan_charge(
-    svc: &Service,
+/// Charges planned under the chain lock: the entries that record them and
+/// the budget after them.
+#[derive(Debug)]
+pub struct PlannedCharges {
+    pub entries: Vec<NewEntry>,
+    pub view: BudgetView,
+    /// Whether the agent is paused once they are recorded.
+    pub paused: bool,
+}
+
+/// Plans charges in order under the chain lock: one `budget_charge` each,
+/// and `budget_paused` when one of them crosses a cap of an agent not
+/// paused yet (so an agent is paused once, whatever the number of charges).
+pub fn plan_charges(
     conn: &rusqlite::Connection,
     agent_id: &str,
     caps: &BudgetSettings,
-    charge: Charge,
-    input: &ChargeInput,
+    charges: &[(Charge, ChargeInput)],
     actor: Actor,
-) -> Step<BudgetView> {
-    let refused = |reason: &str| {
-        let refused = BudgetChargeRefused {
+) -> Result<PlannedCharges, AppError> {
+    let row = projection::agent(conn, agent_id)?;
+    let mut paused = row.as_ref().is_some_and(|r| r.paused);
+    let mut paused_reason = row.and_then(|r| r.paused_reason);
+    let mut spend = spent(conn, caps, agent_id)?;
+    let keys = PeriodKeys::at(Utc::now());
+    let mut entries = Vec::new();
+    for (charge, input) in charges {
+        let booked = BudgetCharge {
             tokens: charge.tokens,
-            micros: charge.micros.0,
             dollars: charge.micros.as_dollars_f64(),
+            micros: charge.micros.0,
             tool: input.tool.clone(),
-            reason: reason.into(),
+            period_day: keys.day.clone(),
+            period_month: keys.month.clone(),
+            run_id: input.run_id.clone(),
+            model: input.model.clone(),
+            usage: input.usage,
+            estimate: input.estimate,
         };
-        NewEntry::new(actor.clone(), Event::BudgetChargeRefused(refused))
+        let e = NewEntry::new(actor.clone(), Event::BudgetCharge(booked))
             .agent(agent_id)
-            .maybe_task(input.task_id.as_ref())
-    };
-    if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
-        let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
-        return Ok((
-            Err(AppError::Paused {
-                agent_id: agent_id.into(),
-                reason,
-            }),
-            vec![refused("agent_paused")],
-        ));
-    }
-    let spend = spent(conn, caps, agent_id)?;
-    match check_charge(caps, spend, charge) {
-        ChargeCheck::Fits => {
-            let keys = PeriodKeys::at(Utc::now());
-            let booked = BudgetCharge {
-                tokens: charge.tokens,
-                dollars: charge.micros.as_dollars_f64(),
-                micros: charge.micros.0,
-                tool: input.tool.clone(),
-                period_day: keys.day,
-                period_month: keys.month,
-            };
-            let e = NewEntry::new(actor.clone(), Event::BudgetCharge(booked))
-                .agent(agent_id)
-                .maybe_task(input.task_id.as_ref());
-            let after = Spend {
-                tokens: spend.tokens + charge.tokens,
-                micros: Micros(spend.micros.0 + charge.micros.0),
-            };
-            let view = view_after(svc, agent_id, caps, after, false, None);
-            Ok((Ok(view), vec![e]))
-        }
-        ChargeCheck::OverCap {
+            .maybe_task(input.task_id.as_ref());
+        entries.push(e);
+        let effect = charge_effect(caps, spend, *charge, paused);
+        spend = spend.plus(charge.tokens, charge.micros);
+        if let ChargeEffect::Pauses {
             tokens_over,
             dollars_over,
-        } => {
-            let paused = BudgetPaused {
+        } = effect
+        {
+            let pause = BudgetPaused {
                 reason: "budget_cap_exceeded".into(),
                 tokens_consumed: spend.tokens,
                 dollars_consumed: spend.micros.as_dollars_f64(),
                 tokens_cap: caps.tokens_cap,
                 dollars_cap: caps.dollars_cap.as_dollars_f64(),
-                refused_tokens: charge.tokens,
-                refused_dollars: charge.micros.as_dollars_f64(),
+                refused_tokens: None,
+                refused_dollars: None,
                 tokens_over,
                 dollars_over,
             };
-            let pause = NewEntry::new(Actor::server(), Event::BudgetPaused(paused)).agent(agent_id);
-            let view = view_after(
-                svc,
-                agent_id,
-                caps,
-                spend,
-                true,
-                Some("budget_cap_exceeded".into()),
-            );
-            let budget = serde_json::to_value(&view).unwrap_or_default();
-            Ok((
-                Err(AppError::OverCap {
-                    agent_id: agent_id.into(),
-                    budget,
-                }),
-                vec![refused("over_cap"), pause],
-            ))
+            entries
+                .push(NewEntry::new(Actor::server(), Event::BudgetPaused(pause)).agent(agent_id));
+            paused = true;
+            paused_reason = Some("budget_cap_exceeded".into());
         }
     }
+    Ok(PlannedCharges {
+        entries,
+        view: view_of(agent_id, 0, caps, spend, paused, paused_reason),
+        paused,
+    })
 }
 
-fn view_after(
-    _svc: &Service,
+fn view_of(
     agent_id: &str,
+    wave: i64,
     caps: &BudgetSettings,
     spend: Spend,
     paused: bool,
@@ -240,7 +297,7 @@ fn view_after(
 ) -> BudgetView {
     BudgetView {
         agent_id: agent_id.into(),
-        wave: 0,
+        wave,
         tokens_consumed: spend.tokens,
         tokens_cap: caps.tokens_cap,
         dollars_consumed: spend.micros.as_dollars_f64(),
@@ -249,6 +306,8 @@ fn view_after(
         remaining_pct: remaining_pct(caps, spend),
         period: crate::domain::budget::period_label(caps.period, Utc::now()),
         paused_reason,
+        tokens_reserved: None,
+        dollars_reserved: None,
     }
 }
 

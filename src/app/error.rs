@@ -41,11 +41,9 @@ pub enum AppError {
         agent_id: String,
         policies: Vec<PolicyCitation>,
     },
-    #[error("the charge would cross the budget cap of agent `{agent_id}`; the agent is paused")]
-    OverCap {
-        agent_id: String,
-        budget: serde_json::Value,
-    },
+    /// Admission: the budget left cannot cover a run's reservation.
+    #[error("agent `{agent_id}` has not enough budget left for a run: {detail}")]
+    BudgetInsufficient { agent_id: String, detail: String },
     #[error("proposal `{0}` was changed after it was submitted; it cannot be approved")]
     Tampered(String),
     #[error("proposal `{0}` has expired and can no longer be approved")]

@@ -249,8 +249,9 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
             expected_cost_tokens: sub.expected_cost_tokens,
             expected_cost_dollars: sub.expected_cost_dollars,
             reversible: sub.reversible,
-            // An irreversible action always needs a person.
-            requires_approval: sub.requires_approval || !sub.reversible,
+            // As the agent asked: the self-approval check comes first (an
+            // irreversible action then needs a person, see `file_decided`).
+            requires_approval: sub.requires_approval,
             expires_at,
             rationale: sub.rationale.clone(),
             links: sub.links.clone(),

@@ -6,18 +6,23 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::agents::{self, BudgetView, ChargeInput};
+use super::agents::{self, BudgetView};
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
+use super::run_budget;
 use super::service::{new_uuid, random_bytes, Service, Step};
 use super::tool_calls::{self, CallInfo, CallSite, ToolQuestion};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
+use crate::domain::budget::Hold;
 use crate::domain::credential::{token_from_bytes, token_hash};
 use crate::domain::event::{
-    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunEnded, ToolApprovalUsed, ToolDecision,
+    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunReservation, ToolApprovalUsed,
+    ToolDecision,
 };
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
-use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
+use crate::domain::request::{
+    CedarRequest, Decision, DecisionRecord, EntityRef, Outcome, PolicyCitation,
+};
 use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
@@ -26,10 +31,14 @@ pub struct RunStarted {
     pub run_id: String,
     pub agent_id: String,
     pub agent_token: String,
+    /// What the run reserved, and until when (Unix seconds) it holds.
+    pub reservation: Hold,
+    pub hold_until: i64,
 }
 
-/// Starts a run: refuses a paused agent or one its `continue` policies
-/// stop (`agent_run_skipped`), else mints the run's agent token.
+/// Starts a run: refuses a paused agent, one its `continue` policies stop,
+/// or one whose budget left cannot cover a run's reservation
+/// (`agent_run_skipped`); else reserves, and mints the run's agent token.
 pub fn start_run(
     svc: &Service,
     agent_id: &str,
@@ -73,10 +82,11 @@ pub fn start_run_in(
     let hash = token_hash(&token);
     svc.transact(|tx| -> Step<RunStarted> {
         let conn = tx.index().conn();
-        let skipped = |reason: &str, policies: &[PolicyCitation]| {
+        let skipped = |reason: &str, policies: &[PolicyCitation], detail: Option<&str>| {
             let skipped = AgentRunSkipped {
                 reason: reason.into(),
                 policies: policies.to_vec(),
+                detail: detail.map(String::from),
             };
             NewEntry::new(actor.clone(), Event::AgentRunSkipped(skipped))
                 .agent(agent_id)
@@ -89,7 +99,7 @@ pub fn start_run_in(
                     agent_id: agent_id.into(),
                     reason: reason.clone(),
                 }),
-                vec![skipped("agent_paused", &[])],
+                vec![skipped("agent_paused", &[], None)],
             ));
         }
         let (_, decision, record) =
@@ -100,14 +110,38 @@ pub fn start_run_in(
                     agent_id: agent_id.into(),
                     policies: decision.policies.clone(),
                 }),
-                vec![skipped("continue_denied", &decision.policies).decision(record)],
+                vec![skipped("continue_denied", &decision.policies, None).decision(record)],
             ));
         }
+        let now = Utc::now();
+        let caps = svc.caps(agent_id);
+        let reservation = match run_budget::admit_run(conn, agent_id, &caps, now)? {
+            Ok(r) => r,
+            Err(detail) => {
+                return Ok((
+                    Err(AppError::BudgetInsufficient {
+                        agent_id: agent_id.into(),
+                        detail: detail.clone(),
+                    }),
+                    vec![skipped("budget_insufficient", &[], Some(&detail))],
+                ))
+            }
+        };
+        let wallclock = svc
+            .agent_settings(agent_id)
+            .map_or(0, |a| a.wallclock_seconds);
+        let hold_until = run_budget::hold_until(now, wallclock);
         let run_id = new_uuid();
         let started = AgentRunStarted {
             run_id: run_id.clone(),
             token_hash: hash.clone(),
             folder: folder.map(str::to_string),
+            reservation: Some(RunReservation {
+                tokens: reservation.tokens,
+                micros: reservation.micros.0,
+                dollars: reservation.micros.as_dollars_f64(),
+                hold_until,
+            }),
         };
         let e = NewEntry::new(actor.clone(), Event::AgentRunStarted(started))
             .agent(agent_id)
@@ -117,35 +151,25 @@ pub fn start_run_in(
                 run_id,
                 agent_id: agent_id.into(),
                 agent_token: token.clone(),
+                reservation,
+                hold_until,
             }),
             vec![e],
         ))
     })
 }
 
-/// How a run ended, as the runner reports it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunEnd {
-    pub status: RunStatus,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub tokens: i64,
-    #[serde(default)]
-    pub dollars: Option<f64>,
-    #[serde(default)]
-    pub usage_missing: bool,
-    /// The tool calls the agent's stream reported (claude agents): each
-    /// must have a decision of this run, or the run fails.
-    #[serde(default)]
-    pub tool_uses: Vec<ToolUse>,
-}
+/// How a run ended, as the runner reports it (the wire type).
+pub use crate::wire::{RunFinish as RunEnd, RunStatus};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Complete,
-    Failed,
+/// The answer to the end of a run: how it was recorded, the agent's budget
+/// and the run's own spend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunFinished {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub budget: BudgetView,
+    pub run: run_budget::RunSpend,
 }
 
 /// How a run was recorded: the runner's status and reason, unless a tool
@@ -156,87 +180,67 @@ pub struct RunRecorded {
     pub reason: Option<String>,
 }
 
-/// Finishes a run: charges its spend (refused over the cap, which pauses
-/// the agent), records its end and revokes its token. A run whose agent
-/// reported a tool call that has no decision of this run is recorded as
-/// failed (`tool_without_gov_decision`), whatever the runner said.
+/// Finishes a run: charges the rest of its spend (a charge records a fact,
+/// crossing a cap pauses the agent), releases its reservation, records its
+/// end and revokes its token. A run whose agent reported a tool call that
+/// has no decision of this run is recorded as failed
+/// (`tool_without_gov_decision`), whatever the runner said.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
     end: &RunEnd,
     actor: Actor,
-) -> Result<(RunRecorded, BudgetView), AppError> {
-    let agent_id = {
-        let index = svc.governance().index()?;
-        match projection::run(index.conn(), run_id)? {
-            Some((a, _, _)) => a,
-            None => return Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
-        }
-    };
-    let caps = svc.caps(&agent_id);
-    let input = ChargeInput {
-        tokens: end.tokens,
-        dollars: end.dollars,
-        tool: "run".into(),
-        task_id: None,
-    };
-    let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    let recorded = svc.transact(|tx| -> Step<RunRecorded> {
-        let conn = tx.index().conn();
-        let Some((_, task, finished)) = projection::run(conn, run_id)? else {
-            return Ok((
-                Err(AppError::NotFound(format!("unknown run_id: {run_id}"))),
-                vec![],
-            ));
-        };
-        if let Some(f) = finished {
-            return Ok((
-                Err(AppError::Conflict(format!(
-                    "run '{run_id}' already finished ({f})"
-                ))),
-                vec![],
-            ));
-        }
-        let decided = projection::decided_tool_uses(conn, run_id)?;
-        let missing = undecided(&end.tool_uses, &decided);
-        let (status, reason) = if missing.is_empty() {
-            (end.status, end.reason.clone())
-        } else {
-            let why = undecided_reason(&missing);
-            let reason = match &end.reason {
-                Some(r) => format!("{why}; {r}"),
-                None => why,
+) -> Result<RunFinished, AppError> {
+    if end.tokens < 0 {
+        return Err(AppError::invalid("tokens", "tokens must not be negative"));
+    }
+    let (agent_id, recorded, run) =
+        svc.transact(|tx| -> Step<(String, RunRecorded, run_budget::RunSpend)> {
+            let conn = tx.index().conn();
+            let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
+                Ok(run) => run,
+                Err(e) => return Ok((Err(e), vec![])),
             };
-            (RunStatus::Failed, Some(reason))
-        };
-        let mut entries = Vec::new();
-        let mut input = input.clone();
-        input.task_id = task.clone();
-        if charge.tokens > 0 || charge.micros.0 > 0 {
-            let (_answer, mut charged) =
-                agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
-            entries.append(&mut charged);
-        }
-        let ended = RunEnded {
-            run_id: run_id.into(),
-            reason: reason.clone(),
-            tokens: charge.tokens,
-            dollars: charge.micros.as_dollars_f64(),
-            usage_missing: end.usage_missing,
-            undecided_tool_uses: missing.into_iter().cloned().collect(),
-        };
-        let event = match status {
-            RunStatus::Complete => Event::AgentRunComplete(ended),
-            RunStatus::Failed => Event::AgentRunFailed(ended),
-        };
-        entries.push(
-            NewEntry::new(actor.clone(), event)
-                .agent(&agent_id)
-                .maybe_task(task),
-        );
-        Ok((Ok(RunRecorded { status, reason }), entries))
-    })?;
-    Ok((recorded, agents::budget(svc, &agent_id, 0)?))
+            let decided = projection::decided_tool_uses(conn, run_id)?;
+            let missing = undecided(&end.tool_uses, &decided);
+            let (status, reason) = if missing.is_empty() {
+                (end.status, end.reason.clone())
+            } else {
+                let why = undecided_reason(&missing);
+                let reason = match &end.reason {
+                    Some(r) => format!("{why}; {r}"),
+                    None => why,
+                };
+                (RunStatus::Failed, Some(reason))
+            };
+            let run = run_budget::RunRef {
+                run_id,
+                agent: &agent_id,
+                task: &task,
+            };
+            let settled = run_budget::settle(svc, conn, run, end, actor.clone())?;
+            let mut entries = settled.entries;
+            let mut ended = settled.ended;
+            ended.reason = reason.clone();
+            ended.undecided_tool_uses = missing.into_iter().cloned().collect();
+            let event = match status {
+                RunStatus::Complete => Event::AgentRunComplete(ended),
+                RunStatus::Failed => Event::AgentRunFailed(ended),
+            };
+            entries.push(
+                NewEntry::new(actor.clone(), event)
+                    .agent(&agent_id)
+                    .maybe_task(task.as_ref()),
+            );
+            let recorded = RunRecorded { status, reason };
+            Ok((Ok((agent_id.clone(), recorded, settled.run)), entries))
+        })?;
+    Ok(RunFinished {
+        status: recorded.status,
+        reason: recorded.reason,
+        budget: agents::budget(svc, &agent_id, 0)?,
+        run,
+    })
 }
 
 /// Mints an agent token by hand (operator), not bound to a run.

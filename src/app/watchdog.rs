@@ -98,12 +98,28 @@ fn has_terminal_after(
 /// When each approved proposal of the agent that has seen no terminal event
 /// was approved.
 fn open_approvals(conn: &Connection, agent: &str) -> Result<Vec<DateTime<Utc>>, AppError> {
+    Ok(open_approved(conn, agent, false)?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect())
+}
+
+/// The approved proposals of the agent that have seen no terminal event, and
+/// when each was approved (also what holds budget for their expected cost:
+/// with `costly_only`, only those with an expected cost).
+pub fn open_approved(
+    conn: &Connection,
+    agent: &str,
+    costly_only: bool,
+) -> Result<Vec<(String, DateTime<Utc>)>, AppError> {
     let mut stmt = conn.prepare_cached(
         "SELECT proposal_id FROM proposals
-         WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL",
+         WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
+           AND (?2 = 0 OR json_extract(json, '$.expected_cost_tokens') > 0
+                OR json_extract(json, '$.expected_cost_dollars') > 0)",
     )?;
     let ids: Vec<String> = stmt
-        .query_map([agent], |r| r.get(0))?
+        .query_map(params![agent, costly_only], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for id in ids {
@@ -118,7 +134,7 @@ fn open_approvals(conn: &Connection, agent: &str) -> Result<Vec<DateTime<Utc>>, 
             .map(|t| t.0)
             .or_else(|| parse_ts(&ts));
         if let Some(t) = decided {
-            out.push(t);
+            out.push((id, t));
         }
     }
     Ok(out)

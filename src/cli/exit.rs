@@ -53,7 +53,7 @@ impl ExitCode {
             AppError::Conflict(_)
             | AppError::BadRequest(_)
             | AppError::Paused { .. }
-            | AppError::OverCap { .. }
+            | AppError::BudgetInsufficient { .. }
             | AppError::Tampered(_)
             | AppError::Expired(_) => ExitCode::Conflict,
             AppError::SelfApproveBlocked { .. }

@@ -86,18 +86,15 @@ fn record_locally(
     cause: &ClientError,
 ) -> Failure {
     let end = RunEnd {
-        status: crate::app::runs::RunStatus::Failed,
+        status: RunStatus::Failed,
         reason: Some(unreachable_reason(body)),
-        tokens: i64::try_from(body.tokens).unwrap_or(i64::MAX),
-        dollars: body.dollars,
-        usage_missing: body.usage_missing,
-        tool_uses: body.tool_uses.clone(),
+        ..body.clone()
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
     let cause = crate::cli::exit::error_chain(cause);
     match recorded {
-        Ok((recorded, _)) => Failure::new(
+        Ok(recorded) => Failure::new(
             ExitCode::Failure,
             format!(
                 "failed: run `{run_id}`: {}: the server could not be told ({cause}); recorded on the audit chain directly",
@@ -121,6 +118,9 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             let why = match skip.error.as_str() {
                 "agent_paused" => "the agent is paused".to_string(),
                 "continue_denied" => "a policy says it may not go on".to_string(),
+                "budget_insufficient" => {
+                    "its budget left cannot cover a run's reservation".to_string()
+                }
                 "" => "the server refused the run".to_string(),
                 other => format!("the server refused the run (`{other}`)"),
             };
@@ -142,12 +142,23 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             run_id,
             body,
             budget,
+            run,
             log,
         } => {
-            let spend = match body.dollars {
-                Some(d) => format!("{} tokens, ${d:.4}", body.tokens),
-                None if body.usage_missing => "usage unknown".to_string(),
-                None => format!("{} tokens", body.tokens),
+            let tokens = run
+                .get("tokens_spent")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let dollars = run
+                .get("dollars_spent")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            let spend = if body.usage_missing && tokens == 0 {
+                "usage unknown".to_string()
+            } else if body.estimate {
+                format!("{tokens} tokens, ${dollars:.4}, estimated from the stream")
+            } else {
+                format!("{tokens} tokens, ${dollars:.4}")
             };
             let remaining = budget
                 .get("remaining_pct")
@@ -188,10 +199,13 @@ mod tests {
                 RunStatus::Complete
             },
             reason: reason.map(String::from),
+            usage_missing: false,
+            charges: vec![],
+            estimate: false,
+            claude_cost_usd: None,
+            tool_uses: Vec::new(),
             tokens: 0,
             dollars: None,
-            usage_missing: false,
-            tool_uses: Vec::new(),
         };
         assert_eq!(
             unreachable_reason(&body(None)),

@@ -45,7 +45,7 @@ pub fn period_label(period: Period, now: DateTime<Utc>) -> String {
 }
 
 /// What an agent has spent in the current period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Spend {
     pub tokens: i64,
     pub micros: Micros,
@@ -93,31 +93,129 @@ impl Charge {
     }
 }
 
-/// The outcome of checking a charge against the caps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChargeCheck {
-    /// Within the caps: record it.
-    Fits,
-    /// It would cross a cap: refuse it and pause the agent.
-    OverCap {
+/// What recording a charge does to the agent. A charge records money that
+/// was already spent, so it is always recorded; crossing a cap pauses the
+/// agent, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeEffect {
+    /// Within the caps (a charge that lands exactly on a cap is within).
+    Within,
+    /// It crosses a cap: record it and pause the agent.
+    Pauses {
         tokens_over: bool,
         dollars_over: bool,
     },
+    /// The agent is paused already: record it, nothing more.
+    AlreadyPaused,
 }
 
-/// Checks a charge against the caps, given what was spent so far.
-pub fn check_charge(caps: &BudgetSettings, spent: Spend, charge: Charge) -> ChargeCheck {
-    let tokens_after = spent.tokens.saturating_add(charge.tokens);
-    let micros_after = spent.micros.0.saturating_add(charge.micros.0);
-    let tokens_over = tokens_after > i64::try_from(caps.tokens_cap).unwrap_or(i64::MAX);
-    let dollars_over = micros_after > caps.dollars_cap.0;
-    if tokens_over || dollars_over {
-        ChargeCheck::OverCap {
+/// Whether spend is over a cap (strictly: exactly at the cap is not over).
+fn over_caps(caps: &BudgetSettings, spend: Spend) -> (bool, bool) {
+    let tokens_over = spend.tokens > i64::try_from(caps.tokens_cap).unwrap_or(i64::MAX);
+    let dollars_over = spend.micros.0 > caps.dollars_cap.0;
+    (tokens_over, dollars_over)
+}
+
+/// Decides what a charge does, given what was spent before it.
+pub fn charge_effect(
+    caps: &BudgetSettings,
+    spent: Spend,
+    charge: Charge,
+    paused: bool,
+) -> ChargeEffect {
+    if paused {
+        return ChargeEffect::AlreadyPaused;
+    }
+    match over_caps(caps, spent.plus(charge.tokens, charge.micros)) {
+        (false, false) => ChargeEffect::Within,
+        (tokens_over, dollars_over) => ChargeEffect::Pauses {
             tokens_over,
             dollars_over,
+        },
+    }
+}
+
+impl Spend {
+    pub fn plus(self, tokens: i64, micros: Micros) -> Spend {
+        Spend {
+            tokens: self.tokens.saturating_add(tokens),
+            micros: Micros(self.micros.0.saturating_add(micros.0)),
         }
+    }
+}
+
+/// Budget held for spend that has not happened yet: a run's reservation, or
+/// the expected cost of an approved proposal not yet executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Hold {
+    pub tokens: i64,
+    pub micros: Micros,
+}
+
+impl Hold {
+    /// What a reservation still holds once `spent` of it was charged: never
+    /// below zero.
+    pub fn left_after(self, spent: Spend) -> Hold {
+        Hold {
+            tokens: (self.tokens - spent.tokens).max(0),
+            micros: Micros((self.micros.0 - spent.micros.0).max(0)),
+        }
+    }
+
+    pub fn plus(self, other: Hold) -> Hold {
+        Hold {
+            tokens: self.tokens.saturating_add(other.tokens),
+            micros: Micros(self.micros.0.saturating_add(other.micros.0)),
+        }
+    }
+
+    /// Whether `spent` has used all of it (either dimension).
+    pub fn exhausted_by(self, spent: Spend) -> bool {
+        spent.tokens >= self.tokens || spent.micros.0 >= self.micros.0
+    }
+}
+
+/// Why a reservation cannot be admitted: what is left and what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    pub left: Hold,
+    pub wanted: Hold,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a run reserves {} tokens and {}, but only {} tokens and {} are left (cap - spent - reserved)",
+            self.wanted.tokens, self.wanted.micros, self.left.tokens.max(0), Micros(self.left.micros.0.max(0))
+        )
+    }
+}
+
+/// Admission: a reservation fits when the caps minus what is spent minus
+/// what is held by open reservations still cover it, in both dimensions.
+pub fn admit(
+    caps: &BudgetSettings,
+    spent: Spend,
+    held: Hold,
+    wanted: Hold,
+) -> Result<(), Shortfall> {
+    let left = Hold {
+        tokens: i64::try_from(caps.tokens_cap)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(spent.tokens)
+            .saturating_sub(held.tokens),
+        micros: Micros(
+            caps.dollars_cap
+                .0
+                .saturating_sub(spent.micros.0)
+                .saturating_sub(held.micros.0),
+        ),
+    };
+    if wanted.tokens <= left.tokens && wanted.micros.0 <= left.micros.0 {
+        Ok(())
     } else {
-        ChargeCheck::Fits
+        Err(Shortfall { left, wanted })
     }
 }
 
@@ -192,29 +290,82 @@ mod tests {
     }
 
     #[test]
-    fn a_charge_that_crosses_a_cap_does_not_fit() {
+    fn a_charge_that_crosses_a_cap_pauses_once() {
         let spent = Spend {
             tokens: 199_000,
             micros: Micros(1),
         };
-        let fits = Charge::new(1000, Some(Micros(0)), Micros(0)).expect("valid");
-        assert_eq!(check_charge(&caps(), spent, fits), ChargeCheck::Fits);
+        let at_cap = Charge::new(1000, Some(Micros(0)), Micros(0)).expect("valid");
+        assert_eq!(
+            charge_effect(&caps(), spent, at_cap, false),
+            ChargeEffect::Within
+        );
         let over = Charge::new(1001, Some(Micros(0)), Micros(0)).expect("valid");
         assert_eq!(
-            check_charge(&caps(), spent, over),
-            ChargeCheck::OverCap {
+            charge_effect(&caps(), spent, over, false),
+            ChargeEffect::Pauses {
                 tokens_over: true,
                 dollars_over: false
             }
         );
+        assert_eq!(
+            charge_effect(&caps(), spent, over, true),
+            ChargeEffect::AlreadyPaused
+        );
         let dollars = Charge::new(0, Some(Micros(50_000_000)), Micros(0)).expect("valid");
         assert!(matches!(
-            check_charge(&caps(), spent, dollars),
-            ChargeCheck::OverCap {
+            charge_effect(&caps(), spent, dollars, false),
+            ChargeEffect::Pauses {
                 dollars_over: true,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn admission_counts_spend_and_open_reservations() {
+        let caps = BudgetSettings {
+            tokens_cap: 1000,
+            dollars_cap: Micros(1_000_000),
+            ..caps()
+        };
+        let spent = Spend {
+            tokens: 200,
+            micros: Micros(200_000),
+        };
+        let held = Hold {
+            tokens: 300,
+            micros: Micros(300_000),
+        };
+        let want = |t, m| Hold {
+            tokens: t,
+            micros: Micros(m),
+        };
+        assert_eq!(admit(&caps, spent, held, want(500, 500_000)), Ok(()));
+        let short = admit(&caps, spent, held, want(501, 1)).expect_err("no tokens left");
+        assert_eq!(short.left, want(500, 500_000));
+        assert!(admit(&caps, spent, held, want(1, 500_001)).is_err());
+        assert_eq!(
+            short.to_string(),
+            "a run reserves 501 tokens and $0.000001, but only 500 tokens and $0.50 are left (cap - spent - reserved)"
+        );
+        // What a run has charged comes off its own hold, never below zero.
+        let r = want(100, 100);
+        assert_eq!(
+            r.left_after(Spend {
+                tokens: 40,
+                micros: Micros(200)
+            }),
+            want(60, 0)
+        );
+        assert!(r.exhausted_by(Spend {
+            tokens: 0,
+            micros: Micros(100)
+        }));
+        assert!(!r.exhausted_by(Spend {
+            tokens: 99,
+            micros: Micros(99)
+        }));
     }
 
     #[test]

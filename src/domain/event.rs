@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::audit::Timestamp;
 use super::forge::MergeEvidence;
+use super::pricing::TokenUsage;
 use super::proposal::{Proposal, ProposalStatus};
 use super::request::{Outcome, PolicyCitation};
 
@@ -363,6 +364,18 @@ pub struct BudgetCharge {
     pub tool: String,
     pub period_day: String,
     pub period_month: String,
+    /// The run the spend belongs to (the runner's charges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The model whose tokens these are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The tokens by kind, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    /// Usage a stream showed before its final report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,8 +394,12 @@ pub struct BudgetPaused {
     pub dollars_consumed: f64,
     pub tokens_cap: u64,
     pub dollars_cap: f64,
-    pub refused_tokens: i64,
-    pub refused_dollars: f64,
+    /// Written while charges over a cap were refused (before gov recorded
+    /// every charge): the charge that was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_dollars: Option<f64>,
     pub tokens_over: bool,
     pub dollars_over: bool,
 }
@@ -447,7 +464,7 @@ pub struct AgentTokenRevoked {
     pub token_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentRunStarted {
     pub run_id: String,
     pub token_hash: String,
@@ -455,6 +472,37 @@ pub struct AgentRunStarted {
     /// calls are judged against it instead of `agents/<id>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
+    /// What the run reserved at admission (absent before reservations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<RunReservation>,
+}
+
+/// A run's reservation: what it holds, and until when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReservation {
+    pub tokens: i64,
+    pub micros: i64,
+    pub dollars: f64,
+    pub hold_until: i64,
+}
+
+/// What a run's end settled: its reservation and what was released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRelease {
+    pub tokens: i64,
+    pub micros: i64,
+    pub released_tokens: i64,
+    pub released_micros: i64,
+}
+
+/// Claude Code's own cost of a run against what the ledger holds for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    pub claude_total_cost_usd: f64,
+    pub claude_micros: i64,
+    pub ledger_micros: i64,
+    /// Claude Code's less the ledger's.
+    pub difference_micros: i64,
 }
 
 /// A run's end, complete or failed.
@@ -462,9 +510,19 @@ pub struct AgentRunStarted {
 pub struct RunEnded {
     pub run_id: String,
     pub reason: Option<String>,
+    /// What the run spent in all.
     pub tokens: i64,
     pub dollars: f64,
     pub usage_missing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micros: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<RunRelease>,
+    /// The spend is only what the stream showed (no final usage report).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<Reconciliation>,
     /// The tool calls the stream reported that had no decision of the run
     /// (which failed it: `tool_without_gov_decision`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -475,6 +533,9 @@ pub struct RunEnded {
 pub struct AgentRunSkipped {
     pub reason: String,
     pub policies: Vec<PolicyCitation>,
+    /// Why, in words (`budget_insufficient`: what is left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -633,6 +694,10 @@ mod tests {
             tool: "llm".into(),
             period_day: "2026-11-25".into(),
             period_month: "2026-11".into(),
+            run_id: None,
+            model: None,
+            usage: None,
+            estimate: false,
         });
         assert_eq!(
             charge.to_parts().1.to_string(),

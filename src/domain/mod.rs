@@ -12,6 +12,7 @@ pub mod ids;
 pub mod money;
 pub mod paths;
 pub mod policy;
+pub mod pricing;
 pub mod proposal;
 pub mod request;
 pub mod run;

@@ -10,6 +10,8 @@
 //!   folder and its run's private folder.
 //! - [`claude`]: the `claude -p` command line and the hook settings file.
 //! - [`stream_json`]: parsing Claude Code's stream-json for usage and outcome.
+//! - [`meter`]: charging a run as its usage grows, stopping it when its
+//!   reservation or a cap is spent; command agents' usage file.
 //! - [`hook`]: `gov hook pre-tool-use`: every tool call asks the policy set;
 //!   any failure is a deny.
 //!
@@ -19,6 +21,7 @@ pub mod claude;
 pub mod env;
 pub mod guard;
 pub mod hook;
+pub mod meter;
 pub mod process;
 pub mod run;
 pub mod sandbox;

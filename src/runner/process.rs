@@ -39,6 +39,8 @@ pub enum Ending {
     WallClock,
     /// The runner was asked to stop (Ctrl-C, SIGTERM) and stopped it.
     Interrupted,
+    /// Its reservation or a cap was exhausted and the runner stopped it.
+    Budget,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +77,17 @@ pub fn supervise(
     sup: &Supervision,
     stop: &AtomicBool,
 ) -> std::io::Result<Outcome> {
+    supervise_with_budget(child, sup, stop, &AtomicBool::new(false))
+}
+
+/// [`supervise`], and stops the child (terminate, then kill) as soon as
+/// `budget` becomes true: its spend reached its reservation or a cap.
+pub fn supervise_with_budget(
+    child: &mut Child,
+    sup: &Supervision,
+    stop: &AtomicBool,
+    budget: &AtomicBool,
+) -> std::io::Result<Outcome> {
     let deadline = Instant::now() + sup.wallclock;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -91,6 +104,8 @@ pub fn supervise(
             Some(Ending::Interrupted)
         } else if Instant::now() >= deadline {
             Some(Ending::WallClock)
+        } else if budget.load(Ordering::SeqCst) {
+            Some(Ending::Budget)
         } else {
             None
         };
@@ -186,6 +201,21 @@ mod tests {
         let out = supervise(&mut child, &sup, &AtomicBool::new(false)).expect("supervise");
         assert_eq!(out.ending, Ending::Exited);
         assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[test]
+    fn budget_flag_stops_with_its_own_ending() {
+        let mut child = sh("sleep 30");
+        let sup = Supervision::new(Duration::from_secs(30), Duration::from_secs(5));
+        let out = supervise_with_budget(
+            &mut child,
+            &sup,
+            &AtomicBool::new(false),
+            &AtomicBool::new(true),
+        )
+        .expect("supervise");
+        assert_eq!(out.ending, Ending::Budget);
+        assert!(!out.killed);
     }
 
     #[test]

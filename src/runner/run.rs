@@ -26,7 +26,8 @@ use std::time::Duration;
 use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
 use super::env::{child_env, RunVars};
 use super::hook::hook_deadline;
-use super::process::{own_process_group, supervise, Ending, Outcome, Supervision};
+use super::meter::{Meter, UsageFile, BUDGET_REASON};
+use super::process::{own_process_group, supervise_with_budget, Ending, Outcome, Supervision};
 use super::sandbox::{self, Confinement, SandboxInputs, Unavailable};
 use super::stream_json::StreamSummary;
 use crate::client::{Client, ClientError, Timeouts, Token};
@@ -149,9 +150,11 @@ pub enum RunReport {
     Skipped(Skip),
     Finished {
         run_id: String,
-        body: FinishBody,
+        body: Box<FinishBody>,
         /// The server's `budget` after the charge.
         budget: serde_json::Value,
+        /// The server's `run`: reserved and spent.
+        run: serde_json::Value,
         /// Where a claude agent's stream was saved.
         log: Option<PathBuf>,
     },
@@ -478,14 +481,16 @@ fn exit_reason(status: &ExitStatus) -> String {
     }
 }
 
-/// How a run ended → what the server is told. `stream` is `Some` for claude
-/// agents (whose usage the runner measures), `None` for command agents.
+/// How a run ended → what the server is told (its `charges` are the
+/// meter's to fill). `stream` is `Some` for claude agents (whose usage the
+/// runner reads from their stream), `None` for command agents.
 pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishBody {
     let result = stream.and_then(|s| s.result.as_ref());
     let usage_missing = stream.is_some() && result.is_none();
     let reason = match outcome.ending {
         Ending::Interrupted => Some("interrupted".to_string()),
         Ending::WallClock => Some("wallclock".to_string()),
+        Ending::Budget => Some(BUDGET_REASON.to_string()),
         Ending::Exited => match (stream, result) {
             (Some(_), Some(r)) if !r.succeeded() => Some(r.error_reason()),
             (Some(_), None) => Some("no_result_event".to_string()),
@@ -500,10 +505,13 @@ pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishB
             RunStatus::Failed
         },
         reason,
-        tokens: result.map(|r| r.usage.total()).unwrap_or(0),
-        dollars: result.and_then(|r| r.total_cost_usd),
         usage_missing,
+        charges: Vec::new(),
+        estimate: stream.is_some_and(|s| s.final_usage().estimate),
+        claude_cost_usd: result.and_then(|r| r.total_cost_usd),
         tool_uses: stream.map(|s| s.tool_uses.clone()).unwrap_or_default(),
+        tokens: 0,
+        dollars: None,
     }
 }
 
@@ -513,6 +521,7 @@ fn spawn_reader(
     stdout: impl Read + Send + 'static,
     log: Option<std::fs::File>,
     summary: Arc<Mutex<StreamSummary>>,
+    meter: Arc<Mutex<Meter>>,
     done: mpsc::Sender<()>,
 ) {
     let spawned = std::thread::Builder::new()
@@ -534,8 +543,14 @@ fn spawn_reader(
                     }
                 }
                 let line = String::from_utf8_lossy(&buf);
-                if let Ok(mut s) = summary.lock() {
-                    s.observe(&line);
+                // Usage is charged as it streams, before the next line is
+                // read: a run is stopped within one usage report.
+                let seen = match summary.lock() {
+                    Ok(mut s) => s.observe(&line).then(|| s.stream_usage()),
+                    Err(_) => None,
+                };
+                if let (Some(seen), Ok(mut m)) = (seen, meter.lock()) {
+                    m.report(&seen, true);
                 }
             }
             let _ = done.send(());
@@ -580,16 +595,20 @@ pub fn run_agent(
         confinement: confinement.as_ref(),
         run_dir: &run_dir,
     };
-    let (mut body, log) = execute(settings, req, &agent, &child, &opened, stop);
+    let (mut body, log) = execute(settings, req, &agent, &child, &opened, stop, &client);
     let path = format!("/runs/{run_id}/finish");
     match client.post_json::<_, serde_json::Value>(&path, &body) {
         Ok(answer) => {
             take_recorded_end(&mut body, &answer);
             Ok(RunReport::Finished {
                 run_id,
-                body,
+                body: Box::new(body),
                 budget: answer
                     .get("budget")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                run: answer
+                    .get("run")
                     .cloned()
                     .unwrap_or(serde_json::Value::Null),
                 log,
@@ -661,15 +680,19 @@ fn execute(
     child: &Child<'_>,
     opened: &OpenedRun,
     stop: &AtomicBool,
+    client: &Client,
 ) -> (FinishBody, Option<PathBuf>) {
     let launch = child.launch;
     let failed = |reason: String| FinishBody {
         status: RunStatus::Failed,
         reason: Some(reason),
+        usage_missing: launch.stream,
+        charges: Vec::new(),
+        estimate: false,
+        claude_cost_usd: None,
+        tool_uses: Vec::new(),
         tokens: 0,
         dollars: None,
-        usage_missing: launch.stream,
-        tool_uses: Vec::new(),
     };
     if stop.load(Ordering::SeqCst) {
         return (failed("interrupted".into()), None);
@@ -683,6 +706,30 @@ fn execute(
         repo: settings.root.to_string_lossy().into_owned(),
         home: child.run_dir.home().to_string_lossy().into_owned(),
         tmp: child.run_dir.tmp().to_string_lossy().into_owned(),
+    };
+    let runs = settings.local_dir().join("runs");
+    let budget_stop = Arc::new(AtomicBool::new(false));
+    let meter = Arc::new(Mutex::new(Meter::new(
+        client.clone(),
+        &opened.run_id,
+        settings.prices(&agent.budget),
+        Arc::clone(&budget_stop),
+    )));
+    // Command agents report usage through a file the runner reads, in the
+    // run's own folder (which the sandbox lets the agent write).
+    let usage_file = if launch.stream {
+        None
+    } else {
+        let path = child.run_dir.path().join("usage.jsonl");
+        match UsageFile::create(path.clone()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                return (
+                    failed(format!("usage_file: `{}`: {e}", path.display())),
+                    None,
+                )
+            }
+        }
     };
     let program = Path::new(&launch.program).display().to_string();
     if child.confinement.is_some() && launch.programs.is_empty() {
@@ -709,6 +756,9 @@ fn execute(
             Stdio::inherit()
         })
         .stderr(Stdio::inherit());
+    if let Some(u) = &usage_file {
+        cmd.env("GOV_USAGE_FILE", &u.path);
+    }
     own_process_group(&mut cmd);
     let mut process = match cmd.spawn() {
         Ok(c) => c,
@@ -722,7 +772,6 @@ fn execute(
     let (done_tx, done_rx) = mpsc::channel();
     let mut log_path = None;
     if let Some(stdout) = process.stdout.take() {
-        let runs = settings.local_dir().join("runs");
         let path = runs.join(format!("{}.jsonl", opened.run_id));
         let file = std::fs::create_dir_all(&runs)
             .and_then(|_| std::fs::File::create(&path))
@@ -736,11 +785,20 @@ fn execute(
         if file.is_some() {
             log_path = Some(path);
         }
-        spawn_reader(stdout, file, Arc::clone(&summary), done_tx);
+        spawn_reader(
+            stdout,
+            file,
+            Arc::clone(&summary),
+            Arc::clone(&meter),
+            done_tx,
+        );
     }
+    let usage_done = Arc::new(AtomicBool::new(false));
+    let usage_reader =
+        usage_file.map(|f| spawn_usage_reader(f, Arc::clone(&meter), Arc::clone(&usage_done)));
 
     let sup = Supervision::new(Duration::from_secs(agent.wallclock_seconds), req.kill_grace);
-    let outcome = match supervise(&mut process, &sup, stop) {
+    let outcome = match supervise_with_budget(&mut process, &sup, stop, &budget_stop) {
         Ok(o) => o,
         Err(e) => {
             // Cannot even wait for it: make sure it is gone, then say why.
@@ -755,17 +813,56 @@ fn execute(
             agent.id, agent.wallclock_seconds
         ),
         Ending::Interrupted => eprintln!("gov run: interrupted; agent `{}` was stopped", agent.id),
-        Ending::Exited => {}
+        // The meter has said why.
+        Ending::Budget | Ending::Exited => {}
     }
-    if !launch.stream {
-        return (finish_body(&outcome, None), log_path);
+    usage_done.store(true, Ordering::SeqCst);
+    let (mut body, total) = if launch.stream {
+        if done_rx.recv_timeout(STREAM_DRAIN).is_err() {
+            tracing::warn!("the agent's output did not end with its process; using what was read");
+        }
+        let snapshot = summary.lock().map(|s| s.clone()).unwrap_or_default();
+        let total = snapshot.final_usage().by_model;
+        (finish_body(&outcome, Some(&snapshot)), total)
+    } else {
+        let total = usage_reader
+            .and_then(|h| h.join().ok())
+            .map(|f| f.totals)
+            .unwrap_or_default();
+        (finish_body(&outcome, None), total)
+    };
+    if let Ok(m) = meter.lock() {
+        body.charges = m.rest(&total);
+        if outcome.ending == Ending::Budget {
+            body.reason = Some(m.stop_reason.to_string());
+        }
     }
-    if done_rx.recv_timeout(STREAM_DRAIN).is_err() {
-        tracing::warn!("the agent's output did not end with its process; using what was read");
-    }
-    let snapshot = summary.lock().map(|s| s.clone()).unwrap_or_default();
-    (finish_body(&outcome, Some(&snapshot)), log_path)
+    (body, log_path)
 }
+
+/// Reads a command agent's usage file as it grows and charges it, until
+/// `done`; then reads it once more. Returns the file with its totals.
+fn spawn_usage_reader(
+    mut file: UsageFile,
+    meter: Arc<Mutex<Meter>>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<UsageFile> {
+    std::thread::spawn(move || loop {
+        let last = done.load(Ordering::SeqCst);
+        if file.poll() {
+            if let Ok(mut m) = meter.lock() {
+                m.report(&file.totals, false);
+            }
+        }
+        if last {
+            return file;
+        }
+        std::thread::sleep(USAGE_POLL);
+    })
+}
+
+/// How often a command agent's usage file is read.
+const USAGE_POLL: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
@@ -786,15 +883,17 @@ mod tests {
     fn command_agents_complete_on_exit_zero() {
         let b = finish_body(&outcome(Ending::Exited, 0), None);
         assert_eq!(b.status, RunStatus::Complete);
-        assert_eq!((b.tokens, b.dollars, b.usage_missing), (0, None, false));
+        assert_eq!((b.estimate, b.usage_missing), (false, false));
         let b = finish_body(&outcome(Ending::Exited, 3), None);
         assert_eq!(b.reason.as_deref(), Some("exit_status: 3"));
         let b = finish_body(&outcome(Ending::WallClock, 0), None);
         assert_eq!(b.reason.as_deref(), Some("wallclock"));
+        let b = finish_body(&outcome(Ending::Budget, 0), None);
+        assert_eq!(b.reason.as_deref(), Some("budget"));
     }
 
     #[test]
-    fn claude_agents_are_charged_from_the_result() {
+    fn claude_agents_report_the_result() {
         let s = StreamSummary::from_text(OK);
         let b = finish_body(&outcome(Ending::Exited, 0), Some(&s));
         assert_eq!(
@@ -802,25 +901,28 @@ mod tests {
             FinishBody {
                 status: RunStatus::Complete,
                 reason: None,
-                tokens: 15,
-                dollars: Some(0.25),
                 usage_missing: false,
+                charges: vec![],
+                estimate: false,
+                claude_cost_usd: Some(0.25),
                 tool_uses: Vec::new(),
+                tokens: 0,
+                dollars: None,
             }
         );
-        // Interrupted after the result: still charged, still failed.
+        // Interrupted after the result: still failed.
         let b = finish_body(&outcome(Ending::Interrupted, 0), Some(&s));
         assert_eq!(
-            (b.status, b.reason.as_deref(), b.tokens),
-            (RunStatus::Failed, Some("interrupted"), 15)
+            (b.status, b.reason.as_deref()),
+            (RunStatus::Failed, Some("interrupted"))
         );
         let b = finish_body(&outcome(Ending::Exited, 1), Some(&s));
         assert_eq!(b.reason.as_deref(), Some("exit_status: 1"));
         let none = StreamSummary::default();
         let b = finish_body(&outcome(Ending::Exited, 0), Some(&none));
         assert_eq!(
-            (b.reason.as_deref(), b.usage_missing),
-            (Some("no_result_event"), true)
+            (b.reason.as_deref(), b.usage_missing, b.estimate),
+            (Some("no_result_event"), true, true)
         );
         let b = finish_body(&outcome(Ending::WallClock, 0), Some(&none));
         assert_eq!(

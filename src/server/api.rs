@@ -14,7 +14,7 @@ use super::auth::{act_for_agent, Caller};
 use super::error::{ApiError, Body, Query};
 use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
-use crate::app::{agents, credentials, proposals, runs};
+use crate::app::{agents, credentials, proposals, run_budget, runs};
 use crate::domain::audit::{Event, NewEntry};
 use crate::domain::proposal::Proposal;
 use crate::wire;
@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/credentials/issue", post(issue_credential))
         .route("/credentials/redeem", post(redeem_credential))
         .route("/runs", post(start_run))
+        .route("/runs/{run}/usage", post(run_usage))
         .route("/runs/{run}/finish", post(finish_run))
         .route("/tools/evaluate", post(evaluate_tool))
         .fallback(not_found)
@@ -202,6 +203,11 @@ struct ChargeBody {
     task_id: Option<String>,
     #[serde(default)]
     dollars: Option<f64>,
+    /// gov adds: the model (priced by `[prices]`) and the tokens by kind.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<crate::domain::pricing::TokenUsage>,
 }
 
 async fn charge_budget(
@@ -218,6 +224,9 @@ async fn charge_budget(
         dollars: body.dollars,
         tool: body.tool,
         task_id: body.task_id,
+        model: body.model,
+        usage: body.usage,
+        ..agents::ChargeInput::default()
     };
     let view = blocking_write(&state, move || agents::charge(&svc, &agent, &input, actor)).await?;
     ok(to_json(&view))
@@ -400,13 +409,19 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-/// The body of pause calls is optional (`{}` or nothing).
+/// The body of pause calls is optional (`{}` or nothing); when there is
+/// one it must be a JSON object (an array would otherwise read as a struct).
 fn reason_of(raw: &axum::body::Bytes) -> Result<Option<String>, ApiError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    let value: Value = serde_json::from_slice(raw)
+        .map_err(|e| AppError::invalid("body", format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AppError::invalid("body", "the body must be a JSON object").into());
+    }
     let b: ReasonBody =
-        serde_json::from_slice(raw).map_err(|e| AppError::invalid("reason", e.to_string()))?;
+        serde_json::from_value(value).map_err(|e| AppError::invalid("reason", e.to_string()))?;
     Ok(b.reason)
 }
 
@@ -532,6 +547,11 @@ async fn start_run(
         run_id: run.run_id,
         agent_id: run.agent_id,
         agent_token: run.agent_token,
+        reservation: Some(wire::RunReservation {
+            tokens: run.reservation.tokens,
+            dollars: run.reservation.micros.as_dollars_f64(),
+            hold_until: run.hold_until,
+        }),
     };
     Ok((StatusCode::CREATED, Json(opened)).into_response())
 }
@@ -545,9 +565,24 @@ async fn finish_run(
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let (recorded, budget) =
-        blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
-    ok(json!({"status": recorded.status, "reason": recorded.reason, "budget": budget}))
+    let done = blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
+    ok(to_json(&done))
+}
+
+async fn run_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Body(report): Body<run_budget::UsageReport>,
+) -> ApiResult {
+    caller.require_runner()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let charged = blocking_write(&state, move || {
+        run_budget::charge_run(&svc, &run_id, &report, actor)
+    })
+    .await?;
+    ok(to_json(&charged))
 }
 
 async fn evaluate_tool(

@@ -79,9 +79,9 @@ impl IntoResponse for ApiError {
                 StatusCode::LOCKED,
                 json!({"error": "continue_denied", "detail": msg, "agent_id": agent_id, "policies": policies_json(policies)}),
             ),
-            AppError::OverCap { budget, .. } => (
-                StatusCode::CONFLICT,
-                json!({"detail": {"error": "budget_cap_exceeded", "message": msg, "budget": budget}}),
+            AppError::BudgetInsufficient { agent_id, .. } => (
+                StatusCode::LOCKED,
+                json!({"error": "budget_insufficient", "detail": msg, "agent_id": agent_id, "policies": []}),
             ),
             AppError::Tampered(_) => (
                 StatusCode::CONFLICT,

@@ -9,7 +9,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::domain::audit::{AuditEntry, Event};
-use crate::domain::budget::Spend;
+use crate::domain::budget::{Hold, Spend};
 use crate::domain::credential::CredentialState;
 use crate::domain::event::{
     AgentPaused, BudgetPaused, ProposalDecided, ProposalExpired, WatchdogPause,
@@ -37,15 +37,22 @@ CREATE TABLE IF NOT EXISTS proposals (
 );
 CREATE INDEX IF NOT EXISTS proposals_status ON proposals(status, seq);
 CREATE INDEX IF NOT EXISTS proposals_agent ON proposals(agent_id, seq);
+CREATE INDEX IF NOT EXISTS proposals_submitted ON proposals(submitted_at, seq);
+CREATE INDEX IF NOT EXISTS proposals_status_submitted ON proposals(status, submitted_at, seq);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY,
     agent_id TEXT NOT NULL,
     tokens INTEGER NOT NULL,
     micros INTEGER NOT NULL,
     day TEXT NOT NULL,
-    month TEXT NOT NULL
+    month TEXT NOT NULL,
+    ts TEXT NOT NULL DEFAULT '',
+    run_id TEXT,
+    model TEXT,
+    estimate INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS ledger_agent ON ledger(agent_id);
+CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id);
 CREATE TABLE IF NOT EXISTS credentials (
     hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -64,8 +71,13 @@ CREATE TABLE IF NOT EXISTS runs (
     agent_id TEXT NOT NULL,
     task_id TEXT,
     started_seq INTEGER NOT NULL,
-    finished TEXT
+    finished TEXT,
+    started_at TEXT NOT NULL DEFAULT '',
+    reserved_tokens INTEGER NOT NULL DEFAULT 0,
+    reserved_micros INTEGER NOT NULL DEFAULT 0,
+    hold_until INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS runs_open ON runs(agent_id, finished);
 ";
 
 /// Derives the server's tables from one entry. Every event type is named
@@ -100,9 +112,21 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         Event::BudgetCharge(c) => {
             if let Some(agent) = &e.agent_id {
                 tx.execute(
-                    "INSERT OR REPLACE INTO ledger (seq, agent_id, tokens, micros, day, month)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![seq, agent, c.tokens, c.micros, c.period_day, c.period_month],
+                    "INSERT OR REPLACE INTO ledger
+                       (seq, agent_id, tokens, micros, day, month, ts, run_id, model, estimate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        seq,
+                        agent,
+                        c.tokens,
+                        c.micros,
+                        c.period_day,
+                        c.period_month,
+                        entry.ts.to_rfc3339(),
+                        c.run_id,
+                        c.model,
+                        c.estimate,
+                    ],
                 )?;
             }
         }
@@ -160,9 +184,22 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         }
         Event::AgentRunStarted(r) => {
             if let Some(agent) = &e.agent_id {
+                let held = r.reservation.as_ref();
                 tx.execute(
-                    "INSERT OR IGNORE INTO runs (run_id, agent_id, task_id, started_seq) VALUES (?1, ?2, ?3, ?4)",
-                    params![r.run_id, agent, e.task_id, seq],
+                    "INSERT OR IGNORE INTO runs
+                       (run_id, agent_id, task_id, started_seq, started_at,
+                        reserved_tokens, reserved_micros, hold_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        r.run_id,
+                        agent,
+                        e.task_id,
+                        seq,
+                        entry.ts.to_rfc3339(),
+                        held.map_or(0, |h| h.tokens),
+                        held.map_or(0, |h| h.micros),
+                        held.map_or(0, |h| h.hold_until),
+                    ],
                 )?;
                 tx.execute(
                     "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
@@ -261,14 +298,18 @@ pub fn proposal(conn: &Connection, id: &str) -> rusqlite::Result<Option<Proposal
     json.map(parse_proposal).transpose()
 }
 
-/// Proposals, newest first, optionally of one status.
+/// Proposals, newest `submitted_at` first (as the original orders them;
+/// arrival breaks ties), optionally of one status.
 pub fn proposals(
     conn: &Connection,
     status: Option<&str>,
     limit: u32,
 ) -> rusqlite::Result<Vec<Proposal>> {
+    // `submitted_at` is RFC 3339 in UTC (`+00:00`), so text order is time
+    // order.
     let mut stmt = conn.prepare_cached(
-        "SELECT json FROM proposals WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2",
+        "SELECT json FROM proposals WHERE (?1 IS NULL OR status = ?1)
+         ORDER BY submitted_at DESC, seq DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![status, limit], |r| r.get::<_, String>(0))?;
     rows.map(|r| r.and_then(parse_proposal)).collect()
@@ -474,6 +515,103 @@ pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Strin
     let mut stmt =
         conn.prepare_cached("SELECT hash FROM agent_tokens WHERE run_id = ?1 AND revoked = 0")?;
     let rows = stmt.query_map([run_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// What one run has been charged so far.
+pub fn run_spend(conn: &Connection, run_id: &str) -> rusqlite::Result<Spend> {
+    let (tokens, micros): (i64, i64) = conn.query_row(
+        "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Spend {
+        tokens,
+        micros: Micros(micros),
+    })
+}
+
+/// A run's reservation as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRun {
+    pub run_id: String,
+    pub agent_id: String,
+    pub task_id: Option<String>,
+    pub started_at: String,
+    pub reserved: Hold,
+    pub spent: Spend,
+    /// Unix seconds after which the reservation no longer holds budget.
+    pub hold_until: i64,
+}
+
+/// Runs not finished whose reservation still holds at `now_unix` (all
+/// agents when `agent` is `None`), oldest first.
+pub fn open_runs(
+    conn: &Connection,
+    agent: Option<&str>,
+    now_unix: i64,
+) -> rusqlite::Result<Vec<OpenRun>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.run_id, r.agent_id, r.task_id, r.started_at, r.reserved_tokens,
+                r.reserved_micros, r.hold_until,
+                COALESCE((SELECT SUM(tokens) FROM ledger l WHERE l.run_id = r.run_id), 0),
+                COALESCE((SELECT SUM(micros) FROM ledger l WHERE l.run_id = r.run_id), 0)
+         FROM runs r
+         WHERE r.finished IS NULL AND r.hold_until > ?2 AND (?1 IS NULL OR r.agent_id = ?1)
+         ORDER BY r.started_seq",
+    )?;
+    let rows = stmt.query_map(params![agent, now_unix], |r| {
+        Ok(OpenRun {
+            run_id: r.get(0)?,
+            agent_id: r.get(1)?,
+            task_id: r.get(2)?,
+            started_at: r.get(3)?,
+            reserved: Hold {
+                tokens: r.get(4)?,
+                micros: Micros(r.get(5)?),
+            },
+            hold_until: r.get(6)?,
+            spent: Spend {
+                tokens: r.get(7)?,
+                micros: Micros(r.get(8)?),
+            },
+        })
+    })?;
+    rows.collect()
+}
+
+/// A run's reservation, whether or not it still holds.
+pub fn run_reservation(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<(Hold, i64)>> {
+    conn.query_row(
+        "SELECT reserved_tokens, reserved_micros, hold_until FROM runs WHERE run_id = ?1",
+        [run_id],
+        |r| {
+            Ok((
+                Hold {
+                    tokens: r.get(0)?,
+                    micros: Micros(r.get(1)?),
+                },
+                r.get(2)?,
+            ))
+        },
+    )
+    .optional()
+}
+
+/// An agent's charges in the order they were recorded, of the period
+/// `period_key` selects (as [`spend`]): time, tokens, micro-dollars.
+pub fn charges(
+    conn: &Connection,
+    agent: &str,
+    period_key: Option<&str>,
+) -> rusqlite::Result<Vec<(String, i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, tokens, micros FROM ledger
+         WHERE agent_id = ?1 AND (?2 IS NULL OR day = ?2 OR month = ?2) ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![agent, period_key], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     rows.collect()
 }
 

@@ -215,6 +215,19 @@ mod snapshots {
                     last_seen: Some("2026-01-02T03:04:05Z".into()),
                     runs: 3,
                     proposals: 7,
+                    chart: SpendChart::new(
+                        &[(1_000, 20_000_000), (2_000, 15_000_000)],
+                        Micros(50_000_000),
+                        None,
+                        3_000,
+                    ),
+                    reservations: vec![ReservationView {
+                        kind: "run".into(),
+                        id: "run-1".into(),
+                        tokens: "37,655".into(),
+                        dollars: "$4.80".into(),
+                        until: Some("2026-01-02T03:16:05+00:00".into()),
+                    }],
                 },
                 AgentView {
                     id: "researcher".into(),
@@ -226,6 +239,8 @@ mod snapshots {
                     last_seen: None,
                     runs: 0,
                     proposals: 0,
+                    chart: SpendChart::new(&[], Micros(50_000_000), Some(0), 86_400),
+                    reservations: vec![],
                 },
             ],
         };
@@ -834,6 +849,37 @@ mod served {
         browser.wait_for_text("ship it");
         browser.full_page_screenshot("05-proposal-detail", 1280);
 
+        // Spend against the cap over the period, and an open reservation.
+        let (code, _) = server.api(
+            "POST",
+            "/budget/noop/charge",
+            Some(serde_json::json!({"tokens": 0, "tool": "x", "dollars": 20})),
+        );
+        assert_eq!(code, 200);
+        let (code, run) = server.api(
+            "POST",
+            "/runs",
+            Some(serde_json::json!({"agent_id": "noop", "task_id": null})),
+        );
+        assert_eq!(code, 201, "{run}");
+        browser.goto(&server.url("/dashboard/agents"));
+        browser.wait_for_text("$20.00 of $50.00 over 1 charge");
+        let points = browser.execute(
+            "return document.querySelector('#agent-noop .spend-chart polyline').getAttribute('points')",
+            serde_json::json!([]),
+        );
+        assert!(
+            points.as_str().is_some_and(|p| p.ends_with(",36")),
+            "the line ends at 20/50 of the height: {points}"
+        );
+        let card = browser.find("#agent-noop").text();
+        let run_id = run["run_id"].as_str().unwrap_or("?");
+        assert!(
+            card.contains(run_id) && card.contains("$5.00") && card.contains("50,000"),
+            "{card}"
+        );
+        browser.full_page_screenshot("06-agents-spend", 1280);
+
         // Pause and resume the agent.
         browser.goto(&server.url("/dashboard/agents"));
         browser.find("#agent-noop button.pause").click();
@@ -841,7 +887,7 @@ mod served {
         browser.find("#agent-noop button.resume");
         let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);
         assert_eq!(me["status"], "paused", "{me}");
-        browser.full_page_screenshot("06-agents-paused", 1280);
+        browser.full_page_screenshot("07-agents-paused", 1280);
         browser.find("#agent-noop button.resume").click();
         browser.wait_for_text("resumed `noop`");
         let (_, me) = server.api("GET", "/status/me?agent_id=noop", None);

@@ -119,10 +119,13 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     assert_eq!(c[4].1, "deny");
     assert!(c[4].2.contains("identical call"), "{}", c[4].2);
 
-    // Usage from the result event is in the ledger.
+    // Usage is in the ledger: the five tool-call messages (2 tokens each)
+    // as they streamed, then at the end the result's `usage` (4,080; this
+    // fixture has no `modelUsage`), at the flat $0.015 per 1,000 tokens (no
+    // `[prices]` here). Claude Code's own $0.031 is reconciled, not charged.
     let b = s.get("/budget/researcher", Some(&s.operator))?;
-    assert_eq!(b.body["tokens_consumed"], 4080, "{:?}", b.body);
-    assert_eq!(b.body["dollars_consumed"], 0.031, "{:?}", b.body);
+    assert_eq!(b.body["tokens_consumed"], 4090, "{:?}", b.body);
+    assert_eq!(b.body["dollars_consumed"], 0.06135, "{:?}", b.body);
     let decisions = entries(&s.repo, "tool_decision")?;
     let mut ids: Vec<String> = decisions
         .iter()
@@ -143,7 +146,13 @@ fn a_claude_run_against_the_real_server() -> TestResult {
             "toolu_fake_5"
         ]
     );
-    assert_eq!(entries(&s.repo, "agent_run_complete")?.len(), 1);
+    let done = entries(&s.repo, "agent_run_complete")?;
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0].entry.entry.payload()["reconciliation"],
+        serde_json::json!({"claude_total_cost_usd": 0.031, "claude_micros": 31_000,
+                           "ledger_micros": 61_350, "difference_micros": -30_350})
+    );
 
     // The approval of a call is bound to its run: with a wait configured,
     // the next run's hook waits on the call while a person approves it from
@@ -262,6 +271,172 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     Ok(())
 }
 
+/// `[prices]` for the models of the fixtures, in the repository's
+/// gov.toml (the runner prices usage from it).
+fn write_prices(repo: &TestRepo) -> TestResult {
+    let path = repo.root().join("gov.toml");
+    let mut text = std::fs::read_to_string(&path)?;
+    text.push_str(
+        "\n[prices.\"claude-sonnet-4\"]\ninput = \"3\"\noutput = \"15\"\ncache_write = \"3.75\"\ncache_read = \"0.30\"\n\
+         \n[prices.\"claude-haiku-4-5\"]\ninput = 1\noutput = 5\ncache_write = \"1.25\"\ncache_read = \"0.10\"\n",
+    );
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// The `budget_charge` entries of a run: (tokens, micros, estimate).
+fn run_charges(repo: &TestRepo) -> TestResult<Vec<(i64, i64, bool)>> {
+    let mut rows: Vec<(i64, i64, bool)> = entries(repo, "budget_charge")?
+        .iter()
+        .map(|e| {
+            let p = &e.entry.entry.payload();
+            (
+                p["tokens"].as_i64().unwrap_or(-1),
+                p["micros"].as_i64().unwrap_or(-1),
+                p["estimate"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    rows.reverse();
+    Ok(rows)
+}
+
+#[test]
+fn a_stream_that_crosses_the_cap_is_stopped_within_one_usage_report() -> TestResult {
+    let s = TestServer::start()?;
+    write_prices(&s.repo)?;
+    claude_agent(&s.repo, "researcher", 60)?;
+    commit_agent(
+        &s.repo,
+        "researcher",
+        "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = 60\n\
+         [budget]\ntokens_cap = 5500\ndollars_cap = 1\nrun_tokens = 5500\nrun_dollars = 1\n",
+    )?;
+    // Each message of the stream: 1,000 input and 1,000 output tokens, its
+    // usage reported twice (1,400, then 2,000), 0.6 s apart from the next.
+    let started = Instant::now();
+    let out = run(&mut gov_run(&s, "researcher", "budget-crossing.jsonl"))?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        text(&out.stderr).contains("its budget is spent (agent_paused)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("failed: run"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The third message crosses the cap (6,000 > 5,500): the run stops
+    // there, the fourth is never charged.
+    let charges = run_charges(&s.repo)?;
+    assert_eq!(
+        charges,
+        vec![
+            (1400, 9000, true),
+            (600, 9000, true),
+            (1400, 9000, true),
+            (600, 9000, true),
+            (1400, 9000, true),
+            (600, 9000, true),
+        ]
+    );
+    let failed = entries(&s.repo, "agent_run_failed")?;
+    assert_eq!(failed.len(), 1);
+    let p = &failed[0].entry.entry.payload();
+    assert_eq!(p["reason"], "budget");
+    assert_eq!(
+        (p["tokens"].clone(), p["micros"].clone()),
+        (6000.into(), 54_000.into())
+    );
+    assert_eq!(
+        p["estimate"], true,
+        "no result event: what the stream showed"
+    );
+    assert_eq!(p["usage_missing"], true);
+    let b = s.get("/budget/researcher", Some(&s.operator))?;
+    assert_eq!(b.body["tokens_consumed"], 6000);
+    assert_eq!(b.body["dollars_consumed"], 0.054);
+    assert_eq!(b.body["status"], "paused");
+    assert_eq!(b.body["tokens_reserved"], 0, "released at the end");
+    assert_eq!(entries(&s.repo, "budget_paused")?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn model_usage_counts_the_subagents_tokens() -> TestResult {
+    let s = TestServer::start()?;
+    write_prices(&s.repo)?;
+    claude_agent(&s.repo, "researcher", 60)?;
+    let out = run(&mut gov_run(&s, "researcher", "subagent.jsonl"))?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // modelUsage: sonnet 2,500 in / 90 out / 300 cache writes / 4,000 cache
+    // reads = $0.011175; the subagent's haiku 800 in / 60 out = $0.0011.
+    let b = s.get("/budget/researcher", Some(&s.operator))?;
+    assert_eq!(b.body["tokens_consumed"], 6890 + 860, "{:?}", b.body);
+    assert_eq!(b.body["dollars_consumed"], 0.012275);
+    let done = entries(&s.repo, "agent_run_complete")?;
+    let p = &done[0].entry.entry.payload();
+    assert_eq!(p["estimate"], Value::Null);
+    assert_eq!(p["reconciliation"]["claude_micros"], 12_200);
+    assert_eq!(p["reconciliation"]["difference_micros"], -75);
+    // What streamed was charged as it came (estimates), the rest at the end.
+    let charges = run_charges(&s.repo)?;
+    assert_eq!(charges.iter().map(|c| c.0).sum::<i64>(), 7750);
+    assert_eq!(charges.iter().map(|c| c.1).sum::<i64>(), 12_275);
+    assert!(charges[0].2 && !charges[charges.len() - 1].2, "{charges:?}");
+    Ok(())
+}
+
+#[test]
+fn a_command_agent_reporting_usage_is_stopped_at_its_reservation() -> TestResult {
+    let s = TestServer::start()?;
+    let dir = s.repo.root().join("agents/spender");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("spend.sh"),
+        "#!/bin/sh\nfor i in 1 2 3 4 5 6; do\n  echo \"{\\\"tokens\\\": 2000}\" >> \"$GOV_USAGE_FILE\"\n  sleep 0.5\ndone\n",
+    )?;
+    let mut perm = std::fs::metadata(dir.join("spend.sh"))?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(dir.join("spend.sh"), perm)?;
+    commit_agent(
+        &s.repo,
+        "spender",
+        "kind = \"command\"\nwallclock_seconds = 60\n[command]\nprogram = \"./spend.sh\"\n\
+         [budget]\nrun_tokens = 5000\n",
+    )?;
+    let out = Command::new(gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["run", "spender"])
+        .env_remove("GOV_REPO")
+        .env("GOV_URL", &s.base)
+        .env("GOV_KILL_GRACE_MS", "300")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // 2,000 tokens a report at the flat rate: the third reaches the run's
+    // 5,000; the run stops before a fourth.
+    assert_eq!(
+        run_charges(&s.repo)?,
+        vec![
+            (2000, 30_000, false),
+            (2000, 30_000, false),
+            (2000, 30_000, false)
+        ]
+    );
+    let failed = entries(&s.repo, "agent_run_failed")?;
+    assert_eq!(failed[0].entry.entry.payload()["reason"], "budget");
+    let b = s.get("/budget/spender", Some(&s.operator))?;
+    assert_eq!(
+        b.body["status"], "ok",
+        "its reservation, not a cap: not paused"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
     let s = TestServer::start()?;
@@ -286,8 +461,10 @@ fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
         serde_json::json!([{"id": "toolu_unhooked_1", "name": "Bash"}])
     );
     assert!(entries(&s.repo, "agent_run_complete")?.is_empty());
-    // The usage is charged all the same.
+    // The usage is charged all the same: the hooked call's message (2
+    // tokens, `claude-fake`) as it streamed, then the result's 1,100 (this
+    // fixture has no `modelUsage`).
     let b = s.get("/budget/researcher", Some(&s.operator))?;
-    assert_eq!(b.body["tokens_consumed"], 1100, "{:?}", b.body);
+    assert_eq!(b.body["tokens_consumed"], 1102, "{:?}", b.body);
     Ok(())
 }

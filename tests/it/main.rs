@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod budgets;
 mod cli_docs;
 mod dashboard;
 mod demo;

@@ -120,12 +120,21 @@ fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
                 run_id: "run-1".into(),
                 agent_id: body["agent_id"].as_str().unwrap_or_default().into(),
                 agent_token: "agent-secret".into(),
+                reservation: Some(wire::RunReservation {
+                    tokens: 50_000,
+                    dollars: 5.0,
+                    hold_until: 0,
+                }),
             }),
         ),
         ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
             200,
-            json!({"budget": {"tokens_consumed": body["tokens"], "remaining_pct": 97.0}}),
+            json!({"budget": {"remaining_pct": 97.0},
+                   "run": {"tokens_spent": 5540, "dollars_spent": 0.0831}}),
         ),
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/usage") => {
+            (200, json!({"stop": false, "stop_reason": null}))
+        }
         ("POST", "/tools/evaluate") => match body["tool_name"].as_str() {
             Some("Read") => (
                 200,
@@ -495,11 +504,29 @@ fn a_claude_run_is_charged_its_usage() {
     let open = stub.seen("/runs");
     assert_eq!(open[0].auth, "Bearer runner-secret");
     assert_eq!(open[0].body, json!({"agent_id": "res", "task_id": "t"}));
+    // The assistant message is charged as it streams (no `[prices]` here:
+    // the flat $0.015 per 1,000 tokens), the result adds nothing more.
+    let usage = stub.seen("/runs/run-1/usage");
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].auth, "Bearer runner-secret");
+    assert_eq!(
+        usage[0].body,
+        json!({"charges": [{"model": "claude-sonnet-4-5-20250929", "input_tokens": 1200,
+                            "output_tokens": 40, "cache_creation_input_tokens": 300,
+                            "cache_read_input_tokens": 4000, "micros": 83_100}],
+               "estimate": true})
+    );
     let finish = stub.seen("/runs/run-1/finish");
     assert_eq!(finish[0].auth, "Bearer runner-secret");
     assert_eq!(
         finish[0].body,
-        json!({"status": "complete", "reason": null, "tokens": 5540, "dollars": 0.0123, "usage_missing": false})
+        json!({"status": "complete", "reason": null, "usage_missing": false, "charges": [],
+               "estimate": false, "claude_cost_usd": 0.0123})
+    );
+    assert!(
+        text(&out.stdout).contains("(5540 tokens, $0.0831; 97% of the budget left"),
+        "{}",
+        text(&out.stdout)
     );
 
     let log = repo.fake_log();
@@ -603,8 +630,28 @@ fn tool_calls_go_through_the_policy_set() {
         asked[1].body["tool_input"]["command"],
         "curl https://example.com"
     );
+    // Three tool-call messages (2 tokens each) and the last message (4,080)
+    // charged as they streamed: more than the result's main-loop `usage`,
+    // so nothing is left for the end.
+    let streamed: u64 = stub
+        .seen("/runs/run-1/usage")
+        .iter()
+        .flat_map(|u| u.body["charges"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            [
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            ]
+            .iter()
+            .map(|k| c[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(streamed, 4086);
     let finish = stub.seen("/runs/run-1/finish");
-    assert_eq!(finish[0].body["tokens"], 4080);
+    assert_eq!(finish[0].body["charges"], json!([]));
 }
 
 #[test]
@@ -615,9 +662,14 @@ fn an_error_result_fails_the_run_and_still_charges() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("error_max_turns"));
     let body = &stub.seen("/runs/run-1/finish")[0].body;
+    // The result's main-loop usage (no `modelUsage`) beyond what streamed.
     assert_eq!(
         *body,
-        json!({"status": "failed", "reason": "error_result: error_max_turns", "tokens": 10000, "dollars": 0.0456, "usage_missing": false})
+        json!({"status": "failed", "reason": "error_result: error_max_turns", "usage_missing": false,
+               "charges": [{"model": "claude-sonnet-4-5-20250929", "input_tokens": 8100,
+                            "output_tokens": 688, "cache_creation_input_tokens": 100,
+                            "cache_read_input_tokens": 200, "micros": 136_320}],
+               "estimate": false, "claude_cost_usd": 0.0456})
     );
 }
 
@@ -630,9 +682,12 @@ fn no_result_event_is_usage_missing() {
         .args(["run", "res", "t"]));
     assert_eq!(out.status.code(), Some(1));
     let body = &stub.seen("/runs/run-1/finish")[0].body;
+    // Charged as it streamed; no result: an estimate, nothing more to charge.
+    assert_eq!(stub.seen("/runs/run-1/usage").len(), 1);
     assert_eq!(
         *body,
-        json!({"status": "failed", "reason": "no_result_event", "tokens": 0, "dollars": null, "usage_missing": true})
+        json!({"status": "failed", "reason": "no_result_event", "usage_missing": true,
+               "charges": [], "estimate": true, "claude_cost_usd": null})
     );
 }
 
@@ -694,7 +749,8 @@ fn a_command_agent_runs_in_its_folder_with_the_run_environment() {
     let body = &stub.seen("/runs/run-1/finish")[0].body;
     assert_eq!(
         *body,
-        json!({"status": "complete", "reason": null, "tokens": 0, "dollars": null, "usage_missing": false})
+        json!({"status": "complete", "reason": null, "usage_missing": false, "charges": [],
+               "estimate": false, "claude_cost_usd": null})
     );
 
     let out = run(repo

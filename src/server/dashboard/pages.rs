@@ -18,7 +18,7 @@ use super::views::*;
 use crate::app::audit::{LogLine, VerifyReport};
 use crate::app::error::AppError;
 use crate::app::service::PolicyStatus;
-use crate::app::{agents, proposals};
+use crate::app::{agents, proposals, run_budget};
 use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
 use crate::domain::proposal::{Proposal, Verdict};
@@ -393,6 +393,27 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
                 index.query(&filter).map_err(AppError::internal)?
             };
             let spent = Micros::from_dollars_f64(budget.dollars_consumed).unwrap_or(Micros(0));
+            let now = chrono::Utc::now();
+            let history = agents::spend_history(&svc, &row.agent_id)?;
+            let chart = SpendChart::new(
+                &history.charges,
+                caps.dollars_cap,
+                history.from,
+                now.timestamp(),
+            );
+            let reservations = {
+                let index = svc.governance().index()?;
+                run_budget::reservations(index.conn(), Some(&row.agent_id), &[], now)?
+            }
+            .into_iter()
+            .map(|r| ReservationView {
+                kind: r.kind.into(),
+                id: r.id,
+                tokens: group_thousands(r.held.tokens),
+                dollars: r.held.micros.to_string(),
+                until: r.until,
+            })
+            .collect();
             out.push(AgentView {
                 id: row.agent_id.clone(),
                 status: row.status.into(),
@@ -406,6 +427,8 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
                 last_seen: last.first().map(|e| when(e.entry.ts)),
                 runs: u64::try_from(row.runs).unwrap_or(0),
                 proposals: u64::try_from(row.proposals_submitted).unwrap_or(0),
+                chart,
+                reservations,
             });
         }
         Ok(out)

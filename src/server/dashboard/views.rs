@@ -212,6 +212,78 @@ pub fn group_thousands(v: i64) -> String {
     out
 }
 
+/// Spend against the dollar cap over the budget period, drawn as an inline
+/// SVG: a step line of cumulative spend, a dashed line at the cap.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpendChart {
+    pub width: u32,
+    pub height: u32,
+    /// The step line's points, `x,y x,y …`, in the SVG's user units.
+    pub points: String,
+    /// Where the cap's line is drawn (the cap is the top when it is the
+    /// larger of the cap and the spend).
+    pub cap_y: u32,
+    /// `$1.20 of $50.00 over 7 charges`.
+    pub summary: String,
+}
+
+impl SpendChart {
+    pub const WIDTH: u32 = 240;
+    pub const HEIGHT: u32 = 60;
+
+    /// From the period's charges in the order they were recorded (time as
+    /// Unix seconds, micro-dollars), drawn from `from` (the first charge's
+    /// time when `None`) to `now`.
+    pub fn new(charges: &[(i64, i64)], cap: Micros, from: Option<i64>, now: i64) -> SpendChart {
+        let (w, h) = (i64::from(Self::WIDTH), i64::from(Self::HEIGHT));
+        let start = from
+            .or_else(|| charges.first().map(|c| c.0))
+            .unwrap_or(now)
+            .min(now);
+        let span = (now - start).max(1);
+        let total: i64 = charges.iter().map(|c| c.1.max(0)).sum();
+        let top = total.max(cap.0).max(1);
+        let x = |t: i64| ((t.clamp(start, now) - start) * w / span).clamp(0, w);
+        let y = |m: i64| h - (m.clamp(0, top) * h / top);
+        let mut points = vec![format!("0,{h}")];
+        let mut sum = 0;
+        for (t, m) in charges {
+            let px = x(*t);
+            points.push(format!("{px},{}", y(sum)));
+            sum += m.max(&0);
+            points.push(format!("{px},{}", y(sum)));
+        }
+        points.push(format!("{w},{}", y(sum)));
+        let n = charges.len();
+        SpendChart {
+            width: Self::WIDTH,
+            height: Self::HEIGHT,
+            points: points.join(" "),
+            cap_y: u32::try_from(y(cap.0)).unwrap_or(0),
+            summary: format!(
+                "{} of {} over {n} charge{}",
+                Micros(total),
+                cap,
+                if n == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// An open reservation: a run under way or an approved proposal's
+/// expected cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReservationView {
+    /// `run` or `proposal`.
+    pub kind: String,
+    pub id: String,
+    /// What it still holds.
+    pub tokens: String,
+    pub dollars: String,
+    /// When a run's reservation stops holding.
+    pub until: Option<String>,
+}
+
 /// One agent's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentView {
@@ -226,6 +298,9 @@ pub struct AgentView {
     pub last_seen: Option<String>,
     pub runs: u64,
     pub proposals: u64,
+    /// Spend against the dollar cap over the period.
+    pub chart: SpendChart,
+    pub reservations: Vec<ReservationView>,
 }
 
 /// `/agents`.
@@ -337,6 +412,26 @@ mod tests {
         assert_eq!(m.cap, "$50.00");
         let m = Meter::tokens(0, 0);
         assert_eq!(m.pct, 100);
+    }
+
+    #[test]
+    fn the_spend_chart_steps_up_at_each_charge_and_draws_the_cap() {
+        // $0.20 at t=100 and $0.30 at t=150 against a $1 cap, drawn from
+        // t=0 to t=200 on 240 x 60.
+        let c = SpendChart::new(
+            &[(100, 200_000), (150, 300_000)],
+            Micros(1_000_000),
+            Some(0),
+            200,
+        );
+        assert_eq!(c.points, "0,60 120,60 120,48 180,48 180,30 240,30");
+        assert_eq!(c.cap_y, 0);
+        assert_eq!(c.summary, "$0.50 of $1.00 over 2 charges");
+        // Over the cap: the spend is the top, the cap below it.
+        let c = SpendChart::new(&[(10, 2_000_000)], Micros(1_000_000), None, 10);
+        assert_eq!((c.points.as_str(), c.cap_y), ("0,60 0,60 0,0 240,0", 30));
+        let empty = SpendChart::new(&[], Micros(0), None, 5);
+        assert_eq!(empty.summary, "$0.00 of $0.00 over 0 charges");
     }
 
     #[test]
