@@ -8,6 +8,7 @@ mod cli_docs;
 mod dashboard;
 mod demo;
 mod init;
+mod layers;
 mod live_run;
 mod policy;
 mod remote;
