@@ -72,3 +72,16 @@ fn the_domain_imports_nothing_of_the_outside_world() -> TestResult {
     assert_eq!(offenders("domain", &outside)?, ["domain/budget.rs"]);
     Ok(())
 }
+
+#[test]
+fn sql_lives_in_the_store() -> TestResult {
+    let sql = ["SELECT ", "INSERT ", "UPDATE ", "DELETE FROM"];
+    for dir in ["app", "cli", "server", "domain", "runner"] {
+        assert_eq!(
+            offenders(dir, &sql)?,
+            Vec::<String>::new(),
+            "SQL in src/{dir}"
+        );
+    }
+    Ok(())
+}
