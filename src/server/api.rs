@@ -347,6 +347,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
                 .map_err(AppError::internal)?;
             (paused, pending, entries)
         };
+        let remote = crate::app::remote::remote_status(&svc)?;
         Ok(wire::Status {
             ok: policy.version.is_some(),
             host: "127.0.0.1".into(),
@@ -361,6 +362,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             pending_proposals: u64::try_from(pending).unwrap_or(0),
             policy_version: policy.version,
             policy_error: policy.error,
+            remote,
             agent_auth: match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

@@ -186,6 +186,10 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         | Event::AuditFlagProposalTampered(_)
         | Event::AuditFlagMainDiverged(_)
         | Event::AuditFlagImpersonation(_)
+        | Event::ForgeMergeReported(_)
+        | Event::ForgeMergeRecorded(_)
+        | Event::PullRequestOpened(_)
+        | Event::PullRequestClosed(_)
         | Event::Other(_) => {}
     }
     Ok(())

@@ -7,6 +7,7 @@ mod audit;
 mod cli_docs;
 mod dashboard;
 mod demo;
+mod forge;
 mod init;
 mod layers;
 mod live_run;
