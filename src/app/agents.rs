@@ -356,6 +356,16 @@ pub fn pause(
     state(svc, agent_id)
 }
 
+/// The agents that are paused, by id.
+pub fn paused_ids(svc: &Service) -> Result<Vec<String>, AppError> {
+    Ok(svc
+        .read(projection::agents)?
+        .into_iter()
+        .filter(|a| a.paused)
+        .map(|a| a.agent_id)
+        .collect())
+}
+
 /// Resumes a paused agent (operator only).
 pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState, AppError> {
     svc.transact(|tx| -> Step<()> {

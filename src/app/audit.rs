@@ -30,8 +30,12 @@ use crate::domain::audit::Event;
 use crate::domain::event::VIA_FORGE;
 use crate::store::audit::{entries_from, read_entry};
 use crate::store::git::{StoreError, EMPTY_TREE};
-use crate::store::index::{AuditFilter, Index, IndexedEntry};
-use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
+/// The filter of `gov audit log` and `GET /audit`, and a signature's check,
+/// as the edges name them.
+pub use crate::store::index::AuditFilter;
+use crate::store::index::{Index, IndexedEntry};
+pub use crate::store::keys::SignatureCheck;
+use crate::store::keys::{AllowedSigners, Role, SignersError};
 
 /// What the chain says about proposal commits, for checking merges on
 /// `main` that no approver signed.

@@ -16,7 +16,9 @@ use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry};
 use crate::store::git::StoreError;
 use crate::store::index::Index;
-use crate::store::keys::{KeyError, Role, SigningKey};
+/// The role a writer signs as (server, watchdog, approver).
+pub use crate::store::keys::Role;
+use crate::store::keys::{KeyError, SigningKey};
 use crate::store::lock::ChainLock;
 
 #[derive(Debug, thiserror::Error)]

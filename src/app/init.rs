@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
-use crate::store::keys::{AllowedSigners, KeyError, Role, SigningKey};
+/// Why a key could not be loaded or made (part of [`InitError`]).
+pub use crate::store::keys::KeyError;
+use crate::store::keys::{AllowedSigners, Role, SigningKey};
 
 use super::scaffold;
 

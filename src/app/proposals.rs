@@ -156,6 +156,11 @@ pub fn get(svc: &Service, id: &str) -> Result<Proposal, AppError> {
         .ok_or_else(|| AppError::NotFound(format!("proposal `{id}` not found")))
 }
 
+/// How many proposals wait for a person.
+pub fn pending_count(svc: &Service) -> Result<i64, AppError> {
+    svc.read(projection::pending_count)
+}
+
 /// Proposals, newest first, of one status or all.
 pub fn list(
     svc: &Service,

@@ -20,10 +20,8 @@ use crate::domain::event::{
     ToolDecision,
 };
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
-use crate::domain::request::{
-    CedarRequest, Decision, DecisionRecord, EntityRef, Outcome, PolicyCitation,
-};
-use crate::domain::run::{undecided, undecided_reason, ToolUse};
+use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
+use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]

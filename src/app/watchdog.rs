@@ -12,7 +12,7 @@
 //! the watchdog's key.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::error::AppError;
@@ -56,45 +56,6 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The audit entry that last changed a proposal (its submission or its
-/// decision): its sequence number and time.
-fn last_proposal_entry(
-    conn: &Connection,
-    proposal_id: &str,
-) -> rusqlite::Result<Option<(i64, String)>> {
-    conn.query_row(
-        "SELECT seq, ts FROM audit WHERE proposal_id = ?1
-           AND event_type IN ('proposal_submitted', 'proposal_decided')
-         ORDER BY seq DESC LIMIT 1",
-        [proposal_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
-}
-
-fn has_terminal_after(
-    conn: &Connection,
-    agent: &str,
-    proposal_id: &str,
-    after_seq: i64,
-) -> rusqlite::Result<bool> {
-    let in_list = |xs: &[&str]| {
-        xs.iter()
-            .map(|x| format!("'{x}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM audit WHERE seq > ?3 AND agent_id = ?1 AND (
-            (proposal_id = ?2 AND event_type IN ({})) OR event_type IN ({})))",
-        in_list(ENDS_PROPOSAL_WAIT),
-        in_list(RUN_ENDS)
-    );
-    conn.query_row(&sql, params![agent, proposal_id, after_seq], |r| {
-        r.get::<_, bool>(0)
-    })
-}
-
 /// When each approved proposal of the agent that has seen no terminal event
 /// was approved.
 fn open_approvals(conn: &Connection, agent: &str) -> Result<Vec<DateTime<Utc>>, AppError> {
@@ -112,21 +73,12 @@ pub fn open_approved(
     agent: &str,
     costly_only: bool,
 ) -> Result<Vec<(String, DateTime<Utc>)>, AppError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT proposal_id FROM proposals
-         WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
-           AND (?2 = 0 OR json_extract(json, '$.expected_cost_tokens') > 0
-                OR json_extract(json, '$.expected_cost_dollars') > 0)",
-    )?;
-    let ids: Vec<String> = stmt
-        .query_map(params![agent, costly_only], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for id in ids {
-        let Some((seq, ts)) = last_proposal_entry(conn, &id)? else {
+    for id in projection::approved_unused(conn, agent, costly_only)? {
+        let Some((seq, ts)) = projection::last_proposal_change(conn, &id)? else {
             continue;
         };
-        if has_terminal_after(conn, agent, &id, seq)? {
+        if projection::ended_after(conn, agent, &id, seq, ENDS_PROPOSAL_WAIT, RUN_ENDS)? {
             continue;
         }
         let decided = projection::proposal(conn, &id)?
@@ -141,14 +93,9 @@ pub fn open_approved(
 }
 
 fn last_activity(conn: &Connection, agent: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    let ts: Option<String> = conn
-        .query_row(
-            "SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
-            [agent],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(ts.as_deref().and_then(parse_ts))
+    Ok(projection::last_entry_ts(conn, agent)?
+        .as_deref()
+        .and_then(parse_ts))
 }
 
 /// What the index says about one agent at `now`: the observation both the

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use crate::app::audit as app;
+use crate::app::audit::{AuditFilter, SignatureCheck};
 use crate::app::governance::Governance;
+use crate::app::governance::Role;
 use crate::config::Settings;
 use crate::domain::audit::{Actor, Event, NewEntry};
-use crate::store::index::AuditFilter;
-use crate::store::keys::{Role, SignatureCheck};
 
 use super::{repo_root, ExitCode, Failure};
 

@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{ExitCode, Failure};
+use crate::app::audit::{AuditFilter, SignatureCheck};
 use crate::app::init::{init, InitOptions};
 use crate::client::{Client, ClientError, Timeouts, Token};
 use crate::config::Settings;
 use crate::server::{serve, AppState};
-use crate::store::index::AuditFilter;
-use crate::store::keys::SignatureCheck;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

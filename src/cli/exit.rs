@@ -132,7 +132,7 @@ impl From<crate::app::audit::VerifyError> for Failure {
 impl From<crate::app::init::InitError> for Failure {
     fn from(e: crate::app::init::InitError) -> Self {
         use crate::app::init::InitError;
-        use crate::store::keys::KeyError;
+        use crate::app::init::KeyError;
         let code = match &e {
             InitError::Collisions(_)
             | InitError::BadOperatorName(_)

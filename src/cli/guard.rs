@@ -217,6 +217,9 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
         tokens: 0,
         dollars: None,
         usage_missing: true,
+        charges: Vec::new(),
+        estimate: false,
+        claude_cost_usd: None,
         tool_uses: Vec::new(),
     };
     let finished: Result<serde_json::Value, _> =

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{ExitCode, Failure};
+use crate::app::governance::Role;
 use crate::app::service::Service;
 use crate::app::watchdog::{pass, PassReport};
 use crate::config::Settings;
 use crate::runner::process::stop_on_signals;
-use crate::store::keys::Role;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -305,7 +305,7 @@ async fn list_audit(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let limit = parse_limit(q.limit.as_deref(), 50)?;
-    let filter = crate::store::index::AuditFilter {
+    let filter = crate::app::audit::AuditFilter {
         agent_id: q.agent_id.filter(|s| !s.is_empty()),
         event_type: q.event_type.filter(|s| !s.is_empty()),
         proposal_id: q.proposal_id.filter(|s| !s.is_empty()),
@@ -347,15 +347,13 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
     let v = blocking(move || {
         let policy = svc.policy_status();
         let (paused, pending, entries) = {
-            let index = svc.governance().index()?;
-            let c = index.conn();
-            let paused: Vec<String> = crate::store::projection::agents(c)?
-                .into_iter()
-                .filter(|a| a.paused)
-                .map(|a| a.agent_id)
-                .collect();
-            let pending = crate::store::projection::pending_count(c)?;
-            let entries = index.count().map_err(AppError::internal)?;
+            let paused = agents::paused_ids(&svc)?;
+            let pending = proposals::pending_count(&svc)?;
+            let entries = svc
+                .governance()
+                .index()?
+                .count()
+                .map_err(AppError::internal)?;
             (paused, pending, entries)
         };
         let remote = crate::app::remote::remote_status(&svc)?;

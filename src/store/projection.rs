@@ -622,3 +622,74 @@ pub fn run_count(conn: &Connection, agent: &str) -> rusqlite::Result<i64> {
         |r| r.get(0),
     )
 }
+
+/// The audit entry that last changed a proposal (its submission or its
+/// decision): its sequence number and time.
+pub fn last_proposal_change(
+    conn: &Connection,
+    proposal_id: &str,
+) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT seq, ts FROM audit WHERE proposal_id = ?1
+           AND event_type IN ('proposal_submitted', 'proposal_decided')
+         ORDER BY seq DESC LIMIT 1",
+        [proposal_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// Whether, after entry `after_seq`, the agent posted an entry of a type in
+/// `for_proposal` carrying `proposal_id`, or any entry of a type in
+/// `for_agent`. The type lists are gov's own constants, never user input.
+pub fn ended_after(
+    conn: &Connection,
+    agent: &str,
+    proposal_id: &str,
+    after_seq: i64,
+    for_proposal: &[&str],
+    for_agent: &[&str],
+) -> rusqlite::Result<bool> {
+    let in_list = |xs: &[&str]| {
+        xs.iter()
+            .map(|x| format!("'{}'", x.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM audit WHERE seq > ?3 AND agent_id = ?1 AND (
+            (proposal_id = ?2 AND event_type IN ({})) OR event_type IN ({})))",
+        in_list(for_proposal),
+        in_list(for_agent)
+    );
+    conn.query_row(&sql, params![agent, proposal_id, after_seq], |r| {
+        r.get::<_, bool>(0)
+    })
+}
+
+/// The agent's approved (or auto-approved) proposals not yet used.
+/// With `costly_only`, only those with an expected cost.
+pub fn approved_unused(
+    conn: &Connection,
+    agent: &str,
+    costly_only: bool,
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT proposal_id FROM proposals
+         WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
+           AND (?2 = 0 OR json_extract(json, '$.expected_cost_tokens') > 0
+                OR json_extract(json, '$.expected_cost_dollars') > 0)",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![agent, costly_only], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// The time of the agent's newest audit entry.
+pub fn last_entry_ts(conn: &Connection, agent: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
+        [agent],
+        |r| r.get(0),
+    )
+    .optional()
+}

@@ -11,6 +11,7 @@ mod demo;
 mod forge;
 mod guard;
 mod init;
+mod layers;
 mod live_run;
 mod policy;
 mod remote;

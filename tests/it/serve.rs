@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use crate::support::gov_bin;
-use crate::support::repo::{have_program, TestRepo, TestResult};
+use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
@@ -93,7 +93,8 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     let git = s.repo.repo()?;
     let main = git.find_commit(git.refname_to_id("refs/heads/main")?)?;
     assert_eq!(main.parent_count(), 2);
-    if have_program("ssh-keygen") {
+    require_program("ssh-keygen")?;
+    {
         let signers = s.repo.allowed_signers();
         let v = s.repo.git(&[
             "-c",
@@ -276,9 +277,7 @@ fn every_answered_write_survives_a_sigkill() -> TestResult {
 /// (propose, wait, a person approves, execute, audit), `gov audit verify`.
 #[test]
 fn gov_run_noop_against_the_real_server() -> TestResult {
-    if !have_program("python3") {
-        return Ok(());
-    }
+    require_program("python3")?;
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("gov-repo");
     gov::app::init::init(&gov::app::init::InitOptions {

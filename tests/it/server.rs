@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::repo::{have_program, TestResult};
+use crate::support::repo::{require_program, TestResult};
 use crate::support::server::{proposal, TestServer};
 
 fn submit(s: &TestServer, token: &str, body: &Value) -> TestResult<crate::support::server::Reply> {
@@ -214,7 +214,8 @@ fn approval_is_a_signed_merge_that_stock_git_verifies() -> TestResult {
     assert_eq!(decided.len(), 1);
     assert_eq!(decided[0]["decision"]["request"]["action"], "approve");
 
-    if have_program("ssh-keygen") {
+    require_program("ssh-keygen")?;
+    {
         let signers = s.repo.allowed_signers();
         let out = s.repo.git(&[
             "-c",

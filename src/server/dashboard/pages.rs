@@ -15,18 +15,17 @@ use serde::Deserialize;
 use super::access::{self, SignedIn};
 use super::render;
 use super::views::*;
+use crate::app::audit::{AuditFilter, SignatureCheck};
 use crate::app::audit::{LogLine, VerifyReport};
 use crate::app::error::AppError;
 use crate::app::service::PolicyStatus;
 use crate::app::{agents, proposals, run_budget};
 use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
+use crate::domain::proposal::ProposalStatus;
 use crate::domain::proposal::{Proposal, Verdict};
 use crate::server::auth::Caller;
 use crate::server::{blocking, blocking_write, AppState};
-use crate::store::index::AuditFilter;
-use crate::store::keys::SignatureCheck;
-use crate::store::projection;
 
 /// How many rows a list shows at most.
 const LIST_LIMIT: u32 = 500;
@@ -268,10 +267,8 @@ fn filter_view(name: &str, label: &str, value: &Option<String>, options: Vec<Str
 /// `/`: pending proposals, oldest first (the next to expire on top).
 async fn pending(user: SignedIn, State(state): State<AppState>) -> Response {
     let svc = state.svc.clone();
-    let list = match read(move || {
-        svc.read(|conn| projection::proposals(conn, Some("pending"), LIST_LIMIT))
-    })
-    .await
+    let list = match read(move || proposals::list(&svc, Some(ProposalStatus::Pending), LIST_LIMIT))
+        .await
     {
         Ok(l) => l,
         Err(r) => return r,
@@ -297,9 +294,11 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Response {
     let svc = state.svc.clone();
-    let status = nonempty(&q.status);
-    let all = match read(move || {
-        svc.read(|conn| projection::proposals(conn, status.as_deref(), LIST_LIMIT))
+    // A status that is none of them shows nothing, as a filter would.
+    let status = proposals::status_filter(nonempty(&q.status).as_deref());
+    let all = match read(move || match status {
+        Ok(status) => proposals::list(&svc, status, LIST_LIMIT),
+        Err(_) => Ok(Vec::new()),
     })
     .await
     {
@@ -349,7 +348,11 @@ async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<St
     let svc = state.svc.clone();
     let wanted = id.clone();
     let found = read(move || {
-        let p = svc.read(|conn| projection::proposal(conn, &wanted))?;
+        let p = match proposals::get(&svc, &wanted) {
+            Ok(p) => Some(p),
+            Err(AppError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
         let filter = AuditFilter {
             proposal_id: Some(wanted),
             ..AuditFilter::default()

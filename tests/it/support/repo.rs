@@ -104,8 +104,15 @@ impl TestRepo {
     }
 }
 
-/// Whether a program can be run (e.g. `ssh-keygen`, which `git` needs to
-/// check SSH signatures).
-pub fn have_program(name: &str) -> bool {
-    Command::new(name).arg("-?").output().is_ok()
+/// A program a test needs (e.g. `ssh-keygen`, which `git` needs to check
+/// SSH signatures): missing, it is a failed set-up, never a skipped check.
+/// `scripts/test.sh` installs them.
+pub fn require_program(name: &str) -> TestResult {
+    match Command::new(name).arg("-?").output() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "`{name}` cannot be run ({e}): the test needs it; `scripts/test.sh` installs it"
+        )
+        .into()),
+    }
 }
