@@ -54,6 +54,13 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
             text(&s["policy_error"])
         );
     }
+    for r in s["policy_refused"].as_array().into_iter().flatten() {
+        println!(
+            "not in force    commit {}: {} (the last authorized state stays in force)",
+            text(&r["commit"]),
+            text(&r["reason"])
+        );
+    }
     println!("audit entries   {}", text(&s["audit_entries"]));
     println!("pending         {}", text(&s["pending_proposals"]));
     let paused: Vec<String> = s["agents_paused"]

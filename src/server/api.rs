@@ -379,6 +379,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             "pending_proposals": pending,
             "policy_version": policy.version,
             "policy_error": policy.error,
+            "policy_refused": policy.refused,
             "agent_auth": match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

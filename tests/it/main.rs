@@ -15,4 +15,5 @@ mod security;
 mod serve;
 mod server;
 mod support;
+mod trust;
 mod watchdog;
