@@ -9,6 +9,7 @@ pub mod governance;
 pub mod init;
 pub mod proposals;
 pub mod remote;
+pub mod replay;
 pub mod runs;
 pub mod scaffold;
 pub mod service;
