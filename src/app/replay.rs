@@ -174,8 +174,8 @@ pub struct Group {
     /// `auto → needs_person`.
     pub from: Outcome,
     pub to: Outcome,
-    /// The policies that make the difference: cited now but not before, or
-    /// before but not now (`-id`).
+    /// The policies that make the difference: cited now but not before;
+    /// else cited before but not now (`-id`).
     pub policies: Vec<String>,
     pub count: u64,
     pub examples: Vec<Example>,
@@ -256,19 +256,22 @@ pub fn impact(
         report.changed += 1;
         let transition = format!("{} → {}", before.outcome, after.outcome);
         *report.transitions.entry(transition).or_default() += 1;
+        // The policies cited now and not before; else those cited before
+        // and not now (a rule that was removed or no longer matches).
         let mut responsible: Vec<String> = example
             .after
             .iter()
             .filter(|id| !example.before.contains(id))
             .cloned()
-            .chain(
-                example
-                    .before
-                    .iter()
-                    .filter(|id| !example.after.contains(id))
-                    .map(|id| format!("-{id}")),
-            )
             .collect();
+        if responsible.is_empty() {
+            responsible = example
+                .before
+                .iter()
+                .filter(|id| !example.after.contains(id))
+                .map(|id| format!("-{id}"))
+                .collect();
+        }
         responsible.sort();
         let key = (
             before.outcome.to_string(),

@@ -30,6 +30,12 @@ pub enum PolicyCommand {
     Test(TestArgs),
     /// Ask the policy set one question and print its decision.
     Eval(EvalArgs),
+    /// What changed between two policy sets, by policy id, plus schema and
+    /// static entities: `gov policy diff [FROM] TO`.
+    Diff(super::policy_review::DiffArgs),
+    /// Replay every recorded decision against the policy set at REV and
+    /// report what would change (exit 0 none, 3 some, 2 invalid set).
+    Impact(super::policy_review::ImpactArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +97,8 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             )?;
             eval(&dir, &a)
         }
+        PolicyCommand::Diff(a) => super::policy_review::run_diff(a, repo),
+        PolicyCommand::Impact(a) => super::policy_review::run_impact(a, repo),
     }
 }
 

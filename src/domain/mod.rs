@@ -10,6 +10,7 @@ pub mod ids;
 pub mod money;
 pub mod paths;
 pub mod policy;
+pub mod policy_diff;
 pub mod policy_scope;
 pub mod proposal;
 pub mod request;

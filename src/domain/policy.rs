@@ -333,6 +333,33 @@ impl PolicySet {
         self.infos.clone()
     }
 
+    /// The schema's entity types, as Cedar names them.
+    pub fn entity_types(&self) -> std::collections::BTreeSet<String> {
+        self.schema
+            .entity_types()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The schema's actions, as Cedar names them (`Action::"propose"`).
+    pub fn actions(&self) -> std::collections::BTreeSet<String> {
+        self.schema.actions().map(ToString::to_string).collect()
+    }
+
+    /// The static entities (`entities.json`), each uid with its JSON.
+    pub fn static_entities(&self) -> std::collections::BTreeMap<String, String> {
+        self.entities
+            .iter()
+            .map(|e| {
+                let json = e
+                    .to_json_value()
+                    .map(|v| canonical_json(v).to_string())
+                    .unwrap_or_default();
+                (e.uid().to_string(), json)
+            })
+            .collect()
+    }
+
     /// The policy with this `@id`.
     pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {
         self.by_id.get(id).map(|&i| &self.infos[i])
@@ -552,6 +579,26 @@ impl RequestParts<'_> {
         } else {
             Ok(set.decision(Outcome::Forbidden, reasons(&with), Vec::new()))
         }
+    }
+}
+
+/// A JSON value with object keys and array items in one order (Cedar
+/// gives an entity's parents in no particular order).
+fn canonical_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => {
+            let mut items: Vec<serde_json::Value> = items.into_iter().map(canonical_json).collect();
+            items.sort_by_key(|i| i.to_string());
+            serde_json::Value::Array(items)
+        }
+        serde_json::Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> = map
+                .into_iter()
+                .map(|(k, v)| (k, canonical_json(v)))
+                .collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        other => other,
     }
 }
 

@@ -6,6 +6,7 @@ mod agents;
 mod audit;
 mod dashboard;
 mod demo;
+mod impact;
 mod init;
 mod live_run;
 mod policy;
