@@ -219,3 +219,76 @@ fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> Test
     assert_eq!(r["groups"][0]["policies"], json!(["ban-noop-research"]));
     Ok(())
 }
+
+/// Runs docs/ci/gov-policy-ci.sh in the repository with `gov` on PATH.
+fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String, String)> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci/gov-policy-ci.sh");
+    let bin_dir = crate::support::gov_bin()
+        .parent()
+        .ok_or("no bin dir")?
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let report = s.repo.root().join(".gov/impact.md");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args([base, head])
+        .arg(&report)
+        .current_dir(s.repo.root())
+        .env("PATH", path)
+        .env_remove("GOV_REPO")
+        .output()?;
+    let md = std::fs::read_to_string(&report).unwrap_or_default();
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        md,
+    ))
+}
+
+#[test]
+fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
+    let s = TestServer::start()?;
+    // The test cases `gov policy test` runs come with the shipped policies.
+    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(&tests_dir)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
+    }
+    commit_to_main(&s.repo, &files, "policy tests")?;
+    submit(&s, "noop", "research_only", 4)?;
+    branch_with(
+        &s,
+        "gov/policy/ban",
+        &[("policies/proposals.cedar", proposals_with(&s, BAN)?)],
+    )?;
+    let (code, out, md) = ci_script(&s, "main", "gov/policy/ban")?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+ ban-noop-research (forbid)"), "{out}");
+    assert!(
+        out.contains("impact: some recorded decisions change"),
+        "{out}"
+    );
+    assert!(
+        md.contains("| auto | forbidden | `ban-noop-research` | 4 |"),
+        "{md}"
+    );
+
+    branch_with(
+        &s,
+        "gov/policy/broken",
+        &[("policies/schema.cedarschema", "entity ;".to_string())],
+    )?;
+    let (code, out, _) = ci_script(&s, "main", "gov/policy/broken")?;
+    assert_eq!(code, 1, "an invalid set fails the job: {out}");
+    Ok(())
+}
