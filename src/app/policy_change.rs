@@ -11,11 +11,11 @@ use git2::Oid;
 use serde_json::json;
 
 use super::error::AppError;
-use super::proposals::{file_pending_on, propose_request};
+use super::proposals::{ask_policy, file_pending_on};
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
-use crate::domain::request::{DecisionRecord, Outcome};
+use crate::domain::request::Outcome;
 use crate::store::trust::{blob_at, SETTINGS_FILE};
 
 /// The action type of a proposed policy change.
@@ -157,13 +157,7 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             commit: None,
             merge_commit: None,
         };
-        let request = propose_request(svc, &p);
-        let decision = policy.decide(&request);
-        p.policies = decision.policies.clone();
-        let record = DecisionRecord {
-            decision: decision.clone(),
-            request,
-        };
+        let (decision, record) = ask_policy(svc, &policy, &mut p);
         if decision.outcome == Outcome::Forbidden {
             let entry = NewEntry::new(Actor::operator(operator), "proposal_forbidden")
                 .agent(operator)

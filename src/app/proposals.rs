@@ -230,15 +230,26 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
             commit: None,
             merge_commit: None,
         };
-        let request = propose_request(svc, &p);
-        let decision = policy.decide(&request);
-        p.policies = decision.policies.clone();
-        let record = DecisionRecord {
-            decision: decision.clone(),
-            request,
-        };
+        let (decision, record) = ask_policy(svc, &policy, &mut p);
         file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
     })
+}
+
+/// Asks the policy set about a proposal: the decision (whose policies the
+/// proposal now cites) and the record that goes into the chain.
+pub fn ask_policy(
+    svc: &Service,
+    policy: &crate::domain::policy::PolicySet,
+    p: &mut Proposal,
+) -> (Decision, DecisionRecord) {
+    let request = propose_request(svc, p);
+    let decision = policy.decide(&request);
+    p.policies = decision.policies.clone();
+    let record = DecisionRecord {
+        decision: decision.clone(),
+        request,
+    };
+    (decision, record)
 }
 
 /// Files a proposal the policy set has decided, in Git and the chain.
