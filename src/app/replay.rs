@@ -237,7 +237,7 @@ pub fn impact(
         let after = set.decide_enforcing_shadows(&record.request);
         let example = Example {
             seq: e.seq,
-            event_type: e.entry.event_type.clone(),
+            event_type: e.entry.event_type().to_string(),
             agent_id: e.entry.agent_id.clone(),
             request: format!(
                 "{} {} {}",
