@@ -1,6 +1,11 @@
 //! Cedar decision latency (not a test): `PolicySet::decide` for the default
-//! policy set and for the default set plus 120 generated tool policies.
-//! Prints a table of median and p99. Run via `scripts/bench-policy.sh`.
+//! policy set and for the default set plus 500 generated policies (per
+//! agent, per tool and per action type, as operators write them). Prints a
+//! table of median and p99 and one JSON line. Run via
+//! `scripts/bench-policy.sh`.
+//!
+//! The "new agent each time" row gives every request a principal the set
+//! has not seen, so nothing built for an earlier request is reused.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -28,13 +33,26 @@ fn sources(extra: usize) -> Res<(PolicySource, Vec<PolicySource>, PolicySource)>
         .collect();
     names.sort();
     let mut policies = names.iter().map(|n| read(n)).collect::<Res<Vec<_>>>()?;
-    // Operator-written rules of a realistic shape: one per agent and file.
+    // Operator-written rules of realistic shapes: per agent and file, per
+    // tool, per action type.
     let mut text = String::new();
     for i in 0..extra {
+        let rule = match i % 3 {
+            0 => format!(
+                "permit (principal == Agent::\"agent{i}\", action == Action::\"use_tool\", resource in ToolGroup::\"read\")\n\
+                 when {{ context has path && context.path like \"agents/agent{i}/*\" }};"
+            ),
+            1 => format!(
+                "forbid (principal, action == Action::\"use_tool\", resource == Tool::\"mcp__bench__tool{i}\")\n\
+                 when {{ principal.group == \"g{i}\" }};"
+            ),
+            _ => format!(
+                "forbid (principal, action == Action::\"propose\", resource == ActionType::\"bench_type{i}\")\n\
+                 when {{ context.expected_cost_tokens > {i} }} unless {{ context.human_approved }};"
+            ),
+        };
         text.push_str(&format!(
-            "@id(\"bench-{i}\")\n@reason(\"generated rule {i}\")\n\
-             permit (principal == Agent::\"agent{i}\", action == Action::\"use_tool\", resource in ToolGroup::\"read\")\n\
-             when {{ context has path && context.path like \"agents/agent{i}/*\" }};\n\n"
+            "@id(\"bench-{i}\")\n@reason(\"generated rule {i}\")\n{rule}\n\n"
         ));
     }
     if extra > 0 {
@@ -99,14 +117,26 @@ fn requests() -> Vec<(&'static str, CedarRequest)> {
     ]
 }
 
-fn measure(set: &PolicySet, req: &CedarRequest) -> (Duration, Duration) {
-    for _ in 0..500 {
-        std::hint::black_box(set.decide(req));
+fn measure(set: &PolicySet, req: &CedarRequest, fresh_agent: bool) -> (Duration, Duration) {
+    let mut reqs: Vec<CedarRequest> = Vec::new();
+    if fresh_agent {
+        for i in 0..(ROUNDS + 500) {
+            let mut r = req.clone();
+            let id = format!("fresh{i}");
+            r.principal = EntityRef::new("Agent", id.clone());
+            r.entities = vec![agent(&id, "smoke")];
+            reqs.push(r);
+        }
+    }
+    let pick = |i: usize| if fresh_agent { &reqs[i] } else { req };
+    for i in 0..500 {
+        std::hint::black_box(set.decide(pick(i)));
     }
     let mut times = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
+    for i in 0..ROUNDS {
+        let r = pick(500 + i);
         let t = Instant::now();
-        std::hint::black_box(set.decide(req));
+        std::hint::black_box(set.decide(r));
         times.push(t.elapsed());
     }
     times.sort();
@@ -116,19 +146,30 @@ fn measure(set: &PolicySet, req: &CedarRequest) -> (Duration, Duration) {
 fn main() -> Res {
     println!("| policy set | policies | request | median | p99 |");
     println!("|---|---|---|---|---|");
-    for extra in [0, 120] {
+    let mut json = Vec::new();
+    for extra in [0, 500] {
         let (schema, policies, entities) = sources(extra)?;
         let set = PolicySet::load(&schema, &policies, Some(&entities), "bench")?;
         let n = set.policies().len();
         let label = if extra == 0 {
-            "default"
+            "default".to_string()
         } else {
-            "default + 120"
+            format!("default + {extra}")
         };
-        for (name, req) in requests() {
-            let (p50, p99) = measure(&set, &req);
+        let mut rows: Vec<(String, CedarRequest, bool)> = requests()
+            .into_iter()
+            .map(|(name, req)| (name.to_string(), req, false))
+            .collect();
+        if let Some((_, first, _)) = rows.first().cloned() {
+            rows.push(("propose (auto), new agent each time".into(), first, true));
+        }
+        for (name, req, fresh) in rows {
+            let (p50, p99) = measure(&set, &req, fresh);
             println!("| {label} | {n} | {name} | {p50:?} | {p99:?} |");
+            json.push(json!({"set": label, "policies": n, "request": name,
+                "median_ns": p50.as_nanos() as u64, "p99_ns": p99.as_nanos() as u64}));
         }
     }
+    println!("{}", serde_json::Value::Array(json));
     Ok(())
 }

@@ -476,6 +476,19 @@ impl Settings {
         })
     }
 
+    /// These settings with the enforcement settings (`[budget]`,
+    /// `[watchdog]`, `[server] agent_auth`) of another `gov.toml` text: the
+    /// one in force on `main`.
+    pub fn with_enforcement_of(&self, path: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let other = Settings::from_toml(&self.root, path, text)?;
+        Ok(Settings {
+            budget: other.budget,
+            watchdog: other.watchdog,
+            agent_auth: other.agent_auth,
+            ..self.clone()
+        })
+    }
+
     /// Finds the governance repository that contains `start`: the nearest
     /// ancestor with a `gov.toml`.
     pub fn discover(start: &Path) -> Option<PathBuf> {

@@ -188,6 +188,10 @@ pub struct Status {
     /// The Git remote, when one is configured.
     #[serde(default)]
     pub remote: Option<RemoteStatus>,
+    /// Commits on main that change governed paths without authorization:
+    /// not in force.
+    #[serde(default)]
+    pub policy_refused: Vec<RefusedCommit>,
     /// `required` or `optional`.
     pub agent_auth: String,
 }
@@ -246,6 +250,17 @@ pub struct RemoteStatus {
     pub url: String,
     pub last_sync: Option<SyncRecord>,
     pub waiting: Waiting,
+}
+
+/// A commit on main that is not in force (see docs/POLICIES.md, "What is
+/// in force").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedCommit {
+    pub commit: String,
+    /// e.g. "it changes `policies/` but it is not signed".
+    pub reason: String,
+    /// The first line of its message.
+    pub summary: String,
 }
 
 /// `POST /dashboard/login-codes` → 200.

@@ -240,14 +240,7 @@ pub fn signature_status(
     signers: &AllowedSigners,
     commit: Oid,
 ) -> SignatureCheck {
-    match repo.extract_signature(&commit, Some("gpgsig")) {
-        Ok((sig, data)) => match sig.as_str() {
-            Some(s) => signers.check(s, &data),
-            None => SignatureCheck::Bad("signature is not text".into()),
-        },
-        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
-        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
-    }
+    crate::store::trust::commit_signature(repo, signers, commit)
 }
 
 /// Why a signature does not make a valid signer of `roles`; `None` if it does.
@@ -442,6 +435,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut found,
     );
     check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
+    check_in_force(settings, &repo, &forge, &mut report, &mut found)?;
     report.problems = found;
     if report.is_ok() {
         if let Some((seq, commit)) = &report.tip {
@@ -547,6 +541,39 @@ fn check_main_merges(
             None => return Ok(()),
         }
     }
+}
+
+/// The root of trust: every commit on `main` that changes governed paths
+/// without authorization and is still there is a problem; one that was
+/// later reverted or adopted is a note.
+fn check_in_force(
+    settings: &Settings,
+    repo: &Repository,
+    forge: &ForgeRecords,
+    report: &mut VerifyReport,
+    found: &mut Vec<Problem>,
+) -> Result<(), VerifyError> {
+    let Ok(tip) = repo.refname_to_id(&settings.main_refname()) else {
+        return Ok(());
+    };
+    let recorded = |merge: Oid| forge.approvals.contains(&merge.to_string());
+    let trust = crate::store::trust::TrustState::compute(repo, tip, None, &recorded)?;
+    let branch = &settings.main_branch;
+    for r in &trust.refused {
+        found.push(Problem {
+            seq: None,
+            commit: Some(r.commit.clone()),
+            reason: format!("not in force on `{branch}`: {}", r.reason),
+        });
+    }
+    for r in &trust.resolved {
+        report.notes.push(format!(
+            "commit {} on `{branch}` was refused ({}) and later reverted or adopted",
+            short(&r.commit),
+            r.reason
+        ));
+    }
+    Ok(())
 }
 
 /// One line of `gov audit log`.

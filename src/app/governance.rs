@@ -152,6 +152,11 @@ impl Governance {
         &self.settings
     }
 
+    /// The role audit entries are signed in (server or watchdog).
+    pub fn role(&self) -> Role {
+        self.audit_role
+    }
+
     /// Appends entries (one signed commit each, one ref update, one flush).
     pub fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AuditEntry>, GovError> {
         let ((), written) = self.transact(|_| Ok::<_, GovError>(((), entries)))?;

@@ -14,8 +14,10 @@ use super::error::AppError;
 use super::governance::{GovError, Governance, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
 use crate::domain::audit::{NewEntry, Timestamp};
+use crate::domain::event::{Event, PolicyChangeRefused};
 use crate::domain::policy::PolicySet;
 use crate::store::keys::{Role, SigningKey};
+use crate::store::trust::{Refusal, TrustState};
 
 impl From<GovError> for AppError {
     fn from(e: GovError) -> Self {
@@ -56,7 +58,13 @@ struct AgentsState {
 pub struct PolicyStatus {
     pub version: Option<String>,
     pub error: Option<String>,
+    /// Commits on `main` that change governed paths without authorization
+    /// and are still there (not reverted or adopted): not in force.
+    pub refused: Vec<Refusal>,
 }
+
+/// The event that records a refused change to governed paths.
+pub const POLICY_CHANGE_REFUSED: &str = "policy_change_refused";
 
 pub struct Service {
     settings: Settings,
@@ -64,6 +72,11 @@ pub struct Service {
     approver_key: Option<SigningKey>,
     policy: RwLock<PolicyState>,
     agents: RwLock<AgentsState>,
+    /// The root-of-trust walk of `main`, recomputed (incrementally) when
+    /// main moves.
+    trust: RwLock<Option<TrustState>>,
+    /// Refused commits known to have their `policy_change_refused` entry.
+    refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     pub started_at: Timestamp,
 }
 
@@ -99,10 +112,17 @@ impl Service {
             approver_key,
             policy: RwLock::new(PolicyState::default()),
             agents: RwLock::new(AgentsState::default()),
+            trust: RwLock::new(None),
+            refusals_recorded: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
+        let mut svc = svc;
         let repo = svc.open_repo()?;
+        if let Some(in_force) = svc.in_force(&repo) {
+            svc.settings = enforcement_in_force(&svc.settings, &repo, in_force)?;
+        }
         let _ = svc.policy_at(&repo);
+        svc.record_refusals()?;
         Ok(svc)
     }
 
@@ -129,9 +149,118 @@ impl Service {
 
     /// Runs a use case under the chain lock: `f` returns its answer and the
     /// entries that record it; the entries are durable before this returns.
+    ///
+    /// A refused change to governed paths on `main` that has no
+    /// `policy_change_refused` entry yet gets one in the same append, so
+    /// each refused commit is recorded once, by whichever process writes
+    /// first.
     pub fn transact<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Step<T>) -> Result<T, AppError> {
-        let (answer, _written) = self.gov.transact(|tx| f(tx))?;
+        let (answer, _written) = self.gov.transact(|tx| {
+            let (answer, entries) = f(tx)?;
+            let mut all = self.unrecorded_refusals(tx)?;
+            all.extend(entries);
+            Ok::<_, AppError>((answer, all))
+        })?;
         answer
+    }
+
+    /// Appends the `policy_change_refused` entries that are missing.
+    pub fn record_refusals(&self) -> Result<(), AppError> {
+        let repo = self.open_repo()?;
+        match self.trust(&repo) {
+            Ok(t) if !t.refused.is_empty() || !t.resolved.is_empty() => {
+                self.transact(|_| Ok((Ok(()), Vec::new())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The `policy_change_refused` entries for refused commits on `main`
+    /// that the chain does not record yet.
+    fn unrecorded_refusals(&self, tx: &Tx<'_>) -> Result<Vec<NewEntry>, AppError> {
+        let Ok(trust) = self.trust(tx.repo()) else {
+            return Ok(Vec::new());
+        };
+        let all: Vec<&Refusal> = trust.resolved.iter().chain(&trust.refused).collect();
+        let mut known = self
+            .refusals_recorded
+            .lock()
+            .map_err(|_| AppError::internal("refusals lock poisoned"))?;
+        if all.iter().all(|r| known.contains(&r.commit)) {
+            return Ok(Vec::new());
+        }
+        let filter = crate::store::index::AuditFilter {
+            event_type: Some(POLICY_CHANGE_REFUSED.into()),
+            ..Default::default()
+        };
+        for e in tx.index().query(&filter).map_err(GovError::from)? {
+            if let Event::PolicyChangeRefused(r) = &e.entry.entry.event {
+                known.insert(r.commit.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for r in all {
+            if known.insert(r.commit.clone()) {
+                out.push(NewEntry::new(
+                    self.gov_actor(),
+                    Event::PolicyChangeRefused(PolicyChangeRefused {
+                        commit: r.commit.clone(),
+                        reason: r.reason.clone(),
+                        summary: r.summary.clone(),
+                        in_force: trust.in_force.to_string(),
+                        branch: self.settings.main_branch.clone(),
+                    }),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn gov_actor(&self) -> crate::domain::audit::Actor {
+        match self.gov.role() {
+            Role::Watchdog => crate::domain::audit::Actor::watchdog(),
+            _ => crate::domain::audit::Actor::server(),
+        }
+    }
+
+    /// The root-of-trust walk for `main`'s current tip (see
+    /// [`crate::store::trust`]): which commit is in force and which were
+    /// refused. Recomputed only when main moved, from where it was.
+    pub fn trust(&self, repo: &Repository) -> Result<TrustState, AppError> {
+        let tip = repo
+            .refname_to_id(&self.settings.main_refname())
+            .map_err(|_| {
+                AppError::NoPolicy(format!("no `{}` branch", self.settings.main_branch))
+            })?;
+        if let Ok(cached) = self.trust.read() {
+            if let Some(t) = cached.as_ref().filter(|t| t.tip == tip) {
+                return Ok(t.clone());
+            }
+        }
+        let mut cached = self
+            .trust
+            .write()
+            .map_err(|_| AppError::internal("trust lock poisoned"))?;
+        let forge = |merge: Oid| {
+            self.gov
+                .index()
+                .ok()
+                .and_then(|i| i.forge_merge_recorded(&merge.to_string()).ok())
+                .unwrap_or(false)
+        };
+        let state = TrustState::compute(repo, tip, cached.as_ref(), &forge)?;
+        for r in &state.refused {
+            if !cached.as_ref().is_some_and(|c| c.refused.contains(r)) {
+                tracing::warn!(commit = %r.commit, reason = %r.reason, "change on main not in force");
+            }
+        }
+        *cached = Some(state.clone());
+        Ok(state)
+    }
+
+    /// The commit of `main` whose governed files are in force.
+    fn in_force(&self, repo: &Repository) -> Option<Oid> {
+        self.trust(repo).ok().map(|t| t.in_force)
     }
 
     /// Reads the index (caught up to the last write of this process).
@@ -164,8 +293,12 @@ impl Service {
             .write()
             .map_err(|_| AppError::internal("policy lock poisoned"))?;
         if state.seen != tip || state.set.is_none() {
-            let tree = tip.and_then(|t| policies_tree(repo, t));
-            match tip {
+            let in_force = tip.and_then(|_| self.in_force(repo));
+            let tree = in_force.and_then(|t| policies_tree(repo, t));
+            match in_force {
+                None if tip.is_some() => {
+                    state.error = Some(format!("`{}` cannot be read", self.settings.main_branch))
+                }
                 None => state.error = Some(format!("no `{}` branch", self.settings.main_branch)),
                 Some(_) if state.set.is_some() && tree.is_some() && tree == state.tree => {
                     state.error = None;
@@ -201,17 +334,28 @@ impl Service {
     }
 
     pub fn policy_status(&self) -> PolicyStatus {
+        let mut refused = Vec::new();
         if let Ok(repo) = self.open_repo() {
             let _ = self.policy_at(&repo);
+            if let Ok(t) = self.trust(&repo) {
+                refused = t.refused;
+            }
+            if !refused.is_empty() {
+                if let Err(e) = self.record_refusals() {
+                    tracing::warn!(error = %e, "policy_change_refused not recorded");
+                }
+            }
         }
         match self.policy.read() {
             Ok(s) => PolicyStatus {
                 version: s.set.as_ref().map(|p| p.version().to_string()),
                 error: s.error.clone(),
+                refused,
             },
             Err(_) => PolicyStatus {
                 version: None,
                 error: Some("policy lock poisoned".into()),
+                refused,
             },
         }
     }
@@ -240,8 +384,9 @@ impl Service {
             return Arc::default();
         };
         if !state.loaded || state.seen != tip {
-            let mut tree = tip.and_then(|t| crate::store::agents::agents_tree(&repo, t));
-            match tip {
+            let in_force = tip.and_then(|_| self.in_force(&repo));
+            let mut tree = in_force.and_then(|t| crate::store::agents::agents_tree(&repo, t));
+            match in_force {
                 None => state.agents = Arc::default(),
                 Some(_) if state.loaded && tree == state.tree => {}
                 Some(oid) => match crate::store::agents::agents_at(&repo, oid, &self.settings) {
@@ -324,6 +469,35 @@ impl Service {
             .map(|a| a.group)
             .unwrap_or_else(|| "default".into())
     }
+}
+
+/// `settings` with the enforcement settings of the `gov.toml` in force
+/// when the working tree's differ from them (an edit that has not come
+/// into force through review changes nothing). Without a `gov.toml` on
+/// main, the working tree's stand.
+pub fn enforcement_in_force(
+    settings: &Settings,
+    repo: &Repository,
+    in_force: Oid,
+) -> Result<Settings, AppError> {
+    use crate::store::trust::{blob_at, enforcement_settings, SETTINGS_FILE};
+    let Some(blob) = blob_at(repo, in_force, SETTINGS_FILE) else {
+        return Ok(settings.clone());
+    };
+    let main_text = String::from_utf8_lossy(&blob).into_owned();
+    let path = settings.root.join(SETTINGS_FILE);
+    let here = std::fs::read_to_string(&path).unwrap_or_default();
+    if enforcement_settings(&here) == enforcement_settings(&main_text) {
+        return Ok(settings.clone());
+    }
+    tracing::warn!(
+        commit = %in_force,
+        "the enforcement settings of gov.toml differ from those in force; using those in force"
+    );
+    let shown = std::path::PathBuf::from(format!("{SETTINGS_FILE} at {in_force}"));
+    settings
+        .with_enforcement_of(&shown, &main_text)
+        .map_err(|e| AppError::internal(crate::domain::errors::error_chain(&e)))
 }
 
 /// How far back in main's first-parent history to look for a policy set

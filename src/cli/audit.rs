@@ -23,8 +23,9 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// Check the whole chain: signatures, sequence, linearity, approval
-    /// merges on main, and that the index agrees (exit 3 if tampered).
-    Verify,
+    /// merges on main, what is in force, and that the index agrees (exit 3
+    /// if tampered).
+    Verify(VerifyArgs),
     /// Show entries, newest first, with their signer and signature status.
     Log(LogArgs),
     /// Print every entry as a JSON line, oldest first.
@@ -32,6 +33,14 @@ pub enum AuditCommand {
     /// Internal, for tests and benchmarks: append COUNT test entries.
     #[command(hide = true)]
     AppendTest(AppendTestArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct VerifyArgs {
+    /// Also replay every recorded decision against the policy version it
+    /// cites and check its recorded outcome and policies.
+    #[arg(long)]
+    pub replay: bool,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -62,17 +71,30 @@ pub struct AppendTestArgs {
 pub fn run(repo: Option<PathBuf>, args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
     match args.command {
-        AuditCommand::Verify => verify(&settings),
+        AuditCommand::Verify(a) => verify(&settings, &a),
         AuditCommand::Log(a) => log(&settings, a),
         AuditCommand::Export => export(&settings),
         AuditCommand::AppendTest(a) => append_test(&settings, a),
     }
 }
 
-fn verify(settings: &Settings) -> Result<ExitCode, Failure> {
-    let report = app::verify(settings)?;
+fn verify(settings: &Settings, args: &VerifyArgs) -> Result<ExitCode, Failure> {
+    let mut report = app::verify(settings)?;
     for note in &report.notes {
         println!("note: {note}");
+    }
+    if args.replay {
+        let started = std::time::Instant::now();
+        let replayed = crate::app::replay::replay(settings)?;
+        if replayed.problems.is_empty() {
+            println!(
+                "ok: {} decisions replayed against {} policy versions in {:.1}s, each as recorded",
+                replayed.decisions,
+                replayed.versions,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        report.problems.extend(replayed.problems);
     }
     match report.problems.first() {
         None => {
@@ -137,6 +159,27 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
             l.indexed.signer_role.as_deref().unwrap_or("?"),
             signature_text(&l.signature),
         );
+        if let Some(shadow) = e
+            .entry
+            .decision
+            .as_ref()
+            .and_then(|d| d.decision.shadow.as_ref())
+        {
+            let ids: Vec<&str> = shadow.policies.iter().map(|p| p.id.as_str()).collect();
+            println!(
+                "    shadow: would be {}{} (decided {})",
+                shadow.outcome,
+                if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", ids.join(", "))
+                },
+                e.entry
+                    .decision
+                    .as_ref()
+                    .map_or("?".into(), |d| d.decision.outcome.to_string())
+            );
+        }
     }
     Ok(ExitCode::Ok)
 }

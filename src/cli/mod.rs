@@ -17,6 +17,7 @@ pub mod http;
 pub mod init;
 pub mod pause;
 pub mod policy;
+pub mod policy_review;
 pub mod proposals;
 pub mod reindex;
 pub mod run;

@@ -30,6 +30,16 @@ pub enum PolicyCommand {
     Test(TestArgs),
     /// Ask the policy set one question and print its decision.
     Eval(EvalArgs),
+    /// What changed between two policy sets, by policy id, plus schema and
+    /// static entities: `gov policy diff [FROM] TO`.
+    Diff(super::policy_review::DiffArgs),
+    /// Replay every recorded decision against the policy set at REV and
+    /// report what would change (exit 0 none, 3 some, 2 invalid set).
+    Impact(super::policy_review::ImpactArgs),
+    /// Propose the working tree's changes to policies, agents and gov.toml
+    /// for review: check, test, commit on `gov/policy/ID`, file a
+    /// `policy_change` proposal.
+    Propose(super::policy_review::ProposeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +101,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             )?;
             eval(&dir, &a)
         }
+        PolicyCommand::Diff(a) => super::policy_review::run_diff(a, repo),
+        PolicyCommand::Impact(a) => super::policy_review::run_impact(a, repo),
+        PolicyCommand::Propose(a) => super::policy_review::run_propose(a, repo),
     }
 }
 
@@ -142,7 +155,7 @@ fn load(dir: &Path) -> Result<PolicySet, Failure> {
     }
 }
 
-fn check(dir: &Path) -> Result<ExitCode, Failure> {
+pub(super) fn check(dir: &Path) -> Result<ExitCode, Failure> {
     let set = load(dir)?;
     let infos = set.policies();
     println!("{} policies valid (version {})", infos.len(), set.version());
@@ -281,7 +294,7 @@ fn cited_ids(d: &Decision) -> Vec<String> {
     d.policies.iter().map(|p| p.id.clone()).collect()
 }
 
-fn test(dir: &Path) -> Result<ExitCode, Failure> {
+pub(super) fn test(dir: &Path) -> Result<ExitCode, Failure> {
     let set = load(dir)?;
     let cases = load_cases(dir)?;
     let mut exercised: BTreeSet<String> = BTreeSet::new();

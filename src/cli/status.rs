@@ -48,6 +48,12 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
     if let Some(e) = &s.policy_error {
         println!("policy error    {e} (the last good set stays in force)");
     }
+    for r in &s.policy_refused {
+        println!(
+            "not in force    commit {}: {} (the last authorized state stays in force)",
+            r.commit, r.reason
+        );
+    }
     println!("audit entries   {}", s.audit_entries);
     println!("pending         {}", s.pending_proposals);
     println!(

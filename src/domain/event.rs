@@ -112,6 +112,9 @@ events! {
     ForgeMergeRecorded(ForgeChangeMerged) = "forge_merge_recorded", Record;
     PullRequestOpened(PullRequestOpened) = "pull_request_opened", Record;
     PullRequestClosed(PullRequestClosed) = "pull_request_closed", Record;
+    /// A commit on main changes governed paths without authorization: it
+    /// is not in force (recorded once per commit).
+    PolicyChangeRefused(PolicyChangeRefused) = "policy_change_refused", Record;
 }
 
 /// The agent-posted event type that says an agent stopped.
@@ -306,6 +309,20 @@ pub struct ProposalExpired {
     pub expires_at: Timestamp,
     pub branch: Option<String>,
     pub proposal: Proposal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChangeRefused {
+    /// The refused commit on main.
+    pub commit: String,
+    /// What it changes and why that does not count.
+    pub reason: String,
+    /// The first line of its message.
+    pub summary: String,
+    /// The commit whose governed files stay in force.
+    pub in_force: String,
+    /// The main branch.
+    pub branch: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

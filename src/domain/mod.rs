@@ -12,6 +12,8 @@ pub mod ids;
 pub mod money;
 pub mod paths;
 pub mod policy;
+pub mod policy_diff;
+pub mod policy_scope;
 pub mod pricing;
 pub mod proposal;
 pub mod request;

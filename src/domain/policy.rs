@@ -14,14 +14,18 @@
 //!
 //! Pure: the sources come in as strings, nothing here reads files or Git.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy as cedar;
 use miette::Diagnostic;
 use serde::Serialize;
 
-use super::request::{CedarRequest, Decision, EntityData, EntityRef, Outcome, PolicyCitation};
+use super::policy_scope::ScopeIndex;
+use super::request::{
+    CedarRequest, Decision, EntityData, EntityRef, Outcome, PolicyCitation, ShadowDecision,
+};
 
 /// The annotation that marks a forbid reserving an action for a person: an
 /// agent that asks to skip the person on such an action is refused.
@@ -60,6 +64,9 @@ pub struct PolicyInfo {
     /// Carries `@self_approve("blocked")`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub self_approve_blocked: bool,
+    /// Carries `@mode("shadow")`: evaluated and recorded, never deciding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// Why a policy set could not be loaded. Each variant is one problem; a set
@@ -139,13 +146,29 @@ impl PolicyLoadError {
 /// once, so that a decision costs two Cedar evaluations and little else.
 pub struct PolicySet {
     schema: cedar::Schema,
-    policies: cedar::PolicySet,
     entities: cedar::Entities,
     authorizer: cedar::Authorizer,
     infos: Vec<PolicyInfo>,
     by_id: HashMap<String, usize>,
     version: String,
+    /// Which policies can apply to which requests.
+    scope: ScopeIndex,
+    /// The schema's entity type names, parsed once.
+    type_names: HashMap<String, cedar::EntityTypeName>,
+    /// The static entities plus those a request brings, by the request's
+    /// entities: agents repeat, so their hierarchy is computed once.
+    entity_sets: Mutex<HashMap<String, Arc<cedar::Entities>>>,
 }
+
+/// Bound on [`PolicySet::entity_sets`].
+const MAX_ENTITY_SETS: usize = 4096;
+
+/// The annotation that makes a policy a shadow policy: `@mode("shadow")`.
+pub const MODE_ANNOTATION: &str = "mode";
+/// The value of [`MODE_ANNOTATION`] for a shadow policy.
+pub const MODE_SHADOW: &str = "shadow";
+/// The value of [`MODE_ANNOTATION`] for an enforced policy (the default).
+pub const MODE_ENFORCE: &str = "enforce";
 
 impl std::fmt::Debug for PolicySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,14 +290,36 @@ impl PolicySet {
         if let Some(err) = PolicyLoadError::from_problems(problems) {
             return Err(err);
         }
+        let groups: HashSet<String> = cedar_schema
+            .action_groups()
+            .map(ToString::to_string)
+            .collect();
+        let scope = ScopeIndex::new(
+            set.policies().map(|p| {
+                let shadow = by_id
+                    .get(p.id().to_string().as_str())
+                    .is_some_and(|&i| infos[i].shadow);
+                (p, shadow)
+            }),
+            &groups,
+        );
+        let mut type_names: HashMap<String, cedar::EntityTypeName> = cedar_schema
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
+        if let Ok(action) = cedar::EntityTypeName::from_str("Action") {
+            type_names.insert("Action".into(), action);
+        }
         Ok(PolicySet {
             schema: cedar_schema,
-            policies: set,
             entities: static_entities.unwrap_or_else(cedar::Entities::empty),
             authorizer: cedar::Authorizer::new(),
             infos,
             by_id,
             version: version.to_string(),
+            scope,
+            type_names,
+            entity_sets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -288,6 +333,33 @@ impl PolicySet {
         self.infos.clone()
     }
 
+    /// The schema's entity types, as Cedar names them.
+    pub fn entity_types(&self) -> std::collections::BTreeSet<String> {
+        self.schema
+            .entity_types()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The schema's actions, as Cedar names them (`Action::"propose"`).
+    pub fn actions(&self) -> std::collections::BTreeSet<String> {
+        self.schema.actions().map(ToString::to_string).collect()
+    }
+
+    /// The static entities (`entities.json`), each uid with its JSON.
+    pub fn static_entities(&self) -> std::collections::BTreeMap<String, String> {
+        self.entities
+            .iter()
+            .map(|e| {
+                let json = e
+                    .to_json_value()
+                    .map(|v| canonical_json(v).to_string())
+                    .unwrap_or_default();
+                (e.uid().to_string(), json)
+            })
+            .collect()
+    }
+
     /// The policy with this `@id`.
     pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {
         self.by_id.get(id).map(|&i| &self.infos[i])
@@ -295,15 +367,26 @@ impl PolicySet {
 
     /// Whether the static entities (`entities.json`) name this entity.
     pub fn knows(&self, entity: &EntityRef) -> bool {
-        entity_uid(entity)
+        self.entity_uid(entity)
             .map(|uid| self.entities.get(&uid).is_some())
             .unwrap_or(false)
     }
 
     /// Decides a request. Never panics; any error is `Forbidden` with the
-    /// error in `errors`.
+    /// error in `errors`. Shadow policies do not decide; their would-be
+    /// effect is in `shadow`.
     pub fn decide(&self, req: &CedarRequest) -> Decision {
-        match self.try_decide(req) {
+        self.decide_with(req, false)
+    }
+
+    /// Decides a request as if every shadow policy were enforced (what
+    /// `gov policy impact` replays against).
+    pub fn decide_enforcing_shadows(&self, req: &CedarRequest) -> Decision {
+        self.decide_with(req, true)
+    }
+
+    fn decide_with(&self, req: &CedarRequest, enforce_shadows: bool) -> Decision {
+        match self.try_decide_with(req, enforce_shadows) {
             Ok(d) => d,
             Err(e) => self.decision(Outcome::Forbidden, Vec::new(), vec![e]),
         }
@@ -313,72 +396,82 @@ impl PolicySet {
     /// unknown action, a malformed entity or context) as an error rather
     /// than a `Forbidden` decision.
     pub fn try_decide(&self, req: &CedarRequest) -> Result<Decision, String> {
-        let principal = entity_uid(&req.principal)?;
-        let resource = entity_uid(&req.resource)?;
-        let action = entity_uid(&EntityRef::new("Action", req.action.clone()))?;
+        self.try_decide_with(req, false)
+    }
+
+    fn try_decide_with(
+        &self,
+        req: &CedarRequest,
+        enforce_shadows: bool,
+    ) -> Result<Decision, String> {
+        let principal = self.entity_uid(&req.principal)?;
+        let resource = self.entity_uid(&req.resource)?;
+        let action = self.entity_uid(&EntityRef::new("Action", req.action.clone()))?;
+        let applicable = self.scope.applicable(&action, &principal, &resource)?;
         let entities = self.request_entities(req, &principal, &resource)?;
-
-        let ask = |human_approved: bool| -> Result<cedar::Response, String> {
-            let mut context = req.context.clone();
-            context.insert(
-                "human_approved".into(),
-                serde_json::Value::Bool(human_approved),
-            );
-            let context = cedar::Context::from_json_value(
-                serde_json::Value::Object(context),
-                Some((&self.schema, &action)),
-            )
-            .map_err(|e| format!("invalid context: {}", diagnostic_message(&e)))?;
-            let request = cedar::Request::new(
-                principal.clone(),
-                action.clone(),
-                resource.clone(),
-                context,
-                Some(&self.schema),
-            )
-            .map_err(|e| format!("invalid request: {}", diagnostic_message(&e)))?;
-            Ok(self
-                .authorizer
-                .is_authorized(&request, &self.policies, &entities))
+        let contexts = RequestParts {
+            set: self,
+            req,
+            principal: &principal,
+            action: &action,
+            resource: &resource,
+            entities: &entities,
         };
+        match (&applicable.with_shadow, enforce_shadows) {
+            (Some(all), true) => contexts.three_outcomes(all),
+            (Some(all), false) => {
+                let mut decision = contexts.three_outcomes(&applicable.enforced)?;
+                let would = contexts.three_outcomes(all)?;
+                let policies: Vec<PolicyCitation> = would
+                    .policies
+                    .into_iter()
+                    .filter(|p| self.policy(&p.id).is_some_and(|i| i.shadow))
+                    .collect();
+                decision.shadow = Some(ShadowDecision {
+                    outcome: would.outcome,
+                    policies,
+                });
+                Ok(decision)
+            }
+            (None, _) => contexts.three_outcomes(&applicable.enforced),
+        }
+    }
 
-        let without = ask(false)?;
-        let errors = response_errors(&without);
-        if !errors.is_empty() {
-            return Ok(self.decision(Outcome::Forbidden, Vec::new(), errors));
-        }
-        if without.decision() == cedar::Decision::Allow {
-            return Ok(self.decision(Outcome::Auto, reasons(&without), Vec::new()));
-        }
-        let with = ask(true)?;
-        let errors = response_errors(&with);
-        if !errors.is_empty() {
-            return Ok(self.decision(Outcome::Forbidden, Vec::new(), errors));
-        }
-        if with.decision() == cedar::Decision::Allow {
-            // The permits that allow, and the forbids that held out for a person.
-            let mut ids = reasons(&with);
-            ids.extend(reasons(&without));
-            Ok(self.decision(Outcome::NeedsPerson, ids, Vec::new()))
-        } else {
-            Ok(self.decision(Outcome::Forbidden, reasons(&with), Vec::new()))
-        }
+    /// Parses an entity reference, with the schema's type names parsed
+    /// once.
+    fn entity_uid(&self, r: &EntityRef) -> Result<cedar::EntityUid, String> {
+        let kind = match self.type_names.get(&r.kind) {
+            Some(k) => k.clone(),
+            None => cedar::EntityTypeName::from_str(&r.kind)
+                .map_err(|_| format!("invalid entity type `{}`", r.kind))?,
+        };
+        Ok(cedar::EntityUid::from_type_name_and_id(
+            kind,
+            cedar::EntityId::new(&r.id),
+        ))
     }
 
     /// The static entities plus those the request brings. A static entity
     /// always wins over one of the same name in the request, so a request
     /// cannot re-categorise an action type or a tool. A principal or resource
-    /// known to neither is added with defaults.
+    /// known to neither is added with defaults. The result depends only on
+    /// the request's entities, principal and resource, and is kept by them.
     fn request_entities(
         &self,
         req: &CedarRequest,
         principal: &cedar::EntityUid,
         resource: &cedar::EntityUid,
-    ) -> Result<cedar::Entities, String> {
+    ) -> Result<Arc<cedar::Entities>, String> {
+        let key = serde_json::to_string(&(&req.entities, &req.principal, &req.resource))
+            .map_err(|e| format!("invalid entities: {e}"))?;
+        let poisoned = |_| "entity cache poisoned".to_string();
+        if let Some(hit) = self.entity_sets.lock().map_err(poisoned)?.get(&key) {
+            return Ok(hit.clone());
+        }
         let mut extra: Vec<cedar::Entity> = Vec::new();
         let mut seen: Vec<cedar::EntityUid> = Vec::new();
         for data in &req.entities {
-            let uid = entity_uid(&data.uid)?;
+            let uid = self.entity_uid(&data.uid)?;
             if self.entities.get(&uid).is_some() || seen.contains(&uid) {
                 continue;
             }
@@ -392,10 +485,18 @@ impl PolicySet {
             extra.push(entity_from_data(&default_entity(name), &self.schema)?);
             seen.push(uid.clone());
         }
-        self.entities
-            .clone()
-            .add_entities(extra, Some(&self.schema))
-            .map_err(|e| format!("invalid entities: {}", diagnostic_message(&e)))
+        let entities = Arc::new(
+            self.entities
+                .clone()
+                .add_entities(extra, Some(&self.schema))
+                .map_err(|e| format!("invalid entities: {}", diagnostic_message(&e)))?,
+        );
+        let mut cache = self.entity_sets.lock().map_err(poisoned)?;
+        if cache.len() >= MAX_ENTITY_SETS {
+            cache.clear();
+        }
+        cache.insert(key, entities.clone());
+        Ok(entities)
     }
 
     fn decision(
@@ -426,7 +527,96 @@ impl PolicySet {
             errors,
             policy_version: self.version.clone(),
             self_approve_blocked,
+            shadow: None,
         }
+    }
+}
+
+/// One request, its uids and entities resolved, asked of a policy set.
+struct RequestParts<'a> {
+    set: &'a PolicySet,
+    req: &'a CedarRequest,
+    principal: &'a cedar::EntityUid,
+    action: &'a cedar::EntityUid,
+    resource: &'a cedar::EntityUid,
+    entities: &'a cedar::Entities,
+}
+
+impl RequestParts<'_> {
+    fn ask(
+        &self,
+        policies: &cedar::PolicySet,
+        human_approved: bool,
+    ) -> Result<cedar::Response, String> {
+        let set = self.set;
+        let mut context = self.req.context.clone();
+        context.insert(
+            "human_approved".into(),
+            serde_json::Value::Bool(human_approved),
+        );
+        let context = cedar::Context::from_json_value(
+            serde_json::Value::Object(context),
+            Some((&set.schema, self.action)),
+        )
+        .map_err(|e| format!("invalid context: {}", diagnostic_message(&e)))?;
+        let request = cedar::Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            context,
+            Some(&set.schema),
+        )
+        .map_err(|e| format!("invalid request: {}", diagnostic_message(&e)))?;
+        Ok(set
+            .authorizer
+            .is_authorized(&request, policies, self.entities))
+    }
+
+    /// Asks Cedar twice (`human_approved` false, then true) for three
+    /// outcomes.
+    fn three_outcomes(&self, policies: &cedar::PolicySet) -> Result<Decision, String> {
+        let set = self.set;
+        let without = self.ask(policies, false)?;
+        let errors = response_errors(&without);
+        if !errors.is_empty() {
+            return Ok(set.decision(Outcome::Forbidden, Vec::new(), errors));
+        }
+        if without.decision() == cedar::Decision::Allow {
+            return Ok(set.decision(Outcome::Auto, reasons(&without), Vec::new()));
+        }
+        let with = self.ask(policies, true)?;
+        let errors = response_errors(&with);
+        if !errors.is_empty() {
+            return Ok(set.decision(Outcome::Forbidden, Vec::new(), errors));
+        }
+        if with.decision() == cedar::Decision::Allow {
+            // The permits that allow, and the forbids that held out for a person.
+            let mut ids = reasons(&with);
+            ids.extend(reasons(&without));
+            Ok(set.decision(Outcome::NeedsPerson, ids, Vec::new()))
+        } else {
+            Ok(set.decision(Outcome::Forbidden, reasons(&with), Vec::new()))
+        }
+    }
+}
+
+/// A JSON value with object keys and array items in one order (Cedar
+/// gives an entity's parents in no particular order).
+fn canonical_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => {
+            let mut items: Vec<serde_json::Value> = items.into_iter().map(canonical_json).collect();
+            items.sort_by_key(|i| i.to_string());
+            serde_json::Value::Array(items)
+        }
+        serde_json::Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> = map
+                .into_iter()
+                .map(|(k, v)| (k, canonical_json(v)))
+                .collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        other => other,
     }
 }
 
@@ -461,15 +651,6 @@ fn default_entity(uid: &EntityRef) -> EntityData {
         parents: Vec::new(),
         tags: Default::default(),
     }
-}
-
-fn entity_uid(r: &EntityRef) -> Result<cedar::EntityUid, String> {
-    let kind = cedar::EntityTypeName::from_str(&r.kind)
-        .map_err(|_| format!("invalid entity type `{}`", r.kind))?;
-    Ok(cedar::EntityUid::from_type_name_and_id(
-        kind,
-        cedar::EntityId::new(&r.id),
-    ))
 }
 
 fn entity_from_data(data: &EntityData, schema: &cedar::Schema) -> Result<cedar::Entity, String> {
@@ -565,6 +746,21 @@ fn parse_file(source: &PolicySource, problems: &mut Vec<PolicyLoadError>) -> Vec
         };
         let self_approve_blocked =
             policy.annotation(SELF_APPROVE_ANNOTATION) == Some(SELF_APPROVE_BLOCKED);
+        let shadow = match policy.annotation(MODE_ANNOTATION) {
+            None | Some(MODE_ENFORCE) => false,
+            Some(MODE_SHADOW) => true,
+            Some(other) => {
+                problems.push(PolicyLoadError::Invalid {
+                    file: source.path.clone(),
+                    line,
+                    id,
+                    message: format!(
+                        "`@{MODE_ANNOTATION}(\"{other}\")` is not a mode: use \"{MODE_SHADOW}\" or \"{MODE_ENFORCE}\""
+                    ),
+                });
+                continue;
+            }
+        };
         out.push(Parsed {
             policy: policy.clone(),
             info: PolicyInfo {
@@ -575,6 +771,7 @@ fn parse_file(source: &PolicySource, problems: &mut Vec<PolicyLoadError>) -> Vec
                 line,
                 text,
                 self_approve_blocked,
+                shadow,
             },
         });
     }
@@ -876,6 +1073,87 @@ mod tests {
         .expect_err("two problems");
         assert_eq!(err.problems().len(), 2, "{err}");
         assert_eq!(err.to_string().lines().count(), 2);
+    }
+
+    fn ask(set: &PolicySet, agent: &str, n: i64) -> Decision {
+        set.decide(&CedarRequest {
+            principal: EntityRef::new("Agent", agent),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: json!({"n": n}).as_object().cloned().unwrap_or_default(),
+            entities: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_shadow_policy_is_recorded_and_changes_no_outcome() {
+        let set = small(
+            "@id(\"all\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"watch\") @reason(\"big ones\") @mode(\"shadow\")\n\
+             forbid (principal, action, resource) when { context.n > 10 };",
+        )
+        .expect("loads");
+        assert!(set.policy("watch").is_some_and(|p| p.shadow));
+        let d = ask(&set, "a", 50);
+        assert_eq!(d.outcome, Outcome::Auto);
+        assert_eq!(ids(&d), ["all"]);
+        let shadow = d.shadow.expect("the shadow policy was evaluated");
+        assert_eq!(shadow.outcome, Outcome::Forbidden);
+        assert_eq!(
+            shadow
+                .policies
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["watch"]
+        );
+        let quiet = ask(&set, "a", 1);
+        assert_eq!(quiet.outcome, Outcome::Auto);
+        assert_eq!(
+            quiet.shadow.map(|s| s.outcome),
+            Some(Outcome::Auto),
+            "evaluated, and it would not change anything"
+        );
+        // Enforced (as `gov policy impact` replays), it decides.
+        let req = CedarRequest {
+            principal: EntityRef::new("Agent", "a"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: json!({"n": 50}).as_object().cloned().unwrap_or_default(),
+            entities: Vec::new(),
+        };
+        let enforced = set.decide_enforcing_shadows(&req);
+        assert_eq!(enforced.outcome, Outcome::Forbidden);
+        assert_eq!(ids(&enforced), ["watch"]);
+        assert!(enforced.shadow.is_none());
+
+        let err =
+            small("@id(\"a\") @reason(\"r\") @mode(\"dry\") permit (principal, action, resource);")
+                .expect_err("unknown mode");
+        assert_eq!(
+            err.to_string(),
+            "`p.cedar` line 1: policy `a`: `@mode(\"dry\")` is not a mode: use \"shadow\" or \"enforce\""
+        );
+    }
+
+    #[test]
+    fn only_policies_whose_scope_matches_are_evaluated_with_the_same_answers() {
+        let set = small(
+            "@id(\"all\") @reason(\"r\") permit (principal, action, resource);\n\
+             @id(\"ban-x\") @reason(\"r\") forbid (principal == Agent::\"x\", action, resource);\n\
+             @id(\"ban-t\") @reason(\"r\") forbid (principal, action == Action::\"propose\", resource == ActionType::\"t\") when { context.n > 5 };\n\
+             @id(\"ban-is\") @reason(\"r\") forbid (principal is Agent, action in [Action::\"propose\"], resource is ActionType) when { context.n == 3 };",
+        )
+        .expect("loads");
+        assert_eq!(ask(&set, "y", 1).outcome, Outcome::Auto);
+        let x = ask(&set, "x", 1);
+        assert_eq!((x.outcome, ids(&x)), (Outcome::Forbidden, vec!["ban-x"]));
+        // Asked again (the kept set), the same answer.
+        assert_eq!(ids(&ask(&set, "x", 1)), ["ban-x"]);
+        assert_eq!(ids(&ask(&set, "y", 9)), ["ban-t"]);
+        assert_eq!(ids(&ask(&set, "y", 3)), ["ban-is"]);
+        // An id with a quote is not confused with another.
+        assert_eq!(ask(&set, "x\"", 1).outcome, Outcome::Auto);
     }
 
     #[test]

@@ -118,6 +118,20 @@ pub struct Decision {
     /// person (`requires_approval: false`) is refused (`self_approve_blocked`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub self_approve_blocked: bool,
+    /// What would have been decided were the shadow policies
+    /// (`@mode("shadow")`) that can apply enforced. Absent when no shadow
+    /// policy can apply; never changes `outcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDecision>,
+}
+
+/// The would-be effect of shadow policies on one decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowDecision {
+    /// The outcome with the shadow policies enforced.
+    pub outcome: Outcome,
+    /// The shadow policies among those that would have decided.
+    pub policies: Vec<PolicyCitation>,
 }
 
 /// What the audit chain records about a decision: the decision and the full

@@ -60,7 +60,7 @@ pub enum RunError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("agent `{id}` is not on `{branch}`: `agents/{id}/agent.toml` is only in the working tree; commit it to {branch} through review first{}", known_list(.known))]
+    #[error("agent `{id}` is not in force on `{branch}`: `agents/{id}/agent.toml` is only in the working tree or in a change that is not authorized; commit it to {branch} through review first{}", known_list(.known))]
     NotOnMain {
         id: String,
         branch: String,
@@ -246,6 +246,22 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
     let tip = repo
         .refname_to_id(&settings.main_refname())
         .map_err(|e| unreadable(e.message().to_string()))?;
+    // What is in force: the last authorized state of main's governed files
+    // (the same root-of-trust walk as the server's).
+    let index = crate::store::index::Index::open_existing(&settings.index_path())
+        .ok()
+        .flatten();
+    let forge = |merge: git2::Oid| {
+        index
+            .as_ref()
+            .and_then(|i| i.forge_merge_recorded(&merge.to_string()).ok())
+            .unwrap_or(false)
+    };
+    let tip = crate::store::trust::TrustState::compute(&repo, tip, None, &forge)
+        .map_err(|e| unreadable(e.message().to_string()))?
+        .in_force;
+    let settings = &crate::app::service::enforcement_in_force(settings, &repo, tip)
+        .map_err(|e| unreadable(e.to_string()))?;
     let mut agents = crate::store::agents::agents_at(&repo, tip, settings)
         .map_err(|e| unreadable(e.message().to_string()))?;
     if !crate::config::valid_agent_id(id) {

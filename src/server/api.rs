@@ -372,6 +372,15 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             policy_version: policy.version,
             policy_error: policy.error,
             remote,
+            policy_refused: policy
+                .refused
+                .into_iter()
+                .map(|r| wire::RefusedCommit {
+                    commit: r.commit,
+                    reason: r.reason,
+                    summary: r.summary,
+                })
+                .collect(),
             agent_auth: match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

@@ -267,6 +267,22 @@ impl Index {
         Ok(())
     }
 
+    /// Whether a `proposal_decided` entry records merge `commit` as an
+    /// approval made on the forge.
+    pub fn forge_merge_recorded(&self, commit: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM audit WHERE event_type = 'proposal_decided'
+                   AND json_extract(payload_json, '$.via') = 'forge'
+                   AND json_extract(payload_json, '$.merge_commit') = ?1 LIMIT 1",
+                [commit],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// Audit rows, newest first.
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<IndexedEntry>, StoreError> {
         let mut sql = String::from(

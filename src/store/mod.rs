@@ -10,3 +10,4 @@ pub mod policies;
 pub mod projection;
 pub mod proposals;
 pub mod remote;
+pub mod trust;

@@ -227,6 +227,7 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         | Event::ForgeMergeRecorded(_)
         | Event::PullRequestOpened(_)
         | Event::PullRequestClosed(_)
+        | Event::PolicyChangeRefused(_)
         | Event::Other(_) => {}
     }
     Ok(())

@@ -120,7 +120,7 @@ fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
     let out = gov_run(&s, "ghost")?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("is not on `main`"), "{err}");
+    assert!(err.contains("is not in force on `main`"), "{err}");
 
     // Committed to main, it runs.
     commit_agent(&s.repo, "capped", CAPPED_MORE)?;

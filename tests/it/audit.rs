@@ -444,6 +444,111 @@ fn transact_sees_the_caught_up_tip_and_writes_nothing_on_error() -> TestResult {
     Ok(())
 }
 
+/// Decisions recorded by a real server: auto-approved, needing a person,
+/// approved by the operator.
+fn server_with_decisions() -> TestResult<crate::support::server::TestServer> {
+    use crate::support::server::{proposal, TestServer};
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let mut auto = proposal("noop", "research_only");
+    auto["requires_approval"] = serde_json::json!(false);
+    assert_eq!(s.post("/proposals", Some(&tok), &auto)?.status, 200);
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let id = r.text("proposal_id");
+    let d = s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &serde_json::json!({"decision": "approve", "note": "fine"}),
+    )?;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    Ok(s)
+}
+
+#[test]
+fn replay_passes_on_an_honest_chain_and_names_an_altered_outcome() -> TestResult {
+    let mut s = server_with_decisions()?;
+    s.stop();
+    let out = s.repo.gov(&["audit", "verify", "--replay"])?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ok: 3 decisions replayed against 1 policy versions"),
+        "{text}"
+    );
+
+    // Someone holding the server key makes the publish look auto-approved,
+    // and moves another decision to a policy version that never existed.
+    let repo = s.repo.repo()?;
+    let entries: Vec<_> = entries_from(&repo, AUDIT_REF, 1)?.collect::<Result<_, _>>()?;
+    let with_decision: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.entry.entry.decision.is_some())
+        .map(|e| e.entry.seq)
+        .collect();
+    let (first, person) = (with_decision[0], with_decision[1]);
+    let server = || -> TestResult<Forger> { Ok(Forger::Key(Box::new(s.repo.key(Role::Server)?))) };
+    rewrite(&s.repo, person, &server()?, |e| {
+        if let (Some(d), true) = (e.entry.decision.as_mut(), e.seq == person) {
+            d.decision.outcome = gov::domain::request::Outcome::Auto;
+        }
+        true
+    })?;
+    // The index and the last verified tip would name the rewrite first.
+    let forget = || -> TestResult {
+        let _ = std::fs::remove_file(s.repo.settings.index_path());
+        let _ = std::fs::remove_file(gov::app::audit::verified_tip_path(&s.repo.settings));
+        Ok(())
+    };
+    forget()?;
+    let out = s.repo.gov(&["audit", "verify", "--replay"])?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("tampered: entry #{person} (commit ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("the recorded decision `auto` (agent-asked-for-person, proposals-allowed, reserved-for-person) is not what policy version"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("decides: `needs_person` (agent-asked-for-person, proposals-allowed, reserved-for-person)\n"),
+        "{text}"
+    );
+
+    let forged_version = "0123456789012345678901234567890123456789";
+    rewrite(&s.repo, first, &server()?, |e| {
+        if let (Some(d), true) = (e.entry.decision.as_mut(), e.seq == first) {
+            d.decision.policy_version = forged_version.into();
+        }
+        true
+    })?;
+    forget()?;
+    let out = s.repo.gov(&["audit", "verify", "--replay"])?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("tampered: entry #{first} (commit "))
+            && text
+                .contains("the decision cites policy version 012345678901, which does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("(1 more problems after it)"), "{text}");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "without --replay: {}",
+        stdout(&out)
+    );
+    Ok(())
+}
+
 /// docs/AUDIT.md's table of event types is the table in
 /// `domain::event`: a type renamed, misspelled or added on one side only
 /// fails here.

@@ -922,7 +922,8 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
     assert!(before.is_string());
     let repo = s.repo.repo()?;
     let tip = repo.refname_to_id("refs/heads/main")?;
-    let key = s.repo.key(gov::store::keys::Role::Server)?;
+    // Authorized (an approver signed it), but it does not validate.
+    let key = s.repo.key(gov::store::keys::Role::Approver)?;
     let who = git2::Signature::now("someone", "someone@example.com")?;
     gov::store::git::commit_files(
         &repo,

@@ -179,8 +179,8 @@ when { principal.group == "research" };
 "#;
     let git = s.repo.repo()?;
     let tip = git.refname_to_id(&s.repo.settings.main_refname())?;
-    let key = s.repo.key(Role::Server)?;
-    let who = git2::Signature::now("gov server", "server@gov")?;
+    let key = s.repo.key(Role::Approver)?;
+    let who = git2::Signature::now("operator", "operator@approver.gov")?;
     gov::store::git::commit_files(
         &git,
         &key,

@@ -63,6 +63,7 @@ async fn policy_status(state: &AppState) -> PolicyStatus {
         Err(e) => PolicyStatus {
             version: None,
             error: Some(format!("cannot read the policy state: {e}")),
+            refused: Vec::new(),
         },
     }
 }
@@ -501,6 +502,7 @@ async fn policies_page(user: SignedIn, State(state): State<AppState>) -> Respons
             .map(|s| s.policies().iter().map(PolicyView::from).collect())
             .unwrap_or_default(),
         refused: status.error,
+        unauthorized: status.refused,
     };
     page(render::policies(&page_data))
 }

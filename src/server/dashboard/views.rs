@@ -386,6 +386,9 @@ pub struct PoliciesPage {
     pub policies: Vec<PolicyView>,
     /// Why a newer set on `main` was not loaded, if one was refused.
     pub refused: Option<String>,
+    /// Commits on `main` that change governed paths without authorization:
+    /// not in force.
+    pub unauthorized: Vec<crate::store::trust::Refusal>,
 }
 
 /// What a visitor without a session sees.

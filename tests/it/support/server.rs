@@ -50,10 +50,22 @@ impl Reply {
 }
 
 /// Writes `files` (paths relative to the repository root) into the working
-/// tree and commits them onto main, signed by the server key, as a reviewed
-/// change would land: what is on main is what is in force (policies,
-/// agents).
+/// tree and commits them onto main, signed by the operator's approver key,
+/// as an operator legitimately changes policy: what is on main and
+/// authorized is what is in force (policies, agents).
 pub fn commit_to_main(repo: &TestRepo, files: &[(String, Vec<u8>)], message: &str) -> TestResult {
+    let key = repo.key(gov::store::keys::Role::Approver)?;
+    commit_to_main_as(repo, &key, files, message)?;
+    Ok(())
+}
+
+/// [`commit_to_main`], signed by `key`; returns the commit.
+pub fn commit_to_main_as(
+    repo: &TestRepo,
+    key: &gov::store::keys::SigningKey,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+) -> TestResult<git2::Oid> {
     for (path, data) in files {
         let p = repo.root().join(path);
         if let Some(d) = p.parent() {
@@ -63,18 +75,16 @@ pub fn commit_to_main(repo: &TestRepo, files: &[(String, Vec<u8>)], message: &st
     }
     let git = repo.repo()?;
     let tip = git.refname_to_id(&repo.settings.main_refname())?;
-    let key = repo.key(gov::store::keys::Role::Server)?;
-    let who = git2::Signature::now("gov server", "server@gov")?;
-    gov::store::git::commit_files(
+    let who = git2::Signature::now("gov test", "test@gov")?;
+    Ok(gov::store::git::commit_files(
         &git,
-        &key,
+        key,
         &who,
         &repo.settings.main_refname(),
         Some(tip),
         files,
         message,
-    )?;
-    Ok(())
+    )?)
 }
 
 /// Commits an agent's `agent.toml` onto main (and into the working tree,

@@ -1,0 +1,419 @@
+//! The root of trust for what is in force: which commit of `main` the policy
+//! set, the agents and the enforcement settings are read from.
+//!
+//! The governed paths are `policies/` (with `allowed_signers`),
+//! `agents/*/agent.toml` and the enforcement settings of `gov.toml`
+//! (`[budget]`, `[watchdog]`, `[server] agent_auth`). Walking `main`'s
+//! first-parent history from its first commit (trusted as it is: the one
+//! `gov init` wrote), a commit that changes a governed path comes into force
+//! only when it is authorized under the `allowed_signers` in force before
+//! it:
+//! - a commit signed by an approver (it vouches for every governed file as
+//!   that commit has them, so an approver can also adopt an earlier refused
+//!   change by signing a commit on top of it);
+//! - a merge signed by an approver, or a merge that gov recorded as an
+//!   approval made on the forge: it brings in the reviewed branch's changes,
+//!   and only onto a `main` whose governed files are the ones in force.
+//!
+//! Anything else is refused: the last authorized state stays in force and
+//! the refused commit is reported. A change to `allowed_signers` is checked
+//! against the previous file, so a key cannot authorize its own addition:
+//! trust chains back to the first commit.
+//!
+//! The walk is incremental: [`TrustState::advance`] continues from the state
+//! of an earlier tip when the new tip descends from it, so it costs only
+//! the commits added since.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use git2::{Oid, Repository};
+
+use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
+
+/// The settings file at the root of the repository.
+pub const SETTINGS_FILE: &str = "gov.toml";
+/// The allowed-signers file, inside `policies/`.
+pub const SIGNERS_PATH: &str = "policies/allowed_signers";
+/// The tables of `gov.toml` that change enforcement (plus `[server]
+/// agent_auth`); the others (`[repo]`, `[signers]`, `[remote]`, the port)
+/// say where things are on this machine, not what is allowed.
+pub const ENFORCEMENT_TABLES: &[&str] = &["budget", "watchdog"];
+
+/// What the governed paths of one commit hold: equal values mean the same
+/// rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Governed {
+    /// The `policies/` tree.
+    policies: Option<Oid>,
+    /// Each agent's `agent.toml` blob.
+    agents: BTreeMap<String, Oid>,
+    /// The enforcement settings of `gov.toml`, canonicalised (comments and
+    /// other tables do not count).
+    settings: Option<String>,
+}
+
+impl Governed {
+    /// The governed paths that differ between two states, for messages.
+    pub fn changed_paths(&self, other: &Governed) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.policies != other.policies {
+            out.push("policies/".to_string());
+        }
+        let ids: std::collections::BTreeSet<&String> =
+            self.agents.keys().chain(other.agents.keys()).collect();
+        for id in ids {
+            if self.agents.get(id) != other.agents.get(id) {
+                out.push(format!("agents/{id}/agent.toml"));
+            }
+        }
+        if self.settings != other.settings {
+            out.push(format!("{SETTINGS_FILE} enforcement settings"));
+        }
+        out
+    }
+}
+
+/// The enforcement settings of a `gov.toml` text in a canonical form:
+/// `[budget]`, `[watchdog]` and `[server] agent_auth`, keys sorted. A file
+/// that does not parse is its own text (any change to it counts).
+pub fn enforcement_settings(text: &str) -> String {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return format!("unparsed:{text}");
+    };
+    let mut kept = toml::Table::new();
+    for name in ENFORCEMENT_TABLES {
+        if let Some(v) = value.get(*name) {
+            kept.insert((*name).to_string(), v.clone());
+        }
+    }
+    if let Some(auth) = value
+        .get("server")
+        .and_then(|s| s.as_table())
+        .and_then(|s| s.get("agent_auth"))
+    {
+        kept.insert("agent_auth".into(), auth.clone());
+    }
+    kept.to_string()
+}
+
+/// Why a commit that changes governed paths is not in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    pub commit: String,
+    /// What it changes and why that does not count, e.g. "it changes
+    /// `policies/` but is not signed".
+    pub reason: String,
+    /// The summary line of its message.
+    pub summary: String,
+}
+
+/// The outcome of the walk: the commit in force and the refused commits.
+#[derive(Debug, Clone)]
+pub struct TrustState {
+    /// The tip of `main` the state was computed for.
+    pub tip: Oid,
+    /// The commit whose governed files are in force.
+    pub in_force: Oid,
+    /// Refused commits whose changes are still on `main` (not reverted or
+    /// adopted), oldest first.
+    pub refused: Vec<Refusal>,
+    /// Refused commits that were later reverted or adopted, oldest first.
+    pub resolved: Vec<Refusal>,
+    /// The governed files in force.
+    state: Governed,
+    /// The governed files of `tip`.
+    at_tip: Governed,
+    /// The signers in force (those of `in_force`).
+    signers: AllowedSigners,
+}
+
+/// Whether a merge commit was recorded as an approval made on the forge.
+pub type ForgeMerges<'a> = &'a dyn Fn(Oid) -> bool;
+
+/// How many first-parent commits the walk follows at most from the tip.
+const MAX_HISTORY: usize = 1_000_000;
+
+impl TrustState {
+    /// Computes the state for `tip`, continuing from `previous` when `tip`
+    /// descends from its tip along the first parents.
+    pub fn compute(
+        repo: &Repository,
+        tip: Oid,
+        previous: Option<&TrustState>,
+        forge: ForgeMerges<'_>,
+    ) -> Result<TrustState, git2::Error> {
+        if let Some(prev) = previous {
+            if prev.tip == tip {
+                return Ok(prev.clone());
+            }
+            if let Some(mut newer) = first_parents_until(repo, tip, Some(prev.tip))? {
+                let mut state = prev.clone();
+                newer.reverse();
+                let mut cache = SettingsCache::default();
+                for oid in newer {
+                    state.step(repo, oid, &mut cache, forge)?;
+                }
+                return Ok(state);
+            }
+        }
+        let mut all = first_parents_until(repo, tip, None)?.unwrap_or_default();
+        all.reverse();
+        let mut cache = SettingsCache::default();
+        let Some((&root, rest)) = all.split_first() else {
+            return Err(git2::Error::from_str("main has no commits"));
+        };
+        let state = governed_at(repo, root, &mut cache)?;
+        let mut trust = TrustState {
+            tip: root,
+            in_force: root,
+            refused: Vec::new(),
+            resolved: Vec::new(),
+            signers: signers_at(repo, root),
+            at_tip: state.clone(),
+            state,
+        };
+        for &oid in rest {
+            trust.step(repo, oid, &mut cache, forge)?;
+        }
+        Ok(trust)
+    }
+
+    /// Whether `main`'s tip carries governed files that are not in force.
+    pub fn is_tainted(&self) -> bool {
+        self.at_tip != self.state
+    }
+
+    /// Takes one commit on top of the current tip.
+    fn step(
+        &mut self,
+        repo: &Repository,
+        oid: Oid,
+        cache: &mut SettingsCache,
+        forge: ForgeMerges<'_>,
+    ) -> Result<(), git2::Error> {
+        let commit = repo.find_commit(oid)?;
+        let governed = governed_at(repo, oid, cache)?;
+        let parent = std::mem::replace(&mut self.at_tip, governed.clone());
+        self.tip = oid;
+        if governed == self.state {
+            self.come_into_force(repo, oid, governed);
+            return Ok(());
+        }
+        let changed = governed != parent;
+        let approver = approver_signature(repo, &self.signers, oid);
+        let is_merge = commit.parent_count() >= 2;
+        let refuse = |why: String| Refusal {
+            commit: oid.to_string(),
+            reason: format!(
+                "it changes {} but {why}",
+                governed
+                    .changed_paths(&parent)
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            summary: commit.summary().unwrap_or_default().to_string(),
+        };
+        if !is_merge {
+            match approver {
+                // An approver's signature vouches for the whole tree, so it
+                // also adopts a change refused earlier.
+                Ok(()) => self.come_into_force(repo, oid, governed),
+                Err(why) if changed => self.refused.push(refuse(why)),
+                Err(_) => {}
+            }
+            return Ok(());
+        }
+        if !changed {
+            return Ok(());
+        }
+        let authorized = match approver {
+            Ok(()) => Ok(()),
+            Err(_) if forge(oid) => Ok(()),
+            Err(why) => Err(format!(
+                "{why}, and it is not a merge recorded as approved on the forge"
+            )),
+        };
+        match authorized {
+            Ok(()) if parent == self.state => self.come_into_force(repo, oid, governed),
+            Ok(()) => {
+                let earlier = self
+                    .refused
+                    .last()
+                    .map(|r| format!(" (commit {})", short(&r.commit)))
+                    .unwrap_or_default();
+                self.refused.push(refuse(format!(
+                    "it is merged onto a `main` that carries a refused change{earlier}; revert that change or sign a commit that adopts it"
+                )));
+            }
+            Err(why) => self.refused.push(refuse(why)),
+        }
+        Ok(())
+    }
+
+    fn come_into_force(&mut self, repo: &Repository, oid: Oid, governed: Governed) {
+        let signers_changed = governed.policies != self.state.policies;
+        self.in_force = oid;
+        self.state = governed;
+        if signers_changed {
+            self.signers = signers_at(repo, oid);
+        }
+        self.resolved.append(&mut self.refused);
+    }
+}
+
+/// Whether `oid` carries a good signature by an approver of `signers`;
+/// otherwise why not, phrased to follow "but".
+fn approver_signature(repo: &Repository, signers: &AllowedSigners, oid: Oid) -> Result<(), String> {
+    match commit_signature(repo, signers, oid) {
+        SignatureCheck::Good {
+            principal, roles, ..
+        } => {
+            if roles.contains(&Role::Approver) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it is signed by `{principal}`, which is not an approver"
+                ))
+            }
+        }
+        SignatureCheck::Missing => Err("it is not signed".into()),
+        SignatureCheck::Bad(why) => Err(format!(
+            "its signature does not count under the `allowed_signers` in force: {why}"
+        )),
+    }
+}
+
+/// Checks one commit's signature against the allowed signers.
+pub fn commit_signature(
+    repo: &Repository,
+    signers: &AllowedSigners,
+    commit: Oid,
+) -> SignatureCheck {
+    match repo.extract_signature(&commit, Some("gpgsig")) {
+        Ok((sig, data)) => match sig.as_str() {
+            Some(s) => signers.check(s, &data),
+            None => SignatureCheck::Bad("signature is not text".into()),
+        },
+        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
+        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
+    }
+}
+
+/// The allowed signers of a commit; none (nobody is an approver) when the
+/// file is missing or does not parse: fail closed.
+fn signers_at(repo: &Repository, commit: Oid) -> AllowedSigners {
+    blob_at(repo, commit, SIGNERS_PATH)
+        .and_then(|b| {
+            let text = String::from_utf8(b).ok()?;
+            AllowedSigners::parse(Path::new(SIGNERS_PATH), &text).ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The content of a file at a commit.
+pub fn blob_at(repo: &Repository, commit: Oid, path: &str) -> Option<Vec<u8>> {
+    let tree = repo.find_commit(commit).ok()?.tree().ok()?;
+    let entry = tree.get_path(Path::new(path)).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    Some(blob.content().to_vec())
+}
+
+/// The canonical enforcement settings of `gov.toml` blobs, by blob id.
+#[derive(Default)]
+struct SettingsCache {
+    by_blob: std::collections::HashMap<Oid, String>,
+}
+
+/// The governed files of one commit.
+fn governed_at(
+    repo: &Repository,
+    oid: Oid,
+    cache: &mut SettingsCache,
+) -> Result<Governed, git2::Error> {
+    let tree = repo.find_commit(oid)?.tree()?;
+    let policies = tree
+        .get_name(crate::store::policies::POLICIES_DIR)
+        .map(|e| e.id());
+    let mut agents = BTreeMap::new();
+    if let Some(dir) = tree.get_name(crate::store::agents::AGENTS_DIR) {
+        if let Ok(dir) = repo.find_tree(dir.id()) {
+            for entry in dir.iter() {
+                let (Some(id), Some(git2::ObjectType::Tree)) = (entry.name(), entry.kind()) else {
+                    continue;
+                };
+                let folder = repo.find_tree(entry.id())?;
+                let file = folder
+                    .get_name(crate::store::agents::AGENT_FILE)
+                    .map(|f| f.id());
+                if let Some(file) = file {
+                    agents.insert(id.to_string(), file);
+                }
+            }
+        }
+    }
+    let settings = match tree.get_name(SETTINGS_FILE) {
+        Some(e) => {
+            let id = e.id();
+            if let Some(s) = cache.by_blob.get(&id) {
+                Some(s.clone())
+            } else {
+                let blob = repo.find_blob(id)?;
+                let s = enforcement_settings(&String::from_utf8_lossy(blob.content()));
+                cache.by_blob.insert(id, s.clone());
+                Some(s)
+            }
+        }
+        None => None,
+    };
+    Ok(Governed {
+        policies,
+        agents,
+        settings,
+    })
+}
+
+/// The first-parent history from `tip` back to (not including) `stop`,
+/// newest first; `None` when `stop` is given and not reached.
+fn first_parents_until(
+    repo: &Repository,
+    tip: Oid,
+    stop: Option<Oid>,
+) -> Result<Option<Vec<Oid>>, git2::Error> {
+    let mut out = Vec::new();
+    let mut cur = Some(tip);
+    while let Some(oid) = cur {
+        if Some(oid) == stop {
+            return Ok(Some(out));
+        }
+        if out.len() >= MAX_HISTORY {
+            return Err(git2::Error::from_str("main's history is too long to walk"));
+        }
+        out.push(oid);
+        cur = repo.find_commit(oid)?.parent_ids().next();
+    }
+    Ok(if stop.is_some() { None } else { Some(out) })
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enforcement_settings_ignore_comments_and_local_tables() {
+        let a = enforcement_settings("# c\n[budget]\ntokens_cap = 5\n[server]\nport = 1\n");
+        let b = enforcement_settings("[server]\nport = 2\n[budget]\n# other\ntokens_cap = 5\n");
+        assert_eq!(a, b);
+        let c = enforcement_settings("[budget]\ntokens_cap = 6\n");
+        assert_ne!(a, c);
+        let d =
+            enforcement_settings("[server]\nagent_auth = \"optional\"\n[budget]\ntokens_cap = 5\n");
+        assert_ne!(a, d);
+    }
+}

@@ -1,0 +1,371 @@
+//! `gov policy impact` and `gov policy diff` over decisions a real server
+//! recorded (issue 11 items 3-5), and shadow policies on live traffic.
+
+use serde_json::{json, Value};
+
+use crate::support::repo::TestResult;
+use crate::support::server::{commit_to_main, proposal, TestServer};
+
+const BAN: &str = "@id(\"ban-noop-research\")\n@reason(\"noop does no research\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
+
+fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
+    let tok = s.agent_token(agent)?;
+    for _ in 0..n {
+        let mut body = proposal(agent, action_type);
+        body["requires_approval"] = json!(false);
+        let r = s.post("/proposals", Some(&tok), &body)?;
+        assert!(r.status == 200 || r.status == 400, "{:?}", r.body);
+    }
+    Ok(())
+}
+
+/// Puts `files` on a new branch on top of main (not on main).
+fn branch_with(s: &TestServer, branch: &str, files: &[(&str, String)]) -> TestResult {
+    let git = s.repo.repo()?;
+    let tip = git.refname_to_id(&s.repo.settings.main_refname())?;
+    let key = s.repo.key(gov::store::keys::Role::Approver)?;
+    let who = git2::Signature::now("operator", "operator@approver.gov")?;
+    let files: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
+        .collect();
+    gov::store::git::commit_files(
+        &git,
+        &key,
+        &who,
+        &format!("refs/heads/{branch}"),
+        Some(tip),
+        &files,
+        "policy change",
+    )?;
+    Ok(())
+}
+
+fn proposals_with(s: &TestServer, extra: &str) -> TestResult<String> {
+    let mut text = std::fs::read_to_string(s.repo.root().join("policies/proposals.cedar"))?;
+    text.push('\n');
+    text.push_str(extra);
+    Ok(text)
+}
+
+fn gov(s: &TestServer, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let out = s.repo.gov(args)?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn impact_counts_exactly_the_recorded_decisions_that_flip() -> TestResult {
+    let s = TestServer::start()?;
+    submit(&s, "noop", "research_only", 120)?;
+    submit(&s, "researcher", "research_only", 60)?;
+    submit(&s, "noop", "publish_content", 60)?;
+    branch_with(
+        &s,
+        "gov/policy/ban",
+        &[("policies/proposals.cedar", proposals_with(&s, BAN)?)],
+    )?;
+
+    let (code, out, err) = gov(
+        &s,
+        &["policy", "impact", "gov/policy/ban", "--format", "json"],
+    )?;
+    assert_eq!(code, 3, "{out}{err}");
+    let r: Value = serde_json::from_str(&out)?;
+    // 180 submissions and 60 self-approval flags (publish_content with
+    // requires_approval false), each a recorded decision.
+    assert_eq!(r["replayed"], 240, "{out}");
+    assert_eq!(r["changed"], 120);
+    assert_eq!(r["transitions"], json!({"auto → forbidden": 120}));
+    assert_eq!(r["groups"][0]["policies"], json!(["ban-noop-research"]));
+    assert_eq!(r["groups"][0]["count"], 120);
+    assert_eq!(r["groups"][0]["examples"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r["failing"], json!([]));
+
+    let (code, out, _) = gov(
+        &s,
+        &[
+            "policy",
+            "impact",
+            "gov/policy/ban",
+            "--agent",
+            "researcher",
+        ],
+    )?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("impact of `gov/policy/ban` (policy version "),
+        "{out}"
+    );
+    assert!(
+        out.contains("on 60 recorded decisions: 0 change, 60 unchanged"),
+        "{out}"
+    );
+
+    let (code, md, _) = gov(
+        &s,
+        &["policy", "impact", "gov/policy/ban", "--format", "markdown"],
+    )?;
+    assert_eq!(code, 3);
+    assert!(md.contains("**120** would change"), "{md}");
+    assert!(
+        md.contains("| auto | forbidden | `ban-noop-research` | 120 | #"),
+        "{md}"
+    );
+
+    let (code, out, _) = gov(
+        &s,
+        &[
+            "policy",
+            "impact",
+            "gov/policy/ban",
+            "--since",
+            "2999-01-01",
+        ],
+    )?;
+    assert_eq!(code, 0);
+    assert!(out.contains("on 0 recorded decisions"), "{out}");
+
+    let (code, out, _) = gov(&s, &["policy", "diff", "gov/policy/ban"])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("policies: 1 added, 0 removed, 0 changed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  + ban-noop-research (forbid) policies/proposals.cedar: noop does no research"
+        ),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_invalid_set_is_reported_as_invalid_with_the_reason() -> TestResult {
+    let s = TestServer::start()?;
+    submit(&s, "noop", "research_only", 3)?;
+    branch_with(
+        &s,
+        "gov/policy/broken",
+        &[("policies/schema.cedarschema", "entity ;".to_string())],
+    )?;
+    let (code, out, err) = gov(&s, &["policy", "impact", "gov/policy/broken"])?;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("error: `policies/schema.cedarschema` line 1: invalid schema"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the policy set at `gov/policy/broken` is invalid"),
+        "{err}"
+    );
+    let (code, _, err) = gov(&s, &["policy", "impact", "no-such-branch"])?;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no revision `no-such-branch` in the repository"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> TestResult {
+    let s = TestServer::start()?;
+    submit(&s, "noop", "research_only", 5)?;
+    let shadow = BAN.replace("@reason(", "@mode(\"shadow\")\n@reason(");
+    commit_to_main(
+        &s.repo,
+        &[(
+            "policies/proposals.cedar".into(),
+            proposals_with(&s, &shadow)?.into_bytes(),
+        )],
+        "watch noop's research",
+    )?;
+    let tok = s.agent_token("noop")?;
+    let mut body = proposal("noop", "research_only");
+    body["requires_approval"] = json!(false);
+    let r = s.post("/proposals", Some(&tok), &body)?;
+    assert_eq!((r.status, r.text("status")), (200, "auto-approved".into()));
+    let entries = s.audit("proposal_submitted")?;
+    let newest = &entries[0]["decision"];
+    assert_eq!(newest["outcome"], "auto");
+    assert_eq!(newest["shadow"]["outcome"], "forbidden");
+    assert_eq!(newest["shadow"]["policies"][0]["id"], "ban-noop-research");
+
+    let (_, log, _) = gov(
+        &s,
+        &[
+            "audit",
+            "log",
+            "--event",
+            "proposal_submitted",
+            "--limit",
+            "1",
+        ],
+    )?;
+    assert!(
+        log.contains("    shadow: would be forbidden by ban-noop-research (decided auto)"),
+        "{log}"
+    );
+    // Impact treats the shadow policy as enforced: all six flip.
+    let (code, out, _) = gov(&s, &["policy", "impact", "main", "--format", "json"])?;
+    assert_eq!(code, 3, "{out}");
+    let r: Value = serde_json::from_str(&out)?;
+    assert_eq!(r["changed"], 6, "{out}");
+    assert_eq!(r["groups"][0]["policies"], json!(["ban-noop-research"]));
+    Ok(())
+}
+
+/// Commits the shipped policy test cases (which `gov policy test` runs)
+/// onto main, signed by the approver.
+fn commit_shipped_tests(s: &TestServer) -> TestResult {
+    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(&tests_dir)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
+    }
+    commit_to_main(&s.repo, &files, "policy tests")
+}
+
+/// Runs docs/ci/gov-policy-ci.sh in the repository with `gov` on PATH.
+fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String, String)> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci/gov-policy-ci.sh");
+    let bin_dir = crate::support::gov_bin()
+        .parent()
+        .ok_or("no bin dir")?
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let report = s.repo.root().join(".gov/impact.md");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args([base, head])
+        .arg(&report)
+        .current_dir(s.repo.root())
+        .env("PATH", path)
+        .env_remove("GOV_REPO")
+        .output()?;
+    let md = std::fs::read_to_string(&report).unwrap_or_default();
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        md,
+    ))
+}
+
+#[test]
+fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
+    let s = TestServer::start()?;
+    commit_shipped_tests(&s)?;
+    submit(&s, "noop", "research_only", 4)?;
+    branch_with(
+        &s,
+        "gov/policy/ban",
+        &[("policies/proposals.cedar", proposals_with(&s, BAN)?)],
+    )?;
+    let (code, out, md) = ci_script(&s, "main", "gov/policy/ban")?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+ ban-noop-research (forbid)"), "{out}");
+    assert!(
+        out.contains("impact: some recorded decisions change"),
+        "{out}"
+    );
+    assert!(
+        md.contains("| auto | forbidden | `ban-noop-research` | 4 |"),
+        "{md}"
+    );
+
+    branch_with(
+        &s,
+        "gov/policy/broken",
+        &[("policies/schema.cedarschema", "entity ;".to_string())],
+    )?;
+    let (code, out, _) = ci_script(&s, "main", "gov/policy/broken")?;
+    assert_eq!(code, 1, "an invalid set fails the job: {out}");
+    Ok(())
+}
+
+#[test]
+fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
+    let s = TestServer::start()?;
+    let research = |s: &TestServer| -> TestResult<u16> {
+        let tok = s.agent_token("researcher")?;
+        let mut body = proposal("researcher", "research_only");
+        body["requires_approval"] = json!(false);
+        Ok(s.post("/proposals", Some(&tok), &body)?.status)
+    };
+    commit_shipped_tests(&s)?;
+    assert_eq!(research(&s)?, 200);
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(
+            "no change to `policies/`, `agents/*/agent.toml` or `gov.toml` in the working tree"
+        ),
+        "{err}"
+    );
+
+    // A change that breaks a policy test case is not proposed.
+    let ban = proposals_with(&s, &BAN.replace("noop", "researcher"))?;
+    std::fs::write(
+        s.repo.root().join("policies/proposals.cedar"),
+        proposals_with(&s, BAN)?,
+    )?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("error: a policy test fails: nothing was proposed"),
+        "{err}"
+    );
+
+    std::fs::write(s.repo.root().join("policies/proposals.cedar"), ban)?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban researcher research"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("proposed policy change "))
+        .ok_or("no proposal line")?;
+    let id = line
+        .trim_start_matches("proposed policy change ")
+        .split(' ')
+        .next()
+        .ok_or("no id")?
+        .to_string();
+    assert!(line.ends_with("`policies/proposals.cedar`"), "{line}");
+    // Waiting for a person: not in force yet.
+    let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
+    assert_eq!(p.body["status"], "pending", "{:?}", p.body);
+    assert_eq!(p.body["action_type"], "policy_change");
+    assert_eq!(research(&s)?, 200);
+    let (code, out, _) = gov(&s, &["policy", "impact", &format!("gov/policy/{id}")])?;
+    assert_eq!(code, 3, "{out}");
+
+    let (code, out, err) = gov(&s, &["approve", &id])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let st = s.get("/status", Some(&s.operator))?.body;
+    let tip = s.repo.repo()?.refname_to_id("refs/heads/main")?;
+    assert_eq!(st["policy_version"], tip.to_string().as_str(), "{st}");
+    assert_eq!(st["policy_refused"], json!([]));
+    assert_eq!(research(&s)?, 403, "the approved ban is in force");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The root of trust for what is in force (issue 11 item 1): a commit on
+//! `main` that changes governed paths counts only when an approver signed it
+//! (or it is an approver-signed or forge-recorded merge), checked under the
+//! `allowed_signers` in force before it. The server, the watchdog and
+//! `gov run` all apply the rule; `gov audit verify` names what is refused.
+
+use gov::app::service::Service;
+use gov::store::keys::{AllowedSigners, Role, SigningKey};
+use serde_json::Value;
+
+use crate::support::repo::TestResult;
+use crate::support::server::{commit_to_main, commit_to_main_as, proposal, TestServer};
+
+/// A forbid that, once in force, makes `research_only` forbidden (it is
+/// auto-approved by the default set).
+const BAN: &str = "\n@id(\"ban-research\")\n@reason(\"research is banned\")\nforbid (principal, action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
+
+fn with_ban(srv: &TestServer) -> TestResult<Vec<(String, Vec<u8>)>> {
+    let path = srv.repo.root().join("policies/proposals.cedar");
+    let mut text = std::fs::read_to_string(path)?;
+    text.push_str(BAN);
+    Ok(vec![("policies/proposals.cedar".into(), text.into_bytes())])
+}
+
+fn status(srv: &TestServer) -> TestResult<Value> {
+    let r = srv.get("/status", Some(&srv.operator))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    Ok(r.body)
+}
+
+fn research_outcome(srv: &TestServer) -> TestResult<(u16, String)> {
+    let token = srv.agent_token("noop")?;
+    let mut body = proposal("noop", "research_only");
+    body["requires_approval"] = Value::Bool(false);
+    let r = srv.post("/proposals", Some(&token), &body)?;
+    Ok((r.status, r.text("status")))
+}
+
+fn git(srv: &TestServer, args: &[&str]) -> TestResult<String> {
+    let out = srv.repo.git(args)?;
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn refused_commits(status: &Value) -> Vec<String> {
+    status["policy_refused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["commit"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn verify(srv: &TestServer) -> TestResult<(i32, String)> {
+    let out = srv.repo.gov(&["audit", "verify"])?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+#[test]
+fn an_unsigned_policy_commit_is_refused_until_an_approver_adopts_it() -> TestResult {
+    let srv = TestServer::start()?;
+    let before = status(&srv)?["policy_version"].clone();
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+
+    // As the issue measured it: stock git, no signature.
+    let files = with_ban(&srv)?;
+    std::fs::write(srv.repo.root().join(&files[0].0), &files[0].1)?;
+    git(
+        &srv,
+        &[
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.com",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-qam",
+            "ban research",
+        ],
+    )?;
+    let sneaky = git(&srv, &["rev-parse", "HEAD"])?;
+
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], before, "the last authorized set stays");
+    assert_eq!(refused_commits(&s), std::slice::from_ref(&sneaky));
+    assert_eq!(
+        s["policy_refused"][0]["reason"],
+        "it changes `policies/` but it is not signed"
+    );
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+    let _ = status(&srv)?;
+    let recorded = srv.audit("policy_change_refused")?;
+    assert_eq!(
+        recorded.len(),
+        1,
+        "one entry per refused commit: {recorded:?}"
+    );
+    assert_eq!(recorded[0]["payload"]["commit"], sneaky.as_str());
+
+    let (code, out) = verify(&srv)?;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "commit {}: not in force on `main`: it changes `policies/` but it is not signed",
+            &sneaky[..12]
+        )),
+        "{out}"
+    );
+
+    // The operator adopts it with the approver key: it comes into force.
+    let approver = srv.repo.key(Role::Approver)?;
+    let adopted = commit_to_main_as(&srv.repo, &approver, &[], "adopt the research ban")?;
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], adopted.to_string().as_str());
+    assert!(refused_commits(&s).is_empty(), "{s}");
+    assert_eq!(research_outcome(&srv)?.0, 403);
+    let (code, out) = verify(&srv)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("was refused"), "{out}");
+    assert_eq!(srv.audit("policy_change_refused")?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn commits_signed_by_the_server_or_watchdog_key_are_refused_everywhere() -> TestResult {
+    let srv = TestServer::start()?;
+    let before = status(&srv)?["policy_version"].clone();
+    let server = srv.repo.key(Role::Server)?;
+    let watchdog = srv.repo.key(Role::Watchdog)?;
+    let by_server = commit_to_main_as(&srv.repo, &server, &with_ban(&srv)?, "ban research")?;
+    let sneaky_agent = (
+        "agents/sneaky/agent.toml".to_string(),
+        b"kind = \"command\"\n[command]\nprogram = \"true\"\n".to_vec(),
+    );
+    let by_watchdog = commit_to_main_as(&srv.repo, &watchdog, &[sneaky_agent], "add an agent")?;
+
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], before);
+    assert_eq!(
+        refused_commits(&s),
+        [by_server.to_string(), by_watchdog.to_string()]
+    );
+    assert_eq!(
+        s["policy_refused"][0]["reason"],
+        "it changes `policies/` but it is signed by `gov@server.gov`, which is not an approver"
+    );
+    assert_eq!(
+        s["policy_refused"][1]["reason"],
+        "it changes `agents/sneaky/agent.toml` but it is signed by `gov@watchdog.gov`, which is not an approver"
+    );
+    assert!(!s["known_agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a == "sneaky"));
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+
+    // The watchdog's process sees the same state in force.
+    let wd = Service::open_as(srv.settings(), Role::Watchdog)?;
+    let wd_status = wd.policy_status();
+    assert_eq!(
+        wd_status.version.as_deref(),
+        before.as_str(),
+        "{:?}",
+        wd_status
+    );
+    assert_eq!(wd_status.refused.len(), 2);
+    assert!(wd.agent_settings("sneaky").is_none());
+    assert_eq!(srv.audit("policy_change_refused")?.len(), 2);
+
+    // `gov run` does not run an agent that is not in force.
+    let out = srv.repo.gov(&["run", "sneaky"])?;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agent `sneaky` is not in force on `main`"),
+        "{err}"
+    );
+
+    let (code, out) = verify(&srv)?;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&by_server.to_string()[..12]), "{out}");
+    assert!(out.contains("(1 more problems after it)"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn an_allowed_signers_change_signed_by_the_key_it_adds_is_refused() -> TestResult {
+    let srv = TestServer::start()?;
+    let before = status(&srv)?["policy_version"].clone();
+    let mallory = SigningKey::generate("mallory")?;
+    let mut signers = std::fs::read_to_string(srv.repo.allowed_signers())?;
+    signers.push_str(&AllowedSigners::line_for(
+        Role::Approver,
+        "mallory",
+        &mallory,
+    ));
+    signers.push('\n');
+    let added = commit_to_main_as(
+        &srv.repo,
+        &mallory,
+        &[("policies/allowed_signers".into(), signers.into_bytes())],
+        "add an approver",
+    )?;
+    // Now in main's allowed_signers, but not in the file in force.
+    let then = commit_to_main_as(&srv.repo, &mallory, &with_ban(&srv)?, "ban research")?;
+
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], before);
+    assert_eq!(refused_commits(&s), [added.to_string(), then.to_string()]);
+    assert_eq!(
+        s["policy_refused"][0]["reason"],
+        "it changes `policies/` but its signature does not count under the `allowed_signers` in force: signed by a key that is not in allowed_signers"
+    );
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+    let (code, out) = verify(&srv)?;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&added.to_string()[..12]), "{out}");
+    Ok(())
+}
+
+#[test]
+fn an_approver_signed_change_comes_into_force_at_once() -> TestResult {
+    let srv = TestServer::start()?;
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+    commit_to_main(&srv.repo, &with_ban(&srv)?, "ban research")?;
+    let tip = srv
+        .repo
+        .repo()?
+        .refname_to_id(&srv.settings().main_refname())?;
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], tip.to_string().as_str());
+    assert!(refused_commits(&s).is_empty());
+    assert_eq!(research_outcome(&srv)?.0, 403);
+    assert!(srv.audit("policy_change_refused")?.is_empty());
+    assert_eq!(verify(&srv)?.0, 0);
+    Ok(())
+}
