@@ -398,11 +398,14 @@ pub fn flag_impersonation(
     claimed: &str,
     what: &str,
 ) -> Result<(), AppError> {
-    svc.governance().append(vec![NewEntry::new(
-        Actor::agent(token_agent),
-        "audit_flag_impersonation",
-    )
-    .agent(token_agent)
-    .payload(json!({"claimed_agent_id": claimed, "request": what}))])?;
+    svc.governance()
+        .append(vec![impersonation_entry(token_agent, claimed, what)])?;
     Ok(())
+}
+
+/// The entry that flags an agent acting for another.
+pub fn impersonation_entry(token_agent: &str, claimed: &str, what: &str) -> NewEntry {
+    NewEntry::new(Actor::agent(token_agent), "audit_flag_impersonation")
+        .agent(token_agent)
+        .payload(json!({"claimed_agent_id": claimed, "request": what}))
 }

@@ -27,6 +27,8 @@ use crate::store::audit::{entries_from, read_entry};
 use crate::store::git::{StoreError, EMPTY_TREE};
 use crate::store::index::{AuditFilter, Index, IndexedEntry};
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
+pub use crate::store::trust::signature_status;
+use crate::store::trust::{signature_problem, signer_roles, LoadSignersError, SignersSource};
 
 /// What the chain says about proposal commits, for checking merges on
 /// `main` that no approver signed.
@@ -36,6 +38,8 @@ struct ForgeRecords {
     submitted: Vec<(Oid, String, String)>,
     /// Merge commits recorded as approvals made on the forge.
     approvals: std::collections::HashSet<String>,
+    /// Every proposal id a `proposal_submitted` entry records.
+    proposals: std::collections::HashSet<String>,
 }
 
 impl ForgeRecords {
@@ -43,6 +47,9 @@ impl ForgeRecords {
         let e = &e.entry;
         match e.event_type.as_str() {
             "proposal_submitted" => {
+                if let Some(id) = &e.proposal_id {
+                    self.proposals.insert(id.clone());
+                }
                 let commit = e.payload.get("commit").and_then(|c| c.as_str());
                 let proposal = e.payload.get("proposal").cloned().and_then(|p| {
                     serde_json::from_value::<crate::domain::proposal::Proposal>(p).ok()
@@ -169,74 +176,30 @@ impl VerifyReport {
 
 /// The allowed signers as `main`'s tip has them, else the working file.
 pub fn load_signers(settings: &Settings, repo: &Repository) -> Result<AllowedSigners, VerifyError> {
-    let path = settings.allowed_signers_path();
-    let on_main = repo
-        .refname_to_id(&settings.main_refname())
-        .ok()
-        .and_then(|id| repo.find_commit(id).ok())
-        .and_then(|c| c.tree().ok())
-        .and_then(|t| {
-            t.get_path(std::path::Path::new("policies/allowed_signers"))
-                .ok()
-        })
-        .and_then(|e| repo.find_blob(e.id()).ok())
-        .map(|b| String::from_utf8_lossy(b.content()).into_owned());
-    match on_main {
-        Some(text) => Ok(AllowedSigners::parse(&path, &text)?),
-        None if path.is_file() => Ok(AllowedSigners::load(&path)?),
-        None => Err(VerifyError::NoSigners {
+    let source = SignersSource {
+        main_ref: settings.main_refname(),
+        file: settings.allowed_signers_path(),
+    };
+    source.load(repo).map_err(|e| match e {
+        LoadSignersError::Signers(e) => VerifyError::Signers(e),
+        LoadSignersError::Missing { .. } => VerifyError::NoSigners {
             branch: settings.main_branch.clone(),
-        }),
-    }
-}
-
-/// Checks one commit's signature against the allowed signers.
-pub fn signature_status(
-    repo: &Repository,
-    signers: &AllowedSigners,
-    commit: Oid,
-) -> SignatureCheck {
-    match repo.extract_signature(&commit, Some("gpgsig")) {
-        Ok((sig, data)) => match sig.as_str() {
-            Some(s) => signers.check(s, &data),
-            None => SignatureCheck::Bad("signature is not text".into()),
         },
-        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
-        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
-    }
-}
-
-/// Why a signature does not make a valid signer of `roles`; `None` if it does.
-fn signature_problem(check: &SignatureCheck, roles: &[Role]) -> Option<String> {
-    match check {
-        SignatureCheck::Good {
-            principal,
-            roles: has,
-            ..
-        } => {
-            if has.iter().any(|r| roles.contains(r)) {
-                None
-            } else {
-                let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-                Some(format!(
-                    "signed by `{principal}`, which has no {} role",
-                    wanted.join(" or ")
-                ))
-            }
-        }
-        SignatureCheck::Missing => Some("not signed".into()),
-        SignatureCheck::Bad(why) => Some(format!("bad signature: {why}")),
-    }
+    })
 }
 
 /// A position in the chain recorded earlier: `SEQ COMMIT`.
-fn read_verified_tip(settings: &Settings) -> Option<(u64, Oid)> {
+pub(crate) fn read_verified_tip(settings: &Settings) -> Option<(u64, Oid)> {
     let text = std::fs::read_to_string(verified_tip_path(settings)).ok()?;
     let (seq, commit) = text.trim().split_once(' ')?;
     Some((seq.parse().ok()?, Oid::from_str(commit).ok()?))
 }
 
-fn write_verified_tip(settings: &Settings, seq: u64, commit: &str) -> Result<(), StoreError> {
+pub(crate) fn write_verified_tip(
+    settings: &Settings,
+    seq: u64,
+    commit: &str,
+) -> Result<(), StoreError> {
     let path = verified_tip_path(settings);
     std::fs::create_dir_all(settings.local_dir())
         .map_err(|e| StoreError::io("create", &settings.local_dir(), e))?;
@@ -320,10 +283,12 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         if report.tip.is_none() {
             report.tip = Some((seq.unwrap_or(0), oid.to_string()));
         }
-        if let Some(why) = signature_problem(
-            &signature_status(&repo, &signers, oid),
-            &[Role::Server, Role::Watchdog],
-        ) {
+        let roles = entry
+            .as_ref()
+            .map_or(&[Role::Server, Role::Watchdog][..], |e| {
+                signer_roles(&e.entry.event_type)
+            });
+        if let Some(why) = signature_problem(&signature_status(&repo, &signers, oid), roles) {
             bad(seq, why);
         }
         if entry.is_none() {
@@ -397,7 +362,41 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut report.notes,
         &mut found,
     );
+    // The index's contents, once the chain itself is sound up to it.
+    if let (Some(index), true) = (index.as_ref(), found.is_empty()) {
+        let mut check = crate::app::governance::entry_check(settings);
+        match index.difference_from_chain(&repo, &refname, &mut check) {
+            Ok(None) => {}
+            Ok(Some(why)) => found.push(Problem {
+                seq: None,
+                commit: None,
+                reason: format!("the index was changed outside gov: {why}"),
+            }),
+            Err(e) => found.push(Problem {
+                seq: None,
+                commit: None,
+                reason: format!("the index cannot be compared with the chain: {e}"),
+            }),
+        }
+    }
     check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
+    let orphans = crate::app::orphans::orphan_branches(&repo, &settings.proposal_prefix, |id| {
+        Ok(forge.proposals.contains(id))
+    })
+    .map_err(|e| StoreError::BadEntry {
+        commit: "-".into(),
+        reason: e.to_string(),
+    })?;
+    for (name, commit) in orphans {
+        found.push(Problem {
+            seq: None,
+            commit: Some(commit.to_string()),
+            reason: format!(
+                "orphan: branch `{}` has no `proposal_submitted` entry (the next `gov serve` or `gov watchdog` sets it aside)",
+                name.strip_prefix("refs/heads/").unwrap_or(&name)
+            ),
+        });
+    }
     report.problems = found;
     if report.is_ok() {
         if let Some((seq, commit)) = &report.tip {

@@ -192,6 +192,8 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
+    let expires_at =
+        Timestamp(Utc::now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
@@ -201,10 +203,33 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
         }
         let e = NewEntry::new(actor, "agent_token_issued")
             .agent(agent_id)
-            .payload(json!({"token_hash": hash, "run_id": null}));
+            .payload(json!({"token_hash": hash, "run_id": null, "expires_at": expires_at}));
         Ok((Ok(()), vec![e]))
     })?;
     Ok(token)
+}
+
+/// Revokes an agent token (audited). Returns the agent it belonged to.
+pub fn revoke_token(svc: &Service, token: &str, actor: Actor) -> Result<String, AppError> {
+    let hash = token_hash(token.trim());
+    svc.transact(|tx| -> Step<String> {
+        let conn = tx.index().conn();
+        let Some((agent, run)) = projection::agent_token(conn, &hash, Timestamp(Utc::now()))?
+        else {
+            return Ok((
+                Err(AppError::NotFound(
+                    "no live agent token matches (unknown, expired or already revoked)".into(),
+                )),
+                vec![],
+            ));
+        };
+        let e = NewEntry::new(actor, "agent_token_revoked")
+            .agent(&agent)
+            .payload(
+                json!({"token_hash": hash, "run_id": run, "reason": "revoked by the operator"}),
+            );
+        Ok((Ok(agent), vec![e]))
+    })
 }
 
 /// The agent (and run) a bearer token was minted for, if it is live.
@@ -212,7 +237,7 @@ pub fn token_agent(
     svc: &Service,
     token: &str,
 ) -> Result<Option<(String, Option<String>)>, AppError> {
-    svc.read(|c| projection::agent_token(c, &token_hash(token)))
+    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(Utc::now())))
 }
 
 /// A tool call to evaluate.
@@ -321,6 +346,16 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name",
             "tool_name must be non-empty",
         ));
+    }
+    crate::domain::audit::check_name("tool_name", &call.tool_name)?;
+    // A tool call that needs a person becomes a proposal whose entry wraps
+    // this input several levels down.
+    crate::domain::audit::check_input_depth(
+        "tool_input",
+        &serde_json::Value::Object(call.tool_input.clone()),
+    )?;
+    if let Some(run) = &call.run_id {
+        crate::domain::audit::check_name("run_id", run)?;
     }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});

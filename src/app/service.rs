@@ -19,7 +19,23 @@ use crate::store::keys::{Role, SigningKey};
 
 impl From<GovError> for AppError {
     fn from(e: GovError) -> Self {
-        AppError::internal(crate::domain::errors::error_chain(&e))
+        use crate::store::git::StoreError;
+        match e {
+            // Nothing was written: the caller's input cannot be recorded.
+            GovError::Store(StoreError::InvalidEntry(e)) => AppError::Invalid {
+                field: e.field.to_string(),
+                message: e.reason,
+            },
+            GovError::Store(StoreError::Tampered(why)) => AppError::ChainTampered(why),
+            GovError::Store(e) if e.is_storage_full() => AppError::StorageFull(e.to_string()),
+            e => AppError::internal(crate::domain::errors::error_chain(&e)),
+        }
+    }
+}
+
+impl From<crate::store::git::StoreError> for AppError {
+    fn from(e: crate::store::git::StoreError) -> Self {
+        GovError::from(e).into()
     }
 }
 
@@ -64,6 +80,7 @@ pub struct Service {
     approver_key: Option<SigningKey>,
     policy: RwLock<PolicyState>,
     agents: RwLock<AgentsState>,
+    unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
     pub started_at: Timestamp,
 }
 
@@ -99,15 +116,32 @@ impl Service {
             approver_key,
             policy: RwLock::new(PolicyState::default()),
             agents: RwLock::new(AgentsState::default()),
+            unknown_redemptions: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
         let repo = svc.open_repo()?;
         let _ = svc.policy_at(&repo);
+        // A proposal branch left by a writer that died before its entry.
+        if svc.gov.tampered().is_none() {
+            if let Err(e) = super::orphans::repair(&svc) {
+                tracing::warn!(error = %e, "cannot repair orphan proposal branches");
+            }
+        }
         Ok(svc)
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The count of redemptions of unknown tokens not yet recorded.
+    pub fn unknown_redemptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::credentials::UnknownRedemptions> {
+        // A poisoned counter is still a counter.
+        self.unknown_redemptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn governance(&self) -> &Governance {

@@ -55,6 +55,12 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
         );
     }
     println!("audit entries   {}", text(&s["audit_entries"]));
+    if !s["audit_tampered"].is_null() {
+        println!(
+            "TAMPERED        {}; writes are refused until `gov audit recover`",
+            text(&s["audit_tampered"])
+        );
+    }
     println!("pending         {}", text(&s["pending_proposals"]));
     let paused: Vec<String> = s["agents_paused"]
         .as_array()

@@ -9,3 +9,4 @@ pub mod policies;
 pub mod projection;
 pub mod proposals;
 pub mod remote;
+pub mod trust;

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
     run_id TEXT,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    expires_at TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -219,8 +220,8 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         "agent_token_issued" => {
             if let (Some(agent), Some(hash)) = (&e.agent_id, str_field(entry, "token_hash")) {
                 tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                    params![hash, agent, str_field(entry, "run_id")],
+                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, agent, str_field(entry, "run_id"), str_field(entry, "expires_at")],
                 )?;
             }
         }
@@ -472,13 +473,16 @@ pub fn credential(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Cred
 }
 
 /// A live (not revoked) agent token: its agent and run.
+/// The agent (and run) of a live token: not revoked, not expired at `now`.
 pub fn agent_token(
     conn: &Connection,
     hash: &str,
+    now: crate::domain::audit::Timestamp,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
     conn.query_row(
-        "SELECT agent_id, run_id FROM agent_tokens WHERE hash = ?1 AND revoked = 0",
-        [hash],
+        "SELECT agent_id, run_id FROM agent_tokens
+         WHERE hash = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)",
+        params![hash, now.to_rfc3339()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()

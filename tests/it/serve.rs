@@ -14,7 +14,7 @@ use crate::support::repo::{have_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
-fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
+pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
     let mut child = Command::new(gov_bin())
         .arg("--repo")
         .arg(repo.root())

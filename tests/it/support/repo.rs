@@ -17,7 +17,11 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new() -> TestResult<TestRepo> {
-        let dir = tempfile::tempdir()?;
+        Self::new_in(tempfile::tempdir()?)
+    }
+
+    /// A repository in `dir` (e.g. a folder on a small file system).
+    pub fn new_in(dir: tempfile::TempDir) -> TestResult<TestRepo> {
         let root = dir.path().to_path_buf();
         let repo = init_repo(&root, "main")?;
         let gov_toml = "# all defaults\n";
@@ -108,4 +112,19 @@ impl TestRepo {
 /// check SSH signatures).
 pub fn have_program(name: &str) -> bool {
     Command::new(name).arg("-?").output().is_ok()
+}
+
+/// The output of a command as text.
+pub trait OutputText {
+    fn stdout_text(&self) -> String;
+    fn stderr_text(&self) -> String;
+}
+
+impl OutputText for Output {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
 }
