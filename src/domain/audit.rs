@@ -386,6 +386,7 @@ pub enum EntryParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SubsecRound;
 
     #[test]
     fn message_round_trips() {
@@ -411,5 +412,72 @@ mod tests {
             AuditEntry::from_commit_message(&forged),
             Err(EntryParseError::HeadMismatch)
         );
+    }
+
+    fn deep(n: usize) -> serde_json::Value {
+        let mut v = serde_json::json!(1);
+        for _ in 0..n {
+            v = serde_json::json!({ "a": v });
+        }
+        v
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_before_writing() {
+        let ok = |e: NewEntry| {
+            e.place(1, Utc::now().trunc_subsecs(6))
+                .checked_commit_message()
+        };
+        let field = |e: NewEntry| ok(e).map_err(|e| e.field);
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "note\n\n{\"x\":1}")),
+            Err("event_type")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "note\u{0}")),
+            Err("event_type")
+        );
+        assert_eq!(field(NewEntry::new(Actor::server(), "")), Err("event_type"));
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "x").agent("a\nb")),
+            Err("agent_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "x").proposal("p\u{0}")),
+            Err("proposal_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "x").task("")),
+            Err("task_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor("a\u{1b}[2J".into()), "x")),
+            Err("actor")
+        );
+        // 63 levels in the payload make 64 with the entry: the limit.
+        assert!(ok(NewEntry::new(Actor::server(), "x").payload(deep(MAX_ENTRY_DEPTH - 1))).is_ok());
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "x").payload(deep(MAX_ENTRY_DEPTH))),
+            Err("payload")
+        );
+        let big = serde_json::json!({"s": "x".repeat(MAX_ENTRY_BYTES)});
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), "x").payload(big)),
+            Err("payload")
+        );
+        // Strings inside the payload may hold anything: JSON escapes them.
+        let e = NewEntry::new(Actor::server(), "agent.note-1")
+            .payload(serde_json::json!({"s": "a\u{0}b\n\n{\"x\":1}", "f": 0.1}));
+        let placed = e.place(1, Utc::now().trunc_subsecs(6));
+        let msg = placed.checked_commit_message().expect("readable");
+        assert_eq!(AuditEntry::from_commit_message(&msg), Ok(placed));
+    }
+
+    #[test]
+    fn timestamps_outside_the_years_1970_to_9999_are_refused() {
+        assert!(Timestamp::parse("9999-12-31T23:59:59-23:59").is_err());
+        assert!(Timestamp::parse("1969-12-31T23:59:59+00:00").is_err());
+        assert!(Timestamp::parse("9999-12-31T23:59:59+00:00").is_ok());
+        assert!(Timestamp::parse("2026-11-25T08:40:00.5+01:00").is_ok());
     }
 }

@@ -278,6 +278,8 @@ fn a_chain_moved_back_while_running_cannot_redeem_twice() -> TestResult {
 fn a_chain_moved_back_behind_the_verified_tip_refuses_writes_at_start() -> TestResult {
     let mut s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
+    let r = s.post("/audit", Some(&tok), &json!({"event_type": "note"}))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(gov::app::audit::verify(s.settings())?.is_ok());
     s.stop();
     move_back(&s)?;
@@ -333,6 +335,8 @@ fn recover_sets_the_forged_part_aside_and_resumes() -> TestResult {
 #[test]
 fn recover_restores_a_chain_that_was_moved_back() -> TestResult {
     let mut s = TestServer::start()?;
+    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     let tok = s.agent_token("noop")?;
     s.stop();
     let lost = move_back(&s)?;
@@ -357,6 +361,7 @@ fn recover_restores_a_chain_that_was_moved_back() -> TestResult {
 #[test]
 fn nothing_to_recover_on_a_sound_chain() -> TestResult {
     let mut s = TestServer::start()?;
+    s.agent_token("noop")?;
     s.stop();
     let o = s
         .repo
