@@ -20,7 +20,11 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
         .arg(repo.root())
         .args(["serve", "--port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("GOV_DEBUG_SERVE").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
