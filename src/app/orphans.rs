@@ -11,11 +11,11 @@
 //! any orphan branch that is still there.
 
 use git2::Repository;
-use serde_json::json;
 
 use super::error::AppError;
 use super::service::{Service, Step};
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
+use crate::domain::event::OrphanSetAside;
 use crate::store::projection;
 
 /// Where orphan branches are kept.
@@ -61,14 +61,16 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
                 .reference(&kept, *commit, true, "gov: orphan proposal branch set aside")?;
             tx.repo().find_reference(name)?.delete()?;
             tracing::warn!(branch = %short, "set aside a proposal branch no entry records");
-            entries.push(
-                NewEntry::new(Actor::server(), "proposal_orphan_set_aside").payload(json!({
-                    "branch": short,
-                    "commit": commit.to_string(),
-                    "kept_as": kept,
-                    "reason": "no proposal_submitted entry records it: the writer failed or died before its entry",
-                })),
-            );
+            let set_aside = OrphanSetAside {
+                branch: short.to_string(),
+                commit: commit.to_string(),
+                kept_as: kept,
+                reason: "no proposal_submitted entry records it: the writer failed or died before its entry".into(),
+            };
+            entries.push(NewEntry::new(
+                Actor::server(),
+                Event::ProposalOrphanSetAside(set_aside),
+            ));
         }
         Ok((Ok(orphans.len()), entries))
     })

@@ -14,17 +14,17 @@
 use std::path::PathBuf;
 
 use git2::{Oid, Repository};
-use serde_json::json;
 
 use crate::app::governance::{entry_check, open_repo, GovError};
 use crate::config::Settings;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
+use crate::domain::event::{AuditRecovered, ChainPoint, MissingHead, SetAsideHead};
 use crate::store::audit as chain;
 use crate::store::git::{cas_ref, StoreError};
 use crate::store::index::{move_aside, Index};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
-use crate::store::trust::{EntryCheck, RECOVERY_EVENT};
+use crate::store::trust::EntryCheck;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
@@ -177,7 +177,11 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
     ] {
         if let Some((s, c)) = seq {
             if repo.find_commit(c).is_err() {
-                missing.push(json!({"what": what, "seq": s, "commit": c.to_string()}));
+                missing.push(MissingHead {
+                    what: what.to_string(),
+                    seq: s,
+                    commit: c.to_string(),
+                });
             }
         }
     }
@@ -228,20 +232,29 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
     };
     let mut index = Index::open(&index_path)?;
     index.rebuild(&repo, &refname, &mut check)?;
-    let entry =
-        NewEntry::new(Actor::operator(&settings.operator_name), RECOVERY_EVENT).payload(json!({
-            "reason": reason,
-            "resumed_from": {"seq": best.0, "commit": best.1.to_string()},
-            "previous_audit_tip": ref_tip.map(|t| t.to_string()),
-            "set_aside": set_aside.iter().map(|s| json!({
-                "what": s.what,
-                "commit": s.commit.to_string(),
-                "ref": s.refname,
-                "why": s.why,
-            })).collect::<Vec<_>>(),
-            "missing": missing,
-            "index_moved_to": index_moved_to.as_ref().map(|p| p.display().to_string()),
-        }));
+    let recovered = AuditRecovered {
+        reason: reason.to_string(),
+        resumed_from: ChainPoint {
+            seq: best.0,
+            commit: best.1.to_string(),
+        },
+        previous_audit_tip: ref_tip.map(|t| t.to_string()),
+        set_aside: set_aside
+            .iter()
+            .map(|s| SetAsideHead {
+                what: s.what.to_string(),
+                commit: s.commit.to_string(),
+                refname: s.refname.clone(),
+                why: s.why.clone(),
+            })
+            .collect(),
+        missing,
+        index_moved_to: index_moved_to.as_ref().map(|p| p.display().to_string()),
+    };
+    let entry = NewEntry::new(
+        Actor::operator(&settings.operator_name),
+        Event::AuditRecovered(recovered),
+    );
     let written = chain::append(&lock, &repo, &refname, &key, Role::Approver, vec![entry])?;
     index.apply_written(&repo, &refname, &written, &mut check)?;
     let last = written.last().ok_or_else(|| StoreError::BadEntry {

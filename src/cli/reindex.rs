@@ -12,15 +12,7 @@ pub struct Args {}
 
 pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
-    let done = governance::reindex(&settings).map_err(|e| {
-        let code = match &e {
-            governance::GovError::Store(crate::store::git::StoreError::Tampered(_)) => {
-                ExitCode::CheckFailed
-            }
-            _ => ExitCode::Failure,
-        };
-        Failure::from_error(code, &e)
-    })?;
+    let done = governance::reindex(&settings)?;
     if let Some(aside) = &done.moved_aside {
         println!(
             "the index was unreadable; moved it to `{}`",

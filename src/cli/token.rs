@@ -4,14 +4,13 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use serde_json::json;
-
-use super::http::{detail, Client};
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::app::runs;
 use crate::app::service::Service;
 use crate::config::Settings;
 use crate::domain::audit::Actor;
+use crate::wire::{TokenRevoke, TokenRevoked};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,16 +45,13 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&super::repo_root(repo)?)?;
     let client = Client::new(&settings);
     let agent = if client.is_up() {
-        let reply = client.post("/tokens/revoke", &json!({"token": token}))?;
-        if reply.status != 200 {
-            return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-        }
-        reply.body["agent_id"].as_str().unwrap_or("").to_string()
+        let body = serde_json::to_value(TokenRevoke { token })
+            .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
+        let revoked: TokenRevoked = client.post("/tokens/revoke", &body)?.ok_as()?;
+        revoked.agent_id
     } else {
-        let svc =
-            Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
-        runs::revoke_token(&svc, &token, Actor::operator(&settings.operator_name))
-            .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?
+        let svc = Service::open(&settings)?;
+        runs::revoke_token(&svc, &token, Actor::operator(&settings.operator_name))?
     };
     println!("revoked a token of agent `{agent}`");
     Ok(ExitCode::Ok)

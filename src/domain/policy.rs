@@ -302,7 +302,10 @@ impl PolicySet {
         }
     }
 
-    fn try_decide(&self, req: &CedarRequest) -> Result<Decision, String> {
+    /// [`PolicySet::decide`], with a request the schema refuses (an
+    /// unknown action, a malformed entity or context) as an error rather
+    /// than a `Forbidden` decision.
+    pub fn try_decide(&self, req: &CedarRequest) -> Result<Decision, String> {
         let principal = entity_uid(&req.principal)?;
         let resource = entity_uid(&req.resource)?;
         let action = entity_uid(&EntityRef::new("Action", req.action.clone()))?;

@@ -183,7 +183,7 @@ impl EntryCheck {
         if commit.tree_id().to_string() != EMPTY_TREE {
             return Err(tampered("the commit carries files".into()));
         }
-        let roles = signer_roles(&entry.entry.entry.event_type);
+        let roles = signer_roles(entry.entry.entry.event_type());
         let check = signature_status(repo, self.signers(repo)?, oid);
         if let Some(why) = signature_problem(&check, roles) {
             return Err(tampered(why));

@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod cli_docs;
 mod dashboard;
 mod demo;
 mod faults;
@@ -13,6 +14,7 @@ mod policy;
 mod props;
 mod remote;
 mod runner;
+mod sandbox;
 mod security;
 mod serve;
 mod server;
