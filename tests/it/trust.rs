@@ -180,6 +180,12 @@ fn forge_entry(s: &TestServer, entry: NewEntry) -> TestResult<Oid> {
     Ok(oid)
 }
 
+/// A command failed with `code` and said `needle` on stderr.
+fn assert_fails(o: &std::process::Output, code: i32, needle: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}", o.stderr_text());
+    assert!(o.stderr_text().contains(needle), "{}", o.stderr_text());
+}
+
 fn assert_writes_refused(s: &TestServer, tok: &str) -> TestResult {
     let r = s.post("/audit", Some(tok), &json!({"event_type": "note"}))?;
     assert_eq!(r.status, 503, "{:?}", r.body);
@@ -286,12 +292,7 @@ fn a_chain_moved_back_while_running_cannot_redeem_twice() -> TestResult {
     );
     // reindex refuses to rebuild from the shorter chain.
     let o = s.repo.gov(&["reindex"])?;
-    assert_eq!(o.status.code(), Some(3), "{}", o.stderr_text());
-    assert!(
-        o.stderr_text().contains("no longer on the audit chain"),
-        "{}",
-        o.stderr_text()
-    );
+    assert_fails(&o, 3, "no longer on the audit chain");
     Ok(())
 }
 
@@ -391,12 +392,7 @@ fn nothing_to_recover_on_a_sound_chain() -> TestResult {
     let o = s
         .repo
         .gov(&["audit", "recover", "--reason", "just checking"])?;
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        o.stderr_text().contains("nothing to recover"),
-        "{}",
-        o.stderr_text()
-    );
+    assert_fails(&o, 2, "nothing to recover");
     Ok(())
 }
 
