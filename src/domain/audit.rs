@@ -423,7 +423,11 @@ impl AuditEntry {
     /// The commit message for the entry, only if it can be read back as
     /// exactly this entry: every field is checked, the message is bounded
     /// in size, and it is parsed back and compared before anyone writes it.
-    pub fn checked_commit_message(&self) -> Result<String, EntryError> {
+    ///
+    /// Returns the message and the entry as it reads back, which is what
+    /// every later reader sees (times keep microseconds, for instance): the
+    /// writer hands that one on, never the one it was given.
+    pub fn checked_commit_message(&self) -> Result<(String, AuditEntry), EntryError> {
         self.entry.validate()?;
         let message = self.commit_message();
         if message.len() > MAX_ENTRY_BYTES {
@@ -436,7 +440,9 @@ impl AuditEntry {
             ));
         }
         match AuditEntry::from_commit_message(&message) {
-            Ok(back) if back == *self && back.commit_message() == message => Ok(message),
+            // Reading back must be stable: the entry read back writes the
+            // very same message.
+            Ok(back) if back.commit_message() == message => Ok((message, back)),
             Ok(_) => Err(EntryError::new(
                 "entry",
                 "does not read back as written (a value does not survive JSON)",
@@ -570,7 +576,8 @@ mod tests {
             ),
         );
         let placed = e.place(1, Utc::now().trunc_subsecs(6));
-        let msg = placed.checked_commit_message().expect("readable");
+        let (msg, back) = placed.checked_commit_message().expect("readable");
+        assert_eq!(back, placed);
         assert_eq!(AuditEntry::from_commit_message(&msg), Ok(placed));
     }
 

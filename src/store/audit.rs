@@ -120,7 +120,7 @@ pub fn append(
         let entry = new.place(seq, last_ts);
         // Checked before anything is written: an entry that could not be
         // read back would stop every later reader of the chain.
-        let message = entry.checked_commit_message()?;
+        let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
         let oid = signed_commit(repo, key, &who, &tree, &parents, &message)?;
         objects.push(oid);
