@@ -352,6 +352,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             let entries = index.count().map_err(AppError::internal)?;
             (paused, pending, entries)
         };
+        let remote = crate::app::remote::remote_status(&svc)?;
         Ok(wire::Status {
             ok: policy.version.is_some() && svc.governance().tampered().is_none(),
             host: "127.0.0.1".into(),
@@ -368,6 +369,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             pending_proposals: u64::try_from(pending).unwrap_or(0),
             policy_version: policy.version,
             policy_error: policy.error,
+            remote,
             agent_auth: match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

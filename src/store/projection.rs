@@ -189,6 +189,10 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         | Event::AuditFlagImpersonation(_)
         | Event::AuditRecovered(_)
         | Event::ProposalOrphanSetAside(_)
+        | Event::ForgeMergeReported(_)
+        | Event::ForgeMergeRecorded(_)
+        | Event::PullRequestOpened(_)
+        | Event::PullRequestClosed(_)
         | Event::Other(_) => {}
     }
     Ok(())

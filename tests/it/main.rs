@@ -8,6 +8,7 @@ mod cli_docs;
 mod dashboard;
 mod demo;
 mod faults;
+mod forge;
 mod init;
 mod live_run;
 mod policy;
