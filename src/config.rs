@@ -106,6 +106,8 @@ pub struct RawRepo {
 pub struct RawServer {
     pub port: Option<u16>,
     pub agent_auth: Option<AgentAuth>,
+    pub agent_token_ttl_hours: Option<u32>,
+    pub header_read_timeout_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +292,14 @@ pub struct WatchdogSettings {
     pub repeat_payload_count: u32,
 }
 
+/// How long an operator-minted agent token lives unless `gov.toml` says
+/// otherwise (`[server] agent_token_ttl_hours`): 30 days.
+pub const DEFAULT_AGENT_TOKEN_TTL_HOURS: u32 = 720;
+
+/// How long a client may take to send a request head, or stay idle
+/// between requests, unless `gov.toml` says otherwise.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 10;
+
 /// Everything `gov.toml` says, with defaults applied and paths made absolute.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -299,6 +309,11 @@ pub struct Settings {
     pub proposal_prefix: String,
     pub port: u16,
     pub agent_auth: AgentAuth,
+    /// How long an agent token the operator mints stays valid.
+    pub agent_token_ttl_hours: u32,
+    /// A connection that has not sent a whole request head within this
+    /// time (a new one, or an idle kept-alive one) is closed.
+    pub header_read_timeout: std::time::Duration,
     pub budget: BudgetSettings,
     pub watchdog: WatchdogSettings,
     pub server_key: PathBuf,
@@ -439,6 +454,16 @@ impl Settings {
                 .unwrap_or_else(|| "gov/proposal/".into()),
             port,
             agent_auth: raw.server.agent_auth.unwrap_or_default(),
+            agent_token_ttl_hours: raw
+                .server
+                .agent_token_ttl_hours
+                .unwrap_or(DEFAULT_AGENT_TOKEN_TTL_HOURS),
+            header_read_timeout: std::time::Duration::from_secs(u64::from(
+                raw.server
+                    .header_read_timeout_seconds
+                    .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECONDS)
+                    .max(1),
+            )),
             budget,
             watchdog,
             server_key: abs(raw.signers.server_key, ".gov/keys/server"),

@@ -167,6 +167,23 @@ pub struct AgentState {
     pub paused_reason: Option<String>,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// `POST /tokens/revoke` (and `gov token revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoke {
+    pub token: String,
+}
+
+/// `POST /tokens/revoke` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub agent_id: String,
+    pub revoked: bool,
+}
+
 /// `GET /status` → 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -178,6 +195,12 @@ pub struct Status {
     /// Always true: the original's field, kept for its clients.
     pub audit_jsonl_ok: bool,
     pub audit_entries: u64,
+    /// False when the audit chain was tampered with (writes are refused).
+    #[serde(default = "yes")]
+    pub audit_ok: bool,
+    /// Why writes are refused, when the chain was tampered with.
+    #[serde(default)]
+    pub audit_tampered: Option<String>,
     pub started_at: Timestamp,
     pub agents_paused: Vec<String>,
     pub known_agents: Vec<String>,

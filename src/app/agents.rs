@@ -469,14 +469,20 @@ pub fn flag_impersonation(
     claimed: &str,
     what: &str,
 ) -> Result<(), AppError> {
+    svc.governance()
+        .append(vec![impersonation_entry(token_agent, claimed, what)])?;
+    Ok(())
+}
+
+/// The entry that flags an agent acting for another.
+pub fn impersonation_entry(token_agent: &str, claimed: &str, what: &str) -> NewEntry {
     let flag = Impersonation {
         claimed_agent_id: claimed.into(),
         request: what.into(),
     };
-    svc.governance().append(vec![NewEntry::new(
+    NewEntry::new(
         Actor::agent(token_agent),
         Event::AuditFlagImpersonation(flag),
     )
-    .agent(token_agent)])?;
-    Ok(())
+    .agent(token_agent)
 }

@@ -29,9 +29,11 @@ use crate::config::Settings;
 use crate::domain::audit::Event;
 use crate::domain::event::VIA_FORGE;
 use crate::store::audit::{entries_from, read_entry};
-use crate::store::git::{StoreError, EMPTY_TREE};
 /// The filter of `gov audit log` and `GET /audit`, and a signature's check,
 /// as the edges name them.
+pub use crate::store::entry_check::signature_status;
+use crate::store::entry_check::{signature_problem, signer_roles, LoadSignersError, SignersSource};
+use crate::store::git::{StoreError, EMPTY_TREE};
 pub use crate::store::index::AuditFilter;
 use crate::store::index::{Index, IndexedEntry};
 pub use crate::store::keys::SignatureCheck;
@@ -45,6 +47,8 @@ struct ForgeRecords {
     submitted: Vec<(Oid, String, String)>,
     /// Merge commits recorded as approvals made on the forge.
     approvals: std::collections::HashSet<String>,
+    /// Every proposal id a `proposal_submitted` entry records.
+    proposals: std::collections::HashSet<String>,
     /// One-parent commits recorded as squash or rebase merges on the forge,
     /// with the proposal each approved.
     squashes: std::collections::HashMap<String, String>,
@@ -56,6 +60,7 @@ impl ForgeRecords {
     fn note(&mut self, e: &crate::domain::audit::AuditEntry) {
         match &e.entry.event {
             Event::ProposalSubmitted(s) => {
+                self.proposals.insert(s.proposal.proposal_id.clone());
                 let commit = s.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
                 if let (Some(c), Some(_)) = (commit, &s.proposal.branch) {
                     let p = &s.proposal;
@@ -213,67 +218,30 @@ impl VerifyReport {
 
 /// The allowed signers as `main`'s tip has them, else the working file.
 pub fn load_signers(settings: &Settings, repo: &Repository) -> Result<AllowedSigners, VerifyError> {
-    let path = settings.allowed_signers_path();
-    let on_main = repo
-        .refname_to_id(&settings.main_refname())
-        .ok()
-        .and_then(|id| repo.find_commit(id).ok())
-        .and_then(|c| c.tree().ok())
-        .and_then(|t| {
-            t.get_path(std::path::Path::new("policies/allowed_signers"))
-                .ok()
-        })
-        .and_then(|e| repo.find_blob(e.id()).ok())
-        .map(|b| String::from_utf8_lossy(b.content()).into_owned());
-    match on_main {
-        Some(text) => Ok(AllowedSigners::parse(&path, &text)?),
-        None if path.is_file() => Ok(AllowedSigners::load(&path)?),
-        None => Err(VerifyError::NoSigners {
+    let source = SignersSource {
+        main_ref: settings.main_refname(),
+        file: settings.allowed_signers_path(),
+    };
+    source.load(repo).map_err(|e| match e {
+        LoadSignersError::Signers(e) => VerifyError::Signers(e),
+        LoadSignersError::Missing { .. } => VerifyError::NoSigners {
             branch: settings.main_branch.clone(),
-        }),
-    }
-}
-
-/// Checks one commit's signature against the allowed signers.
-pub fn signature_status(
-    repo: &Repository,
-    signers: &AllowedSigners,
-    commit: Oid,
-) -> SignatureCheck {
-    crate::store::trust::commit_signature(repo, signers, commit)
-}
-
-/// Why a signature does not make a valid signer of `roles`; `None` if it does.
-fn signature_problem(check: &SignatureCheck, roles: &[Role]) -> Option<String> {
-    match check {
-        SignatureCheck::Good {
-            principal,
-            roles: has,
-            ..
-        } => {
-            if has.iter().any(|r| roles.contains(r)) {
-                None
-            } else {
-                let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-                Some(format!(
-                    "signed by `{principal}`, which has no {} role",
-                    wanted.join(" or ")
-                ))
-            }
-        }
-        SignatureCheck::Missing => Some("not signed".into()),
-        SignatureCheck::Bad(why) => Some(format!("bad signature: {why}")),
-    }
+        },
+    })
 }
 
 /// A position in the chain recorded earlier: `SEQ COMMIT`.
-fn read_verified_tip(settings: &Settings) -> Option<(u64, Oid)> {
+pub(crate) fn read_verified_tip(settings: &Settings) -> Option<(u64, Oid)> {
     let text = std::fs::read_to_string(verified_tip_path(settings)).ok()?;
     let (seq, commit) = text.trim().split_once(' ')?;
     Some((seq.parse().ok()?, Oid::from_str(commit).ok()?))
 }
 
-fn write_verified_tip(settings: &Settings, seq: u64, commit: &str) -> Result<(), StoreError> {
+pub(crate) fn write_verified_tip(
+    settings: &Settings,
+    seq: u64,
+    commit: &str,
+) -> Result<(), StoreError> {
     let path = verified_tip_path(settings);
     std::fs::create_dir_all(settings.local_dir())
         .map_err(|e| StoreError::io("create", &settings.local_dir(), e))?;
@@ -357,10 +325,12 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         if report.tip.is_none() {
             report.tip = Some((seq.unwrap_or(0), oid.to_string()));
         }
-        if let Some(why) = signature_problem(
-            &signature_status(&repo, &signers, oid),
-            &[Role::Server, Role::Watchdog],
-        ) {
+        let roles = entry
+            .as_ref()
+            .map_or(&[Role::Server, Role::Watchdog][..], |e| {
+                signer_roles(e.entry.event_type())
+            });
+        if let Some(why) = signature_problem(&signature_status(&repo, &signers, oid), roles) {
             bad(seq, why);
         }
         if entry.is_none() {
@@ -434,8 +404,42 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut report.notes,
         &mut found,
     );
+    // The index's contents, once the chain itself is sound up to it.
+    if let (Some(index), true) = (index.as_ref(), found.is_empty()) {
+        let mut check = crate::app::governance::entry_check(settings);
+        match index.difference_from_chain(&repo, &refname, &mut check) {
+            Ok(None) => {}
+            Ok(Some(why)) => found.push(Problem {
+                seq: None,
+                commit: None,
+                reason: format!("the index was changed outside gov: {why}"),
+            }),
+            Err(e) => found.push(Problem {
+                seq: None,
+                commit: None,
+                reason: format!("the index cannot be compared with the chain: {e}"),
+            }),
+        }
+    }
     check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
     check_in_force(settings, &repo, &forge, &mut report, &mut found)?;
+    let orphans = crate::app::orphans::orphan_branches(&repo, &settings.proposal_prefix, |id| {
+        Ok(forge.proposals.contains(id))
+    })
+    .map_err(|e| StoreError::BadEntry {
+        commit: "-".into(),
+        reason: e.to_string(),
+    })?;
+    for (name, commit) in orphans {
+        found.push(Problem {
+            seq: None,
+            commit: Some(commit.to_string()),
+            reason: format!(
+                "orphan: branch `{}` has no `proposal_submitted` entry (the next `gov serve` or `gov watchdog` sets it aside)",
+                name.strip_prefix("refs/heads/").unwrap_or(&name)
+            ),
+        });
+    }
     report.problems = found;
     if report.is_ok() {
         if let Some((seq, commit)) = &report.tip {

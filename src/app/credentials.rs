@@ -65,30 +65,103 @@ pub struct Redeemed {
     pub scope: String,
 }
 
-pub fn redeem(svc: &Service, token: &str) -> Result<Redeemed, AppError> {
+/// Who presents a credential for redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemer {
+    /// The operator or the runner: any credential.
+    Trusted,
+    /// An agent's token: only that agent's credentials.
+    Agent(String),
+    /// No token (only with `agent_auth = "optional"`).
+    Anonymous,
+}
+
+/// How often at most an entry records redemptions of unknown tokens.
+pub const UNKNOWN_WINDOW_SECONDS: i64 = 60;
+
+/// Redemptions of unknown tokens since the last entry that recorded them:
+/// anyone who can reach the port can send them, so they are counted and
+/// written at most once per [`UNKNOWN_WINDOW_SECONDS`], not one entry each.
+#[derive(Debug, Default)]
+pub struct UnknownRedemptions {
+    count: u64,
+    since: Option<chrono::DateTime<Utc>>,
+    last_written: Option<chrono::DateTime<Utc>>,
+}
+
+impl UnknownRedemptions {
+    /// Counts one; returns the entry to write if one is due.
+    fn record(&mut self, now: chrono::DateTime<Utc>) -> Option<NewEntry> {
+        self.count += 1;
+        let since = *self.since.get_or_insert(now);
+        let due = self
+            .last_written
+            .is_none_or(|t| now - t >= Duration::seconds(UNKNOWN_WINDOW_SECONDS));
+        if !due {
+            return None;
+        }
+        let e = NewEntry::new(
+            Actor::server(),
+            Event::CredentialsUnknown(crate::domain::event::UnknownRedemptions {
+                count: self.count,
+                since: Timestamp(since),
+                window_seconds: UNKNOWN_WINDOW_SECONDS,
+            }),
+        );
+        self.count = 0;
+        self.since = None;
+        self.last_written = Some(now);
+        Some(e)
+    }
+}
+
+pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, AppError> {
+    if token.is_empty() || token.len() > 200 || token.chars().any(char::is_control) {
+        return Err(AppError::invalid("token", "not a credential token"));
+    }
     let hash = token_hash(token);
     svc.transact(|tx| -> Step<Redeemed> {
-        let state = projection::credential(tx.index().conn(), &hash)?;
-        let outcome = redeem_state(state.as_ref(), Utc::now());
-        let (agent, scope) = state
-            .as_ref()
-            .map(|s| (Some(s.agent_id.clone()), s.scope.clone()))
-            .unwrap_or((None, String::new()));
+        let conn = tx.index().conn();
+        let state = projection::credential(conn, &hash)?;
+        let Some(cred) = state.as_ref() else {
+            let entries = svc
+                .unknown_redemptions()
+                .record(Utc::now())
+                .into_iter()
+                .collect();
+            return Ok((Err(AppError::Unauthorized("unknown token".into())), entries));
+        };
+        let agent = cred.agent_id.clone();
+        let scope = cred.scope.clone();
+        if let Redeemer::Agent(caller) = who {
+            if *caller != agent {
+                let e = super::agents::impersonation_entry(
+                    caller,
+                    &agent,
+                    "POST /credentials/redeem",
+                );
+                return Ok((
+                    Err(AppError::Forbidden(format!(
+                        "this credential belongs to agent `{agent}`, not `{caller}`; the attempt is audit-flagged"
+                    ))),
+                    vec![e],
+                ));
+            }
+        }
+        if let Some((err, entry)) = refuse_if_paused(conn, &agent, "credentials_redeem")? {
+            return Ok((Err(err), vec![entry]));
+        }
         let entry = |event: fn(CredentialUse) -> Event| {
             let used = CredentialUse {
                 scope: scope.clone(),
                 token_hash: hash.clone(),
             };
-            let e = NewEntry::new(Actor::server(), event(used));
-            match &agent {
-                Some(a) => e.agent(a),
-                None => e,
-            }
+            NewEntry::new(Actor::server(), event(used)).agent(&agent)
         };
-        Ok(match outcome {
+        Ok(match redeem_state(state.as_ref(), Utc::now()) {
             Redemption::Redeemed => (
                 Ok(Redeemed {
-                    agent_id: agent.clone().unwrap_or_default(),
+                    agent_id: agent.clone(),
                     scope: scope.clone(),
                 }),
                 vec![entry(Event::CredentialsRedeemed)],
@@ -101,10 +174,7 @@ pub fn redeem(svc: &Service, token: &str) -> Result<Redeemed, AppError> {
                 Err(AppError::Unauthorized("token already used".into())),
                 vec![entry(Event::CredentialsReplayBlocked)],
             ),
-            Redemption::Unknown => (
-                Err(AppError::Unauthorized("unknown token".into())),
-                vec![entry(Event::CredentialsUnknown)],
-            ),
+            Redemption::Unknown => (Err(AppError::Unauthorized("unknown token".into())), vec![]),
         })
     })
 }

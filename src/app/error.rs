@@ -48,6 +48,16 @@ pub enum AppError {
     Tampered(String),
     #[error("proposal `{0}` has expired and can no longer be approved")]
     Expired(String),
+    /// The audit chain or the index was changed behind gov's back: writes
+    /// are refused until the operator runs `gov audit recover` (HTTP 503).
+    #[error(
+        "the audit chain was tampered with: {0}; writes are refused until `gov audit recover`"
+    )]
+    ChainTampered(String),
+    /// The disk is full: nothing was written; a write succeeds again once
+    /// space is freed (HTTP 507).
+    #[error("the disk is full: nothing was written: {0}")]
+    StorageFull(String),
     /// No policy set could be loaded: everything is refused (fail closed).
     #[error("no policy set is in force: {0}")]
     NoPolicy(String),
@@ -82,6 +92,29 @@ impl AppError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         AppError::Internal(InternalError(e.to_string()))
     }
+}
+
+impl From<crate::domain::audit::EntryError> for AppError {
+    fn from(e: crate::domain::audit::EntryError) -> Self {
+        AppError::Invalid {
+            field: e.field.to_string(),
+            message: e.reason,
+        }
+    }
+}
+
+/// Free text (a note, a rationale): tabs and line breaks are fine, other
+/// control characters (NUL, escape sequences) are not.
+pub fn check_text(field: &'static str, s: &str) -> Result<(), AppError> {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(AppError::invalid(
+            field,
+            "must not contain control characters other than tab and line breaks",
+        ));
+    }
+    Ok(())
 }
 
 impl From<rusqlite::Error> for AppError {

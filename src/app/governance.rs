@@ -14,6 +14,7 @@ use git2::Repository;
 use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry};
+use crate::store::entry_check::{EntryCheck, SignersSource};
 use crate::store::git::StoreError;
 use crate::store::index::Index;
 /// The role a writer signs as (server, watchdog, approver).
@@ -39,6 +40,7 @@ pub enum GovError {
 struct Writer {
     repo: Repository,
     index: Index,
+    check: EntryCheck,
 }
 
 /// The governance repository opened for writing, signing as one role.
@@ -56,6 +58,10 @@ pub struct Governance {
     signer: Role,
     writer: Mutex<Writer>,
     reader: Mutex<Index>,
+    /// Why writes are refused, once tampering was found (see
+    /// `store::trust`); kept until the process restarts after
+    /// `gov audit recover`.
+    tampered: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -135,7 +141,18 @@ impl Governance {
         };
         let repo = open_repo(settings)?;
         let mut index = Index::open(&settings.index_path())?;
-        index.catch_up(&repo, &settings.audit_refname())?;
+        let mut check = entry_check(settings);
+        // Tampering does not stop the process from starting: it serves what
+        // it had verified, says why it refuses writes, and keeps the index
+        // and `.gov/verified-tip` as they are.
+        let tampered = match start_up_check(settings, &repo, &mut index, &mut check) {
+            Ok(()) => None,
+            Err(StoreError::Tampered(why)) => {
+                tracing::error!(reason = %why, "the audit chain was tampered with; refusing writes");
+                Some(why)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let reader = Index::open(&settings.index_path())?;
         Ok(Governance {
             settings: settings.clone(),
@@ -143,9 +160,34 @@ impl Governance {
             audit_role,
             signer_key,
             signer,
-            writer: Mutex::new(Writer { repo, index }),
+            writer: Mutex::new(Writer { repo, index, check }),
             reader: Mutex::new(reader),
+            tampered: Mutex::new(tampered),
         })
+    }
+
+    /// Why writes are refused, if tampering was found.
+    pub fn tampered(&self) -> Option<String> {
+        self.tampered.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn refuse_if_tampered(&self) -> Result<(), GovError> {
+        match self.tampered() {
+            Some(why) => Err(StoreError::Tampered(why).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records tampering found by `result`, so later writes are refused
+    /// without looking again.
+    fn note_tampering<T>(&self, result: Result<T, StoreError>) -> Result<T, GovError> {
+        if let Err(StoreError::Tampered(why)) = &result {
+            tracing::error!(reason = %why, "the audit chain was tampered with; refusing writes");
+            if let Ok(mut t) = self.tampered.lock() {
+                *t = Some(why.clone());
+            }
+        }
+        Ok(result?)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -170,13 +212,12 @@ impl Governance {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
     ) -> Result<(T, Vec<AuditEntry>), E> {
+        self.refuse_if_tampered()?;
         let mut guard = self.writer.lock().map_err(|_| GovError::Poisoned)?;
         let w = &mut *guard;
         let refname = self.settings.audit_refname();
         let lock = ChainLock::acquire(w.repo.path()).map_err(GovError::from)?;
-        w.index
-            .catch_up(&w.repo, &refname)
-            .map_err(GovError::from)?;
+        self.note_tampering(w.index.catch_up(&w.repo, &refname, &mut w.check))?;
         let tip = chain::tip(&w.repo, &refname).map_err(GovError::from)?;
         let mut tx = Tx {
             repo: &w.repo,
@@ -196,9 +237,10 @@ impl Governance {
             entries,
         )
         .map_err(GovError::from)?;
-        w.index
-            .apply_written(&w.repo, &refname, &written)
-            .map_err(GovError::from)?;
+        self.note_tampering(
+            w.index
+                .apply_written(&w.repo, &refname, &written, &mut w.check),
+        )?;
         drop(lock);
         for e in &written {
             tracing::debug!(
@@ -216,20 +258,91 @@ impl Governance {
     }
 }
 
-/// Rebuilds the index from the chain, holding the chain lock so no writer
-/// appends meanwhile. Needs no key. Returns the number of entries indexed.
-pub fn reindex(settings: &Settings) -> Result<usize, GovError> {
-    let repo = open_repo(settings)?;
-    let _lock = ChainLock::acquire(repo.path())?;
-    let mut index = Index::open(&settings.index_path())?;
-    Ok(index.rebuild(&repo, &settings.audit_refname())?)
+/// How entries are checked before they are projected: signatures against
+/// `policies/allowed_signers` as `main` has it.
+pub fn entry_check(settings: &Settings) -> EntryCheck {
+    EntryCheck::new(SignersSource {
+        main_ref: settings.main_refname(),
+        file: settings.allowed_signers_path(),
+    })
 }
 
-/// Opens the index caught up to the chain, for reading. Needs no key.
+/// At start-up: the chain still holds the tip `gov audit verify` last
+/// accepted (`.gov/verified-tip`) when the index does not already vouch for
+/// it, then the index catches up, each entry checked.
+fn start_up_check(
+    settings: &Settings,
+    repo: &Repository,
+    index: &mut Index,
+    check: &mut EntryCheck,
+) -> Result<(), StoreError> {
+    let refname = settings.audit_refname();
+    if let Some((seq, commit)) = crate::app::audit::read_verified_tip(settings) {
+        // The index's own tip is checked by the catch-up; the verified tip
+        // matters when the index is missing or older than it.
+        let indexed = index.position()?.map_or(0, |(s, _)| s);
+        if indexed < seq && chain::commits_after(repo, &refname, seq, Some(commit))?.is_none() {
+            return Err(StoreError::Tampered(format!(
+                "the last verified entry #{seq} (commit {}) is no longer on the audit chain: the chain was moved back or rewritten",
+                &commit.to_string()[..12]
+            )));
+        }
+    }
+    index.catch_up(repo, &refname, check)?;
+    Ok(())
+}
+
+/// What `gov reindex` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reindexed {
+    pub entries: usize,
+    /// Where an unreadable index was moved, if it was.
+    pub moved_aside: Option<std::path::PathBuf>,
+}
+
+/// Rebuilds the index from the chain, holding the chain lock so no writer
+/// appends meanwhile. Needs no key. Every entry is checked; a chain that
+/// no longer holds the index's last entry or the last verified tip is
+/// tampering and the index is left as it is (run `gov audit recover`). An
+/// index that is not a database at all is moved aside, never deleted.
+pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
+    let repo = open_repo(settings)?;
+    let _lock = ChainLock::acquire(repo.path())?;
+    let path = settings.index_path();
+    let mut moved_aside = None;
+    let mut index = match Index::open(&path) {
+        Ok(index) => index,
+        Err(StoreError::Index(e)) if path.exists() && crate::store::index::is_unreadable(&e) => {
+            let aside = crate::store::index::move_aside(&path, "unreadable")?;
+            tracing::warn!(error = %e, aside = %aside.display(), "the index is unreadable; moved it aside");
+            moved_aside = Some(aside);
+            Index::open(&path)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut check = entry_check(settings);
+    // The old index and the verified tip are evidence: they must still be
+    // on the chain before anything is rebuilt.
+    start_up_check(settings, &repo, &mut index, &mut check)?;
+    let entries = index.rebuild(&repo, &settings.audit_refname(), &mut check)?;
+    Ok(Reindexed {
+        entries,
+        moved_aside,
+    })
+}
+
+/// Opens the index caught up to the chain, for reading. Needs no key. On a
+/// tampered chain the index is returned as it is (what was verified).
 pub fn open_index(settings: &Settings) -> Result<(Repository, Index), GovError> {
     let repo = open_repo(settings)?;
     let mut index = Index::open(&settings.index_path())?;
-    index.catch_up(&repo, &settings.audit_refname())?;
+    match index.catch_up(&repo, &settings.audit_refname(), &mut entry_check(settings)) {
+        Ok(_) => {}
+        Err(StoreError::Tampered(why)) => {
+            tracing::warn!(reason = %why, "the audit chain was tampered with; reading the index as it is");
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok((repo, index))
 }
 

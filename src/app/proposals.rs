@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::AppError;
+use super::error::{check_text, AppError};
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{
@@ -96,6 +96,16 @@ impl Submission {
                 "action_type",
                 "action_type must be non-empty",
             ));
+        }
+        crate::domain::audit::check_name("action_type", &self.action_type)?;
+        crate::domain::audit::check_input_depth(
+            "payload",
+            &serde_json::Value::Object(self.payload.clone()),
+        )?;
+        check_text("expected_outcome", &self.expected_outcome)?;
+        check_text("rationale", &self.rationale)?;
+        for link in &self.links {
+            crate::domain::audit::check_name("links", link)?;
         }
         if self.action_type.starts_with(TOOL_ACTION_PREFIX) {
             return Err(AppError::invalid(
@@ -214,6 +224,18 @@ pub fn refuse_if_paused(
 /// Submits a proposal: the gate.
 pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
     sub.validate()?;
+    let result = submit_checked(svc, sub);
+    if matches!(result, Err(AppError::Internal(_))) {
+        // The branch may be written and its entry not: the next writer is
+        // this one, right away.
+        if let Err(e) = super::orphans::repair(svc) {
+            tracing::warn!(error = %e, "cannot repair orphan proposal branches");
+        }
+    }
+    result
+}
+
+fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
     let payload_value = serde_json::Value::Object(sub.payload.clone());
     let hash = payload_hash(&payload_value);
     svc.transact(|tx| -> Step<Submitted> {
@@ -343,8 +365,8 @@ fn file_decided(
             p.status = ProposalStatus::AutoApproved;
             p.decided_by = Some("auto_policy".into());
             p.decided_at = Some(Timestamp(Utc::now()));
-            let commit = git_proposals::write_auto(tx.repo(), key, &main_ref, &p)
-                .map_err(AppError::internal)?;
+            let commit =
+                git_proposals::write_auto(tx.repo(), key, &main_ref, &p).map_err(AppError::from)?;
             p.commit = Some(commit.to_string());
             Ok((
                 Ok(Submitted {
@@ -393,7 +415,7 @@ pub fn file_pending_on(
             &p,
         ),
     }
-    .map_err(AppError::internal)?;
+    .map_err(AppError::from)?;
     p.branch = Some(branch);
     p.commit = Some(commit.to_string());
     let entry = submitted_entry(&p, record);
@@ -423,6 +445,9 @@ pub fn decide(
     input: &DecisionInput,
     decider: &str,
 ) -> Result<Proposal, AppError> {
+    if let Some(note) = &input.note {
+        check_text("note", note)?;
+    }
     svc.transact(|tx| -> Step<Proposal> {
         let conn = tx.index().conn();
         let Some(mut p) = projection::proposal(conn, id)? else {
@@ -498,7 +523,7 @@ pub fn decide(
                     &p,
                     input.note.as_deref(),
                 )
-                .map_err(AppError::internal)?;
+                .map_err(AppError::from)?;
                 merge_commit = Some(merge.to_string());
                 record = Some(rec);
                 p.status = ProposalStatus::Approved;
@@ -507,7 +532,7 @@ pub fn decide(
                 if let Some(branch) = p.branch.clone() {
                     let to = format!("gov/rejected/{id}");
                     git_proposals::rename_branch(tx.repo(), &branch, &to)
-                        .map_err(AppError::internal)?;
+                        .map_err(AppError::from)?;
                     p.branch = Some(to);
                 }
                 p.status = ProposalStatus::Rejected;

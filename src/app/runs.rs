@@ -16,8 +16,8 @@ use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::budget::Hold;
 use crate::domain::credential::{token_from_bytes, token_hash};
 use crate::domain::event::{
-    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunReservation, ToolApprovalUsed,
-    ToolDecision,
+    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, AgentTokenRevoked, RunReservation,
+    ToolApprovalUsed, ToolDecision,
 };
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
@@ -248,6 +248,8 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
+    let expires_at =
+        Timestamp(Utc::now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
@@ -258,6 +260,7 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
         let issued = AgentTokenIssued {
             token_hash: hash.clone(),
             run_id: None,
+            expires_at: Some(expires_at),
         };
         let e = NewEntry::new(actor, Event::AgentTokenIssued(issued)).agent(agent_id);
         Ok((Ok(()), vec![e]))
@@ -265,12 +268,34 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     Ok(token)
 }
 
+/// Revokes an agent token (audited). Returns the agent it belonged to.
+pub fn revoke_token(svc: &Service, token: &str, actor: Actor) -> Result<String, AppError> {
+    let hash = token_hash(token.trim());
+    svc.transact(|tx| -> Step<String> {
+        let conn = tx.index().conn();
+        let Some((agent, _run)) = projection::agent_token(conn, &hash, Timestamp(Utc::now()))?
+        else {
+            return Ok((
+                Err(AppError::NotFound(
+                    "no live agent token matches (unknown, expired or already revoked)".into(),
+                )),
+                vec![],
+            ));
+        };
+        let revoked = AgentTokenRevoked {
+            token_hash: hash.clone(),
+        };
+        let e = NewEntry::new(actor, Event::AgentTokenRevoked(revoked)).agent(&agent);
+        Ok((Ok(agent), vec![e]))
+    })
+}
+
 /// The agent (and run) a bearer token was minted for, if it is live.
 pub fn token_agent(
     svc: &Service,
     token: &str,
 ) -> Result<Option<(String, Option<String>)>, AppError> {
-    svc.read(|c| projection::agent_token(c, &token_hash(token)))
+    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(Utc::now())))
 }
 
 /// A tool call to evaluate.
@@ -375,6 +400,16 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name",
             "tool_name must be non-empty",
         ));
+    }
+    crate::domain::audit::check_name("tool_name", &call.tool_name)?;
+    // A tool call that needs a person becomes a proposal whose entry wraps
+    // this input several levels down.
+    crate::domain::audit::check_input_depth(
+        "tool_input",
+        &serde_json::Value::Object(call.tool_input.clone()),
+    )?;
+    if let Some(run) = &call.run_id {
+        crate::domain::audit::check_name("run_id", run)?;
     }
     if let Some(id) = &call.tool_use_id {
         if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {

@@ -21,7 +21,23 @@ use crate::store::trust::{Refusal, TrustState};
 
 impl From<GovError> for AppError {
     fn from(e: GovError) -> Self {
-        AppError::internal(crate::domain::errors::error_chain(&e))
+        use crate::store::git::StoreError;
+        match e {
+            // Nothing was written: the caller's input cannot be recorded.
+            GovError::Store(StoreError::InvalidEntry(e)) => AppError::Invalid {
+                field: e.field.to_string(),
+                message: e.reason,
+            },
+            GovError::Store(StoreError::Tampered(why)) => AppError::ChainTampered(why),
+            GovError::Store(e) if e.is_storage_full() => AppError::StorageFull(e.to_string()),
+            e => AppError::internal(crate::domain::errors::error_chain(&e)),
+        }
+    }
+}
+
+impl From<crate::store::git::StoreError> for AppError {
+    fn from(e: crate::store::git::StoreError) -> Self {
+        GovError::from(e).into()
     }
 }
 
@@ -77,6 +93,7 @@ pub struct Service {
     trust: RwLock<Option<TrustState>>,
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
+    unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
     pub started_at: Timestamp,
 }
 
@@ -114,6 +131,7 @@ impl Service {
             agents: RwLock::new(AgentsState::default()),
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
+            unknown_redemptions: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
         let mut svc = svc;
@@ -123,11 +141,27 @@ impl Service {
         }
         let _ = svc.policy_at(&repo);
         svc.record_refusals()?;
+        // A proposal branch left by a writer that died before its entry.
+        if svc.gov.tampered().is_none() {
+            if let Err(e) = super::orphans::repair(&svc) {
+                tracing::warn!(error = %e, "cannot repair orphan proposal branches");
+            }
+        }
         Ok(svc)
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The count of redemptions of unknown tokens not yet recorded.
+    pub fn unknown_redemptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::credentials::UnknownRedemptions> {
+        // A poisoned counter is still a counter.
+        self.unknown_redemptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn governance(&self) -> &Governance {

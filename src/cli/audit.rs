@@ -30,6 +30,11 @@ pub enum AuditCommand {
     Log(LogArgs),
     /// Print every entry as a JSON line, oldest first.
     Export,
+    /// After tampering: set the foreign or missing part aside under
+    /// `refs/gov/set-aside/`, resume from the last verified entry and
+    /// record it in an entry signed by the operator's key. Stop the server
+    /// first.
+    Recover(RecoverArgs),
     /// Internal, for tests and benchmarks: append COUNT test entries.
     #[command(hide = true)]
     AppendTest(AppendTestArgs),
@@ -57,6 +62,13 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    /// Why: recorded in the `audit_recovered` entry.
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct AppendTestArgs {
     #[arg(long, default_value_t = 1)]
     pub count: u64,
@@ -74,6 +86,7 @@ pub fn run(repo: Option<PathBuf>, args: Args) -> Result<ExitCode, Failure> {
         AuditCommand::Verify(a) => verify(&settings, &a),
         AuditCommand::Log(a) => log(&settings, a),
         AuditCommand::Export => export(&settings),
+        AuditCommand::Recover(a) => recover(&settings, &a),
         AuditCommand::AppendTest(a) => append_test(&settings, a),
     }
 }
@@ -118,6 +131,36 @@ fn verify(settings: &Settings, args: &VerifyArgs) -> Result<ExitCode, Failure> {
             Ok(ExitCode::CheckFailed)
         }
     }
+}
+
+fn recover(settings: &Settings, a: &RecoverArgs) -> Result<ExitCode, Failure> {
+    use crate::app::recover::{recover, RecoverError};
+    let done = recover(settings, &a.reason).map_err(|e| {
+        let code = match &e {
+            RecoverError::NothingToRecover(_) | RecoverError::NoReason => ExitCode::Config,
+            _ => ExitCode::Failure,
+        };
+        Failure::from_error(code, &e)
+    })?;
+    for s in &done.set_aside {
+        println!(
+            "set aside: the {} (commit {}) under `{}`: {}",
+            s.what,
+            s.commit.to_string().get(..12).unwrap_or_default(),
+            s.refname,
+            s.why
+        );
+    }
+    if let Some(p) = &done.index_moved_to {
+        println!("the old index is kept at `{}`", p.display());
+    }
+    println!(
+        "recovered: resumed from entry #{} (commit {}); recorded as entry #{}, signed by the operator",
+        done.resumed_from.0,
+        done.resumed_from.1.to_string().get(..12).unwrap_or_default(),
+        done.entry_seq
+    );
+    Ok(ExitCode::Ok)
 }
 
 fn signature_text(check: &SignatureCheck) -> String {

@@ -59,7 +59,9 @@ impl ExitCode {
             AppError::SelfApproveBlocked { .. }
             | AppError::ForbiddenByPolicy { .. }
             | AppError::ContinueDenied { .. } => ExitCode::Forbidden,
-            AppError::Internal(_) => ExitCode::Failure,
+            // The chain was tampered with: a check failed.
+            AppError::ChainTampered(_) => ExitCode::CheckFailed,
+            AppError::Internal(_) | AppError::StorageFull(_) => ExitCode::Failure,
         }
     }
 
@@ -114,7 +116,13 @@ impl From<AppError> for Failure {
 
 impl From<crate::app::governance::GovError> for Failure {
     fn from(e: crate::app::governance::GovError) -> Self {
-        Failure::from_error(ExitCode::Failure, &e)
+        use crate::app::governance::GovError;
+        use crate::store::git::StoreError;
+        let code = match &e {
+            GovError::Store(StoreError::Tampered(_)) => ExitCode::CheckFailed,
+            _ => ExitCode::Failure,
+        };
+        Failure::from_error(code, &e)
     }
 }
 

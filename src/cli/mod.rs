@@ -26,6 +26,7 @@ pub mod serve;
 pub mod server_record;
 pub mod status;
 pub mod sync;
+pub mod token;
 pub mod watchdog;
 
 pub use exit::{ExitCode, Failure};
@@ -63,6 +64,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Rebuild the index database from the audit chain.
     Reindex(reindex::Args),
+    /// Manage agent tokens (revoke one).
+    Token(token::Args),
     /// Serve the API and the dashboard on 127.0.0.1.
     Serve(serve::Args),
     /// Print a fresh one-time login link for the running server's dashboard.
@@ -133,6 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Guard(args) => guard::run(args, cli.repo),
         Command::Watchdog(args) => watchdog::run(args, cli.repo),
         Command::Sync(args) => sync::run(cli.repo, args),
+        Command::Token(args) => token::run(args, cli.repo),
         Command::SandboxExec(args) => sandbox_exec::run(args),
     };
     match result {

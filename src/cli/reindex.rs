@@ -12,7 +12,13 @@ pub struct Args {}
 
 pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
-    let n = governance::reindex(&settings)?;
-    println!("reindexed {n} entries");
+    let done = governance::reindex(&settings)?;
+    if let Some(aside) = &done.moved_aside {
+        println!(
+            "the index was unreadable; moved it to `{}`",
+            aside.display()
+        );
+    }
+    println!("reindexed {} entries", done.entries);
     Ok(ExitCode::Ok)
 }

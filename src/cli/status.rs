@@ -55,6 +55,9 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
         );
     }
     println!("audit entries   {}", s.audit_entries);
+    if let Some(why) = &s.audit_tampered {
+        println!("TAMPERED        {why}; writes are refused until `gov audit recover`");
+    }
     println!("pending         {}", s.pending_proposals);
     println!(
         "paused agents   {}",

@@ -187,9 +187,22 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
-            .map_err(serde::de::Error::custom)
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Timestamp {
+    /// Parses an RFC 3339 time, refusing one outside the years 1970 to
+    /// 9999 in UTC: such a time could not be written back as RFC 3339
+    /// (`9999-12-31T23:59:59-23:59` is in the year 10000 in UTC).
+    pub fn parse(s: &str) -> Result<Timestamp, String> {
+        let t = DateTime::parse_from_rfc3339(s).map_err(|e| e.to_string())?;
+        let t = t.with_timezone(&Utc);
+        let year = chrono::Datelike::year(&t);
+        if !(1970..=9999).contains(&year) {
+            return Err("timestamp out of range (years 1970 to 9999 in UTC)".into());
+        }
+        Ok(Timestamp(t))
     }
 }
 
@@ -262,6 +275,183 @@ impl AuditEntry {
     }
 }
 
+/// The deepest JSON an entry may hold, counted from the entry's own object
+/// (the payload is one level down, a proposal's payload three). serde_json
+/// refuses to read more than 128 levels, so every entry written stays well
+/// inside what can be read back.
+pub const MAX_ENTRY_DEPTH: usize = 64;
+
+/// The deepest JSON a caller may hand in (a proposal's payload, a tool
+/// call's input, an audit payload): what is left of [`MAX_ENTRY_DEPTH`]
+/// once gov wraps it.
+pub const MAX_INPUT_DEPTH: usize = 48;
+
+/// The largest commit message an entry may take.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// The longest id or name an entry may carry (actor, agent, proposal, task).
+pub const MAX_NAME_LEN: usize = 256;
+
+/// The longest event type.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// Why an entry cannot be written: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct EntryError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl EntryError {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        EntryError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether `s` is an event type: an identifier of letters, digits, `_`,
+/// `.` and `-`, starting with a letter.
+pub fn valid_event_type(s: &str) -> bool {
+    s.len() <= MAX_EVENT_TYPE_LEN
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Checks an id or name: non-empty, bounded, no control characters.
+pub fn check_name(field: &'static str, s: &str) -> Result<(), EntryError> {
+    if s.is_empty() {
+        return Err(EntryError::new(field, "must not be empty"));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(EntryError::new(
+            field,
+            format!("is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(EntryError::new(
+            field,
+            "must not contain control characters (NUL, newline, ...)",
+        ));
+    }
+    Ok(())
+}
+
+/// The nesting depth of a JSON value: 0 for a scalar, 1 for `{}` or
+/// `[1]`, and so on. Iterative, so any depth is measured without
+/// recursion.
+pub fn json_depth(v: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|x| (x, d + 1)));
+            }
+            serde_json::Value::Object(o) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(o.values().map(|x| (x, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Checks JSON a caller hands in against [`MAX_INPUT_DEPTH`].
+pub fn check_input_depth(field: &'static str, v: &serde_json::Value) -> Result<(), EntryError> {
+    let depth = json_depth(v);
+    if depth > MAX_INPUT_DEPTH {
+        return Err(EntryError::new(
+            field,
+            format!("is nested {depth} levels deep; at most {MAX_INPUT_DEPTH} are accepted"),
+        ));
+    }
+    Ok(())
+}
+
+impl NewEntry {
+    /// Checks every field that goes into the entry. The payload's depth is
+    /// counted as the entry holds it (one level below the entry's object).
+    pub fn validate(&self) -> Result<(), EntryError> {
+        check_name("actor", &self.actor.0)?;
+        if !valid_event_type(self.event_type()) {
+            return Err(EntryError::new(
+                "event_type",
+                format!(
+                    "must be an identifier (a letter, then letters, digits, `_`, `.` or `-`; at most {MAX_EVENT_TYPE_LEN})"
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("agent_id", &self.agent_id),
+            ("proposal_id", &self.proposal_id),
+            ("task_id", &self.task_id),
+        ] {
+            if let Some(v) = v {
+                check_name(field, v)?;
+            }
+        }
+        // One level for the entry's own object.
+        let payload_depth = 1 + json_depth(&self.payload());
+        if payload_depth > MAX_ENTRY_DEPTH {
+            return Err(EntryError::new(
+                "payload",
+                format!("is nested too deeply for an entry ({payload_depth} levels with the entry; at most {MAX_ENTRY_DEPTH})"),
+            ));
+        }
+        if let Some(d) = &self.decision {
+            let v =
+                serde_json::to_value(d).map_err(|e| EntryError::new("decision", e.to_string()))?;
+            if 1 + json_depth(&v) > MAX_ENTRY_DEPTH {
+                return Err(EntryError::new(
+                    "decision",
+                    "is nested too deeply for an entry",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AuditEntry {
+    /// The commit message for the entry, only if it can be read back as
+    /// exactly this entry: every field is checked, the message is bounded
+    /// in size, and it is parsed back and compared before anyone writes it.
+    ///
+    /// Returns the message and the entry as it reads back, which is what
+    /// every later reader sees (times keep microseconds, for instance): the
+    /// writer hands that one on, never the one it was given.
+    pub fn checked_commit_message(&self) -> Result<(String, AuditEntry), EntryError> {
+        self.entry.validate()?;
+        let message = self.commit_message();
+        if message.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::new(
+                "payload",
+                format!(
+                    "the entry would take {} bytes; at most {MAX_ENTRY_BYTES} are accepted",
+                    message.len()
+                ),
+            ));
+        }
+        match AuditEntry::from_commit_message(&message) {
+            // Reading back must be stable: the entry read back writes the
+            // very same message.
+            Ok(back) if back.commit_message() == message => Ok((message, back)),
+            Ok(_) => Err(EntryError::new(
+                "entry",
+                "does not read back as written (a value does not survive JSON)",
+            )),
+            Err(e) => Err(EntryError::new("entry", format!("does not read back: {e}"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryParseError {
     #[error("commit message has no body")]
@@ -277,6 +467,7 @@ pub enum EntryParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SubsecRound;
 
     #[test]
     fn message_round_trips() {
@@ -305,5 +496,96 @@ mod tests {
             AuditEntry::from_commit_message(&forged),
             Err(EntryParseError::HeadMismatch)
         );
+    }
+
+    fn deep(n: usize) -> serde_json::Value {
+        let mut v = serde_json::json!(1);
+        for _ in 0..n {
+            v = serde_json::json!({ "a": v });
+        }
+        v
+    }
+
+    fn ev(name: &str) -> Event {
+        Event::from_parts(name.into(), serde_json::json!({}))
+    }
+
+    fn evp(name: &str, payload: serde_json::Value) -> Event {
+        Event::from_parts(name.into(), payload)
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_before_writing() {
+        let ok = |e: NewEntry| {
+            e.place(1, Utc::now().trunc_subsecs(6))
+                .checked_commit_message()
+        };
+        let field = |e: NewEntry| ok(e).map_err(|e| e.field);
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev("note\n\n{\"x\":1}"))),
+            Err("event_type")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev("note\u{0}"))),
+            Err("event_type")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev(""))),
+            Err("event_type")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev("x")).agent("a\nb")),
+            Err("agent_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev("x")).proposal("p\u{0}")),
+            Err("proposal_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), ev("x")).task("")),
+            Err("task_id")
+        );
+        assert_eq!(
+            field(NewEntry::new(Actor("a\u{1b}[2J".into()), ev("x"))),
+            Err("actor")
+        );
+        // 63 levels in the payload make 64 with the entry: the limit.
+        assert!(ok(NewEntry::new(
+            Actor::server(),
+            evp("x", deep(MAX_ENTRY_DEPTH - 1))
+        ))
+        .is_ok());
+        assert_eq!(
+            field(NewEntry::new(
+                Actor::server(),
+                evp("x", deep(MAX_ENTRY_DEPTH))
+            )),
+            Err("payload")
+        );
+        let big = serde_json::json!({"s": "x".repeat(MAX_ENTRY_BYTES)});
+        assert_eq!(
+            field(NewEntry::new(Actor::server(), evp("x", big))),
+            Err("payload")
+        );
+        // Strings inside the payload may hold anything: JSON escapes them.
+        let e = NewEntry::new(
+            Actor::server(),
+            evp(
+                "agent.note-1",
+                serde_json::json!({"s": "a\u{0}b\n\n{\"x\":1}", "f": 0.1}),
+            ),
+        );
+        let placed = e.place(1, Utc::now().trunc_subsecs(6));
+        let (msg, back) = placed.checked_commit_message().expect("readable");
+        assert_eq!(back, placed);
+        assert_eq!(AuditEntry::from_commit_message(&msg), Ok(placed));
+    }
+
+    #[test]
+    fn timestamps_outside_the_years_1970_to_9999_are_refused() {
+        assert!(Timestamp::parse("9999-12-31T23:59:59-23:59").is_err());
+        assert!(Timestamp::parse("1969-12-31T23:59:59+00:00").is_err());
+        assert!(Timestamp::parse("9999-12-31T23:59:59+00:00").is_ok());
+        assert!(Timestamp::parse("2026-11-25T08:40:00.5+01:00").is_ok());
     }
 }

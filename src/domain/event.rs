@@ -94,7 +94,8 @@ events! {
     CredentialsRedeemed(CredentialUse) = "credentials_redeemed", State;
     CredentialsReplayBlocked(CredentialUse) = "credentials_replay_blocked", State;
     CredentialsExpired(CredentialUse) = "credentials_expired", State;
-    CredentialsUnknown(CredentialUse) = "credentials_unknown", Record;
+    /// Redemptions of unknown tokens, counted: at most one entry a minute.
+    CredentialsUnknown(UnknownRedemptions) = "credentials_unknown", Record;
     AgentTokenIssued(AgentTokenIssued) = "agent_token_issued", State;
     AgentTokenRevoked(AgentTokenRevoked) = "agent_token_revoked", State;
     AgentRunStarted(AgentRunStarted) = "agent_run_started", State;
@@ -105,6 +106,10 @@ events! {
     AuditFlagProposalTampered(ProposalTampered) = "audit_flag_proposal_tampered", Record;
     AuditFlagMainDiverged(MainDiverged) = "audit_flag_main_diverged", Record;
     AuditFlagImpersonation(Impersonation) = "audit_flag_impersonation", Record;
+    /// `gov audit recover`, signed by the operator's approver key.
+    AuditRecovered(AuditRecovered) = "audit_recovered", Record;
+    /// A proposal branch no entry recorded, set aside.
+    ProposalOrphanSetAside(OrphanSetAside) = "proposal_orphan_set_aside", Record;
     /// A signed webhook reported a merged pull request (who merged, and
     /// the commit the merge made).
     ForgeMergeReported(MergeEvidence) = "forge_merge_reported", Record;
@@ -463,6 +468,57 @@ pub struct CredentialsIssued {
     pub token_hash: String,
 }
 
+/// Redemptions of tokens nobody issued since `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownRedemptions {
+    pub count: u64,
+    pub since: Timestamp,
+    pub window_seconds: i64,
+}
+
+/// What `gov audit recover` did and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecovered {
+    pub reason: String,
+    pub resumed_from: ChainPoint,
+    pub previous_audit_tip: Option<String>,
+    pub set_aside: Vec<SetAsideHead>,
+    /// Heads whose commit is gone from the repository.
+    pub missing: Vec<MissingHead>,
+    pub index_moved_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPoint {
+    pub seq: u64,
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAsideHead {
+    pub what: String,
+    pub commit: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingHead {
+    pub what: String,
+    pub seq: u64,
+    pub commit: String,
+}
+
+/// A proposal branch set aside because no entry recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanSetAside {
+    pub branch: String,
+    pub commit: String,
+    pub kept_as: String,
+    pub reason: String,
+}
+
 /// A one-shot credential presented: redeemed, replayed or expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialUse {
@@ -474,6 +530,10 @@ pub struct CredentialUse {
 pub struct AgentTokenIssued {
     pub token_hash: String,
     pub run_id: Option<String>,
+    /// When an operator-minted token stops working (run tokens end with
+    /// their run instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -723,6 +783,7 @@ mod tests {
         let ended = Event::AgentTokenIssued(AgentTokenIssued {
             token_hash: "h".into(),
             run_id: None,
+            expires_at: None,
         });
         assert_eq!(
             ended.to_parts().1.to_string(),

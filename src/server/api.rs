@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/agents/{agent}/pause", post(pause_agent))
         .route("/agents/{agent}/resume", post(resume_agent))
         .route("/agents/{agent}/tokens", post(mint_token))
+        .route("/tokens/revoke", post(revoke_token))
         .route("/credentials/issue", post(issue_credential))
         .route("/credentials/redeem", post(redeem_credential))
         .route("/runs", post(start_run))
@@ -279,6 +280,8 @@ async fn post_audit(
     entry.agent_id = body.agent_id;
     entry.proposal_id = body.proposal_id;
     entry.task_id = body.task_id;
+    // The event type, ids and payload depth, before anything else is done.
+    entry.validate().map_err(AppError::from)?;
     let svc = state.svc.clone();
     let written = blocking_write(&state, move || Ok(svc.governance().append(vec![entry])?)).await?;
     match written.first() {
@@ -358,12 +361,14 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
         };
         let remote = crate::app::remote::remote_status(&svc)?;
         Ok(wire::Status {
-            ok: policy.version.is_some(),
+            ok: policy.version.is_some() && svc.governance().tampered().is_none(),
             host: "127.0.0.1".into(),
             port,
             db_ok: true,
             audit_jsonl_ok: true,
             audit_entries: entries,
+            audit_ok: svc.governance().tampered().is_none(),
+            audit_tampered: svc.governance().tampered(),
             started_at: svc.started_at,
             agents_paused: paused,
             known_agents: svc.agent_ids(),
@@ -488,6 +493,22 @@ async fn mint_token(
         .into_response())
 }
 
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<wire::TokenRevoke>,
+) -> ApiResult {
+    caller.require_operator()?;
+    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    let svc = state.svc.clone();
+    let agent_id =
+        blocking_write(&state, move || runs::revoke_token(&svc, &body.token, actor)).await?;
+    reply(&wire::TokenRevoked {
+        agent_id,
+        revoked: true,
+    })
+}
+
 // ----------------------------------------------------------- credentials
 
 fn default_ttl() -> i64 {
@@ -523,10 +544,21 @@ struct RedeemBody {
 
 async fn redeem_credential(
     State(state): State<AppState>,
+    caller: Caller,
     Body(body): Body<RedeemBody>,
 ) -> ApiResult {
+    // Where agents have tokens, a credential is redeemed with one: nobody
+    // without a token can write to the chain through this endpoint.
+    let who = match &caller {
+        Caller::Operator | Caller::Runner => credentials::Redeemer::Trusted,
+        Caller::Agent { agent_id, .. } => credentials::Redeemer::Agent(agent_id.clone()),
+        Caller::Anonymous => {
+            caller.require_reader(state.svc.settings().agent_auth)?;
+            credentials::Redeemer::Anonymous
+        }
+    };
     let svc = state.svc.clone();
-    let r = blocking_write(&state, move || credentials::redeem(&svc, &body.token)).await?;
+    let r = blocking_write(&state, move || credentials::redeem(&svc, &body.token, &who)).await?;
     ok(json!({"scope": r.scope, "agent_id": r.agent_id}))
 }
 

@@ -91,6 +91,20 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 json!({"detail": {"error": "proposal_expired", "message": msg}}),
             ),
+            AppError::ChainTampered(why) => {
+                tracing::error!(reason = %why, "refusing writes: the audit chain was tampered with");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"detail": {"error": "audit_chain_tampered", "message": msg, "reason": why}}),
+                )
+            }
+            AppError::StorageFull(why) => {
+                tracing::error!(error = %why, "refusing a write: the disk is full");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    json!({"detail": {"error": "storage_full", "message": "the disk is full: nothing was written; free space and retry"}}),
+                )
+            }
             AppError::NoPolicy(_) => {
                 tracing::error!(error = %msg, "refusing: no policy set");
                 (
@@ -110,6 +124,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How long a request body may take to arrive.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A JSON body whose rejections are FastAPI-shaped 422s naming the field
 /// (axum's own plain-text rejections never reach a client).
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,9 +140,21 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = match axum::body::Bytes::from_request(req, state).await {
-            Ok(b) => b,
-            Err(e) => return Err(unprocessable(&["body"], &e.body_text(), "value_error")),
+        // A client that sends its body slowly is not waited for forever.
+        let read = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            axum::body::Bytes::from_request(req, state),
+        );
+        let bytes = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(unprocessable(&["body"], &e.body_text(), "value_error")),
+            Err(_) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    axum::Json(json!({"detail": "the request body did not arrive in time"})),
+                )
+                    .into_response())
+            }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable(&["body"], "Field required", "missing"));

@@ -194,18 +194,60 @@ async fn guard_host_and_origin(
     next.run(req).await
 }
 
+/// How long requests in flight may take to finish once shutdown began.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
+/// the requests in flight (for at most [`SHUTDOWN_GRACE`]).
+///
+/// Each connection must send a whole request head within
+/// `[server] header_read_timeout_seconds`, also between requests on a
+/// kept-alive connection: slow or idle clients are closed, not held.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let port = listener.local_addr()?.port();
     state.set_port(port);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let header_timeout = state.svc.settings().header_read_timeout;
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight at shutdown were dropped");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -118,8 +118,11 @@ pub fn append(
         // are what the message keeps, so the returned entry equals it.
         last_ts = last_ts.max(Utc::now().trunc_subsecs(6));
         let entry = new.place(seq, last_ts);
+        // Checked before anything is written: an entry that could not be
+        // read back would stop every later reader of the chain.
+        let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
-        let oid = signed_commit(repo, key, &who, &tree, &parents, &entry.commit_message())?;
+        let oid = signed_commit(repo, key, &who, &tree, &parents, &message)?;
         objects.push(oid);
         written.push(ChainEntry {
             commit: oid,

@@ -43,9 +43,38 @@ pub enum StoreError {
     },
     #[error("audit commit {commit}: {reason}")]
     BadEntry { commit: String, reason: String },
+    /// An entry that could not be read back; nothing was written.
+    #[error("refusing to write an entry: {0}")]
+    InvalidEntry(#[from] crate::domain::audit::EntryError),
+    /// The chain or the index was changed behind gov's back; see
+    /// `store::trust`. Writes stop until the operator recovers.
+    #[error("the audit chain was tampered with: {0}")]
+    Tampered(String),
 }
 
 impl StoreError {
+    /// Whether the disk (or the file system's quota) is full: a write can
+    /// succeed again once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        const NO_SPACE: &str = "No space left on device";
+        match self {
+            StoreError::Io { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+                    || source.raw_os_error() == Some(libc::EDQUOT)
+            }
+            StoreError::Git(e) => e.message().contains(NO_SPACE),
+            StoreError::Index(e) => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                    || e.to_string().contains(NO_SPACE)
+            }
+            StoreError::Key(_)
+            | StoreError::RefMoved { .. }
+            | StoreError::BadEntry { .. }
+            | StoreError::InvalidEntry(_)
+            | StoreError::Tampered(_) => false,
+        }
+    }
+
     pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
         StoreError::Io {
             action,

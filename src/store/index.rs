@@ -20,7 +20,8 @@ use git2::{Oid, Repository};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::domain::audit::{Actor, AuditEntry, Event, NewEntry, Timestamp};
-use crate::store::audit::{commits_after, read_entry, ChainEntry};
+use crate::store::audit::{commits_after, ChainEntry};
+use crate::store::entry_check::EntryCheck;
 use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
@@ -216,38 +217,56 @@ impl Index {
         Ok(n.max(0) as u64)
     }
 
-    /// Applies every chain entry after the index's position. If the index's
-    /// tip is no longer on the chain (the chain was rewritten or moved
-    /// back), rebuilds from scratch. Returns how many entries were applied.
-    pub fn catch_up(&mut self, repo: &Repository, refname: &str) -> Result<usize, StoreError> {
+    /// Applies every chain entry after the index's position, each checked
+    /// by `check` first (signature, signer role, sequence: see
+    /// `store::trust`). Returns how many entries were applied.
+    ///
+    /// If the index's tip is no longer on the chain (the chain was moved
+    /// back or rewritten) or an entry fails its check, nothing is applied
+    /// and the answer is [`StoreError::Tampered`]: the index is kept as it
+    /// is, as evidence, never rebuilt silently.
+    pub fn catch_up(
+        &mut self,
+        repo: &Repository,
+        refname: &str,
+        check: &mut EntryCheck,
+    ) -> Result<usize, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = catch_up_in(&tx, repo, refname)?;
+        let n = catch_up_in(&tx, repo, refname, check)?;
         tx.commit()?;
         Ok(n)
     }
 
-    /// Drops every table and rebuilds the index from the chain, in one
-    /// transaction: readers see the old index or the new one.
-    pub fn rebuild(&mut self, repo: &Repository, refname: &str) -> Result<usize, StoreError> {
+    /// Drops every table and rebuilds the index from the chain, each entry
+    /// checked, in one transaction: readers see the old index or the new
+    /// one, and a chain that fails its checks leaves the old one in place.
+    pub fn rebuild(
+        &mut self,
+        repo: &Repository,
+        refname: &str,
+        check: &mut EntryCheck,
+    ) -> Result<usize, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         reset(&tx)?;
-        let n = catch_up_in(&tx, repo, refname)?;
+        let n = catch_up_in(&tx, repo, refname, check)?;
         tx.commit()?;
         Ok(n)
     }
 
     /// Applies entries just appended to the chain. If the index is not right
     /// behind them (another process wrote in between and nobody caught up),
-    /// it catches up from Git instead; if it already has them, nothing.
+    /// it catches up from Git instead, checking each entry; if it already
+    /// has them, nothing.
     pub fn apply_written(
         &mut self,
         repo: &Repository,
         refname: &str,
         written: &[ChainEntry],
+        check: &mut EntryCheck,
     ) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (written.first(), written.last()) else {
             return Ok(());
@@ -261,7 +280,7 @@ impl Index {
                 apply(&tx, &w.entry, w.commit, w.signer)?;
             }
         } else if seq < last.entry.seq {
-            catch_up_in(&tx, repo, refname)?;
+            catch_up_in(&tx, repo, refname, check)?;
         }
         tx.commit()?;
         Ok(())
@@ -281,6 +300,62 @@ impl Index {
             )
             .optional()?;
         Ok(found.is_some())
+    }
+
+    /// Compares this index with a fresh projection of the chain's entries
+    /// up to this index's position (each entry checked): the first table
+    /// that differs and how, or `None` if every table is equal. An index
+    /// edited by hand (a proposal set to approved, an agent un-paused)
+    /// differs.
+    pub fn difference_from_chain(
+        &self,
+        repo: &Repository,
+        refname: &str,
+        check: &mut EntryCheck,
+    ) -> Result<Option<String>, StoreError> {
+        let Some((seq, _)) = position_in(&self.conn)? else {
+            return Ok(None);
+        };
+        let mut fresh = Index {
+            conn: Connection::open_in_memory()?,
+        };
+        fresh.ensure_schema()?;
+        {
+            let tx = fresh.conn.transaction()?;
+            let oids = commits_after(repo, refname, 0, None)?.unwrap_or_default();
+            let mut after = None;
+            for oid in oids.iter().take(usize::try_from(seq).unwrap_or(usize::MAX)) {
+                let e = check.check(repo, *oid, after)?;
+                apply(&tx, &e.entry, e.commit, e.signer)?;
+                after = Some((e.entry.seq, e.commit));
+            }
+            tx.commit()?;
+        }
+        let tables: Vec<String> = fresh
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for table in tables {
+            let want = table_rows(&fresh.conn, &table)?;
+            let have = match table_rows(&self.conn, &table) {
+                Ok(rows) => rows,
+                Err(e) => return Ok(Some(format!("table `{table}` cannot be read: {e}"))),
+            };
+            if want != have {
+                let extra = have.iter().find(|r| !want.contains(r));
+                let missing = want.iter().find(|r| !have.contains(r));
+                let detail = match (extra, missing) {
+                    (Some(r), _) => format!("it holds a row the chain does not give: {r}"),
+                    (None, Some(r)) => format!("it lacks a row the chain gives: {r}"),
+                    (None, None) => "its rows repeat differently".into(),
+                };
+                return Ok(Some(format!(
+                    "table `{table}` differs from the chain: {detail}"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Audit rows, newest first.
@@ -344,6 +419,25 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {
     })
 }
 
+/// Every row of `table`, as text, sorted.
+fn table_rows(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))?;
+    let n = stmt.column_count();
+    let mut rows: Vec<String> = stmt
+        .query_map([], |r| {
+            let cells = (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(format!("({})", cells.join(", ")))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.sort();
+    Ok(rows)
+}
+
 fn position_in(conn: &Connection) -> Result<Option<(u64, Oid)>, StoreError> {
     let seq = get_meta(conn, "audit_seq")?.and_then(|s| s.parse::<u64>().ok());
     let tip = get_meta(conn, "audit_tip")?.and_then(|s| Oid::from_str(&s).ok());
@@ -354,23 +448,29 @@ fn catch_up_in(
     tx: &Transaction<'_>,
     repo: &Repository,
     refname: &str,
+    check: &mut EntryCheck,
 ) -> Result<usize, StoreError> {
     let pos = position_in(tx)?;
     let (seq, tip) = pos.map_or((0, None), |(s, t)| (s, Some(t)));
-    let oids = match commits_after(repo, refname, seq, tip)? {
-        Some(oids) => oids,
-        None => {
-            tracing::warn!(
-                seq,
-                "the index's last entry is no longer on the audit chain; rebuilding it from git"
-            );
-            reset(tx)?;
-            commits_after(repo, refname, 0, None)?.unwrap_or_default()
+    let oids = match commits_after(repo, refname, seq, tip) {
+        Ok(Some(oids)) => oids,
+        Ok(None) => {
+            return Err(StoreError::Tampered(format!(
+                "the index's last entry #{seq}{} is no longer on the audit chain: the chain was moved back or rewritten",
+                tip.map(|t| format!(" (commit {})", &t.to_string()[..12])).unwrap_or_default()
+            )))
         }
+        // A commit on the chain that is not an entry at all.
+        Err(StoreError::BadEntry { commit, reason }) => {
+            return Err(StoreError::Tampered(format!("commit {commit}: {reason}")))
+        }
+        Err(e) => return Err(e),
     };
+    let mut after = pos;
     for oid in &oids {
-        let e = read_entry(&repo.find_commit(*oid)?)?;
+        let e = check.check(repo, *oid, after)?;
         apply(tx, &e.entry, e.commit, e.signer)?;
+        after = Some((e.entry.seq, e.commit));
     }
     Ok(oids.len())
 }
@@ -397,6 +497,35 @@ fn drop_all(tx: &Transaction<'_>) -> Result<(), StoreError> {
     }
     tx.execute("DELETE FROM meta", [])?;
     Ok(())
+}
+
+/// Whether SQLite says the file is not a database or is damaged (as
+/// opposed to busy or missing).
+pub fn is_unreadable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Moves the index at `path` (and its WAL and shared-memory files) to
+/// `<path>.<why>-<time>`, keeping it for inspection. Returns the new path.
+pub fn move_aside(path: &Path, why: &str) -> Result<std::path::PathBuf, StoreError> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{why}-{stamp}"));
+    let aside = std::path::PathBuf::from(aside);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let from = std::path::PathBuf::from(from);
+        if from.exists() {
+            let mut to = aside.as_os_str().to_owned();
+            to.push(suffix);
+            std::fs::rename(&from, &to).map_err(|e| StoreError::io("move aside", &from, e))?;
+        }
+    }
+    Ok(aside)
 }
 
 /// Whether SQLite answered "busy" or "locked".

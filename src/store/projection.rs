@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
     run_id TEXT,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    expires_at TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -171,8 +172,8 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         Event::AgentTokenIssued(t) => {
             if let Some(agent) = &e.agent_id {
                 tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                    params![t.token_hash, agent, t.run_id],
+                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![t.token_hash, agent, t.run_id, t.expires_at.map(|x| x.to_rfc3339())],
                 )?;
             }
         }
@@ -223,6 +224,8 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         | Event::AuditFlagProposalTampered(_)
         | Event::AuditFlagMainDiverged(_)
         | Event::AuditFlagImpersonation(_)
+        | Event::AuditRecovered(_)
+        | Event::ProposalOrphanSetAside(_)
         | Event::ForgeMergeReported(_)
         | Event::ForgeMergeRecorded(_)
         | Event::PullRequestOpened(_)
@@ -457,13 +460,16 @@ pub fn credential(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Cred
 }
 
 /// A live (not revoked) agent token: its agent and run.
+/// The agent (and run) of a live token: not revoked, not expired at `now`.
 pub fn agent_token(
     conn: &Connection,
     hash: &str,
+    now: crate::domain::audit::Timestamp,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
     conn.query_row(
-        "SELECT agent_id, run_id FROM agent_tokens WHERE hash = ?1 AND revoked = 0",
-        [hash],
+        "SELECT agent_id, run_id FROM agent_tokens
+         WHERE hash = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)",
+        params![hash, now.to_rfc3339()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()

@@ -270,7 +270,9 @@ fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
         &repo,
         &t.key(Role::Server)?,
         &who,
-        "refs/heads/gov/proposal/p-1",
+        // Not a proposal branch: no entry records it (verify would name a
+        // `gov/proposal/` branch without one as an orphan).
+        "refs/heads/side/p-1",
         Some(main.id()),
         &side_files,
         "proposal p-1",

@@ -13,6 +13,7 @@ fn layout(active: &str, title: &str) -> Layout {
         operator: "alice".into(),
         flash: None,
         policy_warning: None,
+        tampered: None,
         remote: None,
     }
 }

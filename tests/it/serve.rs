@@ -14,13 +14,17 @@ use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
-fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
+pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
     let mut child = Command::new(gov_bin())
         .arg("--repo")
         .arg(repo.root())
         .args(["serve", "--port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("GOV_DEBUG_SERVE").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();

@@ -625,9 +625,11 @@ fn a_credential_is_redeemed_once_under_eight_concurrent_clients() -> TestResult 
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let base = s.base.clone();
-            let t = token.clone();
+            let (t, agent) = (token.clone(), tok.clone());
             std::thread::spawn(move || {
+                // Redemption needs the credential's agent's token.
                 match ureq::post(&format!("{base}/credentials/redeem"))
+                    .set("Authorization", &format!("Bearer {agent}"))
                     .send_json(json!({"token": t}))
                 {
                     Ok(r) => r.status(),
@@ -642,7 +644,7 @@ fn a_credential_is_redeemed_once_under_eight_concurrent_clients() -> TestResult 
     assert_eq!(codes.iter().filter(|c| **c == 401).count(), 7, "{codes:?}");
     assert_eq!(s.audit("credentials_redeemed")?.len(), 1);
     assert_eq!(s.audit("credentials_replay_blocked")?.len(), 7);
-    let unknown = s.post("/credentials/redeem", None, &json!({"token": "nope"}))?;
+    let unknown = s.post("/credentials/redeem", Some(&tok), &json!({"token": "nope"}))?;
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.body["detail"], "unknown token");
     for bad in [0, -5, 10_000_000] {
@@ -673,7 +675,11 @@ fn an_expired_credential_is_refused() -> TestResult {
     )?;
     let token = r.text("token");
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let r = s.post("/credentials/redeem", None, &json!({"token": token}))?;
+    let r = s.post(
+        "/credentials/redeem",
+        Some(&s.runner),
+        &json!({"token": token}),
+    )?;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["detail"], "token expired");
     assert_eq!(s.audit("credentials_expired")?.len(), 1);

@@ -76,6 +76,7 @@ async fn layout(state: &AppState, user: &SignedIn, active: &str, title: &str) ->
         operator: state.svc.settings().operator_name.clone(),
         flash: user.sessions.take_flash(&user.session),
         policy_warning: policy_status(state).await.error,
+        tampered: state.svc.governance().tampered(),
         remote: remote_view(state).await,
     }
 }

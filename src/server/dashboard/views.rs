@@ -23,6 +23,8 @@ pub struct Layout {
     pub operator: String,
     pub flash: Option<Flash>,
     pub policy_warning: Option<String>,
+    /// Why writes are refused when the audit chain was tampered with.
+    pub tampered: Option<String>,
     /// The Git remote's line, when one is configured.
     pub remote: Option<RemoteView>,
 }

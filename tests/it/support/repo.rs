@@ -17,7 +17,11 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new() -> TestResult<TestRepo> {
-        let dir = tempfile::tempdir()?;
+        Self::new_in(tempfile::tempdir()?)
+    }
+
+    /// A repository in `dir` (e.g. a folder on a small file system).
+    pub fn new_in(dir: tempfile::TempDir) -> TestResult<TestRepo> {
         let root = dir.path().to_path_buf();
         let repo = init_repo(&root, "main")?;
         let gov_toml = "# all defaults\n";
@@ -114,5 +118,20 @@ pub fn require_program(name: &str) -> TestResult {
             "`{name}` cannot be run ({e}): the test needs it; `scripts/test.sh` installs it"
         )
         .into()),
+    }
+}
+
+/// The output of a command as text.
+pub trait OutputText {
+    fn stdout_text(&self) -> String;
+    fn stderr_text(&self) -> String;
+}
+
+impl OutputText for Output {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
     }
 }
