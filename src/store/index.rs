@@ -286,13 +286,14 @@ impl Index {
         Ok(())
     }
 
-    /// Whether a `proposal_decided` entry records merge `commit` as an
-    /// approval made on the forge.
+    /// Whether a `proposal_decided` or `forge_merge_recorded` entry records
+    /// merge `commit` (a merge, squash or rebase) as reviewed on the forge.
     pub fn forge_merge_recorded(&self, commit: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = self
             .conn
             .query_row(
-                "SELECT 1 FROM audit WHERE event_type = 'proposal_decided'
+                "SELECT 1 FROM audit
+                 WHERE event_type IN ('proposal_decided', 'forge_merge_recorded')
                    AND json_extract(payload_json, '$.via') = 'forge'
                    AND json_extract(payload_json, '$.merge_commit') = ?1 LIMIT 1",
                 [commit],

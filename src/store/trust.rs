@@ -221,6 +221,11 @@ impl TrustState {
                 // An approver's signature vouches for the whole tree, so it
                 // also adopts a change refused earlier.
                 Ok(()) => self.come_into_force(repo, oid, governed),
+                // A squash or rebase merge of a reviewed pull request, taken
+                // on the forge's signed evidence: reviewed, as a merge is.
+                Err(_) if changed && parent == self.state && forge(oid) => {
+                    self.come_into_force(repo, oid, governed)
+                }
                 Err(why) if changed => self.refused.push(refuse(why)),
                 Err(_) => {}
             }

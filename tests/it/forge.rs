@@ -686,6 +686,10 @@ fn a_reviewed_policy_change_merged_on_the_forge_is_recorded_and_taken() -> TestR
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["payload"]["merge_commit"], merge.as_str());
     assert_eq!(recorded[0]["payload"]["via"], "forge");
+    // The recorded forge merge authorizes the change: it is in force.
+    let st = s.get("/status", Some(&s.operator))?.body;
+    assert_eq!(st["policy_version"], merge.as_str(), "{st}");
+    assert_eq!(st["policy_refused"], json!([]), "{st}");
     Ok(())
 }
 
