@@ -37,6 +37,13 @@ pub enum GovError {
     Poisoned,
 }
 
+impl GovError {
+    /// Whether the audit chain was found tampered with (writes refused).
+    pub fn is_tampered(&self) -> bool {
+        matches!(self, GovError::Store(StoreError::Tampered(_)))
+    }
+}
+
 struct Writer {
     repo: Repository,
     index: Index,

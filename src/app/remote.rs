@@ -214,6 +214,9 @@ fn sync_locked(svc: &Service, repo: &Repository, remote: &str) -> Result<SyncRep
     )
     .map_err(remote_error)?;
     let mut report = svc.transact(|tx| take_forge_merges(svc, tx, remote))?;
+    if !report.changes.is_empty() || !report.approved.is_empty() {
+        svc.forget_in_force();
+    }
     report.url = git_remote::remote_url(repo, remote).map_err(remote_error)?;
     // Reload the policy set now if main moved (a server would on its next
     // request anyway).
