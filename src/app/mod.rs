@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod error;
 pub mod governance;
 pub mod init;
+pub mod policy_change;
 pub mod proposals;
 pub mod remote;
 pub mod replay;

@@ -230,15 +230,26 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
             commit: None,
             merge_commit: None,
         };
-        let request = propose_request(svc, &p);
-        let decision = policy.decide(&request);
-        p.policies = decision.policies.clone();
-        let record = DecisionRecord {
-            decision: decision.clone(),
-            request,
-        };
+        let (decision, record) = ask_policy(svc, &policy, &mut p);
         file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
     })
+}
+
+/// Asks the policy set about a proposal: the decision (whose policies the
+/// proposal now cites) and the record that goes into the chain.
+pub fn ask_policy(
+    svc: &Service,
+    policy: &crate::domain::policy::PolicySet,
+    p: &mut Proposal,
+) -> (Decision, DecisionRecord) {
+    let request = propose_request(svc, p);
+    let decision = policy.decide(&request);
+    p.policies = decision.policies.clone();
+    let record = DecisionRecord {
+        decision: decision.clone(),
+        request,
+    };
+    (decision, record)
 }
 
 /// Files a proposal the policy set has decided, in Git and the chain.
@@ -322,14 +333,34 @@ fn file_decided(
 pub fn file_pending(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
+    p: Proposal,
+    record: DecisionRecord,
+) -> Result<NewEntry, AppError> {
+    file_pending_on(svc, tx, p, record, None)
+}
+
+/// [`file_pending`], its commit on top of `base` (a policy change's
+/// commit) instead of main's tip.
+pub fn file_pending_on(
+    svc: &Service,
+    tx: &mut crate::app::governance::Tx<'_>,
     mut p: Proposal,
     record: DecisionRecord,
+    base: Option<git2::Oid>,
 ) -> Result<NewEntry, AppError> {
     let (key, _) = tx.signer();
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
-    let commit =
-        git_proposals::write_pending(tx.repo(), key, &svc.settings().main_refname(), &branch, &p)
-            .map_err(AppError::internal)?;
+    let commit = match base {
+        Some(base) => git_proposals::write_pending_on(tx.repo(), key, base, &branch, &p),
+        None => git_proposals::write_pending(
+            tx.repo(),
+            key,
+            &svc.settings().main_refname(),
+            &branch,
+            &p,
+        ),
+    }
+    .map_err(AppError::internal)?;
     p.branch = Some(branch);
     p.commit = Some(commit.to_string());
     Ok(submitted_entry(&p, record))

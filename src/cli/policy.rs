@@ -36,6 +36,10 @@ pub enum PolicyCommand {
     /// Replay every recorded decision against the policy set at REV and
     /// report what would change (exit 0 none, 3 some, 2 invalid set).
     Impact(super::policy_review::ImpactArgs),
+    /// Propose the working tree's changes to policies, agents and gov.toml
+    /// for review: check, test, commit on `gov/policy/ID`, file a
+    /// `policy_change` proposal.
+    Propose(super::policy_review::ProposeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +103,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         }
         PolicyCommand::Diff(a) => super::policy_review::run_diff(a, repo),
         PolicyCommand::Impact(a) => super::policy_review::run_impact(a, repo),
+        PolicyCommand::Propose(a) => super::policy_review::run_propose(a, repo),
     }
 }
 
@@ -144,7 +149,7 @@ fn load(dir: &Path) -> Result<PolicySet, Failure> {
     }
 }
 
-fn check(dir: &Path) -> Result<ExitCode, Failure> {
+pub(super) fn check(dir: &Path) -> Result<ExitCode, Failure> {
     let set = load(dir)?;
     let infos = set.policies();
     println!("{} policies valid (version {})", infos.len(), set.version());
@@ -271,7 +276,7 @@ fn cited_ids(d: &Decision) -> Vec<String> {
     d.policies.iter().map(|p| p.id.clone()).collect()
 }
 
-fn test(dir: &Path) -> Result<ExitCode, Failure> {
+pub(super) fn test(dir: &Path) -> Result<ExitCode, Failure> {
     let set = load(dir)?;
     let cases = load_cases(dir)?;
     let mut exercised: BTreeSet<String> = BTreeSet::new();

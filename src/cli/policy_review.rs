@@ -55,6 +55,14 @@ pub struct ImpactArgs {
     pub format: Format,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ProposeArgs {
+    /// What the change is for (the commit message and the proposal's
+    /// rationale).
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+}
+
 fn settings(repo: Option<PathBuf>) -> Result<Settings, Failure> {
     Ok(Settings::load(&super::repo_root(repo)?)?)
 }
@@ -339,6 +347,41 @@ pub fn impact_markdown(r: &ImpactReport, source: &SetSource) -> String {
         }
     }
     md
+}
+
+pub fn run_propose(args: ProposeArgs, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let settings = Settings::load(&super::repo_root(repo)?)?;
+    let dir = settings.policies_dir();
+    super::policy::check(&dir)?;
+    let tested = super::policy::test(&dir)?;
+    if tested != ExitCode::Ok {
+        return Err(Failure::new(
+            tested,
+            "a policy test fails: nothing was proposed",
+        ));
+    }
+    let svc = crate::app::service::Service::open(&settings)
+        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let message = args.message.unwrap_or_else(|| "policy change".into());
+    let proposed = crate::app::policy_change::propose(&svc, &message, &settings.operator_name)
+        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let id = &proposed.proposal.proposal_id;
+    println!(
+        "proposed policy change {id} on `{}` (commit {}): {}",
+        proposed.branch,
+        short(&proposed.commit),
+        proposed
+            .paths
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "review it with `gov policy diff {}` and `gov policy impact {}`; approve it with `gov approve {id}` or on the dashboard",
+        proposed.branch, proposed.branch
+    );
+    Ok(ExitCode::Ok)
 }
 
 #[cfg(test)]

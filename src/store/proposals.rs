@@ -50,14 +50,48 @@ fn commit_with_file(
     blob: Oid,
     message: &str,
 ) -> Result<(Oid, Vec<Oid>), StoreError> {
+    commit_with_files(
+        repo,
+        key,
+        author,
+        base,
+        extra_parent,
+        &[(path.to_string(), blob)],
+        message,
+    )
+}
+
+/// [`commit_with_file`] for several files.
+fn commit_with_files(
+    repo: &Repository,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    base: &git2::Commit<'_>,
+    extra_parent: Option<&git2::Commit<'_>>,
+    files: &[(String, Oid)],
+    message: &str,
+) -> Result<(Oid, Vec<Oid>), StoreError> {
     let mut update = git2::build::TreeUpdateBuilder::new();
-    update.upsert(path, blob, FileMode::Blob);
+    for (path, blob) in files {
+        update.upsert(path.as_str(), *blob, FileMode::Blob);
+    }
     let tree_id = update.create_updated(repo, &base.tree()?)?;
     let tree = repo.find_tree(tree_id)?;
     let mut parents: Vec<&git2::Commit<'_>> = vec![base];
     parents.extend(extra_parent);
     let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
-    let mut objects = vec![blob, commit, tree_id];
+    let mut objects: Vec<Oid> = files.iter().map(|(_, b)| *b).collect();
+    objects.extend([commit, tree_id]);
+    // Every folder on the way to a file is a new tree too.
+    for (path, _) in files {
+        let mut dir = std::path::Path::new(path).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(entry) = tree.get_path(d) {
+                objects.push(entry.id());
+            }
+            dir = d.parent();
+        }
+    }
     // The `proposals/` subtree is new too.
     if let Ok(entry) = tree.get_path(std::path::Path::new("proposals")) {
         objects.push(entry.id());
@@ -78,7 +112,21 @@ pub fn write_pending(
     branch: &str,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
-    let base = main_tip(repo, main_ref)?;
+    let base = main_tip(repo, main_ref)?.id();
+    write_pending_on(repo, key, base, branch, p)
+}
+
+/// [`write_pending`] on top of `base` instead of main's tip: a policy
+/// change's proposal commit sits on the commit that holds the change, so
+/// approving it merges both.
+pub fn write_pending_on(
+    repo: &Repository,
+    key: &SigningKey,
+    base: Oid,
+    branch: &str,
+    p: &Proposal,
+) -> Result<Oid, StoreError> {
+    let base = repo.find_commit(base)?;
     let path = Proposal::file_path(&p.proposal_id);
     let blob = repo.blob(p.to_file().as_bytes())?;
     let who = signer_identity(Role::Server)?;
@@ -201,14 +249,19 @@ pub fn merge_approved(
     if let Some(n) = note.filter(|n| !n.is_empty()) {
         message.push_str(&format!("Note: {n}\n"));
     }
-    let (commit, objects) = commit_with_file(
+    // The proposal file, and whatever else the branch changed since it left
+    // main (a policy change's files): approving merges exactly that.
+    let mut files = branch_changes(repo, &base, &proposal_commit)?;
+    if !files.iter().any(|(p, _)| *p == path) {
+        files.push((path.clone(), entry.id()));
+    }
+    let (commit, objects) = commit_with_files(
         repo,
         approver_key,
         &who,
         &base,
         Some(&proposal_commit),
-        &path,
-        entry.id(),
+        &files,
         &message,
     )?;
     land_on_main(
@@ -223,6 +276,44 @@ pub fn merge_approved(
         sync_worktree(repo, main_ref, &path, blob.content());
     }
     Ok(commit)
+}
+
+/// The files a branch added or changed since it left main (its merge base
+/// with `main`), with their blobs. A file that main also changed since is
+/// a conflict: the approval is refused rather than one side lost.
+fn branch_changes(
+    repo: &Repository,
+    main: &git2::Commit<'_>,
+    branch: &git2::Commit<'_>,
+) -> Result<Vec<(String, Oid)>, StoreError> {
+    let fork = repo.find_commit(repo.merge_base(main.id(), branch.id())?)?;
+    let (fork_tree, main_tree) = (fork.tree()?, main.tree()?);
+    let diff = repo.diff_tree_to_tree(Some(&fork_tree), Some(&branch.tree()?), None)?;
+    let mut out = Vec::new();
+    for d in diff.deltas() {
+        let Some(path) = d.new_file().path().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        match d.status() {
+            git2::Delta::Added | git2::Delta::Modified => {}
+            other => {
+                return Err(git2::Error::from_str(&format!(
+                    "the branch {} `{path}`: only added and changed files can be approved",
+                    format!("{other:?}").to_lowercase()
+                ))
+                .into())
+            }
+        }
+        let at = |t: &git2::Tree<'_>| t.get_path(std::path::Path::new(path)).ok().map(|e| e.id());
+        if at(&main_tree) != at(&fork_tree) {
+            return Err(git2::Error::from_str(&format!(
+                "`{path}` changed on main since the proposal was filed: file it again"
+            ))
+            .into());
+        }
+        out.push((path.to_string(), d.new_file().id()));
+    }
+    Ok(out)
 }
 
 /// Renames a proposal branch (keeping its content), e.g. to

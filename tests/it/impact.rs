@@ -220,6 +220,23 @@ fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> Test
     Ok(())
 }
 
+/// Commits the shipped policy test cases (which `gov policy test` runs)
+/// onto main, signed by the approver.
+fn commit_shipped_tests(s: &TestServer) -> TestResult {
+    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(&tests_dir)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
+    }
+    commit_to_main(&s.repo, &files, "policy tests")
+}
+
 /// Runs docs/ci/gov-policy-ci.sh in the repository with `gov` on PATH.
 fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String, String)> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci/gov-policy-ci.sh");
@@ -252,19 +269,7 @@ fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String,
 #[test]
 fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
     let s = TestServer::start()?;
-    // The test cases `gov policy test` runs come with the shipped policies.
-    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for e in std::fs::read_dir(&tests_dir)? {
-        let p = e?.path();
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
-    }
-    commit_to_main(&s.repo, &files, "policy tests")?;
+    commit_shipped_tests(&s)?;
     submit(&s, "noop", "research_only", 4)?;
     branch_with(
         &s,
@@ -339,5 +344,77 @@ fn diff_and_impact_read_the_working_tree() -> TestResult {
     );
     let (code, _, err) = gov(&s, &["policy", "diff", "main", "--worktree"])?;
     assert_eq!(code, 2, "{err}");
+    Ok(())
+}
+
+#[test]
+fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
+    let s = TestServer::start()?;
+    let research = |s: &TestServer| -> TestResult<u16> {
+        let tok = s.agent_token("researcher")?;
+        let mut body = proposal("researcher", "research_only");
+        body["requires_approval"] = json!(false);
+        Ok(s.post("/proposals", Some(&tok), &body)?.status)
+    };
+    commit_shipped_tests(&s)?;
+    assert_eq!(research(&s)?, 200);
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(
+            "no change to `policies/`, `agents/*/agent.toml` or `gov.toml` in the working tree"
+        ),
+        "{err}"
+    );
+
+    // A change that breaks a policy test case is not proposed.
+    let ban = proposals_with(&s, &BAN.replace("noop", "researcher"))?;
+    std::fs::write(
+        s.repo.root().join("policies/proposals.cedar"),
+        proposals_with(&s, BAN)?,
+    )?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("error: a policy test fails: nothing was proposed"),
+        "{err}"
+    );
+
+    std::fs::write(s.repo.root().join("policies/proposals.cedar"), ban)?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban researcher research"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("proposed policy change "))
+        .ok_or("no proposal line")?;
+    let id = line
+        .trim_start_matches("proposed policy change ")
+        .split(' ')
+        .next()
+        .ok_or("no id")?
+        .to_string();
+    assert!(line.ends_with("`policies/proposals.cedar`"), "{line}");
+    // Waiting for a person: not in force yet.
+    let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
+    assert_eq!(p.body["status"], "pending", "{:?}", p.body);
+    assert_eq!(p.body["action_type"], "policy_change");
+    assert_eq!(research(&s)?, 200);
+    let (code, out, _) = gov(&s, &["policy", "impact", &format!("gov/policy/{id}")])?;
+    assert_eq!(code, 3, "{out}");
+
+    let (code, out, err) = gov(&s, &["approve", &id])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let st = s.get("/status", Some(&s.operator))?.body;
+    let tip = s.repo.repo()?.refname_to_id("refs/heads/main")?;
+    assert_eq!(st["policy_version"], tip.to_string().as_str(), "{st}");
+    assert_eq!(st["policy_refused"], json!([]));
+    assert_eq!(research(&s)?, 403, "the approved ban is in force");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Ok(())
 }
