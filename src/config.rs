@@ -63,6 +63,8 @@ pub struct RawGovToml {
     pub signers: RawSigners,
     #[serde(default)]
     pub remote: RawRemote,
+    #[serde(default)]
+    pub runner: RawRunner,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +115,38 @@ pub struct RawRemote {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunner {
+    pub sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    pub sandbox_read: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+/// Whether `gov run` confines its agents (`[runner] sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent runs confined; where the kernel cannot confine it, no
+    /// agent runs.
+    #[default]
+    Required,
+    /// Agents run with every right of the operator's user. Said on every run.
+    Off,
+}
+
+/// How `gov run` confines agents, resolved: extra paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    pub sandbox: SandboxMode,
+    /// Readable (and executable) for every agent, besides the defaults.
+    pub sandbox_read: Vec<PathBuf>,
+    /// Writable for every agent, besides its folder and its temporary one.
+    pub sandbox_write: Vec<PathBuf>,
+}
+
 /// Budget caps and pricing, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
@@ -157,6 +191,7 @@ pub struct Settings {
     pub operator_name: String,
     pub remote: Option<String>,
     pub webhook_secret_file: PathBuf,
+    pub runner: RunnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +203,27 @@ pub enum ConfigError {
     },
     #[error("`{path}` is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+}
+
+/// Parses a TOML file into its raw struct. The error is one line that
+/// names where: `line N`, and the key (`server.port`) when a value has the
+/// wrong type or is not allowed.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let message = inner.message().trim().replace('\n', ": ");
+        match (line, path.as_str()) {
+            (Some(l), "." | "") => format!("line {l}: {message}"),
+            (Some(l), key) => format!("line {l}: `{key}`: {message}"),
+            (None, "." | "") => message,
+            (None, key) => format!("`{key}`: {message}"),
+        }
+    })
 }
 
 impl Settings {
@@ -209,6 +265,7 @@ impl Settings {
             path: path.clone(),
             source,
         })?;
+        tracing::debug!(path = %path.display(), "reading settings");
         Self::from_toml(root, &path, &text)
     }
 
@@ -217,7 +274,7 @@ impl Settings {
             path: path.to_path_buf(),
             message,
         };
-        let raw: RawGovToml = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        let raw: RawGovToml = parse_toml(text).map_err(invalid)?;
         let budget = resolve_budget(&BudgetSettings::default(), &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
         let abs = |p: Option<PathBuf>, default: &str| {
@@ -255,6 +312,21 @@ impl Settings {
                 .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+            runner: RunnerSettings {
+                sandbox: raw.runner.sandbox.unwrap_or_default(),
+                sandbox_read: raw
+                    .runner
+                    .sandbox_read
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+                sandbox_write: raw
+                    .runner
+                    .sandbox_write
+                    .iter()
+                    .map(|p| root.join(p))
+                    .collect(),
+            },
         })
     }
 
@@ -413,8 +485,7 @@ impl AgentSettings {
                 "`{id}` is not a valid agent id (letters, digits, `-` and `_`)"
             )));
         }
-        let raw: RawAgentToml =
-            toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        let raw: RawAgentToml = parse_toml(text).map_err(invalid)?;
         let budget = resolve_budget(&settings.budget, &raw.budget)
             .map_err(|e| invalid(format!("budget: {e}")))?;
         let command = match (raw.kind, raw.command) {

@@ -11,6 +11,8 @@
 //! - [`cli`]: one file per subcommand; maps errors to exit codes once.
 //! - [`server`]: the HTTP API and the dashboard.
 //! - [`runner`]: spawning and supervising agents; the tool-call hook.
+//! - [`wire`]: the HTTP API's request and response bodies, shared by the
+//!   server, the client, the CLI, the runner and the tests.
 
 pub mod app;
 pub mod cli;
@@ -20,3 +22,4 @@ pub mod domain;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod wire;

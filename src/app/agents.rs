@@ -3,14 +3,17 @@
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::AppError;
 use super::service::{Service, Step};
 use crate::config::BudgetSettings;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
 use crate::domain::budget::{
     agent_status, check_charge, remaining_pct, Charge, ChargeCheck, PeriodKeys, Spend,
+};
+use crate::domain::event::{
+    AdminPauseAll, AgentPaused, AgentResumed, BudgetCharge, BudgetChargeRefused, BudgetPaused,
+    Impersonation,
 };
 use crate::domain::money::Micros;
 use crate::store::projection;
@@ -148,19 +151,16 @@ pub fn plan_charge(
     actor: Actor,
 ) -> Step<BudgetView> {
     let refused = |reason: &str| {
-        let mut e = NewEntry::new(actor.clone(), "budget_charge_refused")
+        let refused = BudgetChargeRefused {
+            tokens: charge.tokens,
+            micros: charge.micros.0,
+            dollars: charge.micros.as_dollars_f64(),
+            tool: input.tool.clone(),
+            reason: reason.into(),
+        };
+        NewEntry::new(actor.clone(), Event::BudgetChargeRefused(refused))
             .agent(agent_id)
-            .payload(json!({
-                "tokens": charge.tokens,
-                "micros": charge.micros.0,
-                "dollars": charge.micros.as_dollars_f64(),
-                "tool": input.tool,
-                "reason": reason,
-            }));
-        if let Some(t) = &input.task_id {
-            e = e.task(t);
-        }
-        e
+            .maybe_task(input.task_id.as_ref())
     };
     if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
         let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
@@ -176,19 +176,17 @@ pub fn plan_charge(
     match check_charge(caps, spend, charge) {
         ChargeCheck::Fits => {
             let keys = PeriodKeys::at(Utc::now());
-            let mut e = NewEntry::new(actor.clone(), "budget_charge")
+            let booked = BudgetCharge {
+                tokens: charge.tokens,
+                dollars: charge.micros.as_dollars_f64(),
+                micros: charge.micros.0,
+                tool: input.tool.clone(),
+                period_day: keys.day,
+                period_month: keys.month,
+            };
+            let e = NewEntry::new(actor.clone(), Event::BudgetCharge(booked))
                 .agent(agent_id)
-                .payload(json!({
-                    "tokens": charge.tokens,
-                    "dollars": charge.micros.as_dollars_f64(),
-                    "micros": charge.micros.0,
-                    "tool": input.tool,
-                    "period_day": keys.day,
-                    "period_month": keys.month,
-                }));
-            if let Some(t) = &input.task_id {
-                e = e.task(t);
-            }
+                .maybe_task(input.task_id.as_ref());
             let after = Spend {
                 tokens: spend.tokens + charge.tokens,
                 micros: Micros(spend.micros.0 + charge.micros.0),
@@ -200,19 +198,18 @@ pub fn plan_charge(
             tokens_over,
             dollars_over,
         } => {
-            let pause = NewEntry::new(Actor::server(), "budget_paused")
-                .agent(agent_id)
-                .payload(json!({
-                    "reason": "budget_cap_exceeded",
-                    "tokens_consumed": spend.tokens,
-                    "dollars_consumed": spend.micros.as_dollars_f64(),
-                    "tokens_cap": caps.tokens_cap,
-                    "dollars_cap": caps.dollars_cap.as_dollars_f64(),
-                    "refused_tokens": charge.tokens,
-                    "refused_dollars": charge.micros.as_dollars_f64(),
-                    "tokens_over": tokens_over,
-                    "dollars_over": dollars_over,
-                }));
+            let paused = BudgetPaused {
+                reason: "budget_cap_exceeded".into(),
+                tokens_consumed: spend.tokens,
+                dollars_consumed: spend.micros.as_dollars_f64(),
+                tokens_cap: caps.tokens_cap,
+                dollars_cap: caps.dollars_cap.as_dollars_f64(),
+                refused_tokens: charge.tokens,
+                refused_dollars: charge.micros.as_dollars_f64(),
+                tokens_over,
+                dollars_over,
+            };
+            let pause = NewEntry::new(Actor::server(), Event::BudgetPaused(paused)).agent(agent_id);
             let view = view_after(
                 svc,
                 agent_id,
@@ -291,9 +288,10 @@ pub fn pause(
         if projection::agent(conn, agent_id)?.is_some_and(|a| a.paused) {
             return Ok((Ok(()), vec![]));
         }
-        let e = NewEntry::new(actor, "agent_paused")
-            .agent(agent_id)
-            .payload(json!({"reason": reason}));
+        let paused = AgentPaused {
+            reason: reason.into(),
+        };
+        let e = NewEntry::new(actor, Event::AgentPaused(paused)).agent(agent_id);
         Ok((Ok(()), vec![e]))
     })?;
     state(svc, agent_id)
@@ -311,9 +309,10 @@ pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState,
         }
         match projection::agent(conn, agent_id)? {
             Some(a) if a.paused => {
-                let e = NewEntry::new(actor, "agent_resumed")
-                    .agent(agent_id)
-                    .payload(json!({"was_paused_for": a.paused_reason}));
+                let resumed = AgentResumed {
+                    was_paused_for: a.paused_reason,
+                };
+                let e = NewEntry::new(actor, Event::AgentResumed(resumed)).agent(agent_id);
                 Ok((Ok(()), vec![e]))
             }
             _ => Ok((Ok(()), vec![])),
@@ -339,8 +338,11 @@ pub fn pause_all(svc: &Service, reason: &str, actor: Actor) -> Result<Vec<String
             }
         }
         now_paused.sort();
-        let e = NewEntry::new(actor, "admin_pause_all")
-            .payload(json!({"reason": reason, "paused_agents": now_paused}));
+        let all = AdminPauseAll {
+            reason: reason.into(),
+            paused_agents: now_paused.clone(),
+        };
+        let e = NewEntry::new(actor, Event::AdminPauseAll(all));
         Ok((Ok(now_paused), vec![e]))
     })
 }
@@ -398,11 +400,14 @@ pub fn flag_impersonation(
     claimed: &str,
     what: &str,
 ) -> Result<(), AppError> {
+    let flag = Impersonation {
+        claimed_agent_id: claimed.into(),
+        request: what.into(),
+    };
     svc.governance().append(vec![NewEntry::new(
         Actor::agent(token_agent),
-        "audit_flag_impersonation",
+        Event::AuditFlagImpersonation(flag),
     )
-    .agent(token_agent)
-    .payload(json!({"claimed_agent_id": claimed, "request": what}))])?;
+    .agent(token_agent)])?;
     Ok(())
 }

@@ -23,6 +23,8 @@ use git2::{Oid, Repository};
 
 use crate::app::governance::{open_index, open_repo, GovError};
 use crate::config::Settings;
+use crate::domain::audit::Event;
+use crate::domain::event::VIA_FORGE;
 use crate::store::audit::{entries_from, read_entry};
 use crate::store::git::{StoreError, EMPTY_TREE};
 use crate::store::index::{AuditFilter, Index, IndexedEntry};
@@ -40,24 +42,17 @@ struct ForgeRecords {
 
 impl ForgeRecords {
     fn note(&mut self, e: &crate::domain::audit::AuditEntry) {
-        let e = &e.entry;
-        match e.event_type.as_str() {
-            "proposal_submitted" => {
-                let commit = e.payload.get("commit").and_then(|c| c.as_str());
-                let proposal = e.payload.get("proposal").cloned().and_then(|p| {
-                    serde_json::from_value::<crate::domain::proposal::Proposal>(p).ok()
-                });
-                if let (Some(c), Some(p)) = (commit.and_then(|c| Oid::from_str(c).ok()), proposal) {
-                    if p.branch.is_some() {
-                        self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
-                    }
+        match &e.entry.event {
+            Event::ProposalSubmitted(s) => {
+                let commit = s.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+                if let (Some(c), Some(_)) = (commit, &s.proposal.branch) {
+                    let p = &s.proposal;
+                    self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
                 }
             }
-            "proposal_decided"
-                if e.payload.get("via").and_then(|v| v.as_str()) == Some("forge") =>
-            {
-                if let Some(m) = e.payload.get("merge_commit").and_then(|m| m.as_str()) {
-                    self.approvals.insert(m.to_string());
+            Event::ProposalDecided(d) if d.via.as_deref() == Some(VIA_FORGE) => {
+                if let Some(m) = &d.merge_commit {
+                    self.approvals.insert(m.clone());
                 }
             }
             _ => {}

@@ -3,15 +3,15 @@
 //! transaction), every outcome audited.
 
 use chrono::{Duration, Utc};
-use serde_json::json;
 
 use super::error::AppError;
 use super::proposals::refuse_if_paused;
 use super::service::{random_bytes, Service, Step};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::credential::{
     check_ttl, redeem as redeem_state, token_from_bytes, token_hash, Redemption,
 };
+use crate::domain::event::{CredentialUse, CredentialsIssued};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -43,9 +43,12 @@ pub fn issue(
             return Ok((Err(err), vec![entry]));
         }
         let expires_at = Timestamp(Utc::now() + Duration::seconds(ttl_seconds));
-        let e = NewEntry::new(Actor::server(), "credentials_issued")
-            .agent(agent_id)
-            .payload(json!({"scope": scope, "expires_at": expires_at, "token_hash": hash}));
+        let issued = CredentialsIssued {
+            scope: scope.into(),
+            expires_at,
+            token_hash: hash.clone(),
+        };
+        let e = NewEntry::new(Actor::server(), Event::CredentialsIssued(issued)).agent(agent_id);
         Ok((
             Ok(Issued {
                 token: token.clone(),
@@ -71,9 +74,12 @@ pub fn redeem(svc: &Service, token: &str) -> Result<Redeemed, AppError> {
             .as_ref()
             .map(|s| (Some(s.agent_id.clone()), s.scope.clone()))
             .unwrap_or((None, String::new()));
-        let entry = |event: &str| {
-            let e = NewEntry::new(Actor::server(), event)
-                .payload(json!({"scope": scope, "token_hash": hash}));
+        let entry = |event: fn(CredentialUse) -> Event| {
+            let used = CredentialUse {
+                scope: scope.clone(),
+                token_hash: hash.clone(),
+            };
+            let e = NewEntry::new(Actor::server(), event(used));
             match &agent {
                 Some(a) => e.agent(a),
                 None => e,
@@ -85,19 +91,19 @@ pub fn redeem(svc: &Service, token: &str) -> Result<Redeemed, AppError> {
                     agent_id: agent.clone().unwrap_or_default(),
                     scope: scope.clone(),
                 }),
-                vec![entry("credentials_redeemed")],
+                vec![entry(Event::CredentialsRedeemed)],
             ),
             Redemption::Expired => (
                 Err(AppError::Unauthorized("token expired".into())),
-                vec![entry("credentials_expired")],
+                vec![entry(Event::CredentialsExpired)],
             ),
             Redemption::AlreadyUsed => (
                 Err(AppError::Unauthorized("token already used".into())),
-                vec![entry("credentials_replay_blocked")],
+                vec![entry(Event::CredentialsReplayBlocked)],
             ),
             Redemption::Unknown => (
                 Err(AppError::Unauthorized("unknown token".into())),
-                vec![entry("credentials_unknown")],
+                vec![entry(Event::CredentialsUnknown)],
             ),
         })
     })

@@ -16,6 +16,9 @@ pub enum AppError {
     /// The request conflicts with the state (a duplicate id).
     #[error("{0}")]
     Conflict(String),
+    /// Something the request needs is not configured (no remote).
+    #[error("{0}")]
+    NotConfigured(String),
     /// The request is wrong for the state (already decided), as the
     /// original answered it (HTTP 400).
     #[error("{0}")]

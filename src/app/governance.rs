@@ -198,6 +198,13 @@ impl Governance {
             .apply_written(&w.repo, &refname, &written)
             .map_err(GovError::from)?;
         drop(lock);
+        for e in &written {
+            tracing::debug!(
+                seq = e.entry.seq,
+                event = e.entry.entry.event_type(),
+                "appended"
+            );
+        }
         Ok((value, written.into_iter().map(|w| w.entry).collect()))
     }
 

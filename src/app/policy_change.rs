@@ -14,6 +14,7 @@ use super::error::AppError;
 use super::proposals::{ask_policy, file_pending_on};
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::event::{Event, ProposalForbidden};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::Outcome;
 use crate::store::trust::{blob_at, SETTINGS_FILE};
@@ -159,11 +160,16 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
         };
         let (decision, record) = ask_policy(svc, &policy, &mut p);
         if decision.outcome == Outcome::Forbidden {
-            let entry = NewEntry::new(Actor::operator(operator), "proposal_forbidden")
-                .agent(operator)
-                .proposal(&id)
-                .payload(json!({"action_type": POLICY_CHANGE, "branch": branch}))
-                .decision(record);
+            let entry = NewEntry::new(
+                Actor::operator(operator),
+                Event::ProposalForbidden(ProposalForbidden {
+                    action_type: POLICY_CHANGE.into(),
+                    wave: 0,
+                }),
+            )
+            .agent(operator)
+            .proposal(&id)
+            .decision(record);
             return Ok((
                 Err(AppError::ForbiddenByPolicy {
                     policies: decision.policies,
@@ -172,15 +178,7 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             ));
         }
         // Never auto-approved, whatever the set says: it waits for a person.
-        let entry = file_pending_on(svc, tx, p, record, Some(commit))?;
-        let filed: Proposal = entry
-            .payload
-            .get("proposal")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(AppError::internal)?
-            .ok_or_else(|| AppError::internal("filed proposal missing"))?;
+        let (filed, entry) = file_pending_on(svc, tx, p, record, Some(commit))?;
         Ok((
             Ok(Proposed {
                 proposal: filed,

@@ -7,7 +7,11 @@ use serde_json::json;
 
 use super::error::AppError;
 use super::service::{new_uuid, Service, Step};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
+use crate::domain::event::{
+    AgentRequestRefused, Empty, ProposalDecided, ProposalExpired, ProposalForbidden,
+    ProposalSubmitted, ProposalTampered, SelfApproveAttempt, VIA_FORGE,
+};
 use crate::domain::money::Micros;
 use crate::domain::proposal::{
     payload_hash, valid_proposal_id, DecideError, Proposal, ProposalStatus, Verdict,
@@ -145,6 +149,34 @@ pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
     }
 }
 
+/// One proposal as the index knows it.
+pub fn get(svc: &Service, id: &str) -> Result<Proposal, AppError> {
+    svc.read(|c| projection::proposal(c, id))?
+        .ok_or_else(|| AppError::NotFound(format!("proposal `{id}` not found")))
+}
+
+/// Proposals, newest first, of one status or all.
+pub fn list(
+    svc: &Service,
+    status: Option<ProposalStatus>,
+    limit: u32,
+) -> Result<Vec<Proposal>, AppError> {
+    svc.read(|c| projection::proposals(c, status.map(ProposalStatus::as_str), limit))
+}
+
+/// A status filter as users write it: a status, or `all` (or nothing) for
+/// every proposal.
+pub fn status_filter(s: Option<&str>) -> Result<Option<ProposalStatus>, String> {
+    match s.map(str::trim) {
+        None | Some("") | Some("all") => Ok(None),
+        Some(s) => ProposalStatus::parse(s).map(Some).ok_or_else(|| {
+            format!(
+                "`{s}` is not a status (pending, approved, auto-approved, rejected, expired, all)"
+            )
+        }),
+    }
+}
+
 /// Refuses the request of a paused agent, recording the refusal.
 pub fn refuse_if_paused(
     conn: &rusqlite::Connection,
@@ -154,11 +186,13 @@ pub fn refuse_if_paused(
     match projection::agent(conn, agent_id)? {
         Some(a) if a.paused => {
             let reason = a.paused_reason.unwrap_or_else(|| "paused".into());
-            let entry = NewEntry::new(Actor::server(), "agent_request_refused")
-                .agent(agent_id)
-                .payload(
-                    json!({"request": what, "reason": "agent_paused", "paused_reason": reason}),
-                );
+            let refused = AgentRequestRefused {
+                request: what.into(),
+                reason: "agent_paused".into(),
+                paused_reason: reason.clone(),
+            };
+            let entry =
+                NewEntry::new(Actor::server(), Event::AgentRequestRefused(refused)).agent(agent_id);
             Ok(Some((
                 AppError::Paused {
                     agent_id: agent_id.into(),
@@ -265,18 +299,15 @@ fn file_decided(
     let main_ref = svc.settings().main_refname();
     match decision.outcome {
         Outcome::NeedsPerson if !p.requires_approval && decision.self_approve_blocked => {
-            let entry = NewEntry::new(Actor::server(), "audit_flag_self_approve_attempt")
-                .agent(&p.agent_id)
-                .payload(json!({
-                    "action_type": p.action_type,
-                    "proposal_id": asked_id,
-                    "reason": "requires_approval=false on an action reserved for a person",
-                }))
-                .decision(record);
-            let entry = match asked_id {
-                Some(id) => entry.proposal(id),
-                None => entry,
+            let attempt = SelfApproveAttempt {
+                action_type: p.action_type.clone(),
+                proposal_id: asked_id.clone(),
+                reason: "requires_approval=false on an action reserved for a person".into(),
             };
+            let entry = NewEntry::new(Actor::server(), Event::AuditFlagSelfApproveAttempt(attempt))
+                .agent(&p.agent_id)
+                .maybe_proposal(asked_id)
+                .decision(record);
             Ok((
                 Err(AppError::SelfApproveBlocked {
                     action_type: p.action_type.clone(),
@@ -286,10 +317,13 @@ fn file_decided(
             ))
         }
         Outcome::Forbidden => {
-            let entry = NewEntry::new(Actor::server(), "proposal_forbidden")
+            let forbidden = ProposalForbidden {
+                action_type: p.action_type.clone(),
+                wave: p.wave,
+            };
+            let entry = NewEntry::new(Actor::server(), Event::ProposalForbidden(forbidden))
                 .agent(&p.agent_id)
                 .proposal(&p.proposal_id)
-                .payload(json!({"action_type": p.action_type, "wave": p.wave}))
                 .decision(record);
             Ok((
                 Err(AppError::ForbiddenByPolicy {
@@ -314,28 +348,20 @@ fn file_decided(
         }
         Outcome::NeedsPerson => {
             p.requires_approval = true;
-            let entry = file_pending(svc, tx, p, record)?;
-            let filed = entry
-                .payload
-                .get("proposal")
-                .cloned()
-                .map(serde_json::from_value::<Proposal>)
-                .transpose()
-                .map_err(AppError::internal)?
-                .ok_or_else(|| AppError::internal("filed proposal missing"))?;
+            let (filed, entry) = file_pending(svc, tx, p, record)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
     }
 }
 
 /// Files a proposal that waits for a person (its branch and commit) and
-/// returns the entry that records it.
+/// returns it as filed, with the entry that records it.
 pub fn file_pending(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
     p: Proposal,
     record: DecisionRecord,
-) -> Result<NewEntry, AppError> {
+) -> Result<(Proposal, NewEntry), AppError> {
     file_pending_on(svc, tx, p, record, None)
 }
 
@@ -347,7 +373,7 @@ pub fn file_pending_on(
     mut p: Proposal,
     record: DecisionRecord,
     base: Option<git2::Oid>,
-) -> Result<NewEntry, AppError> {
+) -> Result<(Proposal, NewEntry), AppError> {
     let (key, _) = tx.signer();
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
     let commit = match base {
@@ -363,21 +389,15 @@ pub fn file_pending_on(
     .map_err(AppError::internal)?;
     p.branch = Some(branch);
     p.commit = Some(commit.to_string());
-    Ok(submitted_entry(&p, record))
+    let entry = submitted_entry(&p, record);
+    Ok((p, entry))
 }
 
 fn submitted_entry(p: &Proposal, record: DecisionRecord) -> NewEntry {
-    NewEntry::new(Actor::server(), "proposal_submitted")
+    let submitted = Event::ProposalSubmitted(ProposalSubmitted::of(p));
+    NewEntry::new(Actor::server(), submitted)
         .agent(&p.agent_id)
         .proposal(&p.proposal_id)
-        .payload(json!({
-            "action_type": p.action_type,
-            "status": p.status,
-            "wave": p.wave,
-            "branch": p.branch,
-            "commit": p.commit,
-            "proposal": p,
-        }))
         .decision(record)
 }
 
@@ -399,7 +419,10 @@ pub fn decide(
     svc.transact(|tx| -> Step<Proposal> {
         let conn = tx.index().conn();
         let Some(mut p) = projection::proposal(conn, id)? else {
-            return Ok((Err(AppError::NotFound("proposal not found".into())), vec![]));
+            return Ok((
+                Err(AppError::NotFound(format!("proposal `{id}` not found"))),
+                vec![],
+            ));
         };
         let now = Timestamp(Utc::now());
         match p.check_decidable(input.verdict, now) {
@@ -407,7 +430,7 @@ pub fn decide(
             Err(DecideError::AlreadyDecided(status)) => {
                 return Ok((
                     Err(AppError::BadRequest(format!(
-                        "proposal '{id}' already decided (status={status})"
+                        "proposal `{id}` already decided (status={status})"
                     ))),
                     vec![],
                 ))
@@ -433,19 +456,28 @@ pub fn decide(
                 let tamper = git_proposals::check_untampered(tx.repo(), &branch, submitted, &p)
                     .map_err(AppError::internal)?;
                 if let Some(t) = tamper {
-                    let what = match t {
-                        Tamper::Missing => json!({"branch": branch, "problem": "branch missing"}),
-                        Tamper::Moved { found } => {
-                            json!({"branch": branch, "problem": "branch moved", "expected": commit, "found": found})
-                        }
-                        Tamper::FileChanged => {
-                            json!({"branch": branch, "problem": "proposal file changed"})
-                        }
+                    let mut what = ProposalTampered {
+                        via: None,
+                        branch: Some(branch),
+                        expected: None,
+                        found: None,
+                        merge_commit: None,
+                        merged_by: None,
+                        problem: String::new(),
                     };
-                    let entry = NewEntry::new(Actor::server(), "audit_flag_proposal_tampered")
+                    match t {
+                        Tamper::Missing => what.problem = "branch missing".into(),
+                        Tamper::Moved { found } => {
+                            what.problem = "branch moved".into();
+                            what.expected = Some(commit);
+                            what.found = Some(found);
+                        }
+                        Tamper::FileChanged => what.problem = "proposal file changed".into(),
+                    };
+                    let flag = Event::AuditFlagProposalTampered(what);
+                    let entry = NewEntry::new(Actor::server(), flag)
                         .agent(&p.agent_id)
-                        .proposal(id)
-                        .payload(what);
+                        .proposal(id);
                     return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
                 }
                 let key = svc.approver_key()?;
@@ -479,6 +511,7 @@ pub fn decide(
             final_: input.final_,
             decided_by: decider.into(),
             merge_commit,
+            forge_merger: None,
         };
         let entry = decided_entry(&mut p, decided, Actor::operator(decider), now, record);
         Ok((Ok(p), vec![entry]))
@@ -517,7 +550,7 @@ fn approval_question(
         request,
     };
     if decision.outcome == Outcome::Forbidden {
-        let entry = NewEntry::new(Actor::operator(decider), "approval_forbidden")
+        let entry = NewEntry::new(Actor::operator(decider), Event::ApprovalForbidden(Empty {}))
             .agent(&p.agent_id)
             .proposal(&p.proposal_id)
             .decision(rec);
@@ -538,6 +571,8 @@ struct Decided {
     final_: bool,
     decided_by: String,
     merge_commit: Option<String>,
+    /// Who merged the pull request, for a decision made on the forge.
+    forge_merger: Option<String>,
 }
 
 /// Marks `p` decided and returns the `proposal_decided` entry.
@@ -558,19 +593,21 @@ fn decided_entry(
     p.decided_at = Some(now);
     p.decision_final = d.final_;
     p.merge_commit = d.merge_commit.clone();
-    let entry = NewEntry::new(actor, "proposal_decided")
+    let decided = ProposalDecided {
+        decision: d.verdict.as_str().into(),
+        final_: d.final_,
+        note: d.note,
+        status: p.status,
+        decided_by: d.decided_by,
+        merge_commit: d.merge_commit,
+        branch: p.branch.clone(),
+        proposal: p.clone(),
+        via: d.forge_merger.as_ref().map(|_| VIA_FORGE.to_string()),
+        merged_by: d.forge_merger,
+    };
+    let entry = NewEntry::new(actor, Event::ProposalDecided(decided))
         .agent(&p.agent_id)
-        .proposal(&p.proposal_id)
-        .payload(json!({
-            "decision": d.verdict.as_str(),
-            "final": d.final_,
-            "note": d.note,
-            "status": p.status,
-            "decided_by": d.decided_by,
-            "merge_commit": d.merge_commit,
-            "branch": p.branch,
-            "proposal": p,
-        }));
+        .proposal(&p.proposal_id);
     match record {
         Some(r) => entry.decision(r),
         None => entry,
@@ -642,12 +679,9 @@ pub fn approve_by_forge(
         final_: false,
         decided_by: decider.clone(),
         merge_commit: Some(merge.merge_commit.clone()),
+        forge_merger: Some(merge.merged_by.clone()),
     };
-    let mut entry = decided_entry(&mut p, decided, Actor(decider), now, Some(rec));
-    if let Some(payload) = entry.payload.as_object_mut() {
-        payload.insert("via".into(), json!("forge"));
-        payload.insert("merged_by".into(), json!(merge.merged_by));
-    }
+    let entry = decided_entry(&mut p, decided, Actor(decider), now, Some(rec));
     Ok(Ok((p, entry)))
 }
 
@@ -666,10 +700,14 @@ fn expire_entry(
     p.status = ProposalStatus::Expired;
     p.decided_at = Some(now);
     p.decided_by = Some("expiry".into());
-    Ok(NewEntry::new(actor, "proposal_expired")
+    let expired = ProposalExpired {
+        expires_at: p.expires_at,
+        branch: p.branch.clone(),
+        proposal: p.clone(),
+    };
+    Ok(NewEntry::new(actor, Event::ProposalExpired(expired))
         .agent(&p.agent_id)
-        .proposal(&p.proposal_id)
-        .payload(json!({"expires_at": p.expires_at, "branch": p.branch, "proposal": p})))
+        .proposal(&p.proposal_id))
 }
 
 /// Expires every pending proposal whose `expires_at` has passed. Returns

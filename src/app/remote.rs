@@ -26,13 +26,13 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use git2::{Oid, Repository};
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::AppError;
 use super::proposals::{approve_by_forge, ForgeMerge};
 use super::service::{Service, Step};
 use crate::config::Settings;
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
+use crate::domain::event::{MainDiverged, ProposalTampered, VIA_FORGE};
 use crate::domain::proposal::{Proposal, ProposalStatus};
 use crate::store::git::{cas_ref, make_durable};
 use crate::store::index::AuditFilter;
@@ -82,7 +82,7 @@ impl SyncReport {
 
 fn remote_error(e: RemoteError) -> AppError {
     match e {
-        RemoteError::NotConfigured(_) => AppError::Conflict(e.to_string()),
+        RemoteError::NotConfigured(_) => AppError::NotConfigured(e.to_string()),
         other => AppError::internal(crate::domain::errors::error_chain(&other)),
     }
 }
@@ -90,7 +90,7 @@ fn remote_error(e: RemoteError) -> AppError {
 /// The configured remote's name, or why there is none.
 pub fn configured_remote(settings: &Settings) -> Result<String, AppError> {
     settings.remote.clone().ok_or_else(|| {
-        AppError::Conflict("no remote is configured: set `[remote] name` in gov.toml".into())
+        AppError::NotConfigured("no remote is configured: set `[remote] name` in gov.toml".into())
     })
 }
 
@@ -205,7 +205,7 @@ fn already_flagged(
         .map_err(AppError::internal)?;
     Ok(rows
         .iter()
-        .any(|r| r.entry.entry.payload.get(key).and_then(|v| v.as_str()) == Some(value)))
+        .any(|r| r.entry.entry.payload().get(key).and_then(|v| v.as_str()) == Some(value)))
 }
 
 fn take_forge_merges(
@@ -245,14 +245,14 @@ fn take_forge_merges(
                 "remote_main",
                 &r.to_string(),
             )? {
-                entries.push(
-                    NewEntry::new(actor, "audit_flag_main_diverged").payload(json!({
-                        "remote": remote,
-                        "local_main": local.to_string(),
-                        "remote_main": r.to_string(),
-                        "reason": reason,
-                    })),
-                );
+                let flag = MainDiverged {
+                    remote: remote.into(),
+                    local_main: local.to_string(),
+                    remote_main: Some(r.to_string()),
+                    commit: None,
+                    reason: reason.clone(),
+                };
+                entries.push(NewEntry::new(actor, Event::AuditFlagMainDiverged(flag)));
             }
             report.refused.push(reason);
             return Ok((Ok(report), entries));
@@ -291,15 +291,14 @@ fn take_forge_merges(
                 "commit",
                 &oid.to_string(),
             )? {
-                entries.push(
-                    NewEntry::new(actor, "audit_flag_main_diverged").payload(json!({
-                        "remote": remote,
-                        "local_main": good.to_string(),
-                        "remote_main": remote_main.map(|r| r.to_string()),
-                        "commit": oid.to_string(),
-                        "reason": reason,
-                    })),
-                );
+                let flag = MainDiverged {
+                    remote: remote.into(),
+                    local_main: good.to_string(),
+                    remote_main: remote_main.map(|r| r.to_string()),
+                    commit: Some(oid.to_string()),
+                    reason: reason.clone(),
+                };
+                entries.push(NewEntry::new(actor, Event::AuditFlagMainDiverged(flag)));
             }
             report.refused.push(reason);
             break;
@@ -320,18 +319,19 @@ fn take_forge_merges(
                 "merge_commit",
                 &oid.to_string(),
             )? {
+                let flag = ProposalTampered {
+                    via: Some(VIA_FORGE.into()),
+                    branch: p.branch.clone(),
+                    expected: Some(submitted.to_string()),
+                    found: None,
+                    merge_commit: Some(oid.to_string()),
+                    merged_by: Some(merged_by.clone()),
+                    problem: why.clone(),
+                };
                 entries.push(
-                    NewEntry::new(actor.clone(), "audit_flag_proposal_tampered")
+                    NewEntry::new(actor.clone(), Event::AuditFlagProposalTampered(flag))
                         .agent(&p.agent_id)
-                        .proposal(&p.proposal_id)
-                        .payload(json!({
-                            "via": "forge",
-                            "branch": p.branch,
-                            "expected": submitted.to_string(),
-                            "merge_commit": oid.to_string(),
-                            "merged_by": merged_by,
-                            "problem": why,
-                        })),
+                        .proposal(&p.proposal_id),
                 );
             }
             report.refused.push(format!(

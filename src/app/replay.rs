@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::domain::audit::AuditEntry;
 use crate::domain::policy::PolicySet;
 use crate::domain::request::{Decision, DecisionRecord, Outcome};
-use crate::store::audit::entries_from;
+use crate::store::audit::entries_back;
 
 /// One recorded decision: the entry and its commit.
 pub struct Recorded {
@@ -34,15 +34,15 @@ impl Recorded {
     }
 }
 
-/// Calls `f` with every entry of the chain that carries a decision, oldest
-/// first.
+/// Calls `f` with every entry of the chain that carries a decision, newest
+/// first (one pass over the chain).
 fn each_decision(
     repo: &Repository,
     settings: &Settings,
     mut f: impl FnMut(Recorded),
 ) -> Result<u64, VerifyError> {
     let mut entries = 0;
-    for e in entries_from(repo, &settings.audit_refname(), 1)? {
+    for e in entries_back(repo, &settings.audit_refname())? {
         let e = e?;
         entries += 1;
         if e.entry.entry.decision.is_some() {
@@ -117,6 +117,8 @@ pub fn replay(settings: &Settings) -> Result<ReplayReport, VerifyError> {
     })?;
     report.entries = entries;
     report.versions = sets.len();
+    // Walked newest first; the first bad entry comes first.
+    report.problems.sort_by_key(|p| p.seq);
     Ok(report)
 }
 
@@ -241,7 +243,7 @@ pub fn impact(
         let after = set.decide_enforcing_shadows(&record.request);
         let example = Example {
             seq: e.seq,
-            event_type: e.entry.event_type.clone(),
+            event_type: e.entry.event_type().to_string(),
             agent_id: e.entry.agent_id.clone(),
             request: format!(
                 "{} {} {}",

@@ -10,10 +10,14 @@ use super::agents::{self, BudgetView, ChargeInput};
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::service::{new_uuid, random_bytes, Service, Step};
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::credential::{token_from_bytes, token_hash};
+use crate::domain::event::{
+    AgentRunSkipped, AgentRunStarted, AgentTokenIssued, RunEnded, ToolApprovalUsed, ToolDecision,
+};
 use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
 use crate::domain::request::{CedarRequest, DecisionRecord, EntityRef, Outcome, PolicyCitation};
+use crate::domain::run::{undecided, undecided_reason, ToolUse};
 use crate::store::projection;
 
 #[derive(Debug, Clone)]
@@ -48,13 +52,13 @@ pub fn start_run(
     svc.transact(|tx| -> Step<RunStarted> {
         let conn = tx.index().conn();
         let skipped = |reason: &str, policies: &[PolicyCitation]| {
-            let e = NewEntry::new(actor.clone(), "agent_run_skipped")
+            let skipped = AgentRunSkipped {
+                reason: reason.into(),
+                policies: policies.to_vec(),
+            };
+            NewEntry::new(actor.clone(), Event::AgentRunSkipped(skipped))
                 .agent(agent_id)
-                .payload(json!({"reason": reason, "policies": policies}));
-            match task_id {
-                Some(t) => e.task(t),
-                None => e,
-            }
+                .maybe_task(task_id)
         };
         if let Some(row) = projection::agent(conn, agent_id)?.filter(|r| r.paused) {
             let reason = row.paused_reason.unwrap_or_else(|| "paused".into());
@@ -78,12 +82,13 @@ pub fn start_run(
             ));
         }
         let run_id = new_uuid();
-        let mut e = NewEntry::new(actor.clone(), "agent_run_started")
+        let started = AgentRunStarted {
+            run_id: run_id.clone(),
+            token_hash: hash.clone(),
+        };
+        let e = NewEntry::new(actor.clone(), Event::AgentRunStarted(started))
             .agent(agent_id)
-            .payload(json!({"run_id": run_id, "token_hash": hash}));
-        if let Some(t) = task_id {
-            e = e.task(t);
-        }
+            .maybe_task(task_id);
         Ok((
             Ok(RunStarted {
                 run_id,
@@ -107,23 +112,37 @@ pub struct RunEnd {
     pub dollars: Option<f64>,
     #[serde(default)]
     pub usage_missing: bool,
+    /// The tool calls the agent's stream reported (claude agents): each
+    /// must have a decision of this run, or the run fails.
+    #[serde(default)]
+    pub tool_uses: Vec<ToolUse>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Complete,
     Failed,
 }
 
+/// How a run was recorded: the runner's status and reason, unless a tool
+/// call ran without a decision, which fails the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecorded {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+}
+
 /// Finishes a run: charges its spend (refused over the cap, which pauses
-/// the agent), records its end and revokes its token.
+/// the agent), records its end and revokes its token. A run whose agent
+/// reported a tool call that has no decision of this run is recorded as
+/// failed (`tool_without_gov_decision`), whatever the runner said.
 pub fn finish_run(
     svc: &Service,
     run_id: &str,
     end: &RunEnd,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
+) -> Result<(RunRecorded, BudgetView), AppError> {
     let agent_id = {
         let index = svc.governance().index()?;
         match projection::run(index.conn(), run_id)? {
@@ -139,7 +158,7 @@ pub fn finish_run(
         task_id: None,
     };
     let charge = input.to_charge(caps.dollars_per_1k_tokens)?;
-    svc.transact(|tx| -> Step<()> {
+    let recorded = svc.transact(|tx| -> Step<RunRecorded> {
         let conn = tx.index().conn();
         let Some((_, task, finished)) = projection::run(conn, run_id)? else {
             return Ok((
@@ -155,6 +174,18 @@ pub fn finish_run(
                 vec![],
             ));
         }
+        let decided = projection::decided_tool_uses(conn, run_id)?;
+        let missing = undecided(&end.tool_uses, &decided);
+        let (status, reason) = if missing.is_empty() {
+            (end.status, end.reason.clone())
+        } else {
+            let why = undecided_reason(&missing);
+            let reason = match &end.reason {
+                Some(r) => format!("{why}; {r}"),
+                None => why,
+            };
+            (RunStatus::Failed, Some(reason))
+        };
         let mut entries = Vec::new();
         let mut input = input.clone();
         input.task_id = task.clone();
@@ -163,26 +194,26 @@ pub fn finish_run(
                 agents::plan_charge(svc, conn, &agent_id, &caps, charge, &input, actor.clone())?;
             entries.append(&mut charged);
         }
-        let event = match end.status {
-            RunStatus::Complete => "agent_run_complete",
-            RunStatus::Failed => "agent_run_failed",
+        let ended = RunEnded {
+            run_id: run_id.into(),
+            reason: reason.clone(),
+            tokens: charge.tokens,
+            dollars: charge.micros.as_dollars_f64(),
+            usage_missing: end.usage_missing,
+            undecided_tool_uses: missing.into_iter().cloned().collect(),
         };
-        let mut e = NewEntry::new(actor.clone(), event)
-            .agent(&agent_id)
-            .payload(json!({
-                "run_id": run_id,
-                "reason": end.reason,
-                "tokens": charge.tokens,
-                "dollars": charge.micros.as_dollars_f64(),
-                "usage_missing": end.usage_missing,
-            }));
-        if let Some(t) = &task {
-            e = e.task(t);
-        }
-        entries.push(e);
-        Ok((Ok(()), entries))
+        let event = match status {
+            RunStatus::Complete => Event::AgentRunComplete(ended),
+            RunStatus::Failed => Event::AgentRunFailed(ended),
+        };
+        entries.push(
+            NewEntry::new(actor.clone(), event)
+                .agent(&agent_id)
+                .maybe_task(task),
+        );
+        Ok((Ok(RunRecorded { status, reason }), entries))
     })?;
-    agents::budget(svc, &agent_id, 0)
+    Ok((recorded, agents::budget(svc, &agent_id, 0)?))
 }
 
 /// Mints an agent token by hand (operator), not bound to a run.
@@ -199,9 +230,11 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
                 vec![],
             ));
         }
-        let e = NewEntry::new(actor, "agent_token_issued")
-            .agent(agent_id)
-            .payload(json!({"token_hash": hash, "run_id": null}));
+        let issued = AgentTokenIssued {
+            token_hash: hash.clone(),
+            run_id: None,
+        };
+        let e = NewEntry::new(actor, Event::AgentTokenIssued(issued)).agent(agent_id);
         Ok((Ok(()), vec![e]))
     })?;
     Ok(token)
@@ -226,6 +259,10 @@ pub struct ToolCall {
     pub tool_input: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Claude Code's id for the call, recorded with the decision so the
+    /// runner can tell a call that was decided from one that was not.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -322,6 +359,14 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             "tool_name must be non-empty",
         ));
     }
+    if let Some(id) = &call.tool_use_id {
+        if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AppError::invalid(
+                "tool_use_id",
+                "tool_use_id must be 1 to 200 visible ASCII characters",
+            ));
+        }
+    }
     let action_type = format!("{}{}", super::proposals::TOOL_ACTION_PREFIX, call.tool_name);
     let payload = json!({"tool_name": call.tool_name, "tool_input": call.tool_input});
     let hash = payload_hash(&payload);
@@ -329,19 +374,17 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
     svc.transact(|tx| -> Step<ToolAnswer> {
         let conn = tx.index().conn();
         let base = |decision: &str, reason: &str, pid: Option<&str>| {
-            let e = NewEntry::new(Actor::server(), "tool_decision")
+            let decided = ToolDecision {
+                tool_name: call.tool_name.clone(),
+                run_id: call.run_id.clone(),
+                tool_use_id: call.tool_use_id.clone(),
+                decision: decision.into(),
+                reason: reason.into(),
+                payload_hash: hash.clone(),
+            };
+            NewEntry::new(Actor::server(), Event::ToolDecision(decided))
                 .agent(&call.agent_id)
-                .payload(json!({
-                    "tool_name": call.tool_name,
-                    "run_id": call.run_id,
-                    "decision": decision,
-                    "reason": reason,
-                    "payload_hash": hash,
-                }));
-            match pid {
-                Some(p) => e.proposal(p),
-                None => e,
-            }
+                .maybe_proposal(pid)
         };
         if let Some((AppError::Paused { reason, .. }, _)) =
             refuse_if_paused(conn, &call.agent_id, "tool")?
@@ -403,10 +446,13 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     projection::unused_tool_approval(conn, &call.agent_id, &action_type, &hash)?
                 {
                     let r = format!("approved by a person (proposal {pid}), once");
-                    let used = NewEntry::new(Actor::server(), "tool_approval_used")
+                    let used = ToolApprovalUsed {
+                        tool_name: call.tool_name.clone(),
+                        run_id: call.run_id.clone(),
+                    };
+                    let used = NewEntry::new(Actor::server(), Event::ToolApprovalUsed(used))
                         .agent(&call.agent_id)
-                        .proposal(&pid)
-                        .payload(json!({"tool_name": call.tool_name, "run_id": call.run_id}));
+                        .proposal(&pid);
                     return Ok((
                         Ok(answer("allow", r.clone(), Some(pid.clone()))),
                         vec![base("allow", &r, Some(&pid)).decision(record), used],
@@ -453,7 +499,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     commit: None,
                     merge_commit: None,
                 };
-                let filed = super::proposals::file_pending(svc, tx, p, record.clone())?;
+                let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
                 let r = format!("needs a person: proposal {id}");
                 Ok((
                     Ok(answer("needs_person", r.clone(), Some(id.clone()))),

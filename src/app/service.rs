@@ -14,6 +14,7 @@ use super::error::AppError;
 use super::governance::{GovError, Governance, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
 use crate::domain::audit::{NewEntry, Timestamp};
+use crate::domain::event::{Event, PolicyChangeRefused};
 use crate::domain::policy::PolicySet;
 use crate::store::keys::{Role, SigningKey};
 use crate::store::trust::{Refusal, TrustState};
@@ -193,24 +194,23 @@ impl Service {
             ..Default::default()
         };
         for e in tx.index().query(&filter).map_err(GovError::from)? {
-            if let Some(c) = e.entry.entry.payload.get("commit").and_then(|c| c.as_str()) {
-                known.insert(c.to_string());
+            if let Event::PolicyChangeRefused(r) = &e.entry.entry.event {
+                known.insert(r.commit.clone());
             }
         }
         let mut out = Vec::new();
         for r in all {
             if known.insert(r.commit.clone()) {
-                out.push(
-                    NewEntry::new(self.gov_actor(), POLICY_CHANGE_REFUSED).payload(
-                        serde_json::json!({
-                            "commit": r.commit,
-                            "reason": r.reason,
-                            "summary": r.summary,
-                            "in_force": trust.in_force.to_string(),
-                            "branch": self.settings.main_branch,
-                        }),
-                    ),
-                );
+                out.push(NewEntry::new(
+                    self.gov_actor(),
+                    Event::PolicyChangeRefused(PolicyChangeRefused {
+                        commit: r.commit.clone(),
+                        reason: r.reason.clone(),
+                        summary: r.summary.clone(),
+                        in_force: trust.in_force.to_string(),
+                        branch: self.settings.main_branch.clone(),
+                    }),
+                ));
             }
         }
         Ok(out)

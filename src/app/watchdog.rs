@@ -14,13 +14,13 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::AppError;
 use super::service::{Service, Step};
 use crate::config::Settings;
-use crate::domain::audit::{Actor, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::budget::PeriodKeys;
+use crate::domain::event::{WatchdogObserved, WatchdogPause, ENDS_PROPOSAL_WAIT, RUN_ENDS};
 use crate::domain::proposal::ProposalStatus;
 use crate::domain::request::{Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::watchdog::{continue_request, Observation, Thresholds};
@@ -28,17 +28,6 @@ use crate::store::projection;
 
 /// How many of an agent's newest proposals the observation lists.
 const RECENT_PROPOSALS: u32 = 20;
-
-/// Entries that end an approved proposal's wait when they carry its id.
-const TERMINAL_FOR_PROPOSAL: &[&str] = &[
-    "action_executed",
-    "action_failed",
-    "agent_stop",
-    "tool_approval_used",
-];
-
-/// Entries that end every approved proposal of the agent before them.
-const TERMINAL_FOR_AGENT: &[&str] = &["agent_stop", "agent_run_complete", "agent_run_failed"];
 
 /// The default rules' thresholds from `gov.toml [watchdog]`.
 pub fn thresholds(settings: &Settings) -> Thresholds {
@@ -98,8 +87,8 @@ fn has_terminal_after(
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM audit WHERE seq > ?3 AND agent_id = ?1 AND (
             (proposal_id = ?2 AND event_type IN ({})) OR event_type IN ({})))",
-        in_list(TERMINAL_FOR_PROPOSAL),
-        in_list(TERMINAL_FOR_AGENT)
+        in_list(ENDS_PROPOSAL_WAIT),
+        in_list(RUN_ENDS)
     );
     conn.query_row(&sql, params![agent, proposal_id, after_seq], |r| {
         r.get::<_, bool>(0)
@@ -240,21 +229,21 @@ fn pause_if_denied(
         if decision.outcome == Outcome::Auto {
             return Ok((Ok(None), vec![]));
         }
-        let entry = NewEntry::new(Actor::watchdog(), "watchdog_pause")
+        let pause = WatchdogPause {
+            reason: pause_reason(&decision.policies),
+            policies: decision.policies.clone(),
+            outcome: decision.outcome,
+            observed: WatchdogObserved {
+                tokens_consumed: obs.tokens_consumed,
+                tokens_cap: obs.tokens_cap,
+                micros_consumed: obs.micros_consumed.0,
+                micros_cap: obs.micros_cap.0,
+                open_approvals: obs.open_approvals.len() as u64,
+                expired_pending: obs.expired_pending,
+            },
+        };
+        let entry = NewEntry::new(Actor::watchdog(), Event::WatchdogPause(pause))
             .agent(agent_id)
-            .payload(json!({
-                "reason": pause_reason(&decision.policies),
-                "policies": decision.policies,
-                "outcome": decision.outcome,
-                "observed": {
-                    "tokens_consumed": obs.tokens_consumed,
-                    "tokens_cap": obs.tokens_cap,
-                    "micros_consumed": obs.micros_consumed.0,
-                    "micros_cap": obs.micros_cap.0,
-                    "open_approvals": obs.open_approvals.len(),
-                    "expired_pending": obs.expired_pending,
-                },
-            }))
             .decision(record);
         Ok((Ok(Some(decision.policies)), vec![entry]))
     })

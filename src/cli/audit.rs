@@ -2,14 +2,17 @@
 
 use std::path::PathBuf;
 
-use crate::app::audit::{self as app, VerifyError};
-use crate::app::governance::{GovError, Governance};
+use crate::app::audit as app;
+use crate::app::governance::Governance;
 use crate::config::Settings;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::{Actor, Event, NewEntry};
 use crate::store::index::AuditFilter;
 use crate::store::keys::{Role, SignatureCheck};
 
 use super::{repo_root, ExitCode, Failure};
+
+/// The event type of the entries `gov audit append-test` writes.
+const APPEND_TEST: &str = "append_test";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,18 +68,6 @@ pub struct AppendTestArgs {
     pub watchdog: bool,
 }
 
-fn gov_failure(e: &GovError) -> Failure {
-    Failure::from_error(ExitCode::Failure, e)
-}
-
-fn verify_failure(e: &VerifyError) -> Failure {
-    let code = match e {
-        VerifyError::Signers(_) | VerifyError::NoSigners { .. } => ExitCode::Config,
-        VerifyError::Gov(_) => ExitCode::Failure,
-    };
-    Failure::from_error(code, e)
-}
-
 pub fn run(repo: Option<PathBuf>, args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
     match args.command {
@@ -88,13 +79,13 @@ pub fn run(repo: Option<PathBuf>, args: Args) -> Result<ExitCode, Failure> {
 }
 
 fn verify(settings: &Settings, args: &VerifyArgs) -> Result<ExitCode, Failure> {
-    let mut report = app::verify(settings).map_err(|e| verify_failure(&e))?;
+    let mut report = app::verify(settings)?;
     for note in &report.notes {
         println!("note: {note}");
     }
     if args.replay {
         let started = std::time::Instant::now();
-        let replayed = crate::app::replay::replay(settings).map_err(|e| verify_failure(&e))?;
+        let replayed = crate::app::replay::replay(settings)?;
         if replayed.problems.is_empty() {
             println!(
                 "ok: {} decisions replayed against {} policy versions in {:.1}s, each as recorded",
@@ -144,7 +135,7 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
         proposal_id: a.proposal,
         limit: Some(a.limit),
     };
-    let lines = app::log(settings, &filter).map_err(|e| verify_failure(&e))?;
+    let lines = app::log(settings, &filter)?;
     for l in lines {
         let e = &l.indexed.entry;
         let mut ids = String::new();
@@ -161,7 +152,7 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
             "#{} {} {} by {}{} [{} {}; signature {}]",
             e.seq,
             e.ts.to_rfc3339(),
-            e.entry.event_type,
+            e.entry.event_type(),
             e.entry.actor.0,
             ids,
             l.indexed.commit.get(..12).unwrap_or(&l.indexed.commit),
@@ -196,7 +187,7 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
 fn export(settings: &Settings) -> Result<ExitCode, Failure> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    app::export(settings, &mut out).map_err(|e| verify_failure(&e))?;
+    app::export(settings, &mut out)?;
     std::io::Write::flush(&mut out)
         .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot write the export: {e}")))?;
     Ok(ExitCode::Ok)
@@ -208,7 +199,7 @@ fn append_test(settings: &Settings, a: AppendTestArgs) -> Result<ExitCode, Failu
     } else {
         Role::Server
     };
-    let gov = Governance::open(settings, role).map_err(|e| gov_failure(&e))?;
+    let gov = Governance::open(settings, role)?;
     let pid = std::process::id();
     let batch = a.batch.max(1);
     let mut done = 0;
@@ -216,12 +207,13 @@ fn append_test(settings: &Settings, a: AppendTestArgs) -> Result<ExitCode, Failu
         let n = batch.min(a.count - done);
         let entries = (0..n)
             .map(|i| {
-                NewEntry::new(Actor::runner(), "append_test")
-                    .agent(format!("test-{pid}"))
-                    .payload(serde_json::json!({"pid": pid, "i": done + i}))
+                let payload = serde_json::json!({"pid": pid, "i": done + i});
+                Event::other(APPEND_TEST, payload)
+                    .map(|event| NewEntry::new(Actor::runner(), event).agent(format!("test-{pid}")))
             })
-            .collect();
-        gov.append(entries).map_err(|e| gov_failure(&e))?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::new(ExitCode::Failure, e.to_string()))?;
+        gov.append(entries)?;
         done += n;
     }
     Ok(ExitCode::Ok)

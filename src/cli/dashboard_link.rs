@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
+use crate::wire::LoginLink;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The server's port on 127.0.0.1 (default: `[server] port` in gov.toml).
+    /// The server's port on 127.0.0.1 (default: the server `.gov/server.json`
+    /// names, or `GOV_URL`).
     #[arg(long)]
     pub port: Option<u16>,
 }
@@ -23,22 +25,21 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     };
     client.require_server()?;
     let reply = client.post("/dashboard/login-codes", &serde_json::json!({}))?;
-    match (reply.status, reply.body["url"].as_str()) {
-        (200, Some(url)) => {
-            println!("{url}");
-            eprintln!(
-                "open it in a browser on this machine; it works once, within {} minutes",
-                reply.body["expires_in_seconds"].as_u64().unwrap_or(300) / 60
-            );
-            Ok(ExitCode::Ok)
-        }
-        (status, _) => Err(Failure::new(
-            ExitCode::Failure,
+    let status = reply.status;
+    let link: LoginLink = reply.ok_as().map_err(|f| {
+        Failure::new(
+            f.code,
             format!(
                 "the server at {} refused a login link (HTTP {status}): {}",
                 client.base(),
-                reply.body["detail"].as_str().unwrap_or("no reason given")
+                f.message
             ),
-        )),
-    }
+        )
+    })?;
+    println!("{}", link.url);
+    eprintln!(
+        "open it in a browser on this machine; it works once, within {} minutes",
+        link.expires_in_seconds / 60
+    );
+    Ok(ExitCode::Ok)
 }

@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use crate::wire::{DecisionRequest, ProposalDecided};
 
-use super::http::{detail, Client};
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::app::proposals::{decide, DecisionInput};
 use crate::app::service::Service;
@@ -31,32 +31,32 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
     if client.is_up() {
-        let reply = client.post(
-            &format!("/proposals/{}/decision", args.id),
-            &json!({"decision": verdict.as_str(), "note": args.note, "final": args.r#final}),
-        )?;
-        if reply.status != 200 {
-            return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-        }
+        let request = DecisionRequest {
+            decision: verdict,
+            final_: args.r#final,
+            note: args.note,
+        };
+        let decided: ProposalDecided = client
+            .post(&format!("/proposals/{}/decision", args.id), &request)?
+            .ok_as()?;
         println!(
             "proposal {} {}{}",
-            args.id,
-            reply.body["status"].as_str().unwrap_or("decided"),
-            reply.body["merge_commit"]
-                .as_str()
+            decided.proposal_id,
+            decided.status.as_str(),
+            decided
+                .merge_commit
                 .map(|c| format!(": merged into {} as {c}", settings.main_branch))
                 .unwrap_or_default()
         );
         return Ok(ExitCode::Ok);
     }
-    let svc = Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let svc = Service::open(&settings)?;
     let input = DecisionInput {
         verdict,
         note: args.note,
         final_: args.r#final,
     };
-    let p = decide(&svc, &args.id, &input, &settings.operator_name)
-        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let p = decide(&svc, &args.id, &input, &settings.operator_name)?;
     println!(
         "proposal {} {}{}",
         p.proposal_id,

@@ -343,7 +343,7 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
             out,
             "   #{:<2} {:<34} {:<8} {} {}",
             e.seq,
-            e.entry.event_type,
+            e.entry.event_type(),
             e.entry.agent_id.as_deref().unwrap_or("-"),
             short(&l.indexed.commit),
             sig

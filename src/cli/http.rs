@@ -11,6 +11,25 @@ use super::{ExitCode, Failure};
 use crate::client::{Timeouts, Token};
 use crate::config::Settings;
 
+/// Where this repository's server is: `GOV_URL`, else the URL
+/// `.gov/server.json` names (when its process lives), else `[server] port`
+/// on 127.0.0.1; and whether it is known to run (one of the first two).
+fn locate(settings: &Settings) -> (String, bool) {
+    let env_url = std::env::var("GOV_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let recorded = super::server_record::live(settings).map(|r| r.url);
+    let known = env_url.is_some() || recorded.is_some();
+    let base = crate::client::server_url(env_url.or(recorded), settings.port);
+    tracing::debug!(url = %base, running = known, "this repository's server");
+    (base, known)
+}
+
+/// The base URL of this repository's server (see [`locate`]).
+pub fn server_base(settings: &Settings) -> String {
+    locate(settings).0
+}
+
 /// A client for this repository's server, with the operator's token.
 #[derive(Debug)]
 pub struct Client {
@@ -29,12 +48,7 @@ pub struct Reply {
 
 impl Client {
     pub fn new(settings: &Settings) -> Client {
-        let env_url = std::env::var("GOV_URL").ok().filter(|u| !u.is_empty());
-        let recorded = super::server_record::live(settings).map(|r| r.url);
-        let known = env_url.is_some() || recorded.is_some();
-        let base = env_url
-            .or(recorded)
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.port));
+        let (base, known) = locate(settings);
         Client::with_base(settings, &base, known)
     }
 
@@ -66,7 +80,7 @@ impl Client {
             Ok(())
         } else {
             Err(Failure::new(
-                ExitCode::Failure,
+                ExitCode::Unreachable,
                 "no gov server of this repository is running (`.gov/server.json` names no live process); start one with `gov serve`",
             ))
         }
@@ -76,15 +90,17 @@ impl Client {
         self.inner.base_url()
     }
 
-    /// Whether the server of this repository runs and answers.
+    /// Whether the server of this repository runs and answers (whatever it
+    /// answers: a server that refuses the operator's token is up, and the
+    /// command must fail, not go around it).
     pub fn is_up(&self) -> bool {
-        self.known && matches!(self.get("/status"), Ok(r) if r.status == 200)
+        self.known && self.get("/status").is_ok()
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, Failure> {
         let (status, body) = self.inner.exchange(method, path, body).map_err(|e| {
             Failure::new(
-                ExitCode::Failure,
+                ExitCode::Unreachable,
                 format!("no gov server answers at {}: {e}", self.base()),
             )
         })?;
@@ -95,8 +111,42 @@ impl Client {
         self.send("GET", path, None)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Reply, Failure> {
-        self.send("POST", path, Some(body))
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<Reply, Failure> {
+        let body = serde_json::to_value(body).map_err(|e| {
+            Failure::new(ExitCode::Failure, format!("cannot write the request: {e}"))
+        })?;
+        self.send("POST", path, Some(&body))
+    }
+}
+
+impl Reply {
+    /// The body of a 200 answer; any other answer is a failure with the
+    /// server's message and the exit code its status means.
+    pub fn ok(self) -> Result<Value, Failure> {
+        if self.status == 200 {
+            return Ok(self.body);
+        }
+        let code = ExitCode::of_reply(self.status, &self.body);
+        let message = if self.status == 401 {
+            format!(
+                "the server refused the operator token in `.gov/operator-token`: {}",
+                detail(&self.body)
+            )
+        } else {
+            detail(&self.body)
+        };
+        Err(Failure::new(code, message))
+    }
+
+    /// The body of a 200 answer as its type from [`crate::wire`].
+    pub fn ok_as<T: serde::de::DeserializeOwned>(self) -> Result<T, Failure> {
+        let body = self.ok()?;
+        serde_json::from_value(body).map_err(|e| {
+            Failure::new(
+                ExitCode::Failure,
+                format!("the server sent an answer that is not what was expected: {e}"),
+            )
+        })
     }
 }
 

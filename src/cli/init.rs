@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::app::init::{init, InitError, InitOptions};
+use crate::app::init::{init, InitOptions};
 
 use super::{ExitCode, Failure};
 
@@ -26,17 +26,6 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         dir,
         operator_name: args.operator_name,
         operator_key: args.operator_key,
-    })
-    .map_err(|e| match e {
-        InitError::Collisions(_) | InitError::BadOperatorName(_) | InitError::Config(_) => {
-            Failure::from_error(ExitCode::Config, &e)
-        }
-        InitError::Key(crate::store::keys::KeyError::Read { .. })
-        | InitError::Key(crate::store::keys::KeyError::Parse { .. })
-        | InitError::Key(crate::store::keys::KeyError::NotEd25519 { .. }) => {
-            Failure::from_error(ExitCode::Config, &e)
-        }
-        _ => Failure::from_error(ExitCode::Failure, &e),
     })?;
     let d = report.dir.display();
     println!(

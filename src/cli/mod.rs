@@ -20,6 +20,7 @@ pub mod policy_review;
 pub mod proposals;
 pub mod reindex;
 pub mod run;
+pub mod sandbox_exec;
 pub mod serve;
 pub mod server_record;
 pub mod status;
@@ -83,13 +84,22 @@ pub enum Command {
     /// Exchange with the Git remote: push proposals and the audit chain,
     /// take pull requests merged on the forge as approvals.
     Sync(sync::Args),
+    /// Confine this process with Landlock, then execute an agent (used by
+    /// `gov run`; see docs/RUNNER.md).
+    #[command(hide = true)]
+    SandboxExec(sandbox_exec::Args),
 }
 
+/// Diagnostics on stderr: warnings by default, more with `GOV_LOG`
+/// (`GOV_LOG=debug`, or any `EnvFilter` directive such as `gov=trace`).
+/// Colours only when stderr is a terminal.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -119,6 +129,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hook(args) => hook::run(args),
         Command::Watchdog(args) => watchdog::run(args, cli.repo),
         Command::Sync(args) => sync::run(cli.repo, args),
+        Command::SandboxExec(args) => sandbox_exec::run(args),
     };
     match result {
         Ok(code) => code,
@@ -133,6 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// folder upwards from the current directory with a `gov.toml`.
 pub fn repo_root(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(p) = explicit {
+        tracing::debug!(repository = %p.display(), "repository from --repo or GOV_REPO");
         return Ok(p);
     }
     let cwd = std::env::current_dir().map_err(|e| {
@@ -141,7 +153,9 @@ pub fn repo_root(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
             format!("cannot read the current directory: {e}"),
         )
     })?;
-    crate::config::Settings::discover(&cwd).ok_or_else(|| {
+    let found = crate::config::Settings::discover(&cwd);
+    tracing::debug!(cwd = %cwd.display(), repository = ?found, "looked for gov.toml");
+    found.ok_or_else(|| {
         Failure::new(
             ExitCode::Config,
             "not in a governance repository (no `gov.toml` here or above); run `gov init DIR` or pass --repo",

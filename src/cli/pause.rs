@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::http::{detail, Client};
+use crate::wire::AgentState;
+
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::app::agents;
 use crate::app::service::Service;
@@ -34,20 +36,17 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
             Some(r) => json!({"reason": r}),
             None => json!({}),
         };
-        let reply = client.post(&format!("/agents/{agent}/{verb}"), &body)?;
-        if reply.status != 200 {
-            return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-        }
-        reply.body["status"].as_str().unwrap_or("").to_string()
+        let state: AgentState = client
+            .post(&format!("/agents/{agent}/{verb}"), &body)?
+            .ok_as()?;
+        state.status
     } else {
-        let svc =
-            Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+        let svc = Service::open(&settings)?;
         let actor = Actor::operator(&settings.operator_name);
         let s = match pause {
             Some(r) => agents::pause(&svc, agent, &r, actor),
             None => agents::resume(&svc, agent, actor),
-        }
-        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+        }?;
         s.status.to_string()
     };
     println!("agent {agent}: {status}");

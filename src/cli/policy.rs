@@ -113,7 +113,13 @@ fn policy_dir(arg: DirArg, repo: Option<PathBuf>) -> Result<PathBuf, Failure> {
         return Ok(dir);
     }
     match super::repo_root(repo) {
-        Ok(root) => Ok(root.join(policies::POLICIES_DIR)),
+        Ok(root) => {
+            // The repository's configuration must be valid too: a command
+            // that passes on a repository whose `gov.toml` is broken would
+            // say the repository is fine.
+            crate::config::Settings::load(&root)?;
+            Ok(root.join(policies::POLICIES_DIR))
+        }
         Err(e) => {
             let local = PathBuf::from(policies::POLICIES_DIR);
             if local.is_dir() {
@@ -420,7 +426,9 @@ fn eval_request(args: &EvalArgs) -> Result<CedarRequest, Failure> {
 fn eval(dir: &Path, args: &EvalArgs) -> Result<ExitCode, Failure> {
     let set = load(dir)?;
     let request = eval_request(args)?;
-    let decision = set.decide(&request);
+    let decision = set
+        .try_decide(&request)
+        .map_err(|e| Failure::new(ExitCode::Config, e))?;
     if args.json {
         let text = serde_json::to_string_pretty(&decision).map_err(|e| {
             Failure::new(ExitCode::Failure, format!("cannot print the decision: {e}"))

@@ -3,17 +3,17 @@
 use std::path::PathBuf;
 
 use super::{ExitCode, Failure};
+use crate::app::proposals;
 use crate::app::service::Service;
 use crate::config::Settings;
 use crate::domain::proposal::Proposal;
-use crate::store::projection;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     pub show: Option<Show>,
-    /// Only proposals with this status (pending, approved, auto-approved,
-    /// rejected, expired).
+    /// Only proposals with this status: pending, approved, auto-approved,
+    /// rejected, expired, or all (the default).
     #[arg(long)]
     pub status: Option<String>,
     /// At most this many, newest first.
@@ -28,36 +28,19 @@ pub enum Show {
     Show { id: String },
 }
 
-fn failure(e: crate::app::error::AppError) -> Failure {
-    Failure::from_error(ExitCode::Failure, &e)
-}
-
 pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
-    let svc = Service::open(&settings).map_err(failure)?;
+    let svc = Service::open(&settings)?;
     match args.show {
         Some(Show::Show { id }) => {
-            let p = svc
-                .read(|c| projection::proposal(c, &id))
-                .map_err(failure)?
-                .ok_or_else(|| Failure::new(ExitCode::Failure, format!("no proposal `{id}`")))?;
-            print!("{}", render(&p));
+            print!("{}", render(&proposals::get(&svc, &id)?));
             Ok(ExitCode::Ok)
         }
         None => {
-            let status = args.status.filter(|s| s != "all");
-            if let Some(s) = &status {
-                if crate::domain::proposal::ProposalStatus::parse(s).is_none() {
-                    return Err(Failure::new(
-                        ExitCode::Config,
-                        format!("`{s}` is not a status (pending, approved, auto-approved, rejected, expired)"),
-                    ));
-                }
-            }
-            let list = svc
-                .read(|c| projection::proposals(c, status.as_deref(), args.limit))
-                .map_err(failure)?;
+            let status = proposals::status_filter(args.status.as_deref())
+                .map_err(|m| Failure::new(ExitCode::Config, m))?;
+            let list = proposals::list(&svc, status, args.limit)?;
             if list.is_empty() {
                 println!("no proposals");
             }

@@ -12,8 +12,7 @@ pub struct Args {}
 
 pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
-    let n =
-        governance::reindex(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    let n = governance::reindex(&settings)?;
     println!("reindexed {n} entries");
     Ok(ExitCode::Ok)
 }

@@ -46,7 +46,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let request = RunRequest {
         agent_id: args.agent,
         task_id: args.task,
-        server_url: crate::client::server_url(std::env::var("GOV_URL").ok(), settings.port),
+        server_url: super::http::server_base(&settings),
         gov_exe,
         claude_bin: std::env::var_os("CLAUDE_BIN")
             .filter(|v| !v.is_empty())
@@ -63,14 +63,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             body,
             source,
         }) => Err(record_locally(&settings, &run_id, &body, &source)),
-        Err(e) => {
-            let code = if e.is_config() {
-                ExitCode::Config
-            } else {
-                ExitCode::Failure
-            };
-            Err(Failure::from_error(code, &e))
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -98,16 +91,17 @@ fn record_locally(
         tokens: i64::try_from(body.tokens).unwrap_or(i64::MAX),
         dollars: body.dollars,
         usage_missing: body.usage_missing,
+        tool_uses: body.tool_uses.clone(),
     };
     let recorded =
         Service::open(settings).and_then(|svc| finish_run(&svc, run_id, &end, Actor::runner()));
     let cause = crate::cli::exit::error_chain(cause);
     match recorded {
-        Ok(_) => Failure::new(
+        Ok((recorded, _)) => Failure::new(
             ExitCode::Failure,
             format!(
                 "failed: run `{run_id}`: {}: the server could not be told ({cause}); recorded on the audit chain directly",
-                unreachable_reason(body)
+                recorded.reason.unwrap_or_else(|| unreachable_reason(body))
             ),
         ),
         Err(e) => Failure::new(
@@ -197,6 +191,7 @@ mod tests {
             tokens: 0,
             dollars: None,
             usage_missing: false,
+            tool_uses: Vec::new(),
         };
         assert_eq!(
             unreachable_reason(&body(None)),

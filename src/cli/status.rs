@@ -4,31 +4,29 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::http::{detail, Client};
+use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
+use crate::wire::Status;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-fn fetch(path: &str, repo: Option<PathBuf>) -> Result<Value, Failure> {
+fn fetch<T: serde::de::DeserializeOwned>(path: &str, repo: Option<PathBuf>) -> Result<T, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
     let client = Client::new(&settings);
     client.require_server()?;
-    let reply = client.get(path).map_err(|_| {
+    let reply = client.get(path).map_err(|f| {
         Failure::new(
-            ExitCode::Failure,
+            f.code,
             format!(
                 "no gov server answers at {}; start one with `gov serve`",
                 client.base()
             ),
         )
     })?;
-    if reply.status != 200 {
-        return Err(Failure::new(ExitCode::Failure, detail(&reply.body)));
-    }
-    Ok(reply.body)
+    reply.ok_as()
 }
 
 fn text(v: &Value) -> String {
@@ -40,46 +38,37 @@ fn text(v: &Value) -> String {
 }
 
 pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let s = fetch("/status", repo)?;
+    let s: Status = fetch("/status", repo)?;
+    println!("server          http://{}:{}/", s.host, s.port);
+    println!("started at      {}", s.started_at.to_rfc3339());
     println!(
-        "server          http://{}:{}/",
-        text(&s["host"]),
-        text(&s["port"])
+        "policy version  {}",
+        s.policy_version.as_deref().unwrap_or("-")
     );
-    println!("started at      {}", text(&s["started_at"]));
-    println!("policy version  {}", text(&s["policy_version"]));
-    if !s["policy_error"].is_null() {
-        println!(
-            "policy error    {} (the last good set stays in force)",
-            text(&s["policy_error"])
-        );
+    if let Some(e) = &s.policy_error {
+        println!("policy error    {e} (the last good set stays in force)");
     }
-    for r in s["policy_refused"].as_array().into_iter().flatten() {
+    for r in &s.policy_refused {
         println!(
             "not in force    commit {}: {} (the last authorized state stays in force)",
-            text(&r["commit"]),
-            text(&r["reason"])
+            r.commit, r.reason
         );
     }
-    println!("audit entries   {}", text(&s["audit_entries"]));
-    println!("pending         {}", text(&s["pending_proposals"]));
-    let paused: Vec<String> = s["agents_paused"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default();
+    println!("audit entries   {}", s.audit_entries);
+    println!("pending         {}", s.pending_proposals);
     println!(
         "paused agents   {}",
-        if paused.is_empty() {
+        if s.agents_paused.is_empty() {
             "none".into()
         } else {
-            paused.join(", ")
+            s.agents_paused.join(", ")
         }
     );
     Ok(ExitCode::Ok)
 }
 
 pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let rows = fetch("/scoreboard", repo)?;
+    let rows: Value = fetch("/scoreboard", repo)?;
     let rows = rows.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
         println!("no agents yet");

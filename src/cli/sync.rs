@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use super::{repo_root, ExitCode, Failure};
-use crate::app::error::AppError;
 use crate::app::remote::{sync, SyncReport};
 use crate::app::service::Service;
 use crate::config::Settings;
@@ -55,11 +54,8 @@ pub fn describe(report: &SyncReport) -> Vec<String> {
 
 pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::load(&repo_root(repo)?)?;
-    let svc = Service::open(&settings).map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
-    let report = sync(&svc).map_err(|e| match e {
-        AppError::Conflict(_) => Failure::from_error(ExitCode::Config, &e),
-        other => Failure::from_error(ExitCode::Failure, &other),
-    })?;
+    let svc = Service::open(&settings)?;
+    let report = sync(&svc)?;
     for line in describe(&report) {
         println!("{line}");
     }

@@ -66,12 +66,19 @@ pub fn describe(report: &PassReport) -> Vec<String> {
 }
 
 fn open(settings: &Settings) -> Result<Service, Failure> {
-    Service::open_as(settings, Role::Watchdog)
-        .map_err(|e| Failure::from_error(ExitCode::Failure, &e))
+    Ok(Service::open_as(settings, Role::Watchdog)?)
 }
 
 fn one_pass(svc: &Service) -> Result<PassReport, Failure> {
-    pass(svc, chrono::Utc::now()).map_err(|e| Failure::from_error(ExitCode::Failure, &e))
+    Ok(pass(svc, chrono::Utc::now())?)
+}
+
+/// Why the policy set on `main`'s tip did not load, if it did not (the
+/// pass then used the last good set).
+fn broken_policy(svc: &Service) -> Option<String> {
+    svc.policy_status().error.map(|why| {
+        format!("the policy set on `main` does not load ({why}); the pass used the last good set")
+    })
 }
 
 /// With a remote configured, one sync after the pass: a failure (the
@@ -122,7 +129,10 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             println!("{line}");
         }
         sync_remote(&svc, false);
-        return Ok(ExitCode::Ok);
+        return match broken_policy(&svc) {
+            Some(why) => Err(Failure::new(ExitCode::Failure, why)),
+            None => Ok(ExitCode::Ok),
+        };
     }
     let interval = Duration::from_secs(args.interval.unwrap_or(settings.watchdog.interval_seconds));
     let stop = stop_on_signals()
@@ -144,6 +154,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 }
             }
             Err(f) => eprintln!("gov watchdog: pass failed: {}", f.message),
+        }
+        if let Some(why) = broken_policy(&svc) {
+            eprintln!("gov watchdog: {why}");
         }
         sync_remote(&svc, true);
         nap(interval, &stop);

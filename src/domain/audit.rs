@@ -7,6 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use super::event::Event;
 use super::request::DecisionRecord;
 
 /// Who caused an entry. The signer (server, watchdog) is a separate matter:
@@ -33,33 +34,101 @@ impl Actor {
 }
 
 /// An entry as the caller describes it, before it is given its place.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its JSON is `actor, event_type, agent_id, proposal_id, task_id, payload,
+/// decision` (absent ids and decision left out), as it has always been: the
+/// event is split into its type and payload ([`Event::to_parts`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewEntry {
     pub actor: Actor,
-    pub event_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Event,
     pub agent_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
-    #[serde(default)]
-    pub payload: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionRecord>,
 }
 
+/// [`NewEntry`] as written in JSON.
+#[derive(Serialize)]
+struct WireEntryRef<'a> {
+    actor: &'a Actor,
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proposal_id: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: &'a Option<String>,
+    payload: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: &'a Option<DecisionRecord>,
+}
+
+/// [`NewEntry`] as read from JSON.
+#[derive(Deserialize)]
+struct WireEntry {
+    actor: Actor,
+    event_type: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    proposal_id: Option<String>,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    payload: serde_json::Value,
+    #[serde(default)]
+    decision: Option<DecisionRecord>,
+}
+
+impl Serialize for NewEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (event_type, payload) = self.event.to_parts();
+        WireEntryRef {
+            actor: &self.actor,
+            event_type,
+            agent_id: &self.agent_id,
+            proposal_id: &self.proposal_id,
+            task_id: &self.task_id,
+            payload,
+            decision: &self.decision,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NewEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireEntry::deserialize(d)?;
+        Ok(NewEntry {
+            actor: w.actor,
+            event: Event::from_parts(w.event_type, w.payload),
+            agent_id: w.agent_id,
+            proposal_id: w.proposal_id,
+            task_id: w.task_id,
+            decision: w.decision,
+        })
+    }
+}
+
 impl NewEntry {
-    pub fn new(actor: Actor, event_type: impl Into<String>) -> Self {
+    pub fn new(actor: Actor, event: Event) -> Self {
         Self {
             actor,
-            event_type: event_type.into(),
+            event,
             agent_id: None,
             proposal_id: None,
             task_id: None,
-            payload: serde_json::Value::Object(Default::default()),
             decision: None,
         }
+    }
+    /// The `event_type` string.
+    pub fn event_type(&self) -> &str {
+        self.event.name()
+    }
+    /// The payload object as written.
+    pub fn payload(&self) -> serde_json::Value {
+        self.event.to_parts().1
     }
     pub fn agent(mut self, id: impl Into<String>) -> Self {
         self.agent_id = Some(id.into());
@@ -69,12 +138,18 @@ impl NewEntry {
         self.proposal_id = Some(id.into());
         self
     }
+    /// Sets the proposal id when there is one.
+    pub fn maybe_proposal(mut self, id: Option<impl Into<String>>) -> Self {
+        self.proposal_id = id.map(Into::into);
+        self
+    }
     pub fn task(mut self, id: impl Into<String>) -> Self {
         self.task_id = Some(id.into());
         self
     }
-    pub fn payload(mut self, payload: serde_json::Value) -> Self {
-        self.payload = payload;
+    /// Sets the task id when there is one.
+    pub fn maybe_task(mut self, id: Option<impl Into<String>>) -> Self {
+        self.task_id = id.map(Into::into);
         self
     }
     pub fn decision(mut self, record: DecisionRecord) -> Self {
@@ -143,7 +218,7 @@ impl AuditEntry {
         format!(
             "{MESSAGE_PREFIX} #{} {} {agent}\n\n{}\n",
             self.seq,
-            self.entry.event_type,
+            self.entry.event_type(),
             self.canonical_json()
         )
     }
@@ -171,10 +246,10 @@ impl AuditEntry {
             "audit_id": self.seq,
             "ts": self.ts.to_rfc3339(),
             "agent_id": self.entry.agent_id,
-            "event_type": self.entry.event_type,
+            "event_type": self.entry.event_type(),
             "proposal_id": self.entry.proposal_id,
             "task_id": self.entry.task_id,
-            "payload": self.entry.payload,
+            "payload": self.entry.payload(),
             "actor": self.entry.actor.0,
         });
         if let (Some(d), Some(obj)) = (&self.entry.decision, v.as_object_mut()) {
@@ -208,20 +283,23 @@ mod tests {
         let ts = DateTime::parse_from_rfc3339("2026-11-25T08:40:00.5+00:00")
             .map(|t| t.with_timezone(&Utc))
             .expect("valid time");
-        let e = NewEntry::new(Actor::server(), "proposal_submitted")
+        let event = Event::other("tool_call", serde_json::json!({"b": 1, "a": [true]}))
+            .expect("valid name");
+        let e = NewEntry::new(Actor::server(), event)
             .agent("noop")
             .proposal("p-1")
-            .payload(serde_json::json!({"b": 1, "a": [true]}))
             .place(7, ts);
         let msg = e.commit_message();
-        assert!(msg.starts_with("gov audit #7 proposal_submitted noop\n\n"));
+        assert!(msg.starts_with("gov audit #7 tool_call noop\n\n"));
+        assert!(msg.contains("\"payload\":{\"b\":1,\"a\":[true]}"));
         assert!(msg.contains("\"ts\":\"2026-11-25T08:40:00.500000+00:00\""));
         assert_eq!(AuditEntry::from_commit_message(&msg), Ok(e));
     }
 
     #[test]
     fn heading_must_match_sequence() {
-        let e = NewEntry::new(Actor::server(), "x").place(3, Utc::now());
+        let event = Event::other("x", serde_json::json!({})).expect("valid name");
+        let e = NewEntry::new(Actor::server(), event).place(3, Utc::now());
         let forged = e.commit_message().replacen("#3", "#4", 1);
         assert_eq!(
             AuditEntry::from_commit_message(&forged),

@@ -384,13 +384,24 @@ impl PolicySet {
     }
 
     fn decide_with(&self, req: &CedarRequest, enforce_shadows: bool) -> Decision {
-        match self.try_decide(req, enforce_shadows) {
+        match self.try_decide_with(req, enforce_shadows) {
             Ok(d) => d,
             Err(e) => self.decision(Outcome::Forbidden, Vec::new(), vec![e]),
         }
     }
 
-    fn try_decide(&self, req: &CedarRequest, enforce_shadows: bool) -> Result<Decision, String> {
+    /// [`PolicySet::decide`], with a request the schema refuses (an
+    /// unknown action, a malformed entity or context) as an error rather
+    /// than a `Forbidden` decision.
+    pub fn try_decide(&self, req: &CedarRequest) -> Result<Decision, String> {
+        self.try_decide_with(req, false)
+    }
+
+    fn try_decide_with(
+        &self,
+        req: &CedarRequest,
+        enforce_shadows: bool,
+    ) -> Result<Decision, String> {
         let principal = self.entity_uid(&req.principal)?;
         let resource = self.entity_uid(&req.resource)?;
         let action = self.entity_uid(&EntityRef::new("Action", req.action.clone()))?;

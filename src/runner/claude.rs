@@ -1,6 +1,20 @@
 //! The `claude -p` command line for a claude agent, and the settings file
 //! that installs gov's PreToolUse hook. Pure: paths and texts in, arguments
 //! and JSON out.
+//!
+//! Written against Claude Code 2.1.332 (`@anthropic-ai/claude-agent-sdk`
+//! 0.3.332, whose `.d.ts` files define the settings and flags used here):
+//!
+//! - the hook blocks the call when it fails (`onFailure: "block"`: it could
+//!   not start, timed out, crashed or printed invalid output), with an
+//!   explicit timeout longer than the hook's own deadline;
+//! - the permission mode is explicit (`dontAsk`: a call the hook did not
+//!   allow is denied, never asked about) and bypass mode is disabled;
+//! - no settings file the agent could write is read: `--setting-sources=`
+//!   (empty) turns off the user, project and local settings, so only the
+//!   `--settings` file gov writes outside the agent's reach (and the
+//!   machine's managed settings) apply; a `.claude/settings.json` with
+//!   `disableAllHooks` in the agent's folder changes nothing.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,8 +54,10 @@ pub fn claude_args(agent: &AgentSettings, inv: &ClaudeInvocation) -> Vec<OsStrin
     push("--session-id");
     push(&inv.session_id);
     push("--no-session-persistence");
-    push("--setting-sources");
-    push("project");
+    // Empty: no user, project or local settings file is read.
+    push("--setting-sources=");
+    push("--permission-mode");
+    push(PERMISSION_MODE);
     push("--strict-mcp-config");
     if let Some(sp) = inv.system_prompt.as_deref() {
         push("--append-system-prompt");
@@ -52,18 +68,46 @@ pub fn claude_args(agent: &AgentSettings, inv: &ClaudeInvocation) -> Vec<OsStrin
     args
 }
 
+/// The permission mode of every claude agent: a call the hook did not
+/// allow is denied without asking (there is nobody to ask).
+pub const PERMISSION_MODE: &str = "dontAsk";
+
+/// Seconds between the hook's own deadline and Claude Code's timeout for
+/// it: room for starting the process and reading its answer.
+pub const HOOK_TIMEOUT_MARGIN_SECS: u64 = 10;
+
+/// The timeout (whole seconds) gov writes for its hook: always longer than
+/// `deadline`, the longest the hook takes ([`super::hook::HOOK_DEADLINE`]),
+/// so Claude Code never times out a hook that is still deciding.
+pub fn hook_timeout_seconds(deadline: std::time::Duration) -> u64 {
+    let whole = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+    whole + HOOK_TIMEOUT_MARGIN_SECS
+}
+
 /// The settings JSON that routes every tool call through `gov hook
-/// pre-tool-use`, run by the same `gov` executable as the runner.
-pub fn hook_settings(gov_exe: &Path) -> serde_json::Value {
+/// pre-tool-use`, run by the same `gov` executable as the runner, and that
+/// fails closed: a hook that cannot answer blocks the call.
+pub fn hook_settings(gov_exe: &Path, deadline: std::time::Duration) -> serde_json::Value {
     let command = format!(
         "{} hook pre-tool-use",
         shell_quote(&gov_exe.to_string_lossy())
     );
     serde_json::json!({
         "hooks": {
-            "PreToolUse": [
-                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 30}]}
-            ]
+            "PreToolUse": [{
+                "matcher": "*",
+                "hooks": [{
+                    "type": "command",
+                    "command": command,
+                    "timeout": hook_timeout_seconds(deadline),
+                    "onFailure": "block"
+                }]
+            }]
+        },
+        "disableAllHooks": false,
+        "permissions": {
+            "defaultMode": PERMISSION_MODE,
+            "disableBypassPermissionsMode": "disable"
         }
     })
 }
@@ -93,6 +137,7 @@ mod tests {
     use super::*;
     use crate::config::{AgentKind, BudgetSettings};
     use crate::domain::money::Micros;
+    use std::time::Duration;
 
     fn agent() -> AgentSettings {
         AgentSettings {
@@ -126,8 +171,8 @@ mod tests {
             args.join(" "),
             "-p do it --output-format stream-json --verbose --model claude-sonnet-4-5 \
              --max-budget-usd 2.5 --session-id sid --no-session-persistence \
-             --setting-sources project --strict-mcp-config --append-system-prompt be good \
-             --settings /tmp/x/settings.json"
+             --setting-sources= --permission-mode dontAsk --strict-mcp-config \
+             --append-system-prompt be good --settings /tmp/x/settings.json"
         );
         let mut bare = agent();
         bare.claude_model = None;
@@ -147,14 +192,32 @@ mod tests {
 
     #[test]
     fn settings_install_the_hook() {
-        let v = hook_settings(Path::new("/opt/my gov/gov"));
-        assert_eq!(
-            v["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
-            "'/opt/my gov/gov' hook pre-tool-use"
-        );
+        let v = hook_settings(Path::new("/opt/my gov/gov"), Duration::from_secs(15));
+        let hook = &v["hooks"]["PreToolUse"][0]["hooks"][0];
+        assert_eq!(hook["command"], "'/opt/my gov/gov' hook pre-tool-use");
         assert_eq!(v["hooks"]["PreToolUse"][0]["matcher"], "*");
+        assert_eq!(hook["onFailure"], "block");
+        assert_eq!(hook["timeout"], 25);
+        assert_eq!(v["disableAllHooks"], false);
+        assert_eq!(v["permissions"]["defaultMode"], "dontAsk");
+        assert_eq!(v["permissions"]["disableBypassPermissionsMode"], "disable");
         assert_eq!(shell_quote("/usr/bin/gov"), "/usr/bin/gov");
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn the_hook_timeout_outlasts_the_hook() {
+        for ms in [0, 1, 999, 1000, 15_000, 15_001, 600_000] {
+            let deadline = Duration::from_millis(ms);
+            let timeout = Duration::from_secs(hook_timeout_seconds(deadline));
+            assert!(timeout > deadline, "{ms} ms");
+            assert!(timeout >= deadline + Duration::from_secs(HOOK_TIMEOUT_MARGIN_SECS));
+        }
+        let settings = hook_settings(Path::new("/g"), super::super::hook::HOOK_DEADLINE);
+        let timeout = settings["hooks"]["PreToolUse"][0]["hooks"][0]["timeout"]
+            .as_u64()
+            .expect("timeout");
+        assert!(Duration::from_secs(timeout) > super::super::hook::HOOK_DEADLINE);
     }
 
     #[test]

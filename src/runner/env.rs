@@ -1,9 +1,20 @@
 //! The environment an agent process gets: the runner's own, minus anything
-//! that looks like a secret of the operator, plus the run's variables.
+//! that looks like a secret of the operator, minus what would switch off or
+//! get around gov's control of Claude Code, plus the run's variables.
 //!
 //! An agent must not inherit the operator's token (it could decide its own
 //! proposals) or any other credential of the shell that started `gov run`.
-//! The only secret it gets is its own run's agent token.
+//! The only secret it gets is its own run's agent token (and, for claude
+//! agents, the model key).
+//!
+//! Claude Code reads many `CLAUDE_*` variables, some of which turn hooks or
+//! permission checks off (`CLAUDE_CODE_SIMPLE`: settings-file hooks never
+//! fire; `CLAUDE_CODE_SAFE_MODE`, `CLAUDE_CODE_PERSONAL_HOOKS_OFF`,
+//! `CLAUDE_CODE_EVEN_MORE_DANGEROUSLY_SKIP_PERMISSIONS`, ...) or point it at
+//! other settings (`CLAUDE_CONFIG_DIR`, `CLAUDE_CODE_MANAGED_SETTINGS_PATH`).
+//! The list grows with every release, so none is passed on: every
+//! `CLAUDE_*` variable is dropped except the OAuth token, and so is any
+//! variable whose name mentions hooks.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +32,24 @@ const KEEP_ALWAYS: &[&str] = &[
     "SHELL",
 ];
 const KEEP_FOR_CLAUDE: &[&str] = &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"];
+
+/// Ways to reach the operator's own agents and session (an ssh-agent could
+/// sign a forge merge as the operator; the session bus can start programs
+/// outside the sandbox). Never passed on.
+const OPERATOR_CHANNELS: &[&str] = &[
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "GPG_AGENT_INFO",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "XDG_RUNTIME_DIR",
+];
+
+/// True for a variable that configures Claude Code (or any hook) and is not
+/// gov's to pass on: see the module header.
+pub fn steers_claude(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    (upper.starts_with("CLAUDE_") && name != "CLAUDE_BIN") || upper.contains("HOOK")
+}
 
 /// Words that make a variable look like a credential.
 const SECRET_WORDS: &[&str] = &[
@@ -54,6 +83,10 @@ pub struct RunVars {
     pub agent_token: crate::client::Token,
     pub task_id: Option<String>,
     pub repo: String,
+    /// The run's private folders: the agent's `HOME` and `TMPDIR` (`TMP`,
+    /// `TEMP`), the only places besides its folder it may write.
+    pub home: String,
+    pub tmp: String,
 }
 
 /// The child's whole environment, from the runner's (`parent`).
@@ -65,14 +98,15 @@ pub fn child_env(
     let mut env: BTreeMap<String, String> = parent
         .into_iter()
         .filter(|(k, _)| {
-            if KEEP_ALWAYS.contains(&k.as_str())
-                || (claude && KEEP_FOR_CLAUDE.contains(&k.as_str()))
-            {
+            if claude && KEEP_FOR_CLAUDE.contains(&k.as_str()) {
                 return true;
+            }
+            if OPERATOR_CHANNELS.contains(&k.as_str()) || steers_claude(k) {
+                return false;
             }
             // GOV_OPERATOR_TOKEN goes with the other secrets; the run's own
             // GOV_ variables are overwritten below.
-            !looks_secret(k)
+            KEEP_ALWAYS.contains(&k.as_str()) || !looks_secret(k)
         })
         .collect();
     env.insert("GOV_URL".into(), vars.url.clone());
@@ -87,6 +121,10 @@ pub fn child_env(
         vars.task_id.clone().unwrap_or_default(),
     );
     env.insert("GOV_REPO".into(), vars.repo.clone());
+    env.insert("HOME".into(), vars.home.clone());
+    for name in ["TMPDIR", "TMP", "TEMP"] {
+        env.insert(name.into(), vars.tmp.clone());
+    }
     env
 }
 
@@ -103,6 +141,8 @@ mod tests {
             agent_token: Token::new("agent-secret"),
             task_id: Some("smoke".into()),
             repo: "/r".into(),
+            home: "/run/home".into(),
+            tmp: "/run/tmp".into(),
         }
     }
 
@@ -122,6 +162,15 @@ mod tests {
             ("GOV_RUN_ID", "stale"),
             ("GOV_NOOP_TIMEOUT", "5"),
             ("EDITOR", "vi"),
+            ("TMPDIR", "/tmp"),
+            ("CLAUDE_CODE_SIMPLE", "1"),
+            ("CLAUDE_CODE_SAFE_MODE", "1"),
+            ("CLAUDE_CONFIG_DIR", "/h/.claude"),
+            ("CLAUDE_CODE_OAUTH_TOKEN", "oauth"),
+            ("CLAUDE_BIN", "/bin/claude"),
+            ("DISABLE_BRIEF_MODE_STOP_HOOK", "1"),
+            ("SSH_AUTH_SOCK", "/tmp/ssh-x/agent.1"),
+            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let env = child_env(parent.clone(), &vars(), false);
@@ -129,6 +178,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "CLAUDE_BIN",
                 "EDITOR",
                 "FAKE_CLAUDE_SCENARIO",
                 "GOV_AGENT_ID",
@@ -139,14 +189,30 @@ mod tests {
                 "GOV_TASK_ID",
                 "GOV_URL",
                 "HOME",
-                "PATH"
+                "PATH",
+                "TEMP",
+                "TMP",
+                "TMPDIR"
             ]
         );
         assert_eq!(env["GOV_AGENT_TOKEN"], "agent-secret");
         assert_eq!(env["GOV_RUN_ID"], "r1");
+        assert_eq!(env["HOME"], "/run/home");
+        assert_eq!(env["TMPDIR"], "/run/tmp");
         let env = child_env(parent, &vars(), true);
         assert_eq!(env["ANTHROPIC_API_KEY"], "sk");
-        assert!(!env.contains_key("GITHUB_TOKEN"));
+        assert_eq!(env["CLAUDE_CODE_OAUTH_TOKEN"], "oauth");
+        for gone in [
+            "GITHUB_TOKEN",
+            "CLAUDE_CODE_SIMPLE",
+            "CLAUDE_CODE_SAFE_MODE",
+            "CLAUDE_CONFIG_DIR",
+            "DISABLE_BRIEF_MODE_STOP_HOOK",
+            "SSH_AUTH_SOCK",
+            "DBUS_SESSION_BUS_ADDRESS",
+        ] {
+            assert!(!env.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct HookInput {
     pub tool_name: String,
     #[serde(default)]
     pub tool_input: serde_json::Value,
+    /// Claude Code's id for the call, as in its stream's `tool_use` block.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
 }
 
 /// What the runner put in the environment of the agent, read by the hook.
@@ -46,6 +49,8 @@ pub struct EvaluateRequest {
     pub tool_name: String,
     pub tool_input: serde_json::Value,
     pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
 }
 
 /// A policy that took part in a decision.
@@ -169,6 +174,7 @@ pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<EvaluateRequest, H
         tool_name: input.tool_name,
         tool_input,
         cwd: input.cwd,
+        tool_use_id: input.tool_use_id,
     })
 }
 
@@ -211,12 +217,17 @@ pub fn failure_output(err: &HookError) -> HookOutput {
     ))
 }
 
-/// The timeouts of the hook's one request: well under the 30 s Claude Code
-/// gives the hook.
+/// How long the hook may take, from start to answer. The timeout gov writes
+/// into Claude Code's hook settings is derived from it and always longer
+/// ([`super::claude::hook_timeout_seconds`]), so Claude Code never times the
+/// hook out (which it would treat as a failure).
+pub const HOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The timeouts of the hook's one request: within [`HOOK_DEADLINE`].
 pub fn hook_timeouts() -> Timeouts {
     Timeouts {
         connect: std::time::Duration::from_secs(2),
-        total: std::time::Duration::from_secs(15),
+        total: HOOK_DEADLINE,
     }
 }
 
@@ -251,14 +262,14 @@ mod tests {
         let stdin = json!({
             "session_id": "s", "transcript_path": "/t", "cwd": "/w",
             "hook_event_name": "PreToolUse", "tool_name": "Bash",
-            "tool_input": {"command": "ls"}
+            "tool_input": {"command": "ls"}, "tool_use_id": "toolu_1"
         })
         .to_string();
         let req = evaluate_request(&stdin, &env()).expect("request");
         assert_eq!(
             serde_json::to_value(&req).expect("json"),
             json!({"agent_id": "researcher", "run_id": "run-1", "tool_name": "Bash",
-                   "tool_input": {"command": "ls"}, "cwd": "/w"})
+                   "tool_input": {"command": "ls"}, "cwd": "/w", "tool_use_id": "toolu_1"})
         );
     }
 

@@ -5,6 +5,9 @@
 //! - [`process`]: spawning in a process group; wall clock and Ctrl-C
 //!   (SIGTERM, grace, SIGKILL).
 //! - [`env`]: the environment a child gets (operator secrets removed).
+//! - [`sandbox`]: the Landlock confinement every agent runs under (through
+//!   `gov sandbox-exec`): no `.gov/`, no Git directory, writes only in its
+//!   folder and its run's private folder.
 //! - [`claude`]: the `claude -p` command line and the hook settings file.
 //! - [`stream_json`]: parsing Claude Code's stream-json for usage and outcome.
 //! - [`hook`]: `gov hook pre-tool-use`: every tool call asks the policy set;
@@ -17,4 +20,5 @@ pub mod env;
 pub mod hook;
 pub mod process;
 pub mod run;
+pub mod sandbox;
 pub mod stream_json;

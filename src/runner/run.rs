@@ -7,7 +7,10 @@
 //!    and has then already audited the skip; an unreachable server means
 //!    nothing runs (fail closed);
 //! 3. spawn the child in its own process group with a cleaned environment,
-//!    tee a claude agent's stream-json to `.gov/runs/<run_id>.jsonl`;
+//!    confined by Landlock through `gov sandbox-exec` ([`super::sandbox`];
+//!    a kernel that cannot confine it runs nothing, unless `gov.toml` says
+//!    `[runner] sandbox = "off"`), tee a claude agent's stream-json to
+//!    `.gov/runs/<run_id>.jsonl`;
 //! 4. supervise it (wall clock, Ctrl-C);
 //! 5. `POST /runs/{id}/finish` with the status, the reason and the usage the
 //!    runner measured itself; the server charges the budget and audits.
@@ -20,15 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::claude::{claude_args, hook_settings, new_session_id, ClaudeInvocation};
 use super::env::{child_env, RunVars};
-use super::hook::PolicyRef;
+use super::hook::HOOK_DEADLINE;
 use super::process::{own_process_group, supervise, Ending, Outcome, Supervision};
+use super::sandbox::{self, Confinement, SandboxInputs, Unavailable};
 use super::stream_json::StreamSummary;
 use crate::client::{Client, ClientError, Timeouts, Token};
-use crate::config::{AgentKind, AgentSettings, ConfigError, Settings};
+use crate::config::{AgentKind, AgentSettings, ConfigError, SandboxMode, Settings};
 
 /// What the command line resolved from flags and the environment.
 #[derive(Debug, Clone)]
@@ -83,6 +85,8 @@ pub enum RunError {
     TaskMissing { task: String, path: PathBuf },
     #[error("cannot prepare the run: {0}")]
     Prepare(String),
+    #[error("cannot confine agent `{id}`: {why}: nothing was run; to run agents unconfined on this machine, set `sandbox = \"off\"` under `[runner]` in gov.toml")]
+    SandboxUnavailable { id: String, why: Unavailable },
     #[error("cannot read the runner token `{}` (is this repository initialised and `gov serve` started?): {source}", path.display())]
     NoRunnerToken {
         path: PathBuf,
@@ -106,8 +110,7 @@ impl RunError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            RunError::UnknownAgent { .. }
-                | RunError::Config(_)
+            RunError::Config(_)
                 | RunError::NotOnMain { .. }
                 | RunError::DiffersFromMain { .. }
                 | RunError::InvalidOnMain { .. }
@@ -115,7 +118,7 @@ impl RunError {
                 | RunError::TaskRequired(_)
                 | RunError::BadTaskName(_)
                 | RunError::TaskMissing { .. }
-                | RunError::UnknownToServer(_)
+                | RunError::SandboxUnavailable { .. }
         )
     }
 }
@@ -136,42 +139,9 @@ fn describe(body: &FinishBody) -> String {
     }
 }
 
-/// The answer to `POST /runs`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct OpenedRun {
-    pub run_id: String,
-    #[serde(default)]
-    pub agent_id: Option<String>,
-    pub agent_token: String,
-}
-
-/// The body of a 423 answer to `POST /runs`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct Skip {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub detail: String,
-    #[serde(default)]
-    pub policies: Vec<PolicyRef>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Complete,
-    Failed,
-}
-
-/// The body of `POST /runs/{id}/finish`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinishBody {
-    pub status: RunStatus,
-    pub reason: Option<String>,
-    pub tokens: u64,
-    pub dollars: Option<f64>,
-    pub usage_missing: bool,
-}
+pub use crate::wire::{
+    RunFinish as FinishBody, RunOpened as OpenedRun, RunSkipped as Skip, RunStatus,
+};
 
 /// How a run went, for the command line to print.
 #[derive(Debug, Clone)]
@@ -195,8 +165,49 @@ struct Launch {
     cwd: PathBuf,
     /// Claude agents: stdout is stream-json to parse and tee.
     stream: bool,
-    /// Holds the claude settings file for as long as the run lasts.
+    /// The program as found on PATH or in the agent's folder, and for
+    /// claude the folder it is installed in: the sandbox lets the agent
+    /// execute them.
+    programs: Vec<PathBuf>,
+    program_dirs: Vec<PathBuf>,
+    /// Files the program reads that are nowhere else it may read: the
+    /// claude settings file.
+    reads: Vec<PathBuf>,
+    /// Holds the claude settings file for as long as the run lasts. The
+    /// agent may read it, never write it.
     _scratch: Option<tempfile::TempDir>,
+}
+
+/// The run's private folder, removed when the run ends: `home/` is the
+/// agent's `HOME`, `tmp/` its `TMPDIR`. With the agent's own folder, the
+/// only places it may write.
+#[derive(Debug)]
+struct RunDir {
+    dir: tempfile::TempDir,
+}
+
+impl RunDir {
+    fn new() -> Result<RunDir, RunError> {
+        let dir = tempfile::Builder::new()
+            .prefix("gov-agent-")
+            .tempdir()
+            .map_err(|e| RunError::Prepare(format!("cannot create a temporary folder: {e}")))?;
+        let run = RunDir { dir };
+        for d in [run.home(), run.tmp()] {
+            std::fs::create_dir(&d)
+                .map_err(|e| RunError::Prepare(format!("cannot create `{}`: {e}", d.display())))?;
+        }
+        Ok(run)
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn home(&self) -> PathBuf {
+        self.path().join("home")
+    }
+    fn tmp(&self) -> PathBuf {
+        self.path().join("tmp")
+    }
 }
 
 fn valid_task_name(t: &str) -> bool {
@@ -255,6 +266,13 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
         return Ok(AgentSettings::load(settings, id)?);
     }
     let Some(on_main) = agents.remove(id) else {
+        if !path.is_file() {
+            return Err(RunError::UnknownAgent {
+                id: id.to_string(),
+                path,
+                known: agents.into_keys().collect(),
+            });
+        }
         return Err(RunError::NotOnMain {
             id: id.to_string(),
             branch,
@@ -300,11 +318,17 @@ fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
                 .command
                 .clone()
                 .ok_or_else(|| RunError::Prepare(format!("agent `{}` has no command", agent.id)))?;
+            let program = resolve_program(&agent.dir, &program);
             Ok(Launch {
-                program: resolve_program(&agent.dir, &program),
+                programs: find_program(&program, &req.parent_env)
+                    .into_iter()
+                    .collect(),
+                program,
                 args: args.into_iter().map(OsString::from).collect(),
                 cwd: agent.dir.clone(),
                 stream: false,
+                program_dirs: Vec::new(),
+                reads: Vec::new(),
                 _scratch: None,
             })
         }
@@ -326,7 +350,7 @@ fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
                 .tempdir()
                 .map_err(|e| RunError::Prepare(format!("cannot create a temporary folder: {e}")))?;
             let settings_path = scratch.path().join("settings.json");
-            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe))
+            let json = serde_json::to_vec_pretty(&hook_settings(&req.gov_exe, HOOK_DEADLINE))
                 .map_err(|e| RunError::Prepare(e.to_string()))?;
             std::fs::write(&settings_path, json).map_err(|e| {
                 RunError::Prepare(format!("cannot write `{}`: {e}", settings_path.display()))
@@ -335,19 +359,106 @@ fn plan(agent: &AgentSettings, req: &RunRequest) -> Result<Launch, RunError> {
                 .map_err(|e| RunError::Prepare(format!("no randomness for a session id: {e}")))?;
             let inv = ClaudeInvocation {
                 prompt,
-                settings_path,
+                settings_path: settings_path.clone(),
                 session_id,
                 system_prompt,
             };
+            let found = find_program(&req.claude_bin, &req.parent_env);
             Ok(Launch {
+                program_dirs: found
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .into_iter()
+                    .collect(),
+                programs: found.into_iter().collect(),
                 program: req.claude_bin.clone(),
                 args: claude_args(agent, &inv),
                 cwd: agent.dir.clone(),
                 stream: true,
+                reads: vec![settings_path],
                 _scratch: Some(scratch),
             })
         }
     }
+}
+
+/// Where `program` is: a path as it is, a bare name looked up on the
+/// runner's PATH (as the child will look it up); symbolic links resolved.
+fn find_program(program: &OsString, parent_env: &[(String, String)]) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return std::fs::canonicalize(p).ok();
+    }
+    let path = parent_env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v)?;
+    std::env::split_paths(path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .and_then(|c| std::fs::canonicalize(c).ok())
+}
+
+/// What the agent may not reach, whatever else it may: `.gov/`, the Git
+/// directories, and the key and secret files `gov.toml` names.
+fn protected_paths(settings: &Settings) -> Vec<PathBuf> {
+    let mut p = vec![
+        settings.local_dir(),
+        settings.server_key.clone(),
+        settings.watchdog_key.clone(),
+        settings.operator_key.clone(),
+        settings.webhook_secret_file.clone(),
+        settings.operator_token_path(),
+        settings.runner_token_path(),
+    ];
+    p.extend(crate::store::git::git_dirs(&settings.root));
+    p
+}
+
+/// The confinement of this run, or `None` when the operator turned the
+/// sandbox off (said on stderr). A kernel that cannot confine agents is a
+/// configuration error: nothing runs.
+fn confine(
+    settings: &Settings,
+    req: &RunRequest,
+    agent: &AgentSettings,
+    launch: &Launch,
+    run_dir: &RunDir,
+) -> Result<Option<Confinement>, RunError> {
+    if settings.runner.sandbox == SandboxMode::Off {
+        eprintln!(
+            "gov run: the sandbox is off (`sandbox = \"off\"` under `[runner]` in gov.toml): agent `{}` runs with every right of your user, `.gov/` (tokens, keys) and `.git/` included",
+            agent.id
+        );
+        return Ok(None);
+    }
+    sandbox::probe().map_err(|why| RunError::SandboxUnavailable {
+        id: agent.id.clone(),
+        why,
+    })?;
+    let var = |name: &str| {
+        req.parent_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut programs = launch.programs.clone();
+    programs.push(req.gov_exe.clone());
+    Ok(Some(sandbox::confinement(&SandboxInputs {
+        repo_root: settings.root.clone(),
+        agent_dir: agent.dir.clone(),
+        run_dir: run_dir.path().to_path_buf(),
+        protected: protected_paths(settings),
+        programs,
+        program_dirs: launch.program_dirs.clone(),
+        files: launch.reads.clone(),
+        path_var: var("PATH").map(OsString::from),
+        home: var("HOME").map(PathBuf::from),
+        extra_read: settings.runner.sandbox_read.clone(),
+        extra_write: settings.runner.sandbox_write.clone(),
+    })))
 }
 
 /// `POST /runs`: `Ok(Err(skip))` when the server refused the run.
@@ -356,7 +467,10 @@ fn open_run(
     agent_id: &str,
     task_id: Option<&str>,
 ) -> Result<Result<OpenedRun, Skip>, RunError> {
-    let body = serde_json::json!({"agent_id": agent_id, "task_id": task_id});
+    let body = crate::wire::RunOpen {
+        agent_id: agent_id.into(),
+        task_id: task_id.map(str::to_string),
+    };
     match client.post_json::<_, OpenedRun>("/runs", &body) {
         Ok(run) => Ok(Ok(run)),
         Err(e) => match e.status_json() {
@@ -403,6 +517,7 @@ pub fn finish_body(outcome: &Outcome, stream: Option<&StreamSummary>) -> FinishB
         tokens: result.map(|r| r.usage.total()).unwrap_or(0),
         dollars: result.and_then(|r| r.total_cost_usd),
         usage_missing,
+        tool_uses: stream.map(|s| s.tool_uses.clone()).unwrap_or_default(),
     }
 }
 
@@ -457,6 +572,8 @@ pub fn run_agent(
 ) -> Result<RunReport, RunError> {
     let agent = load_agent(settings, &req.agent_id)?;
     let launch = plan(&agent, req)?;
+    let run_dir = RunDir::new()?;
+    let confinement = confine(settings, req, &agent, &launch, &run_dir)?;
     let token_path = settings.runner_token_path();
     let token = std::fs::read_to_string(&token_path)
         .map(Token::new)
@@ -472,23 +589,80 @@ pub fn run_agent(
     let run_id = opened.run_id.clone();
     eprintln!("gov run: run `{run_id}` of agent `{}` started", agent.id);
 
-    let (body, log) = execute(settings, req, &agent, &launch, &opened, stop);
+    let child = Child {
+        launch: &launch,
+        confinement: confinement.as_ref(),
+        run_dir: &run_dir,
+    };
+    let (mut body, log) = execute(settings, req, &agent, &child, &opened, stop);
     let path = format!("/runs/{run_id}/finish");
     match client.post_json::<_, serde_json::Value>(&path, &body) {
-        Ok(answer) => Ok(RunReport::Finished {
-            run_id,
-            body,
-            budget: answer
-                .get("budget")
-                .cloned()
-                .unwrap_or(serde_json::Value::Null),
-            log,
-        }),
+        Ok(answer) => {
+            take_recorded_end(&mut body, &answer);
+            Ok(RunReport::Finished {
+                run_id,
+                body,
+                budget: answer
+                    .get("budget")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                log,
+            })
+        }
         Err(source) => Err(RunError::Finish {
             run_id,
             body: Box::new(body),
             source,
         }),
+    }
+}
+
+/// The server has the last word on how a run ended: it fails a run in which
+/// a tool call had no decision. Its answer's `status` and `reason` (when it
+/// sends them) replace the runner's.
+fn take_recorded_end(body: &mut FinishBody, answer: &serde_json::Value) {
+    let Some(status) = answer
+        .get("status")
+        .and_then(|v| serde_json::from_value::<RunStatus>(v.clone()).ok())
+    else {
+        return;
+    };
+    body.status = status;
+    body.reason = answer
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .map(str::to_string);
+}
+
+/// What to start and how it is confined.
+struct Child<'a> {
+    launch: &'a Launch,
+    confinement: Option<&'a Confinement>,
+    run_dir: &'a RunDir,
+}
+
+impl Child<'_> {
+    /// The command: the agent's program, or when it is confined, `gov
+    /// sandbox-exec RULES -- PROGRAM ARGS`, which confines itself and then
+    /// becomes the agent (same process).
+    fn command(&self, gov_exe: &Path) -> Command {
+        let launch = self.launch;
+        match self.confinement {
+            Some(c) => {
+                let mut cmd = Command::new(gov_exe);
+                cmd.arg("sandbox-exec")
+                    .args(c.to_args())
+                    .arg("--")
+                    .arg(&launch.program)
+                    .args(&launch.args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&launch.program);
+                cmd.args(&launch.args);
+                cmd
+            }
+        }
     }
 }
 
@@ -498,16 +672,18 @@ fn execute(
     settings: &Settings,
     req: &RunRequest,
     agent: &AgentSettings,
-    launch: &Launch,
+    child: &Child<'_>,
     opened: &OpenedRun,
     stop: &AtomicBool,
 ) -> (FinishBody, Option<PathBuf>) {
+    let launch = child.launch;
     let failed = |reason: String| FinishBody {
         status: RunStatus::Failed,
         reason: Some(reason),
         tokens: 0,
         dollars: None,
         usage_missing: launch.stream,
+        tool_uses: Vec::new(),
     };
     if stop.load(Ordering::SeqCst) {
         return (failed("interrupted".into()), None);
@@ -519,10 +695,17 @@ fn execute(
         agent_token: Token::new(opened.agent_token.clone()),
         task_id: req.task_id.clone(),
         repo: settings.root.to_string_lossy().into_owned(),
+        home: child.run_dir.home().to_string_lossy().into_owned(),
+        tmp: child.run_dir.tmp().to_string_lossy().into_owned(),
     };
-    let mut cmd = Command::new(&launch.program);
-    cmd.args(&launch.args)
-        .current_dir(&launch.cwd)
+    let program = Path::new(&launch.program).display().to_string();
+    if child.confinement.is_some() && launch.programs.is_empty() {
+        // The launcher would fail to execute it, with a less clear reason.
+        eprintln!("gov run: cannot start `{program}`: not found");
+        return (failed(format!("spawn_failed: {program}: not found")), None);
+    }
+    let mut cmd = child.command(&req.gov_exe);
+    cmd.current_dir(&launch.cwd)
         .env_clear()
         .envs(child_env(
             req.parent_env.iter().cloned(),
@@ -537,10 +720,9 @@ fn execute(
         })
         .stderr(Stdio::inherit());
     own_process_group(&mut cmd);
-    let mut child = match cmd.spawn() {
+    let mut process = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let program = Path::new(&launch.program).display().to_string();
             eprintln!("gov run: cannot start `{program}`: {e}");
             return (failed(format!("spawn_failed: {program}: {e}")), None);
         }
@@ -549,7 +731,7 @@ fn execute(
     let summary = Arc::new(Mutex::new(StreamSummary::default()));
     let (done_tx, done_rx) = mpsc::channel();
     let mut log_path = None;
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = process.stdout.take() {
         let runs = settings.local_dir().join("runs");
         let path = runs.join(format!("{}.jsonl", opened.run_id));
         let file = std::fs::create_dir_all(&runs)
@@ -568,12 +750,12 @@ fn execute(
     }
 
     let sup = Supervision::new(Duration::from_secs(agent.wallclock_seconds), req.kill_grace);
-    let outcome = match supervise(&mut child, &sup, stop) {
+    let outcome = match supervise(&mut process, &sup, stop) {
         Ok(o) => o,
         Err(e) => {
             // Cannot even wait for it: make sure it is gone, then say why.
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = process.kill();
+            let _ = process.wait();
             return (failed(format!("supervision_failed: {e}")), log_path);
         }
     };
@@ -632,7 +814,8 @@ mod tests {
                 reason: None,
                 tokens: 15,
                 dollars: Some(0.25),
-                usage_missing: false
+                usage_missing: false,
+                tool_uses: Vec::new(),
             }
         );
         // Interrupted after the result: still charged, still failed.
@@ -653,6 +836,50 @@ mod tests {
         assert_eq!(
             (b.reason.as_deref(), b.usage_missing),
             (Some("wallclock"), true)
+        );
+    }
+
+    #[test]
+    fn a_kernel_that_cannot_confine_is_a_configuration_error() {
+        for (why, says) in [
+            (
+                Unavailable::NoLandlock,
+                "this kernel has no Landlock (it is not built in, or not enabled at boot: the `lsm=` kernel parameter must list `landlock`)",
+            ),
+            (
+                Unavailable::TooOld,
+                "this kernel's Landlock is older than ABI 3 (Linux 6.2): it cannot stop an agent from truncating files it may only read",
+            ),
+        ] {
+            let e = RunError::SandboxUnavailable {
+                id: "noop".into(),
+                why,
+            };
+            assert!(e.is_config());
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "cannot confine agent `noop`: {says}: nothing was run; to run agents unconfined on this machine, set `sandbox = \"off\"` under `[runner]` in gov.toml"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_servers_recorded_end_wins() {
+        let mut body = finish_body(&outcome(Ending::Exited, 0), None);
+        take_recorded_end(&mut body, &serde_json::json!({"budget": {}}));
+        assert_eq!(
+            (body.status, body.reason.as_deref()),
+            (RunStatus::Complete, None)
+        );
+        take_recorded_end(
+            &mut body,
+            &serde_json::json!({"status": "failed", "reason": "tool_without_gov_decision: …"}),
+        );
+        assert_eq!(
+            (body.status, body.reason.as_deref()),
+            (RunStatus::Failed, Some("tool_without_gov_decision: …"))
         );
     }
 

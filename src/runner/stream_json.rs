@@ -79,6 +79,9 @@ pub struct StreamSummary {
     pub session_id: Option<String>,
     /// The last result event seen (Claude Code prints exactly one).
     pub result: Option<ResultEvent>,
+    /// Every `tool_use` block of the assistant's messages (subagents'
+    /// included): each must have a gov decision.
+    pub tool_uses: Vec<crate::domain::run::ToolUse>,
 }
 
 impl StreamSummary {
@@ -103,11 +106,32 @@ impl StreamSummary {
                 self.session_id = Some(s.to_string());
             }
         }
+        if kind == "assistant" {
+            self.note_tool_uses(&value);
+        }
         if kind == "result" {
             match serde_json::from_value::<ResultEvent>(value) {
                 Ok(r) => self.result = Some(r),
                 Err(_) => self.unparsable_lines += 1,
             }
+        }
+    }
+
+    fn note_tool_uses(&mut self, message: &serde_json::Value) {
+        let blocks = message
+            .pointer("/message/content")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten();
+        for block in blocks {
+            if block.get("type").and_then(|t| t.as_str()) != Some("tool_use") {
+                continue;
+            }
+            let text = |k: &str| block.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            self.tool_uses.push(crate::domain::run::ToolUse {
+                id: text("id").to_string(),
+                name: text("name").to_string(),
+            });
         }
     }
 
@@ -135,6 +159,21 @@ not json
         assert!(r.succeeded());
         assert_eq!(s.session_id.as_deref(), Some("abc"));
         assert_eq!(s.unparsable_lines, 1);
+    }
+
+    #[test]
+    fn tool_uses_are_collected_from_assistant_messages() {
+        let s = StreamSummary::from_text(
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"toolu_1","name":"Bash","input":{}}]},"parent_tool_use_id":null}
+{"type":"assistant","message":{"content":[{"type":"tool_use","id":"toolu_2","name":"Read","input":{}}]},"parent_tool_use_id":"toolu_9"}
+{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"toolu_1"}]}}"#,
+        );
+        let ids: Vec<(&str, &str)> = s
+            .tool_uses
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_str()))
+            .collect();
+        assert_eq!(ids, [("toolu_1", "Bash"), ("toolu_2", "Read")]);
     }
 
     #[test]

@@ -15,8 +15,9 @@ use super::error::{ApiError, Body, Query};
 use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
 use crate::app::{agents, credentials, proposals, runs};
-use crate::domain::audit::NewEntry;
-use crate::domain::proposal::{Proposal, Verdict};
+use crate::domain::audit::{Event, NewEntry};
+use crate::domain::proposal::Proposal;
+use crate::wire;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,6 +48,11 @@ fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
+/// A 200 with a typed body from [`crate::wire`].
+fn reply<T: serde::Serialize>(body: &T) -> ApiResult {
+    Ok(Json(body).into_response())
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
@@ -75,15 +81,15 @@ async fn submit_proposal(
     let svc = state.svc.clone();
     let done = blocking_write(&state, move || proposals::submit(&svc, sub)).await?;
     let p = done.proposal;
-    ok(json!({
-        "proposal_id": p.proposal_id,
-        "status": p.status,
-        "review_url": review_url(&state, &p.proposal_id),
-        "policies": p.policies,
-        "policy_version": p.policy_version,
-        "branch": p.branch,
-        "commit": p.commit,
-    }))
+    reply(&wire::ProposalFiled {
+        review_url: review_url(&state, &p.proposal_id),
+        proposal_id: p.proposal_id,
+        status: p.status,
+        policies: p.policies,
+        policy_version: p.policy_version,
+        branch: p.branch,
+        commit: p.commit,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,12 +118,14 @@ async fn list_proposals(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let limit = parse_limit(q.limit.as_deref(), 100)?;
-    let status = q.status.filter(|s| !s.is_empty() && s != "all");
+    let status = proposals::status_filter(q.status.as_deref()).map_err(|message| {
+        ApiError(AppError::InvalidQuery {
+            field: "status".into(),
+            message,
+        })
+    })?;
     let svc = state.svc.clone();
-    let list = blocking(move || {
-        svc.read(|c| crate::store::projection::proposals(c, status.as_deref(), limit))
-    })
-    .await?;
+    let list = blocking(move || proposals::list(&svc, status, limit)).await?;
     ok(Value::Array(list.iter().map(proposal_json).collect()))
 }
 
@@ -128,48 +136,36 @@ async fn get_proposal(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
-    let p = blocking(move || svc.read(|c| crate::store::projection::proposal(c, &id))).await?;
-    match p {
-        Some(p) => ok(proposal_json(&p)),
-        None => Err(ApiError(AppError::NotFound("proposal not found".into()))),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct DecisionBody {
-    decision: Verdict,
-    #[serde(default)]
-    r#final: bool,
-    #[serde(default)]
-    note: Option<String>,
+    let p = blocking(move || proposals::get(&svc, &id)).await?;
+    ok(proposal_json(&p))
 }
 
 async fn decide_proposal(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Body(body): Body<DecisionBody>,
+    Body(body): Body<wire::DecisionRequest>,
 ) -> ApiResult {
     caller.require_operator()?;
     let svc = state.svc.clone();
     let input = proposals::DecisionInput {
         verdict: body.decision,
         note: body.note,
-        final_: body.r#final,
+        final_: body.final_,
     };
     let p = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
         proposals::decide(&svc, &id, &input, &decider)
     })
     .await?;
-    ok(json!({
-        "proposal_id": p.proposal_id,
-        "status": p.status,
-        "decided_at": p.decided_at,
-        "decided_by": p.decided_by,
-        "merge_commit": p.merge_commit,
-        "branch": p.branch,
-    }))
+    reply(&wire::ProposalDecided {
+        proposal_id: p.proposal_id,
+        status: p.status,
+        decided_at: p.decided_at,
+        decided_by: p.decided_by,
+        merge_commit: p.merge_commit,
+        branch: p.branch,
+    })
 }
 
 // ---------------------------------------------------------------- budget
@@ -229,33 +225,19 @@ async fn charge_budget(
 
 // ----------------------------------------------------------------- audit
 
-#[derive(Debug, Deserialize)]
-struct AuditBody {
-    #[serde(default)]
-    agent_id: Option<String>,
-    event_type: String,
-    #[serde(default)]
-    proposal_id: Option<String>,
-    #[serde(default)]
-    task_id: Option<String>,
-    #[serde(default)]
-    payload: serde_json::Map<String, Value>,
-}
-
 async fn post_audit(
     State(state): State<AppState>,
     caller: Caller,
-    Body(mut body): Body<AuditBody>,
+    Body(mut body): Body<wire::AuditPost>,
 ) -> ApiResult {
-    if body.event_type.trim().is_empty() || body.event_type.len() > 100 {
-        return Err(AppError::invalid("event_type", "event_type must be non-empty").into());
-    }
-    if !crate::store::projection::agent_may_post(&body.event_type) {
+    let event = Event::posted(body.event_type, Value::Object(body.payload))
+        .map_err(|e| AppError::invalid("event_type", e.to_string()))?;
+    if !event.agent_may_post() {
         return Err(AppError::invalid(
             "event_type",
             format!(
                 "`{}` is recorded by gov itself and cannot be posted",
-                body.event_type
+                event.name()
             ),
         )
         .into());
@@ -284,14 +266,17 @@ async fn post_audit(
         &state.svc.settings().operator_name,
         body.agent_id.as_deref(),
     );
-    let mut entry = NewEntry::new(actor, body.event_type).payload(Value::Object(body.payload));
+    let mut entry = NewEntry::new(actor, event);
     entry.agent_id = body.agent_id;
     entry.proposal_id = body.proposal_id;
     entry.task_id = body.task_id;
     let svc = state.svc.clone();
     let written = blocking_write(&state, move || Ok(svc.governance().append(vec![entry])?)).await?;
     match written.first() {
-        Some(e) => ok(json!({"audit_id": e.seq, "ts": e.ts})),
+        Some(e) => reply(&wire::AuditPosted {
+            audit_id: e.seq,
+            ts: e.ts,
+        }),
         None => Err(AppError::internal("nothing was written").into()),
     }
 }
@@ -364,30 +349,38 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             let entries = index.count().map_err(AppError::internal)?;
             (paused, pending, entries)
         };
-        Ok(json!({
-            "ok": policy.version.is_some(),
-            "host": "127.0.0.1",
-            "port": port,
-            "db_ok": true,
-            "audit_jsonl_ok": true,
-            "audit_ok": true,
-            "audit_entries": entries,
-            "started_at": svc.started_at,
-            "agents_paused": paused,
-            "known_agents": svc.agent_ids(),
-            "agent_errors": svc.agent_errors(),
-            "pending_proposals": pending,
-            "policy_version": policy.version,
-            "policy_error": policy.error,
-            "policy_refused": policy.refused,
-            "agent_auth": match svc.settings().agent_auth {
+        Ok(wire::Status {
+            ok: policy.version.is_some(),
+            host: "127.0.0.1".into(),
+            port,
+            db_ok: true,
+            audit_jsonl_ok: true,
+            audit_entries: entries,
+            started_at: svc.started_at,
+            agents_paused: paused,
+            known_agents: svc.agent_ids(),
+            agent_errors: svc.agent_errors(),
+            pending_proposals: u64::try_from(pending).unwrap_or(0),
+            policy_version: policy.version,
+            policy_error: policy.error,
+            policy_refused: policy
+                .refused
+                .into_iter()
+                .map(|r| wire::RefusedCommit {
+                    commit: r.commit,
+                    reason: r.reason,
+                    summary: r.summary,
+                })
+                .collect(),
+            agent_auth: match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",
-            },
-        }))
+            }
+            .into(),
+        })
     })
     .await?;
-    ok(v)
+    reply(&v)
 }
 
 #[derive(Debug, Deserialize)]
@@ -524,17 +517,10 @@ async fn redeem_credential(
 
 // ------------------------------------------------------------ runs, tools
 
-#[derive(Debug, Deserialize)]
-struct RunBody {
-    agent_id: String,
-    #[serde(default)]
-    task_id: Option<String>,
-}
-
 async fn start_run(
     State(state): State<AppState>,
     caller: Caller,
-    Body(body): Body<RunBody>,
+    Body(body): Body<wire::RunOpen>,
 ) -> ApiResult {
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
@@ -543,13 +529,12 @@ async fn start_run(
         runs::start_run(&svc, &body.agent_id, body.task_id.as_deref(), actor)
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"run_id": run.run_id, "agent_id": run.agent_id, "agent_token": run.agent_token}),
-        ),
-    )
-        .into_response())
+    let opened = wire::RunOpened {
+        run_id: run.run_id,
+        agent_id: run.agent_id,
+        agent_token: run.agent_token,
+    };
+    Ok((StatusCode::CREATED, Json(opened)).into_response())
 }
 
 async fn finish_run(
@@ -561,9 +546,9 @@ async fn finish_run(
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
-    let budget =
+    let (recorded, budget) =
         blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
-    ok(json!({"budget": budget}))
+    ok(json!({"status": recorded.status, "reason": recorded.reason, "budget": budget}))
 }
 
 async fn evaluate_tool(

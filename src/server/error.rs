@@ -48,7 +48,9 @@ impl IntoResponse for ApiError {
                 return unprocessable(&["query", field], message, "value_error")
             }
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!({"detail": msg})),
-            AppError::Conflict(_) => (StatusCode::CONFLICT, json!({"detail": msg})),
+            AppError::Conflict(_) | AppError::NotConfigured(_) => {
+                (StatusCode::CONFLICT, json!({"detail": msg}))
+            }
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({"detail": msg})),
             AppError::SelfApproveBlocked {
                 action_type,

@@ -227,7 +227,8 @@ pub fn entries_back<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::Actor;
+    use crate::domain::audit::{Actor, Event};
+    use serde_json::json;
 
     #[test]
     fn appends_a_linear_numbered_chain() -> Result<(), Box<dyn std::error::Error>> {
@@ -242,10 +243,14 @@ mod tests {
             r,
             &key,
             Role::Server,
-            vec![NewEntry::new(Actor::server(), "a")],
+            vec![NewEntry::new(
+                Actor::server(),
+                Event::other("a", json!({}))?,
+            )],
         )?;
+        let b = Event::other("b", json!({}))?;
         let batch: Vec<NewEntry> = (0..3)
-            .map(|_| NewEntry::new(Actor::server(), "b").agent("x"))
+            .map(|_| NewEntry::new(Actor::server(), b.clone()).agent("x"))
             .collect();
         let more = append(&lock, &repo, r, &key, Role::Watchdog, batch)?;
         assert_eq!(one[0].entry.seq, 1);

@@ -234,6 +234,21 @@ pub fn empty_tree(repo: &Repository) -> Result<Oid, StoreError> {
     Ok(id)
 }
 
+/// The Git directories of the repository at `root`: its `.git` (a folder,
+/// or for a worktree the folder its `.git` file names) and the common
+/// directory it shares with other worktrees. Empty when `root` is not in a
+/// Git repository. The runner keeps agents out of all of them.
+pub fn git_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![root.join(".git")];
+    if let Ok(repo) = Repository::open(root) {
+        dirs.push(repo.path().to_path_buf());
+        dirs.push(repo.commondir().to_path_buf());
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// Every tree id under (and including) `tree`, to make new ones durable.
 fn subtree_ids(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Vec<Oid>, StoreError> {
     let mut out = vec![tree.id()];

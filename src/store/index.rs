@@ -19,7 +19,7 @@ use std::path::Path;
 use git2::{Oid, Repository};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::domain::audit::{Actor, AuditEntry, NewEntry, Timestamp};
+use crate::domain::audit::{Actor, AuditEntry, Event, NewEntry, Timestamp};
 use crate::store::audit::{commits_after, read_entry, ChainEntry};
 use crate::store::git::StoreError;
 use crate::store::keys::Role;
@@ -55,6 +55,7 @@ pub fn apply(
     signer: Option<Role>,
 ) -> rusqlite::Result<()> {
     let e = &entry.entry;
+    let (event_type, payload) = e.event.to_parts();
     let decision = e
         .decision
         .as_ref()
@@ -71,11 +72,11 @@ pub fn apply(
         commit.to_string(),
         entry.ts.to_rfc3339(),
         e.actor.0,
-        e.event_type,
+        event_type,
         e.agent_id,
         e.proposal_id,
         e.task_id,
-        e.payload.to_string(),
+        payload.to_string(),
         decision,
         signer.map(Role::as_str),
     ])?;
@@ -319,13 +320,13 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {
     let ts = chrono::DateTime::parse_from_rfc3339(&ts).map_err(|e| conv(2, Box::new(e)))?;
     let payload: String = r.get(8)?;
     let decision: Option<String> = r.get(9)?;
+    let payload = serde_json::from_str(&payload).map_err(|e| conv(8, Box::new(e)))?;
     let entry = NewEntry {
         actor: Actor(r.get(3)?),
-        event_type: r.get(4)?,
+        event: Event::from_parts(r.get(4)?, payload),
         agent_id: r.get(5)?,
         proposal_id: r.get(6)?,
         task_id: r.get(7)?,
-        payload: serde_json::from_str(&payload).map_err(|e| conv(8, Box::new(e)))?,
         decision: decision
             .map(|d| serde_json::from_str(&d))
             .transpose()

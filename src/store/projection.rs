@@ -8,9 +8,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::domain::audit::AuditEntry;
+use crate::domain::audit::{AuditEntry, Event};
 use crate::domain::budget::Spend;
 use crate::domain::credential::CredentialState;
+use crate::domain::event::{
+    AgentPaused, BudgetPaused, ProposalDecided, ProposalExpired, WatchdogPause,
+};
 use crate::domain::money::Micros;
 use crate::domain::proposal::Proposal;
 
@@ -65,48 +68,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 ";
 
-/// Event types that change the projected state. Agents may not post them
-/// through `/audit`, nor any `audit_flag_*`.
-pub const STATE_EVENTS: &[&str] = &[
-    "proposal_submitted",
-    "proposal_decided",
-    "proposal_expired",
-    "proposal_forbidden",
-    "tool_approval_used",
-    "tool_decision",
-    "budget_charge",
-    "budget_charge_refused",
-    "budget_paused",
-    "watchdog_pause",
-    "admin_pause_all",
-    "agent_paused",
-    "agent_resumed",
-    "credentials_issued",
-    "credentials_redeemed",
-    "credentials_replay_blocked",
-    "credentials_expired",
-    "agent_token_issued",
-    "agent_token_revoked",
-    "agent_run_started",
-    "agent_run_complete",
-    "agent_run_failed",
-    "agent_run_skipped",
-];
-
-/// Whether an agent may post an entry of this type to `/audit`.
-pub fn agent_may_post(event_type: &str) -> bool {
-    !STATE_EVENTS.contains(&event_type) && !event_type.starts_with("audit_flag_")
-}
-
-fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-}
-
-fn str_field<'a>(entry: &'a AuditEntry, key: &str) -> Option<&'a str> {
-    entry.entry.payload.get(key).and_then(|v| v.as_str())
-}
-
-/// Derives the server's tables from one entry.
+/// Derives the server's tables from one entry. Every event type is named
+/// here, so a new one is a compile error until it is decided what it
+/// changes.
 pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
     let e = &entry.entry;
     let seq = entry.seq as i64;
@@ -117,24 +81,15 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
     if e.actor.0.starts_with("agent:") {
         return Ok(());
     }
-    match e.event_type.as_str() {
-        "proposal_submitted" => {
-            let Some(p) = e.payload.get("proposal") else {
-                return Ok(());
-            };
-            let p: Proposal = serde_json::from_value(p.clone()).map_err(to_sql_err)?;
-            put_proposal(tx, &p, seq)?;
-        }
-        "proposal_decided" | "proposal_expired" => {
-            let (Some(id), Some(update)) = (&e.proposal_id, e.payload.get("proposal")) else {
-                return Ok(());
-            };
-            let p: Proposal = serde_json::from_value(update.clone()).map_err(to_sql_err)?;
-            if p.proposal_id == *id {
-                put_proposal(tx, &p, seq)?;
+    match &e.event {
+        Event::ProposalSubmitted(s) => put_proposal(tx, &s.proposal, seq)?,
+        Event::ProposalDecided(ProposalDecided { proposal, .. })
+        | Event::ProposalExpired(ProposalExpired { proposal, .. }) => {
+            if e.proposal_id.as_deref() == Some(proposal.proposal_id.as_str()) {
+                put_proposal(tx, proposal, seq)?;
             }
         }
-        "tool_approval_used" => {
+        Event::ToolApprovalUsed(_) => {
             if let Some(id) = &e.proposal_id {
                 tx.execute(
                     "UPDATE proposals SET used_seq = ?2 WHERE proposal_id = ?1 AND used_seq IS NULL",
@@ -142,51 +97,32 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
                 )?;
             }
         }
-        "budget_charge" => {
-            let (Some(agent), Some(micros)) = (&e.agent_id, e.payload.get("micros")) else {
-                return Ok(());
-            };
-            let tokens = e
-                .payload
-                .get("tokens")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0);
-            tx.execute(
-                "INSERT OR REPLACE INTO ledger (seq, agent_id, tokens, micros, day, month)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    seq,
-                    agent,
-                    tokens,
-                    micros.as_i64().unwrap_or(0),
-                    str_field(entry, "period_day").unwrap_or(""),
-                    str_field(entry, "period_month").unwrap_or(""),
-                ],
-            )?;
-        }
-        "budget_paused" | "watchdog_pause" | "agent_paused" => {
+        Event::BudgetCharge(c) => {
             if let Some(agent) = &e.agent_id {
-                let reason = str_field(entry, "reason").unwrap_or(e.event_type.as_str());
+                tx.execute(
+                    "INSERT OR REPLACE INTO ledger (seq, agent_id, tokens, micros, day, month)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![seq, agent, c.tokens, c.micros, c.period_day, c.period_month],
+                )?;
+            }
+        }
+        Event::BudgetPaused(BudgetPaused { reason, .. })
+        | Event::WatchdogPause(WatchdogPause { reason, .. })
+        | Event::AgentPaused(AgentPaused { reason }) => {
+            if let Some(agent) = &e.agent_id {
                 pause(tx, agent, reason)?;
             }
         }
-        "admin_pause_all" => {
-            let reason = str_field(entry, "reason").unwrap_or("manual_pause_all");
-            let agents = e
-                .payload
-                .get("paused_agents")
-                .and_then(|v| v.as_array())
-                .cloned()
-                .unwrap_or_default();
-            for a in agents.iter().filter_map(|v| v.as_str()) {
+        Event::AdminPauseAll(all) => {
+            for a in &all.paused_agents {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO agents (agent_id, first_seq) VALUES (?1, ?2)",
                 )?
                 .execute(params![a, seq])?;
-                pause(tx, a, reason)?;
+                pause(tx, a, &all.reason)?;
             }
         }
-        "agent_resumed" => {
+        Event::AgentResumed(_) => {
             if let Some(agent) = &e.agent_id {
                 tx.execute(
                     "UPDATE agents SET paused = 0, paused_reason = NULL WHERE agent_id = ?1",
@@ -194,77 +130,77 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
                 )?;
             }
         }
-        "credentials_issued" => {
-            let (Some(agent), Some(hash), Some(scope), Some(exp)) = (
-                &e.agent_id,
-                str_field(entry, "token_hash"),
-                str_field(entry, "scope"),
-                str_field(entry, "expires_at"),
-            ) else {
-                return Ok(());
-            };
+        Event::CredentialsIssued(c) => {
+            if let Some(agent) = &e.agent_id {
+                tx.execute(
+                    "INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![c.token_hash, agent, c.scope, c.expires_at.to_rfc3339()],
+                )?;
+            }
+        }
+        Event::CredentialsRedeemed(c) => {
             tx.execute(
-                "INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, agent, scope, exp],
+                "UPDATE credentials SET redeemed_seq = ?2 WHERE hash = ?1 AND redeemed_seq IS NULL",
+                params![c.token_hash, seq],
             )?;
         }
-        "credentials_redeemed" => {
-            if let Some(hash) = str_field(entry, "token_hash") {
-                tx.execute(
-                    "UPDATE credentials SET redeemed_seq = ?2 WHERE hash = ?1 AND redeemed_seq IS NULL",
-                    params![hash, seq],
-                )?;
-            }
-        }
-        "agent_token_issued" => {
-            if let (Some(agent), Some(hash)) = (&e.agent_id, str_field(entry, "token_hash")) {
+        Event::AgentTokenIssued(t) => {
+            if let Some(agent) = &e.agent_id {
                 tx.execute(
                     "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                    params![hash, agent, str_field(entry, "run_id")],
+                    params![t.token_hash, agent, t.run_id],
                 )?;
             }
         }
-        "agent_token_revoked" => {
-            if let Some(hash) = str_field(entry, "token_hash") {
-                tx.execute(
-                    "UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1",
-                    params![hash],
-                )?;
-            }
+        Event::AgentTokenRevoked(t) => {
+            tx.execute(
+                "UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1",
+                params![t.token_hash],
+            )?;
         }
-        "agent_run_started" => {
-            if let (Some(agent), Some(run)) = (&e.agent_id, str_field(entry, "run_id")) {
+        Event::AgentRunStarted(r) => {
+            if let Some(agent) = &e.agent_id {
                 tx.execute(
                     "INSERT OR IGNORE INTO runs (run_id, agent_id, task_id, started_seq) VALUES (?1, ?2, ?3, ?4)",
-                    params![run, agent, e.task_id, seq],
-                )?;
-                if let Some(hash) = str_field(entry, "token_hash") {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                        params![hash, agent, run],
-                    )?;
-                }
-            }
-        }
-        "agent_run_complete" | "agent_run_failed" => {
-            if let Some(run) = str_field(entry, "run_id") {
-                let status = if e.event_type == "agent_run_complete" {
-                    "complete"
-                } else {
-                    "failed"
-                };
-                tx.execute(
-                    "UPDATE runs SET finished = ?2 WHERE run_id = ?1",
-                    params![run, status],
+                    params![r.run_id, agent, e.task_id, seq],
                 )?;
                 tx.execute(
-                    "UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1",
-                    params![run],
+                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
+                    params![r.token_hash, agent, r.run_id],
                 )?;
             }
         }
-        _ => {}
+        Event::AgentRunComplete(r) => finish_run(tx, &r.run_id, "complete")?,
+        Event::AgentRunFailed(r) => finish_run(tx, &r.run_id, "failed")?,
+        // Recorded for the trail; they change no table.
+        Event::ProposalForbidden(_)
+        | Event::ApprovalForbidden(_)
+        | Event::AgentRequestRefused(_)
+        | Event::ToolDecision(_)
+        | Event::BudgetChargeRefused(_)
+        | Event::CredentialsReplayBlocked(_)
+        | Event::CredentialsExpired(_)
+        | Event::CredentialsUnknown(_)
+        | Event::AgentRunSkipped(_)
+        | Event::AuditFlagSelfApproveAttempt(_)
+        | Event::AuditFlagProposalTampered(_)
+        | Event::AuditFlagMainDiverged(_)
+        | Event::AuditFlagImpersonation(_)
+        | Event::PolicyChangeRefused(_)
+        | Event::Other(_) => {}
     }
+    Ok(())
+}
+
+fn finish_run(tx: &Transaction<'_>, run: &str, status: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET finished = ?2 WHERE run_id = ?1",
+        params![run, status],
+    )?;
+    tx.execute(
+        "UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1",
+        params![run],
+    )?;
     Ok(())
 }
 
@@ -277,6 +213,10 @@ fn pause(tx: &Transaction<'_>, agent: &str, reason: &str) -> rusqlite::Result<()
         params![agent, reason],
     )?;
     Ok(())
+}
+
+fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 fn put_proposal(tx: &Transaction<'_>, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
@@ -494,6 +434,23 @@ pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> 
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
     .optional()
+}
+
+/// The `tool_use` ids of the tool calls the server decided for a run (its
+/// `tool_decision` entries since the run started).
+pub fn decided_tool_uses(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<std::collections::BTreeSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT json_extract(a.payload_json, '$.tool_use_id') FROM audit a, runs r
+         WHERE r.run_id = ?1 AND a.seq > r.started_seq AND a.agent_id = r.agent_id
+           AND a.event_type = 'tool_decision'
+           AND json_extract(a.payload_json, '$.run_id') = ?1
+           AND json_type(a.payload_json, '$.tool_use_id') = 'text'",
+    )?;
+    let ids = stmt.query_map([run_id], |r| r.get::<_, String>(0))?;
+    ids.collect()
 }
 
 /// The token hashes of a run that are still live.

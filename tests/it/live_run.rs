@@ -39,9 +39,11 @@ fn claude_agent(repo: &TestRepo, id: &str, wallclock: u64) -> TestResult {
     Ok(())
 }
 
+/// In the agent's folder: the only place the confined agent may write that
+/// outlives its run.
 fn log_path(repo: &TestRepo, scenario: &str) -> PathBuf {
     repo.root()
-        .join(".gov")
+        .join("agents/researcher")
         .join(format!("fake-claude-{scenario}.log"))
 }
 
@@ -59,6 +61,7 @@ fn gov_run(s: &TestServer, agent: &str, scenario: &str) -> Command {
         .env("FAKE_CLAUDE_SCENARIO", fixture(scenario))
         .env("FAKE_CLAUDE_LOG", log_path(&s.repo, scenario))
         .env("GOV_KILL_GRACE_MS", "300")
+        .env("PATH", crate::support::SYSTEM_PATH)
         .stdin(Stdio::null());
     cmd
 }
@@ -125,7 +128,26 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     let b = s.get("/budget/researcher", Some(&s.operator))?;
     assert_eq!(b.body["tokens_consumed"], 4080, "{:?}", b.body);
     assert_eq!(b.body["dollars_consumed"], 0.031, "{:?}", b.body);
-    assert_eq!(entries(&s.repo, "tool_decision")?.len(), 5);
+    let decisions = entries(&s.repo, "tool_decision")?;
+    let mut ids: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| {
+            d.entry.entry.payload()["tool_use_id"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "toolu_fake_1",
+            "toolu_fake_2",
+            "toolu_fake_3",
+            "toolu_fake_4",
+            "toolu_fake_5"
+        ]
+    );
     assert_eq!(entries(&s.repo, "agent_run_complete")?.len(), 1);
 
     // A person approves the network call from another process...
@@ -163,8 +185,8 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     assert!(started.elapsed() < Duration::from_secs(15));
     let failed = entries(&s.repo, "agent_run_failed")?;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].entry.entry.payload["reason"], "wallclock");
-    assert_eq!(failed[0].entry.entry.payload["usage_missing"], true);
+    assert_eq!(failed[0].entry.entry.payload()["reason"], "wallclock");
+    assert_eq!(failed[0].entry.entry.payload()["usage_missing"], true);
 
     let pause = s.repo.gov(&["pause", "researcher", "--reason", "lunch"])?;
     assert!(pause.status.success(), "{}", text(&pause.stderr));
@@ -181,7 +203,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     );
     let skipped = entries(&s.repo, "agent_run_skipped")?;
     assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].entry.entry.payload["reason"], "agent_paused");
+    assert_eq!(skipped[0].entry.entry.payload()["reason"], "agent_paused");
     Ok(())
 }
 
@@ -210,14 +232,44 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     assert_eq!(failed.len(), 1);
     let e = &failed[0];
     assert_eq!(
-        e.entry.entry.payload["reason"],
+        e.entry.entry.payload()["reason"],
         "server_unreachable_at_finish"
     );
-    assert_eq!(e.entry.entry.payload["tokens"], 5540);
+    assert_eq!(e.entry.entry.payload()["tokens"], 5540);
     assert_eq!(e.entry.entry.actor.0, "runner");
     assert_eq!(e.signer_role.as_deref(), Some("server"));
     assert_eq!(entries(&s.repo, "budget_charge")?.len(), 1);
     let verify = s.repo.gov(&["audit", "verify"])?;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
+    Ok(())
+}
+
+#[test]
+fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
+    let s = TestServer::start()?;
+    claude_agent(&s.repo, "researcher", 60)?;
+    // The stream reports a call that never reached gov's hook (a Claude
+    // Code whose hooks were off would do this), after one that did.
+    let out = run(&mut gov_run(&s, "researcher", "unhooked.jsonl"))?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("failed: run `")
+            && said.contains(
+                ": tool_without_gov_decision: 1 tool call(s) ran without a decision from gov: toolu_unhooked_1 (Bash) ("
+            ),
+        "{said}"
+    );
+    let failed = entries(&s.repo, "agent_run_failed")?;
+    assert_eq!(failed.len(), 1);
+    let payload = failed[0].entry.entry.payload();
+    assert_eq!(
+        payload["undecided_tool_uses"],
+        serde_json::json!([{"id": "toolu_unhooked_1", "name": "Bash"}])
+    );
+    assert!(entries(&s.repo, "agent_run_complete")?.is_empty());
+    // The usage is charged all the same.
+    let b = s.get("/budget/researcher", Some(&s.operator))?;
+    assert_eq!(b.body["tokens_consumed"], 1100, "{:?}", b.body);
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod agents;
 mod audit;
+mod cli_docs;
 mod dashboard;
 mod demo;
 mod impact;
@@ -12,6 +13,7 @@ mod live_run;
 mod policy;
 mod remote;
 mod runner;
+mod sandbox;
 mod security;
 mod serve;
 mod server;

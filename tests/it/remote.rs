@@ -128,7 +128,7 @@ fn entries(t: &TestRepo, event_type: &str) -> TestResult<Vec<Value>> {
         event_type: Some(event_type.into()),
         ..AuditFilter::default()
     })?;
-    Ok(rows.into_iter().map(|r| r.entry.entry.payload).collect())
+    Ok(rows.into_iter().map(|r| r.entry.entry.payload()).collect())
 }
 
 fn local_rev(t: &TestRepo, refname: &str) -> TestResult<String> {

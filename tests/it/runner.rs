@@ -9,11 +9,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gov::domain::proposal::ProposalStatus;
 use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
 use gov::runner::stream_json::StreamSummary;
+use gov::wire;
 use serde_json::{json, Value};
 
-use crate::support::gov_bin;
+use crate::support::{gov_bin, SYSTEM_PATH};
 
 // ---------------------------------------------------------------- harness
 
@@ -103,12 +105,22 @@ fn serve_one(stream: TcpStream, rec: &Mutex<Vec<Seen>>, route: &Route) {
     );
 }
 
+/// A reply body built from the API's own type, so the stand-in answers what
+/// the server answers.
+fn wire_json(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 /// The usual server: runs open, finish, tool calls answered by tool name.
 fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
     match (method, path) {
         ("POST", "/runs") => (
             201,
-            json!({"run_id": "run-1", "agent_id": body["agent_id"], "agent_token": "agent-secret"}),
+            wire_json(&wire::RunOpened {
+                run_id: "run-1".into(),
+                agent_id: body["agent_id"].as_str().unwrap_or_default().into(),
+                agent_token: "agent-secret".into(),
+            }),
         ),
         ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
             200,
@@ -165,14 +177,10 @@ impl Repo {
             "agents/cmd/agent.toml",
             "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
         );
-        w(
-            "agents/cmd/agent.sh",
+        executable(
+            &root.join("agents/cmd/agent.sh"),
             "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
         );
-        let sh = root.join("agents/cmd/agent.sh");
-        let mut perm = std::fs::metadata(&sh).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        std::fs::set_permissions(&sh, perm).expect("chmod");
         Repo { dir }
     }
 
@@ -180,8 +188,10 @@ impl Repo {
         self.dir.path()
     }
 
+    /// In the claude agent's folder: under the sandbox, the agent writes
+    /// nowhere else that outlives the run.
     fn log(&self) -> PathBuf {
-        self.root().join("fake-claude.log")
+        self.root().join("agents/res/fake-claude.log")
     }
 
     /// The lines fake-claude logged: its argv and env first, then tool calls.
@@ -204,6 +214,8 @@ impl Repo {
             .env("GOV_KILL_GRACE_MS", "300")
             .env("GOV_OPERATOR_TOKEN", "operator-secret")
             .env("SOME_API_KEY", "leak-me-not")
+            .env("CLAUDE_CODE_SIMPLE", "1")
+            .env("PATH", SYSTEM_PATH)
             .stdin(Stdio::null());
         cmd
     }
@@ -400,12 +412,12 @@ fn a_child_that_ignores_sigterm_is_killed() {
 // ---------------------------------------------------------------- gov run
 
 #[test]
-fn run_of_an_unknown_agent_is_a_config_error() {
+fn run_of_an_unknown_agent_is_not_found() {
     let repo = Repo::new(60);
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "nobody"]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
@@ -429,17 +441,18 @@ fn claude_agents_need_an_existing_task() {
 fn run_with_the_server_down_starts_nothing() {
     let repo = Repo::new(60);
     let out = run(repo.gov(&dead_url(), "success.jsonl").args(["run", "cmd"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("nothing was run"),
-        "{}",
-        text(&out.stderr)
+        err.starts_with("error: cannot start a run, nothing was run: cannot reach the gov server at `")
+            && err.ends_with("; is `gov serve` running for this repository? (the server is `GOV_URL`, else the one `.gov/server.json` names, else `[server] port`)\n"),
+        "{err}"
     );
     assert!(!repo.root().join("agents/cmd/ran.txt").exists());
     let out = run(repo
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "res", "t"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     assert!(!repo.log().exists(), "claude never started");
 }
 
@@ -502,6 +515,7 @@ fn a_claude_run_is_charged_its_usage() {
         "--settings",
         "--session-id",
         "--append-system-prompt",
+        "--setting-sources=",
     ] {
         assert!(argv.contains(&flag), "{flag} in {argv:?}");
     }
@@ -509,7 +523,7 @@ fn a_claude_run_is_charged_its_usage() {
     let after = |f: &str| argv[argv.iter().position(|a| *a == f).expect(f) + 1];
     assert_eq!(after("--model"), "claude-sonnet-4-5");
     assert_eq!(after("--max-budget-usd"), "1.5");
-    assert_eq!(after("--setting-sources"), "project");
+    assert_eq!(after("--permission-mode"), "dontAsk");
     let env: Vec<&str> = log[0]["env"]
         .as_array()
         .expect("env")
@@ -526,10 +540,9 @@ fn a_claude_run_is_charged_its_usage() {
     ] {
         assert!(env.contains(&var), "{var}");
     }
-    assert!(
-        !env.contains(&"GOV_OPERATOR_TOKEN") && !env.contains(&"SOME_API_KEY"),
-        "{env:?}"
-    );
+    for gone in ["GOV_OPERATOR_TOKEN", "SOME_API_KEY", "CLAUDE_CODE_SIMPLE"] {
+        assert!(!env.contains(&gone), "{gone} in {env:?}");
+    }
     assert!(log[0]["cwd"].as_str().expect("cwd").ends_with("agents/res"));
 
     let saved =
@@ -709,8 +722,16 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
     let polls = std::sync::atomic::AtomicUsize::new(0);
     move |method, path, body| match (method, path) {
         ("POST", "/proposals") => (
-            201,
-            json!({"proposal_id": "p-1", "status": "pending", "action_type": body["action_type"]}),
+            200,
+            wire_json(&wire::ProposalFiled {
+                proposal_id: "p-1".into(),
+                status: ProposalStatus::Pending,
+                review_url: "http://127.0.0.1:1/#proposal-p-1".into(),
+                policies: vec![],
+                policy_version: "v".into(),
+                branch: Some("gov/proposal/p-1".into()),
+                commit: None,
+            }),
         ),
         ("GET", "/proposals/p-1") => {
             let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -719,7 +740,13 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
                 json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
             )
         }
-        ("POST", "/audit") => (201, json!({"audit_id": "a-1"})),
+        ("POST", "/audit") => (
+            200,
+            wire_json(&wire::AuditPosted {
+                audit_id: 1,
+                ts: gov::domain::audit::Timestamp(chrono::Utc::now()),
+            }),
+        ),
         _ => normal_route(method, path, body),
     }
 }
@@ -824,4 +851,192 @@ fn the_bundled_agents_load() {
         .join("agents/researcher")
         .join(&researcher.claude_prompt_file)
         .is_file());
+}
+
+// ---------------------------------------------------------------- Claude Code settings
+
+/// Runs fake-claude once, outside `gov run`, in `cwd` with `args`, on a
+/// scenario of one Bash call; returns its logged decision and reason.
+fn one_call(cwd: &Path, args: &[&str]) -> (String, String) {
+    let scenario = cwd.join("one-call.jsonl");
+    std::fs::write(
+        &scenario,
+        "{\"fake\":\"tool\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"ls\"}}\n",
+    )
+    .expect("scenario");
+    let log = cwd.join("one-call.log");
+    let _ = std::fs::remove_file(&log);
+    let out = Command::new(fake_claude())
+        .args(["-p", "task", "--output-format", "stream-json"])
+        .args(args)
+        .current_dir(cwd)
+        .env("FAKE_CLAUDE_SCENARIO", &scenario)
+        .env("FAKE_CLAUDE_LOG", &log)
+        .env("HOME", cwd)
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .env_remove("CLAUDE_CODE_SIMPLE")
+        .output()
+        .expect("fake-claude runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let call = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .find(|v| v.get("tool_name").is_some())
+        .expect("a tool call");
+    let s = |k: &str| call[k].as_str().expect(k).to_string();
+    (s("decision"), s("reason"))
+}
+
+fn executable(path: &Path, script: &str) {
+    std::fs::write(path, script).expect("write");
+    let mut perm = std::fs::metadata(path).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).expect("chmod");
+}
+
+#[test]
+fn a_hook_that_fails_under_govs_settings_blocks_the_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let deadline = gov::runner::hook::HOOK_DEADLINE;
+    for (name, script, timeout) in [
+        ("crashes", "#!/bin/sh\necho boom >&2\nexit 1\n", None),
+        (
+            "garbles",
+            "#!/bin/sh\necho '{\"hookSpecificOutput\": '\n",
+            None,
+        ),
+        // Claude Code's timeout is what gov writes (25 s); a shorter one
+        // keeps this test fast: what blocks is `onFailure`, whatever the
+        // timeout.
+        ("hangs", "#!/bin/sh\nsleep 30\n", Some(1)),
+        ("is missing", "", None),
+    ] {
+        let program = d.join(name.replace(' ', "-"));
+        if !script.is_empty() {
+            executable(&program, script);
+        }
+        let mut settings = gov::runner::claude::hook_settings(&program, deadline);
+        if let Some(t) = timeout {
+            settings["hooks"]["PreToolUse"][0]["hooks"][0]["timeout"] = json!(t);
+        }
+        let path = d.join("settings.json");
+        std::fs::write(&path, settings.to_string()).expect("settings");
+        let flags = [
+            "--setting-sources=",
+            "--settings",
+            path.to_str().expect("utf-8"),
+        ];
+        let (decision, reason) = one_call(d, &flags);
+        assert_eq!(decision, "deny", "a hook that {name}: {reason}");
+        assert!(reason.contains("onFailure: block"), "{name}: {reason}");
+
+        // Without `onFailure`, Claude Code's default lets the call run: the
+        // settings are what makes the difference.
+        let hook = &mut settings["hooks"]["PreToolUse"][0]["hooks"][0];
+        hook.as_object_mut().expect("hook").remove("onFailure");
+        std::fs::write(&path, settings.to_string()).expect("settings");
+        let (decision, reason) = one_call(d, &flags);
+        assert_eq!(decision, "allow", "{name} without onFailure: {reason}");
+    }
+}
+
+#[test]
+fn fake_claude_honours_disable_all_hooks_where_it_reads_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let deny = d.join("deny.sh");
+    executable(&deny, "#!/bin/sh\necho 'no' >&2\nexit 2\n");
+    let settings = gov::runner::claude::hook_settings(&deny, gov::runner::hook::HOOK_DEADLINE);
+    let path = d.join("gov-settings.json");
+    std::fs::write(&path, settings.to_string()).expect("settings");
+    std::fs::create_dir_all(d.join(".claude")).expect("mkdir");
+    std::fs::write(
+        d.join(".claude/settings.json"),
+        r#"{"disableAllHooks": true}"#,
+    )
+    .expect("write");
+    let settings_arg = path.to_str().expect("utf-8");
+    // What gov passed before: the project's settings are read, and the
+    // agent's `disableAllHooks` switches the hook off.
+    let (decision, reason) = one_call(
+        d,
+        &["--setting-sources", "project", "--settings", settings_arg],
+    );
+    assert_eq!(
+        (decision.as_str(), reason.as_str()),
+        ("allow", "hooks are off")
+    );
+    // What gov passes now: no settings source the agent can write.
+    let (decision, _) = one_call(d, &["--setting-sources=", "--settings", settings_arg]);
+    assert_eq!(decision, "deny");
+}
+
+#[test]
+fn settings_an_agent_writes_do_not_switch_gov_off() {
+    let repo = Repo::new(60);
+    // Left by an earlier run, in the agent's own folder...
+    let claude_dir = repo.root().join("agents/res/.claude");
+    std::fs::create_dir_all(&claude_dir).expect("mkdir");
+    std::fs::write(
+        claude_dir.join("settings.json"),
+        r#"{"disableAllHooks": true}"#,
+    )
+    .expect("write");
+    let stub = Stub::start(normal_route);
+    // ...and written during the run, in its folder and its home.
+    let out = run(repo
+        .gov(&stub.url, "disable-hooks.jsonl")
+        .args(["run", "res", "t"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = repo.fake_log();
+    let writes: Vec<(&str, bool)> = log
+        .iter()
+        .filter_map(|e| Some((e["write"].as_str()?, e["ok"].as_bool()?)))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("~/.claude/settings.json", true),
+            (".claude/settings.local.json", true)
+        ]
+    );
+    let call = log
+        .iter()
+        .find(|e| e.get("tool_name").is_some())
+        .expect("the Bash call");
+    assert_eq!(call["decision"], "deny", "{call}");
+    assert!(
+        call["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("no shell for researchers"),
+        "{call}"
+    );
+    let asked = stub.seen("/tools/evaluate");
+    assert_eq!(asked.len(), 1, "gov's hook was asked");
+    assert_eq!(asked[0].body["tool_use_id"], "toolu_fake_1");
+    assert_eq!(asked[0].body["tool_name"], "Bash");
+}
+
+#[test]
+fn a_program_that_is_not_there_fails_the_run_as_spawn_failed() {
+    let repo = Repo::new(60);
+    let dir = repo.root().join("agents/gone");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("agent.toml"),
+        "kind = \"command\"\n[command]\nprogram = \"./missing.sh\"\n",
+    )
+    .expect("write");
+    let stub = Stub::start(normal_route);
+    let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "gone"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let body = &stub.seen("/runs/run-1/finish")[0].body;
+    let program = dir.join("./missing.sh");
+    assert_eq!(
+        body["reason"],
+        format!("spawn_failed: {}: not found", program.display())
+    );
 }

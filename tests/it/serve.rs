@@ -78,8 +78,17 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("approved"));
     let again = s.repo.gov(&["reject", &id])?;
-    assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already decided"));
+    assert_eq!(again.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        format!("error: proposal `{id}` already decided (status=approved)\n")
+    );
+    let missing = s.repo.gov(&["approve", "no-such-proposal"])?;
+    assert_eq!(missing.status.code(), Some(6));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "error: proposal `no-such-proposal` not found\n"
+    );
 
     let git = s.repo.repo()?;
     let main = git.find_commit(git.refname_to_id("refs/heads/main")?)?;
@@ -120,7 +129,7 @@ fn status_and_scoreboard_say_plainly_when_no_server_runs() -> TestResult {
     )?;
     for cmd in ["status", "scoreboard"] {
         let out = repo.gov(&[cmd])?;
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(8));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("no gov server of this repository is running"),
@@ -175,6 +184,16 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
         resume.status.success(),
         "{}",
         String::from_utf8_lossy(&resume.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&resume.stdout), "agent noop: ok\n");
+    // `gov run` finds the server as the other commands do, through
+    // `.gov/server.json` (the port in gov.toml is not this server's).
+    let ran = repo.gov(&["run", "noop"])?;
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
     );
     // SIGTERM: graceful shutdown.
     let pid = child.id().to_string();
@@ -317,5 +336,44 @@ fn gov_run_noop_against_the_real_server() -> TestResult {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    Ok(())
+}
+
+#[test]
+fn a_wrong_operator_token_is_refused_not_gone_around() -> TestResult {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    let (mut child, url) = spawn_serve(&repo)?;
+    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
+        .trim()
+        .to_string();
+    let r: serde_json::Value = ureq::post(&format!("{url}/proposals"))
+        .set("Authorization", &format!("Bearer {op}"))
+        .send_json(proposal("noop", "send_email"))?
+        .into_json()?;
+    let id = r["proposal_id"].as_str().unwrap_or_default().to_string();
+    std::fs::write(
+        repo.settings.operator_token_path(),
+        "gov_op_not-the-token\n",
+    )?;
+    for args in [vec!["approve", id.as_str()], vec!["pause", "noop"]] {
+        let out = repo.gov(&args)?;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(
+                "error: the server refused the operator token in `.gov/operator-token`: "
+            ),
+            "{err}"
+        );
+        assert_eq!(out.stdout, b"");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing was written around the server: still pending, not paused.
+    let show = repo.gov(&["proposals", "--status", "pending"])?;
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&id));
+    let chain = repo.gov(&["audit", "log", "--event", "agent_paused"])?;
+    assert_eq!(String::from_utf8_lossy(&chain.stdout), "");
     Ok(())
 }

@@ -129,6 +129,16 @@ fn duplicate_ids_conflict_and_malformed_bodies_name_the_field() -> TestResult {
     let r = s.get("/proposals?limit=0", Some(&tok))?;
     assert_eq!(r.status, 422);
     assert_eq!(r.body["detail"][0]["loc"], json!(["query", "limit"]));
+    let r = s.get("/proposals?status=bogus", Some(&tok))?;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["query", "status"]));
+    assert_eq!(
+        r.body["detail"][0]["msg"],
+        "`bogus` is not a status (pending, approved, auto-approved, rejected, expired, all)"
+    );
+    let r = s.get("/proposals/no-such-id", Some(&tok))?;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["detail"], "proposal `no-such-id` not found");
     assert_eq!(s.get("/nowhere", Some(&tok))?.status, 404);
     Ok(())
 }
@@ -996,4 +1006,74 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
 
 fn tip_after(repo: &git2::Repository) -> TestResult<String> {
     Ok(repo.refname_to_id("refs/heads/main")?.to_string())
+}
+
+// ------------------------------------------------------------ wire types
+
+/// `body` read as `T` and written back is `body` again: every field the
+/// server sends is one `T` knows, under the same name, and none is missing.
+fn agrees<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, body: &Value) {
+    let typed: T = match serde_json::from_value(body.clone()) {
+        Ok(t) => t,
+        Err(e) => panic!("{what}: the client's type cannot read the server's reply: {e}: {body}"),
+    };
+    let back = serde_json::to_value(&typed).unwrap_or_default();
+    assert_eq!(
+        &back, body,
+        "{what}: the server's reply and the client's type disagree"
+    );
+}
+
+#[test]
+fn wire_types_are_what_the_server_sends() -> TestResult {
+    use gov::wire;
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    agrees::<wire::ProposalFiled>("POST /proposals", &r.body);
+    let id = r.text("proposal_id");
+    let decision = wire::DecisionRequest {
+        decision: gov::domain::proposal::Verdict::Reject,
+        final_: false,
+        note: Some("no".into()),
+    };
+    let r = s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &serde_json::to_value(&decision)?,
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    agrees::<wire::ProposalDecided>("POST /proposals/{id}/decision", &r.body);
+    let post = wire::AuditPost {
+        agent_id: Some("noop".into()),
+        event_type: "action_executed".into(),
+        proposal_id: None,
+        task_id: None,
+        payload: serde_json::Map::new(),
+    };
+    let r = s.post("/audit", Some(&tok), &serde_json::to_value(&post)?)?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    agrees::<wire::AuditPosted>("POST /audit", &r.body);
+    let r = s.get("/status", Some(&s.operator))?;
+    agrees::<wire::Status>("GET /status", &r.body);
+    let open = wire::RunOpen {
+        agent_id: "noop".into(),
+        task_id: None,
+    };
+    let r = s.post("/runs", Some(&s.runner), &serde_json::to_value(&open)?)?;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    agrees::<wire::RunOpened>("POST /runs", &r.body);
+    let r = s.post(
+        "/agents/noop/pause",
+        Some(&s.operator),
+        &json!({"reason": "r"}),
+    )?;
+    agrees::<wire::AgentState>("POST /agents/{id}/pause", &r.body);
+    let r = s.post("/runs", Some(&s.runner), &serde_json::to_value(&open)?)?;
+    assert_eq!(r.status, 423, "{:?}", r.body);
+    agrees::<wire::RunSkipped>("POST /runs (423)", &r.body);
+    let r = s.post("/dashboard/login-codes", Some(&s.operator), &json!({}))?;
+    agrees::<wire::LoginLink>("POST /dashboard/login-codes", &r.body);
+    Ok(())
 }

@@ -98,7 +98,7 @@ fn default_rules_fire_on_their_history_and_not_on_a_healthy_one() -> TestResult 
         let d = p.entry.entry.decision.as_ref().ok_or("no decision")?;
         assert_eq!(d.request.action, "continue");
         assert!(!d.decision.policies.is_empty());
-        assert!(p.entry.entry.payload["reason"]
+        assert!(p.entry.entry.payload()["reason"]
             .as_str()
             .unwrap_or("")
             .starts_with("watchdog: watchdog-"));
@@ -323,5 +323,33 @@ fn watchdog_flags_are_checked() -> TestResult {
     let repo = TestRepo::new()?;
     let out = repo.gov(&["watchdog", "--interval", "0"])?;
     assert_eq!(out.status.code(), Some(2));
+    Ok(())
+}
+
+#[test]
+fn a_broken_policy_set_on_main_fails_the_once_pass() -> TestResult {
+    let s = TestServer::start()?;
+    once(&s.repo)?;
+    crate::support::server::commit_to_main(
+        &s.repo,
+        &[("policies/broken.cedar".into(), b"permit(".to_vec())],
+        "a policy that does not parse",
+    )?;
+    let out = s.repo.gov(&["watchdog", "--once"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    // Before it, the diagnostic log's warning (GOV_LOG); the error is last.
+    let err = stderr.lines().last().unwrap_or_default().to_string() + "\n";
+    assert!(
+        err.starts_with("error: the policy set on `main` does not load (")
+            && err.ends_with("); the pass used the last good set\n"),
+        "{err}"
+    );
+    // The pass itself ran, with the last good set.
+    assert!(
+        text(&out.stdout).starts_with("checked "),
+        "{}",
+        text(&out.stdout)
+    );
     Ok(())
 }

@@ -183,10 +183,10 @@ fn audit_row(line: &LogLine) -> AuditRow {
         ts: when(e.ts),
         actor: e.entry.actor.0.clone(),
         agent_id: e.entry.agent_id.clone(),
-        event_type: e.entry.event_type.clone(),
+        event_type: e.entry.event_type().to_string(),
         proposal_id: e.entry.proposal_id.clone(),
         task_id: e.entry.task_id.clone(),
-        payload: e.entry.payload.to_string(),
+        payload: e.entry.payload().to_string(),
         signature: signature_view(&line.signature),
         commit: Some(line.indexed.commit.clone()),
     }
@@ -593,10 +593,10 @@ async fn mint_login_code(caller: Caller, State(state): State<AppState>) -> Respo
     if let Err(e) = caller.require_operator() {
         return crate::server::error::ApiError(e).into_response();
     }
-    Json(serde_json::json!({
-        "url": login_url(&state, state.port()),
-        "expires_in_seconds": super::session::CODE_TTL.as_secs(),
-    }))
+    Json(crate::wire::LoginLink {
+        url: login_url(&state, state.port()),
+        expires_in_seconds: super::session::CODE_TTL.as_secs(),
+    })
     .into_response()
 }
 

@@ -8,6 +8,11 @@ use std::path::PathBuf;
 
 pub mod browser;
 
+/// The agents' PATH in tests of `gov run`: the system's programs only, so
+/// that what a confined agent can run does not depend on a developer's
+/// toolchain (docs/RUNNER.md).
+pub const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// The `gov` binary built for these tests.
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
