@@ -9,10 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Stock git and ssh-keygen verify the signed commits, python3 runs the
-# bundled noop agent, Chromium and its driver run the dashboard tests.
+# bundled noop agent, Chromium and its driver run the dashboard tests, and
+# OpenSSH's server (started by the tests on a loopback port) carries
+# `gov sync` over ssh://.
 need=()
 command -v git >/dev/null || need+=(git)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v python3 >/dev/null || need+=(python3)
 command -v cc >/dev/null || need+=(gcc)
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -113,6 +113,79 @@ pub struct RawSigners {
 pub struct RawRemote {
     pub name: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub timeout_seconds: Option<u64>,
+    pub forge: Option<RawForge>,
+}
+
+/// Which forge API `gov sync` speaks to open pull requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    Github,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForge {
+    pub kind: ForgeKind,
+    pub api_url: Option<String>,
+    /// `owner/name`.
+    pub repo: String,
+    pub token_env: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub dashboard_url: Option<String>,
+    /// Present only to refuse it with a clear message: the token never
+    /// lives in `gov.toml`.
+    pub token: Option<toml::Value>,
+}
+
+/// The forge that `gov sync` opens pull requests on (`[remote.forge]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeSettings {
+    pub kind: ForgeKind,
+    /// Without a final `/`, e.g. `https://api.github.com`.
+    pub api_url: String,
+    pub owner: String,
+    pub repo: String,
+    /// The environment variable that holds the token; when it is unset,
+    /// `git credential fill` is asked for the API's host.
+    pub token_env: String,
+    pub labels: Vec<String>,
+    /// Where the dashboard is reachable for the people who review pull
+    /// requests (the link back in each pull request's body).
+    pub dashboard_url: Option<String>,
+}
+
+fn resolve_forge(raw: RawForge) -> Result<ForgeSettings, String> {
+    if raw.token.is_some() {
+        return Err("forge: `token` is never read from gov.toml; put it in the environment variable named by `token_env` (default `GOV_FORGE_TOKEN`) or in a git credential helper".into());
+    }
+    let (owner, repo) = raw
+        .repo
+        .split_once('/')
+        .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+        .ok_or_else(|| format!("forge: `repo` must be `owner/name`, not `{}`", raw.repo))?;
+    let api_url = raw
+        .api_url
+        .unwrap_or_else(|| "https://api.github.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(format!(
+            "forge: `api_url` must be an http or https URL, not `{api_url}`"
+        ));
+    }
+    Ok(ForgeSettings {
+        kind: raw.kind,
+        api_url,
+        owner: owner.to_string(),
+        repo: repo.to_string(),
+        token_env: raw.token_env.unwrap_or_else(|| "GOV_FORGE_TOKEN".into()),
+        labels: raw.labels.unwrap_or_else(|| vec!["gov".into()]),
+        dashboard_url: raw
+            .dashboard_url
+            .map(|u| u.trim_end_matches('/').to_string()),
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +264,9 @@ pub struct Settings {
     pub operator_name: String,
     pub remote: Option<String>,
     pub webhook_secret_file: PathBuf,
+    /// How long one `git fetch` or `git push` may take.
+    pub remote_timeout_seconds: u64,
+    pub forge: Option<ForgeSettings>,
     pub runner: RunnerSettings,
 }
 
@@ -286,6 +362,12 @@ impl Settings {
             }
         };
         let port = raw.server.port.unwrap_or(8005);
+        let forge = raw
+            .remote
+            .forge
+            .map(resolve_forge)
+            .transpose()
+            .map_err(invalid)?;
         let watchdog = WatchdogSettings {
             interval_seconds: raw.watchdog.interval_seconds.unwrap_or(30).max(1),
             stuck_after_minutes: raw.watchdog.stuck_after_minutes.unwrap_or(30).max(1),
@@ -312,6 +394,8 @@ impl Settings {
                 .unwrap_or_else(|| "operator".into()),
             remote: raw.remote.name.filter(|n| !n.is_empty()),
             webhook_secret_file: abs(raw.remote.webhook_secret_file, ".gov/webhook-secret"),
+            remote_timeout_seconds: raw.remote.timeout_seconds.unwrap_or(120).max(1),
+            forge,
             runner: RunnerSettings {
                 sandbox: raw.runner.sandbox.unwrap_or_default(),
                 sandbox_read: raw
@@ -535,5 +619,41 @@ impl AgentSettings {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+#[cfg(test)]
+mod forge_tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, String> {
+        let root = Path::new("/repo");
+        Settings::from_toml(root, &root.join("gov.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_forge_section_is_read_and_its_token_is_refused() -> Result<(), String> {
+        let s = load("[remote]\nname = \"origin\"\ntimeout_seconds = 7\n[remote.forge]\nkind = \"github\"\nrepo = \"acme/gov\"\n")?;
+        assert_eq!(s.remote_timeout_seconds, 7);
+        let f = s.forge.ok_or("no forge")?;
+        assert_eq!(f.api_url, "https://api.github.com");
+        assert_eq!((f.owner.as_str(), f.repo.as_str()), ("acme", "gov"));
+        assert_eq!(f.token_env, "GOV_FORGE_TOKEN");
+        assert_eq!(f.labels, ["gov"]);
+        assert_eq!(load("")?.remote_timeout_seconds, 120);
+
+        assert_eq!(
+            load("[remote.forge]\nkind = \"github\"\nrepo = \"acme/gov\"\ntoken = \"ghp_x\"\n").err(),
+            Some("`/repo/gov.toml` is not valid: forge: `token` is never read from gov.toml; put it in the environment variable named by `token_env` (default `GOV_FORGE_TOKEN`) or in a git credential helper".into())
+        );
+        assert_eq!(
+            load("[remote.forge]\nkind = \"github\"\nrepo = \"acme\"\n").err(),
+            Some(
+                "`/repo/gov.toml` is not valid: forge: `repo` must be `owner/name`, not `acme`"
+                    .into()
+            )
+        );
+        assert!(load("[remote.forge]\nkind = \"gitlab\"\nrepo = \"a/b\"\n").is_err());
+        Ok(())
     }
 }

@@ -157,6 +157,9 @@ pub struct Status {
     /// not in force.
     #[serde(default)]
     pub policy_refused: Vec<RefusedCommit>,
+    /// The Git remote, when one is configured.
+    #[serde(default)]
+    pub remote: Option<RemoteStatus>,
     /// `required` or `optional`.
     pub agent_auth: String,
 }
@@ -170,6 +173,62 @@ pub struct RefusedCommit {
     pub reason: String,
     /// The first line of its message.
     pub summary: String,
+}
+
+/// The last sync, as `gov status` and the dashboard show it. Kept in
+/// `.gov/sync-state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub at: String,
+    pub ok: bool,
+    /// Why it failed (the remote unreachable, a push refused), redacted.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub pushed: Vec<String>,
+    #[serde(default)]
+    pub refused: Vec<String>,
+    #[serde(default)]
+    pub forge_errors: Vec<String>,
+}
+
+impl SyncRecord {
+    /// Why it failed: the error, the refusals and the forge's failures,
+    /// joined by `; `.
+    pub fn problems(&self) -> String {
+        let all: Vec<&str> = self
+            .error
+            .iter()
+            .chain(&self.refused)
+            .chain(&self.forge_errors)
+            .map(String::as_str)
+            .collect();
+        all.join("; ")
+    }
+}
+
+/// What waits to be pushed: what local refs have that the remote's (as
+/// last fetched or pushed) lack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub main_commits: usize,
+    pub audit_entries: usize,
+    pub proposal_branches: Vec<String>,
+}
+
+impl Waiting {
+    pub fn is_empty(&self) -> bool {
+        self.main_commits == 0 && self.audit_entries == 0 && self.proposal_branches.is_empty()
+    }
+}
+
+/// The remote as `/status`, `gov status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    pub name: String,
+    pub url: String,
+    pub last_sync: Option<SyncRecord>,
+    pub waiting: Waiting,
 }
 
 /// `POST /dashboard/login-codes` → 200.

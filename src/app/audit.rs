@@ -14,6 +14,9 @@
 //!   or is a forge merge: exactly a submitted proposal commit (as a
 //!   `proposal_submitted` entry names it), adding nothing but its file as
 //!   submitted, and recorded as that proposal's approval (`via: forge`);
+//!   a one-parent commit recorded as a squash or rebase merge on the forge
+//!   (`kind: squash`, with the webhook's evidence) must add exactly that
+//!   file to its parent, nothing else;
 //! - the index agrees with Git.
 
 use std::io::Write;
@@ -38,6 +41,11 @@ struct ForgeRecords {
     submitted: Vec<(Oid, String, String)>,
     /// Merge commits recorded as approvals made on the forge.
     approvals: std::collections::HashSet<String>,
+    /// One-parent commits recorded as squash or rebase merges on the forge,
+    /// with the proposal each approved.
+    squashes: std::collections::HashMap<String, String>,
+    /// Commits flagged as tampered forge merges, with the problem found.
+    tampered: std::collections::HashMap<String, String>,
 }
 
 impl ForgeRecords {
@@ -50,9 +58,19 @@ impl ForgeRecords {
                     self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
                 }
             }
+            Event::AuditFlagProposalTampered(t) if t.via.as_deref() == Some(VIA_FORGE) => {
+                if let Some(m) = &t.merge_commit {
+                    self.tampered.insert(m.clone(), t.problem.clone());
+                }
+            }
             Event::ProposalDecided(d) if d.via.as_deref() == Some(VIA_FORGE) => {
                 if let Some(m) = &d.merge_commit {
                     self.approvals.insert(m.clone());
+                    let squash = d.kind.as_deref() == Some("squash") && d.evidence.is_some();
+                    if squash {
+                        self.squashes
+                            .insert(m.clone(), d.proposal.proposal_id.clone());
+                    }
                 }
             }
             _ => {}
@@ -91,6 +109,33 @@ impl ForgeRecords {
             )));
         }
         Ok(Ok(id.clone()))
+    }
+
+    /// For a one-parent commit recorded as a squash merge on the forge:
+    /// why it is not exactly the approved proposal's file added (`Err`), or
+    /// the proposal (`Ok`). `None` when no squash approval names it.
+    fn check_squash(
+        &self,
+        repo: &Repository,
+        oid: Oid,
+    ) -> Result<Option<Result<String, String>>, VerifyError> {
+        let Some(id) = self.squashes.get(&oid.to_string()) else {
+            return Ok(None);
+        };
+        let Some((_, _, file)) = self.submitted.iter().find(|(_, pid, _)| pid == id) else {
+            return Ok(Some(Err(format!(
+                "it is recorded as the squash merge of proposal `{id}`, which no `proposal_submitted` entry names"
+            ))));
+        };
+        let path = crate::domain::proposal::Proposal::file_path(id);
+        Ok(Some(
+            match crate::store::remote::squash_merge_problem(repo, oid, &path, file.as_bytes())? {
+                Some(why) => Err(format!(
+                    "it is recorded as the squash merge of proposal `{id}`, but {why}"
+                )),
+                None => Ok(id.clone()),
+            },
+        ))
     }
 }
 
@@ -437,6 +482,34 @@ fn check_main_merges(
     };
     loop {
         let commit = repo.find_commit(oid)?;
+        if commit.parent_count() == 1 {
+            match forge.check_squash(repo, oid)? {
+                // A squash the chain flagged as tampered (a merge commit
+                // is judged by the checks below).
+                None => {
+                    if let Some(problem) = forge.tampered.get(&oid.to_string()) {
+                        found.push(Problem {
+                            seq: None,
+                            commit: Some(oid.to_string()),
+                            reason: format!(
+                                "commit on `{}` was refused as a forge merge and flagged: {problem}",
+                                settings.main_branch
+                            ),
+                        });
+                    }
+                }
+                Some(Ok(id)) => report.notes.push(format!(
+                    "commit {} on `{}` was squash-merged on the forge: it approved proposal `{id}` and adds only its file as submitted",
+                    short(&oid.to_string()),
+                    settings.main_branch
+                )),
+                Some(Err(why)) => found.push(Problem {
+                    seq: None,
+                    commit: Some(oid.to_string()),
+                    reason: format!("commit on `{}`: {why}", settings.main_branch),
+                }),
+            }
+        }
         if commit.parent_count() >= 2 {
             report.merges_checked += 1;
             if let Some(why) =

@@ -463,6 +463,7 @@ pub fn decide(
                         found: None,
                         merge_commit: None,
                         merged_by: None,
+                        evidence: None,
                         problem: String::new(),
                     };
                     match t {
@@ -604,6 +605,8 @@ fn decided_entry(
         proposal: p.clone(),
         via: d.forge_merger.as_ref().map(|_| VIA_FORGE.to_string()),
         merged_by: d.forge_merger,
+        kind: None,
+        evidence: None,
     };
     let entry = NewEntry::new(actor, Event::ProposalDecided(decided))
         .agent(&p.agent_id)
@@ -620,8 +623,13 @@ fn decided_entry(
 #[derive(Debug, Clone)]
 pub struct ForgeMerge {
     pub merge_commit: String,
-    /// `<name> <email>` of the merge commit's author.
+    /// `<name> <email>` of the merge commit's author, or `@<login>` when
+    /// the forge's signed webhook named who merged.
     pub merged_by: String,
+    /// `merge` or `squash` (a one-commit squash or rebase merge).
+    pub kind: &'static str,
+    /// The webhook's evidence, when there is some (always for a squash).
+    pub evidence: Option<crate::domain::forge::MergeEvidence>,
 }
 
 /// Why a forge merge did not become an approval.
@@ -681,7 +689,11 @@ pub fn approve_by_forge(
         merge_commit: Some(merge.merge_commit.clone()),
         forge_merger: Some(merge.merged_by.clone()),
     };
-    let entry = decided_entry(&mut p, decided, Actor(decider), now, Some(rec));
+    let mut entry = decided_entry(&mut p, decided, Actor(decider), now, Some(rec));
+    if let Event::ProposalDecided(d) = &mut entry.event {
+        d.kind = Some(merge.kind.into());
+        d.evidence = merge.evidence.clone().map(Box::new);
+    }
     Ok(Ok((p, entry)))
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
-use crate::wire::Status;
+use crate::wire::{RemoteStatus, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -64,7 +64,38 @@ pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failur
             s.agents_paused.join(", ")
         }
     );
+    print_remote(s.remote.as_ref());
     Ok(ExitCode::Ok)
+}
+
+/// The remote's lines: its last sync and what waits to be pushed.
+fn print_remote(r: Option<&RemoteStatus>) {
+    let Some(r) = r else {
+        return;
+    };
+    println!("remote          {} ({})", r.name, r.url);
+    match &r.last_sync {
+        None => println!("last sync       never"),
+        Some(l) if l.ok => println!("last sync       {}: ok", l.at),
+        Some(l) => println!("last sync       {}: failed: {}", l.at, l.problems()),
+    }
+    let w = &r.waiting;
+    if w.is_empty() {
+        println!("not yet pushed  nothing");
+    } else {
+        println!(
+            "not yet pushed  {} audit entr{}, {} commit(s) on main, {} proposal branch(es){}",
+            w.audit_entries,
+            if w.audit_entries == 1 { "y" } else { "ies" },
+            w.main_commits,
+            w.proposal_branches.len(),
+            if w.proposal_branches.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", w.proposal_branches.join(", "))
+            }
+        );
+    }
 }
 
 pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {

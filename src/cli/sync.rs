@@ -18,10 +18,24 @@ pub fn describe(report: &SyncReport) -> Vec<String> {
     let mut lines = Vec::new();
     for a in &report.approved {
         lines.push(format!(
-            "approved `{}`: merged by {} in {}",
+            "approved `{}`: merged by {} in {}{}",
             a.proposal_id,
             a.merged_by,
-            a.merge_commit.get(..12).unwrap_or(&a.merge_commit)
+            a.merge_commit.get(..12).unwrap_or(&a.merge_commit),
+            if a.kind == "squash" { " (squash)" } else { "" }
+        ));
+    }
+    for c in &report.changes {
+        lines.push(format!(
+            "took pull request #{}: merged by {} in {}, changing {}",
+            c.pull_request,
+            c.merged_by,
+            c.merge_commit.get(..12).unwrap_or(&c.merge_commit),
+            c.paths
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if let Some((from, to)) = &report.main_moved {
@@ -40,9 +54,22 @@ pub fn describe(report: &SyncReport) -> Vec<String> {
             report.deleted.join(", ")
         ));
     }
+    for pr in &report.pull_requests {
+        lines.push(format!(
+            "pull request #{} {} for `{}`{}",
+            pr.number,
+            pr.action,
+            pr.proposal_id,
+            pr.url
+                .as_deref()
+                .map(|u| format!(": {u}"))
+                .unwrap_or_default()
+        ));
+    }
     lines.push(format!(
-        "synced with `{}`{}",
+        "synced with `{}` ({}){}",
         report.remote,
+        report.url,
         if report.refused.is_empty() {
             String::new()
         } else {
@@ -62,9 +89,14 @@ pub fn run(repo: Option<PathBuf>, _args: Args) -> Result<ExitCode, Failure> {
     for why in &report.refused {
         eprintln!("refused: {why}");
     }
-    Ok(if report.is_clean() {
-        ExitCode::Ok
-    } else {
+    for why in &report.forge_errors {
+        eprintln!("forge: {why}");
+    }
+    Ok(if !report.is_clean() {
         ExitCode::CheckFailed
+    } else if !report.forge_errors.is_empty() {
+        ExitCode::Failure
+    } else {
+        ExitCode::Ok
     })
 }

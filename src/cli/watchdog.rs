@@ -91,13 +91,19 @@ fn sync_remote(svc: &Service, quiet: bool) {
     }
     match crate::app::remote::sync(svc) {
         Ok(report) => {
-            if !quiet || report.main_moved.is_some() || !report.approved.is_empty() {
+            let news = report.main_moved.is_some()
+                || !report.approved.is_empty()
+                || !report.pull_requests.is_empty();
+            if !quiet || news {
                 for line in super::sync::describe(&report) {
                     println!("{line}");
                 }
             }
             for why in &report.refused {
                 eprintln!("gov watchdog: sync refused: {why}");
+            }
+            for why in &report.forge_errors {
+                eprintln!("gov watchdog: forge: {why}");
             }
         }
         Err(e) => eprintln!(

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::audit::Timestamp;
+use super::forge::MergeEvidence;
 use super::proposal::{Proposal, ProposalStatus};
 use super::request::{Outcome, PolicyCitation};
 
@@ -106,6 +107,13 @@ events! {
     /// A commit on main changes governed paths without authorization: it
     /// is not in force (recorded once per commit).
     PolicyChangeRefused(PolicyChangeRefused) = "policy_change_refused", Record;
+    /// A signed webhook reported a merged pull request (who merged, and
+    /// the commit the merge made).
+    ForgeMergeReported(MergeEvidence) = "forge_merge_reported", Record;
+    /// A reviewed change that is not a proposal, taken from the forge.
+    ForgeMergeRecorded(ForgeChangeMerged) = "forge_merge_recorded", Record;
+    PullRequestOpened(PullRequestOpened) = "pull_request_opened", Record;
+    PullRequestClosed(PullRequestClosed) = "pull_request_closed", Record;
 }
 
 /// The agent-posted event type that says an agent stopped.
@@ -287,6 +295,12 @@ pub struct ProposalDecided {
     pub via: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_by: Option<String>,
+    /// For a forge merge: `merge` or `squash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The signed webhook's word on who merged (always for a squash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<MergeEvidence>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,6 +497,36 @@ pub struct ProposalTampered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_by: Option<String>,
     pub problem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<MergeEvidence>>,
+}
+
+/// A merged pull request that is not a proposal (a change to policies,
+/// agents, settings), taken onto `main` on the forge's signed evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeChangeMerged {
+    /// Always `forge`.
+    pub via: String,
+    pub merge_commit: String,
+    pub merged_by: String,
+    /// `merge` or `squash`.
+    pub kind: String,
+    pub paths: Vec<String>,
+    pub evidence: MergeEvidence,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestOpened {
+    pub number: u64,
+    pub url: Option<String>,
+    pub branch: String,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestClosed {
+    pub number: u64,
+    pub status: ProposalStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

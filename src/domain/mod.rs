@@ -7,6 +7,7 @@ pub mod budget;
 pub mod credential;
 pub mod errors;
 pub mod event;
+pub mod forge;
 pub mod ids;
 pub mod money;
 pub mod paths;

@@ -349,6 +349,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
             let entries = index.count().map_err(AppError::internal)?;
             (paused, pending, entries)
         };
+        let remote = crate::app::remote::remote_status(&svc)?;
         Ok(wire::Status {
             ok: policy.version.is_some(),
             host: "127.0.0.1".into(),
@@ -372,6 +373,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
                     summary: r.summary,
                 })
                 .collect(),
+            remote,
             agent_auth: match svc.settings().agent_auth {
                 crate::config::AgentAuth::Required => "required",
                 crate::config::AgentAuth::Optional => "optional",

@@ -5,9 +5,16 @@
 //! The caller is not an operator, runner or agent, so no bearer token: the
 //! `X-Hub-Signature-256: sha256=<hex>` header, an HMAC-SHA256 of the raw
 //! body under the secret in `[remote] webhook_secret_file`, is its proof.
-//! It is checked in constant time before anything else happens. The body
-//! itself is not read: whatever the event, the answer is one sync, whose
-//! checks (see `app::remote`) decide what the remote's state is worth.
+//! It is checked in constant time before anything else happens.
+//!
+//! A signed `pull_request` event (`X-GitHub-Event: pull_request`) that
+//! reports a merge (`action: closed`, `merged: true`) is evidence: who
+//! merged (`pull_request.merged_by.login`, else `sender.login`) and the
+//! commit the merge made (`merge_commit_sha`). It is recorded in the audit
+//! chain before the sync, so that the approval names that person, and so
+//! that a squash or rebase merge can be taken at all. Any other signed
+//! event just means "sync now". Either way the sync's checks (see
+//! `app::remote`) decide what the remote's state is worth.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,7 +28,11 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::{blocking_write, AppState};
 use crate::app::error::AppError;
-use crate::app::remote::{configured_remote, sync, SyncReport};
+use crate::app::remote::{configured_remote, record_merge_evidence, sync, SyncReport};
+use crate::domain::forge::{EvidenceError, PullRequestEvent};
+
+/// The header that names the event.
+pub const EVENT_HEADER: &str = "x-github-event";
 
 /// The header a forge signs its call in.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -67,8 +78,36 @@ async fn forge(
         )));
     }
     configured_remote(state.svc.settings()).map_err(ApiError)?;
+    let event = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok());
+    let evidence = if event == Some("pull_request") {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        let parsed: PullRequestEvent = serde_path_to_error::deserialize(de).map_err(|e| {
+            ApiError(AppError::Invalid {
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            })
+        })?;
+        match parsed.merge_evidence() {
+            Ok(ev) => Some(ev),
+            Err(EvidenceError::NotAMerge(_)) => None,
+            Err(EvidenceError::Field { field, problem }) => {
+                return Err(ApiError(AppError::Invalid {
+                    field: field.into(),
+                    message: problem.into(),
+                }))
+            }
+        }
+    } else {
+        None
+    };
     let svc = state.svc.clone();
-    let report = blocking_write(&state, move || sync(&svc)).await?;
+    let report = blocking_write(&state, move || {
+        if let Some(ev) = &evidence {
+            record_merge_evidence(&svc, ev)?;
+        }
+        sync(&svc)
+    })
+    .await?;
     Ok(Json(report))
 }
 

@@ -20,10 +20,19 @@ pub struct ChainLock {
 /// The lock file's name inside the `.git` directory.
 pub const LOCK_FILE: &str = "gov-audit.lock";
 
+/// The lock `gov sync` holds from its fetch to its last push, so that two
+/// syncs (the watchdog's, the webhook's, a person's) never interleave.
+pub const SYNC_LOCK_FILE: &str = "gov-sync.lock";
+
 impl ChainLock {
     /// Blocks until the lock is ours.
     pub fn acquire(git_dir: &Path) -> Result<ChainLock, StoreError> {
-        let path = git_dir.join(LOCK_FILE);
+        Self::acquire_named(git_dir, LOCK_FILE)
+    }
+
+    /// Blocks until the lock in `.git/<name>` is ours.
+    pub fn acquire_named(git_dir: &Path, name: &str) -> Result<ChainLock, StoreError> {
+        let path = git_dir.join(name);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -1,6 +1,7 @@
-//! Adapters to the outside world: Git, SQLite, key files.
+//! Adapters to the outside world: Git, SQLite, key files, the forge's API.
 pub mod agents;
 pub mod audit;
+pub mod forge;
 pub mod git;
 pub mod index;
 pub mod keys;

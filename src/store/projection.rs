@@ -187,6 +187,10 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
         | Event::AuditFlagMainDiverged(_)
         | Event::AuditFlagImpersonation(_)
         | Event::PolicyChangeRefused(_)
+        | Event::ForgeMergeReported(_)
+        | Event::ForgeMergeRecorded(_)
+        | Event::PullRequestOpened(_)
+        | Event::PullRequestClosed(_)
         | Event::Other(_) => {}
     }
     Ok(())

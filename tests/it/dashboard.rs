@@ -13,6 +13,7 @@ fn layout(active: &str, title: &str) -> Layout {
         operator: "alice".into(),
         flash: None,
         policy_warning: None,
+        remote: None,
     }
 }
 
@@ -116,6 +117,28 @@ mod snapshots {
         };
         page.layout.policy_warning = Some("policies/x.cedar: unknown entity type `Agnet`".into());
         insta::assert_snapshot!(render::pending(&page).expect("render"));
+    }
+
+    #[test]
+    fn every_page_shows_the_remote_and_what_waits() {
+        let mut page = PendingPage {
+            layout: layout("pending", "Pending"),
+            proposals: vec![],
+        };
+        page.layout.remote = Some(RemoteView {
+            name: "origin".into(),
+            url: "https://***@github.com/acme/gov.git".into(),
+            state: "error".into(),
+            last_sync: "last sync 2026-11-29T19:00:00+00:00: failed: fetching from `origin`: Connection refused".into(),
+            waiting: "not yet pushed: 3 audit entries, 0 commit(s) on main, 1 proposal branch(es)".into(),
+        });
+        let html = render::pending(&page).expect("render");
+        assert!(
+            html.contains(
+                "<p class=\"banner remote error\" data-remote=\"error\">Remote <code>origin</code> (https:&#x2f;&#x2f;***@github.com&#x2f;acme&#x2f;gov.git): last sync 2026-11-29T19:00:00+00:00: failed: fetching from `origin`: Connection refused; not yet pushed: 3 audit entries, 0 commit(s) on main, 1 proposal branch(es)</p>"
+            ),
+            "{html}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod audit;
 mod cli_docs;
 mod dashboard;
 mod demo;
+mod forge;
 mod impact;
 mod init;
 mod live_run;

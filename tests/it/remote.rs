@@ -19,8 +19,17 @@ use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
 
 /// Runs stock `git` in `dir`, failing the test when it fails.
-fn git(dir: &Path, args: &[&str]) -> TestResult<String> {
-    let out = Command::new("git")
+pub fn git(dir: &Path, args: &[&str]) -> TestResult<String> {
+    git_with(dir, args, None)
+}
+
+/// [`git`], with `GIT_SSH_COMMAND` set to `ssh` when given.
+pub fn git_with(dir: &Path, args: &[&str], ssh: Option<&str>) -> TestResult<String> {
+    let mut cmd = Command::new("git");
+    if let Some(ssh) = ssh {
+        cmd.env("GIT_SSH_COMMAND", ssh);
+    }
+    let out = cmd
         .args([
             "-c",
             "commit.gpgsign=false",
@@ -45,29 +54,53 @@ fn git(dir: &Path, args: &[&str]) -> TestResult<String> {
 }
 
 /// The forge: a bare repository, registered as `origin` in `root`.
-struct Forge {
-    dir: tempfile::TempDir,
+pub struct Forge {
+    pub dir: tempfile::TempDir,
+    /// The URL `origin` has (the bare repository's path unless given).
+    pub url: String,
+    /// `GIT_SSH_COMMAND` for the people's clones, when the URL is `ssh://`.
+    pub ssh: Option<String>,
 }
 
 impl Forge {
-    fn new(root: &Path) -> TestResult<Forge> {
-        let dir = tempfile::tempdir()?;
-        git(dir.path(), &["init", "--bare", "-q", "remote.git"])?;
-        let forge = Forge { dir };
-        git(root, &["remote", "add", "origin", &forge.url()])?;
-        Ok(forge)
+    pub fn new(root: &Path) -> TestResult<Forge> {
+        Self::with_url(root, |bare| Ok(bare.display().to_string()), None)
     }
 
-    fn bare(&self) -> PathBuf {
+    /// A forge reached at the URL `url` makes of the bare repository's path.
+    pub fn with_url(
+        root: &Path,
+        url: impl FnOnce(&Path) -> TestResult<String>,
+        ssh: Option<String>,
+    ) -> TestResult<Forge> {
+        let dir = tempfile::tempdir()?;
+        git(dir.path(), &["init", "--bare", "-q", "remote.git"])?;
+        let url = url(&dir.path().join("remote.git"))?;
+        git(root, &["remote", "add", "origin", &url])?;
+        Ok(Forge { dir, url, ssh })
+    }
+
+    pub fn bare(&self) -> PathBuf {
         self.dir.path().join("remote.git")
     }
 
     fn url(&self) -> String {
-        self.bare().display().to_string()
+        self.url.clone()
+    }
+
+    /// A person's clone of the forge, in a new folder.
+    pub fn clone_to(&self, name: &str) -> TestResult<PathBuf> {
+        let work = self.dir.path().join(name);
+        git_with(
+            self.dir.path(),
+            &["clone", "-q", &self.url(), &work.display().to_string()],
+            self.ssh.as_deref(),
+        )?;
+        Ok(work)
     }
 
     /// The remote's value of `refname`, if it has it.
-    fn rev(&self, refname: &str) -> Option<String> {
+    pub fn rev(&self, refname: &str) -> Option<String> {
         let repo = git2::Repository::open_bare(self.bare()).ok()?;
         repo.refname_to_id(refname).ok().map(|o| o.to_string())
     }
@@ -75,12 +108,8 @@ impl Forge {
     /// A person clones the forge and merges proposal `id`'s pull request
     /// with an ordinary unsigned merge commit; `extra` files ride along in
     /// the merge. Returns the merge commit.
-    fn merge_pull_request(&self, id: &str, extra: &[(&str, &str)]) -> TestResult<String> {
-        let work = self.dir.path().join(format!("clone-{id}"));
-        git(
-            self.dir.path(),
-            &["clone", "-q", &self.url(), &work.display().to_string()],
-        )?;
+    pub fn merge_pull_request(&self, id: &str, extra: &[(&str, &str)]) -> TestResult<String> {
+        let work = self.clone_to(&format!("clone-{id}"))?;
         let branch = format!("origin/gov/proposal/{id}");
         let message = format!("Merge pull request #1 from gov/proposal/{id}");
         if extra.is_empty() {
@@ -97,14 +126,18 @@ impl Forge {
             }
             git(&work, &["commit", "-q", "-m", &message])?;
         }
-        git(&work, &["push", "-q", "origin", "main"])?;
+        git_with(
+            &work,
+            &["push", "-q", "origin", "main"],
+            self.ssh.as_deref(),
+        )?;
         Ok(git(&work, &["rev-parse", "HEAD"])?.trim().to_string())
     }
 }
 
 /// A governance repository with the default policies, `origin` configured
 /// in gov.toml and in git, and a forge behind it.
-fn team() -> TestResult<(TestRepo, Forge)> {
+pub fn team() -> TestResult<(TestRepo, Forge)> {
     let mut t = TestRepo::new()?;
     add_policies_and_agents(&t)?;
     std::fs::write(t.root().join("gov.toml"), "[remote]\nname = \"origin\"\n")?;
@@ -114,7 +147,7 @@ fn team() -> TestResult<(TestRepo, Forge)> {
 }
 
 /// Files a proposal that needs a person; returns its id.
-fn submit_pending(t: &TestRepo) -> TestResult<String> {
+pub fn submit_pending(t: &TestRepo) -> TestResult<String> {
     let svc = Service::open(&t.settings)?;
     let sub: Submission = serde_json::from_value(proposal("noop", "publish_content"))?;
     let p = submit(&svc, sub)?.proposal;
@@ -122,7 +155,7 @@ fn submit_pending(t: &TestRepo) -> TestResult<String> {
     Ok(p.proposal_id)
 }
 
-fn entries(t: &TestRepo, event_type: &str) -> TestResult<Vec<Value>> {
+pub fn entries(t: &TestRepo, event_type: &str) -> TestResult<Vec<Value>> {
     let svc = Service::open(&t.settings)?;
     let rows = svc.governance().index()?.query(&AuditFilter {
         event_type: Some(event_type.into()),
@@ -131,11 +164,11 @@ fn entries(t: &TestRepo, event_type: &str) -> TestResult<Vec<Value>> {
     Ok(rows.into_iter().map(|r| r.entry.entry.payload()).collect())
 }
 
-fn local_rev(t: &TestRepo, refname: &str) -> TestResult<String> {
+pub fn local_rev(t: &TestRepo, refname: &str) -> TestResult<String> {
     Ok(t.repo()?.refname_to_id(refname)?.to_string())
 }
 
-fn text(o: &std::process::Output) -> String {
+pub fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -324,7 +357,7 @@ fn sync_without_a_remote_says_so() -> TestResult {
     Ok(())
 }
 
-fn sign(secret: &str, body: &str) -> TestResult<String> {
+pub fn sign(secret: &str, body: &str) -> TestResult<String> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())?;
     mac.update(body.as_bytes());
     Ok(format!(
@@ -334,10 +367,20 @@ fn sign(secret: &str, body: &str) -> TestResult<String> {
 }
 
 /// POSTs `body` to the webhook with `signature`; returns status and JSON.
-fn hook(s: &TestServer, body: &str, signature: Option<&str>) -> TestResult<(u16, Value)> {
+pub fn hook(s: &TestServer, body: &str, signature: Option<&str>) -> TestResult<(u16, Value)> {
+    hook_event(s, "push", body, signature)
+}
+
+/// POSTs `body` as a `event` delivery (`X-GitHub-Event`).
+pub fn hook_event(
+    s: &TestServer,
+    event: &str,
+    body: &str,
+    signature: Option<&str>,
+) -> TestResult<(u16, Value)> {
     let mut req = ureq::post(&format!("{}/hooks/forge", s.base))
         .set("Content-Type", "application/json")
-        .set("X-GitHub-Event", "push");
+        .set("X-GitHub-Event", event);
     if let Some(sig) = signature {
         req = req.set("X-Hub-Signature-256", sig);
     }
@@ -351,7 +394,7 @@ fn hook(s: &TestServer, body: &str, signature: Option<&str>) -> TestResult<(u16,
     Ok((status, body))
 }
 
-fn secret(s: &TestServer) -> TestResult<String> {
+pub fn secret(s: &TestServer) -> TestResult<String> {
     let path = &s.settings().webhook_secret_file;
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path)?.permissions());
     assert_eq!(mode & 0o777, 0o600, "the secret is private");

@@ -77,7 +77,44 @@ async fn layout(state: &AppState, user: &SignedIn, active: &str, title: &str) ->
         operator: state.svc.settings().operator_name.clone(),
         flash: user.sessions.take_flash(&user.session),
         policy_warning: policy_status(state).await.error,
+        remote: remote_view(state).await,
     }
+}
+
+/// The remote's line on every page (it opens the repository: blocking
+/// work).
+async fn remote_view(state: &AppState) -> Option<RemoteView> {
+    let svc = state.svc.clone();
+    let status = tokio::task::spawn_blocking(move || crate::app::remote::remote_status(&svc))
+        .await
+        .ok()?
+        .ok()??;
+    let (state, last_sync) = match &status.last_sync {
+        None => ("never", "never synced".to_string()),
+        Some(l) if l.ok => ("ok", format!("last sync {}: ok", l.at)),
+        Some(l) => (
+            "error",
+            format!("last sync {}: failed: {}", l.at, l.problems()),
+        ),
+    };
+    let w = &status.waiting;
+    let waiting = if w.is_empty() {
+        "nothing waits to be pushed".to_string()
+    } else {
+        format!(
+            "not yet pushed: {} audit entries, {} commit(s) on main, {} proposal branch(es)",
+            w.audit_entries,
+            w.main_commits,
+            w.proposal_branches.len()
+        )
+    };
+    Some(RemoteView {
+        name: status.name,
+        url: status.url,
+        state: state.into(),
+        last_sync,
+        waiting,
+    })
 }
 
 /// A use case's failure as the operator should read it: the app's own

@@ -23,6 +23,19 @@ pub struct Layout {
     pub operator: String,
     pub flash: Option<Flash>,
     pub policy_warning: Option<String>,
+    /// The Git remote's line, when one is configured.
+    pub remote: Option<RemoteView>,
+}
+
+/// The remote: its last sync and what waits to be pushed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteView {
+    pub name: String,
+    pub url: String,
+    /// `ok`, `error` (the last sync failed) or `never`.
+    pub state: String,
+    pub last_sync: String,
+    pub waiting: String,
 }
 
 /// A short message shown once after a form was sent.

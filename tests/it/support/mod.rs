@@ -7,6 +7,9 @@
 use std::path::PathBuf;
 
 pub mod browser;
+pub mod git_http;
+pub mod github;
+pub mod sshd;
 
 /// The agents' PATH in tests of `gov run`: the system's programs only, so
 /// that what a confined agent can run does not depend on a developer's
