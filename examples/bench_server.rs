@@ -1,57 +1,150 @@
-//! Load generator for `gov serve`: proposal submits per second at N
-//! concurrent clients, every write durable (signed commit, fsync'd), with
-//! p50/p99 latency. Loopback only, bounded in count and time.
+//! Load benchmark for `gov serve` (or any server that speaks the API):
+//! durable writes per second at N keep-alive connections, p50/p99, the
+//! server's resident memory and CPU, the load client's own CPU, and (for a
+//! server it starts itself) repository size, maintenance, start-up time
+//! and `gov audit verify` speed. Prints a table and one JSON line.
 //!
-//! It builds a throw-away governance repository (keys, the project's
-//! default policies, one agent), starts the real server on 127.0.0.1:0 and
-//! runs the clients against it. `scripts/bench-server.sh` runs it.
+//! Loopback only, bounded in count and time. Without `--url` it makes a
+//! throw-away repository with `gov init`, optionally fills the chain with
+//! `--preload` entries, and starts the server as a child process (this
+//! same program, so its memory is the server's alone).
 //!
-//! Usage: bench_server [--clients N] [--requests TOTAL] [--seconds MAX]
-//!                     [--action-type T]
+//! Phases, in order (each `--x 0` skips it):
+//! - submits: proposals without ids, 50% `publish_content` (waits for a
+//!   person), 30% `research_only` (auto-approved), 20% `publish_content`
+//!   with `requires_approval: false` (blocked: HTTP 400, audit-flagged), in
+//!   `--rounds` rounds to show whether cost grows with history;
+//! - decisions on the pending proposals (`--approve-pct` approved, the rest
+//!   rejected; needs the operator token);
+//! - budget charges (needs the runner token);
+//! - audit posts;
+//! - soak: more audit posts, sampling the server's memory.
+//!
+//! Usage: bench_server [--url URL] [--operator-token T] [--runner-token T]
+//!   [--clients 16] [--submits 20000] [--rounds 5] [--decisions 2000]
+//!   [--approve-pct 20] [--charges 5000] [--audits 5000] [--soak 0]
+//!   [--preload 0] [--seconds 600]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gov::config::Settings;
-use gov::server::{serve, AppState};
+use serde_json::{json, Value};
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
+#[derive(Clone)]
 struct Opts {
+    url: Option<String>,
+    operator_token: Option<String>,
+    runner_token: Option<String>,
     clients: usize,
-    requests: usize,
+    submits: usize,
+    rounds: usize,
+    decisions: usize,
+    approve_pct: usize,
+    charges: usize,
+    audits: usize,
+    soak: usize,
+    preload: usize,
     seconds: u64,
-    action_type: String,
 }
 
-fn opts() -> BoxResult<Opts> {
+fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
     let mut o = Opts {
+        url: None,
+        operator_token: None,
+        runner_token: None,
         clients: 16,
-        requests: 2000,
-        seconds: 30,
-        action_type: "publish_content".into(),
+        submits: 20_000,
+        rounds: 5,
+        decisions: 2_000,
+        approve_pct: 20,
+        charges: 5_000,
+        audits: 5_000,
+        soak: 0,
+        preload: 0,
+        seconds: 600,
     };
-    let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
+            "--url" => o.url = Some(v.trim_end_matches('/').to_string()),
+            "--operator-token" => o.operator_token = Some(v),
+            "--runner-token" => o.runner_token = Some(v),
             "--clients" => o.clients = v.parse()?,
-            "--requests" => o.requests = v.parse()?,
+            "--submits" => o.submits = v.parse()?,
+            "--rounds" => o.rounds = v.parse()?,
+            "--decisions" => o.decisions = v.parse()?,
+            "--approve-pct" => o.approve_pct = v.parse()?,
+            "--charges" => o.charges = v.parse()?,
+            "--audits" => o.audits = v.parse()?,
+            "--soak" => o.soak = v.parse()?,
+            "--preload" => o.preload = v.parse()?,
             "--seconds" => o.seconds = v.parse()?,
-            "--action-type" => o.action_type = v,
             _ => return Err(format!("unknown option {a}").into()),
         }
     }
+    if let Some(u) = &o.url {
+        let host = u
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        if !matches!(host, "127.0.0.1" | "localhost" | "[") && !host.starts_with("127.") {
+            return Err(format!("`{u}` is not a loopback address").into());
+        }
+    }
     o.clients = o.clients.clamp(1, 256);
-    o.requests = o.requests.clamp(1, 100_000);
-    o.seconds = o.seconds.clamp(1, 600);
+    o.rounds = o.rounds.clamp(1, 100);
+    o.approve_pct = o.approve_pct.min(100);
+    for n in [
+        &mut o.submits,
+        &mut o.decisions,
+        &mut o.charges,
+        &mut o.audits,
+        &mut o.soak,
+    ] {
+        *n = (*n).min(1_000_000);
+    }
+    o.preload = o.preload.min(1_000_000);
+    o.seconds = o.seconds.clamp(1, 3_600);
     Ok(o)
 }
 
-/// A governance repository as `gov init` makes it, with token-less agents
-/// accepted (as the original's clients send no token).
-fn make_repo(root: &std::path::Path) -> BoxResult<Settings> {
+// ------------------------------------------------------------ the server
+
+/// Child mode: serve the repository at `root` on 127.0.0.1:0, print the
+/// URL, and stop when standard input closes.
+fn serve_child(root: &str) -> BoxResult {
+    let settings = gov::config::Settings::load(std::path::Path::new(root))?;
+    let state = gov::server::AppState::open(&settings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        println!("listening http://{}", listener.local_addr()?);
+        let stop = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                while std::io::stdin()
+                    .read_line(&mut s)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {}
+            })
+            .await;
+        };
+        gov::server::serve(listener, state, stop).await
+    })?;
+    Ok(())
+}
+
+/// A repository as `gov init` makes it, with token-less agents accepted
+/// (as the original's clients send no token).
+fn make_repo(root: &std::path::Path) -> BoxResult<gov::config::Settings> {
     gov::app::init::init(&gov::app::init::InitOptions {
         dir: root.to_path_buf(),
         operator_name: "operator".into(),
@@ -62,74 +155,199 @@ fn make_repo(root: &std::path::Path) -> BoxResult<Settings> {
         root.join("gov.toml"),
         toml.replace("# agent_auth = \"required\"", "agent_auth = \"optional\""),
     )?;
-    Ok(Settings::load(root)?)
+    Ok(gov::config::Settings::load(root)?)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+/// Appends `n` audit entries straight to the chain (batches of 1,000).
+fn preload(settings: &gov::config::Settings, n: usize) -> BoxResult {
+    let g = gov::app::governance::Governance::open(settings, gov::store::keys::Role::Server)?;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1_000);
+        let entries = (0..k)
+            .map(|i| {
+                gov::domain::audit::NewEntry::new(
+                    gov::domain::audit::Actor::server(),
+                    gov::domain::audit::Event::from_parts(
+                        "action_executed".into(),
+                        json!({"preloaded": i}),
+                    ),
+                )
+                .agent(format!("pre-{}", i % 16))
+            })
+            .collect();
+        g.append(entries)?;
+        left -= k;
+    }
+    g.maintain()?;
+    Ok(())
+}
+
+struct Child {
+    proc: std::process::Child,
+    url: String,
+    startup: Duration,
+}
+
+fn start_child(root: &std::path::Path) -> BoxResult<Child> {
+    let t = Instant::now();
+    let mut proc = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-child")
+        .arg(root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let out = proc.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening ")
+        .ok_or_else(|| format!("server said `{}`", line.trim()))?
+        .to_string();
+    let agent = ureq::AgentBuilder::new().build();
+    agent.get(&format!("{url}/status")).call()?;
+    Ok(Child {
+        proc,
+        url,
+        startup: t.elapsed(),
+    })
+}
+
+// ------------------------------------------------------------ measuring
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of the stat line (utime, stime), counted after `)`.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return 0.0;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
-fn main() -> BoxResult {
-    let o = opts()?;
-    let dir = tempfile::tempdir()?;
-    let settings = make_repo(dir.path())?;
-    let state = AppState::open(&settings)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+/// One request of a phase: method, path, body, bearer token, and whether
+/// an HTTP 400 is the expected answer (a blocked self-approval).
+struct Req {
+    path: String,
+    body: Value,
+    token: Option<String>,
+    expect_400: bool,
+}
 
+#[derive(Debug, Clone, serde::Serialize)]
+struct PhaseResult {
+    phase: String,
+    ok: usize,
+    failed: usize,
+    seconds: f64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    client_cpu_s: f64,
+    server_cpu_s: Option<f64>,
+    server_rss_mib: Option<f64>,
+    first_error: Option<String>,
+}
+
+/// Runs `count` requests from `clients` keep-alive connections.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a phase is its name, target, load and callbacks; a struct would only rename them"
+)]
+fn run_phase(
+    name: &str,
+    url: &str,
+    o: &Opts,
+    server: Option<u32>,
+    count: usize,
+    deadline: Instant,
+    make: Arc<dyn Fn(usize) -> Req + Send + Sync>,
+    on_answer: Arc<dyn Fn(&Value) + Send + Sync>,
+) -> PhaseResult {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let timed_out = Arc::new(AtomicBool::new(false));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let cpu0 = cpu_secs("self");
+    let server_cpu0 = server.map(|p| cpu_secs(&p.to_string()));
     let started = Instant::now();
-    let clients: Vec<_> = (0..o.clients)
+    let threads: Vec<_> = (0..o.clients)
         .map(|_| {
-            let (url, next, failed, latencies, timed_out) = (
-                url.clone(),
+            let (next, failed, first_error, latencies, make, on_answer) = (
                 next.clone(),
                 failed.clone(),
+                first_error.clone(),
                 latencies.clone(),
-                timed_out.clone(),
+                make.clone(),
+                on_answer.clone(),
             );
-            let (total, action) = (o.requests, o.action_type.clone());
+            let url = url.to_string();
             std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new()
                     .timeout(Duration::from_secs(30))
+                    .max_idle_connections_per_host(1)
                     .build();
                 let mut mine = Vec::new();
                 loop {
-                    if Instant::now() >= deadline {
-                        timed_out.store(true, Ordering::Relaxed);
-                        break;
-                    }
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
+                    if n >= count || Instant::now() >= deadline {
                         break;
                     }
-                    let now = chrono::Utc::now();
-                    let body = serde_json::json!({
-                        "agent_id": "noop", "wave": 1, "submitted_at": now.to_rfc3339(),
-                        "action_type": action, "payload": {"n": n},
-                        "expected_outcome": "benchmark",
-                        "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
-                    });
+                    let r = make(n);
+                    let mut req = agent.post(&format!("{url}{}", r.path));
+                    if let Some(t) = &r.token {
+                        req = req.set("Authorization", &format!("Bearer {t}"));
+                    }
                     let t = Instant::now();
-                    match agent.post(&format!("{url}/proposals")).send_json(body) {
-                        Ok(_) => mine.push(t.elapsed()),
-                        Err(_) => {
+                    let answer = req.send_json(r.body);
+                    let took = t.elapsed();
+                    let outcome = match answer {
+                        Ok(resp) => {
+                            let v: Value = resp.into_json().unwrap_or(Value::Null);
+                            on_answer(&v);
+                            Ok(())
+                        }
+                        Err(ureq::Error::Status(400, _)) if r.expect_400 => Ok(()),
+                        Err(ureq::Error::Status(code, resp)) => Err(format!(
+                            "HTTP {code}: {}",
+                            resp.into_string().unwrap_or_default()
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match outcome {
+                        Ok(()) => mine.push(took),
+                        Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert(e);
+                            }
                         }
                     }
                 }
@@ -139,31 +357,334 @@ fn main() -> BoxResult {
             })
         })
         .collect();
-    for c in clients {
-        let _ = c.join();
+    for t in threads {
+        let _ = t.join();
     }
-    let elapsed = started.elapsed();
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(server);
+    let seconds = started.elapsed().as_secs_f64();
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort();
-    let ok = lat.len();
-    println!("| clients | submits ok | failed | seconds | submits/s | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|---|");
+    PhaseResult {
+        phase: name.to_string(),
+        ok: lat.len(),
+        failed: failed.load(Ordering::Relaxed),
+        seconds,
+        per_sec: lat.len() as f64 / seconds.max(1e-9),
+        p50_ms: pct(&lat, 0.50),
+        p99_ms: pct(&lat, 0.99),
+        max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        client_cpu_s: cpu_secs("self") - cpu0,
+        server_cpu_s: server
+            .zip(server_cpu0)
+            .map(|(p, c0)| cpu_secs(&p.to_string()) - c0),
+        server_rss_mib: server.and_then(rss_mib),
+        first_error: first_error.lock().ok().and_then(|f| f.clone()),
+    }
+}
+
+fn submit_req(n: usize) -> Req {
+    let now = chrono::Utc::now();
+    let (action, requires_approval) = match n % 10 {
+        0..=4 => ("publish_content", true),
+        5..=7 => ("research_only", false),
+        _ => ("publish_content", false),
+    };
+    Req {
+        path: "/proposals".into(),
+        body: json!({
+            "agent_id": format!("bench-{}", n % 16), "wave": 1,
+            "submitted_at": now.to_rfc3339(),
+            "action_type": action, "payload": {"n": n, "text": "a benchmark proposal"},
+            "expected_outcome": "benchmark", "requires_approval": requires_approval,
+            "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        }),
+        token: None,
+        expect_400: n % 10 >= 8,
+    }
+}
+
+fn main() -> BoxResult {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--serve-child") {
+        let root = args.nth(1).ok_or("--serve-child needs a folder")?;
+        return serve_child(&root);
+    }
+    let mut o = opts(args)?;
+    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let dir = tempfile::tempdir()?;
+    let mut child = None;
+    let mut settings = None;
+    let url = match &o.url {
+        Some(u) => u.clone(),
+        None => {
+            let s = make_repo(dir.path())?;
+            if o.preload > 0 {
+                let t = Instant::now();
+                preload(&s, o.preload)?;
+                eprintln!(
+                    "preloaded {} entries in {:.1}s",
+                    o.preload,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            let token = |path: &std::path::Path, prefix: &str| -> BoxResult<String> {
+                Ok(gov::app::tokens::load_or_create(path, prefix)?
+                    .expose()
+                    .to_string())
+            };
+            o.operator_token = Some(token(&s.operator_token_path(), "gov_op")?);
+            o.runner_token = Some(token(&s.runner_token_path(), "gov_runner")?);
+            let c = start_child(dir.path())?;
+            let u = c.url.clone();
+            child = Some(c);
+            settings = Some(s);
+            u
+        }
+    };
+    let pid = child.as_ref().map(|c| c.proc.id());
+    let git_mib = |s: &Option<gov::config::Settings>| {
+        s.as_ref()
+            .map(|s| gov::store::maintain::dir_bytes(&s.root.join(".git")) as f64 / 1048576.0)
+    };
+    let mut results: Vec<PhaseResult> = Vec::new();
+    let mut rounds_table = Vec::new();
+    let pending: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut written = o.preload;
+
+    // Submits, in rounds.
+    let per_round = o.submits.div_ceil(o.rounds);
+    let mut done = 0;
+    for round in 1..=o.rounds {
+        let k = per_round.min(o.submits - done);
+        if k == 0 {
+            break;
+        }
+        let base = done;
+        let p2 = pending.clone();
+        let r = run_phase(
+            &format!("submit round {round}"),
+            &url,
+            &o,
+            pid,
+            k,
+            deadline,
+            Arc::new(move |n| submit_req(base + n)),
+            Arc::new(move |v: &Value| {
+                if v.get("status").and_then(Value::as_str) == Some("pending") {
+                    if let (Some(id), Ok(mut p)) =
+                        (v.get("proposal_id").and_then(Value::as_str), p2.lock())
+                    {
+                        p.push(id.to_string());
+                    }
+                }
+            }),
+        );
+        done += k;
+        written += r.ok;
+        rounds_table.push((round, written, r.clone(), git_mib(&settings)));
+        results.push(r);
+    }
+
+    // Decisions on pending proposals.
+    let ids = pending.lock().map(|p| p.clone()).unwrap_or_default();
+    let n_dec = o.decisions.min(ids.len());
+    if n_dec > 0 {
+        if let Some(tok) = o.operator_token.clone() {
+            let ids = Arc::new(ids);
+            let approve_every = o.approve_pct;
+            let r = run_phase(
+                "decisions",
+                &url,
+                &o,
+                pid,
+                n_dec,
+                deadline,
+                Arc::new(move |n| Req {
+                    path: format!("/proposals/{}/decision", ids[n]),
+                    body: json!({"decision": if n % 100 < approve_every { "approve" } else { "reject" }}),
+                    token: Some(tok.clone()),
+                    expect_400: false,
+                }),
+                Arc::new(|_: &Value| {}),
+            );
+            written += r.ok;
+            results.push(r);
+        }
+    }
+    if o.charges > 0 {
+        if let Some(tok) = o.runner_token.clone() {
+            let r = run_phase(
+                "charges",
+                &url,
+                &o,
+                pid,
+                o.charges,
+                deadline,
+                Arc::new(move |n| Req {
+                    path: format!("/budget/bench-{}/charge", n % 16),
+                    body: json!({"tokens": 1, "tool": "bench", "dollars": 0.000001}),
+                    token: Some(tok.clone()),
+                    expect_400: false,
+                }),
+                Arc::new(|_: &Value| {}),
+            );
+            written += r.ok;
+            results.push(r);
+        }
+    }
+    let audit_req = |n: usize| Req {
+        path: "/audit".into(),
+        body: json!({"agent_id": format!("bench-{}", n % 16), "event_type": "action_executed", "payload": {"n": n}}),
+        token: None,
+        expect_400: false,
+    };
+    if o.audits > 0 {
+        let r = run_phase(
+            "audit posts",
+            &url,
+            &o,
+            pid,
+            o.audits,
+            deadline,
+            Arc::new(audit_req),
+            Arc::new(|_: &Value| {}),
+        );
+        written += r.ok;
+        results.push(r);
+    }
+    let mut soak_rss = Vec::new();
+    if o.soak > 0 {
+        let step = o.soak.div_ceil(10);
+        let mut left = o.soak;
+        soak_rss.push((written, pid.and_then(rss_mib)));
+        while left > 0 && Instant::now() < deadline {
+            let k = step.min(left);
+            let r = run_phase(
+                "soak",
+                &url,
+                &o,
+                pid,
+                k,
+                deadline,
+                Arc::new(audit_req),
+                Arc::new(|_: &Value| {}),
+            );
+            written += r.ok;
+            left -= k;
+            soak_rss.push((written, pid.and_then(rss_mib)));
+        }
+    }
+    let final_rss = pid.and_then(rss_mib);
+
+    // Stop the server, then measure the repository.
+    let mut startup_ms = None;
+    let mut repo_figures = json!(null);
+    if let Some(mut c) = child.take() {
+        startup_ms = Some(c.startup.as_secs_f64() * 1e3);
+        drop(c.proc.stdin.take());
+        let _ = c.proc.wait();
+    }
+    if let Some(s) = &settings {
+        let before = gov::store::maintain::dir_bytes(&s.root.join(".git"));
+        let files_before = gov::store::maintain::file_count(&s.root.join(".git"));
+        let t = Instant::now();
+        let m = gov::app::governance::maintain(s)?;
+        let m_secs = t.elapsed().as_secs_f64();
+        let after = gov::store::maintain::dir_bytes(&s.root.join(".git"));
+        let files_after = gov::store::maintain::file_count(&s.root.join(".git"));
+        let t = Instant::now();
+        let v = gov::app::audit::verify(s)?;
+        let v_secs = t.elapsed().as_secs_f64();
+        // Start-up with the whole history in place.
+        let c = start_child(&s.root)?;
+        let startup2 = c.startup.as_secs_f64() * 1e3;
+        let rss_idle = rss_mib(c.proc.id());
+        let mut c = c;
+        drop(c.proc.stdin.take());
+        let _ = c.proc.wait();
+        repo_figures = json!({
+            "entries": v.entries,
+            "verify_ok": v.problems.is_empty(),
+            "verify_per_sec": v.entries as f64 / v_secs.max(1e-9),
+            "git_bytes_before_maintenance": before,
+            "git_bytes_after_maintenance": after,
+            "bytes_per_entry": after as f64 / (v.entries.max(1) as f64),
+            "git_files_before": files_before,
+            "git_files_after": files_after,
+            "maintenance_seconds": m_secs,
+            "loose_after": m.loose_after,
+            "packs_after": m.packs_after,
+            "startup_ms_full": startup2,
+            "rss_mib_idle_full": rss_idle,
+        });
+    }
+
     println!(
-        "| {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} |",
-        o.clients,
-        ok,
-        failed.load(Ordering::Relaxed),
-        elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64(),
-        pct(&lat, 0.50).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        "| round | entries | submits/s | p50 ms | p99 ms | failed | server RSS MiB | .git MiB |"
     );
-    if timed_out.load(Ordering::Relaxed) {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (round, entries, r, git) in &rounds_table {
+        println!(
+            "| {round} | {entries} | {:.0} | {:.1} | {:.1} | {} | {} | {} |",
+            r.per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.failed,
+            r.server_rss_mib.map_or("-".into(), |m| format!("{m:.1}")),
+            git.map_or("-".into(), |m| format!("{m:.1}")),
+        );
+    }
+    println!();
+    println!(
+        "| phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+            r.phase,
+            r.ok,
+            r.failed,
+            r.per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.client_cpu_s,
+            r.server_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
+        );
+        if let Some(e) = &r.first_error {
+            println!("  first error: {e}");
+        }
+    }
+    if !soak_rss.is_empty() {
+        println!();
+        println!(
+            "soak RSS (entries: MiB): {}",
+            soak_rss
+                .iter()
+                .map(|(n, m)| format!("{n}: {}", m.map_or("-".into(), |m| format!("{m:.1}"))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !repo_figures.is_null() {
+        println!();
+        println!("repository: {repo_figures}");
+    }
+    let total_time: f64 = results.iter().map(|r| r.seconds).sum();
+    if Instant::now() >= deadline {
         println!("(stopped at the {}s time bound)", o.seconds);
     }
-    println!("action type `{}`: each submit is a signed proposal commit and a signed audit entry, fsync'd", o.action_type);
+    let summary = json!({
+        "bench": "bench_server",
+        "url": o.url,
+        "clients": o.clients,
+        "phases": results,
+        "soak_rss_mib": soak_rss,
+        "final_rss_mib": final_rss,
+        "startup_ms": startup_ms,
+        "repository": repo_figures,
+        "seconds": total_time,
+    });
+    println!("{summary}");
     Ok(())
 }

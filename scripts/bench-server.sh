@@ -1,8 +1,13 @@
 #!/bin/sh
-# Proposal submits per second against `gov serve` at 16 concurrent clients,
-# every write durable, with p50/p99. Loopback only; bounded in count and time.
+# Durable writes per second against `gov serve` (or any server that speaks
+# the API: --url) at 16 keep-alive connections: submits in the mix,
+# decisions, charges, audit posts, a memory soak; p50/p99, server RSS and
+# CPU, the client's own CPU, repository size, start-up and verify speed.
+# Prints a table and one JSON line. Loopback only; bounded in count and time.
 #
-#   scripts/bench-server.sh [--clients N] [--requests TOTAL] [--seconds MAX] [--action-type T]
+#   scripts/bench-server.sh [--url URL] [--clients N] [--submits N] [--rounds N]
+#       [--decisions N] [--approve-pct P] [--charges N] [--audits N] [--soak N]
+#       [--preload N] [--seconds MAX] [--operator-token T] [--runner-token T]
 #
 # PROFILE=dev runs an unoptimised build (faster to compile, slower to run).
 set -eu

@@ -104,7 +104,7 @@ impl ForgeRecords {
                 short(&side.to_string())
             )));
         };
-        let path = crate::domain::proposal::Proposal::file_path(id);
+        let path = proposal_path_in(repo, submitted, id)?;
         if let Some(why) =
             crate::store::remote::forge_merge_problem(repo, oid, submitted, &path, file.as_bytes())?
         {
@@ -131,12 +131,12 @@ impl ForgeRecords {
         let Some(id) = self.squashes.get(&oid.to_string()) else {
             return Ok(None);
         };
-        let Some((_, _, file)) = self.submitted.iter().find(|(_, pid, _)| pid == id) else {
+        let Some((submitted, _, file)) = self.submitted.iter().find(|(_, pid, _)| pid == id) else {
             return Ok(Some(Err(format!(
                 "it is recorded as the squash merge of proposal `{id}`, which no `proposal_submitted` entry names"
             ))));
         };
-        let path = crate::domain::proposal::Proposal::file_path(id);
+        let path = proposal_path_in(repo, *submitted, id)?;
         Ok(Some(
             match crate::store::remote::squash_merge_problem(repo, oid, &path, file.as_bytes())? {
                 Some(why) => Err(format!(
@@ -146,6 +146,20 @@ impl ForgeRecords {
             },
         ))
     }
+}
+
+/// The path at which a submitted proposal commit added `<id>.toml` (the
+/// monthly layout or the flat one of older repositories).
+fn proposal_path_in(repo: &Repository, submitted: Oid, id: &str) -> Result<String, VerifyError> {
+    let commit = repo.find_commit(submitted)?;
+    let name = format!("{id}.toml");
+    let parent = commit.parent(0).ok().map(|p| p.tree()).transpose()?;
+    let diff = repo.diff_tree_to_tree(parent.as_ref(), Some(&commit.tree()?), None)?;
+    let added = diff.deltas().find_map(|d| {
+        let path = d.new_file().path()?;
+        (path.file_name()? == name.as_str()).then(|| path.to_string_lossy().into_owned())
+    });
+    Ok(added.unwrap_or_else(|| crate::domain::proposal::Proposal::legacy_file_path(id)))
 }
 
 /// Where `verify` keeps the last tip it accepted: `SEQ COMMIT`.

@@ -2,20 +2,36 @@
 //! audit entry appended through [`Governance`], and the index is updated
 //! before the chain lock is released.
 //!
-//! Two locks serialise writers: a mutex inside the process and the chain's
-//! file lock across processes. Under both, the index is caught up to the
-//! chain's tip, so a [`Governance::transact`] closure reads current state,
-//! decides, and returns the entries that record its decision.
+//! **Group commit.** Concurrent writers form batches. A writer takes the
+//! writer mutex, runs its closure against the batch's state (the index
+//! with every earlier entry of the batch applied, the refs as the batch
+//! staged them), stages its entries (one signed commit each, appended to
+//! the batch's chain tip, their rows in the batch's SQLite transaction
+//! under a savepoint) and lets go of the mutex. The last writer in line
+//! (nobody else waiting, or the batch full) flushes the batch: its objects
+//! as one pack, its refs in one transaction (compare-and-swap), its rows in
+//! one SQLite commit; then every writer of the batch is answered. A writer
+//! whose closure fails is undone alone (savepoint, staged refs); a batch
+//! whose flush fails answers each of its writers with the error.
+//!
+//! Two locks serialise batches: the writer mutex inside the process and the
+//! chain's file lock across processes (held from a batch's first writer to
+//! its flush). When a batch opens, the index is caught up to the chain's
+//! tip, so a closure reads current state, decides, and returns the entries
+//! that record its decision.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
-use git2::Repository;
+use git2::{Oid, Repository};
 
 use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry};
 use crate::store::entry_check::{EntryCheck, SignersSource};
-use crate::store::git::StoreError;
+use crate::store::git::{Staged, StoreError};
 use crate::store::index::Index;
 /// The role a writer signs as (server, watchdog, approver).
 pub use crate::store::keys::Role;
@@ -35,12 +51,63 @@ pub enum GovError {
     Key { role: Role, source: KeyError },
     #[error("a writer panicked while holding the audit chain; restart gov")]
     Poisoned,
+    #[error("a writer panicked; nothing it staged was written")]
+    Panicked,
+    #[error("the write was not made durable: {0}")]
+    BatchFailed(String),
+    /// The batch could not be flushed because the disk is full.
+    #[error("the write was not made durable: the disk is full: {0}")]
+    BatchStorageFull(String),
+}
+
+impl GovError {
+    /// Whether the audit chain was found tampered with (writes refused).
+    pub fn is_tampered(&self) -> bool {
+        matches!(self, GovError::Store(StoreError::Tampered(_)))
+    }
+}
+
+/// At most this many writers share one flush.
+const MAX_BATCH: usize = 256;
+
+/// Background maintenance runs once there are more packs than this (each
+/// batch writes one)...
+const MAINTAIN_PACKS: usize = 16;
+/// ...or more loose objects than this (written by `git` or left by a
+/// crash).
+const MAINTAIN_LOOSE: usize = 1_000;
+
+/// A batch being formed: it holds the chain lock until it is flushed.
+struct Batch {
+    id: u64,
+    _lock: ChainLock,
+    /// The repository opened for this batch, writing new objects into
+    /// memory (a mempack backend): nothing is written loose, and the batch's
+    /// objects reach disk as one pack at the flush. Dropped with the batch,
+    /// so no cache outlives it.
+    repo: Repository,
+    staged: Staged,
+    /// The chain's tip as the batch sees it (its last staged entry).
+    tip: Option<ChainEntry>,
+    /// Writers whose entries are staged and who wait for the flush.
+    members: usize,
 }
 
 struct Writer {
-    repo: Repository,
     index: Index,
     check: EntryCheck,
+    batch: Option<Batch>,
+    next_batch: u64,
+}
+
+/// How flushed batches ended, for the writers waiting on them.
+#[derive(Default)]
+struct Outcomes {
+    /// Batches are flushed in order: every id up to this one is done.
+    done_through: u64,
+    /// Why recent batches failed.
+    /// Why recent batches failed, and whether the disk was full.
+    failed: BTreeMap<u64, (String, bool)>,
 }
 
 /// The governance repository opened for writing, signing as one role.
@@ -57,11 +124,18 @@ pub struct Governance {
     signer_key: Option<SigningKey>,
     signer: Role,
     writer: Mutex<Writer>,
+    /// Writers waiting for the writer mutex: while there are any, a writer
+    /// leaves the flush to the last of them.
+    waiting: AtomicUsize,
+    outcomes: Mutex<Outcomes>,
+    flushed: Condvar,
     reader: Mutex<Index>,
     /// Why writes are refused, once tampering was found (see
     /// `store::trust`); kept until the process restarts after
     /// `gov audit recover`.
     tampered: Mutex<Option<String>>,
+    /// Batches flushed and writers they carried, since opening.
+    stats: (AtomicU64, AtomicU64),
 }
 
 impl std::fmt::Debug for Governance {
@@ -81,14 +155,17 @@ pub struct Tx<'a> {
     signer_key: &'a SigningKey,
     signer: Role,
     tip: Option<&'a ChainEntry>,
+    staged: &'a mut Staged,
 }
 
 impl<'a> Tx<'a> {
-    /// The repository, to read `main` or write proposal branches.
+    /// The repository, to read objects and write new ones. Refs are read
+    /// and moved through [`Tx::staged`], never directly.
     pub fn repo(&self) -> &'a Repository {
         self.repo
     }
-    /// The index, caught up to the chain's tip.
+    /// The index, caught up to the chain's tip (earlier entries of the
+    /// batch included).
     pub fn index(&self) -> &'a Index {
         self.index
     }
@@ -103,6 +180,14 @@ impl<'a> Tx<'a> {
     pub fn tip(&self) -> Option<&'a AuditEntry> {
         self.tip.map(|t| &t.entry)
     }
+    /// What the batch has staged: objects to flush and ref moves.
+    pub fn staged(&mut self) -> &mut Staged {
+        self.staged
+    }
+    /// A ref's value as the batch sees it.
+    pub fn ref_target(&self, refname: &str) -> Result<Option<Oid>, StoreError> {
+        self.staged.target(self.repo, refname)
+    }
 }
 
 fn key_path(settings: &Settings, role: Role) -> &std::path::Path {
@@ -115,6 +200,17 @@ fn key_path(settings: &Settings, role: Role) -> &std::path::Path {
 
 fn load_key(settings: &Settings, role: Role) -> Result<SigningKey, GovError> {
     SigningKey::load(key_path(settings, role)).map_err(|source| GovError::Key { role, source })
+}
+
+/// The repository opened for one batch: new objects go to memory (a
+/// mempack backend, ahead of the loose and pack backends), so writing one
+/// costs no file; the flush packs them from there.
+fn open_batch_repo(settings: &Settings) -> Result<Repository, GovError> {
+    let repo = open_repo(settings)?;
+    repo.odb()
+        .and_then(|odb| odb.add_new_mempack_backend(1000).map(|_| ()))
+        .map_err(StoreError::from)?;
+    Ok(repo)
 }
 
 pub(crate) fn open_repo(settings: &Settings) -> Result<Repository, GovError> {
@@ -160,9 +256,18 @@ impl Governance {
             audit_role,
             signer_key,
             signer,
-            writer: Mutex::new(Writer { repo, index, check }),
+            writer: Mutex::new(Writer {
+                index,
+                check,
+                batch: None,
+                next_batch: 1,
+            }),
+            waiting: AtomicUsize::new(0),
+            outcomes: Mutex::new(Outcomes::default()),
+            flushed: Condvar::new(),
             reader: Mutex::new(reader),
             tampered: Mutex::new(tampered),
+            stats: (AtomicU64::new(0), AtomicU64::new(0)),
         })
     }
 
@@ -205,51 +310,229 @@ impl Governance {
         Ok(written)
     }
 
-    /// Runs `f` holding the chain's lock with the index caught up to the
-    /// tip; appends the entries it returns and applies them to the index
-    /// before the lock is released. If `f` fails, nothing is appended.
+    /// Runs `f` in a batch: holding the chain's lock, with the index caught
+    /// up to the tip and every earlier entry of the batch applied; stages
+    /// the entries it returns and answers once the batch is durable. If `f`
+    /// fails, nothing of it is written.
     pub fn transact<T, E: From<GovError>>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
     ) -> Result<(T, Vec<AuditEntry>), E> {
         self.refuse_if_tampered()?;
-        let mut guard = self.writer.lock().map_err(|_| GovError::Poisoned)?;
-        let w = &mut *guard;
-        let refname = self.settings.audit_refname();
-        let lock = ChainLock::acquire(w.repo.path()).map_err(GovError::from)?;
-        self.note_tampering(w.index.catch_up(&w.repo, &refname, &mut w.check))?;
-        let tip = chain::tip(&w.repo, &refname).map_err(GovError::from)?;
-        let mut tx = Tx {
-            repo: &w.repo,
-            index: &w.index,
-            settings: &self.settings,
-            signer_key: self.signer_key.as_ref().unwrap_or(&self.audit_key),
-            signer: self.signer,
-            tip: tip.as_ref(),
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let locked = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let mut guard = locked.map_err(|_| GovError::Poisoned)?;
+        let staged = self.run_in_batch(&mut guard, f);
+        let member = matches!(staged, Ok(Ok(_)));
+        let batch_id = guard.batch.as_ref().map(|b| b.id);
+        let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
+        if self.waiting.load(Ordering::SeqCst) > 0 && !full {
+            // Someone is in line for the mutex: the last of them flushes.
+            drop(guard);
+        } else {
+            self.finish_batch(&mut guard);
+            drop(guard);
+        }
+        let (value, written) = match staged {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let (value, entries) = f(&mut tx)?;
-        let written = chain::append(
-            &lock,
-            &w.repo,
-            &refname,
-            &self.audit_key,
-            self.audit_role,
-            entries,
-        )
-        .map_err(GovError::from)?;
-        self.note_tampering(
-            w.index
-                .apply_written(&w.repo, &refname, &written, &mut w.check),
-        )?;
-        drop(lock);
-        for e in &written {
-            tracing::debug!(
-                seq = e.entry.seq,
-                event = e.entry.entry.event_type(),
-                "appended"
-            );
+        if member {
+            if let Some(id) = batch_id {
+                self.wait_for(id)?;
+            }
         }
         Ok((value, written.into_iter().map(|w| w.entry).collect()))
+    }
+
+    /// Runs one writer's closure in the open batch (opening one if needed)
+    /// and stages its entries. The outer error is the batch's (it could not
+    /// be opened), the inner one the writer's own; either way nothing of
+    /// this writer stays staged.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the batch's error outside, the writer's own answer inside"
+    )]
+    fn run_in_batch<T, E: From<GovError>>(
+        &self,
+        w: &mut Writer,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
+    ) -> Result<Result<(T, Vec<ChainEntry>), E>, GovError> {
+        let refname = self.settings.audit_refname();
+        if w.batch.is_none() {
+            // Tampering found by an earlier batch (or at start-up) refuses
+            // every later one without looking again.
+            self.refuse_if_tampered()?;
+            let repo = open_batch_repo(&self.settings)?;
+            let lock = ChainLock::acquire(repo.path())?;
+            // Entries other processes appended are projected only once
+            // their checks pass; a failed check is tampering.
+            self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))?;
+            let tip = chain::tip(&repo, &refname)?;
+            w.index.begin_batch()?;
+            w.batch = Some(Batch {
+                id: w.next_batch,
+                _lock: lock,
+                repo,
+                staged: Staged::default(),
+                tip,
+                members: 0,
+            });
+            w.next_batch += 1;
+        }
+        let Writer { index, batch, .. } = w;
+        let Some(batch) = batch.as_mut() else {
+            return Err(GovError::Poisoned);
+        };
+        let repo = &batch.repo;
+        index.savepoint()?;
+        let before = batch.staged.clone();
+        let signer_key = self.signer_key.as_ref().unwrap_or(&self.audit_key);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut tx = Tx {
+                repo,
+                index,
+                settings: &self.settings,
+                signer_key,
+                signer: self.signer,
+                tip: batch.tip.as_ref(),
+                staged: &mut batch.staged,
+            };
+            f(&mut tx)
+        }));
+        let staged = match outcome {
+            Ok(Ok((value, entries))) => chain::stage(
+                repo,
+                &mut batch.staged,
+                &refname,
+                &self.audit_key,
+                self.audit_role,
+                batch.tip.as_ref(),
+                entries,
+            )
+            .and_then(|written| index.apply_staged(&written).map(|()| written))
+            .map(|written| (value, written))
+            .map_err(|e| E::from(GovError::from(e))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(E::from(GovError::Panicked)),
+        };
+        match &staged {
+            Ok((_, written)) => {
+                index.end_savepoint(true)?;
+                for e in written {
+                    tracing::debug!(
+                        seq = e.entry.seq,
+                        event = e.entry.entry.event_type(),
+                        "staged"
+                    );
+                }
+                if let Some(last) = written.last() {
+                    batch.tip = Some(last.clone());
+                }
+                batch.members += 1;
+            }
+            Err(_) => {
+                index.end_savepoint(false)?;
+                batch.staged = before;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Flushes the open batch (objects, refs, index rows) and tells its
+    /// writers how it ended; releases the chain lock.
+    fn finish_batch(&self, w: &mut Writer) {
+        let Some(batch) = w.batch.take() else {
+            return;
+        };
+        let result = if batch.members == 0 {
+            w.index.rollback_batch();
+            Ok(())
+        } else {
+            self.stats.0.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .1
+                .fetch_add(batch.members as u64, Ordering::Relaxed);
+            self.flush(w, &batch.repo, batch.staged)
+        };
+        drop(batch._lock);
+        let mut outcomes = match self.outcomes.lock() {
+            Ok(o) => o,
+            Err(p) => p.into_inner(),
+        };
+        outcomes.done_through = batch.id;
+        if let Err(e) = result {
+            tracing::error!(error = %e.0, batch = batch.id, "a batch of writes failed");
+            outcomes.failed.insert(batch.id, e);
+            while outcomes.failed.len() > 64 {
+                outcomes.failed.pop_first();
+            }
+        }
+        drop(outcomes);
+        self.flushed.notify_all();
+    }
+
+    /// Flushes a batch; on failure, why and whether the disk was full.
+    fn flush(
+        &self,
+        w: &mut Writer,
+        repo: &Repository,
+        staged: Staged,
+    ) -> Result<(), (String, bool)> {
+        let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
+        if let Err(e) = staged.flush(repo, "gov: batch") {
+            w.index.rollback_batch();
+            return Err((why(&e), e.is_storage_full()));
+        }
+        // The entries are durable in Git now; the index is a projection of
+        // them, so a failed commit here is caught up from Git later.
+        if let Err(e) = w.index.commit_batch() {
+            tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
+            w.index.rollback_batch();
+        }
+        Ok(())
+    }
+
+    /// Waits until batch `id` is flushed; its error, if it failed.
+    fn wait_for(&self, id: u64) -> Result<(), GovError> {
+        let mut outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
+        while outcomes.done_through < id {
+            outcomes = self
+                .flushed
+                .wait(outcomes)
+                .map_err(|_| GovError::Poisoned)?;
+        }
+        match outcomes.failed.get(&id) {
+            Some((why, true)) => Err(GovError::BatchStorageFull(why.clone())),
+            Some((why, false)) => Err(GovError::BatchFailed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// One pass of repository maintenance (`store::maintain`): writers go
+    /// on, held up only while refs are packed.
+    pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
+        maintain(&self.settings)
+    }
+
+    /// Batches flushed since opening, and the writers they carried.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        (
+            self.stats.0.load(Ordering::Relaxed),
+            self.stats.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether a maintenance pass is due: packs or loose objects piling up.
+    pub fn maintenance_due(&self) -> bool {
+        let Ok(repo) = open_repo(&self.settings) else {
+            return false;
+        };
+        let packs = crate::store::maintain::packs(&repo).map_or(0, |p| p.len());
+        packs > MAINTAIN_PACKS
+            || crate::store::maintain::loose_objects(&repo).map_or(0, |l| l.len()) > MAINTAIN_LOOSE
     }
 
     /// A read connection to the index (WAL: readers never wait for writers).
@@ -329,6 +612,16 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
         entries,
         moved_aside,
     })
+}
+
+/// One pass of repository maintenance by hand (`gov maintain`); safe while
+/// a server or watchdog writes. Needs no key.
+pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
+    let repo = open_repo(settings)?;
+    Ok(crate::store::maintain::run(
+        &repo,
+        &settings.audit_refname(),
+    )?)
 }
 
 /// Opens the index caught up to the chain, for reading. Needs no key. On a

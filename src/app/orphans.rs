@@ -57,9 +57,16 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
         for (name, commit) in &orphans {
             let short = name.strip_prefix("refs/heads/").unwrap_or(name);
             let kept = format!("{ORPHAN_PREFIX}{short}");
-            tx.repo()
-                .reference(&kept, *commit, true, "gov: orphan proposal branch set aside")?;
-            tx.repo().find_reference(name)?.delete()?;
+            // Staged with the entry that records it: both are made durable
+            // by the batch's flush, or neither.
+            let repo = tx.repo();
+            if tx.ref_target(name)? != Some(*commit) {
+                // Already set aside earlier in this batch.
+                continue;
+            }
+            let was = tx.ref_target(&kept)?;
+            tx.staged().set(repo, &kept, Some(*commit), was)?;
+            tx.staged().set(repo, name, None, Some(*commit))?;
             tracing::warn!(branch = %short, "set aside a proposal branch no entry records");
             let set_aside = OrphanSetAside {
                 branch: short.to_string(),
@@ -72,6 +79,6 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
                 Event::ProposalOrphanSetAside(set_aside),
             ));
         }
-        Ok((Ok(orphans.len()), entries))
+        Ok((Ok(entries.len()), entries))
     })
 }

@@ -90,9 +90,12 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
     let settings = svc.settings().clone();
     svc.transact(|tx| -> Step<Proposed> {
         let repo = tx.repo();
-        let tip = repo
-            .refname_to_id(&settings.main_refname())
-            .map_err(AppError::internal)?;
+        // Main as the batch sees it (an approval earlier in the batch
+        // may have moved it).
+        let tip = tx
+            .ref_target(&settings.main_refname())
+            .map_err(AppError::from)?
+            .ok_or_else(|| AppError::internal(format!("`{}` does not exist", settings.main_refname())))?;
         let changes = working_tree_changes(&settings.root, repo, tip)?;
         if changes.is_empty() {
             return Ok((
@@ -111,8 +114,9 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             &crate::store::keys::Role::Approver.principal(operator),
         )
         .map_err(AppError::internal)?;
-        let commit = crate::store::git::commit_files(
+        let commit = crate::store::git::stage_commit_files(
             repo,
+            tx.staged(),
             key,
             &who,
             &format!("refs/heads/{branch}"),

@@ -160,6 +160,12 @@ pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
     }
 }
 
+/// The audit commit whose `proposal_submitted` entry records proposal
+/// `id` (for an auto-approved one, its only record).
+pub fn audit_commit(svc: &Service, id: &str) -> Result<Option<String>, AppError> {
+    svc.read(|c| crate::store::index::submitted_commit(c, id))
+}
+
 /// One proposal as the index knows it.
 pub fn get(svc: &Service, id: &str) -> Result<Proposal, AppError> {
     svc.read(|c| projection::proposal(c, id))?
@@ -247,9 +253,9 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
             || tx
-                .repo()
-                .find_reference(&format!("refs/heads/{branch}"))
-                .is_ok();
+                .ref_target(&format!("refs/heads/{branch}"))
+                .map_err(AppError::internal)?
+                .is_some();
         if exists {
             return Ok((
                 Err(AppError::Conflict(format!(
@@ -324,8 +330,6 @@ fn file_decided(
     decision: Decision,
     record: DecisionRecord,
 ) -> Step<Submitted> {
-    let (key, _) = tx.signer();
-    let main_ref = svc.settings().main_refname();
     match decision.outcome {
         Outcome::NeedsPerson if !p.requires_approval && decision.self_approve_blocked => {
             let attempt = SelfApproveAttempt {
@@ -365,9 +369,8 @@ fn file_decided(
             p.status = ProposalStatus::AutoApproved;
             p.decided_by = Some("auto_policy".into());
             p.decided_at = Some(Timestamp(Utc::now()));
-            let commit =
-                git_proposals::write_auto(tx.repo(), key, &main_ref, &p).map_err(AppError::from)?;
-            p.commit = Some(commit.to_string());
+            // No commit: `main` moves only through review. The signed
+            // audit entry holds the whole proposal and its decision.
             Ok((
                 Ok(Submitted {
                     proposal: p.clone(),
@@ -405,15 +408,11 @@ pub fn file_pending_on(
 ) -> Result<(Proposal, NewEntry), AppError> {
     let (key, _) = tx.signer();
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
+    let repo = tx.repo();
+    let main_ref = svc.settings().main_refname();
     let commit = match base {
-        Some(base) => git_proposals::write_pending_on(tx.repo(), key, base, &branch, &p),
-        None => git_proposals::write_pending(
-            tx.repo(),
-            key,
-            &svc.settings().main_refname(),
-            &branch,
-            &p,
-        ),
+        Some(base) => git_proposals::write_pending_on(repo, tx.staged(), key, base, &branch, &p),
+        None => git_proposals::write_pending(repo, tx.staged(), key, &main_ref, &branch, &p),
     }
     .map_err(AppError::from)?;
     p.branch = Some(branch);
@@ -485,8 +484,9 @@ pub fn decide(
                     return Err(AppError::internal(format!("proposal {id} has no branch")));
                 };
                 let submitted = git2::Oid::from_str(&commit)?;
-                let tamper = git_proposals::check_untampered(tx.repo(), &branch, submitted, &p)
-                    .map_err(AppError::internal)?;
+                let tamper =
+                    git_proposals::check_untampered(tx.repo(), tx.staged(), &branch, submitted, &p)
+                        .map_err(AppError::internal)?;
                 if let Some(t) = tamper {
                     let mut what = ProposalTampered {
                         via: None,
@@ -514,8 +514,10 @@ pub fn decide(
                     return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
                 }
                 let key = svc.approver_key()?;
+                let repo = tx.repo();
                 let merge = git_proposals::merge_approved(
-                    tx.repo(),
+                    repo,
+                    tx.staged(),
                     key,
                     decider,
                     &main_ref,
@@ -531,7 +533,8 @@ pub fn decide(
             Verdict::Reject => {
                 if let Some(branch) = p.branch.clone() {
                     let to = format!("gov/rejected/{id}");
-                    git_proposals::rename_branch(tx.repo(), &branch, &to)
+                    let repo = tx.repo();
+                    git_proposals::rename_branch(repo, tx.staged(), &branch, &to)
                         .map_err(AppError::from)?;
                     p.branch = Some(to);
                 }
@@ -739,7 +742,9 @@ fn expire_entry(
 ) -> Result<NewEntry, AppError> {
     if let Some(branch) = p.branch.clone() {
         let to = format!("gov/expired/{}", p.proposal_id);
-        git_proposals::rename_branch(tx.repo(), &branch, &to).map_err(AppError::internal)?;
+        let repo = tx.repo();
+        git_proposals::rename_branch(repo, tx.staged(), &branch, &to)
+            .map_err(AppError::internal)?;
         p.branch = Some(to);
     }
     p.status = ProposalStatus::Expired;

@@ -256,7 +256,8 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
         Event::AuditRecovered(recovered),
     );
     let written = chain::append(&lock, &repo, &refname, &key, Role::Approver, vec![entry])?;
-    index.apply_written(&repo, &refname, &written, &mut check)?;
+    // The new entry is projected like any other: once its check passes.
+    index.catch_up(&repo, &refname, &mut check)?;
     let last = written.last().ok_or_else(|| StoreError::BadEntry {
         commit: "-".into(),
         reason: "nothing was written".into(),

@@ -51,12 +51,10 @@ use crate::domain::event::{
 use crate::domain::forge::{pull_request_text, redact_text, MergeEvidence};
 use crate::domain::proposal::{Proposal, ProposalStatus};
 use crate::store::forge::{self as forge_api, ForgeApi};
-use crate::store::git::{cas_ref, make_durable};
 use crate::store::index::AuditFilter;
 use crate::store::keys::Role;
 use crate::store::lock::{ChainLock, SYNC_LOCK_FILE};
 use crate::store::projection;
-use crate::store::proposals::sync_worktree;
 use crate::store::remote::{
     self as git_remote, commits_ahead, forge_merge_problem, is_fast_forward, squash_merge_problem,
     tracking_ref, RefUpdate, RemoteError,
@@ -214,6 +212,9 @@ fn sync_locked(svc: &Service, repo: &Repository, remote: &str) -> Result<SyncRep
     )
     .map_err(remote_error)?;
     let mut report = svc.transact(|tx| take_forge_merges(svc, tx, remote))?;
+    if !report.changes.is_empty() || !report.approved.is_empty() {
+        svc.forget_in_force();
+    }
     report.url = git_remote::remote_url(repo, remote).map_err(remote_error)?;
     // Reload the policy set now if main moved (a server would on its next
     // request anyway).
@@ -450,7 +451,10 @@ fn take_forge_merges(
     let mut entries = Vec::new();
     let main_ref = settings.main_refname();
     let main = &settings.main_branch;
-    let local = repo.refname_to_id(&main_ref)?;
+    let local = tx
+        .ref_target(&main_ref)
+        .map_err(AppError::internal)?
+        .ok_or_else(|| AppError::internal(format!("`{main_ref}` does not exist")))?;
     let remote_main = repo.refname_to_id(&tracking_ref(remote, main)).ok();
     let commits = match relate(repo, local, remote_main)? {
         Remote::Nothing => return Ok((Ok(report), entries)),
@@ -569,7 +573,9 @@ fn take_forge_merges(
                 )
             }
         };
-        let path = Proposal::file_path(&p.proposal_id);
+        let path = crate::store::proposals::file_in_commit(repo, submitted, &p)
+            .map_err(AppError::internal)?
+            .map_or_else(|| p.file_path(), |(path, _)| path);
         let content = p.to_file();
         let problem = match ev {
             _ if is_merge => forge_merge_problem(repo, oid, submitted, &path, content.as_bytes())?,
@@ -637,11 +643,11 @@ fn take_forge_merges(
         }
     }
     if good != local {
-        cas_ref(repo, &main_ref, good, Some(local), "gov sync: forge merge")
+        tx.staged()
+            .set(repo, &main_ref, Some(good), Some(local))
             .map_err(AppError::internal)?;
-        make_durable(repo, &[], Some(&main_ref)).map_err(AppError::internal)?;
         for (path, content) in &files {
-            sync_worktree(repo, &main_ref, path, content);
+            tx.staged().checkout_after(&main_ref, path, content);
         }
         report.main_moved = Some((local.to_string(), good.to_string()));
     }

@@ -194,8 +194,11 @@ pub struct ImpactReport {
     /// Counts by transition, e.g. `auto → needs_person`.
     pub transitions: BTreeMap<String, u64>,
     pub groups: Vec<Group>,
-    /// Requests whose evaluation fails against the new set.
+    /// Requests whose evaluation fails against the new set (the first
+    /// few, with their errors).
     pub failing: Vec<(Example, Vec<String>)>,
+    /// How many requests' evaluation fails against the new set.
+    pub failing_total: u64,
 }
 
 /// How many example requests a group keeps.
@@ -219,6 +222,7 @@ pub fn impact(
         transitions: BTreeMap::new(),
         groups: Vec::new(),
         failing: Vec::new(),
+        failing_total: 0,
     };
     let mut groups: BTreeMap<(String, String, Vec<String>), Group> = BTreeMap::new();
     each_decision(&repo, settings, |r| {
@@ -248,8 +252,11 @@ pub fn impact(
             before: sorted_ids(before).into_iter().map(String::from).collect(),
             after: sorted_ids(&after).into_iter().map(String::from).collect(),
         };
-        if !after.errors.is_empty() && report.failing.len() < FAILING_SHOWN {
-            report.failing.push((example.clone(), after.errors.clone()));
+        if !after.errors.is_empty() {
+            report.failing_total += 1;
+            if report.failing.len() < FAILING_SHOWN {
+                report.failing.push((example.clone(), after.errors.clone()));
+            }
         }
         if after.outcome == before.outcome {
             report.unchanged += 1;
@@ -296,4 +303,72 @@ pub fn impact(
     groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     report.groups = groups;
     Ok(report)
+}
+
+/// Where `gov policy diff` and `gov policy impact` take a policy set from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetSource {
+    /// A Git revision of the governance repository (`main`,
+    /// `gov/policy/ID`, a commit).
+    Revision(String),
+    /// The `policies/` folder of the working tree, committed or not.
+    WorkingTree,
+}
+
+impl SetSource {
+    /// `at `REV`` or `in the working tree`, for messages.
+    pub fn place(&self) -> String {
+        match self {
+            SetSource::Revision(_) => format!("at {self}"),
+            SetSource::WorkingTree => format!("in {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for SetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetSource::Revision(rev) => write!(f, "`{rev}`"),
+            SetSource::WorkingTree => f.write_str("the working tree"),
+        }
+    }
+}
+
+/// Why [`load_set`] found no policy set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    #[error("no revision `{0}` in the repository")]
+    NoRevision(String),
+    #[error("the policy set {} is invalid", source_name.place())]
+    Invalid {
+        source_name: SetSource,
+        /// Every problem, as `gov policy check` prints them.
+        problems: Vec<String>,
+    },
+    #[error(transparent)]
+    Gov(#[from] crate::app::governance::GovError),
+}
+
+/// The policy set at `source`, validated against the schema next to it.
+/// The working tree's set has the version `working-tree`.
+pub fn load_set(settings: &Settings, source: &SetSource) -> Result<PolicySet, SetError> {
+    use crate::store::policies::{load_commit, load_worktree, PolicyStoreError};
+    let loaded = match source {
+        SetSource::WorkingTree => load_worktree(&settings.root, "working-tree"),
+        SetSource::Revision(rev) => {
+            let repo = crate::app::governance::open_repo(settings)?;
+            let commit = repo
+                .revparse_single(rev)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|_| SetError::NoRevision(rev.clone()))?;
+            load_commit(&repo, commit.id())
+        }
+    };
+    loaded.map_err(|e| SetError::Invalid {
+        source_name: source.clone(),
+        problems: match &e {
+            PolicyStoreError::Load(load) => load.problems().iter().map(|p| p.to_string()).collect(),
+            other => vec![crate::domain::errors::error_chain(other)],
+        },
+    })
 }

@@ -17,7 +17,8 @@ use crate::domain::audit::{NewEntry, Timestamp};
 use crate::domain::event::{Event, PolicyChangeRefused};
 use crate::domain::policy::PolicySet;
 use crate::store::keys::{Role, SigningKey};
-use crate::store::trust::{Refusal, TrustState};
+pub use crate::store::trust::Refusal;
+use crate::store::trust::TrustState;
 
 impl From<GovError> for AppError {
     fn from(e: GovError) -> Self {
@@ -30,6 +31,7 @@ impl From<GovError> for AppError {
             },
             GovError::Store(StoreError::Tampered(why)) => AppError::ChainTampered(why),
             GovError::Store(e) if e.is_storage_full() => AppError::StorageFull(e.to_string()),
+            GovError::BatchStorageFull(why) => AppError::StorageFull(why),
             e => AppError::internal(crate::domain::errors::error_chain(&e)),
         }
     }
@@ -290,6 +292,21 @@ impl Service {
         }
         *cached = Some(state.clone());
         Ok(state)
+    }
+
+    /// Forgets what is in force, so that the next question walks `main`
+    /// again: after a forge merge was recorded, a commit refused a moment
+    /// before (main moved before its entry was written) is authorized.
+    pub fn forget_in_force(&self) {
+        if let Ok(mut t) = self.trust.write() {
+            *t = None;
+        }
+        if let Ok(mut p) = self.policy.write() {
+            p.seen = None;
+        }
+        if let Ok(mut a) = self.agents.write() {
+            a.seen = None;
+        }
     }
 
     /// The commit of `main` whose governed files are in force.

@@ -116,11 +116,10 @@ impl From<AppError> for Failure {
 
 impl From<crate::app::governance::GovError> for Failure {
     fn from(e: crate::app::governance::GovError) -> Self {
-        use crate::app::governance::GovError;
-        use crate::store::git::StoreError;
-        let code = match &e {
-            GovError::Store(StoreError::Tampered(_)) => ExitCode::CheckFailed,
-            _ => ExitCode::Failure,
+        let code = if e.is_tampered() {
+            ExitCode::CheckFailed
+        } else {
+            ExitCode::Failure
         };
         Failure::from_error(code, &e)
     }

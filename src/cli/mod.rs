@@ -15,6 +15,7 @@ pub mod guard;
 pub mod hook;
 pub mod http;
 pub mod init;
+pub mod maintain;
 pub mod pause;
 pub mod policy;
 pub mod policy_review;
@@ -66,6 +67,9 @@ pub enum Command {
     Reindex(reindex::Args),
     /// Manage agent tokens (revoke one).
     Token(token::Args),
+    /// Pack loose objects and refs, merge small packs (the server does this
+    /// in the background).
+    Maintain(maintain::Args),
     /// Serve the API and the dashboard on 127.0.0.1.
     Serve(serve::Args),
     /// Print a fresh one-time login link for the running server's dashboard.
@@ -118,6 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args, cli.repo),
         Command::Audit(args) => audit::run(cli.repo, args),
         Command::Reindex(args) => reindex::run(cli.repo, args),
+        Command::Maintain(args) => maintain::run(cli.repo, args),
         Command::Serve(args) => serve::run(args, cli.repo),
         Command::DashboardLink(args) => dashboard_link::run(args, cli.repo),
         Command::Proposals(args) => proposals::run(args, cli.repo),

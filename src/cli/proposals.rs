@@ -24,7 +24,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Show {
     /// Every field of one proposal, its payload, the policies that decided
-    /// it and its Git commit.
+    /// it, its Git commits and the audit commit that records it.
     Show { id: String },
 }
 
@@ -34,7 +34,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let svc = Service::open(&settings)?;
     match args.show {
         Some(Show::Show { id }) => {
-            print!("{}", render(&proposals::get(&svc, &id)?));
+            let p = proposals::get(&svc, &id)?;
+            let audit_commit = proposals::audit_commit(&svc, &id)?;
+            print!("{}", render(&p, audit_commit.as_deref()));
             Ok(ExitCode::Ok)
         }
         None => {
@@ -59,7 +61,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
 }
 
 /// One proposal, readable.
-pub fn render(p: &Proposal) -> String {
+pub fn render(p: &Proposal, audit_commit: Option<&str>) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<16} {v}\n"));
     line("proposal", p.proposal_id.clone());
@@ -86,6 +88,9 @@ pub fn render(p: &Proposal) -> String {
     }
     if let Some(m) = &p.merge_commit {
         line("merge commit", m.clone());
+    }
+    if let Some(a) = audit_commit {
+        line("audit commit", a.to_string());
     }
     if let Some(d) = &p.decided_by {
         line("decided by", d.clone());

@@ -201,7 +201,7 @@ pub fn pull_request_text(p: &Proposal, link: &str) -> (String, String) {
         p.proposal_id,
         p.agent_id,
         p.action_type,
-        Proposal::file_path(&p.proposal_id)
+        p.file_path()
     ));
     body.push_str(&format!(
         "- expected cost: {} tokens, ${:.6}\n",

@@ -14,7 +14,7 @@
 //!
 //! Pure: the sources come in as strings, nothing here reads files or Git.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +67,13 @@ pub struct PolicyInfo {
     /// Carries `@mode("shadow")`: evaluated and recorded, never deciding.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// Every annotation but `@id`, by name (what `gov policy diff` compares).
+    #[serde(skip)]
+    pub annotations: BTreeMap<String, String>,
+    /// The scope and conditions as Cedar's JSON form, without annotations
+    /// and effect: equal for two texts that differ only in layout.
+    #[serde(skip)]
+    pub body: String,
 }
 
 /// Why a policy set could not be loaded. Each variant is one problem; a set
@@ -151,6 +158,7 @@ pub struct PolicySet {
     infos: Vec<PolicyInfo>,
     by_id: HashMap<String, usize>,
     version: String,
+    declarations: SchemaDeclarations,
     /// Which policies can apply to which requests.
     scope: ScopeIndex,
     /// The schema's entity type names, parsed once.
@@ -311,6 +319,7 @@ impl PolicySet {
             type_names.insert("Action".into(), action);
         }
         Ok(PolicySet {
+            declarations: SchemaDeclarations::of(&schema.text),
             schema: cedar_schema,
             entities: static_entities.unwrap_or_else(cedar::Entities::empty),
             authorizer: cedar::Authorizer::new(),
@@ -333,23 +342,19 @@ impl PolicySet {
         self.infos.clone()
     }
 
-    /// The schema's entity types, as Cedar names them.
-    pub fn entity_types(&self) -> std::collections::BTreeSet<String> {
-        self.schema
-            .entity_types()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    /// The schema's actions, as Cedar names them (`Action::"propose"`).
-    pub fn actions(&self) -> std::collections::BTreeSet<String> {
-        self.schema.actions().map(ToString::to_string).collect()
+    /// The schema's declarations (entity types, actions, common types), each
+    /// by name with its definition as canonical JSON.
+    pub fn schema_declarations(&self) -> &SchemaDeclarations {
+        &self.declarations
     }
 
     /// The static entities (`entities.json`), each uid with its JSON.
+    /// The schema's actions are entities too; they are left out here (the
+    /// schema's declarations have them).
     pub fn static_entities(&self) -> std::collections::BTreeMap<String, String> {
         self.entities
             .iter()
+            .filter(|e| e.uid().type_name().basename() != "Action")
             .map(|e| {
                 let json = e
                     .to_json_value()
@@ -600,6 +605,65 @@ impl RequestParts<'_> {
     }
 }
 
+/// A policy's scope and conditions in Cedar's JSON form, without its
+/// annotations and effect.
+fn policy_body(policy: &cedar::Policy) -> String {
+    match policy.to_json() {
+        Ok(serde_json::Value::Object(mut est)) => {
+            est.remove("annotations");
+            est.remove("effect");
+            serde_json::Value::Object(est).to_string()
+        }
+        _ => policy.to_string(),
+    }
+}
+
+/// The declarations of a schema, each by its Cedar name (`Agent`,
+/// `Action::"propose"`, with the namespace first when there is one) with
+/// its definition as canonical JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaDeclarations {
+    pub entity_types: BTreeMap<String, String>,
+    pub actions: BTreeMap<String, String>,
+    pub common_types: BTreeMap<String, String>,
+}
+
+impl SchemaDeclarations {
+    /// Reads the declarations of a schema that Cedar already accepted.
+    fn of(text: &str) -> SchemaDeclarations {
+        let mut out = SchemaDeclarations::default();
+        let json = cedar::SchemaFragment::from_cedarschema_str(text)
+            .ok()
+            .and_then(|(fragment, _)| fragment.to_json_value().ok());
+        let Some(serde_json::Value::Object(namespaces)) = json else {
+            return out;
+        };
+        for (ns, body) in namespaces {
+            let prefix = if ns.is_empty() {
+                String::new()
+            } else {
+                format!("{ns}::")
+            };
+            let take = |key: &str, into: &mut BTreeMap<String, String>, action: bool| {
+                if let Some(serde_json::Value::Object(decls)) = body.get(key) {
+                    for (name, decl) in decls {
+                        let name = if action {
+                            format!("{prefix}Action::{name:?}")
+                        } else {
+                            format!("{prefix}{name}")
+                        };
+                        into.insert(name, canonical_json(decl.clone()).to_string());
+                    }
+                }
+            };
+            take("entityTypes", &mut out.entity_types, false);
+            take("actions", &mut out.actions, true);
+            take("commonTypes", &mut out.common_types, false);
+        }
+        out
+    }
+}
+
 /// A JSON value with object keys and array items in one order (Cedar
 /// gives an entity's parents in no particular order).
 fn canonical_json(v: serde_json::Value) -> serde_json::Value {
@@ -772,6 +836,12 @@ fn parse_file(source: &PolicySource, problems: &mut Vec<PolicyLoadError>) -> Vec
                 text,
                 self_approve_blocked,
                 shadow,
+                annotations: policy
+                    .annotations()
+                    .filter(|(name, _)| *name != "id")
+                    .map(|(name, value)| (name.to_string(), value.to_string()))
+                    .collect(),
+                body: policy_body(policy),
             },
         });
     }

@@ -1,7 +1,8 @@
 //! What changed between two policy sets, by policy id (not a text diff):
-//! policies added, removed, changed (their Cedar text) and annotations
-//! changed (reason, mode, self-approval), plus the schema's entity types
-//! and actions and the static entities.
+//! policies added, removed and changed (effect, scope and conditions as
+//! Cedar parses them, so layout and comments do not count, and every
+//! annotation), plus the schema's declarations (entity types, actions,
+//! common types) and the static entities.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,9 +14,12 @@ use super::policy::{PolicyInfo, PolicySet};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Changed {
     pub id: String,
-    /// The Cedar text (scope, conditions or effect) differs.
-    pub text: bool,
-    /// Each annotation that differs: name, before, after.
+    /// The effect before and after, when it changed (`permit`, `forbid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<(String, String)>,
+    /// The scope or the conditions differ (not only the layout).
+    pub condition: bool,
+    /// Each annotation that differs: name, before, after (`-` for absent).
     pub annotations: Vec<(String, String, String)>,
 }
 
@@ -63,8 +67,13 @@ pub struct PolicyDiff {
     pub added: Vec<PolicyInfo>,
     pub removed: Vec<PolicyInfo>,
     pub changed: Vec<Changed>,
+    /// The schema's entity types; `changed`: their attributes or parents.
     pub entity_types: Delta,
+    /// The schema's actions; `changed`: what they apply to, their context.
     pub actions: Delta,
+    /// The schema's common types (`type Name = ...`).
+    #[serde(skip_serializing_if = "Delta::is_empty")]
+    pub common_types: Delta,
     pub entities: Delta,
 }
 
@@ -75,27 +84,29 @@ impl PolicyDiff {
             && self.changed.is_empty()
             && self.entity_types.is_empty()
             && self.actions.is_empty()
+            && self.common_types.is_empty()
             && self.entities.is_empty()
     }
 }
 
-fn annotations(p: &PolicyInfo) -> [(&'static str, String); 3] {
-    [
-        ("reason", p.reason.clone()),
-        (
-            "mode",
-            if p.shadow { "shadow" } else { "enforce" }.to_string(),
-        ),
-        (
-            "self_approve",
-            if p.self_approve_blocked {
-                "blocked"
-            } else {
-                "-"
-            }
-            .to_string(),
-        ),
-    ]
+/// Each annotation (but `@id`) in either policy that differs between them.
+fn annotation_changes(before: &PolicyInfo, after: &PolicyInfo) -> Vec<(String, String, String)> {
+    let names: BTreeSet<&String> = before
+        .annotations
+        .keys()
+        .chain(after.annotations.keys())
+        .collect();
+    let value = |p: &PolicyInfo, name: &str| {
+        p.annotations
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "-".to_string())
+    };
+    names
+        .into_iter()
+        .filter(|n| before.annotations.get(*n) != after.annotations.get(*n))
+        .map(|n| (n.clone(), value(before, n), value(after, n)))
+        .collect()
 }
 
 /// Compares two loaded sets.
@@ -113,24 +124,20 @@ pub fn diff(from: &PolicySet, to: &PolicySet) -> PolicyDiff {
     let mut changed = Vec::new();
     for (id, after) in &new {
         let Some(before) = old.get(id) else { continue };
-        let text = before.text != after.text;
-        let annotations: Vec<(String, String, String)> = annotations(before)
-            .into_iter()
-            .zip(annotations(after))
-            .filter(|((_, a), (_, b))| a != b)
-            .map(|((name, a), (_, b))| (name.to_string(), a, b))
-            .collect();
-        if text || !annotations.is_empty() {
+        let effect =
+            (before.effect != after.effect).then(|| (before.effect.clone(), after.effect.clone()));
+        let condition = before.body != after.body;
+        let annotations = annotation_changes(before, after);
+        if effect.is_some() || condition || !annotations.is_empty() {
             changed.push(Changed {
                 id: id.clone(),
-                text,
+                effect,
+                condition,
                 annotations,
             });
         }
     }
-    let names =
-        |v: Vec<String>| -> BTreeMap<String, ()> { v.into_iter().map(|n| (n, ())).collect() };
-    let set = |v: BTreeSet<String>| v.into_iter().collect::<Vec<_>>();
+    let (a, b) = (from.schema_declarations(), to.schema_declarations());
     PolicyDiff {
         from: from.version().to_string(),
         to: to.version().to_string(),
@@ -145,11 +152,174 @@ pub fn diff(from: &PolicySet, to: &PolicySet) -> PolicyDiff {
             .map(|(_, p)| p.clone())
             .collect(),
         changed,
-        entity_types: Delta::of(
-            &names(set(from.entity_types())),
-            &names(set(to.entity_types())),
-        ),
-        actions: Delta::of(&names(set(from.actions())), &names(set(to.actions()))),
+        entity_types: Delta::of(&a.entity_types, &b.entity_types),
+        actions: Delta::of(&a.actions, &b.actions),
+        common_types: Delta::of(&a.common_types, &b.common_types),
         entities: Delta::of(&from.static_entities(), &to.static_entities()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::policy::PolicySource;
+
+    pub(crate) const SCHEMA: &str = "entity Agent = { group: String };\nentity ActionType;\n\
+        action propose appliesTo { principal: [Agent], resource: [ActionType], \
+        context: { human_approved: Bool } };\n";
+
+    pub(crate) fn set(
+        schema: &str,
+        policies: &str,
+        entities: Option<&str>,
+        version: &str,
+    ) -> PolicySet {
+        let entities = entities.map(|e| PolicySource::new("policies/entities.json", e));
+        PolicySet::load(
+            &PolicySource::new("policies/schema.cedarschema", schema),
+            &[PolicySource::new("policies/p.cedar", policies)],
+            entities.as_ref(),
+            version,
+        )
+        .expect("the test set loads")
+    }
+
+    pub(crate) const BEFORE: &str = r#"
+@id("same") @reason("r")
+permit (principal, action == Action::"propose", resource);
+
+@id("flips") @reason("r")
+forbid (principal, action, resource) when { principal.group == "a" };
+
+@id("narrowed") @reason("r")
+permit (principal, action, resource);
+
+@id("renamed") @reason("old reason")
+forbid (principal, action, resource) when { principal.group == "x" };
+
+@id("gone") @reason("r")
+forbid (principal, action, resource) when { principal.group == "y" };
+"#;
+
+    pub(crate) const AFTER: &str = r#"
+// Only the layout and a comment differ: not a change.
+@reason("r")
+@id("same")
+permit (
+    principal,
+    action == Action::"propose",
+    resource
+);
+
+@id("flips") @reason("r")
+permit (principal, action, resource) when { principal.group == "a" };
+
+@id("narrowed") @reason("r")
+permit (principal, action, resource) when { principal.group == "b" };
+
+@id("renamed") @reason("new reason") @mode("shadow")
+forbid (principal, action, resource) when { principal.group == "x" };
+
+@id("new") @reason("added")
+forbid (principal, action, resource) when { principal.group == "z" };
+"#;
+
+    #[test]
+    fn policies_are_compared_by_id_effect_conditions_and_annotations() {
+        let d = diff(
+            &set(SCHEMA, BEFORE, None, "v1"),
+            &set(SCHEMA, AFTER, None, "v2"),
+        );
+        let ids = |v: &[PolicyInfo]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&d.added), ["new"]);
+        assert_eq!(ids(&d.removed), ["gone"]);
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        let ann = |n: &str, a: &str, b: &str| (n.to_string(), a.to_string(), b.to_string());
+        assert_eq!(
+            d.changed,
+            vec![
+                Changed {
+                    id: "flips".into(),
+                    effect: pair("forbid", "permit"),
+                    condition: false,
+                    annotations: vec![],
+                },
+                Changed {
+                    id: "narrowed".into(),
+                    effect: None,
+                    condition: true,
+                    annotations: vec![],
+                },
+                Changed {
+                    id: "renamed".into(),
+                    effect: None,
+                    condition: false,
+                    annotations: vec![
+                        ann("mode", "-", "shadow"),
+                        ann("reason", "old reason", "new reason"),
+                    ],
+                },
+            ]
+        );
+        assert!(d.entity_types.is_empty() && d.actions.is_empty() && d.entities.is_empty());
+        assert!(diff(
+            &set(SCHEMA, BEFORE, None, "a"),
+            &set(SCHEMA, BEFORE, None, "b")
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn schema_declarations_and_static_entities_are_compared_by_name() {
+        let schema2 = "entity Agent = { group: String, team?: String };\nentity ActionType;\n\
+            entity Tool;\n\
+            action propose appliesTo { principal: [Agent], resource: [ActionType], \
+            context: { human_approved: Bool, cost?: Long } };\n\
+            action approve appliesTo { principal: [Agent], resource: [ActionType] };\n";
+        let before = set(
+            SCHEMA,
+            "",
+            Some(
+                r#"[{"uid": {"type": "ActionType", "id": "a"}, "attrs": {}, "parents": []},
+                    {"uid": {"type": "ActionType", "id": "b"}, "attrs": {}, "parents": []}]"#,
+            ),
+            "v1",
+        );
+        let after = set(
+            schema2,
+            "",
+            Some(
+                r#"[{"uid": {"type": "ActionType", "id": "b"}, "attrs": {}, "parents": []},
+                    {"uid": {"type": "ActionType", "id": "c"}, "attrs": {}, "parents": []}]"#,
+            ),
+            "v2",
+        );
+        let d = diff(&before, &after);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            d.entity_types,
+            Delta {
+                added: names(&["Tool"]),
+                removed: vec![],
+                changed: names(&["Agent"]),
+            }
+        );
+        assert_eq!(
+            d.actions,
+            Delta {
+                added: names(&["Action::\"approve\""]),
+                removed: vec![],
+                changed: names(&["Action::\"propose\""]),
+            }
+        );
+        assert_eq!(
+            d.entities,
+            Delta {
+                added: names(&["ActionType::\"c\""]),
+                removed: names(&["ActionType::\"a\""]),
+                changed: vec![],
+            }
+        );
+        assert!(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty());
     }
 }

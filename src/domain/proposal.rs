@@ -122,8 +122,23 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// The path of the proposal's file in the governance repository.
-    pub fn file_path(id: &str) -> String {
+    /// The path of the proposal's file in the governance repository:
+    /// `proposals/YYYY/MM/<id>.toml` by the month (UTC) it was submitted,
+    /// so no folder on `main` grows without bound.
+    pub fn file_path(&self) -> String {
+        use chrono::Datelike;
+        let at = self.submitted_at.0;
+        format!(
+            "proposals/{:04}/{:02}/{}.toml",
+            at.year(),
+            at.month(),
+            self.proposal_id
+        )
+    }
+
+    /// Where repositories written before the monthly layout hold a
+    /// proposal's file (`proposals/<id>.toml`).
+    pub fn legacy_file_path(id: &str) -> String {
         format!("proposals/{id}.toml")
     }
 

@@ -138,8 +138,17 @@ async fn get_proposal(
 ) -> ApiResult {
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
-    let p = blocking(move || proposals::get(&svc, &id)).await?;
-    ok(proposal_json(&p))
+    let (p, audit_commit) = blocking(move || {
+        let p = proposals::get(&svc, &id)?;
+        let audit_commit = proposals::audit_commit(&svc, &id)?;
+        Ok((p, audit_commit))
+    })
+    .await?;
+    let mut body = proposal_json(&p);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("audit_commit".into(), json!(audit_commit));
+    }
+    ok(body)
 }
 
 async fn decide_proposal(

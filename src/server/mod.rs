@@ -44,10 +44,6 @@ pub struct AppState {
     /// The port the server listens on, for the Host and Origin checks
     /// (0 until [`serve`] knows it: then any port is accepted).
     port: Arc<AtomicU16>,
-    /// Writers queue here first, in arrival order (tokio's mutex is fair),
-    /// so that the tail latency under load stays close to the median; the
-    /// chain lock underneath is what makes writes correct.
-    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,7 +68,6 @@ impl AppState {
             webhook_secret,
             dashboard: Arc::new(dashboard::session::Sessions::new()),
             port: Arc::new(AtomicU16::new(0)),
-            writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -117,13 +112,13 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Runs a state change off the async runtime, writers served in arrival
-/// order.
+/// Runs a state change off the async runtime. Concurrent writers are not
+/// queued here: they meet in the write path, which commits them in batches
+/// (`app::governance`).
 pub async fn blocking_write<T: Send + 'static>(
-    state: &AppState,
+    _state: &AppState,
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, error::ApiError> {
-    let _turn = state.writes.lock().await;
     blocking(f).await
 }
 
@@ -212,6 +207,7 @@ pub async fn serve(
     let port = listener.local_addr()?.port();
     state.set_port(port);
     let header_timeout = state.svc.settings().header_read_timeout;
+    let maintenance = tokio::spawn(maintain_in_background(state.svc.clone()));
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -241,6 +237,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    maintenance.abort();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -248,6 +245,36 @@ pub async fn serve(
         tracing::warn!("requests still in flight at shutdown were dropped");
     }
     Ok(())
+}
+
+/// How often the server checks whether the repository needs maintenance.
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Packs loose objects and refs and merges small packs while the server
+/// runs (`store::maintain`), never holding writers up for more than a
+/// moment. A failed pass is logged and tried again later.
+async fn maintain_in_background(svc: Arc<Service>) {
+    loop {
+        tokio::time::sleep(MAINTAIN_EVERY).await;
+        let svc = svc.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let gov = svc.governance();
+            if gov.maintenance_due() {
+                gov.maintain().map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
+        match pass {
+            Ok(Ok(Some(r))) => tracing::debug!(?r, "maintenance pass"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::domain::errors::error_chain(&e), "maintenance failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -6,16 +6,17 @@
 //! committer names the signer's role (`gov server <server@gov>`); the
 //! signature is what proves it, and `gov audit verify` checks that.
 //!
-//! Writers hold the [`ChainLock`]; [`append`] reads the tip, gives each entry
-//! the next sequence number and a non-decreasing timestamp, writes one
-//! signed commit per entry, moves the ref once by compare-and-swap and
-//! flushes it all to disk before returning.
+//! Writers hold the [`ChainLock`]; [`stage`] gives each entry the next
+//! sequence number and a non-decreasing timestamp and writes one signed
+//! commit per entry; the batch's [`Staged::flush`] then writes them as one
+//! pack, moves the ref once by compare-and-swap and flushes it all to disk.
+//! [`append`] is both steps for one call.
 
 use chrono::{SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{cas_ref, empty_tree, make_durable, signed_commit, StoreError, EMPTY_TREE};
+use crate::store::git::{empty_tree, signed_commit, Staged, StoreError, EMPTY_TREE};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -91,27 +92,42 @@ pub fn append(
     role: Role,
     entries: Vec<NewEntry>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
+    let old = tip(repo, refname)?;
+    let mut staged = Staged::default();
+    let written = stage(repo, &mut staged, refname, key, role, old.as_ref(), entries)?;
+    staged.flush(repo, "gov audit: append")?;
+    Ok(written)
+}
+
+/// Writes one signed commit per entry on top of `tip` (the chain's tip as
+/// the batch sees it) and stages the ref move; nothing is durable until the
+/// batch is flushed. Each entry gets the next sequence number and a
+/// timestamp no earlier than the tip's.
+pub fn stage(
+    repo: &Repository,
+    staged: &mut Staged,
+    refname: &str,
+    key: &SigningKey,
+    role: Role,
+    tip: Option<&ChainEntry>,
+    entries: Vec<NewEntry>,
+) -> Result<Vec<ChainEntry>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let old = tip(repo, refname)?;
-    // The empty tree is flushed once, when first written, not per append.
-    let tree_is_new = !repo.odb()?.exists(Oid::from_str(EMPTY_TREE)?);
-    let tree = repo.find_tree(empty_tree(repo)?)?;
+    let empty = Oid::from_str(EMPTY_TREE)?;
+    if !repo.odb()?.exists(empty) {
+        staged.add_objects([empty_tree(repo)?]);
+    }
+    let tree = repo.find_tree(empty)?;
     let who = signer_identity(role)?;
-    let (mut seq, mut last_ts) = match &old {
+    let (mut seq, mut last_ts) = match tip {
         Some(t) => (t.entry.seq, t.entry.ts.0),
         None => (0, chrono::DateTime::<Utc>::MIN_UTC),
     };
-    let mut parent = old
-        .as_ref()
-        .map(|t| repo.find_commit(t.commit))
-        .transpose()?;
+    let old = tip.map(|t| t.commit);
+    let mut parent = old.map(|o| repo.find_commit(o)).transpose()?;
     let mut written = Vec::with_capacity(entries.len());
-    let mut objects = Vec::with_capacity(entries.len() + 1);
-    if tree_is_new {
-        objects.push(tree.id());
-    }
     for new in entries {
         seq += 1;
         // Clocks can step back; the chain's times never do. Microseconds
@@ -123,7 +139,7 @@ pub fn append(
         let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
         let oid = signed_commit(repo, key, &who, &tree, &parents, &message)?;
-        objects.push(oid);
+        staged.add_objects([oid]);
         written.push(ChainEntry {
             commit: oid,
             entry,
@@ -131,16 +147,9 @@ pub fn append(
         });
         parent = Some(repo.find_commit(oid)?);
     }
-    let new_tip = parent.map(|c| c.id()).ok_or_else(|| StoreError::BadEntry {
-        commit: "-".into(),
-        reason: "nothing was written".into(),
-    })?;
-    let log = format!("gov audit: append #{seq}");
-    // Objects first, then the ref: a crash in between leaves unreachable
-    // objects, never a ref to a missing commit.
-    make_durable(repo, &objects, None)?;
-    cas_ref(repo, refname, new_tip, old.map(|t| t.commit), &log)?;
-    make_durable(repo, &[], Some(refname))?;
+    if let Some(last) = written.last() {
+        staged.set(repo, refname, Some(last.commit), old)?;
+    }
     Ok(written)
 }
 

@@ -9,7 +9,7 @@
 //! fails with [`StoreError::RefMoved`] instead, so a concurrent writer's
 //! commits are never silently dropped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -203,20 +203,16 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     f.sync_all().map_err(|e| StoreError::io("sync", dir, e))
 }
 
-/// Commits `files` (repository path -> content) on top of `parent`'s tree
-/// (or an empty tree), signed, moves `refname` from `parent` to the new
-/// commit (or creates it, if it does not exist yet), and makes it durable. If `refname` is what HEAD points at, the
-/// Git index is rewritten to match, so that `git status` is clean once the
-/// same files are in the working tree.
-pub fn commit_files(
-    repo: &Repository,
+/// Writes `files` on top of `parent`'s tree (or an empty tree) and a
+/// signed commit of it: the commit, its tree and every new object id.
+fn files_commit<'r>(
+    repo: &'r Repository,
     key: &SigningKey,
     author: &Signature<'_>,
-    refname: &str,
     parent: Option<Oid>,
     files: &[(String, Vec<u8>)],
     message: &str,
-) -> Result<Oid, StoreError> {
+) -> Result<(Oid, git2::Tree<'r>, Vec<Oid>), StoreError> {
     let parent_commit = parent.map(|p| repo.find_commit(p)).transpose()?;
     let base = match &parent_commit {
         Some(c) => c.tree()?,
@@ -235,6 +231,48 @@ pub fn commit_files(
     let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
     let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
     written.push(commit);
+    Ok((commit, tree, written))
+}
+
+/// [`commit_files`] inside a batch: the objects and the move of `refname`
+/// (from `parent`, or created) are staged and made durable by the batch's
+/// flush. The working tree and the Git index are left alone.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the commit; a struct would only rename them"
+)]
+pub fn stage_commit_files(
+    repo: &Repository,
+    staged: &mut Staged,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    refname: &str,
+    parent: Option<Oid>,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+) -> Result<Oid, StoreError> {
+    let (commit, _, written) = files_commit(repo, key, author, parent, files, message)?;
+    staged.add_objects(written);
+    let expected = staged.target(repo, refname)?.and(parent);
+    staged.set(repo, refname, Some(commit), expected)?;
+    Ok(commit)
+}
+
+/// Commits `files` (repository path -> content) on top of `parent`'s tree
+/// (or an empty tree), signed, moves `refname` from `parent` to the new
+/// commit (or creates it, if it does not exist yet), and makes it durable. If `refname` is what HEAD points at, the
+/// Git index is rewritten to match, so that `git status` is clean once the
+/// same files are in the working tree.
+pub fn commit_files(
+    repo: &Repository,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    refname: &str,
+    parent: Option<Oid>,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+) -> Result<Oid, StoreError> {
+    let (commit, tree, written) = files_commit(repo, key, author, parent, files, message)?;
     // A branch that exists must still be at `parent`; one that does not is
     // created (a new branch on top of `parent`).
     let expected = match repo.refname_to_id(refname) {
@@ -255,6 +293,238 @@ pub fn commit_files(
         index.write()?;
     }
     Ok(commit)
+}
+
+/// What a batch of writes has staged and not yet made durable: the objects
+/// it wrote (loose, without fsync) and the ref moves it decided on (not yet
+/// applied). Writers read refs through it, so a later write of the same
+/// batch sees an earlier one's moves; [`Staged::flush`] then writes the
+/// objects as one pack, moves every ref in one transaction and flushes both.
+#[derive(Debug, Clone, Default)]
+pub struct Staged {
+    objects: Vec<Oid>,
+    /// Each ref touched: its value on disk when first touched, for the
+    /// compare-and-swap at flush.
+    base: BTreeMap<String, Option<Oid>>,
+    /// Each ref touched: its staged value (`None`: deleted).
+    now: BTreeMap<String, Option<Oid>>,
+    /// Files to put into a checked-out branch's working tree once the batch
+    /// is durable: (branch ref, path, content).
+    checkouts: Vec<(String, String, Vec<u8>)>,
+}
+
+impl Staged {
+    /// Records objects written for this batch.
+    pub fn add_objects(&mut self, ids: impl IntoIterator<Item = Oid>) {
+        self.objects.extend(ids);
+    }
+
+    /// Puts `path` into the working tree (and the Git index) once the batch
+    /// is durable, if `branch_ref` is checked out then.
+    pub fn checkout_after(&mut self, branch_ref: &str, path: &str, content: &[u8]) {
+        self.checkouts
+            .push((branch_ref.to_string(), path.to_string(), content.to_vec()));
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.now.is_empty()
+    }
+
+    /// The staged value of `refname` (`None`: absent), else its value on disk.
+    pub fn target(&self, repo: &Repository, refname: &str) -> Result<Option<Oid>, StoreError> {
+        if let Some(v) = self.now.get(refname) {
+            return Ok(*v);
+        }
+        read_ref(repo, refname)
+    }
+
+    /// Stages `refname` to move to `new` (`None`: delete) if it is now at
+    /// `expected` (`None`: absent), as seen through the batch; anything else
+    /// is [`StoreError::RefMoved`].
+    pub fn set(
+        &mut self,
+        repo: &Repository,
+        refname: &str,
+        new: Option<Oid>,
+        expected: Option<Oid>,
+    ) -> Result<(), StoreError> {
+        let found = self.target(repo, refname)?;
+        if found != expected {
+            return Err(ref_moved(refname, expected, found));
+        }
+        if !self.base.contains_key(refname) {
+            self.base
+                .insert(refname.to_string(), read_ref(repo, refname)?);
+        }
+        self.now.insert(refname.to_string(), new);
+        Ok(())
+    }
+
+    /// Makes the batch durable: its objects in one pack (pack, index and
+    /// folder flushed), then every ref moved in one transaction, each
+    /// checked against the value it had when first staged (a concurrent
+    /// `git` command is detected, never overwritten), then the ref files
+    /// and their folders flushed. Objects first: a crash in between leaves
+    /// unreachable objects, never a ref to a missing one.
+    pub fn flush(self, repo: &Repository, log: &str) -> Result<(), StoreError> {
+        if !self.objects.is_empty() {
+            write_pack(repo, &self.objects)?;
+        }
+        let moves: Vec<(&String, &Option<Oid>)> = self
+            .now
+            .iter()
+            .filter(|(name, new)| self.base.get(*name) != Some(*new))
+            .collect();
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let git_dir = repo.path();
+        // Folders that a new ref creates must be flushed in their parent.
+        let mut dirs = BTreeSet::new();
+        for (name, _) in &moves {
+            let mut dir = git_dir.join(name.as_str());
+            while let Some(parent) = dir.parent().map(Path::to_path_buf) {
+                dirs.insert(parent.clone());
+                if parent.exists() || parent == git_dir {
+                    break;
+                }
+                dir = parent;
+            }
+        }
+        let who = Signature::now("gov", "gov@gov")?;
+        let mut tx = repo.transaction()?;
+        for (name, _) in &moves {
+            lock_ref_patiently(&mut tx, name)?;
+        }
+        for (name, new) in &moves {
+            let expected = self.base.get(*name).copied().flatten();
+            let found = read_ref(repo, name)?;
+            if found != expected {
+                return Err(ref_moved(name, expected, found));
+            }
+            match new {
+                Some(oid) => tx.set_target(name, *oid, Some(&who), log)?,
+                None => tx.remove(name)?,
+            }
+        }
+        tx.commit()?;
+        let files: Vec<PathBuf> = moves
+            .iter()
+            .filter(|(_, new)| new.is_some())
+            .map(|(name, _)| git_dir.join(name.as_str()))
+            .collect();
+        // Deleting a ref may remove its emptied folders: flush the nearest
+        // folder still there instead.
+        let dirs: BTreeSet<PathBuf> = dirs
+            .into_iter()
+            .filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf))
+            .collect();
+        sync_all_at_once(&files, &dirs)?;
+        for (branch, path, content) in &self.checkouts {
+            crate::store::proposals::sync_worktree(repo, branch, path, content);
+        }
+        Ok(())
+    }
+}
+
+/// Locks a ref for a transaction, waiting a little while someone else (a
+/// maintenance pass packing refs, a `git` command) holds its lock.
+fn lock_ref_patiently(tx: &mut git2::Transaction<'_>, refname: &str) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        match tx.lock_ref(refname) {
+            Err(e) if e.code() == ErrorCode::Locked && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn read_ref(repo: &Repository, refname: &str) -> Result<Option<Oid>, StoreError> {
+    match repo.refname_to_id(refname) {
+        Ok(o) => Ok(Some(o)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ref_moved(refname: &str, expected: Option<Oid>, found: Option<Oid>) -> StoreError {
+    let show = |o: Option<Oid>| o.map_or_else(|| "nothing".into(), |o| o.to_string());
+    StoreError::RefMoved {
+        refname: refname.to_string(),
+        expected: show(expected),
+        found: show(found),
+    }
+}
+
+/// The folder that holds a repository's packs.
+pub fn pack_dir(repo: &Repository) -> PathBuf {
+    repo.path().join("objects").join("pack")
+}
+
+/// Writes `objects` (which must be in the object database) as one new pack
+/// with its index, flushes both and the folder, then removes the loose
+/// copies (now redundant). Returns the pack's path.
+pub fn write_pack(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreError> {
+    let mut pb = repo.packbuilder()?;
+    pb.set_threads(1);
+    for oid in objects {
+        pb.insert_object(*oid, None)?;
+    }
+    let dir = pack_dir(repo);
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
+    pb.write(&dir, 0o444)?;
+    let name = pb
+        .name()
+        .ok_or_else(|| git2::Error::from_str("the pack builder named no pack"))?
+        .to_string();
+    let pack = dir.join(format!("pack-{name}.pack"));
+    let idx = dir.join(format!("pack-{name}.idx"));
+    sync_all_at_once(&[pack.clone(), idx], &BTreeSet::from([dir]))?;
+    remove_loose(repo, objects);
+    Ok(pack)
+}
+
+/// Removes the loose files of objects that a durable pack now holds. Best
+/// effort: a copy left behind is only redundant.
+pub fn remove_loose(repo: &Repository, objects: &[Oid]) {
+    let objects_dir = repo.path().join("objects");
+    for oid in objects {
+        let hex = oid.to_string();
+        let _ = std::fs::remove_file(objects_dir.join(&hex[..2]).join(&hex[2..]));
+    }
+}
+
+/// Flushes files, then folders, each group in parallel: concurrent fsyncs
+/// share the file system's journal commits, so a batch costs about one
+/// flush instead of one per file.
+pub fn sync_all_at_once(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> Result<(), StoreError> {
+    let sync = |path: &Path| -> Result<(), StoreError> {
+        let f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        f.sync_all().map_err(|e| StoreError::io("sync", path, e))
+    };
+    let run = |paths: Vec<&Path>| -> Result<(), StoreError> {
+        if paths.len() <= 1 {
+            return paths.into_iter().try_for_each(sync);
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = paths.iter().map(|p| s.spawn(|| sync(p))).collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(StoreError::io(
+                        "sync",
+                        Path::new("-"),
+                        std::io::Error::other("a flush thread panicked"),
+                    ))
+                })
+            })
+        })
+    };
+    run(files.iter().map(PathBuf::as_path).collect())?;
+    run(dirs.iter().map(PathBuf::as_path).collect())
 }
 
 /// The empty tree, written if this repository does not have it yet.

@@ -26,7 +26,7 @@ use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,9 +48,13 @@ CREATE INDEX IF NOT EXISTS audit_event ON audit(event_type);
 CREATE INDEX IF NOT EXISTS audit_proposal ON audit(proposal_id);
 ";
 
+/// The audit table's schema, for tests of the queries over it.
+#[cfg(test)]
+pub(crate) const SCHEMA_FOR_TESTS: &str = SCHEMA;
+
 /// Writes one entry into the index: its `audit` row, then its projection.
 pub fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     entry: &AuditEntry,
     commit: Oid,
     signer: Option<Role>,
@@ -96,12 +100,12 @@ pub fn apply(
     clippy::match_single_binding,
     reason = "the extension point: features add an arm per event type"
 )]
-fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     // Proposals, agents and pauses, the ledger, credentials, tokens, runs.
     crate::store::projection::project(tx, entry)
 }
 
-fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+fn set_meta(tx: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
     )?
@@ -257,35 +261,6 @@ impl Index {
         Ok(n)
     }
 
-    /// Applies entries just appended to the chain. If the index is not right
-    /// behind them (another process wrote in between and nobody caught up),
-    /// it catches up from Git instead, checking each entry; if it already
-    /// has them, nothing.
-    pub fn apply_written(
-        &mut self,
-        repo: &Repository,
-        refname: &str,
-        written: &[ChainEntry],
-        check: &mut EntryCheck,
-    ) -> Result<(), StoreError> {
-        let (Some(first), Some(last)) = (written.first(), written.last()) else {
-            return Ok(());
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let seq = position_in(&tx)?.map_or(0, |(s, _)| s);
-        if seq + 1 == first.entry.seq {
-            for w in written {
-                apply(&tx, &w.entry, w.commit, w.signer)?;
-            }
-        } else if seq < last.entry.seq {
-            catch_up_in(&tx, repo, refname, check)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Whether a `proposal_decided` or `forge_merge_recorded` entry records
     /// merge `commit` (a merge, squash or rebase) as reviewed on the forge.
     pub fn forge_merge_recorded(&self, commit: &str) -> Result<bool, StoreError> {
@@ -359,6 +334,54 @@ impl Index {
         Ok(None)
     }
 
+    /// Starts the transaction that holds one batch's rows: the batch's
+    /// writers read their own and earlier writers' rows through this
+    /// connection, other connections see none of them until
+    /// [`Index::commit_batch`].
+    pub fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Marks the start of one writer's part of the batch.
+    pub fn savepoint(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("SAVEPOINT writer")?;
+        Ok(())
+    }
+
+    /// Keeps the writer's part (`keep`) or undoes it.
+    pub fn end_savepoint(&self, keep: bool) -> Result<(), StoreError> {
+        if keep {
+            self.conn.execute_batch("RELEASE writer")?;
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK TO writer; RELEASE writer")?;
+        }
+        Ok(())
+    }
+
+    /// Applies entries staged in the batch (after the index's position).
+    pub fn apply_staged(&self, written: &[ChainEntry]) -> Result<(), StoreError> {
+        for w in written {
+            apply(&self.conn, &w.entry, w.commit, w.signer)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the batch's rows (SQLite does not fsync each commit here:
+    /// the index is rebuilt from Git if a tail is lost).
+    pub fn commit_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Drops the batch's rows, if a batch is open.
+    pub fn rollback_batch(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// Audit rows, newest first.
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<IndexedEntry>, StoreError> {
         let mut sql = String::from(
@@ -386,6 +409,18 @@ impl Index {
         let rows = stmt.query_map(args.as_slice(), row_to_entry)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+pub(crate) const SQL_SUBMITTED_COMMIT: &str =
+    "SELECT commit_id FROM audit WHERE proposal_id = ?1 AND event_type = 'proposal_submitted'
+     ORDER BY seq LIMIT 1";
+
+/// The commit of the audit entry that recorded a proposal's submission:
+/// for an auto-approved proposal, the only record of it in Git.
+pub fn submitted_commit(conn: &Connection, proposal_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(SQL_SUBMITTED_COMMIT)?
+        .query_row([proposal_id], |r| r.get(0))
+        .optional()
 }
 
 fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {

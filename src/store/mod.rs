@@ -7,6 +7,7 @@ pub mod git;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod maintain;
 pub mod policies;
 pub mod projection;
 pub mod proposals;

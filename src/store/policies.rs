@@ -58,8 +58,30 @@ impl Sources {
 /// Loads `schema.cedarschema`, every `*.cedar` (sorted by name) and
 /// `entities.json` (optional) from a folder.
 pub fn load_dir(policies_dir: &Path, version: &str) -> Result<PolicySet, PolicyStoreError> {
+    load_dir_shown(policies_dir, version, &paths::to_slash)
+}
+
+/// Loads the `policies/` folder of a working tree, its files named as in a
+/// commit (`policies/tools.cedar`).
+pub fn load_worktree(root: &Path, version: &str) -> Result<PolicySet, PolicyStoreError> {
+    let dir = root.join(POLICIES_DIR);
+    load_dir_shown(
+        &dir,
+        version,
+        &|path: &Path| match path.strip_prefix(root) {
+            Ok(rel) => paths::to_slash(rel),
+            Err(_) => paths::to_slash(path),
+        },
+    )
+}
+
+fn load_dir_shown(
+    policies_dir: &Path,
+    version: &str,
+    show: &dyn Fn(&Path) -> String,
+) -> Result<PolicySet, PolicyStoreError> {
     let read = |path: &Path| -> Result<PolicySource, PolicyStoreError> {
-        let shown = paths::to_slash(path);
+        let shown = show(path);
         let text = std::fs::read_to_string(path).map_err(|source| PolicyStoreError::Io {
             path: shown.clone(),
             source,
@@ -68,13 +90,13 @@ pub fn load_dir(policies_dir: &Path, version: &str) -> Result<PolicySet, PolicyS
     };
     let schema_path = policies_dir.join(SCHEMA_FILE);
     let entries = std::fs::read_dir(policies_dir).map_err(|source| PolicyStoreError::Io {
-        path: paths::to_slash(policies_dir),
+        path: show(policies_dir),
         source,
     })?;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| PolicyStoreError::Io {
-            path: paths::to_slash(policies_dir),
+            path: show(policies_dir),
             source,
         })?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -101,7 +123,7 @@ pub fn load_dir(policies_dir: &Path, version: &str) -> Result<PolicySet, PolicyS
             None
         },
     };
-    sources.load(paths::to_slash(&schema_path), version)
+    sources.load(show(&schema_path), version)
 }
 
 /// Loads the policy set from the `policies/` tree of a commit; its version is

@@ -6,7 +6,7 @@
 //! them from Git. Entries whose actor is an agent never change state: an
 //! agent cannot resume itself by posting `agent_resumed` to `/audit`.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::audit::{AuditEntry, Event};
 use crate::domain::budget::{Hold, Spend};
@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_agent ON ledger(agent_id);
 CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id);
+CREATE TABLE IF NOT EXISTS spend_totals (
+    agent_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    micros INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, period)
+);
+CREATE INDEX IF NOT EXISTS proposals_tool ON proposals(agent_id, action_type, payload_hash, status);
 CREATE TABLE IF NOT EXISTS credentials (
     hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -84,7 +92,7 @@ CREATE INDEX IF NOT EXISTS runs_open ON runs(agent_id, finished);
 /// Derives the server's tables from one entry. Every event type is named
 /// here, so a new one is a compile error until it is decided what it
 /// changes.
-pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     let e = &entry.entry;
     let seq = entry.seq as i64;
     if let Some(agent) = &e.agent_id {
@@ -129,6 +137,11 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
                         c.estimate,
                     ],
                 )?;
+                let periods: std::collections::BTreeSet<&str> =
+                    ["", c.period_day.as_str(), c.period_month.as_str()].into();
+                for period in periods {
+                    add_spend(tx, agent, period, c.tokens, c.micros)?;
+                }
             }
         }
         Event::BudgetPaused(BudgetPaused { reason, .. })
@@ -236,7 +249,7 @@ pub fn project(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()>
     Ok(())
 }
 
-fn finish_run(tx: &Transaction<'_>, run: &str, status: &str) -> rusqlite::Result<()> {
+fn finish_run(tx: &Connection, run: &str, status: &str) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE runs SET finished = ?2 WHERE run_id = ?1",
         params![run, status],
@@ -248,7 +261,7 @@ fn finish_run(tx: &Transaction<'_>, run: &str, status: &str) -> rusqlite::Result
     Ok(())
 }
 
-fn pause(tx: &Transaction<'_>, agent: &str, reason: &str) -> rusqlite::Result<()> {
+fn pause(tx: &Connection, agent: &str, reason: &str) -> rusqlite::Result<()> {
     // The first reason stays: a later pause does not rewrite why it stopped.
     tx.execute(
         "UPDATE agents SET paused_reason = CASE WHEN paused = 1 THEN paused_reason ELSE ?2 END,
@@ -263,7 +276,7 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
-fn put_proposal(tx: &Transaction<'_>, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
+fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
     let json = serde_json::to_string(p).map_err(to_sql_err)?;
     tx.execute(
         "INSERT INTO proposals (proposal_id, agent_id, status, submitted_at, action_type, payload_hash, json, seq)
@@ -285,6 +298,27 @@ fn put_proposal(tx: &Transaction<'_>, p: &Proposal, seq: i64) -> rusqlite::Resul
 
 // ---------------------------------------------------------------- queries
 
+// The hot-path queries, named so a test can check each is served by an
+// index (`EXPLAIN QUERY PLAN`), not a scan that grows with history.
+pub(crate) const SQL_PROPOSAL: &str = "SELECT json FROM proposals WHERE proposal_id = ?1";
+pub(crate) const SQL_AGENT_PROPOSALS: &str =
+    "SELECT json FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2";
+pub(crate) const SQL_UNUSED_TOOL_APPROVAL: &str = "SELECT proposal_id FROM proposals
+         WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
+           AND status = 'approved' AND used_seq IS NULL
+         ORDER BY seq LIMIT 1";
+pub(crate) const SQL_PENDING_TOOL: &str = "SELECT proposal_id FROM proposals
+         WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3 AND status = 'pending'
+         ORDER BY seq DESC LIMIT 1";
+pub(crate) const SQL_SPEND: &str =
+    "SELECT tokens, micros FROM spend_totals WHERE agent_id = ?1 AND period = ?2";
+pub(crate) const SQL_PENDING_COUNT: &str =
+    "SELECT COUNT(*) FROM proposals WHERE status = 'pending'";
+pub(crate) const SQL_AGENT: &str =
+    "SELECT agent_id, paused, paused_reason FROM agents WHERE agent_id = ?1";
+pub(crate) const SQL_CREDENTIAL: &str =
+    "SELECT agent_id, scope, expires_at, redeemed_seq FROM credentials WHERE hash = ?1";
+
 fn parse_proposal(json: String) -> rusqlite::Result<Proposal> {
     serde_json::from_str(&json).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -293,11 +327,7 @@ fn parse_proposal(json: String) -> rusqlite::Result<Proposal> {
 
 pub fn proposal(conn: &Connection, id: &str) -> rusqlite::Result<Option<Proposal>> {
     let json: Option<String> = conn
-        .query_row(
-            "SELECT json FROM proposals WHERE proposal_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
+        .query_row(SQL_PROPOSAL, [id], |r| r.get(0))
         .optional()?;
     json.map(parse_proposal).transpose()
 }
@@ -321,9 +351,7 @@ pub fn proposals(
 
 /// The newest proposals of one agent.
 pub fn proposals_of(conn: &Connection, agent: &str, limit: u32) -> rusqlite::Result<Vec<Proposal>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT json FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(SQL_AGENT_PROPOSALS)?;
     let rows = stmt.query_map(params![agent, limit], |r| r.get::<_, String>(0))?;
     rows.map(|r| r.and_then(parse_proposal)).collect()
 }
@@ -337,10 +365,7 @@ pub fn unused_tool_approval(
     hash: &str,
 ) -> rusqlite::Result<Option<String>> {
     conn.query_row(
-        "SELECT proposal_id FROM proposals
-         WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
-           AND status = 'approved' AND used_seq IS NULL
-         ORDER BY seq LIMIT 1",
+        SQL_UNUSED_TOOL_APPROVAL,
         params![agent, action_type, hash],
         |r| r.get(0),
     )
@@ -355,13 +380,9 @@ pub fn pending_tool_proposal(
     action_type: &str,
     hash: &str,
 ) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT proposal_id FROM proposals
-         WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3 AND status = 'pending'
-         ORDER BY seq DESC LIMIT 1",
-        params![agent, action_type, hash],
-        |r| r.get(0),
-    )
+    conn.query_row(SQL_PENDING_TOOL, params![agent, action_type, hash], |r| {
+        r.get(0)
+    })
     .optional()
 }
 
@@ -374,17 +395,13 @@ pub struct AgentRow {
 }
 
 pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<AgentRow>> {
-    conn.query_row(
-        "SELECT agent_id, paused, paused_reason FROM agents WHERE agent_id = ?1",
-        [id],
-        |r| {
-            Ok(AgentRow {
-                agent_id: r.get(0)?,
-                paused: r.get::<_, i64>(1)? != 0,
-                paused_reason: r.get(2)?,
-            })
-        },
-    )
+    conn.query_row(SQL_AGENT, [id], |r| {
+        Ok(AgentRow {
+            agent_id: r.get(0)?,
+            paused: r.get::<_, i64>(1)? != 0,
+            paused_reason: r.get(2)?,
+        })
+    })
     .optional()
 }
 
@@ -404,16 +421,34 @@ pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
 /// Spend of an agent: all of it, or the charges booked under `period_key`
 /// (a day `2026-11-25` or a month `2026-11`).
 pub fn spend(conn: &Connection, agent: &str, period_key: Option<&str>) -> rusqlite::Result<Spend> {
-    let (tokens, micros): (i64, i64) = conn.query_row(
-        "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger
-         WHERE agent_id = ?1 AND (?2 IS NULL OR day = ?2 OR month = ?2)",
-        params![agent, period_key],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    // Running totals, so the cost does not grow with the agent's history.
+    let (tokens, micros): (i64, i64) = conn
+        .prepare_cached(SQL_SPEND)?
+        .query_row(params![agent, period_key.unwrap_or("")], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, 0));
     Ok(Spend {
         tokens,
         micros: Micros(micros),
     })
+}
+
+/// Adds a charge to an agent's running total for `period` (`""`: all time).
+fn add_spend(
+    tx: &Connection,
+    agent: &str,
+    period: &str,
+    tokens: i64,
+    micros: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO spend_totals (agent_id, period, tokens, micros) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(agent_id, period) DO UPDATE SET tokens = tokens + ?3, micros = micros + ?4",
+    )?
+    .execute(params![agent, period, tokens, micros])?;
+    Ok(())
 }
 
 /// Proposal counts of an agent by status.
@@ -426,36 +461,28 @@ pub fn proposal_counts(conn: &Connection, agent: &str) -> rusqlite::Result<Vec<(
 }
 
 pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM proposals WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row(SQL_PENDING_COUNT, [], |r| r.get(0))
 }
 
 pub fn credential(conn: &Connection, hash: &str) -> rusqlite::Result<Option<CredentialState>> {
-    conn.query_row(
-        "SELECT agent_id, scope, expires_at, redeemed_seq FROM credentials WHERE hash = ?1",
-        [hash],
-        |r| {
-            let exp: String = r.get(2)?;
-            let expires_at = chrono::DateTime::parse_from_rfc3339(&exp)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?;
-            Ok(CredentialState {
-                agent_id: r.get(0)?,
-                scope: r.get(1)?,
-                expires_at,
-                redeemed: r.get::<_, Option<i64>>(3)?.is_some(),
-            })
-        },
-    )
+    conn.query_row(SQL_CREDENTIAL, [hash], |r| {
+        let exp: String = r.get(2)?;
+        let expires_at = chrono::DateTime::parse_from_rfc3339(&exp)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+        Ok(CredentialState {
+            agent_id: r.get(0)?,
+            scope: r.get(1)?,
+            expires_at,
+            redeemed: r.get::<_, Option<i64>>(3)?.is_some(),
+        })
+    })
     .optional()
 }
 
@@ -699,4 +726,46 @@ pub fn last_entry_ts(conn: &Connection, agent: &str) -> rusqlite::Result<Option<
         |r| r.get(0),
     )
     .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hot-path query is a search through an index (or a primary
+    /// key), never a scan of a table and never a sort of its rows.
+    #[test]
+    fn hot_path_queries_use_an_index() -> Result<(), Box<dyn std::error::Error>> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(crate::store::index::SCHEMA_FOR_TESTS)?;
+        conn.execute_batch(SCHEMA)?;
+        let audit_sql = [
+            crate::store::index::SQL_SUBMITTED_COMMIT,
+            "SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
+        ];
+        for sql in [
+            SQL_PROPOSAL,
+            SQL_AGENT_PROPOSALS,
+            SQL_UNUSED_TOOL_APPROVAL,
+            SQL_PENDING_TOOL,
+            SQL_SPEND,
+            SQL_PENDING_COUNT,
+            SQL_AGENT,
+            SQL_CREDENTIAL,
+        ]
+        .into_iter()
+        .chain(audit_sql)
+        {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
+                .collect::<Result<_, _>>()?;
+            assert!(
+                plan.iter().all(|d| d.starts_with("SEARCH ")),
+                "{sql}\n{plan:?}"
+            );
+        }
+        Ok(())
+    }
 }

@@ -1,22 +1,27 @@
 //! Proposals in Git.
 //!
 //! - Waiting for a person: branch `<prefix><id>` with one commit on top of
-//!   main's tip adding `proposals/<id>.toml`, signed by the server key.
-//! - Auto-approved: one commit on main adding the file (CAS on main).
+//!   main's tip adding the proposal's file, signed by the server key. The
+//!   file is `proposals/YYYY/MM/<id>.toml` (the month it was submitted), so
+//!   no folder on main grows without bound; repositories written before
+//!   that layout hold `proposals/<id>.toml`, and both are read.
+//! - Auto-approved: nothing in Git but its signed audit entry, which holds
+//!   the whole proposal and its decision. `main` moves only through review.
 //! - Approved: a merge commit on main (parents: main's tip, the proposal
 //!   commit; never a fast-forward), signed by the approver's key.
 //! - Rejected or expired: the branch is renamed `gov/rejected/<id>` or
 //!   `gov/expired/<id>`; its content is kept.
 //!
-//! Callers hold the chain lock (`Governance::transact`), so no two gov
-//! writers move these refs at once; refs are still moved by compare-and-swap
-//! so that a concurrent `git` command is detected, not overwritten.
+//! Writers hold the chain lock (`Governance::transact`) and stage their ref
+//! moves in the batch's [`Staged`] (read back through it by later writers
+//! of the batch); the batch moves them all at once by compare-and-swap, so
+//! a concurrent `git` command is detected, not overwritten.
 
 use git2::{FileMode, Oid, Repository, Signature};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{cas_ref, make_durable, signed_commit, StoreError};
+use crate::store::git::{signed_commit, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -38,8 +43,8 @@ fn full_ref(branch: &str) -> String {
     clippy::too_many_arguments,
     reason = "each argument is one part of the commit; a struct would only rename them"
 )]
-/// Writes the blob, the tree (base plus the proposal file) and a signed
-/// commit. Returns the commit and every new object id.
+/// Writes the tree (base plus the proposal file) and a signed commit.
+/// Returns the commit and every new object id.
 fn commit_with_file(
     repo: &Repository,
     key: &SigningKey,
@@ -99,21 +104,29 @@ fn commit_with_files(
     Ok((commit, objects))
 }
 
-fn main_tip<'r>(repo: &'r Repository, main_ref: &str) -> Result<git2::Commit<'r>, StoreError> {
-    Ok(repo.find_commit(repo.refname_to_id(main_ref)?)?)
+fn main_tip<'r>(
+    repo: &'r Repository,
+    staged: &Staged,
+    main_ref: &str,
+) -> Result<git2::Commit<'r>, StoreError> {
+    let oid = staged
+        .target(repo, main_ref)?
+        .ok_or_else(|| git2::Error::from_str(&format!("`{main_ref}` does not exist")))?;
+    Ok(repo.find_commit(oid)?)
 }
 
-/// Files a proposal that waits for a person on its own branch. Returns the
-/// commit.
+/// Files a proposal that waits for a person on its own branch (staged).
+/// Returns the commit.
 pub fn write_pending(
     repo: &Repository,
+    staged: &mut Staged,
     key: &SigningKey,
     main_ref: &str,
     branch: &str,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
-    let base = main_tip(repo, main_ref)?.id();
-    write_pending_on(repo, key, base, branch, p)
+    let base = main_tip(repo, staged, main_ref)?.id();
+    write_pending_on(repo, staged, key, base, branch, p)
 }
 
 /// [`write_pending`] on top of `base` instead of main's tip: a policy
@@ -121,13 +134,14 @@ pub fn write_pending(
 /// approving it merges both.
 pub fn write_pending_on(
     repo: &Repository,
+    staged: &mut Staged,
     key: &SigningKey,
     base: Oid,
     branch: &str,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
     let base = repo.find_commit(base)?;
-    let path = Proposal::file_path(&p.proposal_id);
+    let path = p.file_path();
     let blob = repo.blob(p.to_file().as_bytes())?;
     let who = signer_identity(Role::Server)?;
     let message = format!(
@@ -135,98 +149,63 @@ pub fn write_pending_on(
         p.proposal_id, p.action_type, p.agent_id, p.payload_hash
     );
     let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
-    make_durable(repo, &objects, None)?;
-    let refname = full_ref(branch);
-    cas_ref(repo, &refname, commit, None, "gov: proposal filed")?;
-    make_durable(repo, &[], Some(&refname))?;
+    staged.add_objects(objects);
+    staged.set(repo, &full_ref(branch), Some(commit), None)?;
     Ok(commit)
 }
 
-/// Lands an auto-approved proposal on main. Returns the commit.
-pub fn write_auto(
+/// Where the submitted proposal commit holds `p`'s file: the monthly layout,
+/// else the flat one of older repositories.
+pub fn file_in_commit(
     repo: &Repository,
-    key: &SigningKey,
-    main_ref: &str,
-    p: &Proposal,
-) -> Result<Oid, StoreError> {
-    let base = main_tip(repo, main_ref)?;
-    let path = Proposal::file_path(&p.proposal_id);
-    let text = p.to_file();
-    let blob = repo.blob(text.as_bytes())?;
-    let who = signer_identity(Role::Server)?;
-    let message = format!(
-        "proposal {}: {} by {} (auto-approved)\n\nPolicies: {}\nPayload hash: {}\n",
-        p.proposal_id,
-        p.action_type,
-        p.agent_id,
-        p.policies
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        p.payload_hash
-    );
-    let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
-    land_on_main(
-        repo,
-        main_ref,
-        &base,
-        commit,
-        &objects,
-        "gov: auto-approved proposal",
-    )?;
-    sync_worktree(repo, main_ref, &path, text.as_bytes());
-    Ok(commit)
-}
-
-/// Makes a new commit on top of `base` durable, then moves main to it by
-/// compare-and-swap (never forced) and makes the ref durable too.
-fn land_on_main(
-    repo: &Repository,
-    main_ref: &str,
-    base: &git2::Commit<'_>,
     commit: Oid,
-    objects: &[Oid],
-    log_message: &str,
-) -> Result<(), StoreError> {
-    make_durable(repo, objects, None)?;
-    cas_ref(repo, main_ref, commit, Some(base.id()), log_message)?;
-    make_durable(repo, &[], Some(main_ref))
+    p: &Proposal,
+) -> Result<Option<(String, Oid)>, StoreError> {
+    let tree = repo.find_commit(commit)?.tree()?;
+    for path in [p.file_path(), Proposal::legacy_file_path(&p.proposal_id)] {
+        if let Ok(entry) = tree.get_path(std::path::Path::new(&path)) {
+            return Ok(Some((path, entry.id())));
+        }
+    }
+    Ok(None)
 }
 
 /// Checks that the proposal's branch still holds exactly what was submitted.
 pub fn check_untampered(
     repo: &Repository,
+    staged: &Staged,
     branch: &str,
     submitted: Oid,
     p: &Proposal,
 ) -> Result<Option<Tamper>, StoreError> {
-    let found = match repo.refname_to_id(&full_ref(branch)) {
-        Ok(o) => o,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Some(Tamper::Missing)),
-        Err(e) => return Err(e.into()),
+    let Some(found) = staged.target(repo, &full_ref(branch))? else {
+        return Ok(Some(Tamper::Missing));
     };
     if found != submitted {
         return Ok(Some(Tamper::Moved {
             found: found.to_string(),
         }));
     }
-    let tree = repo.find_commit(found)?.tree()?;
-    let entry = match tree.get_path(std::path::Path::new(&Proposal::file_path(&p.proposal_id))) {
-        Ok(e) => e,
-        Err(_) => return Ok(Some(Tamper::FileChanged)),
+    let Some((_, blob)) = file_in_commit(repo, found, p)? else {
+        return Ok(Some(Tamper::FileChanged));
     };
-    let blob = repo.find_blob(entry.id())?;
+    let blob = repo.find_blob(blob)?;
     if blob.content() != p.to_file().as_bytes() {
         return Ok(Some(Tamper::FileChanged));
     }
     Ok(None)
 }
 
-/// Merges the submitted proposal commit into main, signed by the approver.
-/// Returns the merge commit.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the merge; a struct would only rename them"
+)]
+/// Merges the submitted proposal commit into main, signed by the approver
+/// (staged; once the batch is durable, the file is put into a checked-out
+/// `main`'s working tree). Returns the merge commit.
 pub fn merge_approved(
     repo: &Repository,
+    staged: &mut Staged,
     approver_key: &SigningKey,
     approver_name: &str,
     main_ref: &str,
@@ -234,12 +213,14 @@ pub fn merge_approved(
     p: &Proposal,
     note: Option<&str>,
 ) -> Result<Oid, StoreError> {
-    let base = main_tip(repo, main_ref)?;
+    let base = main_tip(repo, staged, main_ref)?;
     let proposal_commit = repo.find_commit(submitted)?;
-    let path = Proposal::file_path(&p.proposal_id);
-    let entry = proposal_commit
-        .tree()?
-        .get_path(std::path::Path::new(&path))?;
+    let (path, blob) = file_in_commit(repo, submitted, p)?.ok_or_else(|| {
+        git2::Error::from_str(&format!(
+            "proposal commit {submitted} holds no file for `{}`",
+            p.proposal_id
+        ))
+    })?;
     let email = Role::Approver.principal(approver_name);
     let who = Signature::now(approver_name, &email)?;
     let mut message = format!(
@@ -253,7 +234,7 @@ pub fn merge_approved(
     // main (a policy change's files): approving merges exactly that.
     let mut files = branch_changes(repo, &base, &proposal_commit)?;
     if !files.iter().any(|(p, _)| *p == path) {
-        files.push((path.clone(), entry.id()));
+        files.push((path.clone(), blob));
     }
     let (commit, objects) = commit_with_files(
         repo,
@@ -264,17 +245,9 @@ pub fn merge_approved(
         &files,
         &message,
     )?;
-    land_on_main(
-        repo,
-        main_ref,
-        &base,
-        commit,
-        &objects,
-        "gov: approval merge",
-    )?;
-    if let Ok(blob) = repo.find_blob(entry.id()) {
-        sync_worktree(repo, main_ref, &path, blob.content());
-    }
+    staged.add_objects(objects);
+    staged.set(repo, main_ref, Some(commit), Some(base.id()))?;
+    staged.checkout_after(main_ref, &path, repo.find_blob(blob)?.content());
     Ok(commit)
 }
 
@@ -317,22 +290,26 @@ fn branch_changes(
 }
 
 /// Renames a proposal branch (keeping its content), e.g. to
-/// `gov/rejected/<id>`. A branch that is already gone is not an error.
-pub fn rename_branch(repo: &Repository, from: &str, to: &str) -> Result<(), StoreError> {
-    match repo.find_reference(&full_ref(from)) {
-        Ok(mut r) => {
-            r.rename(&full_ref(to), false, "gov: proposal decided")?;
-            make_durable(repo, &[], Some(&full_ref(to)))?;
-            Ok(())
-        }
-        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+/// `gov/rejected/<id>` (staged). A branch that is already gone is not an
+/// error.
+pub fn rename_branch(
+    repo: &Repository,
+    staged: &mut Staged,
+    from: &str,
+    to: &str,
+) -> Result<(), StoreError> {
+    let (from, to) = (full_ref(from), full_ref(to));
+    let Some(oid) = staged.target(repo, &from)? else {
+        return Ok(());
+    };
+    staged.set(repo, &to, Some(oid), None)?;
+    staged.set(repo, &from, None, Some(oid))
 }
 
-/// When main is checked out, puts the new proposal file into the working
-/// tree and the Git index too, so that `git status` stays clean. Best
-/// effort: the commit on main is what counts.
+/// When main is checked out, puts an approved proposal's file into the
+/// working tree and the Git index too, so that `git status` stays clean.
+/// Only approvals (a person's pace) do this; best effort: the commit on
+/// main is what counts.
 pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u8]) {
     let Some(workdir) = repo.workdir() else {
         return;
@@ -355,5 +332,76 @@ pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u
         if index.add_path(std::path::Path::new(path)).is_ok() {
             let _ = index.write();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::git::{commit_files, init_repo};
+
+    fn sample() -> Result<Proposal, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "proposal_id": "p-1", "agent_id": "noop", "wave": 1,
+            "submitted_at": "2026-11-25T08:00:00Z", "action_type": "publish_content",
+            "payload": {}, "payload_hash": "h", "expected_outcome": "a post",
+            "expected_cost_tokens": 0, "expected_cost_dollars": 0.0, "reversible": true,
+            "requires_approval": true, "expires_at": "2026-11-26T08:00:00Z",
+            "rationale": "", "links": [], "status": "pending", "decision": null,
+            "decided_by": null, "decided_at": null, "decision_final": false,
+        }))
+    }
+
+    /// A proposal filed at the flat path by an older gov is still checked
+    /// and merged at that path; a new one goes under its month.
+    #[test]
+    fn old_flat_and_new_monthly_layouts() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let main_ref = "refs/heads/main";
+        let base = commit_files(
+            &repo,
+            &key,
+            &who,
+            main_ref,
+            None,
+            &[("a".into(), b"a".to_vec())],
+            "one",
+        )?;
+        let p = sample()?;
+        assert_eq!(p.file_path(), "proposals/2026/11/p-1.toml");
+        let old = vec![(Proposal::legacy_file_path("p-1"), p.to_file().into_bytes())];
+        let legacy = commit_files(&repo, &key, &who, "refs/heads/old", Some(base), &old, "old")?;
+        let staged = Staged::default();
+        assert_eq!(check_untampered(&repo, &staged, "old", legacy, &p)?, None);
+        let mut staged = Staged::default();
+        let merge = merge_approved(&repo, &mut staged, &key, "op", main_ref, legacy, &p, None)?;
+        staged.flush(&repo, "test")?;
+        assert_eq!(repo.refname_to_id(main_ref)?, merge);
+        let tree = repo.find_commit(merge)?.tree()?;
+        assert!(tree
+            .get_path(std::path::Path::new("proposals/p-1.toml"))
+            .is_ok());
+
+        let mut staged = Staged::default();
+        let filed = write_pending(&repo, &mut staged, &key, main_ref, "gov/proposal/p-1", &p)?;
+        assert_eq!(
+            staged.target(&repo, "refs/heads/gov/proposal/p-1")?,
+            Some(filed),
+            "the batch sees its own staged branch"
+        );
+        assert!(
+            repo.find_reference("refs/heads/gov/proposal/p-1").is_err(),
+            "not moved before the flush"
+        );
+        staged.flush(&repo, "test")?;
+        assert_eq!(
+            file_in_commit(&repo, filed, &p)?.map(|(path, _)| path),
+            Some("proposals/2026/11/p-1.toml".to_string())
+        );
+        assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, filed);
+        Ok(())
     }
 }

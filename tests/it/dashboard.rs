@@ -808,10 +808,20 @@ mod served {
             .expect("main");
         assert_eq!(main.parent_count(), 2, "approval is a merge commit");
         let tree = main.tree().expect("tree");
+        let name = format!("{first}.toml");
+        let mut found = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+            if e.name() == Some(name.as_str()) {
+                found = Some(format!("{dir}{name}"));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .expect("walk");
         assert!(
-            tree.get_path(std::path::Path::new(&format!("proposals/{first}.toml")))
-                .is_ok(),
-            "the approved proposal is on main"
+            found
+                .as_deref()
+                .is_some_and(|p| p.starts_with("proposals/")),
+            "the approved proposal is on main: {found:?}"
         );
         let decided = server.audit("event_type=proposal_decided&limit=50");
         let entry = decided

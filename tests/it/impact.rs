@@ -299,6 +299,55 @@ fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
 }
 
 #[test]
+fn diff_and_impact_read_the_working_tree() -> TestResult {
+    let s = TestServer::start()?;
+    submit(&s, "noop", "research_only", 20)?;
+    submit(&s, "researcher", "research_only", 10)?;
+    let policies = s.repo.root().join("policies");
+    std::fs::write(policies.join("proposals.cedar"), proposals_with(&s, BAN)?)?;
+
+    let (code, out, err) = gov(&s, &["policy", "diff", "--worktree"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("policy set `main` ("), "{out}");
+    assert!(
+        out.ends_with(
+            ") -> the working tree (working-tree)\n\
+             policies: 1 added, 0 removed, 0 changed\n  \
+             + ban-noop-research (forbid) policies/proposals.cedar: noop does no research\n"
+        ),
+        "{out}"
+    );
+
+    let (code, out, err) = gov(&s, &["policy", "impact", "--worktree"])?;
+    assert_eq!(code, 3, "{out}{err}");
+    let lines: Vec<&str> = out.lines().take(3).collect();
+    assert_eq!(
+        lines,
+        [
+            "impact of the working tree (policy version working-tree) on 30 recorded decisions: 20 change, 10 unchanged",
+            "  auto → forbidden: 20",
+            "auto → forbidden by `ban-noop-research`: 20",
+        ],
+        "{out}"
+    );
+
+    std::fs::write(policies.join("schema.cedarschema"), "entity ;")?;
+    let (code, out, err) = gov(&s, &["policy", "impact", "--worktree"])?;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("error: `policies/schema.cedarschema` line 1: invalid schema"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("error: the policy set in the working tree is invalid\n"),
+        "{err}"
+    );
+    let (code, _, err) = gov(&s, &["policy", "diff", "main", "--worktree"])?;
+    assert_eq!(code, 2, "{err}");
+    Ok(())
+}
+
+#[test]
 fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     let s = TestServer::start()?;
     let research = |s: &TestServer| -> TestResult<u16> {

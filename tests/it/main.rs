@@ -28,3 +28,4 @@ mod tamper;
 mod tools;
 mod trust;
 mod watchdog;
+mod writepath;

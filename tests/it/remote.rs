@@ -219,7 +219,7 @@ fn a_pull_request_merged_on_the_forge_is_an_approval() -> TestResult {
     assert_eq!(decided[0]["merged_by"], "Alice Merger <alice@example.com>");
 
     assert_eq!(local_rev(&t, "refs/heads/main")?, merge, "fast-forwarded");
-    assert!(t.root().join(format!("proposals/{id}.toml")).is_file());
+    assert!(t.root().join(p.file_path()).is_file(), "{}", p.file_path());
     assert_eq!(
         forge.rev("refs/heads/gov/audit"),
         Some(local_rev(&t, "refs/heads/gov/audit")?),

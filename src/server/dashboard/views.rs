@@ -390,7 +390,7 @@ pub struct PoliciesPage {
     pub refused: Option<String>,
     /// Commits on `main` that change governed paths without authorization:
     /// not in force.
-    pub unauthorized: Vec<crate::store::trust::Refusal>,
+    pub unauthorized: Vec<crate::app::service::Refusal>,
 }
 
 /// What a visitor without a session sees.

@@ -1,0 +1,386 @@
+//! Repository maintenance: loose objects into a pack, small packs merged
+//! into bigger ones (each pack at least twice the size of all smaller ones
+//! together, so a pack is rewritten O(log n) times), loose refs into
+//! `packed-refs`, and the audit ref's reflog dropped (the chain is its own
+//! log).
+//!
+//! Safe against concurrent writers (gov's own, in any process, and a `git`
+//! command): nothing is deleted before what replaces it is durable (a
+//! loose object once a flushed pack holds it; a pack once a flushed pack
+//! holds every object of it; a loose ref only under its own lock, after
+//! checking it still has the value a flushed `packed-refs` holds), and
+//! nothing is dropped, reachable or not. Packing objects takes neither the
+//! chain lock nor a writer's mutex; packing refs holds the chain lock for
+//! the few milliseconds it takes, so a batch's ref transaction never meets
+//! a held `packed-refs.lock`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository};
+
+use crate::store::git::{pack_dir, sync_all_at_once, write_pack, StoreError};
+
+/// At most this many loose objects go into one pack per pass, so a pass
+/// over a repository with a large backlog stays short; the next pass takes
+/// the rest.
+pub const LOOSE_PER_PASS: usize = 100_000;
+
+/// What one pass did, and what the repository holds afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub loose_before: usize,
+    pub loose_packed: usize,
+    pub packs_before: usize,
+    pub packs_merged: usize,
+    pub packs_after: usize,
+    pub loose_refs_packed: usize,
+    pub loose_after: usize,
+    /// Bytes under `.git/objects` afterwards.
+    pub object_bytes: u64,
+}
+
+/// One pass of maintenance. Also cleans up after an earlier pass or batch
+/// that died half-way (loose copies of packed objects are simply packed
+/// again and removed).
+pub fn run(repo: &Repository, audit_ref: &str) -> Result<Report, StoreError> {
+    let mut report = Report::default();
+    let loose = loose_objects(repo)?;
+    report.loose_before = loose.len();
+    if !loose.is_empty() {
+        let take: Vec<Oid> = loose.into_iter().take(LOOSE_PER_PASS).collect();
+        write_pack(repo, &take)?;
+        report.loose_packed = take.len();
+    }
+    let packs = packs(repo)?;
+    report.packs_before = packs.len();
+    let merge = geometric_roll_up(&packs);
+    if merge.len() >= 2 {
+        merge_packs(repo, &merge)?;
+        report.packs_merged = merge.len();
+    }
+    report.packs_after = packs_count(repo)?;
+    // Under the chain lock: a batch deleting a packed ref (a rename on
+    // rejection) needs `packed-refs.lock`, which this step holds; taking the
+    // chain lock first makes writers wait a moment instead of failing.
+    {
+        let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
+        report.loose_refs_packed = pack_refs(repo, &[audit_ref])?;
+    }
+    // The chain is its own log: its reflog would grow by a line per batch.
+    let _ = repo.reflog_delete(audit_ref);
+    report.loose_after = loose_objects(repo)?.len();
+    report.object_bytes = dir_bytes(&repo.path().join("objects"));
+    Ok(report)
+}
+
+/// Every loose object's id.
+pub fn loose_objects(repo: &Repository) -> Result<Vec<Oid>, StoreError> {
+    let objects = repo.path().join("objects");
+    let mut out = Vec::new();
+    let top = match fs::read_dir(&objects) {
+        Ok(t) => t,
+        Err(e) => return Err(StoreError::io("read", &objects, e)),
+    };
+    for dir in top.flatten() {
+        let name = dir.file_name();
+        let Some(prefix) = name.to_str().filter(|n| is_hex(n, 2)) else {
+            continue;
+        };
+        let Ok(files) = fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let rest = f.file_name();
+            if let Some(rest) = rest.to_str().filter(|n| is_hex(n, 38)) {
+                if let Ok(oid) = Oid::from_str(&format!("{prefix}{rest}")) {
+                    out.push(oid);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A pack with its index, and its size.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    pub pack: PathBuf,
+    pub idx: PathBuf,
+    pub bytes: u64,
+}
+
+/// The repository's packs that have an index and no `.keep` file, smallest
+/// first.
+pub fn packs(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
+    let dir = pack_dir(repo);
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StoreError::io("read", &dir, e)),
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("pack") {
+            continue;
+        }
+        let idx = path.with_extension("idx");
+        if !idx.exists() || path.with_extension("keep").exists() {
+            continue;
+        }
+        let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+        out.push(Pack {
+            pack: path,
+            idx,
+            bytes,
+        });
+    }
+    out.sort_by_key(|p| p.bytes);
+    Ok(out)
+}
+
+fn packs_count(repo: &Repository) -> Result<usize, StoreError> {
+    Ok(packs(repo)?.len())
+}
+
+/// The smallest packs to merge so that every pack left is at least twice
+/// the size of all smaller ones together (`packs` sorted smallest first).
+pub fn geometric_roll_up(packs: &[Pack]) -> Vec<Pack> {
+    let mut sum = 0u64;
+    let mut end = 0;
+    for (i, p) in packs.iter().enumerate() {
+        if i > 0 && p.bytes < sum.saturating_mul(2) {
+            end = i + 1;
+        }
+        sum += p.bytes;
+    }
+    if end == 0 && packs.len() > 1 && packs[1].bytes < packs[0].bytes.saturating_mul(2) {
+        end = 2;
+    }
+    packs[..end].to_vec()
+}
+
+/// The object ids a pack index (version 2) lists.
+pub fn idx_objects(idx: &Path) -> Result<Vec<Oid>, StoreError> {
+    let data = fs::read(idx).map_err(|e| StoreError::io("read", idx, e))?;
+    let bad = || {
+        StoreError::io(
+            "read",
+            idx,
+            std::io::Error::other("not a version 2 pack index"),
+        )
+    };
+    if data.len() < 8 + 256 * 4
+        || data[..4] != [0xff, b't', b'O', b'c']
+        || data[4..8] != [0, 0, 0, 2]
+    {
+        return Err(bad());
+    }
+    let at = 8 + 255 * 4;
+    let n = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+    let names = 8 + 256 * 4;
+    if data.len() < names + n * 20 {
+        return Err(bad());
+    }
+    (0..n)
+        .map(|i| {
+            Oid::from_bytes(&data[names + i * 20..names + (i + 1) * 20]).map_err(StoreError::from)
+        })
+        .collect()
+}
+
+/// Writes every object of `merge` into one new flushed pack, then removes
+/// the old packs.
+fn merge_packs(repo: &Repository, merge: &[Pack]) -> Result<(), StoreError> {
+    let mut objects = BTreeSet::new();
+    for p in merge {
+        objects.extend(idx_objects(&p.idx)?);
+    }
+    let objects: Vec<Oid> = objects.into_iter().collect();
+    let new = write_pack(repo, &objects)?;
+    for p in merge {
+        if p.pack == new {
+            continue;
+        }
+        // The index first: a pack without one is ignored by readers.
+        let _ = fs::remove_file(&p.idx);
+        let _ = fs::remove_file(&p.pack);
+        for ext in ["rev", "bitmap", "mtimes"] {
+            let _ = fs::remove_file(p.pack.with_extension(ext));
+        }
+    }
+    // Readers that had the old packs open keep reading them until they
+    // look again; the objects are in the new pack either way.
+    Ok(())
+}
+
+/// Moves every loose ref under `refs/` into `packed-refs` (as `git
+/// pack-refs --all` does): the new `packed-refs` is written under its lock
+/// and flushed, then each loose ref is removed under its own lock if it
+/// still holds the packed value. Refs in `skip` (moved by every write,
+/// such as the audit ref) stay loose. Returns how many were removed.
+pub fn pack_refs(repo: &Repository, skip: &[&str]) -> Result<usize, StoreError> {
+    let git_dir = repo.path();
+    let mut loose = loose_refs(git_dir)?;
+    loose.retain(|(name, _)| !skip.contains(&name.as_str()));
+    if loose.is_empty() {
+        return Ok(0);
+    }
+    let packed_path = git_dir.join("packed-refs");
+    let lock_path = git_dir.join("packed-refs.lock");
+    let lock = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        // Someone else (git, or a ref deletion) is rewriting it: next pass.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(0),
+        Err(e) => return Err(StoreError::io("create", &lock_path, e)),
+    };
+    let result = (|| {
+        let mut refs = std::collections::BTreeMap::new();
+        let mut peeled_lines = std::collections::BTreeMap::new();
+        if let Ok(text) = fs::read_to_string(&packed_path) {
+            let mut last: Option<String> = None;
+            for line in text.lines() {
+                if line.starts_with('#') || line.is_empty() {
+                    continue;
+                }
+                if let Some(peeled) = line.strip_prefix('^') {
+                    if let Some(name) = &last {
+                        peeled_lines.insert(name.clone(), peeled.to_string());
+                    }
+                    continue;
+                }
+                if let Some((oid, name)) = line.split_once(' ') {
+                    refs.insert(name.to_string(), oid.to_string());
+                    last = Some(name.to_string());
+                }
+            }
+        }
+        let mut packed_now = Vec::new();
+        for (name, oid) in &loose {
+            // A loose ref overrides a packed one; a peeled line of an older
+            // value would be wrong, so it goes.
+            peeled_lines.remove(name);
+            refs.insert(name.clone(), oid.to_string());
+            packed_now.push((name.clone(), *oid));
+        }
+        let mut text = String::from("# pack-refs with: peeled sorted \n");
+        for (name, oid) in &refs {
+            text.push_str(&format!("{oid} {name}\n"));
+            if let Some(p) = peeled_lines.get(name) {
+                text.push_str(&format!("^{p}\n"));
+            }
+        }
+        let mut f = &lock;
+        f.write_all(text.as_bytes())
+            .map_err(|e| StoreError::io("write", &lock_path, e))?;
+        lock.sync_all()
+            .map_err(|e| StoreError::io("sync", &lock_path, e))?;
+        fs::rename(&lock_path, &packed_path)
+            .map_err(|e| StoreError::io("rename", &lock_path, e))?;
+        sync_all_at_once(&[], &BTreeSet::from([git_dir.to_path_buf()]))?;
+        Ok(packed_now)
+    })();
+    let packed_now = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::remove_file(&lock_path);
+            return Err(e);
+        }
+    };
+    let mut removed = 0;
+    for (name, oid) in packed_now {
+        let path = git_dir.join(&name);
+        let ref_lock = path.with_extension("lock");
+        let Ok(_guard) = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&ref_lock)
+        else {
+            continue;
+        };
+        let still = fs::read_to_string(&path)
+            .ok()
+            .is_some_and(|t| t.trim() == oid.to_string());
+        if still && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+        let _ = fs::remove_file(&ref_lock);
+    }
+    Ok(removed)
+}
+
+/// Loose refs under `refs/` that point at an object (not symbolic).
+fn loose_refs(git_dir: &Path) -> Result<Vec<(String, Oid)>, StoreError> {
+    let mut out = Vec::new();
+    let mut stack = vec![git_dir.join("refs")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|x| x.to_str()) == Some("lock") {
+                continue;
+            }
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(oid) = Oid::from_str(text.trim()) else {
+                continue;
+            };
+            let Ok(rel) = path.strip_prefix(git_dir) else {
+                continue;
+            };
+            out.push((rel.to_string_lossy().into_owned(), oid));
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    usage(dir).1
+}
+
+/// Files under `dir`.
+pub fn file_count(dir: &Path) -> usize {
+    usage(dir).0
+}
+
+/// How many files are under `dir`, and their bytes.
+fn usage(dir: &Path) -> (usize, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => {
+                    files += 1;
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
+}

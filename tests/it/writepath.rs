@@ -1,0 +1,415 @@
+//! The write path: group commit gives the serial outcomes, `main` moves
+//! only through review, acknowledged writes survive SIGKILL, maintenance
+//! runs alongside writers without losing anything.
+
+use std::sync::{Arc, Barrier};
+
+use gov::app::agents::{self, ChargeInput};
+use gov::app::proposals::{decide, DecisionInput};
+use gov::app::service::Service;
+use gov::domain::audit::Actor;
+use gov::domain::proposal::Verdict;
+use serde_json::json;
+
+use crate::support::repo::{TestRepo, TestResult};
+use crate::support::server::{add_policies_and_agents, proposal, TestServer};
+
+fn service() -> TestResult<(TestRepo, Arc<Service>)> {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    let svc = Arc::new(Service::open(&repo.settings)?);
+    Ok((repo, svc))
+}
+
+/// Runs `f(i)` on `n` threads released together; the answers in order.
+fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, f) = (&barrier, &f);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a writer thread panicked"))
+            .collect()
+    })
+}
+
+fn submission(agent: &str, action: &str) -> TestResult<gov::app::proposals::Submission> {
+    Ok(serde_json::from_value(proposal(agent, action))?)
+}
+
+/// The index's `action_executed` entries, newest first.
+fn executed(svc: &Service) -> TestResult<Vec<gov::store::index::IndexedEntry>> {
+    Ok(svc
+        .governance()
+        .index()?
+        .query(&gov::store::index::AuditFilter {
+            event_type: Some("action_executed".into()),
+            ..Default::default()
+        })?)
+}
+
+fn verify_ok(repo: &TestRepo) -> TestResult {
+    let report = gov::app::audit::verify(&repo.settings)?;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let signers = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        repo.allowed_signers().display()
+    );
+    let o = repo.git(&["-c", &signers, "verify-commit", "gov/audit"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+#[test]
+fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestResult {
+    let (repo, svc) = service()?;
+    let (batches0, writers0) = svc.governance().batch_stats();
+    for round in 0..4 {
+        // 8 deciders of one proposal: exactly one decides it.
+        let p = gov::app::proposals::submit(&svc, submission("noop", "publish_content")?)?;
+        let id = p.proposal.proposal_id;
+        let answers = together(8, |i| {
+            let input = DecisionInput {
+                verdict: if i % 2 == 0 {
+                    Verdict::Approve
+                } else {
+                    Verdict::Reject
+                },
+                note: None,
+                final_: false,
+            };
+            decide(&svc, &id, &input, "operator")
+        });
+        let ok: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(ok.len(), 1, "round {round}: {answers:?}");
+        for a in answers.iter().filter_map(|a| a.as_ref().err()) {
+            assert!(a.to_string().contains("already decided"), "{a}");
+        }
+        let decided = svc
+            .governance()
+            .index()?
+            .query(&gov::store::index::AuditFilter {
+                event_type: Some("proposal_decided".into()),
+                proposal_id: Some(id.clone()),
+                ..Default::default()
+            })?;
+        assert_eq!(decided.len(), 1);
+
+        // 8 redeemers of one token: exactly one redeems it.
+        let issued = gov::app::credentials::issue(&svc, "noop", "scope", 60)?;
+        let answers = together(8, |_| {
+            gov::app::credentials::redeem(
+                &svc,
+                &issued.token,
+                &gov::app::credentials::Redeemer::Trusted,
+            )
+        });
+        assert_eq!(
+            answers.iter().filter(|a| a.is_ok()).count(),
+            1,
+            "{answers:?}"
+        );
+    }
+    let (batches, writers) = svc.governance().batch_stats();
+    assert!(
+        writers - writers0 > batches - batches0,
+        "no batch carried more than one writer: {batches} batches, {writers} writers"
+    );
+    verify_ok(&repo)
+}
+
+/// Charges of `capped` (1,000 tokens): the same sequence serially and
+/// concurrently ends with the same spend, the same number of refusals and
+/// the same pause state.
+#[test]
+fn charges_at_the_cap_match_the_serial_outcome() -> TestResult {
+    let input = ChargeInput {
+        tokens: 150,
+        dollars: Some(0.01),
+        tool: "t".into(),
+        task_id: None,
+        ..ChargeInput::default()
+    };
+    let outcome = |svc: &Service, answers: Vec<bool>| -> TestResult<(usize, i64, &'static str)> {
+        let b = agents::budget(svc, "capped", 0)?;
+        Ok((
+            answers.iter().filter(|ok| **ok).count(),
+            b.tokens_consumed,
+            b.status,
+        ))
+    };
+    let (_serial_repo, serial) = service()?;
+    let answers: Vec<bool> = (0..12)
+        .map(|_| agents::charge(&serial, "capped", &input, Actor::runner()).is_ok())
+        .collect();
+    let want = outcome(&serial, answers)?;
+    for _ in 0..3 {
+        let (repo, svc) = service()?;
+        let answers = together(12, |_| {
+            agents::charge(&svc, "capped", &input, Actor::runner()).is_ok()
+        });
+        assert_eq!(outcome(&svc, answers)?, want);
+        verify_ok(&repo)?;
+    }
+    Ok(())
+}
+
+/// A charge racing a pause: the outcome is that of one of the two serial
+/// orders, as the chain records it. A charge records money already spent,
+/// so it is recorded either way; what it answers (the agent paused or
+/// not) must match where the chain put it.
+#[test]
+fn a_charge_racing_a_pause_is_one_serial_order() -> TestResult {
+    let input = ChargeInput {
+        tokens: 10,
+        dollars: None,
+        tool: "t".into(),
+        task_id: None,
+        ..ChargeInput::default()
+    };
+    for _ in 0..4 {
+        let (_repo, svc) = service()?;
+        let answers = together(2, |i| {
+            if i == 0 {
+                agents::pause(&svc, "noop", "stop", Actor::operator("operator")).map(|_| None)
+            } else {
+                agents::charge(&svc, "noop", &input, Actor::runner()).map(|b| Some(b.status))
+            }
+        });
+        assert!(answers[0].is_ok(), "{:?}", answers[0]);
+        let index = svc.governance().index()?;
+        let seq_of = |event: &str| -> TestResult<Option<u64>> {
+            Ok(index
+                .query(&gov::store::index::AuditFilter {
+                    event_type: Some(event.into()),
+                    agent_id: Some("noop".into()),
+                    ..Default::default()
+                })?
+                .first()
+                .map(|e| e.entry.seq))
+        };
+        let paused = seq_of("agent_paused")?.ok_or("no pause recorded")?;
+        let charged = seq_of("budget_charge")?.ok_or("charge not recorded")?;
+        let status = match &answers[1] {
+            Ok(Some(status)) => *status,
+            other => return Err(format!("the charge was not recorded: {other:?}").into()),
+        };
+        if charged < paused {
+            assert_ne!(
+                status, "paused",
+                "a charge before the pause answered paused"
+            );
+        } else {
+            assert_eq!(status, "paused", "a charge after the pause did not see it");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> TestResult {
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let repo = s.repo.repo()?;
+    let main0 = repo.refname_to_id("refs/heads/main")?;
+    let mut auto_body = proposal("researcher", "research_only");
+    auto_body["requires_approval"] = json!(false);
+    let r = s.post("/proposals", None, &auto_body)?;
+    assert_eq!(r.body["status"], "auto-approved", "{:?}", r.body);
+    let auto = r.text("proposal_id");
+    assert_eq!(repo.refname_to_id("refs/heads/main")?, main0);
+
+    // The audit entry is its record, named by the API and the CLI.
+    let g = s.get(&format!("/proposals/{auto}"), Some(&s.operator))?;
+    let audit_commit = g.text("audit_commit");
+    let c = repo.find_commit(git2::Oid::from_str(&audit_commit)?)?;
+    assert!(c.message().unwrap_or("").contains(&auto));
+    assert!(
+        repo.graph_descendant_of(repo.refname_to_id("refs/heads/gov/audit")?, c.id())?
+            || repo.refname_to_id("refs/heads/gov/audit")? == c.id()
+    );
+    let out = s.repo.gov(&["proposals", "show", &auto])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("audit commit     {audit_commit}\n")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let body = proposal("noop", "publish_content");
+    let r = s.post("/proposals", None, &body)?;
+    assert_eq!(r.body["status"], "pending", "{:?}", r.body);
+    let id = r.text("proposal_id");
+    assert_eq!(repo.refname_to_id("refs/heads/main")?, main0);
+    let d = s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &json!({"decision": "approve"}),
+    )?;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    let main1 = repo.refname_to_id("refs/heads/main")?;
+    let merge = repo.find_commit(main1)?;
+    assert_eq!(merge.parent_count(), 2);
+    assert_eq!(
+        merge.parent_id(0)?,
+        main0,
+        "main moved by more than one commit"
+    );
+    let submitted: chrono::DateTime<chrono::Utc> = body["submitted_at"]
+        .as_str()
+        .ok_or("no submitted_at")?
+        .parse()?;
+    let path = format!("proposals/{}/{id}.toml", submitted.format("%Y/%m"));
+    assert!(
+        merge.tree()?.get_path(std::path::Path::new(&path)).is_ok(),
+        "{path}"
+    );
+    let signers = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        s.repo.allowed_signers().display()
+    );
+    let o = s.repo.git(&["-c", &signers, "verify-commit", "main"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+#[test]
+fn maintenance_while_writers_run_loses_nothing() -> TestResult {
+    let (repo, svc) = service()?;
+    // A backlog of loose objects, as an older gov or `git` leaves them.
+    let git = repo.repo()?;
+    for i in 0..300 {
+        git.blob(format!("loose {i}").as_bytes())?;
+    }
+    let files_before = gov::store::maintain::file_count(&repo.root().join(".git"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::thread::scope(|s| -> TestResult<usize> {
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (svc, stop) = (&svc, &stop);
+                s.spawn(move || -> usize {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200 {
+                        let e = gov::domain::audit::NewEntry::new(
+                            Actor::server(),
+                            gov::domain::audit::Event::from_parts(
+                                "action_executed".into(),
+                                json!({"n": n}),
+                            ),
+                        )
+                        .agent(format!("w{w}"));
+                        if svc.governance().append(vec![e]).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        for _ in 0..5 {
+            svc.governance().maintain()?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(writers.into_iter().map(|h| h.join().unwrap_or(0)).sum())
+    })?;
+    let r = svc.governance().maintain()?;
+    assert_eq!(r.loose_after, 0, "{r:?}");
+    assert!(r.packs_after <= 3, "{r:?}");
+    let files_after = gov::store::maintain::file_count(&repo.root().join(".git"));
+    assert!(
+        files_after < files_before,
+        "{files_before} -> {files_after}"
+    );
+    assert_eq!(executed(&svc)?.len(), written);
+    let o = repo.git(&["fsck", "--connectivity-only", "--no-dangling"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    verify_ok(&repo)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    // What is in force is what is on main: commit the setting there.
+    crate::support::server::commit_to_main(
+        &repo,
+        &[(
+            "gov.toml".into(),
+            b"[server]\nagent_auth = \"optional\"\n".to_vec(),
+        )],
+        "agent_auth optional",
+    )?;
+    let mut child = std::process::Command::new(crate::support::gov_bin())
+        .args(["serve", "--port", "0"])
+        .current_dir(repo.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut reader = std::io::BufReader::new(out);
+    std::io::BufRead::read_line(&mut reader, &mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("gov serve: listening on ")
+        .ok_or_else(|| format!("server said `{line}`"))?
+        .trim_end_matches('/')
+        .to_string();
+    let acked = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (url, acked) = (&url, &acked);
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build();
+                for n in 0..200 {
+                    let body = json!({"agent_id": format!("k{t}"), "event_type": "action_executed", "payload": {"t": t, "n": n}});
+                    match agent.post(&format!("{url}/audit")).send_json(body) {
+                        Ok(r) if r.status() == 201 || r.status() == 200 => {
+                            if let Ok(mut a) = acked.lock() {
+                                a.push((t, n));
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let _ = child.kill();
+    });
+    let _ = child.wait();
+    let acked = acked.into_inner()?;
+    assert!(
+        !acked.is_empty(),
+        "no write was acknowledged before the kill"
+    );
+    // Restart: every acknowledged entry is in the chain; verify passes.
+    let svc = Service::open(&repo.settings)?;
+    let rows = executed(&svc)?;
+    let have: std::collections::BTreeSet<(u64, u64)> = rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.entry.entry.payload().get("t")?.as_u64()?,
+                r.entry.entry.payload().get("n")?.as_u64()?,
+            ))
+        })
+        .collect();
+    for (t, n) in &acked {
+        assert!(
+            have.contains(&(*t as u64, *n as u64)),
+            "acknowledged write {t}/{n} lost"
+        );
+    }
+    verify_ok(&repo)
+}
