@@ -113,7 +113,7 @@ pub struct Proposal {
     /// rejection or expiry); `None` when it went straight to main.
     #[serde(default)]
     pub branch: Option<String>,
-    /// The commit that added `proposals/<id>.toml`.
+    /// The commit that added the proposal's file (`Proposal::file_path`).
     #[serde(default)]
     pub commit: Option<String>,
     /// The approval merge on main.
