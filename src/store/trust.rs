@@ -272,7 +272,7 @@ impl TrustState {
 /// Whether `oid` carries a good signature by an approver of `signers`;
 /// otherwise why not, phrased to follow "but".
 fn approver_signature(repo: &Repository, signers: &AllowedSigners, oid: Oid) -> Result<(), String> {
-    match commit_signature(repo, signers, oid) {
+    match crate::store::entry_check::signature_status(repo, signers, oid) {
         SignatureCheck::Good {
             principal, roles, ..
         } => {
@@ -288,22 +288,6 @@ fn approver_signature(repo: &Repository, signers: &AllowedSigners, oid: Oid) -> 
         SignatureCheck::Bad(why) => Err(format!(
             "its signature does not count under the `allowed_signers` in force: {why}"
         )),
-    }
-}
-
-/// Checks one commit's signature against the allowed signers.
-pub fn commit_signature(
-    repo: &Repository,
-    signers: &AllowedSigners,
-    commit: Oid,
-) -> SignatureCheck {
-    match repo.extract_signature(&commit, Some("gpgsig")) {
-        Ok((sig, data)) => match sig.as_str() {
-            Some(s) => signers.check(s, &data),
-            None => SignatureCheck::Bad("signature is not text".into()),
-        },
-        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
-        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
     }
 }
 
