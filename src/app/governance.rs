@@ -236,6 +236,14 @@ impl Governance {
             _ => None,
         };
         let repo = open_repo(settings)?;
+        {
+            // A writer killed mid-update (SIGKILL, power loss) can leave a
+            // ref's lock file behind; it would fail every later write.
+            let lock = ChainLock::acquire(repo.path())?;
+            for path in lock.remove_stale_ref_locks(repo.path()) {
+                tracing::warn!(path = %path.display(), "removed a ref lock left by a writer that died");
+            }
+        }
         let mut index = Index::open(&settings.index_path())?;
         let mut check = entry_check(settings);
         // Tampering does not stop the process from starting: it serves what

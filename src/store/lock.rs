@@ -7,7 +7,7 @@
 //! [`ChainLock`] is dropped, or when the process dies.
 
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::git::StoreError;
 
@@ -46,6 +46,39 @@ impl ChainLock {
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {
     file.lock()
+}
+
+impl ChainLock {
+    /// Removes the lock files of gov's own refs (`refs/heads/gov/**`,
+    /// `refs/gov/**`) that a writer killed in the middle of a ref update
+    /// left behind: every gov writer moves those refs only while it holds
+    /// this lock, so while we hold it such a file is stale, and left in
+    /// place it would fail every later write to its ref. Returns the files
+    /// removed.
+    pub fn remove_stale_ref_locks(&self, git_dir: &Path) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for dir in ["refs/heads/gov", "refs/gov"] {
+            remove_locks_under(&git_dir.join(dir), &mut removed);
+        }
+        removed
+    }
+}
+
+fn remove_locks_under(dir: &Path, removed: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_lock = path.extension().is_some_and(|x| x == "lock");
+        match e.file_type() {
+            Ok(t) if t.is_dir() => remove_locks_under(&path, removed),
+            Ok(t) if t.is_file() && is_lock && std::fs::remove_file(&path).is_ok() => {
+                removed.push(path)
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Drop for ChainLock {

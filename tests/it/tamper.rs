@@ -553,3 +553,28 @@ fn idle_and_slow_connections_are_closed() -> TestResult {
     assert_eq!(s.get("/status", Some(&s.operator))?.status, 200);
     Ok(())
 }
+
+#[test]
+fn a_ref_lock_left_by_a_killed_writer_does_not_block_writes_after_restart() -> TestResult {
+    let mut s = TestServer::start()?;
+    s.agent_token("noop")?;
+    s.stop();
+    // What a writer killed between taking a ref's lock and renaming it
+    // leaves: the audit ref's lock file, and one of a proposal branch.
+    let git_dir = s.repo.root().join(".git");
+    let audit_lock = git_dir.join("refs/heads/gov/audit.lock");
+    std::fs::write(&audit_lock, "0000000000000000000000000000000000000000\n")?;
+    std::fs::create_dir_all(git_dir.join("refs/heads/gov/proposal"))?;
+    let branch_lock = git_dir.join("refs/heads/gov/proposal/x.lock");
+    std::fs::write(&branch_lock, "")?;
+    s.restart()?;
+    let r = s.post(
+        "/audit",
+        Some(&s.operator),
+        &json!({"event_type": "after_restart", "agent_id": "noop"}),
+    )?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!audit_lock.exists());
+    assert!(!branch_lock.exists());
+    Ok(())
+}
