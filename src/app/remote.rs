@@ -254,9 +254,21 @@ pub fn remote_status(svc: &Service) -> Result<Option<RemoteStatus>, AppError> {
         let theirs = repo.refname_to_id(&tracking_ref(&remote, branch)).ok();
         Ok(commits_ahead(&repo, local, theirs)?)
     };
+    // Audit entries are numbered: what the remote lacks is the difference
+    // of the two tips' sequence numbers, not a walk of the whole chain
+    // (this runs for every `/status` and every dashboard page).
+    let seq_at = |refname: &str| -> u64 {
+        repo.refname_to_id(refname)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+            .and_then(|c| c.message().and_then(crate::store::audit::seq_of_message))
+            .unwrap_or(0)
+    };
+    let audit_entries = seq_at(&format!("refs/heads/{}", settings.audit_ref))
+        .saturating_sub(seq_at(&tracking_ref(&remote, &settings.audit_ref)));
     let mut waiting = Waiting {
         main_commits: ahead(&settings.main_branch)?,
-        audit_entries: ahead(&settings.audit_ref)?,
+        audit_entries: usize::try_from(audit_entries).unwrap_or(usize::MAX),
         proposal_branches: Vec::new(),
     };
     let pending = svc.read(|conn| projection::proposals(conn, Some("pending"), u32::MAX))?;
