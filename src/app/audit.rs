@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use git2::{Oid, Repository};
 
 use crate::app::governance::{open_index, open_repo, GovError};
+use crate::app::orphans::Orphan;
 use crate::config::Settings;
 use crate::domain::audit::Event;
 use crate::domain::event::VIA_FORGE;
@@ -54,6 +55,10 @@ struct ForgeRecords {
     squashes: std::collections::HashMap<String, String>,
     /// Commits flagged as tampered forge merges, with the problem found.
     tampered: std::collections::HashMap<String, String>,
+    /// Proposals that wait for a person, with their branch and commit.
+    pending: std::collections::HashMap<String, crate::app::orphans::PendingBranch>,
+    /// Proposals decided or expired (entries are noted newest first).
+    closed: std::collections::HashSet<String>,
 }
 
 impl ForgeRecords {
@@ -62,17 +67,34 @@ impl ForgeRecords {
             Event::ProposalSubmitted(s) => {
                 self.proposals.insert(s.proposal.proposal_id.clone());
                 let commit = s.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
-                if let (Some(c), Some(_)) = (commit, &s.proposal.branch) {
+                if let (Some(c), Some(branch)) = (commit, &s.proposal.branch) {
                     let p = &s.proposal;
                     self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
+                    let open = p.status == crate::domain::proposal::ProposalStatus::Pending;
+                    if open && !self.closed.contains(&p.proposal_id) {
+                        let pending = crate::app::orphans::PendingBranch {
+                            branch: branch.clone(),
+                            commit: c,
+                        };
+                        self.pending.insert(p.proposal_id.clone(), pending);
+                    }
                 }
+            }
+            Event::ProposalExpired(x) => {
+                self.pending.remove(&x.proposal.proposal_id);
+                self.closed.insert(x.proposal.proposal_id.clone());
             }
             Event::AuditFlagProposalTampered(t) if t.via.as_deref() == Some(VIA_FORGE) => {
                 if let Some(m) = &t.merge_commit {
                     self.tampered.insert(m.clone(), t.problem.clone());
                 }
             }
-            Event::ProposalDecided(d) if d.via.as_deref() == Some(VIA_FORGE) => {
+            Event::ProposalDecided(d) => {
+                self.pending.remove(&d.proposal.proposal_id);
+                self.closed.insert(d.proposal.proposal_id.clone());
+                if d.via.as_deref() != Some(VIA_FORGE) {
+                    return;
+                }
                 if let Some(m) = &d.merge_commit {
                     self.approvals.insert(m.clone());
                     let squash = d.kind.as_deref() == Some("squash") && d.evidence.is_some();
@@ -437,21 +459,25 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     }
     check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
     check_in_force(settings, &repo, &forge, &mut report, &mut found)?;
-    let orphans = crate::app::orphans::orphan_branches(&repo, &settings.proposal_prefix, |id| {
-        Ok(forge.proposals.contains(id))
-    })
-    .map_err(|e| StoreError::BadEntry {
-        commit: "-".into(),
-        reason: e.to_string(),
-    })?;
-    for (name, commit) in orphans {
+    let main = repo.refname_to_id(&settings.main_refname()).ok();
+    let known = |id: &str| Ok(forge.proposals.contains(id));
+    let orphans =
+        crate::app::orphans::find(&repo, settings, main, &signers, &forge.pending, &known)
+            .map_err(|e| StoreError::BadEntry {
+                commit: "-".into(),
+                reason: e.to_string(),
+            })?;
+    for orphan in orphans {
+        let commit = match &orphan {
+            Orphan::Unrecorded { commit, .. }
+            | Orphan::Renamed { commit, .. }
+            | Orphan::Missing { commit, .. } => *commit,
+            Orphan::Approval { merge, .. } | Orphan::UnsignedMerge { merge, .. } => *merge,
+        };
         found.push(Problem {
             seq: None,
             commit: Some(commit.to_string()),
-            reason: format!(
-                "orphan: branch `{}` has no `proposal_submitted` entry (the next `gov serve` or `gov watchdog` sets it aside)",
-                name.strip_prefix("refs/heads/").unwrap_or(&name)
-            ),
+            reason: orphan.describe(&settings.main_branch),
         });
     }
     report.problems = found;

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use git2::{Oid, Repository};
@@ -36,7 +36,7 @@ use crate::store::index::Index;
 /// The role a writer signs as (server, watchdog, approver).
 pub use crate::store::keys::Role;
 use crate::store::keys::{KeyError, SigningKey};
-use crate::store::lock::ChainLock;
+use crate::store::lock::{ChainLock, OpenLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GovError {
@@ -136,6 +136,11 @@ pub struct Governance {
     tampered: Mutex<Option<String>>,
     /// Batches flushed and writers they carried, since opening.
     stats: (AtomicU64, AtomicU64),
+    /// Held while open: `gov audit recover` refuses to run meanwhile.
+    _open: OpenLock,
+    /// A flush failed: Git refs may have moved without the entries that
+    /// record them (`app::orphans` repairs before the next write).
+    repair_due: AtomicBool,
 }
 
 impl std::fmt::Debug for Governance {
@@ -236,6 +241,7 @@ impl Governance {
             _ => None,
         };
         let repo = open_repo(settings)?;
+        let open = OpenLock::shared(repo.path())?;
         {
             // A writer killed mid-update (SIGKILL, power loss) can leave a
             // ref's lock file behind; it would fail every later write.
@@ -276,7 +282,20 @@ impl Governance {
             reader: Mutex::new(reader),
             tampered: Mutex::new(tampered),
             stats: (AtomicU64::new(0), AtomicU64::new(0)),
+            repair_due: AtomicBool::new(false),
+            _open: open,
         })
+    }
+
+    /// Whether a flush failed since the last call: Git changes may be
+    /// left without their entries, to repair before the next write.
+    pub fn take_repair_due(&self) -> bool {
+        self.repair_due.swap(false, Ordering::SeqCst)
+    }
+
+    /// Asks for a repair before the next write.
+    pub fn set_repair_due(&self) {
+        self.repair_due.store(true, Ordering::SeqCst);
     }
 
     /// Why writes are refused, if tampering was found.
@@ -491,6 +510,7 @@ impl Governance {
     ) -> Result<(), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         if let Err(e) = staged.flush(repo, "gov: batch") {
+            self.repair_due.store(true, Ordering::SeqCst);
             w.index.rollback_batch();
             return Err((why(&e), e.is_storage_full()));
         }

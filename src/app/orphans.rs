@@ -1,84 +1,409 @@
 //! A Git change never outlives its entry.
 //!
-//! A proposal branch is written before the `proposal_submitted` entry that
-//! records it, in one chain-lock hold. If the append fails or the process
-//! dies in between, the branch is an orphan: no entry names it. Under the
-//! chain lock nobody is between the two steps, so [`repair`] (run when a
-//! server, watchdog or CLI command opens the repository, and after a
-//! submission fails) rolls such a branch back: it is moved to
-//! `refs/gov/orphaned/<branch>` (kept, never deleted) and a
-//! `proposal_orphan_set_aside` entry records it. `gov audit verify` names
-//! any orphan branch that is still there.
+//! A batch moves Git refs (a proposal branch, an approval merge on `main`,
+//! a rejection's or expiry's rename) and the audit ref that records them;
+//! `Staged::flush` moves the audit ref last. So if the flush fails or the
+//! process dies in between, Git changes are left that no entry records,
+//! never an entry whose Git change is missing. Under the chain lock nobody
+//! is between the two steps, so [`repair`] (run when a server, watchdog or
+//! CLI command opens the repository, and by the next writer after a failed
+//! flush) finds them ([`find`]) and repairs each:
+//!
+//! - a proposal branch (`<prefix><id>`, `gov/policy/<id>`) whose proposal
+//!   no entry records: set aside under `refs/gov/orphaned/` (kept, never
+//!   deleted), `proposal_orphan_set_aside`;
+//! - a `gov/rejected/<id>` or `gov/expired/<id>` name of a proposal the
+//!   chain says is pending: set aside the same way (the rejection or expiry
+//!   did not happen), and the pending branch put back at its submitted
+//!   commit if the rename had removed it, `proposal_branch_restored`;
+//! - an approval merge on `main`, signed by an approver key, of a proposal
+//!   the chain says is pending: the `proposal_decided` entry the merge
+//!   proves is written (with `repaired` saying so). `main` moves only
+//!   through review and the merge is the approver's signed act, so the
+//!   record follows Git rather than `main` being moved back under anyone
+//!   who already read it.
+//!
+//! A merge of a pending proposal that no approver signed (a forge merge
+//! taken by a `gov sync` whose append failed) is not repaired here: it is
+//! named by `gov audit verify`, and the approver-signed merge check there
+//! already refuses it. `gov audit verify` names every kind still present.
 
-use git2::Repository;
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use chrono::TimeZone;
+use git2::{Oid, Repository};
 
 use super::error::AppError;
 use super::service::{Service, Step};
-use crate::domain::audit::{Actor, Event, NewEntry};
-use crate::domain::event::OrphanSetAside;
+use crate::config::Settings;
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
+use crate::domain::event::{BranchRestored, OrphanSetAside};
+use crate::domain::proposal::Proposal;
+use crate::store::entry_check::{signature_problem, signature_status, SignersSource};
+use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
 use crate::store::projection;
 
-/// Where orphan branches are kept.
+/// Where set-aside refs are kept.
 pub const ORPHAN_PREFIX: &str = "refs/gov/orphaned/";
 
-/// Proposal branches (full ref names) whose proposal `known` does not know.
-pub fn orphan_branches(
+/// The names a rejected or expired proposal's branch is renamed to.
+pub const DECIDED_PREFIXES: [&str; 2] = ["gov/rejected/", "gov/expired/"];
+
+/// A pending proposal as the chain has it: its branch and submitted commit.
+#[derive(Debug, Clone)]
+pub struct PendingBranch {
+    pub branch: String,
+    pub commit: Oid,
+}
+
+/// A Git change that no entry records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Orphan {
+    /// A proposal or policy-change branch (full ref name) whose proposal no
+    /// entry records.
+    Unrecorded { refname: String, commit: Oid },
+    /// A rejection's or expiry's name (full ref name) of a proposal still
+    /// pending.
+    Renamed {
+        id: String,
+        refname: String,
+        commit: Oid,
+    },
+    /// A pending proposal whose branch is gone.
+    Missing {
+        id: String,
+        branch: String,
+        commit: Oid,
+    },
+    /// An approver-signed merge of a pending proposal on `main`.
+    Approval {
+        id: String,
+        merge: Oid,
+        approver: String,
+    },
+    /// A merge of a pending proposal on `main` that no approver signed.
+    UnsignedMerge { id: String, merge: Oid, why: String },
+}
+
+fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_string()
+}
+
+fn branch_name(refname: &str) -> &str {
+    refname.strip_prefix("refs/heads/").unwrap_or(refname)
+}
+
+impl Orphan {
+    /// What `gov audit verify` says about it.
+    pub fn describe(&self, main_branch: &str) -> String {
+        match self {
+            Orphan::Unrecorded { refname, .. } => format!(
+                "orphan: branch `{}` has no `proposal_submitted` entry (the next `gov serve` or `gov watchdog` sets it aside)",
+                branch_name(refname)
+            ),
+            Orphan::Renamed { id, refname, .. } => format!(
+                "orphan: branch `{}` renames proposal `{id}`, which no entry decided (the next `gov serve` or `gov watchdog` sets it aside)",
+                branch_name(refname)
+            ),
+            Orphan::Missing { id, branch, commit } => format!(
+                "orphan: pending proposal `{id}` has lost its branch `{branch}` (commit {}) to a rejection or expiry no entry records (the next `gov serve` or `gov watchdog` puts it back)",
+                short(*commit)
+            ),
+            Orphan::Approval { id, merge, approver } => format!(
+                "orphan: merge {} on `{main_branch}` by `{approver}` approves proposal `{id}`, which no `proposal_decided` entry records (the next `gov serve` or `gov watchdog` writes it)",
+                short(*merge)
+            ),
+            Orphan::UnsignedMerge { id, merge, why } => format!(
+                "orphan: merge {} on `{main_branch}` of proposal `{id}` has no `proposal_decided` entry and is {why}",
+                short(*merge)
+            ),
+        }
+    }
+}
+
+/// Finds the Git changes no entry records. `known` says whether an entry
+/// records a proposal id; `pending` holds the proposals the chain says wait
+/// for a person; `main` is `main`'s tip (as the caller sees it) and
+/// `signers` the allowed signers that judge its merges.
+pub fn find(
     repo: &Repository,
-    prefix: &str,
-    known: impl Fn(&str) -> Result<bool, AppError>,
-) -> Result<Vec<(String, git2::Oid)>, AppError> {
+    settings: &Settings,
+    main: Option<Oid>,
+    signers: &AllowedSigners,
+    pending: &HashMap<String, PendingBranch>,
+    known: &dyn Fn(&str) -> Result<bool, AppError>,
+) -> Result<Vec<Orphan>, AppError> {
     let mut out = Vec::new();
-    let head = format!("refs/heads/{prefix}");
-    for r in repo.references_glob(&format!("{head}*"))? {
-        let r = r?;
-        let (Some(name), Some(target)) = (r.name(), r.target()) else {
-            continue;
-        };
-        let Some(id) = name.strip_prefix(&head) else {
-            continue;
-        };
-        if !known(id)? {
-            out.push((name.to_string(), target));
+    let prefixes = [
+        settings.proposal_prefix.as_str(),
+        crate::app::policy_change::POLICY_BRANCH_PREFIX,
+    ];
+    for prefix in prefixes {
+        for (refname, commit, id) in branches(repo, prefix)? {
+            if !known(&id)? {
+                out.push(Orphan::Unrecorded { refname, commit });
+            }
+        }
+    }
+    for prefix in DECIDED_PREFIXES {
+        for (refname, commit, id) in branches(repo, prefix)? {
+            if pending.contains_key(&id) {
+                out.push(Orphan::Renamed {
+                    id,
+                    refname,
+                    commit,
+                });
+            }
+        }
+    }
+    let mut by_commit = HashMap::new();
+    for (id, p) in pending {
+        by_commit.insert(p.commit, id.clone());
+        let refname = format!("refs/heads/{}", p.branch);
+        if repo.refname_to_id(&refname).is_err() && repo.find_commit(p.commit).is_ok() {
+            out.push(Orphan::Missing {
+                id: id.clone(),
+                branch: p.branch.clone(),
+                commit: p.commit,
+            });
+        }
+    }
+    if let (Some(tip), false) = (main, by_commit.is_empty()) {
+        // Main moves only through review: its first-parent history is
+        // short, and an approval merge's second parent is the submitted
+        // proposal commit.
+        let mut next = Some(tip);
+        while let Some(oid) = next {
+            let commit = repo.find_commit(oid)?;
+            next = commit.parent_ids().next();
+            let Some(id) = commit.parent_id(1).ok().and_then(|p| by_commit.get(&p)) else {
+                continue;
+            };
+            let check = signature_status(repo, signers, oid);
+            match (&check, signature_problem(&check, &[Role::Approver])) {
+                (SignatureCheck::Good { principal, .. }, None) => out.push(Orphan::Approval {
+                    id: id.clone(),
+                    merge: oid,
+                    approver: principal
+                        .strip_suffix(&format!("@{}.gov", Role::Approver.as_str()))
+                        .unwrap_or(principal)
+                        .to_string(),
+                }),
+                (_, problem) => out.push(Orphan::UnsignedMerge {
+                    id: id.clone(),
+                    merge: oid,
+                    why: problem.unwrap_or_default(),
+                }),
+            }
         }
     }
     Ok(out)
 }
 
-/// Sets every orphan proposal branch aside and records it. Returns how
-/// many there were.
+/// The branches under `refs/heads/<prefix>`: full name, target, the rest
+/// of the name (the proposal id).
+fn branches(repo: &Repository, prefix: &str) -> Result<Vec<(String, Oid, String)>, AppError> {
+    let head = format!("refs/heads/{prefix}");
+    let mut out = Vec::new();
+    for r in repo.references_glob(&format!("{head}*"))? {
+        let r = r?;
+        let (Some(name), Some(target)) = (r.name(), r.target()) else {
+            continue;
+        };
+        if let Some(id) = name.strip_prefix(&head) {
+            out.push((name.to_string(), target, id.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+thread_local! {
+    static REPAIRING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside [`repair`].
+pub fn repairing() -> bool {
+    REPAIRING.with(Cell::get)
+}
+
+struct Repairing;
+
+impl Repairing {
+    fn start() -> Repairing {
+        REPAIRING.with(|r| r.set(true));
+        Repairing
+    }
+}
+
+impl Drop for Repairing {
+    fn drop(&mut self) {
+        REPAIRING.with(|r| r.set(false));
+    }
+}
+
+/// Pending proposals by id: their branches, and the proposals.
+type Pending = (HashMap<String, PendingBranch>, HashMap<String, Proposal>);
+
+/// The pending proposals of the index, by id.
+fn pending_branches(conn: &rusqlite::Connection) -> Result<Pending, AppError> {
+    let mut branches = HashMap::new();
+    let mut proposals = HashMap::new();
+    for p in projection::proposals(conn, Some("pending"), u32::MAX)? {
+        let commit = p.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+        if let (Some(branch), Some(commit)) = (p.branch.clone(), commit) {
+            branches.insert(p.proposal_id.clone(), PendingBranch { branch, commit });
+        }
+        proposals.insert(p.proposal_id.clone(), p);
+    }
+    Ok((branches, proposals))
+}
+
+/// The approval note an approval merge's message carries.
+fn merge_note(message: &str) -> Option<String> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("Note: "))
+        .map(str::to_string)
+}
+
+/// Repairs every Git change no entry records (see the module docs), in one
+/// batch with the entries that record the repairs. Returns how many there
+/// were.
 pub fn repair(svc: &Service) -> Result<usize, AppError> {
-    let prefix = svc.settings().proposal_prefix.clone();
+    let _repairing = Repairing::start();
+    let settings = svc.settings().clone();
+    let signers = SignersSource {
+        main_ref: settings.main_refname(),
+        file: settings.allowed_signers_path(),
+    };
     svc.transact(|tx| -> Step<usize> {
         let conn = tx.index().conn();
-        let orphans = orphan_branches(tx.repo(), &prefix, |id| {
-            Ok(projection::proposal(conn, id)?.is_some())
-        })?;
+        let (pending, proposals) = pending_branches(conn)?;
+        let main = tx.ref_target(&settings.main_refname())?;
+        let repo = tx.repo();
+        // Without allowed signers no merge is proven; the rest is still
+        // repaired.
+        let allowed = signers.load(repo).unwrap_or_default();
+        let known = |id: &str| Ok(projection::proposal(conn, id)?.is_some());
+        let orphans = find(repo, &settings, main, &allowed, &pending, &known)?;
         let mut entries = Vec::new();
-        for (name, commit) in &orphans {
-            let short = name.strip_prefix("refs/heads/").unwrap_or(name);
-            let kept = format!("{ORPHAN_PREFIX}{short}");
-            // Staged with the entry that records it: both are made durable
-            // by the batch's flush, or neither.
-            let repo = tx.repo();
-            if tx.ref_target(name)? != Some(*commit) {
-                // Already set aside earlier in this batch.
-                continue;
+        for orphan in &orphans {
+            if let Some(entry) = repair_one(tx, &proposals, orphan)? {
+                entries.push(entry);
             }
-            let was = tx.ref_target(&kept)?;
-            tx.staged().set(repo, &kept, Some(*commit), was)?;
-            tx.staged().set(repo, name, None, Some(*commit))?;
-            tracing::warn!(branch = %short, "set aside a proposal branch no entry records");
-            let set_aside = OrphanSetAside {
-                branch: short.to_string(),
-                commit: commit.to_string(),
-                kept_as: kept,
-                reason: "no proposal_submitted entry records it: the writer failed or died before its entry".into(),
-            };
-            entries.push(NewEntry::new(
-                Actor::server(),
-                Event::ProposalOrphanSetAside(set_aside),
-            ));
         }
         Ok((Ok(entries.len()), entries))
     })
+}
+
+fn set_aside(
+    tx: &mut crate::app::governance::Tx<'_>,
+    refname: &str,
+    commit: Oid,
+    reason: &str,
+) -> Result<Option<NewEntry>, AppError> {
+    if tx.ref_target(refname)? != Some(commit) {
+        // Already set aside earlier in this batch.
+        return Ok(None);
+    }
+    let short = branch_name(refname);
+    let kept = format!("{ORPHAN_PREFIX}{short}");
+    let repo = tx.repo();
+    let was = tx.ref_target(&kept)?;
+    // Staged with the entry that records it: both are made durable by the
+    // batch's flush, or neither.
+    tx.staged().set(repo, &kept, Some(commit), was)?;
+    tx.staged().set(repo, refname, None, Some(commit))?;
+    tracing::warn!(branch = %short, "set aside a branch no entry records");
+    let set_aside = OrphanSetAside {
+        branch: short.to_string(),
+        commit: commit.to_string(),
+        kept_as: kept,
+        reason: reason.into(),
+    };
+    Ok(Some(NewEntry::new(
+        Actor::server(),
+        Event::ProposalOrphanSetAside(set_aside),
+    )))
+}
+
+fn repair_one(
+    tx: &mut crate::app::governance::Tx<'_>,
+    proposals: &HashMap<String, Proposal>,
+    orphan: &Orphan,
+) -> Result<Option<NewEntry>, AppError> {
+    match orphan {
+        Orphan::Unrecorded { refname, commit } => set_aside(
+            tx,
+            refname,
+            *commit,
+            "no proposal_submitted entry records it: the writer failed or died before its entry",
+        ),
+        Orphan::Renamed { id, refname, commit } => Ok(set_aside(
+            tx,
+            refname,
+            *commit,
+            "no entry decided the proposal, which is still pending: the rejection or expiry failed or died before its entry",
+        )?
+        .map(|e| e.proposal(id))),
+        Orphan::Missing { id, branch, commit } => {
+            let refname = format!("refs/heads/{branch}");
+            let repo = tx.repo();
+            tx.staged().set(repo, &refname, Some(*commit), None)?;
+            tracing::warn!(%branch, "put back the branch of a pending proposal");
+            let restored = BranchRestored {
+                branch: branch.clone(),
+                commit: commit.to_string(),
+                reason: "the proposal is still pending: the rejection or expiry that removed its branch failed or died before its entry".into(),
+            };
+            let agent = proposals.get(id).map(|p| p.agent_id.clone());
+            let entry = NewEntry::new(Actor::server(), Event::ProposalBranchRestored(restored))
+                .proposal(id);
+            Ok(Some(match agent {
+                Some(a) => entry.agent(&a),
+                None => entry,
+            }))
+        }
+        Orphan::Approval {
+            id,
+            merge,
+            approver,
+        } => {
+            let Some(p) = proposals.get(id) else {
+                return Ok(None);
+            };
+            let commit = tx.repo().find_commit(*merge)?;
+            let at = chrono::Utc
+                .timestamp_opt(commit.time().seconds(), 0)
+                .single()
+                .map_or_else(|| Timestamp(chrono::Utc::now()), Timestamp);
+            let note = merge_note(commit.message().unwrap_or_default());
+            tracing::warn!(proposal = %id, merge = %merge, "recorded an approval merge whose entry was missing");
+            Ok(Some(crate::app::proposals::approval_proven_by_merge(
+                p.clone(),
+                &merge.to_string(),
+                approver,
+                note,
+                at,
+                "the approval's own entry failed or died after its merge landed on main; this entry records what the approver-signed merge proves",
+            )))
+        }
+        Orphan::UnsignedMerge { id, merge, .. } => {
+            tracing::warn!(proposal = %id, merge = %merge, "a merge of a pending proposal on main has no entry and no approver signature; `gov audit verify` names it");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_note_comes_from_the_merge_message() {
+        let m = "approve proposal p: send_email by noop\n\nApproved by op.\nNote: ship it\n";
+        assert_eq!(merge_note(m).as_deref(), Some("ship it"));
+        assert_eq!(merge_note("approve proposal p\n"), None);
+    }
 }

@@ -230,15 +230,7 @@ pub fn refuse_if_paused(
 /// Submits a proposal: the gate.
 pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
     sub.validate()?;
-    let result = submit_checked(svc, sub);
-    if matches!(result, Err(AppError::Internal(_))) {
-        // The branch may be written and its entry not: the next writer is
-        // this one, right away.
-        if let Err(e) = super::orphans::repair(svc) {
-            tracing::warn!(error = %e, "cannot repair orphan proposal branches");
-        }
-    }
-    result
+    submit_checked(svc, sub)
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
@@ -643,6 +635,7 @@ fn decided_entry(
         merged_by: d.forge_merger,
         kind: None,
         evidence: None,
+        repaired: None,
     };
     let entry = NewEntry::new(actor, Event::ProposalDecided(decided))
         .agent(&p.agent_id)
@@ -784,4 +777,32 @@ pub fn expire_stale_as(
         }
         Ok((Ok(ids), entries))
     })
+}
+
+/// The `proposal_decided` entry that an approver-signed merge of pending
+/// proposal `p` on `main` proves, written after the fact because the
+/// approval's own append failed (`app::orphans`). `why` says so in the
+/// entry.
+pub fn approval_proven_by_merge(
+    mut p: Proposal,
+    merge_commit: &str,
+    approver: &str,
+    note: Option<String>,
+    at: Timestamp,
+    why: &str,
+) -> NewEntry {
+    p.status = ProposalStatus::Approved;
+    let decided = Decided {
+        verdict: Verdict::Approve,
+        note,
+        final_: false,
+        decided_by: approver.into(),
+        merge_commit: Some(merge_commit.into()),
+        forge_merger: None,
+    };
+    let mut entry = decided_entry(&mut p, decided, Actor::operator(approver), at, None);
+    if let Event::ProposalDecided(d) = &mut entry.event {
+        d.repaired = Some(why.into());
+    }
+    entry
 }

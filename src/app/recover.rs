@@ -24,7 +24,7 @@ use crate::store::entry_check::EntryCheck;
 use crate::store::git::{cas_ref, StoreError};
 use crate::store::index::{move_aside, Index};
 use crate::store::keys::{Role, SigningKey};
-use crate::store::lock::ChainLock;
+use crate::store::lock::{ChainLock, OpenLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
@@ -41,6 +41,9 @@ pub enum RecoverError {
     NoVerifiedEntry,
     #[error("a reason is required (`--reason`): it is recorded in the chain")]
     NoReason,
+    /// A server, a watchdog or another command has the repository open.
+    #[error("{0} has this repository open: stop it first, then recover")]
+    InUse(String),
 }
 
 impl From<StoreError> for RecoverError {
@@ -118,6 +121,21 @@ fn walk(repo: &Repository, check: &mut EntryCheck, what: &'static str, head: Oid
     }
 }
 
+/// Who has the repository open, as far as `.gov/server.json` tells.
+fn who_has_it_open(settings: &Settings) -> String {
+    let record = std::fs::read(settings.local_dir().join("server.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    match record {
+        Some(r) => format!(
+            "`gov serve` (pid {}, {}) or a `gov watchdog`",
+            r["pid"],
+            r["url"].as_str().unwrap_or("?")
+        ),
+        None => "a `gov serve`, `gov watchdog` or other gov command".into(),
+    }
+}
+
 fn contains(repo: &Repository, tip: Oid, commit: Oid) -> bool {
     tip == commit || repo.graph_descendant_of(tip, commit).unwrap_or(false)
 }
@@ -135,6 +153,11 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
         source,
     })?;
     let repo = open_repo(settings)?;
+    // Nobody else may have the repository open: a running server would
+    // keep serving (and refusing) from what it had, under the new chain.
+    let Some(_alone) = OpenLock::exclusive_now(repo.path())? else {
+        return Err(RecoverError::InUse(who_has_it_open(settings)));
+    };
     let lock = ChainLock::acquire(repo.path())?;
     let refname = settings.audit_refname();
     let index_path = settings.index_path();

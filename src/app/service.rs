@@ -143,10 +143,10 @@ impl Service {
         }
         let _ = svc.policy_at(&repo);
         svc.record_refusals()?;
-        // A proposal branch left by a writer that died before its entry.
+        // Git changes left by a writer that died before its entries.
         if svc.gov.tampered().is_none() {
             if let Err(e) = super::orphans::repair(&svc) {
-                tracing::warn!(error = %e, "cannot repair orphan proposal branches");
+                tracing::warn!(error = %e, "cannot repair git changes no entry records");
             }
         }
         Ok(svc)
@@ -191,13 +191,32 @@ impl Service {
     /// each refused commit is recorded once, by whichever process writes
     /// first.
     pub fn transact<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Step<T>) -> Result<T, AppError> {
-        let (answer, _written) = self.gov.transact(|tx| {
+        self.repair_if_due();
+        let result = self.gov.transact(|tx| {
             let (answer, entries) = f(tx)?;
             let mut all = self.unrecorded_refusals(tx)?;
             all.extend(entries);
             Ok::<_, AppError>((answer, all))
-        })?;
-        answer
+        });
+        if result.is_err() {
+            // The writer whose flush failed repairs at once when it can.
+            self.repair_if_due();
+        }
+        result?.0
+    }
+
+    /// After a failed flush, Git refs may have moved without the entries
+    /// that record them: repaired before anything else is written (and
+    /// tried again by the next writer if the repair fails too).
+    fn repair_if_due(&self) {
+        // Not from inside a repair: its own failed flush is left to the
+        // next writer.
+        if !super::orphans::repairing() && self.gov.take_repair_due() {
+            if let Err(e) = super::orphans::repair(self) {
+                tracing::warn!(error = %e, "cannot repair git changes no entry records");
+                self.gov.set_repair_due();
+            }
+        }
     }
 
     /// Appends the `policy_change_refused` entries that are missing.

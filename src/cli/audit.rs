@@ -138,6 +138,7 @@ fn recover(settings: &Settings, a: &RecoverArgs) -> Result<ExitCode, Failure> {
     let done = recover(settings, &a.reason).map_err(|e| {
         let code = match &e {
             RecoverError::NothingToRecover(_) | RecoverError::NoReason => ExitCode::Config,
+            RecoverError::InUse(_) => ExitCode::Conflict,
             _ => ExitCode::Failure,
         };
         Failure::from_error(code, &e)

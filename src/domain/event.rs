@@ -110,6 +110,9 @@ events! {
     AuditRecovered(AuditRecovered) = "audit_recovered", Record;
     /// A proposal branch no entry recorded, set aside.
     ProposalOrphanSetAside(OrphanSetAside) = "proposal_orphan_set_aside", Record;
+    /// A pending proposal's branch, removed by a rejection or expiry whose
+    /// entry was never written, put back.
+    ProposalBranchRestored(BranchRestored) = "proposal_branch_restored", Record;
     /// A signed webhook reported a merged pull request (who merged, and
     /// the commit the merge made).
     ForgeMergeReported(MergeEvidence) = "forge_merge_reported", Record;
@@ -307,6 +310,10 @@ pub struct ProposalDecided {
     /// The signed webhook's word on who merged (always for a squash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Box<MergeEvidence>>,
+    /// Why the entry was written after its merge (the approval's own
+    /// append failed): it is what the approver-signed merge proves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -516,6 +523,14 @@ pub struct OrphanSetAside {
     pub branch: String,
     pub commit: String,
     pub kept_as: String,
+    pub reason: String,
+}
+
+/// A pending proposal's branch put back at its submitted commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchRestored {
+    pub branch: String,
+    pub commit: String,
     pub reason: String,
 }
 

@@ -148,7 +148,7 @@ pub fn stage(
         parent = Some(repo.find_commit(oid)?);
     }
     if let Some(last) = written.last() {
-        staged.set(repo, refname, Some(last.commit), old)?;
+        staged.set_record(repo, refname, Some(last.commit), old)?;
     }
     Ok(written)
 }

@@ -311,6 +311,9 @@ pub struct Staged {
     /// Files to put into a checked-out branch's working tree once the batch
     /// is durable: (branch ref, path, content).
     checkouts: Vec<(String, String, Vec<u8>)>,
+    /// The ref that records the batch (the audit chain): moved after every
+    /// other ref, so an entry never exists without its Git change.
+    record: Option<String>,
 }
 
 impl Staged {
@@ -361,12 +364,29 @@ impl Staged {
         Ok(())
     }
 
+    /// [`Staged::set`] for the ref that records the batch (the audit
+    /// chain), which [`Staged::flush`] moves last.
+    pub fn set_record(
+        &mut self,
+        repo: &Repository,
+        refname: &str,
+        new: Option<Oid>,
+        expected: Option<Oid>,
+    ) -> Result<(), StoreError> {
+        self.set(repo, refname, new, expected)?;
+        self.record = Some(refname.to_string());
+        Ok(())
+    }
+
     /// Makes the batch durable: its objects in one pack (pack, index and
-    /// folder flushed), then every ref moved in one transaction, each
-    /// checked against the value it had when first staged (a concurrent
-    /// `git` command is detected, never overwritten), then the ref files
-    /// and their folders flushed. Objects first: a crash in between leaves
-    /// unreachable objects, never a ref to a missing one.
+    /// folder flushed), then every ref moved, each checked against the
+    /// value it had when first staged (a concurrent `git` command is
+    /// detected, never overwritten), then the ref files and their folders
+    /// flushed. Objects first: a crash in between leaves unreachable
+    /// objects, never a ref to a missing one. The record ref (the audit
+    /// chain) moves after all the others: a crash or a failure in between
+    /// leaves Git changes that no entry records, which the next writer
+    /// repairs (`app::orphans`), never an entry whose Git change is missing.
     pub fn flush(self, repo: &Repository, log: &str) -> Result<(), StoreError> {
         if !self.objects.is_empty() {
             write_pack(repo, &self.objects)?;
@@ -393,9 +413,16 @@ impl Staged {
             }
         }
         let who = Signature::now("gov", "gov@gov")?;
-        let mut tx = repo.transaction()?;
+        // Two transactions, every lock taken before either commits: the
+        // Git changes, then the record.
+        let mut changes = repo.transaction()?;
+        let mut record = repo.transaction()?;
         for (name, _) in &moves {
-            lock_ref_patiently(&mut tx, name)?;
+            let tx = match self.record.as_deref() == Some(name.as_str()) {
+                true => &mut record,
+                false => &mut changes,
+            };
+            lock_ref_patiently(tx, name)?;
         }
         for (name, new) in &moves {
             let expected = self.base.get(*name).copied().flatten();
@@ -403,12 +430,22 @@ impl Staged {
             if found != expected {
                 return Err(ref_moved(name, expected, found));
             }
+            let tx = match self.record.as_deref() == Some(name.as_str()) {
+                true => &mut record,
+                false => &mut changes,
+            };
             match new {
                 Some(oid) => tx.set_target(name, *oid, Some(&who), log)?,
                 None => tx.remove(name)?,
             }
         }
-        tx.commit()?;
+        changes.commit()?;
+        if crate::store::fault::fire(repo.path(), crate::store::fault::Fault::AfterGitRefs) {
+            return Err(
+                git2::Error::from_str("injected fault: the audit ref was not moved").into(),
+            );
+        }
+        record.commit()?;
         let files: Vec<PathBuf> = moves
             .iter()
             .filter(|(_, new)| new.is_some())

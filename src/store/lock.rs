@@ -81,6 +81,58 @@ fn remove_locks_under(dir: &Path, removed: &mut Vec<PathBuf>) {
     }
 }
 
+/// The lock every process that opened the repository for writing (a
+/// server, a watchdog, a CLI command) holds shared for as long as it has it
+/// open; `gov audit recover` takes it exclusively, so it never runs under
+/// a live writer. The kernel drops it when a holder dies: nothing stale.
+pub const OPEN_LOCK_FILE: &str = "gov-open.lock";
+
+/// Proof that this process has the repository open for writing (shared) or
+/// that nobody else has (exclusive).
+#[derive(Debug)]
+pub struct OpenLock {
+    file: File,
+}
+
+impl OpenLock {
+    fn open(git_dir: &Path) -> Result<File, StoreError> {
+        let path = git_dir.join(OPEN_LOCK_FILE);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("open", &path, e))
+    }
+
+    /// Takes the lock shared, waiting while a recovery holds it.
+    pub fn shared(git_dir: &Path) -> Result<OpenLock, StoreError> {
+        let file = Self::open(git_dir)?;
+        file.lock_shared()
+            .map_err(|e| StoreError::io("lock", &git_dir.join(OPEN_LOCK_FILE), e))?;
+        Ok(OpenLock { file })
+    }
+
+    /// Takes the lock exclusively if nobody holds it; `None` if some
+    /// process has the repository open.
+    pub fn exclusive_now(git_dir: &Path) -> Result<Option<OpenLock>, StoreError> {
+        let file = Self::open(git_dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(OpenLock { file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::io("lock", &git_dir.join(OPEN_LOCK_FILE), e))
+            }
+        }
+    }
+}
+
+impl Drop for OpenLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 impl Drop for ChainLock {
     fn drop(&mut self) {
         // Closing the file releases the lock too; unlocking first makes the

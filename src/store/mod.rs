@@ -2,6 +2,7 @@
 pub mod agents;
 pub mod audit;
 pub mod entry_check;
+pub mod fault;
 pub mod forge;
 pub mod git;
 pub mod index;

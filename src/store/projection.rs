@@ -239,6 +239,7 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         | Event::AuditFlagImpersonation(_)
         | Event::AuditRecovered(_)
         | Event::ProposalOrphanSetAside(_)
+        | Event::ProposalBranchRestored(_)
         | Event::ForgeMergeReported(_)
         | Event::ForgeMergeRecorded(_)
         | Event::PullRequestOpened(_)

@@ -15,6 +15,7 @@ mod impact;
 mod init;
 mod layers;
 mod live_run;
+mod orphans;
 mod policy;
 mod props;
 mod remote;

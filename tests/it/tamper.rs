@@ -359,6 +359,44 @@ fn recover_sets_the_forged_part_aside_and_resumes() -> TestResult {
 }
 
 #[test]
+fn recover_refuses_while_a_server_or_watchdog_has_the_repository_open() -> TestResult {
+    use std::io::BufRead;
+    let mut s = TestServer::start()?;
+    s.agent_token("noop")?;
+    forge_entry(
+        &s,
+        NewEntry::new(Actor::operator("eve"), event("note", json!({}))).agent("noop"),
+    )?;
+    let expected = "has this repository open: stop it first, then recover";
+    let recover = |s: &TestServer| s.repo.gov(&["audit", "recover", "--reason", "forged"]);
+    assert_fails(&recover(&s)?, 7, expected);
+    s.stop();
+    let mut watchdog = std::process::Command::new(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["watchdog", "--interval", "3600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut first = String::new();
+    if let Some(out) = watchdog.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut first)?;
+    }
+    assert!(first.starts_with("gov watchdog: watching"), "{first}");
+    let refused = recover(&s)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(watchdog.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    watchdog.wait()?;
+    assert_fails(&refused, 7, expected);
+    // Nothing was set aside or written while they ran; now it recovers.
+    let o = recover(&s)?;
+    assert!(o.status.success(), "{}{}", o.stdout_text(), o.stderr_text());
+    Ok(())
+}
+
+#[test]
 fn recover_restores_a_chain_that_was_moved_back() -> TestResult {
     let mut s = TestServer::start()?;
     let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;

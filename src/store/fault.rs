@@ -1,0 +1,74 @@
+//! Faults injected by tests, in debug builds only: release builds compile
+//! none of this and [`fire`] is always `false`.
+//!
+//! The failures the repair paths exist for (a batch whose Git refs moved
+//! but whose audit entries did not, a writer killed in between) cannot be
+//! produced from outside a process at a chosen moment. So the batch flush
+//! asks [`fire`] at that moment, and a test arms it for one repository:
+//! in-process with [`arm`], or for a `gov` process with
+//! `GOV_FAULT=<name>` in its environment, where the fault kills the
+//! process (as SIGKILL would) instead of failing the write.
+
+use std::path::Path;
+
+/// A point where a test may make a write fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A batch's flush, after the refs other than the audit chain moved
+    /// and before the audit ref does.
+    AfterGitRefs,
+}
+
+impl Fault {
+    /// The name `GOV_FAULT` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::AfterGitRefs => "after-git-refs",
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+static ARMED: std::sync::Mutex<Vec<(std::path::PathBuf, Fault)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Makes the next write of the repository whose Git directory is `git_dir`
+/// fail at `fault` (once), in this process.
+#[cfg(debug_assertions)]
+pub fn arm(git_dir: &Path, fault: Fault) {
+    let dir = git_dir
+        .canonicalize()
+        .unwrap_or_else(|_| git_dir.to_path_buf());
+    if let Ok(mut armed) = ARMED.lock() {
+        armed.push((dir, fault));
+    }
+}
+
+/// Whether the write in progress must fail here: armed for this repository
+/// (consumed), or named by `GOV_FAULT`, which kills the process at once.
+#[cfg(debug_assertions)]
+pub fn fire(git_dir: &Path, fault: Fault) -> bool {
+    if std::env::var("GOV_FAULT").ok().as_deref() == Some(fault.name()) {
+        // A death, not an error: nothing after this point runs.
+        std::process::abort();
+    }
+    let dir = git_dir
+        .canonicalize()
+        .unwrap_or_else(|_| git_dir.to_path_buf());
+    let Ok(mut armed) = ARMED.lock() else {
+        return false;
+    };
+    match armed.iter().position(|(d, f)| *d == dir && *f == fault) {
+        Some(i) => {
+            armed.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn fire(_git_dir: &Path, _fault: Fault) -> bool {
+    false
+}
