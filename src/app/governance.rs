@@ -249,6 +249,7 @@ impl Governance {
             for path in lock.remove_stale_ref_locks(repo.path()) {
                 tracing::warn!(path = %path.display(), "removed a ref lock left by a writer that died");
             }
+            remove_stale_git_locks(&lock, &repo, settings);
         }
         let mut index = Index::open(&settings.index_path())?;
         let mut check = entry_check(settings);
@@ -394,6 +395,7 @@ impl Governance {
             self.refuse_if_tampered()?;
             let repo = open_batch_repo(&self.settings)?;
             let lock = ChainLock::acquire(repo.path())?;
+            remove_stale_git_locks(&lock, &repo, &self.settings);
             // Entries other processes appended are projected only once
             // their checks pass; a failed check is tampering.
             self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))?;
@@ -566,6 +568,16 @@ impl Governance {
     /// A read connection to the index (WAL: readers never wait for writers).
     pub fn index(&self) -> Result<MutexGuard<'_, Index>, GovError> {
         self.reader.lock().map_err(|_| GovError::Poisoned)
+    }
+}
+
+/// Removes the lock files of `main`, `packed-refs` and the Git index that a
+/// gov writer killed mid-write left (see
+/// [`ChainLock::remove_stale_git_locks`]); a live `git`'s are left alone.
+fn remove_stale_git_locks(lock: &ChainLock, repo: &Repository, settings: &Settings) {
+    let main = settings.main_refname();
+    for path in lock.remove_stale_git_locks(repo.path(), repo.workdir(), &main) {
+        tracing::warn!(path = %path.display(), "removed a git lock left by a writer that died");
     }
 }
 

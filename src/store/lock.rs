@@ -15,6 +15,9 @@ use super::git::StoreError;
 #[derive(Debug)]
 pub struct ChainLock {
     file: File,
+    /// When it was acquired: a Git lock file older than that was not taken
+    /// by a gov writer that is still running.
+    acquired_at: std::time::SystemTime,
 }
 
 /// The lock file's name inside the `.git` directory.
@@ -40,7 +43,10 @@ impl ChainLock {
             .open(&path)
             .map_err(|e| StoreError::io("open", &path, e))?;
         lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))?;
-        Ok(ChainLock { file })
+        Ok(ChainLock {
+            file,
+            acquired_at: std::time::SystemTime::now(),
+        })
     }
 }
 
@@ -62,6 +68,99 @@ impl ChainLock {
         }
         removed
     }
+}
+
+impl ChainLock {
+    /// Removes the lock files of refs and files that gov writes only while
+    /// it holds this lock but that stock `git` writes too: `main`'s ref,
+    /// `packed-refs` and the Git index (`index.lock`). One is removed only
+    /// when it is stale: older than this lock's acquisition (so no gov
+    /// writer still runs with it), held open by no process, and no `git`
+    /// process runs in this repository (a live `git commit` keeps
+    /// `index.lock` while its editor is open). Returns the files removed.
+    /// Costs one `stat` per file when there is nothing to remove.
+    pub fn remove_stale_git_locks(
+        &self,
+        git_dir: &Path,
+        workdir: Option<&Path>,
+        main_ref: &str,
+    ) -> Vec<PathBuf> {
+        let candidates = [
+            git_dir.join(format!("{main_ref}.lock")),
+            git_dir.join("packed-refs.lock"),
+            git_dir.join("index.lock"),
+        ];
+        let old: Vec<PathBuf> = candidates
+            .into_iter()
+            .filter(|p| {
+                std::fs::symlink_metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < self.acquired_at)
+            })
+            .collect();
+        if old.is_empty() {
+            return old;
+        }
+        let live = live_git_users(git_dir, workdir, &old);
+        old.into_iter()
+            .filter(|p| !live && std::fs::remove_file(p).is_ok())
+            .collect()
+    }
+}
+
+/// Whether a process may be using the repository's Git files right now: a
+/// `git` process whose working folder or command line is in it, or any
+/// process that has one of `files` open. What cannot be read (another
+/// user's process) counts as a user.
+fn live_git_users(git_dir: &Path, workdir: Option<&Path>, files: &[PathBuf]) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let roots: Vec<PathBuf> = [Some(git_dir), workdir]
+        .into_iter()
+        .flatten()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
+    let files: Vec<PathBuf> = files
+        .iter()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+    let me = std::process::id().to_string();
+    for entry in procs.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "git" || comm.starts_with("git-") {
+            let Ok(cwd) = std::fs::read_link(dir.join("cwd")) else {
+                return true;
+            };
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if roots
+                .iter()
+                .any(|r| cwd.starts_with(r) || cmdline.contains(&*r.to_string_lossy()))
+            {
+                return true;
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            for fd in fds.flatten() {
+                if std::fs::read_link(fd.path()).is_ok_and(|t| files.contains(&t)) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 fn remove_locks_under(dir: &Path, removed: &mut Vec<PathBuf>) {

@@ -616,3 +616,55 @@ fn a_ref_lock_left_by_a_killed_writer_does_not_block_writes_after_restart() -> T
     assert!(!branch_lock.exists());
     Ok(())
 }
+
+#[test]
+fn stale_locks_of_main_packed_refs_and_the_git_index_do_not_block_writers() -> TestResult {
+    let mut s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let id = r.text("proposal_id");
+    s.stop();
+    // What a gov writer killed between taking these locks and renaming
+    // them into place leaves behind.
+    let git_dir = s.repo.root().join(".git");
+    let locks = [
+        git_dir.join("refs/heads/main.lock"),
+        git_dir.join("packed-refs.lock"),
+        git_dir.join("index.lock"),
+    ];
+    for lock in &locks {
+        std::fs::write(lock, "")?;
+    }
+    // While a `git` command runs in the repository, its locks may be live:
+    // they are left alone, and the approval fails rather than break it.
+    let mut git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(s.repo.root())
+        .args(["hash-object", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    s.restart()?;
+    let approve = |s: &TestServer| {
+        s.post(
+            &format!("/proposals/{id}/decision"),
+            Some(&s.operator),
+            &json!({"decision": "approve"}),
+        )
+    };
+    let r = approve(&s)?;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert!(locks.iter().all(|l| l.exists()), "a live git's locks stay");
+    drop(git.stdin.take());
+    git.wait()?;
+    // Once no git runs, the next writer removes them and goes through.
+    let r = approve(&s)?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for lock in &locks {
+        assert!(!lock.exists(), "{} was removed", lock.display());
+    }
+    let report = gov::app::audit::verify(s.settings())?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
