@@ -79,6 +79,50 @@ pub enum Redeemer {
 /// How often at most an entry records redemptions of unknown tokens.
 pub const UNKNOWN_WINDOW_SECONDS: i64 = 60;
 
+/// Failed redemptions, counted so that they cannot grow the chain: of
+/// unknown tokens (anyone who can reach the port can send them), and of
+/// known tokens that are replayed or expired (at most one entry a minute
+/// per token, with the count of the attempts in between).
+#[derive(Debug, Default)]
+pub struct FailedRedemptions {
+    unknown: UnknownRedemptions,
+    /// Per token hash: refused attempts not written yet, and when the last
+    /// entry for the token was written.
+    known: std::collections::HashMap<String, (u64, chrono::DateTime<Utc>)>,
+}
+
+/// How many tokens' windows are kept before the closed ones are dropped.
+const KNOWN_TOKENS_KEPT: usize = 4096;
+
+impl FailedRedemptions {
+    /// Counts one refused redemption of a known token; `Some(repeats)` when
+    /// it gets an entry now (reporting the attempts counted since the last
+    /// one), `None` when it is only counted.
+    fn known_refused(&mut self, hash: &str, now: chrono::DateTime<Utc>) -> Option<u64> {
+        let window = Duration::seconds(UNKNOWN_WINDOW_SECONDS);
+        match self.known.get_mut(hash) {
+            Some((count, last)) if now - *last < window => {
+                *count += 1;
+                None
+            }
+            Some((count, last)) => {
+                let repeats = std::mem::take(count);
+                *last = now;
+                Some(repeats)
+            }
+            None => {
+                if self.known.len() >= KNOWN_TOKENS_KEPT {
+                    // Windows that are over and counted nothing more.
+                    self.known
+                        .retain(|_, (count, last)| *count > 0 || now - *last < window);
+                }
+                self.known.insert(hash.to_string(), (0, now));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// Redemptions of unknown tokens since the last entry that recorded them:
 /// anyone who can reach the port can send them, so they are counted and
 /// written at most once per [`UNKNOWN_WINDOW_SECONDS`], not one entry each.
@@ -125,7 +169,8 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
         let state = projection::credential(conn, &hash)?;
         let Some(cred) = state.as_ref() else {
             let entries = svc
-                .unknown_redemptions()
+                .failed_redemptions()
+                .unknown
                 .record(Utc::now())
                 .into_iter()
                 .collect();
@@ -151,12 +196,18 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
         if let Some((err, entry)) = refuse_if_paused(conn, &agent, "credentials_redeem")? {
             return Ok((Err(err), vec![entry]));
         }
-        let entry = |event: fn(CredentialUse) -> Event| {
+        let entry = |event: fn(CredentialUse) -> Event, repeats: u64| {
             let used = CredentialUse {
                 scope: scope.clone(),
                 token_hash: hash.clone(),
+                repeats,
             };
             NewEntry::new(Actor::server(), event(used)).agent(&agent)
+        };
+        // A refused attempt is written at most once a minute per token.
+        let refused = |event: fn(CredentialUse) -> Event| -> Vec<NewEntry> {
+            let due = svc.failed_redemptions().known_refused(&hash, Utc::now());
+            due.map(|repeats| entry(event, repeats)).into_iter().collect()
         };
         Ok(match redeem_state(state.as_ref(), Utc::now()) {
             Redemption::Redeemed => (
@@ -164,17 +215,36 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
                     agent_id: agent.clone(),
                     scope: scope.clone(),
                 }),
-                vec![entry(Event::CredentialsRedeemed)],
+                vec![entry(Event::CredentialsRedeemed, 0)],
             ),
             Redemption::Expired => (
                 Err(AppError::Unauthorized("token expired".into())),
-                vec![entry(Event::CredentialsExpired)],
+                refused(Event::CredentialsExpired),
             ),
             Redemption::AlreadyUsed => (
                 Err(AppError::Unauthorized("token already used".into())),
-                vec![entry(Event::CredentialsReplayBlocked)],
+                refused(Event::CredentialsReplayBlocked),
             ),
             Redemption::Unknown => (Err(AppError::Unauthorized("unknown token".into())), vec![]),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_token_is_written_once_a_minute_with_the_attempts_between() {
+        let mut f = FailedRedemptions::default();
+        let t0 = Utc::now();
+        assert_eq!(f.known_refused("h", t0), Some(0));
+        for s in 1..=5 {
+            assert_eq!(f.known_refused("h", t0 + Duration::seconds(s)), None);
+        }
+        assert_eq!(f.known_refused("other", t0), Some(0), "per token");
+        let later = t0 + Duration::seconds(UNKNOWN_WINDOW_SECONDS);
+        assert_eq!(f.known_refused("h", later), Some(5));
+        assert_eq!(f.known_refused("h", later), None);
+    }
 }

@@ -95,7 +95,7 @@ pub struct Service {
     trust: RwLock<Option<TrustState>>,
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
-    unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
+    failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
     pub started_at: Timestamp,
 }
 
@@ -133,7 +133,7 @@ impl Service {
             agents: RwLock::new(AgentsState::default()),
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
-            unknown_redemptions: Default::default(),
+            failed_redemptions: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
         let mut svc = svc;
@@ -156,12 +156,12 @@ impl Service {
         &self.settings
     }
 
-    /// The count of redemptions of unknown tokens not yet recorded.
-    pub fn unknown_redemptions(
+    /// The failed redemptions counted and not yet recorded.
+    pub fn failed_redemptions(
         &self,
-    ) -> std::sync::MutexGuard<'_, super::credentials::UnknownRedemptions> {
+    ) -> std::sync::MutexGuard<'_, super::credentials::FailedRedemptions> {
         // A poisoned counter is still a counter.
-        self.unknown_redemptions
+        self.failed_redemptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

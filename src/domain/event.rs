@@ -539,6 +539,15 @@ pub struct BranchRestored {
 pub struct CredentialUse {
     pub scope: String,
     pub token_hash: String,
+    /// For a refused redemption (replayed, expired): the refused attempts
+    /// with this token since its previous such entry, counted and not
+    /// written one by one (at most one entry a minute per token).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub repeats: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

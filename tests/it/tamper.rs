@@ -506,6 +506,40 @@ fn unknown_token_redemptions_are_counted_not_written_one_by_one() -> TestResult 
 }
 
 #[test]
+fn replayed_and_expired_redemptions_of_a_known_token_are_counted_not_written_one_by_one(
+) -> TestResult {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let issue = |ttl: i64| -> TestResult<String> {
+        let r = s.post(
+            "/credentials/issue",
+            Some(&tok),
+            &json!({"agent_id": "noop", "scope": "s3:read", "ttl_seconds": ttl}),
+        )?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        Ok(r.text("token"))
+    };
+    let used = issue(600)?;
+    let expiring = issue(1)?;
+    let r = s.post("/credentials/redeem", Some(&tok), &json!({"token": used}))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = gov::app::audit::verify(s.settings())?.entries;
+    for _ in 0..30 {
+        for (token, why) in [(&used, "token already used"), (&expiring, "token expired")] {
+            let r = s.post("/credentials/redeem", Some(&tok), &json!({"token": token}))?;
+            assert_eq!(r.status, 401, "{:?}", r.body);
+            assert!(r.body.to_string().contains(why), "{:?}", r.body);
+        }
+    }
+    let after = gov::app::audit::verify(s.settings())?.entries;
+    assert_eq!(after, before + 2, "one entry per token in the first minute");
+    assert_eq!(s.audit("credentials_replay_blocked")?.len(), 1);
+    assert_eq!(s.audit("credentials_expired")?.len(), 1);
+    Ok(())
+}
+
+#[test]
 fn redemption_needs_the_agents_token_and_an_unpaused_agent() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
