@@ -108,6 +108,7 @@ pub struct RawServer {
     pub agent_auth: Option<AgentAuth>,
     pub agent_token_ttl_hours: Option<u32>,
     pub header_read_timeout_seconds: Option<u32>,
+    pub body_read_timeout_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +300,8 @@ pub const DEFAULT_AGENT_TOKEN_TTL_HOURS: u32 = 720;
 /// How long a client may take to send a request head, or stay idle
 /// between requests, unless `gov.toml` says otherwise.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 10;
+/// `[server] body_read_timeout_seconds` when `gov.toml` does not set it.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECONDS: u32 = 30;
 
 /// Everything `gov.toml` says, with defaults applied and paths made absolute.
 #[derive(Debug, Clone)]
@@ -314,6 +317,9 @@ pub struct Settings {
     /// A connection that has not sent a whole request head within this
     /// time (a new one, or an idle kept-alive one) is closed.
     pub header_read_timeout: std::time::Duration,
+    /// A request body that has not arrived whole within this time is
+    /// answered 408 and nothing is written.
+    pub body_read_timeout: std::time::Duration,
     pub budget: BudgetSettings,
     pub watchdog: WatchdogSettings,
     pub server_key: PathBuf,
@@ -462,6 +468,12 @@ impl Settings {
                 raw.server
                     .header_read_timeout_seconds
                     .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECONDS)
+                    .max(1),
+            )),
+            body_read_timeout: std::time::Duration::from_secs(u64::from(
+                raw.server
+                    .body_read_timeout_seconds
+                    .unwrap_or(DEFAULT_BODY_READ_TIMEOUT_SECONDS)
                     .max(1),
             )),
             budget,

@@ -124,9 +124,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// How long a request body may take to arrive.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A JSON body whose rejections are FastAPI-shaped 422s naming the field
 /// (axum's own plain-text rejections never reach a client).
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,21 +137,10 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // A client that sends its body slowly is not waited for forever.
-        let read = tokio::time::timeout(
-            BODY_READ_TIMEOUT,
-            axum::body::Bytes::from_request(req, state),
-        );
-        let bytes = match read.await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(unprocessable(&["body"], &e.body_text(), "value_error")),
-            Err(_) => {
-                return Err((
-                    StatusCode::REQUEST_TIMEOUT,
-                    axum::Json(json!({"detail": "the request body did not arrive in time"})),
-                )
-                    .into_response())
-            }
+        // The body has arrived in time already (`server::read_body_in_time`).
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) => return Err(unprocessable(&["body"], &e.body_text(), "value_error")),
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable(&["body"], "Field required", "missing"));

@@ -129,9 +129,52 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            read_body_in_time,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             guard_host_and_origin,
         ))
         .with_state(state)
+}
+
+/// The largest request body read (axum's own default limit).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads the whole request body before any handler runs, within `[server]
+/// body_read_timeout_seconds` of the head: a client that sends its body
+/// slowly (or not at all) gets 408 and its connection closed, and nothing
+/// is written.
+async fn read_body_in_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.svc.settings().body_read_timeout;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_large =
+                crate::domain::errors::error_chain(&e).contains("length limit exceeded");
+            let (status, detail) = match too_large {
+                true => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {MAX_BODY_BYTES} bytes"),
+                ),
+                false => (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                ),
+            };
+            (status, axum::Json(serde_json::json!({ "detail": detail }))).into_response()
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            axum::Json(serde_json::json!({"detail": "the request body did not arrive in time"})),
+        )
+            .into_response(),
+    }
 }
 
 fn host_allowed(host: &str, port: u16) -> bool {

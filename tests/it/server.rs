@@ -648,7 +648,8 @@ fn a_credential_is_redeemed_once_under_eight_concurrent_clients() -> TestResult 
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 401).count(), 7, "{codes:?}");
     assert_eq!(s.audit("credentials_redeemed")?.len(), 1);
-    assert_eq!(s.audit("credentials_replay_blocked")?.len(), 7);
+    // The replays are one entry: at most one a minute per token.
+    assert_eq!(s.audit("credentials_replay_blocked")?.len(), 1);
     let unknown = s.post("/credentials/redeem", Some(&tok), &json!({"token": "nope"}))?;
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.body["detail"], "unknown token");

@@ -627,6 +627,55 @@ fn idle_and_slow_connections_are_closed() -> TestResult {
 }
 
 #[test]
+fn a_body_trickled_slower_than_the_body_timeout_gets_408_and_writes_nothing() -> TestResult {
+    let s = TestServer::start_with(|st| st.body_read_timeout = Duration::from_secs(1))?;
+    s.agent_token("noop")?;
+    let before = gov::app::audit::verify(s.settings())?.entries;
+    let body = br#"{"event_type": "slow_note", "agent_id": "noop"}"#;
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", s.port))?;
+    slow.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "POST /audit HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.port,
+        s.operator,
+        body.len()
+    );
+    slow.write_all(head.as_bytes())?;
+    let start = Instant::now();
+    // One byte every 200 ms: the whole body would take 10 s.
+    let mut sent = 0;
+    while sent < body.len() && start.elapsed() < Duration::from_secs(3) {
+        if slow.write_all(&body[sent..=sent]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut got = Vec::new();
+    let _ = slow.read_to_end(&mut got);
+    let answer = String::from_utf8_lossy(&got);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer} after {sent} bytes"
+    );
+    assert!(
+        answer.contains("the request body did not arrive in time"),
+        "{answer}"
+    );
+    assert!(sent < body.len(), "closed before the body was complete");
+    assert_eq!(gov::app::audit::verify(s.settings())?.entries, before);
+    assert!(s.audit("slow_note")?.is_empty());
+    // A body sent at once still goes through.
+    let r = s.post(
+        "/audit",
+        Some(&s.operator),
+        &json!({"event_type": "slow_note", "agent_id": "noop"}),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    Ok(())
+}
+
+#[test]
 fn a_ref_lock_left_by_a_killed_writer_does_not_block_writes_after_restart() -> TestResult {
     let mut s = TestServer::start()?;
     s.agent_token("noop")?;
