@@ -98,6 +98,10 @@ struct Writer {
     check: EntryCheck,
     batch: Option<Batch>,
     next_batch: u64,
+    /// The index file as this process last knew it: SQLite's
+    /// `data_version` and the last entry projected. A different version
+    /// with the same last entry means someone changed rows outside gov.
+    seen: (i64, Option<u64>),
 }
 
 /// How flushed batches ended, for the writers waiting on them.
@@ -138,6 +142,8 @@ pub struct Governance {
     stats: (AtomicU64, AtomicU64),
     /// Held while open: `gov audit recover` refuses to run meanwhile.
     _open: OpenLock,
+    /// Index rebuilds not recorded in the chain yet.
+    index_rebuilds: Mutex<Vec<crate::domain::event::IndexRebuilt>>,
     /// A flush failed: Git refs may have moved without the entries that
     /// record them (`app::orphans` repairs before the next write).
     repair_due: AtomicBool,
@@ -265,6 +271,7 @@ impl Governance {
             Err(e) => return Err(e.into()),
         };
         let reader = Index::open(&settings.index_path())?;
+        let seen = (index.data_version()?, index.position()?.map(|p| p.0));
         Ok(Governance {
             settings: settings.clone(),
             audit_key,
@@ -276,6 +283,7 @@ impl Governance {
                 check,
                 batch: None,
                 next_batch: 1,
+                seen,
             }),
             waiting: AtomicUsize::new(0),
             outcomes: Mutex::new(Outcomes::default()),
@@ -285,6 +293,7 @@ impl Governance {
             stats: (AtomicU64::new(0), AtomicU64::new(0)),
             repair_due: AtomicBool::new(false),
             _open: open,
+            index_rebuilds: Mutex::new(Vec::new()),
         })
     }
 
@@ -396,10 +405,12 @@ impl Governance {
             let repo = open_batch_repo(&self.settings)?;
             let lock = ChainLock::acquire(repo.path())?;
             remove_stale_git_locks(&lock, &repo, &self.settings);
+            self.rebuild_if_edited(w, &repo)?;
             // Entries other processes appended are projected only once
             // their checks pass; a failed check is tampering.
             self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))?;
             let tip = chain::tip(&repo, &refname)?;
+            w.seen.1 = tip.as_ref().map(|t| t.entry.seq);
             w.index.begin_batch()?;
             w.batch = Some(Batch {
                 id: w.next_batch,
@@ -486,6 +497,9 @@ impl Governance {
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
             self.flush(w, &batch.repo, batch.staged)
         };
+        if let Some(tip) = &batch.tip {
+            w.seen.1 = Some(tip.entry.seq);
+        }
         drop(batch._lock);
         let mut outcomes = match self.outcomes.lock() {
             Ok(o) => o,
@@ -523,6 +537,62 @@ impl Governance {
             w.index.rollback_batch();
         }
         Ok(())
+    }
+
+    /// Checks that the index file was not changed outside gov since this
+    /// process last looked (cheap: one `PRAGMA data_version` when nothing
+    /// changed). Another gov process's write moves the last projected entry
+    /// on; a change that does not is compared with a fresh projection of the
+    /// chain, and if it differs the index is copied aside (evidence) and
+    /// rebuilt from the verified chain; [`Governance::take_index_rebuilds`]
+    /// hands the record over. Caller holds the chain lock.
+    fn rebuild_if_edited(&self, w: &mut Writer, repo: &Repository) -> Result<(), GovError> {
+        let version = w.index.data_version()?;
+        if version == w.seen.0 {
+            return Ok(());
+        }
+        let position = w.index.position()?.map(|p| p.0);
+        if position != w.seen.1 {
+            w.seen = (version, position);
+            return Ok(());
+        }
+        let refname = self.settings.audit_refname();
+        let why =
+            self.note_tampering(w.index.difference_from_chain(repo, &refname, &mut w.check))?;
+        if let Some(why) = why {
+            let path = self.settings.index_path();
+            let kept = w.index.copy_aside(&path, "edited")?;
+            w.index.rebuild(repo, &refname, &mut w.check)?;
+            tracing::error!(reason = %why, kept = %kept.display(), "the index was changed outside gov; rebuilt it from the chain");
+            if let Ok(mut r) = self.index_rebuilds.lock() {
+                r.push(crate::domain::event::IndexRebuilt {
+                    reason: why,
+                    kept_as: kept.display().to_string(),
+                });
+            }
+        }
+        w.seen = (w.index.data_version()?, w.index.position()?.map(|p| p.0));
+        Ok(())
+    }
+
+    /// Checks the index between writes (see `rebuild_if_edited`); a no-op
+    /// while a batch is open (its opening checked).
+    pub fn check_index(&self) -> Result<(), GovError> {
+        let mut w = self.writer.lock().map_err(|_| GovError::Poisoned)?;
+        if w.batch.is_some() || w.index.data_version()? == w.seen.0 {
+            return Ok(());
+        }
+        let repo = open_repo(&self.settings)?;
+        let _lock = ChainLock::acquire(repo.path())?;
+        self.rebuild_if_edited(&mut w, &repo)
+    }
+
+    /// The index rebuilds not yet recorded in the chain.
+    pub fn take_index_rebuilds(&self) -> Vec<crate::domain::event::IndexRebuilt> {
+        self.index_rebuilds
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// Waits until batch `id` is flushed; its error, if it failed.

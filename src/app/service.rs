@@ -202,7 +202,37 @@ impl Service {
             // The writer whose flush failed repairs at once when it can.
             self.repair_if_due();
         }
+        self.record_index_rebuilds();
         result?.0
+    }
+
+    /// Checks that nobody changed the index outside gov (the server does it
+    /// every few seconds, writers when a batch opens); a changed index is
+    /// rebuilt from the chain and the rebuild recorded.
+    pub fn check_index(&self) -> Result<(), AppError> {
+        self.gov.check_index()?;
+        self.record_index_rebuilds();
+        Ok(())
+    }
+
+    /// Appends an `index_rebuilt` entry for each rebuild not recorded yet.
+    fn record_index_rebuilds(&self) {
+        let rebuilt = self.gov.take_index_rebuilds();
+        if rebuilt.is_empty() {
+            return;
+        }
+        let entries = rebuilt
+            .into_iter()
+            .map(|r| {
+                NewEntry::new(
+                    crate::domain::audit::Actor::server(),
+                    Event::IndexRebuilt(r),
+                )
+            })
+            .collect();
+        if let Err(e) = self.gov.append(entries) {
+            tracing::error!(error = %e, "cannot record the index rebuild");
+        }
     }
 
     /// After a failed flush, Git refs may have moved without the entries

@@ -113,6 +113,9 @@ events! {
     /// A pending proposal's branch, removed by a rejection or expiry whose
     /// entry was never written, put back.
     ProposalBranchRestored(BranchRestored) = "proposal_branch_restored", Record;
+    /// The index was changed outside gov while a process had it open: it
+    /// was kept aside and rebuilt from the verified chain.
+    IndexRebuilt(IndexRebuilt) = "index_rebuilt", Record;
     /// A signed webhook reported a merged pull request (who merged, and
     /// the commit the merge made).
     ForgeMergeReported(MergeEvidence) = "forge_merge_reported", Record;
@@ -524,6 +527,15 @@ pub struct OrphanSetAside {
     pub commit: String,
     pub kept_as: String,
     pub reason: String,
+}
+
+/// An index changed outside gov, kept aside and rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRebuilt {
+    /// What differed from a fresh projection of the chain.
+    pub reason: String,
+    /// Where the changed index was copied.
+    pub kept_as: String,
 }
 
 /// A pending proposal's branch put back at its submitted commit.

@@ -301,6 +301,10 @@ async fn maintain_in_background(svc: Arc<Service>) {
         tokio::time::sleep(MAINTAIN_EVERY).await;
         let svc = svc.clone();
         let pass = tokio::task::spawn_blocking(move || {
+            // An index changed outside gov is not served for long.
+            if let Err(e) = svc.check_index() {
+                tracing::warn!(error = %e, "cannot check the index");
+            }
             let gov = svc.governance();
             if gov.maintenance_due() {
                 gov.maintain().map(Some)

@@ -261,6 +261,27 @@ impl Index {
         Ok(n)
     }
 
+    /// SQLite's `data_version`: it changes when another connection (another
+    /// process, or a hand edit) commits to the file, never for this
+    /// connection's own commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Copies the database as it is now to `<path>.<why>-<time>` (kept as
+    /// evidence) and returns that path.
+    pub fn copy_aside(&self, path: &Path, why: &str) -> Result<std::path::PathBuf, StoreError> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".{why}-{stamp}"));
+        let aside = std::path::PathBuf::from(aside);
+        self.conn
+            .execute("VACUUM INTO ?1", [aside.to_string_lossy().as_ref()])?;
+        Ok(aside)
+    }
+
     /// Whether a `proposal_decided` or `forge_merge_recorded` entry records
     /// merge `commit` (a merge, squash or rebase) as reviewed on the forge.
     pub fn forge_merge_recorded(&self, commit: &str) -> Result<bool, StoreError> {

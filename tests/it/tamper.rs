@@ -456,6 +456,57 @@ fn an_index_edited_by_hand_fails_verify() -> TestResult {
 }
 
 #[test]
+fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded() -> TestResult {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
+    assert_eq!(r.status, 200);
+    let unpause_by_hand = || -> TestResult {
+        let conn = rusqlite::Connection::open(s.settings().index_path())?;
+        conn.execute("UPDATE agents SET paused = 0 WHERE agent_id = 'noop'", [])?;
+        Ok(())
+    };
+    let paused = || -> TestResult<bool> {
+        let st = s.get("/status", Some(&s.operator))?;
+        Ok(st.body["agents_paused"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "noop")))
+    };
+    // A write finds the edit before it decides anything.
+    unpause_by_hand()?;
+    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
+    assert_eq!(r.status, 423, "still paused: {:?}", r.body);
+    let rebuilt = s.audit("index_rebuilt")?;
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    let reason = rebuilt[0]["payload"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("table `agents` differs from the chain"),
+        "{reason}"
+    );
+    let kept = rebuilt[0]["payload"]["kept_as"]
+        .as_str()
+        .unwrap_or_default();
+    let evidence = rusqlite::Connection::open(kept)?;
+    let edited: i64 = evidence.query_row(
+        "SELECT paused FROM agents WHERE agent_id = 'noop'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(edited, 0, "the edited index is kept as it was");
+    // With no write, the server finds it within seconds.
+    unpause_by_hand()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.audit("index_rebuilt")?.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.audit("index_rebuilt")?.len(), 2);
+    assert!(paused()?, "served from the chain again");
+    let report = gov::app::audit::verify(s.settings())?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
+
+#[test]
 fn reindex_moves_an_unreadable_index_aside_and_rebuilds() -> TestResult {
     let mut s = TestServer::start()?;
     s.stop();
