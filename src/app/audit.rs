@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use git2::{Oid, Repository};
 
 use crate::app::governance::{open_index, open_repo, GovError};
-use crate::app::orphans::Orphan;
 use crate::config::Settings;
 use crate::domain::audit::Event;
 use crate::domain::event::VIA_FORGE;
@@ -468,15 +467,9 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
                 reason: e.to_string(),
             })?;
     for orphan in orphans {
-        let commit = match &orphan {
-            Orphan::Unrecorded { commit, .. }
-            | Orphan::Renamed { commit, .. }
-            | Orphan::Missing { commit, .. } => *commit,
-            Orphan::Approval { merge, .. } | Orphan::UnsignedMerge { merge, .. } => *merge,
-        };
         found.push(Problem {
             seq: None,
-            commit: Some(commit.to_string()),
+            commit: Some(orphan.commit().to_string()),
             reason: orphan.describe(&settings.main_branch),
         });
     }

@@ -95,6 +95,16 @@ fn branch_name(refname: &str) -> &str {
 }
 
 impl Orphan {
+    /// The commit it is about: the branch's, or the merge.
+    pub fn commit(&self) -> Oid {
+        match self {
+            Orphan::Unrecorded { commit, .. }
+            | Orphan::Renamed { commit, .. }
+            | Orphan::Missing { commit, .. } => *commit,
+            Orphan::Approval { merge, .. } | Orphan::UnsignedMerge { merge, .. } => *merge,
+        }
+    }
+
     /// What `gov audit verify` says about it.
     pub fn describe(&self, main_branch: &str) -> String {
         match self {
