@@ -23,10 +23,14 @@
 //!   record follows Git rather than `main` being moved back under anyone
 //!   who already read it.
 //!
-//! A merge of a pending proposal that no approver signed (a forge merge
-//! taken by a `gov sync` whose append failed) is not repaired here: it is
-//! named by `gov audit verify`, and the approver-signed merge check there
-//! already refuses it. `gov audit verify` names every kind still present.
+//! - merges of pending proposals on `main` that no approver signed (forge
+//!   merges a `gov sync` took, whose entries failed): local `main` is moved
+//!   back below the oldest of them when the remote's `main` still has every
+//!   commit moved back over (the old tip kept under `refs/gov/orphaned/`),
+//!   `main_rolled_back`; the next sync takes them again, with their checks
+//!   and entries. Without the remote's copy they are left, and named.
+//!
+//! `gov audit verify` names every kind still present.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -38,7 +42,7 @@ use super::error::AppError;
 use super::service::{Service, Step};
 use crate::config::Settings;
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
-use crate::domain::event::{BranchRestored, OrphanSetAside};
+use crate::domain::event::{BranchRestored, MainRolledBack, OrphanSetAside};
 use crate::domain::proposal::Proposal;
 use crate::store::entry_check::{signature_problem, signature_status, SignersSource};
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
@@ -125,7 +129,7 @@ impl Orphan {
                 short(*merge)
             ),
             Orphan::UnsignedMerge { id, merge, why } => format!(
-                "orphan: merge {} on `{main_branch}` of proposal `{id}` has no `proposal_decided` entry and is {why}",
+                "orphan: merge {} on `{main_branch}` of proposal `{id}` has no `proposal_decided` entry and is {why} (the next `gov serve` or `gov watchdog` moves `{main_branch}` back below it if the remote still has it)",
                 short(*merge)
             ),
         }
@@ -298,13 +302,70 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
         let known = |id: &str| Ok(projection::proposal(conn, id)?.is_some());
         let orphans = find(repo, &settings, main, &allowed, &pending, &known)?;
         let mut entries = Vec::new();
+        let rolled_back = roll_back_forge_merges(tx, &settings, main, &orphans)?;
         for orphan in &orphans {
+            if let (Some((target, _)), Orphan::Approval { merge, .. }) = (&rolled_back, orphan) {
+                if merge != target && !tx.repo().graph_descendant_of(*target, *merge)? {
+                    // No longer on main: the next sync takes it again.
+                    continue;
+                }
+            }
             if let Some(entry) = repair_one(tx, &proposals, orphan)? {
                 entries.push(entry);
             }
         }
+        entries.extend(rolled_back.map(|(_, e)| e));
         Ok((Ok(entries.len()), entries))
     })
+}
+
+/// Moves local `main` back below the merges of pending proposals that no
+/// approver signed (forge merges a `gov sync` took, whose entries failed),
+/// when the remote's `main` still has every commit moved back over, so the
+/// next sync takes them again, with their checks and entries. The old tip
+/// is kept under `refs/gov/orphaned/`. Returns the commit `main` moves to
+/// and the entry that records it.
+fn roll_back_forge_merges(
+    tx: &mut crate::app::governance::Tx<'_>,
+    settings: &Settings,
+    main: Option<Oid>,
+    orphans: &[Orphan],
+) -> Result<Option<(Oid, NewEntry)>, AppError> {
+    // Found from the tip down: the last is the oldest.
+    let oldest = orphans.iter().rev().find_map(|o| match o {
+        Orphan::UnsignedMerge { merge, .. } => Some(*merge),
+        _ => None,
+    });
+    let (Some(oldest), Some(remote), Some(tip)) = (oldest, settings.remote.as_deref(), main) else {
+        return Ok(None);
+    };
+    let repo = tx.repo();
+    let tracking = crate::store::remote::tracking_ref(remote, &settings.main_branch);
+    let on_remote = match repo.refname_to_id(&tracking) {
+        Ok(theirs) => theirs == tip || repo.graph_descendant_of(theirs, tip)?,
+        Err(_) => false,
+    };
+    if !on_remote {
+        return Ok(None);
+    }
+    let target = repo.find_commit(oldest)?.parent_id(0)?;
+    let main_ref = settings.main_refname();
+    let kept = format!("{ORPHAN_PREFIX}{}/{tip}", settings.main_branch);
+    tx.staged().set(repo, &kept, Some(tip), None)?;
+    tx.staged().set(repo, &main_ref, Some(target), Some(tip))?;
+    tracing::warn!(from = %tip, to = %target, "moved main back below forge merges no entry records");
+    let rolled = MainRolledBack {
+        from: tip.to_string(),
+        to: target.to_string(),
+        kept_as: kept,
+        reason: format!(
+            "merge {} and what follows on `{}` were taken from the forge by a sync whose entries failed; `{tracking}` still has them, so the next `gov sync` takes them again",
+            short(oldest),
+            settings.main_branch
+        ),
+    };
+    let entry = NewEntry::new(Actor::server(), Event::MainRolledBack(rolled));
+    Ok(Some((target, entry)))
 }
 
 fn set_aside(

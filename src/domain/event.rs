@@ -113,6 +113,9 @@ events! {
     /// A pending proposal's branch, removed by a rejection or expiry whose
     /// entry was never written, put back.
     ProposalBranchRestored(BranchRestored) = "proposal_branch_restored", Record;
+    /// Local `main` moved back from forge merges a sync took without
+    /// recording them (the remote still has them).
+    MainRolledBack(MainRolledBack) = "main_rolled_back", Record;
     /// The index was changed outside gov while a process had it open: it
     /// was kept aside and rebuilt from the verified chain.
     IndexRebuilt(IndexRebuilt) = "index_rebuilt", Record;
@@ -525,6 +528,15 @@ pub struct MissingHead {
 pub struct OrphanSetAside {
     pub branch: String,
     pub commit: String,
+    pub kept_as: String,
+    pub reason: String,
+}
+
+/// Local `main` moved back: the commits are kept under `kept_as`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MainRolledBack {
+    pub from: String,
+    pub to: String,
     pub kept_as: String,
     pub reason: String,
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 /// A point where a test may make a write fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// A batch's flush, after the refs other than the audit chain moved
-    /// and before the audit ref does.
+    /// A batch's flush that moves refs other than the audit chain: after
+    /// they moved and before the audit ref does.
     AfterGitRefs,
 }
 

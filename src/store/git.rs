@@ -440,7 +440,12 @@ impl Staged {
             }
         }
         changes.commit()?;
-        if crate::store::fault::fire(repo.path(), crate::store::fault::Fault::AfterGitRefs) {
+        let git_changes = moves
+            .iter()
+            .any(|(name, _)| self.record.as_deref() != Some(name.as_str()));
+        if git_changes
+            && crate::store::fault::fire(repo.path(), crate::store::fault::Fault::AfterGitRefs)
+        {
             return Err(
                 git2::Error::from_str("injected fault: the audit ref was not moved").into(),
             );

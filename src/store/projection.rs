@@ -240,6 +240,7 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         | Event::AuditRecovered(_)
         | Event::ProposalOrphanSetAside(_)
         | Event::ProposalBranchRestored(_)
+        | Event::MainRolledBack(_)
         | Event::IndexRebuilt(_)
         | Event::ForgeMergeReported(_)
         | Event::ForgeMergeRecorded(_)

@@ -267,3 +267,59 @@ fn a_policy_change_whose_entry_died_is_set_aside_at_the_next_start() -> TestResu
     assert!(o.status.success(), "{}", o.stderr_text());
     Ok(())
 }
+
+#[test]
+fn forge_merges_a_sync_took_without_entries_are_moved_back_and_taken_again() -> TestResult {
+    use crate::remote::{entries, local_rev, submit_pending, team, text};
+    let (t, forge) = team()?;
+    let id = submit_pending(&t)?;
+    let out = t.gov(&["sync"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let main_before = local_rev(&t, "refs/heads/main")?;
+    let merge = forge.merge_pull_request(&id, &[])?;
+    // The sync moves local main to the merge and dies before its entry.
+    let o = Command::new(gov_bin())
+        .arg("--repo")
+        .arg(t.root())
+        .arg("sync")
+        .env("GOV_FAULT", Fault::AfterGitRefs.name())
+        .output()?;
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{}", text(&o));
+    assert_eq!(local_rev(&t, "refs/heads/main")?, merge);
+    let report = gov::app::audit::verify(&t.settings)?;
+    assert!(
+        report.problems.iter().any(|p| p.reason.starts_with(&format!(
+            "orphan: merge {} on `main` of proposal `{id}` has no `proposal_decided` entry and is not signed",
+            &merge[..12]
+        ))),
+        "{:?}",
+        report.problems
+    );
+    // The next process that opens the repository moves main back (the
+    // remote still has the merge) and records it...
+    let o = t.gov(&["audit", "verify"])?;
+    assert_eq!(o.status.code(), Some(3), "verify itself repairs nothing");
+    let out = t.gov(&["proposals"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(local_rev(&t, "refs/heads/main")?, main_before);
+    let rolled = entries(&t, "main_rolled_back")?;
+    assert_eq!(rolled.len(), 1, "{rolled:?}");
+    assert_eq!(rolled[0]["from"], merge.as_str());
+    assert_eq!(
+        local_rev(&t, &format!("refs/gov/orphaned/main/{merge}"))?,
+        merge,
+        "kept"
+    );
+    // ...and the next sync takes the merge again, as an approval.
+    let out = t.gov(&["sync"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("approved `{id}`")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(local_rev(&t, "refs/heads/main")?, merge);
+    let report = gov::app::audit::verify(&t.settings)?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
