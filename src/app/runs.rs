@@ -465,6 +465,17 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 vec![base("deny", &why, None)],
             ));
         }
+        if let Some(why) = guard_session_spent(conn, call.run_id.as_deref())? {
+            return Ok((
+                Ok(ToolAnswer {
+                    decision: "deny",
+                    reason: why.clone(),
+                    policies: vec![],
+                    proposal_id: None,
+                }),
+                vec![base("deny", &why, None)],
+            ));
+        }
         let policy = svc.policy_at(tx.repo())?;
         let decided = question
             .requests
@@ -591,6 +602,31 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             }
         }
     })
+}
+
+/// Why a `gov guard` session may make no more tool calls: it has spent
+/// its run's reservation. (A `gov run` run is stopped by its runner.)
+fn guard_session_spent(
+    conn: &rusqlite::Connection,
+    run_id: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    let Some(run) = run_id else { return Ok(None) };
+    if projection::run_folder(conn, run)?.is_none() {
+        return Ok(None);
+    }
+    let Some((reserved, _)) = projection::run_reservation(conn, run)? else {
+        return Ok(None);
+    };
+    let spent = projection::run_spend(conn, run)?;
+    Ok(reserved.exhausted_by(spent).then(|| {
+        format!(
+            "this session has spent its run's reservation ({} tokens, ${:.2} of {} tokens, ${:.2})",
+            spent.tokens,
+            spent.micros.as_dollars_f64(),
+            reserved.tokens,
+            reserved.micros.as_dollars_f64()
+        )
+    }))
 }
 
 /// `what`, then why, when there is a why.
