@@ -436,3 +436,64 @@ fn only_a_guard_session_reports_its_own_usage() -> TestResult {
     assert_eq!(ok.body["run"]["tokens_spent"], 10);
     Ok(())
 }
+
+#[test]
+fn a_guard_hook_whose_server_hangs_while_metering_denies_in_time() -> TestResult {
+    use std::io::Write;
+    // A server that takes connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let session = dir.path().join("r1.session.json");
+    std::fs::write(
+        &session,
+        serde_json::json!({"url": url, "agent_id": "researcher", "run_id": "r1",
+                           "agent_token": "t", "approval_wait_seconds": 2})
+        .to_string(),
+    )?;
+    let transcript = dir.path().join("s.jsonl");
+    std::fs::write(
+        &transcript,
+        "{\"type\":\"assistant\",\"message\":{\"id\":\"m1\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n",
+    )?;
+    let started = std::time::Instant::now();
+    let mut child = Command::new(gov_bin())
+        .args(["hook", "pre-tool-use"])
+        .env_clear()
+        .env("GOV_SESSION_FILE", &session)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().ok_or("no stdin")?.write_all(
+        serde_json::json!({"hook_event_name": "PreToolUse", "tool_name": "Read",
+                           "tool_input": {"file_path": "a"}, "transcript_path": transcript})
+        .to_string()
+        .as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    let took = started.elapsed();
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let spec = &v["hookSpecificOutput"];
+    assert_eq!(spec["permissionDecision"], "deny", "{v}");
+    assert_eq!(
+        spec["permissionDecisionReason"],
+        format!(
+            "gov: tool call denied because the policy check could not be completed: the session's usage could not be metered: the usage could not be recorded: the gov server at `{url}/runs/r1/usage` did not answer in time"
+        )
+    );
+    let deadline = gov::runner::hook::guard_hook_deadline(std::time::Duration::from_secs(2));
+    let timeout = gov::runner::claude::hook_timeout_seconds(deadline);
+    assert!(took < std::time::Duration::from_secs(timeout), "{took:?}");
+    // What was read stays to be reported.
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r1.meter.json"))?)?;
+    assert_eq!(state["seen"]["claude-sonnet-4-5"]["input_tokens"], 5);
+    assert!(state["charged"].as_object().is_some_and(|c| c.is_empty()));
+    Ok(())
+}

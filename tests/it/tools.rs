@@ -400,3 +400,108 @@ fn a_call_nobody_decides_is_denied_when_the_wait_runs_out() -> TestResult {
     );
     Ok(())
 }
+
+/// A server that answers every `POST` with `answer` (a JSON body), and
+/// takes every other request (the hook's polls) and never answers.
+fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 65536];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if buf[..n].starts_with(b"POST") {
+                let body = answer.to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                held.push(conn);
+            }
+        }
+    });
+    Ok(url)
+}
+
+/// `gov hook pre-tool-use` against `url` with a wait, for a Bash call.
+fn waiting_hook(url: &str, wait: u64) -> TestResult<std::process::Child> {
+    let mut child = Command::new(gov_bin())
+        .args(["hook", "pre-tool-use"])
+        .env_clear()
+        .env("GOV_URL", url)
+        .env("GOV_AGENT_ID", "researcher")
+        .env("GOV_RUN_ID", "r")
+        .env("GOV_AGENT_TOKEN", "t")
+        .env("GOV_APPROVAL_WAIT_SECONDS", wait.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(br#"{"hook_event_name": "PreToolUse", "tool_name": "WebFetch", "tool_input": {"url": "https://example.com/"}}"#)?;
+    Ok(child)
+}
+
+#[test]
+fn a_waiting_hook_denies_before_claude_codes_timeout_when_the_server_hangs_or_is_down() -> TestResult
+{
+    let wait = 3;
+    let timeout = Duration::from_secs(gov::runner::claude::hook_timeout_seconds(
+        gov::runner::hook::hook_deadline(Duration::from_secs(wait)),
+    ));
+    let hanging = silent_server()?;
+    let stalls_on_polls = answers_posts_hangs_polls(json!({
+        "decision": "needs_person", "reason": "network", "policies": [], "proposal_id": "p-1"
+    }))?;
+    // A port nobody listens on: bound, then closed.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", l.local_addr()?)
+    };
+    let started = Instant::now();
+    // Every time: three hooks at once against each server.
+    let mut children = Vec::new();
+    for url in [&hanging, &stalls_on_polls, &down] {
+        for _ in 0..3 {
+            children.push((url.clone(), waiting_hook(url, wait)?));
+        }
+    }
+    for (url, child) in children {
+        let (decision, reason) = answer(child)?;
+        let took = started.elapsed();
+        assert_eq!(decision, "deny", "{url}: {reason}");
+        assert!(took < timeout, "{url}: {took:?} is not under {timeout:?}");
+        if url == hanging {
+            assert_eq!(
+                reason,
+                format!(
+                    "gov: tool call denied because the policy check could not be completed: \
+                     the policy check failed: the gov server at `{hanging}/tools/evaluate` did not answer in time"
+                )
+            );
+        } else if url == down {
+            assert!(
+                reason.starts_with(&format!(
+                    "gov: tool call denied because the policy check could not be completed: \
+                     the policy check failed: cannot reach the gov server at `{down}/tools/evaluate`"
+                )),
+                "{reason}"
+            );
+        } else {
+            // The proposal was filed; its polls hang; the wait runs out.
+            assert_eq!(
+                reason,
+                format!("gov: `WebFetch` needs a person's approval and none came within {wait} s (proposal `p-1`); the call is denied")
+            );
+        }
+    }
+    Ok(())
+}
