@@ -505,3 +505,47 @@ fn a_waiting_hook_denies_before_claude_codes_timeout_when_the_server_hangs_or_is
     }
     Ok(())
 }
+
+#[test]
+fn a_line_that_does_not_parse_reaches_the_policies_and_a_person_can_approve_it() -> TestResult {
+    let s = TestServer::start()?;
+    let run = open_run(&s, "researcher")?;
+    for line in ["git status 'unterminated", "git status )", "ls |"] {
+        let d = bash(&s, "researcher", &run, line)?;
+        assert_eq!(d["decision"], "needs_person", "{line}: {d}");
+        let pid = d["proposal_id"].as_str().unwrap_or_default();
+        assert_eq!(
+            d["reason"],
+            format!(
+                "needs a person: proposal {pid}: the command cannot be judged from its text (parse_error), \
+                 so a person must approve it; the command line has parts whose effect is only known when it \
+                 runs (a substitution, eval, `sh -c`, a `PATH=` assignment, a loop): a person must approve it; \
+                 the command line does not parse, so no rule can judge what it runs: a person must read it and \
+                 approve it"
+            ),
+            "{line}"
+        );
+    }
+    let entries = s.audit("tool_decision")?;
+    assert_eq!(
+        entries[0]["payload"]["not_reducible"],
+        json!(["parse_error"])
+    );
+    // Approved by a person, the identical call runs once.
+    let pid = pending_proposal(&s, |p| p["payload"]["tool_input"]["command"] == "ls |")?;
+    decide(&s, "approve", &pid)?;
+    let d = bash(&s, "researcher", &run, "ls |")?;
+    assert_eq!(d["decision"], "allow", "{d}");
+    let d = bash(&s, "researcher", &run, "ls |")?;
+    assert_eq!(d["decision"], "needs_person", "{d}");
+    // PowerShell is not parsed: denied, whatever its text.
+    let r = s.post(
+        "/tools/evaluate",
+        Some(&run.1),
+        &json!({"agent_id": "researcher", "run_id": run.0, "tool_name": "PowerShell",
+                "tool_input": {"command": "git status"}, "cwd": s.repo.root().join("agents/researcher")}),
+    )?;
+    assert_eq!(r.body["decision"], "deny", "{:?}", r.body);
+    assert_eq!(r.body["policies"][0]["id"], "powershell-not-parsed");
+    Ok(())
+}
