@@ -19,7 +19,7 @@ pub struct Args {
     pub project: Option<PathBuf>,
     /// The agent the session acts as: its policies, budget and audit trail
     /// (it must be on main).
-    #[arg(long, required_unless_present = "remove")]
+    #[arg(long, required_unless_present_any = ["remove", "print_managed_settings"])]
     pub agent: Option<String>,
     /// Write `.claude/settings.local.json` (not shared through the
     /// project's Git) instead of `.claude/settings.json`.
@@ -28,6 +28,19 @@ pub struct Args {
     /// Take gov's hook out again and end the session's run.
     #[arg(long)]
     pub remove: bool,
+    /// Print Claude Code managed settings that put every session on this
+    /// machine under gov's hooks and let no other hook run (for
+    /// `/etc/claude-code/managed-settings.json`); changes nothing.
+    #[arg(long, conflicts_with_all = ["remove", "local", "project"])]
+    pub print_managed_settings: bool,
+    /// With `--print-managed-settings`: the session file the hooks read
+    /// (`~/…` is each user's home folder).
+    #[arg(
+        long,
+        requires = "print_managed_settings",
+        default_value = "/etc/gov/session.json"
+    )]
+    pub session_file: String,
 }
 
 fn fail(code: ExitCode, message: impl Into<String>) -> Failure {
@@ -49,6 +62,9 @@ fn guard_dir(settings: &Settings) -> PathBuf {
 pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
+    if args.print_managed_settings {
+        return print_managed_settings(&settings, &args.session_file);
+    }
     let project = match &args.project {
         Some(p) => p.clone(),
         None => std::env::current_dir().map_err(|e| {
@@ -284,6 +300,39 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
             ),
         )),
     }
+}
+
+/// Prints managed settings whose hooks read `session_file`.
+fn print_managed_settings(settings: &Settings, session_file: &str) -> Result<ExitCode, Failure> {
+    let gov_exe = std::env::current_exe().map_err(|e| {
+        fail(
+            ExitCode::Failure,
+            format!("cannot find the gov executable: {e}"),
+        )
+    })?;
+    // `~/x` is left for the hook's shell to expand: each user's own file.
+    let file = match session_file.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", shell_quote(rest)),
+        None => shell_quote(session_file),
+    };
+    let command = |event: &str| {
+        format!(
+            "{SESSION_FILE_VAR}={file} {} hook {event}",
+            shell_quote(&gov_exe.to_string_lossy())
+        )
+    };
+    let (check, meter) = (command("pre-tool-use"), command("meter"));
+    let timeout = crate::runner::claude::hook_timeout_seconds(guard_hook_deadline(
+        Duration::from_secs(settings.approval_wait_seconds),
+    ));
+    let managed = guard::managed_settings(&GovHooks {
+        check: &check,
+        meter: &meter,
+        timeout_secs: timeout,
+    })
+    .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    println!("{}", to_json(&managed));
+    Ok(ExitCode::Ok)
 }
 
 /// Reports what the session's transcripts gained since its last hook.

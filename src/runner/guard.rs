@@ -122,6 +122,22 @@ pub fn install(
     Ok(to_text(&Value::Object(root)))
 }
 
+/// Claude Code managed settings (`managed-settings.json`) that put every
+/// session on the machine under gov's hooks and let no user or project
+/// hook, and no bypass mode, in: `allowManagedHooksOnly` (only managed
+/// hooks run; managed hooks run even where another settings file sets
+/// `disableAllHooks`), `permissions.disableBypassPermissionsMode`, and
+/// gov's hooks as `gov guard` installs them.
+pub fn managed_settings(gov: &GovHooks<'_>) -> Result<Value, GuardError> {
+    let hooks: Value = serde_json::from_str(&install(None, "managed-settings.json", gov)?)
+        .map_err(|e| GuardError::BadJson("managed-settings.json".into(), e.to_string()))?;
+    Ok(json!({
+        "allowManagedHooksOnly": true,
+        "permissions": {"disableBypassPermissionsMode": "disable"},
+        "hooks": hooks["hooks"],
+    }))
+}
+
 /// The settings text with exactly gov's hooks (`commands`) taken out; an
 /// event's list and `hooks` left empty by it are removed too.
 pub fn uninstall(current: &str, shown: &str, commands: &[&str]) -> Result<String, GuardError> {

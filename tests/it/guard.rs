@@ -497,3 +497,129 @@ fn a_guard_hook_whose_server_hangs_while_metering_denies_in_time() -> TestResult
     assert!(state["charged"].as_object().is_some_and(|c| c.is_empty()));
     Ok(())
 }
+
+/// The keys of `v` that `allowed` (a list in the settings fixture) lacks.
+fn unknown_keys(v: &Value, allowed: &Value) -> Vec<String> {
+    let allowed: Vec<&str> = allowed
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    v.as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !allowed.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["(not an object)".into()])
+}
+
+#[test]
+fn printed_managed_settings_use_claude_codes_field_names_and_their_hook_works() -> TestResult {
+    let s = TestServer::start()?;
+    let out = gov_guard(
+        &s,
+        &[
+            "--print-managed-settings",
+            "--session-file",
+            "~/gov/session.json",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let managed: Value = serde_json::from_slice(&out.stdout)?;
+    let types: Value = serde_json::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/settings/claude-agent-sdk-0.3.332.json"),
+    )?)?;
+    // Every field is one the published settings types name, at its place.
+    assert_eq!(
+        unknown_keys(&managed, &types["settings"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        unknown_keys(&managed["permissions"], &types["permissions"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        unknown_keys(&managed["hooks"], &types["hook_events"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(managed["allowManagedHooksOnly"], true);
+    assert!(managed.get("disableAllHooks").is_none());
+    assert!(types["values"]["permissions.disableBypassPermissionsMode"]
+        .as_array()
+        .is_some_and(|v| v.contains(&managed["permissions"]["disableBypassPermissionsMode"])));
+    let mut commands = Vec::new();
+    for (event, entries) in managed["hooks"].as_object().ok_or("no hooks")? {
+        for entry in entries.as_array().ok_or("not a list")? {
+            assert_eq!(
+                unknown_keys(entry, &types["hook_matcher"]),
+                Vec::<String>::new()
+            );
+            for hook in entry["hooks"].as_array().ok_or("no hooks")? {
+                assert_eq!(
+                    unknown_keys(hook, &types["command_hook"]),
+                    Vec::<String>::new()
+                );
+                assert_eq!(hook["type"], "command");
+                assert!(hook["timeout"].as_u64().is_some_and(|t| t > 0));
+                commands.push((event.clone(), hook.clone()));
+            }
+        }
+    }
+    let events: Vec<&str> = commands.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(events, ["PreToolUse", "Stop", "SessionEnd"]);
+    let check = &commands[0].1;
+    assert_eq!(check["onFailure"], "block");
+    assert!(types["values"]["hooks.command.onFailure"]
+        .as_array()
+        .is_some_and(|v| v.contains(&check["onFailure"])));
+    let deadline = gov::runner::hook::guard_hook_deadline(std::time::Duration::ZERO);
+    assert!(check["timeout"]
+        .as_u64()
+        .is_some_and(|t| t > deadline.as_secs()));
+
+    // The printed command runs gov's hook with each user's session file.
+    let home = tempfile::tempdir()?;
+    let project = tempfile::tempdir()?;
+    let project_dir = std::fs::canonicalize(project.path())?;
+    let r = s.post(
+        "/runs",
+        Some(&s.runner),
+        &serde_json::json!({"agent_id": "researcher", "folder": project_dir}),
+    )?;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    std::fs::create_dir_all(home.path().join("gov"))?;
+    std::fs::write(
+        home.path().join("gov/session.json"),
+        serde_json::json!({"url": s.base, "agent_id": "researcher", "run_id": r.text("run_id"),
+                           "agent_token": r.text("agent_token")})
+        .to_string(),
+    )?;
+    let transcript = project_dir.join("t.jsonl");
+    std::fs::write(
+        &transcript,
+        "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n",
+    )?;
+    std::fs::write(project_dir.join("notes.md"), "x")?;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(check["command"].as_str().ok_or("no command")?)
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().ok_or("no stdin")?,
+        serde_json::json!({"hook_event_name": "PreToolUse", "tool_name": "Read", "cwd": project_dir,
+                           "tool_input": {"file_path": "notes.md"}, "transcript_path": transcript})
+        .to_string()
+        .as_bytes(),
+    )?;
+    let answer: Value = serde_json::from_slice(&child.wait_with_output()?.stdout)?;
+    assert_eq!(
+        answer["hookSpecificOutput"]["permissionDecision"], "allow",
+        "{answer}"
+    );
+    Ok(())
+}
