@@ -87,6 +87,8 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
             r#"{"fake":"tool","tool_name":"Read","tool_input":{"file_path":"notes.md"}}"#,
             r#"{"fake":"tool","tool_name":"Read","tool_input":{"file_path":"/etc/passwd"}}"#,
             r#"{"fake":"tool","tool_name":"Read","tool_input":{"file_path":"notes.md"},"agent_id":"sub1","agent_type":"Explore"}"#,
+            r#"{"fake":"tool","tool_name":"Write","tool_input":{"file_path":".claude/settings.local.json","content":"{\"disableAllHooks\": true}"}}"#,
+            r#"{"fake":"tool","tool_name":"Read","tool_input":{"file_path":"notes.md"}}"#,
         ]
         .join("\n"),
     )?;
@@ -112,11 +114,20 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
         })
         .collect();
     let only: Vec<&str> = decisions.iter().map(|d| d.0.as_str()).collect();
+    // The agent cannot write a settings file that would switch gov off:
+    // the call after its attempt is still governed.
     assert_eq!(
         only,
-        ["allow", "deny", "allow", "deny", "allow"],
+        ["allow", "deny", "allow", "deny", "allow", "deny", "allow"],
         "{decisions:?}"
     );
+    assert!(
+        decisions[5]
+            .1
+            .contains("agent-claude-settings-not-writable"),
+        "{decisions:?}"
+    );
+    assert!(!project.join(".claude/settings.local.json").exists());
     assert!(
         decisions[1].1.starts_with("gov: denied `Bash`"),
         "{decisions:?}"
@@ -134,7 +145,7 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
         .iter()
         .filter(|e| e["payload"]["run_id"] == run_id.as_str())
         .collect();
-    assert_eq!(ours.len(), 5, "{calls:?}");
+    assert_eq!(ours.len(), 7, "{calls:?}");
     assert!(ours.iter().all(|e| e["agent_id"] == "researcher"));
     assert_eq!(
         ours.iter()
