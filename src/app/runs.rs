@@ -451,21 +451,17 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 .agent(&call.agent_id)
                 .maybe_proposal(pid)
         };
-        if let Some((AppError::Paused { reason, .. }, _)) =
-            refuse_if_paused(conn, &call.agent_id, "tool")?
-        {
-            let why = format!("agent is paused: {reason}");
-            return Ok((
-                Ok(ToolAnswer {
-                    decision: "deny",
-                    reason: why.clone(),
-                    policies: vec![],
-                    proposal_id: None,
-                }),
-                vec![base("deny", &why, None)],
-            ));
-        }
-        if let Some(why) = guard_session_spent(conn, call.run_id.as_deref())? {
+        let paused = match refuse_if_paused(conn, &call.agent_id, "tool")? {
+            Some((AppError::Paused { reason, .. }, _)) => {
+                Some(format!("agent is paused: {reason}"))
+            }
+            _ => None,
+        };
+        let refused = match paused {
+            Some(why) => Some(why),
+            None => guard_session_spent(conn, call.run_id.as_deref())?,
+        };
+        if let Some(why) = refused {
             return Ok((
                 Ok(ToolAnswer {
                     decision: "deny",

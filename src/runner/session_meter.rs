@@ -19,11 +19,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-
+use super::meter::Charged;
 use super::transcript::{MeterState, TranscriptError};
 use crate::client::{Client, ClientError, Timeouts, Token};
+use chrono::{DateTime, Utc};
 
 /// The longest a hook waits for another hook of the session to finish
 /// metering.
@@ -46,15 +45,6 @@ pub enum MeterError {
     State { path: String, message: String },
     #[error("the usage could not be recorded: {0}")]
     Report(#[from] ClientError),
-}
-
-/// The server's answer to a usage report (the fields the meter reads).
-#[derive(Debug, Clone, Deserialize)]
-struct Charged {
-    #[serde(default)]
-    stop: bool,
-    #[serde(default)]
-    stop_reason: Option<String>,
 }
 
 /// What one metering found.

@@ -102,17 +102,7 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
         .env("FAKE_CLAUDE_LOG", &log)
         .output()?;
     assert!(claude.status.success(), "{}", text(&claude.stderr));
-    let decisions: Vec<(String, String)> = std::fs::read_to_string(&log)?
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("decision").is_some())
-        .map(|v| {
-            (
-                v["decision"].as_str().unwrap_or_default().to_string(),
-                v["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let decisions = decisions(&log)?;
     let only: Vec<&str> = decisions.iter().map(|d| d.0.as_str()).collect();
     // The agent cannot write a settings file that would switch gov off:
     // the call after its attempt is still governed.
@@ -451,15 +441,7 @@ fn only_a_guard_session_reports_its_own_usage() -> TestResult {
 #[test]
 fn a_guard_hook_whose_server_hangs_while_metering_denies_in_time() -> TestResult {
     use std::io::Write;
-    // A server that takes connections and never answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
+    let url = crate::tools::silent_server()?;
     let dir = tempfile::tempdir()?;
     let session = dir.path().join("r1.session.json");
     std::fs::write(

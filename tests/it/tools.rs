@@ -155,11 +155,22 @@ fn hook(
     input: &Value,
     wait_seconds: u64,
 ) -> TestResult<std::process::Child> {
+    hook_at(&s.base, agent, run, input, wait_seconds)
+}
+
+/// [`hook`] against the server at `url`.
+fn hook_at(
+    url: &str,
+    agent: &str,
+    run: &(String, String),
+    input: &Value,
+    wait_seconds: u64,
+) -> TestResult<std::process::Child> {
     let mut child = Command::new(gov_bin())
         .args(["hook", "pre-tool-use"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GOV_URL", &s.base)
+        .env("GOV_URL", url)
         .env("GOV_AGENT_ID", agent)
         .env("GOV_RUN_ID", &run.0)
         .env("GOV_AGENT_TOKEN", &run.1)
@@ -231,7 +242,7 @@ fn decide(s: &TestServer, verb: &str, pid: &str) -> TestResult {
 }
 
 /// A server that takes connections and never answers.
-fn silent_server() -> TestResult<String> {
+pub(crate) fn silent_server() -> TestResult<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);
     std::thread::spawn(move || {
@@ -428,26 +439,11 @@ fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
     Ok(url)
 }
 
-/// `gov hook pre-tool-use` against `url` with a wait, for a Bash call.
+/// `gov hook pre-tool-use` against `url` with a wait, for a WebFetch call.
 fn waiting_hook(url: &str, wait: u64) -> TestResult<std::process::Child> {
-    let mut child = Command::new(gov_bin())
-        .args(["hook", "pre-tool-use"])
-        .env_clear()
-        .env("GOV_URL", url)
-        .env("GOV_AGENT_ID", "researcher")
-        .env("GOV_RUN_ID", "r")
-        .env("GOV_AGENT_TOKEN", "t")
-        .env("GOV_APPROVAL_WAIT_SECONDS", wait.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(br#"{"hook_event_name": "PreToolUse", "tool_name": "WebFetch", "tool_input": {"url": "https://example.com/"}}"#)?;
-    Ok(child)
+    let call = json!({"hook_event_name": "PreToolUse", "tool_name": "WebFetch",
+                      "tool_input": {"url": "https://example.com/"}});
+    hook_at(url, "researcher", &("r".into(), "t".into()), &call, wait)
 }
 
 #[test]
