@@ -616,3 +616,58 @@ fn printed_managed_settings_use_claude_codes_field_names_and_their_hook_works() 
     );
     Ok(())
 }
+
+#[test]
+fn hooks_metering_one_session_at_once_charge_each_message_once() -> TestResult {
+    let s = TestServer::start()?;
+    let project = tempfile::tempdir()?;
+    let folder = std::fs::canonicalize(project.path())?;
+    let r = s.post(
+        "/runs",
+        Some(&s.runner),
+        &serde_json::json!({"agent_id": "researcher", "folder": folder}),
+    )?;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let dir = tempfile::tempdir()?;
+    let session = dir.path().join("r.session.json");
+    std::fs::write(
+        &session,
+        serde_json::json!({"url": s.base, "agent_id": "researcher", "run_id": r.text("run_id"),
+                           "agent_token": r.text("agent_token")})
+        .to_string(),
+    )?;
+    let transcript = dir.path().join("s.jsonl");
+    let mut lines = String::new();
+    for i in 0..50 {
+        // Each message twice, as a message written in two blocks is.
+        for output in [1, 3] {
+            lines.push_str(&format!(
+                "{{\"type\":\"assistant\",\"message\":{{\"id\":\"msg_{i}\",\"model\":\"claude-sonnet-4-5\",\"usage\":{{\"input_tokens\":10,\"output_tokens\":{output}}}}}}}\n"
+            ));
+        }
+    }
+    std::fs::write(&transcript, lines)?;
+    let input =
+        serde_json::json!({"hook_event_name": "Stop", "transcript_path": transcript}).to_string();
+    let children: Vec<_> = (0..6)
+        .map(|_| -> TestResult<std::process::Child> {
+            let mut c = Command::new(gov_bin())
+                .args(["hook", "meter"])
+                .env_clear()
+                .env("GOV_SESSION_FILE", &session)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            std::io::Write::write_all(&mut c.stdin.take().ok_or("no stdin")?, input.as_bytes())?;
+            Ok(c)
+        })
+        .collect::<TestResult<_>>()?;
+    for c in children {
+        let out = c.wait_with_output()?;
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(text(&out.stderr), "");
+    }
+    let b = s.get("/budget/researcher", Some(&s.operator))?;
+    assert_eq!(b.body["tokens_consumed"], 50 * 13, "{:?}", b.body);
+    Ok(())
+}
