@@ -86,7 +86,19 @@ impl MeterSession {
             .filter(|t| !t.is_empty())
             .ok_or(MeterError::NoTranscript)?;
         self.locked(|state| {
-            state.read_session(Path::new(transcript), self.since)?;
+            let mut budget = super::transcript::READ_BUDGET;
+            state.read_session_within(Path::new(transcript), self.since, &mut budget)?;
+            // The session's other transcripts (a subagent's hook may name
+            // its own file; a resumed session starts a new one) gain too.
+            let others: Vec<String> = state
+                .transcripts
+                .iter()
+                .filter(|t| t.as_str() != transcript)
+                .cloned()
+                .collect();
+            for t in others {
+                let _ = state.read_session_within(Path::new(&t), self.since, &mut budget);
+            }
             Ok(())
         })
     }

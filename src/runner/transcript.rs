@@ -207,15 +207,26 @@ impl MeterState {
         transcript: &Path,
         since: Option<DateTime<Utc>>,
     ) -> Result<(), TranscriptError> {
+        let mut budget = READ_BUDGET;
+        self.read_session_within(transcript, since, &mut budget)
+    }
+
+    /// [`Self::read_session`], reading at most `budget` bytes (and taking
+    /// what it read from it).
+    pub fn read_session_within(
+        &mut self,
+        transcript: &Path,
+        since: Option<DateTime<Utc>>,
+        budget: &mut u64,
+    ) -> Result<(), TranscriptError> {
         let shown = transcript.to_string_lossy().into_owned();
         if !self.transcripts.contains(&shown) && self.transcripts.len() >= MAX_FILES {
             return Err(TranscriptError::TooMany);
         }
-        let mut budget = READ_BUDGET;
-        self.read_file(transcript, since, &mut budget)?;
+        self.read_file(transcript, since, budget)?;
         self.transcripts.insert(shown);
         for sub in subagent_files(transcript) {
-            if budget == 0 {
+            if *budget == 0 {
                 break;
             }
             let key = sub.to_string_lossy().into_owned();
@@ -224,7 +235,7 @@ impl MeterState {
             }
             // A subagent's file that vanished or cannot be read is skipped:
             // the session's own transcript is what must be readable.
-            let _ = self.read_file(&sub, since, &mut budget);
+            let _ = self.read_file(&sub, since, budget);
         }
         Ok(())
     }
