@@ -616,10 +616,10 @@ fn guard_session_spent(
     let spent = projection::run_spend(conn, run)?;
     Ok(reserved.exhausted_by(spent).then(|| {
         format!(
-            "this session has spent its run's reservation ({} tokens, ${:.2} of {} tokens, ${:.2})",
+            "this session has spent its run's reservation: {} of {} tokens, ${:.2} of ${:.2}",
             spent.tokens,
-            spent.micros.as_dollars_f64(),
             reserved.tokens,
+            spent.micros.as_dollars_f64(),
             reserved.micros.as_dollars_f64()
         )
     }))

@@ -435,6 +435,29 @@ fn only_a_guard_session_reports_its_own_usage() -> TestResult {
     )?;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(ok.body["run"]["tokens_spent"], 10);
+    assert_eq!(ok.body["stop"], false);
+    // Past its reservation (50,000 tokens) the session may make no call,
+    // though the agent's cap (200,000) is not reached.
+    let big = serde_json::json!({"charges": [{"model": "claude-sonnet-4-5",
+        "input_tokens": 49990, "output_tokens": 0, "micros": 0}]});
+    let spent = s.post(
+        &format!("/runs/{guard_run}/usage"),
+        Some(&guard_token),
+        &big,
+    )?;
+    assert_eq!(spent.body["stop"], true, "{:?}", spent.body);
+    assert_eq!(spent.body["stop_reason"], "reservation_exhausted");
+    let call = s.post(
+        "/tools/evaluate",
+        Some(&guard_token),
+        &serde_json::json!({"agent_id": "researcher", "run_id": guard_run, "tool_name": "Read",
+                            "tool_input": {"file_path": "a"}, "cwd": std::fs::canonicalize(folder.path())?}),
+    )?;
+    assert_eq!(call.body["decision"], "deny", "{:?}", call.body);
+    assert_eq!(
+        call.body["reason"],
+        "this session has spent its run's reservation: 50000 of 50000 tokens, $0.75 of $5.00"
+    );
     Ok(())
 }
 
