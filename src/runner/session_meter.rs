@@ -139,6 +139,7 @@ impl MeterSession {
         let _lock = self.lock()?;
         let path = self.state_path();
         let mut state = load(&path)?;
+        let before = state.clone();
         let read = read(&mut state);
         let charges = state.unreported();
         let mut out = Metered::default();
@@ -166,8 +167,11 @@ impl MeterSession {
                 })
         };
         // What was read is kept even when the report failed: the usage
-        // stays unreported and goes with the next report.
-        save(&path, &state)?;
+        // stays unreported and goes with the next report. Nothing new:
+        // nothing to write (most calls of a turn).
+        if state != before || !path.exists() {
+            save(&path, &state)?;
+        }
         read?;
         reported?;
         Ok(out)
