@@ -140,8 +140,11 @@ fn live_git_users(git_dir: &Path, workdir: Option<&Path>, files: &[PathBuf]) -> 
         let dir = entry.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim() == "git" || comm.starts_with("git-") {
-            let Ok(cwd) = std::fs::read_link(dir.join("cwd")) else {
-                return true;
+            let cwd = match std::fs::read_link(dir.join("cwd")) {
+                Ok(cwd) => cwd,
+                // It ended meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return true,
             };
             let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
