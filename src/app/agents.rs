@@ -2,7 +2,6 @@
 //! state (`/status/me`, `/scoreboard`) and audit flags about them.
 
 use chrono::{Datelike, Utc};
-use serde::Serialize;
 
 use super::error::AppError;
 use super::service::{Service, Step};
@@ -17,27 +16,7 @@ use crate::domain::event::{
 use crate::domain::money::Micros;
 use crate::domain::pricing::{Prices, TokenUsage};
 use crate::store::projection;
-
-/// The original's budget answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct BudgetView {
-    pub agent_id: String,
-    pub wave: i64,
-    pub tokens_consumed: i64,
-    pub tokens_cap: u64,
-    pub dollars_consumed: f64,
-    pub dollars_cap: f64,
-    pub status: &'static str,
-    pub remaining_pct: f64,
-    pub period: String,
-    pub paused_reason: Option<String>,
-    /// What open reservations hold (runs under way, approved proposals not
-    /// yet executed); on `GET /budget` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_reserved: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dollars_reserved: Option<f64>,
-}
+use crate::wire::{AgentState, Budget, ScoreRow};
 
 /// Whether gov knows the agent: it is on main or the chain mentions it.
 pub fn known(svc: &Service, conn: &rusqlite::Connection, agent_id: &str) -> Result<bool, AppError> {
@@ -59,7 +38,7 @@ pub fn budget_view(
     conn: &rusqlite::Connection,
     agent_id: &str,
     wave: i64,
-) -> Result<BudgetView, AppError> {
+) -> Result<Budget, AppError> {
     if !known(svc, conn, agent_id)? {
         return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
     }
@@ -118,7 +97,7 @@ pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppE
     })
 }
 
-pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<BudgetView, AppError> {
+pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<Budget, AppError> {
     let index = svc.governance().index()?;
     budget_view(svc, index.conn(), agent_id, wave)
 }
@@ -197,10 +176,10 @@ pub fn charge(
     agent_id: &str,
     input: &ChargeInput,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
+) -> Result<Budget, AppError> {
     let caps = svc.caps(agent_id);
     let charge = input.to_charge(&svc.settings().prices(&caps))?;
-    svc.transact(|tx| -> Step<BudgetView> {
+    svc.transact(|tx| -> Step<Budget> {
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
             return Ok((
@@ -218,7 +197,7 @@ pub fn charge(
 #[derive(Debug)]
 pub struct PlannedCharges {
     pub entries: Vec<NewEntry>,
-    pub view: BudgetView,
+    pub view: Budget,
     /// Whether the agent is paused once they are recorded.
     pub paused: bool,
 }
@@ -294,29 +273,21 @@ fn view_of(
     spend: Spend,
     paused: bool,
     paused_reason: Option<String>,
-) -> BudgetView {
-    BudgetView {
+) -> Budget {
+    Budget {
         agent_id: agent_id.into(),
         wave,
         tokens_consumed: spend.tokens,
         tokens_cap: caps.tokens_cap,
         dollars_consumed: spend.micros.as_dollars_f64(),
         dollars_cap: caps.dollars_cap.as_dollars_f64(),
-        status: agent_status(caps, spend, paused).as_str(),
+        status: agent_status(caps, spend, paused),
         remaining_pct: remaining_pct(caps, spend),
         period: crate::domain::budget::period_label(caps.period, Utc::now()),
         paused_reason,
         tokens_reserved: None,
         dollars_reserved: None,
     }
-}
-
-/// `/status/me`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentState {
-    pub agent_id: String,
-    pub status: &'static str,
-    pub paused_reason: Option<String>,
 }
 
 pub fn state(svc: &Service, agent_id: &str) -> Result<AgentState, AppError> {
@@ -416,21 +387,6 @@ pub fn pause_all(svc: &Service, reason: &str, actor: Actor) -> Result<Vec<String
     })
 }
 
-/// One row of `/scoreboard`, as the original.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoreRow {
-    pub agent_id: String,
-    pub status: &'static str,
-    pub proposals_submitted: i64,
-    pub proposals_approved: i64,
-    pub proposals_rejected: i64,
-    pub tokens_consumed: i64,
-    pub dollars_consumed: f64,
-    pub revenue_events_count: i64,
-    pub runs: i64,
-    pub paused_reason: Option<String>,
-}
-
 pub fn scoreboard(svc: &Service) -> Result<Vec<ScoreRow>, AppError> {
     let index = svc.governance().index()?;
     let conn = index.conn();
@@ -485,4 +441,60 @@ pub fn impersonation_entry(token_agent: &str, claimed: &str, what: &str) -> NewE
         Event::AuditFlagImpersonation(flag),
     )
     .agent(token_agent)
+}
+
+/// The agents `main` has in force, as `gov run` checks an agent against them.
+#[derive(Debug)]
+pub struct AgentsOnMain {
+    /// The settings with `main`'s enforcement in force.
+    pub settings: crate::config::Settings,
+    /// Every agent on `main` (in force), or why its `agent.toml` is invalid.
+    pub agents: std::collections::BTreeMap<String, Result<crate::config::AgentSettings, String>>,
+    /// The `agent.toml` of the agent asked about, as `main` has it.
+    pub agent_file: Option<Vec<u8>>,
+}
+
+/// The agents in force on `main` and the file of agent `id` there: the last
+/// authorized state of main's governed files (the same root-of-trust walk
+/// as the server's). `Ok(None)` when `settings.root` is not a Git
+/// repository (a plain folder has no main); `Err` with why when `main`
+/// cannot be read.
+pub fn agents_on_main(
+    settings: &crate::config::Settings,
+    id: &str,
+) -> Result<Option<AgentsOnMain>, String> {
+    let Ok(repo) = git2::Repository::open(&settings.root) else {
+        return Ok(None);
+    };
+    let tip = repo
+        .refname_to_id(&settings.main_refname())
+        .map_err(|e| e.message().to_string())?;
+    let index = crate::store::index::Index::open_existing(&settings.index_path())
+        .ok()
+        .flatten();
+    let forge = |merge: git2::Oid| {
+        index
+            .as_ref()
+            .and_then(|i| i.forge_merge_recorded(&merge.to_string()).ok())
+            .unwrap_or(false)
+    };
+    let tip = crate::store::trust::TrustState::compute(&repo, tip, None, &forge)
+        .map_err(|e| e.message().to_string())?
+        .in_force;
+    let settings =
+        super::service::enforcement_in_force(settings, &repo, tip).map_err(|e| e.to_string())?;
+    let agents = crate::store::agents::agents_at(&repo, tip, &settings)
+        .map_err(|e| e.message().to_string())?;
+    let agent_file = crate::store::agents::agent_file_at(&repo, tip, id);
+    Ok(Some(AgentsOnMain {
+        settings,
+        agents,
+        agent_file,
+    }))
+}
+
+/// The Git directories of the repository at `root` (its `.git`, a
+/// worktree's own and the common one), which no agent may touch.
+pub fn git_dirs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    crate::store::git::git_dirs(root)
 }

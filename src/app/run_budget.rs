@@ -22,9 +22,9 @@
 //!   between the ledger and Claude Code's own `total_cost_usd`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::agents::{self, BudgetView, ChargeInput};
+use super::agents::{self, ChargeInput};
 use super::error::AppError;
 use super::runs::RunEnd;
 use super::service::{Service, Step};
@@ -35,6 +35,7 @@ use crate::domain::event::{Reconciliation, RunEnded, RunRelease};
 use crate::domain::money::Micros;
 use crate::domain::pricing::ModelCharge;
 use crate::store::projection;
+use crate::wire::{RunCharged, RunSpend, StopReason, UsageReport};
 
 /// How long after its wall clock a run's reservation still holds: the kill
 /// grace and the report of its end fit well within it.
@@ -154,24 +155,6 @@ pub fn admit_run(
         .map_err(|s| s.to_string()))
 }
 
-/// A usage report of a run: what it spent since the last one.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UsageReport {
-    pub charges: Vec<ModelCharge>,
-    /// True for usage read from a stream before its final report.
-    #[serde(default)]
-    pub estimate: bool,
-}
-
-/// A run's own budget: its reservation and what it has spent.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSpend {
-    pub tokens_reserved: i64,
-    pub dollars_reserved: f64,
-    pub tokens_spent: i64,
-    pub dollars_spent: f64,
-}
-
 impl RunSpend {
     fn of(reserved: Hold, spent: Spend) -> RunSpend {
         RunSpend {
@@ -181,18 +164,6 @@ impl RunSpend {
             dollars_spent: spent.micros.as_dollars_f64(),
         }
     }
-}
-
-/// The answer to a usage report.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunCharged {
-    pub budget: BudgetView,
-    pub run: RunSpend,
-    /// The run must stop now: its reservation is spent, or the agent is
-    /// paused (a cap was crossed, or a person paused it).
-    pub stop: bool,
-    /// `reservation_exhausted` or `agent_paused`.
-    pub stop_reason: Option<&'static str>,
 }
 
 fn charge_inputs(
@@ -262,9 +233,9 @@ pub fn charge_run(
                 s.plus(c.tokens, c.micros)
             });
         let stop_reason = if planned.paused {
-            Some("agent_paused")
+            Some(StopReason::AgentPaused)
         } else if reserved.exhausted_by(spent) {
-            Some("reservation_exhausted")
+            Some(StopReason::ReservationExhausted)
         } else {
             None
         };
@@ -370,4 +341,14 @@ fn dollars_to_micros(usd: f64) -> Micros {
     Micros::from_dollars_f64(usd)
         .or_else(|_| Micros::from_dollars_str(&format!("{usd:.6}")))
         .unwrap_or(Micros(0))
+}
+
+/// The open reservations of `agent` now (the dashboard's agent page).
+pub fn open_reservations(
+    svc: &Service,
+    agent: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Reservation>, AppError> {
+    let index = svc.governance().index()?;
+    reservations(index.conn(), Some(agent), &[], now)
 }

@@ -3,10 +3,9 @@
 //! agent token by hand, and evaluate one tool call against the policy set.
 
 use chrono::{Duration, Utc};
-use serde::Deserialize;
 use serde_json::json;
 
-use super::agents::{self, BudgetView};
+use super::agents;
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::run_budget;
@@ -19,10 +18,11 @@ use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, AgentTokenRevoked, RunReservation,
     ToolApprovalUsed, ToolDecision,
 };
-use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
+use crate::domain::proposal::{payload_hash, Proposal};
 use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
+use crate::wire::ToolDecision as Verdict;
 
 #[derive(Debug, Clone)]
 pub struct RunStarted {
@@ -160,15 +160,7 @@ pub fn start_run_in(
 /// How a run ended, as the runner reports it (the wire type).
 pub use crate::wire::{RunFinish as RunEnd, RunStatus};
 
-/// The answer to the end of a run: how it was recorded, the agent's budget
-/// and the run's own spend.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunFinished {
-    pub status: RunStatus,
-    pub reason: Option<String>,
-    pub budget: BudgetView,
-    pub run: run_budget::RunSpend,
-}
+pub use crate::wire::RunFinished;
 
 /// How a run was recorded: the runner's status and reason, unless a tool
 /// call ran without a decision, which fails the run.
@@ -193,7 +185,7 @@ pub fn finish_run(
         return Err(AppError::invalid("tokens", "tokens must not be negative"));
     }
     let (agent_id, recorded, run) =
-        svc.transact(|tx| -> Step<(String, RunRecorded, run_budget::RunSpend)> {
+        svc.transact(|tx| -> Step<(String, RunRecorded, crate::wire::RunSpend)> {
             let conn = tx.index().conn();
             let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
                 Ok(run) => run,
@@ -298,42 +290,8 @@ pub fn token_agent(
     svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(Utc::now())))
 }
 
-/// A tool call to evaluate.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ToolCall {
-    pub agent_id: String,
-    #[serde(default)]
-    pub run_id: Option<String>,
-    pub tool_name: String,
-    #[serde(default)]
-    pub tool_input: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// Claude Code's id for the call, recorded with the decision so the
-    /// runner can tell a call that was decided from one that was not.
-    #[serde(default)]
-    pub tool_use_id: Option<String>,
-    /// Claude Code's `agent_id`: set when a subagent makes the call.
-    #[serde(default)]
-    pub subagent_id: Option<String>,
-    /// Claude Code's `agent_type` (the subagent's type).
-    #[serde(default)]
-    pub agent_type: Option<String>,
-    /// Claude Code's permission mode for the session.
-    #[serde(default)]
-    pub permission_mode: Option<String>,
-    /// The `PATH` the agent's programs are looked up on.
-    #[serde(default)]
-    pub path_var: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ToolAnswer {
-    pub decision: &'static str,
-    pub reason: String,
-    pub policies: Vec<PolicyCitation>,
-    pub proposal_id: Option<String>,
-}
+/// A tool call to evaluate, and gov's answer (the wire types).
+pub use crate::wire::{ToolCall, ToolVerdict as ToolAnswer};
 
 /// The folder a call's agent works in: the project folder its run was
 /// registered with (`gov guard`), else `agents/<id>/`.
@@ -457,7 +415,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             let why = format!("agent is paused: {reason}");
             return Ok((
                 Ok(ToolAnswer {
-                    decision: "deny",
+                    decision: Verdict::Deny,
                     reason: why.clone(),
                     policies: vec![],
                     proposal_id: None,
@@ -495,7 +453,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 format!("{why}; {reasons}")
             };
         }
-        let answer = |d: &'static str, reason: String, pid: Option<String>| ToolAnswer {
+        let answer = |d: Verdict, reason: String, pid: Option<String>| ToolAnswer {
             decision: d,
             reason,
             policies: decision.policies.clone(),
@@ -509,7 +467,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     reasons
                 };
                 Ok((
-                    Ok(answer("allow", r.clone(), None)),
+                    Ok(answer(Verdict::Allow, r.clone(), None)),
                     vec![base("allow", &r, None).decision(record)],
                 ))
             }
@@ -520,7 +478,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     reasons
                 };
                 Ok((
-                    Ok(answer("deny", r.clone(), None)),
+                    Ok(answer(Verdict::Deny, r.clone(), None)),
                     vec![base("deny", &r, None).decision(record)],
                 ))
             }
@@ -537,7 +495,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                         .agent(&call.agent_id)
                         .proposal(&pid);
                     return Ok((
-                        Ok(answer("allow", r.clone(), Some(pid.clone()))),
+                        Ok(answer(Verdict::Allow, r.clone(), Some(pid.clone()))),
                         vec![base("allow", &r, Some(&pid)).decision(record), used],
                     ));
                 }
@@ -546,46 +504,34 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 {
                     let r = with_why(format!("waiting for a person: proposal {pid}"), &reasons);
                     return Ok((
-                        Ok(answer("needs_person", r.clone(), Some(pid.clone()))),
+                        Ok(answer(Verdict::NeedsPerson, r.clone(), Some(pid.clone()))),
                         vec![base("needs_person", &r, Some(&pid)).decision(record)],
                     ));
                 }
                 let now = Utc::now();
                 let id = new_uuid();
                 let p = Proposal {
-                    proposal_id: id.clone(),
-                    agent_id: call.agent_id.clone(),
-                    wave: 0,
-                    submitted_at: Timestamp(now),
-                    action_type: action_type.clone(),
-                    payload: match &payload {
-                        serde_json::Value::Object(m) => m.clone(),
-                        _ => serde_json::Map::new(),
-                    },
-                    payload_hash: hash.clone(),
                     expected_outcome: format!("the agent calls `{}`", call.tool_name),
-                    expected_cost_tokens: 0,
-                    expected_cost_dollars: 0.0,
                     reversible: false,
-                    requires_approval: true,
-                    expires_at: Timestamp(now + Duration::hours(24)),
                     rationale: reasons.clone(),
-                    links: vec![],
-                    status: ProposalStatus::Pending,
-                    decision: None,
-                    decided_by: None,
-                    decided_at: None,
-                    decision_final: false,
                     policies: decision.policies.clone(),
                     policy_version: decision.policy_version.clone(),
-                    branch: None,
-                    commit: None,
-                    merge_commit: None,
+                    ..Proposal::pending(
+                        id.clone(),
+                        call.agent_id.clone(),
+                        action_type.clone(),
+                        match &payload {
+                            serde_json::Value::Object(m) => m.clone(),
+                            _ => serde_json::Map::new(),
+                        },
+                        Timestamp(now),
+                        Timestamp(now + Duration::hours(24)),
+                    )
                 };
                 let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
                 let r = with_why(format!("needs a person: proposal {id}"), &reasons);
                 Ok((
-                    Ok(answer("needs_person", r.clone(), Some(id.clone()))),
+                    Ok(answer(Verdict::NeedsPerson, r.clone(), Some(id.clone()))),
                     vec![filed, base("needs_person", &r, Some(&id)).decision(record)],
                 ))
             }

@@ -315,7 +315,7 @@ impl Service {
     }
 
     /// Reads the index (caught up to the last write of this process).
-    pub fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> Result<T, AppError> {

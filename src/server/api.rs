@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth::{act_for_agent, Caller};
 use super::error::{ApiError, Body, Query};
@@ -16,7 +16,6 @@ use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
 use crate::app::{agents, credentials, proposals, run_budget, runs};
 use crate::domain::audit::{Event, NewEntry};
-use crate::domain::proposal::Proposal;
 use crate::wire;
 
 pub fn routes() -> Router<AppState> {
@@ -46,26 +45,13 @@ pub fn routes() -> Router<AppState> {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn ok(v: Value) -> ApiResult {
-    Ok(Json(v).into_response())
-}
-
 /// A 200 with a typed body from [`crate::wire`].
 fn reply<T: serde::Serialize>(body: &T) -> ApiResult {
     Ok(Json(body).into_response())
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
-}
-
-/// A proposal in the original's shape, plus gov's fields.
-pub fn proposal_json(p: &Proposal) -> Value {
-    to_json(p)
+    super::error::message(StatusCode::NOT_FOUND, "Not Found")
 }
 
 fn review_url(state: &AppState, id: &str) -> String {
@@ -128,7 +114,7 @@ async fn list_proposals(
     })?;
     let svc = state.svc.clone();
     let list = blocking(move || proposals::list(&svc, status, limit)).await?;
-    ok(Value::Array(list.iter().map(proposal_json).collect()))
+    reply(&list)
 }
 
 async fn get_proposal(
@@ -144,11 +130,10 @@ async fn get_proposal(
         Ok((p, audit_commit))
     })
     .await?;
-    let mut body = proposal_json(&p);
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("audit_commit".into(), json!(audit_commit));
-    }
-    ok(body)
+    reply(&wire::ProposalView {
+        proposal: p,
+        audit_commit,
+    })
 }
 
 async fn decide_proposal(
@@ -202,29 +187,14 @@ async fn get_budget(
     }
     let svc = state.svc.clone();
     let view = blocking(move || agents::budget(&svc, &agent, wave)).await?;
-    ok(to_json(&view))
-}
-
-#[derive(Debug, Deserialize)]
-struct ChargeBody {
-    tokens: i64,
-    tool: String,
-    #[serde(default)]
-    task_id: Option<String>,
-    #[serde(default)]
-    dollars: Option<f64>,
-    /// gov adds: the model (priced by `[prices]`) and the tokens by kind.
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<crate::domain::pricing::TokenUsage>,
+    reply(&view)
 }
 
 async fn charge_budget(
     State(state): State<AppState>,
     caller: Caller,
     Path(agent): Path<String>,
-    Body(body): Body<ChargeBody>,
+    Body(body): Body<wire::ChargeRequest>,
 ) -> ApiResult {
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, Some(&agent));
@@ -239,7 +209,7 @@ async fn charge_budget(
         ..agents::ChargeInput::default()
     };
     let view = blocking_write(&state, move || agents::charge(&svc, &agent, &input, actor)).await?;
-    ok(to_json(&view))
+    reply(&view)
 }
 
 // ----------------------------------------------------------------- audit
@@ -324,23 +294,16 @@ async fn list_audit(
         limit: Some(u64::from(limit)),
     };
     let svc = state.svc.clone();
-    let rows = blocking(move || {
-        let index = svc.governance().index()?;
-        index.query(&filter).map_err(AppError::internal)
-    })
-    .await?;
-    ok(Value::Array(
-        rows.iter()
-            .map(|r| {
-                let mut v = r.entry.to_compat_json();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("commit".into(), json!(r.commit));
-                    o.insert("signer".into(), json!(r.signer_role));
-                }
-                v
-            })
-            .collect(),
-    ))
+    let rows = blocking(move || crate::app::audit::indexed(&svc, &filter)).await?;
+    let listed: Vec<wire::AuditListed> = rows
+        .into_iter()
+        .map(|r| wire::AuditListed {
+            record: wire::AuditRecord::from(&r.entry),
+            commit: r.commit,
+            signer: r.signer_role,
+        })
+        .collect();
+    reply(&listed)
 }
 
 // ------------------------------------------------------------ live state
@@ -349,7 +312,7 @@ async fn scoreboard(State(state): State<AppState>, caller: Caller) -> ApiResult 
     caller.require_reader(state.svc.settings().agent_auth)?;
     let svc = state.svc.clone();
     let rows = blocking(move || agents::scoreboard(&svc)).await?;
-    ok(to_json(&rows))
+    reply(&rows)
 }
 
 async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
@@ -361,11 +324,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult {
         let (paused, pending, entries) = {
             let paused = agents::paused_ids(&svc)?;
             let pending = proposals::pending_count(&svc)?;
-            let entries = svc
-                .governance()
-                .index()?
-                .count()
-                .map_err(AppError::internal)?;
+            let entries = crate::app::audit::entry_count(&svc)?;
             (paused, pending, entries)
         };
         let remote = crate::app::remote::remote_status(&svc)?;
@@ -419,16 +378,10 @@ async fn status_me(
     act_for_agent(&state, &caller, &q.agent_id, "GET /status/me").await?;
     let svc = state.svc.clone();
     let s = blocking(move || agents::state(&svc, &q.agent_id)).await?;
-    ok(to_json(&s))
+    reply(&s)
 }
 
 // ----------------------------------------------------------------- pause
-
-#[derive(Debug, Deserialize, Default)]
-struct ReasonBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
 
 /// The body of pause calls is optional (`{}` or nothing); when there is
 /// one it must be a JSON object (an array would otherwise read as a struct).
@@ -441,7 +394,7 @@ fn reason_of(raw: &axum::body::Bytes) -> Result<Option<String>, ApiError> {
     if !value.is_object() {
         return Err(AppError::invalid("body", "the body must be a JSON object").into());
     }
-    let b: ReasonBody =
+    let b: wire::PauseRequest =
         serde_json::from_value(value).map_err(|e| AppError::invalid("reason", e.to_string()))?;
     Ok(b.reason)
 }
@@ -456,7 +409,9 @@ async fn pause_all(
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let paused = blocking_write(&state, move || agents::pause_all(&svc, &reason, actor)).await?;
-    ok(json!({"paused_agents": paused}))
+    reply(&wire::PausedAll {
+        paused_agents: paused,
+    })
 }
 
 async fn pause_agent(
@@ -470,7 +425,7 @@ async fn pause_agent(
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let s = blocking_write(&state, move || agents::pause(&svc, &agent, &reason, actor)).await?;
-    ok(to_json(&s))
+    reply(&s)
 }
 
 async fn resume_agent(
@@ -482,7 +437,7 @@ async fn resume_agent(
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let s = blocking_write(&state, move || agents::resume(&svc, &agent, actor)).await?;
-    ok(to_json(&s))
+    reply(&s)
 }
 
 async fn mint_token(
@@ -497,7 +452,10 @@ async fn mint_token(
     let token = blocking_write(&state, move || runs::mint_token(&svc, &a, actor)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"agent_id": agent, "agent_token": token})),
+        Json(wire::TokenMinted {
+            agent_id: agent,
+            agent_token: token,
+        }),
     )
         .into_response())
 }
@@ -520,22 +478,10 @@ async fn revoke_token(
 
 // ----------------------------------------------------------- credentials
 
-fn default_ttl() -> i64 {
-    300
-}
-
-#[derive(Debug, Deserialize)]
-struct IssueBody {
-    agent_id: String,
-    scope: String,
-    #[serde(default = "default_ttl")]
-    ttl_seconds: i64,
-}
-
 async fn issue_credential(
     State(state): State<AppState>,
     caller: Caller,
-    Body(body): Body<IssueBody>,
+    Body(body): Body<wire::CredentialIssue>,
 ) -> ApiResult {
     act_for_agent(&state, &caller, &body.agent_id, "POST /credentials/issue").await?;
     let svc = state.svc.clone();
@@ -543,18 +489,16 @@ async fn issue_credential(
         credentials::issue(&svc, &body.agent_id, &body.scope, body.ttl_seconds)
     })
     .await?;
-    ok(json!({"token": issued.token, "expires_at": issued.expires_at}))
-}
-
-#[derive(Debug, Deserialize)]
-struct RedeemBody {
-    token: String,
+    reply(&wire::CredentialIssued {
+        token: issued.token,
+        expires_at: issued.expires_at,
+    })
 }
 
 async fn redeem_credential(
     State(state): State<AppState>,
     caller: Caller,
-    Body(body): Body<RedeemBody>,
+    Body(body): Body<wire::CredentialRedeem>,
 ) -> ApiResult {
     // Where agents have tokens, a credential is redeemed with one: nobody
     // without a token can write to the chain through this endpoint.
@@ -568,7 +512,10 @@ async fn redeem_credential(
     };
     let svc = state.svc.clone();
     let r = blocking_write(&state, move || credentials::redeem(&svc, &body.token, &who)).await?;
-    ok(json!({"scope": r.scope, "agent_id": r.agent_id}))
+    reply(&wire::CredentialRedeemed {
+        scope: r.scope,
+        agent_id: r.agent_id,
+    })
 }
 
 // ------------------------------------------------------------ runs, tools
@@ -608,20 +555,20 @@ async fn finish_run(
     State(state): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
-    Body(end): Body<runs::RunEnd>,
+    Body(end): Body<wire::RunFinish>,
 ) -> ApiResult {
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
     let svc = state.svc.clone();
     let done = blocking_write(&state, move || runs::finish_run(&svc, &run_id, &end, actor)).await?;
-    ok(to_json(&done))
+    reply(&done)
 }
 
 async fn run_usage(
     State(state): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
-    Body(report): Body<run_budget::UsageReport>,
+    Body(report): Body<wire::UsageReport>,
 ) -> ApiResult {
     caller.require_runner()?;
     let actor = caller.actor(&state.svc.settings().operator_name, None);
@@ -630,13 +577,13 @@ async fn run_usage(
         run_budget::charge_run(&svc, &run_id, &report, actor)
     })
     .await?;
-    ok(to_json(&charged))
+    reply(&charged)
 }
 
 async fn evaluate_tool(
     State(state): State<AppState>,
     caller: Caller,
-    Body(mut call): Body<runs::ToolCall>,
+    Body(mut call): Body<wire::ToolCall>,
 ) -> ApiResult {
     act_for_agent(&state, &caller, &call.agent_id, "POST /tools/evaluate").await?;
     // A run's token speaks for its own run only.
@@ -656,5 +603,5 @@ async fn evaluate_tool(
     }
     let svc = state.svc.clone();
     let answer = blocking_write(&state, move || runs::evaluate_tool(&svc, &call)).await?;
-    ok(to_json(&answer))
+    reply(&answer)
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gov::domain::proposal::ProposalStatus;
+use gov::domain::request::PolicyCitation;
 use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
 use gov::runner::stream_json::StreamSummary;
 use gov::wire;
@@ -127,32 +128,96 @@ fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
                 }),
             }),
         ),
-        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
-            200,
-            json!({"budget": {"remaining_pct": 97.0},
-                   "run": {"tokens_spent": 5540, "dollars_spent": 0.0831}}),
-        ),
-        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/usage") => {
-            (200, json!({"stop": false, "stop_reason": null}))
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => {
+            // The server records the runner's end (it would fail a run with
+            // an undecided tool call; none of these has one).
+            let end: wire::RunFinish = match serde_json::from_value(body.clone()) {
+                Ok(end) => end,
+                Err(e) => return (422, json!({"detail": e.to_string()})),
+            };
+            (
+                200,
+                wire_json(&wire::RunFinished {
+                    status: end.status,
+                    reason: end.reason,
+                    budget: stub_budget(),
+                    run: wire::RunSpend {
+                        tokens_reserved: 50_000,
+                        dollars_reserved: 5.0,
+                        tokens_spent: 5540,
+                        dollars_spent: 0.0831,
+                    },
+                }),
+            )
         }
-        ("POST", "/tools/evaluate") => match body["tool_name"].as_str() {
-            Some("Read") => (
-                200,
-                json!({"decision": "allow", "reason": "reading is fine",
-                                         "policies": [{"id": "tools-read", "reason": ""}], "proposal_id": null}),
-            ),
-            Some("WebFetch") => (
-                200,
-                json!({"decision": "needs_person", "reason": "network access",
-                                             "policies": [{"id": "tools-web", "reason": ""}], "proposal_id": "p-7"}),
-            ),
-            _ => (
-                200,
-                json!({"decision": "deny", "reason": "no shell for researchers",
-                              "policies": [{"id": "tools-default-deny", "reason": ""}], "proposal_id": null}),
-            ),
-        },
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/usage") => (
+            200,
+            wire_json(&wire::RunCharged {
+                budget: stub_budget(),
+                run: wire::RunSpend {
+                    tokens_reserved: 50_000,
+                    dollars_reserved: 5.0,
+                    tokens_spent: 0,
+                    dollars_spent: 0.0,
+                },
+                stop: false,
+                stop_reason: None,
+            }),
+        ),
+        ("POST", "/tools/evaluate") => {
+            let verdict = |decision, reason: &str, policy: &str, proposal_id: Option<&str>| {
+                wire_json(&wire::ToolVerdict {
+                    decision,
+                    reason: reason.into(),
+                    policies: vec![PolicyCitation {
+                        id: policy.into(),
+                        reason: String::new(),
+                        effect: None,
+                    }],
+                    proposal_id: proposal_id.map(str::to_string),
+                })
+            };
+            let answer = match body["tool_name"].as_str() {
+                Some("Read") => verdict(
+                    wire::ToolDecision::Allow,
+                    "reading is fine",
+                    "tools-read",
+                    None,
+                ),
+                Some("WebFetch") => verdict(
+                    wire::ToolDecision::NeedsPerson,
+                    "network access",
+                    "tools-web",
+                    Some("p-7"),
+                ),
+                _ => verdict(
+                    wire::ToolDecision::Deny,
+                    "no shell for researchers",
+                    "tools-default-deny",
+                    None,
+                ),
+            };
+            (200, answer)
+        }
         _ => (404, json!({"error": "not_found"})),
+    }
+}
+
+/// An agent's budget as the stand-in answers it: 97% left.
+fn stub_budget() -> wire::Budget {
+    wire::Budget {
+        agent_id: "res".into(),
+        wave: 0,
+        tokens_consumed: 5540,
+        tokens_cap: 1_000_000,
+        dollars_consumed: 0.3,
+        dollars_cap: 10.0,
+        status: wire::AgentStatus::Ok,
+        remaining_pct: 97.0,
+        period: "lifetime".into(),
+        paused_reason: None,
+        tokens_reserved: None,
+        dollars_reserved: None,
     }
 }
 
@@ -778,7 +843,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
+fn noop_route(
+    decision: ProposalStatus,
+) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
     let polls = std::sync::atomic::AtomicUsize::new(0);
     move |method, path, body| match (method, path) {
         ("POST", "/proposals") => (
@@ -795,10 +862,23 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
         ),
         ("GET", "/proposals/p-1") => {
             let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (
-                200,
-                json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
-            )
+            let now = gov::domain::audit::Timestamp(chrono::Utc::now());
+            let mut p = gov::domain::proposal::Proposal::pending(
+                "p-1".into(),
+                "noop".into(),
+                "publish_content".into(),
+                serde_json::Map::new(),
+                now,
+                now,
+            );
+            if n >= 2 {
+                p.status = decision;
+            }
+            let view = wire::ProposalView {
+                proposal: p,
+                audit_commit: None,
+            };
+            (200, wire_json(&view))
         }
         ("POST", "/audit") => (
             200,
@@ -813,7 +893,10 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
 
 #[test]
 fn the_bundled_noop_agent_runs_the_whole_loop() {
-    for (decision, executed) in [("approved", true), ("rejected", false)] {
+    for (decision, executed) in [
+        (ProposalStatus::Approved, true),
+        (ProposalStatus::Rejected, false),
+    ] {
         let repo = Repo::new(60);
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
@@ -877,7 +960,7 @@ fn noop_gives_up_without_a_decision() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
         &repo.root().join("agents/noop"),
     );
-    let stub = Stub::start(noop_route("pending"));
+    let stub = Stub::start(noop_route(ProposalStatus::Pending));
     let out = run(repo
         .gov(&stub.url, "success.jsonl")
         .env("GOV_NOOP_POLL", "0.05")
