@@ -30,7 +30,7 @@ use std::time::Duration;
 use git2::{Oid, Repository};
 
 use crate::domain::forge::{redact_text, redact_url};
-use crate::runner::process::{own_process_group, supervise, Ending, Supervision};
+use crate::process::{own_process_group, supervise, Ending, Supervision};
 
 /// A ref update to push: `src` is the local ref (`None` deletes `dst` on
 /// the remote).

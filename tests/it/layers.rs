@@ -1,7 +1,8 @@
 //! The layering rules of ARCHITECTURE.md, checked on the source: the edges
 //! (`cli/`, `server/`) and the runner reach the store only through `app/`,
 //! and never Git or SQLite themselves; the domain imports nothing of the
-//! outside world. No exception is listed: a new offender fails.
+//! outside world; the store does not call up into the runner. No exception
+//! is listed: a new offender fails.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,13 @@ fn edges_reach_the_store_only_through_app() -> TestResult {
             "src/{dir} reaches the store, Git or SQLite without app/"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn the_store_does_not_call_up() -> TestResult {
+    let up = ["crate::runner", "crate::cli", "crate::server", "crate::app"];
+    assert_eq!(offenders("store", &up)?, Vec::<String>::new());
     Ok(())
 }
 

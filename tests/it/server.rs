@@ -909,10 +909,7 @@ fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
     let settings = s.settings().clone();
     let svc = gov::app::service::Service::open(&settings)?;
     let p = gov::app::proposals::get(&svc, &id)?;
-    assert_eq!(
-        Some(p.status.as_str().to_string()),
-        Some("approved".into())
-    );
+    assert_eq!(Some(p.status.as_str().to_string()), Some("approved".into()));
     let b = gov::app::agents::budget(&svc, "noop", 0)?;
     assert_eq!(b.tokens_consumed, 500);
     assert_eq!(b.status.as_str(), "paused");
