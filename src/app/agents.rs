@@ -1,7 +1,7 @@
 //! Agents: budgets (read, charge), pauses (pause, resume, pause-all), live
 //! state (`/status/me`, `/scoreboard`) and audit flags about them.
 
-use chrono::{Datelike, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use super::error::AppError;
 use super::service::{Service, Step};
@@ -27,8 +27,9 @@ pub(crate) fn spent(
     conn: &rusqlite::Connection,
     caps: &BudgetSettings,
     agent: &str,
+    now: DateTime<Utc>,
 ) -> Result<Spend, AppError> {
-    let key = PeriodKeys::current(caps.period, Utc::now());
+    let key = PeriodKeys::current(caps.period, now);
     Ok(projection::spend(conn, agent, key.as_deref())?)
 }
 
@@ -43,10 +44,11 @@ pub fn budget_view(
         return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
     }
     let caps = svc.caps(agent_id);
-    let spend = spent(conn, &caps, agent_id)?;
+    let now = svc.now();
+    let spend = spent(conn, &caps, agent_id, now)?;
     let row = projection::agent(conn, agent_id)?;
     let paused = row.as_ref().is_some_and(|r| r.paused);
-    let held = super::run_budget::held(conn, agent_id, Utc::now())?;
+    let held = super::run_budget::held(conn, agent_id, now)?;
     let mut view = view_of(
         agent_id,
         wave,
@@ -54,6 +56,7 @@ pub fn budget_view(
         spend,
         paused,
         row.and_then(|r| r.paused_reason),
+        now,
     );
     view.tokens_reserved = Some(held.tokens);
     view.dollars_reserved = Some(held.micros.as_dollars_f64());
@@ -72,7 +75,7 @@ pub struct SpendHistory {
 
 pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppError> {
     let caps = svc.caps(agent_id);
-    let now = Utc::now();
+    let now = svc.now();
     let key = PeriodKeys::current(caps.period, now);
     let rows = svc.read(|c| projection::charges(c, agent_id, key.as_deref()))?;
     let points = rows
@@ -187,7 +190,14 @@ pub fn charge(
                 vec![],
             ));
         }
-        let planned = plan_charges(conn, agent_id, &caps, &[(charge, input.clone())], actor)?;
+        let planned = plan_charges(
+            conn,
+            agent_id,
+            &caps,
+            &[(charge, input.clone())],
+            actor,
+            svc.now(),
+        )?;
         Ok((Ok(planned.view), planned.entries))
     })
 }
@@ -211,12 +221,13 @@ pub fn plan_charges(
     caps: &BudgetSettings,
     charges: &[(Charge, ChargeInput)],
     actor: Actor,
+    now: DateTime<Utc>,
 ) -> Result<PlannedCharges, AppError> {
     let row = projection::agent(conn, agent_id)?;
     let mut paused = row.as_ref().is_some_and(|r| r.paused);
     let mut paused_reason = row.and_then(|r| r.paused_reason);
-    let mut spend = spent(conn, caps, agent_id)?;
-    let keys = PeriodKeys::at(Utc::now());
+    let mut spend = spent(conn, caps, agent_id, now)?;
+    let keys = PeriodKeys::at(now);
     let mut entries = Vec::new();
     for (charge, input) in charges {
         let booked = BudgetCharge {
@@ -261,7 +272,7 @@ pub fn plan_charges(
     }
     Ok(PlannedCharges {
         entries,
-        view: view_of(agent_id, 0, caps, spend, paused, paused_reason),
+        view: view_of(agent_id, 0, caps, spend, paused, paused_reason, now),
         paused,
     })
 }
@@ -273,6 +284,7 @@ fn view_of(
     spend: Spend,
     paused: bool,
     paused_reason: Option<String>,
+    now: DateTime<Utc>,
 ) -> Budget {
     Budget {
         agent_id: agent_id.into(),
@@ -283,7 +295,7 @@ fn view_of(
         dollars_cap: caps.dollars_cap.as_dollars_f64(),
         status: agent_status(caps, spend, paused),
         remaining_pct: remaining_pct(caps, spend),
-        period: crate::domain::budget::period_label(caps.period, Utc::now()),
+        period: crate::domain::budget::period_label(caps.period, now),
         paused_reason,
         tokens_reserved: None,
         dollars_reserved: None,

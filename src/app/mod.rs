@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod clock;
 pub mod credentials;
 pub mod error;
 pub mod governance;

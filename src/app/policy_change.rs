@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use git2::Oid;
 use serde_json::json;
 
@@ -133,7 +132,7 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             "base": tip.to_string(),
             "paths": paths,
         });
-        let now = Utc::now();
+        let now = svc.now();
         let policy = svc.policy_at(repo)?;
         let mut p = Proposal {
             expected_outcome: format!("the change on `{branch}` comes into force"),

@@ -1,7 +1,6 @@
 //! Proposals: submit (the gate), decide (approve = signed merge; reject),
 //! expire. Shared by the HTTP API and `gov approve` / `gov reject`.
 
-use chrono::Utc;
 use serde_json::json;
 
 use super::error::{check_text, AppError};
@@ -227,7 +226,7 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
             ));
         }
         let policy = svc.policy_at(tx.repo())?;
-        let now = Utc::now();
+        let now = svc.now();
         let submitted_at = sub.submitted_at.unwrap_or(Timestamp(now));
         let expires_at = sub.expires_at.unwrap_or(Timestamp(
             now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
@@ -322,7 +321,7 @@ fn file_decided(
         Outcome::Auto => {
             p.status = ProposalStatus::AutoApproved;
             p.decided_by = Some("auto_policy".into());
-            p.decided_at = Some(Timestamp(Utc::now()));
+            p.decided_at = Some(Timestamp(svc.now()));
             // No commit: `main` moves only through review. The signed
             // audit entry holds the whole proposal and its decision.
             Ok((
@@ -409,7 +408,7 @@ pub fn decide(
                 vec![],
             ));
         };
-        let now = Timestamp(Utc::now());
+        let now = Timestamp(svc.now());
         match p.check_decidable(input.verdict, now) {
             Ok(()) => {}
             Err(DecideError::AlreadyDecided(status)) => {
@@ -717,7 +716,7 @@ fn expire_entry(
 /// Expires every pending proposal whose `expires_at` has passed. Returns
 /// their ids.
 pub fn expire_stale(svc: &Service) -> Result<Vec<String>, AppError> {
-    expire_stale_as(svc, Actor::server(), Timestamp(Utc::now()))
+    expire_stale_as(svc, Actor::server(), Timestamp(svc.now()))
 }
 
 /// Expires, as `actor`, every pending proposal whose `expires_at` is before

@@ -148,7 +148,7 @@ pub fn admit_run(
     now: DateTime<Utc>,
 ) -> Result<Result<Hold, String>, AppError> {
     let wanted = caps.run_hold();
-    let spend = agents::spent(conn, caps, agent)?;
+    let spend = agents::spent(conn, caps, agent, now)?;
     let held = held(conn, agent, now)?;
     Ok(admit(caps, spend, held, wanted)
         .map(|()| wanted)
@@ -225,7 +225,7 @@ pub fn charge_run(
         };
         let caps = svc.caps(&agent);
         let inputs = charge_inputs(run_id, &task, &report.charges, report.estimate)?;
-        let planned = agents::plan_charges(conn, &agent, &caps, &inputs, actor)?;
+        let planned = agents::plan_charges(conn, &agent, &caps, &inputs, actor, svc.now())?;
         let (reserved, _) = projection::run_reservation(conn, run_id)?.unwrap_or_default();
         let spent = inputs
             .iter()
@@ -292,7 +292,7 @@ pub fn settle(
         let charge = input.to_charge(&svc.settings().prices(&caps))?;
         inputs.push((charge, input));
     }
-    let planned = agents::plan_charges(conn, run.agent, &caps, &inputs, actor)?;
+    let planned = agents::plan_charges(conn, run.agent, &caps, &inputs, actor, svc.now())?;
     let (reserved, _) = projection::run_reservation(conn, run.run_id)?.unwrap_or_default();
     let spent = inputs
         .iter()

@@ -2,7 +2,7 @@
 //! run (mint its agent token), finish it (charge, record, revoke), mint an
 //! agent token by hand, and evaluate one tool call against the policy set.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde_json::json;
 
 use super::agents;
@@ -101,7 +101,7 @@ pub fn start_run_in(
             ));
         }
         let (_, decision, record) =
-            super::watchdog::continue_check(svc, tx.repo(), conn, agent_id, Utc::now())?;
+            super::watchdog::continue_check(svc, tx.repo(), conn, agent_id, svc.now())?;
         if decision.outcome != Outcome::Auto {
             return Ok((
                 Err(AppError::ContinueDenied {
@@ -111,7 +111,7 @@ pub fn start_run_in(
                 vec![skipped("continue_denied", &decision.policies, None).decision(record)],
             ));
         }
-        let now = Utc::now();
+        let now = svc.now();
         let caps = svc.caps(agent_id);
         let reservation = match run_budget::admit_run(conn, agent_id, &caps, now)? {
             Ok(r) => r,
@@ -241,7 +241,7 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
     let expires_at =
-        Timestamp(Utc::now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
+        Timestamp(svc.now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
@@ -265,7 +265,7 @@ pub fn revoke_token(svc: &Service, token: &str, actor: Actor) -> Result<String, 
     let hash = token_hash(token.trim());
     svc.transact(|tx| -> Step<String> {
         let conn = tx.index().conn();
-        let Some((agent, _run)) = projection::agent_token(conn, &hash, Timestamp(Utc::now()))?
+        let Some((agent, _run)) = projection::agent_token(conn, &hash, Timestamp(svc.now()))?
         else {
             return Ok((
                 Err(AppError::NotFound(
@@ -287,7 +287,7 @@ pub fn token_agent(
     svc: &Service,
     token: &str,
 ) -> Result<Option<(String, Option<String>)>, AppError> {
-    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(Utc::now())))
+    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(svc.now())))
 }
 
 /// A tool call to evaluate, and gov's answer (the wire types).
@@ -508,7 +508,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                         vec![base("needs_person", &r, Some(&pid)).decision(record)],
                     ));
                 }
-                let now = Utc::now();
+                let now = svc.now();
                 let id = new_uuid();
                 let p = Proposal {
                     expected_outcome: format!("the agent calls `{}`", call.tool_name),

@@ -93,3 +93,14 @@ fn sql_lives_in_the_store() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn the_clock_is_read_in_one_place() -> TestResult {
+    let now = ["Utc::now", "Local::now", "SystemTime::now"];
+    assert_eq!(
+        offenders("", &now)?,
+        ["app/clock.rs"],
+        "the time is read from app::clock::Clock"
+    );
+    Ok(())
+}

@@ -395,7 +395,7 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
             };
             let last = crate::app::audit::indexed(&svc, &filter)?;
             let spent = Micros::from_dollars_f64(budget.dollars_consumed).unwrap_or(Micros(0));
-            let now = chrono::Utc::now();
+            let now = svc.now();
             let history = agents::spend_history(&svc, &row.agent_id)?;
             let chart = SpendChart::new(
                 &history.charges,
