@@ -96,6 +96,8 @@ fn entries(repo: &TestRepo, event_type: &str) -> TestResult<Vec<IndexedEntry>> {
 fn a_claude_run_against_the_real_server() -> TestResult {
     let s = TestServer::start()?;
     claude_agent(&s.repo, "researcher", 60)?;
+    // No `[prices]`: the runner prices every token at the flat rate.
+    std::fs::write(s.repo.root().join("gov.toml"), "# all defaults\n")?;
 
     let out = run(&mut gov_run(&s, "researcher", "live-tools.jsonl"))?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -271,11 +273,11 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     Ok(())
 }
 
-/// `[prices]` for the models of the fixtures, in the repository's
-/// gov.toml (the runner prices usage from it).
+/// `[prices]` for the models of the fixtures, as the repository's whole
+/// gov.toml (the runner prices usage from it; everything else default).
 fn write_prices(repo: &TestRepo) -> TestResult {
     let path = repo.root().join("gov.toml");
-    let mut text = std::fs::read_to_string(&path)?;
+    let mut text = String::from("# all defaults but the prices\n");
     text.push_str(
         "\n[prices.\"claude-sonnet-4\"]\ninput = \"3\"\noutput = \"15\"\ncache_write = \"3.75\"\ncache_read = \"0.30\"\n\
          \n[prices.\"claude-haiku-4-5\"]\ninput = 1\noutput = 5\ncache_write = \"1.25\"\ncache_read = \"0.10\"\n",

@@ -54,9 +54,10 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     // The default port is 8005; make sure the CLI does not find a server
     // there by pointing it at a port nobody listens on.
     let toml = std::fs::read_to_string(s.repo.root().join("gov.toml"))?;
+    assert!(toml.contains("\n# port = 8005\n"), "gov init's gov.toml");
     std::fs::write(
         s.repo.root().join("gov.toml"),
-        format!("{toml}\n[server]\nport = 1\n"),
+        toml.replace("\n# port = 8005\n", "\nport = 1\n"),
     )?;
     let list = s.repo.gov(&["proposals", "--status", "pending"])?;
     assert!(
