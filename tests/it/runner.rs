@@ -1,5 +1,8 @@
 //! `gov run` and `gov hook pre-tool-use`, without the real server: a canned
-//! HTTP stub stands in for it, and `tests/fake-claude` for Claude Code.
+//! HTTP stub answering with the API's own types (`gov::wire`) stands in for
+//! it, and `tests/fake-claude` for Claude Code. Each runs in a repository
+//! made by `gov init`, its agents committed to `main`, so the runner's
+//! check of an agent against `main` runs too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +19,8 @@ use gov::runner::stream_json::StreamSummary;
 use gov::wire;
 use serde_json::{json, Value};
 
+use crate::support::repo::TestRepo;
+use crate::support::server::{commit_agent, commit_to_main};
 use crate::support::{gov_bin, SYSTEM_PATH};
 
 // ---------------------------------------------------------------- harness
@@ -221,45 +226,70 @@ fn stub_budget() -> wire::Budget {
     }
 }
 
-/// A governance repository in a temp dir with one claude agent (`res`) and
-/// one command agent (`cmd`).
+/// A governance repository made by `gov init` (`app::init`) in a temp dir,
+/// with one claude agent (`res`) and one command agent (`cmd`) committed
+/// to `main` by the operator, so `gov run` checks each agent against main.
 struct Repo {
-    dir: tempfile::TempDir,
+    repo: TestRepo,
 }
 
 impl Repo {
     fn new(claude_wallclock: u64) -> Repo {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let w = |p: &str, text: &str| {
-            let p = root.join(p);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, text).expect("write");
-        };
-        w("gov.toml", "[server]\nport = 1\n");
-        w(".gov/runner-token", "runner-secret\n");
-        w(
-            "agents/res/agent.toml",
-            &format!(
-                "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {claude_wallclock}\n\
-                 [claude]\nmodel = \"claude-sonnet-4-5\"\nmax_budget_usd = 1.5\n"
+        let repo = TestRepo::new().expect("gov init");
+        let root = repo.root().to_path_buf();
+        // No server of this repository listens on port 1.
+        let toml_path = root.join("gov.toml");
+        let toml = std::fs::read_to_string(&toml_path).expect("gov.toml");
+        assert!(toml.contains("\n# port = 8005\n"), "gov init's gov.toml");
+        // And no `[prices]`: every token at the flat rate, as the charges
+        // below are computed.
+        let mut in_prices = false;
+        let kept: Vec<&str> = toml
+            .lines()
+            .filter(|l| {
+                if l.starts_with('[') {
+                    in_prices = l.starts_with("[prices.");
+                }
+                !in_prices
+            })
+            .collect();
+        let toml = kept.join("\n").replace("\n# port = 8005\n", "\nport = 1\n");
+        std::fs::write(&toml_path, toml).expect("write gov.toml");
+        std::fs::write(root.join(".gov/runner-token"), "runner-secret\n").expect("token");
+        let files = [
+            (
+                "agents/res/agent.toml".to_string(),
+                format!(
+                    "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {claude_wallclock}\n\
+                     [claude]\nmodel = \"claude-sonnet-4-5\"\nmax_budget_usd = 1.5\n"
+                ),
             ),
-        );
-        w("agents/res/CLAUDE.md", "Propose before acting.\n");
-        w("agents/res/tasks/t.md", "Do the task.\n");
-        w(
-            "agents/cmd/agent.toml",
-            "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
-        );
+            ("agents/res/CLAUDE.md".into(), "Propose before acting.\n".into()),
+            ("agents/res/tasks/t.md".into(), "Do the task.\n".into()),
+            (
+                "agents/cmd/agent.toml".into(),
+                "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n".into(),
+            ),
+        ];
+        let files: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect();
+        commit_to_main(&repo, &files, "runner test agents").expect("commit agents");
         executable(
             &root.join("agents/cmd/agent.sh"),
             "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
         );
-        Repo { dir }
+        Repo { repo }
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.repo.root()
+    }
+
+    /// Commits an agent's `agent.toml` onto main and into the working tree.
+    fn commit_agent(&self, id: &str, agent_toml: &str) {
+        commit_agent(&self.repo, id, agent_toml).expect("commit agent");
     }
 
     /// In the claude agent's folder: under the sandbox, the agent writes
@@ -497,9 +527,12 @@ fn run_of_an_unknown_agent_is_not_found() {
         .args(["run", "nobody"]));
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "error: unknown agent `nobody`: no `{}` (agents here: cmd, noop, res, researcher)\n",
+            repo.root().join("agents/nobody/agent.toml").display()
+        )
     );
 }
 
@@ -1167,12 +1200,10 @@ fn settings_an_agent_writes_do_not_switch_gov_off() {
 fn a_program_that_is_not_there_fails_the_run_as_spawn_failed() {
     let repo = Repo::new(60);
     let dir = repo.root().join("agents/gone");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("agent.toml"),
+    repo.commit_agent(
+        "gone",
         "kind = \"command\"\n[command]\nprogram = \"./missing.sh\"\n",
-    )
-    .expect("write");
+    );
     let stub = Stub::start(normal_route);
     let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "gone"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
