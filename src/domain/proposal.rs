@@ -372,33 +372,21 @@ mod tests {
     }
 
     fn sample() -> Proposal {
-        Proposal {
-            proposal_id: "p-1".into(),
-            agent_id: "noop".into(),
+        let p = Proposal {
             wave: 1,
-            submitted_at: ts(8),
-            action_type: "publish_content".into(),
-            payload: serde_json::Map::new(),
-            payload_hash: payload_hash(&serde_json::json!({})),
             expected_outcome: "a post".into(),
-            expected_cost_tokens: 0,
-            expected_cost_dollars: 0.0,
-            reversible: true,
-            requires_approval: true,
-            expires_at: ts(10),
-            rationale: String::new(),
-            links: vec![],
-            status: ProposalStatus::Pending,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            decision_final: false,
-            policies: vec![],
             policy_version: "abc".into(),
-            branch: None,
-            commit: None,
-            merge_commit: None,
-        }
+            ..Proposal::pending(
+                "p-1".into(),
+                "noop".into(),
+                "publish_content".into(),
+                serde_json::Map::new(),
+                ts(8),
+                ts(10),
+            )
+        };
+        assert_eq!(p.payload_hash, payload_hash(&serde_json::json!({})));
+        p
     }
 
     #[test]
