@@ -35,7 +35,8 @@ pub use crate::store::entry_check::signature_status;
 use crate::store::entry_check::{signature_problem, signer_roles, LoadSignersError, SignersSource};
 use crate::store::git::{StoreError, EMPTY_TREE};
 pub use crate::store::index::AuditFilter;
-use crate::store::index::{Index, IndexedEntry};
+use crate::store::index::Index;
+pub use crate::store::index::IndexedEntry;
 pub use crate::store::keys::SignatureCheck;
 use crate::store::keys::{AllowedSigners, Role, SignersError};
 

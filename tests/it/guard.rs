@@ -8,9 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::gov_bin;
 use crate::support::repo::TestResult;
 use crate::support::server::TestServer;
+use crate::support::{gov_bin, text};
 
 fn gov_guard(s: &TestServer, args: &[&str]) -> TestResult<std::process::Output> {
     Ok(Command::new(gov_bin())
@@ -21,10 +21,6 @@ fn gov_guard(s: &TestServer, args: &[&str]) -> TestResult<std::process::Output> 
         .env_remove("GOV_REPO")
         .env("GOV_URL", &s.base)
         .output()?)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 const ORIGINAL: &str = r#"{

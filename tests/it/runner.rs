@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::support::repo::TestRepo;
 use crate::support::server::{commit_agent, commit_to_main};
-use crate::support::{gov_bin, SYSTEM_PATH};
+use crate::support::{fixture, gov_bin, text, SYSTEM_PATH};
 
 // ---------------------------------------------------------------- harness
 
@@ -329,18 +329,8 @@ fn fake_claude() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-claude")
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/stream-json")
-        .join(name)
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run gov")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A port on which nothing listens.

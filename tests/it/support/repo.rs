@@ -68,6 +68,16 @@ impl TestRepo {
             .output()?)
     }
 
+    /// Entries of one type, newest first, from the index caught up to the
+    /// chain.
+    pub fn entries(&self, event_type: &str) -> TestResult<Vec<gov::app::audit::IndexedEntry>> {
+        let (_git, index) = gov::app::governance::open_index(&self.settings)?;
+        Ok(index.query(&gov::app::audit::AuditFilter {
+            event_type: Some(event_type.into()),
+            ..Default::default()
+        })?)
+    }
+
     pub fn allowed_signers(&self) -> PathBuf {
         self.settings.allowed_signers_path()
     }
