@@ -78,14 +78,6 @@ pub enum RemoteError {
     Repo(#[from] git2::Error),
 }
 
-impl RemoteError {
-    /// The remote could not be reached or did not answer in time (as
-    /// opposed to refusing something): worth trying again later.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, RemoteError::Git { .. } | RemoteError::Timeout { .. })
-    }
-}
-
 /// The remote-tracking name of `branch` fetched from `remote`.
 pub fn tracking_ref(remote: &str, branch: &str) -> String {
     format!("refs/remotes/{remote}/{branch}")

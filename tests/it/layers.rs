@@ -104,3 +104,30 @@ fn the_clock_is_read_in_one_place() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_store_is_crate_private_but_for_what_tests_and_benchmarks_read() -> TestResult {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/mod.rs"))?;
+    let public: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';'))
+        .collect();
+    // The integration tests and the benchmarks (examples/) build fixtures
+    // with these: keys, signed commits, the index, the chain, maintenance,
+    // policy loading, the projection. Everything else is `pub(crate)`.
+    assert_eq!(
+        public,
+        [
+            "audit",
+            "git",
+            "index",
+            "keys",
+            "maintain",
+            "policies",
+            "projection"
+        ]
+    );
+    Ok(())
+}
