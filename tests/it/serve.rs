@@ -81,7 +81,14 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("approved"));
+    let merge = s
+        .repo
+        .repo()?
+        .refname_to_id(&s.repo.settings.main_refname())?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("proposal {id} approved: merged into main as {merge}\n")
+    );
     let again = s.repo.gov(&["reject", &id])?;
     assert_eq!(again.status.code(), Some(7));
     assert_eq!(
@@ -184,7 +191,10 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
     let board = repo.gov(&["scoreboard"])?;
     assert!(String::from_utf8_lossy(&board.stdout).contains("noop"));
     let pause = repo.gov(&["pause", "noop", "--reason", "lunch"])?;
-    assert!(String::from_utf8_lossy(&pause.stdout).contains("paused"));
+    assert_eq!(
+        String::from_utf8_lossy(&pause.stdout),
+        "agent noop: paused\n"
+    );
     let resume = repo.gov(&["resume", "noop"])?;
     assert!(
         resume.status.success(),
