@@ -115,6 +115,8 @@ impl HookOutput {
 pub enum HookError {
     #[error("the hook input is not valid JSON: {0}")]
     BadInput(String),
+    #[error("the hook input's `tool_input` is not a JSON object")]
+    ToolInputNotObject,
     #[error("unexpected hook event `{0}` (expected `PreToolUse`)")]
     WrongEvent(String),
     #[error("`{0}` is not set: this session was not started by `gov run` or `gov guard`")]
@@ -224,7 +226,7 @@ pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<ToolCall, HookErro
     let tool_input = match input.tool_input {
         serde_json::Value::Null => serde_json::Map::new(),
         serde_json::Value::Object(o) => o,
-        _ => return Err(HookError::BadInput("`tool_input` is not an object".into())),
+        _ => return Err(HookError::ToolInputNotObject),
     };
     Ok(ToolCall {
         agent_id: env.agent_id.clone(),
@@ -399,6 +401,12 @@ mod tests {
             evaluate_request("{}", &env()),
             Err(HookError::BadInput(_))
         ));
+        let list = json!({"tool_name": "Bash", "tool_input": ["ls"]}).to_string();
+        let err = evaluate_request(&list, &env()).expect_err("not an object");
+        assert_eq!(
+            err.to_string(),
+            "the hook input's `tool_input` is not a JSON object"
+        );
         let post = json!({"hook_event_name": "PostToolUse", "tool_name": "Bash"}).to_string();
         assert!(matches!(
             evaluate_request(&post, &env()),
