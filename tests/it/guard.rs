@@ -450,9 +450,11 @@ fn only_a_guard_session_reports_its_own_usage() -> TestResult {
                             "tool_input": {"file_path": "a"}, "cwd": std::fs::canonicalize(folder.path())?}),
     )?;
     assert_eq!(call.body["decision"], "deny", "{:?}", call.body);
+    // Priced by gov init's `[prices]`: claude-sonnet-4 input at $3 per
+    // million tokens.
     assert_eq!(
         call.body["reason"],
-        "this session has spent its run's reservation: 50000 of 50000 tokens, $0.75 of $5.00"
+        "this session has spent its run's reservation: 50000 of 50000 tokens, $0.15 of $5.00"
     );
     Ok(())
 }
