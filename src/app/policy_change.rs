@@ -194,3 +194,152 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
         ))
     })
 }
+
+/// How many of the newest audit entries the dashboard's impact report
+/// replays at most (the report says so when it was cut).
+pub const REVIEW_MAX_ENTRIES: u64 = 50_000;
+/// How many reviews [`Reviews`] keeps.
+const REVIEWS_KEPT: usize = 32;
+
+/// A proposed policy change as a reviewer sees it: what it changes (by
+/// policy id, as `gov policy diff`, and by file) and what it would do to
+/// the decisions gov recorded (as `gov policy impact`).
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// `gov/policy/<id>`, `main` when it was proposed, the change's commit.
+    pub branch: String,
+    pub base: String,
+    pub commit: String,
+    /// Governed files the change writes, and those it deletes.
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+    /// `gov policy diff` base → change, or the problems of a set that does
+    /// not load.
+    pub diff: Vec<String>,
+    /// `gov policy impact` of the change, or why it could not be replayed.
+    pub impact: Vec<String>,
+    /// The set at the change loads and validates.
+    pub valid: bool,
+    /// How many recorded decisions it changes (when valid).
+    pub changes: Option<u64>,
+}
+
+/// Reviews already computed, by the proposal's commit (its branch tip): an
+/// impact report is computed once per proposal head.
+#[derive(Debug, Default)]
+pub struct Reviews(std::sync::Mutex<Vec<(String, std::sync::Arc<Review>)>>);
+
+impl Reviews {
+    fn get(&self, key: &str) -> Option<std::sync::Arc<Review>> {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, key: String, review: std::sync::Arc<Review>) {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.retain(|(k, _)| *k != key);
+        if kept.len() >= REVIEWS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key, review));
+    }
+}
+
+fn payload_str(p: &Proposal, key: &str) -> Option<String> {
+    p.payload.get(key)?.as_str().map(String::from)
+}
+
+fn payload_list(p: &Proposal, key: &str) -> Vec<String> {
+    p.payload
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The review of a `policy_change` proposal (`None` for any other), from
+/// [`Reviews`] when this proposal head was reviewed before.
+pub fn review(svc: &Service, p: &Proposal) -> Result<Option<std::sync::Arc<Review>>, AppError> {
+    if p.action_type != POLICY_CHANGE {
+        return Ok(None);
+    }
+    let (Some(branch), Some(base), Some(commit)) = (
+        payload_str(p, "branch"),
+        payload_str(p, "base"),
+        payload_str(p, "commit"),
+    ) else {
+        return Ok(None);
+    };
+    let key = p.commit.clone().unwrap_or_else(|| commit.clone());
+    if let Some(r) = svc.reviews().get(&key) {
+        return Ok(Some(r));
+    }
+    let review = std::sync::Arc::new(compute_review(svc, p, branch, base, commit)?);
+    svc.reviews().keep(key, review.clone());
+    Ok(Some(review))
+}
+
+fn compute_review(
+    svc: &Service,
+    p: &Proposal,
+    branch: String,
+    base: String,
+    commit: String,
+) -> Result<Review, AppError> {
+    use super::policy_report::{diff_lines, impact_text, short};
+    use super::replay::{impact, load_set, ImpactFilter, SetError, SetSource};
+    let settings = svc.settings();
+    let problems = |e: SetError| -> Vec<String> {
+        let mut out = vec![format!("error: {e}")];
+        if let SetError::Invalid { problems, .. } = e {
+            out.extend(problems.into_iter().map(|p| format!("error: {p}")));
+        }
+        out
+    };
+    let from = load_set(settings, &SetSource::Revision(base.clone()));
+    let to = load_set(settings, &SetSource::Revision(commit.clone()));
+    let (diff, impact_lines, valid, changes) = match (from, to) {
+        (_, Err(e)) => {
+            let lines = problems(e);
+            (lines.clone(), lines, false, None)
+        }
+        (Err(e), Ok(_)) => (problems(e), vec![], true, None),
+        (Ok(before), Ok(after)) => {
+            let d = crate::domain::policy_diff::diff(&before, &after);
+            let source = SetSource::Revision(branch.clone());
+            let lines = diff_lines(&d, &SetSource::Revision(short(&base).into()), &source);
+            let filter = ImpactFilter {
+                max_entries: Some(REVIEW_MAX_ENTRIES),
+                ..ImpactFilter::default()
+            };
+            let report = impact(settings, &after, &filter).map_err(AppError::internal)?;
+            (
+                lines,
+                impact_text(&report, &source),
+                true,
+                Some(report.changed),
+            )
+        }
+    };
+    Ok(Review {
+        branch,
+        base,
+        commit,
+        changed: payload_list(p, "paths"),
+        deleted: payload_list(p, "deleted"),
+        diff,
+        impact: impact_lines,
+        valid,
+        changes,
+    })
+}

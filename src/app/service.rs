@@ -96,6 +96,8 @@ pub struct Service {
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
+    /// Reviews of proposed policy changes, by proposal head.
+    reviews: super::policy_change::Reviews,
     pub started_at: Timestamp,
 }
 
@@ -134,6 +136,7 @@ impl Service {
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
             unknown_redemptions: Default::default(),
+            reviews: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
         let mut svc = svc;
@@ -164,6 +167,11 @@ impl Service {
         self.unknown_redemptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reviews of proposed policy changes computed so far.
+    pub fn reviews(&self) -> &super::policy_change::Reviews {
+        &self.reviews
     }
 
     pub fn governance(&self) -> &Governance {

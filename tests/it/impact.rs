@@ -222,7 +222,7 @@ fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> Test
 
 /// Commits the shipped policy test cases (which `gov policy test` runs)
 /// onto main, signed by the approver.
-fn commit_shipped_tests(s: &TestServer) -> TestResult {
+pub(crate) fn commit_shipped_tests(s: &TestServer) -> TestResult {
     let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for e in std::fs::read_dir(&tests_dir)? {

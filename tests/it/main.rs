@@ -7,6 +7,7 @@ mod audit;
 mod budgets;
 mod cli_docs;
 mod dashboard;
+mod dashboard_policy;
 mod demo;
 mod faults;
 mod forge;

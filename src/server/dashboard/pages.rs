@@ -19,7 +19,7 @@ use crate::app::audit::{AuditFilter, SignatureCheck};
 use crate::app::audit::{LogLine, VerifyReport};
 use crate::app::error::AppError;
 use crate::app::service::PolicyStatus;
-use crate::app::{agents, proposals, run_budget};
+use crate::app::{agents, policy_change, proposals, run_budget};
 use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
 use crate::domain::proposal::ProposalStatus;
@@ -188,7 +188,61 @@ fn proposal_view(p: &Proposal) -> ProposalView {
                 .filter(|d| !matches!(d.as_str(), "" | "approve" | "reject")),
             is_final: p.decision_final,
         }),
+        review: None,
     }
+}
+
+/// A proposal's view with its policy-change review, when it has one. A
+/// review that could not be computed says so instead of failing the page.
+fn reviewed_view(p: &Proposal, review: &ReviewResult) -> ProposalView {
+    let mut view = proposal_view(p);
+    view.review = match review {
+        Ok(None) => None,
+        Ok(Some(r)) => Some(review_view(r)),
+        Err(why) => Some(PolicyReviewView {
+            branch: String::new(),
+            base: String::new(),
+            commit: String::new(),
+            changed: vec![],
+            deleted: vec![],
+            diff: vec![],
+            impact: vec![],
+            valid: false,
+            verdict: format!("the review could not be computed: {why}"),
+        }),
+    };
+    view
+}
+
+type ReviewResult = Result<Option<std::sync::Arc<policy_change::Review>>, String>;
+
+fn review_view(r: &policy_change::Review) -> PolicyReviewView {
+    let verdict = match (r.valid, r.changes) {
+        (false, _) => "the proposed policy set is invalid: it cannot come into force".to_string(),
+        (true, Some(0)) => "no recorded decision would change".to_string(),
+        (true, Some(1)) => "1 recorded decision would change".to_string(),
+        (true, Some(n)) => format!("{n} recorded decisions would change"),
+        (true, None) => "the impact could not be replayed".to_string(),
+    };
+    PolicyReviewView {
+        branch: r.branch.clone(),
+        base: r.base.chars().take(12).collect(),
+        commit: r.commit.chars().take(12).collect(),
+        changed: r.changed.clone(),
+        deleted: r.deleted.clone(),
+        diff: r.diff.clone(),
+        impact: r.impact.clone(),
+        valid: r.valid,
+        verdict,
+    }
+}
+
+/// The reviews of the `policy_change` proposals among `list` (blocking
+/// work: it may replay the recorded decisions, once per proposal head).
+fn reviews(svc: &crate::app::service::Service, list: &[Proposal]) -> Vec<ReviewResult> {
+    list.iter()
+        .map(|p| policy_change::review(svc, p).map_err(|e| failure(&e)))
+        .collect()
 }
 
 fn signature_view(check: &SignatureCheck) -> SignatureView {
@@ -226,6 +280,11 @@ fn audit_row(line: &LogLine) -> AuditRow {
         payload: e.entry.payload().to_string(),
         signature: signature_view(&line.signature),
         commit: Some(line.indexed.commit.clone()),
+        shadow: e
+            .entry
+            .decision
+            .as_ref()
+            .and_then(|d| d.decision.shadow_summary()),
     }
 }
 
@@ -269,15 +328,24 @@ fn filter_view(name: &str, label: &str, value: &Option<String>, options: Vec<Str
 /// `/`: pending proposals, oldest first (the next to expire on top).
 async fn pending(user: SignedIn, State(state): State<AppState>) -> Response {
     let svc = state.svc.clone();
-    let list = match read(move || proposals::list(&svc, Some(ProposalStatus::Pending), LIST_LIMIT))
-        .await
+    let (list, reviews) = match read(move || {
+        let list = proposals::list(&svc, Some(ProposalStatus::Pending), LIST_LIMIT)?;
+        let reviews = reviews(&svc, &list);
+        Ok((list, reviews))
+    })
+    .await
     {
         Ok(l) => l,
         Err(r) => return r,
     };
     let page_data = PendingPage {
         layout: layout(&state, &user, "pending", "Pending proposals").await,
-        proposals: list.iter().rev().map(proposal_view).collect(),
+        proposals: list
+            .iter()
+            .zip(&reviews)
+            .rev()
+            .map(|(p, r)| reviewed_view(p, r))
+            .collect(),
     };
     page(render::pending(&page_data))
 }
@@ -360,17 +428,23 @@ async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<St
             ..AuditFilter::default()
         };
         let log = crate::app::audit::log(svc.settings(), &filter).map_err(AppError::internal)?;
-        Ok((p, log))
+        let review = match &p {
+            Some(p) => reviews(&svc, std::slice::from_ref(p))
+                .pop()
+                .unwrap_or(Ok(None)),
+            None => Ok(None),
+        };
+        Ok((p, log, review))
     })
     .await;
-    let (p, log) = match found {
+    let (p, log, review) = match found {
         Ok(x) => x,
         Err(r) => return r,
     };
     let Some(p) = p else {
         return access::plain(StatusCode::NOT_FOUND, &format!("no proposal `{id}`"));
     };
-    let view = proposal_view(&p);
+    let view = reviewed_view(&p, &review);
     let page_data = ProposalPage {
         layout: layout(&state, &user, "proposals", &format!("Proposal {id}")).await,
         proposal: view,

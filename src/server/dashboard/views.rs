@@ -107,6 +107,29 @@ pub struct ProposalView {
     pub branch: Option<String>,
     pub commit: Option<String>,
     pub decision: Option<DecisionView>,
+    /// A `policy_change` proposal's diff and impact report.
+    pub review: Option<PolicyReviewView>,
+}
+
+/// A proposed policy change as a reviewer sees it: what it changes by
+/// policy id (as `gov policy diff`) and by file, and what it would do to
+/// the recorded decisions (as `gov policy impact`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReviewView {
+    /// `gov/policy/<id>`.
+    pub branch: String,
+    /// `main` when it was proposed, and the change's commit.
+    pub base: String,
+    pub commit: String,
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+    pub diff: Vec<String>,
+    pub impact: Vec<String>,
+    /// The proposed set loads and validates.
+    pub valid: bool,
+    /// One line: how many recorded decisions it changes, or that the set
+    /// is invalid.
+    pub verdict: String,
 }
 
 impl ProposalView {
@@ -336,6 +359,9 @@ pub struct AuditRow {
     pub payload: String,
     pub signature: SignatureView,
     pub commit: Option<String>,
+    /// What the shadow policies would have done to the entry's decision
+    /// (`would be forbidden by ban-x (decided auto)`).
+    pub shadow: Option<String>,
 }
 
 /// The result of verifying the whole chain.
