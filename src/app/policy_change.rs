@@ -33,16 +33,33 @@ pub struct Proposed {
     /// `gov/policy/<id>` and its commit.
     pub branch: String,
     pub commit: String,
+    /// Files added or changed, and files deleted.
     pub paths: Vec<String>,
+    pub deleted: Vec<String>,
 }
 
-/// The governed files of the working tree (`policies/**`,
-/// `agents/*/agent.toml`, `gov.toml`) that differ from commit `tip`.
+/// The working tree's changes to governed files against a commit of main.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Files added or changed, with their content.
+    pub written: Vec<(String, Vec<u8>)>,
+    /// Governed files of the commit that the working tree no longer has.
+    pub deleted: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// The governed files (`policies/**`, `agents/*/agent.toml`, `gov.toml`)
+/// that the working tree adds, changes or deletes against commit `tip`.
 pub fn working_tree_changes(
     root: &Path,
     repo: &git2::Repository,
     tip: Oid,
-) -> Result<Vec<(String, Vec<u8>)>, AppError> {
+) -> Result<Changes, AppError> {
     let mut paths: Vec<String> = Vec::new();
     collect_files(root, "policies", &mut paths)?;
     if let Ok(agents) = std::fs::read_dir(root.join("agents")) {
@@ -55,16 +72,42 @@ pub fn working_tree_changes(
     }
     paths.push(SETTINGS_FILE.to_string());
     paths.sort();
-    let mut changed = Vec::new();
+    let mut changes = Changes::default();
     for path in paths {
         let Ok(here) = std::fs::read(root.join(&path)) else {
             continue;
         };
         if blob_at(repo, tip, &path).as_deref() != Some(here.as_slice()) {
-            changed.push((path, here));
+            changes.written.push((path, here));
         }
     }
-    Ok(changed)
+    for path in governed_files_at(repo, tip).map_err(AppError::internal)? {
+        if !root.join(&path).exists() {
+            changes.deleted.push(path);
+        }
+    }
+    Ok(changes)
+}
+
+/// The governed files commit `tip` holds.
+fn governed_files_at(repo: &git2::Repository, tip: Oid) -> Result<Vec<String>, git2::Error> {
+    let tree = repo.find_commit(tip)?.tree()?;
+    let mut out = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+        if e.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let path = format!("{dir}{}", e.name().unwrap_or_default());
+        let agent_toml = path
+            .strip_prefix("agents/")
+            .and_then(|rest| rest.strip_suffix("/agent.toml"))
+            .is_some_and(|id| !id.contains('/'));
+        if path.starts_with("policies/") || agent_toml || path == SETTINGS_FILE {
+            out.push(path);
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    Ok(out)
 }
 
 fn collect_files(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), AppError> {
@@ -121,17 +164,20 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             &who,
             &format!("refs/heads/{branch}"),
             Some(tip),
-            &changes,
+            &changes.written,
+            &changes.deleted,
             message,
         )
         .map_err(AppError::internal)?;
-        let paths: Vec<String> = changes.iter().map(|(p, _)| p.clone()).collect();
+        let paths: Vec<String> = changes.written.iter().map(|(p, _)| p.clone()).collect();
+        let deleted = changes.deleted.clone();
         let payload = json!({
             "message": message,
             "branch": branch,
             "commit": commit.to_string(),
             "base": tip.to_string(),
             "paths": paths,
+            "deleted": deleted,
         });
         let now = Utc::now();
         let policy = svc.policy_at(repo)?;
@@ -189,6 +235,7 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
                 branch,
                 commit: commit.to_string(),
                 paths,
+                deleted,
             }),
             vec![entry],
         ))

@@ -187,6 +187,7 @@ pub fn run_propose(args: ProposeArgs, repo: Option<PathBuf>) -> Result<ExitCode,
             .paths
             .iter()
             .map(|p| format!("`{p}`"))
+            .chain(proposed.deleted.iter().map(|p| format!("`{p}` (deleted)")))
             .collect::<Vec<_>>()
             .join(", ")
     );

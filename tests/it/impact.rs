@@ -418,3 +418,86 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestResult {
+    let s = TestServer::start()?;
+    commit_shipped_tests(&s)?;
+    let ban = BAN.replace("noop", "researcher");
+    commit_to_main(
+        &s.repo,
+        &[("policies/extra.cedar".into(), ban.into_bytes())],
+        "ban researcher's research",
+    )?;
+    let research = |s: &TestServer| -> TestResult<u16> {
+        let tok = s.agent_token("researcher")?;
+        let mut body = proposal("researcher", "research_only");
+        body["requires_approval"] = json!(false);
+        Ok(s.post("/proposals", Some(&tok), &body)?.status)
+    };
+    for _ in 0..3 {
+        assert_eq!(research(&s)?, 403);
+    }
+
+    // The operator deletes the ban's file and an agent, and proposes that.
+    std::fs::remove_file(s.repo.root().join("policies/extra.cedar"))?;
+    std::fs::remove_file(s.repo.root().join("agents/capped/agent.toml"))?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "lift the ban"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("proposed policy change "))
+        .ok_or("no proposal line")?;
+    assert!(
+        line.ends_with(": `agents/capped/agent.toml` (deleted), `policies/extra.cedar` (deleted)"),
+        "{line}"
+    );
+    let id = line
+        .trim_start_matches("proposed policy change ")
+        .split(' ')
+        .next()
+        .ok_or("no id")?
+        .to_string();
+    let branch = format!("gov/policy/{id}");
+    let git = s.repo.repo()?;
+    let tree = git.revparse_single(&branch)?.peel_to_commit()?.tree()?;
+    for gone in ["policies/extra.cedar", "agents/capped/agent.toml"] {
+        assert!(
+            tree.get_path(std::path::Path::new(gone)).is_err(),
+            "{gone} is deleted on {branch}"
+        );
+    }
+    let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
+    assert_eq!(
+        p.body["payload"]["deleted"],
+        json!(["agents/capped/agent.toml", "policies/extra.cedar"]),
+        "{:?}",
+        p.body
+    );
+
+    // The diff names the removed policy; the impact counts what it lifts.
+    let (code, out, _) = gov(&s, &["policy", "diff", &branch])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("policies: 0 added, 1 removed, 0 changed\n  - ban-researcher-research (forbid) policies/extra.cedar\n"),
+        "{out}"
+    );
+    let (code, out, _) = gov(&s, &["policy", "impact", &branch])?;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("\n  forbidden → auto: 3\n"), "{out}");
+
+    // Approving it deletes them on main, and the ban is lifted.
+    let (code, out, err) = gov(&s, &["approve", &id])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let main = git.find_reference("refs/heads/main")?.peel_to_commit()?;
+    assert_eq!(main.parent_count(), 2);
+    for gone in ["policies/extra.cedar", "agents/capped/agent.toml"] {
+        assert!(main.tree()?.get_path(std::path::Path::new(gone)).is_err());
+    }
+    let st = s.get("/status", Some(&s.operator))?.body;
+    assert_eq!(st["policy_version"], main.id().to_string().as_str(), "{st}");
+    assert_eq!(research(&s)?, 200, "the ban is lifted");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", crate::remote::text(&out));
+    Ok(())
+}
