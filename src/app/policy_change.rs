@@ -265,6 +265,8 @@ pub struct Review {
     pub diff: Vec<String>,
     /// `gov policy impact` of the change, or why it could not be replayed.
     pub impact: Vec<String>,
+    /// The impact report as Markdown (empty when it could not be replayed).
+    pub impact_markdown: String,
     /// The set at the change loads and validates.
     pub valid: bool,
     /// How many recorded decisions it changes (when valid).
@@ -343,7 +345,7 @@ fn compute_review(
     base: String,
     commit: String,
 ) -> Result<Review, AppError> {
-    use super::policy_report::{diff_lines, impact_text, short};
+    use super::policy_report::{diff_lines, impact_markdown, impact_text, short};
     use super::replay::{impact, load_set, ImpactFilter, SetError, SetSource};
     let settings = svc.settings();
     let problems = |e: SetError| -> Vec<String> {
@@ -355,12 +357,12 @@ fn compute_review(
     };
     let from = load_set(settings, &SetSource::Revision(base.clone()));
     let to = load_set(settings, &SetSource::Revision(commit.clone()));
-    let (diff, impact_lines, valid, changes) = match (from, to) {
+    let (diff, impact_lines, markdown, valid, changes) = match (from, to) {
         (_, Err(e)) => {
             let lines = problems(e);
-            (lines.clone(), lines, false, None)
+            (lines.clone(), lines, String::new(), false, None)
         }
-        (Err(e), Ok(_)) => (problems(e), vec![], true, None),
+        (Err(e), Ok(_)) => (problems(e), vec![], String::new(), true, None),
         (Ok(before), Ok(after)) => {
             let d = crate::domain::policy_diff::diff(&before, &after);
             let source = SetSource::Revision(branch.clone());
@@ -373,6 +375,7 @@ fn compute_review(
             (
                 lines,
                 impact_text(&report, &source),
+                impact_markdown(&report, &source),
                 true,
                 Some(report.changed),
             )
@@ -386,7 +389,34 @@ fn compute_review(
         deleted: payload_list(p, "deleted"),
         diff,
         impact: impact_lines,
+        impact_markdown: markdown,
         valid,
         changes,
     })
+}
+
+/// A review as Markdown, for the pull request of a policy change: the
+/// files, the diff by policy id and the impact report.
+pub fn review_markdown(r: &Review) -> String {
+    let list = |paths: &[String]| -> String {
+        paths
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut md = String::from("\n### Policy change\n\n");
+    if !r.changed.is_empty() {
+        md.push_str(&format!("- changed: {}\n", list(&r.changed)));
+    }
+    if !r.deleted.is_empty() {
+        md.push_str(&format!("- deleted: {}\n", list(&r.deleted)));
+    }
+    md.push_str(&format!("\n```\n{}\n```\n\n", r.diff.join("\n")));
+    if r.impact_markdown.is_empty() {
+        md.push_str(&format!("```\n{}\n```\n", r.impact.join("\n")));
+    } else {
+        md.push_str(&r.impact_markdown);
+    }
+    md
 }

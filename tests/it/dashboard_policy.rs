@@ -10,10 +10,10 @@ use serde_json::json;
 use crate::dashboard::served::Served;
 use crate::impact::commit_shipped_tests;
 use crate::support::browser::Browser;
-use crate::support::repo::TestResult;
+use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_to_main, proposal, TestServer};
 
-const BAN: &str = "@id(\"ban-researcher-research\")\n@reason(\"researcher does no research\")\nforbid (principal == Agent::\"researcher\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
+pub(crate) const BAN: &str = "@id(\"ban-researcher-research\")\n@reason(\"researcher does no research\")\nforbid (principal == Agent::\"researcher\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
 const WATCH: &str = "@id(\"watch-noop-drafts\")\n@mode(\"shadow\")\n@reason(\"noop's drafts are watched\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"draft_content\");\n";
 
 /// Submits `n` proposals of `action_type` that ask for no person.
@@ -37,8 +37,8 @@ fn with_appended(s: &TestServer, extra: &str) -> TestResult<String> {
 }
 
 /// Runs `gov policy propose` and returns the proposal's id.
-fn propose(s: &TestServer, message: &str) -> TestResult<String> {
-    let out = s.repo.gov(&["policy", "propose", "-m", message])?;
+pub(crate) fn propose(repo: &TestRepo, message: &str) -> TestResult<String> {
+    let out = repo.gov(&["policy", "propose", "-m", message])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -58,7 +58,7 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
 {
     let served = Served::start();
     let s = &served.server;
-    commit_shipped_tests(s)?;
+    commit_shipped_tests(&s.repo)?;
     // A shadow policy in force, then traffic: 4 research requests by
     // researcher and 2 drafts by noop, each auto-approved (the shadow
     // policy changes no outcome but is recorded).
@@ -78,7 +78,7 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
         s.repo.root().join("policies/proposals.cedar"),
         with_appended(s, BAN)?,
     )?;
-    let id = propose(s, "ban researcher's research")?;
+    let id = propose(&s.repo, "ban researcher's research")?;
 
     let browser = Browser::start();
     browser.goto(&served.login);

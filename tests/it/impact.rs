@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::repo::TestResult;
+use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_to_main, proposal, TestServer};
 
 const BAN: &str = "@id(\"ban-noop-research\")\n@reason(\"noop does no research\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
@@ -222,7 +222,7 @@ fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> Test
 
 /// Commits the shipped policy test cases (which `gov policy test` runs)
 /// onto main, signed by the approver.
-pub(crate) fn commit_shipped_tests(s: &TestServer) -> TestResult {
+pub(crate) fn commit_shipped_tests(repo: &TestRepo) -> TestResult {
     let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for e in std::fs::read_dir(&tests_dir)? {
@@ -234,7 +234,7 @@ pub(crate) fn commit_shipped_tests(s: &TestServer) -> TestResult {
             .to_string();
         files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
     }
-    commit_to_main(&s.repo, &files, "policy tests")
+    commit_to_main(repo, &files, "policy tests")
 }
 
 /// Runs docs/ci/gov-policy-ci.sh in the repository with `gov` on PATH.
@@ -269,7 +269,7 @@ fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String,
 #[test]
 fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
     let s = TestServer::start()?;
-    commit_shipped_tests(&s)?;
+    commit_shipped_tests(&s.repo)?;
     submit(&s, "noop", "research_only", 4)?;
     branch_with(
         &s,
@@ -356,7 +356,7 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
         body["requires_approval"] = json!(false);
         Ok(s.post("/proposals", Some(&tok), &body)?.status)
     };
-    commit_shipped_tests(&s)?;
+    commit_shipped_tests(&s.repo)?;
     assert_eq!(research(&s)?, 200);
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
     assert_eq!(code, 1, "{out}{err}");
@@ -422,7 +422,7 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
 #[test]
 fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestResult {
     let s = TestServer::start()?;
-    commit_shipped_tests(&s)?;
+    commit_shipped_tests(&s.repo)?;
     let ban = BAN.replace("noop", "researcher");
     commit_to_main(
         &s.repo,

@@ -17,6 +17,7 @@ mod init;
 mod layers;
 mod live_run;
 mod policy;
+mod policy_remote;
 mod props;
 mod remote;
 mod runner;
