@@ -143,3 +143,24 @@ fn with_a_forge_a_policy_change_is_a_pull_request_with_its_review() -> TestResul
     assert_eq!(entries(&t, "pull_request_opened")?.len(), 1);
     Ok(())
 }
+
+#[test]
+fn a_policy_change_merged_with_something_more_is_refused() -> TestResult {
+    let (t, forge, id) = team_with_a_policy_change()?;
+    let out = t.gov(&["sync"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let main_before = local_rev(&t, "refs/heads/main")?;
+    let evil = "@id(\"evil\")\npermit (principal, action, resource);\n";
+    forge.merge_pull_request(&id, &[("policies/evil.cedar", evil)])?;
+    let out = t.gov(&["sync"])?;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!("`{id}`")) && said.contains("also changes `policies/evil.cedar`"),
+        "{said}"
+    );
+    assert_eq!(local_rev(&t, "refs/heads/main")?, main_before, "main kept");
+    let flags = entries(&t, "audit_flag_proposal_tampered")?;
+    assert_eq!(flags.len(), 1);
+    Ok(())
+}
