@@ -501,3 +501,102 @@ fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestRe
     assert_eq!(out.status.code(), Some(0), "{}", crate::remote::text(&out));
     Ok(())
 }
+
+/// Records `n` decisions (`research_only` by noop, auto-approved by the set
+/// in force) straight into the chain, as the replay benchmark does.
+fn record_decisions(s: &TestServer, n: usize) -> TestResult {
+    use gov::domain::audit::{Actor, NewEntry};
+    use gov::domain::event::Event;
+    use gov::domain::request::{CedarRequest, DecisionRecord, EntityData, EntityRef};
+    let git = s.repo.repo()?;
+    let main = git.refname_to_id(&s.repo.settings.main_refname())?;
+    let set = gov::store::policies::load_commit(&git, main)?;
+    let svc = gov::app::service::Service::open(&s.repo.settings)?;
+    for chunk in 0..n.div_ceil(500) {
+        let entries: Vec<NewEntry> = (chunk * 500..((chunk + 1) * 500).min(n))
+            .map(|i| {
+                let req = CedarRequest {
+                    principal: EntityRef::new("Agent", "noop"),
+                    action: "propose".into(),
+                    resource: EntityRef::new("ActionType", "research_only"),
+                    context: json!({"reversible": true, "requires_approval": false,
+                        "expected_cost_tokens": i, "expected_cost_micros": 0,
+                        "payload_hash": format!("h{i}")})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                    entities: vec![EntityData {
+                        uid: EntityRef::new("Agent", "noop"),
+                        attrs: json!({"group": "smoke"})
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                        parents: vec![],
+                        tags: Default::default(),
+                    }],
+                };
+                let decision = set.decide(&req);
+                NewEntry::new(
+                    Actor::server(),
+                    Event::other("recorded", json!({})).unwrap_or_else(|e| panic!("{e}")),
+                )
+                .agent("noop")
+                .decision(DecisionRecord {
+                    decision,
+                    request: req,
+                })
+            })
+            .collect();
+        svc.governance().append(entries)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn replay_and_impact_over_several_chunks_keep_the_chain_order_and_can_be_bounded() -> TestResult {
+    let s = TestServer::start()?;
+    record_decisions(&s, 2_500)?;
+    let out = s.repo.gov(&["audit", "verify", "--replay"])?;
+    let said = crate::remote::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("2500 decisions replayed"), "{said}");
+
+    branch_with(
+        &s,
+        "gov/policy/ban",
+        &[("policies/proposals.cedar", proposals_with(&s, BAN)?)],
+    )?;
+    let set = gov::app::replay::load_set(
+        &s.repo.settings,
+        &gov::app::replay::SetSource::Revision("gov/policy/ban".into()),
+    )?;
+    let all = gov::app::replay::impact(&s.repo.settings, &set, &Default::default())?;
+    assert_eq!(
+        (all.replayed, all.changed, all.cut_at),
+        (2_500, 2_500, None)
+    );
+    // The examples are the newest decisions, newest first.
+    let seqs: Vec<u64> = all.groups[0].examples.iter().map(|e| e.seq).collect();
+    let tip = seqs[0];
+    assert_eq!(seqs, [tip, tip - 1, tip - 2]);
+
+    let bounded = gov::app::replay::impact(
+        &s.repo.settings,
+        &set,
+        &gov::app::replay::ImpactFilter {
+            max_entries: Some(1_100),
+            ..Default::default()
+        },
+    )?;
+    assert_eq!((bounded.replayed, bounded.cut_at), (1_100, Some(1_100)));
+    assert_eq!(bounded.groups[0].examples[0].seq, tip);
+    let text = gov::app::policy_report::impact_text(
+        &bounded,
+        &gov::app::replay::SetSource::Revision("gov/policy/ban".into()),
+    );
+    assert_eq!(
+        text[1],
+        "bounded: only the decisions among the newest 1100 audit entries were replayed, older ones were left out"
+    );
+    Ok(())
+}
