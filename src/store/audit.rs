@@ -213,6 +213,31 @@ pub fn entries_from<'r>(
         .map(move |oid| read_entry(&repo.find_commit(oid)?)))
 }
 
+/// Calls `read` on each commit of the chain from the tip back to the root,
+/// newest first.
+fn walk_back<'r, T>(
+    repo: &'r Repository,
+    refname: &str,
+    read: impl Fn(&Commit<'_>) -> Result<T, StoreError> + 'r,
+) -> Result<impl Iterator<Item = Result<T, StoreError>> + 'r, StoreError> {
+    let mut next = match repo.refname_to_id(refname) {
+        Ok(o) => Some(o),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(std::iter::from_fn(move || {
+        let oid = next.take()?;
+        let result = repo
+            .find_commit(oid)
+            .map_err(StoreError::from)
+            .and_then(|c| {
+                next = c.parent_ids().next();
+                read(&c)
+            });
+        Some(result)
+    }))
+}
+
 /// The raw messages of the chain's commits from the tip back to the root,
 /// newest first, unparsed: a reader that parses them elsewhere (on other
 /// threads) pays here only for reading the commits.
@@ -220,27 +245,14 @@ pub fn messages_back<'r>(
     repo: &'r Repository,
     refname: &str,
 ) -> Result<impl Iterator<Item = Result<(Oid, String), StoreError>> + 'r, StoreError> {
-    let mut next = match repo.refname_to_id(refname) {
-        Ok(o) => Some(o),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(std::iter::from_fn(move || {
-        let oid = next.take()?;
-        let result = repo
-            .find_commit(oid)
-            .map_err(StoreError::from)
-            .and_then(|c| {
-                next = c.parent_ids().next();
-                c.message()
-                    .map(|m| (oid, m.to_string()))
-                    .ok_or_else(|| StoreError::BadEntry {
-                        commit: oid.to_string(),
-                        reason: "message is not UTF-8".into(),
-                    })
-            });
-        Some(result)
-    }))
+    walk_back(repo, refname, |c| {
+        c.message()
+            .map(|m| (c.id(), m.to_string()))
+            .ok_or_else(|| StoreError::BadEntry {
+                commit: c.id().to_string(),
+                reason: "message is not UTF-8".into(),
+            })
+    })
 }
 
 /// Entries from the tip back to the root, newest first.
@@ -248,22 +260,7 @@ pub fn entries_back<'r>(
     repo: &'r Repository,
     refname: &str,
 ) -> Result<impl Iterator<Item = Result<ChainEntry, StoreError>> + 'r, StoreError> {
-    let mut next = match repo.refname_to_id(refname) {
-        Ok(o) => Some(o),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(std::iter::from_fn(move || {
-        let oid = next.take()?;
-        let result = repo
-            .find_commit(oid)
-            .map_err(StoreError::from)
-            .and_then(|c| {
-                next = c.parent_ids().next();
-                read_entry(&c)
-            });
-        Some(result)
-    }))
+    walk_back(repo, refname, read_entry)
 }
 
 #[cfg(test)]

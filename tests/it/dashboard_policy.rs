@@ -8,26 +8,13 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::dashboard::served::Served;
-use crate::impact::commit_shipped_tests;
+use crate::impact::{commit_shipped_tests, research, submit};
 use crate::support::browser::Browser;
 use crate::support::repo::{TestRepo, TestResult};
-use crate::support::server::{commit_to_main, proposal, TestServer};
+use crate::support::server::{commit_to_main, TestServer};
 
 pub(crate) const BAN: &str = "@id(\"ban-researcher-research\")\n@reason(\"researcher does no research\")\nforbid (principal == Agent::\"researcher\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
 const WATCH: &str = "@id(\"watch-noop-drafts\")\n@mode(\"shadow\")\n@reason(\"noop's drafts are watched\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"draft_content\");\n";
-
-/// Submits `n` proposals of `action_type` that ask for no person.
-fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
-    let tok = s.agent_token(agent)?;
-    for _ in 0..n {
-        let mut body = proposal(agent, action_type);
-        body["requires_approval"] = json!(false);
-        let r = s.post("/proposals", Some(&tok), &body)?;
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        assert_eq!(r.body["status"], "auto-approved", "{:?}", r.body);
-    }
-    Ok(())
-}
 
 fn with_appended(s: &TestServer, extra: &str) -> TestResult<String> {
     let mut text = std::fs::read_to_string(s.repo.root().join("policies/proposals.cedar"))?;
@@ -153,11 +140,7 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
     let tip = s.repo.repo()?.refname_to_id("refs/heads/main")?;
     assert_eq!(st["policy_version"], tip.to_string().as_str(), "{st}");
     assert_eq!(st["policy_refused"], json!([]), "{st}");
-    let tok = s.agent_token("researcher")?;
-    let mut body = proposal("researcher", "research_only");
-    body["requires_approval"] = json!(false);
-    let r = s.post("/proposals", Some(&tok), &body)?;
-    assert_eq!(r.status, 403, "the approved ban is in force: {:?}", r.body);
+    assert_eq!(research(s)?, 403, "the approved ban is in force");
     let out = s.repo.gov(&["audit", "verify"])?;
     assert_eq!(
         out.status.code(),

@@ -8,7 +8,7 @@ use crate::support::server::{commit_to_main, proposal, TestServer};
 
 const BAN: &str = "@id(\"ban-noop-research\")\n@reason(\"noop does no research\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
 
-fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
+pub(crate) fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
     let tok = s.agent_token(agent)?;
     for _ in 0..n {
         let mut body = proposal(agent, action_type);
@@ -17,6 +17,15 @@ fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResul
         assert!(r.status == 200 || r.status == 400, "{:?}", r.body);
     }
     Ok(())
+}
+
+/// The status of a `research_only` proposal by researcher that asks for
+/// no person (200 auto-approved, 403 forbidden).
+pub(crate) fn research(s: &TestServer) -> TestResult<u16> {
+    let tok = s.agent_token("researcher")?;
+    let mut body = proposal("researcher", "research_only");
+    body["requires_approval"] = json!(false);
+    Ok(s.post("/proposals", Some(&tok), &body)?.status)
 }
 
 /// Puts `files` on a new branch on top of main (not on main).
@@ -350,12 +359,6 @@ fn diff_and_impact_read_the_working_tree() -> TestResult {
 #[test]
 fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     let s = TestServer::start()?;
-    let research = |s: &TestServer| -> TestResult<u16> {
-        let tok = s.agent_token("researcher")?;
-        let mut body = proposal("researcher", "research_only");
-        body["requires_approval"] = json!(false);
-        Ok(s.post("/proposals", Some(&tok), &body)?.status)
-    };
     commit_shipped_tests(&s.repo)?;
     assert_eq!(research(&s)?, 200);
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
@@ -429,12 +432,6 @@ fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestRe
         &[("policies/extra.cedar".into(), ban.into_bytes())],
         "ban researcher's research",
     )?;
-    let research = |s: &TestServer| -> TestResult<u16> {
-        let tok = s.agent_token("researcher")?;
-        let mut body = proposal("researcher", "research_only");
-        body["requires_approval"] = json!(false);
-        Ok(s.post("/proposals", Some(&tok), &body)?.status)
-    };
     for _ in 0..3 {
         assert_eq!(research(&s)?, 403);
     }

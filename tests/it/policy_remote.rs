@@ -13,11 +13,11 @@ use gov::store::projection;
 use serde_json::json;
 
 use crate::dashboard_policy::{propose, BAN};
-use crate::impact::commit_shipped_tests;
+use crate::impact::{commit_shipped_tests, research};
 use crate::remote::{entries, local_rev, team, text, Forge};
 use crate::support::github::GitHub;
 use crate::support::repo::{TestRepo, TestResult};
-use crate::support::server::{proposal, TestServer};
+use crate::support::server::TestServer;
 
 /// A new agent the change brings in.
 const HELPER: &str = "kind = \"command\"\ngroup = \"smoke\"\n[command]\nprogram = \"true\"\n";
@@ -37,13 +37,6 @@ fn team_with_a_policy_change() -> TestResult<(TestRepo, Forge, String)> {
     std::fs::write(t.root().join("agents/helper/agent.toml"), HELPER)?;
     let id = propose(&t, "ban researcher's research, add helper")?;
     Ok((t, forge, id))
-}
-
-fn research(s: &TestServer) -> TestResult<u16> {
-    let tok = s.agent_token("researcher")?;
-    let mut body = proposal("researcher", "research_only");
-    body["requires_approval"] = json!(false);
-    Ok(s.post("/proposals", Some(&tok), &body)?.status)
 }
 
 #[test]
