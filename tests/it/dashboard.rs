@@ -53,6 +53,7 @@ fn proposal(id: &str, status: &str) -> ProposalView {
         commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         decision: None,
         review: None,
+        shadow: None,
     }
 }
 
@@ -209,6 +210,7 @@ mod snapshots {
             note: Some("ok".into()),
             is_final: true,
         });
+        decided.shadow = Some("would be forbidden by watch-drafts (decided auto)".into());
         let page = HistoryPage {
             layout: layout("proposals", "Proposals"),
             filters: vec![

@@ -179,6 +179,19 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
         "{}",
         browser.body_text()
     );
+    // And in the proposals' history.
+    browser.goto(&served.url("/dashboard/proposals?agent=noop"));
+    browser.wait_for_text("draft_content");
+    let rows = browser.find_all("table.proposals tbody tr");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(
+            row.text()
+                .contains("shadow: would be forbidden by watch-noop-drafts (decided auto)"),
+            "{}",
+            row.text()
+        );
+    }
     // Research requests are not watched: no shadow line for them.
     browser.goto(&served.url("/dashboard/audit?agent=researcher&event=proposal_submitted"));
     browser.wait_for_text("proposal_submitted");

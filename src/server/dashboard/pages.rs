@@ -189,6 +189,7 @@ fn proposal_view(p: &Proposal) -> ProposalView {
             is_final: p.decision_final,
         }),
         review: None,
+        shadow: None,
     }
 }
 
@@ -366,9 +367,12 @@ async fn history(
     let svc = state.svc.clone();
     // A status that is none of them shows nothing, as a filter would.
     let status = proposals::status_filter(nonempty(&q.status).as_deref());
-    let all = match read(move || match status {
-        Ok(status) => proposals::list(&svc, status, LIST_LIMIT),
-        Err(_) => Ok(Vec::new()),
+    let (all, shadows) = match read(move || {
+        let list = match status {
+            Ok(status) => proposals::list(&svc, status, LIST_LIMIT)?,
+            Err(_) => Vec::new(),
+        };
+        Ok((list, submission_shadows(&svc)?))
     })
     .await
     {
@@ -382,7 +386,10 @@ async fn history(
         .iter()
         .filter(|p| agent.as_deref().is_none_or(|a| p.agent_id == a))
         .filter(|p| action.as_deref().is_none_or(|a| p.action_type == a))
-        .map(proposal_view)
+        .map(|p| ProposalView {
+            shadow: shadows.get(&p.proposal_id).cloned(),
+            ..proposal_view(p)
+        })
         .collect();
     let statuses = [
         "pending",
@@ -411,6 +418,31 @@ async fn history(
         proposals: shown,
     };
     page(render::history(&page_data))
+}
+
+/// What shadow policies would have done to the newest submissions, by
+/// proposal id (from the index: no signature checks, no scan of Git).
+fn submission_shadows(
+    svc: &crate::app::service::Service,
+) -> Result<std::collections::HashMap<String, String>, AppError> {
+    let filter = AuditFilter {
+        event_type: Some("proposal_submitted".into()),
+        limit: Some(u64::from(LIST_LIMIT)),
+        ..AuditFilter::default()
+    };
+    let rows = svc
+        .governance()
+        .index()?
+        .query(&filter)
+        .map_err(AppError::internal)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let e = r.entry.entry;
+            let shadow = e.decision.as_ref()?.decision.shadow_summary()?;
+            Some((e.proposal_id?, shadow))
+        })
+        .collect())
 }
 
 /// `/dashboard/proposals/{id}`: one proposal and the audit entries naming it.

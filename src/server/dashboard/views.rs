@@ -109,6 +109,9 @@ pub struct ProposalView {
     pub decision: Option<DecisionView>,
     /// A `policy_change` proposal's diff and impact report.
     pub review: Option<PolicyReviewView>,
+    /// What shadow policies would have done to its submission
+    /// (`would be forbidden by ban-x (decided auto)`).
+    pub shadow: Option<String>,
 }
 
 /// A proposed policy change as a reviewer sees it: what it changes by
