@@ -244,7 +244,7 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
 
 /// How many of the newest audit entries the dashboard's impact report
 /// replays at most (the report says so when it was cut).
-pub const REVIEW_MAX_ENTRIES: u64 = 50_000;
+pub const REVIEW_MAX_ENTRIES: u64 = 20_000;
 /// How many reviews [`Reviews`] keeps.
 const REVIEWS_KEPT: usize = 32;
 
@@ -274,14 +274,19 @@ pub struct Review {
 }
 
 /// Reviews already computed, by the proposal's commit (its branch tip): an
-/// impact report is computed once per proposal head.
+/// impact report is computed once per proposal head, by one thread at a
+/// time (a page that asks while it is being computed waits for it rather
+/// than replaying the chain again).
 #[derive(Debug, Default)]
-pub struct Reviews(std::sync::Mutex<Vec<(String, std::sync::Arc<Review>)>>);
+pub struct Reviews {
+    kept: std::sync::Mutex<Vec<(String, std::sync::Arc<Review>)>>,
+    computing: std::sync::Mutex<()>,
+}
 
 impl Reviews {
     fn get(&self, key: &str) -> Option<std::sync::Arc<Review>> {
         let kept = self
-            .0
+            .kept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         kept.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone())
@@ -289,7 +294,7 @@ impl Reviews {
 
     fn keep(&self, key: String, review: std::sync::Arc<Review>) {
         let mut kept = self
-            .0
+            .kept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         kept.retain(|(k, _)| *k != key);
@@ -330,6 +335,14 @@ pub fn review(svc: &Service, p: &Proposal) -> Result<Option<std::sync::Arc<Revie
         return Ok(None);
     };
     let key = p.commit.clone().unwrap_or_else(|| commit.clone());
+    if let Some(r) = svc.reviews().get(&key) {
+        return Ok(Some(r));
+    }
+    let _one_at_a_time = svc
+        .reviews()
+        .computing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(r) = svc.reviews().get(&key) {
         return Ok(Some(r));
     }

@@ -123,9 +123,24 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
 
     // The review is computed once per proposal head: the same one comes
     // back while the branch does not move, even as traffic is recorded.
+    // Pages that ask at the same time share one computation.
     let svc = gov::app::service::Service::open(&s.repo.settings)?;
     let p = gov::app::proposals::get(&svc, &id)?;
-    let first = gov::app::policy_change::review(&svc, &p)?.ok_or("no review")?;
+    let reviews: Vec<_> = std::thread::scope(|scope| {
+        let asks: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| gov::app::policy_change::review(&svc, &p)))
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut first = None;
+    for r in reviews {
+        let r = r?.ok_or("no review")?;
+        let first = first.get_or_insert_with(|| r.clone());
+        assert!(Arc::ptr_eq(first, &r));
+    }
+    let first = first.ok_or("no review")?;
     submit(s, "researcher", "research_only", 1)?;
     let again = gov::app::policy_change::review(&svc, &p)?.ok_or("no review")?;
     assert!(Arc::ptr_eq(&first, &again));
