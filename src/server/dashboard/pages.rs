@@ -196,47 +196,16 @@ fn proposal_view(p: &Proposal) -> ProposalView {
 /// A proposal's view with its policy-change review, when it has one. A
 /// review that could not be computed says so instead of failing the page.
 fn reviewed_view(p: &Proposal, review: &ReviewResult) -> ProposalView {
-    let mut view = proposal_view(p);
-    view.review = match review {
-        Ok(None) => None,
-        Ok(Some(r)) => Some(review_view(r)),
-        Err(why) => Some(PolicyReviewView {
-            branch: String::new(),
-            base: String::new(),
-            commit: String::new(),
-            changed: vec![],
-            deleted: vec![],
-            diff: vec![],
-            impact: vec![],
-            valid: false,
-            verdict: format!("the review could not be computed: {why}"),
-        }),
-    };
-    view
+    ProposalView {
+        review: match review {
+            Ok(r) => r.as_deref().map(PolicyReviewView::from),
+            Err(why) => Some(PolicyReviewView::failed(why)),
+        },
+        ..proposal_view(p)
+    }
 }
 
 type ReviewResult = Result<Option<std::sync::Arc<policy_change::Review>>, String>;
-
-fn review_view(r: &policy_change::Review) -> PolicyReviewView {
-    let verdict = match (r.valid, r.changes) {
-        (false, _) => "the proposed policy set is invalid: it cannot come into force".to_string(),
-        (true, Some(0)) => "no recorded decision would change".to_string(),
-        (true, Some(1)) => "1 recorded decision would change".to_string(),
-        (true, Some(n)) => format!("{n} recorded decisions would change"),
-        (true, None) => "the impact could not be replayed".to_string(),
-    };
-    PolicyReviewView {
-        branch: r.branch.clone(),
-        base: r.base.chars().take(12).collect(),
-        commit: r.commit.chars().take(12).collect(),
-        changed: r.changed.clone(),
-        deleted: r.deleted.clone(),
-        diff: r.diff.clone(),
-        impact: r.impact.clone(),
-        valid: r.valid,
-        verdict,
-    }
-}
 
 /// The reviews of the `policy_change` proposals among `list` (blocking
 /// work: it may replay the recorded decisions, once per proposal head).

@@ -148,6 +148,48 @@ impl ProposalView {
     }
 }
 
+impl From<&crate::app::policy_change::Review> for PolicyReviewView {
+    fn from(r: &crate::app::policy_change::Review) -> Self {
+        let verdict = match (r.valid, r.changes) {
+            (false, _) => {
+                "the proposed policy set is invalid: it cannot come into force".to_string()
+            }
+            (true, Some(0)) => "no recorded decision would change".to_string(),
+            (true, Some(1)) => "1 recorded decision would change".to_string(),
+            (true, Some(n)) => format!("{n} recorded decisions would change"),
+            (true, None) => "the impact could not be replayed".to_string(),
+        };
+        PolicyReviewView {
+            branch: r.branch.clone(),
+            base: r.base.chars().take(12).collect(),
+            commit: r.commit.chars().take(12).collect(),
+            changed: r.changed.clone(),
+            deleted: r.deleted.clone(),
+            diff: r.diff.clone(),
+            impact: r.impact.clone(),
+            valid: r.valid,
+            verdict,
+        }
+    }
+}
+
+impl PolicyReviewView {
+    /// A review that could not be computed, and why.
+    pub fn failed(why: &str) -> Self {
+        PolicyReviewView {
+            branch: String::new(),
+            base: String::new(),
+            commit: String::new(),
+            changed: vec![],
+            deleted: vec![],
+            diff: vec![],
+            impact: vec![],
+            valid: false,
+            verdict: format!("the review could not be computed: {why}"),
+        }
+    }
+}
+
 /// `/`: the proposals waiting for a person.
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingPage {
