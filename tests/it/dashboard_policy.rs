@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::dashboard::served::Served;
-use crate::impact::{commit_shipped_tests, research, submit};
+use crate::impact::{commit_shipped_tests, proposal_line, research, submit};
 use crate::support::browser::Browser;
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_to_main, TestServer};
@@ -32,12 +32,21 @@ pub(crate) fn propose(repo: &TestRepo, message: &str) -> TestResult<String> {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("proposed policy change "))
-        .and_then(|rest| rest.split(' ').next())
-        .ok_or_else(|| format!("no proposal line: {stdout}"))?;
-    Ok(id.to_string())
+    Ok(proposal_line(&stdout)?.1)
+}
+
+/// The two rows `rows` selects (noop's drafts) show what the shadow
+/// policy would have done.
+fn each_row_shows_the_shadow(browser: &Browser, rows: &str) {
+    let rows = browser.find_all(rows);
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let text = row.text();
+        assert!(
+            text.contains("shadow: would be forbidden by watch-noop-drafts (decided auto)"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -168,16 +177,7 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
     // detail page of a decision it watched.
     browser.goto(&served.url("/dashboard/audit?agent=noop&event=proposal_submitted"));
     browser.wait_for_text("proposal_submitted");
-    let rows = browser.find_all("table.audit tbody tr");
-    assert_eq!(rows.len(), 2);
-    for row in rows {
-        assert!(
-            row.text()
-                .contains("shadow: would be forbidden by watch-noop-drafts (decided auto)"),
-            "{}",
-            row.text()
-        );
-    }
+    each_row_shows_the_shadow(&browser, "table.audit tbody tr");
     browser.full_page_screenshot("policy-03-audit-shadow", 1280);
     let drafts = s.audit("proposal_submitted")?;
     let draft = drafts
@@ -197,16 +197,7 @@ fn a_policy_change_is_reviewed_with_its_diff_and_impact_and_approved_on_the_dash
     // And in the proposals' history.
     browser.goto(&served.url("/dashboard/proposals?agent=noop"));
     browser.wait_for_text("draft_content");
-    let rows = browser.find_all("table.proposals tbody tr");
-    assert_eq!(rows.len(), 2);
-    for row in rows {
-        assert!(
-            row.text()
-                .contains("shadow: would be forbidden by watch-noop-drafts (decided auto)"),
-            "{}",
-            row.text()
-        );
-    }
+    each_row_shows_the_shadow(&browser, "table.proposals tbody tr");
     // Research requests are not watched: no shadow line for them.
     browser.goto(&served.url("/dashboard/audit?agent=researcher&event=proposal_submitted"));
     browser.wait_for_text("proposal_submitted");

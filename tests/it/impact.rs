@@ -28,6 +28,20 @@ pub(crate) fn research(s: &TestServer) -> TestResult<u16> {
     Ok(s.post("/proposals", Some(&tok), &body)?.status)
 }
 
+/// The line `gov policy propose` prints about the proposal, and its id.
+pub(crate) fn proposal_line(out: &str) -> TestResult<(&str, String)> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("proposed policy change "))
+        .ok_or("no proposal line")?;
+    let id = line
+        .trim_start_matches("proposed policy change ")
+        .split(' ')
+        .next()
+        .ok_or("no id")?;
+    Ok((line, id.to_string()))
+}
+
 /// Puts `files` on a new branch on top of main (not on main).
 fn branch_with(s: &TestServer, branch: &str, files: &[(&str, String)]) -> TestResult {
     let git = s.repo.repo()?;
@@ -386,16 +400,7 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     std::fs::write(s.repo.root().join("policies/proposals.cedar"), ban)?;
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban researcher research"])?;
     assert_eq!(code, 0, "{out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("proposed policy change "))
-        .ok_or("no proposal line")?;
-    let id = line
-        .trim_start_matches("proposed policy change ")
-        .split(' ')
-        .next()
-        .ok_or("no id")?
-        .to_string();
+    let (line, id) = proposal_line(&out)?;
     assert!(line.ends_with("`policies/proposals.cedar`"), "{line}");
     // Waiting for a person: not in force yet.
     let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
@@ -441,20 +446,11 @@ fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestRe
     std::fs::remove_file(s.repo.root().join("agents/capped/agent.toml"))?;
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "lift the ban"])?;
     assert_eq!(code, 0, "{out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("proposed policy change "))
-        .ok_or("no proposal line")?;
+    let (line, id) = proposal_line(&out)?;
     assert!(
         line.ends_with(": `agents/capped/agent.toml` (deleted), `policies/extra.cedar` (deleted)"),
         "{line}"
     );
-    let id = line
-        .trim_start_matches("proposed policy change ")
-        .split(' ')
-        .next()
-        .ok_or("no id")?
-        .to_string();
     let branch = format!("gov/policy/{id}");
     let git = s.repo.repo()?;
     let tree = git.revparse_single(&branch)?.peel_to_commit()?.tree()?;
