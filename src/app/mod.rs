@@ -11,6 +11,7 @@ pub mod init;
 pub mod orphans;
 pub mod policy_change;
 pub mod policy_files;
+pub mod policy_report;
 pub mod proposals;
 pub mod recover;
 pub mod remote;

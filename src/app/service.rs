@@ -98,6 +98,8 @@ pub struct Service {
     unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
     /// The one clock of this service (see [`super::clock`]).
     clock: Clock,
+    /// Reviews of proposed policy changes, by proposal head.
+    reviews: super::policy_change::Reviews,
     pub started_at: Timestamp,
 }
 
@@ -146,6 +148,7 @@ impl Service {
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
             unknown_redemptions: Default::default(),
+            reviews: Default::default(),
             started_at: Timestamp(clock.now()),
             clock,
         };
@@ -187,6 +190,11 @@ impl Service {
         self.unknown_redemptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reviews of proposed policy changes computed so far.
+    pub fn reviews(&self) -> &super::policy_change::Reviews {
+        &self.reviews
     }
 
     pub fn governance(&self) -> &Governance {
