@@ -42,7 +42,7 @@ pub fn issue(
         if let Some((err, entry)) = refuse_if_paused(tx.index().conn(), agent_id, "credentials")? {
             return Ok((Err(err), vec![entry]));
         }
-        let expires_at = Timestamp(Utc::now() + Duration::seconds(ttl_seconds));
+        let expires_at = Timestamp(svc.now() + Duration::seconds(ttl_seconds));
         let issued = CredentialsIssued {
             scope: scope.into(),
             expires_at,
@@ -171,7 +171,7 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
             let entries = svc
                 .failed_redemptions()
                 .unknown
-                .record(Utc::now())
+                .record(svc.now())
                 .into_iter()
                 .collect();
             return Ok((Err(AppError::Unauthorized("unknown token".into())), entries));
@@ -206,10 +206,10 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
         };
         // A refused attempt is written at most once a minute per token.
         let refused = |event: fn(CredentialUse) -> Event| -> Vec<NewEntry> {
-            let due = svc.failed_redemptions().known_refused(&hash, Utc::now());
+            let due = svc.failed_redemptions().known_refused(&hash, svc.now());
             due.map(|repeats| entry(event, repeats)).into_iter().collect()
         };
-        Ok(match redeem_state(state.as_ref(), Utc::now()) {
+        Ok(match redeem_state(state.as_ref(), svc.now()) {
             Redemption::Redeemed => (
                 Ok(Redeemed {
                     agent_id: agent.clone(),

@@ -147,6 +147,8 @@ pub struct Governance {
     /// A flush failed: Git refs may have moved without the entries that
     /// record them (`app::orphans` repairs before the next write).
     repair_due: AtomicBool,
+    /// The time entries are written at (see `app::clock`).
+    clock: super::clock::Clock,
 }
 
 impl std::fmt::Debug for Governance {
@@ -237,6 +239,15 @@ impl Governance {
     /// watchdog, else by the server's key (an approver's key never signs
     /// audit entries; it is kept for approval merges).
     pub fn open(settings: &Settings, signer: Role) -> Result<Self, GovError> {
+        Self::open_with_clock(settings, signer, super::clock::Clock::system())
+    }
+
+    /// [`Governance::open`], with entries written at `clock`'s time.
+    pub fn open_with_clock(
+        settings: &Settings,
+        signer: Role,
+        clock: super::clock::Clock,
+    ) -> Result<Self, GovError> {
         let audit_role = match signer {
             Role::Watchdog => Role::Watchdog,
             Role::Server | Role::Approver => Role::Server,
@@ -251,11 +262,12 @@ impl Governance {
         {
             // A writer killed mid-update (SIGKILL, power loss) can leave a
             // ref's lock file behind; it would fail every later write.
+            let before = clock.now();
             let lock = ChainLock::acquire(repo.path())?;
             for path in lock.remove_stale_ref_locks(repo.path()) {
                 tracing::warn!(path = %path.display(), "removed a ref lock left by a writer that died");
             }
-            remove_stale_git_locks(&lock, &repo, settings);
+            remove_stale_git_locks(&lock, &repo, settings, before);
         }
         let mut index = Index::open(&settings.index_path())?;
         let mut check = entry_check(settings);
@@ -294,6 +306,7 @@ impl Governance {
             repair_due: AtomicBool::new(false),
             _open: open,
             index_rebuilds: Mutex::new(Vec::new()),
+            clock,
         })
     }
 
@@ -403,8 +416,9 @@ impl Governance {
             // every later one without looking again.
             self.refuse_if_tampered()?;
             let repo = open_batch_repo(&self.settings)?;
+            let before = self.clock.now();
             let lock = ChainLock::acquire(repo.path())?;
-            remove_stale_git_locks(&lock, &repo, &self.settings);
+            remove_stale_git_locks(&lock, &repo, &self.settings, before);
             self.rebuild_if_edited(w, &repo)?;
             // Entries other processes appended are projected only once
             // their checks pass; a failed check is tampering.
@@ -451,6 +465,7 @@ impl Governance {
                 self.audit_role,
                 batch.tip.as_ref(),
                 entries,
+                self.clock.now(),
             )
             .and_then(|written| index.apply_staged(&written).map(|()| written))
             .map(|written| (value, written))
@@ -561,7 +576,7 @@ impl Governance {
             self.note_tampering(w.index.difference_from_chain(repo, &refname, &mut w.check))?;
         if let Some(why) = why {
             let path = self.settings.index_path();
-            let kept = w.index.copy_aside(&path, "edited")?;
+            let kept = w.index.copy_aside(&path, "edited", self.clock.now())?;
             w.index.rebuild(repo, &refname, &mut w.check)?;
             tracing::error!(reason = %why, kept = %kept.display(), "the index was changed outside gov; rebuilt it from the chain");
             if let Ok(mut r) = self.index_rebuilds.lock() {
@@ -644,9 +659,14 @@ impl Governance {
 /// Removes the lock files of `main`, `packed-refs` and the Git index that a
 /// gov writer killed mid-write left (see
 /// [`ChainLock::remove_stale_git_locks`]); a live `git`'s are left alone.
-fn remove_stale_git_locks(lock: &ChainLock, repo: &Repository, settings: &Settings) {
+fn remove_stale_git_locks(
+    lock: &ChainLock,
+    repo: &Repository,
+    settings: &Settings,
+    before: chrono::DateTime<chrono::Utc>,
+) {
     let main = settings.main_refname();
-    for path in lock.remove_stale_git_locks(repo.path(), repo.workdir(), &main) {
+    for path in lock.remove_stale_git_locks(repo.path(), repo.workdir(), &main, before.into()) {
         tracing::warn!(path = %path.display(), "removed a git lock left by a writer that died");
     }
 }
@@ -706,7 +726,8 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
     let mut index = match Index::open(&path) {
         Ok(index) => index,
         Err(StoreError::Index(e)) if path.exists() && crate::store::index::is_unreadable(&e) => {
-            let aside = crate::store::index::move_aside(&path, "unreadable")?;
+            let now = super::clock::Clock::system().now();
+            let aside = crate::store::index::move_aside(&path, "unreadable", now)?;
             tracing::warn!(error = %e, aside = %aside.display(), "the index is unreadable; moved it aside");
             moved_aside = Some(aside);
             Index::open(&path)?

@@ -310,7 +310,7 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
                     continue;
                 }
             }
-            if let Some(entry) = repair_one(tx, &proposals, orphan)? {
+            if let Some(entry) = repair_one(tx, &proposals, orphan, svc.now())? {
                 entries.push(entry);
             }
         }
@@ -403,6 +403,7 @@ fn repair_one(
     tx: &mut crate::app::governance::Tx<'_>,
     proposals: &HashMap<String, Proposal>,
     orphan: &Orphan,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<NewEntry>, AppError> {
     match orphan {
         Orphan::Unrecorded { refname, commit } => set_aside(
@@ -448,7 +449,7 @@ fn repair_one(
             let at = chrono::Utc
                 .timestamp_opt(commit.time().seconds(), 0)
                 .single()
-                .map_or_else(|| Timestamp(chrono::Utc::now()), Timestamp);
+                .map_or_else(|| Timestamp(now), Timestamp);
             let note = merge_note(commit.message().unwrap_or_default());
             tracing::warn!(proposal = %id, merge = %merge, "recorded an approval merge whose entry was missing");
             Ok(Some(crate::app::proposals::approval_proven_by_merge(

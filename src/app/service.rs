@@ -7,9 +7,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use chrono::Utc;
 use git2::{Oid, Repository};
 
+use super::clock::Clock;
 use super::error::AppError;
 use super::governance::{GovError, Governance, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
@@ -96,6 +96,10 @@ pub struct Service {
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
+    /// The one clock of this service (see [`super::clock`]).
+    clock: Clock,
+    /// Reviews of proposed policy changes, by proposal head.
+    reviews: super::policy_change::Reviews,
     pub started_at: Timestamp,
 }
 
@@ -123,7 +127,17 @@ impl Service {
     /// opens it as [`Role::Watchdog`], so its entries verify as the
     /// watchdog's.
     pub fn open_as(settings: &Settings, role: Role) -> Result<Service, AppError> {
-        let gov = Governance::open(settings, role)?;
+        Self::open_with_clock(settings, role, Clock::system())
+    }
+
+    /// Opens the repository signing as `role`, reading the time from
+    /// `clock` (tests set it instead of sleeping).
+    pub fn open_with_clock(
+        settings: &Settings,
+        role: Role,
+        clock: Clock,
+    ) -> Result<Service, AppError> {
+        let gov = Governance::open_with_clock(settings, role, clock.clone())?;
         let approver_key = SigningKey::load(&settings.operator_key).ok();
         let svc = Service {
             settings: settings.clone(),
@@ -134,7 +148,9 @@ impl Service {
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
             failed_redemptions: Default::default(),
-            started_at: Timestamp(Utc::now()),
+            reviews: Default::default(),
+            started_at: Timestamp(clock.now()),
+            clock,
         };
         let mut svc = svc;
         let repo = svc.open_repo()?;
@@ -156,6 +172,16 @@ impl Service {
         &self.settings
     }
 
+    /// The time now, by this service's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// This service's clock (shared by its writer: entries get its time).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The failed redemptions counted and not yet recorded.
     pub fn failed_redemptions(
         &self,
@@ -164,6 +190,11 @@ impl Service {
         self.failed_redemptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reviews of proposed policy changes computed so far.
+    pub fn reviews(&self) -> &super::policy_change::Reviews {
+        &self.reviews
     }
 
     pub fn governance(&self) -> &Governance {
@@ -364,7 +395,7 @@ impl Service {
     }
 
     /// Reads the index (caught up to the last write of this process).
-    pub fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> Result<T, AppError> {

@@ -15,9 +15,6 @@ use super::git::StoreError;
 #[derive(Debug)]
 pub struct ChainLock {
     file: File,
-    /// When it was acquired: a Git lock file older than that was not taken
-    /// by a gov writer that is still running.
-    acquired_at: std::time::SystemTime,
 }
 
 /// The lock file's name inside the `.git` directory.
@@ -43,10 +40,7 @@ impl ChainLock {
             .open(&path)
             .map_err(|e| StoreError::io("open", &path, e))?;
         lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))?;
-        Ok(ChainLock {
-            file,
-            acquired_at: std::time::SystemTime::now(),
-        })
+        Ok(ChainLock { file })
     }
 }
 
@@ -74,16 +68,18 @@ impl ChainLock {
     /// Removes the lock files of refs and files that gov writes only while
     /// it holds this lock but that stock `git` writes too: `main`'s ref,
     /// `packed-refs` and the Git index (`index.lock`). One is removed only
-    /// when it is stale: older than this lock's acquisition (so no gov
-    /// writer still runs with it), held open by no process, and no `git`
-    /// process runs in this repository (a live `git commit` keeps
-    /// `index.lock` while its editor is open). Returns the files removed.
-    /// Costs one `stat` per file when there is nothing to remove.
+    /// when it is stale: older than `before`, a time read before this lock
+    /// was acquired (so no gov writer still runs with it), held open by no
+    /// process, and no `git` process runs in this repository (a live `git
+    /// commit` keeps `index.lock` while its editor is open). Returns the
+    /// files removed. Costs one `stat` per file when there is nothing to
+    /// remove.
     pub fn remove_stale_git_locks(
         &self,
         git_dir: &Path,
         workdir: Option<&Path>,
         main_ref: &str,
+        before: std::time::SystemTime,
     ) -> Vec<PathBuf> {
         let candidates = [
             git_dir.join(format!("{main_ref}.lock")),
@@ -95,7 +91,7 @@ impl ChainLock {
             .filter(|p| {
                 std::fs::symlink_metadata(p)
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < self.acquired_at)
+                    .is_ok_and(|t| t < before)
             })
             .collect();
         if old.is_empty() {
