@@ -91,6 +91,8 @@ struct Batch {
     tip: Option<ChainEntry>,
     /// Writers whose entries are staged and who wait for the flush.
     members: usize,
+    /// When the batch was opened.
+    opened: std::time::Instant,
 }
 
 struct Writer {
@@ -210,6 +212,7 @@ fn open_batch_repo(settings: &Settings) -> Result<Repository, GovError> {
     repo.odb()
         .and_then(|odb| odb.add_new_mempack_backend(1000).map(|_| ()))
         .map_err(StoreError::from)?;
+    crate::store::git::configure_for_batches(&repo)?;
     Ok(repo)
 }
 
@@ -373,6 +376,7 @@ impl Governance {
             // Tampering found by an earlier batch (or at start-up) refuses
             // every later one without looking again.
             self.refuse_if_tampered()?;
+            let opened = std::time::Instant::now();
             let repo = open_batch_repo(&self.settings)?;
             let lock = ChainLock::acquire(repo.path())?;
             // Entries other processes appended are projected only once
@@ -387,6 +391,7 @@ impl Governance {
                 staged: Staged::default(),
                 tip,
                 members: 0,
+                opened,
             });
             w.next_batch += 1;
         }
@@ -455,6 +460,12 @@ impl Governance {
         let Some(batch) = w.batch.take() else {
             return;
         };
+        tracing::debug!(
+            batch = batch.id,
+            writers = batch.members,
+            open_for_us = batch.opened.elapsed().as_micros() as u64,
+            "batch closing"
+        );
         let result = if batch.members == 0 {
             w.index.rollback_batch();
             Ok(())
@@ -490,16 +501,23 @@ impl Governance {
         staged: Staged,
     ) -> Result<(), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
+        let started = std::time::Instant::now();
         if let Err(e) = staged.flush(repo, "gov: batch") {
             w.index.rollback_batch();
             return Err((why(&e), e.is_storage_full()));
         }
+        let git_done = started.elapsed();
         // The entries are durable in Git now; the index is a projection of
         // them, so a failed commit here is caught up from Git later.
         if let Err(e) = w.index.commit_batch() {
             tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
             w.index.rollback_batch();
         }
+        tracing::debug!(
+            git_us = git_done.as_micros() as u64,
+            index_us = (started.elapsed() - git_done).as_micros() as u64,
+            "batch flushed"
+        );
         Ok(())
     }
 
@@ -520,9 +538,18 @@ impl Governance {
     }
 
     /// One pass of repository maintenance (`store::maintain`): writers go
-    /// on, held up only while refs are packed.
+    /// on, held up only while refs are packed. It runs beside the writers
+    /// (the server's background pass), so its packs are written without
+    /// a delta search, as a batch's are: that search cost more CPU than
+    /// the writes it shared the machine with. `gov maintain` (by hand)
+    /// searches for deltas.
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
-        maintain(&self.settings)
+        let repo = open_repo(&self.settings)?;
+        crate::store::git::configure_for_batches(&repo)?;
+        Ok(crate::store::maintain::run(
+            &repo,
+            &self.settings.audit_refname(),
+        )?)
     }
 
     /// Batches flushed since opening, and the writers they carried.

@@ -460,6 +460,46 @@ fn ref_moved(refname: &str, expected: Option<Oid>, found: Option<Oid>) -> StoreE
     }
 }
 
+/// The settings a batch's repository handle reads on top of the
+/// repository's own (a file in the Git directory; git itself never reads
+/// it):
+/// - no reflog for the refs a batch moves: a reflog is one more file per
+///   new proposal branch and one more write per batch, and the audit chain
+///   already records every move;
+/// - no delta search in a batch's pack: the pack is small and short-lived
+///   (maintenance repacks it with deltas); the search cost more CPU than
+///   anything else in a write. libgit2 1.9 reads its big-file threshold
+///   (objects above it are never deltified) from `pack.deltaCacheSize`,
+///   git from `core.bigFileThreshold`: both are set.
+const BATCH_CONFIG: &str =
+    "# gov: read by gov's writers on top of the repository's config; git never reads it
+[core]
+\tlogAllRefUpdates = false
+\tbigFileThreshold = 1
+[pack]
+\tdeltaCacheSize = 1
+";
+
+/// The file that holds [`BATCH_CONFIG`], in the Git directory.
+const BATCH_CONFIG_FILE: &str = "gov-batch.config";
+
+/// Makes `repo` (a handle opened for one batch) read [`BATCH_CONFIG`],
+/// writing its file first if it is missing or different (atomically: a
+/// concurrent writer in another process writes the same bytes).
+pub fn configure_for_batches(repo: &Repository) -> Result<(), StoreError> {
+    let path = repo.path().join(BATCH_CONFIG_FILE);
+    if std::fs::read(&path).ok().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
+        let tmp = repo
+            .path()
+            .join(format!("{BATCH_CONFIG_FILE}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, BATCH_CONFIG).map_err(|e| StoreError::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("write", &path, e))?;
+    }
+    repo.config()?
+        .add_file(&path, git2::ConfigLevel::App, true)?;
+    Ok(())
+}
+
 /// The folder that holds a repository's packs.
 pub fn pack_dir(repo: &Repository) -> PathBuf {
     repo.path().join("objects").join("pack")
@@ -498,33 +538,40 @@ pub fn remove_loose(repo: &Repository, objects: &[Oid]) {
     }
 }
 
-/// Flushes files, then folders, each group in parallel: concurrent fsyncs
-/// share the file system's journal commits, so a batch costs about one
-/// flush instead of one per file.
+/// Flushes files and folders, all in parallel, and returns once every one
+/// is on disk: concurrent fsyncs share the file system's journal commits,
+/// so a batch costs about one flush instead of one per file. Nothing may
+/// depend on one of them being durable before the others: a caller that
+/// needs an order (objects before the refs that name them) calls this once
+/// per step.
 pub fn sync_all_at_once(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> Result<(), StoreError> {
     let sync = |path: &Path| -> Result<(), StoreError> {
         let f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         f.sync_all().map_err(|e| StoreError::io("sync", path, e))
     };
-    let run = |paths: Vec<&Path>| -> Result<(), StoreError> {
-        if paths.len() <= 1 {
-            return paths.into_iter().try_for_each(sync);
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = paths.iter().map(|p| s.spawn(|| sync(p))).collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(StoreError::io(
-                        "sync",
-                        Path::new("-"),
-                        std::io::Error::other("a flush thread panicked"),
-                    ))
-                })
-            })
+    let paths: Vec<&Path> = files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(dirs.iter().map(PathBuf::as_path))
+        .collect();
+    if paths.len() <= 1 {
+        return paths.into_iter().try_for_each(sync);
+    }
+    std::thread::scope(|s| {
+        // The calling thread takes the first path itself.
+        let handles: Vec<_> = paths[1..].iter().map(|p| s.spawn(|| sync(p))).collect();
+        let first = sync(paths[0]);
+        handles.into_iter().fold(first, |acc, h| {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(StoreError::io(
+                    "sync",
+                    Path::new("-"),
+                    std::io::Error::other("a flush thread panicked"),
+                ))
+            });
+            acc.and(r)
         })
-    };
-    run(files.iter().map(PathBuf::as_path).collect())?;
-    run(dirs.iter().map(PathBuf::as_path).collect())
+    })
 }
 
 /// The empty tree, written if this repository does not have it yet.
