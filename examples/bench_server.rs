@@ -27,7 +27,7 @@
 //!   [--clients 16] [--submits 20000] [--rounds 5] [--decisions 2000]
 //!   [--approve-pct 20] [--charges 5000] [--audits 5000] [--hooks 200]
 //!   [--soak 0] [--preload 0] [--seconds 600] [--gov-bin PATH]
-//!   [--server-bin PATH]
+//!   [--server-bin PATH] [--keep]
 //!
 //! `--server-bin` starts the server from another build of this benchmark
 //! (an older commit's), so that both are driven by the same client;
@@ -61,6 +61,9 @@ struct Opts {
     server_bin: Option<std::path::PathBuf>,
     preload: usize,
     seconds: u64,
+    /// Keep the benchmark's repository (its path is printed) instead of
+    /// removing it.
+    keep: bool,
 }
 
 fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
@@ -81,8 +84,13 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
         server_bin: None,
         preload: 0,
         seconds: 600,
+        keep: false,
     };
     while let Some(a) = args.next() {
+        if a == "--keep" {
+            o.keep = true;
+            continue;
+        }
         let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--url" => o.url = Some(v.trim_end_matches('/').to_string()),
@@ -139,6 +147,7 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
 fn serve_child(root: &str) -> BoxResult {
     // `GOV_LOG=gov=debug` shows each batch's size and timings on stderr.
     gov::cli::init_logging();
+    gov::server::bound_allocator_arenas();
     let settings = gov::config::Settings::load(std::path::Path::new(root))?;
     let state = gov::server::AppState::open(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -856,5 +865,8 @@ fn main() -> BoxResult {
         "seconds": total_time,
     });
     println!("{summary}");
+    if o.keep {
+        eprintln!("repository kept: {}", dir.keep().display());
+    }
     Ok(())
 }
