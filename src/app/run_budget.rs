@@ -239,6 +239,47 @@ pub fn open_run(
     })
 }
 
+/// Charges a usage report that a `gov guard` session sends about itself
+/// (with its run's token): only for a guard run of `agent` (one registered
+/// with a project folder), and priced here with `[prices]`, whatever price
+/// the report names.
+pub fn charge_own_run(
+    svc: &Service,
+    run_id: &str,
+    agent: &str,
+    report: &UsageReport,
+    actor: Actor,
+) -> Result<RunCharged, AppError> {
+    let (folder, owner) = svc.read(|c| {
+        Ok::<_, rusqlite::Error>((
+            projection::run_folder(c, run_id)?,
+            projection::run(c, run_id)?.map(|r| r.0),
+        ))
+    })?;
+    if folder.is_none() || owner.as_deref() != Some(agent) {
+        return Err(AppError::Forbidden(format!(
+            "run `{run_id}` is metered by its runner: only a `gov guard` session reports its own usage"
+        )));
+    }
+    let prices = svc.settings().prices(&svc.caps(agent));
+    let charges = report
+        .charges
+        .iter()
+        .map(|c| ModelCharge {
+            model: c.model.clone(),
+            usage: c.usage,
+            micros: prices
+                .cost_between(&c.model, &Default::default(), &c.usage)
+                .0,
+        })
+        .collect();
+    let priced = UsageReport {
+        charges,
+        estimate: report.estimate,
+    };
+    charge_run(svc, run_id, &priced, actor)
+}
+
 /// Charges a usage report of a run that is under way.
 pub fn charge_run(
     svc: &Service,

@@ -451,10 +451,17 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 .agent(&call.agent_id)
                 .maybe_proposal(pid)
         };
-        if let Some((AppError::Paused { reason, .. }, _)) =
-            refuse_if_paused(conn, &call.agent_id, "tool")?
-        {
-            let why = format!("agent is paused: {reason}");
+        let paused = match refuse_if_paused(conn, &call.agent_id, "tool")? {
+            Some((AppError::Paused { reason, .. }, _)) => {
+                Some(format!("agent is paused: {reason}"))
+            }
+            _ => None,
+        };
+        let refused = match paused {
+            Some(why) => Some(why),
+            None => guard_session_spent(conn, call.run_id.as_deref())?,
+        };
+        if let Some(why) = refused {
             return Ok((
                 Ok(ToolAnswer {
                     decision: "deny",
@@ -591,6 +598,31 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
             }
         }
     })
+}
+
+/// Why a `gov guard` session may make no more tool calls: it has spent
+/// its run's reservation. (A `gov run` run is stopped by its runner.)
+fn guard_session_spent(
+    conn: &rusqlite::Connection,
+    run_id: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    let Some(run) = run_id else { return Ok(None) };
+    if projection::run_folder(conn, run)?.is_none() {
+        return Ok(None);
+    }
+    let Some((reserved, _)) = projection::run_reservation(conn, run)? else {
+        return Ok(None);
+    };
+    let spent = projection::run_spend(conn, run)?;
+    Ok(reserved.exhausted_by(spent).then(|| {
+        format!(
+            "this session has spent its run's reservation: {} of {} tokens, ${:.2} of ${:.2}",
+            spent.tokens,
+            reserved.tokens,
+            spent.micros.as_dollars_f64(),
+            reserved.micros.as_dollars_f64()
+        )
+    }))
 }
 
 /// `what`, then why, when there is a why.

@@ -10,8 +10,8 @@ use super::{ExitCode, Failure};
 use crate::client::{Client, Timeouts, Token};
 use crate::config::Settings;
 use crate::runner::claude::shell_quote;
-use crate::runner::guard::{self, GuardRecord};
-use crate::runner::hook::{hook_deadline, SessionFile, SESSION_FILE_VAR};
+use crate::runner::guard::{self, GovHooks, GuardRecord};
+use crate::runner::hook::{guard_hook_deadline, SessionFile, SESSION_FILE_VAR};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
     pub project: Option<PathBuf>,
     /// The agent the session acts as: its policies, budget and audit trail
     /// (it must be on main).
-    #[arg(long, required_unless_present = "remove")]
+    #[arg(long, required_unless_present_any = ["remove", "print_managed_settings"])]
     pub agent: Option<String>,
     /// Write `.claude/settings.local.json` (not shared through the
     /// project's Git) instead of `.claude/settings.json`.
@@ -28,6 +28,19 @@ pub struct Args {
     /// Take gov's hook out again and end the session's run.
     #[arg(long)]
     pub remove: bool,
+    /// Print Claude Code managed settings that put every session on this
+    /// machine under gov's hooks and let no other hook run (for
+    /// `/etc/claude-code/managed-settings.json`); changes nothing.
+    #[arg(long, conflicts_with_all = ["remove", "local", "project"])]
+    pub print_managed_settings: bool,
+    /// With `--print-managed-settings`: the session file the hooks read
+    /// (`~/…` is each user's home folder).
+    #[arg(
+        long,
+        requires = "print_managed_settings",
+        default_value = "/etc/gov/session.json"
+    )]
+    pub session_file: String,
 }
 
 fn fail(code: ExitCode, message: impl Into<String>) -> Failure {
@@ -49,6 +62,9 @@ fn guard_dir(settings: &Settings) -> PathBuf {
 pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
+    if args.print_managed_settings {
+        return print_managed_settings(&settings, &args.session_file);
+    }
     let project = match &args.project {
         Some(p) => p.clone(),
         None => std::env::current_dir().map_err(|e| {
@@ -113,9 +129,15 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     })?;
     // Checked before the run opens, so a bad settings file opens nothing.
     let shown = settings_file.display().to_string();
-    guard::install(original.as_deref(), &shown, "probe", 1)
+    let probe = GovHooks {
+        check: "probe",
+        meter: "probe",
+        timeout_secs: 1,
+    };
+    guard::install(original.as_deref(), &shown, &probe)
         .map_err(|e| Failure::from_error(ExitCode::Config, &e))?;
 
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let body = crate::wire::RunOpen {
         agent_id: agent.clone(),
         task_id: None,
@@ -140,17 +162,27 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         run_id: opened.run_id.clone(),
         agent_token: opened.agent_token,
         approval_wait_seconds: settings.approval_wait_seconds,
+        started_at: Some(started_at),
     };
     write_private(&session_path, &to_json(&session))?;
-    let command = format!(
-        "{SESSION_FILE_VAR}={} {} hook pre-tool-use",
-        shell_quote(&session_path.to_string_lossy()),
-        shell_quote(&gov_exe.to_string_lossy())
-    );
-    let timeout = crate::runner::claude::hook_timeout_seconds(hook_deadline(Duration::from_secs(
-        settings.approval_wait_seconds,
-    )));
-    let installed = guard::install(original.as_deref(), &shown, &command, timeout)
+    let hook_command = |event: &str| {
+        format!(
+            "{SESSION_FILE_VAR}={} {} hook {event}",
+            shell_quote(&session_path.to_string_lossy()),
+            shell_quote(&gov_exe.to_string_lossy())
+        )
+    };
+    let command = hook_command("pre-tool-use");
+    let meter_command = hook_command("meter");
+    let timeout = crate::runner::claude::hook_timeout_seconds(guard_hook_deadline(
+        Duration::from_secs(settings.approval_wait_seconds),
+    ));
+    let gov_hooks = GovHooks {
+        check: &command,
+        meter: &meter_command,
+        timeout_secs: timeout,
+    };
+    let installed = guard::install(original.as_deref(), &shown, &gov_hooks)
         .map_err(|e| Failure::from_error(ExitCode::Config, &e))?;
     let created_dir = !claude_dir.exists();
     std::fs::create_dir_all(&claude_dir).map_err(|e| io_fail("create", &claude_dir, e))?;
@@ -161,6 +193,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         created_dir,
         installed: installed.clone(),
         command,
+        meter_command: Some(meter_command),
         agent_id: agent.clone(),
         run_id: opened.run_id.clone(),
         session_file: session_path.to_string_lossy().into_owned(),
@@ -210,13 +243,16 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
             }
         }
     }
-    // An interactive session's usage is not measured: nothing is charged.
+    // What the session's transcripts gained since its last hook is reported
+    // before the run ends; a session whose hooks never metered it (no
+    // state) ends with its usage missing.
+    let metered = meter_rest(&record);
     let end = crate::wire::RunFinish {
         status: crate::wire::RunStatus::Complete,
         reason: Some("gov guard removed".into()),
         tokens: 0,
         dollars: None,
-        usage_missing: true,
+        usage_missing: !matches!(metered, Ok(Some(_))),
         charges: Vec::new(),
         estimate: false,
         claude_cost_usd: None,
@@ -224,7 +260,20 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
     };
     let finished: Result<serde_json::Value, _> =
         runner.post_json(&format!("/runs/{}/finish", record.run_id), &end);
-    let _ = std::fs::remove_file(&record.session_file);
+    let session = PathBuf::from(&record.session_file);
+    for path in [
+        session.clone(),
+        session.with_file_name(format!("{}.meter.json", record.run_id)),
+        session.with_file_name(format!("{}.meter.lock", record.run_id)),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Err(e) = &metered {
+        eprintln!(
+            "gov guard: the session's last usage could not be reported: {}",
+            super::exit::error_chain(e)
+        );
+    }
     std::fs::remove_file(&record_path).map_err(|e| io_fail("remove", &record_path, e))?;
     if changed {
         println!(
@@ -250,6 +299,51 @@ fn remove(settings: &Settings, project: &Path, runner: &Client) -> Result<ExitCo
                 super::exit::error_chain(&e)
             ),
         )),
+    }
+}
+
+/// Prints managed settings whose hooks read `session_file`.
+fn print_managed_settings(settings: &Settings, session_file: &str) -> Result<ExitCode, Failure> {
+    let gov_exe = std::env::current_exe().map_err(|e| {
+        fail(
+            ExitCode::Failure,
+            format!("cannot find the gov executable: {e}"),
+        )
+    })?;
+    // `~/x` is left for the hook's shell to expand: each user's own file.
+    let file = match session_file.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", shell_quote(rest)),
+        None => shell_quote(session_file),
+    };
+    let command = |event: &str| {
+        format!(
+            "{SESSION_FILE_VAR}={file} {} hook {event}",
+            shell_quote(&gov_exe.to_string_lossy())
+        )
+    };
+    let (check, meter) = (command("pre-tool-use"), command("meter"));
+    let timeout = crate::runner::claude::hook_timeout_seconds(guard_hook_deadline(
+        Duration::from_secs(settings.approval_wait_seconds),
+    ));
+    let managed = guard::managed_settings(&GovHooks {
+        check: &check,
+        meter: &meter,
+        timeout_secs: timeout,
+    })
+    .map_err(|e| Failure::from_error(ExitCode::Failure, &e))?;
+    println!("{}", to_json(&managed));
+    Ok(ExitCode::Ok)
+}
+
+/// Reports what the session's transcripts gained since its last hook.
+fn meter_rest(
+    record: &GuardRecord,
+) -> Result<Option<crate::runner::session_meter::Metered>, crate::runner::hook::HookError> {
+    let path = record.session_file.clone();
+    let env = crate::runner::hook::hook_env(|k| (k == SESSION_FILE_VAR).then(|| path.clone()))?;
+    match env.meter {
+        Some(m) => Ok(m.meter_rest()?),
+        None => Ok(None),
     }
 }
 

@@ -17,12 +17,42 @@ pub struct Args {
 pub enum Event {
     /// Ask the policy set whether a tool call may run (Claude Code PreToolUse).
     PreToolUse,
+    /// Report a `gov guard` session's usage from its transcript (Claude
+    /// Code Stop and SessionEnd hooks).
+    Meter,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
     match args.event {
         Event::PreToolUse => pre_tool_use(),
+        Event::Meter => meter(),
     }
+}
+
+/// The metering hook: reads the session's transcript and reports its
+/// usage. It decides nothing, so it prints nothing and exits 0; what fails
+/// goes to stderr (Claude Code shows it), and the next PreToolUse hook,
+/// which meters too, fails closed on it.
+fn meter() -> Result<ExitCode, Failure> {
+    let deadline = hook::deadline_from_env(|k| std::env::var(k).ok());
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        eprintln!(
+            "gov hook meter: gave up after its deadline of {} s",
+            deadline.as_secs()
+        );
+        std::process::exit(0);
+    });
+    let mut stdin = String::new();
+    let result = std::io::stdin()
+        .take(16 * 1024 * 1024)
+        .read_to_string(&mut stdin)
+        .map_err(|e| hook::HookError::BadInput(e.to_string()))
+        .and_then(|_| hook::meter(&stdin, |k| std::env::var(k).ok()));
+    if let Err(e) = result {
+        eprintln!("gov hook meter: {}", crate::domain::errors::error_chain(&e));
+    }
+    Ok(ExitCode::Ok)
 }
 
 /// Whoever answers first (the hook or its deadline) prints; the other

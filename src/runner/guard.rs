@@ -28,6 +28,9 @@ pub struct GuardRecord {
     pub installed: String,
     /// The hook command gov added.
     pub command: String,
+    /// The metering hook command gov added (Stop, SessionEnd).
+    #[serde(default)]
+    pub meter_command: Option<String>,
     pub agent_id: String,
     pub run_id: String,
     /// The file the hook reads its session from (url, run, token).
@@ -42,17 +45,33 @@ pub enum GuardError {
     BadJson(String, String),
     #[error("`{0}` sets `disableAllHooks`: gov's hook would never run; remove that setting first")]
     HooksDisabled(String),
-    #[error("`{0}` has a `hooks.PreToolUse` that is not a list")]
-    BadHooks(String),
+    #[error("`{0}` has a `hooks` that is not an object")]
+    HooksNotAnObject(String),
+    #[error("`{0}` has a `hooks.{1}` that is not a list")]
+    BadHooks(String, String),
 }
 
-/// The settings text with gov's hook added. `existing` is the file's text
+/// The hooks gov adds to a project's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GovHooks<'a> {
+    /// `gov hook pre-tool-use`: asks the policies about every tool call.
+    pub check: &'a str,
+    /// `gov hook meter`: reports the session's usage when a turn or the
+    /// session ends.
+    pub meter: &'a str,
+    /// The PreToolUse hook's timeout, longer than its deadline.
+    pub timeout_secs: u64,
+}
+
+/// The events the metering hook runs on.
+pub const METER_EVENTS: &[&str] = &["Stop", "SessionEnd"];
+
+/// The settings text with gov's hooks added. `existing` is the file's text
 /// (`None`: no file); `shown` names the file in errors.
 pub fn install(
     existing: Option<&str>,
     shown: &str,
-    command: &str,
-    timeout_secs: u64,
+    gov: &GovHooks<'_>,
 ) -> Result<String, GuardError> {
     let mut root = match existing.map(str::trim) {
         None | Some("") => Map::new(),
@@ -69,36 +88,73 @@ pub fn install(
         .entry("hooks")
         .or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(hooks) = hooks else {
-        return Err(GuardError::BadHooks(shown.into()));
+        return Err(GuardError::HooksNotAnObject(shown.into()));
     };
-    let pre = hooks
-        .entry("PreToolUse")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Value::Array(pre) = pre else {
-        return Err(GuardError::BadHooks(shown.into()));
+    for event in std::iter::once("PreToolUse").chain(METER_EVENTS.iter().copied()) {
+        if !matches!(hooks.get(event), None | Some(Value::Array(_))) {
+            return Err(GuardError::BadHooks(shown.into(), event.into()));
+        }
+    }
+    let mut add = |event: &str, entry: Value| {
+        if let Value::Array(list) = hooks
+            .entry(event)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            list.push(entry);
+        }
     };
     // `onFailure: block`: a hook that cannot answer blocks the call.
-    pre.push(json!({
-        "matcher": "*",
-        "hooks": [{"type": "command", "command": command, "timeout": timeout_secs,
-                   "onFailure": "block"}]
-    }));
+    add(
+        "PreToolUse",
+        json!({
+            "matcher": "*",
+            "hooks": [{"type": "command", "command": gov.check, "timeout": gov.timeout_secs,
+                       "onFailure": "block"}]
+        }),
+    );
+    for event in METER_EVENTS {
+        add(
+            event,
+            json!({"hooks": [{"type": "command", "command": gov.meter,
+                              "timeout": super::session_meter::METER_ALLOWANCE.as_secs() + 10}]}),
+        );
+    }
     Ok(to_text(&Value::Object(root)))
 }
 
-/// The settings text with exactly gov's hook (`command`) taken out; empty
-/// `PreToolUse` and `hooks` left by it are removed too.
-pub fn uninstall(current: &str, shown: &str, command: &str) -> Result<String, GuardError> {
+/// Claude Code managed settings (`managed-settings.json`) that put every
+/// session on the machine under gov's hooks and let no user or project
+/// hook, and no bypass mode, in: `allowManagedHooksOnly` (only managed
+/// hooks run; managed hooks run even where another settings file sets
+/// `disableAllHooks`), `permissions.disableBypassPermissionsMode`, and
+/// gov's hooks as `gov guard` installs them.
+pub fn managed_settings(gov: &GovHooks<'_>) -> Result<Value, GuardError> {
+    let hooks: Value = serde_json::from_str(&install(None, "managed-settings.json", gov)?)
+        .map_err(|e| GuardError::BadJson("managed-settings.json".into(), e.to_string()))?;
+    Ok(json!({
+        "allowManagedHooksOnly": true,
+        "permissions": {"disableBypassPermissionsMode": "disable"},
+        "hooks": hooks["hooks"],
+    }))
+}
+
+/// The settings text with exactly gov's hooks (`commands`) taken out; an
+/// event's list and `hooks` left empty by it are removed too.
+pub fn uninstall(current: &str, shown: &str, commands: &[&str]) -> Result<String, GuardError> {
     let mut root = match serde_json::from_str::<Value>(current) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err(GuardError::NotAnObject(shown.into())),
         Err(e) => return Err(GuardError::BadJson(shown.into(), e.to_string())),
     };
     if let Some(Value::Object(hooks)) = root.get_mut("hooks") {
-        if let Some(Value::Array(pre)) = hooks.get_mut("PreToolUse") {
-            pre.retain(|entry| !is_ours(entry, command));
-            if pre.is_empty() {
-                hooks.remove("PreToolUse");
+        let events: Vec<String> = hooks.keys().cloned().collect();
+        for event in events {
+            if let Some(Value::Array(list)) = hooks.get_mut(&event) {
+                let before = list.len();
+                list.retain(|entry| !commands.iter().any(|c| is_ours(entry, c)));
+                if list.is_empty() && before > 0 {
+                    hooks.remove(&event);
+                }
             }
         }
         if hooks.is_empty() {
@@ -126,7 +182,11 @@ fn to_text(v: &Value) -> String {
 pub fn restore(record: &GuardRecord, current: Option<&str>) -> Result<Option<String>, GuardError> {
     match current {
         Some(now) if now == record.installed => Ok(record.original.clone()),
-        Some(now) => uninstall(now, &record.settings_file, &record.command).map(Some),
+        Some(now) => {
+            let mut ours = vec![record.command.as_str()];
+            ours.extend(record.meter_command.as_deref());
+            uninstall(now, &record.settings_file, &ours).map(Some)
+        }
         None => Ok(None),
     }
 }
@@ -136,6 +196,15 @@ mod tests {
     use super::*;
 
     const CMD: &str = "GOV_SESSION_FILE=/r/.gov/guard/x.json /bin/gov hook pre-tool-use";
+    const METER: &str = "GOV_SESSION_FILE=/r/.gov/guard/x.json /bin/gov hook meter";
+
+    fn gov(timeout_secs: u64) -> GovHooks<'static> {
+        GovHooks {
+            check: CMD,
+            meter: METER,
+            timeout_secs,
+        }
+    }
 
     fn record(original: Option<&str>, installed: &str) -> GuardRecord {
         GuardRecord {
@@ -145,6 +214,7 @@ mod tests {
             created_dir: false,
             installed: installed.into(),
             command: CMD.into(),
+            meter_command: Some(METER.into()),
             agent_id: "a".into(),
             run_id: "r".into(),
             session_file: "/r/.gov/guard/x.json".into(),
@@ -156,11 +226,13 @@ mod tests {
         let before = r#"{"model": "opus", "permissions": {"allow": ["Read"]},
             "hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "mine"}]}],
                       "Stop": [{"hooks": [{"type": "command", "command": "bye"}]}]}}"#;
-        let after = install(Some(before), "s", CMD, 100).expect("install");
+        let after = install(Some(before), "s", &gov(100)).expect("install");
         let v: Value = serde_json::from_str(&after).expect("json");
         assert_eq!(v["model"], "opus");
         assert_eq!(v["permissions"]["allow"][0], "Read");
         assert_eq!(v["hooks"]["Stop"][0]["hooks"][0]["command"], "bye");
+        assert_eq!(v["hooks"]["Stop"][1]["hooks"][0]["command"], METER);
+        assert_eq!(v["hooks"]["SessionEnd"][0]["hooks"][0]["command"], METER);
         assert_eq!(v["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "mine");
         assert_eq!(v["hooks"]["PreToolUse"][1]["matcher"], "*");
         assert_eq!(v["hooks"]["PreToolUse"][1]["hooks"][0]["command"], CMD);
@@ -171,36 +243,41 @@ mod tests {
         );
         // Taking gov's hook out gives the same settings back.
         let back: Value =
-            serde_json::from_str(&uninstall(&after, "s", CMD).expect("uninstall")).expect("json");
+            serde_json::from_str(&uninstall(&after, "s", &[CMD, METER]).expect("uninstall"))
+                .expect("json");
         assert_eq!(back, serde_json::from_str::<Value>(before).expect("json"));
     }
 
     #[test]
     fn install_refuses_what_it_cannot_keep_or_would_not_run() {
         assert!(matches!(
-            install(Some("[1]"), "s", CMD, 1),
+            install(Some("[1]"), "s", &gov(1)),
             Err(GuardError::NotAnObject(_))
         ));
         assert!(matches!(
-            install(Some("{"), "s", CMD, 1),
+            install(Some("{"), "s", &gov(1)),
             Err(GuardError::BadJson(..))
         ));
         assert_eq!(
-            install(Some(r#"{"disableAllHooks": true}"#), "s", CMD, 1),
+            install(Some(r#"{"disableAllHooks": true}"#), "s", &gov(1)),
             Err(GuardError::HooksDisabled("s".into()))
         );
         assert_eq!(
-            install(Some(r#"{"hooks": {"PreToolUse": {}}}"#), "s", CMD, 1),
-            Err(GuardError::BadHooks("s".into()))
+            install(Some(r#"{"hooks": {"PreToolUse": {}}}"#), "s", &gov(1)),
+            Err(GuardError::BadHooks("s".into(), "PreToolUse".into()))
         );
-        let fresh = install(None, "s", CMD, 1).expect("install");
+        assert_eq!(
+            install(Some(r#"{"hooks": {"Stop": 1}}"#), "s", &gov(1)),
+            Err(GuardError::BadHooks("s".into(), "Stop".into()))
+        );
+        let fresh = install(None, "s", &gov(1)).expect("install");
         assert!(fresh.contains(CMD));
     }
 
     #[test]
     fn restore_puts_back_the_original_bytes_or_removes_only_the_hook() {
         let original = "{\n  \"model\": \"opus\"\n}\n";
-        let installed = install(Some(original), "s", CMD, 1).expect("install");
+        let installed = install(Some(original), "s", &gov(1)).expect("install");
         let r = record(Some(original), &installed);
         assert_eq!(
             restore(&r, Some(&installed)).expect("restore"),

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::session_meter::{MeterError, MeterSession, METER_ALLOWANCE};
 use crate::client::{Client, ClientError, Timeouts, Token};
 
 /// The part of Claude Code's hook input the hook uses.
@@ -33,6 +34,10 @@ pub struct HookInput {
     pub session_id: Option<String>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// The session's JSONL transcript: what a `gov guard` session's usage
+    /// is read from.
+    #[serde(default)]
+    pub transcript_path: Option<String>,
     #[serde(default)]
     pub hook_event_name: Option<String>,
     pub tool_name: String,
@@ -61,6 +66,8 @@ pub struct HookEnv {
     pub wait: Duration,
     /// The agent's `PATH`, on which shell programs are resolved.
     pub path_var: Option<String>,
+    /// A `gov guard` session meters itself from its transcript.
+    pub meter: Option<MeterSession>,
 }
 
 /// The body of `POST /tools/evaluate`.
@@ -177,6 +184,8 @@ pub enum HookError {
     Session { path: String, message: String },
     #[error("the policy check failed: {0}")]
     Server(#[from] ClientError),
+    #[error("the session's usage could not be metered: {0}")]
+    Meter(#[from] MeterError),
 }
 
 /// The variable that names a `gov guard` session file.
@@ -194,6 +203,10 @@ pub struct SessionFile {
     pub agent_token: String,
     #[serde(default)]
     pub approval_wait_seconds: u64,
+    /// When the run started (RFC 3339): transcript entries written before
+    /// it (a resumed session's earlier turns) are not charged to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 /// Reads the runner's variables through `get` (the process environment in
@@ -213,6 +226,21 @@ pub fn hook_env(get: impl Fn(&str) -> Option<String>) -> Result<HookEnv, HookErr
         };
         let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
         let f: SessionFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let since = match f.started_at.as_deref() {
+            None => None,
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| bad(format!("`started_at`: {e}")))?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        let meter = MeterSession {
+            url: f.url.clone(),
+            run_id: f.run_id.clone(),
+            token: Token::new(f.agent_token.clone()),
+            session_file: std::path::PathBuf::from(&path),
+            since,
+        };
         return Ok(HookEnv {
             url: f.url,
             agent_id: f.agent_id,
@@ -220,6 +248,7 @@ pub fn hook_env(get: impl Fn(&str) -> Option<String>) -> Result<HookEnv, HookErr
             agent_token: Token::new(f.agent_token),
             wait: Duration::from_secs(f.approval_wait_seconds.min(MAX_WAIT_SECONDS)),
             path_var,
+            meter: Some(meter),
         });
     }
     let need = |name: &'static str| var(name).ok_or(HookError::MissingEnv(name));
@@ -234,6 +263,7 @@ pub fn hook_env(get: impl Fn(&str) -> Option<String>) -> Result<HookEnv, HookErr
         agent_token: Token::new(need("GOV_AGENT_TOKEN")?),
         wait: Duration::from_secs(wait.min(MAX_WAIT_SECONDS)),
         path_var,
+        meter: None,
     })
 }
 
@@ -259,16 +289,39 @@ pub fn hook_deadline(wait: Duration) -> Duration {
     }
 }
 
+/// The deadline of a `gov guard` session's hook: it meters the session
+/// ([`super::session_meter`]) before it asks, which may take up to
+/// [`METER_ALLOWANCE`] more.
+pub fn guard_hook_deadline(wait: Duration) -> Duration {
+    hook_deadline(wait) + METER_ALLOWANCE
+}
+
 /// The deadline of a hook process whose environment is read through `get`
 /// (an unreadable environment fails at once, so the shortest applies).
 pub fn deadline_from_env(get: impl Fn(&str) -> Option<String>) -> Duration {
-    hook_deadline(hook_env(get).map(|e| e.wait).unwrap_or_default())
+    match hook_env(get) {
+        Ok(HookEnv {
+            wait,
+            meter: Some(_),
+            ..
+        }) => guard_hook_deadline(wait),
+        Ok(env) => hook_deadline(env.wait),
+        Err(_) => hook_deadline(Duration::ZERO),
+    }
+}
+
+/// stdin JSON → the hook input.
+pub fn parse_input(stdin: &str) -> Result<HookInput, HookError> {
+    serde_json::from_str(stdin).map_err(|e| HookError::BadInput(e.to_string()))
 }
 
 /// stdin JSON → the body of `POST /tools/evaluate`.
 pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<EvaluateRequest, HookError> {
-    let input: HookInput =
-        serde_json::from_str(stdin).map_err(|e| HookError::BadInput(e.to_string()))?;
+    request_from(parse_input(stdin)?, env)
+}
+
+/// The hook input → the body of `POST /tools/evaluate`.
+pub fn request_from(input: HookInput, env: &HookEnv) -> Result<EvaluateRequest, HookError> {
     match input.hook_event_name.as_deref() {
         None | Some("PreToolUse") => {}
         Some(other) => return Err(HookError::WrongEvent(other.to_string())),
@@ -350,7 +403,18 @@ pub fn hook_timeouts() -> Timeouts {
 pub fn run(stdin: &str, get: impl Fn(&str) -> Option<String>) -> HookOutput {
     let started = Instant::now();
     let result = hook_env(get).and_then(|env| {
-        let req = evaluate_request(stdin, &env)?;
+        let input = parse_input(stdin)?;
+        let transcript = input.transcript_path.clone();
+        let req = request_from(input, &env)?;
+        if let Some(meter) = &env.meter {
+            // A cap crossed by the session's last answers bites now.
+            if let Some(why) = meter.meter(transcript.as_deref())?.stop {
+                return Ok(HookOutput::deny(format!(
+                    "gov: denied `{}`: this session has spent its budget ({why}); the operator can raise the caps or resume the agent",
+                    req.tool_name
+                )));
+            }
+        }
         let client = Client::new(&env.url, env.agent_token.clone(), hook_timeouts());
         let resp: EvaluateResponse = client.post_json("/tools/evaluate", &req)?;
         match (&resp.decision, &resp.proposal_id) {
@@ -361,6 +425,24 @@ pub fn run(stdin: &str, get: impl Fn(&str) -> Option<String>) -> HookOutput {
         }
     });
     result.unwrap_or_else(|e| failure_output(&e))
+}
+
+/// The metering hook of a `gov guard` session (Stop, SessionEnd): reads the
+/// transcript the hook input names and reports the usage.
+pub fn meter(stdin: &str, get: impl Fn(&str) -> Option<String>) -> Result<(), HookError> {
+    let env = hook_env(get)?;
+    let Some(meter) = &env.meter else {
+        return Err(HookError::MissingEnv(SESSION_FILE_VAR));
+    };
+    #[derive(Deserialize)]
+    struct AnyHookInput {
+        #[serde(default)]
+        transcript_path: Option<String>,
+    }
+    let input: AnyHookInput =
+        serde_json::from_str(stdin).map_err(|e| HookError::BadInput(e.to_string()))?;
+    meter.meter(input.transcript_path.as_deref())?;
+    Ok(())
 }
 
 /// Polls proposal `pid` until a person decides or the wait runs out.
@@ -422,6 +504,7 @@ mod tests {
             agent_token: Token::new("tok"),
             wait: Duration::ZERO,
             path_var: None,
+            meter: None,
         }
     }
 

@@ -34,11 +34,11 @@ pub const UNRECORDED_REASON: &str = "usage_unrecorded";
 
 /// The server's answer to a usage report (`POST /runs/{id}/usage`).
 #[derive(Debug, Clone, Deserialize)]
-struct Charged {
+pub(crate) struct Charged {
     #[serde(default)]
-    stop: bool,
+    pub(crate) stop: bool,
     #[serde(default)]
-    stop_reason: Option<String>,
+    pub(crate) stop_reason: Option<String>,
 }
 
 #[derive(Debug)]

@@ -14,6 +14,9 @@
 //!   reservation or a cap is spent; command agents' usage file.
 //! - [`hook`]: `gov hook pre-tool-use`: every tool call asks the policy set;
 //!   any failure is a deny.
+//! - [`guard`]: the settings `gov guard` adds to a project, and takes out.
+//! - [`transcript`], [`session_meter`]: a `gov guard` session's usage, read
+//!   from its transcript by its hooks and reported as its run's.
 //!
 //! The HTTP contract with the server is in `docs/RUNNER.md`.
 
@@ -25,4 +28,6 @@ pub mod meter;
 pub mod process;
 pub mod run;
 pub mod sandbox;
+pub mod session_meter;
 pub mod stream_json;
+pub mod transcript;

@@ -623,11 +623,29 @@ async fn run_usage(
     Path(run_id): Path<String>,
     Body(report): Body<run_budget::UsageReport>,
 ) -> ApiResult {
-    caller.require_runner()?;
-    let actor = caller.actor(&state.svc.settings().operator_name, None);
+    // A `gov guard` session meters itself with its own run's token; every
+    // other run is metered by its runner.
+    let own = match &caller {
+        Caller::Agent {
+            agent_id,
+            run_id: Some(own),
+        } if *own == run_id => Some(agent_id.clone()),
+        _ => {
+            caller.require_runner()?;
+            None
+        }
+    };
+    // The server records a session's own report as its own act (it checked
+    // the run and priced the usage): entries acted by an agent change
+    // nothing in the index.
+    let actor = match own {
+        Some(_) => crate::domain::audit::Actor::server(),
+        None => caller.actor(&state.svc.settings().operator_name, None),
+    };
     let svc = state.svc.clone();
-    let charged = blocking_write(&state, move || {
-        run_budget::charge_run(&svc, &run_id, &report, actor)
+    let charged = blocking_write(&state, move || match own {
+        Some(agent) => run_budget::charge_own_run(&svc, &run_id, &agent, &report, actor),
+        None => run_budget::charge_run(&svc, &run_id, &report, actor),
     })
     .await?;
     ok(to_json(&charged))

@@ -155,11 +155,22 @@ fn hook(
     input: &Value,
     wait_seconds: u64,
 ) -> TestResult<std::process::Child> {
+    hook_at(&s.base, agent, run, input, wait_seconds)
+}
+
+/// [`hook`] against the server at `url`.
+fn hook_at(
+    url: &str,
+    agent: &str,
+    run: &(String, String),
+    input: &Value,
+    wait_seconds: u64,
+) -> TestResult<std::process::Child> {
     let mut child = Command::new(gov_bin())
         .args(["hook", "pre-tool-use"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GOV_URL", &s.base)
+        .env("GOV_URL", url)
         .env("GOV_AGENT_ID", agent)
         .env("GOV_RUN_ID", &run.0)
         .env("GOV_AGENT_TOKEN", &run.1)
@@ -231,7 +242,7 @@ fn decide(s: &TestServer, verb: &str, pid: &str) -> TestResult {
 }
 
 /// A server that takes connections and never answers.
-fn silent_server() -> TestResult<String> {
+pub(crate) fn silent_server() -> TestResult<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);
     std::thread::spawn(move || {
@@ -398,5 +409,139 @@ fn a_call_nobody_decides_is_denied_when_the_wait_runs_out() -> TestResult {
         reason,
         format!("gov: `WebSearch` was not approved: proposal `{pid}` is rejected")
     );
+    Ok(())
+}
+
+/// A server that answers every `POST` with `answer` (a JSON body), and
+/// takes every other request (the hook's polls) and never answers.
+fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 65536];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if buf[..n].starts_with(b"POST") {
+                let body = answer.to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                held.push(conn);
+            }
+        }
+    });
+    Ok(url)
+}
+
+/// `gov hook pre-tool-use` against `url` with a wait, for a WebFetch call.
+fn waiting_hook(url: &str, wait: u64) -> TestResult<std::process::Child> {
+    let call = json!({"hook_event_name": "PreToolUse", "tool_name": "WebFetch",
+                      "tool_input": {"url": "https://example.com/"}});
+    hook_at(url, "researcher", &("r".into(), "t".into()), &call, wait)
+}
+
+#[test]
+fn a_waiting_hook_denies_before_claude_codes_timeout_when_the_server_hangs_or_is_down() -> TestResult
+{
+    let wait = 3;
+    let timeout = Duration::from_secs(gov::runner::claude::hook_timeout_seconds(
+        gov::runner::hook::hook_deadline(Duration::from_secs(wait)),
+    ));
+    let hanging = silent_server()?;
+    let stalls_on_polls = answers_posts_hangs_polls(json!({
+        "decision": "needs_person", "reason": "network", "policies": [], "proposal_id": "p-1"
+    }))?;
+    // A port nobody listens on: bound, then closed.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", l.local_addr()?)
+    };
+    let started = Instant::now();
+    // Every time: three hooks at once against each server.
+    let mut children = Vec::new();
+    for url in [&hanging, &stalls_on_polls, &down] {
+        for _ in 0..3 {
+            children.push((url.clone(), waiting_hook(url, wait)?));
+        }
+    }
+    for (url, child) in children {
+        let (decision, reason) = answer(child)?;
+        let took = started.elapsed();
+        assert_eq!(decision, "deny", "{url}: {reason}");
+        assert!(took < timeout, "{url}: {took:?} is not under {timeout:?}");
+        if url == hanging {
+            assert_eq!(
+                reason,
+                format!(
+                    "gov: tool call denied because the policy check could not be completed: \
+                     the policy check failed: the gov server at `{hanging}/tools/evaluate` did not answer in time"
+                )
+            );
+        } else if url == down {
+            assert!(
+                reason.starts_with(&format!(
+                    "gov: tool call denied because the policy check could not be completed: \
+                     the policy check failed: cannot reach the gov server at `{down}/tools/evaluate`"
+                )),
+                "{reason}"
+            );
+        } else {
+            // The proposal was filed; its polls hang; the wait runs out.
+            assert_eq!(
+                reason,
+                format!("gov: `WebFetch` needs a person's approval and none came within {wait} s (proposal `p-1`); the call is denied")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_line_that_does_not_parse_reaches_the_policies_and_a_person_can_approve_it() -> TestResult {
+    let s = TestServer::start()?;
+    let run = open_run(&s, "researcher")?;
+    for line in ["git status 'unterminated", "git status )", "ls |"] {
+        let d = bash(&s, "researcher", &run, line)?;
+        assert_eq!(d["decision"], "needs_person", "{line}: {d}");
+        let pid = d["proposal_id"].as_str().unwrap_or_default();
+        assert_eq!(
+            d["reason"],
+            format!(
+                "needs a person: proposal {pid}: the command cannot be judged from its text (parse_error), \
+                 so a person must approve it; the command line has parts whose effect is only known when it \
+                 runs (a substitution, eval, `sh -c`, a `PATH=` assignment, a loop): a person must approve it; \
+                 the command line does not parse, so no rule can judge what it runs: a person must read it and \
+                 approve it"
+            ),
+            "{line}"
+        );
+    }
+    let entries = s.audit("tool_decision")?;
+    assert_eq!(
+        entries[0]["payload"]["not_reducible"],
+        json!(["parse_error"])
+    );
+    // Approved by a person, the identical call runs once.
+    let pid = pending_proposal(&s, |p| p["payload"]["tool_input"]["command"] == "ls |")?;
+    decide(&s, "approve", &pid)?;
+    let d = bash(&s, "researcher", &run, "ls |")?;
+    assert_eq!(d["decision"], "allow", "{d}");
+    let d = bash(&s, "researcher", &run, "ls |")?;
+    assert_eq!(d["decision"], "needs_person", "{d}");
+    // PowerShell is not parsed: denied, whatever its text.
+    let r = s.post(
+        "/tools/evaluate",
+        Some(&run.1),
+        &json!({"agent_id": "researcher", "run_id": run.0, "tool_name": "PowerShell",
+                "tool_input": {"command": "git status"}, "cwd": s.repo.root().join("agents/researcher")}),
+    )?;
+    assert_eq!(r.body["decision"], "deny", "{:?}", r.body);
+    assert_eq!(r.body["policies"][0]["id"], "powershell-not-parsed");
     Ok(())
 }
