@@ -484,16 +484,25 @@ const BATCH_CONFIG: &str =
 const BATCH_CONFIG_FILE: &str = "gov-batch.config";
 
 /// Makes `repo` (a handle opened for one batch) read [`BATCH_CONFIG`],
-/// writing its file first if it is missing or different (atomically: a
-/// concurrent writer in another process writes the same bytes).
+/// writing its file first if it is missing or different (atomically, from
+/// a file of this thread's own: a concurrent writer, in this process or
+/// another, writes the same bytes).
 pub fn configure_for_batches(repo: &Repository) -> Result<(), StoreError> {
     let path = repo.path().join(BATCH_CONFIG_FILE);
-    if std::fs::read(&path).ok().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
-        let tmp = repo
-            .path()
-            .join(format!("{BATCH_CONFIG_FILE}.{}.tmp", std::process::id()));
+    let current = || std::fs::read(&path).ok();
+    if current().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
+        let tmp = repo.path().join(format!(
+            "{BATCH_CONFIG_FILE}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&tmp, BATCH_CONFIG).map_err(|e| StoreError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("write", &path, e))?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            if current().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
+                return Err(StoreError::io("write", &path, e));
+            }
+        }
     }
     repo.config()?
         .add_file(&path, git2::ConfigLevel::App, true)?;
@@ -610,6 +619,42 @@ fn subtree_ids(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Vec<Oid>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_handle_writes_no_reflog_and_packs_without_deltas(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
+        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        // A plain handle logs a new branch under refs/heads/ ...
+        let mut staged = Staged::default();
+        staged.set(&repo, "refs/heads/gov/plain", Some(c1), None)?;
+        staged.flush(&repo, "test")?;
+        assert!(repo.path().join("logs/refs/heads/gov/plain").exists());
+        // ... a batch's handle does not, twice (the second time the
+        // settings file is already there).
+        for name in ["refs/heads/gov/one", "refs/heads/gov/two"] {
+            let batch = Repository::open(dir.path())?;
+            configure_for_batches(&batch)?;
+            let mut staged = Staged::default();
+            staged.set(&batch, name, Some(c1), None)?;
+            staged.flush(&batch, "test")?;
+            assert_eq!(batch.refname_to_id(name)?, c1);
+            assert!(!batch.path().join("logs").join(name).exists(), "{name}");
+        }
+        // The repository's own settings are untouched: git reads none of it.
+        let own = Repository::open(dir.path())?.config()?.snapshot()?;
+        assert!(own.get_i64("pack.deltaCacheSize").is_err());
+        let batch = Repository::open(dir.path())?;
+        configure_for_batches(&batch)?;
+        let cfg = batch.config()?.snapshot()?;
+        assert!(!cfg.get_bool("core.logAllRefUpdates")?);
+        assert_eq!(cfg.get_i64("pack.deltaCacheSize")?, 1);
+        Ok(())
+    }
 
     #[test]
     fn cas_refuses_a_moved_ref() -> Result<(), Box<dyn std::error::Error>> {
