@@ -191,3 +191,85 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
         operator_fingerprint: operator.fingerprint(),
     })
 }
+
+/// The forges `gov init --ci` writes policy CI jobs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiForge {
+    Github,
+    Gitlab,
+}
+
+/// The job definitions of `docs/ci/` for `forge`: (path in the new
+/// repository, contents).
+pub fn ci_files(forge: CiForge) -> Vec<(&'static str, &'static [u8])> {
+    let script: (&str, &[u8]) = (
+        ".gov-ci/gov-policy-ci.sh",
+        include_bytes!("../../docs/ci/gov-policy-ci.sh"),
+    );
+    match forge {
+        CiForge::Github => vec![
+            script,
+            (
+                ".github/workflows/gov-policy.yml",
+                include_bytes!("../../docs/ci/github-policy.yml"),
+            ),
+        ],
+        CiForge::Gitlab => vec![
+            script,
+            (
+                ".gov-ci/gitlab-policy.yml",
+                include_bytes!("../../docs/ci/gitlab-policy.yml"),
+            ),
+            (
+                ".gitlab-ci.yml",
+                b"include:\n  - local: .gov-ci/gitlab-policy.yml\n",
+            ),
+        ],
+    }
+}
+
+/// The CI files of `forge` that already exist in `dir` (`gov init` then
+/// writes nothing).
+pub fn ci_collisions(dir: &Path, forge: CiForge) -> Vec<PathBuf> {
+    ci_files(forge)
+        .into_iter()
+        .map(|(path, _)| dir.join(path))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Writes the policy CI jobs for `forge` into a repository `init` just
+/// made and commits them onto `main`, signed by the operator (they are
+/// not governed paths: no review needed). Returns the commit.
+pub fn add_ci(dir: &Path, forge: CiForge) -> Result<String, InitError> {
+    let settings = Settings::load(dir)?;
+    let files: Vec<(String, Vec<u8>)> = ci_files(forge)
+        .into_iter()
+        .map(|(p, b)| (p.to_string(), b.to_vec()))
+        .collect();
+    for (path, bytes) in &files {
+        write_file(&dir.join(path), bytes)?;
+    }
+    let git = |e: &dyn std::fmt::Display| InitError::Git(e.to_string());
+    let key = SigningKey::load(&settings.operator_key)?;
+    let repo = git2::Repository::open(dir).map_err(|e| git(&e))?;
+    let tip = repo
+        .refname_to_id(&settings.main_refname())
+        .map_err(|e| git(&e))?;
+    let author = git2::Signature::now(
+        &settings.operator_name,
+        &Role::Approver.principal(&settings.operator_name),
+    )
+    .map_err(|e| git(&e))?;
+    let commit = crate::store::git::commit_files(
+        &repo,
+        &key,
+        &author,
+        &settings.main_refname(),
+        Some(tip),
+        &files,
+        "gov init: policy CI jobs",
+    )
+    .map_err(|e| git(&e))?;
+    Ok(commit.to_string())
+}

@@ -9,6 +9,7 @@ pub mod governance;
 pub mod init;
 pub mod orphans;
 pub mod policy_change;
+pub mod policy_report;
 pub mod proposals;
 pub mod recover;
 pub mod remote;

@@ -33,16 +33,33 @@ pub struct Proposed {
     /// `gov/policy/<id>` and its commit.
     pub branch: String,
     pub commit: String,
+    /// Files added or changed, and files deleted.
     pub paths: Vec<String>,
+    pub deleted: Vec<String>,
 }
 
-/// The governed files of the working tree (`policies/**`,
-/// `agents/*/agent.toml`, `gov.toml`) that differ from commit `tip`.
+/// The working tree's changes to governed files against a commit of main.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Files added or changed, with their content.
+    pub written: Vec<(String, Vec<u8>)>,
+    /// Governed files of the commit that the working tree no longer has.
+    pub deleted: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// The governed files (`policies/**`, `agents/*/agent.toml`, `gov.toml`)
+/// that the working tree adds, changes or deletes against commit `tip`.
 pub fn working_tree_changes(
     root: &Path,
     repo: &git2::Repository,
     tip: Oid,
-) -> Result<Vec<(String, Vec<u8>)>, AppError> {
+) -> Result<Changes, AppError> {
     let mut paths: Vec<String> = Vec::new();
     collect_files(root, "policies", &mut paths)?;
     if let Ok(agents) = std::fs::read_dir(root.join("agents")) {
@@ -55,16 +72,42 @@ pub fn working_tree_changes(
     }
     paths.push(SETTINGS_FILE.to_string());
     paths.sort();
-    let mut changed = Vec::new();
+    let mut changes = Changes::default();
     for path in paths {
         let Ok(here) = std::fs::read(root.join(&path)) else {
             continue;
         };
         if blob_at(repo, tip, &path).as_deref() != Some(here.as_slice()) {
-            changed.push((path, here));
+            changes.written.push((path, here));
         }
     }
-    Ok(changed)
+    for path in governed_files_at(repo, tip).map_err(AppError::internal)? {
+        if !root.join(&path).exists() {
+            changes.deleted.push(path);
+        }
+    }
+    Ok(changes)
+}
+
+/// The governed files commit `tip` holds.
+fn governed_files_at(repo: &git2::Repository, tip: Oid) -> Result<Vec<String>, git2::Error> {
+    let tree = repo.find_commit(tip)?.tree()?;
+    let mut out = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+        if e.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let path = format!("{dir}{}", e.name().unwrap_or_default());
+        let agent_toml = path
+            .strip_prefix("agents/")
+            .and_then(|rest| rest.strip_suffix("/agent.toml"))
+            .is_some_and(|id| !id.contains('/'));
+        if path.starts_with("policies/") || agent_toml || path == SETTINGS_FILE {
+            out.push(path);
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    Ok(out)
 }
 
 fn collect_files(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), AppError> {
@@ -121,17 +164,20 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             &who,
             &format!("refs/heads/{branch}"),
             Some(tip),
-            &changes,
+            &changes.written,
+            &changes.deleted,
             message,
         )
         .map_err(AppError::internal)?;
-        let paths: Vec<String> = changes.iter().map(|(p, _)| p.clone()).collect();
+        let paths: Vec<String> = changes.written.iter().map(|(p, _)| p.clone()).collect();
+        let deleted = changes.deleted.clone();
         let payload = json!({
             "message": message,
             "branch": branch,
             "commit": commit.to_string(),
             "base": tip.to_string(),
             "paths": paths,
+            "deleted": deleted,
         });
         let now = Utc::now();
         let policy = svc.policy_at(repo)?;
@@ -189,8 +235,201 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
                 branch,
                 commit: commit.to_string(),
                 paths,
+                deleted,
             }),
             vec![entry],
         ))
     })
+}
+
+/// How many of the newest audit entries the dashboard's impact report
+/// replays at most (the report says so when it was cut).
+pub const REVIEW_MAX_ENTRIES: u64 = 20_000;
+/// How many reviews [`Reviews`] keeps.
+const REVIEWS_KEPT: usize = 32;
+
+/// A proposed policy change as a reviewer sees it: what it changes (by
+/// policy id, as `gov policy diff`, and by file) and what it would do to
+/// the decisions gov recorded (as `gov policy impact`).
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// `gov/policy/<id>`, `main` when it was proposed, the change's commit.
+    pub branch: String,
+    pub base: String,
+    pub commit: String,
+    /// Governed files the change writes, and those it deletes.
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+    /// `gov policy diff` base → change, or the problems of a set that does
+    /// not load.
+    pub diff: Vec<String>,
+    /// `gov policy impact` of the change, or why it could not be replayed.
+    pub impact: Vec<String>,
+    /// The impact report as Markdown (empty when it could not be replayed).
+    pub impact_markdown: String,
+    /// The set at the change loads and validates.
+    pub valid: bool,
+    /// How many recorded decisions it changes (when valid).
+    pub changes: Option<u64>,
+}
+
+/// Reviews already computed, by the proposal's commit (its branch tip): an
+/// impact report is computed once per proposal head, by one thread at a
+/// time (a page that asks while it is being computed waits for it rather
+/// than replaying the chain again).
+#[derive(Debug, Default)]
+pub struct Reviews {
+    kept: std::sync::Mutex<Vec<(String, std::sync::Arc<Review>)>>,
+    computing: std::sync::Mutex<()>,
+}
+
+impl Reviews {
+    fn get(&self, key: &str) -> Option<std::sync::Arc<Review>> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, key: String, review: std::sync::Arc<Review>) {
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.retain(|(k, _)| *k != key);
+        if kept.len() >= REVIEWS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key, review));
+    }
+}
+
+fn payload_str(p: &Proposal, key: &str) -> Option<String> {
+    p.payload.get(key)?.as_str().map(String::from)
+}
+
+fn payload_list(p: &Proposal, key: &str) -> Vec<String> {
+    p.payload
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The review of a `policy_change` proposal (`None` for any other), from
+/// [`Reviews`] when this proposal head was reviewed before.
+pub fn review(svc: &Service, p: &Proposal) -> Result<Option<std::sync::Arc<Review>>, AppError> {
+    if p.action_type != POLICY_CHANGE {
+        return Ok(None);
+    }
+    let (Some(branch), Some(base), Some(commit)) = (
+        payload_str(p, "branch"),
+        payload_str(p, "base"),
+        payload_str(p, "commit"),
+    ) else {
+        return Ok(None);
+    };
+    let key = p.commit.clone().unwrap_or_else(|| commit.clone());
+    if let Some(r) = svc.reviews().get(&key) {
+        return Ok(Some(r));
+    }
+    let _one_at_a_time = svc
+        .reviews()
+        .computing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(r) = svc.reviews().get(&key) {
+        return Ok(Some(r));
+    }
+    let review = std::sync::Arc::new(compute_review(svc, p, branch, base, commit)?);
+    svc.reviews().keep(key, review.clone());
+    Ok(Some(review))
+}
+
+fn compute_review(
+    svc: &Service,
+    p: &Proposal,
+    branch: String,
+    base: String,
+    commit: String,
+) -> Result<Review, AppError> {
+    use super::policy_report::{diff_lines, impact_markdown, impact_text, short};
+    use super::replay::{impact, load_set, ImpactFilter, SetError, SetSource};
+    let settings = svc.settings();
+    let problems = |e: SetError| -> Vec<String> {
+        let mut out = vec![format!("error: {e}")];
+        if let SetError::Invalid { problems, .. } = e {
+            out.extend(problems.into_iter().map(|p| format!("error: {p}")));
+        }
+        out
+    };
+    let from = load_set(settings, &SetSource::Revision(base.clone()));
+    let to = load_set(settings, &SetSource::Revision(commit.clone()));
+    let (diff, impact_lines, markdown, valid, changes) = match (from, to) {
+        (_, Err(e)) => {
+            let lines = problems(e);
+            (lines.clone(), lines, String::new(), false, None)
+        }
+        (Err(e), Ok(_)) => (problems(e), vec![], String::new(), true, None),
+        (Ok(before), Ok(after)) => {
+            let d = crate::domain::policy_diff::diff(&before, &after);
+            let source = SetSource::Revision(branch.clone());
+            let lines = diff_lines(&d, &SetSource::Revision(short(&base).into()), &source);
+            let filter = ImpactFilter {
+                max_entries: Some(REVIEW_MAX_ENTRIES),
+                ..ImpactFilter::default()
+            };
+            let report = impact(settings, &after, &filter).map_err(AppError::internal)?;
+            (
+                lines,
+                impact_text(&report, &source),
+                impact_markdown(&report, &source),
+                true,
+                Some(report.changed),
+            )
+        }
+    };
+    Ok(Review {
+        branch,
+        base,
+        commit,
+        changed: payload_list(p, "paths"),
+        deleted: payload_list(p, "deleted"),
+        diff,
+        impact: impact_lines,
+        impact_markdown: markdown,
+        valid,
+        changes,
+    })
+}
+
+/// A review as Markdown, for the pull request of a policy change: the
+/// files, the diff by policy id and the impact report.
+pub fn review_markdown(r: &Review) -> String {
+    let list = |paths: &[String]| -> String {
+        paths
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut md = String::from("\n### Policy change\n\n");
+    if !r.changed.is_empty() {
+        md.push_str(&format!("- changed: {}\n", list(&r.changed)));
+    }
+    if !r.deleted.is_empty() {
+        md.push_str(&format!("- deleted: {}\n", list(&r.deleted)));
+    }
+    md.push_str(&format!("\n```\n{}\n```\n\n", r.diff.join("\n")));
+    if r.impact_markdown.is_empty() {
+        md.push_str(&format!("```\n{}\n```\n", r.impact.join("\n")));
+    } else {
+        md.push_str(&r.impact_markdown);
+    }
+    md
 }

@@ -825,7 +825,11 @@ fn pull_requests(
             continue;
         };
         let link = format!("{dashboard}/dashboard/proposals/{}", p.proposal_id);
-        let (title, body) = pull_request_text(p, &link);
+        let (title, mut body) = pull_request_text(p, &link);
+        // A policy change carries its review: the diff and the impact.
+        if let Ok(Some(review)) = super::policy_change::review(svc, p) {
+            body.push_str(&super::policy_change::review_markdown(&review));
+        }
         let pr = match api.find_pull(branch) {
             Ok(Some(pr)) => Ok(pr),
             Ok(None) => api.open_pull(branch, &settings.main_branch, &title, &body),

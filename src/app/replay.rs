@@ -10,7 +10,7 @@
 //!   set (shadow policies enforced) and reports what would change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use git2::{Oid, Repository};
 use serde::Serialize;
@@ -20,7 +20,8 @@ use crate::config::Settings;
 use crate::domain::audit::AuditEntry;
 use crate::domain::policy::PolicySet;
 use crate::domain::request::{Decision, DecisionRecord, Outcome};
-use crate::store::audit::entries_back;
+use crate::store::audit::messages_back;
+use crate::store::git::StoreError;
 
 /// One recorded decision: the entry and its commit.
 pub struct Recorded {
@@ -34,25 +35,112 @@ impl Recorded {
     }
 }
 
-/// Calls `f` with every entry of the chain that carries a decision, newest
-/// first (one pass over the chain).
-fn each_decision(
+/// How many chain entries the reader hands to a deciding thread at once.
+const CHUNK: usize = 1024;
+
+/// What [`each_decision`] read and what `work` returned.
+struct Walk<R> {
+    /// Entries read from the chain.
+    entries: u64,
+    /// The walk stopped at `max_entries` with older entries left unread.
+    cut: bool,
+    /// `work`'s results, newest entry first.
+    results: Vec<R>,
+}
+
+/// Reads the chain once, newest first (this thread reads the commits), and
+/// calls `work` on every entry that carries a decision on all cores: the
+/// messages are parsed and the decisions asked again on worker threads, a
+/// chunk of entries at a time. At most `max_entries` entries are read.
+fn each_decision<R: Send>(
     repo: &Repository,
     settings: &Settings,
-    mut f: impl FnMut(Recorded),
-) -> Result<u64, VerifyError> {
-    let mut entries = 0;
-    for e in entries_back(repo, &settings.audit_refname())? {
-        let e = e?;
+    max_entries: Option<u64>,
+    work: impl Fn(&Recorded) -> Option<R> + Sync,
+) -> Result<Walk<R>, VerifyError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<(Oid, String)>)>(threads * 2);
+    let rx = Mutex::new(rx);
+    let work = &work;
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+            let Ok((index, chunk)) = next else { break };
+            done.push((index, decide_chunk(chunk, work)));
+        }
+        done
+    };
+    let (read, mut chunks) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        let read = read_chunks(repo, settings, max_entries, tx);
+        let chunks: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        (read, chunks)
+    });
+    let (entries, cut) = read?;
+    chunks.sort_unstable_by_key(|(index, _)| *index);
+    let mut results = Vec::new();
+    for (_, chunk) in chunks {
+        results.extend(chunk?);
+    }
+    Ok(Walk {
+        entries,
+        cut,
+        results,
+    })
+}
+
+/// Sends the chain's messages, newest first, in chunks; returns how many
+/// were read and whether older ones were left unread. Dropping `tx` at the
+/// end (or on an error) lets the workers finish.
+fn read_chunks(
+    repo: &Repository,
+    settings: &Settings,
+    max_entries: Option<u64>,
+    tx: std::sync::mpsc::SyncSender<(usize, Vec<(Oid, String)>)>,
+) -> Result<(u64, bool), StoreError> {
+    let mut entries = 0u64;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut index = 0;
+    for m in messages_back(repo, &settings.audit_refname())? {
+        if max_entries.is_some_and(|max| entries >= max) {
+            let _ = tx.send((index, chunk));
+            return Ok((entries, true));
+        }
+        chunk.push(m?);
         entries += 1;
-        if e.entry.entry.decision.is_some() {
-            f(Recorded {
-                entry: e.entry,
-                commit: e.commit,
-            });
+        if chunk.len() == CHUNK {
+            if tx.send((index, std::mem::take(&mut chunk))).is_err() {
+                break;
+            }
+            index += 1;
         }
     }
-    Ok(entries)
+    let _ = tx.send((index, chunk));
+    Ok((entries, false))
+}
+
+/// Parses a chunk of messages and calls `work` on those with a decision.
+fn decide_chunk<R>(
+    chunk: Vec<(Oid, String)>,
+    work: &(impl Fn(&Recorded) -> Option<R> + Sync),
+) -> Result<Vec<R>, StoreError> {
+    let mut out = Vec::new();
+    for (commit, message) in chunk {
+        let entry =
+            AuditEntry::from_commit_message(&message).map_err(|e| StoreError::BadEntry {
+                commit: commit.to_string(),
+                reason: e.to_string(),
+            })?;
+        if entry.entry.decision.is_none() {
+            continue;
+        }
+        out.extend(work(&Recorded { entry, commit }));
+    }
+    Ok(out)
 }
 
 /// What [`replay`] found.
@@ -80,43 +168,69 @@ fn describe(d: &Decision) -> String {
     }
 }
 
+/// The policy sets of the versions decisions cite, each loaded once (by
+/// the first thread that needs it, from a repository of its own).
+struct VersionSets {
+    git_dir: std::path::PathBuf,
+    sets: Mutex<HashMap<String, Result<Arc<PolicySet>, String>>>,
+}
+
+impl VersionSets {
+    fn get(&self, version: &str) -> Result<Arc<PolicySet>, String> {
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = sets.get(version) {
+            return set.clone();
+        }
+        let loaded = Repository::open(&self.git_dir)
+            .map_err(|e| format!("cannot open the repository: {e}"))
+            .and_then(|repo| load_version(&repo, version));
+        sets.insert(version.to_string(), loaded.clone());
+        loaded
+    }
+}
+
 /// Replays every recorded decision against the policy version it cites.
 pub fn replay(settings: &Settings) -> Result<ReplayReport, VerifyError> {
     let repo = crate::app::governance::open_repo(settings)?;
-    let mut sets: HashMap<String, Result<Arc<PolicySet>, String>> = HashMap::new();
-    let mut report = ReplayReport::default();
-    let entries = each_decision(&repo, settings, |r| {
-        let Some(record) = r.record() else { return };
-        report.decisions += 1;
+    let sets = VersionSets {
+        git_dir: repo.path().to_path_buf(),
+        sets: Mutex::new(HashMap::new()),
+    };
+    let walk = each_decision(&repo, settings, None, |r| {
+        let record = r.record()?;
         let version = &record.decision.policy_version;
-        let set = sets
-            .entry(version.clone())
-            .or_insert_with(|| load_version(&repo, version))
-            .clone();
         let bad = |reason: String| Problem {
             seq: Some(r.entry.seq),
             commit: Some(r.commit.to_string()),
             reason,
         };
-        match set {
-            Err(why) => report.problems.push(bad(why)),
+        Some(match sets.get(version) {
+            Err(why) => Some(bad(why)),
             Ok(set) => {
                 let again = set.decide(&record.request);
-                if again.outcome != record.decision.outcome
-                    || sorted_ids(&again) != sorted_ids(&record.decision)
-                {
-                    report.problems.push(bad(format!(
+                (again.outcome != record.decision.outcome
+                    || sorted_ids(&again) != sorted_ids(&record.decision))
+                .then(|| {
+                    bad(format!(
                         "the recorded decision {} is not what policy version {} decides: {}",
                         describe(&record.decision),
                         short(version),
                         describe(&again)
-                    )));
-                }
+                    ))
+                })
             }
-        }
+        })
     })?;
-    report.entries = entries;
-    report.versions = sets.len();
+    let mut report = ReplayReport {
+        entries: walk.entries,
+        decisions: walk.results.len() as u64,
+        versions: sets
+            .sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len(),
+        problems: walk.results.into_iter().flatten().collect(),
+    };
     // Walked newest first; the first bad entry comes first.
     report.problems.sort_by_key(|p| p.seq);
     Ok(report)
@@ -156,6 +270,9 @@ pub struct ImpactFilter {
     /// Only decisions recorded at or after this time.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     pub agent: Option<String>,
+    /// Only the decisions among the newest this many audit entries (the
+    /// dashboard bounds its replay so).
+    pub max_entries: Option<u64>,
 }
 
 /// One replayed request, as the report shows it.
@@ -199,12 +316,28 @@ pub struct ImpactReport {
     pub failing: Vec<(Example, Vec<String>)>,
     /// How many requests' evaluation fails against the new set.
     pub failing_total: u64,
+    /// Set when the replay stopped at [`ImpactFilter::max_entries`] with
+    /// older entries left out: how many entries it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_at: Option<u64>,
 }
 
 /// How many example requests a group keeps.
 const EXAMPLES_PER_GROUP: usize = 3;
 /// How many failing requests the report lists.
 const FAILING_SHOWN: usize = 20;
+
+/// One request asked again, as a worker thread of [`impact`] found it.
+enum Replayed {
+    Same,
+    /// Another outcome, or an evaluation that fails.
+    Differs {
+        example: Example,
+        from: Outcome,
+        to: Outcome,
+        errors: Vec<String>,
+    },
+}
 
 /// Replays every recorded decision (within `filter`) against `set` with
 /// its shadow policies enforced.
@@ -214,57 +347,79 @@ pub fn impact(
     filter: &ImpactFilter,
 ) -> Result<ImpactReport, VerifyError> {
     let repo = crate::app::governance::open_repo(settings)?;
-    let mut report = ImpactReport {
-        version: set.version().to_string(),
-        replayed: 0,
-        unchanged: 0,
-        changed: 0,
-        transitions: BTreeMap::new(),
-        groups: Vec::new(),
-        failing: Vec::new(),
-        failing_total: 0,
-    };
-    let mut groups: BTreeMap<(String, String, Vec<String>), Group> = BTreeMap::new();
-    each_decision(&repo, settings, |r| {
-        let Some(record) = r.record() else { return };
+    let walk = each_decision(&repo, settings, filter.max_entries, |r| {
+        let record = r.record()?;
         let e = &r.entry;
         if filter.since.is_some_and(|s| e.ts.0 < s) {
-            return;
+            return None;
         }
         if filter
             .agent
             .as_ref()
             .is_some_and(|a| e.entry.agent_id.as_deref() != Some(a.as_str()))
         {
-            return;
+            return None;
         }
-        report.replayed += 1;
         let before = &record.decision;
         let after = set.decide_enforcing_shadows(&record.request);
-        let example = Example {
-            seq: e.seq,
-            event_type: e.entry.event_type().to_string(),
-            agent_id: e.entry.agent_id.clone(),
-            request: format!(
-                "{} {} {}",
-                record.request.principal, record.request.action, record.request.resource
-            ),
-            before: sorted_ids(before).into_iter().map(String::from).collect(),
-            after: sorted_ids(&after).into_iter().map(String::from).collect(),
+        if after.outcome == before.outcome && after.errors.is_empty() {
+            return Some(Replayed::Same);
+        }
+        Some(Replayed::Differs {
+            example: Example {
+                seq: e.seq,
+                event_type: e.entry.event_type().to_string(),
+                agent_id: e.entry.agent_id.clone(),
+                request: format!(
+                    "{} {} {}",
+                    record.request.principal, record.request.action, record.request.resource
+                ),
+                before: sorted_ids(before).into_iter().map(String::from).collect(),
+                after: sorted_ids(&after).into_iter().map(String::from).collect(),
+            },
+            from: before.outcome,
+            to: after.outcome,
+            errors: after.errors,
+        })
+    })?;
+    let mut report = ImpactReport {
+        version: set.version().to_string(),
+        replayed: walk.results.len() as u64,
+        unchanged: 0,
+        changed: 0,
+        transitions: BTreeMap::new(),
+        groups: Vec::new(),
+        failing: Vec::new(),
+        failing_total: 0,
+        cut_at: walk.cut.then_some(walk.entries),
+    };
+    let mut groups: BTreeMap<(String, String, Vec<String>), Group> = BTreeMap::new();
+    for replayed in walk.results {
+        let Replayed::Differs {
+            example,
+            from,
+            to,
+            errors,
+        } = replayed
+        else {
+            report.unchanged += 1;
+            continue;
         };
-        if !after.errors.is_empty() {
+        if !errors.is_empty() {
             report.failing_total += 1;
             if report.failing.len() < FAILING_SHOWN {
-                report.failing.push((example.clone(), after.errors.clone()));
+                report.failing.push((example.clone(), errors));
             }
         }
-        if after.outcome == before.outcome {
+        if from == to {
             report.unchanged += 1;
-            return;
+            continue;
         }
         report.changed += 1;
-        let transition = format!("{} → {}", before.outcome, after.outcome);
-        *report.transitions.entry(transition).or_default() += 1;
+        *report
+            .transitions
+            .entry(format!("{from} → {to}"))
+            .or_default() += 1;
         // The policies cited now and not before; else those cited before
         // and not now (a rule that was removed or no longer matches).
         let mut responsible: Vec<String> = example
@@ -282,14 +437,10 @@ pub fn impact(
                 .collect();
         }
         responsible.sort();
-        let key = (
-            before.outcome.to_string(),
-            after.outcome.to_string(),
-            responsible.clone(),
-        );
+        let key = (from.to_string(), to.to_string(), responsible.clone());
         let group = groups.entry(key).or_insert_with(|| Group {
-            from: before.outcome,
-            to: after.outcome,
+            from,
+            to,
             policies: responsible,
             count: 0,
             examples: Vec::new(),
@@ -298,7 +449,7 @@ pub fn impact(
         if group.examples.len() < EXAMPLES_PER_GROUP {
             group.examples.push(example);
         }
-    })?;
+    }
     let mut groups: Vec<Group> = groups.into_values().collect();
     groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     report.groups = groups;

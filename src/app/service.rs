@@ -98,6 +98,8 @@ pub struct Service {
     unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
     /// A handle kept open to read `main`'s tip on the hot path.
     main_reader: std::sync::Mutex<Option<Repository>>,
+    /// Reviews of proposed policy changes, by proposal head.
+    reviews: super::policy_change::Reviews,
     pub started_at: Timestamp,
 }
 
@@ -137,6 +139,7 @@ impl Service {
             refusals_recorded: Default::default(),
             unknown_redemptions: Default::default(),
             main_reader: Default::default(),
+            reviews: Default::default(),
             started_at: Timestamp(Utc::now()),
         };
         let mut svc = svc;
@@ -167,6 +170,11 @@ impl Service {
         self.unknown_redemptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reviews of proposed policy changes computed so far.
+    pub fn reviews(&self) -> &super::policy_change::Reviews {
+        &self.reviews
     }
 
     pub fn governance(&self) -> &Governance {

@@ -206,22 +206,9 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
             .entry
             .decision
             .as_ref()
-            .and_then(|d| d.decision.shadow.as_ref())
+            .and_then(|d| d.decision.shadow_summary())
         {
-            let ids: Vec<&str> = shadow.policies.iter().map(|p| p.id.as_str()).collect();
-            println!(
-                "    shadow: would be {}{} (decided {})",
-                shadow.outcome,
-                if ids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" by {}", ids.join(", "))
-                },
-                e.entry
-                    .decision
-                    .as_ref()
-                    .map_or("?".into(), |d| d.decision.outcome.to_string())
-            );
+            println!("    shadow: {shadow}");
         }
     }
     Ok(ExitCode::Ok)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::app::init::{init, InitOptions};
+use crate::app::init::{add_ci, ci_collisions, init, CiForge, InitError, InitOptions};
 
 use super::{ExitCode, Failure};
 
@@ -18,10 +18,37 @@ pub struct Args {
     /// new one in `.gov/keys/operator`.
     #[arg(long, value_name = "PATH")]
     pub operator_key: Option<PathBuf>,
+    /// Also write the policy CI jobs of `docs/ci/` for this forge (checks,
+    /// tests, diff and impact report on every pull request touching
+    /// governed paths) and commit them.
+    #[arg(long, value_enum, value_name = "FORGE")]
+    pub ci: Option<Ci>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ci {
+    Github,
+    Gitlab,
+}
+
+impl From<Ci> for CiForge {
+    fn from(c: Ci) -> Self {
+        match c {
+            Ci::Github => CiForge::Github,
+            Ci::Gitlab => CiForge::Gitlab,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let ci = args.ci.map(CiForge::from);
+    if let Some(forge) = ci {
+        let collisions = ci_collisions(&dir, forge);
+        if !collisions.is_empty() {
+            return Err(InitError::Collisions(collisions).into());
+        }
+    }
     let report = init(&InitOptions {
         dir,
         operator_name: args.operator_name,
@@ -39,6 +66,10 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     println!("  server key:   {}", report.server_fingerprint);
     println!("  watchdog key: {}", report.watchdog_fingerprint);
     println!("  operator key: {}", report.operator_fingerprint);
+    if let Some(forge) = ci {
+        let commit = add_ci(&report.dir, forge)?;
+        println!("  policy CI jobs: {commit} (signed by the operator; see docs/ci/README.md)");
+    }
     println!();
     println!("next steps:");
     println!("  cd {d}");

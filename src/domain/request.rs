@@ -125,6 +125,26 @@ pub struct Decision {
     pub shadow: Option<ShadowDecision>,
 }
 
+impl Decision {
+    /// What the shadow policies would have done, for people:
+    /// `would be forbidden by ban-x (decided auto)`; `None` when no shadow
+    /// policy could apply.
+    pub fn shadow_summary(&self) -> Option<String> {
+        let shadow = self.shadow.as_ref()?;
+        let ids: Vec<&str> = shadow.policies.iter().map(|p| p.id.as_str()).collect();
+        Some(format!(
+            "would be {}{} (decided {})",
+            shadow.outcome,
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", ids.join(", "))
+            },
+            self.outcome
+        ))
+    }
+}
+
 /// The would-be effect of shadow policies on one decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowDecision {

@@ -213,11 +213,13 @@ pub fn entries_from<'r>(
         .map(move |oid| read_entry(&repo.find_commit(oid)?)))
 }
 
-/// Entries from the tip back to the root, newest first.
-pub fn entries_back<'r>(
+/// Calls `read` on each commit of the chain from the tip back to the root,
+/// newest first.
+fn walk_back<'r, T>(
     repo: &'r Repository,
     refname: &str,
-) -> Result<impl Iterator<Item = Result<ChainEntry, StoreError>> + 'r, StoreError> {
+    read: impl Fn(&Commit<'_>) -> Result<T, StoreError> + 'r,
+) -> Result<impl Iterator<Item = Result<T, StoreError>> + 'r, StoreError> {
     let mut next = match repo.refname_to_id(refname) {
         Ok(o) => Some(o),
         Err(e) if e.code() == git2::ErrorCode::NotFound => None,
@@ -230,10 +232,35 @@ pub fn entries_back<'r>(
             .map_err(StoreError::from)
             .and_then(|c| {
                 next = c.parent_ids().next();
-                read_entry(&c)
+                read(&c)
             });
         Some(result)
     }))
+}
+
+/// The raw messages of the chain's commits from the tip back to the root,
+/// newest first, unparsed: a reader that parses them elsewhere (on other
+/// threads) pays here only for reading the commits.
+pub fn messages_back<'r>(
+    repo: &'r Repository,
+    refname: &str,
+) -> Result<impl Iterator<Item = Result<(Oid, String), StoreError>> + 'r, StoreError> {
+    walk_back(repo, refname, |c| {
+        c.message()
+            .map(|m| (c.id(), m.to_string()))
+            .ok_or_else(|| StoreError::BadEntry {
+                commit: c.id().to_string(),
+                reason: "message is not UTF-8".into(),
+            })
+    })
+}
+
+/// Entries from the tip back to the root, newest first.
+pub fn entries_back<'r>(
+    repo: &'r Repository,
+    refname: &str,
+) -> Result<impl Iterator<Item = Result<ChainEntry, StoreError>> + 'r, StoreError> {
+    walk_back(repo, refname, read_entry)
 }
 
 #[cfg(test)]

@@ -211,6 +211,7 @@ fn files_commit<'r>(
     author: &Signature<'_>,
     parent: Option<Oid>,
     files: &[(String, Vec<u8>)],
+    deleted: &[String],
     message: &str,
 ) -> Result<(Oid, git2::Tree<'r>, Vec<Oid>), StoreError> {
     let parent_commit = parent.map(|p| repo.find_commit(p)).transpose()?;
@@ -225,6 +226,9 @@ fn files_commit<'r>(
         written.push(blob);
         update.upsert(path.as_str(), blob, FileMode::Blob);
     }
+    for path in deleted {
+        update.remove(path.as_str());
+    }
     let tree_id = update.create_updated(repo, &base)?;
     let tree = repo.find_tree(tree_id)?;
     written.extend(subtree_ids(repo, &tree)?);
@@ -234,9 +238,10 @@ fn files_commit<'r>(
     Ok((commit, tree, written))
 }
 
-/// [`commit_files`] inside a batch: the objects and the move of `refname`
-/// (from `parent`, or created) are staged and made durable by the batch's
-/// flush. The working tree and the Git index are left alone.
+/// [`commit_files`] inside a batch, which may also delete files
+/// (`deleted`): the objects and the move of `refname` (from `parent`, or
+/// created) are staged and made durable by the batch's flush. The working
+/// tree and the Git index are left alone.
 #[allow(
     clippy::too_many_arguments,
     reason = "each argument is one part of the commit; a struct would only rename them"
@@ -249,9 +254,10 @@ pub fn stage_commit_files(
     refname: &str,
     parent: Option<Oid>,
     files: &[(String, Vec<u8>)],
+    deleted: &[String],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let (commit, _, written) = files_commit(repo, key, author, parent, files, message)?;
+    let (commit, _, written) = files_commit(repo, key, author, parent, files, deleted, message)?;
     staged.add_objects(written);
     let expected = staged.target(repo, refname)?.and(parent);
     staged.set(repo, refname, Some(commit), expected)?;
@@ -272,7 +278,7 @@ pub fn commit_files(
     files: &[(String, Vec<u8>)],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let (commit, tree, written) = files_commit(repo, key, author, parent, files, message)?;
+    let (commit, tree, written) = files_commit(repo, key, author, parent, files, &[], message)?;
     // A branch that exists must still be at `parent`; one that does not is
     // created (a new branch on top of `parent`).
     let expected = match repo.refname_to_id(refname) {

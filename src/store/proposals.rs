@@ -61,31 +61,34 @@ fn commit_with_file(
         author,
         base,
         extra_parent,
-        &[(path.to_string(), blob)],
+        &[(path.to_string(), Some(blob))],
         message,
     )
 }
 
-/// [`commit_with_file`] for several files.
+/// [`commit_with_file`] for several files (`None`: the file is deleted).
 fn commit_with_files(
     repo: &Repository,
     key: &SigningKey,
     author: &Signature<'_>,
     base: &git2::Commit<'_>,
     extra_parent: Option<&git2::Commit<'_>>,
-    files: &[(String, Oid)],
+    files: &[(String, Option<Oid>)],
     message: &str,
 ) -> Result<(Oid, Vec<Oid>), StoreError> {
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, blob) in files {
-        update.upsert(path.as_str(), *blob, FileMode::Blob);
+        match blob {
+            Some(blob) => update.upsert(path.as_str(), *blob, FileMode::Blob),
+            None => update.remove(path.as_str()),
+        };
     }
     let tree_id = update.create_updated(repo, &base.tree()?)?;
     let tree = repo.find_tree(tree_id)?;
     let mut parents: Vec<&git2::Commit<'_>> = vec![base];
     parents.extend(extra_parent);
     let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
-    let mut objects: Vec<Oid> = files.iter().map(|(_, b)| *b).collect();
+    let mut objects: Vec<Oid> = files.iter().filter_map(|(_, b)| *b).collect();
     objects.extend([commit, tree_id]);
     // Every folder on the way to a file is a new tree too.
     for (path, _) in files {
@@ -234,7 +237,7 @@ pub fn merge_approved(
     // main (a policy change's files): approving merges exactly that.
     let mut files = branch_changes(repo, &base, &proposal_commit)?;
     if !files.iter().any(|(p, _)| *p == path) {
-        files.push((path.clone(), blob));
+        files.push((path.clone(), Some(blob)));
     }
     let (commit, objects) = commit_with_files(
         repo,
@@ -251,27 +254,30 @@ pub fn merge_approved(
     Ok(commit)
 }
 
-/// The files a branch added or changed since it left main (its merge base
-/// with `main`), with their blobs. A file that main also changed since is
-/// a conflict: the approval is refused rather than one side lost.
+/// The files a branch added, changed or deleted since it left main (its
+/// merge base with `main`), with their blobs (`None`: deleted). A file
+/// that main also changed since is a conflict: the approval is refused
+/// rather than one side lost.
 fn branch_changes(
     repo: &Repository,
     main: &git2::Commit<'_>,
     branch: &git2::Commit<'_>,
-) -> Result<Vec<(String, Oid)>, StoreError> {
+) -> Result<Vec<(String, Option<Oid>)>, StoreError> {
     let fork = repo.find_commit(repo.merge_base(main.id(), branch.id())?)?;
     let (fork_tree, main_tree) = (fork.tree()?, main.tree()?);
     let diff = repo.diff_tree_to_tree(Some(&fork_tree), Some(&branch.tree()?), None)?;
     let mut out = Vec::new();
     for d in diff.deltas() {
-        let Some(path) = d.new_file().path().and_then(|p| p.to_str()) else {
+        let deleted = d.status() == git2::Delta::Deleted;
+        let side = if deleted { d.old_file() } else { d.new_file() };
+        let Some(path) = side.path().and_then(|p| p.to_str()) else {
             continue;
         };
         match d.status() {
-            git2::Delta::Added | git2::Delta::Modified => {}
+            git2::Delta::Added | git2::Delta::Modified | git2::Delta::Deleted => {}
             other => {
                 return Err(git2::Error::from_str(&format!(
-                    "the branch {} `{path}`: only added and changed files can be approved",
+                    "the branch {} `{path}`: only added, changed and deleted files can be approved",
                     format!("{other:?}").to_lowercase()
                 ))
                 .into())
@@ -284,7 +290,7 @@ fn branch_changes(
             ))
             .into());
         }
-        out.push((path.to_string(), d.new_file().id()));
+        out.push((path.to_string(), (!deleted).then(|| d.new_file().id())));
     }
     Ok(out)
 }

@@ -410,9 +410,12 @@ pub fn is_fast_forward(repo: &Repository, from: Oid, to: Oid) -> Result<bool, gi
 ///
 /// A forge merge of a proposal has two parents, `main` as it was and the
 /// submitted commit itself (not a commit on top of it), and its tree is
-/// the first parent's plus the proposal file, byte for byte as submitted:
-/// nothing else changes, so nothing (a policy, an agent, another file) can
-/// ride along with an approval.
+/// the first parent's plus the proposal file, byte for byte as submitted,
+/// plus what the submitted commit's own history changed since it left
+/// `main` (for a `policy_change` proposal, the reviewed change gov
+/// committed under it; for any other, nothing): nothing else changes, so
+/// nothing (a policy, an agent, another file) can ride along with an
+/// approval.
 pub fn forge_merge_problem(
     repo: &Repository,
     merge: Oid,
@@ -435,7 +438,35 @@ pub fn forge_merge_problem(
             short(&submitted)
         )));
     }
-    change_problem(repo, &commit, path, content)
+    let fork = repo.merge_base(commit.parent_id(0)?, submitted)?;
+    let reviewed = tree_changes(repo, fork, submitted)?;
+    change_problem(repo, &commit, path, content, &reviewed)
+}
+
+/// What commit `to`'s tree changes against commit `from`'s: path → blob
+/// (`None`: deleted).
+fn tree_changes(
+    repo: &Repository,
+    from: Oid,
+    to: Oid,
+) -> Result<std::collections::BTreeMap<String, Option<Oid>>, git2::Error> {
+    let (a, b) = (
+        repo.find_commit(from)?.tree()?,
+        repo.find_commit(to)?.tree()?,
+    );
+    let diff = repo.diff_tree_to_tree(Some(&a), Some(&b), None)?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| {
+            let (file, blob) = if d.new_file().exists() {
+                (d.new_file(), Some(d.new_file().id()))
+            } else {
+                (d.old_file(), None)
+            };
+            let path = file.path()?.to_string_lossy().into_owned();
+            Some((path, blob))
+        })
+        .collect())
 }
 
 /// Why one-parent commit `commit` (a squash or a rebase merge of a
@@ -455,16 +486,18 @@ pub fn squash_merge_problem(
             commit.parent_count()
         )));
     }
-    change_problem(repo, &commit, path, content)
+    change_problem(repo, &commit, path, content, &Default::default())
 }
 
 /// Why `commit`'s tree is not its first parent's plus `path` holding
-/// `content` (byte for byte), and nothing else.
+/// `content` (byte for byte) and the `reviewed` changes (each exactly),
+/// and nothing else.
 fn change_problem(
     repo: &Repository,
     commit: &git2::Commit<'_>,
     path: &str,
     content: &[u8],
+    reviewed: &std::collections::BTreeMap<String, Option<Oid>>,
 ) -> Result<Option<String>, git2::Error> {
     let base = commit.parent(0)?.tree()?;
     let diff = repo.diff_tree_to_tree(Some(&base), Some(&commit.tree()?), None)?;
@@ -481,9 +514,10 @@ fn change_problem(
             .path()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name == path && delta.new_file().exists() && delta.new_file().id() == want {
+        let now = delta.new_file().exists().then(|| delta.new_file().id());
+        if name == path && now == Some(want) {
             file_ok = true;
-        } else if name != path {
+        } else if name != path && reviewed.get(&name) != Some(&now) {
             others.push(format!("`{name}`"));
         }
     }

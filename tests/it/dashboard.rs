@@ -52,7 +52,37 @@ fn proposal(id: &str, status: &str) -> ProposalView {
         branch: Some(format!("gov/proposal/{id}")),
         commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         decision: None,
+        review: None,
+        shadow: None,
     }
+}
+
+/// A pending `policy_change` proposal with its review.
+fn policy_change(id: &str) -> ProposalView {
+    let mut p = proposal(id, "pending");
+    p.agent_id = "alice".into();
+    p.action_type = "policy_change".into();
+    p.branch = Some(format!("gov/proposal/{id}"));
+    p.review = Some(PolicyReviewView {
+        branch: format!("gov/policy/{id}"),
+        base: "1111111111aa".into(),
+        commit: "2222222222bb".into(),
+        changed: vec!["policies/proposals.cedar".into()],
+        deleted: vec!["agents/old/agent.toml".into()],
+        diff: vec![
+            "policy set `1111111111aa` (1111111111aa) -> `gov/policy/x` (2222222222bb)".into(),
+            "policies: 1 added, 0 removed, 0 changed".into(),
+            "  + ban-noop-research (forbid) policies/proposals.cedar: noop does no <research>"
+                .into(),
+        ],
+        impact: vec![
+            "impact of `gov/policy/x` (policy version 2222222222bb) on 12 recorded decisions: 4 change, 8 unchanged".into(),
+            "  auto → forbidden: 4".into(),
+        ],
+        valid: true,
+        verdict: "4 recorded decisions would change".into(),
+    });
+    p
 }
 
 fn audit_rows() -> Vec<AuditRow> {
@@ -72,6 +102,7 @@ fn audit_rows() -> Vec<AuditRow> {
                 detail: None,
             },
             commit: Some("aaaa".into()),
+            shadow: None,
         },
         AuditRow {
             seq: 1,
@@ -88,6 +119,7 @@ fn audit_rows() -> Vec<AuditRow> {
                 detail: Some("signed by a key not in allowed_signers".into()),
             },
             commit: Some("bbbb".into()),
+            shadow: Some("would be forbidden by ban-noop-research (decided auto)".into()),
         },
     ]
 }
@@ -108,6 +140,32 @@ mod snapshots {
         page.proposals[1].policies.clear();
         page.layout.flash = Some(Flash::ok("approved `p-0`"));
         insta::assert_snapshot!(render::pending(&page).expect("render"));
+    }
+
+    #[test]
+    fn pending_policy_change_with_its_diff_and_impact() {
+        let page = PendingPage {
+            layout: layout("pending", "Pending"),
+            proposals: vec![policy_change("pc-1")],
+        };
+        insta::assert_snapshot!(render::pending(&page).expect("render"));
+    }
+
+    #[test]
+    fn policy_change_detail_with_an_invalid_set() {
+        let mut p = policy_change("pc-2");
+        if let Some(r) = p.review.as_mut() {
+            r.valid = false;
+            r.diff = vec!["error: the policy set at `2222222222bb` is invalid".into()];
+            r.impact = r.diff.clone();
+            r.verdict = "the proposed policy set is invalid: it cannot come into force".into();
+        }
+        let page = ProposalPage {
+            layout: layout("proposals", "Proposal pc-2"),
+            proposal: p,
+            audit: audit_rows(),
+        };
+        insta::assert_snapshot!(render::proposal(&page).expect("render"));
     }
 
     #[test]
@@ -152,6 +210,7 @@ mod snapshots {
             note: Some("ok".into()),
             is_final: true,
         });
+        decided.shadow = Some("would be forbidden by watch-drafts (decided auto)".into());
         let page = HistoryPage {
             layout: layout("proposals", "Proposals"),
             filters: vec![
@@ -605,7 +664,7 @@ mod client {
 
 /// The dashboard in headless Chromium against a real server on
 /// 127.0.0.1:0, logged in through the link `gov dashboard-link` prints.
-mod served {
+pub(crate) mod served {
     use std::time::Duration;
 
     use serde_json::{json, Value};
@@ -616,16 +675,16 @@ mod served {
     /// A real server (in process, on 127.0.0.1:0) with the default
     /// policies and the test agents, and a login link printed by
     /// `gov dashboard-link`.
-    struct Served {
-        server: TestServer,
+    pub(crate) struct Served {
+        pub(crate) server: TestServer,
         base: String,
-        login: String,
+        pub(crate) login: String,
         token: String,
         http: ureq::Agent,
     }
 
     impl Served {
-        fn start() -> Served {
+        pub(crate) fn start() -> Served {
             let server = TestServer::start().expect("a test server");
             let out = server
                 .repo
@@ -658,12 +717,12 @@ mod served {
             }
         }
 
-        fn url(&self, path: &str) -> String {
+        pub(crate) fn url(&self, path: &str) -> String {
             format!("{}{path}", self.base)
         }
 
         /// A JSON API call with the operator's token.
-        fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        pub(crate) fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
             let req = self
                 .http
                 .request(method, &self.url(path))

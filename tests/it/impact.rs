@@ -3,12 +3,12 @@
 
 use serde_json::{json, Value};
 
-use crate::support::repo::TestResult;
+use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_to_main, proposal, TestServer};
 
 const BAN: &str = "@id(\"ban-noop-research\")\n@reason(\"noop does no research\")\nforbid (principal == Agent::\"noop\", action == Action::\"propose\", resource == ActionType::\"research_only\");\n";
 
-fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
+pub(crate) fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResult {
     let tok = s.agent_token(agent)?;
     for _ in 0..n {
         let mut body = proposal(agent, action_type);
@@ -17,6 +17,29 @@ fn submit(s: &TestServer, agent: &str, action_type: &str, n: usize) -> TestResul
         assert!(r.status == 200 || r.status == 400, "{:?}", r.body);
     }
     Ok(())
+}
+
+/// The status of a `research_only` proposal by researcher that asks for
+/// no person (200 auto-approved, 403 forbidden).
+pub(crate) fn research(s: &TestServer) -> TestResult<u16> {
+    let tok = s.agent_token("researcher")?;
+    let mut body = proposal("researcher", "research_only");
+    body["requires_approval"] = json!(false);
+    Ok(s.post("/proposals", Some(&tok), &body)?.status)
+}
+
+/// The line `gov policy propose` prints about the proposal, and its id.
+pub(crate) fn proposal_line(out: &str) -> TestResult<(&str, String)> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("proposed policy change "))
+        .ok_or("no proposal line")?;
+    let id = line
+        .trim_start_matches("proposed policy change ")
+        .split(' ')
+        .next()
+        .ok_or("no id")?;
+    Ok((line, id.to_string()))
 }
 
 /// Puts `files` on a new branch on top of main (not on main).
@@ -222,7 +245,7 @@ fn a_shadow_policy_changes_no_outcome_is_recorded_and_counts_in_impact() -> Test
 
 /// Commits the shipped policy test cases (which `gov policy test` runs)
 /// onto main, signed by the approver.
-fn commit_shipped_tests(s: &TestServer) -> TestResult {
+pub(crate) fn commit_shipped_tests(repo: &TestRepo) -> TestResult {
     let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for e in std::fs::read_dir(&tests_dir)? {
@@ -234,7 +257,7 @@ fn commit_shipped_tests(s: &TestServer) -> TestResult {
             .to_string();
         files.push((format!("policies/tests/{name}"), std::fs::read(&p)?));
     }
-    commit_to_main(&s.repo, &files, "policy tests")
+    commit_to_main(repo, &files, "policy tests")
 }
 
 /// Runs docs/ci/gov-policy-ci.sh in the repository with `gov` on PATH.
@@ -269,7 +292,7 @@ fn ci_script(s: &TestServer, base: &str, head: &str) -> TestResult<(i32, String,
 #[test]
 fn the_ci_script_checks_tests_and_writes_the_impact_report() -> TestResult {
     let s = TestServer::start()?;
-    commit_shipped_tests(&s)?;
+    commit_shipped_tests(&s.repo)?;
     submit(&s, "noop", "research_only", 4)?;
     branch_with(
         &s,
@@ -350,13 +373,7 @@ fn diff_and_impact_read_the_working_tree() -> TestResult {
 #[test]
 fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     let s = TestServer::start()?;
-    let research = |s: &TestServer| -> TestResult<u16> {
-        let tok = s.agent_token("researcher")?;
-        let mut body = proposal("researcher", "research_only");
-        body["requires_approval"] = json!(false);
-        Ok(s.post("/proposals", Some(&tok), &body)?.status)
-    };
-    commit_shipped_tests(&s)?;
+    commit_shipped_tests(&s.repo)?;
     assert_eq!(research(&s)?, 200);
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban noop research"])?;
     assert_eq!(code, 1, "{out}{err}");
@@ -383,16 +400,7 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     std::fs::write(s.repo.root().join("policies/proposals.cedar"), ban)?;
     let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban researcher research"])?;
     assert_eq!(code, 0, "{out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("proposed policy change "))
-        .ok_or("no proposal line")?;
-    let id = line
-        .trim_start_matches("proposed policy change ")
-        .split(' ')
-        .next()
-        .ok_or("no id")?
-        .to_string();
+    let (line, id) = proposal_line(&out)?;
     assert!(line.ends_with("`policies/proposals.cedar`"), "{line}");
     // Waiting for a person: not in force yet.
     let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
@@ -415,6 +423,173 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+#[test]
+fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestResult {
+    let s = TestServer::start()?;
+    commit_shipped_tests(&s.repo)?;
+    let ban = BAN.replace("noop", "researcher");
+    commit_to_main(
+        &s.repo,
+        &[("policies/extra.cedar".into(), ban.into_bytes())],
+        "ban researcher's research",
+    )?;
+    for _ in 0..3 {
+        assert_eq!(research(&s)?, 403);
+    }
+
+    // The operator deletes the ban's file and an agent, and proposes that.
+    std::fs::remove_file(s.repo.root().join("policies/extra.cedar"))?;
+    std::fs::remove_file(s.repo.root().join("agents/capped/agent.toml"))?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "lift the ban"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let (line, id) = proposal_line(&out)?;
+    assert!(
+        line.ends_with(": `agents/capped/agent.toml` (deleted), `policies/extra.cedar` (deleted)"),
+        "{line}"
+    );
+    let branch = format!("gov/policy/{id}");
+    let git = s.repo.repo()?;
+    let tree = git.revparse_single(&branch)?.peel_to_commit()?.tree()?;
+    for gone in ["policies/extra.cedar", "agents/capped/agent.toml"] {
+        assert!(
+            tree.get_path(std::path::Path::new(gone)).is_err(),
+            "{gone} is deleted on {branch}"
+        );
+    }
+    let p = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
+    assert_eq!(
+        p.body["payload"]["deleted"],
+        json!(["agents/capped/agent.toml", "policies/extra.cedar"]),
+        "{:?}",
+        p.body
+    );
+
+    // The diff names the removed policy; the impact counts what it lifts.
+    let (code, out, _) = gov(&s, &["policy", "diff", &branch])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("policies: 0 added, 1 removed, 0 changed\n  - ban-researcher-research (forbid) policies/extra.cedar\n"),
+        "{out}"
+    );
+    let (code, out, _) = gov(&s, &["policy", "impact", &branch])?;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("\n  forbidden → auto: 3\n"), "{out}");
+
+    // Approving it deletes them on main, and the ban is lifted.
+    let (code, out, err) = gov(&s, &["approve", &id])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let main = git.find_reference("refs/heads/main")?.peel_to_commit()?;
+    assert_eq!(main.parent_count(), 2);
+    for gone in ["policies/extra.cedar", "agents/capped/agent.toml"] {
+        assert!(main.tree()?.get_path(std::path::Path::new(gone)).is_err());
+    }
+    let st = s.get("/status", Some(&s.operator))?.body;
+    assert_eq!(st["policy_version"], main.id().to_string().as_str(), "{st}");
+    assert_eq!(research(&s)?, 200, "the ban is lifted");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", crate::remote::text(&out));
+    Ok(())
+}
+
+/// Records `n` decisions (`research_only` by noop, auto-approved by the set
+/// in force) straight into the chain, as the replay benchmark does.
+fn record_decisions(s: &TestServer, n: usize) -> TestResult {
+    use gov::domain::audit::{Actor, NewEntry};
+    use gov::domain::event::Event;
+    use gov::domain::request::{CedarRequest, DecisionRecord, EntityData, EntityRef};
+    let git = s.repo.repo()?;
+    let main = git.refname_to_id(&s.repo.settings.main_refname())?;
+    let set = gov::store::policies::load_commit(&git, main)?;
+    let svc = gov::app::service::Service::open(&s.repo.settings)?;
+    for chunk in 0..n.div_ceil(500) {
+        let entries: Vec<NewEntry> = (chunk * 500..((chunk + 1) * 500).min(n))
+            .map(|i| {
+                let req = CedarRequest {
+                    principal: EntityRef::new("Agent", "noop"),
+                    action: "propose".into(),
+                    resource: EntityRef::new("ActionType", "research_only"),
+                    context: json!({"reversible": true, "requires_approval": false,
+                        "expected_cost_tokens": i, "expected_cost_micros": 0,
+                        "payload_hash": format!("h{i}")})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                    entities: vec![EntityData {
+                        uid: EntityRef::new("Agent", "noop"),
+                        attrs: json!({"group": "smoke"})
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                        parents: vec![],
+                        tags: Default::default(),
+                    }],
+                };
+                let decision = set.decide(&req);
+                NewEntry::new(
+                    Actor::server(),
+                    Event::other("recorded", json!({})).unwrap_or_else(|e| panic!("{e}")),
+                )
+                .agent("noop")
+                .decision(DecisionRecord {
+                    decision,
+                    request: req,
+                })
+            })
+            .collect();
+        svc.governance().append(entries)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn replay_and_impact_over_several_chunks_keep_the_chain_order_and_can_be_bounded() -> TestResult {
+    let s = TestServer::start()?;
+    record_decisions(&s, 2_500)?;
+    let out = s.repo.gov(&["audit", "verify", "--replay"])?;
+    let said = crate::remote::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("2500 decisions replayed"), "{said}");
+
+    branch_with(
+        &s,
+        "gov/policy/ban",
+        &[("policies/proposals.cedar", proposals_with(&s, BAN)?)],
+    )?;
+    let set = gov::app::replay::load_set(
+        &s.repo.settings,
+        &gov::app::replay::SetSource::Revision("gov/policy/ban".into()),
+    )?;
+    let all = gov::app::replay::impact(&s.repo.settings, &set, &Default::default())?;
+    assert_eq!(
+        (all.replayed, all.changed, all.cut_at),
+        (2_500, 2_500, None)
+    );
+    // The examples are the newest decisions, newest first.
+    let seqs: Vec<u64> = all.groups[0].examples.iter().map(|e| e.seq).collect();
+    let tip = seqs[0];
+    assert_eq!(seqs, [tip, tip - 1, tip - 2]);
+
+    let bounded = gov::app::replay::impact(
+        &s.repo.settings,
+        &set,
+        &gov::app::replay::ImpactFilter {
+            max_entries: Some(1_100),
+            ..Default::default()
+        },
+    )?;
+    assert_eq!((bounded.replayed, bounded.cut_at), (1_100, Some(1_100)));
+    assert_eq!(bounded.groups[0].examples[0].seq, tip);
+    let text = gov::app::policy_report::impact_text(
+        &bounded,
+        &gov::app::replay::SetSource::Revision("gov/policy/ban".into()),
+    );
+    assert_eq!(
+        text[1],
+        "bounded: only the decisions among the newest 1100 audit entries were replayed, older ones were left out"
     );
     Ok(())
 }

@@ -113,3 +113,76 @@ fn init_with_one_colliding_file_writes_nothing() {
         "# mine\n"
     );
 }
+
+#[test]
+fn init_with_ci_writes_and_commits_the_policy_ci_jobs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = |name: &str| std::fs::read(project.join("docs/ci").join(name)).expect("docs/ci");
+    for (forge, expected) in [
+        (
+            "github",
+            vec![
+                (
+                    ".github/workflows/gov-policy.yml",
+                    docs("github-policy.yml"),
+                ),
+                (".gov-ci/gov-policy-ci.sh", docs("gov-policy-ci.sh")),
+            ],
+        ),
+        (
+            "gitlab",
+            vec![
+                (".gov-ci/gitlab-policy.yml", docs("gitlab-policy.yml")),
+                (".gov-ci/gov-policy-ci.sh", docs("gov-policy-ci.sh")),
+                (
+                    ".gitlab-ci.yml",
+                    b"include:\n  - local: .gov-ci/gitlab-policy.yml\n".to_vec(),
+                ),
+            ],
+        ),
+    ] {
+        let dir = tmp.path().join(forge);
+        let out = gov(
+            &["init", dir.to_str().expect("utf-8 path"), "--ci", forge],
+            tmp.path(),
+        );
+        assert!(out.status.success(), "init failed: {}", out.stderr_text());
+        assert!(
+            out.stdout_text().contains("  policy CI jobs: "),
+            "{}",
+            out.stdout_text()
+        );
+        for (path, bytes) in expected {
+            assert_eq!(std::fs::read(dir.join(path)).expect(path), bytes, "{path}");
+        }
+        // Committed on main, signed by the operator; the tree is clean and
+        // the chain verifies.
+        let git = |args: &[&str]| crate::support::git_checked(&dir, args);
+        let v = git(&["verify-commit", "main"]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        let count = git(&["rev-list", "--count", "main"]);
+        assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "2");
+        let status = git(&["status", "--porcelain"]);
+        assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+        let verify = gov(&["audit", "verify"], &dir);
+        assert!(verify.status.success(), "{}", verify.stdout_text());
+    }
+
+    // A CI file already there: nothing is written.
+    let dir = tmp.path().join("taken");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(".gitlab-ci.yml"), "stages: []\n").expect("write");
+    let out = gov(
+        &["init", dir.to_str().expect("utf-8 path"), "--ci", "gitlab"],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stderr_text()
+            .contains("refusing to overwrite existing files (nothing was written):"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(!dir.join("gov.toml").exists());
+}

@@ -19,7 +19,7 @@ use crate::app::audit::{AuditFilter, SignatureCheck};
 use crate::app::audit::{LogLine, VerifyReport};
 use crate::app::error::AppError;
 use crate::app::service::PolicyStatus;
-use crate::app::{agents, proposals, run_budget};
+use crate::app::{agents, policy_change, proposals, run_budget};
 use crate::domain::audit::{Actor, Timestamp};
 use crate::domain::money::Micros;
 use crate::domain::proposal::ProposalStatus;
@@ -188,7 +188,31 @@ fn proposal_view(p: &Proposal) -> ProposalView {
                 .filter(|d| !matches!(d.as_str(), "" | "approve" | "reject")),
             is_final: p.decision_final,
         }),
+        review: None,
+        shadow: None,
     }
+}
+
+/// A proposal's view with its policy-change review, when it has one. A
+/// review that could not be computed says so instead of failing the page.
+fn reviewed_view(p: &Proposal, review: &ReviewResult) -> ProposalView {
+    ProposalView {
+        review: match review {
+            Ok(r) => r.as_deref().map(PolicyReviewView::from),
+            Err(why) => Some(PolicyReviewView::failed(why)),
+        },
+        ..proposal_view(p)
+    }
+}
+
+type ReviewResult = Result<Option<std::sync::Arc<policy_change::Review>>, String>;
+
+/// The reviews of the `policy_change` proposals among `list` (blocking
+/// work: it may replay the recorded decisions, once per proposal head).
+fn reviews(svc: &crate::app::service::Service, list: &[Proposal]) -> Vec<ReviewResult> {
+    list.iter()
+        .map(|p| policy_change::review(svc, p).map_err(|e| failure(&e)))
+        .collect()
 }
 
 fn signature_view(check: &SignatureCheck) -> SignatureView {
@@ -226,6 +250,11 @@ fn audit_row(line: &LogLine) -> AuditRow {
         payload: e.entry.payload().to_string(),
         signature: signature_view(&line.signature),
         commit: Some(line.indexed.commit.clone()),
+        shadow: e
+            .entry
+            .decision
+            .as_ref()
+            .and_then(|d| d.decision.shadow_summary()),
     }
 }
 
@@ -269,15 +298,24 @@ fn filter_view(name: &str, label: &str, value: &Option<String>, options: Vec<Str
 /// `/`: pending proposals, oldest first (the next to expire on top).
 async fn pending(user: SignedIn, State(state): State<AppState>) -> Response {
     let svc = state.svc.clone();
-    let list = match read(move || proposals::list(&svc, Some(ProposalStatus::Pending), LIST_LIMIT))
-        .await
+    let (list, reviews) = match read(move || {
+        let list = proposals::list(&svc, Some(ProposalStatus::Pending), LIST_LIMIT)?;
+        let reviews = reviews(&svc, &list);
+        Ok((list, reviews))
+    })
+    .await
     {
         Ok(l) => l,
         Err(r) => return r,
     };
     let page_data = PendingPage {
         layout: layout(&state, &user, "pending", "Pending proposals").await,
-        proposals: list.iter().rev().map(proposal_view).collect(),
+        proposals: list
+            .iter()
+            .zip(&reviews)
+            .rev()
+            .map(|(p, r)| reviewed_view(p, r))
+            .collect(),
     };
     page(render::pending(&page_data))
 }
@@ -298,9 +336,12 @@ async fn history(
     let svc = state.svc.clone();
     // A status that is none of them shows nothing, as a filter would.
     let status = proposals::status_filter(nonempty(&q.status).as_deref());
-    let all = match read(move || match status {
-        Ok(status) => proposals::list(&svc, status, LIST_LIMIT),
-        Err(_) => Ok(Vec::new()),
+    let (all, shadows) = match read(move || {
+        let list = match status {
+            Ok(status) => proposals::list(&svc, status, LIST_LIMIT)?,
+            Err(_) => Vec::new(),
+        };
+        Ok((list, submission_shadows(&svc)?))
     })
     .await
     {
@@ -314,7 +355,10 @@ async fn history(
         .iter()
         .filter(|p| agent.as_deref().is_none_or(|a| p.agent_id == a))
         .filter(|p| action.as_deref().is_none_or(|a| p.action_type == a))
-        .map(proposal_view)
+        .map(|p| ProposalView {
+            shadow: shadows.get(&p.proposal_id).cloned(),
+            ..proposal_view(p)
+        })
         .collect();
     let statuses = [
         "pending",
@@ -345,6 +389,31 @@ async fn history(
     page(render::history(&page_data))
 }
 
+/// What shadow policies would have done to the newest submissions, by
+/// proposal id (from the index: no signature checks, no scan of Git).
+fn submission_shadows(
+    svc: &crate::app::service::Service,
+) -> Result<std::collections::HashMap<String, String>, AppError> {
+    let filter = AuditFilter {
+        event_type: Some("proposal_submitted".into()),
+        limit: Some(u64::from(LIST_LIMIT)),
+        ..AuditFilter::default()
+    };
+    let rows = svc
+        .governance()
+        .index()?
+        .query(&filter)
+        .map_err(AppError::internal)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let e = r.entry.entry;
+            let shadow = e.decision.as_ref()?.decision.shadow_summary()?;
+            Some((e.proposal_id?, shadow))
+        })
+        .collect())
+}
+
 /// `/dashboard/proposals/{id}`: one proposal and the audit entries naming it.
 async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let svc = state.svc.clone();
@@ -360,17 +429,23 @@ async fn detail(user: SignedIn, State(state): State<AppState>, Path(id): Path<St
             ..AuditFilter::default()
         };
         let log = crate::app::audit::log(svc.settings(), &filter).map_err(AppError::internal)?;
-        Ok((p, log))
+        let review = match &p {
+            Some(p) => reviews(&svc, std::slice::from_ref(p))
+                .pop()
+                .unwrap_or(Ok(None)),
+            None => Ok(None),
+        };
+        Ok((p, log, review))
     })
     .await;
-    let (p, log) = match found {
+    let (p, log, review) = match found {
         Ok(x) => x,
         Err(r) => return r,
     };
     let Some(p) = p else {
         return access::plain(StatusCode::NOT_FOUND, &format!("no proposal `{id}`"));
     };
-    let view = proposal_view(&p);
+    let view = reviewed_view(&p, &review);
     let page_data = ProposalPage {
         layout: layout(&state, &user, "proposals", &format!("Proposal {id}")).await,
         proposal: view,

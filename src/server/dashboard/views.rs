@@ -107,6 +107,32 @@ pub struct ProposalView {
     pub branch: Option<String>,
     pub commit: Option<String>,
     pub decision: Option<DecisionView>,
+    /// A `policy_change` proposal's diff and impact report.
+    pub review: Option<PolicyReviewView>,
+    /// What shadow policies would have done to its submission
+    /// (`would be forbidden by ban-x (decided auto)`).
+    pub shadow: Option<String>,
+}
+
+/// A proposed policy change as a reviewer sees it: what it changes by
+/// policy id (as `gov policy diff`) and by file, and what it would do to
+/// the recorded decisions (as `gov policy impact`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReviewView {
+    /// `gov/policy/<id>`.
+    pub branch: String,
+    /// `main` when it was proposed, and the change's commit.
+    pub base: String,
+    pub commit: String,
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+    pub diff: Vec<String>,
+    pub impact: Vec<String>,
+    /// The proposed set loads and validates.
+    pub valid: bool,
+    /// One line: how many recorded decisions it changes, or that the set
+    /// is invalid.
+    pub verdict: String,
 }
 
 impl ProposalView {
@@ -119,6 +145,48 @@ impl ProposalView {
     /// Dollars for display.
     pub fn dollars(amount: Micros) -> String {
         amount.to_string()
+    }
+}
+
+impl From<&crate::app::policy_change::Review> for PolicyReviewView {
+    fn from(r: &crate::app::policy_change::Review) -> Self {
+        let verdict = match (r.valid, r.changes) {
+            (false, _) => {
+                "the proposed policy set is invalid: it cannot come into force".to_string()
+            }
+            (true, Some(0)) => "no recorded decision would change".to_string(),
+            (true, Some(1)) => "1 recorded decision would change".to_string(),
+            (true, Some(n)) => format!("{n} recorded decisions would change"),
+            (true, None) => "the impact could not be replayed".to_string(),
+        };
+        PolicyReviewView {
+            branch: r.branch.clone(),
+            base: r.base.chars().take(12).collect(),
+            commit: r.commit.chars().take(12).collect(),
+            changed: r.changed.clone(),
+            deleted: r.deleted.clone(),
+            diff: r.diff.clone(),
+            impact: r.impact.clone(),
+            valid: r.valid,
+            verdict,
+        }
+    }
+}
+
+impl PolicyReviewView {
+    /// A review that could not be computed, and why.
+    pub fn failed(why: &str) -> Self {
+        PolicyReviewView {
+            branch: String::new(),
+            base: String::new(),
+            commit: String::new(),
+            changed: vec![],
+            deleted: vec![],
+            diff: vec![],
+            impact: vec![],
+            valid: false,
+            verdict: format!("the review could not be computed: {why}"),
+        }
     }
 }
 
@@ -336,6 +404,9 @@ pub struct AuditRow {
     pub payload: String,
     pub signature: SignatureView,
     pub commit: Option<String>,
+    /// What the shadow policies would have done to the entry's decision
+    /// (`would be forbidden by ban-x (decided auto)`).
+    pub shadow: Option<String>,
 }
 
 /// The result of verifying the whole chain.
