@@ -44,8 +44,10 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The JSON body of a non-2xx answer, when it is JSON.
-    pub fn status_json(&self) -> Option<(u16, serde_json::Value)> {
+    /// The status and body of a non-2xx answer, read as its type from
+    /// [`crate::wire`] (`ErrorReply`, or `RunSkipped` for a refused run),
+    /// when it is one.
+    pub fn reply_as<T: DeserializeOwned>(&self) -> Option<(u16, T)> {
         match self {
             ClientError::Status { code, body } => {
                 serde_json::from_str(body).ok().map(|v| (*code, v))

@@ -31,15 +31,9 @@ impl RawDollars {
     }
 }
 
-/// How often spend starts again from zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    #[default]
-    Lifetime,
-    Daily,
-    Monthly,
-}
+/// Budget caps and periods are the domain's (its ledger decides with
+/// them); gov.toml and agent.toml resolve into them.
+pub use crate::domain::budget::{BudgetSettings, Period};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -249,40 +243,6 @@ pub struct RunnerSettings {
     pub sandbox_read: Vec<PathBuf>,
     /// Writable for every agent, besides its folder and its temporary one.
     pub sandbox_write: Vec<PathBuf>,
-}
-
-/// Budget caps and pricing, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BudgetSettings {
-    pub tokens_cap: u64,
-    pub dollars_cap: Micros,
-    pub dollars_per_1k_tokens: Micros,
-    pub period: Period,
-    pub run_tokens: u64,
-    pub run_dollars: Micros,
-}
-
-impl Default for BudgetSettings {
-    fn default() -> Self {
-        BudgetSettings {
-            tokens_cap: 200_000,
-            dollars_cap: Micros(50 * crate::domain::money::MICROS_PER_DOLLAR),
-            dollars_per_1k_tokens: Micros(15_000),
-            period: Period::Lifetime,
-            run_tokens: 50_000,
-            run_dollars: Micros(5 * crate::domain::money::MICROS_PER_DOLLAR),
-        }
-    }
-}
-
-impl BudgetSettings {
-    /// What one run reserves at admission.
-    pub fn run_hold(&self) -> crate::domain::budget::Hold {
-        crate::domain::budget::Hold {
-            tokens: i64::try_from(self.run_tokens).unwrap_or(i64::MAX),
-            micros: self.run_dollars,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@
 //! - [`cli`]: one file per subcommand; maps errors to exit codes once.
 //! - [`server`]: the HTTP API and the dashboard.
 //! - [`runner`]: spawning and supervising agents; the tool-call hook.
+//! - [`process`]: a child in its own process group, supervised (wall clock,
+//!   SIGTERM, grace, SIGKILL): agents, and the `git` that `gov sync` runs.
 //! - [`wire`]: the HTTP API's request and response bodies, shared by the
 //!   server, the client, the CLI, the runner and the tests.
 
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod process;
 pub mod runner;
 pub mod server;
 pub mod store;

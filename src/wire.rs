@@ -9,11 +9,44 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::audit::Timestamp;
-use crate::domain::pricing::ModelCharge;
-use crate::domain::proposal::{ProposalStatus, Verdict};
-use crate::domain::request::PolicyCitation;
+use crate::domain::audit::{AuditEntry, Timestamp};
+pub use crate::domain::budget::AgentStatus;
+use crate::domain::pricing::{ModelCharge, TokenUsage};
+use crate::domain::proposal::{Proposal, ProposalStatus, Verdict};
+use crate::domain::request::{DecisionRecord, PolicyCitation};
 use crate::domain::run::ToolUse;
+
+/// `POST /proposals`: a submission as the original's API takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    #[serde(default)]
+    pub proposal_id: Option<String>,
+    pub agent_id: String,
+    /// Required by the original; gov defaults it to 0.
+    #[serde(default)]
+    pub wave: i64,
+    /// Required by the original; gov defaults it to the time of arrival.
+    #[serde(default)]
+    pub submitted_at: Option<Timestamp>,
+    pub action_type: String,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub expected_outcome: String,
+    #[serde(default)]
+    pub expected_cost_tokens: i64,
+    #[serde(default)]
+    pub expected_cost_dollars: f64,
+    #[serde(default = "yes")]
+    pub reversible: bool,
+    #[serde(default = "yes")]
+    pub requires_approval: bool,
+    /// Required by the original; gov defaults it to a day after submission.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub rationale: String,
+    #[serde(default)]
+    pub links: Vec<String>,
+}
 
 /// `POST /proposals` → 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,9 +195,275 @@ fn is_zero(n: &i64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
     pub agent_id: String,
-    /// `ok`, `paused`, …
-    pub status: String,
+    pub status: AgentStatus,
     pub paused_reason: Option<String>,
+}
+
+/// `POST /admin/pause-all`, `POST /agents/{id}/pause`: the body is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /admin/pause-all` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedAll {
+    pub paused_agents: Vec<String>,
+}
+
+/// `POST /agents/{id}/tokens` → 201.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenMinted {
+    pub agent_id: String,
+    pub agent_token: String,
+}
+
+/// `GET /budget/{agent}`, `POST /budget/{agent}/charge` → 200, and the
+/// `budget` of a run's usage and finish replies. The original's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub agent_id: String,
+    pub wave: i64,
+    pub tokens_consumed: i64,
+    pub tokens_cap: u64,
+    pub dollars_consumed: f64,
+    pub dollars_cap: f64,
+    pub status: AgentStatus,
+    pub remaining_pct: f64,
+    /// `lifetime`, `day` or `month`.
+    pub period: String,
+    pub paused_reason: Option<String>,
+    /// What open reservations hold (runs under way, approved proposals not
+    /// yet executed); on `GET /budget` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_reserved: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dollars_reserved: Option<f64>,
+}
+
+/// `POST /budget/{agent}/charge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeRequest {
+    pub tokens: i64,
+    pub tool: String,
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub dollars: Option<f64>,
+    /// gov adds: the model (priced by `[prices]`) and the tokens by kind.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub usage: Option<TokenUsage>,
+}
+
+/// `GET /scoreboard` → 200: one row per agent, as the original.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRow {
+    pub agent_id: String,
+    pub status: AgentStatus,
+    pub proposals_submitted: i64,
+    pub proposals_approved: i64,
+    pub proposals_rejected: i64,
+    pub tokens_consumed: i64,
+    pub dollars_consumed: f64,
+    pub revenue_events_count: i64,
+    pub runs: i64,
+    pub paused_reason: Option<String>,
+}
+
+/// `GET /proposals/{id}` → 200: the proposal and the audit commit that
+/// recorded its submission. (`GET /proposals` lists [`Proposal`]s.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalView {
+    #[serde(flatten)]
+    pub proposal: Proposal,
+    pub audit_commit: Option<String>,
+}
+
+/// An audit entry in the original's field names (`audit_id, ts, agent_id,
+/// event_type, proposal_id, task_id, payload`) plus gov's `actor` and
+/// `decision`: a line of `gov audit export`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub audit_id: u64,
+    pub ts: Timestamp,
+    pub agent_id: Option<String>,
+    pub event_type: String,
+    pub proposal_id: Option<String>,
+    pub task_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRecord>,
+}
+
+impl From<&AuditEntry> for AuditRecord {
+    fn from(e: &AuditEntry) -> Self {
+        AuditRecord {
+            audit_id: e.seq,
+            ts: e.ts,
+            agent_id: e.entry.agent_id.clone(),
+            event_type: e.entry.event_type().to_string(),
+            proposal_id: e.entry.proposal_id.clone(),
+            task_id: e.entry.task_id.clone(),
+            payload: e.entry.payload(),
+            actor: e.entry.actor.0.clone(),
+            decision: e.entry.decision.clone(),
+        }
+    }
+}
+
+/// `GET /audit` → 200: one per entry, with the commit that holds it and
+/// the role of the key that signed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditListed {
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    pub commit: String,
+    pub signer: Option<String>,
+}
+
+/// `POST /credentials/issue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialIssue {
+    pub agent_id: String,
+    pub scope: String,
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: i64,
+}
+
+fn default_ttl() -> i64 {
+    300
+}
+
+/// `POST /credentials/issue` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialIssued {
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
+/// `POST /credentials/redeem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRedeem {
+    pub token: String,
+}
+
+/// `POST /credentials/redeem` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRedeemed {
+    pub scope: String,
+    pub agent_id: String,
+}
+
+/// `POST /tools/evaluate`: one tool call, as the hook sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub agent_id: String,
+    /// The run the call belongs to; a run's own token implies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub tool_name: String,
+    #[serde(default)]
+    pub tool_input: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Claude Code's id for the call, recorded with the decision so the
+    /// runner can tell a call that was decided from one that was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
+    /// Claude Code's `agent_id`: set when a subagent makes the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_id: Option<String>,
+    /// Claude Code's `agent_type` (the subagent's type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    /// Claude Code's permission mode for the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// The `PATH` the agent's programs are looked up on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_var: Option<String>,
+}
+
+/// What gov says about a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolDecision {
+    Allow,
+    Deny,
+    NeedsPerson,
+}
+
+/// `POST /tools/evaluate` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolVerdict {
+    pub decision: ToolDecision,
+    pub reason: String,
+    pub policies: Vec<PolicyCitation>,
+    /// The proposal filed for a call that needs a person (or the approved
+    /// one that let it through).
+    pub proposal_id: Option<String>,
+}
+
+/// `POST /runs/{id}/usage`: what a run spent since its last report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub charges: Vec<ModelCharge>,
+    /// True for usage read from a stream before its final report.
+    #[serde(default)]
+    pub estimate: bool,
+}
+
+/// A run's own budget: its reservation and what it has spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpend {
+    pub tokens_reserved: i64,
+    pub dollars_reserved: f64,
+    pub tokens_spent: i64,
+    pub dollars_spent: f64,
+}
+
+/// Why a run must stop now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The run spent what it reserved.
+    ReservationExhausted,
+    /// The agent is paused (a cap was crossed, or a person paused it).
+    AgentPaused,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::ReservationExhausted => "reservation_exhausted",
+            StopReason::AgentPaused => "agent_paused",
+        })
+    }
+}
+
+/// `POST /runs/{id}/usage` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCharged {
+    pub budget: Budget,
+    pub run: RunSpend,
+    /// The run must stop now.
+    pub stop: bool,
+    pub stop_reason: Option<StopReason>,
+}
+
+/// `POST /runs/{id}/finish` → 200: how the run was recorded (the server
+/// fails a run in which a tool call had no decision), the agent's budget
+/// and the run's own spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinished {
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub budget: Budget,
+    pub run: RunSpend,
 }
 
 fn yes() -> bool {
@@ -291,4 +590,95 @@ pub struct RefusedCommit {
 pub struct LoginLink {
     pub url: String,
     pub expires_in_seconds: u64,
+}
+
+/// Every error reply but a refused run's, in FastAPI's shape:
+/// `{"detail": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub detail: ErrorDetail,
+}
+
+impl ErrorReply {
+    /// `{"detail": "<message>"}`.
+    pub fn message(text: impl Into<String>) -> Self {
+        ErrorReply {
+            detail: ErrorDetail::Message(text.into()),
+        }
+    }
+
+    /// The message a person reads: the text, a refusal's message, or the
+    /// first malformed field's.
+    pub fn text(&self) -> String {
+        match &self.detail {
+            ErrorDetail::Message(m) => m.clone(),
+            ErrorDetail::Refusal(r) => r.message.clone(),
+            ErrorDetail::Fields(f) => f
+                .iter()
+                .map(|e| format!("{}: {}", e.loc.join("."), e.msg))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// A refusal's code (`forbidden_by_policy`, `proposal_expired`, …).
+    pub fn error(&self) -> Option<&str> {
+        match &self.detail {
+            ErrorDetail::Refusal(r) => Some(&r.error),
+            _ => None,
+        }
+    }
+}
+
+/// What an error reply's `detail` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorDetail {
+    /// Not found, unauthorized, a conflict, …
+    Message(String),
+    /// A refusal with a code: by policy, a tampered or expired proposal,
+    /// the chain tampered with, the disk full.
+    Refusal(Refusal),
+    /// 422: the malformed fields.
+    Fields(Vec<FieldError>),
+}
+
+/// A refusal with its code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_flagged: Option<bool>,
+    /// The policies behind a refusal by policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<PolicyCitation>>,
+    /// Why the chain is taken to be tampered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(error: &str, message: impl Into<String>) -> Self {
+        Refusal {
+            error: error.into(),
+            message: message.into(),
+            action_type: None,
+            audit_flagged: None,
+            policies: None,
+            reason: None,
+        }
+    }
+}
+
+/// One malformed field of a 422: where (`["body", "agent_id"]`), what is
+/// wrong, and its kind (`missing`, `value_error`, `json_invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
 }

@@ -1,8 +1,7 @@
 //! Agents: budgets (read, charge), pauses (pause, resume, pause-all), live
 //! state (`/status/me`, `/scoreboard`) and audit flags about them.
 
-use chrono::{Datelike, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Datelike, Utc};
 
 use super::error::AppError;
 use super::service::{Service, Step};
@@ -17,27 +16,7 @@ use crate::domain::event::{
 use crate::domain::money::Micros;
 use crate::domain::pricing::{Prices, TokenUsage};
 use crate::store::projection;
-
-/// The original's budget answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct BudgetView {
-    pub agent_id: String,
-    pub wave: i64,
-    pub tokens_consumed: i64,
-    pub tokens_cap: u64,
-    pub dollars_consumed: f64,
-    pub dollars_cap: f64,
-    pub status: &'static str,
-    pub remaining_pct: f64,
-    pub period: String,
-    pub paused_reason: Option<String>,
-    /// What open reservations hold (runs under way, approved proposals not
-    /// yet executed); on `GET /budget` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_reserved: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dollars_reserved: Option<f64>,
-}
+use crate::wire::{AgentState, Budget, ScoreRow};
 
 /// Whether gov knows the agent: it is on main or the chain mentions it.
 pub fn known(svc: &Service, conn: &rusqlite::Connection, agent_id: &str) -> Result<bool, AppError> {
@@ -48,8 +27,9 @@ pub(crate) fn spent(
     conn: &rusqlite::Connection,
     caps: &BudgetSettings,
     agent: &str,
+    now: DateTime<Utc>,
 ) -> Result<Spend, AppError> {
-    let key = PeriodKeys::current(caps.period, Utc::now());
+    let key = PeriodKeys::current(caps.period, now);
     Ok(projection::spend(conn, agent, key.as_deref())?)
 }
 
@@ -59,15 +39,16 @@ pub fn budget_view(
     conn: &rusqlite::Connection,
     agent_id: &str,
     wave: i64,
-) -> Result<BudgetView, AppError> {
+) -> Result<Budget, AppError> {
     if !known(svc, conn, agent_id)? {
         return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
     }
     let caps = svc.caps(agent_id);
-    let spend = spent(conn, &caps, agent_id)?;
+    let now = svc.now();
+    let spend = spent(conn, &caps, agent_id, now)?;
     let row = projection::agent(conn, agent_id)?;
     let paused = row.as_ref().is_some_and(|r| r.paused);
-    let held = super::run_budget::held(conn, agent_id, Utc::now())?;
+    let held = super::run_budget::held(conn, agent_id, now)?;
     let mut view = view_of(
         agent_id,
         wave,
@@ -75,6 +56,7 @@ pub fn budget_view(
         spend,
         paused,
         row.and_then(|r| r.paused_reason),
+        now,
     );
     view.tokens_reserved = Some(held.tokens);
     view.dollars_reserved = Some(held.micros.as_dollars_f64());
@@ -93,7 +75,7 @@ pub struct SpendHistory {
 
 pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppError> {
     let caps = svc.caps(agent_id);
-    let now = Utc::now();
+    let now = svc.now();
     let key = PeriodKeys::current(caps.period, now);
     let rows = svc.read(|c| projection::charges(c, agent_id, key.as_deref()))?;
     let points = rows
@@ -118,7 +100,7 @@ pub fn spend_history(svc: &Service, agent_id: &str) -> Result<SpendHistory, AppE
     })
 }
 
-pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<BudgetView, AppError> {
+pub fn budget(svc: &Service, agent_id: &str, wave: i64) -> Result<Budget, AppError> {
     let index = svc.governance().index()?;
     budget_view(svc, index.conn(), agent_id, wave)
 }
@@ -197,10 +179,10 @@ pub fn charge(
     agent_id: &str,
     input: &ChargeInput,
     actor: Actor,
-) -> Result<BudgetView, AppError> {
+) -> Result<Budget, AppError> {
     let caps = svc.caps(agent_id);
     let charge = input.to_charge(&svc.settings().prices(&caps))?;
-    svc.transact(|tx| -> Step<BudgetView> {
+    svc.transact(|tx| -> Step<Budget> {
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
             return Ok((
@@ -208,7 +190,14 @@ pub fn charge(
                 vec![],
             ));
         }
-        let planned = plan_charges(conn, agent_id, &caps, &[(charge, input.clone())], actor)?;
+        let planned = plan_charges(
+            conn,
+            agent_id,
+            &caps,
+            &[(charge, input.clone())],
+            actor,
+            svc.now(),
+        )?;
         Ok((Ok(planned.view), planned.entries))
     })
 }
@@ -218,7 +207,7 @@ pub fn charge(
 #[derive(Debug)]
 pub struct PlannedCharges {
     pub entries: Vec<NewEntry>,
-    pub view: BudgetView,
+    pub view: Budget,
     /// Whether the agent is paused once they are recorded.
     pub paused: bool,
 }
@@ -232,12 +221,13 @@ pub fn plan_charges(
     caps: &BudgetSettings,
     charges: &[(Charge, ChargeInput)],
     actor: Actor,
+    now: DateTime<Utc>,
 ) -> Result<PlannedCharges, AppError> {
     let row = projection::agent(conn, agent_id)?;
     let mut paused = row.as_ref().is_some_and(|r| r.paused);
     let mut paused_reason = row.and_then(|r| r.paused_reason);
-    let mut spend = spent(conn, caps, agent_id)?;
-    let keys = PeriodKeys::at(Utc::now());
+    let mut spend = spent(conn, caps, agent_id, now)?;
+    let keys = PeriodKeys::at(now);
     let mut entries = Vec::new();
     for (charge, input) in charges {
         let booked = BudgetCharge {
@@ -282,7 +272,7 @@ pub fn plan_charges(
     }
     Ok(PlannedCharges {
         entries,
-        view: view_of(agent_id, 0, caps, spend, paused, paused_reason),
+        view: view_of(agent_id, 0, caps, spend, paused, paused_reason, now),
         paused,
     })
 }
@@ -294,29 +284,22 @@ fn view_of(
     spend: Spend,
     paused: bool,
     paused_reason: Option<String>,
-) -> BudgetView {
-    BudgetView {
+    now: DateTime<Utc>,
+) -> Budget {
+    Budget {
         agent_id: agent_id.into(),
         wave,
         tokens_consumed: spend.tokens,
         tokens_cap: caps.tokens_cap,
         dollars_consumed: spend.micros.as_dollars_f64(),
         dollars_cap: caps.dollars_cap.as_dollars_f64(),
-        status: agent_status(caps, spend, paused).as_str(),
+        status: agent_status(caps, spend, paused),
         remaining_pct: remaining_pct(caps, spend),
-        period: crate::domain::budget::period_label(caps.period, Utc::now()),
+        period: crate::domain::budget::period_label(caps.period, now),
         paused_reason,
         tokens_reserved: None,
         dollars_reserved: None,
     }
-}
-
-/// `/status/me`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentState {
-    pub agent_id: String,
-    pub status: &'static str,
-    pub paused_reason: Option<String>,
 }
 
 pub fn state(svc: &Service, agent_id: &str) -> Result<AgentState, AppError> {
@@ -416,21 +399,6 @@ pub fn pause_all(svc: &Service, reason: &str, actor: Actor) -> Result<Vec<String
     })
 }
 
-/// One row of `/scoreboard`, as the original.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoreRow {
-    pub agent_id: String,
-    pub status: &'static str,
-    pub proposals_submitted: i64,
-    pub proposals_approved: i64,
-    pub proposals_rejected: i64,
-    pub tokens_consumed: i64,
-    pub dollars_consumed: f64,
-    pub revenue_events_count: i64,
-    pub runs: i64,
-    pub paused_reason: Option<String>,
-}
-
 pub fn scoreboard(svc: &Service) -> Result<Vec<ScoreRow>, AppError> {
     let index = svc.governance().index()?;
     let conn = index.conn();
@@ -485,4 +453,60 @@ pub fn impersonation_entry(token_agent: &str, claimed: &str, what: &str) -> NewE
         Event::AuditFlagImpersonation(flag),
     )
     .agent(token_agent)
+}
+
+/// The agents `main` has in force, as `gov run` checks an agent against them.
+#[derive(Debug)]
+pub struct AgentsOnMain {
+    /// The settings with `main`'s enforcement in force.
+    pub settings: crate::config::Settings,
+    /// Every agent on `main` (in force), or why its `agent.toml` is invalid.
+    pub agents: std::collections::BTreeMap<String, Result<crate::config::AgentSettings, String>>,
+    /// The `agent.toml` of the agent asked about, as `main` has it.
+    pub agent_file: Option<Vec<u8>>,
+}
+
+/// The agents in force on `main` and the file of agent `id` there: the last
+/// authorized state of main's governed files (the same root-of-trust walk
+/// as the server's). `Ok(None)` when `settings.root` is not a Git
+/// repository (a plain folder has no main); `Err` with why when `main`
+/// cannot be read.
+pub fn agents_on_main(
+    settings: &crate::config::Settings,
+    id: &str,
+) -> Result<Option<AgentsOnMain>, String> {
+    let Ok(repo) = git2::Repository::open(&settings.root) else {
+        return Ok(None);
+    };
+    let tip = repo
+        .refname_to_id(&settings.main_refname())
+        .map_err(|e| e.message().to_string())?;
+    let index = crate::store::index::Index::open_existing(&settings.index_path())
+        .ok()
+        .flatten();
+    let forge = |merge: git2::Oid| {
+        index
+            .as_ref()
+            .and_then(|i| i.forge_merge_recorded(&merge.to_string()).ok())
+            .unwrap_or(false)
+    };
+    let tip = crate::store::trust::TrustState::compute(&repo, tip, None, &forge)
+        .map_err(|e| e.message().to_string())?
+        .in_force;
+    let settings =
+        super::service::enforcement_in_force(settings, &repo, tip).map_err(|e| e.to_string())?;
+    let agents = crate::store::agents::agents_at(&repo, tip, &settings)
+        .map_err(|e| e.message().to_string())?;
+    let agent_file = crate::store::agents::agent_file_at(&repo, tip, id);
+    Ok(Some(AgentsOnMain {
+        settings,
+        agents,
+        agent_file,
+    }))
+}
+
+/// The Git directories of the repository at `root` (its `.git`, a
+/// worktree's own and the common one), which no agent may touch.
+pub fn git_dirs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    crate::store::git::git_dirs(root)
 }

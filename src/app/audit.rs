@@ -38,7 +38,8 @@ use crate::store::entry_check::{
 };
 use crate::store::git::{StoreError, EMPTY_TREE};
 pub use crate::store::index::AuditFilter;
-use crate::store::index::{Index, IndexedEntry};
+use crate::store::index::Index;
+pub use crate::store::index::IndexedEntry;
 pub use crate::store::keys::SignatureCheck;
 use crate::store::keys::{AllowedSigners, Role, SignersError};
 
@@ -660,10 +661,29 @@ pub fn export(settings: &Settings, out: &mut dyn Write) -> Result<u64, VerifyErr
     let mut n = 0;
     for e in entries_from(&repo, &settings.audit_refname(), 1)? {
         let e = e?;
-        let line = e.entry.to_compat_json().to_string();
+        let line = serde_json::to_string(&crate::wire::AuditRecord::from(&e.entry))
+            .map_err(|err| StoreError::io("write", std::path::Path::new("<stdout>"), err.into()))?;
         writeln!(out, "{line}")
             .map_err(|err| StoreError::io("write", std::path::Path::new("<stdout>"), err))?;
         n += 1;
     }
     Ok(n)
+}
+
+/// The newest indexed entries that pass `filter` (`GET /audit`, the
+/// dashboard), each with its commit and signer.
+pub fn indexed(
+    svc: &super::service::Service,
+    filter: &AuditFilter,
+) -> Result<Vec<IndexedEntry>, super::error::AppError> {
+    let index = svc.governance().index()?;
+    index
+        .query(filter)
+        .map_err(super::error::AppError::internal)
+}
+
+/// How many entries the index holds.
+pub fn entry_count(svc: &super::service::Service) -> Result<u64, super::error::AppError> {
+    let index = svc.governance().index()?;
+    index.count().map_err(super::error::AppError::internal)
 }

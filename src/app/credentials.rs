@@ -42,7 +42,7 @@ pub fn issue(
         if let Some((err, entry)) = refuse_if_paused(tx.index().conn(), agent_id, "credentials")? {
             return Ok((Err(err), vec![entry]));
         }
-        let expires_at = Timestamp(Utc::now() + Duration::seconds(ttl_seconds));
+        let expires_at = Timestamp(svc.now() + Duration::seconds(ttl_seconds));
         let issued = CredentialsIssued {
             scope: scope.into(),
             expires_at,
@@ -126,7 +126,7 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
         let Some(cred) = state.as_ref() else {
             let entries = svc
                 .unknown_redemptions()
-                .record(Utc::now())
+                .record(svc.now())
                 .into_iter()
                 .collect();
             return Ok((Err(AppError::Unauthorized("unknown token".into())), entries));
@@ -158,7 +158,7 @@ pub fn redeem(svc: &Service, token: &str, who: &Redeemer) -> Result<Redeemed, Ap
             };
             NewEntry::new(Actor::server(), event(used)).agent(&agent)
         };
-        Ok(match redeem_state(state.as_ref(), Utc::now()) {
+        Ok(match redeem_state(state.as_ref(), svc.now()) {
             Redemption::Redeemed => (
                 Ok(Redeemed {
                     agent_id: agent.clone(),

@@ -138,6 +138,8 @@ pub struct Governance {
     tampered: Mutex<Option<String>>,
     /// Batches flushed and writers they carried, since opening.
     stats: (AtomicU64, AtomicU64),
+    /// The time entries are written at (see `app::clock`).
+    clock: super::clock::Clock,
 }
 
 impl std::fmt::Debug for Governance {
@@ -229,6 +231,15 @@ impl Governance {
     /// watchdog, else by the server's key (an approver's key never signs
     /// audit entries; it is kept for approval merges).
     pub fn open(settings: &Settings, signer: Role) -> Result<Self, GovError> {
+        Self::open_with_clock(settings, signer, super::clock::Clock::system())
+    }
+
+    /// [`Governance::open`], with entries written at `clock`'s time.
+    pub fn open_with_clock(
+        settings: &Settings,
+        signer: Role,
+        clock: super::clock::Clock,
+    ) -> Result<Self, GovError> {
         let audit_role = match signer {
             Role::Watchdog => Role::Watchdog,
             Role::Server | Role::Approver => Role::Server,
@@ -279,6 +290,7 @@ impl Governance {
             reader: Mutex::new(reader),
             tampered: Mutex::new(tampered),
             stats: (AtomicU64::new(0), AtomicU64::new(0)),
+            clock,
         })
     }
 
@@ -424,6 +436,7 @@ impl Governance {
                 self.audit_role,
                 batch.tip.as_ref(),
                 entries,
+                self.clock.now(),
             )
             .and_then(|written| index.apply_staged(&written).map(|()| written))
             .map(|written| (value, written))
@@ -631,7 +644,8 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
     let mut index = match Index::open(&path) {
         Ok(index) => index,
         Err(StoreError::Index(e)) if path.exists() && crate::store::index::is_unreadable(&e) => {
-            let aside = crate::store::index::move_aside(&path, "unreadable")?;
+            let now = super::clock::Clock::system().now();
+            let aside = crate::store::index::move_aside(&path, "unreadable", now)?;
             tracing::warn!(error = %e, aside = %aside.display(), "the index is unreadable; moved it aside");
             moved_aside = Some(aside);
             Index::open(&path)?

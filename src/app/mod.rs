@@ -3,12 +3,14 @@
 
 pub mod agents;
 pub mod audit;
+pub mod clock;
 pub mod credentials;
 pub mod error;
 pub mod governance;
 pub mod init;
 pub mod orphans;
 pub mod policy_change;
+pub mod policy_files;
 pub mod policy_report;
 pub mod proposals;
 pub mod recover;

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use git2::Oid;
 use serde_json::json;
 
@@ -15,7 +14,7 @@ use super::proposals::{ask_policy, file_pending_on};
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
 use crate::domain::event::{Event, ProposalForbidden};
-use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
+use crate::domain::proposal::Proposal;
 use crate::domain::request::Outcome;
 use crate::store::trust::{blob_at, SETTINGS_FILE};
 
@@ -179,34 +178,20 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
             "paths": paths,
             "deleted": deleted,
         });
-        let now = Utc::now();
+        let now = svc.now();
         let policy = svc.policy_at(repo)?;
         let mut p = Proposal {
-            proposal_id: id.clone(),
-            agent_id: operator.to_string(),
-            wave: 0,
-            submitted_at: Timestamp(now),
-            action_type: POLICY_CHANGE.into(),
-            payload: payload.as_object().cloned().unwrap_or_default(),
-            payload_hash: payload_hash(&payload),
             expected_outcome: format!("the change on `{branch}` comes into force"),
-            expected_cost_tokens: 0,
-            expected_cost_dollars: 0.0,
-            reversible: true,
-            requires_approval: true,
-            expires_at: Timestamp(now + chrono::Duration::days(EXPIRY_DAYS)),
             rationale: message.to_string(),
-            links: vec![],
-            status: ProposalStatus::Pending,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            decision_final: false,
-            policies: vec![],
             policy_version: policy.version().to_string(),
-            branch: None,
-            commit: None,
-            merge_commit: None,
+            ..Proposal::pending(
+                id.clone(),
+                operator.to_string(),
+                POLICY_CHANGE.into(),
+                payload.as_object().cloned().unwrap_or_default(),
+                Timestamp(now),
+                Timestamp(now + chrono::Duration::days(EXPIRY_DAYS)),
+            )
         };
         let (decision, record) = ask_policy(svc, &policy, &mut p);
         if decision.outcome == Outcome::Forbidden {

@@ -1,8 +1,6 @@
 //! Proposals: submit (the gate), decide (approve = signed merge; reject),
 //! expire. Shared by the HTTP API and `gov approve` / `gov reject`.
 
-use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{check_text, AppError};
@@ -13,46 +11,15 @@ use crate::domain::event::{
     ProposalSubmitted, ProposalTampered, SelfApproveAttempt, VIA_FORGE,
 };
 use crate::domain::money::Micros;
-use crate::domain::proposal::{
-    payload_hash, valid_proposal_id, DecideError, Proposal, ProposalStatus, Verdict,
-};
+use crate::domain::proposal::{valid_proposal_id, DecideError, Proposal, ProposalStatus, Verdict};
 use crate::domain::request::{
     CedarRequest, Decision, DecisionRecord, EntityData, EntityRef, Outcome,
 };
 use crate::store::projection;
 use crate::store::proposals::{self as git_proposals, Tamper};
 
-/// A submission as the original's API takes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Submission {
-    #[serde(default)]
-    pub proposal_id: Option<String>,
-    pub agent_id: String,
-    /// Required by the original; gov defaults it to 0.
-    #[serde(default)]
-    pub wave: i64,
-    /// Required by the original; gov defaults it to the time of arrival.
-    #[serde(default)]
-    pub submitted_at: Option<Timestamp>,
-    pub action_type: String,
-    pub payload: serde_json::Map<String, serde_json::Value>,
-    pub expected_outcome: String,
-    #[serde(default)]
-    pub expected_cost_tokens: i64,
-    #[serde(default)]
-    pub expected_cost_dollars: f64,
-    #[serde(default = "yes")]
-    pub reversible: bool,
-    #[serde(default = "yes")]
-    pub requires_approval: bool,
-    /// Required by the original; gov defaults it to a day after submission.
-    #[serde(default)]
-    pub expires_at: Option<Timestamp>,
-    #[serde(default)]
-    pub rationale: String,
-    #[serde(default)]
-    pub links: Vec<String>,
-}
+/// A submission as the original's API takes it (the wire type).
+pub use crate::wire::Submission;
 
 /// The action types of the proposals gov files for tool calls that need a
 /// person (`use_tool:<Tool>`). Agents may not submit them: an approved one
@@ -61,10 +28,6 @@ pub const TOOL_ACTION_PREFIX: &str = "use_tool:";
 
 /// How long a proposal that names no `expires_at` waits for a person.
 pub const DEFAULT_EXPIRY_HOURS: i64 = 24;
-
-fn yes() -> bool {
-    true
-}
 
 /// The answer to a submission.
 #[derive(Debug, Clone)]
@@ -242,8 +205,6 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
-    let payload_value = serde_json::Value::Object(sub.payload.clone());
-    let hash = payload_hash(&payload_value);
     svc.transact(|tx| -> Step<Submitted> {
         let conn = tx.index().conn();
         if let Some((err, entry)) = refuse_if_paused(conn, &sub.agent_id, "proposal")? {
@@ -265,19 +226,13 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
             ));
         }
         let policy = svc.policy_at(tx.repo())?;
-        let now = Utc::now();
+        let now = svc.now();
         let submitted_at = sub.submitted_at.unwrap_or(Timestamp(now));
         let expires_at = sub.expires_at.unwrap_or(Timestamp(
             now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
         ));
         let mut p = Proposal {
-            proposal_id: id.clone(),
-            agent_id: sub.agent_id.clone(),
             wave: sub.wave,
-            submitted_at,
-            action_type: sub.action_type.clone(),
-            payload: sub.payload.clone(),
-            payload_hash: hash.clone(),
             expected_outcome: sub.expected_outcome.clone(),
             expected_cost_tokens: sub.expected_cost_tokens,
             expected_cost_dollars: sub.expected_cost_dollars,
@@ -285,19 +240,17 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
             // As the agent asked: the self-approval check comes first (an
             // irreversible action then needs a person, see `file_decided`).
             requires_approval: sub.requires_approval,
-            expires_at,
             rationale: sub.rationale.clone(),
             links: sub.links.clone(),
-            status: ProposalStatus::Pending,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            decision_final: false,
-            policies: vec![],
             policy_version: policy.version().to_string(),
-            branch: None,
-            commit: None,
-            merge_commit: None,
+            ..Proposal::pending(
+                id.clone(),
+                sub.agent_id.clone(),
+                sub.action_type.clone(),
+                sub.payload.clone(),
+                submitted_at,
+                expires_at,
+            )
         };
         let (decision, record) = ask_policy(svc, &policy, &mut p);
         file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
@@ -368,7 +321,7 @@ fn file_decided(
         Outcome::Auto => {
             p.status = ProposalStatus::AutoApproved;
             p.decided_by = Some("auto_policy".into());
-            p.decided_at = Some(Timestamp(Utc::now()));
+            p.decided_at = Some(Timestamp(svc.now()));
             // No commit: `main` moves only through review. The signed
             // audit entry holds the whole proposal and its decision.
             Ok((
@@ -455,7 +408,7 @@ pub fn decide(
                 vec![],
             ));
         };
-        let now = Timestamp(Utc::now());
+        let now = Timestamp(svc.now());
         match p.check_decidable(input.verdict, now) {
             Ok(()) => {}
             Err(DecideError::AlreadyDecided(status)) => {
@@ -763,7 +716,7 @@ fn expire_entry(
 /// Expires every pending proposal whose `expires_at` has passed. Returns
 /// their ids.
 pub fn expire_stale(svc: &Service) -> Result<Vec<String>, AppError> {
-    expire_stale_as(svc, Actor::server(), Timestamp(Utc::now()))
+    expire_stale_as(svc, Actor::server(), Timestamp(svc.now()))
 }
 
 /// Expires, as `actor`, every pending proposal whose `expires_at` is before

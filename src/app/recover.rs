@@ -169,7 +169,8 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
         .max_by_key(|(seq, _)| *seq)
         .ok_or(RecoverError::NoVerifiedEntry)?;
     let mut set_aside = Vec::new();
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    let now = super::clock::Clock::system().now();
+    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
     let mut missing = Vec::new();
     for (what, seq) in [
         ("index's last entry", index_tip),
@@ -226,7 +227,7 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
     )?;
     crate::store::git::make_durable(&repo, &[], Some(&refname))?;
     let index_moved_to = if index_path.exists() {
-        Some(move_aside(&index_path, "tampered")?)
+        Some(move_aside(&index_path, "tampered", now)?)
     } else {
         None
     };
@@ -255,7 +256,15 @@ pub fn recover(settings: &Settings, reason: &str) -> Result<Recovered, RecoverEr
         Actor::operator(&settings.operator_name),
         Event::AuditRecovered(recovered),
     );
-    let written = chain::append(&lock, &repo, &refname, &key, Role::Approver, vec![entry])?;
+    let written = chain::append(
+        &lock,
+        &repo,
+        &refname,
+        &key,
+        Role::Approver,
+        vec![entry],
+        now,
+    )?;
     // The new entry is projected like any other: once its check passes.
     index.catch_up(&repo, &refname, &mut check)?;
     let last = written.last().ok_or_else(|| StoreError::BadEntry {

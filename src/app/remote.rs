@@ -35,7 +35,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use chrono::Utc;
 use git2::{Oid, Repository};
 use serde::Serialize;
 
@@ -175,7 +174,7 @@ pub fn sync(svc: &Service) -> Result<SyncReport, AppError> {
         ChainLock::acquire_named(repo.path(), SYNC_LOCK_FILE).map_err(AppError::internal)?;
     let result = sync_locked(svc, &repo, &remote);
     let record = SyncRecord {
-        at: Timestamp(Utc::now()).to_rfc3339(),
+        at: Timestamp(svc.now()).to_rfc3339(),
         ok: result.as_ref().is_ok_and(|r| r.is_clean()),
         error: result.as_ref().err().map(|e| redact_text(&e.to_string())),
         pushed: result
@@ -505,7 +504,7 @@ fn take_forge_merges(
             })
             .collect();
     let evidence = recorded_evidence(tx)?;
-    let now = Timestamp(Utc::now());
+    let now = Timestamp(svc.now());
     let mut good = local;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for oid in commits {

@@ -22,9 +22,9 @@
 //!   between the ledger and Claude Code's own `total_cost_usd`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::agents::{self, BudgetView, ChargeInput};
+use super::agents::{self, ChargeInput};
 use super::error::AppError;
 use super::runs::RunEnd;
 use super::service::{Service, Step};
@@ -35,6 +35,7 @@ use crate::domain::event::{Reconciliation, RunEnded, RunRelease};
 use crate::domain::money::Micros;
 use crate::domain::pricing::ModelCharge;
 use crate::store::projection;
+use crate::wire::{RunCharged, RunSpend, StopReason, UsageReport};
 
 /// How long after its wall clock a run's reservation still holds: the kill
 /// grace and the report of its end fit well within it.
@@ -147,29 +148,11 @@ pub fn admit_run(
     now: DateTime<Utc>,
 ) -> Result<Result<Hold, String>, AppError> {
     let wanted = caps.run_hold();
-    let spend = agents::spent(conn, caps, agent)?;
+    let spend = agents::spent(conn, caps, agent, now)?;
     let held = held(conn, agent, now)?;
     Ok(admit(caps, spend, held, wanted)
         .map(|()| wanted)
         .map_err(|s| s.to_string()))
-}
-
-/// A usage report of a run: what it spent since the last one.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UsageReport {
-    pub charges: Vec<ModelCharge>,
-    /// True for usage read from a stream before its final report.
-    #[serde(default)]
-    pub estimate: bool,
-}
-
-/// A run's own budget: its reservation and what it has spent.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSpend {
-    pub tokens_reserved: i64,
-    pub dollars_reserved: f64,
-    pub tokens_spent: i64,
-    pub dollars_spent: f64,
 }
 
 impl RunSpend {
@@ -181,18 +164,6 @@ impl RunSpend {
             dollars_spent: spent.micros.as_dollars_f64(),
         }
     }
-}
-
-/// The answer to a usage report.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunCharged {
-    pub budget: BudgetView,
-    pub run: RunSpend,
-    /// The run must stop now: its reservation is spent, or the agent is
-    /// paused (a cap was crossed, or a person paused it).
-    pub stop: bool,
-    /// `reservation_exhausted` or `agent_paused`.
-    pub stop_reason: Option<&'static str>,
 }
 
 fn charge_inputs(
@@ -295,7 +266,7 @@ pub fn charge_run(
         };
         let caps = svc.caps(&agent);
         let inputs = charge_inputs(run_id, &task, &report.charges, report.estimate)?;
-        let planned = agents::plan_charges(conn, &agent, &caps, &inputs, actor)?;
+        let planned = agents::plan_charges(conn, &agent, &caps, &inputs, actor, svc.now())?;
         let (reserved, _) = projection::run_reservation(conn, run_id)?.unwrap_or_default();
         let spent = inputs
             .iter()
@@ -303,9 +274,9 @@ pub fn charge_run(
                 s.plus(c.tokens, c.micros)
             });
         let stop_reason = if planned.paused {
-            Some("agent_paused")
+            Some(StopReason::AgentPaused)
         } else if reserved.exhausted_by(spent) {
-            Some("reservation_exhausted")
+            Some(StopReason::ReservationExhausted)
         } else {
             None
         };
@@ -362,7 +333,7 @@ pub fn settle(
         let charge = input.to_charge(&svc.settings().prices(&caps))?;
         inputs.push((charge, input));
     }
-    let planned = agents::plan_charges(conn, run.agent, &caps, &inputs, actor)?;
+    let planned = agents::plan_charges(conn, run.agent, &caps, &inputs, actor, svc.now())?;
     let (reserved, _) = projection::run_reservation(conn, run.run_id)?.unwrap_or_default();
     let spent = inputs
         .iter()
@@ -411,4 +382,14 @@ fn dollars_to_micros(usd: f64) -> Micros {
     Micros::from_dollars_f64(usd)
         .or_else(|_| Micros::from_dollars_str(&format!("{usd:.6}")))
         .unwrap_or(Micros(0))
+}
+
+/// The open reservations of `agent` now (the dashboard's agent page).
+pub fn open_reservations(
+    svc: &Service,
+    agent: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Reservation>, AppError> {
+    let index = svc.governance().index()?;
+    reservations(index.conn(), Some(agent), &[], now)
 }

@@ -2,11 +2,10 @@
 //! run (mint its agent token), finish it (charge, record, revoke), mint an
 //! agent token by hand, and evaluate one tool call against the policy set.
 
-use chrono::{Duration, Utc};
-use serde::Deserialize;
+use chrono::Duration;
 use serde_json::json;
 
-use super::agents::{self, BudgetView};
+use super::agents;
 use super::error::AppError;
 use super::proposals::{agent_entity, refuse_if_paused};
 use super::run_budget;
@@ -19,10 +18,11 @@ use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, AgentTokenRevoked, RunReservation,
     ToolApprovalUsed, ToolDecision,
 };
-use crate::domain::proposal::{payload_hash, Proposal, ProposalStatus};
+use crate::domain::proposal::{payload_hash, Proposal};
 use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
+use crate::wire::ToolDecision as Verdict;
 
 #[derive(Debug, Clone)]
 pub struct RunStarted {
@@ -101,7 +101,7 @@ pub fn start_run_in(
             ));
         }
         let (_, decision, record) =
-            super::watchdog::continue_check(svc, tx.repo(), conn, agent_id, Utc::now())?;
+            super::watchdog::continue_check(svc, tx.repo(), conn, agent_id, svc.now())?;
         if decision.outcome != Outcome::Auto {
             return Ok((
                 Err(AppError::ContinueDenied {
@@ -111,7 +111,7 @@ pub fn start_run_in(
                 vec![skipped("continue_denied", &decision.policies, None).decision(record)],
             ));
         }
-        let now = Utc::now();
+        let now = svc.now();
         let caps = svc.caps(agent_id);
         let reservation = match run_budget::admit_run(conn, agent_id, &caps, now)? {
             Ok(r) => r,
@@ -160,15 +160,7 @@ pub fn start_run_in(
 /// How a run ended, as the runner reports it (the wire type).
 pub use crate::wire::{RunFinish as RunEnd, RunStatus};
 
-/// The answer to the end of a run: how it was recorded, the agent's budget
-/// and the run's own spend.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunFinished {
-    pub status: RunStatus,
-    pub reason: Option<String>,
-    pub budget: BudgetView,
-    pub run: run_budget::RunSpend,
-}
+pub use crate::wire::RunFinished;
 
 /// How a run was recorded: the runner's status and reason, unless a tool
 /// call ran without a decision, which fails the run.
@@ -193,7 +185,7 @@ pub fn finish_run(
         return Err(AppError::invalid("tokens", "tokens must not be negative"));
     }
     let (agent_id, recorded, run) =
-        svc.transact(|tx| -> Step<(String, RunRecorded, run_budget::RunSpend)> {
+        svc.transact(|tx| -> Step<(String, RunRecorded, crate::wire::RunSpend)> {
             let conn = tx.index().conn();
             let (agent_id, task) = match run_budget::open_run(conn, run_id)? {
                 Ok(run) => run,
@@ -249,7 +241,7 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
     let expires_at =
-        Timestamp(Utc::now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
+        Timestamp(svc.now() + Duration::hours(i64::from(svc.settings().agent_token_ttl_hours)));
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
@@ -273,7 +265,7 @@ pub fn revoke_token(svc: &Service, token: &str, actor: Actor) -> Result<String, 
     let hash = token_hash(token.trim());
     svc.transact(|tx| -> Step<String> {
         let conn = tx.index().conn();
-        let Some((agent, _run)) = projection::agent_token(conn, &hash, Timestamp(Utc::now()))?
+        let Some((agent, _run)) = projection::agent_token(conn, &hash, Timestamp(svc.now()))?
         else {
             return Ok((
                 Err(AppError::NotFound(
@@ -295,45 +287,11 @@ pub fn token_agent(
     svc: &Service,
     token: &str,
 ) -> Result<Option<(String, Option<String>)>, AppError> {
-    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(Utc::now())))
+    svc.read(|c| projection::agent_token(c, &token_hash(token), Timestamp(svc.now())))
 }
 
-/// A tool call to evaluate.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ToolCall {
-    pub agent_id: String,
-    #[serde(default)]
-    pub run_id: Option<String>,
-    pub tool_name: String,
-    #[serde(default)]
-    pub tool_input: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// Claude Code's id for the call, recorded with the decision so the
-    /// runner can tell a call that was decided from one that was not.
-    #[serde(default)]
-    pub tool_use_id: Option<String>,
-    /// Claude Code's `agent_id`: set when a subagent makes the call.
-    #[serde(default)]
-    pub subagent_id: Option<String>,
-    /// Claude Code's `agent_type` (the subagent's type).
-    #[serde(default)]
-    pub agent_type: Option<String>,
-    /// Claude Code's permission mode for the session.
-    #[serde(default)]
-    pub permission_mode: Option<String>,
-    /// The `PATH` the agent's programs are looked up on.
-    #[serde(default)]
-    pub path_var: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ToolAnswer {
-    pub decision: &'static str,
-    pub reason: String,
-    pub policies: Vec<PolicyCitation>,
-    pub proposal_id: Option<String>,
-}
+/// A tool call to evaluate, and gov's answer (the wire types).
+pub use crate::wire::{ToolCall, ToolVerdict as ToolAnswer};
 
 /// The folder a call's agent works in: the project folder its run was
 /// registered with (`gov guard`), else `agents/<id>/`.
@@ -464,7 +422,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
         if let Some(why) = refused {
             return Ok((
                 Ok(ToolAnswer {
-                    decision: "deny",
+                    decision: Verdict::Deny,
                     reason: why.clone(),
                     policies: vec![],
                     proposal_id: None,
@@ -502,7 +460,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 format!("{why}; {reasons}")
             };
         }
-        let answer = |d: &'static str, reason: String, pid: Option<String>| ToolAnswer {
+        let answer = |d: Verdict, reason: String, pid: Option<String>| ToolAnswer {
             decision: d,
             reason,
             policies: decision.policies.clone(),
@@ -516,7 +474,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     reasons
                 };
                 Ok((
-                    Ok(answer("allow", r.clone(), None)),
+                    Ok(answer(Verdict::Allow, r.clone(), None)),
                     vec![base("allow", &r, None).decision(record)],
                 ))
             }
@@ -527,7 +485,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                     reasons
                 };
                 Ok((
-                    Ok(answer("deny", r.clone(), None)),
+                    Ok(answer(Verdict::Deny, r.clone(), None)),
                     vec![base("deny", &r, None).decision(record)],
                 ))
             }
@@ -544,7 +502,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                         .agent(&call.agent_id)
                         .proposal(&pid);
                     return Ok((
-                        Ok(answer("allow", r.clone(), Some(pid.clone()))),
+                        Ok(answer(Verdict::Allow, r.clone(), Some(pid.clone()))),
                         vec![base("allow", &r, Some(&pid)).decision(record), used],
                     ));
                 }
@@ -553,46 +511,34 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 {
                     let r = with_why(format!("waiting for a person: proposal {pid}"), &reasons);
                     return Ok((
-                        Ok(answer("needs_person", r.clone(), Some(pid.clone()))),
+                        Ok(answer(Verdict::NeedsPerson, r.clone(), Some(pid.clone()))),
                         vec![base("needs_person", &r, Some(&pid)).decision(record)],
                     ));
                 }
-                let now = Utc::now();
+                let now = svc.now();
                 let id = new_uuid();
                 let p = Proposal {
-                    proposal_id: id.clone(),
-                    agent_id: call.agent_id.clone(),
-                    wave: 0,
-                    submitted_at: Timestamp(now),
-                    action_type: action_type.clone(),
-                    payload: match &payload {
-                        serde_json::Value::Object(m) => m.clone(),
-                        _ => serde_json::Map::new(),
-                    },
-                    payload_hash: hash.clone(),
                     expected_outcome: format!("the agent calls `{}`", call.tool_name),
-                    expected_cost_tokens: 0,
-                    expected_cost_dollars: 0.0,
                     reversible: false,
-                    requires_approval: true,
-                    expires_at: Timestamp(now + Duration::hours(24)),
                     rationale: reasons.clone(),
-                    links: vec![],
-                    status: ProposalStatus::Pending,
-                    decision: None,
-                    decided_by: None,
-                    decided_at: None,
-                    decision_final: false,
                     policies: decision.policies.clone(),
                     policy_version: decision.policy_version.clone(),
-                    branch: None,
-                    commit: None,
-                    merge_commit: None,
+                    ..Proposal::pending(
+                        id.clone(),
+                        call.agent_id.clone(),
+                        action_type.clone(),
+                        match &payload {
+                            serde_json::Value::Object(m) => m.clone(),
+                            _ => serde_json::Map::new(),
+                        },
+                        Timestamp(now),
+                        Timestamp(now + Duration::hours(24)),
+                    )
                 };
                 let (_, filed) = super::proposals::file_pending(svc, tx, p, record.clone())?;
                 let r = with_why(format!("needs a person: proposal {id}"), &reasons);
                 Ok((
-                    Ok(answer("needs_person", r.clone(), Some(id.clone()))),
+                    Ok(answer(Verdict::NeedsPerson, r.clone(), Some(id.clone()))),
                     vec![filed, base("needs_person", &r, Some(&id)).decision(record)],
                 ))
             }

@@ -7,9 +7,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use chrono::Utc;
 use git2::{Oid, Repository};
 
+use super::clock::Clock;
 use super::error::AppError;
 use super::governance::{GovError, Governance, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
@@ -98,6 +98,8 @@ pub struct Service {
     unknown_redemptions: std::sync::Mutex<super::credentials::UnknownRedemptions>,
     /// A handle kept open to read `main`'s tip on the hot path.
     main_reader: std::sync::Mutex<Option<Repository>>,
+    /// The one clock of this service (see [`super::clock`]).
+    clock: Clock,
     /// Reviews of proposed policy changes, by proposal head.
     reviews: super::policy_change::Reviews,
     pub started_at: Timestamp,
@@ -127,7 +129,17 @@ impl Service {
     /// opens it as [`Role::Watchdog`], so its entries verify as the
     /// watchdog's.
     pub fn open_as(settings: &Settings, role: Role) -> Result<Service, AppError> {
-        let gov = Governance::open(settings, role)?;
+        Self::open_with_clock(settings, role, Clock::system())
+    }
+
+    /// Opens the repository signing as `role`, reading the time from
+    /// `clock` (tests set it instead of sleeping).
+    pub fn open_with_clock(
+        settings: &Settings,
+        role: Role,
+        clock: Clock,
+    ) -> Result<Service, AppError> {
+        let gov = Governance::open_with_clock(settings, role, clock.clone())?;
         let approver_key = SigningKey::load(&settings.operator_key).ok();
         let svc = Service {
             settings: settings.clone(),
@@ -140,7 +152,8 @@ impl Service {
             unknown_redemptions: Default::default(),
             main_reader: Default::default(),
             reviews: Default::default(),
-            started_at: Timestamp(Utc::now()),
+            started_at: Timestamp(clock.now()),
+            clock,
         };
         let mut svc = svc;
         let repo = svc.open_repo()?;
@@ -160,6 +173,16 @@ impl Service {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The time now, by this service's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// This service's clock (shared by its writer: entries get its time).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The count of redemptions of unknown tokens not yet recorded.
@@ -326,7 +349,7 @@ impl Service {
     }
 
     /// Reads the index (caught up to the last write of this process).
-    pub fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> Result<T, AppError> {

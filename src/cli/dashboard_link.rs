@@ -24,7 +24,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         None => Client::new(&settings),
     };
     client.require_server()?;
-    let reply = client.post("/dashboard/login-codes", &serde_json::json!({}))?;
+    let reply = client.post("/dashboard/login-codes", &serde_json::Map::new())?;
     let status = reply.status;
     let link: LoginLink = reply.ok_as().map_err(|f| {
         Failure::new(

@@ -10,7 +10,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use crate::domain::proposal::Verdict;
+use crate::domain::request::PolicyCitation;
+use crate::wire;
 
 use super::{ExitCode, Failure};
 use crate::app::audit::{AuditFilter, SignatureCheck};
@@ -97,22 +99,12 @@ macro_rules! say {
 
 /// The forbids among cited policies (the reasons a person is needed), as
 /// `id (reason); ...`.
-fn policies_line(v: &Value) -> String {
-    v.as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter(|p| p["effect"].as_str() != Some("permit"))
-                .map(|p| {
-                    format!(
-                        "{} ({})",
-                        p["id"].as_str().unwrap_or("?"),
-                        p["reason"].as_str().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default()
+fn policies_line(ps: &[PolicyCitation]) -> String {
+    ps.iter()
+        .filter(|p| p.effect.as_deref() != Some("permit"))
+        .map(|p| format!("{} ({})", p.id, p.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn short(s: &str) -> &str {
@@ -197,43 +189,54 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
         read_token(settings.operator_token_path())?,
         timeouts,
     );
-    let minted: Value = operator
-        .post_json("/agents/noop/tokens", &json!({}))
+    let minted: wire::TokenMinted = operator
+        .post_json("/agents/noop/tokens", &serde_json::Map::new())
         .map_err(|e| fail("cannot mint the agent's token", e))?;
-    let agent_token = minted["agent_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let agent = Client::new(&server.base, Token::new(agent_token), timeouts);
+    let agent = Client::new(&server.base, Token::new(minted.agent_token), timeouts);
 
     let proposal = |requires_approval: bool| {
-        json!({
-            "agent_id": "noop",
-            "action_type": "publish_content",
-            "payload": {"channel": "blog", "title": "Hello from a governed agent"},
-            "expected_outcome": "a blog post is published",
-            "expected_cost_tokens": 0,
-            "expected_cost_dollars": 0.0,
-            "reversible": true,
-            "requires_approval": requires_approval,
-            "rationale": "the demo's one external action",
-        })
+        let mut payload = serde_json::Map::new();
+        payload.insert("channel".into(), "blog".into());
+        payload.insert("title".into(), "Hello from a governed agent".into());
+        wire::Submission {
+            proposal_id: None,
+            agent_id: "noop".into(),
+            wave: 0,
+            submitted_at: None,
+            action_type: "publish_content".into(),
+            payload,
+            expected_outcome: "a blog post is published".into(),
+            expected_cost_tokens: 0,
+            expected_cost_dollars: 0.0,
+            reversible: true,
+            requires_approval,
+            expires_at: None,
+            rationale: "the demo's one external action".into(),
+            links: vec![],
+        }
     };
 
     say!(
         out,
         "2. The agent `noop` tries to publish and approve itself (requires_approval: false)."
     );
-    match agent.post_json::<_, Value>("/proposals", &proposal(false)) {
+    match agent.post_json::<_, wire::ProposalFiled>("/proposals", &proposal(false)) {
         Err(e @ ClientError::Status { .. }) => {
-            let (code, body) = e.status_json().unwrap_or((0, Value::Null));
-            let d = &body["detail"];
+            let (code, refusal) = match e.reply_as::<wire::ErrorReply>() {
+                Some((
+                    code,
+                    wire::ErrorReply {
+                        detail: wire::ErrorDetail::Refusal(r),
+                    },
+                )) => (code, r),
+                _ => return Err(fail("self-approval attempt", e)),
+            };
+            say!(out, "   Blocked: HTTP {code} {}.", refusal.error);
             say!(
                 out,
-                "   Blocked: HTTP {code} {}.",
-                d["error"].as_str().unwrap_or("?")
+                "   Policy: {}",
+                policies_line(refusal.policies.as_deref().unwrap_or_default())
             );
-            say!(out, "   Policy: {}", policies_line(&d["policies"]));
             say!(
                 out,
                 "   The attempt is in the audit trail as audit_flag_self_approve_attempt."
@@ -243,7 +246,7 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
         Ok(v) => {
             return Err(fail(
                 "self-approval attempt",
-                format!("the server accepted it: {v}"),
+                format!("the server accepted it: proposal `{}`", v.proposal_id),
             ))
         }
     }
@@ -253,28 +256,21 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
         out,
         "3. The agent submits the proposal properly and waits for a person."
     );
-    let submitted: Value = agent
+    let submitted: wire::ProposalFiled = agent
         .post_json("/proposals", &proposal(true))
         .map_err(|e| fail("submitting the proposal", e))?;
-    let id = submitted["proposal_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    say!(
-        out,
-        "   Proposal {id}: {}.",
-        submitted["status"].as_str().unwrap_or("?")
-    );
+    let id = submitted.proposal_id;
+    say!(out, "   Proposal {id}: {}.", submitted.status);
     say!(
         out,
         "   It waits on branch {} (commit {}).",
-        submitted["branch"].as_str().unwrap_or("?"),
-        short(submitted["commit"].as_str().unwrap_or("?"))
+        submitted.branch.as_deref().unwrap_or("?"),
+        short(submitted.commit.as_deref().unwrap_or("?"))
     );
     say!(
         out,
         "   Why a person: {}",
-        policies_line(&submitted["policies"])
+        policies_line(&submitted.policies)
     );
     say!(out);
 
@@ -282,42 +278,49 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
         out,
         "4. The operator approves it (gov approve, the dashboard, or merging the branch)."
     );
-    let decided: Value = operator
+    let decided: wire::ProposalDecided = operator
         .post_json(
             &format!("/proposals/{id}/decision"),
-            &json!({"decision": "approve", "final": true, "note": "looks good"}),
+            &wire::DecisionRequest {
+                decision: Verdict::Approve,
+                final_: true,
+                note: Some("looks good".into()),
+            },
         )
         .map_err(|e| fail("approving the proposal", e))?;
-    let merge = decided["merge_commit"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let merge = decided.merge_commit.unwrap_or_default();
     say!(
         out,
         "   {}: merge commit {} on main, signed with the operator's key.",
-        decided["status"].as_str().unwrap_or("?"),
+        decided.status,
         short(&merge)
     );
     say!(out);
 
     say!(out, "5. The agent sees the decision, acts, and reports.");
-    let seen: Value = agent
+    let seen: wire::ProposalView = agent
         .get_json(&format!("/proposals/{id}"))
         .map_err(|e| fail("reading the decision", e))?;
     say!(
         out,
         "   GET /proposals/{id} -> status {}.",
-        seen["status"].as_str().unwrap_or("?")
+        seen.proposal.status
     );
-    for (event, payload) in [
-        ("action_executed", json!({"result": "published (pretend)"})),
-        ("agent_stop", json!({"reason": "task done"})),
+    for (event, key, value) in [
+        ("action_executed", "result", "published (pretend)"),
+        ("agent_stop", "reason", "task done"),
     ] {
-        let _: Value = agent
-            .post_json(
-                "/audit",
-                &json!({"agent_id": "noop", "event_type": event, "proposal_id": id, "payload": payload}),
-            )
+        let mut payload = serde_json::Map::new();
+        payload.insert(key.into(), value.into());
+        let post = wire::AuditPost {
+            agent_id: Some("noop".into()),
+            event_type: event.into(),
+            proposal_id: Some(id.clone()),
+            task_id: None,
+            payload,
+        };
+        let _: wire::AuditPosted = agent
+            .post_json("/audit", &post)
             .map_err(|e| fail(&format!("posting {event}"), e))?;
     }
     say!(out, "   Posted action_executed and agent_stop.");

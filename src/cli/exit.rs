@@ -67,10 +67,7 @@ impl ExitCode {
 
     /// The code for a server's answer other than 200, by its status and,
     /// where one status means two things, its `error`.
-    pub fn of_reply(status: u16, body: &serde_json::Value) -> ExitCode {
-        let error = body["detail"]["error"]
-            .as_str()
-            .or_else(|| body["error"].as_str());
+    pub fn of_reply(status: u16, error: Option<&str>) -> ExitCode {
         match (status, error) {
             (400, Some("self_approve_blocked")) | (403, Some("forbidden_by_policy")) => {
                 ExitCode::Forbidden

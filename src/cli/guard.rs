@@ -137,7 +137,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     guard::install(original.as_deref(), &shown, &probe)
         .map_err(|e| Failure::from_error(ExitCode::Config, &e))?;
 
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let started_at = crate::app::clock::Clock::system()
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let body = crate::wire::RunOpen {
         agent_id: agent.clone(),
         task_id: None,

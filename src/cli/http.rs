@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{ExitCode, Failure};
 use crate::client::{Timeouts, Token};
 use crate::config::Settings;
+use crate::wire::{ErrorReply, RunSkipped};
 
 /// Where this repository's server is: `GOV_URL`, else the URL
 /// `.gov/server.json` names (when its process lives), else `[server] port`
@@ -126,14 +127,12 @@ impl Reply {
         if self.status == 200 {
             return Ok(self.body);
         }
-        let code = ExitCode::of_reply(self.status, &self.body);
+        let (error, text) = self.error();
+        let code = ExitCode::of_reply(self.status, error.as_deref());
         let message = if self.status == 401 {
-            format!(
-                "the server refused the operator token in `.gov/operator-token`: {}",
-                detail(&self.body)
-            )
+            format!("the server refused the operator token in `.gov/operator-token`: {text}")
         } else {
-            detail(&self.body)
+            text
         };
         Err(Failure::new(code, message))
     }
@@ -150,16 +149,19 @@ impl Reply {
     }
 }
 
-/// The message of an error reply (`{"detail": ...}`).
-pub fn detail(body: &Value) -> String {
-    match body.get("detail") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(o)) => o
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
-        Some(other) => other.to_string(),
-        None => body.to_string(),
+impl Reply {
+    /// An error reply's code (`forbidden_by_policy`, `continue_denied`, …)
+    /// and its message, read as its type from [`crate::wire`]: a refused
+    /// run (423) is a `RunSkipped`, any other an `ErrorReply`.
+    fn error(&self) -> (Option<String>, String) {
+        if self.status == 423 {
+            if let Ok(s) = serde_json::from_value::<RunSkipped>(self.body.clone()) {
+                return (Some(s.error), s.detail);
+            }
+        }
+        match serde_json::from_value::<ErrorReply>(self.body.clone()) {
+            Ok(r) => (r.error().map(str::to_string), r.text()),
+            Err(_) => (None, self.body.to_string()),
+        }
     }
 }

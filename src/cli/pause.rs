@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
-
-use crate::wire::AgentState;
+use crate::wire::{AgentState, PauseRequest};
 
 use super::http::Client;
 use super::{ExitCode, Failure};
@@ -32,9 +30,8 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
     let client = Client::new(&settings);
     let verb = if pause.is_some() { "pause" } else { "resume" };
     let status = if client.is_up() {
-        let body = match &pause {
-            Some(r) => json!({"reason": r}),
-            None => json!({}),
+        let body = PauseRequest {
+            reason: pause.clone(),
         };
         let state: AgentState = client
             .post(&format!("/agents/{agent}/{verb}"), &body)?
@@ -47,7 +44,7 @@ fn apply(agent: &str, pause: Option<String>, repo: Option<PathBuf>) -> Result<Ex
             Some(r) => agents::pause(&svc, agent, &r, actor),
             None => agents::resume(&svc, agent, actor),
         }?;
-        s.status.to_string()
+        s.status
     };
     println!("agent {agent}: {status}");
     Ok(ExitCode::Ok)

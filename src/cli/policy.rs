@@ -12,9 +12,9 @@ use clap::Subcommand;
 use serde::Deserialize;
 
 use super::{ExitCode, Failure};
+use crate::app::policy_files::{self as policies, PolicyStoreError};
 use crate::domain::policy::{parse_entity_ref, PolicySet};
 use crate::domain::request::{CedarRequest, Decision, EntityData, EntityRef, Outcome};
-use crate::store::policies::{self, PolicyStoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -134,7 +134,7 @@ fn policy_dir(arg: DirArg, repo: Option<PathBuf>) -> Result<PathBuf, Failure> {
 /// Loads the set from disk; an invalid set prints every problem and fails
 /// with `Config`.
 fn load(dir: &Path) -> Result<PolicySet, Failure> {
-    match policies::load_dir(dir, &policies::disk_version(dir)) {
+    match policies::load_dir(dir) {
         Ok(set) => Ok(set),
         Err(PolicyStoreError::Load(e)) => {
             let problems = e.problems();

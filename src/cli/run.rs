@@ -145,14 +145,7 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             run,
             log,
         } => {
-            let tokens = run
-                .get("tokens_spent")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0);
-            let dollars = run
-                .get("dollars_spent")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(0.0);
+            let (tokens, dollars) = (run.tokens_spent, run.dollars_spent);
             let spend = if body.usage_missing && tokens == 0 {
                 "usage unknown".to_string()
             } else if body.estimate {
@@ -160,11 +153,7 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
             } else {
                 format!("{tokens} tokens, ${dollars:.4}")
             };
-            let remaining = budget
-                .get("remaining_pct")
-                .and_then(|v| v.as_f64())
-                .map(|p| format!("; {p:.0}% of the budget left"))
-                .unwrap_or_default();
+            let remaining = format!("; {:.0}% of the budget left", budget.remaining_pct);
             let log = log
                 .as_ref()
                 .map(|p| format!("; log `{}`", p.display()))

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
 use super::http::Client;
 use super::{ExitCode, Failure};
 use crate::config::Settings;
@@ -27,14 +25,6 @@ fn fetch<T: serde::de::DeserializeOwned>(path: &str, repo: Option<PathBuf>) -> R
         )
     })?;
     reply.ok_as()
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 pub fn run_status(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
@@ -102,8 +92,7 @@ fn print_remote(r: Option<&RemoteStatus>) {
 }
 
 pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let rows: Value = fetch("/scoreboard", repo)?;
-    let rows = rows.as_array().cloned().unwrap_or_default();
+    let rows: Vec<crate::wire::ScoreRow> = fetch("/scoreboard", repo)?;
     if rows.is_empty() {
         println!("no agents yet");
         return Ok(ExitCode::Ok);
@@ -115,14 +104,14 @@ pub fn run_scoreboard(_args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Fa
     for r in rows {
         println!(
             "{:<20} {:<8} {:>9} {:>9} {:>9} {:>10} {:>12} {:>5}",
-            text(&r["agent_id"]),
-            text(&r["status"]),
-            text(&r["proposals_submitted"]),
-            text(&r["proposals_approved"]),
-            text(&r["proposals_rejected"]),
-            text(&r["tokens_consumed"]),
-            format!("${:.6}", r["dollars_consumed"].as_f64().unwrap_or(0.0)),
-            text(&r["runs"]),
+            r.agent_id,
+            r.status.as_str(),
+            r.proposals_submitted,
+            r.proposals_approved,
+            r.proposals_rejected,
+            r.tokens_consumed,
+            format!("${:.6}", r.dollars_consumed),
+            r.runs,
         );
     }
     Ok(ExitCode::Ok)

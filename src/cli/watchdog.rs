@@ -70,7 +70,7 @@ fn open(settings: &Settings) -> Result<Service, Failure> {
 }
 
 fn one_pass(svc: &Service) -> Result<PassReport, Failure> {
-    Ok(pass(svc, chrono::Utc::now())?)
+    Ok(pass(svc, svc.now())?)
 }
 
 /// Why the policy set on `main`'s tip did not load, if it did not (the

@@ -251,28 +251,6 @@ impl AuditEntry {
         }
         Ok(entry)
     }
-
-    /// The entry in the original's field names (`audit_id, ts, agent_id,
-    /// event_type, proposal_id, task_id, payload`), plus gov's additions.
-    pub fn to_compat_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "audit_id": self.seq,
-            "ts": self.ts.to_rfc3339(),
-            "agent_id": self.entry.agent_id,
-            "event_type": self.entry.event_type(),
-            "proposal_id": self.entry.proposal_id,
-            "task_id": self.entry.task_id,
-            "payload": self.entry.payload(),
-            "actor": self.entry.actor.0,
-        });
-        if let (Some(d), Some(obj)) = (&self.entry.decision, v.as_object_mut()) {
-            obj.insert(
-                "decision".into(),
-                serde_json::to_value(d).unwrap_or_default(),
-            );
-        }
-        v
-    }
 }
 
 /// The deepest JSON an entry may hold, counted from the entry's own object

@@ -5,7 +5,50 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::money::Micros;
-use crate::config::{BudgetSettings, Period};
+
+/// How often spend starts again from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    #[default]
+    Lifetime,
+    Daily,
+    Monthly,
+}
+
+/// Budget caps and pricing, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetSettings {
+    pub tokens_cap: u64,
+    pub dollars_cap: Micros,
+    pub dollars_per_1k_tokens: Micros,
+    pub period: Period,
+    pub run_tokens: u64,
+    pub run_dollars: Micros,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            tokens_cap: 200_000,
+            dollars_cap: Micros(50 * super::money::MICROS_PER_DOLLAR),
+            dollars_per_1k_tokens: Micros(15_000),
+            period: Period::Lifetime,
+            run_tokens: 50_000,
+            run_dollars: Micros(5 * super::money::MICROS_PER_DOLLAR),
+        }
+    }
+}
+
+impl BudgetSettings {
+    /// What one run reserves at admission.
+    pub fn run_hold(&self) -> Hold {
+        Hold {
+            tokens: i64::try_from(self.run_tokens).unwrap_or(i64::MAX),
+            micros: self.run_dollars,
+        }
+    }
+}
 
 /// The largest single charge accepted: anything above is a bug or an attack.
 pub const MAX_CHARGE_TOKENS: i64 = 1_000_000_000;
@@ -235,6 +278,12 @@ impl AgentStatus {
             AgentStatus::Warning => "warning",
             AgentStatus::Paused => "paused",
         }
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -122,6 +122,49 @@ pub struct Proposal {
 }
 
 impl Proposal {
+    /// A proposal waiting for its decision: filed by `agent_id` at
+    /// `submitted_at` to do `action_type` with `payload` (whose hash it
+    /// carries), undecided until `expires_at`. The rest takes the original's
+    /// defaults (wave 0, reversible, requires approval, no costs, no
+    /// rationale); callers set what they know with `..Proposal::pending(…)`.
+    pub fn pending(
+        proposal_id: String,
+        agent_id: String,
+        action_type: String,
+        payload: serde_json::Map<String, serde_json::Value>,
+        submitted_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Proposal {
+        let payload_hash = payload_hash(&serde_json::Value::Object(payload.clone()));
+        Proposal {
+            proposal_id,
+            agent_id,
+            wave: 0,
+            submitted_at,
+            action_type,
+            payload,
+            payload_hash,
+            expected_outcome: String::new(),
+            expected_cost_tokens: 0,
+            expected_cost_dollars: 0.0,
+            reversible: true,
+            requires_approval: true,
+            expires_at,
+            rationale: String::new(),
+            links: vec![],
+            status: ProposalStatus::Pending,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            decision_final: false,
+            policies: vec![],
+            policy_version: String::new(),
+            branch: None,
+            commit: None,
+            merge_commit: None,
+        }
+    }
+
     /// The path of the proposal's file in the governance repository:
     /// `proposals/YYYY/MM/<id>.toml` by the month (UTC) it was submitted,
     /// so no folder on `main` grows without bound.
@@ -329,33 +372,21 @@ mod tests {
     }
 
     fn sample() -> Proposal {
-        Proposal {
-            proposal_id: "p-1".into(),
-            agent_id: "noop".into(),
+        let p = Proposal {
             wave: 1,
-            submitted_at: ts(8),
-            action_type: "publish_content".into(),
-            payload: serde_json::Map::new(),
-            payload_hash: payload_hash(&serde_json::json!({})),
             expected_outcome: "a post".into(),
-            expected_cost_tokens: 0,
-            expected_cost_dollars: 0.0,
-            reversible: true,
-            requires_approval: true,
-            expires_at: ts(10),
-            rationale: String::new(),
-            links: vec![],
-            status: ProposalStatus::Pending,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            decision_final: false,
-            policies: vec![],
             policy_version: "abc".into(),
-            branch: None,
-            commit: None,
-            merge_commit: None,
-        }
+            ..Proposal::pending(
+                "p-1".into(),
+                "noop".into(),
+                "publish_content".into(),
+                serde_json::Map::new(),
+                ts(8),
+                ts(10),
+            )
+        };
+        assert_eq!(p.payload_hash, payload_hash(&serde_json::json!({})));
+        p
     }
 
     #[test]

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::session_meter::{MeterError, MeterSession, METER_ALLOWANCE};
 use crate::client::{Client, ClientError, Timeouts, Token};
+use crate::domain::proposal::ProposalStatus;
+use crate::domain::request::PolicyCitation;
+use crate::wire::{ProposalView, ToolCall, ToolDecision, ToolVerdict};
 
 /// The part of Claude Code's hook input the hook uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,61 +71,6 @@ pub struct HookEnv {
     pub path_var: Option<String>,
     /// A `gov guard` session meters itself from its transcript.
     pub meter: Option<MeterSession>,
-}
-
-/// The body of `POST /tools/evaluate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateRequest {
-    pub agent_id: String,
-    pub run_id: String,
-    pub tool_name: String,
-    pub tool_input: serde_json::Value,
-    pub cwd: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_use_id: Option<String>,
-    /// Claude Code's `agent_id` (the subagent that makes the call).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subagent_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permission_mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_var: Option<String>,
-}
-
-/// The part of `GET /proposals/{id}` the waiting hook reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProposalState {
-    pub status: String,
-}
-
-/// A policy that took part in a decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyRef {
-    pub id: String,
-    #[serde(default)]
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ToolDecision {
-    Allow,
-    Deny,
-    NeedsPerson,
-}
-
-/// The answer of `POST /tools/evaluate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateResponse {
-    pub decision: ToolDecision,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub policies: Vec<PolicyRef>,
-    #[serde(default)]
-    pub proposal_id: Option<String>,
 }
 
 /// What the hook prints: Claude Code's PreToolUse output.
@@ -174,6 +122,8 @@ impl HookOutput {
 pub enum HookError {
     #[error("the hook input is not valid JSON: {0}")]
     BadInput(String),
+    #[error("the hook input's `tool_input` is not a JSON object")]
+    ToolInputNotObject,
     #[error("unexpected hook event `{0}` (expected `PreToolUse`)")]
     WrongEvent(String),
     #[error("`{0}` is not set: this session was not started by `gov run` or `gov guard`")]
@@ -316,24 +266,24 @@ pub fn parse_input(stdin: &str) -> Result<HookInput, HookError> {
 }
 
 /// stdin JSON → the body of `POST /tools/evaluate`.
-pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<EvaluateRequest, HookError> {
+pub fn evaluate_request(stdin: &str, env: &HookEnv) -> Result<ToolCall, HookError> {
     request_from(parse_input(stdin)?, env)
 }
 
 /// The hook input → the body of `POST /tools/evaluate`.
-pub fn request_from(input: HookInput, env: &HookEnv) -> Result<EvaluateRequest, HookError> {
+pub fn request_from(input: HookInput, env: &HookEnv) -> Result<ToolCall, HookError> {
     match input.hook_event_name.as_deref() {
         None | Some("PreToolUse") => {}
         Some(other) => return Err(HookError::WrongEvent(other.to_string())),
     }
-    let tool_input = if input.tool_input.is_null() {
-        serde_json::json!({})
-    } else {
-        input.tool_input
+    let tool_input = match input.tool_input {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(o) => o,
+        _ => return Err(HookError::ToolInputNotObject),
     };
-    Ok(EvaluateRequest {
+    Ok(ToolCall {
         agent_id: env.agent_id.clone(),
-        run_id: env.run_id.clone(),
+        run_id: Some(env.run_id.clone()),
         tool_name: input.tool_name,
         tool_input,
         cwd: input.cwd,
@@ -345,7 +295,7 @@ pub fn request_from(input: HookInput, env: &HookEnv) -> Result<EvaluateRequest, 
     })
 }
 
-fn policy_list(policies: &[PolicyRef]) -> String {
+fn policy_list(policies: &[PolicyCitation]) -> String {
     if policies.is_empty() {
         return String::new();
     }
@@ -354,7 +304,7 @@ fn policy_list(policies: &[PolicyRef]) -> String {
 }
 
 /// The server's answer → what Claude Code is told.
-pub fn hook_output(tool_name: &str, resp: &EvaluateResponse) -> HookOutput {
+pub fn hook_output(tool_name: &str, resp: &ToolVerdict) -> HookOutput {
     let why = if resp.reason.trim().is_empty() {
         String::from("no reason given")
     } else {
@@ -416,7 +366,7 @@ pub fn run(stdin: &str, get: impl Fn(&str) -> Option<String>) -> HookOutput {
             }
         }
         let client = Client::new(&env.url, env.agent_token.clone(), hook_timeouts());
-        let resp: EvaluateResponse = client.post_json("/tools/evaluate", &req)?;
+        let resp: ToolVerdict = client.post_json("/tools/evaluate", &req)?;
         match (&resp.decision, &resp.proposal_id) {
             (ToolDecision::NeedsPerson, Some(pid)) if !env.wait.is_zero() => {
                 wait_for_person(&env, &client, &req, pid, started)
@@ -449,7 +399,7 @@ pub fn meter(stdin: &str, get: impl Fn(&str) -> Option<String>) -> Result<(), Ho
 fn wait_for_person(
     env: &HookEnv,
     client: &Client,
-    req: &EvaluateRequest,
+    req: &ToolCall,
     pid: &str,
     started: Instant,
 ) -> Result<HookOutput, HookError> {
@@ -469,17 +419,17 @@ fn wait_for_person(
             total: POLL_TIMEOUT,
         };
         let poll = Client::new(&env.url, env.agent_token.clone(), timeouts);
-        let state: ProposalState = match poll.get_json(&format!("/proposals/{pid}")) {
+        let state: ProposalView = match poll.get_json(&format!("/proposals/{pid}")) {
             Ok(s) => s,
             // A lost poll is retried until the wait runs out.
             Err(_) => continue,
         };
-        match state.status.as_str() {
-            "pending" => continue,
-            "approved" => {
+        match state.proposal.status {
+            ProposalStatus::Pending => continue,
+            ProposalStatus::Approved => {
                 // Ask again: the server spends the one-time approval on this
                 // exact call and audits it.
-                let resp: EvaluateResponse = client.post_json("/tools/evaluate", req)?;
+                let resp: ToolVerdict = client.post_json("/tools/evaluate", req)?;
                 return Ok(hook_output(tool, &resp));
             }
             other => {
@@ -534,6 +484,12 @@ mod tests {
             evaluate_request("{}", &env()),
             Err(HookError::BadInput(_))
         ));
+        let list = json!({"tool_name": "Bash", "tool_input": ["ls"]}).to_string();
+        let err = evaluate_request(&list, &env()).expect_err("not an object");
+        assert_eq!(
+            err.to_string(),
+            "the hook input's `tool_input` is not a JSON object"
+        );
         let post = json!({"hook_event_name": "PostToolUse", "tool_name": "Bash"}).to_string();
         assert!(matches!(
             evaluate_request(&post, &env()),
@@ -554,12 +510,13 @@ mod tests {
 
     #[test]
     fn answers_translate() {
-        let allow = EvaluateResponse {
+        let allow = ToolVerdict {
             decision: ToolDecision::Allow,
             reason: "read-only".into(),
-            policies: vec![PolicyRef {
+            policies: vec![PolicyCitation {
                 id: "tools-read".into(),
                 reason: String::new(),
+                effect: None,
             }],
             proposal_id: None,
         };
@@ -570,7 +527,7 @@ mod tests {
             json!({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
                    "permissionDecisionReason": "gov: allowed: read-only (policies: tools-read)"}})
         );
-        let deny = EvaluateResponse {
+        let deny = ToolVerdict {
             decision: ToolDecision::Deny,
             reason: "no shell".into(),
             ..allow.clone()
@@ -581,7 +538,7 @@ mod tests {
             .hook_specific_output
             .permission_decision_reason
             .contains("no shell"));
-        let person = EvaluateResponse {
+        let person = ToolVerdict {
             decision: ToolDecision::NeedsPerson,
             proposal_id: Some("p-42".into()),
             ..allow
@@ -597,9 +554,9 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_not_accepted() {
-        let bad: Result<EvaluateResponse, _> = serde_json::from_str(r#"{"decision":"maybe"}"#);
+        let bad: Result<ToolVerdict, _> = serde_json::from_str(r#"{"decision":"maybe"}"#);
         assert!(bad.is_err());
-        let bad: Result<EvaluateResponse, _> = serde_json::from_str(r#"{"reason":"x"}"#);
+        let bad: Result<ToolVerdict, _> = serde_json::from_str(r#"{"reason":"x"}"#);
         assert!(bad.is_err());
     }
 

@@ -26,20 +26,12 @@ use serde::Deserialize;
 
 use crate::client::Client;
 use crate::domain::pricing::{ModelCharge, Prices, TokenUsage, UsageByModel};
+use crate::wire::{RunCharged, UsageReport};
 
 /// Why the meter stopped a run: its reservation or a cap was spent.
 pub const BUDGET_REASON: &str = "budget";
 /// Why the meter stopped a run: the server could not record its usage.
 pub const UNRECORDED_REASON: &str = "usage_unrecorded";
-
-/// The server's answer to a usage report (`POST /runs/{id}/usage`).
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Charged {
-    #[serde(default)]
-    pub(crate) stop: bool,
-    #[serde(default)]
-    pub(crate) stop_reason: Option<String>,
-}
 
 #[derive(Debug)]
 pub struct Meter {
@@ -91,10 +83,11 @@ impl Meter {
         if charges.is_empty() {
             return;
         }
-        let body = serde_json::json!({"charges": charges, "estimate": estimate});
         let path = format!("/runs/{}/usage", self.run_id);
-        match self.client.post_json::<_, Charged>(&path, &body) {
+        let body = UsageReport { charges, estimate };
+        match self.client.post_json::<_, RunCharged>(&path, &body) {
             Ok(answer) => {
+                let charges = body.charges;
                 for c in &charges {
                     let e = self.charged.entry(c.model.clone()).or_default();
                     *e = e.plus(c.usage);
@@ -102,7 +95,7 @@ impl Meter {
                 if answer.stop {
                     let why = answer
                         .stop_reason
-                        .unwrap_or_else(|| "the budget is spent".into());
+                        .map_or_else(|| "the budget is spent".into(), |r| r.to_string());
                     self.halt(BUDGET_REASON, format!("its budget is spent ({why})"));
                 }
             }

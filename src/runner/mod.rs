@@ -2,8 +2,8 @@
 //!
 //! - [`run`]: `gov run`: one run of one agent, from `POST /runs` to
 //!   `POST /runs/{id}/finish`.
-//! - [`process`]: spawning in a process group; wall clock and Ctrl-C
-//!   (SIGTERM, grace, SIGKILL).
+//! - [`process`] (`crate::process`, shared with `gov sync`'s git): spawning
+//!   in a process group; wall clock and Ctrl-C (SIGTERM, grace, SIGKILL).
 //! - [`env`]: the environment a child gets (operator secrets removed).
 //! - [`sandbox`]: the Landlock confinement every agent runs under (through
 //!   `gov sandbox-exec`): no `.gov/`, no Git directory, writes only in its
@@ -25,7 +25,7 @@ pub mod env;
 pub mod guard;
 pub mod hook;
 pub mod meter;
-pub mod process;
+pub use crate::process;
 pub mod run;
 pub mod sandbox;
 pub mod session_meter;

@@ -152,9 +152,9 @@ pub enum RunReport {
         run_id: String,
         body: Box<FinishBody>,
         /// The server's `budget` after the charge.
-        budget: serde_json::Value,
+        budget: Box<crate::wire::Budget>,
         /// The server's `run`: reserved and spent.
-        run: serde_json::Value,
+        run: crate::wire::RunSpend,
         /// Where a claude agent's stream was saved.
         log: Option<PathBuf>,
     },
@@ -228,7 +228,19 @@ fn valid_task_name(t: &str) -> bool {
 /// folder) there is no main: the working tree is read.
 fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> {
     let path = settings.agents_dir().join(id).join("agent.toml");
-    let Ok(repo) = git2::Repository::open(&settings.root) else {
+    let branch = settings.main_branch.clone();
+    let on_main = crate::app::agents::agents_on_main(settings, id).map_err(|message| {
+        RunError::MainUnreadable {
+            branch: branch.clone(),
+            message,
+        }
+    })?;
+    let Some(crate::app::agents::AgentsOnMain {
+        settings,
+        mut agents,
+        agent_file: main_text,
+    }) = on_main
+    else {
         if crate::config::valid_agent_id(id) && !path.is_file() {
             return Err(RunError::UnknownAgent {
                 id: id.to_string(),
@@ -238,32 +250,7 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
         }
         return Ok(AgentSettings::load(settings, id)?);
     };
-    let branch = settings.main_branch.clone();
-    let unreadable = |message: String| RunError::MainUnreadable {
-        branch: branch.clone(),
-        message,
-    };
-    let tip = repo
-        .refname_to_id(&settings.main_refname())
-        .map_err(|e| unreadable(e.message().to_string()))?;
-    // What is in force: the last authorized state of main's governed files
-    // (the same root-of-trust walk as the server's).
-    let index = crate::store::index::Index::open_existing(&settings.index_path())
-        .ok()
-        .flatten();
-    let forge = |merge: git2::Oid| {
-        index
-            .as_ref()
-            .and_then(|i| i.forge_merge_recorded(&merge.to_string()).ok())
-            .unwrap_or(false)
-    };
-    let tip = crate::store::trust::TrustState::compute(&repo, tip, None, &forge)
-        .map_err(|e| unreadable(e.message().to_string()))?
-        .in_force;
-    let settings = &crate::app::service::enforcement_in_force(settings, &repo, tip)
-        .map_err(|e| unreadable(e.to_string()))?;
-    let mut agents = crate::store::agents::agents_at(&repo, tip, settings)
-        .map_err(|e| unreadable(e.message().to_string()))?;
+    let settings = &settings;
     if !crate::config::valid_agent_id(id) {
         // The same message as for a working-tree folder.
         return Ok(AgentSettings::load(settings, id)?);
@@ -287,7 +274,6 @@ fn load_agent(settings: &Settings, id: &str) -> Result<AgentSettings, RunError> 
         branch: branch.clone(),
         why,
     })?;
-    let main_text = crate::store::agents::agent_file_at(&repo, tip, id);
     let tree_text = std::fs::read(&path).ok();
     if main_text != tree_text {
         return Err(RunError::DiffersFromMain {
@@ -417,7 +403,7 @@ fn protected_paths(settings: &Settings) -> Vec<PathBuf> {
         settings.operator_token_path(),
         settings.runner_token_path(),
     ];
-    p.extend(crate::store::git::git_dirs(&settings.root));
+    p.extend(crate::app::agents::git_dirs(&settings.root));
     p
 }
 
@@ -478,8 +464,8 @@ fn open_run(
     };
     match client.post_json::<_, OpenedRun>("/runs", &body) {
         Ok(run) => Ok(Ok(run)),
-        Err(e) => match e.status_json() {
-            Some((423, v)) => Ok(Err(serde_json::from_value(v).unwrap_or_default())),
+        Err(e) => match e.reply_as::<Skip>() {
+            Some((423, skip)) => Ok(Err(skip)),
             Some((404, _)) => Err(RunError::UnknownToServer(agent_id.to_string())),
             _ if matches!(e, ClientError::Status { code: 423, .. }) => Ok(Err(Skip::default())),
             _ => Err(RunError::Open(e)),
@@ -613,20 +599,14 @@ pub fn run_agent(
     };
     let (mut body, log) = execute(settings, req, &agent, &child, &opened, stop, &client);
     let path = format!("/runs/{run_id}/finish");
-    match client.post_json::<_, serde_json::Value>(&path, &body) {
+    match client.post_json::<_, crate::wire::RunFinished>(&path, &body) {
         Ok(answer) => {
             take_recorded_end(&mut body, &answer);
             Ok(RunReport::Finished {
                 run_id,
                 body: Box::new(body),
-                budget: answer
-                    .get("budget")
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
-                run: answer
-                    .get("run")
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
+                budget: Box::new(answer.budget),
+                run: answer.run,
                 log,
             })
         }
@@ -639,20 +619,11 @@ pub fn run_agent(
 }
 
 /// The server has the last word on how a run ended: it fails a run in which
-/// a tool call had no decision. Its answer's `status` and `reason` (when it
-/// sends them) replace the runner's.
-fn take_recorded_end(body: &mut FinishBody, answer: &serde_json::Value) {
-    let Some(status) = answer
-        .get("status")
-        .and_then(|v| serde_json::from_value::<RunStatus>(v.clone()).ok())
-    else {
-        return;
-    };
-    body.status = status;
-    body.reason = answer
-        .get("reason")
-        .and_then(|r| r.as_str())
-        .map(str::to_string);
+/// a tool call had no decision. Its answer's `status` and `reason` replace
+/// the runner's.
+fn take_recorded_end(body: &mut FinishBody, answer: &crate::wire::RunFinished) {
+    body.status = answer.status;
+    body.reason.clone_from(&answer.reason);
 }
 
 /// What to start and how it is confined.
@@ -976,15 +947,27 @@ mod tests {
     #[test]
     fn the_servers_recorded_end_wins() {
         let mut body = finish_body(&outcome(Ending::Exited, 0), None);
-        take_recorded_end(&mut body, &serde_json::json!({"budget": {}}));
         assert_eq!(
             (body.status, body.reason.as_deref()),
             (RunStatus::Complete, None)
         );
-        take_recorded_end(
-            &mut body,
-            &serde_json::json!({"status": "failed", "reason": "tool_without_gov_decision: …"}),
-        );
+        let answer = crate::wire::RunFinished {
+            status: RunStatus::Failed,
+            reason: Some("tool_without_gov_decision: …".into()),
+            budget: serde_json::from_value(serde_json::json!({
+                "agent_id": "noop", "wave": 0, "tokens_consumed": 0, "tokens_cap": 1,
+                "dollars_consumed": 0.0, "dollars_cap": 1.0, "status": "ok",
+                "remaining_pct": 100.0, "period": "lifetime", "paused_reason": null
+            }))
+            .expect("a budget"),
+            run: crate::wire::RunSpend {
+                tokens_reserved: 0,
+                dollars_reserved: 0.0,
+                tokens_spent: 0,
+                dollars_spent: 0.0,
+            },
+        };
+        take_recorded_end(&mut body, &answer);
         assert_eq!(
             (body.status, body.reason.as_deref()),
             (RunStatus::Failed, Some("tool_without_gov_decision: …"))

@@ -19,9 +19,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::meter::Charged;
 use super::transcript::{MeterState, TranscriptError};
 use crate::client::{Client, ClientError, Timeouts, Token};
+use crate::wire::{RunCharged, UsageReport};
 use chrono::{DateTime, Utc};
 
 /// The longest a hook waits for another hook of the session to finish
@@ -154,15 +154,21 @@ impl MeterSession {
                     total: REPORT_TIMEOUT,
                 },
             );
-            let body = serde_json::json!({"charges": charges, "estimate": true});
+            let body = UsageReport {
+                charges: charges.clone(),
+                estimate: true,
+            };
             client
-                .post_json::<_, Charged>(&format!("/runs/{}/usage", self.run_id), &body)
+                .post_json::<_, RunCharged>(&format!("/runs/{}/usage", self.run_id), &body)
                 .map(|answer| {
                     state.mark_charged(&charges);
                     out.tokens = charges.iter().map(|c| c.usage.total()).sum();
                     if answer.stop {
-                        out.stop =
-                            Some(answer.stop_reason.unwrap_or_else(|| "budget_spent".into()));
+                        out.stop = Some(
+                            answer
+                                .stop_reason
+                                .map_or_else(|| "budget_spent".into(), |r| r.to_string()),
+                        );
                     }
                 })
         };

@@ -10,9 +10,10 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::app::error::AppError;
+use crate::domain::request::PolicyCitation;
+use crate::wire::{ErrorDetail, ErrorReply, FieldError, Refusal, RunSkipped};
 
 /// An error on its way out of a handler.
 #[derive(Debug)]
@@ -24,103 +25,140 @@ impl From<AppError> for ApiError {
     }
 }
 
-fn policies_json(p: &[crate::domain::request::PolicyCitation]) -> serde_json::Value {
-    serde_json::to_value(p).unwrap_or_default()
-}
-
 /// A 422 body naming one field.
 pub fn unprocessable(loc: &[&str], msg: &str, kind: &str) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        axum::Json(json!({"detail": [{"loc": loc, "msg": msg, "type": kind}]})),
-    )
-        .into_response()
+    let field = FieldError {
+        loc: loc.iter().map(|s| s.to_string()).collect(),
+        msg: msg.into(),
+        kind: kind.into(),
+    };
+    let body = ErrorReply {
+        detail: ErrorDetail::Fields(vec![field]),
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+}
+
+/// A reply with a plain `{"detail": message}`.
+pub fn message(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, axum::Json(ErrorReply::message(text))).into_response()
+}
+
+fn refusal(status: StatusCode, r: Refusal) -> Response {
+    let body = ErrorReply {
+        detail: ErrorDetail::Refusal(r),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// A refused run (423), in the shape `POST /runs` documents.
+fn locked(
+    error: &str,
+    detail: String,
+    agent_id: &str,
+    reason: Option<String>,
+    policies: &[PolicyCitation],
+) -> Response {
+    let body = RunSkipped {
+        error: error.into(),
+        detail,
+        agent_id: Some(agent_id.into()),
+        reason,
+        policies: policies.to_vec(),
+    };
+    (StatusCode::LOCKED, axum::Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let msg = self.0.to_string();
-        let (status, body) = match &self.0 {
+        match &self.0 {
             AppError::Invalid { field, message } => {
-                return unprocessable(&["body", field], message, "value_error")
+                unprocessable(&["body", field], message, "value_error")
             }
             AppError::InvalidQuery { field, message } => {
-                return unprocessable(&["query", field], message, "value_error")
+                unprocessable(&["query", field], message, "value_error")
             }
-            AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!({"detail": msg})),
+            AppError::NotFound(_) => self::message(StatusCode::NOT_FOUND, msg),
             AppError::Conflict(_) | AppError::NotConfigured(_) => {
-                (StatusCode::CONFLICT, json!({"detail": msg}))
+                self::message(StatusCode::CONFLICT, msg)
             }
-            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({"detail": msg})),
+            AppError::BadRequest(_) => self::message(StatusCode::BAD_REQUEST, msg),
             AppError::SelfApproveBlocked {
                 action_type,
                 policies,
-            } => (
+            } => refusal(
                 StatusCode::BAD_REQUEST,
-                json!({"detail": {
-                    "error": "self_approve_blocked",
-                    "action_type": action_type,
-                    "message": format!("action_type '{action_type}' requires human approval; cannot self-approve"),
-                    "audit_flagged": true,
-                    "policies": policies_json(policies),
-                }}),
+                Refusal {
+                    action_type: Some(action_type.clone()),
+                    audit_flagged: Some(true),
+                    policies: Some(policies.clone()),
+                    ..Refusal::new(
+                        "self_approve_blocked",
+                        format!("action_type '{action_type}' requires human approval; cannot self-approve"),
+                    )
+                },
             ),
-            AppError::ForbiddenByPolicy { policies } => (
+            AppError::ForbiddenByPolicy { policies } => refusal(
                 StatusCode::FORBIDDEN,
-                json!({"detail": {"error": "forbidden_by_policy", "message": msg, "policies": policies_json(policies)}}),
+                Refusal {
+                    policies: Some(policies.clone()),
+                    ..Refusal::new("forbidden_by_policy", msg)
+                },
             ),
-            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, json!({"detail": msg})),
-            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, json!({"detail": msg})),
-            AppError::Paused { agent_id, reason } => (
-                StatusCode::LOCKED,
-                json!({"error": "agent_paused", "detail": msg, "agent_id": agent_id, "reason": reason, "policies": []}),
-            ),
-            AppError::ContinueDenied { agent_id, policies } => (
-                StatusCode::LOCKED,
-                json!({"error": "continue_denied", "detail": msg, "agent_id": agent_id, "policies": policies_json(policies)}),
-            ),
-            AppError::BudgetInsufficient { agent_id, .. } => (
-                StatusCode::LOCKED,
-                json!({"error": "budget_insufficient", "detail": msg, "agent_id": agent_id, "policies": []}),
-            ),
-            AppError::Tampered(_) => (
+            AppError::Forbidden(_) => self::message(StatusCode::FORBIDDEN, msg),
+            AppError::Unauthorized(_) => self::message(StatusCode::UNAUTHORIZED, msg),
+            AppError::Paused { agent_id, reason } => {
+                locked("agent_paused", msg, agent_id, Some(reason.clone()), &[])
+            }
+            AppError::ContinueDenied { agent_id, policies } => {
+                locked("continue_denied", msg, agent_id, None, policies)
+            }
+            AppError::BudgetInsufficient { agent_id, .. } => {
+                locked("budget_insufficient", msg, agent_id, None, &[])
+            }
+            AppError::Tampered(_) => refusal(
                 StatusCode::CONFLICT,
-                json!({"detail": {"error": "proposal_tampered", "message": msg, "audit_flagged": true}}),
+                Refusal {
+                    audit_flagged: Some(true),
+                    ..Refusal::new("proposal_tampered", msg)
+                },
             ),
-            AppError::Expired(_) => (
+            AppError::Expired(_) => refusal(
                 StatusCode::CONFLICT,
-                json!({"detail": {"error": "proposal_expired", "message": msg}}),
+                Refusal::new("proposal_expired", msg),
             ),
             AppError::ChainTampered(why) => {
                 tracing::error!(reason = %why, "refusing writes: the audit chain was tampered with");
-                (
+                refusal(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"detail": {"error": "audit_chain_tampered", "message": msg, "reason": why}}),
+                    Refusal {
+                        reason: Some(why.clone()),
+                        ..Refusal::new("audit_chain_tampered", msg)
+                    },
                 )
             }
             AppError::StorageFull(why) => {
                 tracing::error!(error = %why, "refusing a write: the disk is full");
-                (
+                refusal(
                     StatusCode::INSUFFICIENT_STORAGE,
-                    json!({"detail": {"error": "storage_full", "message": "the disk is full: nothing was written; free space and retry"}}),
+                    Refusal::new(
+                        "storage_full",
+                        "the disk is full: nothing was written; free space and retry",
+                    ),
                 )
             }
             AppError::NoPolicy(_) => {
                 tracing::error!(error = %msg, "refusing: no policy set");
-                (
+                self::message(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"detail": "no policy set is in force; see /status"}),
+                    "no policy set is in force; see /status",
                 )
             }
             AppError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"detail": "internal server error"}),
-                )
+                self::message(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
             }
-        };
-        (status, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -149,11 +187,10 @@ where
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return Err(unprocessable(&["body"], &e.body_text(), "value_error")),
             Err(_) => {
-                return Err((
+                return Err(message(
                     StatusCode::REQUEST_TIMEOUT,
-                    axum::Json(json!({"detail": "the request body did not arrive in time"})),
-                )
-                    .into_response())
+                    "the request body did not arrive in time",
+                ))
             }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -165,7 +165,9 @@ async fn guard_host_and_origin(
     if !host_allowed(host, port) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
-            axum::Json(serde_json::json!({"detail": "this server answers only to 127.0.0.1 and localhost"})),
+            axum::Json(crate::wire::ErrorReply::message(
+                "this server answers only to 127.0.0.1 and localhost",
+            )),
         )
             .into_response();
     }
@@ -180,7 +182,9 @@ async fn guard_host_and_origin(
             if !ok {
                 return (
                     StatusCode::FORBIDDEN,
-                    axum::Json(serde_json::json!({"detail": "cross-origin requests may not change anything"})),
+                    axum::Json(crate::wire::ErrorReply::message(
+                        "cross-origin requests may not change anything",
+                    )),
                 )
                     .into_response();
             }

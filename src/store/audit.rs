@@ -12,7 +12,7 @@
 //! pack, moves the ref once by compare-and-swap and flushes it all to disk.
 //! [`append`] is both steps for one call.
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
@@ -82,8 +82,9 @@ pub fn tip(repo: &Repository, refname: &str) -> Result<Option<ChainEntry>, Store
     read_entry(&repo.find_commit(oid)?).map(Some)
 }
 
-/// Appends `entries` in one lock hold: one signed commit per entry, one ref
-/// update, one flush to disk. `lock` proves the caller holds the chain lock.
+/// Appends `entries` at time `now` in one lock hold: one signed commit per
+/// entry, one ref update, one flush to disk. `lock` proves the caller holds
+/// the chain lock.
 pub fn append(
     _lock: &ChainLock,
     repo: &Repository,
@@ -91,18 +92,32 @@ pub fn append(
     key: &SigningKey,
     role: Role,
     entries: Vec<NewEntry>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
     let old = tip(repo, refname)?;
     let mut staged = Staged::default();
-    let written = stage(repo, &mut staged, refname, key, role, old.as_ref(), entries)?;
+    let written = stage(
+        repo,
+        &mut staged,
+        refname,
+        key,
+        role,
+        old.as_ref(),
+        entries,
+        now,
+    )?;
     staged.flush(repo, "gov audit: append")?;
     Ok(written)
 }
 
 /// Writes one signed commit per entry on top of `tip` (the chain's tip as
 /// the batch sees it) and stages the ref move; nothing is durable until the
-/// batch is flushed. Each entry gets the next sequence number and a
-/// timestamp no earlier than the tip's.
+/// batch is flushed. Each entry gets the next sequence number and the
+/// time `now` (the caller's clock), or the tip's when that is later.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batch, the chain, the signer and the entries with their time"
+)]
 pub fn stage(
     repo: &Repository,
     staged: &mut Staged,
@@ -111,6 +126,7 @@ pub fn stage(
     role: Role,
     tip: Option<&ChainEntry>,
     entries: Vec<NewEntry>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
@@ -132,7 +148,7 @@ pub fn stage(
         seq += 1;
         // Clocks can step back; the chain's times never do. Microseconds
         // are what the message keeps, so the returned entry equals it.
-        last_ts = last_ts.max(Utc::now().trunc_subsecs(6));
+        last_ts = last_ts.max(now.trunc_subsecs(6));
         let entry = new.place(seq, last_ts);
         // Checked before anything is written: an entry that could not be
         // read back would stop every later reader of the chain.
@@ -286,12 +302,13 @@ mod tests {
                 Actor::server(),
                 Event::other("a", json!({}))?,
             )],
+            Utc::now(),
         )?;
         let b = Event::other("b", json!({}))?;
         let batch: Vec<NewEntry> = (0..3)
             .map(|_| NewEntry::new(Actor::server(), b.clone()).agent("x"))
             .collect();
-        let more = append(&lock, &repo, r, &key, Role::Watchdog, batch)?;
+        let more = append(&lock, &repo, r, &key, Role::Watchdog, batch, Utc::now())?;
         assert_eq!(one[0].entry.seq, 1);
         assert_eq!(
             more.iter().map(|e| e.entry.seq).collect::<Vec<_>>(),

@@ -541,9 +541,14 @@ pub fn is_unreadable(e: &rusqlite::Error) -> bool {
 }
 
 /// Moves the index at `path` (and its WAL and shared-memory files) to
-/// `<path>.<why>-<time>`, keeping it for inspection. Returns the new path.
-pub fn move_aside(path: &Path, why: &str) -> Result<std::path::PathBuf, StoreError> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+/// `<path>.<why>-<time>` (`now`), keeping it for inspection. Returns the
+/// new path.
+pub fn move_aside(
+    path: &Path,
+    why: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<std::path::PathBuf, StoreError> {
+    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".{why}-{stamp}"));
     let aside = std::path::PathBuf::from(aside);

@@ -1,15 +1,15 @@
 //! Adapters to the outside world: Git, SQLite, key files, the forge's API.
-pub mod agents;
+pub(crate) mod agents;
 pub mod audit;
-pub mod entry_check;
-pub mod forge;
+pub(crate) mod entry_check;
+pub(crate) mod forge;
 pub mod git;
 pub mod index;
 pub mod keys;
-pub mod lock;
+pub(crate) mod lock;
 pub mod maintain;
 pub mod policies;
 pub mod projection;
-pub mod proposals;
-pub mod remote;
-pub mod trust;
+pub(crate) mod proposals;
+pub(crate) mod remote;
+pub(crate) mod trust;

@@ -30,7 +30,7 @@ use std::time::Duration;
 use git2::{Oid, Repository};
 
 use crate::domain::forge::{redact_text, redact_url};
-use crate::runner::process::{own_process_group, supervise, Ending, Supervision};
+use crate::process::{own_process_group, supervise, Ending, Supervision};
 
 /// A ref update to push: `src` is the local ref (`None` deletes `dst` on
 /// the remote).
@@ -76,14 +76,6 @@ pub enum RemoteError {
     },
     #[error(transparent)]
     Repo(#[from] git2::Error),
-}
-
-impl RemoteError {
-    /// The remote could not be reached or did not answer in time (as
-    /// opposed to refusing something): worth trying again later.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, RemoteError::Git { .. } | RemoteError::Timeout { .. })
-    }
 }
 
 /// The remote-tracking name of `branch` fetched from `remote`.

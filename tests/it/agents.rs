@@ -111,8 +111,11 @@ fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
     let out = gov_run(&s, "capped")?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("differs from"), "{err}");
-    assert!(err.contains("through review first"), "{err}");
+    assert_eq!(
+        err,
+        "error: agent `capped`: the working tree's `agents/capped/agent.toml` differs from `main`'s; \
+         commit it to main through review first (or restore it: `git checkout main -- agents/capped/agent.toml`)\n"
+    );
 
     let ghost = s.repo.root().join("agents/ghost/agent.toml");
     std::fs::create_dir_all(ghost.parent().ok_or("parent")?)?;
@@ -120,7 +123,12 @@ fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
     let out = gov_run(&s, "ghost")?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("is not in force on `main`"), "{err}");
+    assert_eq!(
+        err,
+        "error: agent `ghost` is not in force on `main`: `agents/ghost/agent.toml` is only in the \
+         working tree or in a change that is not authorized; commit it to main through review first \
+         (agents here: capped, noop, researcher)\n"
+    );
 
     // Committed to main, it runs.
     commit_agent(&s.repo, "capped", CAPPED_MORE)?;

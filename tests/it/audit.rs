@@ -9,7 +9,7 @@ use gov::store::audit::entries_from;
 use gov::store::git::{cas_ref, signed_commit};
 use gov::store::keys::{Role, SigningKey};
 
-use crate::support::repo::{require_program, TestRepo, TestResult};
+use crate::support::repo::{require_program, OutputText, TestRepo, TestResult};
 
 const AUDIT_REF: &str = "refs/heads/gov/audit";
 
@@ -24,14 +24,10 @@ fn append(t: &TestRepo, role: Role, n: usize) -> TestResult<Vec<AuditEntry>> {
     Ok(gov.append(entries)?)
 }
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Runs `gov audit verify` and returns its exit code and output.
 fn verify(t: &TestRepo) -> TestResult<(i32, String)> {
     let o = t.gov(&["audit", "verify"])?;
-    let text = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let text = format!("{}{}", o.stdout_text(), String::from_utf8_lossy(&o.stderr));
     Ok((o.status.code().unwrap_or(-1), text))
 }
 
@@ -121,7 +117,7 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
         "{out}"
     );
 
-    let log = stdout(&t.gov(&["audit", "log", "--limit", "3"])?);
+    let log = t.gov(&["audit", "log", "--limit", "3"])?.stdout_text();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 3, "{log}");
     assert!(
@@ -130,7 +126,7 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
             && lines[0].contains("signature good"),
         "{log}"
     );
-    let export = stdout(&t.gov(&["audit", "export"])?);
+    let export = t.gov(&["audit", "export"])?.stdout_text();
     let first: serde_json::Value =
         serde_json::from_str(export.lines().next().ok_or("empty export")?)?;
     assert_eq!(first["audit_id"], 1);
@@ -150,11 +146,11 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
         "entry #{tip}: {err}"
     );
     let o = t.git(&["-c", &signers, "log", "--show-signature", "gov/audit"])?;
-    let out = stdout(&o);
+    let out = o.stdout_text();
     assert_eq!(out.matches("Good \"git\" signature").count(), 6, "{out}");
     let o = t.git(&["-c", &signers, "verify-commit", "main"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let status = stdout(&t.git(&["status", "--porcelain"])?);
+    let status = t.git(&["status", "--porcelain"])?.stdout_text();
     assert_eq!(status, "", "the first commit leaves a clean working tree");
     Ok(())
 }
@@ -409,7 +405,7 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
         }
     }
     let o = t.gov(&["reindex"])?;
-    assert!(o.status.success() && stdout(&o).contains("reindexed 50 entries"));
+    assert!(o.status.success() && o.stdout_text().contains("reindexed 50 entries"));
     assert_eq!(dump(&path)?, before);
     // Opening with the index gone catches it up too.
     std::fs::remove_file(&path)?;
@@ -476,7 +472,7 @@ fn replay_passes_on_an_honest_chain_and_names_an_altered_outcome() -> TestResult
     let mut s = server_with_decisions()?;
     s.stop();
     let out = s.repo.gov(&["audit", "verify", "--replay"])?;
-    let text = stdout(&out);
+    let text = out.stdout_text();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("ok: 3 decisions replayed against 1 policy versions"),
@@ -508,7 +504,7 @@ fn replay_passes_on_an_honest_chain_and_names_an_altered_outcome() -> TestResult
     };
     forget()?;
     let out = s.repo.gov(&["audit", "verify", "--replay"])?;
-    let text = stdout(&out);
+    let text = out.stdout_text();
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
         text.contains(&format!("tampered: entry #{person} (commit ")),
@@ -532,7 +528,7 @@ fn replay_passes_on_an_honest_chain_and_names_an_altered_outcome() -> TestResult
     })?;
     forget()?;
     let out = s.repo.gov(&["audit", "verify", "--replay"])?;
-    let text = stdout(&out);
+    let text = out.stdout_text();
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
         text.contains(&format!("tampered: entry #{first} (commit "))
@@ -546,7 +542,7 @@ fn replay_passes_on_an_honest_chain_and_names_an_altered_outcome() -> TestResult
         out.status.code(),
         Some(0),
         "without --replay: {}",
-        stdout(&out)
+        out.stdout_text()
     );
     Ok(())
 }

@@ -378,7 +378,7 @@ mod snapshots {
                 },
             ],
             refused: Some("policies/bad.cedar:3: unexpected token `}`".into()),
-            unauthorized: vec![gov::store::trust::Refusal {
+            unauthorized: vec![gov::app::service::Refusal {
                 commit: "fedcba9876543210fedcba9876543210fedcba98".into(),
                 reason: "it changes `policies/` but it is not signed".into(),
                 summary: "loosen the rules".into(),

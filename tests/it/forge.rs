@@ -7,7 +7,6 @@
 use std::process::Command;
 
 use gov::domain::proposal::ProposalStatus;
-use gov::store::projection;
 use serde_json::json;
 
 use crate::remote::{
@@ -65,9 +64,7 @@ fn team_over_ssh(sshd: &Sshd) -> TestResult<(TestRepo, Forge)> {
 
 fn proposal_status(t: &TestRepo, id: &str) -> TestResult<gov::domain::proposal::Proposal> {
     let svc = gov::app::service::Service::open(&t.settings)?;
-    Ok(svc
-        .read(|c| projection::proposal(c, id))?
-        .ok_or("proposal missing")?)
+    Ok(gov::app::proposals::get(&svc, id)?)
 }
 
 /// The audit chain's commits on the remote, oldest first.

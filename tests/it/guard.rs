@@ -8,9 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::gov_bin;
 use crate::support::repo::TestResult;
 use crate::support::server::TestServer;
+use crate::support::{gov_bin, text};
 
 fn gov_guard(s: &TestServer, args: &[&str]) -> TestResult<std::process::Output> {
     Ok(Command::new(gov_bin())
@@ -21,10 +21,6 @@ fn gov_guard(s: &TestServer, args: &[&str]) -> TestResult<std::process::Output> 
         .env_remove("GOV_REPO")
         .env("GOV_URL", &s.base)
         .output()?)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 const ORIGINAL: &str = r#"{
@@ -454,9 +450,11 @@ fn only_a_guard_session_reports_its_own_usage() -> TestResult {
                             "tool_input": {"file_path": "a"}, "cwd": std::fs::canonicalize(folder.path())?}),
     )?;
     assert_eq!(call.body["decision"], "deny", "{:?}", call.body);
+    // Priced by gov init's `[prices]`: claude-sonnet-4 input at $3 per
+    // million tokens.
     assert_eq!(
         call.body["reason"],
-        "this session has spent its run's reservation: 50000 of 50000 tokens, $0.75 of $5.00"
+        "this session has spent its run's reservation: 50000 of 50000 tokens, $0.15 of $5.00"
     );
     Ok(())
 }

@@ -7,22 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gov::store::index::{AuditFilter, IndexedEntry};
 use serde_json::Value;
 
-use crate::support::gov_bin;
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_agent, TestServer};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/stream-json")
-        .join(name)
-}
+use crate::support::{fixture, gov_bin, text};
 
 /// Makes `id` a claude agent of the research group in the working tree
 /// (where the runner and the server read agent settings).
@@ -84,18 +73,12 @@ fn calls(repo: &TestRepo, scenario: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn entries(repo: &TestRepo, event_type: &str) -> TestResult<Vec<IndexedEntry>> {
-    let (_git, index) = gov::app::governance::open_index(&repo.settings)?;
-    Ok(index.query(&AuditFilter {
-        event_type: Some(event_type.into()),
-        ..AuditFilter::default()
-    })?)
-}
-
 #[test]
 fn a_claude_run_against_the_real_server() -> TestResult {
     let s = TestServer::start()?;
     claude_agent(&s.repo, "researcher", 60)?;
+    // No `[prices]`: the runner prices every token at the flat rate.
+    std::fs::write(s.repo.root().join("gov.toml"), "# all defaults\n")?;
 
     let out = run(&mut gov_run(&s, "researcher", "live-tools.jsonl"))?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -126,7 +109,7 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     let b = s.get("/budget/researcher", Some(&s.operator))?;
     assert_eq!(b.body["tokens_consumed"], 4090, "{:?}", b.body);
     assert_eq!(b.body["dollars_consumed"], 0.06135, "{:?}", b.body);
-    let decisions = entries(&s.repo, "tool_decision")?;
+    let decisions = s.repo.entries("tool_decision")?;
     let mut ids: Vec<String> = decisions
         .iter()
         .filter_map(|d| {
@@ -146,7 +129,7 @@ fn a_claude_run_against_the_real_server() -> TestResult {
             "toolu_fake_5"
         ]
     );
-    let done = entries(&s.repo, "agent_run_complete")?;
+    let done = s.repo.entries("agent_run_complete")?;
     assert_eq!(done.len(), 1);
     assert_eq!(
         done[0].entry.entry.payload()["reconciliation"],
@@ -195,7 +178,7 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0].1, "allow", "{c:?}");
     assert!(c[0].2.contains(&id), "{}", c[0].2);
-    assert_eq!(entries(&s.repo, "tool_approval_used")?.len(), 1);
+    assert_eq!(s.repo.entries("tool_approval_used")?.len(), 1);
 
     let verify = s.repo.gov(&["audit", "verify"])?;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
@@ -210,7 +193,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     let out = run(&mut gov_run(&s, "researcher", "slow.jsonl"))?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(15));
-    let failed = entries(&s.repo, "agent_run_failed")?;
+    let failed = s.repo.entries("agent_run_failed")?;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].entry.entry.payload()["reason"], "wallclock");
     assert_eq!(failed[0].entry.entry.payload()["usage_missing"], true);
@@ -228,7 +211,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
         !log_path(&s.repo, "success.jsonl").exists(),
         "claude never ran"
     );
-    let skipped = entries(&s.repo, "agent_run_skipped")?;
+    let skipped = s.repo.entries("agent_run_skipped")?;
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].entry.entry.payload()["reason"], "agent_paused");
     Ok(())
@@ -255,7 +238,7 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
         "{}",
         text(&out.stderr)
     );
-    let failed = entries(&s.repo, "agent_run_failed")?;
+    let failed = s.repo.entries("agent_run_failed")?;
     assert_eq!(failed.len(), 1);
     let e = &failed[0];
     assert_eq!(
@@ -265,17 +248,17 @@ fn the_end_of_a_run_is_recorded_on_the_chain_when_the_server_is_gone() -> TestRe
     assert_eq!(e.entry.entry.payload()["tokens"], 5540);
     assert_eq!(e.entry.entry.actor.0, "runner");
     assert_eq!(e.signer_role.as_deref(), Some("server"));
-    assert_eq!(entries(&s.repo, "budget_charge")?.len(), 1);
+    assert_eq!(s.repo.entries("budget_charge")?.len(), 1);
     let verify = s.repo.gov(&["audit", "verify"])?;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     Ok(())
 }
 
-/// `[prices]` for the models of the fixtures, in the repository's
-/// gov.toml (the runner prices usage from it).
+/// `[prices]` for the models of the fixtures, as the repository's whole
+/// gov.toml (the runner prices usage from it; everything else default).
 fn write_prices(repo: &TestRepo) -> TestResult {
     let path = repo.root().join("gov.toml");
-    let mut text = std::fs::read_to_string(&path)?;
+    let mut text = String::from("# all defaults but the prices\n");
     text.push_str(
         "\n[prices.\"claude-sonnet-4\"]\ninput = \"3\"\noutput = \"15\"\ncache_write = \"3.75\"\ncache_read = \"0.30\"\n\
          \n[prices.\"claude-haiku-4-5\"]\ninput = 1\noutput = 5\ncache_write = \"1.25\"\ncache_read = \"0.10\"\n",
@@ -286,7 +269,8 @@ fn write_prices(repo: &TestRepo) -> TestResult {
 
 /// The `budget_charge` entries of a run: (tokens, micros, estimate).
 fn run_charges(repo: &TestRepo) -> TestResult<Vec<(i64, i64, bool)>> {
-    let mut rows: Vec<(i64, i64, bool)> = entries(repo, "budget_charge")?
+    let mut rows: Vec<(i64, i64, bool)> = repo
+        .entries("budget_charge")?
         .iter()
         .map(|e| {
             let p = &e.entry.entry.payload();
@@ -342,7 +326,7 @@ fn a_stream_that_crosses_the_cap_is_stopped_within_one_usage_report() -> TestRes
             (600, 9000, true),
         ]
     );
-    let failed = entries(&s.repo, "agent_run_failed")?;
+    let failed = s.repo.entries("agent_run_failed")?;
     assert_eq!(failed.len(), 1);
     let p = &failed[0].entry.entry.payload();
     assert_eq!(p["reason"], "budget");
@@ -360,7 +344,7 @@ fn a_stream_that_crosses_the_cap_is_stopped_within_one_usage_report() -> TestRes
     assert_eq!(b.body["dollars_consumed"], 0.054);
     assert_eq!(b.body["status"], "paused");
     assert_eq!(b.body["tokens_reserved"], 0, "released at the end");
-    assert_eq!(entries(&s.repo, "budget_paused")?.len(), 1);
+    assert_eq!(s.repo.entries("budget_paused")?.len(), 1);
     Ok(())
 }
 
@@ -376,7 +360,7 @@ fn model_usage_counts_the_subagents_tokens() -> TestResult {
     let b = s.get("/budget/researcher", Some(&s.operator))?;
     assert_eq!(b.body["tokens_consumed"], 6890 + 860, "{:?}", b.body);
     assert_eq!(b.body["dollars_consumed"], 0.012275);
-    let done = entries(&s.repo, "agent_run_complete")?;
+    let done = s.repo.entries("agent_run_complete")?;
     let p = &done[0].entry.entry.payload();
     assert_eq!(p["estimate"], Value::Null);
     assert_eq!(p["reconciliation"]["claude_micros"], 12_200);
@@ -427,7 +411,7 @@ fn a_command_agent_reporting_usage_is_stopped_at_its_reservation() -> TestResult
             (2000, 30_000, false)
         ]
     );
-    let failed = entries(&s.repo, "agent_run_failed")?;
+    let failed = s.repo.entries("agent_run_failed")?;
     assert_eq!(failed[0].entry.entry.payload()["reason"], "budget");
     let b = s.get("/budget/spender", Some(&s.operator))?;
     assert_eq!(
@@ -453,14 +437,14 @@ fn a_tool_call_that_ran_without_a_decision_fails_the_run() -> TestResult {
             ),
         "{said}"
     );
-    let failed = entries(&s.repo, "agent_run_failed")?;
+    let failed = s.repo.entries("agent_run_failed")?;
     assert_eq!(failed.len(), 1);
     let payload = failed[0].entry.entry.payload();
     assert_eq!(
         payload["undecided_tool_uses"],
         serde_json::json!([{"id": "toolu_unhooked_1", "name": "Bash"}])
     );
-    assert!(entries(&s.repo, "agent_run_complete")?.is_empty());
+    assert!(s.repo.entries("agent_run_complete")?.is_empty());
     // The usage is charged all the same: the hooked call's message (2
     // tokens, `claude-fake`) as it streamed, then the result's 1,100 (this
     // fixture has no `modelUsage`).

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::gov_bin;
+use crate::support::repo::OutputText;
 
 /// A temporary copy of the shipped policy folder.
 struct Policies {
@@ -52,14 +53,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 const NOOP_READ: &[&str] = &[
     "--principal",
     r#"Agent::"noop""#,
@@ -77,10 +70,10 @@ fn shipped_cases_pass_and_cover_every_policy() {
         out.status.code(),
         Some(0),
         "{}{}",
-        stdout(&out),
-        stderr(&out)
+        out.stdout_text(),
+        out.stderr_text()
     );
-    let text = stdout(&out);
+    let text = out.stdout_text();
     assert!(
         text.contains("every policy is exercised by a case"),
         "{text}"
@@ -88,8 +81,8 @@ fn shipped_cases_pass_and_cover_every_policy() {
     assert!(text.contains(" 0 failed"), "{text}");
 
     let check = p.gov(&["check"]);
-    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
-    assert!(stdout(&check).contains("reserved-for-person"));
+    assert_eq!(check.status.code(), Some(0), "{}", check.stderr_text());
+    assert!(check.stdout_text().contains("reserved-for-person"));
 }
 
 #[test]
@@ -108,16 +101,18 @@ expect = "auto"
 "#,
     );
     let out = p.gov(&["test"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout_text());
     assert!(
-        stdout(&out).contains("FAIL  send_email is auto (wrong)"),
+        out.stdout_text()
+            .contains("FAIL  send_email is auto (wrong)"),
         "{}",
-        stdout(&out)
+        out.stdout_text()
     );
     assert!(
-        stderr(&out).contains("expected auto, got needs_person"),
+        out.stderr_text()
+            .contains("expected auto, got needs_person"),
         "{}",
-        stderr(&out)
+        out.stderr_text()
     );
 }
 
@@ -138,7 +133,7 @@ expect_policies = ["watchdog-stuck"]
 "#,
     );
     let out = p.gov(&["test"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout_text());
 }
 
 #[test]
@@ -150,8 +145,16 @@ fn an_invalid_case_file_exits_2() {
     );
     let out = p.gov(&["test"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("zz_bad.toml"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("`noop`"), "{}", stderr(&out));
+    assert!(
+        out.stderr_text().contains("zz_bad.toml"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(
+        out.stderr_text().contains("`noop`"),
+        "{}",
+        out.stderr_text()
+    );
 }
 
 #[test]
@@ -164,7 +167,7 @@ fn a_syntax_error_names_file_and_line() {
     for cmd in ["check", "test"] {
         let out = p.gov(&[cmd]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
-        let err = stderr(&out);
+        let err = out.stderr_text();
         assert!(err.contains("zz.cedar` line 4: syntax error"), "{err}");
     }
 }
@@ -178,7 +181,7 @@ fn a_type_error_names_file_line_and_policy() {
     );
     let out = p.gov(&["check"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = out.stderr_text();
     assert!(
         err.contains("zz.cedar` line 5: policy `uses-nonexistent`:"),
         "{err}"
@@ -195,7 +198,7 @@ fn a_missing_id_names_file_and_line() {
     );
     let out = p.gov(&["check"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = out.stderr_text();
     assert!(
         err.contains("zz.cedar` line 3: policy has no `@id(\"...\")` annotation"),
         "{err}"
@@ -208,7 +211,7 @@ fn a_missing_schema_is_a_clear_error() {
     std::fs::remove_file(p.dir.join("schema.cedarschema")).expect("rm");
     let out = p.gov(&["check"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = out.stderr_text();
     assert!(err.contains("no policy schema"), "{err}");
     assert!(err.contains("schema.cedarschema` is missing"), "{err}");
 }
@@ -235,14 +238,18 @@ fn eval_exit_codes_follow_the_outcome() {
         ])
     };
     let auto = propose(r#"ActionType::"research_only""#, &ctx(true));
-    assert_eq!(auto.status.code(), Some(0), "{}", stderr(&auto));
-    assert!(stdout(&auto).starts_with("auto\n"), "{}", stdout(&auto));
-    assert!(stdout(&auto).contains("proposals-allowed"));
-    assert!(stdout(&auto).contains("policy version: "));
+    assert_eq!(auto.status.code(), Some(0), "{}", auto.stderr_text());
+    assert!(
+        auto.stdout_text().starts_with("auto\n"),
+        "{}",
+        auto.stdout_text()
+    );
+    assert!(auto.stdout_text().contains("proposals-allowed"));
+    assert!(auto.stdout_text().contains("policy version: "));
 
     let person = propose(r#"ActionType::"send_email""#, &ctx(true));
     assert_eq!(person.status.code(), Some(4));
-    assert!(stdout(&person).contains("reserved-for-person"));
+    assert!(person.stdout_text().contains("reserved-for-person"));
 
     let mut args = NOOP_READ.to_vec();
     args.extend([
@@ -252,8 +259,8 @@ fn eval_exit_codes_follow_the_outcome() {
     args.push("eval");
     args.rotate_right(1);
     let denied = p.gov(&args);
-    assert_eq!(denied.status.code(), Some(5), "{}", stderr(&denied));
-    assert!(stdout(&denied).contains("tools-outside-agent-dir"));
+    assert_eq!(denied.status.code(), Some(5), "{}", denied.stderr_text());
+    assert!(denied.stdout_text().contains("tools-outside-agent-dir"));
 
     let mut args = vec!["eval", "--json", "--group", "research"];
     args.extend([
@@ -286,8 +293,8 @@ fn eval_reads_a_request_file() {
     )
     .expect("write");
     let out = p.gov(&["eval", "--request", req.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("noop-run-smoke"));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_text());
+    assert!(out.stdout_text().contains("noop-run-smoke"));
 
     let bad = p.gov(&["eval", "--request", "/nonexistent/req.json"]);
     assert_eq!(bad.status.code(), Some(2));

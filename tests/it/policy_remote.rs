@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
 use gov::store::keys::Role;
-use gov::store::projection;
 use serde_json::json;
 
 use crate::dashboard_policy::{propose, BAN};
@@ -55,9 +54,7 @@ fn a_policy_change_merged_on_the_remote_comes_into_force_everywhere() -> TestRes
     assert!(said.contains(&format!("approved `{id}`")), "{said}");
     assert_eq!(local_rev(&t, "refs/heads/main")?, merge, "fast-forwarded");
     let svc = Service::open(&t.settings)?;
-    let p = svc
-        .read(|c| projection::proposal(c, &id))?
-        .ok_or("proposal missing")?;
+    let p = gov::app::proposals::get(&svc, &id)?;
     assert_eq!(p.status, ProposalStatus::Approved);
     assert_eq!(p.merge_commit.as_deref(), Some(merge.as_str()));
     let decided = entries(&t, "proposal_decided")?;

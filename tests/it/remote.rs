@@ -10,7 +10,6 @@ use gov::app::proposals::{submit, Submission};
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
 use gov::store::index::AuditFilter;
-use gov::store::projection;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -203,9 +202,7 @@ fn a_pull_request_merged_on_the_forge_is_an_approval() -> TestResult {
     assert!(said.contains("Alice Merger <alice@example.com>"), "{said}");
 
     let svc = Service::open(&t.settings)?;
-    let p = svc
-        .read(|c| projection::proposal(c, &id))?
-        .ok_or("proposal missing")?;
+    let p = gov::app::proposals::get(&svc, &id)?;
     assert_eq!(p.status, ProposalStatus::Approved);
     assert_eq!(
         p.decided_by.as_deref(),
@@ -258,9 +255,7 @@ fn a_merge_that_smuggles_a_policy_in_is_refused_and_fails_verify() -> TestResult
     assert_eq!(local_rev(&t, "refs/heads/main")?, main_before, "main kept");
     assert!(!t.root().join("policies/evil.cedar").exists());
     let svc = Service::open(&t.settings)?;
-    let p = svc
-        .read(|c| projection::proposal(c, &id))?
-        .ok_or("proposal missing")?;
+    let p = gov::app::proposals::get(&svc, &id)?;
     assert_eq!(p.status, ProposalStatus::Pending, "not approved");
     drop(svc);
     let flags = entries(&t, "audit_flag_proposal_tampered")?;

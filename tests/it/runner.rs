@@ -1,5 +1,8 @@
 //! `gov run` and `gov hook pre-tool-use`, without the real server: a canned
-//! HTTP stub stands in for it, and `tests/fake-claude` for Claude Code.
+//! HTTP stub answering with the API's own types (`gov::wire`) stands in for
+//! it, and `tests/fake-claude` for Claude Code. Each runs in a repository
+//! made by `gov init`, its agents committed to `main`, so the runner's
+//! check of an agent against `main` runs too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gov::domain::proposal::ProposalStatus;
+use gov::domain::request::PolicyCitation;
 use gov::runner::process::{own_process_group, supervise, Ending, Supervision};
 use gov::runner::stream_json::StreamSummary;
 use gov::wire;
 use serde_json::{json, Value};
 
-use crate::support::{gov_bin, SYSTEM_PATH};
+use crate::support::repo::TestRepo;
+use crate::support::server::{commit_agent, commit_to_main};
+use crate::support::{fixture, gov_bin, text, SYSTEM_PATH};
 
 // ---------------------------------------------------------------- harness
 
@@ -127,74 +133,163 @@ fn normal_route(method: &str, path: &str, body: &Value) -> (u16, Value) {
                 }),
             }),
         ),
-        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => (
-            200,
-            json!({"budget": {"remaining_pct": 97.0},
-                   "run": {"tokens_spent": 5540, "dollars_spent": 0.0831}}),
-        ),
-        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/usage") => {
-            (200, json!({"stop": false, "stop_reason": null}))
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/finish") => {
+            // The server records the runner's end (it would fail a run with
+            // an undecided tool call; none of these has one).
+            let end: wire::RunFinish = match serde_json::from_value(body.clone()) {
+                Ok(end) => end,
+                Err(e) => return (422, json!({"detail": e.to_string()})),
+            };
+            (
+                200,
+                wire_json(&wire::RunFinished {
+                    status: end.status,
+                    reason: end.reason,
+                    budget: stub_budget(),
+                    run: wire::RunSpend {
+                        tokens_reserved: 50_000,
+                        dollars_reserved: 5.0,
+                        tokens_spent: 5540,
+                        dollars_spent: 0.0831,
+                    },
+                }),
+            )
         }
-        ("POST", "/tools/evaluate") => match body["tool_name"].as_str() {
-            Some("Read") => (
-                200,
-                json!({"decision": "allow", "reason": "reading is fine",
-                                         "policies": [{"id": "tools-read", "reason": ""}], "proposal_id": null}),
-            ),
-            Some("WebFetch") => (
-                200,
-                json!({"decision": "needs_person", "reason": "network access",
-                                             "policies": [{"id": "tools-web", "reason": ""}], "proposal_id": "p-7"}),
-            ),
-            _ => (
-                200,
-                json!({"decision": "deny", "reason": "no shell for researchers",
-                              "policies": [{"id": "tools-default-deny", "reason": ""}], "proposal_id": null}),
-            ),
-        },
+        ("POST", p) if p.starts_with("/runs/") && p.ends_with("/usage") => (
+            200,
+            wire_json(&wire::RunCharged {
+                budget: stub_budget(),
+                run: wire::RunSpend {
+                    tokens_reserved: 50_000,
+                    dollars_reserved: 5.0,
+                    tokens_spent: 0,
+                    dollars_spent: 0.0,
+                },
+                stop: false,
+                stop_reason: None,
+            }),
+        ),
+        ("POST", "/tools/evaluate") => {
+            let verdict = |decision, reason: &str, policy: &str, proposal_id: Option<&str>| {
+                wire_json(&wire::ToolVerdict {
+                    decision,
+                    reason: reason.into(),
+                    policies: vec![PolicyCitation {
+                        id: policy.into(),
+                        reason: String::new(),
+                        effect: None,
+                    }],
+                    proposal_id: proposal_id.map(str::to_string),
+                })
+            };
+            let answer = match body["tool_name"].as_str() {
+                Some("Read") => verdict(
+                    wire::ToolDecision::Allow,
+                    "reading is fine",
+                    "tools-read",
+                    None,
+                ),
+                Some("WebFetch") => verdict(
+                    wire::ToolDecision::NeedsPerson,
+                    "network access",
+                    "tools-web",
+                    Some("p-7"),
+                ),
+                _ => verdict(
+                    wire::ToolDecision::Deny,
+                    "no shell for researchers",
+                    "tools-default-deny",
+                    None,
+                ),
+            };
+            (200, answer)
+        }
         _ => (404, json!({"error": "not_found"})),
     }
 }
 
-/// A governance repository in a temp dir with one claude agent (`res`) and
-/// one command agent (`cmd`).
+/// An agent's budget as the stand-in answers it: 97% left.
+fn stub_budget() -> wire::Budget {
+    wire::Budget {
+        agent_id: "res".into(),
+        wave: 0,
+        tokens_consumed: 5540,
+        tokens_cap: 1_000_000,
+        dollars_consumed: 0.3,
+        dollars_cap: 10.0,
+        status: wire::AgentStatus::Ok,
+        remaining_pct: 97.0,
+        period: "lifetime".into(),
+        paused_reason: None,
+        tokens_reserved: None,
+        dollars_reserved: None,
+    }
+}
+
+/// A governance repository made by `gov init` (`app::init`) in a temp dir,
+/// with one claude agent (`res`) and one command agent (`cmd`) committed
+/// to `main` by the operator, so `gov run` checks each agent against main.
 struct Repo {
-    dir: tempfile::TempDir,
+    repo: TestRepo,
 }
 
 impl Repo {
     fn new(claude_wallclock: u64) -> Repo {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let w = |p: &str, text: &str| {
-            let p = root.join(p);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, text).expect("write");
-        };
-        w("gov.toml", "[server]\nport = 1\n");
-        w(".gov/runner-token", "runner-secret\n");
-        w(
-            "agents/res/agent.toml",
-            &format!(
-                "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {claude_wallclock}\n\
-                 [claude]\nmodel = \"claude-sonnet-4-5\"\nmax_budget_usd = 1.5\n"
+        let repo = TestRepo::new().expect("gov init");
+        let root = repo.root().to_path_buf();
+        // No server of this repository listens on port 1.
+        let toml_path = root.join("gov.toml");
+        let toml = std::fs::read_to_string(&toml_path).expect("gov.toml");
+        assert!(toml.contains("\n# port = 8005\n"), "gov init's gov.toml");
+        // And no `[prices]`: every token at the flat rate, as the charges
+        // below are computed.
+        let mut in_prices = false;
+        let kept: Vec<&str> = toml
+            .lines()
+            .filter(|l| {
+                if l.starts_with('[') {
+                    in_prices = l.starts_with("[prices.");
+                }
+                !in_prices
+            })
+            .collect();
+        let toml = kept.join("\n").replace("\n# port = 8005\n", "\nport = 1\n");
+        std::fs::write(&toml_path, toml).expect("write gov.toml");
+        std::fs::write(root.join(".gov/runner-token"), "runner-secret\n").expect("token");
+        let files = [
+            (
+                "agents/res/agent.toml".to_string(),
+                format!(
+                    "kind = \"claude\"\ngroup = \"research\"\nwallclock_seconds = {claude_wallclock}\n\
+                     [claude]\nmodel = \"claude-sonnet-4-5\"\nmax_budget_usd = 1.5\n"
+                ),
             ),
-        );
-        w("agents/res/CLAUDE.md", "Propose before acting.\n");
-        w("agents/res/tasks/t.md", "Do the task.\n");
-        w(
-            "agents/cmd/agent.toml",
-            "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n",
-        );
+            ("agents/res/CLAUDE.md".into(), "Propose before acting.\n".into()),
+            ("agents/res/tasks/t.md".into(), "Do the task.\n".into()),
+            (
+                "agents/cmd/agent.toml".into(),
+                "kind = \"command\"\nwallclock_seconds = 30\n[command]\nprogram = \"./agent.sh\"\nargs = [\"one\"]\n".into(),
+            ),
+        ];
+        let files: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect();
+        commit_to_main(&repo, &files, "runner test agents").expect("commit agents");
         executable(
             &root.join("agents/cmd/agent.sh"),
             "#!/bin/sh\npwd > ran.txt\necho \"$1\" >> ran.txt\nenv >> ran.txt\nexit ${CMD_EXIT:-0}\n",
         );
-        Repo { dir }
+        Repo { repo }
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.repo.root()
+    }
+
+    /// Commits an agent's `agent.toml` onto main and into the working tree.
+    fn commit_agent(&self, id: &str, agent_toml: &str) {
+        commit_agent(&self.repo, id, agent_toml).expect("commit agent");
     }
 
     /// In the claude agent's folder: under the sandbox, the agent writes
@@ -234,18 +329,8 @@ fn fake_claude() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-claude")
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/stream-json")
-        .join(name)
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run gov")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A port on which nothing listens.
@@ -432,9 +517,12 @@ fn run_of_an_unknown_agent_is_not_found() {
         .args(["run", "nobody"]));
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("unknown agent `nobody`") && err.contains("cmd, res"),
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "error: unknown agent `nobody`: no `{}` (agents here: cmd, noop, res, researcher)\n",
+            repo.root().join("agents/nobody/agent.toml").display()
+        )
     );
 }
 
@@ -778,7 +866,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
+fn noop_route(
+    decision: ProposalStatus,
+) -> impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync {
     let polls = std::sync::atomic::AtomicUsize::new(0);
     move |method, path, body| match (method, path) {
         ("POST", "/proposals") => (
@@ -795,10 +885,23 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
         ),
         ("GET", "/proposals/p-1") => {
             let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (
-                200,
-                json!({"proposal_id": "p-1", "status": if n < 2 { "pending" } else { decision }}),
-            )
+            let now = gov::domain::audit::Timestamp(chrono::Utc::now());
+            let mut p = gov::domain::proposal::Proposal::pending(
+                "p-1".into(),
+                "noop".into(),
+                "publish_content".into(),
+                serde_json::Map::new(),
+                now,
+                now,
+            );
+            if n >= 2 {
+                p.status = decision;
+            }
+            let view = wire::ProposalView {
+                proposal: p,
+                audit_commit: None,
+            };
+            (200, wire_json(&view))
         }
         ("POST", "/audit") => (
             200,
@@ -813,7 +916,10 @@ fn noop_route(decision: &'static str) -> impl Fn(&str, &str, &Value) -> (u16, Va
 
 #[test]
 fn the_bundled_noop_agent_runs_the_whole_loop() {
-    for (decision, executed) in [("approved", true), ("rejected", false)] {
+    for (decision, executed) in [
+        (ProposalStatus::Approved, true),
+        (ProposalStatus::Rejected, false),
+    ] {
         let repo = Repo::new(60);
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
@@ -877,7 +983,7 @@ fn noop_gives_up_without_a_decision() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/noop"),
         &repo.root().join("agents/noop"),
     );
-    let stub = Stub::start(noop_route("pending"));
+    let stub = Stub::start(noop_route(ProposalStatus::Pending));
     let out = run(repo
         .gov(&stub.url, "success.jsonl")
         .env("GOV_NOOP_POLL", "0.05")
@@ -1084,12 +1190,10 @@ fn settings_an_agent_writes_do_not_switch_gov_off() {
 fn a_program_that_is_not_there_fails_the_run_as_spawn_failed() {
     let repo = Repo::new(60);
     let dir = repo.root().join("agents/gone");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("agent.toml"),
+    repo.commit_agent(
+        "gone",
         "kind = \"command\"\n[command]\nprogram = \"./missing.sh\"\n",
-    )
-    .expect("write");
+    );
     let stub = Stub::start(normal_route);
     let out = run(repo.gov(&stub.url, "success.jsonl").args(["run", "gone"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

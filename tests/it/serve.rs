@@ -54,9 +54,10 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     // The default port is 8005; make sure the CLI does not find a server
     // there by pointing it at a port nobody listens on.
     let toml = std::fs::read_to_string(s.repo.root().join("gov.toml"))?;
+    assert!(toml.contains("\n# port = 8005\n"), "gov init's gov.toml");
     std::fs::write(
         s.repo.root().join("gov.toml"),
-        format!("{toml}\n[server]\nport = 1\n"),
+        toml.replace("\n# port = 8005\n", "\nport = 1\n"),
     )?;
     let list = s.repo.gov(&["proposals", "--status", "pending"])?;
     assert!(
@@ -80,7 +81,14 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("approved"));
+    let merge = s
+        .repo
+        .repo()?
+        .refname_to_id(&s.repo.settings.main_refname())?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("proposal {id} approved: merged into main as {merge}\n")
+    );
     let again = s.repo.gov(&["reject", &id])?;
     assert_eq!(again.status.code(), Some(7));
     assert_eq!(
@@ -183,7 +191,10 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
     let board = repo.gov(&["scoreboard"])?;
     assert!(String::from_utf8_lossy(&board.stdout).contains("noop"));
     let pause = repo.gov(&["pause", "noop", "--reason", "lunch"])?;
-    assert!(String::from_utf8_lossy(&pause.stdout).contains("paused"));
+    assert_eq!(
+        String::from_utf8_lossy(&pause.stdout),
+        "agent noop: paused\n"
+    );
     let resume = repo.gov(&["resume", "noop"])?;
     assert!(
         resume.status.success(),

@@ -8,26 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gov::app::service::Service;
-use gov::store::index::{AuditFilter, IndexedEntry};
 use gov::store::keys::Role;
 use serde_json::{json, Value};
 
-use crate::support::gov_bin;
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_agent, proposal, TestServer};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Entries of one type, newest first, from the index caught up to the chain.
-fn entries(repo: &TestRepo, event_type: &str) -> TestResult<Vec<IndexedEntry>> {
-    let (_git, index) = gov::app::governance::open_index(&repo.settings)?;
-    Ok(index.query(&AuditFilter {
-        event_type: Some(event_type.into()),
-        ..AuditFilter::default()
-    })?)
-}
+use crate::support::{gov_bin, text};
 
 fn charge(s: &TestServer, agent: &str, tokens: i64, dollars: Option<f64>) -> TestResult {
     let r = s.post(
@@ -90,7 +76,7 @@ fn default_rules_fire_on_their_history_and_not_on_a_healthy_one() -> TestResult 
     assert!(said.contains("paused `noop`: watchdog-looping"), "{said}");
     assert!(!said.contains("`healthy`"), "{said}");
 
-    let pauses = entries(&s.repo, "watchdog_pause")?;
+    let pauses = s.repo.entries("watchdog_pause")?;
     assert_eq!(pauses.len(), 3);
     for p in &pauses {
         assert_eq!(p.signer_role.as_deref(), Some("watchdog"));
@@ -111,7 +97,7 @@ fn default_rules_fire_on_their_history_and_not_on_a_healthy_one() -> TestResult 
         "{again}"
     );
     assert!(!again.contains("paused `"), "{again}");
-    assert_eq!(entries(&s.repo, "watchdog_pause")?.len(), 3);
+    assert_eq!(s.repo.entries("watchdog_pause")?.len(), 3);
 
     // The server sees the pause at once.
     let r = s.post(
@@ -257,7 +243,7 @@ fn a_watchdog_and_a_server_appending_at_once_leave_a_linear_verified_chain() -> 
     // Whatever expired after its last pass.
     once(&s.repo)?;
 
-    let expired = entries(&s.repo, "proposal_expired")?;
+    let expired = s.repo.entries("proposal_expired")?;
     let mut ids: Vec<&str> = expired
         .iter()
         .filter_map(|e| e.entry.entry.proposal_id.as_deref())
@@ -269,8 +255,8 @@ fn a_watchdog_and_a_server_appending_at_once_leave_a_linear_verified_chain() -> 
     assert!(expired
         .iter()
         .any(|e| e.signer_role.as_deref() == Some("watchdog")));
-    assert_eq!(entries(&s.repo, "proposal_submitted")?.len(), n);
-    assert_eq!(entries(&s.repo, "note")?.len(), n);
+    assert_eq!(s.repo.entries("proposal_submitted")?.len(), n);
+    assert_eq!(s.repo.entries("note")?.len(), n);
     let verify = s.repo.gov(&["audit", "verify"])?;
     assert!(
         verify.status.success(),
@@ -314,7 +300,7 @@ fn the_watchdog_pauses_while_the_server_is_down_and_the_restarted_server_refuses
     assert_eq!(s.audit("agent_resumed")?.len(), 1);
     let said = once(&s.repo)?;
     assert!(said.contains("paused `capped`"), "{said}");
-    assert_eq!(entries(&s.repo, "watchdog_pause")?.len(), 2);
+    assert_eq!(s.repo.entries("watchdog_pause")?.len(), 2);
     Ok(())
 }
 

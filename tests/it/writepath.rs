@@ -143,7 +143,7 @@ fn charges_at_the_cap_match_the_serial_outcome() -> TestResult {
         Ok((
             answers.iter().filter(|ok| **ok).count(),
             b.tokens_consumed,
-            b.status,
+            b.status.as_str(),
         ))
     };
     let (_serial_repo, serial) = service()?;
@@ -199,7 +199,7 @@ fn a_charge_racing_a_pause_is_one_serial_order() -> TestResult {
         let paused = seq_of("agent_paused")?.ok_or("no pause recorded")?;
         let charged = seq_of("budget_charge")?.ok_or("charge not recorded")?;
         let status = match &answers[1] {
-            Ok(Some(status)) => *status,
+            Ok(Some(status)) => status.as_str(),
             other => return Err(format!("the charge was not recorded: {other:?}").into()),
         };
         if charged < paused {

@@ -468,12 +468,9 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
                 limit: Some(1),
                 ..AuditFilter::default()
             };
-            let last = {
-                let index = svc.governance().index()?;
-                index.query(&filter).map_err(AppError::internal)?
-            };
+            let last = crate::app::audit::indexed(&svc, &filter)?;
             let spent = Micros::from_dollars_f64(budget.dollars_consumed).unwrap_or(Micros(0));
-            let now = chrono::Utc::now();
+            let now = svc.now();
             let history = agents::spend_history(&svc, &row.agent_id)?;
             let chart = SpendChart::new(
                 &history.charges,
@@ -481,22 +478,19 @@ async fn agents_page(user: SignedIn, State(state): State<AppState>) -> Response 
                 history.from,
                 now.timestamp(),
             );
-            let reservations = {
-                let index = svc.governance().index()?;
-                run_budget::reservations(index.conn(), Some(&row.agent_id), &[], now)?
-            }
-            .into_iter()
-            .map(|r| ReservationView {
-                kind: r.kind.into(),
-                id: r.id,
-                tokens: group_thousands(r.held.tokens),
-                dollars: r.held.micros.to_string(),
-                until: r.until,
-            })
-            .collect();
+            let reservations = run_budget::open_reservations(&svc, &row.agent_id, now)?
+                .into_iter()
+                .map(|r| ReservationView {
+                    kind: r.kind.into(),
+                    id: r.id,
+                    tokens: group_thousands(r.held.tokens),
+                    dollars: r.held.micros.to_string(),
+                    until: r.until,
+                })
+                .collect();
             out.push(AgentView {
                 id: row.agent_id.clone(),
-                status: row.status.into(),
+                status: row.status.as_str().into(),
                 paused_reason: row.paused_reason.clone(),
                 tokens: Meter::tokens(
                     u64::try_from(budget.tokens_consumed).unwrap_or(0),

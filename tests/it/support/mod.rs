@@ -16,6 +16,19 @@ pub mod sshd;
 /// toolchain (docs/RUNNER.md).
 pub const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// Bytes a program wrote, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A recorded Claude Code stream (`tests/fixtures/stream-json/NAME`), as
+/// `tests/fake-claude` replays it.
+pub fn fixture(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/stream-json")
+        .join(name)
+}
+
 /// The `gov` binary built for these tests.
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))

@@ -1,12 +1,14 @@
-//! `TestRepo`: a governance repository in a temporary folder, made without
-//! `gov init` (keys, `allowed_signers`, a first signed commit on `main`).
+//! `TestRepo`: a governance repository in a temporary folder, made by
+//! `app::init` as `gov init` makes it (its keys, `allowed_signers`, the
+//! default policies and agents, one commit on `main` signed with the
+//! operator's key), with fixed inputs: operator `operator`, new keys.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gov::app::init::{init, InitOptions};
 use gov::config::Settings;
-use gov::store::git::{commit_files, init_repo};
-use gov::store::keys::{AllowedSigners, Role, SigningKey};
+use gov::store::keys::{Role, SigningKey};
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -23,49 +25,12 @@ impl TestRepo {
     /// A repository in `dir` (e.g. a folder on a small file system).
     pub fn new_in(dir: tempfile::TempDir) -> TestResult<TestRepo> {
         let root = dir.path().to_path_buf();
-        let repo = init_repo(&root, "main")?;
-        let gov_toml = "# all defaults\n";
-        std::fs::write(root.join("gov.toml"), gov_toml)?;
+        init(&InitOptions {
+            dir: root.clone(),
+            operator_name: "operator".into(),
+            operator_key: None,
+        })?;
         let settings = Settings::load(&root)?;
-        let mut signers = String::new();
-        for (role, path) in [
-            (Role::Server, &settings.server_key),
-            (Role::Watchdog, &settings.watchdog_key),
-            (Role::Approver, &settings.operator_key),
-        ] {
-            let key = SigningKey::generate(role.as_str())?;
-            key.write_new(path)?;
-            let name = if role == Role::Approver {
-                "operator"
-            } else {
-                "gov"
-            };
-            signers.push_str(&AllowedSigners::line_for(role, name, &key));
-            signers.push('\n');
-        }
-        let files = vec![
-            ("gov.toml".to_string(), gov_toml.as_bytes().to_vec()),
-            (".gitignore".to_string(), b".gov/\n".to_vec()),
-            ("policies/allowed_signers".to_string(), signers.into_bytes()),
-        ];
-        for (path, data) in &files {
-            let p = root.join(path);
-            if let Some(d) = p.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            std::fs::write(p, data)?;
-        }
-        let server = SigningKey::load(&settings.server_key)?;
-        let who = git2::Signature::now("gov server", "server@gov")?;
-        commit_files(
-            &repo,
-            &server,
-            &who,
-            &settings.main_refname(),
-            None,
-            &files,
-            "gov init",
-        )?;
         Ok(TestRepo { dir, settings })
     }
 
@@ -101,6 +66,16 @@ impl TestRepo {
             .current_dir(self.root())
             .args(args)
             .output()?)
+    }
+
+    /// Entries of one type, newest first, from the index caught up to the
+    /// chain.
+    pub fn entries(&self, event_type: &str) -> TestResult<Vec<gov::app::audit::IndexedEntry>> {
+        let (_git, index) = gov::app::governance::open_index(&self.settings)?;
+        Ok(index.query(&gov::app::audit::AuditFilter {
+            event_type: Some(event_type.into()),
+            ..Default::default()
+        })?)
     }
 
     pub fn allowed_signers(&self) -> PathBuf {

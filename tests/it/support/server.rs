@@ -31,6 +31,8 @@ pub struct TestServer {
     pub port: u16,
     pub operator: String,
     pub runner: String,
+    /// The server's clock: a test sets or advances it instead of sleeping.
+    pub clock: gov::app::clock::Clock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,6 +126,7 @@ pub fn add_policies_and_agents(repo: &TestRepo) -> TestResult {
 
 /// A server thread and what it needs to be reached and stopped.
 struct Live {
+    clock: gov::app::clock::Clock,
     operator: String,
     runner: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
@@ -133,6 +136,7 @@ struct Live {
 impl Live {
     fn spawn(settings: &Settings) -> TestResult<(Live, String, u16)> {
         let state = AppState::open(settings)?;
+        let clock = state.svc.clock().clone();
         let operator = state.operator_token.expose().to_string();
         let runner = state.runner_token.expose().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -160,6 +164,7 @@ impl Live {
         });
         let port = port_rx.recv_timeout(Duration::from_secs(10))?;
         let live = Live {
+            clock,
             operator,
             runner,
             shutdown: tx,
@@ -191,6 +196,7 @@ impl TestServer {
             port,
             operator: live.operator,
             runner: live.runner,
+            clock: live.clock,
             shutdown: Some(live.shutdown),
             thread: Some(live.thread),
         })
@@ -205,6 +211,7 @@ impl TestServer {
         self.port = port;
         self.operator = live.operator;
         self.runner = live.runner;
+        self.clock = live.clock;
         self.shutdown = Some(live.shutdown);
         self.thread = Some(live.thread);
         Ok(())

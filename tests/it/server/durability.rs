@@ -1,0 +1,130 @@
+//! What survives a restart or a killed writer.
+
+use super::*;
+
+#[test]
+fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
+    let mut s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
+    s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &json!({"decision": "approve"}),
+    )?;
+    s.post(
+        "/budget/noop/charge",
+        Some(&s.runner),
+        &json!({"tokens": 500, "tool": "x"}),
+    )?;
+    s.post("/admin/pause-all", Some(&s.operator), &json!({}))?;
+    s.stop();
+    let index = s.settings().index_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", index.display()));
+        if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    let settings = s.settings().clone();
+    let svc = gov::app::service::Service::open(&settings)?;
+    let p = gov::app::proposals::get(&svc, &id)?;
+    assert_eq!(Some(p.status.as_str().to_string()), Some("approved".into()));
+    let b = gov::app::agents::budget(&svc, "noop", 0)?;
+    assert_eq!(b.tokens_consumed, 500);
+    assert_eq!(b.status.as_str(), "paused");
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
+    let s = TestServer::start()?;
+    let before = s.get("/status", Some(&s.operator))?.body["policy_version"].clone();
+    assert!(before.is_string());
+    let repo = s.repo.repo()?;
+    let tip = repo.refname_to_id("refs/heads/main")?;
+    // Authorized (an approver signed it), but it does not validate.
+    let key = s.repo.key(gov::store::keys::Role::Approver)?;
+    let who = git2::Signature::now("someone", "someone@example.com")?;
+    gov::store::git::commit_files(
+        &repo,
+        &key,
+        &who,
+        "refs/heads/main",
+        Some(tip),
+        &[(
+            "policies/broken.cedar".into(),
+            b"permit (principal, action, resource) when { context.nope };".to_vec(),
+        )],
+        "a broken policy",
+    )?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(st.body["policy_version"], before, "the last good set stays");
+    assert!(
+        st.body["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.cedar")),
+        "{:?}",
+        st.body
+    );
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["policy_version"], before);
+
+    // A server started on the broken main finds the last good set in
+    // main's history instead of refusing everything or loading the bad one.
+    let mut s = s;
+    s.restart()?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(st.body["policy_version"], before, "{:?}", st.body);
+    assert!(
+        st.body["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.cedar")),
+        "{:?}",
+        st.body
+    );
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["policy_version"], before);
+
+    // A good change is loaded.
+    let tip = repo.refname_to_id("refs/heads/main")?;
+    gov::store::git::commit_files(
+        &repo,
+        &key,
+        &who,
+        "refs/heads/main",
+        Some(tip),
+        &[("policies/broken.cedar".into(), b"// fixed\n".to_vec())],
+        "fix",
+    )?;
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(
+        st.body["policy_version"].as_str(),
+        Some(tip_after(&repo)?.as_str())
+    );
+    assert!(st.body["policy_error"].is_null());
+    Ok(())
+}
+
+fn tip_after(repo: &git2::Repository) -> TestResult<String> {
+    Ok(repo.refname_to_id("refs/heads/main")?.to_string())
+}
