@@ -18,12 +18,21 @@
 //!   rejected; needs the operator token);
 //! - budget charges (needs the runner token);
 //! - audit posts;
+//! - the hook round trip: `gov hook pre-tool-use` started `--hooks` times,
+//!   one after another, in a run of the `noop` agent, each timed from
+//!   process start to its answer (given once its audit entry is durable);
 //! - soak: more audit posts, sampling the server's memory.
 //!
 //! Usage: bench_server [--url URL] [--operator-token T] [--runner-token T]
 //!   [--clients 16] [--submits 20000] [--rounds 5] [--decisions 2000]
-//!   [--approve-pct 20] [--charges 5000] [--audits 5000] [--soak 0]
-//!   [--preload 0] [--seconds 600]
+//!   [--approve-pct 20] [--charges 5000] [--audits 5000] [--hooks 200]
+//!   [--soak 0] [--preload 0] [--seconds 600] [--gov-bin PATH]
+//!   [--server-bin PATH] [--keep]
+//!
+//! `--server-bin` starts the server from another build of this benchmark
+//! (an older commit's), so that both are driven by the same client;
+//! `--gov-bin` names the `gov` binary for the hook and for `gov audit
+//! verify` (default: the one built beside this benchmark).
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,8 +56,14 @@ struct Opts {
     charges: usize,
     audits: usize,
     soak: usize,
+    hooks: usize,
+    gov_bin: Option<std::path::PathBuf>,
+    server_bin: Option<std::path::PathBuf>,
     preload: usize,
     seconds: u64,
+    /// Keep the benchmark's repository (its path is printed) instead of
+    /// removing it.
+    keep: bool,
 }
 
 fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
@@ -64,10 +79,18 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
         charges: 5_000,
         audits: 5_000,
         soak: 0,
+        hooks: 200,
+        gov_bin: None,
+        server_bin: None,
         preload: 0,
         seconds: 600,
+        keep: false,
     };
     while let Some(a) = args.next() {
+        if a == "--keep" {
+            o.keep = true;
+            continue;
+        }
         let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--url" => o.url = Some(v.trim_end_matches('/').to_string()),
@@ -81,6 +104,9 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
             "--charges" => o.charges = v.parse()?,
             "--audits" => o.audits = v.parse()?,
             "--soak" => o.soak = v.parse()?,
+            "--hooks" => o.hooks = v.parse()?,
+            "--gov-bin" => o.gov_bin = Some(v.into()),
+            "--server-bin" => o.server_bin = Some(v.into()),
             "--preload" => o.preload = v.parse()?,
             "--seconds" => o.seconds = v.parse()?,
             _ => return Err(format!("unknown option {a}").into()),
@@ -105,6 +131,7 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
         &mut o.charges,
         &mut o.audits,
         &mut o.soak,
+        &mut o.hooks,
     ] {
         *n = (*n).min(1_000_000);
     }
@@ -118,6 +145,9 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
 /// Child mode: serve the repository at `root` on 127.0.0.1:0, print the
 /// URL, and stop when standard input closes.
 fn serve_child(root: &str) -> BoxResult {
+    // `GOV_LOG=gov=debug` shows each batch's size and timings on stderr.
+    gov::cli::init_logging();
+    gov::server::bound_allocator_arenas();
     let settings = gov::config::Settings::load(std::path::Path::new(root))?;
     let state = gov::server::AppState::open(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -150,12 +180,27 @@ fn make_repo(root: &std::path::Path) -> BoxResult<gov::config::Settings> {
         operator_name: "operator".into(),
         operator_key: None,
     })?;
-    let toml = std::fs::read_to_string(root.join("gov.toml"))?;
-    std::fs::write(
-        root.join("gov.toml"),
-        toml.replace("# agent_auth = \"required\"", "agent_auth = \"optional\""),
+    let toml = std::fs::read_to_string(root.join("gov.toml"))?
+        .replace("# agent_auth = \"required\"", "agent_auth = \"optional\"");
+    std::fs::write(root.join("gov.toml"), &toml)?;
+    let settings = gov::config::Settings::load(root)?;
+    // An enforcement setting is in force only once it is on `main`, signed
+    // by an approver: the operator's key signs it here.
+    let repo = git2::Repository::open(root)?;
+    let main = settings.main_refname();
+    let tip = repo.refname_to_id(&main)?;
+    let key = gov::store::keys::SigningKey::load(&settings.operator_key)?;
+    let who = git2::Signature::now("operator", "approver@gov")?;
+    gov::store::git::commit_files(
+        &repo,
+        &key,
+        &who,
+        &main,
+        Some(tip),
+        &[("gov.toml".to_string(), toml.into_bytes())],
+        "bench: accept agents without a token",
     )?;
-    Ok(gov::config::Settings::load(root)?)
+    Ok(settings)
 }
 
 /// Appends `n` audit entries straight to the chain (batches of 1,000).
@@ -189,9 +234,15 @@ struct Child {
     startup: Duration,
 }
 
-fn start_child(root: &std::path::Path) -> BoxResult<Child> {
+/// Starts the server: this program in its child mode, or `server_bin` (an
+/// older build of this benchmark, to compare with the same client).
+fn start_child(root: &std::path::Path, server_bin: Option<&std::path::Path>) -> BoxResult<Child> {
     let t = Instant::now();
-    let mut proc = std::process::Command::new(std::env::current_exe()?)
+    let exe = match server_bin {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe()?,
+    };
+    let mut proc = std::process::Command::new(exe)
         .arg("--serve-child")
         .arg(root)
         .stdin(std::process::Stdio::piped())
@@ -381,6 +432,88 @@ fn run_phase(
     }
 }
 
+/// The `gov` binary beside this benchmark's build (`target/release/gov`
+/// for `target/release/examples/bench_server`), unless `--gov-bin` names one.
+fn gov_binary(o: &Opts) -> Option<std::path::PathBuf> {
+    if let Some(p) = &o.gov_bin {
+        return Some(p.clone());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("gov");
+    bin.is_file().then_some(bin)
+}
+
+/// The hook round trip, as Claude Code makes it before each tool call:
+/// `gov hook pre-tool-use` started `n` times one after another in a run of
+/// the `noop` agent, each timed from process start to its answer (which
+/// the server gives once the decision's audit entry is durable). Returns
+/// the durations, sorted, and how many answers were `allow`.
+fn hook_round_trips(
+    url: &str,
+    runner_token: &str,
+    agent_dir: &std::path::Path,
+    gov: &std::path::Path,
+    n: usize,
+    deadline: Instant,
+) -> BoxResult<(Vec<Duration>, usize)> {
+    use std::io::Write;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let opened: Value = agent
+        .post(&format!("{url}/runs"))
+        .set("Authorization", &format!("Bearer {runner_token}"))
+        .send_json(json!({"agent_id": "noop"}))?
+        .into_json()?;
+    let run_id = opened["run_id"]
+        .as_str()
+        .ok_or("POST /runs gave no run_id")?;
+    let token = opened["agent_token"]
+        .as_str()
+        .ok_or("POST /runs gave no agent_token")?;
+    let mut took = Vec::with_capacity(n);
+    let mut allowed = 0;
+    for i in 0..n {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let input = json!({
+            "hook_event_name": "PreToolUse", "tool_name": "Read",
+            "tool_input": {"file_path": agent_dir.join("memory.md")},
+            "cwd": agent_dir, "tool_use_id": format!("toolu_bench_{i}"),
+        })
+        .to_string();
+        let t = Instant::now();
+        let mut child = std::process::Command::new(gov)
+            .args(["hook", "pre-tool-use"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GOV_URL", url)
+            .env("GOV_AGENT_ID", "noop")
+            .env("GOV_RUN_ID", run_id)
+            .env("GOV_AGENT_TOKEN", token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        took.push(t.elapsed());
+        let answer: Value = serde_json::from_slice(&out.stdout)?;
+        match answer["hookSpecificOutput"]["permissionDecision"].as_str() {
+            Some("allow") => allowed += 1,
+            Some(_) => {}
+            None => return Err(format!("the hook answered `{answer}`").into()),
+        }
+    }
+    took.sort();
+    Ok((took, allowed))
+}
+
 fn submit_req(n: usize) -> Req {
     let now = chrono::Utc::now();
     let (action, requires_approval) = match n % 10 {
@@ -433,7 +566,7 @@ fn main() -> BoxResult {
             };
             o.operator_token = Some(token(&s.operator_token_path(), "gov_op")?);
             o.runner_token = Some(token(&s.runner_token_path(), "gov_runner")?);
-            let c = start_child(dir.path())?;
+            let c = start_child(dir.path(), o.server_bin.as_deref())?;
             let u = c.url.clone();
             child = Some(c);
             settings = Some(s);
@@ -551,6 +684,31 @@ fn main() -> BoxResult {
         written += r.ok;
         results.push(r);
     }
+    let mut hook_figures = json!(null);
+    if o.hooks > 0 {
+        match (gov_binary(&o), o.runner_token.clone()) {
+            (Some(gov), Some(tok)) => {
+                let dir = settings.as_ref().map_or_else(
+                    std::env::temp_dir,
+                    |s| s.root.join("agents").join("noop"),
+                );
+                let (took, allowed) =
+                    hook_round_trips(&url, &tok, &dir, &gov, o.hooks, deadline)?;
+                written += took.len();
+                hook_figures = json!({
+                    "count": took.len(),
+                    "allowed": allowed,
+                    "median_ms": pct(&took, 0.50),
+                    "p99_ms": pct(&took, 0.99),
+                    "max_ms": took.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                });
+            }
+            (None, _) => eprintln!(
+                "hook round trip not measured: no `gov` binary beside this benchmark (build it with `cargo build --release --bin gov`, or name one with --gov-bin)"
+            ),
+            (_, None) => eprintln!("hook round trip not measured: it needs --runner-token"),
+        }
+    }
     let mut soak_rss = Vec::new();
     if o.soak > 0 {
         let step = o.soak.div_ceil(10);
@@ -591,23 +749,37 @@ fn main() -> BoxResult {
         let m_secs = t.elapsed().as_secs_f64();
         let after = gov::store::maintain::dir_bytes(&s.root.join(".git"));
         let files_after = gov::store::maintain::file_count(&s.root.join(".git"));
+        // `gov audit verify` as a user runs it (the `gov` binary beside this
+        // benchmark, or --gov-bin), else the library's verify.
         let t = Instant::now();
-        let v = gov::app::audit::verify(s)?;
-        let v_secs = t.elapsed().as_secs_f64();
+        let (verify_ok, v_secs) = match gov_binary(&o) {
+            Some(bin) => {
+                let out = std::process::Command::new(bin)
+                    .args(["audit", "verify"])
+                    .env("GOV_REPO", &s.root)
+                    .output()?;
+                (out.status.success(), t.elapsed().as_secs_f64())
+            }
+            None => {
+                let v = gov::app::audit::verify(s)?;
+                (v.problems.is_empty(), t.elapsed().as_secs_f64())
+            }
+        };
+        let entries = gov::app::governance::open_index(s)?.1.count()?;
         // Start-up with the whole history in place.
-        let c = start_child(&s.root)?;
+        let c = start_child(&s.root, o.server_bin.as_deref())?;
         let startup2 = c.startup.as_secs_f64() * 1e3;
         let rss_idle = rss_mib(c.proc.id());
         let mut c = c;
         drop(c.proc.stdin.take());
         let _ = c.proc.wait();
         repo_figures = json!({
-            "entries": v.entries,
-            "verify_ok": v.problems.is_empty(),
-            "verify_per_sec": v.entries as f64 / v_secs.max(1e-9),
+            "entries": entries,
+            "verify_ok": verify_ok,
+            "verify_per_sec": entries as f64 / v_secs.max(1e-9),
             "git_bytes_before_maintenance": before,
             "git_bytes_after_maintenance": after,
-            "bytes_per_entry": after as f64 / (v.entries.max(1) as f64),
+            "bytes_per_entry": after as f64 / (entries.max(1) as f64),
             "git_files_before": files_before,
             "git_files_after": files_after,
             "maintenance_seconds": m_secs,
@@ -666,6 +838,12 @@ fn main() -> BoxResult {
                 .join(", ")
         );
     }
+    if !hook_figures.is_null() {
+        println!();
+        println!(
+            "hook round trip (`gov hook pre-tool-use`, process start to answer): {hook_figures}"
+        );
+    }
     if !repo_figures.is_null() {
         println!();
         println!("repository: {repo_figures}");
@@ -681,10 +859,14 @@ fn main() -> BoxResult {
         "phases": results,
         "soak_rss_mib": soak_rss,
         "final_rss_mib": final_rss,
+        "hook": hook_figures,
         "startup_ms": startup_ms,
         "repository": repo_figures,
         "seconds": total_time,
     });
     println!("{summary}");
+    if o.keep {
+        eprintln!("repository kept: {}", dir.keep().display());
+    }
     Ok(())
 }

@@ -7,12 +7,20 @@
 #
 #   scripts/bench-server.sh [--url URL] [--clients N] [--submits N] [--rounds N]
 #       [--decisions N] [--approve-pct P] [--charges N] [--audits N] [--soak N]
-#       [--preload N] [--seconds MAX] [--operator-token T] [--runner-token T]
+#       [--hooks N] [--preload N] [--seconds MAX] [--operator-token T]
+#       [--runner-token T] [--gov-bin PATH] [--server-bin PATH]
+#
+# --hooks N times `gov hook pre-tool-use` N times (the `gov` binary built
+# beside the benchmark, or --gov-bin); --server-bin starts the server from
+# another build of bench_server (an older commit's, to compare with the
+# same client).
 #
 # PROFILE=dev runs an unoptimised build (faster to compile, slower to run).
 set -eu
 cd "$(dirname "$0")/.."
 if [ "${PROFILE:-release}" = "dev" ]; then
+    cargo build --quiet --bin gov
     exec cargo run --quiet --example bench_server -- "$@"
 fi
+cargo build --quiet --release --bin gov
 exec cargo run --quiet --release --example bench_server -- "$@"

@@ -32,7 +32,10 @@ use crate::store::audit::{entries_from, read_entry};
 /// The filter of `gov audit log` and `GET /audit`, and a signature's check,
 /// as the edges name them.
 pub use crate::store::entry_check::signature_status;
-use crate::store::entry_check::{signature_problem, signer_roles, LoadSignersError, SignersSource};
+use crate::store::entry_check::{
+    proved_signer, signature_problem, signature_statuses, signer_roles, LoadSignersError,
+    SignersSource,
+};
 use crate::store::git::{StoreError, EMPTY_TREE};
 pub use crate::store::index::AuditFilter;
 use crate::store::index::Index;
@@ -287,6 +290,22 @@ pub(crate) fn write_verified_tip(
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("write", &path, e))
 }
 
+/// The commits of the chain at `refname`, newest first (following first
+/// parents from the tip); none when the ref does not exist.
+fn chain_commits(repo: &Repository, refname: &str) -> Result<Vec<Oid>, VerifyError> {
+    let mut next = match repo.refname_to_id(refname) {
+        Ok(o) => Some(o),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    while let Some(oid) = next.take() {
+        out.push(oid);
+        next = repo.find_commit(oid)?.parent_ids().next();
+    }
+    Ok(out)
+}
+
 /// A chain position the chain must still contain.
 struct Checkpoint {
     seq: u64,
@@ -335,15 +354,16 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     // than the ones before it: they are collected and reversed at the end.
     let mut found: Vec<Problem> = Vec::new();
     let refname = settings.audit_refname();
-    let mut next = match repo.refname_to_id(&refname) {
-        Ok(o) => Some(o),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
+    // The chain's commits, newest first, and their signatures checked on
+    // every core; the walk below reads each entry once more, in order.
+    let oids = chain_commits(&repo, &refname)?;
+    let signatures = signature_statuses(repo.path(), &signers, &oids)?;
+    // The role each entry's signature proves, for the index comparison.
+    let mut signer_roles_proved: Vec<Option<Role>> = Vec::with_capacity(oids.len());
     // (seq, commit) of the entry walked just before (its child).
     let mut child: Option<(u64, Oid)> = None;
     let mut forge = ForgeRecords::default();
-    while let Some(oid) = next.take() {
+    for (&oid, signature) in oids.iter().zip(&signatures) {
         let commit = repo.find_commit(oid)?;
         report.entries += 1;
         let mut bad = |seq: Option<u64>, reason: String| {
@@ -353,7 +373,10 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
                 reason,
             });
         };
-        let entry = read_entry(&commit).ok().map(|e| e.entry);
+        let (entry, claimed) = match read_entry(&commit) {
+            Ok(e) => (Some(e.entry), e.signer),
+            Err(_) => (None, None),
+        };
         let seq = entry.as_ref().map(|e| e.seq);
         if let Some(e) = &entry {
             forge.note(e);
@@ -366,7 +389,8 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
             .map_or(&[Role::Server, Role::Watchdog][..], |e| {
                 signer_roles(e.entry.event_type())
             });
-        if let Some(why) = signature_problem(&signature_status(&repo, &signers, oid), roles) {
+        signer_roles_proved.push(proved_signer(signature, roles, claimed));
+        if let Some(why) = signature_problem(signature, roles) {
             bad(seq, why);
         }
         if entry.is_none() {
@@ -417,7 +441,6 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
             }
         }
         child = seq.map(|s| (s, oid));
-        next = commit.parent_ids().next();
     }
     found.reverse();
     let tip_seq = report.tip.as_ref().map_or(0, |t| t.0);
@@ -442,8 +465,19 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     );
     // The index's contents, once the chain itself is sound up to it.
     if let (Some(index), true) = (index.as_ref(), found.is_empty()) {
-        let mut check = crate::app::governance::entry_check(settings);
-        match index.difference_from_chain(&repo, &refname, &mut check) {
+        // Every entry passed the checks above (the chain is sound): they
+        // are projected afresh with the signer each signature proved,
+        // oldest first, without checking the signatures a second time.
+        let entries = oids
+            .iter()
+            .rev()
+            .zip(signer_roles_proved.iter().rev())
+            .map(|(oid, role)| {
+                let mut e = read_entry(&repo.find_commit(*oid)?)?;
+                e.signer = *role;
+                Ok(e)
+            });
+        match index.difference_from_entries(entries) {
             Ok(None) => {}
             Ok(Some(why)) => found.push(Problem {
                 seq: None,

@@ -91,6 +91,8 @@ struct Batch {
     tip: Option<ChainEntry>,
     /// Writers whose entries are staged and who wait for the flush.
     members: usize,
+    /// When the batch was opened.
+    opened: std::time::Instant,
 }
 
 struct Writer {
@@ -223,6 +225,7 @@ fn open_batch_repo(settings: &Settings) -> Result<Repository, GovError> {
     repo.odb()
         .and_then(|odb| odb.add_new_mempack_backend(1000).map(|_| ()))
         .map_err(StoreError::from)?;
+    crate::store::git::configure_for_batches(&repo)?;
     Ok(repo)
 }
 
@@ -415,6 +418,7 @@ impl Governance {
             // Tampering found by an earlier batch (or at start-up) refuses
             // every later one without looking again.
             self.refuse_if_tampered()?;
+            let opened = std::time::Instant::now();
             let repo = open_batch_repo(&self.settings)?;
             let before = self.clock.now();
             let lock = ChainLock::acquire(repo.path())?;
@@ -433,6 +437,7 @@ impl Governance {
                 staged: Staged::default(),
                 tip,
                 members: 0,
+                opened,
             });
             w.next_batch += 1;
         }
@@ -502,6 +507,12 @@ impl Governance {
         let Some(batch) = w.batch.take() else {
             return;
         };
+        tracing::debug!(
+            batch = batch.id,
+            writers = batch.members,
+            open_for_us = batch.opened.elapsed().as_micros() as u64,
+            "batch closing"
+        );
         let result = if batch.members == 0 {
             w.index.rollback_batch();
             Ok(())
@@ -540,17 +551,24 @@ impl Governance {
         staged: Staged,
     ) -> Result<(), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
+        let started = std::time::Instant::now();
         if let Err(e) = staged.flush(repo, "gov: batch") {
             self.repair_due.store(true, Ordering::SeqCst);
             w.index.rollback_batch();
             return Err((why(&e), e.is_storage_full()));
         }
+        let git_done = started.elapsed();
         // The entries are durable in Git now; the index is a projection of
         // them, so a failed commit here is caught up from Git later.
         if let Err(e) = w.index.commit_batch() {
             tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
             w.index.rollback_batch();
         }
+        tracing::debug!(
+            git_us = git_done.as_micros() as u64,
+            index_us = (started.elapsed() - git_done).as_micros() as u64,
+            "batch flushed"
+        );
         Ok(())
     }
 
@@ -572,8 +590,7 @@ impl Governance {
             return Ok(());
         }
         let refname = self.settings.audit_refname();
-        let why =
-            self.note_tampering(w.index.difference_from_chain(repo, &refname, &mut w.check))?;
+        let why = self.note_tampering(difference_from_chain(w, repo, &refname))?;
         if let Some(why) = why {
             let path = self.settings.index_path();
             let kept = w.index.copy_aside(&path, "edited", self.clock.now())?;
@@ -627,9 +644,18 @@ impl Governance {
     }
 
     /// One pass of repository maintenance (`store::maintain`): writers go
-    /// on, held up only while refs are packed.
+    /// on, held up only while refs are packed. It runs beside the writers
+    /// (the server's background pass), so its packs are written without
+    /// a delta search, as a batch's are: that search cost more CPU than
+    /// the writes it shared the machine with. `gov maintain` (by hand)
+    /// searches for deltas.
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
-        maintain(&self.settings)
+        let repo = open_repo(&self.settings)?;
+        crate::store::git::configure_for_batches(&repo)?;
+        Ok(crate::store::maintain::run(
+            &repo,
+            &self.settings.audit_refname(),
+        )?)
     }
 
     /// Batches flushed since opening, and the writers they carried.
@@ -654,6 +680,24 @@ impl Governance {
     pub fn index(&self) -> Result<MutexGuard<'_, Index>, GovError> {
         self.reader.lock().map_err(|_| GovError::Poisoned)
     }
+}
+
+/// How the index differs from a fresh projection of the chain, each entry
+/// checked (`None`: it does not).
+fn difference_from_chain(
+    w: &mut Writer,
+    repo: &Repository,
+    refname: &str,
+) -> Result<Option<String>, StoreError> {
+    let oids = chain::commits_after(repo, refname, 0, None)?.unwrap_or_default();
+    let Writer { index, check, .. } = w;
+    let mut after = None;
+    let entries = oids.iter().map(|oid| {
+        let e = check.check(repo, *oid, after)?;
+        after = Some((e.entry.seq, e.commit));
+        Ok(e)
+    });
+    index.difference_from_entries(entries)
 }
 
 /// Removes the lock files of `main`, `packed-refs` and the Git index that a

@@ -96,6 +96,8 @@ pub struct Service {
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
+    /// A handle kept open to read `main`'s tip on the hot path.
+    main_reader: std::sync::Mutex<Option<Repository>>,
     /// The one clock of this service (see [`super::clock`]).
     clock: Clock,
     /// Reviews of proposed policy changes, by proposal head.
@@ -148,6 +150,7 @@ impl Service {
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
             failed_redemptions: Default::default(),
+            main_reader: Default::default(),
             reviews: Default::default(),
             started_at: Timestamp(clock.now()),
             clock,
@@ -502,15 +505,28 @@ impl Service {
     /// reaches main through review. Without a readable `main`, no agent is
     /// in force.
     pub fn agents(&self) -> Arc<AgentsInForce> {
+        // Asked on every request: main's tip is read through a handle kept
+        // open (opening the repository costs more than the question).
+        let tip = match self.main_reader.lock() {
+            Ok(mut reader) => {
+                if reader.is_none() {
+                    *reader = self.open_repo().ok();
+                }
+                reader
+                    .as_ref()
+                    .and_then(|r| r.refname_to_id(&self.settings.main_refname()).ok())
+            }
+            Err(_) => None,
+        };
+        if let Ok(state) = self.agents.read() {
+            if state.loaded && state.seen == tip && tip.is_some() {
+                return state.agents.clone();
+            }
+        }
         let Ok(repo) = self.open_repo() else {
             return Arc::default();
         };
         let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
-        if let Ok(state) = self.agents.read() {
-            if state.loaded && state.seen == tip {
-                return state.agents.clone();
-            }
-        }
         let Ok(mut state) = self.agents.write() else {
             return Arc::default();
         };

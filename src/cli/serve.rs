@@ -14,6 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    crate::server::bound_allocator_arenas();
     let root = super::repo_root(repo)?;
     let settings = Settings::load(&root)?;
     let port = args.port.unwrap_or(settings.port);

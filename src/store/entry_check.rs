@@ -88,6 +88,64 @@ pub fn signature_status(
     }
 }
 
+/// [`signature_status`] of each of `commits`, in their order, checked on
+/// every core: each thread opens its own handle on the repository at
+/// `git_dir` (a handle is not shared between threads) and takes a
+/// contiguous share of the commits.
+pub fn signature_statuses(
+    git_dir: &Path,
+    signers: &AllowedSigners,
+    commits: &[Oid],
+) -> Result<Vec<SignatureCheck>, StoreError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 16);
+    let share = commits.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = commits
+            .chunks(share)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<SignatureCheck>, StoreError> {
+                    let repo = Repository::open(git_dir)?;
+                    Ok(part
+                        .iter()
+                        .map(|oid| signature_status(&repo, signers, *oid))
+                        .collect())
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(commits.len());
+        for h in handles {
+            let part = h.join().map_err(|_| {
+                StoreError::io(
+                    "check signatures in",
+                    git_dir,
+                    std::io::Error::other("a checking thread panicked"),
+                )
+            })??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+/// The role a signature proves for an entry that needs one of `roles`:
+/// the committer's `claimed` role when the signing key holds it, else the
+/// first of `roles` the key holds; `None` when the signature is not good.
+pub fn proved_signer(
+    check: &SignatureCheck,
+    roles: &[Role],
+    claimed: Option<Role>,
+) -> Option<Role> {
+    let SignatureCheck::Good { roles: has, .. } = check else {
+        return None;
+    };
+    match claimed {
+        Some(r) if has.contains(&r) && roles.contains(&r) => Some(r),
+        _ => has.iter().copied().find(|r| roles.contains(r)),
+    }
+}
+
 /// Why a signature does not make a valid signer of `roles`; `None` if it
 /// does.
 pub fn signature_problem(check: &SignatureCheck, roles: &[Role]) -> Option<String> {
@@ -188,14 +246,8 @@ impl EntryCheck {
         if let Some(why) = signature_problem(&check, roles) {
             return Err(tampered(why));
         }
-        if let SignatureCheck::Good { roles: has, .. } = &check {
-            // The committer's claim stands only if the signature backs it.
-            if !entry
-                .signer
-                .is_some_and(|r| has.contains(&r) && roles.contains(&r))
-            {
-                entry.signer = has.iter().copied().find(|r| roles.contains(r));
-            }
+        if matches!(check, SignatureCheck::Good { .. }) {
+            entry.signer = proved_signer(&check, roles, entry.signer);
         }
         Ok(entry)
     }

@@ -508,6 +508,55 @@ fn ref_moved(refname: &str, expected: Option<Oid>, found: Option<Oid>) -> StoreE
     }
 }
 
+/// The settings a batch's repository handle reads on top of the
+/// repository's own (a file in the Git directory; git itself never reads
+/// it):
+/// - no reflog for the refs a batch moves: a reflog is one more file per
+///   new proposal branch and one more write per batch, and the audit chain
+///   already records every move;
+/// - no delta search in a batch's pack: the pack is small and short-lived
+///   (maintenance repacks it with deltas); the search cost more CPU than
+///   anything else in a write. libgit2 1.9 reads its big-file threshold
+///   (objects above it are never deltified) from `pack.deltaCacheSize`,
+///   git from `core.bigFileThreshold`: both are set.
+const BATCH_CONFIG: &str =
+    "# gov: read by gov's writers on top of the repository's config; git never reads it
+[core]
+\tlogAllRefUpdates = false
+\tbigFileThreshold = 1
+[pack]
+\tdeltaCacheSize = 1
+";
+
+/// The file that holds [`BATCH_CONFIG`], in the Git directory.
+const BATCH_CONFIG_FILE: &str = "gov-batch.config";
+
+/// Makes `repo` (a handle opened for one batch) read [`BATCH_CONFIG`],
+/// writing its file first if it is missing or different (atomically, from
+/// a file of this thread's own: a concurrent writer, in this process or
+/// another, writes the same bytes).
+pub fn configure_for_batches(repo: &Repository) -> Result<(), StoreError> {
+    let path = repo.path().join(BATCH_CONFIG_FILE);
+    let current = || std::fs::read(&path).ok();
+    if current().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
+        let tmp = repo.path().join(format!(
+            "{BATCH_CONFIG_FILE}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&tmp, BATCH_CONFIG).map_err(|e| StoreError::io("write", &tmp, e))?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            if current().as_deref() != Some(BATCH_CONFIG.as_bytes()) {
+                return Err(StoreError::io("write", &path, e));
+            }
+        }
+    }
+    repo.config()?
+        .add_file(&path, git2::ConfigLevel::App, true)?;
+    Ok(())
+}
+
 /// The folder that holds a repository's packs.
 pub fn pack_dir(repo: &Repository) -> PathBuf {
     repo.path().join("objects").join("pack")
@@ -546,33 +595,40 @@ pub fn remove_loose(repo: &Repository, objects: &[Oid]) {
     }
 }
 
-/// Flushes files, then folders, each group in parallel: concurrent fsyncs
-/// share the file system's journal commits, so a batch costs about one
-/// flush instead of one per file.
+/// Flushes files and folders, all in parallel, and returns once every one
+/// is on disk: concurrent fsyncs share the file system's journal commits,
+/// so a batch costs about one flush instead of one per file. Nothing may
+/// depend on one of them being durable before the others: a caller that
+/// needs an order (objects before the refs that name them) calls this once
+/// per step.
 pub fn sync_all_at_once(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> Result<(), StoreError> {
     let sync = |path: &Path| -> Result<(), StoreError> {
         let f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         f.sync_all().map_err(|e| StoreError::io("sync", path, e))
     };
-    let run = |paths: Vec<&Path>| -> Result<(), StoreError> {
-        if paths.len() <= 1 {
-            return paths.into_iter().try_for_each(sync);
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = paths.iter().map(|p| s.spawn(|| sync(p))).collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(StoreError::io(
-                        "sync",
-                        Path::new("-"),
-                        std::io::Error::other("a flush thread panicked"),
-                    ))
-                })
-            })
+    let paths: Vec<&Path> = files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(dirs.iter().map(PathBuf::as_path))
+        .collect();
+    if paths.len() <= 1 {
+        return paths.into_iter().try_for_each(sync);
+    }
+    std::thread::scope(|s| {
+        // The calling thread takes the first path itself.
+        let handles: Vec<_> = paths[1..].iter().map(|p| s.spawn(|| sync(p))).collect();
+        let first = sync(paths[0]);
+        handles.into_iter().fold(first, |acc, h| {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(StoreError::io(
+                    "sync",
+                    Path::new("-"),
+                    std::io::Error::other("a flush thread panicked"),
+                ))
+            });
+            acc.and(r)
         })
-    };
-    run(files.iter().map(PathBuf::as_path).collect())?;
-    run(dirs.iter().map(PathBuf::as_path).collect())
+    })
 }
 
 /// The empty tree, written if this repository does not have it yet.
@@ -611,6 +667,42 @@ fn subtree_ids(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Vec<Oid>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_handle_writes_no_reflog_and_packs_without_deltas(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
+        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        // A plain handle logs a new branch under refs/heads/ ...
+        let mut staged = Staged::default();
+        staged.set(&repo, "refs/heads/gov/plain", Some(c1), None)?;
+        staged.flush(&repo, "test")?;
+        assert!(repo.path().join("logs/refs/heads/gov/plain").exists());
+        // ... a batch's handle does not, twice (the second time the
+        // settings file is already there).
+        for name in ["refs/heads/gov/one", "refs/heads/gov/two"] {
+            let batch = Repository::open(dir.path())?;
+            configure_for_batches(&batch)?;
+            let mut staged = Staged::default();
+            staged.set(&batch, name, Some(c1), None)?;
+            staged.flush(&batch, "test")?;
+            assert_eq!(batch.refname_to_id(name)?, c1);
+            assert!(!batch.path().join("logs").join(name).exists(), "{name}");
+        }
+        // The repository's own settings are untouched: git reads none of it.
+        let own = Repository::open(dir.path())?.config()?.snapshot()?;
+        assert!(own.get_i64("pack.deltaCacheSize").is_err());
+        let batch = Repository::open(dir.path())?;
+        configure_for_batches(&batch)?;
+        let cfg = batch.config()?.snapshot()?;
+        assert!(!cfg.get_bool("core.logAllRefUpdates")?);
+        assert_eq!(cfg.get_i64("pack.deltaCacheSize")?, 1);
+        Ok(())
+    }
 
     #[test]
     fn cas_refuses_a_moved_ref() -> Result<(), Box<dyn std::error::Error>> {

@@ -304,16 +304,15 @@ impl Index {
         Ok(found.is_some())
     }
 
-    /// Compares this index with a fresh projection of the chain's entries
-    /// up to this index's position (each entry checked): the first table
-    /// that differs and how, or `None` if every table is equal. An index
-    /// edited by hand (a proposal set to approved, an agent un-paused)
-    /// differs.
-    pub fn difference_from_chain(
+    /// Compares this index with a fresh projection of `entries` (the
+    /// chain's entries, oldest first, already checked by the caller, each
+    /// with the signer its signature proved) up to this index's position:
+    /// the first table that differs and how, or `None` if every table is
+    /// equal. An index edited by hand (a proposal set to approved, an agent
+    /// un-paused) differs.
+    pub fn difference_from_entries(
         &self,
-        repo: &Repository,
-        refname: &str,
-        check: &mut EntryCheck,
+        entries: impl Iterator<Item = Result<ChainEntry, StoreError>>,
     ) -> Result<Option<String>, StoreError> {
         let Some((seq, _)) = position_in(&self.conn)? else {
             return Ok(None);
@@ -324,12 +323,9 @@ impl Index {
         fresh.ensure_schema()?;
         {
             let tx = fresh.conn.transaction()?;
-            let oids = commits_after(repo, refname, 0, None)?.unwrap_or_default();
-            let mut after = None;
-            for oid in oids.iter().take(usize::try_from(seq).unwrap_or(usize::MAX)) {
-                let e = check.check(repo, *oid, after)?;
+            for e in entries.take(usize::try_from(seq).unwrap_or(usize::MAX)) {
+                let e = e?;
                 apply(&tx, &e.entry, e.commit, e.signer)?;
-                after = Some((e.entry.seq, e.commit));
             }
             tx.commit()?;
         }
