@@ -278,10 +278,7 @@ impl Index {
         why: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<std::path::PathBuf, StoreError> {
-        let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".{why}-{stamp}"));
-        let aside = std::path::PathBuf::from(aside);
+        let aside = aside_path(path, why, now);
         self.conn
             .execute("VACUUM INTO ?1", [aside.to_string_lossy().as_ref()])?;
         Ok(aside)
@@ -566,6 +563,15 @@ pub fn is_unreadable(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Where an index file at `path` is kept when set aside for `why` at `now`:
+/// `<path>.<why>-<time>`.
+fn aside_path(path: &Path, why: &str, now: chrono::DateTime<chrono::Utc>) -> std::path::PathBuf {
+    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{why}-{stamp}"));
+    std::path::PathBuf::from(aside)
+}
+
 /// Moves the index at `path` (and its WAL and shared-memory files) to
 /// `<path>.<why>-<time>` (`now`), keeping it for inspection. Returns the
 /// new path.
@@ -574,10 +580,7 @@ pub fn move_aside(
     why: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<std::path::PathBuf, StoreError> {
-    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".{why}-{stamp}"));
-    let aside = std::path::PathBuf::from(aside);
+    let aside = aside_path(path, why, now);
     for suffix in ["", "-wal", "-shm"] {
         let mut from = path.as_os_str().to_owned();
         from.push(suffix);
