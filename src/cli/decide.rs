@@ -40,13 +40,13 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
             .post(&format!("/proposals/{}/decision", args.id), &request)?
             .ok_as()?;
         println!(
-            "proposal {} {}{}",
-            decided.proposal_id,
-            decided.status.as_str(),
-            decided
-                .merge_commit
-                .map(|c| format!(": merged into {} as {c}", settings.main_branch))
-                .unwrap_or_default()
+            "{}",
+            decided_line(
+                &decided.proposal_id,
+                decided.status.as_str(),
+                decided.merge_commit.as_deref(),
+                &settings.main_branch
+            )
         );
         return Ok(ExitCode::Ok);
     }
@@ -58,12 +58,22 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
     };
     let p = decide(&svc, &args.id, &input, &settings.operator_name)?;
     println!(
-        "proposal {} {}{}",
-        p.proposal_id,
-        p.status.as_str(),
-        p.merge_commit
-            .map(|c| format!(": merged into {} as {c}", settings.main_branch))
-            .unwrap_or_default()
+        "{}",
+        decided_line(
+            &p.proposal_id,
+            p.status.as_str(),
+            p.merge_commit.as_deref(),
+            &settings.main_branch
+        )
     );
     Ok(ExitCode::Ok)
+}
+
+/// What `gov approve` and `gov reject` print: "proposal `ID` approved:
+/// merged into main as COMMIT" or "proposal `ID` rejected".
+fn decided_line(id: &str, status: &str, merge: Option<&str>, main: &str) -> String {
+    match merge {
+        Some(c) => format!("proposal `{id}` {status}: merged into {main} as {c}"),
+        None => format!("proposal `{id}` {status}"),
+    }
 }

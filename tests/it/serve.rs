@@ -87,7 +87,7 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         .refname_to_id(&s.repo.settings.main_refname())?;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("proposal {id} approved: merged into main as {merge}\n")
+        format!("proposal `{id}` approved: merged into main as {merge}\n")
     );
     let again = s.repo.gov(&["reject", &id])?;
     assert_eq!(again.status.code(), Some(7));
