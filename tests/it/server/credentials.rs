@@ -17,24 +17,15 @@ fn a_credential_is_redeemed_once_under_eight_concurrent_clients() -> TestResult 
         .as_str()
         .unwrap_or_default()
         .ends_with("+00:00"));
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let base = s.base.clone();
-            let (t, agent) = (token.clone(), tok.clone());
-            std::thread::spawn(move || {
-                // Redemption needs the credential's agent's token.
-                match ureq::post(&format!("{base}/credentials/redeem"))
-                    .set("Authorization", &format!("Bearer {agent}"))
-                    .send_json(json!({"token": t}))
-                {
-                    Ok(r) => r.status(),
-                    Err(ureq::Error::Status(c, _)) => c,
-                    Err(_) => 0,
-                }
+    // Redemption needs the credential's agent's token.
+    let codes = s.post_at_once(
+        (0..8)
+            .map(|_| {
+                let body = json!({"token": token});
+                ("/credentials/redeem".to_string(), Some(tok.clone()), body)
             })
-        })
-        .collect();
-    let codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+            .collect(),
+    );
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 401).count(), 7, "{codes:?}");
     assert_eq!(s.audit("credentials_redeemed")?.len(), 1);

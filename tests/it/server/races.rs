@@ -7,25 +7,15 @@ fn eight_clients_deciding_one_proposal_make_one_decision() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
     let id = submit(&s, &tok, &proposal("noop", "publish_content"))?.text("proposal_id");
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            let base = s.base.clone();
-            let op = s.operator.clone();
-            let id = id.clone();
-            std::thread::spawn(move || {
+    let codes = s.post_at_once(
+        (0..8)
+            .map(|i| {
                 let verdict = if i % 2 == 0 { "approve" } else { "reject" };
-                match ureq::post(&format!("{base}/proposals/{id}/decision"))
-                    .set("Authorization", &format!("Bearer {op}"))
-                    .send_json(json!({"decision": verdict}))
-                {
-                    Ok(r) => r.status(),
-                    Err(ureq::Error::Status(c, _)) => c,
-                    Err(_) => 0,
-                }
+                let path = format!("/proposals/{id}/decision");
+                (path, Some(s.operator.clone()), json!({"decision": verdict}))
             })
-        })
-        .collect();
-    let codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+            .collect(),
+    );
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 400).count(), 7, "{codes:?}");
     assert_eq!(s.audit("proposal_decided")?.len(), 1);
@@ -35,21 +25,17 @@ fn eight_clients_deciding_one_proposal_make_one_decision() -> TestResult {
 #[test]
 fn sixteen_first_requests_from_a_new_agent_all_succeed() -> TestResult {
     let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let base = s.base.clone();
-            std::thread::spawn(move || {
-                match ureq::post(&format!("{base}/proposals"))
-                    .send_json(proposal("fresh", "draft_content"))
-                {
-                    Ok(r) => r.status(),
-                    Err(ureq::Error::Status(c, _)) => c,
-                    Err(_) => 0,
-                }
+    let codes = s.post_at_once(
+        (0..16)
+            .map(|_| {
+                (
+                    "/proposals".to_string(),
+                    None,
+                    proposal("fresh", "draft_content"),
+                )
             })
-        })
-        .collect();
-    let codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+            .collect(),
+    );
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     let board = s.get("/scoreboard", None)?;
     let row = board

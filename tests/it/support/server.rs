@@ -262,6 +262,30 @@ impl TestServer {
         Ok(Reply { status, body })
     }
 
+    /// Sends every `(path, token, body)` POST at once, one thread each, and
+    /// returns their status codes in order (0 for a request that got no
+    /// answer).
+    pub fn post_at_once(&self, posts: Vec<(String, Option<String>, Value)>) -> Vec<u16> {
+        let handles: Vec<_> = posts
+            .into_iter()
+            .map(|(path, token, body)| {
+                let url = format!("{}{path}", self.base);
+                std::thread::spawn(move || {
+                    let mut req = ureq::post(&url);
+                    if let Some(t) = token {
+                        req = req.set("Authorization", &format!("Bearer {t}"));
+                    }
+                    match req.send_json(body) {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(c, _)) => c,
+                        Err(_) => 0,
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    }
+
     /// Sends raw bytes as the body.
     pub fn send_raw(
         &self,
