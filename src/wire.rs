@@ -231,7 +231,8 @@ pub struct Budget {
     pub dollars_cap: f64,
     pub status: AgentStatus,
     pub remaining_pct: f64,
-    /// `lifetime`, `day` or `month`.
+    /// The current period's key: `lifetime`, a day (`2026-11-25`) or a
+    /// month (`2026-11`).
     pub period: String,
     pub paused_reason: Option<String>,
     /// What open reservations hold (runs under way, approved proposals not
