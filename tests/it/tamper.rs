@@ -767,9 +767,6 @@ fn stale_locks_of_main_packed_refs_and_the_git_index_do_not_block_writers() -> T
         git_dir.join("packed-refs.lock"),
         git_dir.join("index.lock"),
     ];
-    for lock in &locks {
-        std::fs::write(lock, "")?;
-    }
     // While a `git` command runs in the repository, its locks may be live:
     // they are left alone, and the approval fails rather than break it.
     let mut git = std::process::Command::new("git")
@@ -779,6 +776,21 @@ fn stale_locks_of_main_packed_refs_and_the_git_index_do_not_block_writers() -> T
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()?;
+    // `spawn` can return before the kernel has renamed the child to `git`
+    // (the name is set a moment after the parent resumes): wait until the
+    // process is visibly the git command, as an operator's would be.
+    let comm = format!("/proc/{}/comm", git.id());
+    let started = Instant::now();
+    while std::fs::read_to_string(&comm)?.trim() != "git" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "git never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for lock in &locks {
+        std::fs::write(lock, "")?;
+    }
     s.restart()?;
     let approve = |s: &TestServer| {
         s.post(
