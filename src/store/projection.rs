@@ -112,31 +112,29 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         }
         Event::ToolApprovalUsed(_) => {
             if let Some(id) = &e.proposal_id {
-                tx.execute(
-                    "UPDATE proposals SET used_seq = ?2 WHERE proposal_id = ?1 AND used_seq IS NULL",
-                    params![id, seq],
+                tx.prepare_cached("UPDATE proposals SET used_seq = ?2 WHERE proposal_id = ?1 AND used_seq IS NULL")?.execute(params![id, seq],
                 )?;
             }
         }
         Event::BudgetCharge(c) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO ledger
                        (seq, agent_id, tokens, micros, day, month, ts, run_id, model, estimate)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        seq,
-                        agent,
-                        c.tokens,
-                        c.micros,
-                        c.period_day,
-                        c.period_month,
-                        entry.ts.to_rfc3339(),
-                        c.run_id,
-                        c.model,
-                        c.estimate,
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    seq,
+                    agent,
+                    c.tokens,
+                    c.micros,
+                    c.period_day,
+                    c.period_month,
+                    entry.ts.to_rfc3339(),
+                    c.run_id,
+                    c.model,
+                    c.estimate,
+                ])?;
                 let periods: std::collections::BTreeSet<&str> =
                     ["", c.period_day.as_str(), c.period_month.as_str()].into();
                 for period in periods {
@@ -162,62 +160,54 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         }
         Event::AgentResumed(_) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE agents SET paused = 0, paused_reason = NULL WHERE agent_id = ?1",
-                    params![agent],
-                )?;
+                )?
+                .execute(params![agent])?;
             }
         }
         Event::CredentialsIssued(c) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![c.token_hash, agent, c.scope, c.expires_at.to_rfc3339()],
+                tx.prepare_cached("INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![c.token_hash, agent, c.scope, c.expires_at.to_rfc3339()],
                 )?;
             }
         }
         Event::CredentialsRedeemed(c) => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE credentials SET redeemed_seq = ?2 WHERE hash = ?1 AND redeemed_seq IS NULL",
-                params![c.token_hash, seq],
-            )?;
+            )?
+            .execute(params![c.token_hash, seq])?;
         }
         Event::AgentTokenIssued(t) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![t.token_hash, agent, t.run_id, t.expires_at.map(|x| x.to_rfc3339())],
+                tx.prepare_cached("INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![t.token_hash, agent, t.run_id, t.expires_at.map(|x| x.to_rfc3339())],
                 )?;
             }
         }
         Event::AgentTokenRevoked(t) => {
-            tx.execute(
-                "UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1",
-                params![t.token_hash],
-            )?;
+            tx.prepare_cached("UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1")?
+                .execute(params![t.token_hash])?;
         }
         Event::AgentRunStarted(r) => {
             if let Some(agent) = &e.agent_id {
                 let held = r.reservation.as_ref();
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO runs
                        (run_id, agent_id, task_id, started_seq, started_at,
                         reserved_tokens, reserved_micros, hold_until)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        r.run_id,
-                        agent,
-                        e.task_id,
-                        seq,
-                        entry.ts.to_rfc3339(),
-                        held.map_or(0, |h| h.tokens),
-                        held.map_or(0, |h| h.micros),
-                        held.map_or(0, |h| h.hold_until),
-                    ],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                    params![r.token_hash, agent, r.run_id],
+                )?
+                .execute(params![
+                    r.run_id,
+                    agent,
+                    e.task_id,
+                    seq,
+                    entry.ts.to_rfc3339(),
+                    held.map_or(0, |h| h.tokens),
+                    held.map_or(0, |h| h.micros),
+                    held.map_or(0, |h| h.hold_until),
+                ])?;
+                tx.prepare_cached("INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)")?.execute(params![r.token_hash, agent, r.run_id],
                 )?;
             }
         }
@@ -253,25 +243,21 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
 }
 
 fn finish_run(tx: &Connection, run: &str, status: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE runs SET finished = ?2 WHERE run_id = ?1",
-        params![run, status],
-    )?;
-    tx.execute(
-        "UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1",
-        params![run],
-    )?;
+    tx.prepare_cached("UPDATE runs SET finished = ?2 WHERE run_id = ?1")?
+        .execute(params![run, status])?;
+    tx.prepare_cached("UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1")?
+        .execute(params![run])?;
     Ok(())
 }
 
 fn pause(tx: &Connection, agent: &str, reason: &str) -> rusqlite::Result<()> {
     // The first reason stays: a later pause does not rewrite why it stopped.
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE agents SET paused_reason = CASE WHEN paused = 1 THEN paused_reason ELSE ?2 END,
                            paused = 1
          WHERE agent_id = ?1",
-        params![agent, reason],
-    )?;
+    )?
+    .execute(params![agent, reason])?;
     Ok(())
 }
 
@@ -496,12 +482,13 @@ pub fn agent_token(
     hash: &str,
     now: crate::domain::audit::Timestamp,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT agent_id, run_id FROM agent_tokens
          WHERE hash = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)",
-        params![hash, now.to_rfc3339()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row(params![hash, now.to_rfc3339()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
     .optional()
 }
 
@@ -509,23 +496,19 @@ pub fn agent_token(
 pub type RunRow = (String, Option<String>, Option<String>);
 
 pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> {
-    conn.query_row(
-        "SELECT agent_id, task_id, finished FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+    conn.prepare_cached("SELECT agent_id, task_id, finished FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
 }
 
 /// The project folder a run was registered with (`gov guard`), read from
 /// its `agent_run_started` entry; `None` for a run of `agents/<id>/`.
 pub fn run_folder(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT json_extract(a.payload_json, '$.folder') FROM runs r \
          JOIN audit a ON a.seq = r.started_seq WHERE r.run_id = ?1",
-        [run_id],
-        |r| r.get::<_, Option<String>>(0),
-    )
+    )?
+    .query_row([run_id], |r| r.get::<_, Option<String>>(0))
     .optional()
     .map(Option::flatten)
 }
@@ -557,9 +540,7 @@ pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Strin
 
 /// What one run has been charged so far.
 pub fn run_spend(conn: &Connection, run_id: &str) -> rusqlite::Result<Spend> {
-    let (tokens, micros): (i64, i64) = conn.query_row(
-        "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1",
-        [run_id],
+    let (tokens, micros): (i64, i64) = conn.prepare_cached("SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1")?.query_row([run_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(Spend {
@@ -619,19 +600,18 @@ pub fn open_runs(
 
 /// A run's reservation, whether or not it still holds.
 pub fn run_reservation(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<(Hold, i64)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT reserved_tokens, reserved_micros, hold_until FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| {
-            Ok((
-                Hold {
-                    tokens: r.get(0)?,
-                    micros: Micros(r.get(1)?),
-                },
-                r.get(2)?,
-            ))
-        },
-    )
+    )?
+    .query_row([run_id], |r| {
+        Ok((
+            Hold {
+                tokens: r.get(0)?,
+                micros: Micros(r.get(1)?),
+            },
+            r.get(2)?,
+        ))
+    })
     .optional()
 }
 
@@ -653,11 +633,8 @@ pub fn charges(
 }
 
 pub fn run_count(conn: &Connection, agent: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM runs WHERE agent_id = ?1",
-        [agent],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT COUNT(*) FROM runs WHERE agent_id = ?1")?
+        .query_row([agent], |r| r.get(0))
 }
 
 /// The audit entry that last changed a proposal (its submission or its
@@ -666,13 +643,12 @@ pub fn last_proposal_change(
     conn: &Connection,
     proposal_id: &str,
 ) -> rusqlite::Result<Option<(i64, String)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT seq, ts FROM audit WHERE proposal_id = ?1
            AND event_type IN ('proposal_submitted', 'proposal_decided')
          ORDER BY seq DESC LIMIT 1",
-        [proposal_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row([proposal_id], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
 }
 
@@ -723,12 +699,9 @@ pub fn approved_unused(
 
 /// The time of the agent's newest audit entry.
 pub fn last_entry_ts(conn: &Connection, agent: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
-        [agent],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([agent], |r| r.get(0))
+        .optional()
 }
 
 #[cfg(test)]
