@@ -547,14 +547,6 @@ pub fn decided_tool_uses(
     ids.collect()
 }
 
-/// The token hashes of a run that are still live.
-pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT hash FROM agent_tokens WHERE run_id = ?1 AND revoked = 0")?;
-    let rows = stmt.query_map([run_id], |r| r.get(0))?;
-    rows.collect()
-}
-
 /// What one run has been charged so far.
 pub fn run_spend(conn: &Connection, run_id: &str) -> rusqlite::Result<Spend> {
     let (tokens, micros): (i64, i64) = conn.query_row(

@@ -90,7 +90,8 @@ fn an_agent_invalid_on_main_does_not_run() -> TestResult {
     // Fail closed: no caps to spend.
     assert_eq!(tokens_cap(&s, "capped")?, 0);
     // The watchdog leaves it alone (its zero caps are not "over the cap").
-    let svc = gov::app::service::Service::open_as(s.settings(), gov::store::keys::Role::Watchdog)?;
+    let svc =
+        gov::app::service::Service::open_as(s.settings(), gov::app::governance::Role::Watchdog)?;
     let report = gov::app::watchdog::pass(&svc, chrono::Utc::now())?;
     assert!(report.paused.is_empty(), "{:?}", report.paused);
     Ok(())

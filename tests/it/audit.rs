@@ -3,11 +3,12 @@
 
 use git2::Oid;
 use gov::app::governance::Governance;
+use gov::app::governance::Role;
 use gov::domain::audit::{Actor, AuditEntry, Event, NewEntry};
 use gov::domain::event::EventKind;
-use gov::store::audit::entries_from;
-use gov::store::git::{cas_ref, signed_commit};
-use gov::store::keys::{Role, SigningKey};
+use gov::testkit::audit::entries_from;
+use gov::testkit::git::{cas_ref, signed_commit};
+use gov::testkit::keys::SigningKey;
 
 use crate::support::repo::{require_program, OutputText, TestRepo, TestResult};
 
@@ -262,7 +263,7 @@ fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
     let main = repo.find_commit(repo.refname_to_id("refs/heads/main")?)?;
     let side_files = vec![("proposals/p-1.toml".to_string(), b"id = \"p-1\"\n".to_vec())];
     let who = git2::Signature::now("operator", "operator@gov")?;
-    let side = gov::store::git::commit_files(
+    let side = gov::testkit::git::commit_files(
         &repo,
         &t.key(Role::Server)?,
         &who,
@@ -387,7 +388,7 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
     let before = dump(&path)?;
     assert_eq!(before.len(), 50 + 3);
     let filtered =
-        gov::store::index::Index::open(&path)?.query(&gov::store::index::AuditFilter {
+        gov::testkit::index::Index::open(&path)?.query(&gov::app::audit::AuditFilter {
             agent_id: Some("agent-1".into()),
             event_type: Some("charge".into()),
             ..Default::default()

@@ -6,9 +6,9 @@
 
 use std::process::{Command, Stdio};
 
+use gov::app::governance::Role;
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
-use gov::store::keys::Role;
 use serde_json::json;
 
 use crate::dashboard_policy::{propose, BAN};

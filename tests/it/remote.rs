@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gov::app::audit::AuditFilter;
 use gov::app::proposals::{submit, Submission};
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
-use gov::store::index::AuditFilter;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;

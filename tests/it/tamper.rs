@@ -130,7 +130,7 @@ fn hostile_values_in_every_field_are_422_and_the_chain_stays_readable() -> TestR
 fn the_writer_refuses_an_entry_that_would_not_read_back() -> TestResult {
     let s = TestServer::start()?;
     let gov = s.repo.settings.clone();
-    let g = gov::app::governance::Governance::open(&gov, gov::store::keys::Role::Server)?;
+    let g = gov::app::governance::Governance::open(&gov, gov::app::governance::Role::Server)?;
     let deep_value: Value = serde_json::from_str(&deep(100))?;
     for (entry, field) in [
         (
@@ -171,7 +171,7 @@ const AUDIT_REF: &str = "refs/heads/gov/audit";
 fn forge_entry(s: &TestServer, entry: NewEntry) -> TestResult<Oid> {
     let repo = s.repo.repo()?;
     let tip = repo.find_commit(repo.refname_to_id(AUDIT_REF)?)?;
-    let seq = gov::store::audit::read_entry(&tip)?.entry.seq + 1;
+    let seq = gov::testkit::audit::read_entry(&tip)?.entry.seq + 1;
     let placed = entry.place(seq, chrono::Utc::now());
     let who = git2::Signature::now("gov server", "server@gov")?;
     let tree = tip.tree()?;
@@ -342,7 +342,7 @@ fn recover_sets_the_forged_part_aside_and_resumes() -> TestResult {
     assert_eq!(kept, vec![forged]);
     // The recovery entry is signed by the operator's approver key.
     let tip = repo.find_commit(repo.refname_to_id(AUDIT_REF)?)?;
-    let e = gov::store::audit::read_entry(&tip)?;
+    let e = gov::testkit::audit::read_entry(&tip)?;
     assert_eq!(e.entry.entry.event_type(), "audit_recovered");
     assert_eq!(e.entry.entry.payload()["reason"], "forged entry found");
     assert_eq!(

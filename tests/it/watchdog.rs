@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gov::app::governance::Role;
 use gov::app::service::Service;
-use gov::store::keys::Role;
 use serde_json::{json, Value};
 
 use crate::support::repo::{TestRepo, TestResult};
@@ -167,7 +167,7 @@ when { principal.group == "research" };
     let tip = git.refname_to_id(&s.repo.settings.main_refname())?;
     let key = s.repo.key(Role::Approver)?;
     let who = git2::Signature::now("operator", "operator@approver.gov")?;
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &git,
         &key,
         &who,

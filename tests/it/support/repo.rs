@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gov::app::governance::Role;
 use gov::app::init::{init, InitOptions};
 use gov::config::Settings;
-use gov::store::keys::{Role, SigningKey};
+use gov::testkit::keys::SigningKey;
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
