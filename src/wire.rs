@@ -12,40 +12,62 @@ use serde::{Deserialize, Serialize};
 use crate::domain::audit::{AuditEntry, Timestamp};
 pub use crate::domain::budget::AgentStatus;
 use crate::domain::pricing::{ModelCharge, TokenUsage};
-use crate::domain::proposal::{Proposal, ProposalStatus, Verdict};
+use crate::domain::proposal::{Proposal, ProposalStatus, Proposed, Verdict};
 use crate::domain::request::{DecisionRecord, PolicyCitation};
 use crate::domain::run::ToolUse;
 
-/// `POST /proposals`: a submission as the original's API takes it.
+/// `POST /proposals`: a submission as the original's API takes it: what
+/// the agent proposes, and the id and times gov fills in when they are
+/// left out.
+///
+/// Serialised flat, as the original's object. Read with
+/// [`Submission::from_json`], which names the field a wrong value is in;
+/// the derived `Deserialize` reads valid input the same way, but serde's
+/// `flatten` loses the field's name from its errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Submission {
     #[serde(default)]
     pub proposal_id: Option<String>,
-    pub agent_id: String,
-    /// Required by the original; gov defaults it to 0.
-    #[serde(default)]
-    pub wave: i64,
     /// Required by the original; gov defaults it to the time of arrival.
     #[serde(default)]
     pub submitted_at: Option<Timestamp>,
-    pub action_type: String,
-    pub payload: serde_json::Map<String, serde_json::Value>,
-    pub expected_outcome: String,
-    #[serde(default)]
-    pub expected_cost_tokens: i64,
-    #[serde(default)]
-    pub expected_cost_dollars: f64,
-    #[serde(default = "yes")]
-    pub reversible: bool,
-    #[serde(default = "yes")]
-    pub requires_approval: bool,
     /// Required by the original; gov defaults it to a day after submission.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    #[serde(flatten)]
+    pub proposed: Proposed,
+}
+
+/// The fields of a [`Submission`] beside what is proposed (read on their
+/// own, so that errors keep the field's name).
+#[derive(Deserialize)]
+#[serde(rename = "Submission")]
+struct SubmissionIds {
     #[serde(default)]
-    pub rationale: String,
+    proposal_id: Option<String>,
     #[serde(default)]
-    pub links: Vec<String>,
+    submitted_at: Option<Timestamp>,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+impl Submission {
+    /// Reads a submission from its JSON, each part as a plain struct so a
+    /// wrong or missing value's error carries its path (`wave`, not `.`).
+    /// The ids and times are read first: input that is not an object is
+    /// refused as "expected struct Submission", as the derived reader says.
+    pub fn from_json(
+        v: &serde_json::Value,
+    ) -> Result<Submission, serde_path_to_error::Error<serde_json::Error>> {
+        let ids: SubmissionIds = serde_path_to_error::deserialize(v)?;
+        let proposed: Proposed = serde_path_to_error::deserialize(v)?;
+        Ok(Submission {
+            proposal_id: ids.proposal_id,
+            submitted_at: ids.submitted_at,
+            expires_at: ids.expires_at,
+            proposed,
+        })
+    }
 }
 
 /// `POST /proposals` → 200.
@@ -467,10 +489,6 @@ pub struct RunFinished {
     pub run: RunSpend,
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// `POST /tokens/revoke` (and `gov token revoke`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevoke {
@@ -682,4 +700,8 @@ pub struct FieldError {
     pub msg: String,
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -18,7 +18,7 @@ use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, AgentTokenRevoked, RunReservation,
     ToolApprovalUsed, ToolDecision,
 };
-use crate::domain::proposal::{payload_hash, Proposal};
+use crate::domain::proposal::{payload_hash, Proposal, Proposed};
 use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
@@ -518,18 +518,22 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 let now = svc.now();
                 let id = new_uuid();
                 let p = Proposal {
-                    expected_outcome: format!("the agent calls `{}`", call.tool_name),
-                    reversible: false,
-                    rationale: reasons.clone(),
                     policies: decision.policies.clone(),
                     policy_version: decision.policy_version.clone(),
                     ..Proposal::pending(
                         id.clone(),
-                        call.agent_id.clone(),
-                        action_type.clone(),
-                        match &payload {
-                            serde_json::Value::Object(m) => m.clone(),
-                            _ => serde_json::Map::new(),
+                        Proposed {
+                            expected_outcome: format!("the agent calls `{}`", call.tool_name),
+                            reversible: false,
+                            rationale: reasons.clone(),
+                            ..Proposed::new(
+                                call.agent_id.clone(),
+                                action_type.clone(),
+                                match &payload {
+                                    serde_json::Value::Object(m) => m.clone(),
+                                    _ => serde_json::Map::new(),
+                                },
+                            )
                         },
                         Timestamp(now),
                         Timestamp(now + Duration::hours(24)),

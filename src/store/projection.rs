@@ -287,10 +287,10 @@ fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()>
          ON CONFLICT(proposal_id) DO UPDATE SET status = ?3, json = ?7",
         params![
             p.proposal_id,
-            p.agent_id,
+            p.proposed.agent_id,
             p.status.as_str(),
             p.submitted_at.to_rfc3339(),
-            p.action_type,
+            p.proposed.action_type,
             p.payload_hash,
             json,
             seq

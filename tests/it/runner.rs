@@ -888,9 +888,11 @@ fn noop_route(
             let now = gov::domain::audit::Timestamp(chrono::Utc::now());
             let mut p = gov::domain::proposal::Proposal::pending(
                 "p-1".into(),
-                "noop".into(),
-                "publish_content".into(),
-                serde_json::Map::new(),
+                gov::domain::proposal::Proposed::new(
+                    "noop".into(),
+                    "publish_content".into(),
+                    serde_json::Map::new(),
+                ),
                 now,
                 now,
             );
