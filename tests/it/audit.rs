@@ -584,3 +584,92 @@ fn documented_event_types_are_the_ones_gov_writes() -> TestResult {
     assert_eq!(documented, known);
     Ok(())
 }
+
+/// The proposals table keeps what changes (status, decision, who and when,
+/// branch, commits) in columns. An index written with the previous schema
+/// (version 4: each proposal one `json` column) is rebuilt from Git when it
+/// is opened, and every proposal reads back as the chain recorded it:
+/// submitted, auto-approved, approved with a note, rejected.
+#[test]
+fn an_index_of_the_previous_schema_is_rebuilt_and_proposals_read_the_same() -> TestResult {
+    use crate::support::server::{add_policies_and_agents, proposal};
+    use gov::app::proposals::{decide, list, submit, DecisionInput, Submission};
+    use gov::app::service::Service;
+    use gov::domain::proposal::{Proposal, ProposalStatus, Verdict};
+
+    let t = TestRepo::new()?;
+    add_policies_and_agents(&t)?;
+    let svc = Service::open(&t.settings)?;
+    let mut auto = proposal("noop", "research_only");
+    auto["requires_approval"] = serde_json::json!(false);
+    let auto = submit(&svc, serde_json::from_value::<Submission>(auto)?)?.proposal;
+    assert_eq!(auto.status, ProposalStatus::AutoApproved);
+    let mut ids = Vec::new();
+    for (verdict, note) in [(Verdict::Approve, Some("fine")), (Verdict::Reject, None)] {
+        let sub: Submission = serde_json::from_value(proposal("noop", "publish_content"))?;
+        let p = submit(&svc, sub)?.proposal;
+        let input = DecisionInput {
+            verdict,
+            note: note.map(String::from),
+            final_: true,
+        };
+        decide(&svc, &p.proposal_id, &input, "operator")?;
+        ids.push(p.proposal_id);
+    }
+    let pending: Submission = serde_json::from_value(proposal("noop", "publish_content"))?;
+    submit(&svc, pending)?;
+    let before = list(&svc, None, 100)?;
+    drop(svc);
+    assert_eq!(before.len(), 4);
+    let approved = before
+        .iter()
+        .find(|p| p.proposal_id == ids[0])
+        .ok_or("the approved proposal is listed")?;
+    assert_eq!(approved.status, ProposalStatus::Approved);
+    assert_eq!(approved.decision.as_deref(), Some("fine"));
+    assert!(approved.decision_final && approved.merge_commit.is_some());
+
+    // Each listed proposal is the one the chain's newest entry about it holds.
+    let chain: Vec<Proposal> = entries_from(&t.repo()?, &t.settings.audit_refname(), 1)?
+        .map(|e| e.map(|e| e.entry.entry.event.proposal().cloned()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    for p in &before {
+        let recorded = chain.iter().rev().find(|c| c.proposal_id == p.proposal_id);
+        assert_eq!(recorded, Some(p));
+    }
+
+    let path = t.settings.index_path();
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch(
+        "DROP TABLE proposals;
+         CREATE TABLE proposals (proposal_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,
+             status TEXT NOT NULL, submitted_at TEXT NOT NULL, action_type TEXT NOT NULL,
+             payload_hash TEXT NOT NULL, json TEXT NOT NULL, seq INTEGER NOT NULL,
+             used_seq INTEGER);
+         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+    )?;
+    drop(conn);
+
+    let svc = Service::open(&t.settings)?;
+    assert_eq!(list(&svc, None, 100)?, before);
+    let conn = rusqlite::Connection::open(&path)?;
+    let version: String = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(version, "5");
+    let (status, decided_by, note): (String, String, String) = conn.query_row(
+        "SELECT status, decided_by, decision FROM proposals WHERE proposal_id = ?1",
+        [&ids[1]],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    assert_eq!(
+        (status.as_str(), decided_by.as_str(), note.as_str()),
+        ("rejected", "operator", "reject")
+    );
+    Ok(())
+}
