@@ -98,8 +98,10 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
     let out = gov_env(&t, &["sync"], &env)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}\n{}", sshd.log());
-    assert!(
-        said.contains(&format!("synced with `origin` ({})", forge.url)),
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("synced with `origin` ({})", forge.url).as_str()),
         "{said}"
     );
     let branch = format!("refs/heads/gov/proposal/{id}");
@@ -112,11 +114,21 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
     let out = gov_env(&t, &["sync"], &env)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    assert!(
-        said.contains(&format!(
-            "approved `{id}`: merged by Alice Merger <alice@example.com> in {}",
-            &merge[..12]
-        )),
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(
+            format!(
+                "approved `{id}`: merged by Alice Merger <alice@example.com> in {}",
+                &merge[..12]
+            )
+            .as_str()
+        ),
+        "{said}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("synced with `origin` ({})", forge.url).as_str()),
         "{said}"
     );
     let p = proposal_status(&t, &id)?;

@@ -587,7 +587,15 @@ fn a_claude_run_is_charged_its_usage() {
         .gov(&stub.url, "success.jsonl")
         .args(["run", "res", "t"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("complete"));
+    // One line: the outcome, the spend, what is left, where the log is.
+    let said = text(&out.stdout);
+    let log = said
+        .strip_prefix(
+            "complete: run `run-1` of agent `res` (5540 tokens, $0.0831; 97% of the budget left; log `",
+        )
+        .and_then(|rest| rest.strip_suffix("`)\n"))
+        .unwrap_or_else(|| panic!("the run's line: {said}"));
+    assert!(std::path::Path::new(log).is_file(), "{said}");
 
     let open = stub.seen("/runs");
     assert_eq!(open[0].auth, "Bearer runner-secret");
@@ -610,11 +618,6 @@ fn a_claude_run_is_charged_its_usage() {
         finish[0].body,
         json!({"status": "complete", "reason": null, "usage_missing": false, "charges": [],
                "estimate": false, "claude_cost_usd": 0.0123})
-    );
-    assert!(
-        text(&out.stdout).contains("(5540 tokens, $0.0831; 97% of the budget left"),
-        "{}",
-        text(&out.stdout)
     );
 
     let log = repo.fake_log();
