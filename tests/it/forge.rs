@@ -405,6 +405,10 @@ fn pull_requests_are_opened_once_labelled_and_closed_on_rejection() -> TestResul
     // Rejected: its pull request is closed, with a word on why, once.
     let out = t.gov(&["reject", &b, "--note", "not now"])?;
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("proposal `{b}` rejected\n")
+    );
     let out = gov_env(&t, &["sync"], &token)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");

@@ -172,6 +172,14 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     };
     let approve = s.repo.gov(&["approve", &id])?;
     assert!(approve.status.success(), "{}", text(&approve.stderr));
+    let merge = s
+        .repo
+        .repo()?
+        .refname_to_id(&s.repo.settings.main_refname())?;
+    assert_eq!(
+        text(&approve.stdout),
+        format!("proposal `{id}` approved: merged into main as {merge}\n")
+    );
     let out = waiting.wait_with_output()?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let c = calls(&s.repo, "live-retry.jsonl");
@@ -200,6 +208,7 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
 
     let pause = s.repo.gov(&["pause", "researcher", "--reason", "lunch"])?;
     assert!(pause.status.success(), "{}", text(&pause.stderr));
+    assert_eq!(text(&pause.stdout), "agent researcher: paused\n");
     let out = run(&mut gov_run(&s, "researcher", "success.jsonl"))?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(

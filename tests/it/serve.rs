@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::gov_bin;
 use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
+use crate::support::{gov_bin, pin_ids};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
 pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
@@ -243,6 +243,14 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
         Some(0),
         "{}",
         String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(
+        pin_ids(&String::from_utf8_lossy(&ran.stderr)),
+        "gov run: run `<uuid>` of agent `noop` started\n"
+    );
+    assert_eq!(
+        pin_ids(&String::from_utf8_lossy(&ran.stdout)),
+        "complete: run `<uuid>` of agent `noop` (0 tokens, $0.0000; 100% of the budget left)\n"
     );
     // SIGTERM: graceful shutdown.
     let pid = child.id().to_string();

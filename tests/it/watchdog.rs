@@ -297,6 +297,8 @@ fn the_watchdog_pauses_while_the_server_is_down_and_the_restarted_server_refuses
     // at its cap, pauses it again.
     let out = s.repo.gov(&["resume", "capped"])?;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Resumed, but its budget is still at the cap: a warning, not `ok`.
+    assert_eq!(text(&out.stdout), "agent capped: warning\n");
     assert_eq!(s.audit("agent_resumed")?.len(), 1);
     let said = once(&s.repo)?;
     assert!(said.contains("paused `capped`"), "{said}");

@@ -413,3 +413,43 @@ fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
     }
     verify_ok(&repo)
 }
+
+/// `gov maintain` says what it packed in one line. Run on a new repository
+/// it packs every loose object and ref, leaving one pack; run again, it has
+/// nothing left to do. Only the size is not pinned.
+#[test]
+fn gov_maintain_says_what_it_packed() -> TestResult {
+    use crate::support::repo::OutputText;
+    let repo = TestRepo::new()?;
+    let size = |said: &str| -> TestResult<String> {
+        let (sentence, kib) = said
+            .strip_suffix(" KiB\n")
+            .and_then(|s| s.rsplit_once(" objects take "))
+            .ok_or_else(|| format!("maintain said: {said}"))?;
+        kib.parse::<u64>()?;
+        Ok(sentence.to_string())
+    };
+    let first = repo.gov(&["maintain"])?;
+    assert!(first.status.success(), "{}", first.stderr_text());
+    let sentence = size(&first.stdout_text())?;
+    let loose: u64 = sentence
+        .strip_prefix("packed ")
+        .and_then(|s| s.split_once(' '))
+        .ok_or_else(|| format!("maintain said: {sentence}"))?
+        .0
+        .parse()?;
+    assert!(loose > 0, "{sentence}");
+    assert_eq!(
+        sentence,
+        format!(
+            "packed {loose} loose objects (0 left), merged 0 of 1 packs (1 now), packed 1 loose refs;"
+        )
+    );
+    let again = repo.gov(&["maintain"])?;
+    assert!(again.status.success(), "{}", again.stderr_text());
+    assert_eq!(
+        size(&again.stdout_text())?,
+        "packed 0 loose objects (0 left), merged 0 of 1 packs (1 now), packed 0 loose refs;"
+    );
+    Ok(())
+}
