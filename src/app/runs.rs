@@ -73,7 +73,7 @@ pub fn start_run_in(
     }
     if svc.agent_settings(agent_id).is_none() {
         return Err(AppError::NotFound(format!(
-            "unknown agent_id: {agent_id} (agents run only once their agent.toml is on main)"
+            "unknown agent `{agent_id}` (agents run only once their agent.toml is on main)"
         )));
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
@@ -236,7 +236,7 @@ pub fn finish_run(
 /// Mints an agent token by hand (operator), not bound to a run.
 pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String, AppError> {
     if !crate::config::valid_agent_id(agent_id) {
-        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+        return Err(AppError::NotFound(format!("unknown agent `{agent_id}`")));
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
@@ -245,7 +245,7 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
-                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                Err(AppError::NotFound(format!("unknown agent `{agent_id}`"))),
                 vec![],
             ));
         }

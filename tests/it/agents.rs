@@ -142,3 +142,18 @@ fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
     );
     Ok(())
 }
+
+/// Pausing or resuming an agent gov does not know is "not found" (exit 6),
+/// and the message names the agent as it was typed.
+#[test]
+fn pausing_an_unknown_agent_names_it_and_exits_6() -> TestResult {
+    use crate::support::repo::{OutputText, TestRepo};
+    let repo = TestRepo::new()?;
+    for verb in ["pause", "resume"] {
+        let o = repo.gov(&[verb, "nobody"])?;
+        assert_eq!(o.status.code(), Some(6), "{verb}");
+        assert_eq!(o.stderr_text(), "error: unknown agent `nobody`\n", "{verb}");
+        assert_eq!(o.stdout_text(), "", "{verb}");
+    }
+    Ok(())
+}
