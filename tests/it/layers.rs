@@ -106,6 +106,18 @@ fn the_clock_is_read_in_one_place() -> TestResult {
     Ok(())
 }
 
+/// Checks that there are `lines` in `file` and that each starts with
+/// `prefix`; names those that do not.
+fn assert_all_start_with(lines: &[&str], prefix: &str, file: &str) {
+    assert!(!lines.is_empty(), "{file}: nothing found");
+    let other: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with(prefix))
+        .collect();
+    assert_eq!(other, Vec::<&str>::new(), "{file}");
+}
+
 fn read_source(rel: &str) -> TestResult<String> {
     Ok(std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join(rel),
@@ -124,12 +136,7 @@ fn the_store_is_crate_private_and_tests_reach_it_only_through_testkit() -> TestR
         .filter(|l| l.contains("mod "))
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect();
-    assert!(!declared.is_empty());
-    let public: Vec<&&str> = declared
-        .iter()
-        .filter(|l| !l.starts_with("pub(crate) mod "))
-        .collect();
-    assert_eq!(public, Vec::<&&str>::new(), "src/store/mod.rs");
+    assert_all_start_with(&declared, "pub(crate) mod ", "src/store/mod.rs");
     // The one door, `gov::testkit`, exists only with the `testkit` feature
     // and only re-exports store items (no logic of its own to drift).
     let door = lib
@@ -144,12 +151,7 @@ fn the_store_is_crate_private_and_tests_reach_it_only_through_testkit() -> TestR
         .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with("#["))
         .filter(|l| !l.starts_with("pub mod ") && *l != "}")
         .collect();
-    assert!(!code.is_empty());
-    let other: Vec<&&str> = code
-        .iter()
-        .filter(|l| !l.starts_with("pub use crate::store::"))
-        .collect();
-    assert_eq!(other, Vec::<&&str>::new(), "src/testkit.rs");
+    assert_all_start_with(&code, "pub use crate::store::", "src/testkit.rs");
     // Only the dev build turns the feature on: no default feature, and the
     // dependency that enables it is gov itself, among the dev-dependencies.
     let manifest = read_source("Cargo.toml")?;

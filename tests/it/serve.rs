@@ -110,13 +110,9 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let merge = s
-        .repo
-        .repo()?
-        .refname_to_id(&s.repo.settings.main_refname())?;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("proposal `{id}` approved: merged into main as {merge}\n")
+        s.repo.approved_line(&id)?
     );
     let again = s.repo.gov(&["reject", &id])?;
     assert_eq!(again.status.code(), Some(7));
@@ -377,13 +373,9 @@ fn gov_run_noop_against_the_real_server() -> TestResult {
     // through the running server).
     let d = s.repo.gov(&["approve", &id, "--note", "go"])?;
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
-    let merge = s
-        .repo
-        .repo()?
-        .refname_to_id(&s.repo.settings.main_refname())?;
     assert_eq!(
         String::from_utf8_lossy(&d.stdout),
-        format!("proposal `{id}` approved: merged into main as {merge}\n")
+        s.repo.approved_line(&id)?
     );
     let out = child.wait_with_output()?;
     assert!(

@@ -43,6 +43,16 @@ impl TestRepo {
         Ok(git2::Repository::open(self.root())?)
     }
 
+    /// What `gov approve ID` prints once the approval merge is `main`'s
+    /// tip.
+    pub fn approved_line(&self, id: &str) -> TestResult<String> {
+        let merge = self.repo()?.refname_to_id(&self.settings.main_refname())?;
+        Ok(format!(
+            "proposal `{id}` approved: merged into {} as {merge}\n",
+            self.settings.main_branch
+        ))
+    }
+
     pub fn key(&self, role: Role) -> TestResult<SigningKey> {
         let path = match role {
             Role::Server => &self.settings.server_key,
