@@ -54,11 +54,15 @@ struct SubmissionIds {
 impl Submission {
     /// Reads a submission from its JSON, each part as a plain struct so a
     /// wrong or missing value's error carries its path (`wave`, not `.`).
-    /// The ids and times are read first: input that is not an object is
-    /// refused as "expected struct Submission", as the derived reader says.
     pub fn from_json(
         v: &serde_json::Value,
     ) -> Result<Submission, serde_path_to_error::Error<serde_json::Error>> {
+        if !v.is_object() {
+            // Refused by the derived reader: "invalid type: sequence,
+            // expected struct Submission" (a plain struct would take an
+            // array as its fields in order, and name itself).
+            return serde_path_to_error::deserialize(v);
+        }
         let ids: SubmissionIds = serde_path_to_error::deserialize(v)?;
         let proposed: Proposed = serde_path_to_error::deserialize(v)?;
         Ok(Submission {
@@ -704,4 +708,59 @@ pub struct FieldError {
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(v: serde_json::Value) -> Result<Submission, (String, String)> {
+        Submission::from_json(&v).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+    }
+
+    /// A wrong value is named by its field, in what is proposed and beside
+    /// it; the derived reader, through `flatten`, cannot name it.
+    #[test]
+    fn a_submission_error_names_its_field() {
+        let good = serde_json::json!({"agent_id": "noop", "action_type": "a",
+            "payload": {}, "expected_outcome": "o"});
+        let sub = read(good.clone()).expect("reads");
+        assert_eq!(sub.proposed.wave, 0);
+        assert!(sub.proposed.reversible && sub.proposed.requires_approval);
+        let mut wave = good.clone();
+        wave["wave"] = "one".into();
+        assert_eq!(
+            read(wave.clone()).err().map(|e| e.0).as_deref(),
+            Some("wave")
+        );
+        let flattened = serde_json::from_value::<Submission>(wave).expect_err("refused");
+        assert!(!flattened.to_string().contains("wave"), "{flattened}");
+        let mut at = good.clone();
+        at["submitted_at"] = 1.into();
+        assert_eq!(read(at).err().map(|e| e.0).as_deref(), Some("submitted_at"));
+        let missing = serde_json::json!({"agent_id": "noop"});
+        assert_eq!(
+            read(missing).err().map(|e| e.1).as_deref(),
+            Some("missing field `action_type`")
+        );
+        assert_eq!(
+            read(serde_json::json!([])).err().map(|e| e.1).as_deref(),
+            Some("invalid type: sequence, expected struct Submission")
+        );
+    }
+
+    /// A submission is written as the original's flat object.
+    #[test]
+    fn a_submission_is_written_flat() {
+        let sub = Submission {
+            proposal_id: None,
+            submitted_at: None,
+            expires_at: None,
+            proposed: Proposed::new("noop".into(), "a".into(), serde_json::Map::new()),
+        };
+        let v = serde_json::to_value(&sub).expect("serialises");
+        assert_eq!(v["agent_id"], "noop");
+        assert_eq!(v["requires_approval"], true);
+        assert!(v.get("proposed").is_none(), "{v}");
+    }
 }
