@@ -10,7 +10,8 @@ use gov::domain::proposal::ProposalStatus;
 use serde_json::json;
 
 use crate::remote::{
-    entries, git, hook, hook_event, local_rev, secret, sign, submit_pending, team, text, Forge,
+    assert_synced_approval, entries, git, hook, hook_event, local_rev, secret, sign,
+    submit_pending, team, text, Forge,
 };
 use crate::support::git_http::{GitHttp, PASSWORD, USER};
 use crate::support::github::GitHub;
@@ -114,20 +115,9 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
     let out = gov_env(&t, &["sync"], &env)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_synced_approval(&out, &id, &merge);
     assert_eq!(
-        stdout.lines().next(),
-        Some(
-            format!(
-                "approved `{id}`: merged by Alice Merger <alice@example.com> in {}",
-                &merge[..12]
-            )
-            .as_str()
-        ),
-        "{said}"
-    );
-    assert_eq!(
-        stdout.lines().last(),
+        String::from_utf8_lossy(&out.stdout).lines().last(),
         Some(format!("synced with `origin` ({})", forge.url).as_str()),
         "{said}"
     );

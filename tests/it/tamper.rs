@@ -516,20 +516,24 @@ fn reindex_moves_an_unreadable_index_aside_and_rebuilds() -> TestResult {
     let _ = std::fs::remove_file(path.with_extension("sqlite-shm"));
     let o = s.repo.gov(&["reindex"])?;
     assert!(o.status.success(), "{}", o.stderr_text());
-    let out = o.stdout_text();
-    assert!(
-        out.contains("the index was unreadable; moved it to `"),
-        "{out}"
-    );
-    let aside = std::fs::read_dir(path.parent().ok_or("no parent")?)?
+    let aside: Vec<std::path::PathBuf> = std::fs::read_dir(path.parent().ok_or("no parent")?)?
         .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
                 .starts_with("index.sqlite.unreadable-")
         })
-        .count();
-    assert_eq!(aside, 1);
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let entries = gov::app::audit::verify(s.settings())?.entries;
+    assert_eq!(
+        o.stdout_text(),
+        format!(
+            "the index was unreadable; moved it to `{}`\nreindexed {entries} entries\n",
+            aside[0].display()
+        )
+    );
     assert!(gov::app::audit::verify(s.settings())?.is_ok());
     Ok(())
 }
