@@ -655,6 +655,7 @@ impl Governance {
         Ok(crate::store::maintain::run(
             &repo,
             &self.settings.audit_refname(),
+            crate::store::maintain::Pass::Background,
         )?)
     }
 
@@ -796,6 +797,7 @@ pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, G
     Ok(crate::store::maintain::run(
         &repo,
         &settings.audit_refname(),
+        crate::store::maintain::Pass::ByHand,
     )?)
 }
 

@@ -563,11 +563,21 @@ pub fn pack_dir(repo: &Repository) -> PathBuf {
 }
 
 /// Writes `objects` (which must be in the object database) as one new pack
-/// with its index, flushes both and the folder, then removes the loose
+/// with its index (written by gov itself, without deltas: see
+/// `store::pack`), flushes both and the folder, then removes the loose
 /// copies (now redundant). Returns the pack's path.
 pub fn write_pack(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreError> {
+    let pack = crate::store::pack::write_objects(repo, &pack_dir(repo), objects)?;
+    remove_loose(repo, objects);
+    Ok(pack)
+}
+
+/// [`write_pack`] through libgit2's pack builder, which searches for deltas
+/// unless the handle's configuration says not to (see
+/// [`configure_for_batches`]): for `gov maintain` by hand, which trades
+/// time for a smaller repository.
+pub fn write_pack_with_deltas(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreError> {
     let mut pb = repo.packbuilder()?;
-    pb.set_threads(1);
     for oid in objects {
         pb.insert_object(*oid, None)?;
     }

@@ -82,6 +82,10 @@ pub enum KeyError {
 /// A private signing key. Its `Debug` shows the public fingerprint only.
 pub struct SigningKey {
     key: PrivateKey,
+    /// The same key decoded for signing, once: deriving it from the
+    /// OpenSSH form computes the public point again, which cost more than
+    /// the signature itself on every commit.
+    signer: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -99,7 +103,7 @@ impl SigningKey {
         let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         key.set_comment(comment);
-        Ok(SigningKey { key })
+        SigningKey::from_private(key)
     }
 
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
@@ -122,7 +126,24 @@ impl SigningKey {
                 message: "encrypted keys are not supported".into(),
             });
         }
-        Ok(SigningKey { key })
+        SigningKey::from_private(key).map_err(|e| KeyError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn from_private(key: PrivateKey) -> Result<SigningKey, KeyError> {
+        let pair = key
+            .key_data()
+            .ed25519()
+            .ok_or_else(|| KeyError::Sign("not an Ed25519 key".into()))?;
+        let signer = ed25519_dalek::SigningKey::from(&pair.private);
+        if signer.verifying_key().as_bytes() != pair.public.as_ref() {
+            return Err(KeyError::Sign(
+                "the private key does not match its public half".into(),
+            ));
+        }
+        Ok(SigningKey { key, signer })
     }
 
     /// Writes the private key in OpenSSH format, mode 0600, never replacing
@@ -176,12 +197,20 @@ impl SigningKey {
     /// Signs `data` as git does for a commit: an armored SSH signature in
     /// the `git` namespace.
     pub fn sign_git(&self, data: &[u8]) -> Result<String, KeyError> {
-        let sig = self
-            .key
-            .sign(GIT_NAMESPACE, HashAlg::Sha512, data)
-            .map_err(|e| KeyError::Sign(e.to_string()))?;
-        sig.to_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Sign(e.to_string()))
+        use ed25519_dalek::Signer;
+        let failed = |e: ssh_key::Error| KeyError::Sign(e.to_string());
+        let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data).map_err(failed)?;
+        let raw = self.signer.sign(&signed).to_bytes();
+        let signature =
+            ssh_key::Signature::new(Algorithm::Ed25519, raw.to_vec()).map_err(failed)?;
+        SshSig::new(
+            self.key.public_key().key_data().clone(),
+            GIT_NAMESPACE,
+            HashAlg::Sha512,
+            signature,
+        )
+        .and_then(|sig| sig.to_pem(LineEnding::LF))
+        .map_err(failed)
     }
 }
 

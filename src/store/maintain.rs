@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
-use crate::store::git::{pack_dir, sync_all_at_once, write_pack, StoreError};
+use crate::store::git::{
+    pack_dir, sync_all_at_once, write_pack, write_pack_with_deltas, StoreError,
+};
+use crate::store::pack::MergeRaw;
 
 /// At most this many loose objects go into one pack per pass, so a pass
 /// over a repository with a large backlog stays short; the next pass takes
@@ -42,10 +45,22 @@ pub struct Report {
     pub object_bytes: u64,
 }
 
+/// Who runs a pass, which decides how packs are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The server's pass beside its writers: packs without deltas are
+    /// merged by copying their entries ([`crate::store::pack::merge_raw`]),
+    /// no object compressed again; packs with deltas through libgit2
+    /// without a delta search.
+    Background,
+    /// `gov maintain`: merged packs get a delta search (smaller, slower).
+    ByHand,
+}
+
 /// One pass of maintenance. Also cleans up after an earlier pass or batch
 /// that died half-way (loose copies of packed objects are simply packed
 /// again and removed).
-pub fn run(repo: &Repository, audit_ref: &str) -> Result<Report, StoreError> {
+pub fn run(repo: &Repository, audit_ref: &str, pass: Pass) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let loose = loose_objects(repo)?;
     report.loose_before = loose.len();
@@ -58,7 +73,7 @@ pub fn run(repo: &Repository, audit_ref: &str) -> Result<Report, StoreError> {
     report.packs_before = packs.len();
     let merge = geometric_roll_up(&packs);
     if merge.len() >= 2 {
-        merge_packs(repo, &merge)?;
+        merge_packs(repo, &merge, pass)?;
         report.packs_merged = merge.len();
     }
     report.packs_after = packs_count(repo)?;
@@ -198,13 +213,29 @@ pub fn idx_objects(idx: &Path) -> Result<Vec<Oid>, StoreError> {
 
 /// Writes every object of `merge` into one new flushed pack, then removes
 /// the old packs.
-fn merge_packs(repo: &Repository, merge: &[Pack]) -> Result<(), StoreError> {
-    let mut objects = BTreeSet::new();
-    for p in merge {
-        objects.extend(idx_objects(&p.idx)?);
-    }
-    let objects: Vec<Oid> = objects.into_iter().collect();
-    let new = write_pack(repo, &objects)?;
+fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), StoreError> {
+    let copied = match pass {
+        Pass::Background => {
+            let paths: Vec<PathBuf> = merge.iter().map(|p| p.pack.clone()).collect();
+            match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
+                Ok(new) => Some(new),
+                Err(MergeRaw::HasDeltas) => None,
+                Err(MergeRaw::Failed(e)) => return Err(e),
+            }
+        }
+        Pass::ByHand => None,
+    };
+    let new = match copied {
+        Some(new) => new,
+        None => {
+            let mut objects = BTreeSet::new();
+            for p in merge {
+                objects.extend(idx_objects(&p.idx)?);
+            }
+            let objects: Vec<Oid> = objects.into_iter().collect();
+            write_pack_with_deltas(repo, &objects)?
+        }
+    };
     for p in merge {
         if p.pack == new {
             continue;

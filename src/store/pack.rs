@@ -1,0 +1,589 @@
+//! Packs written by gov itself, in Git's own format (pack version 2, index
+//! version 2), so stock `git` and libgit2 read them like any other.
+//!
+//! A batch's pack is a handful of small objects that nothing refers to by
+//! delta; libgit2's pack builder writes one by sorting, re-reading and
+//! indexing what it just wrote (its indexer inflates and hashes every
+//! object again). Writing the pack directly does each step once: every
+//! object is deflated once, the pack's checksum is computed as it is
+//! written, and the index is built from what was written.
+//!
+//! Background maintenance merges small packs into bigger ones. When the
+//! packs hold no deltas (every pack a batch or a background pass wrote),
+//! an entry is copied byte for byte, checked against the CRC-32 its index
+//! gives: no object is inflated or deflated again.
+//!
+//! A pack reaches its final name only once it and its index are flushed,
+//! the pack first: a reader never sees an index without its pack.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository};
+use sha1::{Digest, Sha1};
+
+use crate::store::git::StoreError;
+
+/// How much a pack entry's data is compressed: zlib's default, as `git`
+/// itself writes.
+const LEVEL: flate2::Compression = flate2::Compression::new(6);
+
+/// The number of Git's object types in a pack entry's header.
+fn type_code(kind: ObjectType) -> Option<u8> {
+    match kind {
+        ObjectType::Commit => Some(1),
+        ObjectType::Tree => Some(2),
+        ObjectType::Blob => Some(3),
+        ObjectType::Tag => Some(4),
+        _ => None,
+    }
+}
+
+/// A pack entry's header: its type and the inflated size, seven bits at a
+/// time after the first four.
+fn entry_header(code: u8, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    let mut size = size as u64;
+    let mut byte = (code << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size > 0 {
+        out.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    out.push(byte);
+    out
+}
+
+/// One object as written: where it starts in the pack and the CRC-32 of
+/// its entry (header and compressed data).
+struct Written {
+    oid: Oid,
+    offset: u64,
+    crc: u32,
+}
+
+/// A pack being written into a temporary file in the pack folder.
+pub struct PackWriter {
+    dir: PathBuf,
+    file: BufWriter<tempfile::NamedTempFile>,
+    hash: Sha1,
+    offset: u64,
+    expected: u32,
+    written: Vec<Written>,
+    deflate: flate2::Compress,
+    scratch: Vec<u8>,
+}
+
+fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
+    move |e| StoreError::io(action, path, e)
+}
+
+impl PackWriter {
+    /// Starts a pack of exactly `count` objects in `dir`.
+    pub fn create(dir: &Path, count: u32) -> Result<PackWriter, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("tmp_gov_pack_")
+            .tempfile_in(dir)
+            .map_err(io("create a pack in", dir))?;
+        let mut w = PackWriter {
+            dir: dir.to_path_buf(),
+            file: BufWriter::with_capacity(64 * 1024, tmp),
+            hash: Sha1::new(),
+            offset: 0,
+            expected: count,
+            written: Vec::with_capacity(count as usize),
+            deflate: flate2::Compress::new(LEVEL, true),
+            scratch: Vec::new(),
+        };
+        let mut header = Vec::with_capacity(12);
+        header.extend_from_slice(b"PACK");
+        header.extend_from_slice(&2u32.to_be_bytes());
+        header.extend_from_slice(&count.to_be_bytes());
+        w.put(&header)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.hash.update(bytes);
+        self.offset += bytes.len() as u64;
+        let dir = self.dir.clone();
+        self.file
+            .write_all(bytes)
+            .map_err(io("write a pack in", &dir))
+    }
+
+    /// Adds an object, deflating its content.
+    pub fn add_object(
+        &mut self,
+        oid: Oid,
+        kind: ObjectType,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let code = type_code(kind).ok_or_else(|| {
+            git2::Error::from_str(&format!("object {oid} has no type a pack can hold"))
+        })?;
+        let mut entry = std::mem::take(&mut self.scratch);
+        entry.clear();
+        entry.extend_from_slice(&entry_header(code, data.len()));
+        entry.reserve(data.len() / 2 + 64);
+        // One compressor for the whole pack, reset between objects: making
+        // one costs more than compressing a small object with it.
+        self.deflate.reset();
+        loop {
+            let before = self.deflate.total_in() as usize;
+            let status = self
+                .deflate
+                .compress_vec(&data[before..], &mut entry, flate2::FlushCompress::Finish)
+                .map_err(|e| StoreError::io("compress an object for", &self.dir, e.into()))?;
+            match status {
+                flate2::Status::StreamEnd => break,
+                _ => entry.reserve(entry.capacity().max(64)),
+            }
+        }
+        let crc = crc32fast::hash(&entry);
+        let added = self.add_entry(oid, crc, &entry);
+        self.scratch = entry;
+        added
+    }
+
+    /// Adds an entry already encoded (header and compressed data) whose
+    /// CRC-32 is `crc`.
+    fn add_entry(&mut self, oid: Oid, crc: u32, entry: &[u8]) -> Result<(), StoreError> {
+        if self.written.len() as u32 >= self.expected {
+            return Err(git2::Error::from_str("more objects than the pack was started for").into());
+        }
+        self.written.push(Written {
+            oid,
+            offset: self.offset,
+            crc,
+        });
+        self.put(entry)
+    }
+
+    /// Ends the pack: its checksum, its index, both flushed, then both
+    /// renamed to their final names (the pack first) and the folder
+    /// flushed. Returns the pack's path.
+    pub fn finish(mut self) -> Result<PathBuf, StoreError> {
+        if self.written.len() as u32 != self.expected {
+            return Err(
+                git2::Error::from_str("fewer objects than the pack was started for").into(),
+            );
+        }
+        let checksum: [u8; 20] = std::mem::take(&mut self.hash).finalize().into();
+        let dir = self.dir.clone();
+        self.file
+            .write_all(&checksum)
+            .map_err(io("write a pack in", &dir))?;
+        let pack_tmp = self
+            .file
+            .into_inner()
+            .map_err(|e| StoreError::io("write a pack in", &dir, e.into_error()))?;
+        let idx = index_bytes(&mut self.written, &checksum);
+        let mut idx_tmp = tempfile::Builder::new()
+            .prefix("tmp_gov_idx_")
+            .tempfile_in(&dir)
+            .map_err(io("create a pack index in", &dir))?;
+        idx_tmp
+            .write_all(&idx)
+            .map_err(io("write a pack index in", &dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        for f in [pack_tmp.as_file(), idx_tmp.as_file()] {
+            f.set_permissions(std::fs::Permissions::from_mode(0o444))
+                .map_err(io("write a pack in", &dir))?;
+        }
+        // Both flushed before either has its final name.
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| idx_tmp.as_file().sync_all());
+            let first = pack_tmp.as_file().sync_all();
+            (
+                first,
+                other
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a flush thread panicked"))),
+            )
+        });
+        a.and(b).map_err(io("flush a pack in", &dir))?;
+        let name = hex::encode(checksum);
+        let pack = dir.join(format!("pack-{name}.pack"));
+        let index = dir.join(format!("pack-{name}.idx"));
+        pack_tmp
+            .persist(&pack)
+            .map_err(|e| StoreError::io("name", &pack, e.error))?;
+        idx_tmp
+            .persist(&index)
+            .map_err(|e| StoreError::io("name", &index, e.error))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("flush", &dir))?;
+        Ok(pack)
+    }
+}
+
+/// A version 2 pack index for the objects written (sorted here) into a
+/// pack whose checksum is `pack_checksum`.
+fn index_bytes(written: &mut [Written], pack_checksum: &[u8; 20]) -> Vec<u8> {
+    written.sort_by(|a, b| a.oid.as_bytes().cmp(b.oid.as_bytes()));
+    let n = written.len();
+    let mut out = Vec::with_capacity(8 + 1024 + n * 28 + 40);
+    out.extend_from_slice(&[0xff, b't', b'O', b'c']);
+    out.extend_from_slice(&2u32.to_be_bytes());
+    let mut fanout = [0u32; 256];
+    for w in written.iter() {
+        fanout[w.oid.as_bytes()[0] as usize] += 1;
+    }
+    let mut sum = 0u32;
+    for f in fanout {
+        sum += f;
+        out.extend_from_slice(&sum.to_be_bytes());
+    }
+    for w in written.iter() {
+        out.extend_from_slice(w.oid.as_bytes());
+    }
+    for w in written.iter() {
+        out.extend_from_slice(&w.crc.to_be_bytes());
+    }
+    let mut large = Vec::new();
+    for w in written.iter() {
+        if w.offset < 0x8000_0000 {
+            out.extend_from_slice(&(w.offset as u32).to_be_bytes());
+        } else {
+            out.extend_from_slice(&(0x8000_0000 | large.len() as u32).to_be_bytes());
+            large.push(w.offset);
+        }
+    }
+    for offset in large {
+        out.extend_from_slice(&offset.to_be_bytes());
+    }
+    out.extend_from_slice(pack_checksum);
+    let idx_checksum: [u8; 20] = Sha1::digest(&out).into();
+    out.extend_from_slice(&idx_checksum);
+    out
+}
+
+/// Writes `objects` (each in `repo`'s object database: in memory, loose or
+/// packed) as one new pack with its index. Returns the pack's path.
+pub fn write_objects(
+    repo: &Repository,
+    dir: &Path,
+    objects: &[Oid],
+) -> Result<PathBuf, StoreError> {
+    let mut seen = HashSet::with_capacity(objects.len());
+    let unique: Vec<Oid> = objects
+        .iter()
+        .copied()
+        .filter(|o| seen.insert(*o))
+        .collect();
+    let odb = repo.odb()?;
+    let mut w = PackWriter::create(dir, unique.len() as u32)?;
+    for oid in unique {
+        let object = odb.read(oid)?;
+        w.add_object(oid, object.kind(), object.data())?;
+    }
+    w.finish()
+}
+
+/// One object of a pack as its index lists it.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    oid: Oid,
+    crc: u32,
+    offset: u64,
+}
+
+/// Reads a version 2 pack index: its objects, and the pack's checksum.
+fn read_index(idx: &Path) -> Result<(Vec<Listed>, [u8; 20]), StoreError> {
+    let data = std::fs::read(idx).map_err(io("read", idx))?;
+    let bad = |why: &str| StoreError::io("read", idx, std::io::Error::other(why.to_string()));
+    if data.len() < 8 + 1024 + 40
+        || data[..4] != [0xff, b't', b'O', b'c']
+        || data[4..8] != [0, 0, 0, 2]
+    {
+        return Err(bad("not a version 2 pack index"));
+    }
+    let u32_at =
+        |at: usize| u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+    let n = u32_at(8 + 255 * 4) as usize;
+    let names = 8 + 1024;
+    let crcs = names + n * 20;
+    let offsets = crcs + n * 4;
+    let large = offsets + n * 4;
+    if data.len() < large + 40 {
+        return Err(bad("the pack index is cut short"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let oid = Oid::from_bytes(&data[names + i * 20..names + (i + 1) * 20])?;
+        let small = u32_at(offsets + i * 4);
+        let offset = if small & 0x8000_0000 == 0 {
+            u64::from(small)
+        } else {
+            let at = large + (small & 0x7fff_ffff) as usize * 8;
+            if data.len() < at + 8 + 40 {
+                return Err(bad("a large offset is missing from the pack index"));
+            }
+            u64::from_be_bytes(data[at..at + 8].try_into().unwrap_or_default())
+        };
+        out.push(Listed {
+            oid,
+            crc: u32_at(crcs + i * 4),
+            offset,
+        });
+    }
+    let end = data.len() - 40;
+    let mut checksum = [0u8; 20];
+    checksum.copy_from_slice(&data[end..end + 20]);
+    Ok((out, checksum))
+}
+
+/// Why [`merge_raw`] did not merge.
+#[derive(Debug)]
+pub enum MergeRaw {
+    /// A pack holds deltas: its entries cannot be copied one by one.
+    HasDeltas,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for MergeRaw {
+    fn from(e: StoreError) -> Self {
+        MergeRaw::Failed(e)
+    }
+}
+
+/// Merges packs (given as their `.pack` paths, each with its `.idx`
+/// beside it) into one new pack in `dir` by copying their entries byte
+/// for byte: each entry checked against its index's CRC-32, an object in
+/// several packs written once. Packs holding deltas are refused
+/// ([`MergeRaw::HasDeltas`]) before anything is named. Returns the new
+/// pack's path; the old packs are left for the caller to remove.
+pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
+    let mut listed = Vec::with_capacity(packs.len());
+    let mut seen = HashSet::new();
+    let mut count = 0u32;
+    for pack in packs {
+        let (mut objects, _) = read_index(&pack.with_extension("idx"))?;
+        objects.sort_by_key(|o| o.offset);
+        let len = std::fs::metadata(pack).map_err(io("read", pack))?.len();
+        // Each entry ends where the next begins; the last before the
+        // pack's 20-byte checksum.
+        let ends: Vec<u64> = objects
+            .iter()
+            .skip(1)
+            .map(|o| o.offset)
+            .chain(std::iter::once(len.saturating_sub(20)))
+            .collect();
+        let keep: Vec<(Listed, u64)> = objects
+            .into_iter()
+            .zip(ends)
+            .filter(|(o, _)| seen.insert(o.oid))
+            .collect();
+        count += keep.len() as u32;
+        listed.push((pack, keep));
+    }
+    let mut w = PackWriter::create(dir, count)?;
+    let mut buf = Vec::new();
+    for (pack, keep) in listed {
+        let mut file = File::open(pack).map_err(io("read", pack))?;
+        for (o, end) in keep {
+            if end <= o.offset || end - o.offset > u64::from(u32::MAX) {
+                return Err(StoreError::io(
+                    "read",
+                    pack,
+                    std::io::Error::other("an entry's bounds are wrong"),
+                )
+                .into());
+            }
+            buf.resize((end - o.offset) as usize, 0);
+            file.seek(SeekFrom::Start(o.offset))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(io("read", pack))?;
+            if !matches!((buf[0] >> 4) & 7, 1..=4) {
+                return Err(MergeRaw::HasDeltas);
+            }
+            if crc32fast::hash(&buf) != o.crc {
+                return Err(StoreError::io(
+                    "read",
+                    pack,
+                    std::io::Error::other(format!("object {} does not match its CRC-32", o.oid)),
+                )
+                .into());
+            }
+            w.add_entry(o.oid, o.crc, &buf)?;
+        }
+    }
+    Ok(w.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_objects(n: usize) -> (tempfile::TempDir, Repository, Vec<Oid>) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut oids = Vec::new();
+        for i in 0..n {
+            let text = format!(
+                "{}object {i}\n",
+                "a line all objects share\n".repeat(80 + i % 7)
+            );
+            let blob = repo.blob(text.as_bytes()).unwrap();
+            let mut tb = repo.treebuilder(None).unwrap();
+            tb.insert("f", blob, 0o100644).unwrap();
+            oids.extend([blob, tb.write().unwrap()]);
+        }
+        (dir, repo, oids)
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn a_written_pack_is_what_stock_git_writes_for_the_same_objects() {
+        let (dir, repo, oids) = repo_with_objects(40);
+        let packdir = dir.path().join("objects/pack");
+        let pack = write_objects(&repo, &packdir, &oids).unwrap();
+        let idx = pack.with_extension("idx");
+        // git checks the pack's and the index's checksums and every object.
+        let verified = git(dir.path(), &["verify-pack", "-v", idx.to_str().unwrap()]);
+        assert!(
+            verified.contains(&format!("{}: ok", pack.display())),
+            "{verified}"
+        );
+        let (listed, _) = read_index(&idx).unwrap();
+        let mut in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
+        in_pack.sort();
+        let mut want = oids.clone();
+        want.sort();
+        want.dedup();
+        assert_eq!(in_pack, want);
+        // And git's own index of the pack is byte for byte ours.
+        let theirs = dir.path().join("theirs.idx");
+        git(
+            dir.path(),
+            &[
+                "index-pack",
+                "-o",
+                theirs.to_str().unwrap(),
+                pack.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            std::fs::read(&theirs).unwrap(),
+            std::fs::read(&idx).unwrap()
+        );
+    }
+
+    #[test]
+    fn merged_packs_hold_every_object_once_and_verify() {
+        let (dir, repo, oids) = repo_with_objects(30);
+        let packdir = dir.path().join("objects/pack");
+        let a = write_objects(&repo, &packdir, &oids[..30]).unwrap();
+        // Overlapping: the middle objects are in both packs.
+        let b = write_objects(&repo, &packdir, &oids[20..]).unwrap();
+        let merged = merge_raw(&packdir, &[a, b]).unwrap();
+        let idx = merged.with_extension("idx");
+        git(dir.path(), &["verify-pack", idx.to_str().unwrap()]);
+        let (listed, _) = read_index(&idx).unwrap();
+        let mut want = oids.clone();
+        want.sort();
+        want.dedup();
+        assert_eq!(listed.len(), want.len());
+    }
+
+    #[test]
+    fn a_pack_with_deltas_is_not_merged_by_copying() {
+        let (dir, _repo, oids) = repo_with_objects(60);
+        // git packs them with deltas (the blobs are alike).
+        let mut child = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(dir.path())
+            .args(["pack-objects", "--window=50"])
+            .arg(dir.path().join("objects/pack/pack"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("git runs");
+        let list: String = oids.iter().map(|o| format!("{o}\n")).collect();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let packdir = dir.path().join("objects/pack");
+        let packs: Vec<PathBuf> = std::fs::read_dir(&packdir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .collect();
+        let verbose = git(
+            dir.path(),
+            &[
+                "verify-pack",
+                "-v",
+                packs[0].with_extension("idx").to_str().unwrap(),
+            ],
+        );
+        assert!(
+            verbose.contains("chain length = 1"),
+            "git made no delta: {verbose}"
+        );
+        let listing = || {
+            let mut names: Vec<_> = std::fs::read_dir(&packdir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        assert!(matches!(
+            merge_raw(&packdir, &packs),
+            Err(MergeRaw::HasDeltas)
+        ));
+        assert_eq!(listing(), before, "a refused merge leaves no file behind");
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_refused_and_nothing_is_named() {
+        let (dir, repo, oids) = repo_with_objects(5);
+        let packdir = dir.path().join("objects/pack");
+        let a = write_objects(&repo, &packdir, &oids).unwrap();
+        let mut bytes = std::fs::read(&a).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::write(&a, &bytes).unwrap();
+        let err = match merge_raw(&packdir, std::slice::from_ref(&a)) {
+            Err(MergeRaw::Failed(e)) => e.to_string(),
+            other => panic!("merged a corrupt pack: {other:?}"),
+        };
+        assert!(err.ends_with("does not match its CRC-32"), "{err}");
+        assert_eq!(std::fs::read_dir(&packdir).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn entry_headers_carry_type_and_size() {
+        assert_eq!(entry_header(1, 5), vec![0x15]);
+        assert_eq!(entry_header(3, 16), vec![0xb0, 0x01]);
+        assert_eq!(entry_header(2, 0x1234), vec![0xa4, 0xa3, 0x02]);
+    }
+}
