@@ -204,10 +204,9 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
     assert_eq!(text(&pause.stdout), "agent researcher: paused\n");
     let out = run(&mut gov_run(&s, "researcher", "success.jsonl"))?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("skipped"),
-        "{}",
-        text(&out.stdout)
+    assert_eq!(
+        text(&out.stdout),
+        "skipped: agent `researcher` did not run: the agent is paused: lunch\n"
     );
     assert!(
         !log_path(&s.repo, "success.jsonl").exists(),

@@ -535,7 +535,13 @@ fn claude_agents_need_an_existing_task() {
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "res", "nope"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no task `nope`"));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: no task `nope`: cannot read `{}`\n",
+            repo.root().join("agents/res/tasks/nope.md").display()
+        )
+    );
 }
 
 #[test]
@@ -570,10 +576,9 @@ fn a_paused_agent_is_skipped() {
         .gov(&stub.url, "success.jsonl")
         .args(["run", "res", "t"]));
     assert_eq!(out.status.code(), Some(0));
-    let said = text(&out.stdout);
-    assert!(
-        said.contains("skipped") && said.contains("paused") && said.contains("budget-cap"),
-        "{said}"
+    assert_eq!(
+        text(&out.stdout),
+        "skipped: agent `res` did not run: the agent is paused: over budget (policies: budget-cap)\n"
     );
     assert!(!repo.log().exists());
     assert!(stub.seen("/runs/").is_empty(), "nothing to finish");
