@@ -409,6 +409,10 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Files under `dir`.
+#[cfg_attr(
+    not(feature = "testkit"),
+    allow(dead_code, reason = "measured by tests and bench_server")
+)]
 pub fn file_count(dir: &Path) -> usize {
     usage(dir).0
 }

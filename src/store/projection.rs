@@ -8,6 +8,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::domain::audit::Timestamp;
 use crate::domain::audit::{AuditEntry, Event};
 use crate::domain::budget::{Hold, Spend};
 use crate::domain::credential::CredentialState;
@@ -15,7 +16,9 @@ use crate::domain::event::{
     AgentPaused, BudgetPaused, ProposalDecided, ProposalExpired, WatchdogPause,
 };
 use crate::domain::money::Micros;
-use crate::domain::proposal::Proposal;
+use crate::domain::proposal::{Proposal, ProposalStatus, Proposed};
+use crate::domain::request::PolicyCitation;
+use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -27,11 +30,22 @@ CREATE TABLE IF NOT EXISTS agents (
 CREATE TABLE IF NOT EXISTS proposals (
     proposal_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    submitted_at TEXT NOT NULL,
     action_type TEXT NOT NULL,
     payload_hash TEXT NOT NULL,
-    json TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    expected_cost_tokens INTEGER NOT NULL,
+    expected_cost_dollars REAL NOT NULL,
+    policy_version TEXT NOT NULL,
+    submitted_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    decision TEXT,
+    decided_by TEXT,
+    decided_at TEXT,
+    decision_final INTEGER NOT NULL,
+    branch TEXT,
+    commit_id TEXT,
+    merge_commit TEXT,
     seq INTEGER NOT NULL,
     used_seq INTEGER
 );
@@ -265,33 +279,95 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
+/// What the `submitted_json` column of a proposal holds: the part the
+/// agent wrote (payload, outcome, costs, rationale, links: `Proposed`) and
+/// the policies cited when it was filed. Kept as JSON because none of it
+/// changes after submission (the row's `INSERT` writes it, no `UPDATE`
+/// touches it), the payload is any JSON object the agent sent, and nothing
+/// is ever selected by it: it is read whole to answer with the proposal.
+/// What changes (status, decision, who and when, branch, commits) and what
+/// queries select by (agent, action, payload hash, times, expected costs)
+/// are columns.
+#[derive(Serialize)]
+struct SubmittedPart<'a> {
+    proposed: &'a Proposed,
+    policies: &'a [PolicyCitation],
+}
+
+/// [`SubmittedPart`] read back.
+#[derive(Deserialize)]
+struct SubmittedPartOwned {
+    proposed: Proposed,
+    policies: Vec<PolicyCitation>,
+}
+
 fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(p).map_err(to_sql_err)?;
-    tx.execute(
-        "INSERT INTO proposals (proposal_id, agent_id, status, submitted_at, action_type, payload_hash, json, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(proposal_id) DO UPDATE SET status = ?3, json = ?7",
-        params![
-            p.proposal_id,
-            p.agent_id,
-            p.status.as_str(),
-            p.submitted_at.to_rfc3339(),
-            p.action_type,
-            p.payload_hash,
-            json,
-            seq
-        ],
-    )?;
+    let submitted = serde_json::to_string(&SubmittedPart {
+        proposed: &p.proposed,
+        policies: &p.policies,
+    })
+    .map_err(to_sql_err)?;
+    // A decision or an expiry changes only the mutable columns: the
+    // submitted part stays as the submission's entry wrote it.
+    tx.prepare_cached(
+        "INSERT INTO proposals (proposal_id, agent_id, action_type, payload_hash, submitted_at,
+                                expires_at, policy_version, submitted_json, status, decision,
+                                decided_by, decided_at, decision_final, branch, commit_id,
+                                merge_commit, seq, expected_cost_tokens, expected_cost_dollars)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)
+         ON CONFLICT(proposal_id) DO UPDATE SET
+             status = ?9, decision = ?10, decided_by = ?11, decided_at = ?12,
+             decision_final = ?13, branch = ?14, commit_id = ?15, merge_commit = ?16",
+    )?
+    .execute(params![
+        p.proposal_id,
+        p.proposed.agent_id,
+        p.proposed.action_type,
+        p.payload_hash,
+        p.submitted_at.to_rfc3339(),
+        p.expires_at.to_rfc3339(),
+        p.policy_version,
+        submitted,
+        p.status.as_str(),
+        p.decision,
+        p.decided_by,
+        p.decided_at.map(Timestamp::to_rfc3339),
+        p.decision_final,
+        p.branch,
+        p.commit,
+        p.merge_commit,
+        seq,
+        p.proposed.expected_cost_tokens,
+        p.proposed.expected_cost_dollars,
+    ])?;
     Ok(())
 }
 
 // ---------------------------------------------------------------- queries
 
+/// The columns a proposal is read from, in the order [`proposal_row`]
+/// takes them.
+macro_rules! proposal_columns {
+    () => {
+        "proposal_id, payload_hash, submitted_at, expires_at, policy_version, submitted_json,
+         status, decision, decided_by, decided_at, decision_final, branch, commit_id,
+         merge_commit"
+    };
+}
+
 // The hot-path queries, named so a test can check each is served by an
 // index (`EXPLAIN QUERY PLAN`), not a scan that grows with history.
-pub(crate) const SQL_PROPOSAL: &str = "SELECT json FROM proposals WHERE proposal_id = ?1";
-pub(crate) const SQL_AGENT_PROPOSALS: &str =
-    "SELECT json FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2";
+pub(crate) const SQL_PROPOSAL: &str = concat!(
+    "SELECT ",
+    proposal_columns!(),
+    " FROM proposals WHERE proposal_id = ?1"
+);
+pub(crate) const SQL_AGENT_PROPOSALS: &str = concat!(
+    "SELECT ",
+    proposal_columns!(),
+    " FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2"
+);
 pub(crate) const SQL_UNUSED_TOOL_APPROVAL: &str = "SELECT proposal_id FROM proposals
          WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
            AND status = 'approved' AND used_seq IS NULL
@@ -308,17 +384,50 @@ pub(crate) const SQL_AGENT: &str =
 pub(crate) const SQL_CREDENTIAL: &str =
     "SELECT agent_id, scope, expires_at, redeemed_seq FROM credentials WHERE hash = ?1";
 
-fn parse_proposal(json: String) -> rusqlite::Result<Proposal> {
-    serde_json::from_str(&json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+/// A proposal from a row of [`proposal_columns`], in that order.
+fn proposal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
+    let submitted: String = r.get(5)?;
+    let SubmittedPartOwned { proposed, policies } =
+        serde_json::from_str(&submitted).map_err(|e| from_sql_err(5, e))?;
+    let status: String = r.get(6)?;
+    Ok(Proposal {
+        proposal_id: r.get(0)?,
+        proposed,
+        submitted_at: timestamp(r, 2)?,
+        payload_hash: r.get(1)?,
+        expires_at: timestamp(r, 3)?,
+        status: ProposalStatus::parse(&status)
+            .ok_or_else(|| from_sql_err(6, format!("unknown status `{status}`")))?,
+        decision: r.get(7)?,
+        decided_by: r.get(8)?,
+        decided_at: r
+            .get::<_, Option<String>>(9)?
+            .map(|t| Timestamp::parse(&t).map_err(|e| from_sql_err(9, e)))
+            .transpose()?,
+        decision_final: r.get(10)?,
+        policies,
+        policy_version: r.get(4)?,
+        branch: r.get(11)?,
+        commit: r.get(12)?,
+        merge_commit: r.get(13)?,
     })
 }
 
+fn timestamp(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
+    Timestamp::parse(&r.get::<_, String>(i)?).map_err(|e| from_sql_err(i, e))
+}
+
+fn from_sql_err(
+    i: usize,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+}
+
 pub fn proposal(conn: &Connection, id: &str) -> rusqlite::Result<Option<Proposal>> {
-    let json: Option<String> = conn
-        .query_row(SQL_PROPOSAL, [id], |r| r.get(0))
-        .optional()?;
-    json.map(parse_proposal).transpose()
+    conn.prepare_cached(SQL_PROPOSAL)?
+        .query_row([id], proposal_row)
+        .optional()
 }
 
 /// Proposals, newest `submitted_at` first (as the original orders them;
@@ -330,19 +439,21 @@ pub fn proposals(
 ) -> rusqlite::Result<Vec<Proposal>> {
     // `submitted_at` is RFC 3339 in UTC (`+00:00`), so text order is time
     // order.
-    let mut stmt = conn.prepare_cached(
-        "SELECT json FROM proposals WHERE (?1 IS NULL OR status = ?1)
-         ORDER BY submitted_at DESC, seq DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![status, limit], |r| r.get::<_, String>(0))?;
-    rows.map(|r| r.and_then(parse_proposal)).collect()
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        proposal_columns!(),
+        " FROM proposals WHERE (?1 IS NULL OR status = ?1)
+         ORDER BY submitted_at DESC, seq DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![status, limit], proposal_row)?;
+    rows.collect()
 }
 
 /// The newest proposals of one agent.
 pub fn proposals_of(conn: &Connection, agent: &str, limit: u32) -> rusqlite::Result<Vec<Proposal>> {
     let mut stmt = conn.prepare_cached(SQL_AGENT_PROPOSALS)?;
-    let rows = stmt.query_map(params![agent, limit], |r| r.get::<_, String>(0))?;
-    rows.map(|r| r.and_then(parse_proposal)).collect()
+    let rows = stmt.query_map(params![agent, limit], proposal_row)?;
+    rows.collect()
 }
 
 /// A tool-use proposal of this agent with this payload hash that a person
@@ -530,14 +641,6 @@ pub fn decided_tool_uses(
     ids.collect()
 }
 
-/// The token hashes of a run that are still live.
-pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT hash FROM agent_tokens WHERE run_id = ?1 AND revoked = 0")?;
-    let rows = stmt.query_map([run_id], |r| r.get(0))?;
-    rows.collect()
-}
-
 /// What one run has been charged so far.
 pub fn run_spend(conn: &Connection, run_id: &str) -> rusqlite::Result<Spend> {
     let (tokens, micros): (i64, i64) = conn.prepare_cached("SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1")?.query_row([run_id],
@@ -690,8 +793,7 @@ pub fn approved_unused(
     let mut stmt = conn.prepare_cached(
         "SELECT proposal_id FROM proposals
          WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
-           AND (?2 = 0 OR json_extract(json, '$.expected_cost_tokens') > 0
-                OR json_extract(json, '$.expected_cost_dollars') > 0)",
+           AND (?2 = 0 OR expected_cost_tokens > 0 OR expected_cost_dollars > 0)",
     )?;
     let rows = stmt.query_map(rusqlite::params![agent, costly_only], |r| r.get(0))?;
     rows.collect()
