@@ -584,6 +584,8 @@ pub fn write_pack(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreEr
 /// time for a smaller repository.
 pub fn write_pack_with_deltas(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreError> {
     let mut pb = repo.packbuilder()?;
+    // Every core searches for deltas.
+    pb.set_threads(0);
     for oid in objects {
         pb.insert_object(*oid, None)?;
     }

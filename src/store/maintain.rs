@@ -53,7 +53,8 @@ pub enum Pass {
     /// no object compressed again; packs with deltas through libgit2
     /// without a delta search.
     Background,
-    /// `gov maintain`: merged packs get a delta search (smaller, slower).
+    /// `gov maintain`: every pack merged into one, with a delta search
+    /// (smaller, slower).
     ByHand,
 }
 
@@ -83,7 +84,14 @@ pub fn run(
     }
     let packs = packs(repo)?;
     report.packs_before = packs.len();
-    let merge = geometric_roll_up(&packs);
+    // By hand, every pack is merged into one, with a delta search: the
+    // smallest repository, at the cost of rewriting it. In the background
+    // only the small packs are merged (each object is rewritten O(log n)
+    // times over its life).
+    let merge = match pass {
+        Pass::Background => geometric_roll_up(&packs),
+        Pass::ByHand => packs.clone(),
+    };
     if merge.len() >= 2 {
         merge_packs(repo, &merge, pass)?;
         report.packs_merged = merge.len();
