@@ -9,6 +9,7 @@ pub mod index;
 pub mod keys;
 pub(crate) mod lock;
 pub mod maintain;
+pub(crate) mod object_cache;
 pub(crate) mod pack;
 pub mod policies;
 pub mod projection;
