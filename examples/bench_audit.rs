@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use gov::app::governance::Governance;
+use gov::app::governance::Role;
 use gov::config::Settings;
 use gov::domain::audit::{Actor, Event, NewEntry};
-use gov::store::keys::{Role, SigningKey};
+use gov::testkit::keys::SigningKey;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -60,7 +61,7 @@ fn append_without_fsync(settings: &Settings, n: u64) -> Res<f64> {
     let repo = git2::Repository::open(&settings.root)?;
     let key = SigningKey::load(&settings.server_key)?;
     let who = git2::Signature::now("gov server", "server@gov")?;
-    let tree = repo.find_tree(gov::store::git::empty_tree(&repo)?)?;
+    let tree = repo.find_tree(gov::testkit::git::empty_tree(&repo)?)?;
     let refname = "refs/heads/bench/no-fsync";
     let mut parent: Option<git2::Oid> = None;
     let t = Instant::now();
@@ -68,8 +69,8 @@ fn append_without_fsync(settings: &Settings, n: u64) -> Res<f64> {
         let msg = entry(i).place(i + 1, chrono::Utc::now()).commit_message();
         let pc = parent.map(|p| repo.find_commit(p)).transpose()?;
         let parents: Vec<&git2::Commit<'_>> = pc.iter().collect();
-        let oid = gov::store::git::signed_commit(&repo, &key, &who, &tree, &parents, &msg)?;
-        gov::store::git::cas_ref(&repo, refname, oid, parent, "bench")?;
+        let oid = gov::testkit::git::signed_commit(&repo, &key, &who, &tree, &parents, &msg)?;
+        gov::testkit::git::cas_ref(&repo, refname, oid, parent, "bench")?;
         parent = Some(oid);
     }
     Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))

@@ -12,12 +12,12 @@
 use std::time::Instant;
 
 use gov::app::governance::Governance;
+use gov::app::governance::Role;
 use gov::app::replay::{impact, ImpactFilter};
 use gov::config::Settings;
 use gov::domain::audit::NewEntry;
 use gov::domain::policy::PolicySet;
 use gov::domain::request::{CedarRequest, DecisionRecord, EntityData, EntityRef};
-use gov::store::keys::Role;
 use serde_json::{json, Map, Value};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -166,7 +166,7 @@ fn main() -> Res {
     let settings = Settings::load(root)?;
     let repo = git2::Repository::open(root)?;
     let main = repo.refname_to_id(&settings.main_refname())?;
-    let current = gov::store::policies::load_commit(&repo, main)?;
+    let current = gov::testkit::policies::load_commit(&repo, main)?;
 
     let gov = Governance::open(&settings, Role::Server)?;
     let t = Instant::now();
@@ -184,9 +184,9 @@ fn main() -> Res {
     let path = "policies/proposals.cedar";
     let mut text = std::fs::read_to_string(root.join(path))?;
     text.push_str(CHANGE);
-    let key = gov::store::keys::SigningKey::load(&settings.server_key)?;
+    let key = gov::testkit::keys::SigningKey::load(&settings.server_key)?;
     let who = git2::Signature::now("bench", "bench@example.com")?;
-    let branch = gov::store::git::commit_files(
+    let branch = gov::testkit::git::commit_files(
         &repo,
         &key,
         &who,
@@ -195,12 +195,12 @@ fn main() -> Res {
         &[(path.to_string(), text.into_bytes())],
         "bench change",
     )?;
-    let changed = gov::store::policies::load_commit(&repo, branch)?;
+    let changed = gov::testkit::policies::load_commit(&repo, branch)?;
 
     // The chain alone: read and parse every entry.
     let t = Instant::now();
     let mut read = 0u64;
-    for e in gov::store::audit::entries_from(&repo, &settings.audit_refname(), 1)? {
+    for e in gov::testkit::audit::entries_from(&repo, &settings.audit_refname(), 1)? {
         read += u64::from(e?.entry.entry.decision.is_some());
     }
     let read_s = t.elapsed().as_secs_f64();

@@ -10,11 +10,11 @@
 use std::time::Instant;
 
 use gov::app::governance::Governance;
+use gov::app::governance::Role;
 use gov::config::Settings;
 use gov::domain::audit::{Actor, NewEntry};
 use gov::domain::event::Event;
 use gov::domain::request::{CedarRequest, DecisionRecord, EntityData, EntityRef};
-use gov::store::keys::Role;
 use serde_json::json;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -83,7 +83,7 @@ fn main() -> Res {
     let settings = Settings::load(dir.path())?;
     let repo = git2::Repository::open(dir.path())?;
     let main = repo.refname_to_id(&settings.main_refname())?;
-    let set = gov::store::policies::load_commit(&repo, main)?;
+    let set = gov::testkit::policies::load_commit(&repo, main)?;
     let gov = Governance::open(&settings, Role::Server)?;
     let t = Instant::now();
     let batch = 1000;

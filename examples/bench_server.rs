@@ -190,9 +190,9 @@ fn make_repo(root: &std::path::Path) -> BoxResult<gov::config::Settings> {
     let repo = git2::Repository::open(root)?;
     let main = settings.main_refname();
     let tip = repo.refname_to_id(&main)?;
-    let key = gov::store::keys::SigningKey::load(&settings.operator_key)?;
+    let key = gov::testkit::keys::SigningKey::load(&settings.operator_key)?;
     let who = git2::Signature::now("operator", "approver@gov")?;
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &repo,
         &key,
         &who,
@@ -206,7 +206,7 @@ fn make_repo(root: &std::path::Path) -> BoxResult<gov::config::Settings> {
 
 /// Appends `n` audit entries straight to the chain (batches of 1,000).
 fn preload(settings: &gov::config::Settings, n: usize) -> BoxResult {
-    let g = gov::app::governance::Governance::open(settings, gov::store::keys::Role::Server)?;
+    let g = gov::app::governance::Governance::open(settings, gov::app::governance::Role::Server)?;
     let mut left = n;
     while left > 0 {
         let k = left.min(1_000);
@@ -577,7 +577,7 @@ fn main() -> BoxResult {
     let pid = child.as_ref().map(|c| c.proc.id());
     let git_mib = |s: &Option<gov::config::Settings>| {
         s.as_ref()
-            .map(|s| gov::store::maintain::dir_bytes(&s.root.join(".git")) as f64 / 1048576.0)
+            .map(|s| gov::testkit::maintain::dir_bytes(&s.root.join(".git")) as f64 / 1048576.0)
     };
     let mut results: Vec<PhaseResult> = Vec::new();
     let mut rounds_table = Vec::new();
@@ -743,13 +743,13 @@ fn main() -> BoxResult {
         let _ = c.proc.wait();
     }
     if let Some(s) = &settings {
-        let before = gov::store::maintain::dir_bytes(&s.root.join(".git"));
-        let files_before = gov::store::maintain::file_count(&s.root.join(".git"));
+        let before = gov::testkit::maintain::dir_bytes(&s.root.join(".git"));
+        let files_before = gov::testkit::maintain::file_count(&s.root.join(".git"));
         let t = Instant::now();
         let m = gov::app::governance::maintain(s)?;
         let m_secs = t.elapsed().as_secs_f64();
-        let after = gov::store::maintain::dir_bytes(&s.root.join(".git"));
-        let files_after = gov::store::maintain::file_count(&s.root.join(".git"));
+        let after = gov::testkit::maintain::dir_bytes(&s.root.join(".git"));
+        let files_after = gov::testkit::maintain::file_count(&s.root.join(".git"));
         // `gov audit verify` as a user runs it (the `gov` binary beside this
         // benchmark, or --gov-bin), else the library's verify.
         let t = Instant::now();

@@ -5,7 +5,7 @@
 //! - [`domain`]: the pure core: policy decisions, proposals, budget ledger,
 //!   watchdog rules, audit entries. No I/O.
 //! - [`config`]: `gov.toml` and `agent.toml`, raw and resolved.
-//! - [`store`]: adapters: Git (signed commits, the audit chain, proposal
+//! - `store` (crate-private): adapters: Git (signed commits, the audit chain, proposal
 //!   branches), SQLite (the rebuildable index), keys.
 //! - [`app`]: the use cases that the CLI and the HTTP server share.
 //! - [`cli`]: one file per subcommand; maps errors to exit codes once.
@@ -15,6 +15,9 @@
 //!   SIGTERM, grace, SIGKILL): agents, and the `git` that `gov sync` runs.
 //! - [`wire`]: the HTTP API's request and response bodies, shared by the
 //!   server, the client, the CLI, the runner and the tests.
+//! - `testkit` (feature `testkit`, dev builds only): the store internals
+//!   the integration tests and benchmarks reach; `store` is otherwise
+//!   private to the crate.
 
 pub mod app;
 pub mod cli;
@@ -24,5 +27,7 @@ pub mod domain;
 pub mod process;
 pub mod runner;
 pub mod server;
-pub mod store;
+pub(crate) mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod wire;

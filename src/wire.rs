@@ -12,40 +12,66 @@ use serde::{Deserialize, Serialize};
 use crate::domain::audit::{AuditEntry, Timestamp};
 pub use crate::domain::budget::AgentStatus;
 use crate::domain::pricing::{ModelCharge, TokenUsage};
-use crate::domain::proposal::{Proposal, ProposalStatus, Verdict};
+use crate::domain::proposal::{Proposal, ProposalStatus, Proposed, Verdict};
 use crate::domain::request::{DecisionRecord, PolicyCitation};
 use crate::domain::run::ToolUse;
 
-/// `POST /proposals`: a submission as the original's API takes it.
+/// `POST /proposals`: a submission as the original's API takes it: what
+/// the agent proposes, and the id and times gov fills in when they are
+/// left out.
+///
+/// Serialised flat, as the original's object. Read with
+/// [`Submission::from_json`], which names the field a wrong value is in;
+/// the derived `Deserialize` reads valid input the same way, but serde's
+/// `flatten` loses the field's name from its errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Submission {
     #[serde(default)]
     pub proposal_id: Option<String>,
-    pub agent_id: String,
-    /// Required by the original; gov defaults it to 0.
-    #[serde(default)]
-    pub wave: i64,
     /// Required by the original; gov defaults it to the time of arrival.
     #[serde(default)]
     pub submitted_at: Option<Timestamp>,
-    pub action_type: String,
-    pub payload: serde_json::Map<String, serde_json::Value>,
-    pub expected_outcome: String,
-    #[serde(default)]
-    pub expected_cost_tokens: i64,
-    #[serde(default)]
-    pub expected_cost_dollars: f64,
-    #[serde(default = "yes")]
-    pub reversible: bool,
-    #[serde(default = "yes")]
-    pub requires_approval: bool,
     /// Required by the original; gov defaults it to a day after submission.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    #[serde(flatten)]
+    pub proposed: Proposed,
+}
+
+/// The fields of a [`Submission`] beside what is proposed (read on their
+/// own, so that errors keep the field's name).
+#[derive(Deserialize)]
+#[serde(rename = "Submission")]
+struct SubmissionIds {
     #[serde(default)]
-    pub rationale: String,
+    proposal_id: Option<String>,
     #[serde(default)]
-    pub links: Vec<String>,
+    submitted_at: Option<Timestamp>,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+impl Submission {
+    /// Reads a submission from its JSON, each part as a plain struct so a
+    /// wrong or missing value's error carries its path (`wave`, not `.`).
+    pub fn from_json(
+        v: &serde_json::Value,
+    ) -> Result<Submission, serde_path_to_error::Error<serde_json::Error>> {
+        if !v.is_object() {
+            // Refused by the derived reader: "invalid type: sequence,
+            // expected struct Submission" (a plain struct would take an
+            // array as its fields in order, and name itself).
+            return serde_path_to_error::deserialize(v);
+        }
+        let ids: SubmissionIds = serde_path_to_error::deserialize(v)?;
+        let proposed: Proposed = serde_path_to_error::deserialize(v)?;
+        Ok(Submission {
+            proposal_id: ids.proposal_id,
+            submitted_at: ids.submitted_at,
+            expires_at: ids.expires_at,
+            proposed,
+        })
+    }
 }
 
 /// `POST /proposals` → 200.
@@ -467,10 +493,6 @@ pub struct RunFinished {
     pub run: RunSpend,
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// `POST /tokens/revoke` (and `gov token revoke`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevoke {
@@ -682,4 +704,63 @@ pub struct FieldError {
     pub msg: String,
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(v: serde_json::Value) -> Result<Submission, (String, String)> {
+        Submission::from_json(&v).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+    }
+
+    /// A wrong value is named by its field, in what is proposed and beside
+    /// it; the derived reader, through `flatten`, cannot name it.
+    #[test]
+    fn a_submission_error_names_its_field() {
+        let good = serde_json::json!({"agent_id": "noop", "action_type": "a",
+            "payload": {}, "expected_outcome": "o"});
+        let sub = read(good.clone()).expect("reads");
+        assert_eq!(sub.proposed.wave, 0);
+        assert!(sub.proposed.reversible && sub.proposed.requires_approval);
+        let mut wave = good.clone();
+        wave["wave"] = "one".into();
+        assert_eq!(
+            read(wave.clone()).err().map(|e| e.0).as_deref(),
+            Some("wave")
+        );
+        let flattened = serde_json::from_value::<Submission>(wave).expect_err("refused");
+        assert!(!flattened.to_string().contains("wave"), "{flattened}");
+        let mut at = good.clone();
+        at["submitted_at"] = 1.into();
+        assert_eq!(read(at).err().map(|e| e.0).as_deref(), Some("submitted_at"));
+        let missing = serde_json::json!({"agent_id": "noop"});
+        assert_eq!(
+            read(missing).err().map(|e| e.1).as_deref(),
+            Some("missing field `action_type`")
+        );
+        assert_eq!(
+            read(serde_json::json!([])).err().map(|e| e.1).as_deref(),
+            Some("invalid type: sequence, expected struct Submission")
+        );
+    }
+
+    /// A submission is written as the original's flat object.
+    #[test]
+    fn a_submission_is_written_flat() {
+        let sub = Submission {
+            proposal_id: None,
+            submitted_at: None,
+            expires_at: None,
+            proposed: Proposed::new("noop".into(), "a".into(), serde_json::Map::new()),
+        };
+        let v = serde_json::to_value(&sub).expect("serialises");
+        assert_eq!(v["agent_id"], "noop");
+        assert_eq!(v["requires_approval"], true);
+        assert!(v.get("proposed").is_none(), "{v}");
+    }
 }

@@ -41,7 +41,7 @@ pub fn budget_view(
     wave: i64,
 ) -> Result<Budget, AppError> {
     if !known(svc, conn, agent_id)? {
-        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+        return Err(AppError::NotFound(format!("unknown agent `{agent_id}`")));
     }
     let caps = svc.caps(agent_id);
     let now = svc.now();
@@ -186,7 +186,7 @@ pub fn charge(
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
             return Ok((
-                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                Err(AppError::NotFound(format!("unknown agent `{agent_id}`"))),
                 vec![],
             ));
         }
@@ -323,7 +323,7 @@ pub fn pause(
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
             return Ok((
-                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                Err(AppError::NotFound(format!("unknown agent `{agent_id}`"))),
                 vec![],
             ));
         }
@@ -355,7 +355,7 @@ pub fn resume(svc: &Service, agent_id: &str, actor: Actor) -> Result<AgentState,
         let conn = tx.index().conn();
         if !known(svc, conn, agent_id)? {
             return Ok((
-                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                Err(AppError::NotFound(format!("unknown agent `{agent_id}`"))),
                 vec![],
             ));
         }

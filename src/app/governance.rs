@@ -72,7 +72,7 @@ const MAX_BATCH: usize = 256;
 
 /// Background maintenance runs once there are more packs than this (each
 /// batch writes one)...
-const MAINTAIN_PACKS: usize = 16;
+const MAINTAIN_PACKS: usize = 8;
 /// ...or more loose objects than this (written by `git` or left by a
 /// crash).
 const MAINTAIN_LOOSE: usize = 1_000;
@@ -655,6 +655,7 @@ impl Governance {
         Ok(crate::store::maintain::run(
             &repo,
             &self.settings.audit_refname(),
+            &proposal_refs(&self.settings),
             crate::store::maintain::Pass::Background,
         )?)
     }
@@ -797,8 +798,15 @@ pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, G
     Ok(crate::store::maintain::run(
         &repo,
         &settings.audit_refname(),
+        &proposal_refs(settings),
         crate::store::maintain::Pass::ByHand,
     )?)
+}
+
+/// The folder of the pending proposals' branches, which maintenance leaves
+/// loose.
+fn proposal_refs(settings: &Settings) -> String {
+    format!("refs/heads/{}", settings.proposal_prefix)
 }
 
 /// Opens the index caught up to the chain, for reading. Needs no key. On a

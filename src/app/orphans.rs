@@ -429,7 +429,7 @@ fn repair_one(
                 commit: commit.to_string(),
                 reason: "the proposal is still pending: the rejection or expiry that removed its branch failed or died before its entry".into(),
             };
-            let agent = proposals.get(id).map(|p| p.agent_id.clone());
+            let agent = proposals.get(id).map(|p| p.proposed.agent_id.clone());
             let entry = NewEntry::new(Actor::server(), Event::ProposalBranchRestored(restored))
                 .proposal(id);
             Ok(Some(match agent {

@@ -14,7 +14,7 @@ use super::proposals::{ask_policy, file_pending_on};
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, NewEntry, Timestamp};
 use crate::domain::event::{Event, ProposalForbidden};
-use crate::domain::proposal::Proposal;
+use crate::domain::proposal::{self, Proposal};
 use crate::domain::request::Outcome;
 use crate::store::trust::{blob_at, SETTINGS_FILE};
 
@@ -181,14 +181,18 @@ pub fn propose(svc: &Service, message: &str, operator: &str) -> Result<Proposed,
         let now = svc.now();
         let policy = svc.policy_at(repo)?;
         let mut p = Proposal {
-            expected_outcome: format!("the change on `{branch}` comes into force"),
-            rationale: message.to_string(),
             policy_version: policy.version().to_string(),
             ..Proposal::pending(
                 id.clone(),
-                operator.to_string(),
-                POLICY_CHANGE.into(),
-                payload.as_object().cloned().unwrap_or_default(),
+                proposal::Proposed {
+                    expected_outcome: format!("the change on `{branch}` comes into force"),
+                    rationale: message.to_string(),
+                    ..proposal::Proposed::new(
+                        operator.to_string(),
+                        POLICY_CHANGE.into(),
+                        payload.as_object().cloned().unwrap_or_default(),
+                    )
+                },
                 Timestamp(now),
                 Timestamp(now + chrono::Duration::days(EXPIRY_DAYS)),
             )
@@ -291,11 +295,12 @@ impl Reviews {
 }
 
 fn payload_str(p: &Proposal, key: &str) -> Option<String> {
-    p.payload.get(key)?.as_str().map(String::from)
+    p.proposed.payload.get(key)?.as_str().map(String::from)
 }
 
 fn payload_list(p: &Proposal, key: &str) -> Vec<String> {
-    p.payload
+    p.proposed
+        .payload
         .get(key)
         .and_then(|v| v.as_array())
         .map(|a| {
@@ -309,7 +314,7 @@ fn payload_list(p: &Proposal, key: &str) -> Vec<String> {
 /// The review of a `policy_change` proposal (`None` for any other), from
 /// [`Reviews`] when this proposal head was reviewed before.
 pub fn review(svc: &Service, p: &Proposal) -> Result<Option<std::sync::Arc<Review>>, AppError> {
-    if p.action_type != POLICY_CHANGE {
+    if p.proposed.action_type != POLICY_CHANGE {
         return Ok(None);
     }
     let (Some(branch), Some(base), Some(commit)) = (

@@ -37,10 +37,10 @@ pub struct Submitted {
 
 impl Submission {
     fn validate(&self) -> Result<(), AppError> {
-        if self.agent_id.trim().is_empty() {
+        if self.proposed.agent_id.trim().is_empty() {
             return Err(AppError::invalid("agent_id", "agent_id must be non-empty"));
         }
-        if !crate::config::valid_agent_id(&self.agent_id) {
+        if !crate::config::valid_agent_id(&self.proposed.agent_id) {
             return Err(AppError::invalid(
                 "agent_id",
                 "agent_id may hold letters, digits, `-` and `_` (at most 64)",
@@ -54,35 +54,37 @@ impl Submission {
                 ));
             }
         }
-        if self.action_type.trim().is_empty() || self.action_type.len() > 200 {
+        if self.proposed.action_type.trim().is_empty() || self.proposed.action_type.len() > 200 {
             return Err(AppError::invalid(
                 "action_type",
                 "action_type must be non-empty",
             ));
         }
-        crate::domain::audit::check_name("action_type", &self.action_type)?;
+        crate::domain::audit::check_name("action_type", &self.proposed.action_type)?;
         crate::domain::audit::check_input_depth(
             "payload",
-            &serde_json::Value::Object(self.payload.clone()),
+            &serde_json::Value::Object(self.proposed.payload.clone()),
         )?;
-        check_text("expected_outcome", &self.expected_outcome)?;
-        check_text("rationale", &self.rationale)?;
-        for link in &self.links {
+        check_text("expected_outcome", &self.proposed.expected_outcome)?;
+        check_text("rationale", &self.proposed.rationale)?;
+        for link in &self.proposed.links {
             crate::domain::audit::check_name("links", link)?;
         }
-        if self.action_type.starts_with(TOOL_ACTION_PREFIX) {
+        if self.proposed.action_type.starts_with(TOOL_ACTION_PREFIX) {
             return Err(AppError::invalid(
                 "action_type",
                 "`use_tool:` action types are filed by gov itself for tool calls",
             ));
         }
-        if self.expected_cost_tokens < 0 {
+        if self.proposed.expected_cost_tokens < 0 {
             return Err(AppError::invalid(
                 "expected_cost_tokens",
                 "must not be negative",
             ));
         }
-        if !self.expected_cost_dollars.is_finite() || self.expected_cost_dollars < 0.0 {
+        if !self.proposed.expected_cost_dollars.is_finite()
+            || self.proposed.expected_cost_dollars < 0.0
+        {
             return Err(AppError::invalid(
                 "expected_cost_dollars",
                 "must be a non-negative number",
@@ -94,21 +96,27 @@ impl Submission {
 
 /// The Cedar `propose` question for a proposal.
 pub fn propose_request(svc: &Service, p: &Proposal) -> CedarRequest {
-    let micros = Micros::from_dollars_f64(p.expected_cost_dollars)
+    let micros = Micros::from_dollars_f64(p.proposed.expected_cost_dollars)
         .map(|m| m.0)
         .unwrap_or(i64::MAX);
     let mut context = serde_json::Map::new();
-    context.insert("reversible".into(), json!(p.reversible));
-    context.insert("requires_approval".into(), json!(p.requires_approval));
-    context.insert("expected_cost_tokens".into(), json!(p.expected_cost_tokens));
+    context.insert("reversible".into(), json!(p.proposed.reversible));
+    context.insert(
+        "requires_approval".into(),
+        json!(p.proposed.requires_approval),
+    );
+    context.insert(
+        "expected_cost_tokens".into(),
+        json!(p.proposed.expected_cost_tokens),
+    );
     context.insert("expected_cost_micros".into(), json!(micros));
     context.insert("payload_hash".into(), json!(p.payload_hash));
     CedarRequest {
-        principal: EntityRef::new("Agent", &p.agent_id),
+        principal: EntityRef::new("Agent", &p.proposed.agent_id),
         action: "propose".into(),
-        resource: EntityRef::new("ActionType", &p.action_type),
+        resource: EntityRef::new("ActionType", &p.proposed.action_type),
         context,
-        entities: vec![agent_entity(svc, &p.agent_id)],
+        entities: vec![agent_entity(svc, &p.proposed.agent_id)],
     }
 }
 
@@ -199,7 +207,7 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
     svc.transact(|tx| -> Step<Submitted> {
         let conn = tx.index().conn();
-        if let Some((err, entry)) = refuse_if_paused(conn, &sub.agent_id, "proposal")? {
+        if let Some((err, entry)) = refuse_if_paused(conn, &sub.proposed.agent_id, "proposal")? {
             return Ok((Err(err), vec![entry]));
         }
         let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
@@ -223,26 +231,12 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         let expires_at = sub.expires_at.unwrap_or(Timestamp(
             now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
         ));
+        // As the agent asked, `requires_approval` too: the self-approval
+        // check comes first (an irreversible action then needs a person,
+        // see `file_decided`).
         let mut p = Proposal {
-            wave: sub.wave,
-            expected_outcome: sub.expected_outcome.clone(),
-            expected_cost_tokens: sub.expected_cost_tokens,
-            expected_cost_dollars: sub.expected_cost_dollars,
-            reversible: sub.reversible,
-            // As the agent asked: the self-approval check comes first (an
-            // irreversible action then needs a person, see `file_decided`).
-            requires_approval: sub.requires_approval,
-            rationale: sub.rationale.clone(),
-            links: sub.links.clone(),
             policy_version: policy.version().to_string(),
-            ..Proposal::pending(
-                id.clone(),
-                sub.agent_id.clone(),
-                sub.action_type.clone(),
-                sub.payload.clone(),
-                submitted_at,
-                expires_at,
-            )
+            ..Proposal::pending(id.clone(), sub.proposed.clone(), submitted_at, expires_at)
         };
         let (decision, record) = ask_policy(svc, &policy, &mut p);
         file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
@@ -276,19 +270,19 @@ fn file_decided(
     record: DecisionRecord,
 ) -> Step<Submitted> {
     match decision.outcome {
-        Outcome::NeedsPerson if !p.requires_approval && decision.self_approve_blocked => {
+        Outcome::NeedsPerson if !p.proposed.requires_approval && decision.self_approve_blocked => {
             let attempt = SelfApproveAttempt {
-                action_type: p.action_type.clone(),
+                action_type: p.proposed.action_type.clone(),
                 proposal_id: asked_id.clone(),
                 reason: "requires_approval=false on an action reserved for a person".into(),
             };
             let entry = NewEntry::new(Actor::server(), Event::AuditFlagSelfApproveAttempt(attempt))
-                .agent(&p.agent_id)
+                .agent(&p.proposed.agent_id)
                 .maybe_proposal(asked_id)
                 .decision(record);
             Ok((
                 Err(AppError::SelfApproveBlocked {
-                    action_type: p.action_type.clone(),
+                    action_type: p.proposed.action_type.clone(),
                     policies: decision.policies,
                 }),
                 vec![entry],
@@ -296,11 +290,11 @@ fn file_decided(
         }
         Outcome::Forbidden => {
             let forbidden = ProposalForbidden {
-                action_type: p.action_type.clone(),
-                wave: p.wave,
+                action_type: p.proposed.action_type.clone(),
+                wave: p.proposed.wave,
             };
             let entry = NewEntry::new(Actor::server(), Event::ProposalForbidden(forbidden))
-                .agent(&p.agent_id)
+                .agent(&p.proposed.agent_id)
                 .proposal(&p.proposal_id)
                 .decision(record);
             Ok((
@@ -324,7 +318,7 @@ fn file_decided(
             ))
         }
         Outcome::NeedsPerson => {
-            p.requires_approval = true;
+            p.proposed.requires_approval = true;
             let (filed, entry) = file_pending(svc, tx, p, record)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
@@ -369,7 +363,7 @@ pub fn file_pending_on(
 fn submitted_entry(p: &Proposal, record: DecisionRecord) -> NewEntry {
     let submitted = Event::ProposalSubmitted(ProposalSubmitted::of(p));
     NewEntry::new(Actor::server(), submitted)
-        .agent(&p.agent_id)
+        .agent(&p.proposed.agent_id)
         .proposal(&p.proposal_id)
         .decision(record)
 }
@@ -454,7 +448,7 @@ pub fn decide(
                     };
                     let flag = Event::AuditFlagProposalTampered(what);
                     let entry = NewEntry::new(Actor::server(), flag)
-                        .agent(&p.agent_id)
+                        .agent(&p.proposed.agent_id)
                         .proposal(id);
                     return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
                 }
@@ -517,7 +511,7 @@ fn approval_question(
     let request = CedarRequest {
         principal: EntityRef::new("Approver", decider),
         action: "approve".into(),
-        resource: EntityRef::new("ActionType", &p.action_type),
+        resource: EntityRef::new("ActionType", &p.proposed.action_type),
         context: serde_json::Map::new(),
         entities: vec![EntityData {
             uid: EntityRef::new("Approver", decider),
@@ -533,7 +527,7 @@ fn approval_question(
     };
     if decision.outcome == Outcome::Forbidden {
         let entry = NewEntry::new(Actor::operator(decider), Event::ApprovalForbidden(Empty {}))
-            .agent(&p.agent_id)
+            .agent(&p.proposed.agent_id)
             .proposal(&p.proposal_id)
             .decision(rec);
         return Ok(Err((
@@ -591,7 +585,7 @@ fn decided_entry(
         repaired: None,
     };
     let entry = NewEntry::new(actor, Event::ProposalDecided(decided))
-        .agent(&p.agent_id)
+        .agent(&p.proposed.agent_id)
         .proposal(&p.proposal_id);
     match record {
         Some(r) => entry.decision(r),
@@ -702,7 +696,7 @@ fn expire_entry(
         proposal: p.clone(),
     };
     Ok(NewEntry::new(actor, Event::ProposalExpired(expired))
-        .agent(&p.agent_id)
+        .agent(&p.proposed.agent_id)
         .proposal(&p.proposal_id))
 }
 

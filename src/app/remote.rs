@@ -424,7 +424,7 @@ fn flag_once(
     }
     let mut entry = NewEntry::new(actor_of(tx), flag);
     if let Some(p) = proposal {
-        entry = entry.agent(&p.agent_id).proposal(&p.proposal_id);
+        entry = entry.agent(&p.proposed.agent_id).proposal(&p.proposal_id);
     }
     entries.push(entry);
     Ok(())
@@ -851,7 +851,7 @@ fn pull_requests(
                     labels: forge.labels.clone(),
                 }),
             )
-            .agent(&p.agent_id)
+            .agent(&p.proposed.agent_id)
             .proposal(&p.proposal_id),
         );
         report.pull_requests.push(PullRequestNote {
@@ -884,7 +884,7 @@ fn pull_requests(
                             status: p.status,
                         }),
                     )
-                    .agent(&p.agent_id)
+                    .agent(&p.proposed.agent_id)
                     .proposal(&p.proposal_id),
                 );
                 report.pull_requests.push(PullRequestNote {

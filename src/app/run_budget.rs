@@ -52,8 +52,8 @@ pub fn hold_until(started: DateTime<Utc>, wallclock_seconds: u64) -> i64 {
 /// What an approved proposal's expected cost holds.
 fn proposal_hold(p: &crate::domain::proposal::Proposal) -> Hold {
     Hold {
-        tokens: p.expected_cost_tokens.max(0),
-        micros: dollars_to_micros(p.expected_cost_dollars).max(Micros(0)),
+        tokens: p.proposed.expected_cost_tokens.max(0),
+        micros: dollars_to_micros(p.proposed.expected_cost_dollars).max(Micros(0)),
     }
 }
 

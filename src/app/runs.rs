@@ -18,7 +18,7 @@ use crate::domain::event::{
     AgentRunSkipped, AgentRunStarted, AgentTokenIssued, AgentTokenRevoked, RunReservation,
     ToolApprovalUsed, ToolDecision,
 };
-use crate::domain::proposal::{payload_hash, Proposal};
+use crate::domain::proposal::{payload_hash, Proposal, Proposed};
 use crate::domain::request::{CedarRequest, Decision, DecisionRecord, Outcome, PolicyCitation};
 use crate::domain::run::{undecided, undecided_reason};
 use crate::store::projection;
@@ -73,7 +73,7 @@ pub fn start_run_in(
     }
     if svc.agent_settings(agent_id).is_none() {
         return Err(AppError::NotFound(format!(
-            "unknown agent_id: {agent_id} (agents run only once their agent.toml is on main)"
+            "unknown agent `{agent_id}` (agents run only once their agent.toml is on main)"
         )));
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
@@ -236,7 +236,7 @@ pub fn finish_run(
 /// Mints an agent token by hand (operator), not bound to a run.
 pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String, AppError> {
     if !crate::config::valid_agent_id(agent_id) {
-        return Err(AppError::NotFound(format!("unknown agent_id: {agent_id}")));
+        return Err(AppError::NotFound(format!("unknown agent `{agent_id}`")));
     }
     let token = token_from_bytes("gov_agent", &random_bytes());
     let hash = token_hash(&token);
@@ -245,7 +245,7 @@ pub fn mint_token(svc: &Service, agent_id: &str, actor: Actor) -> Result<String,
     svc.transact(|tx| -> Step<()> {
         if !agents::known(svc, tx.index().conn(), agent_id)? {
             return Ok((
-                Err(AppError::NotFound(format!("unknown agent_id: {agent_id}"))),
+                Err(AppError::NotFound(format!("unknown agent `{agent_id}`"))),
                 vec![],
             ));
         }
@@ -518,18 +518,22 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 let now = svc.now();
                 let id = new_uuid();
                 let p = Proposal {
-                    expected_outcome: format!("the agent calls `{}`", call.tool_name),
-                    reversible: false,
-                    rationale: reasons.clone(),
                     policies: decision.policies.clone(),
                     policy_version: decision.policy_version.clone(),
                     ..Proposal::pending(
                         id.clone(),
-                        call.agent_id.clone(),
-                        action_type.clone(),
-                        match &payload {
-                            serde_json::Value::Object(m) => m.clone(),
-                            _ => serde_json::Map::new(),
+                        Proposed {
+                            expected_outcome: format!("the agent calls `{}`", call.tool_name),
+                            reversible: false,
+                            rationale: reasons.clone(),
+                            ..Proposed::new(
+                                call.agent_id.clone(),
+                                action_type.clone(),
+                                match &payload {
+                                    serde_json::Value::Object(m) => m.clone(),
+                                    _ => serde_json::Map::new(),
+                                },
+                            )
                         },
                         Timestamp(now),
                         Timestamp(now + Duration::hours(24)),

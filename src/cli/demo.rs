@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::domain::proposal::Verdict;
+use crate::domain::proposal::{Proposed, Verdict};
 use crate::domain::request::PolicyCitation;
 use crate::wire;
 
@@ -200,19 +200,14 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
         payload.insert("title".into(), "Hello from a governed agent".into());
         wire::Submission {
             proposal_id: None,
-            agent_id: "noop".into(),
-            wave: 0,
             submitted_at: None,
-            action_type: "publish_content".into(),
-            payload,
-            expected_outcome: "a blog post is published".into(),
-            expected_cost_tokens: 0,
-            expected_cost_dollars: 0.0,
-            reversible: true,
-            requires_approval,
             expires_at: None,
-            rationale: "the demo's one external action".into(),
-            links: vec![],
+            proposed: Proposed {
+                expected_outcome: "a blog post is published".into(),
+                requires_approval,
+                rationale: "the demo's one external action".into(),
+                ..Proposed::new("noop".into(), "publish_content".into(), payload)
+            },
         }
     };
 

@@ -51,8 +51,8 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                     "{:<36}  {:<13}  {:<12}  {}",
                     p.proposal_id,
                     p.status.as_str(),
-                    p.agent_id,
-                    p.action_type
+                    p.proposed.agent_id,
+                    p.proposed.action_type
                 );
             }
             Ok(ExitCode::Ok)
@@ -66,14 +66,14 @@ pub fn render(p: &Proposal, audit_commit: Option<&str>) -> String {
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<16} {v}\n"));
     line("proposal", p.proposal_id.clone());
     line("status", p.status.as_str().into());
-    line("agent", p.agent_id.clone());
-    line("action type", p.action_type.clone());
+    line("agent", p.proposed.agent_id.clone());
+    line("action type", p.proposed.action_type.clone());
     line("submitted at", p.submitted_at.to_rfc3339());
     line("expires at", p.expires_at.to_rfc3339());
-    line("reversible", p.reversible.to_string());
-    line("expected", p.expected_outcome.clone());
-    if !p.rationale.is_empty() {
-        line("rationale", p.rationale.clone());
+    line("reversible", p.proposed.reversible.to_string());
+    line("expected", p.proposed.expected_outcome.clone());
+    if !p.proposed.rationale.is_empty() {
+        line("rationale", p.proposed.rationale.clone());
     }
     line("payload hash", p.payload_hash.clone());
     line("policy version", p.policy_version.clone());
@@ -98,7 +98,7 @@ pub fn render(p: &Proposal, audit_commit: Option<&str>) -> String {
     if let Some(d) = &p.decision {
         line("decision", d.clone());
     }
-    let payload = serde_json::to_string_pretty(&p.payload).unwrap_or_default();
+    let payload = serde_json::to_string_pretty(&p.proposed.payload).unwrap_or_default();
     s.push_str("payload:\n");
     for l in payload.lines() {
         s.push_str("  ");

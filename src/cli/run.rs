@@ -124,10 +124,12 @@ fn print_report(agent: &str, report: &RunReport) -> ExitCode {
                 "" => "the server refused the run".to_string(),
                 other => format!("the server refused the run (`{other}`)"),
             };
-            let detail = if skip.detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", skip.detail)
+            // A pause's own reason, when the server gives it: its detail
+            // repeats the agent (`agent `x` is paused: …`).
+            let detail = match skip.reason.as_deref() {
+                Some(r) if skip.error == "agent_paused" && !r.is_empty() => format!(": {r}"),
+                _ if skip.detail.is_empty() => String::new(),
+                _ => format!(": {}", skip.detail),
             };
             let ids: Vec<&str> = skip.policies.iter().map(|p| p.id.as_str()).collect();
             let policies = if ids.is_empty() {

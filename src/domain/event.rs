@@ -280,9 +280,9 @@ pub struct ProposalSubmitted {
 impl ProposalSubmitted {
     pub fn of(p: &Proposal) -> Self {
         ProposalSubmitted {
-            action_type: p.action_type.clone(),
+            action_type: p.proposed.action_type.clone(),
             status: p.status,
-            wave: p.wave,
+            wave: p.proposed.wave,
             branch: p.branch.clone(),
             commit: p.commit.clone(),
             proposal: p.clone(),

@@ -193,28 +193,31 @@ impl MergeEvidence {
 pub fn pull_request_text(p: &Proposal, link: &str) -> (String, String) {
     let title = format!(
         "gov: `{}` by `{}` ({})",
-        p.action_type, p.agent_id, p.proposal_id
+        p.proposed.action_type, p.proposed.agent_id, p.proposal_id
     );
     let mut body = String::new();
     body.push_str(&format!(
         "Proposal `{}` from agent `{}` asks to run `{}`. Merging this pull request approves it; gov checks that the merge adds exactly `{}` as submitted.\n\n",
         p.proposal_id,
-        p.agent_id,
-        p.action_type,
+        p.proposed.agent_id,
+        p.proposed.action_type,
         p.file_path()
     ));
     body.push_str(&format!(
         "- expected cost: {} tokens, ${:.6}\n",
-        p.expected_cost_tokens, p.expected_cost_dollars
+        p.proposed.expected_cost_tokens, p.proposed.expected_cost_dollars
     ));
     body.push_str(&format!("- expires at: {}\n", p.expires_at.0.to_rfc3339()));
-    body.push_str(&format!("- reversible: {}\n", p.reversible));
+    body.push_str(&format!("- reversible: {}\n", p.proposed.reversible));
     body.push_str(&format!("- payload hash: `{}`\n", p.payload_hash));
-    if !p.expected_outcome.is_empty() {
-        body.push_str(&format!("- expected outcome: {}\n", p.expected_outcome));
+    if !p.proposed.expected_outcome.is_empty() {
+        body.push_str(&format!(
+            "- expected outcome: {}\n",
+            p.proposed.expected_outcome
+        ));
     }
-    if !p.rationale.is_empty() {
-        body.push_str(&format!("- rationale: {}\n", p.rationale));
+    if !p.proposed.rationale.is_empty() {
+        body.push_str(&format!("- rationale: {}\n", p.proposed.rationale));
     }
     body.push_str("\n### Why it needs a person\n\n");
     let needing: Vec<_> = p
@@ -228,7 +231,7 @@ pub fn pull_request_text(p: &Proposal, link: &str) -> (String, String) {
     for c in needing {
         body.push_str(&format!("- `{}`: {}\n", c.id, c.reason));
     }
-    let payload = serde_json::to_string_pretty(&p.payload).unwrap_or_else(|_| "{}".into());
+    let payload = serde_json::to_string_pretty(&p.proposed.payload).unwrap_or_else(|_| "{}".into());
     body.push_str(&format!("\n### Payload\n\n```json\n{payload}\n```\n"));
     body.push_str(&format!("\n[The proposal on the gov dashboard]({link})\n"));
     (title, body)

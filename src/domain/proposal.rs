@@ -79,25 +79,74 @@ impl Verdict {
     }
 }
 
+/// What an agent proposes: the fields a submission (`wire::Submission`)
+/// and a proposal share, with the original API's defaults for those it may
+/// leave out. A [`Proposal`] holds it flattened, so its JSON is the
+/// original's flat object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposed {
+    pub agent_id: String,
+    /// Required by the original; gov defaults it to 0.
+    #[serde(default)]
+    pub wave: i64,
+    pub action_type: String,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub expected_outcome: String,
+    #[serde(default)]
+    pub expected_cost_tokens: i64,
+    #[serde(default)]
+    pub expected_cost_dollars: f64,
+    #[serde(default = "yes")]
+    pub reversible: bool,
+    #[serde(default = "yes")]
+    pub requires_approval: bool,
+    #[serde(default)]
+    pub rationale: String,
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Proposed {
+    /// `agent_id` proposes `action_type` with `payload`; the rest takes the
+    /// original's defaults (wave 0, reversible, requires approval, no costs,
+    /// no outcome or rationale); callers set what they know with
+    /// `..Proposed::new(…)`.
+    pub fn new(
+        agent_id: String,
+        action_type: String,
+        payload: serde_json::Map<String, serde_json::Value>,
+    ) -> Proposed {
+        Proposed {
+            agent_id,
+            wave: 0,
+            action_type,
+            payload,
+            expected_outcome: String::new(),
+            expected_cost_tokens: 0,
+            expected_cost_dollars: 0.0,
+            reversible: true,
+            requires_approval: true,
+            rationale: String::new(),
+            links: vec![],
+        }
+    }
+}
+
 /// A proposal with every field of the original's API, plus where it lives
 /// in Git and which policies decided it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub proposal_id: String,
-    pub agent_id: String,
-    pub wave: i64,
+    /// What the agent proposed (agent, action, payload, costs, …).
+    #[serde(flatten)]
+    pub proposed: Proposed,
     pub submitted_at: Timestamp,
-    pub action_type: String,
-    pub payload: serde_json::Map<String, serde_json::Value>,
     pub payload_hash: String,
-    pub expected_outcome: String,
-    pub expected_cost_tokens: i64,
-    pub expected_cost_dollars: f64,
-    pub reversible: bool,
-    pub requires_approval: bool,
     pub expires_at: Timestamp,
-    pub rationale: String,
-    pub links: Vec<String>,
     pub status: ProposalStatus,
     pub decision: Option<String>,
     pub decided_by: Option<String>,
@@ -122,36 +171,23 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// A proposal waiting for its decision: filed by `agent_id` at
-    /// `submitted_at` to do `action_type` with `payload` (whose hash it
-    /// carries), undecided until `expires_at`. The rest takes the original's
-    /// defaults (wave 0, reversible, requires approval, no costs, no
-    /// rationale); callers set what they know with `..Proposal::pending(…)`.
+    /// A proposal waiting for its decision: `proposed` (whose payload's
+    /// hash it carries), filed at `submitted_at`, undecided until
+    /// `expires_at`; callers set what else they know with
+    /// `..Proposal::pending(…)`.
     pub fn pending(
         proposal_id: String,
-        agent_id: String,
-        action_type: String,
-        payload: serde_json::Map<String, serde_json::Value>,
+        proposed: Proposed,
         submitted_at: Timestamp,
         expires_at: Timestamp,
     ) -> Proposal {
-        let payload_hash = payload_hash(&serde_json::Value::Object(payload.clone()));
+        let payload_hash = payload_hash(&serde_json::Value::Object(proposed.payload.clone()));
         Proposal {
             proposal_id,
-            agent_id,
-            wave: 0,
+            proposed,
             submitted_at,
-            action_type,
-            payload,
             payload_hash,
-            expected_outcome: String::new(),
-            expected_cost_tokens: 0,
-            expected_cost_dollars: 0.0,
-            reversible: true,
-            requires_approval: true,
             expires_at,
-            rationale: String::new(),
-            links: vec![],
             status: ProposalStatus::Pending,
             decision: None,
             decided_by: None,
@@ -206,27 +242,27 @@ impl Proposal {
     pub fn to_file(&self) -> String {
         let file = ProposalFile {
             proposal_id: &self.proposal_id,
-            agent_id: &self.agent_id,
-            wave: self.wave,
+            agent_id: &self.proposed.agent_id,
+            wave: self.proposed.wave,
             submitted_at: self.submitted_at.to_rfc3339(),
-            action_type: &self.action_type,
+            action_type: &self.proposed.action_type,
             payload_hash: &self.payload_hash,
-            payload_json: serde_json::to_string_pretty(&self.payload).unwrap_or_default(),
-            expected_outcome: &self.expected_outcome,
-            expected_cost_tokens: self.expected_cost_tokens,
-            expected_cost_dollars: self.expected_cost_dollars,
-            reversible: self.reversible,
-            requires_approval: self.requires_approval,
+            payload_json: serde_json::to_string_pretty(&self.proposed.payload).unwrap_or_default(),
+            expected_outcome: &self.proposed.expected_outcome,
+            expected_cost_tokens: self.proposed.expected_cost_tokens,
+            expected_cost_dollars: self.proposed.expected_cost_dollars,
+            reversible: self.proposed.reversible,
+            requires_approval: self.proposed.requires_approval,
             expires_at: self.expires_at.to_rfc3339(),
-            rationale: &self.rationale,
-            links: &self.links,
+            rationale: &self.proposed.rationale,
+            links: &self.proposed.links,
             policy_version: &self.policy_version,
             policies: self.policies.iter().map(|p| p.id.as_str()).collect(),
         };
         let body = toml::to_string(&file).unwrap_or_default();
         format!(
             "# Proposal `{}` by agent `{}`: {}.\n# Approving it merges this file into main.\n{body}",
-            self.proposal_id, self.agent_id, self.action_type
+            self.proposal_id, self.proposed.agent_id, self.proposed.action_type
         )
     }
 }
@@ -373,14 +409,18 @@ mod tests {
 
     fn sample() -> Proposal {
         let p = Proposal {
-            wave: 1,
-            expected_outcome: "a post".into(),
             policy_version: "abc".into(),
             ..Proposal::pending(
                 "p-1".into(),
-                "noop".into(),
-                "publish_content".into(),
-                serde_json::Map::new(),
+                Proposed {
+                    wave: 1,
+                    expected_outcome: "a post".into(),
+                    ..Proposed::new(
+                        "noop".into(),
+                        "publish_content".into(),
+                        serde_json::Map::new(),
+                    )
+                },
                 ts(8),
                 ts(10),
             )

@@ -184,31 +184,33 @@ where
             return Err(unprocessable(&["body"], "Field required", "missing"));
         }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
-            Ok(v) => Ok(Body(v)),
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let text = inner.to_string();
-                // `missing field `x`` names the field itself, one level down.
-                let (field, kind) = match text
-                    .strip_prefix("missing field `")
-                    .and_then(|r| r.split('`').next())
-                {
-                    Some(f) if path == "." => (f.to_string(), "missing"),
-                    Some(f) => (format!("{path}.{f}"), "missing"),
-                    None if inner.is_syntax() || inner.is_eof() => {
-                        ("body".to_string(), "json_invalid")
-                    }
-                    None => (path, "value_error"),
-                };
-                let mut loc = vec!["body"];
-                loc.extend(field.split('.').filter(|s| !s.is_empty() && *s != "body"));
-                let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
-                Err(unprocessable(&loc, &msg, kind))
-            }
-        }
+        serde_path_to_error::deserialize(de)
+            .map(Body)
+            .map_err(body_rejection)
     }
+}
+
+/// The 422 for a body that does not read as its type: `loc` names the field
+/// (`["body", "wave"]`), `missing` for a field left out, `json_invalid` for
+/// text that is not JSON.
+pub fn body_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Response {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let text = inner.to_string();
+    // `missing field `x`` names the field itself, one level down.
+    let (field, kind) = match text
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        Some(f) if path == "." => (f.to_string(), "missing"),
+        Some(f) => (format!("{path}.{f}"), "missing"),
+        None if inner.is_syntax() || inner.is_eof() => ("body".to_string(), "json_invalid"),
+        None => (path, "value_error"),
+    };
+    let mut loc = vec!["body"];
+    loc.extend(field.split('.').filter(|s| !s.is_empty() && *s != "body"));
+    let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
+    unprocessable(&loc, &msg, kind)
 }
 
 /// A query string whose rejections are 422s naming the parameter.

@@ -321,7 +321,7 @@ pub async fn serve(
 }
 
 /// How often the server checks whether the repository needs maintenance.
-const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Packs loose objects and refs and merges small packs while the server
 /// runs (`store::maintain`), never holding writers up for more than a

@@ -271,7 +271,9 @@ pub fn messages_back<'r>(
     })
 }
 
-/// Entries from the tip back to the root, newest first.
+/// Entries from the tip back to the root, newest first (the unit tests
+/// check the chain both ways; the program only reads it forward).
+#[cfg(test)]
 pub fn entries_back<'r>(
     repo: &'r Repository,
     refname: &str,

@@ -33,8 +33,9 @@ static ARMED: std::sync::Mutex<Vec<(std::path::PathBuf, Fault)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// Makes the next write of the repository whose Git directory is `git_dir`
-/// fail at `fault` (once), in this process.
-#[cfg(debug_assertions)]
+/// fail at `fault` (once), in this process. Only tests arm faults: it is
+/// compiled for unit tests and for `gov::testkit`.
+#[cfg(all(debug_assertions, any(test, feature = "testkit")))]
 pub fn arm(git_dir: &Path, fault: Fault) {
     let dir = git_dir
         .canonicalize()

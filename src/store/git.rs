@@ -59,8 +59,14 @@ impl StoreError {
         const NO_SPACE: &str = "No space left on device";
         match self {
             StoreError::Io { source, .. } => {
+                // Some wrappers (tempfile, naming its path) keep the kind
+                // but not the raw code.
                 source.raw_os_error() == Some(libc::ENOSPC)
                     || source.raw_os_error() == Some(libc::EDQUOT)
+                    || matches!(
+                        source.kind(),
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                    )
             }
             StoreError::Git(e) => e.message().contains(NO_SPACE),
             StoreError::Index(e) => {

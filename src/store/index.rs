@@ -26,7 +26,7 @@ use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -60,7 +60,19 @@ pub enum Pass {
 /// One pass of maintenance. Also cleans up after an earlier pass or batch
 /// that died half-way (loose copies of packed objects are simply packed
 /// again and removed).
-pub fn run(repo: &Repository, audit_ref: &str, pass: Pass) -> Result<Report, StoreError> {
+///
+/// Two kinds of refs stay loose: the audit ref (moved by every batch) and
+/// the pending proposals' branches, whose names start with `proposal_refs`
+/// (such as `refs/heads/gov/proposal/`): deciding a proposal deletes or renames its
+/// branch, which for a packed ref means rewriting all of `packed-refs`.
+/// They are as many as the proposals waiting for a person, not as many as
+/// were ever filed.
+pub fn run(
+    repo: &Repository,
+    audit_ref: &str,
+    proposal_refs: &str,
+    pass: Pass,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let loose = loose_objects(repo)?;
     report.loose_before = loose.len();
@@ -82,7 +94,7 @@ pub fn run(repo: &Repository, audit_ref: &str, pass: Pass) -> Result<Report, Sto
     // chain lock first makes writers wait a moment instead of failing.
     {
         let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
-        report.loose_refs_packed = pack_refs(repo, &[audit_ref])?;
+        report.loose_refs_packed = pack_refs(repo, &[audit_ref], &[proposal_refs])?;
     }
     // The chain is its own log: its reflog would grow by a line per batch.
     let _ = repo.reflog_delete(audit_ref);
@@ -255,12 +267,19 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
 /// Moves every loose ref under `refs/` into `packed-refs` (as `git
 /// pack-refs --all` does): the new `packed-refs` is written under its lock
 /// and flushed, then each loose ref is removed under its own lock if it
-/// still holds the packed value. Refs in `skip` (moved by every write,
+/// still holds the packed value. Refs in `skip`, or whose names start with
+/// one of `skip_prefixes` (moved by every write,
 /// such as the audit ref) stay loose. Returns how many were removed.
-pub fn pack_refs(repo: &Repository, skip: &[&str]) -> Result<usize, StoreError> {
+pub fn pack_refs(
+    repo: &Repository,
+    skip: &[&str],
+    skip_prefixes: &[&str],
+) -> Result<usize, StoreError> {
     let git_dir = repo.path();
     let mut loose = loose_refs(git_dir)?;
-    loose.retain(|(name, _)| !skip.contains(&name.as_str()));
+    loose.retain(|(name, _)| {
+        !skip.contains(&name.as_str()) && !skip_prefixes.iter().any(|p| name.starts_with(p))
+    });
     if loose.is_empty() {
         return Ok(0);
     }
@@ -390,6 +409,10 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Files under `dir`.
+#[cfg_attr(
+    not(feature = "testkit"),
+    allow(dead_code, reason = "measured by tests and bench_server")
+)]
 pub fn file_count(dir: &Path) -> usize {
     usage(dir).0
 }

@@ -421,163 +421,166 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
 mod tests {
     use super::*;
 
-    fn repo_with_objects(n: usize) -> (tempfile::TempDir, Repository, Vec<Oid>) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init_bare(dir.path()).unwrap();
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn repo_with_objects(
+        n: usize,
+    ) -> Result<(tempfile::TempDir, Repository, Vec<Oid>), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init_bare(dir.path())?;
         let mut oids = Vec::new();
         for i in 0..n {
             let text = format!(
                 "{}object {i}\n",
                 "a line all objects share\n".repeat(80 + i % 7)
             );
-            let blob = repo.blob(text.as_bytes()).unwrap();
-            let mut tb = repo.treebuilder(None).unwrap();
-            tb.insert("f", blob, 0o100644).unwrap();
-            oids.extend([blob, tb.write().unwrap()]);
+            let blob = repo.blob(text.as_bytes())?;
+            let mut tb = repo.treebuilder(None)?;
+            tb.insert("f", blob, 0o100644)?;
+            oids.extend([blob, tb.write()?]);
         }
-        (dir, repo, oids)
+        Ok((dir, repo, oids))
     }
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
+    /// Stock git, in the repository at `dir`, with `input` on its stdin.
+    fn git(dir: &Path, args: &[&str], input: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let mut child = std::process::Command::new("git")
             .arg("--git-dir")
             .arg(dir)
             .args(args)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(format!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn sorted_unique(oids: &[Oid]) -> Vec<Oid> {
+        let mut v = oids.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn path_str(p: &Path) -> Result<&str, Box<dyn std::error::Error>> {
+        p.to_str().ok_or_else(|| "path is not UTF-8".into())
     }
 
     #[test]
-    fn a_written_pack_is_what_stock_git_writes_for_the_same_objects() {
-        let (dir, repo, oids) = repo_with_objects(40);
+    fn a_written_pack_is_what_stock_git_writes_for_the_same_objects() -> TestResult {
+        let (dir, repo, oids) = repo_with_objects(40)?;
         let packdir = dir.path().join("objects/pack");
-        let pack = write_objects(&repo, &packdir, &oids).unwrap();
+        let pack = write_objects(&repo, &packdir, &oids)?;
         let idx = pack.with_extension("idx");
         // git checks the pack's and the index's checksums and every object.
-        let verified = git(dir.path(), &["verify-pack", "-v", idx.to_str().unwrap()]);
+        let verified = git(dir.path(), &["verify-pack", "-v", path_str(&idx)?], "")?;
         assert!(
             verified.contains(&format!("{}: ok", pack.display())),
             "{verified}"
         );
-        let (listed, _) = read_index(&idx).unwrap();
-        let mut in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
-        in_pack.sort();
-        let mut want = oids.clone();
-        want.sort();
-        want.dedup();
-        assert_eq!(in_pack, want);
+        let (listed, _) = read_index(&idx)?;
+        let in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
+        assert_eq!(sorted_unique(&in_pack), sorted_unique(&oids));
+        assert_eq!(in_pack.len(), sorted_unique(&oids).len());
         // And git's own index of the pack is byte for byte ours.
         let theirs = dir.path().join("theirs.idx");
         git(
             dir.path(),
-            &[
-                "index-pack",
-                "-o",
-                theirs.to_str().unwrap(),
-                pack.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(
-            std::fs::read(&theirs).unwrap(),
-            std::fs::read(&idx).unwrap()
-        );
+            &["index-pack", "-o", path_str(&theirs)?, path_str(&pack)?],
+            "",
+        )?;
+        assert_eq!(std::fs::read(&theirs)?, std::fs::read(&idx)?);
+        Ok(())
     }
 
     #[test]
-    fn merged_packs_hold_every_object_once_and_verify() {
-        let (dir, repo, oids) = repo_with_objects(30);
+    fn merged_packs_hold_every_object_once_and_verify() -> TestResult {
+        let (dir, repo, oids) = repo_with_objects(30)?;
         let packdir = dir.path().join("objects/pack");
-        let a = write_objects(&repo, &packdir, &oids[..30]).unwrap();
+        let a = write_objects(&repo, &packdir, &oids[..30])?;
         // Overlapping: the middle objects are in both packs.
-        let b = write_objects(&repo, &packdir, &oids[20..]).unwrap();
-        let merged = merge_raw(&packdir, &[a, b]).unwrap();
+        let b = write_objects(&repo, &packdir, &oids[20..])?;
+        let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
-        git(dir.path(), &["verify-pack", idx.to_str().unwrap()]);
-        let (listed, _) = read_index(&idx).unwrap();
-        let mut want = oids.clone();
-        want.sort();
-        want.dedup();
-        assert_eq!(listed.len(), want.len());
+        git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
+        let (listed, _) = read_index(&idx)?;
+        let in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
+        assert_eq!(in_pack.len(), sorted_unique(&oids).len());
+        assert_eq!(sorted_unique(&in_pack), sorted_unique(&oids));
+        Ok(())
     }
 
     #[test]
-    fn a_pack_with_deltas_is_not_merged_by_copying() {
-        let (dir, _repo, oids) = repo_with_objects(60);
+    fn a_pack_with_deltas_is_not_merged_by_copying() -> TestResult {
+        let (dir, _repo, oids) = repo_with_objects(60)?;
         // git packs them with deltas (the blobs are alike).
-        let mut child = std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(dir.path())
-            .args(["pack-objects", "--window=50"])
-            .arg(dir.path().join("objects/pack/pack"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("git runs");
+        let base = dir.path().join("objects/pack/pack");
         let list: String = oids.iter().map(|o| format!("{o}\n")).collect();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(list.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        git(
+            dir.path(),
+            &["pack-objects", "--window=50", path_str(&base)?],
+            &list,
+        )?;
         let packdir = dir.path().join("objects/pack");
-        let packs: Vec<PathBuf> = std::fs::read_dir(&packdir)
-            .unwrap()
+        let packs: Vec<PathBuf> = std::fs::read_dir(&packdir)?
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "pack"))
             .collect();
+        assert_eq!(packs.len(), 1);
         let verbose = git(
             dir.path(),
             &[
                 "verify-pack",
                 "-v",
-                packs[0].with_extension("idx").to_str().unwrap(),
+                path_str(&packs[0].with_extension("idx"))?,
             ],
-        );
+            "",
+        )?;
         assert!(
             verbose.contains("chain length = 1"),
             "git made no delta: {verbose}"
         );
-        let listing = || {
-            let mut names: Vec<_> = std::fs::read_dir(&packdir)
-                .unwrap()
+        let listing = || -> std::io::Result<Vec<std::ffi::OsString>> {
+            let mut names: Vec<_> = std::fs::read_dir(&packdir)?
                 .flatten()
                 .map(|e| e.file_name())
                 .collect();
             names.sort();
-            names
+            Ok(names)
         };
-        let before = listing();
+        let before = listing()?;
         assert!(matches!(
             merge_raw(&packdir, &packs),
             Err(MergeRaw::HasDeltas)
         ));
-        assert_eq!(listing(), before, "a refused merge leaves no file behind");
+        assert_eq!(listing()?, before, "a refused merge leaves no file behind");
+        Ok(())
     }
 
     #[test]
-    fn a_corrupt_entry_is_refused_and_nothing_is_named() {
-        let (dir, repo, oids) = repo_with_objects(5);
+    fn a_corrupt_entry_is_refused_and_nothing_is_named() -> TestResult {
+        let (dir, repo, oids) = repo_with_objects(5)?;
         let packdir = dir.path().join("objects/pack");
-        let a = write_objects(&repo, &packdir, &oids).unwrap();
-        let mut bytes = std::fs::read(&a).unwrap();
+        let a = write_objects(&repo, &packdir, &oids)?;
+        let mut bytes = std::fs::read(&a)?;
         bytes[20] ^= 0xff;
-        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-        std::fs::write(&a, &bytes).unwrap();
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        std::fs::write(&a, &bytes)?;
         let err = match merge_raw(&packdir, std::slice::from_ref(&a)) {
             Err(MergeRaw::Failed(e)) => e.to_string(),
-            other => panic!("merged a corrupt pack: {other:?}"),
+            other => return Err(format!("merged a corrupt pack: {other:?}").into()),
         };
         assert!(err.ends_with("does not match its CRC-32"), "{err}");
-        assert_eq!(std::fs::read_dir(&packdir).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(&packdir)?.count(), 2);
+        Ok(())
     }
 
     #[test]

@@ -211,13 +211,18 @@ pub fn disk_version(policies_dir: &Path) -> String {
 /// `~` and `~/…` are the home directory (`$HOME`), as tools expand them;
 /// `~user/…`, or `~` without a `$HOME`, is never inside. A path whose
 /// symlinks cannot be resolved (a loop, too many links) is never inside.
+///
+/// The hook always has the call's `cwd` and uses
+/// [`canonical_tool_path_from`]; this form is the unit tests'.
+#[cfg(test)]
 pub fn canonical_tool_path(repo_root: &Path, agent_dir: &Path, raw: &str) -> (String, bool) {
     canonical_tool_path_from(repo_root, agent_dir, agent_dir, raw)
 }
 
-/// [`canonical_tool_path`] with relative paths taken from `base` (the folder
-/// the call runs in, which Claude Code sends as `cwd`) instead of the agent's
-/// folder. Whether the result is inside is still judged against `agent_dir`.
+/// The path a tool call names, resolved as `canonical_tool_path` (above)
+/// does, with relative paths taken from `base` (the folder the call runs
+/// in, which Claude Code sends as `cwd`) instead of the agent's folder.
+/// Whether the result is inside is still judged against `agent_dir`.
 pub fn canonical_tool_path_from(
     repo_root: &Path,
     agent_dir: &Path,

@@ -8,6 +8,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::domain::audit::Timestamp;
 use crate::domain::audit::{AuditEntry, Event};
 use crate::domain::budget::{Hold, Spend};
 use crate::domain::credential::CredentialState;
@@ -15,7 +16,9 @@ use crate::domain::event::{
     AgentPaused, BudgetPaused, ProposalDecided, ProposalExpired, WatchdogPause,
 };
 use crate::domain::money::Micros;
-use crate::domain::proposal::Proposal;
+use crate::domain::proposal::{Proposal, ProposalStatus, Proposed};
+use crate::domain::request::PolicyCitation;
+use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -27,11 +30,22 @@ CREATE TABLE IF NOT EXISTS agents (
 CREATE TABLE IF NOT EXISTS proposals (
     proposal_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    submitted_at TEXT NOT NULL,
     action_type TEXT NOT NULL,
     payload_hash TEXT NOT NULL,
-    json TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    expected_cost_tokens INTEGER NOT NULL,
+    expected_cost_dollars REAL NOT NULL,
+    policy_version TEXT NOT NULL,
+    submitted_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    decision TEXT,
+    decided_by TEXT,
+    decided_at TEXT,
+    decision_final INTEGER NOT NULL,
+    branch TEXT,
+    commit_id TEXT,
+    merge_commit TEXT,
     seq INTEGER NOT NULL,
     used_seq INTEGER
 );
@@ -112,31 +126,29 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         }
         Event::ToolApprovalUsed(_) => {
             if let Some(id) = &e.proposal_id {
-                tx.execute(
-                    "UPDATE proposals SET used_seq = ?2 WHERE proposal_id = ?1 AND used_seq IS NULL",
-                    params![id, seq],
+                tx.prepare_cached("UPDATE proposals SET used_seq = ?2 WHERE proposal_id = ?1 AND used_seq IS NULL")?.execute(params![id, seq],
                 )?;
             }
         }
         Event::BudgetCharge(c) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO ledger
                        (seq, agent_id, tokens, micros, day, month, ts, run_id, model, estimate)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        seq,
-                        agent,
-                        c.tokens,
-                        c.micros,
-                        c.period_day,
-                        c.period_month,
-                        entry.ts.to_rfc3339(),
-                        c.run_id,
-                        c.model,
-                        c.estimate,
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    seq,
+                    agent,
+                    c.tokens,
+                    c.micros,
+                    c.period_day,
+                    c.period_month,
+                    entry.ts.to_rfc3339(),
+                    c.run_id,
+                    c.model,
+                    c.estimate,
+                ])?;
                 let periods: std::collections::BTreeSet<&str> =
                     ["", c.period_day.as_str(), c.period_month.as_str()].into();
                 for period in periods {
@@ -162,62 +174,54 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         }
         Event::AgentResumed(_) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE agents SET paused = 0, paused_reason = NULL WHERE agent_id = ?1",
-                    params![agent],
-                )?;
+                )?
+                .execute(params![agent])?;
             }
         }
         Event::CredentialsIssued(c) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![c.token_hash, agent, c.scope, c.expires_at.to_rfc3339()],
+                tx.prepare_cached("INSERT OR IGNORE INTO credentials (hash, agent_id, scope, expires_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![c.token_hash, agent, c.scope, c.expires_at.to_rfc3339()],
                 )?;
             }
         }
         Event::CredentialsRedeemed(c) => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE credentials SET redeemed_seq = ?2 WHERE hash = ?1 AND redeemed_seq IS NULL",
-                params![c.token_hash, seq],
-            )?;
+            )?
+            .execute(params![c.token_hash, seq])?;
         }
         Event::AgentTokenIssued(t) => {
             if let Some(agent) = &e.agent_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![t.token_hash, agent, t.run_id, t.expires_at.map(|x| x.to_rfc3339())],
+                tx.prepare_cached("INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![t.token_hash, agent, t.run_id, t.expires_at.map(|x| x.to_rfc3339())],
                 )?;
             }
         }
         Event::AgentTokenRevoked(t) => {
-            tx.execute(
-                "UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1",
-                params![t.token_hash],
-            )?;
+            tx.prepare_cached("UPDATE agent_tokens SET revoked = 1 WHERE hash = ?1")?
+                .execute(params![t.token_hash])?;
         }
         Event::AgentRunStarted(r) => {
             if let Some(agent) = &e.agent_id {
                 let held = r.reservation.as_ref();
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO runs
                        (run_id, agent_id, task_id, started_seq, started_at,
                         reserved_tokens, reserved_micros, hold_until)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        r.run_id,
-                        agent,
-                        e.task_id,
-                        seq,
-                        entry.ts.to_rfc3339(),
-                        held.map_or(0, |h| h.tokens),
-                        held.map_or(0, |h| h.micros),
-                        held.map_or(0, |h| h.hold_until),
-                    ],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)",
-                    params![r.token_hash, agent, r.run_id],
+                )?
+                .execute(params![
+                    r.run_id,
+                    agent,
+                    e.task_id,
+                    seq,
+                    entry.ts.to_rfc3339(),
+                    held.map_or(0, |h| h.tokens),
+                    held.map_or(0, |h| h.micros),
+                    held.map_or(0, |h| h.hold_until),
+                ])?;
+                tx.prepare_cached("INSERT OR IGNORE INTO agent_tokens (hash, agent_id, run_id) VALUES (?1, ?2, ?3)")?.execute(params![r.token_hash, agent, r.run_id],
                 )?;
             }
         }
@@ -253,25 +257,21 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
 }
 
 fn finish_run(tx: &Connection, run: &str, status: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE runs SET finished = ?2 WHERE run_id = ?1",
-        params![run, status],
-    )?;
-    tx.execute(
-        "UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1",
-        params![run],
-    )?;
+    tx.prepare_cached("UPDATE runs SET finished = ?2 WHERE run_id = ?1")?
+        .execute(params![run, status])?;
+    tx.prepare_cached("UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1")?
+        .execute(params![run])?;
     Ok(())
 }
 
 fn pause(tx: &Connection, agent: &str, reason: &str) -> rusqlite::Result<()> {
     // The first reason stays: a later pause does not rewrite why it stopped.
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE agents SET paused_reason = CASE WHEN paused = 1 THEN paused_reason ELSE ?2 END,
                            paused = 1
          WHERE agent_id = ?1",
-        params![agent, reason],
-    )?;
+    )?
+    .execute(params![agent, reason])?;
     Ok(())
 }
 
@@ -279,33 +279,95 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
+/// What the `submitted_json` column of a proposal holds: the part the
+/// agent wrote (payload, outcome, costs, rationale, links: `Proposed`) and
+/// the policies cited when it was filed. Kept as JSON because none of it
+/// changes after submission (the row's `INSERT` writes it, no `UPDATE`
+/// touches it), the payload is any JSON object the agent sent, and nothing
+/// is ever selected by it: it is read whole to answer with the proposal.
+/// What changes (status, decision, who and when, branch, commits) and what
+/// queries select by (agent, action, payload hash, times, expected costs)
+/// are columns.
+#[derive(Serialize)]
+struct SubmittedPart<'a> {
+    proposed: &'a Proposed,
+    policies: &'a [PolicyCitation],
+}
+
+/// [`SubmittedPart`] read back.
+#[derive(Deserialize)]
+struct SubmittedPartOwned {
+    proposed: Proposed,
+    policies: Vec<PolicyCitation>,
+}
+
 fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(p).map_err(to_sql_err)?;
-    tx.execute(
-        "INSERT INTO proposals (proposal_id, agent_id, status, submitted_at, action_type, payload_hash, json, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(proposal_id) DO UPDATE SET status = ?3, json = ?7",
-        params![
-            p.proposal_id,
-            p.agent_id,
-            p.status.as_str(),
-            p.submitted_at.to_rfc3339(),
-            p.action_type,
-            p.payload_hash,
-            json,
-            seq
-        ],
-    )?;
+    let submitted = serde_json::to_string(&SubmittedPart {
+        proposed: &p.proposed,
+        policies: &p.policies,
+    })
+    .map_err(to_sql_err)?;
+    // A decision or an expiry changes only the mutable columns: the
+    // submitted part stays as the submission's entry wrote it.
+    tx.prepare_cached(
+        "INSERT INTO proposals (proposal_id, agent_id, action_type, payload_hash, submitted_at,
+                                expires_at, policy_version, submitted_json, status, decision,
+                                decided_by, decided_at, decision_final, branch, commit_id,
+                                merge_commit, seq, expected_cost_tokens, expected_cost_dollars)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)
+         ON CONFLICT(proposal_id) DO UPDATE SET
+             status = ?9, decision = ?10, decided_by = ?11, decided_at = ?12,
+             decision_final = ?13, branch = ?14, commit_id = ?15, merge_commit = ?16",
+    )?
+    .execute(params![
+        p.proposal_id,
+        p.proposed.agent_id,
+        p.proposed.action_type,
+        p.payload_hash,
+        p.submitted_at.to_rfc3339(),
+        p.expires_at.to_rfc3339(),
+        p.policy_version,
+        submitted,
+        p.status.as_str(),
+        p.decision,
+        p.decided_by,
+        p.decided_at.map(Timestamp::to_rfc3339),
+        p.decision_final,
+        p.branch,
+        p.commit,
+        p.merge_commit,
+        seq,
+        p.proposed.expected_cost_tokens,
+        p.proposed.expected_cost_dollars,
+    ])?;
     Ok(())
 }
 
 // ---------------------------------------------------------------- queries
 
+/// The columns a proposal is read from, in the order [`proposal_row`]
+/// takes them.
+macro_rules! proposal_columns {
+    () => {
+        "proposal_id, payload_hash, submitted_at, expires_at, policy_version, submitted_json,
+         status, decision, decided_by, decided_at, decision_final, branch, commit_id,
+         merge_commit"
+    };
+}
+
 // The hot-path queries, named so a test can check each is served by an
 // index (`EXPLAIN QUERY PLAN`), not a scan that grows with history.
-pub(crate) const SQL_PROPOSAL: &str = "SELECT json FROM proposals WHERE proposal_id = ?1";
-pub(crate) const SQL_AGENT_PROPOSALS: &str =
-    "SELECT json FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2";
+pub(crate) const SQL_PROPOSAL: &str = concat!(
+    "SELECT ",
+    proposal_columns!(),
+    " FROM proposals WHERE proposal_id = ?1"
+);
+pub(crate) const SQL_AGENT_PROPOSALS: &str = concat!(
+    "SELECT ",
+    proposal_columns!(),
+    " FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2"
+);
 pub(crate) const SQL_UNUSED_TOOL_APPROVAL: &str = "SELECT proposal_id FROM proposals
          WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
            AND status = 'approved' AND used_seq IS NULL
@@ -322,17 +384,50 @@ pub(crate) const SQL_AGENT: &str =
 pub(crate) const SQL_CREDENTIAL: &str =
     "SELECT agent_id, scope, expires_at, redeemed_seq FROM credentials WHERE hash = ?1";
 
-fn parse_proposal(json: String) -> rusqlite::Result<Proposal> {
-    serde_json::from_str(&json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+/// A proposal from a row of [`proposal_columns`], in that order.
+fn proposal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
+    let submitted: String = r.get(5)?;
+    let SubmittedPartOwned { proposed, policies } =
+        serde_json::from_str(&submitted).map_err(|e| from_sql_err(5, e))?;
+    let status: String = r.get(6)?;
+    Ok(Proposal {
+        proposal_id: r.get(0)?,
+        proposed,
+        submitted_at: timestamp(r, 2)?,
+        payload_hash: r.get(1)?,
+        expires_at: timestamp(r, 3)?,
+        status: ProposalStatus::parse(&status)
+            .ok_or_else(|| from_sql_err(6, format!("unknown status `{status}`")))?,
+        decision: r.get(7)?,
+        decided_by: r.get(8)?,
+        decided_at: r
+            .get::<_, Option<String>>(9)?
+            .map(|t| Timestamp::parse(&t).map_err(|e| from_sql_err(9, e)))
+            .transpose()?,
+        decision_final: r.get(10)?,
+        policies,
+        policy_version: r.get(4)?,
+        branch: r.get(11)?,
+        commit: r.get(12)?,
+        merge_commit: r.get(13)?,
     })
 }
 
+fn timestamp(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
+    Timestamp::parse(&r.get::<_, String>(i)?).map_err(|e| from_sql_err(i, e))
+}
+
+fn from_sql_err(
+    i: usize,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+}
+
 pub fn proposal(conn: &Connection, id: &str) -> rusqlite::Result<Option<Proposal>> {
-    let json: Option<String> = conn
-        .query_row(SQL_PROPOSAL, [id], |r| r.get(0))
-        .optional()?;
-    json.map(parse_proposal).transpose()
+    conn.prepare_cached(SQL_PROPOSAL)?
+        .query_row([id], proposal_row)
+        .optional()
 }
 
 /// Proposals, newest `submitted_at` first (as the original orders them;
@@ -344,19 +439,21 @@ pub fn proposals(
 ) -> rusqlite::Result<Vec<Proposal>> {
     // `submitted_at` is RFC 3339 in UTC (`+00:00`), so text order is time
     // order.
-    let mut stmt = conn.prepare_cached(
-        "SELECT json FROM proposals WHERE (?1 IS NULL OR status = ?1)
-         ORDER BY submitted_at DESC, seq DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![status, limit], |r| r.get::<_, String>(0))?;
-    rows.map(|r| r.and_then(parse_proposal)).collect()
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        proposal_columns!(),
+        " FROM proposals WHERE (?1 IS NULL OR status = ?1)
+         ORDER BY submitted_at DESC, seq DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![status, limit], proposal_row)?;
+    rows.collect()
 }
 
 /// The newest proposals of one agent.
 pub fn proposals_of(conn: &Connection, agent: &str, limit: u32) -> rusqlite::Result<Vec<Proposal>> {
     let mut stmt = conn.prepare_cached(SQL_AGENT_PROPOSALS)?;
-    let rows = stmt.query_map(params![agent, limit], |r| r.get::<_, String>(0))?;
-    rows.map(|r| r.and_then(parse_proposal)).collect()
+    let rows = stmt.query_map(params![agent, limit], proposal_row)?;
+    rows.collect()
 }
 
 /// A tool-use proposal of this agent with this payload hash that a person
@@ -496,12 +593,13 @@ pub fn agent_token(
     hash: &str,
     now: crate::domain::audit::Timestamp,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT agent_id, run_id FROM agent_tokens
          WHERE hash = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)",
-        params![hash, now.to_rfc3339()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row(params![hash, now.to_rfc3339()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
     .optional()
 }
 
@@ -509,23 +607,19 @@ pub fn agent_token(
 pub type RunRow = (String, Option<String>, Option<String>);
 
 pub fn run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRow>> {
-    conn.query_row(
-        "SELECT agent_id, task_id, finished FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+    conn.prepare_cached("SELECT agent_id, task_id, finished FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
 }
 
 /// The project folder a run was registered with (`gov guard`), read from
 /// its `agent_run_started` entry; `None` for a run of `agents/<id>/`.
 pub fn run_folder(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT json_extract(a.payload_json, '$.folder') FROM runs r \
          JOIN audit a ON a.seq = r.started_seq WHERE r.run_id = ?1",
-        [run_id],
-        |r| r.get::<_, Option<String>>(0),
-    )
+    )?
+    .query_row([run_id], |r| r.get::<_, Option<String>>(0))
     .optional()
     .map(Option::flatten)
 }
@@ -547,19 +641,9 @@ pub fn decided_tool_uses(
     ids.collect()
 }
 
-/// The token hashes of a run that are still live.
-pub fn run_tokens(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT hash FROM agent_tokens WHERE run_id = ?1 AND revoked = 0")?;
-    let rows = stmt.query_map([run_id], |r| r.get(0))?;
-    rows.collect()
-}
-
 /// What one run has been charged so far.
 pub fn run_spend(conn: &Connection, run_id: &str) -> rusqlite::Result<Spend> {
-    let (tokens, micros): (i64, i64) = conn.query_row(
-        "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1",
-        [run_id],
+    let (tokens, micros): (i64, i64) = conn.prepare_cached("SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micros), 0) FROM ledger WHERE run_id = ?1")?.query_row([run_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(Spend {
@@ -619,19 +703,18 @@ pub fn open_runs(
 
 /// A run's reservation, whether or not it still holds.
 pub fn run_reservation(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<(Hold, i64)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT reserved_tokens, reserved_micros, hold_until FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| {
-            Ok((
-                Hold {
-                    tokens: r.get(0)?,
-                    micros: Micros(r.get(1)?),
-                },
-                r.get(2)?,
-            ))
-        },
-    )
+    )?
+    .query_row([run_id], |r| {
+        Ok((
+            Hold {
+                tokens: r.get(0)?,
+                micros: Micros(r.get(1)?),
+            },
+            r.get(2)?,
+        ))
+    })
     .optional()
 }
 
@@ -653,11 +736,8 @@ pub fn charges(
 }
 
 pub fn run_count(conn: &Connection, agent: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM runs WHERE agent_id = ?1",
-        [agent],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT COUNT(*) FROM runs WHERE agent_id = ?1")?
+        .query_row([agent], |r| r.get(0))
 }
 
 /// The audit entry that last changed a proposal (its submission or its
@@ -666,13 +746,12 @@ pub fn last_proposal_change(
     conn: &Connection,
     proposal_id: &str,
 ) -> rusqlite::Result<Option<(i64, String)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT seq, ts FROM audit WHERE proposal_id = ?1
            AND event_type IN ('proposal_submitted', 'proposal_decided')
          ORDER BY seq DESC LIMIT 1",
-        [proposal_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row([proposal_id], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
 }
 
@@ -714,8 +793,7 @@ pub fn approved_unused(
     let mut stmt = conn.prepare_cached(
         "SELECT proposal_id FROM proposals
          WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
-           AND (?2 = 0 OR json_extract(json, '$.expected_cost_tokens') > 0
-                OR json_extract(json, '$.expected_cost_dollars') > 0)",
+           AND (?2 = 0 OR expected_cost_tokens > 0 OR expected_cost_dollars > 0)",
     )?;
     let rows = stmt.query_map(rusqlite::params![agent, costly_only], |r| r.get(0))?;
     rows.collect()
@@ -723,12 +801,9 @@ pub fn approved_unused(
 
 /// The time of the agent's newest audit entry.
 pub fn last_entry_ts(conn: &Connection, agent: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
-        [agent],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT ts FROM audit WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([agent], |r| r.get(0))
+        .optional()
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ pub fn write_pending_on(
     let who = signer_identity(Role::Server)?;
     let message = format!(
         "proposal {}: {} by {}\n\nWaiting for a person. Approving merges this commit into main.\nPayload hash: {}\n",
-        p.proposal_id, p.action_type, p.agent_id, p.payload_hash
+        p.proposal_id, p.proposed.action_type, p.proposed.agent_id, p.payload_hash
     );
     let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
     staged.add_objects(objects);
@@ -228,7 +228,7 @@ pub fn merge_approved(
     let who = Signature::now(approver_name, &email)?;
     let mut message = format!(
         "approve proposal {}: {} by {}\n\nApproved by {approver_name}.\n",
-        p.proposal_id, p.action_type, p.agent_id
+        p.proposal_id, p.proposed.action_type, p.proposed.agent_id
     );
     if let Some(n) = note.filter(|n| !n.is_empty()) {
         message.push_str(&format!("Note: {n}\n"));

@@ -90,7 +90,8 @@ fn an_agent_invalid_on_main_does_not_run() -> TestResult {
     // Fail closed: no caps to spend.
     assert_eq!(tokens_cap(&s, "capped")?, 0);
     // The watchdog leaves it alone (its zero caps are not "over the cap").
-    let svc = gov::app::service::Service::open_as(s.settings(), gov::store::keys::Role::Watchdog)?;
+    let svc =
+        gov::app::service::Service::open_as(s.settings(), gov::app::governance::Role::Watchdog)?;
     let report = gov::app::watchdog::pass(&svc, chrono::Utc::now())?;
     assert!(report.paused.is_empty(), "{:?}", report.paused);
     Ok(())
@@ -139,5 +140,20 @@ fn gov_run_refuses_an_agent_toml_that_differs_from_main() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// Pausing or resuming an agent gov does not know is "not found" (exit 6),
+/// and the message names the agent as it was typed.
+#[test]
+fn pausing_an_unknown_agent_names_it_and_exits_6() -> TestResult {
+    use crate::support::repo::{OutputText, TestRepo};
+    let repo = TestRepo::new()?;
+    for verb in ["pause", "resume"] {
+        let o = repo.gov(&[verb, "nobody"])?;
+        assert_eq!(o.status.code(), Some(6), "{verb}");
+        assert_eq!(o.stderr_text(), "error: unknown agent `nobody`\n", "{verb}");
+        assert_eq!(o.stdout_text(), "", "{verb}");
+    }
     Ok(())
 }

@@ -3,11 +3,12 @@
 
 use git2::Oid;
 use gov::app::governance::Governance;
+use gov::app::governance::Role;
 use gov::domain::audit::{Actor, AuditEntry, Event, NewEntry};
 use gov::domain::event::EventKind;
-use gov::store::audit::entries_from;
-use gov::store::git::{cas_ref, signed_commit};
-use gov::store::keys::{Role, SigningKey};
+use gov::testkit::audit::entries_from;
+use gov::testkit::git::{cas_ref, signed_commit};
+use gov::testkit::keys::SigningKey;
 
 use crate::support::repo::{require_program, OutputText, TestRepo, TestResult};
 
@@ -112,10 +113,7 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
     assert_eq!(last.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
     let (code, out) = verify(&t)?;
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("ok: 6 entries, signatures good, chain linear"),
-        "{out}"
-    );
+    assert_eq!(out, "ok: 6 entries, signatures good, chain linear\n");
 
     let log = t.gov(&["audit", "log", "--limit", "3"])?.stdout_text();
     let lines: Vec<&str> = log.lines().collect();
@@ -262,7 +260,7 @@ fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
     let main = repo.find_commit(repo.refname_to_id("refs/heads/main")?)?;
     let side_files = vec![("proposals/p-1.toml".to_string(), b"id = \"p-1\"\n".to_vec())];
     let who = git2::Signature::now("operator", "operator@gov")?;
-    let side = gov::store::git::commit_files(
+    let side = gov::testkit::git::commit_files(
         &repo,
         &t.key(Role::Server)?,
         &who,
@@ -282,7 +280,12 @@ fn merges_on_main_must_be_signed_by_an_approver() -> TestResult {
     let good = merge(&t.key(Role::Approver)?, "approve p-1", &main)?;
     let (code, out) = verify(&t)?;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 approval merges"), "{out}");
+    assert_eq!(
+        out,
+        "note: no index yet (it is built on the next open)\n\
+         ok: 0 entries, signatures good, chain linear\n\
+         ok: 1 approval merges on `main` signed by approvers\n"
+    );
     let good = repo.find_commit(good)?;
     merge(&t.key(Role::Server)?, "merge p-1 again", &good)?;
     assert_tampered(&t, &["merge on `main`", "which has no approver role"])?;
@@ -338,7 +341,7 @@ fn two_processes_appending_at_once_lose_nothing() -> TestResult {
     assert_eq!(seqs, (1..=2000).collect::<Vec<u64>>());
     let (code, out) = verify(&t)?;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok: 2000 entries"), "{out}");
+    assert_eq!(out, "ok: 2000 entries, signatures good, chain linear\n");
     Ok(())
 }
 
@@ -387,7 +390,7 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
     let before = dump(&path)?;
     assert_eq!(before.len(), 50 + 3);
     let filtered =
-        gov::store::index::Index::open(&path)?.query(&gov::store::index::AuditFilter {
+        gov::testkit::index::Index::open(&path)?.query(&gov::app::audit::AuditFilter {
             agent_id: Some("agent-1".into()),
             event_type: Some("charge".into()),
             ..Default::default()
@@ -397,6 +400,7 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
 
     let o = t.gov(&["reindex"])?;
     assert!(o.status.success());
+    assert_eq!(o.stdout_text(), "reindexed 50 entries\n");
     assert_eq!(dump(&path)?, before);
     for suffix in ["", "-wal", "-shm"] {
         let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
@@ -405,7 +409,8 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
         }
     }
     let o = t.gov(&["reindex"])?;
-    assert!(o.status.success() && o.stdout_text().contains("reindexed 50 entries"));
+    assert!(o.status.success(), "{}", o.stderr_text());
+    assert_eq!(o.stdout_text(), "reindexed 50 entries\n");
     assert_eq!(dump(&path)?, before);
     // Opening with the index gone catches it up too.
     std::fs::remove_file(&path)?;
@@ -581,5 +586,94 @@ fn documented_event_types_are_the_ones_gov_writes() -> TestResult {
         })
         .collect();
     assert_eq!(documented, known);
+    Ok(())
+}
+
+/// The proposals table keeps what changes (status, decision, who and when,
+/// branch, commits) in columns. An index written with the previous schema
+/// (version 4: each proposal one `json` column) is rebuilt from Git when it
+/// is opened, and every proposal reads back as the chain recorded it:
+/// submitted, auto-approved, approved with a note, rejected.
+#[test]
+fn an_index_of_the_previous_schema_is_rebuilt_and_proposals_read_the_same() -> TestResult {
+    use crate::support::server::{add_policies_and_agents, proposal};
+    use gov::app::proposals::{decide, list, submit, DecisionInput, Submission};
+    use gov::app::service::Service;
+    use gov::domain::proposal::{Proposal, ProposalStatus, Verdict};
+
+    let t = TestRepo::new()?;
+    add_policies_and_agents(&t)?;
+    let svc = Service::open(&t.settings)?;
+    let mut auto = proposal("noop", "research_only");
+    auto["requires_approval"] = serde_json::json!(false);
+    let auto = submit(&svc, serde_json::from_value::<Submission>(auto)?)?.proposal;
+    assert_eq!(auto.status, ProposalStatus::AutoApproved);
+    let mut ids = Vec::new();
+    for (verdict, note) in [(Verdict::Approve, Some("fine")), (Verdict::Reject, None)] {
+        let sub: Submission = serde_json::from_value(proposal("noop", "publish_content"))?;
+        let p = submit(&svc, sub)?.proposal;
+        let input = DecisionInput {
+            verdict,
+            note: note.map(String::from),
+            final_: true,
+        };
+        decide(&svc, &p.proposal_id, &input, "operator")?;
+        ids.push(p.proposal_id);
+    }
+    let pending: Submission = serde_json::from_value(proposal("noop", "publish_content"))?;
+    submit(&svc, pending)?;
+    let before = list(&svc, None, 100)?;
+    drop(svc);
+    assert_eq!(before.len(), 4);
+    let approved = before
+        .iter()
+        .find(|p| p.proposal_id == ids[0])
+        .ok_or("the approved proposal is listed")?;
+    assert_eq!(approved.status, ProposalStatus::Approved);
+    assert_eq!(approved.decision.as_deref(), Some("fine"));
+    assert!(approved.decision_final && approved.merge_commit.is_some());
+
+    // Each listed proposal is the one the chain's newest entry about it holds.
+    let chain: Vec<Proposal> = entries_from(&t.repo()?, &t.settings.audit_refname(), 1)?
+        .map(|e| e.map(|e| e.entry.entry.event.proposal().cloned()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    for p in &before {
+        let recorded = chain.iter().rev().find(|c| c.proposal_id == p.proposal_id);
+        assert_eq!(recorded, Some(p));
+    }
+
+    let path = t.settings.index_path();
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch(
+        "DROP TABLE proposals;
+         CREATE TABLE proposals (proposal_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,
+             status TEXT NOT NULL, submitted_at TEXT NOT NULL, action_type TEXT NOT NULL,
+             payload_hash TEXT NOT NULL, json TEXT NOT NULL, seq INTEGER NOT NULL,
+             used_seq INTEGER);
+         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+    )?;
+    drop(conn);
+
+    let svc = Service::open(&t.settings)?;
+    assert_eq!(list(&svc, None, 100)?, before);
+    let conn = rusqlite::Connection::open(&path)?;
+    let version: String = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(version, "5");
+    let (status, decided_by, note): (String, String, String) = conn.query_row(
+        "SELECT status, decided_by, decision FROM proposals WHERE proposal_id = ?1",
+        [&ids[1]],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    assert_eq!(
+        (status.as_str(), decided_by.as_str(), note.as_str()),
+        ("rejected", "operator", "reject")
+    );
     Ok(())
 }

@@ -409,7 +409,7 @@ fn a_crashed_runs_reservation_stops_holding_after_its_wall_clock() -> TestResult
     // Never finished (its runner died): it holds until then, not after.
     let (_, index) = gov::app::governance::open_index(s.settings())?;
     let held = |now: i64| -> TestResult<usize> {
-        Ok(gov::store::projection::open_runs(index.conn(), Some("racer"), now)?.len())
+        Ok(gov::testkit::projection::open_runs(index.conn(), Some("racer"), now)?.len())
     };
     assert_eq!(held(until - 1)?, 1);
     assert_eq!(held(until)?, 0);

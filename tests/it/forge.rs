@@ -10,7 +10,8 @@ use gov::domain::proposal::ProposalStatus;
 use serde_json::json;
 
 use crate::remote::{
-    entries, git, hook, hook_event, local_rev, secret, sign, submit_pending, team, text, Forge,
+    assert_synced_approval, entries, git, hook, hook_event, local_rev, secret, sign,
+    submit_pending, team, text, Forge,
 };
 use crate::support::git_http::{GitHttp, PASSWORD, USER};
 use crate::support::github::GitHub;
@@ -98,8 +99,10 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
     let out = gov_env(&t, &["sync"], &env)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}\n{}", sshd.log());
-    assert!(
-        said.contains(&format!("synced with `origin` ({})", forge.url)),
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("synced with `origin` ({})", forge.url).as_str()),
         "{said}"
     );
     let branch = format!("refs/heads/gov/proposal/{id}");
@@ -112,11 +115,10 @@ fn over_ssh_a_merge_made_in_another_clone_is_an_approval() -> TestResult {
     let out = gov_env(&t, &["sync"], &env)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    assert!(
-        said.contains(&format!(
-            "approved `{id}`: merged by Alice Merger <alice@example.com> in {}",
-            &merge[..12]
-        )),
+    assert_synced_approval(&out, &id, &merge);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(format!("synced with `origin` ({})", forge.url).as_str()),
         "{said}"
     );
     let p = proposal_status(&t, &id)?;
@@ -393,6 +395,10 @@ fn pull_requests_are_opened_once_labelled_and_closed_on_rejection() -> TestResul
     // Rejected: its pull request is closed, with a word on why, once.
     let out = t.gov(&["reject", &b, "--note", "not now"])?;
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("proposal `{b}` rejected\n")
+    );
     let out = gov_env(&t, &["sync"], &token)?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");

@@ -46,13 +46,13 @@ pub(crate) fn proposal_line(out: &str) -> TestResult<(&str, String)> {
 fn branch_with(s: &TestServer, branch: &str, files: &[(&str, String)]) -> TestResult {
     let git = s.repo.repo()?;
     let tip = git.refname_to_id(&s.repo.settings.main_refname())?;
-    let key = s.repo.key(gov::store::keys::Role::Approver)?;
+    let key = s.repo.key(gov::app::governance::Role::Approver)?;
     let who = git2::Signature::now("operator", "operator@approver.gov")?;
     let files: Vec<(String, Vec<u8>)> = files
         .iter()
         .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
         .collect();
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &git,
         &key,
         &who,
@@ -503,7 +503,7 @@ fn record_decisions(s: &TestServer, n: usize) -> TestResult {
     use gov::domain::request::{CedarRequest, DecisionRecord, EntityData, EntityRef};
     let git = s.repo.repo()?;
     let main = git.refname_to_id(&s.repo.settings.main_refname())?;
-    let set = gov::store::policies::load_commit(&git, main)?;
+    let set = gov::testkit::policies::load_commit(&git, main)?;
     let svc = gov::app::service::Service::open(&s.repo.settings)?;
     for chunk in 0..n.div_ceil(500) {
         let entries: Vec<NewEntry> = (chunk * 500..((chunk + 1) * 500).min(n))

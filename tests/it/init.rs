@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::support::{gov, snapshot_tree};
+use crate::support::{git_checked, gov, pin_ids, snapshot_tree};
 
 #[test]
 fn init_writes_the_projects_own_defaults_and_a_signed_commit() {
@@ -11,7 +11,28 @@ fn init_writes_the_projects_own_defaults_and_a_signed_commit() {
     let dir = tmp.path().join("gp");
     let out = gov(&["init", dir.to_str().expect("utf-8 path")], tmp.path());
     assert!(out.status.success(), "init failed: {}", out.stderr_text());
-    assert!(out.stdout_text().contains("next steps"));
+    let committed = git_checked(&dir, &["ls-tree", "-r", "--name-only", "main"]);
+    let files = String::from_utf8_lossy(&committed.stdout).lines().count();
+    let d = dir.display();
+    assert_eq!(
+        pin_ids(&out.stdout_text()),
+        format!(
+            "created a governance repository in {d} ({files} files)
+  first commit on main: <commit> (signed by the operator)
+  server key:   <fingerprint>
+  watchdog key: <fingerprint>
+  operator key: <fingerprint>
+
+next steps:
+  cd {d}
+  gov policy test          # the policy set and its test cases
+  gov serve                # server and dashboard on 127.0.0.1:8005
+  gov watchdog             # in a second terminal
+  gov run noop smoke       # in a third: the zero-cost smoke agent
+  gov audit verify         # check the signed audit trail
+"
+        )
+    );
 
     // Every default file is byte-for-byte the project's own, except
     // allowed_signers, which gains the three generated keys.
@@ -101,7 +122,13 @@ fn init_with_one_colliding_file_writes_nothing() {
     std::fs::write(dir.join("gov.toml"), "# mine\n").expect("write");
     let out = gov(&["init", dir.to_str().expect("utf-8")], tmp.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(out.stderr_text().contains("gov.toml"));
+    assert_eq!(
+        out.stderr_text(),
+        format!(
+            "error: refusing to overwrite existing files (nothing was written):\n  {}\n",
+            dir.join("gov.toml").display()
+        )
+    );
     let names: Vec<_> = std::fs::read_dir(&dir)
         .expect("read dir")
         .flatten()
@@ -148,10 +175,11 @@ fn init_with_ci_writes_and_commits_the_policy_ci_jobs() {
             tmp.path(),
         );
         assert!(out.status.success(), "init failed: {}", out.stderr_text());
-        assert!(
-            out.stdout_text().contains("  policy CI jobs: "),
-            "{}",
-            out.stdout_text()
+        let said = pin_ids(&out.stdout_text());
+        assert_eq!(
+            said.lines().nth(5),
+            Some("  policy CI jobs: <commit> (signed by the operator; see docs/ci/README.md)"),
+            "{said}"
         );
         for (path, bytes) in expected {
             assert_eq!(std::fs::read(dir.join(path)).expect(path), bytes, "{path}");

@@ -1,7 +1,8 @@
 //! The layering rules of ARCHITECTURE.md, checked on the source: the edges
 //! (`cli/`, `server/`) and the runner reach the store only through `app/`,
 //! and never Git or SQLite themselves; the domain imports nothing of the
-//! outside world; the store does not call up into the runner. No exception
+//! outside world; the store does not call up into the runner; the store is
+//! private to the crate but for `gov::testkit`. No exception
 //! is listed: a new offender fails.
 
 use std::path::{Path, PathBuf};
@@ -105,31 +106,74 @@ fn the_clock_is_read_in_one_place() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn the_store_is_crate_private_but_for_what_tests_and_benchmarks_read() -> TestResult {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/mod.rs"))?;
-    let public: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("pub mod "))
-        .map(|l| l.trim_end_matches(';'))
+/// Checks that there are `lines` in `file` and that each starts with
+/// `prefix`; names those that do not.
+fn assert_all_start_with(lines: &[&str], prefix: &str, file: &str) {
+    assert!(!lines.is_empty(), "{file}: nothing found");
+    let other: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with(prefix))
         .collect();
-    // The integration tests and the benchmarks (examples/) build fixtures
-    // with these: keys, signed commits, the index, the chain, maintenance,
-    // policy loading, the projection; the fault points tests arm. Everything
-    // else is `pub(crate)`.
+    assert_eq!(other, Vec::<&str>::new(), "{file}");
+}
+
+fn read_source(rel: &str) -> TestResult<String> {
+    Ok(std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel),
+    )?)
+}
+
+#[test]
+fn the_store_is_crate_private_and_tests_reach_it_only_through_testkit() -> TestResult {
+    // The crate declares the store `pub(crate)`, and every store module too.
+    let lib = read_source("src/lib.rs")?;
+    let lib: Vec<&str> = lib.lines().collect();
+    assert!(lib.contains(&"pub(crate) mod store;"), "src/lib.rs");
+    let store = read_source("src/store/mod.rs")?;
+    let declared: Vec<&str> = store
+        .lines()
+        .filter(|l| l.contains("mod "))
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    assert_all_start_with(&declared, "pub(crate) mod ", "src/store/mod.rs");
+    // The one door, `gov::testkit`, exists only with the `testkit` feature
+    // and only re-exports store items (no logic of its own to drift).
+    let door = lib
+        .iter()
+        .position(|l| *l == "pub mod testkit;")
+        .ok_or("src/lib.rs declares no `pub mod testkit;`")?;
+    assert_eq!(lib[door - 1], "#[cfg(feature = \"testkit\")]");
+    let testkit = read_source("src/testkit.rs")?;
+    let code: Vec<&str> = testkit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with("#["))
+        .filter(|l| !l.starts_with("pub mod ") && *l != "}")
+        .collect();
+    assert_all_start_with(&code, "pub use crate::store::", "src/testkit.rs");
+    // Only the dev build turns the feature on: no default feature, and the
+    // dependency that enables it is gov itself, among the dev-dependencies.
+    let manifest = read_source("Cargo.toml")?;
+    let enabling: Vec<(&str, &str)> = {
+        let mut section = "";
+        let mut found = Vec::new();
+        for l in manifest.lines() {
+            if l.starts_with('[') {
+                section = l;
+            } else if l.contains("\"testkit\"") {
+                found.push((section, l));
+            }
+        }
+        found
+    };
     assert_eq!(
-        public,
-        [
-            "audit",
-            "fault",
-            "git",
-            "index",
-            "keys",
-            "maintain",
-            "policies",
-            "projection"
-        ]
+        enabling,
+        [(
+            "[dev-dependencies]",
+            "gov = { path = \".\", features = [\"testkit\"] }"
+        )]
     );
+    assert!(!manifest.lines().any(|l| l.starts_with("default =")));
     Ok(())
 }

@@ -172,6 +172,7 @@ fn a_claude_run_against_the_real_server() -> TestResult {
     };
     let approve = s.repo.gov(&["approve", &id])?;
     assert!(approve.status.success(), "{}", text(&approve.stderr));
+    assert_eq!(text(&approve.stdout), s.repo.approved_line(&id)?);
     let out = waiting.wait_with_output()?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let c = calls(&s.repo, "live-retry.jsonl");
@@ -200,12 +201,12 @@ fn wall_clock_and_pause_against_the_real_server() -> TestResult {
 
     let pause = s.repo.gov(&["pause", "researcher", "--reason", "lunch"])?;
     assert!(pause.status.success(), "{}", text(&pause.stderr));
+    assert_eq!(text(&pause.stdout), "agent researcher: paused\n");
     let out = run(&mut gov_run(&s, "researcher", "success.jsonl"))?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("skipped"),
-        "{}",
-        text(&out.stdout)
+    assert_eq!(
+        text(&out.stdout),
+        "skipped: agent `researcher` did not run: the agent is paused: lunch\n"
     );
     assert!(
         !log_path(&s.repo, "success.jsonl").exists(),

@@ -1,7 +1,7 @@
 //! Issue 9, item 7: a Git change never outlives its entry. Each test makes
 //! a real write fail (or a real `gov` process die) after its Git refs moved
 //! and before the audit ref did, with the fault points of
-//! `gov::store::fault` (debug builds only), then checks that `gov audit
+//! `gov::testkit::fault` (debug builds only), then checks that `gov audit
 //! verify` names the orphan and that the next writer or start-up repairs
 //! it.
 
@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use git2::Oid;
-use gov::store::fault::{self, Fault};
+use gov::testkit::fault::{self, Fault};
 use serde_json::json;
 
 use crate::support::gov_bin;

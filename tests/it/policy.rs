@@ -74,15 +74,36 @@ fn shipped_cases_pass_and_cover_every_policy() {
         out.stderr_text()
     );
     let text = out.stdout_text();
+    let cases = text.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(cases > 0, "{text}");
     assert!(
-        text.contains("every policy is exercised by a case"),
+        text.ends_with(&format!(
+            "\n\nevery policy is exercised by a case\n{cases} passed, 0 failed\n"
+        )),
         "{text}"
     );
-    assert!(text.contains(" 0 failed"), "{text}");
 
     let check = p.gov(&["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", check.stderr_text());
-    assert!(check.stdout_text().contains("reserved-for-person"));
+    let text = check.stdout_text();
+    let listed: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        text.lines().next(),
+        Some(format!("{} policies valid (version working-tree)", listed.len()).as_str())
+    );
+    // One line per policy: its effect, its id and where it is.
+    assert!(listed.iter().all(|l| l.len() == 3), "{text}");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l[..2] == ["forbid", "reserved-for-person"]
+                && l[2].starts_with(&format!("{}/proposals.cedar:", p.dir.display()))),
+        "{text}"
+    );
 }
 
 #[test]
@@ -239,17 +260,23 @@ fn eval_exit_codes_follow_the_outcome() {
     };
     let auto = propose(r#"ActionType::"research_only""#, &ctx(true));
     assert_eq!(auto.status.code(), Some(0), "{}", auto.stderr_text());
-    assert!(
-        auto.stdout_text().starts_with("auto\n"),
-        "{}",
-        auto.stdout_text()
+    const ALLOWED: &str = "  permit proposals-allowed: an agent may propose any action type; \
+                           the rules below decide whether a person must approve\n";
+    assert_eq!(
+        auto.stdout_text(),
+        format!("auto\n{ALLOWED}policy version: working-tree\n")
     );
-    assert!(auto.stdout_text().contains("proposals-allowed"));
-    assert!(auto.stdout_text().contains("policy version: "));
 
     let person = propose(r#"ActionType::"send_email""#, &ctx(true));
     assert_eq!(person.status.code(), Some(4));
-    assert!(person.stdout_text().contains("reserved-for-person"));
+    assert_eq!(
+        person.stdout_text(),
+        format!(
+            "needs_person\n{ALLOWED}  forbid reserved-for-person: this action type is reserved \
+             for a person: it always needs a human approval\n  reserved for a person: an agent \
+             may not skip the approval\npolicy version: working-tree\n"
+        )
+    );
 
     let mut args = NOOP_READ.to_vec();
     args.extend([
@@ -260,7 +287,11 @@ fn eval_exit_codes_follow_the_outcome() {
     args.rotate_right(1);
     let denied = p.gov(&args);
     assert_eq!(denied.status.code(), Some(5), "{}", denied.stderr_text());
-    assert!(denied.stdout_text().contains("tools-outside-agent-dir"));
+    assert_eq!(
+        denied.stdout_text(),
+        "forbidden\n  forbid tools-outside-agent-dir: an agent may not touch a path outside \
+         its own folder\npolicy version: working-tree\n"
+    );
 
     let mut args = vec!["eval", "--json", "--group", "research"];
     args.extend([
@@ -294,7 +325,11 @@ fn eval_reads_a_request_file() {
     .expect("write");
     let out = p.gov(&["eval", "--request", req.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr_text());
-    assert!(out.stdout_text().contains("noop-run-smoke"));
+    assert_eq!(
+        out.stdout_text(),
+        "auto\n  permit noop-run-smoke: noop may run exactly `bash smoke.sh`\n\
+         policy version: working-tree\n"
+    );
 
     let bad = p.gov(&["eval", "--request", "/nonexistent/req.json"]);
     assert_eq!(bad.status.code(), Some(2));

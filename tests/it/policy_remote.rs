@@ -6,14 +6,14 @@
 
 use std::process::{Command, Stdio};
 
+use gov::app::governance::Role;
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
-use gov::store::keys::Role;
 use serde_json::json;
 
 use crate::dashboard_policy::{propose, BAN};
 use crate::impact::{commit_shipped_tests, research};
-use crate::remote::{entries, local_rev, team, text, Forge};
+use crate::remote::{assert_synced_approval, entries, local_rev, team, text, Forge};
 use crate::support::github::GitHub;
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::TestServer;
@@ -51,7 +51,7 @@ fn a_policy_change_merged_on_the_remote_comes_into_force_everywhere() -> TestRes
     let out = t.gov(&["sync"])?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains(&format!("approved `{id}`")), "{said}");
+    assert_synced_approval(&out, &id, &merge);
     assert_eq!(local_rev(&t, "refs/heads/main")?, merge, "fast-forwarded");
     let svc = Service::open(&t.settings)?;
     let p = gov::app::proposals::get(&svc, &id)?;

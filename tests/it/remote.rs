@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gov::app::audit::AuditFilter;
 use gov::app::proposals::{submit, Submission};
 use gov::app::service::Service;
 use gov::domain::proposal::ProposalStatus;
-use gov::store::index::AuditFilter;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -167,6 +167,21 @@ pub fn local_rev(t: &TestRepo, refname: &str) -> TestResult<String> {
     Ok(t.repo()?.refname_to_id(refname)?.to_string())
 }
 
+/// Checks that `gov sync` (its output `out`) says first that it took the
+/// merge `merge` of proposal `id` as an approval by the test's merger.
+pub fn assert_synced_approval(out: &std::process::Output, id: &str, merge: &str) {
+    let expected = format!(
+        "approved `{id}`: merged by Alice Merger <alice@example.com> in {}",
+        &merge[..12]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some(expected.as_str()),
+        "{}",
+        text(out)
+    );
+}
+
 pub fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -198,8 +213,7 @@ fn a_pull_request_merged_on_the_forge_is_an_approval() -> TestResult {
     let out = t.gov(&["sync"])?;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains(&format!("approved `{id}`")), "{said}");
-    assert!(said.contains("Alice Merger <alice@example.com>"), "{said}");
+    assert_synced_approval(&out, &id, &merge);
 
     let svc = Service::open(&t.settings)?;
     let p = gov::app::proposals::get(&svc, &id)?;

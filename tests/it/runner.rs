@@ -535,7 +535,13 @@ fn claude_agents_need_an_existing_task() {
         .gov(&dead_url(), "success.jsonl")
         .args(["run", "res", "nope"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no task `nope`"));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: no task `nope`: cannot read `{}`\n",
+            repo.root().join("agents/res/tasks/nope.md").display()
+        )
+    );
 }
 
 #[test]
@@ -570,10 +576,9 @@ fn a_paused_agent_is_skipped() {
         .gov(&stub.url, "success.jsonl")
         .args(["run", "res", "t"]));
     assert_eq!(out.status.code(), Some(0));
-    let said = text(&out.stdout);
-    assert!(
-        said.contains("skipped") && said.contains("paused") && said.contains("budget-cap"),
-        "{said}"
+    assert_eq!(
+        text(&out.stdout),
+        "skipped: agent `res` did not run: the agent is paused: over budget (policies: budget-cap)\n"
     );
     assert!(!repo.log().exists());
     assert!(stub.seen("/runs/").is_empty(), "nothing to finish");
@@ -587,7 +592,15 @@ fn a_claude_run_is_charged_its_usage() {
         .gov(&stub.url, "success.jsonl")
         .args(["run", "res", "t"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("complete"));
+    // One line: the outcome, the spend, what is left, where the log is.
+    let said = text(&out.stdout);
+    let log = said
+        .strip_prefix(
+            "complete: run `run-1` of agent `res` (5540 tokens, $0.0831; 97% of the budget left; log `",
+        )
+        .and_then(|rest| rest.strip_suffix("`)\n"))
+        .unwrap_or_else(|| panic!("the run's line: {said}"));
+    assert!(std::path::Path::new(log).is_file(), "{said}");
 
     let open = stub.seen("/runs");
     assert_eq!(open[0].auth, "Bearer runner-secret");
@@ -610,11 +623,6 @@ fn a_claude_run_is_charged_its_usage() {
         finish[0].body,
         json!({"status": "complete", "reason": null, "usage_missing": false, "charges": [],
                "estimate": false, "claude_cost_usd": 0.0123})
-    );
-    assert!(
-        text(&out.stdout).contains("(5540 tokens, $0.0831; 97% of the budget left"),
-        "{}",
-        text(&out.stdout)
     );
 
     let log = repo.fake_log();
@@ -888,9 +896,11 @@ fn noop_route(
             let now = gov::domain::audit::Timestamp(chrono::Utc::now());
             let mut p = gov::domain::proposal::Proposal::pending(
                 "p-1".into(),
-                "noop".into(),
-                "publish_content".into(),
-                serde_json::Map::new(),
+                gov::domain::proposal::Proposed::new(
+                    "noop".into(),
+                    "publish_content".into(),
+                    serde_json::Map::new(),
+                ),
                 now,
                 now,
             );

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::gov_bin;
 use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
+use crate::support::{gov_bin, pin_ids};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
 pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
@@ -28,12 +28,41 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().ok_or("gov serve printed nothing")??;
-    let url = first
-        .split("http://")
-        .nth(1)
-        .map(|u| format!("http://{}", u.trim_end_matches('/')))
-        .ok_or("no url")?;
+    let mut line = || -> TestResult<String> { Ok(lines.next().ok_or("gov serve stopped")??) };
+    // The start-up lines, exactly but for the port and the login code.
+    let first = line()?;
+    let port: u16 = first
+        .strip_prefix("gov serve: listening on http://127.0.0.1:")
+        .and_then(|p| p.strip_suffix('/'))
+        .ok_or_else(|| format!("start line: {first}"))?
+        .parse()?;
+    let url = format!("http://127.0.0.1:{port}");
+    assert_eq!(first, format!("gov serve: listening on {url}/"));
+    let link = line()?;
+    let code = link
+        .strip_prefix(&format!(
+            "dashboard (this link works once, for 5 minutes; `gov dashboard-link` prints another): {url}/login?code="
+        ))
+        .ok_or_else(|| format!("dashboard line: {link}"))?;
+    assert!(
+        !code.is_empty()
+            && code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{link}"
+    );
+    assert_eq!(
+        line()?,
+        format!(
+            "operator token: {} (send it as `Authorization: Bearer ...`)",
+            repo.settings.operator_token_path().display()
+        )
+    );
+    let policy = line()?;
+    let version = policy
+        .strip_prefix("policy set in force: ")
+        .ok_or_else(|| format!("policy line: {policy}"))?;
+    assert!(!version.is_empty() && !version.contains(' '), "{policy}");
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Ok((child, url))
@@ -81,13 +110,9 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let merge = s
-        .repo
-        .repo()?
-        .refname_to_id(&s.repo.settings.main_refname())?;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("proposal `{id}` approved: merged into main as {merge}\n")
+        s.repo.approved_line(&id)?
     );
     let again = s.repo.gov(&["reject", &id])?;
     assert_eq!(again.status.code(), Some(7));
@@ -188,6 +213,10 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("proposal `{id}` rejected\n")
+    );
     let board = repo.gov(&["scoreboard"])?;
     assert!(String::from_utf8_lossy(&board.stdout).contains("noop"));
     let pause = repo.gov(&["pause", "noop", "--reason", "lunch"])?;
@@ -210,6 +239,14 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
         Some(0),
         "{}",
         String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(
+        pin_ids(&String::from_utf8_lossy(&ran.stderr)),
+        "gov run: run `<uuid>` of agent `noop` started\n"
+    );
+    assert_eq!(
+        pin_ids(&String::from_utf8_lossy(&ran.stdout)),
+        "complete: run `<uuid>` of agent `noop` (0 tokens, $0.0000; 100% of the budget left)\n"
     );
     // SIGTERM: graceful shutdown.
     let pid = child.id().to_string();
@@ -336,6 +373,10 @@ fn gov_run_noop_against_the_real_server() -> TestResult {
     // through the running server).
     let d = s.repo.gov(&["approve", &id, "--note", "go"])?;
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&d.stdout),
+        s.repo.approved_line(&id)?
+    );
     let out = child.wait_with_output()?;
     assert!(
         out.status.success(),

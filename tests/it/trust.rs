@@ -4,8 +4,9 @@
 //! `allowed_signers` in force before it. The server, the watchdog and
 //! `gov run` all apply the rule; `gov audit verify` names what is refused.
 
+use gov::app::governance::Role;
 use gov::app::service::Service;
-use gov::store::keys::{AllowedSigners, Role, SigningKey};
+use gov::testkit::keys::{AllowedSigners, SigningKey};
 use serde_json::Value;
 
 use crate::support::repo::TestResult;

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gov::app::governance::Role;
 use gov::app::service::Service;
-use gov::store::keys::Role;
 use serde_json::{json, Value};
 
 use crate::support::repo::{TestRepo, TestResult};
@@ -167,7 +167,7 @@ when { principal.group == "research" };
     let tip = git.refname_to_id(&s.repo.settings.main_refname())?;
     let key = s.repo.key(Role::Approver)?;
     let who = git2::Signature::now("operator", "operator@approver.gov")?;
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &git,
         &key,
         &who,
@@ -297,6 +297,8 @@ fn the_watchdog_pauses_while_the_server_is_down_and_the_restarted_server_refuses
     // at its cap, pauses it again.
     let out = s.repo.gov(&["resume", "capped"])?;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Resumed, but its budget is still at the cap: a warning, not `ok`.
+    assert_eq!(text(&out.stdout), "agent capped: warning\n");
     assert_eq!(s.audit("agent_resumed")?.len(), 1);
     let said = once(&s.repo)?;
     assert!(said.contains("paused `capped`"), "{said}");

@@ -46,11 +46,11 @@ fn submission(agent: &str, action: &str) -> TestResult<gov::app::proposals::Subm
 }
 
 /// The index's `action_executed` entries, newest first.
-fn executed(svc: &Service) -> TestResult<Vec<gov::store::index::IndexedEntry>> {
+fn executed(svc: &Service) -> TestResult<Vec<gov::app::audit::IndexedEntry>> {
     Ok(svc
         .governance()
         .index()?
-        .query(&gov::store::index::AuditFilter {
+        .query(&gov::app::audit::AuditFilter {
             event_type: Some("action_executed".into()),
             ..Default::default()
         })?)
@@ -96,7 +96,7 @@ fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestRe
         let decided = svc
             .governance()
             .index()?
-            .query(&gov::store::index::AuditFilter {
+            .query(&gov::app::audit::AuditFilter {
                 event_type: Some("proposal_decided".into()),
                 proposal_id: Some(id.clone()),
                 ..Default::default()
@@ -188,7 +188,7 @@ fn a_charge_racing_a_pause_is_one_serial_order() -> TestResult {
         let index = svc.governance().index()?;
         let seq_of = |event: &str| -> TestResult<Option<u64>> {
             Ok(index
-                .query(&gov::store::index::AuditFilter {
+                .query(&gov::app::audit::AuditFilter {
                     event_type: Some(event.into()),
                     agent_id: Some("noop".into()),
                     ..Default::default()
@@ -288,7 +288,7 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
     for i in 0..300 {
         git.blob(format!("loose {i}").as_bytes())?;
     }
-    let files_before = gov::store::maintain::file_count(&repo.root().join(".git"));
+    let files_before = gov::testkit::maintain::file_count(&repo.root().join(".git"));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let written = std::thread::scope(|s| -> TestResult<usize> {
         let writers: Vec<_> = (0..4)
@@ -323,7 +323,7 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
     let r = svc.governance().maintain()?;
     assert_eq!(r.loose_after, 0, "{r:?}");
     assert!(r.packs_after <= 3, "{r:?}");
-    let files_after = gov::store::maintain::file_count(&repo.root().join(".git"));
+    let files_after = gov::testkit::maintain::file_count(&repo.root().join(".git"));
     assert!(
         files_after < files_before,
         "{files_before} -> {files_after}"
@@ -412,4 +412,44 @@ fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
         );
     }
     verify_ok(&repo)
+}
+
+/// `gov maintain` says what it packed in one line. Run on a new repository
+/// it packs every loose object and ref, leaving one pack; run again, it has
+/// nothing left to do. Only the size is not pinned.
+#[test]
+fn gov_maintain_says_what_it_packed() -> TestResult {
+    use crate::support::repo::OutputText;
+    let repo = TestRepo::new()?;
+    let size = |said: &str| -> TestResult<String> {
+        let (sentence, kib) = said
+            .strip_suffix(" KiB\n")
+            .and_then(|s| s.rsplit_once(" objects take "))
+            .ok_or_else(|| format!("maintain said: {said}"))?;
+        kib.parse::<u64>()?;
+        Ok(sentence.to_string())
+    };
+    let first = repo.gov(&["maintain"])?;
+    assert!(first.status.success(), "{}", first.stderr_text());
+    let sentence = size(&first.stdout_text())?;
+    let loose: u64 = sentence
+        .strip_prefix("packed ")
+        .and_then(|s| s.split_once(' '))
+        .ok_or_else(|| format!("maintain said: {sentence}"))?
+        .0
+        .parse()?;
+    assert!(loose > 0, "{sentence}");
+    assert_eq!(
+        sentence,
+        format!(
+            "packed {loose} loose objects (0 left), merged 0 of 1 packs (1 now), packed 1 loose refs;"
+        )
+    );
+    let again = repo.gov(&["maintain"])?;
+    assert!(again.status.success(), "{}", again.stderr_text());
+    assert_eq!(
+        size(&again.stdout_text())?,
+        "packed 0 loose objects (0 left), merged 0 of 1 packs (1 now), packed 0 loose refs;"
+    );
+    Ok(())
 }

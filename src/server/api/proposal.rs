@@ -5,9 +5,14 @@ use super::*;
 pub(super) async fn submit_proposal(
     State(state): State<AppState>,
     caller: Caller,
-    Body(sub): Body<proposals::Submission>,
+    Body(raw): Body<Value>,
 ) -> ApiResult {
-    act_for_agent(&state, &caller, &sub.agent_id, "POST /proposals").await?;
+    // Read field by field (`Submission::from_json`) so a 422 names the field.
+    let sub = match proposals::Submission::from_json(&raw) {
+        Ok(sub) => sub,
+        Err(e) => return Ok(body_rejection(e)),
+    };
+    act_for_agent(&state, &caller, &sub.proposed.agent_id, "POST /proposals").await?;
     let svc = state.svc.clone();
     let done = blocking_write(&state, move || proposals::submit(&svc, sub)).await?;
     let p = done.proposal;

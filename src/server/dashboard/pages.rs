@@ -144,27 +144,27 @@ fn page(body: Result<String, render::RenderError>) -> Response {
 }
 
 fn proposal_view(p: &Proposal) -> ProposalView {
-    let payload = serde_json::Value::Object(p.payload.clone());
+    let payload = serde_json::Value::Object(p.proposed.payload.clone());
     ProposalView {
         id: p.proposal_id.clone(),
-        agent_id: p.agent_id.clone(),
-        action_type: p.action_type.clone(),
+        agent_id: p.proposed.agent_id.clone(),
+        action_type: p.proposed.action_type.clone(),
         status: p.status.as_str().into(),
         submitted_at: when(p.submitted_at),
         expires_at: Some(when(p.expires_at)),
         payload_pretty: ProposalView::pretty(&payload),
         payload_hash: p.payload_hash.clone(),
-        expected_outcome: Some(p.expected_outcome.clone()).filter(|s| !s.is_empty()),
-        cost_tokens: u64::try_from(p.expected_cost_tokens)
+        expected_outcome: Some(p.proposed.expected_outcome.clone()).filter(|s| !s.is_empty()),
+        cost_tokens: u64::try_from(p.proposed.expected_cost_tokens)
             .ok()
             .filter(|t| *t > 0),
-        cost_dollars: Micros::from_dollars_f64(p.expected_cost_dollars)
+        cost_dollars: Micros::from_dollars_f64(p.proposed.expected_cost_dollars)
             .ok()
             .filter(|m| m.0 > 0)
             .map(ProposalView::dollars),
-        reversible: p.reversible,
-        rationale: Some(p.rationale.clone()).filter(|s| !s.is_empty()),
-        links: p.links.clone(),
+        reversible: p.proposed.reversible,
+        rationale: Some(p.proposed.rationale.clone()).filter(|s| !s.is_empty()),
+        links: p.proposed.links.clone(),
         policies: p
             .policies
             .iter()
@@ -348,13 +348,17 @@ async fn history(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let agents: BTreeSet<String> = all.iter().map(|p| p.agent_id.clone()).collect();
-    let actions: BTreeSet<String> = all.iter().map(|p| p.action_type.clone()).collect();
+    let agents: BTreeSet<String> = all.iter().map(|p| p.proposed.agent_id.clone()).collect();
+    let actions: BTreeSet<String> = all.iter().map(|p| p.proposed.action_type.clone()).collect();
     let (agent, action) = (nonempty(&q.agent), nonempty(&q.action));
     let shown = all
         .iter()
-        .filter(|p| agent.as_deref().is_none_or(|a| p.agent_id == a))
-        .filter(|p| action.as_deref().is_none_or(|a| p.action_type == a))
+        .filter(|p| agent.as_deref().is_none_or(|a| p.proposed.agent_id == a))
+        .filter(|p| {
+            action
+                .as_deref()
+                .is_none_or(|a| p.proposed.action_type == a)
+        })
         .map(|p| ProposalView {
             shadow: shadows.get(&p.proposal_id).cloned(),
             ..proposal_view(p)

@@ -51,9 +51,9 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
     let repo = s.repo.repo()?;
     let tip = repo.refname_to_id("refs/heads/main")?;
     // Authorized (an approver signed it), but it does not validate.
-    let key = s.repo.key(gov::store::keys::Role::Approver)?;
+    let key = s.repo.key(gov::app::governance::Role::Approver)?;
     let who = git2::Signature::now("someone", "someone@example.com")?;
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &repo,
         &key,
         &who,
@@ -107,7 +107,7 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
 
     // A good change is loaded.
     let tip = repo.refname_to_id("refs/heads/main")?;
-    gov::store::git::commit_files(
+    gov::testkit::git::commit_files(
         &repo,
         &key,
         &who,

@@ -100,3 +100,44 @@ pub fn git_checked(dir: &std::path::Path, args: &[&str]) -> std::process::Output
         .output()
         .expect("git runs")
 }
+
+/// `text` with the parts no test can know beforehand replaced, so the rest
+/// can be compared exactly: a Git commit id (40 hex digits) becomes
+/// `<commit>`, a key fingerprint (`SHA256:…`) `<fingerprint>`, a UUID
+/// (a generated proposal id) `<uuid>`. Only whole words are replaced.
+pub fn pin_ids(text: &str) -> String {
+    fn word_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '-' || c == '+' || c == '/'
+    }
+    fn is_uuid(w: &str) -> bool {
+        let parts: Vec<&str> = w.split('-').collect();
+        parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts
+                .iter()
+                .all(|p| p.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let w = std::mem::take(word);
+        if w.len() == 40 && w.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+            out.push_str("<commit>");
+        } else if w.starts_with("SHA256:") && w.len() > 40 {
+            out.push_str("<fingerprint>");
+        } else if is_uuid(&w) {
+            out.push_str("<uuid>");
+        } else {
+            out.push_str(&w);
+        }
+    };
+    for c in text.chars() {
+        if word_char(c) || (c == ':' && word == "SHA256") {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gov::app::governance::Role;
 use gov::app::init::{init, InitOptions};
 use gov::config::Settings;
-use gov::store::keys::{Role, SigningKey};
+use gov::testkit::keys::SigningKey;
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -40,6 +41,16 @@ impl TestRepo {
 
     pub fn repo(&self) -> TestResult<git2::Repository> {
         Ok(git2::Repository::open(self.root())?)
+    }
+
+    /// What `gov approve ID` prints once the approval merge is `main`'s
+    /// tip.
+    pub fn approved_line(&self, id: &str) -> TestResult<String> {
+        let merge = self.repo()?.refname_to_id(&self.settings.main_refname())?;
+        Ok(format!(
+            "proposal `{id}` approved: merged into {} as {merge}\n",
+            self.settings.main_branch
+        ))
     }
 
     pub fn key(&self, role: Role) -> TestResult<SigningKey> {

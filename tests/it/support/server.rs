@@ -56,7 +56,7 @@ impl Reply {
 /// as an operator legitimately changes policy: what is on main and
 /// authorized is what is in force (policies, agents).
 pub fn commit_to_main(repo: &TestRepo, files: &[(String, Vec<u8>)], message: &str) -> TestResult {
-    let key = repo.key(gov::store::keys::Role::Approver)?;
+    let key = repo.key(gov::app::governance::Role::Approver)?;
     commit_to_main_as(repo, &key, files, message)?;
     Ok(())
 }
@@ -64,7 +64,7 @@ pub fn commit_to_main(repo: &TestRepo, files: &[(String, Vec<u8>)], message: &st
 /// [`commit_to_main`], signed by `key`; returns the commit.
 pub fn commit_to_main_as(
     repo: &TestRepo,
-    key: &gov::store::keys::SigningKey,
+    key: &gov::testkit::keys::SigningKey,
     files: &[(String, Vec<u8>)],
     message: &str,
 ) -> TestResult<git2::Oid> {
@@ -78,7 +78,7 @@ pub fn commit_to_main_as(
     let git = repo.repo()?;
     let tip = git.refname_to_id(&repo.settings.main_refname())?;
     let who = git2::Signature::now("gov test", "test@gov")?;
-    Ok(gov::store::git::commit_files(
+    Ok(gov::testkit::git::commit_files(
         &git,
         key,
         &who,
