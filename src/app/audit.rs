@@ -28,15 +28,15 @@ use crate::app::governance::{open_index, open_repo, GovError};
 use crate::config::Settings;
 use crate::domain::audit::Event;
 use crate::domain::event::VIA_FORGE;
-use crate::store::audit::{entries_from, read_entry};
+use crate::store::audit::entries_from;
 /// The filter of `gov audit log` and `GET /audit`, and a signature's check,
 /// as the edges name them.
 pub use crate::store::entry_check::signature_status;
 use crate::store::entry_check::{
-    proved_signer, signature_problem, signature_statuses, signer_roles, LoadSignersError,
+    proved_signer, read_chain, signature_problem, signer_roles, ChainCommit, LoadSignersError,
     SignersSource,
 };
-use crate::store::git::{StoreError, EMPTY_TREE};
+use crate::store::git::StoreError;
 pub use crate::store::index::AuditFilter;
 use crate::store::index::Index;
 pub use crate::store::index::IndexedEntry;
@@ -58,13 +58,16 @@ struct ForgeRecords {
     squashes: std::collections::HashMap<String, String>,
     /// Commits flagged as tampered forge merges, with the problem found.
     tampered: std::collections::HashMap<String, String>,
-    /// Proposals that wait for a person, with their branch and commit.
+    /// Proposals that wait for a person, with their branch and commit (the
+    /// oldest submission of each; complete after [`ForgeRecords::finish`]).
     pending: std::collections::HashMap<String, crate::app::orphans::PendingBranch>,
-    /// Proposals decided or expired (entries are noted newest first).
+    /// Proposals decided or expired.
     closed: std::collections::HashSet<String>,
 }
 
 impl ForgeRecords {
+    /// Notes one entry; entries come oldest first. Where two entries say
+    /// something of the same merge commit, the oldest counts.
     fn note(&mut self, e: &crate::domain::audit::AuditEntry) {
         match &e.entry.event {
             Event::ProposalSubmitted(s) => {
@@ -73,27 +76,26 @@ impl ForgeRecords {
                 if let (Some(c), Some(branch)) = (commit, &s.proposal.branch) {
                     let p = &s.proposal;
                     self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
-                    let open = p.status == crate::domain::proposal::ProposalStatus::Pending;
-                    if open && !self.closed.contains(&p.proposal_id) {
+                    if p.status == crate::domain::proposal::ProposalStatus::Pending {
                         let pending = crate::app::orphans::PendingBranch {
                             branch: branch.clone(),
                             commit: c,
                         };
-                        self.pending.insert(p.proposal_id.clone(), pending);
+                        self.pending.entry(p.proposal_id.clone()).or_insert(pending);
                     }
                 }
             }
             Event::ProposalExpired(x) => {
-                self.pending.remove(&x.proposal.proposal_id);
                 self.closed.insert(x.proposal.proposal_id.clone());
             }
             Event::AuditFlagProposalTampered(t) if t.via.as_deref() == Some(VIA_FORGE) => {
                 if let Some(m) = &t.merge_commit {
-                    self.tampered.insert(m.clone(), t.problem.clone());
+                    self.tampered
+                        .entry(m.clone())
+                        .or_insert_with(|| t.problem.clone());
                 }
             }
             Event::ProposalDecided(d) => {
-                self.pending.remove(&d.proposal.proposal_id);
                 self.closed.insert(d.proposal.proposal_id.clone());
                 if d.via.as_deref() != Some(VIA_FORGE) {
                     return;
@@ -103,12 +105,21 @@ impl ForgeRecords {
                     let squash = d.kind.as_deref() == Some("squash") && d.evidence.is_some();
                     if squash {
                         self.squashes
-                            .insert(m.clone(), d.proposal.proposal_id.clone());
+                            .entry(m.clone())
+                            .or_insert_with(|| d.proposal.proposal_id.clone());
                     }
                 }
             }
             _ => {}
         }
+    }
+
+    /// Once every entry is noted: a proposal ever decided or expired does
+    /// not wait; submissions are searched newest first.
+    fn finish(&mut self) {
+        let closed = &self.closed;
+        self.pending.retain(|id, _| !closed.contains(id));
+        self.submitted.reverse();
     }
 
     /// Why merge `oid` is not a recorded forge merge of a submitted
@@ -292,7 +303,7 @@ pub(crate) fn write_verified_tip(
 
 /// The commits of the chain at `refname`, newest first (following first
 /// parents from the tip); none when the ref does not exist.
-fn chain_commits(repo: &Repository, refname: &str) -> Result<Vec<Oid>, VerifyError> {
+fn chain_commits(repo: &Repository, refname: &str) -> Result<Vec<ChainCommit>, VerifyError> {
     let mut next = match repo.refname_to_id(refname) {
         Ok(o) => Some(o),
         Err(e) if e.code() == git2::ErrorCode::NotFound => None,
@@ -300,8 +311,9 @@ fn chain_commits(repo: &Repository, refname: &str) -> Result<Vec<Oid>, VerifyErr
     };
     let mut out = Vec::new();
     while let Some(oid) = next.take() {
-        out.push(oid);
-        next = repo.find_commit(oid)?.parent_ids().next();
+        let commit = repo.find_commit(oid)?;
+        out.push(ChainCommit::of(&commit));
+        next = commit.parent_ids().next();
     }
     Ok(out)
 }
@@ -312,6 +324,36 @@ struct Checkpoint {
     commit: Oid,
     what: &'static str,
     seen: bool,
+}
+
+/// The problems found in one entry, in the order they are reported for
+/// it, until its child (the next entry) is read: whether the child follows
+/// it is reported between them.
+struct Held {
+    seq: Option<u64>,
+    /// Its signature, message, tree and parents.
+    own: Vec<Problem>,
+    /// Where the chain starts and the checkpoints it rewrote.
+    tail: Vec<Problem>,
+}
+
+impl Held {
+    /// Adds this entry's problems to `found`, with the problem of its
+    /// `child` (sequence number and commit) that does not follow it.
+    fn settle(self, child: Option<(u64, Oid)>, found: &mut Vec<Problem>) {
+        found.extend(self.tail.into_iter().rev());
+        if let (Some((cseq, coid)), Some(s)) = (child, self.seq) {
+            if s + 1 != cseq {
+                // Reported on the child: it does not follow its parent.
+                found.push(Problem {
+                    seq: Some(cseq),
+                    commit: Some(coid.to_string()),
+                    reason: format!("follows entry #{s}, expected #{}", cseq.saturating_sub(1)),
+                });
+            }
+        }
+        found.extend(self.own.into_iter().rev());
+    }
 }
 
 /// Walks the whole chain and `main`'s merges; see the module docs. When all
@@ -350,99 +392,104 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         });
     }
 
-    // Walking back from the tip, each problem found is earlier in the chain
-    // than the ones before it: they are collected and reversed at the end.
     let mut found: Vec<Problem> = Vec::new();
     let refname = settings.audit_refname();
-    // The chain's commits, newest first, and their signatures checked on
-    // every core; the walk below reads each entry once more, in order.
-    let oids = chain_commits(&repo, &refname)?;
-    let signatures = signature_statuses(repo.path(), &signers, &oids)?;
-    // The role each entry's signature proves, for the index comparison.
-    let mut signer_roles_proved: Vec<Option<Role>> = Vec::with_capacity(oids.len());
-    // (seq, commit) of the entry walked just before (its child).
-    let mut child: Option<(u64, Oid)> = None;
+    // The chain's commits, oldest first: each is read once (its entry
+    // parsed and its signature checked on every core) and checked here in
+    // chain order, and projected afresh for the index comparison below.
+    let mut commits = chain_commits(&repo, &refname)?;
+    commits.reverse();
+    report.entries = commits.len() as u64;
+    let mut fresh = match index.as_ref().map(Index::projection) {
+        None => None,
+        Some(Ok(p)) => p.map(Ok),
+        Some(Err(e)) => Some(Err(e)),
+    };
+    // The problems of the entry read just before (its parent), held until
+    // its child shows whether the child follows it.
+    let mut held: Option<Held> = None;
     let mut forge = ForgeRecords::default();
-    for (&oid, signature) in oids.iter().zip(&signatures) {
-        let commit = repo.find_commit(oid)?;
-        report.entries += 1;
-        let mut bad = |seq: Option<u64>, reason: String| {
-            found.push(Problem {
+    read_chain(
+        repo.path(),
+        &signers,
+        &commits,
+        |read| -> Result<(), VerifyError> {
+            let oid = read.commit.oid;
+            let seq = read.entry.as_ref().map(|e| e.entry.seq);
+            let bad = |seq: Option<u64>, reason: String| Problem {
                 seq,
                 commit: Some(oid.to_string()),
                 reason,
-            });
-        };
-        let (entry, claimed) = match read_entry(&commit) {
-            Ok(e) => (Some(e.entry), e.signer),
-            Err(_) => (None, None),
-        };
-        let seq = entry.as_ref().map(|e| e.seq);
-        if let Some(e) = &entry {
-            forge.note(e);
-        }
-        if report.tip.is_none() {
-            report.tip = Some((seq.unwrap_or(0), oid.to_string()));
-        }
-        let roles = entry
-            .as_ref()
-            .map_or(&[Role::Server, Role::Watchdog][..], |e| {
-                signer_roles(e.entry.event_type())
-            });
-        signer_roles_proved.push(proved_signer(signature, roles, claimed));
-        if let Some(why) = signature_problem(signature, roles) {
-            bad(seq, why);
-        }
-        if entry.is_none() {
-            bad(None, "message is not a valid audit entry".into());
-        }
-        if commit.tree_id().to_string() != EMPTY_TREE {
-            bad(
-                seq,
-                "commit carries files (an audit commit has the empty tree)".into(),
-            );
-        }
-        match commit.parent_count() {
-            0 | 1 => {}
-            n => bad(seq, format!("chain is not linear: commit has {n} parents")),
-        }
-        if let (Some((cseq, coid)), Some(s)) = (child, seq) {
-            if s + 1 != cseq {
-                // Report on the child: it does not follow its parent.
-                found.push(Problem {
-                    seq: Some(cseq),
-                    commit: Some(coid.to_string()),
-                    reason: format!("follows entry #{s}, expected #{}", cseq.saturating_sub(1)),
+            };
+            let mut own = Vec::new();
+            let roles = read
+                .entry
+                .as_ref()
+                .map_or(&[Role::Server, Role::Watchdog][..], |e| {
+                    signer_roles(e.entry.entry.event_type())
                 });
+            if let Some(why) = signature_problem(&read.signature, roles) {
+                own.push(bad(seq, why));
             }
-        }
-        if commit.parent_count() == 0 && seq.is_some_and(|s| s != 1) {
-            found.push(Problem {
-                seq,
-                commit: Some(oid.to_string()),
-                reason: "the chain starts here, not at entry #1".into(),
-            });
-        }
-        for cp in checkpoints.iter_mut() {
-            if Some(cp.seq) == seq {
-                cp.seen = true;
-                if cp.commit != oid {
-                    found.push(Problem {
-                        seq,
-                        commit: Some(oid.to_string()),
-                        reason: format!(
-                            "the {} #{} was commit {}: the chain was rewritten",
-                            cp.what,
-                            cp.seq,
-                            short(&cp.commit.to_string())
-                        ),
-                    });
+            if read.entry.is_none() {
+                own.push(bad(None, "message is not a valid audit entry".into()));
+            }
+            if !read.commit.empty_tree {
+                own.push(bad(
+                    seq,
+                    "commit carries files (an audit commit has the empty tree)".into(),
+                ));
+            }
+            match read.commit.parent_count {
+                0 | 1 => {}
+                n => own.push(bad(
+                    seq,
+                    format!("chain is not linear: commit has {n} parents"),
+                )),
+            }
+            let mut tail = Vec::new();
+            if read.commit.parent_count == 0 && seq.is_some_and(|s| s != 1) {
+                tail.push(bad(seq, "the chain starts here, not at entry #1".into()));
+            }
+            for cp in checkpoints.iter_mut() {
+                if Some(cp.seq) == seq {
+                    cp.seen = true;
+                    if cp.commit != oid {
+                        tail.push(bad(
+                            seq,
+                            format!(
+                                "the {} #{} was commit {}: the chain was rewritten",
+                                cp.what,
+                                cp.seq,
+                                short(&cp.commit.to_string())
+                            ),
+                        ));
+                    }
                 }
             }
-        }
-        child = seq.map(|s| (s, oid));
+            if let Some(parent) = held.take() {
+                parent.settle(seq.map(|s| (s, oid)), &mut found);
+            }
+            held = Some(Held { seq, own, tail });
+            report.tip = Some((seq.unwrap_or(0), oid.to_string()));
+            if let Some(mut e) = read.entry {
+                forge.note(&e.entry);
+                // Projected with the role its signature proved (only used
+                // when every entry passed: the chain is sound).
+                e.signer = proved_signer(&read.signature, roles, e.signer);
+                if let Some(Ok(p)) = &mut fresh {
+                    if let Err(err) = p.apply(&e) {
+                        fresh = Some(Err(err));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(last) = held.take() {
+        last.settle(None, &mut found);
     }
-    found.reverse();
+    forge.finish();
     let tip_seq = report.tip.as_ref().map_or(0, |t| t.0);
     for cp in &checkpoints {
         if !cp.seen && cp.seq > tip_seq {
@@ -464,20 +511,8 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut found,
     );
     // The index's contents, once the chain itself is sound up to it.
-    if let (Some(index), true) = (index.as_ref(), found.is_empty()) {
-        // Every entry passed the checks above (the chain is sound): they
-        // are projected afresh with the signer each signature proved,
-        // oldest first, without checking the signatures a second time.
-        let entries = oids
-            .iter()
-            .rev()
-            .zip(signer_roles_proved.iter().rev())
-            .map(|(oid, role)| {
-                let mut e = read_entry(&repo.find_commit(*oid)?)?;
-                e.signer = *role;
-                Ok(e)
-            });
-        match index.difference_from_entries(entries) {
+    if let (Some(index), Some(fresh), true) = (index.as_ref(), fresh, found.is_empty()) {
+        match fresh.and_then(|f| index.difference_from(f)) {
             Ok(None) => {}
             Ok(Some(why)) => found.push(Problem {
                 seq: None,

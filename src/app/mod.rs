@@ -23,3 +23,7 @@ pub mod service;
 pub mod tokens;
 pub mod tool_calls;
 pub mod watchdog;
+
+/// Turns libgit2's object cache off for this process (see
+/// [`crate::store::object_cache`]).
+pub use crate::store::object_cache::disable as disable_object_cache;

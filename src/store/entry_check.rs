@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
+use crate::domain::audit::AuditEntry;
 use crate::store::audit::{read_entry, ChainEntry};
 use crate::store::git::{StoreError, EMPTY_TREE};
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
@@ -88,46 +89,229 @@ pub fn signature_status(
     }
 }
 
-/// [`signature_status`] of each of `commits`, in their order, checked on
-/// every core: each thread opens its own handle on the repository at
-/// `git_dir` (a handle is not shared between threads) and takes a
-/// contiguous share of the commits.
-pub fn signature_statuses(
+/// What the walk down the chain learnt of one commit (parsed by libgit2).
+#[derive(Debug, Clone, Copy)]
+pub struct ChainCommit {
+    pub oid: Oid,
+    /// Whether its tree is git's empty tree.
+    pub empty_tree: bool,
+    pub parent_count: usize,
+    /// The role its committer identity claims (not proof).
+    pub claimed: Option<Role>,
+}
+
+impl ChainCommit {
+    pub fn of(commit: &git2::Commit<'_>) -> ChainCommit {
+        ChainCommit {
+            oid: commit.id(),
+            empty_tree: commit.tree_id().to_string() == EMPTY_TREE,
+            parent_count: commit.parent_count(),
+            claimed: commit
+                .committer()
+                .email()
+                .and_then(crate::store::audit::role_from_email),
+        }
+    }
+}
+
+/// One commit of the chain as [`read_chain`] read it.
+#[derive(Debug)]
+pub struct ReadCommit {
+    pub commit: ChainCommit,
+    /// The entry its message holds (its signer: the role the committer
+    /// claims); `None` when the message is not a valid entry.
+    pub entry: Option<ChainEntry>,
+    /// Its signature checked against the allowed signers.
+    pub signature: SignatureCheck,
+}
+
+/// How many commits a reading thread takes at a time.
+const READ_CHUNK: usize = 256;
+
+/// Reads each of `commits` once more (one raw read: its signature, the
+/// data it signs and its message), parses its entry and checks its
+/// signature on every core, and hands the results to `each` on the calling
+/// thread, in the order of `commits`. Each thread opens its own handle on
+/// the repository at `git_dir` (a handle is not shared between threads)
+/// and takes every n-th chunk; it stays at most two chunks ahead of
+/// `each`, so memory does not grow with the chain. The first error
+/// (reading, or from `each`) stops the pass.
+pub fn read_chain<E: From<StoreError>>(
     git_dir: &Path,
     signers: &AllowedSigners,
-    commits: &[Oid],
-) -> Result<Vec<SignatureCheck>, StoreError> {
+    commits: &[ChainCommit],
+    mut each: impl FnMut(ReadCommit) -> Result<(), E>,
+) -> Result<(), E> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 16);
-    let share = commits.len().div_ceil(threads).max(1);
+    let chunks: Vec<&[ChainCommit]> = commits.chunks(READ_CHUNK).collect();
+    let stopped = || {
+        StoreError::io(
+            "read the chain in",
+            git_dir,
+            std::io::Error::other("a reading thread stopped"),
+        )
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = commits
-            .chunks(share)
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<SignatureCheck>, StoreError> {
-                    let repo = Repository::open(git_dir)?;
-                    Ok(part
-                        .iter()
-                        .map(|oid| signature_status(&repo, signers, *oid))
-                        .collect())
-                })
+        let (receivers, handles): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|t| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let mine: Vec<&[ChainCommit]> =
+                    chunks.iter().skip(t).step_by(threads).copied().collect();
+                let handle = s.spawn(move || {
+                    let repo = match Repository::open(git_dir) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(StoreError::from(e)));
+                            return;
+                        }
+                    };
+                    let odb = match repo.odb() {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let _ = tx.send(Err(StoreError::from(e)));
+                            return;
+                        }
+                    };
+                    for part in mine {
+                        let read: Result<Vec<ReadCommit>, StoreError> = part
+                            .iter()
+                            .map(|c| read_commit(&odb, signers, *c))
+                            .collect();
+                        let failed = read.is_err();
+                        // The receiver is gone when the pass stopped early.
+                        if tx.send(read).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                (rx, handle)
             })
-            .collect();
-        let mut out = Vec::with_capacity(commits.len());
+            .unzip();
+        let mut consume = || -> Result<(), E> {
+            for i in 0..chunks.len() {
+                let part = receivers[i % threads].recv().map_err(|_| stopped())??;
+                for read in part {
+                    each(read)?;
+                }
+            }
+            Ok(())
+        };
+        let result = consume();
+        // Threads blocked on a full channel stop once it is gone.
+        drop(receivers);
+        let mut panicked = false;
         for h in handles {
-            let part = h.join().map_err(|_| {
-                StoreError::io(
-                    "check signatures in",
-                    git_dir,
-                    std::io::Error::other("a checking thread panicked"),
-                )
-            })??;
-            out.extend(part);
+            panicked |= h.join().is_err();
         }
-        Ok(out)
+        match result {
+            Ok(()) if panicked => Err(stopped().into()),
+            other => other,
+        }
     })
 }
+
+fn read_commit(
+    odb: &git2::Odb<'_>,
+    signers: &AllowedSigners,
+    commit: ChainCommit,
+) -> Result<ReadCommit, StoreError> {
+    let object = odb.read(commit.oid)?;
+    if object.kind() != git2::ObjectType::Commit {
+        return Err(StoreError::BadEntry {
+            commit: commit.oid.to_string(),
+            reason: "the object is not a commit".into(),
+        });
+    }
+    // What libgit2 reads of a commit stops at the first NUL byte.
+    let data = object.data();
+    let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
+    let signature = match split_signature(data) {
+        Ok(Some((sig, signed))) => match std::str::from_utf8(&sig) {
+            Ok(s) => signers.check(s, &signed),
+            Err(_) => SignatureCheck::Bad("signature is not text".into()),
+        },
+        Ok(None) => SignatureCheck::Missing,
+        Err(Malformed) => SignatureCheck::Bad("cannot read the signature: malformed header".into()),
+    };
+    let entry = std::str::from_utf8(commit_message(data))
+        .ok()
+        .and_then(|m| AuditEntry::from_commit_message(m).ok())
+        .map(|entry| ChainEntry {
+            commit: commit.oid,
+            entry,
+            signer: commit.claimed,
+        });
+    Ok(ReadCommit {
+        commit,
+        entry,
+        signature,
+    })
+}
+
+/// The message of a raw commit, as libgit2 gives it: after the first empty
+/// line, without leading newlines; empty without one.
+fn commit_message(data: &[u8]) -> &[u8] {
+    let Some(end) = data.windows(2).position(|w| w == b"\n\n") else {
+        return &[];
+    };
+    let message = &data[end + 2..];
+    let start = message
+        .iter()
+        .position(|b| *b != b'\n')
+        .unwrap_or(message.len());
+    &message[start..]
+}
+
+/// The `gpgsig` field of a raw commit and the data it signs (the commit
+/// without that field), found as `git verify-commit` and libgit2's
+/// `git_commit_extract_signature` find them: the first line that starts
+/// with `gpgsig ` (its continuation lines start with a space, which is not
+/// part of the value); every line before it except the last one of the
+/// object is signed, and everything after it. `None`: not signed.
+fn split_signature(data: &[u8]) -> Result<Option<Split>, Malformed> {
+    const FIELD: &[u8] = b"gpgsig";
+    let newline = |from: usize| {
+        data[from..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| from + i)
+    };
+    let mut signed = Vec::with_capacity(data.len());
+    let mut line = 0;
+    // Like libgit2: a line is looked at only when more follows its newline.
+    while let Some(nl) = newline(line).filter(|nl| nl + 1 < data.len()) {
+        if !data[line..].starts_with(FIELD) {
+            signed.extend_from_slice(&data[line..=nl]);
+            line = nl + 1;
+            continue;
+        }
+        let value = line + FIELD.len();
+        if data.get(value) != Some(&b' ') {
+            // `gpgsigX…`: not the field; go on from after its name.
+            line = value;
+            continue;
+        }
+        let mut eol = newline(value).ok_or(Malformed)?;
+        let mut signature = data[value + 1..eol].to_vec();
+        while data.get(eol + 1) == Some(&b' ') {
+            signature.push(b'\n');
+            let from = eol + 2;
+            eol = newline(from).ok_or(Malformed)?;
+            signature.extend_from_slice(&data[from..eol]);
+        }
+        signed.extend_from_slice(&data[eol + 1..]);
+        return Ok(Some((signature, signed)));
+    }
+    Ok(None)
+}
+
+/// A commit's signature and the data it signs.
+type Split = (Vec<u8>, Vec<u8>);
+
+/// A `gpgsig` field without the end of its line.
+struct Malformed;
 
 /// The role a signature proves for an entry that needs one of `roles`:
 /// the committer's `claimed` role when the signing key holds it, else the
@@ -255,4 +439,67 @@ impl EntryCheck {
 
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What libgit2 finds, for comparison: `Ok(None)` when it says the
+    /// commit is not signed.
+    fn libgit2_split(repo: &Repository, oid: Oid) -> Result<Option<Split>, ()> {
+        match repo.extract_signature(&oid, Some("gpgsig")) {
+            Ok((sig, data)) => Ok(Some((sig.to_vec(), data.to_vec()))),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// A commit's header up to its committer line.
+    const HEAD: &str = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@x> 1 +0000\ncommitter a <a@x> 1 +0000\n";
+
+    #[test]
+    fn the_signature_is_split_off_as_libgit2_does() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let head = HEAD;
+        let cases = [
+            format!("{head}gpgsig -----BEGIN-----\n abc\n \n -----END-----\n\nmessage\n"),
+            format!("{head}gpgsig one line\nencoding UTF-8\n\nmessage\n"),
+            format!("{head}gpgsigx not the field\ngpgsig sig\n\nmessage\n"),
+            format!("{head}\ngpgsig in the message\nmore\n"),
+            format!("{head}\nno signature at all\n"),
+            format!("{head}gpgsig cut short"),
+            format!("{head}gpgsig sig\n continued"),
+            format!("{head}gpgsig first\ngpgsig second\n\nm\n"),
+            format!("{head}gpgsig\n\nm\n"),
+        ];
+        for case in &cases {
+            let oid = repo
+                .odb()?
+                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let ours = split_signature(case.as_bytes()).map_err(|Malformed| ());
+            assert_eq!(ours, libgit2_split(&repo, oid), "for {case:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_message_is_read_as_libgit2_reads_it() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        for body in ["\nm\n", "\n\n\nm\n\nn", "", "\n", "x y\n\nm"] {
+            let case = format!("{HEAD}{body}");
+            let oid = repo
+                .odb()?
+                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let commit = repo.find_commit(oid)?;
+            assert_eq!(
+                commit_message(case.as_bytes()),
+                commit.message_bytes(),
+                "for {case:?}"
+            );
+        }
+        Ok(())
+    }
 }

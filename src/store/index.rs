@@ -311,46 +311,79 @@ impl Index {
         &self,
         entries: impl Iterator<Item = Result<ChainEntry, StoreError>>,
     ) -> Result<Option<String>, StoreError> {
+        let Some(mut fresh) = self.projection()? else {
+            return Ok(None);
+        };
+        for e in entries {
+            if fresh.is_full() {
+                break;
+            }
+            fresh.apply(&e?)?;
+        }
+        self.difference_from(fresh)
+    }
+
+    /// An empty projection to compare this index with (see
+    /// [`Index::difference_from`]), taking entries up to this index's
+    /// position; `None` when the index has applied nothing. It is a
+    /// throw-away database file (not memory: it holds the whole chain).
+    pub fn projection(&self) -> Result<Option<Projection>, StoreError> {
         let Some((seq, _)) = position_in(&self.conn)? else {
             return Ok(None);
         };
+        let file = tempfile::Builder::new()
+            .prefix("gov-verify-")
+            .suffix(".db")
+            .tempfile()
+            .map_err(|e| StoreError::io("create", &std::env::temp_dir(), e))?;
         let mut fresh = Index {
-            conn: Connection::open_in_memory()?,
+            conn: Connection::open(file.path())?,
         };
+        // Thrown away at the end: nothing to journal or flush.
+        fresh
+            .conn
+            .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
         fresh.ensure_schema()?;
-        {
-            let tx = fresh.conn.transaction()?;
-            for e in entries.take(usize::try_from(seq).unwrap_or(usize::MAX)) {
-                let e = e?;
-                apply(&tx, &e.entry, e.commit, e.signer)?;
-            }
-            tx.commit()?;
-        }
-        let tables: Vec<String> = fresh
+        fresh.conn.execute_batch("BEGIN")?;
+        Ok(Some(Projection {
+            fresh,
+            file,
+            limit: seq,
+            applied: 0,
+        }))
+    }
+
+    /// The first table of this index that differs from `fresh` and how, or
+    /// `None` if every table is equal (the same rows, each as many times).
+    pub fn difference_from(&self, fresh: Projection) -> Result<Option<String>, StoreError> {
+        let Projection {
+            fresh: db, file, ..
+        } = fresh;
+        db.conn.execute_batch("COMMIT")?;
+        let tables: Vec<(String, usize)> = db
             .conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for table in tables {
-            let want = table_rows(&fresh.conn, &table)?;
-            let have = match table_rows(&self.conn, &table) {
-                Ok(rows) => rows,
-                Err(e) => return Ok(Some(format!("table `{table}` cannot be read: {e}"))),
-            };
-            if want != have {
-                let extra = have.iter().find(|r| !want.contains(r));
-                let missing = want.iter().find(|r| !have.contains(r));
-                let detail = match (extra, missing) {
-                    (Some(r), _) => format!("it holds a row the chain does not give: {r}"),
-                    (None, Some(r)) => format!("it lacks a row the chain gives: {r}"),
-                    (None, None) => "its rows repeat differently".into(),
-                };
-                return Ok(Some(format!(
-                    "table `{table}` differs from the chain: {detail}"
-                )));
-            }
-        }
-        Ok(None)
+            .query_map([], |r| r.get::<_, String>(0))?
+            .map(|name| {
+                let name = name?;
+                let columns = db
+                    .conn
+                    .prepare(&format!("SELECT * FROM {}", quoted(&name)))?
+                    .column_count();
+                Ok((name, columns))
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        drop(db);
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS fresh",
+            [file.path().to_string_lossy().as_ref()],
+        )?;
+        let result = tables
+            .iter()
+            .find_map(|(table, columns)| table_difference(&self.conn, table, *columns).transpose())
+            .transpose();
+        self.conn.execute_batch("DETACH DATABASE fresh")?;
+        result
     }
 
     /// Starts the transaction that holds one batch's rows: the batch's
@@ -475,11 +508,51 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {
 }
 
 /// Every row of `table`, as text, sorted.
-fn table_rows(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))?;
-    let n = stmt.column_count();
-    let mut rows: Vec<String> = stmt
-        .query_map([], |r| {
+/// A fresh projection of the chain's entries, built one entry at a time
+/// (oldest first) in a throw-away database to compare an index with; it
+/// takes entries up to the index's position and ignores the rest.
+pub struct Projection {
+    fresh: Index,
+    file: tempfile::NamedTempFile,
+    limit: u64,
+    applied: u64,
+}
+
+impl Projection {
+    /// Whether it holds every entry up to the index's position.
+    pub fn is_full(&self) -> bool {
+        self.applied >= self.limit
+    }
+
+    /// Projects the next entry (checked by the caller, with the signer its
+    /// signature proved), unless the projection is full.
+    pub fn apply(&mut self, e: &ChainEntry) -> Result<(), StoreError> {
+        if self.is_full() {
+            return Ok(());
+        }
+        apply(&self.fresh.conn, &e.entry, e.commit, e.signer)?;
+        self.applied += 1;
+        Ok(())
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How table `table` of `conn` differs from the same table of the
+/// attached database `fresh` (`columns` columns): a row only one of them
+/// holds, or rows held a different number of times; `None` if equal.
+fn table_difference(
+    conn: &Connection,
+    table: &str,
+    columns: usize,
+) -> Result<Option<String>, StoreError> {
+    let t = quoted(table);
+    let first_row = |sql: &str| -> rusqlite::Result<Option<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let n = stmt.column_count();
+        stmt.query_row([], |r| {
             let cells = (0..n)
                 .map(|i| {
                     r.get::<_, rusqlite::types::Value>(i)
@@ -487,10 +560,44 @@ fn table_rows(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(format!("({})", cells.join(", ")))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    rows.sort();
-    Ok(rows)
+        })
+        .optional()
+    };
+    let differs = |detail: String| {
+        Ok(Some(format!(
+            "table `{table}` differs from the chain: {detail}"
+        )))
+    };
+    let extra = match first_row(&format!(
+        "SELECT * FROM main.{t} EXCEPT SELECT * FROM fresh.{t}"
+    )) {
+        Ok(row) => row,
+        Err(e) => return Ok(Some(format!("table `{table}` cannot be read: {e}"))),
+    };
+    if let Some(r) = extra {
+        return differs(format!("it holds a row the chain does not give: {r}"));
+    }
+    if let Some(r) = first_row(&format!(
+        "SELECT * FROM fresh.{t} EXCEPT SELECT * FROM main.{t}"
+    ))? {
+        return differs(format!("it lacks a row the chain gives: {r}"));
+    }
+    let all = (1..=columns)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let counted = |db: &str| format!("SELECT *, count(*) FROM {db}.{t} GROUP BY {all}");
+    let repeated = first_row(&format!(
+        "SELECT 1 FROM ({} EXCEPT {}) UNION ALL SELECT 1 FROM ({} EXCEPT {}) LIMIT 1",
+        counted("main"),
+        counted("fresh"),
+        counted("fresh"),
+        counted("main")
+    ))?;
+    if repeated.is_some() {
+        return differs("its rows repeat differently".into());
+    }
+    Ok(None)
 }
 
 fn position_in(conn: &Connection) -> Result<Option<(u64, Oid)>, StoreError> {
@@ -600,4 +707,47 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_is_compared_by_its_rows_and_how_often_each_comes(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let conn = Connection::open_in_memory()?;
+        let fresh = dir.path().join("fresh.db");
+        conn.execute(
+            "ATTACH DATABASE ?1 AS fresh",
+            [fresh.to_string_lossy().as_ref()],
+        )?;
+        conn.execute_batch(
+            "CREATE TABLE main.t (a, b); CREATE TABLE fresh.t (a, b);
+             INSERT INTO main.t VALUES (1, 'x'), (1, 'x'), (2, 'y');
+             INSERT INTO fresh.t VALUES (1, 'x'), (2, 'y'), (2, 'y');",
+        )?;
+        let differs = |detail: &str| Some(format!("table `t` differs from the chain: {detail}"));
+        assert_eq!(
+            table_difference(&conn, "t", 2)?,
+            differs("its rows repeat differently")
+        );
+        conn.execute_batch("DELETE FROM fresh.t WHERE a = 2")?;
+        assert_eq!(
+            table_difference(&conn, "t", 2)?,
+            differs("it holds a row the chain does not give: (Integer(2), Text(\"y\"))")
+        );
+        conn.execute_batch("DELETE FROM main.t; INSERT INTO main.t VALUES (1, 'x')")?;
+        assert_eq!(table_difference(&conn, "t", 2)?, None);
+        conn.execute_batch("INSERT INTO fresh.t VALUES (3, NULL)")?;
+        assert_eq!(
+            table_difference(&conn, "t", 2)?,
+            differs("it lacks a row the chain gives: (Integer(3), Null)")
+        );
+        conn.execute_batch("DROP TABLE main.t")?;
+        assert!(table_difference(&conn, "t", 2)?
+            .is_some_and(|why| why.starts_with("table `t` cannot be read: ")));
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ pub(crate) mod index;
 pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod maintain;
+pub(crate) mod object_cache;
 pub(crate) mod pack;
 pub(crate) mod policies;
 pub(crate) mod projection;
