@@ -110,10 +110,9 @@ impl PackWriter {
     fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.hash.update(bytes);
         self.offset += bytes.len() as u64;
-        let dir = self.dir.clone();
         self.file
             .write_all(bytes)
-            .map_err(io("write a pack in", &dir))
+            .map_err(|e| StoreError::io("write a pack in", &self.dir, e))
     }
 
     /// Adds an object, deflating its content.
