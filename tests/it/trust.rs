@@ -228,6 +228,33 @@ fn an_allowed_signers_change_signed_by_the_key_it_adds_is_refused() -> TestResul
     Ok(())
 }
 
+/// The server decides a submission before it takes the writer lock, with
+/// the set it last loaded; a change that landed since is seen inside the
+/// lock, and the submission is decided again by the set in force.
+#[test]
+fn a_submission_right_after_a_policy_change_is_decided_by_the_new_set() -> TestResult {
+    let srv = TestServer::start()?;
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+    // Nothing reads the policy set between the change and the submission.
+    commit_to_main(&srv.repo, &with_ban(&srv)?, "ban research")?;
+    assert_eq!(research_outcome(&srv)?.0, 403);
+    let forbidden = srv.audit("proposal_forbidden")?;
+    assert_eq!(forbidden.len(), 1, "{forbidden:?}");
+    assert_eq!(
+        forbidden[0]["decision"]["policies"][0]["id"],
+        "ban-research"
+    );
+    let tip = srv
+        .repo
+        .repo()?
+        .refname_to_id(&srv.settings().main_refname())?;
+    assert_eq!(
+        forbidden[0]["decision"]["policy_version"],
+        tip.to_string().as_str()
+    );
+    Ok(())
+}
+
 #[test]
 fn an_approver_signed_change_comes_into_force_at_once() -> TestResult {
     let srv = TestServer::start()?;
