@@ -202,35 +202,6 @@ pub fn geometric_roll_up(packs: &[Pack]) -> Vec<Pack> {
     packs[..end].to_vec()
 }
 
-/// The object ids a pack index (version 2) lists.
-pub fn idx_objects(idx: &Path) -> Result<Vec<Oid>, StoreError> {
-    let data = fs::read(idx).map_err(|e| StoreError::io("read", idx, e))?;
-    let bad = || {
-        StoreError::io(
-            "read",
-            idx,
-            std::io::Error::other("not a version 2 pack index"),
-        )
-    };
-    if data.len() < 8 + 256 * 4
-        || data[..4] != [0xff, b't', b'O', b'c']
-        || data[4..8] != [0, 0, 0, 2]
-    {
-        return Err(bad());
-    }
-    let at = 8 + 255 * 4;
-    let n = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-    let names = 8 + 256 * 4;
-    if data.len() < names + n * 20 {
-        return Err(bad());
-    }
-    (0..n)
-        .map(|i| {
-            Oid::from_bytes(&data[names + i * 20..names + (i + 1) * 20]).map_err(StoreError::from)
-        })
-        .collect()
-}
-
 /// Writes every object of `merge` into one new flushed pack, then removes
 /// the old packs.
 fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), StoreError> {
@@ -250,7 +221,7 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
         None => {
             let mut objects = BTreeSet::new();
             for p in merge {
-                objects.extend(idx_objects(&p.idx)?);
+                objects.extend(crate::store::pack::index_objects(&p.idx)?);
             }
             let objects: Vec<Oid> = objects.into_iter().collect();
             write_pack_with_deltas(repo, &objects)?

@@ -16,7 +16,7 @@
 //! A pack reaches its final name only once it and its index are flushed,
 //! the pack first: a reader never sees an index without its pack.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use git2::{ObjectType, Oid, Repository};
 use sha1::{Digest, Sha1};
 
-use crate::store::git::StoreError;
+use crate::store::git::{sync_all_at_once, StoreError};
 
 /// How much a pack entry's data is compressed: zlib's default, as `git`
 /// itself writes.
@@ -195,17 +195,10 @@ impl PackWriter {
                 .map_err(io("write a pack in", &dir))?;
         }
         // Both flushed before either has its final name.
-        let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| idx_tmp.as_file().sync_all());
-            let first = pack_tmp.as_file().sync_all();
-            (
-                first,
-                other
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a flush thread panicked"))),
-            )
-        });
-        a.and(b).map_err(io("flush a pack in", &dir))?;
+        sync_all_at_once(
+            &[pack_tmp.path().to_path_buf(), idx_tmp.path().to_path_buf()],
+            &BTreeSet::new(),
+        )?;
         let name = hex::encode(checksum);
         let pack = dir.join(format!("pack-{name}.pack"));
         let index = dir.join(format!("pack-{name}.idx"));
@@ -215,9 +208,7 @@ impl PackWriter {
         idx_tmp
             .persist(&index)
             .map_err(|e| StoreError::io("name", &index, e.error))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("flush", &dir))?;
+        sync_all_at_once(&[], &BTreeSet::from([dir]))?;
         Ok(pack)
     }
 }
@@ -293,8 +284,13 @@ struct Listed {
     offset: u64,
 }
 
-/// Reads a version 2 pack index: its objects, and the pack's checksum.
-fn read_index(idx: &Path) -> Result<(Vec<Listed>, [u8; 20]), StoreError> {
+/// The object ids a version 2 pack index lists, in its order.
+pub fn index_objects(idx: &Path) -> Result<Vec<Oid>, StoreError> {
+    Ok(read_index(idx)?.into_iter().map(|l| l.oid).collect())
+}
+
+/// Reads a version 2 pack index: the objects it lists.
+fn read_index(idx: &Path) -> Result<Vec<Listed>, StoreError> {
     let data = std::fs::read(idx).map_err(io("read", idx))?;
     let bad = |why: &str| StoreError::io("read", idx, std::io::Error::other(why.to_string()));
     if data.len() < 8 + 1024 + 40
@@ -332,10 +328,7 @@ fn read_index(idx: &Path) -> Result<(Vec<Listed>, [u8; 20]), StoreError> {
             offset,
         });
     }
-    let end = data.len() - 40;
-    let mut checksum = [0u8; 20];
-    checksum.copy_from_slice(&data[end..end + 20]);
-    Ok((out, checksum))
+    Ok(out)
 }
 
 /// Why [`merge_raw`] did not merge.
@@ -363,7 +356,7 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     let mut seen = HashSet::new();
     let mut count = 0u32;
     for pack in packs {
-        let (mut objects, _) = read_index(&pack.with_extension("idx"))?;
+        let mut objects = read_index(&pack.with_extension("idx"))?;
         objects.sort_by_key(|o| o.offset);
         let len = std::fs::metadata(pack).map_err(io("read", pack))?.len();
         // Each entry ends where the next begins; the last before the
@@ -484,7 +477,7 @@ mod tests {
             verified.contains(&format!("{}: ok", pack.display())),
             "{verified}"
         );
-        let (listed, _) = read_index(&idx)?;
+        let listed = read_index(&idx)?;
         let in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
         assert_eq!(sorted_unique(&in_pack), sorted_unique(&oids));
         assert_eq!(in_pack.len(), sorted_unique(&oids).len());
@@ -509,7 +502,7 @@ mod tests {
         let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
         git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
-        let (listed, _) = read_index(&idx)?;
+        let listed = read_index(&idx)?;
         let in_pack: Vec<Oid> = listed.iter().map(|l| l.oid).collect();
         assert_eq!(in_pack.len(), sorted_unique(&oids).len());
         assert_eq!(sorted_unique(&in_pack), sorted_unique(&oids));
