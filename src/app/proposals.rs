@@ -1,8 +1,6 @@
 //! Proposals: submit (the gate), decide (approve = signed merge; reject),
 //! expire. Shared by the HTTP API and `gov approve` / `gov reject`.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
 use super::error::{check_text, AppError};
@@ -207,21 +205,12 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
-    let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
-    // The decision depends on no state of the batch, only on the policy set
-    // and the agents in force, so it is taken before the writer lock (one
-    // writer holds it at a time; what runs outside runs on every core), and
-    // taken again inside only if either of them changed meanwhile.
-    let early = svc.current_policy().map(|policy| {
-        let agents = svc.agents();
-        let (p, decision, record) = decide_submission(svc, &sub, &id, &policy);
-        (policy, agents, p, decision, record)
-    });
     svc.transact(|tx| -> Step<Submitted> {
         let conn = tx.index().conn();
         if let Some((err, entry)) = refuse_if_paused(conn, &sub.proposed.agent_id, "proposal")? {
             return Ok((Err(err), vec![entry]));
         }
+        let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
         let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
             || tx
@@ -237,45 +226,21 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
             ));
         }
         let policy = svc.policy_at(tx.repo())?;
-        let (p, decision, record) = match early {
-            Some((asked, agents, p, decision, record))
-                if Arc::ptr_eq(&asked, &policy) && Arc::ptr_eq(&agents, &svc.agents()) =>
-            {
-                (p, decision, record)
-            }
-            _ => decide_submission(svc, &sub, &id, &policy),
+        let now = svc.now();
+        let submitted_at = sub.submitted_at.unwrap_or(Timestamp(now));
+        let expires_at = sub.expires_at.unwrap_or(Timestamp(
+            now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
+        ));
+        // As the agent asked, `requires_approval` too: the self-approval
+        // check comes first (an irreversible action then needs a person,
+        // see `file_decided`).
+        let mut p = Proposal {
+            policy_version: policy.version().to_string(),
+            ..Proposal::pending(id.clone(), sub.proposed.clone(), submitted_at, expires_at)
         };
+        let (decision, record) = ask_policy(svc, &policy, &mut p);
         file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
     })
-}
-
-/// The proposal a submission makes, with id `id`, and what `policy`
-/// decides about it.
-fn decide_submission(
-    svc: &Service,
-    sub: &Submission,
-    id: &str,
-    policy: &crate::domain::policy::PolicySet,
-) -> (Proposal, Decision, DecisionRecord) {
-    let now = svc.now();
-    let submitted_at = sub.submitted_at.unwrap_or(Timestamp(now));
-    let expires_at = sub.expires_at.unwrap_or(Timestamp(
-        now + chrono::Duration::hours(DEFAULT_EXPIRY_HOURS),
-    ));
-    // As the agent asked, `requires_approval` too: the self-approval check
-    // comes first (an irreversible action then needs a person, see
-    // `file_decided`).
-    let mut p = Proposal {
-        policy_version: policy.version().to_string(),
-        ..Proposal::pending(
-            id.to_string(),
-            sub.proposed.clone(),
-            submitted_at,
-            expires_at,
-        )
-    };
-    let (decision, record) = ask_policy(svc, policy, &mut p);
-    (p, decision, record)
 }
 
 /// Asks the policy set about a proposal: the decision (whose policies the

@@ -228,9 +228,9 @@ fn an_allowed_signers_change_signed_by_the_key_it_adds_is_refused() -> TestResul
     Ok(())
 }
 
-/// The server decides a submission before it takes the writer lock, with
-/// the set it last loaded; a change that landed since is seen inside the
-/// lock, and the submission is decided again by the set in force.
+/// A change that landed since the server last loaded its policy set is
+/// seen by the very next submission, with nothing else reading the set in
+/// between.
 #[test]
 fn a_submission_right_after_a_policy_change_is_decided_by_the_new_set() -> TestResult {
     let srv = TestServer::start()?;
