@@ -65,45 +65,13 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
         )],
         "a broken policy",
     )?;
-    let st = s.get("/status", Some(&s.operator))?;
-    assert_eq!(st.body["policy_version"], before, "the last good set stays");
-    assert!(
-        st.body["policy_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("broken.cedar")),
-        "{:?}",
-        st.body
-    );
-    let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["policy_version"], before);
+    the_last_good_set_decides(&s, &before)?;
 
     // A server started on the broken main finds the last good set in
     // main's history instead of refusing everything or loading the bad one.
     let mut s = s;
     s.restart()?;
-    let st = s.get("/status", Some(&s.operator))?;
-    assert_eq!(st.body["policy_version"], before, "{:?}", st.body);
-    assert!(
-        st.body["policy_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("broken.cedar")),
-        "{:?}",
-        st.body
-    );
-    let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["policy_version"], before);
+    the_last_good_set_decides(&s, &before)?;
 
     // A good change is loaded.
     let tip = repo.refname_to_id("refs/heads/main")?;
@@ -122,6 +90,33 @@ fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
         Some(tip_after(&repo)?.as_str())
     );
     assert!(st.body["policy_error"].is_null());
+    Ok(())
+}
+
+/// The server names the broken file and goes on deciding with the last set
+/// that loaded (`before`, its version).
+fn the_last_good_set_decides(s: &TestServer, before: &Value) -> TestResult {
+    let st = s.get("/status", Some(&s.operator))?;
+    assert_eq!(
+        &st.body["policy_version"], before,
+        "the last good set stays: {:?}",
+        st.body
+    );
+    assert!(
+        st.body["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.cedar")),
+        "{:?}",
+        st.body
+    );
+    let tok = s.agent_token("noop")?;
+    let r = s.post(
+        "/proposals",
+        Some(&tok),
+        &proposal("noop", "publish_content"),
+    )?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(&r.body["policy_version"], before);
     Ok(())
 }
 
