@@ -543,6 +543,12 @@ fn quoted(name: &str) -> String {
 /// How table `table` of `conn` differs from the same table of the
 /// attached database `fresh` (`columns` columns): a row only one of them
 /// holds, or rows held a different number of times; `None` if equal.
+///
+/// A table with a primary key (every table gov makes has one) is compared
+/// by looking each row up by its key on the other side, which costs one
+/// index search per row. A table without one, or whose key holds a NULL
+/// (then rows can repeat), is compared as two multisets of rows, which
+/// sorts every row several times.
 fn table_difference(
     conn: &Connection,
     table: &str,
@@ -568,19 +574,49 @@ fn table_difference(
             "table `{table}` differs from the chain: {detail}"
         )))
     };
-    let extra = match first_row(&format!(
-        "SELECT * FROM main.{t} EXCEPT SELECT * FROM fresh.{t}"
-    )) {
+    let keyed = match keyed_columns(conn, table) {
+        Ok(k) => k,
+        Err(e) => return Ok(Some(format!("table `{table}` cannot be read: {e}"))),
+    };
+    let (extra_sql, lacking_sql) = match &keyed {
+        Some(KeyedColumns::Differ) => return differs("its columns are not the chain's".into()),
+        Some(KeyedColumns::Keyed(cols)) => {
+            // Every column equal (`IS`: NULL equals NULL), keys first so
+            // the search uses the key's index.
+            let same = |a: &str, b: &str| {
+                cols.iter()
+                    .map(|c| format!("{b}.{c} IS {a}.{c}", c = quoted(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let missing_from = |db: &str, other: &str| {
+                format!(
+                    "SELECT a.* FROM {db}.{t} AS a WHERE NOT EXISTS \
+                     (SELECT 1 FROM {other}.{t} AS b WHERE {}) LIMIT 1",
+                    same("a", "b")
+                )
+            };
+            (missing_from("main", "fresh"), missing_from("fresh", "main"))
+        }
+        None => (
+            format!("SELECT * FROM main.{t} EXCEPT SELECT * FROM fresh.{t}"),
+            format!("SELECT * FROM fresh.{t} EXCEPT SELECT * FROM main.{t}"),
+        ),
+    };
+    let extra = match first_row(&extra_sql) {
         Ok(row) => row,
         Err(e) => return Ok(Some(format!("table `{table}` cannot be read: {e}"))),
     };
     if let Some(r) = extra {
         return differs(format!("it holds a row the chain does not give: {r}"));
     }
-    if let Some(r) = first_row(&format!(
-        "SELECT * FROM fresh.{t} EXCEPT SELECT * FROM main.{t}"
-    ))? {
+    if let Some(r) = first_row(&lacking_sql)? {
         return differs(format!("it lacks a row the chain gives: {r}"));
+    }
+    if keyed.is_some() {
+        // Keys are unique and every row was found on the other side: the
+        // two tables hold the same rows.
+        return Ok(None);
     }
     let all = (1..=columns)
         .map(|i| i.to_string())
@@ -593,11 +629,66 @@ fn table_difference(
         counted("fresh"),
         counted("fresh"),
         counted("main")
-    ))?;
-    if repeated.is_some() {
+    ))?
+    .is_some();
+    if repeated {
         return differs("its rows repeat differently".into());
     }
     Ok(None)
+}
+
+/// How a table can be compared row by row with its fresh twin.
+enum KeyedColumns {
+    /// Its columns, primary key first, the same on both sides.
+    Keyed(Vec<String>),
+    /// The two sides do not have the same columns.
+    Differ,
+}
+
+/// The columns of `table` (primary key first) when the fresh table has a
+/// primary key and neither side holds a NULL in it; `None`: compare it as
+/// a multiset of rows.
+fn keyed_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<KeyedColumns>> {
+    let columns = |db: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+        let mut stmt = conn.prepare(&format!("PRAGMA {db}.table_info({})", quoted(table)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(5)?)))?;
+        rows.collect()
+    };
+    let (fresh, main) = (columns("fresh")?, columns("main")?);
+    if main.is_empty() {
+        // No such table: the plain comparison says so.
+        return Ok(None);
+    }
+    if fresh != main {
+        return Ok(Some(KeyedColumns::Differ));
+    }
+    let mut key: Vec<&(String, i64)> = fresh.iter().filter(|(_, pk)| *pk > 0).collect();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    key.sort_by_key(|(_, pk)| *pk);
+    let null_key = key
+        .iter()
+        .map(|(c, _)| format!("{} IS NULL", quoted(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    for db in ["main", "fresh"] {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {db}.{} WHERE {null_key})",
+            quoted(table)
+        );
+        if conn.query_row(&sql, [], |r| r.get::<_, bool>(0))? {
+            return Ok(None);
+        }
+    }
+    let mut cols: Vec<String> = key.iter().map(|(c, _)| c.clone()).collect();
+    cols.extend(
+        fresh
+            .iter()
+            .filter(|(_, pk)| *pk == 0)
+            .map(|(c, _)| c.clone()),
+    );
+    Ok(Some(KeyedColumns::Keyed(cols)))
 }
 
 fn position_in(conn: &Connection) -> Result<Option<(u64, Oid)>, StoreError> {
@@ -748,6 +839,65 @@ mod tests {
         conn.execute_batch("DROP TABLE main.t")?;
         assert!(table_difference(&conn, "t", 2)?
             .is_some_and(|why| why.starts_with("table `t` cannot be read: ")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_table_with_a_key_is_compared_row_by_row_through_its_key(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let conn = Connection::open_in_memory()?;
+        let fresh = dir.path().join("fresh.db");
+        conn.execute(
+            "ATTACH DATABASE ?1 AS fresh",
+            [fresh.to_string_lossy().as_ref()],
+        )?;
+        conn.execute_batch(
+            "CREATE TABLE main.k (id TEXT PRIMARY KEY, n INTEGER, note TEXT);
+             CREATE TABLE fresh.k (id TEXT PRIMARY KEY, n INTEGER, note TEXT);
+             INSERT INTO main.k VALUES ('a', 1, NULL), ('b', 2, 'x');
+             INSERT INTO fresh.k VALUES ('a', 1, NULL), ('b', 2, 'x');",
+        )?;
+        let differs = |detail: &str| Some(format!("table `k` differs from the chain: {detail}"));
+        assert_eq!(table_difference(&conn, "k", 3)?, None);
+        // A changed cell: the index's row is not the chain's.
+        conn.execute_batch("UPDATE main.k SET note = 'y' WHERE id = 'b'")?;
+        assert_eq!(
+            table_difference(&conn, "k", 3)?,
+            differs(
+                "it holds a row the chain does not give: (Text(\"b\"), Integer(2), Text(\"y\"))"
+            )
+        );
+        conn.execute_batch(
+            "UPDATE main.k SET note = 'x' WHERE id = 'b'; DELETE FROM main.k WHERE id = 'a'",
+        )?;
+        assert_eq!(
+            table_difference(&conn, "k", 3)?,
+            differs("it lacks a row the chain gives: (Text(\"a\"), Integer(1), Null)")
+        );
+        conn.execute_batch("INSERT INTO main.k VALUES ('a', 1, NULL), ('c', 3, NULL)")?;
+        assert_eq!(
+            table_difference(&conn, "k", 3)?,
+            differs("it holds a row the chain does not give: (Text(\"c\"), Integer(3), Null)")
+        );
+        // A NULL key lets rows repeat: compared as multisets of rows.
+        conn.execute_batch(
+            "DELETE FROM main.k WHERE id = 'c';
+             INSERT INTO main.k VALUES (NULL, 4, 'z'), (NULL, 4, 'z');
+             INSERT INTO fresh.k VALUES (NULL, 4, 'z');",
+        )?;
+        assert_eq!(
+            table_difference(&conn, "k", 3)?,
+            differs("its rows repeat differently")
+        );
+        // Other columns than the chain's.
+        conn.execute_batch(
+            "DROP TABLE main.k; CREATE TABLE main.k (id TEXT PRIMARY KEY, n INTEGER, extra TEXT)",
+        )?;
+        assert_eq!(
+            table_difference(&conn, "k", 3)?,
+            differs("its columns are not the chain's")
+        );
         Ok(())
     }
 }
