@@ -81,11 +81,8 @@ const MAINTAIN_LOOSE: usize = 1_000;
 struct Batch {
     id: u64,
     _lock: ChainLock,
-    /// The repository opened for this batch, writing new objects into
-    /// memory (a mempack backend): nothing is written loose, and the batch's
-    /// objects reach disk as one pack at the flush. Dropped with the batch,
-    /// so no cache outlives it.
-    repo: Repository,
+    /// The repository the batch writes through (see [`BatchRepo`]).
+    repo: BatchRepo,
     staged: Staged,
     /// The chain's tip as the batch sees it (its last staged entry).
     tip: Option<ChainEntry>,
@@ -95,8 +92,52 @@ struct Batch {
     opened: std::time::Instant,
 }
 
+/// The repository batches write through: new objects go to memory (a
+/// mempack backend, ahead of the loose and pack backends), so writing one
+/// costs no file, and the flush packs them from there.
+///
+/// Opening one (configuration files, the pack folder, each pack's index)
+/// cost about as much as a whole one-writer batch, so a flushed batch
+/// hands it to the next. It is opened afresh after [`BATCH_REPO_USES`]
+/// batches or [`BATCH_REPO_AGE`], whichever comes first, and after a
+/// failed flush: that bounds what it holds on to, the objects of earlier
+/// batches still in its memory backend and the packs maintenance has
+/// deleted since (libgit2 keeps every pack it opened mapped).
+struct BatchRepo {
+    repo: Repository,
+    opened: std::time::Instant,
+    batches: u32,
+}
+
+/// See [`BatchRepo`].
+const BATCH_REPO_USES: u32 = 32;
+/// See [`BatchRepo`].
+const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl BatchRepo {
+    fn open(settings: &Settings) -> Result<Self, GovError> {
+        Ok(BatchRepo {
+            repo: open_batch_repo(settings)?,
+            opened: std::time::Instant::now(),
+            batches: 0,
+        })
+    }
+
+    /// The kept repository while it is young enough, else a fresh one.
+    fn reuse_or_open(kept: Option<BatchRepo>, settings: &Settings) -> Result<Self, GovError> {
+        match kept {
+            Some(r) if r.batches < BATCH_REPO_USES && r.opened.elapsed() < BATCH_REPO_AGE => {
+                Ok(r)
+            }
+            _ => Self::open(settings),
+        }
+    }
+}
+
 struct Writer {
     index: Index,
+    /// The repository the last flushed batch wrote through, for the next.
+    kept_repo: Option<BatchRepo>,
     check: EntryCheck,
     batch: Option<Batch>,
     next_batch: u64,
@@ -296,6 +337,7 @@ impl Governance {
             writer: Mutex::new(Writer {
                 index,
                 check,
+                kept_repo: None,
                 batch: None,
                 next_batch: 1,
                 seen,
@@ -419,21 +461,23 @@ impl Governance {
             // every later one without looking again.
             self.refuse_if_tampered()?;
             let opened = std::time::Instant::now();
-            let repo = open_batch_repo(&self.settings)?;
+            let mut batch_repo = BatchRepo::reuse_or_open(w.kept_repo.take(), &self.settings)?;
+            batch_repo.batches += 1;
+            let repo = &batch_repo.repo;
             let before = self.clock.now();
             let lock = ChainLock::acquire(repo.path())?;
-            remove_stale_git_locks(&lock, &repo, &self.settings, before);
-            self.rebuild_if_edited(w, &repo)?;
+            remove_stale_git_locks(&lock, repo, &self.settings, before);
+            self.rebuild_if_edited(w, repo)?;
             // Entries other processes appended are projected only once
             // their checks pass; a failed check is tampering.
-            self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))?;
-            let tip = chain::tip(&repo, &refname)?;
+            self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
+            let tip = chain::tip(repo, &refname)?;
             w.seen.1 = tip.as_ref().map(|t| t.entry.seq);
             w.index.begin_batch()?;
             w.batch = Some(Batch {
                 id: w.next_batch,
                 _lock: lock,
-                repo,
+                repo: batch_repo,
                 staged: Staged::default(),
                 tip,
                 members: 0,
@@ -445,7 +489,7 @@ impl Governance {
         let Some(batch) = batch.as_mut() else {
             return Err(GovError::Poisoned);
         };
-        let repo = &batch.repo;
+        let repo = &batch.repo.repo;
         index.savepoint()?;
         let before = batch.staged.clone();
         let signer_key = self.signer_key.as_ref().unwrap_or(&self.audit_key);
@@ -521,8 +565,11 @@ impl Governance {
             self.stats
                 .1
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
-            self.flush(w, &batch.repo, batch.staged)
+            self.flush(w, &batch.repo.repo, batch.staged)
         };
+        if result.is_ok() {
+            w.kept_repo = Some(batch.repo);
+        }
         if let Some(tip) = &batch.tip {
             w.seen.1 = Some(tip.entry.seq);
         }

@@ -79,13 +79,35 @@ pub fn signature_status(
     signers: &AllowedSigners,
     commit: Oid,
 ) -> SignatureCheck {
-    match repo.extract_signature(&commit, Some("gpgsig")) {
-        Ok((sig, data)) => match sig.as_str() {
-            Some(s) => signers.check(s, &data),
-            None => SignatureCheck::Bad("signature is not text".into()),
-        },
-        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureCheck::Missing,
+    // The raw object, split here: libgit2's `git_commit_extract_signature`
+    // scans the object for line ends as a C string, and an object read
+    // from a batch's memory backend is not NUL-terminated, so the signed
+    // data it gave could run on past the object's end.
+    let odb = match repo.odb() {
+        Ok(odb) => odb,
+        Err(e) => return SignatureCheck::Bad(format!("cannot read the signature: {e}")),
+    };
+    let checked = match odb.read(commit) {
+        Ok(object) if object.kind() == git2::ObjectType::Commit => {
+            signature_in(signers, object.data())
+        }
+        Ok(_) => SignatureCheck::Bad("cannot read the signature: not a commit".into()),
         Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
+    };
+    checked
+}
+
+/// The signature of the raw commit `data`, checked against `signers`.
+fn signature_in(signers: &AllowedSigners, data: &[u8]) -> SignatureCheck {
+    // What libgit2 reads of a commit stops at the first NUL byte.
+    let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
+    match split_signature(data) {
+        Ok(Some((sig, signed))) => match std::str::from_utf8(&sig) {
+            Ok(s) => signers.check(s, &signed),
+            Err(_) => SignatureCheck::Bad("signature is not text".into()),
+        },
+        Ok(None) => SignatureCheck::Missing,
+        Err(Malformed) => SignatureCheck::Bad("cannot read the signature: malformed header".into()),
     }
 }
 
@@ -224,17 +246,9 @@ fn read_commit(
             reason: "the object is not a commit".into(),
         });
     }
-    // What libgit2 reads of a commit stops at the first NUL byte.
+    let signature = signature_in(signers, object.data());
     let data = object.data();
     let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
-    let signature = match split_signature(data) {
-        Ok(Some((sig, signed))) => match std::str::from_utf8(&sig) {
-            Ok(s) => signers.check(s, &signed),
-            Err(_) => SignatureCheck::Bad("signature is not text".into()),
-        },
-        Ok(None) => SignatureCheck::Missing,
-        Err(Malformed) => SignatureCheck::Bad("cannot read the signature: malformed header".into()),
-    };
     let entry = std::str::from_utf8(commit_message(data))
         .ok()
         .and_then(|m| AuditEntry::from_commit_message(m).ok())

@@ -169,6 +169,10 @@ impl Index {
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Statement journals (a writer's savepoint in a batch) and sorts in
+        // memory: a temporary file per batch cost a file created and
+        // deleted each time.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let mut index = Index { conn };
         index.ensure_schema()?;
         Ok(index)
