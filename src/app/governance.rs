@@ -126,9 +126,7 @@ impl BatchRepo {
     /// The kept repository while it is young enough, else a fresh one.
     fn reuse_or_open(kept: Option<BatchRepo>, settings: &Settings) -> Result<Self, GovError> {
         match kept {
-            Some(r) if r.batches < BATCH_REPO_USES && r.opened.elapsed() < BATCH_REPO_AGE => {
-                Ok(r)
-            }
+            Some(r) if r.batches < BATCH_REPO_USES && r.opened.elapsed() < BATCH_REPO_AGE => Ok(r),
             _ => Self::open(settings),
         }
     }

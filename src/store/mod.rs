@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod entry_check;
 pub(crate) mod fault;
 pub(crate) mod forge;
+pub(crate) mod fork;
 pub(crate) mod git;
 pub(crate) mod index;
 pub(crate) mod keys;

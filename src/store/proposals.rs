@@ -263,7 +263,7 @@ fn branch_changes(
     main: &git2::Commit<'_>,
     branch: &git2::Commit<'_>,
 ) -> Result<Vec<(String, Option<Oid>)>, StoreError> {
-    let fork = repo.find_commit(repo.merge_base(main.id(), branch.id())?)?;
+    let fork = repo.find_commit(super::fork::fork_point(repo, main.id(), branch.id())?)?;
     let (fork_tree, main_tree) = (fork.tree()?, main.tree()?);
     let diff = repo.diff_tree_to_tree(Some(&fork_tree), Some(&branch.tree()?), None)?;
     let mut out = Vec::new();
