@@ -202,23 +202,43 @@ impl Proposal {
     }
 
     /// The path of the proposal's file in the governance repository:
-    /// `proposals/YYYY/MM/<id>.toml` by the month (UTC) it was submitted,
-    /// so no folder on `main` grows without bound.
+    /// `proposals/YYYY/MM/<bucket>/<id>.toml`, by the month (UTC) it was
+    /// submitted and one of 256 buckets (the first two hex digits of the
+    /// SHA-256 of its id), so no folder on `main` grows without bound: a
+    /// month of 50,000 approvals is 256 folders of about 200 files, and an
+    /// approval rewrites trees of that size, not the month's whole list.
     pub fn file_path(&self) -> String {
+        let month = self.month_folder();
+        let bucket = &hex::encode(Sha256::digest(self.proposal_id.as_bytes()))[..2];
+        format!("{month}/{bucket}/{}.toml", self.proposal_id)
+    }
+
+    /// Where the monthly layout without buckets, written by earlier
+    /// versions, holds the file (`proposals/YYYY/MM/<id>.toml`).
+    pub fn monthly_file_path(&self) -> String {
+        format!("{}/{}.toml", self.month_folder(), self.proposal_id)
+    }
+
+    /// `proposals/YYYY/MM` of the month (UTC) the proposal was submitted.
+    fn month_folder(&self) -> String {
         use chrono::Datelike;
         let at = self.submitted_at.0;
-        format!(
-            "proposals/{:04}/{:02}/{}.toml",
-            at.year(),
-            at.month(),
-            self.proposal_id
-        )
+        format!("proposals/{:04}/{:02}", at.year(), at.month())
     }
 
     /// Where repositories written before the monthly layout hold a
     /// proposal's file (`proposals/<id>.toml`).
     pub fn legacy_file_path(id: &str) -> String {
         format!("proposals/{id}.toml")
+    }
+
+    /// Every path gov has filed the proposal's file at, newest layout first.
+    pub fn file_paths(&self) -> [String; 3] {
+        [
+            self.file_path(),
+            self.monthly_file_path(),
+            Self::legacy_file_path(&self.proposal_id),
+        ]
     }
 
     /// Whether the proposal's time to be decided has passed.

@@ -2,9 +2,11 @@
 //!
 //! - Waiting for a person: branch `<prefix><id>` with one commit on top of
 //!   main's tip adding the proposal's file, signed by the server key. The
-//!   file is `proposals/YYYY/MM/<id>.toml` (the month it was submitted), so
-//!   no folder on main grows without bound; repositories written before
-//!   that layout hold `proposals/<id>.toml`, and both are read.
+//!   file is `proposals/YYYY/MM/<bucket>/<id>.toml` (the month it was
+//!   submitted, and one of 256 buckets by the hash of its id), so no folder
+//!   on main grows without bound; repositories written by earlier versions
+//!   hold `proposals/YYYY/MM/<id>.toml` or `proposals/<id>.toml`, and all
+//!   three are read.
 //! - Auto-approved: nothing in Git but its signed audit entry, which holds
 //!   the whole proposal and its decision. `main` moves only through review.
 //! - Approved: a merge commit on main (parents: main's tip, the proposal
@@ -157,15 +159,15 @@ pub fn write_pending_on(
     Ok(commit)
 }
 
-/// Where the submitted proposal commit holds `p`'s file: the monthly layout,
-/// else the flat one of older repositories.
+/// Where the submitted proposal commit holds `p`'s file: the current
+/// layout, else one of older repositories (see `Proposal::file_paths`).
 pub fn file_in_commit(
     repo: &Repository,
     commit: Oid,
     p: &Proposal,
 ) -> Result<Option<(String, Oid)>, StoreError> {
     let tree = repo.find_commit(commit)?.tree()?;
-    for path in [p.file_path(), Proposal::legacy_file_path(&p.proposal_id)] {
+    for path in p.file_paths() {
         if let Ok(entry) = tree.get_path(std::path::Path::new(&path)) {
             return Ok(Some((path, entry.id())));
         }
@@ -358,10 +360,12 @@ mod tests {
         }))
     }
 
-    /// A proposal filed at the flat path by an older gov is still checked
-    /// and merged at that path; a new one goes under its month.
+    /// A proposal filed at the flat or the unbucketed monthly path by an
+    /// older gov is still checked and merged at that path; a new one goes
+    /// into its bucket of its month.
     #[test]
-    fn old_flat_and_new_monthly_layouts() -> Result<(), Box<dyn std::error::Error>> {
+    fn older_layouts_are_read_and_new_files_go_to_a_bucket_of_their_month(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let repo = init_repo(dir.path(), "main")?;
         let key = SigningKey::generate("t")?;
@@ -377,7 +381,25 @@ mod tests {
             "one",
         )?;
         let p = sample()?;
-        assert_eq!(p.file_path(), "proposals/2026/11/p-1.toml");
+        assert_eq!(p.file_path(), "proposals/2026/11/1d/p-1.toml");
+        let monthly = vec![(p.monthly_file_path(), p.to_file().into_bytes())];
+        let filed_monthly = commit_files(
+            &repo,
+            &key,
+            &who,
+            "refs/heads/monthly",
+            Some(base),
+            &monthly,
+            "monthly",
+        )?;
+        assert_eq!(
+            file_in_commit(&repo, filed_monthly, &p)?.map(|(path, _)| path),
+            Some("proposals/2026/11/p-1.toml".to_string())
+        );
+        assert_eq!(
+            check_untampered(&repo, &Staged::default(), "monthly", filed_monthly, &p)?,
+            None
+        );
         let old = vec![(Proposal::legacy_file_path("p-1"), p.to_file().into_bytes())];
         let legacy = commit_files(&repo, &key, &who, "refs/heads/old", Some(base), &old, "old")?;
         let staged = Staged::default();
@@ -405,7 +427,7 @@ mod tests {
         staged.flush(&repo, "test")?;
         assert_eq!(
             file_in_commit(&repo, filed, &p)?.map(|(path, _)| path),
-            Some("proposals/2026/11/p-1.toml".to_string())
+            Some("proposals/2026/11/1d/p-1.toml".to_string())
         );
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, filed);
         Ok(())

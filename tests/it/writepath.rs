@@ -10,6 +10,7 @@ use gov::app::service::Service;
 use gov::domain::audit::Actor;
 use gov::domain::proposal::Verdict;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
@@ -266,7 +267,10 @@ fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> Test
         .as_str()
         .ok_or("no submitted_at")?
         .parse()?;
-    let path = format!("proposals/{}/{id}.toml", submitted.format("%Y/%m"));
+    // The month it was submitted, and its bucket: the first two hex digits
+    // of the SHA-256 of its id.
+    let bucket = format!("{:02x}", sha2::Sha256::digest(id.as_bytes())[0]);
+    let path = format!("proposals/{}/{bucket}/{id}.toml", submitted.format("%Y/%m"));
     assert!(
         merge.tree()?.get_path(std::path::Path::new(&path)).is_ok(),
         "{path}"
