@@ -40,31 +40,27 @@ fn kept() -> &'static Mutex<HashMap<Oid, Node>> {
     KEPT.get_or_init(Mutex::default)
 }
 
-/// A commit's time and parents, from memory or read once.
-fn node(repo: &Repository, oid: Oid) -> Result<(i64, Box<[Oid]>), StoreError> {
-    if let Some(n) = kept()
-        .lock()
-        .ok()
-        .and_then(|k| k.get(&oid).map(|n| (n.time, n.parents.clone())))
-    {
-        return Ok(n);
-    }
-    let commit = repo.find_commit(oid)?;
-    let time = commit.time().seconds();
-    let parents: Box<[Oid]> = commit.parent_ids().collect();
-    if let Ok(mut k) = kept().lock() {
-        if k.len() >= MAX_KEPT {
-            k.clear();
+/// A commit's time and parents, from `kept` or read once into it.
+fn node<'k>(
+    kept: &'k mut HashMap<Oid, Node>,
+    repo: &Repository,
+    oid: Oid,
+) -> Result<&'k Node, StoreError> {
+    if !kept.contains_key(&oid) {
+        let commit = repo.find_commit(oid)?;
+        if kept.len() >= MAX_KEPT {
+            kept.clear();
         }
-        k.insert(
+        kept.insert(
             oid,
             Node {
-                time,
-                parents: parents.clone(),
+                time: commit.time().seconds(),
+                parents: commit.parent_ids().collect(),
             },
         );
     }
-    Ok((time, parents))
+    kept.get(&oid)
+        .ok_or_else(|| git2::Error::from_str("a commit kept in memory is gone").into())
 }
 
 /// The merge base of `main` and `submitted`, as `git merge-base` gives it.
@@ -80,14 +76,20 @@ pub fn fork_point(repo: &Repository, main: Oid, submitted: Oid) -> Result<Oid, S
 /// (every common ancestor is an ancestor of it). `None`: another shape,
 /// or a walk too long.
 fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid>, StoreError> {
-    let (submitted_time, parents) = node(repo, submitted)?;
-    let [parent] = *parents else {
-        return Ok(None);
+    let mut guard = match kept().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let kept = &mut *guard;
+    let submitted_node = node(kept, repo, submitted)?;
+    let (submitted_time, parent) = match *submitted_node.parents {
+        [parent] => (submitted_node.time, parent),
+        _ => return Ok(None),
     };
     if parent == main {
         return Ok(Some(parent));
     }
-    let (parent_time, _) = node(repo, parent)?;
+    let parent_time = node(kept, repo, parent)?.time;
     // Neither commit looked for is older than this (give or take the
     // clocks): older commits' parents need no walking.
     let horizon = parent_time.min(submitted_time) - CLOCK_SLACK_SECONDS;
@@ -109,9 +111,9 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
         if seen.len() > MAX_WALK {
             return Ok(None);
         }
-        let (time, parents) = node(repo, c)?;
-        if time >= horizon {
-            todo.extend(parents.iter().copied());
+        let n = node(kept, repo, c)?;
+        if n.time >= horizon {
+            todo.extend(n.parents.iter().copied());
         }
     }
     Ok(holds_parent.then_some(parent))

@@ -475,8 +475,8 @@ impl Staged {
             .filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf))
             .collect();
         sync_all_at_once(&files, &dirs)?;
-        for (branch, path, content) in &self.checkouts {
-            crate::store::proposals::sync_worktree(repo, branch, path, content);
+        if !self.checkouts.is_empty() {
+            crate::store::proposals::sync_worktree(repo, &self.checkouts);
         }
         Ok(())
     }

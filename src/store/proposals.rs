@@ -314,11 +314,12 @@ pub fn rename_branch(
     staged.set(repo, &from, None, Some(oid))
 }
 
-/// When main is checked out, puts an approved proposal's file into the
-/// working tree and the Git index too, so that `git status` stays clean.
-/// Only approvals (a person's pace) do this; best effort: the commit on
-/// main is what counts.
-pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u8]) {
+/// When a branch is checked out, puts the files approvals added to it
+/// (`(branch ref, path, content)`) into the working tree and the Git index
+/// too, so that `git status` stays clean. Only approvals (a person's pace)
+/// do this, once per batch: the Git index holds every file of the
+/// checkout and is written whole. Best effort: the commit is what counts.
+pub fn sync_worktree(repo: &Repository, files: &[(String, String, Vec<u8>)]) {
     let Some(workdir) = repo.workdir() else {
         return;
     };
@@ -326,20 +327,26 @@ pub fn sync_worktree(repo: &Repository, main_ref: &str, path: &str, content: &[u
         .find_reference("HEAD")
         .ok()
         .and_then(|h| h.symbolic_target().map(str::to_string));
-    if head.as_deref() != Some(main_ref) {
+    let Some(head) = head else {
         return;
-    }
-    let file = workdir.join(path);
-    if let Some(dir) = file.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if std::fs::write(&file, content).is_err() {
+    };
+    let Ok(mut index) = repo.index() else {
         return;
-    }
-    if let Ok(mut index) = repo.index() {
-        if index.add_path(std::path::Path::new(path)).is_ok() {
-            let _ = index.write();
+    };
+    let mut added = false;
+    for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
+        let file = workdir.join(path);
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
         }
+        if std::fs::write(&file, content).is_ok()
+            && index.add_path(std::path::Path::new(path)).is_ok()
+        {
+            added = true;
+        }
+    }
+    if added {
+        let _ = index.write();
     }
 }
 
