@@ -284,6 +284,61 @@ fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> Test
     Ok(())
 }
 
+/// Approvals made at once (so that batches carry several) each put their
+/// file into the checked-out `main`'s working tree and Git index: stock
+/// `git status` stays clean.
+#[test]
+fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let ids = (0..6)
+        .map(|_| -> TestResult<String> {
+            let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+            assert_eq!(r.body["status"], "pending", "{:?}", r.body);
+            Ok(r.text("proposal_id"))
+        })
+        .collect::<TestResult<Vec<_>>>()?;
+    let start = Barrier::new(ids.len());
+    std::thread::scope(|scope| -> TestResult {
+        let approvals: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (s, start) = (&s, &start);
+                scope.spawn(move || -> Result<u16, String> {
+                    start.wait();
+                    let d = s
+                        .post(
+                            &format!("/proposals/{id}/decision"),
+                            Some(&s.operator),
+                            &json!({"decision": "approve"}),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    Ok(d.status)
+                })
+            })
+            .collect();
+        for a in approvals {
+            assert_eq!(a.join().map_err(|_| "an approval panicked")??, 200);
+        }
+        Ok(())
+    })?;
+    let o = s.repo.git(&["status", "--porcelain"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "git status is not clean"
+    );
+    let o = s.repo.git(&["ls-files", "proposals"])?;
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    for id in &ids {
+        assert!(
+            listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))),
+            "{id} is not in the checkout's index: {listed}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn maintenance_while_writers_run_loses_nothing() -> TestResult {
     let (repo, svc) = service()?;
