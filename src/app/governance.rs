@@ -102,7 +102,8 @@ struct Batch {
 /// batches or [`BATCH_REPO_AGE`], whichever comes first, and after a
 /// failed flush: that bounds what it holds on to, the objects of earlier
 /// batches still in its memory backend and the packs maintenance has
-/// deleted since (libgit2 keeps every pack it opened mapped).
+/// deleted since (libgit2 keeps every pack it opened mapped), and how many
+/// packs each new object is looked for in (every batch adds one).
 struct BatchRepo {
     repo: Repository,
     opened: std::time::Instant,
@@ -110,7 +111,7 @@ struct BatchRepo {
 }
 
 /// See [`BatchRepo`].
-const BATCH_REPO_USES: u32 = 32;
+const BATCH_REPO_USES: u32 = 8;
 /// See [`BatchRepo`].
 const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
