@@ -808,9 +808,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_table_is_compared_by_its_rows_and_how_often_each_comes(
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    /// A connection with an empty `fresh` database attached (kept in the
+    /// returned folder).
+    fn attached() -> Result<(tempfile::TempDir, Connection), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let conn = Connection::open_in_memory()?;
         let fresh = dir.path().join("fresh.db");
@@ -818,6 +818,13 @@ mod tests {
             "ATTACH DATABASE ?1 AS fresh",
             [fresh.to_string_lossy().as_ref()],
         )?;
+        Ok((dir, conn))
+    }
+
+    #[test]
+    fn a_table_is_compared_by_its_rows_and_how_often_each_comes(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, conn) = attached()?;
         conn.execute_batch(
             "CREATE TABLE main.t (a, b); CREATE TABLE fresh.t (a, b);
              INSERT INTO main.t VALUES (1, 'x'), (1, 'x'), (2, 'y');
@@ -849,13 +856,7 @@ mod tests {
     #[test]
     fn a_table_with_a_key_is_compared_row_by_row_through_its_key(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let conn = Connection::open_in_memory()?;
-        let fresh = dir.path().join("fresh.db");
-        conn.execute(
-            "ATTACH DATABASE ?1 AS fresh",
-            [fresh.to_string_lossy().as_ref()],
-        )?;
+        let (_dir, conn) = attached()?;
         conn.execute_batch(
             "CREATE TABLE main.k (id TEXT PRIMARY KEY, n INTEGER, note TEXT);
              CREATE TABLE fresh.k (id TEXT PRIMARY KEY, n INTEGER, note TEXT);
