@@ -247,6 +247,7 @@ fn read_commit(
         });
     }
     let signature = signature_in(signers, object.data());
+    // The commit as libgit2 reads it: up to the first NUL byte.
     let data = object.data();
     let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
     let entry = std::str::from_utf8(commit_message(data))
