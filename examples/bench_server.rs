@@ -270,10 +270,21 @@ fn start_child(root: &std::path::Path, server_bin: Option<&std::path::Path>) -> 
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The anonymous part of a process's RSS (heap and stacks, not the mapped
+/// pack files and binary, which the kernel can drop and read again).
+fn anon_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "RssAnon:")
+}
+
+/// A field of `/proc/<pid>/status` given in kB, in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -711,10 +722,12 @@ fn main() -> BoxResult {
         }
     }
     let mut soak_rss = Vec::new();
+    let mut soak_anon = Vec::new();
     if o.soak > 0 {
         let step = o.soak.div_ceil(10);
         let mut left = o.soak;
         soak_rss.push((written, pid.and_then(rss_mib)));
+        soak_anon.push((written, pid.and_then(anon_mib)));
         while left > 0 && Instant::now() < deadline {
             let k = step.min(left);
             let r = run_phase(
@@ -730,6 +743,7 @@ fn main() -> BoxResult {
             written += r.ok;
             left -= k;
             soak_rss.push((written, pid.and_then(rss_mib)));
+            soak_anon.push((written, pid.and_then(anon_mib)));
         }
     }
     let final_rss = pid.and_then(rss_mib);
@@ -829,15 +843,15 @@ fn main() -> BoxResult {
         }
     }
     if !soak_rss.is_empty() {
-        println!();
-        println!(
-            "soak RSS (entries: MiB): {}",
-            soak_rss
-                .iter()
+        let samples = |v: &[(usize, Option<f64>)]| {
+            v.iter()
                 .map(|(n, m)| format!("{n}: {}", m.map_or("-".into(), |m| format!("{m:.1}"))))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        };
+        println!();
+        println!("soak RSS (entries: MiB): {}", samples(&soak_rss));
+        println!("soak anonymous RSS (entries: MiB): {}", samples(&soak_anon));
     }
     if !hook_figures.is_null() {
         println!();
@@ -859,6 +873,7 @@ fn main() -> BoxResult {
         "clients": o.clients,
         "phases": results,
         "soak_rss_mib": soak_rss,
+        "soak_anon_mib": soak_anon,
         "final_rss_mib": final_rss,
         "hook": hook_figures,
         "startup_ms": startup_ms,
