@@ -102,7 +102,11 @@ pub fn run(
     // chain lock first makes writers wait a moment instead of failing.
     {
         let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
-        report.loose_refs_packed = pack_refs(repo, &[audit_ref], &[proposal_refs])?;
+        let at_least = match pass {
+            Pass::Background => background_refs_threshold(repo.path()),
+            Pass::ByHand => 1,
+        };
+        report.loose_refs_packed = pack_refs(repo, &[audit_ref], &[proposal_refs], at_least)?;
     }
     // The chain is its own log: its reflog would grow by a line per batch.
     let _ = repo.reflog_delete(audit_ref);
@@ -243,23 +247,35 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
     Ok(())
 }
 
+/// How many loose refs the background pass waits for before it packs
+/// them: an eighth of what `packed-refs` already holds (about 64 bytes a
+/// ref), and at least 64. Packing rewrites the whole file, and the
+/// rejected and expired proposals' branches make it grow with history;
+/// waiting for a share of its size keeps the cost per ref constant.
+fn background_refs_threshold(git_dir: &std::path::Path) -> usize {
+    let packed = fs::metadata(git_dir.join("packed-refs")).map_or(0, |m| m.len() as usize);
+    (packed / 64 / 8).max(64)
+}
+
 /// Moves every loose ref under `refs/` into `packed-refs` (as `git
-/// pack-refs --all` does): the new `packed-refs` is written under its lock
-/// and flushed, then each loose ref is removed under its own lock if it
-/// still holds the packed value. Refs in `skip`, or whose names start with
-/// one of `skip_prefixes` (moved by every write,
-/// such as the audit ref) stay loose. Returns how many were removed.
+/// pack-refs --all` does) once there are at least `at_least` of them: the
+/// new `packed-refs` is written under its lock and flushed, then each loose
+/// ref is removed under its own lock if it still holds the packed value.
+/// Refs in `skip`, or whose names start with one of `skip_prefixes` (moved
+/// by every write, such as the audit ref) stay loose. Returns how many
+/// were removed.
 pub fn pack_refs(
     repo: &Repository,
     skip: &[&str],
     skip_prefixes: &[&str],
+    at_least: usize,
 ) -> Result<usize, StoreError> {
     let git_dir = repo.path();
     let mut loose = loose_refs(git_dir)?;
     loose.retain(|(name, _)| {
         !skip.contains(&name.as_str()) && !skip_prefixes.iter().any(|p| name.starts_with(p))
     });
-    if loose.is_empty() {
+    if loose.is_empty() || loose.len() < at_least {
         return Ok(0);
     }
     let packed_path = git_dir.join("packed-refs");
@@ -416,4 +432,48 @@ fn usage(dir: &Path) -> (usize, u64) {
         }
     }
     (files, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The background pass packs refs only once enough have piled up loose;
+    /// by hand, any.
+    #[test]
+    fn loose_refs_are_packed_once_there_are_enough() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let tree = repo.treebuilder(None)?.write()?;
+        let sig = git2::Signature::now("t", "t@example.org")?;
+        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        for i in 0..3 {
+            repo.reference(&format!("refs/heads/gov/rejected/p-{i}"), commit, false, "")?;
+        }
+        repo.reference("refs/heads/gov/proposal/waiting", commit, false, "")?;
+        let loose =
+            |repo: &Repository| -> Result<usize, StoreError> { Ok(loose_refs(repo.path())?.len()) };
+        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 4)?, 0);
+        assert_eq!(loose(&repo)?, 4, "fewer than asked for: left loose");
+        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 3)?, 3);
+        assert_eq!(
+            loose(&repo)?,
+            1,
+            "the pending proposal's branch stays loose"
+        );
+        for i in 0..3 {
+            assert_eq!(
+                repo.refname_to_id(&format!("refs/heads/gov/rejected/p-{i}"))?,
+                commit
+            );
+        }
+        // An eighth of what packed-refs holds (about 64 bytes a ref), at
+        // least 64.
+        assert_eq!(background_refs_threshold(repo.path()), 64);
+        fs::write(repo.path().join("packed-refs"), vec![b'#'; 64 * 8 * 100])?;
+        assert_eq!(background_refs_threshold(repo.path()), 100);
+        Ok(())
+    }
 }
