@@ -249,12 +249,13 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
 
 /// How many loose refs the background pass waits for before it packs
 /// them: an eighth of what `packed-refs` already holds (about 64 bytes a
-/// ref), and at least 64. Packing rewrites the whole file, and the
-/// rejected and expired proposals' branches make it grow with history;
-/// waiting for a share of its size keeps the cost per ref constant.
+/// ref), at least 64 and at most 4,096. Packing rewrites the whole file,
+/// and the rejected and expired proposals' branches make it grow with
+/// history: waiting for a share of its size keeps the cost per ref
+/// constant, and the cap keeps the count of loose ref files bounded.
 fn background_refs_threshold(git_dir: &std::path::Path) -> usize {
     let packed = fs::metadata(git_dir.join("packed-refs")).map_or(0, |m| m.len() as usize);
-    (packed / 64 / 8).max(64)
+    (packed / 64 / 8).clamp(64, 4_096)
 }
 
 /// Moves every loose ref under `refs/` into `packed-refs` (as `git
@@ -470,10 +471,12 @@ mod tests {
             );
         }
         // An eighth of what packed-refs holds (about 64 bytes a ref), at
-        // least 64.
+        // least 64, at most 4,096.
         assert_eq!(background_refs_threshold(repo.path()), 64);
         fs::write(repo.path().join("packed-refs"), vec![b'#'; 64 * 8 * 100])?;
         assert_eq!(background_refs_threshold(repo.path()), 100);
+        fs::write(repo.path().join("packed-refs"), vec![b'#'; 64 * 8 * 10_000])?;
+        assert_eq!(background_refs_threshold(repo.path()), 4_096);
         Ok(())
     }
 }
