@@ -456,12 +456,7 @@ fn server_with_decisions() -> TestResult<crate::support::server::TestServer> {
     let mut auto = proposal("noop", "research_only");
     auto["requires_approval"] = serde_json::json!(false);
     assert_eq!(s.post("/proposals", Some(&tok), &auto)?.status, 200);
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.submit_pending(&tok)?;
     let id = r.text("proposal_id");
     let d = s.post(
         &format!("/proposals/{id}/decision"),

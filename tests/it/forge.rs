@@ -16,7 +16,7 @@ use crate::remote::{
 use crate::support::git_http::{GitHttp, PASSWORD, USER};
 use crate::support::github::GitHub;
 use crate::support::repo::{TestRepo, TestResult};
-use crate::support::server::{add_policies_and_agents, proposal, TestServer};
+use crate::support::server::{add_policies_and_agents, TestServer};
 use crate::support::sshd::Sshd;
 
 /// Runs `gov --repo ROOT ARGS…` with `envs` set.
@@ -46,12 +46,7 @@ fn repo_with_remote(more: &str) -> TestResult<TestRepo> {
 /// Submits a proposal that needs a person through the server's API.
 fn submit_over_api(s: &TestServer) -> TestResult<String> {
     let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.submit_pending(&tok)?;
     Ok(r.text("proposal_id"))
 }
 

@@ -415,12 +415,7 @@ fn the_webhook_syncs_only_when_signed() -> TestResult {
     let s = TestServer::start_with(|st| st.remote = Some("origin".into()))?;
     let forge = Forge::new(s.repo.root())?;
     let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.submit_pending(&tok)?;
     let id = r.text("proposal_id");
     let secret = secret(&s)?;
     let body = r#"{"ref":"refs/heads/main"}"#;

@@ -72,12 +72,7 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
 fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     let mut s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200);
+    let r = s.submit_pending(&tok)?;
     let id = r.text("proposal_id");
     s.stop();
     // The default port is 8005; make sure the CLI does not find a server

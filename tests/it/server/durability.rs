@@ -110,12 +110,7 @@ fn the_last_good_set_decides(s: &TestServer, before: &Value) -> TestResult {
         st.body
     );
     let tok = s.agent_token("noop")?;
-    let r = s.post(
-        "/proposals",
-        Some(&tok),
-        &proposal("noop", "publish_content"),
-    )?;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.submit_pending(&tok)?;
     assert_eq!(&r.body["policy_version"], before);
     Ok(())
 }

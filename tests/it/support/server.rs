@@ -318,6 +318,18 @@ impl TestServer {
         self.send("POST", path, token, Some(body), &[])
     }
 
+    /// Submits a `publish_content` proposal of `noop` (one that waits for a
+    /// person) with agent token `token`; the reply must be 200.
+    pub fn submit_pending(&self, token: &str) -> TestResult<Reply> {
+        let r = self.post(
+            "/proposals",
+            Some(token),
+            &proposal("noop", "publish_content"),
+        )?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        Ok(r)
+    }
+
     /// Mints an agent token with the operator's token.
     pub fn agent_token(&self, agent: &str) -> TestResult<String> {
         let r = self.post(
