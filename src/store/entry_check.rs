@@ -89,7 +89,7 @@ pub fn signature_status(
     };
     let checked = match odb.read(commit) {
         Ok(object) if object.kind() == git2::ObjectType::Commit => {
-            signature_in(signers, object.data())
+            signature_in(signers, as_libgit2_reads(object.data()))
         }
         Ok(_) => SignatureCheck::Bad("cannot read the signature: not a commit".into()),
         Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
@@ -97,10 +97,14 @@ pub fn signature_status(
     checked
 }
 
-/// The signature of the raw commit `data`, checked against `signers`.
+/// A raw commit as libgit2 reads it: up to the first NUL byte.
+fn as_libgit2_reads(data: &[u8]) -> &[u8] {
+    &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())]
+}
+
+/// The signature of the raw commit `data` (as libgit2 reads it), checked
+/// against `signers`.
 fn signature_in(signers: &AllowedSigners, data: &[u8]) -> SignatureCheck {
-    // What libgit2 reads of a commit stops at the first NUL byte.
-    let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
     match split_signature(data) {
         Ok(Some((sig, signed))) => match std::str::from_utf8(&sig) {
             Ok(s) => signers.check(s, &signed),
@@ -246,10 +250,8 @@ fn read_commit(
             reason: "the object is not a commit".into(),
         });
     }
-    let signature = signature_in(signers, object.data());
-    // The commit as libgit2 reads it: up to the first NUL byte.
-    let data = object.data();
-    let data = &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())];
+    let data = as_libgit2_reads(object.data());
+    let signature = signature_in(signers, data);
     let entry = std::str::from_utf8(commit_message(data))
         .ok()
         .and_then(|m| AuditEntry::from_commit_message(m).ok())
