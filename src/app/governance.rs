@@ -67,6 +67,11 @@ impl GovError {
     }
 }
 
+/// See [`Governance::keep_spare_files`]; dropping it stops making files.
+pub struct SpareFiles(
+    #[allow(dead_code, reason = "held for its drop")] crate::store::spare::Filler,
+);
+
 /// At most this many writers share one flush.
 const MAX_BATCH: usize = 256;
 
@@ -598,7 +603,7 @@ impl Governance {
     ) -> Result<(), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         let started = std::time::Instant::now();
-        if let Err(e) = staged.flush(repo, "gov: batch") {
+        if let Err(e) = staged.flush(repo) {
             self.repair_due.store(true, Ordering::SeqCst);
             w.index.rollback_batch();
             return Err((why(&e), e.is_storage_full()));
@@ -712,6 +717,17 @@ impl Governance {
             self.stats.0.load(Ordering::Relaxed),
             self.stats.1.load(Ordering::Relaxed),
         )
+    }
+
+    /// Keeps empty files ready for this repository's writers in this
+    /// process while the returned guard lives, so that a batch's flush
+    /// renames files into place instead of creating them (see
+    /// `store::spare`). Without it writers create their files themselves.
+    pub fn keep_spare_files(&self) -> Result<SpareFiles, GovError> {
+        let repo = open_repo(&self.settings)?;
+        crate::store::spare::Filler::start(repo.path())
+            .map(SpareFiles)
+            .map_err(|e| StoreError::io("make spare files in", repo.path(), e).into())
     }
 
     /// Whether a maintenance pass is due: packs or loose objects piling up.

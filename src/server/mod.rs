@@ -281,6 +281,14 @@ pub async fn serve(
     state.set_port(port);
     let header_timeout = state.svc.settings().header_read_timeout;
     let maintenance = tokio::spawn(maintain_in_background(state.svc.clone()));
+    // Files for the writers' flushes, made ahead on a thread of their own.
+    let spare_files = match state.svc.governance().keep_spare_files() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no spare files: writers create their own");
+            None
+        }
+    };
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -317,6 +325,7 @@ pub async fn serve(
     {
         tracing::warn!("requests still in flight at shutdown were dropped");
     }
+    drop(spare_files);
     Ok(())
 }
 

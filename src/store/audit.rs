@@ -106,7 +106,7 @@ pub fn append(
         entries,
         now,
     )?;
-    staged.flush(repo, "gov audit: append")?;
+    staged.flush(repo)?;
     Ok(written)
 }
 

@@ -390,31 +390,35 @@ impl Staged {
         Ok(())
     }
 
-    /// Makes the batch durable: its objects in one pack (pack, index and
-    /// folder flushed), then every ref moved, each checked against the
-    /// value it had when first staged (a concurrent `git` command is
-    /// detected, never overwritten), then the ref files and their folders
-    /// flushed. Objects first: a crash in between leaves unreachable
-    /// objects, never a ref to a missing one. The record ref (the audit
-    /// chain) moves after all the others: a crash or a failure in between
-    /// leaves Git changes that no entry records, which the next writer
-    /// repairs (`app::orphans`), never an entry whose Git change is missing.
-    pub fn flush(self, repo: &Repository, log: &str) -> Result<(), StoreError> {
-        if !self.objects.is_empty() {
-            write_pack(repo, &self.objects)?;
-        }
+    /// Makes the batch durable, in three steps each flushed before the
+    /// next: its objects in one pack (with the new ref values, still in
+    /// their lock files), then every other ref moved, then the record ref
+    /// (the audit chain). Each ref is locked first and checked against the
+    /// value it had when first staged: a concurrent `git` command is
+    /// detected, never overwritten. No reflog is written: the chain records
+    /// every move.
+    pub fn flush(self, repo: &Repository) -> Result<(), StoreError> {
         let moves: Vec<(&String, &Option<Oid>)> = self
             .now
             .iter()
             .filter(|(name, new)| self.base.get(*name) != Some(*new))
             .collect();
         if moves.is_empty() {
+            if !self.objects.is_empty() {
+                write_pack(repo, &self.objects, &[])?;
+            }
             return Ok(());
         }
         let git_dir = repo.path();
+        let is_record = |name: &str| self.record.as_deref() == Some(name);
         // Folders that a new ref creates must be flushed in their parent.
-        let mut dirs = BTreeSet::new();
+        let mut change_dirs = BTreeSet::new();
+        let mut record_dirs = BTreeSet::new();
         for (name, _) in &moves {
+            let dirs = match is_record(name) {
+                true => &mut record_dirs,
+                false => &mut change_dirs,
+            };
             let mut dir = git_dir.join(name.as_str());
             while let Some(parent) = dir.parent().map(Path::to_path_buf) {
                 dirs.insert(parent.clone());
@@ -424,17 +428,16 @@ impl Staged {
                 dir = parent;
             }
         }
-        let who = Signature::now("gov", "gov@gov")?;
-        // Two transactions, every lock taken before either commits: the
-        // Git changes, then the record.
-        let mut changes = repo.transaction()?;
-        let mut record = repo.transaction()?;
-        for (name, _) in &moves {
-            let tx = match self.record.as_deref() == Some(name.as_str()) {
-                true => &mut record,
-                false => &mut changes,
-            };
-            lock_ref_patiently(tx, name)?;
+        // Every lock taken before anything moves: a moved ref gets a lock
+        // file of its own holding the new value (see `RefLock`), a deleted
+        // one is locked through libgit2, which also rewrites `packed-refs`.
+        let mut locks: Vec<(&String, RefLock)> = Vec::new();
+        let mut removals = repo.transaction()?;
+        for (name, new) in &moves {
+            match new {
+                Some(oid) => locks.push((name, RefLock::acquire(git_dir, name, *oid)?)),
+                None => lock_ref_patiently(&mut removals, name)?,
+            }
         }
         for (name, new) in &moves {
             let expected = self.base.get(*name).copied().flatten();
@@ -442,43 +445,133 @@ impl Staged {
             if found != expected {
                 return Err(ref_moved(name, expected, found));
             }
-            let tx = match self.record.as_deref() == Some(name.as_str()) {
-                true => &mut record,
-                false => &mut changes,
-            };
-            match new {
-                Some(oid) => tx.set_target(name, *oid, Some(&who), log)?,
-                None => tx.remove(name)?,
+            if new.is_none() {
+                removals.remove(name)?;
             }
         }
-        changes.commit()?;
-        let git_changes = moves
-            .iter()
-            .any(|(name, _)| self.record.as_deref() != Some(name.as_str()));
-        if git_changes
-            && crate::store::fault::fire(repo.path(), crate::store::fault::Fault::AfterGitRefs)
-        {
-            return Err(
-                git2::Error::from_str("injected fault: the audit ref was not moved").into(),
-            );
+        // Objects first, flushed together with the new ref values (still
+        // in their lock files, which nothing reads): a crash after this
+        // leaves unreachable objects, never a ref to a missing one.
+        let lock_files: Vec<PathBuf> = locks.iter().map(|(_, l)| l.lock_path()).collect();
+        if self.objects.is_empty() {
+            sync_all_at_once(&lock_files, &BTreeSet::new())?;
+        } else {
+            write_pack(repo, &self.objects, &lock_files)?;
         }
-        record.commit()?;
-        let files: Vec<PathBuf> = moves
-            .iter()
-            .filter(|(_, new)| new.is_some())
-            .map(|(name, _)| git_dir.join(name.as_str()))
-            .collect();
+        // Then the Git changes, flushed before the record (the audit
+        // chain) moves: a crash or a failure in between leaves Git changes
+        // that no entry records, which the next writer repairs
+        // (`app::orphans`), never an entry whose Git change is missing.
+        let mut record_lock = None;
+        for (name, lock) in locks {
+            match is_record(name) {
+                true => record_lock = Some(lock),
+                false => lock.commit()?,
+            }
+        }
+        removals.commit()?;
         // Deleting a ref may remove its emptied folders: flush the nearest
         // folder still there instead.
-        let dirs: BTreeSet<PathBuf> = dirs
-            .into_iter()
-            .filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf))
-            .collect();
-        sync_all_at_once(&files, &dirs)?;
+        let existing = |dirs: BTreeSet<PathBuf>| -> BTreeSet<PathBuf> {
+            dirs.into_iter()
+                .filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf))
+                .collect()
+        };
+        let git_changes = moves.iter().any(|(name, _)| !is_record(name));
+        if git_changes {
+            sync_all_at_once(&[], &existing(change_dirs))?;
+            if crate::store::fault::fire(git_dir, crate::store::fault::Fault::AfterGitRefs) {
+                return Err(
+                    git2::Error::from_str("injected fault: the audit ref was not moved").into(),
+                );
+            }
+        }
+        if let Some(lock) = record_lock {
+            lock.commit()?;
+        }
+        sync_all_at_once(&[], &existing(record_dirs))?;
         if !self.checkouts.is_empty() {
             crate::store::proposals::sync_worktree(repo, &self.checkouts);
         }
         Ok(())
+    }
+}
+
+/// A ref being moved the way git moves a loose ref: its lock file
+/// `<ref>.lock` is created (exclusively: a `git` command holding it makes
+/// us wait a little, then fail), the new value is written into it, and
+/// [`RefLock::commit`] renames it over the ref. The caller flushes the lock
+/// file before the commit and the folder after it, so the ref on disk is
+/// never empty or half-written, even after a power cut. Dropped without a
+/// commit, the lock file is removed and the ref is untouched. The lock
+/// file is a spare file when one is ready (`store::spare`).
+pub struct RefLock {
+    lock: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl RefLock {
+    /// Takes `refname`'s lock in `git_dir` and writes `value` into it
+    /// (not yet flushed).
+    pub fn acquire(git_dir: &Path, refname: &str, value: Oid) -> Result<RefLock, StoreError> {
+        use std::io::Write;
+        let target = git_dir.join(refname);
+        let lock = git_dir.join(format!("{refname}.lock"));
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+        }
+        let mut tries = 0;
+        let mut file = loop {
+            match crate::store::spare::create_new(git_dir, &lock) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(git2::Error::new(
+                        ErrorCode::Locked,
+                        git2::ErrorClass::Reference,
+                        format!(
+                            "the ref `{refname}` is locked by another process (`{}` exists)",
+                            lock.display()
+                        ),
+                    )
+                    .into())
+                }
+                Err(e) => return Err(StoreError::io("lock", &lock, e)),
+            }
+        };
+        let held = RefLock {
+            lock,
+            target,
+            committed: false,
+        };
+        file.write_all(format!("{value}\n").as_bytes())
+            .map_err(|e| StoreError::io("write", &held.lock, e))?;
+        Ok(held)
+    }
+
+    /// The lock file, to flush before [`RefLock::commit`].
+    pub fn lock_path(&self) -> PathBuf {
+        self.lock.clone()
+    }
+
+    /// Renames the lock file over the ref.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        std::fs::rename(&self.lock, &self.target)
+            .map_err(|e| StoreError::io("move the ref", &self.target, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for RefLock {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.lock);
+        }
     }
 }
 
@@ -570,10 +663,15 @@ pub fn pack_dir(repo: &Repository) -> PathBuf {
 
 /// Writes `objects` (which must be in the object database) as one new pack
 /// with its index (written by gov itself, without deltas: see
-/// `store::pack`), flushes both and the folder, then removes the loose
-/// copies (now redundant). Returns the pack's path.
-pub fn write_pack(repo: &Repository, objects: &[Oid]) -> Result<PathBuf, StoreError> {
-    let pack = crate::store::pack::write_objects(repo, &pack_dir(repo), objects)?;
+/// `store::pack`), flushes both (and `also_flush`, at the same time) and
+/// the folder, then removes the loose copies (now redundant). Returns the
+/// pack's path.
+pub fn write_pack(
+    repo: &Repository,
+    objects: &[Oid],
+    also_flush: &[PathBuf],
+) -> Result<PathBuf, StoreError> {
+    let pack = crate::store::pack::write_objects(repo, &pack_dir(repo), objects, also_flush)?;
     remove_loose(repo, objects);
     Ok(pack)
 }
@@ -687,7 +785,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_handle_writes_no_reflog_and_packs_without_deltas(
+    fn a_flush_writes_no_reflog_and_a_batch_handle_packs_without_deltas(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let repo = init_repo(dir.path(), "main")?;
@@ -695,19 +793,21 @@ mod tests {
         let who = Signature::now("t", "t@gov")?;
         let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
         let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
-        // A plain handle logs a new branch under refs/heads/ ...
+        // A flush writes no reflog (the chain records every move), from a
+        // plain handle ...
         let mut staged = Staged::default();
         staged.set(&repo, "refs/heads/gov/plain", Some(c1), None)?;
-        staged.flush(&repo, "test")?;
-        assert!(repo.path().join("logs/refs/heads/gov/plain").exists());
-        // ... a batch's handle does not, twice (the second time the
-        // settings file is already there).
+        staged.flush(&repo)?;
+        assert_eq!(repo.refname_to_id("refs/heads/gov/plain")?, c1);
+        assert!(!repo.path().join("logs/refs/heads/gov/plain").exists());
+        // ... or a batch's handle, twice (the second time the settings
+        // file is already there).
         for name in ["refs/heads/gov/one", "refs/heads/gov/two"] {
             let batch = Repository::open(dir.path())?;
             configure_for_batches(&batch)?;
             let mut staged = Staged::default();
             staged.set(&batch, name, Some(c1), None)?;
-            staged.flush(&batch, "test")?;
+            staged.flush(&batch)?;
             assert_eq!(batch.refname_to_id(name)?, c1);
             assert!(!batch.path().join("logs").join(name).exists(), "{name}");
         }
@@ -719,6 +819,55 @@ mod tests {
         let cfg = batch.config()?.snapshot()?;
         assert!(!cfg.get_bool("core.logAllRefUpdates")?);
         assert_eq!(cfg.get_i64("pack.deltaCacheSize")?, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_ref_locked_by_someone_else_is_left_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
+        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        let c2 = commit_files(
+            &repo,
+            &key,
+            &who,
+            "refs/heads/main",
+            Some(c1),
+            &files,
+            "two",
+        )?;
+        // A `git` command holds the branch's lock.
+        let lock = repo.path().join("refs/heads/gov/held.lock");
+        std::fs::create_dir_all(repo.path().join("refs/heads/gov"))?;
+        std::fs::write(&lock, b"")?;
+        let mut staged = Staged::default();
+        staged.set(&repo, "refs/heads/gov/held", Some(c2), None)?;
+        staged.set(&repo, "refs/heads/gov/free", Some(c2), None)?;
+        let err = staged
+            .flush(&repo)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("`refs/heads/gov/held` is locked by another process"),
+            "{err}"
+        );
+        // Nothing moved, its lock is still there, and ours are gone.
+        assert!(lock.exists());
+        assert!(repo.refname_to_id("refs/heads/gov/held").is_err());
+        assert!(repo.refname_to_id("refs/heads/gov/free").is_err());
+        assert!(!repo.path().join("refs/heads/gov/free.lock").exists());
+        // Once it is released the same flush goes through, and the ref
+        // file is what git writes.
+        std::fs::remove_file(&lock)?;
+        let mut staged = Staged::default();
+        staged.set(&repo, "refs/heads/gov/held", Some(c2), None)?;
+        staged.flush(&repo)?;
+        let written = std::fs::read_to_string(repo.path().join("refs/heads/gov/held"))?;
+        assert_eq!(written, format!("{c2}\n"));
         Ok(())
     }
 

@@ -79,7 +79,7 @@ pub fn run(
     report.loose_before = loose.len();
     if !loose.is_empty() {
         let take: Vec<Oid> = loose.into_iter().take(LOOSE_PER_PASS).collect();
-        write_pack(repo, &take)?;
+        write_pack(repo, &take, &[])?;
         report.loose_packed = take.len();
     }
     let packs = packs(repo)?;

@@ -16,4 +16,5 @@ pub(crate) mod policies;
 pub(crate) mod projection;
 pub(crate) mod proposals;
 pub(crate) mod remote;
+pub(crate) mod spare;
 pub(crate) mod trust;

@@ -85,10 +85,7 @@ impl PackWriter {
     /// Starts a pack of exactly `count` objects in `dir`.
     pub fn create(dir: &Path, count: u32) -> Result<PackWriter, StoreError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let tmp = tempfile::Builder::new()
-            .prefix("tmp_gov_pack_")
-            .tempfile_in(dir)
-            .map_err(io("create a pack in", dir))?;
+        let tmp = temporary_file(dir, "tmp_gov_pack_").map_err(io("create a pack in", dir))?;
         let mut w = PackWriter {
             dir: dir.to_path_buf(),
             file: BufWriter::with_capacity(64 * 1024, tmp),
@@ -163,10 +160,11 @@ impl PackWriter {
         self.put(entry)
     }
 
-    /// Ends the pack: its checksum, its index, both flushed, then both
-    /// renamed to their final names (the pack first) and the folder
-    /// flushed. Returns the pack's path.
-    pub fn finish(mut self) -> Result<PathBuf, StoreError> {
+    /// Ends the pack: its checksum, its index, both flushed (with
+    /// `also_flush`, at the same time), then both renamed to their final
+    /// names (the pack first) and the folder flushed. Returns the pack's
+    /// path.
+    pub fn finish(mut self, also_flush: &[PathBuf]) -> Result<PathBuf, StoreError> {
         if self.written.len() as u32 != self.expected {
             return Err(
                 git2::Error::from_str("fewer objects than the pack was started for").into(),
@@ -182,10 +180,8 @@ impl PackWriter {
             .into_inner()
             .map_err(|e| StoreError::io("write a pack in", &dir, e.into_error()))?;
         let idx = index_bytes(&mut self.written, &checksum);
-        let mut idx_tmp = tempfile::Builder::new()
-            .prefix("tmp_gov_idx_")
-            .tempfile_in(&dir)
-            .map_err(io("create a pack index in", &dir))?;
+        let mut idx_tmp =
+            temporary_file(&dir, "tmp_gov_idx_").map_err(io("create a pack index in", &dir))?;
         idx_tmp
             .write_all(&idx)
             .map_err(io("write a pack index in", &dir))?;
@@ -195,10 +191,9 @@ impl PackWriter {
                 .map_err(io("write a pack in", &dir))?;
         }
         // Both flushed before either has its final name.
-        sync_all_at_once(
-            &[pack_tmp.path().to_path_buf(), idx_tmp.path().to_path_buf()],
-            &BTreeSet::new(),
-        )?;
+        let mut flush = vec![pack_tmp.path().to_path_buf(), idx_tmp.path().to_path_buf()];
+        flush.extend_from_slice(also_flush);
+        sync_all_at_once(&flush, &BTreeSet::new())?;
         let name = hex::encode(checksum);
         let pack = dir.join(format!("pack-{name}.pack"));
         let index = dir.join(format!("pack-{name}.idx"));
@@ -210,6 +205,29 @@ impl PackWriter {
             .map_err(|e| StoreError::io("name", &index, e.error))?;
         sync_all_at_once(&[], &BTreeSet::from([dir]))?;
         Ok(pack)
+    }
+}
+
+/// A new temporary file in the pack folder `dir`, removed unless it is
+/// persisted. A spare file of the repository (see `store::spare`) when one
+/// is ready: creating a file can cost more than writing the pack.
+fn temporary_file(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // `dir` is `<git dir>/objects/pack`.
+    let git_dir = dir.parent().and_then(Path::parent).unwrap_or(dir);
+    let mut tries = 0;
+    loop {
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{prefix}{}_{n}", std::process::id()));
+        match crate::store::spare::create_new(git_dir, &path) {
+            Ok(file) => {
+                let path = tempfile::TempPath::try_from_path(path)?;
+                return Ok(tempfile::NamedTempFile::from_parts(file, path));
+            }
+            // Left by a process that had our pid before.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -260,6 +278,7 @@ pub fn write_objects(
     repo: &Repository,
     dir: &Path,
     objects: &[Oid],
+    also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
     let mut seen = HashSet::with_capacity(objects.len());
     let unique: Vec<Oid> = objects
@@ -273,7 +292,7 @@ pub fn write_objects(
         let object = odb.read(oid)?;
         w.add_object(oid, object.kind(), object.data())?;
     }
-    w.finish()
+    w.finish(also_flush)
 }
 
 /// One object of a pack as its index lists it.
@@ -406,7 +425,7 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
             w.add_entry(o.oid, o.crc, &buf)?;
         }
     }
-    Ok(w.finish()?)
+    Ok(w.finish(&[])?)
 }
 
 #[cfg(test)]
@@ -469,7 +488,7 @@ mod tests {
     fn a_written_pack_is_what_stock_git_writes_for_the_same_objects() -> TestResult {
         let (dir, repo, oids) = repo_with_objects(40)?;
         let packdir = dir.path().join("objects/pack");
-        let pack = write_objects(&repo, &packdir, &oids)?;
+        let pack = write_objects(&repo, &packdir, &oids, &[])?;
         let idx = pack.with_extension("idx");
         // git checks the pack's and the index's checksums and every object.
         let verified = git(dir.path(), &["verify-pack", "-v", path_str(&idx)?], "")?;
@@ -496,9 +515,9 @@ mod tests {
     fn merged_packs_hold_every_object_once_and_verify() -> TestResult {
         let (dir, repo, oids) = repo_with_objects(30)?;
         let packdir = dir.path().join("objects/pack");
-        let a = write_objects(&repo, &packdir, &oids[..30])?;
+        let a = write_objects(&repo, &packdir, &oids[..30], &[])?;
         // Overlapping: the middle objects are in both packs.
-        let b = write_objects(&repo, &packdir, &oids[20..])?;
+        let b = write_objects(&repo, &packdir, &oids[20..], &[])?;
         let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
         git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
@@ -561,7 +580,7 @@ mod tests {
     fn a_corrupt_entry_is_refused_and_nothing_is_named() -> TestResult {
         let (dir, repo, oids) = repo_with_objects(5)?;
         let packdir = dir.path().join("objects/pack");
-        let a = write_objects(&repo, &packdir, &oids)?;
+        let a = write_objects(&repo, &packdir, &oids, &[])?;
         let mut bytes = std::fs::read(&a)?;
         bytes[20] ^= 0xff;
         std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;

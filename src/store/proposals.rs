@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(check_untampered(&repo, &staged, "old", legacy, &p)?, None);
         let mut staged = Staged::default();
         let merge = merge_approved(&repo, &mut staged, &key, "op", main_ref, legacy, &p, None)?;
-        staged.flush(&repo, "test")?;
+        staged.flush(&repo)?;
         assert_eq!(repo.refname_to_id(main_ref)?, merge);
         let tree = repo.find_commit(merge)?.tree()?;
         assert!(tree
@@ -431,7 +431,7 @@ mod tests {
             repo.find_reference("refs/heads/gov/proposal/p-1").is_err(),
             "not moved before the flush"
         );
-        staged.flush(&repo, "test")?;
+        staged.flush(&repo)?;
         assert_eq!(
             file_in_commit(&repo, filed, &p)?.map(|(path, _)| path),
             Some("proposals/2026/11/1d/p-1.toml".to_string())

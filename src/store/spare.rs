@@ -1,0 +1,302 @@
+//! Empty files made ahead of need, so that a batch's flush creates none.
+//!
+//! A flush makes new files: the pack and its index, and a lock file per
+//! ref it moves (the lock file becomes the ref). On ext4 without a journal
+//! (and ext2) the kernel will not reuse an inode freed in the last minutes,
+//! and it looks at every free inode of the folder's group in turn before
+//! giving up on them: a server under load frees hundreds of files a second
+//! (the packs maintenance merges, each ref a rename replaces), so creating
+//! one file cost 0.4-0.6 ms, and a one-writer flush made three.
+//!
+//! A [`Filler`] (the server keeps one) makes empty files in
+//! `.git/gov-spare/` on its own thread, ahead of need; [`create_new`]
+//! renames one into place, which allocates nothing, and creates a file
+//! itself only when none is ready (another process than the server, or a
+//! burst that emptied the pool). Git never looks into `gov-spare/`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The folder of spare files, in the Git directory.
+pub const SPARE_DIR: &str = "gov-spare";
+
+/// How many files a [`Filler`] keeps ready; it makes more once half are
+/// taken. A busy batch takes a handful.
+pub const KEEP_READY: usize = 64;
+
+/// The spare files of one Git directory, made by this process.
+struct Pool {
+    dir: PathBuf,
+    ready: Mutex<Vec<PathBuf>>,
+    /// Signalled when files are taken (and to stop the filler).
+    taken: Condvar,
+    stop: AtomicBool,
+    made: AtomicU64,
+}
+
+/// The pools of this process, by Git directory.
+fn pools() -> &'static Mutex<HashMap<PathBuf, Arc<Pool>>> {
+    static POOLS: OnceLock<Mutex<HashMap<PathBuf, Arc<Pool>>>> = OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
+fn pool_of(git_dir: &Path) -> Option<Arc<Pool>> {
+    let pools = pools().lock().ok()?;
+    pools.get(git_dir).cloned()
+}
+
+/// Creates `target` (which must not exist: [`ErrorKind::AlreadyExists`]
+/// otherwise, as `O_CREAT|O_EXCL` would) and opens it for writing. A spare
+/// file of `git_dir`'s pool is renamed there when one is ready.
+pub fn create_new(git_dir: &Path, target: &Path) -> std::io::Result<File> {
+    if let Some(pool) = pool_of(git_dir) {
+        while let Some(spare) = pool.take() {
+            // Opened before the rename: the descriptor follows the file.
+            let Ok(file) = OpenOptions::new().write(true).open(&spare) else {
+                continue;
+            };
+            match rename_no_replace(&spare, target) {
+                Ok(()) => return Ok(file),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    pool.give_back(spare);
+                    return Err(e);
+                }
+                // The folder is missing, or the file system cannot rename
+                // without replacing: make the file as usual.
+                Err(_) => {
+                    pool.give_back(spare);
+                    break;
+                }
+            }
+        }
+    }
+    OpenOptions::new().write(true).create_new(true).open(target)
+}
+
+/// `rename(from, to)` that fails with [`ErrorKind::AlreadyExists`] instead
+/// of replacing `to`.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // A file system without the flag: a hard link fails the same way.
+        Err(nix::errno::Errno::EINVAL) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(std::io::Error::from(e)),
+    }
+}
+
+impl Pool {
+    fn take(&self) -> Option<PathBuf> {
+        let mut ready = self.ready.lock().ok()?;
+        let spare = ready.pop();
+        if ready.len() < KEEP_READY / 2 {
+            self.taken.notify_one();
+        }
+        spare
+    }
+
+    fn give_back(&self, spare: PathBuf) {
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.push(spare);
+        }
+    }
+
+    /// Waits until half the files are taken, then makes files until
+    /// [`KEEP_READY`] are ready again; returns when told to stop.
+    fn fill(&self) {
+        let pid = std::process::id();
+        loop {
+            {
+                let Ok(mut ready) = self.ready.lock() else {
+                    return;
+                };
+                while ready.len() >= KEEP_READY / 2 && !self.stop.load(Ordering::SeqCst) {
+                    ready = match self.taken.wait_timeout(ready, Duration::from_secs(1)) {
+                        Ok((r, _)) => r,
+                        Err(_) => return,
+                    };
+                }
+            }
+            loop {
+                let full = self.ready.lock().map_or(true, |r| r.len() >= KEEP_READY);
+                if full || self.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let n = self.made.fetch_add(1, Ordering::Relaxed);
+                let path = self.dir.join(format!("{pid}-{n}"));
+                match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(_) => self.give_back(path),
+                    Err(e) => {
+                        // Writers make their own files meanwhile.
+                        tracing::debug!(error = %e, path = %path.display(), "cannot make a spare file");
+                        std::thread::sleep(Duration::from_secs(1));
+                        break;
+                    }
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps spare files ready for a Git directory's writers in this process
+/// while it lives; dropping it stops its thread and removes the files not
+/// taken.
+pub struct Filler {
+    git_dir: PathBuf,
+    pool: Arc<Pool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Filler {
+    /// Starts filling `git_dir`'s pool. Files a dead process left there are
+    /// removed first.
+    pub fn start(git_dir: &Path) -> std::io::Result<Filler> {
+        let dir = git_dir.join(SPARE_DIR);
+        std::fs::create_dir_all(&dir)?;
+        remove_left_over(&dir);
+        let pool = Arc::new(Pool {
+            dir,
+            ready: Mutex::new(Vec::with_capacity(KEEP_READY)),
+            taken: Condvar::new(),
+            stop: AtomicBool::new(false),
+            made: AtomicU64::new(0),
+        });
+        let filling = pool.clone();
+        let thread = std::thread::Builder::new()
+            .name("gov-spare".into())
+            .spawn(move || filling.fill())?;
+        if let Ok(mut pools) = pools().lock() {
+            pools.insert(git_dir.to_path_buf(), pool.clone());
+        }
+        Ok(Filler {
+            git_dir: git_dir.to_path_buf(),
+            pool,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        if let Ok(mut pools) = pools().lock() {
+            if pools
+                .get(&self.git_dir)
+                .is_some_and(|p| Arc::ptr_eq(p, &self.pool))
+            {
+                pools.remove(&self.git_dir);
+            }
+        }
+        self.pool.stop.store(true, Ordering::SeqCst);
+        self.pool.taken.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Ok(mut ready) = self.pool.ready.lock() {
+            for spare in ready.drain(..) {
+                let _ = std::fs::remove_file(spare);
+            }
+        }
+    }
+}
+
+/// Removes the spare files of processes that are gone (named
+/// `<pid>-<n>`).
+fn remove_left_over(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        let alive = pid.is_some_and(|p| {
+            p as u32 == std::process::id()
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+        });
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn spares(git_dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(git_dir.join(SPARE_DIR))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_spare_file_becomes_the_new_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(&git_dir)?;
+        let filler = Filler::start(&git_dir)?;
+        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        let inodes: Vec<u64> = spares(&git_dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.ino()))
+            .collect::<Result<_, _>>()?;
+        let target = git_dir.join("refs.lock");
+        let mut file = create_new(&git_dir, &target)?;
+        std::io::Write::write_all(&mut file, b"written\n")?;
+        assert_eq!(std::fs::read(&target)?, b"written\n");
+        assert!(inodes.contains(&std::fs::metadata(&target)?.ino()));
+        assert_eq!(spares(&git_dir).len(), KEEP_READY - 1);
+        // A file that exists is never replaced, and the spare is kept.
+        let err = create_new(&git_dir, &target).err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::AlreadyExists));
+        assert_eq!(std::fs::read(&target)?, b"written\n");
+        // Taking past the low mark makes the filler top the pool up.
+        for i in 0..KEEP_READY {
+            create_new(&git_dir, &git_dir.join(format!("t{i}")))?;
+        }
+        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        // Dropped, it leaves nothing behind; files are then made as usual.
+        drop(filler);
+        assert!(spares(&git_dir).is_empty());
+        create_new(&git_dir, &git_dir.join("after"))?;
+        assert!(git_dir.join("after").is_file());
+        Ok(())
+    }
+
+    #[test]
+    fn a_dead_process_spares_are_removed_at_start() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(git_dir.join(SPARE_DIR))?;
+        // No process has a pid this high (the kernel's limit is 2^22).
+        let dead = git_dir.join(SPARE_DIR).join("99999999-0");
+        std::fs::write(&dead, b"")?;
+        let _filler = Filler::start(&git_dir)?;
+        assert!(!dead.exists());
+        Ok(())
+    }
+}
