@@ -79,8 +79,10 @@ const MAX_BATCH: usize = 256;
 /// batch writes one)...
 const MAINTAIN_PACKS: usize = 8;
 /// ...or more loose objects than this (written by `git` or left by a
-/// crash).
+/// crash)...
 const MAINTAIN_LOOSE: usize = 1_000;
+/// ...counted at most this often.
+const LOOSE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A batch being formed: it holds the chain lock until it is flushed.
 struct Batch {
@@ -196,6 +198,10 @@ pub struct Governance {
     repair_due: AtomicBool,
     /// The time entries are written at (see `app::clock`).
     clock: super::clock::Clock,
+    /// The Git directory, for the maintenance check (no handle opened).
+    git_dir: std::path::PathBuf,
+    /// When the maintenance check last counted loose objects.
+    loose_checked: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -356,6 +362,8 @@ impl Governance {
             _open: open,
             index_rebuilds: Mutex::new(Vec::new()),
             clock,
+            git_dir: repo.path().to_path_buf(),
+            loose_checked: Mutex::new(None),
         })
     }
 
@@ -730,14 +738,22 @@ impl Governance {
             .map_err(|e| StoreError::io("make spare files in", repo.path(), e).into())
     }
 
-    /// Whether a maintenance pass is due: packs or loose objects piling up.
+    /// Whether a maintenance pass is due: packs piling up (one folder
+    /// listed), or loose objects (written by `git`, or left by a crash;
+    /// counted at most every [`LOOSE_CHECK_EVERY`]). Opens no repository
+    /// handle: the server asks several times a second.
     pub fn maintenance_due(&self) -> bool {
-        let Ok(repo) = open_repo(&self.settings) else {
+        if crate::store::maintain::pack_count(&self.git_dir) > MAINTAIN_PACKS {
+            return true;
+        }
+        let Ok(mut checked) = self.loose_checked.lock() else {
             return false;
         };
-        let packs = crate::store::maintain::packs(&repo).map_or(0, |p| p.len());
-        packs > MAINTAIN_PACKS
-            || crate::store::maintain::loose_objects(&repo).map_or(0, |l| l.len()) > MAINTAIN_LOOSE
+        if checked.is_some_and(|t| t.elapsed() < LOOSE_CHECK_EVERY) {
+            return false;
+        }
+        *checked = Some(std::time::Instant::now());
+        crate::store::maintain::loose_object_count(&self.git_dir) > MAINTAIN_LOOSE
     }
 
     /// A read connection to the index (WAL: readers never wait for writers).

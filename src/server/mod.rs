@@ -330,7 +330,7 @@ pub async fn serve(
 }
 
 /// How often the server checks whether the repository needs maintenance.
-const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Packs loose objects and refs and merges small packs while the server
 /// runs (`store::maintain`), never holding writers up for more than a

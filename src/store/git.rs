@@ -429,14 +429,16 @@ impl Staged {
             }
         }
         // Every lock taken before anything moves: a moved ref gets a lock
-        // file of its own holding the new value (see `RefLock`), a deleted
-        // one is locked through libgit2, which also rewrites `packed-refs`.
+        // file of its own holding the new value (see `RefLock`), and so
+        // does a deleted loose ref; a deleted ref that `packed-refs` also
+        // holds is locked through libgit2, which rewrites that file.
+        let packed = PackedRefs::read(git_dir)?;
         let mut locks: Vec<(&String, RefLock)> = Vec::new();
         let mut removals = repo.transaction()?;
         for (name, new) in &moves {
             match new {
-                Some(oid) => locks.push((name, RefLock::acquire(git_dir, name, *oid)?)),
-                None => lock_ref_patiently(&mut removals, name)?,
+                None if packed.holds(name) => lock_ref_patiently(&mut removals, name)?,
+                _ => locks.push((name, RefLock::acquire(git_dir, name, **new)?)),
             }
         }
         for (name, new) in &moves {
@@ -445,14 +447,14 @@ impl Staged {
             if found != expected {
                 return Err(ref_moved(name, expected, found));
             }
-            if new.is_none() {
+            if new.is_none() && packed.holds(name) {
                 removals.remove(name)?;
             }
         }
         // Objects first, flushed together with the new ref values (still
         // in their lock files, which nothing reads): a crash after this
         // leaves unreachable objects, never a ref to a missing one.
-        let lock_files: Vec<PathBuf> = locks.iter().map(|(_, l)| l.lock_path()).collect();
+        let lock_files: Vec<PathBuf> = locks.iter().filter_map(|(_, l)| l.to_flush()).collect();
         if self.objects.is_empty() {
             sync_all_at_once(&lock_files, &BTreeSet::new())?;
         } else {
@@ -470,6 +472,13 @@ impl Staged {
             }
         }
         removals.commit()?;
+        for (name, new) in &moves {
+            // A `git pack-refs` run meanwhile may have packed a ref deleted
+            // here as a loose one (our lock kept it from pruning it).
+            if new.is_none() && !packed.holds(name) && read_ref(repo, name)?.is_some() {
+                repo.find_reference(name)?.delete()?;
+            }
+        }
         // Deleting a ref may remove its emptied folders: flush the nearest
         // folder still there instead.
         let existing = |dirs: BTreeSet<PathBuf>| -> BTreeSet<PathBuf> {
@@ -502,19 +511,27 @@ impl Staged {
 /// us wait a little, then fail), the new value is written into it, and
 /// [`RefLock::commit`] renames it over the ref. The caller flushes the lock
 /// file before the commit and the folder after it, so the ref on disk is
-/// never empty or half-written, even after a power cut. Dropped without a
-/// commit, the lock file is removed and the ref is untouched. The lock
-/// file is a spare file when one is ready (`store::spare`).
+/// never empty or half-written, even after a power cut. A loose ref is
+/// deleted under its lock the same way (the file removed, then the lock).
+/// Dropped without a commit, the lock file is removed and the ref is
+/// untouched. The lock file is a spare file when one is ready
+/// (`store::spare`).
 pub struct RefLock {
     lock: PathBuf,
     target: PathBuf,
+    /// The new value; `None` deletes the ref.
+    value: Option<Oid>,
     committed: bool,
 }
 
 impl RefLock {
-    /// Takes `refname`'s lock in `git_dir` and writes `value` into it
-    /// (not yet flushed).
-    pub fn acquire(git_dir: &Path, refname: &str, value: Oid) -> Result<RefLock, StoreError> {
+    /// Takes `refname`'s lock in `git_dir` and writes `value` into it (not
+    /// yet flushed); `None` readies the ref's deletion.
+    pub fn acquire(
+        git_dir: &Path,
+        refname: &str,
+        value: Option<Oid>,
+    ) -> Result<RefLock, StoreError> {
         use std::io::Write;
         let target = git_dir.join(refname);
         let lock = git_dir.join(format!("{refname}.lock"));
@@ -546,22 +563,37 @@ impl RefLock {
         let held = RefLock {
             lock,
             target,
+            value,
             committed: false,
         };
-        file.write_all(format!("{value}\n").as_bytes())
-            .map_err(|e| StoreError::io("write", &held.lock, e))?;
+        if let Some(value) = value {
+            file.write_all(format!("{value}\n").as_bytes())
+                .map_err(|e| StoreError::io("write", &held.lock, e))?;
+        }
         Ok(held)
     }
 
-    /// The lock file, to flush before [`RefLock::commit`].
-    pub fn lock_path(&self) -> PathBuf {
-        self.lock.clone()
+    /// The lock file to flush before [`RefLock::commit`], when it holds a
+    /// new value.
+    pub fn to_flush(&self) -> Option<PathBuf> {
+        self.value.map(|_| self.lock.clone())
     }
 
-    /// Renames the lock file over the ref.
+    /// Renames the lock file over the ref, or deletes the ref and then
+    /// the lock.
     pub fn commit(mut self) -> Result<(), StoreError> {
-        std::fs::rename(&self.lock, &self.target)
-            .map_err(|e| StoreError::io("move the ref", &self.target, e))?;
+        match self.value {
+            Some(_) => std::fs::rename(&self.lock, &self.target)
+                .map_err(|e| StoreError::io("move the ref", &self.target, e))?,
+            None => match std::fs::remove_file(&self.target) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("delete the ref", &self.target, e))
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&self.lock);
+                }
+            },
+        }
         self.committed = true;
         Ok(())
     }
@@ -572,6 +604,28 @@ impl Drop for RefLock {
         if !self.committed {
             let _ = std::fs::remove_file(&self.lock);
         }
+    }
+}
+
+/// The names `packed-refs` holds, as read once per flush (under the chain
+/// lock, which gov's own ref packing also takes).
+struct PackedRefs(String);
+
+impl PackedRefs {
+    fn read(git_dir: &Path) -> Result<PackedRefs, StoreError> {
+        let path = git_dir.join("packed-refs");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(PackedRefs(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PackedRefs(String::new())),
+            Err(e) => Err(StoreError::io("read", &path, e)),
+        }
+    }
+
+    /// Whether a line `<id> <refname>` names `refname`.
+    fn holds(&self, refname: &str) -> bool {
+        self.0
+            .lines()
+            .any(|l| l.split_once(' ').is_some_and(|(_, name)| name == refname))
     }
 }
 
@@ -868,6 +922,55 @@ mod tests {
         staged.flush(&repo)?;
         let written = std::fs::read_to_string(repo.path().join("refs/heads/gov/held"))?;
         assert_eq!(written, format!("{c2}\n"));
+        Ok(())
+    }
+
+    #[test]
+    fn loose_and_packed_refs_are_deleted() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
+        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        let mut staged = Staged::default();
+        for name in ["refs/heads/gov/p/one", "refs/heads/gov/p/two"] {
+            staged.set(&repo, name, Some(c1), None)?;
+        }
+        staged.flush(&repo)?;
+        // Stock git packs both; `one` keeps its loose file too, `two` is
+        // packed only; `three`, made afterwards, is loose only.
+        let packed = std::process::Command::new("git")
+            .args(["pack-refs", "--all", "--no-prune"])
+            .current_dir(dir.path())
+            .status()?;
+        assert!(packed.success());
+        std::fs::remove_file(repo.path().join("refs/heads/gov/p/two"))?;
+        let mut staged = Staged::default();
+        staged.set(&repo, "refs/heads/gov/p/three", Some(c1), None)?;
+        staged.flush(&repo)?;
+        let names = [
+            "refs/heads/gov/p/one",
+            "refs/heads/gov/p/two",
+            "refs/heads/gov/p/three",
+        ];
+        let mut staged = Staged::default();
+        for name in names {
+            staged.set(&repo, name, None, Some(c1))?;
+        }
+        staged.set(&repo, "refs/heads/gov/r/one", Some(c1), None)?;
+        staged.flush(&repo)?;
+        for name in names {
+            assert!(repo.refname_to_id(name).is_err(), "{name}");
+            assert!(!repo.path().join(name).exists(), "{name}");
+            assert!(!repo.path().join(format!("{name}.lock")).exists());
+        }
+        assert_eq!(repo.refname_to_id("refs/heads/gov/r/one")?, c1);
+        let listed = std::process::Command::new("git")
+            .args(["for-each-ref", "--format=%(refname)", "refs/heads/gov/"])
+            .current_dir(dir.path())
+            .output()?;
+        assert_eq!(String::from_utf8(listed.stdout)?, "refs/heads/gov/r/one\n");
         Ok(())
     }
 

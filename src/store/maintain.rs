@@ -117,7 +117,33 @@ pub fn run(
 
 /// Every loose object's id.
 pub fn loose_objects(repo: &Repository) -> Result<Vec<Oid>, StoreError> {
-    let objects = repo.path().join("objects");
+    loose_objects_in(repo.path())
+}
+
+/// How many loose objects the Git directory `git_dir` holds (0 if it
+/// cannot be read).
+pub fn loose_object_count(git_dir: &Path) -> usize {
+    loose_objects_in(git_dir).map_or(0, |l| l.len())
+}
+
+/// How many packs the Git directory `git_dir` holds, by their indexes (0
+/// if the folder cannot be read): one listing, no repository handle.
+pub fn pack_count(git_dir: &Path) -> usize {
+    let dir = git_dir.join("objects").join("pack");
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("pack-") && name.ends_with(".idx")
+            })
+            .count()
+    })
+}
+
+fn loose_objects_in(git_dir: &Path) -> Result<Vec<Oid>, StoreError> {
+    let objects = git_dir.join("objects");
     let mut out = Vec::new();
     let top = match fs::read_dir(&objects) {
         Ok(t) => t,
