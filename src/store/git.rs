@@ -432,7 +432,7 @@ impl Staged {
         // file of its own holding the new value (see `RefLock`), and so
         // does a deleted loose ref; a deleted ref that `packed-refs` also
         // holds is locked through libgit2, which rewrites that file.
-        let packed = PackedRefs::read(git_dir)?;
+        let packed = PackedRefs::read(git_dir, moves.iter().any(|(_, new)| new.is_none()))?;
         let mut locks: Vec<(&String, RefLock)> = Vec::new();
         let mut removals = repo.transaction()?;
         for (name, new) in &moves {
@@ -517,6 +517,7 @@ impl Staged {
 /// untouched. The lock file is a spare file when one is ready
 /// (`store::spare`).
 pub struct RefLock {
+    git_dir: PathBuf,
     lock: PathBuf,
     target: PathBuf,
     /// The new value; `None` deletes the ref.
@@ -561,6 +562,7 @@ impl RefLock {
             }
         };
         let held = RefLock {
+            git_dir: git_dir.to_path_buf(),
             lock,
             target,
             value,
@@ -580,17 +582,26 @@ impl RefLock {
     }
 
     /// Renames the lock file over the ref, or deletes the ref and then
-    /// the lock.
+    /// the lock. The file replaced or deleted goes to the spare pool
+    /// (`store::spare`) when there is one.
     pub fn commit(mut self) -> Result<(), StoreError> {
+        use crate::store::spare;
         match self.value {
-            Some(_) => std::fs::rename(&self.lock, &self.target)
-                .map_err(|e| StoreError::io("move the ref", &self.target, e))?,
-            None => match std::fs::remove_file(&self.target) {
+            Some(_) => {
+                let kept = spare::keep_replaced(&self.git_dir, &self.target);
+                if let Err(e) = std::fs::rename(&self.lock, &self.target) {
+                    if let Some(kept) = kept {
+                        spare::forget(&self.git_dir, &kept);
+                    }
+                    return Err(StoreError::io("move the ref", &self.target, e));
+                }
+            }
+            None => match spare::recycle(&self.git_dir, &self.target) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(StoreError::io("delete the ref", &self.target, e))
                 }
                 _ => {
-                    let _ = std::fs::remove_file(&self.lock);
+                    let _ = spare::recycle(&self.git_dir, &self.lock);
                 }
             },
         }
@@ -602,30 +613,34 @@ impl RefLock {
 impl Drop for RefLock {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.lock);
+            let _ = crate::store::spare::recycle(&self.git_dir, &self.lock);
         }
     }
 }
 
-/// The names `packed-refs` holds, as read once per flush (under the chain
-/// lock, which gov's own ref packing also takes).
-struct PackedRefs(String);
+/// The names `packed-refs` holds, read once per flush that deletes a ref
+/// (under the chain lock, which gov's own ref packing also takes).
+struct PackedRefs(std::collections::HashSet<String>);
 
 impl PackedRefs {
-    fn read(git_dir: &Path) -> Result<PackedRefs, StoreError> {
+    fn read(git_dir: &Path, needed: bool) -> Result<PackedRefs, StoreError> {
         let path = git_dir.join("packed-refs");
-        match std::fs::read_to_string(&path) {
-            Ok(s) => Ok(PackedRefs(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PackedRefs(String::new())),
-            Err(e) => Err(StoreError::io("read", &path, e)),
-        }
+        let text = match needed.then(|| std::fs::read_to_string(&path)) {
+            None => String::new(),
+            Some(Ok(s)) => s,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Some(Err(e)) => return Err(StoreError::io("read", &path, e)),
+        };
+        // Lines are `<id> <refname>`; `#` and `^<peeled id>` lines name none.
+        Ok(PackedRefs(
+            text.lines()
+                .filter_map(|l| l.split_once(' ').map(|(_, name)| name.to_string()))
+                .collect(),
+        ))
     }
 
-    /// Whether a line `<id> <refname>` names `refname`.
     fn holds(&self, refname: &str) -> bool {
-        self.0
-            .lines()
-            .any(|l| l.split_once(' ').is_some_and(|(_, name)| name == refname))
+        self.0.contains(refname)
     }
 }
 

@@ -307,11 +307,7 @@ pub fn pack_refs(
     }
     let packed_path = git_dir.join("packed-refs");
     let lock_path = git_dir.join("packed-refs.lock");
-    let lock = match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&lock_path)
-    {
+    let lock = match crate::store::spare::create_new(git_dir, &lock_path) {
         Ok(f) => f,
         // Someone else (git, or a ref deletion) is rewriting it: next pass.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(0),
@@ -372,22 +368,21 @@ pub fn pack_refs(
     };
     let mut removed = 0;
     for (name, oid) in packed_now {
+        // Lock files and pruned refs come from and go to the spare pool
+        // (`store::spare`): creating and freeing a file per packed ref was
+        // most of a pass's cost on this machine's file system.
         let path = git_dir.join(&name);
-        let ref_lock = path.with_extension("lock");
-        let Ok(_guard) = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&ref_lock)
-        else {
+        let ref_lock = git_dir.join(format!("{name}.lock"));
+        let Ok(_guard) = crate::store::spare::create_new(git_dir, &ref_lock) else {
             continue;
         };
         let still = fs::read_to_string(&path)
             .ok()
             .is_some_and(|t| t.trim() == oid.to_string());
-        if still && fs::remove_file(&path).is_ok() {
+        if still && crate::store::spare::recycle(git_dir, &path).is_ok() {
             removed += 1;
         }
-        let _ = fs::remove_file(&ref_lock);
+        let _ = crate::store::spare::recycle(git_dir, &ref_lock);
     }
     Ok(removed)
 }
@@ -496,6 +491,17 @@ mod tests {
                 commit
             );
         }
+        // A ref is locked by its whole name, dots included: while someone
+        // else holds `p.x.lock`, `p.x` is packed but its loose file stays.
+        repo.reference("refs/heads/gov/rejected/p.x", commit, false, "")?;
+        fs::write(repo.path().join("refs/heads/gov/rejected/p.x.lock"), b"")?;
+        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 1)?, 0);
+        assert!(repo.path().join("refs/heads/gov/rejected/p.x").is_file());
+        assert!(repo
+            .path()
+            .join("refs/heads/gov/rejected/p.x.lock")
+            .is_file());
+        assert_eq!(repo.refname_to_id("refs/heads/gov/rejected/p.x")?, commit);
         // An eighth of what packed-refs holds (about 64 bytes a ref), at
         // least 64, at most 4,096.
         assert_eq!(background_refs_threshold(repo.path()), 64);

@@ -13,6 +13,14 @@
 //! renames one into place, which allocates nothing, and creates a file
 //! itself only when none is ready (another process than the server, or a
 //! burst that emptied the pool). Git never looks into `gov-spare/`.
+//!
+//! Ref files a flush replaces or deletes are not freed either: they go to
+//! the pool ([`keep_replaced`], [`recycle`]) and serve again, emptied,
+//! once [`QUARANTINE`] has passed. So a rejection (a branch renamed) frees
+//! no file at all, and the file system has fewer freed inodes to search
+//! past. Only ref files are kept this way: git reads a ref with one
+//! `read`, while pack files are mapped into memory by every reader and
+//! are never written again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -29,10 +37,20 @@ pub const SPARE_DIR: &str = "gov-spare";
 /// taken. A busy batch takes a handful.
 pub const KEEP_READY: usize = 64;
 
+/// A ref file replaced or deleted is used again only after this long: a
+/// reader that opened it just before (git opens and reads a ref at once)
+/// has long read it.
+pub const QUARANTINE: Duration = Duration::from_secs(2);
+
+/// At most this many replaced files wait in the pool; more are removed.
+const KEEP_RECYCLED: usize = 4096;
+
 /// The spare files of one Git directory, made by this process.
 struct Pool {
     dir: PathBuf,
     ready: Mutex<Vec<PathBuf>>,
+    /// Ref files replaced or deleted, oldest first, with when.
+    recycled: Mutex<std::collections::VecDeque<(PathBuf, std::time::Instant)>>,
     /// Signalled when files are taken (and to stop the filler).
     taken: Condvar,
     stop: AtomicBool,
@@ -56,8 +74,9 @@ fn pool_of(git_dir: &Path) -> Option<Arc<Pool>> {
 pub fn create_new(git_dir: &Path, target: &Path) -> std::io::Result<File> {
     if let Some(pool) = pool_of(git_dir) {
         while let Some(spare) = pool.take() {
-            // Opened before the rename: the descriptor follows the file.
-            let Ok(file) = OpenOptions::new().write(true).open(&spare) else {
+            // Opened (and emptied: it may be a recycled ref) before the
+            // rename: the descriptor follows the file.
+            let Ok(file) = OpenOptions::new().write(true).truncate(true).open(&spare) else {
                 continue;
             };
             match rename_no_replace(&spare, target) {
@@ -93,8 +112,68 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Keeps the file at `path` (a ref about to be replaced by a rename) for
+/// the pool of `git_dir`, by a second link, so that the rename frees
+/// nothing. Returns the link, which the caller must [`forget`] if the
+/// rename fails (the file is still the ref then). Does nothing without a
+/// pool or a file.
+pub fn keep_replaced(git_dir: &Path, path: &Path) -> Option<PathBuf> {
+    let pool = pool_of(git_dir)?;
+    pool.recycle_with(path, |from, to| std::fs::hard_link(from, to))
+}
+
+/// Takes a file [`keep_replaced`] kept back out of the pool (and removes
+/// that second link).
+pub fn forget(git_dir: &Path, kept: &Path) {
+    if let Some(pool) = pool_of(git_dir) {
+        if let Ok(mut recycled) = pool.recycled.lock() {
+            recycled.retain(|(p, _)| p != kept);
+        }
+    }
+    let _ = std::fs::remove_file(kept);
+}
+
+/// Moves the file at `path` (a ref or lock file being deleted) into the
+/// pool of `git_dir` instead of deleting it; deletes it when there is no
+/// pool or it is full. Errors are those of deleting it.
+pub fn recycle(git_dir: &Path, path: &Path) -> std::io::Result<()> {
+    let kept = pool_of(git_dir)
+        .and_then(|pool| pool.recycle_with(path, |from, to| std::fs::rename(from, to)))
+        .is_some();
+    match kept {
+        true => Ok(()),
+        false => std::fs::remove_file(path),
+    }
+}
+
 impl Pool {
+    /// Puts `path` into the pool by `how` (link or rename): its name in
+    /// the pool, if done.
+    fn recycle_with(
+        &self,
+        path: &Path,
+        how: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+    ) -> Option<PathBuf> {
+        let mut recycled = self.recycled.lock().ok()?;
+        if recycled.len() >= KEEP_RECYCLED {
+            return None;
+        }
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let kept = self.dir.join(format!("{}-r{n}", std::process::id()));
+        how(path, &kept).ok()?;
+        recycled.push_back((kept.clone(), std::time::Instant::now()));
+        Some(kept)
+    }
+
     fn take(&self) -> Option<PathBuf> {
+        if let Ok(mut recycled) = self.recycled.lock() {
+            if recycled
+                .front()
+                .is_some_and(|(_, when)| when.elapsed() >= QUARANTINE)
+            {
+                return recycled.pop_front().map(|(p, _)| p);
+            }
+        }
         let mut ready = self.ready.lock().ok()?;
         let spare = ready.pop();
         if ready.len() < KEEP_READY / 2 {
@@ -168,6 +247,7 @@ impl Filler {
         let pool = Arc::new(Pool {
             dir,
             ready: Mutex::new(Vec::with_capacity(KEEP_READY)),
+            recycled: Mutex::new(Default::default()),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
             made: AtomicU64::new(0),
@@ -205,6 +285,11 @@ impl Drop for Filler {
         if let Ok(mut ready) = self.pool.ready.lock() {
             for spare in ready.drain(..) {
                 let _ = std::fs::remove_file(spare);
+            }
+        }
+        if let Ok(mut recycled) = self.pool.recycled.lock() {
+            for (kept, _) in recycled.drain(..) {
+                let _ = std::fs::remove_file(kept);
             }
         }
     }
@@ -284,6 +369,47 @@ mod tests {
         assert!(spares(&git_dir).is_empty());
         create_new(&git_dir, &git_dir.join("after"))?;
         assert!(git_dir.join("after").is_file());
+        Ok(())
+    }
+
+    #[test]
+    fn replaced_and_deleted_files_serve_again_after_the_quarantine(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(&git_dir)?;
+        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
+        let _filler = Filler::start(&git_dir)?;
+        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        // A ref replaced by a rename keeps its file in the pool.
+        let r = git_dir.join("ref");
+        std::fs::write(&r, b"old\n")?;
+        let replaced = ino(&r)?;
+        let kept = keep_replaced(&git_dir, &r).ok_or("not kept")?;
+        std::fs::write(git_dir.join("ref.lock"), b"new\n")?;
+        std::fs::rename(git_dir.join("ref.lock"), &r)?;
+        assert_eq!(std::fs::read(&r)?, b"new\n");
+        assert_eq!(ino(&kept)?, replaced);
+        // A deleted one goes there too.
+        let d = git_dir.join("deleted");
+        std::fs::write(&d, b"x")?;
+        let deleted = ino(&d)?;
+        recycle(&git_dir, &d)?;
+        assert!(!d.exists());
+        // Within the quarantine new files are fresh spares ...
+        create_new(&git_dir, &git_dir.join("a"))?;
+        assert!(![replaced, deleted].contains(&ino(&git_dir.join("a"))?));
+        // ... afterwards the kept ones, emptied, oldest first.
+        std::thread::sleep(QUARANTINE + Duration::from_millis(100));
+        for (name, was) in [("b", replaced), ("c", deleted)] {
+            let mut f = create_new(&git_dir, &git_dir.join(name))?;
+            assert_eq!(ino(&git_dir.join(name))?, was);
+            assert_eq!(std::fs::read(git_dir.join(name))?, b"");
+            std::io::Write::write_all(&mut f, b"z")?;
+            assert_eq!(std::fs::read(git_dir.join(name))?, b"z");
+        }
+        // The ref that replaced the kept file is untouched.
+        assert_eq!(std::fs::read(&r)?, b"new\n");
         Ok(())
     }
 
