@@ -298,13 +298,21 @@ pub fn pack_refs(
     at_least: usize,
 ) -> Result<usize, StoreError> {
     let git_dir = repo.path();
-    let mut loose = loose_refs(git_dir)?;
-    loose.retain(|(name, _)| {
-        !skip.contains(&name.as_str()) && !skip_prefixes.iter().any(|p| name.starts_with(p))
-    });
-    if loose.is_empty() || loose.len() < at_least {
+    // Named first (the skipped folders not even walked: the pending
+    // proposals' branches are many), read only once there are enough.
+    let mut names = loose_ref_names(git_dir, skip_prefixes);
+    names.retain(|name| !skip.contains(&name.as_str()));
+    if names.is_empty() || names.len() < at_least {
         return Ok(0);
     }
+    let loose: Vec<(String, Oid)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let text = fs::read_to_string(git_dir.join(&name)).ok()?;
+            let oid = Oid::from_str(text.trim()).ok()?;
+            Some((name, oid))
+        })
+        .collect();
     let packed_path = git_dir.join("packed-refs");
     let lock_path = git_dir.join("packed-refs.lock");
     let lock = match crate::store::spare::create_new(git_dir, &lock_path) {
@@ -387,8 +395,10 @@ pub fn pack_refs(
     Ok(removed)
 }
 
-/// Loose refs under `refs/` that point at an object (not symbolic).
-fn loose_refs(git_dir: &Path) -> Result<Vec<(String, Oid)>, StoreError> {
+/// The names of the loose refs under `refs/` (lock files aside), not
+/// looking into the folders `skip_prefixes` name (such as
+/// `refs/heads/gov/proposal/`).
+fn loose_ref_names(git_dir: &Path, skip_prefixes: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![git_dir.join("refs")];
     while let Some(dir) = stack.pop() {
@@ -398,26 +408,27 @@ fn loose_refs(git_dir: &Path) -> Result<Vec<(String, Oid)>, StoreError> {
         for e in entries.flatten() {
             let path = e.path();
             let Ok(kind) = e.file_type() else { continue };
+            let Some(name) = path
+                .strip_prefix(git_dir)
+                .ok()
+                .map(|rel| rel.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
             if kind.is_dir() {
-                stack.push(path);
+                let folder = format!("{name}/");
+                if !skip_prefixes.iter().any(|p| folder.starts_with(p)) {
+                    stack.push(path);
+                }
                 continue;
             }
-            if path.extension().and_then(|x| x.to_str()) == Some("lock") {
+            if name.ends_with(".lock") || skip_prefixes.iter().any(|p| name.starts_with(p)) {
                 continue;
             }
-            let Ok(text) = fs::read_to_string(&path) else {
-                continue;
-            };
-            let Ok(oid) = Oid::from_str(text.trim()) else {
-                continue;
-            };
-            let Ok(rel) = path.strip_prefix(git_dir) else {
-                continue;
-            };
-            out.push((rel.to_string_lossy().into_owned(), oid));
+            out.push(name);
         }
     }
-    Ok(out)
+    out
 }
 
 /// The bytes of every file under `dir`.
@@ -475,8 +486,9 @@ mod tests {
             repo.reference(&format!("refs/heads/gov/rejected/p-{i}"), commit, false, "")?;
         }
         repo.reference("refs/heads/gov/proposal/waiting", commit, false, "")?;
-        let loose =
-            |repo: &Repository| -> Result<usize, StoreError> { Ok(loose_refs(repo.path())?.len()) };
+        let loose = |repo: &Repository| -> Result<usize, StoreError> {
+            Ok(loose_ref_names(repo.path(), &[]).len())
+        };
         assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 4)?, 0);
         assert_eq!(loose(&repo)?, 4, "fewer than asked for: left loose");
         assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 3)?, 3);

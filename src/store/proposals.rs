@@ -339,9 +339,13 @@ pub fn sync_worktree(repo: &Repository, files: &[(String, String, Vec<u8>)]) {
         if let Some(dir) = file.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if std::fs::write(&file, content).is_ok()
-            && index.add_path(std::path::Path::new(path)).is_ok()
-        {
+        // A new file is a spare one renamed into place (see
+        // `store::spare`); one already there is rewritten.
+        let written = match crate::store::spare::create_new(repo.path(), &file) {
+            Ok(mut f) => std::io::Write::write_all(&mut f, content).is_ok(),
+            Err(_) => std::fs::write(&file, content).is_ok(),
+        };
+        if written && index.add_path(std::path::Path::new(path)).is_ok() {
             added = true;
         }
     }
