@@ -853,15 +853,31 @@ fn subtree_ids(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Vec<Oid>, Sto
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_flush_writes_no_reflog_and_a_batch_handle_packs_without_deltas(
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    type Fixture = (
+        tempfile::TempDir,
+        Repository,
+        SigningKey,
+        Signature<'static>,
+        Oid,
+    );
+    type Files = Vec<(String, Vec<u8>)>;
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+    /// A repository whose `main` has one signed commit (of `a.txt`).
+    fn repo_with_main() -> TestResult<(Fixture, Files)> {
         let dir = tempfile::tempdir()?;
         let repo = init_repo(dir.path(), "main")?;
         let key = SigningKey::generate("t")?;
         let who = Signature::now("t", "t@gov")?;
         let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
         let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        Ok(((dir, repo, key, who, c1), files))
+    }
+
+    #[test]
+    fn a_flush_writes_no_reflog_and_a_batch_handle_packs_without_deltas(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let ((dir, repo, _, _, c1), _) = repo_with_main()?;
         // A flush writes no reflog (the chain records every move), from a
         // plain handle ...
         let mut staged = Staged::default();
@@ -892,29 +908,15 @@ mod tests {
     }
 
     #[test]
-    fn a_ref_locked_by_someone_else_is_left_alone() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let key = SigningKey::generate("t")?;
-        let who = Signature::now("t", "t@gov")?;
-        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
-        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
-        let c2 = commit_files(
-            &repo,
-            &key,
-            &who,
-            "refs/heads/main",
-            Some(c1),
-            &files,
-            "two",
-        )?;
+    fn a_ref_locked_by_someone_else_is_left_alone() -> TestResult {
+        let ((_dir, repo, _, _, c1), _) = repo_with_main()?;
         // A `git` command holds the branch's lock.
         let lock = repo.path().join("refs/heads/gov/held.lock");
         std::fs::create_dir_all(repo.path().join("refs/heads/gov"))?;
         std::fs::write(&lock, b"")?;
         let mut staged = Staged::default();
-        staged.set(&repo, "refs/heads/gov/held", Some(c2), None)?;
-        staged.set(&repo, "refs/heads/gov/free", Some(c2), None)?;
+        staged.set(&repo, "refs/heads/gov/held", Some(c1), None)?;
+        staged.set(&repo, "refs/heads/gov/free", Some(c1), None)?;
         let err = staged
             .flush(&repo)
             .err()
@@ -933,21 +935,16 @@ mod tests {
         // file is what git writes.
         std::fs::remove_file(&lock)?;
         let mut staged = Staged::default();
-        staged.set(&repo, "refs/heads/gov/held", Some(c2), None)?;
+        staged.set(&repo, "refs/heads/gov/held", Some(c1), None)?;
         staged.flush(&repo)?;
         let written = std::fs::read_to_string(repo.path().join("refs/heads/gov/held"))?;
-        assert_eq!(written, format!("{c2}\n"));
+        assert_eq!(written, format!("{c1}\n"));
         Ok(())
     }
 
     #[test]
     fn loose_and_packed_refs_are_deleted() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let key = SigningKey::generate("t")?;
-        let who = Signature::now("t", "t@gov")?;
-        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
-        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        let ((dir, repo, _, _, c1), _) = repo_with_main()?;
         let mut staged = Staged::default();
         for name in ["refs/heads/gov/p/one", "refs/heads/gov/p/two"] {
             staged.set(&repo, name, Some(c1), None)?;
@@ -991,12 +988,7 @@ mod tests {
 
     #[test]
     fn cas_refuses_a_moved_ref() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let key = SigningKey::generate("t")?;
-        let who = Signature::now("t", "t@gov")?;
-        let files = vec![("a.txt".to_string(), b"a\n".to_vec())];
-        let c1 = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        let ((_dir, repo, key, who, c1), _) = repo_with_main()?;
         let files2 = vec![("d/b.txt".to_string(), b"b\n".to_vec())];
         let c2 = commit_files(
             &repo,
