@@ -104,9 +104,13 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
         // A file system without the flag: a hard link fails the same way.
+        // Once linked the file is `to`'s: a spare name left behind (if it
+        // cannot be removed) is no longer in the pool, and the next start
+        // removes it.
         Err(nix::errno::Errno::EINVAL) => {
             std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
+            let _ = std::fs::remove_file(from);
+            Ok(())
         }
         Err(e) => Err(std::io::Error::from(e)),
     }
