@@ -271,6 +271,25 @@ pub fn bound_allocator_arenas() {
     }
 }
 
+/// Gives the memory the C allocator holds freed back to the system. A
+/// maintenance pass reads and writes buffers the size of the packs it
+/// merges; once freed, glibc kept most of that in its arenas, and the
+/// server's resident memory crept up over a long run although what it
+/// held live did not grow (heaptrack: 17 KiB more over 70,000 writes).
+#[allow(
+    unsafe_code,
+    reason = "malloc_trim has no safe wrapper; it only returns free memory"
+)]
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory glibc holds free; it
+    // touches no allocation of ours, and glibc serialises it with
+    // allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -346,7 +365,9 @@ async fn maintain_in_background(svc: Arc<Service>) {
             }
             let gov = svc.governance();
             if gov.maintenance_due() {
-                gov.maintain().map(Some)
+                let pass = gov.maintain().map(Some);
+                return_freed_memory();
+                pass
             } else {
                 Ok(None)
             }
