@@ -126,20 +126,23 @@ pub fn loose_object_count(git_dir: &Path) -> usize {
     loose_objects_in(git_dir).map_or(0, |l| l.len())
 }
 
-/// How many packs the Git directory `git_dir` holds, by their indexes (0
-/// if the folder cannot be read): one listing, no repository handle.
+/// How many packs maintenance may merge the Git directory `git_dir` holds
+/// (as [`packs`] counts them: an index, and no `.keep`; 0 if the folder
+/// cannot be read): one listing, no repository handle.
 pub fn pack_count(git_dir: &Path) -> usize {
     let dir = git_dir.join("objects").join("pack");
-    fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.starts_with("pack-") && name.ends_with(".idx")
-            })
-            .count()
-    })
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let names: BTreeSet<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("pack-")?.strip_suffix(".idx"))
+        .filter(|stem| !names.contains(&format!("pack-{stem}.keep")))
+        .count()
 }
 
 fn loose_objects_in(git_dir: &Path) -> Result<Vec<Oid>, StoreError> {
@@ -472,6 +475,29 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The server's maintenance check counts what `packs` lists, without a
+    /// repository handle: packs with an index and no `.keep`.
+    #[test]
+    fn pack_count_agrees_with_packs() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        assert_eq!(pack_count(repo.path()), 0);
+        let packdir = pack_dir(&repo);
+        for n in 0..3 {
+            let blob = repo.blob(format!("{n}\n").as_bytes())?;
+            write_pack(&repo, &[blob], &[])?;
+        }
+        assert_eq!(pack_count(repo.path()), 3);
+        // A pack git keeps (`.keep`) is not maintenance's to merge.
+        let kept = packs(&repo)?.remove(0).pack.with_extension("keep");
+        fs::write(&kept, b"")?;
+        assert_eq!(pack_count(repo.path()), packs(&repo)?.len());
+        assert_eq!(pack_count(repo.path()), 2);
+        fs::write(packdir.join("tmp_gov_pack_1_1"), b"")?;
+        assert_eq!(pack_count(repo.path()), 2);
+        Ok(())
+    }
 
     /// The background pass packs refs only once enough have piled up loose;
     /// by hand, any.
