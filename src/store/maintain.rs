@@ -75,6 +75,7 @@ pub fn run(
     pass: Pass,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
+    remove_dead_temporary_packs(&pack_dir(repo));
     let loose = loose_objects(repo)?;
     report.loose_before = loose.len();
     if !loose.is_empty() {
@@ -113,6 +114,42 @@ pub fn run(
     report.loose_after = loose_objects(repo)?.len();
     report.object_bytes = dir_bytes(&repo.path().join("objects"));
     Ok(report)
+}
+
+/// A temporary pack or index (`tmp_gov_pack_*`, `tmp_gov_idx_*`) whose
+/// writer is gone, killed while it wrote: named `<pid>_<n>`, its process
+/// no longer runs; named otherwise (by older versions), untouched for an
+/// hour. Such a file is never renamed into a pack, so it is only garbage.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn remove_dead_temporary_packs(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("tmp_gov_pack_")
+            .or_else(|| name.strip_prefix("tmp_gov_idx_"))
+        else {
+            continue;
+        };
+        let pid = rest
+            .split_once('_')
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok()));
+        let dead = match pid {
+            Some(pid) => !crate::store::spare::pid_alive(pid),
+            None => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMPORARY),
+        };
+        if dead && fs::remove_file(e.path()).is_ok() {
+            tracing::warn!(path = %e.path().display(), "removed a temporary pack a killed writer left");
+        }
+    }
 }
 
 /// Every loose object's id.
@@ -475,6 +512,36 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A temporary pack a killed writer left is removed; one of a live
+    /// process (this one) is not.
+    #[test]
+    fn temporary_packs_of_dead_writers_are_removed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let packdir = pack_dir(&repo);
+        fs::create_dir_all(&packdir)?;
+        // No process has a pid this high (the kernel's limit is 2^22).
+        let dead = [
+            packdir.join("tmp_gov_pack_99999999_3"),
+            packdir.join("tmp_gov_idx_99999999_4"),
+        ];
+        let live = packdir.join(format!("tmp_gov_pack_{}_5", std::process::id()));
+        // An older version's random name, written just now.
+        let recent = packdir.join("tmp_gov_pack_Xy12ab");
+        for f in dead.iter().chain([&live, &recent]) {
+            fs::write(f, b"PACK")?;
+        }
+        run(
+            &repo,
+            "refs/heads/gov/audit",
+            "refs/heads/gov/proposal/",
+            Pass::Background,
+        )?;
+        assert!(dead.iter().all(|f| !f.exists()));
+        assert!(live.exists() && recent.exists());
+        Ok(())
+    }
 
     /// The server's maintenance check counts what `packs` lists, without a
     /// repository handle: packs with an index and no `.keep`.

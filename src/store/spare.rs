@@ -299,6 +299,13 @@ impl Drop for Filler {
     }
 }
 
+/// Whether the process `pid` is this one or still runs (as far as
+/// `kill(pid, 0)` can tell: a pid reused since counts as alive).
+pub fn pid_alive(pid: i32) -> bool {
+    pid as u32 == std::process::id()
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
 /// Removes the spare files of processes that are gone (named
 /// `<pid>-<n>`).
 fn remove_left_over(dir: &Path) {
@@ -311,11 +318,7 @@ fn remove_left_over(dir: &Path) {
             .to_str()
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i32>().ok());
-        let alive = pid.is_some_and(|p| {
-            p as u32 == std::process::id()
-                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
-        });
-        if !alive {
+        if !pid.is_some_and(pid_alive) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
