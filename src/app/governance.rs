@@ -198,7 +198,8 @@ pub struct Governance {
     repair_due: AtomicBool,
     /// The time entries are written at (see `app::clock`).
     clock: super::clock::Clock,
-    /// The Git directory, for the maintenance check (no handle opened).
+    /// The Git directory, for the maintenance check and the spare files
+    /// (no handle opened).
     git_dir: std::path::PathBuf,
     /// When the maintenance check last counted loose objects.
     loose_checked: Mutex<Option<std::time::Instant>>,
@@ -732,10 +733,9 @@ impl Governance {
     /// renames files into place instead of creating them (see
     /// `store::spare`). Without it writers create their files themselves.
     pub fn keep_spare_files(&self) -> Result<SpareFiles, GovError> {
-        let repo = open_repo(&self.settings)?;
-        crate::store::spare::Filler::start(repo.path())
+        crate::store::spare::Filler::start(&self.git_dir)
             .map(SpareFiles)
-            .map_err(|e| StoreError::io("make spare files in", repo.path(), e).into())
+            .map_err(|e| StoreError::io("make spare files in", &self.git_dir, e).into())
     }
 
     /// Whether a maintenance pass is due: packs piling up (one folder
