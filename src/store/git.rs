@@ -536,13 +536,18 @@ impl RefLock {
         use std::io::Write;
         let target = git_dir.join(refname);
         let lock = git_dir.join(format!("{refname}.lock"));
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
-        }
         let mut tries = 0;
         let mut file = loop {
             match crate::store::spare::create_new(git_dir, &lock) {
                 Ok(f) => break f,
+                // A new ref in a folder not there yet: made once, then again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries == 0 => {
+                    tries += 1;
+                    if let Some(dir) = target.parent() {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| StoreError::io("create", dir, e))?;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 200 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(1));
