@@ -405,7 +405,7 @@ impl Staged {
             .collect();
         if moves.is_empty() {
             if !self.objects.is_empty() {
-                write_pack(repo, &self.objects, &[])?;
+                write_batch_pack(repo, &self.objects, &[])?;
             }
             return Ok(());
         }
@@ -458,7 +458,7 @@ impl Staged {
         if self.objects.is_empty() {
             sync_all_at_once(&lock_files, &BTreeSet::new())?;
         } else {
-            write_pack(repo, &self.objects, &lock_files)?;
+            write_batch_pack(repo, &self.objects, &lock_files)?;
         }
         // Then the Git changes, flushed before the record (the audit
         // chain) moves: a crash or a failure in between leaves Git changes
@@ -748,6 +748,18 @@ pub fn write_pack(
     let pack = crate::store::pack::write_objects(repo, &pack_dir(repo), objects, also_flush)?;
     remove_loose(repo, objects);
     Ok(pack)
+}
+
+/// [`write_pack`] for a batch: its objects were written to memory (the
+/// batch handle's mempack backend), so there are no loose copies to remove
+/// (trying cost a failed `unlink` per object). An object that was loose
+/// already stays so, redundant, until maintenance packs loose objects.
+fn write_batch_pack(
+    repo: &Repository,
+    objects: &[Oid],
+    also_flush: &[PathBuf],
+) -> Result<PathBuf, StoreError> {
+    crate::store::pack::write_objects(repo, &pack_dir(repo), objects, also_flush)
 }
 
 /// [`write_pack`] through libgit2's pack builder, which searches for deltas
