@@ -98,6 +98,9 @@ pub struct Service {
     failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
     /// A handle kept open to read `main`'s tip on the hot path.
     main_reader: std::sync::Mutex<Option<Repository>>,
+    /// A handle kept open for [`Service::policy_now`] (its own, so that no
+    /// lock is taken while `main_reader` is held).
+    policy_reader: std::sync::Mutex<Option<Repository>>,
     /// The one clock of this service (see [`super::clock`]).
     clock: Clock,
     /// Reviews of proposed policy changes, by proposal head.
@@ -151,6 +154,7 @@ impl Service {
             refusals_recorded: Default::default(),
             failed_redemptions: Default::default(),
             main_reader: Default::default(),
+            policy_reader: Default::default(),
             reviews: Default::default(),
             started_at: Timestamp(clock.now()),
             clock,
@@ -404,6 +408,24 @@ impl Service {
     ) -> Result<T, AppError> {
         let index = self.gov.index()?;
         Ok(f(index.conn())?)
+    }
+
+    /// The policy set in force and the tip of `main` it is in force at,
+    /// read outside any batch through a handle of its own (see
+    /// `proposals::submit`, which decides ahead of its batch with them).
+    pub fn policy_now(&self) -> Result<(Option<Oid>, Arc<PolicySet>), AppError> {
+        let mut reader = self
+            .policy_reader
+            .lock()
+            .map_err(|_| AppError::internal("policy reader lock poisoned"))?;
+        let repo = match reader.take() {
+            Some(repo) => repo,
+            None => self.open_repo()?,
+        };
+        let repo = reader.insert(repo);
+        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+        let set = self.policy_at(repo)?;
+        Ok((tip, set))
     }
 
     /// The policy set in force for `main`'s current tip, reloading it when

@@ -9,8 +9,11 @@ use gov::app::service::Service;
 use gov::testkit::keys::{AllowedSigners, SigningKey};
 use serde_json::Value;
 
+use crate::support::repo::TestRepo;
 use crate::support::repo::TestResult;
-use crate::support::server::{commit_to_main, commit_to_main_as, proposal, TestServer};
+use crate::support::server::{
+    add_policies_and_agents, commit_to_main, commit_to_main_as, proposal, TestServer,
+};
 
 /// A forbid that, once in force, makes `research_only` forbidden (it is
 /// auto-approved by the default set).
@@ -270,5 +273,68 @@ fn an_approver_signed_change_comes_into_force_at_once() -> TestResult {
     assert_eq!(research_outcome(&srv)?.0, 403);
     assert!(srv.audit("policy_change_refused")?.is_empty());
     assert_eq!(verify(&srv)?.0, 0);
+    Ok(())
+}
+
+/// A submission is decided by Cedar before its batch opens, outside the
+/// writer lock. One decided before a policy change landed, and staged after
+/// it, is asked again: the set in force when it is filed decides.
+#[test]
+fn a_submission_decided_before_a_policy_change_landed_is_decided_again() -> TestResult {
+    use gov::app::error::AppError;
+    use gov::app::proposals::{submit, Submission};
+    use gov::domain::proposal::ProposalStatus;
+    use std::sync::mpsc;
+
+    let t = TestRepo::new()?;
+    add_policies_and_agents(&t)?;
+    let svc = Service::open(&t.settings)?;
+    let research = || -> Result<Submission, serde_json::Error> {
+        let mut body = proposal("noop", "research_only");
+        body["requires_approval"] = Value::Bool(false);
+        serde_json::from_value(body)
+    };
+    let auto = submit(&svc, research()?)?.proposal;
+    assert_eq!(auto.status, ProposalStatus::AutoApproved);
+    let mut ban = std::fs::read_to_string(t.root().join("policies/proposals.cedar"))?;
+    ban.push_str(BAN);
+
+    let (held, is_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let filed = std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
+        // A writer holds the batch open...
+        let svc = &svc;
+        let holder = s.spawn(move || {
+            svc.transact(|_| {
+                let _ = held.send(());
+                let _ = released.recv();
+                Ok((Ok(()), vec![]))
+            })
+        });
+        is_held.recv()?;
+        // ...while a submission is decided (by the set without the ban)
+        // and waits for it.
+        let submitter = s.spawn(move || {
+            let sub = research().map_err(|e| AppError::internal(e.to_string()))?;
+            submit(&svc, sub).map(|s| s.proposal.status.to_string())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        commit_to_main(
+            &t,
+            &[("policies/proposals.cedar".into(), ban.into_bytes())],
+            "ban research",
+        )?;
+        release.send(())?;
+        holder.join().map_err(|_| "the holder panicked")??;
+        submitter
+            .join()
+            .map_err(|_| "the submitter panicked".into())
+    })?;
+    match filed {
+        Err(AppError::ForbiddenByPolicy { policies }) => {
+            assert_eq!(policies[0].id, "ban-research");
+        }
+        other => panic!("expected the ban to decide, got {other:?}"),
+    }
     Ok(())
 }
