@@ -536,9 +536,12 @@ impl RefLock {
         use std::io::Write;
         let target = git_dir.join(refname);
         let lock = git_dir.join(format!("{refname}.lock"));
+        // Written whole from the start of the file.
+        let line = value.map(|v| format!("{v}\n"));
+        let value_len = line.as_ref().map_or(0, |l| l.len() as u64);
         let mut tries = 0;
         let mut file = loop {
-            match crate::store::spare::create_new(git_dir, &lock) {
+            match crate::store::spare::create_new_for(git_dir, &lock, value_len) {
                 Ok(f) => break f,
                 // A new ref in a folder not there yet: made once, then again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries == 0 => {
@@ -573,8 +576,8 @@ impl RefLock {
             value,
             committed: false,
         };
-        if let Some(value) = value {
-            file.write_all(format!("{value}\n").as_bytes())
+        if let Some(line) = line {
+            file.write_all(line.as_bytes())
                 .map_err(|e| StoreError::io("write", &held.lock, e))?;
         }
         Ok(held)
