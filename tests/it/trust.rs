@@ -316,7 +316,7 @@ fn a_submission_decided_before_a_policy_change_landed_is_decided_again() -> Test
         // and waits for it.
         let submitter = s.spawn(move || {
             let sub = research().map_err(|e| AppError::internal(e.to_string()))?;
-            submit(&svc, sub).map(|s| s.proposal.status.to_string())
+            submit(svc, sub).map(|s| s.proposal.status.to_string())
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
         commit_to_main(
