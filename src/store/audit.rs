@@ -16,7 +16,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{empty_tree, signed_commit, Staged, StoreError, EMPTY_TREE};
+use crate::store::git::{empty_tree, signed_commit_of, Staged, StoreError, EMPTY_TREE};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -135,14 +135,13 @@ pub fn stage(
     if !repo.odb()?.exists(empty) {
         staged.add_objects([empty_tree(repo)?]);
     }
-    let tree = repo.find_tree(empty)?;
     let who = signer_identity(role)?;
     let (mut seq, mut last_ts) = match tip {
         Some(t) => (t.entry.seq, t.entry.ts.0),
         None => (0, chrono::DateTime::<Utc>::MIN_UTC),
     };
     let old = tip.map(|t| t.commit);
-    let mut parent = old.map(|o| repo.find_commit(o)).transpose()?;
+    let mut parent = old;
     let mut written = Vec::with_capacity(entries.len());
     for new in entries {
         seq += 1;
@@ -153,15 +152,15 @@ pub fn stage(
         // Checked before anything is written: an entry that could not be
         // read back would stop every later reader of the chain.
         let (message, entry) = entry.checked_commit_message()?;
-        let parents: Vec<&Commit<'_>> = parent.iter().collect();
-        let oid = signed_commit(repo, key, &who, &tree, &parents, &message)?;
+        let parents: Vec<Oid> = parent.into_iter().collect();
+        let oid = signed_commit_of(repo, key, &who, empty, &parents, &message)?;
         staged.add_objects([oid]);
         written.push(ChainEntry {
             commit: oid,
             entry,
             signer: Some(role),
         });
-        parent = Some(repo.find_commit(oid)?);
+        parent = Some(oid);
     }
     if let Some(last) = written.last() {
         staged.set_record(repo, refname, Some(last.commit), old)?;

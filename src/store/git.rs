@@ -115,12 +115,64 @@ pub fn signed_commit(
     parents: &[&git2::Commit<'_>],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let buf = repo.commit_create_buffer(author, author, message, tree, parents)?;
-    let content = buf
-        .as_str()
-        .ok_or_else(|| git2::Error::from_str("commit buffer is not UTF-8"))?;
-    let signature = key.sign_git(content.as_bytes())?;
-    Ok(repo.commit_signed(content, &signature, Some("gpgsig"))?)
+    let parents: Vec<Oid> = parents.iter().map(|p| p.id()).collect();
+    signed_commit_of(repo, key, author, tree.id(), &parents, message)
+}
+
+/// [`signed_commit`] from ids: the commit is composed here, byte for byte
+/// as libgit2 composes it (a test compares them), so that nothing is read
+/// back from the object database to write it (an audit entry's parent,
+/// the empty tree): the chain's writers do this once per entry.
+pub fn signed_commit_of(
+    repo: &Repository,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    tree: Oid,
+    parents: &[Oid],
+    message: &str,
+) -> Result<Oid, StoreError> {
+    use std::fmt::Write;
+    let name = author
+        .name()
+        .ok_or_else(|| git2::Error::from_str("the author's name is not UTF-8"))?;
+    let email = author
+        .email()
+        .ok_or_else(|| git2::Error::from_str("the author's email is not UTF-8"))?;
+    let when = author.when();
+    let offset = when.offset_minutes();
+    let sign = if offset < 0 || when.sign() == '-' {
+        '-'
+    } else {
+        '+'
+    };
+    let who = format!(
+        "{name} <{email}> {} {sign}{:02}{:02}",
+        when.seconds(),
+        offset.abs() / 60,
+        offset.abs() % 60
+    );
+    let mut header = String::with_capacity(256 + message.len());
+    let _ = writeln!(header, "tree {tree}");
+    for p in parents {
+        let _ = writeln!(header, "parent {p}");
+    }
+    let _ = writeln!(header, "author {who}");
+    let _ = writeln!(header, "committer {who}");
+    let mut signed_part = header.clone();
+    signed_part.push('\n');
+    signed_part.push_str(message);
+    let signature = key.sign_git(signed_part.as_bytes())?;
+    // The signature goes in a `gpgsig` header field, each of its lines
+    // after the first indented by one space.
+    let mut content = header;
+    content.push_str("gpgsig ");
+    content.push_str(&signature.replace('\n', "\n "));
+    content.push('\n');
+    content.push('\n');
+    content.push_str(message);
+    Ok(repo
+        .odb()?
+        .write(git2::ObjectType::Commit, content.as_bytes())?)
 }
 
 /// Points `refname` at `new` if it currently points at `expected_old`
@@ -1010,6 +1062,34 @@ mod tests {
                 "cannot open `{}`: No such file or directory (os error 2)",
                 missing.display()
             )
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_commit_composed_here_is_the_one_libgit2_composes() -> TestResult {
+        let ((_dir, repo, key, _who, first), _) = repo_with_main()?;
+        let tree = repo.find_commit(first)?.tree()?;
+        let parent = repo.find_commit(first)?;
+        for (offset, message) in [(0, "one line"), (-330, "two\n\nparagraphs\n"), (120, "")] {
+            let when = git2::Time::new(1_764_000_000, offset);
+            let who = Signature::new("gov server", "server@gov", &when)?;
+            let buf = repo.commit_create_buffer(&who, &who, message, &tree, &[&parent])?;
+            let content = buf.as_str().ok_or("not UTF-8")?;
+            let signature = key.sign_git(content.as_bytes())?;
+            let theirs = repo.commit_signed(content, &signature, Some("gpgsig"))?;
+            let ours = signed_commit_of(&repo, &key, &who, tree.id(), &[first], message)?;
+            assert_eq!(ours, theirs, "offset {offset}, message {message:?}");
+        }
+        // A root commit (no parent) too.
+        let who = Signature::new("gov server", "server@gov", &git2::Time::new(1, 0))?;
+        let buf = repo.commit_create_buffer(&who, &who, "root", &tree, &[])?;
+        let content = buf.as_str().ok_or("not UTF-8")?;
+        let theirs =
+            repo.commit_signed(content, &key.sign_git(content.as_bytes())?, Some("gpgsig"))?;
+        assert_eq!(
+            signed_commit_of(&repo, &key, &who, tree.id(), &[], "root")?,
+            theirs
         );
         Ok(())
     }
