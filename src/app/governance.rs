@@ -151,6 +151,8 @@ struct Writer {
     /// `data_version` and the last entry projected. A different version
     /// with the same last entry means someone changed rows outside gov.
     seen: (i64, Option<u64>),
+    /// The chain's tip as the last batch of this process flushed it.
+    last_tip: Option<ChainEntry>,
 }
 
 /// How flushed batches ended, for the writers waiting on them.
@@ -352,6 +354,7 @@ impl Governance {
                 batch: None,
                 next_batch: 1,
                 seen,
+                last_tip: None,
             }),
             waiting: AtomicUsize::new(0),
             outcomes: Mutex::new(Outcomes::default()),
@@ -481,10 +484,26 @@ impl Governance {
             let lock = ChainLock::acquire(repo.path())?;
             remove_stale_git_locks(&lock, repo, &self.settings, before);
             self.rebuild_if_edited(w, repo)?;
-            // Entries other processes appended are projected only once
-            // their checks pass; a failed check is tampering.
-            self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
-            let tip = chain::tip(repo, &refname)?;
+            // The chain's tip as this process's last batch left it, if the
+            // audit ref still names it and nobody wrote the index since:
+            // then there is nothing to catch up (one ref read instead of
+            // reading and parsing the tip entry twice).
+            let unchanged = match w.last_tip.take() {
+                Some(last) if w.index.data_version()? == w.seen.0 => {
+                    let now = repo.refname_to_id(&refname).ok();
+                    (now == Some(last.commit)).then_some(last)
+                }
+                _ => None,
+            };
+            let tip = match unchanged {
+                Some(last) => Some(last),
+                None => {
+                    // Entries other processes appended are projected only
+                    // once their checks pass; a failed check is tampering.
+                    self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
+                    chain::tip(repo, &refname)?
+                }
+            };
             w.seen.1 = tip.as_ref().map(|t| t.entry.seq);
             w.index.begin_batch()?;
             w.batch = Some(Batch {
@@ -572,7 +591,7 @@ impl Governance {
         );
         let result = if batch.members == 0 {
             w.index.rollback_batch();
-            Ok(())
+            Ok(true)
         } else {
             self.stats.0.fetch_add(1, Ordering::Relaxed);
             self.stats
@@ -580,9 +599,12 @@ impl Governance {
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
             self.flush(w, &batch.repo.repo, batch.staged)
         };
-        if result.is_ok() {
+        if let Ok(indexed) = result {
             w.kept_repo = Some(batch.repo);
+            // Known only if the index holds every entry up to it.
+            w.last_tip = batch.tip.clone().filter(|_| indexed);
         }
+        let result = result.map(|_| ());
         if let Some(tip) = &batch.tip {
             w.seen.1 = Some(tip.entry.seq);
         }
@@ -603,13 +625,14 @@ impl Governance {
         self.flushed.notify_all();
     }
 
-    /// Flushes a batch; on failure, why and whether the disk was full.
+    /// Flushes a batch: whether the index took its rows too; on failure,
+    /// why and whether the disk was full.
     fn flush(
         &self,
         w: &mut Writer,
         repo: &Repository,
         staged: Staged,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<bool, (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         let started = std::time::Instant::now();
         if let Err(e) = staged.flush(repo) {
@@ -620,16 +643,20 @@ impl Governance {
         let git_done = started.elapsed();
         // The entries are durable in Git now; the index is a projection of
         // them, so a failed commit here is caught up from Git later.
-        if let Err(e) = w.index.commit_batch() {
-            tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
-            w.index.rollback_batch();
-        }
+        let indexed = match w.index.commit_batch() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
+                w.index.rollback_batch();
+                false
+            }
+        };
         tracing::debug!(
             git_us = git_done.as_micros() as u64,
             index_us = (started.elapsed() - git_done).as_micros() as u64,
             "batch flushed"
         );
-        Ok(())
+        Ok(indexed)
     }
 
     /// Checks that the index file was not changed outside gov since this
