@@ -383,13 +383,22 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn a_spare_file_becomes_the_new_file() -> Result<(), Box<dyn std::error::Error>> {
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+    /// A Git directory whose pool is full: the folder (kept alive by the
+    /// first value), its path and the filler.
+    fn full_pool() -> TestResult<(tempfile::TempDir, PathBuf, Filler)> {
         let dir = tempfile::tempdir()?;
         let git_dir = dir.path().join(".git");
         std::fs::create_dir_all(&git_dir)?;
         let filler = Filler::start(&git_dir)?;
         assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        Ok((dir, git_dir, filler))
+    }
+
+    #[test]
+    fn a_spare_file_becomes_the_new_file() -> TestResult {
+        let (_dir, git_dir, filler) = full_pool()?;
         let inodes: Vec<u64> = spares(&git_dir)
             .iter()
             .map(|p| std::fs::metadata(p).map(|m| m.ino()))
@@ -418,14 +427,9 @@ mod tests {
     }
 
     #[test]
-    fn replaced_and_deleted_files_serve_again_after_the_quarantine(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let git_dir = dir.path().join(".git");
-        std::fs::create_dir_all(&git_dir)?;
+    fn replaced_and_deleted_files_serve_again_after_the_quarantine() -> TestResult {
+        let (_dir, git_dir, _filler) = full_pool()?;
         let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
-        let _filler = Filler::start(&git_dir)?;
-        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
         // A ref replaced by a rename keeps its file in the pool.
         let r = git_dir.join("ref");
         std::fs::write(&r, b"old\n")?;
@@ -459,14 +463,9 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_no_longer_than_what_is_written_is_overwritten_else_emptied(
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    fn a_spare_no_longer_than_what_is_written_is_overwritten_else_emptied() -> TestResult {
         use std::io::Write;
-        let dir = tempfile::tempdir()?;
-        let git_dir = dir.path().join(".git");
-        std::fs::create_dir_all(&git_dir)?;
-        let _filler = Filler::start(&git_dir)?;
-        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        let (_dir, git_dir, _filler) = full_pool()?;
         for (name, old) in [("short", &b"0123\n"[..]), ("long", &b"0123456789\n"[..])] {
             let path = git_dir.join(name);
             std::fs::write(&path, old)?;
@@ -484,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_process_spares_are_removed_at_start() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_dead_process_spares_are_removed_at_start() -> TestResult {
         let dir = tempfile::tempdir()?;
         let git_dir = dir.path().join(".git");
         std::fs::create_dir_all(git_dir.join(SPARE_DIR).join(MAKING_DIR))?;
