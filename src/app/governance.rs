@@ -483,13 +483,13 @@ impl Governance {
             let before = self.clock.now();
             let lock = ChainLock::acquire(repo.path())?;
             remove_stale_git_locks(&lock, repo, &self.settings, before);
-            self.rebuild_if_edited(w, repo)?;
+            let index_untouched = self.rebuild_if_edited(w, repo)?;
             // The chain's tip as this process's last batch left it, if the
             // audit ref still names it and nobody wrote the index since:
             // then there is nothing to catch up (one ref read instead of
             // reading and parsing the tip entry twice).
             let unchanged = match w.last_tip.take() {
-                Some(last) if w.index.data_version()? == w.seen.0 => {
+                Some(last) if index_untouched => {
                     let now = repo.refname_to_id(&refname).ok();
                     (now == Some(last.commit)).then_some(last)
                 }
@@ -665,16 +665,17 @@ impl Governance {
     /// on; a change that does not is compared with a fresh projection of the
     /// chain, and if it differs the index is copied aside (evidence) and
     /// rebuilt from the verified chain; [`Governance::take_index_rebuilds`]
-    /// hands the record over. Caller holds the chain lock.
-    fn rebuild_if_edited(&self, w: &mut Writer, repo: &Repository) -> Result<(), GovError> {
+    /// hands the record over. Caller holds the chain lock. Whether nobody
+    /// wrote the index since this process last looked.
+    fn rebuild_if_edited(&self, w: &mut Writer, repo: &Repository) -> Result<bool, GovError> {
         let version = w.index.data_version()?;
         if version == w.seen.0 {
-            return Ok(());
+            return Ok(true);
         }
         let position = w.index.position()?.map(|p| p.0);
         if position != w.seen.1 {
             w.seen = (version, position);
-            return Ok(());
+            return Ok(false);
         }
         let refname = self.settings.audit_refname();
         let why = self.note_tampering(difference_from_chain(w, repo, &refname))?;
@@ -691,7 +692,7 @@ impl Governance {
             }
         }
         w.seen = (w.index.data_version()?, w.index.position()?.map(|p| p.0));
-        Ok(())
+        Ok(false)
     }
 
     /// Checks the index between writes (see `rebuild_if_edited`); a no-op
@@ -703,7 +704,7 @@ impl Governance {
         }
         let repo = open_repo(&self.settings)?;
         let _lock = ChainLock::acquire(repo.path())?;
-        self.rebuild_if_edited(&mut w, &repo)
+        self.rebuild_if_edited(&mut w, &repo).map(|_| ())
     }
 
     /// The index rebuilds not yet recorded in the chain.
