@@ -97,7 +97,7 @@ pub fn run(
         merge_packs(repo, &merge, pass)?;
         report.packs_merged = merge.len();
     }
-    report.packs_after = packs_count(repo)?;
+    report.packs_after = self::packs(repo)?.len();
     // Under the chain lock: a batch deleting a packed ref (a rename on
     // rejection) needs `packed-refs.lock`, which this step holds; taking the
     // chain lock first makes writers wait a moment instead of failing.
@@ -164,22 +164,27 @@ pub fn loose_object_count(git_dir: &Path) -> usize {
 }
 
 /// How many packs maintenance may merge the Git directory `git_dir` holds
-/// (as [`packs`] counts them: an index, and no `.keep`; 0 if the folder
-/// cannot be read): one listing, no repository handle.
+/// (as [`packs`] lists them; 0 if the folder cannot be read): one listing,
+/// no repository handle.
 pub fn pack_count(git_dir: &Path) -> usize {
-    let dir = git_dir.join("objects").join("pack");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let names: BTreeSet<String> = entries
+    mergeable_packs(&git_dir.join("objects").join("pack")).map_or(0, |p| p.len())
+}
+
+/// The packs in the folder `dir` that maintenance may merge, by path: with
+/// an index, and no `.keep` (a pack git keeps). One listing.
+fn mergeable_packs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let names: BTreeSet<String> = fs::read_dir(dir)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    names
+    Ok(names
         .iter()
-        .filter_map(|n| n.strip_prefix("pack-")?.strip_suffix(".idx"))
-        .filter(|stem| !names.contains(&format!("pack-{stem}.keep")))
-        .count()
+        .filter_map(|n| n.strip_suffix(".pack"))
+        .filter(|stem| {
+            names.contains(&format!("{stem}.idx")) && !names.contains(&format!("{stem}.keep"))
+        })
+        .map(|stem| dir.join(format!("{stem}.pack")))
+        .collect())
 }
 
 fn loose_objects_in(git_dir: &Path) -> Result<Vec<Oid>, StoreError> {
@@ -225,34 +230,21 @@ pub struct Pack {
 /// first.
 pub fn packs(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
     let dir = pack_dir(repo);
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+    let paths = match mergeable_packs(&dir) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::io("read", &dir, e)),
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("pack") {
-            continue;
-        }
-        let idx = path.with_extension("idx");
-        if !idx.exists() || path.with_extension("keep").exists() {
-            continue;
-        }
-        let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
-        out.push(Pack {
-            pack: path,
-            idx,
-            bytes,
-        });
-    }
+    let mut out: Vec<Pack> = paths
+        .into_iter()
+        .map(|pack| Pack {
+            idx: pack.with_extension("idx"),
+            bytes: fs::metadata(&pack).map_or(0, |m| m.len()),
+            pack,
+        })
+        .collect();
     out.sort_by_key(|p| p.bytes);
     Ok(out)
-}
-
-fn packs_count(repo: &Repository) -> Result<usize, StoreError> {
-    Ok(packs(repo)?.len())
 }
 
 /// The smallest packs to merge so that every pack left is at least twice
