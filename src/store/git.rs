@@ -914,7 +914,7 @@ mod flushers {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc::{channel, Receiver, Sender};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Mutex, OnceLock};
 
     use super::StoreError;
 
@@ -924,8 +924,9 @@ mod flushers {
     type Job = (PathBuf, Sender<Result<(), StoreError>>);
 
     struct Pool {
-        jobs: Mutex<Sender<Job>>,
-        queue: Arc<Mutex<Receiver<Job>>>,
+        jobs: Sender<Job>,
+        /// Taken by one idle thread at a time.
+        queue: Mutex<Receiver<Job>>,
         threads: AtomicUsize,
         /// Jobs sent and not yet taken by a thread.
         waiting: AtomicUsize,
@@ -936,8 +937,8 @@ mod flushers {
         POOL.get_or_init(|| {
             let (jobs, queue) = channel();
             Pool {
-                jobs: Mutex::new(jobs),
-                queue: Arc::new(Mutex::new(queue)),
+                jobs,
+                queue: Mutex::new(queue),
                 threads: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
             }
@@ -957,12 +958,7 @@ mod flushers {
             let _ = done.send(super::sync_one(&path));
             return;
         }
-        let sent = pool
-            .jobs
-            .lock()
-            .map_err(|_| ())
-            .and_then(|jobs| jobs.send((path, done)).map_err(|_| ()));
-        if let Err(()) = sent {
+        if pool.jobs.send((path, done)).is_err() {
             // Never expected: the pool's receiver lives as long as the
             // process. The caller then sees its job as failed.
             pool.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -972,11 +968,10 @@ mod flushers {
     /// Starts one more flushing thread; whether it started.
     fn start_thread(pool: &'static Pool) -> bool {
         pool.threads.fetch_add(1, Ordering::SeqCst);
-        let queue = pool.queue.clone();
         let started = std::thread::Builder::new()
             .name("gov-flush".into())
             .spawn(move || loop {
-                let job = match queue.lock() {
+                let job = match pool.queue.lock() {
                     Ok(q) => q.recv(),
                     Err(_) => return,
                 };
