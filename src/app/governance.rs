@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use git2::{Oid, Repository};
 
@@ -37,6 +37,7 @@ use crate::store::index::Index;
 pub use crate::store::keys::Role;
 use crate::store::keys::{KeyError, SigningKey};
 use crate::store::lock::{ChainLock, OpenLock};
+use crate::store::memory_odb::MemoryObjects;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GovError {
@@ -113,6 +114,9 @@ struct Batch {
 /// packs each new object is looked for in (every batch adds one).
 struct BatchRepo {
     repo: Repository,
+    /// The handle's memory backend, which the batch's objects are written
+    /// into directly.
+    memory: Arc<MemoryObjects>,
     opened: std::time::Instant,
     batches: u32,
 }
@@ -124,8 +128,10 @@ const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl BatchRepo {
     fn open(settings: &Settings) -> Result<Self, GovError> {
+        let (repo, memory) = open_batch_repo(settings)?;
         Ok(BatchRepo {
-            repo: open_batch_repo(settings)?,
+            repo,
+            memory: Arc::new(memory),
             opened: std::time::Instant::now(),
             batches: 0,
         })
@@ -160,7 +166,6 @@ struct Writer {
 struct Outcomes {
     /// Batches are flushed in order: every id up to this one is done.
     done_through: u64,
-    /// Why recent batches failed.
     /// Why recent batches failed, and whether the disk was full.
     failed: BTreeMap<u64, (String, bool)>,
 }
@@ -272,15 +277,14 @@ fn load_key(settings: &Settings, role: Role) -> Result<SigningKey, GovError> {
 }
 
 /// The repository opened for one batch: new objects go to memory (a
-/// mempack backend, ahead of the loose and pack backends), so writing one
-/// costs no file; the flush packs them from there.
-fn open_batch_repo(settings: &Settings) -> Result<Repository, GovError> {
+/// mempack backend, ahead of the loose and pack backends, written to
+/// directly: see `store::memory_odb`), so writing one costs no file; the
+/// flush packs them from there.
+fn open_batch_repo(settings: &Settings) -> Result<(Repository, MemoryObjects), GovError> {
     let repo = open_repo(settings)?;
-    repo.odb()
-        .and_then(|odb| odb.add_new_mempack_backend(1000).map(|_| ()))
-        .map_err(StoreError::from)?;
+    let memory = MemoryObjects::attach(&repo)?;
     crate::store::git::configure_for_batches(&repo)?;
-    Ok(repo)
+    Ok((repo, memory))
 }
 
 pub(crate) fn open_repo(settings: &Settings) -> Result<Repository, GovError> {
@@ -509,8 +513,8 @@ impl Governance {
             w.batch = Some(Batch {
                 id: w.next_batch,
                 _lock: lock,
+                staged: Staged::in_memory(batch_repo.memory.clone()),
                 repo: batch_repo,
-                staged: Staged::default(),
                 tip,
                 members: 0,
                 opened,

@@ -16,7 +16,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{empty_tree, signed_commit_of, Staged, StoreError, EMPTY_TREE};
+use crate::store::git::{signed_commit_of, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -131,10 +131,9 @@ pub fn stage(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let empty = Oid::from_str(EMPTY_TREE)?;
-    if !repo.odb()?.exists(empty) {
-        staged.add_objects([empty_tree(repo)?]);
-    }
+    // The empty tree every entry carries, in the batch's objects (in a
+    // batch, a write to memory: no look-up on disk).
+    let empty = staged.write(repo, git2::ObjectType::Tree, &[])?;
     let who = signer_identity(role)?;
     let (mut seq, mut last_ts) = match tip {
         Some(t) => (t.entry.seq, t.entry.ts.0),
@@ -153,8 +152,7 @@ pub fn stage(
         // read back would stop every later reader of the chain.
         let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<Oid> = parent.into_iter().collect();
-        let oid = signed_commit_of(repo, key, &who, empty, &parents, &message)?;
-        staged.add_objects([oid]);
+        let oid = signed_commit_of(repo, staged, key, &who, empty, &parents, &message)?;
         written.push(ChainEntry {
             commit: oid,
             entry,

@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use git2::{ErrorCode, FileMode, Oid, Repository, RepositoryInitOptions, Signature};
+use std::sync::Arc;
+
+use git2::{ErrorCode, ObjectType, Oid, Repository, RepositoryInitOptions, Signature};
 
 use crate::store::keys::{KeyError, SigningKey};
+use crate::store::memory_odb::MemoryObjects;
 
 /// The id of git's empty tree; every audit commit carries it.
 pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -105,8 +108,9 @@ pub fn init_repo(root: &Path, main_branch: &str) -> Result<Repository, StoreErro
     Ok(Repository::init_opts(root, &opts)?)
 }
 
-/// Writes a commit signed with `key` (author and committer both `author`)
-/// and returns its id. Refs are not touched.
+/// [`signed_commit_of`] outside a batch, from objects: a loose commit, for
+/// tests and benchmarks that forge or prepare history.
+#[cfg(any(test, feature = "testkit"))]
 pub fn signed_commit(
     repo: &Repository,
     key: &SigningKey,
@@ -116,15 +120,19 @@ pub fn signed_commit(
     message: &str,
 ) -> Result<Oid, StoreError> {
     let parents: Vec<Oid> = parents.iter().map(|p| p.id()).collect();
-    signed_commit_of(repo, key, author, tree.id(), &parents, message)
+    let mut loose = Staged::default();
+    signed_commit_of(repo, &mut loose, key, author, tree.id(), &parents, message)
 }
 
-/// [`signed_commit`] from ids: the commit is composed here, byte for byte
+/// Writes a commit signed with `key` (author and committer both
+/// `author`) through `staged` and returns its id; refs are not touched.
+/// The commit is composed here, byte for byte
 /// as libgit2 composes it (a test compares them), so that nothing is read
 /// back from the object database to write it (an audit entry's parent,
 /// the empty tree): the chain's writers do this once per entry.
 pub fn signed_commit_of(
     repo: &Repository,
+    staged: &mut Staged,
     key: &SigningKey,
     author: &Signature<'_>,
     tree: Oid,
@@ -170,9 +178,7 @@ pub fn signed_commit_of(
     content.push('\n');
     content.push('\n');
     content.push_str(message);
-    Ok(repo
-        .odb()?
-        .write(git2::ObjectType::Commit, content.as_bytes())?)
+    staged.write(repo, git2::ObjectType::Commit, content.as_bytes())
 }
 
 /// Points `refname` at `new` if it currently points at `expected_old`
@@ -262,38 +268,38 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Writes `files` on top of `parent`'s tree (or an empty tree) and a
-/// signed commit of it: the commit, its tree and every new object id.
+/// signed commit of it through `staged` (which records each new object):
+/// the commit and its tree.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the commit; a struct would only rename them"
+)]
 fn files_commit<'r>(
     repo: &'r Repository,
+    staged: &mut Staged,
     key: &SigningKey,
     author: &Signature<'_>,
     parent: Option<Oid>,
     files: &[(String, Vec<u8>)],
     deleted: &[String],
     message: &str,
-) -> Result<(Oid, git2::Tree<'r>, Vec<Oid>), StoreError> {
-    let parent_commit = parent.map(|p| repo.find_commit(p)).transpose()?;
-    let base = match &parent_commit {
-        Some(c) => c.tree()?,
-        None => repo.find_tree(empty_tree(repo)?)?,
+) -> Result<(Oid, git2::Tree<'r>), StoreError> {
+    let base = match parent {
+        Some(p) => Some(repo.find_commit(p)?.tree_id()),
+        None => None,
     };
-    let mut update = git2::build::TreeUpdateBuilder::new();
-    let mut written = Vec::with_capacity(files.len() + 2);
+    let mut changes = Vec::with_capacity(files.len() + deleted.len());
     for (path, data) in files {
-        let blob = repo.blob(data)?;
-        written.push(blob);
-        update.upsert(path.as_str(), blob, FileMode::Blob);
+        changes.push((
+            path.clone(),
+            Some(staged.write(repo, ObjectType::Blob, data)?),
+        ));
     }
-    for path in deleted {
-        update.remove(path.as_str());
-    }
-    let tree_id = update.create_updated(repo, &base)?;
-    let tree = repo.find_tree(tree_id)?;
-    written.extend(subtree_ids(repo, &tree)?);
-    let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-    let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
-    written.push(commit);
-    Ok((commit, tree, written))
+    changes.extend(deleted.iter().map(|path| (path.clone(), None)));
+    let tree_id = crate::store::tree::with_files(repo, staged, base, &changes)?;
+    let parents: Vec<Oid> = parent.into_iter().collect();
+    let commit = signed_commit_of(repo, staged, key, author, tree_id, &parents, message)?;
+    Ok((commit, repo.find_tree(tree_id)?))
 }
 
 /// [`commit_files`] inside a batch, which may also delete files
@@ -315,8 +321,7 @@ pub fn stage_commit_files(
     deleted: &[String],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let (commit, _, written) = files_commit(repo, key, author, parent, files, deleted, message)?;
-    staged.add_objects(written);
+    let (commit, _) = files_commit(repo, staged, key, author, parent, files, deleted, message)?;
     let expected = staged.target(repo, refname)?.and(parent);
     staged.set(repo, refname, Some(commit), expected)?;
     Ok(commit)
@@ -336,7 +341,9 @@ pub fn commit_files(
     files: &[(String, Vec<u8>)],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let (commit, tree, written) = files_commit(repo, key, author, parent, files, &[], message)?;
+    let mut written = Staged::default();
+    let (commit, tree) =
+        files_commit(repo, &mut written, key, author, parent, files, &[], message)?;
     // A branch that exists must still be at `parent`; one that does not is
     // created (a new branch on top of `parent`).
     let expected = match repo.refname_to_id(refname) {
@@ -346,7 +353,7 @@ pub fn commit_files(
     };
     let log = message.lines().next().unwrap_or("commit");
     cas_ref(repo, refname, commit, expected, log)?;
-    make_durable(repo, &written, Some(refname))?;
+    make_durable(repo, &written.objects, Some(refname))?;
     let head_target = repo
         .find_reference("HEAD")
         .ok()
@@ -366,6 +373,9 @@ pub fn commit_files(
 /// objects as one pack, moves every ref in one transaction and flushes both.
 #[derive(Debug, Clone, Default)]
 pub struct Staged {
+    /// Where a batch's objects are written (its handle's memory backend);
+    /// without it, through libgit2 (loose objects).
+    memory: Option<Arc<MemoryObjects>>,
     objects: Vec<Oid>,
     /// Each ref touched: its value on disk when first touched, for the
     /// compare-and-swap at flush.
@@ -381,6 +391,31 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// A batch that writes its objects into `memory`, the memory backend
+    /// of the handle it is flushed through.
+    pub fn in_memory(memory: Arc<MemoryObjects>) -> Staged {
+        Staged {
+            memory: Some(memory),
+            ..Staged::default()
+        }
+    }
+
+    /// Writes an object for this batch and records it: straight into the
+    /// batch's memory, else through libgit2.
+    pub fn write(
+        &mut self,
+        repo: &Repository,
+        kind: ObjectType,
+        data: &[u8],
+    ) -> Result<Oid, StoreError> {
+        let oid = match &self.memory {
+            Some(memory) => memory.write(kind, data)?,
+            None => repo.odb()?.write(kind, data)?,
+        };
+        self.objects.push(oid);
+        Ok(oid)
+    }
+
     /// Records objects written for this batch.
     pub fn add_objects(&mut self, ids: impl IntoIterator<Item = Oid>) {
         self.objects.extend(ids);
@@ -986,7 +1021,9 @@ mod flushers {
     }
 }
 
-/// The empty tree, written if this repository does not have it yet.
+/// The empty tree, written if this repository does not have it yet (for
+/// benchmarks that prepare history; the chain's writers stage it).
+#[cfg(any(test, feature = "testkit"))]
 pub fn empty_tree(repo: &Repository) -> Result<Oid, StoreError> {
     let id = repo.treebuilder(None)?.write()?;
     Ok(id)
@@ -1005,18 +1042,6 @@ pub fn git_dirs(root: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
-}
-
-/// Every tree id under (and including) `tree`, to make new ones durable.
-fn subtree_ids(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Vec<Oid>, StoreError> {
-    let mut out = vec![tree.id()];
-    for entry in tree.iter() {
-        if entry.kind() == Some(git2::ObjectType::Tree) {
-            let sub = repo.find_tree(entry.id())?;
-            out.extend(subtree_ids(repo, &sub)?);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -1073,8 +1098,18 @@ mod tests {
             let content = buf.as_str().ok_or("not UTF-8")?;
             let signature = key.sign_git(content.as_bytes())?;
             let theirs = repo.commit_signed(content, &signature, Some("gpgsig"))?;
-            let ours = signed_commit_of(&repo, &key, &who, tree.id(), &[first], message)?;
+            // Written loose (outside a batch) and into a batch's memory.
+            let mut loose = Staged::default();
+            let ours =
+                signed_commit_of(&repo, &mut loose, &key, &who, tree.id(), &[first], message)?;
             assert_eq!(ours, theirs, "offset {offset}, message {message:?}");
+            let mut batch = Staged::in_memory(Arc::new(MemoryObjects::attach(&repo)?));
+            let ours =
+                signed_commit_of(&repo, &mut batch, &key, &who, tree.id(), &[first], message)?;
+            assert_eq!(
+                ours, theirs,
+                "in memory: offset {offset}, message {message:?}"
+            );
         }
         // A root commit (no parent) too.
         let who = Signature::new("gov server", "server@gov", &git2::Time::new(1, 0))?;
@@ -1082,10 +1117,34 @@ mod tests {
         let content = buf.as_str().ok_or("not UTF-8")?;
         let theirs =
             repo.commit_signed(content, &key.sign_git(content.as_bytes())?, Some("gpgsig"))?;
+        let mut loose = Staged::default();
         assert_eq!(
-            signed_commit_of(&repo, &key, &who, tree.id(), &[], "root")?,
+            signed_commit_of(&repo, &mut loose, &key, &who, tree.id(), &[], "root")?,
             theirs
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_writes_its_objects_to_memory_and_its_flush_packs_them() -> TestResult {
+        let ((dir, repo, ..), _) = repo_with_main()?;
+        let mut staged = Staged::in_memory(Arc::new(MemoryObjects::attach(&repo)?));
+        let data = b"written by a batch\n";
+        let oid = staged.write(&repo, ObjectType::Blob, data)?;
+        assert_eq!(oid, Oid::hash_object(ObjectType::Blob, data)?);
+        // Read back through the handle, from memory: no loose file.
+        assert_eq!(repo.find_blob(oid)?.content(), data);
+        let hex = oid.to_string();
+        let loose = repo.path().join("objects").join(&hex[..2]).join(&hex[2..]);
+        assert!(!loose.exists(), "{} was written", loose.display());
+        // Another handle sees it only once the batch is flushed (a pack).
+        assert!(Repository::open(dir.path())?.find_blob(oid).is_err());
+        staged.flush(&repo)?;
+        assert_eq!(
+            Repository::open(dir.path())?.find_blob(oid)?.content(),
+            data
+        );
+        assert!(!loose.exists());
         Ok(())
     }
 

@@ -19,11 +19,11 @@
 //! of the batch); the batch moves them all at once by compare-and-swap, so
 //! a concurrent `git` command is detected, not overwritten.
 
-use git2::{FileMode, Oid, Repository, Signature};
+use git2::{ObjectType, Oid, Repository, Signature};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{signed_commit, Staged, StoreError};
+use crate::store::git::{signed_commit_of, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -41,72 +41,27 @@ fn full_ref(branch: &str) -> String {
     format!("refs/heads/{branch}")
 }
 
+/// Writes, through `staged`, the tree of `base` with `files` put in
+/// (`None`: taken out) and a signed commit of it on `base` (and
+/// `extra_parent`). Returns the commit.
 #[allow(
     clippy::too_many_arguments,
     reason = "each argument is one part of the commit; a struct would only rename them"
 )]
-/// Writes the tree (base plus the proposal file) and a signed commit.
-/// Returns the commit and every new object id.
-fn commit_with_file(
-    repo: &Repository,
-    key: &SigningKey,
-    author: &Signature<'_>,
-    base: &git2::Commit<'_>,
-    extra_parent: Option<&git2::Commit<'_>>,
-    path: &str,
-    blob: Oid,
-    message: &str,
-) -> Result<(Oid, Vec<Oid>), StoreError> {
-    commit_with_files(
-        repo,
-        key,
-        author,
-        base,
-        extra_parent,
-        &[(path.to_string(), Some(blob))],
-        message,
-    )
-}
-
-/// [`commit_with_file`] for several files (`None`: the file is deleted).
 fn commit_with_files(
     repo: &Repository,
+    staged: &mut Staged,
     key: &SigningKey,
     author: &Signature<'_>,
     base: &git2::Commit<'_>,
     extra_parent: Option<&git2::Commit<'_>>,
     files: &[(String, Option<Oid>)],
     message: &str,
-) -> Result<(Oid, Vec<Oid>), StoreError> {
-    let mut update = git2::build::TreeUpdateBuilder::new();
-    for (path, blob) in files {
-        match blob {
-            Some(blob) => update.upsert(path.as_str(), *blob, FileMode::Blob),
-            None => update.remove(path.as_str()),
-        };
-    }
-    let tree_id = update.create_updated(repo, &base.tree()?)?;
-    let tree = repo.find_tree(tree_id)?;
-    let mut parents: Vec<&git2::Commit<'_>> = vec![base];
-    parents.extend(extra_parent);
-    let commit = signed_commit(repo, key, author, &tree, &parents, message)?;
-    let mut objects: Vec<Oid> = files.iter().filter_map(|(_, b)| *b).collect();
-    objects.extend([commit, tree_id]);
-    // Every folder on the way to a file is a new tree too.
-    for (path, _) in files {
-        let mut dir = std::path::Path::new(path).parent();
-        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(entry) = tree.get_path(d) {
-                objects.push(entry.id());
-            }
-            dir = d.parent();
-        }
-    }
-    // The `proposals/` subtree is new too.
-    if let Ok(entry) = tree.get_path(std::path::Path::new("proposals")) {
-        objects.push(entry.id());
-    }
-    Ok((commit, objects))
+) -> Result<Oid, StoreError> {
+    let tree = crate::store::tree::with_files(repo, staged, Some(base.tree_id()), files)?;
+    let mut parents = vec![base.id()];
+    parents.extend(extra_parent.map(|c| c.id()));
+    signed_commit_of(repo, staged, key, author, tree, &parents, message)
 }
 
 fn main_tip<'r>(
@@ -147,14 +102,14 @@ pub fn write_pending_on(
 ) -> Result<Oid, StoreError> {
     let base = repo.find_commit(base)?;
     let path = p.file_path();
-    let blob = repo.blob(p.to_file().as_bytes())?;
+    let blob = staged.write(repo, ObjectType::Blob, p.to_file().as_bytes())?;
     let who = signer_identity(Role::Server)?;
     let message = format!(
         "proposal {}: {} by {}\n\nWaiting for a person. Approving merges this commit into main.\nPayload hash: {}\n",
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id, p.payload_hash
     );
-    let (commit, objects) = commit_with_file(repo, key, &who, &base, None, &path, blob, &message)?;
-    staged.add_objects(objects);
+    let files = [(path, Some(blob))];
+    let commit = commit_with_files(repo, staged, key, &who, &base, None, &files, &message)?;
     staged.set(repo, &full_ref(branch), Some(commit), None)?;
     Ok(commit)
 }
@@ -241,8 +196,9 @@ pub fn merge_approved(
     if !files.iter().any(|(p, _)| *p == path) {
         files.push((path.clone(), Some(blob)));
     }
-    let (commit, objects) = commit_with_files(
+    let commit = commit_with_files(
         repo,
+        staged,
         approver_key,
         &who,
         &base,
@@ -250,7 +206,6 @@ pub fn merge_approved(
         &files,
         &message,
     )?;
-    staged.add_objects(objects);
     staged.set(repo, main_ref, Some(commit), Some(base.id()))?;
     staged.checkout_after(main_ref, &path, repo.find_blob(blob)?.content());
     Ok(commit)
