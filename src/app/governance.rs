@@ -262,6 +262,13 @@ impl<'a> Tx<'a> {
     pub fn ref_target(&self, refname: &str) -> Result<Option<Oid>, StoreError> {
         self.staged.target(self.repo, refname)
     }
+    /// `main`'s tip on disk (what is in force is decided from it), as the
+    /// batch first read it: an approval staged in the batch is not in
+    /// force before it is durable.
+    pub fn main_on_disk(&self) -> Result<Option<Oid>, StoreError> {
+        self.staged
+            .on_disk(self.repo, &self.settings.main_refname())
+    }
 }
 
 fn key_path(settings: &Settings, role: Role) -> &std::path::Path {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::error::{check_text, AppError};
+use super::governance::Tx;
 use super::service::{new_uuid, Service, Step};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{
@@ -228,8 +229,8 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
                 vec![],
             ));
         }
-        let policy = svc.policy_at(tx.repo())?;
-        let main_tip = tx.repo().refname_to_id(&svc.settings().main_refname()).ok();
+        let main_tip = tx.main_on_disk()?;
+        let policy = svc.policy_in(tx)?;
         let (p, decision, record) = match ahead {
             Some(a) if a.main_tip == main_tip && Arc::ptr_eq(&a.policy, &policy) => {
                 (a.proposal, a.decision, a.record)
@@ -473,7 +474,7 @@ pub fn decide(
         let mut merge_commit = None;
         match input.verdict {
             Verdict::Approve => {
-                let rec = match approval_question(svc, tx.repo(), &p, decider)? {
+                let rec = match approval_question(svc, tx, &p, decider)? {
                     Ok(rec) => rec,
                     Err((err, entry)) => return Ok((Err(err), vec![*entry])),
                 };
@@ -559,11 +560,11 @@ pub fn decide(
 )]
 fn approval_question(
     svc: &Service,
-    repo: &git2::Repository,
+    tx: &Tx<'_>,
     p: &Proposal,
     decider: &str,
 ) -> Result<Result<DecisionRecord, (AppError, Box<NewEntry>)>, AppError> {
-    let policy = svc.policy_at(repo)?;
+    let policy = svc.policy_in(tx)?;
     let mut attrs = serde_json::Map::new();
     attrs.insert("name".into(), json!(decider));
     let request = CedarRequest {
@@ -705,7 +706,7 @@ pub fn approve_by_forge(
             }));
         }
     }
-    let rec = match approval_question(svc, tx.repo(), &p, &decider)? {
+    let rec = match approval_question(svc, tx, &p, &decider)? {
         Ok(rec) => rec,
         Err((error, entry)) => {
             return Ok(Err(ForgeRefusal {

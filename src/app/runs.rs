@@ -430,7 +430,7 @@ pub fn evaluate_tool(svc: &Service, call: &ToolCall) -> Result<ToolAnswer, AppEr
                 vec![base("deny", &why, None)],
             ));
         }
-        let policy = svc.policy_at(tx.repo())?;
+        let policy = svc.policy_in(tx)?;
         let decided = question
             .requests
             .iter()

@@ -301,7 +301,8 @@ impl Service {
     /// The `policy_change_refused` entries for refused commits on `main`
     /// that the chain does not record yet.
     fn unrecorded_refusals(&self, tx: &Tx<'_>) -> Result<Vec<NewEntry>, AppError> {
-        let Ok(trust) = self.trust(tx.repo()) else {
+        let tip = tx.main_on_disk()?;
+        let Ok(trust) = self.trust_at(tx.repo(), tip) else {
             return Ok(Vec::new());
         };
         let all: Vec<&Refusal> = trust.resolved.iter().chain(&trust.refused).collect();
@@ -350,11 +351,15 @@ impl Service {
     /// [`crate::store::trust`]): which commit is in force and which were
     /// refused. Recomputed only when main moved, from where it was.
     pub fn trust(&self, repo: &Repository) -> Result<TrustState, AppError> {
-        let tip = repo
-            .refname_to_id(&self.settings.main_refname())
-            .map_err(|_| {
-                AppError::NoPolicy(format!("no `{}` branch", self.settings.main_branch))
-            })?;
+        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+        self.trust_at(repo, tip)
+    }
+
+    /// [`Service::trust`] for `tip`, `main`'s tip as the caller read it.
+    pub fn trust_at(&self, repo: &Repository, tip: Option<Oid>) -> Result<TrustState, AppError> {
+        let tip = tip.ok_or_else(|| {
+            AppError::NoPolicy(format!("no `{}` branch", self.settings.main_branch))
+        })?;
         if let Ok(cached) = self.trust.read() {
             if let Some(t) = cached.as_ref().filter(|t| t.tip == tip) {
                 return Ok(t.clone());
@@ -433,6 +438,22 @@ impl Service {
     /// stays and the reason is kept for `/status`.
     pub fn policy_at(&self, repo: &Repository) -> Result<Arc<PolicySet>, AppError> {
         let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+        self.policy_at_tip(repo, tip)
+    }
+
+    /// [`Service::policy_at`] inside a batch: for `main`'s tip as the
+    /// batch read it.
+    pub fn policy_in(&self, tx: &Tx<'_>) -> Result<Arc<PolicySet>, AppError> {
+        let tip = tx.main_on_disk()?;
+        self.policy_at_tip(tx.repo(), tip)
+    }
+
+    /// [`Service::policy_at`] for `tip`, `main`'s tip as the caller read it.
+    fn policy_at_tip(
+        &self,
+        repo: &Repository,
+        tip: Option<Oid>,
+    ) -> Result<Arc<PolicySet>, AppError> {
         {
             let state = self
                 .policy
@@ -449,7 +470,7 @@ impl Service {
             .write()
             .map_err(|_| AppError::internal("policy lock poisoned"))?;
         if state.seen != tip || state.set.is_none() {
-            let in_force = tip.and_then(|_| self.in_force(repo));
+            let in_force = tip.and_then(|_| self.trust_at(repo, tip).ok().map(|t| t.in_force));
             let tree = in_force.and_then(|t| policies_tree(repo, t));
             match in_force {
                 None if tip.is_some() => {

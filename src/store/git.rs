@@ -9,6 +9,7 @@
 //! fails with [`StoreError::RefMoved`] instead, so a concurrent writer's
 //! commits are never silently dropped.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -382,6 +383,12 @@ pub struct Staged {
     base: BTreeMap<String, Option<Oid>>,
     /// Each ref touched: its staged value (`None`: deleted).
     now: BTreeMap<String, Option<Oid>>,
+    /// Each ref read from disk in this batch, read once: a read is a file
+    /// opened (and for an absent ref, `packed-refs` looked at), and a
+    /// submission asked for `main` five times. A ref moved by someone else
+    /// during the batch is still caught: the flush compares every ref it
+    /// moves with the disk.
+    disk: RefCell<BTreeMap<String, Option<Oid>>>,
     /// Files to put into a checked-out branch's working tree once the batch
     /// is durable: (branch ref, path, content).
     checkouts: Vec<(String, String, Vec<u8>)>,
@@ -438,7 +445,20 @@ impl Staged {
         if let Some(v) = self.now.get(refname) {
             return Ok(*v);
         }
-        read_ref(repo, refname)
+        self.on_disk(repo, refname)
+    }
+
+    /// The value of `refname` on disk as this batch first read it.
+    pub fn on_disk(&self, repo: &Repository, refname: &str) -> Result<Option<Oid>, StoreError> {
+        if let Some(v) = self.base.get(refname) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.disk.borrow().get(refname) {
+            return Ok(*v);
+        }
+        let v = read_ref(repo, refname)?;
+        self.disk.borrow_mut().insert(refname.to_string(), v);
+        Ok(v)
     }
 
     /// Stages `refname` to move to `new` (`None`: delete) if it is now at
@@ -456,8 +476,8 @@ impl Staged {
             return Err(ref_moved(refname, expected, found));
         }
         if !self.base.contains_key(refname) {
-            self.base
-                .insert(refname.to_string(), read_ref(repo, refname)?);
+            let first = self.on_disk(repo, refname)?;
+            self.base.insert(refname.to_string(), first);
         }
         self.now.insert(refname.to_string(), new);
         Ok(())
@@ -1293,6 +1313,39 @@ mod tests {
         let tree = repo.find_commit(c2)?.tree()?;
         assert!(tree.get_path(Path::new("a.txt")).is_ok());
         assert!(tree.get_path(Path::new("d/b.txt")).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_reads_a_ref_once_and_its_flush_still_catches_a_move() -> TestResult {
+        let ((dir, repo, key, who, c1), _) = repo_with_main()?;
+        let mut staged = Staged::default();
+        assert_eq!(staged.target(&repo, "refs/heads/main")?, Some(c1));
+        // `git` moves main behind the batch's back.
+        let other = Repository::open(dir.path())?;
+        let files = vec![("b.txt".to_string(), b"b\n".to_vec())];
+        let c2 = commit_files(
+            &other,
+            &key,
+            &who,
+            "refs/heads/main",
+            Some(c1),
+            &files,
+            "two",
+        )?;
+        // The batch keeps what it read (one moment for all its writers)...
+        assert_eq!(staged.target(&repo, "refs/heads/main")?, Some(c1));
+        assert_eq!(staged.on_disk(&repo, "refs/heads/main")?, Some(c1));
+        let tree = repo.find_commit(c1)?.tree_id();
+        let c3 = signed_commit_of(&repo, &mut staged, &key, &who, tree, &[c1], "three")?;
+        staged.set(&repo, "refs/heads/main", Some(c3), Some(c1))?;
+        // ...and its flush compares with the disk: the move is kept.
+        let err = staged
+            .flush(&repo)
+            .err()
+            .ok_or("the flush overwrote a move")?;
+        assert!(matches!(err, StoreError::RefMoved { .. }), "{err:?}");
+        assert_eq!(repo.refname_to_id("refs/heads/main")?, c2);
         Ok(())
     }
 }
