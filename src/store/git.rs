@@ -354,7 +354,7 @@ pub fn commit_files(
     };
     let log = message.lines().next().unwrap_or("commit");
     cas_ref(repo, refname, commit, expected, log)?;
-    make_durable(repo, &written.objects, Some(refname))?;
+    make_durable(repo, &written.object_ids(), Some(refname))?;
     let head_target = repo
         .find_reference("HEAD")
         .ok()
@@ -367,6 +367,9 @@ pub fn commit_files(
     Ok(commit)
 }
 
+/// An object's type and content.
+pub type Content = (ObjectType, Vec<u8>);
+
 /// What a batch of writes has staged and not yet made durable: the objects
 /// it wrote (loose, without fsync) and the ref moves it decided on (not yet
 /// applied). Writers read refs through it, so a later write of the same
@@ -377,7 +380,10 @@ pub struct Staged {
     /// Where a batch's objects are written (its handle's memory backend);
     /// without it, through libgit2 (loose objects).
     memory: Option<Arc<MemoryObjects>>,
-    objects: Vec<Oid>,
+    /// Each object written, with its content when gov wrote it to memory
+    /// (the flush packs it from there, without reading it back: a read
+    /// through libgit2 hashes the object again to check it).
+    objects: Vec<(Oid, Option<Arc<Content>>)>,
     /// Each ref touched: its value on disk when first touched, for the
     /// compare-and-swap at flush.
     base: BTreeMap<String, Option<Oid>>,
@@ -415,17 +421,21 @@ impl Staged {
         kind: ObjectType,
         data: &[u8],
     ) -> Result<Oid, StoreError> {
-        let oid = match &self.memory {
-            Some(memory) => memory.write(kind, data)?,
-            None => repo.odb()?.write(kind, data)?,
+        let written = match &self.memory {
+            Some(memory) => {
+                let oid = memory.write(kind, data)?;
+                (oid, Some(Arc::new((kind, data.to_vec()))))
+            }
+            None => (repo.odb()?.write(kind, data)?, None),
         };
-        self.objects.push(oid);
+        let oid = written.0;
+        self.objects.push(written);
         Ok(oid)
     }
 
-    /// Records objects written for this batch.
-    pub fn add_objects(&mut self, ids: impl IntoIterator<Item = Oid>) {
-        self.objects.extend(ids);
+    /// The ids of the objects written.
+    pub fn object_ids(&self) -> Vec<Oid> {
+        self.objects.iter().map(|(oid, _)| *oid).collect()
     }
 
     /// Puts `path` into the working tree (and the Git index) once the batch
@@ -878,10 +888,14 @@ pub fn write_pack(
 /// already stays so, redundant, until maintenance packs loose objects.
 fn write_batch_pack(
     repo: &Repository,
-    objects: &[Oid],
+    objects: &[(Oid, Option<Arc<Content>>)],
     also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
-    crate::store::pack::write_objects(repo, &pack_dir(repo), objects, also_flush)
+    let objects: Vec<(Oid, Option<&Content>)> = objects
+        .iter()
+        .map(|(oid, c)| (*oid, c.as_deref()))
+        .collect();
+    crate::store::pack::write_objects_with(repo, &pack_dir(repo), &objects, also_flush)
 }
 
 /// [`write_pack`] through libgit2's pack builder, which searches for deltas

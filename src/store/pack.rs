@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use git2::{ObjectType, Oid, Repository};
 use sha1::{Digest, Sha1};
 
-use crate::store::git::{sync_all_at_once, StoreError};
+use crate::store::git::{sync_all_at_once, Content, StoreError};
 
 /// How much a pack entry's data is compressed: zlib's fastest level (as
 /// `git` writes with `core.compression 1`). A batch's pack is deflated
@@ -284,17 +284,31 @@ pub fn write_objects(
     objects: &[Oid],
     also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
+    let objects: Vec<(Oid, Option<&Content>)> = objects.iter().map(|o| (*o, None)).collect();
+    write_objects_with(repo, dir, &objects, also_flush)
+}
+
+/// [`write_objects`] for objects whose content the caller may have
+/// (`Some`): those are not read from the object database.
+pub fn write_objects_with(
+    repo: &Repository,
+    dir: &Path,
+    objects: &[(Oid, Option<&Content>)],
+    also_flush: &[PathBuf],
+) -> Result<PathBuf, StoreError> {
     let mut seen = HashSet::with_capacity(objects.len());
-    let unique: Vec<Oid> = objects
-        .iter()
-        .copied()
-        .filter(|o| seen.insert(*o))
-        .collect();
+    let unique: Vec<&(Oid, Option<&Content>)> =
+        objects.iter().filter(|(o, _)| seen.insert(*o)).collect();
     let odb = repo.odb()?;
     let mut w = PackWriter::create(dir, unique.len() as u32)?;
-    for oid in unique {
-        let object = odb.read(oid)?;
-        w.add_object(oid, object.kind(), object.data())?;
+    for (oid, content) in unique {
+        match content {
+            Some((kind, data)) => w.add_object(*oid, *kind, data)?,
+            None => {
+                let object = odb.read(*oid)?;
+                w.add_object(*oid, object.kind(), object.data())?;
+            }
+        }
     }
     w.finish(also_flush)
 }

@@ -221,6 +221,10 @@ mod tests {
         let mut staged = Staged::default();
         let ours = with_files(&repo, &mut staged, None, &start)?;
         assert_eq!(ours, libgit2_tree(&repo, None, &start)?);
+        // The same trees written to a batch's memory (ids hashed by gov).
+        let memory = std::sync::Arc::new(crate::store::memory_odb::MemoryObjects::attach(&repo)?);
+        let mut in_memory = Staged::in_memory(memory);
+        assert_eq!(with_files(&repo, &mut in_memory, None, &start)?, ours);
         let cases: Vec<Vec<(String, Option<Oid>)>> = vec![
             // A new file deep down, next to others and in a new folder.
             set(&["proposals/2026/11/0a/p3.toml"], b),
