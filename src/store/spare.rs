@@ -362,10 +362,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    /// Waits up to 30 s: the filler makes each file in 0.02-0.7 ms on this
-    /// machine, but a suite run right after thousands of files were deleted
-    /// once took over 5 s to make 33 (ext4 without a journal walks past
-    /// every recently freed inode).
+    /// Waits up to 30 s. The filler makes a file in 0.02-0.7 ms on this
+    /// machine, yet once, in a full suite run right after benchmarks had
+    /// deleted thousands of files, the pool was not full again within 5 s
+    /// (ext4 without a journal walks past every recently freed inode).
     fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
         for _ in 0..3000 {
             if ready() {
