@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use git2::{ErrorCode, ObjectType, Oid, Repository, RepositoryInitOptions, Signature};
@@ -371,7 +370,8 @@ pub fn commit_files(
 pub type Content = (ObjectType, Vec<u8>);
 
 /// What a batch of writes has staged and not yet made durable: the objects
-/// it wrote (loose, without fsync) and the ref moves it decided on (not yet
+/// it wrote (into its handle's memory; outside a batch, loose without
+/// fsync) and the ref moves it decided on (not yet
 /// applied). Writers read refs through it, so a later write of the same
 /// batch sees an earlier one's moves; [`Staged::flush`] then writes the
 /// objects as one pack, moves every ref in one transaction and flushes both.

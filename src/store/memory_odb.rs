@@ -52,11 +52,14 @@ pub struct MemoryObjects {
 }
 
 // SAFETY: the object database is reference-counted with atomic counts and
-// may be released from any thread; the backend is only written to under
-// `writing`, and read by libgit2 through the repository handle, which git2
-// itself only lets one thread use at a time (it is not `Sync`).
+// may be released from any thread. The backend is written to only here,
+// under `writing`, and read by libgit2 only through the repository handle
+// it belongs to; gov uses that handle and this only from the writer that
+// holds the batch (`Governance`'s writer mutex), so a read never runs
+// during a write.
 unsafe impl Send for MemoryObjects {}
-// SAFETY: see `Send`: every use through `&self` takes `writing`.
+// SAFETY: see `Send`; two writes through `&self` never interleave
+// (`writing`).
 unsafe impl Sync for MemoryObjects {}
 
 impl std::fmt::Debug for MemoryObjects {
