@@ -247,10 +247,11 @@ impl Pool {
                     Ok(()) => self.give_back(path),
                     Err(e) => {
                         let _ = std::fs::remove_file(&making);
-                        // Writers make their own files meanwhile.
+                        // Writers make their own files meanwhile; the pool
+                        // is topped up again a second later (not only once
+                        // it has dropped below half).
                         tracing::debug!(error = %e, path = %path.display(), "cannot make a spare file");
                         std::thread::sleep(Duration::from_secs(1));
-                        break;
                     }
                 }
             }
@@ -398,6 +399,25 @@ mod tests {
         let filler = Filler::start(&git_dir)?;
         assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
         Ok((dir, git_dir, filler))
+    }
+
+    #[test]
+    fn a_filler_that_cannot_make_files_tops_the_pool_up_once_it_can() -> TestResult {
+        let (_dir, git_dir, _filler) = full_pool()?;
+        // Its folder gone, the filler cannot make a file...
+        let making = git_dir.join(SPARE_DIR).join(MAKING_DIR);
+        std::fs::remove_dir(&making)?;
+        // ...and writers who take every spare and more make their own...
+        for i in 0..=KEEP_READY {
+            create_new(&git_dir, &git_dir.join(format!("t{i}")))?;
+            assert!(git_dir.join(format!("t{i}")).is_file());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(spares(&git_dir).len(), 0);
+        // ...until it can again: then the pool is full again.
+        std::fs::create_dir(&making)?;
+        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        Ok(())
     }
 
     #[test]
