@@ -16,6 +16,8 @@ use super::git::{Staged, StoreError};
 /// A tree's mode (`40000`, as git writes it) and a file's (`100644`).
 const TREE_MODE: i32 = 0o040000;
 const FILE_MODE: i32 = 0o100644;
+/// A submodule's entry (a commit).
+const LINK_MODE: i32 = 0o160000;
 
 /// `base` (or an empty tree) with each `(path, blob)` of `files` put in
 /// as a file (`None`: taken out). Folders a removal leaves empty go too;
@@ -81,11 +83,10 @@ fn update(
                 let as_folder = sort_key(name.as_bytes(), TREE_MODE);
                 match change.blob {
                     Some(_) if entries.contains_key(&as_folder) => {
-                        return Err(git2::Error::from_str(&format!(
-                            "cannot replace 'tree' with 'blob' at '{}'",
-                            change.path
-                        ))
-                        .into());
+                        return Err(replace_error("tree", change.path));
+                    }
+                    Some(_) if entries.get(&as_file).is_some_and(|(m, _)| *m == LINK_MODE) => {
+                        return Err(replace_error("commit", change.path));
                     }
                     Some(blob) => {
                         entries.insert(as_file, (FILE_MODE, blob));
@@ -139,6 +140,12 @@ fn update(
         data.extend_from_slice(id.as_bytes());
     }
     Ok(Some(staged.write(repo, ObjectType::Tree, &data)?))
+}
+
+/// What libgit2 says when a file would replace an entry of another type
+/// (a folder, or a submodule's commit).
+fn replace_error(found: &str, path: &str) -> StoreError {
+    git2::Error::from_str(&format!("cannot replace '{found}' with 'blob' at '{path}'")).into()
 }
 
 /// Where an entry sorts in a tree: its name, a folder's followed by `/`.
@@ -273,6 +280,17 @@ mod tests {
                 Err(e) => e.to_string(),
             }
         };
+        // The refusals libgit2 makes in the same words.
+        for files in [
+            vec![("d".to_string(), Some(a))],
+            vec![("d/f/g".to_string(), Some(a))],
+            vec![("d/missing".to_string(), None)],
+        ] {
+            let theirs = libgit2_tree(&repo, Some(base), &files)
+                .err()
+                .map(|e| format!("git: {}", e.message()));
+            assert_eq!(Some(refused(&files)), theirs, "{files:?}");
+        }
         assert_eq!(
             refused(&[("d".into(), Some(a))]),
             "git: cannot replace 'tree' with 'blob' at 'd'"
@@ -280,6 +298,28 @@ mod tests {
         assert_eq!(
             refused(&[("d/f/g".into(), Some(a))]),
             "git: D/F conflict when updating tree"
+        );
+        // A submodule (a commit entry) is not replaced by a file either.
+        let mut tb = repo.treebuilder(Some(&repo.find_tree(base)?))?;
+        tb.insert("sub", a, 0o160000)?;
+        let with_sub = tb.write()?;
+        let mut staged = Staged::default();
+        let err = with_files(
+            &repo,
+            &mut staged,
+            Some(with_sub),
+            &[("sub".into(), Some(a))],
+        );
+        assert_eq!(
+            err.err().map(|e| e.to_string()).as_deref(),
+            Some("git: cannot replace 'commit' with 'blob' at 'sub'")
+        );
+        assert_eq!(
+            libgit2_tree(&repo, Some(with_sub), &[("sub".into(), Some(a))])
+                .err()
+                .map(|e| e.message().to_string())
+                .as_deref(),
+            Some("cannot replace 'commit' with 'blob' at 'sub'")
         );
         assert_eq!(
             refused(&[("d/missing".into(), None)]),
