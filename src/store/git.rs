@@ -257,14 +257,9 @@ pub fn make_durable(
         }
     }
     for dir in dirs {
-        sync_dir(&dir)?;
+        sync_one(&dir)?;
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    let f = File::open(dir).map_err(|e| StoreError::io("open", dir, e))?;
-    f.sync_all().map_err(|e| StoreError::io("sync", dir, e))
 }
 
 /// Writes `files` on top of `parent`'s tree (or an empty tree) and a
@@ -891,11 +886,8 @@ fn write_batch_pack(
     objects: &[(Oid, Option<Arc<Content>>)],
     also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
-    let objects: Vec<(Oid, Option<&Content>)> = objects
-        .iter()
-        .map(|(oid, c)| (*oid, c.as_deref()))
-        .collect();
-    crate::store::pack::write_objects_with(repo, &pack_dir(repo), &objects, also_flush)
+    let objects = objects.iter().map(|(oid, c)| (*oid, c.as_deref()));
+    crate::store::pack::write_objects_with(repo, &pack_dir(repo), objects, also_flush)
 }
 
 /// [`write_pack`] through libgit2's pack builder, which searches for deltas
@@ -969,6 +961,7 @@ pub fn sync_all_at_once(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> Result<(
     outcome
 }
 
+/// Flushes one file or folder to disk.
 fn sync_one(path: &Path) -> Result<(), StoreError> {
     let f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     f.sync_all().map_err(|e| StoreError::io("sync", path, e))

@@ -110,11 +110,11 @@ impl MemoryObjects {
     /// Writes an object to memory without asking any other backend first;
     /// returns its id.
     pub fn write(&self, kind: ObjectType, data: &[u8]) -> Result<Oid, StoreError> {
-        let (raw_kind, name) = match kind {
-            ObjectType::Blob => (raw::GIT_OBJECT_BLOB, "blob"),
-            ObjectType::Tree => (raw::GIT_OBJECT_TREE, "tree"),
-            ObjectType::Commit => (raw::GIT_OBJECT_COMMIT, "commit"),
-            ObjectType::Tag => (raw::GIT_OBJECT_TAG, "tag"),
+        let raw_kind = match kind {
+            ObjectType::Blob => raw::GIT_OBJECT_BLOB,
+            ObjectType::Tree => raw::GIT_OBJECT_TREE,
+            ObjectType::Commit => raw::GIT_OBJECT_COMMIT,
+            ObjectType::Tag => raw::GIT_OBJECT_TAG,
             ObjectType::Any => {
                 return Err(git2::Error::from_str("an object must have a type").into());
             }
@@ -123,7 +123,7 @@ impl MemoryObjects {
         // attacks, which costs twice as much, and these are gov's own
         // objects (a test compares ids with libgit2's).
         let mut hash = Sha1::new();
-        hash.update(format!("{name} {}\0", data.len()).as_bytes());
+        hash.update(format!("{} {}\0", kind.str(), data.len()).as_bytes());
         hash.update(data);
         let oid = Oid::from_bytes(&hash.finalize())?;
         let mut id = raw::git_oid {

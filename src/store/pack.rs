@@ -284,29 +284,30 @@ pub fn write_objects(
     objects: &[Oid],
     also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
-    let objects: Vec<(Oid, Option<&Content>)> = objects.iter().map(|o| (*o, None)).collect();
-    write_objects_with(repo, dir, &objects, also_flush)
+    write_objects_with(repo, dir, objects.iter().map(|o| (*o, None)), also_flush)
 }
 
 /// [`write_objects`] for objects whose content the caller may have
 /// (`Some`): those are not read from the object database.
-pub fn write_objects_with(
+pub fn write_objects_with<'c>(
     repo: &Repository,
     dir: &Path,
-    objects: &[(Oid, Option<&Content>)],
+    objects: impl IntoIterator<Item = (Oid, Option<&'c Content>)>,
     also_flush: &[PathBuf],
 ) -> Result<PathBuf, StoreError> {
-    let mut seen = HashSet::with_capacity(objects.len());
-    let unique: Vec<&(Oid, Option<&Content>)> =
-        objects.iter().filter(|(o, _)| seen.insert(*o)).collect();
+    let mut seen = HashSet::new();
+    let unique: Vec<(Oid, Option<&Content>)> = objects
+        .into_iter()
+        .filter(|(o, _)| seen.insert(*o))
+        .collect();
     let odb = repo.odb()?;
     let mut w = PackWriter::create(dir, unique.len() as u32)?;
     for (oid, content) in unique {
         match content {
-            Some((kind, data)) => w.add_object(*oid, *kind, data)?,
+            Some((kind, data)) => w.add_object(oid, *kind, data)?,
             None => {
-                let object = odb.read(*oid)?;
-                w.add_object(*oid, object.kind(), object.data())?;
+                let object = odb.read(oid)?;
+                w.add_object(oid, object.kind(), object.data())?;
             }
         }
     }
