@@ -499,16 +499,14 @@ impl Governance {
             // audit ref still names it and nobody wrote the index since:
             // then there is nothing to catch up (one ref read instead of
             // reading and parsing the tip entry twice).
-            let unchanged = match w.last_tip.take() {
-                Some(last) if index_untouched => {
-                    let now = repo.refname_to_id(&refname).ok();
-                    (now == Some(last.commit)).then_some(last)
+            let tip = match w.last_tip.take() {
+                Some(last)
+                    if index_untouched
+                        && repo.refname_to_id(&refname).ok() == Some(last.commit) =>
+                {
+                    Some(last)
                 }
-                _ => None,
-            };
-            let tip = match unchanged {
-                Some(last) => Some(last),
-                None => {
+                _ => {
                     // Entries other processes appended are projected only
                     // once their checks pass; a failed check is tampering.
                     self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;

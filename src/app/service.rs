@@ -428,8 +428,9 @@ impl Service {
             None => self.open_repo()?,
         };
         let repo = reader.insert(repo);
+        // One read of the tip, which the set is then loaded for.
         let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
-        let set = self.policy_at(repo)?;
+        let set = self.policy_at_tip(repo, tip)?;
         Ok((tip, set))
     }
 
