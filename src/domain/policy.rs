@@ -81,10 +81,18 @@ pub struct PolicySet {
     /// The static entities plus those a request brings, by the request's
     /// entities: agents repeat, so their hierarchy is computed once.
     entity_sets: Mutex<HashMap<String, Arc<cedar::Entities>>>,
+    /// Requests with a plain context the schema accepted, by principal,
+    /// action, resource and the context's shape (see [`PlainContext`]):
+    /// whether the schema accepts such a request depends on nothing else.
+    accepted: Mutex<HashSet<AcceptedKey>>,
 }
 
-/// Bound on [`PolicySet::entity_sets`].
+/// Bound on [`PolicySet::entity_sets`] and [`PolicySet::accepted`].
 const MAX_ENTITY_SETS: usize = 4096;
+
+/// A request the schema accepted: principal, action, resource and the
+/// shape of its plain context.
+type AcceptedKey = (cedar::EntityUid, cedar::EntityUid, cedar::EntityUid, String);
 
 /// The annotation that makes a policy a shadow policy: `@mode("shadow")`.
 pub const MODE_ANNOTATION: &str = "mode";
@@ -195,6 +203,8 @@ impl PolicySet {
             action: &action,
             resource: &resource,
             entities: &entities,
+            plain: PlainContext::of(&req.context),
+            plain_accepted: std::cell::Cell::new(false),
         };
         match (&applicable.with_shadow, enforce_shadows) {
             (Some(all), true) => contexts.three_outcomes(all),
@@ -286,7 +296,7 @@ impl PolicySet {
     ) -> Decision {
         let mut cited: Vec<usize> = ids
             .iter()
-            .filter_map(|id| self.by_id.get(id.to_string().as_str()).copied())
+            .filter_map(|id| self.by_id.get(AsRef::<str>::as_ref(id)).copied())
             .collect();
         cited.sort_unstable();
         cited.dedup();
@@ -319,6 +329,13 @@ struct RequestParts<'a> {
     action: &'a cedar::EntityUid,
     resource: &'a cedar::EntityUid,
     entities: &'a cedar::Entities,
+    /// The request's context as Cedar values, built once for both
+    /// evaluations, when it holds only plain JSON.
+    plain: Option<PlainContext>,
+    /// Whether the schema accepted a request built from `plain`: the next
+    /// one differs only in `human_approved`'s value, and is not checked
+    /// again.
+    plain_accepted: std::cell::Cell<bool>,
 }
 
 impl RequestParts<'_> {
@@ -328,6 +345,11 @@ impl RequestParts<'_> {
         human_approved: bool,
     ) -> Result<cedar::Response, String> {
         let set = self.set;
+        if let Some(request) = self.plain_request(human_approved) {
+            return Ok(set
+                .authorizer
+                .is_authorized(&request, policies, self.entities));
+        }
         let mut context = self.req.context.clone();
         context.insert(
             "human_approved".into(),
@@ -349,6 +371,57 @@ impl RequestParts<'_> {
         Ok(set
             .authorizer
             .is_authorized(&request, policies, self.entities))
+    }
+
+    /// The request built from the plain context, if there is one and the
+    /// schema accepts it as it is. Anything else (a string the schema
+    /// types as a decimal or an entity, a wrong type) is left to Cedar's
+    /// schema-directed JSON parser, whose values and errors are then the
+    /// answer: a plain value the schema accepts is the value that parser
+    /// would have made.
+    ///
+    /// The schema's check of a plain context depends only on its shape, so
+    /// a request like one the set already accepted is not checked again.
+    fn plain_request(&self, human_approved: bool) -> Option<cedar::Request> {
+        let plain = self.plain.as_ref()?;
+        let pairs = plain.pairs.iter().cloned().chain([(
+            "human_approved".to_string(),
+            cedar::RestrictedExpression::new_bool(human_approved),
+        )]);
+        let context = cedar::Context::from_pairs(pairs).ok()?;
+        let key = || -> AcceptedKey {
+            let uids = (self.principal, self.action, self.resource);
+            (
+                uids.0.clone(),
+                uids.1.clone(),
+                uids.2.clone(),
+                plain.shape.clone(),
+            )
+        };
+        let known = self.plain_accepted.get()
+            || self
+                .set
+                .accepted
+                .lock()
+                .is_ok_and(|accepted| accepted.contains(&key()));
+        let request = cedar::Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            context,
+            (!known).then_some(&self.set.schema),
+        )
+        .ok()?;
+        if !known {
+            self.plain_accepted.set(true);
+            if let Ok(mut accepted) = self.set.accepted.lock() {
+                if accepted.len() >= MAX_ENTITY_SETS {
+                    accepted.clear();
+                }
+                accepted.insert(key());
+            }
+        }
+        Some(request)
     }
 
     /// Asks Cedar twice (`human_approved` false, then true) for three
@@ -377,6 +450,79 @@ impl RequestParts<'_> {
             Ok(set.decision(Outcome::Forbidden, reasons(&with), Vec::new()))
         }
     }
+}
+
+/// A request's context (without `human_approved`, which the decision sets)
+/// as Cedar values, when every value is plain JSON: booleans, whole
+/// numbers that fit in a Cedar long, strings, arrays and objects none of
+/// whose keys starts with `__` (Cedar's JSON escapes `__entity` and
+/// `__extn`). Other contexts go through Cedar's JSON parser, which spends
+/// most of a decision trying, and failing, to read each string as an
+/// escape.
+struct PlainContext {
+    pairs: Vec<(String, cedar::RestrictedExpression)>,
+    /// The context's keys and kinds of values, nested, without the values:
+    /// a plain value meets a schema type or not by its kind alone (a string
+    /// is never an entity or an extension value here).
+    shape: String,
+}
+
+impl PlainContext {
+    fn of(context: &serde_json::Map<String, serde_json::Value>) -> Option<PlainContext> {
+        let mut shape = String::new();
+        let fields = context.iter().filter(|(k, _)| *k != "human_approved");
+        let pairs = record(fields, &mut shape)?;
+        Some(PlainContext { pairs, shape })
+    }
+}
+
+fn record<'a>(
+    fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    shape: &mut String,
+) -> Option<Vec<(String, cedar::RestrictedExpression)>> {
+    shape.push('{');
+    let pairs = fields
+        .map(|(k, v)| match k.starts_with("__") {
+            true => None,
+            false => {
+                shape.push_str(&format!("{}:{k}", k.len()));
+                Some((k.clone(), plain_value(v, shape)?))
+            }
+        })
+        .collect();
+    shape.push('}');
+    pairs
+}
+
+fn plain_value(v: &serde_json::Value, shape: &mut String) -> Option<cedar::RestrictedExpression> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Bool(b) => {
+            shape.push('b');
+            cedar::RestrictedExpression::new_bool(*b)
+        }
+        J::Number(n) => {
+            shape.push('l');
+            cedar::RestrictedExpression::new_long(n.as_i64()?)
+        }
+        J::String(s) => {
+            shape.push('s');
+            cedar::RestrictedExpression::new_string(s.clone())
+        }
+        J::Array(items) => {
+            shape.push('[');
+            let items = items
+                .iter()
+                .map(|i| plain_value(i, shape))
+                .collect::<Option<Vec<_>>>()?;
+            shape.push(']');
+            cedar::RestrictedExpression::new_set(items)
+        }
+        J::Object(fields) => {
+            cedar::RestrictedExpression::new_record(record(fields.iter(), shape)?).ok()?
+        }
+        J::Null => return None,
+    })
 }
 
 /// A policy's scope and conditions in Cedar's JSON form, without its
@@ -663,6 +809,118 @@ mod tests {
             None,
             "v",
         )
+    }
+
+    /// A set whose context has values plain JSON cannot say: a decimal,
+    /// an entity, a nested record and a set.
+    fn rich() -> PolicySet {
+        let schema = "entity Agent = { group: String };\nentity ActionType;\n\
+            action propose appliesTo { principal: [Agent], resource: [ActionType], \
+            context: { human_approved: Bool, price: decimal, owner: Agent, \
+            meta: { n: Long }, tags: Set<String> } };\n";
+        PolicySet::load(
+            &PolicySource::new("schema.cedarschema", schema),
+            &[PolicySource::new(
+                "p.cedar",
+                "@id(\"cheap\") @reason(\"r\") permit (principal, action, resource)\n\
+                 when { context.price.lessThan(decimal(\"2.0\")) && context.owner == principal \
+                 && context.meta.n < 10 && context.tags.contains(\"ok\") };",
+            )],
+            None,
+            "v",
+        )
+        .expect("loads")
+    }
+
+    fn rich_ask(set: &PolicySet, context: serde_json::Value) -> Decision {
+        set.decide(&CedarRequest {
+            principal: EntityRef::new("Agent", "a"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: context.as_object().cloned().unwrap_or_default(),
+            entities: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_context_with_typed_values_is_read_by_the_schema() {
+        let set = rich();
+        let context = |price: &str, n: i64| {
+            json!({"price": {"__extn": {"fn": "decimal", "arg": price}},
+                   "owner": {"__entity": {"type": "Agent", "id": "a"}},
+                   "meta": {"n": n}, "tags": ["ok", "x"]})
+        };
+        assert_eq!(rich_ask(&set, context("1.5", 3)).outcome, Outcome::Auto);
+        assert_eq!(
+            rich_ask(&set, context("2.5", 3)).outcome,
+            Outcome::Forbidden
+        );
+        assert_eq!(
+            rich_ask(&set, context("1.5", 30)).outcome,
+            Outcome::Forbidden
+        );
+        // The schema reads the entity without its escape too.
+        let implicit = json!({"price": {"__extn": {"fn": "decimal", "arg": "1.0"}},
+            "owner": {"type": "Agent", "id": "a"}, "meta": {"n": 1}, "tags": ["ok"]});
+        assert_eq!(rich_ask(&set, implicit).outcome, Outcome::Auto);
+        // A plain string where the schema wants a decimal is refused with
+        // the schema's own words.
+        let d = rich_ask(
+            &set,
+            json!({"price": "cheap", "owner": {"type": "Agent", "id": "a"},
+                   "meta": {"n": 1}, "tags": ["ok"]}),
+        );
+        assert_eq!(d.outcome, Outcome::Forbidden);
+        assert!(
+            d.errors[0].starts_with("invalid context: "),
+            "{:?}",
+            d.errors
+        );
+    }
+
+    #[test]
+    fn a_plain_context_is_checked_by_its_shape_once_and_decided_by_its_values() {
+        let set = small(
+            "@id(\"small\") @reason(\"r\") permit (principal, action, resource) when { context.n < 10 };",
+        )
+        .expect("loads");
+        // The first request of its shape is checked, later ones are not
+        // checked again, and each is decided by its own value.
+        assert_eq!(ask(&set, "a", 5).outcome, Outcome::Auto);
+        assert_eq!(ask(&set, "a", 50).outcome, Outcome::Forbidden);
+        assert!(ask(&set, "a", 50).errors.is_empty());
+        assert_eq!(ask(&set, "a", 7).outcome, Outcome::Auto);
+        // Another shape (a string for a long, a key too many, a key
+        // missing) is refused, however many requests were accepted before.
+        let refused = |context: serde_json::Value| {
+            let d = set.decide(&CedarRequest {
+                principal: EntityRef::new("Agent", "a"),
+                action: "propose".into(),
+                resource: EntityRef::new("ActionType", "t"),
+                context: context.as_object().cloned().unwrap_or_default(),
+                entities: Vec::new(),
+            });
+            assert_eq!(d.outcome, Outcome::Forbidden, "{context}");
+            assert!(d.errors[0].starts_with("invalid "), "{:?}", d.errors);
+        };
+        refused(json!({"n": "5"}));
+        refused(json!({"n": 5, "extra": true}));
+        refused(json!({}));
+        refused(json!({"n": 5.5}));
+        refused(json!({"n": null}));
+        // An agent that sets `human_approved` itself changes nothing.
+        let own = set.decide(&CedarRequest {
+            principal: EntityRef::new("Agent", "a"),
+            action: "propose".into(),
+            resource: EntityRef::new("ActionType", "t"),
+            context: json!({"n": 50, "human_approved": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            entities: Vec::new(),
+        });
+        assert_eq!(own.outcome, Outcome::Forbidden);
+        assert!(own.errors.is_empty());
     }
 
     #[test]

@@ -89,12 +89,23 @@ pub struct Applicable {
 /// types must not grow memory).
 const MAX_CACHED: usize = 4096;
 
+/// What the policies that apply to a request depend on: its action, and
+/// its principal's and resource's types, with their ids when a policy
+/// names them.
+type CacheKey = (
+    cedar::EntityUid,
+    cedar::EntityTypeName,
+    Option<cedar::EntityId>,
+    cedar::EntityTypeName,
+    Option<cedar::EntityId>,
+);
+
 /// The index: every policy with its scope, and the sets built so far.
 pub struct ScopeIndex {
     scoped: Vec<Scoped>,
     /// Uids that some policy names with `==`: only these make a key apart.
-    named: HashSet<(String, String)>,
-    cache: Mutex<HashMap<String, Arc<Applicable>>>,
+    named: HashSet<cedar::EntityUid>,
+    cache: Mutex<HashMap<CacheKey, Arc<Applicable>>>,
 }
 
 impl std::fmt::Debug for ScopeIndex {
@@ -130,10 +141,11 @@ impl ScopeIndex {
                 };
                 let principal = Slot::principal(policy.principal_constraint());
                 let resource = Slot::resource(policy.resource_constraint());
-                for slot in [&principal, &resource] {
-                    if let Slot::Uid(k, i) = slot {
-                        named.insert((k.clone(), i.clone()));
-                    }
+                if let cedar::PrincipalConstraint::Eq(uid) = policy.principal_constraint() {
+                    named.insert(uid);
+                }
+                if let cedar::ResourceConstraint::Eq(uid) = policy.resource_constraint() {
+                    named.insert(uid);
                 }
                 Scoped {
                     policy: policy.clone(),
@@ -158,26 +170,15 @@ impl ScopeIndex {
         principal: &cedar::EntityUid,
         resource: &cedar::EntityUid,
     ) -> Result<Arc<Applicable>, String> {
-        let action = action.to_string();
-        let (pk, pi) = (
-            principal.type_name().to_string(),
-            principal.id().unescaped().to_string(),
-        );
-        let (rk, ri) = (
-            resource.type_name().to_string(),
-            resource.id().unescaped().to_string(),
-        );
-        let key_id = |k: &str, i: &str| -> String {
-            if self.named.contains(&(k.to_string(), i.to_string())) {
-                i.to_string()
-            } else {
-                String::new()
-            }
-        };
-        let key = format!(
-            "{action}\u{0}{pk}\u{0}{}\u{0}{rk}\u{0}{}",
-            key_id(&pk, &pi),
-            key_id(&rk, &ri)
+        // A principal or resource no policy names is known by its type
+        // alone: every agent without a rule of its own shares one entry.
+        let named = |uid: &cedar::EntityUid| self.named.contains(uid).then(|| uid.id().clone());
+        let key: CacheKey = (
+            action.clone(),
+            principal.type_name().clone(),
+            named(principal),
+            resource.type_name().clone(),
+            named(resource),
         );
         if let Some(hit) = self
             .cache
@@ -187,6 +188,15 @@ impl ScopeIndex {
         {
             return Ok(hit.clone());
         }
+        let action = action.to_string();
+        let (pk, pi) = (
+            principal.type_name().to_string(),
+            principal.id().unescaped().to_string(),
+        );
+        let (rk, ri) = (
+            resource.type_name().to_string(),
+            resource.id().unescaped().to_string(),
+        );
         let mut enforced = Vec::new();
         let mut shadows = Vec::new();
         for s in &self.scoped {

@@ -233,6 +233,7 @@ impl PolicySet {
             scope,
             type_names,
             entity_sets: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(Default::default()),
         })
     }
 }
