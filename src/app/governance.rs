@@ -10,7 +10,9 @@
 //! under a savepoint) and lets go of the mutex. The last writer in line
 //! (nobody else waiting, or the batch full) flushes the batch: its objects
 //! as one pack, its refs in one transaction (compare-and-swap), its rows in
-//! one SQLite commit; then every writer of the batch is answered. A writer
+//! one SQLite commit; then every writer of the batch is answered (a batch
+//! of approvals once their files are in the checkout too, put there
+//! outside the writer mutex: see [`Governance::sync_checkouts`]). A writer
 //! whose closure fails is undone alone (savepoint, staged refs); a batch
 //! whose flush fails answers each of its writers with the error.
 //!
@@ -31,7 +33,7 @@ use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry};
 use crate::store::entry_check::{EntryCheck, SignersSource};
-use crate::store::git::{Staged, StoreError};
+use crate::store::git::{Checkout, Staged, StoreError};
 use crate::store::index::Index;
 /// The role a writer signs as (server, watchdog, approver).
 pub use crate::store::keys::Role;
@@ -168,6 +170,18 @@ struct Outcomes {
     done_through: u64,
     /// Why recent batches failed, and whether the disk was full.
     failed: BTreeMap<u64, (String, bool)>,
+    /// Flushed batches whose files are not in the working tree yet (see
+    /// [`Governance::sync_checkouts`]): their writers wait for that too.
+    syncing: std::collections::BTreeSet<u64>,
+}
+
+/// Files flushed batches put into the working tree, waiting for a
+/// [`Governance::sync_checkouts`] (one at a time, each taking all).
+#[derive(Default)]
+struct Checkouts {
+    /// How many batches have handed files over.
+    handed: u64,
+    files: Vec<Checkout>,
 }
 
 /// The governance repository opened for writing, signing as one role.
@@ -210,6 +224,11 @@ pub struct Governance {
     git_dir: std::path::PathBuf,
     /// When the maintenance check last counted loose objects.
     loose_checked: Mutex<Option<std::time::Instant>>,
+    /// Files for the working tree, handed over by flushed batches.
+    checkouts: Mutex<Checkouts>,
+    /// Held while files are put into the working tree: how many batches'
+    /// files are there.
+    checked_out: Mutex<u64>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -379,6 +398,8 @@ impl Governance {
             clock,
             git_dir: repo.path().to_path_buf(),
             loose_checked: Mutex::new(None),
+            checkouts: Mutex::new(Checkouts::default()),
+            checked_out: Mutex::new(0),
         })
     }
 
@@ -453,8 +474,12 @@ impl Governance {
             // Someone is in line for the mutex: the last of them flushes.
             drop(guard);
         } else {
-            self.finish_batch(&mut guard);
+            let checkouts = self.finish_batch(&mut guard);
             drop(guard);
+            // Outside the writer lock: the next batch is staged meanwhile.
+            if let Some((batch, files)) = checkouts {
+                self.sync_checkouts(batch, files);
+            }
         }
         let (value, written) = match staged {
             Ok(Ok(v)) => v,
@@ -587,11 +612,11 @@ impl Governance {
     }
 
     /// Flushes the open batch (objects, refs, index rows) and tells its
-    /// writers how it ended; releases the chain lock.
-    fn finish_batch(&self, w: &mut Writer) {
-        let Some(batch) = w.batch.take() else {
-            return;
-        };
+    /// writers how it ended; releases the chain lock. Returns the batch's
+    /// files for the working tree, if it has any: its writers are told
+    /// once [`Governance::sync_checkouts`] has put them there.
+    fn finish_batch(&self, w: &mut Writer) -> Option<(u64, Vec<Checkout>)> {
+        let batch = w.batch.take()?;
         tracing::debug!(
             batch = batch.id,
             writers = batch.members,
@@ -600,7 +625,7 @@ impl Governance {
         );
         let result = if batch.members == 0 {
             w.index.rollback_batch();
-            Ok(true)
+            Ok((true, Vec::new()))
         } else {
             self.stats.0.fetch_add(1, Ordering::Relaxed);
             self.stats
@@ -608,12 +633,15 @@ impl Governance {
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
             self.flush(w, &batch.repo.repo, batch.staged)
         };
-        if let Ok(indexed) = result {
-            w.kept_repo = Some(batch.repo);
-            // Known only if the index holds every entry up to it.
-            w.last_tip = batch.tip.clone().filter(|_| indexed);
-        }
-        let result = result.map(|_| ());
+        let (result, checkouts) = match result {
+            Ok((indexed, files)) => {
+                w.kept_repo = Some(batch.repo);
+                // Known only if the index holds every entry up to it.
+                w.last_tip = batch.tip.clone().filter(|_| indexed);
+                (Ok(()), files)
+            }
+            Err(e) => (Err(e), Vec::new()),
+        };
         if let Some(tip) = &batch.tip {
             w.seen.1 = Some(tip.entry.seq);
         }
@@ -623,6 +651,9 @@ impl Governance {
             Err(p) => p.into_inner(),
         };
         outcomes.done_through = batch.id;
+        if !checkouts.is_empty() {
+            outcomes.syncing.insert(batch.id);
+        }
         if let Err(e) = result {
             tracing::error!(error = %e.0, batch = batch.id, "a batch of writes failed");
             outcomes.failed.insert(batch.id, e);
@@ -632,18 +663,66 @@ impl Governance {
         }
         drop(outcomes);
         self.flushed.notify_all();
+        (!checkouts.is_empty()).then_some((batch.id, checkouts))
     }
 
-    /// Flushes a batch: whether the index took its rows too; on failure,
-    /// why and whether the disk was full.
+    /// Puts a flushed batch's files into the working tree
+    /// (`store::proposals::sync_worktree`), then tells its writers. One
+    /// caller at a time does the work, for every batch that handed files
+    /// over by then: rewriting the Git index costs as much for one file as
+    /// for many, and grows with the files on `main`.
+    fn sync_checkouts(&self, batch: u64, files: Vec<Checkout>) {
+        let mine = self.checkouts.lock().ok().map(|mut c| {
+            c.files.extend(files);
+            c.handed += 1;
+            c.handed
+        });
+        if let (Some(mine), Ok(mut done)) = (mine, self.checked_out.lock()) {
+            if *done < mine {
+                let taken = self
+                    .checkouts
+                    .lock()
+                    .ok()
+                    .map(|mut c| (c.handed, std::mem::take(&mut c.files)));
+                if let Some((handed, files)) = taken {
+                    // Best effort, as the sync itself: the commits are
+                    // durable, and the files are on `main`.
+                    let synced = open_repo(&self.settings).and_then(|repo| {
+                        let _lock = ChainLock::acquire_named(
+                            repo.path(),
+                            crate::store::lock::WORKTREE_LOCK_FILE,
+                        )?;
+                        crate::store::proposals::sync_worktree(&repo, &files);
+                        Ok(())
+                    });
+                    if let Err(e) = synced {
+                        tracing::warn!(error = %e, "the working tree was not updated");
+                    }
+                    *done = handed;
+                }
+            }
+        }
+        let mut outcomes = match self.outcomes.lock() {
+            Ok(o) => o,
+            Err(p) => p.into_inner(),
+        };
+        outcomes.syncing.remove(&batch);
+        drop(outcomes);
+        self.flushed.notify_all();
+    }
+
+    /// Flushes a batch: whether the index took its rows too, and the
+    /// batch's files for the working tree; on failure, why and whether the
+    /// disk was full.
     fn flush(
         &self,
         w: &mut Writer,
         repo: &Repository,
-        staged: Staged,
-    ) -> Result<bool, (String, bool)> {
+        mut staged: Staged,
+    ) -> Result<(bool, Vec<Checkout>), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         let started = std::time::Instant::now();
+        let checkouts = staged.take_checkouts();
         if let Err(e) = staged.flush(repo) {
             self.repair_due.store(true, Ordering::SeqCst);
             w.index.rollback_batch();
@@ -665,7 +744,7 @@ impl Governance {
             index_us = (started.elapsed() - git_done).as_micros() as u64,
             "batch flushed"
         );
-        Ok(indexed)
+        Ok((indexed, checkouts))
     }
 
     /// Checks that the index file was not changed outside gov since this
@@ -727,7 +806,7 @@ impl Governance {
     /// Waits until batch `id` is flushed; its error, if it failed.
     fn wait_for(&self, id: u64) -> Result<(), GovError> {
         let mut outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
-        while outcomes.done_through < id {
+        while outcomes.done_through < id || outcomes.syncing.contains(&id) {
             outcomes = self
                 .flushed
                 .wait(outcomes)

@@ -364,6 +364,10 @@ pub fn commit_files(
 /// An object's type and content.
 pub type Content = (ObjectType, Vec<u8>);
 
+/// A file to put into a checked-out branch's working tree: (branch ref,
+/// path, content).
+pub type Checkout = (String, String, Vec<u8>);
+
 /// What a batch of writes has staged and not yet made durable: the objects
 /// it wrote (into its handle's memory; outside a batch, loose without
 /// fsync) and the ref moves it decided on (not yet
@@ -391,8 +395,8 @@ pub struct Staged {
     /// moves with the disk.
     disk: RefCell<BTreeMap<String, Option<Oid>>>,
     /// Files to put into a checked-out branch's working tree once the batch
-    /// is durable: (branch ref, path, content).
-    checkouts: Vec<(String, String, Vec<u8>)>,
+    /// is durable.
+    checkouts: Vec<Checkout>,
     /// The ref that records the batch (the audit chain): moved after every
     /// other ref, so an entry never exists without its Git change.
     record: Option<String>,
@@ -438,6 +442,13 @@ impl Staged {
     pub fn checkout_after(&mut self, branch_ref: &str, path: &str, content: &[u8]) {
         self.checkouts
             .push((branch_ref.to_string(), path.to_string(), content.to_vec()));
+    }
+
+    /// Takes the files [`Staged::checkout_after`] asked for: the caller
+    /// puts them into the working tree itself once the batch is durable
+    /// (`store::proposals::sync_worktree`), and [`Staged::flush`] does not.
+    pub fn take_checkouts(&mut self) -> Vec<Checkout> {
+        std::mem::take(&mut self.checkouts)
     }
 
     /// Whether nothing is staged.

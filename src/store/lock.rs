@@ -24,6 +24,12 @@ pub const LOCK_FILE: &str = "gov-audit.lock";
 /// syncs (the watchdog's, the webhook's, a person's) never interleave.
 pub const SYNC_LOCK_FILE: &str = "gov-sync.lock";
 
+/// The lock held while approved files are put into the checkout and its
+/// Git index (`store::proposals::sync_worktree`), outside the chain lock:
+/// two gov processes doing it at once would each write the Git index as
+/// they read it, and the second would drop the first one's files.
+pub const WORKTREE_LOCK_FILE: &str = "gov-worktree.lock";
+
 impl ChainLock {
     /// Blocks until the lock is ours.
     pub fn acquire(git_dir: &Path) -> Result<ChainLock, StoreError> {
@@ -67,7 +73,9 @@ impl ChainLock {
 impl ChainLock {
     /// Removes the lock files of refs and files that gov writes only while
     /// it holds this lock but that stock `git` writes too: `main`'s ref,
-    /// `packed-refs` and the Git index (`index.lock`). One is removed only
+    /// `packed-refs` and the Git index (`index.lock`; gov writes that one
+    /// under [`WORKTREE_LOCK_FILE`] instead, with the file open, which the
+    /// next rule covers). One is removed only
     /// when it is stale: older than `before`, a time read before this lock
     /// was acquired (so no gov writer still runs with it), held open by no
     /// process, and no `git` process runs in this repository (a live `git

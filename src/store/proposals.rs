@@ -270,11 +270,13 @@ pub fn rename_branch(
 }
 
 /// When a branch is checked out, puts the files approvals added to it
-/// (`(branch ref, path, content)`) into the working tree and the Git index
-/// too, so that `git status` stays clean. Only approvals (a person's pace)
-/// do this, once per batch: the Git index holds every file of the
-/// checkout and is written whole. Best effort: the commit is what counts.
-pub fn sync_worktree(repo: &Repository, files: &[(String, String, Vec<u8>)]) {
+/// into the working tree and the Git index too, so that `git status`
+/// stays clean. Only approvals do this. The Git index holds every file of
+/// the checkout and is read and written whole, so its cost grows with
+/// `main`: the server's writers call this outside the writer lock, several
+/// batches' files at once (`app::governance`). Best effort: the commit is
+/// what counts.
+pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
     let Some(workdir) = repo.workdir() else {
         return;
     };

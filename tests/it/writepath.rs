@@ -312,6 +312,16 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
                             &json!({"decision": "approve"}),
                         )
                         .map_err(|e| e.to_string())?;
+                    // Answered once its file is in the checkout, though
+                    // another writer's flush may have put it there.
+                    let o = s
+                        .repo
+                        .git(&["ls-files", "proposals"])
+                        .map_err(|e| e.to_string())?;
+                    let listed = String::from_utf8_lossy(&o.stdout);
+                    if !listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))) {
+                        return Err(format!("{id} answered before it was checked out"));
+                    }
                     Ok(d.status)
                 })
             })
