@@ -10,6 +10,9 @@
 //! the parents and times of the commits walked are kept in memory: a
 //! commit never changes, so what is kept is keyed by its id and never goes
 //! stale, and the walk through them is a few hash lookups per commit.
+//! What `main`'s last tip reaches is kept too, so an approval walks only
+//! the commits `main` gained since the last one: approving the k-th of
+//! many waiting proposals no longer walks k merges.
 //! Anything but the usual shape (a commit with several parents, one
 //! already merged into `main`, a parent `main` does not hold) is left to
 //! libgit2's own merge base.
@@ -71,10 +74,70 @@ pub fn fork_point(repo: &Repository, main: Oid, submitted: Oid) -> Result<Oid, S
     }
 }
 
+/// The commits `main`'s last tip reaches, as far back as a walk went: kept
+/// so that the next approval walks only what `main` gained since (one
+/// merge, usually) instead of everything back to the proposal's parent,
+/// which was most of an approval's cost once many proposals waited.
+struct Reach {
+    /// The tip walked from.
+    tip: Oid,
+    /// Commits older than this were not walked past (their parents not
+    /// visited).
+    horizon: i64,
+    /// Every commit the tip reaches through commits not older than
+    /// `horizon`.
+    seen: HashSet<Oid>,
+}
+
+fn reach() -> &'static Mutex<Option<Reach>> {
+    static REACH: OnceLock<Mutex<Option<Reach>>> = OnceLock::new();
+    REACH.get_or_init(Mutex::default)
+}
+
+/// Adds to `new` what `from` reaches through commits not older than
+/// `horizon`, not walking past commits in `old` or `new` (what those reach
+/// is there already). Whether the walk came upon `stop`; `None` once the
+/// two sets hold more than [`MAX_WALK`] commits.
+fn walk(
+    kept: &mut HashMap<Oid, Node>,
+    repo: &Repository,
+    from: Oid,
+    horizon: i64,
+    old: &HashSet<Oid>,
+    new: &mut HashSet<Oid>,
+    stop: Option<Oid>,
+) -> Result<Option<bool>, StoreError> {
+    let mut came_upon = false;
+    let mut todo = vec![from];
+    while let Some(c) = todo.pop() {
+        if Some(c) == stop {
+            came_upon = true;
+        }
+        if old.contains(&c) || !new.insert(c) {
+            continue;
+        }
+        if old.len() + new.len() > MAX_WALK {
+            return Ok(None);
+        }
+        let n = node(kept, repo, c)?;
+        if n.time >= horizon {
+            todo.extend(n.parents.iter().copied());
+        }
+    }
+    Ok(Some(came_upon))
+}
+
 /// `submitted`'s parent when `submitted` has exactly one, `main` holds that
 /// parent and does not hold `submitted`: then the parent is the merge base
 /// (every common ancestor is an ancestor of it). `None`: another shape,
 /// or a walk too long.
+///
+/// What `main` reaches is kept ([`Reach`]) and extended from the new tip
+/// when that tip reaches the last one; otherwise (`main` rewritten, or a
+/// proposal older than the walk went) it is walked afresh. A walk stops at
+/// commits older than both the proposal and its parent (give or take the
+/// clocks): their descendants are younger, so nothing older leads to
+/// either.
 fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid>, StoreError> {
     let mut guard = match kept().lock() {
         Ok(g) => g,
@@ -90,33 +153,51 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
         return Ok(Some(parent));
     }
     let parent_time = node(kept, repo, parent)?.time;
-    // Neither commit looked for is older than this (give or take the
-    // clocks): older commits' parents need no walking.
     let horizon = parent_time.min(submitted_time) - CLOCK_SLACK_SECONDS;
-    let mut seen = HashSet::new();
-    let mut todo = vec![main];
-    let mut holds_parent = false;
-    while let Some(c) = todo.pop() {
-        if !seen.insert(c) {
-            continue;
-        }
-        if c == submitted {
-            return Ok(None);
-        }
-        if c == parent {
-            // `submitted` is younger than its parent: not below it.
-            holds_parent = true;
-            continue;
-        }
-        if seen.len() > MAX_WALK {
-            return Ok(None);
-        }
-        let n = node(kept, repo, c)?;
-        if n.time >= horizon {
-            todo.extend(n.parents.iter().copied());
+    let mut reach_guard = match reach().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut known = reach_guard.take().filter(|r| r.horizon <= horizon);
+    if let Some(r) = known.as_mut() {
+        if r.tip != main {
+            // Commits the last tip reaches end the walk; if it does not
+            // come upon the tip itself, `main` does not descend from it.
+            let mut gained = HashSet::new();
+            match walk(
+                kept,
+                repo,
+                main,
+                r.horizon,
+                &r.seen,
+                &mut gained,
+                Some(r.tip),
+            )? {
+                Some(true) => {
+                    r.seen.extend(gained);
+                    r.tip = main;
+                }
+                _ => known = None,
+            }
         }
     }
-    Ok(holds_parent.then_some(parent))
+    let r = match known {
+        Some(r) => r,
+        None => {
+            let mut seen = HashSet::new();
+            if walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?.is_none() {
+                return Ok(None);
+            }
+            Reach {
+                tip: main,
+                horizon,
+                seen,
+            }
+        }
+    };
+    let answer = (r.seen.contains(&parent) && !r.seen.contains(&submitted)).then_some(parent);
+    *reach_guard = Some(r);
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -182,6 +263,54 @@ mod tests {
                 "{submitted}"
             );
         }
+        Ok(())
+    }
+
+    /// What `main` reaches is kept from one approval to the next; a `main`
+    /// that does not descend from the last tip (rewritten), a proposal
+    /// merged since, and a proposal older than the last walk went are each
+    /// answered as libgit2 would.
+    #[test]
+    fn what_main_reaches_is_kept_only_while_main_descends_from_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let t = 1_800_000_000;
+        let root = commit(&repo, &[], t, "root")?;
+        let filed: Vec<Oid> = (0..4)
+            .map(|i| commit(&repo, &[root], t + 10 + i, "proposal"))
+            .collect::<Result<_, _>>()?;
+        let check = |main: Oid, submitted: Oid, quick: Option<Oid>| -> TestResult {
+            assert_eq!(usual_fork(&repo, main, submitted)?, quick, "{submitted}");
+            // (Histories without a common commit have no merge base.)
+            assert_eq!(
+                fork_point(&repo, main, submitted).ok(),
+                repo.merge_base(main, submitted).ok()
+            );
+            Ok(())
+        };
+        // Approvals one after another: each walk starts from the last.
+        let mut main = root;
+        for p in &filed[..2] {
+            check(main, *p, Some(root))?;
+            main = commit(&repo, &[main, *p], t + 100, "merge")?;
+        }
+        check(main, filed[2], Some(root))?;
+        // Merged since the last walk: not the usual shape any more.
+        let merged = commit(&repo, &[main, filed[2]], t + 110, "merge")?;
+        check(merged, filed[2], None)?;
+        check(merged, filed[3], Some(root))?;
+        // A rewritten main that no longer holds `root`.
+        let other_root = commit(&repo, &[], t + 120, "another root")?;
+        let rewritten = commit(&repo, &[other_root], t + 130, "rewritten")?;
+        check(rewritten, filed[3], None)?;
+        // Back on the first history, with a proposal filed on a commit far
+        // older than the last walk went.
+        let old_root = commit(&repo, &[], t - 10 * 86_400, "old root")?;
+        let old_tip = commit(&repo, &[old_root], t - 10 * 86_400 + 1, "old main")?;
+        let joined = commit(&repo, &[merged, old_tip], t + 140, "joined")?;
+        let old = commit(&repo, &[old_root], t - 10 * 86_400 + 5, "old proposal")?;
+        check(joined, filed[3], Some(root))?;
+        check(joined, old, Some(old_root))?;
         Ok(())
     }
 }
