@@ -175,6 +175,18 @@ struct Outcomes {
     syncing: std::collections::BTreeSet<u64>,
 }
 
+/// What [`Governance::sync_checkouts`] keeps between calls.
+#[derive(Default)]
+struct CheckedOut {
+    /// How many batches' files are in the working tree.
+    done: u64,
+    /// The handle the last call used, and when it was opened: its Git
+    /// index stays loaded (read again only if the file changed), and
+    /// reading it whole cost as much as writing it. Opened afresh after
+    /// [`BATCH_REPO_AGE`], as a batch's is (see [`BatchRepo`]).
+    repo: Option<(std::time::Instant, Repository)>,
+}
+
 /// Files flushed batches put into the working tree, waiting for a
 /// [`Governance::sync_checkouts`] (one at a time, each taking all).
 #[derive(Default)]
@@ -226,9 +238,8 @@ pub struct Governance {
     loose_checked: Mutex<Option<std::time::Instant>>,
     /// Files for the working tree, handed over by flushed batches.
     checkouts: Mutex<Checkouts>,
-    /// Held while files are put into the working tree: how many batches'
-    /// files are there.
-    checked_out: Mutex<u64>,
+    /// Held while files are put into the working tree.
+    checked_out: Mutex<CheckedOut>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -399,7 +410,7 @@ impl Governance {
             git_dir: repo.path().to_path_buf(),
             loose_checked: Mutex::new(None),
             checkouts: Mutex::new(Checkouts::default()),
-            checked_out: Mutex::new(0),
+            checked_out: Mutex::new(CheckedOut::default()),
         })
     }
 
@@ -677,8 +688,8 @@ impl Governance {
             c.handed += 1;
             c.handed
         });
-        if let (Some(mine), Ok(mut done)) = (mine, self.checked_out.lock()) {
-            if *done < mine {
+        if let (Some(mine), Ok(mut state)) = (mine, self.checked_out.lock()) {
+            if state.done < mine {
                 let taken = self
                     .checkouts
                     .lock()
@@ -687,18 +698,25 @@ impl Governance {
                 if let Some((handed, files)) = taken {
                     // Best effort, as the sync itself: the commits are
                     // durable, and the files are on `main`.
-                    let synced = open_repo(&self.settings).and_then(|repo| {
+                    let repo = match state.repo.take() {
+                        Some((opened, repo)) if opened.elapsed() < BATCH_REPO_AGE => {
+                            Ok((opened, repo))
+                        }
+                        _ => open_repo(&self.settings).map(|r| (std::time::Instant::now(), r)),
+                    };
+                    let synced = repo.and_then(|(opened, repo)| {
                         let _lock = ChainLock::acquire_named(
                             repo.path(),
                             crate::store::lock::WORKTREE_LOCK_FILE,
                         )?;
                         crate::store::proposals::sync_worktree(&repo, &files);
-                        Ok(())
+                        Ok((opened, repo))
                     });
-                    if let Err(e) = synced {
-                        tracing::warn!(error = %e, "the working tree was not updated");
+                    match synced {
+                        Ok(kept) => state.repo = Some(kept),
+                        Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
                     }
-                    *done = handed;
+                    state.done = handed;
                 }
             }
         }

@@ -287,9 +287,14 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
     let Some(head) = head else {
         return;
     };
+    // A handle kept from an earlier call keeps its Git index loaded: read
+    // again only if someone (stock `git`) wrote the file since.
     let Ok(mut index) = repo.index() else {
         return;
     };
+    if index.read(false).is_err() {
+        return;
+    }
     let mut added = false;
     for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
         let file = workdir.join(path);

@@ -346,6 +346,25 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
             "{id} is not in the checkout's index: {listed}"
         );
     }
+    // A file the operator stages with stock `git` between two approvals
+    // stays staged: the Git index gov keeps loaded is read again.
+    std::fs::write(s.repo.root().join("notes.txt"), "mine\n")?;
+    let o = s.repo.git(&["add", "notes.txt"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+    let id = r.text("proposal_id");
+    let d = s.post(
+        &format!("/proposals/{id}/decision"),
+        Some(&s.operator),
+        &json!({"decision": "approve"}),
+    )?;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    let o = s.repo.git(&["status", "--porcelain"])?;
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "A  notes.txt\n");
+    let o = s.repo.git(&["ls-files", "proposals"])?;
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .any(|l| l.ends_with(&format!("/{id}.toml"))));
     Ok(())
 }
 
