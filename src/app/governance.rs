@@ -709,7 +709,11 @@ impl Governance {
                             repo.path(),
                             crate::store::lock::WORKTREE_LOCK_FILE,
                         )?;
-                        crate::store::proposals::sync_worktree(&repo, &files);
+                        // A panic here must not leave the batch's writers
+                        // waiting.
+                        let _ = catch_unwind(AssertUnwindSafe(|| {
+                            crate::store::proposals::sync_worktree(&repo, &files)
+                        }));
                         Ok((opened, repo))
                     });
                     match synced {

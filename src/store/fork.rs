@@ -25,7 +25,8 @@ use git2::{Oid, Repository};
 use super::git::StoreError;
 
 /// Commits kept at most; the store is emptied when it is full (the next
-/// walks read what they need again).
+/// walks read what they need again). What `main` reaches ([`Reach`]) is
+/// kept only while it holds no more commits than this either.
 const MAX_KEPT: usize = 65_536;
 /// Commits one walk visits at most before it leaves the answer to libgit2.
 const MAX_WALK: usize = 200_000;
@@ -196,7 +197,8 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
         }
     };
     let answer = (r.seen.contains(&parent) && !r.seen.contains(&submitted)).then_some(parent);
-    *reach_guard = Some(r);
+    // Kept while small: a long-running server must not grow with `main`.
+    *reach_guard = (r.seen.len() <= MAX_KEPT).then_some(r);
     Ok(answer)
 }
 
