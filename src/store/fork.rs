@@ -225,6 +225,19 @@ mod tests {
         repo.commit(None, &sig, &sig, what, &tree, &refs)
     }
 
+    /// Checks that the quick walk answers `quick` and that the answer is
+    /// libgit2's merge base either way (none for histories without a
+    /// common commit).
+    fn answers(repo: &Repository, main: Oid, submitted: Oid, quick: Option<Oid>) -> TestResult {
+        assert_eq!(usual_fork(repo, main, submitted)?, quick, "{submitted}");
+        assert_eq!(
+            fork_point(repo, main, submitted).ok(),
+            repo.merge_base(main, submitted).ok(),
+            "{submitted}"
+        );
+        Ok(())
+    }
+
     /// The answer is libgit2's merge base in each shape, whether the quick
     /// walk answered or not.
     #[test]
@@ -258,12 +271,7 @@ mod tests {
             (orphaned, None),
         ];
         for (submitted, quick) in cases {
-            assert_eq!(usual_fork(&repo, main, submitted)?, quick, "{submitted}");
-            assert_eq!(
-                fork_point(&repo, main, submitted)?,
-                repo.merge_base(main, submitted)?,
-                "{submitted}"
-            );
+            answers(&repo, main, submitted, quick)?;
         }
         Ok(())
     }
@@ -281,15 +289,7 @@ mod tests {
         let filed: Vec<Oid> = (0..4)
             .map(|i| commit(&repo, &[root], t + 10 + i, "proposal"))
             .collect::<Result<_, _>>()?;
-        let check = |main: Oid, submitted: Oid, quick: Option<Oid>| -> TestResult {
-            assert_eq!(usual_fork(&repo, main, submitted)?, quick, "{submitted}");
-            // (Histories without a common commit have no merge base.)
-            assert_eq!(
-                fork_point(&repo, main, submitted).ok(),
-                repo.merge_base(main, submitted).ok()
-            );
-            Ok(())
-        };
+        let check = |main, submitted, quick| answers(&repo, main, submitted, quick);
         // Approvals one after another: each walk starts from the last.
         let mut main = root;
         for p in &filed[..2] {

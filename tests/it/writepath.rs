@@ -249,12 +249,7 @@ fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> Test
     assert_eq!(r.body["status"], "pending", "{:?}", r.body);
     let id = r.text("proposal_id");
     assert_eq!(repo.refname_to_id("refs/heads/main")?, main0);
-    let d = s.post(
-        &format!("/proposals/{id}/decision"),
-        Some(&s.operator),
-        &json!({"decision": "approve"}),
-    )?;
-    assert_eq!(d.status, 200, "{:?}", d.body);
+    s.approve(&id)?;
     let main1 = repo.refname_to_id("refs/heads/main")?;
     let merge = repo.find_commit(main1)?;
     assert_eq!(merge.parent_count(), 2);
@@ -314,15 +309,11 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
                         .map_err(|e| e.to_string())?;
                     // Answered once its file is in the checkout, though
                     // another writer's flush may have put it there.
-                    let o = s
-                        .repo
-                        .git(&["ls-files", "proposals"])
-                        .map_err(|e| e.to_string())?;
-                    let listed = String::from_utf8_lossy(&o.stdout);
-                    if !listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))) {
-                        return Err(format!("{id} answered before it was checked out"));
+                    match in_checkout(s, id) {
+                        Ok(true) => Ok(d.status),
+                        Ok(false) => Err(format!("{id} answered before it was checked out")),
+                        Err(e) => Err(e.to_string()),
                     }
-                    Ok(d.status)
                 })
             })
             .collect();
@@ -338,13 +329,8 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
         "",
         "git status is not clean"
     );
-    let o = s.repo.git(&["ls-files", "proposals"])?;
-    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     for id in &ids {
-        assert!(
-            listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))),
-            "{id} is not in the checkout's index: {listed}"
-        );
+        assert!(in_checkout(&s, id)?, "{id} is not in the checkout's index");
     }
     // A file the operator stages with stock `git` between two approvals
     // stays staged: the Git index gov keeps loaded is read again.
@@ -353,19 +339,18 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
     let id = r.text("proposal_id");
-    let d = s.post(
-        &format!("/proposals/{id}/decision"),
-        Some(&s.operator),
-        &json!({"decision": "approve"}),
-    )?;
-    assert_eq!(d.status, 200, "{:?}", d.body);
+    s.approve(&id)?;
     let o = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "A  notes.txt\n");
-    let o = s.repo.git(&["ls-files", "proposals"])?;
-    assert!(String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .any(|l| l.ends_with(&format!("/{id}.toml"))));
+    assert!(in_checkout(&s, &id)?, "{id} is not in the checkout's index");
     Ok(())
+}
+
+/// Whether proposal `id`'s file is in the checkout's Git index.
+fn in_checkout(s: &TestServer, id: &str) -> TestResult<bool> {
+    let o = s.repo.git(&["ls-files", "proposals"])?;
+    let listed = String::from_utf8_lossy(&o.stdout);
+    Ok(listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))))
 }
 
 #[test]

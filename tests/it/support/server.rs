@@ -318,6 +318,18 @@ impl TestServer {
         self.send("POST", path, token, Some(body), &[])
     }
 
+    /// Approves proposal `id` with the operator's token; the reply must be
+    /// 200.
+    pub fn approve(&self, id: &str) -> TestResult<Reply> {
+        let d = self.post(
+            &format!("/proposals/{id}/decision"),
+            Some(&self.operator),
+            &json!({"decision": "approve"}),
+        )?;
+        assert_eq!(d.status, 200, "{:?}", d.body);
+        Ok(d)
+    }
+
     /// Submits a `publish_content` proposal of `noop` (one that waits for a
     /// person) with agent token `token`; the reply must be 200.
     pub fn submit_pending(&self, token: &str) -> TestResult<Reply> {
