@@ -50,6 +50,22 @@ impl ChainLock {
     }
 }
 
+impl ChainLock {
+    /// The lock in `.git/<name>` if nobody holds it now (another open of
+    /// it in this process counts as somebody); `None` otherwise, or if the
+    /// file cannot be opened.
+    pub fn try_acquire_named(git_dir: &Path, name: &str) -> Option<ChainLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(git_dir.join(name))
+            .ok()?;
+        file.try_lock().ok()?;
+        Some(ChainLock { file })
+    }
+}
+
 fn lock_exclusive(file: &File) -> std::io::Result<()> {
     file.lock()
 }
@@ -74,8 +90,8 @@ impl ChainLock {
     /// Removes the lock files of refs and files that gov writes only while
     /// it holds this lock but that stock `git` writes too: `main`'s ref,
     /// `packed-refs` and the Git index (`index.lock`; gov writes that one
-    /// under [`WORKTREE_LOCK_FILE`] instead, with the file open, which the
-    /// next rule covers). One is removed only
+    /// under [`WORKTREE_LOCK_FILE`] instead, and it is left alone while
+    /// that lock is held, by this process or another). One is removed only
     /// when it is stale: older than `before`, a time read before this lock
     /// was acquired (so no gov writer still runs with it), held open by no
     /// process, and no `git` process runs in this repository (a live `git
@@ -102,6 +118,23 @@ impl ChainLock {
                     .is_ok_and(|t| t < before)
             })
             .collect();
+        if old.is_empty() {
+            return old;
+        }
+        // Held until the removal is done: no gov writer starts writing the
+        // Git index meanwhile.
+        let index_lock = git_dir.join("index.lock");
+        let mut old = old;
+        let _no_sync = match old.contains(&index_lock) {
+            true => {
+                let held = ChainLock::try_acquire_named(git_dir, WORKTREE_LOCK_FILE);
+                if held.is_none() {
+                    old.retain(|p| *p != index_lock);
+                }
+                held
+            }
+            false => None,
+        };
         if old.is_empty() {
             return old;
         }
@@ -245,5 +278,34 @@ impl Drop for ChainLock {
         // hand-over explicit.
         #[allow(clippy::incompatible_msrv, reason = "see lock_exclusive")]
         let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// gov writes the Git index outside the chain lock, under the
+    /// checkout's lock: its `index.lock` is not taken for a stale one
+    /// meanwhile, even by a writer of the same process.
+    #[test]
+    fn the_git_index_lock_is_left_alone_while_a_writer_syncs_the_checkout(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(&git_dir)?;
+        let index_lock = git_dir.join("index.lock");
+        std::fs::write(&index_lock, b"half written")?;
+        let before = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        let chain = ChainLock::acquire(&git_dir)?;
+        let syncing = ChainLock::acquire_named(&git_dir, WORKTREE_LOCK_FILE)?;
+        let removed = chain.remove_stale_git_locks(&git_dir, None, "refs/heads/main", before);
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(index_lock.exists());
+        drop(syncing);
+        let removed = chain.remove_stale_git_locks(&git_dir, None, "refs/heads/main", before);
+        assert_eq!(removed, std::slice::from_ref(&index_lock));
+        assert!(!index_lock.exists());
+        Ok(())
     }
 }
