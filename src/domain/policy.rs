@@ -15,6 +15,7 @@
 //! Pure: the sources come in as strings, nothing here reads files or Git.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -485,7 +486,7 @@ fn record<'a>(
         .map(|(k, v)| match k.starts_with("__") {
             true => None,
             false => {
-                shape.push_str(&format!("{}:{k}", k.len()));
+                let _ = write!(shape, "{}:{k}", k.len());
                 Some((k.clone(), plain_value(v, shape)?))
             }
         })

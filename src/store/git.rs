@@ -262,15 +262,36 @@ pub fn make_durable(
     Ok(())
 }
 
-/// Writes `files` on top of `parent`'s tree (or an empty tree) and a
-/// signed commit of it through `staged` (which records each new object):
-/// the commit and its tree.
+/// Writes, through `staged` (which records each new object), the tree of
+/// `base` (none: the empty tree) with `changes` put in (`None`: taken out)
+/// and a commit of it on `parents`, signed with `key` (author and
+/// committer both `author`). Returns the commit.
 #[allow(
     clippy::too_many_arguments,
     reason = "each argument is one part of the commit; a struct would only rename them"
 )]
-fn files_commit<'r>(
-    repo: &'r Repository,
+pub fn commit_with_changes(
+    repo: &Repository,
+    staged: &mut Staged,
+    key: &SigningKey,
+    author: &Signature<'_>,
+    base: Option<Oid>,
+    parents: &[Oid],
+    changes: &[(String, Option<Oid>)],
+    message: &str,
+) -> Result<Oid, StoreError> {
+    let tree = crate::store::tree::with_files(repo, staged, base, changes)?;
+    signed_commit_of(repo, staged, key, author, tree, parents, message)
+}
+
+/// Writes `files` (as new blobs) on top of `parent`'s tree, without
+/// `deleted`, and a signed commit of it on `parent` through `staged`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the commit; a struct would only rename them"
+)]
+fn files_commit(
+    repo: &Repository,
     staged: &mut Staged,
     key: &SigningKey,
     author: &Signature<'_>,
@@ -278,7 +299,7 @@ fn files_commit<'r>(
     files: &[(String, Vec<u8>)],
     deleted: &[String],
     message: &str,
-) -> Result<(Oid, git2::Tree<'r>), StoreError> {
+) -> Result<Oid, StoreError> {
     let base = match parent {
         Some(p) => Some(repo.find_commit(p)?.tree_id()),
         None => None,
@@ -291,10 +312,8 @@ fn files_commit<'r>(
         ));
     }
     changes.extend(deleted.iter().map(|path| (path.clone(), None)));
-    let tree_id = crate::store::tree::with_files(repo, staged, base, &changes)?;
     let parents: Vec<Oid> = parent.into_iter().collect();
-    let commit = signed_commit_of(repo, staged, key, author, tree_id, &parents, message)?;
-    Ok((commit, repo.find_tree(tree_id)?))
+    commit_with_changes(repo, staged, key, author, base, &parents, &changes, message)
 }
 
 /// [`commit_files`] inside a batch, which may also delete files
@@ -316,7 +335,7 @@ pub fn stage_commit_files(
     deleted: &[String],
     message: &str,
 ) -> Result<Oid, StoreError> {
-    let (commit, _) = files_commit(repo, staged, key, author, parent, files, deleted, message)?;
+    let commit = files_commit(repo, staged, key, author, parent, files, deleted, message)?;
     let expected = staged.target(repo, refname)?.and(parent);
     staged.set(repo, refname, Some(commit), expected)?;
     Ok(commit)
@@ -337,8 +356,7 @@ pub fn commit_files(
     message: &str,
 ) -> Result<Oid, StoreError> {
     let mut written = Staged::default();
-    let (commit, tree) =
-        files_commit(repo, &mut written, key, author, parent, files, &[], message)?;
+    let commit = files_commit(repo, &mut written, key, author, parent, files, &[], message)?;
     // A branch that exists must still be at `parent`; one that does not is
     // created (a new branch on top of `parent`).
     let expected = match repo.refname_to_id(refname) {
@@ -355,7 +373,7 @@ pub fn commit_files(
         .and_then(|h| h.symbolic_target().map(str::to_string));
     if head_target.as_deref() == Some(refname) {
         let mut index = repo.index()?;
-        index.read_tree(&tree)?;
+        index.read_tree(&repo.find_commit(commit)?.tree()?)?;
         index.write()?;
     }
     Ok(commit)

@@ -39,12 +39,7 @@ impl ChainLock {
     /// Blocks until the lock in `.git/<name>` is ours.
     pub fn acquire_named(git_dir: &Path, name: &str) -> Result<ChainLock, StoreError> {
         let path = git_dir.join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))?;
+        let file = open_lock_file(&path)?;
         lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))?;
         Ok(ChainLock { file })
     }
@@ -55,15 +50,20 @@ impl ChainLock {
     /// it in this process counts as somebody); `None` otherwise, or if the
     /// file cannot be opened.
     pub fn try_acquire_named(git_dir: &Path, name: &str) -> Option<ChainLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(git_dir.join(name))
-            .ok()?;
+        let file = open_lock_file(&git_dir.join(name)).ok()?;
         file.try_lock().ok()?;
         Some(ChainLock { file })
     }
+}
+
+/// Opens a lock file (made if missing; its content is never read).
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io("open", path, e))
 }
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {
@@ -235,13 +235,7 @@ pub struct OpenLock {
 
 impl OpenLock {
     fn open(git_dir: &Path) -> Result<File, StoreError> {
-        let path = git_dir.join(OPEN_LOCK_FILE);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))
+        open_lock_file(&git_dir.join(OPEN_LOCK_FILE))
     }
 
     /// Takes the lock shared, waiting while a recovery holds it.

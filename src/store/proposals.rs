@@ -23,7 +23,7 @@ use git2::{ObjectType, Oid, Repository, Signature};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{signed_commit_of, Staged, StoreError};
+use crate::store::git::{commit_with_changes, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -39,29 +39,6 @@ pub enum Tamper {
 
 fn full_ref(branch: &str) -> String {
     format!("refs/heads/{branch}")
-}
-
-/// Writes, through `staged`, the tree of `base` with `files` put in
-/// (`None`: taken out) and a signed commit of it on `base` (and
-/// `extra_parent`). Returns the commit.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "each argument is one part of the commit; a struct would only rename them"
-)]
-fn commit_with_files(
-    repo: &Repository,
-    staged: &mut Staged,
-    key: &SigningKey,
-    author: &Signature<'_>,
-    base: &git2::Commit<'_>,
-    extra_parent: Option<&git2::Commit<'_>>,
-    files: &[(String, Option<Oid>)],
-    message: &str,
-) -> Result<Oid, StoreError> {
-    let tree = crate::store::tree::with_files(repo, staged, Some(base.tree_id()), files)?;
-    let mut parents = vec![base.id()];
-    parents.extend(extra_parent.map(|c| c.id()));
-    signed_commit_of(repo, staged, key, author, tree, &parents, message)
 }
 
 fn main_tip<'r>(
@@ -109,7 +86,16 @@ pub fn write_pending_on(
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id, p.payload_hash
     );
     let files = [(path, Some(blob))];
-    let commit = commit_with_files(repo, staged, key, &who, &base, None, &files, &message)?;
+    let commit = commit_with_changes(
+        repo,
+        staged,
+        key,
+        &who,
+        Some(base.tree_id()),
+        &[base.id()],
+        &files,
+        &message,
+    )?;
     staged.set(repo, &full_ref(branch), Some(commit), None)?;
     Ok(commit)
 }
@@ -196,13 +182,13 @@ pub fn merge_approved(
     if !files.iter().any(|(p, _)| *p == path) {
         files.push((path.clone(), Some(blob)));
     }
-    let commit = commit_with_files(
+    let commit = commit_with_changes(
         repo,
         staged,
         approver_key,
         &who,
-        &base,
-        Some(&proposal_commit),
+        Some(base.tree_id()),
+        &[base.id(), submitted],
         &files,
         &message,
     )?;

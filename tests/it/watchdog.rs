@@ -114,15 +114,7 @@ fn default_rules_fire_on_their_history_and_not_on_a_healthy_one() -> TestResult 
 #[test]
 fn an_approval_with_no_terminal_event_is_stuck_after_the_threshold() -> TestResult {
     let s = TestServer::start()?;
-    let approve = |id: &str| -> TestResult {
-        let d = s.post(
-            &format!("/proposals/{id}/decision"),
-            Some(&s.operator),
-            &json!({"decision": "approve"}),
-        )?;
-        assert_eq!(d.status, 200, "{:?}", d.body);
-        Ok(())
-    };
+    let approve = |id: &str| -> TestResult { s.approve(id).map(|_| ()) };
     // noop: approved, then silence.
     let noop = s.agent_token("noop")?;
     let stuck = submit(&s, &noop, &proposal("noop", "research_only"))?;

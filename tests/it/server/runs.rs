@@ -114,12 +114,7 @@ fn tool_calls_are_evaluated_and_a_person_approves_one_use() -> TestResult {
         pid.as_str(),
         "no second proposal while it waits"
     );
-    let d = s.post(
-        &format!("/proposals/{pid}/decision"),
-        Some(&s.operator),
-        &json!({"decision": "approve"}),
-    )?;
-    assert_eq!(d.status, 200, "{:?}", d.body);
+    s.approve(&pid)?;
     let once = s.post("/tools/evaluate", Some(&tok), &c)?;
     assert_eq!(once.body["decision"], "allow", "{:?}", once.body);
     let twice = s.post("/tools/evaluate", Some(&tok), &c)?;
