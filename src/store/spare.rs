@@ -363,18 +363,35 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    /// Waits up to 30 s. The filler makes a file in 0.02-0.7 ms on this
+    /// Waits up to 120 s. The filler makes a file in 0.02-0.7 ms on this
     /// machine, yet once, in a full suite run right after benchmarks had
     /// deleted thousands of files, the pool was not full again within 5 s
-    /// (ext4 without a journal walks past every recently freed inode).
+    /// (ext4 without a journal walks past every recently freed inode), and
+    /// once, right after a cold build of a fresh clone, not within 30 s.
     fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
-        for _ in 0..3000 {
+        for _ in 0..12_000 {
             if ready() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// Waits until `git_dir`'s pool holds exactly [`KEEP_READY`] files;
+    /// if it does not, says what the folder and the pool hold.
+    fn until_full(git_dir: &Path) -> Result<(), String> {
+        if wait_until(|| spares(git_dir).len() == KEEP_READY) {
+            return Ok(());
+        }
+        let pool = pool_of(git_dir);
+        Err(format!(
+            "{} spare files in the folder, {:?} ready in the pool, {:?} made",
+            spares(git_dir).len(),
+            pool.as_ref()
+                .and_then(|p| p.ready.lock().ok().map(|r| r.len())),
+            pool.as_ref().map(|p| p.made.load(Ordering::Relaxed)),
+        ))
     }
 
     fn spares(git_dir: &Path) -> Vec<PathBuf> {
@@ -397,7 +414,7 @@ mod tests {
         let git_dir = dir.path().join(".git");
         std::fs::create_dir_all(&git_dir)?;
         let filler = Filler::start(&git_dir)?;
-        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        until_full(&git_dir)?;
         Ok((dir, git_dir, filler))
     }
 
@@ -416,7 +433,7 @@ mod tests {
         assert_eq!(spares(&git_dir).len(), 0);
         // ...until it can again: then the pool is full again.
         std::fs::create_dir(&making)?;
-        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        until_full(&git_dir)?;
         Ok(())
     }
 
@@ -441,7 +458,7 @@ mod tests {
         for i in 0..KEEP_READY {
             create_new(&git_dir, &git_dir.join(format!("t{i}")))?;
         }
-        assert!(wait_until(|| spares(&git_dir).len() == KEEP_READY));
+        until_full(&git_dir)?;
         // Dropped, it leaves nothing behind; files are then made as usual.
         drop(filler);
         assert!(spares(&git_dir).is_empty());
