@@ -23,7 +23,7 @@ use cedar_policy as cedar;
 use miette::Diagnostic;
 use serde::Serialize;
 
-use super::policy_scope::ScopeIndex;
+use super::policy_scope::{Asked, ScopeIndex};
 use super::request::{
     CedarRequest, Decision, EntityData, EntityRef, Outcome, PolicyCitation, ShadowDecision,
 };
@@ -340,16 +340,11 @@ struct RequestParts<'a> {
 }
 
 impl RequestParts<'_> {
-    fn ask(
-        &self,
-        policies: &cedar::PolicySet,
-        human_approved: bool,
-    ) -> Result<cedar::Response, String> {
+    /// The request, with `context.human_approved` set as given.
+    fn request(&self, asked: &Asked, human_approved: bool) -> Result<cedar::Request, String> {
         let set = self.set;
-        if let Some(request) = self.plain_request(human_approved) {
-            return Ok(set
-                .authorizer
-                .is_authorized(&request, policies, self.entities));
+        if let Some(request) = self.plain_request(asked, human_approved) {
+            return Ok(request);
         }
         let mut context = self.req.context.clone();
         context.insert(
@@ -361,17 +356,14 @@ impl RequestParts<'_> {
             Some((&set.schema, self.action)),
         )
         .map_err(|e| format!("invalid context: {}", diagnostic_message(&e)))?;
-        let request = cedar::Request::new(
+        cedar::Request::new(
             self.principal.clone(),
             self.action.clone(),
             self.resource.clone(),
             context,
             Some(&set.schema),
         )
-        .map_err(|e| format!("invalid request: {}", diagnostic_message(&e)))?;
-        Ok(set
-            .authorizer
-            .is_authorized(&request, policies, self.entities))
+        .map_err(|e| format!("invalid request: {}", diagnostic_message(&e)))
     }
 
     /// The request built from the plain context, if there is one and the
@@ -383,13 +375,11 @@ impl RequestParts<'_> {
     ///
     /// The schema's check of a plain context depends only on its shape, so
     /// a request like one the set already accepted is not checked again.
-    fn plain_request(&self, human_approved: bool) -> Option<cedar::Request> {
+    ///
+    /// Once the shape is accepted, the context given to Cedar holds only
+    /// the attributes the asked policies read.
+    fn plain_request(&self, asked: &Asked, human_approved: bool) -> Option<cedar::Request> {
         let plain = self.plain.as_ref()?;
-        let pairs = plain.pairs.iter().cloned().chain([(
-            "human_approved".to_string(),
-            cedar::RestrictedExpression::new_bool(human_approved),
-        )]);
-        let context = cedar::Context::from_pairs(pairs).ok()?;
         let key = || -> AcceptedKey {
             let uids = (self.principal, self.action, self.resource);
             (
@@ -405,6 +395,20 @@ impl RequestParts<'_> {
                 .accepted
                 .lock()
                 .is_ok_and(|accepted| accepted.contains(&key()));
+        let read = |name: &String| match (&asked.context_attrs, known) {
+            (Some(attrs), true) => attrs.contains(name),
+            _ => true,
+        };
+        let pairs = plain
+            .pairs
+            .iter()
+            .filter(|(k, _)| read(k))
+            .cloned()
+            .chain([(
+                "human_approved".to_string(),
+                cedar::RestrictedExpression::new_bool(human_approved),
+            )]);
+        let context = cedar::Context::from_pairs(pairs).ok()?;
         let request = cedar::Request::new(
             self.principal.clone(),
             self.action.clone(),
@@ -426,10 +430,14 @@ impl RequestParts<'_> {
     }
 
     /// Asks Cedar twice (`human_approved` false, then true) for three
-    /// outcomes.
-    fn three_outcomes(&self, policies: &cedar::PolicySet) -> Result<Decision, String> {
+    /// outcomes. The second time only what can still change is asked (see
+    /// [`Asked`]).
+    fn three_outcomes(&self, asked: &Asked) -> Result<Decision, String> {
         let set = self.set;
-        let without = self.ask(policies, false)?;
+        let first = self.request(asked, false)?;
+        let without = set
+            .authorizer
+            .is_authorized(&first, &asked.all, self.entities);
         let errors = response_errors(&without);
         if !errors.is_empty() {
             return Ok(set.decision(Outcome::Forbidden, Vec::new(), errors));
@@ -437,7 +445,15 @@ impl RequestParts<'_> {
         if without.decision() == cedar::Decision::Allow {
             return Ok(set.decision(Outcome::Auto, reasons(&without), Vec::new()));
         }
-        let with = self.ask(policies, true)?;
+        let second = match asked.once_approved_reads_context {
+            true => Some(self.request(asked, true)?),
+            false => None,
+        };
+        let with = set.authorizer.is_authorized(
+            second.as_ref().unwrap_or(&first),
+            &asked.once_approved,
+            self.entities,
+        );
         let errors = response_errors(&with);
         if !errors.is_empty() {
             return Ok(set.decision(Outcome::Forbidden, Vec::new(), errors));
@@ -1103,6 +1119,180 @@ mod tests {
         assert_eq!(ids(&ask(&set, "y", 3)), ["ban-is"]);
         // An id with a quote is not confused with another.
         assert_eq!(ask(&set, "x\"", 1).outcome, Outcome::Auto);
+    }
+
+    /// The policies of the tests below: forbids a person's approval lifts
+    /// (with the `unless` clause first, last, or with an error after it),
+    /// and policies that read `human_approved` in other ways, an optional
+    /// attribute by `has`, or the context as a whole.
+    const APPROVAL_SCHEMA: &str =
+        "entity Team;\nentity Agent in [Team] = { group: String };\nentity ActionType;\n\
+        action propose appliesTo { principal: [Agent], resource: [ActionType], \
+        context: { human_approved: Bool, n: Long, note?: String, unread: String } };\n";
+
+    const APPROVAL_POLICIES: &str = r#"
+        @id("all") @reason("r") permit (principal is Agent, action == Action::"propose", resource);
+        @id("lifted") @reason("r") forbid (principal, action, resource) when { context.n > 5 } unless { context.human_approved };
+        @id("lifted-first") @reason("r") forbid (principal, action, resource == ActionType::"t") unless { context.human_approved } when { context.n + 1 > 3 };
+        @id("not-lifted") @reason("r") forbid (principal, action, resource) when { context.n == 7 } unless { context.human_approved && context.n != 7 };
+        @id("twice") @reason("r") forbid (principal, action, resource) when { context.n == 8 || context.human_approved } unless { context.human_approved };
+        @id("only-approved") @reason("r") permit (principal == Agent::"x", action, resource) when { context.human_approved && context.n == 9 };
+        @id("noted") @reason("r") forbid (principal, action, resource) when { context has note && context.n == 10 } unless { context.human_approved };
+        @id("note-needed") @reason("r") forbid (principal == Agent::"x", action, resource) unless { context has note };
+        @id("whole") @reason("r") forbid (principal, action, resource) when { {c: context}.c.unread == "w" };
+        @id("team") @reason("r") forbid (principal in Team::"red", action, resource) when { context.n == 3 };
+        @id("watch") @reason("r") @mode("shadow") forbid (principal, action, resource) when { context.n == 4 } unless { context.human_approved };
+    "#;
+
+    /// The three outcomes as the design states them: every policy asked
+    /// with the whole context, twice.
+    fn reference(
+        enforce_shadows: bool,
+        agent: &str,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> (Outcome, Vec<String>, usize) {
+        let schema = cedar::Schema::from_str(APPROVAL_SCHEMA).expect("schema");
+        let parsed = cedar::PolicySet::from_str(APPROVAL_POLICIES).expect("policies");
+        let policies = cedar::PolicySet::from_policies(
+            parsed
+                .policies()
+                .filter(|p| enforce_shadows || p.annotation("mode").is_none())
+                .map(|p| p.new_id(cedar::PolicyId::new(p.annotation("id").expect("id")))),
+        )
+        .expect("set");
+        let action = cedar::EntityUid::from_str("Action::\"propose\"").expect("action");
+        let ask = |human_approved: bool| {
+            let mut context = context.clone();
+            context.insert("human_approved".into(), json!(human_approved));
+            let context = cedar::Context::from_json_value(
+                serde_json::Value::Object(context),
+                Some((&schema, &action)),
+            )
+            .expect("context");
+            let request = cedar::Request::new(
+                cedar::EntityUid::from_str(&format!("Agent::\"{agent}\"")).expect("agent"),
+                action.clone(),
+                cedar::EntityUid::from_str("ActionType::\"t\"").expect("type"),
+                context,
+                Some(&schema),
+            )
+            .expect("request");
+            let entities = json!([{"uid": {"type": "Agent", "id": agent}, "attrs": {"group": "g"},
+                "parents": if agent == "x" { json!([{"type": "Team", "id": "red"}]) } else { json!([]) }}]);
+            let entities =
+                cedar::Entities::from_json_value(entities, Some(&schema)).expect("entities");
+            cedar::Authorizer::new().is_authorized(&request, &policies, &entities)
+        };
+        let reasons = |r: &cedar::Response| -> Vec<String> {
+            r.diagnostics().reason().map(|id| id.to_string()).collect()
+        };
+        let errors = |r: &cedar::Response| r.diagnostics().errors().count();
+        let without = ask(false);
+        if errors(&without) > 0 {
+            return (Outcome::Forbidden, Vec::new(), errors(&without));
+        }
+        if without.decision() == cedar::Decision::Allow {
+            return (Outcome::Auto, reasons(&without), 0);
+        }
+        let with = ask(true);
+        if errors(&with) > 0 {
+            return (Outcome::Forbidden, Vec::new(), errors(&with));
+        }
+        if with.decision() == cedar::Decision::Allow {
+            let mut ids = reasons(&with);
+            ids.extend(reasons(&without));
+            (Outcome::NeedsPerson, ids, 0)
+        } else {
+            (Outcome::Forbidden, reasons(&with), 0)
+        }
+    }
+
+    #[test]
+    fn asking_again_only_what_approval_can_change_gives_the_design_s_answers() {
+        let set = PolicySet::load(
+            &PolicySource::new("schema.cedarschema", APPROVAL_SCHEMA),
+            &[PolicySource::new("p.cedar", APPROVAL_POLICIES)],
+            None,
+            "v",
+        )
+        .expect("loads");
+        let mut checked = std::collections::BTreeSet::new();
+        for agent in ["a", "x"] {
+            for n in (-2..=12).chain([i64::MAX]) {
+                for note in [None, Some("hello")] {
+                    let unread = if n == 11 { "w" } else { "u" };
+                    let mut context = json!({"n": n, "unread": unread})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Some(note) = note {
+                        context.insert("note".into(), json!(note));
+                    }
+                    let req = CedarRequest {
+                        principal: EntityRef::new("Agent", agent),
+                        action: "propose".into(),
+                        resource: EntityRef::new("ActionType", "t"),
+                        context: context.clone(),
+                        entities: vec![EntityData {
+                            uid: EntityRef::new("Agent", agent),
+                            attrs: json!({"group": "g"})
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
+                            parents: match agent {
+                                "x" => vec![EntityRef::new("Team", "red")],
+                                _ => Vec::new(),
+                            },
+                            tags: Default::default(),
+                        }],
+                    };
+                    // Twice: the second request's shape is already accepted.
+                    for _ in 0..2 {
+                        for enforce_shadows in [false, true] {
+                            let d = match enforce_shadows {
+                                false => set.decide(&req),
+                                true => set.decide_enforcing_shadows(&req),
+                            };
+                            let (outcome, mut want, errors) =
+                                reference(enforce_shadows, agent, &context);
+                            want.sort();
+                            want.dedup();
+                            let got: Vec<String> = ids(&d).iter().map(|s| s.to_string()).collect();
+                            assert_eq!(
+                                (d.outcome, got, d.errors.len()),
+                                (outcome, want.clone(), errors),
+                                "{agent} n={n} note={note:?} shadows enforced: {enforce_shadows}"
+                            );
+                            checked.insert((format!("{outcome:?}"), want));
+                        }
+                    }
+                }
+            }
+        }
+        // The cases reach every outcome and each policy's reason to be.
+        let cited: std::collections::BTreeSet<&str> = checked
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().map(String::as_str))
+            .collect();
+        assert_eq!(
+            cited.into_iter().collect::<Vec<_>>(),
+            [
+                "all",
+                "lifted",
+                "lifted-first",
+                "not-lifted",
+                "note-needed",
+                "noted",
+                "only-approved",
+                "team",
+                "twice",
+                "watch",
+                "whole"
+            ]
+        );
+        let outcomes: std::collections::BTreeSet<String> =
+            checked.iter().map(|(o, _)| o.clone()).collect();
+        assert_eq!(outcomes.len(), 3, "{outcomes:?}");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! The sets are built once per distinct key (action, principal, resource,
 //! where an id counts only when some policy names it) and kept, so the
 //! number of sets is bounded by the policy set, not by traffic.
+//!
+//! Each set also knows what is worth asking a second time, with
+//! `context.human_approved` true (see [`Asked`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -73,16 +76,190 @@ struct Scoped {
     principal: Slot,
     resource: Slot,
     shadow: bool,
+    context: ContextUse,
 }
 
 /// The policies that can apply to one kind of request.
 #[derive(Debug)]
 pub struct Applicable {
     /// The enforced policies: they decide.
-    pub enforced: cedar::PolicySet,
+    pub enforced: Asked,
     /// The enforced and the shadow policies together, when a shadow policy
     /// can apply: what would be decided were the shadows enforced.
-    pub with_shadow: Option<cedar::PolicySet>,
+    pub with_shadow: Option<Asked>,
+}
+
+/// A set of policies as a decision asks it: first with
+/// `context.human_approved` false, then, if that did not allow, with it
+/// true.
+///
+/// The second question need not include a forbid that a person's approval
+/// lifts: one with an `unless { context.human_approved }` clause that reads
+/// `human_approved` nowhere else. With the value true, Cedar evaluates its
+/// clauses up to that one exactly as in the first question (they do not
+/// read it), and stops there: the policy is not satisfied, and an error
+/// before that clause was already an error of the first question, which
+/// then decided. So leaving it out changes no answer, cited policy or
+/// error.
+#[derive(Debug)]
+pub struct Asked {
+    /// Every policy: the first question.
+    pub all: cedar::PolicySet,
+    /// The second question: `all` without the forbids a person's approval
+    /// lifts.
+    pub once_approved: cedar::PolicySet,
+    /// Whether a policy of `once_approved` reads the context at all. When
+    /// none does, the first question's request can be asked again as it
+    /// is: its `human_approved` is never read.
+    pub once_approved_reads_context: bool,
+    /// The context's attributes some policy of `all` reads; `None`: the
+    /// whole context may be read. An attribute no policy reads (say a
+    /// payload hash) changes no answer and no error, so it need not be
+    /// given to Cedar once the schema has accepted the request's shape.
+    pub context_attrs: Option<HashSet<String>>,
+}
+
+/// How a policy reads the request's context, from its conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContextUse {
+    /// The context's attributes it reads (`context.a`, `context has a`);
+    /// `None`: it reads the context as a whole (or could not be read).
+    attrs: Option<HashSet<String>>,
+    /// It is a forbid that a person's approval lifts (see [`Asked`]).
+    lifted_by_approval: bool,
+}
+
+impl ContextUse {
+    /// Reads a policy's conditions in Cedar's JSON form. Anything it cannot
+    /// read counts as reading the whole context, and lifts nothing.
+    fn of(policy: &cedar::Policy) -> ContextUse {
+        let unknown = ContextUse {
+            attrs: None,
+            lifted_by_approval: false,
+        };
+        let Ok(est) = policy.to_json() else {
+            return unknown;
+        };
+        let Some(conditions) = est.get("conditions").and_then(|c| c.as_array()) else {
+            return unknown;
+        };
+        let mut reads = Reads::default();
+        let mut lifting_clauses = 0;
+        for clause in conditions {
+            let body = clause.get("body").unwrap_or(&serde_json::Value::Null);
+            if clause.get("kind").and_then(|k| k.as_str()) == Some("unless")
+                && context_attr(body, ".") == Some(HUMAN_APPROVED)
+            {
+                lifting_clauses += 1;
+            }
+            reads.walk(body);
+        }
+        ContextUse {
+            lifted_by_approval: est.get("effect").and_then(|e| e.as_str()) == Some("forbid")
+                && lifting_clauses == 1
+                && reads.human_approved == 1
+                && !reads.whole,
+            attrs: (!reads.whole).then_some(reads.attrs),
+        }
+    }
+
+    fn reads(&self) -> bool {
+        self.attrs.as_ref().is_none_or(|a| !a.is_empty())
+    }
+}
+
+/// The policy with each part of its scope that the index checks exactly
+/// (`principal == ...`, `principal is ...`, the action, and the same for
+/// the resource; not `in`, which depends on the request's entities)
+/// written as unconstrained, so that Cedar does not build and evaluate it
+/// again for every request. The index offers a policy only to requests its
+/// scope matches, so the answers are the same. The id and the conditions
+/// are kept; if anything fails, the policy is kept as it is.
+fn without_checked_scope(policy: &cedar::Policy, exact: [bool; 3]) -> cedar::Policy {
+    let Ok(mut est) = policy.to_json() else {
+        return policy.clone();
+    };
+    for (part, exact) in ["principal", "action", "resource"].into_iter().zip(exact) {
+        if let (true, Some(slot)) = (exact, est.get_mut(part)) {
+            *slot = serde_json::json!({"op": "All"});
+        }
+    }
+    cedar::Policy::from_json(Some(policy.id().clone()), est).unwrap_or_else(|_| policy.clone())
+}
+
+/// The context attribute a decision sets: false, then true.
+const HUMAN_APPROVED: &str = "human_approved";
+
+/// What an expression reads of the context: attributes by name, how often
+/// `human_approved`, and whether the context as a whole (compared, or
+/// passed on).
+#[derive(Default)]
+struct Reads {
+    attrs: HashSet<String>,
+    human_approved: usize,
+    whole: bool,
+}
+
+impl Reads {
+    fn walk(&mut self, expr: &serde_json::Value) {
+        match expr {
+            serde_json::Value::Object(map) => {
+                for op in [".", "has"] {
+                    if let Some(attr) = context_attr(expr, op) {
+                        if attr == HUMAN_APPROVED {
+                            self.human_approved += 1;
+                        }
+                        self.attrs.insert(attr.to_string());
+                        return;
+                    }
+                }
+                if map.get("Var").and_then(|v| v.as_str()) == Some("context") {
+                    self.whole = true;
+                    return;
+                }
+                map.values().for_each(|v| self.walk(v));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
+            _ => {}
+        }
+    }
+}
+
+/// The attribute in `context.attr` (`op` "."), or `context has attr`
+/// (`op` "has"), when `expr` is exactly that.
+fn context_attr<'a>(expr: &'a serde_json::Value, op: &str) -> Option<&'a str> {
+    let inner = expr.as_object().filter(|m| m.len() == 1)?.get(op)?;
+    let left = inner.get("left")?;
+    (left.get("Var")?.as_str()? == "context").then_some(())?;
+    inner.get("attr")?.as_str()
+}
+
+impl Asked {
+    fn of<'a>(policies: impl IntoIterator<Item = &'a Scoped> + Clone) -> Result<Asked, String> {
+        let build = |ps: Vec<cedar::Policy>| {
+            cedar::PolicySet::from_policies(ps).map_err(|e| format!("cannot index policies: {e}"))
+        };
+        let all = policies.clone().into_iter();
+        let kept = || {
+            policies
+                .clone()
+                .into_iter()
+                .filter(|s| !s.context.lifted_by_approval)
+        };
+        let mut context_attrs = Some(HashSet::new());
+        for s in policies.clone() {
+            match (&mut context_attrs, &s.context.attrs) {
+                (Some(union), Some(attrs)) => union.extend(attrs.iter().cloned()),
+                _ => context_attrs = None,
+            }
+        }
+        Ok(Asked {
+            all: build(all.map(|s| s.policy.clone()).collect())?,
+            once_approved: build(kept().map(|s| s.policy.clone()).collect())?,
+            once_approved_reads_context: kept().any(|s| s.context.reads()),
+            context_attrs,
+        })
+    }
 }
 
 /// Bound on the cached sets (keys come from requests; a flood of odd
@@ -139,8 +316,22 @@ impl ScopeIndex {
                         }
                     }
                 };
+                let exact_action = match policy.action_constraint() {
+                    cedar::ActionConstraint::In(_) => actions.is_some(),
+                    _ => true,
+                };
                 let principal = Slot::principal(policy.principal_constraint());
                 let resource = Slot::resource(policy.resource_constraint());
+                let exact = [
+                    !matches!(principal, Slot::Any)
+                        || matches!(
+                            policy.principal_constraint(),
+                            cedar::PrincipalConstraint::Any
+                        ),
+                    exact_action,
+                    !matches!(resource, Slot::Any)
+                        || matches!(policy.resource_constraint(), cedar::ResourceConstraint::Any),
+                ];
                 if let cedar::PrincipalConstraint::Eq(uid) = policy.principal_constraint() {
                     named.insert(uid);
                 }
@@ -148,11 +339,12 @@ impl ScopeIndex {
                     named.insert(uid);
                 }
                 Scoped {
-                    policy: policy.clone(),
+                    policy: without_checked_scope(policy, exact),
                     actions,
                     principal,
                     resource,
                     shadow,
+                    context: ContextUse::of(policy),
                 }
             })
             .collect();
@@ -205,22 +397,19 @@ impl ScopeIndex {
                 && s.resource.admits(&rk, &ri);
             if applies {
                 if s.shadow {
-                    shadows.push(s.policy.clone());
+                    shadows.push(s);
                 } else {
-                    enforced.push(s.policy.clone());
+                    enforced.push(s);
                 }
             }
         }
-        let build = |ps: Vec<cedar::Policy>| {
-            cedar::PolicySet::from_policies(ps).map_err(|e| format!("cannot index policies: {e}"))
-        };
         let with_shadow = if shadows.is_empty() {
             None
         } else {
-            Some(build(enforced.iter().cloned().chain(shadows).collect())?)
+            Some(Asked::of(enforced.iter().chain(&shadows).copied())?)
         };
         let applicable = Arc::new(Applicable {
-            enforced: build(enforced)?,
+            enforced: Asked::of(enforced)?,
             with_shadow,
         });
         let mut cache = self
