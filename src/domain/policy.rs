@@ -1141,6 +1141,7 @@ mod tests {
         @id("note-needed") @reason("r") forbid (principal == Agent::"x", action, resource) unless { context has note };
         @id("whole") @reason("r") forbid (principal, action, resource) when { {c: context}.c.unread == "w" };
         @id("team") @reason("r") forbid (principal in Team::"red", action, resource) when { context.n == 3 };
+        @id("agent-in-team") @reason("r") forbid (principal is Agent in Team::"red", action, resource is ActionType) when { context.n == 2 };
         @id("watch") @reason("r") @mode("shadow") forbid (principal, action, resource) when { context.n == 4 } unless { context.human_approved };
     "#;
 
@@ -1257,7 +1258,9 @@ mod tests {
                                 reference(enforce_shadows, agent, &context);
                             want.sort();
                             want.dedup();
-                            let got: Vec<String> = ids(&d).iter().map(|s| s.to_string()).collect();
+                            let mut got: Vec<String> =
+                                ids(&d).iter().map(|s| s.to_string()).collect();
+                            got.sort();
                             assert_eq!(
                                 (d.outcome, got, d.errors.len()),
                                 (outcome, want.clone(), errors),
@@ -1277,6 +1280,7 @@ mod tests {
         assert_eq!(
             cited.into_iter().collect::<Vec<_>>(),
             [
+                "agent-in-team",
                 "all",
                 "lifted",
                 "lifted-first",

@@ -322,15 +322,18 @@ impl ScopeIndex {
                 };
                 let principal = Slot::principal(policy.principal_constraint());
                 let resource = Slot::resource(policy.resource_constraint());
+                // `in` (and `is ... in`) depends on the request's entities,
+                // which the index does not see.
                 let exact = [
-                    !matches!(principal, Slot::Any)
-                        || matches!(
-                            policy.principal_constraint(),
-                            cedar::PrincipalConstraint::Any
-                        ),
+                    !matches!(
+                        policy.principal_constraint(),
+                        cedar::PrincipalConstraint::In(_) | cedar::PrincipalConstraint::IsIn(..)
+                    ),
                     exact_action,
-                    !matches!(resource, Slot::Any)
-                        || matches!(policy.resource_constraint(), cedar::ResourceConstraint::Any),
+                    !matches!(
+                        policy.resource_constraint(),
+                        cedar::ResourceConstraint::In(_) | cedar::ResourceConstraint::IsIn(..)
+                    ),
                 ];
                 if let cedar::PrincipalConstraint::Eq(uid) = policy.principal_constraint() {
                     named.insert(uid);
