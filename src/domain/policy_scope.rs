@@ -76,7 +76,31 @@ struct Scoped {
     principal: Slot,
     resource: Slot,
     shadow: bool,
+    /// Which of principal, action and resource the index checks exactly.
+    exact: [bool; 3],
+    /// What a decision asks of it, made when a kind of request first
+    /// reaches it (Cedar parses names again to make it, which would double
+    /// the time a large set takes to load).
+    prepared: std::sync::OnceLock<Prepared>,
+}
+
+/// A policy as decisions ask it.
+struct Prepared {
+    /// Without the scope parts the index checks exactly.
+    policy: cedar::Policy,
     context: ContextUse,
+}
+
+impl Scoped {
+    fn prepared(&self) -> &Prepared {
+        self.prepared.get_or_init(|| {
+            let est = self.policy.to_json().ok();
+            Prepared {
+                context: ContextUse::of(est.as_ref()),
+                policy: without_checked_scope(&self.policy, est, self.exact),
+            }
+        })
+    }
 }
 
 /// The policies that can apply to one kind of request.
@@ -132,12 +156,12 @@ struct ContextUse {
 impl ContextUse {
     /// Reads a policy's conditions in Cedar's JSON form. Anything it cannot
     /// read counts as reading the whole context, and lifts nothing.
-    fn of(policy: &cedar::Policy) -> ContextUse {
+    fn of(est: Option<&serde_json::Value>) -> ContextUse {
         let unknown = ContextUse {
             attrs: None,
             lifted_by_approval: false,
         };
-        let Ok(est) = policy.to_json() else {
+        let Some(est) = est else {
             return unknown;
         };
         let Some(conditions) = est.get("conditions").and_then(|c| c.as_array()) else {
@@ -175,16 +199,27 @@ impl ContextUse {
 /// again for every request. The index offers a policy only to requests its
 /// scope matches, so the answers are the same. The id and the conditions
 /// are kept; if anything fails, the policy is kept as it is.
-fn without_checked_scope(policy: &cedar::Policy, exact: [bool; 3]) -> cedar::Policy {
-    let Ok(mut est) = policy.to_json() else {
+fn without_checked_scope(
+    policy: &cedar::Policy,
+    est: Option<serde_json::Value>,
+    exact: [bool; 3],
+) -> cedar::Policy {
+    let all = serde_json::json!({"op": "All"});
+    let Some(mut est) = est else {
         return policy.clone();
     };
+    let mut changed = false;
     for (part, exact) in ["principal", "action", "resource"].into_iter().zip(exact) {
         if let (true, Some(slot)) = (exact, est.get_mut(part)) {
-            *slot = serde_json::json!({"op": "All"});
+            changed |= *slot != all;
+            *slot = all.clone();
         }
     }
-    cedar::Policy::from_json(Some(policy.id().clone()), est).unwrap_or_else(|_| policy.clone())
+    match changed {
+        true => cedar::Policy::from_json(Some(policy.id().clone()), est)
+            .unwrap_or_else(|_| policy.clone()),
+        false => policy.clone(),
+    }
 }
 
 /// The context attribute a decision sets: false, then true.
@@ -239,15 +274,16 @@ impl Asked {
         let build = |ps: Vec<cedar::Policy>| {
             cedar::PolicySet::from_policies(ps).map_err(|e| format!("cannot index policies: {e}"))
         };
-        let all = policies.clone().into_iter();
+        let all = policies.clone().into_iter().map(Scoped::prepared);
         let kept = || {
             policies
                 .clone()
                 .into_iter()
+                .map(Scoped::prepared)
                 .filter(|s| !s.context.lifted_by_approval)
         };
         let mut context_attrs = Some(HashSet::new());
-        for s in policies.clone() {
+        for s in policies.clone().into_iter().map(Scoped::prepared) {
             match (&mut context_attrs, &s.context.attrs) {
                 (Some(union), Some(attrs)) => union.extend(attrs.iter().cloned()),
                 _ => context_attrs = None,
@@ -342,12 +378,13 @@ impl ScopeIndex {
                     named.insert(uid);
                 }
                 Scoped {
-                    policy: without_checked_scope(policy, exact),
+                    policy: policy.clone(),
                     actions,
                     principal,
                     resource,
                     shadow,
-                    context: ContextUse::of(policy),
+                    exact,
+                    prepared: std::sync::OnceLock::new(),
                 }
             })
             .collect();
