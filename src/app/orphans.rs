@@ -153,11 +153,18 @@ pub fn find(
         settings.proposal_prefix.as_str(),
         crate::app::policy_change::POLICY_BRANCH_PREFIX,
     ];
+    // The branches listed here: a pending proposal's branch among them
+    // exists, and its proposal is known without asking the index.
+    let mut listed = std::collections::HashSet::new();
     for prefix in prefixes {
         for (refname, commit, id) in branches(repo, prefix)? {
-            if !known(&id)? {
-                out.push(Orphan::Unrecorded { refname, commit });
+            if !pending.contains_key(&id) && !known(&id)? {
+                out.push(Orphan::Unrecorded {
+                    refname: refname.clone(),
+                    commit,
+                });
             }
+            listed.insert(refname);
         }
     }
     for prefix in DECIDED_PREFIXES {
@@ -175,7 +182,8 @@ pub fn find(
     for (id, p) in pending {
         by_commit.insert(p.commit, id.clone());
         let refname = format!("refs/heads/{}", p.branch);
-        if repo.refname_to_id(&refname).is_err() && repo.find_commit(p.commit).is_ok() {
+        let exists = listed.contains(&refname) || repo.refname_to_id(&refname).is_ok();
+        if !exists && repo.find_commit(p.commit).is_ok() {
             out.push(Orphan::Missing {
                 id: id.clone(),
                 branch: p.branch.clone(),
@@ -256,21 +264,28 @@ impl Drop for Repairing {
     }
 }
 
-/// Pending proposals by id: their branches, and the proposals.
-type Pending = (HashMap<String, PendingBranch>, HashMap<String, Proposal>);
-
-/// The pending proposals of the index, by id.
-fn pending_branches(conn: &rusqlite::Connection) -> Result<Pending, AppError> {
+/// The branches of the index's pending proposals, by id (a start-up reads
+/// them all: only ids, branches and commits, not whole proposals).
+fn pending_branches(
+    conn: &rusqlite::Connection,
+) -> Result<HashMap<String, PendingBranch>, AppError> {
     let mut branches = HashMap::new();
-    let mut proposals = HashMap::new();
-    for p in projection::proposals(conn, Some("pending"), u32::MAX)? {
-        let commit = p.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
-        if let (Some(branch), Some(commit)) = (p.branch.clone(), commit) {
-            branches.insert(p.proposal_id.clone(), PendingBranch { branch, commit });
+    for row in projection::pending_branches(conn)? {
+        let commit = row.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+        if let (Some(branch), Some(commit)) = (row.branch, commit) {
+            branches.insert(row.proposal_id, PendingBranch { branch, commit });
         }
-        proposals.insert(p.proposal_id.clone(), p);
     }
-    Ok((branches, proposals))
+    Ok(branches)
+}
+
+/// A pending proposal of the index (a repair reads only those it needs).
+fn pending_proposal(
+    tx: &crate::app::governance::Tx<'_>,
+    id: &str,
+) -> Result<Option<Proposal>, AppError> {
+    Ok(projection::proposal(tx.index().conn(), id)?
+        .filter(|p| p.status == crate::domain::proposal::ProposalStatus::Pending))
 }
 
 /// The approval note an approval merge's message carries.
@@ -293,7 +308,7 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
     };
     svc.transact(|tx| -> Step<usize> {
         let conn = tx.index().conn();
-        let (pending, proposals) = pending_branches(conn)?;
+        let pending = pending_branches(conn)?;
         let main = tx.ref_target(&settings.main_refname())?;
         let repo = tx.repo();
         // Without allowed signers no merge is proven; the rest is still
@@ -310,7 +325,7 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
                     continue;
                 }
             }
-            if let Some(entry) = repair_one(tx, &proposals, orphan, svc.now())? {
+            if let Some(entry) = repair_one(tx, orphan, svc.now())? {
                 entries.push(entry);
             }
         }
@@ -401,7 +416,6 @@ fn set_aside(
 
 fn repair_one(
     tx: &mut crate::app::governance::Tx<'_>,
-    proposals: &HashMap<String, Proposal>,
     orphan: &Orphan,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<NewEntry>, AppError> {
@@ -429,7 +443,7 @@ fn repair_one(
                 commit: commit.to_string(),
                 reason: "the proposal is still pending: the rejection or expiry that removed its branch failed or died before its entry".into(),
             };
-            let agent = proposals.get(id).map(|p| p.proposed.agent_id.clone());
+            let agent = pending_proposal(tx, id)?.map(|p| p.proposed.agent_id);
             let entry = NewEntry::new(Actor::server(), Event::ProposalBranchRestored(restored))
                 .proposal(id);
             Ok(Some(match agent {
@@ -442,7 +456,7 @@ fn repair_one(
             merge,
             approver,
         } => {
-            let Some(p) = proposals.get(id) else {
+            let Some(p) = pending_proposal(tx, id)? else {
                 return Ok(None);
             };
             let commit = tx.repo().find_commit(*merge)?;
@@ -453,7 +467,7 @@ fn repair_one(
             let note = merge_note(commit.message().unwrap_or_default());
             tracing::warn!(proposal = %id, merge = %merge, "recorded an approval merge whose entry was missing");
             Ok(Some(crate::app::proposals::approval_proven_by_merge(
-                p.clone(),
+                p,
                 &merge.to_string(),
                 approver,
                 note,

@@ -449,6 +449,30 @@ pub fn proposals(
     rows.collect()
 }
 
+/// A pending proposal's id, with its branch and commit where it has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    pub proposal_id: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+}
+
+/// The pending proposals, as [`PendingRow`]s: what a repository's repair
+/// at start-up compares with Git, without reading whole proposals.
+pub fn pending_branches(conn: &Connection) -> rusqlite::Result<Vec<PendingRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT proposal_id, branch, commit_id FROM proposals WHERE status = 'pending'",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PendingRow {
+            proposal_id: r.get(0)?,
+            branch: r.get(1)?,
+            commit: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
 /// The newest proposals of one agent.
 pub fn proposals_of(conn: &Connection, agent: &str, limit: u32) -> rusqlite::Result<Vec<Proposal>> {
     let mut stmt = conn.prepare_cached(SQL_AGENT_PROPOSALS)?;
