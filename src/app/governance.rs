@@ -688,41 +688,8 @@ impl Governance {
             c.handed += 1;
             c.handed
         });
-        if let (Some(mine), Ok(mut state)) = (mine, self.checked_out.lock()) {
-            if state.done < mine {
-                let taken = self
-                    .checkouts
-                    .lock()
-                    .ok()
-                    .map(|mut c| (c.handed, std::mem::take(&mut c.files)));
-                if let Some((handed, files)) = taken {
-                    // Best effort, as the sync itself: the commits are
-                    // durable, and the files are on `main`.
-                    let repo = match state.repo.take() {
-                        Some((opened, repo)) if opened.elapsed() < BATCH_REPO_AGE => {
-                            Ok((opened, repo))
-                        }
-                        _ => open_repo(&self.settings).map(|r| (std::time::Instant::now(), r)),
-                    };
-                    let synced = repo.and_then(|(opened, repo)| {
-                        let _lock = ChainLock::acquire_named(
-                            repo.path(),
-                            crate::store::lock::WORKTREE_LOCK_FILE,
-                        )?;
-                        // A panic here must not leave the batch's writers
-                        // waiting.
-                        let _ = catch_unwind(AssertUnwindSafe(|| {
-                            crate::store::proposals::sync_worktree(&repo, &files)
-                        }));
-                        Ok((opened, repo))
-                    });
-                    match synced {
-                        Ok(kept) => state.repo = Some(kept),
-                        Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
-                    }
-                    state.done = handed;
-                }
-            }
+        if let Some(mine) = mine {
+            self.sync_handed_through(mine);
         }
         let mut outcomes = match self.outcomes.lock() {
             Ok(o) => o,
@@ -731,6 +698,45 @@ impl Governance {
         outcomes.syncing.remove(&batch);
         drop(outcomes);
         self.flushed.notify_all();
+    }
+
+    /// Puts every file handed over so far into the working tree, unless
+    /// an earlier call already took the files of hand-over `mine`. Best
+    /// effort, as the sync itself: the commits are durable, and the files
+    /// are on `main`.
+    fn sync_handed_through(&self, mine: u64) {
+        let Ok(mut state) = self.checked_out.lock() else {
+            return;
+        };
+        if state.done >= mine {
+            return;
+        }
+        let Some((handed, files)) = self
+            .checkouts
+            .lock()
+            .ok()
+            .map(|mut c| (c.handed, std::mem::take(&mut c.files)))
+        else {
+            return;
+        };
+        let repo = match state.repo.take() {
+            Some((opened, repo)) if opened.elapsed() < BATCH_REPO_AGE => Ok((opened, repo)),
+            _ => open_repo(&self.settings).map(|r| (std::time::Instant::now(), r)),
+        };
+        let synced = repo.and_then(|(opened, repo)| {
+            let _lock =
+                ChainLock::acquire_named(repo.path(), crate::store::lock::WORKTREE_LOCK_FILE)?;
+            // A panic here must not leave the batch's writers waiting.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                crate::store::proposals::sync_worktree(&repo, &files)
+            }));
+            Ok((opened, repo))
+        });
+        match synced {
+            Ok(kept) => state.repo = Some(kept),
+            Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
+        }
+        state.done = handed;
     }
 
     /// Flushes a batch: whether the index took its rows too, and the

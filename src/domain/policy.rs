@@ -381,11 +381,10 @@ impl RequestParts<'_> {
     fn plain_request(&self, asked: &Asked, human_approved: bool) -> Option<cedar::Request> {
         let plain = self.plain.as_ref()?;
         let key = || -> AcceptedKey {
-            let uids = (self.principal, self.action, self.resource);
             (
-                uids.0.clone(),
-                uids.1.clone(),
-                uids.2.clone(),
+                self.principal.clone(),
+                self.action.clone(),
+                self.resource.clone(),
                 plain.shape.clone(),
             )
         };
@@ -849,7 +848,8 @@ mod tests {
         .expect("loads")
     }
 
-    fn rich_ask(set: &PolicySet, context: serde_json::Value) -> Decision {
+    /// `Agent::"a"` proposes `ActionType::"t"` with `context`.
+    fn ask_with(set: &PolicySet, context: serde_json::Value) -> Decision {
         set.decide(&CedarRequest {
             principal: EntityRef::new("Agent", "a"),
             action: "propose".into(),
@@ -867,22 +867,22 @@ mod tests {
                    "owner": {"__entity": {"type": "Agent", "id": "a"}},
                    "meta": {"n": n}, "tags": ["ok", "x"]})
         };
-        assert_eq!(rich_ask(&set, context("1.5", 3)).outcome, Outcome::Auto);
+        assert_eq!(ask_with(&set, context("1.5", 3)).outcome, Outcome::Auto);
         assert_eq!(
-            rich_ask(&set, context("2.5", 3)).outcome,
+            ask_with(&set, context("2.5", 3)).outcome,
             Outcome::Forbidden
         );
         assert_eq!(
-            rich_ask(&set, context("1.5", 30)).outcome,
+            ask_with(&set, context("1.5", 30)).outcome,
             Outcome::Forbidden
         );
         // The schema reads the entity without its escape too.
         let implicit = json!({"price": {"__extn": {"fn": "decimal", "arg": "1.0"}},
             "owner": {"type": "Agent", "id": "a"}, "meta": {"n": 1}, "tags": ["ok"]});
-        assert_eq!(rich_ask(&set, implicit).outcome, Outcome::Auto);
+        assert_eq!(ask_with(&set, implicit).outcome, Outcome::Auto);
         // A plain string where the schema wants a decimal is refused with
         // the schema's own words.
-        let d = rich_ask(
+        let d = ask_with(
             &set,
             json!({"price": "cheap", "owner": {"type": "Agent", "id": "a"},
                    "meta": {"n": 1}, "tags": ["ok"]}),
@@ -910,13 +910,7 @@ mod tests {
         // Another shape (a string for a long, a key too many, a key
         // missing) is refused, however many requests were accepted before.
         let refused = |context: serde_json::Value| {
-            let d = set.decide(&CedarRequest {
-                principal: EntityRef::new("Agent", "a"),
-                action: "propose".into(),
-                resource: EntityRef::new("ActionType", "t"),
-                context: context.as_object().cloned().unwrap_or_default(),
-                entities: Vec::new(),
-            });
+            let d = ask_with(&set, context.clone());
             assert_eq!(d.outcome, Outcome::Forbidden, "{context}");
             assert!(d.errors[0].starts_with("invalid "), "{:?}", d.errors);
         };
@@ -926,16 +920,7 @@ mod tests {
         refused(json!({"n": 5.5}));
         refused(json!({"n": null}));
         // An agent that sets `human_approved` itself changes nothing.
-        let own = set.decide(&CedarRequest {
-            principal: EntityRef::new("Agent", "a"),
-            action: "propose".into(),
-            resource: EntityRef::new("ActionType", "t"),
-            context: json!({"n": 50, "human_approved": true})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            entities: Vec::new(),
-        });
+        let own = ask_with(&set, json!({"n": 50, "human_approved": true}));
         assert_eq!(own.outcome, Outcome::Forbidden);
         assert!(own.errors.is_empty());
     }

@@ -144,7 +144,6 @@ pub struct Asked {
 }
 
 /// How a policy reads the request's context, from its conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
 struct ContextUse {
     /// The context's attributes it reads (`context.a`, `context has a`);
     /// `None`: it reads the context as a whole (or could not be read).
@@ -270,29 +269,26 @@ fn context_attr<'a>(expr: &'a serde_json::Value, op: &str) -> Option<&'a str> {
 }
 
 impl Asked {
-    fn of<'a>(policies: impl IntoIterator<Item = &'a Scoped> + Clone) -> Result<Asked, String> {
-        let build = |ps: Vec<cedar::Policy>| {
-            cedar::PolicySet::from_policies(ps).map_err(|e| format!("cannot index policies: {e}"))
+    fn of<'a>(policies: impl IntoIterator<Item = &'a Scoped>) -> Result<Asked, String> {
+        let build = |ps: &[&Prepared]| {
+            cedar::PolicySet::from_policies(ps.iter().map(|p| p.policy.clone()))
+                .map_err(|e| format!("cannot index policies: {e}"))
         };
-        let all = policies.clone().into_iter().map(Scoped::prepared);
-        let kept = || {
-            policies
-                .clone()
-                .into_iter()
-                .map(Scoped::prepared)
-                .filter(|s| !s.context.lifted_by_approval)
-        };
-        let mut context_attrs = Some(HashSet::new());
-        for s in policies.clone().into_iter().map(Scoped::prepared) {
-            match (&mut context_attrs, &s.context.attrs) {
-                (Some(union), Some(attrs)) => union.extend(attrs.iter().cloned()),
-                _ => context_attrs = None,
-            }
-        }
+        let all: Vec<&Prepared> = policies.into_iter().map(Scoped::prepared).collect();
+        let kept: Vec<&Prepared> = all
+            .iter()
+            .copied()
+            .filter(|p| !p.context.lifted_by_approval)
+            .collect();
+        // `None` as soon as one policy may read the whole context.
+        let context_attrs = all.iter().try_fold(HashSet::new(), |mut union, p| {
+            union.extend(p.context.attrs.as_ref()?.iter().cloned());
+            Some(union)
+        });
         Ok(Asked {
-            all: build(all.map(|s| s.policy.clone()).collect())?,
-            once_approved: build(kept().map(|s| s.policy.clone()).collect())?,
-            once_approved_reads_context: kept().any(|s| s.context.reads()),
+            all: build(&all)?,
+            once_approved: build(&kept)?,
+            once_approved_reads_context: kept.iter().any(|p| p.context.reads()),
             context_attrs,
         })
     }

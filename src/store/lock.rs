@@ -43,9 +43,7 @@ impl ChainLock {
         lock_exclusive(&file).map_err(|e| StoreError::io("lock", &path, e))?;
         Ok(ChainLock { file })
     }
-}
 
-impl ChainLock {
     /// The lock in `.git/<name>` if nobody holds it now (another open of
     /// it in this process counts as somebody); `None` otherwise, or if the
     /// file cannot be opened.
