@@ -18,8 +18,9 @@
 //!   rejected; needs the operator token);
 //! - budget charges (needs the runner token);
 //! - audit posts;
-//! - the hook round trip: `gov hook pre-tool-use` started `--hooks` times,
-//!   one after another, in a run of the `noop` agent, each timed from
+//! - the hook round trip: the hook `gov run` writes into an agent's
+//!   settings (`gov-hook pre-tool-use` beside `gov`, else `gov hook
+//!   pre-tool-use`) started `--hooks` times, one after another, in a run of the `noop` agent, each timed from
 //!   process start to its answer (given once its audit entry is durable);
 //! - soak: more audit posts, sampling the server's memory.
 //!
@@ -455,8 +456,10 @@ fn gov_binary(o: &Opts) -> Option<std::path::PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-/// The hook round trip, as Claude Code makes it before each tool call:
-/// `gov hook pre-tool-use` started `n` times one after another in a run of
+/// The hook round trip, as Claude Code makes it before each tool call: the
+/// hook `gov run` writes into the settings (`gov-hook pre-tool-use` when
+/// it is beside `gov`, else `gov hook pre-tool-use`; see
+/// `runner::claude::hook_program`) started `n` times one after another in a run of
 /// the `noop` agent, each timed from process start to its answer (which
 /// the server gives once the decision's audit entry is durable). Returns
 /// the durations, sorted, and how many answers were `allow`.
@@ -483,6 +486,9 @@ fn hook_round_trips(
     let token = opened["agent_token"]
         .as_str()
         .ok_or("POST /runs gave no agent_token")?;
+    // What `gov run` writes into the agent's settings: `gov-hook` when it
+    // is beside `gov`, else `gov hook`.
+    let (program, args) = gov::runner::claude::hook_program(gov, "pre-tool-use");
     let mut took = Vec::with_capacity(n);
     let mut allowed = 0;
     for i in 0..n {
@@ -496,8 +502,8 @@ fn hook_round_trips(
         })
         .to_string();
         let t = Instant::now();
-        let mut child = std::process::Command::new(gov)
-            .args(["hook", "pre-tool-use"])
+        let mut child = std::process::Command::new(&program)
+            .args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("GOV_URL", url)

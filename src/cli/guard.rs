@@ -169,9 +169,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
     write_private(&session_path, &to_json(&session))?;
     let hook_command = |event: &str| {
         format!(
-            "{SESSION_FILE_VAR}={} {} hook {event}",
+            "{SESSION_FILE_VAR}={} {}",
             shell_quote(&session_path.to_string_lossy()),
-            shell_quote(&gov_exe.to_string_lossy())
+            crate::runner::claude::hook_command(&gov_exe, event)
         )
     };
     let command = hook_command("pre-tool-use");
@@ -319,8 +319,8 @@ fn print_managed_settings(settings: &Settings, session_file: &str) -> Result<Exi
     };
     let command = |event: &str| {
         format!(
-            "{SESSION_FILE_VAR}={file} {} hook {event}",
-            shell_quote(&gov_exe.to_string_lossy())
+            "{SESSION_FILE_VAR}={file} {}",
+            crate::runner::claude::hook_command(&gov_exe, event)
         )
     };
     let (check, meter) = (command("pre-tool-use"), command("meter"));

@@ -29,6 +29,58 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     }
 }
 
+/// What `gov-hook --help` prints.
+pub const PROGRAM_USAGE: &str = "\
+gov-hook: gov's Claude Code hooks, as `gov hook` runs them, in a program
+that starts faster (gov writes it into an agent's settings when it is
+installed beside `gov`).
+
+Usage: gov-hook <EVENT>
+
+Events:
+  pre-tool-use  Ask the policy set whether a tool call may run (PreToolUse)
+  meter         Report a `gov guard` session's usage (Stop, SessionEnd)
+";
+
+/// `gov-hook <event>` (the `gov-hook` binary): [`run`] with its arguments
+/// read by hand, so that the program links no command-line parser and
+/// nothing of gov but the hook.
+pub fn run_program(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let words: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let event = match words.as_slice() {
+        [Some("pre-tool-use")] => Event::PreToolUse,
+        [Some("meter")] => Event::Meter,
+        [Some("-h" | "--help")] => {
+            print!("{PROGRAM_USAGE}");
+            return ExitCode::Ok;
+        }
+        [Some("-V" | "--version")] => {
+            println!("gov-hook {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::Ok;
+        }
+        _ => {
+            let given: Vec<String> = args
+                .iter()
+                .map(|a| format!("`{}`", a.to_string_lossy()))
+                .collect();
+            let given = match given.is_empty() {
+                true => "no event".to_string(),
+                false => given.join(" "),
+            };
+            eprint!("error: gov-hook takes one event, `pre-tool-use` or `meter` (got {given})\n\n{PROGRAM_USAGE}");
+            return ExitCode::Config;
+        }
+    };
+    match run(Args { event }) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
 /// The metering hook: reads the session's transcript and reports its
 /// usage. It decides nothing, so it prints nothing and exits 0; what fails
 /// goes to stderr (Claude Code shows it), and the next PreToolUse hook,

@@ -84,14 +84,43 @@ pub fn hook_timeout_seconds(deadline: std::time::Duration) -> u64 {
     whole + HOOK_TIMEOUT_MARGIN_SECS
 }
 
-/// The settings JSON that routes every tool call through `gov hook
-/// pre-tool-use`, run by the same `gov` executable as the runner, and that
-/// fails closed: a hook that cannot answer blocks the call.
+/// The file name of gov's hook program, installed beside `gov` (the
+/// `gov-hook` binary of this crate).
+pub const HOOK_PROGRAM: &str = "gov-hook";
+
+/// The program that runs gov's Claude Code hook `event` (`pre-tool-use`,
+/// `meter`) for the `gov` at `gov_exe`, with its arguments: `gov-hook
+/// <event>` when `gov-hook` is beside `gov_exe`, else `gov hook <event>`.
+/// Both answer alike; `gov-hook` links only the hook, so it starts in
+/// about a third of the time, and Claude Code starts the hook before every
+/// tool call.
+pub fn hook_program(gov_exe: &Path, event: &str) -> (PathBuf, Vec<String>) {
+    let small = gov_exe.with_file_name(HOOK_PROGRAM);
+    if small.is_file() {
+        (small, vec![event.to_string()])
+    } else {
+        (
+            gov_exe.to_path_buf(),
+            vec!["hook".to_string(), event.to_string()],
+        )
+    }
+}
+
+/// [`hook_program`] as a command line for `sh`.
+pub fn hook_command(gov_exe: &Path, event: &str) -> String {
+    let (program, args) = hook_program(gov_exe, event);
+    std::iter::once(program.to_string_lossy().into_owned())
+        .chain(args)
+        .map(|w| shell_quote(&w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The settings JSON that routes every tool call through gov's hook (see
+/// [`hook_command`]), the one beside the runner's `gov` executable, and
+/// that fails closed: a hook that cannot answer blocks the call.
 pub fn hook_settings(gov_exe: &Path, deadline: std::time::Duration) -> serde_json::Value {
-    let command = format!(
-        "{} hook pre-tool-use",
-        shell_quote(&gov_exe.to_string_lossy())
-    );
+    let command = hook_command(gov_exe, "pre-tool-use");
     serde_json::json!({
         "hooks": {
             "PreToolUse": [{
@@ -188,6 +217,31 @@ mod tests {
         assert!(!args
             .iter()
             .any(|a| a == "--model" || a == "--max-budget-usd" || a == "--append-system-prompt"));
+    }
+
+    #[test]
+    fn the_hook_is_the_small_program_beside_gov_when_there_is_one(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let bin = dir.path().join("my bin");
+        std::fs::create_dir(&bin)?;
+        let gov = bin.join("gov");
+        std::fs::write(&gov, "")?;
+        let shown = bin.to_string_lossy().into_owned();
+        assert_eq!(
+            hook_command(&gov, "pre-tool-use"),
+            format!("'{shown}/gov' hook pre-tool-use")
+        );
+        std::fs::write(bin.join(HOOK_PROGRAM), "")?;
+        assert_eq!(
+            hook_command(&gov, "meter"),
+            format!("'{shown}/gov-hook' meter")
+        );
+        assert_eq!(
+            hook_program(&gov, "pre-tool-use"),
+            (bin.join("gov-hook"), vec!["pre-tool-use".to_string()])
+        );
+        Ok(())
     }
 
     #[test]

@@ -436,6 +436,11 @@ fn confine(
     };
     let mut programs = launch.programs.clone();
     programs.push(req.gov_exe.clone());
+    // The hook program Claude Code starts (see `hook_settings`).
+    let (hook, _) = super::claude::hook_program(&req.gov_exe, "pre-tool-use");
+    if hook != req.gov_exe {
+        programs.push(hook);
+    }
     Ok(Some(sandbox::confinement(&SandboxInputs {
         repo_root: settings.root.clone(),
         agent_dir: agent.dir.clone(),

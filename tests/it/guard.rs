@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::support::repo::TestResult;
 use crate::support::server::TestServer;
-use crate::support::{gov_bin, text};
+use crate::support::{gov_bin, gov_hook_bin, text};
 
 fn gov_guard(s: &TestServer, args: &[&str]) -> TestResult<std::process::Output> {
     Ok(Command::new(gov_bin())
@@ -59,7 +59,8 @@ fn guard_governs_a_project_session_and_restores_its_settings() -> TestResult {
     let hook = &installed["hooks"]["PreToolUse"][0]["hooks"][0];
     assert!(hook["command"]
         .as_str()
-        .is_some_and(|c| c.starts_with("GOV_SESSION_FILE=") && c.ends_with(" hook pre-tool-use")));
+        .is_some_and(|c| c.starts_with("GOV_SESSION_FILE=")
+            && c.ends_with(&format!(" {} pre-tool-use", gov_hook_bin().display()))));
     let deadline = gov::runner::hook::hook_deadline(std::time::Duration::ZERO);
     assert!(hook["timeout"]
         .as_u64()
@@ -259,7 +260,7 @@ fn a_guard_session_is_metered_from_its_transcript_and_its_cap_bites_mid_session(
         assert!(
             installed["hooks"][event][0]["hooks"][0]["command"]
                 .as_str()
-                .is_some_and(|c| c.ends_with(" hook meter")),
+                .is_some_and(|c| c.ends_with(&format!(" {} meter", gov_hook_bin().display()))),
             "{installed}"
         );
     }

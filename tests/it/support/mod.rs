@@ -33,6 +33,11 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn gov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gov"))
 }
+
+/// The `gov-hook` binary built for these tests (beside `gov`).
+pub fn gov_hook_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gov-hook"))
+}
 pub mod repo;
 pub mod server;
 
