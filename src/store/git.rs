@@ -379,8 +379,7 @@ pub fn commit_files(
     Ok(commit)
 }
 
-/// An object's type and content.
-pub type Content = (ObjectType, Vec<u8>);
+pub use crate::store::pack::Content;
 
 /// A file to put into a checked-out branch's working tree: (branch ref,
 /// path, content).
@@ -441,7 +440,9 @@ impl Staged {
         let written = match &self.memory {
             Some(memory) => {
                 let oid = memory.write(kind, data)?;
-                (oid, Some(Arc::new((kind, data.to_vec()))))
+                let content = Arc::new(Content::new(kind, data.to_vec()));
+                Content::encode_ahead(&content, oid);
+                (oid, Some(content))
             }
             None => (repo.odb()?.write(kind, data)?, None),
         };
