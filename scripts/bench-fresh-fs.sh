@@ -1,0 +1,108 @@
+#!/bin/sh
+# bench-server's program on a file system made afresh for every run, builds
+# alternated: the way to compare two builds on a shared machine.
+#
+# On ext4 without a journal (this project's machine) the kernel will not
+# reuse an inode freed in the last 1-6 minutes and walks past every such
+# inode when it makes a file; a benchmark run frees tens of thousands (its
+# repository is deleted at the end), so each run slows the next ones, and
+# the same build measured twice in a row differed by 40% in CPU per submit.
+# Here each run gets a new ext4 in an image file, mounted on a loop device:
+# every run starts from the same state.
+#
+#   sudo scripts/bench-fresh-fs.sh [--journal] [--runs N] [--image PATH]
+#       [--build DIR]... [-- BENCH_SERVER_ARGS...]
+#
+# --build DIR   a build to compare: a folder holding `bench_server` and
+#               `gov` (and `gov-hook` if it has one), copied from an older
+#               commit's target/release; given none, the current tree's
+#               release build alone. Builds take turns, run by run.
+# --runs N      runs of each build (default 3); the medians are printed.
+# --journal     an ext4 with a journal (default: without, like the
+#               machine's root file system).
+# --image PATH  the image file (default /tmp/gov-bench-fs.img, 3 GiB,
+#               removed at the end).
+# The benchmark's arguments default to the usual run: --submits 6000
+# --rounds 1 --decisions 2000 --charges 2000 --audits 3000 --hooks 100.
+#
+# Needs root (mkfs, mount), a free loop device, and 3 GiB of disk.
+set -eu
+cd "$(dirname "$0")/.."
+journal=no
+runs=3
+image=/tmp/gov-bench-fs.img
+builds=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --journal) journal=yes ;;
+        --runs) runs=$2; shift ;;
+        --image) image=$2; shift ;;
+        --build) builds="$builds $2"; shift ;;
+        --) shift; break ;;
+        *) echo "error: unknown option \`$1\` (see the comment at the top of $0)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ $# -eq 0 ]; then
+    set -- --submits 6000 --rounds 1 --decisions 2000 --charges 2000 --audits 3000 --hooks 100
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "error: making and mounting a file system needs root" >&2
+    exit 2
+fi
+if [ -z "$builds" ]; then
+    cargo build --quiet --release --bins --example bench_server
+    builds=target/release/examples
+    cp target/release/gov target/release/gov-hook target/release/examples/
+fi
+for b in $builds; do
+    if [ ! -x "$b/bench_server" ] || [ ! -x "$b/gov" ]; then
+        echo "error: \`$b\` holds no bench_server and gov" >&2
+        exit 2
+    fi
+done
+mnt=$(mktemp -d)
+results=$(mktemp)
+cleanup() {
+    umount "$mnt" 2>/dev/null || true
+    rmdir "$mnt" 2>/dev/null || true
+    rm -f "$image" "$results"
+}
+trap cleanup EXIT INT TERM
+fallocate -l 3G "$image"
+i=1
+while [ $i -le "$runs" ]; do
+    for b in $builds; do
+        if [ $journal = yes ]; then
+            mkfs.ext4 -q -F "$image"
+        else
+            mkfs.ext4 -q -F -O ^has_journal "$image"
+        fi
+        mount -o loop "$image" "$mnt"
+        mkdir "$mnt/tmp"
+        log="$mnt/run.log"
+        TMPDIR="$mnt/tmp" "$b/bench_server" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
+        # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
+        awk -F'|' -v b="$b" -v i=$i '
+            /^\| (submit round 1|decisions|charges|audit posts) \|/ {
+                gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5)
+                printf "%s\t%s\t%s\n", b, $2, $5
+            }
+            /^hook round trip/ {
+                match($0, /"median_ms":[0-9.]+/)
+                printf "%s\thook median ms\t%s\n", b, substr($0, RSTART + 12, RLENGTH - 12)
+            }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
+        umount "$mnt"
+    done
+    i=$((i + 1))
+done
+echo
+echo "medians of $runs runs:"
+for b in $builds; do
+    for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms"; do
+        awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
+            sort -n | awk -v b="$b" -v p="$phase" '
+                { v[NR] = $1 }
+                END { if (NR) printf "  %s  %s: %s\n", b, p, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    done
+done
