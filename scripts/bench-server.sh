@@ -10,17 +10,18 @@
 #       [--hooks N] [--preload N] [--seconds MAX] [--operator-token T]
 #       [--runner-token T] [--gov-bin PATH] [--server-bin PATH]
 #
-# --hooks N times `gov hook pre-tool-use` N times (the `gov` binary built
-# beside the benchmark, or --gov-bin); --server-bin starts the server from
-# another build of bench_server (an older commit's, to compare with the
-# same client).
+# --hooks N times the hook `gov run` writes into an agent's settings N times
+# (`gov-hook pre-tool-use` beside the `gov` binary built beside the
+# benchmark, or --gov-bin's; else `gov hook pre-tool-use`); --server-bin
+# starts the server from another build of bench_server (an older commit's,
+# to compare with the same client).
 #
 # PROFILE=dev runs an unoptimised build (faster to compile, slower to run).
 set -eu
 cd "$(dirname "$0")/.."
 if [ "${PROFILE:-release}" = "dev" ]; then
-    cargo build --quiet --bin gov
+    cargo build --quiet --bins
     exec cargo run --quiet --example bench_server -- "$@"
 fi
-cargo build --quiet --release --bin gov
+cargo build --quiet --release --bins
 exec cargo run --quiet --release --example bench_server -- "$@"
