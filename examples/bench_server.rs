@@ -722,7 +722,7 @@ fn main() -> BoxResult {
                 });
             }
             (None, _) => eprintln!(
-                "hook round trip not measured: no `gov` binary beside this benchmark (build it with `cargo build --release --bin gov`, or name one with --gov-bin)"
+                "hook round trip not measured: no `gov` binary beside this benchmark (build it with `cargo build --release --bins`, or name one with --gov-bin)"
             ),
             (_, None) => eprintln!("hook round trip not measured: it needs --runner-token"),
         }
