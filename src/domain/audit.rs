@@ -341,6 +341,35 @@ pub fn json_depth(v: &serde_json::Value) -> usize {
     deepest
 }
 
+/// The nesting depth of JSON text as [`json_depth`] counts it for the
+/// value it holds (an object or array one more than its deepest member),
+/// read off the text: brackets inside strings do not count.
+pub fn json_text_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Checks JSON a caller hands in against [`MAX_INPUT_DEPTH`].
 pub fn check_input_depth(field: &'static str, v: &serde_json::Value) -> Result<(), EntryError> {
     let depth = json_depth(v);
@@ -357,24 +386,7 @@ impl NewEntry {
     /// Checks every field that goes into the entry. The payload's depth is
     /// counted as the entry holds it (one level below the entry's object).
     pub fn validate(&self) -> Result<(), EntryError> {
-        check_name("actor", &self.actor.0)?;
-        if !valid_event_type(self.event_type()) {
-            return Err(EntryError::new(
-                "event_type",
-                format!(
-                    "must be an identifier (a letter, then letters, digits, `_`, `.` or `-`; at most {MAX_EVENT_TYPE_LEN})"
-                ),
-            ));
-        }
-        for (field, v) in [
-            ("agent_id", &self.agent_id),
-            ("proposal_id", &self.proposal_id),
-            ("task_id", &self.task_id),
-        ] {
-            if let Some(v) = v {
-                check_name(field, v)?;
-            }
-        }
+        self.validate_names()?;
         // One level for the entry's own object.
         let payload_depth = 1 + json_depth(&self.payload());
         if payload_depth > MAX_ENTRY_DEPTH {
@@ -395,6 +407,30 @@ impl NewEntry {
         }
         Ok(())
     }
+
+    /// [`NewEntry::validate`] without the depth of the payload and the
+    /// decision (which needs them as JSON values).
+    fn validate_names(&self) -> Result<(), EntryError> {
+        check_name("actor", &self.actor.0)?;
+        if !valid_event_type(self.event_type()) {
+            return Err(EntryError::new(
+                "event_type",
+                format!(
+                    "must be an identifier (a letter, then letters, digits, `_`, `.` or `-`; at most {MAX_EVENT_TYPE_LEN})"
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("agent_id", &self.agent_id),
+            ("proposal_id", &self.proposal_id),
+            ("task_id", &self.task_id),
+        ] {
+            if let Some(v) = v {
+                check_name(field, v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl AuditEntry {
@@ -406,7 +442,7 @@ impl AuditEntry {
     /// every later reader sees (times keep microseconds, for instance): the
     /// writer hands that one on, never the one it was given.
     pub fn checked_commit_message(&self) -> Result<(String, AuditEntry), EntryError> {
-        self.entry.validate()?;
+        self.entry.validate_names()?;
         let message = self.commit_message();
         if message.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::new(
@@ -415,6 +451,19 @@ impl AuditEntry {
                     "the entry would take {} bytes; at most {MAX_ENTRY_BYTES} are accepted",
                     message.len()
                 ),
+            ));
+        }
+        // The depth of the entry as written, read off its JSON (the entry's
+        // object, then its payload and decision, the only fields that
+        // nest): the same limit as `NewEntry::validate`'s, without making
+        // a JSON value of the payload again. Past it, that check says
+        // which field is too deep.
+        let body = message.split_once("\n\n").map_or("", |(_, b)| b);
+        if json_text_depth(body) > MAX_ENTRY_DEPTH {
+            self.entry.validate()?;
+            return Err(EntryError::new(
+                "entry",
+                format!("is nested too deeply (at most {MAX_ENTRY_DEPTH} levels)"),
             ));
         }
         match AuditEntry::from_commit_message(&message) {
@@ -492,6 +541,46 @@ mod tests {
 
     fn evp(name: &str, payload: serde_json::Value) -> Event {
         Event::from_parts(name.into(), payload)
+    }
+
+    #[test]
+    fn the_depth_of_json_text_is_the_depth_of_its_value() {
+        let cases = [
+            serde_json::json!(1),
+            serde_json::json!("{[\"{"),
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!([[], {"a": [1, {"b": "]]}}"}]}]),
+            serde_json::json!({"s": "\\\"[", "t": [[[["x\\"]]]]}),
+            deep(MAX_ENTRY_DEPTH),
+        ];
+        for v in cases {
+            let text = serde_json::to_string(&v).expect("serialises");
+            assert_eq!(json_text_depth(&text), json_depth(&v), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_decision_nested_too_deeply_is_refused_by_name() {
+        // The entry, the decision, its request and the request's context
+        // are four levels; `n` more in the context.
+        let with_context = |n: usize| {
+            let d: DecisionRecord = serde_json::from_value(serde_json::json!({
+                "outcome": "needs_person", "policies": [], "policy_version": "v",
+                "request": {"principal": {"type": "Agent", "id": "a"}, "action": "propose",
+                            "resource": {"type": "Action", "id": "x"},
+                            "context": {"c": deep(n)}}
+            }))
+            .expect("a decision");
+            NewEntry::new(Actor::server(), ev("x"))
+                .decision(d)
+                .place(1, Utc::now().trunc_subsecs(6))
+                .checked_commit_message()
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        assert_eq!(with_context(MAX_ENTRY_DEPTH - 4), Ok(()));
+        assert_eq!(with_context(MAX_ENTRY_DEPTH - 3), Err("decision"));
     }
 
     #[test]
