@@ -488,12 +488,9 @@ pub fn unused_tool_approval(
     action_type: &str,
     hash: &str,
 ) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        SQL_UNUSED_TOOL_APPROVAL,
-        params![agent, action_type, hash],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached(SQL_UNUSED_TOOL_APPROVAL)?
+        .query_row(params![agent, action_type, hash], |r| r.get(0))
+        .optional()
 }
 
 /// A pending tool-use proposal with this payload hash, to answer a repeated
@@ -504,10 +501,9 @@ pub fn pending_tool_proposal(
     action_type: &str,
     hash: &str,
 ) -> rusqlite::Result<Option<String>> {
-    conn.query_row(SQL_PENDING_TOOL, params![agent, action_type, hash], |r| {
-        r.get(0)
-    })
-    .optional()
+    conn.prepare_cached(SQL_PENDING_TOOL)?
+        .query_row(params![agent, action_type, hash], |r| r.get(0))
+        .optional()
 }
 
 /// An agent as the index knows it.
@@ -519,14 +515,15 @@ pub struct AgentRow {
 }
 
 pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<AgentRow>> {
-    conn.query_row(SQL_AGENT, [id], |r| {
-        Ok(AgentRow {
-            agent_id: r.get(0)?,
-            paused: r.get::<_, i64>(1)? != 0,
-            paused_reason: r.get(2)?,
+    conn.prepare_cached(SQL_AGENT)?
+        .query_row([id], |r| {
+            Ok(AgentRow {
+                agent_id: r.get(0)?,
+                paused: r.get::<_, i64>(1)? != 0,
+                paused_reason: r.get(2)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
@@ -585,29 +582,31 @@ pub fn proposal_counts(conn: &Connection, agent: &str) -> rusqlite::Result<Vec<(
 }
 
 pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(SQL_PENDING_COUNT, [], |r| r.get(0))
+    conn.prepare_cached(SQL_PENDING_COUNT)?
+        .query_row([], |r| r.get(0))
 }
 
 pub fn credential(conn: &Connection, hash: &str) -> rusqlite::Result<Option<CredentialState>> {
-    conn.query_row(SQL_CREDENTIAL, [hash], |r| {
-        let exp: String = r.get(2)?;
-        let expires_at = chrono::DateTime::parse_from_rfc3339(&exp)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?;
-        Ok(CredentialState {
-            agent_id: r.get(0)?,
-            scope: r.get(1)?,
-            expires_at,
-            redeemed: r.get::<_, Option<i64>>(3)?.is_some(),
+    conn.prepare_cached(SQL_CREDENTIAL)?
+        .query_row([hash], |r| {
+            let exp: String = r.get(2)?;
+            let expires_at = chrono::DateTime::parse_from_rfc3339(&exp)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
+            Ok(CredentialState {
+                agent_id: r.get(0)?,
+                scope: r.get(1)?,
+                expires_at,
+                redeemed: r.get::<_, Option<i64>>(3)?.is_some(),
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 /// A live (not revoked) agent token: its agent and run.
