@@ -30,10 +30,10 @@ use crate::store::git::{sync_all_at_once, StoreError};
 /// `git` writes with `core.compression 1`). A batch's objects are deflated
 /// while the chain lock is held (on the encoding thread as they are
 /// written, or by the flush: see [`Content`]), and an approval rewrites a
-/// month's folder of up
-/// to 256 entries, mostly object ids, which no level shrinks much: level
-/// 6 took twice as long for 1.4% less. `gov maintain` by hand repacks
-/// everything with libgit2's default level and a delta search.
+/// month's folder of up to 256 entries, mostly object ids, which no level
+/// shrinks much: level 6 took twice as long for 1.4% less. `gov maintain`
+/// by hand repacks everything with libgit2's default level and a delta
+/// search.
 const LEVEL: flate2::Compression = flate2::Compression::new(1);
 
 /// The number of Git's object types in a pack entry's header.
