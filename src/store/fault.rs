@@ -21,6 +21,10 @@ pub enum Fault {
 
 impl Fault {
     /// The name `GOV_FAULT` takes.
+    #[cfg_attr(
+        not(debug_assertions),
+        allow(dead_code, reason = "only debug builds read GOV_FAULT")
+    )]
     pub fn name(self) -> &'static str {
         match self {
             Fault::AfterGitRefs => "after-git-refs",
