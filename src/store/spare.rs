@@ -454,9 +454,20 @@ mod tests {
         let err = create_new(&git_dir, &target).err();
         assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::AlreadyExists));
         assert_eq!(std::fs::read(&target)?, b"written\n");
-        // Taking past the low mark makes the filler top the pool up.
-        for i in 0..KEEP_READY {
-            create_new(&git_dir, &git_dir.join(format!("t{i}")))?;
+        // Taking past the low mark makes the filler top the pool up. Taken
+        // until the pool is seen below it: a fixed number of takes could
+        // end above it (the filler refilling meanwhile), where the filler
+        // rightly waits, and the pool stays short of full.
+        let ready = || {
+            pool_of(&git_dir)
+                .and_then(|p| p.ready.lock().ok().map(|r| r.len()))
+                .unwrap_or(0)
+        };
+        let mut taken = 0;
+        while ready() >= KEEP_READY / 2 {
+            assert!(taken < 8 * KEEP_READY, "the pool never fell below half");
+            create_new(&git_dir, &git_dir.join(format!("t{taken}")))?;
+            taken += 1;
         }
         until_full(&git_dir)?;
         // Dropped, it leaves nothing behind; files are then made as usual.
