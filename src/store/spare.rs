@@ -364,10 +364,11 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     /// Waits up to 120 s. The filler makes a file in 0.02-0.7 ms on this
-    /// machine, yet once, in a full suite run right after benchmarks had
-    /// deleted thousands of files, the pool was not full again within 5 s
-    /// (ext4 without a journal walks past every recently freed inode), and
-    /// once, right after a cold build of a fresh clone, not within 30 s.
+    /// machine, yet the pool was twice not full again within 5 s and 30 s
+    /// in full suite runs. Those were put down to ext4 without a journal
+    /// (it walks past every recently freed inode); a later timeout, of the
+    /// whole 120 s, was a race in `a_spare_file_becomes_the_new_file` (see
+    /// there), which may have been the cause of the earlier ones too.
     fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
         for _ in 0..12_000 {
             if ready() {
