@@ -379,7 +379,7 @@ pub fn commit_files(
     Ok(commit)
 }
 
-pub use crate::store::pack::Content;
+use crate::store::pack::Content;
 
 /// A file to put into a checked-out branch's working tree: (branch ref,
 /// path, content).

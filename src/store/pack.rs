@@ -104,8 +104,8 @@ fn encode_entry(
 /// done and encodes the others itself (whichever starts first encodes,
 /// the other waits for it or finds it done).
 pub struct Content {
-    pub kind: ObjectType,
-    pub data: Vec<u8>,
+    kind: ObjectType,
+    data: Vec<u8>,
     /// The CRC-32 and bytes of the pack entry, once encoded.
     entry: std::sync::OnceLock<Result<(u32, Vec<u8>), String>>,
 }

@@ -155,25 +155,19 @@ fn hook(
     input: &Value,
     wait_seconds: u64,
 ) -> TestResult<std::process::Child> {
-    hook_at(&s.base, agent, run, input, wait_seconds)
+    hook_at(gov_hook(), &s.base, agent, run, input, wait_seconds)
 }
 
-/// [`hook`] against the server at `url`.
-fn hook_at(
-    url: &str,
-    agent: &str,
-    run: &(String, String),
-    input: &Value,
-    wait_seconds: u64,
-) -> TestResult<std::process::Child> {
+/// `gov hook pre-tool-use`, to start.
+fn gov_hook() -> Command {
     let mut gov = Command::new(gov_bin());
     gov.args(["hook", "pre-tool-use"]);
-    hook_by(gov, url, agent, run, input, wait_seconds)
+    gov
 }
 
-/// [`hook_at`] through `program`: `gov hook pre-tool-use` or `gov-hook
-/// pre-tool-use`.
-fn hook_by(
+/// [`hook`] through `program` (`gov hook pre-tool-use` or `gov-hook
+/// pre-tool-use`) against the server at `url`.
+fn hook_at(
     mut program: Command,
     url: &str,
     agent: &str,
@@ -287,14 +281,12 @@ fn gov_hook_answers_exactly_as_gov_hook_does() -> TestResult {
         (json!({"tool_name": 7}), "deny"),
     ];
     for (input, expected) in calls {
-        let mut by_gov = Command::new(gov_bin());
-        by_gov.args(["hook", "pre-tool-use"]);
         let mut by_small = Command::new(gov_hook_bin());
         by_small.arg("pre-tool-use");
         let mut answers = Vec::new();
-        for program in [by_gov, by_small] {
+        for program in [gov_hook(), by_small] {
             let out =
-                hook_by(program, &s.base, "researcher", &run, &input, 0)?.wait_with_output()?;
+                hook_at(program, &s.base, "researcher", &run, &input, 0)?.wait_with_output()?;
             assert_eq!(out.status.code(), Some(0), "{input}");
             answers.push(String::from_utf8(out.stdout)?);
         }
@@ -335,8 +327,7 @@ fn gov_hook_answers_exactly_as_gov_hook_does() -> TestResult {
 fn a_hook_facing_a_server_that_hangs_denies_within_its_deadline() -> TestResult {
     let url = silent_server()?;
     let started = Instant::now();
-    let mut child = Command::new(gov_bin())
-        .args(["hook", "pre-tool-use"])
+    let mut child = gov_hook()
         .env_clear()
         .env("GOV_URL", &url)
         .env("GOV_AGENT_ID", "researcher")
@@ -520,7 +511,8 @@ fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
 fn waiting_hook(url: &str, wait: u64) -> TestResult<std::process::Child> {
     let call = json!({"hook_event_name": "PreToolUse", "tool_name": "WebFetch",
                       "tool_input": {"url": "https://example.com/"}});
-    hook_at(url, "researcher", &("r".into(), "t".into()), &call, wait)
+    let run = ("r".into(), "t".into());
+    hook_at(gov_hook(), url, "researcher", &run, &call, wait)
 }
 
 #[test]
