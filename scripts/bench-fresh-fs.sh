@@ -13,10 +13,11 @@
 #   sudo scripts/bench-fresh-fs.sh [--journal] [--runs N] [--image PATH]
 #       [--build DIR]... [-- BENCH_SERVER_ARGS...]
 #
-# --build DIR   a build to compare: a folder holding `bench_server` and
-#               `gov` (and `gov-hook` if it has one), copied from an older
-#               commit's target/release; given none, the current tree's
-#               release build alone. Builds take turns, run by run.
+# --build DIR   a build to compare: a folder holding `gov` (and `gov-hook`
+#               if it has one) and `bench_server` (or `examples/bench_server`),
+#               such as an older commit's target/release or a copy of it;
+#               given none, the current tree's release build alone. Builds
+#               take turns, run by run.
 # --runs N      runs of each build (default 3); the medians are printed.
 # --journal     an ext4 with a journal (default: without, like the
 #               machine's root file system).
@@ -52,11 +53,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if [ -z "$builds" ]; then
     cargo build --quiet --release --bins --example bench_server
-    builds=target/release/examples
-    cp target/release/gov target/release/gov-hook target/release/examples/
+    builds=target/release
 fi
+# A build's benchmark: beside its `gov`, or in `examples/` (as cargo puts it).
+bench_of() {
+    if [ -x "$1/bench_server" ]; then echo "$1/bench_server"; else echo "$1/examples/bench_server"; fi
+}
 for b in $builds; do
-    if [ ! -x "$b/bench_server" ] || [ ! -x "$b/gov" ]; then
+    if [ ! -x "$(bench_of "$b")" ] || [ ! -x "$b/gov" ]; then
         echo "error: \`$b\` holds no bench_server and gov" >&2
         exit 2
     fi
@@ -81,7 +85,7 @@ while [ $i -le "$runs" ]; do
         mount -o loop "$image" "$mnt"
         mkdir "$mnt/tmp"
         log="$mnt/run.log"
-        TMPDIR="$mnt/tmp" "$b/bench_server" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
+        TMPDIR="$mnt/tmp" "$(bench_of "$b")" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
         # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
         awk -F'|' -v b="$b" -v i=$i '
             /^\| (submit round 1|decisions|charges|audit posts) \|/ {
