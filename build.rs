@@ -38,10 +38,12 @@ fn main() {
     let mut code = String::from("/// Files `gov init` writes: (path relative to the repository, contents).\npub const SCAFFOLD: &[(&str, &[u8])] = &[\n");
     for f in &files {
         let rel = f.to_string_lossy().replace('\\', "/");
-        let abs = root.join(f);
+        // Named from the package's folder when the crate compiles, not by
+        // this run's absolute path: a target folder shared by two checkouts
+        // keeps this file, and the other checkout may be gone by then.
         code.push_str(&format!(
-            "    ({rel:?}, include_bytes!({:?})),\n",
-            abs.to_string_lossy()
+            "    ({rel:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {:?}))),\n",
+            format!("/{rel}")
         ));
     }
     code.push_str("];\n");
