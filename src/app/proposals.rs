@@ -208,6 +208,8 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
+    // An id drawn here at random names a branch nobody can have made.
+    let drawn = sub.proposal_id.is_none();
     let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
     let ahead = decide_ahead(svc, &sub, &id);
     svc.transact(|tx| -> Step<Submitted> {
@@ -217,10 +219,11 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         }
         let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
-            || tx
-                .ref_target(&format!("refs/heads/{branch}"))
-                .map_err(AppError::internal)?
-                .is_some();
+            || (!drawn
+                && tx
+                    .ref_target(&format!("refs/heads/{branch}"))
+                    .map_err(AppError::internal)?
+                    .is_some());
         if exists {
             return Ok((
                 Err(AppError::Conflict(format!(
@@ -241,7 +244,11 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
                 (p, decision, record)
             }
         };
-        file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
+        let filing = Filing {
+            asked_id: sub.proposal_id.clone(),
+            drawn,
+        };
+        file_decided(svc, tx, p, filing, decision, record)
     })
 }
 
@@ -319,15 +326,23 @@ pub fn ask_policy(
     (decision, record)
 }
 
+/// How a submission is filed: the id it asked for, and whether its id was
+/// drawn here (at random: nobody else can have made its branch).
+struct Filing {
+    asked_id: Option<String>,
+    drawn: bool,
+}
+
 /// Files a proposal the policy set has decided, in Git and the chain.
 fn file_decided(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
     mut p: Proposal,
-    asked_id: Option<String>,
+    filing: Filing,
     decision: Decision,
     record: DecisionRecord,
 ) -> Step<Submitted> {
+    let Filing { asked_id, drawn } = filing;
     match decision.outcome {
         Outcome::NeedsPerson if !p.proposed.requires_approval && decision.self_approve_blocked => {
             let attempt = SelfApproveAttempt {
@@ -378,7 +393,11 @@ fn file_decided(
         }
         Outcome::NeedsPerson => {
             p.proposed.requires_approval = true;
-            let (filed, entry) = file_pending(svc, tx, p, record)?;
+            let on = match drawn {
+                true => PendingOn::MainDrawnId,
+                false => PendingOn::Main,
+            };
+            let (filed, entry) = file_pending_at(svc, tx, p, record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
     }
@@ -400,17 +419,45 @@ pub fn file_pending(
 pub fn file_pending_on(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
-    mut p: Proposal,
+    p: Proposal,
     record: DecisionRecord,
     base: Option<git2::Oid>,
+) -> Result<(Proposal, NewEntry), AppError> {
+    let on = base.map_or(PendingOn::Main, PendingOn::Commit);
+    file_pending_at(svc, tx, p, record, on)
+}
+
+/// Where a pending proposal's commit goes.
+enum PendingOn {
+    /// On main's tip.
+    Main,
+    /// On main's tip, under an id drawn here at random: its branch is not
+    /// looked for on disk first (see `write_pending_unknown`).
+    MainDrawnId,
+    /// On this commit (a policy change's).
+    Commit(git2::Oid),
+}
+
+fn file_pending_at(
+    svc: &Service,
+    tx: &mut crate::app::governance::Tx<'_>,
+    mut p: Proposal,
+    record: DecisionRecord,
+    on: PendingOn,
 ) -> Result<(Proposal, NewEntry), AppError> {
     let (key, _) = tx.signer();
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
     let repo = tx.repo();
     let main_ref = svc.settings().main_refname();
-    let commit = match base {
-        Some(base) => git_proposals::write_pending_on(repo, tx.staged(), key, base, &branch, &p),
-        None => git_proposals::write_pending(repo, tx.staged(), key, &main_ref, &branch, &p),
+    let staged = tx.staged();
+    let commit = match on {
+        PendingOn::Commit(base) => {
+            git_proposals::write_pending_on(repo, staged, key, base, &branch, &p)
+        }
+        PendingOn::Main => git_proposals::write_pending(repo, staged, key, &main_ref, &branch, &p),
+        PendingOn::MainDrawnId => {
+            git_proposals::write_pending_unknown(repo, staged, key, &main_ref, &branch, &p)
+        }
     }
     .map_err(AppError::from)?;
     p.branch = Some(branch);

@@ -518,6 +518,20 @@ impl Staged {
         Ok(())
     }
 
+    /// Stages the creation of `refname`, at `new`, without reading the
+    /// disk: for a ref whose name nobody else can know yet (a branch named
+    /// by an id this process drew at random). The flush still checks, as
+    /// for every ref it moves, that the ref does not exist on disk.
+    pub fn create_unknown(&mut self, refname: &str, new: Oid) -> Result<(), StoreError> {
+        if self.base.contains_key(refname) || self.now.contains_key(refname) {
+            let found = self.now.get(refname).copied().flatten();
+            return Err(ref_moved(refname, None, found));
+        }
+        self.base.insert(refname.to_string(), None);
+        self.now.insert(refname.to_string(), Some(new));
+        Ok(())
+    }
+
     /// [`Staged::set`] for the ref that records the batch (the audit
     /// chain), which [`Staged::flush`] moves last.
     pub fn set_record(

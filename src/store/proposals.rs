@@ -77,6 +77,20 @@ pub fn write_pending_on(
     branch: &str,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
+    let commit = pending_commit(repo, staged, key, base, p)?;
+    staged.set(repo, &full_ref(branch), Some(commit), None)?;
+    Ok(commit)
+}
+
+/// Writes the commit that files `p` on top of `base` (its file, the trees
+/// above it, the signed commit) through `staged`; refs are not touched.
+fn pending_commit(
+    repo: &Repository,
+    staged: &mut Staged,
+    key: &SigningKey,
+    base: Oid,
+    p: &Proposal,
+) -> Result<Oid, StoreError> {
     let base = repo.find_commit(base)?;
     let path = p.file_path();
     let blob = staged.write(repo, ObjectType::Blob, p.to_file().as_bytes())?;
@@ -86,7 +100,7 @@ pub fn write_pending_on(
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id, p.payload_hash
     );
     let files = [(path, Some(blob))];
-    let commit = commit_with_changes(
+    commit_with_changes(
         repo,
         staged,
         key,
@@ -95,8 +109,25 @@ pub fn write_pending_on(
         &[base.id()],
         &files,
         &message,
-    )?;
-    staged.set(repo, &full_ref(branch), Some(commit), None)?;
+    )
+}
+
+/// [`write_pending`] for a branch whose name nobody else can know (it
+/// holds an id this process drew at random): the branch is staged without
+/// looking for it on disk first, one file read less under the writer
+/// lock. The flush still checks that it is absent, as for every ref it
+/// creates.
+pub fn write_pending_unknown(
+    repo: &Repository,
+    staged: &mut Staged,
+    key: &SigningKey,
+    main_ref: &str,
+    branch: &str,
+    p: &Proposal,
+) -> Result<Oid, StoreError> {
+    let base = main_tip(repo, staged, main_ref)?.id();
+    let commit = pending_commit(repo, staged, key, base, p)?;
+    staged.create_unknown(&full_ref(branch), commit)?;
     Ok(commit)
 }
 
@@ -389,6 +420,54 @@ mod tests {
             Some("proposals/2026/11/1d/p-1.toml".to_string())
         );
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, filed);
+        Ok(())
+    }
+
+    /// A proposal's branch whose name nobody else can know is staged
+    /// without a look on disk; if it exists after all, the flush fails and
+    /// the branch is left as it was.
+    #[test]
+    fn a_branch_staged_unseen_is_still_checked_by_the_flush(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let main_ref = "refs/heads/main";
+        let files = [("a".to_string(), b"a".to_vec())];
+        let base = commit_files(&repo, &key, &who, main_ref, None, &files, "one")?;
+        let p = sample()?;
+        let branch = "gov/proposal/p-1";
+
+        let mut staged = Staged::default();
+        let filed = write_pending_unknown(&repo, &mut staged, &key, main_ref, branch, &p)?;
+        assert_eq!(staged.target(&repo, &full_ref(branch))?, Some(filed));
+        assert!(
+            write_pending_unknown(&repo, &mut staged, &key, main_ref, branch, &p).is_err(),
+            "staged twice in one batch"
+        );
+        staged.flush(&repo)?;
+        assert_eq!(repo.refname_to_id(&full_ref(branch))?, filed);
+        assert_eq!(
+            check_untampered(&repo, &Staged::default(), branch, filed, &p)?,
+            None
+        );
+
+        let mut q = p.clone();
+        q.proposal_id = "p-2".into();
+        repo.reference(
+            "refs/heads/gov/proposal/p-2",
+            base,
+            false,
+            "made by someone",
+        )?;
+        let mut staged = Staged::default();
+        write_pending_unknown(&repo, &mut staged, &key, main_ref, "gov/proposal/p-2", &q)?;
+        assert!(matches!(
+            staged.flush(&repo),
+            Err(StoreError::RefMoved { .. })
+        ));
+        assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-2")?, base);
         Ok(())
     }
 }

@@ -127,6 +127,80 @@ fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestRe
     verify_ok(&repo)
 }
 
+/// Submissions made while approvals move `main`, in the same batches: a
+/// pending proposal's branch (named by an id the server drew, staged
+/// without a look on disk) holds one commit signed by the server, on a
+/// commit of `main`, with its file as submitted.
+#[test]
+fn submissions_while_main_moves_are_filed_on_main_whichever_tip_they_saw() -> TestResult {
+    let (repo, svc) = service()?;
+    let git = repo.repo()?;
+    let signers = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        repo.allowed_signers().display()
+    );
+    let mut filed = Vec::new();
+    for round in 0..3 {
+        let to_approve: Vec<String> = (0..4)
+            .map(|_| {
+                let s = gov::app::proposals::submit(&svc, submission("noop", "publish_content")?)?;
+                Ok(s.proposal.proposal_id)
+            })
+            .collect::<TestResult<_>>()?;
+        let answers = together(
+            12,
+            |i| -> Result<Option<gov::domain::proposal::Proposal>, String> {
+                match to_approve.get(i) {
+                    Some(id) => {
+                        let input = DecisionInput {
+                            verdict: Verdict::Approve,
+                            note: None,
+                            final_: false,
+                        };
+                        decide(&svc, id, &input, "operator").map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    None => {
+                        let sub =
+                            submission("noop", "publish_content").map_err(|e| e.to_string())?;
+                        let s =
+                            gov::app::proposals::submit(&svc, sub).map_err(|e| e.to_string())?;
+                        Ok(Some(s.proposal))
+                    }
+                }
+            },
+        );
+        for a in answers {
+            if let Some(p) = a.map_err(|e| format!("round {round}: {e}"))? {
+                filed.push(p);
+            }
+        }
+    }
+    assert_eq!(filed.len(), 24);
+    let main = git.refname_to_id("refs/heads/main")?;
+    for p in &filed {
+        let branch = p.branch.as_deref().ok_or("no branch")?;
+        let commit = git2::Oid::from_str(p.commit.as_deref().ok_or("no commit")?)?;
+        assert_eq!(git.refname_to_id(&format!("refs/heads/{branch}"))?, commit);
+        let c = git.find_commit(commit)?;
+        assert_eq!(c.parent_count(), 1);
+        let parent = c.parent_id(0)?;
+        assert!(
+            parent == main || git.graph_descendant_of(main, parent)?,
+            "{branch} is not on a commit of main"
+        );
+        let blob = c.tree()?.get_path(std::path::Path::new(&p.file_path()))?;
+        assert_eq!(
+            git.find_blob(blob.id())?.content(),
+            p.to_file().as_bytes(),
+            "{branch}"
+        );
+        let o = repo.git(&["-c", &signers, "verify-commit", branch])?;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    verify_ok(&repo)
+}
+
 /// Charges of `capped` (1,000 tokens): the same sequence serially and
 /// concurrently ends with the same spend, the same number of refusals and
 /// the same pause state.
