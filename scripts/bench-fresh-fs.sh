@@ -18,7 +18,9 @@
 #               such as an older commit's target/release or a copy of it;
 #               given none, the current tree's release build alone. Builds
 #               take turns, run by run.
-# --runs N      runs of each build (default 3); the medians are printed.
+# --runs N      runs of each build (default 3); the medians are printed:
+#               the rate of each phase, the hook's median, and the server's
+#               CPU per write of each phase (`... CPU ms`).
 # --journal     an ext4 with a journal (default: without, like the
 #               machine's root file system).
 # --image PATH  the image file (default /tmp/gov-bench-fs.img, 3 GiB,
@@ -91,6 +93,9 @@ while [ $i -le "$runs" ]; do
             /^\| (submit round 1|decisions|charges|audit posts) \|/ {
                 gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5)
                 printf "%s\t%s\t%s\n", b, $2, $5
+                # The server'"'"'s CPU per write (its CPU seconds over the
+                # writes of the phase).
+                if ($3 + 0 > 0) printf "%s\t%s CPU ms\t%.3f\n", b, $2, 1000 * $10 / $3
             }
             /^hook round trip/ {
                 match($0, /"median_ms":[0-9.]+/)
@@ -103,7 +108,8 @@ done
 echo
 echo "medians of $runs runs:"
 for b in $builds; do
-    for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms"; do
+    for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
+        "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms"; do
         awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
             sort -n | awk -v b="$b" -v p="$phase" '
                 { v[NR] = $1 }
