@@ -19,7 +19,7 @@ use crate::domain::request::{
     CedarRequest, Decision, DecisionRecord, EntityData, EntityRef, Outcome,
 };
 use crate::store::projection;
-use crate::store::proposals::{self as git_proposals, Tamper};
+use crate::store::proposals::{self as git_proposals, BranchName, Tamper};
 
 /// A submission as the original's API takes it (the wire type).
 pub use crate::wire::Submission;
@@ -393,10 +393,10 @@ fn file_decided(
         }
         Outcome::NeedsPerson => {
             p.proposed.requires_approval = true;
-            let on = match drawn {
-                true => PendingOn::MainDrawnId,
-                false => PendingOn::Main,
-            };
+            let on = PendingOn::Main(match drawn {
+                true => BranchName::Drawn,
+                false => BranchName::Chosen,
+            });
             let (filed, entry) = file_pending_at(svc, tx, p, record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
@@ -423,17 +423,14 @@ pub fn file_pending_on(
     record: DecisionRecord,
     base: Option<git2::Oid>,
 ) -> Result<(Proposal, NewEntry), AppError> {
-    let on = base.map_or(PendingOn::Main, PendingOn::Commit);
+    let on = base.map_or(PendingOn::Main(BranchName::Chosen), PendingOn::Commit);
     file_pending_at(svc, tx, p, record, on)
 }
 
 /// Where a pending proposal's commit goes.
 enum PendingOn {
-    /// On main's tip.
-    Main,
-    /// On main's tip, under an id drawn here at random: its branch is not
-    /// looked for on disk first (see `write_pending_unknown`).
-    MainDrawnId,
+    /// On main's tip, its branch named as said.
+    Main(BranchName),
     /// On this commit (a policy change's).
     Commit(git2::Oid),
 }
@@ -454,9 +451,8 @@ fn file_pending_at(
         PendingOn::Commit(base) => {
             git_proposals::write_pending_on(repo, staged, key, base, &branch, &p)
         }
-        PendingOn::Main => git_proposals::write_pending(repo, staged, key, &main_ref, &branch, &p),
-        PendingOn::MainDrawnId => {
-            git_proposals::write_pending_unknown(repo, staged, key, &main_ref, &branch, &p)
+        PendingOn::Main(name) => {
+            git_proposals::write_pending(repo, staged, key, &main_ref, (&branch, name), &p)
         }
     }
     .map_err(AppError::from)?;

@@ -52,18 +52,37 @@ fn main_tip<'r>(
     Ok(repo.find_commit(oid)?)
 }
 
-/// Files a proposal that waits for a person on its own branch (staged).
-/// Returns the commit.
+/// Who can know a proposal branch's name before it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchName {
+    /// Anyone: it holds an id the agent chose. It is looked for on disk.
+    Chosen,
+    /// Nobody: it holds an id this process drew at random. It is staged
+    /// without a look on disk (one file read less under the writer lock);
+    /// the flush still checks that it is absent, as for every ref it
+    /// creates ([`Staged::create_unknown`]).
+    Drawn,
+}
+
+/// Files a proposal that waits for a person on its own branch (staged),
+/// on main's tip. Returns the commit.
 pub fn write_pending(
     repo: &Repository,
     staged: &mut Staged,
     key: &SigningKey,
     main_ref: &str,
-    branch: &str,
+    (branch, name): (&str, BranchName),
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
     let base = main_tip(repo, staged, main_ref)?.id();
-    write_pending_on(repo, staged, key, base, branch, p)
+    match name {
+        BranchName::Chosen => write_pending_on(repo, staged, key, base, branch, p),
+        BranchName::Drawn => {
+            let commit = pending_commit(repo, staged, key, base, p)?;
+            staged.create_unknown(&full_ref(branch), commit)?;
+            Ok(commit)
+        }
+    }
 }
 
 /// [`write_pending`] on top of `base` instead of main's tip: a policy
@@ -110,25 +129,6 @@ fn pending_commit(
         &files,
         &message,
     )
-}
-
-/// [`write_pending`] for a branch whose name nobody else can know (it
-/// holds an id this process drew at random): the branch is staged without
-/// looking for it on disk first, one file read less under the writer
-/// lock. The flush still checks that it is absent, as for every ref it
-/// creates.
-pub fn write_pending_unknown(
-    repo: &Repository,
-    staged: &mut Staged,
-    key: &SigningKey,
-    main_ref: &str,
-    branch: &str,
-    p: &Proposal,
-) -> Result<Oid, StoreError> {
-    let base = main_tip(repo, staged, main_ref)?.id();
-    let commit = pending_commit(repo, staged, key, base, p)?;
-    staged.create_unknown(&full_ref(branch), commit)?;
-    Ok(commit)
 }
 
 /// Where the submitted proposal commit holds `p`'s file: the current
@@ -350,26 +350,39 @@ mod tests {
         }))
     }
 
+    /// A repository whose `main` holds one commit, with the key that
+    /// signed it and its author.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a fixture's parts, each named where it is taken apart"
+    )]
+    fn with_main() -> Result<
+        (
+            tempfile::TempDir,
+            Repository,
+            SigningKey,
+            Signature<'static>,
+            Oid,
+        ),
+        Box<dyn std::error::Error>,
+    > {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = SigningKey::generate("t")?;
+        let who = Signature::now("t", "t@gov")?;
+        let files = [("a".to_string(), b"a".to_vec())];
+        let base = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
+        Ok((dir, repo, key, who, base))
+    }
+
     /// A proposal filed at the flat or the unbucketed monthly path by an
     /// older gov is still checked and merged at that path; a new one goes
     /// into its bucket of its month.
     #[test]
     fn older_layouts_are_read_and_new_files_go_to_a_bucket_of_their_month(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let key = SigningKey::generate("t")?;
-        let who = Signature::now("t", "t@gov")?;
+        let (_dir, repo, key, who, base) = with_main()?;
         let main_ref = "refs/heads/main";
-        let base = commit_files(
-            &repo,
-            &key,
-            &who,
-            main_ref,
-            None,
-            &[("a".into(), b"a".to_vec())],
-            "one",
-        )?;
         let p = sample()?;
         assert_eq!(p.file_path(), "proposals/2026/11/1d/p-1.toml");
         let monthly = vec![(p.monthly_file_path(), p.to_file().into_bytes())];
@@ -404,7 +417,14 @@ mod tests {
             .is_ok());
 
         let mut staged = Staged::default();
-        let filed = write_pending(&repo, &mut staged, &key, main_ref, "gov/proposal/p-1", &p)?;
+        let filed = write_pending(
+            &repo,
+            &mut staged,
+            &key,
+            main_ref,
+            ("gov/proposal/p-1", BranchName::Chosen),
+            &p,
+        )?;
         assert_eq!(
             staged.target(&repo, "refs/heads/gov/proposal/p-1")?,
             Some(filed),
@@ -429,21 +449,31 @@ mod tests {
     #[test]
     fn a_branch_staged_unseen_is_still_checked_by_the_flush(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let key = SigningKey::generate("t")?;
-        let who = Signature::now("t", "t@gov")?;
+        let (_dir, repo, key, _, base) = with_main()?;
         let main_ref = "refs/heads/main";
-        let files = [("a".to_string(), b"a".to_vec())];
-        let base = commit_files(&repo, &key, &who, main_ref, None, &files, "one")?;
         let p = sample()?;
         let branch = "gov/proposal/p-1";
 
         let mut staged = Staged::default();
-        let filed = write_pending_unknown(&repo, &mut staged, &key, main_ref, branch, &p)?;
+        let filed = write_pending(
+            &repo,
+            &mut staged,
+            &key,
+            main_ref,
+            (branch, BranchName::Drawn),
+            &p,
+        )?;
         assert_eq!(staged.target(&repo, &full_ref(branch))?, Some(filed));
         assert!(
-            write_pending_unknown(&repo, &mut staged, &key, main_ref, branch, &p).is_err(),
+            write_pending(
+                &repo,
+                &mut staged,
+                &key,
+                main_ref,
+                (branch, BranchName::Drawn),
+                &p
+            )
+            .is_err(),
             "staged twice in one batch"
         );
         staged.flush(&repo)?;
@@ -462,7 +492,8 @@ mod tests {
             "made by someone",
         )?;
         let mut staged = Staged::default();
-        write_pending_unknown(&repo, &mut staged, &key, main_ref, "gov/proposal/p-2", &q)?;
+        let drawn = ("gov/proposal/p-2", BranchName::Drawn);
+        write_pending(&repo, &mut staged, &key, main_ref, drawn, &q)?;
         assert!(matches!(
             staged.flush(&repo),
             Err(StoreError::RefMoved { .. })
