@@ -132,7 +132,7 @@ fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestRe
 /// without a look on disk) holds one commit signed by the server, on a
 /// commit of `main`, with its file as submitted.
 #[test]
-fn submissions_while_main_moves_are_filed_on_main_whichever_tip_they_saw() -> TestResult {
+fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> TestResult {
     let (repo, svc) = service()?;
     let git = repo.repo()?;
     let signers = format!(

@@ -98,6 +98,17 @@ fn duplicate_ids_conflict_and_malformed_bodies_name_the_field() -> TestResult {
         .as_str()
         .unwrap_or_default()
         .contains("already exists"));
+    // An id the agent chose is looked for in Git too: a branch of that
+    // name made outside gov (a push) is not overwritten.
+    let o = s.repo.git(&["branch", "gov/proposal/pushed-1", "main"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    p["proposal_id"] = json!("pushed-1");
+    let pushed = submit(&s, &tok, &p)?;
+    assert_eq!(pushed.status, 409, "{:?}", pushed.body);
+    assert_eq!(
+        pushed.body["detail"],
+        "proposal_id 'pushed-1' already exists"
+    );
 
     let mut missing = proposal("noop", "publish_content");
     missing.as_object_mut().map(|o| o.remove("action_type"));
