@@ -208,8 +208,6 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
-    // An id drawn here at random names a branch nobody can have made.
-    let drawn = sub.proposal_id.is_none();
     let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
     let ahead = decide_ahead(svc, &sub, &id);
     svc.transact(|tx| -> Step<Submitted> {
@@ -219,7 +217,7 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         }
         let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
-            || (!drawn
+            || (branch_name(&sub.proposal_id) == BranchName::Chosen
                 && tx
                     .ref_target(&format!("refs/heads/{branch}"))
                     .map_err(AppError::internal)?
@@ -244,11 +242,7 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
                 (p, decision, record)
             }
         };
-        let filing = Filing {
-            asked_id: sub.proposal_id.clone(),
-            drawn,
-        };
-        file_decided(svc, tx, p, filing, decision, record)
+        file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
     })
 }
 
@@ -326,11 +320,14 @@ pub fn ask_policy(
     (decision, record)
 }
 
-/// How a submission is filed: the id it asked for, and whether its id was
-/// drawn here (at random: nobody else can have made its branch).
-struct Filing {
-    asked_id: Option<String>,
-    drawn: bool,
+/// Who can know the name of the branch a submission that asked for
+/// `asked_id` is filed on: anyone, if the agent chose the id; nobody, if
+/// it was drawn here at random.
+fn branch_name(asked_id: &Option<String>) -> BranchName {
+    match asked_id {
+        Some(_) => BranchName::Chosen,
+        None => BranchName::Drawn,
+    }
 }
 
 /// Files a proposal the policy set has decided, in Git and the chain.
@@ -338,11 +335,10 @@ fn file_decided(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
     mut p: Proposal,
-    filing: Filing,
+    asked_id: Option<String>,
     decision: Decision,
     record: DecisionRecord,
 ) -> Step<Submitted> {
-    let Filing { asked_id, drawn } = filing;
     match decision.outcome {
         Outcome::NeedsPerson if !p.proposed.requires_approval && decision.self_approve_blocked => {
             let attempt = SelfApproveAttempt {
@@ -393,10 +389,7 @@ fn file_decided(
         }
         Outcome::NeedsPerson => {
             p.proposed.requires_approval = true;
-            let on = PendingOn::Main(match drawn {
-                true => BranchName::Drawn,
-                false => BranchName::Chosen,
-            });
+            let on = PendingOn::Main(branch_name(&asked_id));
             let (filed, entry) = file_pending_at(svc, tx, p, record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
