@@ -221,9 +221,7 @@ impl Index {
 
     /// The last applied entry: its sequence number and commit.
     pub fn position(&self) -> Result<Option<(u64, Oid)>, StoreError> {
-        let seq = get_meta(&self.conn, "audit_seq")?.and_then(|s| s.parse::<u64>().ok());
-        let tip = get_meta(&self.conn, "audit_tip")?.and_then(|s| Oid::from_str(&s).ok());
-        Ok(seq.zip(tip))
+        position_in(&self.conn)
     }
 
     pub fn count(&self) -> Result<u64, StoreError> {
@@ -706,6 +704,8 @@ fn keyed_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Keye
     Ok(Some(KeyedColumns::Keyed(cols)))
 }
 
+/// The last entry applied to the index behind `conn`: its sequence number
+/// and commit.
 fn position_in(conn: &Connection) -> Result<Option<(u64, Oid)>, StoreError> {
     let seq = get_meta(conn, "audit_seq")?.and_then(|s| s.parse::<u64>().ok());
     let tip = get_meta(conn, "audit_tip")?.and_then(|s| Oid::from_str(&s).ok());
