@@ -151,8 +151,8 @@ impl TrustState {
                 let mut state = prev.clone();
                 newer.reverse();
                 let mut cache = SettingsCache::default();
-                for oid in newer {
-                    state.step(repo, oid, &mut cache, forge)?;
+                for commit in newer {
+                    state.step(repo, commit, &mut cache, forge)?;
                 }
                 return Ok(state);
             }
@@ -160,10 +160,10 @@ impl TrustState {
         let mut all = first_parents_until(repo, tip, None)?.unwrap_or_default();
         all.reverse();
         let mut cache = SettingsCache::default();
-        let Some((&root, rest)) = all.split_first() else {
+        let Some((&(root, root_tree), rest)) = all.split_first() else {
             return Err(git2::Error::from_str("main has no commits"));
         };
-        let state = governed_at(repo, root, &mut cache)?;
+        let state = governed_at(repo, root_tree, &mut cache)?;
         let mut trust = TrustState {
             tip: root,
             in_force: root,
@@ -173,8 +173,8 @@ impl TrustState {
             at_tip: state.clone(),
             state,
         };
-        for &oid in rest {
-            trust.step(repo, oid, &mut cache, forge)?;
+        for &commit in rest {
+            trust.step(repo, commit, &mut cache, forge)?;
         }
         Ok(trust)
     }
@@ -184,22 +184,23 @@ impl TrustState {
         self.at_tip != self.state
     }
 
-    /// Takes one commit on top of the current tip.
+    /// Takes one commit (its id and its tree's) on top of the current tip.
+    /// The commit itself is read only when it changes a governed path.
     fn step(
         &mut self,
         repo: &Repository,
-        oid: Oid,
+        (oid, tree): (Oid, Oid),
         cache: &mut SettingsCache,
         forge: ForgeMerges<'_>,
     ) -> Result<(), git2::Error> {
-        let commit = repo.find_commit(oid)?;
-        let governed = governed_at(repo, oid, cache)?;
+        let governed = governed_at(repo, tree, cache)?;
         let parent = std::mem::replace(&mut self.at_tip, governed.clone());
         self.tip = oid;
         if governed == self.state {
             self.come_into_force(repo, oid, governed);
             return Ok(());
         }
+        let commit = repo.find_commit(oid)?;
         let changed = governed != parent;
         let approver = approver_signature(repo, &self.signers, oid);
         let is_merge = commit.parent_count() >= 2;
@@ -310,19 +311,48 @@ pub fn blob_at(repo: &Repository, commit: Oid, path: &str) -> Option<Vec<u8>> {
     Some(blob.content().to_vec())
 }
 
-/// The canonical enforcement settings of `gov.toml` blobs, by blob id.
+/// What one walk has read already: the canonical enforcement settings of
+/// `gov.toml` blobs, by blob id, and the governed files of the last tree
+/// read, by the ids of its governed entries (most commits of `main` are
+/// approvals, which change none of them).
 #[derive(Default)]
 struct SettingsCache {
     by_blob: std::collections::HashMap<Oid, String>,
+    last: Option<(GovernedIds, Governed)>,
 }
 
-/// The governed files of one commit.
+/// The ids of a root tree's `policies/`, `agents/` and `gov.toml` entries.
+type GovernedIds = [Option<Oid>; 3];
+
+/// The governed files of one commit, from its tree.
 fn governed_at(
     repo: &Repository,
-    oid: Oid,
+    tree: Oid,
     cache: &mut SettingsCache,
 ) -> Result<Governed, git2::Error> {
-    let tree = repo.find_commit(oid)?.tree()?;
+    let tree = repo.find_tree(tree)?;
+    let id_of = |name: &str| tree.get_name(name).map(|e| e.id());
+    let ids: GovernedIds = [
+        id_of(crate::store::policies::POLICIES_DIR),
+        id_of(crate::store::agents::AGENTS_DIR),
+        id_of(SETTINGS_FILE),
+    ];
+    if let Some((last, governed)) = &cache.last {
+        if *last == ids {
+            return Ok(governed.clone());
+        }
+    }
+    let governed = governed_in(repo, &tree, cache)?;
+    cache.last = Some((ids, governed.clone()));
+    Ok(governed)
+}
+
+/// The governed files under a root tree, read from it.
+fn governed_in(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    cache: &mut SettingsCache,
+) -> Result<Governed, git2::Error> {
     let policies = tree
         .get_name(crate::store::policies::POLICIES_DIR)
         .map(|e| e.id());
@@ -365,12 +395,13 @@ fn governed_at(
 }
 
 /// The first-parent history from `tip` back to (not including) `stop`,
-/// newest first; `None` when `stop` is given and not reached.
+/// newest first, each commit with its tree; `None` when `stop` is given and
+/// not reached.
 fn first_parents_until(
     repo: &Repository,
     tip: Oid,
     stop: Option<Oid>,
-) -> Result<Option<Vec<Oid>>, git2::Error> {
+) -> Result<Option<Vec<(Oid, Oid)>>, git2::Error> {
     let mut out = Vec::new();
     let mut cur = Some(tip);
     while let Some(oid) = cur {
@@ -380,8 +411,9 @@ fn first_parents_until(
         if out.len() >= MAX_HISTORY {
             return Err(git2::Error::from_str("main's history is too long to walk"));
         }
-        out.push(oid);
-        cur = repo.find_commit(oid)?.parent_ids().next();
+        let commit = repo.find_commit(oid)?;
+        out.push((oid, commit.tree_id()));
+        cur = commit.parent_ids().next();
     }
     Ok(if stop.is_some() { None } else { Some(out) })
 }
