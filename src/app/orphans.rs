@@ -167,11 +167,16 @@ pub fn find(
             listed.insert(refname);
         }
     }
+    // A pending proposal's branch renamed as decided: looked up by name,
+    // not by listing the decided branches, which only ever grow.
+    let mut ids: Vec<&String> = pending.keys().collect();
+    ids.sort();
     for prefix in DECIDED_PREFIXES {
-        for (refname, commit, id) in branches(repo, prefix)? {
-            if pending.contains_key(&id) {
+        for id in &ids {
+            let refname = format!("refs/heads/{prefix}{id}");
+            if let Ok(commit) = repo.refname_to_id(&refname) {
                 out.push(Orphan::Renamed {
-                    id,
+                    id: id.to_string(),
                     refname,
                     commit,
                 });
@@ -314,7 +319,7 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
         // Without allowed signers no merge is proven; the rest is still
         // repaired.
         let allowed = signers.load(repo).unwrap_or_default();
-        let known = |id: &str| Ok(projection::proposal(conn, id)?.is_some());
+        let known = |id: &str| Ok(projection::proposal_exists(conn, id)?);
         let orphans = find(repo, &settings, main, &allowed, &pending, &known)?;
         let mut entries = Vec::new();
         let rolled_back = roll_back_forge_merges(tx, &settings, main, &orphans)?;

@@ -430,6 +430,13 @@ pub fn proposal(conn: &Connection, id: &str) -> rusqlite::Result<Option<Proposal
         .optional()
 }
 
+/// Whether the index holds a proposal with this id (read without its
+/// columns: start-up asks this of every proposal branch it lists).
+pub fn proposal_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM proposals WHERE proposal_id = ?1")?
+        .exists([id])
+}
+
 /// Proposals, newest `submitted_at` first (as the original orders them;
 /// arrival breaks ties), optionally of one status.
 pub fn proposals(
