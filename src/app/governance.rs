@@ -22,7 +22,7 @@
 //! tip, so a closure reads current state, decides, and returns the entries
 //! that record its decision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -39,6 +39,7 @@ use crate::store::index::Index;
 pub use crate::store::keys::Role;
 use crate::store::keys::{KeyError, SigningKey};
 use crate::store::lock::{ChainLock, OpenLock};
+use crate::store::maintain::{KeepLoose, Pass};
 use crate::store::memory_odb::MemoryObjects;
 
 #[derive(Debug, thiserror::Error)]
@@ -856,12 +857,8 @@ impl Governance {
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
-        Ok(crate::store::maintain::run(
-            &repo,
-            &self.settings.audit_refname(),
-            &proposal_refs(&self.settings),
-            crate::store::maintain::Pass::Background,
-        )?)
+        let pending = pending_branch_refs(self.index()?.conn());
+        maintain_with(&repo, &self.settings, pending.as_ref(), Pass::Background)
     }
 
     /// Batches flushed since opening, and the writers they carried.
@@ -1017,18 +1014,41 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
 /// a server or watchdog writes. Needs no key.
 pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
     let repo = open_repo(settings)?;
-    Ok(crate::store::maintain::run(
-        &repo,
-        &settings.audit_refname(),
-        &proposal_refs(settings),
-        crate::store::maintain::Pass::ByHand,
-    )?)
+    let pending = open_index(settings)
+        .ok()
+        .and_then(|(_, index)| pending_branch_refs(index.conn()));
+    maintain_with(&repo, settings, pending.as_ref(), Pass::ByHand)
 }
 
-/// The folder of the pending proposals' branches, which maintenance leaves
-/// loose.
-fn proposal_refs(settings: &Settings) -> String {
-    format!("refs/heads/{}", settings.proposal_prefix)
+/// One pass of maintenance that leaves loose the audit ref and the
+/// branches of the proposals waiting for a person: all of
+/// `<proposal_prefix>` when `pending` is unknown.
+fn maintain_with(
+    repo: &Repository,
+    settings: &Settings,
+    pending: Option<&HashSet<String>>,
+    pass: Pass,
+) -> Result<crate::store::maintain::Report, GovError> {
+    let keep = KeepLoose {
+        audit_ref: &settings.audit_refname(),
+        proposal_refs: &format!("refs/heads/{}", settings.proposal_prefix),
+        pending,
+    };
+    Ok(crate::store::maintain::run(repo, &keep, pass)?)
+}
+
+/// The branches (full ref names) of the proposals the index says wait for
+/// a person; `None` if it cannot say. A proposal filed after this read
+/// may see its branch packed: deciding it then rewrites `packed-refs`
+/// once, nothing more.
+fn pending_branch_refs(conn: &rusqlite::Connection) -> Option<HashSet<String>> {
+    let rows = crate::store::projection::pending_branches(conn).ok()?;
+    Some(
+        rows.into_iter()
+            .filter_map(|r| r.branch)
+            .map(|b| format!("refs/heads/{b}"))
+            .collect(),
+    )
 }
 
 /// Opens the index caught up to the chain, for reading. Needs no key. On a

@@ -58,22 +58,31 @@ pub enum Pass {
     ByHand,
 }
 
+/// The refs a pass of maintenance leaves loose.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepLoose<'a> {
+    /// The audit ref, moved by every batch.
+    pub audit_ref: &'a str,
+    /// The folder of the proposals' branches (such as
+    /// `refs/heads/gov/proposal/`).
+    pub proposal_refs: &'a str,
+    /// The branches (full ref names) of the proposals waiting for a
+    /// person, if known: only they stay loose, and the branch an approved
+    /// proposal keeps is packed like any other ref. Unknown (`None`), the
+    /// whole of `proposal_refs` stays loose.
+    pub pending: Option<&'a std::collections::HashSet<String>>,
+}
+
 /// One pass of maintenance. Also cleans up after an earlier pass or batch
 /// that died half-way (loose copies of packed objects are simply packed
 /// again and removed).
 ///
-/// Two kinds of refs stay loose: the audit ref (moved by every batch) and
-/// the pending proposals' branches, whose names start with `proposal_refs`
-/// (such as `refs/heads/gov/proposal/`): deciding a proposal deletes or renames its
-/// branch, which for a packed ref means rewriting all of `packed-refs`.
-/// They are as many as the proposals waiting for a person, not as many as
-/// were ever filed.
-pub fn run(
-    repo: &Repository,
-    audit_ref: &str,
-    proposal_refs: &str,
-    pass: Pass,
-) -> Result<Report, StoreError> {
+/// Two kinds of refs stay loose ([`KeepLoose`]): the audit ref (moved by
+/// every batch) and the pending proposals' branches: deciding a proposal
+/// deletes or renames its branch, which for a packed ref means rewriting
+/// all of `packed-refs`. They are as many as the proposals waiting for a
+/// person, not as many as were ever filed.
+pub fn run(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<Report, StoreError> {
     let mut report = Report::default();
     remove_dead_temporary_packs(&pack_dir(repo));
     let loose = loose_objects(repo)?;
@@ -107,10 +116,18 @@ pub fn run(
             Pass::Background => background_refs_threshold(repo.path()),
             Pass::ByHand => 1,
         };
-        report.loose_refs_packed = pack_refs(repo, &[audit_ref], &[proposal_refs], at_least)?;
+        let mut skip = vec![keep.audit_ref];
+        let skip_prefixes = match keep.pending {
+            Some(pending) => {
+                skip.extend(pending.iter().map(String::as_str));
+                vec![]
+            }
+            None => vec![keep.proposal_refs],
+        };
+        report.loose_refs_packed = pack_refs(repo, &skip, &skip_prefixes, at_least)?;
     }
     // The chain is its own log: its reflog would grow by a line per batch.
-    let _ = repo.reflog_delete(audit_ref);
+    let _ = repo.reflog_delete(keep.audit_ref);
     report.loose_after = loose_objects(repo)?.len();
     report.object_bytes = dir_bytes(&repo.path().join("objects"));
     Ok(report)
@@ -333,7 +350,8 @@ pub fn pack_refs(
     // Named first (the skipped folders not even walked: the pending
     // proposals' branches are many), read only once there are enough.
     let mut names = loose_ref_names(git_dir, skip_prefixes);
-    names.retain(|name| !skip.contains(&name.as_str()));
+    let skip: std::collections::HashSet<&str> = skip.iter().copied().collect();
+    names.retain(|name| !skip.contains(name.as_str()));
     if names.is_empty() || names.len() < at_least {
         return Ok(0);
     }
@@ -524,12 +542,12 @@ mod tests {
         for f in dead.iter().chain([&live, &recent]) {
             fs::write(f, b"PACK")?;
         }
-        run(
-            &repo,
-            "refs/heads/gov/audit",
-            "refs/heads/gov/proposal/",
-            Pass::Background,
-        )?;
+        let keep = KeepLoose {
+            audit_ref: "refs/heads/gov/audit",
+            proposal_refs: "refs/heads/gov/proposal/",
+            pending: None,
+        };
+        run(&repo, &keep, Pass::Background)?;
         assert!(dead.iter().all(|f| !f.exists()));
         assert!(live.exists() && recent.exists());
         Ok(())

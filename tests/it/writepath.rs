@@ -600,3 +600,38 @@ fn gov_maintain_says_what_it_packed() -> TestResult {
     );
     Ok(())
 }
+
+/// Maintenance packs the branch an approved proposal keeps, so that the
+/// loose ref files (which every listing opens) are as many as the
+/// proposals waiting, and leaves a waiting proposal's branch loose. Stock
+/// git reads both, and the waiting one is still decided as before.
+#[test]
+fn maintenance_packs_an_approved_proposals_branch_and_leaves_a_waiting_one_loose() -> TestResult {
+    use crate::support::repo::OutputText;
+    let (repo, svc) = service()?;
+    let filed = |svc: &Service| -> TestResult<String> {
+        let s = gov::app::proposals::submit(svc, submission("noop", "publish_content")?)?;
+        Ok(s.proposal.proposal_id)
+    };
+    let (approved, waiting) = (filed(&svc)?, filed(&svc)?);
+    let verdict = |verdict| DecisionInput {
+        verdict,
+        note: None,
+        final_: false,
+    };
+    decide(&svc, &approved, &verdict(Verdict::Approve), "operator")?;
+    let out = repo.gov(&["maintain"])?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let loose = |id: &str| repo.root().join(".git/refs/heads/gov/proposal").join(id);
+    assert!(!loose(&approved).exists(), "the approved branch is packed");
+    assert!(loose(&waiting).exists(), "the waiting branch stays loose");
+    for id in [&approved, &waiting] {
+        let o = repo.git(&["rev-parse", "--verify", &format!("gov/proposal/{id}")])?;
+        assert!(o.status.success(), "{}", o.stderr_text());
+    }
+    decide(&svc, &waiting, &verdict(Verdict::Reject), "operator")?;
+    assert!(!loose(&waiting).exists(), "a rejection renames the branch");
+    let o = repo.git(&["rev-parse", "--verify", &format!("gov/rejected/{waiting}")])?;
+    assert!(o.status.success(), "{}", o.stderr_text());
+    verify_ok(&repo)
+}
