@@ -150,7 +150,7 @@ impl TrustState {
             if let Some(mut newer) = first_parents_until(repo, tip, Some(prev.tip))? {
                 let mut state = prev.clone();
                 newer.reverse();
-                let mut cache = SettingsCache::default();
+                let mut cache = WalkCache::default();
                 for commit in newer {
                     state.step(repo, commit, &mut cache, forge)?;
                 }
@@ -159,7 +159,7 @@ impl TrustState {
         }
         let mut all = first_parents_until(repo, tip, None)?.unwrap_or_default();
         all.reverse();
-        let mut cache = SettingsCache::default();
+        let mut cache = WalkCache::default();
         let Some((&(root, root_tree), rest)) = all.split_first() else {
             return Err(git2::Error::from_str("main has no commits"));
         };
@@ -190,7 +190,7 @@ impl TrustState {
         &mut self,
         repo: &Repository,
         (oid, tree): (Oid, Oid),
-        cache: &mut SettingsCache,
+        cache: &mut WalkCache,
         forge: ForgeMerges<'_>,
     ) -> Result<(), git2::Error> {
         let governed = governed_at(repo, tree, cache)?;
@@ -316,7 +316,7 @@ pub fn blob_at(repo: &Repository, commit: Oid, path: &str) -> Option<Vec<u8>> {
 /// read, by the ids of its governed entries (most commits of `main` are
 /// approvals, which change none of them).
 #[derive(Default)]
-struct SettingsCache {
+struct WalkCache {
     by_blob: std::collections::HashMap<Oid, String>,
     last: Option<(GovernedIds, Governed)>,
 }
@@ -328,7 +328,7 @@ type GovernedIds = [Option<Oid>; 3];
 fn governed_at(
     repo: &Repository,
     tree: Oid,
-    cache: &mut SettingsCache,
+    cache: &mut WalkCache,
 ) -> Result<Governed, git2::Error> {
     let tree = repo.find_tree(tree)?;
     let id_of = |name: &str| tree.get_name(name).map(|e| e.id());
@@ -351,7 +351,7 @@ fn governed_at(
 fn governed_in(
     repo: &Repository,
     tree: &git2::Tree<'_>,
-    cache: &mut SettingsCache,
+    cache: &mut WalkCache,
 ) -> Result<Governed, git2::Error> {
     let policies = tree
         .get_name(crate::store::policies::POLICIES_DIR)
