@@ -48,6 +48,10 @@ use crate::store::entry_check::{signature_problem, signature_status, SignersSour
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
 use crate::store::projection;
 
+/// Pending proposals whose decided names [`find`] looks up one by one; with
+/// more, it lists the decided branches instead.
+const LOOKUPS_AT_MOST: usize = 256;
+
 /// Where set-aside refs are kept.
 pub const ORPHAN_PREFIX: &str = "refs/gov/orphaned/";
 
@@ -167,20 +171,32 @@ pub fn find(
             listed.insert(refname);
         }
     }
-    // A pending proposal's branch renamed as decided: looked up by name,
-    // not by listing the decided branches, which only ever grow.
-    let mut ids: Vec<&String> = pending.keys().collect();
-    ids.sort();
+    // A pending proposal's branch renamed as decided. The decided branches
+    // only ever grow, so a few pending proposals' names are looked up; a
+    // backlog of them (each lookup opens a file) lists the decided ones.
     for prefix in DECIDED_PREFIXES {
-        for id in &ids {
-            let refname = format!("refs/heads/{prefix}{id}");
-            if let Ok(commit) = repo.refname_to_id(&refname) {
-                out.push(Orphan::Renamed {
-                    id: id.to_string(),
-                    refname,
-                    commit,
-                });
-            }
+        let renamed: Vec<(String, Oid, String)> = if pending.len() <= LOOKUPS_AT_MOST {
+            let mut ids: Vec<&String> = pending.keys().collect();
+            ids.sort();
+            ids.into_iter()
+                .filter_map(|id| {
+                    let refname = format!("refs/heads/{prefix}{id}");
+                    let commit = repo.refname_to_id(&refname).ok()?;
+                    Some((refname, commit, id.clone()))
+                })
+                .collect()
+        } else {
+            branches(repo, prefix)?
+                .into_iter()
+                .filter(|(_, _, id)| pending.contains_key(id))
+                .collect()
+        };
+        for (refname, commit, id) in renamed {
+            out.push(Orphan::Renamed {
+                id,
+                refname,
+                commit,
+            });
         }
     }
     let mut by_commit = HashMap::new();
