@@ -50,7 +50,7 @@ use crate::store::projection;
 
 /// Pending proposals whose decided names [`find`] looks up one by one; with
 /// more, it lists the decided branches instead.
-const LOOKUPS_AT_MOST: usize = 256;
+const LOOKUPS_AT_MOST: usize = 2_048;
 
 /// Where set-aside refs are kept.
 pub const ORPHAN_PREFIX: &str = "refs/gov/orphaned/";
