@@ -857,7 +857,10 @@ impl Governance {
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
-        let pending = pending_branch_refs(self.index()?.conn());
+        let pending = self
+            .index()
+            .ok()
+            .and_then(|index| pending_branch_refs(index.conn()));
         maintain_with(&repo, &self.settings, pending.as_ref(), Pass::Background)
     }
 
