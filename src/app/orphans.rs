@@ -171,33 +171,12 @@ pub fn find(
             listed.insert(refname);
         }
     }
-    // A pending proposal's branch renamed as decided. The decided branches
-    // only ever grow, so a few pending proposals' names are looked up; a
-    // backlog of them (each lookup opens a file) lists the decided ones.
-    for prefix in DECIDED_PREFIXES {
-        let renamed: Vec<(String, Oid, String)> = if pending.len() <= LOOKUPS_AT_MOST {
-            let mut ids: Vec<&String> = pending.keys().collect();
-            ids.sort();
-            ids.into_iter()
-                .filter_map(|id| {
-                    let refname = format!("refs/heads/{prefix}{id}");
-                    let commit = repo.refname_to_id(&refname).ok()?;
-                    Some((refname, commit, id.clone()))
-                })
-                .collect()
-        } else {
-            branches(repo, prefix)?
-                .into_iter()
-                .filter(|(_, _, id)| pending.contains_key(id))
-                .collect()
-        };
-        for (refname, commit, id) in renamed {
-            out.push(Orphan::Renamed {
-                id,
-                refname,
-                commit,
-            });
-        }
+    for (refname, commit, id) in renamed_as_decided(repo, pending, LOOKUPS_AT_MOST)? {
+        out.push(Orphan::Renamed {
+            id,
+            refname,
+            commit,
+        });
     }
     let mut by_commit = HashMap::new();
     for (id, p) in pending {
@@ -239,6 +218,39 @@ pub fn find(
                     why: problem.unwrap_or_default(),
                 }),
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The branches of pending proposals renamed as decided
+/// (`gov/rejected/<id>`, `gov/expired/<id>`): name, commit and id. The
+/// decided branches only ever grow, so the names of up to
+/// `lookups_at_most` pending proposals are looked up one by one; a bigger
+/// backlog (each lookup opens a file) lists the decided branches instead.
+fn renamed_as_decided(
+    repo: &Repository,
+    pending: &HashMap<String, PendingBranch>,
+    lookups_at_most: usize,
+) -> Result<Vec<(String, Oid, String)>, AppError> {
+    let mut out = Vec::new();
+    for prefix in DECIDED_PREFIXES {
+        if pending.len() <= lookups_at_most {
+            let mut ids: Vec<&String> = pending.keys().collect();
+            ids.sort();
+            for id in ids {
+                let refname = format!("refs/heads/{prefix}{id}");
+                if let Ok(commit) = repo.refname_to_id(&refname) {
+                    out.push((refname, commit, id.clone()));
+                }
+            }
+        } else {
+            let listed = branches(repo, prefix)?;
+            out.extend(
+                listed
+                    .into_iter()
+                    .filter(|(_, _, id)| pending.contains_key(id)),
+            );
         }
     }
     Ok(out)
@@ -506,6 +518,50 @@ fn repair_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Looked up by name or found by listing, the renamed branches are the
+    /// same: the pending proposals' decided names, not another proposal's.
+    #[test]
+    fn renamed_branches_are_found_by_lookup_and_by_listing_alike(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let commit = repo.blob(b"a proposal")?;
+        let pending: HashMap<String, PendingBranch> = ["p-1", "p-2", "p-3"]
+            .into_iter()
+            .map(|id| {
+                let branch = format!("gov/proposal/{id}");
+                (id.to_string(), PendingBranch { branch, commit })
+            })
+            .collect();
+        repo.reference("refs/heads/gov/rejected/p-2", commit, false, "")?;
+        repo.reference("refs/heads/gov/expired/p-3", commit, false, "")?;
+        repo.reference(
+            "refs/heads/gov/rejected/decided-long-ago",
+            commit,
+            false,
+            "",
+        )?;
+        let expected = vec![
+            (
+                "refs/heads/gov/rejected/p-2".to_string(),
+                commit,
+                "p-2".to_string(),
+            ),
+            (
+                "refs/heads/gov/expired/p-3".to_string(),
+                commit,
+                "p-3".to_string(),
+            ),
+        ];
+        assert_eq!(
+            renamed_as_decided(&repo, &pending, 3)?,
+            expected,
+            "looked up"
+        );
+        assert_eq!(renamed_as_decided(&repo, &pending, 2)?, expected, "listed");
+        Ok(())
+    }
 
     #[test]
     fn the_note_comes_from_the_merge_message() {
