@@ -342,23 +342,20 @@ fn governed_at(
             return Ok(governed.clone());
         }
     }
-    let governed = governed_in(repo, &tree, cache)?;
+    let governed = governed_in(repo, ids, cache)?;
     cache.last = Some((ids, governed.clone()));
     Ok(governed)
 }
 
-/// The governed files under a root tree, read from it.
+/// The governed files a root tree's governed entries hold.
 fn governed_in(
     repo: &Repository,
-    tree: &git2::Tree<'_>,
+    [policies, agents_dir, settings_blob]: GovernedIds,
     cache: &mut WalkCache,
 ) -> Result<Governed, git2::Error> {
-    let policies = tree
-        .get_name(crate::store::policies::POLICIES_DIR)
-        .map(|e| e.id());
     let mut agents = BTreeMap::new();
-    if let Some(dir) = tree.get_name(crate::store::agents::AGENTS_DIR) {
-        if let Ok(dir) = repo.find_tree(dir.id()) {
+    if let Some(dir) = agents_dir {
+        if let Ok(dir) = repo.find_tree(dir) {
             for entry in dir.iter() {
                 let (Some(id), Some(git2::ObjectType::Tree)) = (entry.name(), entry.kind()) else {
                     continue;
@@ -373,9 +370,8 @@ fn governed_in(
             }
         }
     }
-    let settings = match tree.get_name(SETTINGS_FILE) {
-        Some(e) => {
-            let id = e.id();
+    let settings = match settings_blob {
+        Some(id) => {
             if let Some(s) = cache.by_blob.get(&id) {
                 Some(s.clone())
             } else {
