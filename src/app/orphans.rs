@@ -234,23 +234,25 @@ fn renamed_as_decided(
     lookups_at_most: usize,
 ) -> Result<Vec<(String, Oid, String)>, AppError> {
     let mut out = Vec::new();
-    for prefix in DECIDED_PREFIXES {
-        if pending.len() <= lookups_at_most {
-            let mut ids: Vec<&String> = pending.keys().collect();
-            ids.sort();
-            for id in ids {
-                let refname = format!("refs/heads/{prefix}{id}");
-                if let Ok(commit) = repo.refname_to_id(&refname) {
-                    out.push((refname, commit, id.clone()));
-                }
-            }
-        } else {
+    if pending.len() > lookups_at_most {
+        for prefix in DECIDED_PREFIXES {
             let listed = branches(repo, prefix)?;
             out.extend(
                 listed
                     .into_iter()
                     .filter(|(_, _, id)| pending.contains_key(id)),
             );
+        }
+        return Ok(out);
+    }
+    let mut ids: Vec<&String> = pending.keys().collect();
+    ids.sort();
+    for prefix in DECIDED_PREFIXES {
+        for id in &ids {
+            let refname = format!("refs/heads/{prefix}{id}");
+            if let Ok(commit) = repo.refname_to_id(&refname) {
+                out.push((refname, commit, id.to_string()));
+            }
         }
     }
     Ok(out)
