@@ -857,11 +857,14 @@ impl Governance {
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
-        let pending = self
-            .index()
-            .ok()
-            .and_then(|index| pending_branch_refs(index.conn()));
-        maintain_with(&repo, &self.settings, pending.as_ref(), Pass::Background)
+        // Asked under the chain lock (see `KeepLoose::pending`), so the
+        // reader is only tried: a reader holding it may be waiting for the
+        // chain lock. Busy, the proposals' branches all stay loose this pass.
+        let pending = || match self.reader.try_lock() {
+            Ok(index) => pending_branch_refs(index.conn()),
+            Err(_) => None,
+        };
+        maintain_with(&repo, &self.settings, &pending, Pass::Background)
     }
 
     /// Batches flushed since opening, and the writers they carried.
@@ -1017,10 +1020,11 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
 /// a server or watchdog writes. Needs no key.
 pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
     let repo = open_repo(settings)?;
-    let pending = open_index(settings)
-        .ok()
-        .and_then(|(_, index)| pending_branch_refs(index.conn()));
-    maintain_with(&repo, settings, pending.as_ref(), Pass::ByHand)
+    // Caught up now; read again under the chain lock, when every batch of
+    // every process has committed its rows (see `KeepLoose::pending`).
+    let index = open_index(settings).ok().map(|(_, index)| index);
+    let pending = || index.as_ref().and_then(|i| pending_branch_refs(i.conn()));
+    maintain_with(&repo, settings, &pending, Pass::ByHand)
 }
 
 /// One pass of maintenance that leaves loose the audit ref and the
@@ -1029,7 +1033,7 @@ pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, G
 fn maintain_with(
     repo: &Repository,
     settings: &Settings,
-    pending: Option<&HashSet<String>>,
+    pending: &dyn Fn() -> Option<HashSet<String>>,
     pass: Pass,
 ) -> Result<crate::store::maintain::Report, GovError> {
     let keep = KeepLoose {
@@ -1041,9 +1045,10 @@ fn maintain_with(
 }
 
 /// The branches (full ref names) of the proposals the index says wait for
-/// a person; `None` if it cannot say. A proposal filed after this read
-/// may see its branch packed: deciding it then rewrites `packed-refs`
-/// once, nothing more.
+/// a person; `None` if it cannot say. Read under the chain lock, it names
+/// every pending proposal whose batch was indexed; one whose rows failed to
+/// commit (the index catches up later) may see its branch packed, and
+/// deciding it then rewrites `packed-refs` once, nothing more.
 fn pending_branch_refs(conn: &rusqlite::Connection) -> Option<HashSet<String>> {
     let rows = crate::store::projection::pending_branches(conn).ok()?;
     Some(

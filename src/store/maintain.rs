@@ -59,7 +59,7 @@ pub enum Pass {
 }
 
 /// The refs a pass of maintenance leaves loose.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct KeepLoose<'a> {
     /// The audit ref, moved by every batch.
     pub audit_ref: &'a str,
@@ -69,8 +69,12 @@ pub struct KeepLoose<'a> {
     /// The branches (full ref names) of the proposals waiting for a
     /// person, if known: only they stay loose, and the branch an approved
     /// proposal keeps is packed like any other ref. Unknown (`None`), the
-    /// whole of `proposal_refs` stays loose.
-    pub pending: Option<&'a std::collections::HashSet<String>>,
+    /// whole of `proposal_refs` stays loose. Asked under the chain lock,
+    /// right before the refs are listed: no batch is half-way then, so a
+    /// proposal filed during the pass is already in the answer (asked
+    /// earlier, its branch would be packed, and deciding it would rewrite
+    /// all of `packed-refs`).
+    pub pending: &'a dyn Fn() -> Option<std::collections::HashSet<String>>,
 }
 
 /// One pass of maintenance. Also cleans up after an earlier pass or batch
@@ -116,8 +120,9 @@ pub fn run(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<Report
             Pass::Background => background_refs_threshold(repo.path()),
             Pass::ByHand => 1,
         };
+        let pending = (keep.pending)();
         let mut skip = vec![keep.audit_ref];
-        let skip_prefixes = match keep.pending {
+        let skip_prefixes = match &pending {
             Some(pending) => {
                 skip.extend(pending.iter().map(String::as_str));
                 vec![]
@@ -374,9 +379,15 @@ pub fn pack_refs(
     let result = (|| {
         let mut refs = std::collections::BTreeMap::new();
         let mut peeled_lines = std::collections::BTreeMap::new();
+        // Whether the file says every ref that peels has its `^` line.
+        let mut fully_peeled = false;
         if let Ok(text) = fs::read_to_string(&packed_path) {
             let mut last: Option<String> = None;
             for line in text.lines() {
+                if let Some(traits) = line.strip_prefix("# pack-refs with:") {
+                    fully_peeled = traits.split_whitespace().any(|t| t == "fully-peeled");
+                    continue;
+                }
                 if line.starts_with('#') || line.is_empty() {
                     continue;
                 }
@@ -392,15 +403,35 @@ pub fn pack_refs(
                 }
             }
         }
+        // The file is written `fully-peeled`, as git and libgit2 write it:
+        // a ref without a `^` line is then known not to point at a tag.
+        // Without that trait, libgit2 reads the object of every packed ref
+        // each time it rewrites the file (a packed ref deleted), a cost
+        // that grows with every branch ever packed. So every ref gets its
+        // `^` line if it peels: those carried from a file without the
+        // trait (once), and those packed now.
+        if !fully_peeled {
+            for (name, oid) in &refs {
+                if peeled_lines.contains_key(name) {
+                    continue;
+                }
+                if let Some(p) = Oid::from_str(oid).ok().and_then(|o| peel_tag(repo, o)) {
+                    peeled_lines.insert(name.clone(), p.to_string());
+                }
+            }
+        }
         let mut packed_now = Vec::new();
         for (name, oid) in &loose {
             // A loose ref overrides a packed one; a peeled line of an older
             // value would be wrong, so it goes.
             peeled_lines.remove(name);
+            if let Some(p) = peel_tag(repo, *oid) {
+                peeled_lines.insert(name.clone(), p.to_string());
+            }
             refs.insert(name.clone(), oid.to_string());
             packed_now.push((name.clone(), *oid));
         }
-        let mut text = String::from("# pack-refs with: peeled sorted \n");
+        let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
         for (name, oid) in &refs {
             text.push_str(&format!("{oid} {name}\n"));
             if let Some(p) = peeled_lines.get(name) {
@@ -443,6 +474,18 @@ pub fn pack_refs(
         let _ = crate::store::spare::recycle(git_dir, &ref_lock);
     }
     Ok(removed)
+}
+
+/// What `oid` peels to when it is an annotated tag (through tags of tags);
+/// `None` for any other object, or one that cannot be read (its ref gets
+/// no `^` line, as git writes it).
+fn peel_tag(repo: &Repository, oid: Oid) -> Option<Oid> {
+    let (_, kind) = repo.odb().ok()?.read_header(oid).ok()?;
+    if kind != git2::ObjectType::Tag {
+        return None;
+    }
+    let object = repo.find_object(oid, None).ok()?;
+    object.peel(git2::ObjectType::Any).ok().map(|o| o.id())
 }
 
 /// The names of the loose refs under `refs/` (lock files aside), not
@@ -545,7 +588,7 @@ mod tests {
         let keep = KeepLoose {
             audit_ref: "refs/heads/gov/audit",
             proposal_refs: "refs/heads/gov/proposal/",
-            pending: None,
+            pending: &|| None,
         };
         run(&repo, &keep, Pass::Background)?;
         assert!(dead.iter().all(|f| !f.exists()));
@@ -624,6 +667,113 @@ mod tests {
         assert_eq!(background_refs_threshold(repo.path()), 100);
         fs::write(repo.path().join("packed-refs"), vec![b'#'; 64 * 8 * 10_000])?;
         assert_eq!(background_refs_threshold(repo.path()), 4_096);
+        Ok(())
+    }
+
+    /// The pending proposals' branches are asked for under the chain lock,
+    /// after the objects are packed: a proposal filed while the pass ran
+    /// (here, by the question itself) keeps its branch loose, and the
+    /// branch a decided proposal keeps is packed.
+    #[test]
+    fn the_pending_branches_are_asked_for_under_the_chain_lock() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let tree = repo.treebuilder(None)?.write()?;
+        let sig = git2::Signature::now("t", "t@example.org")?;
+        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        repo.reference("refs/heads/gov/proposal/approved", commit, false, "")?;
+        let late = "refs/heads/gov/proposal/filed-during-the-pass";
+        let asked = std::cell::Cell::new(0);
+        let pending = || {
+            asked.set(asked.get() + 1);
+            let held = crate::store::lock::ChainLock::try_acquire_named(
+                repo.path(),
+                crate::store::lock::LOCK_FILE,
+            )
+            .is_none();
+            assert!(held, "asked without the chain lock");
+            repo.reference(late, commit, false, "").ok()?;
+            Some(std::collections::HashSet::from([late.to_string()]))
+        };
+        let keep = KeepLoose {
+            audit_ref: "refs/heads/gov/audit",
+            proposal_refs: "refs/heads/gov/proposal/",
+            pending: &pending,
+        };
+        run(&repo, &keep, Pass::ByHand)?;
+        assert_eq!(asked.get(), 1);
+        assert_eq!(
+            loose_ref_names(repo.path(), &[]),
+            vec![late.to_string()],
+            "only the pending proposal's branch stays loose"
+        );
+        let packed = fs::read_to_string(repo.path().join("packed-refs"))?;
+        assert!(packed.contains(&format!("{commit} refs/heads/gov/proposal/approved\n")));
+        Ok(())
+    }
+
+    /// `packed-refs` is written `fully-peeled`: an annotated tag gets its
+    /// `^` line (packed now, or carried from a file written without the
+    /// trait), and stock git reads the peeled value from it.
+    #[test]
+    fn packed_refs_are_written_fully_peeled() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let tree = repo.treebuilder(None)?.write()?;
+        let sig = git2::Signature::now("t", "t@example.org")?;
+        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        let target = repo.find_object(commit, None)?;
+        let tag = repo.tag("v1", &target, &sig, "a release", false)?;
+        let tag_of_tag = repo.tag(
+            "v1-again",
+            &repo.find_object(tag, None)?,
+            &sig,
+            "again",
+            false,
+        )?;
+        repo.reference("refs/heads/topic", commit, false, "")?;
+        // An older gov's file: `peeled` only, a tag without its `^` line.
+        fs::write(
+            repo.path().join("packed-refs"),
+            format!("# pack-refs with: peeled sorted \n{tag} refs/tags/old\n"),
+        )?;
+        assert_eq!(pack_refs(&repo, &[], &[], 1)?, 3);
+        let packed = fs::read_to_string(repo.path().join("packed-refs"))?;
+        assert_eq!(
+            packed,
+            format!(
+                "# pack-refs with: peeled fully-peeled sorted \n\
+                 {commit} refs/heads/topic\n\
+                 {tag} refs/tags/old\n^{commit}\n\
+                 {tag} refs/tags/v1\n^{commit}\n\
+                 {tag_of_tag} refs/tags/v1-again\n^{commit}\n"
+            )
+        );
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(repo.path())
+            .args(["show-ref", "--dereference", "refs/tags/v1"])
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout)?,
+            format!("{tag} refs/tags/v1\n{commit} refs/tags/v1^{{}}\n")
+        );
+        // libgit2 deleting a packed ref keeps the file valid for git.
+        repo.find_reference("refs/heads/topic")?.delete()?;
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(repo.path())
+            .args(["show-ref", "--dereference", "refs/tags/old"])
+            .output()?;
+        assert_eq!(
+            String::from_utf8(out.stdout)?,
+            format!("{tag} refs/tags/old\n{commit} refs/tags/old^{{}}\n")
+        );
         Ok(())
     }
 }
