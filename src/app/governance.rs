@@ -88,6 +88,11 @@ const MAINTAIN_LOOSE: usize = 1_000;
 /// ...counted at most this often.
 const LOOSE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The server's maintenance passes pack refs at most this often: listing
+/// them walks the pending proposals' branches and reads the pending set.
+/// Loose ref files stay bounded by what the writers make in this time.
+const PACK_REFS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A batch being formed: it holds the chain lock until it is flushed.
 struct Batch {
     id: u64,
@@ -237,6 +242,8 @@ pub struct Governance {
     git_dir: std::path::PathBuf,
     /// When the maintenance check last counted loose objects.
     loose_checked: Mutex<Option<std::time::Instant>>,
+    /// When the last background pass packed refs.
+    refs_packed: Mutex<Option<std::time::Instant>>,
     /// Files for the working tree, handed over by flushed batches.
     checkouts: Mutex<Checkouts>,
     /// Held while files are put into the working tree.
@@ -410,6 +417,7 @@ impl Governance {
             clock,
             git_dir: repo.path().to_path_buf(),
             loose_checked: Mutex::new(None),
+            refs_packed: Mutex::new(None),
             checkouts: Mutex::new(Checkouts::default()),
             checked_out: Mutex::new(CheckedOut::default()),
         })
@@ -857,14 +865,34 @@ impl Governance {
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
-        // Asked under the chain lock (see `KeepLoose::pending`), so the
-        // reader is only tried: a reader holding it may be waiting for the
-        // chain lock. Busy, the proposals' branches all stay loose this pass.
-        let pending = || match self.reader.try_lock() {
-            Ok(index) => pending_branch_refs(index.conn()),
-            Err(_) => None,
+        let refs_due = match self.refs_packed.lock() {
+            Ok(mut last) if last.is_none_or(|t| t.elapsed() >= PACK_REFS_EVERY) => {
+                *last = Some(std::time::Instant::now());
+                true
+            }
+            _ => false,
         };
-        maintain_with(&repo, &self.settings, &pending, Pass::Background)
+        if !refs_due {
+            return Ok(crate::store::maintain::run(&repo, None, Pass::Background)?);
+        }
+        let pending = self
+            .index()
+            .ok()
+            .and_then(|i| pending_branch_refs(i.conn()));
+        // Asked under the chain lock, so the reader is only tried: a reader
+        // holding it may be waiting for the chain lock. Busy, the branch
+        // stays loose until a later pass.
+        let decided = |refname: &str| match self.reader.try_lock() {
+            Ok(index) => proposal_decided(index.conn(), &self.settings, refname),
+            Err(_) => false,
+        };
+        maintain_with(
+            &repo,
+            &self.settings,
+            pending.as_ref(),
+            &decided,
+            Pass::Background,
+        )
     }
 
     /// Batches flushed since opening, and the writers they carried.
@@ -1020,11 +1048,16 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
 /// a server or watchdog writes. Needs no key.
 pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
     let repo = open_repo(settings)?;
-    // Caught up now; read again under the chain lock, when every batch of
-    // every process has committed its rows (see `KeepLoose::pending`).
     let index = open_index(settings).ok().map(|(_, index)| index);
-    let pending = || index.as_ref().and_then(|i| pending_branch_refs(i.conn()));
-    maintain_with(&repo, settings, &pending, Pass::ByHand)
+    let pending = index.as_ref().and_then(|i| pending_branch_refs(i.conn()));
+    // Asked under the chain lock, when every batch of every process has
+    // committed its rows (see `KeepLoose::decided`).
+    let decided = |refname: &str| {
+        index
+            .as_ref()
+            .is_some_and(|i| proposal_decided(i.conn(), settings, refname))
+    };
+    maintain_with(&repo, settings, pending.as_ref(), &decided, Pass::ByHand)
 }
 
 /// One pass of maintenance that leaves loose the audit ref and the
@@ -1033,22 +1066,34 @@ pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, G
 fn maintain_with(
     repo: &Repository,
     settings: &Settings,
-    pending: &dyn Fn() -> Option<HashSet<String>>,
+    pending: Option<&HashSet<String>>,
+    decided: &dyn Fn(&str) -> bool,
     pass: Pass,
 ) -> Result<crate::store::maintain::Report, GovError> {
     let keep = KeepLoose {
         audit_ref: &settings.audit_refname(),
         proposal_refs: &format!("refs/heads/{}", settings.proposal_prefix),
         pending,
+        decided,
     };
-    Ok(crate::store::maintain::run(repo, &keep, pass)?)
+    Ok(crate::store::maintain::run(repo, Some(&keep), pass)?)
+}
+
+/// Whether the index knows the proposal whose branch is `refname` as
+/// decided (not waiting for a person); `false` when it cannot say.
+fn proposal_decided(conn: &rusqlite::Connection, settings: &Settings, refname: &str) -> bool {
+    let Some(id) = refname
+        .strip_prefix("refs/heads/")
+        .and_then(|b| b.strip_prefix(settings.proposal_prefix.as_str()))
+    else {
+        return false;
+    };
+    crate::store::projection::proposal_decided(conn, id, &refname["refs/heads/".len()..])
+        .unwrap_or(false)
 }
 
 /// The branches (full ref names) of the proposals the index says wait for
-/// a person; `None` if it cannot say. Read under the chain lock, it names
-/// every pending proposal whose batch was indexed; one whose rows failed to
-/// commit (the index catches up later) may see its branch packed, and
-/// deciding it then rewrites `packed-refs` once, nothing more.
+/// a person; `None` if it cannot say.
 fn pending_branch_refs(conn: &rusqlite::Connection) -> Option<HashSet<String>> {
     let rows = crate::store::projection::pending_branches(conn).ok()?;
     Some(

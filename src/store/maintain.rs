@@ -67,14 +67,17 @@ pub struct KeepLoose<'a> {
     /// `refs/heads/gov/proposal/`).
     pub proposal_refs: &'a str,
     /// The branches (full ref names) of the proposals waiting for a
-    /// person, if known: only they stay loose, and the branch an approved
-    /// proposal keeps is packed like any other ref. Unknown (`None`), the
-    /// whole of `proposal_refs` stays loose. Asked under the chain lock,
-    /// right before the refs are listed: no batch is half-way then, so a
-    /// proposal filed during the pass is already in the answer (asked
-    /// earlier, its branch would be packed, and deciding it would rewrite
-    /// all of `packed-refs`).
-    pub pending: &'a dyn Fn() -> Option<std::collections::HashSet<String>>,
+    /// person, if known, read before the pass: they stay loose. Unknown
+    /// (`None`), the whole of `proposal_refs` stays loose.
+    pub pending: Option<&'a std::collections::HashSet<String>>,
+    /// Asked under the chain lock (no batch is half-way then) of each loose
+    /// branch under `proposal_refs` that `pending` does not name: whether
+    /// its proposal is known to be decided. Only then is the branch (the
+    /// one an approved proposal keeps) packed; a proposal filed after
+    /// `pending` was read stays loose (packed, deciding it would rewrite
+    /// all of `packed-refs`). So the work under the lock is one question
+    /// per branch filed or decided since, not one per pending proposal.
+    pub decided: &'a dyn Fn(&str) -> bool,
 }
 
 /// One pass of maintenance. Also cleans up after an earlier pass or batch
@@ -86,7 +89,15 @@ pub struct KeepLoose<'a> {
 /// deletes or renames its branch, which for a packed ref means rewriting
 /// all of `packed-refs`. They are as many as the proposals waiting for a
 /// person, not as many as were ever filed.
-pub fn run(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<Report, StoreError> {
+///
+/// Without `refs` the pass packs objects only (the server packs refs at
+/// most once a second: listing them walks the pending proposals'
+/// branches).
+pub fn run(
+    repo: &Repository,
+    refs: Option<&KeepLoose<'_>>,
+    pass: Pass,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     remove_dead_temporary_packs(&pack_dir(repo));
     let loose = loose_objects(repo)?;
@@ -114,25 +125,28 @@ pub fn run(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<Report
     // Under the chain lock: a batch deleting a packed ref (a rename on
     // rejection) needs `packed-refs.lock`, which this step holds; taking the
     // chain lock first makes writers wait a moment instead of failing.
-    {
+    if let Some(keep) = refs {
         let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
         let at_least = match pass {
             Pass::Background => background_refs_threshold(repo.path()),
             Pass::ByHand => 1,
         };
-        let pending = (keep.pending)();
         let mut skip = vec![keep.audit_ref];
-        let skip_prefixes = match &pending {
+        let skip_prefixes = match keep.pending {
             Some(pending) => {
                 skip.extend(pending.iter().map(String::as_str));
                 vec![]
             }
             None => vec![keep.proposal_refs],
         };
-        report.loose_refs_packed = pack_refs(repo, &skip, &skip_prefixes, at_least)?;
+        let keep_loose = |name: &str| {
+            name.starts_with(keep.proposal_refs) && keep.pending.is_some() && !(keep.decided)(name)
+        };
+        report.loose_refs_packed = pack_refs(repo, &skip, &skip_prefixes, &keep_loose, at_least)?;
+        // The chain is its own log: its reflog would grow by a line per
+        // batch.
+        let _ = repo.reflog_delete(keep.audit_ref);
     }
-    // The chain is its own log: its reflog would grow by a line per batch.
-    let _ = repo.reflog_delete(keep.audit_ref);
     report.loose_after = loose_objects(repo)?.len();
     report.object_bytes = dir_bytes(&repo.path().join("objects"));
     Ok(report)
@@ -349,6 +363,7 @@ pub fn pack_refs(
     repo: &Repository,
     skip: &[&str],
     skip_prefixes: &[&str],
+    keep_loose: &dyn Fn(&str) -> bool,
     at_least: usize,
 ) -> Result<usize, StoreError> {
     let git_dir = repo.path();
@@ -358,6 +373,10 @@ pub fn pack_refs(
     let skip: std::collections::HashSet<&str> = skip.iter().copied().collect();
     names.retain(|name| !skip.contains(name.as_str()));
     if names.is_empty() || names.len() < at_least {
+        return Ok(0);
+    }
+    names.retain(|name| !keep_loose(name));
+    if names.is_empty() {
         return Ok(0);
     }
     let loose: Vec<(String, Oid)> = names
@@ -588,9 +607,10 @@ mod tests {
         let keep = KeepLoose {
             audit_ref: "refs/heads/gov/audit",
             proposal_refs: "refs/heads/gov/proposal/",
-            pending: &|| None,
+            pending: None,
+            decided: &|_| false,
         };
-        run(&repo, &keep, Pass::Background)?;
+        run(&repo, Some(&keep), Pass::Background)?;
         assert!(dead.iter().all(|f| !f.exists()));
         assert!(live.exists() && recent.exists());
         Ok(())
@@ -635,9 +655,15 @@ mod tests {
         let loose = |repo: &Repository| -> Result<usize, StoreError> {
             Ok(loose_ref_names(repo.path(), &[]).len())
         };
-        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 4)?, 0);
+        assert_eq!(
+            pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], &|_| false, 4)?,
+            0
+        );
         assert_eq!(loose(&repo)?, 4, "fewer than asked for: left loose");
-        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 3)?, 3);
+        assert_eq!(
+            pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], &|_| false, 3)?,
+            3
+        );
         assert_eq!(
             loose(&repo)?,
             1,
@@ -653,7 +679,10 @@ mod tests {
         // else holds `p.x.lock`, `p.x` is packed but its loose file stays.
         repo.reference("refs/heads/gov/rejected/p.x", commit, false, "")?;
         fs::write(repo.path().join("refs/heads/gov/rejected/p.x.lock"), b"")?;
-        assert_eq!(pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], 1)?, 0);
+        assert_eq!(
+            pack_refs(&repo, &[], &["refs/heads/gov/proposal/"], &|_| false, 1)?,
+            0
+        );
         assert!(repo.path().join("refs/heads/gov/rejected/p.x").is_file());
         assert!(repo
             .path()
@@ -670,45 +699,54 @@ mod tests {
         Ok(())
     }
 
-    /// The pending proposals' branches are asked for under the chain lock,
-    /// after the objects are packed: a proposal filed while the pass ran
-    /// (here, by the question itself) keeps its branch loose, and the
-    /// branch a decided proposal keeps is packed.
+    /// A loose proposal branch the pending set (read before the pass) does
+    /// not name is packed only if its proposal is known decided, asked under
+    /// the chain lock: one filed after the set was read stays loose, and the
+    /// pending ones are not asked about.
     #[test]
-    fn the_pending_branches_are_asked_for_under_the_chain_lock() -> TestResult {
+    fn a_branch_filed_during_the_pass_stays_loose() -> TestResult {
         let dir = tempfile::tempdir()?;
         let repo = crate::store::git::init_repo(dir.path(), "main")?;
         let tree = repo.treebuilder(None)?.write()?;
         let sig = git2::Signature::now("t", "t@example.org")?;
         let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
-        repo.reference("refs/heads/gov/proposal/approved", commit, false, "")?;
+        let approved = "refs/heads/gov/proposal/approved";
+        let waiting = "refs/heads/gov/proposal/waiting";
         let late = "refs/heads/gov/proposal/filed-during-the-pass";
-        let asked = std::cell::Cell::new(0);
-        let pending = || {
-            asked.set(asked.get() + 1);
+        for name in [approved, waiting, late] {
+            repo.reference(name, commit, false, "")?;
+        }
+        let pending = std::collections::HashSet::from([waiting.to_string()]);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let decided = |name: &str| {
             let held = crate::store::lock::ChainLock::try_acquire_named(
                 repo.path(),
                 crate::store::lock::LOCK_FILE,
             )
             .is_none();
             assert!(held, "asked without the chain lock");
-            repo.reference(late, commit, false, "").ok()?;
-            Some(std::collections::HashSet::from([late.to_string()]))
+            asked.borrow_mut().push(name.to_string());
+            name == approved
         };
         let keep = KeepLoose {
             audit_ref: "refs/heads/gov/audit",
             proposal_refs: "refs/heads/gov/proposal/",
-            pending: &pending,
+            pending: Some(&pending),
+            decided: &decided,
         };
-        run(&repo, &keep, Pass::ByHand)?;
-        assert_eq!(asked.get(), 1);
+        run(&repo, Some(&keep), Pass::ByHand)?;
+        let mut asked = asked.take();
+        asked.sort();
+        assert_eq!(asked, vec![approved.to_string(), late.to_string()]);
         assert_eq!(
-            loose_ref_names(repo.path(), &[]),
-            vec![late.to_string()],
-            "only the pending proposal's branch stays loose"
+            loose_ref_names(repo.path(), &[])
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            BTreeSet::from([late.to_string(), waiting.to_string()]),
+            "the waiting and the late proposals' branches stay loose"
         );
         let packed = fs::read_to_string(repo.path().join("packed-refs"))?;
-        assert!(packed.contains(&format!("{commit} refs/heads/gov/proposal/approved\n")));
+        assert!(packed.contains(&format!("{commit} {approved}\n")));
         Ok(())
     }
 
@@ -737,7 +775,7 @@ mod tests {
             repo.path().join("packed-refs"),
             format!("# pack-refs with: peeled sorted \n{tag} refs/tags/old\n"),
         )?;
-        assert_eq!(pack_refs(&repo, &[], &[], 1)?, 3);
+        assert_eq!(pack_refs(&repo, &[], &[], &|_| false, 1)?, 3);
         let packed = fs::read_to_string(repo.path().join("packed-refs"))?;
         assert_eq!(
             packed,

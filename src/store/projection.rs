@@ -437,6 +437,15 @@ pub fn proposal_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
         .exists([id])
 }
 
+/// Whether the index holds the proposal `id`, on `branch`, as decided
+/// (approved, rejected or expired: no longer waiting for a person).
+pub fn proposal_decided(conn: &Connection, id: &str, branch: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM proposals WHERE proposal_id = ?1 AND branch = ?2 AND status <> 'pending'",
+    )?
+    .exists([id, branch])
+}
+
 /// Proposals, newest `submitted_at` first (as the original orders them;
 /// arrival breaks ties), optionally of one status.
 pub fn proposals(
