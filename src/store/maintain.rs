@@ -10,9 +10,10 @@
 //! holds every object of it; a loose ref only under its own lock, after
 //! checking it still has the value a flushed `packed-refs` holds), and
 //! nothing is dropped, reachable or not. Packing objects takes neither the
-//! chain lock nor a writer's mutex; packing refs holds the chain lock for
-//! the few milliseconds it takes, so a batch's ref transaction never meets
-//! a held `packed-refs.lock`.
+//! chain lock nor a writer's mutex; packing refs holds the chain lock only
+//! while it writes `packed-refs` (the refs are listed before, and the
+//! loose files removed after, each under its own lock), so a batch's ref
+//! transaction never meets a held `packed-refs.lock`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -122,11 +123,7 @@ pub fn run(
         report.packs_merged = merge.len();
     }
     report.packs_after = self::packs(repo)?.len();
-    // Under the chain lock: a batch deleting a packed ref (a rename on
-    // rejection) needs `packed-refs.lock`, which this step holds; taking the
-    // chain lock first makes writers wait a moment instead of failing.
     if let Some(keep) = refs {
-        let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
         let at_least = match pass {
             Pass::Background => background_refs_threshold(repo.path()),
             Pass::ByHand => 1,
@@ -139,10 +136,32 @@ pub fn run(
             }
             None => vec![keep.proposal_refs],
         };
-        let keep_loose = |name: &str| {
-            name.starts_with(keep.proposal_refs) && keep.pending.is_some() && !(keep.decided)(name)
+        // Listed without a lock: a ref made after is packed next time.
+        let mut names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
+        // Under the chain lock: a batch deleting a packed ref (a rename on
+        // rejection) needs `packed-refs.lock`, which this step holds;
+        // taking the chain lock first makes writers wait a moment instead
+        // of failing. Only `packed-refs` is written under it; the loose
+        // files are removed after, each under its own lock, as git does.
+        let packed = if names.is_empty() {
+            Vec::new()
+        } else {
+            let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
+            let locked = std::time::Instant::now();
+            names.retain(|name| {
+                !(name.starts_with(keep.proposal_refs)
+                    && keep.pending.is_some()
+                    && !(keep.decided)(name))
+            });
+            let packed = write_packed_refs(repo, names)?;
+            tracing::debug!(
+                held_us = locked.elapsed().as_micros() as u64,
+                refs = packed.len(),
+                "packed-refs written under the chain lock"
+            );
+            packed
         };
-        report.loose_refs_packed = pack_refs(repo, &skip, &skip_prefixes, &keep_loose, at_least)?;
+        report.loose_refs_packed = prune_packed(repo.path(), packed);
         // The chain is its own log: its reflog would grow by a line per
         // batch.
         let _ = repo.reflog_delete(keep.audit_ref);
@@ -352,33 +371,45 @@ fn background_refs_threshold(git_dir: &std::path::Path) -> usize {
     (packed / 64 / 8).clamp(64, 4_096)
 }
 
-/// Moves every loose ref under `refs/` into `packed-refs` (as `git
-/// pack-refs --all` does) once there are at least `at_least` of them: the
-/// new `packed-refs` is written under its lock and flushed, then each loose
-/// ref is removed under its own lock if it still holds the packed value.
-/// Refs in `skip`, or whose names start with one of `skip_prefixes` (moved
-/// by every write, such as the audit ref) stay loose. Returns how many
-/// were removed.
-pub fn pack_refs(
-    repo: &Repository,
+/// The loose refs a pass would pack: all under `refs/` but those in `skip`
+/// or under `skip_prefixes` (whose folders are not even walked: the
+/// pending proposals' branches are many); none if fewer than `at_least`.
+fn packable_refs(
+    git_dir: &Path,
     skip: &[&str],
     skip_prefixes: &[&str],
-    keep_loose: &dyn Fn(&str) -> bool,
     at_least: usize,
-) -> Result<usize, StoreError> {
-    let git_dir = repo.path();
-    // Named first (the skipped folders not even walked: the pending
-    // proposals' branches are many), read only once there are enough.
+) -> Vec<String> {
     let mut names = loose_ref_names(git_dir, skip_prefixes);
     let skip: std::collections::HashSet<&str> = skip.iter().copied().collect();
     names.retain(|name| !skip.contains(name.as_str()));
-    if names.is_empty() || names.len() < at_least {
-        return Ok(0);
+    if names.len() < at_least {
+        names.clear();
     }
-    names.retain(|name| !keep_loose(name));
+    names
+}
+
+/// Writes `packed-refs` anew, under its lock, with the refs it holds and
+/// `names` at their loose values (read now; a ref gone meanwhile is left
+/// out), and flushes it. Returns the refs it packed, with their values.
+fn write_packed_refs(
+    repo: &Repository,
+    names: Vec<String>,
+) -> Result<Vec<(String, Oid)>, StoreError> {
     if names.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
+    let git_dir = repo.path();
+    let packed_path = git_dir.join("packed-refs");
+    let lock_path = git_dir.join("packed-refs.lock");
+    let lock = match crate::store::spare::create_new(git_dir, &lock_path) {
+        Ok(f) => f,
+        // Someone else (git, or a ref deletion) is rewriting it: next pass.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("create", &lock_path, e)),
+    };
+    // Read under `packed-refs.lock`, which git takes to delete a ref: a
+    // ref deleted before is not written back.
     let loose: Vec<(String, Oid)> = names
         .into_iter()
         .filter_map(|name| {
@@ -387,14 +418,6 @@ pub fn pack_refs(
             Some((name, oid))
         })
         .collect();
-    let packed_path = git_dir.join("packed-refs");
-    let lock_path = git_dir.join("packed-refs.lock");
-    let lock = match crate::store::spare::create_new(git_dir, &lock_path) {
-        Ok(f) => f,
-        // Someone else (git, or a ref deletion) is rewriting it: next pass.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(0),
-        Err(e) => return Err(StoreError::io("create", &lock_path, e)),
-    };
     let result = (|| {
         let mut refs = std::collections::BTreeMap::new();
         let mut peeled_lines = std::collections::BTreeMap::new();
@@ -467,13 +490,16 @@ pub fn pack_refs(
         sync_all_at_once(&[], &BTreeSet::from([git_dir.to_path_buf()]))?;
         Ok(packed_now)
     })();
-    let packed_now = match result {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = fs::remove_file(&lock_path);
-            return Err(e);
-        }
-    };
+    if result.is_err() {
+        let _ = fs::remove_file(&lock_path);
+    }
+    result
+}
+
+/// Removes each loose ref `packed` names, under its own lock, if it still
+/// holds the value `packed-refs` now holds for it (a writer may have moved
+/// it since). Needs no other lock, as in git. Returns how many it removed.
+fn prune_packed(git_dir: &Path, packed_now: Vec<(String, Oid)>) -> usize {
     let mut removed = 0;
     for (name, oid) in packed_now {
         // Lock files and pruned refs come from and go to the spare pool
@@ -492,7 +518,7 @@ pub fn pack_refs(
         }
         let _ = crate::store::spare::recycle(git_dir, &ref_lock);
     }
-    Ok(removed)
+    removed
 }
 
 /// What `oid` peels to when it is an annotated tag (through tags of tags);
@@ -584,6 +610,27 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// Moves every loose ref under `refs/` into `packed-refs` (as `git
+    /// pack-refs --all` does) once there are at least `at_least` of them: the
+    /// new `packed-refs` is written under its lock and flushed, then each loose
+    /// ref is removed under its own lock if it still holds the packed value.
+    /// Refs in `skip`, or whose names start with one of `skip_prefixes` (moved
+    /// by every write, such as the audit ref), or for which `keep_loose` says
+    /// so, stay loose. Returns how many were removed. (A maintenance pass runs
+    /// the three steps itself, only the second under the chain lock.)
+    fn pack_refs(
+        repo: &Repository,
+        skip: &[&str],
+        skip_prefixes: &[&str],
+        keep_loose: &dyn Fn(&str) -> bool,
+        at_least: usize,
+    ) -> Result<usize, StoreError> {
+        let mut names = packable_refs(repo.path(), skip, skip_prefixes, at_least);
+        names.retain(|name| !keep_loose(name));
+        let packed = write_packed_refs(repo, names)?;
+        Ok(prune_packed(repo.path(), packed))
+    }
 
     /// A temporary pack a killed writer left is removed; one of a live
     /// process (this one) is not.
