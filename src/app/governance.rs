@@ -903,6 +903,25 @@ impl Governance {
         )
     }
 
+    /// Leaves the index's checkpoints to [`Governance::checkpoint_index`]
+    /// (see `Index::defer_checkpoints`): the server calls it once, then
+    /// checkpoints in its background pass, outside the writers' path.
+    pub fn defer_index_checkpoints(&self) -> Result<(), GovError> {
+        let w = self.writer.lock().map_err(|_| GovError::Poisoned)?;
+        Ok(w.index.defer_checkpoints()?)
+    }
+
+    /// Copies the index's write-ahead log into the database without
+    /// holding writers up (a passive checkpoint), through the reading
+    /// connection when no reader holds it. The log's frames and those
+    /// checkpointed; `None` when the reader was busy.
+    pub fn checkpoint_index(&self) -> Result<Option<(i64, i64)>, GovError> {
+        match self.reader.try_lock() {
+            Ok(index) => Ok(Some(index.checkpoint()?)),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Keeps empty files ready for this repository's writers in this
     /// process while the returned guard lives, so that a batch's flush
     /// renames files into place instead of creating them (see

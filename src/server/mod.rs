@@ -353,8 +353,13 @@ const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 
 /// Packs loose objects and refs and merges small packs while the server
 /// runs (`store::maintain`), never holding writers up for more than a
-/// moment. A failed pass is logged and tried again later.
+/// moment, and checkpoints the index's write-ahead log. A failed pass is
+/// logged and tried again later.
 async fn maintain_in_background(svc: Arc<Service>) {
+    // The index's log is checkpointed here, not in a batch's commit.
+    if let Err(e) = svc.governance().defer_index_checkpoints() {
+        tracing::warn!(error = %e, "the index checkpoints in its writers' commits");
+    }
     loop {
         tokio::time::sleep(MAINTAIN_EVERY).await;
         let svc = svc.clone();
@@ -364,6 +369,9 @@ async fn maintain_in_background(svc: Arc<Service>) {
                 tracing::warn!(error = %e, "cannot check the index");
             }
             let gov = svc.governance();
+            if let Err(e) = gov.checkpoint_index() {
+                tracing::warn!(error = %e, "cannot checkpoint the index");
+            }
             if gov.maintenance_due() {
                 let pass = gov.maintain().map(Some);
                 return_freed_memory();

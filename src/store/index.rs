@@ -16,6 +16,10 @@
 
 use std::path::Path;
 
+/// The write-ahead log's size (in 4 KiB pages, 64 MiB) past which a commit
+/// checkpoints it itself although [`Index::defer_checkpoints`] was asked.
+pub const CHECKPOINT_FALLBACK_PAGES: i64 = 16_384;
+
 use git2::{Oid, Repository};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -269,6 +273,29 @@ impl Index {
         let n = catch_up_in(&tx, repo, refname, check)?;
         tx.commit()?;
         Ok(n)
+    }
+
+    /// Leaves checkpoints of the write-ahead log to [`Index::checkpoint`],
+    /// run by someone else (the server's background pass): by default
+    /// SQLite copies the log into the database, and flushes it, inside the
+    /// commit that passes 1,000 pages, which held one batch up. The commit
+    /// still checkpoints once the log passes [`CHECKPOINT_FALLBACK_PAGES`],
+    /// so the log stays bounded if nobody else does.
+    pub fn defer_checkpoints(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_FALLBACK_PAGES)?;
+        Ok(())
+    }
+
+    /// Copies what it can of the write-ahead log into the database without
+    /// waiting for readers or writers (a passive checkpoint; writers go on
+    /// meanwhile). Returns the log's frames and those now checkpointed.
+    pub fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
     }
 
     /// SQLite's `data_version`: it changes when another connection (another

@@ -635,3 +635,58 @@ fn maintenance_packs_an_approved_proposals_branch_and_leaves_a_waiting_one_loose
     assert!(o.status.success(), "{}", o.stderr_text());
     verify_ok(&repo)
 }
+
+/// The server leaves the index's checkpoints to its background pass: the
+/// batches' commits let the write-ahead log grow past SQLite's default
+/// of 1,000 pages without copying it into the database, and one passive
+/// checkpoint then copies all of it.
+#[test]
+fn index_checkpoints_are_left_to_the_background() -> TestResult {
+    let (_repo, svc) = service()?;
+    svc.governance().defer_index_checkpoints()?;
+    let db = svc.settings().index_path();
+    let in_database_file = || -> TestResult<i64> {
+        // The database file alone, without its log.
+        let dir = tempfile::tempdir()?;
+        let copy = dir.path().join("copy.sqlite");
+        std::fs::copy(&db, &copy)?;
+        let conn = rusqlite::Connection::open(&copy)?;
+        Ok(conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?)
+    };
+    // What the service wrote on opening, schema included, into the file.
+    svc.governance().checkpoint_index()?;
+    let before = in_database_file()?;
+    let mut frames = 0;
+    let mut written = 0;
+    while frames <= 1_000 && written < 2_000 {
+        for _ in 0..50 {
+            let e = gov::domain::audit::NewEntry::new(
+                Actor::server(),
+                gov::domain::audit::Event::from_parts(
+                    "action_executed".into(),
+                    json!({"n": written}),
+                ),
+            )
+            .agent("a");
+            svc.governance().append(vec![e])?;
+            written += 1;
+        }
+        let wal = std::fs::metadata(db.with_extension("sqlite-wal"))?.len();
+        frames = wal / 4_120;
+    }
+    assert!(
+        frames > 1_000,
+        "the log holds {frames} pages after {written} writes"
+    );
+    assert_eq!(in_database_file()?, before, "a commit checkpointed the log");
+    let (log, done) = svc
+        .governance()
+        .checkpoint_index()?
+        .ok_or("the reader was busy")?;
+    assert!(
+        log > 1_000 && done == log,
+        "{done} of {log} frames checkpointed"
+    );
+    assert_eq!(in_database_file()?, before + written);
+    Ok(())
+}
