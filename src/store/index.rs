@@ -16,10 +16,6 @@
 
 use std::path::Path;
 
-/// The write-ahead log's size (in 4 KiB pages, 64 MiB) past which a commit
-/// checkpoints it itself although [`Index::defer_checkpoints`] was asked.
-pub const CHECKPOINT_FALLBACK_PAGES: i64 = 16_384;
-
 use git2::{Oid, Repository};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -31,6 +27,10 @@ use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
 pub const SCHEMA_VERSION: i64 = 5;
+
+/// The write-ahead log's size (in 4 KiB pages, 64 MiB) past which a commit
+/// checkpoints it itself although [`Index::defer_checkpoints`] was asked.
+pub const CHECKPOINT_FALLBACK_PAGES: i64 = 16_384;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -611,6 +611,17 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// A new repository holding one commit (on no branch).
+    fn repo_with_a_commit(
+    ) -> Result<(tempfile::TempDir, Repository, Oid), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let tree = repo.treebuilder(None)?.write()?;
+        let sig = git2::Signature::now("t", "t@example.org")?;
+        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        Ok((dir, repo, commit))
+    }
+
     /// Moves every loose ref under `refs/` into `packed-refs` (as `git
     /// pack-refs --all` does) once there are at least `at_least` of them: the
     /// new `packed-refs` is written under its lock and flushed, then each loose
@@ -690,11 +701,7 @@ mod tests {
     /// by hand, any.
     #[test]
     fn loose_refs_are_packed_once_there_are_enough() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
-        let tree = repo.treebuilder(None)?.write()?;
-        let sig = git2::Signature::now("t", "t@example.org")?;
-        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        let (_dir, repo, commit) = repo_with_a_commit()?;
         for i in 0..3 {
             repo.reference(&format!("refs/heads/gov/rejected/p-{i}"), commit, false, "")?;
         }
@@ -752,11 +759,7 @@ mod tests {
     /// pending ones are not asked about.
     #[test]
     fn a_branch_filed_during_the_pass_stays_loose() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
-        let tree = repo.treebuilder(None)?.write()?;
-        let sig = git2::Signature::now("t", "t@example.org")?;
-        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
+        let (_dir, repo, commit) = repo_with_a_commit()?;
         let approved = "refs/heads/gov/proposal/approved";
         let waiting = "refs/heads/gov/proposal/waiting";
         let late = "refs/heads/gov/proposal/filed-during-the-pass";
@@ -802,11 +805,8 @@ mod tests {
     /// trait), and stock git reads the peeled value from it.
     #[test]
     fn packed_refs_are_written_fully_peeled() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
-        let tree = repo.treebuilder(None)?.write()?;
+        let (_dir, repo, commit) = repo_with_a_commit()?;
         let sig = git2::Signature::now("t", "t@example.org")?;
-        let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
         let target = repo.find_object(commit, None)?;
         let tag = repo.tag("v1", &target, &sig, "a release", false)?;
         let tag_of_tag = repo.tag(
@@ -834,29 +834,26 @@ mod tests {
                  {tag_of_tag} refs/tags/v1-again\n^{commit}\n"
             )
         );
-        let out = std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(repo.path())
-            .args(["show-ref", "--dereference", "refs/tags/v1"])
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // What stock git reads for a tag: the tag, then what it peels to.
+        let show = |name: &str| -> Result<String, Box<dyn std::error::Error>> {
+            let out = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(repo.path())
+                .args(["show-ref", "--dereference", name])
+                .output()?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into());
+            }
+            Ok(String::from_utf8(out.stdout)?)
+        };
         assert_eq!(
-            String::from_utf8(out.stdout)?,
+            show("refs/tags/v1")?,
             format!("{tag} refs/tags/v1\n{commit} refs/tags/v1^{{}}\n")
         );
         // libgit2 deleting a packed ref keeps the file valid for git.
         repo.find_reference("refs/heads/topic")?.delete()?;
-        let out = std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(repo.path())
-            .args(["show-ref", "--dereference", "refs/tags/old"])
-            .output()?;
         assert_eq!(
-            String::from_utf8(out.stdout)?,
+            show("refs/tags/old")?,
             format!("{tag} refs/tags/old\n{commit} refs/tags/old^{{}}\n")
         );
         Ok(())
