@@ -1101,14 +1101,13 @@ fn maintain_with(
 /// Whether the index knows the proposal whose branch is `refname` as
 /// decided (not waiting for a person); `false` when it cannot say.
 fn proposal_decided(conn: &rusqlite::Connection, settings: &Settings, refname: &str) -> bool {
-    let Some(id) = refname
-        .strip_prefix("refs/heads/")
-        .and_then(|b| b.strip_prefix(settings.proposal_prefix.as_str()))
-    else {
+    let Some(branch) = refname.strip_prefix("refs/heads/") else {
         return false;
     };
-    crate::store::projection::proposal_decided(conn, id, &refname["refs/heads/".len()..])
-        .unwrap_or(false)
+    let Some(id) = branch.strip_prefix(settings.proposal_prefix.as_str()) else {
+        return false;
+    };
+    crate::store::projection::proposal_decided(conn, id, branch).unwrap_or(false)
 }
 
 /// The branches (full ref names) of the proposals the index says wait for

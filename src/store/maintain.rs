@@ -128,12 +128,10 @@ pub fn run(
             Pass::Background => background_refs_threshold(repo.path()),
             Pass::ByHand => 1,
         };
-        let mut skip = vec![keep.audit_ref];
+        let skip =
+            |name: &str| name == keep.audit_ref || keep.pending.is_some_and(|p| p.contains(name));
         let skip_prefixes = match keep.pending {
-            Some(pending) => {
-                skip.extend(pending.iter().map(String::as_str));
-                vec![]
-            }
+            Some(_) => vec![],
             None => vec![keep.proposal_refs],
         };
         // Listed without a lock: a ref made after is packed next time.
@@ -148,11 +146,8 @@ pub fn run(
         } else {
             let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
             let locked = std::time::Instant::now();
-            names.retain(|name| {
-                !(name.starts_with(keep.proposal_refs)
-                    && keep.pending.is_some()
-                    && !(keep.decided)(name))
-            });
+            // (Without a pending set, no proposal branch was listed.)
+            names.retain(|name| !name.starts_with(keep.proposal_refs) || (keep.decided)(name));
             let packed = write_packed_refs(repo, names)?;
             tracing::debug!(
                 held_us = locked.elapsed().as_micros() as u64,
@@ -371,18 +366,17 @@ fn background_refs_threshold(git_dir: &std::path::Path) -> usize {
     (packed / 64 / 8).clamp(64, 4_096)
 }
 
-/// The loose refs a pass would pack: all under `refs/` but those in `skip`
+/// The loose refs a pass would pack: all under `refs/` but those `skip` names
 /// or under `skip_prefixes` (whose folders are not even walked: the
 /// pending proposals' branches are many); none if fewer than `at_least`.
 fn packable_refs(
     git_dir: &Path,
-    skip: &[&str],
+    skip: &dyn Fn(&str) -> bool,
     skip_prefixes: &[&str],
     at_least: usize,
 ) -> Vec<String> {
     let mut names = loose_ref_names(git_dir, skip_prefixes);
-    let skip: std::collections::HashSet<&str> = skip.iter().copied().collect();
-    names.retain(|name| !skip.contains(name.as_str()));
+    names.retain(|name| !skip(name));
     if names.len() < at_least {
         names.clear();
     }
@@ -637,7 +631,7 @@ mod tests {
         keep_loose: &dyn Fn(&str) -> bool,
         at_least: usize,
     ) -> Result<usize, StoreError> {
-        let mut names = packable_refs(repo.path(), skip, skip_prefixes, at_least);
+        let mut names = packable_refs(repo.path(), &|n| skip.contains(&n), skip_prefixes, at_least);
         names.retain(|name| !keep_loose(name));
         let packed = write_packed_refs(repo, names)?;
         Ok(prune_packed(repo.path(), packed))
