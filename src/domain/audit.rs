@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use super::event::Event;
+use super::event::PayloadRef;
 use super::request::DecisionRecord;
 
 /// Who caused an entry. The signer (server, watchdog) is a separate matter:
@@ -59,7 +60,7 @@ struct WireEntryRef<'a> {
     proposal_id: &'a Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     task_id: &'a Option<String>,
-    payload: serde_json::Value,
+    payload: PayloadRef<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     decision: &'a Option<DecisionRecord>,
 }
@@ -83,14 +84,13 @@ struct WireEntry {
 
 impl Serialize for NewEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (event_type, payload) = self.event.to_parts();
         WireEntryRef {
             actor: &self.actor,
-            event_type,
+            event_type: self.event.name(),
             agent_id: &self.agent_id,
             proposal_id: &self.proposal_id,
             task_id: &self.task_id,
-            payload,
+            payload: self.event.payload(),
             decision: &self.decision,
         }
         .serialize(s)

@@ -46,11 +46,10 @@ macro_rules! events {
                 }
             }
 
-            fn payload_value(&self) -> Value {
-                // Serialising plain data to a value cannot fail.
+            fn serialize_payload<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 match self {
-                    $( Event::$variant(p) => serde_json::to_value(p).unwrap_or_default(), )*
-                    Event::Other(o) => o.payload.clone(),
+                    $( Event::$variant(p) => p.serialize(s), )*
+                    Event::Other(o) => o.payload.serialize(s),
                 }
             }
 
@@ -62,6 +61,16 @@ macro_rules! events {
             }
         }
     };
+}
+
+/// An event's payload as it serialises ([`Event::payload`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadRef<'a>(&'a Event);
+
+impl Serialize for PayloadRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_payload(s)
+    }
 }
 
 /// Whether an event type changes the projected state.
@@ -160,7 +169,16 @@ impl Event {
 
     /// The `event_type` string and the payload object.
     pub fn to_parts(&self) -> (&str, Value) {
-        (self.name(), self.payload_value())
+        // Serialising plain data to a value cannot fail.
+        let payload = serde_json::to_value(self.payload()).unwrap_or_default();
+        (self.name(), payload)
+    }
+
+    /// The payload, to be serialised as it is written: the same JSON as
+    /// [`Event::to_parts`]'s value (object keys keep their order), without
+    /// building that value first.
+    pub fn payload(&self) -> PayloadRef<'_> {
+        PayloadRef(self)
     }
 
     /// The kind of a known event type, `None` for a type gov does not write.
@@ -837,6 +855,63 @@ mod tests {
             ended.to_parts().1.to_string(),
             r#"{"token_hash":"h","run_id":null}"#
         );
+    }
+
+    #[test]
+    fn a_payload_serialises_as_its_json_value_does() {
+        // Entries and the index write the payload straight from the event;
+        // it must be the very JSON its value gives (the order of keys, a
+        // flattened struct, floats, nested objects, an agent's own event).
+        let mut payload = serde_json::Map::new();
+        payload.insert(
+            "z".into(),
+            serde_json::json!({"b": [1, 2.5, null], "a": "x"}),
+        );
+        payload.insert("a".into(), serde_json::json!(-3));
+        let proposal = Proposal::pending(
+            "p-1".into(),
+            crate::domain::proposal::Proposed {
+                expected_cost_dollars: 0.1,
+                links: vec!["https://example.org/a".into()],
+                ..crate::domain::proposal::Proposed::new(
+                    "noop".into(),
+                    "publish_content".into(),
+                    payload,
+                )
+            },
+            Timestamp::parse("2026-11-25T10:00:00Z").expect("time"),
+            Timestamp::parse("2026-11-26T10:00:00Z").expect("time"),
+        );
+        let charge = Event::BudgetCharge(BudgetCharge {
+            tokens: 10,
+            dollars: 1.0 / 3.0,
+            micros: 333_333,
+            tool: "llm".into(),
+            period_day: "2026-11-25".into(),
+            period_month: "2026-11".into(),
+            run_id: Some("r-1".into()),
+            model: Some("m".into()),
+            usage: Some(TokenUsage {
+                input_tokens: 7,
+                output_tokens: 3,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 1,
+            }),
+            estimate: true,
+        });
+        let events = [
+            Event::ProposalSubmitted(ProposalSubmitted::of(&proposal)),
+            charge,
+            Event::other(
+                "tool_call",
+                serde_json::json!({"b": 1, "a": [true, {"y": 1, "x": 2}]}),
+            )
+            .expect("valid name"),
+        ];
+        for e in events {
+            let direct = serde_json::to_string(&e.payload()).expect("serialises");
+            assert_eq!(direct, e.to_parts().1.to_string(), "{}", e.name());
+        }
     }
 
     #[test]

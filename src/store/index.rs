@@ -64,7 +64,8 @@ pub fn apply(
     signer: Option<Role>,
 ) -> rusqlite::Result<()> {
     let e = &entry.entry;
-    let (event_type, payload) = e.event.to_parts();
+    let payload = serde_json::to_string(&e.event.payload())
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     let decision = e
         .decision
         .as_ref()
@@ -81,11 +82,11 @@ pub fn apply(
         commit.to_string(),
         entry.ts.to_rfc3339(),
         e.actor.0,
-        event_type,
+        e.event.name(),
         e.agent_id,
         e.proposal_id,
         e.task_id,
-        payload.to_string(),
+        payload,
         decision,
         signer.map(Role::as_str),
     ])?;
