@@ -47,8 +47,10 @@ use crate::store::keys::{AllowedSigners, Role, SignersError};
 /// `main` that no approver signed.
 #[derive(Debug, Default)]
 struct ForgeRecords {
-    /// Submitted proposal commits: the proposal's id and file as submitted.
-    submitted: Vec<(Oid, String, String)>,
+    /// Submitted proposal commits: the proposal's id, and the audit commit
+    /// whose entry holds it (its file is rendered only for a merge that
+    /// needs it).
+    submitted: Vec<(Oid, String, Oid)>,
     /// Merge commits recorded as approvals made on the forge.
     approvals: std::collections::HashSet<String>,
     /// Every proposal id a `proposal_submitted` entry records.
@@ -68,14 +70,15 @@ struct ForgeRecords {
 impl ForgeRecords {
     /// Notes one entry; entries come oldest first. Where two entries say
     /// something of the same merge commit, the oldest counts.
-    fn note(&mut self, e: &crate::domain::audit::AuditEntry) {
+    /// `entry` is the audit commit that carries `e`.
+    fn note(&mut self, e: &crate::domain::audit::AuditEntry, entry: Oid) {
         match &e.entry.event {
             Event::ProposalSubmitted(s) => {
                 self.proposals.insert(s.proposal.proposal_id.clone());
                 let commit = s.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
                 if let (Some(c), Some(branch)) = (commit, &s.proposal.branch) {
                     let p = &s.proposal;
-                    self.submitted.push((c, p.proposal_id.clone(), p.to_file()));
+                    self.submitted.push((c, p.proposal_id.clone(), entry));
                     if p.status == crate::domain::proposal::ProposalStatus::Pending {
                         let pending = crate::app::orphans::PendingBranch {
                             branch: branch.clone(),
@@ -128,19 +131,20 @@ impl ForgeRecords {
         let commit = repo.find_commit(oid)?;
         let side = commit.parent_id(1)?;
         let mut found = None;
-        for (submitted, id, file) in &self.submitted {
+        for (submitted, id, entry) in &self.submitted {
             if *submitted == side || repo.graph_descendant_of(side, *submitted)? {
-                found = Some((*submitted, id, file));
+                found = Some((*submitted, id, *entry));
                 break;
             }
         }
-        let Some((submitted, id, file)) = found else {
+        let Some((submitted, id, entry)) = found else {
             return Ok(Err(format!(
                 "it is not a forge merge of a submitted proposal either: it merges commit {}, which no `proposal_submitted` entry names",
                 short(&side.to_string())
             )));
         };
         let path = proposal_path_in(repo, submitted, id)?;
+        let file = submitted_file(repo, entry)?;
         if let Some(why) =
             crate::store::remote::forge_merge_problem(repo, oid, submitted, &path, file.as_bytes())?
         {
@@ -167,12 +171,14 @@ impl ForgeRecords {
         let Some(id) = self.squashes.get(&oid.to_string()) else {
             return Ok(None);
         };
-        let Some((submitted, _, file)) = self.submitted.iter().find(|(_, pid, _)| pid == id) else {
+        let Some((submitted, _, entry)) = self.submitted.iter().find(|(_, pid, _)| pid == id)
+        else {
             return Ok(Some(Err(format!(
                 "it is recorded as the squash merge of proposal `{id}`, which no `proposal_submitted` entry names"
             ))));
         };
         let path = proposal_path_in(repo, *submitted, id)?;
+        let file = submitted_file(repo, *entry)?;
         Ok(Some(
             match crate::store::remote::squash_merge_problem(repo, oid, &path, file.as_bytes())? {
                 Some(why) => Err(format!(
@@ -181,6 +187,19 @@ impl ForgeRecords {
                 None => Ok(id.clone()),
             },
         ))
+    }
+}
+
+/// The proposal's file as submitted, rendered from the `proposal_submitted`
+/// entry audit commit `entry` carries (read, and so checked, before).
+fn submitted_file(repo: &Repository, entry: Oid) -> Result<String, VerifyError> {
+    let read = crate::store::audit::read_entry(&repo.find_commit(entry)?)?;
+    match &read.entry.entry.event {
+        Event::ProposalSubmitted(s) => Ok(s.proposal.to_file()),
+        _ => Err(VerifyError::from(StoreError::BadEntry {
+            commit: entry.to_string(),
+            reason: "the entry no longer records a submitted proposal".into(),
+        })),
     }
 }
 
@@ -473,7 +492,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
             held = Some(Held { seq, own, tail });
             report.tip = Some((seq.unwrap_or(0), oid.to_string()));
             if let Some(mut e) = read.entry {
-                forge.note(&e.entry);
+                forge.note(&e.entry, oid);
                 // Projected with the role its signature proved (only used
                 // when every entry passed: the chain is sound).
                 e.signer = proved_signer(&read.signature, roles, e.signer);
