@@ -45,6 +45,7 @@ use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{BranchRestored, MainRolledBack, OrphanSetAside};
 use crate::domain::proposal::Proposal;
 use crate::store::entry_check::{signature_problem, signature_status, SignersSource};
+use crate::store::git::branch_names;
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
 use crate::store::projection;
 
@@ -161,12 +162,17 @@ pub fn find(
     // exists, and its proposal is known without asking the index.
     let mut listed = std::collections::HashSet::new();
     for prefix in prefixes {
-        for (refname, commit, id) in branches(repo, prefix)? {
-            if !pending.contains_key(&id) && !known(&id)? {
-                out.push(Orphan::Unrecorded {
-                    refname: refname.clone(),
-                    commit,
-                });
+        let head = format!("refs/heads/{prefix}");
+        for refname in branch_names(repo, prefix)? {
+            let id = &refname[head.len()..];
+            if !pending.contains_key(id) && !known(id)? {
+                // A name whose ref is gone (or unreadable) names no change.
+                if let Ok(commit) = repo.refname_to_id(&refname) {
+                    out.push(Orphan::Unrecorded {
+                        refname: refname.clone(),
+                        commit,
+                    });
+                }
             }
             listed.insert(refname);
         }
@@ -236,12 +242,16 @@ fn renamed_as_decided(
     let mut out = Vec::new();
     if pending.len() > lookups_at_most {
         for prefix in DECIDED_PREFIXES {
-            let listed = branches(repo, prefix)?;
-            out.extend(
-                listed
-                    .into_iter()
-                    .filter(|(_, _, id)| pending.contains_key(id)),
-            );
+            let head = format!("refs/heads/{prefix}");
+            for refname in branch_names(repo, prefix)? {
+                let id = refname[head.len()..].to_string();
+                if !pending.contains_key(&id) {
+                    continue;
+                }
+                if let Ok(commit) = repo.refname_to_id(&refname) {
+                    out.push((refname, commit, id));
+                }
+            }
         }
         return Ok(out);
     }
@@ -253,23 +263,6 @@ fn renamed_as_decided(
             if let Ok(commit) = repo.refname_to_id(&refname) {
                 out.push((refname, commit, id.to_string()));
             }
-        }
-    }
-    Ok(out)
-}
-
-/// The branches under `refs/heads/<prefix>`: full name, target, the rest
-/// of the name (the proposal id).
-fn branches(repo: &Repository, prefix: &str) -> Result<Vec<(String, Oid, String)>, AppError> {
-    let head = format!("refs/heads/{prefix}");
-    let mut out = Vec::new();
-    for r in repo.references_glob(&format!("{head}*"))? {
-        let r = r?;
-        let (Some(name), Some(target)) = (r.name(), r.target()) else {
-            continue;
-        };
-        if let Some(id) = name.strip_prefix(&head) {
-            out.push((name.to_string(), target, id.to_string()));
         }
     }
     Ok(out)

@@ -820,6 +820,88 @@ impl PackedRefs {
     }
 }
 
+/// The full names of the branches `refs/heads/<prefix>…`, loose or
+/// packed. The loose ones are read off their folder, not opened one by one
+/// as libgit2's listing does: a backlog of pending proposals is thousands
+/// of files, and opening each was most of a server's start-up. A name may
+/// be that of a ref a writer is replacing or deleting right now.
+pub fn branch_names(repo: &Repository, prefix: &str) -> Result<BTreeSet<String>, StoreError> {
+    let git_dir = repo.path();
+    let full = format!("refs/heads/{prefix}");
+    // The folder the names start in (`refs/heads/gov/proposal` for
+    // `gov/proposal/`); a prefix may end inside a name.
+    let folder = &full[..full.rfind('/').unwrap_or(full.len())];
+    let mut names: BTreeSet<String> = loose_ref_names_under(git_dir, folder, &[])
+        .map_err(|e| StoreError::io("list", &git_dir.join(folder), e))?
+        .into_iter()
+        .filter(|name| name.starts_with(&full))
+        .collect();
+    let path = git_dir.join("packed-refs");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(StoreError::io("read", &path, e)),
+    };
+    // Lines are `<id> <refname>`; `#` and `^<peeled id>` lines name none.
+    names.extend(
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with('^'))
+            .filter_map(|l| l.split_once(' ').map(|(_, name)| name))
+            .filter(|name| name.starts_with(&full))
+            .map(str::to_string),
+    );
+    Ok(names)
+}
+
+/// The names of the loose refs in `folder` of `git_dir` (such as `refs`)
+/// and below, lock files aside, not looking into the folders
+/// `skip_prefixes` name (such as `refs/heads/gov/proposal/`). A missing
+/// `folder` holds none; one that cannot be read is an error, a folder below
+/// it that cannot be read is left out.
+pub(crate) fn loose_ref_names_under(
+    git_dir: &Path,
+    folder: &str,
+    skip_prefixes: &[&str],
+) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![git_dir.join(folder)];
+    let mut top = true;
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if top && e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {
+                top = false;
+                continue;
+            }
+        };
+        top = false;
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(kind) = e.file_type() else { continue };
+            let Some(name) = path
+                .strip_prefix(git_dir)
+                .ok()
+                .map(|rel| rel.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            if kind.is_dir() {
+                let folder = format!("{name}/");
+                if !skip_prefixes.iter().any(|p| folder.starts_with(p)) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if name.ends_with(".lock") || skip_prefixes.iter().any(|p| name.starts_with(p)) {
+                continue;
+            }
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// Locks a ref for a transaction, waiting a little while someone else (a
 /// maintenance pass packing refs, a `git` command) holds its lock.
 fn lock_ref_patiently(tx: &mut git2::Transaction<'_>, refname: &str) -> Result<(), StoreError> {
@@ -1339,6 +1421,69 @@ mod tests {
             .current_dir(dir.path())
             .output()?;
         assert_eq!(String::from_utf8(listed.stdout)?, "refs/heads/gov/r/one\n");
+        Ok(())
+    }
+
+    #[test]
+    fn branch_names_are_those_git_lists() -> TestResult {
+        let ((dir, repo, _, _, c1), _) = repo_with_main()?;
+        for name in [
+            "gov/proposal/a",
+            "gov/proposal/b",
+            "gov/proposals-x",
+            "gov/other/c",
+        ] {
+            repo.reference(&format!("refs/heads/{name}"), c1, false, "")?;
+        }
+        // `a` packed only, `b` packed and loose; then a loose one, one in a
+        // folder below, and a lock file a writer left.
+        let packed = std::process::Command::new("git")
+            .args(["pack-refs", "--all", "--no-prune"])
+            .current_dir(dir.path())
+            .status()?;
+        assert!(packed.success());
+        std::fs::remove_file(repo.path().join("refs/heads/gov/proposal/a"))?;
+        repo.reference("refs/heads/gov/proposal/d", c1, false, "")?;
+        repo.reference("refs/heads/gov/proposal/sub/e", c1, false, "")?;
+        std::fs::write(repo.path().join("refs/heads/gov/proposal/f.lock"), "")?;
+        // What libgit2's listing (which opens each loose ref) gives.
+        let listed = |prefix: &str| -> TestResult<Vec<String>> {
+            let mut names = Vec::new();
+            for name in repo
+                .references_glob(&format!("refs/heads/{prefix}*"))?
+                .names()
+            {
+                names.push(name?.to_string());
+            }
+            names.sort();
+            Ok(names)
+        };
+        let names = |prefix: &str| -> TestResult<Vec<String>> {
+            Ok(branch_names(&repo, prefix)?.into_iter().collect())
+        };
+        assert_eq!(
+            names("gov/proposal/")?,
+            [
+                "refs/heads/gov/proposal/a",
+                "refs/heads/gov/proposal/b",
+                "refs/heads/gov/proposal/d",
+                "refs/heads/gov/proposal/sub/e",
+            ]
+        );
+        assert_eq!(names("gov/proposal/")?, listed("gov/proposal/")?);
+        // A prefix that ends inside a name.
+        assert_eq!(
+            names("gov/proposal")?,
+            [
+                "refs/heads/gov/proposal/a",
+                "refs/heads/gov/proposal/b",
+                "refs/heads/gov/proposal/d",
+                "refs/heads/gov/proposal/sub/e",
+                "refs/heads/gov/proposals-x",
+            ]
+        );
+        assert_eq!(names("gov/proposal")?, listed("gov/proposal")?);
+        assert!(names("gov/none/")?.is_empty());
         Ok(())
     }
 

@@ -531,36 +531,8 @@ fn peel_tag(repo: &Repository, oid: Oid) -> Option<Oid> {
 /// looking into the folders `skip_prefixes` name (such as
 /// `refs/heads/gov/proposal/`).
 fn loose_ref_names(git_dir: &Path, skip_prefixes: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![git_dir.join("refs")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(kind) = e.file_type() else { continue };
-            let Some(name) = path
-                .strip_prefix(git_dir)
-                .ok()
-                .map(|rel| rel.to_string_lossy().into_owned())
-            else {
-                continue;
-            };
-            if kind.is_dir() {
-                let folder = format!("{name}/");
-                if !skip_prefixes.iter().any(|p| folder.starts_with(p)) {
-                    stack.push(path);
-                }
-                continue;
-            }
-            if name.ends_with(".lock") || skip_prefixes.iter().any(|p| name.starts_with(p)) {
-                continue;
-            }
-            out.push(name);
-        }
-    }
-    out
+    // Unreadable folders are left out: their refs stay as they are.
+    crate::store::git::loose_ref_names_under(git_dir, "refs", skip_prefixes).unwrap_or_default()
 }
 
 /// The bytes of every file under `dir`.
