@@ -33,8 +33,7 @@ use crate::store::audit::entries_from;
 /// as the edges name them.
 pub use crate::store::entry_check::signature_status;
 use crate::store::entry_check::{
-    proved_signer, read_chain, signature_problem, signer_roles, ChainCommit, LoadSignersError,
-    SignersSource,
+    proved_signer, read_chain, signature_problem, signer_roles, LoadSignersError, SignersSource,
 };
 use crate::store::git::StoreError;
 pub use crate::store::index::AuditFilter;
@@ -230,6 +229,8 @@ pub enum VerifyError {
     Signers(#[from] SignersError),
     #[error("no allowed signers: `policies/allowed_signers` is neither on `{branch}` nor in the working tree")]
     NoSigners { branch: String },
+    #[error("the audit chain changed while it was read (commit {commit} does not follow the commit before it); run `gov audit verify` again")]
+    ChainChanged { commit: String },
 }
 
 impl From<StoreError> for VerifyError {
@@ -320,21 +321,31 @@ pub(crate) fn write_verified_tip(
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("write", &path, e))
 }
 
-/// The commits of the chain at `refname`, newest first (following first
-/// parents from the tip); none when the ref does not exist.
-fn chain_commits(repo: &Repository, refname: &str) -> Result<Vec<ChainCommit>, VerifyError> {
-    let mut next = match repo.refname_to_id(refname) {
-        Ok(o) => Some(o),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
+/// The commits of the chain whose tip is `tip`, oldest first, and whether
+/// `known` (the commits of entries #1, #2, … as the index lists them) gave
+/// them: the walk down first parents from the tip stops at `known`'s last
+/// commit, and `known` is taken for the rest. A hint only: the caller checks
+/// that each commit's first parent is the one before, and walks the whole
+/// chain when one is not.
+fn chain_commits(
+    repo: &Repository,
+    tip: Option<Oid>,
+    known: Option<&[Oid]>,
+) -> Result<(Vec<Oid>, bool), VerifyError> {
+    let last = known.and_then(<[Oid]>::last);
+    let mut newest_first = Vec::new();
+    let mut next = tip;
     while let Some(oid) = next.take() {
-        let commit = repo.find_commit(oid)?;
-        out.push(ChainCommit::of(&commit));
-        next = commit.parent_ids().next();
+        if Some(&oid) == last {
+            let mut commits = known.unwrap_or_default().to_vec();
+            commits.extend(newest_first.into_iter().rev());
+            return Ok((commits, true));
+        }
+        newest_first.push(oid);
+        next = repo.find_commit(oid)?.parent_ids().next();
     }
-    Ok(out)
+    newest_first.reverse();
+    Ok((newest_first, false))
 }
 
 /// A chain position the chain must still contain.
@@ -411,100 +422,130 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         });
     }
 
-    let mut found: Vec<Problem> = Vec::new();
     let refname = settings.audit_refname();
-    // The chain's commits, oldest first: each is read once (its entry
-    // parsed and its signature checked on every core) and checked here in
-    // chain order, and projected afresh for the index comparison below.
-    let mut commits = chain_commits(&repo, &refname)?;
-    commits.reverse();
-    report.entries = commits.len() as u64;
-    let mut fresh = match index.as_ref().map(Index::projection) {
-        None => None,
-        Some(Ok(p)) => p.map(Ok),
-        Some(Err(e)) => Some(Err(e)),
+    let tip = match repo.refname_to_id(&refname) {
+        Ok(o) => Some(o),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
     };
-    // The problems of the entry read just before (its parent), held until
-    // its child shows whether the child follows it.
-    let mut held: Option<Held> = None;
-    let mut forge = ForgeRecords::default();
-    read_chain(
-        repo.path(),
-        &signers,
-        &commits,
-        |read| -> Result<(), VerifyError> {
-            let oid = read.commit.oid;
-            let seq = read.entry.as_ref().map(|e| e.entry.seq);
-            let bad = |seq: Option<u64>, reason: String| Problem {
-                seq,
-                commit: Some(oid.to_string()),
-                reason,
-            };
-            let mut own = Vec::new();
-            let roles = read
-                .entry
-                .as_ref()
-                .map_or(&[Role::Server, Role::Watchdog][..], |e| {
-                    signer_roles(e.entry.entry.event_type())
-                });
-            if let Some(why) = signature_problem(&read.signature, roles) {
-                own.push(bad(seq, why));
-            }
-            if read.entry.is_none() {
-                own.push(bad(None, "message is not a valid audit entry".into()));
-            }
-            if !read.commit.empty_tree {
-                own.push(bad(
+    // The index lists the chain's commits: read them without walking the
+    // chain first (each link is checked as it is read).
+    let mut known = index
+        .as_ref()
+        .and_then(|i| i.chain_commits().ok().flatten());
+    let (mut found, mut held, mut forge, fresh) = loop {
+        let mut found: Vec<Problem> = Vec::new();
+        // The chain's commits, oldest first: each is read once (its entry
+        // parsed and its signature checked on every core) and checked here
+        // in chain order, and projected afresh for the index comparison
+        // below.
+        let (commits, listed) = chain_commits(&repo, tip, known.take().as_deref())?;
+        report.entries = commits.len() as u64;
+        report.tip = None;
+        for cp in checkpoints.iter_mut() {
+            cp.seen = false;
+        }
+        let mut fresh = match index.as_ref().map(Index::projection) {
+            None => None,
+            Some(Ok(p)) => p.map(Ok),
+            Some(Err(e)) => Some(Err(e)),
+        };
+        // The problems of the entry read just before (its parent), held
+        // until its child shows whether the child follows it.
+        let mut held: Option<Held> = None;
+        let mut forge = ForgeRecords::default();
+        let mut before: Option<Oid> = None;
+        let read = read_chain(
+            repo.path(),
+            &signers,
+            &commits,
+            |read| -> Result<(), VerifyError> {
+                let oid = read.commit.oid;
+                if read.first_parent != before {
+                    return Err(VerifyError::ChainChanged {
+                        commit: oid.to_string(),
+                    });
+                }
+                before = Some(oid);
+                let seq = read.entry.as_ref().map(|e| e.entry.seq);
+                let bad = |seq: Option<u64>, reason: String| Problem {
                     seq,
-                    "commit carries files (an audit commit has the empty tree)".into(),
-                ));
-            }
-            match read.commit.parent_count {
-                0 | 1 => {}
-                n => own.push(bad(
-                    seq,
-                    format!("chain is not linear: commit has {n} parents"),
-                )),
-            }
-            let mut tail = Vec::new();
-            if read.commit.parent_count == 0 && seq.is_some_and(|s| s != 1) {
-                tail.push(bad(seq, "the chain starts here, not at entry #1".into()));
-            }
-            for cp in checkpoints.iter_mut() {
-                if Some(cp.seq) == seq {
-                    cp.seen = true;
-                    if cp.commit != oid {
-                        tail.push(bad(
-                            seq,
-                            format!(
-                                "the {} #{} was commit {}: the chain was rewritten",
-                                cp.what,
-                                cp.seq,
-                                short(&cp.commit.to_string())
-                            ),
-                        ));
+                    commit: Some(oid.to_string()),
+                    reason,
+                };
+                let mut own = Vec::new();
+                let roles = read
+                    .entry
+                    .as_ref()
+                    .map_or(&[Role::Server, Role::Watchdog][..], |e| {
+                        signer_roles(e.entry.entry.event_type())
+                    });
+                if let Some(why) = signature_problem(&read.signature, roles) {
+                    own.push(bad(seq, why));
+                }
+                if read.entry.is_none() {
+                    own.push(bad(None, "message is not a valid audit entry".into()));
+                }
+                if !read.commit.empty_tree {
+                    own.push(bad(
+                        seq,
+                        "commit carries files (an audit commit has the empty tree)".into(),
+                    ));
+                }
+                match read.commit.parent_count {
+                    0 | 1 => {}
+                    n => own.push(bad(
+                        seq,
+                        format!("chain is not linear: commit has {n} parents"),
+                    )),
+                }
+                let mut tail = Vec::new();
+                if read.commit.parent_count == 0 && seq.is_some_and(|s| s != 1) {
+                    tail.push(bad(seq, "the chain starts here, not at entry #1".into()));
+                }
+                for cp in checkpoints.iter_mut() {
+                    if Some(cp.seq) == seq {
+                        cp.seen = true;
+                        if cp.commit != oid {
+                            tail.push(bad(
+                                seq,
+                                format!(
+                                    "the {} #{} was commit {}: the chain was rewritten",
+                                    cp.what,
+                                    cp.seq,
+                                    short(&cp.commit.to_string())
+                                ),
+                            ));
+                        }
                     }
                 }
-            }
-            if let Some(parent) = held.take() {
-                parent.settle(seq.map(|s| (s, oid)), &mut found);
-            }
-            held = Some(Held { seq, own, tail });
-            report.tip = Some((seq.unwrap_or(0), oid.to_string()));
-            if let Some(mut e) = read.entry {
-                forge.note(&e.entry, oid);
-                // Projected with the role its signature proved (only used
-                // when every entry passed: the chain is sound).
-                e.signer = proved_signer(&read.signature, roles, e.signer);
-                if let Some(Ok(p)) = &mut fresh {
-                    if let Err(err) = p.apply(&e) {
-                        fresh = Some(Err(err));
+                if let Some(parent) = held.take() {
+                    parent.settle(seq.map(|s| (s, oid)), &mut found);
+                }
+                held = Some(Held { seq, own, tail });
+                report.tip = Some((seq.unwrap_or(0), oid.to_string()));
+                if let Some(mut e) = read.entry {
+                    forge.note(&e.entry, oid);
+                    // Projected with the role its signature proved (only used
+                    // when every entry passed: the chain is sound).
+                    e.signer = proved_signer(&read.signature, roles, e.signer);
+                    if let Some(Ok(p)) = &mut fresh {
+                        if let Err(err) = p.apply(&e) {
+                            fresh = Some(Err(err));
+                        }
                     }
                 }
-            }
-            Ok(())
-        },
-    )?;
+                Ok(())
+            },
+        );
+        match read {
+            // The index's list does not follow the chain, or names what
+            // cannot be read: walk the chain (a real failure fails again).
+            Err(_) if listed => continue,
+            other => other?,
+        }
+        break (found, held, forge, fresh);
+    };
     if let Some(last) = held.take() {
         last.settle(None, &mut found);
     }

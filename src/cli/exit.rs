@@ -127,7 +127,7 @@ impl From<crate::app::audit::VerifyError> for Failure {
         use crate::app::audit::VerifyError;
         let code = match e {
             VerifyError::Signers(_) | VerifyError::NoSigners { .. } => ExitCode::Config,
-            VerifyError::Gov(_) => ExitCode::Failure,
+            VerifyError::Gov(_) | VerifyError::ChainChanged { .. } => ExitCode::Failure,
         };
         Failure::from_error(code, &e)
     }

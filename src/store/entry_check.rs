@@ -115,7 +115,7 @@ fn signature_in(signers: &AllowedSigners, data: &[u8]) -> SignatureCheck {
     }
 }
 
-/// What the walk down the chain learnt of one commit (parsed by libgit2).
+/// What the chain's checks need of one commit, off its header.
 #[derive(Debug, Clone, Copy)]
 pub struct ChainCommit {
     pub oid: Oid,
@@ -127,16 +127,57 @@ pub struct ChainCommit {
 }
 
 impl ChainCommit {
-    pub fn of(commit: &git2::Commit<'_>) -> ChainCommit {
-        ChainCommit {
-            oid: commit.id(),
-            empty_tree: commit.tree_id().to_string() == EMPTY_TREE,
-            parent_count: commit.parent_count(),
-            claimed: commit
-                .committer()
-                .email()
-                .and_then(crate::store::audit::role_from_email),
+    /// The fields of raw commit `oid` (its `data` as libgit2 reads it), off
+    /// its header as libgit2 parses one: the `tree` line, the `parent`
+    /// lines, an `author` line, then the `committer` line (its e-mail
+    /// between the line's last `<` and last `>`); with its first parent.
+    fn of_raw(oid: Oid, data: &[u8]) -> Result<(ChainCommit, Option<Oid>), StoreError> {
+        let bad = |what: &str| StoreError::BadEntry {
+            commit: oid.to_string(),
+            reason: format!("cannot read the commit: {what}"),
+        };
+        let id = |hex: &[u8]| {
+            std::str::from_utf8(hex)
+                .ok()
+                .filter(|h| h.len() == 40)
+                .and_then(|h| Oid::from_str(h).ok())
+        };
+        let mut lines = data.split(|b| *b == b'\n');
+        let tree = lines
+            .next()
+            .and_then(|l| l.strip_prefix(b"tree "))
+            .and_then(id)
+            .ok_or_else(|| bad("no tree line"))?;
+        let mut parents = Vec::new();
+        let mut line = lines.next();
+        while let Some(parent) = line.and_then(|l| l.strip_prefix(b"parent ")) {
+            parents.push(id(parent).ok_or_else(|| bad("a malformed parent line"))?);
+            line = lines.next();
         }
+        if !line.is_some_and(|l| l.starts_with(b"author ")) {
+            return Err(bad("no author line"));
+        }
+        let committer = lines
+            .next()
+            .and_then(|l| l.strip_prefix(b"committer "))
+            .ok_or_else(|| bad("no committer line"))?;
+        let open = committer.iter().rposition(|b| *b == b'<');
+        let close = committer.iter().rposition(|b| *b == b'>');
+        let email = match (open, close) {
+            (Some(o), Some(c)) if o < c => &committer[o + 1..c],
+            _ => return Err(bad("a malformed committer")),
+        };
+        let claimed = std::str::from_utf8(email)
+            .ok()
+            .map(str::trim)
+            .and_then(crate::store::audit::role_from_email);
+        let commit = ChainCommit {
+            oid,
+            empty_tree: tree.to_string() == EMPTY_TREE,
+            parent_count: parents.len(),
+            claimed,
+        };
+        Ok((commit, parents.first().copied()))
     }
 }
 
@@ -144,6 +185,8 @@ impl ChainCommit {
 #[derive(Debug)]
 pub struct ReadCommit {
     pub commit: ChainCommit,
+    /// Its first parent, the commit before it on the chain.
+    pub first_parent: Option<Oid>,
     /// The entry its message holds (its signer: the role the committer
     /// claims); `None` when the message is not a valid entry.
     pub entry: Option<ChainEntry>,
@@ -165,13 +208,13 @@ const READ_CHUNK: usize = 256;
 pub fn read_chain<E: From<StoreError>>(
     git_dir: &Path,
     signers: &AllowedSigners,
-    commits: &[ChainCommit],
+    commits: &[Oid],
     mut each: impl FnMut(ReadCommit) -> Result<(), E>,
 ) -> Result<(), E> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 16);
-    let chunks: Vec<&[ChainCommit]> = commits.chunks(READ_CHUNK).collect();
+    let chunks: Vec<&[Oid]> = commits.chunks(READ_CHUNK).collect();
     let stopped = || {
         StoreError::io(
             "read the chain in",
@@ -183,8 +226,7 @@ pub fn read_chain<E: From<StoreError>>(
         let (receivers, handles): (Vec<_>, Vec<_>) = (0..threads)
             .map(|t| {
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
-                let mine: Vec<&[ChainCommit]> =
-                    chunks.iter().skip(t).step_by(threads).copied().collect();
+                let mine: Vec<&[Oid]> = chunks.iter().skip(t).step_by(threads).copied().collect();
                 let handle = s.spawn(move || {
                     let repo = match Repository::open(git_dir) {
                         Ok(r) => r,
@@ -241,16 +283,17 @@ pub fn read_chain<E: From<StoreError>>(
 fn read_commit(
     odb: &git2::Odb<'_>,
     signers: &AllowedSigners,
-    commit: ChainCommit,
+    oid: Oid,
 ) -> Result<ReadCommit, StoreError> {
-    let object = odb.read(commit.oid)?;
+    let object = odb.read(oid)?;
     if object.kind() != git2::ObjectType::Commit {
         return Err(StoreError::BadEntry {
-            commit: commit.oid.to_string(),
+            commit: oid.to_string(),
             reason: "the object is not a commit".into(),
         });
     }
     let data = as_libgit2_reads(object.data());
+    let (commit, first_parent) = ChainCommit::of_raw(oid, data)?;
     let signature = signature_in(signers, data);
     let entry = std::str::from_utf8(commit_message(data))
         .ok()
@@ -262,6 +305,7 @@ fn read_commit(
         });
     Ok(ReadCommit {
         commit,
+        first_parent,
         entry,
         signature,
     })
@@ -515,6 +559,64 @@ mod tests {
                 commit_message(case.as_bytes()),
                 commit.message_bytes(),
                 "for {case:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_header_is_read_as_libgit2_reads_it() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let tree = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n";
+        let other = "tree 1111111111111111111111111111111111111111\n";
+        let p1 = "parent 2222222222222222222222222222222222222222\n";
+        let p2 = "parent 3333333333333333333333333333333333333333\n";
+        let author = "author a <a@x> 1 +0000\n";
+        let cases = [
+            format!("{tree}{author}committer s <server@server.gov> 1 +0000\n\nm\n"),
+            format!("{tree}{p1}{author}committer w <watchdog@watchdog.gov> 1 +0000\n\nm\n"),
+            format!(
+                "{other}{p1}{p2}{author}committer a <a <approver@approver.gov> > 1 +0000\n\nm\n"
+            ),
+            format!("{tree}{p1}{author}committer x <nobody@example.org> 1 +0000\ngpgsig s\n\nm\n"),
+            format!("{tree}{p1}{author}committer x < server@server.gov > 1 +0000\n\nm\n"),
+        ];
+        for case in &cases {
+            let oid = repo
+                .odb()?
+                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let commit = repo.find_commit(oid)?;
+            let (ours, first) =
+                ChainCommit::of_raw(oid, case.as_bytes()).map_err(|e| e.to_string())?;
+            assert_eq!(ours.oid, oid);
+            assert_eq!(
+                ours.empty_tree,
+                commit.tree_id().to_string() == EMPTY_TREE,
+                "{case:?}"
+            );
+            assert_eq!(ours.parent_count, commit.parent_count(), "{case:?}");
+            assert_eq!(first, commit.parent_ids().next(), "{case:?}");
+            let claimed = commit
+                .committer()
+                .email()
+                .and_then(crate::store::audit::role_from_email);
+            assert_eq!(ours.claimed, claimed, "{case:?}");
+        }
+        // What libgit2 does not read as a commit is not read either.
+        for broken in [
+            format!("{author}{tree}\nm\n"),
+            format!("{tree}parent 12\n{author}committer a <a@x> 1 +0000\n\nm\n"),
+            format!("{tree}committer a <a@x> 1 +0000\n\nm\n"),
+            format!("{tree}{author}committer a a@x> 1 +0000\n\nm\n"),
+        ] {
+            let oid = repo
+                .odb()?
+                .write(git2::ObjectType::Commit, broken.as_bytes())?;
+            assert!(repo.find_commit(oid).is_err(), "libgit2 reads {broken:?}");
+            assert!(
+                ChainCommit::of_raw(oid, broken.as_bytes()).is_err(),
+                "{broken:?}"
             );
         }
         Ok(())

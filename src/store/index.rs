@@ -362,6 +362,27 @@ impl Index {
         self.difference_from(fresh)
     }
 
+    /// The commits of the entries this index holds, from #1 on, when they
+    /// are numbered 1, 2, 3, … without a gap; `None` otherwise. Only a
+    /// hint, for `gov audit verify` to read the chain without walking it
+    /// first: it checks that each commit's first parent is the one before.
+    pub fn chain_commits(&self) -> Result<Option<Vec<Oid>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, commit_id FROM audit ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let commit: String = row.get(1)?;
+            match Oid::from_str(&commit) {
+                Ok(oid) if seq == out.len() as i64 + 1 => out.push(oid),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// An empty projection to compare this index with (see
     /// [`Index::difference_from`]), taking entries up to this index's
     /// position; `None` when the index has applied nothing. It is a

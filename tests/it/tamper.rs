@@ -456,6 +456,44 @@ fn an_index_edited_by_hand_fails_verify() -> TestResult {
 }
 
 #[test]
+fn verify_reads_the_chain_itself_when_the_index_lists_other_commits() -> TestResult {
+    // Verify takes the chain's commits from the index, checking each link;
+    // an index that lists other commits (or none at all) only makes it
+    // walk the chain, and the edit is reported like any other.
+    let mut s = TestServer::start()?;
+    for action in ["pause", "resume", "pause"] {
+        let r = s.post(
+            &format!("/agents/noop/{action}"),
+            Some(&s.operator),
+            &json!({}),
+        )?;
+        assert_eq!(r.status, 200);
+    }
+    s.stop();
+    let sound = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(sound.status.code(), Some(0), "{}", sound.stdout_text());
+    let conn = rusqlite::Connection::open(s.settings().index_path())?;
+    let third: String = conn.query_row("SELECT commit_id FROM audit WHERE seq = 3", [], |r| {
+        r.get(0)
+    })?;
+    for listed in [third.as_str(), "0123456789012345678901234567890123456789"] {
+        conn.execute("UPDATE audit SET commit_id = ?1 WHERE seq = 2", [listed])?;
+        let o = s.repo.gov(&["audit", "verify"])?;
+        assert_eq!(o.status.code(), Some(3), "{}", o.stdout_text());
+        // The one problem is the edited row: the chain itself read sound
+        // (a commit read out of place would be a problem of the chain).
+        let out = o.stdout_text();
+        let expected = format!(
+            "tampered: the index was changed outside gov: table `audit` differs from the chain: \
+             it holds a row the chain does not give: (Integer(2), Text(\"{listed}\")"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with(&expected), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
 fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded() -> TestResult {
     let s = TestServer::start()?;
     let tok = s.agent_token("noop")?;
