@@ -167,9 +167,16 @@ impl ChainCommit {
             (Some(o), Some(c)) if o < c => &committer[o + 1..c],
             _ => return Err(bad("a malformed committer")),
         };
-        let claimed = std::str::from_utf8(email)
+        // Trimmed of what libgit2 takes for whitespace (with `\v`, which
+        // Rust's ASCII trim keeps).
+        let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+        let start = email.iter().position(|b| !space(b)).unwrap_or(email.len());
+        let end = email
+            .iter()
+            .rposition(|b| !space(b))
+            .map_or(start, |i| i + 1);
+        let claimed = std::str::from_utf8(&email[start..end])
             .ok()
-            .map(str::trim)
             .and_then(crate::store::audit::role_from_email);
         let commit = ChainCommit {
             oid,
@@ -581,6 +588,8 @@ mod tests {
             ),
             format!("{tree}{p1}{author}committer x <nobody@example.org> 1 +0000\ngpgsig s\n\nm\n"),
             format!("{tree}{p1}{author}committer x < server@server.gov > 1 +0000\n\nm\n"),
+            format!("{tree}{p1}{author}committer x <\x0b\x0cwatchdog@watchdog.gov\t\x0b> 1 +0000\n\nm\n"),
+            format!("{tree}{p1}{author}committer x <\u{a0}server@server.gov> 1 +0000\n\nm\n"),
         ];
         for case in &cases {
             let oid = repo
