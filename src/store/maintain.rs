@@ -15,7 +15,7 @@
 //! loose files removed after, each under its own lock), so a batch's ref
 //! transaction never meets a held `packed-refs.lock`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -330,14 +330,7 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
     };
     let new = match copied {
         Some(new) => new,
-        None => {
-            let mut objects = BTreeSet::new();
-            for p in merge {
-                objects.extend(crate::store::pack::index_objects(&p.idx)?);
-            }
-            let objects: Vec<Oid> = objects.into_iter().collect();
-            write_pack_with_deltas(repo, &objects)?
-        }
+        None => write_pack_with_deltas(repo, &objects_as_written(merge)?)?,
     };
     for p in merge {
         if p.pack == new {
@@ -353,6 +346,28 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
     // Readers that had the old packs open keep reading them until they
     // look again; the objects are in the new pack either way.
     Ok(())
+}
+
+/// The objects of `packs` (smallest first, as [`packs`] lists them) in the
+/// order they were written: each pack's as they sit in it, the largest
+/// pack first (the background roll-up keeps older objects in bigger packs;
+/// a pack's time is no guide, git and libgit2 touch a pack to keep it
+/// fresh). libgit2 writes objects in the order it is given them (a delta's
+/// base just before the first object that needs it), so a walk down
+/// history (`main`'s merges at start-up, the chain) reads the new pack
+/// from one end to the other; given in the order of their ids, it touched
+/// every part of the pack.
+fn objects_as_written(packs: &[Pack]) -> Result<Vec<Oid>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut objects = Vec::new();
+    for p in packs.iter().rev() {
+        for oid in crate::store::pack::objects_in_pack_order(&p.idx)? {
+            if seen.insert(oid) {
+                objects.push(oid);
+            }
+        }
+    }
+    Ok(objects)
 }
 
 /// How many loose refs the background pass waits for before it packs
@@ -637,6 +652,44 @@ mod tests {
         run(&repo, Some(&keep), Pass::Background)?;
         assert!(dead.iter().all(|f| !f.exists()));
         assert!(live.exists() && recent.exists());
+        Ok(())
+    }
+
+    /// A repack by hand hands libgit2 the objects in the order they were
+    /// written (the largest, oldest pack first, as the background roll-up
+    /// leaves them), so that a walk down history reads the new pack from
+    /// one end to the other.
+    #[test]
+    fn a_repack_by_hand_takes_objects_in_the_order_they_were_written() -> TestResult {
+        let (_dir, repo, first) = repo_with_a_commit()?;
+        let tree = repo.find_commit(first)?.tree_id();
+        let sig = git2::Signature::now("t", "t@example.org")?;
+        let mut written = vec![first, tree];
+        let mut part = vec![first, tree];
+        // Three parts, each packed as a batch packs it, each smaller than
+        // the one before.
+        let mut tip = first;
+        for (n, commits) in [12, 6, 3].into_iter().enumerate() {
+            for i in 0..commits {
+                let parent = repo.find_commit(tip)?;
+                let tree = repo.find_tree(tree)?;
+                tip = repo.commit(None, &sig, &sig, &format!("{n}.{i}"), &tree, &[&parent])?;
+                written.push(tip);
+                part.push(tip);
+            }
+            write_pack(&repo, &std::mem::take(&mut part), &[])?;
+        }
+        let packs = packs(&repo)?;
+        assert_eq!(packs.len(), 3);
+        assert_eq!(objects_as_written(&packs)?, written);
+        // And by hand they end in one pack, all of them.
+        run(&repo, None, Pass::ByHand)?;
+        let merged = self::packs(&repo)?;
+        assert_eq!(merged.len(), 1);
+        let mut held = crate::store::pack::objects_in_pack_order(&merged[0].idx)?;
+        held.sort();
+        written.sort();
+        assert_eq!(held, written);
         Ok(())
     }
 

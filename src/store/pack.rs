@@ -426,9 +426,12 @@ struct Listed {
     offset: u64,
 }
 
-/// The object ids a version 2 pack index lists, in its order.
-pub fn index_objects(idx: &Path) -> Result<Vec<Oid>, StoreError> {
-    Ok(read_index(idx)?.into_iter().map(|l| l.oid).collect())
+/// The object ids a version 2 pack index lists, in the order their entries
+/// sit in the pack (the order they were written in).
+pub fn objects_in_pack_order(idx: &Path) -> Result<Vec<Oid>, StoreError> {
+    let mut listed = read_index(idx)?;
+    listed.sort_by_key(|l| l.offset);
+    Ok(listed.into_iter().map(|l| l.oid).collect())
 }
 
 /// Reads a version 2 pack index: the objects it lists.
