@@ -323,21 +323,28 @@ pub(crate) fn write_verified_tip(
 
 /// The commits of the chain whose tip is `tip`, oldest first, and whether
 /// `known` (the commits of entries #1, #2, … as the index lists them) gave
-/// them: the walk down first parents from the tip stops at `known`'s last
-/// commit, and `known` is taken for the rest. A hint only: the caller checks
-/// that each commit's first parent is the one before, and walks the whole
-/// chain when one is not.
+/// them: the walk down first parents from the tip stops at the first
+/// commit `known` lists (the tip itself when the index is as far as the
+/// chain, or further: a writer may have gone on since the tip was read),
+/// and `known` up to that commit is taken for the rest. A hint only: the
+/// caller checks that each commit's first parent is the one before, and
+/// walks the whole chain when one is not.
 fn chain_commits(
     repo: &Repository,
     tip: Option<Oid>,
     known: Option<&[Oid]>,
 ) -> Result<(Vec<Oid>, bool), VerifyError> {
-    let last = known.and_then(<[Oid]>::last);
+    let at: std::collections::HashMap<Oid, usize> = known
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, oid)| (*oid, i))
+        .collect();
     let mut newest_first = Vec::new();
     let mut next = tip;
     while let Some(oid) = next.take() {
-        if Some(&oid) == last {
-            let mut commits = known.unwrap_or_default().to_vec();
+        if let Some(&i) = at.get(&oid) {
+            let mut commits = known.unwrap_or_default()[..=i].to_vec();
             commits.extend(newest_first.into_iter().rev());
             return Ok((commits, true));
         }
