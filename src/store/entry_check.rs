@@ -523,6 +523,11 @@ mod tests {
         }
     }
 
+    /// Writes `text` into `repo` as a commit object, as it is.
+    fn write_raw_commit(repo: &Repository, text: &str) -> Result<Oid, git2::Error> {
+        repo.odb()?.write(git2::ObjectType::Commit, text.as_bytes())
+    }
+
     /// A commit's header up to its committer line.
     const HEAD: &str = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@x> 1 +0000\ncommitter a <a@x> 1 +0000\n";
 
@@ -543,9 +548,7 @@ mod tests {
             format!("{head}gpgsig\n\nm\n"),
         ];
         for case in &cases {
-            let oid = repo
-                .odb()?
-                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let oid = write_raw_commit(&repo, case)?;
             let ours = split_signature(case.as_bytes()).map_err(|Malformed| ());
             assert_eq!(ours, libgit2_split(&repo, oid), "for {case:?}");
         }
@@ -558,9 +561,7 @@ mod tests {
         let repo = crate::store::git::init_repo(dir.path(), "main")?;
         for body in ["\nm\n", "\n\n\nm\n\nn", "", "\n", "x y\n\nm"] {
             let case = format!("{HEAD}{body}");
-            let oid = repo
-                .odb()?
-                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let oid = write_raw_commit(&repo, &case)?;
             let commit = repo.find_commit(oid)?;
             assert_eq!(
                 commit_message(case.as_bytes()),
@@ -592,9 +593,7 @@ mod tests {
             format!("{tree}{p1}{author}committer x <\u{a0}server@server.gov> 1 +0000\n\nm\n"),
         ];
         for case in &cases {
-            let oid = repo
-                .odb()?
-                .write(git2::ObjectType::Commit, case.as_bytes())?;
+            let oid = write_raw_commit(&repo, case)?;
             let commit = repo.find_commit(oid)?;
             let (ours, first) =
                 ChainCommit::of_raw(oid, case.as_bytes()).map_err(|e| e.to_string())?;
@@ -619,9 +618,7 @@ mod tests {
             format!("{tree}committer a <a@x> 1 +0000\n\nm\n"),
             format!("{tree}{author}committer a a@x> 1 +0000\n\nm\n"),
         ] {
-            let oid = repo
-                .odb()?
-                .write(git2::ObjectType::Commit, broken.as_bytes())?;
+            let oid = write_raw_commit(&repo, &broken)?;
             assert!(repo.find_commit(oid).is_err(), "libgit2 reads {broken:?}");
             assert!(
                 ChainCommit::of_raw(oid, broken.as_bytes()).is_err(),

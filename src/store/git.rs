@@ -799,16 +799,9 @@ impl PackedRefs {
         if wanted.is_empty() {
             return Ok(PackedRefs(Default::default()));
         }
-        let path = git_dir.join("packed-refs");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(StoreError::io("read", &path, e)),
-        };
-        // Lines are `<id> <refname>`; `#` and `^<peeled id>` lines name none.
+        let text = packed_refs_text(git_dir)?;
         Ok(PackedRefs(
-            text.lines()
-                .filter_map(|l| l.split_once(' ').map(|(_, name)| name))
+            packed_names(&text)
                 .filter(|name| wanted.contains(name))
                 .map(str::to_string)
                 .collect(),
@@ -836,21 +829,31 @@ pub fn branch_names(repo: &Repository, prefix: &str) -> Result<BTreeSet<String>,
         .into_iter()
         .filter(|name| name.starts_with(&full))
         .collect();
-    let path = git_dir.join("packed-refs");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(StoreError::io("read", &path, e)),
-    };
-    // Lines are `<id> <refname>`; `#` and `^<peeled id>` lines name none.
+    let text = packed_refs_text(git_dir)?;
     names.extend(
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.starts_with('^'))
-            .filter_map(|l| l.split_once(' ').map(|(_, name)| name))
+        packed_names(&text)
             .filter(|name| name.starts_with(&full))
             .map(str::to_string),
     );
     Ok(names)
+}
+
+/// The text of `packed-refs`; empty when there is none.
+fn packed_refs_text(git_dir: &Path) -> Result<String, StoreError> {
+    let path = git_dir.join("packed-refs");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(StoreError::io("read", &path, e)),
+    }
+}
+
+/// The ref names `packed-refs` text holds: its lines are `<id> <refname>`;
+/// `#` and `^<peeled id>` lines name none.
+fn packed_names(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('^'))
+        .filter_map(|l| l.split_once(' ').map(|(_, name)| name))
 }
 
 /// The names of the loose refs in `folder` of `git_dir` (such as `refs`)
@@ -1380,6 +1383,16 @@ mod tests {
         Ok(())
     }
 
+    /// Stock git packs every ref, keeping the loose files.
+    fn git_pack_refs(dir: &Path) -> TestResult {
+        let packed = std::process::Command::new("git")
+            .args(["pack-refs", "--all", "--no-prune"])
+            .current_dir(dir)
+            .status()?;
+        assert!(packed.success());
+        Ok(())
+    }
+
     #[test]
     fn loose_and_packed_refs_are_deleted() -> Result<(), Box<dyn std::error::Error>> {
         let ((dir, repo, _, _, c1), _) = repo_with_main()?;
@@ -1390,11 +1403,7 @@ mod tests {
         staged.flush(&repo)?;
         // Stock git packs both; `one` keeps its loose file too, `two` is
         // packed only; `three`, made afterwards, is loose only.
-        let packed = std::process::Command::new("git")
-            .args(["pack-refs", "--all", "--no-prune"])
-            .current_dir(dir.path())
-            .status()?;
-        assert!(packed.success());
+        git_pack_refs(dir.path())?;
         std::fs::remove_file(repo.path().join("refs/heads/gov/p/two"))?;
         let mut staged = Staged::default();
         staged.set(&repo, "refs/heads/gov/p/three", Some(c1), None)?;
@@ -1437,11 +1446,7 @@ mod tests {
         }
         // `a` packed only, `b` packed and loose; then a loose one, one in a
         // folder below, and a lock file a writer left.
-        let packed = std::process::Command::new("git")
-            .args(["pack-refs", "--all", "--no-prune"])
-            .current_dir(dir.path())
-            .status()?;
-        assert!(packed.success());
+        git_pack_refs(dir.path())?;
         std::fs::remove_file(repo.path().join("refs/heads/gov/proposal/a"))?;
         repo.reference("refs/heads/gov/proposal/d", c1, false, "")?;
         repo.reference("refs/heads/gov/proposal/sub/e", c1, false, "")?;
