@@ -536,8 +536,8 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
                     // Projected with the role its signature proved (only used
                     // when every entry passed: the chain is sound).
                     e.signer = proved_signer(&read.signature, roles, e.signer);
-                    if let Some(Ok(p)) = &mut fresh {
-                        if let Err(err) = p.apply(&e) {
+                    if let (Some(Ok(p)), Some(live)) = (&mut fresh, index.as_ref()) {
+                        if let Err(err) = p.apply(live, &e) {
                             fresh = Some(Err(err));
                         }
                     }

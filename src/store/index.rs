@@ -17,6 +17,7 @@
 use std::path::Path;
 
 use git2::{Oid, Repository};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::domain::audit::{Actor, AuditEntry, Event, NewEntry, Timestamp};
@@ -63,36 +64,57 @@ pub fn apply(
     commit: Oid,
     signer: Option<Role>,
 ) -> rusqlite::Result<()> {
-    let e = &entry.entry;
-    let payload = serde_json::to_string(&e.event.payload())
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-    let decision = e
-        .decision
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    let row = audit_row(entry, commit, signer)?;
     tx.prepare_cached(
         "INSERT INTO audit (seq, commit_id, ts, actor, event_type, agent_id, proposal_id, task_id,
                             payload_json, decision_json, signer_role)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
-    .execute(params![
-        entry.seq as i64,
-        commit.to_string(),
-        entry.ts.to_rfc3339(),
-        e.actor.0,
-        e.event.name(),
-        e.agent_id,
-        e.proposal_id,
-        e.task_id,
-        payload,
-        decision,
-        signer.map(Role::as_str),
-    ])?;
+    .execute(rusqlite::params_from_iter(row.iter()))?;
+    apply_beyond_audit(tx, entry, commit)
+}
+
+/// [`apply`] without the `audit` row: the entry's projection and the
+/// index's position.
+fn apply_beyond_audit(tx: &Connection, entry: &AuditEntry, commit: Oid) -> rusqlite::Result<()> {
     project(tx, entry)?;
     set_meta(tx, "audit_seq", &entry.seq.to_string())?;
     set_meta(tx, "audit_tip", &commit.to_string())
+}
+
+/// The `audit` table's columns, in its order.
+const AUDIT_COLUMNS: &str = "seq, commit_id, ts, actor, event_type, agent_id, proposal_id, \
+                             task_id, payload_json, decision_json, signer_role";
+
+/// The `audit` row an entry gives, column by column ([`AUDIT_COLUMNS`]).
+fn audit_row(
+    entry: &AuditEntry,
+    commit: Oid,
+    signer: Option<Role>,
+) -> rusqlite::Result<[Value; 11]> {
+    let e = &entry.entry;
+    let json = |err: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
+    let payload = serde_json::to_string(&e.event.payload()).map_err(json)?;
+    let decision = e
+        .decision
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json)?;
+    let text = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_owned()));
+    Ok([
+        Value::Integer(entry.seq as i64),
+        Value::Text(commit.to_string()),
+        Value::Text(entry.ts.to_rfc3339()),
+        Value::Text(e.actor.0.clone()),
+        Value::Text(e.event.name().to_owned()),
+        text(e.agent_id.as_deref()),
+        text(e.proposal_id.as_deref()),
+        text(e.task_id.as_deref()),
+        Value::Text(payload),
+        text(decision.as_deref()),
+        text(signer.map(Role::as_str)),
+    ])
 }
 
 /// EXTENSION POINT: derives feature tables from one entry.
@@ -357,7 +379,7 @@ impl Index {
             if fresh.is_full() {
                 break;
             }
-            fresh.apply(&e?)?;
+            fresh.apply(self, &e?)?;
         }
         self.difference_from(fresh)
     }
@@ -405,11 +427,23 @@ impl Index {
             .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
         fresh.ensure_schema()?;
         fresh.conn.execute_batch("BEGIN")?;
+        // The `audit` table, most of the index, is compared row by row as
+        // the entries come, not copied: unless its columns are not the
+        // ones gov makes (then it is copied and compared as the others).
+        let columns = |conn: &Connection| -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut stmt = conn.prepare("PRAGMA table_info(audit)")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(1)?, r.get(5)?)))?;
+            rows.collect()
+        };
+        let live_columns = columns(&self.conn)?;
+        let audit = (!live_columns.is_empty() && live_columns == columns(&fresh.conn)?)
+            .then(AuditRows::default);
         Ok(Some(Projection {
             fresh,
             file,
             limit: seq,
             applied: 0,
+            audit,
         }))
     }
 
@@ -417,7 +451,10 @@ impl Index {
     /// `None` if every table is equal (the same rows, each as many times).
     pub fn difference_from(&self, fresh: Projection) -> Result<Option<String>, StoreError> {
         let Projection {
-            fresh: db, file, ..
+            fresh: db,
+            file,
+            audit,
+            ..
         } = fresh;
         db.conn.execute_batch("COMMIT")?;
         let tables: Vec<(String, usize)> = db
@@ -438,9 +475,13 @@ impl Index {
             "ATTACH DATABASE ?1 AS fresh",
             [file.path().to_string_lossy().as_ref()],
         )?;
+        let audit = audit.map(|rows| rows.finish(&self.conn));
         let result = tables
             .iter()
-            .find_map(|(table, columns)| table_difference(&self.conn, table, *columns).transpose())
+            .find_map(|(table, columns)| match (table.as_str(), &audit) {
+                ("audit", Some(found)) => found.clone().map(Ok),
+                _ => table_difference(&self.conn, table, *columns).transpose(),
+            })
             .transpose();
         self.conn.execute_batch("DETACH DATABASE fresh")?;
         result
@@ -578,6 +619,9 @@ pub struct Projection {
     file: tempfile::NamedTempFile,
     limit: u64,
     applied: u64,
+    /// The live `audit` table's rows as compared so far; `None` when the
+    /// rows are copied into `fresh` instead.
+    audit: Option<AuditRows>,
 }
 
 impl Projection {
@@ -587,15 +631,136 @@ impl Projection {
     }
 
     /// Projects the next entry (checked by the caller, with the signer its
-    /// signature proved), unless the projection is full.
-    pub fn apply(&mut self, e: &ChainEntry) -> Result<(), StoreError> {
+    /// signature proved), unless the projection is full; its `audit` row is
+    /// compared with `live`'s (the index this projection was made for).
+    pub fn apply(&mut self, live: &Index, e: &ChainEntry) -> Result<(), StoreError> {
         if self.is_full() {
             return Ok(());
         }
-        apply(&self.fresh.conn, &e.entry, e.commit, e.signer)?;
+        match &mut self.audit {
+            Some(rows) => {
+                rows.compare(&live.conn, audit_row(&e.entry, e.commit, e.signer)?);
+                apply_beyond_audit(&self.fresh.conn, &e.entry, e.commit)?;
+            }
+            None => apply(&self.fresh.conn, &e.entry, e.commit, e.signer)?,
+        }
         self.applied += 1;
         Ok(())
     }
+}
+
+/// The live index's `audit` rows, read in order of `seq` a few hundred at
+/// a time and compared with the rows the chain's entries give, as a
+/// comparison of the whole table would: the first row only the index
+/// holds (by `seq`), else the first row only the chain gives.
+#[derive(Default)]
+struct AuditRows {
+    /// Read, not compared yet.
+    read: std::collections::VecDeque<[Value; 11]>,
+    /// The last `seq` read.
+    read_through: i64,
+    /// Every row has been read.
+    all_read: bool,
+    /// The first row the index holds and the chain does not give.
+    extra: Option<String>,
+    /// The first row the chain gives and the index lacks.
+    lacking: Option<String>,
+    /// Why the table could not be read.
+    unreadable: Option<String>,
+}
+
+impl AuditRows {
+    /// Rows read at a time.
+    const READ: i64 = 256;
+
+    /// Compares the chain's next row with the index's.
+    fn compare(&mut self, conn: &Connection, given: [Value; 11]) {
+        let seq = row_seq(&given);
+        loop {
+            if self.read.is_empty() && !self.read_more(conn) {
+                break;
+            }
+            let Some(held) = self.read.pop_front() else {
+                break;
+            };
+            let held_seq = row_seq(&held);
+            if held_seq > seq {
+                self.read.push_front(held);
+                break;
+            }
+            if held_seq == seq && held == given {
+                return;
+            }
+            self.extra.get_or_insert_with(|| row_text(&held));
+            if held_seq == seq {
+                break;
+            }
+        }
+        self.lacking.get_or_insert_with(|| row_text(&given));
+    }
+
+    /// Reads the next rows; whether any came.
+    fn read_more(&mut self, conn: &Connection) -> bool {
+        if self.all_read || self.unreadable.is_some() {
+            return false;
+        }
+        let read = (|| -> rusqlite::Result<Vec<[Value; 11]>> {
+            let sql =
+                format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![self.read_through, Self::READ], |r| {
+                let mut row = [const { Value::Null }; 11];
+                for (i, cell) in row.iter_mut().enumerate() {
+                    *cell = r.get(i)?;
+                }
+                Ok(row)
+            })?;
+            rows.collect()
+        })();
+        match read {
+            Ok(rows) => {
+                self.all_read = (rows.len() as i64) < Self::READ;
+                if let Some(last) = rows.last() {
+                    self.read_through = row_seq(last);
+                }
+                self.read.extend(rows);
+                !self.read.is_empty()
+            }
+            Err(e) => {
+                self.unreadable = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// How the table differs, once every entry was compared: any row left
+    /// in the index is one the chain does not give.
+    fn finish(mut self, conn: &Connection) -> Option<String> {
+        if self.extra.is_none() && (!self.read.is_empty() || self.read_more(conn)) {
+            self.extra = self.read.front().map(|r| row_text(r));
+        }
+        let detail = match (self.unreadable, self.extra, self.lacking) {
+            (Some(e), _, _) => return Some(format!("table `audit` cannot be read: {e}")),
+            (None, Some(r), _) => format!("it holds a row the chain does not give: {r}"),
+            (None, None, Some(r)) => format!("it lacks a row the chain gives: {r}"),
+            (None, None, None) => return None,
+        };
+        Some(format!("table `audit` differs from the chain: {detail}"))
+    }
+}
+
+/// The `seq` of an `audit` row (its first column, an integer key).
+fn row_seq(row: &[Value; 11]) -> i64 {
+    match row[0] {
+        Value::Integer(seq) => seq,
+        _ => i64::MIN,
+    }
+}
+
+/// A row as a difference names it: `(Integer(2), Text("…"), Null)`.
+fn row_text(cells: &[Value]) -> String {
+    let cells: Vec<String> = cells.iter().map(|v| format!("{v:?}")).collect();
+    format!("({})", cells.join(", "))
 }
 
 fn quoted(name: &str) -> String {
@@ -622,12 +787,9 @@ fn table_difference(
         let n = stmt.column_count();
         stmt.query_row([], |r| {
             let cells = (0..n)
-                .map(|i| {
-                    r.get::<_, rusqlite::types::Value>(i)
-                        .map(|v| format!("{v:?}"))
-                })
+                .map(|i| r.get::<_, Value>(i))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(format!("({})", cells.join(", ")))
+            Ok(row_text(&cells))
         })
         .optional()
     };
@@ -879,6 +1041,89 @@ mod tests {
             [fresh.to_string_lossy().as_ref()],
         )?;
         Ok((dir, conn))
+    }
+
+    /// How an index of 600 entries, edited by `edit`, differs from the
+    /// chain's entries.
+    fn edited_index_differs(edit: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = Index::open(&dir.path().join("index.sqlite"))?;
+        let ts = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")?.to_utc();
+        let entries = (1..=600u64)
+            .map(|seq| {
+                let event = Event::other("note", serde_json::json!({ "n": seq }))?;
+                Ok(ChainEntry {
+                    commit: Oid::from_str(&format!("{seq:040x}"))?,
+                    entry: NewEntry::new(Actor::server(), event)
+                        .agent("noop")
+                        .place(seq, ts),
+                    signer: Some(Role::Server),
+                })
+            })
+            .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+        index.conn.execute_batch("BEGIN")?;
+        for e in &entries {
+            apply(&index.conn, &e.entry, e.commit, e.signer)?;
+        }
+        index.conn.execute_batch("COMMIT")?;
+        index.conn.execute_batch(edit)?;
+        Ok(index.difference_from_entries(entries.into_iter().map(Ok))?)
+    }
+
+    #[test]
+    fn the_audit_table_is_compared_row_by_row_as_entries_come(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let differs = |detail: &str| format!("table `audit` differs from the chain: {detail}");
+        let row = |seq: u64, actor: &str| {
+            format!(
+                "(Integer({seq}), Text(\"{seq:040x}\"), Text(\"2026-12-01T10:00:00.000000+00:00\"), \
+                 Text(\"{actor}\"), Text(\"note\"), Text(\"noop\"), Null, Null, \
+                 Text(\"{{\\\"n\\\":{seq}}}\"), Null, Text(\"server\"))"
+            )
+        };
+        assert_eq!(edited_index_differs("")?, None);
+        // Past the first rows read (256 at a time).
+        assert_eq!(
+            edited_index_differs("UPDATE audit SET actor = 'operator:eve' WHERE seq = 300")?,
+            Some(differs(&format!(
+                "it holds a row the chain does not give: {}",
+                row(300, "operator:eve")
+            )))
+        );
+        assert_eq!(
+            edited_index_differs("DELETE FROM audit WHERE seq = 300")?,
+            Some(differs(&format!(
+                "it lacks a row the chain gives: {}",
+                row(300, "server")
+            )))
+        );
+        // A row only the index holds is named first, wherever it is.
+        assert_eq!(
+            edited_index_differs(
+                "DELETE FROM audit WHERE seq = 3; UPDATE audit SET seq = 9999 WHERE seq = 600"
+            )?,
+            Some(differs(&format!(
+                "it holds a row the chain does not give: {}",
+                row(600, "server").replacen("Integer(600)", "Integer(9999)", 1)
+            )))
+        );
+        assert_eq!(
+            edited_index_differs(
+                "INSERT INTO audit SELECT seq + 1, commit_id, ts, actor, event_type, agent_id, \
+                 proposal_id, task_id, payload_json, decision_json, signer_role \
+                 FROM audit WHERE seq = 600"
+            )?,
+            Some(differs(&format!(
+                "it holds a row the chain does not give: {}",
+                row(600, "server").replacen("Integer(600)", "Integer(601)", 1)
+            )))
+        );
+        // A table gov did not make is compared as the other tables are.
+        assert_eq!(
+            edited_index_differs("ALTER TABLE audit ADD COLUMN note TEXT")?,
+            Some(differs("its columns are not the chain's"))
+        );
+        Ok(())
     }
 
     #[test]

@@ -120,7 +120,9 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         Event::ProposalSubmitted(s) => put_proposal(tx, &s.proposal, seq)?,
         Event::ProposalDecided(ProposalDecided { proposal, .. })
         | Event::ProposalExpired(ProposalExpired { proposal, .. }) => {
-            if e.proposal_id.as_deref() == Some(proposal.proposal_id.as_str()) {
+            if e.proposal_id.as_deref() == Some(proposal.proposal_id.as_str())
+                && !update_proposal(tx, proposal)?
+            {
                 put_proposal(tx, proposal, seq)?;
             }
         }
@@ -299,6 +301,30 @@ struct SubmittedPart<'a> {
 struct SubmittedPartOwned {
     proposed: Proposed,
     policies: Vec<PolicyCitation>,
+}
+
+/// Writes a decision's or an expiry's columns into a proposal's row, as
+/// [`put_proposal`] does for a row already there, without encoding its
+/// submitted part again; whether the row was there.
+fn update_proposal(tx: &Connection, p: &Proposal) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE proposals SET status = ?2, decision = ?3, decided_by = ?4, decided_at = ?5,
+                 decision_final = ?6, branch = ?7, commit_id = ?8, merge_commit = ?9
+             WHERE proposal_id = ?1",
+        )?
+        .execute(params![
+            p.proposal_id,
+            p.status.as_str(),
+            p.decision,
+            p.decided_by,
+            p.decided_at.map(Timestamp::to_rfc3339),
+            p.decision_final,
+            p.branch,
+            p.commit,
+            p.merge_commit,
+        ])?;
+    Ok(changed > 0)
 }
 
 fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()> {
