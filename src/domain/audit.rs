@@ -97,16 +97,61 @@ impl Serialize for NewEntry {
     }
 }
 
-impl<'de> Deserialize<'de> for NewEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = WireEntry::deserialize(d)?;
-        Ok(NewEntry {
+/// [`AuditEntry`] as read from JSON: [`WireEntry`] with the entry's place,
+/// read in one pass (a flattened [`NewEntry`] would be buffered first).
+#[derive(Deserialize)]
+struct WireAuditEntry {
+    seq: u64,
+    ts: Timestamp,
+    actor: Actor,
+    event_type: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    proposal_id: Option<String>,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    payload: serde_json::Value,
+    #[serde(default)]
+    decision: Option<DecisionRecord>,
+}
+
+impl From<WireEntry> for NewEntry {
+    fn from(w: WireEntry) -> Self {
+        NewEntry {
             actor: w.actor,
             event: Event::from_parts(w.event_type, w.payload),
             agent_id: w.agent_id,
             proposal_id: w.proposal_id,
             task_id: w.task_id,
             decision: w.decision,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NewEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        WireEntry::deserialize(d).map(NewEntry::from)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireAuditEntry::deserialize(d)?;
+        let entry = WireEntry {
+            actor: w.actor,
+            event_type: w.event_type,
+            agent_id: w.agent_id,
+            proposal_id: w.proposal_id,
+            task_id: w.task_id,
+            payload: w.payload,
+            decision: w.decision,
+        };
+        Ok(AuditEntry {
+            seq: w.seq,
+            ts: w.ts,
+            entry: entry.into(),
         })
     }
 }
@@ -207,7 +252,7 @@ impl Timestamp {
 }
 
 /// An entry in its place: sequence number (1-based, no gaps) and time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     pub seq: u64,
     pub ts: Timestamp,
@@ -514,6 +559,45 @@ mod tests {
         assert!(msg.contains("\"payload\":{\"b\":1,\"a\":[true]}"));
         assert!(msg.contains("\"ts\":\"2026-11-25T08:40:00.500000+00:00\""));
         assert_eq!(AuditEntry::from_commit_message(&msg), Ok(e));
+    }
+
+    /// An entry in its place reads as its parts do: the same entry as
+    /// [`NewEntry`] reads from the same object, whatever fields it holds.
+    #[test]
+    fn an_entry_in_its_place_reads_as_a_new_entry_does() -> Result<(), Box<dyn std::error::Error>> {
+        let ts = "2026-12-01T10:00:00.000000+00:00";
+        let objects = [
+            // A known type, with every field.
+            serde_json::json!({"seq": 4, "ts": ts, "actor": "operator:ann",
+                "event_type": "agent_resumed", "agent_id": "noop", "proposal_id": "p-1",
+                "task_id": "t-1", "payload": {"was_paused_for": "budget"}}),
+            // A known type whose payload does not read as it: kept as it is.
+            serde_json::json!({"seq": 5, "ts": ts, "actor": "server",
+                "event_type": "agent_resumed", "payload": {"was_paused_for": 3}}),
+            // Another type, a field gov does not know, no payload.
+            serde_json::json!({"seq": 6, "ts": ts, "actor": "agent:noop",
+                "event_type": "note", "extra": [1, 2]}),
+        ];
+        for object in objects {
+            let placed: AuditEntry = serde_json::from_value(object.clone())?;
+            let parts: NewEntry = serde_json::from_value(object.clone())?;
+            assert_eq!(placed.entry, parts, "{object}");
+            assert_eq!(Some(placed.seq), object["seq"].as_u64());
+            assert_eq!(placed.ts.to_rfc3339(), ts);
+        }
+        let resumed: AuditEntry = serde_json::from_value(serde_json::json!({"seq": 1,
+            "ts": ts, "actor": "server", "event_type": "agent_resumed", "payload": {}}))?;
+        assert!(matches!(resumed.entry.event, Event::AgentResumed(_)));
+        for missing in ["seq", "ts", "actor", "event_type"] {
+            let mut object = serde_json::json!({"seq": 1, "ts": ts, "actor": "server",
+                "event_type": "note"});
+            object.as_object_mut().map(|o| o.remove(missing));
+            let err = serde_json::from_value::<AuditEntry>(object)
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(err, Some(format!("missing field `{missing}`")));
+        }
+        Ok(())
     }
 
     #[test]
