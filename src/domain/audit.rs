@@ -97,10 +97,10 @@ impl Serialize for NewEntry {
     }
 }
 
-/// [`AuditEntry`] as read from JSON: [`WireEntry`] with the entry's place,
-/// read in one pass (a flattened [`NewEntry`] would be buffered first).
+/// [`AuditEntry`] as a commit message holds it: [`WireEntry`] with the
+/// entry's place, its payload kept as text until its type is known.
 #[derive(Deserialize)]
-struct WireAuditEntry {
+struct WireAuditEntry<'a> {
     seq: u64,
     ts: Timestamp,
     actor: Actor,
@@ -111,8 +111,8 @@ struct WireAuditEntry {
     proposal_id: Option<String>,
     #[serde(default)]
     task_id: Option<String>,
-    #[serde(default)]
-    payload: serde_json::Value,
+    #[serde(borrow, default)]
+    payload: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     decision: Option<DecisionRecord>,
 }
@@ -133,26 +133,6 @@ impl From<WireEntry> for NewEntry {
 impl<'de> Deserialize<'de> for NewEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         WireEntry::deserialize(d).map(NewEntry::from)
-    }
-}
-
-impl<'de> Deserialize<'de> for AuditEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = WireAuditEntry::deserialize(d)?;
-        let entry = WireEntry {
-            actor: w.actor,
-            event_type: w.event_type,
-            agent_id: w.agent_id,
-            proposal_id: w.proposal_id,
-            task_id: w.task_id,
-            payload: w.payload,
-            decision: w.decision,
-        };
-        Ok(AuditEntry {
-            seq: w.seq,
-            ts: w.ts,
-            entry: entry.into(),
-        })
     }
 }
 
@@ -288,8 +268,22 @@ impl AuditEntry {
         if !head.starts_with(MESSAGE_PREFIX) {
             return Err(EntryParseError::NotAnEntry);
         }
-        let entry: AuditEntry = serde_json::from_str(body.trim_end())
-            .map_err(|e| EntryParseError::Json(e.to_string()))?;
+        let json = |e: serde_json::Error| EntryParseError::Json(e.to_string());
+        let w: WireAuditEntry<'_> = serde_json::from_str(body.trim_end()).map_err(json)?;
+        // A missing payload reads as `null`, as it always has.
+        let payload = w.payload.map_or("null", serde_json::value::RawValue::get);
+        let entry = AuditEntry {
+            seq: w.seq,
+            ts: w.ts,
+            entry: NewEntry {
+                actor: w.actor,
+                event: Event::from_parts_in_text(w.event_type, payload).map_err(json)?,
+                agent_id: w.agent_id,
+                proposal_id: w.proposal_id,
+                task_id: w.task_id,
+                decision: w.decision,
+            },
+        };
         let expected_head = format!("{MESSAGE_PREFIX} #{} ", entry.seq);
         if !head.starts_with(&expected_head) {
             return Err(EntryParseError::HeadMismatch);
@@ -561,10 +555,11 @@ mod tests {
         assert_eq!(AuditEntry::from_commit_message(&msg), Ok(e));
     }
 
-    /// An entry in its place reads as its parts do: the same entry as
-    /// [`NewEntry`] reads from the same object, whatever fields it holds.
+    /// An entry read from its commit message is the entry its parts give
+    /// when read as a JSON value ([`NewEntry`]'s reading), whatever fields
+    /// it holds.
     #[test]
-    fn an_entry_in_its_place_reads_as_a_new_entry_does() -> Result<(), Box<dyn std::error::Error>> {
+    fn an_entry_reads_from_its_message_as_its_parts_do() -> Result<(), Box<dyn std::error::Error>> {
         let ts = "2026-12-01T10:00:00.000000+00:00";
         let objects = [
             // A known type, with every field.
@@ -577,25 +572,29 @@ mod tests {
             // Another type, a field gov does not know, no payload.
             serde_json::json!({"seq": 6, "ts": ts, "actor": "agent:noop",
                 "event_type": "note", "extra": [1, 2]}),
+            // A payload of null.
+            serde_json::json!({"seq": 7, "ts": ts, "actor": "server",
+                "event_type": "agent_resumed", "payload": null}),
         ];
         for object in objects {
-            let placed: AuditEntry = serde_json::from_value(object.clone())?;
+            let message = format!("{MESSAGE_PREFIX} #{} x -\n\n{object}\n", object["seq"]);
+            let placed = AuditEntry::from_commit_message(&message)?;
             let parts: NewEntry = serde_json::from_value(object.clone())?;
             assert_eq!(placed.entry, parts, "{object}");
             assert_eq!(Some(placed.seq), object["seq"].as_u64());
             assert_eq!(placed.ts.to_rfc3339(), ts);
         }
-        let resumed: AuditEntry = serde_json::from_value(serde_json::json!({"seq": 1,
-            "ts": ts, "actor": "server", "event_type": "agent_resumed", "payload": {}}))?;
-        assert!(matches!(resumed.entry.event, Event::AgentResumed(_)));
         for missing in ["seq", "ts", "actor", "event_type"] {
             let mut object = serde_json::json!({"seq": 1, "ts": ts, "actor": "server",
                 "event_type": "note"});
             object.as_object_mut().map(|o| o.remove(missing));
-            let err = serde_json::from_value::<AuditEntry>(object)
-                .err()
-                .map(|e| e.to_string());
-            assert_eq!(err, Some(format!("missing field `{missing}`")));
+            let message = format!("{MESSAGE_PREFIX} #1 note -\n\n{object}\n");
+            let err = AuditEntry::from_commit_message(&message).err();
+            let expected = format!("missing field `{missing}` at line 1 column ");
+            assert!(
+                matches!(&err, Some(EntryParseError::Json(why)) if why.starts_with(&expected)),
+                "{err:?}"
+            );
         }
         Ok(())
     }

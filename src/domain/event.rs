@@ -59,6 +59,14 @@ macro_rules! events {
                     _ => None,
                 }
             }
+
+            /// [`Event::known`] for a payload still in its JSON text.
+            fn known_in_text(name: &str, payload: &str) -> Option<Event> {
+                match name {
+                    $( $name => serde_json::from_str::<$payload>(payload).ok().map(Event::$variant), )*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -165,6 +173,20 @@ impl Event {
     /// type is known and the payload reads as it, [`Event::Other`] otherwise.
     pub fn from_parts(name: String, payload: Value) -> Event {
         Event::known(&name, &payload).unwrap_or(Event::Other(OtherEvent { name, payload }))
+    }
+
+    /// [`Event::from_parts`] for a payload still in its JSON text (valid
+    /// JSON): read once, straight into the typed variant when the type is
+    /// known and the payload reads as it. Differs from reading it into a
+    /// value first only for an object that repeats a key, which gov never
+    /// writes: a value keeps the last, a typed payload refuses it (and the
+    /// event is then [`Event::Other`]).
+    pub fn from_parts_in_text(name: String, payload: &str) -> Result<Event, serde_json::Error> {
+        if let Some(known) = Event::known_in_text(&name, payload) {
+            return Ok(known);
+        }
+        let payload = serde_json::from_str(payload)?;
+        Ok(Event::Other(OtherEvent { name, payload }))
     }
 
     /// The `event_type` string and the payload object.
@@ -911,7 +933,40 @@ mod tests {
         for e in events {
             let direct = serde_json::to_string(&e.payload()).expect("serialises");
             assert_eq!(direct, e.to_parts().1.to_string(), "{}", e.name());
+            // Read back from its text as from its value: the event again.
+            let name = e.name().to_string();
+            let from_text = Event::from_parts_in_text(name.clone(), &direct).expect("reads");
+            assert_eq!(from_text, e, "{name}");
+            assert_eq!(Event::from_parts(name, e.to_parts().1), e);
         }
+    }
+
+    #[test]
+    fn a_payload_reads_from_its_text_as_from_its_value() {
+        let cases = [
+            ("agent_resumed", r#"{"was_paused_for":"budget"}"#),
+            // A known type whose payload does not read as it.
+            ("agent_resumed", r#"{"was_paused_for":3}"#),
+            ("agent_resumed", "null"),
+            ("agent_resumed", "{}"),
+            ("budget_charge", r#"{"tokens":1.5}"#),
+            ("tool_call", r#"{"b":1,"a":[true,{"y":1e400}]}"#),
+            ("note", "null"),
+        ];
+        for (name, text) in cases {
+            let from_text = Event::from_parts_in_text(name.into(), text);
+            let from_value = serde_json::from_str(text).map(|v| Event::from_parts(name.into(), v));
+            assert_eq!(
+                from_text.map_err(|e| e.to_string()),
+                from_value.map_err(|e| e.to_string()),
+                "{name} {text}"
+            );
+        }
+        // The one difference: a repeated key. A value keeps the last; a
+        // typed payload refuses it, and the event is kept as it was written.
+        let repeated = r#"{"was_paused_for":"a","was_paused_for":"b"}"#;
+        let from_text = Event::from_parts_in_text("agent_resumed".into(), repeated);
+        assert!(matches!(from_text, Ok(Event::Other(_))), "{from_text:?}");
     }
 
     #[test]

@@ -471,11 +471,11 @@ impl Index {
             })
             .collect::<rusqlite::Result<_>>()?;
         drop(db);
+        let audit = audit.map(|rows| rows.finish(&self.conn));
         self.conn.execute(
             "ATTACH DATABASE ?1 AS fresh",
             [file.path().to_string_lossy().as_ref()],
         )?;
-        let audit = audit.map(|rows| rows.finish(&self.conn));
         let result = tables
             .iter()
             .find_map(|(table, columns)| match (table.as_str(), &audit) {
