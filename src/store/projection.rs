@@ -303,27 +303,54 @@ struct SubmittedPartOwned {
     policies: Vec<PolicyCitation>,
 }
 
+/// The columns of a proposal's row that a decision or an expiry changes,
+/// in the order both writes of the row bind them.
+struct DecidedColumns<'a> {
+    p: &'a Proposal,
+    status: &'a str,
+    decided_at: Option<String>,
+}
+
+impl<'a> DecidedColumns<'a> {
+    fn of(p: &'a Proposal) -> Self {
+        DecidedColumns {
+            p,
+            status: p.status.as_str(),
+            decided_at: p.decided_at.map(Timestamp::to_rfc3339),
+        }
+    }
+
+    /// status, decision, decided_by, decided_at, decision_final, branch,
+    /// commit_id, merge_commit.
+    fn values(&self) -> [&dyn rusqlite::ToSql; 8] {
+        let p = self.p;
+        [
+            &self.status,
+            &p.decision,
+            &p.decided_by,
+            &self.decided_at,
+            &p.decision_final,
+            &p.branch,
+            &p.commit,
+            &p.merge_commit,
+        ]
+    }
+}
+
 /// Writes a decision's or an expiry's columns into a proposal's row, as
 /// [`put_proposal`] does for a row already there, without encoding its
 /// submitted part again; whether the row was there.
 fn update_proposal(tx: &Connection, p: &Proposal) -> rusqlite::Result<bool> {
+    let decided = DecidedColumns::of(p);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&p.proposal_id];
+    values.extend(decided.values());
     let changed = tx
         .prepare_cached(
             "UPDATE proposals SET status = ?2, decision = ?3, decided_by = ?4, decided_at = ?5,
                  decision_final = ?6, branch = ?7, commit_id = ?8, merge_commit = ?9
              WHERE proposal_id = ?1",
         )?
-        .execute(params![
-            p.proposal_id,
-            p.status.as_str(),
-            p.decision,
-            p.decided_by,
-            p.decided_at.map(Timestamp::to_rfc3339),
-            p.decision_final,
-            p.branch,
-            p.commit,
-            p.merge_commit,
-        ])?;
+        .execute(&*values)?;
     Ok(changed > 0)
 }
 
@@ -333,6 +360,24 @@ fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()>
         policies: &p.policies,
     })
     .map_err(to_sql_err)?;
+    let (submitted_at, expires_at) = (p.submitted_at.to_rfc3339(), p.expires_at.to_rfc3339());
+    let decided = DecidedColumns::of(p);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+        &p.proposal_id,
+        &p.proposed.agent_id,
+        &p.proposed.action_type,
+        &p.payload_hash,
+        &submitted_at,
+        &expires_at,
+        &p.policy_version,
+        &submitted,
+    ];
+    values.extend(decided.values());
+    values.extend([
+        &seq as &dyn rusqlite::ToSql,
+        &p.proposed.expected_cost_tokens,
+        &p.proposed.expected_cost_dollars,
+    ]);
     // A decision or an expiry changes only the mutable columns: the
     // submitted part stays as the submission's entry wrote it.
     tx.prepare_cached(
@@ -346,27 +391,7 @@ fn put_proposal(tx: &Connection, p: &Proposal, seq: i64) -> rusqlite::Result<()>
              status = ?9, decision = ?10, decided_by = ?11, decided_at = ?12,
              decision_final = ?13, branch = ?14, commit_id = ?15, merge_commit = ?16",
     )?
-    .execute(params![
-        p.proposal_id,
-        p.proposed.agent_id,
-        p.proposed.action_type,
-        p.payload_hash,
-        p.submitted_at.to_rfc3339(),
-        p.expires_at.to_rfc3339(),
-        p.policy_version,
-        submitted,
-        p.status.as_str(),
-        p.decision,
-        p.decided_by,
-        p.decided_at.map(Timestamp::to_rfc3339),
-        p.decision_final,
-        p.branch,
-        p.commit,
-        p.merge_commit,
-        seq,
-        p.proposed.expected_cost_tokens,
-        p.proposed.expected_cost_dollars,
-    ])?;
+    .execute(&*values)?;
     Ok(())
 }
 
