@@ -146,7 +146,7 @@ impl ChainCommit {
         let tree = lines
             .next()
             .and_then(|l| l.strip_prefix(b"tree "))
-            .and_then(id)
+            .filter(|hex| id(hex).is_some())
             .ok_or_else(|| bad("no tree line"))?;
         let mut parents = Vec::new();
         let mut line = lines.next();
@@ -180,7 +180,7 @@ impl ChainCommit {
             .and_then(crate::store::audit::role_from_email);
         let commit = ChainCommit {
             oid,
-            empty_tree: tree.to_string() == EMPTY_TREE,
+            empty_tree: tree.eq_ignore_ascii_case(EMPTY_TREE.as_bytes()),
             parent_count: parents.len(),
             claimed,
         };
@@ -591,6 +591,10 @@ mod tests {
             format!("{tree}{p1}{author}committer x < server@server.gov > 1 +0000\n\nm\n"),
             format!("{tree}{p1}{author}committer x <\x0b\x0cwatchdog@watchdog.gov\t\x0b> 1 +0000\n\nm\n"),
             format!("{tree}{p1}{author}committer x <\u{a0}server@server.gov> 1 +0000\n\nm\n"),
+            format!(
+                "{}{p1}{author}committer s <server@server.gov> 1 +0000\n\nm\n",
+                tree.to_uppercase().replacen("TREE", "tree", 1)
+            ),
         ];
         for case in &cases {
             let oid = write_raw_commit(&repo, case)?;
