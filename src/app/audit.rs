@@ -33,12 +33,13 @@ use crate::store::audit::entries_from;
 /// as the edges name them.
 pub use crate::store::entry_check::signature_status;
 use crate::store::entry_check::{
-    proved_signer, read_chain, signature_problem, signer_roles, LoadSignersError, SignersSource,
+    proved_signer, read_chain, signature_problem, signer_roles, LoadSignersError, ReadCommit,
+    SignersSource,
 };
 use crate::store::git::StoreError;
 pub use crate::store::index::AuditFilter;
-use crate::store::index::Index;
 pub use crate::store::index::IndexedEntry;
+use crate::store::index::{Index, Projection};
 pub use crate::store::keys::SignatureCheck;
 use crate::store::keys::{AllowedSigners, Role, SignersError};
 
@@ -393,6 +394,117 @@ impl Held {
     }
 }
 
+/// One pass of verify over the chain's commits as they are read, in chain
+/// order: the problems found, the forge records, the fresh projection.
+struct ChainPass<'i> {
+    found: Vec<Problem>,
+    /// The problems of the entry read just before (its parent), held until
+    /// its child shows whether the child follows it.
+    held: Option<Held>,
+    forge: ForgeRecords,
+    fresh: Option<Result<Projection<'i>, StoreError>>,
+    /// The commit read just before.
+    before: Option<Oid>,
+    /// The last entry read: its sequence number and commit.
+    tip: Option<(u64, String)>,
+}
+
+impl<'i> ChainPass<'i> {
+    fn new(fresh: Option<Result<Projection<'i>, StoreError>>) -> Self {
+        ChainPass {
+            found: Vec::new(),
+            held: None,
+            forge: ForgeRecords::default(),
+            fresh,
+            before: None,
+            tip: None,
+        }
+    }
+
+    /// Checks the next commit of the chain; stops the pass when it does
+    /// not follow the one before.
+    fn take(
+        &mut self,
+        read: ReadCommit,
+        checkpoints: &mut [Checkpoint],
+    ) -> Result<(), VerifyError> {
+        let oid = read.commit.oid;
+        if read.first_parent != self.before {
+            return Err(VerifyError::ChainChanged {
+                commit: oid.to_string(),
+            });
+        }
+        self.before = Some(oid);
+        let seq = read.entry.as_ref().map(|e| e.entry.seq);
+        let bad = |seq: Option<u64>, reason: String| Problem {
+            seq,
+            commit: Some(oid.to_string()),
+            reason,
+        };
+        let mut own = Vec::new();
+        let roles = read
+            .entry
+            .as_ref()
+            .map_or(&[Role::Server, Role::Watchdog][..], |e| {
+                signer_roles(e.entry.entry.event_type())
+            });
+        if let Some(why) = signature_problem(&read.signature, roles) {
+            own.push(bad(seq, why));
+        }
+        if read.entry.is_none() {
+            own.push(bad(None, "message is not a valid audit entry".into()));
+        }
+        if !read.commit.empty_tree {
+            own.push(bad(
+                seq,
+                "commit carries files (an audit commit has the empty tree)".into(),
+            ));
+        }
+        match read.commit.parent_count {
+            0 | 1 => {}
+            n => own.push(bad(
+                seq,
+                format!("chain is not linear: commit has {n} parents"),
+            )),
+        }
+        let mut tail = Vec::new();
+        if read.commit.parent_count == 0 && seq.is_some_and(|s| s != 1) {
+            tail.push(bad(seq, "the chain starts here, not at entry #1".into()));
+        }
+        for cp in checkpoints.iter_mut().filter(|cp| Some(cp.seq) == seq) {
+            cp.seen = true;
+            if cp.commit != oid {
+                tail.push(bad(
+                    seq,
+                    format!(
+                        "the {} #{} was commit {}: the chain was rewritten",
+                        cp.what,
+                        cp.seq,
+                        short(&cp.commit.to_string())
+                    ),
+                ));
+            }
+        }
+        if let Some(parent) = self.held.take() {
+            parent.settle(seq.map(|s| (s, oid)), &mut self.found);
+        }
+        self.held = Some(Held { seq, own, tail });
+        self.tip = Some((seq.unwrap_or(0), oid.to_string()));
+        if let Some(mut e) = read.entry {
+            self.forge.note(&e.entry, oid);
+            // Projected with the role its signature proved (only used when
+            // every entry passed: the chain is sound).
+            e.signer = proved_signer(&read.signature, roles, e.signer);
+            if let Some(Ok(p)) = &mut self.fresh {
+                if let Err(err) = p.apply(&e) {
+                    self.fresh = Some(Err(err));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Walks the whole chain and `main`'s merges; see the module docs. When all
 /// is well, records the tip in `.gov/verified-tip`.
 pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
@@ -440,120 +552,43 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     let mut known = index
         .as_ref()
         .and_then(|i| i.chain_commits().ok().flatten());
-    let (mut found, mut held, mut forge, fresh) = loop {
-        let mut found: Vec<Problem> = Vec::new();
+    let pass = loop {
         // The chain's commits, oldest first: each is read once (its entry
         // parsed and its signature checked on every core) and checked here
         // in chain order, and projected afresh for the index comparison
         // below.
         let (commits, listed) = chain_commits(&repo, tip, known.take().as_deref())?;
-        report.entries = commits.len() as u64;
-        report.tip = None;
         for cp in checkpoints.iter_mut() {
             cp.seen = false;
         }
-        let mut fresh = match index.as_ref().map(Index::projection) {
+        let fresh = match index.as_ref().map(Index::projection) {
             None => None,
             Some(Ok(p)) => p.map(Ok),
             Some(Err(e)) => Some(Err(e)),
         };
-        // The problems of the entry read just before (its parent), held
-        // until its child shows whether the child follows it.
-        let mut held: Option<Held> = None;
-        let mut forge = ForgeRecords::default();
-        let mut before: Option<Oid> = None;
-        let read = read_chain(
-            repo.path(),
-            &signers,
-            &commits,
-            |read| -> Result<(), VerifyError> {
-                let oid = read.commit.oid;
-                if read.first_parent != before {
-                    return Err(VerifyError::ChainChanged {
-                        commit: oid.to_string(),
-                    });
-                }
-                before = Some(oid);
-                let seq = read.entry.as_ref().map(|e| e.entry.seq);
-                let bad = |seq: Option<u64>, reason: String| Problem {
-                    seq,
-                    commit: Some(oid.to_string()),
-                    reason,
-                };
-                let mut own = Vec::new();
-                let roles = read
-                    .entry
-                    .as_ref()
-                    .map_or(&[Role::Server, Role::Watchdog][..], |e| {
-                        signer_roles(e.entry.entry.event_type())
-                    });
-                if let Some(why) = signature_problem(&read.signature, roles) {
-                    own.push(bad(seq, why));
-                }
-                if read.entry.is_none() {
-                    own.push(bad(None, "message is not a valid audit entry".into()));
-                }
-                if !read.commit.empty_tree {
-                    own.push(bad(
-                        seq,
-                        "commit carries files (an audit commit has the empty tree)".into(),
-                    ));
-                }
-                match read.commit.parent_count {
-                    0 | 1 => {}
-                    n => own.push(bad(
-                        seq,
-                        format!("chain is not linear: commit has {n} parents"),
-                    )),
-                }
-                let mut tail = Vec::new();
-                if read.commit.parent_count == 0 && seq.is_some_and(|s| s != 1) {
-                    tail.push(bad(seq, "the chain starts here, not at entry #1".into()));
-                }
-                for cp in checkpoints.iter_mut() {
-                    if Some(cp.seq) == seq {
-                        cp.seen = true;
-                        if cp.commit != oid {
-                            tail.push(bad(
-                                seq,
-                                format!(
-                                    "the {} #{} was commit {}: the chain was rewritten",
-                                    cp.what,
-                                    cp.seq,
-                                    short(&cp.commit.to_string())
-                                ),
-                            ));
-                        }
-                    }
-                }
-                if let Some(parent) = held.take() {
-                    parent.settle(seq.map(|s| (s, oid)), &mut found);
-                }
-                held = Some(Held { seq, own, tail });
-                report.tip = Some((seq.unwrap_or(0), oid.to_string()));
-                if let Some(mut e) = read.entry {
-                    forge.note(&e.entry, oid);
-                    // Projected with the role its signature proved (only used
-                    // when every entry passed: the chain is sound).
-                    e.signer = proved_signer(&read.signature, roles, e.signer);
-                    if let (Some(Ok(p)), Some(live)) = (&mut fresh, index.as_ref()) {
-                        if let Err(err) = p.apply(live, &e) {
-                            fresh = Some(Err(err));
-                        }
-                    }
-                }
-                Ok(())
-            },
-        );
+        let mut pass = ChainPass::new(fresh);
+        let read = read_chain(repo.path(), &signers, &commits, |read| {
+            pass.take(read, &mut checkpoints)
+        });
         match read {
             // The index's list does not follow the chain, or names what
             // cannot be read: walk the chain (a real failure fails again).
             Err(_) if listed => continue,
             other => other?,
         }
-        break (found, held, forge, fresh);
+        report.entries = commits.len() as u64;
+        break pass;
     };
-    if let Some(last) = held.take() {
+    let ChainPass {
+        mut found,
+        held,
+        mut forge,
+        fresh,
+        tip: chain_tip,
+        ..
+    } = pass;
+    report.tip = chain_tip;
+    if let Some(last) = held {
         last.settle(None, &mut found);
     }
     forge.finish();
@@ -578,8 +613,8 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         &mut found,
     );
     // The index's contents, once the chain itself is sound up to it.
-    if let (Some(index), Some(fresh), true) = (index.as_ref(), fresh, found.is_empty()) {
-        match fresh.and_then(|f| index.difference_from(f)) {
+    if let (Some(fresh), true) = (fresh, found.is_empty()) {
+        match fresh.and_then(Projection::difference) {
             Ok(None) => {}
             Ok(Some(why)) => found.push(Problem {
                 seq: None,

@@ -379,9 +379,9 @@ impl Index {
             if fresh.is_full() {
                 break;
             }
-            fresh.apply(self, &e?)?;
+            fresh.apply(&e?)?;
         }
-        self.difference_from(fresh)
+        fresh.difference()
     }
 
     /// The commits of the entries this index holds, from #1 on, when they
@@ -406,10 +406,10 @@ impl Index {
     }
 
     /// An empty projection to compare this index with (see
-    /// [`Index::difference_from`]), taking entries up to this index's
+    /// [`Projection::difference`]), taking entries up to this index's
     /// position; `None` when the index has applied nothing. It is a
     /// throw-away database file (not memory: it holds the whole chain).
-    pub fn projection(&self) -> Result<Option<Projection>, StoreError> {
+    pub fn projection(&self) -> Result<Option<Projection<'_>>, StoreError> {
         let Some((seq, _)) = position_in(&self.conn)? else {
             return Ok(None);
         };
@@ -439,52 +439,13 @@ impl Index {
         let audit = (!live_columns.is_empty() && live_columns == columns(&fresh.conn)?)
             .then(AuditRows::default);
         Ok(Some(Projection {
+            live: self,
             fresh,
             file,
             limit: seq,
             applied: 0,
             audit,
         }))
-    }
-
-    /// The first table of this index that differs from `fresh` and how, or
-    /// `None` if every table is equal (the same rows, each as many times).
-    pub fn difference_from(&self, fresh: Projection) -> Result<Option<String>, StoreError> {
-        let Projection {
-            fresh: db,
-            file,
-            audit,
-            ..
-        } = fresh;
-        db.conn.execute_batch("COMMIT")?;
-        let tables: Vec<(String, usize)> = db
-            .conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
-            .query_map([], |r| r.get::<_, String>(0))?
-            .map(|name| {
-                let name = name?;
-                let columns = db
-                    .conn
-                    .prepare(&format!("SELECT * FROM {}", quoted(&name)))?
-                    .column_count();
-                Ok((name, columns))
-            })
-            .collect::<rusqlite::Result<_>>()?;
-        drop(db);
-        let audit = audit.map(|rows| rows.finish(&self.conn));
-        self.conn.execute(
-            "ATTACH DATABASE ?1 AS fresh",
-            [file.path().to_string_lossy().as_ref()],
-        )?;
-        let result = tables
-            .iter()
-            .find_map(|(table, columns)| match (table.as_str(), &audit) {
-                ("audit", Some(found)) => found.clone().map(Ok),
-                _ => table_difference(&self.conn, table, *columns).transpose(),
-            })
-            .transpose();
-        self.conn.execute_batch("DETACH DATABASE fresh")?;
-        result
     }
 
     /// Starts the transaction that holds one batch's rows: the batch's
@@ -614,7 +575,9 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedEntry> {
 /// A fresh projection of the chain's entries, built one entry at a time
 /// (oldest first) in a throw-away database to compare an index with; it
 /// takes entries up to the index's position and ignores the rest.
-pub struct Projection {
+pub struct Projection<'i> {
+    /// The index it is compared with.
+    live: &'i Index,
     fresh: Index,
     file: tempfile::NamedTempFile,
     limit: u64,
@@ -624,7 +587,7 @@ pub struct Projection {
     audit: Option<AuditRows>,
 }
 
-impl Projection {
+impl Projection<'_> {
     /// Whether it holds every entry up to the index's position.
     pub fn is_full(&self) -> bool {
         self.applied >= self.limit
@@ -632,20 +595,63 @@ impl Projection {
 
     /// Projects the next entry (checked by the caller, with the signer its
     /// signature proved), unless the projection is full; its `audit` row is
-    /// compared with `live`'s (the index this projection was made for).
-    pub fn apply(&mut self, live: &Index, e: &ChainEntry) -> Result<(), StoreError> {
+    /// compared with the index's.
+    pub fn apply(&mut self, e: &ChainEntry) -> Result<(), StoreError> {
         if self.is_full() {
             return Ok(());
         }
         match &mut self.audit {
             Some(rows) => {
-                rows.compare(&live.conn, audit_row(&e.entry, e.commit, e.signer)?);
+                rows.compare(&self.live.conn, audit_row(&e.entry, e.commit, e.signer)?);
                 apply_beyond_audit(&self.fresh.conn, &e.entry, e.commit)?;
             }
             None => apply(&self.fresh.conn, &e.entry, e.commit, e.signer)?,
         }
         self.applied += 1;
         Ok(())
+    }
+
+    /// The first table of the index that differs from this projection and
+    /// how, or `None` if every table is equal (the same rows, each as many
+    /// times).
+    pub fn difference(self) -> Result<Option<String>, StoreError> {
+        let Projection {
+            live,
+            fresh: db,
+            file,
+            audit,
+            ..
+        } = self;
+        db.conn.execute_batch("COMMIT")?;
+        let tables: Vec<(String, usize)> = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .map(|name| {
+                let name = name?;
+                let columns = db
+                    .conn
+                    .prepare(&format!("SELECT * FROM {}", quoted(&name)))?
+                    .column_count();
+                Ok((name, columns))
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        drop(db);
+        let conn = &live.conn;
+        let audit = audit.map(|rows| rows.finish(conn));
+        conn.execute(
+            "ATTACH DATABASE ?1 AS fresh",
+            [file.path().to_string_lossy().as_ref()],
+        )?;
+        let result = tables
+            .iter()
+            .find_map(|(table, columns)| match (table.as_str(), &audit) {
+                ("audit", Some(found)) => found.clone().map(Ok),
+                _ => table_difference(conn, table, *columns).transpose(),
+            })
+            .transpose();
+        conn.execute_batch("DETACH DATABASE fresh")?;
+        result
     }
 }
 
