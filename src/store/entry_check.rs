@@ -17,7 +17,7 @@ use git2::{Oid, Repository};
 use crate::domain::audit::AuditEntry;
 use crate::store::audit::{read_entry, ChainEntry};
 use crate::store::git::{StoreError, EMPTY_TREE};
-use crate::store::keys::{AllowedSigners, Role, SignatureCheck, SignersError};
+use crate::store::keys::{AllowedSigners, Prepared, Role, SignatureCheck, SignersError};
 
 /// The event type of the entry `gov audit recover` appends, signed by the
 /// operator's approver key.
@@ -105,13 +105,24 @@ fn as_libgit2_reads(data: &[u8]) -> &[u8] {
 /// The signature of the raw commit `data` (as libgit2 reads it), checked
 /// against `signers`.
 fn signature_in(signers: &AllowedSigners, data: &[u8]) -> SignatureCheck {
+    match signature_prepared(signers, data) {
+        Prepared::Done(check) => check,
+        Prepared::Pending(pending) => signers.check_all(&[pending]).remove(0),
+    }
+}
+
+/// The signature of the raw commit `data`, read and matched to its signer
+/// (see [`AllowedSigners::prepare`]).
+fn signature_prepared(signers: &AllowedSigners, data: &[u8]) -> Prepared {
     match split_signature(data) {
         Ok(Some((sig, signed))) => match std::str::from_utf8(&sig) {
-            Ok(s) => signers.check(s, &signed),
-            Err(_) => SignatureCheck::Bad("signature is not text".into()),
+            Ok(s) => signers.prepare(s, &signed),
+            Err(_) => Prepared::Done(SignatureCheck::Bad("signature is not text".into())),
         },
-        Ok(None) => SignatureCheck::Missing,
-        Err(Malformed) => SignatureCheck::Bad("cannot read the signature: malformed header".into()),
+        Ok(None) => Prepared::Done(SignatureCheck::Missing),
+        Err(Malformed) => Prepared::Done(SignatureCheck::Bad(
+            "cannot read the signature: malformed header".into(),
+        )),
     }
 }
 
@@ -250,10 +261,7 @@ pub fn read_chain<E: From<StoreError>>(
                         }
                     };
                     for part in mine {
-                        let read: Result<Vec<ReadCommit>, StoreError> = part
-                            .iter()
-                            .map(|c| read_commit(&odb, signers, *c))
-                            .collect();
+                        let read = read_part(&odb, signers, part);
                         let failed = read.is_err();
                         // The receiver is gone when the pass stopped early.
                         if tx.send(read).is_err() || failed {
@@ -287,11 +295,39 @@ pub fn read_chain<E: From<StoreError>>(
     })
 }
 
+/// Reads `part` of the chain, and checks its signatures in one batch.
+fn read_part(
+    odb: &git2::Odb<'_>,
+    signers: &AllowedSigners,
+    part: &[Oid],
+) -> Result<Vec<ReadCommit>, StoreError> {
+    let mut reads = Vec::with_capacity(part.len());
+    let mut pending = Vec::new();
+    let mut waiting = Vec::new();
+    for oid in part {
+        let (mut read, signature) = read_commit(odb, signers, *oid)?;
+        match signature {
+            Prepared::Done(check) => read.signature = check,
+            Prepared::Pending(check) => {
+                pending.push(check);
+                waiting.push(reads.len());
+            }
+        }
+        reads.push(read);
+    }
+    for (i, check) in waiting.into_iter().zip(signers.check_all(&pending)) {
+        reads[i].signature = check;
+    }
+    Ok(reads)
+}
+
+/// One commit of the chain read, with its signature prepared; the
+/// [`ReadCommit`]'s own says `Missing` until the caller sets it.
 fn read_commit(
     odb: &git2::Odb<'_>,
     signers: &AllowedSigners,
     oid: Oid,
-) -> Result<ReadCommit, StoreError> {
+) -> Result<(ReadCommit, Prepared), StoreError> {
     let object = odb.read(oid)?;
     if object.kind() != git2::ObjectType::Commit {
         return Err(StoreError::BadEntry {
@@ -301,7 +337,7 @@ fn read_commit(
     }
     let data = as_libgit2_reads(object.data());
     let (commit, first_parent) = ChainCommit::of_raw(oid, data)?;
-    let signature = signature_in(signers, data);
+    let signature = signature_prepared(signers, data);
     let entry = std::str::from_utf8(commit_message(data))
         .ok()
         .and_then(|m| AuditEntry::from_commit_message(m).ok())
@@ -310,12 +346,13 @@ fn read_commit(
             entry,
             signer: commit.claimed,
         });
-    Ok(ReadCommit {
+    let read = ReadCommit {
         commit,
         first_parent,
         entry,
-        signature,
-    })
+        signature: SignatureCheck::Missing,
+    };
+    Ok((read, signature))
 }
 
 /// The message of a raw commit, as libgit2 gives it: after the first empty
