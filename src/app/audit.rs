@@ -32,6 +32,7 @@ use crate::store::audit::entries_from;
 /// The filter of `gov audit log` and `GET /audit`, and a signature's check,
 /// as the edges name them.
 pub use crate::store::entry_check::signature_status;
+use crate::store::entry_check::signature_statuses;
 use crate::store::entry_check::{
     proved_signer, read_chain, signature_problem, signer_roles, LoadSignersError, ReadCommit,
     SignersSource,
@@ -693,9 +694,25 @@ fn check_main_merges(
     let Ok(mut oid) = repo.refname_to_id(&settings.main_refname()) else {
         return Ok(());
     };
+    // `main`'s first-parent history, newest first, with each commit's
+    // parent count; the merges' signatures are checked in batches.
+    let mut history = Vec::new();
     loop {
         let commit = repo.find_commit(oid)?;
-        if commit.parent_count() == 1 {
+        history.push((oid, commit.parent_count()));
+        match commit.parent_ids().next() {
+            Some(p) => oid = p,
+            None => break,
+        }
+    }
+    let merges: Vec<Oid> = history
+        .iter()
+        .filter(|(_, parents)| *parents >= 2)
+        .map(|(oid, _)| *oid)
+        .collect();
+    let mut statuses = signature_statuses(repo, signers, &merges).into_iter();
+    for (oid, parents) in history {
+        if parents == 1 {
             match forge.check_squash(repo, oid)? {
                 // A squash the chain flagged as tampered (a merge commit
                 // is judged by the checks below).
@@ -723,11 +740,10 @@ fn check_main_merges(
                 }),
             }
         }
-        if commit.parent_count() >= 2 {
+        if parents >= 2 {
             report.merges_checked += 1;
-            if let Some(why) =
-                signature_problem(&signature_status(repo, signers, oid), &[Role::Approver])
-            {
+            let status = statuses.next().unwrap_or(SignatureCheck::Missing);
+            if let Some(why) = signature_problem(&status, &[Role::Approver]) {
                 match forge.check(repo, oid)? {
                     Ok(id) => report.notes.push(format!(
                         "merge {} on `{}` was made on the forge: it approved proposal `{id}` and adds only its file as submitted",
@@ -745,11 +761,8 @@ fn check_main_merges(
                 }
             }
         }
-        match commit.parent_ids().next() {
-            Some(p) => oid = p,
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// The root of trust: every commit on `main` that changes governed paths

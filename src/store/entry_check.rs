@@ -79,36 +79,48 @@ pub fn signature_status(
     signers: &AllowedSigners,
     commit: Oid,
 ) -> SignatureCheck {
+    signature_statuses(repo, signers, &[commit]).remove(0)
+}
+
+/// Checks each of `commits`' signatures against the allowed signers, in
+/// batches (see [`AllowedSigners::check_all`]); the verdicts in order.
+pub fn signature_statuses(
+    repo: &Repository,
+    signers: &AllowedSigners,
+    commits: &[Oid],
+) -> Vec<SignatureCheck> {
     // The raw object, split here: libgit2's `git_commit_extract_signature`
     // scans the object for line ends as a C string, and an object read
     // from a batch's memory backend is not NUL-terminated, so the signed
     // data it gave could run on past the object's end.
     let odb = match repo.odb() {
         Ok(odb) => odb,
-        Err(e) => return SignatureCheck::Bad(format!("cannot read the signature: {e}")),
-    };
-    let checked = match odb.read(commit) {
-        Ok(object) if object.kind() == git2::ObjectType::Commit => {
-            signature_in(signers, as_libgit2_reads(object.data()))
+        Err(e) => {
+            let bad = SignatureCheck::Bad(format!("cannot read the signature: {e}"));
+            return vec![bad; commits.len()];
         }
-        Ok(_) => SignatureCheck::Bad("cannot read the signature: not a commit".into()),
-        Err(e) => SignatureCheck::Bad(format!("cannot read the signature: {e}")),
     };
-    checked
+    let mut checks = Vec::with_capacity(commits.len());
+    for part in commits.chunks(READ_CHUNK) {
+        let prepared = part.iter().map(|commit| match odb.read(*commit) {
+            Ok(object) if object.kind() == git2::ObjectType::Commit => {
+                signature_prepared(signers, as_libgit2_reads(object.data()))
+            }
+            Ok(_) => Prepared::Done(SignatureCheck::Bad(
+                "cannot read the signature: not a commit".into(),
+            )),
+            Err(e) => Prepared::Done(SignatureCheck::Bad(format!(
+                "cannot read the signature: {e}"
+            ))),
+        });
+        checks.extend(signers.check_all(prepared.collect()));
+    }
+    checks
 }
 
 /// A raw commit as libgit2 reads it: up to the first NUL byte.
 fn as_libgit2_reads(data: &[u8]) -> &[u8] {
     &data[..data.iter().position(|b| *b == 0).unwrap_or(data.len())]
-}
-
-/// The signature of the raw commit `data` (as libgit2 reads it), checked
-/// against `signers`.
-fn signature_in(signers: &AllowedSigners, data: &[u8]) -> SignatureCheck {
-    match signature_prepared(signers, data) {
-        Prepared::Done(check) => check,
-        Prepared::Pending(pending) => signers.check_all(&[pending]).remove(0),
-    }
 }
 
 /// The signature of the raw commit `data`, read and matched to its signer
@@ -302,21 +314,14 @@ fn read_part(
     part: &[Oid],
 ) -> Result<Vec<ReadCommit>, StoreError> {
     let mut reads = Vec::with_capacity(part.len());
-    let mut pending = Vec::new();
-    let mut waiting = Vec::new();
+    let mut prepared = Vec::with_capacity(part.len());
     for oid in part {
-        let (mut read, signature) = read_commit(odb, signers, *oid)?;
-        match signature {
-            Prepared::Done(check) => read.signature = check,
-            Prepared::Pending(check) => {
-                pending.push(check);
-                waiting.push(reads.len());
-            }
-        }
+        let (read, signature) = read_commit(odb, signers, *oid)?;
         reads.push(read);
+        prepared.push(signature);
     }
-    for (i, check) in waiting.into_iter().zip(signers.check_all(&pending)) {
-        reads[i].signature = check;
+    for (read, check) in reads.iter_mut().zip(signers.check_all(prepared)) {
+        read.signature = check;
     }
     Ok(reads)
 }

@@ -439,19 +439,28 @@ impl AllowedSigners {
         }
     }
 
-    /// Checks prepared signatures together, in the order given: first as
-    /// one batch (see [`batch_holds`]); when the batch does not hold, one
+    /// The verdicts of prepared signatures, in the order given: the pending
+    /// ones are checked together, first as one batch (see
+    /// [`AllowedSigners::batch_holds`]); when the batch does not hold, one
     /// by one, so each verdict is exactly what [`AllowedSigners::check`]
     /// gives.
-    pub fn check_all(&self, pending: &[PendingCheck]) -> Vec<SignatureCheck> {
-        if self.batch_holds(pending) {
-            pending
-                .iter()
-                .map(|p| self.signers[p.signer].good())
-                .collect()
-        } else {
-            pending.iter().map(|p| self.finish(p)).collect()
-        }
+    pub fn check_all(&self, prepared: Vec<Prepared>) -> Vec<SignatureCheck> {
+        let pending: Vec<&PendingCheck> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Pending(p) => Some(p),
+                Prepared::Done(_) => None,
+            })
+            .collect();
+        let batch = self.batch_holds(&pending);
+        prepared
+            .into_iter()
+            .map(|p| match p {
+                Prepared::Done(check) => check,
+                Prepared::Pending(p) if batch => self.signers[p.signer].good(),
+                Prepared::Pending(p) => self.finish(&p),
+            })
+            .collect()
     }
 
     /// One prepared signature checked on its own, as `ssh-keygen` and git
@@ -488,7 +497,7 @@ impl AllowedSigners {
     /// batch while `ssh-keygen` refuses it. RFC 8032 (5.1.7) allows
     /// either check. `R` and `s` must be canonical encodings, as one by
     /// one. False when the system gives no randomness.
-    fn batch_holds(&self, pending: &[PendingCheck]) -> bool {
+    fn batch_holds(&self, pending: &[&PendingCheck]) -> bool {
         use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
         use curve25519_dalek::scalar::Scalar;
         use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
@@ -626,27 +635,18 @@ mod tests {
             sigs.push(key.sign_git(d)?);
         }
         let checked = |sigs: &[String], data: &[Vec<u8>]| {
-            let mut alone = Vec::new();
-            let mut pending = Vec::new();
-            let mut at = Vec::new();
-            let mut together: Vec<Option<SignatureCheck>> = Vec::new();
-            for (sig, d) in sigs.iter().zip(data) {
-                alone.push(signers.check(sig, d));
-                match signers.prepare(sig, d) {
-                    Prepared::Done(check) => together.push(Some(check)),
-                    Prepared::Pending(p) => {
-                        pending.push(p);
-                        at.push(together.len());
-                        together.push(None);
-                    }
-                }
-            }
-            for (i, check) in at.into_iter().zip(signers.check_all(&pending)) {
-                together[i] = Some(check);
-            }
-            (alone, together.into_iter().flatten().collect::<Vec<_>>())
+            let alone: Vec<SignatureCheck> = sigs
+                .iter()
+                .zip(data)
+                .map(|(sig, d)| signers.check(sig, d))
+                .collect();
+            let prepared = sigs
+                .iter()
+                .zip(data)
+                .map(|(sig, d)| signers.prepare(sig, d))
+                .collect();
+            (alone, signers.check_all(prepared))
         };
-
         let pending = |sigs: &[String], data: &[Vec<u8>]| {
             sigs.iter()
                 .zip(data)
@@ -661,7 +661,7 @@ mod tests {
             .iter()
             .all(|c| matches!(c, SignatureCheck::Good { .. })));
         assert_eq!(together, alone);
-        assert!(signers.batch_holds(&pending(&sigs, &data)));
+        assert!(signers.batch_holds(&pending(&sigs, &data).iter().collect::<Vec<_>>()));
         let good_sigs = sigs.clone();
 
         // One signature over other data, one with `s` not reduced (s + ℓ),
@@ -705,7 +705,10 @@ mod tests {
             d[i] = data_bad[i].clone();
             let p = pending(&one_bad, &d);
             assert_eq!(p.len(), data.len());
-            assert!(!signers.batch_holds(&p), "signature {i}");
+            assert!(
+                !signers.batch_holds(&p.iter().collect::<Vec<_>>()),
+                "signature {i}"
+            );
         }
         Ok(())
     }
