@@ -79,7 +79,11 @@ pub fn signature_status(
     signers: &AllowedSigners,
     commit: Oid,
 ) -> SignatureCheck {
-    signature_statuses(repo, signers, &[commit]).remove(0)
+    let checked = signature_statuses(repo, signers, &[commit]);
+    checked
+        .into_iter()
+        .next()
+        .unwrap_or(SignatureCheck::Missing)
 }
 
 /// Checks each of `commits`' signatures against the allowed signers, in

@@ -240,9 +240,7 @@ impl AllowedSigner {
             fingerprint,
         }
     }
-}
 
-impl AllowedSigner {
     /// A good signature by this signer.
     fn good(&self) -> SignatureCheck {
         SignatureCheck::Good {
@@ -443,7 +441,8 @@ impl AllowedSigners {
     /// ones are checked together, first as one batch (see
     /// [`AllowedSigners::batch_holds`]); when the batch does not hold, one
     /// by one, so each verdict is exactly what [`AllowedSigners::check`]
-    /// gives.
+    /// gives. A lone signature is checked on its own (a batch of one
+    /// costs more than the check).
     pub fn check_all(&self, prepared: Vec<Prepared>) -> Vec<SignatureCheck> {
         let pending: Vec<&PendingCheck> = prepared
             .iter()
@@ -452,7 +451,7 @@ impl AllowedSigners {
                 Prepared::Done(_) => None,
             })
             .collect();
-        let batch = self.batch_holds(&pending);
+        let batch = pending.len() > 1 && self.batch_holds(&pending);
         prepared
             .into_iter()
             .map(|p| match p {
