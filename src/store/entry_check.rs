@@ -215,9 +215,10 @@ impl ChainCommit {
     }
 }
 
-/// One commit of the chain as [`read_chain`] read it.
+/// One commit of the chain as [`read_chain`] read it; its signature
+/// checked (`S`: [`Prepared`] before its chunk's batch is checked).
 #[derive(Debug)]
-pub struct ReadCommit {
+pub struct ReadCommit<S = SignatureCheck> {
     pub commit: ChainCommit,
     /// Its first parent, the commit before it on the chain.
     pub first_parent: Option<Oid>,
@@ -225,7 +226,20 @@ pub struct ReadCommit {
     /// claims); `None` when the message is not a valid entry.
     pub entry: Option<ChainEntry>,
     /// Its signature checked against the allowed signers.
-    pub signature: SignatureCheck,
+    pub signature: S,
+}
+
+impl<S> ReadCommit<S> {
+    /// The same commit with `signature` instead, and the signature it had.
+    fn with_signature<T>(self, signature: T) -> (ReadCommit<T>, S) {
+        let read = ReadCommit {
+            commit: self.commit,
+            first_parent: self.first_parent,
+            entry: self.entry,
+            signature,
+        };
+        (read, self.signature)
+    }
 }
 
 /// How many commits a reading thread takes at a time.
@@ -320,23 +334,24 @@ fn read_part(
     let mut reads = Vec::with_capacity(part.len());
     let mut prepared = Vec::with_capacity(part.len());
     for oid in part {
-        let (read, signature) = read_commit(odb, signers, *oid)?;
+        let (read, signature) = read_commit(odb, signers, *oid)?.with_signature(());
         reads.push(read);
         prepared.push(signature);
     }
-    for (read, check) in reads.iter_mut().zip(signers.check_all(prepared)) {
-        read.signature = check;
-    }
-    Ok(reads)
+    let checks = signers.check_all(prepared);
+    Ok(reads
+        .into_iter()
+        .zip(checks)
+        .map(|(read, check)| read.with_signature(check).0)
+        .collect())
 }
 
-/// One commit of the chain read, with its signature prepared; the
-/// [`ReadCommit`]'s own says `Missing` until the caller sets it.
+/// One commit of the chain read, its signature prepared.
 fn read_commit(
     odb: &git2::Odb<'_>,
     signers: &AllowedSigners,
     oid: Oid,
-) -> Result<(ReadCommit, Prepared), StoreError> {
+) -> Result<ReadCommit<Prepared>, StoreError> {
     let object = odb.read(oid)?;
     if object.kind() != git2::ObjectType::Commit {
         return Err(StoreError::BadEntry {
@@ -355,13 +370,12 @@ fn read_commit(
             entry,
             signer: commit.claimed,
         });
-    let read = ReadCommit {
+    Ok(ReadCommit {
         commit,
         first_parent,
         entry,
-        signature: SignatureCheck::Missing,
-    };
-    Ok((read, signature))
+        signature,
+    })
 }
 
 /// The message of a raw commit, as libgit2 gives it: after the first empty

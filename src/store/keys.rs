@@ -501,9 +501,6 @@ impl AllowedSigners {
         use curve25519_dalek::scalar::Scalar;
         use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
         use sha2::{Digest, Sha512};
-        if pending.is_empty() {
-            return true;
-        }
         let mut weights = vec![0u8; 16 * pending.len()];
         if getrandom::getrandom(&mut weights).is_err() {
             return false;
@@ -541,10 +538,15 @@ impl AllowedSigners {
         }
         scalars.push(base);
         points.push(curve25519_dalek::constants::ED25519_BASEPOINT_POINT);
+        // Every key with a signature in the batch (only decoded keys have
+        // one: see above).
         for (signer, weight) in self.signers.iter().zip(per_key) {
-            if let (Some(key), false) = (&signer.decoded, weight == Scalar::ZERO) {
-                scalars.push(weight);
-                points.push(key.to_edwards());
+            match &signer.decoded {
+                Some(key) if weight != Scalar::ZERO => {
+                    scalars.push(weight);
+                    points.push(key.to_edwards());
+                }
+                _ => {}
             }
         }
         EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
