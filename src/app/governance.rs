@@ -10,9 +10,10 @@
 //! under a savepoint) and lets go of the mutex. The last writer in line
 //! (nobody else waiting, or the batch full) flushes the batch: its objects
 //! as one pack, its refs in one transaction (compare-and-swap), its rows in
-//! one SQLite commit; then every writer of the batch is answered (a batch
-//! of approvals once their files are in the checkout too, put there
-//! outside the writer mutex: see [`Governance::sync_checkouts`]). A writer
+//! one SQLite commit; then every writer of the batch is answered (an
+//! approval once its file is in the checkout too, which it puts there
+//! itself outside the writer mutex: see [`Governance::sync_handed_through`];
+//! the batch's other writers do not wait for that). A writer
 //! whose closure fails is undone alone (savepoint, staged refs); a batch
 //! whose flush fails answers each of its writers with the error.
 //!
@@ -176,12 +177,14 @@ struct Outcomes {
     done_through: u64,
     /// Why recent batches failed, and whether the disk was full.
     failed: BTreeMap<u64, (String, bool)>,
-    /// Flushed batches whose files are not in the working tree yet (see
-    /// [`Governance::sync_checkouts`]): their writers wait for that too.
-    syncing: std::collections::BTreeSet<u64>,
+    /// Flushed batches that handed files over for the working tree, with
+    /// the number of their hand-over (see [`Checkouts`]), until those
+    /// files are there: a writer that staged one of them puts them there
+    /// itself ([`Governance::sync_handed_through`]) before its answer.
+    handed: BTreeMap<u64, u64>,
 }
 
-/// What [`Governance::sync_checkouts`] keeps between calls.
+/// What [`Governance::sync_handed_through`] keeps between calls.
 #[derive(Default)]
 struct CheckedOut {
     /// How many batches' files are in the working tree.
@@ -194,7 +197,7 @@ struct CheckedOut {
 }
 
 /// Files flushed batches put into the working tree, waiting for a
-/// [`Governance::sync_checkouts`] (one at a time, each taking all).
+/// [`Governance::sync_handed_through`] (one at a time, each taking all).
 #[derive(Default)]
 struct Checkouts {
     /// How many batches have handed files over.
@@ -486,20 +489,21 @@ impl Governance {
         let locked = self.writer.lock();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         let mut guard = locked.map_err(|_| GovError::Poisoned)?;
+        let checkouts = |w: &Writer| w.batch.as_ref().map_or(0, |b| b.staged.checkouts());
+        let checkouts_before = checkouts(&guard);
         let staged = self.run_in_batch(&mut guard, f);
         let member = matches!(staged, Ok(Ok(_)));
+        // A writer whose own (kept) changes asked for files in the working
+        // tree: an approval. It waits for them; the others do not.
+        let wants_checkout = checkouts(&guard) > checkouts_before;
         let batch_id = guard.batch.as_ref().map(|b| b.id);
         let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
         if self.waiting.load(Ordering::SeqCst) > 0 && !full {
             // Someone is in line for the mutex: the last of them flushes.
             drop(guard);
         } else {
-            let checkouts = self.finish_batch(&mut guard);
+            self.finish_batch(&mut guard);
             drop(guard);
-            // Outside the writer lock: the next batch is staged meanwhile.
-            if let Some((batch, files)) = checkouts {
-                self.sync_checkouts(batch, files);
-            }
         }
         let (value, written) = match staged {
             Ok(Ok(v)) => v,
@@ -509,6 +513,11 @@ impl Governance {
         if member {
             if let Some(id) = batch_id {
                 self.wait_for(id)?;
+                if wants_checkout {
+                    // Outside the writer lock: the next batch is staged
+                    // meanwhile.
+                    self.sync_batch_checkouts(id);
+                }
             }
         }
         Ok((value, written.into_iter().map(|w| w.entry).collect()))
@@ -632,11 +641,13 @@ impl Governance {
     }
 
     /// Flushes the open batch (objects, refs, index rows) and tells its
-    /// writers how it ended; releases the chain lock. Returns the batch's
-    /// files for the working tree, if it has any: its writers are told
-    /// once [`Governance::sync_checkouts`] has put them there.
-    fn finish_batch(&self, w: &mut Writer) -> Option<(u64, Vec<Checkout>)> {
-        let batch = w.batch.take()?;
+    /// writers how it ended; releases the chain lock. Hands the batch's
+    /// files for the working tree over (see [`Checkouts`]): the writers
+    /// that asked for them put them there before their answer.
+    fn finish_batch(&self, w: &mut Writer) {
+        let Some(batch) = w.batch.take() else {
+            return;
+        };
         tracing::debug!(
             batch = batch.id,
             writers = batch.members,
@@ -672,7 +683,11 @@ impl Governance {
         };
         outcomes.done_through = batch.id;
         if !checkouts.is_empty() {
-            outcomes.syncing.insert(batch.id);
+            if let Ok(mut c) = self.checkouts.lock() {
+                c.files.extend(checkouts);
+                c.handed += 1;
+                outcomes.handed.insert(batch.id, c.handed);
+            }
         }
         if let Err(e) = result {
             tracing::error!(error = %e.0, batch = batch.id, "a batch of writes failed");
@@ -683,36 +698,27 @@ impl Governance {
         }
         drop(outcomes);
         self.flushed.notify_all();
-        (!checkouts.is_empty()).then_some((batch.id, checkouts))
     }
 
-    /// Puts a flushed batch's files into the working tree
-    /// (`store::proposals::sync_worktree`), then tells its writers. One
-    /// caller at a time does the work, for every batch that handed files
-    /// over by then: rewriting the Git index costs as much for one file as
-    /// for many, and grows with the files on `main`.
-    fn sync_checkouts(&self, batch: u64, files: Vec<Checkout>) {
-        let mine = self.checkouts.lock().ok().map(|mut c| {
-            c.files.extend(files);
-            c.handed += 1;
-            c.handed
-        });
+    /// Puts flushed batch `batch`'s files into the working tree
+    /// (`store::proposals::sync_worktree`), unless they are there already.
+    fn sync_batch_checkouts(&self, batch: u64) {
+        let mine = match self.outcomes.lock() {
+            Ok(o) => o.handed.get(&batch).copied(),
+            Err(p) => p.into_inner().handed.get(&batch).copied(),
+        };
+        // None: a writer of this batch or a later one has put them there.
         if let Some(mine) = mine {
             self.sync_handed_through(mine);
         }
-        let mut outcomes = match self.outcomes.lock() {
-            Ok(o) => o,
-            Err(p) => p.into_inner(),
-        };
-        outcomes.syncing.remove(&batch);
-        drop(outcomes);
-        self.flushed.notify_all();
     }
 
     /// Puts every file handed over so far into the working tree, unless
-    /// an earlier call already took the files of hand-over `mine`. Best
-    /// effort, as the sync itself: the commits are durable, and the files
-    /// are on `main`.
+    /// an earlier call already took the files of hand-over `mine`. One
+    /// caller at a time does the work, for every batch that handed files
+    /// over by then: rewriting the Git index costs as much for one file as
+    /// for many, and grows with the files on `main`. Best effort, as the
+    /// sync itself: the commits are durable, and the files are on `main`.
     fn sync_handed_through(&self, mine: u64) {
         let Ok(mut state) = self.checked_out.lock() else {
             return;
@@ -746,6 +752,11 @@ impl Governance {
             Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
         }
         state.done = handed;
+        let mut outcomes = match self.outcomes.lock() {
+            Ok(o) => o,
+            Err(p) => p.into_inner(),
+        };
+        outcomes.handed.retain(|_, n| *n > handed);
     }
 
     /// Flushes a batch: whether the index took its rows too, and the
@@ -843,7 +854,7 @@ impl Governance {
     /// Waits until batch `id` is flushed; its error, if it failed.
     fn wait_for(&self, id: u64) -> Result<(), GovError> {
         let mut outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
-        while outcomes.done_through < id || outcomes.syncing.contains(&id) {
+        while outcomes.done_through < id {
             outcomes = self
                 .flushed
                 .wait(outcomes)
@@ -1146,5 +1157,70 @@ mod tests {
     #[test]
     fn governance_is_send_and_sync() {
         assert_send_sync::<Governance>();
+    }
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// An approval and another write in one batch: the other writer is
+    /// answered once the batch is durable, while the approval still waits
+    /// to put its file into the working tree (held up here by the working
+    /// tree's lock, as another gov process syncing would hold it).
+    #[test]
+    fn only_the_writer_that_asked_for_a_checkout_waits_for_it() -> TestResult {
+        use crate::domain::audit::{Actor, Event};
+        use crate::store::lock::WORKTREE_LOCK_FILE;
+        let dir = tempfile::tempdir()?;
+        crate::app::init::init(&crate::app::init::InitOptions {
+            dir: dir.path().to_path_buf(),
+            operator_name: "operator".into(),
+            operator_key: None,
+        })?;
+        let settings = Settings::load(dir.path())?;
+        let gov = Governance::open(&settings, Role::Server)?;
+        let entry = |what: &str| -> Result<NewEntry, crate::domain::event::EventNameError> {
+            let event = Event::other("tool_call", serde_json::json!({ "what": what }))?;
+            Ok(NewEntry::new(Actor::server(), event))
+        };
+        let (approval_entry, other_entry) = (entry("approval")?, entry("other")?);
+        let file = dir.path().join("approved.toml");
+        let held = ChainLock::acquire_named(&dir.path().join(".git"), WORKTREE_LOCK_FILE)?;
+        std::thread::scope(|scope| -> TestResult {
+            // Both writers in line before either gets in: one batch.
+            let writer = gov.writer.lock().map_err(|_| "poisoned")?;
+            let approval = scope.spawn(|| {
+                gov.transact(|tx| -> Result<_, GovError> {
+                    tx.staged()
+                        .checkout_after("refs/heads/main", "approved.toml", b"ok\n");
+                    Ok(((), vec![approval_entry]))
+                })
+            });
+            let other = scope
+                .spawn(|| gov.transact(|_| -> Result<_, GovError> { Ok(((), vec![other_entry])) }));
+            while gov.waiting.load(Ordering::SeqCst) < 2 {
+                std::thread::yield_now();
+            }
+            drop(writer);
+            // It must be answered while the lock is held; a minute bounds
+            // the test should it wait (then it fails, not hangs).
+            let since = std::time::Instant::now();
+            while !other.is_finished() && since.elapsed() < std::time::Duration::from_secs(60) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let answered = other.is_finished();
+            let approval_done = approval.is_finished();
+            drop(held);
+            assert!(
+                answered,
+                "the other writer waited for the approval's checkout"
+            );
+            let written = other.join().map_err(|_| "the other writer panicked")??;
+            assert_eq!(written.1.len(), 1);
+            assert_eq!(gov.batch_stats(), (1, 2), "not one batch of both");
+            assert!(!approval_done, "the approval did not wait for its checkout");
+            approval.join().map_err(|_| "the approval panicked")??;
+            Ok(())
+        })?;
+        assert_eq!(std::fs::read_to_string(&file)?, "ok\n");
+        Ok(())
     }
 }

@@ -463,6 +463,11 @@ impl Staged {
             .push((branch_ref.to_string(), path.to_string(), content.to_vec()));
     }
 
+    /// How many files [`Staged::checkout_after`] asked for so far.
+    pub fn checkouts(&self) -> usize {
+        self.checkouts.len()
+    }
+
     /// Takes the files [`Staged::checkout_after`] asked for: the caller
     /// puts them into the working tree itself once the batch is durable
     /// (`store::proposals::sync_worktree`), and [`Staged::flush`] does not.
