@@ -53,6 +53,23 @@ CREATE INDEX IF NOT EXISTS audit_event ON audit(event_type);
 CREATE INDEX IF NOT EXISTS audit_proposal ON audit(proposal_id);
 ";
 
+/// Whether a schema is made with its secondary indexes (`CREATE INDEX`).
+#[derive(Clone, Copy)]
+enum Indexes {
+    Made,
+    /// Tables (and the indexes of their keys) only: for a throw-away
+    /// projection (see [`Index::projection`]).
+    Left,
+}
+
+/// `schema` without its `CREATE INDEX` statements.
+fn without_indexes(schema: &str) -> String {
+    schema
+        .split_inclusive(';')
+        .filter(|statement| !statement.trim_start().starts_with("CREATE INDEX"))
+        .collect()
+}
+
 /// The audit table's schema, for tests of the queries over it.
 #[cfg(test)]
 pub(crate) const SCHEMA_FOR_TESTS: &str = SCHEMA;
@@ -229,6 +246,11 @@ impl Index {
     }
 
     fn ensure_schema(&mut self) -> Result<(), StoreError> {
+        self.ensure_schema_with(Indexes::Made)
+    }
+
+    /// [`Index::ensure_schema`], with or without the secondary indexes.
+    fn ensure_schema_with(&mut self, indexes: Indexes) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -238,8 +260,12 @@ impl Index {
         let version = get_meta(&tx, "schema_version")?;
         if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
             drop_all(&tx)?;
-            tx.execute_batch(SCHEMA)?;
-            tx.execute_batch(crate::store::projection::SCHEMA)?;
+            for schema in [SCHEMA, crate::store::projection::SCHEMA] {
+                match indexes {
+                    Indexes::Made => tx.execute_batch(schema)?,
+                    Indexes::Left => tx.execute_batch(&without_indexes(schema))?,
+                }
+            }
             set_meta(&tx, "schema_version", &SCHEMA_VERSION.to_string())?;
         }
         tx.commit()?;
@@ -428,7 +454,10 @@ impl Index {
         fresh.conn.execute_batch(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;",
         )?;
-        fresh.ensure_schema()?;
+        // Its rows are written and compared, never looked up by anything
+        // but their keys: the secondary indexes, which readers of the live
+        // index need, would only be kept up to date for nothing.
+        fresh.ensure_schema_with(Indexes::Left)?;
         fresh.conn.execute_batch("BEGIN")?;
         // The `audit` table, most of the index, is compared row by row as
         // the entries come, not copied: unless its columns are not the
@@ -1095,6 +1124,42 @@ mod tests {
         index.conn.execute_batch("COMMIT")?;
         index.conn.execute_batch(edit)?;
         Ok(index.difference_from_entries(entries.into_iter().map(Ok))?)
+    }
+
+    /// The throw-away projection has every table of the index, column for
+    /// column with the same keys, and none of its secondary indexes.
+    #[test]
+    fn a_projection_has_the_tables_without_the_secondary_indexes(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let live = Index::open(&dir.path().join("index.sqlite"))?;
+        // As `Index::projection` makes it.
+        let mut fresh = Index {
+            conn: Connection::open(dir.path().join("fresh.sqlite"))?,
+        };
+        fresh.ensure_schema_with(Indexes::Left)?;
+        let schema = |conn: &Connection, kind: &str| -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = conn.prepare(
+                "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let tables = schema(&live.conn, "table")?;
+        assert!(tables.len() >= 9, "{tables:?}");
+        assert_eq!(schema(&fresh.conn, "table")?, tables);
+        let indexes = |conn: &Connection| -> rusqlite::Result<(usize, usize)> {
+            let all = schema(conn, "index")?;
+            let made = all
+                .iter()
+                .filter(|(n, _)| !n.starts_with("sqlite_autoindex"))
+                .count();
+            Ok((all.len() - made, made))
+        };
+        let (keys, made) = indexes(&live.conn)?;
+        assert!(made >= 10, "the live index has {made} secondary indexes");
+        assert_eq!(indexes(&fresh.conn)?, (keys, 0));
+        Ok(())
     }
 
     #[test]
