@@ -239,24 +239,10 @@ fn branch_changes(
 ) -> Result<Vec<(String, Option<Oid>)>, StoreError> {
     let fork = repo.find_commit(super::fork::fork_point(repo, main.id(), branch.id())?)?;
     let (fork_tree, main_tree) = (fork.tree()?, main.tree()?);
-    let diff = repo.diff_tree_to_tree(Some(&fork_tree), Some(&branch.tree()?), None)?;
+    let changes = crate::store::tree::changed_files(repo, Some(&fork_tree), Some(&branch.tree()?))?;
     let mut out = Vec::new();
-    for d in diff.deltas() {
-        let deleted = d.status() == git2::Delta::Deleted;
-        let side = if deleted { d.old_file() } else { d.new_file() };
-        let Some(path) = side.path().and_then(|p| p.to_str()) else {
-            continue;
-        };
-        match d.status() {
-            git2::Delta::Added | git2::Delta::Modified | git2::Delta::Deleted => {}
-            other => {
-                return Err(git2::Error::from_str(&format!(
-                    "the branch {} `{path}`: only added, changed and deleted files can be approved",
-                    format!("{other:?}").to_lowercase()
-                ))
-                .into())
-            }
-        }
+    for change in changes {
+        let path = change.path.as_str();
         let at = |t: &git2::Tree<'_>| t.get_path(std::path::Path::new(path)).ok().map(|e| e.id());
         if at(&main_tree) != at(&fork_tree) {
             return Err(git2::Error::from_str(&format!(
@@ -264,7 +250,7 @@ fn branch_changes(
             ))
             .into());
         }
-        out.push((path.to_string(), (!deleted).then(|| d.new_file().id())));
+        out.push((change.path.clone(), change.new.map(|(id, _)| id)));
     }
     Ok(out)
 }

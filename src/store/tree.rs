@@ -142,6 +142,110 @@ fn update(
     Ok(Some(staged.write(repo, ObjectType::Tree, &data)?))
 }
 
+/// A file (a blob, a symlink or a submodule's commit) that differs between
+/// two trees: its path, and its id and mode on each side (`None`: not
+/// there, or not a file there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    pub old: Option<(Oid, i32)>,
+    pub new: Option<(Oid, i32)>,
+}
+
+/// The files that differ between `old` and `new` (`None`: the empty tree),
+/// as a diff of the two trees without rename detection lists them: added,
+/// deleted, or changed in content or mode; a file that became a folder is
+/// deleted and the folder's files added. In path order. A folder with the
+/// same id on both sides is not read, so the cost is that of the changed
+/// paths, not of the trees' size (libgit2's tree-to-tree diff reads every
+/// folder of both trees: on a `main` holding thousands of approved
+/// proposals, that was most of an approval's time). A path that is not
+/// UTF-8 is an error.
+pub fn changed_files(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+) -> Result<Vec<FileChange>, StoreError> {
+    let mut out = Vec::new();
+    compare_level(repo, "", old, new, &mut out)?;
+    Ok(out)
+}
+
+/// One level of [`changed_files`]: the entries of `old` and `new` under
+/// `prefix`.
+fn compare_level(
+    repo: &Repository,
+    prefix: &str,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+    out: &mut Vec<FileChange>,
+) -> Result<(), StoreError> {
+    /// An entry: its id and mode, and whether it is a folder.
+    type Entry = (Oid, i32, bool);
+    let entries = |t: Option<&git2::Tree<'_>>| -> BTreeMap<Vec<u8>, Entry> {
+        t.into_iter()
+            .flat_map(|t| t.iter())
+            .map(|e| {
+                let folder = e.kind() == Some(ObjectType::Tree);
+                (e.name_bytes().to_vec(), (e.id(), e.filemode(), folder))
+            })
+            .collect()
+    };
+    let (before, after) = (entries(old), entries(new));
+    let mut names: Vec<&Vec<u8>> = before.keys().chain(after.keys()).collect();
+    names.sort_by_key(|n| {
+        let folder = |m: &BTreeMap<Vec<u8>, Entry>| m.get(*n).is_some_and(|e| e.2);
+        sort_key(
+            n,
+            if folder(&before) || folder(&after) {
+                TREE_MODE
+            } else {
+                FILE_MODE
+            },
+        )
+    });
+    names.dedup();
+    for name in names {
+        let (was, is) = (before.get(name), after.get(name));
+        if was == is {
+            continue;
+        }
+        let name = std::str::from_utf8(name).map_err(|_| {
+            git2::Error::from_str(&format!(
+                "a path under `{prefix}` is not UTF-8: {}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let path = format!("{prefix}{name}");
+        let folder = |e: Option<&Entry>| -> Result<Option<git2::Tree<'_>>, StoreError> {
+            match e {
+                Some((id, _, true)) => Ok(Some(repo.find_tree(*id)?)),
+                _ => Ok(None),
+            }
+        };
+        let file = |e: Option<&Entry>| e.filter(|e| !e.2).map(|e| (e.0, e.1));
+        let (old_file, new_file) = (file(was), file(is));
+        if old_file.is_some() || new_file.is_some() {
+            out.push(FileChange {
+                path: path.clone(),
+                old: old_file,
+                new: new_file,
+            });
+        }
+        let (old_folder, new_folder) = (folder(was)?, folder(is)?);
+        if old_folder.is_some() || new_folder.is_some() {
+            compare_level(
+                repo,
+                &format!("{path}/"),
+                old_folder.as_ref(),
+                new_folder.as_ref(),
+                out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// What libgit2 says when a file would replace an entry of another type
 /// (a folder, or a submodule's commit).
 fn replace_error(found: &str, path: &str) -> StoreError {
@@ -199,6 +303,94 @@ mod tests {
             };
         }
         update.create_updated(repo, &base)
+    }
+
+    /// The changes libgit2's tree-to-tree diff lists, as [`changed_files`]
+    /// gives them.
+    fn libgit2_changes(
+        repo: &Repository,
+        old: Option<&git2::Tree<'_>>,
+        new: Option<&git2::Tree<'_>>,
+    ) -> TestResult<Vec<FileChange>> {
+        let diff = repo.diff_tree_to_tree(old, new, None)?;
+        let side =
+            |f: git2::DiffFile<'_>| (!f.id().is_zero()).then(|| (f.id(), i32::from(f.mode())));
+        let mut out = Vec::new();
+        for d in diff.deltas() {
+            let path = d
+                .new_file()
+                .path()
+                .or(d.old_file().path())
+                .ok_or("no path")?;
+            out.push(FileChange {
+                path: path.to_str().ok_or("not UTF-8")?.to_string(),
+                old: side(d.old_file()),
+                new: side(d.new_file()),
+            });
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn changed_files_are_those_libgit2_diffs_list() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let blob = |text: &str| repo.blob(text.as_bytes());
+        let (one, two, three) = (blob("one")?, blob("two")?, blob("three")?);
+        let tree = |files: &[(&str, Oid, FileMode)]| -> TestResult<Oid> {
+            let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
+            let mut update = TreeUpdateBuilder::new();
+            for (path, id, mode) in files {
+                update.upsert(*path, *id, *mode);
+            }
+            Ok(update.create_updated(&repo, &empty)?)
+        };
+        let many: Vec<String> = (0..40).map(|i| format!("same/f{i:02}.txt")).collect();
+        let mut before = vec![
+            ("a.txt", one, FileMode::Blob),
+            ("dir/b.txt", one, FileMode::Blob),
+            ("dir/sub/c.txt", two, FileMode::Blob),
+            ("x", one, FileMode::Blob),
+            ("y/z.txt", two, FileMode::Blob),
+            ("run.sh", three, FileMode::Blob),
+            ("gone/deep/file", one, FileMode::Blob),
+            ("a-b", one, FileMode::Blob),
+        ];
+        before.extend(many.iter().map(|p| (p.as_str(), one, FileMode::Blob)));
+        let mut after = vec![
+            ("a.txt", two, FileMode::Blob),
+            ("dir/sub/c.txt", two, FileMode::Blob),
+            ("dir/sub/d.txt", three, FileMode::Blob),
+            ("x/inner.txt", one, FileMode::Blob),
+            ("y", two, FileMode::Blob),
+            ("run.sh", three, FileMode::BlobExecutable),
+            ("new/deep/file", one, FileMode::Blob),
+            ("a-b", one, FileMode::Blob),
+            ("a/b", one, FileMode::Blob),
+        ];
+        after.extend(many.iter().map(|p| (p.as_str(), one, FileMode::Blob)));
+        let (old, new) = (
+            repo.find_tree(tree(&before)?)?,
+            repo.find_tree(tree(&after)?)?,
+        );
+        let expected = libgit2_changes(&repo, Some(&old), Some(&new))?;
+        assert_eq!(expected.len(), 11, "{expected:#?}");
+        assert_eq!(changed_files(&repo, Some(&old), Some(&new))?, expected);
+        // Each way round, and against nothing.
+        assert_eq!(
+            changed_files(&repo, Some(&new), Some(&old))?,
+            libgit2_changes(&repo, Some(&new), Some(&old))?
+        );
+        assert_eq!(
+            changed_files(&repo, None, Some(&new))?,
+            libgit2_changes(&repo, None, Some(&new))?
+        );
+        assert_eq!(
+            changed_files(&repo, Some(&old), None)?,
+            libgit2_changes(&repo, Some(&old), None)?
+        );
+        assert_eq!(changed_files(&repo, Some(&old), Some(&old))?, vec![]);
+        Ok(())
     }
 
     #[test]
