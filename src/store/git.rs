@@ -804,17 +804,152 @@ impl PackedRefs {
         if wanted.is_empty() {
             return Ok(PackedRefs(Default::default()));
         }
-        let text = packed_refs_text(git_dir)?;
-        Ok(PackedRefs(
-            packed_names(&text)
-                .filter(|name| wanted.contains(name))
-                .map(str::to_string)
-                .collect(),
-        ))
+        let path = git_dir.join("packed-refs");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(PackedRefs(Default::default()))
+            }
+            Err(e) => return Err(StoreError::io("open", &path, e)),
+        };
+        let found = (|| -> std::io::Result<std::collections::HashSet<String>> {
+            let sorted = SortedPackedRefs::open(&file)?;
+            let mut found = std::collections::HashSet::new();
+            match sorted {
+                // The file grows with every decided proposal's branch:
+                // each name is looked up in a few small reads.
+                Some(sorted) => {
+                    for name in wanted {
+                        if sorted.holds(name)? {
+                            found.insert(name.to_string());
+                        }
+                    }
+                }
+                None => {
+                    let text = std::io::read_to_string(&file)?;
+                    found.extend(
+                        packed_names(&text)
+                            .filter(|name| wanted.contains(name))
+                            .map(str::to_string),
+                    );
+                }
+            }
+            Ok(found)
+        })()
+        .map_err(|e| StoreError::io("read", &path, e))?;
+        Ok(PackedRefs(found))
     }
 
     fn holds(&self, refname: &str) -> bool {
         self.0.contains(refname)
+    }
+}
+
+/// A `packed-refs` file whose header says its refs are sorted (git and
+/// libgit2 write it so, and so does gov): a ref is looked up by a binary
+/// search over the file's lines, a few small reads instead of reading
+/// the whole file.
+struct SortedPackedRefs<'f> {
+    file: &'f File,
+    len: u64,
+}
+
+impl<'f> SortedPackedRefs<'f> {
+    /// Bytes read at a time; the search reads the rest of a range this
+    /// small at once.
+    const WINDOW: u64 = 512;
+
+    /// `None` when the file does not say it is sorted.
+    fn open(file: &'f File) -> std::io::Result<Option<Self>> {
+        let len = file.metadata()?.len();
+        let this = SortedPackedRefs { file, len };
+        let head = this.read(0, Self::WINDOW)?;
+        let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let sorted = first.starts_with(b"# pack-refs with:")
+            && first.split(|b| *b == b' ').any(|t| t == b"sorted");
+        Ok(sorted.then_some(this))
+    }
+
+    /// The bytes `[from, from + n)`, fewer at the end of the file.
+    fn read(&self, from: u64, n: u64) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let end = from.saturating_add(n).min(self.len);
+        let mut buf = vec![0u8; end.saturating_sub(from) as usize];
+        self.file.read_exact_at(&mut buf, from)?;
+        Ok(buf)
+    }
+
+    /// The first ref line (not the header, not a `^` peeled line) that
+    /// starts at or after `at`, as its start and its ref name; `None` if
+    /// there is none.
+    fn ref_line_from(&self, at: u64) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+        // A line starts at 0 or just after a newline.
+        let mut start = match at {
+            0 => 0,
+            _ => {
+                let mut pos = at - 1;
+                loop {
+                    let chunk = self.read(pos, Self::WINDOW)?;
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    match chunk.iter().position(|b| *b == b'\n') {
+                        Some(i) => break pos + i as u64 + 1,
+                        None => pos += chunk.len() as u64,
+                    }
+                }
+            }
+        };
+        loop {
+            let mut want = Self::WINDOW;
+            let line = loop {
+                let chunk = self.read(start, want)?;
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
+                match chunk.iter().position(|b| *b == b'\n') {
+                    Some(i) => break chunk[..i].to_vec(),
+                    None if start + (chunk.len() as u64) >= self.len => break chunk,
+                    None => want *= 2,
+                }
+            };
+            let next = start + line.len() as u64 + 1;
+            if !line.starts_with(b"#") && !line.starts_with(b"^") {
+                if let Some(i) = line.iter().position(|b| *b == b' ') {
+                    return Ok(Some((start, line[i + 1..].to_vec())));
+                }
+            }
+            start = next;
+        }
+    }
+
+    /// Whether the file holds a ref named `name`.
+    fn holds(&self, name: &str) -> std::io::Result<bool> {
+        let name = name.as_bytes();
+        // The line naming it, if any, starts in [lo, hi).
+        let (mut lo, mut hi) = (0u64, self.len);
+        while hi - lo > Self::WINDOW {
+            let mid = lo + (hi - lo) / 2;
+            match self.ref_line_from(mid)? {
+                Some((start, found)) if start < hi => match found.as_slice().cmp(name) {
+                    std::cmp::Ordering::Equal => return Ok(true),
+                    std::cmp::Ordering::Less => lo = start + 1,
+                    std::cmp::Ordering::Greater => hi = start,
+                },
+                _ => hi = mid,
+            }
+        }
+        let mut at = lo;
+        while let Some((start, found)) = self.ref_line_from(at)? {
+            if start >= hi || found.as_slice() > name {
+                return Ok(false);
+            }
+            if found == name {
+                return Ok(true);
+            }
+            at = start + 1;
+        }
+        Ok(false)
     }
 }
 
@@ -1208,6 +1343,67 @@ pub fn git_dirs(root: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Looked up by binary search, a sorted `packed-refs` holds exactly the
+    /// names a full read finds, whatever the file's size and lines.
+    #[test]
+    fn a_sorted_packed_refs_is_searched_as_it_is_read() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        for count in [0usize, 1, 2, 3, 10, 3_000] {
+            let mut names: Vec<String> = (0..count)
+                .map(|i| match i % 7 {
+                    0 => format!("refs/heads/gov/proposal/{i:05}-{}", "x".repeat(i % 13)),
+                    1 => format!("refs/tags/v{i}"),
+                    // Longer than what the search reads at a time.
+                    2 if i < 50 => format!("refs/heads/long/{}{i}", "y".repeat(1_500)),
+                    _ => format!("refs/heads/gov/rejected/{i:05}"),
+                })
+                .collect();
+            names.sort();
+            let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+            for (i, name) in names.iter().enumerate() {
+                text.push_str(&format!("{:040x} {name}\n", i + 1));
+                if name.starts_with("refs/tags/") {
+                    text.push_str(&format!("^{:040x}\n", i + 7));
+                }
+            }
+            let path = dir.path().join(format!("packed-refs-{count}"));
+            std::fs::write(&path, &text)?;
+            let file = File::open(&path)?;
+            let sorted = SortedPackedRefs::open(&file)?.ok_or("not taken as sorted")?;
+            let mut absent = vec![
+                "refs/a".to_string(),
+                "refs/zzz".to_string(),
+                "refs/heads/gov/proposal/".to_string(),
+                String::new(),
+            ];
+            for name in names.iter().step_by(17) {
+                absent.push(format!("{name}0"));
+                absent.push(name[..name.len() - 1].to_string());
+            }
+            let held: BTreeSet<&str> = packed_names(&text).collect();
+            for name in &names {
+                assert!(sorted.holds(name)?, "{count} refs: {name} not found");
+            }
+            for name in absent.iter().filter(|n| !held.contains(n.as_str())) {
+                assert!(!sorted.holds(name)?, "{count} refs: {name} found");
+            }
+        }
+        // A file that does not say it is sorted is read whole.
+        let path = dir.path().join("packed-refs-unsorted");
+        std::fs::write(
+            &path,
+            format!(
+                "# pack-refs with: peeled \n{:040x} refs/b\n{:040x} refs/a\n",
+                1, 2
+            ),
+        )?;
+        assert!(SortedPackedRefs::open(&File::open(&path)?)?.is_none());
+        std::fs::rename(&path, dir.path().join("packed-refs"))?;
+        let packed = PackedRefs::read(dir.path(), ["refs/a", "refs/c"])?;
+        assert!(packed.holds("refs/a") && !packed.holds("refs/c"));
+        Ok(())
+    }
 
     type Fixture = (
         tempfile::TempDir,
