@@ -1,0 +1,63 @@
+#!/bin/sh
+# Writes as history grows: one `gov serve` on a repository made by
+# `gov init`, driven by bench_server (`--url`) for ROUNDS rounds (default
+# 25) of 2,000 submissions and 1,000 decisions each (20% approvals), so
+# that approvals and rejected branches spread through the history. Prints
+# each round's submission and decision lines (rate, p50, p99, max) and the
+# server's CPU seconds at the end of the round; the last rounds show what a
+# grown history costs, the first what a fresh one does. A few seconds a
+# round here.
+#
+#   scripts/bench-history.sh [ROUNDS] [BUILD_DIR]
+#
+# BUILD_DIR holds `gov` and `bench_server` (default: the current tree's
+# release build, built first). Loopback only (port 8236); the repository
+# is made in a temporary folder and removed at the end, the server stopped.
+set -eu
+cd "$(dirname "$0")/.."
+rounds=${1:-25}
+build=${2:-}
+if [ -z "$build" ]; then
+    cargo build --quiet --release --bins --example bench_server
+    build=target/release
+fi
+build=$(cd "$build" && pwd)
+bench=$build/bench_server
+[ -x "$bench" ] || bench=$build/examples/bench_server
+dir=$(mktemp -d)
+server=""
+stop() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$dir"
+}
+trap stop EXIT INT TERM
+cd "$dir"
+"$build/gov" init repo >/dev/null
+cd repo
+# Token-less agents, as bench_server sends them: an enforcement setting,
+# in force once approved on `main`.
+sed -i 's/^# port = 8005/port = 8236/; s/^# agent_auth = "required"/agent_auth = "optional"/' gov.toml
+id=$("$build/gov" policy propose -m "agents without tokens, for a benchmark" 2>/dev/null \
+    | sed -n 's/^proposed policy change \([^ ]*\) .*/\1/p')
+"$build/gov" approve "$id" >/dev/null 2>"$dir/approve.log" || {
+    cat "$dir/approve.log" >&2
+    exit 1
+}
+"$build/gov" serve >"$dir/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do
+    grep -q listening "$dir/serve.log" 2>/dev/null && break
+    sleep 0.1
+done
+operator=$(cat .gov/operator-token)
+runner=$(cat .gov/runner-token)
+echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round |"
+for round in $(seq 1 "$rounds"); do
+    "$bench" --url http://127.0.0.1:8236 --operator-token "$operator" --runner-token "$runner" \
+        --submits 2000 --rounds 1 --decisions 1000 --approve-pct 20 --charges 0 --audits 0 --hooks 0 \
+        2>/dev/null | grep -E '^\| (submit round 1|decisions) ' | sed 's/ | - |$/ |/' \
+        | while read -r line; do
+            cpu=$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$server/stat)
+            echo "| $round $line $cpu |"
+        done
+done
