@@ -4,7 +4,8 @@
 # 25) of 2,000 submissions and 1,000 decisions each (20% approvals), so
 # that approvals and rejected branches spread through the history. Prints
 # each round's submission and decision lines (rate, p50, p99, max) and the
-# server's CPU seconds at the end of the round; the last rounds show what a
+# server's CPU seconds and resident memory (all, and its anonymous part:
+# heap and stacks, without mapped files) at the end of the round; the last rounds show what a
 # grown history costs, the first what a fresh one does. A few seconds a
 # round here.
 #
@@ -51,13 +52,14 @@ for _ in $(seq 1 100); do
 done
 operator=$(cat .gov/operator-token)
 runner=$(cat .gov/runner-token)
-echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round |"
+echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous |"
 for round in $(seq 1 "$rounds"); do
     "$bench" --url http://127.0.0.1:8236 --operator-token "$operator" --runner-token "$runner" \
         --submits 2000 --rounds 1 --decisions 1000 --approve-pct 20 --charges 0 --audits 0 --hooks 0 \
         2>/dev/null | grep -E '^\| (submit round 1|decisions) ' | sed 's/ | - |$/ |/' \
         | while read -r line; do
             cpu=$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$server/stat)
-            echo "| $round $line $cpu |"
+            rss=$(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} END {printf "%.0f | %.0f", r/1024, a/1024}' /proc/$server/status)
+            echo "| $round $line $cpu | $rss |"
         done
 done
