@@ -210,11 +210,11 @@ fn proposal_path_in(repo: &Repository, submitted: Oid, id: &str) -> Result<Strin
     let commit = repo.find_commit(submitted)?;
     let name = format!("{id}.toml");
     let parent = commit.parent(0).ok().map(|p| p.tree()).transpose()?;
-    let diff = repo.diff_tree_to_tree(parent.as_ref(), Some(&commit.tree()?), None)?;
-    let added = diff.deltas().find_map(|d| {
-        let path = d.new_file().path()?;
-        (path.file_name()? == name.as_str()).then(|| path.to_string_lossy().into_owned())
-    });
+    let changes = crate::store::tree::changed_files(repo, parent.as_ref(), Some(&commit.tree()?))?;
+    let added = changes
+        .into_iter()
+        .map(|c| c.path)
+        .find(|path| path.rsplit('/').next() == Some(name.as_str()));
     Ok(added.unwrap_or_else(|| crate::domain::proposal::Proposal::legacy_file_path(id)))
 }
 

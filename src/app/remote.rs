@@ -433,18 +433,8 @@ fn flag_once(
 /// The paths `commit` changes against its first parent.
 fn changed_paths(repo: &Repository, commit: &git2::Commit<'_>) -> Result<Vec<String>, AppError> {
     let base = commit.parent(0)?.tree()?;
-    let diff = repo.diff_tree_to_tree(Some(&base), Some(&commit.tree()?), None)?;
-    Ok(diff
-        .deltas()
-        .filter_map(|d| {
-            let f = if d.new_file().exists() {
-                d.new_file()
-            } else {
-                d.old_file()
-            };
-            f.path().map(|p| p.to_string_lossy().into_owned())
-        })
-        .collect())
+    let changes = crate::store::tree::changed_files(repo, Some(&base), Some(&commit.tree()?))?;
+    Ok(changes.into_iter().map(|c| c.path).collect())
 }
 
 fn take_forge_merges(

@@ -446,18 +446,9 @@ fn tree_changes(
         repo.find_commit(from)?.tree()?,
         repo.find_commit(to)?.tree()?,
     );
-    let diff = repo.diff_tree_to_tree(Some(&a), Some(&b), None)?;
-    Ok(diff
-        .deltas()
-        .filter_map(|d| {
-            let (file, blob) = if d.new_file().exists() {
-                (d.new_file(), Some(d.new_file().id()))
-            } else {
-                (d.old_file(), None)
-            };
-            let path = file.path()?.to_string_lossy().into_owned();
-            Some((path, blob))
-        })
+    Ok(super::tree::changed_files(repo, Some(&a), Some(&b))?
+        .into_iter()
+        .map(|c| (c.path, c.new.map(|(id, _)| id)))
         .collect())
 }
 
@@ -492,21 +483,13 @@ fn change_problem(
     reviewed: &std::collections::BTreeMap<String, Option<Oid>>,
 ) -> Result<Option<String>, git2::Error> {
     let base = commit.parent(0)?.tree()?;
-    let diff = repo.diff_tree_to_tree(Some(&base), Some(&commit.tree()?), None)?;
+    let changes = super::tree::changed_files(repo, Some(&base), Some(&commit.tree()?))?;
     let want = Oid::hash_object(git2::ObjectType::Blob, content)?;
     let mut file_ok = false;
     let mut others: Vec<String> = Vec::new();
-    for delta in diff.deltas() {
-        let file = if delta.new_file().exists() {
-            delta.new_file()
-        } else {
-            delta.old_file()
-        };
-        let name = file
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let now = delta.new_file().exists().then(|| delta.new_file().id());
+    for change in changes {
+        let name = change.path;
+        let now = change.new.map(|(id, _)| id);
         if name == path && now == Some(want) {
             file_ok = true;
         } else if name != path && reviewed.get(&name) != Some(&now) {

@@ -165,7 +165,7 @@ pub fn changed_files(
     repo: &Repository,
     old: Option<&git2::Tree<'_>>,
     new: Option<&git2::Tree<'_>>,
-) -> Result<Vec<FileChange>, StoreError> {
+) -> Result<Vec<FileChange>, git2::Error> {
     let mut out = Vec::new();
     compare_level(repo, "", old, new, &mut out)?;
     Ok(out)
@@ -179,7 +179,7 @@ fn compare_level(
     old: Option<&git2::Tree<'_>>,
     new: Option<&git2::Tree<'_>>,
     out: &mut Vec<FileChange>,
-) -> Result<(), StoreError> {
+) -> Result<(), git2::Error> {
     /// An entry: its id and mode, and whether it is a folder.
     type Entry = (Oid, i32, bool);
     let entries = |t: Option<&git2::Tree<'_>>| -> BTreeMap<Vec<u8>, Entry> {
@@ -217,7 +217,7 @@ fn compare_level(
             ))
         })?;
         let path = format!("{prefix}{name}");
-        let folder = |e: Option<&Entry>| -> Result<Option<git2::Tree<'_>>, StoreError> {
+        let folder = |e: Option<&Entry>| -> Result<Option<git2::Tree<'_>>, git2::Error> {
             match e {
                 Some((id, _, true)) => Ok(Some(repo.find_tree(*id)?)),
                 _ => Ok(None),
