@@ -677,10 +677,7 @@ impl Governance {
             w.seen.1 = Some(tip.entry.seq);
         }
         drop(batch._lock);
-        let mut outcomes = match self.outcomes.lock() {
-            Ok(o) => o,
-            Err(p) => p.into_inner(),
-        };
+        let mut outcomes = self.outcomes_even_poisoned();
         outcomes.done_through = batch.id;
         if !checkouts.is_empty() {
             if let Ok(mut c) = self.checkouts.lock() {
@@ -703,10 +700,7 @@ impl Governance {
     /// Puts flushed batch `batch`'s files into the working tree
     /// (`store::proposals::sync_worktree`), unless they are there already.
     fn sync_batch_checkouts(&self, batch: u64) {
-        let mine = match self.outcomes.lock() {
-            Ok(o) => o.handed.get(&batch).copied(),
-            Err(p) => p.into_inner().handed.get(&batch).copied(),
-        };
+        let mine = self.outcomes_even_poisoned().handed.get(&batch).copied();
         // None: a writer of this batch or a later one has put them there.
         if let Some(mine) = mine {
             self.sync_handed_through(mine);
@@ -752,11 +746,16 @@ impl Governance {
             Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
         }
         state.done = handed;
-        let mut outcomes = match self.outcomes.lock() {
-            Ok(o) => o,
-            Err(p) => p.into_inner(),
-        };
-        outcomes.handed.retain(|_, n| *n > handed);
+        self.outcomes_even_poisoned()
+            .handed
+            .retain(|_, n| *n > handed);
+    }
+
+    /// The outcomes of flushed batches, also after a writer panicked while
+    /// holding them: what they record stays true, and the batches' writers
+    /// must still be told.
+    fn outcomes_even_poisoned(&self) -> MutexGuard<'_, Outcomes> {
+        self.outcomes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Flushes a batch: whether the index took its rows too, and the

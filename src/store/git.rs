@@ -813,28 +813,22 @@ impl PackedRefs {
             Err(e) => return Err(StoreError::io("open", &path, e)),
         };
         let found = (|| -> std::io::Result<std::collections::HashSet<String>> {
-            let sorted = SortedPackedRefs::open(&file)?;
-            let mut found = std::collections::HashSet::new();
-            match sorted {
+            match SortedPackedRefs::open(&file)? {
                 // The file grows with every decided proposal's branch:
                 // each name is looked up in a few small reads.
-                Some(sorted) => {
-                    for name in wanted {
-                        if sorted.holds(name)? {
-                            found.insert(name.to_string());
-                        }
-                    }
-                }
+                Some(sorted) => wanted
+                    .into_iter()
+                    .map(|name| Ok(sorted.holds(name)?.then(|| name.to_string())))
+                    .filter_map(Result::transpose)
+                    .collect(),
                 None => {
                     let text = std::io::read_to_string(&file)?;
-                    found.extend(
-                        packed_names(&text)
-                            .filter(|name| wanted.contains(name))
-                            .map(str::to_string),
-                    );
+                    Ok(packed_names(&text)
+                        .filter(|name| wanted.contains(name))
+                        .map(str::to_string)
+                        .collect())
                 }
             }
-            Ok(found)
         })()
         .map_err(|e| StoreError::io("read", &path, e))?;
         Ok(PackedRefs(found))
@@ -855,8 +849,7 @@ struct SortedPackedRefs<'f> {
 }
 
 impl<'f> SortedPackedRefs<'f> {
-    /// Bytes read at a time; the search reads the rest of a range this
-    /// small at once.
+    /// Bytes read at a time; a range this small is searched line by line.
     const WINDOW: u64 = 512;
 
     /// `None` when the file does not say it is sorted.

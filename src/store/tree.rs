@@ -377,18 +377,13 @@ mod tests {
         assert_eq!(expected.len(), 11, "{expected:#?}");
         assert_eq!(changed_files(&repo, Some(&old), Some(&new))?, expected);
         // Each way round, and against nothing.
-        assert_eq!(
-            changed_files(&repo, Some(&new), Some(&old))?,
-            libgit2_changes(&repo, Some(&new), Some(&old))?
-        );
-        assert_eq!(
-            changed_files(&repo, None, Some(&new))?,
-            libgit2_changes(&repo, None, Some(&new))?
-        );
-        assert_eq!(
-            changed_files(&repo, Some(&old), None)?,
-            libgit2_changes(&repo, Some(&old), None)?
-        );
+        for (a, b) in [
+            (Some(&new), Some(&old)),
+            (None, Some(&new)),
+            (Some(&old), None),
+        ] {
+            assert_eq!(changed_files(&repo, a, b)?, libgit2_changes(&repo, a, b)?);
+        }
         assert_eq!(changed_files(&repo, Some(&old), Some(&old))?, vec![]);
         Ok(())
     }
