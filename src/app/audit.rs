@@ -630,11 +630,11 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         }
     }
     check_main_merges(settings, &repo, &signers, &forge, &mut report, &mut found)?;
-    check_in_force(settings, &repo, &forge, &mut report, &mut found)?;
-    let main = repo.refname_to_id(&settings.main_refname()).ok();
+    let trust = check_in_force(settings, &repo, &forge, &mut report, &mut found)?;
     let known = |id: &str| Ok(forge.proposals.contains(id));
+    let merges = trust.as_ref().map(|t| t.merges());
     let orphans =
-        crate::app::orphans::find(&repo, settings, main, &signers, &forge.pending, &known)
+        crate::app::orphans::find(&repo, settings, merges, &signers, &forge.pending, &known)
             .map_err(|e| StoreError::BadEntry {
                 commit: "-".into(),
                 reason: e.to_string(),
@@ -767,16 +767,17 @@ fn check_main_merges(
 
 /// The root of trust: every commit on `main` that changes governed paths
 /// without authorization and is still there is a problem; one that was
-/// later reverted or adopted is a note.
+/// later reverted or adopted is a note. Returns the walk's outcome (`None`
+/// without `main`).
 fn check_in_force(
     settings: &Settings,
     repo: &Repository,
     forge: &ForgeRecords,
     report: &mut VerifyReport,
     found: &mut Vec<Problem>,
-) -> Result<(), VerifyError> {
+) -> Result<Option<crate::store::trust::TrustState>, VerifyError> {
     let Ok(tip) = repo.refname_to_id(&settings.main_refname()) else {
-        return Ok(());
+        return Ok(None);
     };
     let recorded = |merge: Oid| forge.approvals.contains(&merge.to_string());
     let trust = crate::store::trust::TrustState::compute(repo, tip, None, &recorded)?;
@@ -795,7 +796,7 @@ fn check_in_force(
             r.reason
         ));
     }
-    Ok(())
+    Ok(Some(trust))
 }
 
 /// One line of `gov audit log`.

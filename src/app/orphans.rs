@@ -48,6 +48,7 @@ use crate::store::entry_check::{signature_problem, signature_status, SignersSour
 use crate::store::git::branch_names;
 use crate::store::keys::{AllowedSigners, Role, SignatureCheck};
 use crate::store::projection;
+use crate::store::trust::MainMerges;
 
 /// Pending proposals whose decided names [`find`] looks up one by one; with
 /// more, it lists the decided branches instead.
@@ -143,12 +144,13 @@ impl Orphan {
 
 /// Finds the Git changes no entry records. `known` says whether an entry
 /// records a proposal id; `pending` holds the proposals the chain says wait
-/// for a person; `main` is `main`'s tip (as the caller sees it) and
-/// `signers` the allowed signers that judge its merges.
+/// for a person; `main_merges` are the merges on `main`'s first-parent
+/// history (as the caller's trust walk read them; `None` without `main`)
+/// and `signers` the allowed signers that judge them.
 pub fn find(
     repo: &Repository,
     settings: &Settings,
-    main: Option<Oid>,
+    main_merges: Option<&MainMerges>,
     signers: &AllowedSigners,
     pending: &HashMap<String, PendingBranch>,
     known: &dyn Fn(&str) -> Result<bool, AppError>,
@@ -197,15 +199,11 @@ pub fn find(
             });
         }
     }
-    if let (Some(tip), false) = (main, by_commit.is_empty()) {
-        // Main moves only through review: its first-parent history is
-        // short, and an approval merge's second parent is the submitted
-        // proposal commit.
-        let mut next = Some(tip);
-        while let Some(oid) = next {
-            let commit = repo.find_commit(oid)?;
-            next = commit.parent_ids().next();
-            let Some(id) = commit.parent_id(1).ok().and_then(|p| by_commit.get(&p)) else {
+    if let (Some(merges), false) = (main_merges, by_commit.is_empty()) {
+        // An approval merge's second parent is the submitted proposal
+        // commit.
+        for (oid, second_parent) in merges.iter() {
+            let Some(id) = by_commit.get(&second_parent) else {
                 continue;
             };
             let check = signature_status(repo, signers, oid);
@@ -343,7 +341,14 @@ pub fn repair(svc: &Service) -> Result<usize, AppError> {
         // repaired.
         let allowed = signers.load(repo).unwrap_or_default();
         let known = |id: &str| Ok(projection::proposal_exists(conn, id)?);
-        let orphans = find(repo, &settings, main, &allowed, &pending, &known)?;
+        // The trust walk has read main's merges (at start-up it has just
+        // run): read from it rather than walking main's history again.
+        let trust = match main {
+            Some(_) => Some(svc.trust_at(repo, main)?),
+            None => None,
+        };
+        let merges = trust.as_ref().map(|t| t.merges());
+        let orphans = find(repo, &settings, merges, &allowed, &pending, &known)?;
         let mut entries = Vec::new();
         let rolled_back = roll_back_forge_merges(tx, &settings, main, &orphans)?;
         for orphan in &orphans {

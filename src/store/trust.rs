@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use git2::{Oid, Repository};
 
@@ -126,6 +127,66 @@ pub struct TrustState {
     at_tip: Governed,
     /// The signers in force (those of `in_force`).
     signers: AllowedSigners,
+    /// The merges on `tip`'s first-parent history.
+    merges: MainMerges,
+}
+
+/// The merges on `main`'s first-parent history, newest first, each with
+/// its second parent (for an approval, the proposal commit it merged).
+/// Gathered by the walk that computes a [`TrustState`], so that whoever
+/// looks for a merge of a given commit need not read `main`'s history
+/// again; a list that shares its older part, so a state is cloned and
+/// extended at a constant cost however long `main` is.
+#[derive(Debug, Clone, Default)]
+pub struct MainMerges {
+    newest: Option<Arc<MergeLink>>,
+}
+
+#[derive(Debug)]
+struct MergeLink {
+    merge: Oid,
+    second_parent: Oid,
+    older: Option<Arc<MergeLink>>,
+}
+
+impl Drop for MergeLink {
+    /// Unlinks the older links one by one: dropping them recursively would
+    /// go as deep as `main` is long.
+    fn drop(&mut self) {
+        let mut next = self.older.take();
+        while let Some(link) = next {
+            next = match Arc::try_unwrap(link) {
+                Ok(mut only) => only.older.take(),
+                // Another list still holds the rest.
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+impl MainMerges {
+    fn push(&mut self, merge: Oid, second_parent: Oid) {
+        self.newest = Some(Arc::new(MergeLink {
+            merge,
+            second_parent,
+            older: self.newest.take(),
+        }));
+    }
+
+    /// Each merge and its second parent, newest first.
+    pub fn iter(&self) -> impl Iterator<Item = (Oid, Oid)> + '_ {
+        std::iter::successors(self.newest.as_deref(), |l| l.older.as_deref())
+            .map(|l| (l.merge, l.second_parent))
+    }
+}
+
+/// A commit of `main`'s first-parent history as the walk reads it.
+#[derive(Debug, Clone, Copy)]
+struct FirstParent {
+    commit: Oid,
+    tree: Oid,
+    /// Its second parent, when it is a merge.
+    second_parent: Option<Oid>,
 }
 
 /// Whether a merge commit was recorded as an approval made on the forge.
@@ -160,23 +221,33 @@ impl TrustState {
         let mut all = first_parents_until(repo, tip, None)?.unwrap_or_default();
         all.reverse();
         let mut cache = WalkCache::default();
-        let Some((&(root, root_tree), rest)) = all.split_first() else {
+        let Some((&root, rest)) = all.split_first() else {
             return Err(git2::Error::from_str("main has no commits"));
         };
-        let state = governed_at(repo, root_tree, &mut cache)?;
+        let state = governed_at(repo, root.tree, &mut cache)?;
+        let mut merges = MainMerges::default();
+        if let Some(second) = root.second_parent {
+            merges.push(root.commit, second);
+        }
         let mut trust = TrustState {
-            tip: root,
-            in_force: root,
+            tip: root.commit,
+            in_force: root.commit,
             refused: Vec::new(),
             resolved: Vec::new(),
-            signers: signers_at(repo, root),
+            signers: signers_at(repo, root.commit),
             at_tip: state.clone(),
             state,
+            merges,
         };
         for &commit in rest {
             trust.step(repo, commit, &mut cache, forge)?;
         }
         Ok(trust)
+    }
+
+    /// The merges on the first-parent history of [`TrustState::tip`].
+    pub fn merges(&self) -> &MainMerges {
+        &self.merges
     }
 
     /// Whether `main`'s tip carries governed files that are not in force.
@@ -189,11 +260,15 @@ impl TrustState {
     fn step(
         &mut self,
         repo: &Repository,
-        (oid, tree): (Oid, Oid),
+        first_parent: FirstParent,
         cache: &mut WalkCache,
         forge: ForgeMerges<'_>,
     ) -> Result<(), git2::Error> {
-        let governed = governed_at(repo, tree, cache)?;
+        let oid = first_parent.commit;
+        if let Some(second) = first_parent.second_parent {
+            self.merges.push(oid, second);
+        }
+        let governed = governed_at(repo, first_parent.tree, cache)?;
         let parent = std::mem::replace(&mut self.at_tip, governed.clone());
         self.tip = oid;
         if governed == self.state {
@@ -391,13 +466,12 @@ fn governed_in(
 }
 
 /// The first-parent history from `tip` back to (not including) `stop`,
-/// newest first, each commit with its tree; `None` when `stop` is given and
-/// not reached.
+/// newest first; `None` when `stop` is given and not reached.
 fn first_parents_until(
     repo: &Repository,
     tip: Oid,
     stop: Option<Oid>,
-) -> Result<Option<Vec<(Oid, Oid)>>, git2::Error> {
+) -> Result<Option<Vec<FirstParent>>, git2::Error> {
     let mut out = Vec::new();
     let mut cur = Some(tip);
     while let Some(oid) = cur {
@@ -408,7 +482,11 @@ fn first_parents_until(
             return Err(git2::Error::from_str("main's history is too long to walk"));
         }
         let commit = repo.find_commit(oid)?;
-        out.push((oid, commit.tree_id()));
+        out.push(FirstParent {
+            commit: oid,
+            tree: commit.tree_id(),
+            second_parent: commit.parent_id(1).ok(),
+        });
         cur = commit.parent_ids().next();
     }
     Ok(if stop.is_some() { None } else { Some(out) })
@@ -421,6 +499,54 @@ fn short(commit: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn oid(n: u32) -> Oid {
+        let mut bytes = [0u8; 20];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        Oid::from_bytes(&bytes).expect("twenty bytes make an id")
+    }
+
+    #[test]
+    fn main_merges_are_listed_newest_first_and_share_their_older_part() {
+        let mut older = MainMerges::default();
+        assert_eq!(older.iter().count(), 0);
+        older.push(oid(1), oid(101));
+        older.push(oid(2), oid(102));
+        let mut a = older.clone();
+        a.push(oid(3), oid(103));
+        let mut b = older.clone();
+        b.push(oid(4), oid(104));
+        drop(older);
+        let listed = |m: &MainMerges| m.iter().collect::<Vec<_>>();
+        assert_eq!(
+            listed(&a),
+            [(oid(3), oid(103)), (oid(2), oid(102)), (oid(1), oid(101))]
+        );
+        drop(a);
+        assert_eq!(
+            listed(&b),
+            [(oid(4), oid(104)), (oid(2), oid(102)), (oid(1), oid(101))]
+        );
+    }
+
+    #[test]
+    fn a_long_list_of_main_merges_is_dropped_without_recursion() {
+        // A recursive drop would need about a million frames here, more
+        // than a thread's stack holds.
+        let mut merges = MainMerges::default();
+        for n in 0..1_000_000 {
+            merges.push(oid(n), oid(n));
+        }
+        let shared = merges.clone();
+        drop(merges);
+        assert_eq!(shared.iter().count(), 1_000_000);
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || drop(shared))
+            .expect("a thread starts")
+            .join()
+            .expect("the list is dropped within a small stack");
+    }
 
     #[test]
     fn enforcement_settings_ignore_comments_and_local_tables() {
