@@ -7,6 +7,7 @@
 //! `git_tree_create_updated` writes for the same change (a test compares
 //! ids), and the same changes are refused.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use git2::{ObjectType, Oid, Repository};
@@ -155,12 +156,14 @@ pub struct FileChange {
 /// The files that differ between `old` and `new` (`None`: the empty tree),
 /// as a diff of the two trees without rename detection lists them: added,
 /// deleted, or changed in content or mode; a file that became a folder is
-/// deleted and the folder's files added. In path order. A folder with the
+/// deleted and the folder's files added. In git's order (a folder sorts as
+/// its name followed by `/`), which is libgit2's diff's. A folder with the
 /// same id on both sides is not read, so the cost is that of the changed
 /// paths, not of the trees' size (libgit2's tree-to-tree diff reads every
 /// folder of both trees: on a `main` holding thousands of approved
 /// proposals, that was most of an approval's time). A path that is not
-/// UTF-8 is an error.
+/// UTF-8 is an error, and so is a tree whose entries are not in git's
+/// order.
 pub fn changed_files(
     repo: &Repository,
     old: Option<&git2::Tree<'_>>,
@@ -172,7 +175,11 @@ pub fn changed_files(
 }
 
 /// One level of [`changed_files`]: the entries of `old` and `new` under
-/// `prefix`.
+/// `prefix`. Both trees list their entries in git's order, so one pass
+/// over the two pairs them: an entry whose id and mode are the same on
+/// both sides costs a comparison, without an allocation. A tree whose
+/// entries are not in that order is refused (a lookup by name in it would
+/// not be trusted either).
 fn compare_level(
     repo: &Repository,
     prefix: &str,
@@ -180,51 +187,44 @@ fn compare_level(
     new: Option<&git2::Tree<'_>>,
     out: &mut Vec<FileChange>,
 ) -> Result<(), git2::Error> {
-    /// An entry: its id and mode, and whether it is a folder.
-    type Entry = (Oid, i32, bool);
-    let entries = |t: Option<&git2::Tree<'_>>| -> BTreeMap<Vec<u8>, Entry> {
-        t.into_iter()
-            .flat_map(|t| t.iter())
-            .map(|e| {
-                let folder = e.kind() == Some(ObjectType::Tree);
-                (e.name_bytes().to_vec(), (e.id(), e.filemode(), folder))
-            })
-            .collect()
-    };
-    let (before, after) = (entries(old), entries(new));
-    let mut names: Vec<&Vec<u8>> = before.keys().chain(after.keys()).collect();
-    names.sort_by_key(|n| {
-        let folder = |m: &BTreeMap<Vec<u8>, Entry>| m.get(*n).is_some_and(|e| e.2);
-        sort_key(
-            n,
-            if folder(&before) || folder(&after) {
-                TREE_MODE
-            } else {
-                FILE_MODE
-            },
-        )
-    });
-    names.dedup();
-    for name in names {
-        let (was, is) = (before.get(name), after.get(name));
-        if was == is {
-            continue;
+    let (mut before, mut after) = (Side::new(old), Side::new(new));
+    loop {
+        let order = match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => git_order(&a, &b),
+        };
+        let (was, is) = match order {
+            Ordering::Less => (before.take(prefix)?, None),
+            Ordering::Greater => (None, after.take(prefix)?),
+            Ordering::Equal => (before.take(prefix)?, after.take(prefix)?),
+        };
+        // A file on one side and a folder of the same name on the other
+        // are met apart (git sorts a folder as its name with a `/`): the
+        // file's deletion or addition, then the folder's files, as
+        // libgit2's diff lists them.
+        if let (Some(a), Some(b)) = (&was, &is) {
+            if a.id() == b.id() && a.filemode() == b.filemode() {
+                continue;
+            }
         }
-        let name = std::str::from_utf8(name).map_err(|_| {
+        let Some(named) = was.as_ref().or(is.as_ref()) else {
+            continue;
+        };
+        let name = std::str::from_utf8(named.name_bytes()).map_err(|_| {
             git2::Error::from_str(&format!(
                 "a path under `{prefix}` is not UTF-8: {}",
-                String::from_utf8_lossy(name)
+                String::from_utf8_lossy(named.name_bytes())
             ))
         })?;
         let path = format!("{prefix}{name}");
-        let folder = |e: Option<&Entry>| -> Result<Option<git2::Tree<'_>>, git2::Error> {
-            match e {
-                Some((id, _, true)) => Ok(Some(repo.find_tree(*id)?)),
-                _ => Ok(None),
-            }
+        let file = |e: &Option<git2::TreeEntry<'_>>| {
+            e.as_ref()
+                .filter(|e| !is_folder(e))
+                .map(|e| (e.id(), e.filemode()))
         };
-        let file = |e: Option<&Entry>| e.filter(|e| !e.2).map(|e| (e.0, e.1));
-        let (old_file, new_file) = (file(was), file(is));
+        let (old_file, new_file) = (file(&was), file(&is));
         if old_file.is_some() || new_file.is_some() {
             out.push(FileChange {
                 path: path.clone(),
@@ -232,7 +232,14 @@ fn compare_level(
                 new: new_file,
             });
         }
-        let (old_folder, new_folder) = (folder(was)?, folder(is)?);
+        let folder =
+            |e: &Option<git2::TreeEntry<'_>>| -> Result<Option<git2::Tree<'_>>, git2::Error> {
+                match e {
+                    Some(e) if is_folder(e) => Ok(Some(repo.find_tree(e.id())?)),
+                    _ => Ok(None),
+                }
+            };
+        let (old_folder, new_folder) = (folder(&was)?, folder(&is)?);
         if old_folder.is_some() || new_folder.is_some() {
             compare_level(
                 repo,
@@ -244,6 +251,62 @@ fn compare_level(
         }
     }
     Ok(())
+}
+
+/// One tree's entries, read in order by [`compare_level`].
+struct Side<'a, 't> {
+    tree: Option<&'a git2::Tree<'t>>,
+    next: usize,
+}
+
+impl<'a, 't> Side<'a, 't> {
+    fn new(tree: Option<&'a git2::Tree<'t>>) -> Self {
+        Side { tree, next: 0 }
+    }
+
+    fn peek(&self) -> Option<git2::TreeEntry<'a>> {
+        self.tree.and_then(|t| t.get(self.next))
+    }
+
+    /// The next entry, checked to come after the one before it.
+    fn take(&mut self, prefix: &str) -> Result<Option<git2::TreeEntry<'a>>, git2::Error> {
+        let entry = self.peek();
+        if let (Some(tree), Some(e), Some(last)) = (
+            self.tree,
+            &entry,
+            self.next
+                .checked_sub(1)
+                .and_then(|i| self.tree.and_then(|t| t.get(i))),
+        ) {
+            if git_order(&last, e) != Ordering::Less {
+                return Err(git2::Error::from_str(&format!(
+                    "tree {} (`{prefix}`) does not list its entries in git's order",
+                    tree.id()
+                )));
+            }
+        }
+        self.next += 1;
+        Ok(entry)
+    }
+}
+
+fn is_folder(e: &git2::TreeEntry<'_>) -> bool {
+    e.kind() == Some(ObjectType::Tree)
+}
+
+/// Git's order of tree entries: by name, a folder's name with a `/`.
+fn git_order(a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>) -> Ordering {
+    let slash = |e: &git2::TreeEntry<'_>| -> &'static [u8] {
+        if e.filemode() & 0o170000 == TREE_MODE {
+            b"/"
+        } else {
+            b""
+        }
+    };
+    a.name_bytes()
+        .iter()
+        .chain(slash(a))
+        .cmp(b.name_bytes().iter().chain(slash(b)))
 }
 
 /// What libgit2 says when a file would replace an entry of another type
@@ -355,6 +418,9 @@ mod tests {
             ("run.sh", three, FileMode::Blob),
             ("gone/deep/file", one, FileMode::Blob),
             ("a-b", one, FileMode::Blob),
+            // Between a file's place and its folder's: `x`, `x.md`, `x/`.
+            ("x.md", one, FileMode::Blob),
+            ("y-1", one, FileMode::Blob),
         ];
         before.extend(many.iter().map(|p| (p.as_str(), one, FileMode::Blob)));
         let mut after = vec![
@@ -367,6 +433,8 @@ mod tests {
             ("new/deep/file", one, FileMode::Blob),
             ("a-b", one, FileMode::Blob),
             ("a/b", one, FileMode::Blob),
+            ("x.md", two, FileMode::Blob),
+            ("y-1", three, FileMode::Blob),
         ];
         after.extend(many.iter().map(|p| (p.as_str(), one, FileMode::Blob)));
         let (old, new) = (
@@ -374,7 +442,7 @@ mod tests {
             repo.find_tree(tree(&after)?)?,
         );
         let expected = libgit2_changes(&repo, Some(&old), Some(&new))?;
-        assert_eq!(expected.len(), 11, "{expected:#?}");
+        assert_eq!(expected.len(), 13, "{expected:#?}");
         assert_eq!(changed_files(&repo, Some(&old), Some(&new))?, expected);
         // Each way round, and against nothing.
         for (a, b) in [
@@ -385,6 +453,35 @@ mod tests {
             assert_eq!(changed_files(&repo, a, b)?, libgit2_changes(&repo, a, b)?);
         }
         assert_eq!(changed_files(&repo, Some(&old), Some(&old))?, vec![]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_tree_out_of_git_order_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let blob = repo.blob(b"text")?;
+        let raw = |names: &[&str]| -> Result<Oid, git2::Error> {
+            let mut data = Vec::new();
+            for name in names {
+                data.extend_from_slice(format!("100644 {name}\0").as_bytes());
+                data.extend_from_slice(blob.as_bytes());
+            }
+            repo.odb()?.write(ObjectType::Tree, &data)
+        };
+        let (sorted, unsorted) = (raw(&["a", "b"])?, raw(&["b", "a"])?);
+        let (sorted, unsorted) = (repo.find_tree(sorted)?, repo.find_tree(unsorted)?);
+        let err = changed_files(&repo, None, Some(&unsorted))
+            .err()
+            .ok_or("an unsorted tree was compared")?;
+        assert_eq!(
+            err.message(),
+            format!(
+                "tree {} (``) does not list its entries in git's order",
+                unsorted.id()
+            )
+        );
+        assert_eq!(changed_files(&repo, None, Some(&sorted))?.len(), 2);
         Ok(())
     }
 
