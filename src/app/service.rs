@@ -347,6 +347,22 @@ impl Service {
         }
     }
 
+    /// Reads ahead, once a server listens, what the first approval after a
+    /// start would otherwise wait for: what `main` reaches over the last
+    /// day (see [`crate::store::fork::warm`]). Best effort: an approval
+    /// walks for itself whatever is not there.
+    pub fn warm_up(&self) {
+        let Ok(repo) = self.open_repo() else {
+            return;
+        };
+        let Ok(main) = repo.refname_to_id(&self.settings.main_refname()) else {
+            return;
+        };
+        if let Err(e) = crate::store::fork::warm(&repo, main) {
+            tracing::debug!(error = %e, "no warm-up walk of main");
+        }
+    }
+
     /// The root-of-trust walk for `main`'s current tip (see
     /// [`crate::store::trust`]): which commit is in force and which were
     /// refused. Recomputed only when main moved, from where it was.

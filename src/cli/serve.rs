@@ -66,6 +66,10 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 error.unwrap_or_default()
             ),
         }
+        let svc = state.svc.clone();
+        let _ = std::thread::Builder::new()
+            .name("gov-warm-up".into())
+            .spawn(move || svc.warm_up());
         let served = serve(listener, state, shutdown_signal()).await;
         super::server_record::remove_own(&settings);
         served.map_err(|e| Failure::new(ExitCode::Failure, format!("server failed: {e}")))?;

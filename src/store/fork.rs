@@ -202,6 +202,41 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
     Ok(answer)
 }
 
+/// Walks what `main` reaches back to a day before its tip (give or take
+/// the clocks) and keeps it, as the first approval would: a server does
+/// this once it listens, so that the first approval after a start does not
+/// wait for a walk over a day of history. A proposal filed on `main`'s
+/// tip, or later, finds its fork there.
+pub fn warm(repo: &Repository, main: Oid) -> Result<(), StoreError> {
+    let mut guard = match kept().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let kept = &mut *guard;
+    let horizon = node(kept, repo, main)?.time - CLOCK_SLACK_SECONDS;
+    let mut reach_guard = match reach().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if reach_guard
+        .as_ref()
+        .is_some_and(|r| r.tip == main && r.horizon <= horizon)
+    {
+        return Ok(());
+    }
+    let mut seen = HashSet::new();
+    if walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?.is_some()
+        && seen.len() <= MAX_KEPT
+    {
+        *reach_guard = Some(Reach {
+            tip: main,
+            horizon,
+            seen,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +307,14 @@ mod tests {
         ];
         for (submitted, quick) in cases {
             answers(&repo, main, submitted, quick)?;
+        }
+        // The same after a warm-up walk from `main` (a server's at start),
+        // from an older tip, and from one main does not descend from.
+        for tip in [main, filed[0], lost, main] {
+            warm(&repo, tip)?;
+            for (submitted, quick) in cases {
+                answers(&repo, main, submitted, quick)?;
+            }
         }
         Ok(())
     }
