@@ -195,15 +195,15 @@ fn compare_level(
             (None, Some(_)) => Ordering::Greater,
             (Some(a), Some(b)) => git_order(&a, &b),
         };
+        // A file on one side and a folder of the same name on the other
+        // are met apart (git sorts a folder as its name with a `/`): the
+        // file's deletion or addition, then the folder's files, as
+        // libgit2's diff lists them.
         let (was, is) = match order {
             Ordering::Less => (before.take(prefix)?, None),
             Ordering::Greater => (None, after.take(prefix)?),
             Ordering::Equal => (before.take(prefix)?, after.take(prefix)?),
         };
-        // A file on one side and a folder of the same name on the other
-        // are met apart (git sorts a folder as its name with a `/`): the
-        // file's deletion or addition, then the folder's files, as
-        // libgit2's diff lists them.
         if let (Some(a), Some(b)) = (&was, &is) {
             if a.id() == b.id() && a.filemode() == b.filemode() {
                 continue;
