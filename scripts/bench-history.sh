@@ -7,7 +7,10 @@
 # server's CPU seconds and resident memory (all, and its anonymous part:
 # heap and stacks, without mapped files) at the end of the round; the last rounds show what a
 # grown history costs, the first what a fresh one does. A few seconds a
-# round here.
+# round here. Then, on the grown repository: the server stopped and
+# started three times (milliseconds to its "listening" line), one more
+# round right after the last start (what the first writes after a start
+# cost), and `gov audit verify` (entries per second).
 #
 #   scripts/bench-history.sh [ROUNDS] [BUILD_DIR]
 #
@@ -44,22 +47,57 @@ id=$("$build/gov" policy propose -m "agents without tokens, for a benchmark" 2>/
     cat "$dir/approve.log" >&2
     exit 1
 }
-"$build/gov" serve >"$dir/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do
-    grep -q listening "$dir/serve.log" 2>/dev/null && break
-    sleep 0.1
-done
-operator=$(cat .gov/operator-token)
-runner=$(cat .gov/runner-token)
-echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous |"
-for round in $(seq 1 "$rounds"); do
+# Starts the server; `started_ms`: the milliseconds until it listens.
+start() {
+    : >"$dir/serve.log"
+    t0=$(date +%s%N)
+    "$build/gov" serve >"$dir/serve.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 1000); do
+        grep -q listening "$dir/serve.log" 2>/dev/null && break
+        sleep 0.005
+    done
+    started_ms=$((($(date +%s%N) - t0) / 1000000))
+}
+halt() {
+    kill "$server" 2>/dev/null && { wait "$server" 2>/dev/null || true; }
+    server=""
+}
+# One round of load; LABEL names it in the table.
+round() {
     "$bench" --url http://127.0.0.1:8236 --operator-token "$operator" --runner-token "$runner" \
         --submits 2000 --rounds 1 --decisions 1000 --approve-pct 20 --charges 0 --audits 0 --hooks 0 \
         2>/dev/null | grep -E '^\| (submit round 1|decisions) ' | sed 's/ | - |$/ |/' \
         | while read -r line; do
             cpu=$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$server/stat)
             rss=$(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} END {printf "%.0f | %.0f", r/1024, a/1024}' /proc/$server/status)
-            echo "| $round $line $cpu | $rss |"
+            echo "| $1 $line $cpu | $rss |"
         done
+}
+start
+operator=$(cat .gov/operator-token)
+runner=$(cat .gov/runner-token)
+echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous |"
+for r in $(seq 1 "$rounds"); do
+    round "$r"
 done
+halt
+starts=""
+for _ in 1 2 3; do
+    start
+    starts="$starts $started_ms"
+    halt
+done
+start
+round "after a restart"
+halt
+entries=$(git rev-list --count refs/heads/gov/audit)
+t0=$(date +%s%N)
+"$build/gov" audit verify >"$dir/verify.log" 2>&1 || {
+    cat "$dir/verify.log" >&2
+    exit 1
+}
+ms=$((($(date +%s%N) - t0) / 1000000))
+echo
+echo "start-up on the grown repository ($entries audit entries, $(git rev-list --first-parent --count main) commits on main's first parents): ms to listening:$starts"
+echo "gov audit verify: $entries entries in $ms ms ($((entries * 1000 / (ms > 0 ? ms : 1)))/s)"
