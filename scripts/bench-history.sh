@@ -5,9 +5,9 @@
 # that approvals and rejected branches spread through the history. Prints
 # each round's submission and decision lines (rate, p50, p99, max) and the
 # server's CPU seconds and resident memory (all, and its anonymous part:
-# heap and stacks, without mapped files) at the end of the round; the last rounds show what a
-# grown history costs, the first what a fresh one does. A few seconds a
-# round here. Then, on the grown repository: the server stopped and
+# heap and stacks, without mapped files) at the end of the round; the
+# last rounds show what a grown history costs, the first what a fresh one
+# does. A few seconds a round here. Then, on the grown repository: the server stopped and
 # started three times (milliseconds to its "listening" line), one more
 # round right after the last start (what the first writes after a start
 # cost), and `gov audit verify` (entries per second).
@@ -58,6 +58,10 @@ start() {
         sleep 0.005
     done
     started_ms=$((($(date +%s%N) - t0) / 1000000))
+    grep -q listening "$dir/serve.log" || {
+        cat "$dir/serve.log" >&2
+        exit 1
+    }
 }
 halt() {
     kill "$server" 2>/dev/null && { wait "$server" 2>/dev/null || true; }
