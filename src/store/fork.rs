@@ -39,6 +39,14 @@ struct Node {
     parents: Box<[Oid]>,
 }
 
+/// Locks one of this module's stores; a writer that panicked holding it
+/// left commits' parents and times, which never go stale.
+fn lock<T>(store: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn kept() -> &'static Mutex<HashMap<Oid, Node>> {
     static KEPT: OnceLock<Mutex<HashMap<Oid, Node>>> = OnceLock::new();
     KEPT.get_or_init(Mutex::default)
@@ -140,10 +148,7 @@ fn walk(
 /// clocks): their descendants are younger, so nothing older leads to
 /// either.
 fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid>, StoreError> {
-    let mut guard = match kept().lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut guard = lock(kept());
     let kept = &mut *guard;
     let submitted_node = node(kept, repo, submitted)?;
     let (submitted_time, parent) = match *submitted_node.parents {
@@ -155,10 +160,7 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
     }
     let parent_time = node(kept, repo, parent)?.time;
     let horizon = parent_time.min(submitted_time) - CLOCK_SLACK_SECONDS;
-    let mut reach_guard = match reach().lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut reach_guard = lock(reach());
     let mut known = reach_guard.take().filter(|r| r.horizon <= horizon);
     if let Some(r) = known.as_mut() {
         if r.tip != main {
@@ -184,22 +186,39 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
     }
     let r = match known {
         Some(r) => r,
-        None => {
-            let mut seen = HashSet::new();
-            if walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?.is_none() {
-                return Ok(None);
-            }
-            Reach {
-                tip: main,
-                horizon,
-                seen,
-            }
-        }
+        None => match Reach::walked(kept, repo, main, horizon)? {
+            Some(r) => r,
+            None => return Ok(None),
+        },
     };
     let answer = (r.seen.contains(&parent) && !r.seen.contains(&submitted)).then_some(parent);
-    // Kept while small: a long-running server must not grow with `main`.
-    *reach_guard = (r.seen.len() <= MAX_KEPT).then_some(r);
+    *reach_guard = r.kept();
     Ok(answer)
+}
+
+impl Reach {
+    /// What `main` reaches back to `horizon`, walked afresh; `None` when
+    /// the walk is too long.
+    fn walked(
+        kept: &mut HashMap<Oid, Node>,
+        repo: &Repository,
+        main: Oid,
+        horizon: i64,
+    ) -> Result<Option<Reach>, StoreError> {
+        let mut seen = HashSet::new();
+        let walked = walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?;
+        Ok(walked.map(|_| Reach {
+            tip: main,
+            horizon,
+            seen,
+        }))
+    }
+
+    /// Itself while small: a long-running server must not grow with
+    /// `main`.
+    fn kept(self) -> Option<Reach> {
+        (self.seen.len() <= MAX_KEPT).then_some(self)
+    }
 }
 
 /// Walks what `main` reaches back to a day before its tip (give or take
@@ -208,31 +227,18 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
 /// wait for a walk over a day of history. A proposal filed on `main`'s
 /// tip, or later, finds its fork there.
 pub fn warm(repo: &Repository, main: Oid) -> Result<(), StoreError> {
-    let mut guard = match kept().lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut guard = lock(kept());
     let kept = &mut *guard;
     let horizon = node(kept, repo, main)?.time - CLOCK_SLACK_SECONDS;
-    let mut reach_guard = match reach().lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut reach_guard = lock(reach());
     if reach_guard
         .as_ref()
         .is_some_and(|r| r.tip == main && r.horizon <= horizon)
     {
         return Ok(());
     }
-    let mut seen = HashSet::new();
-    if walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?.is_some()
-        && seen.len() <= MAX_KEPT
-    {
-        *reach_guard = Some(Reach {
-            tip: main,
-            horizon,
-            seen,
-        });
+    if let Some(r) = Reach::walked(kept, repo, main, horizon)?.and_then(Reach::kept) {
+        *reach_guard = Some(r);
     }
     Ok(())
 }

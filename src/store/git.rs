@@ -872,6 +872,22 @@ impl<'f> SortedPackedRefs<'f> {
         Ok(buf)
     }
 
+    /// Where the first newline at or after `from` is; `None` if there is
+    /// none before the end of the file.
+    fn newline_from(&self, from: u64) -> std::io::Result<Option<u64>> {
+        let mut pos = from;
+        loop {
+            let chunk = self.read(pos, Self::WINDOW)?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => return Ok(Some(pos + i as u64)),
+                None => pos += chunk.len() as u64,
+            }
+        }
+    }
+
     /// The first ref line (not the header, not a `^` peeled line) that
     /// starts at or after `at`, as its start and its ref name; `None` if
     /// there is none.
@@ -879,41 +895,22 @@ impl<'f> SortedPackedRefs<'f> {
         // A line starts at 0 or just after a newline.
         let mut start = match at {
             0 => 0,
-            _ => {
-                let mut pos = at - 1;
-                loop {
-                    let chunk = self.read(pos, Self::WINDOW)?;
-                    if chunk.is_empty() {
-                        return Ok(None);
-                    }
-                    match chunk.iter().position(|b| *b == b'\n') {
-                        Some(i) => break pos + i as u64 + 1,
-                        None => pos += chunk.len() as u64,
-                    }
-                }
-            }
+            _ => match self.newline_from(at - 1)? {
+                Some(newline) => newline + 1,
+                None => return Ok(None),
+            },
         };
-        loop {
-            let mut want = Self::WINDOW;
-            let line = loop {
-                let chunk = self.read(start, want)?;
-                if chunk.is_empty() {
-                    return Ok(None);
-                }
-                match chunk.iter().position(|b| *b == b'\n') {
-                    Some(i) => break chunk[..i].to_vec(),
-                    None if start + (chunk.len() as u64) >= self.len => break chunk,
-                    None => want *= 2,
-                }
-            };
-            let next = start + line.len() as u64 + 1;
+        while start < self.len {
+            let end = self.newline_from(start)?.unwrap_or(self.len);
+            let line = self.read(start, end - start)?;
             if !line.starts_with(b"#") && !line.starts_with(b"^") {
                 if let Some(i) = line.iter().position(|b| *b == b' ') {
                     return Ok(Some((start, line[i + 1..].to_vec())));
                 }
             }
-            start = next;
+            start = end + 1;
         }
+        Ok(None)
     }
 
     /// Whether the file holds a ref named `name`.

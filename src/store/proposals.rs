@@ -250,7 +250,8 @@ fn branch_changes(
             ))
             .into());
         }
-        out.push((change.path.clone(), change.new.map(|(id, _)| id)));
+        let id = change.new_id();
+        out.push((change.path, id));
     }
     Ok(out)
 }

@@ -448,7 +448,10 @@ fn tree_changes(
     );
     Ok(super::tree::changed_files(repo, Some(&a), Some(&b))?
         .into_iter()
-        .map(|c| (c.path, c.new.map(|(id, _)| id)))
+        .map(|c| {
+            let id = c.new_id();
+            (c.path, id)
+        })
         .collect())
 }
 
@@ -488,8 +491,8 @@ fn change_problem(
     let mut file_ok = false;
     let mut others: Vec<String> = Vec::new();
     for change in changes {
+        let now = change.new_id();
         let name = change.path;
-        let now = change.new.map(|(id, _)| id);
         if name == path && now == Some(want) {
             file_ok = true;
         } else if name != path && reviewed.get(&name) != Some(&now) {

@@ -153,6 +153,13 @@ pub struct FileChange {
     pub new: Option<(Oid, i32)>,
 }
 
+impl FileChange {
+    /// The file's blob (or commit) on the new side; `None`: deleted there.
+    pub fn new_id(&self) -> Option<Oid> {
+        self.new.map(|(id, _)| id)
+    }
+}
+
 /// The files that differ between `old` and `new` (`None`: the empty tree),
 /// as a diff of the two trees without rename detection lists them: added,
 /// deleted, or changed in content or mode; a file that became a folder is
