@@ -149,7 +149,7 @@ fn serve_child(root: &str) -> BoxResult {
     // `GOV_LOG=gov=debug` shows each batch's size and timings on stderr.
     gov::cli::init_logging();
     gov::server::bound_allocator_arenas();
-    gov::app::disable_object_cache();
+    gov::app::limit_git_memory();
     let settings = gov::config::Settings::load(std::path::Path::new(root))?;
     let state = gov::server::AppState::open(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

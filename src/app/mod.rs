@@ -24,6 +24,6 @@ pub mod tokens;
 pub mod tool_calls;
 pub mod watchdog;
 
-/// Turns libgit2's object cache off for this process (see
-/// [`crate::store::object_cache`]).
-pub use crate::store::object_cache::disable as disable_object_cache;
+/// Turns libgit2's object cache off and bounds its pack mappings, for
+/// this process (see [`crate::store::git_memory`]).
+pub use crate::store::git_memory::limit as limit_git_memory;

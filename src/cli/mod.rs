@@ -116,7 +116,7 @@ pub fn init_logging() {
 
 /// Runs one command and reports a failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::app::disable_object_cache();
+    crate::app::limit_git_memory();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args),

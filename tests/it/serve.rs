@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
-use crate::support::{gov_bin, pin_ids};
+use crate::support::{gov_bin, pin_ids, text};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
 pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
@@ -425,5 +425,67 @@ fn a_wrong_operator_token_is_refused_not_gone_around() -> TestResult {
     assert!(String::from_utf8_lossy(&show.stdout).contains(&id));
     let chain = repo.gov(&["audit", "log", "--event", "agent_paused"])?;
     assert_eq!(String::from_utf8_lossy(&chain.stdout), "");
+    Ok(())
+}
+
+/// A pack larger than libgit2's mapping limit is read through windows of at
+/// most 8 MiB, 32 MiB in all (`store::git_memory`), not mapped whole: with
+/// libgit2's defaults (windows of up to 1 GiB) the start-up walk of `main`
+/// mapped all of it, and every page it touched stayed resident.
+#[test]
+fn gov_serve_maps_a_large_pack_a_window_at_a_time() -> TestResult {
+    const WINDOW: u64 = 8 << 20;
+    const MAPPED: u64 = 32 << 20;
+    let repo = TestRepo::new()?;
+    // 40 MiB that do not compress, reachable from a tag, packed with
+    // everything else (`main`'s commits, which the start-up walk reads).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..(40usize << 20) / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    let blob = repo.repo()?.blob(&noise)?;
+    for args in [
+        vec!["tag", "large", &blob.to_string()],
+        vec!["-c", "pack.compression=0", "repack", "-a", "-d", "-q"],
+    ] {
+        let out = repo.git(&args)?;
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    }
+    let pack = std::fs::read_dir(repo.root().join(".git/objects/pack"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .ok_or("no pack")?;
+    assert!(std::fs::metadata(&pack)?.len() > MAPPED);
+
+    let (mut child, url) = spawn_serve(&repo)?;
+    let op = std::fs::read_to_string(repo.settings.operator_token_path())?;
+    let status = ureq::get(&format!("{url}/status"))
+        .set("Authorization", &format!("Bearer {}", op.trim()))
+        .call()?
+        .status();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id()))?;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    let name = pack.to_string_lossy();
+    let windows: Vec<u64> = maps
+        .lines()
+        .filter(|l| l.ends_with(name.as_ref()))
+        .map(|l| {
+            let range = l.split(' ').next().unwrap_or_default();
+            let (start, end) = range.split_once('-').unwrap_or_default();
+            u64::from_str_radix(end, 16).unwrap_or(u64::MAX)
+                - u64::from_str_radix(start, 16).unwrap_or(0)
+        })
+        .collect();
+    assert!(!windows.is_empty(), "the server read nothing of {name}");
+    assert!(windows.iter().all(|&w| w <= WINDOW), "{windows:?}");
+    assert!(windows.iter().sum::<u64>() <= MAPPED, "{windows:?}");
     Ok(())
 }
