@@ -942,6 +942,33 @@ impl Governance {
             .map_err(|e| StoreError::io("make spare files in", &self.git_dir, e).into())
     }
 
+    /// Drops the repository handles kept between batches (a batch's, the
+    /// working tree's) once they are [`BATCH_REPO_AGE`] old and not in
+    /// use. libgit2 adds the packs it finds to a handle's list and drops
+    /// none, so a handle kept while no batch came held the packs
+    /// maintenance had merged and deleted since it opened: their
+    /// descriptors, mapped indexes and disk space. The server calls this
+    /// between its maintenance passes; it never waits for a lock.
+    pub fn let_go_of_old_handles(&self) {
+        if let Ok(mut w) = self.writer.try_lock() {
+            if w.kept_repo
+                .as_ref()
+                .is_some_and(|r| r.opened.elapsed() >= BATCH_REPO_AGE)
+            {
+                w.kept_repo = None;
+            }
+        }
+        if let Ok(mut state) = self.checked_out.try_lock() {
+            if state
+                .repo
+                .as_ref()
+                .is_some_and(|(opened, _)| opened.elapsed() >= BATCH_REPO_AGE)
+            {
+                state.repo = None;
+            }
+        }
+    }
+
     /// Whether a maintenance pass is due: packs piling up (one folder
     /// listed), or loose objects (written by `git`, or left by a crash;
     /// counted at most every [`LOOSE_CHECK_EVERY`]). Opens no repository

@@ -97,10 +97,10 @@ pub struct Service {
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
     /// A handle kept open to read `main`'s tip on the hot path.
-    main_reader: std::sync::Mutex<Option<Repository>>,
+    main_reader: Reader,
     /// A handle kept open for [`Service::policy_now`] (its own, so that no
     /// lock is taken while `main_reader` is held).
-    policy_reader: std::sync::Mutex<Option<Repository>>,
+    policy_reader: Reader,
     /// The one clock of this service (see [`super::clock`]).
     clock: Clock,
     /// Reviews of proposed policy changes, by proposal head.
@@ -363,6 +363,16 @@ impl Service {
         }
     }
 
+    /// Drops the repository handles this service keeps between requests
+    /// once they are old (see [`Reader`] and
+    /// [`Governance::let_go_of_old_handles`]), so that none holds on to a
+    /// pack maintenance deleted. Never waits for a lock.
+    pub fn let_go_of_old_handles(&self) {
+        self.main_reader.let_go_if_old();
+        self.policy_reader.let_go_if_old();
+        self.gov.let_go_of_old_handles();
+    }
+
     /// The root-of-trust walk for `main`'s current tip (see
     /// [`crate::store::trust`]): which commit is in force and which were
     /// refused. Recomputed only when main moved, from where it was.
@@ -435,19 +445,12 @@ impl Service {
     /// read outside any batch through a handle of its own (see
     /// `proposals::submit`, which decides ahead of its batch with them).
     pub fn policy_now(&self) -> Result<(Option<Oid>, Arc<PolicySet>), AppError> {
-        let mut reader = self
-            .policy_reader
-            .lock()
-            .map_err(|_| AppError::internal("policy reader lock poisoned"))?;
-        let repo = match reader.take() {
-            Some(repo) => repo,
-            None => self.open_repo()?,
-        };
-        let repo = reader.insert(repo);
-        // One read of the tip, which the set is then loaded for.
-        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
-        let set = self.policy_at_tip(repo, tip)?;
-        Ok((tip, set))
+        self.policy_reader.with(self, |repo| {
+            // One read of the tip, which the set is then loaded for.
+            let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
+            let set = self.policy_at_tip(repo, tip)?;
+            Ok((tip, set))
+        })
     }
 
     /// The policy set in force for `main`'s current tip, reloading it when
@@ -567,17 +570,13 @@ impl Service {
     pub fn agents(&self) -> Arc<AgentsInForce> {
         // Asked on every request: main's tip is read through a handle kept
         // open (opening the repository costs more than the question).
-        let tip = match self.main_reader.lock() {
-            Ok(mut reader) => {
-                if reader.is_none() {
-                    *reader = self.open_repo().ok();
-                }
-                reader
-                    .as_ref()
-                    .and_then(|r| r.refname_to_id(&self.settings.main_refname()).ok())
-            }
-            Err(_) => None,
-        };
+        let tip = self
+            .main_reader
+            .with(self, |r| {
+                Ok(r.refname_to_id(&self.settings.main_refname()).ok())
+            })
+            .ok()
+            .flatten();
         if let Ok(state) = self.agents.read() {
             if state.loaded && state.seen == tip && tip.is_some() {
                 return state.agents.clone();
@@ -750,6 +749,52 @@ pub fn new_uuid() -> String {
     let mut first = [0u8; 16];
     first.copy_from_slice(&b[..16]);
     crate::domain::ids::uuid_v4(first)
+}
+
+/// A repository handle kept open between requests (opening one costs more
+/// than the question it answers), opened afresh once it is [`READER_AGE`]
+/// old. libgit2 adds the packs it finds to a handle's list and drops none,
+/// so a handle kept for good held every pack that maintenance merged and
+/// deleted while the server ran: its descriptor, its mapped index and its
+/// disk space, a few more with every round of writes.
+#[derive(Default)]
+struct Reader(std::sync::Mutex<Option<(Repository, std::time::Instant)>>);
+
+/// See [`Reader`].
+const READER_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Reader {
+    /// Drops the kept handle once it is [`READER_AGE`] old, unless it is
+    /// in use.
+    fn let_go_if_old(&self) {
+        if let Ok(mut kept) = self.0.try_lock() {
+            if kept
+                .as_ref()
+                .is_some_and(|(_, opened)| opened.elapsed() >= READER_AGE)
+            {
+                *kept = None;
+            }
+        }
+    }
+
+    /// Runs `f` with the kept handle, opened first if there is none or it
+    /// is too old.
+    fn with<T>(
+        &self,
+        svc: &Service,
+        f: impl FnOnce(&Repository) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        let mut kept = self
+            .0
+            .lock()
+            .map_err(|_| AppError::internal("repository reader lock poisoned"))?;
+        let fresh = match kept.take() {
+            Some((repo, opened)) if opened.elapsed() < READER_AGE => (repo, opened),
+            _ => (svc.open_repo()?, std::time::Instant::now()),
+        };
+        let (repo, _) = kept.insert(fresh);
+        f(repo)
+    }
 }
 
 #[cfg(test)]

@@ -353,8 +353,9 @@ const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 
 /// Packs loose objects and refs and merges small packs while the server
 /// runs (`store::maintain`), never holding writers up for more than a
-/// moment, and checkpoints the index's write-ahead log. A failed pass is
-/// logged and tried again later.
+/// moment, checkpoints the index's write-ahead log and lets go of
+/// repository handles kept past their age (so that none holds a pack a
+/// pass deleted). A failed pass is logged and tried again later.
 async fn maintain_in_background(svc: Arc<Service>) {
     // The index's log is checkpointed here, not in a batch's commit.
     if let Err(e) = svc.governance().defer_index_checkpoints() {
@@ -372,13 +373,17 @@ async fn maintain_in_background(svc: Arc<Service>) {
             if let Err(e) = gov.checkpoint_index() {
                 tracing::warn!(error = %e, "cannot checkpoint the index");
             }
-            if gov.maintenance_due() {
+            let pass = if gov.maintenance_due() {
                 let pass = gov.maintain().map(Some);
                 return_freed_memory();
                 pass
             } else {
                 Ok(None)
-            }
+            };
+            // After the pass: the packs it deleted are let go of within
+            // a second of a handle's last use, not at its next use.
+            svc.let_go_of_old_handles();
+            pass
         })
         .await;
         match pass {

@@ -489,3 +489,62 @@ fn gov_serve_maps_a_large_pack_a_window_at_a_time() -> TestResult {
     assert!(windows.iter().sum::<u64>() <= MAPPED, "{windows:?}");
     Ok(())
 }
+
+/// The packs `gov maintain` merges and deletes are let go by the server
+/// once its handles next open (each is opened afresh after a second): a
+/// handle kept for good held every deleted pack, its descriptor, its mapped
+/// index and its disk space, for as long as the server ran.
+#[test]
+fn gov_serve_lets_go_of_the_packs_maintenance_deleted() -> TestResult {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    let (mut child, url) = spawn_serve(&repo)?;
+    let op = std::fs::read_to_string(repo.settings.operator_token_path())?;
+    let submit = || -> TestResult<String> {
+        let r: serde_json::Value = ureq::post(&format!("{url}/proposals"))
+            .set("Authorization", &format!("Bearer {}", op.trim()))
+            .send_json(proposal("noop", "send_email"))?
+            .into_json()?;
+        Ok(r["proposal_id"]
+            .as_str()
+            .ok_or("no proposal id")?
+            .to_string())
+    };
+    // `main` moves, so the next submission reads the new policy version
+    // out of the packs the batches wrote.
+    let id = submit()?;
+    let approved = repo.gov(&["approve", &id])?;
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    submit()?;
+    let maintained = repo.gov(&["maintain"])?;
+    assert!(maintained.status.success(), "{}", text(&maintained.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    submit()?;
+    // The packs the server has open, and which of them are deleted; asked
+    // until none is, for at most five seconds (a loaded machine may delay
+    // the server's pass that lets go of idle handles).
+    let pack_folder = repo.root().join(".git/objects/pack");
+    let fds = format!("/proc/{}/fd", child.id());
+    let open_packs = || -> TestResult<(usize, Vec<String>)> {
+        let held: Vec<String> = std::fs::read_dir(&fds)?
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.starts_with(&*pack_folder.to_string_lossy()))
+            .collect();
+        let deleted = held.iter().filter(|t| t.ends_with(" (deleted)")).cloned();
+        Ok((held.len(), deleted.collect()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (held, deleted) = loop {
+        let (held, deleted) = open_packs()?;
+        if deleted.is_empty() || std::time::Instant::now() > deadline {
+            break (held, deleted);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(held > 0, "the server holds no pack open");
+    assert_eq!(deleted, Vec::<String>::new());
+    Ok(())
+}
