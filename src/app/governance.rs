@@ -133,7 +133,7 @@ struct BatchRepo {
 /// See [`BatchRepo`].
 const BATCH_REPO_USES: u32 = 8;
 /// See [`BatchRepo`].
-const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl BatchRepo {
     fn open(settings: &Settings) -> Result<Self, GovError> {
@@ -943,17 +943,16 @@ impl Governance {
     }
 
     /// Drops the repository handles kept between batches (a batch's, the
-    /// working tree's) once they are [`BATCH_REPO_AGE`] old and not in
-    /// use. libgit2 adds the packs it finds to a handle's list and drops
-    /// none, so a handle kept while no batch came held the packs
-    /// maintenance had merged and deleted since it opened: their
-    /// descriptors, mapped indexes and disk space. The server calls this
-    /// between its maintenance passes; it never waits for a lock.
-    pub fn let_go_of_old_handles(&self) {
+    /// working tree's) that are at least `min_age` old and not in use.
+    /// libgit2 adds the packs it finds to a handle's list and drops none,
+    /// so a handle kept while no batch came held the packs maintenance had
+    /// merged and deleted since it opened: their descriptors, mapped
+    /// indexes and disk space. Never waits for a lock.
+    pub fn let_go_of_handles(&self, min_age: std::time::Duration) {
         if let Ok(mut w) = self.writer.try_lock() {
             if w.kept_repo
                 .as_ref()
-                .is_some_and(|r| r.opened.elapsed() >= BATCH_REPO_AGE)
+                .is_some_and(|r| r.opened.elapsed() >= min_age)
             {
                 w.kept_repo = None;
             }
@@ -962,7 +961,7 @@ impl Governance {
             if state
                 .repo
                 .as_ref()
-                .is_some_and(|(opened, _)| opened.elapsed() >= BATCH_REPO_AGE)
+                .is_some_and(|(opened, _)| opened.elapsed() >= min_age)
             {
                 state.repo = None;
             }

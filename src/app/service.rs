@@ -364,13 +364,24 @@ impl Service {
     }
 
     /// Drops the repository handles this service keeps between requests
-    /// once they are old (see [`Reader`] and
-    /// [`Governance::let_go_of_old_handles`]), so that none holds on to a
-    /// pack maintenance deleted. Never waits for a lock.
+    /// once they are as old as they are ever reused (a second; see
+    /// [`Reader`] and [`Governance::let_go_of_handles`]) and idle, so that
+    /// none holds on to a pack maintenance deleted. The server calls it
+    /// between its maintenance passes. Never waits for a lock.
     pub fn let_go_of_old_handles(&self) {
-        self.main_reader.let_go_if_old();
-        self.policy_reader.let_go_if_old();
-        self.gov.let_go_of_old_handles();
+        self.let_go_of_handles(READER_AGE.min(super::governance::BATCH_REPO_AGE));
+    }
+
+    /// Drops every idle handle this service keeps, however young: for a
+    /// process that sleeps between its uses (the watchdog between passes).
+    pub fn let_go_of_idle_handles(&self) {
+        self.let_go_of_handles(std::time::Duration::ZERO);
+    }
+
+    fn let_go_of_handles(&self, min_age: std::time::Duration) {
+        self.main_reader.let_go(min_age);
+        self.policy_reader.let_go(min_age);
+        self.gov.let_go_of_handles(min_age);
     }
 
     /// The root-of-trust walk for `main`'s current tip (see
@@ -764,13 +775,13 @@ struct Reader(std::sync::Mutex<Option<(Repository, std::time::Instant)>>);
 const READER_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Reader {
-    /// Drops the kept handle once it is [`READER_AGE`] old, unless it is
-    /// in use.
-    fn let_go_if_old(&self) {
+    /// Drops the kept handle if it is at least `min_age` old and not in
+    /// use.
+    fn let_go(&self, min_age: std::time::Duration) {
         if let Ok(mut kept) = self.0.try_lock() {
             if kept
                 .as_ref()
-                .is_some_and(|(_, opened)| opened.elapsed() >= READER_AGE)
+                .is_some_and(|(_, opened)| opened.elapsed() >= min_age)
             {
                 *kept = None;
             }

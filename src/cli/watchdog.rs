@@ -165,6 +165,9 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             eprintln!("gov watchdog: {why}");
         }
         sync_remote(&svc, true);
+        // Between passes the watchdog holds no repository handle, so none
+        // keeps a pack the server's maintenance deletes meanwhile.
+        svc.let_go_of_idle_handles();
         nap(interval, &stop);
     }
     println!("gov watchdog: stopped");

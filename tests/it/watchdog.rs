@@ -333,3 +333,69 @@ fn a_broken_policy_set_on_main_fails_the_once_pass() -> TestResult {
     );
     Ok(())
 }
+
+/// Between passes the watchdog holds no repository handle open, so a pack
+/// that maintenance merges and deletes while it sleeps is not kept (its
+/// descriptor, mapped index and disk space) until the next pass.
+#[test]
+fn the_watchdog_holds_no_deleted_pack_while_it_sleeps() -> TestResult {
+    let mut s = TestServer::start()?;
+    charge(&s, "capped", 1000, None)?;
+    s.stop();
+    let mut child = Command::new(gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["watchdog", "--interval", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    // The first pass pauses `capped` (a write), and says so.
+    let said = loop {
+        match lines.next() {
+            Some(line) => {
+                let line = line?;
+                if line.starts_with("paused `capped`") {
+                    break line;
+                }
+            }
+            None => break String::new(),
+        }
+    };
+    let maintained = s.repo.gov(&["maintain"])?;
+    let merged: u32 = text(&maintained.stdout)
+        .split_once("merged ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    let folder = s.repo.root().join(".git/objects/pack");
+    let fds = format!("/proc/{}/fd", child.id());
+    let deleted_held = || -> Vec<String> {
+        std::fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .filter(|t| t.starts_with(&*folder.to_string_lossy()) && t.ends_with(" (deleted)"))
+            .collect()
+    };
+    // Asked until none is held, for at most three seconds (the handles
+    // are let go of just after the line above is printed).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut held = deleted_held();
+    while !held.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        held = deleted_held();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        said.starts_with("paused `capped`"),
+        "the watchdog said nothing"
+    );
+    assert!(merged > 0, "{}", text(&maintained.stdout));
+    assert_eq!(held, Vec::<String>::new());
+    Ok(())
+}
