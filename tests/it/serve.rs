@@ -6,12 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::repo::{require_program, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
-use crate::support::{gov_bin, pin_ids, text};
+use crate::support::{gov_bin, packs_held, pin_ids, text};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
 pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
@@ -518,30 +519,11 @@ fn gov_serve_lets_go_of_the_packs_maintenance_deleted() -> TestResult {
     submit()?;
     let maintained = repo.gov(&["maintain"])?;
     assert!(maintained.status.success(), "{}", text(&maintained.stderr));
-    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(1_100));
     submit()?;
-    // The packs the server has open, and which of them are deleted; asked
-    // until none is, for at most five seconds (a loaded machine may delay
-    // the server's pass that lets go of idle handles).
-    let pack_folder = repo.root().join(".git/objects/pack");
-    let fds = format!("/proc/{}/fd", child.id());
-    let open_packs = || -> TestResult<(usize, Vec<String>)> {
-        let held: Vec<String> = std::fs::read_dir(&fds)?
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-            .map(|target| target.to_string_lossy().into_owned())
-            .filter(|target| target.starts_with(&*pack_folder.to_string_lossy()))
-            .collect();
-        let deleted = held.iter().filter(|t| t.ends_with(" (deleted)")).cloned();
-        Ok((held.len(), deleted.collect()))
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let (held, deleted) = loop {
-        let (held, deleted) = open_packs()?;
-        if deleted.is_empty() || std::time::Instant::now() > deadline {
-            break (held, deleted);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    // Asked until none is deleted, for at most five seconds (a loaded
+    // machine may delay the server's pass that lets go of idle handles).
+    let (held, deleted) = packs_held(child.id(), repo.root(), Duration::from_secs(5));
     let _ = child.kill();
     let _ = child.wait();
     assert!(held > 0, "the server holds no pack open");

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::support::repo::{TestRepo, TestResult};
 use crate::support::server::{commit_agent, proposal, TestServer};
-use crate::support::{gov_bin, text};
+use crate::support::{gov_bin, packs_held, text};
 
 fn charge(s: &TestServer, agent: &str, tokens: i64, dollars: Option<f64>) -> TestResult {
     let r = s.post(
@@ -370,25 +370,9 @@ fn the_watchdog_holds_no_deleted_pack_while_it_sleeps() -> TestResult {
         .unwrap_or_default()
         .parse()
         .unwrap_or(0);
-    let folder = s.repo.root().join(".git/objects/pack");
-    let fds = format!("/proc/{}/fd", child.id());
-    let deleted_held = || -> Vec<String> {
-        std::fs::read_dir(&fds)
-            .into_iter()
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-            .map(|t| t.to_string_lossy().into_owned())
-            .filter(|t| t.starts_with(&*folder.to_string_lossy()) && t.ends_with(" (deleted)"))
-            .collect()
-    };
-    // Asked until none is held, for at most three seconds (the handles
+    // Asked until none is deleted, for at most three seconds (the handles
     // are let go of just after the line above is printed).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut held = deleted_held();
-    while !held.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        held = deleted_held();
-    }
+    let (_, held) = packs_held(child.id(), s.repo.root(), Duration::from_secs(3));
     let _ = child.kill();
     let _ = child.wait();
     assert!(

@@ -146,3 +146,37 @@ pub fn pin_ids(text: &str) -> String {
     flush(&mut word, &mut out);
     out
 }
+
+/// The pack files of the repository at `root` that process `pid` has
+/// open (read from `/proc/PID/fd`): how many, and those deleted, asked
+/// again every 100 ms until none is deleted or `patience` has passed.
+pub fn packs_held(
+    pid: u32,
+    root: &std::path::Path,
+    patience: std::time::Duration,
+) -> (usize, Vec<String>) {
+    let folder = root
+        .join(".git/objects/pack")
+        .to_string_lossy()
+        .into_owned();
+    let fds = format!("/proc/{pid}/fd");
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let held: Vec<String> = std::fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.starts_with(&folder))
+            .collect();
+        let deleted: Vec<String> = held
+            .iter()
+            .filter(|t| t.ends_with(" (deleted)"))
+            .cloned()
+            .collect();
+        if deleted.is_empty() || std::time::Instant::now() > deadline {
+            return (held.len(), deleted);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
