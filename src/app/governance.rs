@@ -947,25 +947,21 @@ impl Governance {
     /// libgit2 adds the packs it finds to a handle's list and drops none,
     /// so a handle kept while no batch came held the packs maintenance had
     /// merged and deleted since it opened: their descriptors, mapped
-    /// indexes and disk space. Never waits for a lock.
+    /// indexes and disk space. Never waits for a lock, and closes the
+    /// handles after letting go of it (closing unmaps their packs).
     pub fn let_go_of_handles(&self, min_age: std::time::Duration) {
-        if let Ok(mut w) = self.writer.try_lock() {
-            if w.kept_repo
-                .as_ref()
-                .is_some_and(|r| r.opened.elapsed() >= min_age)
-            {
-                w.kept_repo = None;
-            }
-        }
-        if let Ok(mut state) = self.checked_out.try_lock() {
-            if state
+        let batch = self.writer.try_lock().ok().and_then(|mut w| {
+            w.kept_repo
+                .take_if(|r| r.opened.elapsed() >= min_age)
+                .map(|r| r.repo)
+        });
+        let checkout = self.checked_out.try_lock().ok().and_then(|mut state| {
+            state
                 .repo
-                .as_ref()
-                .is_some_and(|(opened, _)| opened.elapsed() >= min_age)
-            {
-                state.repo = None;
-            }
-        }
+                .take_if(|(opened, _)| opened.elapsed() >= min_age)
+                .map(|(_, repo)| repo)
+        });
+        drop((batch, checkout));
     }
 
     /// Whether a maintenance pass is due: packs piling up (one folder

@@ -776,16 +776,14 @@ const READER_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Reader {
     /// Drops the kept handle if it is at least `min_age` old and not in
-    /// use.
+    /// use (closed once the lock is let go of).
     fn let_go(&self, min_age: std::time::Duration) {
-        if let Ok(mut kept) = self.0.try_lock() {
-            if kept
-                .as_ref()
-                .is_some_and(|(_, opened)| opened.elapsed() >= min_age)
-            {
-                *kept = None;
-            }
-        }
+        let old = self
+            .0
+            .try_lock()
+            .ok()
+            .and_then(|mut kept| kept.take_if(|(_, opened)| opened.elapsed() >= min_age));
+        drop(old);
     }
 
     /// Runs `f` with the kept handle, opened first if there is none or it
