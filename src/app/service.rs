@@ -96,6 +96,9 @@ pub struct Service {
     /// Refused commits known to have their `policy_change_refused` entry.
     refusals_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     failed_redemptions: std::sync::Mutex<super::credentials::FailedRedemptions>,
+    /// Held while index rebuilds are recorded (see
+    /// [`Service::record_index_rebuilds`]).
+    recording: std::sync::Mutex<()>,
     /// A handle kept open to read `main`'s tip on the hot path.
     main_reader: Reader,
     /// A handle kept open for [`Service::policy_now`] (its own, so that no
@@ -153,6 +156,7 @@ impl Service {
             trust: RwLock::new(None),
             refusals_recorded: Default::default(),
             failed_redemptions: Default::default(),
+            recording: Default::default(),
             main_reader: Default::default(),
             policy_reader: Default::default(),
             reviews: Default::default(),
@@ -254,7 +258,14 @@ impl Service {
     }
 
     /// Appends an `index_rebuilt` entry for each rebuild not recorded yet.
+    ///
+    /// One caller at a time records (`recording`), and the others wait for
+    /// it: so a writer whose batch read the rebuilt index is answered only
+    /// once the rebuild's entry is durable, also when the server's
+    /// background check rebuilt the index and is still appending its
+    /// entry.
     fn record_index_rebuilds(&self) {
+        let _recording = self.recording.lock();
         let rebuilt = self.gov.take_index_rebuilds();
         if rebuilt.is_empty() {
             return;
