@@ -30,9 +30,9 @@ pub mod audit {
 
 /// Fault points a test arms to fail a write at a chosen moment.
 pub mod fault {
-    #[cfg(debug_assertions)]
-    pub use crate::store::fault::arm;
     pub use crate::store::fault::Fault;
+    #[cfg(debug_assertions)]
+    pub use crate::store::fault::{arm, is_armed};
 }
 
 /// The index file opened directly, as a rebuild leaves it.

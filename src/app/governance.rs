@@ -842,6 +842,14 @@ impl Governance {
         self.rebuild_if_edited(&mut w, &repo).map(|_| ())
     }
 
+    /// Hands back index rebuilds taken by [`Governance::take_index_rebuilds`]
+    /// whose record could not be appended, for the next writer to record.
+    pub fn put_back_index_rebuilds(&self, rebuilt: Vec<crate::domain::event::IndexRebuilt>) {
+        if let Ok(mut r) = self.index_rebuilds.lock() {
+            r.splice(0..0, rebuilt);
+        }
+    }
+
     /// The index rebuilds not yet recorded in the chain.
     pub fn take_index_rebuilds(&self) -> Vec<crate::domain::event::IndexRebuilt> {
         self.index_rebuilds

@@ -271,16 +271,18 @@ impl Service {
             return;
         }
         let entries = rebuilt
-            .into_iter()
+            .iter()
             .map(|r| {
                 NewEntry::new(
                     crate::domain::audit::Actor::server(),
-                    Event::IndexRebuilt(r),
+                    Event::IndexRebuilt(r.clone()),
                 )
             })
             .collect();
         if let Err(e) = self.gov.append(entries) {
-            tracing::error!(error = %e, "cannot record the index rebuild");
+            // Not lost: the next writer records them.
+            tracing::error!(error = %e, "cannot record the index rebuild yet");
+            self.gov.put_back_index_rebuilds(rebuilt);
         }
     }
 

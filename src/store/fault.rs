@@ -17,6 +17,9 @@ pub enum Fault {
     /// A batch's flush that moves refs other than the audit chain: after
     /// they moved and before the audit ref does.
     AfterGitRefs,
+    /// Any batch's flush, just before the audit ref moves: the batch's
+    /// objects and other refs are written, its entries are not.
+    BeforeAuditRef,
 }
 
 impl Fault {
@@ -28,6 +31,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::AfterGitRefs => "after-git-refs",
+            Fault::BeforeAuditRef => "before-audit-ref",
         }
     }
 }
@@ -47,6 +51,19 @@ pub fn arm(git_dir: &Path, fault: Fault) {
     if let Ok(mut armed) = ARMED.lock() {
         armed.push((dir, fault));
     }
+}
+
+/// Whether `fault` is armed for the repository whose Git directory is
+/// `git_dir` and not yet fired.
+#[cfg(all(debug_assertions, any(test, feature = "testkit")))]
+pub fn is_armed(git_dir: &Path, fault: Fault) -> bool {
+    let dir = git_dir
+        .canonicalize()
+        .unwrap_or_else(|_| git_dir.to_path_buf());
+    ARMED
+        .lock()
+        .map(|armed| armed.iter().any(|(d, f)| *d == dir && *f == fault))
+        .unwrap_or(false)
 }
 
 /// Whether the write in progress must fail here: armed for this repository

@@ -657,6 +657,11 @@ impl Staged {
                 );
             }
         }
+        if crate::store::fault::fire(git_dir, crate::store::fault::Fault::BeforeAuditRef) {
+            return Err(
+                git2::Error::from_str("injected fault: the audit ref was not moved").into(),
+            );
+        }
         if let Some(lock) = record_lock {
             lock.commit()?;
         }

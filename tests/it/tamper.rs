@@ -857,3 +857,44 @@ fn stale_locks_of_main_packed_refs_and_the_git_index_do_not_block_writers() -> T
     assert!(report.is_ok(), "{:?}", report.problems);
     Ok(())
 }
+
+/// The record of an index rebuild is not lost when its own append fails:
+/// the server's background check rebuilds the edited index, the batch that
+/// records it fails (a fault injected before the audit ref moves), and the
+/// next write records it before it is answered.
+#[test]
+fn a_rebuild_whose_record_failed_is_recorded_by_the_next_write() -> TestResult {
+    use gov::testkit::fault::{arm, is_armed, Fault};
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
+    assert_eq!(r.status, 200);
+    let git_dir = s.repo.root().join(".git");
+    arm(&git_dir, Fault::BeforeAuditRef);
+    let conn = rusqlite::Connection::open(s.settings().index_path())?;
+    conn.execute("UPDATE agents SET paused = 0 WHERE agent_id = 'noop'", [])?;
+    drop(conn);
+    // The background check (ten times a second) finds the edit, rebuilds
+    // the index and tries to record it: the fault fails that batch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_armed(&git_dir, Fault::BeforeAuditRef) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !is_armed(&git_dir, Fault::BeforeAuditRef),
+        "no write was tried"
+    );
+    assert_eq!(s.audit("index_rebuilt")?.len(), 0);
+    // The next write is decided on the rebuilt index (still paused) and
+    // answered once the rebuild's record is durable.
+    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
+    assert_eq!(r.status, 423, "{:?}", r.body);
+    let rebuilt = s.audit("index_rebuilt")?;
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    let reason = rebuilt[0]["payload"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("table `agents` differs from the chain"),
+        "{reason}"
+    );
+    Ok(())
+}
