@@ -512,18 +512,8 @@ fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded(
     };
     // A write finds the edit before it decides anything.
     unpause_by_hand()?;
-    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
-    assert_eq!(r.status, 423, "still paused: {:?}", r.body);
-    let rebuilt = s.audit("index_rebuilt")?;
-    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
-    let reason = rebuilt[0]["payload"]["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.starts_with("table `agents` differs from the chain"),
-        "{reason}"
-    );
-    let kept = rebuilt[0]["payload"]["kept_as"]
-        .as_str()
-        .unwrap_or_default();
+    let rebuilt = refused_after_one_rebuild(&s, &tok)?;
+    let kept = rebuilt["payload"]["kept_as"].as_str().unwrap_or_default();
     let evidence = rusqlite::Connection::open(kept)?;
     let edited: i64 = evidence.query_row(
         "SELECT paused FROM agents WHERE agent_id = 'noop'",
@@ -887,14 +877,23 @@ fn a_rebuild_whose_record_failed_is_recorded_by_the_next_write() -> TestResult {
     assert_eq!(s.audit("index_rebuilt")?.len(), 0);
     // The next write is decided on the rebuilt index (still paused) and
     // answered once the rebuild's record is durable.
-    let r = s.post("/proposals", Some(&tok), &proposal("noop", "send_email"))?;
-    assert_eq!(r.status, 423, "{:?}", r.body);
-    let rebuilt = s.audit("index_rebuilt")?;
+    refused_after_one_rebuild(&s, &tok)?;
+    Ok(())
+}
+
+/// Submits a proposal as `noop`, paused in the chain but not in the edited
+/// index: refused (423, still paused), and by the answer the chain holds
+/// exactly one `index_rebuilt` entry, for the `agents` table. Returns it.
+fn refused_after_one_rebuild(s: &TestServer, tok: &str) -> TestResult<Value> {
+    let r = s.post("/proposals", Some(tok), &proposal("noop", "send_email"))?;
+    assert_eq!(r.status, 423, "still paused: {:?}", r.body);
+    let mut rebuilt = s.audit("index_rebuilt")?;
     assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
-    let reason = rebuilt[0]["payload"]["reason"].as_str().unwrap_or_default();
+    let entry = rebuilt.remove(0);
+    let reason = entry["payload"]["reason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("table `agents` differs from the chain"),
         "{reason}"
     );
-    Ok(())
+    Ok(entry)
 }
