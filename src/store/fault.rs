@@ -36,6 +36,15 @@ impl Fault {
     }
 }
 
+/// How a repository is named in [`ARMED`]: its Git directory, canonical
+/// when it can be.
+#[cfg(debug_assertions)]
+fn armed_key(git_dir: &Path) -> std::path::PathBuf {
+    git_dir
+        .canonicalize()
+        .unwrap_or_else(|_| git_dir.to_path_buf())
+}
+
 #[cfg(debug_assertions)]
 static ARMED: std::sync::Mutex<Vec<(std::path::PathBuf, Fault)>> =
     std::sync::Mutex::new(Vec::new());
@@ -45,9 +54,7 @@ static ARMED: std::sync::Mutex<Vec<(std::path::PathBuf, Fault)>> =
 /// compiled for unit tests and for `gov::testkit`.
 #[cfg(all(debug_assertions, any(test, feature = "testkit")))]
 pub fn arm(git_dir: &Path, fault: Fault) {
-    let dir = git_dir
-        .canonicalize()
-        .unwrap_or_else(|_| git_dir.to_path_buf());
+    let dir = armed_key(git_dir);
     if let Ok(mut armed) = ARMED.lock() {
         armed.push((dir, fault));
     }
@@ -57,9 +64,7 @@ pub fn arm(git_dir: &Path, fault: Fault) {
 /// `git_dir` and not yet fired.
 #[cfg(all(debug_assertions, any(test, feature = "testkit")))]
 pub fn is_armed(git_dir: &Path, fault: Fault) -> bool {
-    let dir = git_dir
-        .canonicalize()
-        .unwrap_or_else(|_| git_dir.to_path_buf());
+    let dir = armed_key(git_dir);
     ARMED
         .lock()
         .map(|armed| armed.iter().any(|(d, f)| *d == dir && *f == fault))
@@ -74,9 +79,7 @@ pub fn fire(git_dir: &Path, fault: Fault) -> bool {
         // A death, not an error: nothing after this point runs.
         std::process::abort();
     }
-    let dir = git_dir
-        .canonicalize()
-        .unwrap_or_else(|_| git_dir.to_path_buf());
+    let dir = armed_key(git_dir);
     let Ok(mut armed) = ARMED.lock() else {
         return false;
     };

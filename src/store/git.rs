@@ -651,16 +651,16 @@ impl Staged {
         let git_changes = moves.iter().any(|(name, _)| !is_record(name));
         if git_changes {
             sync_all_at_once(&[], &existing(change_dirs))?;
-            if crate::store::fault::fire(git_dir, crate::store::fault::Fault::AfterGitRefs) {
+        }
+        {
+            use crate::store::fault::{fire, Fault};
+            if (git_changes && fire(git_dir, Fault::AfterGitRefs))
+                || fire(git_dir, Fault::BeforeAuditRef)
+            {
                 return Err(
                     git2::Error::from_str("injected fault: the audit ref was not moved").into(),
                 );
             }
-        }
-        if crate::store::fault::fire(git_dir, crate::store::fault::Fault::BeforeAuditRef) {
-            return Err(
-                git2::Error::from_str("injected fault: the audit ref was not moved").into(),
-            );
         }
         if let Some(lock) = record_lock {
             lock.commit()?;
