@@ -351,6 +351,12 @@ impl Governance {
         Self::open_with_clock(settings, signer, super::clock::Clock::system())
     }
 
+    /// The key this handle's writers sign Git commits with, as
+    /// [`Tx::signer`] hands it out.
+    pub fn signing_key(&self) -> &SigningKey {
+        self.signer_key.as_ref().unwrap_or(&self.audit_key)
+    }
+
     /// [`Governance::open`], with entries written at `clock`'s time.
     pub fn open_with_clock(
         settings: &Settings,
@@ -500,7 +506,11 @@ impl Governance {
         let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
         if self.waiting.load(Ordering::SeqCst) > 0 && !full {
             // Someone is in line for the mutex: the last of them flushes.
+            // This writer's objects are encoded meanwhile (the flush
+            // encodes whatever is left).
+            let to_encode = guard.batch.as_mut().map(|b| b.staged.take_to_encode());
             drop(guard);
+            to_encode.unwrap_or_default().hand_over();
         } else {
             self.finish_batch(&mut guard);
             drop(guard);
@@ -587,7 +597,7 @@ impl Governance {
         let repo = &batch.repo.repo;
         index.savepoint()?;
         let before = batch.staged.clone();
-        let signer_key = self.signer_key.as_ref().unwrap_or(&self.audit_key);
+        let signer_key = self.signing_key();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut tx = Tx {
                 repo,

@@ -19,7 +19,7 @@ use crate::domain::request::{
     CedarRequest, Decision, DecisionRecord, EntityData, EntityRef, Outcome,
 };
 use crate::store::projection;
-use crate::store::proposals::{self as git_proposals, BranchName, Tamper};
+use crate::store::proposals::{self as git_proposals, BranchName, MadeAhead, Tamper};
 
 /// A submission as the original's API takes it (the wire type).
 pub use crate::wire::Submission;
@@ -232,30 +232,35 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         }
         let main_tip = tx.main_on_disk()?;
         let policy = svc.policy_in(tx)?;
-        let (p, decision, record) = match ahead {
+        let (p, decision, record, made) = match ahead {
             Some(a) if a.main_tip == main_tip && Arc::ptr_eq(&a.policy, &policy) => {
-                (a.proposal, a.decision, a.record)
+                (a.proposal, a.decision, a.record, a.made)
             }
             _ => {
                 let mut p = proposal_to_file(svc, &sub, &id, &policy);
                 let (decision, record) = ask_policy(svc, &policy, &mut p);
-                (p, decision, record)
+                (p, decision, record, None)
             }
         };
-        file_decided(svc, tx, p, sub.proposal_id.clone(), decision, record)
+        let asked = sub.proposal_id.clone();
+        file_decided(svc, tx, (p, asked, made), decision, record)
     })
 }
 
 /// A submission decided before its batch opened, and what it was decided
 /// against: the writers of a batch stage one at a time, and the policy
 /// evaluation was a tenth of a submit's CPU. It stands only if `main` (the
-/// policy set and the agents in force) has not moved since.
+/// policy set and the agents in force) has not moved since. A proposal
+/// that waits for a person also has its commit made ahead (a quarter of
+/// its turn), on that tip; the writer takes it only if the commit would be
+/// the same (`store::proposals::write_pending`).
 struct DecidedAhead {
     main_tip: Option<git2::Oid>,
     policy: Arc<crate::domain::policy::PolicySet>,
     proposal: Proposal,
     decision: Decision,
     record: DecisionRecord,
+    made: Option<Box<MadeAhead>>,
 }
 
 fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhead> {
@@ -267,13 +272,43 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
     if svc.policy_now().ok()?.0 != main_tip {
         return None;
     }
+    // Made as `file_decided` would file it; a commit that cannot be made
+    // now is made in the writer's turn, which reports why.
+    let made = match (waits_for_person(&proposal, &decision), main_tip) {
+        (Some(pending), Some(tip)) => svc
+            .read_ahead(|repo| {
+                let key = svc.governance().signing_key();
+                git_proposals::made_ahead(repo, key, tip, &pending).map_err(AppError::from)
+            })
+            .ok(),
+        _ => None,
+    };
     Some(DecidedAhead {
         main_tip,
         policy,
         proposal,
         decision,
         record,
+        made,
     })
+}
+
+/// The proposal as filed on its branch, if `decision` leaves it waiting
+/// for a person (see [`file_decided`]).
+fn waits_for_person(p: &Proposal, decision: &Decision) -> Option<Proposal> {
+    match decision.outcome {
+        Outcome::NeedsPerson if !blocked_self_approval(p, decision) => {
+            let mut pending = p.clone();
+            pending.proposed.requires_approval = true;
+            Some(pending)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the agent asked to skip a person on an action reserved for one.
+fn blocked_self_approval(p: &Proposal, decision: &Decision) -> bool {
+    !p.proposed.requires_approval && decision.self_approve_blocked
 }
 
 /// The pending proposal a submission files under `id`, before the policy
@@ -331,16 +366,17 @@ fn branch_name(asked_id: &Option<String>) -> BranchName {
 }
 
 /// Files a proposal the policy set has decided, in Git and the chain.
+/// The second argument is the proposal, the id the agent asked for, and
+/// its pending commit if one was made ahead.
 fn file_decided(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
-    mut p: Proposal,
-    asked_id: Option<String>,
+    (mut p, asked_id, made): (Proposal, Option<String>, Option<Box<MadeAhead>>),
     decision: Decision,
     record: DecisionRecord,
 ) -> Step<Submitted> {
     match decision.outcome {
-        Outcome::NeedsPerson if !p.proposed.requires_approval && decision.self_approve_blocked => {
+        Outcome::NeedsPerson if blocked_self_approval(&p, &decision) => {
             let attempt = SelfApproveAttempt {
                 action_type: p.proposed.action_type.clone(),
                 proposal_id: asked_id.clone(),
@@ -389,7 +425,7 @@ fn file_decided(
         }
         Outcome::NeedsPerson => {
             p.proposed.requires_approval = true;
-            let on = PendingOn::Main(branch_name(&asked_id));
+            let on = PendingOn::Main(branch_name(&asked_id), made);
             let (filed, entry) = file_pending_at(svc, tx, p, record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
@@ -416,14 +452,15 @@ pub fn file_pending_on(
     record: DecisionRecord,
     base: Option<git2::Oid>,
 ) -> Result<(Proposal, NewEntry), AppError> {
-    let on = base.map_or(PendingOn::Main(BranchName::Chosen), PendingOn::Commit);
+    let on = base.map_or(PendingOn::Main(BranchName::Chosen, None), PendingOn::Commit);
     file_pending_at(svc, tx, p, record, on)
 }
 
 /// Where a pending proposal's commit goes.
 enum PendingOn {
-    /// On main's tip, its branch named as said.
-    Main(BranchName),
+    /// On main's tip, its branch named as said; the commit made ahead,
+    /// if it was.
+    Main(BranchName, Option<Box<MadeAhead>>),
     /// On this commit (a policy change's).
     Commit(git2::Oid),
 }
@@ -444,8 +481,9 @@ fn file_pending_at(
         PendingOn::Commit(base) => {
             git_proposals::write_pending_on(repo, staged, key, base, &branch, &p)
         }
-        PendingOn::Main(name) => {
-            git_proposals::write_pending(repo, staged, key, &main_ref, (&branch, name), &p)
+        PendingOn::Main(name, made) => {
+            let branch = (branch.as_str(), name);
+            git_proposals::write_pending(repo, staged, key, &main_ref, branch, &p, made)
         }
     }
     .map_err(AppError::from)?;

@@ -104,6 +104,10 @@ pub struct Service {
     /// A handle kept open for [`Service::policy_now`] (its own, so that no
     /// lock is taken while `main_reader` is held).
     policy_reader: Reader,
+    /// A handle kept open for work done ahead of a batch
+    /// ([`Service::read_ahead`]), its own so that neither of the others
+    /// waits for it.
+    ahead_reader: Reader,
     /// The one clock of this service (see [`super::clock`]).
     clock: Clock,
     /// Reviews of proposed policy changes, by proposal head.
@@ -159,6 +163,7 @@ impl Service {
             recording: Default::default(),
             main_reader: Default::default(),
             policy_reader: Default::default(),
+            ahead_reader: Default::default(),
             reviews: Default::default(),
             started_at: Timestamp(clock.now()),
             clock,
@@ -394,6 +399,7 @@ impl Service {
     fn let_go_of_handles(&self, min_age: std::time::Duration) {
         self.main_reader.let_go(min_age);
         self.policy_reader.let_go(min_age);
+        self.ahead_reader.let_go(min_age);
         self.gov.let_go_of_handles(min_age);
     }
 
@@ -475,6 +481,16 @@ impl Service {
             let set = self.policy_at_tip(repo, tip)?;
             Ok((tip, set))
         })
+    }
+
+    /// Runs `f` with a repository handle kept open for work done before a
+    /// writer's turn (such as a pending proposal's commit): it reads what
+    /// is on disk, never a batch's staged objects.
+    pub fn read_ahead<T>(
+        &self,
+        f: impl FnOnce(&Repository) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        self.ahead_reader.with(self, f)
     }
 
     /// The policy set in force for `main`'s current tip, reloading it when

@@ -385,6 +385,20 @@ use crate::store::pack::Content;
 /// path, content).
 pub type Checkout = (String, String, Vec<u8>);
 
+/// Objects a writer wrote into its batch's memory, to be encoded for the
+/// batch's pack ahead of its flush ([`Staged::take_to_encode`]).
+#[derive(Debug, Default)]
+pub struct ToEncode(Vec<(Oid, Arc<Content>)>);
+
+impl ToEncode {
+    /// Hands the objects to this process's encoding thread, all at once
+    /// ([`Content::encode_ahead`]). A writer does it after its turn, once
+    /// the writer lock is let go of: waking the thread is a system call.
+    pub fn hand_over(self) {
+        Content::encode_ahead(self.0);
+    }
+}
+
 /// What a batch of writes has staged and not yet made durable: the objects
 /// it wrote (into its handle's memory; outside a batch, loose without
 /// fsync) and the ref moves it decided on (not yet
@@ -394,8 +408,11 @@ pub type Checkout = (String, String, Vec<u8>);
 #[derive(Debug, Clone, Default)]
 pub struct Staged {
     /// Where a batch's objects are written (its handle's memory backend);
-    /// without it, through libgit2 (loose objects).
+    /// without it, through libgit2 (loose objects), unless `held`.
     memory: Option<Arc<MemoryObjects>>,
+    /// Objects are only kept here, written nowhere, until a batch adopts
+    /// them ([`Staged::held`]).
+    held: bool,
     /// Each object written, with its content when gov wrote it to memory
     /// (the flush packs it from there, without reading it back: a read
     /// through libgit2 hashes the object again to check it).
@@ -417,6 +434,9 @@ pub struct Staged {
     /// The ref that records the batch (the audit chain): moved after every
     /// other ref, so an entry never exists without its Git change.
     record: Option<String>,
+    /// Objects written to memory and not yet handed to the encoding
+    /// thread ([`Staged::encode_ahead`]).
+    to_encode: Vec<(Oid, Arc<Content>)>,
 }
 
 impl Staged {
@@ -429,8 +449,50 @@ impl Staged {
         }
     }
 
+    /// Objects made outside any batch (a pending proposal's commit, made
+    /// ahead): kept in memory, written nowhere, until a batch takes them
+    /// over ([`Staged::adopt`]). Nothing may be read back from it: the
+    /// objects are in no repository.
+    pub fn held() -> Staged {
+        Staged {
+            held: true,
+            ..Staged::default()
+        }
+    }
+
+    /// Writes the objects `held` keeps ([`Staged::held`]) for this batch,
+    /// as [`Staged::write`] would have; it must be one that writes to
+    /// memory or through libgit2, not one that holds.
+    pub fn adopt(&mut self, repo: &Repository, held: Staged) -> Result<(), StoreError> {
+        for (oid, content) in held.objects {
+            let Some(content) = content else {
+                return Err(git2::Error::from_str("an object made ahead has no content").into());
+            };
+            let written = match &self.memory {
+                Some(memory) => memory.write(content.kind(), content.data())?,
+                None if !self.held => repo.odb()?.write(content.kind(), content.data())?,
+                None => {
+                    return Err(git2::Error::from_str("held objects adopted by a holder").into())
+                }
+            };
+            if written != oid {
+                return Err(git2::Error::from_str(&format!(
+                    "an object made ahead as {oid} was written as {written}"
+                ))
+                .into());
+            }
+            if self.memory.is_some() {
+                self.to_encode.push((oid, content.clone()));
+                self.objects.push((oid, Some(content)));
+            } else {
+                self.objects.push((oid, None));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes an object for this batch and records it: straight into the
-    /// batch's memory, else through libgit2.
+    /// batch's memory, else through libgit2 (or only kept, when held).
     pub fn write(
         &mut self,
         repo: &Repository,
@@ -441,14 +503,25 @@ impl Staged {
             Some(memory) => {
                 let oid = memory.write(kind, data)?;
                 let content = Arc::new(Content::new(kind, data.to_vec()));
-                Content::encode_ahead(&content, oid);
+                self.to_encode.push((oid, content.clone()));
                 (oid, Some(content))
+            }
+            None if self.held => {
+                let oid = crate::store::memory_odb::object_id(kind, data)?;
+                (oid, Some(Arc::new(Content::new(kind, data.to_vec()))))
             }
             None => (repo.odb()?.write(kind, data)?, None),
         };
         let oid = written.0;
         self.objects.push(written);
         Ok(oid)
+    }
+
+    /// The objects written since the last call, for this process's
+    /// encoding thread ([`ToEncode::hand_over`]). Objects never handed over
+    /// are encoded by the flush.
+    pub fn take_to_encode(&mut self) -> ToEncode {
+        ToEncode(std::mem::take(&mut self.to_encode))
     }
 
     /// The ids of the objects written.

@@ -119,13 +119,7 @@ impl MemoryObjects {
                 return Err(git2::Error::from_str("an object must have a type").into());
             }
         };
-        // The id, hashed here: libgit2's hash detects SHA-1 collision
-        // attacks, which costs twice as much, and these are gov's own
-        // objects (a test compares ids with libgit2's).
-        let mut hash = Sha1::new();
-        hash.update(format!("{} {}\0", kind.str(), data.len()).as_bytes());
-        hash.update(data);
-        let oid = Oid::from_bytes(&hash.finalize())?;
+        let oid = object_id(kind, data)?;
         let mut id = raw::git_oid {
             id: [0; raw::GIT_OID_MAX_SIZE],
         };
@@ -149,6 +143,17 @@ impl MemoryObjects {
         }
         Ok(oid)
     }
+}
+
+/// The id git gives an object of `kind` holding `data`, hashed here:
+/// libgit2's hash detects SHA-1 collision attacks, which costs twice as
+/// much, and these are gov's own objects (a test compares ids with
+/// libgit2's).
+pub fn object_id(kind: ObjectType, data: &[u8]) -> Result<Oid, StoreError> {
+    let mut hash = Sha1::new();
+    hash.update(format!("{} {}\0", kind.str(), data.len()).as_bytes());
+    hash.update(data);
+    Ok(Oid::from_bytes(&hash.finalize())?)
 }
 
 impl Drop for MemoryObjects {

@@ -98,8 +98,8 @@ fn encode_entry(
 /// content, and its pack entry once encoded.
 ///
 /// The flush holds the chain lock, and deflating the batch's objects was
-/// nearly half of its work. So each object is handed, as it is written,
-/// to a thread of this process that encodes objects ahead
+/// nearly half of its work. So a writer's objects are handed, at the end
+/// of its turn, to a thread of this process that encodes objects ahead
 /// ([`Content::encode_ahead`]); the flush takes the entries it finds
 /// done and encodes the others itself (whichever starts first encodes,
 /// the other waits for it or finds it done).
@@ -129,6 +129,16 @@ impl Content {
         }
     }
 
+    /// The object's type.
+    pub fn kind(&self) -> ObjectType {
+        self.kind
+    }
+
+    /// The object's content.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// The object's pack entry and its CRC-32, encoded now with `deflate`
     /// unless it was encoded already.
     fn encoded(
@@ -147,29 +157,37 @@ impl Content {
             .map_err(|e| std::io::Error::other(e.clone()))
     }
 
-    /// Hands the object to this process's encoding thread (started on
-    /// first use); without one, the flush encodes it.
-    pub fn encode_ahead(content: &std::sync::Arc<Content>, oid: Oid) {
-        type Job = (Oid, std::sync::Arc<Content>);
-        static ENCODER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+    /// Hands objects to this process's encoding thread (started on first
+    /// use); without one, the flush encodes them. A writer hands over all
+    /// the objects of its turn at once: one wake-up of the thread per
+    /// turn, not one per object (each was a futex call and two context
+    /// switches on the writer's serial path).
+    pub fn encode_ahead(jobs: Vec<(Oid, std::sync::Arc<Content>)>) {
+        type Jobs = Vec<(Oid, std::sync::Arc<Content>)>;
+        static ENCODER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Jobs>>> =
             std::sync::OnceLock::new();
+        if jobs.is_empty() {
+            return;
+        }
         let encoder = ENCODER.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let (tx, rx) = std::sync::mpsc::channel::<Jobs>();
             std::thread::Builder::new()
                 .name("gov-pack-encode".into())
                 .spawn(move || {
                     let mut deflate = flate2::Compress::new(LEVEL, true);
-                    for (oid, content) in rx {
-                        // An error is kept in the content: the flush
-                        // reports it.
-                        let _ = content.encoded(oid, &mut deflate);
+                    for jobs in rx {
+                        for (oid, content) in jobs {
+                            // An error is kept in the content: the flush
+                            // reports it.
+                            let _ = content.encoded(oid, &mut deflate);
+                        }
                     }
                 })
                 .ok()
                 .map(|_| tx)
         });
         if let Some(tx) = encoder {
-            let _ = tx.send((oid, content.clone()));
+            let _ = tx.send(jobs);
         }
     }
 }
@@ -653,9 +671,13 @@ mod tests {
             .collect::<Result<_, git2::Error>>()?;
         // Every other object goes to the encoding thread; the pack is
         // written once those are encoded, so that both ways are taken.
-        for (oid, content) in contents.iter().step_by(2) {
-            Content::encode_ahead(content, *oid);
-        }
+        Content::encode_ahead(
+            contents
+                .iter()
+                .step_by(2)
+                .map(|(oid, content)| (*oid, content.clone()))
+                .collect(),
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while contents
             .iter()

@@ -64,8 +64,41 @@ pub enum BranchName {
     Drawn,
 }
 
+/// A pending proposal's commit made before its batch opened
+/// ([`made_ahead`]): its objects are held, written nowhere, until a writer
+/// files the same proposal on the same base ([`write_pending`]).
+#[derive(Debug)]
+pub struct MadeAhead {
+    base: Oid,
+    proposal: Proposal,
+    commit: Oid,
+    objects: Staged,
+}
+
+/// Makes the commit that files `p` on top of `base` (main's tip of the
+/// moment), outside any batch: its file, the trees above it and the signed
+/// commit, held in memory. Writers of a batch stage one at a time, and
+/// this was a quarter of a pending submission's turn.
+pub fn made_ahead(
+    repo: &Repository,
+    key: &SigningKey,
+    base: Oid,
+    p: &Proposal,
+) -> Result<Box<MadeAhead>, StoreError> {
+    let mut objects = Staged::held();
+    let commit = pending_commit(repo, &mut objects, key, base, p)?;
+    Ok(Box::new(MadeAhead {
+        base,
+        proposal: p.clone(),
+        commit,
+        objects,
+    }))
+}
+
 /// Files a proposal that waits for a person on its own branch (staged),
-/// on main's tip. Returns the commit.
+/// on main's tip. Returns the commit. `made`, a commit made ahead, is
+/// taken when it files this very proposal on main's tip as staged; else
+/// the commit is made now.
 pub fn write_pending(
     repo: &Repository,
     staged: &mut Staged,
@@ -73,16 +106,22 @@ pub fn write_pending(
     main_ref: &str,
     (branch, name): (&str, BranchName),
     p: &Proposal,
+    made: Option<Box<MadeAhead>>,
 ) -> Result<Oid, StoreError> {
     let base = main_tip(repo, staged, main_ref)?.id();
-    match name {
-        BranchName::Chosen => write_pending_on(repo, staged, key, base, branch, p),
-        BranchName::Drawn => {
-            let commit = pending_commit(repo, staged, key, base, p)?;
-            staged.create_unknown(&full_ref(branch), commit)?;
-            Ok(commit)
+    let commit = match made {
+        Some(m) if m.base == base && m.proposal == *p => {
+            staged.adopt(repo, m.objects)?;
+            m.commit
         }
+        _ => pending_commit(repo, staged, key, base, p)?,
+    };
+    let branch = full_ref(branch);
+    match name {
+        BranchName::Chosen => staged.set(repo, &branch, Some(commit), None)?,
+        BranchName::Drawn => staged.create_unknown(&branch, commit)?,
     }
+    Ok(commit)
 }
 
 /// [`write_pending`] on top of `base` instead of main's tip: a policy
@@ -411,6 +450,7 @@ mod tests {
             main_ref,
             ("gov/proposal/p-1", BranchName::Chosen),
             &p,
+            None,
         )?;
         assert_eq!(
             staged.target(&repo, "refs/heads/gov/proposal/p-1")?,
@@ -449,6 +489,7 @@ mod tests {
             main_ref,
             (branch, BranchName::Drawn),
             &p,
+            None,
         )?;
         assert_eq!(staged.target(&repo, &full_ref(branch))?, Some(filed));
         assert!(
@@ -458,7 +499,8 @@ mod tests {
                 &key,
                 main_ref,
                 (branch, BranchName::Drawn),
-                &p
+                &p,
+                None,
             )
             .is_err(),
             "staged twice in one batch"
@@ -480,12 +522,71 @@ mod tests {
         )?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
-        write_pending(&repo, &mut staged, &key, main_ref, drawn, &q)?;
+        write_pending(&repo, &mut staged, &key, main_ref, drawn, &q, None)?;
         assert!(matches!(
             staged.flush(&repo),
             Err(StoreError::RefMoved { .. })
         ));
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-2")?, base);
+        Ok(())
+    }
+
+    /// A pending commit made ahead of the batch is the one filed when it
+    /// files the same proposal on main's tip as staged; made for another
+    /// proposal or on a tip main has left, it is made again in the batch.
+    #[test]
+    fn a_commit_made_ahead_is_filed_only_for_its_proposal_and_tip(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, repo, key, who, base) = with_main()?;
+        let main_ref = "refs/heads/main";
+        let p = sample()?;
+        let made = made_ahead(&repo, &key, base, &p)?;
+        let ahead = made.commit;
+        assert!(
+            repo.find_commit(ahead).is_err(),
+            "nothing written before a batch takes it"
+        );
+        let mut staged = Staged::default();
+        let chosen = ("gov/proposal/p-1", BranchName::Chosen);
+        let filed = write_pending(&repo, &mut staged, &key, main_ref, chosen, &p, Some(made))?;
+        assert_eq!(filed, ahead);
+        staged.flush(&repo)?;
+        assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, ahead);
+        assert_eq!(repo.find_commit(ahead)?.parent_id(0)?, base);
+        assert_eq!(
+            check_untampered(&repo, &Staged::default(), "gov/proposal/p-1", ahead, &p)?,
+            None
+        );
+
+        // Another proposal than the one made ahead.
+        let mut q = p.clone();
+        q.proposal_id = "p-2".into();
+        let made = made_ahead(&repo, &key, base, &p)?;
+        let mut staged = Staged::default();
+        let drawn = ("gov/proposal/p-2", BranchName::Drawn);
+        let filed = write_pending(&repo, &mut staged, &key, main_ref, drawn, &q, Some(made))?;
+        staged.flush(&repo)?;
+        assert!(file_in_commit(&repo, filed, &q)?.is_some());
+        assert!(file_in_commit(&repo, filed, &p)?.is_none());
+
+        // Main moved after the commit was made.
+        let mut r = p.clone();
+        r.proposal_id = "p-3".into();
+        let made = made_ahead(&repo, &key, base, &r)?;
+        let moved = commit_files(
+            &repo,
+            &key,
+            &who,
+            main_ref,
+            Some(base),
+            &[("README".into(), b"moved".to_vec())],
+            "main moves",
+        )?;
+        let mut staged = Staged::default();
+        let drawn = ("gov/proposal/p-3", BranchName::Drawn);
+        let filed = write_pending(&repo, &mut staged, &key, main_ref, drawn, &r, Some(made))?;
+        staged.flush(&repo)?;
+        assert_eq!(repo.find_commit(filed)?.parent_id(0)?, moved);
         Ok(())
     }
 }
