@@ -6,15 +6,16 @@
 //! writer mutex, runs its closure against the batch's state (the index
 //! with every earlier entry of the batch applied, the refs as the batch
 //! staged them), stages its entries (one signed commit each, appended to
-//! the batch's chain tip, their rows in the batch's SQLite transaction
-//! under a savepoint) and lets go of the mutex. The last writer in line
+//! the batch's chain tip, their rows in the batch's SQLite transaction)
+//! and lets go of the mutex. The last writer in line
 //! (nobody else waiting, or the batch full) flushes the batch: its objects
 //! as one pack, its refs in one transaction (compare-and-swap), its rows in
 //! one SQLite commit; then every writer of the batch is answered (an
 //! approval once its file is in the checkout too, which it puts there
 //! itself outside the writer mutex: see [`Governance::sync_handed_through`];
 //! the batch's other writers do not wait for that). A writer
-//! whose closure fails is undone alone (savepoint, staged refs); a batch
+//! whose closure fails is undone alone (its staged refs and objects; its
+//! rows, if it wrote any, by applying the batch's other entries again); a batch
 //! whose flush fails answers each of its writers with the error.
 //!
 //! Two locks serialise batches: the writer mutex inside the process and the
@@ -103,6 +104,9 @@ struct Batch {
     staged: Staged,
     /// The chain's tip as the batch sees it (its last staged entry).
     tip: Option<ChainEntry>,
+    /// The chain's tip when the batch opened (the commit), where its own
+    /// entries start.
+    base: Option<Oid>,
     /// Writers whose entries are staged and who wait for the flush.
     members: usize,
     /// When the batch was opened.
@@ -584,6 +588,7 @@ impl Governance {
                 _lock: lock,
                 staged: Staged::in_memory(batch_repo.memory.clone()),
                 repo: batch_repo,
+                base: tip.as_ref().map(|t| t.commit),
                 tip,
                 members: 0,
                 opened,
@@ -595,7 +600,7 @@ impl Governance {
             return Err(GovError::Poisoned);
         };
         let repo = &batch.repo.repo;
-        index.savepoint()?;
+        let changes = index.changes();
         let before = batch.staged.clone();
         let signer_key = self.signing_key();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -627,9 +632,9 @@ impl Governance {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(E::from(GovError::Panicked)),
         };
+        let mut index_lost = false;
         match &staged {
             Ok((_, written)) => {
-                index.end_savepoint(true)?;
                 for e in written {
                     tracing::debug!(
                         seq = e.entry.seq,
@@ -643,9 +648,30 @@ impl Governance {
                 batch.members += 1;
             }
             Err(_) => {
-                index.end_savepoint(false)?;
                 batch.staged = before;
+                // Rows this writer changed (its entries' rows, applied
+                // before one of them failed) are undone by applying the
+                // batch's other entries again.
+                if index.changes() != changes {
+                    let kept = chain::entries_since(
+                        repo,
+                        batch.tip.as_ref().map(|t| t.commit),
+                        batch.base,
+                    )
+                    .and_then(|kept| index.redo_batch(&kept));
+                    if let Err(e) = kept {
+                        tracing::error!(error = %e, "a failed writer's rows could not be undone; the batch is flushed without its index rows");
+                        index_lost = true;
+                    }
+                }
             }
+        }
+        if index_lost {
+            // The batch's earlier writers are in Git and answered once it
+            // is flushed; the index catches up from Git at the next batch
+            // (its rows were rolled back, so the flush's commit fails).
+            index.rollback_batch();
+            self.finish_batch(w);
         }
         Ok(staged)
     }
@@ -1200,14 +1226,8 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    /// An approval and another write in one batch: the other writer is
-    /// answered once the batch is durable, while the approval still waits
-    /// to put its file into the working tree (held up here by the working
-    /// tree's lock, as another gov process syncing would hold it).
-    #[test]
-    fn only_the_writer_that_asked_for_a_checkout_waits_for_it() -> TestResult {
-        use crate::domain::audit::{Actor, Event};
-        use crate::store::lock::WORKTREE_LOCK_FILE;
+    /// A repository made by `gov init`, and the server's handle on it.
+    fn new_repository() -> Result<(tempfile::TempDir, Governance), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         crate::app::init::init(&crate::app::init::InitOptions {
             dir: dir.path().to_path_buf(),
@@ -1216,11 +1236,25 @@ mod tests {
         })?;
         let settings = Settings::load(dir.path())?;
         let gov = Governance::open(&settings, Role::Server)?;
-        let entry = |what: &str| -> Result<NewEntry, crate::domain::event::EventNameError> {
-            let event = Event::other("tool_call", serde_json::json!({ "what": what }))?;
-            Ok(NewEntry::new(Actor::server(), event))
-        };
-        let (approval_entry, other_entry) = (entry("approval")?, entry("other")?);
+        Ok((dir, gov))
+    }
+
+    /// An entry recording a tool call named `what`.
+    fn tool_call(what: &str) -> Result<NewEntry, crate::domain::event::EventNameError> {
+        use crate::domain::audit::{Actor, Event};
+        let event = Event::other("tool_call", serde_json::json!({ "what": what }))?;
+        Ok(NewEntry::new(Actor::server(), event))
+    }
+
+    /// An approval and another write in one batch: the other writer is
+    /// answered once the batch is durable, while the approval still waits
+    /// to put its file into the working tree (held up here by the working
+    /// tree's lock, as another gov process syncing would hold it).
+    #[test]
+    fn only_the_writer_that_asked_for_a_checkout_waits_for_it() -> TestResult {
+        use crate::store::lock::WORKTREE_LOCK_FILE;
+        let (dir, gov) = new_repository()?;
+        let (approval_entry, other_entry) = (tool_call("approval")?, tool_call("other")?);
         let file = dir.path().join("approved.toml");
         let held = ChainLock::acquire_named(&dir.path().join(".git"), WORKTREE_LOCK_FILE)?;
         std::thread::scope(|scope| -> TestResult {
@@ -1260,6 +1294,62 @@ mod tests {
             Ok(())
         })?;
         assert_eq!(std::fs::read_to_string(&file)?, "ok\n");
+        Ok(())
+    }
+
+    /// A writer that changed rows and then failed is undone alone: the
+    /// rows of the batch's writers before it stay, the writer after it
+    /// reads them and none of the failed one's, and the flushed index
+    /// matches the chain.
+    #[test]
+    fn a_failed_writer_s_rows_are_undone_and_the_others_kept() -> TestResult {
+        let (_dir, gov) = new_repository()?;
+        let (first, last) = (tool_call("first")?, tool_call("last")?);
+        let rows = |tx: &Tx<'_>, sql: &str| -> Result<i64, GovError> {
+            Ok(tx
+                .index()
+                .conn()
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(StoreError::from)?)
+        };
+        let mut w = gov.writer.lock().map_err(|_| "poisoned")?;
+        let kept =
+            gov.run_in_batch(&mut w, |_| -> Result<_, GovError> { Ok(((), vec![first])) })??;
+        let failed = gov.run_in_batch(&mut w, |tx| -> Result<((), Vec<NewEntry>), GovError> {
+            tx.index()
+                .conn()
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('failed', 'writer')",
+                    [],
+                )
+                .map_err(StoreError::from)?;
+            Err(GovError::BatchFailed("refused on purpose".into()))
+        })?;
+        assert!(failed.is_err());
+        let seen = gov.run_in_batch(&mut w, |tx| -> Result<_, GovError> {
+            let failed_rows = rows(tx, "SELECT count(*) FROM meta WHERE key = 'failed'")?;
+            let first_rows = rows(
+                tx,
+                "SELECT count(*) FROM audit WHERE payload_json LIKE '%first%'",
+            )?;
+            Ok(((failed_rows, first_rows), vec![last]))
+        })??;
+        assert_eq!(
+            seen.0,
+            (0, 1),
+            "the failed writer's row, the first writer's"
+        );
+        gov.finish_batch(&mut w);
+        assert_eq!(gov.batch_stats(), (1, 2));
+        let tip = w.index.position()?.map(|(seq, _)| seq);
+        drop(w);
+        assert_eq!(tip, Some(seen.1[0].entry.seq));
+        assert_eq!(seen.1[0].entry.seq, kept.1[0].entry.seq + 1);
+        let index = gov.index()?;
+        let audit_rows: i64 = index
+            .conn()
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        assert_eq!(audit_rows as u64, seen.1[0].entry.seq);
         Ok(())
     }
 }

@@ -72,6 +72,29 @@ pub fn read_entry(commit: &Commit<'_>) -> Result<ChainEntry, StoreError> {
     })
 }
 
+/// The entries of the chain from just after `base` up to `tip`, oldest
+/// first, read back through `repo`: a batch's own entries, which its
+/// handle's memory holds before the flush (`base` the tip the batch opened
+/// on, `None` for an empty chain).
+pub fn entries_since(
+    repo: &Repository,
+    tip: Option<Oid>,
+    base: Option<Oid>,
+) -> Result<Vec<ChainEntry>, StoreError> {
+    let mut entries = Vec::new();
+    let mut at = tip;
+    while at != base {
+        let Some(oid) = at else {
+            return Err(git2::Error::from_str("the entries do not lead back to their base").into());
+        };
+        let commit = repo.find_commit(oid)?;
+        entries.push(read_entry(&commit)?);
+        at = commit.parent_ids().next();
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
 /// The tip of the chain, if it has one.
 pub fn tip(repo: &Repository, refname: &str) -> Result<Option<ChainEntry>, StoreError> {
     let oid = match repo.refname_to_id(refname) {
