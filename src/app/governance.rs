@@ -658,10 +658,13 @@ impl Governance {
                         batch.tip.as_ref().map(|t| t.commit),
                         batch.base,
                     )
-                    .and_then(|kept| index.redo_batch(&kept));
-                    if let Err(e) = kept {
-                        tracing::error!(error = %e, "a failed writer's rows could not be undone; the batch is flushed without its index rows");
-                        index_lost = true;
+                    .and_then(|kept| index.redo_batch(&kept).map(|()| kept.len()));
+                    match kept {
+                        Ok(n) => tracing::debug!(kept = n, "a failed writer's rows undone"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "a failed writer's rows could not be undone; the batch is flushed without its index rows");
+                            index_lost = true;
+                        }
                     }
                 }
             }

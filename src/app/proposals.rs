@@ -366,8 +366,8 @@ fn branch_name(asked_id: &Option<String>) -> BranchName {
 }
 
 /// Files a proposal the policy set has decided, in Git and the chain.
-/// The second argument is the proposal, the id the agent asked for, and
-/// its pending commit if one was made ahead.
+/// The proposal comes with the id the agent asked for and its pending
+/// commit, if one was made ahead.
 fn file_decided(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,

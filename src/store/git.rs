@@ -435,7 +435,7 @@ pub struct Staged {
     /// other ref, so an entry never exists without its Git change.
     record: Option<String>,
     /// Objects written to memory and not yet handed to the encoding
-    /// thread ([`Staged::encode_ahead`]).
+    /// thread ([`Staged::take_to_encode`]).
     to_encode: Vec<(Oid, Arc<Content>)>,
 }
 
@@ -464,28 +464,19 @@ impl Staged {
     /// as [`Staged::write`] would have; it must be one that writes to
     /// memory or through libgit2, not one that holds.
     pub fn adopt(&mut self, repo: &Repository, held: Staged) -> Result<(), StoreError> {
+        if self.held {
+            return Err(git2::Error::from_str("held objects adopted by a holder").into());
+        }
         for (oid, content) in held.objects {
             let Some(content) = content else {
                 return Err(git2::Error::from_str("an object made ahead has no content").into());
             };
-            let written = match &self.memory {
-                Some(memory) => memory.write(content.kind(), content.data())?,
-                None if !self.held => repo.odb()?.write(content.kind(), content.data())?,
-                None => {
-                    return Err(git2::Error::from_str("held objects adopted by a holder").into())
-                }
-            };
+            let written = self.write(repo, content.kind(), content.data())?;
             if written != oid {
                 return Err(git2::Error::from_str(&format!(
                     "an object made ahead as {oid} was written as {written}"
                 ))
                 .into());
-            }
-            if self.memory.is_some() {
-                self.to_encode.push((oid, content.clone()));
-                self.objects.push((oid, Some(content)));
-            } else {
-                self.objects.push((oid, None));
             }
         }
         Ok(())

@@ -98,8 +98,8 @@ fn encode_entry(
 /// content, and its pack entry once encoded.
 ///
 /// The flush holds the chain lock, and deflating the batch's objects was
-/// nearly half of its work. So a writer's objects are handed, at the end
-/// of its turn, to a thread of this process that encodes objects ahead
+/// nearly half of its work. So a writer's objects are handed, once its
+/// turn is over, to a thread of this process that encodes objects ahead
 /// ([`Content::encode_ahead`]); the flush takes the entries it finds
 /// done and encodes the others itself (whichever starts first encodes,
 /// the other waits for it or finds it done).
