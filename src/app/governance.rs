@@ -508,14 +508,19 @@ impl Governance {
         let wants_checkout = checkouts(&guard) > checkouts_before;
         let batch_id = guard.batch.as_ref().map(|b| b.id);
         let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
+        // This writer's objects go to the encoding thread (the flush
+        // encodes whatever it has not done by then).
+        let to_encode = guard.batch.as_mut().map(|b| b.staged.take_to_encode());
+        let to_encode = to_encode.unwrap_or_default();
         if self.waiting.load(Ordering::SeqCst) > 0 && !full {
             // Someone is in line for the mutex: the last of them flushes.
-            // This writer's objects are encoded meanwhile (the flush
-            // encodes whatever is left).
-            let to_encode = guard.batch.as_mut().map(|b| b.staged.take_to_encode());
+            // The thread is woken once the mutex is let go of.
             drop(guard);
-            to_encode.unwrap_or_default().hand_over();
+            to_encode.hand_over();
         } else {
+            // The flush starts now: the thread starts on them while it
+            // takes its locks.
+            to_encode.hand_over();
             self.finish_batch(&mut guard);
             drop(guard);
         }
