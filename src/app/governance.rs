@@ -159,6 +159,28 @@ impl BatchRepo {
     }
 }
 
+/// Undoes the rows of a writer of `batch` that failed after changing
+/// some: the batch's transaction is rolled back and the entries of its
+/// other writers, read back from its memory, applied again
+/// ([`Index::redo_batch`]). Whether the index still holds the batch's
+/// rows; if not, its transaction is left rolled back.
+fn undo_rows(index: &mut Index, repo: &Repository, batch: &Batch) -> bool {
+    let tip = batch.tip.as_ref().map(|t| t.commit);
+    let redone = chain::entries_since(repo, tip, batch.base)
+        .and_then(|kept| index.redo_batch(&kept).map(|()| kept.len()));
+    match redone {
+        Ok(kept) => {
+            tracing::debug!(kept, "a failed writer's rows undone");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a failed writer's rows could not be undone; the batch is flushed without its index rows");
+            index.rollback_batch();
+            false
+        }
+    }
+}
+
 struct Writer {
     index: Index,
     /// The repository the last flushed batch wrote through, for the next.
@@ -655,30 +677,14 @@ impl Governance {
             Err(_) => {
                 batch.staged = before;
                 // Rows this writer changed (its entries' rows, applied
-                // before one of them failed) are undone by applying the
-                // batch's other entries again.
-                if index.changes() != changes {
-                    let kept = chain::entries_since(
-                        repo,
-                        batch.tip.as_ref().map(|t| t.commit),
-                        batch.base,
-                    )
-                    .and_then(|kept| index.redo_batch(&kept).map(|()| kept.len()));
-                    match kept {
-                        Ok(n) => tracing::debug!(kept = n, "a failed writer's rows undone"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "a failed writer's rows could not be undone; the batch is flushed without its index rows");
-                            index_lost = true;
-                        }
-                    }
-                }
+                // before one of them failed) are undone too.
+                index_lost = index.changes() != changes && !undo_rows(index, repo, batch);
             }
         }
         if index_lost {
             // The batch's earlier writers are in Git and answered once it
             // is flushed; the index catches up from Git at the next batch
             // (its rows were rolled back, so the flush's commit fails).
-            index.rollback_batch();
             self.finish_batch(w);
         }
         Ok(staged)

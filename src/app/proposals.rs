@@ -278,7 +278,7 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
         (Some(pending), Some(tip)) => svc
             .read_ahead(|repo| {
                 let key = svc.governance().signing_key();
-                git_proposals::made_ahead(repo, key, tip, &pending).map_err(AppError::from)
+                git_proposals::made_ahead(repo, key, tip, pending).map_err(AppError::from)
             })
             .ok(),
         _ => None,
@@ -297,13 +297,16 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
 /// for a person (see [`file_decided`]).
 fn waits_for_person(p: &Proposal, decision: &Decision) -> Option<Proposal> {
     match decision.outcome {
-        Outcome::NeedsPerson if !blocked_self_approval(p, decision) => {
-            let mut pending = p.clone();
-            pending.proposed.requires_approval = true;
-            Some(pending)
-        }
+        Outcome::NeedsPerson if !blocked_self_approval(p, decision) => Some(as_pending(p.clone())),
         _ => None,
     }
+}
+
+/// A proposal that waits for a person, as it is filed: it requires
+/// approval, whatever the agent asked.
+fn as_pending(mut p: Proposal) -> Proposal {
+    p.proposed.requires_approval = true;
+    p
 }
 
 /// Whether the agent asked to skip a person on an action reserved for one.
@@ -424,9 +427,8 @@ fn file_decided(
             ))
         }
         Outcome::NeedsPerson => {
-            p.proposed.requires_approval = true;
             let on = PendingOn::Main(branch_name(&asked_id), made);
-            let (filed, entry) = file_pending_at(svc, tx, p, record, on)?;
+            let (filed, entry) = file_pending_at(svc, tx, as_pending(p), record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
     }

@@ -399,6 +399,18 @@ impl ToEncode {
     }
 }
 
+/// Where a [`Staged`]'s objects are written.
+#[derive(Debug, Clone, Default)]
+enum Sink {
+    /// Through libgit2 (loose objects): outside a batch.
+    #[default]
+    Loose,
+    /// Into a batch's handle's memory backend.
+    Memory(Arc<MemoryObjects>),
+    /// Nowhere: only kept, until a batch adopts them ([`Staged::held`]).
+    Held,
+}
+
 /// What a batch of writes has staged and not yet made durable: the objects
 /// it wrote (into its handle's memory; outside a batch, loose without
 /// fsync) and the ref moves it decided on (not yet
@@ -407,12 +419,8 @@ impl ToEncode {
 /// objects as one pack, moves every ref in one transaction and flushes both.
 #[derive(Debug, Clone, Default)]
 pub struct Staged {
-    /// Where a batch's objects are written (its handle's memory backend);
-    /// without it, through libgit2 (loose objects), unless `held`.
-    memory: Option<Arc<MemoryObjects>>,
-    /// Objects are only kept here, written nowhere, until a batch adopts
-    /// them ([`Staged::held`]).
-    held: bool,
+    /// Where the objects written go.
+    sink: Sink,
     /// Each object written, with its content when gov wrote it to memory
     /// (the flush packs it from there, without reading it back: a read
     /// through libgit2 hashes the object again to check it).
@@ -444,7 +452,7 @@ impl Staged {
     /// of the handle it is flushed through.
     pub fn in_memory(memory: Arc<MemoryObjects>) -> Staged {
         Staged {
-            memory: Some(memory),
+            sink: Sink::Memory(memory),
             ..Staged::default()
         }
     }
@@ -455,7 +463,7 @@ impl Staged {
     /// objects are in no repository.
     pub fn held() -> Staged {
         Staged {
-            held: true,
+            sink: Sink::Held,
             ..Staged::default()
         }
     }
@@ -464,7 +472,7 @@ impl Staged {
     /// as [`Staged::write`] would have; it must be one that writes to
     /// memory or through libgit2, not one that holds.
     pub fn adopt(&mut self, repo: &Repository, held: Staged) -> Result<(), StoreError> {
-        if self.held {
+        if matches!(self.sink, Sink::Held) {
             return Err(git2::Error::from_str("held objects adopted by a holder").into());
         }
         for (oid, content) in held.objects {
@@ -490,18 +498,18 @@ impl Staged {
         kind: ObjectType,
         data: &[u8],
     ) -> Result<Oid, StoreError> {
-        let written = match &self.memory {
-            Some(memory) => {
+        let written = match &self.sink {
+            Sink::Memory(memory) => {
                 let oid = memory.write(kind, data)?;
                 let content = Arc::new(Content::new(kind, data.to_vec()));
                 self.to_encode.push((oid, content.clone()));
                 (oid, Some(content))
             }
-            None if self.held => {
+            Sink::Held => {
                 let oid = crate::store::memory_odb::object_id(kind, data)?;
                 (oid, Some(Arc::new(Content::new(kind, data.to_vec()))))
             }
-            None => (repo.odb()?.write(kind, data)?, None),
+            Sink::Loose => (repo.odb()?.write(kind, data)?, None),
         };
         let oid = written.0;
         self.objects.push(written);

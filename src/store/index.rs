@@ -500,16 +500,11 @@ impl Index {
     /// that failed after changing rows is undone alone. A writer's rows
     /// are not fenced by a savepoint of their own: it made SQLite copy
     /// every page a writer touched first (a tenth of the writer's turn),
-    /// and writers almost never fail once their rows are written. On an
-    /// error the batch's transaction is left rolled back.
+    /// and writers almost never fail once their rows are written.
     pub fn redo_batch(&mut self, kept: &[ChainEntry]) -> Result<(), StoreError> {
         self.rollback_batch();
         self.begin_batch()?;
-        let applied = self.apply_staged(kept);
-        if applied.is_err() {
-            self.rollback_batch();
-        }
-        applied
+        self.apply_staged(kept)
     }
 
     /// Applies entries staged in the batch (after the index's position).

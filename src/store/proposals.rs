@@ -83,13 +83,13 @@ pub fn made_ahead(
     repo: &Repository,
     key: &SigningKey,
     base: Oid,
-    p: &Proposal,
+    p: Proposal,
 ) -> Result<Box<MadeAhead>, StoreError> {
     let mut objects = Staged::held();
-    let commit = pending_commit(repo, &mut objects, key, base, p)?;
+    let commit = pending_commit(repo, &mut objects, key, base, &p)?;
     Ok(Box::new(MadeAhead {
         base,
-        proposal: p.clone(),
+        proposal: p,
         commit,
         objects,
     }))
@@ -540,7 +540,7 @@ mod tests {
         let (_dir, repo, key, who, base) = with_main()?;
         let main_ref = "refs/heads/main";
         let p = sample()?;
-        let made = made_ahead(&repo, &key, base, &p)?;
+        let made = made_ahead(&repo, &key, base, p.clone())?;
         let ahead = made.commit;
         assert!(
             repo.find_commit(ahead).is_err(),
@@ -561,7 +561,7 @@ mod tests {
         // Another proposal than the one made ahead.
         let mut q = p.clone();
         q.proposal_id = "p-2".into();
-        let made = made_ahead(&repo, &key, base, &p)?;
+        let made = made_ahead(&repo, &key, base, p.clone())?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
         let filed = write_pending(&repo, &mut staged, &key, main_ref, drawn, &q, Some(made))?;
@@ -572,7 +572,7 @@ mod tests {
         // Main moved after the commit was made.
         let mut r = p.clone();
         r.proposal_id = "p-3".into();
-        let made = made_ahead(&repo, &key, base, &r)?;
+        let made = made_ahead(&repo, &key, base, r.clone())?;
         let moved = commit_files(
             &repo,
             &key,
