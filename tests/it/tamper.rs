@@ -495,15 +495,7 @@ fn verify_reads_the_chain_itself_when_the_index_lists_other_commits() -> TestRes
 
 #[test]
 fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded() -> TestResult {
-    let s = TestServer::start()?;
-    let tok = s.agent_token("noop")?;
-    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
-    assert_eq!(r.status, 200);
-    let unpause_by_hand = || -> TestResult {
-        let conn = rusqlite::Connection::open(s.settings().index_path())?;
-        conn.execute("UPDATE agents SET paused = 0 WHERE agent_id = 'noop'", [])?;
-        Ok(())
-    };
+    let (s, tok) = server_with_noop_paused()?;
     let paused = || -> TestResult<bool> {
         let st = s.get("/status", Some(&s.operator))?;
         Ok(st.body["agents_paused"]
@@ -511,7 +503,7 @@ fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded(
             .is_some_and(|a| a.iter().any(|x| x == "noop")))
     };
     // A write finds the edit before it decides anything.
-    unpause_by_hand()?;
+    unpause_in_the_index(&s)?;
     let rebuilt = refused_after_one_rebuild(&s, &tok)?;
     let kept = rebuilt["payload"]["kept_as"].as_str().unwrap_or_default();
     let evidence = rusqlite::Connection::open(kept)?;
@@ -522,7 +514,7 @@ fn an_index_edited_while_the_server_runs_is_rebuilt_from_the_chain_and_recorded(
     )?;
     assert_eq!(edited, 0, "the edited index is kept as it was");
     // With no write, the server finds it within seconds.
-    unpause_by_hand()?;
+    unpause_in_the_index(&s)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while s.audit("index_rebuilt")?.len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -855,15 +847,10 @@ fn stale_locks_of_main_packed_refs_and_the_git_index_do_not_block_writers() -> T
 #[test]
 fn a_rebuild_whose_record_failed_is_recorded_by_the_next_write() -> TestResult {
     use gov::testkit::fault::{arm, is_armed, Fault};
-    let s = TestServer::start()?;
-    let tok = s.agent_token("noop")?;
-    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
-    assert_eq!(r.status, 200);
+    let (s, tok) = server_with_noop_paused()?;
     let git_dir = s.repo.root().join(".git");
     arm(&git_dir, Fault::BeforeAuditRef);
-    let conn = rusqlite::Connection::open(s.settings().index_path())?;
-    conn.execute("UPDATE agents SET paused = 0 WHERE agent_id = 'noop'", [])?;
-    drop(conn);
+    unpause_in_the_index(&s)?;
     // The background check (ten times a second) finds the edit, rebuilds
     // the index and tries to record it: the fault fails that batch.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -878,6 +865,22 @@ fn a_rebuild_whose_record_failed_is_recorded_by_the_next_write() -> TestResult {
     // The next write is decided on the rebuilt index (still paused) and
     // answered once the rebuild's record is durable.
     refused_after_one_rebuild(&s, &tok)?;
+    Ok(())
+}
+
+/// A server with an agent token for `noop`, which the operator paused.
+fn server_with_noop_paused() -> TestResult<(TestServer, String)> {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let r = s.post("/agents/noop/pause", Some(&s.operator), &json!({}))?;
+    assert_eq!(r.status, 200);
+    Ok((s, tok))
+}
+
+/// Edits the index behind gov's back: `noop` no longer paused.
+fn unpause_in_the_index(s: &TestServer) -> TestResult {
+    let conn = rusqlite::Connection::open(s.settings().index_path())?;
+    conn.execute("UPDATE agents SET paused = 0 WHERE agent_id = 'noop'", [])?;
     Ok(())
 }
 
