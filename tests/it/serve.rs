@@ -449,7 +449,12 @@ fn gov_serve_maps_a_large_pack_a_window_at_a_time() -> TestResult {
             state.to_le_bytes()
         })
         .collect();
-    let blob = repo.repo()?.blob(&noise)?;
+    // libgit2 says only "no error" when write(2) fails under it (a full
+    // disk, say), so the failure says what was being written.
+    let blob = repo
+        .repo()?
+        .blob(&noise)
+        .map_err(|e| format!("writing a 40 MiB blob into {}: {e}", repo.root().display()))?;
     for args in [
         vec!["tag", "large", &blob.to_string()],
         vec!["-c", "pack.compression=0", "repack", "-a", "-d", "-q"],

@@ -90,10 +90,8 @@ fn optional_agent_auth_accepts_token_less_agents() -> TestResult {
     let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
     let r = s.post("/proposals", None, &proposal("newbie", "publish_content"))?;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(
-        s.get("/status/me?agent_id=newbie", None)?.body["status"],
-        "ok"
-    );
+    let me = s.get("/status/me?agent_id=newbie", None)?;
+    assert_eq!(me.body["status"], "ok", "{}: {:?}", me.status, me.body);
     // Decisions still need the operator.
     let id = r.body["proposal_id"].as_str().unwrap_or_default();
     assert_eq!(
