@@ -1238,7 +1238,7 @@ mod tests {
         assert_send_sync::<Governance>();
     }
 
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
     /// A repository made by `gov init`, and the server's handle on it.
     fn new_repository() -> Result<(tempfile::TempDir, Governance), Box<dyn std::error::Error>> {
@@ -1317,6 +1317,27 @@ mod tests {
     /// matches the chain.
     #[test]
     fn a_failed_writer_s_rows_are_undone_and_the_others_kept() -> TestResult {
+        let batches = a_writer_fails_between_two(false)?;
+        assert_eq!(batches, (1, 2), "one batch of the two kept writers");
+        Ok(())
+    }
+
+    /// The same, when the batch's entries cannot be read back to apply them
+    /// again: the batch is flushed at once without its rows, and the next
+    /// batch projects them from the chain. The writer after the failed one
+    /// reads the same rows, and the index matches the chain.
+    #[test]
+    fn a_batch_whose_rows_cannot_be_redone_is_flushed_and_caught_up_from_git() -> TestResult {
+        let batches = a_writer_fails_between_two(true)?;
+        assert_eq!(batches, (2, 2), "the failure closed the first batch");
+        Ok(())
+    }
+
+    /// Three writers: the middle one writes a row and fails (and, with
+    /// `read_back_fails`, its batch's entries cannot be read back). Checks
+    /// what the third one reads and the index after the flush; returns the
+    /// batches flushed and their writers.
+    fn a_writer_fails_between_two(read_back_fails: bool) -> TestResult<(u64, u64)> {
         let (_dir, gov) = new_repository()?;
         let (first, last) = (tool_call("first")?, tool_call("last")?);
         let rows = |tx: &Tx<'_>, sql: &str| -> Result<i64, GovError> {
@@ -1329,6 +1350,10 @@ mod tests {
         let mut w = gov.writer.lock().map_err(|_| "poisoned")?;
         let kept =
             gov.run_in_batch(&mut w, |_| -> Result<_, GovError> { Ok(((), vec![first])) })??;
+        if read_back_fails {
+            let git_dir = gov.settings.root.join(".git");
+            crate::store::fault::arm(&git_dir, crate::store::fault::Fault::ReadBatchBack);
+        }
         let failed = gov.run_in_batch(&mut w, |tx| -> Result<((), Vec<NewEntry>), GovError> {
             tx.index()
                 .conn()
@@ -1340,6 +1365,8 @@ mod tests {
             Err(GovError::BatchFailed("refused on purpose".into()))
         })?;
         assert!(failed.is_err());
+        // Flushed by the failure, or still open.
+        assert_eq!(w.batch.is_none(), read_back_fails);
         let seen = gov.run_in_batch(&mut w, |tx| -> Result<_, GovError> {
             let failed_rows = rows(tx, "SELECT count(*) FROM meta WHERE key = 'failed'")?;
             let first_rows = rows(
@@ -1354,7 +1381,6 @@ mod tests {
             "the failed writer's row, the first writer's"
         );
         gov.finish_batch(&mut w);
-        assert_eq!(gov.batch_stats(), (1, 2));
         let tip = w.index.position()?.map(|(seq, _)| seq);
         drop(w);
         assert_eq!(tip, Some(seen.1[0].entry.seq));
@@ -1364,6 +1390,6 @@ mod tests {
             .conn()
             .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
         assert_eq!(audit_rows as u64, seen.1[0].entry.seq);
-        Ok(())
+        Ok(gov.batch_stats())
     }
 }

@@ -81,6 +81,10 @@ pub fn entries_since(
     tip: Option<Oid>,
     base: Option<Oid>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
+    use crate::store::fault::{fire, Fault};
+    if fire(repo.path(), Fault::ReadBatchBack) {
+        return Err(git2::Error::from_str("injected fault: the batch was not read back").into());
+    }
     let mut entries = Vec::new();
     let mut at = tip;
     while at != base {

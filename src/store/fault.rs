@@ -20,6 +20,10 @@ pub enum Fault {
     /// Any batch's flush, just before the audit ref moves: the batch's
     /// objects and other refs are written, its entries are not.
     BeforeAuditRef,
+    /// Reading a batch's entries back from its memory, as undoing a failed
+    /// writer's index rows does (`store::audit::entries_since`): the read
+    /// fails.
+    ReadBatchBack,
 }
 
 impl Fault {
@@ -32,6 +36,7 @@ impl Fault {
         match self {
             Fault::AfterGitRefs => "after-git-refs",
             Fault::BeforeAuditRef => "before-audit-ref",
+            Fault::ReadBatchBack => "read-batch-back",
         }
     }
 }
