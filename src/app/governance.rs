@@ -264,6 +264,10 @@ pub struct Governance {
     /// A flush failed: Git refs may have moved without the entries that
     /// record them (`app::orphans` repairs before the next write).
     repair_due: AtomicBool,
+    /// A flushed batch's rows did not reach the index (its commit failed):
+    /// the next read catches the index up from Git, unless a batch does
+    /// first (see [`Governance::index`]).
+    index_behind: AtomicBool,
     /// The time entries are written at (see `app::clock`).
     clock: super::clock::Clock,
     /// The Git directory, for the maintenance check and the spare files
@@ -447,6 +451,7 @@ impl Governance {
             tampered: Mutex::new(tampered),
             stats: (AtomicU64::new(0), AtomicU64::new(0)),
             repair_due: AtomicBool::new(false),
+            index_behind: AtomicBool::new(false),
             _open: open,
             index_rebuilds: Mutex::new(Vec::new()),
             clock,
@@ -605,6 +610,7 @@ impl Governance {
                     // Entries other processes appended are projected only
                     // once their checks pass; a failed check is tampering.
                     self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
+                    self.index_behind.store(false, Ordering::SeqCst);
                     chain::tip(repo, &refname)?
                 }
             };
@@ -716,6 +722,9 @@ impl Governance {
         };
         let (result, checkouts) = match result {
             Ok((indexed, files)) => {
+                if !indexed {
+                    self.index_behind.store(true, Ordering::SeqCst);
+                }
                 w.kept_repo = Some(batch.repo);
                 // Known only if the index holds every entry up to it.
                 w.last_tip = batch.tip.clone().filter(|_| indexed);
@@ -828,7 +837,14 @@ impl Governance {
         let git_done = started.elapsed();
         // The entries are durable in Git now; the index is a projection of
         // them, so a failed commit here is caught up from Git later.
-        let indexed = match w.index.commit_batch() {
+        use crate::store::fault::{fire, Fault};
+        let committed = match fire(repo.path(), Fault::IndexCommit) {
+            true => Err(StoreError::from(git2::Error::from_str(
+                "injected fault: the index commit failed",
+            ))),
+            false => w.index.commit_batch(),
+        };
+        let indexed = match committed {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
@@ -1040,9 +1056,49 @@ impl Governance {
         crate::store::maintain::loose_object_count(&self.git_dir) > MAINTAIN_LOOSE
     }
 
-    /// A read connection to the index (WAL: readers never wait for writers).
+    /// A read connection to the index (WAL: readers never wait for
+    /// writers), caught up to the last batch this process flushed: if that
+    /// batch's rows did not reach the index, they are projected from Git
+    /// first (see [`Governance::catch_up_behind_index`]).
     pub fn index(&self) -> Result<MutexGuard<'_, Index>, GovError> {
+        if self.index_behind.load(Ordering::SeqCst) {
+            self.catch_up_behind_index();
+        }
         self.reader.lock().map_err(|_| GovError::Poisoned)
+    }
+
+    /// Projects from Git the entries a flushed batch could not put into
+    /// the index (its commit failed: a full disk, say), so that a read
+    /// after a write sees it. Best effort: a writer busy with a batch
+    /// catches the index up itself when the batch opens, and should this
+    /// fail too, the read is served from the index as it is and the next
+    /// read tries again. Takes the writer mutex only if free, so a caller
+    /// that holds it (a writer's own reads) never waits on itself.
+    fn catch_up_behind_index(&self) {
+        let Ok(mut w) = self.writer.try_lock() else {
+            return;
+        };
+        if w.batch.is_some() || !self.index_behind.load(Ordering::SeqCst) {
+            return;
+        }
+        let caught = open_repo(&self.settings).and_then(|repo| {
+            let _lock = ChainLock::acquire(repo.path())?;
+            let refname = self.settings.audit_refname();
+            let w = &mut *w;
+            self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))
+        });
+        match caught {
+            Ok(n) => {
+                tracing::info!(
+                    entries = n,
+                    "the index caught up from git after a failed commit"
+                );
+                self.index_behind.store(false, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the index is still behind the chain; reads may miss the last writes")
+            }
+        }
     }
 }
 
@@ -1330,6 +1386,29 @@ mod tests {
     fn a_batch_whose_rows_cannot_be_redone_is_flushed_and_caught_up_from_git() -> TestResult {
         let batches = a_writer_fails_between_two(true)?;
         assert_eq!(batches, (2, 2), "the failure closed the first batch");
+        Ok(())
+    }
+
+    /// A batch whose index commit failed is durable in Git all the same;
+    /// the next read catches the index up from the chain, so a read after
+    /// the write sees it although no other write follows.
+    #[test]
+    fn a_read_after_a_failed_index_commit_sees_the_write() -> TestResult {
+        use crate::store::fault::{arm, is_armed, Fault};
+        let (_dir, gov) = new_repository()?;
+        let git_dir = gov.settings.root.join(".git");
+        let entry = tool_call("behind")?;
+        arm(&git_dir, Fault::IndexCommit);
+        let (_, written) = gov.transact(|_| -> Result<_, GovError> { Ok(((), vec![entry])) })?;
+        assert!(!is_armed(&git_dir, Fault::IndexCommit), "the fault fired");
+        let index = gov.index()?;
+        let rows: i64 = index.conn().query_row(
+            "SELECT count(*) FROM audit WHERE payload_json LIKE '%behind%'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(rows, 1);
+        assert_eq!(index.position()?.map(|p| p.0), Some(written[0].seq));
         Ok(())
     }
 

@@ -24,6 +24,9 @@ pub enum Fault {
     /// writer's index rows does (`store::audit::entries_since`): the read
     /// fails.
     ReadBatchBack,
+    /// A batch's flush, once its Git refs and entries are durable: the
+    /// commit of its index rows fails.
+    IndexCommit,
 }
 
 impl Fault {
@@ -37,6 +40,7 @@ impl Fault {
             Fault::AfterGitRefs => "after-git-refs",
             Fault::BeforeAuditRef => "before-audit-ref",
             Fault::ReadBatchBack => "read-batch-back",
+            Fault::IndexCommit => "index-commit",
         }
     }
 }

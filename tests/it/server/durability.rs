@@ -43,6 +43,27 @@ fn the_index_is_a_projection_rebuilt_from_git() -> TestResult {
     Ok(())
 }
 
+/// A write whose index rows were lost (the index's commit failed after
+/// the entries were durable in Git) is seen by the very next read: the
+/// proposal, and the agent that is known only through it.
+#[test]
+fn a_read_after_a_write_whose_index_commit_failed_sees_it() -> TestResult {
+    use gov::testkit::fault::{arm, is_armed, Fault};
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let git_dir = s.repo.root().join(".git");
+    arm(&git_dir, Fault::IndexCommit);
+    let r = s.post("/proposals", None, &proposal("newbie", "publish_content"))?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(!is_armed(&git_dir, Fault::IndexCommit), "the fault fired");
+    let id = r.text("proposal_id");
+    let got = s.get(&format!("/proposals/{id}"), Some(&s.operator))?;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.body["status"], "pending");
+    let me = s.get("/status/me?agent_id=newbie", None)?;
+    assert_eq!(me.body["status"], "ok", "{}: {:?}", me.status, me.body);
+    Ok(())
+}
+
 #[test]
 fn a_broken_policy_set_on_main_is_not_loaded() -> TestResult {
     let s = TestServer::start()?;
