@@ -836,7 +836,8 @@ impl Governance {
         }
         let git_done = started.elapsed();
         // The entries are durable in Git now; the index is a projection of
-        // them, so a failed commit here is caught up from Git later.
+        // them, so a failed commit here is caught up from Git by the next
+        // read or batch (`index_behind`).
         use crate::store::fault::{fire, Fault};
         let committed = match fire(repo.path(), Fault::IndexCommit) {
             true => Err(StoreError::from(git2::Error::from_str(
@@ -847,7 +848,7 @@ impl Governance {
         let indexed = match committed {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next write");
+                tracing::warn!(error = %why(&e), "index not updated; it catches up from git on the next read or write");
                 w.index.rollback_batch();
                 false
             }
