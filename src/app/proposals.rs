@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::error::{check_text, AppError};
 use super::governance::Tx;
-use super::service::{new_uuid, Service, Step};
+use super::service::{new_time_ordered_uuid, Service, Step};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{
     AgentRequestRefused, Empty, ProposalDecided, ProposalExpired, ProposalForbidden,
@@ -208,7 +208,10 @@ pub fn submit(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
 }
 
 fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError> {
-    let id = sub.proposal_id.clone().unwrap_or_else(new_uuid);
+    let id = sub
+        .proposal_id
+        .clone()
+        .unwrap_or_else(|| new_time_ordered_uuid(svc.now()));
     let ahead = decide_ahead(svc, &sub, &id);
     svc.transact(|tx| -> Step<Submitted> {
         let conn = tx.index().conn();

@@ -783,12 +783,23 @@ pub fn random_bytes() -> [u8; 32] {
     b
 }
 
-/// A random UUID v4, as the original generated proposal ids.
+/// A random UUID v4.
 pub fn new_uuid() -> String {
     let b = random_bytes();
     let mut first = [0u8; 16];
     first.copy_from_slice(&b[..16]);
     crate::domain::ids::uuid_v4(first)
+}
+
+/// A UUID v7 made at `now`: time-ordered, so that the index's rows keyed
+/// by it (a proposal's, its audit entries') are appended, not written on
+/// a page at random.
+pub fn new_time_ordered_uuid(now: chrono::DateTime<chrono::Utc>) -> String {
+    let b = random_bytes();
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&b[..10]);
+    let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+    crate::domain::ids::uuid_v7(ms, random)
 }
 
 /// A repository handle kept open between requests (opening one costs more
