@@ -607,10 +607,7 @@ impl Governance {
                     Some(last)
                 }
                 _ => {
-                    // Entries other processes appended are projected only
-                    // once their checks pass; a failed check is tampering.
-                    self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
-                    self.index_behind.store(false, Ordering::SeqCst);
+                    self.catch_up_index(w, repo)?;
                     chain::tip(repo, &refname)?
                 }
             };
@@ -1068,6 +1065,18 @@ impl Governance {
         self.reader.lock().map_err(|_| GovError::Poisoned)
     }
 
+    /// Projects the chain's entries past the index's position into it
+    /// (appended by other processes, or by a batch of this one whose rows
+    /// did not commit), each once its checks pass: a failed check is
+    /// tampering. The index then holds the whole chain, so it is no longer
+    /// behind. Caller holds the chain lock.
+    fn catch_up_index(&self, w: &mut Writer, repo: &Repository) -> Result<usize, GovError> {
+        let refname = self.settings.audit_refname();
+        let projected = self.note_tampering(w.index.catch_up(repo, &refname, &mut w.check))?;
+        self.index_behind.store(false, Ordering::SeqCst);
+        Ok(projected)
+    }
+
     /// Projects from Git the entries a flushed batch could not put into
     /// the index (its commit failed: a full disk, say), so that a read
     /// after a write sees it. Best effort: a writer busy with a batch
@@ -1084,9 +1093,7 @@ impl Governance {
         }
         let caught = open_repo(&self.settings).and_then(|repo| {
             let _lock = ChainLock::acquire(repo.path())?;
-            let refname = self.settings.audit_refname();
-            let w = &mut *w;
-            self.note_tampering(w.index.catch_up(&repo, &refname, &mut w.check))
+            self.catch_up_index(&mut w, &repo)
         });
         match caught {
             Ok(n) => {
@@ -1094,7 +1101,6 @@ impl Governance {
                     entries = n,
                     "the index caught up from git after a failed commit"
                 );
-                self.index_behind.store(false, Ordering::SeqCst);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the index is still behind the chain; reads may miss the last writes")
