@@ -7,7 +7,9 @@
 //! reads back the commits it has just written, `verify` walks the whole
 //! chain), so the cache only grew: a long-running server's resident memory
 //! rose with every write, and `gov audit verify` held the chain it had
-//! already checked.
+//! already checked. The trees gov does read again and again (`main`'s,
+//! under every proposal filed) it keeps itself, in a bounded table
+//! (`store::tree`).
 //!
 //! **The pack mappings.** libgit2 reads a pack through windows it maps,
 //! by default up to 1 GiB each and up to 8 GiB in all, and unmaps a window

@@ -67,34 +67,31 @@ fn update(
     root: bool,
 ) -> Result<Option<Oid>, StoreError> {
     // Sorted as git sorts a tree: by name, a folder's name with a `/`.
-    let mut entries: BTreeMap<Vec<u8>, (i32, Oid)> = BTreeMap::new();
-    if let Some(base) = base {
-        for e in repo.find_tree(base)?.iter() {
-            let mode = e.filemode_raw();
-            entries.insert(sort_key(e.name_bytes(), mode), (mode, e.id()));
-        }
-    }
+    let mut entries: BTreeMap<Key, (i32, Oid)> = match base {
+        Some(base) => base_entries(repo, base)?.iter().cloned().collect(),
+        None => BTreeMap::new(),
+    };
     // The changes below each folder, in the order given.
     let mut folders: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
     for change in changes {
         match change.parts {
             [] => return Err(git2::Error::from_str("an empty path").into()),
             [name] => {
-                let as_file = name.as_bytes().to_vec();
+                let as_file = name.as_bytes();
                 let as_folder = sort_key(name.as_bytes(), TREE_MODE);
                 match change.blob {
-                    Some(_) if entries.contains_key(&as_folder) => {
+                    Some(_) if entries.contains_key(&*as_folder) => {
                         return Err(replace_error("tree", change.path));
                     }
-                    Some(_) if entries.get(&as_file).is_some_and(|(m, _)| *m == LINK_MODE) => {
+                    Some(_) if entries.get(as_file).is_some_and(|(m, _)| *m == LINK_MODE) => {
                         return Err(replace_error("commit", change.path));
                     }
                     Some(blob) => {
-                        entries.insert(as_file, (FILE_MODE, blob));
+                        entries.insert(Key::from(as_file), (FILE_MODE, blob));
                     }
                     None => {
-                        if entries.remove(&as_file).is_none()
-                            && entries.remove(&as_folder).is_none()
+                        if entries.remove(as_file).is_none()
+                            && entries.remove(&*as_folder).is_none()
                         {
                             return Err(git2::Error::from_str(&format!(
                                 "failed to remove entry: file isn't in the tree - {name}"
@@ -116,13 +113,13 @@ fn update(
         if entries.contains_key(folder.as_bytes()) {
             return Err(git2::Error::from_str("D/F conflict when updating tree").into());
         }
-        let sub_base = entries.get(&key).map(|(_, id)| *id);
+        let sub_base = entries.get(&*key).map(|(_, id)| *id);
         match update(repo, staged, sub_base, &below, false)? {
             Some(tree) => {
-                entries.insert(key, (TREE_MODE, tree));
+                entries.insert(Key::from(key), (TREE_MODE, tree));
             }
             None => {
-                entries.remove(&key);
+                entries.remove(&*key);
             }
         }
     }
@@ -135,12 +132,66 @@ fn update(
             true => &key[..key.len() - 1],
             false => &key[..],
         };
-        data.extend_from_slice(format!("{mode:o} ").as_bytes());
+        match *mode {
+            TREE_MODE => data.extend_from_slice(b"40000 "),
+            FILE_MODE => data.extend_from_slice(b"100644 "),
+            other => data.extend_from_slice(format!("{other:o} ").as_bytes()),
+        }
         data.extend_from_slice(name);
         data.push(0);
         data.extend_from_slice(id.as_bytes());
     }
     Ok(Some(staged.write(repo, ObjectType::Tree, &data)?))
+}
+
+/// A name's sort key in a tree (see [`sort_key`]), shared between the
+/// trees composed on a base and the base kept in [`READ_TREES`].
+type Key = std::sync::Arc<[u8]>;
+
+/// A tree's entries as [`update`] sorts them: each name's sort key, with
+/// its mode and id.
+type Entries = std::sync::Arc<[(Key, (i32, Oid))]>;
+
+/// The trees [`update`] read lately, by id, and how many entries they
+/// hold in all. Shared by the whole process: a tree's id names its
+/// content in any repository.
+static READ_TREES: std::sync::Mutex<(BTreeMap<Oid, Entries>, usize)> =
+    std::sync::Mutex::new((BTreeMap::new(), 0));
+
+/// The most entries [`READ_TREES`] holds (about 60 bytes each) before it
+/// starts over.
+const READ_TREES_ENTRIES: usize = 16_384;
+
+/// The entries of tree `id`, read once and kept while it is a base.
+///
+/// libgit2's object cache is off (see `git_memory`), and a proposal filed
+/// on `main` is composed on `main`'s trees: on a `main` that holds
+/// thousands of approved proposals, a month's folder holds 256 folders,
+/// and reading it from its pack (inflated and hashed again) for every
+/// submission made the submissions' cost grow with the approvals. The
+/// same trees serve every submission until `main` moves.
+fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
+    if let Some(kept) = READ_TREES.lock().ok().and_then(|t| t.0.get(&id).cloned()) {
+        return Ok(kept);
+    }
+    let tree = repo.find_tree(id)?;
+    let entries: Entries = tree
+        .iter()
+        .map(|e| {
+            let mode = e.filemode_raw();
+            (Key::from(sort_key(e.name_bytes(), mode)), (mode, e.id()))
+        })
+        .collect();
+    if let Ok(mut kept) = READ_TREES.lock() {
+        if kept.1 + entries.len() > READ_TREES_ENTRIES {
+            *kept = (BTreeMap::new(), 0);
+        }
+        if entries.len() <= READ_TREES_ENTRIES {
+            kept.1 += entries.len();
+            kept.0.insert(id, entries.clone());
+        }
+    }
+    Ok(entries)
 }
 
 /// A file (a blob, a symlink or a submodule's commit) that differs between
