@@ -158,8 +158,8 @@ type Entries = std::sync::Arc<[(Key, (i32, Oid))]>;
 static READ_TREES: std::sync::Mutex<(BTreeMap<Oid, Entries>, usize)> =
     std::sync::Mutex::new((BTreeMap::new(), 0));
 
-/// The most entries [`READ_TREES`] holds (about 60 bytes each) before it
-/// starts over.
+/// The most entries [`READ_TREES`] holds (about 90 bytes each: the name
+/// in its own allocation, its mode and id) before it starts over.
 const READ_TREES_ENTRIES: usize = 16_384;
 
 /// The entries of tree `id`, read once and kept while it is a base.
