@@ -524,32 +524,33 @@ impl From<StoreError> for MergeRaw {
 /// ([`MergeRaw::HasDeltas`]) before anything is named. Returns the new
 /// pack's path; the old packs are left for the caller to remove.
 pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
+    // Each pack's entries in the order they sit in it, and which of them
+    // an earlier pack gave already. What a merge holds grows with the
+    // objects merged (the largest background merge takes them all), so
+    // it holds each thing once and lets go of it as soon as it can: the
+    // set of ids only while the copies are marked, each pack's list once
+    // the pack is copied.
     let mut listed = Vec::with_capacity(packs.len());
-    let mut seen = HashSet::new();
-    let mut count = 0u32;
+    let mut total = 0;
     for pack in packs {
         let mut objects = read_index(&pack.with_extension("idx"))?;
         objects.sort_by_key(|o| o.offset);
         let len = std::fs::metadata(pack).map_err(io("read", pack))?.len();
-        // Each entry ends where the next begins; the last before the
-        // pack's 20-byte checksum.
-        let ends: Vec<u64> = objects
-            .iter()
-            .skip(1)
-            .map(|o| o.offset)
-            .chain(std::iter::once(len.saturating_sub(20)))
-            .collect();
-        let keep: Vec<(Listed, u64)> = objects
-            .into_iter()
-            .zip(ends)
-            .filter(|(o, _)| seen.insert(o.oid))
-            .collect();
-        count += keep.len() as u32;
-        listed.push((pack, keep));
+        total += objects.len();
+        listed.push((pack, objects, len));
     }
+    // Sized once: a set that grows holds its old table and its new one
+    // together.
+    let mut seen = HashSet::with_capacity(total);
+    let copies: Vec<Vec<bool>> = listed
+        .iter()
+        .map(|(_, objects, _)| objects.iter().map(|o| !seen.insert(o.oid)).collect())
+        .collect();
+    let count = seen.len() as u32;
+    drop(seen);
     let mut w = PackWriter::create_with_buffer(dir, count, MERGE_BUFFER)?;
     let mut buf = Vec::new();
-    for (pack, keep) in listed {
+    for ((pack, objects, len), copy) in listed.into_iter().zip(copies) {
         // Read from one end to the other through a large buffer: the kept
         // entries follow each other (an object already taken from an
         // earlier pack is skipped within the buffer), so a pack costs a
@@ -557,7 +558,15 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
         let file = File::open(pack).map_err(io("read", pack))?;
         let mut reader = BufReader::with_capacity(MERGE_BUFFER, file);
         let mut at = 0u64;
-        for (o, end) in keep {
+        for (i, o) in objects.iter().enumerate() {
+            if copy[i] {
+                continue;
+            }
+            // Each entry ends where the next begins; the last before the
+            // pack's 20-byte checksum.
+            let end = objects
+                .get(i + 1)
+                .map_or(len.saturating_sub(20), |next| next.offset);
             if end <= o.offset || end - o.offset > u64::from(u32::MAX) || o.offset < at {
                 return Err(StoreError::io(
                     "read",
