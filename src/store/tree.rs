@@ -186,9 +186,9 @@ fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
         if kept.1 + entries.len() > READ_TREES_ENTRIES {
             *kept = (BTreeMap::new(), 0);
         }
-        if entries.len() <= READ_TREES_ENTRIES {
+        // Another thread may have kept it meanwhile: counted once.
+        if entries.len() <= READ_TREES_ENTRIES && kept.0.insert(id, entries.clone()).is_none() {
             kept.1 += entries.len();
-            kept.0.insert(id, entries.clone());
         }
     }
     Ok(entries)
