@@ -274,6 +274,13 @@ fn rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmRSS:")
 }
 
+/// The most a process has had resident since it started (its
+/// high-water mark): a peak between two samples, such as a background
+/// merge's, shows here and nowhere else.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
 /// The anonymous part of a process's RSS (heap and stacks, not the mapped
 /// pack files and binary, which the kernel can drop and read again).
 fn anon_mib(pid: u32) -> Option<f64> {
@@ -753,6 +760,7 @@ fn main() -> BoxResult {
         }
     }
     let final_rss = pid.and_then(rss_mib);
+    let peak_rss = pid.and_then(peak_rss_mib);
 
     // Stop the server, then measure the repository.
     let mut startup_ms = None;
@@ -859,6 +867,10 @@ fn main() -> BoxResult {
         println!("soak RSS (entries: MiB): {}", samples(&soak_rss));
         println!("soak anonymous RSS (entries: MiB): {}", samples(&soak_anon));
     }
+    if let Some(peak) = peak_rss {
+        println!();
+        println!("server's peak RSS (high-water mark, since its start): {peak:.1} MiB");
+    }
     if !hook_figures.is_null() {
         println!();
         println!(
@@ -881,6 +893,7 @@ fn main() -> BoxResult {
         "soak_rss_mib": soak_rss,
         "soak_anon_mib": soak_anon,
         "final_rss_mib": final_rss,
+        "peak_rss_mib": peak_rss,
         "hook": hook_figures,
         "startup_ms": startup_ms,
         "repository": repo_figures,

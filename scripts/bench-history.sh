@@ -5,7 +5,9 @@
 # that approvals and rejected branches spread through the history. Prints
 # each round's submission and decision lines (rate, p50, p99, max) and the
 # server's CPU seconds and resident memory (all, and its anonymous part:
-# heap and stacks, without mapped files) at the end of the round; the
+# heap and stacks, without mapped files) at the end of the round, and its
+# high-water mark since it started (a peak between two rounds, such as
+# the largest background merge's, shows only there); the
 # last rounds show what a grown history costs, the first what a fresh one
 # does. A few seconds a round here. Then, on the grown repository: the server stopped and
 # started three times (milliseconds to its "listening" line), one more
@@ -74,14 +76,14 @@ round() {
         2>/dev/null | grep -E '^\| (submit round 1|decisions) ' | sed 's/ | - |$/ |/' \
         | while read -r line; do
             cpu=$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$server/stat)
-            rss=$(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} END {printf "%.0f | %.0f", r/1024, a/1024}' /proc/$server/status)
+            rss=$(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} /^VmHWM/ {h=$2} END {printf "%.0f | %.0f | %.0f", r/1024, a/1024, h/1024}' /proc/$server/status)
             echo "| $1 $line $cpu | $rss |"
         done
 }
 start
 operator=$(cat .gov/operator-token)
 runner=$(cat .gov/runner-token)
-echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous |"
+echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous | peak RSS MiB since the server's start |"
 for r in $(seq 1 "$rounds"); do
     round "$r"
 done
