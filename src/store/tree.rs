@@ -171,7 +171,14 @@ const READ_TREES_ENTRIES: usize = 16_384;
 /// submission made the submissions' cost grow with the approvals. The
 /// same trees serve every submission until `main` moves.
 fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
-    if let Some(kept) = READ_TREES.lock().ok().and_then(|t| t.0.get(&id).cloned()) {
+    // A thread that panicked holding the table left trees that never go
+    // stale: the table is used as it is.
+    let table = || {
+        READ_TREES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(kept) = table().0.get(&id).cloned() {
         return Ok(kept);
     }
     let tree = repo.find_tree(id)?;
@@ -182,14 +189,13 @@ fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
             (Key::from(sort_key(e.name_bytes(), mode)), (mode, e.id()))
         })
         .collect();
-    if let Ok(mut kept) = READ_TREES.lock() {
-        if kept.1 + entries.len() > READ_TREES_ENTRIES {
-            *kept = (BTreeMap::new(), 0);
-        }
-        // Another thread may have kept it meanwhile: counted once.
-        if entries.len() <= READ_TREES_ENTRIES && kept.0.insert(id, entries.clone()).is_none() {
-            kept.1 += entries.len();
-        }
+    let mut kept = table();
+    if kept.1 + entries.len() > READ_TREES_ENTRIES {
+        *kept = (BTreeMap::new(), 0);
+    }
+    // Another thread may have kept it meanwhile: counted once.
+    if entries.len() <= READ_TREES_ENTRIES && kept.0.insert(id, entries.clone()).is_none() {
+        kept.1 += entries.len();
     }
     Ok(entries)
 }
