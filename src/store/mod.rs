@@ -13,6 +13,7 @@ pub(crate) mod lock;
 pub(crate) mod maintain;
 pub(crate) mod memory_odb;
 pub(crate) mod pack;
+pub(crate) mod pack_index;
 pub(crate) mod policies;
 pub(crate) mod projection;
 pub(crate) mod proposals;
