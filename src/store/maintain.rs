@@ -16,6 +16,7 @@
 //! transaction never meets a held `packed-refs.lock`.
 
 use std::collections::{BTreeSet, HashSet};
+use std::fmt::Display;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -401,6 +402,12 @@ fn packable_refs(
 /// Writes `packed-refs` anew, under its lock, with the refs it holds and
 /// `names` at their loose values (read now; a ref gone meanwhile is left
 /// out), and flushes it. Returns the refs it packed, with their values.
+///
+/// The file (one line a ref, about 64 bytes, one ref for every proposal
+/// ever rejected or expired) is read and written as a stream, merged with
+/// the loose refs sorted by name: holding it as a map of names and its new
+/// text at once cost about 4 times its size, the server's largest
+/// allocation at the peak of its memory.
 fn write_packed_refs(
     repo: &Repository,
     names: Vec<String>,
@@ -419,7 +426,7 @@ fn write_packed_refs(
     };
     // Read under `packed-refs.lock`, which git takes to delete a ref: a
     // ref deleted before is not written back.
-    let loose: Vec<(String, Oid)> = names
+    let mut loose: Vec<(String, Oid)> = names
         .into_iter()
         .filter_map(|name| {
             let text = fs::read_to_string(git_dir.join(&name)).ok()?;
@@ -427,82 +434,218 @@ fn write_packed_refs(
             Some((name, oid))
         })
         .collect();
+    loose.sort_by(|a, b| a.0.cmp(&b.0));
     let result = (|| {
-        let mut refs = std::collections::BTreeMap::new();
-        let mut peeled_lines = std::collections::BTreeMap::new();
-        // Whether the file says every ref that peels has its `^` line.
-        let mut fully_peeled = false;
-        if let Ok(text) = fs::read_to_string(&packed_path) {
-            let mut last: Option<String> = None;
-            for line in text.lines() {
-                if let Some(traits) = line.strip_prefix("# pack-refs with:") {
-                    fully_peeled = traits.split_whitespace().any(|t| t == "fully-peeled");
-                    continue;
-                }
-                if line.starts_with('#') || line.is_empty() {
-                    continue;
-                }
-                if let Some(peeled) = line.strip_prefix('^') {
-                    if let Some(name) = &last {
-                        peeled_lines.insert(name.clone(), peeled.to_string());
-                    }
-                    continue;
-                }
-                if let Some((oid, name)) = line.split_once(' ') {
-                    refs.insert(name.to_string(), oid.to_string());
-                    last = Some(name.to_string());
-                }
+        let write = |e| StoreError::io("write", &lock_path, e);
+        let read = |e| StoreError::io("read", &packed_path, e);
+        let open = || match fs::File::open(&packed_path) {
+            Ok(f) => PackedRefs::new(std::io::BufReader::new(f)).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &lock);
+        let written = match open().map_err(read)? {
+            Some(old) if old.sorted => {
+                let fully_peeled = old.fully_peeled;
+                merge_packed_refs(repo, old, fully_peeled, &loose, &mut out)?
             }
-        }
-        // The file is written `fully-peeled`, as git and libgit2 write it:
-        // a ref without a `^` line is then known not to point at a tag.
-        // Without that trait, libgit2 reads the object of every packed ref
-        // each time it rewrites the file (a packed ref deleted), a cost
-        // that grows with every branch ever packed. So every ref gets its
-        // `^` line if it peels: those carried from a file without the
-        // trait (once), and those packed now.
-        if !fully_peeled {
-            for (name, oid) in &refs {
-                if peeled_lines.contains_key(name) {
-                    continue;
-                }
-                if let Some(p) = Oid::from_str(oid).ok().and_then(|o| peel_tag(repo, o)) {
-                    peeled_lines.insert(name.clone(), p.to_string());
-                }
+            Some(_) => false,
+            None => merge_packed_refs(repo, std::iter::empty(), true, &loose, &mut out)?,
+        };
+        out.flush().map_err(write)?;
+        drop(out);
+        if !written {
+            // Not sorted (not written by git, libgit2 or gov): read whole
+            // and sorted, the last line of a name kept, and written anew.
+            lock.set_len(0).map_err(write)?;
+            std::io::Seek::rewind(&mut &lock).map_err(write)?;
+            let old = open().map_err(read)?.ok_or_else(|| {
+                read(std::io::Error::other(
+                    "packed-refs was removed under its lock",
+                ))
+            })?;
+            let fully_peeled = old.fully_peeled;
+            let mut by_name = std::collections::BTreeMap::new();
+            for r in old {
+                let r = r.map_err(read)?;
+                by_name.insert(r.name.clone(), r);
             }
-        }
-        let mut packed_now = Vec::new();
-        for (name, oid) in &loose {
-            // A loose ref overrides a packed one; a peeled line of an older
-            // value would be wrong, so it goes.
-            peeled_lines.remove(name);
-            if let Some(p) = peel_tag(repo, *oid) {
-                peeled_lines.insert(name.clone(), p.to_string());
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, &lock);
+            let sorted = by_name.into_values().map(Ok);
+            if !merge_packed_refs(repo, sorted, fully_peeled, &loose, &mut out)? {
+                return Err(read(std::io::Error::other(
+                    "packed-refs could not be sorted",
+                )));
             }
-            refs.insert(name.clone(), oid.to_string());
-            packed_now.push((name.clone(), *oid));
+            out.flush().map_err(write)?;
         }
-        let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
-        for (name, oid) in &refs {
-            text.push_str(&format!("{oid} {name}\n"));
-            if let Some(p) = peeled_lines.get(name) {
-                text.push_str(&format!("^{p}\n"));
-            }
-        }
-        let mut f = &lock;
-        f.write_all(text.as_bytes())
-            .map_err(|e| StoreError::io("write", &lock_path, e))?;
         lock.sync_all()
             .map_err(|e| StoreError::io("sync", &lock_path, e))?;
         fs::rename(&lock_path, &packed_path)
             .map_err(|e| StoreError::io("rename", &lock_path, e))?;
         sync_all_at_once(&[], &BTreeSet::from([git_dir.to_path_buf()]))?;
-        Ok(packed_now)
+        Ok(loose)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&lock_path);
     }
     result
+}
+
+/// One ref of `packed-refs`: its value and name, and the value of its `^`
+/// line (what an annotated tag peels to), as written.
+#[derive(Debug)]
+struct PackedRef {
+    oid: String,
+    name: String,
+    peeled: Option<String>,
+}
+
+/// The refs of a `packed-refs` file as its lines give them, and what its
+/// header says of them.
+struct PackedRefs<R> {
+    lines: std::io::Lines<R>,
+    /// The line read and not yet taken.
+    ahead: Option<String>,
+    /// Every ref that peels has its `^` line: a ref without one is known
+    /// not to point at a tag.
+    fully_peeled: bool,
+    /// The refs are in the order of their names.
+    sorted: bool,
+}
+
+impl<R: std::io::BufRead> PackedRefs<R> {
+    fn new(reader: R) -> std::io::Result<PackedRefs<R>> {
+        let mut refs = PackedRefs {
+            lines: reader.lines(),
+            ahead: None,
+            fully_peeled: false,
+            sorted: false,
+        };
+        refs.ahead = refs.lines.next().transpose()?;
+        if let Some(traits) = refs
+            .ahead
+            .as_deref()
+            .and_then(|l| l.strip_prefix("# pack-refs with:"))
+        {
+            let has = |t: &str| traits.split_whitespace().any(|x| x == t);
+            refs.fully_peeled = has("fully-peeled");
+            refs.sorted = has("sorted");
+        }
+        Ok(refs)
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for PackedRefs<R> {
+    type Item = std::io::Result<PackedRef>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = self.ahead.take()?;
+            self.ahead = match self.lines.next().transpose() {
+                Ok(next) => next,
+                Err(e) => return Some(Err(e)),
+            };
+            // Comments, and a `^` line without its ref, are passed over.
+            if line.starts_with(['#', '^']) {
+                continue;
+            }
+            let Some((oid, name)) = line.split_once(' ') else {
+                continue;
+            };
+            let mut r = PackedRef {
+                oid: oid.to_string(),
+                name: name.to_string(),
+                peeled: None,
+            };
+            if let Some(peeled) = self.ahead.as_deref().and_then(|l| l.strip_prefix('^')) {
+                r.peeled = Some(peeled.to_string());
+                self.ahead = match self.lines.next().transpose() {
+                    Ok(next) => next,
+                    Err(e) => return Some(Err(e)),
+                };
+            }
+            return Some(Ok(r));
+        }
+    }
+}
+
+/// Writes `packed-refs` to `out`: the refs of `old` (in the order of their
+/// names) merged with `loose` (sorted by name; a loose ref overrides a
+/// packed one, and a `^` line of its older value goes), the file
+/// `fully-peeled`. Returns `false`, having written part of it, if `old`
+/// turns out not to be in order.
+///
+/// Written `fully-peeled`, as git and libgit2 write it: a ref without a
+/// `^` line is then known not to point at a tag. Without that trait,
+/// libgit2 reads the object of every packed ref each time it rewrites the
+/// file (a packed ref deleted), a cost that grows with every branch ever
+/// packed. So every ref gets its `^` line if it peels: those of `old`
+/// when it was written without the trait (once), and those packed now.
+fn merge_packed_refs(
+    repo: &Repository,
+    old: impl Iterator<Item = std::io::Result<PackedRef>>,
+    fully_peeled: bool,
+    loose: &[(String, Oid)],
+    out: &mut dyn Write,
+) -> Result<bool, StoreError> {
+    let path = repo.path().join("packed-refs");
+    let io = |e| StoreError::io("write", &path.with_extension("lock"), e);
+    let put_loose = |out: &mut dyn Write, (name, oid): &(String, Oid)| {
+        let peeled = peel_tag(repo, *oid);
+        put_ref(out, oid, name, peeled.as_ref().map(|p| p as &dyn Display))
+    };
+    out.write_all(b"# pack-refs with: peeled fully-peeled sorted \n")
+        .map_err(io)?;
+    let mut loose = loose.iter().peekable();
+    let mut last: Option<String> = None;
+    for r in old {
+        let r = r.map_err(|e| StoreError::io("read", &path, e))?;
+        if last.as_deref().is_some_and(|l| l >= r.name.as_str()) {
+            return Ok(false);
+        }
+        while let Some(l) = loose.next_if(|(name, _)| name.as_str() < r.name.as_str()) {
+            put_loose(out, l).map_err(io)?;
+        }
+        if let Some(l) = loose.next_if(|(name, _)| *name == r.name) {
+            put_loose(out, l).map_err(io)?;
+        } else {
+            let peeled = match r.peeled {
+                Some(p) => Some(p),
+                None if !fully_peeled => Oid::from_str(&r.oid)
+                    .ok()
+                    .and_then(|o| peel_tag(repo, o))
+                    .map(|p| p.to_string()),
+                None => None,
+            };
+            put_ref(
+                out,
+                &r.oid,
+                &r.name,
+                peeled.as_ref().map(|p| p as &dyn Display),
+            )
+            .map_err(io)?;
+        }
+        last = Some(r.name);
+    }
+    for l in loose {
+        put_loose(out, l).map_err(io)?;
+    }
+    Ok(true)
+}
+
+/// A ref's line in `packed-refs`, and its `^` line if it peels.
+fn put_ref(
+    out: &mut dyn Write,
+    oid: &dyn Display,
+    name: &str,
+    peeled: Option<&dyn Display>,
+) -> std::io::Result<()> {
+    writeln!(out, "{oid} {name}")?;
+    match peeled {
+        Some(p) => writeln!(out, "^{p}"),
+        None => Ok(()),
+    }
 }
 
 /// Removes each loose ref `packed` names, under its own lock, if it still
@@ -816,6 +959,48 @@ mod tests {
         );
         let packed = fs::read_to_string(repo.path().join("packed-refs"))?;
         assert!(packed.contains(&format!("{commit} {approved}\n")));
+        Ok(())
+    }
+
+    /// A `packed-refs` whose refs are not in order (its header does not
+    /// say `sorted`, or says it and is wrong) is written anew in order,
+    /// the last line of a name kept, merged with the loose refs.
+    #[test]
+    fn packed_refs_out_of_order_are_written_sorted() -> TestResult {
+        let (_dir, repo, commit) = repo_with_a_commit()?;
+        let other = repo.commit(
+            None,
+            &git2::Signature::now("t", "t@example.org")?,
+            &git2::Signature::now("t", "t@example.org")?,
+            "two",
+            &repo.find_commit(commit)?.tree()?,
+            &[],
+        )?;
+        for header in [
+            "# pack-refs with: peeled fully-peeled \n",
+            "# pack-refs with: peeled fully-peeled sorted \n",
+        ] {
+            let _ = fs::remove_file(repo.path().join("refs/heads/m"));
+            fs::write(
+                repo.path().join("packed-refs"),
+                format!(
+                    "{header}{commit} refs/heads/z\n{commit} refs/heads/a\n\
+                     {commit} refs/heads/q\n{other} refs/heads/a\n"
+                ),
+            )?;
+            repo.reference("refs/heads/m", other, true, "")?;
+            assert_eq!(pack_refs(&repo, &[], &[], &|_| false, 1)?, 1, "{header}");
+            assert_eq!(
+                fs::read_to_string(repo.path().join("packed-refs"))?,
+                format!(
+                    "# pack-refs with: peeled fully-peeled sorted \n\
+                     {other} refs/heads/a\n{other} refs/heads/m\n\
+                     {commit} refs/heads/q\n{commit} refs/heads/z\n"
+                ),
+                "{header}"
+            );
+            assert!(!repo.path().join("packed-refs.lock").exists());
+        }
         Ok(())
     }
 
