@@ -26,16 +26,24 @@
 //! `verify` peaked at 130 MiB, neither slower (docs/BENCHMARKS.md, the
 //! twentieth round). The pages stay in the kernel's page cache, so
 //! reading a window again costs a mapping, not a disk read.
+//!
+//! Windows of 8 MiB, 32 MiB in all, were then the largest part of the
+//! server's peak: after a background merge into one pack of 352 MB (a
+//! copy of 78,002 entries), a walk through it left up to 17 MiB of pack
+//! pages resident, and the high-water mark reached 68-76 MiB. Windows of
+//! 2 MiB, 8 MiB in all, held it to 58-60 MiB, with no change in CPU per
+//! write, `verify`'s speed or start-up (docs/BENCHMARKS.md, the
+//! twenty-fourth round).
 
 use std::sync::Once;
 
 /// The most of a pack libgit2 maps at once for one read window.
-pub const WINDOW_BYTES: usize = 8 << 20;
+pub const WINDOW_BYTES: usize = 2 << 20;
 
 /// The most of all packs libgit2 keeps mapped before it unmaps the least
 /// recently used windows. A soft limit: a window being read is not
 /// unmapped.
-pub const MAPPED_BYTES: usize = 32 << 20;
+pub const MAPPED_BYTES: usize = 8 << 20;
 
 /// Turns libgit2's object cache off and bounds its pack mappings, for
 /// the whole process. Call it at start-up, before any thread uses

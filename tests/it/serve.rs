@@ -430,13 +430,13 @@ fn a_wrong_operator_token_is_refused_not_gone_around() -> TestResult {
 }
 
 /// A pack larger than libgit2's mapping limit is read through windows of at
-/// most 8 MiB, 32 MiB in all (`store::git_memory`), not mapped whole: with
+/// most 2 MiB, 8 MiB in all (`store::git_memory`), not mapped whole: with
 /// libgit2's defaults (windows of up to 1 GiB) the start-up walk of `main`
 /// mapped all of it, and every page it touched stayed resident.
 #[test]
 fn gov_serve_maps_a_large_pack_a_window_at_a_time() -> TestResult {
-    const WINDOW: u64 = 8 << 20;
-    const MAPPED: u64 = 32 << 20;
+    const WINDOW: u64 = 2 << 20;
+    const MAPPED: u64 = 8 << 20;
     let repo = TestRepo::new()?;
     // 40 MiB that do not compress, reachable from a tag, packed with
     // everything else (`main`'s commits, which the start-up walk reads).
