@@ -572,35 +572,39 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
             index.name(&name)?;
         }
         drop(walk);
-        // Each old table is read as its ids are: one item for each place
-        // the walk passes, the first holder's written. One walk and its
-        // tables at a time, their buffers shared out of one budget.
+        // One walk and its tables at a time, their buffers shared out of
+        // one budget.
         let buffer = column_buffer(2 * indexes.len());
-        let mut crcs: Vec<Column> = indexes.iter().map(|i| i.crcs(buffer)).collect();
-        let mut walk = Walk::new(&indexes)?;
-        while walk.next(&mut holders)?.is_some() {
-            for (n, &(p, _)) in holders.iter().enumerate() {
-                let crc = crcs[p].next_u32()?;
-                if n == 0 {
-                    index.crc(crc)?;
-                }
-            }
-        }
-        drop((walk, crcs));
-        let mut offsets: Vec<Column> = indexes.iter().map(|i| i.offsets(buffer)).collect();
-        let mut walk = Walk::new(&indexes)?;
-        while walk.next(&mut holders)?.is_some() {
-            for (n, &(p, _)) in holders.iter().enumerate() {
-                let small = offsets[p].next_u32()?;
-                if n == 0 {
-                    index.offset(moved[p].new_offset(indexes[p].offset(small)?))?;
-                }
-            }
-        }
-        drop((walk, offsets));
+        let crcs = indexes.iter().map(|i| i.crcs(buffer)).collect();
+        walk_table(&indexes, crcs, |_, crc| index.crc(crc))?;
+        let offsets = indexes.iter().map(|i| i.offsets(buffer)).collect();
+        walk_table(&indexes, offsets, |p, small| {
+            index.offset(moved[p].new_offset(indexes[p].offset(small)?))
+        })?;
         index.finish(checksum)
     })?;
     Ok(new)
+}
+
+/// Walks `indexes` in id order once more, reading `columns` (one table of
+/// each index) as the walk passes each place: one item for each, the
+/// first holder's given to `first` with the holder.
+fn walk_table(
+    indexes: &[IndexFile],
+    mut columns: Vec<Column>,
+    mut first: impl FnMut(usize, u32) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut holders = Vec::new();
+    let mut walk = Walk::new(indexes)?;
+    while walk.next(&mut holders)?.is_some() {
+        for (n, &(p, _)) in holders.iter().enumerate() {
+            let item = columns[p].next_u32()?;
+            if n == 0 {
+                first(p, item)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where a pack's entries went in a merged pack.

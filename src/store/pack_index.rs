@@ -418,6 +418,15 @@ mod tests {
         Ok(())
     }
 
+    /// `result` failed, with a message ending in `end`.
+    fn fails_with<T: std::fmt::Debug>(result: Result<T, StoreError>, end: &str) {
+        let err = result.map_err(|e| e.to_string());
+        assert!(
+            err.as_ref().is_err_and(|e| e.ends_with(end)),
+            "{err:?} does not end in {end:?}"
+        );
+    }
+
     fn id(first: u8, last: u8) -> [u8; 20] {
         let mut name = [0u8; 20];
         name[0] = first;
@@ -500,12 +509,7 @@ mod tests {
         let path = dir.path().join("a.idx");
         write_index(&path, &[(id(1, 5), 0, 12), (id(1, 4), 0, 40)])?;
         let index = [IndexFile::open(&path)?];
-        let err = walked(&index).err().map(|e| e.to_string());
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.ends_with("the pack index's ids are not in order")),
-            "{err:?}"
-        );
+        fails_with(walked(&index), "the pack index's ids are not in order");
         Ok(())
     }
 
@@ -516,19 +520,9 @@ mod tests {
         write_index(&path, &[(id(1, 0), 0, 12), (id(2, 0), 0, 40)])?;
         let whole = std::fs::read(&path)?;
         std::fs::write(&path, &whole[..whole.len() - 41])?;
-        let err = IndexFile::open(&path).err().map(|e| e.to_string());
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.ends_with("the pack index is cut short")),
-            "{err:?}"
-        );
+        fails_with(IndexFile::open(&path), "the pack index is cut short");
         std::fs::write(&path, vec![b'x'; whole.len()])?;
-        let err = IndexFile::open(&path).err().map(|e| e.to_string());
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.ends_with("not a version 2 pack index")),
-            "{err:?}"
-        );
+        fails_with(IndexFile::open(&path), "not a version 2 pack index");
         Ok(())
     }
 
@@ -540,27 +534,12 @@ mod tests {
         let mut out = Vec::new();
         let mut w = IndexWriter::new(&mut out, path, &counts)?;
         w.name(&id(1, 0))?;
-        let early = w.crc(5).err().map(|e| e.to_string());
-        assert!(
-            early
-                .as_deref()
-                .is_some_and(|e| e.ends_with("written out of order")),
-            "{early:?}"
-        );
+        fails_with(w.crc(5), "written out of order");
         w.name(&id(1, 1))?;
-        let extra = w.name(&id(1, 2)).err().map(|e| e.to_string());
-        assert!(
-            extra
-                .as_deref()
-                .is_some_and(|e| e.ends_with("written out of order")),
-            "{extra:?}"
-        );
-        let short = w.finish(&[0; 20]).err().map(|e| e.to_string());
-        assert!(
-            short
-                .as_deref()
-                .is_some_and(|e| e.ends_with("ended before all its tables were written")),
-            "{short:?}"
+        fails_with(w.name(&id(1, 2)), "written out of order");
+        fails_with(
+            w.finish(&[0; 20]),
+            "ended before all its tables were written",
         );
         Ok(())
     }
