@@ -14,13 +14,29 @@
 # round right after the last start (what the first writes after a start
 # cost), and `gov audit verify` (entries per second).
 #
-#   scripts/bench-history.sh [ROUNDS] [BUILD_DIR]
+#   [GOV_BENCH_FROM=DIR] [GOV_BENCH_KEEP=DIR] scripts/bench-history.sh [ROUNDS] [BUILD_DIR]
 #
 # BUILD_DIR holds `gov` and `bench_server` (default: the current tree's
 # release build, built first). Loopback only (port 8236); the repository
 # is made in a temporary folder and removed at the end, the server stopped.
+# GOV_BENCH_KEEP=DIR keeps a copy of the grown repository in DIR (which
+# must not exist yet); GOV_BENCH_FROM=DIR starts from a copy of such a
+# repository instead of a new one, to measure a build on a grown history
+# without growing it again.
 set -eu
 cd "$(dirname "$0")/.."
+from=${GOV_BENCH_FROM:-}
+keep=${GOV_BENCH_KEEP:-}
+[ -z "$from" ] || [ -d "$from/.git" ] || {
+    echo "GOV_BENCH_FROM=$from is not a repository a run kept" >&2
+    exit 2
+}
+[ -z "$keep" ] || [ ! -e "$keep" ] || {
+    echo "GOV_BENCH_KEEP=$keep exists already" >&2
+    exit 2
+}
+[ -z "$from" ] || from=$(cd "$from" && pwd)
+[ -z "$keep" ] || keep=$(mkdir -p "$(dirname "$keep")" && cd "$(dirname "$keep")" && pwd)/$(basename "$keep")
 rounds=${1:-25}
 build=${2:-}
 if [ -z "$build" ]; then
@@ -38,17 +54,22 @@ stop() {
 }
 trap stop EXIT INT TERM
 cd "$dir"
-"$build/gov" init repo >/dev/null
-cd repo
-# Token-less agents, as bench_server sends them: an enforcement setting,
-# in force once approved on `main`.
-sed -i 's/^# port = 8005/port = 8236/; s/^# agent_auth = "required"/agent_auth = "optional"/' gov.toml
-id=$("$build/gov" policy propose -m "agents without tokens, for a benchmark" 2>/dev/null \
-    | sed -n 's/^proposed policy change \([^ ]*\) .*/\1/p')
-"$build/gov" approve "$id" >/dev/null 2>"$dir/approve.log" || {
-    cat "$dir/approve.log" >&2
-    exit 1
-}
+if [ -n "$from" ]; then
+    cp -a "$from" repo
+    cd repo
+else
+    "$build/gov" init repo >/dev/null
+    cd repo
+    # Token-less agents, as bench_server sends them: an enforcement setting,
+    # in force once approved on `main`.
+    sed -i 's/^# port = 8005/port = 8236/; s/^# agent_auth = "required"/agent_auth = "optional"/' gov.toml
+    id=$("$build/gov" policy propose -m "agents without tokens, for a benchmark" 2>/dev/null \
+        | sed -n 's/^proposed policy change \([^ ]*\) .*/\1/p')
+    "$build/gov" approve "$id" >/dev/null 2>"$dir/approve.log" || {
+        cat "$dir/approve.log" >&2
+        exit 1
+    }
+fi
 # Starts the server; `started_ms`: the milliseconds until it listens.
 start() {
     : >"$dir/serve.log"
@@ -107,3 +128,7 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 echo
 echo "start-up on the grown repository ($entries audit entries, $(git rev-list --first-parent --count main) commits on main's first parents): ms to listening:$starts"
 echo "gov audit verify: $entries entries in $ms ms ($((entries * 1000 / (ms > 0 ? ms : 1)))/s)"
+if [ -n "$keep" ]; then
+    cp -a "$dir/repo" "$keep"
+    echo "the grown repository is kept in $keep"
+fi
