@@ -531,10 +531,11 @@ impl From<StoreError> for MergeRaw {
 ///
 /// What a merge holds does not grow with the objects merged (the largest
 /// background merge takes them all) beyond one pack's list of entries at
-/// a time (12 bytes an object) and the list of objects given twice. The
-/// old indexes are read side by side in the order of the ids ([`Walk`]):
-/// once to find the objects an earlier pack gave already, and once for
-/// each table of the new index, written as the walk goes.
+/// a time (16 bytes an object: its offset and CRC-32) and the list of
+/// objects given twice. The old indexes are read side by side in the
+/// order of the ids ([`Walk`]): once to find the objects an earlier pack
+/// gave already, and once for each table of the new index, written as
+/// the walk goes.
 pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     let indexes = packs
         .iter()
