@@ -544,20 +544,21 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     // The objects of each pack an earlier pack gave (by offset), and how
     // many ids of the new pack begin with each byte.
     let mut given_before: Vec<Vec<u64>> = vec![Vec::new(); packs.len()];
-    let mut counts = [0u32; 256];
-    let mut count = 0u32;
+    let mut counts = [0u64; 256];
     let mut holders = Vec::new();
     let mut walk = Walk::new(&indexes)?;
     while let Some(name) = walk.next(&mut holders)? {
         counts[name[0] as usize] += 1;
-        count = count.checked_add(1).ok_or_else(|| {
-            StoreError::from(git2::Error::from_str("more objects than a pack can hold"))
-        })?;
         for &(p, i) in &holders[1..] {
             given_before[p].push(indexes[p].offset_at(i)?);
         }
     }
     drop(walk);
+    let count = u32::try_from(counts.iter().sum::<u64>()).map_err(|_| {
+        StoreError::from(git2::Error::from_str("more objects than a pack can hold"))
+    })?;
+    // Each count is at most the sum, which fits.
+    let counts = counts.map(|c| c as u32);
     let mut w = PackWriter::create_with_buffer(dir, count, MERGE_BUFFER)?;
     let mut moved = Vec::with_capacity(packs.len());
     let mut buf = Vec::new();
@@ -638,13 +639,8 @@ fn copy_entries(
     skip: &[u64],
     buf: &mut Vec<u8>,
 ) -> Result<Moved, MergeRaw> {
-    let bounds = || -> MergeRaw {
-        StoreError::io(
-            "read",
-            pack,
-            std::io::Error::other("an entry's bounds are wrong"),
-        )
-        .into()
+    let bad = |why: String| -> MergeRaw {
+        StoreError::io("read", pack, std::io::Error::other(why)).into()
     };
     // Its entries in the order they sit in the pack.
     let mut entries = Vec::with_capacity(index.count() as usize);
@@ -655,20 +651,15 @@ fn copy_entries(
         entries.push((index.offset(offsets.next_u32()?)?, crc));
     }
     entries.sort_unstable_by_key(|(offset, _)| *offset);
-    let len = std::fs::metadata(pack).map_err(io("read", pack))?.len();
     let file = File::open(pack).map_err(io("read", pack))?;
+    let len = file.metadata().map_err(io("read", pack))?.len();
     let mut reader = BufReader::with_capacity(MERGE_BUFFER, file);
     let mut head = [0u8; 12];
     reader.read_exact(&mut head).map_err(io("read", pack))?;
     if head[..8] != *b"PACK\0\0\0\x02"
         || u64::from(u32::from_be_bytes([head[8], head[9], head[10], head[11]])) != index.count()
     {
-        return Err(StoreError::io(
-            "read",
-            pack,
-            std::io::Error::other("the pack does not match its index"),
-        )
-        .into());
+        return Err(bad("the pack does not match its index".into()));
     }
     let moved_base = w.offset;
     let mut skipped = Vec::with_capacity(skip.len());
@@ -682,7 +673,7 @@ fn copy_entries(
             .get(i + 1)
             .map_or(len.saturating_sub(20), |next| next.0);
         if offset != at || end <= offset || end - offset > u64::from(u32::MAX) {
-            return Err(bounds());
+            return Err(bad("an entry's bounds are wrong".into()));
         }
         at = end;
         let size = end - offset;
@@ -703,17 +694,12 @@ fn copy_entries(
             let name = index
                 .name_of_offset(offset)?
                 .map_or_else(|| format!("at {offset}"), hex::encode);
-            return Err(StoreError::io(
-                "read",
-                pack,
-                std::io::Error::other(format!("object {name} does not match its CRC-32")),
-            )
-            .into());
+            return Err(bad(format!("object {name} does not match its CRC-32")));
         }
         w.add_unlisted(buf)?;
     }
     if skip.next().is_some() {
-        return Err(bounds());
+        return Err(bad("an entry's bounds are wrong".into()));
     }
     Ok(Moved {
         base: moved_base,

@@ -155,22 +155,24 @@ impl IndexFile {
         Ok(u64::from_be_bytes(large))
     }
 
+    /// The `N` bytes at `at`.
+    fn bytes_at<const N: usize>(&self, at: u64) -> Result<[u8; N], StoreError> {
+        let mut item = [0u8; N];
+        self.file
+            .read_exact_at(&mut item, at)
+            .map_err(|e| StoreError::io("read", &self.path, e))?;
+        Ok(item)
+    }
+
     /// The offset of the object listed `i`-th.
     pub fn offset_at(&self, i: u64) -> Result<u64, StoreError> {
-        let mut small = [0u8; 4];
-        self.file
-            .read_exact_at(&mut small, self.table(Table::Offsets) + i * 4)
-            .map_err(|e| StoreError::io("read", &self.path, e))?;
+        let small = self.bytes_at(self.table(Table::Offsets) + i * 4)?;
         self.offset(u32::from_be_bytes(small))
     }
 
     /// The id of the object listed `i`-th.
     pub fn name_at(&self, i: u64) -> Result<[u8; 20], StoreError> {
-        let mut name = [0u8; 20];
-        self.file
-            .read_exact_at(&mut name, NAMES + i * 20)
-            .map_err(|e| StoreError::io("read", &self.path, e))?;
-        Ok(name)
+        self.bytes_at(NAMES + i * 20)
     }
 
     /// The id of the object whose entry starts at `offset`, if the index
@@ -250,15 +252,16 @@ impl<'i> Walk<'i> {
             heads: vec![None; indexes.len()],
         };
         for p in 0..indexes.len() {
-            walk.advance(p, None)?;
+            walk.advance(p)?;
         }
         Ok(walk)
     }
 
-    /// Reads index `p`'s next id, after `last` (at its place `i`).
-    fn advance(&mut self, p: usize, last: Option<([u8; 20], u64)>) -> Result<(), StoreError> {
+    /// Reads index `p`'s next id, after its head (its first id while it
+    /// has none: only a new walk advances an index without a head).
+    fn advance(&mut self, p: usize) -> Result<(), StoreError> {
+        let last = self.heads[p].take();
         let next = last.map_or(0, |(_, i)| i + 1);
-        self.heads[p] = None;
         if next < self.indexes[p].count {
             let name = self.names[p].next::<20>()?;
             if last.is_some_and(|(previous, _)| previous >= name) {
@@ -284,7 +287,7 @@ impl<'i> Walk<'i> {
             if let Some((name, i)) = self.heads[p] {
                 if name == least {
                     holders.push((p, i));
-                    self.advance(p, Some((name, i)))?;
+                    self.advance(p)?;
                 }
             }
         }
