@@ -437,47 +437,56 @@ fn write_packed_refs(
     loose.sort_by(|a, b| a.0.cmp(&b.0));
     let result = (|| {
         let write = |e| StoreError::io("write", &lock_path, e);
-        let read = |e| StoreError::io("read", &packed_path, e);
         let open = || match fs::File::open(&packed_path) {
-            Ok(f) => PackedRefs::new(std::io::BufReader::new(f)).map(Some),
+            Ok(f) => PackedRefs::new(&packed_path, std::io::BufReader::new(f)).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(StoreError::io("read", &packed_path, e)),
         };
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &lock);
-        let written = match open().map_err(read)? {
-            Some(old) if old.sorted => {
-                let fully_peeled = old.fully_peeled;
-                merge_packed_refs(repo, old, fully_peeled, &loose, &mut out)?
-            }
-            Some(_) => false,
-            None => merge_packed_refs(repo, std::iter::empty(), true, &loose, &mut out)?,
+        // Writes the new file from `old`: streamed, or read whole and
+        // sorted first (the last line of a name kept) when `sort` or when
+        // its header does not say `sorted` (not written by git, libgit2
+        // or gov). Returns whether `old` was in order.
+        let write_from = |old: Option<PackedRefs<_>>, sort: bool| {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, &lock);
+            let merge = |old, fully_peeled, out: &mut dyn Write| {
+                merge_packed_refs(repo, old, fully_peeled, &loose, out, &lock_path)
+            };
+            let in_order = match old {
+                None => merge(Box::new(std::iter::empty()), true, &mut out)?,
+                Some(old) if sort || !old.sorted => {
+                    let fully_peeled = old.fully_peeled;
+                    let mut by_name = std::collections::BTreeMap::new();
+                    for r in old {
+                        let r: PackedRef = r?;
+                        by_name.insert(r.name.clone(), r);
+                    }
+                    merge(
+                        Box::new(by_name.into_values().map(Ok)),
+                        fully_peeled,
+                        &mut out,
+                    )?
+                }
+                Some(old) => {
+                    let fully_peeled = old.fully_peeled;
+                    merge(Box::new(old), fully_peeled, &mut out)?
+                }
+            };
+            out.flush().map_err(write)?;
+            Ok::<_, StoreError>(in_order)
         };
-        out.flush().map_err(write)?;
-        drop(out);
-        if !written {
-            // Not sorted (not written by git, libgit2 or gov): read whole
-            // and sorted, the last line of a name kept, and written anew.
+        if !write_from(open()?, false)? {
+            // Said to be sorted and not: read again, sorted, and written
+            // anew over what was written.
             lock.set_len(0).map_err(write)?;
             std::io::Seek::rewind(&mut &lock).map_err(write)?;
-            let old = open().map_err(read)?.ok_or_else(|| {
-                read(std::io::Error::other(
-                    "packed-refs was removed under its lock",
-                ))
+            let old = open()?.ok_or_else(|| {
+                StoreError::io(
+                    "read",
+                    &packed_path,
+                    std::io::Error::other("packed-refs was removed under its lock"),
+                )
             })?;
-            let fully_peeled = old.fully_peeled;
-            let mut by_name = std::collections::BTreeMap::new();
-            for r in old {
-                let r = r.map_err(read)?;
-                by_name.insert(r.name.clone(), r);
-            }
-            let mut out = std::io::BufWriter::with_capacity(64 * 1024, &lock);
-            let sorted = by_name.into_values().map(Ok);
-            if !merge_packed_refs(repo, sorted, fully_peeled, &loose, &mut out)? {
-                return Err(read(std::io::Error::other(
-                    "packed-refs could not be sorted",
-                )));
-            }
-            out.flush().map_err(write)?;
+            write_from(Some(old), true)?;
         }
         lock.sync_all()
             .map_err(|e| StoreError::io("sync", &lock_path, e))?;
@@ -503,7 +512,8 @@ struct PackedRef {
 
 /// The refs of a `packed-refs` file as its lines give them, and what its
 /// header says of them.
-struct PackedRefs<R> {
+struct PackedRefs<'p, R> {
+    path: &'p Path,
     lines: std::io::Lines<R>,
     /// The line read and not yet taken.
     ahead: Option<String>,
@@ -514,15 +524,18 @@ struct PackedRefs<R> {
     sorted: bool,
 }
 
-impl<R: std::io::BufRead> PackedRefs<R> {
-    fn new(reader: R) -> std::io::Result<PackedRefs<R>> {
+impl<'p, R: std::io::BufRead> PackedRefs<'p, R> {
+    /// The refs of the file at `path` (named in errors), read from
+    /// `reader`.
+    fn new(path: &'p Path, reader: R) -> Result<PackedRefs<'p, R>, StoreError> {
         let mut refs = PackedRefs {
+            path,
             lines: reader.lines(),
             ahead: None,
             fully_peeled: false,
             sorted: false,
         };
-        refs.ahead = refs.lines.next().transpose()?;
+        refs.ahead = refs.line()?;
         if let Some(traits) = refs
             .ahead
             .as_deref()
@@ -534,15 +547,24 @@ impl<R: std::io::BufRead> PackedRefs<R> {
         }
         Ok(refs)
     }
+
+    /// The next line, `None` after the last.
+    fn line(&mut self) -> Result<Option<String>, StoreError> {
+        let path = self.path;
+        self.lines
+            .next()
+            .transpose()
+            .map_err(|e| StoreError::io("read", path, e))
+    }
 }
 
-impl<R: std::io::BufRead> Iterator for PackedRefs<R> {
-    type Item = std::io::Result<PackedRef>;
+impl<R: std::io::BufRead> Iterator for PackedRefs<'_, R> {
+    type Item = Result<PackedRef, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let line = self.ahead.take()?;
-            self.ahead = match self.lines.next().transpose() {
+            self.ahead = match self.line() {
                 Ok(next) => next,
                 Err(e) => return Some(Err(e)),
             };
@@ -560,7 +582,7 @@ impl<R: std::io::BufRead> Iterator for PackedRefs<R> {
             };
             if let Some(peeled) = self.ahead.as_deref().and_then(|l| l.strip_prefix('^')) {
                 r.peeled = Some(peeled.to_string());
-                self.ahead = match self.lines.next().transpose() {
+                self.ahead = match self.line() {
                     Ok(next) => next,
                     Err(e) => return Some(Err(e)),
                 };
@@ -570,11 +592,11 @@ impl<R: std::io::BufRead> Iterator for PackedRefs<R> {
     }
 }
 
-/// Writes `packed-refs` to `out`: the refs of `old` (in the order of their
-/// names) merged with `loose` (sorted by name; a loose ref overrides a
-/// packed one, and a `^` line of its older value goes), the file
-/// `fully-peeled`. Returns `false`, having written part of it, if `old`
-/// turns out not to be in order.
+/// Writes `packed-refs` to `out` (at `out_path`, named in errors): the
+/// refs of `old` (in the order of their names) merged with `loose`
+/// (sorted by name; a loose ref overrides a packed one, and a `^` line of
+/// its older value goes), the file `fully-peeled`. Returns `false`,
+/// having written part of it, if `old` turns out not to be in order.
 ///
 /// Written `fully-peeled`, as git and libgit2 write it: a ref without a
 /// `^` line is then known not to point at a tag. Without that trait,
@@ -584,13 +606,13 @@ impl<R: std::io::BufRead> Iterator for PackedRefs<R> {
 /// when it was written without the trait (once), and those packed now.
 fn merge_packed_refs(
     repo: &Repository,
-    old: impl Iterator<Item = std::io::Result<PackedRef>>,
+    old: Box<dyn Iterator<Item = Result<PackedRef, StoreError>> + '_>,
     fully_peeled: bool,
     loose: &[(String, Oid)],
     out: &mut dyn Write,
+    out_path: &Path,
 ) -> Result<bool, StoreError> {
-    let path = repo.path().join("packed-refs");
-    let io = |e| StoreError::io("write", &path.with_extension("lock"), e);
+    let io = |e| StoreError::io("write", out_path, e);
     let put_loose = |out: &mut dyn Write, (name, oid): &(String, Oid)| {
         let peeled = peel_tag(repo, *oid);
         put_ref(out, oid, name, peeled.as_ref().map(|p| p as &dyn Display))
@@ -600,7 +622,7 @@ fn merge_packed_refs(
     let mut loose = loose.iter().peekable();
     let mut last: Option<String> = None;
     for r in old {
-        let r = r.map_err(|e| StoreError::io("read", &path, e))?;
+        let r = r?;
         if last.as_deref().is_some_and(|l| l >= r.name.as_str()) {
             return Ok(false);
         }
