@@ -24,10 +24,16 @@
 //!   process start to its answer (given once its audit entry is durable);
 //! - soak: more audit posts, sampling the server's memory.
 //!
+//! With `--reads R` (needs the operator token), one more keep-alive
+//! connection asks `GET /proposals?status=pending&limit=1` (a query on the
+//! server's index) R times a second while each submit round runs, and a
+//! row `reads during submit round N` gives their latencies: how long a
+//! reader (the dashboard, `gov proposals`) waits while agents write.
+//!
 //! Usage: bench_server [--url URL] [--operator-token T] [--runner-token T]
 //!   [--clients 16] [--submits 20000] [--rounds 5] [--decisions 2000]
 //!   [--approve-pct 20] [--charges 5000] [--audits 5000] [--hooks 200]
-//!   [--soak 0] [--preload 0] [--seconds 600] [--gov-bin PATH]
+//!   [--soak 0] [--reads 0] [--preload 0] [--seconds 600] [--gov-bin PATH]
 //!   [--server-bin PATH] [--keep]
 //!
 //! `--server-bin` starts the server from another build of this benchmark
@@ -36,7 +42,7 @@
 //! verify` (default: the one built beside this benchmark).
 
 use std::io::BufRead;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +64,8 @@ struct Opts {
     audits: usize,
     soak: usize,
     hooks: usize,
+    /// Reads per second during each submit round (0: none).
+    reads: u32,
     gov_bin: Option<std::path::PathBuf>,
     server_bin: Option<std::path::PathBuf>,
     preload: usize,
@@ -81,6 +89,7 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
         audits: 5_000,
         soak: 0,
         hooks: 200,
+        reads: 0,
         gov_bin: None,
         server_bin: None,
         preload: 0,
@@ -106,6 +115,7 @@ fn opts(mut args: impl Iterator<Item = String>) -> BoxResult<Opts> {
             "--audits" => o.audits = v.parse()?,
             "--soak" => o.soak = v.parse()?,
             "--hooks" => o.hooks = v.parse()?,
+            "--reads" => o.reads = v.parse()?,
             "--gov-bin" => o.gov_bin = Some(v.into()),
             "--server-bin" => o.server_bin = Some(v.into()),
             "--preload" => o.preload = v.parse()?,
@@ -341,7 +351,9 @@ struct PhaseResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
-    client_cpu_s: f64,
+    /// The whole client's CPU over the phase (none for reads made while
+    /// another phase runs: that phase's figure counts them).
+    client_cpu_s: Option<f64>,
     server_cpu_s: Option<f64>,
     server_rss_mib: Option<f64>,
     first_error: Option<String>,
@@ -443,12 +455,82 @@ fn run_phase(
         p50_ms: pct(&lat, 0.50),
         p99_ms: pct(&lat, 0.99),
         max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        client_cpu_s: cpu_secs("self") - cpu0,
+        client_cpu_s: Some(cpu_secs("self") - cpu0),
         server_cpu_s: server
             .zip(server_cpu0)
             .map(|(p, c0)| cpu_secs(&p.to_string()) - c0),
         server_rss_mib: server.and_then(rss_mib),
         first_error: first_error.lock().ok().and_then(|f| f.clone()),
+    }
+}
+
+/// Reads made `rate` times a second on one more keep-alive connection
+/// until `stop` is set (see `--reads`): `GET /proposals?status=pending&
+/// limit=1`, a query the server answers from its index.
+fn reads_during(url: &str, token: &str, rate: u32, stop: Arc<AtomicBool>) -> Reads {
+    let url = format!("{url}/proposals?status=pending&limit=1");
+    let auth = format!("Bearer {token}");
+    let started = Instant::now();
+    let thread = std::thread::spawn(move || {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .max_idle_connections_per_host(1)
+            .build();
+        let every = Duration::from_secs(1) / rate.max(1);
+        let (mut took, mut failed, mut first_error) = (Vec::new(), 0, None);
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            match agent.get(&url).set("Authorization", &auth).call() {
+                Ok(r) => {
+                    let _ = r.into_string();
+                    took.push(t.elapsed());
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+            next += every;
+            match next.checked_duration_since(Instant::now()) {
+                Some(wait) => std::thread::sleep(wait),
+                None => next = Instant::now(),
+            }
+        }
+        (took, failed, first_error)
+    });
+    Reads { thread, started }
+}
+
+/// Reads running beside a phase (see [`reads_during`]).
+struct Reads {
+    thread: std::thread::JoinHandle<(Vec<Duration>, usize, Option<String>)>,
+    started: Instant,
+}
+
+impl Reads {
+    /// Their row, once `stop` was set.
+    fn result(self, phase: &str) -> PhaseResult {
+        let (mut lat, failed, first_error) = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| (Vec::new(), 0, Some("the reading thread panicked".into())));
+        let seconds = self.started.elapsed().as_secs_f64();
+        lat.sort();
+        PhaseResult {
+            phase: format!("reads during {phase}"),
+            ok: lat.len(),
+            failed,
+            seconds,
+            per_sec: lat.len() as f64 / seconds.max(1e-9),
+            p50_ms: pct(&lat, 0.50),
+            p99_ms: pct(&lat, 0.99),
+            max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            client_cpu_s: None,
+            server_cpu_s: None,
+            server_rss_mib: None,
+            first_error,
+        }
     }
 }
 
@@ -609,6 +691,9 @@ fn main() -> BoxResult {
     let mut written = o.preload;
 
     // Submits, in rounds.
+    if o.reads > 0 && o.operator_token.is_none() {
+        eprintln!("reads during submits not measured: they need --operator-token");
+    }
     let per_round = o.submits.div_ceil(o.rounds);
     let mut done = 0;
     for round in 1..=o.rounds {
@@ -618,8 +703,14 @@ fn main() -> BoxResult {
         }
         let base = done;
         let p2 = pending.clone();
+        let phase = format!("submit round {round}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = match (&o.operator_token, o.reads) {
+            (Some(tok), rate) if rate > 0 => Some(reads_during(&url, tok, rate, stop.clone())),
+            _ => None,
+        };
         let r = run_phase(
-            &format!("submit round {round}"),
+            &phase,
             &url,
             &o,
             pid,
@@ -636,10 +727,14 @@ fn main() -> BoxResult {
                 }
             }),
         );
+        stop.store(true, Ordering::Relaxed);
         done += k;
         written += r.ok;
         rounds_table.push((round, written, r.clone(), git_mib(&settings)));
         results.push(r);
+        if let Some(reads) = reads {
+            results.push(reads.result(&phase));
+        }
     }
 
     // Decisions on pending proposals.
@@ -841,7 +936,7 @@ fn main() -> BoxResult {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
             r.phase,
             r.ok,
             r.failed,
@@ -849,7 +944,7 @@ fn main() -> BoxResult {
             r.p50_ms,
             r.p99_ms,
             r.max_ms,
-            r.client_cpu_s,
+            r.client_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
             r.server_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
         );
         if let Some(e) = &r.first_error {
