@@ -37,7 +37,7 @@ pub mod fault {
 
 /// The index file opened directly, as a rebuild leaves it.
 pub mod index {
-    pub use crate::store::index::Index;
+    pub use crate::store::index::{Index, SCHEMA_VERSION};
 }
 
 /// What maintenance measures: bytes and files under a folder.

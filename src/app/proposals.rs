@@ -24,10 +24,7 @@ use crate::store::proposals::{self as git_proposals, BranchName, MadeAhead, Tamp
 /// A submission as the original's API takes it (the wire type).
 pub use crate::wire::Submission;
 
-/// The action types of the proposals gov files for tool calls that need a
-/// person (`use_tool:<Tool>`). Agents may not submit them: an approved one
-/// lets one tool call through.
-pub const TOOL_ACTION_PREFIX: &str = "use_tool:";
+pub use crate::domain::proposal::TOOL_ACTION_PREFIX;
 
 /// How long a proposal that names no `expires_at` waits for a person.
 pub const DEFAULT_EXPIRY_HOURS: i64 = 24;

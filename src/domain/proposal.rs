@@ -10,6 +10,11 @@ use sha2::{Digest, Sha256};
 use super::audit::Timestamp;
 use super::request::PolicyCitation;
 
+/// The action types of the proposals gov files for tool calls that need a
+/// person (`use_tool:<Tool>`). Agents may not submit them: an approved one
+/// lets one tool call through.
+pub const TOOL_ACTION_PREFIX: &str = "use_tool:";
+
 /// Where a proposal stands. Serialised as the original's strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProposalStatus {

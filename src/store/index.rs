@@ -27,7 +27,7 @@ use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The write-ahead log's size (in 4 KiB pages, 64 MiB) past which a commit
 /// checkpoints it itself although [`Index::defer_checkpoints`] was asked.
@@ -258,6 +258,12 @@ impl Index {
         )?;
         let version = get_meta(&tx, "schema_version")?;
         if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+            if let Some(found) = &version {
+                // At 100,000 entries this takes seconds: say why.
+                tracing::warn!(
+                    "the index was written by another version of gov (schema {found}, this one {SCHEMA_VERSION}): rebuilding it from the audit chain, which reads every entry once"
+                );
+            }
             drop_all(&tx)?;
             for schema in [SCHEMA, crate::store::projection::SCHEMA] {
                 match indexes {

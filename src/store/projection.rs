@@ -20,7 +20,21 @@ use crate::domain::proposal::{Proposal, ProposalStatus, Proposed};
 use crate::domain::request::PolicyCitation;
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA: &str = "
+/// The tool-call proposals' action types (`use_tool:<Tool>`,
+/// [`TOOL_ACTION_PREFIX`](crate::domain::proposal::TOOL_ACTION_PREFIX)) as
+/// a condition on `action_type`: the rows `proposals_tool` holds. A query
+/// names it word for word, so that SQLite knows the index applies, and
+/// names the index (`INDEXED BY`): left to itself, SQLite walked the
+/// agent's proposals in `seq` order (`proposals_agent`) instead, every one
+/// of them when no proposal matched.
+macro_rules! tool_actions {
+    () => {
+        "action_type GLOB 'use_tool:*'"
+    };
+}
+
+pub const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0,
@@ -74,7 +88,15 @@ CREATE TABLE IF NOT EXISTS spend_totals (
     micros INTEGER NOT NULL,
     PRIMARY KEY (agent_id, period)
 );
-CREATE INDEX IF NOT EXISTS proposals_tool ON proposals(agent_id, action_type, payload_hash, status);
+",
+    // Only tool calls' proposals are looked up by payload hash: the hash
+    // puts each row on a page at random, which every other submission
+    // would write for nothing. In `seq` order within a hash, so that a
+    // lookup needs no sort.
+    "CREATE INDEX IF NOT EXISTS proposals_tool
+    ON proposals(agent_id, action_type, payload_hash, status, seq) WHERE ",
+    tool_actions!(),
+    ";
 CREATE TABLE IF NOT EXISTS credentials (
     hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -101,7 +123,8 @@ CREATE TABLE IF NOT EXISTS runs (
     hold_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_open ON runs(agent_id, finished);
-";
+"
+);
 
 /// Derives the server's tables from one entry. Every event type is named
 /// here, so a new one is a compile error until it is decided what it
@@ -419,13 +442,20 @@ pub(crate) const SQL_AGENT_PROPOSALS: &str = concat!(
     proposal_columns!(),
     " FROM proposals WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2"
 );
-pub(crate) const SQL_UNUSED_TOOL_APPROVAL: &str = "SELECT proposal_id FROM proposals
+pub(crate) const SQL_UNUSED_TOOL_APPROVAL: &str = concat!(
+    "SELECT proposal_id FROM proposals INDEXED BY proposals_tool
          WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3
-           AND status = 'approved' AND used_seq IS NULL
-         ORDER BY seq LIMIT 1";
-pub(crate) const SQL_PENDING_TOOL: &str = "SELECT proposal_id FROM proposals
+           AND status = 'approved' AND used_seq IS NULL AND ",
+    tool_actions!(),
+    " ORDER BY seq LIMIT 1"
+);
+pub(crate) const SQL_PENDING_TOOL: &str = concat!(
+    "SELECT proposal_id FROM proposals INDEXED BY proposals_tool
          WHERE agent_id = ?1 AND action_type = ?2 AND payload_hash = ?3 AND status = 'pending'
-         ORDER BY seq DESC LIMIT 1";
+           AND ",
+    tool_actions!(),
+    " ORDER BY seq DESC LIMIT 1"
+);
 pub(crate) const SQL_SPEND: &str =
     "SELECT tokens, micros FROM spend_totals WHERE agent_id = ?1 AND period = ?2";
 pub(crate) const SQL_PENDING_COUNT: &str =
@@ -933,7 +963,59 @@ mod tests {
                 plan.iter().all(|d| d.starts_with("SEARCH ")),
                 "{sql}\n{plan:?}"
             );
+            // The lookups by payload hash go through the partial index:
+            // `proposals_agent` also gives a SEARCH, but reads the agent's
+            // whole history.
+            if sql.contains("payload_hash = ") {
+                assert!(
+                    plan.iter()
+                        .any(|d| d.contains("USING INDEX proposals_tool (")),
+                    "{sql}\n{plan:?}"
+                );
+            }
         }
+        Ok(())
+    }
+
+    /// `proposals_tool` holds the rows whose action type starts with
+    /// [`TOOL_ACTION_PREFIX`], and only those.
+    #[test]
+    fn the_tool_index_holds_the_tool_proposals() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::domain::proposal::TOOL_ACTION_PREFIX;
+        assert_eq!(
+            tool_actions!(),
+            format!("action_type GLOB '{TOOL_ACTION_PREFIX}*'")
+        );
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        for (n, action) in [
+            "use_tool:Bash",
+            "use_tool:",
+            "publish_content",
+            "use_tool",
+            "use_toolz",
+        ]
+        .iter()
+        .enumerate()
+        {
+            conn.execute(
+                "INSERT INTO proposals (proposal_id, agent_id, action_type, payload_hash,
+                   submitted_at, expires_at, expected_cost_tokens, expected_cost_dollars,
+                   policy_version, submitted_json, status, decision_final, seq)
+                 VALUES (?1, 'a', ?2, 'h', '', '', 0, 0, '', '', 'pending', 0, ?3)",
+                params![format!("p{n}"), action, n as i64],
+            )?;
+        }
+        let mut stmt = conn.prepare(concat!(
+            "SELECT action_type FROM proposals INDEXED BY proposals_tool
+             WHERE agent_id = 'a' AND ",
+            tool_actions!(),
+            " ORDER BY action_type"
+        ))?;
+        let held: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(held, ["use_tool:", "use_tool:Bash"]);
         Ok(())
     }
 }

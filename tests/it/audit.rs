@@ -412,6 +412,22 @@ fn the_index_rebuilt_from_git_equals_the_original() -> TestResult {
     assert!(o.status.success(), "{}", o.stderr_text());
     assert_eq!(o.stdout_text(), "reindexed 50 entries\n");
     assert_eq!(dump(&path)?, before);
+    // An index another version of gov wrote is rebuilt, and the user is
+    // told why the command takes longer.
+    rusqlite::Connection::open(&path)?.execute(
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        [],
+    )?;
+    let o = t.gov(&["audit", "log", "--limit", "1"])?;
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let warning = format!(
+        "the index was written by another version of gov (schema 1, this one {}): rebuilding it from the audit chain, which reads every entry once\n",
+        gov::testkit::index::SCHEMA_VERSION
+    );
+    assert!(o.stderr_text().ends_with(&warning), "{}", o.stderr_text());
+    assert_eq!(dump(&path)?, before);
+    let o = t.gov(&["audit", "log", "--limit", "1"])?;
+    assert_eq!(o.stderr_text(), "");
     // Opening with the index gone catches it up too.
     std::fs::remove_file(&path)?;
     drop(Governance::open(&t.settings, Role::Server)?);
@@ -660,7 +676,18 @@ fn an_index_of_the_previous_schema_is_rebuilt_and_proposals_read_the_same() -> T
         [],
         |r| r.get(0),
     )?;
-    assert_eq!(version, "5");
+    assert_eq!(version, "6");
+    // Version 6: the lookups of tool calls' proposals by payload hash have
+    // an index of those proposals alone.
+    let tool_index: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE name = 'proposals_tool'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert!(
+        tool_index.ends_with("WHERE action_type GLOB 'use_tool:*'"),
+        "{tool_index}"
+    );
     let (status, decided_by, note): (String, String, String) = conn.query_row(
         "SELECT status, decided_by, decision FROM proposals WHERE proposal_id = ?1",
         [&ids[1]],
