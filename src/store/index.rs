@@ -341,6 +341,14 @@ impl Index {
         Ok(())
     }
 
+    /// Bounds this connection's page cache to `kib` KiB (SQLite's default
+    /// is 2,000 per connection).
+    pub fn limit_cache(&self, kib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
     /// Copies what it can of the write-ahead log into the database without
     /// waiting for readers or writers (a passive checkpoint; writers go on
     /// meanwhile). Returns the log's frames and those now checkpointed.
