@@ -27,7 +27,7 @@ use crate::store::git::StoreError;
 use crate::store::keys::Role;
 
 /// Bump when any table changes shape; the index is then rebuilt from Git.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The write-ahead log's size (in 4 KiB pages, 64 MiB) past which a commit
 /// checkpoints it itself although [`Index::defer_checkpoints`] was asked.

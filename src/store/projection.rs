@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     revoked INTEGER NOT NULL DEFAULT 0,
     expires_at TEXT
 );
+CREATE INDEX IF NOT EXISTS agent_tokens_run ON agent_tokens(run_id);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -123,6 +124,9 @@ CREATE TABLE IF NOT EXISTS runs (
     hold_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_open ON runs(agent_id, finished);
+CREATE INDEX IF NOT EXISTS runs_unfinished ON runs(started_seq) WHERE finished IS NULL;
+CREATE INDEX IF NOT EXISTS proposals_unused ON proposals(agent_id, seq)
+    WHERE status IN ('approved', 'auto-approved') AND used_seq IS NULL;
 "
 );
 
@@ -284,7 +288,7 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
 fn finish_run(tx: &Connection, run: &str, status: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE runs SET finished = ?2 WHERE run_id = ?1")?
         .execute(params![run, status])?;
-    tx.prepare_cached("UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1")?
+    tx.prepare_cached(SQL_REVOKE_RUN_TOKENS)?
         .execute(params![run])?;
     Ok(())
 }
@@ -456,6 +460,25 @@ pub(crate) const SQL_PENDING_TOOL: &str = concat!(
     tool_actions!(),
     " ORDER BY seq DESC LIMIT 1"
 );
+// A run's admission asks these (what the agent's open runs and approved
+// proposals hold), and a run's end revokes its tokens: each through an
+// index of the rows it wants (`runs_unfinished`, `proposals_unused`,
+// `agent_tokens_run`), not a walk of every run or of the agent's every
+// proposal.
+pub(crate) const SQL_OPEN_RUNS: &str =
+    "SELECT r.run_id, r.agent_id, r.task_id, r.started_at, r.reserved_tokens,
+            r.reserved_micros, r.hold_until,
+            COALESCE((SELECT SUM(tokens) FROM ledger l WHERE l.run_id = r.run_id), 0),
+            COALESCE((SELECT SUM(micros) FROM ledger l WHERE l.run_id = r.run_id), 0)
+     FROM runs r INDEXED BY runs_unfinished
+     WHERE r.finished IS NULL AND r.hold_until > ?2 AND (?1 IS NULL OR r.agent_id = ?1)
+     ORDER BY r.started_seq";
+pub(crate) const SQL_APPROVED_UNUSED: &str =
+    "SELECT proposal_id FROM proposals INDEXED BY proposals_unused
+     WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
+       AND (?2 = 0 OR expected_cost_tokens > 0 OR expected_cost_dollars > 0)";
+pub(crate) const SQL_REVOKE_RUN_TOKENS: &str =
+    "UPDATE agent_tokens SET revoked = 1 WHERE run_id = ?1";
 pub(crate) const SQL_SPEND: &str =
     "SELECT tokens, micros FROM spend_totals WHERE agent_id = ?1 AND period = ?2";
 pub(crate) const SQL_PENDING_COUNT: &str =
@@ -792,15 +815,7 @@ pub fn open_runs(
     agent: Option<&str>,
     now_unix: i64,
 ) -> rusqlite::Result<Vec<OpenRun>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT r.run_id, r.agent_id, r.task_id, r.started_at, r.reserved_tokens,
-                r.reserved_micros, r.hold_until,
-                COALESCE((SELECT SUM(tokens) FROM ledger l WHERE l.run_id = r.run_id), 0),
-                COALESCE((SELECT SUM(micros) FROM ledger l WHERE l.run_id = r.run_id), 0)
-         FROM runs r
-         WHERE r.finished IS NULL AND r.hold_until > ?2 AND (?1 IS NULL OR r.agent_id = ?1)
-         ORDER BY r.started_seq",
-    )?;
+    let mut stmt = conn.prepare_cached(SQL_OPEN_RUNS)?;
     let rows = stmt.query_map(params![agent, now_unix], |r| {
         Ok(OpenRun {
             run_id: r.get(0)?,
@@ -910,11 +925,7 @@ pub fn approved_unused(
     agent: &str,
     costly_only: bool,
 ) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT proposal_id FROM proposals
-         WHERE agent_id = ?1 AND status IN ('approved', 'auto-approved') AND used_seq IS NULL
-           AND (?2 = 0 OR expected_cost_tokens > 0 OR expected_cost_dollars > 0)",
-    )?;
+    let mut stmt = conn.prepare_cached(SQL_APPROVED_UNUSED)?;
     let rows = stmt.query_map(rusqlite::params![agent, costly_only], |r| r.get(0))?;
     rows.collect()
 }
@@ -950,6 +961,9 @@ mod tests {
             SQL_PENDING_COUNT,
             SQL_AGENT,
             SQL_CREDENTIAL,
+            SQL_OPEN_RUNS,
+            SQL_APPROVED_UNUSED,
+            SQL_REVOKE_RUN_TOKENS,
         ]
         .into_iter()
         .chain(audit_sql)
@@ -959,13 +973,24 @@ mod tests {
             let plan: Vec<String> = stmt
                 .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
                 .collect::<Result<_, _>>()?;
+            // A scan is allowed only of `runs_unfinished`, a partial
+            // index of the runs not finished (what is open, not history).
             assert!(
-                plan.iter().all(|d| d.starts_with("SEARCH ")),
+                plan.iter().all(|d| d.starts_with("SEARCH ")
+                    || d.starts_with("CORRELATED SCALAR SUBQUERY")
+                    || d == "SCAN r USING INDEX runs_unfinished"),
                 "{sql}\n{plan:?}"
             );
             // The lookups by payload hash go through the partial index:
             // `proposals_agent` also gives a SEARCH, but reads the agent's
             // whole history.
+            if sql.contains("used_seq IS NULL\n") {
+                assert!(
+                    plan.iter()
+                        .any(|d| d.contains("USING INDEX proposals_unused (agent_id=?)")),
+                    "{sql}\n{plan:?}"
+                );
+            }
             if sql.contains("payload_hash = ") {
                 assert!(
                     plan.iter()

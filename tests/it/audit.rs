@@ -676,9 +676,10 @@ fn an_index_of_the_previous_schema_is_rebuilt_and_proposals_read_the_same() -> T
         [],
         |r| r.get(0),
     )?;
-    assert_eq!(version, "6");
-    // Version 6: the lookups of tool calls' proposals by payload hash have
-    // an index of those proposals alone.
+    assert_eq!(version, "7");
+    // Since version 6 the lookups of tool calls' proposals by payload hash
+    // have an index of those proposals alone (version 7 adds the indexes
+    // of unfinished runs, unused approvals and run tokens).
     let tool_index: String = conn.query_row(
         "SELECT sql FROM sqlite_master WHERE name = 'proposals_tool'",
         [],
