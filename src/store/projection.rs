@@ -981,9 +981,9 @@ mod tests {
                     || d == "SCAN r USING INDEX runs_unfinished"),
                 "{sql}\n{plan:?}"
             );
-            // The lookups by payload hash go through the partial index:
-            // `proposals_agent` also gives a SEARCH, but reads the agent's
-            // whole history.
+            // The lookups of unused approvals and by payload hash go
+            // through their partial indexes: `proposals_agent` also gives
+            // a SEARCH, but reads the agent's whole history.
             if sql.contains("used_seq IS NULL\n") {
                 assert!(
                     plan.iter()
