@@ -465,12 +465,14 @@ fn run_phase(
 }
 
 /// Reads made `rate` times a second on one more keep-alive connection
-/// until `stop` is set (see `--reads`): `GET /proposals?status=pending&
-/// limit=1`, a query the server answers from its index.
-fn reads_during(url: &str, token: &str, rate: u32, stop: Arc<AtomicBool>) -> Reads {
+/// until [`Reads::result`] (see `--reads`): `GET /proposals?status=
+/// pending&limit=1`, a query the server answers from its index.
+fn reads_during(url: &str, token: &str, rate: u32) -> Reads {
     let url = format!("{url}/proposals?status=pending&limit=1");
     let auth = format!("Bearer {token}");
     let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     let thread = std::thread::spawn(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(30))
@@ -479,7 +481,7 @@ fn reads_during(url: &str, token: &str, rate: u32, stop: Arc<AtomicBool>) -> Rea
         let every = Duration::from_secs(1) / rate.max(1);
         let (mut took, mut failed, mut first_error) = (Vec::new(), 0, None);
         let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !stopped.load(Ordering::Relaxed) {
             let t = Instant::now();
             match agent.get(&url).set("Authorization", &auth).call() {
                 Ok(r) => {
@@ -499,18 +501,24 @@ fn reads_during(url: &str, token: &str, rate: u32, stop: Arc<AtomicBool>) -> Rea
         }
         (took, failed, first_error)
     });
-    Reads { thread, started }
+    Reads {
+        thread,
+        started,
+        stop,
+    }
 }
 
 /// Reads running beside a phase (see [`reads_during`]).
 struct Reads {
     thread: std::thread::JoinHandle<(Vec<Duration>, usize, Option<String>)>,
     started: Instant,
+    stop: Arc<AtomicBool>,
 }
 
 impl Reads {
-    /// Their row, once `stop` was set.
+    /// Stops them; their row.
     fn result(self, phase: &str) -> PhaseResult {
+        self.stop.store(true, Ordering::Relaxed);
         let (mut lat, failed, first_error) = self
             .thread
             .join()
@@ -704,9 +712,8 @@ fn main() -> BoxResult {
         let base = done;
         let p2 = pending.clone();
         let phase = format!("submit round {round}");
-        let stop = Arc::new(AtomicBool::new(false));
         let reads = match (&o.operator_token, o.reads) {
-            (Some(tok), rate) if rate > 0 => Some(reads_during(&url, tok, rate, stop.clone())),
+            (Some(tok), rate) if rate > 0 => Some(reads_during(&url, tok, rate)),
             _ => None,
         };
         let r = run_phase(
@@ -727,7 +734,6 @@ fn main() -> BoxResult {
                 }
             }),
         );
-        stop.store(true, Ordering::Relaxed);
         done += k;
         written += r.ok;
         rounds_table.push((round, written, r.clone(), git_mib(&settings)));

@@ -148,11 +148,10 @@ impl IndexFile {
             return Ok(u64::from(small));
         }
         let at = self.table(Table::Offsets) + self.count * 4 + u64::from(small & 0x7fff_ffff) * 8;
-        let mut large = [0u8; 8];
-        if at + 8 + 40 > self.len || self.file.read_exact_at(&mut large, at).is_err() {
+        if at + 8 + 40 > self.len {
             return Err(self.bad("a large offset is missing from the pack index"));
         }
-        Ok(u64::from_be_bytes(large))
+        self.bytes_at(at).map(u64::from_be_bytes)
     }
 
     /// The `N` bytes at `at`.
