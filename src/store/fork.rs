@@ -7,26 +7,25 @@
 //! `main`'s current tip; libgit2 finds it by reading (inflating, hashing,
 //! parsing) every commit `main` gained since, so approvals cost more the
 //! longer proposals wait and the more others are approved meanwhile. Here
-//! the parents and times of the commits walked are kept in memory: a
-//! commit never changes, so what is kept is keyed by its id and never goes
-//! stale, and the walk through them is a few hash lookups per commit.
-//! What `main`'s last tip reaches is kept too, so an approval walks only
-//! the commits `main` gained since the last one: approving the k-th of
-//! many waiting proposals no longer walks k merges.
+//! what `main`'s last tip reaches is kept in memory (the ids of the
+//! commits, and the edge where the walk stopped), so an approval reads
+//! only the commits `main` gained since the last one: approving the k-th
+//! of many waiting proposals no longer walks k merges, and a proposal
+//! older than the last walk went is answered by walking on from its edge,
+//! not from the tip again.
 //! Anything but the usual shape (a commit with several parents, one
 //! already merged into `main`, a parent `main` does not hold) is left to
 //! libgit2's own merge base.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
 use git2::{Oid, Repository};
 
 use super::git::StoreError;
 
-/// Commits kept at most; the store is emptied when it is full (the next
-/// walks read what they need again). What `main` reaches ([`Reach`]) is
-/// kept only while it holds no more commits than this either.
+/// Commits kept at most: what `main` reaches ([`Reach`]) is kept only
+/// while it holds no more than this.
 const MAX_KEPT: usize = 65_536;
 /// Commits one walk visits at most before it leaves the answer to libgit2.
 const MAX_WALK: usize = 200_000;
@@ -34,45 +33,29 @@ const MAX_WALK: usize = 200_000;
 /// parent are still walked.
 const CLOCK_SLACK_SECONDS: i64 = 86_400;
 
+/// A commit's time and parents, read from the repository. Nothing of it
+/// is kept: a walk reads each commit it visits once, and the commits
+/// behind the kept [`Reach`] are never read again.
 struct Node {
     time: i64,
-    parents: Box<[Oid]>,
+    parents: Vec<Oid>,
 }
 
-/// Locks one of this module's stores; a writer that panicked holding it
-/// left commits' parents and times, which never go stale.
+fn node(repo: &Repository, oid: Oid) -> Result<Node, StoreError> {
+    let commit = repo.find_commit(oid)?;
+    Ok(Node {
+        time: commit.time().seconds(),
+        parents: commit.parent_ids().collect(),
+    })
+}
+
+/// Locks what `main` reaches; a writer that panicked holding it left ids
+/// of commits, which never go stale (a `main` rewritten since is noticed
+/// by the walk).
 fn lock<T>(store: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     store
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn kept() -> &'static Mutex<HashMap<Oid, Node>> {
-    static KEPT: OnceLock<Mutex<HashMap<Oid, Node>>> = OnceLock::new();
-    KEPT.get_or_init(Mutex::default)
-}
-
-/// A commit's time and parents, from `kept` or read once into it.
-fn node<'k>(
-    kept: &'k mut HashMap<Oid, Node>,
-    repo: &Repository,
-    oid: Oid,
-) -> Result<&'k Node, StoreError> {
-    if !kept.contains_key(&oid) {
-        let commit = repo.find_commit(oid)?;
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
-        kept.insert(
-            oid,
-            Node {
-                time: commit.time().seconds(),
-                parents: commit.parent_ids().collect(),
-            },
-        );
-    }
-    kept.get(&oid)
-        .ok_or_else(|| git2::Error::from_str("a commit kept in memory is gone").into())
 }
 
 /// The merge base of `main` and `submitted`, as `git merge-base` gives it.
@@ -96,6 +79,9 @@ struct Reach {
     /// Every commit the tip reaches through commits not older than
     /// `horizon`.
     seen: HashSet<Oid>,
+    /// The commits of `seen` older than `horizon`, whose parents were not
+    /// visited: where a walk to an older horizon goes on from.
+    edge: Vec<Oid>,
 }
 
 fn reach() -> &'static Mutex<Option<Reach>> {
@@ -103,37 +89,46 @@ fn reach() -> &'static Mutex<Option<Reach>> {
     REACH.get_or_init(Mutex::default)
 }
 
-/// Adds to `new` what `from` reaches through commits not older than
-/// `horizon`, not walking past commits in `old` or `new` (what those reach
-/// is there already). Whether the walk came upon `stop`; `None` once the
-/// two sets hold more than [`MAX_WALK`] commits.
-fn walk(
-    kept: &mut HashMap<Oid, Node>,
-    repo: &Repository,
-    from: Oid,
+/// One walk: adds to `new` what `todo` reaches through commits not older
+/// than `horizon`, not walking past commits in `old` or `new` (what those
+/// reach is there already), and to `edge` the commits it added but did
+/// not walk past (older than `horizon`).
+struct Walk<'a> {
     horizon: i64,
-    old: &HashSet<Oid>,
-    new: &mut HashSet<Oid>,
-    stop: Option<Oid>,
-) -> Result<Option<bool>, StoreError> {
-    let mut came_upon = false;
-    let mut todo = vec![from];
-    while let Some(c) = todo.pop() {
-        if Some(c) == stop {
-            came_upon = true;
+    old: &'a HashSet<Oid>,
+    new: &'a mut HashSet<Oid>,
+    edge: &'a mut Vec<Oid>,
+}
+
+impl Walk<'_> {
+    /// Walks from `todo`. Whether it came upon `stop`; `None` once the two
+    /// sets hold more than [`MAX_WALK`] commits.
+    fn from(
+        &mut self,
+        repo: &Repository,
+        mut todo: Vec<Oid>,
+        stop: Option<Oid>,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut came_upon = false;
+        while let Some(c) = todo.pop() {
+            if Some(c) == stop {
+                came_upon = true;
+            }
+            if self.old.contains(&c) || !self.new.insert(c) {
+                continue;
+            }
+            if self.old.len() + self.new.len() > MAX_WALK {
+                return Ok(None);
+            }
+            let n = node(repo, c)?;
+            if n.time >= self.horizon {
+                todo.extend(n.parents);
+            } else {
+                self.edge.push(c);
+            }
         }
-        if old.contains(&c) || !new.insert(c) {
-            continue;
-        }
-        if old.len() + new.len() > MAX_WALK {
-            return Ok(None);
-        }
-        let n = node(kept, repo, c)?;
-        if n.time >= horizon {
-            todo.extend(n.parents.iter().copied());
-        }
+        Ok(Some(came_upon))
     }
-    Ok(Some(came_upon))
 }
 
 /// `submitted`'s parent when `submitted` has exactly one, `main` holds that
@@ -141,16 +136,14 @@ fn walk(
 /// (every common ancestor is an ancestor of it). `None`: another shape,
 /// or a walk too long.
 ///
-/// What `main` reaches is kept ([`Reach`]) and extended from the new tip
-/// when that tip reaches the last one; otherwise (`main` rewritten, or a
-/// proposal older than the walk went) it is walked afresh. A walk stops at
-/// commits older than both the proposal and its parent (give or take the
-/// clocks): their descendants are younger, so nothing older leads to
-/// either.
+/// What `main` reaches is kept ([`Reach`]), extended from the new tip
+/// when that tip reaches the last one, and walked on from its edge when
+/// the proposal is older than the last walk went; otherwise (`main`
+/// rewritten) it is walked afresh. A walk stops at commits older than both
+/// the proposal and its parent (give or take the clocks): their
+/// descendants are younger, so nothing older leads to either.
 fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid>, StoreError> {
-    let mut guard = lock(kept());
-    let kept = &mut *guard;
-    let submitted_node = node(kept, repo, submitted)?;
+    let submitted_node = node(repo, submitted)?;
     let (submitted_time, parent) = match *submitted_node.parents {
         [parent] => (submitted_node.time, parent),
         _ => return Ok(None),
@@ -158,35 +151,19 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
     if parent == main {
         return Ok(Some(parent));
     }
-    let parent_time = node(kept, repo, parent)?.time;
+    let parent_time = node(repo, parent)?.time;
     let horizon = parent_time.min(submitted_time) - CLOCK_SLACK_SECONDS;
     let mut reach_guard = lock(reach());
-    let mut known = reach_guard.take().filter(|r| r.horizon <= horizon);
-    if let Some(r) = known.as_mut() {
-        if r.tip != main {
-            // Commits the last tip reaches end the walk; if it does not
-            // come upon the tip itself, `main` does not descend from it.
-            let mut gained = HashSet::new();
-            match walk(
-                kept,
-                repo,
-                main,
-                r.horizon,
-                &r.seen,
-                &mut gained,
-                Some(r.tip),
-            )? {
-                Some(true) => {
-                    r.seen.extend(gained);
-                    r.tip = main;
-                }
-                _ => known = None,
-            }
-        }
+    let mut known = match reach_guard.take() {
+        Some(r) if r.tip != main => r.moved_to(repo, main)?,
+        r => r,
+    };
+    if let Some(r) = known.take_if(|r| r.horizon > horizon) {
+        known = r.deepened(repo, horizon)?;
     }
     let r = match known {
         Some(r) => r,
-        None => match Reach::walked(kept, repo, main, horizon)? {
+        None => match Reach::walked(repo, main, horizon)? {
             Some(r) => r,
             None => return Ok(None),
         },
@@ -199,19 +176,68 @@ fn usual_fork(repo: &Repository, main: Oid, submitted: Oid) -> Result<Option<Oid
 impl Reach {
     /// What `main` reaches back to `horizon`, walked afresh; `None` when
     /// the walk is too long.
-    fn walked(
-        kept: &mut HashMap<Oid, Node>,
-        repo: &Repository,
-        main: Oid,
-        horizon: i64,
-    ) -> Result<Option<Reach>, StoreError> {
-        let mut seen = HashSet::new();
-        let walked = walk(kept, repo, main, horizon, &HashSet::new(), &mut seen, None)?;
+    fn walked(repo: &Repository, main: Oid, horizon: i64) -> Result<Option<Reach>, StoreError> {
+        let (mut seen, mut edge) = (HashSet::new(), Vec::new());
+        let walked = Walk {
+            horizon,
+            old: &HashSet::new(),
+            new: &mut seen,
+            edge: &mut edge,
+        }
+        .from(repo, vec![main], None)?;
         Ok(walked.map(|_| Reach {
             tip: main,
             horizon,
             seen,
+            edge,
         }))
+    }
+
+    /// Itself for `main`, walked from `main` down to what the last tip
+    /// reaches; `None` when `main` does not descend from the last tip
+    /// (rewritten) or the walk is too long. Commits the last tip reaches
+    /// end the walk; if it does not come upon the tip itself, `main` does
+    /// not descend from it.
+    fn moved_to(mut self, repo: &Repository, main: Oid) -> Result<Option<Reach>, StoreError> {
+        let (mut gained, mut edge) = (HashSet::new(), Vec::new());
+        let walked = Walk {
+            horizon: self.horizon,
+            old: &self.seen,
+            new: &mut gained,
+            edge: &mut edge,
+        }
+        .from(repo, vec![main], Some(self.tip))?;
+        if walked != Some(true) {
+            return Ok(None);
+        }
+        self.seen.extend(gained);
+        self.edge.extend(edge);
+        self.tip = main;
+        Ok(Some(self))
+    }
+
+    /// Itself back to the older `horizon`: the walk goes on from the edge
+    /// (the commits it did not walk past), as a walk from the tip to
+    /// `horizon` would have; `None` when it is too long.
+    fn deepened(mut self, repo: &Repository, horizon: i64) -> Result<Option<Reach>, StoreError> {
+        let mut todo = Vec::new();
+        for c in std::mem::take(&mut self.edge) {
+            let n = node(repo, c)?;
+            if n.time >= horizon {
+                todo.extend(n.parents);
+            } else {
+                self.edge.push(c);
+            }
+        }
+        self.horizon = horizon;
+        let walked = Walk {
+            horizon,
+            old: &HashSet::new(),
+            new: &mut self.seen,
+            edge: &mut self.edge,
+        }
+        .from(repo, todo, None)?;
+        Ok(walked.map(|_| self))
     }
 
     /// Itself while small: a long-running server must not grow with
@@ -227,9 +253,7 @@ impl Reach {
 /// wait for a walk over a day of history. A proposal filed on `main`'s
 /// tip, or later, finds its fork there.
 pub fn warm(repo: &Repository, main: Oid) -> Result<(), StoreError> {
-    let mut guard = lock(kept());
-    let kept = &mut *guard;
-    let horizon = node(kept, repo, main)?.time - CLOCK_SLACK_SECONDS;
+    let horizon = node(repo, main)?.time - CLOCK_SLACK_SECONDS;
     let mut reach_guard = lock(reach());
     if reach_guard
         .as_ref()
@@ -237,7 +261,7 @@ pub fn warm(repo: &Repository, main: Oid) -> Result<(), StoreError> {
     {
         return Ok(());
     }
-    if let Some(r) = Reach::walked(kept, repo, main, horizon)?.and_then(Reach::kept) {
+    if let Some(r) = Reach::walked(repo, main, horizon)?.and_then(Reach::kept) {
         *reach_guard = Some(r);
     }
     Ok(())
@@ -362,6 +386,54 @@ mod tests {
         let old = commit(&repo, &[old_root], t - 10 * 86_400 + 5, "old proposal")?;
         check(joined, filed[3], Some(root))?;
         check(joined, old, Some(old_root))?;
+        Ok(())
+    }
+
+    /// Walking on from the edge to an older horizon, and from a new tip
+    /// down to the old one, keep exactly what a walk afresh from the tip
+    /// to that horizon finds, edge included.
+    #[test]
+    fn a_walk_on_from_the_edge_finds_what_a_walk_afresh_finds() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let t = 1_800_000_000;
+        let day = 86_400;
+        // A history of ten days: each day a proposal filed on main and
+        // merged the next day.
+        let mut main = commit(&repo, &[], t, "root")?;
+        for d in 1..10 {
+            let filed = commit(&repo, &[main], t + d * day, "proposal")?;
+            main = commit(&repo, &[main, filed], t + d * day + day / 2, "merge")?;
+        }
+        let sorted = |r: &Reach| {
+            let mut seen: Vec<Oid> = r.seen.iter().copied().collect();
+            let mut edge = r.edge.clone();
+            seen.sort();
+            edge.sort();
+            (seen, edge)
+        };
+        let near = Reach::walked(&repo, main, t + 8 * day)?.ok_or("walk too long")?;
+        assert!(near.seen.len() < 19, "{}", near.seen.len());
+        for h in [t + 5 * day + 1, t + 3 * day, t - day] {
+            let deepened = Reach::walked(&repo, main, t + 8 * day)?
+                .ok_or("walk too long")?
+                .deepened(&repo, h)?
+                .ok_or("walk too long")?;
+            let afresh = Reach::walked(&repo, main, h)?.ok_or("walk too long")?;
+            assert_eq!(sorted(&deepened), sorted(&afresh), "horizon {h}");
+        }
+        // A new tip on top of the one walked.
+        let filed = commit(&repo, &[main], t + 10 * day, "proposal")?;
+        let tip = commit(&repo, &[main, filed], t + 10 * day + 1, "merge")?;
+        let moved = near
+            .moved_to(&repo, tip)?
+            .ok_or("main descends from the last tip")?;
+        let afresh = Reach::walked(&repo, tip, t + 8 * day)?.ok_or("walk too long")?;
+        assert_eq!(sorted(&moved), sorted(&afresh));
+        // The new merge and its proposal, the merges and proposals of days
+        // 9 and 8, and day 7's merge at the edge.
+        assert_eq!(moved.seen.len(), 7);
+        assert_eq!(moved.edge.len(), 1);
         Ok(())
     }
 }
