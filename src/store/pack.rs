@@ -504,8 +504,9 @@ fn read_index(idx: &Path) -> Result<Vec<Listed>, StoreError> {
 }
 
 /// The buffer [`merge_raw`] reads each pack and writes the new one
-/// through.
-const MERGE_BUFFER: usize = 1 << 20;
+/// through: a read or a write per 256 KiB (the kernel reads ahead of a
+/// file read from end to end); both buffers are live at a merge's peak.
+const MERGE_BUFFER: usize = 256 << 10;
 
 /// Why [`merge_raw`] did not merge.
 #[derive(Debug)]
@@ -531,8 +532,8 @@ impl From<StoreError> for MergeRaw {
 ///
 /// What a merge holds does not grow with the objects merged (the largest
 /// background merge takes them all) beyond one pack's list of entries at
-/// a time (16 bytes an object: its offset and CRC-32) and the list of
-/// objects given twice. The old indexes are read side by side in the
+/// a time (its offset and CRC-32: 8 bytes an object in a pack under 4 GiB,
+/// 16 in a larger one) and the list of objects given twice. The old indexes are read side by side in the
 /// order of the ids ([`Walk`]): once to find the objects an earlier pack
 /// gave already, and once for each table of the new index, written as
 /// the walk goes.
@@ -628,10 +629,71 @@ impl Moved {
     }
 }
 
+/// A pack's entries in the order they sit in it: each one's offset and
+/// CRC-32, in 8 bytes while the pack is under 4 GiB (the offsets fit in 32
+/// bits), else in 16. The largest list a merge holds: one for each object
+/// of the pack it copies.
+enum Entries {
+    Small(Vec<(u32, u32)>),
+    Large(Vec<(u64, u32)>),
+}
+
+impl Entries {
+    /// The entries `index` lists, of a pack `len` bytes long.
+    fn of(index: &IndexFile, len: u64) -> Result<Entries, StoreError> {
+        let count = index.count() as usize;
+        let buffer = column_buffer(2);
+        let (mut crcs, mut offsets) = (index.crcs(buffer), index.offsets(buffer));
+        let next = move || -> Result<(u64, u32), StoreError> {
+            let crc = crcs.next_u32()?;
+            Ok((index.offset(offsets.next_u32()?)?, crc))
+        };
+        Ok(if len <= u64::from(u32::MAX) {
+            // An offset past the pack's end fails the copy's bounds check;
+            // kept out of range here so that it still does.
+            Entries::Small(sorted(count, next, |o| {
+                u32::try_from(o).unwrap_or(u32::MAX)
+            })?)
+        } else {
+            Entries::Large(sorted(count, next, |o| o)?)
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Entries::Small(e) => e.len(),
+            Entries::Large(e) => e.len(),
+        }
+    }
+
+    /// The offset and CRC-32 of the `i`-th entry (`i` below [`Self::len`]).
+    fn at(&self, i: usize) -> (u64, u32) {
+        match self {
+            Entries::Small(e) => (u64::from(e[i].0), e[i].1),
+            Entries::Large(e) => e[i],
+        }
+    }
+}
+
+/// `count` entries from `next`, their offsets narrowed, sorted by offset.
+fn sorted<O: Ord + Copy>(
+    count: usize,
+    mut next: impl FnMut() -> Result<(u64, u32), StoreError>,
+    narrow: impl Fn(u64) -> O,
+) -> Result<Vec<(O, u32)>, StoreError> {
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (offset, crc) = next()?;
+        entries.push((narrow(offset), crc));
+    }
+    entries.sort_unstable_by_key(|(offset, _)| *offset);
+    Ok(entries)
+}
+
 /// Copies the entries of `pack` (listed by `index`) into `w`, but those
 /// at the offsets `skip` (sorted). The pack is read from end to end
 /// through a large buffer, skipped entries passed over within it or by a
-/// seek: a read per megabyte, not a seek and a read per entry.
+/// seek: a read per buffer, not a seek and a read per entry.
 fn copy_entries(
     w: &mut PackWriter,
     pack: &Path,
@@ -642,17 +704,9 @@ fn copy_entries(
     let bad = |why: String| -> MergeRaw {
         StoreError::io("read", pack, std::io::Error::other(why)).into()
     };
-    // Its entries in the order they sit in the pack.
-    let mut entries = Vec::with_capacity(index.count() as usize);
-    let buffer = column_buffer(2);
-    let (mut crcs, mut offsets) = (index.crcs(buffer), index.offsets(buffer));
-    for _ in 0..index.count() {
-        let crc = crcs.next_u32()?;
-        entries.push((index.offset(offsets.next_u32()?)?, crc));
-    }
-    entries.sort_unstable_by_key(|(offset, _)| *offset);
     let file = File::open(pack).map_err(io("read", pack))?;
     let len = file.metadata().map_err(io("read", pack))?.len();
+    let entries = Entries::of(index, len)?;
     let mut reader = BufReader::with_capacity(MERGE_BUFFER, file);
     let mut head = [0u8; 12];
     reader.read_exact(&mut head).map_err(io("read", pack))?;
@@ -666,12 +720,15 @@ fn copy_entries(
     let mut gone = 0u64;
     let mut skip = skip.iter().peekable();
     let mut at = 12u64;
-    for (i, &(offset, crc)) in entries.iter().enumerate() {
+    for i in 0..entries.len() {
+        let (offset, crc) = entries.at(i);
         // Each entry ends where the next begins; the last before the
         // pack's 20-byte checksum.
-        let end = entries
-            .get(i + 1)
-            .map_or(len.saturating_sub(20), |next| next.0);
+        let end = if i + 1 < entries.len() {
+            entries.at(i + 1).0
+        } else {
+            len.saturating_sub(20)
+        };
         if offset != at || end <= offset || end - offset > u64::from(u32::MAX) {
             return Err(bad("an entry's bounds are wrong".into()));
         }
