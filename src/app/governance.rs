@@ -138,8 +138,32 @@ struct BatchRepo {
     /// The handle's memory backend, which the batch's objects are written
     /// into directly.
     memory: Arc<MemoryObjects>,
-    opened: std::time::Instant,
+    opened: Opened,
     batches: u32,
+}
+
+/// When a kept repository handle was opened, and the packs it may hold:
+/// a handle is used again only while it is young and no maintenance pass
+/// has deleted packs since it opened (see [`Governance::packs_epoch`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Opened {
+    at: std::time::Instant,
+    epoch: u64,
+}
+
+impl Opened {
+    pub(crate) fn now(epoch: u64) -> Self {
+        Opened {
+            at: std::time::Instant::now(),
+            epoch,
+        }
+    }
+
+    /// Whether the handle may still be used: younger than `age`, and
+    /// opened since the last pass that deleted packs.
+    pub(crate) fn usable(&self, age: std::time::Duration, epoch: u64) -> bool {
+        self.at.elapsed() < age && self.epoch == epoch
+    }
 }
 
 /// See [`BatchRepo`].
@@ -148,21 +172,31 @@ const BATCH_REPO_USES: u32 = 8;
 pub(crate) const BATCH_REPO_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl BatchRepo {
-    fn open(settings: &Settings) -> Result<Self, GovError> {
+    fn open(settings: &Settings, epoch: u64) -> Result<Self, GovError> {
         let (repo, memory) = open_batch_repo(settings)?;
         Ok(BatchRepo {
             repo,
             memory: Arc::new(memory),
-            opened: std::time::Instant::now(),
+            opened: Opened::now(epoch),
             batches: 0,
         })
     }
 
-    /// The kept repository while it is young enough, else a fresh one.
-    fn reuse_or_open(kept: Option<BatchRepo>, settings: &Settings) -> Result<Self, GovError> {
+    /// The kept repository while it is young enough and holds no deleted
+    /// pack, else a fresh one (the kept one closed first).
+    fn reuse_or_open(
+        kept: Option<BatchRepo>,
+        settings: &Settings,
+        epoch: u64,
+    ) -> Result<Self, GovError> {
         match kept {
-            Some(r) if r.batches < BATCH_REPO_USES && r.opened.elapsed() < BATCH_REPO_AGE => Ok(r),
-            _ => Self::open(settings),
+            Some(r) if r.batches < BATCH_REPO_USES && r.opened.usable(BATCH_REPO_AGE, epoch) => {
+                Ok(r)
+            }
+            stale => {
+                drop(stale);
+                Self::open(settings, epoch)
+            }
         }
     }
 }
@@ -226,8 +260,9 @@ struct CheckedOut {
     /// The handle the last call used, and when it was opened: its Git
     /// index stays loaded (read again only if the file changed), and
     /// reading it whole cost as much as writing it. Opened afresh after
-    /// [`BATCH_REPO_AGE`], as a batch's is (see [`BatchRepo`]).
-    repo: Option<(std::time::Instant, Repository)>,
+    /// [`BATCH_REPO_AGE`] or a pass that deleted packs, as a batch's is
+    /// (see [`BatchRepo`]).
+    repo: Option<(Opened, Repository)>,
 }
 
 /// Files flushed batches put into the working tree, waiting for a
@@ -290,6 +325,9 @@ pub struct Governance {
     loose_checked: Mutex<Option<std::time::Instant>>,
     /// When the last background pass packed refs.
     refs_packed: Mutex<Option<std::time::Instant>>,
+    /// Maintenance passes of this process that deleted packs (see
+    /// [`Governance::packs_epoch`]).
+    packs_epoch: AtomicU64,
     /// Files for the working tree, handed over by flushed batches.
     checkouts: Mutex<Checkouts>,
     /// Held while files are put into the working tree.
@@ -473,6 +511,7 @@ impl Governance {
             git_dir: repo.path().to_path_buf(),
             loose_checked: Mutex::new(None),
             refs_packed: Mutex::new(None),
+            packs_epoch: AtomicU64::new(0),
             checkouts: Mutex::new(Checkouts::default()),
             checked_out: Mutex::new(CheckedOut::default()),
         })
@@ -603,7 +642,8 @@ impl Governance {
             // every later one without looking again.
             self.refuse_if_tampered()?;
             let opened = std::time::Instant::now();
-            let mut batch_repo = BatchRepo::reuse_or_open(w.kept_repo.take(), &self.settings)?;
+            let mut batch_repo =
+                BatchRepo::reuse_or_open(w.kept_repo.take(), &self.settings, self.packs_epoch())?;
             batch_repo.batches += 1;
             let repo = &batch_repo.repo;
             let before = self.clock.now();
@@ -799,9 +839,13 @@ impl Governance {
         else {
             return;
         };
+        let epoch = self.packs_epoch();
         let repo = match state.repo.take() {
-            Some((opened, repo)) if opened.elapsed() < BATCH_REPO_AGE => Ok((opened, repo)),
-            _ => open_repo(&self.settings).map(|r| (std::time::Instant::now(), r)),
+            Some((opened, repo)) if opened.usable(BATCH_REPO_AGE, epoch) => Ok((opened, repo)),
+            stale => {
+                drop(stale);
+                open_repo(&self.settings).map(|r| (Opened::now(epoch), r))
+            }
         };
         let synced = repo.and_then(|(opened, repo)| {
             let _lock =
@@ -960,6 +1004,25 @@ impl Governance {
     /// the writes it shared the machine with. `gov maintain` (by hand)
     /// searches for deltas.
     pub fn maintain(&self) -> Result<crate::store::maintain::Report, GovError> {
+        let report = self.maintain_pass();
+        if report.as_ref().is_ok_and(|r| r.packs_merged > 0) {
+            self.packs_epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        report
+    }
+
+    /// How many maintenance passes of this process have deleted packs (by
+    /// merging them). libgit2 keeps a pack mapped (its index and windows
+    /// on it) while any handle that found it is open, and shares packs
+    /// between handles; so a handle kept from before such a pass is not
+    /// used again, and is let go of as soon as it is idle: the deleted
+    /// packs are unmapped before the merged pack's index is mapped in
+    /// their place (twice the indexes' memory for as long as both are).
+    pub(crate) fn packs_epoch(&self) -> u64 {
+        self.packs_epoch.load(Ordering::Relaxed)
+    }
+
+    fn maintain_pass(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
         let refs_due = match self.refs_packed.lock() {
@@ -1034,22 +1097,24 @@ impl Governance {
     }
 
     /// Drops the repository handles kept between batches (a batch's, the
-    /// working tree's) that are at least `min_age` old and not in use.
+    /// working tree's) that are at least `min_age` old, or hold packs a
+    /// pass deleted, and are not in use.
     /// libgit2 adds the packs it finds to a handle's list and drops none,
     /// so a handle kept while no batch came held the packs maintenance had
     /// merged and deleted since it opened: their descriptors, mapped
     /// indexes and disk space. Never waits for a lock, and closes the
     /// handles after letting go of it (closing unmaps their packs).
     pub fn let_go_of_handles(&self, min_age: std::time::Duration) {
+        let epoch = self.packs_epoch();
         let batch = self.writer.try_lock().ok().and_then(|mut w| {
             w.kept_repo
-                .take_if(|r| r.opened.elapsed() >= min_age)
+                .take_if(|r| !r.opened.usable(min_age, epoch))
                 .map(|r| r.repo)
         });
         let checkout = self.checked_out.try_lock().ok().and_then(|mut state| {
             state
                 .repo
-                .take_if(|(opened, _)| opened.elapsed() >= min_age)
+                .take_if(|(opened, _)| !opened.usable(min_age, epoch))
                 .map(|(_, repo)| repo)
         });
         drop((batch, checkout));
@@ -1340,6 +1405,54 @@ mod tests {
         use crate::domain::audit::{Actor, Event};
         let event = Event::other("tool_call", serde_json::json!({ "what": what }))?;
         Ok(NewEntry::new(Actor::server(), event))
+    }
+
+    /// A pass that merges packs retires the repository handles kept from
+    /// before it: the batch's handle is not used again, and is let go of
+    /// as soon as it is idle, however young (libgit2 keeps the packs a
+    /// handle found mapped while it is open, so the deleted packs' indexes
+    /// stayed mapped beside the merged pack's for up to a second). A pass
+    /// that deletes no pack leaves the handle kept.
+    #[test]
+    fn a_pass_that_merges_packs_retires_the_handles_kept_from_before() -> TestResult {
+        let (dir, gov) = new_repository()?;
+        let hour = std::time::Duration::from_secs(3600);
+        for i in 0..4 {
+            gov.append(vec![tool_call(&format!("write {i}"))?])?;
+        }
+        let kept = |gov: &Governance| -> TestResult<bool> {
+            Ok(gov
+                .writer
+                .lock()
+                .map_err(|_| "poisoned")?
+                .kept_repo
+                .is_some())
+        };
+        gov.let_go_of_handles(hour);
+        assert!(kept(&gov)?, "a young handle is kept");
+        let epoch = gov.packs_epoch();
+        let report = gov.maintain()?;
+        assert!(report.packs_merged > 1, "{report:?}");
+        assert_eq!(gov.packs_epoch(), epoch + 1);
+        gov.let_go_of_handles(hour);
+        assert!(!kept(&gov)?, "the handle from before the merge is kept");
+        let packs = dir.path().join(".git/objects/pack");
+        let deleted: Vec<String> = std::fs::read_dir("/proc/self/fd")?
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|t| t.starts_with(&packs))
+            .map(|t| t.to_string_lossy().into_owned())
+            .filter(|t| t.ends_with(" (deleted)"))
+            .collect();
+        assert_eq!(deleted, Vec::<String>::new());
+        // The next batch opens a handle of the new epoch, which a pass
+        // that merges nothing leaves usable.
+        gov.append(vec![tool_call("after the merge")?])?;
+        let report = gov.maintain()?;
+        assert_eq!(report.packs_merged, 0, "{report:?}");
+        assert_eq!(gov.packs_epoch(), epoch + 1);
+        gov.let_go_of_handles(hour);
+        assert!(kept(&gov)?, "a handle of the current epoch is let go of");
+        Ok(())
     }
 
     /// An approval and another write in one batch: the other writer is

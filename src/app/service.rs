@@ -11,7 +11,7 @@ use git2::{Oid, Repository};
 
 use super::clock::Clock;
 use super::error::AppError;
-use super::governance::{GovError, Governance, Tx};
+use super::governance::{GovError, Governance, Opened, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
 use crate::domain::audit::{NewEntry, Timestamp};
 use crate::domain::event::{Event, PolicyChangeRefused};
@@ -397,9 +397,10 @@ impl Service {
     }
 
     fn let_go_of_handles(&self, min_age: std::time::Duration) {
-        self.main_reader.let_go(min_age);
-        self.policy_reader.let_go(min_age);
-        self.ahead_reader.let_go(min_age);
+        let epoch = self.gov.packs_epoch();
+        self.main_reader.let_go(min_age, epoch);
+        self.policy_reader.let_go(min_age, epoch);
+        self.ahead_reader.let_go(min_age, epoch);
         self.gov.let_go_of_handles(min_age);
     }
 
@@ -809,20 +810,21 @@ pub fn new_time_ordered_uuid(now: chrono::DateTime<chrono::Utc>) -> String {
 /// deleted while the server ran: its descriptor, its mapped index and its
 /// disk space, a few more with every round of writes.
 #[derive(Default)]
-struct Reader(std::sync::Mutex<Option<(Repository, std::time::Instant)>>);
+struct Reader(std::sync::Mutex<Option<(Repository, Opened)>>);
 
 /// See [`Reader`].
 const READER_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Reader {
-    /// Drops the kept handle if it is at least `min_age` old and not in
-    /// use (closed once the lock is let go of).
-    fn let_go(&self, min_age: std::time::Duration) {
+    /// Drops the kept handle if it is at least `min_age` old or holds
+    /// packs a pass deleted since (see [`Governance::packs_epoch`]), and is
+    /// not in use (closed once the lock is let go of).
+    fn let_go(&self, min_age: std::time::Duration, epoch: u64) {
         let old = self
             .0
             .try_lock()
             .ok()
-            .and_then(|mut kept| kept.take_if(|(_, opened)| opened.elapsed() >= min_age));
+            .and_then(|mut kept| kept.take_if(|(_, opened)| !opened.usable(min_age, epoch)));
         drop(old);
     }
 
@@ -837,9 +839,13 @@ impl Reader {
             .0
             .lock()
             .map_err(|_| AppError::internal("repository reader lock poisoned"))?;
+        let epoch = svc.gov.packs_epoch();
         let fresh = match kept.take() {
-            Some((repo, opened)) if opened.elapsed() < READER_AGE => (repo, opened),
-            _ => (svc.open_repo()?, std::time::Instant::now()),
+            Some((repo, opened)) if opened.usable(READER_AGE, epoch) => (repo, opened),
+            stale => {
+                drop(stale);
+                (svc.open_repo()?, Opened::now(epoch))
+            }
         };
         let (repo, _) = kept.insert(fresh);
         f(repo)
