@@ -533,10 +533,10 @@ impl From<StoreError> for MergeRaw {
 /// What a merge holds does not grow with the objects merged (the largest
 /// background merge takes them all) beyond one pack's list of entries at
 /// a time (its offset and CRC-32: 8 bytes an object in a pack under 4 GiB,
-/// 16 in a larger one) and the list of objects given twice. The old indexes are read side by side in the
-/// order of the ids ([`Walk`]): once to find the objects an earlier pack
-/// gave already, and once for each table of the new index, written as
-/// the walk goes.
+/// 16 in a larger one) and the list of objects given twice. The old
+/// indexes are read side by side in the order of the ids ([`Walk`]): once
+/// to find the objects an earlier pack gave already, and once for each
+/// table of the new index, written as the walk goes.
 pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     let indexes = packs
         .iter()
@@ -903,6 +903,36 @@ mod tests {
             "",
         )?;
         assert!(verified.contains(": ok"), "{verified}");
+        Ok(())
+    }
+
+    /// A pack's entries listed in 8 bytes each (under 4 GiB) are the ones
+    /// listed in 16 (a larger pack's), in the order they sit in the pack:
+    /// the first after the header, each past the one before.
+    #[test]
+    fn a_packs_entries_read_the_same_in_either_width() -> TestResult {
+        let (dir, repo, oids) = repo_with_objects(20)?;
+        let packdir = dir.path().join("objects/pack");
+        let pack = write_objects(&repo, &packdir, &oids, &[])?;
+        let index = IndexFile::open(&pack.with_extension("idx"))?;
+        let len = std::fs::metadata(&pack)?.len();
+        let small = Entries::of(&index, len)?;
+        let large = Entries::of(&index, 5 << 30)?;
+        assert!(matches!(small, Entries::Small(_)));
+        assert!(matches!(large, Entries::Large(_)));
+        assert_eq!(small.len(), oids.len());
+        assert_eq!(large.len(), oids.len());
+        let offsets: Vec<u64> = (0..small.len()).map(|i| small.at(i).0).collect();
+        for i in 0..small.len() {
+            assert_eq!(small.at(i), large.at(i), "entry {i}");
+        }
+        assert_eq!(
+            offsets.first(),
+            Some(&12),
+            "the first entry follows the header"
+        );
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+        assert!(offsets.last().is_some_and(|&o| o < len - 20), "{offsets:?}");
         Ok(())
     }
 
