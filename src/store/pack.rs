@@ -217,6 +217,59 @@ pub struct PackWriter {
     /// Made on first use: a merge copies entries and deflates nothing.
     deflate: Option<flate2::Compress>,
     scratch: Vec<u8>,
+    /// A merge's pack is sent to the disk as it is written ([`Trickle`]).
+    trickle: Option<Trickle>,
+}
+
+/// Where a merge's pack has been sent to the disk: every [`TRICKLE_BYTES`]
+/// written, the writes of the last stretch are started and those of the
+/// one before waited for (`sync_file_range`). A merge writes up to the
+/// whole repository; left to the final flush, that flush wrote it in one
+/// burst, and the batches flushing meanwhile waited behind it.
+#[derive(Default)]
+struct Trickle {
+    /// Writes started up to here.
+    started: u64,
+    /// Writes waited for up to here.
+    done: u64,
+}
+
+/// See [`Trickle`].
+const TRICKLE_BYTES: u64 = 1 << 20;
+
+/// Starts the writes of `len` bytes of `file` from `from` to the disk;
+/// with `wait`, waits for them (and those begun before) to end. Not a
+/// flush: nothing is promised durable (the pack's final flush does that).
+#[allow(
+    unsafe_code,
+    reason = "sync_file_range has no safe wrapper; it only starts or waits for the writes of the file's own pages"
+)]
+fn write_out(file: &File, from: u64, len: u64, wait: bool) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let flags = if wait {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER
+        } else {
+            libc::SYNC_FILE_RANGE_WRITE
+        };
+        let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: the descriptor is the open file's own, borrowed for the
+        // call; sync_file_range reads no memory of ours.
+        if unsafe { libc::sync_file_range(file.as_raw_fd(), from, len, flags) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, wait);
+    Ok(())
 }
 
 fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
@@ -245,6 +298,7 @@ impl PackWriter {
             written: Vec::new(),
             deflate: None,
             scratch: Vec::new(),
+            trickle: None,
         };
         let mut header = Vec::with_capacity(12);
         header.extend_from_slice(b"PACK");
@@ -259,7 +313,39 @@ impl PackWriter {
         self.offset += bytes.len() as u64;
         self.file
             .write_all(bytes)
-            .map_err(|e| StoreError::io("write a pack in", &self.dir, e))
+            .map_err(|e| StoreError::io("write a pack in", &self.dir, e))?;
+        if self
+            .trickle
+            .as_ref()
+            .is_some_and(|t| self.offset - t.started >= TRICKLE_BYTES)
+        {
+            self.trickle_out()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the writes of what was written since the last call and waits
+    /// for those of the stretch before ([`Trickle`]). Only a help: where
+    /// the file system refuses, the pack is written on without it, and its
+    /// final flush makes it durable all the same.
+    fn trickle_out(&mut self) -> Result<(), StoreError> {
+        self.file
+            .flush()
+            .map_err(|e| StoreError::io("write a pack in", &self.dir, e))?;
+        let Some(t) = self.trickle.as_mut() else {
+            return Ok(());
+        };
+        let file = self.file.get_ref().as_file();
+        let sent = write_out(file, t.done, t.started - t.done, true)
+            .and_then(|()| write_out(file, t.started, self.offset - t.started, false));
+        match sent {
+            Ok(()) => (t.done, t.started) = (t.started, self.offset),
+            Err(e) => {
+                tracing::debug!(error = %e, "a merged pack is written without sending it out as it goes");
+                self.trickle = None;
+            }
+        }
+        Ok(())
     }
 
     fn compressor(&mut self) -> &mut flate2::Compress {
@@ -561,6 +647,7 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     // Each count is at most the sum, which fits.
     let counts = counts.map(|c| c as u32);
     let mut w = PackWriter::create_with_buffer(dir, count, MERGE_BUFFER)?;
+    w.trickle = Some(Trickle::default());
     let mut moved = Vec::with_capacity(packs.len());
     let mut buf = Vec::new();
     for ((pack, index), mut skip) in packs.iter().zip(&indexes).zip(given_before) {
@@ -969,7 +1056,8 @@ mod tests {
 
     /// Entries skipped past the merge's read buffer (objects an earlier
     /// pack gave already, more than a buffer's worth of them) are skipped
-    /// by a seek, and the entries after them still read whole.
+    /// by a seek, and the entries after them still read whole; the merged
+    /// pack, sent to the disk as it is written, verifies.
     #[test]
     fn a_merge_skips_more_than_its_buffer_of_objects_it_has() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -993,6 +1081,9 @@ mod tests {
         // b begins with three objects a holds (1.2 MB), then two of its own.
         let b = write_objects(&repo, &packdir, &oids[1..], &[])?;
         const { assert!(MERGE_BUFFER < 1_200_000) };
+        // The merged pack (2.4 MB) is sent out in stretches as it is
+        // written, the second waiting for the first ([`Trickle`]).
+        const { assert!(2 * TRICKLE_BYTES < 2_400_000) };
         let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
         git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
