@@ -445,6 +445,9 @@ pub struct Staged {
     /// Objects written to memory and not yet handed to the encoding
     /// thread ([`Staged::take_to_encode`]).
     to_encode: Vec<(Oid, Arc<Content>)>,
+    /// Refs renamed ([`Staged::rename`]): the new name, then the old.
+    /// Either moved again breaks the pair (two plain moves then).
+    renames: BTreeMap<String, String>,
 }
 
 impl Staged {
@@ -592,7 +595,40 @@ impl Staged {
             self.base.insert(refname.to_string(), first);
         }
         self.now.insert(refname.to_string(), new);
+        self.renames
+            .retain(|to, from| to != refname && from != refname);
         Ok(())
+    }
+
+    /// Stages `from` renamed to `to`, which must be absent: `to` made at
+    /// `from`'s value and `from` deleted. Returns that value, or `None`
+    /// (nothing staged) when `from` is absent. When `from` is a loose ref
+    /// the flush moves its file (see [`Staged::flush`]).
+    pub fn rename(
+        &mut self,
+        repo: &Repository,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<Oid>, StoreError> {
+        let Some(oid) = self.target(repo, from)? else {
+            return Ok(None);
+        };
+        self.set(repo, to, Some(oid), None)?;
+        self.set(repo, from, None, Some(oid))?;
+        self.renames.insert(to.to_string(), from.to_string());
+        Ok(Some(oid))
+    }
+
+    /// The renames still standing as staged, each as (new name, old name,
+    /// value): `to` made from nothing and `from` deleted from that value.
+    fn plain_renames(&self) -> impl Iterator<Item = (&str, &str, Oid)> + '_ {
+        self.renames.iter().filter_map(|(to, from)| {
+            let value = self.now.get(to).copied().flatten()?;
+            let made = self.base.get(to) == Some(&None);
+            let deleted =
+                self.now.get(from) == Some(&None) && self.base.get(from) == Some(&Some(value));
+            (made && deleted).then_some((to.as_str(), from.as_str(), value))
+        })
     }
 
     /// Stages the creation of `refname`, at `new`, without reading the
@@ -606,6 +642,8 @@ impl Staged {
         }
         self.base.insert(refname.to_string(), None);
         self.now.insert(refname.to_string(), Some(new));
+        self.renames
+            .retain(|to, from| to != refname && from != refname);
         Ok(())
     }
 
@@ -628,7 +666,9 @@ impl Staged {
     /// their lock files), then every other ref moved, then the record ref
     /// (the audit chain). Each ref is locked first and checked against the
     /// value it had when first staged: a concurrent `git` command is
-    /// detected, never overwritten. No reflog is written: the chain records
+    /// detected, never overwritten. A loose ref renamed ([`Staged::rename`])
+    /// is its file moved to the new name ([`RefMove`]): a rejection then
+    /// writes and flushes no file of its own. No reflog is written: the chain records
     /// every move.
     pub fn flush(self, repo: &Repository) -> Result<(), StoreError> {
         let moves: Vec<(&String, &Option<Oid>)> = self
@@ -667,10 +707,30 @@ impl Staged {
         // holds is locked through libgit2, which rewrites that file.
         let deleted = moves.iter().filter(|(_, new)| new.is_none());
         let packed = PackedRefs::read(git_dir, deleted.map(|(name, _)| name.as_str()))?;
+        // A rename of a loose ref (a decided proposal's branch) moves the
+        // ref's file: no new file is written or flushed.
+        let renames: Vec<(&str, &str)> = self
+            .plain_renames()
+            .filter(|(_, from, value)| !packed.holds(from) && loose_holds(git_dir, from, *value))
+            .map(|(to, from, _)| (to, from))
+            .collect();
+        let in_rename = |name: &str| {
+            renames
+                .iter()
+                .any(|(to, from)| *to == name || *from == name)
+        };
+        let mut moved_files = Vec::new();
+        for (to, from) in &renames {
+            moved_files.push(RefMove {
+                from: RefLock::acquire(git_dir, from, None)?,
+                to: RefLock::acquire(git_dir, to, None)?,
+            });
+        }
         let mut locks: Vec<(&String, RefLock)> = Vec::new();
         let mut removals = repo.transaction()?;
         for (name, new) in &moves {
             match new {
+                _ if in_rename(name) => {}
                 None if packed.holds(name) => lock_ref_patiently(&mut removals, name)?,
                 _ => locks.push((name, RefLock::acquire(git_dir, name, **new)?)),
             }
@@ -688,6 +748,9 @@ impl Staged {
         // Objects first, flushed together with the new ref values (still
         // in their lock files, which nothing reads): a crash after this
         // leaves unreachable objects, never a ref to a missing one.
+        // A moved ref file is not flushed again: its content is as durable
+        // as it was (gov flushed it when it made the branch), and the
+        // rename is flushed with the folders below.
         let lock_files: Vec<PathBuf> = locks.iter().filter_map(|(_, l)| l.to_flush()).collect();
         if self.objects.is_empty() {
             sync_all_at_once(&lock_files, &BTreeSet::new())?;
@@ -698,6 +761,9 @@ impl Staged {
         // chain) moves: a crash or a failure in between leaves Git changes
         // that no entry records, which the next writer repairs
         // (`app::orphans`), never an entry whose Git change is missing.
+        for moved in moved_files {
+            moved.commit()?;
+        }
         let mut record_lock = None;
         for (name, lock) in locks {
             match is_record(name) {
@@ -863,6 +929,44 @@ impl Drop for RefLock {
             let _ = crate::store::spare::recycle(&self.git_dir, &self.lock);
         }
     }
+}
+
+/// A loose ref renamed by moving its file (`rename(2)`, refusing to
+/// replace), both names locked as git locks them (empty lock files,
+/// removed once done or dropped). Readers see the ref under one name or
+/// the other, never both or neither.
+struct RefMove {
+    from: RefLock,
+    to: RefLock,
+}
+
+impl RefMove {
+    fn commit(self) -> Result<(), StoreError> {
+        crate::store::spare::rename_no_replace(&self.from.target, &self.to.target)
+            .map_err(|e| StoreError::io("rename the ref", &self.from.target, e))
+        // Both locks are removed as they drop.
+    }
+}
+
+/// Whether the loose file of `refname` holds exactly `value` as git
+/// writes it (the hex id and a newline): not a symbolic ref, nothing
+/// else, so that moving the file moves that value.
+fn loose_holds(git_dir: &Path, refname: &str, value: Oid) -> bool {
+    let mut buf = [0u8; 42];
+    let Ok(mut f) = File::open(git_dir.join(refname)) else {
+        return false;
+    };
+    let mut len = 0;
+    while len < buf.len() {
+        match std::io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return false,
+        }
+    }
+    len == 41
+        && buf[40] == b'\n'
+        && Oid::from_str(&String::from_utf8_lossy(&buf[..40])).ok() == Some(value)
 }
 
 /// The names `packed-refs` holds, read once per flush that deletes a ref
@@ -1698,6 +1802,104 @@ mod tests {
             .current_dir(dir.path())
             .output()?;
         assert_eq!(String::from_utf8(listed.stdout)?, "refs/heads/gov/r/one\n");
+        Ok(())
+    }
+
+    /// A rename of a loose ref moves its file: the new name is the same
+    /// file (same inode), no lock file is left, and stock git sees the ref
+    /// under the new name only.
+    #[test]
+    fn a_loose_ref_renamed_is_its_file_moved() -> TestResult {
+        use std::os::unix::fs::MetadataExt;
+        let ((dir, repo, _, _, c1), _) = repo_with_main()?;
+        let (from, to) = ("refs/heads/gov/proposal/p1", "refs/heads/gov/rejected/p1");
+        let mut staged = Staged::default();
+        staged.set(&repo, from, Some(c1), None)?;
+        staged.flush(&repo)?;
+        let inode = std::fs::metadata(repo.path().join(from))?.ino();
+        let mut staged = Staged::default();
+        assert_eq!(staged.rename(&repo, from, to)?, Some(c1));
+        // Read through the batch: moved already.
+        assert_eq!(staged.target(&repo, to)?, Some(c1));
+        assert_eq!(staged.target(&repo, from)?, None);
+        staged.flush(&repo)?;
+        assert_eq!(std::fs::metadata(repo.path().join(to))?.ino(), inode);
+        assert!(!repo.path().join(from).exists());
+        for name in [from, to] {
+            assert!(!repo.path().join(format!("{name}.lock")).exists(), "{name}");
+        }
+        let listed = std::process::Command::new("git")
+            .args([
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                "refs/heads/gov/",
+            ])
+            .current_dir(dir.path())
+            .output()?;
+        assert_eq!(String::from_utf8(listed.stdout)?, format!("{to} {c1}\n"));
+        // Absent: nothing staged.
+        let mut staged = Staged::default();
+        assert_eq!(
+            staged.rename(&repo, from, "refs/heads/gov/rejected/x")?,
+            None
+        );
+        assert!(staged.is_empty());
+        Ok(())
+    }
+
+    /// A rename the flush cannot do by moving a file (the ref packed, the
+    /// file not as git writes it, the pair moved again in the batch) is
+    /// done as a new ref and a deletion, with the same outcome.
+    #[test]
+    fn a_rename_that_cannot_move_a_file_still_renames() -> TestResult {
+        use std::os::unix::fs::MetadataExt;
+        let ((dir, repo, _, _, c1), _) = repo_with_main()?;
+        let names = [
+            "refs/heads/gov/proposal/packed",
+            "refs/heads/gov/proposal/odd",
+        ];
+        let mut staged = Staged::default();
+        for name in names {
+            staged.set(&repo, name, Some(c1), None)?;
+        }
+        staged.flush(&repo)?;
+        // `packed` is packed only; `odd` has no newline (git reads it).
+        git_pack_refs(dir.path())?;
+        std::fs::remove_file(repo.path().join(names[0]))?;
+        std::fs::write(repo.path().join(names[1]), c1.to_string())?;
+        let inode = std::fs::metadata(repo.path().join(names[1]))?.ino();
+        let mut staged = Staged::default();
+        for name in names {
+            let to = name.replace("/proposal/", "/rejected/");
+            assert_eq!(staged.rename(&repo, name, &to)?, Some(c1));
+        }
+        staged.flush(&repo)?;
+        for name in names {
+            let to = name.replace("/proposal/", "/rejected/");
+            assert!(repo.refname_to_id(name).is_err(), "{name}");
+            assert_eq!(repo.refname_to_id(&to)?, c1);
+            assert_eq!(
+                std::fs::read_to_string(repo.path().join(&to))?,
+                format!("{c1}\n")
+            );
+        }
+        let odd = repo.path().join("refs/heads/gov/rejected/odd");
+        assert_ne!(std::fs::metadata(odd)?.ino(), inode);
+        // Renamed, then the new name moved on in the same batch: two plain
+        // moves.
+        let (from, to) = (
+            "refs/heads/gov/proposal/again",
+            "refs/heads/gov/rejected/again",
+        );
+        let mut staged = Staged::default();
+        staged.set(&repo, from, Some(c1), None)?;
+        staged.flush(&repo)?;
+        let mut staged = Staged::default();
+        staged.rename(&repo, from, to)?;
+        staged.set(&repo, to, None, Some(c1))?;
+        staged.flush(&repo)?;
+        assert!(repo.refname_to_id(from).is_err());
+        assert!(repo.refname_to_id(to).is_err());
         Ok(())
     }
 

@@ -305,11 +305,7 @@ pub fn rename_branch(
     to: &str,
 ) -> Result<(), StoreError> {
     let (from, to) = (full_ref(from), full_ref(to));
-    let Some(oid) = staged.target(repo, &from)? else {
-        return Ok(());
-    };
-    staged.set(repo, &to, Some(oid), None)?;
-    staged.set(repo, &from, None, Some(oid))
+    staged.rename(repo, &from, &to).map(|_| ())
 }
 
 /// When a branch is checked out, puts the files approvals added to it

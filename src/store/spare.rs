@@ -120,7 +120,7 @@ pub fn create_new_for(git_dir: &Path, target: &Path, len: u64) -> std::io::Resul
 
 /// `rename(from, to)` that fails with [`ErrorKind::AlreadyExists`] instead
 /// of replacing `to`.
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     use nix::fcntl::{renameat2, RenameFlags};
     match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
