@@ -58,6 +58,8 @@ struct Acked {
     audit: Vec<(u64, String)>,
     proposals: Vec<String>,
     redeemed: Vec<String>,
+    /// Proposals whose rejection was answered (their branches renamed).
+    rejected: Vec<String>,
 }
 
 #[test]
@@ -66,6 +68,7 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
     add_policies_and_agents(&repo)?;
     let op_path = repo.settings.operator_token_path();
     let total = rounds();
+    let mut rejections = 0;
     for round in 0..total {
         let (mut child, url) = spawn_serve(&repo)?;
         let op = std::fs::read_to_string(&op_path)?.trim().to_string();
@@ -77,8 +80,9 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
         let acked: Arc<Mutex<Acked>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut load = Vec::new();
-        for kind in 0..3u64 {
+        for kind in 0..4u64 {
             let (url, tok, acked, stop) = (url.clone(), tok.clone(), acked.clone(), stop.clone());
+            let op = op.clone();
             load.push(std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && n < 500 {
@@ -107,6 +111,23 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
                                 })
                                 .map(|id| acked.lock().map(|mut a| a.proposals.push(id)))
                         }
+                        // A proposal waiting for a person, then rejected.
+                        3 => call(&url, &tok, "/proposals", &proposal("noop", "send_email"))
+                            .and_then(|(s, v)| {
+                                (s == 200)
+                                    .then(|| v["proposal_id"].as_str().map(String::from))
+                                    .flatten()
+                            })
+                            .and_then(|id| {
+                                call(
+                                    &url,
+                                    &op,
+                                    &format!("/proposals/{id}/decision"),
+                                    &json!({"decision": "reject"}),
+                                )
+                                .and_then(|(s, _)| (s == 200).then_some(id))
+                            })
+                            .map(|id| acked.lock().map(|mut a| a.rejected.push(id))),
                         _ => call(
                             &url,
                             &tok,
@@ -180,6 +201,25 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
             let p = get(&format!("/proposals/{id}"))?;
             assert_eq!(p["proposal_id"], *id, "round {round}: proposal {id} lost");
         }
+        rejections += acked.rejected.len();
+        for id in &acked.rejected {
+            let p = get(&format!("/proposals/{id}"))?;
+            assert_eq!(
+                p["status"], "rejected",
+                "round {round}: rejection of {id} lost"
+            );
+            let git = |args: &[&str]| repo.git(args).map(|o| o.status.success());
+            let kept = format!("refs/heads/gov/rejected/{id}");
+            let gone = format!("refs/heads/gov/proposal/{id}");
+            assert!(
+                git(&["show-ref", "--verify", "--quiet", &kept])?,
+                "round {round}: {kept} missing"
+            );
+            assert!(
+                !git(&["show-ref", "--verify", "--quiet", &gone])?,
+                "round {round}: {gone} left"
+            );
+        }
         for cred in &acked.redeemed {
             let (status, _) = call(&url, &tok, "/credentials/redeem", &json!({"token": cred}))
                 .ok_or("no server")?;
@@ -200,7 +240,9 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
         child.kill()?;
         let _ = child.wait();
     }
-    eprintln!("{total} SIGKILL rounds: no answered write lost");
+    // The rejections (a branch renamed by moving its ref file) were there.
+    assert!(rejections > 0, "no rejection was answered before a kill");
+    eprintln!("{total} SIGKILL rounds: no answered write lost ({rejections} rejections)");
     Ok(())
 }
 
