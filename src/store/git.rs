@@ -666,10 +666,10 @@ impl Staged {
     /// their lock files), then every other ref moved, then the record ref
     /// (the audit chain). Each ref is locked first and checked against the
     /// value it had when first staged: a concurrent `git` command is
-    /// detected, never overwritten. A loose ref renamed ([`Staged::rename`])
-    /// is its file moved to the new name ([`RefMove`]): a rejection then
-    /// writes and flushes no file of its own. No reflog is written: the chain records
-    /// every move.
+    /// detected, never overwritten. A loose ref renamed
+    /// ([`Staged::rename`]) is its file moved to the new name
+    /// ([`RefMove`]): a rejection then writes and flushes no file of its
+    /// own. No reflog is written: the chain records every move.
     pub fn flush(self, repo: &Repository) -> Result<(), StoreError> {
         let moves: Vec<(&String, &Option<Oid>)> = self
             .now
