@@ -19,8 +19,9 @@
 #               given none, the current tree's release build alone. Builds
 #               take turns, run by run.
 # --runs N      runs of each build (default 3); the medians are printed:
-#               the rate of each phase, the hook's median, and the server's
-#               CPU per write of each phase (`... CPU ms`).
+#               the rate of each phase, its p99 (`... p99 ms`), the hook's
+#               median, and the server's CPU per write of each phase
+#               (`... CPU ms`).
 # --journal     an ext4 with a journal (default: without, like the
 #               machine's root file system).
 # --image PATH  the image file (default /tmp/gov-bench-fs.img, 3 GiB,
@@ -91,8 +92,9 @@ while [ $i -le "$runs" ]; do
         # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
         awk -F'|' -v b="$b" -v i=$i '
             /^\| (submit round 1|decisions|charges|audit posts) \|/ {
-                gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5)
+                gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
                 printf "%s\t%s\t%s\n", b, $2, $5
+                printf "%s\t%s p99 ms\t%s\n", b, $2, $7
                 # The server'"'"'s CPU per write (its CPU seconds over the
                 # writes of the phase).
                 if ($3 + 0 > 0) printf "%s\t%s CPU ms\t%.3f\n", b, $2, 1000 * $10 / $3
@@ -109,6 +111,7 @@ echo
 echo "medians of $runs runs:"
 for b in $builds; do
     for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
+        "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
         "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms"; do
         awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
             sort -n | awk -v b="$b" -v p="$phase" '
