@@ -445,8 +445,10 @@ pub struct Staged {
     /// Objects written to memory and not yet handed to the encoding
     /// thread ([`Staged::take_to_encode`]).
     to_encode: Vec<(Oid, Arc<Content>)>,
-    /// Refs renamed ([`Staged::rename`]): the new name, then the old.
-    /// Either moved again breaks the pair (two plain moves then).
+    /// Refs renamed ([`Staged::rename`]): the new name, then the old. A
+    /// pair either of whose refs moved again is two plain moves at flush
+    /// ([`Staged::plain_renames`] checks the pair against `base` and
+    /// `now`).
     renames: BTreeMap<String, String>,
 }
 
@@ -595,8 +597,6 @@ impl Staged {
             self.base.insert(refname.to_string(), first);
         }
         self.now.insert(refname.to_string(), new);
-        self.renames
-            .retain(|to, from| to != refname && from != refname);
         Ok(())
     }
 
@@ -642,8 +642,6 @@ impl Staged {
         }
         self.base.insert(refname.to_string(), None);
         self.now.insert(refname.to_string(), Some(new));
-        self.renames
-            .retain(|to, from| to != refname && from != refname);
         Ok(())
     }
 
@@ -842,7 +840,7 @@ impl RefLock {
         let target = git_dir.join(refname);
         let lock = git_dir.join(format!("{refname}.lock"));
         // Written whole from the start of the file.
-        let line = value.map(|v| format!("{v}\n"));
+        let line = value.map(ref_line);
         let value_len = line.as_ref().map_or(0, |l| l.len() as u64);
         let mut tries = 0;
         let mut file = loop {
@@ -948,25 +946,22 @@ impl RefMove {
     }
 }
 
-/// Whether the loose file of `refname` holds exactly `value` as git
-/// writes it (the hex id and a newline): not a symbolic ref, nothing
-/// else, so that moving the file moves that value.
+/// A loose ref's content as git writes it: the hex id and a newline.
+fn ref_line(value: Oid) -> String {
+    format!("{value}\n")
+}
+
+/// Whether the loose file of `refname` holds exactly [`ref_line`] of
+/// `value`: not a symbolic ref, nothing else, so that moving the file
+/// moves that value.
 fn loose_holds(git_dir: &Path, refname: &str, value: Oid) -> bool {
-    let mut buf = [0u8; 42];
-    let Ok(mut f) = File::open(git_dir.join(refname)) else {
-        return false;
-    };
-    let mut len = 0;
-    while len < buf.len() {
-        match std::io::Read::read(&mut f, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(_) => return false,
-        }
-    }
-    len == 41
-        && buf[40] == b'\n'
-        && Oid::from_str(&String::from_utf8_lossy(&buf[..40])).ok() == Some(value)
+    use std::io::Read;
+    let line = ref_line(value);
+    let mut found = Vec::with_capacity(line.len() + 1);
+    // One byte more than the line: a longer file is not it.
+    File::open(git_dir.join(refname))
+        .and_then(|f| f.take(line.len() as u64 + 1).read_to_end(&mut found))
+        .is_ok_and(|_| found == line.as_bytes())
 }
 
 /// The names `packed-refs` holds, read once per flush that deletes a ref
