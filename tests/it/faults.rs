@@ -202,13 +202,13 @@ fn sigkill_at_random_moments_loses_no_answered_write() -> TestResult {
             assert_eq!(p["proposal_id"], *id, "round {round}: proposal {id} lost");
         }
         rejections += acked.rejected.len();
+        let git = |args: &[&str]| repo.git(args).map(|o| o.status.success());
         for id in &acked.rejected {
             let p = get(&format!("/proposals/{id}"))?;
             assert_eq!(
                 p["status"], "rejected",
                 "round {round}: rejection of {id} lost"
             );
-            let git = |args: &[&str]| repo.git(args).map(|o| o.status.success());
             let kept = format!("refs/heads/gov/rejected/{id}");
             let gone = format!("refs/heads/gov/proposal/{id}");
             assert!(
