@@ -912,7 +912,7 @@ impl RefLock {
                     return Err(StoreError::io("delete the ref", &self.target, e))
                 }
                 _ => {
-                    let _ = spare::recycle(&self.git_dir, &self.lock);
+                    let _ = spare::release_lock(&self.git_dir, &self.lock);
                 }
             },
         }
@@ -924,7 +924,7 @@ impl RefLock {
 impl Drop for RefLock {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = crate::store::spare::recycle(&self.git_dir, &self.lock);
+            let _ = crate::store::spare::release_lock(&self.git_dir, &self.lock);
         }
     }
 }

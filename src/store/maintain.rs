@@ -690,7 +690,7 @@ fn prune_packed(git_dir: &Path, packed_now: Vec<(String, Oid)>) -> usize {
         if still && crate::store::spare::recycle(git_dir, &path).is_ok() {
             removed += 1;
         }
-        let _ = crate::store::spare::recycle(git_dir, &ref_lock);
+        let _ = crate::store::spare::release_lock(git_dir, &ref_lock);
     }
     removed
 }

@@ -53,6 +53,10 @@ pub const QUARANTINE: Duration = Duration::from_secs(2);
 /// At most this many replaced files wait in the pool; more are removed.
 const KEEP_RECYCLED: usize = 4096;
 
+/// At most this many files are ready, counting lock files given back
+/// ([`release_lock`]); more wait among the recycled ones.
+const MOST_READY: usize = 2 * KEEP_READY;
+
 /// The spare files of one Git directory, made by this process.
 struct Pool {
     dir: PathBuf,
@@ -171,7 +175,37 @@ pub fn recycle(git_dir: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Puts the lock file at `path`, taken by this process and done with
+/// (released unused, or left empty by a deletion), back among the ready
+/// files at once: nobody reads a lock file (git only creates one,
+/// exclusively, to hold the lock), so it needs no quarantine. A rejection
+/// locks two names and releases both: quarantined, those files came back
+/// only after two seconds, and the filler made new ones meanwhile, each a
+/// walk past the file system's freed inodes. Kept as [`recycle`] keeps a
+/// file when the ready files are many; errors are those of deleting it.
+pub fn release_lock(git_dir: &Path, path: &Path) -> std::io::Result<()> {
+    match pool_of(git_dir) {
+        Some(pool) if pool.release(path) => Ok(()),
+        _ => recycle(git_dir, path),
+    }
+}
+
 impl Pool {
+    /// Moves the lock file `path` among the ready files, unless they are
+    /// [`MOST_READY`] already: whether it did.
+    fn release(&self, path: &Path) -> bool {
+        if self.ready.lock().map_or(true, |r| r.len() >= MOST_READY) {
+            return false;
+        }
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let spare = self.dir.join(format!("{}-{n}", std::process::id()));
+        if std::fs::rename(path, &spare).is_err() {
+            return false;
+        }
+        self.give_back(spare);
+        true
+    }
+
     /// Puts `path` into the pool by `how` (link or rename): its name in
     /// the pool, if done.
     fn recycle_with(
@@ -532,6 +566,43 @@ mod tests {
             f.write_all(b"abcd\n")?;
             assert_eq!(std::fs::read(&target)?, b"abcd\n", "{name}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_released_lock_file_serves_again_at_once() -> TestResult {
+        use std::io::Write;
+        let (_dir, git_dir, _filler) = full_pool()?;
+        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
+        let lock = git_dir.join("ref.lock");
+        create_new_for(&git_dir, &lock, 5)?.write_all(b"abcd\n")?;
+        let was = ino(&lock)?;
+        release_lock(&git_dir, &lock)?;
+        assert!(!lock.exists());
+        // Taken next, with no quarantine, and emptied for a shorter value.
+        let next = git_dir.join("next.lock");
+        create_new_for(&git_dir, &next, 3)?.write_all(b"ab\n")?;
+        assert_eq!(ino(&next)?, was);
+        assert_eq!(std::fs::read(&next)?, b"ab\n");
+        // Past MOST_READY ready files, released ones wait with the
+        // recycled: none is deleted.
+        let ready = || {
+            pool_of(&git_dir)
+                .and_then(|p| p.ready.lock().ok().map(|r| r.len()))
+                .unwrap_or(0)
+        };
+        let before = spares(&git_dir).len();
+        let extra = MOST_READY - ready() + 10;
+        for i in 0..extra {
+            let path = git_dir.join(format!("{i}.lock"));
+            std::fs::write(&path, b"")?;
+            release_lock(&git_dir, &path)?;
+            assert!(!path.exists());
+        }
+        assert_eq!(ready(), MOST_READY);
+        assert_eq!(spares(&git_dir).len(), before + extra);
+        let recycled = pool_of(&git_dir).and_then(|p| p.recycled.lock().ok().map(|r| r.len()));
+        assert_eq!(recycled, Some(10));
         Ok(())
     }
 
