@@ -343,16 +343,58 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
         // A new file is a spare one renamed into place (see
         // `store::spare`); one already there is rewritten.
         let written = match crate::store::spare::create_new(repo.path(), &file) {
-            Ok(mut f) => std::io::Write::write_all(&mut f, content).is_ok(),
-            Err(_) => std::fs::write(&file, content).is_ok(),
+            Ok(f) => Ok(f),
+            Err(_) => std::fs::File::create(&file),
         };
-        if written && index.add_path(std::path::Path::new(path)).is_ok() {
+        let entry = written.and_then(|mut f| {
+            std::io::Write::write_all(&mut f, content)?;
+            f.metadata()
+        });
+        let entry = entry.ok().and_then(|m| index_entry(path, content, &m).ok());
+        if entry.is_some_and(|e| index.add(&e).is_ok()) {
             added = true;
         }
     }
     if added {
         let _ = index.write();
     }
+}
+
+/// The Git index entry of a file just written with `content`, from what
+/// is known: its blob id hashed from `content`, and its stat data. What
+/// `add_path` would make, without reading the file back, hashing it
+/// through the attribute and filter machinery (it loads `.gitattributes`
+/// from every folder up the path), or statting it again: that was half
+/// of putting an approval's file into the checkout. The mode follows the
+/// file's execute bit, as git's does.
+fn index_entry(
+    path: &str,
+    content: &[u8],
+    meta: &std::fs::Metadata,
+) -> Result<git2::IndexEntry, git2::Error> {
+    use std::os::unix::fs::MetadataExt;
+    // The index keeps 32 bits of each of these, as git does.
+    let time = |s: i64, ns: i64| git2::IndexTime::new(s as i32, ns as u32);
+    let mode = if meta.mode() & 0o111 != 0 {
+        0o100755
+    } else {
+        0o100644
+    };
+    Ok(git2::IndexEntry {
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        dev: meta.dev() as u32,
+        ino: meta.ino() as u32,
+        mode,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        file_size: meta.len() as u32,
+        id: Oid::hash_object(ObjectType::Blob, content)?,
+        // Stage 0; libgit2 sets the name's length.
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -395,6 +437,44 @@ mod tests {
         let files = [("a".to_string(), b"a".to_vec())];
         let base = commit_files(&repo, &key, &who, "refs/heads/main", None, &files, "one")?;
         Ok((dir, repo, key, who, base))
+    }
+
+    /// A file put into the checkout gets the index entry stock git would
+    /// make for it: its blob, its mode, and stat data that `git
+    /// diff-files` (which compares them and reads nothing) finds equal to
+    /// the file's. So `git status` is clean without a refresh.
+    #[test]
+    fn a_file_put_into_the_checkout_is_indexed_as_git_indexes_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, repo, key, who, base) = with_main()?;
+        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
+        let path = "proposals/2026/11/1d/p-1.toml";
+        let content = b"approved = true\n".to_vec();
+        let files = [(path.to_string(), content.clone())];
+        let main = "refs/heads/main";
+        commit_files(&repo, &key, &who, main, Some(base), &files, "two")?;
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+        };
+        sync_worktree(&repo, &[(main.to_string(), path.to_string(), content)]);
+        let blob = Oid::hash_object(ObjectType::Blob, b"approved = true\n")?;
+        let listed = git(&["ls-files", "--stage", path])?;
+        assert_eq!(
+            String::from_utf8_lossy(&listed.stdout),
+            format!("100644 {blob} 0\t{path}\n")
+        );
+        let stat = git(&["diff-files", "--quiet"])?;
+        assert!(
+            stat.status.success(),
+            "the stat data differ from the file's"
+        );
+        let status = git(&["status", "--porcelain"])?;
+        assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+        Ok(())
     }
 
     /// A proposal filed at the flat or the unbucketed monthly path by an
