@@ -558,35 +558,38 @@ pub fn decide(
                     return Err(AppError::internal(format!("proposal {id} has no branch")));
                 };
                 let submitted = git2::Oid::from_str(&commit)?;
-                let tamper =
+                let checked =
                     git_proposals::check_untampered(tx.repo(), tx.staged(), &branch, submitted, &p)
                         .map_err(AppError::internal)?;
-                if let Some(t) = tamper {
-                    let mut what = ProposalTampered {
-                        via: None,
-                        branch: Some(branch),
-                        expected: None,
-                        found: None,
-                        merge_commit: None,
-                        merged_by: None,
-                        evidence: None,
-                        problem: String::new(),
-                    };
-                    match t {
-                        Tamper::Missing => what.problem = "branch missing".into(),
-                        Tamper::Moved { found } => {
-                            what.problem = "branch moved".into();
-                            what.expected = Some(commit);
-                            what.found = Some(found);
-                        }
-                        Tamper::FileChanged => what.problem = "proposal file changed".into(),
-                    };
-                    let flag = Event::AuditFlagProposalTampered(what);
-                    let entry = NewEntry::new(Actor::server(), flag)
-                        .agent(&p.proposed.agent_id)
-                        .proposal(id);
-                    return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
-                }
+                let filed = match checked {
+                    Ok(filed) => filed,
+                    Err(t) => {
+                        let mut what = ProposalTampered {
+                            via: None,
+                            branch: Some(branch),
+                            expected: None,
+                            found: None,
+                            merge_commit: None,
+                            merged_by: None,
+                            evidence: None,
+                            problem: String::new(),
+                        };
+                        match t {
+                            Tamper::Missing => what.problem = "branch missing".into(),
+                            Tamper::Moved { found } => {
+                                what.problem = "branch moved".into();
+                                what.expected = Some(commit);
+                                what.found = Some(found);
+                            }
+                            Tamper::FileChanged => what.problem = "proposal file changed".into(),
+                        };
+                        let flag = Event::AuditFlagProposalTampered(what);
+                        let entry = NewEntry::new(Actor::server(), flag)
+                            .agent(&p.proposed.agent_id)
+                            .proposal(id);
+                        return Ok((Err(AppError::Tampered(id.into())), vec![entry]));
+                    }
+                };
                 let key = svc.approver_key()?;
                 let repo = tx.repo();
                 let merge = git_proposals::merge_approved(
@@ -597,6 +600,7 @@ pub fn decide(
                     &main_ref,
                     submitted,
                     &p,
+                    filed,
                     input.note.as_deref(),
                 )
                 .map_err(AppError::from)?;

@@ -186,30 +186,44 @@ pub fn file_in_commit(
     Ok(None)
 }
 
-/// Checks that the proposal's branch still holds exactly what was submitted.
+/// A proposal's file as its submitted commit holds it, checked: where it
+/// is, its blob and its content. An approval merges exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filed {
+    pub path: String,
+    pub blob: Oid,
+    pub content: Vec<u8>,
+}
+
+/// Checks that the proposal's branch still holds exactly what was
+/// submitted: the file found there, or how it was tampered with.
 pub fn check_untampered(
     repo: &Repository,
     staged: &Staged,
     branch: &str,
     submitted: Oid,
     p: &Proposal,
-) -> Result<Option<Tamper>, StoreError> {
+) -> Result<Result<Filed, Tamper>, StoreError> {
     let Some(found) = staged.target(repo, &full_ref(branch))? else {
-        return Ok(Some(Tamper::Missing));
+        return Ok(Err(Tamper::Missing));
     };
     if found != submitted {
-        return Ok(Some(Tamper::Moved {
+        return Ok(Err(Tamper::Moved {
             found: found.to_string(),
         }));
     }
-    let Some((_, blob)) = file_in_commit(repo, found, p)? else {
-        return Ok(Some(Tamper::FileChanged));
+    let Some((path, blob)) = file_in_commit(repo, found, p)? else {
+        return Ok(Err(Tamper::FileChanged));
     };
-    let blob = repo.find_blob(blob)?;
-    if blob.content() != p.to_file().as_bytes() {
-        return Ok(Some(Tamper::FileChanged));
+    let content = p.to_file().into_bytes();
+    if repo.find_blob(blob)?.content() != content {
+        return Ok(Err(Tamper::FileChanged));
     }
-    Ok(None)
+    Ok(Ok(Filed {
+        path,
+        blob,
+        content,
+    }))
 }
 
 #[allow(
@@ -218,7 +232,8 @@ pub fn check_untampered(
 )]
 /// Merges the submitted proposal commit into main, signed by the approver
 /// (staged; once the batch is durable, the file is put into a checked-out
-/// `main`'s working tree). Returns the merge commit.
+/// `main`'s working tree). `filed` is the proposal's file as
+/// [`check_untampered`] found it in `submitted`. Returns the merge commit.
 pub fn merge_approved(
     repo: &Repository,
     staged: &mut Staged,
@@ -227,16 +242,16 @@ pub fn merge_approved(
     main_ref: &str,
     submitted: Oid,
     p: &Proposal,
+    filed: Filed,
     note: Option<&str>,
 ) -> Result<Oid, StoreError> {
     let base = main_tip(repo, staged, main_ref)?;
     let proposal_commit = repo.find_commit(submitted)?;
-    let (path, blob) = file_in_commit(repo, submitted, p)?.ok_or_else(|| {
-        git2::Error::from_str(&format!(
-            "proposal commit {submitted} holds no file for `{}`",
-            p.proposal_id
-        ))
-    })?;
+    let Filed {
+        path,
+        blob,
+        content,
+    } = filed;
     let email = Role::Approver.principal(approver_name);
     let who = Signature::now(approver_name, &email)?;
     let mut message = format!(
@@ -263,7 +278,7 @@ pub fn merge_approved(
         &message,
     )?;
     staged.set(repo, main_ref, Some(commit), Some(base.id()))?;
-    staged.checkout_after(main_ref, &path, repo.find_blob(blob)?.content());
+    staged.checkout_after(main_ref, &path, &content);
     Ok(commit)
 }
 
@@ -277,13 +292,15 @@ fn branch_changes(
     branch: &git2::Commit<'_>,
 ) -> Result<Vec<(String, Option<Oid>)>, StoreError> {
     let fork = repo.find_commit(super::fork::fork_point(repo, main.id(), branch.id())?)?;
-    let (fork_tree, main_tree) = (fork.tree()?, main.tree()?);
+    let fork_tree = fork.tree()?;
     let changes = crate::store::tree::changed_files(repo, Some(&fork_tree), Some(&branch.tree()?))?;
     let mut out = Vec::new();
     for change in changes {
         let path = change.path.as_str();
-        let at = |t: &git2::Tree<'_>| t.get_path(std::path::Path::new(path)).ok().map(|e| e.id());
-        if at(&main_tree) != at(&fork_tree) {
+        let at = |t: Oid| -> Result<Option<Oid>, StoreError> {
+            Ok(crate::store::tree::entry_at(repo, t, path)?.map(|(id, _)| id))
+        };
+        if at(main.tree_id())? != at(fork_tree.id())? {
             return Err(git2::Error::from_str(&format!(
                 "`{path}` changed on main since the proposal was filed: file it again"
             ))
@@ -502,15 +519,31 @@ mod tests {
             Some("proposals/2026/11/p-1.toml".to_string())
         );
         assert_eq!(
-            check_untampered(&repo, &Staged::default(), "monthly", filed_monthly, &p)?,
-            None
+            check_untampered(&repo, &Staged::default(), "monthly", filed_monthly, &p)?
+                .map(|f| f.path),
+            Ok("proposals/2026/11/p-1.toml".to_string())
         );
         let old = vec![(Proposal::legacy_file_path("p-1"), p.to_file().into_bytes())];
         let legacy = commit_files(&repo, &key, &who, "refs/heads/old", Some(base), &old, "old")?;
         let staged = Staged::default();
-        assert_eq!(check_untampered(&repo, &staged, "old", legacy, &p)?, None);
+        let found = check_untampered(&repo, &staged, "old", legacy, &p)?;
+        let Ok(filed) = found else {
+            return Err(format!("the legacy file is not found untampered: {found:?}").into());
+        };
+        assert_eq!(filed.path, "proposals/p-1.toml");
+        assert_eq!(filed.content, p.to_file().into_bytes());
         let mut staged = Staged::default();
-        let merge = merge_approved(&repo, &mut staged, &key, "op", main_ref, legacy, &p, None)?;
+        let merge = merge_approved(
+            &repo,
+            &mut staged,
+            &key,
+            "op",
+            main_ref,
+            legacy,
+            &p,
+            filed,
+            None,
+        )?;
         staged.flush(&repo)?;
         assert_eq!(repo.refname_to_id(main_ref)?, merge);
         let tree = repo.find_commit(merge)?.tree()?;
@@ -584,8 +617,8 @@ mod tests {
         staged.flush(&repo)?;
         assert_eq!(repo.refname_to_id(&full_ref(branch))?, filed);
         assert_eq!(
-            check_untampered(&repo, &Staged::default(), branch, filed, &p)?,
-            None
+            check_untampered(&repo, &Staged::default(), branch, filed, &p)?.map(|f| f.path),
+            Ok(p.file_path())
         );
 
         let mut q = p.clone();
@@ -630,8 +663,9 @@ mod tests {
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, ahead);
         assert_eq!(repo.find_commit(ahead)?.parent_id(0)?, base);
         assert_eq!(
-            check_untampered(&repo, &Staged::default(), "gov/proposal/p-1", ahead, &p)?,
-            None
+            check_untampered(&repo, &Staged::default(), "gov/proposal/p-1", ahead, &p)?
+                .map(|f| f.path),
+            Ok(p.file_path())
         );
 
         // Another proposal than the one made ahead.

@@ -200,6 +200,41 @@ fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
     Ok(entries)
 }
 
+/// The id and mode of what tree `tree` holds at `path` (a file, a folder
+/// or a submodule's commit), as `Tree::get_path` finds it; `None` when
+/// nothing is there. Each level is read through the trees kept for
+/// [`update`] ([`base_entries`]): an approval looks its file up in
+/// `main`'s trees, which the merge it then composes reads anyway.
+pub fn entry_at(
+    repo: &Repository,
+    tree: Oid,
+    path: &str,
+) -> Result<Option<(Oid, i32)>, StoreError> {
+    let mut at = tree;
+    let mut parts = path.split('/').peekable();
+    while let Some(part) = parts.next() {
+        let entries = base_entries(repo, at)?;
+        // Sorted by their keys, as git sorts a tree (a tree whose entries
+        // are out of order is searched as libgit2 searches it, by halves).
+        let find = |key: &[u8]| {
+            entries
+                .binary_search_by(|(k, _)| (**k).cmp(key))
+                .ok()
+                .map(|i| entries[i].1)
+        };
+        let folder = find(&sort_key(part.as_bytes(), TREE_MODE));
+        if parts.peek().is_none() {
+            let found = folder.or_else(|| find(part.as_bytes()));
+            return Ok(found.map(|(mode, id)| (id, mode)));
+        }
+        match folder {
+            Some((_, id)) => at = id,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// A file (a blob, a symlink or a submodule's commit) that differs between
 /// two trees: its path, and its id and mode on each side (`None`: not
 /// there, or not a file there).
@@ -456,6 +491,53 @@ mod tests {
             });
         }
         Ok(out)
+    }
+
+    /// `entry_at` finds what libgit2's `get_path` finds: files, folders,
+    /// names that sort around a folder's (`a.b`, `a-b` beside `a/`), and
+    /// nothing where nothing is.
+    #[test]
+    fn entry_at_finds_what_get_path_finds() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let files: Vec<(String, Option<Oid>)> = [
+            "a/b/c.toml",
+            "a/b/d.toml",
+            "a.b",
+            "a-b/x",
+            "proposals/2026/11/1d/p-1.toml",
+            "top",
+        ]
+        .iter()
+        .map(|p| Ok((p.to_string(), Some(repo.blob(p.as_bytes())?))))
+        .collect::<Result<_, git2::Error>>()?;
+        let root = libgit2_tree(&repo, None, &files)?;
+        let tree = repo.find_tree(root)?;
+        let paths = [
+            "a",
+            "a/b",
+            "a/b/c.toml",
+            "a/b/d.toml",
+            "a/b/e.toml",
+            "a.b",
+            "a-b",
+            "a-b/x",
+            "a.b/x",
+            "top",
+            "top/x",
+            "proposals/2026/11/1d/p-1.toml",
+            "proposals/2026/11/1d/p-2.toml",
+            "proposals/2026/12/1d/p-1.toml",
+            "missing",
+        ];
+        for path in paths {
+            let expected = tree
+                .get_path(std::path::Path::new(path))
+                .ok()
+                .map(|e| (e.id(), e.filemode_raw()));
+            assert_eq!(entry_at(&repo, root, path)?, expected, "{path}");
+        }
+        Ok(())
     }
 
     #[test]
