@@ -23,7 +23,7 @@ use git2::{ObjectType, Oid, Repository, Signature};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{commit_with_changes, Staged, StoreError};
+use crate::store::git::{commit_with_changes, signed_commit_of, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -267,16 +267,10 @@ pub fn merge_approved(
     if !files.iter().any(|(p, _)| *p == path) {
         files.push((path.clone(), Some(blob)));
     }
-    let commit = commit_with_changes(
-        repo,
-        staged,
-        approver_key,
-        &who,
-        Some(base.tree_id()),
-        &[base.id(), submitted],
-        &files,
-        &message,
-    )?;
+    // The next approval composes on this merge's trees.
+    let tree = crate::store::tree::with_files_kept(repo, staged, Some(base.tree_id()), &files)?;
+    let parents = [base.id(), submitted];
+    let commit = signed_commit_of(repo, staged, approver_key, &who, tree, &parents, &message)?;
     staged.set(repo, main_ref, Some(commit), Some(base.id()))?;
     staged.checkout_after(main_ref, &path, &content);
     Ok(commit)

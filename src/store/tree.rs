@@ -29,6 +29,36 @@ pub fn with_files(
     base: Option<Oid>,
     files: &[(String, Option<Oid>)],
 ) -> Result<Oid, StoreError> {
+    compose(repo, staged, base, files, Keep::No)
+}
+
+/// [`with_files`] for a tree that will be the base of the next ones (an
+/// approval's merge on `main`, which the next approval composes on): the
+/// trees it writes are kept as read ([`base_entries`]), so the next one
+/// neither reads them back nor parses them again.
+pub fn with_files_kept(
+    repo: &Repository,
+    staged: &mut Staged,
+    base: Option<Oid>,
+    files: &[(String, Option<Oid>)],
+) -> Result<Oid, StoreError> {
+    compose(repo, staged, base, files, Keep::Yes)
+}
+
+/// Whether [`update`] keeps the trees it writes in [`READ_TREES`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Yes,
+    No,
+}
+
+fn compose(
+    repo: &Repository,
+    staged: &mut Staged,
+    base: Option<Oid>,
+    files: &[(String, Option<Oid>)],
+    keep: Keep,
+) -> Result<Oid, StoreError> {
     let mut changes = Vec::with_capacity(files.len());
     for (path, blob) in files {
         let parts: Vec<&str> = path.split('/').collect();
@@ -45,7 +75,7 @@ pub fn with_files(
             path,
         })
         .collect();
-    update(repo, staged, base, &changes, true)?
+    update(repo, staged, base, &changes, true, keep)?
         .ok_or_else(|| git2::Error::from_str("the root tree was not written").into())
 }
 
@@ -65,6 +95,7 @@ fn update(
     base: Option<Oid>,
     changes: &[Change<'_>],
     root: bool,
+    keep: Keep,
 ) -> Result<Option<Oid>, StoreError> {
     // Sorted as git sorts a tree: by name, a folder's name with a `/`.
     let mut entries: BTreeMap<Key, (i32, Oid)> = match base {
@@ -114,7 +145,7 @@ fn update(
             return Err(git2::Error::from_str("D/F conflict when updating tree").into());
         }
         let sub_base = entries.get(&*key).map(|(_, id)| *id);
-        match update(repo, staged, sub_base, &below, false)? {
+        match update(repo, staged, sub_base, &below, false, keep)? {
             Some(tree) => {
                 entries.insert(Key::from(key), (TREE_MODE, tree));
             }
@@ -141,7 +172,11 @@ fn update(
         data.push(0);
         data.extend_from_slice(id.as_bytes());
     }
-    Ok(Some(staged.write(repo, ObjectType::Tree, &data)?))
+    let id = staged.write(repo, ObjectType::Tree, &data)?;
+    if keep == Keep::Yes {
+        remember(id, entries.into_iter().collect());
+    }
+    Ok(Some(id))
 }
 
 /// A name's sort key in a tree (see [`sort_key`]), shared between the
@@ -189,15 +224,24 @@ fn base_entries(repo: &Repository, id: Oid) -> Result<Entries, StoreError> {
             (Key::from(sort_key(e.name_bytes(), mode)), (mode, e.id()))
         })
         .collect();
-    let mut kept = table();
+    remember(id, entries.clone());
+    Ok(entries)
+}
+
+/// Keeps tree `id`'s `entries` in [`READ_TREES`], starting the table over
+/// when it would hold more than [`READ_TREES_ENTRIES`].
+fn remember(id: Oid, entries: Entries) {
+    let mut kept = READ_TREES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if kept.1 + entries.len() > READ_TREES_ENTRIES {
         *kept = (BTreeMap::new(), 0);
     }
     // Another thread may have kept it meanwhile: counted once.
-    if entries.len() <= READ_TREES_ENTRIES && kept.0.insert(id, entries.clone()).is_none() {
-        kept.1 += entries.len();
+    let len = entries.len();
+    if len <= READ_TREES_ENTRIES && kept.0.insert(id, entries).is_none() {
+        kept.1 += len;
     }
-    Ok(entries)
 }
 
 /// The id and mode of what tree `tree` holds at `path` (a file, a folder
@@ -693,6 +737,48 @@ mod tests {
         let empty = with_files(&repo, &mut staged, Some(ours), &all)?;
         assert_eq!(empty, libgit2_tree(&repo, Some(ours), &all)?);
         assert_eq!(empty.to_string(), crate::store::git::EMPTY_TREE);
+        Ok(())
+    }
+
+    /// Trees composed one on another with their trees kept as written (an
+    /// approval's merge on the one before) are the trees libgit2 writes,
+    /// and `entry_at` finds each file put in or taken out.
+    #[test]
+    fn trees_composed_on_kept_ones_are_those_libgit2_writes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init(dir.path())?;
+        let blob = |text: &str| repo.blob(text.as_bytes());
+        let (a, b) = (blob("a\n")?, blob("b\n")?);
+        let put = |paths: &[&str], blob: Oid| -> Vec<(String, Option<Oid>)> {
+            paths.iter().map(|p| (p.to_string(), Some(blob))).collect()
+        };
+        let start = put(
+            &[
+                "proposals/2026/11/0a/p1.toml",
+                "proposals/2026/10/ff/p0.toml",
+                "foo.txt",
+                "foo-bar",
+            ],
+            a,
+        );
+        let steps = [
+            put(&["proposals/2026/11/0a/p2.toml"], b),
+            put(&["proposals/2026/11/7c/p3.toml", "foo/x"], b),
+            vec![("proposals/2026/10/ff/p0.toml".into(), None)],
+            put(&["foo.txt"], b),
+            vec![("foo-bar".into(), None)],
+        ];
+        let mut staged = Staged::default();
+        let mut at = with_files_kept(&repo, &mut staged, None, &start)?;
+        assert_eq!(at, libgit2_tree(&repo, None, &start)?);
+        for files in &steps {
+            let next = with_files_kept(&repo, &mut staged, Some(at), files)?;
+            assert_eq!(next, libgit2_tree(&repo, Some(at), files)?, "{files:?}");
+            for (path, blob) in files {
+                assert_eq!(entry_at(&repo, next, path)?.map(|(id, _)| id), *blob);
+            }
+            at = next;
+        }
         Ok(())
     }
 
