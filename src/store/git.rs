@@ -844,7 +844,13 @@ impl RefLock {
         let value_len = line.as_ref().map_or(0, |l| l.len() as u64);
         let mut tries = 0;
         let mut file = loop {
-            match crate::store::spare::create_new_for(git_dir, &lock, value_len) {
+            // A lock that deletes or renames the ref is never written: its
+            // file is taken as it is, not opened.
+            let made = match value {
+                Some(_) => crate::store::spare::create_new_for(git_dir, &lock, value_len).map(Some),
+                None => crate::store::spare::claim(git_dir, &lock).map(|()| None),
+            };
+            match made {
                 Ok(f) => break f,
                 // A new ref in a folder not there yet: made once, then again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries == 0 => {
@@ -879,7 +885,7 @@ impl RefLock {
             value,
             committed: false,
         };
-        if let Some(line) = line {
+        if let (Some(line), Some(file)) = (line, file.as_mut()) {
             file.write_all(line.as_bytes())
                 .map_err(|e| StoreError::io("write", &held.lock, e))?;
         }
@@ -930,8 +936,8 @@ impl Drop for RefLock {
 }
 
 /// A loose ref renamed by moving its file (`rename(2)`, refusing to
-/// replace), both names locked as git locks them (empty lock files,
-/// removed once done or dropped). Readers see the ref under one name or
+/// replace), both names locked as git locks them (lock files nobody
+/// writes or reads, removed once done or dropped). Readers see the ref under one name or
 /// the other, never both or neither.
 struct RefMove {
     from: RefLock,

@@ -122,6 +122,33 @@ pub fn create_new_for(git_dir: &Path, target: &Path, len: u64) -> std::io::Resul
     OpenOptions::new().write(true).create_new(true).open(target)
 }
 
+/// Creates `target` as [`create_new`] does, for a caller that never
+/// writes it (a lock file held only to keep others out): a ready file is
+/// renamed there as it is, neither opened nor emptied, so it may hold
+/// what it held before (nobody reads a lock file). Without one ready, an
+/// empty file is made.
+pub fn claim(git_dir: &Path, target: &Path) -> std::io::Result<()> {
+    if let Some(pool) = pool_of(git_dir) {
+        if let Some(spare) = pool.take() {
+            match rename_no_replace(&spare, target) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    pool.give_back(spare);
+                    return Err(e);
+                }
+                // The folder is missing, or the file system cannot rename
+                // without replacing: make the file as usual.
+                Err(_) => pool.give_back(spare),
+            }
+        }
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map(drop)
+}
+
 /// `rename(from, to)` that fails with [`ErrorKind::AlreadyExists`] instead
 /// of replacing `to`.
 pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -603,6 +630,28 @@ mod tests {
         assert_eq!(spares(&git_dir).len(), before + extra);
         let recycled = pool_of(&git_dir).and_then(|p| p.recycled.lock().ok().map(|r| r.len()));
         assert_eq!(recycled, Some(10));
+        Ok(())
+    }
+
+    #[test]
+    fn a_claimed_file_is_a_ready_one_as_it_is() -> TestResult {
+        use std::io::Write;
+        let (_dir, git_dir, _filler) = full_pool()?;
+        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
+        let lock = git_dir.join("ref.lock");
+        create_new_for(&git_dir, &lock, 5)?.write_all(b"abcd\n")?;
+        let was = ino(&lock)?;
+        release_lock(&git_dir, &lock)?;
+        // Taken next, renamed as it is: not emptied.
+        let claimed = git_dir.join("other.lock");
+        claim(&git_dir, &claimed)?;
+        assert_eq!(ino(&claimed)?, was);
+        assert_eq!(std::fs::read(&claimed)?, b"abcd\n");
+        // A name that exists is refused, and the spare stays ready.
+        let ready = spares(&git_dir).len();
+        let err = claim(&git_dir, &claimed).err().map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::AlreadyExists));
+        assert_eq!(spares(&git_dir).len(), ready);
         Ok(())
     }
 
