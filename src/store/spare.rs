@@ -104,22 +104,26 @@ pub fn create_new_for(git_dir: &Path, target: &Path, len: u64) -> std::io::Resul
             if longer && file.set_len(0).is_err() {
                 continue;
             }
-            match rename_no_replace(&spare, target) {
-                Ok(()) => return Ok(file),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    pool.give_back(spare);
-                    return Err(e);
-                }
-                // The folder is missing, or the file system cannot rename
-                // without replacing: make the file as usual.
-                Err(_) => {
-                    pool.give_back(spare);
-                    break;
-                }
+            match put_in_place(&pool, spare, target) {
+                Some(placed) => return placed.map(|()| file),
+                None => break,
             }
         }
     }
     OpenOptions::new().write(true).create_new(true).open(target)
+}
+
+/// Renames `spare`, taken from `pool`, to `target`. `None` when the
+/// folder is missing or the file system cannot rename without replacing:
+/// the caller makes the file as usual. Unless placed, the spare goes back.
+fn put_in_place(pool: &Pool, spare: PathBuf, target: &Path) -> Option<std::io::Result<()>> {
+    match rename_no_replace(&spare, target) {
+        Ok(()) => Some(Ok(())),
+        Err(e) => {
+            pool.give_back(spare);
+            (e.kind() == ErrorKind::AlreadyExists).then_some(Err(e))
+        }
+    }
 }
 
 /// Creates `target` as [`create_new`] does, for a caller that never
@@ -129,17 +133,8 @@ pub fn create_new_for(git_dir: &Path, target: &Path, len: u64) -> std::io::Resul
 /// empty file is made.
 pub fn claim(git_dir: &Path, target: &Path) -> std::io::Result<()> {
     if let Some(pool) = pool_of(git_dir) {
-        if let Some(spare) = pool.take() {
-            match rename_no_replace(&spare, target) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    pool.give_back(spare);
-                    return Err(e);
-                }
-                // The folder is missing, or the file system cannot rename
-                // without replacing: make the file as usual.
-                Err(_) => pool.give_back(spare),
-            }
+        if let Some(placed) = pool.take().and_then(|s| put_in_place(&pool, s, target)) {
+            return placed;
         }
     }
     OpenOptions::new()
@@ -543,7 +538,6 @@ mod tests {
     #[test]
     fn replaced_and_deleted_files_serve_again_after_the_quarantine() -> TestResult {
         let (_dir, git_dir, _filler) = full_pool()?;
-        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
         // A ref replaced by a rename keeps its file in the pool.
         let r = git_dir.join("ref");
         std::fs::write(&r, b"old\n")?;
@@ -596,16 +590,27 @@ mod tests {
         Ok(())
     }
 
+    fn ino(path: &Path) -> std::io::Result<u64> {
+        std::fs::metadata(path).map(|m| m.ino())
+    }
+
+    /// A lock file taken from `git_dir`'s pool, written "abcd\n" and
+    /// released: its inode.
+    fn a_released_lock(git_dir: &Path) -> TestResult<u64> {
+        use std::io::Write;
+        let lock = git_dir.join("ref.lock");
+        create_new_for(git_dir, &lock, 5)?.write_all(b"abcd\n")?;
+        let was = ino(&lock)?;
+        release_lock(git_dir, &lock)?;
+        assert!(!lock.exists());
+        Ok(was)
+    }
+
     #[test]
     fn a_released_lock_file_serves_again_at_once() -> TestResult {
         use std::io::Write;
         let (_dir, git_dir, _filler) = full_pool()?;
-        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
-        let lock = git_dir.join("ref.lock");
-        create_new_for(&git_dir, &lock, 5)?.write_all(b"abcd\n")?;
-        let was = ino(&lock)?;
-        release_lock(&git_dir, &lock)?;
-        assert!(!lock.exists());
+        let was = a_released_lock(&git_dir)?;
         // Taken next, with no quarantine, and emptied for a shorter value.
         let next = git_dir.join("next.lock");
         create_new_for(&git_dir, &next, 3)?.write_all(b"ab\n")?;
@@ -635,13 +640,8 @@ mod tests {
 
     #[test]
     fn a_claimed_file_is_a_ready_one_as_it_is() -> TestResult {
-        use std::io::Write;
         let (_dir, git_dir, _filler) = full_pool()?;
-        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino());
-        let lock = git_dir.join("ref.lock");
-        create_new_for(&git_dir, &lock, 5)?.write_all(b"abcd\n")?;
-        let was = ino(&lock)?;
-        release_lock(&git_dir, &lock)?;
+        let was = a_released_lock(&git_dir)?;
         // Taken next, renamed as it is: not emptied.
         let claimed = git_dir.join("other.lock");
         claim(&git_dir, &claimed)?;

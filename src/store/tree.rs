@@ -491,6 +491,11 @@ mod tests {
 
     type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
+    /// Each of `paths` put in as `blob`.
+    fn put(paths: &[&str], blob: Oid) -> Vec<(String, Option<Oid>)> {
+        paths.iter().map(|p| (p.to_string(), Some(blob))).collect()
+    }
+
     /// libgit2's tree for the same change, written loose.
     fn libgit2_tree(
         repo: &Repository,
@@ -681,12 +686,9 @@ mod tests {
         let repo = Repository::init(dir.path())?;
         let blob = |text: &str| repo.blob(text.as_bytes());
         let (a, b, c) = (blob("a\n")?, blob("b\n")?, blob("c\n")?);
-        let set = |paths: &[&str], blob: Oid| -> Vec<(String, Option<Oid>)> {
-            paths.iter().map(|p| (p.to_string(), Some(blob))).collect()
-        };
         // Names that sort differently as files and as folders (`foo` as a
         // folder sorts after `foo.txt` and `foo-bar`).
-        let start = set(
+        let start = put(
             &[
                 "foo/x.toml",
                 "foo.txt",
@@ -708,10 +710,10 @@ mod tests {
         assert_eq!(with_files(&repo, &mut in_memory, None, &start)?, ours);
         let cases: Vec<Vec<(String, Option<Oid>)>> = vec![
             // A new file deep down, next to others and in a new folder.
-            set(&["proposals/2026/11/0a/p3.toml"], b),
-            set(&["proposals/2026/12/7c/p4.toml"], b),
+            put(&["proposals/2026/11/0a/p3.toml"], b),
+            put(&["proposals/2026/12/7c/p4.toml"], b),
             // A file replaced, and several changes at once.
-            set(&["foo.txt", "foo/y", "a/b/c/d"], c),
+            put(&["foo.txt", "foo/y", "a/b/c/d"], c),
             // A removal that empties two folders, and one that does not.
             vec![("proposals/2026/10/ff/p0.toml".into(), None)],
             vec![
@@ -719,7 +721,7 @@ mod tests {
                 ("foo-bar".into(), None),
             ],
             // A file at the root.
-            set(&["README.md"], c),
+            put(&["README.md"], c),
         ];
         for files in cases {
             let mut staged = Staged::default();
@@ -747,11 +749,7 @@ mod tests {
     fn trees_composed_on_kept_ones_are_those_libgit2_writes() -> TestResult {
         let dir = tempfile::tempdir()?;
         let repo = Repository::init(dir.path())?;
-        let blob = |text: &str| repo.blob(text.as_bytes());
-        let (a, b) = (blob("a\n")?, blob("b\n")?);
-        let put = |paths: &[&str], blob: Oid| -> Vec<(String, Option<Oid>)> {
-            paths.iter().map(|p| (p.to_string(), Some(blob))).collect()
-        };
+        let (a, b) = (repo.blob(b"a\n")?, repo.blob(b"b\n")?);
         let start = put(
             &[
                 "proposals/2026/11/0a/p1.toml",
