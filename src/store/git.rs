@@ -937,8 +937,8 @@ impl Drop for RefLock {
 
 /// A loose ref renamed by moving its file (`rename(2)`, refusing to
 /// replace), both names locked as git locks them (lock files nobody
-/// writes or reads, removed once done or dropped). Readers see the ref under one name or
-/// the other, never both or neither.
+/// writes or reads, removed once done or dropped). Readers see the ref
+/// under one name or the other, never both or neither.
 struct RefMove {
     from: RefLock,
     to: RefLock,

@@ -198,7 +198,7 @@ pub fn recycle(git_dir: &Path, path: &Path) -> std::io::Result<()> {
 }
 
 /// Puts the lock file at `path`, taken by this process and done with
-/// (released unused, or left empty by a deletion), back among the ready
+/// (released unused, or after a deletion), back among the ready
 /// files at once: nobody reads a lock file (git only creates one,
 /// exclusively, to hold the lock), so it needs no quarantine. A rejection
 /// locks two names and releases both: quarantined, those files came back
