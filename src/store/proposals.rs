@@ -359,6 +359,7 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
         };
         let entry = written.and_then(|mut f| {
             std::io::Write::write_all(&mut f, content)?;
+            backdate(&f)?;
             f.metadata()
         });
         let entry = entry.ok().and_then(|m| index_entry(path, content, &m).ok());
@@ -369,6 +370,22 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
     if added {
         let _ = index.write();
     }
+}
+
+/// Sets a file just written to have been modified a second earlier, so that
+/// the Git index written next is newer than it and its entry is not
+/// "racily clean". File times are coarse (a few milliseconds), so the
+/// files of one sync were as new as the index written after them, and
+/// every later write of the index had libgit2 diff them against the
+/// working tree again (`truncate_racily_clean`): as much CPU as writing
+/// the index itself. Any later change to the file gives it a newer time,
+/// and the recorded entry no longer matches, as git expects.
+fn backdate(file: &std::fs::File) -> std::io::Result<()> {
+    // From the time the file system gave the write: the clock is read in
+    // one place only (`app::clock`), and this is the file system's.
+    let written = file.metadata()?.modified()?;
+    let second_before = written - std::time::Duration::from_secs(1);
+    file.set_times(std::fs::FileTimes::new().set_modified(second_before))
 }
 
 /// The Git index entry of a file just written with `content`, from what
@@ -485,6 +502,10 @@ mod tests {
         );
         let status = git(&["status", "--porcelain"])?;
         assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+        // Older than the index written after it: not "racily clean", so
+        // the next write of the index does not look at it again.
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified());
+        assert!(modified(&dir.path().join(path))? < modified(&repo.path().join("index"))?);
         Ok(())
     }
 
