@@ -681,9 +681,10 @@ fn prune_packed(git_dir: &Path, packed_now: Vec<(String, Oid)>) -> usize {
         // most of a pass's cost on this machine's file system.
         let path = git_dir.join(&name);
         let ref_lock = git_dir.join(format!("{name}.lock"));
-        let Ok(_guard) = crate::store::spare::create_new(git_dir, &ref_lock) else {
+        // The lock is never written: claimed, not opened.
+        if crate::store::spare::claim(git_dir, &ref_lock).is_err() {
             continue;
-        };
+        }
         let still = fs::read_to_string(&path)
             .ok()
             .is_some_and(|t| t.trim() == oid.to_string());
