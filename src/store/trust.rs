@@ -125,6 +125,11 @@ pub struct TrustState {
     state: Governed,
     /// The governed files of `tip`.
     at_tip: Governed,
+    /// The ids of `tip`'s governed entries, which [`TrustState::at_tip`]
+    /// was read from: the next walk starts from them, so a commit that
+    /// leaves them as they are (an approval adds a proposal's file) is
+    /// not read again.
+    at_tip_ids: GovernedIds,
     /// The signers in force (those of `in_force`).
     signers: AllowedSigners,
     /// The merges on `tip`'s first-parent history.
@@ -211,7 +216,10 @@ impl TrustState {
             if let Some(mut newer) = first_parents_until(repo, tip, Some(prev.tip))? {
                 let mut state = prev.clone();
                 newer.reverse();
-                let mut cache = WalkCache::default();
+                let mut cache = WalkCache {
+                    last: Some((prev.at_tip_ids, prev.at_tip.clone())),
+                    ..WalkCache::default()
+                };
                 for commit in newer {
                     state.step(repo, commit, &mut cache, forge)?;
                 }
@@ -224,7 +232,7 @@ impl TrustState {
         let Some((&root, rest)) = all.split_first() else {
             return Err(git2::Error::from_str("main has no commits"));
         };
-        let state = governed_at(repo, root.tree, &mut cache)?;
+        let (ids, state) = governed_at(repo, root.tree, &mut cache)?;
         let mut merges = MainMerges::default();
         if let Some(second) = root.second_parent {
             merges.push(root.commit, second);
@@ -236,6 +244,7 @@ impl TrustState {
             resolved: Vec::new(),
             signers: signers_at(repo, root.commit),
             at_tip: state.clone(),
+            at_tip_ids: ids,
             state,
             merges,
         };
@@ -268,8 +277,9 @@ impl TrustState {
         if let Some(second) = first_parent.second_parent {
             self.merges.push(oid, second);
         }
-        let governed = governed_at(repo, first_parent.tree, cache)?;
+        let (ids, governed) = governed_at(repo, first_parent.tree, cache)?;
         let parent = std::mem::replace(&mut self.at_tip, governed.clone());
+        self.at_tip_ids = ids;
         self.tip = oid;
         if governed == self.state {
             self.come_into_force(repo, oid, governed);
@@ -399,12 +409,13 @@ struct WalkCache {
 /// The ids of a root tree's `policies/`, `agents/` and `gov.toml` entries.
 type GovernedIds = [Option<Oid>; 3];
 
-/// The governed files of one commit, from its tree.
+/// The governed files of one commit, from its tree, and the ids of its
+/// governed entries.
 fn governed_at(
     repo: &Repository,
     tree: Oid,
     cache: &mut WalkCache,
-) -> Result<Governed, git2::Error> {
+) -> Result<(GovernedIds, Governed), git2::Error> {
     let tree = repo.find_tree(tree)?;
     let id_of = |name: &str| tree.get_name(name).map(|e| e.id());
     let ids: GovernedIds = [
@@ -414,12 +425,12 @@ fn governed_at(
     ];
     if let Some((last, governed)) = &cache.last {
         if *last == ids {
-            return Ok(governed.clone());
+            return Ok((ids, governed.clone()));
         }
     }
     let governed = governed_in(repo, ids, cache)?;
     cache.last = Some((ids, governed.clone()));
-    Ok(governed)
+    Ok((ids, governed))
 }
 
 /// The governed files a root tree's governed entries hold.
@@ -499,6 +510,101 @@ fn short(commit: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commits `files` (path, content) on `main` over `parent`, unsigned.
+    fn commit(
+        repo: &Repository,
+        parent: Option<Oid>,
+        files: &[(&str, &str)],
+    ) -> Result<Oid, git2::Error> {
+        let mut index = repo.index()?;
+        index.clear()?;
+        for (path, content) in files {
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id: Oid::zero(),
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add_frombuffer(&entry, content.as_bytes())?;
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        let who = git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0))?;
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| repo.find_commit(p))
+            .transpose()?
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(Some("refs/heads/main"), &who, &who, "c", &tree, &parents)
+    }
+
+    /// A walk continued from the state of an earlier tip (as the server
+    /// keeps it) ends where a walk of the whole history does, through
+    /// commits that leave the governed files as they are (approved
+    /// proposals' files: the continued walk reuses what it read) and
+    /// commits that change them (unsigned here, so refused).
+    #[test]
+    fn a_walk_continued_from_a_state_ends_where_a_whole_walk_does(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let base = [
+            (
+                "policies/default.cedar",
+                "permit(principal, action, resource);",
+            ),
+            ("agents/noop/agent.toml", "name = \"noop\""),
+            ("gov.toml", "[budget]\ntokens_cap = 10\n"),
+        ];
+        let mut files: Vec<(&str, &str)> = base.to_vec();
+        let mut tips = vec![commit(&repo, None, &files)?];
+        let changes: [(&str, &str); 5] = [
+            ("proposals/2026-12/aa/p-1.toml", "one"),
+            ("proposals/2026-12/aa/p-2.toml", "two"),
+            (
+                "policies/default.cedar",
+                "forbid(principal, action, resource);",
+            ),
+            ("proposals/2026-12/bb/p-3.toml", "three"),
+            ("agents/noop/agent.toml", "name = \"other\""),
+        ];
+        for (path, content) in changes {
+            files.retain(|(p, _)| *p != path);
+            files.push((path, content));
+            let parent = tips.last().copied();
+            tips.push(commit(&repo, parent, &files)?);
+        }
+        let forge = |_: Oid| false;
+        let seen = |t: &TrustState| {
+            (
+                t.tip,
+                t.in_force,
+                t.refused.clone(),
+                t.resolved.clone(),
+                t.state.clone(),
+                t.at_tip.clone(),
+                t.at_tip_ids,
+            )
+        };
+        for pair in tips.windows(2) {
+            let before = TrustState::compute(&repo, pair[0], None, &forge)?;
+            let continued = TrustState::compute(&repo, pair[1], Some(&before), &forge)?;
+            let whole = TrustState::compute(&repo, pair[1], None, &forge)?;
+            assert_eq!(seen(&continued), seen(&whole));
+        }
+        let last = TrustState::compute(&repo, tips[tips.len() - 1], None, &forge)?;
+        assert_eq!(last.refused.len(), 2, "{:?}", last.refused);
+        Ok(())
+    }
 
     fn oid(n: u32) -> Oid {
         let mut bytes = [0u8; 20];
