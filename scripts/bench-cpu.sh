@@ -2,9 +2,9 @@
 # The instructions `gov serve` executes per write, counted by valgrind's
 # callgrind: unlike a rate or a CPU time, the count does not move with
 # what else the machine is doing. Two runs of one build came within 3-7%
-# of each other: the server's timed background work (maintenance passes,
-# checkpoints, the spare files), which under callgrind runs some fifty
-# times as often per write, is counted too. It counts CPU work, not
+# of each other: the server's background work (maintenance passes, above
+# all the merges of packs: with one client every write is a pack of its
+# own; checkpoints; the spare files) is counted too, and falls in bursts. It counts CPU work, not
 # waiting: what an fsync costs, or how long a writer waits for the writer
 # lock, does not show.
 #
