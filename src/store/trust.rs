@@ -511,52 +511,22 @@ fn short(commit: &str) -> &str {
 mod tests {
     use super::*;
 
-    /// Commits `files` (path, content) on `main` over `parent`, unsigned.
-    fn commit(
-        repo: &Repository,
-        parent: Option<Oid>,
-        files: &[(&str, &str)],
-    ) -> Result<Oid, git2::Error> {
-        let mut index = repo.index()?;
-        index.clear()?;
-        for (path, content) in files {
-            let entry = git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: 0o100644,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id: Oid::zero(),
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            };
-            index.add_frombuffer(&entry, content.as_bytes())?;
-        }
-        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
-        let who = git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0))?;
-        let parents: Vec<git2::Commit<'_>> = parent
-            .map(|p| repo.find_commit(p))
-            .transpose()?
-            .into_iter()
-            .collect();
-        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
-        repo.commit(Some("refs/heads/main"), &who, &who, "c", &tree, &parents)
-    }
-
     /// A walk continued from the state of an earlier tip (as the server
     /// keeps it) ends where a walk of the whole history does, through
     /// commits that leave the governed files as they are (approved
     /// proposals' files: the continued walk reuses what it read) and
-    /// commits that change them (unsigned here, so refused).
+    /// commits that change them (signed by no approver here, so refused).
     #[test]
     fn a_walk_continued_from_a_state_ends_where_a_whole_walk_does(
     ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::git::{commit_files, init_repo};
         let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let repo = init_repo(dir.path(), "main")?;
+        let key = crate::store::keys::SigningKey::generate("t")?;
+        let who = git2::Signature::now("t", "t@gov")?;
+        let main = "refs/heads/main";
+        let file =
+            |path: &str, content: &str| vec![(path.to_string(), content.as_bytes().to_vec())];
         let base = [
             (
                 "policies/default.cedar",
@@ -564,9 +534,9 @@ mod tests {
             ),
             ("agents/noop/agent.toml", "name = \"noop\""),
             ("gov.toml", "[budget]\ntokens_cap = 10\n"),
-        ];
-        let mut files: Vec<(&str, &str)> = base.to_vec();
-        let mut tips = vec![commit(&repo, None, &files)?];
+        ]
+        .map(|(path, content)| (path.to_string(), content.as_bytes().to_vec()));
+        let mut tips = vec![commit_files(&repo, &key, &who, main, None, &base, "base")?];
         let changes: [(&str, &str); 5] = [
             ("proposals/2026-12/aa/p-1.toml", "one"),
             ("proposals/2026-12/aa/p-2.toml", "two"),
@@ -578,10 +548,16 @@ mod tests {
             ("agents/noop/agent.toml", "name = \"other\""),
         ];
         for (path, content) in changes {
-            files.retain(|(p, _)| *p != path);
-            files.push((path, content));
             let parent = tips.last().copied();
-            tips.push(commit(&repo, parent, &files)?);
+            tips.push(commit_files(
+                &repo,
+                &key,
+                &who,
+                main,
+                parent,
+                &file(path, content),
+                path,
+            )?);
         }
         let forge = |_: Oid| false;
         let seen = |t: &TrustState| {
