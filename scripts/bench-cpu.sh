@@ -25,8 +25,8 @@
 # are the benchmark's mix; decisions decide proposals that 4N submissions
 # left pending (the benchmark's 20% approved); charges and audit posts
 # follow 16 submissions (which make the 16 agents they are charged to).
-# Each run takes a minute or so (the server runs
-# some fifty times slower under callgrind).
+# Each run takes a minute or so (the server runs some fifty times slower
+# under callgrind).
 #
 # Needs valgrind (Debian's package) and python3.
 set -eu
@@ -56,13 +56,8 @@ trap 'rm -rf "$work"' EXIT
 # server a second time, briefly, to time a start-up).
 instructions() {
     build=$1; shift
-    bs="$build/bench_server"; [ -x "$bs" ] || bs="$build/examples/bench_server"
+    bs=$(bench_server_of "$build")
     rm -f "$work"/cg.*
-    cat >"$work/server" <<WRAP
-#!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$bs" "\$@"
-WRAP
-    chmod +x "$work/server"
     "$bs" --clients 1 --rounds 1 --hooks 0 --soak 0 --seconds 3000 \
         --server-bin "$work/server" --gov-bin "$build/gov" "$@" >"$work/out" 2>&1
     # Every write must have succeeded, or the count is not the writes'.
@@ -79,10 +74,19 @@ sys.exit(1 if bad else 0)'; then
         sed -n 's/^summary: *//p' "$f"
     done | sort -n | tail -1
 }
+bench_server_of() {
+    if [ -x "$1/bench_server" ]; then echo "$1/bench_server"; else echo "$1/examples/bench_server"; fi
+}
 n=$count
 n2=$((2 * count))
 n4=$((4 * count))
 for build in $builds; do
+    # The server of this build, under callgrind (one file per process).
+    cat >"$work/server" <<WRAP
+#!/bin/sh
+exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$(bench_server_of "$build")" "\$@"
+WRAP
+    chmod +x "$work/server"
     for phase in submit decide charge audit; do
         case $phase in
             submit) one="--submits $n"; two="--submits $n2"; rest="--decisions 0 --charges 0 --audits 0" ;;
