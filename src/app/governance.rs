@@ -2,21 +2,29 @@
 //! audit entry appended through [`Governance`], and the index is updated
 //! before the chain lock is released.
 //!
-//! **Group commit.** Concurrent writers form batches. A writer takes the
-//! writer mutex, runs its closure against the batch's state (the index
+//! **Group commit.** Concurrent writers form batches. A writer queues its
+//! closure; one writer at a time combines: it takes every queued closure
+//! and runs each, on its own thread, against the batch's state (the index
 //! with every earlier entry of the batch applied, the refs as the batch
-//! staged them), stages its entries (one signed commit each, appended to
-//! the batch's chain tip, their rows in the batch's SQLite transaction)
-//! and lets go of the mutex. The last writer in line
-//! (nobody else waiting, or the batch full) flushes the batch: its objects
-//! as one pack, its refs in one transaction (compare-and-swap), its rows in
-//! one SQLite commit; then every writer of the batch is answered (an
+//! staged them), staging its entries (one signed commit each, appended to
+//! the batch's chain tip, their rows in the batch's SQLite transaction).
+//! Once the queue is empty (or the batch full) it flushes the batch: its
+//! objects as one pack, its refs in one transaction (compare-and-swap), its
+//! rows in one SQLite commit; then every writer of the batch is answered,
+//! and a writer queued meanwhile combines the next batch (an
 //! approval once its file is in the checkout too, which it puts there
 //! itself outside the writer mutex: see [`Governance::sync_handed_through`];
 //! the batch's other writers do not wait for that). A writer
 //! whose closure fails is undone alone (its staged refs and objects; its
 //! rows, if it wrote any, by applying the batch's other entries again); a batch
 //! whose flush fails answers each of its writers with the error.
+//!
+//! A closure runs on the combining writer's thread, not its own: that
+//! saves a hand-over of the writer mutex (a thread woken and scheduled) per
+//! writer, about a sixth of a busy batch's time (docs/BENCHMARKS.md, the
+//! thirtieth round). Its writer waits until it has run and its batch is
+//! flushed; should the combining writer panic, every closure it took is
+//! answered with `GovError::Poisoned`.
 //!
 //! Two locks serialise batches: the writer mutex inside the process and the
 //! chain's file lock across processes (held from a batch's first writer to
@@ -26,8 +34,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use git2::{Oid, Repository};
 
@@ -250,6 +258,109 @@ struct Outcomes {
     /// files are there: a writer that staged one of them puts them there
     /// itself ([`Governance::sync_handed_through`]) before its answer.
     handed: BTreeMap<u64, u64>,
+    /// Writers' turns waiting for the combining writer (see
+    /// [`Governance::transact`]).
+    queue: Vec<Job>,
+    /// Whether a writer is combining: taking the queued turns, running them
+    /// and flushing their batch.
+    combining: bool,
+    /// The next job's ticket.
+    next_ticket: u64,
+    /// How the turns the combining writer ran ended, by ticket, until
+    /// their writers take them.
+    turns: std::collections::HashMap<u64, Turn>,
+}
+
+/// A writer's turn, queued for the combining writer: it runs the writer's
+/// closure in the open batch (`Governance::run_in_batch`) and puts the
+/// closure's answer where the writer waits for it.
+struct Job {
+    ticket: u64,
+    run: TurnFn<'static>,
+    /// The waiting writer's thread, unparked when its turn is reported or
+    /// when it is to combine.
+    writer: std::thread::Thread,
+}
+
+/// A queued writer's closure, wrapped: runs it in the open batch, puts its
+/// answer where its writer waits, and says whether the writer's entries
+/// were staged (it is a member of the batch).
+type TurnFn<'a> = Box<dyn FnOnce(&Governance, &mut Writer) -> bool + Send + 'a>;
+
+/// The turns a combining writer took, reported to their writers when it
+/// is done, or as poisoned when it panics (a turn taken and not run
+/// included: its closure was dropped with the panic).
+struct Reports<'g> {
+    gov: &'g Governance,
+    turns: Vec<(u64, std::thread::Thread, Option<Turn>)>,
+}
+
+impl Reports<'_> {
+    /// Records how the turn of `ticket` ended.
+    fn ran(&mut self, ticket: u64, turn: Turn) {
+        if let Some(t) = self.turns.iter_mut().rev().find(|t| t.0 == ticket) {
+            t.2 = Some(turn);
+        }
+    }
+
+    /// Hands the turns to their writers and wakes each, and lets the next
+    /// writer in the queue combine (waking it alone: the others sleep on).
+    /// `poisoned`: every turn fails, the queued ones too (their closures
+    /// are dropped before their writers are told).
+    fn publish(&mut self, poisoned: bool) {
+        const FAILED: Turn = Turn {
+            batch: None,
+            wants_checkout: false,
+            poisoned: true,
+        };
+        let mut wake = Vec::with_capacity(self.turns.len() + 1);
+        let mut o = self.gov.outcomes_even_poisoned();
+        for (ticket, writer, turn) in self.turns.drain(..) {
+            let turn = turn.filter(|_| !poisoned).unwrap_or(FAILED);
+            o.turns.insert(ticket, turn);
+            wake.push(writer);
+        }
+        if poisoned {
+            for job in std::mem::take(&mut o.queue) {
+                let Job {
+                    ticket,
+                    run,
+                    writer,
+                } = job;
+                drop(run);
+                o.turns.insert(ticket, FAILED);
+                wake.push(writer);
+            }
+        } else if let Some(next) = o.queue.first() {
+            wake.push(next.writer.clone());
+        }
+        o.combining = false;
+        drop(o);
+        for writer in wake {
+            writer.unpark();
+        }
+    }
+}
+
+impl Drop for Reports<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.publish(true);
+        }
+    }
+}
+
+/// How a queued turn ended, for its writer.
+#[derive(Clone, Copy)]
+struct Turn {
+    /// The batch that holds the writer's entries, if its closure succeeded
+    /// (answered once that batch is flushed).
+    batch: Option<u64>,
+    /// Whether the writer asked for files in the working tree (an
+    /// approval): it puts them there before its answer.
+    wants_checkout: bool,
+    /// The combining writer panicked before the turn's batch was flushed.
+    poisoned: bool,
 }
 
 /// What [`Governance::sync_handed_through`] keeps between calls.
@@ -288,11 +399,7 @@ pub struct Governance {
     signer_key: Option<SigningKey>,
     signer: Role,
     writer: Mutex<Writer>,
-    /// Writers waiting for the writer mutex: while there are any, a writer
-    /// leaves the flush to the last of them.
-    waiting: AtomicUsize,
     outcomes: Mutex<Outcomes>,
-    flushed: Condvar,
     reader: Mutex<Index>,
     /// The connection background checkpoints run through, opened at the
     /// first one: a checkpoint copies the log and flushes the database
@@ -496,9 +603,7 @@ impl Governance {
                 seen,
                 last_tip: None,
             }),
-            waiting: AtomicUsize::new(0),
             outcomes: Mutex::new(Outcomes::default()),
-            flushed: Condvar::new(),
             reader: Mutex::new(reader),
             checkpointer: Mutex::new(None),
             tampered: Mutex::new(tampered),
@@ -571,56 +676,147 @@ impl Governance {
     /// up to the tip and every earlier entry of the batch applied; stages
     /// the entries it returns and answers once the batch is durable. If `f`
     /// fails, nothing of it is written.
-    pub fn transact<T, E: From<GovError>>(
+    ///
+    /// Writers combine: each queues its turn, and one of them (the
+    /// combining writer) takes every queued turn, runs them one after the
+    /// other on its own thread, and flushes their batch once nobody is left
+    /// in the queue; then it answers them all at once and lets the next
+    /// writer in the queue combine. So a batch of many writers costs one
+    /// hand-over of the writer mutex instead of one per writer.
+    pub fn transact<T: Send, E: From<GovError> + Send>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E> + Send,
     ) -> Result<(T, Vec<AuditEntry>), E> {
         self.refuse_if_tampered()?;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let locked = self.writer.lock();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let mut guard = locked.map_err(|_| GovError::Poisoned)?;
-        let checkouts = |w: &Writer| w.batch.as_ref().map_or(0, |b| b.staged.checkouts());
-        let checkouts_before = checkouts(&guard);
-        let staged = self.run_in_batch(&mut guard, f);
-        let member = matches!(staged, Ok(Ok(_)));
-        // A writer whose own (kept) changes asked for files in the working
-        // tree: an approval. It waits for them; the others do not.
-        let wants_checkout = checkouts(&guard) > checkouts_before;
-        let batch_id = guard.batch.as_ref().map(|b| b.id);
-        let full = guard.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH);
-        // This writer's objects go to the encoding thread (the flush
-        // encodes whatever it has not done by then).
-        let to_encode = guard.batch.as_mut().map(|b| b.staged.take_to_encode());
-        let to_encode = to_encode.unwrap_or_default();
-        if self.waiting.load(Ordering::SeqCst) > 0 && !full {
-            // Someone is in line for the mutex: the last of them flushes.
-            // The thread is woken once the mutex is let go of.
-            drop(guard);
-            to_encode.hand_over();
-        } else {
-            // The flush starts now: the thread starts on them while it
-            // takes its locks.
-            to_encode.hand_over();
-            self.finish_batch(&mut guard);
-            drop(guard);
-        }
+        #[allow(
+            clippy::type_complexity,
+            reason = "the batch's error outside, the writer's own answer inside"
+        )]
+        let mut answer: Option<Result<Result<(T, Vec<ChainEntry>), E>, GovError>> = None;
+        let slot = &mut answer;
+        let run: TurnFn<'_> = Box::new(move |gov: &Governance, w: &mut Writer| {
+            let staged = gov.run_in_batch(w, f);
+            let member = matches!(staged, Ok(Ok(_)));
+            *slot = Some(staged);
+            member
+        });
+        // SAFETY: the closure borrows this frame (`f`'s captures and
+        // `answer`). It is run or dropped by the combining writer before
+        // this writer's turn is reported (`Turn`), and this function does
+        // not return until then: it only waits on a condition variable,
+        // whose poisoning it ignores. It unwinds only if this writer is the
+        // combining one and panics, and then every closure it took has been
+        // run or dropped first (`combine`'s locals go before `Reports`).
+        // `Send` bounds on `f`, `T` and `E` make running the closure on
+        // another thread sound, as a scoped thread would.
+        #[allow(
+            unsafe_code,
+            reason = "a turn run on the combining writer's thread borrows the waiting writer's frame"
+        )]
+        let run: TurnFn<'static> = unsafe { std::mem::transmute(run) };
+        let turn = self.queue_and_wait(run);
+        let staged = match answer.take() {
+            Some(staged) if !turn.poisoned => staged,
+            _ => return Err(GovError::Poisoned.into()),
+        };
         let (value, written) = match staged {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(e.into()),
         };
-        if member {
-            if let Some(id) = batch_id {
-                self.wait_for(id)?;
-                if wants_checkout {
-                    // Outside the writer lock: the next batch is staged
-                    // meanwhile.
-                    self.sync_batch_checkouts(id);
-                }
+        if let Some(id) = turn.batch {
+            self.batch_outcome(id)?;
+            if turn.wants_checkout {
+                // Outside the writer lock: the next batch is staged
+                // meanwhile.
+                self.sync_batch_checkouts(id);
             }
         }
         Ok((value, written.into_iter().map(|w| w.entry).collect()))
+    }
+
+    /// Queues a writer's turn and waits until it is reported: run by this
+    /// writer itself when nobody is combining, else by the combining
+    /// writer.
+    fn queue_and_wait(&self, run: TurnFn<'static>) -> Turn {
+        let mut o = self.outcomes_even_poisoned();
+        let ticket = o.next_ticket;
+        o.next_ticket += 1;
+        let writer = std::thread::current();
+        o.queue.push(Job {
+            ticket,
+            run,
+            writer,
+        });
+        loop {
+            if let Some(turn) = o.turns.remove(&ticket) {
+                return turn;
+            }
+            if !o.combining {
+                o.combining = true;
+                drop(o);
+                self.combine();
+            } else {
+                drop(o);
+                // Unparked when the turn is reported or this writer is next
+                // to combine (or spuriously: it looks again).
+                std::thread::park();
+            }
+            o = self.outcomes_even_poisoned();
+        }
+    }
+
+    /// The combining writer's work: takes the queued turns and runs them in
+    /// the open batch, again while more are queued meanwhile; flushes the
+    /// batch when the queue is empty or the batch full; reports every turn
+    /// it ran and lets the next writer combine. A poisoned writer mutex (a
+    /// writer panicked holding it) fails every queued turn.
+    fn combine(&self) {
+        let mut reports = Reports {
+            gov: self,
+            turns: Vec::new(),
+        };
+        let Ok(mut w) = self.writer.lock() else {
+            reports.publish(true);
+            return;
+        };
+        loop {
+            let jobs = std::mem::take(&mut self.outcomes_even_poisoned().queue);
+            if jobs.is_empty() {
+                break;
+            }
+            // Taken: from here on, should this thread panic, their writers
+            // are told (`Reports`' drop).
+            reports
+                .turns
+                .extend(jobs.iter().map(|j| (j.ticket, j.writer.clone(), None)));
+            for job in jobs {
+                let checkouts = |w: &Writer| w.batch.as_ref().map_or(0, |b| b.staged.checkouts());
+                let before = checkouts(&w);
+                let ticket = job.ticket;
+                let member = (job.run)(self, &mut w);
+                // A writer whose own (kept) changes asked for files in the
+                // working tree: an approval. It waits for them; the others
+                // do not.
+                let turn = Turn {
+                    batch: w.batch.as_ref().map(|b| b.id).filter(|_| member),
+                    wants_checkout: checkouts(&w) > before,
+                    poisoned: false,
+                };
+                reports.ran(ticket, turn);
+                // This writer's objects go to the encoding thread (the
+                // flush encodes whatever it has not done by then).
+                if let Some(b) = w.batch.as_mut() {
+                    b.staged.take_to_encode().hand_over();
+                }
+                if w.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH) {
+                    self.finish_batch(&mut w);
+                }
+            }
+        }
+        self.finish_batch(&mut w);
+        drop(w);
+        reports.publish(false);
     }
 
     /// Runs one writer's closure in the open batch (opening one if needed)
@@ -805,7 +1001,6 @@ impl Governance {
             }
         }
         drop(outcomes);
-        self.flushed.notify_all();
     }
 
     /// Puts flushed batch `batch`'s files into the working tree
@@ -981,14 +1176,13 @@ impl Governance {
             .unwrap_or_default()
     }
 
-    /// Waits until batch `id` is flushed; its error, if it failed.
-    fn wait_for(&self, id: u64) -> Result<(), GovError> {
-        let mut outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
-        while outcomes.done_through < id {
-            outcomes = self
-                .flushed
-                .wait(outcomes)
-                .map_err(|_| GovError::Poisoned)?;
+    /// How flushed batch `id` ended: its error, if it failed. A turn is
+    /// reported once its batch is flushed, so its writer finds the outcome
+    /// here.
+    fn batch_outcome(&self, id: u64) -> Result<(), GovError> {
+        let outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
+        if outcomes.done_through < id {
+            return Err(GovError::Poisoned);
         }
         match outcomes.failed.get(&id) {
             Some((why, true)) => Err(GovError::BatchStorageFull(why.clone())),
@@ -1455,6 +1649,82 @@ mod tests {
         Ok(())
     }
 
+    /// A writer mutex poisoned by a panic fails every later writer at once
+    /// (not a hang), without running its closure.
+    #[test]
+    fn a_poisoned_writer_mutex_fails_the_queued_writers() -> TestResult {
+        let (_dir, gov) = new_repository()?;
+        let entry = tool_call("after the panic")?;
+        std::thread::scope(|scope| {
+            let panicked = scope.spawn(|| {
+                let _w = gov.writer.lock();
+                panic!("a writer panics holding the writer mutex");
+            });
+            assert!(panicked.join().is_err());
+        });
+        let mut ran = false;
+        let answer = gov.transact(|_| -> Result<_, GovError> {
+            ran = true;
+            Ok(((), vec![entry]))
+        });
+        assert!(matches!(answer, Err(GovError::Poisoned)), "{answer:?}");
+        assert!(!ran, "the closure ran under a poisoned mutex");
+        let o = gov.outcomes_even_poisoned();
+        assert!(o.queue.is_empty() && o.turns.is_empty() && !o.combining);
+        Ok(())
+    }
+
+    /// A combining writer that panics tells every writer whose turn it
+    /// took, run or not, and every writer still queued, that its turn
+    /// failed; the closures not run are dropped first.
+    #[test]
+    fn a_combining_writer_that_panics_fails_every_turn_it_holds() -> TestResult {
+        let (_dir, gov) = new_repository()?;
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct DropFlag(Arc<AtomicBool>);
+        impl Drop for DropFlag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = DropFlag(dropped.clone());
+        {
+            let mut o = gov.outcomes_even_poisoned();
+            o.combining = true;
+            o.queue.push(Job {
+                ticket: 3,
+                run: Box::new(move |_, _| {
+                    let _flag = &flag;
+                    true
+                }),
+                writer: std::thread::current(),
+            });
+        }
+        let ran = Turn {
+            batch: Some(1),
+            wants_checkout: false,
+            poisoned: false,
+        };
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let me = std::thread::current();
+            let mut reports = Reports {
+                gov: &gov,
+                turns: vec![(1, me.clone(), None), (2, me, None)],
+            };
+            reports.ran(1, ran);
+            panic!("the combining writer panics");
+        }));
+        assert!(unwound.is_err());
+        assert!(dropped.load(Ordering::SeqCst), "a queued closure was kept");
+        let mut o = gov.outcomes_even_poisoned();
+        assert!(o.queue.is_empty() && !o.combining);
+        for ticket in 1..=3 {
+            let turn = o.turns.remove(&ticket).ok_or("a writer was not told")?;
+            assert!(turn.poisoned && turn.batch.is_none(), "turn {ticket}");
+        }
+        Ok(())
+    }
+
     /// An approval and another write in one batch: the other writer is
     /// answered once the batch is durable, while the approval still waits
     /// to put its file into the working tree (held up here by the working
@@ -1467,7 +1737,8 @@ mod tests {
         let file = dir.path().join("approved.toml");
         let held = ChainLock::acquire_named(&dir.path().join(".git"), WORKTREE_LOCK_FILE)?;
         std::thread::scope(|scope| -> TestResult {
-            // Both writers in line before either gets in: one batch.
+            // Both writers in line before either gets in (the first to
+            // queue combines, held up here by the writer mutex): one batch.
             let writer = gov.writer.lock().map_err(|_| "poisoned")?;
             let approval = scope.spawn(|| {
                 gov.transact(|tx| -> Result<_, GovError> {
@@ -1478,7 +1749,7 @@ mod tests {
             });
             let other = scope
                 .spawn(|| gov.transact(|_| -> Result<_, GovError> { Ok(((), vec![other_entry])) }));
-            while gov.waiting.load(Ordering::SeqCst) < 2 {
+            while gov.outcomes_even_poisoned().queue.len() < 2 {
                 std::thread::yield_now();
             }
             drop(writer);

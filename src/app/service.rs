@@ -237,7 +237,10 @@ impl Service {
     /// `policy_change_refused` entry yet gets one in the same append, so
     /// each refused commit is recorded once, by whichever process writes
     /// first.
-    pub fn transact<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Step<T>) -> Result<T, AppError> {
+    pub fn transact<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Step<T> + Send,
+    ) -> Result<T, AppError> {
         self.repair_if_due();
         let result = self.gov.transact(|tx| {
             let (answer, entries) = f(tx)?;

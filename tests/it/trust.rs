@@ -305,7 +305,7 @@ fn a_submission_decided_before_a_policy_change_landed_is_decided_again() -> Test
         // A writer holds the batch open...
         let svc = &svc;
         let holder = s.spawn(move || {
-            svc.transact(|_| {
+            svc.transact(move |_| {
                 let _ = held.send(());
                 let _ = released.recv();
                 Ok((Ok(()), vec![]))
