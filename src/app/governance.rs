@@ -20,7 +20,8 @@
 //! whose flush fails answers each of its writers with the error.
 //!
 //! Before it flushes, a combining writer that finds the queue empty yields
-//! its core once, so that a writer on its way can join the batch.
+//! its core once, so that a writer on its way can join the batch (when
+//! writers come together: this batch or the last held more than one).
 //!
 //! A closure runs on the combining writer's thread, not its own: that
 //! saves a hand-over of the writer mutex (a thread woken and scheduled) per
@@ -247,6 +248,9 @@ struct Writer {
     seen: (i64, Option<u64>),
     /// The chain's tip as the last batch of this process flushed it.
     last_tip: Option<ChainEntry>,
+    /// How many writers the last batch held: more than one, and writers
+    /// are likely on their way (see [`Governance::combine`]).
+    last_members: usize,
 }
 
 /// How flushed batches ended, for the writers waiting on them.
@@ -605,6 +609,7 @@ impl Governance {
                 next_batch: 1,
                 seen,
                 last_tip: None,
+                last_members: 0,
             }),
             outcomes: Mutex::new(Outcomes::default()),
             reader: Mutex::new(reader),
@@ -785,7 +790,8 @@ impl Governance {
         };
         loop {
             let mut jobs = std::mem::take(&mut self.outcomes_even_poisoned().queue);
-            if jobs.is_empty() && w.batch.is_some() {
+            let busy = |b: &Batch| b.members > 1 || w.last_members > 1;
+            if jobs.is_empty() && w.batch.as_ref().is_some_and(busy) {
                 // Before flushing, the core is offered once to whoever is
                 // ready to run: a writer on its way (its request read, its
                 // decision made ahead) queues and joins this batch instead
@@ -793,6 +799,8 @@ impl Governance {
                 // Without it, a combining writer, faster than the writers'
                 // hand-overs were, flushed batches of a few writers a fifth
                 // more often (docs/BENCHMARKS.md, the thirtieth round).
+                // Only when writers come together: a lone writer (the
+                // hook, a command) has nobody to wait for.
                 std::thread::yield_now();
                 jobs = std::mem::take(&mut self.outcomes_even_poisoned().queue);
             }
@@ -972,6 +980,7 @@ impl Governance {
             open_for_us = batch.opened.elapsed().as_micros() as u64,
             "batch closing"
         );
+        w.last_members = batch.members;
         let result = if batch.members == 0 {
             w.index.rollback_batch();
             Ok((true, Vec::new()))
