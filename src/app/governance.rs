@@ -19,13 +19,14 @@
 //! rows, if it wrote any, by applying the batch's other entries again); a batch
 //! whose flush fails answers each of its writers with the error.
 //!
-//! Before it flushes, a combining writer that finds the queue empty yields
-//! its core once, so that a writer on its way can join the batch (when
-//! writers come together: this batch or the last held more than one).
+//! Each time a combining writer finds the queue empty, it yields its core
+//! once and looks again before it flushes, so that a writer on its way can
+//! join the batch (when writers come together: this batch or the last held
+//! more than one).
 //!
 //! A closure runs on the combining writer's thread, not its own: that
 //! saves a hand-over of the writer mutex (a thread woken and scheduled) per
-//! writer, about a sixth of a busy batch's time (docs/BENCHMARKS.md, the
+//! writer, about a seventh of a busy batch's time (docs/BENCHMARKS.md, the
 //! thirtieth round). Its writer waits until it has run and its batch is
 //! flushed; should the combining writer panic, every closure it took is
 //! answered with `GovError::Poisoned`.
