@@ -257,9 +257,8 @@ struct Writer {
 /// How flushed batches ended, for the writers waiting on them.
 #[derive(Default)]
 struct Outcomes {
-    /// Batches are flushed in order: every id up to this one is done.
-    done_through: u64,
-    /// Why recent batches failed, and whether the disk was full.
+    /// Why recent batches failed, and whether the disk was full: read into
+    /// their writers' turns when the turns are reported.
     failed: BTreeMap<u64, (String, bool)>,
     /// Flushed batches that handed files over for the working tree, with
     /// the number of their hand-over (see [`Checkouts`]), until those
@@ -304,13 +303,6 @@ struct Reports<'g> {
 }
 
 impl Reports<'_> {
-    /// Records how the turn of `ticket` ended.
-    fn ran(&mut self, ticket: u64, turn: Turn) {
-        if let Some(t) = self.turns.iter_mut().rev().find(|t| t.0 == ticket) {
-            t.2 = Some(turn);
-        }
-    }
-
     /// Hands the turns to their writers and wakes each, and lets the next
     /// writer in the queue combine (waking it alone: the others sleep on).
     /// `poisoned`: every turn fails, the queued ones too (their closures
@@ -318,13 +310,16 @@ impl Reports<'_> {
     fn publish(&mut self, poisoned: bool) {
         const FAILED: Turn = Turn {
             batch: None,
+            failed: None,
             wants_checkout: false,
             poisoned: true,
         };
         let mut wake = Vec::with_capacity(self.turns.len() + 1);
         let mut o = self.gov.outcomes_even_poisoned();
         for (ticket, writer, turn) in self.turns.drain(..) {
-            let turn = turn.filter(|_| !poisoned).unwrap_or(FAILED);
+            let mut turn = turn.filter(|_| !poisoned).unwrap_or(FAILED);
+            // Every batch a reported turn is in has been flushed.
+            turn.failed = turn.batch.and_then(|id| o.failed.get(&id).cloned());
             o.turns.insert(ticket, turn);
             wake.push(writer);
         }
@@ -359,11 +354,12 @@ impl Drop for Reports<'_> {
 }
 
 /// How a queued turn ended, for its writer.
-#[derive(Clone, Copy)]
 struct Turn {
     /// The batch that holds the writer's entries, if its closure succeeded
     /// (answered once that batch is flushed).
     batch: Option<u64>,
+    /// Why that batch's flush failed, and whether the disk was full.
+    failed: Option<(String, bool)>,
     /// Whether the writer asked for files in the working tree (an
     /// approval): it puts them there before its answer.
     wants_checkout: bool,
@@ -712,8 +708,8 @@ impl Governance {
         // SAFETY: the closure borrows this frame (`f`'s captures and
         // `answer`). It is run or dropped by the combining writer before
         // this writer's turn is reported (`Turn`), and this function does
-        // not return until then: it only waits on a condition variable,
-        // whose poisoning it ignores. It unwinds only if this writer is the
+        // not return until then: it only parks, and ignores a poisoned
+        // mutex. It unwinds only if this writer is the
         // combining one and panics, and then every closure it took has been
         // run or dropped first (`combine`'s locals go before `Reports`).
         // `Send` bounds on `f`, `T` and `E` make running the closure on
@@ -733,8 +729,12 @@ impl Governance {
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(e.into()),
         };
+        match turn.failed {
+            Some((why, true)) => return Err(GovError::BatchStorageFull(why).into()),
+            Some((why, false)) => return Err(GovError::BatchFailed(why).into()),
+            None => {}
+        }
         if let Some(id) = turn.batch {
-            self.batch_outcome(id)?;
             if turn.wants_checkout {
                 // Outside the writer lock: the next batch is staged
                 // meanwhile.
@@ -789,6 +789,7 @@ impl Governance {
             reports.publish(true);
             return;
         };
+        let checkouts = |w: &Writer| w.batch.as_ref().map_or(0, |b| b.staged.checkouts());
         loop {
             let mut jobs = std::mem::take(&mut self.outcomes_even_poisoned().queue);
             let busy = |b: &Batch| b.members > 1 || w.last_members > 1;
@@ -810,23 +811,22 @@ impl Governance {
             }
             // Taken: from here on, should this thread panic, their writers
             // are told (`Reports`' drop).
+            let first = reports.turns.len();
             reports
                 .turns
                 .extend(jobs.iter().map(|j| (j.ticket, j.writer.clone(), None)));
-            for job in jobs {
-                let checkouts = |w: &Writer| w.batch.as_ref().map_or(0, |b| b.staged.checkouts());
+            for (i, job) in jobs.into_iter().enumerate() {
                 let before = checkouts(&w);
-                let ticket = job.ticket;
                 let member = (job.run)(self, &mut w);
                 // A writer whose own (kept) changes asked for files in the
                 // working tree: an approval. It waits for them; the others
                 // do not.
-                let turn = Turn {
+                reports.turns[first + i].2 = Some(Turn {
                     batch: w.batch.as_ref().map(|b| b.id).filter(|_| member),
+                    failed: None,
                     wants_checkout: checkouts(&w) > before,
                     poisoned: false,
-                };
-                reports.ran(ticket, turn);
+                });
                 // This writer's objects go to the encoding thread (the
                 // flush encodes whatever it has not done by then).
                 if let Some(b) = w.batch.as_mut() {
@@ -1009,7 +1009,6 @@ impl Governance {
         }
         drop(batch._lock);
         let mut outcomes = self.outcomes_even_poisoned();
-        outcomes.done_through = batch.id;
         if !checkouts.is_empty() {
             if let Ok(mut c) = self.checkouts.lock() {
                 c.files.extend(checkouts);
@@ -1198,21 +1197,6 @@ impl Governance {
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default()
-    }
-
-    /// How flushed batch `id` ended: its error, if it failed. A turn is
-    /// reported once its batch is flushed, so its writer finds the outcome
-    /// here.
-    fn batch_outcome(&self, id: u64) -> Result<(), GovError> {
-        let outcomes = self.outcomes.lock().map_err(|_| GovError::Poisoned)?;
-        if outcomes.done_through < id {
-            return Err(GovError::Poisoned);
-        }
-        match outcomes.failed.get(&id) {
-            Some((why, true)) => Err(GovError::BatchStorageFull(why.clone())),
-            Some((why, false)) => Err(GovError::BatchFailed(why.clone())),
-            None => Ok(()),
-        }
     }
 
     /// One pass of repository maintenance (`store::maintain`): writers go
@@ -1726,6 +1710,7 @@ mod tests {
         }
         let ran = Turn {
             batch: Some(1),
+            failed: None,
             wants_checkout: false,
             poisoned: false,
         };
@@ -1735,7 +1720,7 @@ mod tests {
                 gov: &gov,
                 turns: vec![(1, me.clone(), None), (2, me, None)],
             };
-            reports.ran(1, ran);
+            reports.turns[0].2 = Some(ran);
             panic!("the combining writer panics");
         }));
         assert!(unwound.is_err());
