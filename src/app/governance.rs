@@ -1298,6 +1298,14 @@ impl Governance {
             .map_err(|e| StoreError::io("make spare files in", &self.git_dir, e).into())
     }
 
+    /// Makes the audit key's signature nonces ahead, on a thread of its
+    /// own, so that signing an entry in a writer's turn skips the
+    /// base-point multiplication (see `store::keys`). For a process that
+    /// signs many entries: the server.
+    pub fn make_nonces_ahead(&self) {
+        self.audit_key.make_nonces_ahead();
+    }
+
     /// Drops the repository handles kept between batches (a batch's, the
     /// working tree's) that are at least `min_age` old, or hold packs a
     /// pass deleted, and are not in use.

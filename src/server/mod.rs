@@ -308,6 +308,8 @@ pub async fn serve(
             None
         }
     };
+    // Signature nonces, made ahead on a thread of their own.
+    state.svc.governance().make_nonces_ahead();
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

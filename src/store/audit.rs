@@ -16,7 +16,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{signed_commit_of, Staged, StoreError};
+use crate::store::git::{commit_signed_by, NewCommit, Nonce, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -179,7 +179,14 @@ pub fn stage(
         // read back would stop every later reader of the chain.
         let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<Oid> = parent.into_iter().collect();
-        let oid = signed_commit_of(repo, staged, key, &who, empty, &parents, &message)?;
+        // In a writer's turn: the nonce is taken from those made ahead.
+        let commit = NewCommit {
+            author: &who,
+            tree: empty,
+            parents: &parents,
+            message: &message,
+        };
+        let oid = commit_signed_by(repo, staged, key, Nonce::Ahead, commit)?;
         written.push(ChainEntry {
             commit: oid,
             entry,

@@ -139,7 +139,49 @@ pub fn signed_commit_of(
     parents: &[Oid],
     message: &str,
 ) -> Result<Oid, StoreError> {
+    let commit = NewCommit {
+        author,
+        tree,
+        parents,
+        message,
+    };
+    commit_signed_by(repo, staged, key, Nonce::Standard, commit)
+}
+
+/// A commit to write: its author (and committer), tree, parents and
+/// message.
+pub struct NewCommit<'a> {
+    pub author: &'a Signature<'a>,
+    pub tree: Oid,
+    pub parents: &'a [Oid],
+    pub message: &'a str,
+}
+
+/// How a commit's signature gets its nonce (see `store::keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nonce {
+    /// Derived from the message, as RFC 8032 does.
+    Standard,
+    /// One made ahead, if the key has one ready: for a commit signed
+    /// where it holds up others (an audit entry in a writer's turn).
+    Ahead,
+}
+
+/// [`signed_commit_of`], its signature's nonce as `nonce` says.
+pub fn commit_signed_by(
+    repo: &Repository,
+    staged: &mut Staged,
+    key: &SigningKey,
+    nonce: Nonce,
+    commit: NewCommit<'_>,
+) -> Result<Oid, StoreError> {
     use std::fmt::Write;
+    let NewCommit {
+        author,
+        tree,
+        parents,
+        message,
+    } = commit;
     let name = author
         .name()
         .ok_or_else(|| git2::Error::from_str("the author's name is not UTF-8"))?;
@@ -169,7 +211,10 @@ pub fn signed_commit_of(
     let mut signed_part = header.clone();
     signed_part.push('\n');
     signed_part.push_str(message);
-    let signature = key.sign_git(signed_part.as_bytes())?;
+    let signature = match nonce {
+        Nonce::Standard => key.sign_git(signed_part.as_bytes())?,
+        Nonce::Ahead => key.sign_git_ahead(signed_part.as_bytes())?,
+    };
     // The signature goes in a `gpgsig` header field, each of its lines
     // after the first indented by one space.
     let mut content = header;

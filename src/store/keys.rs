@@ -3,9 +3,35 @@
 //! that says which key may sign in which role.
 //!
 //! Everything is done in Rust; `ssh-keygen` is never run.
+//!
+//! **Nonces made ahead.** An Ed25519 signature is `R = r·B` and
+//! `s = r + H(R, A, M)·a`. The standard (RFC 8032) derives the secret
+//! nonce `r` from the key and the message, so the base-point
+//! multiplication, most of a signature's cost, can only start once the
+//! message is known; an audit entry's message is known only in its
+//! writer's turn, where every microsecond holds up the batch (it names the
+//! entry before it). The verification equation does not care how `r` was
+//! chosen, only that it is secret and never used twice. So a long-running
+//! server ([`SigningKey::make_nonces_ahead`]) draws each `r` as
+//! `SHA-512(the key's hash prefix ‖ 32 bytes from the operating system's
+//! random source ‖ a count)`, computes `R` on a thread of its own, and
+//! keeps a few hundred pairs ready; an audit entry's signature
+//! ([`SigningKey::sign_git_ahead`]) takes one pair out of the pool (by
+//! value: it is used once, and its `r` is wiped when dropped) and is left
+//! with two hashes and a multiply-add. With the pool empty, for every other
+//! signature, and in a process that never made a pool (the hook, a
+//! command, the watchdog), the signature is the standard deterministic
+//! one. Both verify the same way (stock `git`, `ssh-keygen -Y verify`,
+//! gov's own checks).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use curve25519_dalek::{EdwardsPoint, Scalar};
+use sha2::{Digest, Sha512};
+use zeroize::Zeroize;
 
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
@@ -86,6 +112,168 @@ pub struct SigningKey {
     /// OpenSSH form computes the public point again, which cost more than
     /// the signature itself on every commit.
     signer: ed25519_dalek::SigningKey,
+    /// Nonces made ahead, once [`SigningKey::make_nonces_ahead`] started
+    /// making them (see the module's documentation).
+    ahead: OnceLock<Option<NoncesAhead>>,
+}
+
+/// How many nonces the pool holds when full...
+const NONCES_KEPT: usize = 256;
+/// ...and how few it may fall to before its thread fills it again (one
+/// wake-up per this many signatures, not one per signature).
+const NONCES_REFILL_AT: usize = NONCES_KEPT / 2;
+
+/// A secret nonce `r` and its public point `R = r·B`, used for one
+/// signature; `r` is wiped when it is dropped.
+struct NoncePair {
+    r: Scalar,
+    big_r: [u8; 32],
+}
+
+impl Drop for NoncePair {
+    fn drop(&mut self) {
+        self.r.zeroize();
+    }
+}
+
+/// The pool of nonces a thread keeps filled for one key.
+struct NoncePool {
+    ready: Mutex<Vec<NoncePair>>,
+    /// Signalled when the pool falls to [`NONCES_REFILL_AT`], or to stop.
+    low: Condvar,
+    stop: AtomicBool,
+}
+
+/// A key's pool and what signing with its nonces needs: the secret scalar
+/// `a` (wiped when dropped) and the public key's bytes `A`.
+struct NoncesAhead {
+    pool: Arc<NoncePool>,
+    scalar: Scalar,
+    public: [u8; 32],
+}
+
+impl Drop for NoncesAhead {
+    fn drop(&mut self) {
+        self.scalar.zeroize();
+        self.pool.stop.store(true, Ordering::SeqCst);
+        self.pool.low.notify_all();
+    }
+}
+
+impl NoncesAhead {
+    /// Starts the thread that fills the pool for `key`; `None` if no
+    /// thread could be started (signatures are then made the standard way).
+    fn start(key: &ed25519_dalek::SigningKey) -> Option<NoncesAhead> {
+        let pool = Arc::new(NoncePool {
+            ready: Mutex::new(Vec::with_capacity(NONCES_KEPT)),
+            low: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        // The second half of SHA-512(seed): the key's hash prefix, which the
+        // standard mixes into its nonces; mixed into these as well, so a
+        // weak random source alone does not make them guessable. Kept on
+        // the heap, so that the thread takes it over without a copy left
+        // on this stack, and wiped when dropped.
+        let mut expanded = Box::new(zeroize::Zeroizing::new([0u8; 64]));
+        expanded.copy_from_slice(&Sha512::digest(key.as_bytes()));
+        let mut prefix = Box::new(zeroize::Zeroizing::new([0u8; 32]));
+        prefix.copy_from_slice(&expanded[32..]);
+        drop(expanded);
+        let filled = pool.clone();
+        let started = std::thread::Builder::new()
+            .name("gov-nonces".into())
+            .spawn(move || fill_nonces(&filled, &prefix));
+        match started {
+            Ok(_) => Some(NoncesAhead {
+                pool,
+                scalar: key.to_scalar(),
+                public: key.verifying_key().to_bytes(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the thread that makes signature nonces ahead");
+                None
+            }
+        }
+    }
+
+    /// A nonce from the pool, if one is ready (never waits for one).
+    fn take(&self) -> Option<NoncePair> {
+        let mut ready = self.pool.ready.lock().ok()?;
+        let nonce = ready.pop();
+        if ready.len() == NONCES_REFILL_AT {
+            self.pool.low.notify_one();
+        }
+        nonce
+    }
+
+    /// The Ed25519 signature of `message` with `nonce`: `R ‖ s`, where
+    /// `s = r + SHA-512(R ‖ A ‖ message)·a` (RFC 8032, 5.1.6, steps 4-6).
+    fn sign(&self, nonce: NoncePair, message: &[u8]) -> [u8; 64] {
+        let k: [u8; 64] = Sha512::new()
+            .chain_update(nonce.big_r)
+            .chain_update(self.public)
+            .chain_update(message)
+            .finalize()
+            .into();
+        let s = Scalar::from_bytes_mod_order_wide(&k) * self.scalar + nonce.r;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&nonce.big_r);
+        signature[32..].copy_from_slice(s.as_bytes());
+        signature
+    }
+}
+
+/// The pool's thread: fills the pool whenever it falls to
+/// [`NONCES_REFILL_AT`], until the key is dropped. Stops making nonces
+/// (signatures then take the standard way) if the random source fails.
+fn fill_nonces(pool: &NoncePool, prefix: &[u8; 32]) {
+    let mut made = 0u64;
+    loop {
+        {
+            let Ok(mut ready) = pool.ready.lock() else {
+                return;
+            };
+            while ready.len() > NONCES_REFILL_AT && !pool.stop.load(Ordering::SeqCst) {
+                ready = match pool.low.wait(ready) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+            }
+        }
+        loop {
+            if pool.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut random = [0u8; 32];
+            if let Err(e) = getrandom::getrandom(&mut random) {
+                tracing::warn!(error = %e, "the random source failed; signature nonces are no longer made ahead");
+                return;
+            }
+            // A count as well: within this process a nonce repeats only if
+            // the random bytes and the count both do.
+            made += 1;
+            let mut wide: [u8; 64] = Sha512::new()
+                .chain_update(prefix)
+                .chain_update(random)
+                .chain_update(made.to_le_bytes())
+                .finalize()
+                .into();
+            random.zeroize();
+            let r = Scalar::from_bytes_mod_order_wide(&wide);
+            wide.zeroize();
+            let nonce = NoncePair {
+                big_r: EdwardsPoint::mul_base(&r).compress().to_bytes(),
+                r,
+            };
+            let Ok(mut ready) = pool.ready.lock() else {
+                return;
+            };
+            ready.push(nonce);
+            if ready.len() >= NONCES_KEPT {
+                break;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -143,7 +331,11 @@ impl SigningKey {
                 "the private key does not match its public half".into(),
             ));
         }
-        Ok(SigningKey { key, signer })
+        Ok(SigningKey {
+            key,
+            signer,
+            ahead: OnceLock::new(),
+        })
     }
 
     /// Writes the private key in OpenSSH format, mode 0600, never replacing
@@ -194,15 +386,41 @@ impl SigningKey {
         self.key.fingerprint(HashAlg::Sha256).to_string()
     }
 
+    /// Makes signature nonces ahead on a thread of this key's own, for a
+    /// process that signs many entries (the server), used by
+    /// [`SigningKey::sign_git_ahead`]: see the module's documentation.
+    /// Idempotent; the thread stops when the key is dropped.
+    pub fn make_nonces_ahead(&self) {
+        let _ = self.ahead.get_or_init(|| NoncesAhead::start(&self.signer));
+    }
+
     /// Signs `data` as git does for a commit: an armored SSH signature in
     /// the `git` namespace.
     pub fn sign_git(&self, data: &[u8]) -> Result<String, KeyError> {
         use ed25519_dalek::Signer;
-        let failed = |e: ssh_key::Error| KeyError::Sign(e.to_string());
-        let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data).map_err(failed)?;
-        let raw = self.signer.sign(&signed).to_bytes();
+        let signed = signed_data(data)?;
+        self.armored(self.signer.sign(&signed).to_bytes())
+    }
+
+    /// [`SigningKey::sign_git`] with a nonce made ahead, if one is ready
+    /// ([`SigningKey::make_nonces_ahead`]); else the standard way. For a
+    /// signature that holds up others (an audit entry in a writer's turn):
+    /// the pool is kept for those.
+    pub fn sign_git_ahead(&self, data: &[u8]) -> Result<String, KeyError> {
+        use ed25519_dalek::Signer;
+        let signed = signed_data(data)?;
+        let ahead = self.ahead.get().and_then(Option::as_ref);
+        let raw = match ahead.and_then(|a| a.take().map(|n| (a, n))) {
+            Some((ahead, nonce)) => ahead.sign(nonce, &signed),
+            None => self.signer.sign(&signed).to_bytes(),
+        };
+        self.armored(raw)
+    }
+
+    /// A raw Ed25519 signature armored as git's SSH signature.
+    fn armored(&self, raw: [u8; 64]) -> Result<String, KeyError> {
         let signature =
-            ssh_key::Signature::new(Algorithm::Ed25519, raw.to_vec()).map_err(failed)?;
+            ssh_key::Signature::new(Algorithm::Ed25519, raw.to_vec()).map_err(sign_failed)?;
         SshSig::new(
             self.key.public_key().key_data().clone(),
             GIT_NAMESPACE,
@@ -210,8 +428,17 @@ impl SigningKey {
             signature,
         )
         .and_then(|sig| sig.to_pem(LineEnding::LF))
-        .map_err(failed)
+        .map_err(sign_failed)
     }
+}
+
+/// What an SSH signature of `data` in git's namespace signs.
+fn signed_data(data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data).map_err(sign_failed)
+}
+
+fn sign_failed(e: ssh_key::Error) -> KeyError {
+    KeyError::Sign(e.to_string())
 }
 
 /// One line of `allowed_signers`.
@@ -565,6 +792,7 @@ impl AllowedSigners {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn sign_and_check_round_trip() -> Result<(), Box<dyn std::error::Error>> {
@@ -598,6 +826,78 @@ mod tests {
             SignatureCheck::Bad(_)
         ));
         assert!(!format!("{k:?}").contains("PRIVATE"));
+        Ok(())
+    }
+
+    /// How many nonces `key`'s pool holds now.
+    fn nonces_ready(key: &SigningKey) -> usize {
+        key.ahead
+            .get()
+            .and_then(Option::as_ref)
+            .and_then(|a| a.pool.ready.lock().ok().map(|r| r.len()))
+            .unwrap_or(0)
+    }
+
+    /// Signatures made with nonces made ahead verify as standard ones do,
+    /// each nonce is used once, and the pool is filled again.
+    #[test]
+    fn signatures_with_nonces_made_ahead_verify_and_never_share_a_nonce(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let k = SigningKey::generate("test")?;
+        let signers = AllowedSigners::parse(
+            Path::new("allowed_signers"),
+            &AllowedSigners::line_for(Role::Server, "gov", &k),
+        )?;
+        let wait_full = |k: &SigningKey| {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while nonces_ready(k) < NONCES_KEPT && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            nonces_ready(k)
+        };
+        // Without a pool: the standard, deterministic signature.
+        assert_eq!(k.sign_git_ahead(b"same")?, k.sign_git(b"same")?);
+        k.make_nonces_ahead();
+        assert_eq!(wait_full(&k), NONCES_KEPT);
+        let standard = |data: &[u8]| -> Result<[u8; 64], Box<dyn std::error::Error>> {
+            let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data)?;
+            Ok(ed25519_dalek::Signer::sign(&k.signer, &signed).to_bytes())
+        };
+        let mut nonces = HashSet::new();
+        // Each round takes the full pool down to where it is filled again
+        // (never empty: each signature takes a nonce made ahead); four
+        // rounds take twice what it holds.
+        for round in 0..4 {
+            for i in 0..NONCES_KEPT - NONCES_REFILL_AT {
+                let data = format!("entry {round} {i}");
+                let armored = k.sign_git_ahead(data.as_bytes())?;
+                assert!(
+                    matches!(
+                        signers.check(&armored, data.as_bytes()),
+                        SignatureCheck::Good { .. }
+                    ),
+                    "signature {round}/{i} does not verify"
+                );
+                assert!(matches!(
+                    signers.check(&armored, b"another message"),
+                    SignatureCheck::Bad(_)
+                ));
+                let raw = SshSig::from_pem(armored.as_bytes())?
+                    .signature()
+                    .as_bytes()
+                    .to_vec();
+                assert_ne!(
+                    raw,
+                    standard(data.as_bytes())?,
+                    "signature {round}/{i} is the standard one"
+                );
+                assert!(nonces.insert(raw[..32].to_vec()), "a nonce was used twice");
+            }
+            assert_eq!(wait_full(&k), NONCES_KEPT, "the pool was not filled again");
+        }
+        // `sign_git` keeps to the standard way, pool or not.
+        assert_eq!(k.sign_git(b"same")?, k.sign_git(b"same")?);
+        assert_eq!(nonces_ready(&k), NONCES_KEPT);
         Ok(())
     }
 

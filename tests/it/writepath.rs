@@ -12,7 +12,7 @@ use gov::domain::proposal::Verdict;
 use serde_json::json;
 use sha2::Digest;
 
-use crate::support::repo::{TestRepo, TestResult};
+use crate::support::repo::{require_program, OutputText, TestRepo, TestResult};
 use crate::support::server::{add_policies_and_agents, proposal, TestServer};
 
 fn service() -> TestResult<(TestRepo, Arc<Service>)> {
@@ -350,6 +350,48 @@ fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> Test
     );
     let o = s.repo.git(&["-c", &signers, "verify-commit", "main"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+/// The server signs its audit entries with nonces made ahead
+/// (`store::keys`): more entries than its pool holds, so that it is taken
+/// down and filled again, and stock `git` finds every signature good.
+#[test]
+fn entries_signed_with_nonces_made_ahead_verify_with_stock_git() -> TestResult {
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    for _ in 0..300 {
+        let mut body = proposal("researcher", "research_only");
+        body["requires_approval"] = json!(false);
+        let r = s.post("/proposals", None, &body)?;
+        assert_eq!(r.body["status"], "auto-approved", "{:?}", r.body);
+    }
+    verify_ok(&s.repo)?;
+    let entries: usize = s
+        .repo
+        .git(&["rev-list", "--count", "gov/audit"])?
+        .stdout_text()
+        .trim()
+        .parse()?;
+    assert!(entries >= 300, "{entries} entries");
+    require_program("ssh-keygen")?;
+    let signers = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        s.repo.allowed_signers().display()
+    );
+    let o = s.repo.git(&[
+        "-c",
+        &signers,
+        "log",
+        "--show-signature",
+        "--format=%H",
+        "gov/audit",
+    ])?;
+    let out = o.stdout_text();
+    assert_eq!(
+        out.matches("Good \"git\" signature").count(),
+        entries,
+        "{out}"
+    );
     Ok(())
 }
 
