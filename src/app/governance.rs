@@ -1298,10 +1298,10 @@ impl Governance {
             .map_err(|e| StoreError::io("make spare files in", &self.git_dir, e).into())
     }
 
-    /// Makes the audit key's signature nonces ahead, on a thread of its
-    /// own, so that signing an entry in a writer's turn skips the
-    /// base-point multiplication (see `store::keys`). For a process that
-    /// signs many entries: the server.
+    /// Has the audit key's signature nonces made ahead, on a thread of its
+    /// own from the first entry on, so that signing an entry in a writer's
+    /// turn skips the base-point multiplication (see `store::keys`). For a
+    /// process that signs many entries: the server.
     pub fn make_nonces_ahead(&self) {
         self.audit_key.make_nonces_ahead();
     }

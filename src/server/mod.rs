@@ -308,7 +308,8 @@ pub async fn serve(
             None
         }
     };
-    // Signature nonces, made ahead on a thread of their own.
+    // Signature nonces for the audit entries, made ahead on a thread of
+    // their own from the first entry on.
     state.svc.governance().make_nonces_ahead();
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

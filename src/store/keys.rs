@@ -112,8 +112,10 @@ pub struct SigningKey {
     /// OpenSSH form computes the public point again, which cost more than
     /// the signature itself on every commit.
     signer: ed25519_dalek::SigningKey,
-    /// Nonces made ahead, once [`SigningKey::make_nonces_ahead`] started
-    /// making them (see the module's documentation).
+    /// Whether [`SigningKey::make_nonces_ahead`] asked for nonces made
+    /// ahead; the pool starts with the first signature that takes one.
+    wants_ahead: AtomicBool,
+    /// Nonces made ahead, once started (see the module's documentation).
     ahead: OnceLock<Option<NoncesAhead>>,
 }
 
@@ -144,12 +146,11 @@ struct NoncePool {
     stop: AtomicBool,
 }
 
-/// A key's pool and what signing with its nonces needs: the secret scalar
-/// `a` (wiped when dropped) and the public key's bytes `A`.
+/// A key's pool and what signing with its nonces needs besides the public
+/// key: the secret scalar `a` (wiped when dropped).
 struct NoncesAhead {
     pool: Arc<NoncePool>,
     scalar: Scalar,
-    public: [u8; 32],
 }
 
 impl Drop for NoncesAhead {
@@ -174,11 +175,8 @@ impl NoncesAhead {
         // weak random source alone does not make them guessable. Kept on
         // the heap, so that the thread takes it over without a copy left
         // on this stack, and wiped when dropped.
-        let mut expanded = Box::new(zeroize::Zeroizing::new([0u8; 64]));
-        expanded.copy_from_slice(&Sha512::digest(key.as_bytes()));
         let mut prefix = Box::new(zeroize::Zeroizing::new([0u8; 32]));
-        prefix.copy_from_slice(&expanded[32..]);
-        drop(expanded);
+        prefix.copy_from_slice(&Sha512::digest(key.as_bytes())[32..]);
         let filled = pool.clone();
         let started = std::thread::Builder::new()
             .name("gov-nonces".into())
@@ -187,7 +185,6 @@ impl NoncesAhead {
             Ok(_) => Some(NoncesAhead {
                 pool,
                 scalar: key.to_scalar(),
-                public: key.verifying_key().to_bytes(),
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the thread that makes signature nonces ahead");
@@ -206,12 +203,13 @@ impl NoncesAhead {
         nonce
     }
 
-    /// The Ed25519 signature of `message` with `nonce`: `R ‖ s`, where
+    /// The Ed25519 signature of `message` with `nonce` by the key whose
+    /// public half is `public`: `R ‖ s`, where
     /// `s = r + SHA-512(R ‖ A ‖ message)·a` (RFC 8032, 5.1.6, steps 4-6).
-    fn sign(&self, nonce: NoncePair, message: &[u8]) -> [u8; 64] {
+    fn sign(&self, nonce: NoncePair, public: &[u8; 32], message: &[u8]) -> [u8; 64] {
         let k: [u8; 64] = Sha512::new()
             .chain_update(nonce.big_r)
-            .chain_update(self.public)
+            .chain_update(public)
             .chain_update(message)
             .finalize()
             .into();
@@ -334,6 +332,7 @@ impl SigningKey {
         Ok(SigningKey {
             key,
             signer,
+            wants_ahead: AtomicBool::new(false),
             ahead: OnceLock::new(),
         })
     }
@@ -386,12 +385,14 @@ impl SigningKey {
         self.key.fingerprint(HashAlg::Sha256).to_string()
     }
 
-    /// Makes signature nonces ahead on a thread of this key's own, for a
-    /// process that signs many entries (the server), used by
-    /// [`SigningKey::sign_git_ahead`]: see the module's documentation.
-    /// Idempotent; the thread stops when the key is dropped.
+    /// Has signature nonces made ahead on a thread of this key's own, for
+    /// a process that signs many entries (the server), used by
+    /// [`SigningKey::sign_git_ahead`]: see the module's documentation. The
+    /// thread starts with the first such signature (nothing is made at
+    /// start-up, or in a process that never signs) and stops when the key
+    /// is dropped.
     pub fn make_nonces_ahead(&self) {
-        let _ = self.ahead.get_or_init(|| NoncesAhead::start(&self.signer));
+        self.wants_ahead.store(true, Ordering::Relaxed);
     }
 
     /// Signs `data` as git does for a commit: an armored SSH signature in
@@ -409,9 +410,14 @@ impl SigningKey {
     pub fn sign_git_ahead(&self, data: &[u8]) -> Result<String, KeyError> {
         use ed25519_dalek::Signer;
         let signed = signed_data(data)?;
-        let ahead = self.ahead.get().and_then(Option::as_ref);
-        let raw = match ahead.and_then(|a| a.take().map(|n| (a, n))) {
-            Some((ahead, nonce)) => ahead.sign(nonce, &signed),
+        let ahead = match self.wants_ahead.load(Ordering::Relaxed) {
+            true => self.ahead.get_or_init(|| NoncesAhead::start(&self.signer)),
+            false => &None,
+        };
+        let raw = match ahead.as_ref().and_then(|a| a.take().map(|n| (a, n))) {
+            Some((ahead, nonce)) => {
+                ahead.sign(nonce, self.signer.verifying_key().as_bytes(), &signed)
+            }
             None => self.signer.sign(&signed).to_bytes(),
         };
         self.armored(raw)
@@ -858,6 +864,8 @@ mod tests {
         // Without a pool: the standard, deterministic signature.
         assert_eq!(k.sign_git_ahead(b"same")?, k.sign_git(b"same")?);
         k.make_nonces_ahead();
+        // The first signature that asks for a nonce starts the pool.
+        k.sign_git_ahead(b"start")?;
         assert_eq!(wait_full(&k), NONCES_KEPT);
         let standard = |data: &[u8]| -> Result<[u8; 64], Box<dyn std::error::Error>> {
             let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data)?;
