@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::error::{check_text, AppError};
 use super::governance::Tx;
-use super::service::{new_time_ordered_uuid, Service, Step};
+use super::service::{group_in, new_time_ordered_uuid, Service, Step};
 use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{
     AgentRequestRefused, Empty, ProposalDecided, ProposalExpired, ProposalForbidden,
@@ -96,6 +96,11 @@ impl Submission {
 
 /// The Cedar `propose` question for a proposal.
 pub fn propose_request(svc: &Service, p: &Proposal) -> CedarRequest {
+    propose_request_in(p, svc.group(&p.proposed.agent_id))
+}
+
+/// [`propose_request`] for an agent of group `group`.
+fn propose_request_in(p: &Proposal, group: String) -> CedarRequest {
     let micros = Micros::from_dollars_f64(p.proposed.expected_cost_dollars)
         .map(|m| m.0)
         .unwrap_or(i64::MAX);
@@ -116,13 +121,17 @@ pub fn propose_request(svc: &Service, p: &Proposal) -> CedarRequest {
         action: "propose".into(),
         resource: EntityRef::new("ActionType", &p.proposed.action_type),
         context,
-        entities: vec![agent_entity(svc, &p.proposed.agent_id)],
+        entities: vec![agent_in_group(&p.proposed.agent_id, group)],
     }
 }
 
 pub fn agent_entity(svc: &Service, agent_id: &str) -> EntityData {
+    agent_in_group(agent_id, svc.group(agent_id))
+}
+
+fn agent_in_group(agent_id: &str, group: String) -> EntityData {
     let mut attrs = serde_json::Map::new();
-    attrs.insert("group".into(), json!(svc.group(agent_id)));
+    attrs.insert("group".into(), json!(group));
     EntityData {
         uid: EntityRef::new("Agent", agent_id),
         attrs,
@@ -237,8 +246,9 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
                 (a.proposal, a.decision, a.record, a.made)
             }
             _ => {
+                let group = group_in(&svc.agents_at_tip(main_tip), &sub.proposed.agent_id);
                 let mut p = proposal_to_file(svc, &sub, &id, &policy);
-                let (decision, record) = ask_policy(svc, &policy, &mut p);
+                let (decision, record) = ask_policy_in(&policy, &mut p, group);
                 (p, decision, record, None)
             }
         };
@@ -264,14 +274,12 @@ struct DecidedAhead {
 }
 
 fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhead> {
+    // One read of main's tip: the policy set and the agent's group are
+    // both those in force at it.
     let (main_tip, policy) = svc.policy_now().ok()?;
+    let group = group_in(&svc.agents_at_tip(main_tip), &sub.proposed.agent_id);
     let mut proposal = proposal_to_file(svc, sub, id, &policy);
-    let (decision, record) = ask_policy(svc, &policy, &mut proposal);
-    // The agent's group was read at main's tip of that moment: it must be
-    // the tip the set was read at.
-    if svc.policy_now().ok()?.0 != main_tip {
-        return None;
-    }
+    let (decision, record) = ask_policy_in(&policy, &mut proposal, group);
     // Made as `file_decided` would file it; a commit that cannot be made
     // now is made in the writer's turn, which reports why.
     let made = match (waits_for_person(&proposal, &decision), main_tip) {
@@ -348,7 +356,18 @@ pub fn ask_policy(
     policy: &crate::domain::policy::PolicySet,
     p: &mut Proposal,
 ) -> (Decision, DecisionRecord) {
-    let request = propose_request(svc, p);
+    let group = svc.group(&p.proposed.agent_id);
+    ask_policy_in(policy, p, group)
+}
+
+/// [`ask_policy`] for an agent of group `group`, read with the policy set
+/// at one tip of `main`.
+fn ask_policy_in(
+    policy: &crate::domain::policy::PolicySet,
+    p: &mut Proposal,
+    group: String,
+) -> (Decision, DecisionRecord) {
+    let request = propose_request_in(p, group);
     let decision = policy.decide(&request);
     p.policies = decision.policies.clone();
     let record = DecisionRecord {

@@ -621,6 +621,12 @@ impl Service {
             })
             .ok()
             .flatten();
+        self.agents_at_tip(tip)
+    }
+
+    /// The agents in force at `tip`, `main`'s tip as the caller read it
+    /// (with the policy set, so that both are of the same commit).
+    pub fn agents_at_tip(&self, tip: Option<Oid>) -> Arc<AgentsInForce> {
         if let Ok(state) = self.agents.read() {
             if state.loaded && state.seen == tip && tip.is_some() {
                 return state.agents.clone();
@@ -629,12 +635,11 @@ impl Service {
         let Ok(repo) = self.open_repo() else {
             return Arc::default();
         };
-        let tip = repo.refname_to_id(&self.settings.main_refname()).ok();
         let Ok(mut state) = self.agents.write() else {
             return Arc::default();
         };
         if !state.loaded || state.seen != tip {
-            let in_force = tip.and_then(|_| self.in_force(&repo));
+            let in_force = tip.and_then(|_| self.trust_at(&repo, tip).ok().map(|t| t.in_force));
             let mut tree = in_force.and_then(|t| crate::store::agents::agents_tree(&repo, t));
             match in_force {
                 None => state.agents = Arc::default(),
@@ -715,9 +720,15 @@ impl Service {
     /// The agent's group for Cedar, from main (`default` for agents not in
     /// force).
     pub fn group(&self, agent_id: &str) -> String {
-        self.agent_settings(agent_id)
-            .map(|a| a.group)
-            .unwrap_or_else(|| "default".into())
+        group_in(&self.agents(), agent_id)
+    }
+}
+
+/// An agent's group among `agents` (`default` for an agent not in force).
+pub fn group_in(agents: &AgentsInForce, agent_id: &str) -> String {
+    match agents.get(agent_id) {
+        Some(Ok(a)) => a.group.clone(),
+        _ => "default".into(),
     }
 }
 

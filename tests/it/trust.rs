@@ -338,3 +338,80 @@ fn a_submission_decided_before_a_policy_change_landed_is_decided_again() -> Test
     }
     Ok(())
 }
+
+/// A forbid for the agents of group `quarantine`.
+const QUARANTINE: &str = "\n@id(\"quarantine\")\n@reason(\"quarantined agents propose nothing\")\nforbid (principal, action == Action::\"propose\", resource) when { principal.group == \"quarantine\" };\n";
+
+#[test]
+fn a_submission_decided_before_its_agent_changed_group_is_decided_again() -> TestResult {
+    use gov::app::error::AppError;
+    use gov::app::proposals::{submit, Submission};
+    use gov::domain::proposal::ProposalStatus;
+    use std::sync::mpsc;
+
+    let t = TestRepo::new()?;
+    add_policies_and_agents(&t)?;
+    let mut rules = std::fs::read_to_string(t.root().join("policies/proposals.cedar"))?;
+    rules.push_str(QUARANTINE);
+    commit_to_main(
+        &t,
+        &[("policies/proposals.cedar".into(), rules.into_bytes())],
+        "quarantine",
+    )?;
+    let svc = Service::open(&t.settings)?;
+    let research = || -> Result<Submission, serde_json::Error> {
+        let mut body = proposal("noop", "research_only");
+        body["requires_approval"] = Value::Bool(false);
+        serde_json::from_value(body)
+    };
+    // `noop` is in group `smoke`: the forbid does not apply.
+    let auto = submit(&svc, research()?)?.proposal;
+    assert_eq!(auto.status, ProposalStatus::AutoApproved);
+    let quarantined = "kind = \"command\"\ngroup = \"quarantine\"\n[command]\nprogram = \"true\"\n";
+
+    let (held, is_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let filed = std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
+        // A writer holds the batch open...
+        let svc = &svc;
+        let holder = s.spawn(move || {
+            svc.transact(move |_| {
+                let _ = held.send(());
+                let _ = released.recv();
+                Ok((Ok(()), vec![]))
+            })
+        });
+        is_held.recv()?;
+        // ...while a submission is decided (with `noop` in `smoke`) and
+        // waits for it; then `noop` moves to `quarantine` on main.
+        let submitter = s.spawn(move || {
+            let sub = research().map_err(|e| AppError::internal(e.to_string()))?;
+            submit(svc, sub).map(|s| s.proposal.status.to_string())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        commit_to_main(
+            &t,
+            &[("agents/noop/agent.toml".into(), quarantined.into())],
+            "quarantine noop",
+        )?;
+        release.send(())?;
+        holder.join().map_err(|_| "the holder panicked")??;
+        submitter
+            .join()
+            .map_err(|_| "the submitter panicked".into())
+    })?;
+    match filed {
+        Err(AppError::ForbiddenByPolicy { policies }) => {
+            assert_eq!(policies[0].id, "quarantine");
+        }
+        other => panic!("expected the group in force to decide, got {other:?}"),
+    }
+    // And the next submission, decided ahead at the new tip.
+    match submit(&svc, research()?) {
+        Err(AppError::ForbiddenByPolicy { policies }) => {
+            assert_eq!(policies[0].id, "quarantine");
+        }
+        other => panic!("expected the group in force to decide, got {other:?}"),
+    }
+    Ok(())
+}
