@@ -46,7 +46,7 @@ use git2::{Oid, Repository};
 
 use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
-use crate::store::audit::{self as chain, ChainEntry};
+use crate::store::audit::{self as chain, ChainEntry, ChainTip};
 use crate::store::entry_check::{EntryCheck, SignersSource};
 use crate::store::git::{Checkout, Staged, StoreError};
 use crate::store::index::Index;
@@ -124,7 +124,7 @@ struct Batch {
     repo: BatchRepo,
     staged: Staged,
     /// The chain's tip as the batch sees it (its last staged entry).
-    tip: Option<ChainEntry>,
+    tip: Option<ChainTip>,
     /// The chain's tip when the batch opened (the commit), where its own
     /// entries start.
     base: Option<Oid>,
@@ -220,7 +220,7 @@ impl BatchRepo {
 /// ([`Index::redo_batch`]). Whether the index still holds the batch's
 /// rows; if not, its transaction is left rolled back.
 fn undo_rows(index: &mut Index, repo: &Repository, batch: &Batch) -> bool {
-    let tip = batch.tip.as_ref().map(|t| t.commit);
+    let tip = batch.tip.map(|t| t.commit);
     let redone = chain::entries_since(repo, tip, batch.base)
         .and_then(|kept| index.redo_batch(&kept).map(|()| kept.len()));
     match redone {
@@ -248,7 +248,7 @@ struct Writer {
     /// with the same last entry means someone changed rows outside gov.
     seen: (i64, Option<u64>),
     /// The chain's tip as the last batch of this process flushed it.
-    last_tip: Option<ChainEntry>,
+    last_tip: Option<ChainTip>,
     /// How many writers the last batch held: more than one, and writers
     /// are likely on their way (see [`Governance::combine`]).
     last_members: usize,
@@ -461,7 +461,7 @@ pub struct Tx<'a> {
     settings: &'a Settings,
     signer_key: &'a SigningKey,
     signer: Role,
-    tip: Option<&'a ChainEntry>,
+    tip: Option<ChainTip>,
     staged: &'a mut Staged,
 }
 
@@ -483,9 +483,9 @@ impl<'a> Tx<'a> {
     pub fn signer(&self) -> (&'a SigningKey, Role) {
         (self.signer_key, self.signer)
     }
-    /// The current last entry of the chain.
-    pub fn tip(&self) -> Option<&'a AuditEntry> {
-        self.tip.map(|t| &t.entry)
+    /// The sequence number of the chain's current last entry.
+    pub fn tip_seq(&self) -> Option<u64> {
+        self.tip.map(|t| t.seq)
     }
     /// What the batch has staged: objects to flush and ref moves.
     pub fn staged(&mut self) -> &mut Staged {
@@ -882,17 +882,17 @@ impl Governance {
                 }
                 _ => {
                     self.catch_up_index(w, repo)?;
-                    chain::tip(repo, &refname)?
+                    chain::tip(repo, &refname)?.map(|t| t.as_tip())
                 }
             };
-            w.seen.1 = tip.as_ref().map(|t| t.entry.seq);
+            w.seen.1 = tip.map(|t| t.seq);
             w.index.begin_batch()?;
             w.batch = Some(Batch {
                 id: w.next_batch,
                 _lock: lock,
                 staged: Staged::in_memory(batch_repo.memory.clone()),
                 repo: batch_repo,
-                base: tip.as_ref().map(|t| t.commit),
+                base: tip.map(|t| t.commit),
                 tip,
                 members: 0,
                 opened,
@@ -914,7 +914,7 @@ impl Governance {
                 settings: &self.settings,
                 signer_key,
                 signer: self.signer,
-                tip: batch.tip.as_ref(),
+                tip: batch.tip,
                 staged: &mut batch.staged,
             };
             f(&mut tx)
@@ -926,7 +926,7 @@ impl Governance {
                 &refname,
                 &self.audit_key,
                 self.audit_role,
-                batch.tip.as_ref(),
+                batch.tip,
                 entries,
                 self.clock.now(),
             )
@@ -947,7 +947,7 @@ impl Governance {
                     );
                 }
                 if let Some(last) = written.last() {
-                    batch.tip = Some(last.clone());
+                    batch.tip = Some(last.as_tip());
                 }
                 batch.members += 1;
             }
@@ -999,13 +999,13 @@ impl Governance {
                 }
                 w.kept_repo = Some(batch.repo);
                 // Known only if the index holds every entry up to it.
-                w.last_tip = batch.tip.clone().filter(|_| indexed);
+                w.last_tip = batch.tip.filter(|_| indexed);
                 (Ok(()), files)
             }
             Err(e) => (Err(e), Vec::new()),
         };
         if let Some(tip) = &batch.tip {
-            w.seen.1 = Some(tip.entry.seq);
+            w.seen.1 = Some(tip.seq);
         }
         drop(batch._lock);
         let mut outcomes = self.outcomes_even_poisoned();

@@ -29,6 +29,27 @@ pub struct ChainEntry {
     pub signer: Option<Role>,
 }
 
+/// Where the chain ends, all the next entry needs of it: the last entry's
+/// commit (its parent), sequence number and time. A batch keeps this, not
+/// the entry (whose payload and decision would be copied for nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainTip {
+    pub commit: Oid,
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+}
+
+impl ChainEntry {
+    /// The chain's tip, if this is its last entry.
+    pub fn as_tip(&self) -> ChainTip {
+        ChainTip {
+            commit: self.commit,
+            seq: self.entry.seq,
+            ts: self.entry.ts.0,
+        }
+    }
+}
+
 /// The committer identity for entries signed in `role`.
 pub fn signer_identity(role: Role) -> Result<Signature<'static>, StoreError> {
     Ok(Signature::now(
@@ -129,7 +150,7 @@ pub fn append(
         refname,
         key,
         role,
-        old.as_ref(),
+        old.as_ref().map(ChainEntry::as_tip),
         entries,
         now,
     )?;
@@ -151,7 +172,7 @@ pub fn stage(
     refname: &str,
     key: &SigningKey,
     role: Role,
-    tip: Option<&ChainEntry>,
+    tip: Option<ChainTip>,
     entries: Vec<NewEntry>,
     now: DateTime<Utc>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
@@ -163,7 +184,7 @@ pub fn stage(
     let empty = staged.write(repo, git2::ObjectType::Tree, &[])?;
     let who = signer_identity(role)?;
     let (mut seq, mut last_ts) = match tip {
-        Some(t) => (t.entry.seq, t.entry.ts.0),
+        Some(t) => (t.seq, t.ts),
         None => (0, chrono::DateTime::<Utc>::MIN_UTC),
     };
     let old = tip.map(|t| t.commit);

@@ -443,7 +443,7 @@ fn transact_sees_the_caught_up_tip_and_writes_nothing_on_error() -> TestResult {
     append(&t, Role::Watchdog, 3)?;
     let decided = Event::other("decided", serde_json::json!({}))?;
     let (seen, written) = gov.transact(|tx| {
-        let seen = (tx.tip().map(|e| e.seq), tx.index().count()?);
+        let seen = (tx.tip_seq(), tx.index().count()?);
         Ok::<_, gov::app::governance::GovError>((
             seen,
             vec![NewEntry::new(Actor::server(), decided.clone())],
