@@ -17,7 +17,10 @@
 #               if it has one) and `bench_server` (or `examples/bench_server`),
 #               such as an older commit's target/release or a copy of it;
 #               given none, the current tree's release build alone. Builds
-#               take turns, run by run.
+#               take turns, run by run: in the order given on odd runs,
+#               the other way round on even ones (a run that follows
+#               another was measured slower, so no build always goes
+#               first).
 # --runs N      runs of each build (default 3); the medians are printed:
 #               the rate of each phase, its p99 (`... p99 ms`), the hook's
 #               median, and the server's CPU per write of each phase
@@ -77,9 +80,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 fallocate -l 3G "$image"
+reversed=""
+for b in $builds; do
+    reversed="$b $reversed"
+done
 i=1
 while [ $i -le "$runs" ]; do
-    for b in $builds; do
+    order=$builds
+    [ $((i % 2)) -eq 1 ] || order=$reversed
+    for b in $order; do
         if [ $journal = yes ]; then
             mkfs.ext4 -q -F "$image"
         else
