@@ -4,8 +4,13 @@
 //! `allowed_signers` in force before it. The server, the watchdog and
 //! `gov run` all apply the rule; `gov audit verify` names what is refused.
 
+use std::sync::mpsc;
+
+use gov::app::error::AppError;
 use gov::app::governance::Role;
+use gov::app::proposals::{submit, Submission};
 use gov::app::service::Service;
+use gov::domain::proposal::ProposalStatus;
 use gov::testkit::keys::{AllowedSigners, SigningKey};
 use serde_json::Value;
 
@@ -281,74 +286,23 @@ fn an_approver_signed_change_comes_into_force_at_once() -> TestResult {
 /// it, is asked again: the set in force when it is filed decides.
 #[test]
 fn a_submission_decided_before_a_policy_change_landed_is_decided_again() -> TestResult {
-    use gov::app::error::AppError;
-    use gov::app::proposals::{submit, Submission};
-    use gov::domain::proposal::ProposalStatus;
-    use std::sync::mpsc;
-
     let t = TestRepo::new()?;
     add_policies_and_agents(&t)?;
     let svc = Service::open(&t.settings)?;
-    let research = || -> Result<Submission, serde_json::Error> {
-        let mut body = proposal("noop", "research_only");
-        body["requires_approval"] = Value::Bool(false);
-        serde_json::from_value(body)
-    };
-    let auto = submit(&svc, research()?)?.proposal;
-    assert_eq!(auto.status, ProposalStatus::AutoApproved);
     let mut ban = std::fs::read_to_string(t.root().join("policies/proposals.cedar"))?;
     ban.push_str(BAN);
-
-    let (held, is_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let filed = std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
-        // A writer holds the batch open...
-        let svc = &svc;
-        let holder = s.spawn(move || {
-            svc.transact(move |_| {
-                let _ = held.send(());
-                let _ = released.recv();
-                Ok((Ok(()), vec![]))
-            })
-        });
-        is_held.recv()?;
-        // ...while a submission is decided (by the set without the ban)
-        // and waits for it.
-        let submitter = s.spawn(move || {
-            let sub = research().map_err(|e| AppError::internal(e.to_string()))?;
-            submit(svc, sub).map(|s| s.proposal.status.to_string())
-        });
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        commit_to_main(
-            &t,
-            &[("policies/proposals.cedar".into(), ban.into_bytes())],
-            "ban research",
-        )?;
-        release.send(())?;
-        holder.join().map_err(|_| "the holder panicked")??;
-        submitter
-            .join()
-            .map_err(|_| "the submitter panicked".into())
-    })?;
-    match filed {
-        Err(AppError::ForbiddenByPolicy { policies }) => {
-            assert_eq!(policies[0].id, "ban-research");
-        }
-        other => panic!("expected the ban to decide, got {other:?}"),
-    }
+    let change = [("policies/proposals.cedar".into(), ban.into_bytes())];
+    let filed = research_decided_while_main_moves(&t, &svc, &change, "ban research")?;
+    assert_forbidden_by(filed, "ban-research");
     Ok(())
 }
 
 /// A forbid for the agents of group `quarantine`.
 const QUARANTINE: &str = "\n@id(\"quarantine\")\n@reason(\"quarantined agents propose nothing\")\nforbid (principal, action == Action::\"propose\", resource) when { principal.group == \"quarantine\" };\n";
 
+/// The same for the agent's group: read at the tip the set is read at.
 #[test]
 fn a_submission_decided_before_its_agent_changed_group_is_decided_again() -> TestResult {
-    use gov::app::error::AppError;
-    use gov::app::proposals::{submit, Submission};
-    use gov::domain::proposal::ProposalStatus;
-    use std::sync::mpsc;
-
     let t = TestRepo::new()?;
     add_policies_and_agents(&t)?;
     let mut rules = std::fs::read_to_string(t.root().join("policies/proposals.cedar"))?;
@@ -359,21 +313,38 @@ fn a_submission_decided_before_its_agent_changed_group_is_decided_again() -> Tes
         "quarantine",
     )?;
     let svc = Service::open(&t.settings)?;
-    let research = || -> Result<Submission, serde_json::Error> {
-        let mut body = proposal("noop", "research_only");
-        body["requires_approval"] = Value::Bool(false);
-        serde_json::from_value(body)
-    };
-    // `noop` is in group `smoke`: the forbid does not apply.
-    let auto = submit(&svc, research()?)?.proposal;
-    assert_eq!(auto.status, ProposalStatus::AutoApproved);
     let quarantined = "kind = \"command\"\ngroup = \"quarantine\"\n[command]\nprogram = \"true\"\n";
+    let change = [("agents/noop/agent.toml".into(), quarantined.into())];
+    let filed = research_decided_while_main_moves(&t, &svc, &change, "quarantine noop")?;
+    assert_forbidden_by(filed, "quarantine");
+    // And the next submission, decided ahead at the new tip.
+    assert_forbidden_by(submit(&svc, research()?), "quarantine");
+    Ok(())
+}
 
+/// An auto-approvable `research_only` submission by `noop`.
+fn research() -> Result<Submission, serde_json::Error> {
+    let mut body = proposal("noop", "research_only");
+    body["requires_approval"] = Value::Bool(false);
+    serde_json::from_value(body)
+}
+
+/// Submits `research()` once (it must be auto-approved), then once more
+/// while a writer holds the batch open: that one is decided ahead, then
+/// `change` lands on `main`, then the batch is let go. How the second
+/// was filed (its status) or refused.
+fn research_decided_while_main_moves(
+    t: &TestRepo,
+    svc: &Service,
+    change: &[(String, Vec<u8>)],
+    message: &str,
+) -> TestResult<Result<String, AppError>> {
+    let auto = submit(svc, research()?)?.proposal;
+    assert_eq!(auto.status, ProposalStatus::AutoApproved);
     let (held, is_held) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
-    let filed = std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
+    std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
         // A writer holds the batch open...
-        let svc = &svc;
         let holder = s.spawn(move || {
             svc.transact(move |_| {
                 let _ = held.send(());
@@ -382,36 +353,26 @@ fn a_submission_decided_before_its_agent_changed_group_is_decided_again() -> Tes
             })
         });
         is_held.recv()?;
-        // ...while a submission is decided (with `noop` in `smoke`) and
-        // waits for it; then `noop` moves to `quarantine` on main.
+        // ...while a submission is decided (before the change) and waits
+        // for it.
         let submitter = s.spawn(move || {
             let sub = research().map_err(|e| AppError::internal(e.to_string()))?;
             submit(svc, sub).map(|s| s.proposal.status.to_string())
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        commit_to_main(
-            &t,
-            &[("agents/noop/agent.toml".into(), quarantined.into())],
-            "quarantine noop",
-        )?;
+        commit_to_main(t, change, message)?;
         release.send(())?;
         holder.join().map_err(|_| "the holder panicked")??;
         submitter
             .join()
             .map_err(|_| "the submitter panicked".into())
-    })?;
+    })
+}
+
+/// `filed` was refused, forbidden first by the policy `id`.
+fn assert_forbidden_by<T: std::fmt::Debug>(filed: Result<T, AppError>, id: &str) {
     match filed {
-        Err(AppError::ForbiddenByPolicy { policies }) => {
-            assert_eq!(policies[0].id, "quarantine");
-        }
-        other => panic!("expected the group in force to decide, got {other:?}"),
+        Err(AppError::ForbiddenByPolicy { policies }) => assert_eq!(policies[0].id, id),
+        other => panic!("expected `{id}` to forbid it, got {other:?}"),
     }
-    // And the next submission, decided ahead at the new tip.
-    match submit(&svc, research()?) {
-        Err(AppError::ForbiddenByPolicy { policies }) => {
-            assert_eq!(policies[0].id, "quarantine");
-        }
-        other => panic!("expected the group in force to decide, got {other:?}"),
-    }
-    Ok(())
 }
