@@ -203,10 +203,12 @@ impl NoncesAhead {
         nonce
     }
 
-    /// The Ed25519 signature of `message` with `nonce` by the key whose
-    /// public half is `public`: `R ‖ s`, where
-    /// `s = r + SHA-512(R ‖ A ‖ message)·a` (RFC 8032, 5.1.6, steps 4-6).
-    fn sign(&self, nonce: NoncePair, public: &[u8; 32], message: &[u8]) -> [u8; 64] {
+    /// The Ed25519 signature of `message` with a nonce from the pool by
+    /// the key whose public half is `public`, if a nonce is ready: `R ‖ s`,
+    /// where `s = r + SHA-512(R ‖ A ‖ message)·a` (RFC 8032, 5.1.6, steps
+    /// 4-6).
+    fn try_sign(&self, public: &[u8; 32], message: &[u8]) -> Option<[u8; 64]> {
+        let nonce = self.take()?;
         let k: [u8; 64] = Sha512::new()
             .chain_update(nonce.big_r)
             .chain_update(public)
@@ -217,17 +219,19 @@ impl NoncesAhead {
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&nonce.big_r);
         signature[32..].copy_from_slice(s.as_bytes());
-        signature
+        Some(signature)
     }
 }
 
 /// The pool's thread: fills the pool whenever it falls to
-/// [`NONCES_REFILL_AT`], until the key is dropped. Stops making nonces
-/// (signatures then take the standard way) if the random source fails.
+/// [`NONCES_REFILL_AT`], until the key is dropped. A refill's nonces are
+/// made outside the pool's lock and put in at once (signers only wait for
+/// the push). Stops making nonces (signatures then take the standard way)
+/// if the random source fails.
 fn fill_nonces(pool: &NoncePool, prefix: &[u8; 32]) {
     let mut made = 0u64;
     loop {
-        {
+        let missing = {
             let Ok(mut ready) = pool.ready.lock() else {
                 return;
             };
@@ -237,41 +241,52 @@ fn fill_nonces(pool: &NoncePool, prefix: &[u8; 32]) {
                     Err(_) => return,
                 };
             }
-        }
-        loop {
+            NONCES_KEPT - ready.len()
+        };
+        let mut fresh = Vec::with_capacity(missing);
+        while fresh.len() < missing {
             if pool.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut random = [0u8; 32];
-            if let Err(e) = getrandom::getrandom(&mut random) {
-                tracing::warn!(error = %e, "the random source failed; signature nonces are no longer made ahead");
                 return;
             }
             // A count as well: within this process a nonce repeats only if
             // the random bytes and the count both do.
             made += 1;
-            let mut wide: [u8; 64] = Sha512::new()
-                .chain_update(prefix)
-                .chain_update(random)
-                .chain_update(made.to_le_bytes())
-                .finalize()
-                .into();
-            random.zeroize();
-            let r = Scalar::from_bytes_mod_order_wide(&wide);
-            wide.zeroize();
-            let nonce = NoncePair {
-                big_r: EdwardsPoint::mul_base(&r).compress().to_bytes(),
-                r,
-            };
-            let Ok(mut ready) = pool.ready.lock() else {
-                return;
-            };
-            ready.push(nonce);
-            if ready.len() >= NONCES_KEPT {
-                break;
+            match new_nonce(prefix, made) {
+                Ok(nonce) => fresh.push(nonce),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the random source failed; signature nonces are no longer made ahead");
+                    return;
+                }
             }
         }
+        if pool.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut ready) = pool.ready.lock() else {
+            return;
+        };
+        ready.append(&mut fresh);
     }
+}
+
+/// A nonce `r = SHA-512(prefix ‖ 32 random bytes ‖ count)` (reduced mod
+/// ℓ) and its point `R = r·B`.
+fn new_nonce(prefix: &[u8; 32], count: u64) -> Result<NoncePair, getrandom::Error> {
+    let mut random = [0u8; 32];
+    getrandom::getrandom(&mut random)?;
+    let mut wide: [u8; 64] = Sha512::new()
+        .chain_update(prefix)
+        .chain_update(random)
+        .chain_update(count.to_le_bytes())
+        .finalize()
+        .into();
+    random.zeroize();
+    let r = Scalar::from_bytes_mod_order_wide(&wide);
+    wide.zeroize();
+    Ok(NoncePair {
+        big_r: EdwardsPoint::mul_base(&r).compress().to_bytes(),
+        r,
+    })
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -410,17 +425,23 @@ impl SigningKey {
     pub fn sign_git_ahead(&self, data: &[u8]) -> Result<String, KeyError> {
         use ed25519_dalek::Signer;
         let signed = signed_data(data)?;
-        let ahead = match self.wants_ahead.load(Ordering::Relaxed) {
-            true => self.ahead.get_or_init(|| NoncesAhead::start(&self.signer)),
-            false => &None,
-        };
-        let raw = match ahead.as_ref().and_then(|a| a.take().map(|n| (a, n))) {
-            Some((ahead, nonce)) => {
-                ahead.sign(nonce, self.signer.verifying_key().as_bytes(), &signed)
-            }
-            None => self.signer.sign(&signed).to_bytes(),
-        };
+        let public = self.signer.verifying_key();
+        let raw = self
+            .nonces_ahead()
+            .and_then(|a| a.try_sign(public.as_bytes(), &signed))
+            .unwrap_or_else(|| self.signer.sign(&signed).to_bytes());
         self.armored(raw)
+    }
+
+    /// The pool of nonces made ahead, started the first time it is asked
+    /// for, if [`SigningKey::make_nonces_ahead`] wants one.
+    fn nonces_ahead(&self) -> Option<&NoncesAhead> {
+        if !self.wants_ahead.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.ahead
+            .get_or_init(|| NoncesAhead::start(&self.signer))
+            .as_ref()
     }
 
     /// A raw Ed25519 signature armored as git's SSH signature.
@@ -867,9 +888,8 @@ mod tests {
         // The first signature that asks for a nonce starts the pool.
         k.sign_git_ahead(b"start")?;
         assert_eq!(wait_full(&k), NONCES_KEPT);
-        let standard = |data: &[u8]| -> Result<[u8; 64], Box<dyn std::error::Error>> {
-            let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, data)?;
-            Ok(ed25519_dalek::Signer::sign(&k.signer, &signed).to_bytes())
+        let standard = |data: &[u8]| -> Result<[u8; 64], KeyError> {
+            Ok(ed25519_dalek::Signer::sign(&k.signer, &signed_data(data)?).to_bytes())
         };
         let mut nonces = HashSet::new();
         // Each round takes the full pool down to where it is filled again
