@@ -94,13 +94,9 @@ impl Submission {
     }
 }
 
-/// The Cedar `propose` question for a proposal.
-pub fn propose_request(svc: &Service, p: &Proposal) -> CedarRequest {
-    propose_request_in(p, svc.group(&p.proposed.agent_id))
-}
-
-/// [`propose_request`] for an agent of group `group`.
-fn propose_request_in(p: &Proposal, group: String) -> CedarRequest {
+/// The Cedar `propose` question for a proposal by an agent of group
+/// `group`.
+fn propose_request(p: &Proposal, group: String) -> CedarRequest {
     let micros = Micros::from_dollars_f64(p.proposed.expected_cost_dollars)
         .map(|m| m.0)
         .unwrap_or(i64::MAX);
@@ -367,7 +363,7 @@ fn ask_policy_in(
     p: &mut Proposal,
     group: String,
 ) -> (Decision, DecisionRecord) {
-    let request = propose_request_in(p, group);
+    let request = propose_request(p, group);
     let decision = policy.decide(&request);
     p.policies = decision.policies.clone();
     let record = DecisionRecord {
