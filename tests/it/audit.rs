@@ -132,21 +132,17 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
     assert_eq!(export.lines().count(), 6);
 
     require_program("ssh-keygen")?;
-    let signers = format!(
-        "gpg.ssh.allowedSignersFile={}",
-        t.allowed_signers().display()
-    );
     let tip = last[1].seq;
-    let o = t.git(&["-c", &signers, "verify-commit", "gov/audit"])?;
+    let o = t.git_with_signers(&["verify-commit", "gov/audit"])?;
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success() && err.contains("Good \"git\" signature"),
         "entry #{tip}: {err}"
     );
-    let o = t.git(&["-c", &signers, "log", "--show-signature", "gov/audit"])?;
+    let o = t.git_with_signers(&["log", "--show-signature", "gov/audit"])?;
     let out = o.stdout_text();
     assert_eq!(out.matches("Good \"git\" signature").count(), 6, "{out}");
-    let o = t.git(&["-c", &signers, "verify-commit", "main"])?;
+    let o = t.git_with_signers(&["verify-commit", "main"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let status = t.git(&["status", "--porcelain"])?.stdout_text();
     assert_eq!(status, "", "the first commit leaves a clean working tree");

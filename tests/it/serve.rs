@@ -127,16 +127,8 @@ fn gov_approve_without_a_server_makes_a_verified_merge() -> TestResult {
     let main = git.find_commit(git.refname_to_id("refs/heads/main")?)?;
     assert_eq!(main.parent_count(), 2);
     require_program("ssh-keygen")?;
-    {
-        let signers = s.repo.allowed_signers();
-        let v = s.repo.git(&[
-            "-c",
-            &format!("gpg.ssh.allowedSignersFile={}", signers.display()),
-            "verify-commit",
-            "main",
-        ])?;
-        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
-    }
+    let v = s.repo.git_with_signers(&["verify-commit", "main"])?;
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     let verify = s.repo.gov(&["audit", "verify"])?;
     assert!(
         verify.status.success(),

@@ -60,11 +60,7 @@ fn executed(svc: &Service) -> TestResult<Vec<gov::app::audit::IndexedEntry>> {
 fn verify_ok(repo: &TestRepo) -> TestResult {
     let report = gov::app::audit::verify(&repo.settings)?;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let signers = format!(
-        "gpg.ssh.allowedSignersFile={}",
-        repo.allowed_signers().display()
-    );
-    let o = repo.git(&["-c", &signers, "verify-commit", "gov/audit"])?;
+    let o = repo.git_with_signers(&["verify-commit", "gov/audit"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Ok(())
 }
@@ -135,10 +131,6 @@ fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestRe
 fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> TestResult {
     let (repo, svc) = service()?;
     let git = repo.repo()?;
-    let signers = format!(
-        "gpg.ssh.allowedSignersFile={}",
-        repo.allowed_signers().display()
-    );
     let mut filed = Vec::new();
     for round in 0..3 {
         let to_approve: Vec<String> = (0..4)
@@ -195,7 +187,7 @@ fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> Tes
             p.to_file().as_bytes(),
             "{branch}"
         );
-        let o = repo.git(&["-c", &signers, "verify-commit", branch])?;
+        let o = repo.git_with_signers(&["verify-commit", branch])?;
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     verify_ok(&repo)
@@ -344,11 +336,7 @@ fn auto_approvals_leave_main_alone_and_an_approval_is_one_signed_merge() -> Test
         merge.tree()?.get_path(std::path::Path::new(&path)).is_ok(),
         "{path}"
     );
-    let signers = format!(
-        "gpg.ssh.allowedSignersFile={}",
-        s.repo.allowed_signers().display()
-    );
-    let o = s.repo.git(&["-c", &signers, "verify-commit", "main"])?;
+    let o = s.repo.git_with_signers(&["verify-commit", "main"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Ok(())
 }
@@ -374,18 +362,9 @@ fn entries_signed_with_nonces_made_ahead_verify_with_stock_git() -> TestResult {
         .parse()?;
     assert!(entries >= 300, "{entries} entries");
     require_program("ssh-keygen")?;
-    let signers = format!(
-        "gpg.ssh.allowedSignersFile={}",
-        s.repo.allowed_signers().display()
-    );
-    let o = s.repo.git(&[
-        "-c",
-        &signers,
-        "log",
-        "--show-signature",
-        "--format=%H",
-        "gov/audit",
-    ])?;
+    let o = s
+        .repo
+        .git_with_signers(&["log", "--show-signature", "--format=%H", "gov/audit"])?;
     let out = o.stdout_text();
     assert_eq!(
         out.matches("Good \"git\" signature").count(),

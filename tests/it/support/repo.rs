@@ -92,6 +92,17 @@ impl TestRepo {
     pub fn allowed_signers(&self) -> PathBuf {
         self.settings.allowed_signers_path()
     }
+
+    /// Runs stock `git ARGS` in the repository with its `allowed_signers`
+    /// configured, so that `verify-commit` and `--show-signature` check
+    /// SSH signatures.
+    pub fn git_with_signers(&self, args: &[&str]) -> TestResult<Output> {
+        let signers = format!(
+            "gpg.ssh.allowedSignersFile={}",
+            self.allowed_signers().display()
+        );
+        self.git(&[&["-c", signers.as_str()], args].concat())
+    }
 }
 
 /// A program a test needs (e.g. `ssh-keygen`, which `git` needs to check
