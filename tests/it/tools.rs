@@ -490,9 +490,18 @@ fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
         let mut held = Vec::new();
         for mut conn in listener.incoming().flatten() {
             let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            // The whole request, its body included: closed with bytes
+            // unread, the socket would answer with a reset, which the
+            // hook may see before the answer.
+            let mut request = Vec::new();
             let mut buf = [0u8; 65536];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            if buf[..n].starts_with(b"POST") {
+            while !whole_request(&request) {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            if request.starts_with(b"POST") {
                 let body = answer.to_string();
                 let _ = write!(
                     conn,
@@ -505,6 +514,22 @@ fn answers_posts_hangs_polls(answer: Value) -> TestResult<String> {
         }
     });
     Ok(url)
+}
+
+/// Whether `request` holds an HTTP request's head and as many bytes of
+/// body as its `content-length` says.
+fn whole_request(request: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(request);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
 }
 
 /// `gov hook pre-tool-use` against `url` with a wait, for a WebFetch call.

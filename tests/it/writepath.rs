@@ -193,6 +193,84 @@ fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> Tes
     verify_ok(&repo)
 }
 
+/// A submission that waits for a person is decided, its entry checked and
+/// its commit made ahead, on `main`'s tip. An approval ahead of it in its
+/// batch moves `main`: it is filed on the new tip instead, and its entry
+/// records the commit it was filed on, not the one made ahead.
+#[test]
+fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_on() -> TestResult {
+    use gov::app::proposals::submit;
+    use gov::domain::audit::Event;
+    let (repo, svc) = service()?;
+    let first = submit(&svc, submission("noop", "publish_content")?)?;
+    let first = first.proposal.proposal_id;
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let pause = std::time::Duration::from_millis(300);
+    let filed = std::thread::scope(|s| -> TestResult<gov::domain::proposal::Proposal> {
+        // A writer holds the batch open...
+        let holder = s.spawn(|| {
+            svc.transact(move |_| -> gov::app::service::Step<()> {
+                let _ = held.send(());
+                let _ = released.recv();
+                Ok((Ok(()), vec![]))
+            })
+        });
+        is_held.recv()?;
+        // ...while an approval queues, and behind it a submission decided
+        // ahead on main's tip before the approval.
+        let approver = s.spawn(|| {
+            let input = DecisionInput {
+                verdict: Verdict::Approve,
+                note: None,
+                final_: false,
+            };
+            decide(&svc, &first, &input, "operator").map(|_| ())
+        });
+        std::thread::sleep(pause);
+        let submitter = s.spawn(|| {
+            let sub = submission("noop", "publish_content").map_err(|e| e.to_string())?;
+            submit(&svc, sub).map_err(|e| e.to_string())
+        });
+        std::thread::sleep(pause);
+        release.send(())?;
+        holder.join().map_err(|_| "the holder panicked")??;
+        approver.join().map_err(|_| "the approver panicked")??;
+        Ok(submitter
+            .join()
+            .map_err(|_| "the submitter panicked")??
+            .proposal)
+    })?;
+    let git = repo.repo()?;
+    let main = git.refname_to_id("refs/heads/main")?;
+    let commit = git2::Oid::from_str(filed.commit.as_deref().ok_or("no commit")?)?;
+    assert_eq!(
+        git.find_commit(commit)?.parent_id(0)?,
+        main,
+        "filed on the approval's merge"
+    );
+    let branch = filed.branch.as_deref().ok_or("no branch")?;
+    assert_eq!(git.refname_to_id(&format!("refs/heads/{branch}"))?, commit);
+    let entries = svc
+        .governance()
+        .index()?
+        .query(&gov::app::audit::AuditFilter {
+            event_type: Some("proposal_submitted".into()),
+            proposal_id: Some(filed.proposal_id.clone()),
+            ..Default::default()
+        })?;
+    let [entry] = entries.as_slice() else {
+        return Err(format!("expected one entry, got {}", entries.len()).into());
+    };
+    let Event::ProposalSubmitted(recorded) = &entry.entry.entry.event else {
+        return Err("not a proposal_submitted entry".into());
+    };
+    assert_eq!(recorded.commit, filed.commit);
+    assert_eq!(recorded.proposal.commit, filed.commit);
+    assert_eq!(recorded.branch, filed.branch);
+    verify_ok(&repo)
+}
+
 /// Charges of `capped` (1,000 tokens): the same sequence serially and
 /// concurrently ends with the same spend, the same number of refusals and
 /// the same pause state.
