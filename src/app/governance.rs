@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use git2::{Oid, Repository};
 
 use crate::config::Settings;
-use crate::domain::audit::{AuditEntry, ToWrite};
+use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry, ChainTip};
 use crate::store::entry_check::{EntryCheck, SignersSource};
 use crate::store::git::{Checkout, Staged, StoreError};
@@ -672,10 +672,7 @@ impl Governance {
     }
 
     /// Appends entries (one signed commit each, one ref update, one flush).
-    pub fn append<W: Into<ToWrite> + Send>(
-        &self,
-        entries: Vec<W>,
-    ) -> Result<Vec<AuditEntry>, GovError> {
+    pub fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AuditEntry>, GovError> {
         let ((), written) = self.transact(|_| Ok::<_, GovError>(((), entries)))?;
         Ok(written)
     }
@@ -691,9 +688,9 @@ impl Governance {
     /// in the queue; then it answers them all at once and lets the next
     /// writer in the queue combine. So a batch of many writers costs one
     /// hand-over of the writer mutex instead of one per writer.
-    pub fn transact<T: Send, E: From<GovError> + Send, W: Into<ToWrite>>(
+    pub fn transact<T: Send, E: From<GovError> + Send>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<W>), E> + Send,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E> + Send,
     ) -> Result<(T, Vec<AuditEntry>), E> {
         self.refuse_if_tampered()?;
         #[allow(
@@ -853,10 +850,10 @@ impl Governance {
         clippy::type_complexity,
         reason = "the batch's error outside, the writer's own answer inside"
     )]
-    fn run_in_batch<T, E: From<GovError>, W: Into<ToWrite>>(
+    fn run_in_batch<T, E: From<GovError>>(
         &self,
         w: &mut Writer,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<W>), E>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<(T, Vec<NewEntry>), E>,
     ) -> Result<Result<(T, Vec<ChainEntry>), E>, GovError> {
         let refname = self.settings.audit_refname();
         if w.batch.is_none() {
@@ -1590,7 +1587,6 @@ pub fn open_index(settings: &Settings) -> Result<(Repository, Index), GovError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::NewEntry;
 
     fn assert_send_sync<T: Send + Sync>() {}
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::error::{check_text, AppError};
 use super::governance::Tx;
 use super::service::{group_in, new_time_ordered_uuid, Service, Step};
-use crate::domain::audit::{Actor, CheckedEntry, Event, NewEntry, Timestamp, ToWrite};
+use crate::domain::audit::{Actor, Event, NewEntry, Timestamp};
 use crate::domain::event::{
     AgentRequestRefused, Empty, ProposalDecided, ProposalExpired, ProposalForbidden,
     ProposalSubmitted, ProposalTampered, SelfApproveAttempt, VIA_FORGE,
@@ -215,12 +215,12 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         .clone()
         .unwrap_or_else(|| new_time_ordered_uuid(svc.now()));
     let ahead = decide_ahead(svc, &sub, &id);
-    svc.transact(|tx| -> Step<Submitted, ToWrite> {
+    svc.transact(|tx| -> Step<Submitted> {
         let conn = tx.index().conn();
         if let Some((err, entry)) = refuse_if_paused(conn, &sub.proposed.agent_id, "proposal")? {
-            return Ok((Err(err), vec![entry.into()]));
+            return Ok((Err(err), vec![entry]));
         }
-        let branch = branch_of(svc, &id);
+        let branch = format!("{}{id}", svc.settings().proposal_prefix);
         let exists = projection::proposal(conn, &id)?.is_some()
             || (branch_name(&sub.proposal_id) == BranchName::Chosen
                 && tx
@@ -237,33 +237,36 @@ fn submit_checked(svc: &Service, sub: Submission) -> Result<Submitted, AppError>
         }
         let main_tip = tx.main_on_disk()?;
         let policy = svc.policy_in(tx)?;
-        let asked = sub.proposal_id.clone();
-        let filing = match ahead {
-            Some(a) if a.main_tip == main_tip && Arc::ptr_eq(&a.policy, &policy) => a.filing,
+        let (p, decision, record, made) = match ahead {
+            Some(a) if a.main_tip == main_tip && Arc::ptr_eq(&a.policy, &policy) => {
+                (a.proposal, a.decision, a.record, a.made)
+            }
             _ => {
                 let group = group_in(&svc.agents_at_tip(main_tip), &sub.proposed.agent_id);
                 let mut p = proposal_to_file(svc, &sub, &id, &policy);
                 let (decision, record) = ask_policy_in(&policy, &mut p, group);
-                Filing::decided(p, asked.clone(), decision, record, Timestamp(svc.now()))
+                (p, decision, record, None)
             }
         };
-        file_decided(svc, tx, filing, asked)
+        let asked = sub.proposal_id.clone();
+        file_decided(svc, tx, (p, asked, made), decision, record)
     })
 }
 
 /// A submission decided before its batch opened, and what it was decided
 /// against: the writers of a batch stage one at a time, and the policy
 /// evaluation was a tenth of a submit's CPU. It stands only if `main` (the
-/// policy set and the agents in force) has not moved since. Its entry is
-/// checked ahead too (a quarter of the turn). A proposal that waits for a
-/// person also has its commit made ahead (a quarter of its turn), on that
-/// tip; the writer takes it only if the commit would be the same
-/// (`store::proposals::write_pending`), and the entry made ahead for it
-/// only with it.
+/// policy set and the agents in force) has not moved since. A proposal
+/// that waits for a person also has its commit made ahead (a quarter of
+/// its turn), on that tip; the writer takes it only if the commit would be
+/// the same (`store::proposals::write_pending`).
 struct DecidedAhead {
     main_tip: Option<git2::Oid>,
     policy: Arc<crate::domain::policy::PolicySet>,
-    filing: Filing,
+    proposal: Proposal,
+    decision: Decision,
+    record: DecisionRecord,
+    made: Option<Box<MadeAhead>>,
 }
 
 fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhead> {
@@ -273,132 +276,33 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
     let group = group_in(&svc.agents_at_tip(main_tip), &sub.proposed.agent_id);
     let mut proposal = proposal_to_file(svc, sub, id, &policy);
     let (decision, record) = ask_policy_in(&policy, &mut proposal, group);
-    let asked = sub.proposal_id.clone();
-    let decided = Filing::decided(proposal, asked, decision, record, Timestamp(svc.now()));
-    // An entry that fails its check is made again in the writer's turn,
-    // which reports why.
-    let filing = match decided {
-        Filing::Now(answer, entry) => Filing::Now(answer, entry.checked().ok()?.into()),
-        Filing::Pending(p, Recorded::Decision(record), None) => {
-            pending_ahead(svc, main_tip, p, record)?
-        }
-        other => other,
+    // Made as `file_decided` would file it; a commit that cannot be made
+    // now is made in the writer's turn, which reports why.
+    let made = match (waits_for_person(&proposal, &decision), main_tip) {
+        (Some(pending), Some(tip)) => svc
+            .read_ahead(|repo| {
+                let key = svc.governance().signing_key();
+                git_proposals::made_ahead(repo, key, tip, pending).map_err(AppError::from)
+            })
+            .ok(),
+        _ => None,
     };
     Some(DecidedAhead {
         main_tip,
         policy,
-        filing,
+        proposal,
+        decision,
+        record,
+        made,
     })
 }
 
-/// A proposal that waits for a person, filed as [`file_decided`] would
-/// file it: its commit made on `main_tip` and the entry that records it
-/// with that commit, checked. A commit that cannot be made now is made in
-/// the writer's turn, which reports why.
-fn pending_ahead(
-    svc: &Service,
-    main_tip: Option<git2::Oid>,
-    p: Proposal,
-    record: DecisionRecord,
-) -> Option<Filing> {
-    let made = main_tip.and_then(|tip| {
-        svc.read_ahead(|repo| {
-            let key = svc.governance().signing_key();
-            git_proposals::made_ahead(repo, key, tip, p.clone()).map_err(AppError::from)
-        })
-        .ok()
-    });
-    let Some(made) = made else {
-        return Some(Filing::Pending(p, Recorded::Decision(record), None));
-    };
-    let mut filed = p.clone();
-    filed_on(&mut filed, branch_of(svc, &p.proposal_id), made.commit());
-    let entry = submitted_entry_of(filed, record).checked().ok()?;
-    let recorded = Recorded::Entry(made.commit(), entry);
-    Some(Filing::Pending(p, recorded, Some(made)))
-}
-
-/// How a decided submission is filed.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per submission, moved from its decision to its turn"
-)]
-enum Filing {
-    /// At once: the answer, and the entry that records it.
-    Now(Result<Submitted, AppError>, ToWrite),
-    /// On a branch of its own, for a person: the proposal as it waits,
-    /// what records it, and its commit if it was made ahead.
-    Pending(Proposal, Recorded, Option<Box<MadeAhead>>),
-}
-
-/// What records a proposal that waits for a person, besides its commit.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per submission, moved from its decision to its turn"
-)]
-enum Recorded {
-    /// Its decision: the entry is made once the commit is known.
-    Decision(DecisionRecord),
-    /// The entry, made and checked ahead for the commit made ahead (the
-    /// id): it stands if the writer files that commit.
-    Entry(git2::Oid, CheckedEntry),
-}
-
-impl Filing {
-    /// How a proposal the policy set decided (at `decided_at`) is filed.
-    /// The proposal comes with the id the agent asked for.
-    fn decided(
-        mut p: Proposal,
-        asked_id: Option<String>,
-        decision: Decision,
-        record: DecisionRecord,
-        decided_at: Timestamp,
-    ) -> Filing {
-        match decision.outcome {
-            Outcome::NeedsPerson if blocked_self_approval(&p, &decision) => {
-                let attempt = SelfApproveAttempt {
-                    action_type: p.proposed.action_type.clone(),
-                    proposal_id: asked_id.clone(),
-                    reason: "requires_approval=false on an action reserved for a person".into(),
-                };
-                let entry =
-                    NewEntry::new(Actor::server(), Event::AuditFlagSelfApproveAttempt(attempt))
-                        .agent(&p.proposed.agent_id)
-                        .maybe_proposal(asked_id)
-                        .decision(record);
-                let refused = AppError::SelfApproveBlocked {
-                    action_type: p.proposed.action_type,
-                    policies: decision.policies,
-                };
-                Filing::Now(Err(refused), entry.into())
-            }
-            Outcome::Forbidden => {
-                let forbidden = ProposalForbidden {
-                    action_type: p.proposed.action_type.clone(),
-                    wave: p.proposed.wave,
-                };
-                let entry = NewEntry::new(Actor::server(), Event::ProposalForbidden(forbidden))
-                    .agent(&p.proposed.agent_id)
-                    .proposal(&p.proposal_id)
-                    .decision(record);
-                let refused = AppError::ForbiddenByPolicy {
-                    policies: decision.policies,
-                };
-                Filing::Now(Err(refused), entry.into())
-            }
-            Outcome::Auto => {
-                p.status = ProposalStatus::AutoApproved;
-                p.decided_by = Some("auto_policy".into());
-                p.decided_at = Some(decided_at);
-                // No commit: `main` moves only through review. The signed
-                // audit entry holds the whole proposal and its decision.
-                let entry = submitted_entry(&p, record);
-                Filing::Now(Ok(Submitted { proposal: p }), entry.into())
-            }
-            Outcome::NeedsPerson => {
-                Filing::Pending(as_pending(p), Recorded::Decision(record), None)
-            }
-        }
+/// The proposal as filed on its branch, if `decision` leaves it waiting
+/// for a person (see [`file_decided`]).
+fn waits_for_person(p: &Proposal, decision: &Decision) -> Option<Proposal> {
+    match decision.outcome {
+        Outcome::NeedsPerson if !blocked_self_approval(p, decision) => Some(as_pending(p.clone())),
+        _ => None,
     }
 }
 
@@ -479,30 +383,67 @@ fn branch_name(asked_id: &Option<String>) -> BranchName {
     }
 }
 
-/// Files a proposal the policy set has decided, in Git and the chain. The
-/// proposal comes with the id the agent asked for.
+/// Files a proposal the policy set has decided, in Git and the chain.
+/// The proposal comes with the id the agent asked for and its pending
+/// commit, if one was made ahead.
 fn file_decided(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
-    filing: Filing,
-    asked_id: Option<String>,
-) -> Step<Submitted, ToWrite> {
-    match filing {
-        Filing::Now(answer, entry) => Ok((answer, vec![entry])),
-        Filing::Pending(p, recorded, made) => {
-            let on = PendingOn::Main(branch_name(&asked_id), made);
-            let (filed, commit) = stage_pending(svc, tx, p, on)?;
-            let entry = match recorded {
-                Recorded::Entry(made, entry) if made == commit => entry.into(),
-                // Filed on another commit (`main` moved in the batch): the
-                // entry made ahead, its event made again.
-                Recorded::Entry(_, entry) => {
-                    let mut entry = entry.into_entry();
-                    entry.event = Event::ProposalSubmitted(ProposalSubmitted::of(&filed));
-                    entry.into()
-                }
-                Recorded::Decision(record) => submitted_entry(&filed, record).into(),
+    (mut p, asked_id, made): (Proposal, Option<String>, Option<Box<MadeAhead>>),
+    decision: Decision,
+    record: DecisionRecord,
+) -> Step<Submitted> {
+    match decision.outcome {
+        Outcome::NeedsPerson if blocked_self_approval(&p, &decision) => {
+            let attempt = SelfApproveAttempt {
+                action_type: p.proposed.action_type.clone(),
+                proposal_id: asked_id.clone(),
+                reason: "requires_approval=false on an action reserved for a person".into(),
             };
+            let entry = NewEntry::new(Actor::server(), Event::AuditFlagSelfApproveAttempt(attempt))
+                .agent(&p.proposed.agent_id)
+                .maybe_proposal(asked_id)
+                .decision(record);
+            Ok((
+                Err(AppError::SelfApproveBlocked {
+                    action_type: p.proposed.action_type.clone(),
+                    policies: decision.policies,
+                }),
+                vec![entry],
+            ))
+        }
+        Outcome::Forbidden => {
+            let forbidden = ProposalForbidden {
+                action_type: p.proposed.action_type.clone(),
+                wave: p.proposed.wave,
+            };
+            let entry = NewEntry::new(Actor::server(), Event::ProposalForbidden(forbidden))
+                .agent(&p.proposed.agent_id)
+                .proposal(&p.proposal_id)
+                .decision(record);
+            Ok((
+                Err(AppError::ForbiddenByPolicy {
+                    policies: decision.policies,
+                }),
+                vec![entry],
+            ))
+        }
+        Outcome::Auto => {
+            p.status = ProposalStatus::AutoApproved;
+            p.decided_by = Some("auto_policy".into());
+            p.decided_at = Some(Timestamp(svc.now()));
+            // No commit: `main` moves only through review. The signed
+            // audit entry holds the whole proposal and its decision.
+            Ok((
+                Ok(Submitted {
+                    proposal: p.clone(),
+                }),
+                vec![submitted_entry(&p, record)],
+            ))
+        }
+        Outcome::NeedsPerson => {
+            let on = PendingOn::Main(branch_name(&asked_id), made);
+            let (filed, entry) = file_pending_at(svc, tx, as_pending(p), record, on)?;
             Ok((Ok(Submitted { proposal: filed }), vec![entry]))
         }
     }
@@ -544,25 +485,12 @@ enum PendingOn {
 fn file_pending_at(
     svc: &Service,
     tx: &mut crate::app::governance::Tx<'_>,
-    p: Proposal,
+    mut p: Proposal,
     record: DecisionRecord,
     on: PendingOn,
 ) -> Result<(Proposal, NewEntry), AppError> {
-    let (p, _) = stage_pending(svc, tx, p, on)?;
-    let entry = submitted_entry(&p, record);
-    Ok((p, entry))
-}
-
-/// Stages the commit and branch of a proposal that waits for a person;
-/// returns it as filed, and its commit.
-fn stage_pending(
-    svc: &Service,
-    tx: &mut crate::app::governance::Tx<'_>,
-    mut p: Proposal,
-    on: PendingOn,
-) -> Result<(Proposal, git2::Oid), AppError> {
     let (key, _) = tx.signer();
-    let branch = branch_of(svc, &p.proposal_id);
+    let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
     let repo = tx.repo();
     let main_ref = svc.settings().main_refname();
     let staged = tx.staged();
@@ -576,32 +504,17 @@ fn stage_pending(
         }
     }
     .map_err(AppError::from)?;
-    filed_on(&mut p, branch, commit);
-    Ok((p, commit))
-}
-
-/// The branch a proposal that waits for a person is filed on.
-fn branch_of(svc: &Service, id: &str) -> String {
-    format!("{}{id}", svc.settings().proposal_prefix)
-}
-
-/// Marks `p` filed on `branch`, at `commit`.
-fn filed_on(p: &mut Proposal, branch: String, commit: git2::Oid) {
     p.branch = Some(branch);
     p.commit = Some(commit.to_string());
+    let entry = submitted_entry(&p, record);
+    Ok((p, entry))
 }
 
 fn submitted_entry(p: &Proposal, record: DecisionRecord) -> NewEntry {
-    submitted_entry_of(p.clone(), record)
-}
-
-/// [`submitted_entry`], taking the proposal.
-fn submitted_entry_of(p: Proposal, record: DecisionRecord) -> NewEntry {
-    let (agent, id) = (p.proposed.agent_id.clone(), p.proposal_id.clone());
-    let submitted = Event::ProposalSubmitted(ProposalSubmitted::of_owned(p));
+    let submitted = Event::ProposalSubmitted(ProposalSubmitted::of(p));
     NewEntry::new(Actor::server(), submitted)
-        .agent(agent)
-        .proposal(id)
+        .agent(&p.proposed.agent_id)
+        .proposal(&p.proposal_id)
         .decision(record)
 }
 

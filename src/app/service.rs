@@ -13,7 +13,7 @@ use super::clock::Clock;
 use super::error::AppError;
 use super::governance::{GovError, Governance, Opened, Tx};
 use crate::config::{AgentSettings, BudgetSettings, Settings};
-use crate::domain::audit::{NewEntry, Timestamp, ToWrite};
+use crate::domain::audit::{NewEntry, Timestamp};
 use crate::domain::event::{Event, PolicyChangeRefused};
 use crate::domain::policy::PolicySet;
 use crate::store::keys::{Role, SigningKey};
@@ -126,9 +126,7 @@ impl std::fmt::Debug for Service {
 /// The outcome of a transaction closure: the use case's own answer (which
 /// may be a refusal that still writes entries, such as an audit flag) and
 /// the entries to append.
-/// The entries are built in the closure ([`NewEntry`]), or checked ahead of
-/// it ([`ToWrite`]).
-pub type Step<T, W = NewEntry> = Result<(Result<T, AppError>, Vec<W>), AppError>;
+pub type Step<T> = Result<(Result<T, AppError>, Vec<NewEntry>), AppError>;
 
 impl Service {
     /// Opens the repository as the server (audit entries signed with the
@@ -239,19 +237,15 @@ impl Service {
     /// `policy_change_refused` entry yet gets one in the same append, so
     /// each refused commit is recorded once, by whichever process writes
     /// first.
-    pub fn transact<T: Send, W: Into<ToWrite>>(
+    pub fn transact<T: Send>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Step<T, W> + Send,
+        f: impl FnOnce(&mut Tx<'_>) -> Step<T> + Send,
     ) -> Result<T, AppError> {
         self.repair_if_due();
         let result = self.gov.transact(|tx| {
             let (answer, entries) = f(tx)?;
-            let refusals = self.unrecorded_refusals(tx)?;
-            let all: Vec<ToWrite> = refusals
-                .into_iter()
-                .map(ToWrite::from)
-                .chain(entries.into_iter().map(Into::into))
-                .collect();
+            let mut all = self.unrecorded_refusals(tx)?;
+            all.extend(entries);
             Ok::<_, AppError>((answer, all))
         });
         if result.is_err() {
@@ -319,7 +313,7 @@ impl Service {
         let repo = self.open_repo()?;
         match self.trust(&repo) {
             Ok(t) if !t.refused.is_empty() || !t.resolved.is_empty() => {
-                self.transact(|_| Ok((Ok(()), Vec::<NewEntry>::new())))
+                self.transact(|_| Ok((Ok(()), Vec::new())))
             }
             _ => Ok(()),
         }

@@ -268,18 +268,8 @@ impl AuditEntry {
         if !head.starts_with(MESSAGE_PREFIX) {
             return Err(EntryParseError::NotAnEntry);
         }
-        let entry = Self::from_body(body.trim_end())?;
-        let expected_head = format!("{MESSAGE_PREFIX} #{} ", entry.seq);
-        if !head.starts_with(&expected_head) {
-            return Err(EntryParseError::HeadMismatch);
-        }
-        Ok(entry)
-    }
-
-    /// Parses an entry out of the JSON of a commit message's body.
-    fn from_body(body: &str) -> Result<Self, EntryParseError> {
         let json = |e: serde_json::Error| EntryParseError::Json(e.to_string());
-        let w: WireAuditEntry<'_> = serde_json::from_str(body).map_err(json)?;
+        let w: WireAuditEntry<'_> = serde_json::from_str(body.trim_end()).map_err(json)?;
         // A missing payload reads as `null`, as it always has.
         let payload = w.payload.map_or("null", serde_json::value::RawValue::get);
         let entry = AuditEntry {
@@ -294,6 +284,10 @@ impl AuditEntry {
                 decision: w.decision,
             },
         };
+        let expected_head = format!("{MESSAGE_PREFIX} #{} ", entry.seq);
+        if !head.starts_with(&expected_head) {
+            return Err(EntryParseError::HeadMismatch);
+        }
         Ok(entry)
     }
 }
@@ -478,154 +472,50 @@ impl NewEntry {
     }
 }
 
-/// A [`NewEntry`] checked for the chain before it has its place: every
-/// field checked, its JSON written and read back, so that the check runs
-/// before anything is written and outside the writer's turn (a
-/// submission's while it is decided ahead). [`CheckedEntry::place`] then
-/// writes the commit message around that JSON.
-#[derive(Debug, Clone)]
-pub struct CheckedEntry {
-    /// The entry's JSON after its place's fields (`seq`, `ts`), from the
-    /// first field on: `"actor":…}`.
-    rest: String,
-    /// The entry as it reads back from that JSON, which is what every
-    /// later reader sees (times keep microseconds, for instance): the
+impl AuditEntry {
+    /// The commit message for the entry, only if it can be read back as
+    /// exactly this entry: every field is checked, the message is bounded
+    /// in size, and it is parsed back and compared before anyone writes it.
+    ///
+    /// Returns the message and the entry as it reads back, which is what
+    /// every later reader sees (times keep microseconds, for instance): the
     /// writer hands that one on, never the one it was given.
-    entry: NewEntry,
-}
-
-/// The time the read-back check puts in an entry's place (any time from
-/// 1970 to 9999 writes and reads the same way).
-const PLACEHOLDER_TS: &str = "1970-01-01T00:00:00.000000+00:00";
-
-impl NewEntry {
-    /// Checks the entry for the chain: every field is checked, the JSON is
-    /// bounded in size and depth, and it is parsed back and compared (an
-    /// entry that could not be read back would stop every later reader of
-    /// the chain).
-    pub fn checked(self) -> Result<CheckedEntry, EntryError> {
-        self.validate_names()?;
-        let json =
-            serde_json::to_string(&self).map_err(|e| EntryError::new("entry", e.to_string()))?;
-        // The message adds its heading and the place to this.
-        if json.len() > MAX_ENTRY_BYTES {
-            return Err(too_big(json.len()));
+    pub fn checked_commit_message(&self) -> Result<(String, AuditEntry), EntryError> {
+        self.entry.validate_names()?;
+        let message = self.commit_message();
+        if message.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::new(
+                "payload",
+                format!(
+                    "the entry would take {} bytes; at most {MAX_ENTRY_BYTES} are accepted",
+                    message.len()
+                ),
+            ));
         }
         // The depth of the entry as written, read off its JSON (the entry's
         // object, then its payload and decision, the only fields that
         // nest): the same limit as `NewEntry::validate`'s, without making
         // a JSON value of the payload again. Past it, that check says
         // which field is too deep.
-        if json_text_depth(&json) > MAX_ENTRY_DEPTH {
-            self.validate()?;
+        let body = message.split_once("\n\n").map_or("", |(_, b)| b);
+        if json_text_depth(body) > MAX_ENTRY_DEPTH {
+            self.entry.validate()?;
             return Err(EntryError::new(
                 "entry",
                 format!("is nested too deeply (at most {MAX_ENTRY_DEPTH} levels)"),
             ));
         }
-        let rest = match json.strip_prefix('{') {
-            Some(rest) if rest.starts_with('"') => rest.to_string(),
-            _ => return Err(EntryError::new("entry", "is not written as a JSON object")),
-        };
-        // Read back as a reader of the chain reads it: in an entry's body,
-        // with a place (seq and ts are plain numbers and times, which read
-        // back as written; `CheckedEntry::place` writes the real ones).
-        let body = format!("{{\"seq\":1,\"ts\":\"{PLACEHOLDER_TS}\",{rest}");
-        match AuditEntry::from_body(&body) {
+        match AuditEntry::from_commit_message(&message) {
             // Reading back must be stable: the entry read back writes the
-            // very same JSON. An entry that reads back equal to this one
-            // does (the JSON is a function of the entry, and the read kept
-            // its order), so only one that differs is written again.
-            Ok(back)
-                if back.entry == self || serde_json::to_string(&back.entry).ok() == Some(json) =>
-            {
-                Ok(CheckedEntry {
-                    rest,
-                    entry: back.entry,
-                })
-            }
+            // very same message. An entry that reads back equal to this one
+            // does (the message is a function of the entry, and the read
+            // kept its order), so only one that differs is written again.
+            Ok(back) if back == *self || back.commit_message() == message => Ok((message, back)),
             Ok(_) => Err(EntryError::new(
                 "entry",
                 "does not read back as written (a value does not survive JSON)",
             )),
             Err(e) => Err(EntryError::new("entry", format!("does not read back: {e}"))),
-        }
-    }
-}
-
-fn too_big(bytes: usize) -> EntryError {
-    EntryError::new(
-        "payload",
-        format!("the entry would take {bytes} bytes; at most {MAX_ENTRY_BYTES} are accepted"),
-    )
-}
-
-impl CheckedEntry {
-    /// The entry as it reads back.
-    pub fn entry(&self) -> &NewEntry {
-        &self.entry
-    }
-
-    /// The entry as it reads back, taken.
-    pub fn into_entry(self) -> NewEntry {
-        self.entry
-    }
-
-    /// Gives the entry its place: the commit message that carries it, and
-    /// the entry as every reader of that message sees it (its time kept to
-    /// the microsecond). The message is what [`AuditEntry::commit_message`]
-    /// writes for that entry.
-    pub fn place(self, seq: u64, ts: DateTime<Utc>) -> Result<(String, AuditEntry), EntryError> {
-        use chrono::{Datelike, SubsecRound};
-        let ts = ts.trunc_subsecs(6);
-        if !(1970..=9999).contains(&ts.year()) {
-            return Err(EntryError::new(
-                "ts",
-                "is outside the years 1970 to 9999, which an entry cannot be read back with",
-            ));
-        }
-        let placed = self.entry.place(seq, ts);
-        let agent = placed.entry.agent_id.as_deref().unwrap_or("-");
-        let message = format!(
-            "{MESSAGE_PREFIX} #{seq} {} {agent}\n\n{{\"seq\":{seq},\"ts\":\"{}\",{}\n",
-            placed.entry.event_type(),
-            placed.ts.to_rfc3339(),
-            self.rest
-        );
-        if message.len() > MAX_ENTRY_BYTES {
-            return Err(too_big(message.len()));
-        }
-        debug_assert_eq!(message, placed.commit_message());
-        Ok((message, placed))
-    }
-}
-
-/// An entry handed to the chain's writer: as it was built, or checked
-/// ahead ([`NewEntry::checked`]).
-#[derive(Debug, Clone)]
-pub enum ToWrite {
-    New(NewEntry),
-    Checked(CheckedEntry),
-}
-
-impl From<NewEntry> for ToWrite {
-    fn from(e: NewEntry) -> Self {
-        ToWrite::New(e)
-    }
-}
-
-impl From<CheckedEntry> for ToWrite {
-    fn from(e: CheckedEntry) -> Self {
-        ToWrite::Checked(e)
-    }
-}
-
-impl ToWrite {
-    /// The entry checked for the chain (see [`NewEntry::checked`]).
-    pub fn checked(self) -> Result<CheckedEntry, EntryError> {
-        match self {
-            ToWrite::New(e) => e.checked(),
-            ToWrite::Checked(c) => Ok(c),
         }
     }
 }
@@ -767,7 +657,8 @@ mod tests {
             .expect("a decision");
             NewEntry::new(Actor::server(), ev("x"))
                 .decision(d)
-                .checked()
+                .place(1, Utc::now().trunc_subsecs(6))
+                .checked_commit_message()
                 .map(|_| ())
                 .map_err(|e| e.field)
         };
@@ -777,7 +668,10 @@ mod tests {
 
     #[test]
     fn hostile_entries_are_refused_before_writing() {
-        let ok = |e: NewEntry| e.checked()?.place(1, Utc::now());
+        let ok = |e: NewEntry| {
+            e.place(1, Utc::now().trunc_subsecs(6))
+                .checked_commit_message()
+        };
         let field = |e: NewEntry| ok(e).map_err(|e| e.field);
         assert_eq!(
             field(NewEntry::new(Actor::server(), ev("note\n\n{\"x\":1}"))),
@@ -833,64 +727,10 @@ mod tests {
                 serde_json::json!({"s": "a\u{0}b\n\n{\"x\":1}", "f": 0.1}),
             ),
         );
-        let now = Utc::now();
-        let (msg, back) = e
-            .clone()
-            .checked()
-            .and_then(|c| c.place(1, now))
-            .expect("readable");
-        let placed = e.place(1, now.trunc_subsecs(6));
+        let placed = e.place(1, Utc::now().trunc_subsecs(6));
+        let (msg, back) = placed.checked_commit_message().expect("readable");
         assert_eq!(back, placed);
-        assert_eq!(msg, placed.commit_message());
         assert_eq!(AuditEntry::from_commit_message(&msg), Ok(placed));
-    }
-
-    #[test]
-    fn an_entry_checked_ahead_is_placed_as_the_whole_entry_is_written() {
-        let d: DecisionRecord = serde_json::from_value(serde_json::json!({
-            "outcome": "auto", "policy_version": "v1",
-            "policies": [{"id": "auto-research", "reason": "research is safe", "effect": "permit"}],
-            "request": {"principal": {"type": "Agent", "id": "a"}, "action": "propose",
-                        "resource": {"type": "Action", "id": "research_only"},
-                        "context": {"cost": 0.25, "tags": ["é", "\u{2028}"]}}
-        }))
-        .expect("a decision");
-        let entries = [
-            NewEntry::new(Actor::server(), ev("x")),
-            NewEntry::new(
-                Actor::operator("ann"),
-                evp("note", serde_json::json!({"f": 0.1, "s": "a\"b\n"})),
-            )
-            .agent("noop")
-            .proposal("p-1")
-            .task("t-1")
-            .decision(d),
-        ];
-        // Nanoseconds, which the message does not keep.
-        let at = DateTime::parse_from_rfc3339("2026-12-03T19:00:00.123456789+00:00")
-            .map(|t| t.with_timezone(&Utc))
-            .expect("a time");
-        for (seq, e) in (1..).zip(entries) {
-            let (message, placed) = e
-                .clone()
-                .checked()
-                .and_then(|c| c.place(seq, at))
-                .expect("placed");
-            let whole = e.place(seq, at.trunc_subsecs(6));
-            assert_eq!(placed, whole);
-            assert_eq!(message, whole.commit_message());
-            assert_eq!(AuditEntry::from_commit_message(&message), Ok(whole));
-        }
-        let late = DateTime::parse_from_rfc3339("9999-12-31T23:59:59+00:00")
-            .map(|t| t.with_timezone(&Utc) + chrono::Duration::seconds(1))
-            .expect("a time");
-        let checked = NewEntry::new(Actor::server(), ev("x"))
-            .checked()
-            .expect("checked");
-        assert_eq!(
-            checked.place(1, late).map(|_| ()).map_err(|e| e.field),
-            Err("ts")
-        );
     }
 
     #[test]

@@ -319,18 +319,13 @@ pub struct ProposalSubmitted {
 
 impl ProposalSubmitted {
     pub fn of(p: &Proposal) -> Self {
-        Self::of_owned(p.clone())
-    }
-
-    /// [`ProposalSubmitted::of`], taking the proposal.
-    pub fn of_owned(p: Proposal) -> Self {
         ProposalSubmitted {
             action_type: p.proposed.action_type.clone(),
             status: p.status,
             wave: p.proposed.wave,
             branch: p.branch.clone(),
             commit: p.commit.clone(),
-            proposal: p,
+            proposal: p.clone(),
         }
     }
 }

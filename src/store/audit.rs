@@ -15,7 +15,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
-use crate::domain::audit::{AuditEntry, NewEntry, ToWrite, MESSAGE_PREFIX};
+use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
 use crate::store::git::{commit_signed_by, NewCommit, Nonce, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
@@ -166,14 +166,14 @@ pub fn append(
     clippy::too_many_arguments,
     reason = "the batch, the chain, the signer and the entries with their time"
 )]
-pub fn stage<W: Into<ToWrite>>(
+pub fn stage(
     repo: &Repository,
     staged: &mut Staged,
     refname: &str,
     key: &SigningKey,
     role: Role,
     tip: Option<ChainTip>,
-    entries: Vec<W>,
+    entries: Vec<NewEntry>,
     now: DateTime<Utc>,
 ) -> Result<Vec<ChainEntry>, StoreError> {
     if entries.is_empty() {
@@ -195,10 +195,10 @@ pub fn stage<W: Into<ToWrite>>(
         // Clocks can step back; the chain's times never do. Microseconds
         // are what the message keeps, so the returned entry equals it.
         last_ts = last_ts.max(now.trunc_subsecs(6));
-        // Checked before anything is written (unless it was ahead of the
-        // batch): an entry that could not be read back would stop every
-        // later reader of the chain.
-        let (message, entry) = new.into().checked()?.place(seq, last_ts)?;
+        let entry = new.place(seq, last_ts);
+        // Checked before anything is written: an entry that could not be
+        // read back would stop every later reader of the chain.
+        let (message, entry) = entry.checked_commit_message()?;
         let parents: Vec<Oid> = parent.into_iter().collect();
         // In a writer's turn: the nonce is taken from those made ahead.
         let commit = NewCommit {

@@ -75,13 +75,6 @@ pub struct MadeAhead {
     objects: Staged,
 }
 
-impl MadeAhead {
-    /// The commit made.
-    pub fn commit(&self) -> Oid {
-        self.commit
-    }
-}
-
 /// Makes the commit that files `p` on top of `base` (main's tip of the
 /// moment), outside any batch: its file, the trees above it and the signed
 /// commit, held in memory. Writers of a batch stage one at a time, and

@@ -448,9 +448,7 @@ fn transact_sees_the_caught_up_tip_and_writes_nothing_on_error() -> TestResult {
     assert_eq!(seen, (Some(3), 3));
     assert_eq!(written[0].seq, 4);
     let failed: Result<((), _), gov::app::governance::GovError> =
-        gov.transact(|_| -> Result<(_, Vec<NewEntry>), _> {
-            Err(gov::app::governance::GovError::Poisoned)
-        });
+        gov.transact(|_| Err(gov::app::governance::GovError::Poisoned));
     assert!(failed.is_err());
     let again = gov.append(vec![NewEntry::new(
         Actor::server(),

@@ -346,7 +346,7 @@ fn research_decided_while_main_moves(
     std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
         // A writer holds the batch open...
         let holder = s.spawn(move || {
-            svc.transact(move |_| -> gov::app::service::Step<()> {
+            svc.transact(move |_| {
                 let _ = held.send(());
                 let _ = released.recv();
                 Ok((Ok(()), vec![]))

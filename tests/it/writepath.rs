@@ -193,10 +193,10 @@ fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> Tes
     verify_ok(&repo)
 }
 
-/// A submission that waits for a person is decided, its entry checked and
-/// its commit made ahead, on `main`'s tip. An approval ahead of it in its
-/// batch moves `main`: it is filed on the new tip instead, and its entry
-/// records the commit it was filed on, not the one made ahead.
+/// A submission that waits for a person is decided and its commit made
+/// ahead, on `main`'s tip. An approval ahead of it in its batch moves
+/// `main`: it is filed on the new tip instead, and its entry records the
+/// commit it was filed on, not the one made ahead.
 #[test]
 fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_on() -> TestResult {
     use gov::app::proposals::submit;

@@ -47,14 +47,10 @@ pub(super) async fn post_audit(
     entry.agent_id = body.agent_id;
     entry.proposal_id = body.proposal_id;
     entry.task_id = body.task_id;
+    // The event type, ids and payload depth, before anything else is done.
+    entry.validate().map_err(AppError::from)?;
     let svc = state.svc.clone();
-    let written = blocking_write(&state, move || {
-        // Every field checked and the JSON read back before the writer's
-        // turn (which then only places it in the chain).
-        let entry = entry.checked().map_err(AppError::from)?;
-        Ok(svc.governance().append(vec![entry])?)
-    })
-    .await?;
+    let written = blocking_write(&state, move || Ok(svc.governance().append(vec![entry])?)).await?;
     match written.first() {
         Some(e) => reply(&wire::AuditPosted {
             audit_id: e.seq,
