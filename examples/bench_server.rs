@@ -356,7 +356,23 @@ struct PhaseResult {
     client_cpu_s: Option<f64>,
     server_cpu_s: Option<f64>,
     server_rss_mib: Option<f64>,
+    /// Batches the server flushed during the phase, and the writers they
+    /// carried (its `/status`; none from a server that does not say).
+    batches: Option<u64>,
+    writers_per_batch: Option<f64>,
     first_error: Option<String>,
+}
+
+/// The server's batches flushed and the writers they carried, from its
+/// `/status` (gov's; the original has none).
+fn batch_counts(url: &str, token: Option<&str>) -> Option<(u64, u64)> {
+    let mut req = ureq::get(&format!("{url}/status")).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let v: Value = req.call().ok()?.into_json().ok()?;
+    let n = |k: &str| v["batches"][k].as_u64();
+    Some((n("flushed")?, n("writers")?))
 }
 
 /// Runs `count` requests from `clients` keep-alive connections.
@@ -378,6 +394,7 @@ fn run_phase(
     let failed = Arc::new(AtomicUsize::new(0));
     let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let batches0 = batch_counts(url, o.operator_token.as_deref());
     let cpu0 = cpu_secs("self");
     let server_cpu0 = server.map(|p| cpu_secs(&p.to_string()));
     let started = Instant::now();
@@ -444,6 +461,10 @@ fn run_phase(
         let _ = t.join();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let client_cpu_s = Some(cpu_secs("self") - cpu0);
+    let batches = batches0
+        .zip(batch_counts(url, o.operator_token.as_deref()))
+        .map(|((f0, w0), (f, w))| (f.saturating_sub(f0), w.saturating_sub(w0)));
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort();
     PhaseResult {
@@ -455,11 +476,13 @@ fn run_phase(
         p50_ms: pct(&lat, 0.50),
         p99_ms: pct(&lat, 0.99),
         max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        client_cpu_s: Some(cpu_secs("self") - cpu0),
+        client_cpu_s,
         server_cpu_s: server
             .zip(server_cpu0)
             .map(|(p, c0)| cpu_secs(&p.to_string()) - c0),
         server_rss_mib: server.and_then(rss_mib),
+        batches: batches.map(|(f, _)| f),
+        writers_per_batch: batches.map(|(f, w)| w as f64 / f.max(1) as f64),
         first_error: first_error.lock().ok().and_then(|f| f.clone()),
     }
 }
@@ -537,6 +560,8 @@ impl Reads {
             client_cpu_s: None,
             server_cpu_s: None,
             server_rss_mib: None,
+            batches: None,
+            writers_per_batch: None,
             first_error,
         }
     }
@@ -937,12 +962,12 @@ fn main() -> BoxResult {
     }
     println!();
     println!(
-        "| phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s |"
+        "| phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s | batches | writers per batch |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
             r.phase,
             r.ok,
             r.failed,
@@ -952,6 +977,9 @@ fn main() -> BoxResult {
             r.max_ms,
             r.client_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
             r.server_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
+            r.batches.map_or("-".into(), |b| b.to_string()),
+            r.writers_per_batch
+                .map_or("-".into(), |w| format!("{w:.1}")),
         );
         if let Some(e) = &r.first_error {
             println!("  first error: {e}");

@@ -23,8 +23,9 @@
 #               first).
 # --runs N      runs of each build (default 3); the medians are printed:
 #               the rate of each phase, its p99 (`... p99 ms`), the hook's
-#               median, and the server's CPU per write of each phase
-#               (`... CPU ms`).
+#               median, the server's CPU per write of each phase
+#               (`... CPU ms`), and how many writes shared a flush
+#               (`... writers per batch`, from builds whose /status says).
 # --journal     an ext4 with a journal (default: without, like the
 #               machine's root file system).
 # --image PATH  the image file (default /tmp/gov-bench-fs.img, 3 GiB,
@@ -107,6 +108,9 @@ while [ $i -le "$runs" ]; do
                 # The server'"'"'s CPU per write (its CPU seconds over the
                 # writes of the phase).
                 if ($3 + 0 > 0) printf "%s\t%s CPU ms\t%.3f\n", b, $2, 1000 * $10 / $3
+                # How many writes shared a flush (the server'"'"'s /status).
+                gsub(/ /, "", $12)
+                if ($12 != "" && $12 != "-") printf "%s\t%s writers per batch\t%s\n", b, $2, $12
             }
             /^hook round trip/ {
                 match($0, /"median_ms":[0-9.]+/)
@@ -121,7 +125,8 @@ echo "medians of $runs runs:"
 for b in $builds; do
     for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
         "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
-        "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms"; do
+        "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms" \
+        "submit round 1 writers per batch" "decisions writers per batch"; do
         awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
             sort -n | awk -v b="$b" -v p="$phase" '
                 { v[NR] = $1 }

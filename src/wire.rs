@@ -539,6 +539,17 @@ pub struct Status {
     pub policy_refused: Vec<RefusedCommit>,
     /// `required` or `optional`.
     pub agent_auth: String,
+    /// Group commit since the server started.
+    #[serde(default)]
+    pub batches: BatchCounts,
+}
+
+/// Batches of writes flushed, and the writers they carried (a batch is one
+/// durable flush for every writer in it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCounts {
+    pub flushed: u64,
+    pub writers: u64,
 }
 
 /// The last sync, as `gov status` and the dashboard show it. Kept in

@@ -271,6 +271,47 @@ fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_
     verify_ok(&repo)
 }
 
+/// `/status` counts the batches the server flushed and the writers they
+/// carried: submissions sent together share flushes.
+#[test]
+fn status_counts_batches_and_the_writers_they_carried() -> TestResult {
+    let s = TestServer::start()?;
+    let counts = |s: &TestServer| -> TestResult<(u64, u64)> {
+        let st = s.get("/status", Some(&s.operator))?.body;
+        let n = |k: &str| {
+            st["batches"][k]
+                .as_u64()
+                .ok_or(format!("no batches.{k}: {st}"))
+        };
+        Ok((n("flushed")?, n("writers")?))
+    };
+    let (flushed0, writers0) = counts(&s)?;
+    assert!(
+        writers0 >= flushed0,
+        "{flushed0} batches, {writers0} writers"
+    );
+    let answers = together(16, |_| {
+        s.post(
+            "/proposals",
+            Some(&s.runner),
+            &proposal("noop", "research_only"),
+        )
+        .map(|r| r.status)
+        .map_err(|e| e.to_string())
+    });
+    for a in answers {
+        assert_eq!(a?, 200);
+    }
+    let (flushed, writers) = counts(&s)?;
+    let (flushed, writers) = (flushed - flushed0, writers - writers0);
+    assert!(writers >= 16, "{writers} writers for 16 submissions");
+    assert!(
+        (1..=writers).contains(&flushed),
+        "{flushed} batches for {writers} writers"
+    );
+    Ok(())
+}
+
 /// Charges of `capped` (1,000 tokens): the same sequence serially and
 /// concurrently ends with the same spend, the same number of refusals and
 /// the same pause state.

@@ -53,6 +53,10 @@ pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Api
                 crate::config::AgentAuth::Optional => "optional",
             }
             .into(),
+            batches: {
+                let (flushed, writers) = svc.governance().batch_stats();
+                wire::BatchCounts { flushed, writers }
+            },
         })
     })
     .await?;
