@@ -4,8 +4,6 @@
 //! `allowed_signers` in force before it. The server, the watchdog and
 //! `gov run` all apply the rule; `gov audit verify` names what is refused.
 
-use std::sync::mpsc;
-
 use gov::app::error::AppError;
 use gov::app::governance::Role;
 use gov::app::proposals::{submit, Submission};
@@ -17,7 +15,7 @@ use serde_json::Value;
 use crate::support::repo::TestRepo;
 use crate::support::repo::TestResult;
 use crate::support::server::{
-    add_policies_and_agents, commit_to_main, commit_to_main_as, proposal, TestServer,
+    add_policies_and_agents, commit_to_main, commit_to_main_as, hold_batch, proposal, TestServer,
 };
 
 /// A forbid that, once in force, makes `research_only` forbidden (it is
@@ -341,18 +339,9 @@ fn research_decided_while_main_moves(
 ) -> TestResult<Result<String, AppError>> {
     let auto = submit(svc, research()?)?.proposal;
     assert_eq!(auto.status, ProposalStatus::AutoApproved);
-    let (held, is_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
     std::thread::scope(|s| -> TestResult<Result<String, AppError>> {
         // A writer holds the batch open...
-        let holder = s.spawn(move || {
-            svc.transact(move |_| {
-                let _ = held.send(());
-                let _ = released.recv();
-                Ok((Ok(()), vec![]))
-            })
-        });
-        is_held.recv()?;
+        let held = hold_batch(s, svc)?;
         // ...while a submission is decided (before the change) and waits
         // for it.
         let submitter = s.spawn(move || {
@@ -361,8 +350,7 @@ fn research_decided_while_main_moves(
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
         commit_to_main(t, change, message)?;
-        release.send(())?;
-        holder.join().map_err(|_| "the holder panicked")??;
+        held.release()?;
         submitter
             .join()
             .map_err(|_| "the submitter panicked".into())

@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::Digest;
 
 use crate::support::repo::{require_program, OutputText, TestRepo, TestResult};
-use crate::support::server::{add_policies_and_agents, proposal, TestServer};
+use crate::support::server::{add_policies_and_agents, hold_batch, proposal, TestServer};
 
 fn service() -> TestResult<(TestRepo, Arc<Service>)> {
     let repo = TestRepo::new()?;
@@ -204,19 +204,10 @@ fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_
     let (repo, svc) = service()?;
     let first = submit(&svc, submission("noop", "publish_content")?)?;
     let first = first.proposal.proposal_id;
-    let (held, is_held) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
     let pause = std::time::Duration::from_millis(300);
     let filed = std::thread::scope(|s| -> TestResult<gov::domain::proposal::Proposal> {
         // A writer holds the batch open...
-        let holder = s.spawn(|| {
-            svc.transact(move |_| -> gov::app::service::Step<()> {
-                let _ = held.send(());
-                let _ = released.recv();
-                Ok((Ok(()), vec![]))
-            })
-        });
-        is_held.recv()?;
+        let held = hold_batch(s, &svc)?;
         // ...while an approval queues, and behind it a submission decided
         // ahead on main's tip before the approval.
         let approver = s.spawn(|| {
@@ -233,8 +224,7 @@ fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_
             submit(&svc, sub).map_err(|e| e.to_string())
         });
         std::thread::sleep(pause);
-        release.send(())?;
-        holder.join().map_err(|_| "the holder panicked")??;
+        held.release()?;
         approver.join().map_err(|_| "the approver panicked")??;
         Ok(submitter
             .join()

@@ -396,3 +396,40 @@ pub fn proposal(agent: &str, action_type: &str) -> Value {
         "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
     })
 }
+
+/// A writer of `svc` holding its batch open: its turn waits until
+/// [`HeldBatch::release`]. Writers that queue meanwhile join that batch,
+/// in the order they queued, and their work ahead of the turn is done
+/// against what is on disk now.
+pub struct HeldBatch<'scope> {
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::ScopedJoinHandle<'scope, Result<(), gov::app::error::AppError>>,
+}
+
+/// Holds a batch of `svc` open, from a thread of `scope`; returns once it
+/// is held.
+pub fn hold_batch<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    svc: &'scope gov::app::service::Service,
+) -> TestResult<HeldBatch<'scope>> {
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = scope.spawn(move || {
+        svc.transact(move |_| -> gov::app::service::Step<()> {
+            let _ = held.send(());
+            let _ = released.recv();
+            Ok((Ok(()), vec![]))
+        })
+    });
+    is_held.recv()?;
+    Ok(HeldBatch { release, holder })
+}
+
+impl HeldBatch<'_> {
+    /// Lets the batch go and waits for its holder's answer.
+    pub fn release(self) -> TestResult {
+        self.release.send(())?;
+        self.holder.join().map_err(|_| "the holder panicked")??;
+        Ok(())
+    }
+}
