@@ -5,10 +5,11 @@
 # of each other: the server's background work (maintenance passes, above
 # all the merges of packs: with one client every write is a pack of its
 # own; checkpoints; the spare files) is counted too, and falls in bursts.
-# Large memsets weigh more in the count than in time: zlib clears a 64 KiB
-# table for every pack entry it deflates, about a tenth of the count. It
-# counts CPU work, not waiting: what an fsync costs, or how long a writer
-# waits for the writer lock, does not show.
+# Large memsets weigh more in the count than in time (each byte of a
+# `rep stosb` is counted): until the thirty-fourth round, zlib cleared a
+# 64 KiB table for every pack entry it deflated, about a tenth of the
+# count. It counts CPU work, not waiting: what an fsync costs, or how
+# long a writer waits for the writer lock, does not show.
 #
 #   scripts/bench-cpu.sh [--build DIR]... [--count N]
 #

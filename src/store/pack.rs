@@ -29,15 +29,40 @@ use sha1::{Digest, Sha1};
 use crate::store::git::{sync_all_at_once, StoreError};
 use crate::store::pack_index::{column_buffer, Column, IndexFile, IndexWriter, Walk};
 
-/// How much a pack entry's data is compressed: zlib's fastest level (as
-/// `git` writes with `core.compression 1`). A batch's objects are deflated
-/// while the chain lock is held (on the encoding thread as they are
-/// written, or by the flush: see [`Content`]), and an approval rewrites a
-/// month's folder of up to 256 entries, mostly object ids, which no level
-/// shrinks much: level 6 took twice as long for 1.4% less. `gov maintain`
-/// by hand repacks everything with libgit2's default level and a delta
+/// How a pack entry's data is compressed: by libdeflate (whole buffers,
+/// no stream to reset between objects), at its fastest level (as `git`
+/// writes with `core.compression 1`) for commits and blobs, and stored
+/// without compression for trees. A batch's objects are deflated while
+/// the chain lock is held (on the encoding thread as they are written,
+/// or by the flush: see [`Content`]). zlib (through flate2) took 2-3
+/// times as long per object, most of it resetting its stream for each
+/// small one. A tree is mostly object ids, which no level shrinks: its
+/// entry came out larger compressed than stored, and an approval
+/// rewrites a month's folder of up to 256 of them. `gov maintain` by
+/// hand repacks everything with libgit2's default level and a delta
 /// search.
-const LEVEL: flate2::Compression = flate2::Compression::new(1);
+pub(crate) struct Deflate {
+    fast: libdeflater::Compressor,
+    stored: libdeflater::Compressor,
+}
+
+impl Deflate {
+    pub(crate) fn new() -> Deflate {
+        // Both levels are in libdeflate's range (0-12), so neither fails.
+        let level = |n| libdeflater::CompressionLvl::new(n).unwrap_or_default();
+        Deflate {
+            fast: libdeflater::Compressor::new(level(1)),
+            stored: libdeflater::Compressor::new(level(0)),
+        }
+    }
+
+    fn for_kind(&mut self, kind: ObjectType) -> &mut libdeflater::Compressor {
+        match kind {
+            ObjectType::Tree => &mut self.stored,
+            _ => &mut self.fast,
+        }
+    }
+}
 
 /// The number of Git's object types in a pack entry's header.
 fn type_code(kind: ObjectType) -> Option<u8> {
@@ -69,7 +94,7 @@ fn entry_header(code: u8, size: usize) -> Vec<u8> {
 /// Encodes an object as a pack entry into `entry` (emptied first): its
 /// header, then its content deflated. Returns the entry's CRC-32.
 fn encode_entry(
-    deflate: &mut flate2::Compress,
+    deflate: &mut Deflate,
     oid: Oid,
     kind: ObjectType,
     data: &[u8],
@@ -80,20 +105,13 @@ fn encode_entry(
     })?;
     entry.clear();
     entry.extend_from_slice(&entry_header(code, data.len()));
-    entry.reserve(data.len() / 2 + 64);
-    // One compressor for many objects, reset between them: making one
-    // costs more than compressing a small object with it.
-    deflate.reset();
-    loop {
-        let before = deflate.total_in() as usize;
-        let status = deflate
-            .compress_vec(&data[before..], entry, flate2::FlushCompress::Finish)
-            .map_err(std::io::Error::other)?;
-        match status {
-            flate2::Status::StreamEnd => break,
-            _ => entry.reserve(entry.capacity().max(64)),
-        }
-    }
+    let start = entry.len();
+    let compressor = deflate.for_kind(kind);
+    entry.resize(start + compressor.zlib_compress_bound(data.len()), 0);
+    let len = compressor
+        .zlib_compress(data, &mut entry[start..])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    entry.truncate(start + len);
     Ok(crc32fast::hash(entry))
 }
 
@@ -144,11 +162,7 @@ impl Content {
 
     /// The object's pack entry and its CRC-32, encoded now with `deflate`
     /// unless it was encoded already.
-    fn encoded(
-        &self,
-        oid: Oid,
-        deflate: &mut flate2::Compress,
-    ) -> std::io::Result<&(u32, Vec<u8>)> {
+    fn encoded(&self, oid: Oid, deflate: &mut Deflate) -> std::io::Result<&(u32, Vec<u8>)> {
         self.entry
             .get_or_init(|| {
                 let mut entry = Vec::new();
@@ -177,7 +191,7 @@ impl Content {
             std::thread::Builder::new()
                 .name("gov-pack-encode".into())
                 .spawn(move || {
-                    let mut deflate = flate2::Compress::new(LEVEL, true);
+                    let mut deflate = Deflate::new();
                     for jobs in rx {
                         for (oid, content) in jobs {
                             // An error is kept in the content: the flush
@@ -215,7 +229,7 @@ pub struct PackWriter {
     /// the old packs' indexes instead: see [`merge_raw`]).
     written: Vec<Written>,
     /// Made on first use: a merge copies entries and deflates nothing.
-    deflate: Option<flate2::Compress>,
+    deflate: Option<Deflate>,
     scratch: Vec<u8>,
     /// A merge's pack is sent to the disk as it is written ([`Trickle`]).
     trickle: Option<Trickle>,
@@ -348,9 +362,8 @@ impl PackWriter {
         Ok(())
     }
 
-    fn compressor(&mut self) -> &mut flate2::Compress {
-        self.deflate
-            .get_or_insert_with(|| flate2::Compress::new(LEVEL, true))
+    fn compressor(&mut self) -> &mut Deflate {
+        self.deflate.get_or_insert_with(Deflate::new)
     }
 
     /// Adds an object, deflating its content.
