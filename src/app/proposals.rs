@@ -282,7 +282,8 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
         (Some(pending), Some(tip)) => svc
             .read_ahead(|repo| {
                 let key = svc.governance().signing_key();
-                git_proposals::made_ahead(repo, key, tip, pending).map_err(AppError::from)
+                git_proposals::made_ahead(repo, key, tip, pending, svc.now())
+                    .map_err(AppError::from)
             })
             .ok(),
         _ => None,
@@ -490,17 +491,18 @@ fn file_pending_at(
     on: PendingOn,
 ) -> Result<(Proposal, NewEntry), AppError> {
     let (key, _) = tx.signer();
+    let signer = (key, svc.now());
     let branch = format!("{}{}", svc.settings().proposal_prefix, p.proposal_id);
     let repo = tx.repo();
     let main_ref = svc.settings().main_refname();
     let staged = tx.staged();
     let commit = match on {
         PendingOn::Commit(base) => {
-            git_proposals::write_pending_on(repo, staged, key, base, &branch, &p)
+            git_proposals::write_pending_on(repo, staged, signer, base, &branch, &p)
         }
         PendingOn::Main(name, made) => {
             let branch = (branch.as_str(), name);
-            git_proposals::write_pending(repo, staged, key, &main_ref, branch, &p, made)
+            git_proposals::write_pending(repo, staged, signer, &main_ref, branch, &p, made)
         }
     }
     .map_err(AppError::from)?;
@@ -610,7 +612,7 @@ pub fn decide(
                 let merge = git_proposals::merge_approved(
                     repo,
                     tx.staged(),
-                    key,
+                    (key, now.0),
                     decider,
                     &main_ref,
                     submitted,

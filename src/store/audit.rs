@@ -50,11 +50,15 @@ impl ChainEntry {
     }
 }
 
-/// The committer identity for entries signed in `role`.
-pub fn signer_identity(role: Role) -> Result<Signature<'static>, StoreError> {
-    Ok(Signature::now(
+/// The committer identity for entries signed in `role`, at `at` (the
+/// process's clock, in UTC). `Signature::now` asked the C library for the
+/// local offset on every commit, which read `/etc/localtime`'s metadata
+/// each time: a system call per commit on the writer's path.
+pub fn signer_identity(role: Role, at: DateTime<Utc>) -> Result<Signature<'static>, StoreError> {
+    Ok(Signature::new(
         &format!("gov {}", role.as_str()),
         &format!("{}@gov", role.as_str()),
+        &git2::Time::new(at.timestamp(), 0),
     )?)
 }
 
@@ -182,7 +186,7 @@ pub fn stage(
     // The empty tree every entry carries, in the batch's objects (in a
     // batch, a write to memory: no look-up on disk).
     let empty = staged.write(repo, git2::ObjectType::Tree, &[])?;
-    let who = signer_identity(role)?;
+    let who = signer_identity(role, now)?;
     let (mut seq, mut last_ts) = match tip {
         Some(t) => (t.seq, t.ts),
         None => (0, chrono::DateTime::<Utc>::MIN_UTC),

@@ -19,6 +19,7 @@
 //! of the batch); the batch moves them all at once by compare-and-swap, so
 //! a concurrent `git` command is detected, not overwritten.
 
+use chrono::{DateTime, Utc};
 use git2::{ObjectType, Oid, Repository, Signature};
 
 use crate::domain::proposal::Proposal;
@@ -84,9 +85,10 @@ pub fn made_ahead(
     key: &SigningKey,
     base: Oid,
     p: Proposal,
+    at: DateTime<Utc>,
 ) -> Result<Box<MadeAhead>, StoreError> {
     let mut objects = Staged::held();
-    let commit = pending_commit(repo, &mut objects, key, base, &p)?;
+    let commit = pending_commit(repo, &mut objects, (key, at), base, &p)?;
     Ok(Box::new(MadeAhead {
         base,
         proposal: p,
@@ -102,7 +104,7 @@ pub fn made_ahead(
 pub fn write_pending(
     repo: &Repository,
     staged: &mut Staged,
-    key: &SigningKey,
+    signer: (&SigningKey, DateTime<Utc>),
     main_ref: &str,
     (branch, name): (&str, BranchName),
     p: &Proposal,
@@ -114,7 +116,7 @@ pub fn write_pending(
             staged.adopt(repo, m.objects)?;
             m.commit
         }
-        _ => pending_commit(repo, staged, key, base, p)?,
+        _ => pending_commit(repo, staged, signer, base, p)?,
     };
     let branch = full_ref(branch);
     match name {
@@ -130,29 +132,30 @@ pub fn write_pending(
 pub fn write_pending_on(
     repo: &Repository,
     staged: &mut Staged,
-    key: &SigningKey,
+    signer: (&SigningKey, DateTime<Utc>),
     base: Oid,
     branch: &str,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
-    let commit = pending_commit(repo, staged, key, base, p)?;
+    let commit = pending_commit(repo, staged, signer, base, p)?;
     staged.set(repo, &full_ref(branch), Some(commit), None)?;
     Ok(commit)
 }
 
 /// Writes the commit that files `p` on top of `base` (its file, the trees
-/// above it, the signed commit) through `staged`; refs are not touched.
+/// above it, the commit signed with the key and dated at the time of
+/// `signer`) through `staged`; refs are not touched.
 fn pending_commit(
     repo: &Repository,
     staged: &mut Staged,
-    key: &SigningKey,
+    (key, at): (&SigningKey, DateTime<Utc>),
     base: Oid,
     p: &Proposal,
 ) -> Result<Oid, StoreError> {
     let base = repo.find_commit(base)?;
     let path = p.file_path();
     let blob = staged.write(repo, ObjectType::Blob, p.to_file().as_bytes())?;
-    let who = signer_identity(Role::Server)?;
+    let who = signer_identity(Role::Server, at)?;
     let message = format!(
         "proposal {}: {} by {}\n\nWaiting for a person. Approving merges this commit into main.\nPayload hash: {}\n",
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id, p.payload_hash
@@ -231,13 +234,13 @@ pub fn check_untampered(
     reason = "each argument is one part of the merge; a struct would only rename them"
 )]
 /// Merges the submitted proposal commit into main, signed by the approver
-/// (staged; once the batch is durable, the file is put into a checked-out
+/// and dated `at` (staged; once the batch is durable, the file is put into a checked-out
 /// `main`'s working tree). `filed` is the proposal's file as
 /// [`check_untampered`] found it in `submitted`. Returns the merge commit.
 pub fn merge_approved(
     repo: &Repository,
     staged: &mut Staged,
-    approver_key: &SigningKey,
+    (approver_key, at): (&SigningKey, DateTime<Utc>),
     approver_name: &str,
     main_ref: &str,
     submitted: Oid,
@@ -253,7 +256,7 @@ pub fn merge_approved(
         content,
     } = filed;
     let email = Role::Approver.principal(approver_name);
-    let who = Signature::now(approver_name, &email)?;
+    let who = Signature::new(approver_name, &email, &git2::Time::new(at.timestamp(), 0))?;
     let mut message = format!(
         "approve proposal {}: {} by {}\n\nApproved by {approver_name}.\n",
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id
@@ -430,6 +433,11 @@ mod tests {
     use super::*;
     use crate::store::git::{commit_files, init_repo};
 
+    /// The time the tests' commits are made at.
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_000_000, 0).unwrap_or_default()
+    }
+
     fn sample() -> Result<Proposal, serde_json::Error> {
         serde_json::from_value(serde_json::json!({
             "proposal_id": "p-1", "agent_id": "noop", "wave": 1,
@@ -551,7 +559,7 @@ mod tests {
         let merge = merge_approved(
             &repo,
             &mut staged,
-            &key,
+            (&key, at()),
             "op",
             main_ref,
             legacy,
@@ -570,7 +578,7 @@ mod tests {
         let filed = write_pending(
             &repo,
             &mut staged,
-            &key,
+            (&key, at()),
             main_ref,
             ("gov/proposal/p-1", BranchName::Chosen),
             &p,
@@ -609,7 +617,7 @@ mod tests {
         let filed = write_pending(
             &repo,
             &mut staged,
-            &key,
+            (&key, at()),
             main_ref,
             (branch, BranchName::Drawn),
             &p,
@@ -620,7 +628,7 @@ mod tests {
             write_pending(
                 &repo,
                 &mut staged,
-                &key,
+                (&key, at()),
                 main_ref,
                 (branch, BranchName::Drawn),
                 &p,
@@ -646,7 +654,7 @@ mod tests {
         )?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
-        write_pending(&repo, &mut staged, &key, main_ref, drawn, &q, None)?;
+        write_pending(&repo, &mut staged, (&key, at()), main_ref, drawn, &q, None)?;
         assert!(matches!(
             staged.flush(&repo),
             Err(StoreError::RefMoved { .. })
@@ -664,7 +672,7 @@ mod tests {
         let (_dir, repo, key, who, base) = with_main()?;
         let main_ref = "refs/heads/main";
         let p = sample()?;
-        let made = made_ahead(&repo, &key, base, p.clone())?;
+        let made = made_ahead(&repo, &key, base, p.clone(), at())?;
         let ahead = made.commit;
         assert!(
             repo.find_commit(ahead).is_err(),
@@ -672,11 +680,25 @@ mod tests {
         );
         let mut staged = Staged::default();
         let chosen = ("gov/proposal/p-1", BranchName::Chosen);
-        let filed = write_pending(&repo, &mut staged, &key, main_ref, chosen, &p, Some(made))?;
+        let filed = write_pending(
+            &repo,
+            &mut staged,
+            (&key, at()),
+            main_ref,
+            chosen,
+            &p,
+            Some(made),
+        )?;
         assert_eq!(filed, ahead);
         staged.flush(&repo)?;
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, ahead);
         assert_eq!(repo.find_commit(ahead)?.parent_id(0)?, base);
+        // Dated at the time it was given, in UTC: no look at the local zone.
+        let when = repo.find_commit(ahead)?.committer().when();
+        assert_eq!(
+            (when.seconds(), when.offset_minutes()),
+            (at().timestamp(), 0)
+        );
         assert_eq!(
             check_untampered(&repo, &Staged::default(), "gov/proposal/p-1", ahead, &p)?
                 .map(|f| f.path),
@@ -686,10 +708,18 @@ mod tests {
         // Another proposal than the one made ahead.
         let mut q = p.clone();
         q.proposal_id = "p-2".into();
-        let made = made_ahead(&repo, &key, base, p.clone())?;
+        let made = made_ahead(&repo, &key, base, p.clone(), at())?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
-        let filed = write_pending(&repo, &mut staged, &key, main_ref, drawn, &q, Some(made))?;
+        let filed = write_pending(
+            &repo,
+            &mut staged,
+            (&key, at()),
+            main_ref,
+            drawn,
+            &q,
+            Some(made),
+        )?;
         staged.flush(&repo)?;
         assert!(file_in_commit(&repo, filed, &q)?.is_some());
         assert!(file_in_commit(&repo, filed, &p)?.is_none());
@@ -697,7 +727,7 @@ mod tests {
         // Main moved after the commit was made.
         let mut r = p.clone();
         r.proposal_id = "p-3".into();
-        let made = made_ahead(&repo, &key, base, r.clone())?;
+        let made = made_ahead(&repo, &key, base, r.clone(), at())?;
         let moved = commit_files(
             &repo,
             &key,
@@ -709,7 +739,15 @@ mod tests {
         )?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-3", BranchName::Drawn);
-        let filed = write_pending(&repo, &mut staged, &key, main_ref, drawn, &r, Some(made))?;
+        let filed = write_pending(
+            &repo,
+            &mut staged,
+            (&key, at()),
+            main_ref,
+            drawn,
+            &r,
+            Some(made),
+        )?;
         staged.flush(&repo)?;
         assert_eq!(repo.find_commit(filed)?.parent_id(0)?, moved);
         Ok(())

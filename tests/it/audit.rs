@@ -142,6 +142,23 @@ fn honest_chain_verifies_in_gov_and_in_stock_git() -> TestResult {
     let o = t.git_with_signers(&["log", "--show-signature", "gov/audit"])?;
     let out = o.stdout_text();
     assert_eq!(out.matches("Good \"git\" signature").count(), 6, "{out}");
+    // The committer names the role, dated at the entry's time in UTC.
+    let committer = t
+        .git(&[
+            "log",
+            "-1",
+            "--format=%cn <%ce> %ct %cd",
+            "--date=format:%z",
+            "gov/audit",
+        ])?
+        .stdout_text();
+    assert_eq!(
+        committer,
+        format!(
+            "gov watchdog <watchdog@gov> {} +0000\n",
+            last[1].ts.0.timestamp()
+        )
+    );
     let o = t.git_with_signers(&["verify-commit", "main"])?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let status = t.git(&["status", "--porcelain"])?.stdout_text();
