@@ -21,7 +21,7 @@ use crate::domain::run::ToolUse;
 /// left out.
 ///
 /// Serialised flat, as the original's object. Read with
-/// [`Submission::from_json`], which names the field a wrong value is in;
+/// [`Submission::from_slice`], which names the field a wrong value is in;
 /// the derived `Deserialize` reads valid input the same way, but serde's
 /// `flatten` loses the field's name from its errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,19 +52,27 @@ struct SubmissionIds {
 }
 
 impl Submission {
-    /// Reads a submission from its JSON, each part as a plain struct so a
-    /// wrong or missing value's error carries its path (`wave`, not `.`).
-    pub fn from_json(
-        v: &serde_json::Value,
+    /// Reads a submission from its JSON text, each part as a plain struct
+    /// so a wrong or missing value's error carries its path (`wave`, not
+    /// `.`). The text is read twice, once per part, into no JSON value:
+    /// the fields the other part holds are skipped. serde_json's errors
+    /// end in " at line N column M" (the server's 422 leaves that out).
+    pub fn from_slice(
+        text: &[u8],
     ) -> Result<Submission, serde_path_to_error::Error<serde_json::Error>> {
-        if !v.is_object() {
+        fn read<T: serde::de::DeserializeOwned>(
+            text: &[u8],
+        ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))
+        }
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             // Refused by the derived reader: "invalid type: sequence,
             // expected struct Submission" (a plain struct would take an
             // array as its fields in order, and name itself).
-            return serde_path_to_error::deserialize(v);
+            return read(text);
         }
-        let ids: SubmissionIds = serde_path_to_error::deserialize(v)?;
-        let proposed: Proposed = serde_path_to_error::deserialize(v)?;
+        let ids: SubmissionIds = read(text)?;
+        let proposed: Proposed = read(text)?;
         Ok(Submission {
             proposal_id: ids.proposal_id,
             submitted_at: ids.submitted_at,
@@ -725,8 +733,14 @@ fn yes() -> bool {
 mod tests {
     use super::*;
 
+    /// The submission `v` reads as, else its error's path and its message
+    /// without serde_json's " at line N column M".
     fn read(v: serde_json::Value) -> Result<Submission, (String, String)> {
-        Submission::from_json(&v).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+        Submission::from_slice(v.to_string().as_bytes()).map_err(|e| {
+            let message = e.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or_default();
+            (e.path().to_string(), message.to_string())
+        })
     }
 
     /// A wrong value is named by its field, in what is proposed and beside

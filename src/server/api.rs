@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::{act_for_agent, Caller};
-use super::error::{body_rejection, ApiError, Body, Query};
+use super::error::{body_rejection, ApiError, Body, BodyBytes, Query};
 use super::{blocking, blocking_write, AppState};
 use crate::app::error::AppError;
 use crate::app::{agents, credentials, proposals, run_budget, runs};

@@ -175,6 +175,27 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let BodyBytes(bytes) = BodyBytes::from_request(req, state).await?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(Body)
+            .map_err(body_rejection)
+    }
+}
+
+/// A body's bytes, refused as [`Body`] refuses them when they cannot be
+/// read or are empty: for a type read from them in more than one pass
+/// (`wire::Submission::from_slice`), then refused with [`body_rejection`].
+#[derive(Debug, Clone, Default)]
+pub struct BodyBytes(pub axum::body::Bytes);
+
+impl<S> FromRequest<S> for BodyBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // The body has arrived in time already (`server::read_body_in_time`).
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(b) => b,
@@ -183,10 +204,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable(&["body"], "Field required", "missing"));
         }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(Body)
-            .map_err(body_rejection)
+        Ok(BodyBytes(bytes))
     }
 }
 

@@ -5,10 +5,10 @@ use super::*;
 pub(super) async fn submit_proposal(
     State(state): State<AppState>,
     caller: Caller,
-    Body(raw): Body<Value>,
+    BodyBytes(raw): BodyBytes,
 ) -> ApiResult {
-    // Read field by field (`Submission::from_json`) so a 422 names the field.
-    let sub = match proposals::Submission::from_json(&raw) {
+    // Read part by part (`Submission::from_slice`) so a 422 names the field.
+    let sub = match proposals::Submission::from_slice(&raw) {
         Ok(sub) => sub,
         Err(e) => return Ok(body_rejection(e)),
     };

@@ -114,17 +114,53 @@ fn duplicate_ids_conflict_and_malformed_bodies_name_the_field() -> TestResult {
     missing.as_object_mut().map(|o| o.remove("action_type"));
     let r = submit(&s, &tok, &missing)?;
     assert_eq!(r.status, 422);
-    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "action_type"]));
+    assert_eq!(
+        r.body["detail"],
+        json!([{"loc": ["body", "action_type"], "msg": "missing field `action_type`", "type": "missing"}])
+    );
 
     let mut wrong = proposal("noop", "publish_content");
     wrong["wave"] = json!("one");
     let r = submit(&s, &tok, &wrong)?;
     assert_eq!(r.status, 422);
-    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "wave"]));
-
-    let r = s.send_raw("POST", "/proposals", Some(&tok), "{not json")?;
+    assert_eq!(
+        r.body["detail"],
+        json!([{"loc": ["body", "wave"], "msg": "invalid type: string \"one\", expected i64", "type": "value_error"}])
+    );
+    let mut at = proposal("noop", "publish_content");
+    at["submitted_at"] = json!(1);
+    let r = submit(&s, &tok, &at)?;
     assert_eq!(r.status, 422);
-    assert!(r.body["detail"].is_array());
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "submitted_at"]));
+
+    // Text that is not JSON, JSON that is not an object, a field twice.
+    for (body, msg, kind) in [
+        ("{not json", "key must be a string", "json_invalid"),
+        ("not json", "expected ident", "json_invalid"),
+        (
+            "[1, 2]",
+            "invalid type: sequence, expected struct Submission",
+            "value_error",
+        ),
+        (
+            "  \"a\"",
+            "invalid type: string \"a\", expected struct Submission",
+            "value_error",
+        ),
+        (
+            r#"{"agent_id": "noop", "agent_id": "other", "action_type": "a", "payload": {}, "expected_outcome": "o"}"#,
+            "duplicate field `agent_id`",
+            "value_error",
+        ),
+    ] {
+        let r = s.send_raw("POST", "/proposals", Some(&tok), body)?;
+        assert_eq!(r.status, 422, "{body}");
+        assert_eq!(
+            r.body["detail"],
+            json!([{"loc": ["body"], "msg": msg, "type": kind}]),
+            "{body}"
+        );
+    }
 
     let mut empty = proposal("noop", "publish_content");
     empty["agent_id"] = json!("  ");
