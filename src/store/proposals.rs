@@ -695,6 +695,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, repo, key, who, base) = with_main()?;
         let main_ref = "refs/heads/main";
+        let signer = (&key, at());
         let p = sample()?;
         let made = made_ahead(&repo, &key, base, p.clone(), at())?;
         let ahead = made.commit;
@@ -704,15 +705,7 @@ mod tests {
         );
         let mut staged = Staged::default();
         let chosen = ("gov/proposal/p-1", BranchName::Chosen);
-        let filed = write_pending(
-            &repo,
-            &mut staged,
-            (&key, at()),
-            main_ref,
-            chosen,
-            &p,
-            Some(made),
-        )?;
+        let filed = write_pending(&repo, &mut staged, signer, main_ref, chosen, &p, Some(made))?;
         assert_eq!(filed, ahead);
         staged.flush(&repo)?;
         assert_eq!(repo.refname_to_id("refs/heads/gov/proposal/p-1")?, ahead);
@@ -735,15 +728,7 @@ mod tests {
         let made = made_ahead(&repo, &key, base, p.clone(), at())?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
-        let filed = write_pending(
-            &repo,
-            &mut staged,
-            (&key, at()),
-            main_ref,
-            drawn,
-            &q,
-            Some(made),
-        )?;
+        let filed = write_pending(&repo, &mut staged, signer, main_ref, drawn, &q, Some(made))?;
         staged.flush(&repo)?;
         assert!(file_in_commit(&repo, filed, &q)?.is_some());
         assert!(file_in_commit(&repo, filed, &p)?.is_none());
@@ -763,15 +748,7 @@ mod tests {
         )?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-3", BranchName::Drawn);
-        let filed = write_pending(
-            &repo,
-            &mut staged,
-            (&key, at()),
-            main_ref,
-            drawn,
-            &r,
-            Some(made),
-        )?;
+        let filed = write_pending(&repo, &mut staged, signer, main_ref, drawn, &r, Some(made))?;
         staged.flush(&repo)?;
         assert_eq!(repo.find_commit(filed)?.parent_id(0)?, moved);
         Ok(())
