@@ -282,7 +282,7 @@ fn decide_ahead(svc: &Service, sub: &Submission, id: &str) -> Option<DecidedAhea
         (Some(pending), Some(tip)) => svc
             .read_ahead(|repo| {
                 let key = svc.governance().signing_key();
-                git_proposals::made_ahead(repo, key, tip, pending, svc.now())
+                git_proposals::made_ahead(repo, (key, svc.now()), tip, pending)
                     .map_err(AppError::from)
             })
             .ok(),

@@ -16,7 +16,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use git2::{Commit, Oid, Repository, Signature};
 
 use crate::domain::audit::{AuditEntry, NewEntry, MESSAGE_PREFIX};
-use crate::store::git::{commit_signed_by, NewCommit, Nonce, Staged, StoreError};
+use crate::store::git::{commit_signed_by, signature_at, NewCommit, Nonce, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 use crate::store::lock::ChainLock;
 
@@ -50,16 +50,14 @@ impl ChainEntry {
     }
 }
 
-/// The committer identity for entries signed in `role`, at `at` (the
-/// process's clock, in UTC). `Signature::now` asked the C library for the
-/// local offset on every commit, which read `/etc/localtime`'s metadata
-/// each time: a system call per commit on the writer's path.
+/// The committer identity for entries signed in `role`, dated `at` (see
+/// [`signature_at`]).
 pub fn signer_identity(role: Role, at: DateTime<Utc>) -> Result<Signature<'static>, StoreError> {
-    Ok(Signature::new(
+    signature_at(
         &format!("gov {}", role.as_str()),
         &format!("{}@gov", role.as_str()),
-        &git2::Time::new(at.timestamp(), 0),
-    )?)
+        at,
+    )
 }
 
 /// The role a committer identity written by [`signer_identity`] names.

@@ -124,6 +124,23 @@ pub fn signed_commit(
     signed_commit_of(repo, &mut loose, key, author, tree.id(), &parents, message)
 }
 
+/// A commit's author or committer, `name <email>`, dated `at` in UTC:
+/// the time comes from the app's clock. `Signature::now` asked the C
+/// library for the local offset on every commit, which read
+/// `/etc/localtime`'s metadata each time, a system call per commit on
+/// the writer's path.
+pub fn signature_at(
+    name: &str,
+    email: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Signature<'static>, StoreError> {
+    Ok(Signature::new(
+        name,
+        email,
+        &git2::Time::new(at.timestamp(), 0),
+    )?)
+}
+
 /// Writes a commit signed with `key` (author and committer both
 /// `author`) through `staged` and returns its id; refs are not touched.
 /// The commit is composed here, byte for byte

@@ -20,11 +20,11 @@
 //! a concurrent `git` command is detected, not overwritten.
 
 use chrono::{DateTime, Utc};
-use git2::{ObjectType, Oid, Repository, Signature};
+use git2::{ObjectType, Oid, Repository};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{commit_with_changes, signed_commit_of, Staged, StoreError};
+use crate::store::git::{commit_with_changes, signature_at, signed_commit_of, Staged, StoreError};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -106,13 +106,12 @@ pub struct MadeAhead {
 /// this was a quarter of a pending submission's turn.
 pub fn made_ahead(
     repo: &Repository,
-    key: &SigningKey,
+    signer: (&SigningKey, DateTime<Utc>),
     base: Oid,
     p: Proposal,
-    at: DateTime<Utc>,
 ) -> Result<Box<MadeAhead>, StoreError> {
     let mut objects = Staged::held();
-    let commit = pending_commit(repo, &mut objects, (key, at), base, &p)?;
+    let commit = pending_commit(repo, &mut objects, signer, base, &p)?;
     Ok(Box::new(MadeAhead {
         base,
         proposal: p,
@@ -280,7 +279,7 @@ pub fn merge_approved(
         content,
     } = filed;
     let email = Role::Approver.principal(approver_name);
-    let who = Signature::new(approver_name, &email, &git2::Time::new(at.timestamp(), 0))?;
+    let who = signature_at(approver_name, &email, at)?;
     let mut message = format!(
         "approve proposal {}: {} by {}\n\nApproved by {approver_name}.\n",
         p.proposal_id, p.proposed.action_type, p.proposed.agent_id
@@ -456,6 +455,7 @@ fn index_entry(
 mod tests {
     use super::*;
     use crate::store::git::{commit_files, init_repo};
+    use git2::Signature;
 
     /// The time the tests' commits are made at.
     fn at() -> DateTime<Utc> {
@@ -697,7 +697,7 @@ mod tests {
         let main_ref = "refs/heads/main";
         let signer = (&key, at());
         let p = sample()?;
-        let made = made_ahead(&repo, &key, base, p.clone(), at())?;
+        let made = made_ahead(&repo, signer, base, p.clone())?;
         let ahead = made.commit;
         assert!(
             repo.find_commit(ahead).is_err(),
@@ -725,7 +725,7 @@ mod tests {
         // Another proposal than the one made ahead.
         let mut q = p.clone();
         q.proposal_id = "p-2".into();
-        let made = made_ahead(&repo, &key, base, p.clone(), at())?;
+        let made = made_ahead(&repo, signer, base, p.clone())?;
         let mut staged = Staged::default();
         let drawn = ("gov/proposal/p-2", BranchName::Drawn);
         let filed = write_pending(&repo, &mut staged, signer, main_ref, drawn, &q, Some(made))?;
@@ -736,7 +736,7 @@ mod tests {
         // Main moved after the commit was made.
         let mut r = p.clone();
         r.proposal_id = "p-3".into();
-        let made = made_ahead(&repo, &key, base, r.clone(), at())?;
+        let made = made_ahead(&repo, signer, base, r.clone())?;
         let moved = commit_files(
             &repo,
             &key,
