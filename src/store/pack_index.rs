@@ -234,7 +234,29 @@ pub struct Walk<'i> {
     indexes: &'i [IndexFile],
     names: Vec<Column<'i>>,
     /// Each index's next id not yet given, and where it lists it.
-    heads: Vec<Option<([u8; 20], u64)>>,
+    heads: Vec<Option<(IdKey, u64)>>,
+}
+
+/// An object id as two integers that compare as its bytes do: a merge
+/// compares ids several times an object, and comparing 20 bytes took a
+/// call to `memcmp` each time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct IdKey(u128, u32);
+
+impl IdKey {
+    fn of(id: &[u8; 20]) -> IdKey {
+        let (mut high, mut low) = ([0u8; 16], [0u8; 4]);
+        high.copy_from_slice(&id[..16]);
+        low.copy_from_slice(&id[16..]);
+        IdKey(u128::from_be_bytes(high), u32::from_be_bytes(low))
+    }
+
+    fn bytes(self) -> [u8; 20] {
+        let mut id = [0u8; 20];
+        id[..16].copy_from_slice(&self.0.to_be_bytes());
+        id[16..].copy_from_slice(&self.1.to_be_bytes());
+        id
+    }
 }
 
 impl<'i> Walk<'i> {
@@ -262,7 +284,7 @@ impl<'i> Walk<'i> {
         let last = self.heads[p].take();
         let next = last.map_or(0, |(_, i)| i + 1);
         if next < self.indexes[p].count {
-            let name = self.names[p].next::<20>()?;
+            let name = IdKey::of(&self.names[p].next::<20>()?);
             if last.is_some_and(|(previous, _)| previous >= name) {
                 return Err(self.indexes[p].bad("the pack index's ids are not in order"));
             }
@@ -290,7 +312,7 @@ impl<'i> Walk<'i> {
                 }
             }
         }
-        Ok(Some(least))
+        Ok(Some(least.bytes()))
     }
 }
 
@@ -472,6 +494,31 @@ mod tests {
         assert_eq!(index.name_of_offset(5_000_000_000)?, Some(id(1, 1)));
         assert_eq!(index.name_of_offset(13)?, None);
         Ok(())
+    }
+
+    #[test]
+    fn id_keys_order_as_the_ids_bytes_do() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let ids: Vec<[u8; 20]> = (0..200)
+            .map(|i| {
+                let mut id = [0u8; 20];
+                for b in &mut id {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Few values, so that ids share long prefixes.
+                    *b = (seed % 3) as u8 * 0x7f;
+                }
+                id[i % 20] = (i % 256) as u8;
+                id
+            })
+            .collect();
+        for a in &ids {
+            assert_eq!(IdKey::of(a).bytes(), *a);
+            for b in &ids {
+                assert_eq!(IdKey::of(a).cmp(&IdKey::of(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]
