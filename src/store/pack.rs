@@ -64,6 +64,35 @@ impl Deflate {
     }
 }
 
+/// A pair of compressors lent to a [`PackWriter`] out of one kept for the
+/// process, and given back when the writer is dropped: a batch's flush
+/// encodes the few objects the encoding thread has not reached yet, and
+/// making a pair for it each time mapped and unmapped their tables (a
+/// system call, page faults and, to unmap, an interrupt to the other
+/// cores) for one or two objects.
+struct LentDeflate(Option<Deflate>);
+
+static SPARE_DEFLATE: std::sync::Mutex<Option<Deflate>> = std::sync::Mutex::new(None);
+
+impl LentDeflate {
+    fn lend() -> LentDeflate {
+        let spare = SPARE_DEFLATE.lock().ok().and_then(|mut s| s.take());
+        LentDeflate(Some(spare.unwrap_or_else(Deflate::new)))
+    }
+
+    fn get(&mut self) -> &mut Deflate {
+        self.0.get_or_insert_with(Deflate::new)
+    }
+}
+
+impl Drop for LentDeflate {
+    fn drop(&mut self) {
+        if let (Some(d), Ok(mut spare)) = (self.0.take(), SPARE_DEFLATE.lock()) {
+            spare.get_or_insert(d);
+        }
+    }
+}
+
 /// The number of Git's object types in a pack entry's header.
 fn type_code(kind: ObjectType) -> Option<u8> {
     match kind {
@@ -228,8 +257,8 @@ pub struct PackWriter {
     /// The objects added, for the index (a merge writes its index from
     /// the old packs' indexes instead: see [`merge_raw`]).
     written: Vec<Written>,
-    /// Made on first use: a merge copies entries and deflates nothing.
-    deflate: Option<Deflate>,
+    /// Lent on first use: a merge copies entries and deflates nothing.
+    deflate: Option<LentDeflate>,
     scratch: Vec<u8>,
     /// A merge's pack is sent to the disk as it is written ([`Trickle`]).
     trickle: Option<Trickle>,
@@ -363,7 +392,7 @@ impl PackWriter {
     }
 
     fn compressor(&mut self) -> &mut Deflate {
-        self.deflate.get_or_insert_with(Deflate::new)
+        self.deflate.get_or_insert_with(LentDeflate::lend).get()
     }
 
     /// Adds an object, deflating its content.
