@@ -990,7 +990,7 @@ impl Governance {
             self.stats
                 .1
                 .fetch_add(batch.members as u64, Ordering::Relaxed);
-            self.flush(w, &batch.repo.repo, batch.staged)
+            self.flush(w, &batch.repo.repo, batch.staged, batch.tip.as_ref())
         };
         let (result, checkouts) = match result {
             Ok((indexed, files)) => {
@@ -1099,6 +1099,7 @@ impl Governance {
         w: &mut Writer,
         repo: &Repository,
         mut staged: Staged,
+        tip: Option<&ChainTip>,
     ) -> Result<(bool, Vec<Checkout>), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         let started = std::time::Instant::now();
@@ -1117,7 +1118,7 @@ impl Governance {
             true => Err(StoreError::from(git2::Error::from_str(
                 "injected fault: the index commit failed",
             ))),
-            false => w.index.commit_batch(),
+            false => w.index.commit_batch(tip),
         };
         let indexed = match committed {
             Ok(()) => true,

@@ -21,7 +21,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::domain::audit::{Actor, AuditEntry, Event, NewEntry, Timestamp};
-use crate::store::audit::{commits_after, ChainEntry};
+use crate::store::audit::{commits_after, ChainEntry, ChainTip};
 use crate::store::entry_check::EntryCheck;
 use crate::store::git::StoreError;
 use crate::store::keys::Role;
@@ -81,6 +81,18 @@ pub fn apply(
     commit: Oid,
     signer: Option<Role>,
 ) -> rusqlite::Result<()> {
+    apply_rows(tx, entry, commit, signer)?;
+    set_position(tx, entry.seq, commit)
+}
+
+/// [`apply`] without moving the index's position: the `audit` row and
+/// the entry's projection.
+fn apply_rows(
+    tx: &Connection,
+    entry: &AuditEntry,
+    commit: Oid,
+    signer: Option<Role>,
+) -> rusqlite::Result<()> {
     let row = audit_row(entry, commit, signer)?;
     tx.prepare_cached(
         "INSERT INTO audit (seq, commit_id, ts, actor, event_type, agent_id, proposal_id, task_id,
@@ -88,14 +100,20 @@ pub fn apply(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(rusqlite::params_from_iter(row.iter()))?;
-    apply_beyond_audit(tx, entry, commit)
+    project(tx, entry)
 }
 
 /// [`apply`] without the `audit` row: the entry's projection and the
 /// index's position.
 fn apply_beyond_audit(tx: &Connection, entry: &AuditEntry, commit: Oid) -> rusqlite::Result<()> {
     project(tx, entry)?;
-    set_meta(tx, "audit_seq", &entry.seq.to_string())?;
+    set_position(tx, entry.seq, commit)
+}
+
+/// Records that the index holds the chain up to entry `seq`, commit
+/// `commit`.
+fn set_position(tx: &Connection, seq: u64, commit: Oid) -> rusqlite::Result<()> {
+    set_meta(tx, "audit_seq", &seq.to_string())?;
     set_meta(tx, "audit_tip", &commit.to_string())
 }
 
@@ -523,15 +541,22 @@ impl Index {
 
     /// Applies entries staged in the batch (after the index's position).
     pub fn apply_staged(&self, written: &[ChainEntry]) -> Result<(), StoreError> {
+        // The position moves once, when the batch commits.
         for w in written {
-            apply(&self.conn, &w.entry, w.commit, w.signer)?;
+            apply_rows(&self.conn, &w.entry, w.commit, w.signer)?;
         }
         Ok(())
     }
 
-    /// Commits the batch's rows (SQLite does not fsync each commit here:
-    /// the index is rebuilt from Git if a tail is lost).
-    pub fn commit_batch(&mut self) -> Result<(), StoreError> {
+    /// Commits the batch's rows, and the index's position at its last
+    /// entry, `last` (SQLite does not fsync each commit here: the index is
+    /// rebuilt from Git if a tail is lost). A batch whose rows were rolled
+    /// back (they could not be redone) has no transaction left: its
+    /// position is not written either, so the rows are caught up from Git.
+    pub fn commit_batch(&mut self, last: Option<&ChainTip>) -> Result<(), StoreError> {
+        if let Some(tip) = last.filter(|_| !self.conn.is_autocommit()) {
+            set_position(&self.conn, tip.seq, tip.commit)?;
+        }
         self.conn.execute_batch("COMMIT")?;
         Ok(())
     }
