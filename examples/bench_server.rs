@@ -324,6 +324,31 @@ fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The machine's CPU time so far, in ticks, as `/proc/stat` counts it:
+/// the time the hypervisor gave to others while this machine wanted to
+/// run (steal) and the total. `None` where there is no such file.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal guest guest_nice;
+    // guest time is already counted in user and nice.
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let steal = *f.get(7)?;
+    Some((steal, f.iter().sum()))
+}
+
+/// The share of the machine's CPU time stolen by the hypervisor since
+/// `start` ([`machine_ticks`]), in percent.
+fn steal_pct_since(start: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = start.zip(machine_ticks())?;
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+    Some(100.0 * s1.saturating_sub(s0) as f64 / total as f64)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -355,6 +380,11 @@ struct PhaseResult {
     /// another phase runs: that phase's figure counts them).
     client_cpu_s: Option<f64>,
     server_cpu_s: Option<f64>,
+    /// The share of the machine's CPU time its hypervisor gave to other
+    /// machines during the phase (`/proc/stat`'s steal), in percent: on a
+    /// shared virtual machine, the rates of two runs compare only at
+    /// similar steal.
+    steal_pct: Option<f64>,
     server_rss_mib: Option<f64>,
     /// Batches the server flushed during the phase, and the writers they
     /// carried (its `/status`; none from a server that does not say).
@@ -396,6 +426,7 @@ fn run_phase(
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let batches0 = batch_counts(url, o.operator_token.as_deref());
     let cpu0 = cpu_secs("self");
+    let machine0 = machine_ticks();
     let server_cpu0 = server.map(|p| cpu_secs(&p.to_string()));
     let started = Instant::now();
     let threads: Vec<_> = (0..o.clients)
@@ -480,6 +511,7 @@ fn run_phase(
         server_cpu_s: server
             .zip(server_cpu0)
             .map(|(p, c0)| cpu_secs(&p.to_string()) - c0),
+        steal_pct: steal_pct_since(machine0),
         server_rss_mib: server.and_then(rss_mib),
         batches: batches.map(|(f, _)| f),
         writers_per_batch: batches.map(|(f, w)| w as f64 / f.max(1) as f64),
@@ -559,6 +591,7 @@ impl Reads {
             max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
             client_cpu_s: None,
             server_cpu_s: None,
+            steal_pct: None,
             server_rss_mib: None,
             batches: None,
             writers_per_batch: None,
@@ -962,12 +995,12 @@ fn main() -> BoxResult {
     }
     println!();
     println!(
-        "| phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s | batches | writers per batch |"
+        "| phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s | batches | writers per batch | steal % |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
             r.phase,
             r.ok,
             r.failed,
@@ -980,6 +1013,7 @@ fn main() -> BoxResult {
             r.batches.map_or("-".into(), |b| b.to_string()),
             r.writers_per_batch
                 .map_or("-".into(), |w| format!("{w:.1}")),
+            r.steal_pct.map_or("-".into(), |p| format!("{p:.0}")),
         );
         if let Some(e) = &r.first_error {
             println!("  first error: {e}");

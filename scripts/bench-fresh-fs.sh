@@ -111,6 +111,10 @@ while [ $i -le "$runs" ]; do
                 # How many writes shared a flush (the server'"'"'s /status).
                 gsub(/ /, "", $12)
                 if ($12 != "" && $12 != "-") printf "%s\t%s writers per batch\t%s\n", b, $2, $12
+                # The machine'"'"'s CPU time its hypervisor gave elsewhere
+                # (builds from before the column print none).
+                gsub(/ /, "", $13)
+                if ($13 != "" && $13 != "-") printf "%s\t%s steal %%\t%s\n", b, $2, $13
             }
             /^hook round trip/ {
                 match($0, /"median_ms":[0-9.]+/)
@@ -126,7 +130,8 @@ for b in $builds; do
     for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
         "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
         "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms" \
-        "submit round 1 writers per batch" "decisions writers per batch"; do
+        "submit round 1 writers per batch" "decisions writers per batch" \
+        "submit round 1 steal %" "decisions steal %"; do
         awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
             sort -n | awk -v b="$b" -v p="$phase" '
                 { v[NR] = $1 }

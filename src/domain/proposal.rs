@@ -321,8 +321,8 @@ struct ProposalFile<'a> {
 
 impl ProposalFile<'_> {
     /// The file's TOML as `toml::to_string` writes it, written directly
-    /// when every value is plain (`None` otherwise): that serializer was
-    /// most of the cost of filing a proposal. The text must not change:
+    /// when every value is plain (`None` otherwise): that serializer took
+    /// 3% of the server's time under submissions. The text must not change:
     /// `gov audit verify` renders a proposal's file again from its entry
     /// and compares the bytes with those on its branch, for files written
     /// by every version. A unit test compares the two writers over many
