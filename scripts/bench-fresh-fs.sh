@@ -98,7 +98,13 @@ while [ $i -le "$runs" ]; do
         mount -o loop "$image" "$mnt"
         mkdir "$mnt/tmp"
         log="$mnt/run.log"
+        # The machine's steal and total CPU ticks (`/proc/stat`) around
+        # the run, for builds whose benchmark does not report steal too.
+        ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+        before=$(ticks)
         TMPDIR="$mnt/tmp" "$(bench_of "$b")" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
+        echo "$before $(ticks)" | awk -v b="$b" '$4 > $2 { printf "%s\trun steal %%\t%.0f\n", b, 100 * ($3 - $1) / ($4 - $2) }' |
+            tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
         # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
         awk -F'|' -v b="$b" -v i=$i '
             /^\| (submit round 1|decisions|charges|audit posts) \|/ {
@@ -131,7 +137,7 @@ for b in $builds; do
         "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
         "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms" \
         "submit round 1 writers per batch" "decisions writers per batch" \
-        "submit round 1 steal %" "decisions steal %"; do
+        "submit round 1 steal %" "decisions steal %" "run steal %"; do
         awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
             sort -n | awk -v b="$b" -v p="$phase" '
                 { v[NR] = $1 }
