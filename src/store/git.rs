@@ -1090,16 +1090,29 @@ impl PackedRefs {
 struct SortedPackedRefs<'f> {
     file: &'f File,
     len: u64,
+    /// The last stretch read from the file ([`Self::CHUNK`] bytes around
+    /// the place asked for) and where it starts: a step of the search
+    /// reads the end of one line and the next line whole, and the last
+    /// steps stay within one stretch, so most reads are served from it
+    /// (a lookup in a file of 1 MiB took about 50 reads of the disk
+    /// cache, each a system call).
+    chunk: std::cell::RefCell<(u64, Vec<u8>)>,
 }
 
 impl<'f> SortedPackedRefs<'f> {
     /// Bytes read at a time; a range this small is searched line by line.
     const WINDOW: u64 = 512;
+    /// Bytes read from the file at once, centred on the place asked for.
+    const CHUNK: u64 = 4096;
 
     /// `None` when the file does not say it is sorted.
     fn open(file: &'f File) -> std::io::Result<Option<Self>> {
         let len = file.metadata()?.len();
-        let this = SortedPackedRefs { file, len };
+        let this = SortedPackedRefs {
+            file,
+            len,
+            chunk: Default::default(),
+        };
         let head = this.read(0, Self::WINDOW)?;
         let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
         let sorted = first.starts_with(b"# pack-refs with:")
@@ -1111,9 +1124,25 @@ impl<'f> SortedPackedRefs<'f> {
     fn read(&self, from: u64, n: u64) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let end = from.saturating_add(n).min(self.len);
-        let mut buf = vec![0u8; end.saturating_sub(from) as usize];
-        self.file.read_exact_at(&mut buf, from)?;
-        Ok(buf)
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let held = |(at, bytes): &(u64, Vec<u8>)| {
+            let i = usize::try_from(from.checked_sub(*at)?).ok()?;
+            let j = usize::try_from(end - at).ok()?;
+            bytes.get(i..j).map(<[u8]>::to_vec)
+        };
+        if let Some(bytes) = held(&self.chunk.borrow()) {
+            return Ok(bytes);
+        }
+        let at = from.saturating_sub(Self::CHUNK / 2);
+        let to = end.max(at.saturating_add(Self::CHUNK)).min(self.len);
+        let mut chunk = vec![0u8; (to - at) as usize];
+        self.file.read_exact_at(&mut chunk, at)?;
+        let read = (at, chunk);
+        let bytes = held(&read).ok_or_else(|| std::io::Error::other("a read past its stretch"))?;
+        *self.chunk.borrow_mut() = read;
+        Ok(bytes)
     }
 
     /// Where the first newline at or after `from` is; `None` if there is
@@ -1588,8 +1617,11 @@ mod tests {
                 .map(|i| match i % 7 {
                     0 => format!("refs/heads/gov/proposal/{i:05}-{}", "x".repeat(i % 13)),
                     1 => format!("refs/tags/v{i}"),
-                    // Longer than what the search reads at a time.
-                    2 if i < 50 => format!("refs/heads/long/{}{i}", "y".repeat(1_500)),
+                    // Longer than what the search reads at a time, and
+                    // than what it keeps.
+                    2 if i < 50 => {
+                        format!("refs/heads/long/{}{i}", "y".repeat(1_500 + i % 2 * 4_000))
+                    }
                     _ => format!("refs/heads/gov/rejected/{i:05}"),
                 })
                 .collect();
