@@ -419,15 +419,15 @@ impl std::fmt::Display for PlainFloat {
 }
 
 /// An inline array of one-line plain strings.
-struct PlainArray<'a>(Vec<&'a str>);
+struct PlainArray<'a>(Vec<PlainString<'a>>);
 
 impl<'a> PlainArray<'a> {
     fn of(items: impl Iterator<Item = &'a str>) -> Option<PlainArray<'a>> {
-        let items: Vec<&str> = items.collect();
-        let plain = items
-            .iter()
-            .all(|s| matches!(PlainString::of(s), Some(PlainString::Line(_))));
-        plain.then_some(PlainArray(items))
+        let one_line = |s| match PlainString::of(s)? {
+            line @ PlainString::Line(_) => Some(line),
+            PlainString::Lines(_) => None,
+        };
+        items.map(one_line).collect::<Option<_>>().map(PlainArray)
     }
 }
 
@@ -436,7 +436,7 @@ impl std::fmt::Display for PlainArray<'_> {
         f.write_str("[")?;
         for (i, s) in self.0.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}\"{s}\"")?;
+            write!(f, "{sep}{s}")?;
         }
         f.write_str("]")
     }
