@@ -42,7 +42,7 @@ pub mod index {
 
 /// What maintenance measures: bytes and files under a folder.
 pub mod maintain {
-    pub use crate::store::maintain::{dir_bytes, file_count};
+    pub use crate::store::maintain::{dir_bytes, file_count, merge_due};
 }
 
 /// A policy set loaded from any commit (not only `main`).

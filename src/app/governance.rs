@@ -94,10 +94,9 @@ pub struct SpareFiles(
 /// At most this many writers share one flush.
 const MAX_BATCH: usize = 256;
 
-/// Background maintenance runs once there are more packs than this (each
-/// batch writes one)...
-const MAINTAIN_PACKS: usize = 8;
-/// ...or more loose objects than this (written by `git` or left by a
+/// Background maintenance runs once a size tier of packs is full (each
+/// batch writes a pack; `store::maintain::tiered_roll_up`), or there are
+/// more loose objects than this (written by `git` or left by a
 /// crash)...
 const MAINTAIN_LOOSE: usize = 1_000;
 /// ...counted at most this often.
@@ -1331,12 +1330,13 @@ impl Governance {
         drop((batch, checkout));
     }
 
-    /// Whether a maintenance pass is due: packs piling up (one folder
-    /// listed), or loose objects (written by `git`, or left by a crash;
-    /// counted at most every [`LOOSE_CHECK_EVERY`]). Opens no repository
+    /// Whether a maintenance pass is due: packs to merge (one folder
+    /// listed, each pack's size read), or loose objects (written by
+    /// `git`, or left by a crash; counted at most every
+    /// [`LOOSE_CHECK_EVERY`]). Opens no repository
     /// handle: the server asks several times a second.
     pub fn maintenance_due(&self) -> bool {
-        if crate::store::maintain::pack_count(&self.git_dir) > MAINTAIN_PACKS {
+        if crate::store::maintain::merge_due(&self.git_dir) {
             return true;
         }
         let Ok(mut checked) = self.loose_checked.lock() else {

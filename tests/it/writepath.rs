@@ -599,7 +599,13 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
     })?;
     let r = svc.governance().maintain()?;
     assert_eq!(r.loose_after, 0, "{r:?}");
-    assert!(r.packs_after <= 3, "{r:?}");
+    // No size tier is left full (a few hundred KB: three tiers, at most
+    // three packs each).
+    assert!(
+        !gov::testkit::maintain::merge_due(&repo.root().join(".git")),
+        "{r:?}"
+    );
+    assert!(r.packs_after <= 9, "{r:?}");
     let files_after = gov::testkit::maintain::file_count(&repo.root().join(".git"));
     assert!(
         files_after < files_before,
