@@ -301,15 +301,15 @@ fn packs_in(paths: Vec<PathBuf>) -> Vec<Pack> {
 /// it merges them: each object is rewritten about once per tier it climbs
 /// (log base 4 of the repository's size over [`FIRST_TIER_BYTES`]), and
 /// at most 3 packs sit in each tier.
-pub const MERGE_FANOUT: usize = 4;
+const MERGE_FANOUT: usize = 4;
 
 /// The largest pack of the first size tier; tier `t` above it holds the
 /// packs larger than [`MERGE_FANOUT`]`^(t - 1)` times this and at most
 /// `MERGE_FANOUT^t` times this. A batch writes a pack of a few dozen KB.
-pub const FIRST_TIER_BYTES: u64 = 64 << 10;
+const FIRST_TIER_BYTES: u64 = 64 << 10;
 
 /// The size tier of a pack of `bytes` (see [`FIRST_TIER_BYTES`]).
-pub fn size_tier(bytes: u64) -> u32 {
+fn size_tier(bytes: u64) -> u32 {
     let mut tier = 0;
     let mut top = FIRST_TIER_BYTES;
     while bytes > top {
@@ -331,7 +331,7 @@ pub fn size_tier(bytes: u64) -> u32 {
 /// of 16 KB each), a byte was rewritten 3.9 times instead of 7.0 over a
 /// minute, 6.1 instead of 12.4 over an hour, with at most 30 packs
 /// instead of 17 (docs/BENCHMARKS.md, the thirty-sixth round).
-pub fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
+fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
     let tier_count = |t: u32| packs.iter().filter(|p| size_tier(p.bytes) == t).count();
     if tier_count(0) < MERGE_FANOUT {
         return Vec::new();
@@ -363,7 +363,7 @@ pub fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
 }
 
 /// Whether a background pass would merge packs in the Git directory
-/// `git_dir` ([`tiered_roll_up`]): one folder listing and a `stat` of
+/// `git_dir` (`tiered_roll_up`): one folder listing and a `stat` of
 /// each pack, no repository handle.
 pub fn merge_due(git_dir: &Path) -> bool {
     mergeable_packs(&git_dir.join("objects").join("pack"))
