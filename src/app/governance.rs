@@ -1333,8 +1333,8 @@ impl Governance {
     /// Whether a maintenance pass is due: packs to merge (one folder
     /// listed, each pack's size read), or loose objects (written by
     /// `git`, or left by a crash; counted at most every
-    /// [`LOOSE_CHECK_EVERY`]). Opens no repository
-    /// handle: the server asks several times a second.
+    /// [`LOOSE_CHECK_EVERY`]). Opens no repository handle: the server
+    /// asks several times a second.
     pub fn maintenance_due(&self) -> bool {
         if crate::store::maintain::merge_due(&self.git_dir) {
             return true;

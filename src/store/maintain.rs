@@ -332,34 +332,29 @@ fn size_tier(bytes: u64) -> u32 {
 /// minute, 6.1 instead of 12.4 over an hour, with at most 30 packs
 /// instead of 17 (docs/BENCHMARKS.md, the thirty-sixth round).
 fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
-    let tier_count = |t: u32| packs.iter().filter(|p| size_tier(p.bytes) == t).count();
-    if tier_count(0) < MERGE_FANOUT {
+    let tiers: Vec<u32> = packs.iter().map(|p| size_tier(p.bytes)).collect();
+    // The packs of tiers `low` to `high`.
+    let within = |low: u32, high: u32| {
+        packs
+            .iter()
+            .zip(&tiers)
+            .filter(move |(_, t)| (low..=high).contains(*t))
+            .map(|(p, _)| p)
+    };
+    if within(0, 0).count() < MERGE_FANOUT {
         return Vec::new();
     }
     let mut upto = 0;
-    let mut merged: u64 = packs
-        .iter()
-        .filter(|p| size_tier(p.bytes) == 0)
-        .map(|p| p.bytes)
-        .sum();
+    let mut merged: u64 = within(0, 0).map(|p| p.bytes).sum();
     loop {
         let lands = size_tier(merged);
-        let between = || {
-            packs
-                .iter()
-                .filter(move |p| (upto + 1..=lands).contains(&size_tier(p.bytes)))
-        };
-        if lands <= upto || between().count() + 1 < MERGE_FANOUT {
+        if lands <= upto || within(upto + 1, lands).count() + 1 < MERGE_FANOUT {
             break;
         }
-        merged = merged.saturating_add(between().map(|p| p.bytes).sum());
+        merged = merged.saturating_add(within(upto + 1, lands).map(|p| p.bytes).sum());
         upto = lands;
     }
-    packs
-        .iter()
-        .filter(|p| size_tier(p.bytes) <= upto)
-        .cloned()
-        .collect()
+    within(0, upto).cloned().collect()
 }
 
 /// Whether a background pass would merge packs in the Git directory
