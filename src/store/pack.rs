@@ -277,8 +277,13 @@ struct Trickle {
     done: u64,
 }
 
-/// See [`Trickle`].
-const TRICKLE_BYTES: u64 = 1 << 20;
+/// See [`Trickle`]. Short stretches: the server's passes merge a few
+/// hundred KiB every tenth of a second or so, and a batch that flushes
+/// while a pass does waits for what the pass has not sent out yet; with
+/// stretches of 1 MiB such a merge was all left to its final flush, and
+/// submissions' p99 was 1-2 ms higher on a new file system
+/// (docs/BENCHMARKS.md, the thirty-seventh round).
+const TRICKLE_BYTES: u64 = 64 << 10;
 
 /// Starts the writes of `len` bytes of `file` from `from` to the disk;
 /// with `wait`, waits for them (and those begun before) to end. Not a
