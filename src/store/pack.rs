@@ -278,7 +278,7 @@ struct Trickle {
 }
 
 /// See [`Trickle`]. Short stretches: the server's passes merge a few
-/// hundred KiB every tenth of a second or so, and a batch that flushes
+/// hundred KiB at a time, many times a second, and a batch that flushes
 /// while a pass does waits for what the pass has not sent out yet; with
 /// stretches of 1 MiB such a merge was all left to its final flush, and
 /// submissions' p99 was 1-2 ms higher on a new file system

@@ -851,7 +851,7 @@ fn a_rebuild_whose_record_failed_is_recorded_by_the_next_write() -> TestResult {
     let git_dir = s.repo.root().join(".git");
     arm(&git_dir, Fault::BeforeAuditRef);
     unpause_in_the_index(&s)?;
-    // The background check (ten times a second) finds the edit, rebuilds
+    // The background check (twenty times a second) finds the edit, rebuilds
     // the index and tries to record it: the fault fails that batch.
     let deadline = Instant::now() + Duration::from_secs(10);
     while is_armed(&git_dir, Fault::BeforeAuditRef) && Instant::now() < deadline {
