@@ -333,28 +333,39 @@ fn size_tier(bytes: u64) -> u32 {
 /// instead of 17 (docs/BENCHMARKS.md, the thirty-sixth round).
 fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
     let tiers: Vec<u32> = packs.iter().map(|p| size_tier(p.bytes)).collect();
-    // The packs of tiers `low` to `high`.
+    // How many packs tiers `low` to `high` hold, and their bytes.
     let within = |low: u32, high: u32| {
         packs
             .iter()
             .zip(&tiers)
-            .filter(move |(_, t)| (low..=high).contains(*t))
-            .map(|(p, _)| p)
+            .filter(|(_, t)| (low..=high).contains(*t))
+            .fold((0, 0u64), |(n, bytes), (p, _)| {
+                (n + 1, bytes.saturating_add(p.bytes))
+            })
     };
-    if within(0, 0).count() < MERGE_FANOUT {
+    let (first, mut merged) = within(0, 0);
+    if first < MERGE_FANOUT {
         return Vec::new();
     }
     let mut upto = 0;
-    let mut merged: u64 = within(0, 0).map(|p| p.bytes).sum();
     loop {
         let lands = size_tier(merged);
-        if lands <= upto || within(upto + 1, lands).count() + 1 < MERGE_FANOUT {
+        if lands <= upto {
             break;
         }
-        merged = merged.saturating_add(within(upto + 1, lands).map(|p| p.bytes).sum());
+        let (joining, bytes) = within(upto + 1, lands);
+        if joining + 1 < MERGE_FANOUT {
+            break;
+        }
+        merged = merged.saturating_add(bytes);
         upto = lands;
     }
-    within(0, upto).cloned().collect()
+    packs
+        .iter()
+        .zip(&tiers)
+        .filter(|(_, t)| **t <= upto)
+        .map(|(p, _)| p.clone())
+        .collect()
 }
 
 /// Whether a background pass would merge packs in the Git directory
