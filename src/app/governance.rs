@@ -107,6 +107,14 @@ const LOOSE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5)
 /// Loose ref files stay bounded by what the writers make in this time.
 const PACK_REFS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// ...and, since that listing grows with the proposals waiting for a
+/// person, at most once in this many times as long as it last took: its
+/// share of the machine stays about 2% however many wait. At 36,000
+/// pending proposals it took 50-90 ms, and once a second it was the
+/// part of the server's CPU that grew with the history in a run of
+/// submissions alone (docs/BENCHMARKS.md, the thirty-eighth round).
+const PACK_REFS_SHARE: u32 = 50;
+
 /// The page cache of the connection reads go through, in KiB (SQLite's
 /// default is 2,000). Reads look rows up by key and find the file's pages
 /// in the kernel's cache; on a history of 105,000 entries the default let
@@ -433,8 +441,8 @@ pub struct Governance {
     git_dir: std::path::PathBuf,
     /// When the maintenance check last counted loose objects.
     loose_checked: Mutex<Option<std::time::Instant>>,
-    /// When the last background pass packed refs.
-    refs_packed: Mutex<Option<std::time::Instant>>,
+    /// When the last background pass packed refs, and how long that took.
+    refs_packed: Mutex<Option<(std::time::Instant, std::time::Duration)>>,
     /// Maintenance passes of this process that deleted packs (see
     /// [`Governance::packs_epoch`]).
     packs_epoch: AtomicU64,
@@ -1227,15 +1235,14 @@ impl Governance {
     fn maintain_pass(&self) -> Result<crate::store::maintain::Report, GovError> {
         let repo = open_repo(&self.settings)?;
         crate::store::git::configure_for_batches(&repo)?;
-        let refs_due = match self.refs_packed.lock() {
-            Ok(mut last) if last.is_none_or(|t| t.elapsed() >= PACK_REFS_EVERY) => {
-                *last = Some(std::time::Instant::now());
-                true
-            }
-            _ => false,
-        };
-        if !refs_due {
-            return Ok(crate::store::maintain::run(&repo, None, Pass::Background)?);
+        let mut report = crate::store::maintain::run(&repo, None, Pass::Background)?;
+        let started = std::time::Instant::now();
+        if !self
+            .refs_packed
+            .lock()
+            .is_ok_and(|last| refs_due(*last, started))
+        {
+            return Ok(report);
         }
         let pending = self
             .index()
@@ -1248,13 +1255,14 @@ impl Governance {
             Ok(index) => proposal_decided(index.conn(), &self.settings, refname),
             Err(_) => false,
         };
-        maintain_with(
-            &repo,
-            &self.settings,
-            pending.as_ref(),
-            &decided,
-            Pass::Background,
-        )
+        let packed = with_keep_loose(&self.settings, pending.as_ref(), &decided, |keep| {
+            crate::store::maintain::pack_refs(&repo, keep, Pass::Background)
+        });
+        if let Ok(mut last) = self.refs_packed.lock() {
+            *last = Some((started, started.elapsed()));
+        }
+        report.loose_refs_packed = packed?;
+        Ok(report)
     }
 
     /// Batches flushed since opening, and the writers they carried.
@@ -1537,13 +1545,38 @@ fn maintain_with(
     decided: &dyn Fn(&str) -> bool,
     pass: Pass,
 ) -> Result<crate::store::maintain::Report, GovError> {
-    let keep = KeepLoose {
+    let report = with_keep_loose(settings, pending, decided, |keep| {
+        crate::store::maintain::run(repo, Some(keep), pass)
+    });
+    Ok(report?)
+}
+
+/// Whether a background pass packs refs at `now`, given when the last
+/// one that did started and how long its refs step took (see
+/// [`PACK_REFS_SHARE`]).
+fn refs_due(
+    last: Option<(std::time::Instant, std::time::Duration)>,
+    now: std::time::Instant,
+) -> bool {
+    last.is_none_or(|(at, took)| {
+        now.saturating_duration_since(at) >= PACK_REFS_EVERY.max(took * PACK_REFS_SHARE)
+    })
+}
+
+/// Calls `f` with the refs maintenance leaves loose (see
+/// [`maintain_with`]).
+fn with_keep_loose<T>(
+    settings: &Settings,
+    pending: Option<&HashSet<String>>,
+    decided: &dyn Fn(&str) -> bool,
+    f: impl FnOnce(&KeepLoose<'_>) -> T,
+) -> T {
+    f(&KeepLoose {
         audit_ref: &settings.audit_refname(),
         proposal_refs: &format!("refs/heads/{}", settings.proposal_prefix),
         pending,
         decided,
-    };
-    Ok(crate::store::maintain::run(repo, Some(&keep), pass)?)
+    })
 }
 
 /// Whether the index knows the proposal whose branch is `refname` as
@@ -1668,6 +1701,22 @@ mod tests {
 
     /// A writer mutex poisoned by a panic fails every later writer at once
     /// (not a hang), without running its closure.
+    #[test]
+    fn the_refs_step_waits_in_proportion_to_its_cost() {
+        let at = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        assert!(refs_due(None, at), "the first pass packs refs");
+        // A quick step: once a second.
+        assert!(!refs_due(Some((at, ms(2))), at + ms(999)));
+        assert!(refs_due(Some((at, ms(2))), at + ms(1000)));
+        // A step of 80 ms (tens of thousands of pending proposals):
+        // once in 50 times that, 4 seconds.
+        assert!(!refs_due(Some((at, ms(80))), at + ms(3999)));
+        assert!(refs_due(Some((at, ms(80))), at + ms(4000)));
+        // A clock that reads earlier than the last step waits.
+        assert!(!refs_due(Some((at + ms(10), ms(2))), at));
+    }
+
     #[test]
     fn a_poisoned_writer_mutex_fails_the_queued_writers() -> TestResult {
         let (_dir, gov) = new_repository()?;

@@ -93,9 +93,9 @@ pub struct KeepLoose<'a> {
 /// all of `packed-refs`. They are as many as the proposals waiting for a
 /// person, not as many as were ever filed.
 ///
-/// Without `refs` the pass packs objects only (the server packs refs at
-/// most once a second: listing them walks the pending proposals'
-/// branches).
+/// Without `refs` the pass packs objects only (the server packs refs
+/// apart, less often, with [`pack_refs`]: listing them walks the pending
+/// proposals' branches).
 pub fn run(
     repo: &Repository,
     refs: Option<&KeepLoose<'_>>,
@@ -126,46 +126,56 @@ pub fn run(
     }
     report.packs_after = self::packs(repo)?.len();
     if let Some(keep) = refs {
-        let at_least = match pass {
-            Pass::Background => background_refs_threshold(repo.path()),
-            Pass::ByHand => 1,
-        };
-        let skip =
-            |name: &str| name == keep.audit_ref || keep.pending.is_some_and(|p| p.contains(name));
-        let skip_prefixes = match keep.pending {
-            Some(_) => vec![],
-            None => vec![keep.proposal_refs],
-        };
-        // Listed without a lock: a ref made after is packed next time.
-        let mut names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
-        // Under the chain lock: a batch deleting a packed ref (a rename on
-        // rejection) needs `packed-refs.lock`, which this step holds;
-        // taking the chain lock first makes writers wait a moment instead
-        // of failing. Only `packed-refs` is written under it; the loose
-        // files are removed after, each under its own lock, as git does.
-        let packed = if names.is_empty() {
-            Vec::new()
-        } else {
-            let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
-            let locked = std::time::Instant::now();
-            // (Without a pending set, no proposal branch was listed.)
-            names.retain(|name| !name.starts_with(keep.proposal_refs) || (keep.decided)(name));
-            let packed = write_packed_refs(repo, names)?;
-            tracing::debug!(
-                held_us = locked.elapsed().as_micros() as u64,
-                refs = packed.len(),
-                "packed-refs written under the chain lock"
-            );
-            packed
-        };
-        report.loose_refs_packed = prune_packed(repo.path(), packed);
-        // The chain is its own log: its reflog would grow by a line per
-        // batch.
-        let _ = repo.reflog_delete(keep.audit_ref);
+        report.loose_refs_packed = pack_refs(repo, keep, pass)?;
     }
     report.loose_after = loose_objects(repo)?.len();
     report.object_bytes = dir_bytes(&repo.path().join("objects"));
     Ok(report)
+}
+
+/// The refs step of a pass ([`run`]): packs the loose refs but those
+/// `keep` names into `packed-refs` and removes their loose files. Returns
+/// how many it packed. Its cost grows with the loose refs it lists, the
+/// pending proposals' branches among them; the server times it and runs
+/// it less often as it grows (`app::governance`).
+pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<usize, StoreError> {
+    let at_least = match pass {
+        Pass::Background => background_refs_threshold(repo.path()),
+        Pass::ByHand => 1,
+    };
+    let skip =
+        |name: &str| name == keep.audit_ref || keep.pending.is_some_and(|p| p.contains(name));
+    let skip_prefixes = match keep.pending {
+        Some(_) => vec![],
+        None => vec![keep.proposal_refs],
+    };
+    // Listed without a lock: a ref made after is packed next time.
+    let mut names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
+    // Under the chain lock: a batch deleting a packed ref (a rename on
+    // rejection) needs `packed-refs.lock`, which this step holds;
+    // taking the chain lock first makes writers wait a moment instead
+    // of failing. Only `packed-refs` is written under it; the loose
+    // files are removed after, each under its own lock, as git does.
+    let packed = if names.is_empty() {
+        Vec::new()
+    } else {
+        let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
+        let locked = std::time::Instant::now();
+        // (Without a pending set, no proposal branch was listed.)
+        names.retain(|name| !name.starts_with(keep.proposal_refs) || (keep.decided)(name));
+        let packed = write_packed_refs(repo, names)?;
+        tracing::debug!(
+            held_us = locked.elapsed().as_micros() as u64,
+            refs = packed.len(),
+            "packed-refs written under the chain lock"
+        );
+        packed
+    };
+    let pruned = prune_packed(repo.path(), packed);
+    // The chain is its own log: its reflog would grow by a line per
+    // batch.
+    let _ = repo.reflog_delete(keep.audit_ref);
+    Ok(pruned)
 }
 
 /// A temporary pack or index (`tmp_gov_pack_*`, `tmp_gov_idx_*`) whose
