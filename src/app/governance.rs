@@ -1699,8 +1699,8 @@ mod tests {
         Ok(())
     }
 
-    /// A writer mutex poisoned by a panic fails every later writer at once
-    /// (not a hang), without running its closure.
+    /// The refs step comes once a second, or once in 50 times as long
+    /// as it last took, whichever is later.
     #[test]
     fn the_refs_step_waits_in_proportion_to_its_cost() {
         let at = std::time::Instant::now();
@@ -1717,6 +1717,8 @@ mod tests {
         assert!(!refs_due(Some((at + ms(10), ms(2))), at));
     }
 
+    /// A writer mutex poisoned by a panic fails every later writer at once
+    /// (not a hang), without running its closure.
     #[test]
     fn a_poisoned_writer_mutex_fails_the_queued_writers() -> TestResult {
         let (_dir, gov) = new_repository()?;
