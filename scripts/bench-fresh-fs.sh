@@ -81,55 +81,51 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 fallocate -l 3G "$image"
-reversed=""
-for b in $builds; do
-    reversed="$b $reversed"
-done
-i=1
-while [ $i -le "$runs" ]; do
-    order=$builds
-    [ $((i % 2)) -eq 1 ] || order=$reversed
-    for b in $order; do
-        if [ $journal = yes ]; then
-            mkfs.ext4 -q -F "$image"
-        else
-            mkfs.ext4 -q -F -O ^has_journal "$image"
-        fi
-        mount -o loop "$image" "$mnt"
-        mkdir "$mnt/tmp"
-        log="$mnt/run.log"
-        # The machine's steal and total CPU ticks (`/proc/stat`) around
-        # the run, for builds whose benchmark does not report steal too.
-        ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
-        before=$(ticks)
-        TMPDIR="$mnt/tmp" "$(bench_of "$b")" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
-        echo "$before $(ticks)" | awk -v b="$b" '$4 > $2 { printf "%s\trun steal %%\t%.0f\n", b, 100 * ($3 - $1) / ($4 - $2) }' |
-            tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
-        # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
-        awk -F'|' -v b="$b" -v i=$i '
-            /^\| (submit round 1|decisions|charges|audit posts) \|/ {
-                gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
-                printf "%s\t%s\t%s\n", b, $2, $5
-                printf "%s\t%s p99 ms\t%s\n", b, $2, $7
-                # The server'"'"'s CPU per write (its CPU seconds over the
-                # writes of the phase).
-                if ($3 + 0 > 0) printf "%s\t%s CPU ms\t%.3f\n", b, $2, 1000 * $10 / $3
-                # How many writes shared a flush (the server'"'"'s /status).
-                gsub(/ /, "", $12)
-                if ($12 != "" && $12 != "-") printf "%s\t%s writers per batch\t%s\n", b, $2, $12
-                # The machine'"'"'s CPU time its hypervisor gave elsewhere
-                # (builds from before the column print none).
-                gsub(/ /, "", $13)
-                if ($13 != "" && $13 != "-") printf "%s\t%s steal %%\t%s\n", b, $2, $13
-            }
-            /^hook round trip/ {
-                match($0, /"median_ms":[0-9.]+/)
-                printf "%s\thook median ms\t%s\n", b, substr($0, RSTART + 12, RLENGTH - 12)
-            }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
-        umount "$mnt"
-    done
-    i=$((i + 1))
-done
+# One run of build `$2` (run number `$1`); the benchmark's arguments follow.
+one_run() {
+    i=$1
+    b=$2
+    shift 2
+    if [ $journal = yes ]; then
+        mkfs.ext4 -q -F "$image"
+    else
+        mkfs.ext4 -q -F -O ^has_journal "$image"
+    fi
+    mount -o loop "$image" "$mnt"
+    mkdir "$mnt/tmp"
+    log="$mnt/run.log"
+    # The machine's steal and total CPU ticks (`/proc/stat`) around
+    # the run, for builds whose benchmark does not report steal too.
+    ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+    before=$(ticks)
+    TMPDIR="$mnt/tmp" "$(bench_of "$b")" "$@" --gov-bin "$b/gov" >"$log" 2>/dev/null
+    echo "$before $(ticks)" | awk -v b="$b" '$4 > $2 { printf "%s\trun steal %%\t%.0f\n", b, 100 * ($3 - $1) / ($4 - $2) }' |
+        tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
+    # `| submit round 1 | ok | failed | /s | ...` and the hook's JSON.
+    awk -F'|' -v b="$b" -v i=$i '
+        /^\| (submit round 1|decisions|charges|audit posts) \|/ {
+            gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
+            printf "%s\t%s\t%s\n", b, $2, $5
+            printf "%s\t%s p99 ms\t%s\n", b, $2, $7
+            # The server'"'"'s CPU per write (its CPU seconds over the
+            # writes of the phase).
+            if ($3 + 0 > 0) printf "%s\t%s CPU ms\t%.3f\n", b, $2, 1000 * $10 / $3
+            # How many writes shared a flush (the server'"'"'s /status).
+            gsub(/ /, "", $12)
+            if ($12 != "" && $12 != "-") printf "%s\t%s writers per batch\t%s\n", b, $2, $12
+            # The machine'"'"'s CPU time its hypervisor gave elsewhere
+            # (builds from before the column print none).
+            gsub(/ /, "", $13)
+            if ($13 != "" && $13 != "-") printf "%s\t%s steal %%\t%s\n", b, $2, $13
+        }
+        /^hook round trip/ {
+            match($0, /"median_ms":[0-9.]+/)
+            printf "%s\thook median ms\t%s\n", b, substr($0, RSTART + 12, RLENGTH - 12)
+        }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
+    umount "$mnt"
+}
+. scripts/turns.sh
+in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"
 for b in $builds; do

@@ -71,82 +71,78 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 fallocate -l 3G "$image"
-reversed=""
-for b in $builds; do
-    reversed="$b $reversed"
-done
-i=1
-while [ $i -le "$runs" ]; do
-    order=$builds
-    [ $((i % 2)) -eq 1 ] || order=$reversed
-    for b in $order; do
-        mkfs.ext4 -q -F -O ^has_journal "$image"
-        mount -o loop "$image" "$mnt"
-        (
-            cd "$mnt"
-            "$b/gov" init repo >/dev/null
-            cd repo
-            sed -i 's/^# agent_auth = "required"/agent_auth = "optional"/' gov.toml
-            if "$b/gov" policy --help 2>/dev/null | grep -q propose; then
-                # In force once approved on `main`.
-                id=$("$b/gov" policy propose -m "agents without tokens, for a benchmark" 2>/dev/null |
-                    sed -n 's/^proposed policy change \([^ ]*\) .*/\1/p')
-                "$b/gov" approve "$id" >/dev/null
-            else
-                # Builds from before reviewed policy changes read gov.toml
-                # from `main`.
-                git -c user.name=bench -c user.email=bench@localhost commit -qam "agents without tokens"
-            fi
-        )
-        cd "$mnt/repo"
-        "$b/gov" serve --port "$port" >"$mnt/serve.log" 2>&1 &
-        server=$!
-        n=0
-        until grep -q listening "$mnt/serve.log" 2>/dev/null; do
-            n=$((n + 1))
-            if [ $n -gt 2000 ] || ! kill -0 "$server" 2>/dev/null; then
-                echo "error: $b/gov serve did not start:" >&2
-                cat "$mnt/serve.log" >&2
-                exit 1
-            fi
-            sleep 0.005
-        done
-        "$client" --url "http://127.0.0.1:$port" --operator-token "$(cat .gov/operator-token)" \
-            --runner-token "$(cat .gov/runner-token)" "$@" 2>/dev/null >"$mnt/run.log"
-        cpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$server/stat")
-        rss=$(awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "%.0f\t%.0f", r / 1024, h / 1024 }' "/proc/$server/status")
-        kill "$server"
-        wait "$server" 2>/dev/null || true
-        server=""
-        entries=$(git rev-list --count "$(git for-each-ref --format='%(refname)' | grep '/gov/audit$' | head -1)")
-        size() {
-            bytes=$(du -sb .git | cut -f1)
-            printf "%s\t%s\t%s\t%s" "$bytes" $((bytes / entries)) "$(find .git -type f | wc -l)" \
-                "$(find .git/objects -type f -path '*/objects/??/*' | wc -l)"
-        }
-        git_size=$(size)
-        maintained="-	-	-	-"
-        if "$b/gov" maintain --help >/dev/null 2>&1 && "$b/gov" maintain >/dev/null 2>&1; then
-            maintained=$(size)
+# One run of build `$2` (run number `$1`); the client's arguments follow.
+one_run() {
+    i=$1
+    b=$2
+    shift 2
+    mkfs.ext4 -q -F -O ^has_journal "$image"
+    mount -o loop "$image" "$mnt"
+    (
+        cd "$mnt"
+        "$b/gov" init repo >/dev/null
+        cd repo
+        sed -i 's/^# agent_auth = "required"/agent_auth = "optional"/' gov.toml
+        if "$b/gov" policy --help 2>/dev/null | grep -q propose; then
+            # In force once approved on `main`.
+            id=$("$b/gov" policy propose -m "agents without tokens, for a benchmark" 2>/dev/null |
+                sed -n 's/^proposed policy change \([^ ]*\) .*/\1/p')
+            "$b/gov" approve "$id" >/dev/null
+        else
+            # Builds from before reviewed policy changes read gov.toml
+            # from `main`.
+            git -c user.name=bench -c user.email=bench@localhost commit -qam "agents without tokens"
         fi
-        # `| phase | ok | failed | /s | p50 ms | p99 ms | ...`
-        awk -F'|' -v b="$b" '/^\| (submit round [0-9]+|decisions|charges|audit posts) \|/ {
-            gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
-            printf "%s\t%s /s\t%s\n%s\t%s p99 ms\t%s\n", b, $2, $5, b, $2, $7
-        }' "$mnt/run.log" >>"$results.run"
-        printf "%s\tserver CPU s\t%s\n%s\tserver RSS MiB\t%s\n%s\tserver peak RSS MiB\t%s\n" \
-            "$b" "$cpu" "$b" "$(echo "$rss" | cut -f1)" "$b" "$(echo "$rss" | cut -f2)" >>"$results.run"
-        printf "%s\taudit entries\t%s\n" "$b" "$entries" >>"$results.run"
-        echo "$git_size" | awk -F'\t' -v b="$b" -v w=".git" '{ printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n%s\t%s loose objects\t%s\n", b, w, $1, b, w, $2, b, w, $3, b, w, $4 }' >>"$results.run"
-        echo "$maintained" | awk -F'\t' -v b="$b" -v w=".git after gov maintain" '$1 != "-" { printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n", b, w, $1, b, w, $2, b, w, $3 }' >>"$results.run"
-        awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }' "$results.run"
-        cat "$results.run" >>"$results"
-        rm -f "$results.run"
-        cd /
-        umount "$mnt"
+    )
+    cd "$mnt/repo"
+    "$b/gov" serve --port "$port" >"$mnt/serve.log" 2>&1 &
+    server=$!
+    n=0
+    until grep -q listening "$mnt/serve.log" 2>/dev/null; do
+        n=$((n + 1))
+        if [ $n -gt 2000 ] || ! kill -0 "$server" 2>/dev/null; then
+            echo "error: $b/gov serve did not start:" >&2
+            cat "$mnt/serve.log" >&2
+            exit 1
+        fi
+        sleep 0.005
     done
-    i=$((i + 1))
-done
+    "$client" --url "http://127.0.0.1:$port" --operator-token "$(cat .gov/operator-token)" \
+        --runner-token "$(cat .gov/runner-token)" "$@" 2>/dev/null >"$mnt/run.log"
+    cpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$server/stat")
+    rss=$(awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "%.0f\t%.0f", r / 1024, h / 1024 }' "/proc/$server/status")
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=""
+    entries=$(git rev-list --count "$(git for-each-ref --format='%(refname)' | grep '/gov/audit$' | head -1)")
+    size() {
+        bytes=$(du -sb .git | cut -f1)
+        printf "%s\t%s\t%s\t%s" "$bytes" $((bytes / entries)) "$(find .git -type f | wc -l)" \
+            "$(find .git/objects -type f -path '*/objects/??/*' | wc -l)"
+    }
+    git_size=$(size)
+    maintained="-	-	-	-"
+    if "$b/gov" maintain --help >/dev/null 2>&1 && "$b/gov" maintain >/dev/null 2>&1; then
+        maintained=$(size)
+    fi
+    # `| phase | ok | failed | /s | p50 ms | p99 ms | ...`
+    awk -F'|' -v b="$b" '/^\| (submit round [0-9]+|decisions|charges|audit posts) \|/ {
+        gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
+        printf "%s\t%s /s\t%s\n%s\t%s p99 ms\t%s\n", b, $2, $5, b, $2, $7
+    }' "$mnt/run.log" >>"$results.run"
+    printf "%s\tserver CPU s\t%s\n%s\tserver RSS MiB\t%s\n%s\tserver peak RSS MiB\t%s\n" \
+        "$b" "$cpu" "$b" "$(echo "$rss" | cut -f1)" "$b" "$(echo "$rss" | cut -f2)" >>"$results.run"
+    printf "%s\taudit entries\t%s\n" "$b" "$entries" >>"$results.run"
+    echo "$git_size" | awk -F'\t' -v b="$b" -v w=".git" '{ printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n%s\t%s loose objects\t%s\n", b, w, $1, b, w, $2, b, w, $3, b, w, $4 }' >>"$results.run"
+    echo "$maintained" | awk -F'\t' -v b="$b" -v w=".git after gov maintain" '$1 != "-" { printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n", b, w, $1, b, w, $2, b, w, $3 }' >>"$results.run"
+    awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }' "$results.run"
+    cat "$results.run" >>"$results"
+    rm -f "$results.run"
+    cd /
+    umount "$mnt"
+}
+. scripts/turns.sh
+in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"
 for b in $builds; do
