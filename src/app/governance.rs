@@ -1532,21 +1532,8 @@ pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, G
             .as_ref()
             .is_some_and(|i| proposal_decided(i.conn(), settings, refname))
     };
-    maintain_with(&repo, settings, pending.as_ref(), &decided, Pass::ByHand)
-}
-
-/// One pass of maintenance that leaves loose the audit ref and the
-/// branches of the proposals waiting for a person: all of
-/// `<proposal_prefix>` when `pending` is unknown.
-fn maintain_with(
-    repo: &Repository,
-    settings: &Settings,
-    pending: Option<&HashSet<String>>,
-    decided: &dyn Fn(&str) -> bool,
-    pass: Pass,
-) -> Result<crate::store::maintain::Report, GovError> {
-    let report = with_keep_loose(settings, pending, decided, |keep| {
-        crate::store::maintain::run(repo, Some(keep), pass)
+    let report = with_keep_loose(settings, pending.as_ref(), &decided, |keep| {
+        crate::store::maintain::run(&repo, Some(keep), Pass::ByHand)
     });
     Ok(report?)
 }
@@ -1563,8 +1550,9 @@ fn refs_due(
     })
 }
 
-/// Calls `f` with the refs maintenance leaves loose (see
-/// [`maintain_with`]).
+/// Calls `f` with the refs maintenance leaves loose: the audit ref and
+/// the branches of the proposals waiting for a person, all of
+/// `<proposal_prefix>` when `pending` is unknown.
 fn with_keep_loose<T>(
     settings: &Settings,
     pending: Option<&HashSet<String>>,
