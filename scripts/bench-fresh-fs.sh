@@ -124,19 +124,12 @@ one_run() {
         }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
     umount "$mnt"
 }
-. scripts/turns.sh
+. scripts/compare-builds.sh
 in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"
-for b in $builds; do
-    for phase in "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
-        "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
-        "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms" \
-        "submit round 1 writers per batch" "decisions writers per batch" \
-        "submit round 1 steal %" "decisions steal %" "run steal %"; do
-        awk -F'\t' -v b="$b" -v p="$phase" '$1 == b && $2 == p { print $3 }' "$results" |
-            sort -n | awk -v b="$b" -v p="$phase" '
-                { v[NR] = $1 }
-                END { if (NR) printf "  %s  %s: %s\n", b, p, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-    done
-done
+medians "$results" "$builds" "submit round 1" "decisions" "charges" "audit posts" "hook median ms" \
+    "submit round 1 p99 ms" "decisions p99 ms" "charges p99 ms" "audit posts p99 ms" \
+    "submit round 1 CPU ms" "decisions CPU ms" "charges CPU ms" "audit posts CPU ms" \
+    "submit round 1 writers per batch" "decisions writers per batch" \
+    "submit round 1 steal %" "decisions steal %" "run steal %"

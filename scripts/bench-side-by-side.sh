@@ -67,7 +67,7 @@ cleanup() {
     cd /
     umount "$mnt" 2>/dev/null || true
     rmdir "$mnt" 2>/dev/null || true
-    rm -f "$image" "$results" "$results.run"
+    rm -f "$image" "$results"
 }
 trap cleanup EXIT INT TERM
 fallocate -l 3G "$image"
@@ -125,32 +125,23 @@ one_run() {
     if "$b/gov" maintain --help >/dev/null 2>&1 && "$b/gov" maintain >/dev/null 2>&1; then
         maintained=$(size)
     fi
-    # `| phase | ok | failed | /s | p50 ms | p99 ms | ...`
-    awk -F'|' -v b="$b" '/^\| (submit round [0-9]+|decisions|charges|audit posts) \|/ {
-        gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
-        printf "%s\t%s /s\t%s\n%s\t%s p99 ms\t%s\n", b, $2, $5, b, $2, $7
-    }' "$mnt/run.log" >>"$results.run"
-    printf "%s\tserver CPU s\t%s\n%s\tserver RSS MiB\t%s\n%s\tserver peak RSS MiB\t%s\n" \
-        "$b" "$cpu" "$b" "$(echo "$rss" | cut -f1)" "$b" "$(echo "$rss" | cut -f2)" >>"$results.run"
-    printf "%s\taudit entries\t%s\n" "$b" "$entries" >>"$results.run"
-    echo "$git_size" | awk -F'\t' -v b="$b" -v w=".git" '{ printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n%s\t%s loose objects\t%s\n", b, w, $1, b, w, $2, b, w, $3, b, w, $4 }' >>"$results.run"
-    echo "$maintained" | awk -F'\t' -v b="$b" -v w=".git after gov maintain" '$1 != "-" { printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n", b, w, $1, b, w, $2, b, w, $3 }' >>"$results.run"
-    awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }' "$results.run"
-    cat "$results.run" >>"$results"
-    rm -f "$results.run"
+    {
+        # `| phase | ok | failed | /s | p50 ms | p99 ms | ...`
+        awk -F'|' -v b="$b" '/^\| (submit round [0-9]+|decisions|charges|audit posts) \|/ {
+            gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); gsub(/ /, "", $7)
+            printf "%s\t%s /s\t%s\n%s\t%s p99 ms\t%s\n", b, $2, $5, b, $2, $7
+        }' "$mnt/run.log"
+        printf "%s\tserver CPU s\t%s\n%s\tserver RSS MiB\t%s\n%s\tserver peak RSS MiB\t%s\n" \
+            "$b" "$cpu" "$b" "$(echo "$rss" | cut -f1)" "$b" "$(echo "$rss" | cut -f2)"
+        printf "%s\taudit entries\t%s\n" "$b" "$entries"
+        echo "$git_size" | awk -F'\t' -v b="$b" -v w=".git" '{ printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n%s\t%s loose objects\t%s\n", b, w, $1, b, w, $2, b, w, $3, b, w, $4 }'
+        echo "$maintained" | awk -F'\t' -v b="$b" -v w=".git after gov maintain" '$1 != "-" { printf "%s\t%s bytes\t%s\n%s\t%s bytes per entry\t%s\n%s\t%s files\t%s\n", b, w, $1, b, w, $2, b, w, $3 }'
+    } | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
     cd /
     umount "$mnt"
 }
-. scripts/turns.sh
+. scripts/compare-builds.sh
 in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"
-for b in $builds; do
-    awk -F'\t' -v b="$b" '$1 == b && !seen[$2]++ { print $2 }' "$results" | while read -r what; do
-        awk -F'\t' -v b="$b" -v w="$what" '$1 == b && $2 == w { print $3 }' "$results" | sort -g |
-            awk -v b="$b" -v w="$what" '{ v[NR] = $1 } END {
-                m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                printf "  %s  %s: %s\n", b, w, m
-            }'
-    done
-done
+medians "$results" "$builds"
