@@ -1714,7 +1714,8 @@ mod tests {
         let (done, report) = std::sync::mpsc::channel();
         std::thread::scope(|scope| -> TestResult {
             scope.spawn(|| done.send(gov.maintain().map_err(|e| e.to_string())));
-            // Bounded: before, the pass waited for this reader for good.
+            // Bounded: the pass used to wait for as long as the reader
+            // was held.
             let report = report.recv_timeout(std::time::Duration::from_secs(60));
             drop(reader);
             let report = report.map_err(|_| "the pass waited for the reader")??;
