@@ -1251,15 +1251,9 @@ impl Governance {
         // the chain lock (see `KeepLoose::decided`).
         let mut own = self.background.lock().unwrap_or_else(|p| p.into_inner());
         let index = self.background_index(&mut own).ok();
-        let pending = index.as_ref().and_then(|i| pending_branch_refs(i.conn()));
-        let decided = |refname: &str| {
-            index
-                .as_ref()
-                .is_some_and(|i| proposal_decided(i.conn(), &self.settings, refname))
-        };
-        let packed = with_keep_loose(&self.settings, pending.as_ref(), &decided, |keep| {
-            crate::store::maintain::pack_refs(&repo, keep, Pass::Background)
-        });
+        let (pending, decided) = asked_of_index(index, &self.settings);
+        let keep = keep_loose(&self.settings, pending.as_ref(), &decided);
+        let packed = crate::store::maintain::pack_refs(&repo, &keep, Pass::Background);
         if let Ok(mut last) = self.refs_packed.lock() {
             *last = Some((started, started.elapsed()));
         }
@@ -1535,18 +1529,15 @@ pub fn reindex(settings: &Settings) -> Result<Reindexed, GovError> {
 pub fn maintain(settings: &Settings) -> Result<crate::store::maintain::Report, GovError> {
     let repo = open_repo(settings)?;
     let index = open_index(settings).ok().map(|(_, index)| index);
-    let pending = index.as_ref().and_then(|i| pending_branch_refs(i.conn()));
-    // Asked under the chain lock, when every batch of every process has
-    // committed its rows (see `KeepLoose::decided`).
-    let decided = |refname: &str| {
-        index
-            .as_ref()
-            .is_some_and(|i| proposal_decided(i.conn(), settings, refname))
-    };
-    let report = with_keep_loose(settings, pending.as_ref(), &decided, |keep| {
-        crate::store::maintain::run(&repo, Some(keep), Pass::ByHand)
-    });
-    Ok(report?)
+    // `decided` is asked under the chain lock, when every batch of every
+    // process has committed its rows (see `KeepLoose::decided`).
+    let (pending, decided) = asked_of_index(index.as_ref(), settings);
+    let keep = keep_loose(settings, pending.as_ref(), &decided);
+    Ok(crate::store::maintain::run(
+        &repo,
+        Some(&keep),
+        Pass::ByHand,
+    )?)
 }
 
 /// Whether a background pass packs refs at `now`, given when the last
@@ -1561,21 +1552,34 @@ fn refs_due(
     })
 }
 
-/// Calls `f` with the refs maintenance leaves loose: the audit ref and
-/// the branches of the proposals waiting for a person, all of
-/// `<proposal_prefix>` when `pending` is unknown.
-fn with_keep_loose<T>(
+/// The refs maintenance leaves loose: the audit ref and the branches of
+/// the proposals waiting for a person, all of `<proposal_prefix>` when
+/// `pending` is unknown.
+fn keep_loose<'a>(
     settings: &Settings,
-    pending: Option<&HashSet<String>>,
-    decided: &dyn Fn(&str) -> bool,
-    f: impl FnOnce(&KeepLoose<'_>) -> T,
-) -> T {
-    f(&KeepLoose {
-        audit_ref: &settings.audit_refname(),
-        proposal_refs: &format!("refs/heads/{}", settings.proposal_prefix),
+    pending: Option<&'a HashSet<String>>,
+    decided: &'a dyn Fn(&str) -> bool,
+) -> KeepLoose<'a> {
+    KeepLoose {
+        audit_ref: settings.audit_refname(),
+        proposal_refs: format!("refs/heads/{}", settings.proposal_prefix),
         pending,
         decided,
-    })
+    }
+}
+
+/// What maintenance asks the index (`None`: it could not be opened):
+/// the pending proposals' branches, read now, and whether a loose
+/// proposal branch's proposal is decided, asked later (see
+/// [`KeepLoose`]).
+fn asked_of_index<'a>(
+    index: Option<&'a Index>,
+    settings: &'a Settings,
+) -> (Option<HashSet<String>>, impl Fn(&str) -> bool + 'a) {
+    let pending = index.and_then(|i| pending_branch_refs(i.conn()));
+    let decided =
+        move |refname: &str| index.is_some_and(|i| proposal_decided(i.conn(), settings, refname));
+    (pending, decided)
 }
 
 /// Whether the index knows the proposal whose branch is `refname` as

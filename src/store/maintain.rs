@@ -62,13 +62,13 @@ pub enum Pass {
 }
 
 /// The refs a pass of maintenance leaves loose.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct KeepLoose<'a> {
     /// The audit ref, moved by every batch.
-    pub audit_ref: &'a str,
+    pub audit_ref: String,
     /// The folder of the proposals' branches (such as
     /// `refs/heads/gov/proposal/`).
-    pub proposal_refs: &'a str,
+    pub proposal_refs: String,
     /// The branches (full ref names) of the proposals waiting for a
     /// person, if known, read before the pass: they stay loose. Unknown
     /// (`None`), the whole of `proposal_refs` stays loose.
@@ -147,7 +147,7 @@ pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<
         |name: &str| name == keep.audit_ref || keep.pending.is_some_and(|p| p.contains(name));
     let skip_prefixes = match keep.pending {
         Some(_) => vec![],
-        None => vec![keep.proposal_refs],
+        None => vec![keep.proposal_refs.as_str()],
     };
     // Listed without a lock: a ref made after is packed next time.
     let mut names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
@@ -162,7 +162,7 @@ pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<
         let _lock = crate::store::lock::ChainLock::acquire(repo.path())?;
         let locked = std::time::Instant::now();
         // (Without a pending set, no proposal branch was listed.)
-        names.retain(|name| !name.starts_with(keep.proposal_refs) || (keep.decided)(name));
+        names.retain(|name| !name.starts_with(&keep.proposal_refs) || (keep.decided)(name));
         let packed = write_packed_refs(repo, names)?;
         tracing::debug!(
             held_us = locked.elapsed().as_micros() as u64,
@@ -174,7 +174,7 @@ pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<
     let pruned = prune_packed(repo.path(), packed);
     // The chain is its own log: its reflog would grow by a line per
     // batch.
-    let _ = repo.reflog_delete(keep.audit_ref);
+    let _ = repo.reflog_delete(&keep.audit_ref);
     Ok(pruned)
 }
 
@@ -881,8 +881,8 @@ mod tests {
             fs::write(f, b"PACK")?;
         }
         let keep = KeepLoose {
-            audit_ref: "refs/heads/gov/audit",
-            proposal_refs: "refs/heads/gov/proposal/",
+            audit_ref: "refs/heads/gov/audit".into(),
+            proposal_refs: "refs/heads/gov/proposal/".into(),
             pending: None,
             decided: &|_| false,
         };
@@ -1150,8 +1150,8 @@ mod tests {
             name == approved
         };
         let keep = KeepLoose {
-            audit_ref: "refs/heads/gov/audit",
-            proposal_refs: "refs/heads/gov/proposal/",
+            audit_ref: "refs/heads/gov/audit".into(),
+            proposal_refs: "refs/heads/gov/proposal/".into(),
             pending: Some(&pending),
             decided: &decided,
         };
