@@ -72,26 +72,18 @@ for b in $builds; do
         exit 2
     fi
 done
-mnt=$(mktemp -d)
-results=$(mktemp)
-cleanup() {
-    umount "$mnt" 2>/dev/null || true
-    rmdir "$mnt" 2>/dev/null || true
-    rm -f "$image" "$results"
-}
-trap cleanup EXIT INT TERM
-fallocate -l 3G "$image"
+. scripts/compare-builds.sh
+scratch_fs "$image"
 # One run of build `$2` (run number `$1`); the benchmark's arguments follow.
 one_run() {
     i=$1
     b=$2
     shift 2
     if [ $journal = yes ]; then
-        mkfs.ext4 -q -F "$image"
+        new_fs
     else
-        mkfs.ext4 -q -F -O ^has_journal "$image"
+        new_fs -O ^has_journal
     fi
-    mount -o loop "$image" "$mnt"
     mkdir "$mnt/tmp"
     log="$mnt/run.log"
     # The machine's steal and total CPU ticks (`/proc/stat`) around
@@ -124,7 +116,6 @@ one_run() {
         }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
     umount "$mnt"
 }
-. scripts/compare-builds.sh
 in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"

@@ -58,26 +58,21 @@ for b in $builds; do
 done
 cargo build --quiet --release --example bench_server
 client=$(pwd)/target/release/examples/bench_server
-image=$(mktemp /tmp/gov-side-by-side.XXXXXX.img)
-mnt=$(mktemp -d)
-results=$(mktemp)
+. scripts/compare-builds.sh
 server=""
+scratch_fs "$(mktemp /tmp/gov-side-by-side.XXXXXX.img)"
+# The server of a run cut short is stopped first.
 cleanup() {
     [ -z "$server" ] || { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
-    cd /
-    umount "$mnt" 2>/dev/null || true
-    rmdir "$mnt" 2>/dev/null || true
-    rm -f "$image" "$results"
+    scratch_cleanup
 }
 trap cleanup EXIT INT TERM
-fallocate -l 3G "$image"
 # One run of build `$2` (run number `$1`); the client's arguments follow.
 one_run() {
     i=$1
     b=$2
     shift 2
-    mkfs.ext4 -q -F -O ^has_journal "$image"
-    mount -o loop "$image" "$mnt"
+    new_fs -O ^has_journal
     (
         cd "$mnt"
         "$b/gov" init repo >/dev/null
@@ -140,7 +135,6 @@ one_run() {
     cd /
     umount "$mnt"
 }
-. scripts/compare-builds.sh
 in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"

@@ -1,6 +1,36 @@
 # Sourced by the benchmark scripts that compare builds (bench-fresh-fs.sh,
 # bench-side-by-side.sh).
 #
+#   scratch_fs IMAGE
+#
+# sets `image` to IMAGE, made a 3 GiB file, `mnt` to a new folder and
+# `results` to a new file, and removes all three at exit
+# (`scratch_cleanup`, which a script with more to stop calls from a trap
+# of its own).
+scratch_fs() {
+    image=$1
+    mnt=$(mktemp -d)
+    results=$(mktemp)
+    trap scratch_cleanup EXIT INT TERM
+    fallocate -l 3G "$image"
+}
+
+scratch_cleanup() {
+    cd /
+    umount "$mnt" 2>/dev/null || true
+    rmdir "$mnt" 2>/dev/null || true
+    rm -f "$image" "$results"
+}
+
+#   new_fs [MKFS_OPTION...]
+#
+# makes a new ext4 in `image` (with `mkfs.ext4`'s options given) and
+# mounts it on `mnt`: each run starts on a file system nothing has used.
+new_fs() {
+    mkfs.ext4 -q -F "$@" "$image"
+    mount -o loop "$image" "$mnt"
+}
+#
 #   in_turns RUNS "BUILD..." FUNCTION [ARGS...]
 #
 # calls `FUNCTION RUN BUILD ARGS...` once per build in each of RUNS runs,
