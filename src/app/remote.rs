@@ -313,6 +313,7 @@ fn recorded_evidence(
         .index()
         .query(&AuditFilter {
             event_type: Some(MERGE_REPORTED.into()),
+            recorded_by_gov: true,
             ..AuditFilter::default()
         })
         .map_err(AppError::internal)?;
@@ -400,6 +401,7 @@ fn already_flagged(
             event_type: Some(event_type.into()),
             proposal_id: proposal.map(str::to_string),
             limit: Some(200),
+            recorded_by_gov: true,
             ..AuditFilter::default()
         })
         .map_err(AppError::internal)?;
@@ -744,6 +746,7 @@ fn recorded_pulls(svc: &Service, event_type: &str) -> Result<HashMap<String, u64
         .map_err(AppError::internal)?
         .query(&AuditFilter {
             event_type: Some(event_type.into()),
+            recorded_by_gov: true,
             ..AuditFilter::default()
         })
         .map_err(AppError::internal)?;

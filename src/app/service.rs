@@ -336,6 +336,7 @@ impl Service {
         }
         let filter = crate::store::index::AuditFilter {
             event_type: Some(POLICY_CHANGE_REFUSED.into()),
+            recorded_by_gov: true,
             ..Default::default()
         };
         for e in tx.index().query(&filter).map_err(GovError::from)? {

@@ -217,12 +217,16 @@ impl Event {
         !matches!(self, Event::Other(_)) && Event::kind_of(self.name()) == Some(EventKind::State)
     }
 
-    /// Whether an agent may post this event to `/audit`: not a type that
-    /// changes state (even with a payload that does not read as one), and
-    /// no `audit_flag_*`.
+    /// Whether this event may be posted to `/audit` (by an agent, the
+    /// runner or the operator): only a type gov does not write itself
+    /// (even with a payload that does not read as one), and no
+    /// `audit_flag_*`. gov reads some of its own records back as facts (a
+    /// forge merge recorded as an approval brings a change to `main` into
+    /// force; a refusal recorded is not recorded again), so a posted one
+    /// would be a forgery.
     pub fn agent_may_post(&self) -> bool {
         let name = self.name();
-        Event::kind_of(name) != Some(EventKind::State) && !name.starts_with("audit_flag_")
+        Event::kind_of(name).is_none() && !name.starts_with("audit_flag_")
     }
 
     /// Whether the event ends the agent's run, and with it the wait of
@@ -990,7 +994,7 @@ mod tests {
     }
 
     #[test]
-    fn agents_post_their_own_events_but_not_state_or_flags() {
+    fn agents_post_their_own_events_but_none_gov_writes() {
         let ok = Event::posted("action_executed".into(), serde_json::json!({"r": 1}))
             .expect("valid name");
         assert!(ok.agent_may_post());
@@ -1002,6 +1006,11 @@ mod tests {
         let flag =
             Event::posted("audit_flag_made_up".into(), serde_json::json!({})).expect("valid");
         assert!(!flag.agent_may_post());
+        // Nor a record gov writes and reads back, such as a forge approval.
+        for (name, kind) in Event::KNOWN {
+            let posted = Event::posted(name.to_string(), serde_json::json!({})).expect("valid");
+            assert!(!posted.agent_may_post(), "{name} ({kind:?})");
+        }
         assert_eq!(
             Event::posted(" ".into(), serde_json::json!({})),
             Err(EventNameError::Empty)

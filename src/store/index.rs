@@ -188,7 +188,16 @@ pub struct AuditFilter {
     pub event_type: Option<String>,
     pub proposal_id: Option<String>,
     pub limit: Option<u64>,
+    /// Only entries gov wrote itself (actor `server` or `watchdog`): for
+    /// gov's own records that it reads back as facts. Since 2026-12-04
+    /// nobody can post such a type to `/audit`; a chain written before
+    /// may hold one an agent posted, which must not count.
+    pub recorded_by_gov: bool,
 }
+
+/// The SQL condition on `actor` for entries gov wrote itself (see
+/// [`AuditFilter::recorded_by_gov`]).
+const BY_GOV: &str = "actor IN ('server', 'watchdog')";
 
 /// One row of the audit table.
 #[derive(Debug, Clone, PartialEq)]
@@ -402,16 +411,22 @@ impl Index {
         Ok(aside)
     }
 
-    /// Whether a `proposal_decided` or `forge_merge_recorded` entry records
-    /// merge `commit` (a merge, squash or rebase) as reviewed on the forge.
+    /// Whether a `proposal_decided` or `forge_merge_recorded` entry that
+    /// gov wrote records merge `commit` (a merge, squash or rebase) as
+    /// reviewed on the forge. A `proposal_decided` entry is only ever
+    /// gov's (a state type); a `forge_merge_recorded` one counts only with
+    /// gov's actor (see [`AuditFilter::recorded_by_gov`]).
     pub fn forge_merge_recorded(&self, commit: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = self
             .conn
             .query_row(
-                "SELECT 1 FROM audit
-                 WHERE event_type IN ('proposal_decided', 'forge_merge_recorded')
-                   AND json_extract(payload_json, '$.via') = 'forge'
-                   AND json_extract(payload_json, '$.merge_commit') = ?1 LIMIT 1",
+                &format!(
+                    "SELECT 1 FROM audit
+                     WHERE (event_type = 'proposal_decided'
+                            OR (event_type = 'forge_merge_recorded' AND {BY_GOV}))
+                       AND json_extract(payload_json, '$.via') = 'forge'
+                       AND json_extract(payload_json, '$.merge_commit') = ?1 LIMIT 1"
+                ),
                 [commit],
                 |r| r.get(0),
             )
@@ -586,6 +601,10 @@ impl Index {
         if let Some(p) = &filter.proposal_id {
             sql.push_str(" AND proposal_id = ?");
             args.push(p);
+        }
+        if filter.recorded_by_gov {
+            sql.push_str(" AND ");
+            sql.push_str(BY_GOV);
         }
         sql.push_str(" ORDER BY seq DESC");
         let limit = filter.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
@@ -1162,6 +1181,54 @@ mod tests {
         index.conn.execute_batch("COMMIT")?;
         index.conn.execute_batch(edit)?;
         Ok(index.difference_from_entries(entries.into_iter().map(Ok))?)
+    }
+
+    /// gov's own records count only with gov's actor: one an agent posted
+    /// (possible before gov refused those types at `/audit`) is listed, but
+    /// not read back as a fact.
+    #[test]
+    fn records_read_back_as_facts_are_gov_s_own() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = Index::open(&dir.path().join("index.sqlite"))?;
+        let ts = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")?.to_utc();
+        let merges = ["a", "b", "c"].map(|c| c.repeat(40));
+        let actors = [Actor::server(), Actor::watchdog(), Actor::agent("noop")];
+        index.conn.execute_batch("BEGIN")?;
+        for (i, (actor, merge)) in actors.into_iter().zip(&merges).enumerate() {
+            let seq = i as u64 + 1;
+            let event = Event::from_parts(
+                "forge_merge_recorded".into(),
+                serde_json::json!({"via": "forge", "merge_commit": merge}),
+            );
+            let entry = NewEntry::new(actor, event).agent("noop").place(seq, ts);
+            apply(
+                &index.conn,
+                &entry,
+                Oid::from_str(&format!("{seq:040x}"))?,
+                None,
+            )?;
+        }
+        index.conn.execute_batch("COMMIT")?;
+        let listed = |recorded_by_gov| -> Result<Vec<String>, StoreError> {
+            let filter = AuditFilter {
+                event_type: Some("forge_merge_recorded".into()),
+                recorded_by_gov,
+                ..AuditFilter::default()
+            };
+            Ok(index
+                .query(&filter)?
+                .into_iter()
+                .map(|e| e.entry.entry.actor.0)
+                .collect())
+        };
+        assert_eq!(listed(false)?, ["agent:noop", "watchdog", "server"]);
+        assert_eq!(listed(true)?, ["watchdog", "server"]);
+        let recorded = merges
+            .iter()
+            .map(|m| index.forge_merge_recorded(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        assert_eq!(recorded, [true, true, false]);
+        Ok(())
     }
 
     /// The throw-away projection has every table of the index, column for

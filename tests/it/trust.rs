@@ -364,3 +364,106 @@ fn assert_forbidden_by<T: std::fmt::Debug>(filed: Result<T, AppError>, id: &str)
         other => panic!("expected `{id}` to forbid it, got {other:?}"),
     }
 }
+
+/// A forge-recorded merge is authorized because gov recorded it from the
+/// forge's signed evidence. An agent that could post such a record itself
+/// could bring in any change it commits to `main`.
+#[test]
+fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
+    let srv = TestServer::start()?;
+    let before = status(&srv)?["policy_version"].clone();
+    let files = with_ban(&srv)?;
+    std::fs::write(srv.repo.root().join(&files[0].0), &files[0].1)?;
+    git(&srv, &["add", &files[0].0])?;
+    let tree = git(&srv, &["write-tree"])?;
+    let sneaky = git(
+        &srv,
+        &[
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.com",
+            "commit-tree",
+            &tree,
+            "-p",
+            "HEAD",
+            "-m",
+            "ban research (squash merge of a reviewed pull request, says nobody)",
+        ],
+    )?;
+    let token = srv.agent_token("noop")?;
+    let forged = serde_json::json!({
+        "event_type": "forge_merge_recorded",
+        "payload": {
+            "via": "forge",
+            "merge_commit": sneaky,
+            "merged_by": "@reviewer",
+            "kind": "squash",
+            "paths": ["policies/proposals.cedar"],
+            "evidence": {"pull_request": 7, "head_ref": "ban-research", "head_sha": sneaky,
+                         "base_ref": "main", "merge_commit": sneaky, "merged_by": "reviewer"}
+        }
+    });
+    let r = srv.post("/audit", Some(&token), &forged)?;
+    assert_eq!(
+        (r.status, r.body["detail"][0]["msg"].clone()),
+        (
+            422,
+            Value::String(
+                "`forge_merge_recorded` is recorded by gov itself and cannot be posted".into()
+            )
+        ),
+        "{:?}",
+        r.body
+    );
+    // A chain from before the API refused it may hold one an agent posted:
+    // written here as that server wrote it, it must not count either.
+    let gov = gov::app::governance::Governance::open(&srv.repo.settings, Role::Server)?;
+    let posted = gov::domain::audit::NewEntry::new(
+        gov::domain::audit::Actor::agent("noop"),
+        gov::domain::audit::Event::from_parts(
+            "forge_merge_recorded".into(),
+            forged["payload"].clone(),
+        ),
+    )
+    .agent("noop");
+    assert!(matches!(
+        posted.event,
+        gov::domain::audit::Event::ForgeMergeRecorded(_)
+    ));
+    // And a refusal it recorded ahead, which would have kept gov from
+    // recording its own.
+    let refusal = gov::domain::audit::NewEntry::new(
+        gov::domain::audit::Actor::agent("noop"),
+        gov::domain::audit::Event::from_parts(
+            "policy_change_refused".into(),
+            serde_json::json!({"commit": sneaky, "reason": "none", "summary": "",
+                               "in_force": before, "branch": "main"}),
+        ),
+    )
+    .agent("noop");
+    assert!(matches!(
+        refusal.event,
+        gov::domain::audit::Event::PolicyChangeRefused(_)
+    ));
+    gov.append(vec![posted, refusal])?;
+    drop(gov);
+    git(&srv, &["update-ref", "refs/heads/main", &sneaky])?;
+    let s = status(&srv)?;
+    assert_eq!(s["policy_version"], before, "the last authorized set stays");
+    assert_eq!(refused_commits(&s), std::slice::from_ref(&sneaky));
+    assert_eq!(research_outcome(&srv)?, (200, "auto-approved".into()));
+    let recorded: Vec<(Value, Value)> = srv
+        .audit("policy_change_refused")?
+        .into_iter()
+        .map(|e| (e["actor"].clone(), e["payload"]["commit"].clone()))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![
+            (Value::from("server"), Value::from(sneaky.as_str())),
+            (Value::from("agent:noop"), Value::from(sneaky.as_str())),
+        ]
+    );
+    Ok(())
+}
