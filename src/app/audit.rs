@@ -52,8 +52,12 @@ struct ForgeRecords {
     /// whose entry holds it (its file is rendered only for a merge that
     /// needs it).
     submitted: Vec<(Oid, String, Oid)>,
-    /// Merge commits recorded as approvals made on the forge.
+    /// Merge commits recorded as approvals made on the forge: of a
+    /// proposal, or of a reviewed change that is not one.
     approvals: std::collections::HashSet<String>,
+    /// Merge commits of reviewed changes that are not proposals, recorded
+    /// by gov (`forge_merge_recorded`), with the paths each changed.
+    changes: std::collections::HashMap<String, Vec<String>>,
     /// Every proposal id a `proposal_submitted` entry records.
     proposals: std::collections::HashSet<String>,
     /// One-parent commits recorded as squash or rebase merges on the forge,
@@ -91,6 +95,14 @@ impl ForgeRecords {
             }
             Event::ProposalExpired(x) => {
                 self.closed.insert(x.proposal.proposal_id.clone());
+            }
+            // Counted only as gov wrote it: before 2026-12-04 an agent
+            // could post one (see `Event::agent_may_post`).
+            Event::ForgeMergeRecorded(c) if e.entry.actor.is_gov() && c.via == VIA_FORGE => {
+                self.approvals.insert(c.merge_commit.clone());
+                self.changes
+                    .entry(c.merge_commit.clone())
+                    .or_insert_with(|| c.paths.clone());
             }
             Event::AuditFlagProposalTampered(t) if t.via.as_deref() == Some(VIA_FORGE) => {
                 if let Some(m) = &t.merge_commit {
@@ -278,6 +290,9 @@ pub struct VerifyReport {
     pub entries: u64,
     pub tip: Option<(u64, String)>,
     pub merges_checked: u64,
+    /// Of those, the merges made on the forge (unsigned, each recorded by
+    /// gov as an approval).
+    pub forge_merges: u64,
     pub problems: Vec<Problem>,
     pub notes: Vec<String>,
 }
@@ -744,12 +759,29 @@ fn check_main_merges(
             report.merges_checked += 1;
             let status = statuses.next().unwrap_or(SignatureCheck::Missing);
             if let Some(why) = signature_problem(&status, &[Role::Approver]) {
-                match forge.check(repo, oid)? {
-                    Ok(id) => report.notes.push(format!(
-                        "merge {} on `{}` was made on the forge: it approved proposal `{id}` and adds only its file as submitted",
+                if let Some(paths) = forge.changes.get(&oid.to_string()) {
+                    report.forge_merges += 1;
+                    report.notes.push(format!(
+                        "merge {} on `{}` was made on the forge: a reviewed change ({}) that gov recorded",
                         short(&oid.to_string()),
-                        settings.main_branch
-                    )),
+                        settings.main_branch,
+                        paths
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    continue;
+                }
+                match forge.check(repo, oid)? {
+                    Ok(id) => {
+                        report.forge_merges += 1;
+                        report.notes.push(format!(
+                            "merge {} on `{}` was made on the forge: it approved proposal `{id}` and adds only its file as submitted",
+                            short(&oid.to_string()),
+                            settings.main_branch
+                        ))
+                    }
                     Err(forge_why) => found.push(Problem {
                         seq: None,
                         commit: Some(oid.to_string()),

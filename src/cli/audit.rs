@@ -115,10 +115,17 @@ fn verify(settings: &Settings, args: &VerifyArgs) -> Result<ExitCode, Failure> {
                 "ok: {} entries, signatures good, chain linear",
                 report.entries
             );
-            if report.merges_checked > 0 {
+            let signed = report.merges_checked - report.forge_merges;
+            if signed > 0 {
                 println!(
-                    "ok: {} approval merges on `{}` signed by approvers",
-                    report.merges_checked, settings.main_branch
+                    "ok: {signed} approval merges on `{}` signed by approvers",
+                    settings.main_branch
+                );
+            }
+            if report.forge_merges > 0 {
+                println!(
+                    "ok: {} merges on `{}` made on the forge, each recorded by gov",
+                    report.forge_merges, settings.main_branch
                 );
             }
             Ok(ExitCode::Ok)

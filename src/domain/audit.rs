@@ -32,6 +32,12 @@ impl Actor {
     pub fn agent(id: &str) -> Self {
         Actor(format!("agent:{id}"))
     }
+    /// Whether gov itself wrote the entry (the server or the watchdog): the
+    /// only actor whose records gov reads back as facts (see
+    /// `Event::agent_may_post`).
+    pub fn is_gov(&self) -> bool {
+        self.0 == "server" || self.0 == "watchdog"
+    }
 }
 
 /// An entry as the caller describes it, before it is given its place.

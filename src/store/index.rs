@@ -196,7 +196,7 @@ pub struct AuditFilter {
 }
 
 /// The SQL condition on `actor` for entries gov wrote itself (see
-/// [`AuditFilter::recorded_by_gov`]).
+/// [`AuditFilter::recorded_by_gov`]; `Actor::is_gov` in Rust).
 const BY_GOV: &str = "actor IN ('server', 'watchdog')";
 
 /// One row of the audit table.

@@ -688,6 +688,27 @@ fn a_reviewed_policy_change_merged_on_the_forge_is_recorded_and_taken() -> TestR
     let st = s.get("/status", Some(&s.operator))?.body;
     assert_eq!(st["policy_version"], merge.as_str(), "{st}");
     assert_eq!(st["policy_refused"], json!([]), "{st}");
+    // `gov audit verify` takes it as the server does (it once called the
+    // merge tampered: it looked for a proposal the merge approved).
+    let out = s.repo.gov(&["audit", "verify"])?;
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        ),
+        (
+            Some(0),
+            format!(
+                "note: merge {} on `main` was made on the forge: a reviewed change \
+                 (`policies/approvers.cedar`) that gov recorded\n\
+                 ok: 5 entries, signatures good, chain linear\n\
+                 ok: 1 merges on `main` made on the forge, each recorded by gov\n",
+                &merge[..12]
+            )
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 

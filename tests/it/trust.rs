@@ -465,5 +465,15 @@ fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
             (Value::from("agent:noop"), Value::from(sneaky.as_str())),
         ]
     );
+    // `gov audit verify` counts the posted record for nothing as well.
+    let (code, out) = verify(&srv)?;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "commit {}: not in force on `main`: it changes `policies/` but it is not signed",
+            &sneaky[..12]
+        )),
+        "{out}"
+    );
     Ok(())
 }
