@@ -44,6 +44,18 @@ use crate::store::index::{Index, Projection};
 pub use crate::store::keys::SignatureCheck;
 use crate::store::keys::{AllowedSigners, Role, SignersError};
 
+/// Whether `e` is a record of a type gov writes itself that an agent
+/// posted to `/audit`, which it could until 2026-12-04 (only state types
+/// and `audit_flag_*` were refused then; see `Event::agent_may_post`).
+/// gov writes no such record with an agent's actor, so each is listed for
+/// the operator; none counts where gov reads records back.
+fn posted_by_an_agent(e: &crate::domain::audit::AuditEntry) -> bool {
+    let name = e.entry.event_type();
+    e.entry.actor.0.starts_with("agent:")
+        && Event::kind_of(name) == Some(crate::domain::event::EventKind::Record)
+        && !name.starts_with("audit_flag_")
+}
+
 /// What the chain says about proposal commits, for checking merges on
 /// `main` that no approver signed.
 #[derive(Debug, Default)]
@@ -414,6 +426,9 @@ impl Held {
 /// order: the problems found, the forge records, the fresh projection.
 struct ChainPass<'i> {
     found: Vec<Problem>,
+    /// Records of gov's own types that an agent posted (see
+    /// [`posted_by_an_agent`]), as notes.
+    posted: Vec<String>,
     /// The problems of the entry read just before (its parent), held until
     /// its child shows whether the child follows it.
     held: Option<Held>,
@@ -429,6 +444,7 @@ impl<'i> ChainPass<'i> {
     fn new(fresh: Option<Result<Projection<'i>, StoreError>>) -> Self {
         ChainPass {
             found: Vec::new(),
+            posted: Vec::new(),
             held: None,
             forge: ForgeRecords::default(),
             fresh,
@@ -507,6 +523,15 @@ impl<'i> ChainPass<'i> {
         self.held = Some(Held { seq, own, tail });
         self.tip = Some((seq.unwrap_or(0), oid.to_string()));
         if let Some(mut e) = read.entry {
+            if posted_by_an_agent(&e.entry) {
+                self.posted.push(format!(
+                    "entry #{} (commit {}): `{}` posted `{}`, a record gov writes itself (refused since 2026-12-04); it counts for nothing",
+                    e.entry.seq,
+                    short(&oid.to_string()),
+                    e.entry.entry.actor.0,
+                    e.entry.entry.event_type()
+                ));
+            }
             self.forge.note(&e.entry, oid);
             // Projected with the role its signature proved (only used when
             // every entry passed: the chain is sound).
@@ -597,6 +622,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
     };
     let ChainPass {
         mut found,
+        posted,
         held,
         mut forge,
         fresh,
@@ -604,6 +630,7 @@ pub fn verify(settings: &Settings) -> Result<VerifyReport, VerifyError> {
         ..
     } = pass;
     report.tip = chain_tip;
+    report.notes.extend(posted);
     if let Some(last) = held {
         last.settle(None, &mut found);
     }

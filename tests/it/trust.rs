@@ -465,9 +465,23 @@ fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
             (Value::from("agent:noop"), Value::from(sneaky.as_str())),
         ]
     );
-    // `gov audit verify` counts the posted record for nothing as well.
+    // `gov audit verify` counts the posted record for nothing as well, and
+    // lists both for the operator.
     let (code, out) = verify(&srv)?;
     assert_eq!(code, 3, "{out}");
+    let listed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("a record gov writes itself"))
+        .map(|l| l.split_once("): ").map_or(l, |(_, rest)| rest))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "`agent:noop` posted `forge_merge_recorded`, a record gov writes itself (refused since 2026-12-04); it counts for nothing",
+            "`agent:noop` posted `policy_change_refused`, a record gov writes itself (refused since 2026-12-04); it counts for nothing",
+        ],
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "commit {}: not in force on `main`: it changes `policies/` but it is not signed",
