@@ -32,6 +32,11 @@ impl Actor {
     pub fn agent(id: &str) -> Self {
         Actor(format!("agent:{id}"))
     }
+    /// Whether an agent's token (or an anonymous caller, named as an agent)
+    /// acted.
+    pub fn is_agent(&self) -> bool {
+        self.0.starts_with("agent:")
+    }
     /// Whether gov itself wrote the entry (the server or the watchdog): the
     /// only actor whose records gov reads back as facts (see
     /// `Event::agent_may_post`).

@@ -53,8 +53,10 @@ pub struct Report {
 pub enum Pass {
     /// The server's pass beside its writers: packs without deltas are
     /// merged by copying their entries ([`crate::store::pack::merge_raw`]),
-    /// no object compressed again; packs with deltas through libgit2
-    /// without a delta search.
+    /// no object compressed again; small packs with deltas (such as a
+    /// fetch writes) through libgit2 without a delta search. A larger pack
+    /// with deltas (`gov maintain`'s, or `git gc`'s) is left to a pass by
+    /// hand (see [`KEPT_FOR_HAND`]).
     Background,
     /// `gov maintain`: every pack merged into one, with a delta search
     /// (smaller, slower).
@@ -111,20 +113,25 @@ pub fn run(
         report.loose_packed = take.len();
     }
     let packs = packs(repo)?;
-    report.packs_before = packs.len();
+    let kept = kept_for_hand(repo)?;
+    report.packs_before = packs.len() + kept.len();
     // By hand, every pack is merged into one, with a delta search: the
     // smallest repository, at the cost of rewriting it. In the background
     // only full size tiers are merged (each object is rewritten once per
     // tier it climbs, O(log n) times over its life).
     let merge = match pass {
         Pass::Background => tiered_roll_up(&packs),
-        Pass::ByHand => packs.clone(),
+        Pass::ByHand => {
+            let mut all = packs.clone();
+            all.extend(kept);
+            all.sort_by_key(|p| p.bytes);
+            all
+        }
     };
     if merge.len() >= 2 {
-        merge_packs(repo, &merge, pass)?;
-        report.packs_merged = merge.len();
+        report.packs_merged = merge_packs(repo, &merge, pass)?;
     }
-    report.packs_after = self::packs(repo)?.len();
+    report.packs_after = self::packs(repo)?.len() + kept_for_hand(repo)?.len();
     if let Some(keep) = refs {
         report.loose_refs_packed = pack_refs(repo, keep, pass)?;
     }
@@ -193,6 +200,7 @@ fn remove_dead_temporary_packs(dir: &Path) {
         let Some(rest) = name
             .strip_prefix("tmp_gov_pack_")
             .or_else(|| name.strip_prefix("tmp_gov_idx_"))
+            .or_else(|| name.strip_prefix("tmp_gov_keep_"))
         else {
             continue;
         };
@@ -387,14 +395,39 @@ pub fn merge_due(git_dir: &Path) -> bool {
 }
 
 /// Writes every object of `merge` into one new flushed pack, then removes
-/// the old packs.
-fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), StoreError> {
+/// the old packs; returns how many it merged. In the background a pack
+/// with deltas larger than [`BACKGROUND_DELTA_PACK_BYTES`] is kept out of
+/// the merge and marked for a pass by hand instead ([`KEPT_FOR_HAND`]):
+/// merged through libgit2 without a delta search, every object in it
+/// would be written whole (a repository `gov maintain` had shrunk from
+/// 104 to 42 MB grows back to its old size) while the server reads each
+/// one through its deltas, tens of seconds of CPU and hundreds of MB.
+/// By hand, the new pack is marked so (it holds deltas).
+fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<usize, StoreError> {
     let copied = match pass {
         Pass::Background => {
             let paths: Vec<PathBuf> = merge.iter().map(|p| p.pack.clone()).collect();
             match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
                 Ok(new) => Some(new),
-                Err(MergeRaw::HasDeltas) => None,
+                Err(MergeRaw::HasDeltas) => {
+                    let mut rest = Vec::with_capacity(merge.len());
+                    for p in merge {
+                        if p.bytes > BACKGROUND_DELTA_PACK_BYTES
+                            && crate::store::pack::holds_deltas(&p.pack)?
+                        {
+                            keep_for_hand(p)?;
+                        } else {
+                            rest.push(p.clone());
+                        }
+                    }
+                    if rest.len() < merge.len() {
+                        return match rest.len() {
+                            0 | 1 => Ok(0),
+                            _ => merge_packs(repo, &rest, pass),
+                        };
+                    }
+                    None
+                }
                 Err(MergeRaw::Failed(e)) => return Err(e),
             }
         }
@@ -404,6 +437,13 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
         Some(new) => new,
         None => write_pack_with_deltas(repo, &objects_as_written(merge)?)?,
     };
+    if pass == Pass::ByHand {
+        keep_for_hand(&Pack {
+            idx: new.with_extension("idx"),
+            bytes: 0,
+            pack: new.clone(),
+        })?;
+    }
     for p in merge {
         if p.pack == new {
             continue;
@@ -411,13 +451,75 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<(), Stor
         // The index first: a pack without one is ignored by readers.
         let _ = fs::remove_file(&p.idx);
         let _ = fs::remove_file(&p.pack);
-        for ext in ["rev", "bitmap", "mtimes"] {
+        // A `.keep` here is gov's own: a pass by hand merges no other.
+        for ext in ["rev", "bitmap", "mtimes", "keep"] {
             let _ = fs::remove_file(p.pack.with_extension(ext));
         }
     }
     // Readers that had the old packs open keep reading them until they
     // look again; the objects are in the new pack either way.
-    Ok(())
+    Ok(merge.len())
+}
+
+/// A pack with deltas up to this size is merged in the background like
+/// any other (through libgit2, every object written whole: cheap at this
+/// size), such as the pack a `gov sync` fetch wrote; a larger one is kept
+/// for a pass by hand (see [`merge_packs`]).
+const BACKGROUND_DELTA_PACK_BYTES: u64 = 1 << 20;
+
+/// What the `.keep` file of a pack that only a pass by hand merges holds
+/// (the pack `gov maintain` wrote, or a large pack with deltas the
+/// background met, such as `git gc`'s). git keeps such a pack out of its
+/// own repacks too; a `.keep` with other contents is git's or the
+/// operator's, and gov merges that pack never.
+pub const KEPT_FOR_HAND: &str =
+    "gov: a pack with deltas, merged only by `gov maintain` (by hand)\n";
+
+/// Whether `p`'s `.keep` is gov's ([`KEPT_FOR_HAND`]).
+fn is_kept(p: &Pack) -> bool {
+    fs::read(p.pack.with_extension("keep")).is_ok_and(|k| k == KEPT_FOR_HAND.as_bytes())
+}
+
+/// Marks `p` as a pack only a pass by hand merges: its `.keep`, written
+/// whole under a temporary name first (a partial one would read as
+/// git's; a killed process's is removed as its temporary packs are).
+/// Not flushed: lost in a crash, it is written again when the background
+/// next meets the pack.
+fn keep_for_hand(p: &Pack) -> Result<(), StoreError> {
+    static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keep = p.pack.with_extension("keep");
+    let tmp = p
+        .pack
+        .with_file_name(format!("tmp_gov_keep_{}_{n}", std::process::id()));
+    fs::write(&tmp, KEPT_FOR_HAND).map_err(|e| StoreError::io("write", &tmp, e))?;
+    fs::rename(&tmp, &keep).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        StoreError::io("write", &keep, e)
+    })
+}
+
+/// The packs only a pass by hand merges ([`KEPT_FOR_HAND`]), smallest
+/// first.
+pub fn kept_for_hand(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
+    let dir = pack_dir(repo);
+    let names: BTreeSet<String> = match fs::read_dir(&dir) {
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("read", &dir, e)),
+    };
+    let paths = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".keep"))
+        .filter(|stem| {
+            names.contains(&format!("{stem}.idx")) && names.contains(&format!("{stem}.pack"))
+        })
+        .map(|stem| dir.join(format!("{stem}.pack")))
+        .collect();
+    Ok(packs_in(paths).into_iter().filter(is_kept).collect())
 }
 
 /// The objects of `packs` (smallest first, as [`packs`] lists them) in the
@@ -919,14 +1021,102 @@ mod tests {
         let packs = packs(&repo)?;
         assert_eq!(packs.len(), 3);
         assert_eq!(objects_as_written(&packs)?, written);
-        // And by hand they end in one pack, all of them.
+        // And by hand they end in one pack, all of them, kept for the
+        // next pass by hand.
         run(&repo, None, Pass::ByHand)?;
-        let merged = self::packs(&repo)?;
+        assert!(self::packs(&repo)?.is_empty());
+        let merged = kept_for_hand(&repo)?;
         assert_eq!(merged.len(), 1);
         let mut held = crate::store::pack::objects_in_pack_order(&merged[0].idx)?;
         held.sort();
         written.sort();
         assert_eq!(held, written);
+        Ok(())
+    }
+
+    /// A large pack with deltas (`gov maintain`'s, or `git gc`'s) stays out
+    /// of the background's merges, marked for a pass by hand: merged
+    /// there, every object in it would be written whole. The small packs
+    /// beside it are merged as ever; by hand, all of them become one pack
+    /// with deltas, marked in turn.
+    #[test]
+    fn a_large_pack_with_deltas_is_left_to_a_pass_by_hand() -> TestResult {
+        use crate::store::pack::holds_deltas;
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = |len: usize| -> String {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect()
+        };
+        // 2 MB that compresses to about 1.2 MB, and 300 near-copies of
+        // one blob (deltas).
+        let mut objects = Vec::new();
+        for _ in 0..1000 {
+            objects.push(repo.blob(random(2048).as_bytes())?);
+        }
+        let base = random(2048);
+        for n in 0..300 {
+            objects.push(repo.blob(format!("{base}{n}\n").as_bytes())?);
+        }
+        let deltas = write_pack_with_deltas(&repo, &objects)?;
+        let size = fs::metadata(&deltas)?.len();
+        assert!(holds_deltas(&deltas)?);
+        assert!(size > BACKGROUND_DELTA_PACK_BYTES, "{size}");
+        for n in 0..3 {
+            let blob = repo.blob(format!("small {n}\n").as_bytes())?;
+            write_pack(&repo, &[blob], &[])?;
+            objects.push(blob);
+        }
+        let readable = |r: &Repository| -> Result<(), git2::Error> {
+            objects.iter().try_for_each(|o| r.find_blob(*o).map(|_| ()))
+        };
+
+        // In the background (the server's handle, no delta search).
+        let bg = Repository::open(dir.path())?;
+        crate::store::git::configure_for_batches(&bg)?;
+        let all = packs(&bg)?;
+        assert_eq!(all.len(), 4);
+        assert_eq!(merge_packs(&bg, &all, Pass::Background)?, 3);
+        assert_eq!(fs::metadata(&deltas)?.len(), size, "left as it was");
+        assert_eq!(
+            fs::read(deltas.with_extension("keep"))?,
+            KEPT_FOR_HAND.as_bytes()
+        );
+        let merged = packs(&bg)?;
+        assert_eq!(merged.len(), 1);
+        assert!(!holds_deltas(&merged[0].pack)?);
+        assert_eq!(kept_for_hand(&bg)?.len(), 1);
+        assert!(!merge_due(bg.path()));
+        readable(&Repository::open(dir.path())?)?;
+
+        // By hand: one pack with deltas, marked; the old pack and its mark
+        // gone.
+        let hand = Repository::open(dir.path())?;
+        let report = run(&hand, None, Pass::ByHand)?;
+        assert_eq!(
+            (report.packs_before, report.packs_merged, report.packs_after),
+            (2, 2, 1)
+        );
+        assert!(!deltas.exists() && !deltas.with_extension("keep").exists());
+        assert!(packs(&hand)?.is_empty());
+        let kept = kept_for_hand(&hand)?;
+        assert_eq!(kept.len(), 1);
+        assert!(
+            kept[0].bytes < size + 1_000,
+            "{} against {size}",
+            kept[0].bytes
+        );
+        readable(&Repository::open(dir.path())?)?;
+        // A `.keep` of git's (other contents) is not gov's to merge.
+        fs::write(kept[0].pack.with_extension("keep"), b"git gc\n")?;
+        assert!(kept_for_hand(&hand)?.is_empty() && packs(&hand)?.is_empty());
         Ok(())
     }
 

@@ -824,6 +824,38 @@ fn sorted<O: Ord + Copy>(
     Ok(entries)
 }
 
+/// Whether the pack at `pack` (with its index beside it) holds a delta
+/// (an entry stored as the difference from another object), which
+/// [`merge_raw`] cannot copy. Reads each entry's first byte, in pack
+/// order through a buffer, up to the first delta.
+pub fn holds_deltas(pack: &Path) -> Result<bool, StoreError> {
+    use std::io::{Seek, SeekFrom};
+    let index = IndexFile::open(&pack.with_extension("idx"))?;
+    let file = File::open(pack).map_err(io("read", pack))?;
+    let len = file.metadata().map_err(io("read", pack))?.len();
+    let entries = Entries::of(&index, len)?;
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    let mut at = 0u64;
+    let mut first = [0u8; 1];
+    for i in 0..entries.len() {
+        let (offset, _) = entries.at(i);
+        let ahead = i64::try_from(offset.wrapping_sub(at)).unwrap_or(i64::MAX);
+        match offset >= at {
+            true => reader.seek_relative(ahead),
+            false => reader.seek(SeekFrom::Start(offset)).map(|_| ()),
+        }
+        .map_err(io("read", pack))?;
+        reader.read_exact(&mut first).map_err(io("read", pack))?;
+        at = offset + 1;
+        // The type, bits 4-6 of an entry's first byte: 6 and 7 are deltas
+        // (by offset, by id).
+        if matches!((first[0] >> 4) & 7, 6 | 7) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Copies the entries of `pack` (listed by `index`) into `w`, but those
 /// at the offsets `skip` (sorted). The pack is read from end to end
 /// through a large buffer, skipped entries passed over within it or by a

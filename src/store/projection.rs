@@ -140,7 +140,7 @@ pub fn project(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         tx.prepare_cached("INSERT OR IGNORE INTO agents (agent_id, first_seq) VALUES (?1, ?2)")?
             .execute(params![agent, seq])?;
     }
-    if e.actor.0.starts_with("agent:") {
+    if e.actor.is_agent() {
         return Ok(());
     }
     match &e.event {
