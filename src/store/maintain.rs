@@ -395,56 +395,72 @@ pub fn merge_due(git_dir: &Path) -> bool {
 }
 
 /// Writes every object of `merge` into one new flushed pack, then removes
-/// the old packs; returns how many it merged. In the background a pack
-/// with deltas larger than [`BACKGROUND_DELTA_PACK_BYTES`] is kept out of
-/// the merge and marked for a pass by hand instead ([`KEPT_FOR_HAND`]):
-/// merged through libgit2 without a delta search, every object in it
-/// would be written whole (a repository `gov maintain` had shrunk from
-/// 104 to 42 MB grows back to its old size) while the server reads each
-/// one through its deltas, tens of seconds of CPU and hundreds of MB.
-/// By hand, the new pack is marked so (it holds deltas).
+/// the old packs; returns how many it merged. By hand, through libgit2
+/// with a delta search, the new pack marked for the next pass by hand
+/// ([`KEPT_FOR_HAND`]); in the background by copying entries, with the
+/// packs that hold deltas dealt with first ([`merge_around_deltas`]).
 fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<usize, StoreError> {
-    let copied = match pass {
+    let new = match pass {
         Pass::Background => {
             let paths: Vec<PathBuf> = merge.iter().map(|p| p.pack.clone()).collect();
             match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
-                Ok(new) => Some(new),
-                Err(MergeRaw::HasDeltas) => {
-                    let mut rest = Vec::with_capacity(merge.len());
-                    for p in merge {
-                        if p.bytes > BACKGROUND_DELTA_PACK_BYTES
-                            && crate::store::pack::holds_deltas(&p.pack)?
-                        {
-                            keep_for_hand(p)?;
-                        } else {
-                            rest.push(p.clone());
-                        }
-                    }
-                    if rest.len() < merge.len() {
-                        return match rest.len() {
-                            0 | 1 => Ok(0),
-                            _ => merge_packs(repo, &rest, pass),
-                        };
-                    }
-                    None
-                }
+                Ok(new) => new,
+                Err(MergeRaw::HasDeltas) => return merge_around_deltas(repo, merge),
                 Err(MergeRaw::Failed(e)) => return Err(e),
             }
         }
-        Pass::ByHand => None,
+        Pass::ByHand => {
+            let new = write_pack_with_deltas(repo, &objects_as_written(merge)?)?;
+            keep_for_hand(&new)?;
+            new
+        }
     };
-    let new = match copied {
-        Some(new) => new,
-        None => write_pack_with_deltas(repo, &objects_as_written(merge)?)?,
-    };
-    if pass == Pass::ByHand {
-        keep_for_hand(&Pack {
-            idx: new.with_extension("idx"),
-            bytes: 0,
-            pack: new.clone(),
-        })?;
-    }
+    remove_packs(merge, &new);
+    Ok(merge.len())
+}
+
+/// [`merge_packs`] in the background when some of `merge` hold deltas,
+/// which copying entries cannot keep. Written through libgit2 on the
+/// batch handle (no delta search), every object of the merge would be
+/// written whole and read through its deltas: a repository `gov
+/// maintain` had taken from 104 to 42 MB grew back to 93 MB in 12 s, the
+/// process at 96 MB (docs/BENCHMARKS.md, the fortieth round). So a pack
+/// with deltas over [`BACKGROUND_DELTA_PACK_BYTES`] is kept out, marked
+/// for a pass by hand; the smaller ones (a fetch's) are written whole
+/// into one pack of their own; then everything else merges by copying.
+fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, StoreError> {
+    let mut rest = Vec::with_capacity(merge.len());
+    let mut small = Vec::new();
     for p in merge {
+        match crate::store::pack::holds_deltas(&p.pack)? {
+            true if p.bytes > BACKGROUND_DELTA_PACK_BYTES => keep_for_hand(&p.pack)?,
+            true => small.push(p.clone()),
+            false => rest.push(p.clone()),
+        }
+    }
+    if !small.is_empty() {
+        let whole = write_pack_with_deltas(repo, &objects_as_written(&small)?)?;
+        remove_packs(&small, &whole);
+        rest.extend(packs_in(vec![whole]));
+    }
+    if rest.len() < 2 {
+        return Ok(small.len());
+    }
+    let paths: Vec<PathBuf> = rest.iter().map(|p| p.pack.clone()).collect();
+    let new = match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
+        Ok(new) => new,
+        // Only if libgit2 made a delta after all: the old way, small.
+        Err(MergeRaw::HasDeltas) => write_pack_with_deltas(repo, &objects_as_written(&rest)?)?,
+        Err(MergeRaw::Failed(e)) => return Err(e),
+    };
+    remove_packs(&rest, &new);
+    Ok(small.len() + rest.len() - usize::from(!small.is_empty()))
+}
+
+/// Removes the packs of `merged` but `new` (the pack that now holds their
+/// objects, flushed).
+fn remove_packs(merged: &[Pack], new: &Path) {
+    for p in merged {
         if p.pack == new {
             continue;
         }
@@ -458,13 +474,12 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<usize, S
     }
     // Readers that had the old packs open keep reading them until they
     // look again; the objects are in the new pack either way.
-    Ok(merge.len())
 }
 
-/// A pack with deltas up to this size is merged in the background like
-/// any other (through libgit2, every object written whole: cheap at this
-/// size), such as the pack a `gov sync` fetch wrote; a larger one is kept
-/// for a pass by hand (see [`merge_packs`]).
+/// A pack with deltas up to this size is merged in the background, its
+/// objects first written whole (cheap at this size), such as the pack a
+/// `gov sync` fetch wrote; a larger one is kept for a pass by hand (see
+/// [`merge_around_deltas`]).
 const BACKGROUND_DELTA_PACK_BYTES: u64 = 1 << 20;
 
 /// What the `.keep` file of a pack that only a pass by hand merges holds
@@ -485,13 +500,11 @@ fn is_kept(p: &Pack) -> bool {
 /// git's; a killed process's is removed as its temporary packs are).
 /// Not flushed: lost in a crash, it is written again when the background
 /// next meets the pack.
-fn keep_for_hand(p: &Pack) -> Result<(), StoreError> {
+fn keep_for_hand(pack: &Path) -> Result<(), StoreError> {
     static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let keep = p.pack.with_extension("keep");
-    let tmp = p
-        .pack
-        .with_file_name(format!("tmp_gov_keep_{}_{n}", std::process::id()));
+    let keep = pack.with_extension("keep");
+    let tmp = pack.with_file_name(format!("tmp_gov_keep_{}_{n}", std::process::id()));
     fs::write(&tmp, KEPT_FOR_HAND).map_err(|e| StoreError::io("write", &tmp, e))?;
     fs::rename(&tmp, &keep).map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -1117,6 +1130,79 @@ mod tests {
         // A `.keep` of git's (other contents) is not gov's to merge.
         fs::write(kept[0].pack.with_extension("keep"), b"git gc\n")?;
         assert!(kept_for_hand(&hand)?.is_empty() && packs(&hand)?.is_empty());
+        Ok(())
+    }
+
+    /// A small pack with deltas (a fetch's) is written whole on its own,
+    /// then merged by copying with the rest: a large pack merged beside it
+    /// keeps its entries byte for byte (the same CRC-32s), not read and
+    /// compressed again by libgit2.
+    #[test]
+    fn a_small_pack_with_deltas_is_written_whole_and_the_rest_copied() -> TestResult {
+        use crate::store::pack::holds_deltas;
+        use crate::store::pack_index::{column_buffer, IndexFile};
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut random = |len: usize| -> String {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect()
+        };
+        let mut objects = Vec::new();
+        let mut large = Vec::new();
+        for _ in 0..1000 {
+            large.push(repo.blob(random(2048).as_bytes())?);
+        }
+        let large_pack = write_pack(&repo, &large, &[])?;
+        assert!(fs::metadata(&large_pack)?.len() > BACKGROUND_DELTA_PACK_BYTES);
+        objects.extend(large);
+        let base = random(2048);
+        let copies: Vec<Oid> = (0..40)
+            .map(|n| repo.blob(format!("{base}{n}\n").as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let fetched = write_pack_with_deltas(&repo, &copies)?;
+        assert!(holds_deltas(&fetched)?);
+        objects.extend(copies);
+        for n in 0..2 {
+            let blob = repo.blob(format!("small {n}\n").as_bytes())?;
+            write_pack(&repo, &[blob], &[])?;
+            objects.push(blob);
+        }
+        let crcs = |idx: &Path| -> Result<Vec<u32>, StoreError> {
+            let index = IndexFile::open(idx)?;
+            let mut column = index.crcs(column_buffer(1));
+            let mut out = (0..index.count())
+                .map(|_| column.next_u32())
+                .collect::<Result<Vec<_>, _>>()?;
+            out.sort_unstable();
+            Ok(out)
+        };
+        let large_crcs = crcs(&large_pack.with_extension("idx"))?;
+
+        let bg = Repository::open(dir.path())?;
+        crate::store::git::configure_for_batches(&bg)?;
+        let all = packs(&bg)?;
+        assert_eq!(all.len(), 4);
+        assert_eq!(merge_packs(&bg, &all, Pass::Background)?, 4);
+        let merged = packs(&bg)?;
+        assert_eq!(merged.len(), 1);
+        assert!(kept_for_hand(&bg)?.is_empty());
+        assert!(!holds_deltas(&merged[0].pack)?);
+        let now = crcs(&merged[0].idx)?;
+        assert!(
+            large_crcs.iter().all(|c| now.binary_search(c).is_ok()),
+            "the large pack's entries were copied as they were"
+        );
+        let fresh = Repository::open(dir.path())?;
+        for o in &objects {
+            fresh.find_blob(*o)?;
+        }
         Ok(())
     }
 
