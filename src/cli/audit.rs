@@ -185,7 +185,6 @@ fn log(settings: &Settings, a: LogArgs) -> Result<ExitCode, Failure> {
         event_type: a.event,
         proposal_id: a.proposal,
         limit: Some(a.limit),
-
         ..AuditFilter::default()
     };
     let lines = app::log(settings, &filter)?;

@@ -80,7 +80,6 @@ pub(super) async fn list_audit(
         event_type: q.event_type.filter(|s| !s.is_empty()),
         proposal_id: q.proposal_id.filter(|s| !s.is_empty()),
         limit: Some(u64::from(limit)),
-
         ..crate::app::audit::AuditFilter::default()
     };
     let svc = state.svc.clone();

@@ -542,7 +542,6 @@ async fn audit_page(
         event_type: nonempty(&q.event),
         proposal_id: nonempty(&q.proposal),
         limit: Some(u64::from(LIST_LIMIT)),
-
         ..AuditFilter::default()
     };
     let lines = match read(move || {
