@@ -10,8 +10,8 @@
 # Here each run gets a new ext4 in an image file, mounted on a loop device:
 # every run starts from the same state.
 #
-#   sudo scripts/bench-fresh-fs.sh [--journal] [--runs N] [--image PATH]
-#       [--build DIR]... [-- BENCH_SERVER_ARGS...]
+#   sudo scripts/bench-fresh-fs.sh [--journal] [--runs N] [--warmup N]
+#       [--image PATH] [--build DIR]... [-- BENCH_SERVER_ARGS...]
 #
 # --build DIR   a build to compare: a folder holding `gov` (and `gov-hook`
 #               if it has one) and `bench_server` (or `examples/bench_server`),
@@ -26,6 +26,11 @@
 #               median, the server's CPU per write of each phase
 #               (`... CPU ms`), and how many writes shared a flush
 #               (`... writers per batch`, from builds whose /status says).
+# --warmup N    runs of the first build before the set, printed as
+#               `run warmupN` and left out of the medians (default 0).
+#               The first run of a set was the slowest in 4 of 7 sets
+#               measured (2026-12-03/04), whichever build took it; one
+#               warm-up run takes that out of the comparison.
 # --journal     an ext4 with a journal (default: without, like the
 #               machine's root file system).
 # --image PATH  the image file (default /tmp/gov-bench-fs.img, 3 GiB,
@@ -38,12 +43,14 @@ set -eu
 cd "$(dirname "$0")/.."
 journal=no
 runs=3
+warmup=0
 image=/tmp/gov-bench-fs.img
 builds=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --journal) journal=yes ;;
         --runs) runs=$2; shift ;;
+        --warmup) warmup=$2; shift ;;
         --image) image=$2; shift ;;
         --build) builds="$builds $2"; shift ;;
         --) shift; break ;;
@@ -116,6 +123,15 @@ one_run() {
         }' "$log" | tee -a "$results" | awk -F'\t' -v i=$i '{ printf "run %s  %s  %s: %s\n", i, $1, $2, $3 }'
     umount "$mnt"
 }
+# Warm-up runs: printed, their rows kept out of the results.
+if [ "$warmup" -gt 0 ]; then
+    counted=$results
+    results=/dev/null
+    for w in $(seq 1 "$warmup"); do
+        one_run "warmup$w" $(echo $builds | cut -d' ' -f1) "$@"
+    done
+    results=$counted
+fi
 in_turns "$runs" "$builds" one_run "$@"
 echo
 echo "medians of $runs runs:"
