@@ -824,12 +824,18 @@ fn sorted<O: Ord + Copy>(
     Ok(entries)
 }
 
+/// Whether a pack entry whose first byte is `first` holds a whole object
+/// (a commit, tree, blob or tag: types 1-4, bits 4-6 of the byte), not a
+/// delta (6 by offset, 7 by id).
+fn is_whole_object(first: u8) -> bool {
+    matches!((first >> 4) & 7, 1..=4)
+}
+
 /// Whether the pack at `pack` (with its index beside it) holds a delta
 /// (an entry stored as the difference from another object), which
 /// [`merge_raw`] cannot copy. Reads each entry's first byte, in pack
 /// order through a buffer, up to the first delta.
 pub fn holds_deltas(pack: &Path) -> Result<bool, StoreError> {
-    use std::io::{Seek, SeekFrom};
     let index = IndexFile::open(&pack.with_extension("idx"))?;
     let file = File::open(pack).map_err(io("read", pack))?;
     let len = file.metadata().map_err(io("read", pack))?.len();
@@ -839,17 +845,13 @@ pub fn holds_deltas(pack: &Path) -> Result<bool, StoreError> {
     let mut first = [0u8; 1];
     for i in 0..entries.len() {
         let (offset, _) = entries.at(i);
-        let ahead = i64::try_from(offset.wrapping_sub(at)).unwrap_or(i64::MAX);
-        match offset >= at {
-            true => reader.seek_relative(ahead),
-            false => reader.seek(SeekFrom::Start(offset)).map(|_| ()),
-        }
-        .map_err(io("read", pack))?;
+        // Entries come in offset order: a seek forward within the buffer.
+        reader
+            .seek_relative(offset.wrapping_sub(at) as i64)
+            .map_err(io("read", pack))?;
         reader.read_exact(&mut first).map_err(io("read", pack))?;
         at = offset + 1;
-        // The type, bits 4-6 of an entry's first byte: 6 and 7 are deltas
-        // (by offset, by id).
-        if matches!((first[0] >> 4) & 7, 6 | 7) {
+        if !is_whole_object(first[0]) {
             return Ok(true);
         }
     }
@@ -910,7 +912,7 @@ fn copy_entries(
         }
         buf.resize(size as usize, 0);
         reader.read_exact(buf).map_err(io("read", pack))?;
-        if !matches!((buf[0] >> 4) & 7, 1..=4) {
+        if !is_whole_object(buf[0]) {
             return Err(MergeRaw::HasDeltas);
         }
         if crc32fast::hash(buf) != crc {
