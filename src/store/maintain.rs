@@ -112,8 +112,9 @@ pub fn run(
         write_pack(repo, &take, &[])?;
         report.loose_packed = take.len();
     }
-    let packs = packs(repo)?;
-    let kept = kept_for_hand(repo)?;
+    let folder = PackFolder::list(&pack_dir(repo))?;
+    let packs = packs_in(folder.mergeable());
+    let kept = packs_in(folder.kept_for_hand());
     report.packs_before = packs.len() + kept.len();
     // By hand, every pack is merged into one, with a delta search: the
     // smallest repository, at the cost of rewriting it. In the background
@@ -131,7 +132,8 @@ pub fn run(
     if merge.len() >= 2 {
         report.packs_merged = merge_packs(repo, &merge, pass)?;
     }
-    report.packs_after = self::packs(repo)?.len() + kept_for_hand(repo)?.len();
+    let folder = PackFolder::list(&pack_dir(repo))?;
+    report.packs_after = folder.mergeable().len() + folder.kept_for_hand().len();
     if let Some(keep) = refs {
         report.loose_refs_packed = pack_refs(repo, keep, pass)?;
     }
@@ -233,21 +235,55 @@ pub fn loose_object_count(git_dir: &Path) -> usize {
     loose_objects_in(git_dir).map_or(0, |l| l.len())
 }
 
-/// The packs in the folder `dir` that maintenance may merge, by path: with
-/// an index, and no `.keep` (a pack git keeps). One listing.
-fn mergeable_packs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let names: BTreeSet<String> = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    Ok(names
-        .iter()
-        .filter_map(|n| n.strip_suffix(".pack"))
-        .filter(|stem| {
-            names.contains(&format!("{stem}.idx")) && !names.contains(&format!("{stem}.keep"))
+/// The files of a pack folder, one listing: the packs maintenance may
+/// merge and those kept for a pass by hand are both read from it.
+struct PackFolder {
+    dir: PathBuf,
+    names: BTreeSet<String>,
+}
+
+impl PackFolder {
+    /// Lists `dir` (a missing folder holds no pack).
+    fn list(dir: &Path) -> Result<PackFolder, StoreError> {
+        let names = match fs::read_dir(dir) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(StoreError::io("read", dir, e)),
+        };
+        Ok(PackFolder {
+            dir: dir.to_path_buf(),
+            names,
         })
-        .map(|stem| dir.join(format!("{stem}.pack")))
-        .collect())
+    }
+
+    /// The packs with an index, by path, and whether each has a `.keep`.
+    fn indexed(&self) -> impl Iterator<Item = (PathBuf, bool)> + '_ {
+        let has = |stem: &str, ext: &str| self.names.contains(&format!("{stem}.{ext}"));
+        self.names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".pack"))
+            .filter(move |stem| has(stem, "idx"))
+            .map(move |stem| (self.dir.join(format!("{stem}.pack")), has(stem, "keep")))
+    }
+
+    /// The packs maintenance may merge: with an index, and no `.keep` (a
+    /// pack git or a pass by hand keeps).
+    fn mergeable(&self) -> Vec<PathBuf> {
+        self.indexed()
+            .filter_map(|(pack, keep)| (!keep).then_some(pack))
+            .collect()
+    }
+
+    /// The packs only a pass by hand merges: their `.keep` is gov's
+    /// ([`KEPT_FOR_HAND`]).
+    fn kept_for_hand(&self) -> Vec<PathBuf> {
+        self.indexed()
+            .filter_map(|(pack, keep)| (keep && is_kept(&pack)).then_some(pack))
+            .collect()
+    }
 }
 
 fn loose_objects_in(git_dir: &Path) -> Result<Vec<Oid>, StoreError> {
@@ -287,18 +323,6 @@ pub struct Pack {
     pub pack: PathBuf,
     pub idx: PathBuf,
     pub bytes: u64,
-}
-
-/// The repository's packs that have an index and no `.keep` file, smallest
-/// first.
-pub fn packs(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
-    let dir = pack_dir(repo);
-    let paths = match mergeable_packs(&dir) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("read", &dir, e)),
-    };
-    Ok(packs_in(paths))
 }
 
 /// The packs at `paths` with their sizes, smallest first.
@@ -390,8 +414,8 @@ fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
 /// `git_dir` (`tiered_roll_up`): one folder listing and a `stat` of
 /// each pack, no repository handle.
 pub fn merge_due(git_dir: &Path) -> bool {
-    mergeable_packs(&git_dir.join("objects").join("pack"))
-        .is_ok_and(|paths| !tiered_roll_up(&packs_in(paths)).is_empty())
+    PackFolder::list(&git_dir.join("objects").join("pack"))
+        .is_ok_and(|folder| !tiered_roll_up(&packs_in(folder.mergeable())).is_empty())
 }
 
 /// Writes every object of `merge` into one new flushed pack, then removes
@@ -431,12 +455,19 @@ fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<usize, S
 fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, StoreError> {
     let mut rest = Vec::with_capacity(merge.len());
     let mut small = Vec::new();
+    let mut kept = 0;
     for p in merge {
         match crate::store::pack::holds_deltas(&p.pack)? {
-            true if p.bytes > BACKGROUND_DELTA_PACK_BYTES => keep_for_hand(&p.pack)?,
+            true if p.bytes > BACKGROUND_DELTA_PACK_BYTES => {
+                keep_for_hand(&p.pack)?;
+                kept += 1;
+            }
             true => small.push(p.clone()),
             false => rest.push(p.clone()),
         }
+    }
+    if small.is_empty() && rest.len() < 2 {
+        return Ok(0);
     }
     if !small.is_empty() {
         let whole = write_pack_with_deltas(repo, &objects_as_written(&small)?)?;
@@ -454,7 +485,7 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
         Err(MergeRaw::Failed(e)) => return Err(e),
     };
     remove_packs(&rest, &new);
-    Ok(small.len() + rest.len() - usize::from(!small.is_empty()))
+    Ok(merge.len() - kept)
 }
 
 /// Removes the packs of `merged` but `new` (the pack that now holds their
@@ -490,9 +521,9 @@ const BACKGROUND_DELTA_PACK_BYTES: u64 = 1 << 20;
 pub const KEPT_FOR_HAND: &str =
     "gov: a pack with deltas, merged only by `gov maintain` (by hand)\n";
 
-/// Whether `p`'s `.keep` is gov's ([`KEPT_FOR_HAND`]).
-fn is_kept(p: &Pack) -> bool {
-    fs::read(p.pack.with_extension("keep")).is_ok_and(|k| k == KEPT_FOR_HAND.as_bytes())
+/// Whether the `.keep` of the pack at `pack` is gov's ([`KEPT_FOR_HAND`]).
+fn is_kept(pack: &Path) -> bool {
+    fs::read(pack.with_extension("keep")).is_ok_and(|k| k == KEPT_FOR_HAND.as_bytes())
 }
 
 /// Marks `p` as a pack only a pass by hand merges: its `.keep`, written
@@ -510,29 +541,6 @@ fn keep_for_hand(pack: &Path) -> Result<(), StoreError> {
         let _ = fs::remove_file(&tmp);
         StoreError::io("write", &keep, e)
     })
-}
-
-/// The packs only a pass by hand merges ([`KEPT_FOR_HAND`]), smallest
-/// first.
-pub fn kept_for_hand(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
-    let dir = pack_dir(repo);
-    let names: BTreeSet<String> = match fs::read_dir(&dir) {
-        Ok(d) => d
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("read", &dir, e)),
-    };
-    let paths = names
-        .iter()
-        .filter_map(|n| n.strip_suffix(".keep"))
-        .filter(|stem| {
-            names.contains(&format!("{stem}.idx")) && names.contains(&format!("{stem}.pack"))
-        })
-        .map(|stem| dir.join(format!("{stem}.pack")))
-        .collect();
-    Ok(packs_in(paths).into_iter().filter(is_kept).collect())
 }
 
 /// The objects of `packs` (smallest first, as [`packs`] lists them) in the
@@ -944,6 +952,33 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// The repository's packs that a background pass may merge, smallest
+    /// first.
+    fn packs(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
+        Ok(packs_in(PackFolder::list(&pack_dir(repo))?.mergeable()))
+    }
+
+    /// The packs only a pass by hand merges, smallest first.
+    fn kept_for_hand(repo: &Repository) -> Result<Vec<Pack>, StoreError> {
+        Ok(packs_in(PackFolder::list(&pack_dir(repo))?.kept_for_hand()))
+    }
+
+    /// A text of `len` letters from a xorshift generator seeded with
+    /// `seed`: about 4.7 bits a byte, so 2 KB of it does not shrink much
+    /// and is no good base for a delta of another.
+    fn letters(mut seed: u64) -> impl FnMut(usize) -> String {
+        move |len| {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b'a' + (seed % 26) as u8)
+                })
+                .collect()
+        }
+    }
+
     /// A new repository holding one commit (on no branch).
     fn repo_with_a_commit(
     ) -> Result<(tempfile::TempDir, Repository, Oid), Box<dyn std::error::Error>> {
@@ -1057,17 +1092,7 @@ mod tests {
         use crate::store::pack::holds_deltas;
         let dir = tempfile::tempdir()?;
         let repo = crate::store::git::init_repo(dir.path(), "main")?;
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut random = |len: usize| -> String {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'a' + (x % 26) as u8)
-                })
-                .collect()
-        };
+        let mut random = letters(0x9e37_79b9_7f4a_7c15);
         // 2 MB that compresses to about 1.2 MB, and 300 near-copies of
         // one blob (deltas).
         let mut objects = Vec::new();
@@ -1143,17 +1168,7 @@ mod tests {
         use crate::store::pack_index::{column_buffer, IndexFile};
         let dir = tempfile::tempdir()?;
         let repo = crate::store::git::init_repo(dir.path(), "main")?;
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut random = |len: usize| -> String {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'a' + (x % 26) as u8)
-                })
-                .collect()
-        };
+        let mut random = letters(0x2545_f491_4f6c_dd1d);
         let mut objects = Vec::new();
         let mut large = Vec::new();
         for _ in 0..1000 {
