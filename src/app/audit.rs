@@ -64,8 +64,7 @@ struct ForgeRecords {
     /// whose entry holds it (its file is rendered only for a merge that
     /// needs it).
     submitted: Vec<(Oid, String, Oid)>,
-    /// Merge commits recorded as approvals made on the forge: of a
-    /// proposal, or of a reviewed change that is not one.
+    /// Merge commits recorded as approvals of proposals made on the forge.
     approvals: std::collections::HashSet<String>,
     /// Merge commits of reviewed changes that are not proposals, recorded
     /// by gov (`forge_merge_recorded`), with the paths each changed.
@@ -111,7 +110,6 @@ impl ForgeRecords {
             // Counted only as gov wrote it: before 2026-12-04 an agent
             // could post one (see `Event::agent_may_post`).
             Event::ForgeMergeRecorded(c) if e.entry.actor.is_gov() && c.via == VIA_FORGE => {
-                self.approvals.insert(c.merge_commit.clone());
                 self.changes
                     .entry(c.merge_commit.clone())
                     .or_insert_with(|| c.paths.clone());
@@ -838,7 +836,10 @@ fn check_in_force(
     let Ok(tip) = repo.refname_to_id(&settings.main_refname()) else {
         return Ok(None);
     };
-    let recorded = |merge: Oid| forge.approvals.contains(&merge.to_string());
+    let recorded = |merge: Oid| {
+        let merge = merge.to_string();
+        forge.approvals.contains(&merge) || forge.changes.contains_key(&merge)
+    };
     let trust = crate::store::trust::TrustState::compute(repo, tip, None, &recorded)?;
     let branch = &settings.main_branch;
     for r in &trust.refused {
