@@ -28,11 +28,22 @@ use crate::store::git::{
     pack_dir, sync_all_at_once, write_pack, write_pack_with_deltas, StoreError,
 };
 use crate::store::pack::MergeRaw;
+use crate::store::pack_index::IndexFile;
 
 /// At most this many loose objects go into one pack per pass, so a pass
 /// over a repository with a large backlog stays short; the next pass takes
 /// the rest.
 pub const LOOSE_PER_PASS: usize = 100_000;
+
+/// At most this many objects go into one pack a pass by hand writes, and a
+/// pack of its that holds this many is full: later passes by hand leave it
+/// as it is. The delta search holds every object of the pack it writes
+/// (libgit2's object list, and the objects it reads to compare), so one
+/// pack for the whole repository made the pass's memory and time grow with
+/// history (342 MB resident at 105,000 entries, docs/BENCHMARKS.md, the
+/// thirty-seventh round); in packs of this many its peak stays about 110
+/// MB, and a pass rewrites only what came since the last full pack.
+pub const OBJECTS_PER_HAND_PACK: usize = 100_000;
 
 /// What one pass did, and what the repository holds afterwards.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -58,8 +69,9 @@ pub enum Pass {
     /// with deltas (`gov maintain`'s, or `git gc`'s) is left to a pass by
     /// hand (see [`KEPT_FOR_HAND`]).
     Background,
-    /// `gov maintain`: every pack merged into one, with a delta search
-    /// (smaller, slower).
+    /// `gov maintain`: every pack but the full ones it wrote before
+    /// merged, with a delta search (smaller, slower), into packs of at
+    /// most [`OBJECTS_PER_HAND_PACK`] objects.
     ByHand,
 }
 
@@ -103,6 +115,16 @@ pub fn run(
     refs: Option<&KeepLoose<'_>>,
     pass: Pass,
 ) -> Result<Report, StoreError> {
+    run_with(repo, refs, pass, OBJECTS_PER_HAND_PACK)
+}
+
+/// [`run`], with packs by hand of at most `per_pack` objects.
+fn run_with(
+    repo: &Repository,
+    refs: Option<&KeepLoose<'_>>,
+    pass: Pass,
+    per_pack: usize,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     remove_dead_temporary_packs(&pack_dir(repo));
     let loose = loose_objects(repo)?;
@@ -116,21 +138,30 @@ pub fn run(
     let packs = packs_in(folder.mergeable());
     let kept = packs_in(folder.kept_for_hand());
     report.packs_before = packs.len() + kept.len();
-    // By hand, every pack is merged into one, with a delta search: the
-    // smallest repository, at the cost of rewriting it. In the background
-    // only full size tiers are merged (each object is rewritten once per
-    // tier it climbs, O(log n) times over its life).
+    // By hand, every pack but the full ones a pass by hand wrote is
+    // merged, with a delta search, into packs of at most `per_pack`
+    // objects: a small repository, and the pass costs what came since the
+    // last full pack, not the whole history. In the background only full
+    // size tiers are merged (each object is rewritten once per tier it
+    // climbs, O(log n) times over its life).
     let merge = match pass {
         Pass::Background => tiered_roll_up(&packs),
         Pass::ByHand => {
             let mut all = packs.clone();
-            all.extend(kept);
+            for p in kept {
+                if (IndexFile::open(&p.idx)?.count() as usize) < per_pack {
+                    all.push(p);
+                }
+            }
             all.sort_by_key(|p| p.bytes);
             all
         }
     };
-    if merge.len() >= 2 {
-        report.packs_merged = merge_packs(repo, &merge, pass)?;
+    // A lone pack is merged by hand if no pass by hand wrote it (it has no
+    // deltas yet).
+    let unsearched = |p: &Pack| pass == Pass::ByHand && !is_kept(&p.pack);
+    if merge.len() >= 2 || merge.iter().any(unsearched) {
+        report.packs_merged = merge_packs(repo, &merge, pass, per_pack)?;
     }
     let folder = PackFolder::list(&pack_dir(repo))?;
     report.packs_after = folder.mergeable().len() + folder.kept_for_hand().len();
@@ -418,24 +449,40 @@ pub fn merge_due(git_dir: &Path) -> bool {
         .is_ok_and(|folder| !tiered_roll_up(&packs_in(folder.mergeable())).is_empty())
 }
 
-/// Writes every object of `merge` into one new flushed pack, then removes
+/// Writes every object of `merge` into new flushed packs, then removes
 /// the old packs; returns how many it merged. By hand, through libgit2
-/// with a delta search, the new pack marked for the next pass by hand
-/// ([`KEPT_FOR_HAND`]); in the background by copying entries, with the
-/// packs that hold deltas dealt with first ([`merge_around_deltas`]).
-fn merge_packs(repo: &Repository, merge: &[Pack], pass: Pass) -> Result<usize, StoreError> {
+/// with a delta search, in packs of at most `per_pack` objects in the
+/// order they were written, each marked for the next pass by hand
+/// ([`KEPT_FOR_HAND`]); in the background into one pack by copying
+/// entries, with the packs that hold deltas dealt with first
+/// ([`merge_around_deltas`]).
+fn merge_packs(
+    repo: &Repository,
+    merge: &[Pack],
+    pass: Pass,
+    per_pack: usize,
+) -> Result<usize, StoreError> {
     let new = match pass {
         Pass::Background => {
             let paths: Vec<PathBuf> = merge.iter().map(|p| p.pack.clone()).collect();
             match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
-                Ok(new) => new,
+                Ok(new) => vec![new],
                 Err(MergeRaw::HasDeltas) => return merge_around_deltas(repo, merge),
                 Err(MergeRaw::Failed(e)) => return Err(e),
             }
         }
         Pass::ByHand => {
-            let new = write_pack_with_deltas(repo, &objects_as_written(merge)?)?;
-            keep_for_hand(&new)?;
+            let mut new = Vec::new();
+            for part in objects_as_written(merge)?.chunks(per_pack.max(1)) {
+                new.push(write_pack_with_deltas(repo, part)?);
+            }
+            // Marked once all are written: a pass killed before leaves
+            // unmarked packs, which the next pass merges again with the
+            // old ones (each object once), instead of full packs that
+            // would keep copies of what the old ones hold for good.
+            for pack in &new {
+                keep_for_hand(pack)?;
+            }
             new
         }
     };
@@ -471,7 +518,7 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
     }
     if !small.is_empty() {
         let whole = write_pack_with_deltas(repo, &objects_as_written(&small)?)?;
-        remove_packs(&small, &whole);
+        remove_packs(&small, std::slice::from_ref(&whole));
         rest.extend(packs_in(vec![whole]));
     }
     if rest.len() < 2 {
@@ -484,15 +531,16 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
         Err(MergeRaw::HasDeltas) => write_pack_with_deltas(repo, &objects_as_written(&rest)?)?,
         Err(MergeRaw::Failed(e)) => return Err(e),
     };
-    remove_packs(&rest, &new);
+    remove_packs(&rest, &[new]);
     Ok(merge.len() - kept)
 }
 
-/// Removes the packs of `merged` but `new` (the pack that now holds their
-/// objects, flushed).
-fn remove_packs(merged: &[Pack], new: &Path) {
+/// Removes the packs of `merged` but those of `new` (the packs that now
+/// hold their objects, flushed: one may have the name of an old one, if
+/// it holds the same objects).
+fn remove_packs(merged: &[Pack], new: &[PathBuf]) {
     for p in merged {
-        if p.pack == new {
+        if new.contains(&p.pack) {
             continue;
         }
         // The index first: a pack without one is ignored by readers.
@@ -1121,7 +1169,10 @@ mod tests {
         crate::store::git::configure_for_batches(&bg)?;
         let all = packs(&bg)?;
         assert_eq!(all.len(), 4);
-        assert_eq!(merge_packs(&bg, &all, Pass::Background)?, 3);
+        assert_eq!(
+            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK)?,
+            3
+        );
         assert_eq!(fs::metadata(&deltas)?.len(), size, "left as it was");
         assert_eq!(
             fs::read(deltas.with_extension("keep"))?,
@@ -1204,7 +1255,10 @@ mod tests {
         crate::store::git::configure_for_batches(&bg)?;
         let all = packs(&bg)?;
         assert_eq!(all.len(), 4);
-        assert_eq!(merge_packs(&bg, &all, Pass::Background)?, 4);
+        assert_eq!(
+            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK)?,
+            4
+        );
         let merged = packs(&bg)?;
         assert_eq!(merged.len(), 1);
         assert!(kept_for_hand(&bg)?.is_empty());
@@ -1218,6 +1272,79 @@ mod tests {
         for o in &objects {
             fresh.find_blob(*o)?;
         }
+        Ok(())
+    }
+
+    /// A pass by hand writes packs of at most `per_pack` objects, and
+    /// leaves a full one as it is from then on: each pass merges only
+    /// the newer objects with the last pack that is not full, so its cost
+    /// does not grow with history. A lone pack no pass by hand wrote is
+    /// merged too (it has no deltas yet); a lone one it wrote is not.
+    #[test]
+    fn a_pass_by_hand_writes_bounded_packs_and_leaves_full_ones() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let mut random = letters(0x2545_f491_4f6c_dd1d);
+        let mut objects = Vec::new();
+        let mut add = |n: usize| -> Result<(), git2::Error> {
+            for _ in 0..n {
+                objects.push(repo.blob(random(64).as_bytes())?);
+            }
+            Ok(())
+        };
+        let counts = |r: &Repository| -> Result<Vec<(PathBuf, u64)>, StoreError> {
+            let mut c = Vec::new();
+            for p in kept_for_hand(r)? {
+                c.push((p.pack.clone(), IndexFile::open(&p.idx)?.count()));
+            }
+            c.sort_by_key(|(_, n)| *n);
+            Ok(c)
+        };
+        let sizes = |c: &[(PathBuf, u64)]| c.iter().map(|(_, n)| *n).collect::<Vec<_>>();
+
+        add(250)?;
+        let report = run_with(&repo, None, Pass::ByHand, 100)?;
+        assert_eq!((report.loose_packed, report.packs_merged), (250, 1));
+        assert!(packs(&repo)?.is_empty());
+        let first = counts(&repo)?;
+        assert_eq!(sizes(&first), [50, 100, 100]);
+        let full: Vec<PathBuf> = first[1..].iter().map(|(p, _)| p.clone()).collect();
+
+        // The last pack, not full, is merged with what came since; the
+        // full ones are not touched.
+        add(30)?;
+        run_with(&repo, None, Pass::ByHand, 100)?;
+        assert_eq!(sizes(&counts(&repo)?), [80, 100, 100]);
+        add(40)?;
+        let report = run_with(&repo, None, Pass::ByHand, 100)?;
+        assert_eq!((report.packs_before, report.packs_merged), (4, 2));
+        let last = counts(&repo)?;
+        assert_eq!(sizes(&last), [20, 100, 100, 100]);
+        assert!(full.iter().all(|p| last.iter().any(|(q, _)| q == p)));
+
+        // Alone and written by hand: nothing to do.
+        let report = run_with(&repo, None, Pass::ByHand, 100)?;
+        assert_eq!((report.packs_merged, report.packs_after), (0, 4));
+
+        // Every object is there, each once, and stock git reads them all.
+        let mut held = Vec::new();
+        for (pack, _) in &last {
+            held.extend(crate::store::pack::objects_in_pack_order(
+                &pack.with_extension("idx"),
+            )?);
+        }
+        held.sort();
+        objects.sort();
+        assert_eq!(held, objects);
+        let fsck = std::process::Command::new("git")
+            .args(["fsck", "--full", "--no-dangling"])
+            .current_dir(dir.path())
+            .output()?;
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
         Ok(())
     }
 

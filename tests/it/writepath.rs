@@ -698,7 +698,8 @@ fn acknowledged_writes_survive_sigkill_mid_batch() -> TestResult {
 }
 
 /// `gov maintain` says what it packed in one line. Run on a new repository
-/// it packs every loose object and ref, leaving one pack; run again, it has
+/// it packs every loose object and ref, leaving one pack (its loose
+/// objects' pack, written again with a delta search); run again, it has
 /// nothing left to do. Only the size is not pinned.
 #[test]
 fn gov_maintain_says_what_it_packed() -> TestResult {
@@ -725,7 +726,7 @@ fn gov_maintain_says_what_it_packed() -> TestResult {
     assert_eq!(
         sentence,
         format!(
-            "packed {loose} loose objects (0 left), merged 0 of 1 packs (1 now), packed 1 loose refs;"
+            "packed {loose} loose objects (0 left), merged 1 of 1 packs (1 now), packed 1 loose refs;"
         )
     );
     let again = repo.gov(&["maintain"])?;
