@@ -102,6 +102,11 @@ pub struct DecisionRequest {
     pub final_: bool,
     #[serde(default)]
     pub note: Option<String>,
+    /// Answer an approval only once its file is in a checked-out `main`
+    /// (`gov approve` asks); otherwise the server puts it there within a
+    /// moment of the answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_checkout: bool,
 }
 
 /// `POST /proposals/{id}/decision` → 200.

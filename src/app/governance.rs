@@ -115,6 +115,15 @@ const PACK_REFS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// submissions alone (docs/BENCHMARKS.md, the thirty-eighth round).
 const PACK_REFS_SHARE: u32 = 50;
 
+/// A server puts approvals' files into the working tree
+/// ([`Governance::sync_checkout_if_due`]) at most once in this many times
+/// as long as its last sync took: the Git index is written whole, so a
+/// sync costs more with every file on `main` (2 ms with 7,000 approvals
+/// behind it, and done for every batch with an approval it was the part
+/// of a decision's CPU that grew with history: docs/BENCHMARKS.md, the
+/// forty-first round); so its share of a core stays about a tenth.
+const CHECKOUT_SHARE: u32 = 10;
+
 /// The page cache of the connection reads go through, in KiB (SQLite's
 /// default is 2,000). Reads look rows up by key and find the file's pages
 /// in the kernel's cache; on a history of 105,000 entries the default let
@@ -386,6 +395,9 @@ struct CheckedOut {
     /// [`BATCH_REPO_AGE`] or a pass that deleted packs, as a batch's is
     /// (see [`BatchRepo`]).
     repo: Option<(Opened, Repository)>,
+    /// When the last call that put files there started, and how long it
+    /// took (see [`CHECKOUT_SHARE`]).
+    last: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 /// Files flushed batches put into the working tree, waiting for a
@@ -452,6 +464,12 @@ pub struct Governance {
     checkouts: Mutex<Checkouts>,
     /// Held while files are put into the working tree.
     checked_out: Mutex<CheckedOut>,
+    /// Set by a server: approvals' files reach the working tree on the
+    /// server's own schedule ([`Governance::sync_checkout_if_due`]), and
+    /// a writer waits for them only if it asks
+    /// ([`Governance::sync_checkout`]). Unset (a command on its own), each
+    /// approval puts them there before its answer.
+    checkout_follows: AtomicBool,
 }
 
 impl std::fmt::Debug for Governance {
@@ -633,6 +651,7 @@ impl Governance {
             packs_epoch: AtomicU64::new(0),
             checkouts: Mutex::new(Checkouts::default()),
             checked_out: Mutex::new(CheckedOut::default()),
+            checkout_follows: AtomicBool::new(false),
         })
     }
 
@@ -744,7 +763,7 @@ impl Governance {
             None => {}
         }
         if let Some(id) = turn.batch {
-            if turn.wants_checkout {
+            if turn.wants_checkout && !self.checkout_follows.load(Ordering::Relaxed) {
                 // Outside the writer lock: the next batch is staged
                 // meanwhile.
                 self.sync_batch_checkouts(id);
@@ -1045,6 +1064,40 @@ impl Governance {
         }
     }
 
+    /// From now on, approvals' files reach the working tree on the
+    /// caller's schedule ([`Governance::sync_checkout_if_due`], the
+    /// server's), not before each approval's answer: under a stream of
+    /// approvals, one sync for many instead of one per batch. A writer
+    /// that must see its file asks with [`Governance::sync_checkout`].
+    pub fn follow_checkout_in_background(&self) {
+        self.checkout_follows.store(true, Ordering::Relaxed);
+    }
+
+    /// Puts every file that flushed batches handed over into the working
+    /// tree; returns once they are there (best effort, as the sync).
+    pub fn sync_checkout(&self) {
+        let handed = self.checkouts.lock().map_or(0, |c| c.handed);
+        self.sync_handed_through(handed);
+    }
+
+    /// [`Governance::sync_checkout`] if files wait and the last sync's
+    /// share of the time allows (see [`CHECKOUT_SHARE`]); never waits for
+    /// a sync under way. Whether it synced.
+    pub fn sync_checkout_if_due(&self) -> bool {
+        let Ok(mut state) = self.checked_out.try_lock() else {
+            return false;
+        };
+        let handed = self.checkouts.lock().map_or(0, |c| c.handed);
+        let now = std::time::Instant::now();
+        if state.done >= handed
+            || !due_in_proportion(state.last, now, std::time::Duration::ZERO, CHECKOUT_SHARE)
+        {
+            return false;
+        }
+        self.sync_locked(&mut state, handed);
+        true
+    }
+
     /// Puts every file handed over so far into the working tree, unless
     /// an earlier call already took the files of hand-over `mine`. One
     /// caller at a time does the work, for every batch that handed files
@@ -1055,9 +1108,15 @@ impl Governance {
         let Ok(mut state) = self.checked_out.lock() else {
             return;
         };
+        self.sync_locked(&mut state, mine);
+    }
+
+    /// [`Governance::sync_handed_through`] with its lock held.
+    fn sync_locked(&self, state: &mut CheckedOut, mine: u64) {
         if state.done >= mine {
             return;
         }
+        let started = std::time::Instant::now();
         let Some((handed, files)) = self
             .checkouts
             .lock()
@@ -1088,6 +1147,7 @@ impl Governance {
             Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
         }
         state.done = handed;
+        state.last = Some((started, started.elapsed()));
         self.outcomes_even_poisoned()
             .handed
             .retain(|_, n| *n > handed);
@@ -1547,9 +1607,20 @@ fn refs_due(
     last: Option<(std::time::Instant, std::time::Duration)>,
     now: std::time::Instant,
 ) -> bool {
-    last.is_none_or(|(at, took)| {
-        now.saturating_duration_since(at) >= PACK_REFS_EVERY.max(took * PACK_REFS_SHARE)
-    })
+    due_in_proportion(last, now, PACK_REFS_EVERY, PACK_REFS_SHARE)
+}
+
+/// Whether a task that last started at `at` and took `took` (`last`) is
+/// due again at `now`: once `every` has passed, and `share` times as long
+/// as it took, so that it takes at most about one `share`th of a core
+/// however its cost grows. Due if it never ran.
+fn due_in_proportion(
+    last: Option<(std::time::Instant, std::time::Duration)>,
+    now: std::time::Instant,
+    every: std::time::Duration,
+    share: u32,
+) -> bool {
+    last.is_none_or(|(at, took)| now.saturating_duration_since(at) >= every.max(took * share))
 }
 
 /// The refs maintenance leaves loose: the audit ref and the branches of
@@ -1752,6 +1823,19 @@ mod tests {
         assert!(!refs_due(Some((at + ms(10), ms(2))), at));
     }
 
+    /// A server's sync of the working tree comes at most once in ten
+    /// times as long as it last took: at every look while it is quick.
+    #[test]
+    fn the_checkout_sync_waits_in_proportion_to_its_cost() {
+        let at = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let due = |last, now| due_in_proportion(last, now, ms(0), CHECKOUT_SHARE);
+        assert!(due(None, at));
+        assert!(due(Some((at, ms(2))), at + ms(20)));
+        assert!(!due(Some((at, ms(30))), at + ms(299)));
+        assert!(due(Some((at, ms(30))), at + ms(300)));
+    }
+
     /// A writer mutex poisoned by a panic fails every later writer at once
     /// (not a hang), without running its closure.
     #[test]
@@ -1878,6 +1962,33 @@ mod tests {
             Ok(())
         })?;
         assert_eq!(std::fs::read_to_string(&file)?, "ok\n");
+        Ok(())
+    }
+
+    /// Under a server (`follow_checkout_in_background`) an approval is
+    /// answered once its batch is durable, its file not yet in the working
+    /// tree; the server's sync puts every file handed over there at once,
+    /// and finds nothing to do right after.
+    #[test]
+    fn under_a_server_approvals_files_follow_in_the_background() -> TestResult {
+        let (dir, gov) = new_repository()?;
+        gov.follow_checkout_in_background();
+        let file = |n: usize| dir.path().join(format!("approved-{n}.toml"));
+        for n in 0..2 {
+            let entry = tool_call(&format!("approval {n}"))?;
+            let name = format!("approved-{n}.toml");
+            gov.transact(|tx| -> Result<_, GovError> {
+                tx.staged()
+                    .checkout_after("refs/heads/main", &name, b"ok\n");
+                Ok(((), vec![entry]))
+            })?;
+            assert!(!file(n).exists(), "approval {n} waited for its file");
+        }
+        assert!(gov.sync_checkout_if_due(), "files waited");
+        for n in 0..2 {
+            assert_eq!(std::fs::read_to_string(file(n))?, "ok\n");
+        }
+        assert!(!gov.sync_checkout_if_due(), "nothing waits");
         Ok(())
     }
 

@@ -526,6 +526,10 @@ pub struct DecisionInput {
     pub verdict: Verdict,
     pub note: Option<String>,
     pub final_: bool,
+    /// An approval returns only once its file is in a checked-out `main`,
+    /// also where a server puts such files there on its own schedule
+    /// (`Governance::follow_checkout_in_background`).
+    pub wait_for_checkout: bool,
 }
 
 /// Decides a pending proposal as the operator `decider`.
@@ -538,6 +542,20 @@ pub fn decide(
     if let Some(note) = &input.note {
         check_text("note", note)?;
     }
+    let p = decide_in_batch(svc, id, input, decider)?;
+    if input.wait_for_checkout && p.merge_commit.is_some() {
+        svc.governance().sync_checkout();
+    }
+    Ok(p)
+}
+
+/// [`decide`]'s write.
+fn decide_in_batch(
+    svc: &Service,
+    id: &str,
+    input: &DecisionInput,
+    decider: &str,
+) -> Result<Proposal, AppError> {
     svc.transact(|tx| -> Step<Proposal> {
         let conn = tx.index().conn();
         let Some(mut p) = projection::proposal(conn, id)? else {

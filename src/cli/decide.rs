@@ -35,6 +35,8 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
             decision: verdict,
             final_: args.r#final,
             note: args.note,
+            // The person at the terminal sees the file in their checkout.
+            wait_for_checkout: true,
         };
         let decided: ProposalDecided = client
             .post(&format!("/proposals/{}/decision", args.id), &request)?
@@ -55,6 +57,7 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
         verdict,
         note: args.note,
         final_: args.r#final,
+        wait_for_checkout: true,
     };
     let p = decide(&svc, &args.id, &input, &settings.operator_name)?;
     println!(

@@ -280,6 +280,7 @@ pub fn story(dir: &std::path::Path, out: &mut dyn Write) -> Result<(), Failure> 
                 decision: Verdict::Approve,
                 final_: true,
                 note: Some("looks good".into()),
+                wait_for_checkout: true,
             },
         )
         .map_err(|e| fail("approving the proposal", e))?;

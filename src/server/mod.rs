@@ -300,6 +300,11 @@ pub async fn serve(
     state.set_port(port);
     let header_timeout = state.svc.settings().header_read_timeout;
     let maintenance = tokio::spawn(maintain_in_background(state.svc.clone()));
+    // Approvals' files reach a checked-out `main` from here, not before
+    // each approval's answer.
+    state.svc.governance().follow_checkout_in_background();
+    let checkout = tokio::spawn(follow_checkout(state.svc.clone()));
+    let svc = state.svc.clone();
     // Files for the writers' flushes, made ahead on a thread of their own.
     let spare_files = match state.svc.governance().keep_spare_files() {
         Ok(s) => Some(s),
@@ -347,8 +352,27 @@ pub async fn serve(
     {
         tracing::warn!("requests still in flight at shutdown were dropped");
     }
+    checkout.abort();
+    // The last approvals' files, before the server is gone.
+    let _ = tokio::task::spawn_blocking(move || svc.governance().sync_checkout()).await;
     drop(spare_files);
     Ok(())
+}
+
+/// How often the server looks for approvals' files to put into a
+/// checked-out `main` (see `Governance::sync_checkout_if_due`, which also
+/// spaces the syncs by their cost).
+const CHECKOUT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Puts approvals' files into the working tree and its Git index while
+/// the server runs, many approvals' at a time: the Git index is written
+/// whole, so its cost grows with the files on `main`.
+async fn follow_checkout(svc: Arc<Service>) {
+    loop {
+        tokio::time::sleep(CHECKOUT_EVERY).await;
+        let svc = svc.clone();
+        let _ = tokio::task::spawn_blocking(move || svc.governance().sync_checkout_if_due()).await;
+    }
 }
 
 /// How often the server checks whether the repository needs maintenance.

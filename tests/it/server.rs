@@ -49,6 +49,7 @@ fn wire_types_are_what_the_server_sends() -> TestResult {
         decision: gov::domain::proposal::Verdict::Reject,
         final_: false,
         note: Some("no".into()),
+        wait_for_checkout: false,
     };
     let r = s.post(
         &format!("/proposals/{id}/decision"),

@@ -82,6 +82,7 @@ pub(super) async fn decide_proposal(
         verdict: body.decision,
         note: body.note,
         final_: body.final_,
+        wait_for_checkout: body.wait_for_checkout,
     };
     let p = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
