@@ -51,9 +51,7 @@ use crate::store::keys::{AllowedSigners, Role, SignersError};
 /// the operator; none counts where gov reads records back.
 fn posted_by_an_agent(e: &crate::domain::audit::AuditEntry) -> bool {
     let name = e.entry.event_type();
-    e.entry.actor.is_agent()
-        && Event::kind_of(name) == Some(crate::domain::event::EventKind::Record)
-        && !name.starts_with("audit_flag_")
+    e.entry.actor.is_agent() && Event::once_postable_records().any(|t| t == name)
 }
 
 /// What the chain says about proposal commits, for checking merges on

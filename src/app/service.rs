@@ -575,6 +575,16 @@ impl Service {
             .ok_or_else(|| AppError::NoPolicy(state.error.clone().unwrap_or_default()))
     }
 
+    /// How many records of types gov writes itself agents posted to
+    /// `/audit` while it still accepted them (until 2026-12-04): each
+    /// counts for nothing, and `gov audit verify` names them. For the
+    /// server's start-up warning.
+    pub fn records_posted_by_agents(&self) -> Result<u64, AppError> {
+        let types: Vec<&str> = Event::once_postable_records().collect();
+        let index = self.gov.index()?;
+        Ok(index.count_by_agents(&types)?)
+    }
+
     pub fn policy_status(&self) -> PolicyStatus {
         let mut refused = Vec::new();
         if let Ok(repo) = self.open_repo() {

@@ -66,6 +66,14 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 error.unwrap_or_default()
             ),
         }
+        match state.svc.records_posted_by_agents() {
+            Ok(0) => {}
+            Ok(n) => println!(
+                "warning: agents posted {n} audit entr{} of a type gov writes itself, before gov refused them (2026-12-04); they count for nothing, and `gov audit verify` names each",
+                if n == 1 { "y" } else { "ies" }
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot count the records agents posted"),
+        }
         let svc = state.svc.clone();
         let _ = std::thread::Builder::new()
             .name("gov-warm-up".into())

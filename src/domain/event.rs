@@ -229,6 +229,17 @@ impl Event {
         Event::kind_of(name).is_none() && !name.starts_with("audit_flag_")
     }
 
+    /// The types of gov's own records that `/audit` accepted from anyone
+    /// until 2026-12-04 (every `Record` type but `audit_flag_*`; see
+    /// [`Event::agent_may_post`]). One with an agent's actor was posted
+    /// by that agent: it counts for nothing where gov reads records back.
+    pub fn once_postable_records() -> impl Iterator<Item = &'static str> {
+        Event::KNOWN
+            .iter()
+            .filter(|(n, k)| *k == EventKind::Record && !n.starts_with("audit_flag_"))
+            .map(|(n, _)| *n)
+    }
+
     /// Whether the event ends the agent's run, and with it the wait of
     /// every approved proposal before it (the watchdog's view).
     pub fn ends_run(&self) -> bool {

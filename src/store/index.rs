@@ -309,6 +309,24 @@ impl Index {
         position_in(&self.conn)
     }
 
+    /// How many entries of `types` have an agent's actor (`agent:<id>`),
+    /// through the `audit_event` index: as many rows as there are of those
+    /// types, not a scan of the chain.
+    pub fn count_by_agents(&self, types: &[&str]) -> Result<u64, StoreError> {
+        if types.is_empty() {
+            return Ok(0);
+        }
+        let marks = vec!["?"; types.len()].join(", ");
+        let sql = format!(
+            "SELECT count(*) FROM audit WHERE event_type IN ({marks}) \
+             AND substr(actor, 1, 6) = 'agent:'"
+        );
+        let n: i64 = self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(types.iter()), |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
     pub fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn

@@ -370,7 +370,7 @@ fn assert_forbidden_by<T: std::fmt::Debug>(filed: Result<T, AppError>, id: &str)
 /// could bring in any change it commits to `main`.
 #[test]
 fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
-    let srv = TestServer::start()?;
+    let mut srv = TestServer::start()?;
     let before = status(&srv)?["policy_version"].clone();
     let files = with_ban(&srv)?;
     std::fs::write(srv.repo.root().join(&files[0].0), &files[0].1)?;
@@ -489,5 +489,52 @@ fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
         )),
         "{out}"
     );
+    // A server started on such a chain says so once, after its start-up
+    // lines.
+    srv.stop();
+    assert_eq!(
+        serve_start_lines(&srv.repo, 5)?[4],
+        "warning: agents posted 2 audit entries of a type gov writes itself, before gov refused them (2026-12-04); they count for nothing, and `gov audit verify` names each"
+    );
     Ok(())
+}
+
+/// The first `n` lines `gov serve --port 0` prints on `repo`, then the
+/// server stopped; an error if they do not come within 30 seconds.
+fn serve_start_lines(repo: &TestRepo, n: usize) -> TestResult<Vec<String>> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(repo.root())
+        .args(["serve", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    if lines.len() < n {
+        return Err(format!("gov serve printed only {lines:?}").into());
+    }
+    Ok(lines)
 }
