@@ -788,11 +788,7 @@ fn check_main_merges(
                         "merge {} on `{}` was made on the forge: a reviewed change ({}) that gov recorded",
                         short(&oid.to_string()),
                         settings.main_branch,
-                        paths
-                            .iter()
-                            .map(|p| format!("`{p}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::domain::paths::quoted_list(paths)
                     ));
                     continue;
                 }

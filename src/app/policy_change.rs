@@ -401,13 +401,7 @@ fn compute_review(
 /// A review as Markdown, for the pull request of a policy change: the
 /// files, the diff by policy id and the impact report.
 pub fn review_markdown(r: &Review) -> String {
-    let list = |paths: &[String]| -> String {
-        paths
-            .iter()
-            .map(|p| format!("`{p}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = crate::domain::paths::quoted_list::<String>;
     let mut md = String::from("\n### Policy change\n\n");
     if !r.changed.is_empty() {
         md.push_str(&format!("- changed: {}\n", list(&r.changed)));

@@ -31,11 +31,7 @@ pub fn describe(report: &SyncReport) -> Vec<String> {
             c.pull_request,
             c.merged_by,
             c.merge_commit.get(..12).unwrap_or(&c.merge_commit),
-            c.paths
-                .iter()
-                .map(|p| format!("`{p}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::domain::paths::quoted_list(&c.paths)
         ));
     }
     if let Some((from, to)) = &report.main_moved {

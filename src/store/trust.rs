@@ -293,12 +293,7 @@ impl TrustState {
             commit: oid.to_string(),
             reason: format!(
                 "it changes {} but {why}",
-                governed
-                    .changed_paths(&parent)
-                    .iter()
-                    .map(|p| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::domain::paths::quoted_list(&governed.changed_paths(&parent))
             ),
             summary: commit.summary().unwrap_or_default().to_string(),
         };
