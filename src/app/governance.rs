@@ -1076,8 +1076,12 @@ impl Governance {
     /// Puts every file that flushed batches handed over into the working
     /// tree; returns once they are there (best effort, as the sync).
     pub fn sync_checkout(&self) {
-        let handed = self.checkouts.lock().map_or(0, |c| c.handed);
-        self.sync_handed_through(handed);
+        self.sync_handed_through(self.handed_over());
+    }
+
+    /// How many batches have handed files for the working tree over.
+    fn handed_over(&self) -> u64 {
+        self.checkouts.lock().map_or(0, |c| c.handed)
     }
 
     /// [`Governance::sync_checkout`] if files wait and the last sync's
@@ -1087,7 +1091,7 @@ impl Governance {
         let Ok(mut state) = self.checked_out.try_lock() else {
             return false;
         };
-        let handed = self.checkouts.lock().map_or(0, |c| c.handed);
+        let handed = self.handed_over();
         let now = std::time::Instant::now();
         if state.done >= handed
             || !due_in_proportion(state.last, now, std::time::Duration::ZERO, CHECKOUT_SHARE)

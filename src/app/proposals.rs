@@ -542,21 +542,7 @@ pub fn decide(
     if let Some(note) = &input.note {
         check_text("note", note)?;
     }
-    let p = decide_in_batch(svc, id, input, decider)?;
-    if input.wait_for_checkout && p.merge_commit.is_some() {
-        svc.governance().sync_checkout();
-    }
-    Ok(p)
-}
-
-/// [`decide`]'s write.
-fn decide_in_batch(
-    svc: &Service,
-    id: &str,
-    input: &DecisionInput,
-    decider: &str,
-) -> Result<Proposal, AppError> {
-    svc.transact(|tx| -> Step<Proposal> {
+    let p = svc.transact(|tx| -> Step<Proposal> {
         let conn = tx.index().conn();
         let Some(mut p) = projection::proposal(conn, id)? else {
             return Ok((
@@ -664,7 +650,11 @@ fn decide_in_batch(
         };
         let entry = decided_entry(&mut p, decided, Actor::operator(decider), now, record);
         Ok((Ok(p), vec![entry]))
-    })
+    })?;
+    if input.wait_for_checkout && p.merge_commit.is_some() {
+        svc.governance().sync_checkout();
+    }
+    Ok(p)
 }
 
 /// Asks the policy set whether `decider` may approve `p`. A refusal comes

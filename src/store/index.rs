@@ -199,6 +199,10 @@ pub struct AuditFilter {
 /// [`AuditFilter::recorded_by_gov`]; `Actor::is_gov` in Rust).
 const BY_GOV: &str = "actor IN ('server', 'watchdog')";
 
+/// The SQL condition on `actor` for entries an agent's token wrote
+/// (`Actor::is_agent` in Rust).
+const BY_AGENT: &str = "substr(actor, 1, 6) = 'agent:'";
+
 /// One row of the audit table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedEntry {
@@ -317,10 +321,8 @@ impl Index {
             return Ok(0);
         }
         let marks = vec!["?"; types.len()].join(", ");
-        let sql = format!(
-            "SELECT count(*) FROM audit WHERE event_type IN ({marks}) \
-             AND substr(actor, 1, 6) = 'agent:'"
-        );
+        let sql =
+            format!("SELECT count(*) FROM audit WHERE event_type IN ({marks}) AND {BY_AGENT}");
         let n: i64 = self
             .conn
             .query_row(&sql, rusqlite::params_from_iter(types.iter()), |r| r.get(0))?;

@@ -158,9 +158,9 @@ fn run_with(
         }
     };
     // A lone pack is merged by hand if no pass by hand wrote it (it has no
-    // deltas yet).
-    let unsearched = |p: &Pack| pass == Pass::ByHand && !is_kept(&p.pack);
-    if merge.len() >= 2 || merge.iter().any(unsearched) {
+    // `.keep`, so no deltas yet).
+    let unsearched = pass == Pass::ByHand && !packs.is_empty();
+    if merge.len() >= 2 || unsearched {
         report.packs_merged = merge_packs(repo, &merge, pass, per_pack)?;
     }
     let folder = PackFolder::list(&pack_dir(repo))?;
