@@ -1027,11 +1027,17 @@ mod tests {
         }
     }
 
+    /// A new, empty repository (branch `main`) in a folder of its own.
+    fn new_repo() -> Result<(tempfile::TempDir, Repository), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        Ok((dir, repo))
+    }
+
     /// A new repository holding one commit (on no branch).
     fn repo_with_a_commit(
     ) -> Result<(tempfile::TempDir, Repository, Oid), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (dir, repo) = new_repo()?;
         let tree = repo.treebuilder(None)?.write()?;
         let sig = git2::Signature::now("t", "t@example.org")?;
         let commit = repo.commit(None, &sig, &sig, "one", &repo.find_tree(tree)?, &[])?;
@@ -1063,8 +1069,7 @@ mod tests {
     /// process (this one) is not.
     #[test]
     fn temporary_packs_of_dead_writers_are_removed() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (_dir, repo) = new_repo()?;
         let packdir = pack_dir(&repo);
         fs::create_dir_all(&packdir)?;
         // No process has a pid this high (the kernel's limit is 2^22).
@@ -1138,8 +1143,7 @@ mod tests {
     #[test]
     fn a_large_pack_with_deltas_is_left_to_a_pass_by_hand() -> TestResult {
         use crate::store::pack::holds_deltas;
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (dir, repo) = new_repo()?;
         let mut random = letters(0x9e37_79b9_7f4a_7c15);
         // 2 MB that compresses to about 1.2 MB, and 300 near-copies of
         // one blob (deltas).
@@ -1217,8 +1221,7 @@ mod tests {
     fn a_small_pack_with_deltas_is_written_whole_and_the_rest_copied() -> TestResult {
         use crate::store::pack::holds_deltas;
         use crate::store::pack_index::{column_buffer, IndexFile};
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (dir, repo) = new_repo()?;
         let mut random = letters(0x2545_f491_4f6c_dd1d);
         let mut objects = Vec::new();
         let mut large = Vec::new();
@@ -1282,8 +1285,7 @@ mod tests {
     /// merged too (it has no deltas yet); a lone one it wrote is not.
     #[test]
     fn a_pass_by_hand_writes_bounded_packs_and_leaves_full_ones() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (dir, repo) = new_repo()?;
         let mut random = letters(0x2545_f491_4f6c_dd1d);
         let mut objects = Vec::new();
         let mut add = |n: usize| -> Result<(), git2::Error> {
@@ -1352,8 +1354,7 @@ mod tests {
     /// repository handle: packs with an index and no `.keep`.
     #[test]
     fn merge_due_looks_at_the_packs_a_pass_would_merge() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let repo = crate::store::git::init_repo(dir.path(), "main")?;
+        let (_dir, repo) = new_repo()?;
         assert!(!merge_due(repo.path()));
         let packdir = pack_dir(&repo);
         for n in 0..MERGE_FANOUT - 1 {

@@ -16,6 +16,16 @@ use crate::support::{gov_bin, packs_held, pin_ids, text};
 
 /// `gov serve --port 0` on a fresh repository; returns the child and its URL.
 pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
+    let (child, url, _) = spawn_serve_with_rest(repo)?;
+    Ok((child, url))
+}
+
+/// [`spawn_serve`], with the lines `gov serve` prints after its start-up
+/// lines (stdout is read to its end either way, so the child never blocks
+/// on a full pipe).
+pub(crate) fn spawn_serve_with_rest(
+    repo: &TestRepo,
+) -> TestResult<(Child, String, std::sync::mpsc::Receiver<String>)> {
     let mut child = Command::new(gov_bin())
         .arg("--repo")
         .arg(repo.root())
@@ -65,8 +75,13 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
         .ok_or_else(|| format!("policy line: {policy}"))?;
     assert!(!version.is_empty() && !version.contains(' '), "{policy}");
     // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, url))
+    let (tx, rest) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Ok((child, url, rest))
 }
 
 #[test]

@@ -492,49 +492,13 @@ fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
     // A server started on such a chain says so once, after its start-up
     // lines.
     srv.stop();
+    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&srv.repo)?;
+    let said = rest.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
     assert_eq!(
-        serve_start_lines(&srv.repo, 5)?[4],
+        said.map_err(|_| "no line after the start-up lines")?,
         "warning: agents posted 2 audit entries of a type gov writes itself, before gov refused them (2026-12-04); they count for nothing, and `gov audit verify` names each"
     );
     Ok(())
-}
-
-/// The first `n` lines `gov serve --port 0` prints on `repo`, then the
-/// server stopped; an error if they do not come within 30 seconds.
-fn serve_start_lines(repo: &TestRepo, n: usize) -> TestResult<Vec<String>> {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(crate::support::gov_bin())
-        .arg("--repo")
-        .arg(repo.root())
-        .args(["serve", "--port", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while lines.len() < n {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    if lines.len() < n {
-        return Err(format!("gov serve printed only {lines:?}").into());
-    }
-    Ok(lines)
 }
