@@ -1027,6 +1027,36 @@ mod tests {
         }
     }
 
+    /// `n` blobs of `len` letters each from `random` (see [`letters`]).
+    fn random_blobs(
+        repo: &Repository,
+        random: &mut impl FnMut(usize) -> String,
+        n: usize,
+        len: usize,
+    ) -> Result<Vec<Oid>, git2::Error> {
+        (0..n).map(|_| repo.blob(random(len).as_bytes())).collect()
+    }
+
+    /// `n` blobs that are `base` with a number after it: each a good
+    /// delta of the others.
+    fn near_copies(repo: &Repository, base: &str, n: usize) -> Result<Vec<Oid>, git2::Error> {
+        (0..n)
+            .map(|i| repo.blob(format!("{base}{i}\n").as_bytes()))
+            .collect()
+    }
+
+    /// `n` small blobs, each written into a pack of its own (as a batch
+    /// writes one).
+    fn one_blob_packs(repo: &Repository, n: usize) -> Result<Vec<Oid>, StoreError> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let blob = repo.blob(format!("small {i}\n").as_bytes())?;
+            write_pack(repo, &[blob], &[])?;
+            out.push(blob);
+        }
+        Ok(out)
+    }
+
     /// A new, empty repository (branch `main`) in a folder of its own.
     fn new_repo() -> Result<(tempfile::TempDir, Repository), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -1147,23 +1177,13 @@ mod tests {
         let mut random = letters(0x9e37_79b9_7f4a_7c15);
         // 2 MB that compresses to about 1.2 MB, and 300 near-copies of
         // one blob (deltas).
-        let mut objects = Vec::new();
-        for _ in 0..1000 {
-            objects.push(repo.blob(random(2048).as_bytes())?);
-        }
-        let base = random(2048);
-        for n in 0..300 {
-            objects.push(repo.blob(format!("{base}{n}\n").as_bytes())?);
-        }
+        let mut objects = random_blobs(&repo, &mut random, 1000, 2048)?;
+        objects.extend(near_copies(&repo, &random(2048), 300)?);
         let deltas = write_pack_with_deltas(&repo, &objects)?;
         let size = fs::metadata(&deltas)?.len();
         assert!(holds_deltas(&deltas)?);
         assert!(size > BACKGROUND_DELTA_PACK_BYTES, "{size}");
-        for n in 0..3 {
-            let blob = repo.blob(format!("small {n}\n").as_bytes())?;
-            write_pack(&repo, &[blob], &[])?;
-            objects.push(blob);
-        }
+        objects.extend(one_blob_packs(&repo, 3)?);
         let readable = |r: &Repository| -> Result<(), git2::Error> {
             objects.iter().try_for_each(|o| r.find_blob(*o).map(|_| ()))
         };
@@ -1223,26 +1243,14 @@ mod tests {
         use crate::store::pack_index::{column_buffer, IndexFile};
         let (dir, repo) = new_repo()?;
         let mut random = letters(0x2545_f491_4f6c_dd1d);
-        let mut objects = Vec::new();
-        let mut large = Vec::new();
-        for _ in 0..1000 {
-            large.push(repo.blob(random(2048).as_bytes())?);
-        }
-        let large_pack = write_pack(&repo, &large, &[])?;
+        let mut objects = random_blobs(&repo, &mut random, 1000, 2048)?;
+        let large_pack = write_pack(&repo, &objects, &[])?;
         assert!(fs::metadata(&large_pack)?.len() > BACKGROUND_DELTA_PACK_BYTES);
-        objects.extend(large);
-        let base = random(2048);
-        let copies: Vec<Oid> = (0..40)
-            .map(|n| repo.blob(format!("{base}{n}\n").as_bytes()))
-            .collect::<Result<_, _>>()?;
+        let copies = near_copies(&repo, &random(2048), 40)?;
         let fetched = write_pack_with_deltas(&repo, &copies)?;
         assert!(holds_deltas(&fetched)?);
         objects.extend(copies);
-        for n in 0..2 {
-            let blob = repo.blob(format!("small {n}\n").as_bytes())?;
-            write_pack(&repo, &[blob], &[])?;
-            objects.push(blob);
-        }
+        objects.extend(one_blob_packs(&repo, 2)?);
         let crcs = |idx: &Path| -> Result<Vec<u32>, StoreError> {
             let index = IndexFile::open(idx)?;
             let mut column = index.crcs(column_buffer(1));
@@ -1289,9 +1297,7 @@ mod tests {
         let mut random = letters(0x2545_f491_4f6c_dd1d);
         let mut objects = Vec::new();
         let mut add = |n: usize| -> Result<(), git2::Error> {
-            for _ in 0..n {
-                objects.push(repo.blob(random(64).as_bytes())?);
-            }
+            objects.extend(random_blobs(&repo, &mut random, n, 64)?);
             Ok(())
         };
         let counts = |r: &Repository| -> Result<Vec<(PathBuf, u64)>, StoreError> {
