@@ -1129,32 +1129,56 @@ impl Governance {
         else {
             return;
         };
-        let epoch = self.packs_epoch();
-        let repo = match state.repo.take() {
-            Some((opened, repo)) if opened.usable(BATCH_REPO_AGE, epoch) => Ok((opened, repo)),
-            stale => {
-                drop(stale);
-                open_repo(&self.settings).map(|r| (Opened::now(epoch), r))
-            }
-        };
-        let synced = repo.and_then(|(opened, repo)| {
-            let _lock =
-                ChainLock::acquire_named(repo.path(), crate::store::lock::WORKTREE_LOCK_FILE)?;
+        let synced = self.with_checkout(state, |repo| {
             // A panic here must not leave the batch's writers waiting.
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                crate::store::proposals::sync_worktree(&repo, &files)
+                crate::store::proposals::sync_worktree(repo, &files)
             }));
-            Ok((opened, repo))
+            Ok(())
         });
-        match synced {
-            Ok(kept) => state.repo = Some(kept),
-            Err(e) => tracing::warn!(error = %e, "the working tree was not updated"),
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "the working tree was not updated");
         }
         state.done = handed;
         state.last = Some((started, started.elapsed()));
         self.outcomes_even_poisoned()
             .handed
             .retain(|_, n| *n > handed);
+    }
+
+    /// Runs `f` on the checkout's repository handle (kept in `state`, or
+    /// opened afresh as a batch's is, see [`BatchRepo`]) holding the lock
+    /// on the working tree and its Git index.
+    fn with_checkout<T>(
+        &self,
+        state: &mut CheckedOut,
+        f: impl FnOnce(&Repository) -> Result<T, GovError>,
+    ) -> Result<T, GovError> {
+        let epoch = self.packs_epoch();
+        let (opened, repo) = match state.repo.take() {
+            Some((opened, repo)) if opened.usable(BATCH_REPO_AGE, epoch) => (opened, repo),
+            stale => {
+                drop(stale);
+                (Opened::now(epoch), open_repo(&self.settings)?)
+            }
+        };
+        let lock = ChainLock::acquire_named(repo.path(), crate::store::lock::WORKTREE_LOCK_FILE)?;
+        let done = f(&repo);
+        drop(lock);
+        state.repo = Some((opened, repo));
+        done
+    }
+
+    /// Puts back into a checked-out `main` the approved proposals' files
+    /// a server or command stopped before putting there
+    /// (`store::proposals::catch_up_worktree`). A server does this as it
+    /// starts, before any approval of its own.
+    pub fn catch_up_checkout(&self) -> Result<crate::store::proposals::CaughtUp, GovError> {
+        let mut state = self.checked_out.lock().map_err(|_| GovError::Poisoned)?;
+        let main = self.settings.main_refname();
+        self.with_checkout(&mut state, |repo| {
+            Ok(crate::store::proposals::catch_up_worktree(repo, &main)?)
+        })
     }
 
     /// The outcomes of flushed batches, also after a writer panicked while

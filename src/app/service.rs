@@ -585,6 +585,13 @@ impl Service {
         Ok(index.count_by_agents(&types)?)
     }
 
+    /// Puts back into a checked-out `main` the approved proposals' files
+    /// an earlier server or command stopped before putting there (see
+    /// `Governance::catch_up_checkout`). For the server's start.
+    pub fn catch_up_checkout(&self) -> Result<crate::store::proposals::CaughtUp, AppError> {
+        Ok(self.gov.catch_up_checkout()?)
+    }
+
     pub fn policy_status(&self) -> PolicyStatus {
         let mut refused = Vec::new();
         if let Ok(repo) = self.open_repo() {

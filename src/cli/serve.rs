@@ -74,6 +74,25 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
             ),
             Err(e) => tracing::warn!(error = %e, "cannot count the records agents posted"),
         }
+        match state.svc.catch_up_checkout() {
+            Ok(done) => {
+                let n = done.put_back.len();
+                if n > 0 {
+                    let (s, them) = if n == 1 { ("", "it") } else { ("s", "them") };
+                    println!(
+                        "note: the checkout lacked {n} approved proposal file{s} `main` holds (a server or command stopped before putting {them} there); put back: {}",
+                        some_of(&done.put_back)
+                    );
+                }
+                if !done.left.is_empty() {
+                    println!(
+                        "warning: the checkout holds other files where `main` has approved proposals, left as they are (`git status` shows them): {}",
+                        some_of(&done.left)
+                    );
+                }
+            }
+            Err(e) => println!("warning: cannot bring the checkout up to `main`'s approved proposals: {e}"),
+        }
         let svc = state.svc.clone();
         let _ = std::thread::Builder::new()
             .name("gov-warm-up".into())
@@ -84,4 +103,14 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
         println!("gov serve: stopped");
         Ok(ExitCode::Ok)
     })
+}
+
+/// Up to five of `paths`, quoted, and how many more there are.
+fn some_of(paths: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let list = crate::domain::paths::quoted_list(&paths[..paths.len().min(SHOWN)]);
+    match paths.len().saturating_sub(SHOWN) {
+        0 => list,
+        more => format!("{list} and {more} more"),
+    }
 }

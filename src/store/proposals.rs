@@ -356,11 +356,7 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
     let Some(workdir) = repo.workdir() else {
         return;
     };
-    let head = repo
-        .find_reference("HEAD")
-        .ok()
-        .and_then(|h| h.symbolic_target().map(str::to_string));
-    let Some(head) = head else {
+    let Some(head) = head_branch(repo) else {
         return;
     };
     // A handle kept from an earlier call keeps its Git index loaded: read
@@ -373,23 +369,7 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
     }
     let mut added = false;
     for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
-        let file = workdir.join(path);
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        // A new file is a spare one renamed into place (see
-        // `store::spare`); one already there is rewritten.
-        let written = match crate::store::spare::create_new(repo.path(), &file) {
-            Ok(f) => Ok(f),
-            Err(_) => std::fs::File::create(&file),
-        };
-        let entry = written.and_then(|mut f| {
-            std::io::Write::write_all(&mut f, content)?;
-            backdate(&f)?;
-            f.metadata()
-        });
-        let entry = entry.ok().and_then(|m| index_entry(path, content, &m).ok());
-        if entry.is_some_and(|e| index.add(&e).is_ok()) {
+        if put_into_checkout(workdir, repo, &mut index, path, content, true).is_ok() {
             added = true;
         }
     }
@@ -397,6 +377,132 @@ pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
         let _ = index.write();
     }
 }
+
+/// The branch `HEAD` names (`refs/heads/...`), if it names one.
+fn head_branch(repo: &Repository) -> Option<String> {
+    repo.find_reference("HEAD")
+        .ok()
+        .and_then(|h| h.symbolic_target().map(str::to_string))
+}
+
+/// Writes one file of `main` into the working tree (unless `write` is
+/// false: it is there already, as `main` holds it) and adds its entry to
+/// the Git index (not written).
+fn put_into_checkout(
+    workdir: &std::path::Path,
+    repo: &Repository,
+    index: &mut git2::Index,
+    path: &str,
+    content: &[u8],
+    write: bool,
+) -> Result<(), StoreError> {
+    let file = workdir.join(path);
+    let written = || -> std::io::Result<std::fs::Metadata> {
+        if !write {
+            return std::fs::metadata(&file);
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // A new file is a spare one renamed into place (see
+        // `store::spare`); one already there is rewritten.
+        let mut f = match crate::store::spare::create_new(repo.path(), &file) {
+            Ok(f) => f,
+            Err(_) => std::fs::File::create(&file)?,
+        };
+        std::io::Write::write_all(&mut f, content)?;
+        backdate(&f)?;
+        f.metadata()
+    };
+    let meta = written().map_err(|e| StoreError::io("write", &file, e))?;
+    index.add(&index_entry(path, content, &meta)?)?;
+    Ok(())
+}
+
+/// What [`catch_up_worktree`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Files of `main`'s `proposals/` put back into the checkout.
+    pub put_back: Vec<String>,
+    /// Files `main` holds that the Git index lacks, left alone because the
+    /// working tree has another file at that path (the operator's).
+    pub left: Vec<String>,
+}
+
+/// Puts back into a checked-out `main` the approved proposals' files that
+/// `main` holds and the checkout's Git index lacks. A server puts an
+/// approval's file there a moment after its answer (`app::governance`),
+/// and a process killed in between leaves it out: `git status` then shows
+/// the file as deleted, and a `git commit -a` would delete it from `main`.
+/// Only `proposals/` is looked at, only when `HEAD` names `main_ref`, and
+/// never while the Git index holds a conflict (a merge under way). A file
+/// already in the working tree is indexed if it is `main`'s, left alone if
+/// not.
+pub fn catch_up_worktree(repo: &Repository, main_ref: &str) -> Result<CaughtUp, StoreError> {
+    let mut done = CaughtUp::default();
+    let Some(workdir) = repo.workdir() else {
+        return Ok(done);
+    };
+    if head_branch(repo).as_deref() != Some(main_ref) {
+        return Ok(done);
+    }
+    let Ok(main) = repo.refname_to_id(main_ref) else {
+        return Ok(done);
+    };
+    let tree = repo.find_commit(main)?.tree()?;
+    let Some(proposals) = tree.get_name(PROPOSALS_DIR) else {
+        return Ok(done);
+    };
+    let proposals = proposals.to_object(repo)?.peel_to_tree()?;
+    let mut index = repo.index()?;
+    index.read(false)?;
+    if index.has_conflicts() {
+        return Ok(done);
+    }
+    let mut missing = Vec::new();
+    proposals.walk(git2::TreeWalkMode::PreOrder, |folder, e| {
+        if e.kind() == Some(ObjectType::Blob) {
+            let path = format!("{PROPOSALS_DIR}/{folder}{}", e.name().unwrap_or_default());
+            if index.get_path(std::path::Path::new(&path), 0).is_none() {
+                missing.push((path, e.id()));
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    for (path, id) in missing {
+        let blob = repo.find_blob(id)?;
+        let file = workdir.join(&path);
+        // Whether the working tree holds `main`'s file there (None: no
+        // file at all). Anything else there (a folder, a link, a file
+        // in the way of a folder) is the operator's.
+        let there = match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.is_file() => Some(Oid::hash_file(ObjectType::Blob, &file)? == id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            _ => Some(false),
+        };
+        match there {
+            Some(false) => done.left.push(path),
+            same => {
+                put_into_checkout(
+                    workdir,
+                    repo,
+                    &mut index,
+                    &path,
+                    blob.content(),
+                    same.is_none(),
+                )?;
+                done.put_back.push(path);
+            }
+        }
+    }
+    if !done.put_back.is_empty() {
+        index.write()?;
+    }
+    Ok(done)
+}
+
+/// The folder of `main` approved proposals' files are in.
+const PROPOSALS_DIR: &str = "proposals";
 
 /// Sets a file just written to have been modified a second earlier, so that
 /// the Git index written next is newer than it and its entry is not
@@ -538,6 +644,57 @@ mod tests {
         // the next write of the index does not look at it again.
         let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified());
         assert!(modified(&dir.path().join(path))? < modified(&repo.path().join("index"))?);
+        Ok(())
+    }
+
+    /// The catch-up looks only at a checked-out `main`, and not while a
+    /// merge is under way (the Git index holds a conflict).
+    #[test]
+    fn the_checkout_is_caught_up_only_on_main_and_outside_a_merge(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, repo, key, who, base) = with_main()?;
+        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
+        let path = "proposals/2026/11/1d/p-1.toml";
+        let files = [(path.to_string(), b"approved = true\n".to_vec())];
+        let main = "refs/heads/main";
+        // Committed with another branch checked out: the checkout's Git
+        // index is left as it was, as a killed server leaves it.
+        repo.reference("refs/heads/other", base, false, "test")?;
+        repo.set_head("refs/heads/other")?;
+        commit_files(&repo, &key, &who, main, Some(base), &files, "two")?;
+        let file = dir.path().join(path);
+        assert_eq!(catch_up_worktree(&repo, main)?, CaughtUp::default());
+        repo.set_head(main)?;
+        let mut index = repo.index()?;
+        let blob = repo.blob(b"a")?;
+        let conflict = |stage: u16| git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            file_size: 0,
+            id: blob,
+            flags: stage << 12,
+            flags_extended: 0,
+            path: b"a".to_vec(),
+        };
+        for stage in 1..=3 {
+            index.add(&conflict(stage))?;
+        }
+        assert!(index.has_conflicts());
+        index.write()?;
+        assert_eq!(catch_up_worktree(&repo, main)?, CaughtUp::default());
+        assert!(!file.exists());
+
+        index.conflict_remove(std::path::Path::new("a"))?;
+        assert!(!index.has_conflicts());
+        index.write()?;
+        let done = catch_up_worktree(&repo, main)?;
+        assert_eq!(done.put_back, [path]);
+        assert_eq!(std::fs::read(&file)?, b"approved = true\n");
         Ok(())
     }
 

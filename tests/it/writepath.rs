@@ -563,6 +563,94 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
     Ok(())
 }
 
+/// A server killed between an approval's answer and its file reaching
+/// the checkout leaves `main` holding the file and the checkout's Git
+/// index without it (`git status` shows it deleted; `git commit -a` would
+/// delete it from `main`). The next `gov serve` puts such files back as it
+/// starts, says which, and leaves alone a file the operator wrote there.
+#[test]
+fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
+    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let ids = (0..3)
+        .map(|_| -> TestResult<String> {
+            let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+            Ok(r.text("proposal_id"))
+        })
+        .collect::<TestResult<Vec<_>>>()?;
+    // The Git index as it was before the approvals reached it: what a
+    // server killed before its sync leaves.
+    let git_index = s.repo.root().join(".git/index");
+    let before = std::fs::read(&git_index)?;
+    for id in &ids {
+        let d = s.post(
+            &format!("/proposals/{id}/decision"),
+            Some(&s.operator),
+            &json!({"decision": "approve", "wait_for_checkout": true}),
+        )?;
+        assert_eq!(d.status, 200, "{:?}", d.body);
+    }
+    s.stop();
+    let listed = s.repo.git(&["ls-files", "proposals"])?;
+    let path_of = |id: &str| -> TestResult<String> {
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let path = listed.lines().find(|l| l.ends_with(&format!("/{id}.toml")));
+        Ok(path
+            .ok_or_else(|| format!("{id} not in the checkout"))?
+            .to_string())
+    };
+    let paths = ids
+        .iter()
+        .map(|id| path_of(id))
+        .collect::<TestResult<Vec<_>>>()?;
+    std::fs::write(&git_index, before)?;
+    // The first never written; the second written, not indexed; the
+    // third overwritten by the operator.
+    std::fs::remove_file(s.repo.root().join(&paths[0]))?;
+    std::fs::write(s.repo.root().join(&paths[2]), "mine\n")?;
+    let status = s.repo.git(&["status", "--porcelain"])?;
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!("D  {}", paths[0])),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
+    let next = || rest.recv_timeout(std::time::Duration::from_secs(30));
+    let (note, warning) = (next(), next());
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut put_back = paths[..2].to_vec();
+    put_back.sort();
+    assert_eq!(
+        note.map_err(|_| "no line after the start-up lines")?,
+        format!(
+            "note: the checkout lacked 2 approved proposal files `main` holds (a server or command stopped before putting them there); put back: `{}`, `{}`",
+            put_back[0], put_back[1]
+        )
+    );
+    assert_eq!(
+        warning.map_err(|_| "no second line")?,
+        format!(
+            "warning: the checkout holds other files where `main` has approved proposals, left as they are (`git status` shows them): `{}`",
+            paths[2]
+        )
+    );
+    let status = s
+        .repo
+        .git(&["status", "--porcelain", "--untracked-files=all"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        format!("D  {0}\n?? {0}\n", paths[2])
+    );
+    let shown = s.repo.git(&["show", &format!("main:{}", paths[0])])?;
+    assert_eq!(
+        std::fs::read(s.repo.root().join(&paths[0]))?,
+        shown.stdout,
+        "the file put back is not main's"
+    );
+    Ok(())
+}
+
 /// Whether proposal `id`'s file is in the checkout's Git index.
 fn in_checkout(s: &TestServer, id: &str) -> TestResult<bool> {
     let o = s.repo.git(&["ls-files", "proposals"])?;
