@@ -398,6 +398,9 @@ struct CheckedOut {
     /// When the last call that put files there started, and how long it
     /// took (see [`CHECKOUT_SHARE`]).
     last: Option<(std::time::Instant, std::time::Duration)>,
+    /// The last call could not put its files there (they wait for the
+    /// next).
+    failing: bool,
 }
 
 /// Files flushed batches put into the working tree, waiting for a
@@ -1130,17 +1133,33 @@ impl Governance {
             return;
         };
         let synced = self.with_checkout(state, |repo| {
-            // A panic here must not leave the batch's writers waiting.
-            let _ = catch_unwind(AssertUnwindSafe(|| {
+            // A panic here must not leave the batch's writers waiting (nor
+            // be tried again).
+            catch_unwind(AssertUnwindSafe(|| {
                 crate::store::proposals::sync_worktree(repo, &files)
-            }));
-            Ok(())
+            }))
+            .unwrap_or(Ok(()))
+            .map_err(GovError::from)
         });
+        state.last = Some((started, started.elapsed()));
         if let Err(e) = synced {
-            tracing::warn!(error = %e, "the working tree was not updated");
+            // The Git index could not be read or written (a `git` command
+            // holds it, say): the files wait for the next try, the
+            // server's next look or the next writer that waits for them.
+            // Said once until a try succeeds: `git commit` keeps the lock
+            // while its editor is open.
+            if !std::mem::replace(&mut state.failing, true) {
+                tracing::warn!(error = %e, "the working tree was not updated; trying again");
+            }
+            if let Ok(mut c) = self.checkouts.lock() {
+                c.files.splice(0..0, files);
+            }
+            return;
+        }
+        if std::mem::take(&mut state.failing) {
+            tracing::info!("the working tree is up to date again");
         }
         state.done = handed;
-        state.last = Some((started, started.elapsed()));
         self.outcomes_even_poisoned()
             .handed
             .retain(|_, n| *n > handed);

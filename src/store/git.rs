@@ -865,7 +865,11 @@ impl Staged {
         }
         sync_all_at_once(&[], &existing(record_dirs))?;
         if !self.checkouts.is_empty() {
-            crate::store::proposals::sync_worktree(repo, &self.checkouts);
+            if let Err(e) = crate::store::proposals::sync_worktree(repo, &self.checkouts) {
+                // The commits are durable; the next server's start puts
+                // the files there (`store::proposals::catch_up_worktree`).
+                tracing::warn!(error = %e, "the working tree was not updated");
+            }
         }
         Ok(())
     }

@@ -350,32 +350,49 @@ pub fn rename_branch(
 /// stays clean. Only approvals do this. The Git index holds every file of
 /// the checkout and is read and written whole, so its cost grows with
 /// `main`: the server's writers call this outside the writer lock, several
-/// batches' files at once (`app::governance`). Best effort: the commit is
-/// what counts.
-pub fn sync_worktree(repo: &Repository, files: &[crate::store::git::Checkout]) {
+/// batches' files at once (`app::governance`). A file that cannot be
+/// written is logged and left out (the commit is what counts); an error
+/// means the Git index itself could not be read or written (a `git`
+/// command holds its lock, say) and no file reached it: the caller tries
+/// again later, or leaves it to the next server's start
+/// ([`catch_up_worktree`]).
+pub fn sync_worktree(
+    repo: &Repository,
+    files: &[crate::store::git::Checkout],
+) -> Result<(), StoreError> {
     let Some(workdir) = repo.workdir() else {
-        return;
+        return Ok(());
     };
     let Some(head) = head_branch(repo) else {
-        return;
+        return Ok(());
     };
+    // A `git` command writing the Git index: its lock would fail the
+    // write below, after every file was written for nothing.
+    let lock = repo.path().join("index.lock");
+    if lock.exists() {
+        return Err(StoreError::io(
+            "lock",
+            &lock,
+            std::io::Error::new(std::io::ErrorKind::WouldBlock, "a git command holds it"),
+        ));
+    }
     // A handle kept from an earlier call keeps its Git index loaded: read
     // again only if someone (stock `git`) wrote the file since.
-    let Ok(mut index) = repo.index() else {
-        return;
-    };
-    if index.read(false).is_err() {
-        return;
-    }
+    let mut index = repo.index()?;
+    index.read(false)?;
     let mut added = false;
     for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
-        if put_into_checkout(workdir, repo, &mut index, path, content, true).is_ok() {
-            added = true;
+        match put_into_checkout(workdir, repo, &mut index, path, content, true) {
+            Ok(()) => added = true,
+            Err(e) => {
+                tracing::warn!(path, error = %e, "an approved file was not put into the checkout")
+            }
         }
     }
     if added {
-        let _ = index.write();
+        index.write()?;
     }
+    Ok(())
 }
 
 /// The branch `HEAD` names (`refs/heads/...`), if it names one.
@@ -626,7 +643,7 @@ mod tests {
                 .args(args)
                 .output()
         };
-        sync_worktree(&repo, &[(main.to_string(), path.to_string(), content)]);
+        sync_worktree(&repo, &[(main.to_string(), path.to_string(), content)])?;
         let blob = Oid::hash_object(ObjectType::Blob, b"approved = true\n")?;
         let listed = git(&["ls-files", "--stage", path])?;
         assert_eq!(

@@ -563,6 +563,45 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
     Ok(())
 }
 
+/// A `git` command holding the checkout's Git index (`index.lock`, as
+/// `git status` does for a moment) when the server puts an approval's
+/// file there does not keep it out for good: the server tries again, and
+/// the file reaches the Git index once the lock is gone. Left out, `git
+/// status` would show it deleted, and the operator's next `git commit`
+/// would delete it from `main`.
+#[test]
+fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> TestResult {
+    let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+    let id = r.text("proposal_id");
+    // Held open by another process, as a live `git` holds it: gov does
+    // not take it for one left by a killed process.
+    let lock_path = s.repo.root().join(".git/index.lock");
+    std::fs::File::create(&lock_path)?;
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .stdin(std::fs::File::open(&lock_path)?)
+        .spawn()?;
+    s.approve(&id)?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let held = in_checkout(&s, &id);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!held?, "{id} indexed through git's lock");
+    std::fs::remove_file(&lock_path)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !in_checkout(&s, &id)? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never reached the checkout's Git index"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = s.repo.git(&["status", "--porcelain"])?;
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    Ok(())
+}
+
 /// A server killed between an approval's answer and its file reaching
 /// the checkout leaves `main` holding the file and the checkout's Git
 /// index without it (`git status` shows it deleted; `git commit -a` would
