@@ -450,11 +450,13 @@ pub struct CaughtUp {
 /// `main` holds and the checkout's Git index lacks. A server puts an
 /// approval's file there a moment after its answer (`app::governance`),
 /// and a process killed in between leaves it out: `git status` then shows
-/// the file as deleted, and a `git commit -a` would delete it from `main`.
-/// Only `proposals/` is looked at, only when `HEAD` names `main_ref`, and
-/// never while the Git index holds a conflict (a merge under way). A file
-/// already in the working tree is indexed if it is `main`'s, left alone if
-/// not.
+/// the file as deleted, and the next `git commit` would delete it from
+/// `main`. Only `proposals/` is looked at, only when `HEAD` names
+/// `main_ref`, and never while the Git index holds a conflict (a merge
+/// under way). A file already in the working tree is indexed if it is
+/// `main`'s, left alone if not. Its cost grows with the files in `main`'s
+/// `proposals/` (about 1.6 µs each: docs/BENCHMARKS.md, the forty-second
+/// round); it runs once, as a server starts.
 pub fn catch_up_worktree(repo: &Repository, main_ref: &str) -> Result<CaughtUp, StoreError> {
     let mut done = CaughtUp::default();
     let Some(workdir) = repo.workdir() else {

@@ -550,14 +550,7 @@ fn approvals_at_once_leave_the_checkout_clean() -> TestResult {
     let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
     let id = r.text("proposal_id");
     s.approve(&id)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !in_checkout(&s, &id)? {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{id} did not reach the checkout's index"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reaches_checkout(&s, &id)?;
     let o = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "A  notes.txt\n");
     Ok(())
@@ -589,14 +582,7 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
     let _ = holder.wait();
     assert!(!held?, "{id} indexed through git's lock");
     std::fs::remove_file(&lock_path)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !in_checkout(&s, &id)? {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{id} never reached the checkout's Git index"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reaches_checkout(&s, &id)?;
     let o = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "");
     Ok(())
@@ -604,9 +590,10 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
 
 /// A server killed between an approval's answer and its file reaching
 /// the checkout leaves `main` holding the file and the checkout's Git
-/// index without it (`git status` shows it deleted; `git commit -a` would
-/// delete it from `main`). The next `gov serve` puts such files back as it
-/// starts, says which, and leaves alone a file the operator wrote there.
+/// index without it (`git status` shows it deleted; the next `git commit`
+/// would delete it from `main`). The next `gov serve` puts such files back
+/// as it starts, says which, and leaves alone a file the operator wrote
+/// there.
 #[test]
 fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
@@ -687,6 +674,20 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
         shown.stdout,
         "the file put back is not main's"
     );
+    Ok(())
+}
+
+/// Waits (up to 10 s) for proposal `id`'s file to reach the checkout's
+/// Git index, which a server does a moment after the approval's answer.
+fn reaches_checkout(s: &TestServer, id: &str) -> TestResult {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !in_checkout(s, id)? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never reached the checkout's Git index"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(())
 }
 
