@@ -412,6 +412,19 @@ struct Checkouts {
     files: Vec<Checkout>,
 }
 
+/// What [`Governance::catch_up_checkout`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Approved proposals' files put back into the checkout.
+    pub put_back: Vec<String>,
+    /// Files `main` holds that the Git index lacks, left alone: the
+    /// working tree has another file at that path (the operator's).
+    pub left: Vec<String>,
+    /// A `git` command held the Git index: `put_back` waits for the
+    /// server's next looks.
+    pub waiting: bool,
+}
+
 /// The governance repository opened for writing, signing as one role.
 ///
 /// `Send + Sync`: the server shares one behind an `Arc` and calls it from
@@ -1190,14 +1203,36 @@ impl Governance {
 
     /// Puts back into a checked-out `main` the approved proposals' files
     /// a server or command stopped before putting there
-    /// (`store::proposals::catch_up_worktree`). A server does this as it
-    /// starts, before any approval of its own.
-    pub fn catch_up_checkout(&self) -> Result<crate::store::proposals::CaughtUp, GovError> {
+    /// (`store::proposals::missing_from_checkout`), the way approvals'
+    /// files go there: should a `git` command hold the Git index, they
+    /// wait for a server's next look. A server does this as it starts,
+    /// before any approval of its own.
+    pub fn catch_up_checkout(&self) -> Result<CaughtUp, GovError> {
         let mut state = self.checked_out.lock().map_err(|_| GovError::Poisoned)?;
         let main = self.settings.main_refname();
-        self.with_checkout(&mut state, |repo| {
-            Ok(crate::store::proposals::catch_up_worktree(repo, &main)?)
-        })
+        let found = self.with_checkout(&mut state, |repo| {
+            Ok(crate::store::proposals::missing_from_checkout(repo, &main)?)
+        })?;
+        let mut done = CaughtUp {
+            put_back: found
+                .files
+                .iter()
+                .map(|(_, path, _)| path.clone())
+                .collect(),
+            left: found.left,
+            waiting: false,
+        };
+        if !found.files.is_empty() {
+            let mine = {
+                let mut c = self.checkouts.lock().map_err(|_| GovError::Poisoned)?;
+                c.files.extend(found.files);
+                c.handed += 1;
+                c.handed
+            };
+            self.sync_locked(&mut state, mine);
+            done.waiting = state.done < mine;
+        }
+        Ok(done)
     }
 
     /// The outcomes of flushed batches, also after a writer panicked while

@@ -588,7 +588,7 @@ impl Service {
     /// Puts back into a checked-out `main` the approved proposals' files
     /// an earlier server or command stopped before putting there (see
     /// `Governance::catch_up_checkout`). For the server's start.
-    pub fn catch_up_checkout(&self) -> Result<crate::store::proposals::CaughtUp, AppError> {
+    pub fn catch_up_checkout(&self) -> Result<super::governance::CaughtUp, AppError> {
         Ok(self.gov.catch_up_checkout()?)
     }
 

@@ -79,8 +79,12 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 let n = done.put_back.len();
                 if n > 0 {
                     let (s, them) = if n == 1 { ("", "it") } else { ("s", "them") };
+                    let put = match done.waiting {
+                        false => "put back".to_string(),
+                        true => format!("a `git` command holds the Git index (`.git/index.lock`); {them} will be put back once it lets go"),
+                    };
                     println!(
-                        "note: the checkout lacked {n} approved proposal file{s} `main` holds (a server or command stopped before putting {them} there); put back: {}",
+                        "note: the checkout lacked {n} approved proposal file{s} `main` holds (a server or command stopped before putting {them} there); {put}: {}",
                         some_of(&done.put_back)
                     );
                 }

@@ -867,7 +867,7 @@ impl Staged {
         if !self.checkouts.is_empty() {
             if let Err(e) = crate::store::proposals::sync_worktree(repo, &self.checkouts) {
                 // The commits are durable; the next server's start puts
-                // the files there (`store::proposals::catch_up_worktree`).
+                // the files there (`store::proposals::missing_from_checkout`).
                 tracing::warn!(error = %e, "the working tree was not updated");
             }
         }

@@ -355,7 +355,7 @@ pub fn rename_branch(
 /// means the Git index itself could not be read or written (a `git`
 /// command holds its lock, say) and no file reached it: the caller tries
 /// again later, or leaves it to the next server's start
-/// ([`catch_up_worktree`]).
+/// ([`missing_from_checkout`]).
 pub fn sync_worktree(
     repo: &Repository,
     files: &[crate::store::git::Checkout],
@@ -382,7 +382,7 @@ pub fn sync_worktree(
     index.read(false)?;
     let mut added = false;
     for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
-        match put_into_checkout(workdir, repo, &mut index, path, content, true) {
+        match put_into_checkout(workdir, repo, &mut index, path, content) {
             Ok(()) => added = true,
             Err(e) => {
                 tracing::warn!(path, error = %e, "an approved file was not put into the checkout")
@@ -402,8 +402,7 @@ fn head_branch(repo: &Repository) -> Option<String> {
         .and_then(|h| h.symbolic_target().map(str::to_string))
 }
 
-/// Writes one file of `main` into the working tree (unless `write` is
-/// false: it is there already, as `main` holds it) and adds its entry to
+/// Writes one file of `main` into the working tree and adds its entry to
 /// the Git index (not written).
 fn put_into_checkout(
     workdir: &std::path::Path,
@@ -411,13 +410,9 @@ fn put_into_checkout(
     index: &mut git2::Index,
     path: &str,
     content: &[u8],
-    write: bool,
 ) -> Result<(), StoreError> {
     let file = workdir.join(path);
     let written = || -> std::io::Result<std::fs::Metadata> {
-        if !write {
-            return std::fs::metadata(&file);
-        }
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -436,47 +431,48 @@ fn put_into_checkout(
     Ok(())
 }
 
-/// What [`catch_up_worktree`] did.
+/// What [`missing_from_checkout`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct CaughtUp {
-    /// Files of `main`'s `proposals/` put back into the checkout.
-    pub put_back: Vec<String>,
+pub struct Missing {
+    /// Files of `main`'s `proposals/` the checkout lacks, for
+    /// [`sync_worktree`].
+    pub files: Vec<crate::store::git::Checkout>,
     /// Files `main` holds that the Git index lacks, left alone because the
     /// working tree has another file at that path (the operator's).
     pub left: Vec<String>,
 }
 
-/// Puts back into a checked-out `main` the approved proposals' files that
-/// `main` holds and the checkout's Git index lacks. A server puts an
-/// approval's file there a moment after its answer (`app::governance`),
-/// and a process killed in between leaves it out: `git status` then shows
-/// the file as deleted, and the next `git commit` would delete it from
-/// `main`. Only `proposals/` is looked at, only when `HEAD` names
-/// `main_ref`, and never while the Git index holds a conflict (a merge
-/// under way). A file already in the working tree is indexed if it is
-/// `main`'s, left alone if not. Its cost grows with the files in `main`'s
-/// `proposals/` (about 1.6 µs each: docs/BENCHMARKS.md, the forty-second
-/// round); it runs once, as a server starts.
-pub fn catch_up_worktree(repo: &Repository, main_ref: &str) -> Result<CaughtUp, StoreError> {
-    let mut done = CaughtUp::default();
+/// The approved proposals' files that a checked-out `main` holds and the
+/// checkout's Git index lacks. A server puts an approval's file there a
+/// moment after its answer (`app::governance`), and a process killed in
+/// between leaves it out: `git status` then shows the file as deleted,
+/// and the next `git commit` would delete it from `main`. Only
+/// `proposals/` is looked at, only when `HEAD` names `main_ref`, and
+/// never while the Git index holds a conflict (a merge under way). A file
+/// the working tree holds with other content than `main`'s is the
+/// operator's: listed in `left`, not in `files`. Its cost grows with the
+/// files in `main`'s `proposals/` (about 1.6 µs each: docs/BENCHMARKS.md,
+/// the forty-second round); a server looks once, as it starts.
+pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missing, StoreError> {
+    let mut found = Missing::default();
     let Some(workdir) = repo.workdir() else {
-        return Ok(done);
+        return Ok(found);
     };
     if head_branch(repo).as_deref() != Some(main_ref) {
-        return Ok(done);
+        return Ok(found);
     }
     let Ok(main) = repo.refname_to_id(main_ref) else {
-        return Ok(done);
+        return Ok(found);
     };
     let tree = repo.find_commit(main)?.tree()?;
     let Some(proposals) = tree.get_name(PROPOSALS_DIR) else {
-        return Ok(done);
+        return Ok(found);
     };
     let proposals = proposals.to_object(repo)?.peel_to_tree()?;
     let mut index = repo.index()?;
     index.read(false)?;
     if index.has_conflicts() {
-        return Ok(done);
+        return Ok(found);
     }
     let mut missing = Vec::new();
     proposals.walk(git2::TreeWalkMode::PreOrder, |folder, e| {
@@ -489,35 +485,22 @@ pub fn catch_up_worktree(repo: &Repository, main_ref: &str) -> Result<CaughtUp, 
         git2::TreeWalkResult::Ok
     })?;
     for (path, id) in missing {
-        let blob = repo.find_blob(id)?;
         let file = workdir.join(&path);
-        // Whether the working tree holds `main`'s file there (None: no
-        // file at all). Anything else there (a folder, a link, a file
-        // in the way of a folder) is the operator's.
-        let there = match std::fs::symlink_metadata(&file) {
-            Ok(m) if m.is_file() => Some(Oid::hash_file(ObjectType::Blob, &file)? == id),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            _ => Some(false),
+        // Anything but `main`'s file or nothing at all (another file, a
+        // folder, a link, a file in the way of a folder) is the operator's.
+        let ours = match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.is_file() => Oid::hash_file(ObjectType::Blob, &file)? == id,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            Ok(_) => false,
         };
-        match there {
-            Some(false) => done.left.push(path),
-            same => {
-                put_into_checkout(
-                    workdir,
-                    repo,
-                    &mut index,
-                    &path,
-                    blob.content(),
-                    same.is_none(),
-                )?;
-                done.put_back.push(path);
-            }
+        if ours {
+            let content = repo.find_blob(id)?.content().to_vec();
+            found.files.push((main_ref.to_string(), path, content));
+        } else {
+            found.left.push(path);
         }
     }
-    if !done.put_back.is_empty() {
-        index.write()?;
-    }
-    Ok(done)
+    Ok(found)
 }
 
 /// The folder of `main` approved proposals' files are in.
@@ -666,10 +649,11 @@ mod tests {
         Ok(())
     }
 
-    /// The catch-up looks only at a checked-out `main`, and not while a
-    /// merge is under way (the Git index holds a conflict).
+    /// Only a checked-out `main` is looked at, and not while a merge is
+    /// under way (the Git index holds a conflict); a file there with
+    /// other content is the operator's.
     #[test]
-    fn the_checkout_is_caught_up_only_on_main_and_outside_a_merge(
+    fn files_are_missing_only_from_a_checked_out_main_outside_a_merge(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (dir, repo, key, who, base) = with_main()?;
         repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
@@ -682,7 +666,7 @@ mod tests {
         repo.set_head("refs/heads/other")?;
         commit_files(&repo, &key, &who, main, Some(base), &files, "two")?;
         let file = dir.path().join(path);
-        assert_eq!(catch_up_worktree(&repo, main)?, CaughtUp::default());
+        assert_eq!(missing_from_checkout(&repo, main)?, Missing::default());
         repo.set_head(main)?;
         let mut index = repo.index()?;
         let blob = repo.blob(b"a")?;
@@ -705,15 +689,24 @@ mod tests {
         }
         assert!(index.has_conflicts());
         index.write()?;
-        assert_eq!(catch_up_worktree(&repo, main)?, CaughtUp::default());
+        assert_eq!(missing_from_checkout(&repo, main)?, Missing::default());
         assert!(!file.exists());
 
         index.conflict_remove(std::path::Path::new("a"))?;
         assert!(!index.has_conflicts());
         index.write()?;
-        let done = catch_up_worktree(&repo, main)?;
-        assert_eq!(done.put_back, [path]);
-        assert_eq!(std::fs::read(&file)?, b"approved = true\n");
+        let found = missing_from_checkout(&repo, main)?;
+        let content = b"approved = true\n".to_vec();
+        let expected = (main.to_string(), path.to_string(), content);
+        assert_eq!(found.files, std::slice::from_ref(&expected));
+        assert!(found.left.is_empty());
+        // The same file already there: still `main`'s to index.
+        std::fs::create_dir_all(file.parent().ok_or("no folder")?)?;
+        std::fs::write(&file, &expected.2)?;
+        assert_eq!(missing_from_checkout(&repo, main)?.files, [expected]);
+        std::fs::write(&file, "mine\n")?;
+        let found = missing_from_checkout(&repo, main)?;
+        assert_eq!((found.files, found.left), (vec![], vec![path.to_string()]));
         Ok(())
     }
 

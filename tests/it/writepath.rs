@@ -616,17 +616,9 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
         assert_eq!(d.status, 200, "{:?}", d.body);
     }
     s.stop();
-    let listed = s.repo.git(&["ls-files", "proposals"])?;
-    let path_of = |id: &str| -> TestResult<String> {
-        let listed = String::from_utf8_lossy(&listed.stdout);
-        let path = listed.lines().find(|l| l.ends_with(&format!("/{id}.toml")));
-        Ok(path
-            .ok_or_else(|| format!("{id} not in the checkout"))?
-            .to_string())
-    };
     let paths = ids
         .iter()
-        .map(|id| path_of(id))
+        .map(|id| checkout_path(&s, id))
         .collect::<TestResult<Vec<_>>>()?;
     std::fs::write(&git_index, before)?;
     // The first never written; the second written, not indexed; the
@@ -677,6 +669,56 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     Ok(())
 }
 
+/// The catch-up of a starting server meets a `git` command holding the
+/// Git index: it says so, and the file follows once the lock is gone.
+#[test]
+fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult {
+    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+    let id = r.text("proposal_id");
+    let git_index = s.repo.root().join(".git/index");
+    let before = std::fs::read(&git_index)?;
+    s.approve(&id)?;
+    reaches_checkout(&s, &id)?;
+    s.stop();
+    let path = checkout_path(&s, &id)?;
+    std::fs::write(&git_index, before)?;
+    std::fs::remove_file(s.repo.root().join(&path))?;
+    let lock_path = s.repo.root().join(".git/index.lock");
+    std::fs::File::create(&lock_path)?;
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .stdin(std::fs::File::open(&lock_path)?)
+        .spawn()?;
+    let started = crate::serve::spawn_serve_with_rest(&s.repo);
+    let said = started
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|(_, _, rest)| {
+            rest.recv_timeout(std::time::Duration::from_secs(30))
+                .map_err(|_| "no line after the start-up lines".to_string())
+        });
+    let held = in_checkout(&s, &id);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    std::fs::remove_file(&lock_path)?;
+    let (mut child, _, _) = started?;
+    let reached = reaches_checkout(&s, &id);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        said?,
+        format!(
+            "note: the checkout lacked 1 approved proposal file `main` holds (a server or command stopped before putting it there); a `git` command holds the Git index (`.git/index.lock`); it will be put back once it lets go: `{path}`"
+        )
+    );
+    assert!(!held?, "{id} indexed through git's lock");
+    reached?;
+    let status = s.repo.git(&["status", "--porcelain"])?;
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+    Ok(())
+}
+
 /// Waits (up to 10 s) for proposal `id`'s file to reach the checkout's
 /// Git index, which a server does a moment after the approval's answer.
 fn reaches_checkout(s: &TestServer, id: &str) -> TestResult {
@@ -693,9 +735,20 @@ fn reaches_checkout(s: &TestServer, id: &str) -> TestResult {
 
 /// Whether proposal `id`'s file is in the checkout's Git index.
 fn in_checkout(s: &TestServer, id: &str) -> TestResult<bool> {
+    Ok(indexed_path(s, id)?.is_some())
+}
+
+/// Where proposal `id`'s file is in the checkout's Git index, if it is.
+fn indexed_path(s: &TestServer, id: &str) -> TestResult<Option<String>> {
     let o = s.repo.git(&["ls-files", "proposals"])?;
     let listed = String::from_utf8_lossy(&o.stdout);
-    Ok(listed.lines().any(|l| l.ends_with(&format!("/{id}.toml"))))
+    let path = listed.lines().find(|l| l.ends_with(&format!("/{id}.toml")));
+    Ok(path.map(str::to_string))
+}
+
+/// Where proposal `id`'s file is in the checkout; it must be there.
+fn checkout_path(s: &TestServer, id: &str) -> TestResult<String> {
+    Ok(indexed_path(s, id)?.ok_or_else(|| format!("{id} not in the checkout"))?)
 }
 
 #[test]
