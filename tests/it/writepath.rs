@@ -567,21 +567,12 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
     let s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
     let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
     let id = r.text("proposal_id");
-    // Held open by another process, as a live `git` holds it: gov does
-    // not take it for one left by a killed process.
-    let lock_path = s.repo.root().join(".git/index.lock");
-    std::fs::File::create(&lock_path)?;
-    let mut holder = std::process::Command::new("sleep")
-        .arg("60")
-        .stdin(std::fs::File::open(&lock_path)?)
-        .spawn()?;
+    let lock = IndexLockHeld::take(&s)?;
     s.approve(&id)?;
     std::thread::sleep(std::time::Duration::from_millis(300));
     let held = in_checkout(&s, &id);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(lock);
     assert!(!held?, "{id} indexed through git's lock");
-    std::fs::remove_file(&lock_path)?;
     reaches_checkout(&s, &id)?;
     let o = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "");
@@ -684,12 +675,7 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     let path = checkout_path(&s, &id)?;
     std::fs::write(&git_index, before)?;
     std::fs::remove_file(s.repo.root().join(&path))?;
-    let lock_path = s.repo.root().join(".git/index.lock");
-    std::fs::File::create(&lock_path)?;
-    let mut holder = std::process::Command::new("sleep")
-        .arg("60")
-        .stdin(std::fs::File::open(&lock_path)?)
-        .spawn()?;
+    let lock = IndexLockHeld::take(&s)?;
     let started = crate::serve::spawn_serve_with_rest(&s.repo);
     let said = started
         .as_ref()
@@ -699,9 +685,7 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
                 .map_err(|_| "no line after the start-up lines".to_string())
         });
     let held = in_checkout(&s, &id);
-    let _ = holder.kill();
-    let _ = holder.wait();
-    std::fs::remove_file(&lock_path)?;
+    drop(lock);
     let (mut child, _, _) = started?;
     let reached = reaches_checkout(&s, &id);
     let _ = child.kill();
@@ -717,6 +701,34 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     let status = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&status.stdout), "");
     Ok(())
+}
+
+/// The checkout's `.git/index.lock`, held open by another process as a
+/// live `git` command holds it (so gov does not take it for one a killed
+/// process left); let go of, and removed, when dropped.
+struct IndexLockHeld {
+    path: std::path::PathBuf,
+    holder: std::process::Child,
+}
+
+impl IndexLockHeld {
+    fn take(s: &TestServer) -> TestResult<Self> {
+        let path = s.repo.root().join(".git/index.lock");
+        std::fs::File::create(&path)?;
+        let holder = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(std::fs::File::open(&path)?)
+            .spawn()?;
+        Ok(IndexLockHeld { path, holder })
+    }
+}
+
+impl Drop for IndexLockHeld {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Waits (up to 10 s) for proposal `id`'s file to reach the checkout's
