@@ -417,8 +417,9 @@ struct Checkouts {
 pub struct CaughtUp {
     /// Approved proposals' files put back into the checkout.
     pub put_back: Vec<String>,
-    /// Files `main` holds that the Git index lacks, left alone: the
-    /// working tree has another file at that path (the operator's).
+    /// Files `main` holds that the Git index lacked, where the working
+    /// tree has something else (the operator's): kept as they are, and
+    /// indexed as `main` has them, so `git status` shows them changed.
     pub left: Vec<String>,
     /// A `git` command held the Git index: `put_back` waits for the
     /// server's next looks.
@@ -1214,10 +1215,9 @@ impl Governance {
             Ok(crate::store::proposals::missing_from_checkout(repo, &main)?)
         })?;
         let mut done = CaughtUp {
-            put_back: found
-                .files
-                .iter()
-                .map(|(_, path, _)| path.clone())
+            put_back: (found.files.iter())
+                .filter(|c| !found.left.contains(&c.path))
+                .map(|c| c.path.clone())
                 .collect(),
             left: found.left,
             waiting: false,

@@ -498,7 +498,6 @@ fn take_forge_merges(
     let evidence = recorded_evidence(tx)?;
     let now = Timestamp(svc.now());
     let mut good = local;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for oid in commits {
         let commit = repo.find_commit(oid)?;
         let ev = evidence
@@ -631,7 +630,6 @@ fn take_forge_merges(
                     merged_by,
                     kind,
                 });
-                files.push((path, content.into_bytes()));
                 good = oid;
             }
             Err(refusal) => {
@@ -649,8 +647,12 @@ fn take_forge_merges(
         tx.staged()
             .set(repo, &main_ref, Some(good), Some(local))
             .map_err(AppError::internal)?;
-        for (path, content) in &files {
-            tx.staged().checkout_after(&main_ref, path, content);
+        // A checked-out `main` gets everything the taken merges changed
+        // (a policy change's files, not only the proposals').
+        let changes = crate::store::proposals::checkouts_between(repo, &main_ref, local, good)
+            .map_err(AppError::internal)?;
+        for change in changes {
+            tx.staged().checkout_change_after(change);
         }
         report.main_moved = Some((local.to_string(), good.to_string()));
     }

@@ -90,7 +90,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 }
                 if !done.left.is_empty() {
                     println!(
-                        "warning: the checkout holds other files where `main` has approved proposals, left as they are (`git status` shows them): {}",
+                        "warning: the checkout holds other files where `main` has approved proposals; they are kept, and `git status` shows them as changes to `main`'s: {}",
                         some_of(&done.left)
                     );
                 }

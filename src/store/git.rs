@@ -443,9 +443,31 @@ pub fn commit_files(
 
 use crate::store::pack::Content;
 
-/// A file to put into a checked-out branch's working tree: (branch ref,
-/// path, content).
-pub type Checkout = (String, String, Vec<u8>);
+/// A file a commit changed on a branch, to put into the branch's working
+/// tree and Git index when it is checked out
+/// (`store::proposals::sync_worktree`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The branch's ref (`refs/heads/main`).
+    pub branch: String,
+    pub path: String,
+    /// The file's content after the change; `None`: the change deleted it.
+    pub content: Option<Vec<u8>>,
+    /// The file's blob before the change; `None`: the change added it.
+    pub was: Option<Oid>,
+}
+
+impl Checkout {
+    /// A file the change added.
+    pub fn added(branch: &str, path: &str, content: &[u8]) -> Checkout {
+        Checkout {
+            branch: branch.to_string(),
+            path: path.to_string(),
+            content: Some(content.to_vec()),
+            was: None,
+        }
+    }
+}
 
 /// Objects a writer wrote into its batch's memory, to be encoded for the
 /// batch's pack ahead of its flush ([`Staged::take_to_encode`]).
@@ -595,11 +617,18 @@ impl Staged {
         self.objects.iter().map(|(oid, _)| *oid).collect()
     }
 
-    /// Puts `path` into the working tree (and the Git index) once the batch
-    /// is durable, if `branch_ref` is checked out then.
+    /// Puts a file the batch adds to `branch_ref` into the working tree
+    /// (and the Git index) once the batch is durable, if `branch_ref` is
+    /// checked out then.
     pub fn checkout_after(&mut self, branch_ref: &str, path: &str, content: &[u8]) {
         self.checkouts
-            .push((branch_ref.to_string(), path.to_string(), content.to_vec()));
+            .push(Checkout::added(branch_ref, path, content));
+    }
+
+    /// [`Staged::checkout_after`] for any change: a file changed or
+    /// deleted too.
+    pub fn checkout_change_after(&mut self, change: Checkout) {
+        self.checkouts.push(change);
     }
 
     /// How many files [`Staged::checkout_after`] asked for so far.

@@ -289,7 +289,11 @@ pub fn merge_approved(
     }
     // The proposal file, and whatever else the branch changed since it left
     // main (a policy change's files): approving merges exactly that.
-    let mut files = branch_changes(repo, &base, &proposal_commit)?;
+    let changes = branch_changes(repo, &base, &proposal_commit)?;
+    let mut files: Vec<(String, Option<Oid>)> = changes
+        .iter()
+        .map(|c| (c.path.clone(), c.new_id()))
+        .collect();
     if !files.iter().any(|(p, _)| *p == path) {
         files.push((path.clone(), Some(blob)));
     }
@@ -298,6 +302,13 @@ pub fn merge_approved(
     let parents = [base.id(), submitted];
     let commit = signed_commit_of(repo, staged, approver_key, &who, tree, &parents, &message)?;
     staged.set(repo, main_ref, Some(commit), Some(base.id()))?;
+    // A checked-out `main` gets every file the merge changed, so that its
+    // Git index does not hold the files as they were (a policy change
+    // would show as staged the other way round, and the next `git commit`
+    // would undo it).
+    for change in changes.iter().filter(|c| c.path != path) {
+        staged.checkout_change_after(checkout_of(repo, main_ref, change)?);
+    }
     staged.checkout_after(main_ref, &path, &content);
     Ok(commit)
 }
@@ -310,7 +321,7 @@ fn branch_changes(
     repo: &Repository,
     main: &git2::Commit<'_>,
     branch: &git2::Commit<'_>,
-) -> Result<Vec<(String, Option<Oid>)>, StoreError> {
+) -> Result<Vec<crate::store::tree::FileChange>, StoreError> {
     let fork = repo.find_commit(super::fork::fork_point(repo, main.id(), branch.id())?)?;
     let fork_tree = fork.tree()?;
     let changes = crate::store::tree::changed_files(repo, Some(&fork_tree), Some(&branch.tree()?))?;
@@ -326,10 +337,51 @@ fn branch_changes(
             ))
             .into());
         }
-        let id = change.new_id();
-        out.push((change.path, id));
+        out.push(change);
     }
     Ok(out)
+}
+
+/// What a checked-out `branch_ref` gets when the branch moves from `old`
+/// to `new`: every file that differs, as [`checkout_of`] makes it.
+pub fn checkouts_between(
+    repo: &Repository,
+    branch_ref: &str,
+    old: Oid,
+    new: Oid,
+) -> Result<Vec<crate::store::git::Checkout>, StoreError> {
+    let (old, new) = (
+        repo.find_commit(old)?.tree()?,
+        repo.find_commit(new)?.tree()?,
+    );
+    crate::store::tree::changed_files(repo, Some(&old), Some(&new))?
+        .iter()
+        .map(|change| checkout_of(repo, branch_ref, change))
+        .collect()
+}
+
+/// A changed file as a checked-out `branch_ref` gets it: its new content
+/// read from its blob (a file that became something else than a file
+/// counts as deleted).
+pub fn checkout_of(
+    repo: &Repository,
+    branch_ref: &str,
+    change: &crate::store::tree::FileChange,
+) -> Result<crate::store::git::Checkout, StoreError> {
+    let is_file = |mode: i32| mode & 0o170000 == 0o100000;
+    let content = match change.new {
+        Some((id, mode)) if is_file(mode) => Some(repo.find_blob(id)?.content().to_vec()),
+        _ => None,
+    };
+    Ok(crate::store::git::Checkout {
+        branch: branch_ref.to_string(),
+        path: change.path.clone(),
+        content,
+        was: change
+            .old
+            .filter(|(_, mode)| is_file(*mode))
+            .map(|(id, _)| id),
+    })
 }
 
 /// Renames a proposal branch (keeping its content), e.g. to
@@ -381,11 +433,11 @@ pub fn sync_worktree(
     let mut index = repo.index()?;
     index.read(false)?;
     let mut added = false;
-    for (_, path, content) in files.iter().filter(|(branch, _, _)| *branch == head) {
-        match put_into_checkout(workdir, repo, &mut index, path, content) {
+    for c in files.iter().filter(|c| c.branch == head) {
+        match put_into_checkout(workdir, repo, &mut index, c) {
             Ok(()) => added = true,
             Err(e) => {
-                tracing::warn!(path, error = %e, "an approved file was not put into the checkout")
+                tracing::warn!(path = c.path, error = %e, "an approved file was not put into the checkout")
             }
         }
     }
@@ -402,33 +454,98 @@ fn head_branch(repo: &Repository) -> Option<String> {
         .and_then(|h| h.symbolic_target().map(str::to_string))
 }
 
-/// Writes one file of `main` into the working tree and adds its entry to
-/// the Git index (not written).
+/// What the working tree holds where a file goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum There {
+    Nothing,
+    /// A file, by its blob.
+    File(Oid),
+    /// A folder, a link, or a file in the way of a folder.
+    Other,
+}
+
+impl There {
+    fn look(file: &std::path::Path) -> Result<There, StoreError> {
+        Ok(match std::fs::symlink_metadata(file) {
+            Ok(m) if m.is_file() => There::File(Oid::hash_file(ObjectType::Blob, file)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => There::Nothing,
+            _ => There::Other,
+        })
+    }
+}
+
+/// Puts one changed file into the working tree and its entry into the
+/// Git index (not written), as a checkout of the new commit would have
+/// it. What the working tree holds there is replaced only if it is what
+/// the commit changed (or nothing): a file already as the commit has it
+/// is only indexed, and the operator's own edits are kept, showing in
+/// `git status` as changes to the new version.
 fn put_into_checkout(
     workdir: &std::path::Path,
     repo: &Repository,
     index: &mut git2::Index,
-    path: &str,
-    content: &[u8],
+    c: &crate::store::git::Checkout,
 ) -> Result<(), StoreError> {
-    let file = workdir.join(path);
-    let written = || -> std::io::Result<std::fs::Metadata> {
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
+    let file = workdir.join(&c.path);
+    let there = There::look(&file)?;
+    let replaceable = there == There::Nothing || c.was.is_some_and(|was| there == There::File(was));
+    let Some(content) = &c.content else {
+        if replaceable && there != There::Nothing {
+            std::fs::remove_file(&file).map_err(|e| StoreError::io("remove", &file, e))?;
         }
-        // A new file is a spare one renamed into place (see
-        // `store::spare`); one already there is rewritten.
-        let mut f = match crate::store::spare::create_new(repo.path(), &file) {
-            Ok(f) => f,
-            Err(_) => std::fs::File::create(&file)?,
+        return match index.remove_path(std::path::Path::new(&c.path)) {
+            Err(e) if e.code() != git2::ErrorCode::NotFound => Err(e.into()),
+            _ => Ok(()),
         };
-        std::io::Write::write_all(&mut f, content)?;
-        backdate(&f)?;
-        f.metadata()
     };
-    let meta = written().map_err(|e| StoreError::io("write", &file, e))?;
-    index.add(&index_entry(path, content, &meta)?)?;
+    let new = Oid::hash_object(ObjectType::Blob, content)?;
+    let meta = if there == There::File(new) {
+        std::fs::metadata(&file).map_err(|e| StoreError::io("read", &file, e))?
+    } else if replaceable {
+        write_file(repo, &file, content).map_err(|e| StoreError::io("write", &file, e))?
+    } else {
+        // Stat data no file has: git compares the content and shows the
+        // operator's edits.
+        let never = git2::IndexTime::new(0, 0);
+        index.add(&git2::IndexEntry {
+            ctime: never,
+            mtime: never,
+            dev: 0,
+            ino: 0,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            file_size: content.len() as u32,
+            id: new,
+            flags: 0,
+            flags_extended: 0,
+            path: c.path.as_bytes().to_vec(),
+        })?;
+        return Ok(());
+    };
+    index.add(&index_entry(&c.path, new, &meta)?)?;
     Ok(())
+}
+
+/// Writes `content` into `file` (its folders made as needed), dated back
+/// (see [`backdate`]); the file's metadata.
+fn write_file(
+    repo: &Repository,
+    file: &std::path::Path,
+    content: &[u8],
+) -> std::io::Result<std::fs::Metadata> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A new file is a spare one renamed into place (see `store::spare`);
+    // one already there is rewritten.
+    let mut f = match crate::store::spare::create_new(repo.path(), file) {
+        Ok(f) => f,
+        Err(_) => std::fs::File::create(file)?,
+    };
+    std::io::Write::write_all(&mut f, content)?;
+    backdate(&f)?;
+    f.metadata()
 }
 
 /// What [`missing_from_checkout`] found.
@@ -437,8 +554,8 @@ pub struct Missing {
     /// Files of `main`'s `proposals/` the checkout lacks, for
     /// [`sync_worktree`].
     pub files: Vec<crate::store::git::Checkout>,
-    /// Files `main` holds that the Git index lacks, left alone because the
-    /// working tree has another file at that path (the operator's).
+    /// Those of `files` the working tree has something else at (the
+    /// operator's, kept as it is).
     pub left: Vec<String>,
 }
 
@@ -485,20 +602,16 @@ pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missin
         git2::TreeWalkResult::Ok
     })?;
     for (path, id) in missing {
-        let file = workdir.join(&path);
-        // Anything but `main`'s file or nothing at all (another file, a
-        // folder, a link, a file in the way of a folder) is the operator's.
-        let ours = match std::fs::symlink_metadata(&file) {
-            Ok(m) if m.is_file() => Oid::hash_file(ObjectType::Blob, &file)? == id,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            Ok(_) => false,
-        };
-        if ours {
-            let content = repo.find_blob(id)?.content().to_vec();
-            found.files.push((main_ref.to_string(), path, content));
-        } else {
-            found.left.push(path);
+        // Anything but `main`'s file or nothing at all is the operator's:
+        // kept, and shown by `git status` as changed.
+        let there = There::look(&workdir.join(&path))?;
+        if there != There::Nothing && there != There::File(id) {
+            found.left.push(path.clone());
         }
+        let content = repo.find_blob(id)?.content().to_vec();
+        found.files.push(crate::store::git::Checkout::added(
+            main_ref, &path, &content,
+        ));
     }
     Ok(found)
 }
@@ -531,7 +644,7 @@ fn backdate(file: &std::fs::File) -> std::io::Result<()> {
 /// file's execute bit, as git's does.
 fn index_entry(
     path: &str,
-    content: &[u8],
+    id: Oid,
     meta: &std::fs::Metadata,
 ) -> Result<git2::IndexEntry, git2::Error> {
     use std::os::unix::fs::MetadataExt;
@@ -551,7 +664,7 @@ fn index_entry(
         uid: meta.uid(),
         gid: meta.gid(),
         file_size: meta.len() as u32,
-        id: Oid::hash_object(ObjectType::Blob, content)?,
+        id,
         // Stage 0; libgit2 sets the name's length.
         flags: 0,
         flags_extended: 0,
@@ -562,7 +675,7 @@ fn index_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::git::{commit_files, init_repo};
+    use crate::store::git::{commit_files, init_repo, Checkout};
     use git2::Signature;
 
     /// The time the tests' commits are made at.
@@ -628,7 +741,7 @@ mod tests {
                 .args(args)
                 .output()
         };
-        sync_worktree(&repo, &[(main.to_string(), path.to_string(), content)])?;
+        sync_worktree(&repo, &[Checkout::added(main, path, &content)])?;
         let blob = Oid::hash_object(ObjectType::Blob, b"approved = true\n")?;
         let listed = git(&["ls-files", "--stage", path])?;
         assert_eq!(
@@ -696,17 +809,89 @@ mod tests {
         assert!(!index.has_conflicts());
         index.write()?;
         let found = missing_from_checkout(&repo, main)?;
-        let content = b"approved = true\n".to_vec();
-        let expected = (main.to_string(), path.to_string(), content);
+        let expected = Checkout::added(main, path, b"approved = true\n");
         assert_eq!(found.files, std::slice::from_ref(&expected));
         assert!(found.left.is_empty());
         // The same file already there: still `main`'s to index.
         std::fs::create_dir_all(file.parent().ok_or("no folder")?)?;
-        std::fs::write(&file, &expected.2)?;
-        assert_eq!(missing_from_checkout(&repo, main)?.files, [expected]);
+        std::fs::write(&file, b"approved = true\n")?;
+        let found = missing_from_checkout(&repo, main)?;
+        assert_eq!(found.files, std::slice::from_ref(&expected));
+        assert!(found.left.is_empty());
         std::fs::write(&file, "mine\n")?;
         let found = missing_from_checkout(&repo, main)?;
-        assert_eq!((found.files, found.left), (vec![], vec![path.to_string()]));
+        assert_eq!(
+            (found.files, found.left),
+            (vec![expected], vec![path.to_string()])
+        );
+        Ok(())
+    }
+
+    /// A checked-out `main` gets what a commit changed (a policy change's
+    /// files, not only the proposal's): a file as it was is replaced, one
+    /// the working tree already has as the commit does is only indexed,
+    /// a deleted one goes; the operator's own edits stay and show as
+    /// changes, never as the commit undone in the Git index.
+    #[test]
+    fn a_checkout_gets_a_commit_s_changes_and_keeps_the_operator_s_edits(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let who = Signature::now("t", "t@gov")?;
+        let main = "refs/heads/main";
+        let names = ["old", "already", "mine", "gone", "gone-mine"];
+        let mut tb = repo.treebuilder(None)?;
+        for name in names {
+            tb.insert(name, repo.blob(format!("{name} 1\n").as_bytes())?, 0o100644)?;
+        }
+        let base_tree = repo.find_tree(tb.write()?)?;
+        let base = repo.commit(Some(main), &who, &who, "one", &base_tree, &[])?;
+        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
+        // The commit, made without touching the checkout (as gov's are).
+        let mut tb = repo.treebuilder(Some(&base_tree))?;
+        for name in &names[..3] {
+            tb.insert(name, repo.blob(format!("{name} 2\n").as_bytes())?, 0o100644)?;
+        }
+        tb.remove("gone")?;
+        tb.remove("gone-mine")?;
+        let tree = repo.find_tree(tb.write()?)?;
+        repo.commit(
+            Some(main),
+            &who,
+            &who,
+            "two",
+            &tree,
+            &[&repo.find_commit(base)?],
+        )?;
+        let file = |name: &str| dir.path().join(name);
+        std::fs::write(file("already"), "already 2\n")?;
+        std::fs::write(file("mine"), "my edits\n")?;
+        std::fs::write(file("gone-mine"), "my edits\n")?;
+
+        let changes: Vec<Checkout> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Checkout {
+                branch: main.to_string(),
+                path: name.to_string(),
+                content: (i < 3).then(|| format!("{name} 2\n").into_bytes()),
+                was: base_tree.get_name(name).map(|e| e.id()),
+            })
+            .collect();
+        sync_worktree(&repo, &changes)?;
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["status", "--porcelain"])
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            " M mine\n?? gone-mine\n"
+        );
+        assert_eq!(std::fs::read_to_string(file("old"))?, "old 2\n");
+        assert_eq!(std::fs::read_to_string(file("mine"))?, "my edits\n");
+        assert!(!file("gone").exists());
+        assert_eq!(std::fs::read_to_string(file("gone-mine"))?, "my edits\n");
         Ok(())
     }
 

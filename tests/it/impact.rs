@@ -412,6 +412,9 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
 
     let (code, out, err) = gov(&s, &["approve", &id])?;
     assert_eq!(code, 0, "{out}{err}");
+    // The checkout has the change in its Git index too: not staged the
+    // other way round, which the operator's next `git commit` would undo.
+    assert_eq!(porcelain_status(&s)?, "");
     let st = s.get("/status", Some(&s.operator))?.body;
     let tip = s.repo.repo()?.refname_to_id("refs/heads/main")?;
     assert_eq!(st["policy_version"], tip.to_string().as_str(), "{st}");
@@ -479,9 +482,11 @@ fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestRe
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("\n  forbidden → auto: 3\n"), "{out}");
 
-    // Approving it deletes them on main, and the ban is lifted.
+    // Approving it deletes them on main (and from the checkout's Git
+    // index), and the ban is lifted.
     let (code, out, err) = gov(&s, &["approve", &id])?;
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(porcelain_status(&s)?, "");
     let main = git.find_reference("refs/heads/main")?.peel_to_commit()?;
     assert_eq!(main.parent_count(), 2);
     for gone in ["policies/extra.cedar", "agents/capped/agent.toml"] {
@@ -493,6 +498,13 @@ fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestRe
     let out = s.repo.gov(&["audit", "verify"])?;
     assert_eq!(out.status.code(), Some(0), "{}", crate::remote::text(&out));
     Ok(())
+}
+
+/// `git status --porcelain` in the server's checkout.
+fn porcelain_status(s: &TestServer) -> TestResult<String> {
+    let o = s.repo.git(&["status", "--porcelain"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Records `n` decisions (`research_only` by noop, auto-approved by the set

@@ -53,6 +53,10 @@ fn a_policy_change_merged_on_the_remote_comes_into_force_everywhere() -> TestRes
     assert!(out.status.success(), "{said}");
     assert_synced_approval(&out, &id, &merge);
     assert_eq!(local_rev(&t, "refs/heads/main")?, merge, "fast-forwarded");
+    // The checkout has the merge's files in its Git index too, not staged
+    // the other way round.
+    let status = t.git(&["status", "--porcelain"])?;
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
     let svc = Service::open(&t.settings)?;
     let p = gov::app::proposals::get(&svc, &id)?;
     assert_eq!(p.status, ProposalStatus::Approved);

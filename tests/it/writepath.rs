@@ -583,8 +583,7 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
 /// the checkout leaves `main` holding the file and the checkout's Git
 /// index without it (`git status` shows it deleted; the next `git commit`
 /// would delete it from `main`). The next `gov serve` puts such files back
-/// as it starts, says which, and leaves alone a file the operator wrote
-/// there.
+/// as it starts, says which, and keeps a file the operator wrote there.
 #[test]
 fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
@@ -640,17 +639,20 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     assert_eq!(
         warning.map_err(|_| "no second line")?,
         format!(
-            "warning: the checkout holds other files where `main` has approved proposals, left as they are (`git status` shows them): `{}`",
+            "warning: the checkout holds other files where `main` has approved proposals; they are kept, and `git status` shows them as changes to `main`'s: `{}`",
             paths[2]
         )
     );
+    // The operator's file is kept, indexed as `main` has it: a change,
+    // not a deletion.
     let status = s
         .repo
         .git(&["status", "--porcelain", "--untracked-files=all"])?;
     assert_eq!(
         String::from_utf8_lossy(&status.stdout),
-        format!("D  {0}\n?? {0}\n", paths[2])
+        format!(" M {}\n", paths[2])
     );
+    assert_eq!(std::fs::read(s.repo.root().join(&paths[2]))?, b"mine\n");
     let shown = s.repo.git(&["show", &format!("main:{}", paths[0])])?;
     assert_eq!(
         std::fs::read(s.repo.root().join(&paths[0]))?,
