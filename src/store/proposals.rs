@@ -363,7 +363,7 @@ pub fn checkouts_between(
 /// A changed file as a checked-out `branch_ref` gets it: its new content
 /// read from its blob (a file that became something else than a file
 /// counts as deleted).
-pub fn checkout_of(
+fn checkout_of(
     repo: &Repository,
     branch_ref: &str,
     change: &crate::store::tree::FileChange,
