@@ -412,6 +412,15 @@ struct Checkouts {
     files: Vec<Checkout>,
 }
 
+impl Checkouts {
+    /// Takes `files` for the next sync; the number of this hand-over.
+    fn hand_over(&mut self, files: Vec<Checkout>) -> u64 {
+        self.files.extend(files);
+        self.handed += 1;
+        self.handed
+    }
+}
+
 /// What [`Governance::catch_up_checkout`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CaughtUp {
@@ -1056,9 +1065,7 @@ impl Governance {
         let mut outcomes = self.outcomes_even_poisoned();
         if !checkouts.is_empty() {
             if let Ok(mut c) = self.checkouts.lock() {
-                c.files.extend(checkouts);
-                c.handed += 1;
-                outcomes.handed.insert(batch.id, c.handed);
+                outcomes.handed.insert(batch.id, c.hand_over(checkouts));
             }
         }
         if let Err(e) = result {
@@ -1223,12 +1230,9 @@ impl Governance {
             waiting: false,
         };
         if !found.files.is_empty() {
-            let mine = {
-                let mut c = self.checkouts.lock().map_err(|_| GovError::Poisoned)?;
-                c.files.extend(found.files);
-                c.handed += 1;
-                c.handed
-            };
+            let mine = (self.checkouts.lock())
+                .map_err(|_| GovError::Poisoned)?
+                .hand_over(found.files);
             self.sync_locked(&mut state, mine);
             done.waiting = state.done < mine;
         }
@@ -2012,8 +2016,11 @@ mod tests {
             let writer = gov.writer.lock().map_err(|_| "poisoned")?;
             let approval = scope.spawn(|| {
                 gov.transact(|tx| -> Result<_, GovError> {
-                    tx.staged()
-                        .checkout_after("refs/heads/main", "approved.toml", b"ok\n");
+                    tx.staged().checkout_after(Checkout::added(
+                        "refs/heads/main",
+                        "approved.toml",
+                        b"ok\n",
+                    ));
                     Ok(((), vec![approval_entry]))
                 })
             });
@@ -2061,7 +2068,7 @@ mod tests {
             let name = format!("approved-{n}.toml");
             gov.transact(|tx| -> Result<_, GovError> {
                 tx.staged()
-                    .checkout_after("refs/heads/main", &name, b"ok\n");
+                    .checkout_after(Checkout::added("refs/heads/main", &name, b"ok\n"));
                 Ok(((), vec![entry]))
             })?;
             assert!(!file(n).exists(), "approval {n} waited for its file");

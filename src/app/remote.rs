@@ -652,7 +652,7 @@ fn take_forge_merges(
         let changes = crate::store::proposals::checkouts_between(repo, &main_ref, local, good)
             .map_err(AppError::internal)?;
         for change in changes {
-            tx.staged().checkout_change_after(change);
+            tx.staged().checkout_after(change);
         }
         report.main_moved = Some((local.to_string(), good.to_string()));
     }

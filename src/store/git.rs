@@ -617,17 +617,10 @@ impl Staged {
         self.objects.iter().map(|(oid, _)| *oid).collect()
     }
 
-    /// Puts a file the batch adds to `branch_ref` into the working tree
-    /// (and the Git index) once the batch is durable, if `branch_ref` is
+    /// Puts a file the batch changes on a branch into the working tree
+    /// (and the Git index) once the batch is durable, if that branch is
     /// checked out then.
-    pub fn checkout_after(&mut self, branch_ref: &str, path: &str, content: &[u8]) {
-        self.checkouts
-            .push(Checkout::added(branch_ref, path, content));
-    }
-
-    /// [`Staged::checkout_after`] for any change: a file changed or
-    /// deleted too.
-    pub fn checkout_change_after(&mut self, change: Checkout) {
+    pub fn checkout_after(&mut self, change: Checkout) {
         self.checkouts.push(change);
     }
 

@@ -24,7 +24,9 @@ use git2::{ObjectType, Oid, Repository};
 
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
-use crate::store::git::{commit_with_changes, signature_at, signed_commit_of, Staged, StoreError};
+use crate::store::git::{
+    commit_with_changes, signature_at, signed_commit_of, Checkout, Staged, StoreError,
+};
 use crate::store::keys::{Role, SigningKey};
 
 /// Where a refused approval found the proposal.
@@ -307,9 +309,9 @@ pub fn merge_approved(
     // would show as staged the other way round, and the next `git commit`
     // would undo it).
     for change in changes.iter().filter(|c| c.path != path) {
-        staged.checkout_change_after(checkout_of(repo, main_ref, change)?);
+        staged.checkout_after(checkout_of(repo, main_ref, change)?);
     }
-    staged.checkout_after(main_ref, &path, &content);
+    staged.checkout_after(Checkout::added(main_ref, &path, &content));
     Ok(commit)
 }
 
@@ -349,7 +351,7 @@ pub fn checkouts_between(
     branch_ref: &str,
     old: Oid,
     new: Oid,
-) -> Result<Vec<crate::store::git::Checkout>, StoreError> {
+) -> Result<Vec<Checkout>, StoreError> {
     let (old, new) = (
         repo.find_commit(old)?.tree()?,
         repo.find_commit(new)?.tree()?,
@@ -367,13 +369,13 @@ fn checkout_of(
     repo: &Repository,
     branch_ref: &str,
     change: &crate::store::tree::FileChange,
-) -> Result<crate::store::git::Checkout, StoreError> {
+) -> Result<Checkout, StoreError> {
     let is_file = |mode: i32| mode & 0o170000 == 0o100000;
     let content = match change.new {
         Some((id, mode)) if is_file(mode) => Some(repo.find_blob(id)?.content().to_vec()),
         _ => None,
     };
-    Ok(crate::store::git::Checkout {
+    Ok(Checkout {
         branch: branch_ref.to_string(),
         path: change.path.clone(),
         content,
@@ -408,10 +410,7 @@ pub fn rename_branch(
 /// command holds its lock, say) and no file reached it: the caller tries
 /// again later, or leaves it to the next server's start
 /// ([`missing_from_checkout`]).
-pub fn sync_worktree(
-    repo: &Repository,
-    files: &[crate::store::git::Checkout],
-) -> Result<(), StoreError> {
+pub fn sync_worktree(repo: &Repository, files: &[Checkout]) -> Result<(), StoreError> {
     let Some(workdir) = repo.workdir() else {
         return Ok(());
     };
@@ -484,7 +483,7 @@ fn put_into_checkout(
     workdir: &std::path::Path,
     repo: &Repository,
     index: &mut git2::Index,
-    c: &crate::store::git::Checkout,
+    c: &Checkout,
 ) -> Result<(), StoreError> {
     let file = workdir.join(&c.path);
     let there = There::look(&file)?;
@@ -506,25 +505,33 @@ fn put_into_checkout(
     } else {
         // Stat data no file has: git compares the content and shows the
         // operator's edits.
-        let never = git2::IndexTime::new(0, 0);
-        index.add(&git2::IndexEntry {
-            ctime: never,
-            mtime: never,
-            dev: 0,
-            ino: 0,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            file_size: content.len() as u32,
-            id: new,
-            flags: 0,
-            flags_extended: 0,
-            path: c.path.as_bytes().to_vec(),
-        })?;
+        index.add(&unstatted_entry(&c.path, new, content.len()))?;
         return Ok(());
     };
     index.add(&index_entry(&c.path, new, &meta)?)?;
     Ok(())
+}
+
+/// A Git index entry for `path` with stat data no file has (times and
+/// inode zero): git never takes the file for unchanged without reading
+/// it.
+fn unstatted_entry(path: &str, id: Oid, size: usize) -> git2::IndexEntry {
+    let never = git2::IndexTime::new(0, 0);
+    git2::IndexEntry {
+        ctime: never,
+        mtime: never,
+        dev: 0,
+        ino: 0,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        file_size: size as u32,
+        id,
+        // Stage 0; libgit2 sets the name's length.
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// Writes `content` into `file` (its folders made as needed), dated back
@@ -553,7 +560,7 @@ fn write_file(
 pub struct Missing {
     /// Files of `main`'s `proposals/` the checkout lacks, for
     /// [`sync_worktree`].
-    pub files: Vec<crate::store::git::Checkout>,
+    pub files: Vec<Checkout>,
     /// Those of `files` the working tree has something else at (the
     /// operator's, kept as it is).
     pub left: Vec<String>,
@@ -567,7 +574,8 @@ pub struct Missing {
 /// `proposals/` is looked at, only when `HEAD` names `main_ref`, and
 /// never while the Git index holds a conflict (a merge under way). A file
 /// the working tree holds with other content than `main`'s is the
-/// operator's: listed in `left`, not in `files`. Its cost grows with the
+/// operator's: listed in `left` too (the sync keeps it and indexes
+/// `main`'s). Its cost grows with the
 /// files in `main`'s `proposals/` (about 1.6 µs each: docs/BENCHMARKS.md,
 /// the forty-second round); a server looks once, as it starts.
 pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missing, StoreError> {
@@ -609,9 +617,7 @@ pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missin
             found.left.push(path.clone());
         }
         let content = repo.find_blob(id)?.content().to_vec();
-        found.files.push(crate::store::git::Checkout::added(
-            main_ref, &path, &content,
-        ));
+        found.files.push(Checkout::added(main_ref, &path, &content));
     }
     Ok(found)
 }
@@ -675,7 +681,7 @@ fn index_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::git::{commit_files, init_repo, Checkout};
+    use crate::store::git::{commit_files, init_repo};
     use git2::Signature;
 
     /// The time the tests' commits are made at.
@@ -784,18 +790,8 @@ mod tests {
         let mut index = repo.index()?;
         let blob = repo.blob(b"a")?;
         let conflict = |stage: u16| git2::IndexEntry {
-            ctime: git2::IndexTime::new(0, 0),
-            mtime: git2::IndexTime::new(0, 0),
-            dev: 0,
-            ino: 0,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            file_size: 0,
-            id: blob,
             flags: stage << 12,
-            flags_extended: 0,
-            path: b"a".to_vec(),
+            ..unstatted_entry("a", blob, 1)
         };
         for stage in 1..=3 {
             index.add(&conflict(stage))?;
