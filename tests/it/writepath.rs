@@ -586,31 +586,7 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
 /// as it starts, says which, and keeps a file the operator wrote there.
 #[test]
 fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
-    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
-    let ids = (0..3)
-        .map(|_| -> TestResult<String> {
-            let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
-            Ok(r.text("proposal_id"))
-        })
-        .collect::<TestResult<Vec<_>>>()?;
-    // The Git index as it was before the approvals reached it: what a
-    // server killed before its sync leaves.
-    let git_index = s.repo.root().join(".git/index");
-    let before = std::fs::read(&git_index)?;
-    for id in &ids {
-        let d = s.post(
-            &format!("/proposals/{id}/decision"),
-            Some(&s.operator),
-            &json!({"decision": "approve", "wait_for_checkout": true}),
-        )?;
-        assert_eq!(d.status, 200, "{:?}", d.body);
-    }
-    s.stop();
-    let paths = ids
-        .iter()
-        .map(|id| checkout_path(&s, id))
-        .collect::<TestResult<Vec<_>>>()?;
-    std::fs::write(&git_index, before)?;
+    let (s, _, paths) = approvals_a_killed_server_left_out(3)?;
     // The first never written; the second written, not indexed; the
     // third overwritten by the operator.
     std::fs::remove_file(s.repo.root().join(&paths[0]))?;
@@ -666,17 +642,9 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
 /// Git index: it says so, and the file follows once the lock is gone.
 #[test]
 fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult {
-    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
-    let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
-    let id = r.text("proposal_id");
-    let git_index = s.repo.root().join(".git/index");
-    let before = std::fs::read(&git_index)?;
-    s.approve(&id)?;
-    reaches_checkout(&s, &id)?;
-    s.stop();
-    let path = checkout_path(&s, &id)?;
-    std::fs::write(&git_index, before)?;
-    std::fs::remove_file(s.repo.root().join(&path))?;
+    let (s, ids, paths) = approvals_a_killed_server_left_out(1)?;
+    let (id, path) = (&ids[0], &paths[0]);
+    std::fs::remove_file(s.repo.root().join(path))?;
     let lock = IndexLockHeld::take(&s)?;
     let started = crate::serve::spawn_serve_with_rest(&s.repo);
     let said = started
@@ -686,10 +654,10 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
             rest.recv_timeout(std::time::Duration::from_secs(30))
                 .map_err(|_| "no line after the start-up lines".to_string())
         });
-    let held = in_checkout(&s, &id);
+    let held = in_checkout(&s, id);
     drop(lock);
     let (mut child, _, _) = started?;
-    let reached = reaches_checkout(&s, &id);
+    let reached = reaches_checkout(&s, id);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(
@@ -703,6 +671,39 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     let status = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&status.stdout), "");
     Ok(())
+}
+
+/// `n` approvals whose files are on `main` and in the working tree but not
+/// in the checkout's Git index, as a server killed before its sync
+/// leaves them (the Git index written back as it was before them); the
+/// stopped server, the proposals' ids and their files' paths.
+fn approvals_a_killed_server_left_out(
+    n: usize,
+) -> TestResult<(TestServer, Vec<String>, Vec<String>)> {
+    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let ids = (0..n)
+        .map(|_| -> TestResult<String> {
+            let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+            Ok(r.text("proposal_id"))
+        })
+        .collect::<TestResult<Vec<_>>>()?;
+    let git_index = s.repo.root().join(".git/index");
+    let before = std::fs::read(&git_index)?;
+    for id in &ids {
+        let d = s.post(
+            &format!("/proposals/{id}/decision"),
+            Some(&s.operator),
+            &json!({"decision": "approve", "wait_for_checkout": true}),
+        )?;
+        assert_eq!(d.status, 200, "{:?}", d.body);
+    }
+    s.stop();
+    let paths = ids
+        .iter()
+        .map(|id| checkout_path(&s, id))
+        .collect::<TestResult<Vec<_>>>()?;
+    std::fs::write(&git_index, before)?;
+    Ok((s, ids, paths))
 }
 
 /// The checkout's `.git/index.lock`, held open by another process as a
