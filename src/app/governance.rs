@@ -48,7 +48,7 @@ use crate::config::Settings;
 use crate::domain::audit::{AuditEntry, NewEntry};
 use crate::store::audit::{self as chain, ChainEntry, ChainTip};
 use crate::store::entry_check::{EntryCheck, SignersSource};
-use crate::store::git::{Checkout, Staged, StoreError};
+use crate::store::git::{ForCheckout, Staged, StoreError};
 use crate::store::index::Index;
 /// The role a writer signs as (server, watchdog, approver).
 pub use crate::store::keys::Role;
@@ -409,13 +409,13 @@ struct CheckedOut {
 struct Checkouts {
     /// How many batches have handed files over.
     handed: u64,
-    files: Vec<Checkout>,
+    files: ForCheckout,
 }
 
 impl Checkouts {
     /// Takes `files` for the next sync; the number of this hand-over.
-    fn hand_over(&mut self, files: Vec<Checkout>) -> u64 {
-        self.files.extend(files);
+    fn hand_over(&mut self, files: ForCheckout) -> u64 {
+        self.files.then(files);
         self.handed += 1;
         self.handed
     }
@@ -424,11 +424,12 @@ impl Checkouts {
 /// What [`Governance::catch_up_checkout`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CaughtUp {
-    /// Approved proposals' files put back into the checkout.
+    /// Files brought up to `main`'s approved changes in the checkout
+    /// (written, deleted, or only indexed).
     pub put_back: Vec<String>,
-    /// Files `main` holds that the Git index lacked, where the working
-    /// tree has something else (the operator's): kept as they are, and
-    /// indexed as `main` has them, so `git status` shows them changed.
+    /// Files whose change the Git index lacked, where the working tree
+    /// has something else (the operator's): kept as they are, and indexed
+    /// as `main` has them, so `git status` shows them changed.
     pub left: Vec<String>,
     /// A `git` command held the Git index: `put_back` waits for the
     /// server's next looks.
@@ -1038,7 +1039,7 @@ impl Governance {
         w.last_members = batch.members;
         let result = if batch.members == 0 {
             w.index.rollback_batch();
-            Ok((true, Vec::new()))
+            Ok((true, ForCheckout::default()))
         } else {
             self.stats.0.fetch_add(1, Ordering::Relaxed);
             self.stats
@@ -1056,7 +1057,7 @@ impl Governance {
                 w.last_tip = batch.tip.filter(|_| indexed);
                 (Ok(()), files)
             }
-            Err(e) => (Err(e), Vec::new()),
+            Err(e) => (Err(e), ForCheckout::default()),
         };
         if let Some(tip) = &batch.tip {
             w.seen.1 = Some(tip.seq);
@@ -1173,7 +1174,8 @@ impl Governance {
                 tracing::warn!(error = %e, "the working tree was not updated; trying again");
             }
             if let Ok(mut c) = self.checkouts.lock() {
-                c.files.splice(0..0, files);
+                let later = std::mem::replace(&mut c.files, files);
+                c.files.then(later);
             }
             return;
         }
@@ -1209,11 +1211,11 @@ impl Governance {
         done
     }
 
-    /// Puts back into a checked-out `main` the approved proposals' files
-    /// a server or command stopped before putting there
+    /// Makes in a checked-out `main` the approved changes a server or
+    /// command stopped before making there
     /// (`store::proposals::missing_from_checkout`), the way approvals'
     /// files go there: should a `git` command hold the Git index, they
-    /// wait for a server's next look. A server does this as it starts,
+    /// wait for a server's next looks. A server does this as it starts,
     /// before any approval of its own.
     pub fn catch_up_checkout(&self) -> Result<CaughtUp, GovError> {
         let mut state = self.checked_out.lock().map_err(|_| GovError::Poisoned)?;
@@ -1222,7 +1224,7 @@ impl Governance {
             Ok(crate::store::proposals::missing_from_checkout(repo, &main)?)
         })?;
         let mut done = CaughtUp {
-            put_back: (found.files.iter())
+            put_back: (found.files.files.iter())
                 .filter(|c| !found.left.contains(&c.path))
                 .map(|c| c.path.clone())
                 .collect(),
@@ -1255,7 +1257,7 @@ impl Governance {
         repo: &Repository,
         mut staged: Staged,
         tip: Option<&ChainTip>,
-    ) -> Result<(bool, Vec<Checkout>), (String, bool)> {
+    ) -> Result<(bool, ForCheckout), (String, bool)> {
         let why = |e: &dyn std::error::Error| crate::domain::errors::error_chain(e);
         let started = std::time::Instant::now();
         let checkouts = staged.take_checkouts();
@@ -2016,11 +2018,12 @@ mod tests {
             let writer = gov.writer.lock().map_err(|_| "poisoned")?;
             let approval = scope.spawn(|| {
                 gov.transact(|tx| -> Result<_, GovError> {
-                    tx.staged().checkout_after(Checkout::added(
-                        "refs/heads/main",
-                        "approved.toml",
-                        b"ok\n",
-                    ));
+                    tx.staged()
+                        .checkout_after(crate::store::git::Checkout::added(
+                            "refs/heads/main",
+                            "approved.toml",
+                            b"ok\n",
+                        ));
                     Ok(((), vec![approval_entry]))
                 })
             });
@@ -2068,7 +2071,11 @@ mod tests {
             let name = format!("approved-{n}.toml");
             gov.transact(|tx| -> Result<_, GovError> {
                 tx.staged()
-                    .checkout_after(Checkout::added("refs/heads/main", &name, b"ok\n"));
+                    .checkout_after(crate::store::git::Checkout::added(
+                        "refs/heads/main",
+                        &name,
+                        b"ok\n",
+                    ));
                 Ok(((), vec![entry]))
             })?;
             assert!(!file(n).exists(), "approval {n} waited for its file");

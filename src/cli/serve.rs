@@ -80,22 +80,22 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                 if n > 0 {
                     let (s, them) = if n == 1 { ("", "it") } else { ("s", "them") };
                     let put = match done.waiting {
-                        false => "put back".to_string(),
-                        true => format!("a `git` command holds the Git index (`.git/index.lock`); {them} will be put back once it lets go"),
+                        false => "brought up to date".to_string(),
+                        true => format!("a `git` command holds the Git index (`.git/index.lock`); {them} will be brought up to date once it lets go"),
                     };
                     println!(
-                        "note: the checkout lacked {n} approved proposal file{s} `main` holds (a server or command stopped before putting {them} there); {put}: {}",
+                        "note: the checkout lacked `main`'s approved version of {n} file{s} (a server or command stopped before putting {them} there); {put}: {}",
                         some_of(&done.put_back)
                     );
                 }
                 if !done.left.is_empty() {
                     println!(
-                        "warning: the checkout holds other files where `main` has approved proposals; they are kept, and `git status` shows them as changes to `main`'s: {}",
+                        "warning: the working tree holds other content where `main` has approved changes; it is kept, and `git status` shows it as changes to `main`'s: {}",
                         some_of(&done.left)
                     );
                 }
             }
-            Err(e) => println!("warning: cannot bring the checkout up to `main`'s approved proposals: {e}"),
+            Err(e) => println!("warning: cannot bring the checkout up to `main`'s approved changes: {e}"),
         }
         let svc = state.svc.clone();
         let _ = std::thread::Builder::new()

@@ -27,6 +27,10 @@ pub enum Fault {
     /// A batch's flush, once its Git refs and entries are durable: the
     /// commit of its index rows fails.
     IndexCommit,
+    /// Putting a durable batch's files into the checkout
+    /// (`store::proposals::sync_worktree`): the sync fails before it
+    /// touches anything (a process dies there with `GOV_FAULT`).
+    BeforeCheckout,
 }
 
 impl Fault {
@@ -41,6 +45,7 @@ impl Fault {
             Fault::BeforeAuditRef => "before-audit-ref",
             Fault::ReadBatchBack => "read-batch-back",
             Fault::IndexCommit => "index-commit",
+            Fault::BeforeCheckout => "before-checkout",
         }
     }
 }

@@ -457,6 +457,33 @@ pub struct Checkout {
     pub was: Option<Oid>,
 }
 
+/// Files for checked-out branches ([`Checkout`]), and the commit the
+/// branch they were taken up to is at once they are there: a sync that
+/// puts every file records that commit
+/// (`store::proposals::sync_worktree`), so that a later look for what a
+/// killed process left out starts from there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForCheckout {
+    pub files: Vec<Checkout>,
+    /// The branch's ref and commit, after every file's change.
+    pub tip: Option<(String, Oid)>,
+}
+
+impl ForCheckout {
+    /// Takes `later`'s files after these; its tip, if it has one.
+    pub fn then(&mut self, later: ForCheckout) {
+        self.files.extend(later.files);
+        if later.tip.is_some() {
+            self.tip = later.tip;
+        }
+    }
+
+    /// Whether there is nothing to do: no file, and no tip to record.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.tip.is_none()
+    }
+}
+
 impl Checkout {
     /// A file the change added.
     pub fn added(branch: &str, path: &str, content: &[u8]) -> Checkout {
@@ -629,11 +656,17 @@ impl Staged {
         self.checkouts.len()
     }
 
-    /// Takes the files [`Staged::checkout_after`] asked for: the caller
-    /// puts them into the working tree itself once the batch is durable
+    /// Takes the files [`Staged::checkout_after`] asked for, with their
+    /// branch's staged commit: the caller puts them into the working tree
+    /// itself once the batch is durable
     /// (`store::proposals::sync_worktree`), and [`Staged::flush`] does not.
-    pub fn take_checkouts(&mut self) -> Vec<Checkout> {
-        std::mem::take(&mut self.checkouts)
+    pub fn take_checkouts(&mut self) -> ForCheckout {
+        let files = std::mem::take(&mut self.checkouts);
+        let tip = files.last().and_then(|c| {
+            let at = self.now.get(&c.branch).copied().flatten()?;
+            Some((c.branch.clone(), at))
+        });
+        ForCheckout { files, tip }
     }
 
     /// Whether nothing is staged.
@@ -752,7 +785,7 @@ impl Staged {
     /// ([`Staged::rename`]) is its file moved to the new name
     /// ([`RefMove`]): a rejection then writes and flushes no file of its
     /// own. No reflog is written: the chain records every move.
-    pub fn flush(self, repo: &Repository) -> Result<(), StoreError> {
+    pub fn flush(mut self, repo: &Repository) -> Result<(), StoreError> {
         let moves: Vec<(&String, &Option<Oid>)> = self
             .now
             .iter()
@@ -887,7 +920,8 @@ impl Staged {
         }
         sync_all_at_once(&[], &existing(record_dirs))?;
         if !self.checkouts.is_empty() {
-            if let Err(e) = crate::store::proposals::sync_worktree(repo, &self.checkouts) {
+            let files = self.take_checkouts();
+            if let Err(e) = crate::store::proposals::sync_worktree(repo, &files) {
                 // The commits are durable; the next server's start puts
                 // the files there (`store::proposals::missing_from_checkout`).
                 tracing::warn!(error = %e, "the working tree was not updated");

@@ -25,7 +25,7 @@ use git2::{ObjectType, Oid, Repository};
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
 use crate::store::git::{
-    commit_with_changes, signature_at, signed_commit_of, Checkout, Staged, StoreError,
+    commit_with_changes, signature_at, signed_commit_of, Checkout, ForCheckout, Staged, StoreError,
 };
 use crate::store::keys::{Role, SigningKey};
 
@@ -370,7 +370,6 @@ fn checkout_of(
     branch_ref: &str,
     change: &crate::store::tree::FileChange,
 ) -> Result<Checkout, StoreError> {
-    let is_file = |mode: i32| mode & 0o170000 == 0o100000;
     let content = match change.new {
         Some((id, mode)) if is_file(mode) => Some(repo.find_blob(id)?.content().to_vec()),
         _ => None,
@@ -384,6 +383,12 @@ fn checkout_of(
             .filter(|(_, mode)| is_file(*mode))
             .map(|(id, _)| id),
     })
+}
+
+/// Whether a tree entry's mode is a file's (not a folder's, a link's or a
+/// submodule's).
+fn is_file(mode: i32) -> bool {
+    mode & 0o170000 == 0o100000
 }
 
 /// Renames a proposal branch (keeping its content), e.g. to
@@ -409,41 +414,83 @@ pub fn rename_branch(
 /// means the Git index itself could not be read or written (a `git`
 /// command holds its lock, say) and no file reached it: the caller tries
 /// again later, or leaves it to the next server's start
-/// ([`missing_from_checkout`]).
-pub fn sync_worktree(repo: &Repository, files: &[Checkout]) -> Result<(), StoreError> {
+/// ([`missing_from_checkout`]). Once every file of the checked-out branch
+/// is there, the branch's tip is recorded as the commit the checkout was
+/// brought up to (see [`SYNCED_FILE`]).
+pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreError> {
     let Some(workdir) = repo.workdir() else {
         return Ok(());
     };
     let Some(head) = head_branch(repo) else {
         return Ok(());
     };
-    // A `git` command writing the Git index: its lock would fail the
-    // write below, after every file was written for nothing.
-    let lock = repo.path().join("index.lock");
-    if lock.exists() {
-        return Err(StoreError::io(
-            "lock",
-            &lock,
-            std::io::Error::new(std::io::ErrorKind::WouldBlock, "a git command holds it"),
-        ));
-    }
-    // A handle kept from an earlier call keeps its Git index loaded: read
-    // again only if someone (stock `git`) wrote the file since.
-    let mut index = repo.index()?;
-    index.read(false)?;
-    let mut added = false;
-    for c in files.iter().filter(|c| c.branch == head) {
-        match put_into_checkout(workdir, repo, &mut index, c) {
-            Ok(()) => added = true,
-            Err(e) => {
-                tracing::warn!(path = c.path, error = %e, "an approved file was not put into the checkout")
-            }
+    {
+        use crate::store::fault::{fire, Fault};
+        if fire(repo.path(), Fault::BeforeCheckout) {
+            return Err(
+                git2::Error::from_str("injected fault: the checkout was not synced").into(),
+            );
         }
     }
-    if added {
-        index.write()?;
+    let files: Vec<&Checkout> = to.files.iter().filter(|c| c.branch == head).collect();
+    let mut all_there = true;
+    if !files.is_empty() {
+        // A `git` command writing the Git index: its lock would fail the
+        // write below, after every file was written for nothing.
+        let lock = repo.path().join("index.lock");
+        if lock.exists() {
+            return Err(StoreError::io(
+                "lock",
+                &lock,
+                std::io::Error::new(std::io::ErrorKind::WouldBlock, "a git command holds it"),
+            ));
+        }
+        // A handle kept from an earlier call keeps its Git index loaded:
+        // read again only if someone (stock `git`) wrote the file since.
+        let mut index = repo.index()?;
+        index.read(false)?;
+        let mut added = false;
+        for c in files {
+            match put_into_checkout(workdir, repo, &mut index, c) {
+                Ok(()) => added = true,
+                Err(e) => {
+                    all_there = false;
+                    tracing::warn!(path = c.path, error = %e, "an approved file was not put into the checkout")
+                }
+            }
+        }
+        if added {
+            index.write()?;
+        }
     }
-    Ok(())
+    match &to.tip {
+        Some((branch, tip)) if *branch == head && all_there => record_synced(repo, branch, *tip),
+        _ => Ok(()),
+    }
+}
+
+/// The file in the Git directory that names the commit gov last brought
+/// the checkout up to: `<branch ref> <commit id>`. Written after the Git
+/// index (never ahead of it), so a process killed in between leaves it
+/// behind, which only makes the next look longer.
+const SYNCED_FILE: &str = "gov-checkout";
+
+/// Records that the checkout of `branch` holds every file of `tip` that
+/// gov put there (see [`SYNCED_FILE`]); written whole, by a rename.
+fn record_synced(repo: &Repository, branch: &str, tip: Oid) -> Result<(), StoreError> {
+    let file = repo.path().join(SYNCED_FILE);
+    let fresh = repo.path().join(format!("{SYNCED_FILE}.new"));
+    std::fs::write(&fresh, format!("{branch} {tip}\n"))
+        .and_then(|()| std::fs::rename(&fresh, &file))
+        .map_err(|e| StoreError::io("write", &file, e))
+}
+
+/// The commit of `branch` the checkout was last brought up to, if
+/// recorded (see [`SYNCED_FILE`]).
+fn synced_to(repo: &Repository, branch: &str) -> Option<Oid> {
+    let text = std::fs::read_to_string(repo.path().join(SYNCED_FILE)).ok()?;
+    let (named, id) = text.trim_end().split_once(' ')?;
+    (named == branch).then(|| Oid::from_str(id).ok()).flatten()
 }
 
 /// The branch `HEAD` names (`refs/heads/...`), if it names one.
@@ -558,26 +605,34 @@ fn write_file(
 /// What [`missing_from_checkout`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Missing {
-    /// Files of `main`'s `proposals/` the checkout lacks, for
-    /// [`sync_worktree`].
-    pub files: Vec<Checkout>,
+    /// The changes of `main` the checkout lacks, for [`sync_worktree`];
+    /// with `main`'s tip, which the sync records.
+    pub files: ForCheckout,
     /// Those of `files` the working tree has something else at (the
     /// operator's, kept as it is).
     pub left: Vec<String>,
 }
 
-/// The approved proposals' files that a checked-out `main` holds and the
-/// checkout's Git index lacks. A server puts an approval's file there a
-/// moment after its answer (`app::governance`), and a process killed in
-/// between leaves it out: `git status` then shows the file as deleted,
-/// and the next `git commit` would delete it from `main`. Only
-/// `proposals/` is looked at, only when `HEAD` names `main_ref`, and
-/// never while the Git index holds a conflict (a merge under way). A file
-/// the working tree holds with other content than `main`'s is the
-/// operator's: listed in `left` too (the sync keeps it and indexes
-/// `main`'s). Its cost grows with the
-/// files in `main`'s `proposals/` (about 1.6 µs each: docs/BENCHMARKS.md,
-/// the forty-second round); a server looks once, as it starts.
+/// The changes of a checked-out `main` that the checkout's Git index
+/// lacks because gov did not put them there. A server puts an approval's
+/// files there a moment after its answer (`app::governance`), and a
+/// process killed in between leaves them out: `git status` then shows an
+/// approved proposal's file as deleted, or an approved policy change as
+/// staged the other way round, and the next `git commit` would undo them
+/// on `main`.
+///
+/// It looks at the files that differ between the commit gov last brought
+/// the checkout up to ([`SYNCED_FILE`]) and `main` (without that record,
+/// at `main`'s `proposals/`): one whose Git index entry is still the old
+/// one is left out; one indexed as `main` has it, or as something else
+/// (the operator's own staging), is left alone. Only when `HEAD` names
+/// `main_ref`, and never while the Git index holds a conflict (a merge
+/// under way). A left-out file the working tree holds with other content
+/// than before or after is the operator's: listed in `left` too (the
+/// sync keeps it and indexes `main`'s). Its cost is that of the files
+/// that changed since the record (none, after a clean stop); without the
+/// record, about 1.6 µs a file of `main`'s `proposals/`
+/// (docs/BENCHMARKS.md, the forty-second round).
 pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missing, StoreError> {
     let mut found = Missing::default();
     let Some(workdir) = repo.workdir() else {
@@ -589,37 +644,75 @@ pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missin
     let Ok(main) = repo.refname_to_id(main_ref) else {
         return Ok(found);
     };
-    let tree = repo.find_commit(main)?.tree()?;
-    let Some(proposals) = tree.get_name(PROPOSALS_DIR) else {
+    let synced = synced_to(repo, main_ref);
+    if synced == Some(main) {
         return Ok(found);
-    };
-    let proposals = proposals.to_object(repo)?.peel_to_tree()?;
+    }
     let mut index = repo.index()?;
     index.read(false)?;
     if index.has_conflicts() {
         return Ok(found);
     }
-    let mut missing = Vec::new();
+    let tree = repo.find_commit(main)?.tree()?;
+    let changes = match synced.and_then(|c| repo.find_commit(c).ok()) {
+        Some(synced) => {
+            crate::store::tree::changed_files(repo, Some(&synced.tree()?), Some(&tree))?
+        }
+        None => proposals_files(repo, &tree)?,
+    };
+    let file_id =
+        |side: Option<(Oid, i32)>| side.filter(|(_, mode)| is_file(*mode)).map(|(id, _)| id);
+    for change in changes {
+        let (was, new) = (file_id(change.old), file_id(change.new));
+        let indexed = index
+            .get_path(std::path::Path::new(&change.path), 0)
+            .map(|e| e.id);
+        // As `main` has it, or the operator's own staging: not gov's to
+        // touch.
+        if indexed == new || indexed != was {
+            continue;
+        }
+        // Anything but the file before, after or nothing at all is the
+        // operator's: kept, and shown by `git status` as changed.
+        let there = There::look(&workdir.join(&change.path))?;
+        let theirs = there != There::Nothing
+            && [was, new]
+                .iter()
+                .flatten()
+                .all(|id| there != There::File(*id));
+        if theirs {
+            found.left.push(change.path.clone());
+        }
+        found
+            .files
+            .files
+            .push(checkout_of(repo, main_ref, &change)?);
+    }
+    found.files.tip = Some((main_ref.to_string(), main));
+    Ok(found)
+}
+
+/// Every file of `tree`'s `proposals/`, as added.
+fn proposals_files(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+) -> Result<Vec<crate::store::tree::FileChange>, StoreError> {
+    let mut files = Vec::new();
+    let Some(proposals) = tree.get_name(PROPOSALS_DIR) else {
+        return Ok(files);
+    };
+    let proposals = proposals.to_object(repo)?.peel_to_tree()?;
     proposals.walk(git2::TreeWalkMode::PreOrder, |folder, e| {
         if e.kind() == Some(ObjectType::Blob) {
-            let path = format!("{PROPOSALS_DIR}/{folder}{}", e.name().unwrap_or_default());
-            if index.get_path(std::path::Path::new(&path), 0).is_none() {
-                missing.push((path, e.id()));
-            }
+            files.push(crate::store::tree::FileChange {
+                path: format!("{PROPOSALS_DIR}/{folder}{}", e.name().unwrap_or_default()),
+                old: None,
+                new: Some((e.id(), e.filemode())),
+            });
         }
         git2::TreeWalkResult::Ok
     })?;
-    for (path, id) in missing {
-        // Anything but `main`'s file or nothing at all is the operator's:
-        // kept, and shown by `git status` as changed.
-        let there = There::look(&workdir.join(&path))?;
-        if there != There::Nothing && there != There::File(id) {
-            found.left.push(path.clone());
-        }
-        let content = repo.find_blob(id)?.content().to_vec();
-        found.files.push(Checkout::added(main_ref, &path, &content));
-    }
-    Ok(found)
+    Ok(files)
 }
 
 /// The folder of `main` approved proposals' files are in.
@@ -747,7 +840,15 @@ mod tests {
                 .args(args)
                 .output()
         };
-        sync_worktree(&repo, &[Checkout::added(main, path, &content)])?;
+        let two = repo.refname_to_id(main)?;
+        let to = ForCheckout {
+            files: vec![Checkout::added(main, path, &content)],
+            tip: Some((main.to_string(), two)),
+        };
+        assert_eq!(synced_to(&repo, main), None);
+        sync_worktree(&repo, &to)?;
+        // Recorded as the commit the checkout was brought up to.
+        assert_eq!(synced_to(&repo, main), Some(two));
         let blob = Oid::hash_object(ObjectType::Blob, b"approved = true\n")?;
         let listed = git(&["ls-files", "--stage", path])?;
         assert_eq!(
@@ -805,21 +906,118 @@ mod tests {
         assert!(!index.has_conflicts());
         index.write()?;
         let found = missing_from_checkout(&repo, main)?;
-        let expected = Checkout::added(main, path, b"approved = true\n");
-        assert_eq!(found.files, std::slice::from_ref(&expected));
+        let expected = ForCheckout {
+            files: vec![Checkout::added(main, path, b"approved = true\n")],
+            tip: Some((main.to_string(), repo.refname_to_id(main)?)),
+        };
+        assert_eq!(found.files, expected);
         assert!(found.left.is_empty());
         // The same file already there: still `main`'s to index.
         std::fs::create_dir_all(file.parent().ok_or("no folder")?)?;
         std::fs::write(&file, b"approved = true\n")?;
         let found = missing_from_checkout(&repo, main)?;
-        assert_eq!(found.files, std::slice::from_ref(&expected));
+        assert_eq!(found.files, expected);
         assert!(found.left.is_empty());
         std::fs::write(&file, "mine\n")?;
         let found = missing_from_checkout(&repo, main)?;
         assert_eq!(
             (found.files, found.left),
-            (vec![expected], vec![path.to_string()])
+            (expected, vec![path.to_string()])
         );
+        Ok(())
+    }
+
+    /// A repository with `main` checked out at a commit of `names`, each
+    /// holding "NAME 1"; with that commit's tree and id.
+    fn main_of_files(
+        names: &[&str],
+    ) -> Result<(tempfile::TempDir, Repository, Oid, Oid), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let repo = init_repo(dir.path(), "main")?;
+        let who = Signature::now("t", "t@gov")?;
+        let tree = {
+            let mut tb = repo.treebuilder(None)?;
+            for name in names {
+                tb.insert(name, repo.blob(format!("{name} 1\n").as_bytes())?, 0o100644)?;
+            }
+            tb.write()?
+        };
+        let base = repo.commit(
+            Some("refs/heads/main"),
+            &who,
+            &who,
+            "one",
+            &repo.find_tree(tree)?,
+            &[],
+        )?;
+        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
+        Ok((dir, repo, tree, base))
+    }
+
+    /// Commits onto `main` at `base` (without touching the checkout, as
+    /// gov's commits are made) `changed` as "NAME 2" and `removed` gone.
+    fn commit_without_checkout(
+        repo: &Repository,
+        base: Oid,
+        changed: &[&str],
+        removed: &[&str],
+    ) -> Result<Oid, Box<dyn std::error::Error>> {
+        let who = Signature::now("t", "t@gov")?;
+        let base = repo.find_commit(base)?;
+        let mut tb = repo.treebuilder(Some(&base.tree()?))?;
+        for name in changed {
+            tb.insert(name, repo.blob(format!("{name} 2\n").as_bytes())?, 0o100644)?;
+        }
+        for name in removed {
+            tb.remove(name)?;
+        }
+        let tree = repo.find_tree(tb.write()?)?;
+        Ok(repo.commit(Some("refs/heads/main"), &who, &who, "two", &tree, &[&base])?)
+    }
+
+    /// With the commit gov last brought the checkout up to recorded, the
+    /// look covers every file changed since (a policy change's, not only
+    /// proposals'): what the Git index still holds as before is left out,
+    /// what the operator staged is theirs. Once synced, nothing is.
+    #[test]
+    fn a_checkout_is_caught_up_from_the_commit_it_was_last_brought_up_to(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, repo, _, base) = main_of_files(&["policy", "staged", "gone"])?;
+        let main = "refs/heads/main";
+        let up_to = |tip: Oid| ForCheckout {
+            files: Vec::new(),
+            tip: Some((main.to_string(), tip)),
+        };
+        sync_worktree(&repo, &up_to(base))?;
+        assert_eq!(synced_to(&repo, main), Some(base));
+        assert_eq!(missing_from_checkout(&repo, main)?, Missing::default());
+        // Approved without the checkout taking it (a killed server).
+        let two = commit_without_checkout(&repo, base, &["policy", "staged", "added"], &["gone"])?;
+        let git = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()?;
+            Ok(String::from_utf8(out.stdout)?)
+        };
+        std::fs::write(dir.path().join("staged"), "staged by me\n")?;
+        git(&["add", "staged"])?;
+
+        let found = missing_from_checkout(&repo, main)?;
+        let names: Vec<&str> = found.files.files.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(names, ["added", "gone", "policy"]);
+        assert_eq!(found.files.tip, Some((main.to_string(), two)));
+        assert!(found.left.is_empty());
+        sync_worktree(&repo, &found.files)?;
+        assert_eq!(git(&["status", "--porcelain"])?, "M  staged\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("policy"))?,
+            "policy 2\n"
+        );
+        assert!(!dir.path().join("gone").exists());
+        assert_eq!(synced_to(&repo, main), Some(two));
+        assert_eq!(missing_from_checkout(&repo, main)?, Missing::default());
         Ok(())
     }
 
@@ -831,34 +1029,11 @@ mod tests {
     #[test]
     fn a_checkout_gets_a_commit_s_changes_and_keeps_the_operator_s_edits(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let repo = init_repo(dir.path(), "main")?;
-        let who = Signature::now("t", "t@gov")?;
         let main = "refs/heads/main";
         let names = ["old", "already", "mine", "gone", "gone-mine"];
-        let mut tb = repo.treebuilder(None)?;
-        for name in names {
-            tb.insert(name, repo.blob(format!("{name} 1\n").as_bytes())?, 0o100644)?;
-        }
-        let base_tree = repo.find_tree(tb.write()?)?;
-        let base = repo.commit(Some(main), &who, &who, "one", &base_tree, &[])?;
-        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))?;
-        // The commit, made without touching the checkout (as gov's are).
-        let mut tb = repo.treebuilder(Some(&base_tree))?;
-        for name in &names[..3] {
-            tb.insert(name, repo.blob(format!("{name} 2\n").as_bytes())?, 0o100644)?;
-        }
-        tb.remove("gone")?;
-        tb.remove("gone-mine")?;
-        let tree = repo.find_tree(tb.write()?)?;
-        repo.commit(
-            Some(main),
-            &who,
-            &who,
-            "two",
-            &tree,
-            &[&repo.find_commit(base)?],
-        )?;
+        let (dir, repo, base_tree, base) = main_of_files(&names)?;
+        let base_tree = repo.find_tree(base_tree)?;
+        commit_without_checkout(&repo, base, &names[..3], &names[3..])?;
         let file = |name: &str| dir.path().join(name);
         std::fs::write(file("already"), "already 2\n")?;
         std::fs::write(file("mine"), "my edits\n")?;
@@ -874,6 +1049,10 @@ mod tests {
                 was: base_tree.get_name(name).map(|e| e.id()),
             })
             .collect();
+        let changes = ForCheckout {
+            files: changes,
+            tip: None,
+        };
         sync_worktree(&repo, &changes)?;
         let status = std::process::Command::new("git")
             .arg("-C")

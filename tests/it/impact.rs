@@ -430,6 +430,50 @@ fn policy_propose_then_approve_brings_the_change_into_force() -> TestResult {
     Ok(())
 }
 
+/// A `gov approve` of a policy change killed once the approval is
+/// durable, before the checkout took it, leaves the policy staged the
+/// other way round (the next `git commit` would undo it on `main`) and
+/// the proposal's file out; the next `gov serve` brings both up to date.
+#[test]
+fn a_policy_change_a_killed_approval_left_out_reaches_the_checkout_at_the_next_start() -> TestResult
+{
+    let mut s = TestServer::start()?;
+    commit_shipped_tests(&s.repo)?;
+    let ban = proposals_with(&s, &BAN.replace("noop", "researcher"))?;
+    std::fs::write(s.repo.root().join("policies/proposals.cedar"), ban)?;
+    let (code, out, err) = gov(&s, &["policy", "propose", "-m", "ban researcher research"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, id) = proposal_line(&out)?;
+    s.stop();
+    crate::serve::served_once(&s.repo)?;
+    s.repo.gov_killed_at(
+        gov::testkit::fault::Fault::BeforeCheckout,
+        &["approve", &id],
+    )?;
+    let o = s
+        .repo
+        .git(&["ls-tree", "-r", "--name-only", "main", "proposals"])?;
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let filed = (listed.lines())
+        .find(|l| l.ends_with(&format!("/{id}.toml")))
+        .ok_or("the proposal's file is not on main")?;
+    assert_eq!(
+        porcelain_status(&s)?,
+        format!("MM policies/proposals.cedar\nD  {filed}\n")
+    );
+
+    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
+    let said = rest.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        said.map_err(|_| "no line after the start-up lines")?,
+        format!("note: the checkout lacked `main`'s approved version of 2 files (a server or command stopped before putting them there); brought up to date: `policies/proposals.cedar`, `{filed}`")
+    );
+    assert_eq!(porcelain_status(&s)?, "");
+    Ok(())
+}
+
 #[test]
 fn policy_propose_commits_deleted_files_shows_them_and_approves_them() -> TestResult {
     let s = TestServer::start()?;

@@ -16,25 +16,6 @@ use crate::support::gov_bin;
 use crate::support::repo::{OutputText, TestResult};
 use crate::support::server::{proposal, Reply, TestServer};
 
-/// Runs `gov --repo ROOT args…` with `GOV_FAULT` naming the point where
-/// it dies, and checks that it did die there (SIGABRT).
-fn gov_killed_at(s: &TestServer, fault: Fault, args: &[&str]) -> TestResult {
-    let o = Command::new(gov_bin())
-        .arg("--repo")
-        .arg(s.repo.root())
-        .args(args)
-        .env("GOV_FAULT", fault.name())
-        .output()?;
-    assert_eq!(
-        o.status.signal(),
-        Some(libc::SIGABRT),
-        "{:?} {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(())
-}
-
 fn pending_proposal(s: &TestServer, tok: &str) -> TestResult<(String, Oid)> {
     let r = s.post("/proposals", Some(tok), &proposal("noop", "send_email"))?;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -79,11 +60,8 @@ fn an_approval_merge_whose_entry_died_is_recorded_at_the_next_start() -> TestRes
     let (id, submitted) = pending_proposal(&s, &tok)?;
     s.stop();
     let main_before = ref_of(&s, "refs/heads/main")?;
-    gov_killed_at(
-        &s,
-        Fault::AfterGitRefs,
-        &["approve", &id, "--note", "ship it"],
-    )?;
+    s.repo
+        .gov_killed_at(Fault::AfterGitRefs, &["approve", &id, "--note", "ship it"])?;
 
     // The merge landed on main; no entry records it.
     let repo = s.repo.repo()?;
@@ -129,7 +107,8 @@ fn a_rejection_whose_entry_died_is_rolled_back_at_the_next_start() -> TestResult
     let tok = s.agent_token("noop")?;
     let (id, submitted) = pending_proposal(&s, &tok)?;
     s.stop();
-    gov_killed_at(&s, Fault::AfterGitRefs, &["reject", &id])?;
+    s.repo
+        .gov_killed_at(Fault::AfterGitRefs, &["reject", &id])?;
     let rejected = format!("refs/heads/gov/rejected/{id}");
     let branch = format!("refs/heads/gov/proposal/{id}");
     assert_eq!(ref_of(&s, &rejected)?, Some(submitted));
@@ -242,8 +221,7 @@ fn a_policy_change_whose_entry_died_is_set_aside_at_the_next_start() -> TestResu
         &cedar,
         "@id(\"extra\")\n@reason(\"test\")\nforbid (principal, action == Action::\"propose\", resource == ActionType::\"nothing\");\n",
     )?;
-    gov_killed_at(
-        &s,
+    s.repo.gov_killed_at(
         Fault::AfterGitRefs,
         &["policy", "propose", "-m", "one more ban"],
     )?;

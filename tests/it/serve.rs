@@ -23,6 +23,19 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
 /// [`spawn_serve`], with the lines `gov serve` prints after its start-up
 /// lines (stdout is read to its end either way, so the child never blocks
 /// on a full pipe).
+/// Starts `gov serve`, waits until it answers a request (so that it has
+/// done what it does before serving), and kills it.
+pub(crate) fn served_once(repo: &TestRepo) -> TestResult {
+    let (mut child, url, _) = spawn_serve_with_rest(repo)?;
+    let answered = match ureq::get(&format!("{url}/status")).call() {
+        Ok(_) | Err(ureq::Error::Status(..)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(answered?)
+}
+
 pub(crate) fn spawn_serve_with_rest(
     repo: &TestRepo,
 ) -> TestResult<(Child, String, std::sync::mpsc::Receiver<String>)> {

@@ -579,18 +579,26 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
     Ok(())
 }
 
-/// A server killed between an approval's answer and its file reaching
-/// the checkout leaves `main` holding the file and the checkout's Git
-/// index without it (`git status` shows it deleted; the next `git commit`
-/// would delete it from `main`). The next `gov serve` puts such files back
-/// as it starts, says which, and keeps a file the operator wrote there.
+/// A server or command killed between an approval's durable commit and
+/// its file reaching the checkout leaves `main` holding the file and the
+/// checkout's Git index without it (`git status` shows it deleted; the
+/// next `git commit` would delete it from `main`). The next `gov serve`
+/// puts such files back as it starts, says which, and keeps a file the
+/// operator wrote there.
 #[test]
 fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     let (s, _, paths) = approvals_a_killed_server_left_out(3)?;
-    // The first never written; the second written, not indexed; the
-    // third overwritten by the operator.
-    std::fs::remove_file(s.repo.root().join(&paths[0]))?;
-    std::fs::write(s.repo.root().join(&paths[2]), "mine\n")?;
+    // The first never written; the second written, not indexed (killed
+    // during the sync); the third written by the operator.
+    assert!(!s.repo.root().join(&paths[0]).exists());
+    let shown = s.repo.git(&["show", &format!("main:{}", paths[1])])?;
+    let write = |path: &str, content: &[u8]| -> TestResult {
+        let file = s.repo.root().join(path);
+        std::fs::create_dir_all(file.parent().ok_or("no folder")?)?;
+        Ok(std::fs::write(file, content)?)
+    };
+    write(&paths[1], &shown.stdout)?;
+    write(&paths[2], b"mine\n")?;
     let status = s.repo.git(&["status", "--porcelain"])?;
     assert!(
         String::from_utf8_lossy(&status.stdout).contains(&format!("D  {}", paths[0])),
@@ -608,14 +616,14 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     assert_eq!(
         note.map_err(|_| "no line after the start-up lines")?,
         format!(
-            "note: the checkout lacked 2 approved proposal files `main` holds (a server or command stopped before putting them there); put back: `{}`, `{}`",
+            "note: the checkout lacked `main`'s approved version of 2 files (a server or command stopped before putting them there); brought up to date: `{}`, `{}`",
             put_back[0], put_back[1]
         )
     );
     assert_eq!(
         warning.map_err(|_| "no second line")?,
         format!(
-            "warning: the checkout holds other files where `main` has approved proposals; they are kept, and `git status` shows them as changes to `main`'s: `{}`",
+            "warning: the working tree holds other content where `main` has approved changes; it is kept, and `git status` shows it as changes to `main`'s: `{}`",
             paths[2]
         )
     );
@@ -644,7 +652,7 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
 fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult {
     let (s, ids, paths) = approvals_a_killed_server_left_out(1)?;
     let (id, path) = (&ids[0], &paths[0]);
-    std::fs::remove_file(s.repo.root().join(path))?;
+    assert!(!s.repo.root().join(path).exists());
     let lock = IndexLockHeld::take(&s)?;
     let started = crate::serve::spawn_serve_with_rest(&s.repo);
     let said = started
@@ -663,7 +671,7 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     assert_eq!(
         said?,
         format!(
-            "note: the checkout lacked 1 approved proposal file `main` holds (a server or command stopped before putting it there); a `git` command holds the Git index (`.git/index.lock`); it will be put back once it lets go: `{path}`"
+            "note: the checkout lacked `main`'s approved version of 1 file (a server or command stopped before putting it there); a `git` command holds the Git index (`.git/index.lock`); it will be brought up to date once it lets go: `{path}`"
         )
     );
     assert!(!held?, "{id} indexed through git's lock");
@@ -673,10 +681,13 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     Ok(())
 }
 
-/// `n` approvals whose files are on `main` and in the working tree but not
-/// in the checkout's Git index, as a server killed before its sync
-/// leaves them (the Git index written back as it was before them); the
-/// stopped server, the proposals' ids and their files' paths.
+/// `n` approvals whose files are on `main` but neither in the working
+/// tree nor in the checkout's Git index: each `gov approve` killed once
+/// its approval was durable, before it put the file there. The proposals
+/// are filed through a server, and a `gov serve` started and stopped
+/// before the approvals records the commit the checkout was up to, as
+/// any server's start does. The stopped server, the proposals' ids and
+/// their files' paths.
 fn approvals_a_killed_server_left_out(
     n: usize,
 ) -> TestResult<(TestServer, Vec<String>, Vec<String>)> {
@@ -687,22 +698,16 @@ fn approvals_a_killed_server_left_out(
             Ok(r.text("proposal_id"))
         })
         .collect::<TestResult<Vec<_>>>()?;
-    let git_index = s.repo.root().join(".git/index");
-    let before = std::fs::read(&git_index)?;
-    for id in &ids {
-        let d = s.post(
-            &format!("/proposals/{id}/decision"),
-            Some(&s.operator),
-            &json!({"decision": "approve", "wait_for_checkout": true}),
-        )?;
-        assert_eq!(d.status, 200, "{:?}", d.body);
-    }
     s.stop();
+    crate::serve::served_once(&s.repo)?;
+    for id in &ids {
+        s.repo
+            .gov_killed_at(gov::testkit::fault::Fault::BeforeCheckout, &["approve", id])?;
+    }
     let paths = ids
         .iter()
-        .map(|id| checkout_path(&s, id))
+        .map(|id| main_path(&s, id))
         .collect::<TestResult<Vec<_>>>()?;
-    std::fs::write(&git_index, before)?;
     Ok((s, ids, paths))
 }
 
@@ -755,15 +760,25 @@ fn in_checkout(s: &TestServer, id: &str) -> TestResult<bool> {
 
 /// Where proposal `id`'s file is in the checkout's Git index, if it is.
 fn indexed_path(s: &TestServer, id: &str) -> TestResult<Option<String>> {
-    let o = s.repo.git(&["ls-files", "proposals"])?;
+    listed_path(s, &["ls-files", "proposals"], id)
+}
+
+/// Where proposal `id`'s file is on `main`; it must be there.
+fn main_path(s: &TestServer, id: &str) -> TestResult<String> {
+    let listed = listed_path(
+        s,
+        &["ls-tree", "-r", "--name-only", "main", "proposals"],
+        id,
+    )?;
+    Ok(listed.ok_or_else(|| format!("{id} not on main"))?)
+}
+
+/// The path among those `git args…` lists that is proposal `id`'s file.
+fn listed_path(s: &TestServer, args: &[&str], id: &str) -> TestResult<Option<String>> {
+    let o = s.repo.git(args)?;
     let listed = String::from_utf8_lossy(&o.stdout);
     let path = listed.lines().find(|l| l.ends_with(&format!("/{id}.toml")));
     Ok(path.map(str::to_string))
-}
-
-/// Where proposal `id`'s file is in the checkout; it must be there.
-fn checkout_path(s: &TestServer, id: &str) -> TestResult<String> {
-    Ok(indexed_path(s, id)?.ok_or_else(|| format!("{id} not in the checkout"))?)
 }
 
 #[test]

@@ -71,6 +71,27 @@ impl TestRepo {
             .output()?)
     }
 
+    /// Runs `gov --repo ROOT ARGS…` with `GOV_FAULT` naming the point
+    /// where it dies (`gov::testkit::fault`), and checks that it did die
+    /// there (SIGABRT).
+    pub fn gov_killed_at(&self, fault: gov::testkit::fault::Fault, args: &[&str]) -> TestResult {
+        use std::os::unix::process::ExitStatusExt;
+        let o = Command::new(super::gov_bin())
+            .arg("--repo")
+            .arg(self.root())
+            .args(args)
+            .env("GOV_FAULT", fault.name())
+            .output()?;
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "{:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    }
+
     /// Runs the stock `git` in the repository.
     pub fn git(&self, args: &[&str]) -> TestResult<Output> {
         Ok(Command::new("git")
