@@ -118,6 +118,11 @@ pub struct ProposalDecided {
     pub decided_by: Option<String>,
     pub merge_commit: Option<String>,
     pub branch: Option<String>,
+    /// Asked to wait for the checkout (`wait_for_checkout`), an approval
+    /// whose files a `git` command kept out of it for now (it held the
+    /// Git index): the server puts them there once it lets go.
+    #[serde(default)]
+    pub checkout_waits: bool,
 }
 
 /// `POST /audit`: an agent's own entry.

@@ -1085,7 +1085,7 @@ impl Governance {
         let mine = self.outcomes_even_poisoned().handed.get(&batch).copied();
         // None: a writer of this batch or a later one has put them there.
         if let Some(mine) = mine {
-            self.sync_handed_through(mine);
+            let _ = self.sync_handed_through(mine);
         }
     }
 
@@ -1099,9 +1099,10 @@ impl Governance {
     }
 
     /// Puts every file that flushed batches handed over into the working
-    /// tree; returns once they are there (best effort, as the sync).
-    pub fn sync_checkout(&self) {
-        self.sync_handed_through(self.handed_over());
+    /// tree; returns once they are there (best effort, as the sync):
+    /// whether they are (not while a `git` command holds the Git index).
+    pub fn sync_checkout(&self) -> bool {
+        self.sync_handed_through(self.handed_over())
     }
 
     /// How many batches have handed files for the working tree over.
@@ -1133,11 +1134,12 @@ impl Governance {
     /// over by then: rewriting the Git index costs as much for one file as
     /// for many, and grows with the files on `main`. Best effort, as the
     /// sync itself: the commits are durable, and the files are on `main`.
-    fn sync_handed_through(&self, mine: u64) {
+    fn sync_handed_through(&self, mine: u64) -> bool {
         let Ok(mut state) = self.checked_out.lock() else {
-            return;
+            return false;
         };
         self.sync_locked(&mut state, mine);
+        state.done >= mine
     }
 
     /// [`Governance::sync_handed_through`] with its lock held.
@@ -1171,7 +1173,14 @@ impl Governance {
             // Said once until a try succeeds: `git commit` keeps the lock
             // while its editor is open.
             if !std::mem::replace(&mut state.failing, true) {
-                tracing::warn!(error = %e, "the working tree was not updated; trying again");
+                match self.checkout_follows.load(Ordering::Relaxed) {
+                    true => {
+                        tracing::warn!(error = %e, "the working tree was not updated; trying again")
+                    }
+                    false => {
+                        tracing::warn!(error = %e, "the working tree was not updated; the next `gov serve` brings it up to date")
+                    }
+                }
             }
             if let Ok(mut c) = self.checkouts.lock() {
                 let later = std::mem::replace(&mut c.files, files);

@@ -526,10 +526,40 @@ pub struct DecisionInput {
     pub verdict: Verdict,
     pub note: Option<String>,
     pub final_: bool,
-    /// An approval returns only once its file is in a checked-out `main`,
-    /// also where a server puts such files there on its own schedule
-    /// (`Governance::follow_checkout_in_background`).
-    pub wait_for_checkout: bool,
+}
+
+/// What [`decide_in_person`] did besides deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkout {
+    /// Nothing to put there (a rejection), or every file is there.
+    Done,
+    /// A `git` command holds the checkout's Git index: the approved
+    /// files follow once it lets go (a server's next looks, else the
+    /// next `gov serve`'s start).
+    Waits,
+}
+
+/// [`decide`] for a person at a terminal or a browser: an approval
+/// returns once its files are in a checked-out `main`, also where a
+/// server puts such files there on its own schedule
+/// (`Governance::follow_checkout_in_background`), or once tried while a
+/// `git` command holds the Git index.
+pub fn decide_in_person(
+    svc: &Service,
+    id: &str,
+    input: &DecisionInput,
+    decider: &str,
+) -> Result<(Proposal, Checkout), AppError> {
+    let p = decide(svc, id, input, decider)?;
+    let there = p.merge_commit.is_none() || svc.governance().sync_checkout();
+    Ok((
+        p,
+        if there {
+            Checkout::Done
+        } else {
+            Checkout::Waits
+        },
+    ))
 }
 
 /// Decides a pending proposal as the operator `decider`.
@@ -651,9 +681,6 @@ pub fn decide(
         let entry = decided_entry(&mut p, decided, Actor::operator(decider), now, record);
         Ok((Ok(p), vec![entry]))
     })?;
-    if input.wait_for_checkout && p.merge_commit.is_some() {
-        svc.governance().sync_checkout();
-    }
     Ok(p)
 }
 

@@ -9,7 +9,7 @@ use crate::wire::{DecisionRequest, ProposalDecided};
 
 use super::http::Client;
 use super::{ExitCode, Failure};
-use crate::app::proposals::{decide, DecisionInput};
+use crate::app::proposals::{decide_in_person, Checkout, DecisionInput};
 use crate::app::service::Service;
 use crate::config::Settings;
 use crate::domain::proposal::Verdict;
@@ -50,6 +50,12 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
                 &settings.main_branch
             )
         );
+        if decided.checkout_waits {
+            println!(
+                "{}",
+                checkout_waits_line("the server puts them there once it lets go")
+            );
+        }
         return Ok(ExitCode::Ok);
     }
     let svc = Service::open(&settings)?;
@@ -57,9 +63,8 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
         verdict,
         note: args.note,
         final_: args.r#final,
-        wait_for_checkout: true,
     };
-    let p = decide(&svc, &args.id, &input, &settings.operator_name)?;
+    let (p, checkout) = decide_in_person(&svc, &args.id, &input, &settings.operator_name)?;
     println!(
         "{}",
         decided_line(
@@ -69,7 +74,23 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
             &settings.main_branch
         )
     );
+    if checkout == Checkout::Waits {
+        println!(
+            "{}",
+            checkout_waits_line(
+                "`gov serve` puts them there as it starts, once the `git` command is done"
+            )
+        );
+    }
     Ok(ExitCode::Ok)
+}
+
+/// What `gov approve` prints when a `git` command kept the approved files
+/// out of the checkout for now; `then` says what puts them there.
+fn checkout_waits_line(then: &str) -> String {
+    format!(
+        "note: a `git` command holds the Git index (`.git/index.lock`), so the approved files are not in the checkout yet (`git status` shows them undone until then); {then}"
+    )
 }
 
 /// What `gov approve` and `gov reject` print: "proposal `ID` approved:

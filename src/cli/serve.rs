@@ -84,7 +84,7 @@ pub fn run(args: Args, repo: Option<PathBuf>) -> Result<ExitCode, Failure> {
                         true => format!("a `git` command holds the Git index (`.git/index.lock`); {them} will be brought up to date once it lets go"),
                     };
                     println!(
-                        "note: the checkout lacked `main`'s approved version of {n} file{s} (a server or command stopped before putting {them} there); {put}: {}",
+                        "note: the checkout lacked `main`'s approved version of {n} file{s} (gov could not put {them} there: a server or command stopped, or a `git` command held the Git index); {put}: {}",
                         some_of(&done.put_back)
                     );
                 }

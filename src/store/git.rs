@@ -437,6 +437,8 @@ pub fn commit_files(
         let mut index = repo.index()?;
         index.read_tree(&repo.find_commit(commit)?.tree()?)?;
         index.write()?;
+        // The Git index is the commit's: the checkout is up to it.
+        record_synced(repo, refname, commit)?;
     }
     Ok(commit)
 }
@@ -482,6 +484,30 @@ impl ForCheckout {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.tip.is_none()
     }
+}
+
+/// The file in the Git directory that names the commit gov last brought
+/// the checkout up to: `<branch ref> <commit id>`. Written after the Git
+/// index (never ahead of it), so a process killed in between leaves it
+/// behind, which only makes the next look longer.
+pub const SYNCED_FILE: &str = "gov-checkout";
+
+/// Records that the checkout of `branch` holds every file of `tip` that
+/// gov put there (see [`SYNCED_FILE`]); written whole, by a rename.
+pub fn record_synced(repo: &Repository, branch: &str, tip: Oid) -> Result<(), StoreError> {
+    let file = repo.path().join(SYNCED_FILE);
+    let fresh = repo.path().join(format!("{SYNCED_FILE}.new"));
+    std::fs::write(&fresh, format!("{branch} {tip}\n"))
+        .and_then(|()| std::fs::rename(&fresh, &file))
+        .map_err(|e| StoreError::io("write", &file, e))
+}
+
+/// The commit of `branch` the checkout was last brought up to, if
+/// recorded (see [`SYNCED_FILE`]).
+pub fn synced_to(repo: &Repository, branch: &str) -> Option<Oid> {
+    let text = std::fs::read_to_string(repo.path().join(SYNCED_FILE)).ok()?;
+    let (named, id) = text.trim_end().split_once(' ')?;
+    (named == branch).then(|| Oid::from_str(id).ok()).flatten()
 }
 
 impl Checkout {

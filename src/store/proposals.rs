@@ -25,7 +25,8 @@ use git2::{ObjectType, Oid, Repository};
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
 use crate::store::git::{
-    commit_with_changes, signature_at, signed_commit_of, Checkout, ForCheckout, Staged, StoreError,
+    commit_with_changes, record_synced, signature_at, signed_commit_of, synced_to, Checkout,
+    ForCheckout, Staged, StoreError,
 };
 use crate::store::keys::{Role, SigningKey};
 
@@ -416,7 +417,7 @@ pub fn rename_branch(
 /// again later, or leaves it to the next server's start
 /// ([`missing_from_checkout`]). Once every file of the checked-out branch
 /// is there, the branch's tip is recorded as the commit the checkout was
-/// brought up to (see [`SYNCED_FILE`]).
+/// brought up to (see [`crate::store::git::SYNCED_FILE`]).
 pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreError> {
     let Some(workdir) = repo.workdir() else {
         return Ok(());
@@ -467,30 +468,6 @@ pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreErr
         Some((branch, tip)) if *branch == head && all_there => record_synced(repo, branch, *tip),
         _ => Ok(()),
     }
-}
-
-/// The file in the Git directory that names the commit gov last brought
-/// the checkout up to: `<branch ref> <commit id>`. Written after the Git
-/// index (never ahead of it), so a process killed in between leaves it
-/// behind, which only makes the next look longer.
-const SYNCED_FILE: &str = "gov-checkout";
-
-/// Records that the checkout of `branch` holds every file of `tip` that
-/// gov put there (see [`SYNCED_FILE`]); written whole, by a rename.
-fn record_synced(repo: &Repository, branch: &str, tip: Oid) -> Result<(), StoreError> {
-    let file = repo.path().join(SYNCED_FILE);
-    let fresh = repo.path().join(format!("{SYNCED_FILE}.new"));
-    std::fs::write(&fresh, format!("{branch} {tip}\n"))
-        .and_then(|()| std::fs::rename(&fresh, &file))
-        .map_err(|e| StoreError::io("write", &file, e))
-}
-
-/// The commit of `branch` the checkout was last brought up to, if
-/// recorded (see [`SYNCED_FILE`]).
-fn synced_to(repo: &Repository, branch: &str) -> Option<Oid> {
-    let text = std::fs::read_to_string(repo.path().join(SYNCED_FILE)).ok()?;
-    let (named, id) = text.trim_end().split_once(' ')?;
-    (named == branch).then(|| Oid::from_str(id).ok()).flatten()
 }
 
 /// The branch `HEAD` names (`refs/heads/...`), if it names one.
@@ -622,7 +599,7 @@ pub struct Missing {
 /// on `main`.
 ///
 /// It looks at the files that differ between the commit gov last brought
-/// the checkout up to ([`SYNCED_FILE`]) and `main` (without that record,
+/// the checkout up to ([`crate::store::git::SYNCED_FILE`]) and `main` (without that record,
 /// at `main`'s `proposals/`): one whose Git index entry is still the old
 /// one is left out; one indexed as `main` has it, or as something else
 /// (the operator's own staging), is left alone. Only when `HEAD` names
@@ -845,9 +822,11 @@ mod tests {
             files: vec![Checkout::added(main, path, &content)],
             tip: Some((main.to_string(), two)),
         };
-        assert_eq!(synced_to(&repo, main), None);
+        // `commit_files` wrote the Git index as the commit's tree, and
+        // recorded the checkout as up to it; so does a sync.
+        assert_eq!(synced_to(&repo, main), Some(two));
+        std::fs::remove_file(repo.path().join(crate::store::git::SYNCED_FILE))?;
         sync_worktree(&repo, &to)?;
-        // Recorded as the commit the checkout was brought up to.
         assert_eq!(synced_to(&repo, main), Some(two));
         let blob = Oid::hash_object(ObjectType::Blob, b"approved = true\n")?;
         let listed = git(&["ls-files", "--stage", path])?;
@@ -919,6 +898,16 @@ mod tests {
         assert_eq!(found.files, expected);
         assert!(found.left.is_empty());
         std::fs::write(&file, "mine\n")?;
+        let found = missing_from_checkout(&repo, main)?;
+        assert_eq!(
+            (found.files, found.left),
+            (expected.clone(), vec![path.to_string()])
+        );
+        // Without the record of the commit the checkout was up to (as the
+        // first commit left it), every file of `main`'s `proposals/`.
+        let record = repo.path().join(crate::store::git::SYNCED_FILE);
+        assert_eq!(synced_to(&repo, main), Some(base));
+        std::fs::remove_file(record)?;
         let found = missing_from_checkout(&repo, main)?;
         assert_eq!(
             (found.files, found.left),

@@ -640,7 +640,6 @@ fn an_index_of_the_previous_schema_is_rebuilt_and_proposals_read_the_same() -> T
             verdict,
             note: note.map(String::from),
             final_: true,
-            wait_for_checkout: false,
         };
         decide(&svc, &p.proposal_id, &input, "operator")?;
         ids.push(p.proposal_id);

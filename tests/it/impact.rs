@@ -468,7 +468,7 @@ fn a_policy_change_a_killed_approval_left_out_reaches_the_checkout_at_the_next_s
     let _ = child.wait();
     assert_eq!(
         said.map_err(|_| "no line after the start-up lines")?,
-        format!("note: the checkout lacked `main`'s approved version of 2 files (a server or command stopped before putting them there); brought up to date: `policies/proposals.cedar`, `{filed}`")
+        format!("note: the checkout lacked `main`'s approved version of 2 files (gov could not put them there: a server or command stopped, or a `git` command held the Git index); brought up to date: `policies/proposals.cedar`, `{filed}`")
     );
     assert_eq!(porcelain_status(&s)?, "");
     Ok(())

@@ -82,7 +82,6 @@ fn concurrent_deciders_redeemers_and_charges_get_the_serial_outcomes() -> TestRe
                 },
                 note: None,
                 final_: false,
-                wait_for_checkout: false,
             };
             decide(&svc, &id, &input, "operator")
         });
@@ -149,7 +148,6 @@ fn submissions_without_ids_while_main_moves_get_signed_branches_on_main() -> Tes
                             verdict: Verdict::Approve,
                             note: None,
                             final_: false,
-                            wait_for_checkout: false,
                         };
                         decide(&svc, id, &input, "operator").map_err(|e| e.to_string())?;
                         Ok(None)
@@ -217,7 +215,6 @@ fn a_submission_behind_an_approval_in_its_batch_records_the_commit_it_was_filed_
                 verdict: Verdict::Approve,
                 note: None,
                 final_: false,
-                wait_for_checkout: false,
             };
             decide(&svc, &first, &input, "operator").map(|_| ())
         });
@@ -579,6 +576,66 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
     Ok(())
 }
 
+/// `gov approve` while a `git` command holds the Git index says that the
+/// approved files are not in the checkout yet and what puts them there:
+/// through a server, the server once the lock is gone; without one, the
+/// next `gov serve`, which does.
+#[test]
+fn gov_approve_says_when_git_keeps_the_approved_files_out_of_the_checkout() -> TestResult {
+    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let ids = (0..2)
+        .map(|_| -> TestResult<String> {
+            let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+            Ok(r.text("proposal_id"))
+        })
+        .collect::<TestResult<Vec<_>>>()?;
+    s.stop();
+    let (mut child, _, _) = crate::serve::spawn_serve_with_rest(&s.repo)?;
+    let lock = IndexLockHeld::take(&s)?;
+    let through_server = s.repo.gov(&["approve", &ids[0]]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let alone = s.repo.gov(&["approve", &ids[1]]);
+    drop(lock);
+    let said = |out: std::process::Output, id: &str, then: &str| -> TestResult {
+        let o = s
+            .repo
+            .git(&["log", "-1", "--format=%H", &format!("--grep={id}"), "main"])?;
+        let merge = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert_eq!(
+            out.stdout_text(),
+            format!(
+                "proposal `{id}` approved: merged into main as {merge}\nnote: a `git` command holds the Git index (`.git/index.lock`), so the approved files are not in the checkout yet (`git status` shows them undone until then); {then}\n"
+            )
+        );
+        Ok(())
+    };
+    said(
+        through_server?,
+        &ids[0],
+        "the server puts them there once it lets go",
+    )?;
+    said(
+        alone?,
+        &ids[1],
+        "`gov serve` puts them there as it starts, once the `git` command is done",
+    )?;
+
+    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
+    let note = rest.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        note.as_deref().is_ok_and(
+            |n| n.starts_with("note: the checkout lacked `main`'s approved version of 2 files")
+        ),
+        "{note:?}"
+    );
+    let status = s.repo.git(&["status", "--porcelain"])?;
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+    Ok(())
+}
+
 /// A server or command killed between an approval's durable commit and
 /// its file reaching the checkout leaves `main` holding the file and the
 /// checkout's Git index without it (`git status` shows it deleted; the
@@ -616,7 +673,7 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
     assert_eq!(
         note.map_err(|_| "no line after the start-up lines")?,
         format!(
-            "note: the checkout lacked `main`'s approved version of 2 files (a server or command stopped before putting them there); brought up to date: `{}`, `{}`",
+            "note: the checkout lacked `main`'s approved version of 2 files (gov could not put them there: a server or command stopped, or a `git` command held the Git index); brought up to date: `{}`, `{}`",
             put_back[0], put_back[1]
         )
     );
@@ -671,7 +728,7 @@ fn a_starting_server_puts_back_a_left_out_file_once_git_lets_go() -> TestResult 
     assert_eq!(
         said?,
         format!(
-            "note: the checkout lacked `main`'s approved version of 1 file (a server or command stopped before putting it there); a `git` command holds the Git index (`.git/index.lock`); it will be brought up to date once it lets go: `{path}`"
+            "note: the checkout lacked `main`'s approved version of 1 file (gov could not put it there: a server or command stopped, or a `git` command held the Git index); a `git` command holds the Git index (`.git/index.lock`); it will be brought up to date once it lets go: `{path}`"
         )
     );
     assert!(!held?, "{id} indexed through git's lock");
@@ -979,7 +1036,6 @@ fn maintenance_packs_an_approved_proposals_branch_and_leaves_a_waiting_one_loose
         verdict,
         note: None,
         final_: false,
-        wait_for_checkout: false,
     };
     decide(&svc, &approved, &verdict(Verdict::Approve), "operator")?;
     let out = repo.gov(&["maintain"])?;

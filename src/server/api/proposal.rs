@@ -82,11 +82,16 @@ pub(super) async fn decide_proposal(
         verdict: body.decision,
         note: body.note,
         final_: body.final_,
-        wait_for_checkout: body.wait_for_checkout,
     };
-    let p = blocking_write(&state, move || {
+    let (p, checkout) = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
-        proposals::decide(&svc, &id, &input, &decider)
+        match body.wait_for_checkout {
+            true => proposals::decide_in_person(&svc, &id, &input, &decider),
+            false => Ok((
+                proposals::decide(&svc, &id, &input, &decider)?,
+                proposals::Checkout::Done,
+            )),
+        }
     })
     .await?;
     reply(&wire::ProposalDecided {
@@ -96,5 +101,6 @@ pub(super) async fn decide_proposal(
         decided_by: p.decided_by,
         merge_commit: p.merge_commit,
         branch: p.branch,
+        checkout_waits: checkout == proposals::Checkout::Waits,
     })
 }

@@ -621,7 +621,6 @@ async fn decide(
         note: Some(form.note.trim().to_string()).filter(|n| !n.is_empty()),
         final_: form.r#final.is_some_and(|v| v == "true" || v == "on"),
         // The file reaches a checked-out `main` within a moment.
-        wait_for_checkout: false,
     };
     let svc = state.svc.clone();
     let pid = id.clone();
