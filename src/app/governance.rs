@@ -1220,12 +1220,12 @@ impl Governance {
         done
     }
 
-    /// Makes in a checked-out `main` the approved changes a server or
-    /// command stopped before making there
-    /// (`store::proposals::missing_from_checkout`), the way approvals'
-    /// files go there: should a `git` command hold the Git index, they
-    /// wait for a server's next looks. A server does this as it starts,
-    /// before any approval of its own.
+    /// Brings a checked-out `main` up to the approved changes gov could
+    /// not put there (a server or command stopped, or a `git` command held
+    /// the Git index: `store::proposals::missing_from_checkout`), the way
+    /// approvals' files go there: should a `git` command hold the Git
+    /// index, they wait for a server's next looks. A server does this as
+    /// it starts, before any approval of its own.
     pub fn catch_up_checkout(&self) -> Result<CaughtUp, GovError> {
         let mut state = self.checked_out.lock().map_err(|_| GovError::Poisoned)?;
         let main = self.settings.main_refname();
@@ -1792,6 +1792,7 @@ pub fn open_index(settings: &Settings) -> Result<(Repository, Index), GovError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::git::Checkout;
 
     fn assert_send_sync<T: Send + Sync>() {}
 
@@ -2027,12 +2028,11 @@ mod tests {
             let writer = gov.writer.lock().map_err(|_| "poisoned")?;
             let approval = scope.spawn(|| {
                 gov.transact(|tx| -> Result<_, GovError> {
-                    tx.staged()
-                        .checkout_after(crate::store::git::Checkout::added(
-                            "refs/heads/main",
-                            "approved.toml",
-                            b"ok\n",
-                        ));
+                    tx.staged().checkout_after(Checkout::added(
+                        "refs/heads/main",
+                        "approved.toml",
+                        b"ok\n",
+                    ));
                     Ok(((), vec![approval_entry]))
                 })
             });
@@ -2080,11 +2080,7 @@ mod tests {
             let name = format!("approved-{n}.toml");
             gov.transact(|tx| -> Result<_, GovError> {
                 tx.staged()
-                    .checkout_after(crate::store::git::Checkout::added(
-                        "refs/heads/main",
-                        &name,
-                        b"ok\n",
-                    ));
+                    .checkout_after(Checkout::added("refs/heads/main", &name, b"ok\n"));
                 Ok(((), vec![entry]))
             })?;
             assert!(!file(n).exists(), "approval {n} waited for its file");

@@ -620,12 +620,13 @@ async fn decide(
         verdict,
         note: Some(form.note.trim().to_string()).filter(|n| !n.is_empty()),
         final_: form.r#final.is_some_and(|v| v == "true" || v == "on"),
-        // The file reaches a checked-out `main` within a moment.
     };
     let svc = state.svc.clone();
     let pid = id.clone();
     let result = blocking_write(&state, move || {
         let decider = svc.settings().operator_name.clone();
+        // Not waiting for the checkout: the file reaches a checked-out
+        // `main` within a moment.
         proposals::decide(&svc, &pid, &input, &decider)
     })
     .await;
