@@ -469,11 +469,20 @@ pub struct ForCheckout {
     pub files: Vec<Checkout>,
     /// The branch's ref and commit, after every file's change.
     pub tip: Option<(String, Oid)>,
+    /// The branch's commit before the first file's change: the record
+    /// moves to `tip` only from there, so that it never passes files
+    /// another process has still to put there (`None`: from whatever it
+    /// names, or none).
+    pub from: Option<Oid>,
 }
 
 impl ForCheckout {
     /// Takes `later`'s files after these; its tip, if it has one.
     pub fn then(&mut self, later: ForCheckout) {
+        if self.is_empty() {
+            *self = later;
+            return;
+        }
         self.files.extend(later.files);
         if later.tip.is_some() {
             self.tip = later.tip;
@@ -688,11 +697,17 @@ impl Staged {
     /// (`store::proposals::sync_worktree`), and [`Staged::flush`] does not.
     pub fn take_checkouts(&mut self) -> ForCheckout {
         let files = std::mem::take(&mut self.checkouts);
-        let tip = files.last().and_then(|c| {
-            let at = self.now.get(&c.branch).copied().flatten()?;
-            Some((c.branch.clone(), at))
-        });
-        ForCheckout { files, tip }
+        let branch = files.last().map(|c| c.branch.clone());
+        let on = |values: &BTreeMap<String, Option<Oid>>| {
+            branch
+                .as_ref()
+                .and_then(|b| values.get(b).copied().flatten())
+        };
+        ForCheckout {
+            tip: on(&self.now).zip(branch.clone()).map(|(at, b)| (b, at)),
+            from: on(&self.base),
+            files,
+        }
     }
 
     /// Whether nothing is staged.

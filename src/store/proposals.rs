@@ -417,7 +417,10 @@ pub fn rename_branch(
 /// again later, or leaves it to the next server's start
 /// ([`missing_from_checkout`]). Once every file of the checked-out branch
 /// is there, the branch's tip is recorded as the commit the checkout was
-/// brought up to (see [`crate::store::git::SYNCED_FILE`]).
+/// brought up to (see [`crate::store::git::SYNCED_FILE`]), if the record
+/// names the commit the files' changes start from: one left behind
+/// (another process's files not there yet, a commit the operator made)
+/// stays behind, which only makes the next server's look longer.
 pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreError> {
     let Some(workdir) = repo.workdir() else {
         return Ok(());
@@ -465,7 +468,15 @@ pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreErr
         }
     }
     match &to.tip {
-        Some((branch, tip)) if *branch == head && all_there => record_synced(repo, branch, *tip),
+        Some((branch, tip))
+            if *branch == head
+                && all_there
+                && to
+                    .from
+                    .is_none_or(|from| synced_to(repo, branch) == Some(from)) =>
+        {
+            record_synced(repo, branch, *tip)
+        }
         _ => Ok(()),
     }
 }
@@ -666,6 +677,7 @@ pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missin
             .push(checkout_of(repo, main_ref, &change)?);
     }
     found.files.tip = Some((main_ref.to_string(), main));
+    found.files.from = synced;
     Ok(found)
 }
 
@@ -821,6 +833,7 @@ mod tests {
         let to = ForCheckout {
             files: vec![Checkout::added(main, path, &content)],
             tip: Some((main.to_string(), two)),
+            from: None,
         };
         // `commit_files` wrote the Git index as the commit's tree, and
         // recorded the checkout as up to it; so does a sync.
@@ -888,6 +901,7 @@ mod tests {
         let expected = ForCheckout {
             files: vec![Checkout::added(main, path, b"approved = true\n")],
             tip: Some((main.to_string(), repo.refname_to_id(main)?)),
+            from: Some(base),
         };
         assert_eq!(found.files, expected);
         assert!(found.left.is_empty());
@@ -909,6 +923,10 @@ mod tests {
         assert_eq!(synced_to(&repo, main), Some(base));
         std::fs::remove_file(record)?;
         let found = missing_from_checkout(&repo, main)?;
+        let expected = ForCheckout {
+            from: None,
+            ..expected
+        };
         assert_eq!(
             (found.files, found.left),
             (expected, vec![path.to_string()])
@@ -973,11 +991,12 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (dir, repo, _, base) = main_of_files(&["policy", "staged", "gone"])?;
         let main = "refs/heads/main";
-        let up_to = |tip: Oid| ForCheckout {
+        let up_to = |from: Option<Oid>, tip: Oid| ForCheckout {
             files: Vec::new(),
             tip: Some((main.to_string(), tip)),
+            from,
         };
-        sync_worktree(&repo, &up_to(base))?;
+        sync_worktree(&repo, &up_to(None, base))?;
         assert_eq!(synced_to(&repo, main), Some(base));
         assert_eq!(missing_from_checkout(&repo, main)?, Missing::default());
         // Approved without the checkout taking it (a killed server).
@@ -997,7 +1016,12 @@ mod tests {
         let names: Vec<&str> = found.files.files.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(names, ["added", "gone", "policy"]);
         assert_eq!(found.files.tip, Some((main.to_string(), two)));
+        assert_eq!(found.files.from, Some(base));
         assert!(found.left.is_empty());
+        // A sync whose changes start elsewhere (another process's, whose
+        // files from `base` on are not there yet) leaves the record.
+        sync_worktree(&repo, &up_to(Some(two), two))?;
+        assert_eq!(synced_to(&repo, main), Some(base));
         sync_worktree(&repo, &found.files)?;
         assert_eq!(git(&["status", "--porcelain"])?, "M  staged\n");
         assert_eq!(
@@ -1040,7 +1064,7 @@ mod tests {
             .collect();
         let changes = ForCheckout {
             files: changes,
-            tip: None,
+            ..ForCheckout::default()
         };
         sync_worktree(&repo, &changes)?;
         let status = std::process::Command::new("git")

@@ -568,11 +568,25 @@ fn an_approval_s_file_reaches_the_checkout_after_git_lets_go_of_its_index() -> T
     s.approve(&id)?;
     std::thread::sleep(std::time::Duration::from_millis(300));
     let held = in_checkout(&s, &id);
+    let record = s.repo.root().join(".git/gov-checkout");
+    let recorded = std::fs::read_to_string(&record)?;
     drop(lock);
     assert!(!held?, "{id} indexed through git's lock");
     reaches_checkout(&s, &id)?;
     let o = s.repo.git(&["status", "--porcelain"])?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    // The record of the commit the checkout is up to stayed behind while
+    // the file was kept out, and names the approval's merge once it is in.
+    let main = s.repo.repo()?.refname_to_id("refs/heads/main")?;
+    assert_ne!(recorded, format!("refs/heads/main {main}\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&record)? != format!("refs/heads/main {main}\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record stayed behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     Ok(())
 }
 
