@@ -20,9 +20,6 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
     Ok((child, url))
 }
 
-/// [`spawn_serve`], with the lines `gov serve` prints after its start-up
-/// lines (stdout is read to its end either way, so the child never blocks
-/// on a full pipe).
 /// Starts `gov serve`, waits until it answers a request (so that it has
 /// done what it does before serving), and kills it.
 pub(crate) fn served_once(repo: &TestRepo) -> TestResult {
@@ -36,6 +33,9 @@ pub(crate) fn served_once(repo: &TestRepo) -> TestResult {
     Ok(answered?)
 }
 
+/// [`spawn_serve`], with the lines `gov serve` prints after its start-up
+/// lines (stdout is read to its end either way, so the child never blocks
+/// on a full pipe).
 pub(crate) fn spawn_serve_with_rest(
     repo: &TestRepo,
 ) -> TestResult<(Child, String, std::sync::mpsc::Receiver<String>)> {
