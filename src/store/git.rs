@@ -692,19 +692,17 @@ impl Staged {
     }
 
     /// Takes the files [`Staged::checkout_after`] asked for, with their
-    /// branch's staged commit: the caller puts them into the working tree
-    /// itself once the batch is durable
-    /// (`store::proposals::sync_worktree`), and [`Staged::flush`] does not.
+    /// branch's staged commit and the one it moved from: the caller puts
+    /// them into the working tree once the batch is durable
+    /// (`store::proposals::sync_worktree`); [`Staged::flush`] never does.
     pub fn take_checkouts(&mut self) -> ForCheckout {
         let files = std::mem::take(&mut self.checkouts);
         let branch = files.last().map(|c| c.branch.clone());
         let on = |values: &BTreeMap<String, Option<Oid>>| {
-            branch
-                .as_ref()
-                .and_then(|b| values.get(b).copied().flatten())
+            values.get(branch.as_ref()?).copied().flatten()
         };
         ForCheckout {
-            tip: on(&self.now).zip(branch.clone()).map(|(at, b)| (b, at)),
+            tip: branch.clone().zip(on(&self.now)),
             from: on(&self.base),
             files,
         }
@@ -826,7 +824,7 @@ impl Staged {
     /// ([`Staged::rename`]) is its file moved to the new name
     /// ([`RefMove`]): a rejection then writes and flushes no file of its
     /// own. No reflog is written: the chain records every move.
-    pub fn flush(mut self, repo: &Repository) -> Result<(), StoreError> {
+    pub fn flush(self, repo: &Repository) -> Result<(), StoreError> {
         let moves: Vec<(&String, &Option<Oid>)> = self
             .now
             .iter()
@@ -960,14 +958,6 @@ impl Staged {
             lock.commit()?;
         }
         sync_all_at_once(&[], &existing(record_dirs))?;
-        if !self.checkouts.is_empty() {
-            let files = self.take_checkouts();
-            if let Err(e) = crate::store::proposals::sync_worktree(repo, &files) {
-                // The commits are durable; the next server's start puts
-                // the files there (`store::proposals::missing_from_checkout`).
-                tracing::warn!(error = %e, "the working tree was not updated");
-            }
-        }
         Ok(())
     }
 }
