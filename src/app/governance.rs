@@ -1173,14 +1173,11 @@ impl Governance {
             // Said once until a try succeeds: `git commit` keeps the lock
             // while its editor is open.
             if !std::mem::replace(&mut state.failing, true) {
-                match self.checkout_follows.load(Ordering::Relaxed) {
-                    true => {
-                        tracing::warn!(error = %e, "the working tree was not updated; trying again")
-                    }
-                    false => {
-                        tracing::warn!(error = %e, "the working tree was not updated; the next `gov serve` brings it up to date")
-                    }
-                }
+                let then = match self.checkout_follows.load(Ordering::Relaxed) {
+                    true => "trying again",
+                    false => "the next `gov serve` brings it up to date",
+                };
+                tracing::warn!(error = %e, "the working tree was not updated; {then}");
             }
             if let Ok(mut c) = self.checkouts.lock() {
                 let later = std::mem::replace(&mut c.files, files);

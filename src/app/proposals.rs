@@ -530,7 +530,7 @@ pub struct DecisionInput {
 
 /// What [`decide_in_person`] did besides deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checkout {
+pub enum CheckoutState {
     /// Nothing to put there (a rejection), or every file is there.
     Done,
     /// A `git` command holds the checkout's Git index: the approved
@@ -549,15 +549,15 @@ pub fn decide_in_person(
     id: &str,
     input: &DecisionInput,
     decider: &str,
-) -> Result<(Proposal, Checkout), AppError> {
+) -> Result<(Proposal, CheckoutState), AppError> {
     let p = decide(svc, id, input, decider)?;
     let there = p.merge_commit.is_none() || svc.governance().sync_checkout();
     Ok((
         p,
         if there {
-            Checkout::Done
+            CheckoutState::Done
         } else {
-            Checkout::Waits
+            CheckoutState::Waits
         },
     ))
 }

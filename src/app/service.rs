@@ -585,9 +585,9 @@ impl Service {
         Ok(index.count_by_agents(&types)?)
     }
 
-    /// Puts back into a checked-out `main` the approved proposals' files
-    /// an earlier server or command stopped before putting there (see
-    /// `Governance::catch_up_checkout`). For the server's start.
+    /// Brings a checked-out `main` up to the approved changes gov could
+    /// not put there before (see `Governance::catch_up_checkout`). For the
+    /// server's start.
     pub fn catch_up_checkout(&self) -> Result<super::governance::CaughtUp, AppError> {
         Ok(self.gov.catch_up_checkout()?)
     }

@@ -9,7 +9,7 @@ use crate::wire::{DecisionRequest, ProposalDecided};
 
 use super::http::Client;
 use super::{ExitCode, Failure};
-use crate::app::proposals::{decide_in_person, Checkout, DecisionInput};
+use crate::app::proposals::{decide_in_person, CheckoutState, DecisionInput};
 use crate::app::service::Service;
 use crate::config::Settings;
 use crate::domain::proposal::Verdict;
@@ -74,7 +74,7 @@ pub fn run(args: Args, verdict: Verdict, repo: Option<PathBuf>) -> Result<ExitCo
             &settings.main_branch
         )
     );
-    if checkout == Checkout::Waits {
+    if checkout == CheckoutState::Waits {
         println!(
             "{}",
             checkout_waits_line(

@@ -371,25 +371,23 @@ fn checkout_of(
     branch_ref: &str,
     change: &crate::store::tree::FileChange,
 ) -> Result<Checkout, StoreError> {
-    let content = match change.new {
-        Some((id, mode)) if is_file(mode) => Some(repo.find_blob(id)?.content().to_vec()),
-        _ => None,
+    let content = match file_blob(change.new) {
+        Some(id) => Some(repo.find_blob(id)?.content().to_vec()),
+        None => None,
     };
     Ok(Checkout {
         branch: branch_ref.to_string(),
         path: change.path.clone(),
         content,
-        was: change
-            .old
-            .filter(|(_, mode)| is_file(*mode))
-            .map(|(id, _)| id),
+        was: file_blob(change.old),
     })
 }
 
-/// Whether a tree entry's mode is a file's (not a folder's, a link's or a
-/// submodule's).
-fn is_file(mode: i32) -> bool {
-    mode & 0o170000 == 0o100000
+/// The blob of one side of a [`crate::store::tree::FileChange`] if it is
+/// a file's (not a folder's, a link's or a submodule's).
+fn file_blob(side: Option<(Oid, i32)>) -> Option<Oid> {
+    side.filter(|(_, mode)| mode & 0o170000 == 0o100000)
+        .map(|(id, _)| id)
 }
 
 /// Renames a proposal branch (keeping its content), e.g. to
@@ -648,10 +646,8 @@ pub fn missing_from_checkout(repo: &Repository, main_ref: &str) -> Result<Missin
         }
         None => proposals_files(repo, &tree)?,
     };
-    let file_id =
-        |side: Option<(Oid, i32)>| side.filter(|(_, mode)| is_file(*mode)).map(|(id, _)| id);
     for change in changes {
-        let (was, new) = (file_id(change.old), file_id(change.new));
+        let (was, new) = (file_blob(change.old), file_blob(change.new));
         let indexed = index
             .get_path(std::path::Path::new(&change.path), 0)
             .map(|e| e.id);
@@ -808,6 +804,15 @@ mod tests {
         Ok((dir, repo, key, who, base))
     }
 
+    /// Stock `git ARGS…` run in `dir`.
+    fn git_in(dir: &std::path::Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+    }
+
     /// A file put into the checkout gets the index entry stock git would
     /// make for it: its blob, its mode, and stat data that `git
     /// diff-files` (which compares them and reads nothing) finds equal to
@@ -822,13 +827,7 @@ mod tests {
         let files = [(path.to_string(), content.clone())];
         let main = "refs/heads/main";
         commit_files(&repo, &key, &who, main, Some(base), &files, "two")?;
-        let git = |args: &[&str]| {
-            std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir.path())
-                .args(args)
-                .output()
-        };
+        let git = |args: &[&str]| git_in(dir.path(), args);
         let two = repo.refname_to_id(main)?;
         let to = ForCheckout {
             files: vec![Checkout::added(main, path, &content)],
@@ -1002,12 +1001,7 @@ mod tests {
         // Approved without the checkout taking it (a killed server).
         let two = commit_without_checkout(&repo, base, &["policy", "staged", "added"], &["gone"])?;
         let git = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir.path())
-                .args(args)
-                .output()?;
-            Ok(String::from_utf8(out.stdout)?)
+            Ok(String::from_utf8(git_in(dir.path(), args)?.stdout)?)
         };
         std::fs::write(dir.path().join("staged"), "staged by me\n")?;
         git(&["add", "staged"])?;
@@ -1067,11 +1061,7 @@ mod tests {
             ..ForCheckout::default()
         };
         sync_worktree(&repo, &changes)?;
-        let status = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["status", "--porcelain"])
-            .output()?;
+        let status = git_in(dir.path(), &["status", "--porcelain"])?;
         assert_eq!(
             String::from_utf8_lossy(&status.stdout),
             " M mine\n?? gone-mine\n"

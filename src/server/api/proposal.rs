@@ -89,7 +89,7 @@ pub(super) async fn decide_proposal(
             true => proposals::decide_in_person(&svc, &id, &input, &decider),
             false => Ok((
                 proposals::decide(&svc, &id, &input, &decider)?,
-                proposals::Checkout::Done,
+                proposals::CheckoutState::Done,
             )),
         }
     })
@@ -101,6 +101,6 @@ pub(super) async fn decide_proposal(
         decided_by: p.decided_by,
         merge_commit: p.merge_commit,
         branch: p.branch,
-        checkout_waits: checkout == proposals::Checkout::Waits,
+        checkout_waits: checkout == proposals::CheckoutState::Waits,
     })
 }
