@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 # Stock git and ssh-keygen verify the signed commits, python3 runs the
 # bundled noop agent, Chromium and its driver run the dashboard tests, and
 # OpenSSH's server (started by the tests on a loopback port) carries
-# `gov sync` over ssh://.
+# `gov sync` over ssh://, and strace shows the order in which files reach
+# the disk.
 need=()
 command -v git >/dev/null || need+=(git)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v python3 >/dev/null || need+=(python3)
 command -v cc >/dev/null || need+=(gcc)
+command -v strace >/dev/null || need+=(strace)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then

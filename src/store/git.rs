@@ -502,13 +502,27 @@ impl ForCheckout {
 pub const SYNCED_FILE: &str = "gov-checkout";
 
 /// Records that the checkout of `branch` holds every file of `tip` that
-/// gov put there (see [`SYNCED_FILE`]); written whole, by a rename.
+/// gov put there (see [`SYNCED_FILE`]); written whole, by a rename. The
+/// record must never outlive a power cut that the Git index it speaks for
+/// does not: the Git index, its name in the Git directory and the
+/// record's own content are flushed to disk before the rename (on a file
+/// system that does not keep renames in order, ext4 without a journal
+/// for one, the rename could otherwise reach the disk first). The rename
+/// itself is not flushed: lost, it leaves the older record, which only
+/// makes the next look longer.
 pub fn record_synced(repo: &Repository, branch: &str, tip: Oid) -> Result<(), StoreError> {
-    let file = repo.path().join(SYNCED_FILE);
-    let fresh = repo.path().join(format!("{SYNCED_FILE}.new"));
+    let git_dir = repo.path();
+    let file = git_dir.join(SYNCED_FILE);
+    let fresh = git_dir.join(format!("{SYNCED_FILE}.new"));
     std::fs::write(&fresh, format!("{branch} {tip}\n"))
-        .and_then(|()| std::fs::rename(&fresh, &file))
-        .map_err(|e| StoreError::io("write", &file, e))
+        .map_err(|e| StoreError::io("write", &fresh, e))?;
+    let index = git_dir.join("index");
+    let files: Vec<PathBuf> = [fresh.clone(), index]
+        .into_iter()
+        .filter(|f| f.exists())
+        .collect();
+    sync_all_at_once(&files, &BTreeSet::from([git_dir.to_path_buf()]))?;
+    std::fs::rename(&fresh, &file).map_err(|e| StoreError::io("write", &file, e))
 }
 
 /// The commit of `branch` the checkout was last brought up to, if

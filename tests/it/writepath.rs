@@ -650,6 +650,132 @@ fn gov_approve_says_when_git_keeps_the_approved_files_out_of_the_checkout() -> T
     Ok(())
 }
 
+/// An approval's files reach the disk in an order a power cut cannot
+/// undo: each file put into the checkout is flushed before the Git index
+/// naming it is renamed into place, and the Git index, the Git folder and
+/// the record's content are flushed before the record of the commit the
+/// checkout was brought up to is renamed into place (on a file system that
+/// keeps no order between renames, the record could otherwise outlive the
+/// Git index it speaks for, and the next start would skip files the
+/// checkout lost). No test can cut the power here: the system calls of a
+/// real `gov approve` are watched through `strace`, each flush taken as
+/// done where the kernel returned from it.
+#[test]
+fn an_approval_s_checkout_reaches_the_disk_before_its_record() -> TestResult {
+    require_program("strace")?;
+    let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
+    let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
+    let id = r.text("proposal_id");
+    s.stop();
+    let log = s.repo.dir.path().join("strace.log");
+    let o = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(crate::support::gov_bin())
+        .arg("--repo")
+        .arg(s.repo.root())
+        .args(["approve", &id])
+        .output()?;
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let calls = traced_calls(&std::fs::read_to_string(&log)?);
+    let git_dir = s.repo.root().join(".git");
+    let at = |what: &str, name: &str, path: &std::path::Path| -> TestResult<&TracedCall> {
+        let quoted = match what {
+            "fsync" => format!("<{}>", path.display()),
+            _ => format!("\"{}\"", path.display()),
+        };
+        calls
+            .iter()
+            .find(|c| c.name.starts_with(name) && c.args.contains(&quoted))
+            .ok_or_else(|| format!("no {name} of {} in {calls:#?}", path.display()).into())
+    };
+    let file = s.repo.root().join(main_path(&s, &id)?);
+    let file_flushed = at("fsync", "fsync", &file)?;
+    let index_renamed = calls
+        .iter()
+        .find(|c| {
+            c.name.starts_with("rename")
+                && c.args
+                    .ends_with(&format!("\"{}\"", git_dir.join("index").display()))
+        })
+        .ok_or("no rename of the Git index")?;
+    let index_flushed = at("fsync", "fsync", &git_dir.join("index"))?;
+    let folder_flushed = calls
+        .iter()
+        .filter(|c| c.name == "fsync" && c.args.contains(&format!("<{}>", git_dir.display())))
+        .find(|c| c.started > index_renamed.done)
+        .ok_or("no flush of the Git folder after the Git index's rename")?;
+    let content_flushed = at("fsync", "fsync", &git_dir.join("gov-checkout.new"))?;
+    let record_renamed = at("rename", "rename", &git_dir.join("gov-checkout"))?;
+    assert!(file_flushed.done < index_renamed.started, "{calls:#?}");
+    for flushed in [index_flushed, folder_flushed, content_flushed] {
+        assert!(index_renamed.done < flushed.started, "{calls:#?}");
+        assert!(flushed.done < record_renamed.started, "{calls:#?}");
+    }
+    Ok(())
+}
+
+/// One system call in an `strace -f` log: its name and arguments, and the
+/// positions in the log where it started and where the kernel returned
+/// (the same line unless another thread's call came in between).
+#[derive(Debug)]
+struct TracedCall {
+    name: String,
+    args: String,
+    started: usize,
+    done: usize,
+}
+
+fn traced_calls(log: &str) -> Vec<TracedCall> {
+    let mut calls = Vec::new();
+    let mut open: std::collections::HashMap<&str, TracedCall> = Default::default();
+    for (n, line) in log.lines().enumerate() {
+        let Some((tid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("<...") {
+            if let Some(mut call) = open.remove(tid) {
+                call.done = n;
+                calls.push(call);
+            }
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
+        let unfinished = args.ends_with("<unfinished ...>");
+        let args = args.trim_end_matches("<unfinished ...>").trim_end();
+        // Without the result (` = 0`, after padding) and the closing
+        // parenthesis.
+        let args = match args.rsplit_once(" = ") {
+            Some((a, _)) => a.trim_end().trim_end_matches(')'),
+            None => args,
+        }
+        .to_string();
+        let call = TracedCall {
+            name: name.to_string(),
+            args,
+            started: n,
+            done: n,
+        };
+        match unfinished {
+            true => {
+                open.insert(tid, call);
+            }
+            false => calls.push(call),
+        }
+    }
+    calls
+}
+
 /// A server or command killed between an approval's durable commit and
 /// its file reaching the checkout leaves `main` holding the file and the
 /// checkout's Git index without it (`git status` shows it deleted; the
