@@ -25,8 +25,8 @@ use git2::{ObjectType, Oid, Repository};
 use crate::domain::proposal::Proposal;
 use crate::store::audit::signer_identity;
 use crate::store::git::{
-    commit_with_changes, record_synced, signature_at, signed_commit_of, sync_all_at_once,
-    synced_to, Checkout, ForCheckout, Staged, StoreError,
+    commit_with_changes, record_synced, signature_at, signed_commit_of, synced_to, Checkout,
+    ForCheckout, Staged, StoreError,
 };
 use crate::store::keys::{Role, SigningKey};
 
@@ -452,9 +452,8 @@ pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreErr
         let mut index = repo.index()?;
         index.read(false)?;
         let mut added = false;
-        let mut written = Written::default();
         for c in files {
-            match put_into_checkout(workdir, repo, &mut index, c, &mut written) {
+            match put_into_checkout(workdir, repo, &mut index, c) {
                 Ok(()) => added = true,
                 Err(e) => {
                     all_there = false;
@@ -463,10 +462,6 @@ pub fn sync_worktree(repo: &Repository, to: &ForCheckout) -> Result<(), StoreErr
             }
         }
         if added {
-            // The files before the Git index that names them, and the
-            // Git index before the record (`record_synced`): after a power
-            // cut, the index never names content the working tree lost.
-            sync_all_at_once(&written.files, &written.dirs)?;
             index.write()?;
         }
     }
@@ -511,32 +506,9 @@ impl There {
     }
 }
 
-/// What [`put_into_checkout`] changed in the working tree, to be flushed
-/// to disk before the Git index is written: the files written, and the
-/// folders whose entries changed (a file added or removed, a folder made).
-#[derive(Debug, Default)]
-struct Written {
-    files: Vec<std::path::PathBuf>,
-    dirs: std::collections::BTreeSet<std::path::PathBuf>,
-}
-
-impl Written {
-    /// `file`'s folder, and each folder above it up to the first that
-    /// exists (or the working tree's top): the folders a write of `file`
-    /// changes or makes.
-    fn folders_of(&mut self, workdir: &std::path::Path, file: &std::path::Path) {
-        for dir in file.ancestors().skip(1) {
-            self.dirs.insert(dir.to_path_buf());
-            if dir == workdir || dir.exists() {
-                break;
-            }
-        }
-    }
-}
-
 /// Puts one changed file into the working tree and its entry into the
 /// Git index (not written), as a checkout of the new commit would have
-/// it; what it changed in the working tree is added to `written`. What the working tree holds there is replaced only if it is what
+/// it. What the working tree holds there is replaced only if it is what
 /// the commit changed (or nothing): a file already as the commit has it
 /// is only indexed, and the operator's own edits are kept, showing in
 /// `git status` as changes to the new version.
@@ -545,7 +517,6 @@ fn put_into_checkout(
     repo: &Repository,
     index: &mut git2::Index,
     c: &Checkout,
-    written: &mut Written,
 ) -> Result<(), StoreError> {
     let file = workdir.join(&c.path);
     let there = There::look(&file)?;
@@ -553,7 +524,6 @@ fn put_into_checkout(
     let Some(content) = &c.content else {
         if replaceable && there != There::Nothing {
             std::fs::remove_file(&file).map_err(|e| StoreError::io("remove", &file, e))?;
-            written.folders_of(workdir, &file);
         }
         return match index.remove_path(std::path::Path::new(&c.path)) {
             Err(e) if e.code() != git2::ErrorCode::NotFound => Err(e.into()),
@@ -564,11 +534,7 @@ fn put_into_checkout(
     let meta = if there == There::File(new) {
         std::fs::metadata(&file).map_err(|e| StoreError::io("read", &file, e))?
     } else if replaceable {
-        written.folders_of(workdir, &file);
-        let meta =
-            write_file(repo, &file, content).map_err(|e| StoreError::io("write", &file, e))?;
-        written.files.push(file);
-        meta
+        write_file(repo, &file, content).map_err(|e| StoreError::io("write", &file, e))?
     } else {
         // Stat data no file has: git compares the content and shows the
         // operator's edits.

@@ -650,18 +650,17 @@ fn gov_approve_says_when_git_keeps_the_approved_files_out_of_the_checkout() -> T
     Ok(())
 }
 
-/// An approval's files reach the disk in an order a power cut cannot
-/// undo: each file put into the checkout is flushed before the Git index
-/// naming it is renamed into place, and the Git index, the Git folder and
-/// the record's content are flushed before the record of the commit the
-/// checkout was brought up to is renamed into place (on a file system that
-/// keeps no order between renames, the record could otherwise outlive the
-/// Git index it speaks for, and the next start would skip files the
-/// checkout lost). No test can cut the power here: the system calls of a
-/// real `gov approve` are watched through `strace`, each flush taken as
-/// done where the kernel returned from it.
+/// The record of the commit the checkout was brought up to never reaches
+/// the disk ahead of the Git index it speaks for: the Git index, the Git
+/// folder and the record's content are flushed after the Git index's
+/// rename and before the record's (on a file system that keeps no order
+/// between renames, the record could otherwise outlive a power cut the
+/// Git index did not, and the next start would skip files the checkout
+/// lost). No test can cut the power here: the system calls of a real
+/// `gov approve` are watched through `strace`, each flush taken as done
+/// where the kernel returned from it.
 #[test]
-fn an_approval_s_checkout_reaches_the_disk_before_its_record() -> TestResult {
+fn the_checkout_s_record_reaches_the_disk_after_the_git_index() -> TestResult {
     require_program("strace")?;
     let mut s = TestServer::start_with(TestServer::set_agent_auth_optional)?;
     let r = s.post("/proposals", None, &proposal("noop", "publish_content"))?;
@@ -686,37 +685,28 @@ fn an_approval_s_checkout_reaches_the_disk_before_its_record() -> TestResult {
     assert!(o.status.success(), "{}", o.stderr_text());
     let calls = traced_calls(&std::fs::read_to_string(&log)?);
     let git_dir = s.repo.root().join(".git");
-    let at = |what: &str, name: &str, path: &std::path::Path| -> TestResult<&TracedCall> {
-        let quoted = match what {
-            "fsync" => format!("<{}>", path.display()),
-            _ => format!("\"{}\"", path.display()),
-        };
+    // The first flush of `path` (a file or folder) after position `after`.
+    let flush_of = |path: &std::path::Path, after: usize| -> TestResult<&TracedCall> {
+        let fd = format!("<{}>", path.display());
         calls
             .iter()
-            .find(|c| c.name.starts_with(name) && c.args.contains(&quoted))
-            .ok_or_else(|| format!("no {name} of {} in {calls:#?}", path.display()).into())
+            .find(|c| c.name == "fsync" && c.args.ends_with(&fd) && c.started > after)
+            .ok_or_else(|| format!("no flush of {} in {calls:#?}", path.display()).into())
     };
-    let file = s.repo.root().join(main_path(&s, &id)?);
-    let file_flushed = at("fsync", "fsync", &file)?;
-    let index_renamed = calls
-        .iter()
-        .find(|c| {
-            c.name.starts_with("rename")
-                && c.args
-                    .ends_with(&format!("\"{}\"", git_dir.join("index").display()))
-        })
-        .ok_or("no rename of the Git index")?;
-    let index_flushed = at("fsync", "fsync", &git_dir.join("index"))?;
-    let folder_flushed = calls
-        .iter()
-        .filter(|c| c.name == "fsync" && c.args.contains(&format!("<{}>", git_dir.display())))
-        .find(|c| c.started > index_renamed.done)
-        .ok_or("no flush of the Git folder after the Git index's rename")?;
-    let content_flushed = at("fsync", "fsync", &git_dir.join("gov-checkout.new"))?;
-    let record_renamed = at("rename", "rename", &git_dir.join("gov-checkout"))?;
-    assert!(file_flushed.done < index_renamed.started, "{calls:#?}");
+    // The rename that put a file in place as `path`.
+    let rename_to = |path: &std::path::Path| -> TestResult<&TracedCall> {
+        let to = format!("\"{}\"", path.display());
+        calls
+            .iter()
+            .find(|c| c.name.starts_with("rename") && c.args.ends_with(&to))
+            .ok_or_else(|| format!("no rename to {} in {calls:#?}", path.display()).into())
+    };
+    let index_renamed = rename_to(&git_dir.join("index"))?;
+    let record_renamed = rename_to(&git_dir.join("gov-checkout"))?;
+    let index_flushed = flush_of(&git_dir.join("index"), index_renamed.done)?;
+    let folder_flushed = flush_of(&git_dir, index_renamed.done)?;
+    let content_flushed = flush_of(&git_dir.join("gov-checkout.new"), 0)?;
     for flushed in [index_flushed, folder_flushed, content_flushed] {
-        assert!(index_renamed.done < flushed.started, "{calls:#?}");
         assert!(flushed.done < record_renamed.started, "{calls:#?}");
     }
     Ok(())
