@@ -882,14 +882,16 @@ impl Governance {
                     wants_checkout: checkouts(&w) > before,
                     poisoned: false,
                 });
-                // This writer's objects go to the encoding thread (the
-                // flush encodes whatever it has not done by then).
-                if let Some(b) = w.batch.as_mut() {
-                    b.staged.take_to_encode().hand_over();
-                }
                 if w.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH) {
                     self.finish_batch(&mut w);
                 }
+            }
+            // The objects of the turns just run go to the encoding thread
+            // together (the flush encodes whatever it has not done by
+            // then): one wake-up of that thread per pass, not per turn
+            // (docs/BENCHMARKS.md, the forty-fourth round).
+            if let Some(b) = w.batch.as_mut() {
+                b.staged.take_to_encode().hand_over();
             }
         }
         self.finish_batch(&mut w);

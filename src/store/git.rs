@@ -552,8 +552,9 @@ pub struct ToEncode(Vec<(Oid, Arc<Content>)>);
 
 impl ToEncode {
     /// Hands the objects to this process's encoding thread, all at once
-    /// ([`Content::encode_ahead`]). A writer does it after its turn, once
-    /// the writer lock is let go of: waking the thread is a system call.
+    /// ([`Content::encode_ahead`]): waking the thread is a system call and
+    /// two context switches, so the combining writer hands over the
+    /// objects of every turn it ran in one pass over the queue together.
     pub fn hand_over(self) {
         Content::encode_ahead(self.0);
     }

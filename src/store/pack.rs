@@ -204,10 +204,11 @@ impl Content {
     }
 
     /// Hands objects to this process's encoding thread (started on first
-    /// use); without one, the flush encodes them. A writer hands over all
-    /// the objects of its turn at once: one wake-up of the thread per
-    /// turn, not one per object (each was a futex call and two context
-    /// switches on the writer's serial path).
+    /// use); without one, the flush encodes them. The objects of several
+    /// writers' turns are handed over at once: one wake-up of the thread
+    /// per pass of the combining writer (`app::governance`), not one per
+    /// turn or per object (each was a futex call and two context switches
+    /// on the writers' serial path).
     pub fn encode_ahead(jobs: Vec<(Oid, std::sync::Arc<Content>)>) {
         type Jobs = Vec<(Oid, std::sync::Arc<Content>)>;
         static ENCODER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Jobs>>> =
