@@ -1579,24 +1579,11 @@ pub fn sync_all_at_once(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> Result<(
         return Ok(());
     };
     // The others go to the flushing threads; the calling thread takes the
-    // first itself.
-    let (done, results) = std::sync::mpsc::channel();
-    for path in rest {
-        flushers::flush(path.to_path_buf(), done.clone());
-    }
-    drop(done);
-    let mut outcome = sync_one(first);
-    for _ in rest {
-        let r = results.recv().unwrap_or_else(|_| {
-            Err(StoreError::io(
-                "sync",
-                Path::new("-"),
-                std::io::Error::other("a flush thread stopped"),
-            ))
-        });
-        outcome = outcome.and(r);
-    }
-    outcome
+    // first itself, then waits once for all of theirs.
+    let done = std::sync::Arc::new(flushers::Countdown::new(rest.len()));
+    flushers::flush(rest.iter().map(|p| p.to_path_buf()), &done);
+    let mine = sync_one(first);
+    mine.and(done.wait())
 }
 
 /// Flushes one file or folder to disk.
@@ -1609,80 +1596,132 @@ fn sync_one(path: &Path) -> Result<(), StoreError> {
 /// calls: starting ten and joining them cost about 0.4 ms on this machine,
 /// as much as the flushes they ran. There are as many as the most files
 /// one call flushed at once (at most [`flushers::MAX`]); they wait for
-/// work and live as long as the process.
+/// work and live as long as the process. Each file handed over wakes one
+/// idle thread, and the caller is woken once, when the last is done: a
+/// context switch costs about 10 µs on this machine, and a queue behind a
+/// lock woke a second thread per file (the lock handed on) and the caller
+/// once per file (docs/BENCHMARKS.md, the forty-fourth round).
 mod flushers {
+    use std::collections::VecDeque;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::mpsc::{channel, Receiver, Sender};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
     use super::StoreError;
 
     /// At most this many flushing threads; more files wait their turn.
     pub const MAX: usize = 16;
 
-    type Job = (PathBuf, Sender<Result<(), StoreError>>);
+    /// The outcome of a call's files: how many are still being flushed,
+    /// and the first failure.
+    pub struct Countdown {
+        state: Mutex<(usize, Result<(), StoreError>)>,
+        zero: Condvar,
+    }
 
+    impl Countdown {
+        pub fn new(files: usize) -> Countdown {
+            Countdown {
+                state: Mutex::new((files, Ok(()))),
+                zero: Condvar::new(),
+            }
+        }
+
+        fn state(&self) -> MutexGuard<'_, (usize, Result<(), StoreError>)> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// One file flushed (or not); wakes the caller after the last.
+        fn done(&self, outcome: Result<(), StoreError>) {
+            let mut state = self.state();
+            state.0 -= 1;
+            if let (Ok(()), Err(e)) = (&state.1, outcome) {
+                state.1 = Err(e);
+            }
+            if state.0 == 0 {
+                self.zero.notify_one();
+            }
+        }
+
+        /// Waits until every file is done: the first failure, if any.
+        pub fn wait(&self) -> Result<(), StoreError> {
+            let mut state = self.state();
+            while state.0 > 0 {
+                state = self.zero.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            std::mem::replace(&mut state.1, Ok(()))
+        }
+    }
+
+    type Job = (PathBuf, Arc<Countdown>);
+
+    #[derive(Default)]
+    struct Queue {
+        jobs: VecDeque<Job>,
+        threads: usize,
+        /// Threads waiting for a job.
+        idle: usize,
+    }
+
+    #[derive(Default)]
     struct Pool {
-        jobs: Sender<Job>,
-        /// Taken by one idle thread at a time.
-        queue: Mutex<Receiver<Job>>,
-        threads: AtomicUsize,
-        /// Jobs sent and not yet taken by a thread.
-        waiting: AtomicUsize,
+        queue: Mutex<Queue>,
+        work: Condvar,
     }
 
     fn pool() -> &'static Pool {
         static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            let (jobs, queue) = channel();
-            Pool {
-                jobs,
-                queue: Mutex::new(queue),
-                threads: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
-            }
-        })
+        POOL.get_or_init(Pool::default)
     }
 
-    /// Flushes `path` on a flushing thread and sends the outcome to `done`.
-    pub fn flush(path: PathBuf, done: Sender<Result<(), StoreError>>) {
+    fn queue(pool: &Pool) -> MutexGuard<'_, Queue> {
+        pool.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Flushes `paths` on the flushing threads, each outcome counted down
+    /// in `done`; in the calling thread if none can be started.
+    pub fn flush(paths: impl Iterator<Item = PathBuf>, done: &Arc<Countdown>) {
         let pool = pool();
-        let waiting = pool.waiting.fetch_add(1, Ordering::SeqCst) + 1;
-        if pool.threads.load(Ordering::SeqCst) < waiting.min(MAX)
-            && !start_thread(pool)
-            && pool.threads.load(Ordering::SeqCst) == 0
-        {
-            // No thread could be started: flushed here, in turn.
-            pool.waiting.fetch_sub(1, Ordering::SeqCst);
-            let _ = done.send(super::sync_one(&path));
+        let mut q = queue(pool);
+        q.jobs.extend(paths.map(|p| (p, done.clone())));
+        // The idle threads take the first jobs; new threads (up to MAX) the
+        // others.
+        let most = MAX.min(q.threads + q.jobs.len().saturating_sub(q.idle));
+        while q.threads < most && start_thread(pool) {
+            q.threads += 1;
+        }
+        if q.threads == 0 {
+            let jobs = std::mem::take(&mut q.jobs);
+            drop(q);
+            for (path, done) in jobs {
+                done.done(super::sync_one(&path));
+            }
             return;
         }
-        if pool.jobs.send((path, done)).is_err() {
-            // Never expected: the pool's receiver lives as long as the
-            // process. The caller then sees its job as failed.
-            pool.waiting.fetch_sub(1, Ordering::SeqCst);
+        let wake = q.jobs.len().min(q.idle);
+        drop(q);
+        for _ in 0..wake {
+            pool.work.notify_one();
         }
     }
 
     /// Starts one more flushing thread; whether it started.
     fn start_thread(pool: &'static Pool) -> bool {
-        pool.threads.fetch_add(1, Ordering::SeqCst);
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("gov-flush".into())
             .spawn(move || loop {
-                let job = match pool.queue.lock() {
-                    Ok(q) => q.recv(),
-                    Err(_) => return,
+                let mut q = queue(pool);
+                let (path, done) = loop {
+                    if let Some(job) = q.jobs.pop_front() {
+                        break job;
+                    }
+                    q.idle += 1;
+                    q = pool.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.idle -= 1;
                 };
-                let Ok((path, done)) = job else { return };
-                pool.waiting.fetch_sub(1, Ordering::SeqCst);
-                let _ = done.send(super::sync_one(&path));
-            });
-        if started.is_err() {
-            pool.threads.fetch_sub(1, Ordering::SeqCst);
-        }
-        started.is_ok()
+                drop(q);
+                done.done(super::sync_one(&path));
+            })
+            .is_ok()
     }
 }
 
