@@ -1719,7 +1719,17 @@ mod flushers {
                     q.idle -= 1;
                 };
                 drop(q);
-                done.done(super::sync_one(&path));
+                // A panic (none is expected) fails this file instead of
+                // leaving its caller waiting for it for ever.
+                let outcome =
+                    std::panic::catch_unwind(|| super::sync_one(&path)).unwrap_or_else(|_| {
+                        Err(StoreError::io(
+                            "sync",
+                            &path,
+                            std::io::Error::other("the flushing thread panicked"),
+                        ))
+                    });
+                done.done(outcome);
             })
             .is_ok()
     }
@@ -1852,6 +1862,64 @@ mod tests {
             )
         );
         Ok(())
+    }
+
+    #[test]
+    fn callers_flushing_at_the_same_time_each_get_all_their_outcomes() -> TestResult {
+        use std::sync::mpsc::{channel, Sender};
+        type Outcome = Result<(), String>;
+        // `rounds` calls of five files (and every third round a sixth that
+        // is missing: that caller, and only it, hears of it), on a thread
+        // of its own; its outcome goes to `done`. Waited for with a bound:
+        // a flushing thread nobody wakes fails the test instead of hanging
+        // it.
+        fn caller(root: PathBuf, name: String, rounds: usize, done: Sender<Outcome>) {
+            std::thread::spawn(move || {
+                let dirs = BTreeSet::from([root.clone()]);
+                let outcome = (0..rounds).try_for_each(|round| {
+                    let files: Vec<PathBuf> = (0..5)
+                        .map(|i| root.join(format!("{name}-{round}-{i}")))
+                        .collect();
+                    for f in &files {
+                        std::fs::write(f, b"x").map_err(|e| e.to_string())?;
+                    }
+                    sync_all_at_once(&files, &dirs).map_err(|e| e.to_string())?;
+                    if round % 3 == 0 {
+                        let gone = root.join(format!("{name}-{round}-gone"));
+                        let with_gone: Vec<PathBuf> =
+                            files.iter().cloned().chain([gone.clone()]).collect();
+                        let err = sync_all_at_once(&with_gone, &dirs)
+                            .err()
+                            .ok_or("no error for a missing file")?;
+                        if !err.to_string().contains(&gone.display().to_string()) {
+                            return Err(format!("another file's error: {err}"));
+                        }
+                    }
+                    Ok(())
+                });
+                let _ = done.send(outcome);
+            });
+        }
+        let dir = tempfile::tempdir()?;
+        let wait = |rx: &std::sync::mpsc::Receiver<Outcome>, n: usize| -> TestResult {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            for _ in 0..n {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                rx.recv_timeout(left)
+                    .map_err(|_| "a caller's flushes never ended")??;
+            }
+            Ok(())
+        };
+        let (tx, rx) = channel();
+        for c in 0..6 {
+            caller(dir.path().to_path_buf(), format!("c{c}"), 20, tx.clone());
+        }
+        wait(&rx, 6)?;
+        // Then a lone caller, once every flushing thread waits for work:
+        // the idle threads are woken for its files.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        caller(dir.path().to_path_buf(), "lone".into(), 1, tx);
+        wait(&rx, 1)
     }
 
     #[test]
