@@ -450,24 +450,15 @@ fn a_policy_change_a_killed_approval_left_out_reaches_the_checkout_at_the_next_s
         gov::testkit::fault::Fault::BeforeCheckout,
         &["approve", &id],
     )?;
-    let o = s
-        .repo
-        .git(&["ls-tree", "-r", "--name-only", "main", "proposals"])?;
-    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
-    let filed = (listed.lines())
-        .find(|l| l.ends_with(&format!("/{id}.toml")))
-        .ok_or("the proposal's file is not on main")?;
+    let filed = crate::writepath::main_path(&s, &id)?;
     assert_eq!(
         porcelain_status(&s)?,
         format!("MM policies/proposals.cedar\nD  {filed}\n")
     );
 
-    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
-    let said = rest.recv_timeout(std::time::Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
+    let said = crate::serve::lines_after_start(&s.repo, 1)?;
     assert_eq!(
-        said.map_err(|_| "no line after the start-up lines")?,
+        said[0],
         format!("note: the checkout lacked `main`'s approved version of 2 files (gov could not put them there: a server or command stopped, or a `git` command held the Git index); brought up to date: `policies/proposals.cedar`, `{filed}`")
     );
     assert_eq!(porcelain_status(&s)?, "");

@@ -33,6 +33,18 @@ pub(crate) fn served_once(repo: &TestRepo) -> TestResult {
     Ok(answered?)
 }
 
+/// Starts `gov serve`, takes the first `n` lines it prints after its
+/// start-up lines (waiting up to 30 s for each), and kills it.
+pub(crate) fn lines_after_start(repo: &TestRepo, n: usize) -> TestResult<Vec<String>> {
+    let (mut child, _, rest) = spawn_serve_with_rest(repo)?;
+    let said: Result<Vec<String>, _> = (0..n)
+        .map(|_| rest.recv_timeout(Duration::from_secs(30)))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(said.map_err(|_| format!("fewer than {n} lines after the start-up lines"))?)
+}
+
 /// [`spawn_serve`], with the lines `gov serve` prints after its start-up
 /// lines (stdout is read to its end either way, so the child never blocks
 /// on a full pipe).

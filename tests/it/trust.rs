@@ -492,12 +492,9 @@ fn an_agent_cannot_record_a_forge_approval_for_its_own_commit() -> TestResult {
     // A server started on such a chain says so once, after its start-up
     // lines.
     srv.stop();
-    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&srv.repo)?;
-    let said = rest.recv_timeout(std::time::Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
+    let said = crate::serve::lines_after_start(&srv.repo, 1)?;
     assert_eq!(
-        said.map_err(|_| "no line after the start-up lines")?,
+        said[0],
         "warning: agents posted 2 audit entries of a type gov writes itself, before gov refused them (2026-12-04); they count for nothing, and `gov audit verify` names each"
     );
     Ok(())

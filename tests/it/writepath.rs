@@ -635,14 +635,9 @@ fn gov_approve_says_when_git_keeps_the_approved_files_out_of_the_checkout() -> T
         "`gov serve` puts them there as it starts, once the `git` command is done",
     )?;
 
-    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
-    let note = rest.recv_timeout(std::time::Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
+    let note = crate::serve::lines_after_start(&s.repo, 1)?;
     assert!(
-        note.as_deref().is_ok_and(
-            |n| n.starts_with("note: the checkout lacked `main`'s approved version of 2 files")
-        ),
+        note[0].starts_with("note: the checkout lacked `main`'s approved version of 2 files"),
         "{note:?}"
     );
     let status = s.repo.git(&["status", "--porcelain"])?;
@@ -793,22 +788,19 @@ fn a_server_starting_puts_back_approvals_a_killed_one_left_out() -> TestResult {
         String::from_utf8_lossy(&status.stdout)
     );
 
-    let (mut child, _, rest) = crate::serve::spawn_serve_with_rest(&s.repo)?;
-    let next = || rest.recv_timeout(std::time::Duration::from_secs(30));
-    let (note, warning) = (next(), next());
-    let _ = child.kill();
-    let _ = child.wait();
+    let said = crate::serve::lines_after_start(&s.repo, 2)?;
+    let (note, warning) = (&said[0], &said[1]);
     let mut put_back = paths[..2].to_vec();
     put_back.sort();
     assert_eq!(
-        note.map_err(|_| "no line after the start-up lines")?,
+        *note,
         format!(
             "note: the checkout lacked `main`'s approved version of 2 files (gov could not put them there: a server or command stopped, or a `git` command held the Git index); brought up to date: `{}`, `{}`",
             put_back[0], put_back[1]
         )
     );
     assert_eq!(
-        warning.map_err(|_| "no second line")?,
+        *warning,
         format!(
             "warning: the working tree holds other content where `main` has approved changes; it is kept, and `git status` shows it as changes to `main`'s: `{}`",
             paths[2]
@@ -951,7 +943,7 @@ fn indexed_path(s: &TestServer, id: &str) -> TestResult<Option<String>> {
 }
 
 /// Where proposal `id`'s file is on `main`; it must be there.
-fn main_path(s: &TestServer, id: &str) -> TestResult<String> {
+pub(crate) fn main_path(s: &TestServer, id: &str) -> TestResult<String> {
     let listed = listed_path(
         s,
         &["ls-tree", "-r", "--name-only", "main", "proposals"],
