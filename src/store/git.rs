@@ -516,11 +516,11 @@ pub fn record_synced(repo: &Repository, branch: &str, tip: Oid) -> Result<(), St
     let fresh = git_dir.join(format!("{SYNCED_FILE}.new"));
     std::fs::write(&fresh, format!("{branch} {tip}\n"))
         .map_err(|e| StoreError::io("write", &fresh, e))?;
+    let mut files = vec![fresh.clone()];
     let index = git_dir.join("index");
-    let files: Vec<PathBuf> = [fresh.clone(), index]
-        .into_iter()
-        .filter(|f| f.exists())
-        .collect();
+    if index.exists() {
+        files.push(index);
+    }
     sync_all_at_once(&files, &BTreeSet::from([git_dir.to_path_buf()]))?;
     std::fs::rename(&fresh, &file).map_err(|e| StoreError::io("write", &file, e))
 }
