@@ -543,9 +543,12 @@ fn remove_packs(merged: &[Pack], new: &[PathBuf]) {
         if new.contains(&p.pack) {
             continue;
         }
-        // The index first: a pack without one is ignored by readers.
-        let _ = fs::remove_file(&p.idx);
-        let _ = fs::remove_file(&p.pack);
+        // The index first: a pack without one is ignored by readers. Both
+        // go to the spare files, which use them again once nobody maps
+        // them (`spare::retire`).
+        let git_dir = p.pack.ancestors().nth(3).unwrap_or(&p.pack);
+        let _ = crate::store::spare::retire(git_dir, &p.idx);
+        let _ = crate::store::spare::retire(git_dir, &p.pack);
         // A `.keep` here is gov's own: a pass by hand merges no other.
         for ext in ["rev", "bitmap", "mtimes", "keep"] {
             let _ = fs::remove_file(p.pack.with_extension(ext));

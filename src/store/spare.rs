@@ -19,9 +19,14 @@
 //! the pool ([`keep_replaced`], [`recycle`]) and serve again, emptied,
 //! once [`QUARANTINE`] has passed. So a rejection (a branch renamed) frees
 //! no file at all, and the file system has fewer freed inodes to search
-//! past. Only ref files are kept this way: git reads a ref with one
-//! `read`, while pack files are mapped into memory by every reader and
-//! are never written again.
+//! past. Ref files are kept this way at once: git reads a ref with one
+//! `read`. Pack files are mapped into memory by every reader and must
+//! never change under one, so the packs and indexes maintenance merges
+//! away wait, renamed into the pool, until no process has them open or
+//! mapped ([`retire`]: the kernel's write lease tells), and then serve
+//! again, emptied. Without that the server freed two files a batch, and
+//! making their successors cost the filler up to a third of the server's
+//! CPU (docs/BENCHMARKS.md, the forty-fifth round).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -57,12 +62,18 @@ const KEEP_RECYCLED: usize = 4096;
 /// ([`release_lock`]); more wait among the recycled ones.
 const MOST_READY: usize = 2 * KEEP_READY;
 
+/// At most this many retired pack files wait in the pool ([`retire`]);
+/// more are deleted.
+const KEEP_RETIRED: usize = 1024;
+
 /// The spare files of one Git directory, made by this process.
 struct Pool {
     dir: PathBuf,
     ready: Mutex<Vec<PathBuf>>,
     /// Ref files replaced or deleted, oldest first, with when.
     recycled: Mutex<std::collections::VecDeque<(PathBuf, std::time::Instant)>>,
+    /// Pack files merged away, oldest first, until nobody maps them.
+    retired: Mutex<std::collections::VecDeque<PathBuf>>,
     /// Signalled when files are taken (and to stop the filler).
     taken: Condvar,
     stop: AtomicBool,
@@ -212,7 +223,124 @@ pub fn release_lock(git_dir: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Moves the file at `path` (a pack or pack index that maintenance has
+/// merged into another, flushed, pack) into the pool of `git_dir` instead
+/// of deleting it. It serves again, emptied, once no process has it open
+/// or mapped: a reader that opened the pack before keeps reading what it
+/// held until it lets go. Deleted when there is no pool or it holds
+/// [`KEEP_RETIRED`] already; errors are those of deleting it.
+pub fn retire(git_dir: &Path, path: &Path) -> std::io::Result<()> {
+    match pool_of(git_dir) {
+        Some(pool) if pool.retire(path) => Ok(()),
+        _ => std::fs::remove_file(path),
+    }
+}
+
+/// What [`unused_emptied`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Vetted {
+    /// Nobody else had it open or mapped; it is empty now.
+    Emptied,
+    /// Another open file or mapping holds it still.
+    InUse,
+    /// It has another name too (a local `git clone` links packs): never
+    /// emptied; dropping the pool's name frees nothing.
+    Linked,
+}
+
+/// Whether a file nobody can find by name any more (it was renamed into
+/// the pool, and has no other name) is still open or mapped by anyone; if
+/// not, empties it. The
+/// kernel grants a write lease (`F_SETLEASE`) only to a file's sole
+/// opener, and a mapping keeps its file open after its descriptor is
+/// closed; the lease is let go of at once (held, another opener would
+/// wait for it and this process get a signal). An error (a file system
+/// without leases, a file of another user's): the caller cannot tell, and
+/// deletes it.
+fn unused_emptied(path: &Path) -> std::io::Result<Vetted> {
+    use std::os::unix::fs::PermissionsExt;
+    // Packs are read-only; this process made them (or the lease fails).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    let file = OpenOptions::new().write(true).open(path)?;
+    use std::os::unix::fs::MetadataExt;
+    if file.metadata()?.nlink() != 1 {
+        return Ok(Vetted::Linked);
+    }
+    match set_lease(&file, libc::F_WRLCK) {
+        Ok(()) => set_lease(&file, libc::F_UNLCK)?,
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(Vetted::InUse),
+        Err(e) => return Err(e),
+    }
+    file.set_len(0)?;
+    Ok(Vetted::Emptied)
+}
+
+/// `fcntl(F_SETLEASE)` on `file`'s descriptor.
+#[allow(
+    unsafe_code,
+    reason = "F_SETLEASE has no safe wrapper; the call reads no memory of ours"
+)]
+fn set_lease(file: &File, lease: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the open file's own, borrowed for the
+    // call; the argument is an integer.
+    match unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, lease) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 impl Pool {
+    /// Renames `path` into the retired files, unless they are
+    /// [`KEEP_RETIRED`] already: whether it did.
+    fn retire(&self, path: &Path) -> bool {
+        let Ok(mut retired) = self.retired.lock() else {
+            return false;
+        };
+        if retired.len() >= KEEP_RETIRED {
+            return false;
+        }
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let kept = self.dir.join(format!("{}-p{n}", std::process::id()));
+        if std::fs::rename(path, &kept).is_err() {
+            return false;
+        }
+        retired.push_back(kept);
+        true
+    }
+
+    /// Looks at the retired files, oldest first, until `until` files are
+    /// ready: those nobody holds any more are emptied and made ready (or
+    /// deleted once [`MOST_READY`] are: their space is freed); those still
+    /// held stay retired, in their order, as do those not looked at.
+    /// Files that cannot be looked at are deleted.
+    fn reuse_retired(&self, until: usize) {
+        let ready = || self.ready.lock().map_or(MOST_READY, |r| r.len());
+        let mut candidates = match self.retired.lock() {
+            Ok(mut retired) => std::mem::take(&mut *retired),
+            Err(_) => return,
+        };
+        let mut kept = std::collections::VecDeque::new();
+        while ready() < until {
+            let Some(path) = candidates.pop_front() else {
+                break;
+            };
+            match unused_emptied(&path) {
+                Ok(Vetted::InUse) => kept.push_back(path),
+                Ok(Vetted::Emptied) if ready() < MOST_READY => self.give_back(path),
+                Ok(Vetted::Emptied | Vetted::Linked) | Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        kept.append(&mut candidates);
+        if let Ok(mut retired) = self.retired.lock() {
+            // Retired meanwhile: after the older ones.
+            kept.append(&mut retired);
+            *retired = kept;
+        }
+    }
+
     /// Moves the lock file `path` among the ready files, unless they are
     /// [`MOST_READY`] already: whether it did.
     fn release(&self, path: &Path) -> bool {
@@ -274,17 +402,26 @@ impl Pool {
     fn fill(&self) {
         let pid = std::process::id();
         loop {
-            {
-                let Ok(mut ready) = self.ready.lock() else {
+            // Each second of waiting, the retired files nobody holds any
+            // more are made ready, or deleted (their space freed).
+            loop {
+                let Ok(ready) = self.ready.lock() else {
                     return;
                 };
-                while ready.len() >= KEEP_READY / 2 && !self.stop.load(Ordering::SeqCst) {
-                    ready = match self.taken.wait_timeout(ready, Duration::from_secs(1)) {
-                        Ok((r, _)) => r,
-                        Err(_) => return,
-                    };
+                if ready.len() < KEEP_READY / 2 || self.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok((ready, waited)) = self.taken.wait_timeout(ready, Duration::from_secs(1))
+                else {
+                    return;
+                };
+                drop(ready);
+                if waited.timed_out() && !self.stop.load(Ordering::SeqCst) {
+                    self.reuse_retired(usize::MAX);
                 }
             }
+            // Files merged away serve first: each file made frees none.
+            self.reuse_retired(KEEP_READY);
             loop {
                 let full = self.ready.lock().map_or(true, |r| r.len() >= KEEP_READY);
                 if full || self.stop.load(Ordering::SeqCst) {
@@ -339,6 +476,7 @@ impl Filler {
             dir,
             ready: Mutex::new(Vec::with_capacity(KEEP_READY)),
             recycled: Mutex::new(Default::default()),
+            retired: Mutex::new(Default::default()),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
             made: AtomicU64::new(0),
@@ -380,6 +518,11 @@ impl Drop for Filler {
         }
         if let Ok(mut recycled) = self.pool.recycled.lock() {
             for (kept, _) in recycled.drain(..) {
+                let _ = std::fs::remove_file(kept);
+            }
+        }
+        if let Ok(mut retired) = self.pool.retired.lock() {
+            for kept in retired.drain(..) {
                 let _ = std::fs::remove_file(kept);
             }
         }
@@ -652,6 +795,128 @@ mod tests {
         let err = claim(&git_dir, &claimed).err().map(|e| e.kind());
         assert_eq!(err, Some(ErrorKind::AlreadyExists));
         assert_eq!(spares(&git_dir).len(), ready);
+        Ok(())
+    }
+
+    /// A pack merged away waits while stock git still maps it, then serves
+    /// again, emptied: the same inode, no file freed.
+    #[test]
+    fn a_retired_pack_serves_again_only_once_git_has_let_go_of_it() -> TestResult {
+        use std::io::{BufRead, Write};
+        let (dir, git_dir, _filler) = full_pool()?;
+        let git = |args: &[&str], input: &str| -> TestResult<String> {
+            let mut child = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(&git_dir)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            child
+                .stdin
+                .take()
+                .ok_or("no stdin")?
+                .write_all(input.as_bytes())?;
+            let out = child.wait_with_output()?;
+            assert!(out.status.success(), "git {args:?}");
+            Ok(String::from_utf8(out.stdout)?.trim().to_string())
+        };
+        git(&["init", "--bare", "-q"], "")?;
+        let blob = git(&["hash-object", "-w", "--stdin"], "a blob in a pack\n")?;
+        let pack_dir = git_dir.join("objects").join("pack");
+        let base = pack_dir.join("pack");
+        let base = base.to_str().ok_or("not UTF-8")?;
+        git(&["pack-objects", "-q", base], &format!("{blob}\n"))?;
+        // The index and the pack (git may write a `.rev` too).
+        let mut pack_files: Vec<PathBuf> = std::fs::read_dir(&pack_dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack" || e == "idx"))
+            .collect();
+        pack_files.sort();
+        assert_eq!(pack_files.len(), 2, "{pack_files:?}");
+        let content: Vec<Vec<u8>> = pack_files
+            .iter()
+            .map(std::fs::read)
+            .collect::<Result<_, _>>()?;
+        let inodes: Vec<u64> = pack_files
+            .iter()
+            .map(|p| ino(p))
+            .collect::<Result<_, _>>()?;
+        // A reader that has the pack open and mapped: git answering for
+        // the blob, then waiting for more questions.
+        let mut reader = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&git_dir)
+            .args(["cat-file", "--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut asked = reader.stdin.take().ok_or("no stdin")?;
+        writeln!(asked, "{blob}")?;
+        let mut answer = std::io::BufReader::new(reader.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        answer.read_line(&mut line)?;
+        assert_eq!(line, format!("{blob} blob 17\n"));
+        for p in &pack_files {
+            retire(&git_dir, p)?;
+            assert!(!p.exists());
+        }
+        let retired = |git_dir: &Path| -> Vec<PathBuf> {
+            pool_of(git_dir)
+                .and_then(|p| p.retired.lock().ok().map(|r| r.iter().cloned().collect()))
+                .unwrap_or_default()
+        };
+        let kept = retired(&git_dir);
+        assert_eq!(kept.len(), 2);
+        // The filler looks at retired files each idle second: while git
+        // maps them they stay as they were.
+        std::thread::sleep(Duration::from_millis(2_500));
+        assert_eq!(retired(&git_dir), kept);
+        for (k, c) in kept.iter().zip(&content) {
+            assert_eq!(&std::fs::read(k)?, c);
+        }
+        // Once git is done, they are ready, emptied, and serve as new files.
+        drop(asked);
+        assert!(reader.wait()?.success());
+        assert!(wait_until(|| retired(&git_dir).is_empty()));
+        let mut reused = Vec::new();
+        for name in ["new.pack", "new.idx"] {
+            let target = dir.path().join(name);
+            create_new(&git_dir, &target)?;
+            assert_eq!(std::fs::read(&target)?, b"");
+            reused.push(ino(&target)?);
+        }
+        reused.sort_unstable();
+        let mut inodes = inodes;
+        inodes.sort_unstable();
+        assert_eq!(reused, inodes);
+        Ok(())
+    }
+
+    /// A retired file with another name (a local clone's pack, linked) is
+    /// never emptied: the pool lets go of its own name only.
+    #[test]
+    fn a_retired_file_linked_elsewhere_is_left_to_its_other_name() -> TestResult {
+        let (dir, git_dir, _filler) = full_pool()?;
+        let pack = git_dir.join("old.pack");
+        std::fs::write(&pack, b"the clone's pack")?;
+        let clone = dir.path().join("clone.pack");
+        std::fs::hard_link(&pack, &clone)?;
+        let was = ino(&pack)?;
+        retire(&git_dir, &pack)?;
+        let pool = pool_of(&git_dir).ok_or("no pool")?;
+        assert!(wait_until(|| pool
+            .retired
+            .lock()
+            .is_ok_and(|r| r.is_empty())));
+        assert_eq!(std::fs::read(&clone)?, b"the clone's pack");
+        assert_eq!(std::fs::metadata(&clone)?.nlink(), 1);
+        let ready = pool.ready.lock().map_err(|_| "poisoned")?.clone();
+        for spare in ready {
+            assert_ne!(ino(&spare)?, was);
+        }
         Ok(())
     }
 
