@@ -7,7 +7,8 @@
 # server's CPU seconds and resident memory (all, and its anonymous part:
 # heap and stacks, without mapped files) at the end of the round, and its
 # high-water mark since it started (a peak between two rounds, such as
-# the largest background merge's, shows only there); the
+# the largest background merge's, shows only there), and the packs in
+# the repository then (background merges keep them few); the
 # last rounds show what a grown history costs, the first what a fresh one
 # does. A few seconds a round here. Then, on the grown repository: the server stopped and
 # started three times (milliseconds to its "listening" line), one more
@@ -94,17 +95,19 @@ halt() {
 round() {
     "$bench" --url http://127.0.0.1:8236 --operator-token "$operator" --runner-token "$runner" \
         --submits 2000 --rounds 1 --decisions 1000 --approve-pct 20 --charges 0 --audits 0 --hooks 0 \
-        2>/dev/null | grep -E '^\| (submit round 1|decisions) ' | sed 's/ | - |$/ |/' \
+        2>/dev/null | grep -E '^\| (submit round 1|decisions) ' \
+        | sed 's/^\(\(| [^|]* \)\{8\}\)| - |/\1|/' \
         | while read -r line; do
             cpu=$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$server/stat)
             rss=$(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} /^VmHWM/ {h=$2} END {printf "%.0f | %.0f | %.0f", r/1024, a/1024, h/1024}' /proc/$server/status)
-            echo "| $1 $line $cpu | $rss |"
+            packs=$(find .git/objects/pack -name '*.pack' | wc -l)
+            echo "| $1 $line $cpu | $rss | $packs |"
         done
 }
 start
 operator=$(cat .gov/operator-token)
 runner=$(cat .gov/runner-token)
-echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | server CPU s after the round | server RSS MiB | of which anonymous | peak RSS MiB since the server's start |"
+echo "| round | phase | ok | failed | /s | p50 ms | p99 ms | max ms | client CPU s | batches | writers per batch | steal % | server CPU s after the round | server RSS MiB | of which anonymous | peak RSS MiB since the server's start | packs |"
 for r in $(seq 1 "$rounds"); do
     round "$r"
 done

@@ -393,17 +393,22 @@ fn size_tier(bytes: u64) -> u32 {
 }
 
 /// The packs a background pass merges (`packs` sorted smallest first):
-/// none until the first tier holds [`MERGE_FANOUT`] packs; then that
-/// tier, and each tier above it that the merged pack lands in while it
-/// would make [`MERGE_FANOUT`] packs there, so one pass writes the merge
-/// a chain of full tiers would give (as a carry ripples through a
-/// number's digits). So every pack is rewritten about once per tier it
-/// climbs, not once per doubling of what is merged under it, as a
-/// geometric roll-up (each pack at least twice all smaller ones) does:
-/// simulated with this server's rates (a pass every 100 ms, 8 batch packs
-/// of 16 KB each), a byte was rewritten 3.9 times instead of 7.0 over a
-/// minute, 6.1 instead of 12.4 over an hour, with at most 30 packs
-/// instead of 17 (docs/BENCHMARKS.md, the thirty-sixth round).
+/// none until some size tier holds [`MERGE_FANOUT`] packs; then the
+/// highest such tier with every smaller pack, and each tier above it that
+/// the merged pack lands in while it would make [`MERGE_FANOUT`] packs
+/// there, so one pass writes the merge a chain of full tiers would give
+/// (as a carry ripples through a number's digits). So every pack is
+/// rewritten about once per tier it climbs, not once per doubling of
+/// what is merged under it, as a geometric roll-up (each pack at least
+/// twice all smaller ones) does: simulated with this server's rates (a
+/// pass every 100 ms, 8 batch packs of 16 KB each), a byte was rewritten
+/// 3.9 times instead of 7.0 over a minute, 6.1 instead of 12.4 over an
+/// hour, with at most 30 packs instead of 17 (docs/BENCHMARKS.md, the
+/// thirty-sixth round). A batch's pack may be larger than the first
+/// tier (a batch of approvals on a grown `main` writes 90-190 KB): such
+/// packs fill the second tier directly, and waiting for the first to
+/// fill left 188 of them unmerged in two seconds of decisions (the
+/// forty-fifth round).
 fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
     let tiers: Vec<u32> = packs.iter().map(|p| size_tier(p.bytes)).collect();
     // How many packs tiers `low` to `high` hold, and their bytes.
@@ -416,11 +421,15 @@ fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
                 (n + 1, bytes.saturating_add(p.bytes))
             })
     };
-    let (first, mut merged) = within(0, 0);
-    if first < MERGE_FANOUT {
+    let Some(mut upto) = tiers
+        .iter()
+        .copied()
+        .rev()
+        .find(|&t| within(t, t).0 >= MERGE_FANOUT)
+    else {
         return Vec::new();
-    }
-    let mut upto = 0;
+    };
+    let mut merged = within(0, upto).1;
     loop {
         let lands = size_tier(merged);
         if lands <= upto {
@@ -1450,6 +1459,17 @@ mod tests {
         // With two packs in the second tier, the merge joins it and stops.
         let packs = sized(&[k / 2, k / 2, k / 2, k / 2, 2 * k, 3 * k]);
         assert_eq!(tiered_roll_up(&packs).len(), 4);
+        // Batch packs larger than the first tier fill the second: merged
+        // once four are there, with the smaller pack, though the first
+        // tier is not full.
+        let packs = sized(&[k / 2, 2 * k, 2 * k, 3 * k, 3 * k, 50 * k]);
+        assert_eq!(
+            sizes(&tiered_roll_up(&packs)),
+            [k / 2, 2 * k, 2 * k, 3 * k, 3 * k]
+        );
+        // Two full tiers: one pass merges up to the higher.
+        let packs = sized(&[1, 2, 3, 4, 2 * k, 2 * k, 2 * k, 2 * k, 50 * k]);
+        assert_eq!(tiered_roll_up(&packs).len(), 8);
     }
 
     /// Batch packs arriving between passes, as the server makes them: after
@@ -1457,6 +1477,31 @@ mod tests {
     /// rewritten far fewer times than a geometric roll-up would.
     #[test]
     fn tiers_stay_short_and_bytes_are_rewritten_once_per_tier() {
+        // 24,000 packs of 8-32 KB (480 MB) fill tiers up to the seventh:
+        // about one rewrite per tier climbed (4.5 a byte). A geometric
+        // roll-up (each pack at least twice all smaller ones, once there
+        // are more than 8) rewrote each byte 9.6 times in the same
+        // simulation.
+        let (per_byte, left) = simulate_passes(8_000, 24_000);
+        assert!((3.0..6.5).contains(&per_byte), "{per_byte}");
+        assert!(left <= 3 * 8, "{left} packs");
+    }
+
+    /// Batch packs larger than the first tier (approvals on a grown
+    /// `main`) are merged too: the second tier fills with them directly.
+    #[test]
+    fn batch_packs_above_the_first_tier_are_merged_as_they_fill_their_own() {
+        assert!(size_tier(90_000) >= 1);
+        let (per_byte, left) = simulate_passes(90_000, 100_000);
+        assert!((2.0..6.5).contains(&per_byte), "{per_byte}");
+        assert!(left <= 3 * 10, "{left} packs");
+    }
+
+    /// 3,000 background passes, each after 8 new batch packs of `least` to
+    /// `least + spread` bytes; checks after each pass that no tier holds
+    /// [`MERGE_FANOUT`] packs and that no byte is lost. Returns how many
+    /// times a byte was rewritten on average, and the packs left.
+    fn simulate_passes(least: u64, spread: u64) -> (f64, usize) {
         let mut packs: Vec<u64> = Vec::new();
         let (mut written, mut rewritten) = (0u64, 0u64);
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -1465,7 +1510,7 @@ mod tests {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let bytes = 8_000 + seed % 24_000;
+                let bytes = least + seed % spread;
                 packs.push(bytes);
                 written += bytes;
             }
@@ -1486,14 +1531,7 @@ mod tests {
             }
         }
         assert_eq!(packs.iter().sum::<u64>(), written);
-        // 24,000 packs of 8-32 KB (480 MB) fill tiers up to the seventh:
-        // about one rewrite per tier climbed (4.5 a byte). A geometric
-        // roll-up (each pack at least twice all smaller ones, once there
-        // are more than 8) rewrote each byte 9.6 times in the same
-        // simulation.
-        let per_byte = rewritten as f64 / written as f64;
-        assert!((3.0..6.5).contains(&per_byte), "{per_byte}");
-        assert!(packs.len() <= 3 * 8, "{} packs", packs.len());
+        (rewritten as f64 / written as f64, packs.len())
     }
 
     /// The background pass packs refs only once enough have piled up loose;
