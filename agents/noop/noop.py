@@ -4,7 +4,8 @@
 Through the HTTP API, with the run's own agent token:
   1. POST /proposals        a `publish_content` proposal, requires_approval
   2. GET  /proposals/{id}   polled until a person decides (bounded by
-                            GOV_NOOP_TIMEOUT seconds, default 300)
+                            GOV_NOOP_TIMEOUT seconds, default 300); the
+                            decision is printed as soon as it is seen
   3. if approved: runs smoke.sh and POST /audit `action_executed`
   4. POST /audit            `agent_stop`
   5. appends a line to memory.md
@@ -100,6 +101,7 @@ def main():
         time.sleep(poll)
         status = api.call("GET", "/proposals/%s" % pid).get("status")
 
+    print("noop: proposal %s %s" % (pid, status), flush=True)
     approved = status in ("approved", "auto-approved")
     if approved:
         out = subprocess.run(["sh", "smoke.sh"], cwd=HERE, capture_output=True, text=True, timeout=30)
@@ -112,7 +114,6 @@ def main():
           {"run_id": run_id, "outcome": "executed" if approved else status})
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     remember("- %s run %s: proposal %s %s%s" % (now, run_id, pid, status, ", executed" if approved else ""))
-    print("noop: proposal %s %s" % (pid, status), flush=True)
     return 0
 
 
