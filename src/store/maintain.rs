@@ -421,11 +421,15 @@ fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
                 (n + 1, bytes.saturating_add(p.bytes))
             })
     };
-    let Some(mut upto) = tiers
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    for &t in &tiers {
+        *counts.entry(t).or_default() += 1;
+    }
+    let Some(mut upto) = counts
         .iter()
-        .copied()
         .rev()
-        .find(|&t| within(t, t).0 >= MERGE_FANOUT)
+        .find(|(_, &n)| n >= MERGE_FANOUT)
+        .map(|(&t, _)| t)
     else {
         return Vec::new();
     };
