@@ -13,7 +13,8 @@
 # does. A few seconds a round here. Then, on the grown repository: the server stopped and
 # started three times (milliseconds to its "listening" line), one more
 # round right after the last start (what the first writes after a start
-# cost), and `gov audit verify` (entries per second).
+# cost), `gov audit verify` (entries per second), and `gov maintain`:
+# `.git`'s bytes (per entry too) and files before and after it.
 #
 #   [GOV_BENCH_FROM=DIR] [GOV_BENCH_KEEP=DIR] scripts/bench-history.sh [ROUNDS] [BUILD_DIR]
 #
@@ -131,6 +132,16 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 echo
 echo "start-up on the grown repository ($entries audit entries, $(git rev-list --first-parent --count main) commits on main's first parents): ms to listening:$starts"
 echo "gov audit verify: $entries entries in $ms ms ($((entries * 1000 / (ms > 0 ? ms : 1)))/s)"
+# What the repository holds before and after a pass by hand.
+size() { echo "$(du -sb .git | cut -f1) bytes ($(($(du -sb .git | cut -f1) / entries)) per entry), $(find .git -type f | wc -l) files"; }
+before=$(size)
+t0=$(date +%s%N)
+"$build/gov" maintain >"$dir/maintain.log" 2>&1 || {
+    cat "$dir/maintain.log" >&2
+    exit 1
+}
+ms=$((($(date +%s%N) - t0) / 1000000))
+echo ".git before \`gov maintain\`: $before; after ($ms ms): $(size)"
 if [ -n "$keep" ]; then
     cp -a "$dir/repo" "$keep"
     echo "the grown repository is kept in $keep"
