@@ -934,7 +934,7 @@ fn copy_entries(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -959,7 +959,11 @@ mod tests {
     }
 
     /// Stock git, in the repository at `dir`, with `input` on its stdin.
-    fn git(dir: &Path, args: &[&str], input: &str) -> Result<String, Box<dyn std::error::Error>> {
+    pub(crate) fn git(
+        dir: &Path,
+        args: &[&str],
+        input: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
         let mut child = std::process::Command::new("git")
             .arg("--git-dir")
             .arg(dir)

@@ -805,21 +805,9 @@ mod tests {
         use std::io::{BufRead, Write};
         let (dir, git_dir, _filler) = full_pool()?;
         let git = |args: &[&str], input: &str| -> TestResult<String> {
-            let mut child = std::process::Command::new("git")
-                .arg("--git-dir")
-                .arg(&git_dir)
-                .args(args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .ok_or("no stdin")?
-                .write_all(input.as_bytes())?;
-            let out = child.wait_with_output()?;
-            assert!(out.status.success(), "git {args:?}");
-            Ok(String::from_utf8(out.stdout)?.trim().to_string())
+            Ok(crate::store::pack::tests::git(&git_dir, args, input)?
+                .trim()
+                .to_string())
         };
         git(&["init", "--bare", "-q"], "")?;
         let blob = git(&["hash-object", "-w", "--stdin"], "a blob in a pack\n")?;
