@@ -499,7 +499,7 @@ fn merge_packs(
             new
         }
     };
-    remove_packs(merge, &new);
+    remove_packs(repo, merge, &new);
     Ok(merge.len())
 }
 
@@ -531,7 +531,7 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
     }
     if !small.is_empty() {
         let whole = write_pack_with_deltas(repo, &objects_as_written(&small)?)?;
-        remove_packs(&small, std::slice::from_ref(&whole));
+        remove_packs(repo, &small, std::slice::from_ref(&whole));
         rest.extend(packs_in(vec![whole]));
     }
     if rest.len() < 2 {
@@ -544,14 +544,15 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
         Err(MergeRaw::HasDeltas) => write_pack_with_deltas(repo, &objects_as_written(&rest)?)?,
         Err(MergeRaw::Failed(e)) => return Err(e),
     };
-    remove_packs(&rest, &[new]);
+    remove_packs(repo, &rest, &[new]);
     Ok(merge.len() - kept)
 }
 
 /// Removes the packs of `merged` but those of `new` (the packs that now
 /// hold their objects, flushed: one may have the name of an old one, if
-/// it holds the same objects).
-fn remove_packs(merged: &[Pack], new: &[PathBuf]) {
+/// it holds the same objects) from `repo`.
+fn remove_packs(repo: &Repository, merged: &[Pack], new: &[PathBuf]) {
+    let git_dir = repo.path();
     for p in merged {
         if new.contains(&p.pack) {
             continue;
@@ -559,7 +560,6 @@ fn remove_packs(merged: &[Pack], new: &[PathBuf]) {
         // The index first: a pack without one is ignored by readers. Both
         // go to the spare files, which use them again once nobody maps
         // them (`spare::retire`).
-        let git_dir = p.pack.ancestors().nth(3).unwrap_or(&p.pack);
         let _ = crate::store::spare::retire(git_dir, &p.idx);
         let _ = crate::store::spare::retire(git_dir, &p.pack);
         // A `.keep` here is gov's own: a pass by hand merges no other.
