@@ -258,14 +258,15 @@ enum Vetted {
 /// without leases, a file of another user's): the caller cannot tell, and
 /// deletes it.
 fn unused_emptied(path: &Path) -> std::io::Result<Vetted> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Looked at before the mode is changed: a file with another name is
+    // not this pool's to touch.
+    if std::fs::metadata(path)?.nlink() != 1 {
+        return Ok(Vetted::Linked);
+    }
     // Packs are read-only; this process made them (or the lease fails).
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     let file = OpenOptions::new().write(true).open(path)?;
-    use std::os::unix::fs::MetadataExt;
-    if file.metadata()?.nlink() != 1 {
-        return Ok(Vetted::Linked);
-    }
     match set_lease(&file, libc::F_WRLCK) {
         Ok(()) => set_lease(&file, libc::F_UNLCK)?,
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(Vetted::InUse),
@@ -890,6 +891,9 @@ mod tests {
         let (dir, git_dir, _filler) = full_pool()?;
         let pack = git_dir.join("old.pack");
         std::fs::write(&pack, b"the clone's pack")?;
+        // Read-only, as git leaves its packs.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o444))?;
         let clone = dir.path().join("clone.pack");
         std::fs::hard_link(&pack, &clone)?;
         let was = ino(&pack)?;
@@ -901,6 +905,10 @@ mod tests {
             .is_ok_and(|r| r.is_empty())));
         assert_eq!(std::fs::read(&clone)?, b"the clone's pack");
         assert_eq!(std::fs::metadata(&clone)?.nlink(), 1);
+        assert_eq!(
+            std::fs::metadata(&clone)?.permissions().mode() & 0o777,
+            0o444
+        );
         let ready = pool.ready.lock().map_err(|_| "poisoned")?.clone();
         for spare in ready {
             assert_ne!(ino(&spare)?, was);
