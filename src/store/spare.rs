@@ -512,20 +512,18 @@ impl Drop for Filler {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let mut files = Vec::new();
         if let Ok(mut ready) = self.pool.ready.lock() {
-            for spare in ready.drain(..) {
-                let _ = std::fs::remove_file(spare);
-            }
+            files.append(&mut ready);
         }
         if let Ok(mut recycled) = self.pool.recycled.lock() {
-            for (kept, _) in recycled.drain(..) {
-                let _ = std::fs::remove_file(kept);
-            }
+            files.extend(recycled.drain(..).map(|(kept, _)| kept));
         }
         if let Ok(mut retired) = self.pool.retired.lock() {
-            for kept in retired.drain(..) {
-                let _ = std::fs::remove_file(kept);
-            }
+            files.extend(retired.drain(..));
+        }
+        for file in files {
+            let _ = std::fs::remove_file(file);
         }
     }
 }
