@@ -133,7 +133,10 @@ echo
 echo "start-up on the grown repository ($entries audit entries, $(git rev-list --first-parent --count main) commits on main's first parents): ms to listening:$starts"
 echo "gov audit verify: $entries entries in $ms ms ($((entries * 1000 / (ms > 0 ? ms : 1)))/s)"
 # What the repository holds before and after a pass by hand.
-size() { echo "$(du -sb .git | cut -f1) bytes ($(($(du -sb .git | cut -f1) / entries)) per entry), $(find .git -type f | wc -l) files"; }
+size() {
+    bytes=$(du -sb .git | cut -f1)
+    echo "$bytes bytes ($((bytes / entries)) per entry), $(find .git -type f | wc -l) files"
+}
 before=$(size)
 t0=$(date +%s%N)
 "$build/gov" maintain >"$dir/maintain.log" 2>&1 || {
