@@ -411,7 +411,8 @@ async fn maintain_in_background(svc: Arc<Service>) {
                 tracing::warn!(error = %e, "cannot checkpoint the index");
             }
             let pass = if gov.maintenance_due() {
-                let pass = gov.maintain().map(Some);
+                let began = std::time::Instant::now();
+                let pass = gov.maintain().map(|r| Some((r, began.elapsed())));
                 return_freed_memory();
                 pass
             } else {
@@ -424,7 +425,9 @@ async fn maintain_in_background(svc: Arc<Service>) {
         })
         .await;
         match pass {
-            Ok(Ok(Some(r))) => tracing::debug!(?r, "maintenance pass"),
+            Ok(Ok(Some((r, took)))) => {
+                tracing::debug!(?r, ms = took.as_secs_f64() * 1e3, "maintenance pass")
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %crate::domain::errors::error_chain(&e), "maintenance failed")
