@@ -54,6 +54,13 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         operator_name: args.operator_name,
         operator_key: args.operator_key,
     })?;
+    // All the work is done before the first line is printed: a reader
+    // that stops early ends the process at that line (see
+    // `Command::quits_when_output_closes`).
+    let ci_commit = match ci {
+        Some(forge) => Some(add_ci(&report.dir, forge)?),
+        None => None,
+    };
     let d = report.dir.display();
     println!(
         "created a governance repository in {d} ({} files)",
@@ -66,8 +73,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     println!("  server key:   {}", report.server_fingerprint);
     println!("  watchdog key: {}", report.watchdog_fingerprint);
     println!("  operator key: {}", report.operator_fingerprint);
-    if let Some(forge) = ci {
-        let commit = add_ci(&report.dir, forge)?;
+    if let Some(commit) = ci_commit {
         println!("  policy CI jobs: {commit} (signed by the operator; see docs/ci/README.md)");
     }
     println!();

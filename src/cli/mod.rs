@@ -114,8 +114,48 @@ pub fn init_logging() {
         .try_init();
 }
 
+impl Command {
+    /// Whether the command only reads or writes the local repository and
+    /// prints what it found or did: such a command ends quietly when its
+    /// reader goes away (`gov audit log | head`), as any Unix tool does.
+    /// The others (the server, runs and hooks, the watchdog, sync, the
+    /// decisions that may push, the commands that ask the running server)
+    /// keep the broken-pipe signal ignored: a closed socket or child pipe
+    /// is an error they handle.
+    fn quits_when_output_closes(&self) -> bool {
+        matches!(
+            self,
+            Command::Init(_)
+                | Command::Policy(_)
+                | Command::Audit(_)
+                | Command::Reindex(_)
+                | Command::Token(_)
+                | Command::Maintain(_)
+                | Command::Proposals(_)
+        )
+    }
+}
+
+/// Lets the broken-pipe signal end this process. Rust's runtime ignores
+/// it, so a print to a closed pipe failed, and `println!` panicked with a
+/// backtrace on a plain `gov audit log | head`.
+#[allow(
+    unsafe_code,
+    reason = "signal() has no safe wrapper; it only sets one signal's disposition"
+)]
+fn quit_when_output_closes() {
+    // SAFETY: restores the default disposition of SIGPIPE; no handler of
+    // ours runs, and no memory is passed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs one command and reports a failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
+    if cli.command.quits_when_output_closes() {
+        quit_when_output_closes();
+    }
     crate::app::limit_git_memory();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),

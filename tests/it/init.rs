@@ -214,3 +214,47 @@ fn init_with_ci_writes_and_commits_the_policy_ci_jobs() {
     );
     assert!(!dir.join("gov.toml").exists());
 }
+
+/// A reader that stops early (`gov init DIR | head -0`, `gov audit log |
+/// head`) ends a command that prints by the broken-pipe signal, as it ends
+/// any Unix tool, with nothing on stderr; printing to the closed pipe
+/// panicked with a backtrace before. `gov init` prints once its work is
+/// done, so the repository it made is whole.
+#[test]
+fn a_reader_that_stops_early_ends_a_printing_command_quietly(
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("gp");
+    let dir_arg = dir.to_str().ok_or("non-utf-8 path")?;
+    let into_closed_pipe = |args: &[&str]| -> std::io::Result<std::process::Output> {
+        let (read, write) = nix::unistd::pipe()?;
+        drop(read);
+        std::process::Command::new(crate::support::gov_bin())
+            .args(args)
+            .current_dir(tmp.path())
+            .env_remove("GOV_REPO")
+            .stdout(std::process::Stdio::from(write))
+            .output()
+    };
+    let out = into_closed_pipe(&["init", dir_arg])?;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let verified = gov(&["--repo", dir_arg, "audit", "verify"], tmp.path());
+    assert!(verified.status.success(), "{}", verified.stderr_text());
+    let paused = gov(
+        &["--repo", dir_arg, "pause", "noop", "--reason", "an entry to list"],
+        tmp.path(),
+    );
+    assert!(paused.status.success(), "{}", paused.stderr_text());
+    let log = gov(&["--repo", dir_arg, "audit", "log"], tmp.path());
+    assert!(
+        log.status.success() && !log.stdout.is_empty(),
+        "{}",
+        log.stderr_text()
+    );
+    let out = into_closed_pipe(&["--repo", dir_arg, "audit", "log"])?;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    Ok(())
+}
