@@ -282,14 +282,14 @@ const CUT_BYTES: u64 = 4 << 20;
 /// The pause between two cuts of [`empty_gradually`].
 const CUT_PAUSE: Duration = Duration::from_millis(1);
 
-/// Empties `file` from its end, [`CUT_BYTES`] at a time with
-/// a pause between. Freeing the blocks of a pack of hundreds of MB at once
-/// holds the file system up for tens of milliseconds, and every flush of
-/// that moment waits: two batches in a row took 110 ms each to flush on a
-/// grown history, while flushes around them took 2-3 ms; a small file
-/// flushed in a loop beside the truncation of a 400 MB file waited up to
-/// 24 ms, and at most 2.4 ms when the file was cut 4 MiB at a time
-/// (docs/BENCHMARKS.md, the forty-sixth round).
+/// Empties `file` from its end, [`CUT_BYTES`] at a time with a pause
+/// between. Freeing the blocks of a pack of hundreds of MB at once holds
+/// the file system up for tens of milliseconds (the more on one mounted
+/// with `discard`, which discards every freed block at once), and every
+/// flush of that moment waits: a small file flushed in a loop beside the
+/// truncation of a 400 MB file waited up to 24-33 ms, and at most 2.4 ms
+/// when the file was cut 4 MiB at a time (docs/BENCHMARKS.md, the
+/// forty-sixth round).
 fn empty_gradually(file: &File) -> std::io::Result<()> {
     let mut len = file.metadata()?.len();
     while len > 0 {
