@@ -243,7 +243,14 @@ fn a_reader_that_stops_early_ends_a_printing_command_quietly(
     let verified = gov(&["--repo", dir_arg, "audit", "verify"], tmp.path());
     assert!(verified.status.success(), "{}", verified.stderr_text());
     let paused = gov(
-        &["--repo", dir_arg, "pause", "noop", "--reason", "an entry to list"],
+        &[
+            "--repo",
+            dir_arg,
+            "pause",
+            "noop",
+            "--reason",
+            "an entry to list",
+        ],
         tmp.path(),
     );
     assert!(paused.status.success(), "{}", paused.stderr_text());
