@@ -57,10 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     // All the work is done before the first line is printed: a reader
     // that stops early ends the process at that line (see
     // `Command::quits_when_output_closes`).
-    let ci_commit = match ci {
-        Some(forge) => Some(add_ci(&report.dir, forge)?),
-        None => None,
-    };
+    let ci_commit = ci.map(|forge| add_ci(&report.dir, forge)).transpose()?;
     let d = report.dir.display();
     println!(
         "created a governance repository in {d} ({} files)",

@@ -127,7 +127,7 @@ fn run_with(
     per_pack: usize,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
-    remove_dead_temporary_packs(&pack_dir(repo));
+    remove_dead_temporaries(&pack_dir(repo));
     let loose = loose_objects(repo)?;
     report.loose_before = loose.len();
     if !loose.is_empty() {
@@ -191,16 +191,13 @@ pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<
         None => vec![keep.proposal_refs.as_str()],
     };
     // Listed without a lock: a ref made after is packed next time.
-    let names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
+    let mut names = packable_refs(repo.path(), &skip, &skip_prefixes, at_least);
     // Asked without a lock: a proposal the index knows as decided stays
     // decided, and a batch moves its branch before the index hears of it,
     // so an answer given now still holds when the file is put in place.
     // (Without a pending set, no proposal branch was listed.)
-    let names: Vec<String> = names
-        .into_iter()
-        .filter(|name| !name.starts_with(&keep.proposal_refs) || (keep.decided)(name))
-        .collect();
-    remove_dead_temporary_packs(repo.path());
+    names.retain(|name| !name.starts_with(&keep.proposal_refs) || (keep.decided)(name));
+    remove_dead_temporaries(repo.path());
     let (pruned, _moves) = pack_in_moves(repo, names, REFS_PER_MOVE)?;
     // The chain is its own log: its reflog would grow by a line per
     // batch.
@@ -215,7 +212,7 @@ pub fn pack_refs(repo: &Repository, keep: &KeepLoose<'_>, pass: Pass) -> Result<
 /// hour. Such a file is never renamed into place, so it is only garbage.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn remove_dead_temporary_packs(dir: &Path) {
+fn remove_dead_temporaries(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -656,11 +653,17 @@ fn packable_refs(
 const REFS_PER_MOVE: usize = 4_096;
 
 /// Packs the loose refs `names`, `per_move` at a time: each share is
-/// written into a new `packed-refs` moved into place ([`write_packed_refs`])
-/// and its loose files pruned, so that the chain lock is held for a
-/// bounded time however many refs wait. Stops at the first share that
-/// finds something changed meanwhile (the rest wait for the next pass).
-/// Returns how many loose refs it pruned and how many files it moved.
+/// written into a new `packed-refs` beside the current one, without a lock
+/// ([`NewPackedRefs::write`]), moved into place under the chain lock
+/// ([`NewPackedRefs::put_in_place`]) and its loose files pruned, so that
+/// the lock is held for a bounded time however many refs wait. Written
+/// under the chain lock, the step held every writer up for as long as it
+/// took to read the loose refs and stream the whole file, one line for
+/// every proposal ever decided (132 ms for 15,000 refs into a file of 2
+/// MB, docs/BENCHMARKS.md, the forty-sixth round). Stops at the first
+/// share that finds something changed meanwhile (the rest wait for the
+/// next pass). Returns how many loose refs it pruned and how many files
+/// it moved into place.
 fn pack_in_moves(
     repo: &Repository,
     names: Vec<String>,
@@ -668,37 +671,17 @@ fn pack_in_moves(
 ) -> Result<(usize, usize), StoreError> {
     let (mut pruned, mut moves) = (0, 0);
     for share in names.chunks(per_move.max(1)) {
-        let Some(packed) = write_packed_refs(repo, share.to_vec())? else {
+        // None of the share is there any more: nothing to move.
+        let Some(new) = NewPackedRefs::write(repo, share.to_vec())? else {
+            continue;
+        };
+        let Some(packed) = new.put_in_place(repo.path())? else {
             break;
         };
-        if !packed.is_empty() {
-            moves += 1;
-        }
+        moves += 1;
         pruned += prune_packed(repo.path(), packed);
     }
     Ok((pruned, moves))
-}
-
-/// Writes `packed-refs` anew with the refs it holds and `names` at their
-/// loose values (read now; a ref gone meanwhile is left out), flushed.
-/// Returns the refs it packed, with their values (none if none of `names`
-/// is there any more); `None` if another writer changed `packed-refs` or
-/// deleted one of them meanwhile (the next pass tries again).
-///
-/// The new file is written beside, without a lock (see [`NewPackedRefs`]),
-/// and only moved into place under the chain lock and `packed-refs.lock`:
-/// written under the chain lock, the step held every writer up for as
-/// long as it took to read the loose refs and stream the whole file, one
-/// line for every proposal ever decided (132 ms for 15,000 refs into a
-/// file of 2 MB, docs/BENCHMARKS.md, the forty-sixth round).
-fn write_packed_refs(
-    repo: &Repository,
-    names: Vec<String>,
-) -> Result<Option<Vec<(String, Oid)>>, StoreError> {
-    match NewPackedRefs::write(repo, names)? {
-        Some(new) => new.put_in_place(repo.path()),
-        None => Ok(Some(Vec::new())),
-    }
 }
 
 /// What identifies one version of a file: git, libgit2 and gov all replace
@@ -791,7 +774,12 @@ impl NewPackedRefs {
     }
 
     /// Writes the merge of `packed-refs` and the loose refs into `file`
-    /// and flushes it; returns the version of `packed-refs` it read.
+    /// and flushes it; returns the version of `packed-refs` it read. The
+    /// file (one line a ref, about 64 bytes, one ref for every proposal
+    /// ever rejected or expired) is read and written as a stream, merged
+    /// with the loose refs sorted by name: holding it as a map of names
+    /// and its new text at once cost about 4 times its size, the server's
+    /// largest allocation at the peak of its memory.
     fn fill(&self, repo: &Repository, file: &fs::File) -> Result<Option<FileVersion>, StoreError> {
         let packed_path = repo.path().join("packed-refs");
         let write = |e| StoreError::io("write", &self.path, e);
