@@ -42,7 +42,7 @@ pub mod index {
 
 /// What maintenance measures: bytes and files under a folder.
 pub mod maintain {
-    pub use crate::store::maintain::{dir_bytes, file_count, merge_due};
+    pub use crate::store::maintain::{dir_bytes, file_count, merge_due, LongLane};
 }
 
 /// A policy set loaded from any commit (not only `main`).

@@ -300,6 +300,7 @@ pub async fn serve(
     state.set_port(port);
     let header_timeout = state.svc.settings().header_read_timeout;
     let maintenance = tokio::spawn(maintain_in_background(state.svc.clone()));
+    let refs = tokio::spawn(pack_refs_in_background(state.svc.clone()));
     // Approvals' files reach a checked-out `main` from here, not before
     // each approval's answer.
     state.svc.governance().follow_checkout_in_background();
@@ -346,6 +347,7 @@ pub async fn serve(
     }
     drop(listener);
     maintenance.abort();
+    refs.abort();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -354,7 +356,13 @@ pub async fn serve(
     }
     checkout.abort();
     // The last approvals' files, before the server is gone.
-    let _ = tokio::task::spawn_blocking(move || svc.governance().sync_checkout()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        svc.governance().sync_checkout();
+        // A long merge's new pack is put in place before the server is
+        // gone (killed, the next pass merges its packs again).
+        svc.governance().wait_for_long_merge();
+    })
+    .await;
     drop(spare_files);
     Ok(())
 }
@@ -388,9 +396,9 @@ async fn follow_checkout(svc: Arc<Service>) {
 /// more of the server's CPU per submission than every 100 ms.
 const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Packs loose objects and refs and merges small packs while the server
-/// runs (`store::maintain`), never holding writers up for more than a
-/// moment, checkpoints the index's write-ahead log and lets go of
+/// Packs loose objects and merges small packs while the server runs
+/// (`store::maintain`; refs apart, [`pack_refs_in_background`]), never
+/// holding writers up, checkpoints the index's write-ahead log and lets go of
 /// repository handles kept past their age (so that none holds a pack a
 /// pass deleted). A failed pass is logged and tried again later.
 async fn maintain_in_background(svc: Arc<Service>) {
@@ -433,6 +441,31 @@ async fn maintain_in_background(svc: Arc<Service>) {
                 tracing::warn!(error = %crate::domain::errors::error_chain(&e), "maintenance failed")
             }
             Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+        }
+    }
+}
+
+/// Packs loose refs while the server runs, on a schedule of their own
+/// (`Governance::pack_refs_if_due`), apart from the passes that merge
+/// packs: a refs step of seconds no longer holds the merges up.
+async fn pack_refs_in_background(svc: Arc<Service>) {
+    loop {
+        tokio::time::sleep(MAINTAIN_EVERY).await;
+        let svc = svc.clone();
+        let step = tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            (svc.governance().pack_refs_if_due(), began.elapsed())
+        })
+        .await;
+        match step {
+            Ok((Ok(Some(packed)), took)) => {
+                tracing::debug!(packed, ms = took.as_secs_f64() * 1e3, "refs step")
+            }
+            Ok((Ok(None), _)) => {}
+            Ok((Err(e), _)) => {
+                tracing::warn!(error = %crate::domain::errors::error_chain(&e), "packing refs failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "packing refs failed"),
         }
     }
 }

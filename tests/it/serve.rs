@@ -572,3 +572,36 @@ fn gov_serve_lets_go_of_the_packs_maintenance_deleted() -> TestResult {
     assert_eq!(deleted, Vec::<String>::new());
     Ok(())
 }
+
+/// A running server packs loose refs in a task of its own, apart from its
+/// passes that merge packs: 100 loose branches (a `git` command's, say)
+/// end up in `packed-refs`, their loose files gone, their values kept.
+#[test]
+fn a_running_server_packs_loose_refs_in_the_background() -> TestResult {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    let git = repo.repo()?;
+    let head = git.refname_to_id("refs/heads/main")?;
+    for i in 0..100 {
+        git.reference(&format!("refs/heads/topic-{i}"), head, false, "")?;
+    }
+    let loose = |i: usize| repo.root().join(format!(".git/refs/heads/topic-{i}"));
+    assert!((0..100).all(|i| loose(i).exists()));
+    let (mut child, _url) = spawn_serve(&repo)?;
+    // Bounded: the first refs step comes within a second of the start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (0..100).any(|i| loose(i).exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let left: Vec<usize> = (0..100).filter(|&i| loose(i).exists()).collect();
+    assert_eq!(left, Vec::<usize>::new(), "still loose after 60 s");
+    let packed = std::fs::read_to_string(repo.root().join(".git/packed-refs"))?;
+    for i in 0..100 {
+        let line = format!("{head} refs/heads/topic-{i}\n");
+        assert!(packed.contains(&line), "{line:?} is not in packed-refs");
+        assert_eq!(git.refname_to_id(&format!("refs/heads/topic-{i}"))?, head);
+    }
+    Ok(())
+}

@@ -1005,7 +1005,10 @@ fn maintenance_while_writers_run_loses_nothing() -> TestResult {
     // No size tier is left full (a few hundred KB: three tiers, at most
     // three packs each).
     assert!(
-        !gov::testkit::maintain::merge_due(&repo.root().join(".git")),
+        !gov::testkit::maintain::merge_due(
+            &repo.root().join(".git"),
+            &gov::testkit::maintain::LongLane::default()
+        ),
         "{r:?}"
     );
     assert!(r.packs_after <= 9, "{r:?}");
