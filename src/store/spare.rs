@@ -923,7 +923,21 @@ mod tests {
         // Once git is done, they are ready, emptied, and serve as new files.
         drop(asked);
         assert!(reader.wait()?.success());
-        assert!(wait_until(|| retired(&git_dir).is_empty()));
+        // Ready, not only no longer retired: the filler takes the retired
+        // list whole while it looks at the files, and gives them back
+        // after.
+        let ready_inodes = |git_dir: &Path| -> Vec<u64> {
+            pool_of(git_dir)
+                .and_then(|p| p.ready.lock().ok().map(|r| r.clone()))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| ino(p).ok())
+                .collect()
+        };
+        assert!(wait_until(|| {
+            let ready = ready_inodes(&git_dir);
+            retired(&git_dir).is_empty() && inodes.iter().all(|i| ready.contains(i))
+        }));
         let mut reused = Vec::new();
         for name in ["new.pack", "new.idx"] {
             let target = dir.path().join(name);
