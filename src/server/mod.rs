@@ -396,6 +396,9 @@ async fn follow_checkout(svc: Arc<Service>) {
 /// more of the server's CPU per submission than every 100 ms.
 const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// A checkpoint of the index this long or longer is logged (debug).
+const SLOW_CHECKPOINT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Packs loose objects and merges small packs while the server runs
 /// (`store::maintain`; refs apart, [`pack_refs_in_background`]), never
 /// holding writers up, checkpoints the index's write-ahead log and lets go of
@@ -415,8 +418,15 @@ async fn maintain_in_background(svc: Arc<Service>) {
                 tracing::warn!(error = %e, "cannot check the index");
             }
             let gov = svc.governance();
-            if let Err(e) = gov.checkpoint_index() {
-                tracing::warn!(error = %e, "cannot checkpoint the index");
+            let began = std::time::Instant::now();
+            match gov.checkpoint_index() {
+                // Slow ones only: one every 50 ms otherwise.
+                Ok(Some((frames, copied))) if began.elapsed() >= SLOW_CHECKPOINT => {
+                    let ms = began.elapsed().as_secs_f64() * 1e3;
+                    tracing::debug!(frames, copied, ms, "slow index checkpoint")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot checkpoint the index"),
             }
             let pass = if gov.maintenance_due() {
                 let began = std::time::Instant::now();

@@ -196,7 +196,7 @@ fn run_with(
             Some(lane) if lane.take(repo.path(), &merge) => {
                 report.packs_to_long_merge = merge.len();
             }
-            _ => report.packs_merged = merge_packs(repo, &merge, pass, per_pack)?,
+            _ => report.packs_merged = merge_packs(repo, &merge, pass, per_pack, None)?,
         }
     }
     let folder = PackFolder::list(&pack_dir(repo))?;
@@ -498,6 +498,13 @@ pub fn merge_due(git_dir: &Path, lane: &LongLane) -> bool {
 /// piled up behind it (docs/BENCHMARKS.md, the forty-sixth round).
 pub const LONG_MERGE_BYTES: u64 = 16 << 20;
 
+/// How fast a long merge writes its pack, in bytes a second: written as
+/// fast as the disk took it (150-190 MB/s here), the batches flushing
+/// meanwhile waited behind its writes (two flushes of a few KB took 80-84
+/// ms during a merge of 152 MB in 948 ms). On its own lane it may take
+/// its time: the passes merge what comes meanwhile.
+pub const LONG_MERGE_PACE: u64 = 64 << 20;
+
 /// The lane of long background merges: at most one at a time, on a thread
 /// of its own, while the server's passes go on merging the packs that
 /// keep coming (the packs it merges are claimed: the passes leave them
@@ -597,7 +604,13 @@ impl LongLane {
             .map_err(StoreError::from)
             .and_then(|repo| {
                 crate::store::git::configure_for_batches(&repo)?;
-                merge_packs(&repo, merge, Pass::Background, OBJECTS_PER_HAND_PACK)
+                merge_packs(
+                    &repo,
+                    merge,
+                    Pass::Background,
+                    OBJECTS_PER_HAND_PACK,
+                    Some(LONG_MERGE_PACE),
+                )
             });
         self.done.fetch_add(1, Ordering::Relaxed);
         self.state_even_poisoned().claimed.clear();
@@ -627,18 +640,22 @@ impl LongLane {
 /// ([`KEPT_FOR_HAND`]); in the background into one pack by copying
 /// entries, with the packs that hold deltas dealt with first
 /// ([`merge_around_deltas`]).
+///
+/// With `pace`, a background merge's pack is written at most that many
+/// bytes a second (see `pack::merge_raw`).
 fn merge_packs(
     repo: &Repository,
     merge: &[Pack],
     pass: Pass,
     per_pack: usize,
+    pace: Option<u64>,
 ) -> Result<usize, StoreError> {
     let new = match pass {
         Pass::Background => {
             let paths: Vec<PathBuf> = merge.iter().map(|p| p.pack.clone()).collect();
-            match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
+            match crate::store::pack::merge_raw(&pack_dir(repo), &paths, pace) {
                 Ok(new) => vec![new],
-                Err(MergeRaw::HasDeltas) => return merge_around_deltas(repo, merge),
+                Err(MergeRaw::HasDeltas) => return merge_around_deltas(repo, merge, pace),
                 Err(MergeRaw::Failed(e)) => return Err(e),
             }
         }
@@ -670,7 +687,11 @@ fn merge_packs(
 /// with deltas over [`BACKGROUND_DELTA_PACK_BYTES`] is kept out, marked
 /// for a pass by hand; the smaller ones (a fetch's) are written whole
 /// into one pack of their own; then everything else merges by copying.
-fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, StoreError> {
+fn merge_around_deltas(
+    repo: &Repository,
+    merge: &[Pack],
+    pace: Option<u64>,
+) -> Result<usize, StoreError> {
     let mut rest = Vec::with_capacity(merge.len());
     let mut small = Vec::new();
     let mut kept = 0;
@@ -696,7 +717,7 @@ fn merge_around_deltas(repo: &Repository, merge: &[Pack]) -> Result<usize, Store
         return Ok(small.len());
     }
     let paths: Vec<PathBuf> = rest.iter().map(|p| p.pack.clone()).collect();
-    let new = match crate::store::pack::merge_raw(&pack_dir(repo), &paths) {
+    let new = match crate::store::pack::merge_raw(&pack_dir(repo), &paths, pace) {
         Ok(new) => new,
         // Only if libgit2 made a delta after all: the old way, small.
         Err(MergeRaw::HasDeltas) => write_pack_with_deltas(repo, &objects_as_written(&rest)?)?,
@@ -1533,7 +1554,7 @@ mod tests {
         let all = packs(&bg)?;
         assert_eq!(all.len(), 4);
         assert_eq!(
-            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK)?,
+            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK, None)?,
             3
         );
         assert_eq!(fs::metadata(&deltas)?.len(), size, "left as it was");
@@ -1606,7 +1627,7 @@ mod tests {
         let all = packs(&bg)?;
         assert_eq!(all.len(), 4);
         assert_eq!(
-            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK)?,
+            merge_packs(&bg, &all, Pass::Background, OBJECTS_PER_HAND_PACK, None)?,
             4
         );
         let merged = packs(&bg)?;

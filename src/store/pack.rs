@@ -276,6 +276,9 @@ struct Trickle {
     started: u64,
     /// Writes waited for up to here.
     done: u64,
+    /// The pack is written at most this fast, if paced: since when, and
+    /// bytes a second ([`merge_raw`]).
+    pace: Option<(std::time::Instant, u64)>,
 }
 
 /// See [`Trickle`]. Short stretches: the server's passes merge a few
@@ -388,7 +391,16 @@ impl PackWriter {
         let sent = write_out(file, t.done, t.started - t.done, true)
             .and_then(|()| write_out(file, t.started, self.offset - t.started, false));
         match sent {
-            Ok(()) => (t.done, t.started) = (t.started, self.offset),
+            Ok(()) => {
+                (t.done, t.started) = (t.started, self.offset);
+                if let Some((since, rate)) = t.pace {
+                    let due =
+                        std::time::Duration::from_secs_f64(t.done as f64 / rate.max(1) as f64);
+                    if let Some(ahead) = due.checked_sub(since.elapsed()) {
+                        std::thread::sleep(ahead);
+                    }
+                }
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "a merged pack is written without sending it out as it goes");
                 self.trickle = None;
@@ -662,7 +674,9 @@ impl From<StoreError> for MergeRaw {
 /// several packs written once (from the first pack that holds it). Packs
 /// holding deltas are refused ([`MergeRaw::HasDeltas`]) before anything
 /// is named. Returns the new pack's path; the old packs are left for the
-/// caller to remove.
+/// caller to remove. With `pace`, the new pack is written at most that
+/// many bytes a second (a long merge on a thread of its own,
+/// `store::maintain::LongLane`).
 ///
 /// What a merge holds does not grow with the objects merged (the largest
 /// background merge takes them all) beyond one pack's list of entries at
@@ -671,7 +685,7 @@ impl From<StoreError> for MergeRaw {
 /// indexes are read side by side in the order of the ids ([`Walk`]): once
 /// to find the objects an earlier pack gave already, and once for each
 /// table of the new index, written as the walk goes.
-pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
+pub fn merge_raw(dir: &Path, packs: &[PathBuf], pace: Option<u64>) -> Result<PathBuf, MergeRaw> {
     let indexes = packs
         .iter()
         .map(|p| IndexFile::open(&p.with_extension("idx")))
@@ -695,7 +709,10 @@ pub fn merge_raw(dir: &Path, packs: &[PathBuf]) -> Result<PathBuf, MergeRaw> {
     // Each count is at most the sum, which fits.
     let counts = counts.map(|c| c as u32);
     let mut w = PackWriter::create_with_buffer(dir, count, MERGE_BUFFER)?;
-    w.trickle = Some(Trickle::default());
+    w.trickle = Some(Trickle {
+        pace: pace.map(|rate| (std::time::Instant::now(), rate)),
+        ..Trickle::default()
+    });
     let mut moved = Vec::with_capacity(packs.len());
     let mut buf = Vec::new();
     for ((pack, index), mut skip) in packs.iter().zip(&indexes).zip(given_before) {
@@ -1116,7 +1133,7 @@ pub(crate) mod tests {
         let a = write_objects(&repo, &packdir, &oids[..30], &[])?;
         // Overlapping: the middle objects are in both packs.
         let b = write_objects(&repo, &packdir, &oids[20..], &[])?;
-        let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
+        let merged = merge_raw(&packdir, &[a, b], None).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
         git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
         let listed = read_index(&idx)?;
@@ -1124,6 +1141,52 @@ pub(crate) mod tests {
         assert_eq!(in_pack.len(), sorted_unique(&oids).len());
         assert_eq!(sorted_unique(&in_pack), sorted_unique(&oids));
         index_is_gits(dir.path(), &merged)
+    }
+
+    /// A paced merge writes the same pack, and takes at least as long as
+    /// its pace allows for what it sent out before its last stretch (a
+    /// lower bound: a slower machine only takes longer).
+    #[test]
+    fn a_paced_merge_writes_the_same_pack_no_faster_than_its_pace() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let repo = Repository::init_bare(dir.path())?;
+        let packdir = dir.path().join("objects/pack");
+        // Incompressible blobs: 64 of 8 KiB.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut packs = Vec::new();
+        for _ in 0..64 {
+            let bytes: Vec<u8> = (0..8 << 10)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let blob = repo.blob(&bytes)?;
+            packs.push(write_objects(&repo, &packdir, &[blob], &[])?);
+        }
+        let plain = merge_raw(&packdir, &packs, None).map_err(|e| format!("{e:?}"))?;
+        let written = std::fs::read(&plain)?;
+        std::fs::remove_file(&plain)?;
+        std::fs::remove_file(plain.with_extension("idx"))?;
+        let rate = 1u64 << 20;
+        let started = std::time::Instant::now();
+        let paced = merge_raw(&packdir, &packs, Some(rate)).map_err(|e| format!("{e:?}"))?;
+        let took = started.elapsed();
+        assert_eq!(paced, plain);
+        assert_eq!(std::fs::read(&paced)?, written);
+        // All but the last two stretches were paced; a stretch ends at the
+        // first entry (8 KiB and its header) past `TRICKLE_BYTES`.
+        let paced_bytes = written.len() as u64 - 2 * (TRICKLE_BYTES + (9 << 10));
+        let least = std::time::Duration::from_secs_f64(paced_bytes as f64 / rate as f64);
+        assert!(took >= least, "{took:?} < {least:?}");
+        git(
+            dir.path(),
+            &["verify-pack", path_str(&paced.with_extension("idx"))?],
+            "",
+        )?;
+        Ok(())
     }
 
     /// The index of the merged pack, written from the old indexes, is the
@@ -1170,7 +1233,7 @@ pub(crate) mod tests {
         // The merged pack (2.4 MB) is sent out in stretches as it is
         // written, the second waiting for the first ([`Trickle`]).
         const { assert!(2 * TRICKLE_BYTES < 2_400_000) };
-        let merged = merge_raw(&packdir, &[a, b]).map_err(|e| format!("{e:?}"))?;
+        let merged = merge_raw(&packdir, &[a, b], None).map_err(|e| format!("{e:?}"))?;
         let idx = merged.with_extension("idx");
         git(dir.path(), &["verify-pack", path_str(&idx)?], "")?;
         let in_pack: Vec<Oid> = read_index(&idx)?.iter().map(|l| l.oid).collect();
@@ -1220,7 +1283,7 @@ pub(crate) mod tests {
         };
         let before = listing()?;
         assert!(matches!(
-            merge_raw(&packdir, &packs),
+            merge_raw(&packdir, &packs, None),
             Err(MergeRaw::HasDeltas)
         ));
         assert_eq!(listing()?, before, "a refused merge leaves no file behind");
@@ -1236,7 +1299,7 @@ pub(crate) mod tests {
         bytes[20] ^= 0xff;
         std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         std::fs::write(&a, &bytes)?;
-        let err = match merge_raw(&packdir, std::slice::from_ref(&a)) {
+        let err = match merge_raw(&packdir, std::slice::from_ref(&a), None) {
             Err(MergeRaw::Failed(e)) => e.to_string(),
             other => return Err(format!("merged a corrupt pack: {other:?}").into()),
         };
