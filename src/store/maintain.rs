@@ -515,6 +515,8 @@ pub const LONG_MERGE_PACE: u64 = 64 << 20;
 pub struct LongLane {
     /// A merge of more bytes than this is long.
     threshold: u64,
+    /// Bytes a second a long merge writes (see [`LONG_MERGE_PACE`]).
+    pace: u64,
     state: Mutex<LaneState>,
     /// Long merges done (see [`LongLane::merges_done`]).
     done: AtomicU64,
@@ -529,15 +531,17 @@ struct LaneState {
 
 impl Default for LongLane {
     fn default() -> Self {
-        LongLane::with_threshold(LONG_MERGE_BYTES)
+        LongLane::new(LONG_MERGE_BYTES, LONG_MERGE_PACE)
     }
 }
 
 impl LongLane {
-    /// A lane for merges of more than `threshold` bytes.
-    pub fn with_threshold(threshold: u64) -> LongLane {
+    /// A lane for merges of more than `threshold` bytes, each written at
+    /// most `pace` bytes a second.
+    pub fn new(threshold: u64, pace: u64) -> LongLane {
         LongLane {
             threshold,
+            pace,
             state: Mutex::new(LaneState::default()),
             done: AtomicU64::new(0),
         }
@@ -609,7 +613,7 @@ impl LongLane {
                     merge,
                     Pass::Background,
                     OBJECTS_PER_HAND_PACK,
-                    Some(LONG_MERGE_PACE),
+                    Some(self.pace),
                 )
             });
         self.done.fetch_add(1, Ordering::Relaxed);
@@ -1727,6 +1731,27 @@ mod tests {
         Ok(blobs)
     }
 
+    /// `n` packs of one blob of 40 KiB of noise each (packs that take
+    /// more than one of a merge's stretches to write); their blobs.
+    fn noise_packs(repo: &Repository, seed: u64, n: usize) -> Result<Vec<Oid>, StoreError> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut blobs = Vec::new();
+        for _ in 0..n {
+            let bytes: Vec<u8> = (0..40 << 10)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let blob = repo.blob(&bytes)?;
+            write_pack(repo, &[blob], &[])?;
+            blobs.push(blob);
+        }
+        Ok(blobs)
+    }
+
     fn fsck(repo: &Repository) -> TestResult {
         let fsck = std::process::Command::new("git")
             .args(["fsck", "--full", "--no-dangling"])
@@ -1747,7 +1772,7 @@ mod tests {
     fn a_long_merge_is_merged_on_a_thread_of_its_own() -> TestResult {
         let (_dir, repo) = new_repo()?;
         let blobs = blob_packs(&repo, "long", MERGE_FANOUT)?;
-        let lane = Arc::new(LongLane::with_threshold(0));
+        let lane = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
         let report = run_background(&repo, &lane)?;
         assert_eq!(
             (report.packs_merged, report.packs_to_long_merge),
@@ -1768,6 +1793,44 @@ mod tests {
         let report = run_background(&repo, &lane)?;
         assert_eq!((report.packs_merged, report.packs_to_long_merge), (0, 0));
         Ok(())
+    }
+
+    /// Long merges on their thread and passes merging around them, with
+    /// packs written all along: nothing is lost, no temporary file is
+    /// left, and stock git reads every object.
+    #[test]
+    fn long_merges_beside_passes_and_writers_lose_nothing() -> TestResult {
+        let (_dir, repo) = new_repo()?;
+        // Every merge is long for this lane: it takes one whenever it is
+        // idle, and the passes merge in place while it is busy; slowly
+        // (a merge of 160 KiB takes at least 125 ms), so that it is busy
+        // while the next rounds come.
+        let lane = Arc::new(LongLane::new(0, 512 << 10));
+        let mut blobs = Vec::new();
+        let (mut handed, mut inline) = (0, 0);
+        for round in 0..12 {
+            blobs.extend(noise_packs(&repo, round, 2)?);
+            let report = run_background(&repo, &lane)?;
+            handed += report.packs_to_long_merge;
+            inline += report.packs_merged;
+        }
+        lane.wait();
+        while run_background(&repo, &lane)?.packs_to_long_merge > 0 {
+            lane.wait();
+        }
+        assert!(handed > 0 && lane.merges_done() > 0, "{handed}");
+        assert!(inline > 0, "no pass merged while the lane was busy");
+        let fresh = Repository::open(repo.path())?;
+        let odb = fresh.odb()?;
+        for blob in &blobs {
+            assert!(odb.exists(*blob), "{blob} is lost");
+        }
+        let left: Vec<String> = fs::read_dir(pack_dir(&repo))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tmp_"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
+        fsck(&repo)
     }
 
     /// While a long merge holds its packs, passes merge the packs written
@@ -1804,7 +1867,7 @@ mod tests {
         assert_eq!(got, second);
 
         // Busy, the lane takes no second merge, however long.
-        let busy = Arc::new(LongLane::with_threshold(0));
+        let busy = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
         busy.state_even_poisoned().claimed = held.iter().map(|p| p.pack.clone()).collect();
         blob_packs(&repo, "third", MERGE_FANOUT - 1)?;
         let report = run_background(&repo, &busy)?;
