@@ -605,3 +605,62 @@ fn a_running_server_packs_loose_refs_in_the_background() -> TestResult {
     }
     Ok(())
 }
+
+/// A server stopped gracefully (SIGTERM) right after approvals it answered
+/// without waiting for the checkout (as the API and the dashboard do)
+/// leaves every one of their files in the checked-out `main`: in the
+/// working tree and its Git index, `git status` clean. The server puts
+/// approvals' files there in the background and once more as it stops.
+#[test]
+fn a_stopped_server_leaves_the_approvals_it_answered_in_the_checkout() -> TestResult {
+    let repo = TestRepo::new()?;
+    add_policies_and_agents(&repo)?;
+    let (mut child, url) = spawn_serve(&repo)?;
+    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
+        .trim()
+        .to_string();
+    let bearer = format!("Bearer {op}");
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let r: serde_json::Value = ureq::post(&format!("{url}/proposals"))
+            .set("Authorization", &bearer)
+            .send_json(proposal("noop", "send_email"))?
+            .into_json()?;
+        assert_eq!(r["status"], "pending", "{r}");
+        ids.push(r["proposal_id"].as_str().unwrap_or_default().to_string());
+    }
+    for id in &ids {
+        let d = ureq::post(&format!("{url}/proposals/{id}/decision"))
+            .set("Authorization", &bearer)
+            .send_json(json!({"decision": "approve"}))?;
+        assert_eq!(d.status(), 200);
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    let code = child.wait()?;
+    assert!(code.success(), "{code:?}");
+    let listed = |args: &[&str]| -> TestResult<String> {
+        let o = repo.git(args)?;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let on_main = listed(&["ls-tree", "-r", "--name-only", "main", "proposals"])?;
+    let indexed = listed(&["ls-files", "proposals"])?;
+    for id in &ids {
+        let file = format!("/{id}.toml");
+        let path = on_main
+            .lines()
+            .find(|l| l.ends_with(&file))
+            .ok_or_else(|| format!("{id} is not on main"))?;
+        assert!(
+            repo.root().join(path).is_file(),
+            "{path} is not in the working tree"
+        );
+        assert!(
+            indexed.lines().any(|l| l == path),
+            "{path} is not in the Git index"
+        );
+    }
+    assert_eq!(listed(&["status", "--porcelain"])?, "");
+    Ok(())
+}
