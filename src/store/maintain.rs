@@ -1411,11 +1411,11 @@ mod tests {
     }
 
     /// `n` small blobs, each written into a pack of its own (as a batch
-    /// writes one).
-    fn one_blob_packs(repo: &Repository, n: usize) -> Result<Vec<Oid>, StoreError> {
+    /// writes one), their text beginning with `tag`.
+    fn one_blob_packs(repo: &Repository, tag: &str, n: usize) -> Result<Vec<Oid>, StoreError> {
         let mut out = Vec::new();
         for i in 0..n {
-            let blob = repo.blob(format!("small {i}\n").as_bytes())?;
+            let blob = repo.blob(format!("{tag} {i}\n").as_bytes())?;
             write_pack(repo, &[blob], &[])?;
             out.push(blob);
         }
@@ -1547,7 +1547,7 @@ mod tests {
         let size = fs::metadata(&deltas)?.len();
         assert!(holds_deltas(&deltas)?);
         assert!(size > BACKGROUND_DELTA_PACK_BYTES, "{size}");
-        objects.extend(one_blob_packs(&repo, 3)?);
+        objects.extend(one_blob_packs(&repo, "small", 3)?);
         let readable = |r: &Repository| -> Result<(), git2::Error> {
             objects.iter().try_for_each(|o| r.find_blob(*o).map(|_| ()))
         };
@@ -1614,7 +1614,7 @@ mod tests {
         let fetched = write_pack_with_deltas(&repo, &copies)?;
         assert!(holds_deltas(&fetched)?);
         objects.extend(copies);
-        objects.extend(one_blob_packs(&repo, 2)?);
+        objects.extend(one_blob_packs(&repo, "small", 2)?);
         let crcs = |idx: &Path| -> Result<Vec<u32>, StoreError> {
             let index = IndexFile::open(idx)?;
             let mut column = index.crcs(column_buffer(1));
@@ -1657,7 +1657,7 @@ mod tests {
     /// merged too (it has no deltas yet); a lone one it wrote is not.
     #[test]
     fn a_pass_by_hand_writes_bounded_packs_and_leaves_full_ones() -> TestResult {
-        let (dir, repo) = new_repo()?;
+        let (_dir, repo) = new_repo()?;
         let mut random = letters(0x2545_f491_4f6c_dd1d);
         let mut objects = Vec::new();
         let mut add = |n: usize| -> Result<(), git2::Error> {
@@ -1708,27 +1708,7 @@ mod tests {
         held.sort();
         objects.sort();
         assert_eq!(held, objects);
-        let fsck = std::process::Command::new("git")
-            .args(["fsck", "--full", "--no-dangling"])
-            .current_dir(dir.path())
-            .output()?;
-        assert!(
-            fsck.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fsck.stderr)
-        );
-        Ok(())
-    }
-
-    /// `n` packs of one new blob each; their blobs.
-    fn blob_packs(repo: &Repository, tag: &str, n: usize) -> Result<Vec<Oid>, StoreError> {
-        let mut blobs = Vec::new();
-        for i in 0..n {
-            let blob = repo.blob(format!("{tag} {i}\n").as_bytes())?;
-            write_pack(repo, &[blob], &[])?;
-            blobs.push(blob);
-        }
-        Ok(blobs)
+        fsck(&repo)
     }
 
     /// `n` packs of one blob of 40 KiB of noise each (packs that take
@@ -1737,15 +1717,7 @@ mod tests {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut blobs = Vec::new();
         for _ in 0..n {
-            let bytes: Vec<u8> = (0..40 << 10)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            let blob = repo.blob(&bytes)?;
+            let blob = repo.blob(&crate::store::pack::tests::noise(&mut state, 40 << 10))?;
             write_pack(repo, &[blob], &[])?;
             blobs.push(blob);
         }
@@ -1771,7 +1743,7 @@ mod tests {
     #[test]
     fn a_long_merge_is_merged_on_a_thread_of_its_own() -> TestResult {
         let (_dir, repo) = new_repo()?;
-        let blobs = blob_packs(&repo, "long", MERGE_FANOUT)?;
+        let blobs = one_blob_packs(&repo, "long", MERGE_FANOUT)?;
         let lane = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
         let report = run_background(&repo, &lane)?;
         assert_eq!(
@@ -1840,14 +1812,14 @@ mod tests {
     #[test]
     fn passes_merge_around_the_packs_a_long_merge_holds() -> TestResult {
         let (_dir, repo) = new_repo()?;
-        let first = blob_packs(&repo, "first", MERGE_FANOUT)?;
+        let first = one_blob_packs(&repo, "first", MERGE_FANOUT)?;
         let held = packs(&repo)?;
         let lane = Arc::new(LongLane::default());
         lane.state_even_poisoned().claimed = held.iter().map(|p| p.pack.clone()).collect();
         assert!(!merge_due(repo.path(), &lane));
         assert!(merge_due(repo.path(), &LongLane::default()));
 
-        let second = blob_packs(&repo, "second", MERGE_FANOUT)?;
+        let second = one_blob_packs(&repo, "second", MERGE_FANOUT)?;
         assert!(merge_due(repo.path(), &lane));
         let report = run_background(&repo, &lane)?;
         assert_eq!(
@@ -1869,7 +1841,7 @@ mod tests {
         // Busy, the lane takes no second merge, however long.
         let busy = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
         busy.state_even_poisoned().claimed = held.iter().map(|p| p.pack.clone()).collect();
-        blob_packs(&repo, "third", MERGE_FANOUT - 1)?;
+        one_blob_packs(&repo, "third", MERGE_FANOUT - 1)?;
         let report = run_background(&repo, &busy)?;
         assert_eq!(
             (report.packs_merged, report.packs_to_long_merge),

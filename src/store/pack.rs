@@ -975,6 +975,19 @@ pub(crate) mod tests {
         Ok((dir, repo, oids))
     }
 
+    /// `len` bytes that do not compress (xorshift from `state`, which
+    /// moves on).
+    pub(crate) fn noise(state: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *state as u8
+            })
+            .collect()
+    }
+
     /// Stock git, in the repository at `dir`, with `input` on its stdin.
     pub(crate) fn git(
         dir: &Path,
@@ -1155,15 +1168,7 @@ pub(crate) mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut packs = Vec::new();
         for _ in 0..64 {
-            let bytes: Vec<u8> = (0..8 << 10)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            let blob = repo.blob(&bytes)?;
+            let blob = repo.blob(&noise(&mut state, 8 << 10))?;
             packs.push(write_objects(&repo, &packdir, &[blob], &[])?);
         }
         let plain = merge_raw(&packdir, &packs, None).map_err(|e| format!("{e:?}"))?;
@@ -1213,17 +1218,7 @@ pub(crate) mod tests {
         let repo = Repository::init_bare(dir.path())?;
         // Incompressible blobs of 400 KB: three of them outgrow the buffer.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut blob = || {
-            let bytes: Vec<u8> = (0..400_000)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            repo.blob(&bytes)
-        };
+        let mut blob = || repo.blob(&noise(&mut state, 400_000));
         let oids = (0..6).map(|_| blob()).collect::<Result<Vec<Oid>, _>>()?;
         let packdir = dir.path().join("objects/pack");
         let a = write_objects(&repo, &packdir, &oids[..4], &[])?;

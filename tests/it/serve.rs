@@ -20,6 +20,15 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
     Ok((child, url))
 }
 
+/// The operator token `gov init` wrote for `repo`.
+fn operator_token(repo: &TestRepo) -> TestResult<String> {
+    Ok(
+        std::fs::read_to_string(repo.settings.operator_token_path())?
+            .trim()
+            .to_string(),
+    )
+}
+
 /// Starts `gov serve`, waits until it answers a request (so that it has
 /// done what it does before serving), and kills it.
 pub(crate) fn served_once(repo: &TestRepo) -> TestResult {
@@ -216,9 +225,7 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
     let record = repo.root().join(".gov/server.json");
     let text = std::fs::read_to_string(&record)?;
     assert!(text.contains(&url), "{text}");
-    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
-        .trim()
-        .to_string();
+    let op = operator_token(&repo)?;
     let r: serde_json::Value = ureq::post(&format!("{url}/proposals"))
         .set("Authorization", &format!("Bearer {op}"))
         .send_json(proposal("noop", "send_email"))?
@@ -290,9 +297,7 @@ fn every_answered_write_survives_a_sigkill() -> TestResult {
     let repo = TestRepo::new()?;
     add_policies_and_agents(&repo)?;
     let (mut child, url) = spawn_serve(&repo)?;
-    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
-        .trim()
-        .to_string();
+    let op = operator_token(&repo)?;
     let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4u64)
@@ -427,9 +432,7 @@ fn a_wrong_operator_token_is_refused_not_gone_around() -> TestResult {
     let repo = TestRepo::new()?;
     add_policies_and_agents(&repo)?;
     let (mut child, url) = spawn_serve(&repo)?;
-    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
-        .trim()
-        .to_string();
+    let op = operator_token(&repo)?;
     let r: serde_json::Value = ureq::post(&format!("{url}/proposals"))
         .set("Authorization", &format!("Bearer {op}"))
         .send_json(proposal("noop", "send_email"))?
@@ -616,9 +619,7 @@ fn a_stopped_server_leaves_the_approvals_it_answered_in_the_checkout() -> TestRe
     let repo = TestRepo::new()?;
     add_policies_and_agents(&repo)?;
     let (mut child, url) = spawn_serve(&repo)?;
-    let op = std::fs::read_to_string(repo.settings.operator_token_path())?
-        .trim()
-        .to_string();
+    let op = operator_token(&repo)?;
     let bearer = format!("Bearer {op}");
     let mut ids = Vec::new();
     for _ in 0..12 {
