@@ -468,10 +468,12 @@ async fn pack_refs_in_background(svc: Arc<Service>) {
         })
         .await;
         match step {
-            Ok((Ok(Some(packed)), took)) => {
+            // A look that found nothing to pack is not logged: one a
+            // second otherwise.
+            Ok((Ok(Some(packed)), took)) if packed > 0 => {
                 tracing::debug!(packed, ms = took.as_secs_f64() * 1e3, "refs step")
             }
-            Ok((Ok(None), _)) => {}
+            Ok((Ok(_), _)) => {}
             Ok((Err(e), _)) => {
                 tracing::warn!(error = %crate::domain::errors::error_chain(&e), "packing refs failed")
             }
