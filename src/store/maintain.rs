@@ -164,11 +164,10 @@ fn run_with(
     }
     let folder = PackFolder::list(&pack_dir(repo))?;
     let claimed = lane.map(|l| l.claimed()).unwrap_or_default();
-    let (long, packs): (Vec<Pack>, Vec<Pack>) = packs_in(folder.mergeable())
-        .into_iter()
-        .partition(|p| claimed.contains(&p.pack));
+    let packs = packs_in(folder.mergeable_besides(&claimed));
     let kept = packs_in(folder.kept_for_hand());
-    report.packs_before = long.len() + packs.len() + kept.len();
+    // The packs a long merge holds count too.
+    report.packs_before = folder.mergeable().len() + kept.len();
     // By hand, every pack but the full ones a pass by hand wrote is
     // merged, with a delta search, into packs of at most `per_pack`
     // objects: a small repository, and the pass costs what came since the
@@ -332,6 +331,14 @@ impl PackFolder {
             .collect()
     }
 
+    /// [`PackFolder::mergeable`] but those a long merge holds
+    /// ([`LongLane`]).
+    fn mergeable_besides(&self, claimed: &HashSet<PathBuf>) -> Vec<PathBuf> {
+        let mut paths = self.mergeable();
+        paths.retain(|p| !claimed.contains(p));
+        paths
+    }
+
     /// The packs only a pass by hand merges: their `.keep` is gov's
     /// ([`KEPT_FOR_HAND`]).
     fn kept_for_hand(&self) -> Vec<PathBuf> {
@@ -482,11 +489,8 @@ fn tiered_roll_up(packs: &[Pack]) -> Vec<Pack> {
 /// `git_dir` (`tiered_roll_up`) besides those `lane` is merging: one
 /// folder listing and a `stat` of each pack, no repository handle.
 pub fn merge_due(git_dir: &Path, lane: &LongLane) -> bool {
-    let claimed = lane.claimed();
     PackFolder::list(&git_dir.join("objects").join("pack")).is_ok_and(|folder| {
-        let mut paths = folder.mergeable();
-        paths.retain(|p| !claimed.contains(p));
-        !tiered_roll_up(&packs_in(paths)).is_empty()
+        !tiered_roll_up(&packs_in(folder.mergeable_besides(&lane.claimed()))).is_empty()
     })
 }
 
@@ -918,9 +922,10 @@ impl FileVersion {
 const NEW_PACKED_REFS_PREFIX: &str = "tmp_gov_packed_refs_";
 
 /// A new `packed-refs`, written and flushed beside the current one, not
-/// yet in place.
+/// yet in place (its file is removed when it is dropped, unless it was
+/// moved into place).
 struct NewPackedRefs {
-    path: PathBuf,
+    path: tempfile::TempPath,
     /// The version of `packed-refs` it was written from.
     from: Option<FileVersion>,
     /// The loose refs it packs, with the values it holds for them.
@@ -945,26 +950,17 @@ impl NewPackedRefs {
             return Ok(None);
         }
         loose.sort_by(|a, b| a.0.cmp(&b.0));
-        static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = git_dir.join(format!(
-            "{NEW_PACKED_REFS_PREFIX}{}_{n}",
-            std::process::id()
-        ));
-        let file = crate::store::spare::create_new(git_dir, &path)
-            .map_err(|e| StoreError::io("create", &path, e))?;
-        let new = NewPackedRefs {
+        let (file, path) =
+            crate::store::pack::temporary_file_in(git_dir, git_dir, NEW_PACKED_REFS_PREFIX)
+                .map_err(|e| StoreError::io("create a new packed-refs in", git_dir, e))?
+                .into_parts();
+        let mut new = NewPackedRefs {
             path,
             from: None,
             loose,
         };
-        match new.fill(repo, &file) {
-            Ok(from) => Ok(Some(NewPackedRefs { from, ..new })),
-            Err(e) => {
-                let _ = fs::remove_file(&new.path);
-                Err(e)
-            }
-        }
+        new.from = new.fill(repo, &file)?;
+        Ok(Some(new))
     }
 
     /// Writes the merge of `packed-refs` and the loose refs into `file`
@@ -1093,17 +1089,14 @@ impl NewPackedRefs {
                 sync_all_at_once(&[], &BTreeSet::from([git_dir.to_path_buf()]))?;
                 Ok(Some(self.loose))
             }
+            // The new file goes with `self`.
             Ok(false) => {
-                let _ = fs::remove_file(&self.path);
                 tracing::debug!(
                     "packed-refs or a ref changed while it was written: left for the next pass"
                 );
                 Ok(None)
             }
-            Err(e) => {
-                let _ = fs::remove_file(&self.path);
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -1724,6 +1717,18 @@ mod tests {
         Ok(blobs)
     }
 
+    /// The objects `pack` holds, sorted.
+    fn objects_sorted(pack: &Pack) -> Result<Vec<Oid>, StoreError> {
+        Ok(sorted(crate::store::pack::objects_in_pack_order(
+            &pack.idx,
+        )?))
+    }
+
+    fn sorted(mut oids: Vec<Oid>) -> Vec<Oid> {
+        oids.sort();
+        oids
+    }
+
     fn fsck(repo: &Repository) -> TestResult {
         let fsck = std::process::Command::new("git")
             .args(["fsck", "--full", "--no-dangling"])
@@ -1755,11 +1760,7 @@ mod tests {
         assert!(lane.claimed().is_empty());
         let left = packs(&repo)?;
         assert_eq!(left.len(), 1);
-        let mut held = crate::store::pack::objects_in_pack_order(&left[0].idx)?;
-        let mut blobs = blobs;
-        held.sort();
-        blobs.sort();
-        assert_eq!(held, blobs);
+        assert_eq!(objects_sorted(&left[0])?, sorted(blobs));
         fsck(&repo)?;
         // Nothing left to merge: the next pass hands nothing on.
         let report = run_background(&repo, &lane)?;
@@ -1832,11 +1833,7 @@ mod tests {
             .filter(|p| !held.iter().any(|h| h.pack == p.pack))
             .collect();
         assert_eq!(merged.len(), 1);
-        let mut got = crate::store::pack::objects_in_pack_order(&merged[0].idx)?;
-        let mut second = second;
-        got.sort();
-        second.sort();
-        assert_eq!(got, second);
+        assert_eq!(objects_sorted(merged[0])?, sorted(second));
 
         // Busy, the lane takes no second merge, however long.
         let busy = Arc::new(LongLane::new(0, LONG_MERGE_PACE));

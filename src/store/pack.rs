@@ -527,9 +527,21 @@ impl PackWriter {
 /// persisted. A spare file of the repository (see `store::spare`) when one
 /// is ready: creating a file can cost more than writing the pack.
 fn temporary_file(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
-    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // `dir` is `<git dir>/objects/pack`.
     let git_dir = dir.parent().and_then(Path::parent).unwrap_or(dir);
+    temporary_file_in(git_dir, dir, prefix)
+}
+
+/// A new temporary file `<prefix><pid>_<n>` in the folder `dir` of the
+/// repository at `git_dir`, removed unless it is persisted (or its path
+/// kept): a spare file of the repository when one is ready. A killed
+/// process's is removed by maintenance (`store::maintain`).
+pub(crate) fn temporary_file_in(
+    git_dir: &Path,
+    dir: &Path,
+    prefix: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut tries = 0;
     loop {
         let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
