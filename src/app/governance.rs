@@ -1399,9 +1399,10 @@ impl Governance {
         self.packs_epoch.load(Ordering::Relaxed) + self.long_lane.merges_done()
     }
 
-    /// Waits for the long merge under way, if any (a server stopping).
-    pub fn wait_for_long_merge(&self) {
-        self.long_lane.wait();
+    /// Starts no more long merges and waits for the one under way, if any
+    /// (a server stopping): see `store::maintain::LongLane::close`.
+    pub fn stop_long_merges(&self) {
+        self.long_lane.close();
     }
 
     fn maintain_pass(&self) -> Result<crate::store::maintain::Report, GovError> {

@@ -359,8 +359,9 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || {
         svc.governance().sync_checkout();
         // A long merge's new pack is put in place before the server is
-        // gone (killed, the next pass merges its packs again).
-        svc.governance().wait_for_long_merge();
+        // gone (killed, the next pass merges its packs again), and no pass
+        // still running starts another.
+        svc.governance().stop_long_merges();
     })
     .await;
     drop(spare_files);

@@ -191,11 +191,17 @@ fn run_with(
     // `.keep`, so no deltas yet).
     let unsearched = pass == Pass::ByHand && !packs.is_empty();
     if merge.len() >= 2 || unsearched {
-        match lane {
-            Some(lane) if lane.take(repo.path(), &merge) => {
-                report.packs_to_long_merge = merge.len();
+        match lane.map_or(Hand::Pass, |lane| lane.take(repo.path(), &merge)) {
+            Hand::Lane => report.packs_to_long_merge = merge.len(),
+            Hand::Pass => {
+                report.packs_merged = merge_packs(repo, &merge, pass, per_pack, None)?;
             }
-            _ => report.packs_merged = merge_packs(repo, &merge, pass, per_pack, None)?,
+            Hand::Later => {
+                tracing::debug!(
+                    packs = merge.len(),
+                    "long merge left for later: the lane is closed"
+                );
+            }
         }
     }
     let folder = PackFolder::list(&pack_dir(repo))?;
@@ -531,6 +537,20 @@ struct LaneState {
     /// The packs of the merge under way (none when idle).
     claimed: HashSet<PathBuf>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed ([`LongLane::close`]): no long merge starts any more.
+    closed: bool,
+}
+
+/// Where a pass's merge runs ([`LongLane::take`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Hand {
+    /// On the lane's thread.
+    Lane,
+    /// In the pass: it is not long, or the lane is busy or cannot start.
+    Pass,
+    /// Nowhere yet: it is long and the lane is closed (a server stopping
+    /// would not wait for it); a later pass merges it.
+    Later,
 }
 
 impl Default for LongLane {
@@ -567,19 +587,22 @@ impl LongLane {
     }
 
     /// Starts merging `merge` (packs of the repository at `git_dir`) on a
-    /// thread of its own if it is long and the lane is idle; whether it
-    /// did.
-    fn take(self: &Arc<Self>, git_dir: &Path, merge: &[Pack]) -> bool {
+    /// thread of its own if it is long and the lane is idle and open; says
+    /// where the merge runs.
+    fn take(self: &Arc<Self>, git_dir: &Path, merge: &[Pack]) -> Hand {
         let bytes = merge
             .iter()
             .map(|p| p.bytes)
             .fold(0u64, u64::saturating_add);
         if bytes <= self.threshold {
-            return false;
+            return Hand::Pass;
         }
         let mut state = self.state_even_poisoned();
+        if state.closed {
+            return Hand::Later;
+        }
         if !state.claimed.is_empty() {
-            return false;
+            return Hand::Pass;
         }
         // The last one has let go of its claims, so it is done or about
         // to be.
@@ -596,11 +619,11 @@ impl LongLane {
             Ok(thread) => {
                 state.claimed = claims;
                 state.thread = Some(thread);
-                true
+                Hand::Lane
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a thread for a long merge; merging in the pass");
-                false
+                Hand::Pass
             }
         }
     }
@@ -630,6 +653,16 @@ impl LongLane {
                 tracing::warn!(error = %e, bytes, "long merge failed; a later pass merges again")
             }
         }
+    }
+
+    /// Closes the lane and waits for the long merge under way, if any, to
+    /// end. From then on a pass leaves a long merge for later instead of
+    /// starting it (see [`Hand::Later`]): a stopping server waits for
+    /// the lane once, and a merge handed to it after that would be cut
+    /// off when the process exits.
+    pub fn close(&self) {
+        self.state_even_poisoned().closed = true;
+        self.wait();
     }
 
     /// Waits for the long merge under way, if any, to end.
@@ -783,15 +816,16 @@ fn is_kept(pack: &Path) -> bool {
 /// Not flushed: lost in a crash, it is written again when the background
 /// next meets the pack.
 fn keep_for_hand(pack: &Path) -> Result<(), StoreError> {
-    static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    use std::io::Write;
     let keep = pack.with_extension("keep");
-    let tmp = pack.with_file_name(format!("tmp_gov_keep_{}_{n}", std::process::id()));
-    fs::write(&tmp, KEPT_FOR_HAND).map_err(|e| StoreError::io("write", &tmp, e))?;
-    fs::rename(&tmp, &keep).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        StoreError::io("write", &keep, e)
-    })
+    let folder = pack.parent().unwrap_or(Path::new("."));
+    let mut tmp = crate::store::pack::temporary_file(folder, "tmp_gov_keep_")
+        .map_err(|e| StoreError::io("write", &keep, e))?;
+    tmp.write_all(KEPT_FOR_HAND.as_bytes())
+        .map_err(|e| StoreError::io("write", tmp.path(), e))?;
+    tmp.persist(&keep)
+        .map_err(|e| StoreError::io("write", &keep, e.error))?;
+    Ok(())
 }
 
 /// The objects of `packs` (smallest first, as [`packs`] lists them) in the
@@ -1766,6 +1800,44 @@ mod tests {
         let report = run_background(&repo, &lane)?;
         assert_eq!((report.packs_merged, report.packs_to_long_merge), (0, 0));
         Ok(())
+    }
+
+    /// A closed lane (a server stopping) starts no long merge, and the pass
+    /// does not merge it in its place either: the packs wait, whole, for a
+    /// later pass. Merges that are not long still run in the pass.
+    #[test]
+    fn a_closed_lane_leaves_long_merges_for_later() -> TestResult {
+        let (_dir, repo) = new_repo()?;
+        let blobs = one_blob_packs(&repo, "late", MERGE_FANOUT)?;
+        let names = |repo: &Repository| -> Result<Vec<PathBuf>, StoreError> {
+            Ok(packs(repo)?.into_iter().map(|p| p.pack).collect())
+        };
+        let before = names(&repo)?;
+        let lane = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
+        lane.close();
+        let report = run_background(&repo, &lane)?;
+        assert_eq!((report.packs_merged, report.packs_to_long_merge), (0, 0));
+        assert_eq!(lane.merges_done(), 0);
+        assert_eq!(names(&repo)?, before);
+        fsck(&repo)?;
+
+        // The next server's lane merges them.
+        let lane = Arc::new(LongLane::new(0, LONG_MERGE_PACE));
+        let report = run_background(&repo, &lane)?;
+        assert_eq!(report.packs_to_long_merge, MERGE_FANOUT);
+        lane.close();
+        let left = packs(&repo)?;
+        assert_eq!(left.len(), 1);
+        assert_eq!(objects_sorted(&left[0])?, sorted(blobs));
+
+        // Closed, a lane still lets a merge that is not long run in the pass.
+        let small = Arc::new(LongLane::new(u64::MAX, LONG_MERGE_PACE));
+        small.close();
+        one_blob_packs(&repo, "small", MERGE_FANOUT)?;
+        let report = run_background(&repo, &small)?;
+        assert_eq!(report.packs_to_long_merge, 0);
+        assert!(report.packs_merged >= MERGE_FANOUT, "{report:?}");
+        fsck(&repo)
     }
 
     /// Long merges on their thread and passes merging around them, with

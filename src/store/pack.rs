@@ -526,7 +526,7 @@ impl PackWriter {
 /// A new temporary file in the pack folder `dir`, removed unless it is
 /// persisted. A spare file of the repository (see `store::spare`) when one
 /// is ready: creating a file can cost more than writing the pack.
-fn temporary_file(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn temporary_file(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     // `dir` is `<git dir>/objects/pack`.
     let git_dir = dir.parent().and_then(Path::parent).unwrap_or(dir);
     temporary_file_in(git_dir, dir, prefix)
