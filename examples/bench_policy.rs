@@ -105,6 +105,35 @@ fn requests() -> Vec<(&'static str, CedarRequest)> {
             },
         ),
         (
+            "use_tool (allowed)",
+            CedarRequest {
+                principal: EntityRef::new("Agent", "noop"),
+                action: "use_tool".into(),
+                resource: EntityRef::new("Tool", "Write"),
+                context: ctx(json!({"path": "agents/noop/memory.md", "inside_agent_dir": true})),
+                entities: vec![agent("noop", "smoke")],
+            },
+        ),
+        (
+            // One simple command of a Bash line, as the guard asks it.
+            "use_tool (Bash command)",
+            CedarRequest {
+                principal: EntityRef::new("Agent", "researcher"),
+                action: "use_tool".into(),
+                resource: EntityRef::new("Tool", "Bash"),
+                context: ctx(json!({
+                    "command": "git status -s | head -5",
+                    "cwd": "agents/researcher",
+                    "shell": {"program": "git", "program_path": "/usr/bin/git",
+                        "args": "status -s", "arg1": "status", "argc": 2, "wrapper": false,
+                        "args_inside_agent_dir": true, "redirects_inside_agent_dir": true},
+                    "line": {"commands": 2, "joiners": ["pipe"], "reducible": true,
+                        "dynamic": [], "writes": [], "assignments": []},
+                })),
+                entities: vec![agent("researcher", "example")],
+            },
+        ),
+        (
             "use_tool (denied)",
             CedarRequest {
                 principal: EntityRef::new("Agent", "noop"),

@@ -444,6 +444,29 @@ impl RequestParts<'_> {
         if without.decision() == cedar::Decision::Allow {
             return Ok(set.decision(Outcome::Auto, reasons(&without), Vec::new()));
         }
+        // A forbid that approval cannot change held: the second question
+        // denies. Only the policies that read `human_approved` can add a
+        // forbid or an error to its answer; the others answer as in the
+        // first (see `Asked::fixed_forbids`). A denied tool call (a path
+        // outside the agent's folder, say) is decided in one question.
+        let mut held: Vec<cedar::PolicyId> = reasons(&without);
+        held.retain(|id| asked.fixed_forbids.contains(id));
+        if !held.is_empty() {
+            if let Some(readers) = &asked.approval_readers {
+                let second = self.request(asked, true)?;
+                let read = set
+                    .authorizer
+                    .is_authorized(&second, readers, self.entities);
+                let errors = response_errors(&read);
+                if !errors.is_empty() {
+                    return Ok(set.decision(Outcome::Forbidden, Vec::new(), errors));
+                }
+                if read.decision() == cedar::Decision::Deny {
+                    held.extend(reasons(&read));
+                }
+            }
+            return Ok(set.decision(Outcome::Forbidden, held, Vec::new()));
+        }
         let second = match asked.once_approved_reads_context {
             true => Some(self.request(asked, true)?),
             false => None,
@@ -1104,6 +1127,174 @@ mod tests {
         assert_eq!(ids(&ask(&set, "y", 3)), ["ban-is"]);
         // An id with a quote is not confused with another.
         assert_eq!(ask(&set, "x\"", 1).outcome, Outcome::Auto);
+    }
+
+    const GROUPS_SCHEMA: &str = "entity Group in [Group];\nentity Tool in [Group];\n\
+        entity Agent = { group: String };\n\
+        action use_tool appliesTo { principal: [Agent], resource: [Tool], \
+        context: { human_approved: Bool } };\n";
+
+    /// Static tools and groups: `in-a` under `a` under `top`, all defined;
+    /// `in-loose` under `loose`, whose parent `undefined` is named but not
+    /// defined (a request may define it, with parents); `bare` in nothing.
+    const GROUPS_ENTITIES: &str = r#"[
+        {"uid": {"type": "Group", "id": "top"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Group", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "top"}]},
+        {"uid": {"type": "Group", "id": "loose"}, "attrs": {}, "parents": [{"type": "Group", "id": "undefined"}]},
+        {"uid": {"type": "Tool", "id": "in-a"}, "attrs": {}, "parents": [{"type": "Group", "id": "a"}]},
+        {"uid": {"type": "Tool", "id": "in-loose"}, "attrs": {}, "parents": [{"type": "Group", "id": "loose"}]},
+        {"uid": {"type": "Tool", "id": "bare"}, "attrs": {}, "parents": []}
+    ]"#;
+
+    const GROUPS_POLICIES: &str = r#"
+        @id("in-a") @reason("r") permit (principal, action, resource in Group::"a");
+        @id("in-top") @reason("r") permit (principal, action, resource is Tool in Group::"top") when { principal.group == "t" };
+        @id("in-elsewhere") @reason("r") forbid (principal, action, resource in Group::"elsewhere");
+        @id("is-group") @reason("r") forbid (principal, action, resource is Group in Group::"a");
+        @id("bare") @reason("r") permit (principal, action, resource == Tool::"bare");
+    "#;
+
+    /// A policy whose resource is `in` a group is left out for a static
+    /// tool whose ancestors are all static and do not hold the group, and
+    /// kept for every other resource: the answers are Cedar's own, asked
+    /// of every policy with the same entities, whatever the request brings
+    /// (a tool of its own in a group, a definition of the undefined group).
+    #[test]
+    fn a_static_resource_outside_a_group_is_not_asked_about_its_policies() {
+        let set = PolicySet::load(
+            &PolicySource::new("schema.cedarschema", GROUPS_SCHEMA),
+            &[PolicySource::new("p.cedar", GROUPS_POLICIES)],
+            Some(&PolicySource::new("entities.json", GROUPS_ENTITIES)),
+            "v",
+        )
+        .expect("loads");
+        let schema = cedar::Schema::from_str(GROUPS_SCHEMA).expect("schema");
+        let parsed = cedar::PolicySet::from_str(GROUPS_POLICIES).expect("policies");
+        let policies = cedar::PolicySet::from_policies(
+            parsed
+                .policies()
+                .map(|p| p.new_id(cedar::PolicyId::new(p.annotation("id").expect("id")))),
+        )
+        .expect("set");
+        let statics: Vec<serde_json::Value> =
+            serde_json::from_str(GROUPS_ENTITIES).expect("entities");
+        let reference = |tool: &str, group: &str, brought: &[serde_json::Value]| {
+            let mut all = statics.clone();
+            for e in brought {
+                if !all.iter().any(|s| s["uid"] == e["uid"]) {
+                    all.push(e.clone());
+                }
+            }
+            let tool_uid = json!({"type": "Tool", "id": tool});
+            if !all.iter().any(|s| s["uid"] == tool_uid) {
+                all.push(json!({"uid": tool_uid, "attrs": {}, "parents": []}));
+            }
+            let entities =
+                cedar::Entities::from_json_value(serde_json::Value::Array(all), Some(&schema))
+                    .expect("entities");
+            let action = cedar::EntityUid::from_str("Action::\"use_tool\"").expect("action");
+            let request = cedar::Request::new(
+                cedar::EntityUid::from_str(&format!("Agent::\"x{group}\"")).expect("agent"),
+                action.clone(),
+                cedar::EntityUid::from_str(&format!("Tool::\"{tool}\"")).expect("tool"),
+                cedar::Context::from_json_value(
+                    json!({"human_approved": false}),
+                    Some((&schema, &action)),
+                )
+                .expect("context"),
+                Some(&schema),
+            )
+            .expect("request");
+            let r = cedar::Authorizer::new().is_authorized(&request, &policies, &entities);
+            let mut ids: Vec<String> = r.diagnostics().reason().map(|id| id.to_string()).collect();
+            ids.sort();
+            let outcome = match r.decision() {
+                cedar::Decision::Allow => Outcome::Auto,
+                cedar::Decision::Deny => Outcome::Forbidden,
+            };
+            (outcome, ids)
+        };
+        let group_of = |id: &str, parents: &[&str]| {
+            json!({"uid": {"type": "Group", "id": id}, "attrs": {},
+                "parents": parents.iter().map(|p| json!({"type": "Group", "id": p})).collect::<Vec<_>>()})
+        };
+        let broughts: Vec<Vec<serde_json::Value>> = vec![
+            Vec::new(),
+            // The undefined group, defined with a parent: `in-loose` is
+            // then in `elsewhere`.
+            vec![group_of("undefined", &["elsewhere"])],
+            // A static group redefined: the static one wins.
+            vec![group_of("a", &["elsewhere"])],
+            // A tool of the request's own, in `a`.
+            vec![json!({"uid": {"type": "Tool", "id": "new"}, "attrs": {},
+                "parents": [{"type": "Group", "id": "a"}]})],
+        ];
+        let mut outcomes = std::collections::BTreeSet::new();
+        for tool in ["in-a", "in-loose", "bare", "new", "unknown"] {
+            for group in ["t", "u"] {
+                for brought in &broughts {
+                    let mut entities: Vec<EntityData> = brought
+                        .iter()
+                        .map(|e| serde_json::from_value(e.clone()).expect("entity data"))
+                        .collect();
+                    entities.push(EntityData {
+                        uid: EntityRef::new("Agent", format!("x{group}")),
+                        attrs: json!({"group": group})
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                        parents: Vec::new(),
+                        tags: Default::default(),
+                    });
+                    let d = set.decide(&CedarRequest {
+                        principal: EntityRef::new("Agent", format!("x{group}")),
+                        action: "use_tool".into(),
+                        resource: EntityRef::new("Tool", tool),
+                        context: serde_json::Map::new(),
+                        entities,
+                    });
+                    let mut got: Vec<String> = ids(&d).iter().map(|s| s.to_string()).collect();
+                    got.sort();
+                    let agent = json!({"uid": {"type": "Agent", "id": format!("x{group}")},
+                        "attrs": {"group": group}, "parents": []});
+                    let mut with_agent = brought.clone();
+                    with_agent.push(agent);
+                    let want = reference(tool, group, &with_agent);
+                    assert_eq!((d.outcome, got), want.clone(), "{tool} {group} {brought:?}");
+                    outcomes.insert((format!("{:?}", want.0), want.1));
+                }
+            }
+        }
+        assert!(outcomes.len() >= 5, "{outcomes:?}");
+        // Left out where the static hierarchy says so, kept elsewhere.
+        let asked = |tool: &str| -> Vec<String> {
+            let uid = |kind: &str, id: &str| {
+                cedar::EntityUid::from_type_name_and_id(
+                    cedar::EntityTypeName::from_str(kind).expect("type"),
+                    cedar::EntityId::new(id),
+                )
+            };
+            let applicable = set
+                .scope
+                .applicable(
+                    &uid("Action", "use_tool"),
+                    &uid("Agent", "xt"),
+                    &uid("Tool", tool),
+                )
+                .expect("applicable");
+            let mut ids: Vec<String> = applicable
+                .enforced
+                .all
+                .policies()
+                .map(|p| p.id().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(asked("bare"), ["bare"]);
+        assert_eq!(asked("in-a"), ["in-a", "in-top"]);
+        assert_eq!(asked("in-loose"), ["in-a", "in-elsewhere", "in-top"]);
+        assert_eq!(asked("unknown"), ["in-a", "in-elsewhere", "in-top"]);
     }
 
     /// The policies of the tests below: forbids a person's approval lifts

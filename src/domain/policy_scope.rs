@@ -5,8 +5,10 @@
 //! A policy whose scope does not match the request is never satisfied and
 //! never errors (Cedar checks the scope before the conditions), so leaving
 //! it out changes no answer. The index over-approximates: `principal in X`
-//! and `resource in X` match any entity (its ancestors are only known with
-//! the request's entities), and `action in [...]` naming an action group
+//! matches any entity (its ancestors are only known with the request's
+//! entities), `resource in X` any entity but a static one whose ancestors
+//! are all static (a tool, an action type: a request cannot add to them,
+//! see [`StaticAncestors`]), and `action in [...]` naming an action group
 //! matches every action.
 //!
 //! The sets are built once per distinct key (action, principal, resource,
@@ -27,16 +29,21 @@ enum Slot {
     Any,
     /// `== Type::"id"`: the type and id, as Cedar prints them.
     Uid(String, String),
-    /// `is Type` (also `is Type in ...`).
+    /// `is Type` (also `is Type in ...` for the principal).
     Type(String),
+    /// The resource's `in Type::"id"` (with `is T` first: that type too).
+    In(Option<String>, (String, String)),
 }
 
 impl Slot {
-    fn admits(&self, kind: &str, id: &str) -> bool {
+    fn admits(&self, kind: &str, id: &str, statics: &StaticAncestors) -> bool {
         match self {
             Slot::Any => true,
             Slot::Uid(k, i) => k == kind && i == id,
             Slot::Type(k) => k == kind,
+            Slot::In(k, group) => {
+                k.as_ref().is_none_or(|k| k == kind) && statics.may_be_in(kind, id, group)
+            }
         }
     }
 
@@ -52,20 +59,83 @@ impl Slot {
 
     fn resource(c: cedar::ResourceConstraint) -> Slot {
         match c {
-            cedar::ResourceConstraint::Any | cedar::ResourceConstraint::In(_) => Slot::Any,
+            cedar::ResourceConstraint::Any => Slot::Any,
+            cedar::ResourceConstraint::In(group) => Slot::In(None, uid_pair(&group)),
             cedar::ResourceConstraint::Eq(uid) => uid_slot(&uid),
-            cedar::ResourceConstraint::Is(t) | cedar::ResourceConstraint::IsIn(t, _) => {
-                Slot::Type(t.to_string())
+            cedar::ResourceConstraint::Is(t) => Slot::Type(t.to_string()),
+            cedar::ResourceConstraint::IsIn(t, group) => {
+                Slot::In(Some(t.to_string()), uid_pair(&group))
             }
         }
     }
 }
 
 fn uid_slot(uid: &cedar::EntityUid) -> Slot {
-    Slot::Uid(
+    let (kind, id) = uid_pair(uid);
+    Slot::Uid(kind, id)
+}
+
+/// An entity's type and id, as Cedar prints them.
+fn uid_pair(uid: &cedar::EntityUid) -> (String, String) {
+    (
         uid.type_name().to_string(),
         uid.id().unescaped().to_string(),
     )
+}
+
+/// The static entities (`entities.json`) whose ancestors are all static
+/// entities too, with those ancestors. A request cannot change them: a
+/// static entity wins over one of the same name that a request brings
+/// (`PolicySet::request_entities`), and a static entity's parents are its
+/// own. An ancestor named only as a parent, not defined itself, could be
+/// given parents of its own by a request, so an entity below one is left
+/// out (anything may be its ancestor).
+#[derive(Debug, Default)]
+pub struct StaticAncestors {
+    closed: HashMap<(String, String), HashSet<(String, String)>>,
+}
+
+impl StaticAncestors {
+    pub fn of(entities: &cedar::Entities) -> StaticAncestors {
+        let mut closed = HashMap::new();
+        for entity in entities.iter() {
+            let uid = entity.uid();
+            let Some(ancestors) = entities.ancestors(&uid) else {
+                continue;
+            };
+            let ancestors: Vec<&cedar::EntityUid> = ancestors.collect();
+            if ancestors.iter().all(|a| entities.get(a).is_some()) {
+                closed.insert(
+                    uid_pair(&uid),
+                    ancestors.into_iter().map(uid_pair).collect(),
+                );
+            }
+        }
+        StaticAncestors { closed }
+    }
+
+    /// Whether `kind::id` may be in `group` (or be it): `false` only when
+    /// it is known not to be, whatever the request brings.
+    fn may_be_in(&self, kind: &str, id: &str, group: &(String, String)) -> bool {
+        if group.0 == kind && group.1 == id {
+            return true;
+        }
+        match self.closed.get(&(kind.to_string(), id.to_string())) {
+            Some(ancestors) => ancestors.contains(group),
+            None => true,
+        }
+    }
+
+    /// The entities whose answers are known, as uids.
+    fn uids(&self) -> impl Iterator<Item = cedar::EntityUid> + '_ {
+        self.closed.keys().filter_map(|(kind, id)| {
+            let kind = <cedar::EntityTypeName as std::str::FromStr>::from_str(kind).ok()?;
+            Some(cedar::EntityUid::from_type_name_and_id(
+                kind,
+                cedar::EntityId::new(id),
+            ))
+        })
+    }
 }
 
 /// One policy and where it can apply.
@@ -141,6 +211,18 @@ pub struct Asked {
     /// payload hash) changes no answer and no error, so it need not be
     /// given to Cedar once the schema has accepted the request's shape.
     pub context_attrs: Option<HashSet<String>>,
+    /// The forbids of `once_approved` that never read `human_approved`.
+    /// The two questions differ only in that value, so such a forbid
+    /// satisfied in the first question (and without error: the first
+    /// question had none, or it would have decided) is satisfied in the
+    /// second too, which then denies whatever else it finds.
+    pub fixed_forbids: HashSet<cedar::PolicyId>,
+    /// The policies of `once_approved` that may read `human_approved` (by
+    /// name, or the context as a whole): the only ones whose answer or
+    /// error the second question can change. `None` when there is none.
+    /// When a fixed forbid was satisfied, the second question is asked of
+    /// these alone, for the forbids they add and their errors.
+    pub approval_readers: Option<cedar::PolicySet>,
 }
 
 /// How a policy reads the request's context, from its conditions.
@@ -188,6 +270,13 @@ impl ContextUse {
 
     fn reads(&self) -> bool {
         self.attrs.as_ref().is_none_or(|a| !a.is_empty())
+    }
+
+    /// Whether it may read `human_approved`.
+    fn reads_approval(&self) -> bool {
+        self.attrs
+            .as_ref()
+            .is_none_or(|a| a.contains(HUMAN_APPROVED))
     }
 }
 
@@ -285,11 +374,23 @@ impl Asked {
             union.extend(p.context.attrs.as_ref()?.iter().cloned());
             Some(union)
         });
+        let readers: Vec<&Prepared> = (kept.iter().copied())
+            .filter(|p| p.context.reads_approval())
+            .collect();
+        let fixed_forbids = (kept.iter())
+            .filter(|p| p.policy.effect() == cedar::Effect::Forbid && !p.context.reads_approval())
+            .map(|p| p.policy.id().clone())
+            .collect();
         Ok(Asked {
             all: build(&all)?,
             once_approved: build(&kept)?,
             once_approved_reads_context: kept.iter().any(|p| p.context.reads()),
             context_attrs,
+            fixed_forbids,
+            approval_readers: match readers.is_empty() {
+                true => None,
+                false => Some(build(&readers)?),
+            },
         })
     }
 }
@@ -312,8 +413,11 @@ type CacheKey = (
 /// The index: every policy with its scope, and the sets built so far.
 pub struct ScopeIndex {
     scoped: Vec<Scoped>,
-    /// Uids that some policy names with `==`: only these make a key apart.
+    /// Uids that some policy names with `==`, and when some resource is
+    /// `in` a group, the static entities whose ancestors are known: only
+    /// these make a key apart.
     named: HashSet<cedar::EntityUid>,
+    statics: StaticAncestors,
     cache: Mutex<HashMap<CacheKey, Arc<Applicable>>>,
 }
 
@@ -327,10 +431,12 @@ impl std::fmt::Debug for ScopeIndex {
 
 impl ScopeIndex {
     /// Indexes `policies` (each with whether it is a shadow policy);
-    /// `action_groups` are the schema's action groups.
+    /// `action_groups` are the schema's action groups, `statics` the
+    /// static entities' known ancestors.
     pub fn new<'a>(
         policies: impl IntoIterator<Item = (&'a cedar::Policy, bool)>,
         action_groups: &HashSet<String>,
+        statics: StaticAncestors,
     ) -> ScopeIndex {
         let mut named = HashSet::new();
         let scoped: Vec<Scoped> = policies
@@ -384,9 +490,13 @@ impl ScopeIndex {
                 }
             })
             .collect();
+        if scoped.iter().any(|s| matches!(s.resource, Slot::In(..))) {
+            named.extend(statics.uids());
+        }
         ScopeIndex {
             scoped,
             named,
+            statics,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -429,8 +539,8 @@ impl ScopeIndex {
         let mut shadows = Vec::new();
         for s in &self.scoped {
             let applies = s.actions.as_ref().is_none_or(|a| a.contains(&action))
-                && s.principal.admits(&pk, &pi)
-                && s.resource.admits(&rk, &ri);
+                && s.principal.admits(&pk, &pi, &self.statics)
+                && s.resource.admits(&rk, &ri, &self.statics);
             if applies {
                 if s.shadow {
                     shadows.push(s);

@@ -214,6 +214,10 @@ impl PolicySet {
                 (p, shadow)
             }),
             &groups,
+            static_entities
+                .as_ref()
+                .map(crate::domain::policy_scope::StaticAncestors::of)
+                .unwrap_or_default(),
         );
         let mut type_names: HashMap<String, cedar::EntityTypeName> = cedar_schema
             .entity_types()
