@@ -197,6 +197,22 @@ impl PolicySet {
         let action = self.entity_uid(&EntityRef::new("Action", req.action.clone()))?;
         let applicable = self.scope.applicable(&action, &principal, &resource)?;
         let entities = self.request_entities(req, &principal, &resource)?;
+        // The widest question asked: with the shadows, when there are any.
+        let widest = applicable
+            .with_shadow
+            .as_ref()
+            .unwrap_or(&applicable.enforced);
+        let accepted = |shape: &str| {
+            self.accepted.lock().is_ok_and(|accepted| {
+                accepted.contains(&(
+                    principal.clone(),
+                    action.clone(),
+                    resource.clone(),
+                    shape.to_string(),
+                ))
+            })
+        };
+        let plain = PlainContext::of(&req.context, accepted, widest);
         let contexts = RequestParts {
             set: self,
             req,
@@ -204,8 +220,8 @@ impl PolicySet {
             action: &action,
             resource: &resource,
             entities: &entities,
-            plain: PlainContext::of(&req.context),
-            plain_accepted: std::cell::Cell::new(false),
+            plain_accepted: std::cell::Cell::new(plain.as_ref().is_some_and(|p| p.known)),
+            plain,
         };
         match (&applicable.with_shadow, enforce_shadows) {
             (Some(all), true) => contexts.three_outcomes(all),
@@ -504,64 +520,125 @@ struct PlainContext {
     /// a plain value meets a schema type or not by its kind alone (a string
     /// is never an entity or an extension value here).
     shape: String,
+    /// The schema accepted a request of this shape before: `pairs` then
+    /// holds only the attributes, and the fields of them, that the asked
+    /// policies read (see `Asked::context_fields`).
+    known: bool,
 }
 
 impl PlainContext {
-    fn of(context: &serde_json::Map<String, serde_json::Value>) -> Option<PlainContext> {
+    /// The context as Cedar values, if it is plain. `accepted` says
+    /// whether the schema accepted its shape before; if so, only what
+    /// `asked` reads is made (a value no policy reads changes no answer
+    /// and no error), else all of it, for the schema's check.
+    fn of(
+        context: &serde_json::Map<String, serde_json::Value>,
+        accepted: impl FnOnce(&str) -> bool,
+        asked: &Asked,
+    ) -> Option<PlainContext> {
+        let fields = || context.iter().filter(|(k, _)| *k != "human_approved");
         let mut shape = String::new();
-        let fields = context.iter().filter(|(k, _)| *k != "human_approved");
-        let pairs = record(fields, &mut shape)?;
-        Some(PlainContext { pairs, shape })
+        record(fields(), &mut shape, |_| Keep::Nothing)?;
+        let known = accepted(&shape);
+        let pairs = match (&asked.context_attrs, known) {
+            (Some(attrs), true) => {
+                let keep = |k: &str| match (attrs.contains(k), asked.context_fields.get(k)) {
+                    (false, _) => Keep::Nothing,
+                    (true, Some(Some(read))) => Keep::Fields(read),
+                    (true, _) => Keep::All,
+                };
+                record(fields(), &mut String::new(), keep)?
+            }
+            _ => record(fields(), &mut String::new(), |_| Keep::All)?,
+        };
+        Some(PlainContext {
+            pairs,
+            shape,
+            known,
+        })
     }
 }
 
-fn record<'a>(
-    fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
-    shape: &mut String,
-) -> Option<Vec<(String, cedar::RestrictedExpression)>> {
-    shape.push('{');
-    let pairs = fields
-        .map(|(k, v)| match k.starts_with("__") {
-            true => None,
-            false => {
-                let _ = write!(shape, "{}:{k}", k.len());
-                Some((k.clone(), plain_value(v, shape)?))
-            }
-        })
-        .collect();
-    shape.push('}');
-    pairs
+/// What of a plain value is made into a Cedar value.
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    All,
+    /// Nothing: its shape only.
+    Nothing,
+    /// Of a record, the fields named (each whole); anything else whole.
+    Fields(&'a HashSet<String>),
 }
 
-fn plain_value(v: &serde_json::Value, shape: &mut String) -> Option<cedar::RestrictedExpression> {
+/// A record's shape (written to `shape`) and, as `keep` says for each
+/// field, its values.
+fn record<'a, 'k>(
+    fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    shape: &mut String,
+    keep: impl Fn(&str) -> Keep<'k>,
+) -> Option<Vec<(String, cedar::RestrictedExpression)>> {
+    shape.push('{');
+    let mut pairs = Vec::new();
+    for (k, v) in fields {
+        if k.starts_with("__") {
+            return None;
+        }
+        let _ = write!(shape, "{}:{k}", k.len());
+        if let Some(value) = plain_value(v, shape, keep(k))? {
+            pairs.push((k.clone(), value));
+        }
+    }
+    shape.push('}');
+    Some(pairs)
+}
+
+/// A plain value's shape (written to `shape`) and, unless `keep` is
+/// [`Keep::Nothing`], its Cedar value; `None` if it is not plain.
+fn plain_value(
+    v: &serde_json::Value,
+    shape: &mut String,
+    keep: Keep,
+) -> Option<Option<cedar::RestrictedExpression>> {
     use serde_json::Value as J;
-    Some(match v {
+    let made = !matches!(keep, Keep::Nothing);
+    let value = match v {
         J::Bool(b) => {
             shape.push('b');
-            cedar::RestrictedExpression::new_bool(*b)
+            made.then(|| cedar::RestrictedExpression::new_bool(*b))
         }
         J::Number(n) => {
             shape.push('l');
-            cedar::RestrictedExpression::new_long(n.as_i64()?)
+            let n = n.as_i64()?;
+            made.then(|| cedar::RestrictedExpression::new_long(n))
         }
         J::String(s) => {
             shape.push('s');
-            cedar::RestrictedExpression::new_string(s.clone())
+            made.then(|| cedar::RestrictedExpression::new_string(s.clone()))
         }
         J::Array(items) => {
             shape.push('[');
-            let items = items
-                .iter()
-                .map(|i| plain_value(i, shape))
-                .collect::<Option<Vec<_>>>()?;
+            let inner = if made { Keep::All } else { Keep::Nothing };
+            let mut made_items = Vec::new();
+            for item in items {
+                made_items.extend(plain_value(item, shape, inner)?);
+            }
             shape.push(']');
-            cedar::RestrictedExpression::new_set(items)
+            made.then(|| cedar::RestrictedExpression::new_set(made_items))
         }
         J::Object(fields) => {
-            cedar::RestrictedExpression::new_record(record(fields.iter(), shape)?).ok()?
+            let pairs = record(fields.iter(), shape, |k| match keep {
+                Keep::All => Keep::All,
+                Keep::Nothing => Keep::Nothing,
+                Keep::Fields(read) if read.contains(k) => Keep::All,
+                Keep::Fields(_) => Keep::Nothing,
+            })?;
+            match made {
+                true => Some(cedar::RestrictedExpression::new_record(pairs).ok()?),
+                false => None,
+            }
         }
         J::Null => return None,
-    })
+    };
+    Some(value)
 }
 
 /// A policy's scope and conditions in Cedar's JSON form, without its
@@ -1295,6 +1372,151 @@ mod tests {
         assert_eq!(asked("in-a"), ["in-a", "in-top"]);
         assert_eq!(asked("in-loose"), ["in-a", "in-elsewhere", "in-top"]);
         assert_eq!(asked("unknown"), ["in-a", "in-elsewhere", "in-top"]);
+    }
+
+    const FIELDS_SCHEMA: &str = "entity Agent = { group: String };\nentity Tool;\n\
+        type Cmd = { program: String, arg1: String, extra?: String, n: Long, tags: Set<String> };\n\
+        action use_tool appliesTo { principal: [Agent], resource: [Tool], \
+        context: { human_approved: Bool, shell?: Cmd, other: { n: Long, s: String }, unread: String } };\n";
+
+    const FIELDS_POLICIES: &str = r#"
+        @id("git") @reason("r") permit (principal, action, resource) when { context has shell && context.shell.program == "git" };
+        @id("extra") @reason("r") forbid (principal, action, resource) when { context has shell && context.shell has extra && context.shell.extra == "x" };
+        @id("whole") @reason("r") forbid (principal == Agent::"w", action, resource) when { context has shell && context.shell.program == "ls" && {c: context.shell}.c.arg1 == "a" };
+        @id("tagged") @reason("r") permit (principal, action, resource) when { context has shell && context.shell.tags.contains("ok") } unless { context.human_approved };
+        @id("other") @reason("r") permit (principal == Agent::"o", action, resource) when { context.other.n > 3 };
+    "#;
+
+    /// Only the fields of a record that some policy reads are given to
+    /// Cedar once the schema accepted the context's shape; the answers,
+    /// cited policies and errors are Cedar's own, asked with the whole
+    /// context, for agents whose policies read one field, another, the
+    /// whole record, or none.
+    #[test]
+    fn unread_fields_of_a_record_are_left_out_with_the_same_answers() {
+        let set = PolicySet::load(
+            &PolicySource::new("schema.cedarschema", FIELDS_SCHEMA),
+            &[PolicySource::new("p.cedar", FIELDS_POLICIES)],
+            None,
+            "v",
+        )
+        .expect("loads");
+        let schema = cedar::Schema::from_str(FIELDS_SCHEMA).expect("schema");
+        let parsed = cedar::PolicySet::from_str(FIELDS_POLICIES).expect("policies");
+        let policies = cedar::PolicySet::from_policies(
+            parsed
+                .policies()
+                .map(|p| p.new_id(cedar::PolicyId::new(p.annotation("id").expect("id")))),
+        )
+        .expect("set");
+        let action = cedar::EntityUid::from_str("Action::\"use_tool\"").expect("action");
+        let reference = |agent: &str, context: &serde_json::Map<String, serde_json::Value>| {
+            let entities = cedar::Entities::from_json_value(
+                json!([{"uid": {"type": "Agent", "id": agent}, "attrs": {"group": "g"}, "parents": []},
+                    {"uid": {"type": "Tool", "id": "Bash"}, "attrs": {}, "parents": []}]),
+                Some(&schema),
+            )
+            .expect("entities");
+            let ask = |human_approved: bool| {
+                let mut context = context.clone();
+                context.insert("human_approved".into(), json!(human_approved));
+                let request = cedar::Request::new(
+                    cedar::EntityUid::from_str(&format!("Agent::\"{agent}\"")).expect("agent"),
+                    action.clone(),
+                    cedar::EntityUid::from_str("Tool::\"Bash\"").expect("tool"),
+                    cedar::Context::from_json_value(
+                        serde_json::Value::Object(context),
+                        Some((&schema, &action)),
+                    )
+                    .expect("context"),
+                    Some(&schema),
+                )
+                .expect("request");
+                cedar::Authorizer::new().is_authorized(&request, &policies, &entities)
+            };
+            let ids = |r: &cedar::Response| -> Vec<String> {
+                let mut ids: Vec<String> =
+                    r.diagnostics().reason().map(|id| id.to_string()).collect();
+                ids.sort();
+                ids
+            };
+            let errors = |r: &cedar::Response| r.diagnostics().errors().count();
+            let without = ask(false);
+            if errors(&without) > 0 {
+                return (Outcome::Forbidden, Vec::new(), errors(&without));
+            }
+            if without.decision() == cedar::Decision::Allow {
+                return (Outcome::Auto, ids(&without), 0);
+            }
+            let with = ask(true);
+            if errors(&with) > 0 {
+                return (Outcome::Forbidden, Vec::new(), errors(&with));
+            }
+            if with.decision() == cedar::Decision::Allow {
+                let mut both = ids(&with);
+                both.extend(ids(&without));
+                both.sort();
+                both.dedup();
+                (Outcome::NeedsPerson, both, 0)
+            } else {
+                (Outcome::Forbidden, ids(&with), 0)
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for agent in ["a", "w", "o"] {
+            for program in ["git", "ls", "rm"] {
+                for extra in [None, Some("x"), Some("y")] {
+                    for tag in ["ok", "t"] {
+                        for with_shell in [true, false] {
+                            let mut shell =
+                                json!({"program": program, "arg1": "a", "n": 1, "tags": [tag]});
+                            if let Some(extra) = extra {
+                                shell["extra"] = json!(extra);
+                            }
+                            let mut context =
+                                json!({"other": {"n": 5, "s": program}, "unread": "u"})
+                                    .as_object()
+                                    .cloned()
+                                    .unwrap_or_default();
+                            if with_shell {
+                                context.insert("shell".into(), shell);
+                            }
+                            let req = CedarRequest {
+                                principal: EntityRef::new("Agent", agent),
+                                action: "use_tool".into(),
+                                resource: EntityRef::new("Tool", "Bash"),
+                                context: context.clone(),
+                                entities: vec![EntityData {
+                                    uid: EntityRef::new("Agent", agent),
+                                    attrs: json!({"group": "g"})
+                                        .as_object()
+                                        .cloned()
+                                        .unwrap_or_default(),
+                                    parents: Vec::new(),
+                                    tags: Default::default(),
+                                }],
+                            };
+                            let want = reference(agent, &context);
+                            // Twice: the second time the shape is known and
+                            // the context pruned.
+                            for _ in 0..2 {
+                                let d = set.decide(&req);
+                                let mut got: Vec<String> =
+                                    ids(&d).iter().map(|s| s.to_string()).collect();
+                                got.sort();
+                                assert_eq!(
+                                    (d.outcome, got, d.errors.len()),
+                                    want.clone(),
+                                    "{agent} {program} {extra:?} {tag} shell: {with_shell}"
+                                );
+                            }
+                            seen.insert((format!("{:?}", want.0), want.1, want.2));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen.len() >= 6, "{seen:?}");
     }
 
     /// The policies of the tests below: forbids a person's approval lifts

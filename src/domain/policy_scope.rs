@@ -211,6 +211,10 @@ pub struct Asked {
     /// payload hash) changes no answer and no error, so it need not be
     /// given to Cedar once the schema has accepted the request's shape.
     pub context_attrs: Option<HashSet<String>>,
+    /// For each attribute of `context_attrs`, the fields of it (a record:
+    /// `shell`, `line`) some policy of `all` reads; a field no policy reads
+    /// need not be given to Cedar either.
+    pub context_fields: FieldReads,
     /// The forbids of `once_approved` that never read `human_approved`.
     /// The two questions differ only in that value, so such a forbid
     /// satisfied in the first question (and without error: the first
@@ -225,11 +229,19 @@ pub struct Asked {
     pub approval_readers: Option<cedar::PolicySet>,
 }
 
+/// For each attribute of the context, the fields of it that are read
+/// (`context.a.f`, `context.a has f`); `None`: the attribute is read as a
+/// whole (compared, passed on, or read deeper than one field by some other
+/// path).
+pub type FieldReads = HashMap<String, Option<HashSet<String>>>;
+
 /// How a policy reads the request's context, from its conditions.
 struct ContextUse {
     /// The context's attributes it reads (`context.a`, `context has a`);
     /// `None`: it reads the context as a whole (or could not be read).
     attrs: Option<HashSet<String>>,
+    /// The fields of those attributes it reads.
+    fields: FieldReads,
     /// It is a forbid that a person's approval lifts (see [`Asked`]).
     lifted_by_approval: bool,
 }
@@ -240,6 +252,7 @@ impl ContextUse {
     fn of(est: Option<&serde_json::Value>) -> ContextUse {
         let unknown = ContextUse {
             attrs: None,
+            fields: FieldReads::new(),
             lifted_by_approval: false,
         };
         let Some(est) = est else {
@@ -265,6 +278,7 @@ impl ContextUse {
                 && reads.human_approved == 1
                 && !reads.whole,
             attrs: (!reads.whole).then_some(reads.attrs),
+            fields: reads.fields,
         }
     }
 
@@ -319,6 +333,7 @@ const HUMAN_APPROVED: &str = "human_approved";
 #[derive(Default)]
 struct Reads {
     attrs: HashSet<String>,
+    fields: FieldReads,
     human_approved: usize,
     whole: bool,
 }
@@ -327,12 +342,22 @@ impl Reads {
     fn walk(&mut self, expr: &serde_json::Value) {
         match expr {
             serde_json::Value::Object(map) => {
+                // `context.a.f` or `context.a has f`: one field of `a`.
+                for op in [".", "has"] {
+                    if let Some((attr, field)) = context_field(expr, op) {
+                        self.read(attr, Read::Field(field));
+                        return;
+                    }
+                }
                 for op in [".", "has"] {
                     if let Some(attr) = context_attr(expr, op) {
-                        if attr == HUMAN_APPROVED {
-                            self.human_approved += 1;
-                        }
-                        self.attrs.insert(attr.to_string());
+                        // `context has a` does not read the value.
+                        let read = if op == "." {
+                            Read::Whole
+                        } else {
+                            Read::Presence
+                        };
+                        self.read(attr, read);
                         return;
                     }
                 }
@@ -344,6 +369,58 @@ impl Reads {
             }
             serde_json::Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
             _ => {}
+        }
+    }
+
+    fn read(&mut self, attr: &str, read: Read) {
+        if attr == HUMAN_APPROVED {
+            self.human_approved += 1;
+        }
+        self.attrs.insert(attr.to_string());
+        let fields = self
+            .fields
+            .entry(attr.to_string())
+            .or_insert_with(|| Some(HashSet::new()));
+        match read {
+            Read::Whole => *fields = None,
+            Read::Field(field) => {
+                if let Some(fields) = fields {
+                    fields.insert(field.to_string());
+                }
+            }
+            Read::Presence => {}
+        }
+    }
+}
+
+/// How an expression reads an attribute of the context.
+enum Read<'a> {
+    /// Its value, as a whole.
+    Whole,
+    /// One field of its value (a record).
+    Field(&'a str),
+    /// Whether it is there (`context has a`).
+    Presence,
+}
+
+/// The attribute and field in `context.attr.field` (`op` "."), or
+/// `context.attr has field` (`op` "has"), when `expr` is exactly that.
+fn context_field<'a>(expr: &'a serde_json::Value, op: &str) -> Option<(&'a str, &'a str)> {
+    let inner = expr.as_object().filter(|m| m.len() == 1)?.get(op)?;
+    let attr = context_attr(inner.get("left")?, ".")?;
+    Some((attr, inner.get("attr")?.as_str()?))
+}
+
+/// Merges what another policy reads of the attributes' fields into `into`.
+fn merge_fields(into: &mut FieldReads, more: &FieldReads) {
+    for (attr, fields) in more {
+        let slot = into
+            .entry(attr.clone())
+            .or_insert_with(|| Some(HashSet::new()));
+        match (slot.as_mut(), fields) {
+            (Some(into), Some(more)) => into.extend(more.iter().cloned()),
+            (Some(_), None) => *slot = None,
+            (None, _) => {}
         }
     }
 }
@@ -374,6 +451,10 @@ impl Asked {
             union.extend(p.context.attrs.as_ref()?.iter().cloned());
             Some(union)
         });
+        let mut context_fields = FieldReads::new();
+        for p in &all {
+            merge_fields(&mut context_fields, &p.context.fields);
+        }
         let readers: Vec<&Prepared> = (kept.iter().copied())
             .filter(|p| p.context.reads_approval())
             .collect();
@@ -386,6 +467,7 @@ impl Asked {
             once_approved: build(&kept)?,
             once_approved_reads_context: kept.iter().any(|p| p.context.reads()),
             context_attrs,
+            context_fields,
             fixed_forbids,
             approval_readers: match readers.is_empty() {
                 true => None,
