@@ -82,18 +82,11 @@ pub struct PolicySet {
     /// The static entities plus those a request brings, by the request's
     /// entities: agents repeat, so their hierarchy is computed once.
     entity_sets: Mutex<HashMap<String, Arc<cedar::Entities>>>,
-    /// Requests with a plain context the schema accepted, by principal,
-    /// action, resource and the context's shape (see [`PlainContext`]):
-    /// whether the schema accepts such a request depends on nothing else.
-    accepted: Mutex<HashSet<AcceptedKey>>,
 }
 
-/// Bound on [`PolicySet::entity_sets`] and [`PolicySet::accepted`].
+/// Bound on [`PolicySet::entity_sets`] and on the accepted shapes of one
+/// set of applicable policies (`Applicable::shapes`).
 const MAX_ENTITY_SETS: usize = 4096;
-
-/// A request the schema accepted: principal, action, resource and the
-/// shape of its plain context.
-type AcceptedKey = (cedar::EntityUid, cedar::EntityUid, cedar::EntityUid, String);
 
 /// The annotation that makes a policy a shadow policy: `@mode("shadow")`.
 pub const MODE_ANNOTATION: &str = "mode";
@@ -195,23 +188,19 @@ impl PolicySet {
         let principal = self.entity_uid(&req.principal)?;
         let resource = self.entity_uid(&req.resource)?;
         let action = self.entity_uid(&EntityRef::new("Action", req.action.clone()))?;
-        let applicable = self.scope.applicable(&action, &principal, &resource)?;
+        let applicable = self
+            .scope
+            .applicable(&action, &principal, &resource, |attr| {
+                req.context.contains_key(attr)
+            })?;
         let entities = self.request_entities(req, &principal, &resource)?;
         // The widest question asked: with the shadows, when there are any.
         let widest = applicable
             .with_shadow
             .as_ref()
             .unwrap_or(&applicable.enforced);
-        let accepted = |shape: &str| {
-            self.accepted.lock().is_ok_and(|accepted| {
-                accepted.contains(&(
-                    principal.clone(),
-                    action.clone(),
-                    resource.clone(),
-                    shape.to_string(),
-                ))
-            })
-        };
+        let accepted =
+            |shape: &str| (applicable.shapes.lock()).is_ok_and(|shapes| shapes.contains(shape));
         let plain = PlainContext::of(&req.context, accepted, widest);
         let contexts = RequestParts {
             set: self,
@@ -220,6 +209,7 @@ impl PolicySet {
             action: &action,
             resource: &resource,
             entities: &entities,
+            shapes: &applicable.shapes,
             plain_accepted: std::cell::Cell::new(plain.as_ref().is_some_and(|p| p.known)),
             plain,
         };
@@ -349,6 +339,8 @@ struct RequestParts<'a> {
     /// The request's context as Cedar values, built once for both
     /// evaluations, when it holds only plain JSON.
     plain: Option<PlainContext>,
+    /// The shapes of plain contexts the schema accepted for such requests.
+    shapes: &'a Mutex<HashSet<String>>,
     /// Whether the schema accepted a request built from `plain`: the next
     /// one differs only in `human_approved`'s value, and is not checked
     /// again.
@@ -396,20 +388,8 @@ impl RequestParts<'_> {
     /// the attributes the asked policies read.
     fn plain_request(&self, asked: &Asked, human_approved: bool) -> Option<cedar::Request> {
         let plain = self.plain.as_ref()?;
-        let key = || -> AcceptedKey {
-            (
-                self.principal.clone(),
-                self.action.clone(),
-                self.resource.clone(),
-                plain.shape.clone(),
-            )
-        };
         let known = self.plain_accepted.get()
-            || self
-                .set
-                .accepted
-                .lock()
-                .is_ok_and(|accepted| accepted.contains(&key()));
+            || (self.shapes.lock()).is_ok_and(|shapes| shapes.contains(&plain.shape));
         let read = |name: &String| match (&asked.context_attrs, known) {
             (Some(attrs), true) => attrs.contains(name),
             _ => true,
@@ -434,11 +414,11 @@ impl RequestParts<'_> {
         .ok()?;
         if !known {
             self.plain_accepted.set(true);
-            if let Ok(mut accepted) = self.set.accepted.lock() {
-                if accepted.len() >= MAX_ENTITY_SETS {
-                    accepted.clear();
+            if let Ok(mut shapes) = self.shapes.lock() {
+                if shapes.len() >= MAX_ENTITY_SETS {
+                    shapes.clear();
                 }
-                accepted.insert(key());
+                shapes.insert(plain.shape.clone());
             }
         }
         Some(request)
@@ -1357,6 +1337,7 @@ mod tests {
                     &uid("Action", "use_tool"),
                     &uid("Agent", "xt"),
                     &uid("Tool", tool),
+                    |_| true,
                 )
                 .expect("applicable");
             let mut ids: Vec<String> = applicable
@@ -1385,6 +1366,7 @@ mod tests {
         @id("whole") @reason("r") forbid (principal == Agent::"w", action, resource) when { context has shell && context.shell.program == "ls" && {c: context.shell}.c.arg1 == "a" };
         @id("tagged") @reason("r") permit (principal, action, resource) when { context has shell && context.shell.tags.contains("ok") } unless { context.human_approved };
         @id("other") @reason("r") permit (principal == Agent::"o", action, resource) when { context.other.n > 3 };
+        @id("overflow") @reason("r") forbid (principal == Agent::"o", action, resource) when { context.other.n * 3000000000000000000 > 0 && context has shell };
     "#;
 
     /// Only the fields of a record that some policy reads are given to
@@ -1467,14 +1449,14 @@ mod tests {
             for program in ["git", "ls", "rm"] {
                 for extra in [None, Some("x"), Some("y")] {
                     for tag in ["ok", "t"] {
-                        for with_shell in [true, false] {
+                        for (with_shell, n) in [(true, 5), (false, 5), (true, 0), (false, 0)] {
                             let mut shell =
                                 json!({"program": program, "arg1": "a", "n": 1, "tags": [tag]});
                             if let Some(extra) = extra {
                                 shell["extra"] = json!(extra);
                             }
                             let mut context =
-                                json!({"other": {"n": 5, "s": program}, "unread": "u"})
+                                json!({"other": {"n": n, "s": program}, "unread": "u"})
                                     .as_object()
                                     .cloned()
                                     .unwrap_or_default();
@@ -1507,7 +1489,7 @@ mod tests {
                                 assert_eq!(
                                     (d.outcome, got, d.errors.len()),
                                     want.clone(),
-                                    "{agent} {program} {extra:?} {tag} shell: {with_shell}"
+                                    "{agent} {program} {extra:?} {tag} shell: {with_shell} n: {n}"
                                 );
                             }
                             seen.insert((format!("{:?}", want.0), want.1, want.2));

@@ -159,6 +159,9 @@ struct Prepared {
     /// Without the scope parts the index checks exactly.
     policy: cedar::Policy,
     context: ContextUse,
+    /// Context attributes that must be there for it to be satisfied or to
+    /// err (see [`guards`]).
+    guards: Vec<String>,
 }
 
 impl Scoped {
@@ -167,6 +170,7 @@ impl Scoped {
             let est = self.policy.to_json().ok();
             Prepared {
                 context: ContextUse::of(est.as_ref()),
+                guards: est.as_ref().map(guards).unwrap_or_default(),
                 policy: without_checked_scope(&self.policy, est, self.exact),
             }
         })
@@ -181,6 +185,12 @@ pub struct Applicable {
     /// The enforced and the shadow policies together, when a shadow policy
     /// can apply: what would be decided were the shadows enforced.
     pub with_shadow: Option<Asked>,
+    /// The shapes of plain contexts (see `policy::PlainContext`) the
+    /// schema accepted in requests that reach this set. Whether it accepts
+    /// a request depends on its action, its principal's and resource's
+    /// types and its context's shape, and all but the shape are the same
+    /// for every request here.
+    pub shapes: Mutex<HashSet<String>>,
 }
 
 /// A set of policies as a decision asks it: first with
@@ -411,6 +421,51 @@ fn context_field<'a>(expr: &'a serde_json::Value, op: &str) -> Option<(&'a str, 
     Some((attr, inner.get("attr")?.as_str()?))
 }
 
+/// The context attributes a policy tests with `context has a` before
+/// anything else its conditions do: the first conjuncts of its first
+/// clause, a `when`. Cedar checks the scope, then the clauses in order,
+/// and stops at the first false conjunct; a `has` cannot fail. So without
+/// one of these attributes the policy is neither satisfied nor in error,
+/// and a decision need not ask it (`ScopeIndex::applicable`).
+fn guards(est: &serde_json::Value) -> Vec<String> {
+    fn conjuncts<'a>(expr: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        match expr
+            .get("&&")
+            .filter(|_| expr.as_object().is_some_and(|m| m.len() == 1))
+        {
+            Some(and) => {
+                if let (Some(left), Some(right)) = (and.get("left"), and.get("right")) {
+                    conjuncts(left, out);
+                    conjuncts(right, out);
+                } else {
+                    out.push(expr);
+                }
+            }
+            None => out.push(expr),
+        }
+    }
+    let Some(first) = est
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.first())
+    else {
+        return Vec::new();
+    };
+    if first.get("kind").and_then(|k| k.as_str()) != Some("when") {
+        return Vec::new();
+    }
+    let Some(body) = first.get("body") else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    conjuncts(body, &mut all);
+    all.into_iter()
+        .map_while(|c| context_attr(c, "has"))
+        .filter(|a| *a != HUMAN_APPROVED)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Merges what another policy reads of the attributes' fields into `into`.
 fn merge_fields(into: &mut FieldReads, more: &FieldReads) {
     for (attr, fields) in more {
@@ -500,8 +555,24 @@ pub struct ScopeIndex {
     /// these make a key apart.
     named: HashSet<cedar::EntityUid>,
     statics: StaticAncestors,
-    cache: Mutex<HashMap<CacheKey, Arc<Applicable>>>,
+    cache: Mutex<HashMap<CacheKey, Arc<Family>>>,
 }
+
+/// The policies whose scope matches one kind of request, and the sets
+/// asked of them, by the guard attributes ([`guards`]) the context lacks.
+struct Family {
+    /// Indexes into `ScopeIndex::scoped`, enforced and shadow.
+    enforced: Vec<usize>,
+    shadows: Vec<usize>,
+    /// Their guard attributes (at most [`MAX_GUARDS`]; a policy guarded by
+    /// another one is asked whatever the context holds).
+    guards: Vec<String>,
+    /// The sets, by the guards absent (bit `i`: `guards[i]`).
+    by_absent: Mutex<HashMap<u64, Arc<Applicable>>>,
+}
+
+/// How many guard attributes a family tells apart (bits of a `u64`).
+const MAX_GUARDS: usize = 64;
 
 impl std::fmt::Debug for ScopeIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -583,13 +654,60 @@ impl ScopeIndex {
         }
     }
 
-    /// The policies that can apply to a request with these (parsed) uids.
+    /// The policies that can apply to a request with these (parsed) uids,
+    /// whose context has the attributes `has` says.
     pub fn applicable(
         &self,
         action: &cedar::EntityUid,
         principal: &cedar::EntityUid,
         resource: &cedar::EntityUid,
+        has: impl Fn(&str) -> bool,
     ) -> Result<Arc<Applicable>, String> {
+        let family = self.family(action, principal, resource)?;
+        let absent = (family.guards.iter().enumerate())
+            .filter(|(_, g)| !has(g))
+            .fold(0u64, |bits, (i, _)| bits | 1 << i);
+        let poisoned = |_| "policy cache poisoned".to_string();
+        if let Some(hit) = family.by_absent.lock().map_err(poisoned)?.get(&absent) {
+            return Ok(hit.clone());
+        }
+        // A policy is left out when one of its guards is absent.
+        let asked = |i: &&usize| {
+            let guards = &self.scoped[**i].prepared().guards;
+            !(family.guards.iter().enumerate())
+                .any(|(bit, g)| absent & (1 << bit) != 0 && guards.contains(g))
+        };
+        let enforced: Vec<&Scoped> = (family.enforced.iter().filter(asked))
+            .map(|&i| &self.scoped[i])
+            .collect();
+        let shadows: Vec<&Scoped> = (family.shadows.iter().filter(asked))
+            .map(|&i| &self.scoped[i])
+            .collect();
+        let with_shadow = if shadows.is_empty() {
+            None
+        } else {
+            Some(Asked::of(enforced.iter().chain(&shadows).copied())?)
+        };
+        let applicable = Arc::new(Applicable {
+            enforced: Asked::of(enforced)?,
+            with_shadow,
+            shapes: Mutex::new(HashSet::new()),
+        });
+        let mut sets = family.by_absent.lock().map_err(poisoned)?;
+        if sets.len() >= MAX_CACHED {
+            sets.clear();
+        }
+        sets.insert(absent, applicable.clone());
+        Ok(applicable)
+    }
+
+    /// The policies whose scope matches a request with these uids.
+    fn family(
+        &self,
+        action: &cedar::EntityUid,
+        principal: &cedar::EntityUid,
+        resource: &cedar::EntityUid,
+    ) -> Result<Arc<Family>, String> {
         // A principal or resource no policy names is known by its type
         // alone: every agent without a rule of its own shares one entry.
         let named = |uid: &cedar::EntityUid| self.named.contains(uid).then(|| uid.id().clone());
@@ -619,26 +737,25 @@ impl ScopeIndex {
         );
         let mut enforced = Vec::new();
         let mut shadows = Vec::new();
-        for s in &self.scoped {
+        let mut guards = std::collections::BTreeSet::new();
+        for (i, s) in self.scoped.iter().enumerate() {
             let applies = s.actions.as_ref().is_none_or(|a| a.contains(&action))
                 && s.principal.admits(&pk, &pi, &self.statics)
                 && s.resource.admits(&rk, &ri, &self.statics);
             if applies {
+                guards.extend(s.prepared().guards.iter().cloned());
                 if s.shadow {
-                    shadows.push(s);
+                    shadows.push(i);
                 } else {
-                    enforced.push(s);
+                    enforced.push(i);
                 }
             }
         }
-        let with_shadow = if shadows.is_empty() {
-            None
-        } else {
-            Some(Asked::of(enforced.iter().chain(&shadows).copied())?)
-        };
-        let applicable = Arc::new(Applicable {
-            enforced: Asked::of(enforced)?,
-            with_shadow,
+        let family = Arc::new(Family {
+            enforced,
+            shadows,
+            guards: guards.into_iter().take(MAX_GUARDS).collect(),
+            by_absent: Mutex::new(HashMap::new()),
         });
         let mut cache = self
             .cache
@@ -647,7 +764,7 @@ impl ScopeIndex {
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(key, applicable.clone());
-        Ok(applicable)
+        cache.insert(key, family.clone());
+        Ok(family)
     }
 }

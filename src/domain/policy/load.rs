@@ -237,7 +237,6 @@ impl PolicySet {
             scope,
             type_names,
             entity_sets: Mutex::new(HashMap::new()),
-            accepted: Mutex::new(Default::default()),
         })
     }
 }
