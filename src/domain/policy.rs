@@ -1416,33 +1416,10 @@ mod tests {
                 .expect("request");
                 cedar::Authorizer::new().is_authorized(&request, &policies, &entities)
             };
-            let ids = |r: &cedar::Response| -> Vec<String> {
-                let mut ids: Vec<String> =
-                    r.diagnostics().reason().map(|id| id.to_string()).collect();
-                ids.sort();
-                ids
-            };
-            let errors = |r: &cedar::Response| r.diagnostics().errors().count();
-            let without = ask(false);
-            if errors(&without) > 0 {
-                return (Outcome::Forbidden, Vec::new(), errors(&without));
-            }
-            if without.decision() == cedar::Decision::Allow {
-                return (Outcome::Auto, ids(&without), 0);
-            }
-            let with = ask(true);
-            if errors(&with) > 0 {
-                return (Outcome::Forbidden, Vec::new(), errors(&with));
-            }
-            if with.decision() == cedar::Decision::Allow {
-                let mut both = ids(&with);
-                both.extend(ids(&without));
-                both.sort();
-                both.dedup();
-                (Outcome::NeedsPerson, both, 0)
-            } else {
-                (Outcome::Forbidden, ids(&with), 0)
-            }
+            let (outcome, mut ids, errors) = two_questions(ask);
+            ids.sort();
+            ids.dedup();
+            (outcome, ids, errors)
         };
         let mut seen = std::collections::BTreeSet::new();
         for agent in ["a", "w", "o"] {
@@ -1564,6 +1541,13 @@ mod tests {
                 cedar::Entities::from_json_value(entities, Some(&schema)).expect("entities");
             cedar::Authorizer::new().is_authorized(&request, &policies, &entities)
         };
+        two_questions(ask)
+    }
+
+    /// The design's outcome, cited policies and error count from Cedar's
+    /// answers with `human_approved` false and then, unless that allowed,
+    /// true.
+    fn two_questions(ask: impl Fn(bool) -> cedar::Response) -> (Outcome, Vec<String>, usize) {
         let reasons = |r: &cedar::Response| -> Vec<String> {
             r.diagnostics().reason().map(|id| id.to_string()).collect()
         };
