@@ -15,7 +15,6 @@
 //! Pure: the sources come in as strings, nothing here reads files or Git.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -562,13 +561,31 @@ fn record<'a, 'k>(
         if k.starts_with("__") {
             return None;
         }
-        let _ = write!(shape, "{}:{k}", k.len());
+        push_decimal(shape, k.len());
+        shape.push(':');
+        shape.push_str(k);
         if let Some(value) = plain_value(v, shape, keep(k))? {
             pairs.push((k.clone(), value));
         }
     }
     shape.push('}');
     Some(pairs)
+}
+
+/// Writes `n` in decimal (as `write!` would, without its formatting
+/// machinery: a shape is written for every decision).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// A plain value's shape (written to `shape`) and, unless `keep` is
@@ -1216,6 +1233,15 @@ mod tests {
     /// kept for every other resource: the answers are Cedar's own, asked
     /// of every policy with the same entities, whatever the request brings
     /// (a tool of its own in a group, a definition of the undefined group).
+    #[test]
+    fn a_shape_writes_lengths_as_decimal() {
+        for n in [0, 7, 10, 123, 4096, usize::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
+
     #[test]
     fn a_static_resource_outside_a_group_is_not_asked_about_its_policies() {
         let set = PolicySet::load(
