@@ -1242,23 +1242,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_static_resource_outside_a_group_is_not_asked_about_its_policies() {
+    /// An agent's entity with its `group` and parents.
+    fn agent_data(id: &str, group: &str, parents: Vec<EntityRef>) -> EntityData {
+        EntityData {
+            uid: EntityRef::new("Agent", id),
+            attrs: json!({"group": group})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            parents,
+            tags: Default::default(),
+        }
+    }
+
+    /// A set loaded as gov loads it, and the same schema and policies as
+    /// plain Cedar (policies keyed by their `@id`), for a reference.
+    fn with_reference(
+        schema: &str,
+        policies: &str,
+        entities: Option<&str>,
+    ) -> (PolicySet, cedar::Schema, cedar::PolicySet) {
         let set = PolicySet::load(
-            &PolicySource::new("schema.cedarschema", GROUPS_SCHEMA),
-            &[PolicySource::new("p.cedar", GROUPS_POLICIES)],
-            Some(&PolicySource::new("entities.json", GROUPS_ENTITIES)),
+            &PolicySource::new("schema.cedarschema", schema),
+            &[PolicySource::new("p.cedar", policies)],
+            entities
+                .map(|e| PolicySource::new("entities.json", e))
+                .as_ref(),
             "v",
         )
         .expect("loads");
-        let schema = cedar::Schema::from_str(GROUPS_SCHEMA).expect("schema");
-        let parsed = cedar::PolicySet::from_str(GROUPS_POLICIES).expect("policies");
-        let policies = cedar::PolicySet::from_policies(
+        let parsed = cedar::PolicySet::from_str(policies).expect("policies");
+        let keyed = cedar::PolicySet::from_policies(
             parsed
                 .policies()
                 .map(|p| p.new_id(cedar::PolicyId::new(p.annotation("id").expect("id")))),
         )
         .expect("set");
+        (set, cedar::Schema::from_str(schema).expect("schema"), keyed)
+    }
+
+    #[test]
+    fn a_static_resource_outside_a_group_is_not_asked_about_its_policies() {
+        let (set, schema, policies) =
+            with_reference(GROUPS_SCHEMA, GROUPS_POLICIES, Some(GROUPS_ENTITIES));
         let statics: Vec<serde_json::Value> =
             serde_json::from_str(GROUPS_ENTITIES).expect("entities");
         let reference = |tool: &str, group: &str, brought: &[serde_json::Value]| {
@@ -1320,15 +1346,7 @@ mod tests {
                         .iter()
                         .map(|e| serde_json::from_value(e.clone()).expect("entity data"))
                         .collect();
-                    entities.push(EntityData {
-                        uid: EntityRef::new("Agent", format!("x{group}")),
-                        attrs: json!({"group": group})
-                            .as_object()
-                            .cloned()
-                            .unwrap_or_default(),
-                        parents: Vec::new(),
-                        tags: Default::default(),
-                    });
+                    entities.push(agent_data(&format!("x{group}"), group, Vec::new()));
                     let d = set.decide(&CedarRequest {
                         principal: EntityRef::new("Agent", format!("x{group}")),
                         action: "use_tool".into(),
@@ -1402,21 +1420,7 @@ mod tests {
     /// whole record, or none.
     #[test]
     fn unread_fields_of_a_record_are_left_out_with_the_same_answers() {
-        let set = PolicySet::load(
-            &PolicySource::new("schema.cedarschema", FIELDS_SCHEMA),
-            &[PolicySource::new("p.cedar", FIELDS_POLICIES)],
-            None,
-            "v",
-        )
-        .expect("loads");
-        let schema = cedar::Schema::from_str(FIELDS_SCHEMA).expect("schema");
-        let parsed = cedar::PolicySet::from_str(FIELDS_POLICIES).expect("policies");
-        let policies = cedar::PolicySet::from_policies(
-            parsed
-                .policies()
-                .map(|p| p.new_id(cedar::PolicyId::new(p.annotation("id").expect("id")))),
-        )
-        .expect("set");
+        let (set, schema, policies) = with_reference(FIELDS_SCHEMA, FIELDS_POLICIES, None);
         let action = cedar::EntityUid::from_str("Action::\"use_tool\"").expect("action");
         let reference = |agent: &str, context: &serde_json::Map<String, serde_json::Value>| {
             let entities = cedar::Entities::from_json_value(
@@ -1471,15 +1475,7 @@ mod tests {
                                 action: "use_tool".into(),
                                 resource: EntityRef::new("Tool", "Bash"),
                                 context: context.clone(),
-                                entities: vec![EntityData {
-                                    uid: EntityRef::new("Agent", agent),
-                                    attrs: json!({"group": "g"})
-                                        .as_object()
-                                        .cloned()
-                                        .unwrap_or_default(),
-                                    parents: Vec::new(),
-                                    tags: Default::default(),
-                                }],
+                                entities: vec![agent_data(agent, "g", Vec::new())],
                             };
                             let want = reference(agent, &context);
                             // Twice: the second time the shape is known and
@@ -1624,18 +1620,14 @@ mod tests {
                         action: "propose".into(),
                         resource: EntityRef::new("ActionType", "t"),
                         context: context.clone(),
-                        entities: vec![EntityData {
-                            uid: EntityRef::new("Agent", agent),
-                            attrs: json!({"group": "g"})
-                                .as_object()
-                                .cloned()
-                                .unwrap_or_default(),
-                            parents: match agent {
+                        entities: vec![agent_data(
+                            agent,
+                            "g",
+                            match agent {
                                 "x" => vec![EntityRef::new("Team", "red")],
                                 _ => Vec::new(),
                             },
-                            tags: Default::default(),
-                        }],
+                        )],
                     };
                     // Twice: the second request's shape is already accepted.
                     for _ in 0..2 {
