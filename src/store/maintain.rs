@@ -590,11 +590,7 @@ impl LongLane {
     /// thread of its own if it is long and the lane is idle and open; says
     /// where the merge runs.
     fn take(self: &Arc<Self>, git_dir: &Path, merge: &[Pack]) -> Hand {
-        let bytes = merge
-            .iter()
-            .map(|p| p.bytes)
-            .fold(0u64, u64::saturating_add);
-        if bytes <= self.threshold {
+        if total_bytes(merge) <= self.threshold {
             return Hand::Pass;
         }
         let mut state = self.state_even_poisoned();
@@ -645,7 +641,7 @@ impl LongLane {
             });
         self.done.fetch_add(1, Ordering::Relaxed);
         self.state_even_poisoned().claimed.clear();
-        let bytes: u64 = merge.iter().map(|p| p.bytes).sum();
+        let bytes = total_bytes(merge);
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match merged {
             Ok(packs) => tracing::debug!(packs, bytes, ms, "long merge"),
@@ -672,6 +668,14 @@ impl LongLane {
             let _ = thread.join();
         }
     }
+}
+
+/// The bytes of the packs of `merge`.
+fn total_bytes(merge: &[Pack]) -> u64 {
+    merge
+        .iter()
+        .map(|p| p.bytes)
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Writes every object of `merge` into new flushed packs, then removes
@@ -816,7 +820,6 @@ fn is_kept(pack: &Path) -> bool {
 /// Not flushed: lost in a crash, it is written again when the background
 /// next meets the pack.
 fn keep_for_hand(pack: &Path) -> Result<(), StoreError> {
-    use std::io::Write;
     let keep = pack.with_extension("keep");
     let folder = pack.parent().unwrap_or(Path::new("."));
     let mut tmp = crate::store::pack::temporary_file(folder, "tmp_gov_keep_")
