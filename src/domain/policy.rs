@@ -516,9 +516,12 @@ impl PlainContext {
         asked: &Asked,
     ) -> Option<PlainContext> {
         let fields = || context.iter().filter(|(k, _)| *k != "human_approved");
-        let mut shape = String::new();
+        let mut shape = Shape(Some(String::new()));
         record(fields(), &mut shape, |_| Keep::Nothing)?;
+        let shape = shape.0.unwrap_or_default();
         let known = accepted(&shape);
+        // The values, once the shape is written: the walk that makes them
+        // writes none, and skips what it does not make.
         let pairs = match (&asked.context_attrs, known) {
             (Some(attrs), true) => {
                 let keep = |k: &str| match (attrs.contains(k), asked.context_fields.get(k)) {
@@ -526,9 +529,9 @@ impl PlainContext {
                     (true, Some(Some(read))) => Keep::Fields(read),
                     (true, _) => Keep::All,
                 };
-                record(fields(), &mut String::new(), keep)?
+                record(fields(), &mut Shape(None), keep)?
             }
-            _ => record(fields(), &mut String::new(), |_| Keep::All)?,
+            _ => record(fields(), &mut Shape(None), |_| Keep::All)?,
         };
         Some(PlainContext {
             pairs,
@@ -548,11 +551,32 @@ enum Keep<'a> {
     Fields(&'a HashSet<String>),
 }
 
+/// Where a walk of a plain context writes its shape: a string, or
+/// nowhere (the walk that makes the values, after the shape was written).
+struct Shape(Option<String>);
+
+impl Shape {
+    fn push(&mut self, c: char) {
+        if let Some(shape) = &mut self.0 {
+            shape.push(c);
+        }
+    }
+
+    /// A record's key: its length in decimal, `:`, the key.
+    fn key(&mut self, k: &str) {
+        if let Some(shape) = &mut self.0 {
+            push_decimal(shape, k.len());
+            shape.push(':');
+            shape.push_str(k);
+        }
+    }
+}
+
 /// A record's shape (written to `shape`) and, as `keep` says for each
 /// field, its values.
 fn record<'a, 'k>(
     fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
-    shape: &mut String,
+    shape: &mut Shape,
     keep: impl Fn(&str) -> Keep<'k>,
 ) -> Option<Vec<(String, cedar::RestrictedExpression)>> {
     shape.push('{');
@@ -561,9 +585,7 @@ fn record<'a, 'k>(
         if k.starts_with("__") {
             return None;
         }
-        push_decimal(shape, k.len());
-        shape.push(':');
-        shape.push_str(k);
+        shape.key(k);
         if let Some(value) = plain_value(v, shape, keep(k))? {
             pairs.push((k.clone(), value));
         }
@@ -592,11 +614,15 @@ fn push_decimal(out: &mut String, mut n: usize) {
 /// [`Keep::Nothing`], its Cedar value; `None` if it is not plain.
 fn plain_value(
     v: &serde_json::Value,
-    shape: &mut String,
+    shape: &mut Shape,
     keep: Keep,
 ) -> Option<Option<cedar::RestrictedExpression>> {
     use serde_json::Value as J;
     let made = !matches!(keep, Keep::Nothing);
+    if !made && shape.0.is_none() {
+        // Neither shape nor value: the shape's walk already found it plain.
+        return Some(None);
+    }
     let value = match v {
         J::Bool(b) => {
             shape.push('b');
