@@ -376,15 +376,37 @@ pub async fn serve(
 /// lock and reads a count.
 const CHECKOUT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Runs `job` on a blocking thread every `period` (counted from the end
+/// of its last run) for as long as the server runs. A job logs what it
+/// did and what failed; `what` names it should it panic.
+async fn every(
+    period: std::time::Duration,
+    svc: Arc<Service>,
+    what: &'static str,
+    job: fn(&Service),
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let svc = svc.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || job(&svc)).await {
+            tracing::warn!(error = %e, "{what} failed");
+        }
+    }
+}
+
+/// Milliseconds, for the debug log.
+fn ms(took: std::time::Duration) -> f64 {
+    took.as_secs_f64() * 1e3
+}
+
 /// Puts approvals' files into the working tree and its Git index while
 /// the server runs, many approvals' at a time: the Git index is written
 /// whole, so its cost grows with the files on `main`.
 async fn follow_checkout(svc: Arc<Service>) {
-    loop {
-        tokio::time::sleep(CHECKOUT_EVERY).await;
-        let svc = svc.clone();
-        let _ = tokio::task::spawn_blocking(move || svc.governance().sync_checkout_if_due()).await;
-    }
+    every(CHECKOUT_EVERY, svc, "following the checkout", |svc| {
+        svc.governance().sync_checkout_if_due();
+    })
+    .await
 }
 
 /// How often the server checks whether the repository needs maintenance.
@@ -410,77 +432,64 @@ async fn maintain_in_background(svc: Arc<Service>) {
     if let Err(e) = svc.governance().defer_index_checkpoints() {
         tracing::warn!(error = %e, "the index checkpoints in its writers' commits");
     }
-    loop {
-        tokio::time::sleep(MAINTAIN_EVERY).await;
-        let svc = svc.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            // An index changed outside gov is not served for long.
-            if let Err(e) = svc.check_index() {
-                tracing::warn!(error = %e, "cannot check the index");
-            }
-            let gov = svc.governance();
-            let began = std::time::Instant::now();
-            match gov.checkpoint_index() {
-                // Slow ones only: one every 50 ms otherwise.
-                Ok(Some((frames, copied))) if began.elapsed() >= SLOW_CHECKPOINT => {
-                    let ms = began.elapsed().as_secs_f64() * 1e3;
-                    tracing::debug!(frames, copied, ms, "slow index checkpoint")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot checkpoint the index"),
-            }
-            let pass = if gov.maintenance_due() {
-                let began = std::time::Instant::now();
-                let pass = gov.maintain().map(|r| Some((r, began.elapsed())));
-                return_freed_memory();
-                pass
-            } else {
-                Ok(None)
-            };
-            // After the pass: the packs it deleted are let go of within
-            // a second of a handle's last use, not at its next use.
-            svc.let_go_of_old_handles();
-            pass
-        })
-        .await;
-        match pass {
-            Ok(Ok(Some((r, took)))) => {
-                tracing::debug!(?r, ms = took.as_secs_f64() * 1e3, "maintenance pass")
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+    every(MAINTAIN_EVERY, svc, "maintenance", maintenance_pass).await
+}
+
+/// One look of [`maintain_in_background`].
+fn maintenance_pass(svc: &Service) {
+    // An index changed outside gov is not served for long.
+    if let Err(e) = svc.check_index() {
+        tracing::warn!(error = %e, "cannot check the index");
+    }
+    let gov = svc.governance();
+    let began = std::time::Instant::now();
+    match gov.checkpoint_index() {
+        // Slow ones only: one every 50 ms otherwise.
+        Ok(Some((frames, copied))) if began.elapsed() >= SLOW_CHECKPOINT => {
+            tracing::debug!(
+                frames,
+                copied,
+                ms = ms(began.elapsed()),
+                "slow index checkpoint"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot checkpoint the index"),
+    }
+    if gov.maintenance_due() {
+        let began = std::time::Instant::now();
+        match gov.maintain() {
+            Ok(r) => tracing::debug!(?r, ms = ms(began.elapsed()), "maintenance pass"),
+            Err(e) => {
                 tracing::warn!(error = %crate::domain::errors::error_chain(&e), "maintenance failed")
             }
-            Err(e) => tracing::warn!(error = %e, "maintenance failed"),
         }
+        return_freed_memory();
     }
+    // After the pass: the packs it deleted are let go of within a second
+    // of a handle's last use, not at its next use.
+    svc.let_go_of_old_handles();
 }
 
 /// Packs loose refs while the server runs, on a schedule of their own
 /// (`Governance::pack_refs_if_due`), apart from the passes that merge
 /// packs: a refs step of seconds no longer holds the merges up.
 async fn pack_refs_in_background(svc: Arc<Service>) {
-    loop {
-        tokio::time::sleep(MAINTAIN_EVERY).await;
-        let svc = svc.clone();
-        let step = tokio::task::spawn_blocking(move || {
-            let began = std::time::Instant::now();
-            (svc.governance().pack_refs_if_due(), began.elapsed())
-        })
-        .await;
-        match step {
+    every(MAINTAIN_EVERY, svc, "packing refs", |svc| {
+        let began = std::time::Instant::now();
+        match svc.governance().pack_refs_if_due() {
             // A look that found nothing to pack is not logged: one a
             // second otherwise.
-            Ok((Ok(Some(packed)), took)) if packed > 0 => {
-                tracing::debug!(packed, ms = took.as_secs_f64() * 1e3, "refs step")
+            Ok(Some(packed)) if packed > 0 => {
+                tracing::debug!(packed, ms = ms(began.elapsed()), "refs step")
             }
-            Ok((Ok(_), _)) => {}
-            Ok((Err(e), _)) => {
+            Ok(_) => {}
+            Err(e) => {
                 tracing::warn!(error = %crate::domain::errors::error_chain(&e), "packing refs failed")
             }
-            Err(e) => tracing::warn!(error = %e, "packing refs failed"),
         }
-    }
+    })
+    .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
