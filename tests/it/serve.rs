@@ -20,6 +20,15 @@ pub(crate) fn spawn_serve(repo: &TestRepo) -> TestResult<(Child, String)> {
     Ok((child, url))
 }
 
+/// Stops a `gov serve` with SIGTERM and checks that it ended well.
+fn stop_gracefully(child: &mut Child) -> TestResult {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    let code = child.wait()?;
+    assert!(code.success(), "{code:?}");
+    Ok(())
+}
+
 /// The operator token `gov init` wrote for `repo`.
 fn operator_token(repo: &TestRepo) -> TestResult<String> {
     Ok(
@@ -284,10 +293,7 @@ fn gov_serve_answers_status_and_decides_through_the_server() -> TestResult {
         "complete: run `<uuid>` of agent `noop` (0 tokens, $0.0000; 100% of the budget left)\n"
     );
     // SIGTERM: graceful shutdown.
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status()?;
-    let code = child.wait()?;
-    assert!(code.success(), "{code:?}");
+    stop_gracefully(&mut child)?;
     assert!(!record.exists(), "gov serve left its record behind");
     Ok(())
 }
@@ -636,10 +642,7 @@ fn a_stopped_server_leaves_the_approvals_it_answered_in_the_checkout() -> TestRe
             .send_json(json!({"decision": "approve"}))?;
         assert_eq!(d.status(), 200);
     }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status()?;
-    let code = child.wait()?;
-    assert!(code.success(), "{code:?}");
+    stop_gracefully(&mut child)?;
     let listed = |args: &[&str]| -> TestResult<String> {
         let o = repo.git(args)?;
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
